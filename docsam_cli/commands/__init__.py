@@ -1,0 +1,1 @@
+"""One module per `docsam` subcommand: parse options, call the library, report."""

@@ -1,0 +1,202 @@
+"""Reading and writing DocSAM weights: the official `.pth` files and safetensors.
+
+Official checkpoints are plain state dicts saved with `torch.save(model.state_dict())`; they are read with
+`weights_only=True`, so no arbitrary object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.config import DocSAMConfig, variant_config
+
+if TYPE_CHECKING:
+    from model.docsam import DocSAM as DocSAMModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model (message names the file)."""
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from `.safetensors` or a torch `.pth`/`.pt`/`.bin` file, on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path), device="cpu")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise many types for corrupt files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from error
+    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return dict(loaded)
+
+
+def write_safetensors(
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """Write `state` as safetensors atomically (temporary file + rename); tensors are made contiguous."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def convert_to_safetensors(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Convert an official `.pth` checkpoint to safetensors (a safe `weights_only` load first)."""
+    write_safetensors(read_state_dict(source), target)
+
+
+# Reference (official checkpoint) name prefixes → this package's module names, most specific first.
+REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("mask2former.model.pixel_level_module.encoder.", "backbone."),
+    ("mask2former.model.pixel_level_module.decoder.", "pixel_decoder."),
+    ("mask2former.model.pixel_level_module.fpn.", "unused_fpn."),
+    ("mask2former.model.pixel_level_module.feat_merge.", "mask_feature_fusion."),
+    ("mask2former.model.transformer_module.textual_encoder.", "text_encoder.bert."),
+    ("mask2former.model.transformer_module.decoder.", "decoder."),
+    ("mask2former.model.transformer_module.", ""),
+)
+
+# Entries that some checkpoints carry and that have no effect: BERT's position ids (persistent in old
+# transformers releases; always arange) — dropped on load.
+_IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
+# torchvision < 0.13 named the FPN convs without the Sequential index.
+_OLD_FPN = re.compile(r"^(unused_fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+
+
+def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a state dict to this package's module names.
+
+    Accepts the official checkpoints (`mask2former.model.*`, optionally behind DDP's `module.`) and
+    checkpoints written by this package (already in its own names).
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        for reference, ours in REFERENCE_PREFIXES:
+            if name.startswith(reference):
+                name = ours + name[len(reference) :]
+                break
+        if _IGNORED.search(name):
+            continue
+        name = _OLD_FPN.sub(r"\1.0.\2", name)
+        renamed[name] = value
+    return renamed
+
+
+def to_reference_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `to_model_keys`: the names the reference implementation (and its loader) expects."""
+    renamed = {}
+    for key, value in state.items():
+        for reference, ours in REFERENCE_PREFIXES:
+            if key.startswith(ours):
+                renamed[reference + key[len(ours) :]] = value
+                break
+    return renamed
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load strictly: every model entry must be filled with the right shape and nothing may be left over.
+
+    Raises CheckpointError listing missing, unexpected and mis-shaped keys (in reference names where the
+    checkpoint used them), instead of silently keeping random weights as the reference loader does.
+    """
+    mapped = to_model_keys(state)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in mapped]
+    unexpected = [key for key in mapped if key not in expected]
+    mismatched = [
+        f"{key} {tuple(mapped[key].shape)} != {tuple(expected[key].shape)}"
+        for key in expected
+        if key in mapped and mapped[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{source}: does not fit the model ({'; '.join(parts)})")
+    model.load_state_dict(mapped, strict=True)
+
+
+CONFIG_METADATA_KEY = "docsam_config"
+
+
+def detect_variant(state: Mapping[str, torch.Tensor]) -> str:
+    """'base' or 'large' from the Swin patch embedding width (128 / 192), as the reference's zoo implies."""
+    mapped = to_model_keys(state)
+    weight = mapped.get("backbone.embeddings.patch_embeddings.projection.weight")
+    if weight is None:
+        raise CheckpointError("checkpoint has no Swin patch embedding; pass a variant or a model config")
+    widths = {variant_config(name).backbone.embed_dim: name for name in ("base", "large")}
+    if weight.shape[0] not in widths:
+        raise CheckpointError(
+            f"Swin width {weight.shape[0]} is neither base (128) nor large (192); pass --model-config"
+        )
+    return widths[weight.shape[0]]
+
+
+def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:
+    """The config a safetensors file written by `save_model` carries in its metadata, if any."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    with safe_open(str(path), "pt") as handle:
+        text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
+    return DocSAMConfig.from_dict(json.loads(text)) if text else None
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    variant: str | None = None,
+    config: DocSAMConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> DocSAMModel:
+    """Build DocSAM and load a checkpoint strictly; returns the model in eval mode on `device`.
+
+    The architecture comes from `config`, else `variant` ('base'/'large'), else the config stored in a
+    safetensors file written by this package, else it is detected from the checkpoint (base/large).
+    """
+    from model.docsam import DocSAM  # local import: docsam imports this module's siblings
+
+    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
+    state = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
+    if config is None and variant is not None:
+        config = variant_config(variant)
+    if config is None and not isinstance(checkpoint, Mapping):
+        config = stored_config(checkpoint)
+    if config is None:
+        config = variant_config(detect_variant(state))
+    model = DocSAM(config)
+    load_weights(model, state, source)
+    return model.to(device).eval()
+
+
+def save_model(model: DocSAMModel, path: str | os.PathLike[str]) -> None:
+    """Write the model's weights (this package's names) and its config to one safetensors file."""
+    metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+    write_safetensors(model.state_dict(), path, metadata)

@@ -1,0 +1,205 @@
+"""Configuration of the DocSAM network: dataclasses, the named variants, and JSON in/out.
+
+The JSON format is the one of the reference parity fixture `tiny-config.json` (sections
+`swin_backbone_config`, `mask2former_config`, `docsam_config_attributes`, `hard_coded_in_reference`), so a
+configuration dumped from the reference implementation loads unchanged. Unknown keys are ignored there,
+because the reference's config carries many fields DocSAM never reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """The Swin backbone (transformers `SwinBackbone` semantics, four stages, all four returned)."""
+
+    embed_dim: int = 128
+    depths: tuple[int, ...] = (2, 2, 18, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    window_size: int = 12
+    patch_size: int = 4
+    num_channels: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-5
+    drop_path_rate: float = 0.3  # stochastic depth, training only
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**stage for stage in range(len(self.depths)))
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """all-MiniLM-L6-v2 run as a plain BERT (mean pooling, no normalisation)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+
+
+@dataclass(frozen=True)
+class DocSAMConfig:
+    """Every size and constant of the network. Defaults are DocSAM-Base."""
+
+    backbone: SwinConfig = field(default_factory=SwinConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    feature_size: int = 256  # pixel decoder width (and of the decoder's cross-attention)
+    mask_feature_size: int = 256  # width of the stride-4 mask features; must equal hidden_dim
+    hidden_dim: int = 256  # query width
+    encoder_layers: int = 6  # deformable pixel-decoder layers
+    encoder_feedforward_dim: int = 1024
+    decoder_layers: int = 4  # query decoder layers; prediction stages = decoder_layers + 1
+    num_attention_heads: int = 8
+    dim_feedforward: int = 2048  # FFN of the query decoder and fusion layers
+    dropout: float = 0.0  # pixel-decoder dropout
+    decoder_dropout: float = 0.1  # nn.Transformer*Layer default of the reference (training only)
+    num_queries: int = 900
+    min_num_queries: int = 100
+    max_num_queries: int = 900
+    # Constants the reference hard-codes.
+    pixel_decoder_levels: int = 3
+    deformable_points: int = 4
+    position_grid: int = 256
+    roi_size: int = 7
+    selection_nms_iou: float = 0.9
+    selection_base_threshold: float = 0.01  # stage s keeps scores > base / 2**(decoder_layers - s)
+    box_delta_scale: float = 100.0
+    proposal_wh_divisor: float = 4.0
+    # Loss weights (substring-matched on loss names, as in the reference).
+    class_weight: float = 1.0
+    sml1_weight: float = 1.0
+    diou_weight: float = 1.0
+    dice_weight: float = 5.0
+    focal_weight: float = 5.0
+    no_object_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mask_feature_size != self.hidden_dim:
+            raise ValueError(
+                "mask_feature_size must equal hidden_dim (the mask heads take queries and pixels)"
+            )
+        if len(self.backbone.depths) != 4 or len(self.backbone.num_heads) != 4:
+            raise ValueError("the Swin backbone must have exactly four stages")
+        if self.min_num_queries > self.max_num_queries or self.max_num_queries > self.num_queries:
+            raise ValueError("need min_num_queries <= max_num_queries <= num_queries")
+
+    def selection_threshold(self, stage: int) -> float:
+        """Score threshold of the query selection that opens prediction stage `stage` (1-based)."""
+        return self.selection_base_threshold / 2 ** (self.decoder_layers - stage)
+
+    # --- JSON ---------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference fixture layout (see module docstring)."""
+        flat = asdict(self)
+        backbone = flat.pop("backbone")
+        text = flat.pop("text")
+        hard_coded = {name: flat.pop(name) for name in _HARD_CODED}
+        query_selection = {name: flat.pop(name) for name in ("min_num_queries", "max_num_queries")}
+        return {
+            "swin_backbone_config": {
+                **backbone,
+                "depths": list(backbone["depths"]),
+                "num_heads": list(backbone["num_heads"]),
+            },
+            "mask2former_config": flat,
+            "docsam_config_attributes": {"query_selection": True, **query_selection},
+            "hard_coded_in_reference": hard_coded,
+            "text_encoder_config": text,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DocSAMConfig:
+        if "swin_backbone_config" not in data or "mask2former_config" not in data:
+            raise ValueError("a DocSAM config needs 'swin_backbone_config' and 'mask2former_config' sections")
+        backbone = _pick(SwinConfig, data["swin_backbone_config"])
+        for name in ("depths", "num_heads"):
+            if name in backbone:
+                backbone[name] = tuple(backbone[name])
+        values: dict[str, Any] = {}
+        values.update(_pick(cls, data["mask2former_config"]))
+        values.update(_pick(cls, data.get("docsam_config_attributes", {})))
+        values.update(_hard_coded_from_reference(data.get("hard_coded_in_reference", {})))
+        for name in ("backbone", "text"):
+            values.pop(name, None)
+        return cls(
+            backbone=SwinConfig(**backbone),
+            text=TextEncoderConfig(**_pick(TextEncoderConfig, data.get("text_encoder_config", {}))),
+            **values,
+        )
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> DocSAMConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: not a usable DocSAM config ({error})") from error
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+_HARD_CODED = (
+    "pixel_decoder_levels",
+    "deformable_points",
+    "position_grid",
+    "roi_size",
+    "selection_nms_iou",
+    "selection_base_threshold",
+    "box_delta_scale",
+    "proposal_wh_divisor",
+)
+
+
+def _pick(cls: type, section: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in section.items() if key in names}
+
+
+def _hard_coded_from_reference(section: dict[str, Any]) -> dict[str, Any]:
+    """Accept both our own names and the reference fixture's descriptive keys."""
+    values = _pick(DocSAMConfig, section)
+    aliases = {
+        "nms_iou_in_query_selection": "selection_nms_iou",
+        "bbox_delta_scale": "box_delta_scale",
+    }
+    for alias, name in aliases.items():
+        if alias in section:
+            values[name] = section[alias]
+    if "learnable_pos_embed_grid" in section:
+        grid = section["learnable_pos_embed_grid"]
+        values["position_grid"] = int(grid[0] if isinstance(grid, list | tuple) else grid)
+    if "roi_align_output" in section:
+        size = section["roi_align_output"]
+        values["roi_size"] = int(size[0] if isinstance(size, list | tuple) else size)
+    return values
+
+
+BASE = DocSAMConfig()
+LARGE = replace(BASE, backbone=replace(BASE.backbone, embed_dim=192, num_heads=(6, 12, 24, 48)))
+VARIANTS: dict[str, DocSAMConfig] = {"base": BASE, "large": LARGE}
+
+
+def variant_config(name: str) -> DocSAMConfig:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None

@@ -1,0 +1,126 @@
+"""DocSAM assembled: Swin → pixel decoder → mask features; class names → semantic queries; query decoder.
+
+Input conventions (quirk Q-1): `pixel_values` are BGR, float, 0..255, never normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from model.backbone import SwinBackbone
+from model.config import DocSAMConfig
+from model.decoder import QueryDecoder
+from model.outputs import DocSAMOutput
+from model.pixel_decoder import MaskFeatureFusion, PixelDecoder, UnusedFeaturePyramid
+from model.text_encoder import TextEncoder
+
+
+class DocSAM(nn.Module):
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = SwinBackbone(config.backbone)
+        self.pixel_decoder = PixelDecoder(config)
+        self.unused_fpn = UnusedFeaturePyramid(config)
+        self.mask_feature_fusion = MaskFeatureFusion(config)
+        self.text_encoder = TextEncoder(config.text)
+        self.semantic_query_projection = nn.Linear(config.text.hidden_size, config.hidden_dim)
+        self.proposal_bboxes = nn.Embedding(config.num_queries, 4)
+        self.instance_queries = nn.Embedding(config.num_queries, config.hidden_dim)
+        self.instance_posembs = nn.Embedding(config.num_queries, config.hidden_dim)
+        self.decoder = QueryDecoder(config)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        image_bboxes: torch.Tensor | None = None,
+        class_names: Sequence[Sequence[str]] = (),
+        isolate_batch: bool = False,
+        forced_kept_index: Sequence[torch.Tensor] | None = None,
+    ) -> DocSAMOutput:
+        """Run the network on a batch.
+
+        Args:
+            pixel_values: (N, 3, H, W) BGR 0..255.
+            pixel_mask: (N, 1, H, W), 1 = valid pixel; None = all valid.
+            image_bboxes: (N, 4) int64 [l, t, r, b] valid rectangle in input pixels; None = whole input.
+            class_names: one list per image, background prompt ("<domain> _background_") last.
+            isolate_batch: False reproduces the reference exactly, including its coupling of images in a
+                batch (rows padded by query selection stay live and can be selected again, so an image's
+                result depends on its batch companions). True excludes those rows from selection, so every
+                image gives the result it gives alone.
+            forced_kept_index: per decoder layer, (N, Q_s) rows to keep (-1 = padding) instead of running
+                the selection — a test hook for comparing stages when selection order is at a near-tie.
+        """
+        if len(class_names) != pixel_values.shape[0]:
+            raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
+        if any(len(names) < 2 for names in class_names):
+            raise ValueError("every image needs at least one class name plus the background prompt")
+        batch, _, height, width = pixel_values.shape
+        if pixel_mask is None:
+            pixel_mask = pixel_values.new_ones(batch, 1, height, width)
+        pixel_mask = pixel_mask.to(pixel_values.dtype)
+
+        features = self.backbone(pixel_values)
+        levels = self.pixel_decoder(features, image_bboxes)
+        mask_features = self.mask_feature_fusion(levels)
+
+        text = self.embed_class_names(class_names)
+        projection_dtype = self.semantic_query_projection.weight.dtype
+        semantics = self.semantic_query_projection(pad_sequence(text, batch_first=True).to(projection_dtype))
+        num_classes = [len(names) for names in class_names]
+        semantic_padding = (
+            torch.arange(semantics.shape[1], device=semantics.device)[None]
+            >= torch.tensor(num_classes, device=semantics.device)[:, None]
+        )
+
+        instances = (self.instance_queries.weight + self.instance_posembs.weight)[None].expand(batch, -1, -1)
+        boxes = self.initial_boxes(batch, pixel_mask.shape[-2:], image_bboxes)
+        stages = self.decoder(
+            levels,
+            mask_features,
+            pixel_mask,
+            image_bboxes,
+            instances,
+            boxes,
+            semantics,
+            semantic_padding,
+            num_classes,
+            isolate_batch=isolate_batch,
+            forced_kept_index=forced_kept_index,
+        )
+        return DocSAMOutput(
+            backbone_features=features,
+            multi_scale_features=levels,
+            mask_features=mask_features,
+            text_embeddings=text,
+            semantic_queries=semantics,
+            stages=stages,
+        )
+
+    def embed_class_names(self, class_names: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Mean-pooled MiniLM embeddings per image, one BERT call for all distinct names of the batch."""
+        flat = [name for names in class_names for name in names]
+        embeddings = self.text_encoder(flat)
+        return list(embeddings.split([len(names) for names in class_names]))
+
+    def initial_boxes(
+        self, batch: int, size: tuple[int, int], image_bboxes: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Learned proposals (cx, cy, w/4, h/4) as xyxy in input pixels of each valid rectangle (§3.4)."""
+        proposals = self.proposal_bboxes.weight
+        center, extent = proposals[:, :2], proposals[:, 2:] / self.config.proposal_wh_divisor
+        unit = torch.cat([center - extent / 2, center + extent / 2], dim=1)  # (Q, 4) in [0, 1]-ish
+        if image_bboxes is None:
+            height, width = size
+            origin = unit.new_zeros(batch, 2)
+            span = unit.new_tensor([width, height]).expand(batch, 2)
+        else:
+            rect = image_bboxes.to(unit.dtype)
+            origin, span = rect[:, :2], rect[:, 2:] - rect[:, :2]
+        return unit[None] * span.repeat(1, 2)[:, None] + origin.repeat(1, 2)[:, None]

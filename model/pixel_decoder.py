@@ -1,0 +1,196 @@
+"""Pixel decoder: multi-scale deformable-attention encoder over strides 32/16/8, an extra stride-4 FPN level,
+and the CNN fusion of all four levels into the stride-4 mask features (ARCHITECTURE §3.2–3.3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import DocSAMConfig
+from model.layers import LearnablePositionEmbedding2d, conv1x1, conv_norm, resize_bilinear
+
+
+class MultiscaleDeformableAttention(nn.Module):
+    """Deformable attention over several flattened levels, sampled with `grid_sample` (§3.2(e))."""
+
+    def __init__(self, width: int, heads: int, levels: int, points: int) -> None:
+        super().__init__()
+        self.heads, self.levels, self.points = heads, levels, points
+        self.sampling_offsets = nn.Linear(width, heads * levels * points * 2)
+        self.attention_weights = nn.Linear(width, heads * levels * points)
+        self.value_proj = nn.Linear(width, width)
+        self.output_proj = nn.Linear(width, width)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        value_input: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
+        """query/value_input (N, S, C), reference_points (S, 2) as (x, y) in [0, 1] → (N, S, C)."""
+        batch, tokens, width = query.shape
+        head_dim = width // self.heads
+        value = self.value_proj(value_input).view(batch, tokens, self.heads, head_dim)
+        offsets = self.sampling_offsets(query).view(batch, tokens, self.heads, self.levels, self.points, 2)
+        weights = self.attention_weights(query).view(batch, tokens, self.heads, self.levels * self.points)
+        weights = weights.softmax(-1)
+        normaliser = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+        locations = (
+            reference_points[None, :, None, None, None, :] + offsets / normaliser[None, None, None, :, None]
+        )
+        grids = 2 * locations - 1  # (N, S, heads, levels, points, 2)
+
+        sampled = []
+        start = 0
+        for level, (height, width_l) in enumerate(spatial_shapes):
+            level_value = value[:, start : start + height * width_l]  # (N, HW, heads, d)
+            start += height * width_l
+            level_value = level_value.permute(0, 2, 3, 1).reshape(
+                batch * self.heads, head_dim, height, width_l
+            )
+            level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (N·heads, S, points, 2)
+            sampled.append(
+                F.grid_sample(
+                    level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+                )
+            )  # (N·heads, d, S, points)
+        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (N·heads, d, S, levels·points)
+        weights = weights.transpose(1, 2).reshape(batch * self.heads, 1, tokens, self.levels * self.points)
+        out = (stacked * weights).sum(-1).view(batch, self.heads * head_dim, tokens).transpose(1, 2)
+        return self.output_proj(out)
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Post-norm deformable self-attention + SiLU FFN (the fork replaced HF's ReLU with SiLU)."""
+
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        width = config.feature_size
+        self.self_attn = MultiscaleDeformableAttention(
+            width, config.num_attention_heads, config.pixel_decoder_levels, config.deformable_points
+        )
+        self.self_attn_layer_norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, config.encoder_feedforward_dim)
+        self.fc2 = nn.Linear(config.encoder_feedforward_dim, width)
+        self.final_layer_norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        position: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
+        attended = self.self_attn(x + position, x, reference_points, spatial_shapes)
+        x = self.self_attn_layer_norm(x + self.dropout(attended))
+        ffn = self.fc2(self.dropout(F.silu(self.fc1(x))))
+        x = self.final_layer_norm(x + self.dropout(ffn))
+        if self.training and not torch.isfinite(x).all():
+            limit = torch.finfo(x.dtype).max - 1000
+            x = torch.nan_to_num(x).clamp(min=-limit, max=limit)
+        return x
+
+
+class DeformableEncoder(nn.Module):
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DeformableEncoderLayer(config) for _ in range(config.encoder_layers))
+
+
+def reference_points(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """Cell centres of every level, (S, 2) as (x, y) normalised to [0, 1], levels concatenated."""
+    points = []
+    for height, width in spatial_shapes:
+        ys = torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device) / height
+        xs = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device) / width
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1))
+    return torch.cat(points)
+
+
+class PixelDecoder(nn.Module):
+    """Swin features (strides 4..32) → [O_0, O_1, O_2, O_3] at strides 32, 16, 8, 4."""
+
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        width = config.feature_size
+        channels = config.backbone.stage_channels
+        self.levels = config.pixel_decoder_levels
+        self.position_embedding = LearnablePositionEmbedding2d(config.position_grid, width)
+        self.position_projector = conv1x1(width, width)
+        # Level 0 is the coarsest (stride 32) map.
+        self.input_projections = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels[-1 - level], width, 1), nn.GroupNorm(32, width))
+            for level in range(self.levels)
+        )
+        self.level_embed = nn.Parameter(torch.zeros(self.levels, width))
+        self.encoder = DeformableEncoder(config)
+        self.lateral_convolutions = nn.ModuleList([conv_norm(channels[0], width, 1)])
+        self.output_convolutions = nn.ModuleList([conv_norm(width, width, 3)])
+
+    def forward(self, features: list[torch.Tensor], image_boxes: torch.Tensor | None) -> list[torch.Tensor]:
+        stride4 = features[0]
+        batch, _, height, width = stride4.shape
+        regions = None if image_boxes is None else (image_boxes * 0.25).long()
+        position = self.position_projector(self.position_embedding(batch, height, width, regions))
+
+        inputs, positions, shapes = [], [], []
+        for level in range(self.levels):
+            feature = features[-1 - level]
+            size = tuple(feature.shape[-2:])
+            shapes.append(size)
+            inputs.append(self.input_projections[level](feature).flatten(2).transpose(1, 2))
+            level_position = resize_bilinear(position, size) + self.level_embed[level][None, :, None, None]
+            positions.append(level_position.flatten(2).transpose(1, 2))
+        x, pos = torch.cat(inputs, 1), torch.cat(positions, 1)
+        points = reference_points(shapes, x.device).to(x.dtype)
+        for layer in self.encoder.layers:
+            x = layer(x, pos, points, shapes)
+
+        outputs, start = [], 0
+        for size in shapes:
+            count = size[0] * size[1]
+            outputs.append(x[:, start : start + count].transpose(1, 2).reshape(batch, -1, *size))
+            start += count
+        lateral = self.lateral_convolutions[0](stride4)
+        outputs.append(self.output_convolutions[0](lateral + resize_bilinear(outputs[-1], (height, width))))
+        return outputs
+
+
+class MaskFeatureFusion(nn.Module):
+    """Fuses the four pixel-decoder levels into the stride-4 mask features (the reference's feat_merge)."""
+
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        branch_width = config.mask_feature_size // 2
+        self.branches = nn.ModuleList(conv_norm(config.feature_size, branch_width, 3) for _ in range(4))
+        self.fusion = conv_norm(4 * branch_width, config.mask_feature_size, 3)
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        size = tuple(levels[-1].shape[-2:])
+        merged = [
+            resize_bilinear(branch(level), size) for branch, level in zip(self.branches, levels, strict=True)
+        ]
+        return self.fusion(torch.cat(merged, dim=1))
+
+
+class UnusedFeaturePyramid(nn.Module):
+    """torchvision-FPN-shaped parameters that the reference builds but never calls.
+
+    They are part of every official checkpoint (`pixel_level_module.fpn.*`), so the module exists to load
+    and save them one-to-one; it has no forward.
+    """
+
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        width = config.feature_size
+        self.inner_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, width, 1)) for channels in config.backbone.stage_channels
+        )
+        self.layer_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1)) for _ in config.backbone.stage_channels
+        )

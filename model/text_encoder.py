@@ -1,0 +1,90 @@
+"""Class-name encoder: all-MiniLM-L6-v2 run as a plain BERT, attention-masked mean pooling, no normalisation.
+
+The BERT weights travel inside every DocSAM checkpoint; the WordPiece tokenizer ships with this package
+(`model/tokenizer/tokenizer.json`), so nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from model.config import TextEncoderConfig
+
+TOKENIZER_FILE = Path(__file__).with_name("tokenizer") / "tokenizer.json"
+
+
+@lru_cache(maxsize=1)
+def load_tokenizer() -> Tokenizer:
+    """The MiniLM tokenizer, padding to the longest name of a call (its file pads to 128 by default)."""
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
+    tokenizer.no_truncation()
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+def tokenize(names: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (len(names), L) int64; names longer than the model are truncated."""
+    encodings = load_tokenizer().encode_batch(names)
+    ids = torch.tensor([encoding.ids for encoding in encodings], dtype=torch.long)
+    mask = torch.tensor([encoding.attention_mask for encoding in encodings], dtype=torch.long)
+    return ids[:, :max_length], mask[:, :max_length]
+
+
+class TextEncoder(nn.Module):
+    """Class names → (C, hidden_size) sentence embeddings, before DocSAM's projection."""
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        bert_config = BertConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            layer_norm_eps=config.layer_norm_eps,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            hidden_act="gelu",
+        )
+        self.bert = BertModel(bert_config, add_pooling_layer=True)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        self._cache.clear()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def forward(self, names: list[str]) -> torch.Tensor:
+        """Embeddings of `names` in order. Never receives gradients (the reference runs it under no_grad);
+        in eval mode results are cached per string, since they depend on nothing else.
+        """
+        device = self.bert.embeddings.word_embeddings.weight.device
+        missing = list(dict.fromkeys(name for name in names if name not in self._cache))
+        computed = self._encode(missing, device) if missing else None
+        if self.training:
+            lookup = dict(zip(missing, computed, strict=True)) if computed is not None else {}
+        else:
+            if computed is not None:
+                self._cache.update(zip(missing, computed, strict=True))
+            lookup = self._cache
+        return torch.stack([lookup[name].to(device) for name in names])
+
+    def _encode(self, names: list[str], device: torch.device) -> torch.Tensor:
+        ids, mask = tokenize(names, self.config.max_position_embeddings)
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.to(hidden.dtype)[..., None]
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
