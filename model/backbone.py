@@ -256,7 +256,8 @@ class SwinStage(nn.Module):
 class SwinEncoder(nn.Module):
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
-        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        blocks = sum(config.depths)
+        drop_paths = [config.drop_path_rate * index / max(blocks - 1, 1) for index in range(blocks)]
         stages, start = [], 0
         for index, (depth, heads, dim) in enumerate(
             zip(config.depths, config.num_heads, config.stage_channels, strict=True)

@@ -1,0 +1,104 @@
+"""Checkpoint compatibility: official key layout, strict loading, safe unpickling, our own format."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from model import CheckpointError, DocSAM, load_model, save_model, variant_config
+from model.checkpoint import detect_variant, load_weights, read_state_dict, to_model_keys, to_reference_keys
+
+REFERENCE_COUNTS = {"base": 208_558_536, "large": 317_370_884}
+
+
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
+    listing = json.loads((reference_fixtures / f"keys-{variant}.json").read_text())["state_dict"]
+    assert len(listing) == 1550
+    with torch.device("meta"):
+        model = DocSAM(variant_config(variant))
+    ours = model.state_dict()
+    mapped = {}
+    for entry in listing:
+        (name,) = to_model_keys({entry["key"]: torch.empty(0)})
+        assert name not in mapped, f"two reference keys map to {name}"
+        mapped[name] = entry
+    assert set(mapped) == set(ours)
+    for name, entry in mapped.items():
+        assert list(ours[name].shape) == entry["shape"], name
+        assert str(ours[name].dtype) == f"torch.{entry['dtype']}", name
+    assert sum(p.numel() for p in model.parameters()) == REFERENCE_COUNTS[variant]
+    # A state dict under the reference names loads strictly (shapes and names checked, nothing left over).
+    reference_named = {entry["key"]: torch.empty(entry["shape"], device="meta") for entry in listing}
+    load_weights(model, reference_named)
+    assert detect_variant(reference_named) == variant
+
+
+def test_reference_named_state_round_trips(tiny_model, tiny_config):
+    reference = to_reference_keys(tiny_model.state_dict())
+    assert all(key.startswith("mask2former.model.") for key in reference)
+    rebuilt = load_model({"module." + key: value for key, value in reference.items()}, config=tiny_config)
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key
+
+
+def test_strict_loading_lists_what_is_wrong(tiny_reference_state, tiny_config):
+    state = dict(tiny_reference_state)
+    del state["mask2former.model.transformer_module.proposal_bboxes.weight"]
+    state["mask2former.model.transformer_module.extra.weight"] = torch.zeros(1)
+    state["mask2former.model.transformer_module.instance_queries.weight"] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointError) as error:
+        load_model(state, config=tiny_config)
+    message = str(error.value)
+    assert "missing: proposal_bboxes.weight" in message
+    assert "unexpected: extra.weight" in message
+    assert "wrong shape: instance_queries.weight (3, 3)" in message
+
+
+def test_harmless_legacy_entries_are_accepted(tiny_reference_state, tiny_config):
+    state = dict(tiny_reference_state)
+    state["mask2former.model.transformer_module.textual_encoder.embeddings.position_ids"] = torch.arange(512)[
+        None
+    ]
+    for key in [k for k in state if ".fpn." in k]:  # torchvision < 0.13 names: no Sequential index
+        state[key.replace(".0.weight", ".weight").replace(".0.bias", ".bias")] = state.pop(key)
+    load_model(state, config=tiny_config)
+
+
+def test_pth_is_read_without_unpickling_objects(tmp_path, tiny_model, tiny_config):
+    path = tmp_path / "docsam.pth"
+    torch.save(to_reference_keys(tiny_model.state_dict()), path)
+    loaded = load_model(path, config=tiny_config)
+    assert torch.equal(loaded.proposal_bboxes.weight, tiny_model.proposal_bboxes.weight)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled arbitrary code",))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"weights": Payload()}))
+    with pytest.raises(CheckpointError, match=r"evil\.pth: not a readable checkpoint"):
+        read_state_dict(evil)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_corrupt_files_give_one_line_errors(tmp_path, content):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert "broken.safetensors" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_state_dict(tmp_path / "absent.pth")
+
+
+def test_saved_model_carries_its_config(tmp_path, tiny_model):
+    path = tmp_path / "tuned.safetensors"
+    save_model(tiny_model, path)
+    loaded = load_model(path)  # no variant, no config: read from the file's metadata
+    assert loaded.config == tiny_model.config
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
