@@ -38,3 +38,11 @@ def test_bad_configs_are_rejected(tmp_path):
         DocSAMConfig.from_json(path)
     with pytest.raises(ValueError, match="unknown variant"):
         variant_config("huge")
+
+
+def test_shipped_config_files_equal_the_builtin_variants():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "model" / "configs"
+    for name in ("base", "large"):
+        assert DocSAMConfig.from_json(folder / f"{name}.json") == variant_config(name)

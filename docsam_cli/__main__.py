@@ -1,0 +1,3 @@
+from docsam_cli.app import main
+
+main()
