@@ -206,6 +206,15 @@ class DecoderLayer(nn.Module):
         return joint[:, :count], joint[:, count:]
 
 
+def dilate(logits: torch.Tensor, radius: int) -> torch.Tensor:
+    """A (2r+1)×(2r+1) max filter, 'same' size. Done as a row pass then a column pass: max is separable,
+    so the result is identical to one square max-pool at a fraction of the cost.
+    """
+    size = 2 * radius + 1
+    rows = F.max_pool2d(logits, kernel_size=(1, size), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
+
+
 def attention_blocks(
     mask_logits: torch.Tensor | None,
     level_sizes: Sequence[tuple[int, int]],
@@ -223,7 +232,7 @@ def attention_blocks(
             blocks.append(padding[:, None, None, :])
             continue
         scale = round(mask_logits.shape[-2] / height)
-        dilated = F.max_pool2d(mask_logits, kernel_size=2 * scale + 1, stride=1, padding=scale)
+        dilated = dilate(mask_logits, scale)
         blocked = (resize_bilinear(dilated, (height, width)).sigmoid() < 0.5).flatten(2)
         blocked &= ~blocked.all(-1, keepdim=True)
         blocks.append((blocked | padding[:, None, :])[:, None])
