@@ -31,6 +31,7 @@ def _root(
 
 
 # Subcommands register themselves here, one line each.
+from docsam_cli.commands import download_weights  # noqa: E402, F401
 
 
 def main() -> None:

@@ -22,4 +22,4 @@ def test_fully_blocked_queries_are_unblocked_and_padding_blocks():
     assert blocks.shape == (1, 1, 2, 16)
     assert not blocks[0, 0, 0, :-1].any()  # unblocked except the padded key
     assert blocks[0, 0, :, -1].all()
-    assert not blocks[0, 0, 1, 0] and blocks[0, 0, 1, 5]
+    assert not blocks[0, 0, 1, 5] and blocks[0, 0, 1, 10]  # dilated by 2 px, then resized
