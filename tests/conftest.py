@@ -74,3 +74,14 @@ def tiny_model(tiny_config, tiny_reference_state):
     from model import load_model
 
     return load_model(tiny_reference_state, config=tiny_config)
+
+
+@pytest.fixture(autouse=True)
+def _no_remote_network(monkeypatch: pytest.MonkeyPatch):
+    """Nothing in the suite may reach a real remote host: connections and look-ups are loopback only."""
+    from network_guard import allow_loopback_only
+
+    attempted: list[str] = []
+    allow_loopback_only(monkeypatch, attempted)
+    yield
+    assert not attempted, f"the test tried to reach remote hosts: {attempted}"

@@ -1,0 +1,105 @@
+"""`docsam download-weights`: fetch checkpoints into the verified cache, list them, register hand copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.filesize import decimal
+
+from docsam_cli.app import app
+from docsam_cli.weights.cache import cache_status, docsam_home
+from docsam_cli.weights.errors import WeightsError
+from docsam_cli.weights.registry import LICENCE_NOTE, REGISTRY, WeightsEntry, entry_names, find_entry
+
+
+@app.command("download-weights")
+def download_weights(
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME", help="Registered names (see --list).")
+    ] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Download every registered checkpoint.")] = False,
+    list_entries: Annotated[
+        bool, typer.Option("--list", help="List names, sizes, licences and what is cached.")
+    ] = False,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", metavar="FILE", help="Register FILE, copied in by hand, as NAME (no network)."
+        ),
+    ] = None,
+) -> None:
+    """Download checkpoints into the cache ($DOCSAM_HOME, default ~/.cache/docsam) as checked safetensors.
+
+    Interrupted downloads resume on the next run; DOCSAM_OFFLINE=1 or HF_HUB_OFFLINE=1 forbids the network.
+    """
+    names = names or []
+    if list_entries:
+        if names or all_entries or from_file is not None:
+            _usage_error("--list takes no names or other options")
+        _print_listing()
+        return
+    if from_file is not None and (len(names) != 1 or all_entries):
+        _usage_error("--from FILE takes exactly one NAME")
+    if all_entries and names:
+        _usage_error("--all takes no names")
+    if not all_entries and not names:
+        _usage_error("name the weights to download, or use --all or --list")
+    entries = list(REGISTRY) if all_entries else [_lookup(name) for name in names]
+
+    # Imported here so that `docsam --help` and `--list` do not load torch, gdown and huggingface_hub.
+    from docsam_cli.weights.install import ensure_cached, register_file
+
+    failed = False
+    for entry in entries:
+        try:
+            if from_file is not None:
+                register_file(entry, from_file, _say)
+            else:
+                ensure_cached(entry, _say)
+        except WeightsError as error:
+            typer.echo(f"error: {error}", err=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _usage_error(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _lookup(name: str) -> WeightsEntry:
+    entry = find_entry(name)
+    if entry is None:
+        _usage_error(f"{name}: unknown weights name (known: {', '.join(entry_names())})")
+    return entry
+
+
+def _print_listing() -> None:
+    rows = [("NAME", "SOURCE", "SIZE", "LICENCE", "CACHED")]
+    for entry in REGISTRY:
+        status = cache_status(entry.name)
+        if status.state == "cached":
+            size, cached = decimal(status.size or 0), "yes"
+        else:
+            size = (
+                decimal(entry.size)
+                if entry.size
+                else f"~{decimal(entry.approx_size)}"
+                if entry.approx_size
+                else "?"
+            )
+            cached = {"absent": "no", "partial": f"partial ({decimal(status.size or 0)})"}.get(
+                status.state, "broken: download again"
+            )
+        rows.append((entry.name, entry.source.label, size, entry.licence, cached))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    typer.echo(f"\n{LICENCE_NOTE}\nCache: {docsam_home()}")

@@ -1,0 +1,89 @@
+"""Downloading a public Google Drive file with gdown.
+
+gdown walks Drive's large-file confirmation page, resumes from the partial file it keeps beside the output,
+and reports Drive's own error pages (quota exceeded, no access). It talks to drive.google.com through
+`requests`, so the usual `HTTPS_PROXY` and `REQUESTS_CA_BUNDLE` settings apply (the tests use them to reach a
+loopback fake of Drive).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gdown
+import requests
+from gdown.exceptions import DownloadError, FileURLRetrievalError
+
+from docsam_cli.weights.cache import staging_dir
+from docsam_cli.weights.errors import FetchError, describe
+from docsam_cli.weights.progress import TransferBar
+from docsam_cli.weights.registry import DriveSource
+
+RETRIES = 3
+"""Transient failures gdown retries (resuming) within one run; then the partial file waits for a rerun."""
+
+TIMEOUT = (30.0, 120.0)
+"""Seconds to connect, and to wait between bytes, before a stalled transfer counts as failed."""
+
+
+def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
+    """Download `source` into the entry's staging folder and return the complete file.
+
+    The size is checked against the length Drive announced; a partial file stays behind for the next run.
+    """
+    folder = staging_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    output = folder / source.filename
+    announced: dict[str, int] = {}
+
+    def report(received: int, total: int | None) -> None:
+        if total is not None:
+            announced["total"] = total
+        bar.report(received, total)
+
+    try:
+        gdown.download(
+            id=source.file_id,
+            output=str(output),
+            quiet=True,
+            resume=True,
+            use_cookies=False,
+            progress=report,
+            timeout=TIMEOUT,
+            retries=RETRIES,
+        )
+    except FileURLRetrievalError as error:
+        raise FetchError(
+            f"{name}: Google Drive did not hand out {source.filename} ({_drive_reason(error)}); download it "
+            f"in a browser from {source.url}, then run `docsam download-weights --from FILE {name}`"
+        ) from error
+    except (DownloadError, requests.RequestException) as error:
+        raise FetchError(_transfer_failure(name, source, folder, error)) from error
+
+    size = output.stat().st_size
+    if "total" in announced and size != announced["total"]:
+        output.unlink()
+        raise FetchError(
+            f"{name}: {source.filename} is truncated ({size} of {announced['total']} bytes); "
+            f"run `docsam download-weights {name}` again"
+        )
+    return output
+
+
+def _drive_reason(error: FileURLRetrievalError) -> str:
+    """Drive's own words (e.g. its quota message); gdown re-raises them wrapped in a long multi-line hint."""
+    original = error.__context__ if isinstance(error.__context__, FileURLRetrievalError) else error
+    return describe(original)
+
+
+def _transfer_failure(name: str, source: DriveSource, folder: Path, error: Exception) -> str:
+    received = sum(part.stat().st_size for part in folder.glob(f"{source.filename}*.part"))
+    if received:
+        return (
+            f"{name}: the download of {source.filename} stopped after {received} bytes ({describe(error)}); "
+            f"run `docsam download-weights {name}` again to resume it"
+        )
+    return (
+        f"{name}: cannot download {source.filename} from Google Drive ({describe(error)}); check the network "
+        f"connection, or copy the file in with `docsam download-weights --from FILE {name}`"
+    )

@@ -1,0 +1,64 @@
+"""Downloading a file from the Hugging Face hub with huggingface_hub, into the Hugging Face cache.
+
+huggingface_hub keeps its own variables in charge: `HF_HOME` / `HF_HUB_CACHE` (where files go, shared with
+transformers), `HF_TOKEN`, `HF_HUB_DOWNLOAD_TIMEOUT`. `HF_ENDPOINT` is also read here on every call, not only
+once at import, so a mirror set after start-up is honoured.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+
+from docsam_cli.weights.errors import FetchError, describe
+from docsam_cli.weights.progress import TransferBar
+from docsam_cli.weights.registry import HubSource
+
+
+def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: bool) -> Path:
+    """Download the first of `source.filenames` the repository has; `force` replaces a cached copy."""
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    for filename in source.filenames:
+        try:
+            return Path(
+                hf_hub_download(
+                    source.repo_id,
+                    filename,
+                    revision=source.revision,
+                    endpoint=endpoint,
+                    force_download=force,
+                    tqdm_class=bar.tqdm_class,  # type: ignore[arg-type]  # any tqdm-like callable is accepted
+                )
+            )
+        except RemoteEntryNotFoundError:
+            continue
+        except LocalEntryNotFoundError as error:
+            raise FetchError(
+                f"{name}: cannot get {source.repo_id} from the Hugging Face hub ({describe(error)}); check "
+                f"the network connection and HF_ENDPOINT, or copy the file in with "
+                f"`docsam download-weights --from FILE {name}`"
+            ) from error
+        # huggingface_hub raises OSError subclasses, ValueError (a forced download whose metadata request
+        # failed) and, once its own retries are spent, the transport errors of the HTTP client it is built on.
+        except Exception as error:
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise  # a local disk problem, not a download one: the caller reports it
+            raise FetchError(
+                f"{name}: downloading {source.repo_id}/{filename} failed ({describe(error)})"
+            ) from error
+    raise FetchError(
+        f"{name}: {source.repo_id} has none of {', '.join(source.filenames)} at revision {source.revision}"
+    )
+
+
+def find_in_hf_cache(source: HubSource) -> Path | None:
+    """A copy already in the Hugging Face cache (e.g. fetched by transformers), found without any network."""
+    for filename in source.filenames:
+        cached = try_to_load_from_cache(source.repo_id, filename, revision=source.revision)
+        if isinstance(cached, str):
+            return Path(cached)
+    return None

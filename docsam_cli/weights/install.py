@@ -1,0 +1,217 @@
+"""Putting named weights into the cache: download or take a given file, check it, convert it, record it.
+
+Every stored file is safetensors: `.pth` / `.bin` sources are read once with `weights_only=True` and
+rewritten, so later loads never unpickle. The record (size + sha256 of the stored file) is written last; until
+then nothing resolves, so a failure at any step leaves no half-stored entry behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from docsam_cli.weights.cache import (
+    CacheRecord,
+    converted_path,
+    docsam_home,
+    entry_dir,
+    lock_path,
+    offline_setting,
+    read_record,
+    remove_entry,
+    sha256_file,
+    staging_dir,
+    verify_record,
+    write_record,
+)
+from docsam_cli.weights.drive import fetch_drive_file
+from docsam_cli.weights.errors import CorruptCacheError, FetchError, NotCachedError, OfflineError
+from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
+from docsam_cli.weights.progress import transfer_progress
+from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
+from model.checkpoint import CheckpointError, read_state_dict, write_safetensors
+
+Say = Callable[[str], None]
+
+_PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
+_SWIN_WIDTH = {"base": 128, "large": 192}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
+    """A verified cache record for `entry`, downloading it when it is absent or its cached copy is bad."""
+    with _locked(entry.name), _storage_errors(entry):
+        refetch = False
+        try:
+            record = read_record(entry.name)
+            if record is not None:
+                verify_record(record)
+                say(f"{entry.name}: already cached ({record.path})")
+                return record
+        except (CorruptCacheError, NotCachedError):
+            say(f"{entry.name}: the cached copy is corrupted or gone; fetching it again")
+            remove_entry(entry.name)
+            refetch = True
+        if offline_setting():
+            return _adopt_offline(entry, say)
+        return _download(entry, say, refetch=refetch)
+
+
+def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
+    """Store a file the user copied in by hand (air-gapped machines) as `entry`, after the same checks."""
+    if not path.is_file():
+        raise FetchError(f"{path}: no such file")
+    with _locked(entry.name), _storage_errors(entry):
+        record = _store(entry, path, source=f"file:{path.resolve()}", hf_cached=False)
+    say(f"{entry.name}: registered {path} as {record.path}")
+    return record
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One process at a time stores `name` (parallel jobs sharing a cache would otherwise race on it)."""
+    lock = lock_path(name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        yield
+
+
+@contextmanager
+def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
+    """Local I/O failures (a full disk above all) as one clear line; the half-written file goes.
+
+    Network failures never get here as OSError: the fetchers turn them into FetchError first.
+    """
+    try:
+        yield
+    except OSError as error:
+        converted_path(entry.name).unlink(missing_ok=True)
+        if error.errno != errno.ENOSPC:
+            raise FetchError(f"{entry.name}: cannot store the weights ({error})") from error
+        shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
+        raise FetchError(
+            f"{entry.name}: no space left on the device holding {error.filename or docsam_home()}; free "
+            f"some space or set DOCSAM_HOME to a larger disk, then run `docsam download-weights {entry.name}`"
+        ) from error
+
+
+def _download(entry: WeightsEntry, say: Say, *, refetch: bool) -> CacheRecord:
+    source = entry.source
+    size = f" (about {entry.approx_size / 1e6:.0f} MB)" if entry.approx_size else ""
+    say(f"{entry.name}: downloading from {source.label}{size}; licence: {entry.licence}")
+    try:
+        with transfer_progress(entry.name) as bar:
+            if isinstance(source, DriveSource):
+                raw = fetch_drive_file(entry.name, source, bar)
+            else:
+                raw = fetch_hub_file(entry.name, source, bar, force=refetch)
+        if isinstance(source, DriveSource):
+            record = _store(entry, raw, source=source.url, hf_cached=False)
+            shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
+        else:
+            record = _store(entry, raw, source=_hub_url(source, raw), hf_cached=True)
+    except FetchError:
+        if not any(staging_dir(entry.name).glob("*.part")):
+            shutil.rmtree(staging_dir(entry.name), ignore_errors=True)  # keep only what a rerun can resume
+        raise
+    say(f"{entry.name}: stored {record.path} (sha256 {record.sha256})")
+    return record
+
+
+def _adopt_offline(entry: WeightsEntry, say: Say) -> CacheRecord:
+    """Offline: take a copy already in the Hugging Face cache, or fail naming the file and how to get it."""
+    source = entry.source
+    if isinstance(source, HubSource) and (found := find_in_hf_cache(source)) is not None:
+        record = _store(entry, found, source=_hub_url(source, found), hf_cached=True)
+        say(f"{entry.name}: found in the Hugging Face cache, stored as {record.path}")
+        return record
+    wanted = source.filename if isinstance(source, DriveSource) else " or ".join(source.filenames)
+    raise OfflineError(
+        f"{entry.name}: not in the cache ({entry_dir(entry.name)}) and offline mode is on "
+        f"({offline_setting()}=1), so {wanted} was not downloaded from {source.url}; run "
+        f"`docsam download-weights {entry.name}` with network access, or copy the file over and run "
+        f"`docsam download-weights --from FILE {entry.name}`"
+    )
+
+
+def _hub_url(source: HubSource, path: Path) -> str:
+    return f"{source.url}/blob/{source.revision}/{path.name}"
+
+
+def _store(entry: WeightsEntry, raw: Path, *, source: str, hf_cached: bool) -> CacheRecord:
+    """Check `raw` and record it.
+
+    A safetensors file in the Hugging Face cache is recorded where it is (no second copy); anything else is
+    converted to safetensors inside the docsam cache.
+    """
+    source_sha256 = sha256_file(raw)
+    _check_published_digest(entry, raw, source_sha256, hf_cached=hf_cached)
+    if hf_cached and raw.suffix == ".safetensors":
+        target, sha256 = raw, source_sha256
+    else:
+        target = converted_path(entry.name)
+        _convert(entry, raw, target)
+        sha256 = sha256_file(target)
+    folder = entry_dir(entry.name)
+    record = CacheRecord(
+        name=entry.name,
+        file=str(target.relative_to(folder) if target.is_relative_to(folder) else target),
+        size=target.stat().st_size,
+        sha256=sha256,
+        source=source,
+        source_sha256=source_sha256,
+    )
+    write_record(record)
+    return record
+
+
+def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_cached: bool) -> None:
+    """Compare with the size/sha256 the registry knows and, for hub files, with the hub's own digest.
+
+    The Hugging Face cache names each large-file blob by its sha256, which is the digest the hub published.
+    """
+    blob = raw.resolve()
+    expected = entry.sha256 or (blob.name if hf_cached and _SHA256.fullmatch(blob.name) else None)
+    problem = None
+    if entry.size is not None and blob.stat().st_size != entry.size:
+        problem = f"{blob.stat().st_size} bytes instead of the published {entry.size}"
+    elif expected is not None and sha256 != expected:
+        problem = f"sha256 {sha256} instead of the published {expected}"
+    if problem is None:
+        return
+    if hf_cached:  # the Hugging Face cache would hand the bad copy out again as it is
+        blob.unlink(missing_ok=True)
+        raw.unlink(missing_ok=True)
+    raise FetchError(f"{entry.name}: {raw.name} is not the published file ({problem}); nothing was stored")
+
+
+def _convert(entry: WeightsEntry, raw: Path, target: Path) -> None:
+    """Rewrite `raw` as safetensors after a safe load, refusing files that are not this entry's weights."""
+    try:
+        state = read_state_dict(raw)
+    except CheckpointError as error:
+        raise FetchError(
+            f"{entry.name}: {raw.name} is not a readable checkpoint (truncated or not weights?): {error}"
+        ) from error
+    _check_variant(entry, raw, state)
+    write_safetensors(state, target)
+
+
+def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor]) -> None:
+    """A base checkpoint stored under a large name (or the reverse) would only fail later, at load time."""
+    if entry.variant is None:
+        return
+    widths = {tensor.shape[0] for key, tensor in state.items() if key.endswith(_PATCH_EMBEDDING)}
+    expected = _SWIN_WIDTH[entry.variant]
+    if widths and widths != {expected}:
+        raise FetchError(
+            f"{entry.name}: {raw.name} holds a Swin backbone of width {sorted(widths)[0]}, "
+            f"not the {entry.variant} variant's {expected}"
+        )

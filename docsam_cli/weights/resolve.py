@@ -1,0 +1,60 @@
+"""`--weights NAME_OR_PATH` → a checked weights file; what `segment`, `evaluate` and `finetune` call.
+
+Resolution never touches the network: a registered name must already be in the cache (`docsam
+download-weights` puts it there), and its file is verified against the sha256 recorded when it was stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from docsam_cli.weights.cache import entry_dir, read_record, verify_record
+from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
+from docsam_cli.weights.registry import Variant, WeightsEntry, entry_names, find_entry
+
+_WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file ready to load, with what the registry knows about it (nothing, for a plain path)."""
+
+    path: Path
+    entry: WeightsEntry | None = None
+    sha256: str | None = None
+
+    @property
+    def variant(self) -> Variant | None:
+        return self.entry.variant if self.entry else None
+
+    @property
+    def keep_size(self) -> bool:
+        return bool(self.entry and self.entry.keep_size)
+
+
+def resolve_weights(name_or_path: str) -> ResolvedWeights:
+    """Resolve an existing file path as is, or a registered name through the verified cache.
+
+    Raises `UnknownWeightsError`, `NotCachedError` (naming `docsam download-weights NAME`) or
+    `CorruptCacheError`.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return ResolvedWeights(path)
+    entry = find_entry(name_or_path)
+    if entry is None:
+        if path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1:
+            raise UnknownWeightsError(f"{name_or_path}: no such weights file")
+        raise UnknownWeightsError(
+            f"{name_or_path}: not a weights file nor a known name ({', '.join(entry_names())}); "
+            "see `docsam download-weights --list`"
+        )
+    record = read_record(entry.name)
+    if record is None:
+        raise NotCachedError(
+            f"{entry.name}: not downloaded yet (looked in {entry_dir(entry.name)}); "
+            f"fetch it with `docsam download-weights {entry.name}`"
+        )
+    verify_record(record)
+    return ResolvedWeights(record.path, entry, record.sha256)

@@ -1,0 +1,356 @@
+"""`docsam download-weights` against loopback fakes of Google Drive and the hub (weights_fake_remote.py)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+from weights_fake_remote import (
+    FakeFile,
+    FakeRemote,
+    Sandbox,
+    checkpoint,
+    make_sandbox,
+    point_hub_constants_at,
+    pth_bytes,
+    safetensors_bytes,
+)
+
+import docsam_cli.weights.cache
+import docsam_cli.weights.drive
+import docsam_cli.weights.install
+from docsam_cli.app import app
+from docsam_cli.weights import resolve_weights
+from docsam_cli.weights.errors import CorruptCacheError, NotCachedError
+
+BASE_ID = "1M7Zc63eBGTKjynkmQ-2sI3m2WBvzqMO4"  # docsam-base on Drive
+M2F_BASE = "facebook/mask2former-swin-base-coco-panoptic"
+M2F_LARGE = "facebook/mask2former-swin-large-coco-panoptic"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(autouse=True)
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    sandbox = make_sandbox(tmp_path, monkeypatch)
+    yield sandbox
+    assert not sandbox.blocked, f"the test tried to reach a remote host: {sandbox.blocked}"
+
+
+@pytest.fixture
+def remote(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRemote]:
+    remote = FakeRemote(tmp_path)
+    remote.route_clients_here(monkeypatch)
+    yield remote
+    remote.close()
+    assert not remote.refused, f"the test tried to tunnel to a real host: {remote.refused}"
+
+
+@pytest.fixture
+def base_pth() -> bytes:
+    return pth_bytes(checkpoint(width=128))
+
+
+def download(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["download-weights", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def cache_files(sandbox: Sandbox) -> list[str]:
+    """Everything under the docsam cache except lock files."""
+    return sorted(
+        str(p.relative_to(sandbox.home))
+        for p in sandbox.home.rglob("*")
+        if p.is_file() and p.suffix != ".lock"
+    )
+
+
+def test_drive_download_passes_the_confirmation_page_converts_and_resolves(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes
+) -> None:
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert "licence: no explicit licence" in stderr
+    downloads = [seen.path for seen in remote.requests_to("drive.usercontent.google.com")]
+    assert any("confirm=" not in path for path in downloads), "the confirmation page was skipped"
+    assert any(f"confirm=t&uuid={remote.confirm_uuid}" in path for path in downloads)
+    resolved = resolve_weights("docsam-base")
+    assert resolved.path.suffix == ".safetensors" and resolved.variant == "base" and not resolved.keep_size
+    stored = load_file(resolved.path)
+    for key, tensor in checkpoint(width=128).items():
+        assert torch.equal(stored[key], tensor)
+    assert cache_files(sandbox) == [
+        "weights/docsam-base/docsam-base.safetensors",
+        "weights/docsam-base/record.json",
+    ]
+
+
+def test_interrupted_drive_download_resumes_on_the_next_run(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)  # fail at once instead of retrying in-process
+    state = checkpoint(width=128, filler=400_000)  # 1.6 MB: more than one of gdown's 512 KiB chunks
+    data = pth_bytes(state)
+    remote.drive[BASE_ID] = FakeFile(
+        data, name="docsam_base_all_dataset.pth", interrupt_at=700_000, interruptions=1
+    )
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "stopped after" in line and "again to resume" in line
+    with pytest.raises(NotCachedError, match="docsam download-weights docsam-base"):
+        resolve_weights("docsam-base")
+    [partial] = (sandbox.home / "downloads" / "docsam-base").glob("*.part")
+    received = partial.stat().st_size
+    assert 0 < received < len(data)
+    listing = download("--list")[1]
+    assert "partial" in next(line for line in listing.splitlines() if line.startswith("docsam-base "))
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    ranges = [seen.headers.get("range") for seen in remote.requests_to("drive.usercontent.google.com")]
+    assert f"bytes={received}-" in ranges
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in state.items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+
+
+def test_drive_quota_page_is_one_clear_error_and_leaves_nothing(remote: FakeRemote, sandbox: Sandbox) -> None:
+    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "Too many users have viewed or downloaded this file recently" in line
+    assert "--from FILE docsam-base" in line
+    assert cache_files(sandbox) == []
+
+
+def test_truncated_drive_file_is_rejected_and_not_cached(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes
+) -> None:
+    remote.drive[BASE_ID] = FakeFile(
+        base_pth, name="docsam_base_all_dataset.pth", truncate_to=len(base_pth) // 2
+    )
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "not a readable checkpoint" in line
+    assert cache_files(sandbox) == []
+
+
+def test_hub_download_resumes_an_interrupted_transfer_into_the_hf_cache(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4096)  # else one 10 MB chunk is all
+    data = safetensors_bytes(checkpoint(width=128, prefix="model."))
+    remote.hub[(M2F_BASE, "model.safetensors")] = FakeFile(data, interrupt_at=len(data) // 2, interruptions=1)
+
+    code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 0, stderr
+    assert "licence: CC BY-NC 4.0" in stderr
+    [resumed] = [seen.headers["range"] for seen in remote.requests_to("127.0.0.1") if "range" in seen.headers]
+    assert 0 < int(resumed.removeprefix("bytes=").rstrip("-")) <= len(data) // 2
+    resolved = resolve_weights("mask2former-swin-base-coco-panoptic")
+    assert resolved.path.is_relative_to(sandbox.hf_cache) and resolved.path.read_bytes() == data
+    assert resolved.variant == "base"
+
+
+def test_hub_repository_without_safetensors_falls_back_to_the_pickle_and_converts(remote: FakeRemote) -> None:
+    remote.hub[(M2F_LARGE, "pytorch_model.bin")] = FakeFile(pth_bytes(checkpoint(width=192, prefix="model.")))
+
+    code, _, stderr = download("mask2former-swin-large-coco-panoptic")
+
+    assert code == 0, stderr
+    resolved = resolve_weights("mask2former-swin-large-coco-panoptic")
+    assert resolved.path.name == "mask2former-swin-large-coco-panoptic.safetensors"
+    assert load_file(resolved.path).keys() == checkpoint(width=192, prefix="model.").keys()
+
+
+def test_hub_file_differing_from_the_published_sha256_is_refused(
+    remote: FakeRemote, sandbox: Sandbox
+) -> None:
+    remote.hub[(MINILM, "model.safetensors")] = FakeFile(safetensors_bytes({"w": torch.zeros(3)}))
+
+    code, _, stderr = download("all-minilm-l6-v2")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "not the published file" in line
+    assert cache_files(sandbox) == []
+    assert not list(sandbox.hf_cache.rglob("model.safetensors")), (
+        "the bad copy stayed in the Hugging Face cache"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        (FakeFile(b"x", status=500), "HTTP 500"),
+        (
+            FakeFile(safetensors_bytes(checkpoint(prefix="model.")), truncate_to=100),
+            "Consistency check failed",
+        ),
+    ],
+    ids=["http-error", "truncated"],
+)
+def test_hub_failures_are_one_line_and_leave_nothing(
+    remote: FakeRemote, sandbox: Sandbox, file: FakeFile, expected: str
+) -> None:
+    remote.hub[(M2F_BASE, "model.safetensors")] = file
+
+    code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert expected in line
+    assert cache_files(sandbox) == []
+    assert not list(sandbox.hf_cache.rglob("model.safetensors"))
+
+
+def test_unreachable_network_is_reported_per_name(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+
+    code, _, stderr = download("docsam-base", "mask2former-swin-base-coco-panoptic")
+
+    assert code == 1
+    drive_line, hub_line = error_lines(stderr)
+    assert drive_line.startswith(
+        "error: docsam-base: cannot download docsam_base_all_dataset.pth from Google Drive"
+    )
+    assert hub_line.startswith("error: mask2former-swin-base-coco-panoptic: cannot get")
+    assert cache_files(sandbox) == []
+
+
+def test_the_default_endpoints_are_never_contacted_from_tests(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox
+) -> None:
+    """Without a fake in the way the clients aim at drive.google.com and huggingface.co: both are stopped."""
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)
+    point_hub_constants_at(monkeypatch, "https://huggingface.co")
+
+    code, _, stderr = download("docsam-base", "all-minilm-l6-v2")
+
+    assert code == 1 and len(error_lines(stderr)) == 2
+    assert {"drive.google.com", "huggingface.co"} <= set(sandbox.blocked)
+    sandbox.blocked.clear()
+
+
+def test_corrupted_cache_file_is_detected_reported_and_fetched_again(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes
+) -> None:
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    assert download("docsam-base")[0] == 0
+    stored = resolve_weights("docsam-base").path
+    corrupted = bytearray(stored.read_bytes())
+    corrupted[-1] ^= 0xFF
+    stored.write_bytes(bytes(corrupted))
+
+    with pytest.raises(CorruptCacheError, match=r"corrupted .*docsam download-weights docsam-base"):
+        resolve_weights("docsam-base")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert "corrupted or gone; fetching it again" in stderr
+    assert resolve_weights("docsam-base").path == stored
+
+
+def test_disk_full_leaves_no_file_behind(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(state: object, target: Path) -> None:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", no_space)
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "no space left" in line and "DOCSAM_HOME" in line
+    assert cache_files(sandbox) == []
+
+
+@pytest.mark.parametrize("variable", ["DOCSAM_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_mode_never_touches_the_network(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "1")
+
+    code, _, stderr = download("docsam-base", "mask2former-swin-base-coco-panoptic")
+
+    assert code == 1
+    drive_line, hub_line = error_lines(stderr)
+    assert f"offline mode is on ({variable}=1)" in drive_line
+    assert (
+        "docsam_base_all_dataset.pth" in drive_line and "`docsam download-weights docsam-base`" in drive_line
+    )
+    assert "model.safetensors or pytorch_model.bin" in hub_line
+    assert remote.seen == []
+    assert cache_files(sandbox) == []
+
+
+def test_offline_mode_adopts_a_copy_already_in_the_hf_cache(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = safetensors_bytes(checkpoint(width=128, prefix="model."))
+    remote.hub[(M2F_BASE, "model.safetensors")] = FakeFile(data)
+    assert download("mask2former-swin-base-coco-panoptic")[0] == 0
+    docsam_cli.weights.cache.remove_entry(
+        "mask2former-swin-base-coco-panoptic"
+    )  # only the HF cache has it now
+    remote.seen.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 0, stderr
+    assert "found in the Hugging Face cache" in stderr
+    assert remote.seen == []
+    assert resolve_weights("mask2former-swin-base-coco-panoptic").path.read_bytes() == data
+
+
+def test_list_shows_names_sizes_licences_and_what_is_cached(remote: FakeRemote, base_pth: bytes) -> None:
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    assert download("docsam-base")[0] == 0
+
+    code, stdout, _ = download("--list")
+
+    assert code == 0
+    rows = {
+        line.split()[0]: line
+        for line in stdout.splitlines()
+        if line.startswith(("docsam", "mask2former", "all-"))
+    }
+    assert len(rows) == 11
+    assert rows["docsam-base"].split()[-1] == "yes"
+    assert rows["docsam-large"].split()[-1] == "no" and "~1.3 GB" in rows["docsam-large"]
+    assert "CC BY-NC 4.0" in rows["mask2former-swin-large-coco-panoptic"]
+    assert "no explicit licence" in rows["docsam-large-keepsize"]
+    assert "90.9 MB" in rows["all-minilm-l6-v2"]
+    assert "CC BY-NC 4.0 (non-commercial use only)" in stdout and "no explicit licence" in stdout

@@ -1,0 +1,157 @@
+"""The weights registry, cache and `resolve_weights`; `download-weights --from` and usage. No network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+from weights_fake_remote import Sandbox, checkpoint, make_sandbox, pth_bytes, safetensors_bytes
+
+from docsam_cli.app import app
+from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
+from docsam_cli.weights.cache import docsam_home, read_record
+from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
+from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
+
+
+@pytest.fixture(autouse=True)
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    sandbox = make_sandbox(tmp_path, monkeypatch)
+    yield sandbox
+    assert not sandbox.blocked, f"the test tried to reach a remote host: {sandbox.blocked}"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["download-weights", *args])
+    return result.exit_code, result.stderr
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_registry_covers_the_model_zoo_and_the_hub_initialisations() -> None:
+    names = [entry.name for entry in REGISTRY]
+    assert len(names) == len(set(names)) == 11
+    zoo = [entry for entry in REGISTRY if isinstance(entry.source, DriveSource)]
+    assert [entry.name for entry in zoo] == [
+        "docsam-base",
+        "docsam-large",
+        "docsam-large-keepsize",
+        "docsam-large-m6doc",
+        "docsam-large-doclaynet",
+        "docsam-large-scut-cab",
+        "docsam-large-ctw1500",
+        "docsam-large-totaltext",
+    ]
+    assert all(entry.variant in ("base", "large") and entry.licence == "no explicit licence" for entry in zoo)
+    assert all(len(entry.source.file_id) == 33 and entry.source.filename.endswith(".pth") for entry in zoo)
+    assert [entry.name for entry in REGISTRY if entry.keep_size] == ["docsam-large-keepsize"]
+    hub = {entry.source.repo_id: entry for entry in REGISTRY if isinstance(entry.source, HubSource)}
+    assert (
+        hub["facebook/mask2former-swin-base-coco-panoptic"].licence == MASK2FORMER_LICENCE == "CC BY-NC 4.0"
+    )
+    assert hub["facebook/mask2former-swin-large-coco-panoptic"].variant == "large"
+    assert hub["sentence-transformers/all-MiniLM-L6-v2"].sha256 is not None
+
+
+def test_names_are_found_by_alias_and_case_insensitively() -> None:
+    assert find_entry("docsam_large_m6doc").name == "docsam-large-m6doc"  # the reference file's stem
+    assert find_entry("DocSAM-Base").name == "docsam-base"
+    assert find_entry("sentence-transformers/all-MiniLM-L6-v2").name == "all-minilm-l6-v2"
+    assert find_entry("docsam-huge") is None
+
+
+def test_cache_lives_in_docsam_home_or_under_the_home_cache(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert docsam_home() == sandbox.home
+    monkeypatch.delenv("DOCSAM_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert docsam_home() == tmp_path / "user" / ".cache" / "docsam"
+
+
+def test_an_existing_file_resolves_as_is(tmp_path: Path) -> None:
+    path = write(tmp_path / "mine.pth", pth_bytes(checkpoint()))
+    resolved = resolve_weights(str(path))
+    assert resolved.path == path and resolved.entry is None and resolved.variant is None
+
+
+def test_unknown_names_and_missing_files_are_told_apart() -> None:
+    with pytest.raises(
+        UnknownWeightsError, match=r"docsam-huge: not a weights file nor a known name \(docsam-base"
+    ):
+        resolve_weights("docsam-huge")
+    with pytest.raises(UnknownWeightsError, match="no such weights file"):
+        resolve_weights("runs/best.pth")
+
+
+def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() -> None:
+    with pytest.raises(NotCachedError, match="fetch it with `docsam download-weights docsam-large-keepsize`"):
+        resolve_weights("docsam_large_all_dataset_keepsize")
+
+
+def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path) -> None:
+    copied = write(tmp_path / "docsam_large_all_dataset_keepsize.pth", pth_bytes(checkpoint(width=192)))
+
+    code, stderr = run("--from", str(copied), "docsam-large-keepsize")
+
+    assert code == 0, stderr
+    resolved = resolve_weights("docsam-large-keepsize")
+    assert resolved.variant == "large" and resolved.keep_size
+    assert resolved.path.suffix == ".safetensors"
+    assert all(
+        torch.equal(load_file(resolved.path)[key], value) for key, value in checkpoint(width=192).items()
+    )
+    record = read_record("docsam-large-keepsize")
+    assert record.source == f"file:{copied.resolve()}" and record.sha256 == resolved.sha256
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("docsam-base", pth_bytes(checkpoint(width=192)), "width 192, not the base variant's 128"),
+        ("docsam-base", b"<html>Quota exceeded</html>", "not a readable checkpoint"),
+        ("all-minilm-l6-v2", safetensors_bytes({"w": torch.zeros(2)}), "not the published file"),
+    ],
+    ids=["wrong-variant", "not-a-checkpoint", "wrong-digest"],
+)
+def test_from_refuses_files_that_are_not_the_named_weights(
+    tmp_path: Path, sandbox: Sandbox, name: str, data: bytes, expected: str
+) -> None:
+    copied = write(tmp_path / "copied.bin", data)
+
+    code, stderr = run("--from", str(copied), name)
+
+    assert code == 1
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in stderr.splitlines() if expected in line)
+    ]
+    assert read_record(name) is None and not list((sandbox.home / "weights").rglob("*.safetensors"))
+
+
+def test_an_unreadable_cache_record_is_reported_as_corruption(tmp_path: Path) -> None:
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+    assert run("--from", str(copied), "docsam-base")[0] == 0
+    (docsam_home() / "weights" / "docsam-base" / "record.json").write_text("{not json")
+
+    with pytest.raises(
+        CorruptCacheError, match=r"unreadable cache record.*docsam download-weights docsam-base"
+    ):
+        resolve_weights("docsam-base")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--list", "docsam-base"], ["--all", "docsam-base"], ["--from", "x.pth"], ["docsam-huge"]],
+    ids=["nothing", "list-with-name", "all-with-name", "from-without-name", "unknown-name"],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str]) -> None:
+    code, stderr = run(*args)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ")
