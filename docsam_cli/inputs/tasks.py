@@ -1,0 +1,161 @@
+"""Documents → lightweight page tasks (nothing decoded) → `Page`s, one `load()` per task.
+
+A task is cheap to create and to hold: its id is known before anything is decoded, so a caller can skip
+finished pages, and `load()` can run in a worker thread (see `prefetch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from docsam_cli.inputs.errors import InputError
+from docsam_cli.inputs.images import frame_count, load_frame, open_image
+from docsam_cli.inputs.page_ranges import PageRanges
+from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
+from docsam_cli.inputs.sources import PDF_SUFFIXES, Document
+
+_SNIFF_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How documents become pages. `pages` applies to PDFs and multi-page TIFFs, not to single images."""
+
+    dpi: float = 200.0
+    pages: PageRanges | None = None
+    password: str | None = None
+    poppler_timeout: float | None = 300.0  # seconds per poppler call; a pathological page fails, not hangs
+
+
+@dataclass(frozen=True)
+class Page:
+    """A decoded page, ready for the model.
+
+    `image` is (H, W, 3) BGR uint8, upright; `width`/`height` are its size, the page's original size that
+    all outputs refer to. `page` is 1-based within a PDF or multi-page TIFF, None for a single image.
+    """
+
+    source: Path
+    page: int | None
+    page_id: str
+    image: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True)
+class PageTask:
+    """One page to decode. `page_id` names its outputs: the document stem, `_p0003` added for a page of
+    a PDF or multi-page TIFF."""
+
+    source: Path
+    page: int | None
+    page_id: str
+    kind: Literal["image", "pdf"]
+    options: LoadOptions
+    size_points: tuple[float, float] | None = None  # PDF page size, for the pixel limit before rendering
+
+    def load(self) -> Page:
+        """Decode or render. Raises InputError for any failure (Pillow and poppler raise many types on
+        damaged files; none of them must stop a batch)."""
+        try:
+            image = self._decode()
+        except InputError:
+            raise
+        except Exception as error:  # a damaged file may trip anything in a decoder
+            reason = f"cannot decode: {type(error).__name__}: {error}"
+            raise InputError(self.source, reason, self.page) from None
+        return Page(self.source, self.page, self.page_id, image)
+
+    def _decode(self) -> np.ndarray:
+        if self.kind == "pdf":
+            assert self.page is not None
+            return render_pdf_page(
+                self.source,
+                self.page,
+                dpi=self.options.dpi,
+                password=self.options.password,
+                size_points=self.size_points,
+                timeout=self.options.poppler_timeout,
+            )
+        frame = 0 if self.page is None else self.page - 1
+        return load_frame(self.source, frame, self.page)
+
+
+def page_id(stem: str, page: int | None) -> str:
+    return stem if page is None else f"{stem}_p{page:04d}"
+
+
+def iter_page_tasks(
+    documents: Iterable[Document | InputError], options: LoadOptions | None = None
+) -> Iterator[PageTask | InputError]:
+    """Page tasks in document order, an InputError in place of a document that cannot be opened.
+
+    Lazy: each document is opened (PDF: one `pdfinfo`; image: its header) only when reached.
+    """
+    options = options or LoadOptions()
+    for document in documents:
+        if isinstance(document, InputError):
+            yield document
+            continue
+        try:
+            yield from _document_tasks(document, options)
+        except InputError as error:
+            yield error
+
+
+def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
+    path = document.path
+    if _is_pdf(path):
+        info = read_pdf_info(path, options.password, options.poppler_timeout)
+        pages = _selected(path, info.page_count, options.pages)
+        return [
+            PageTask(path, page, page_id(document.stem, page), "pdf", options, info.page_sizes.get(page))
+            for page in pages
+        ]
+    try:
+        with open_image(path) as image:
+            frames = frame_count(image)
+    except InputError:
+        raise
+    except Exception as error:  # see PageTask.load
+        raise InputError(path, f"cannot read image header: {type(error).__name__}: {error}") from None
+    if frames == 1:
+        return [PageTask(path, None, document.stem, "image", options)]
+    return [
+        PageTask(path, page, page_id(document.stem, page), "image", options)
+        for page in _selected(path, frames, options.pages)
+    ]
+
+
+def _is_pdf(path: Path) -> bool:
+    """`%PDF` in the first KiB (where readers look for it) or a .pdf name; poppler repairs some files
+    whose header is damaged, and names the problem when it cannot. Raises InputError."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+    if not head:
+        raise InputError(path, "empty file (0 bytes)")
+    return b"%PDF" in head or path.suffix.lower() in PDF_SUFFIXES
+
+
+def _selected(path: Path, page_count: int, ranges: PageRanges | None) -> list[int]:
+    if ranges is None:
+        return list(range(1, page_count + 1))
+    pages = ranges.select(page_count)
+    if not pages:
+        raise InputError(path, f"none of the selected pages exists (the document has {page_count})")
+    return pages

@@ -1,0 +1,212 @@
+"""COCO output of a run: one dataset-style JSON (images, categories, annotations) and a results-style list.
+
+A run can have many thousands of pages and can be killed and resumed, so pages are not accumulated in
+memory: `CocoRun.add_page` writes each page's annotations to its own small part file (atomically, masks
+as compressed RLE), and `CocoRun.write` streams the parts of the pages asked for into the final files,
+holding one page at a time. Parts of a killed run stay valid, so a resumed run that skips finished pages
+still writes them all; a part is named by the page id, so a re-done page replaces its part.
+
+Conventions: categories are the prompted class names in order, ids from 1; image ids follow the order
+of `page_ids` from 1, annotation ids from 1, both in the dataset and in the results. `bbox` is the
+model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; `area` is the mask
+area; `iscrowd` 0. `segmentation` is RLE with `counts` as str (`mask_format="rle"`, exact) or polygons
+(`"polygon"`: one flat [x1, y1, x2, y2, ...] list per connected component, see `polygons`; an instance
+without a polygon, e.g. an empty mask, keeps its RLE). The results list always carries RLE, the only
+segmentation `COCO.loadRes` accepts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from docsam_cli import __version__
+from docsam_cli.atomic import atomic_open, atomic_write_text
+from docsam_cli.writers.boxes import clip_box, xyxy_to_xywh
+from docsam_cli.writers.polygons import DEFAULT_EPSILON, mask_polygons
+from model.instances import PageInstances
+
+MaskFormat = Literal["rle", "polygon"]
+MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon")
+
+
+@dataclass(frozen=True)
+class CocoCounts:
+    images: int
+    annotations: int
+
+
+def page_annotations(
+    instances: PageInstances, mask_format: MaskFormat = "rle", epsilon: float = DEFAULT_EPSILON
+) -> list[dict[str, Any]]:
+    """One page's annotations without ids: category (the class name), score, bbox, area, rle, and
+    `polygons` in polygon mode."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
+    areas = instances.areas()
+    annotations = []
+    for index, rle in enumerate(instances.masks):
+        box = clip_box(instances.boxes[index], instances.width, instances.height)
+        annotation: dict[str, Any] = {
+            "category": instances.class_name(index),
+            "score": round(float(instances.scores[index]), 6),
+            "bbox": [round(value, 2) for value in xyxy_to_xywh(box)],
+            "area": int(areas[index]),
+            "rle": {"size": [int(side) for side in rle["size"]], "counts": _counts_text(rle["counts"])},
+        }
+        if mask_format == "polygon":
+            polygons = mask_polygons(instances.decode_mask(index), epsilon)
+            annotation["polygons"] = [polygon.reshape(-1).tolist() for polygon in polygons]
+        annotations.append(annotation)
+    return annotations
+
+
+def _counts_text(counts: bytes | str) -> str:
+    return counts.decode("ascii") if isinstance(counts, bytes) else counts
+
+
+class CocoRun:
+    """Per-page parts in `parts_dir`, assembled by `write` into the run's COCO files."""
+
+    def __init__(
+        self,
+        parts_dir: str | os.PathLike[str],
+        class_names: Sequence[str],
+        *,
+        mask_format: MaskFormat = "rle",
+        polygon_epsilon: float = DEFAULT_EPSILON,
+    ) -> None:
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
+        self.parts_dir = Path(parts_dir)
+        self.class_names = list(class_names)
+        self.mask_format = mask_format
+        self.polygon_epsilon = polygon_epsilon
+
+    def part_path(self, page_id: str) -> Path:
+        return self.parts_dir / f"{page_id}.json"
+
+    def has_page(self, page_id: str) -> bool:
+        return self.part_path(page_id).is_file()
+
+    def add_page(
+        self,
+        page_id: str,
+        instances: PageInstances,
+        file_name: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record one page. `file_name` goes to `images[].file_name`; `extra` adds fields to that image
+        entry (e.g. {"source": "doc.pdf", "page": 3})."""
+        image = {
+            **(extra or {}),
+            "file_name": file_name,
+            "width": instances.width,
+            "height": instances.height,
+        }
+        annotations = page_annotations(instances, self.mask_format, self.polygon_epsilon)
+        part = {"image": image, "annotations": annotations}
+        atomic_write_text(self.part_path(page_id), json.dumps(part, separators=(",", ":")))
+
+    def write(
+        self,
+        page_ids: Iterable[str],
+        dataset_path: str | os.PathLike[str],
+        results_path: str | os.PathLike[str] | None = None,
+    ) -> CocoCounts:
+        """Write the dataset JSON (and the results list) for `page_ids`, in that order, atomically.
+
+        Pages without a part (failed pages) are left out. Raises ValueError if a part names a class that
+        is not one of this run's classes (parts left from a run with other `--classes`).
+        """
+        parts = [self.part_path(page_id) for page_id in dict.fromkeys(page_ids)]
+        parts = [path for path in parts if path.is_file()]
+        category_ids = {name: index + 1 for index, name in enumerate(self.class_names)}
+        with contextlib.ExitStack() as stack:
+            dataset = stack.enter_context(atomic_open(dataset_path))
+            results = stack.enter_context(atomic_open(results_path)) if results_path is not None else None
+            dataset.write(_dataset_head(self.class_names))
+            images = ({"id": index, **_read(path)["image"]} for index, path in enumerate(parts, 1))
+            _write_items(dataset, images)
+            dataset.write('],\n"annotations":[')
+            if results is not None:
+                results.write("[")
+            annotation_id = 0
+            for image_id, path in enumerate(parts, 1):
+                for annotation in _read(path)["annotations"]:
+                    annotation_id += 1
+                    category_id = category_ids.get(annotation["category"])
+                    if category_id is None:
+                        raise ValueError(
+                            f"{path}: class {annotation['category']!r} is not one of this run's classes "
+                            f"({', '.join(self.class_names)}); delete the stale parts in {self.parts_dir}"
+                        )
+                    entry = _dataset_annotation(annotation, annotation_id, image_id, category_id)
+                    _write_item(dataset, annotation_id, entry)
+                    if results is not None:
+                        _write_item(results, annotation_id, _result(annotation, image_id, category_id))
+            dataset.write("\n]}\n")
+            if results is not None:
+                results.write("\n]\n")
+        return CocoCounts(images=len(parts), annotations=annotation_id)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _dataset_head(class_names: Sequence[str]) -> str:
+    info = {
+        "description": "DocSAM segmentation",
+        "version": __version__,
+        "date_created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        "contributor": f"docsam {__version__}",
+    }
+    categories = [
+        {"id": index + 1, "name": name, "supercategory": ""} for index, name in enumerate(class_names)
+    ]
+    head = {"info": info, "licenses": [], "categories": categories}
+    return json.dumps(head, separators=(",", ":"))[:-1] + ',\n"images":['
+
+
+def _write_items(handle: IO[str], items: Iterable[dict[str, Any]]) -> None:
+    for number, item in enumerate(items, 1):
+        _write_item(handle, number, item)
+
+
+def _write_item(handle: IO[str], number: int, item: dict[str, Any]) -> None:
+    """One array element per line: the files stay greppable and diffable."""
+    handle.write(("\n" if number == 1 else ",\n") + json.dumps(item, separators=(",", ":")))
+
+
+def _dataset_annotation(
+    annotation: dict[str, Any], annotation_id: int, image_id: int, category_id: int
+) -> dict:
+    polygons = annotation.get("polygons")
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "score": annotation["score"],
+        "bbox": annotation["bbox"],
+        "area": annotation["area"],
+        "iscrowd": 0,
+        "segmentation": polygons if polygons else annotation["rle"],
+    }
+
+
+def _result(annotation: dict[str, Any], image_id: int, category_id: int) -> dict[str, Any]:
+    return {
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": annotation["bbox"],
+        "score": annotation["score"],
+        "segmentation": annotation["rle"],
+    }

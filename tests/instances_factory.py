@@ -1,0 +1,69 @@
+"""Builders shared by the writer tests (a `test_`-named module so it lives beside them; it has no tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from model.instances import PageInstances
+
+
+def rect_mask(height: int, width: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """Bool mask with pixels x0..x1-1, y0..y1-1 set."""
+    mask = np.zeros((height, width), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def make_instances(
+    masks: Sequence[np.ndarray],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    scores: Sequence[float] | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
+) -> PageInstances:
+    """PageInstances as the pipeline hands them over: RLE masks (bytes counts), boxes from the masks
+    unless given, semantic masks as the union per class."""
+    height, width = masks[0].shape if masks else (0, 0)
+    rles = [mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))) for mask in masks]
+    if boxes is None:
+        boxes = [_mask_box(mask) for mask in masks]
+    semantic = []
+    for label in range(len(class_names)):
+        union = np.zeros((height, width), dtype=np.uint8)
+        for mask, mask_label in zip(masks, labels, strict=True):
+            if mask_label == label:
+                union |= mask.astype(np.uint8)
+        semantic.append(mask_utils.encode(np.asfortranarray(union)))
+    return PageInstances(
+        height=height,
+        width=width,
+        class_names=list(class_names),
+        masks=rles,
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        scores=np.asarray(scores if scores is not None else [0.9] * len(masks), dtype=np.float64),
+        labels=np.asarray(labels, dtype=np.int64),
+        semantic_masks=semantic,
+    )
+
+
+def empty_instances(height: int, width: int, class_names: Sequence[str]) -> PageInstances:
+    return PageInstances(
+        height=height,
+        width=width,
+        class_names=list(class_names),
+        masks=[],
+        boxes=np.zeros((0, 4)),
+        scores=np.zeros(0),
+        labels=np.zeros(0, dtype=np.int64),
+        semantic_masks=[],
+    )
+
+
+def _mask_box(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]

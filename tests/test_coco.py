@@ -1,0 +1,153 @@
+"""COCO output: per-page parts assembled into a dataset JSON and a results list that pycocotools accepts."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from instances_factory import empty_instances, make_instances, rect_mask
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from docsam_cli.writers.coco import CocoRun, page_annotations
+
+CLASSES = ["text", "table", "figure"]
+
+
+def quiet_coco(path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+@pytest.fixture
+def pages():
+    """Three pages: two instances (one box regressed past the page, inverted), none, and a two-part mask."""
+    first = make_instances(
+        [rect_mask(80, 60, 5, 5, 55, 30), rect_mask(80, 60, 10, 40, 50, 75)],
+        [0, 1],
+        CLASSES,
+        scores=[0.95, 0.8],
+        boxes=[[4.0, 5.0, 55.0, 30.0], [70.0, 90.0, -3.0, 38.5]],
+    )
+    second = empty_instances(40, 30, CLASSES)
+    parts = rect_mask(50, 50, 2, 2, 12, 12) | rect_mask(50, 50, 30, 30, 48, 45)
+    third = make_instances([parts], [2], CLASSES, scores=[0.6])
+    return {"a": first, "b": second, "c_p0001": third}
+
+
+def write_run(tmp_path, pages, mask_format="rle"):
+    run = CocoRun(tmp_path / "parts", CLASSES, mask_format=mask_format)
+    for page_id, instances in pages.items():
+        run.add_page(page_id, instances, f"{page_id}.png", extra={"page_id": page_id})
+    counts = run.write(list(pages), tmp_path / "coco.json", tmp_path / "results.json")
+    return run, counts
+
+
+def test_dataset_loads_in_pycocotools_with_exact_rle_masks(tmp_path, pages):
+    _, counts = write_run(tmp_path, pages)
+    assert (counts.images, counts.annotations) == (3, 3)
+    coco = quiet_coco(tmp_path / "coco.json")
+    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [
+        (1, "text"),
+        (2, "table"),
+        (3, "figure"),
+    ]
+    images = coco.loadImgs(coco.getImgIds())
+    assert [(i["id"], i["file_name"], i["width"], i["height"], i["page_id"]) for i in images] == [
+        (1, "a.png", 60, 80, "a"),
+        (2, "b.png", 30, 40, "b"),
+        (3, "c_p0001.png", 50, 50, "c_p0001"),
+    ]
+    annotations = coco.loadAnns(coco.getAnnIds())
+    assert [(a["id"], a["image_id"], a["category_id"], a["iscrowd"]) for a in annotations] == [
+        (1, 1, 1, 0),
+        (2, 1, 2, 0),
+        (3, 3, 3, 0),
+    ]
+    originals = [pages["a"].decode_mask(0), pages["a"].decode_mask(1), pages["c_p0001"].decode_mask(0)]
+    for annotation, original in zip(annotations, originals, strict=True):
+        assert isinstance(annotation["segmentation"]["counts"], str)
+        assert (coco.annToMask(annotation).astype(bool) == original).all()
+        assert annotation["area"] == original.sum()
+    assert annotations[0]["score"] == pytest.approx(0.95)
+
+
+def test_boxes_are_sorted_and_clipped_to_the_page(tmp_path, pages):
+    write_run(tmp_path, pages)
+    annotations = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    assert annotations[0]["bbox"] == [4.0, 5.0, 51.0, 25.0]
+    assert annotations[1]["bbox"] == [0.0, 38.5, 60.0, 41.5]  # from x 70..-3, y 90..38.5 on a 60 x 80 page
+
+
+def test_results_load_with_load_res_and_score_perfectly_against_the_dataset(tmp_path, pages):
+    write_run(tmp_path, pages)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results[0]) == {"image_id", "category_id", "bbox", "score", "segmentation"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "coco.json"))
+        evaluation = COCOeval(coco, coco.loadRes(str(tmp_path / "results.json")), "segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)  # the same masks: AP 1.0
+
+
+def test_polygon_mode_writes_one_flat_polygon_per_component(tmp_path, pages):
+    write_run(tmp_path, pages, mask_format="polygon")
+    coco = quiet_coco(tmp_path / "coco.json")
+    annotations = coco.loadAnns(coco.getAnnIds())
+    assert [len(a["segmentation"]) for a in annotations] == [1, 1, 2]
+    for annotation in annotations:
+        for polygon in annotation["segmentation"]:
+            assert len(polygon) >= 6 and len(polygon) % 2 == 0
+    original = pages["c_p0001"].decode_mask(0)
+    decoded = coco.annToMask(annotations[2]).astype(bool)
+    assert (decoded & original).sum() / (decoded | original).sum() > 0.8  # outlines through boundary pixels
+    assert annotations[2]["area"] == original.sum()  # the area stays the mask's
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert all(isinstance(result["segmentation"]["counts"], str) for result in results)  # loadRes needs RLE
+
+
+def test_polygon_mode_keeps_rle_for_a_mask_without_polygon():
+    instances = make_instances([np.zeros((20, 20), bool)], [0], CLASSES)
+    (annotation,) = page_annotations(instances, "polygon")
+    assert annotation["polygons"] == [] and annotation["area"] == 0
+    assert mask_utils.area({"size": annotation["rle"]["size"], "counts": annotation["rle"]["counts"]}) == 0
+
+
+def test_parts_survive_a_killed_run_and_failed_pages_are_left_out(tmp_path, pages):
+    first = CocoRun(tmp_path / "parts", CLASSES)
+    first.add_page("a", pages["a"], "a.png")  # then the run dies before writing anything else
+    resumed = CocoRun(tmp_path / "parts", CLASSES)
+    assert resumed.has_page("a") and not resumed.has_page("b")
+    resumed.add_page("c_p0001", pages["c_p0001"], "c.png")
+    counts = resumed.write(["a", "b", "c_p0001", "a"], tmp_path / "coco.json")  # "b" failed; "a" listed twice
+    assert (counts.images, counts.annotations) == (2, 3)
+    coco = quiet_coco(tmp_path / "coco.json")
+    assert [image["file_name"] for image in coco.loadImgs(coco.getImgIds())] == ["a.png", "c.png"]
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_parts_from_other_classes_are_refused_without_leaving_files(tmp_path, pages):
+    CocoRun(tmp_path / "parts", ["paragraph"]).add_page(
+        "x", make_instances([rect_mask(9, 9, 0, 0, 3, 3)], [0], ["paragraph"]), "x.png"
+    )
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    with pytest.raises(ValueError, match="'paragraph' is not one of this run's classes"):
+        run.write(["x"], tmp_path / "coco.json", tmp_path / "results.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["parts"]
+
+
+def test_one_element_per_line(tmp_path, pages):
+    write_run(tmp_path, pages)
+    lines = (tmp_path / "coco.json").read_text().splitlines()
+    assert sum(line.lstrip(",").startswith('{"id":') for line in lines) == 3 + 3  # images and annotations
+
+
+def test_unknown_mask_format_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="rle, polygon"):
+        CocoRun(tmp_path, CLASSES, mask_format="bitmap")

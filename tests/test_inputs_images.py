@@ -1,0 +1,264 @@
+"""Image decoding: every Pillow mode → upright BGR uint8, multi-page TIFF, one-line errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from lxml import etree
+from PIL import Image
+
+from docsam_cli.inputs import (
+    InputError,
+    LoadOptions,
+    Page,
+    PageTask,
+    collect_documents,
+    iter_page_tasks,
+    parse_page_ranges,
+    set_max_image_pixels,
+)
+
+
+def tasks_for(*paths: Path, options: LoadOptions | None = None) -> list[PageTask | InputError]:
+    return list(iter_page_tasks(collect_documents([str(path) for path in paths]), options))
+
+
+def load(path: Path) -> Page:
+    (task,) = tasks_for(path)
+    assert isinstance(task, PageTask), task
+    return task.load()
+
+
+def failure(path: Path) -> InputError:
+    """The InputError a file gives, whether found when listing its pages or when decoding them."""
+    (item,) = tasks_for(path)
+    if isinstance(item, InputError):
+        return item
+    with pytest.raises(InputError) as caught:
+        item.load()
+    return caught.value
+
+
+def assert_one_line_naming(error: InputError, path: Path) -> None:
+    assert str(error).startswith(f"{path}: ") or str(error).startswith(f"{path} (page")
+    assert "\n" not in str(error) and "Traceback" not in str(error)
+
+
+@pytest.fixture
+def pixel_limit():
+    """Restore Pillow's decompression-bomb limit after a test changes it."""
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    set_max_image_pixels(saved)
+
+
+def check_page(page: Page, height: int, width: int) -> np.ndarray:
+    assert page.image.dtype == np.uint8 and page.image.shape == (height, width, 3)
+    assert page.image.flags.c_contiguous
+    assert (page.height, page.width) == (height, width)
+    return page.image
+
+
+def test_rgb_comes_out_in_bgr_order(tmp_path):
+    pixels = np.zeros((3, 5, 3), dtype=np.uint8)
+    pixels[0, 0] = (255, 0, 0)  # red
+    pixels[2, 4] = (10, 20, 30)
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    page = load(tmp_path / "rgb.png")
+    image = check_page(page, 3, 5)
+    assert image[0, 0].tolist() == [0, 0, 255] and image[2, 4].tolist() == [30, 20, 10]
+    assert page.page is None and page.page_id == "rgb" and page.source == tmp_path / "rgb.png"
+
+
+def test_one_bit_becomes_black_and_white(tmp_path):
+    bits = Image.new("1", (4, 2), 0)
+    bits.putpixel((1, 0), 1)
+    bits.save(tmp_path / "bits.tif")
+    image = check_page(load(tmp_path / "bits.tif"), 2, 4)
+    assert image[0, 1].tolist() == [255, 255, 255] and image[1, 3].tolist() == [0, 0, 0]
+
+
+def test_grayscale_is_replicated_to_three_channels(tmp_path):
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(gray, mode="L").save(tmp_path / "gray.png")
+    image = check_page(load(tmp_path / "gray.png"), 3, 4)
+    assert (image == gray[:, :, None]).all()
+
+
+def test_palette_maps_to_its_colours_and_transparent_entries_to_white(tmp_path):
+    palette = Image.new("P", (3, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * 759)
+    palette.putdata([0, 1, 2])
+    palette.save(tmp_path / "palette.png")
+    image = check_page(load(tmp_path / "palette.png"), 1, 3)
+    assert image[0].tolist() == [[0, 0, 255], [255, 0, 0], [0, 255, 0]]
+    palette.save(tmp_path / "palette-transparent.png", transparency=1)
+    image = check_page(load(tmp_path / "palette-transparent.png"), 1, 3)
+    assert image[0].tolist() == [[0, 0, 255], [255, 255, 255], [0, 255, 0]]
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = np.zeros((1, 3, 4), dtype=np.uint8)
+    rgba[0] = [(255, 0, 0, 255), (255, 0, 0, 128), (0, 0, 255, 0)]
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    image = check_page(load(tmp_path / "rgba.png"), 1, 3)
+    assert image[0, 0].tolist() == [0, 0, 255]
+    assert image[0, 2].tolist() == [255, 255, 255]
+    blue, green, red = image[0, 1].tolist()
+    assert red == 255 and abs(green - 127) <= 1 and abs(blue - 127) <= 1
+    gray_alpha = Image.fromarray(np.array([[[0, 255], [0, 0]]], dtype=np.uint8), mode="LA")
+    gray_alpha.save(tmp_path / "la.png")
+    image = check_page(load(tmp_path / "la.png"), 1, 2)
+    assert image[0].tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):
+    deep = np.array([[0, 0x1234, 0x80FF, 0xFFFF]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    image = check_page(load(tmp_path / "deep.png"), 1, 4)
+    assert image[0, :, 0].tolist() == [0x00, 0x12, 0x80, 0xFF]
+    assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_sixteen_bit_colour_keeps_the_top_eight_bits(tmp_path):
+    deep = np.array([[[0x0102, 0x8000, 0xFFFF]]], dtype=np.uint16)  # OpenCV order: B, G, R
+    cv2.imwrite(str(tmp_path / "deep-colour.png"), deep)
+    image = check_page(load(tmp_path / "deep-colour.png"), 1, 1)
+    assert image[0, 0].tolist() == [0x01, 0x80, 0xFF]
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    Image.new("CMYK", (2, 2), (255, 0, 0, 0)).save(tmp_path / "cyan.jpg", quality=100)
+    image = check_page(load(tmp_path / "cyan.jpg"), 2, 2)
+    blue, green, red = image[0, 0].tolist()
+    assert blue > 240 and green > 240 and red < 15
+
+
+def test_float_images_read_as_unit_range(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F").save(tmp_path / "float.tif")
+    image = check_page(load(tmp_path / "float.tif"), 1, 3)
+    assert image[0, :, 1].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((2, 4, 3), dtype=np.uint8)
+    pixels[0, 0] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display after turning 90° clockwise
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif)
+    image = check_page(load(tmp_path / "phone.png"), 4, 2)
+    assert image[0, 1].tolist() == [0, 0, 255]  # the top-left corner went to the top right
+    assert image[..., 2].sum() == 255
+
+
+def test_multi_page_tiff_gives_one_page_per_frame(tmp_path):
+    frames = [
+        Image.new("RGB", (6, 4), (255, 0, 0)),
+        Image.new("L", (3, 5), 77),
+        Image.new("1", (2, 2), 1),
+    ]
+    frames[0].save(tmp_path / "book.tif", save_all=True, append_images=frames[1:])
+    tasks = tasks_for(tmp_path / "book.tif")
+    assert [(task.page, task.page_id) for task in tasks] == [
+        (1, "book_p0001"),
+        (2, "book_p0002"),
+        (3, "book_p0003"),
+    ]
+    pages = [task.load() for task in tasks]
+    assert [page.image.shape for page in pages] == [(4, 6, 3), (5, 3, 3), (2, 2, 3)]
+    assert pages[0].image[0, 0].tolist() == [0, 0, 255]
+    assert (pages[1].image == 77).all() and (pages[2].image == 255).all()
+    selected = tasks_for(tmp_path / "book.tif", options=LoadOptions(pages=parse_page_ranges("2-")))
+    assert [task.page for task in selected] == [2, 3]
+
+
+def test_page_selection_does_not_apply_to_single_images(tmp_path):
+    Image.new("RGB", (2, 2)).save(tmp_path / "one.png")
+    (task,) = tasks_for(tmp_path / "one.png", options=LoadOptions(pages=parse_page_ranges("3")))
+    assert task.page is None and task.page_id == "one"
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    error = failure(tmp_path / "empty.png")
+    assert error.reason == "empty file (0 bytes)"
+    assert_one_line_naming(error, tmp_path / "empty.png")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "notes.png").write_text("these are notes, not pixels\n" * 10)
+    error = failure(tmp_path / "notes.png")
+    assert "not an image" in error.reason
+    assert_one_line_naming(error, tmp_path / "notes.png")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_truncated_image(tmp_path, suffix):
+    noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / f"full{suffix}")
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    error = failure(tmp_path / f"cut{suffix}")
+    assert "truncated" in error.reason or "corrupt" in error.reason
+    assert_one_line_naming(error, tmp_path / f"cut{suffix}")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    Image.new("RGB", (2, 2)).save(tmp_path / "locked.png")
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):  # chmod 000 does not stop root, who may run the tests
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    error = failure(tmp_path / "locked.png")
+    assert error.reason == "cannot read: Permission denied"
+    assert_one_line_naming(error, tmp_path / "locked.png")
+
+
+def test_file_gone_before_decoding(tmp_path):
+    Image.new("RGB", (2, 2)).save(tmp_path / "gone.png")
+    (task,) = tasks_for(tmp_path / "gone.png")
+    (tmp_path / "gone.png").unlink()
+    with pytest.raises(InputError, match="cannot read") as caught:
+        task.load()
+    assert_one_line_naming(caught.value, tmp_path / "gone.png")
+
+
+def test_decompression_bomb_is_a_clear_error_and_the_limit_can_be_raised(tmp_path, pixel_limit):
+    Image.new("L", (100, 100)).save(tmp_path / "big.png")
+    set_max_image_pixels(6_000)  # 10,000 pixels: above the limit, below twice it (Pillow would only warn)
+    error = failure(tmp_path / "big.png")
+    assert "10000 pixels exceeds the decompression-bomb limit of 6000" in error.reason
+    assert "--max-image-pixels" in error.reason
+    assert_one_line_naming(error, tmp_path / "big.png")
+    set_max_image_pixels(1_000)  # above twice the limit: Pillow raises, still the same kind of message
+    assert "decompression-bomb limit" in failure(tmp_path / "big.png").reason
+    set_max_image_pixels(10_000)
+    check_page(load(tmp_path / "big.png"), 100, 100)
+
+
+@pytest.mark.parametrize(
+    ("image", "ground_truth"),
+    [
+        (  # 1-bit TIFF, 600 dpi
+            "ocrd-gt-structure-text/data/bebel_frau_1879/GT-PAGE/bebel_frau_1879_0186.tif",
+            "ocrd-gt-structure-text/data/bebel_frau_1879/GT-PAGE/bebel_frau_1879_0186.xml",
+        ),
+        (  # grayscale JPEG, a comma in the name
+            "kraken-test-pages/tests/resources/170025120000003,0074.jpg",
+            "kraken-test-pages/tests/resources/170025120000003,0074.xml",
+        ),
+    ],
+)
+def test_real_scans_decode_to_the_size_their_ground_truth_states(shared_data, image, ground_truth):
+    page_element = etree.parse(str(shared_data / "pages" / ground_truth)).find(".//{*}Page")
+    size = int(page_element.get("imageHeight")), int(page_element.get("imageWidth"))
+    image = check_page(load(shared_data / "pages" / image), *size)
+    assert image.min() == 0 and image.max() == 255

@@ -1,0 +1,216 @@
+"""PDF rendering of the real PDFs in shared/data/pdfs: page by page, /Rotate, passwords, damage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import docsam_cli.inputs.pdf as pdf_module
+from docsam_cli.inputs import (
+    InputError,
+    LoadOptions,
+    Page,
+    PageTask,
+    collect_documents,
+    iter_page_tasks,
+    parse_page_ranges,
+    prefetch,
+    set_max_image_pixels,
+)
+
+LOW_DPI = 30.0
+
+
+@pytest.fixture(scope="module")
+def pdfs(shared_data: Path) -> Path:
+    return shared_data / "pdfs"
+
+
+def items_for(path: Path, **options) -> list[PageTask | InputError]:
+    options.setdefault("dpi", LOW_DPI)
+    return list(iter_page_tasks(collect_documents([str(path)]), LoadOptions(**options)))
+
+
+def only_error(path: Path, **options) -> InputError:
+    (item,) = items_for(path, **options)
+    assert isinstance(item, InputError), item
+    assert str(item).startswith(f"{path}: ") and "\n" not in str(item)
+    return item
+
+
+def render(path: Path, page: int, **options) -> Page:
+    tasks = {task.page: task for task in items_for(path, **options) if isinstance(task, PageTask)}
+    return tasks[page].load()
+
+
+@pytest.fixture
+def render_calls(monkeypatch) -> list[dict]:
+    """Every call to pdf2image's convert_from_path, recorded."""
+    calls: list[dict] = []
+    real = pdf_module.convert_from_path
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pdf_module, "convert_from_path", spy)
+    return calls
+
+
+def ink_profile_ratio(image: np.ndarray) -> float:
+    """How much more the ink varies from row to row than from column to column: > 1 for horizontal text."""
+    ink = 255.0 - image.mean(axis=2)
+    rows, columns = ink.mean(axis=1), ink.mean(axis=0)
+    return float((rows.std() / rows.mean()) / (columns.std() / columns.mean()))
+
+
+def test_long_pdf_is_listed_without_rendering_and_rendered_one_page_per_call(pdfs, render_calls):
+    thesis = pdfs / "pdf-pypdf-sample-files" / "009-pdflatex-geotopo" / "GeoTopo-komprimiert.pdf"
+    tasks = items_for(thesis)
+    assert len(tasks) == 117 and not render_calls
+    assert [task.page_id for task in tasks[:2]] == ["GeoTopo-komprimiert_p0001", "GeoTopo-komprimiert_p0002"]
+    chosen = items_for(thesis, pages=parse_page_ranges("2,117"))
+    assert [task.page for task in chosen] == [2, 117]
+    pages = [task.load() for task in chosen]
+    assert [(call["first_page"], call["last_page"]) for call in render_calls] == [(2, 2), (117, 117)]
+    a4 = (round(841.89 * LOW_DPI / 72), round(595.276 * LOW_DPI / 72))
+    for page in pages:
+        assert page.image.dtype == np.uint8 and page.image.ndim == 3 and page.image.shape[2] == 3
+        assert abs(page.height - a4[0]) <= 1 and abs(page.width - a4[1]) <= 1
+        assert page.image.min() < 128 < page.image.max()  # something is printed on a white page
+
+
+def test_dpi_sets_the_rendered_size(pdfs):
+    page = render(pdfs / "pdf-docling-tests/tests/data/ocr/sources/ocr_test.pdf", 1, dpi=72.0)
+    assert abs(page.width - 595) <= 1 and abs(page.height - 842) <= 1
+
+
+def test_rotate_entries_are_applied_as_viewers_show_the_page(pdfs):
+    rotated = pdfs / "pdf-pypdf-sample-files" / "015-arabic" / "habibi-rotated.pdf"  # /Rotate 90, 180, 270, 0
+    shapes = [render(rotated, number).image.shape[:2] for number in (1, 2, 3, 4)]
+    portrait = (round(841.89 * LOW_DPI / 72), round(595.276 * LOW_DPI / 72))
+    for (height, width), upright in zip(shapes, [False, True, False, True], strict=True):
+        expected = portrait if upright else portrait[::-1]
+        assert abs(height - expected[0]) <= 1 and abs(width - expected[1]) <= 1
+    inherited = render(pdfs / "pdf-qpdf-tricky" / "inherited-rotate.pdf", 1)  # /Rotate on the Pages node
+    assert inherited.width > inherited.height
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pdf-tabula-tests/rotated_page.pdf",  # a landscape table stored portrait with /Rotate 90
+        "pdf-docling-tests/tests/data/ocr/sources/sample_with_rotation_mismatch.pdf",  # scanned letter
+    ],
+)
+def test_real_rotated_pages_come_out_upright(pdfs, name):
+    page = render(pdfs / name, 1, dpi=40.0)
+    assert ink_profile_ratio(page.image) > 1.4  # text lines run horizontally
+
+
+def test_tiny_pages_render(pdfs):
+    page = render(
+        pdfs / "pdf-pypdf-sample-files" / "007-imagemagick-images" / "imagemagick-lzw.pdf", 1, dpi=200.0
+    )
+    assert 10 <= page.width <= 12 and 10 <= page.height <= 12  # 4 x 4 pt at 200 dpi
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "pages"),
+    [
+        ("pdf-tabula-tests/encrypted.pdf", "userpassword", 1),
+        ("pdf-docling-tests/tests/data/pdf_password/sources/2206.01062_pg3.pdf", "1234", 1),
+        ("pdf-qpdf-tricky/enc-XI-R6,V5,U=view,O=master.pdf", "view", 30),
+        ("pdf-qpdf-tricky/encrypted-40-bit-R3.pdf", "623", None),
+        (
+            "pdf-pypdf-sample-files/005-libreoffice-writer-password/libreoffice-writer-password.pdf",
+            "openpassword",
+            1,
+        ),
+    ],
+)
+def test_encrypted_pdfs_need_the_right_password(pdfs, name, password, pages):
+    path = pdfs / name
+    assert only_error(path).reason == "encrypted PDF: a password is needed (--password)"
+    assert only_error(path, password="wrong").reason == "encrypted PDF: wrong password"
+    tasks = items_for(path, password=password)
+    assert all(isinstance(task, PageTask) for task in tasks)
+    assert pages is None or len(tasks) == pages
+    assert tasks[0].load().image.mean() > 100  # rendered, mostly white paper
+
+
+@pytest.mark.parametrize("name", ["V4-aes.pdf", "enc-XI-R6,V5,O=master.pdf"])
+def test_pdfs_encrypted_with_an_empty_user_password_open_without_one(pdfs, name):
+    tasks = items_for(pdfs / "pdf-qpdf-tricky" / name)
+    assert len(tasks) == 30 and tasks[29].page_id.endswith("_p0030")
+    assert tasks[0].load().height > 0
+
+
+@pytest.mark.parametrize("name", ["bad1.pdf", "bad-direct-root.pdf", "bad-content.pdf"])
+def test_damaged_pdfs_fail_with_one_line(pdfs, name):
+    reason = only_error(pdfs / "pdf-qpdf-tricky" / name).reason
+    assert reason.startswith("damaged or not a PDF (poppler: ")
+
+
+@pytest.mark.parametrize("name", ["pdf-qpdf-tricky/bad-xref.pdf", "pdf-qpdf-tricky/fuzz-16214.pdf"])
+def test_damaged_pdfs_that_poppler_repairs_are_rendered(pdfs, name):
+    (task,) = items_for(pdfs / name)
+    assert task.load().image.shape[2] == 3
+
+
+def test_selection_past_the_last_page_is_a_per_file_error(pdfs):
+    error = only_error(
+        pdfs / "pdf-pypdf-sample-files/015-arabic/habibi-rotated.pdf", pages=parse_page_ranges("5-")
+    )
+    assert error.reason == "none of the selected pages exists (the document has 4)"
+
+
+def test_page_over_the_pixel_limit_fails_before_poppler_renders_it(pdfs, render_calls):
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        set_max_image_pixels(1_000_000)
+        (task,) = items_for(pdfs / "pdf-docling-tests/tests/data/ocr/sources/ocr_test.pdf", dpi=300.0)
+        with pytest.raises(InputError, match="exceeds the decompression-bomb limit of 1000000") as caught:
+            task.load()
+        assert caught.value.page == 1 and "(page 1)" in str(caught.value)
+        assert not render_calls
+    finally:
+        set_max_image_pixels(saved)
+
+
+def test_multi_page_tiff_from_docling(pdfs):
+    tasks = items_for(pdfs / "pdf-docling-tests/tests/data/tiff/sources/2206.01062.tif")
+    assert [task.page_id for task in tasks] == ["2206.01062_p0001", "2206.01062_p0002"]
+    page = tasks[1].load()
+    assert page.image.shape == (792, 612, 3) and page.page == 2
+    assert page.image.mean() > 200  # RGBA frames composited on white, not on black
+
+
+def test_a_mixed_batch_keeps_its_order_and_goes_on_after_failures(pdfs, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    sources = [
+        str(pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"),
+        str(pdfs / "pdf-qpdf-tricky" / "bad1.pdf"),
+        str(tmp_path / "broken.png"),
+        str(pdfs / "pdf-docling-tests/tests/data/ocr/sources/qr_bill_example.jpg"),
+        str(pdfs / "pdf-tabula-tests" / "encrypted.pdf"),
+        str(pdfs / "pdf-qpdf-tricky" / "encrypted-with-images.pdf"),
+    ]
+    tasks = iter_page_tasks(collect_documents(sources), LoadOptions(dpi=LOW_DPI))
+    results = list(prefetch(tasks, workers=2, ahead=2))
+    summary = [
+        (item.path.name, "error") if isinstance(item, InputError) else (item.page_id, item.image.shape[2])
+        for item in results
+    ]
+    assert summary == [
+        ("minimal-rotated_p0001", 3),
+        ("bad1.pdf", "error"),
+        ("broken.png", "error"),
+        ("qr_bill_example", 3),
+        ("encrypted.pdf", "error"),
+        ("encrypted-with-images_p0001", 3),
+        ("encrypted-with-images_p0002", 3),
+    ]

@@ -1,0 +1,142 @@
+"""Source expansion (files, directories, globs, stdin), output stems, page ranges."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
+from docsam_cli.inputs.sources import assign_stems
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def names(items: list[Document | InputError]) -> list[str]:
+    return [item.path.name for item in items if isinstance(item, Document)]
+
+
+def errors(items: list[Document | InputError]) -> list[InputError]:
+    return [item for item in items if isinstance(item, InputError)]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for name in [
+        "p10.png",
+        "p2.png",
+        "p1.PDF",
+        "notes.txt",
+        "page.xml",
+        ".hidden.png",
+        "sub/s1.tif",
+        "sub/s2.jpg",
+    ]:
+        touch(tmp_path / "scans" / name)
+    touch(tmp_path / "scans" / ".cache" / "c.png")
+    return tmp_path / "scans"
+
+
+def test_directory_gives_supported_files_in_natural_order_without_hidden_or_subdirectories(tree):
+    assert names(collect_documents([str(tree)])) == ["p1.PDF", "p2.png", "p10.png"]
+
+
+def test_recursive_directory_includes_subdirectories_but_not_hidden_ones(tree):
+    assert names(collect_documents([str(tree)], recursive=True)) == [
+        "p1.PDF",
+        "p2.png",
+        "p10.png",
+        "s1.tif",
+        "s2.jpg",
+    ]
+
+
+def test_explicit_files_keep_command_line_order_and_any_suffix(tree):
+    items = collect_documents([str(tree / "p10.png"), str(tree / "notes.txt"), str(tree / "p2.png")])
+    assert names(items) == ["p10.png", "notes.txt", "p2.png"]
+
+
+def test_glob_filters_by_suffix_and_double_star_spans_directories(tree):
+    assert names(collect_documents([str(tree / "p*")])) == ["p1.PDF", "p2.png", "p10.png"]
+    assert names(collect_documents([str(tree / "**" / "*.tif")])) == ["s1.tif"]
+
+
+def test_glob_matching_a_directory_expands_it(tree):
+    assert names(collect_documents([str(tree / "su*")])) == ["s1.tif", "s2.jpg"]
+
+
+def test_missing_path_unmatched_glob_and_empty_directory_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    items = collect_documents([str(tmp_path / "nope.png"), str(tmp_path / "*.jpg"), str(tmp_path / "empty")])
+    reasons = [(error.path.name, error.reason) for error in errors(items)]
+    assert reasons == [
+        ("nope.png", "no such file or directory"),
+        ("*.jpg", "no image or PDF matches this pattern"),
+        ("empty", "directory contains no images or PDFs"),
+    ]
+    assert all("\n" not in str(error) and str(error).startswith(str(error.path)) for error in errors(items))
+
+
+def test_stdin_lists_paths_one_per_line_taken_literally(tree):
+    listing = f"{tree / 'p2.png'}\n\n{tree / 'sub'}\r\n{tree / 'p*'}\n"
+    items = collect_documents(["-"], stdin=io.StringIO(listing))
+    assert names(items) == ["p2.png", "s1.tif", "s2.jpg"]
+    assert [error.path.name for error in errors(items)] == ["p*"]  # no glob expansion on stdin
+
+
+def test_each_file_appears_once_however_often_it_is_named(tree):
+    items = collect_documents([str(tree / "p2.png"), str(tree), str(tree / "." / "p2.png")])
+    assert names(items) == ["p2.png", "p1.PDF", "p10.png"]
+
+
+def test_stems_are_plain_when_unique_and_disambiguated_when_not(tmp_path):
+    paths = [
+        touch(tmp_path / "vol1" / "0001.tif"),
+        touch(tmp_path / "vol2" / "0001.tif"),
+        touch(tmp_path / "a" / "scan.png"),
+        touch(tmp_path / "a" / "scan.jpg"),
+        touch(tmp_path / "b" / "report.pdf"),
+        touch(tmp_path / "b" / "report_p0002.png"),
+        touch(tmp_path / "c" / "Page.png"),
+        touch(tmp_path / "c" / "page.png"),
+        touch(tmp_path / "d" / "unique.png"),
+    ]
+    stems = assign_stems(paths)
+    assert stems[:6] == ["vol1__0001", "vol2__0001", "scan_png", "scan_jpg", "report_pdf", "report_p0002_png"]
+    assert stems[8] == "unique"
+    assert len({stem.lower() for stem in stems}) == len(stems)
+    assert stems[6].startswith("Page_") and stems[7].startswith("page_")  # differ only by case: hashed
+    assert assign_stems(paths) == stems  # the same inputs give the same names on a re-run
+
+
+def test_collect_documents_assigns_the_stems(tmp_path):
+    first, second = touch(tmp_path / "x" / "a.png"), touch(tmp_path / "y" / "a.png")
+    items = collect_documents([str(first), str(second), str(touch(tmp_path / "b.png"))])
+    assert [item.stem for item in items if isinstance(item, Document)] == ["x__a", "y__a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "pages"),
+    [
+        ("1-3,7", 10, [1, 2, 3, 7]),
+        ("7, 1-3", 10, [1, 2, 3, 7]),
+        ("2-2,2", 5, [2]),
+        ("4-", 6, [4, 5, 6]),
+        ("-2", 6, [1, 2]),
+        ("3-9", 4, [3, 4]),
+        ("8", 4, []),
+    ],
+)
+def test_page_ranges_select_existing_pages_in_order(spec, count, pages):
+    assert parse_page_ranges(spec).select(count) == pages
+
+
+@pytest.mark.parametrize("spec", ["", "0", "3-1", "a", "1,,2", "-", "1 2", "1-2-3", "0-4"])
+def test_invalid_page_ranges_are_rejected(spec):
+    with pytest.raises(ValueError, match="page range"):
+        parse_page_ranges(spec)

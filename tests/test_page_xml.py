@@ -1,0 +1,275 @@
+"""PAGE XML output: schema validity (2019-07-15 XSD), class mapping, polygons, lines, reading order."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from instances_factory import empty_instances, make_instances, rect_mask
+from lxml import etree
+from pycocotools.coco import COCO
+
+from docsam_cli.writers.page_map import parse_page_map, region_kind
+from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string, write_page_xml
+
+NS = {"pc": PAGE_NAMESPACE}
+REGION_XPATH = "/pc:PcGts/pc:Page/*[contains(local-name(), 'Region')]"
+
+
+@pytest.fixture(scope="module")
+def schema(shared_data: Path) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
+
+
+def parse_valid(xml: str, schema: etree.XMLSchema) -> etree._Element:
+    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    document = etree.fromstring(xml.encode("utf-8"))
+    assert schema.validate(document), schema.error_log
+    return document
+
+
+def points(element: etree._Element) -> np.ndarray:
+    text = element.find("pc:Coords", NS).get("points")
+    return np.array([[int(value) for value in pair.split(",")] for pair in text.split()], dtype=np.int32)
+
+
+def raster(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    canvas = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(canvas, [polygon.reshape(-1, 1, 2)], 1)
+    return canvas.astype(bool)
+
+
+def regions(document: etree._Element) -> list[etree._Element]:
+    return document.xpath(REGION_XPATH, namespaces=NS)
+
+
+def reading_order_refs(document: etree._Element) -> list[str]:
+    refs = document.findall(".//pc:ReadingOrder/pc:OrderedGroup/pc:RegionRefIndexed", NS)
+    assert [int(ref.get("index")) for ref in refs] == list(range(len(refs)))
+    return [ref.get("regionRef") for ref in refs]
+
+
+def check_geometry(document: etree._Element, height: int, width: int) -> None:
+    for element in document.iter(f"{{{PAGE_NAMESPACE}}}Coords"):
+        polygon = points(element.getparent())
+        assert len({tuple(point) for point in polygon.tolist()}) >= 3
+        assert (polygon >= 0).all() and (polygon[:, 0] < width).all() and (polygon[:, 1] < height).all()
+        assert 0.0 <= float(element.get("conf")) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def publaynet_page(shared_data: Path):
+    """A real page's human annotations (PubLayNet: text, title, list, table, figure) as instances."""
+    folder = shared_data / "pages" / "publaynet"
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(folder / "annotations.json"))
+    image = max(coco.loadImgs(coco.getImgIds()), key=lambda img: len(coco.getAnnIds(imgIds=img["id"])))
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+    categories = coco.loadCats(coco.getCatIds())
+    label_of = {category["id"]: index for index, category in enumerate(categories)}
+    masks = [coco.annToMask(annotation).astype(bool) for annotation in annotations]
+    labels = [label_of[annotation["category_id"]] for annotation in annotations]
+    return image, make_instances(masks, labels, [category["name"] for category in categories])
+
+
+def test_real_page_annotations_give_a_valid_page_with_one_region_per_instance(publaynet_page, schema):
+    image, instances = publaynet_page
+    document = parse_valid(page_xml_string(instances, image["file_name"]), schema)
+    page = document.find("pc:Page", NS)
+    assert page.get("imageFilename") == image["file_name"]
+    assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (image["width"], image["height"])
+    found = regions(document)
+    assert len(found) == len(instances)
+    assert reading_order_refs(document) == [region.get("id") for region in found]
+    assert [region.get("id") for region in found] == [f"r{number}" for number in range(1, len(found) + 1)]
+    check_geometry(document, instances.height, instances.width)
+    expected = {
+        "text": ("TextRegion", "paragraph"),
+        "title": ("TextRegion", "heading"),
+        "list": ("TextRegion", "paragraph"),
+        "table": ("TableRegion", None),
+        "figure": ("ImageRegion", None),
+    }
+    masks = {index: instances.decode_mask(index) for index in range(len(instances))}
+    for region in found:
+        class_name = region.get("custom").removeprefix("structure {type:").removesuffix(";}")
+        assert (etree.QName(region).localname, region.get("type")) == expected[class_name]
+        filled = raster(points(region), instances.height, instances.width)
+        best = max(float((filled & mask).sum() / (filled | mask).sum()) for mask in masks.values())
+        assert best > 0.9  # the polygon outlines one of the masks
+
+
+def test_every_kind_of_region_validates_and_keeps_the_schema_order(schema):
+    classes = [
+        "Text",
+        "Section-header",
+        "caption",
+        "footnote",
+        "page_number",
+        "Page-header",
+        "page footer",
+        "List-item",
+        "marginalia",
+        "Table",
+        "Picture",
+        "chart",
+        "Formula",
+        "chemistry",
+        "separator",
+        "stamp",
+        "music",
+        "map",
+        "advertisement",
+        "noise",
+        "mystery class",
+        "drawing",
+        "custom",
+        "unknown",
+        "text line",
+    ]
+    page_map = {
+        "drawing": ("LineDrawingRegion", None),
+        "custom": ("CustomRegion", "my-type"),
+        "unknown": ("UnknownRegion", None),
+    }
+    corners = [(10 + (i % 5) * 78, 10 + (i // 5) * 115) for i in range(len(classes))]  # a 5 x 5 grid
+    masks = [rect_mask(600, 400, x, y, x + 70, y + 100) for x, y in corners]
+    masks[-1] = rect_mask(600, 400, 15, 20, 75, 30)  # a line inside the "Text" region
+    instances = make_instances(masks, list(range(len(classes))), classes)
+    document = parse_valid(page_xml_string(instances, "grid.png", page_map), schema)
+    kinds = {
+        region.get("custom"): (etree.QName(region).localname, region.get("type"))
+        for region in regions(document)
+    }
+    assert kinds["structure {type:Section-header;}"] == ("TextRegion", "heading")
+    assert kinds["structure {type:page_number;}"] == ("TextRegion", "page-number")
+    assert kinds["structure {type:Page-header;}"] == ("TextRegion", "header")
+    assert kinds["structure {type:page footer;}"] == ("TextRegion", "footer")
+    assert kinds["structure {type:Picture;}"] == ("ImageRegion", None)
+    assert kinds["structure {type:Formula;}"] == ("MathsRegion", None)
+    assert kinds["structure {type:separator;}"] == ("SeparatorRegion", None)
+    assert kinds["structure {type:stamp;}"] == ("GraphicRegion", "stamp")
+    assert kinds["structure {type:mystery class;}"] == ("TextRegion", None)
+    assert kinds["structure {type:custom;}"] == ("CustomRegion", "my-type")
+    assert kinds["structure {type:drawing;}"] == ("LineDrawingRegion", None)
+    assert len(kinds) == len(classes) - 1  # the text line is not a region
+    unordered = {
+        region.get("id")
+        for region in regions(document)
+        if etree.QName(region).localname in ("SeparatorRegion", "NoiseRegion")
+    }
+    assert len(unordered) == 2 and not unordered & set(reading_order_refs(document))
+    assert len(reading_order_refs(document)) == len(classes) - 3
+
+
+def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema):
+    height, width = 300, 200
+    masks = [
+        rect_mask(height, width, 10, 10, 190, 140),  # text region
+        rect_mask(height, width, 20, 90, 180, 100),  # line, lower
+        rect_mask(height, width, 20, 20, 195, 30),  # line, upper, sticking out of the region on the right
+        rect_mask(height, width, 10, 160, 190, 290),  # table: cannot hold lines
+        rect_mask(height, width, 20, 200, 180, 210),  # line inside the table
+    ]
+    instances = make_instances(
+        masks, [0, 1, 1, 2, 1], ["paragraph", "textline", "table"], [0.9, 0.8, 0.7, 0.6, 0.5]
+    )
+    document = parse_valid(page_xml_string(instances, "p.png"), schema)
+    text_region, table, holder = regions(document)
+    assert etree.QName(table).localname == "TableRegion" and not table.findall("pc:TextLine", NS)
+    lines = text_region.findall("pc:TextLine", NS)
+    assert [line.get("id") for line in lines] == ["r1_l1", "r1_l2"]
+    assert points(lines[0])[:, 1].min() == 20 and points(lines[1])[:, 1].min() == 90  # top to bottom
+    assert points(lines[0])[:, 0].max() <= 189  # cut to its region
+    assert float(lines[0].find("pc:Coords", NS).get("conf")) == pytest.approx(0.7)
+    assert holder.get("custom") is None and holder.get("type") is None
+    (own_line,) = holder.findall("pc:TextLine", NS)
+    assert points(own_line).tolist() == points(holder).tolist()
+    assert reading_order_refs(document) == ["r1", "r2", "r3"]
+    check_geometry(document, height, width)
+
+
+def test_empty_page_and_unusable_masks_still_validate(schema):
+    document = parse_valid(page_xml_string(empty_instances(50, 40, ["text"]), "blank.png"), schema)
+    assert not regions(document) and document.find(".//pc:ReadingOrder", NS) is None
+    masks = [np.zeros((50, 40), bool), rect_mask(50, 40, 5, 5, 30, 30)]
+    document = parse_valid(page_xml_string(make_instances(masks, [0, 0], ["text"]), "x.png"), schema)
+    assert len(regions(document)) == 1
+
+
+def test_page_map_overrides_defaults_ignoring_case_and_separators(schema):
+    masks = [rect_mask(100, 100, 0, 0, 50, 50), rect_mask(100, 100, 50, 50, 100, 100)]
+    instances = make_instances(masks, [0, 1], ["Table", "body_text"])
+    page_map = parse_page_map("TABLE=ImageRegion,body-text=TextRegion:footnote")
+    document = parse_valid(page_xml_string(instances, "p.png", page_map), schema)
+    assert [(etree.QName(r).localname, r.get("type")) for r in regions(document)] == [
+        ("ImageRegion", None),
+        ("TextRegion", "footnote"),
+    ]
+
+
+def test_page_map_spec_forms_and_errors(tmp_path):
+    spec = {
+        "table": "TableRegion",
+        "logo": ["GraphicRegion", "logo"],
+        "x": {"element": "TextRegion", "type": "credit"},
+    }
+    (tmp_path / "map.json").write_text(json.dumps(spec))
+    assert parse_page_map(str(tmp_path / "map.json")) == {
+        "table": ("TableRegion", None),
+        "logo": ("GraphicRegion", "logo"),
+        "x": ("TextRegion", "credit"),
+    }
+    assert parse_page_map('{"a": "MathsRegion"}') == {"a": ("MathsRegion", None)}
+    for bad, message in [
+        ("a=Nonsense", "unknown PAGE element"),
+        ("a=ImageRegion:photo", "has no @type"),
+        ("a=TextRegion:list", "is not a PAGE TextRegion @type"),
+        ("a", "class=Element"),
+        ("[1]", "class=Element"),
+        ("{1: 2}", "not valid JSON"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_page_map(bad)
+    (tmp_path / "list.json").write_text('["table"]')
+    with pytest.raises(ValueError, match="must be an object"):
+        parse_page_map(str(tmp_path / "list.json"))
+    with pytest.raises(ValueError, match="unknown PAGE element"):
+        page_xml_string(
+            make_instances([rect_mask(9, 9, 0, 0, 5, 5)], [0], ["a"]), "p.png", {"a": ("Box", None)}
+        )
+    assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
+
+
+def test_names_are_escaped_and_scores_clipped(schema):
+    masks = [
+        rect_mask(60, 60, 0, 0, 20, 20),
+        rect_mask(60, 60, 30, 30, 50, 50),
+        rect_mask(60, 60, 0, 40, 10, 50),
+    ]
+    instances = make_instances(masks, [0, 1, 1], ['a;b{c} & <"d">', "text"], scores=[1.5, -0.2, float("nan")])
+    document = parse_valid(page_xml_string(instances, "scan & <1>.png"), schema)
+    assert document.find("pc:Page", NS).get("imageFilename") == "scan & <1>.png"
+    customs = [region.get("custom") for region in regions(document)]
+    assert 'structure {type:a\\u003bb\\u007bc\\u007d & <"d">;}' in customs
+    confs = sorted(float(coords.get("conf")) for coords in document.iter(f"{{{PAGE_NAMESPACE}}}Coords"))
+    assert confs == [0.0, 0.0, 1.0]
+
+
+def test_metadata_and_atomic_file(tmp_path, schema):
+    created = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    instances = make_instances([rect_mask(30, 20, 2, 2, 18, 28)], [0], ["text"])
+    write_page_xml(tmp_path / "out" / "p.xml", instances, "p.png", created=created)
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["p.xml"]
+    text = (tmp_path / "out" / "p.xml").read_text(encoding="utf-8")
+    assert text == page_xml_string(instances, "p.png", created=created)
+    document = parse_valid(text, schema)
+    assert document.findtext("pc:Metadata/pc:Creator", namespaces=NS).startswith("docsam ")
+    assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09"
+    assert document.findtext("pc:Metadata/pc:LastChange", namespaces=NS) == "2024-05-06T07:08:09"
