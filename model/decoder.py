@@ -215,6 +215,40 @@ def dilate(logits: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
 
 
+def window_max(x: torch.Tensor, first: int, step: int, count: int, radius: int) -> torch.Tensor:
+    """Max of x over [c - radius, c + radius] along the last axis for c = first + step·j, j < count."""
+    left = radius - first
+    right = first + step * (count - 1) + radius - (x.shape[-1] - 1)
+    padded = F.pad(x, (max(left, 0), max(right, 0)), value=float("-inf"))
+    if left < 0:
+        padded = padded[..., -left:]
+    return F.max_pool2d(padded, kernel_size=(1, 2 * radius + 1), stride=(1, step))[..., :count]
+
+
+def level_logits(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """resize_bilinear(dilate(logits, s), (height, width)) with s = round(h / height), as the reference.
+
+    When the map is exactly s times the level in both directions with s even (every 640-px window), each
+    output cell reads the dilated map at two rows and two columns only (bilinear, align_corners=False, scale
+    s: rows s·i + s/2 − 1 and s·i + s/2, weights ½). The max filter is then evaluated there alone and the
+    2×2 samples are blended by the same interpolation routine — the identical result, without filtering
+    the full map. Other sizes take the direct route.
+    """
+    h, w = logits.shape[-2:]
+    scale = round(h / height)
+    if scale < 2 or scale % 2 or (h, w) != (scale * height, scale * width):
+        return resize_bilinear(dilate(logits, scale), (height, width))
+    half = scale // 2
+
+    def interleaved(x: torch.Tensor, count: int) -> torch.Tensor:
+        pair = (window_max(x, half - 1, scale, count, scale), window_max(x, half, scale, count, scale))
+        return torch.stack(pair, dim=-1).flatten(-2)
+
+    columns = interleaved(logits, width)  # (..., h, 2·width)
+    rows = interleaved(columns.transpose(-1, -2), height).transpose(-1, -2)  # (..., 2·height, 2·width)
+    return resize_bilinear(rows, (height, width))
+
+
 def attention_blocks(
     mask_logits: torch.Tensor | None,
     level_sizes: Sequence[tuple[int, int]],
@@ -231,9 +265,7 @@ def attention_blocks(
         if mask_logits is None:
             blocks.append(padding[:, None, None, :])
             continue
-        scale = round(mask_logits.shape[-2] / height)
-        dilated = dilate(mask_logits, scale)
-        blocked = (resize_bilinear(dilated, (height, width)).sigmoid() < 0.5).flatten(2)
+        blocked = (level_logits(mask_logits, height, width).sigmoid() < 0.5).flatten(2)
         blocked &= ~blocked.all(-1, keepdim=True)
         blocks.append((blocked | padding[:, None, :])[:, None])
     return blocks
@@ -282,6 +314,7 @@ class QueryDecoder(nn.Module):
         num_classes: list[int],
         isolate_batch: bool = False,
         forced_kept_index: Sequence[torch.Tensor] | None = None,
+        all_stages: bool = True,
     ) -> list[StageOutput]:
         config = self.config
         batch, _, height, width = mask_features.shape
@@ -300,6 +333,8 @@ class QueryDecoder(nn.Module):
         memories = [level.flatten(2).transpose(1, 2) for level in memories_maps]
         key_padding = [(resize_bilinear(pixel_mask, size) < 0.5).flatten(1) for size in level_sizes]
         pixels = mask_features + mask_position
+        semantic_pixels = self.semantic_mask_predictor.encode_pixels(pixels)
+        instance_pixels = self.instance_mask_predictor.encode_pixels(pixels + mask_position)  # Q-8: Pm twice
         semantic_position_global = self.semantic_posi_feat_projection(mask_position.mean(dim=(2, 3)))
         semantic_position = semantic_position_global[:, None].expand(-1, semantics.shape[1], -1)
 
@@ -343,15 +378,15 @@ class QueryDecoder(nn.Module):
                     attention_blocks(instance_masks, level_sizes, key_padding),
                     attention_blocks(semantic_masks, level_sizes, key_padding),
                 )
-            semantic_masks = self.semantic_mask_predictor(semantics, pixels)
+            semantic_masks = self.semantic_mask_predictor(semantics, semantic_pixels)
             if stage > 0:
-                instance_masks = self.instance_mask_predictor(
-                    instances + instance_position, pixels + mask_position
-                )
+                instance_masks = self.instance_mask_predictor(instances + instance_position, instance_pixels)
             boxes = (
                 boxes + self.instance_bbox_predictor(instances + instance_position) * config.box_delta_scale
             )
             class_logits = self.class_predictor(instances, semantics)
+            if not all_stages and stage < config.decoder_layers:
+                continue
             stages.append(
                 StageOutput(
                     instance_states=instances,

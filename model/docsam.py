@@ -42,6 +42,7 @@ class DocSAM(nn.Module):
         class_names: Sequence[Sequence[str]] = (),
         isolate_batch: bool = False,
         forced_kept_index: Sequence[torch.Tensor] | None = None,
+        all_stages: bool = True,
     ) -> DocSAMOutput:
         """Run the network on a batch.
 
@@ -56,6 +57,8 @@ class DocSAM(nn.Module):
                 image gives the result it gives alone.
             forced_kept_index: per decoder layer, (N, Q_s) rows to keep (-1 = padding) instead of running
                 the selection — a test hook for comparing stages when selection order is at a near-tie.
+            all_stages: False keeps only the last stage in the output (inference), so earlier stages'
+                mask logits are freed as soon as the next stage no longer needs them.
         """
         if len(class_names) != pixel_values.shape[0]:
             raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
@@ -93,6 +96,7 @@ class DocSAM(nn.Module):
             num_classes,
             isolate_batch=isolate_batch,
             forced_kept_index=forced_kept_index,
+            all_stages=all_stages,
         )
         return DocSAMOutput(
             backbone_features=features,

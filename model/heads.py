@@ -22,11 +22,14 @@ class MaskPredictor(nn.Module):
         # Present in the checkpoints; the reference computes it and discards the result.
         self.pixel_feat_reducer = mlp3(width, width, width)
 
-    def forward(self, queries: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        """queries (N, K, D), pixels (N, D, h, w) → (N, K, h, w)."""
-        return torch.einsum(
-            "nkc,nchw->nkhw", self.query_feat_reducer(queries), self.visual_feat_reducer(pixels)
-        )
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pixel side, (N, D, h, w). It does not depend on the queries, so the decoder computes it once
+        per forward and reuses it at every stage."""
+        return self.visual_feat_reducer(pixels)
+
+    def forward(self, queries: torch.Tensor, encoded_pixels: torch.Tensor) -> torch.Tensor:
+        """queries (N, K, D), encoded_pixels from `encode_pixels` → (N, K, h, w)."""
+        return torch.einsum("nkc,nchw->nkhw", self.query_feat_reducer(queries), encoded_pixels)
 
 
 class ClassPredictor(nn.Module):

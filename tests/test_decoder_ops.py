@@ -23,3 +23,26 @@ def test_fully_blocked_queries_are_unblocked_and_padding_blocks():
     assert not blocks[0, 0, 0, :-1].any()  # unblocked except the padded key
     assert blocks[0, 0, :, -1].all()
     assert not blocks[0, 0, 1, 5] and blocks[0, 0, 1, 10]  # dilated by 2 px, then resized
+
+
+@pytest.mark.parametrize(
+    ("size", "level"),
+    [
+        ((160, 160), (20, 20)),
+        ((160, 160), (40, 40)),
+        ((160, 160), (80, 80)),
+        ((160, 160), (160, 160)),
+        ((56, 48), (7, 6)),
+        ((48, 56), (6, 7)),
+        ((48, 44), (6, 6)),
+        ((40, 40), (10, 10)),
+    ],
+)
+def test_level_logits_equal_dilate_then_resize(size, level):
+    from model.decoder import level_logits
+    from model.layers import resize_bilinear
+
+    logits = torch.randn(2, 5, *size) * 3
+    scale = round(size[0] / level[0])
+    expected = resize_bilinear(dilate(logits, scale), level)
+    assert torch.equal(level_logits(logits, *level), expected)

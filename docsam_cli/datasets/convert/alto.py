@@ -1,0 +1,168 @@
+"""ALTO XML (v1 to v4, any namespace) → pages of instances.
+
+Class names come from the `TAGREFS` of a block: the first referenced tag whose `TYPE` is absent or a
+layout kind ("type", "region", "block", ...) gives its `LABEL` (SegmOnto labels as eScriptorium and
+kraken write them; language, split and other tags are ignored). Untagged blocks are named after their
+element: `TextBlock` → "text", `Illustration` → "illustration", `GraphicalElement` → "graphic";
+untagged `ComposedBlock`s are only containers. Lines are "text line" and `String`s "word" unless tagged.
+
+Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
+from the `Page` WIDTH/HEIGHT onto the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from lxml import etree
+
+from docsam_cli.datasets.geometry import box_polygon, parse_points
+from docsam_cli.datasets.images import IMAGE_SUFFIXES, ImageNotFound, resolve_image
+from docsam_cli.datasets.model import (
+    LINE_CLASS,
+    WORD_CLASS,
+    BadInput,
+    ImageRef,
+    Instance,
+    Note,
+    SourcePage,
+    WrongFormat,
+)
+from docsam_cli.datasets.xml import child, local, parse_xml
+
+BLOCK_NAMES = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
+_LAYOUT_TAG_TYPES = frozenset(
+    ("", "type", "region", "block", "blocktype", "block type", "line", "linetype", "line type", "structure")
+)
+_TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
+
+
+def read_alto(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
+    """One ALTO file. Raises WrongFormat (not ALTO) or BadInput (unusable file)."""
+    document = parse_xml(path)
+    if local(document) != "alto":
+        raise WrongFormat(path, f"not an ALTO document (root element <{local(document)}>)")
+    layout = child(document, "Layout")
+    pages = [] if layout is None else [element for element in layout if local(element) == "Page"]
+    if len(pages) != 1:
+        raise BadInput(path, f"{len(pages)} <Page> elements; one page (one image) per ALTO file is supported")
+    page = pages[0]
+    description = child(document, "Description")
+    unit = _text(description, "MeasurementUnit")
+    width, height = _number(path, page, "WIDTH"), _number(path, page, "HEIGHT")
+    relative = unit != "pixel"
+    if relative and (not width or not height):
+        raise BadInput(path, f"<Page> WIDTH/HEIGHT are needed to scale '{unit or 'unstated'}' units")
+    notes: list[Note] = []
+    image, problem = _image(path, root, description, notes)
+    tags = _tags(document)
+    instances = [
+        instance
+        for element in page.iter(etree.Element)
+        if (instance := _instance(element, tags, levels, notes)) is not None
+    ]
+    return SourcePage(
+        path, image, width or None, height or None, instances, relative, image_problem=problem, notes=notes
+    )
+
+
+def _text(parent: etree._Element | None, *path: str) -> str | None:
+    element = parent
+    for name in path:
+        element = child(element, name) if element is not None else None
+    text = (element.text or "").strip() if element is not None else ""
+    return text or None
+
+
+def _number(path: Path, element: etree._Element, attribute: str) -> float | None:
+    text = element.get(attribute)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(path, f"<{local(element)}> {attribute} '{text}' is not a number") from None
+    if not np.isfinite(value) or value < 0:
+        raise BadInput(path, f"<{local(element)}> {attribute} {text} is not a size")
+    return value
+
+
+def _image(
+    path: Path, root: Path, description: etree._Element | None, notes: list[Note]
+) -> tuple[ImageRef, str | None]:
+    reference = _text(description, "sourceImageInformation", "fileName")
+    if reference is None:  # eScriptorium and others also export the image beside an XML of the same stem
+        for suffix in IMAGE_SUFFIXES:
+            sibling = path.with_suffix(suffix)
+            if sibling.is_file():
+                notes.append(Note("fixed", "no fileName: image found by the XML's name", sibling.name))
+                return ImageRef(sibling.name, path=sibling), None
+        return ImageRef(path.stem), "no sourceImageInformation/fileName and no image named like the XML"
+    try:
+        found, note = resolve_image(reference, path.parent, root, label="fileName")
+    except ImageNotFound as problem:
+        return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
+    if note is not None:
+        notes.append(Note("fixed", note, reference))
+    return ImageRef(found.name, path=found), None
+
+
+def _tags(document: etree._Element) -> dict[str, tuple[str, str]]:
+    """Tag ID → (LABEL, TYPE) for the tags that can name a layout element."""
+    tags = child(document, "Tags")
+    if tags is None:
+        return {}
+    found = {}
+    for tag in tags:
+        if local(tag) in _TAG_ELEMENTS and tag.get("ID") and tag.get("LABEL"):
+            found[tag.get("ID")] = (tag.get("LABEL").strip(), (tag.get("TYPE") or "").strip().lower())
+    return found
+
+
+def _label(element: etree._Element, tags: dict[str, tuple[str, str]]) -> str | None:
+    for reference in (element.get("TAGREFS") or "").split():
+        label, kind = tags.get(reference, ("", "-"))
+        if label and kind in _LAYOUT_TAG_TYPES:
+            return label
+    return None
+
+
+def _instance(
+    element: etree._Element, tags: dict[str, tuple[str, str]], levels: frozenset[str], notes: list[Note]
+) -> Instance | None:
+    name = local(element)
+    label = _label(element, tags)
+    if name in BLOCK_NAMES or (name == "ComposedBlock" and label):
+        level, category = "regions", label or BLOCK_NAMES[name]
+    elif name == "TextLine":
+        level, category = "lines", label or LINE_CLASS
+    elif name == "String":
+        level, category = "words", label or WORD_CLASS
+    else:
+        return None
+    if level not in levels:
+        return None
+    where = f"{name} {element.get('ID', '?')}"
+    try:
+        polygon = _outline(element)
+    except ValueError as error:
+        notes.append(Note("dropped", "invalid coordinates", f"{where}: {error}"))
+        return None
+    if polygon is None:
+        notes.append(Note("dropped", "no coordinates", where))
+        return None
+    return Instance(category, [polygon], where=where)
+
+
+def _outline(element: etree._Element) -> np.ndarray | None:
+    """Shape/Polygon POINTS when present, else the HPOS/VPOS/WIDTH/HEIGHT box (also for ellipses)."""
+    shape = child(element, "Shape")
+    polygon = child(shape, "Polygon") if shape is not None else None
+    if polygon is not None and polygon.get("POINTS"):
+        return parse_points(polygon.get("POINTS"))
+    values = [element.get(key) for key in ("HPOS", "VPOS", "WIDTH", "HEIGHT")]
+    if any(value is None for value in values):
+        return None
+    x, y, w, h = parse_points(" ".join(values)).reshape(-1)
+    return box_polygon(x, y, x + w, y + h)

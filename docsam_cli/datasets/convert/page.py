@@ -1,0 +1,244 @@
+"""PAGE XML (PRImA; 2009 to 2019 schemas, `http://` or `https://` namespace) → pages of instances.
+
+Class names: a region's `@custom` `structure {type:...}` (Transkribus tags) wins over its `@type`, which
+wins over the element's own name (`TextRegion` → "text", `SeparatorRegion` → "separator", ...);
+`ChartRegion` subtypes read "<type> chart". Text regions directly inside a `TableRegion`, Transkribus
+`TableCell`s and regions with a `TableCellRole` are table cells: they belong to `--level cells`, not to
+the regions. `page_map` inverts the naming, for writing PAGE from class names again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from lxml import etree
+
+from docsam_cli.datasets.geometry import parse_points
+from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.model import (
+    CELL_CLASS,
+    LINE_CLASS,
+    WORD_CLASS,
+    BadInput,
+    ImageRef,
+    Instance,
+    Note,
+    SourcePage,
+    WrongFormat,
+)
+from docsam_cli.datasets.xml import child, children, local, parse_xml
+
+REGION_NAMES = {
+    "TextRegion": "text",
+    "ImageRegion": "image",
+    "LineDrawingRegion": "line-drawing",
+    "GraphicRegion": "graphic",
+    "TableRegion": "table",
+    "ChartRegion": "chart",
+    "SeparatorRegion": "separator",
+    "MathsRegion": "maths",
+    "ChemRegion": "chem",
+    "MusicRegion": "music",
+    "AdvertRegion": "advert",
+    "NoiseRegion": "noise",
+    "UnknownRegion": "unknown",
+    "CustomRegion": "custom",
+    "MapRegion": "map",
+}
+TEXT_TYPES = frozenset(
+    (
+        "paragraph",
+        "heading",
+        "caption",
+        "header",
+        "footer",
+        "page-number",
+        "drop-capital",
+        "credit",
+        "floating",
+        "signature-mark",
+        "catch-word",
+        "marginalia",
+        "footnote",
+        "footnote-continued",
+        "endnote",
+        "TOC-entry",
+        "list-label",
+    )
+)
+GRAPHIC_TYPES = frozenset(
+    (
+        "logo",
+        "letterhead",
+        "decoration",
+        "frame",
+        "handwritten-annotation",
+        "stamp",
+        "signature",
+        "barcode",
+        "paper-grow",
+        "punch-hole",
+    )
+)
+CHART_TYPES = frozenset(("bar", "line", "pie", "scatter", "surface"))
+
+_STRUCTURE = re.compile(r"structure\s*\{([^}]*)\}")
+_STRUCTURE_TYPE = re.compile(r"(?:^|;)\s*type\s*:\s*([^;]*)")
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def region_class(element: str, subtype: str | None) -> str:
+    """The class name of a region element with an optional subtype."""
+    default = REGION_NAMES.get(element, element.removesuffix("Region").lower())
+    if not subtype or subtype == "other":
+        return default
+    if element == "ChartRegion" and subtype in CHART_TYPES:
+        return f"{subtype} chart"
+    return subtype
+
+
+def page_map(class_names: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """Element and `@type` that this reader reads back as each class name (the `segment` writer's map).
+
+    "text line" is a `TextLine`. Names that no region type expresses become a `TextRegion` without
+    `@type`: a writer that keeps the class in `@custom` `structure {type:...}` (as `segment`'s does)
+    still reads back the same name.
+    """
+    defaults = {name: element for element, name in REGION_NAMES.items()}
+    mapping: dict[str, tuple[str, str | None]] = {}
+    for name in class_names:
+        chart = name.removesuffix(" chart")
+        if name == LINE_CLASS:
+            mapping[name] = ("TextLine", None)
+        elif name in defaults:
+            mapping[name] = (defaults[name], None)
+        elif name in TEXT_TYPES:
+            mapping[name] = ("TextRegion", name)
+        elif name in GRAPHIC_TYPES:
+            mapping[name] = ("GraphicRegion", name)
+        elif name.endswith(" chart") and chart in CHART_TYPES:
+            mapping[name] = ("ChartRegion", chart)
+        else:
+            mapping[name] = ("TextRegion", None)
+    return mapping
+
+
+def structure_type(custom: str | None) -> str | None:
+    """`type` of the `structure {...}` group in a Transkribus `@custom` attribute."""
+    if not custom:
+        return None
+    group = _STRUCTURE.search(custom)
+    found = _STRUCTURE_TYPE.search(group[1]) if group else None
+    if not found:
+        return None
+    value = _ESCAPE.sub(lambda match: chr(int(match[1], 16)), found[1]).strip()
+    return value or None
+
+
+def read_page(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
+    """One PAGE file. Raises WrongFormat (not PAGE) or BadInput (unusable file)."""
+    document = parse_xml(path)
+    if local(document) != "PcGts":
+        raise WrongFormat(path, f"not a PAGE document (root element <{local(document)}>)")
+    page = child(document, "Page")
+    if page is None:
+        raise BadInput(path, "no <Page> element")
+    notes: list[Note] = []
+    width, height = _declared_size(path, page, notes)
+    reference = (page.get("imageFilename") or "").strip()
+    if not reference:
+        raise BadInput(path, "<Page> has no imageFilename")
+    image, problem = _image(reference, path, root, notes)
+    instances: list[Instance] = []
+    for element in page.iter(etree.Element):
+        name = local(element)
+        kind = _kind(element, name)
+        if kind is None or kind not in levels:
+            continue
+        instance = _instance(element, name, kind, notes)
+        if instance is not None:
+            instances.append(instance)
+    return SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)
+
+
+def _declared_size(path: Path, page: etree._Element, notes: list[Note]) -> tuple[int | None, int | None]:
+    sizes = []
+    for attribute in ("imageWidth", "imageHeight"):
+        text = (page.get(attribute) or "").strip()
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadInput(path, f"{attribute} '{text}' is not a whole number") from None
+        if value < 0:
+            raise BadInput(path, f"{attribute} {value} is negative")
+        sizes.append(value)
+    if 0 in sizes:
+        notes.append(Note("fixed", "imageWidth/imageHeight 0: size taken from the image"))
+        return None, None
+    return sizes[0], sizes[1]
+
+
+def _image(reference: str, path: Path, root: Path, notes: list[Note]) -> tuple[ImageRef, str | None]:
+    try:
+        found, note = resolve_image(reference, path.parent, root, label="imageFilename")
+    except ImageNotFound as problem:
+        return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
+    if note is not None:
+        notes.append(Note("fixed", note, reference))
+    return ImageRef(found.name, path=found), None
+
+
+def _kind(element: etree._Element, name: str) -> str | None:
+    """Which `--level` the element belongs to, or None when it is not an annotated object."""
+    if name == "TextLine":
+        return "lines"
+    if name == "Word":
+        return "words"
+    if name == "TableCell":
+        return "cells"
+    if not name.endswith("Region"):
+        return None
+    parent = element.getparent()
+    if name == "TextRegion" and parent is not None and local(parent) == "TableRegion":
+        return "cells"
+    roles = child(element, "Roles")
+    if roles is not None and child(roles, "TableCellRole") is not None:
+        return "cells"
+    return "regions"
+
+
+def _instance(element: etree._Element, name: str, kind: str, notes: list[Note]) -> Instance | None:
+    where = f"{name} {element.get('id', '?')}"
+    coords = child(element, "Coords")
+    if coords is None:
+        notes.append(Note("dropped", "no Coords", where))
+        return None
+    try:
+        polygon = _points(coords)
+    except ValueError as error:
+        notes.append(Note("dropped", "invalid Coords points", f"{where}: {error}"))
+        return None
+    if kind == "regions":
+        category = region_class(name, structure_type(element.get("custom")) or element.get("type"))
+    else:
+        category = {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
+    return Instance(category, [polygon], score=_confidence(coords), where=where)
+
+
+def _points(coords: etree._Element) -> np.ndarray:
+    text = coords.get("points")
+    if text is not None:
+        return parse_points(text)
+    pairs = [(point.get("x", ""), point.get("y", "")) for point in children(coords, "Point")]  # PAGE 2010
+    return parse_points(" ".join(f"{x},{y}" for x, y in pairs))
+
+
+def _confidence(coords: etree._Element) -> float | None:
+    text = coords.get("conf")
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

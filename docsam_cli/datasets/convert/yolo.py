@@ -1,0 +1,121 @@
+"""YOLO txt labels (detection boxes, segmentation polygons, oriented boxes) → pages of instances.
+
+A folder walk yields the images; each image's labels are `labels/.../<stem>.txt` for `images/.../`
+(the Ultralytics layout) or `<stem>.txt` beside it. An image without a label file is a page without
+objects (a negative), as YOLO treats it. Rows are `class cx cy w h` or `class x1 y1 x2 y2 ...`, all
+normalised to [0, 1]. Class names come from `--classes` (one per line, or a YAML with `names`) or
+from `data.yaml`, `dataset.yaml`, `classes.txt`, `obj.names` in the source folder or above the labels.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.geometry import box_polygon
+from docsam_cli.datasets.images import within
+from docsam_cli.datasets.model import BadInput, ImageRef, Instance, Note, SourcePage
+
+CLASS_FILES = ("data.yaml", "dataset.yaml", "classes.txt", "obj.names")
+
+
+def find_class_list(folder: Path) -> Path | None:
+    """The class list in `folder`, if it has one of the usual names."""
+    for name in CLASS_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def class_names(path: Path) -> tuple[str, ...]:
+    """Names from a text file (one per line) or a YAML file's `names` (list or index → name map)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadInput(path, f"cannot read the class list: {error}") from None
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
+    try:
+        names = (yaml.safe_load(text) or {}).get("names")
+    except (yaml.YAMLError, AttributeError) as error:
+        raise BadInput(path, f"not a YAML mapping with 'names': {error}") from None
+    if isinstance(names, dict):
+        try:
+            names = [names[index] for index in range(len(names))]
+        except KeyError:
+            raise BadInput(path, "'names' indices are not 0..N-1") from None
+    if not isinstance(names, list) or not names:
+        raise BadInput(path, "no 'names' list")
+    return tuple(str(name).strip() for name in names)
+
+
+def label_file(image: Path) -> Path:
+    """`.../images/x/a.jpg` → `.../labels/x/a.txt` (Ultralytics), else `a.txt` beside the image."""
+    parts = image.parts
+    if "images" in parts:
+        index = len(parts) - 1 - parts[::-1].index("images")
+        candidate = Path(*parts[:index], "labels", *parts[index + 1 :]).with_suffix(".txt")
+        if candidate.is_file():
+            return candidate
+    return image.with_suffix(".txt")
+
+
+def read(image: Path, context: ReadContext) -> list[SourcePage]:
+    """The page of one image and its labels. Raises BadInput."""
+    names = class_names(_class_list(image, context))
+    labels = label_file(image)
+    notes: list[Note] = []
+    instances: list[Instance] = []
+    if labels.is_file():
+        try:
+            rows = labels.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise BadInput(labels, f"cannot read: {error}") from None
+        for number, row in enumerate(rows, start=1):
+            instance = _row(row, names, f"{labels.name} line {number}", notes)
+            if instance is not None:
+                instances.append(instance)
+    # Normalised coordinates: the frame is 1 x 1, scaled onto the image.
+    return [SourcePage(labels, ImageRef(image.name, path=image), 1.0, 1.0, instances, True, notes=notes)]
+
+
+def _class_list(image: Path, context: ReadContext) -> Path:
+    if context.classes is not None:
+        return context.classes
+    folder = image.parent
+    while True:
+        found = find_class_list(folder)
+        if found is not None:
+            return found
+        if folder == context.root or not within(folder.parent, context.root):
+            break
+        folder = folder.parent
+    raise BadInput(image, "no class list: pass --classes FILE or add data.yaml/classes.txt")
+
+
+def _row(row: str, names: tuple[str, ...], where: str, notes: list[Note]) -> Instance | None:
+    fields = row.split()
+    if not fields:
+        return None
+    try:
+        index, values = int(fields[0]), [float(value) for value in fields[1:]]
+    except ValueError:
+        notes.append(Note("dropped", "unreadable YOLO row", where))
+        return None
+    if not 0 <= index < len(names):
+        notes.append(Note("dropped", "class index not in the class list", where))
+        return None
+    if len(values) == 4:
+        cx, cy, w, h = values
+        polygon = box_polygon(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    elif len(values) >= 6 and len(values) % 2 == 0:
+        polygon = np.asarray(values).reshape(-1, 2)
+    else:
+        notes.append(Note("dropped", "unreadable YOLO row", where))
+        return None
+    return Instance(names[index], [polygon], where=where)

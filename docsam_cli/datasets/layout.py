@@ -1,0 +1,165 @@
+"""The unified dataset layout (ARCHITECTURE.md §6.1): write one split folder, read one back.
+
+```
+<split>/list.txt             image file names, one per line
+<split>/image/<name>         images
+<split>/coco/<stem>.json     one COCO json per image: the image, its annotations, ALL categories
+<split>/class_name/<stem>.txt  sorted class names, then "<dataset name> _background_"
+dataset.json                 (beside or above the split folders) name, background prompt, classes
+```
+Every per-image json lists every category of the dataset with ids 1..K in sorted-name order, so the
+reference loader's renumbering (§6.2) is the identity and ids agree across images; image and annotation
+ids are unique over the whole dataset, as the reference's metric code needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from docsam_cli.datasets import geometry
+from docsam_cli.datasets.classes import BACKGROUND
+from docsam_cli.datasets.convert import coco
+from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.model import BadInput, Instance, SourcePage
+
+DATASET_FILE = "dataset.json"
+LIST_FILE = "list.txt"
+_CATEGORY_FOLDERS = ("Ancient", "Handwritten", "Layout", "SceneText", "Table")
+_SPLIT_FOLDERS = ("train", "test", "val")
+
+
+def background_prompt(dataset_name: str) -> str:
+    """The last class name, which doubles as the domain token (ARCHITECTURE.md §11)."""
+    return f"{dataset_name} {BACKGROUND}"
+
+
+def reference_dataset_name(folder: PurePath) -> str:
+    """The dataset name the reference derives from a split folder's path (§6.1), trailing spaces and all."""
+    parts = folder.parts
+    domain = next((parts[i + 1] for i, part in enumerate(parts[:-1]) if part in _CATEGORY_FOLDERS), "")
+    split = next((parts[i - 1] for i, part in enumerate(parts) if i and part in _SPLIT_FOLDERS), "")
+    return domain if domain == split else f"{domain} {split}"
+
+
+@dataclass
+class LayoutPage:
+    """A converted page: output image name, size, and cleaned instances with output class names."""
+
+    name: str
+    width: int
+    height: int
+    instances: list[Instance]
+
+
+def write_split(
+    folder: Path,
+    pages: Iterable[LayoutPage],
+    class_names: list[str],
+    background: str,
+    ids: dict[str, int],
+) -> list[str]:
+    """Write list.txt, coco/ and class_name/ of one split (images are placed by the caller).
+
+    `ids` holds the next image and annotation ids and is advanced, so ids stay unique across splits.
+    Returns the image names in list order.
+    """
+    category_ids = {name: index + 1 for index, name in enumerate(class_names)}
+    categories = [{"id": i, "name": name, "supercategory": ""} for name, i in category_ids.items()]
+    class_file = "".join(f"{name}\n" for name in [*class_names, background])
+    (folder / "coco").mkdir(parents=True, exist_ok=True)
+    (folder / "class_name").mkdir(exist_ok=True)
+    names = []
+    for page in pages:
+        stem = Path(page.name).stem
+        image_id = ids["image"]
+        ids["image"] += 1
+        annotations = []
+        for instance in page.instances:
+            annotations.append(_annotation(instance, ids["annotation"], image_id, category_ids))
+            ids["annotation"] += 1
+        document = {
+            "images": [{"id": image_id, "file_name": page.name, "width": page.width, "height": page.height}],
+            "annotations": annotations,
+            "categories": categories,
+        }
+        # Plain writes: the whole output tree is staged and renamed into place at the end.
+        (folder / "coco" / f"{stem}.json").write_text(json.dumps(document, separators=(",", ":")))
+        (folder / "class_name" / f"{stem}.txt").write_text(class_file)
+        names.append(page.name)
+    (folder / LIST_FILE).write_text("".join(f"{name}\n" for name in names))
+    return names
+
+
+def _annotation(instance: Instance, annotation_id: int, image_id: int, category_ids: dict[str, int]) -> dict:
+    x, y, w, h = instance.bbox if instance.bbox is not None else geometry.polygons_bbox(instance.polygons)
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_ids[instance.category],
+        "bbox": [_number(x), _number(y), _number(w), _number(h)],
+        "segmentation": [[_number(v) for v in polygon.reshape(-1)] for polygon in instance.polygons],
+        "area": _number(sum(geometry.area(polygon) for polygon in instance.polygons)),
+        "iscrowd": int(instance.iscrowd),
+    }
+
+
+def _number(value: float) -> float | int:
+    """Integers stay integers (PAGE coordinates), the rest keeps 2 decimals: small files, no real loss."""
+    rounded = round(float(value), 2)
+    return int(rounded) if rounded == math.floor(rounded) else rounded
+
+
+def write_dataset_file(root: Path, name: str, class_names: list[str], extra: dict) -> None:
+    document = {"name": name, "background": background_prompt(name), "class_names": class_names, **extra}
+    (root / DATASET_FILE).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def is_layout(folder: Path) -> bool:
+    return folder.is_dir() and (folder / LIST_FILE).is_file() and (folder / "coco").is_dir()
+
+
+def list_file(folder: Path, stage: str | None = None) -> Path:
+    """The list a stage reads: list_train.txt / list_val.txt if present (reference rule), else list.txt."""
+    preferred = {"train": "list_train.txt", "test": "list_val.txt"}.get(stage or "")
+    if preferred and (folder / preferred).is_file():
+        return folder / preferred
+    return folder / LIST_FILE
+
+
+def dataset_name(folder: Path) -> str:
+    """Name from `dataset.json` in the split folder or its parent, else the reference's path rule."""
+    for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
+        if candidate.is_file():
+            try:
+                name = json.loads(candidate.read_text()).get("name")
+            except (json.JSONDecodeError, AttributeError):
+                name = None
+            if isinstance(name, str):
+                return name
+    return reference_dataset_name(folder.absolute())
+
+
+def read_split(folder: Path, stage: str | None = None) -> tuple[list[SourcePage], list[BadInput]]:
+    """The pages of one split folder, with the reference loader's category rules (§6.2, step 3).
+
+    Each `coco/<stem>.json` is read like any COCO file, its image under `image/`. Returns the pages and
+    the files that could not be read.
+    """
+    names = [line.strip() for line in list_file(folder, stage).read_text().splitlines() if line.strip()]
+    context = ReadContext(root=folder, levels=frozenset({"regions"}), images=folder / "image")
+    pages, errors = [], []
+    for name in names:
+        path = folder / "coco" / f"{Path(name).stem}.json"
+        try:
+            pages.extend(coco.read(path, context))
+        except BadInput as error:
+            errors.append(error)
+    categories = {instance.category for page in pages for instance in page.instances}
+    removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
+    for page in pages:
+        page.instances = [instance for instance in page.instances if instance.category not in removed]
+    return pages, errors

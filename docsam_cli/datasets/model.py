@@ -1,0 +1,87 @@
+"""What every format reader produces: pages of named instances in the page's own coordinates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+LEVELS = ("regions", "lines", "words", "cells")  # what `--level` can select in structured formats
+
+LINE_CLASS = "text line"
+WORD_CLASS = "word"
+CELL_CLASS = "table cell"
+
+
+class BadInput(Exception):
+    """A source file (or one page of it) that cannot be converted; `str()` is the one line to show."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split()) or "unknown error"
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+class WrongFormat(BadInput):
+    """The file is not in the format being read: skipped when found by walking a folder."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something repaired (`fixed`) or left out (`dropped`) while reading; `reason` is the tally key."""
+
+    kind: Literal["fixed", "dropped"]
+    reason: str
+    where: str = ""
+
+
+@dataclass
+class Instance:
+    """One annotated object. Polygons are (N, 2) float arrays in the page frame, N >= 3 once cleaned."""
+
+    category: str
+    polygons: list[np.ndarray]
+    bbox: tuple[float, float, float, float] | None = None  # xywh as the source states it, if it does
+    iscrowd: bool = False
+    score: float | None = None  # only for predictions read from files
+    where: str = ""  # e.g. "region r12", for notes
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """The page image: an existing file (`path`) or encoded bytes made on demand (`load`).
+
+    Neither set means the image could not be found; `SourcePage.image_problem` says why.
+    """
+
+    name: str  # preferred output file name
+    path: Path | None = None
+    load: Callable[[], bytes] | None = None
+
+
+@dataclass
+class SourcePage:
+    """One page as read from its annotation file.
+
+    `width`/`height` give the annotation frame. With `relative` False they are pixels and must equal the
+    image size (None: take the image's); with `relative` True (ALTO in mm10, ICDAR PDF points, YOLO's
+    normalised coordinates) coordinates are scaled from that frame onto the image.
+    """
+
+    source: Path
+    image: ImageRef
+    width: float | None
+    height: float | None
+    instances: list[Instance]
+    relative: bool = False
+    image_problem: str | None = None  # why the image has neither path nor loader
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """The name predictions are matched on: the image file's stem."""
+        return Path(self.image.name).stem

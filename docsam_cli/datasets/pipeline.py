@@ -1,0 +1,225 @@
+"""`convert-dataset`: read sources, clean each page, write the unified layout, publish it in one rename.
+
+The output is assembled in a hidden folder beside `--out` and renamed into place only when complete, so
+an interrupted or failed run never leaves a half-written dataset; pages that fail are reported and
+left out, the rest is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from docsam_cli.datasets import layout, rectify, split
+from docsam_cli.datasets.classes import ClassFilter
+from docsam_cli.datasets.convert import read_sources
+from docsam_cli.datasets.convert.base import Format, ReadContext
+from docsam_cli.datasets.images import image_size, within
+from docsam_cli.datasets.model import BadInput, Instance, Note, SourcePage
+from docsam_cli.datasets.report import ConversionReport
+
+REPORT_FILE = "convert_report.json"
+_POOL = ".images"  # staging folder of images before they are placed into their split
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    fmt: Format
+    sources: list[Path]
+    out: Path
+    levels: frozenset[str]
+    classes: ClassFilter
+    dataset_name: str
+    split: dict[str, float] | None = None
+    seed: int = 0
+    symlink: bool = False
+    overwrite: bool = False
+    images: Path | None = None
+    class_list: Path | None = None
+    dpi: float = 150.0
+
+
+class OutputExists(Exception):
+    """`--out` cannot be written: a file, a folder holding a source, or non-empty without `--overwrite`."""
+
+
+def check_output(out: Path, overwrite: bool, sources: list[Path]) -> None:
+    """Refuse to replace data unless asked, and never a folder holding a source; raises OutputExists."""
+    for source in sources:
+        if within(source, out):
+            raise OutputExists(f"{out} holds the source {source}: choose another output folder")
+    if out.is_file() or out.is_symlink():
+        raise OutputExists(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExists(f"{out} is not empty (use --overwrite to replace it)")
+
+
+def convert(options: ConvertOptions, progress: Callable[[str], None] | None = None) -> ConversionReport:
+    """Run a conversion; returns its report (errors included). Raises OutputExists."""
+    out = options.out
+    check_output(out, options.overwrite, options.sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
+        report = _build(options, staging, progress)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _build(
+    options: ConvertOptions, staging: Path, progress: Callable[[str], None] | None
+) -> ConversionReport:
+    report = ConversionReport()
+    pool = staging / _POOL
+    pool.mkdir()
+    names = _NameAllocator()
+    pages: list[layout.LayoutPage] = []
+
+    def context_for(root: Path) -> ReadContext:
+        return ReadContext(root, options.levels, options.images, options.class_list, options.dpi)
+
+    for item in read_sources(options.sources, options.fmt, context_for):
+        if isinstance(item, BadInput):
+            report.add_error(item)
+            continue
+        try:
+            width, height, data = _image(item)
+            instances = _instances(item, width, height, options.classes, report)
+        except BadInput as error:
+            report.add_error(error)
+            continue
+        name = names.allocate(item.image.name)
+        _place_image(item, data, pool / name, options.symlink)
+        pages.append(layout.LayoutPage(name, width, height, instances))
+        if progress is not None:
+            progress(name)
+    _write(options, staging, pool, pages, report)
+    return report
+
+
+def _image(page: SourcePage) -> tuple[int, int, bytes | None]:
+    """Size of the page image (decoded completely), and its bytes when it is made rather than copied."""
+    image = page.image
+    if image.path is None and image.load is None:
+        raise BadInput(page.source, page.image_problem or "image not found")
+    data = image.load() if image.load is not None else None
+    try:
+        width, height = image_size(path=image.path, data=data)
+    except ValueError as error:
+        raise BadInput(image.path or page.source, str(error)) from None
+    return width, height, data
+
+
+def _instances(
+    page: SourcePage, width: int, height: int, classes: ClassFilter, report: ConversionReport
+) -> list[Instance]:
+    instances = page.instances
+    if page.relative:
+        if not page.width or not page.height:
+            raise BadInput(page.source, "no page size to scale the coordinates from")
+        instances = rectify.scale(instances, width / page.width, height / page.height)
+    elif page.width is not None and (page.width, page.height) != (width, height):
+        raise BadInput(
+            page.source,
+            f"image {page.image.name} is {width}x{height} but the annotation says "
+            f"{page.width:g}x{page.height:g}",
+        )
+    instances, notes = rectify.rectify(instances, width, height)
+    kept = []
+    for instance in instances:
+        category = classes.apply(instance.category)
+        if category is None:
+            notes.append(Note("dropped", f"class '{instance.category}' left out", instance.where))
+        else:
+            kept.append(replace(instance, category=category))
+    for note in [*page.notes, *notes]:
+        report.add_note(page.source, note)
+    return kept
+
+
+def _place_image(page: SourcePage, data: bytes | None, target: Path, symlink: bool) -> None:
+    if data is not None:
+        target.write_bytes(data)
+    elif symlink:
+        os.symlink(page.image.path.absolute(), target)
+    else:
+        shutil.copyfile(page.image.path, target)
+
+
+class _NameAllocator:
+    """Unique output file names; stems are compared case-insensitively (per-image json is `<stem>.json`)."""
+
+    def __init__(self) -> None:
+        self._stems: set[str] = set()
+
+    def allocate(self, preferred: str) -> str:
+        name = "".join("_" if char in '/\\\n\r\t"' else char for char in preferred).lstrip(".") or "image"
+        stem, suffix = Path(name).stem, Path(name).suffix
+        candidate, counter = name, 1
+        while Path(candidate).stem.casefold() in self._stems:
+            counter += 1
+            candidate = f"{stem}-{counter}{suffix}"
+        self._stems.add(Path(candidate).stem.casefold())
+        return candidate
+
+
+def _write(
+    options: ConvertOptions,
+    staging: Path,
+    pool: Path,
+    pages: list[layout.LayoutPage],
+    report: ConversionReport,
+) -> None:
+    class_names = sorted({instance.category for page in pages for instance in page.instances})
+    background = layout.background_prompt(options.dataset_name)
+    by_name = {page.name: page for page in pages}
+    if options.split is None:
+        groups = {"": [page.name for page in pages]}
+    else:
+        groups = split.assign([page.name for page in pages], options.split, options.seed)
+    ids = {"image": 1, "annotation": 1}
+    for group, names in groups.items():
+        folder = staging / group
+        (folder / "image").mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.replace(pool / name, folder / "image" / name)
+        layout.write_split(folder, [by_name[name] for name in names], class_names, background, ids)
+        if group:
+            report.splits[group] = len(names)
+    pool.rmdir()
+    report.images = len(pages)
+    report.empty_images = sum(1 for page in pages if not page.instances)
+    for page in pages:
+        report.instances.update(instance.category for instance in page.instances)
+    report.warnings += [f"{option} matched no class" for option in options.classes.unused()]
+    if "table" in class_names and "text word" in class_names:
+        report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
+    extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
+    layout.write_dataset_file(staging, options.dataset_name, class_names, extra)
+    (staging / REPORT_FILE).write_text(_json(report.to_json()))
+
+
+def _json(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the finished tree into place; an existing `out` (allowed by --overwrite) goes last."""
+    previous = None
+    if out.exists():
+        previous = out.with_name(f".{out.name}.{os.getpid()}.old")
+        os.replace(out, previous)
+    os.replace(staging, out)
+    if previous is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(previous)

@@ -1,0 +1,47 @@
+"""What a conversion did: images, instances per class, repairs, omissions and failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docsam_cli.datasets.model import BadInput, Note
+
+_EXAMPLES_PER_REASON = 5
+
+
+@dataclass
+class ConversionReport:
+    images: int = 0
+    empty_images: int = 0  # converted pages with no instance left (kept as negatives)
+    instances: Counter[str] = field(default_factory=Counter)
+    fixed: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason → a few "file: where"
+    errors: list[str] = field(default_factory=list)  # one line per unusable file or page
+    warnings: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def add_note(self, source: Path, note: Note) -> None:
+        tally = self.fixed if note.kind == "fixed" else self.dropped
+        tally[note.reason] += 1
+        examples = self.examples.setdefault(note.reason, [])
+        if len(examples) < _EXAMPLES_PER_REASON:
+            examples.append(f"{source}: {note.where}" if note.where else str(source))
+
+    def add_error(self, error: BadInput) -> None:
+        self.errors.append(str(error))
+
+    def to_json(self) -> dict:
+        return {
+            "images": self.images,
+            "empty_images": self.empty_images,
+            "instances": dict(sorted(self.instances.items())),
+            "fixed": dict(sorted(self.fixed.items())),
+            "dropped": dict(sorted(self.dropped.items())),
+            "examples": self.examples,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "splits": self.splits,
+        }

@@ -1,0 +1,36 @@
+"""Safe XML parsing shared by the XML readers: no entity expansion, no network, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxml import etree
+
+from docsam_cli.datasets.model import BadInput
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True)
+
+
+def parse_xml(path: Path) -> etree._Element:
+    """Root element of `path`. Raises BadInput for unreadable or malformed files."""
+    try:
+        return etree.parse(str(path), _PARSER).getroot()
+    except etree.XMLSyntaxError as error:
+        raise BadInput(path, f"invalid XML: {error}") from None
+    except OSError as error:
+        raise BadInput(path, f"cannot read: {error}") from None
+
+
+def local(element: etree._Element) -> str:
+    """Tag name without namespace ('' for comments and processing instructions)."""
+    tag = element.tag
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def children(element: etree._Element, name: str) -> list[etree._Element]:
+    return [child for child in element if local(child) == name]
+
+
+def child(element: etree._Element, name: str) -> etree._Element | None:
+    found = children(element, name)
+    return found[0] if found else None

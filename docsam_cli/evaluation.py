@@ -1,0 +1,317 @@
+"""Metrics of the reference (ARCHITECTURE.md §8): COCO mask/box AP, mAF and mIoU, per class and overall.
+
+`evaluate` is the one entry point: ground-truth images plus, per image, the predicted `PageInstances`
+(read from `segment` outputs, or produced by running a model on the ground truth's images). Everything
+is computed at the ground truth's resolution; predictions made at another size are rescaled to it.
+
+* COCO AP via pycocotools with `maxDets = [40, 400, 4000]`; AP@[.5:.95], AP50 and AP75 are read from
+  the accumulated precision at 4000 detections per image (stock `summarize` would report -1 for
+  AP@[.5:.95] with these maxDets). Detections are all instances, with their RLE masks and their own
+  (regressed) boxes; the detection area used by pycocotools comes from the box, as in the reference.
+* mAF: per class, predictions with score >= 0.5 and ground truth are matched one-to-one by maximal mask
+  IoU (Hungarian); for t in 0.50:0.05:0.95, F1_t = 2 TP_t / (GT + predictions), counts summed over
+  images; a class scores the mean F1_t; mAF is the mean over classes with ground truth or predictions.
+* mIoU: per class, pixel counts summed over images of the ground-truth union and the predicted semantic
+  map; IoU = intersection / union; mean over classes with pixels in either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy.optimize import linear_sum_assignment
+
+if TYPE_CHECKING:  # the `model` package imports torch; metrics only read PageInstances' fields
+    from model.instances import PageInstances
+
+MAX_DETS = (40, 400, 4000)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+F1_SCORE_THRESHOLD = 0.5
+
+
+@dataclass
+class GtAnnotation:
+    category: str
+    rle: dict  # COCO RLE at the image's size
+    bbox: tuple[float, float, float, float]  # xywh
+    iscrowd: bool = False
+    area: float | None = None  # as stated by the source (pycocotools' area ranges); None: mask area
+
+
+@dataclass
+class GtImage:
+    name: str  # predictions are matched on this key (the image file's stem)
+    height: int
+    width: int
+    annotations: list[GtAnnotation]
+    image: Path | None = None  # the page image when it was found: what a model run would segment
+
+
+@dataclass
+class ClassScores:
+    gt: int = 0
+    predictions: int = 0
+    ap: float | None = None  # mask AP@[.5:.95]; None when the class has no ground truth
+    ap50: float | None = None
+    ap75: float | None = None
+    box_ap: float | None = None
+    box_ap50: float | None = None
+    box_ap75: float | None = None
+    f1: float | None = None  # the class's mAF term; None without ground truth and predictions
+    iou: float | None = None  # semantic IoU; None without pixels in either
+
+
+@dataclass
+class EvaluationResult:
+    images: int
+    classes: list[str]
+    mask: dict[str, float | None]  # AP, AP50, AP75 (None without any ground truth)
+    box: dict[str, float | None]
+    maf: float
+    miou: float
+    per_class: dict[str, ClassScores]
+    images_without_predictions: list[str] = field(default_factory=list)
+    rescaled_predictions: int = 0  # pages predicted at another size than the ground truth
+    ignored_predictions: dict[str, int] = field(default_factory=dict)  # class → count, not in the GT
+
+    def to_json(self) -> dict:
+        return {
+            "images": self.images,
+            "classes": self.classes,
+            "mask": self.mask,
+            "box": self.box,
+            "mAF": self.maf,
+            "mIoU": self.miou,
+            "per_class": {name: vars(scores) for name, scores in self.per_class.items()},
+            "images_without_predictions": self.images_without_predictions,
+            "rescaled_predictions": self.rescaled_predictions,
+            "ignored_predictions": self.ignored_predictions,
+        }
+
+
+def evaluate(
+    ground_truth: Sequence[GtImage],
+    predictions: Mapping[str, PageInstances],
+    class_map: Mapping[str, str] | None = None,
+) -> EvaluationResult:
+    """Score `predictions` (by image key) against `ground_truth`.
+
+    `class_map` renames prediction classes to ground-truth classes; predicted classes that are not
+    ground-truth classes afterwards are ignored and counted in `ignored_predictions`.
+    """
+    class_map = dict(class_map or {})
+    classes = sorted({a.category for image in ground_truth for a in image.annotations})
+    per_class = {name: ClassScores() for name in classes}
+    result = EvaluationResult(len(ground_truth), classes, {}, {}, 0.0, 0.0, per_class)
+    matched: list[tuple[GtImage, _Predicted]] = []
+    for image in ground_truth:
+        page = predictions.get(image.name)
+        if page is None:
+            result.images_without_predictions.append(image.name)
+            predicted = _Predicted([], [], np.zeros((0, 4)), np.zeros(0), {})
+        else:
+            predicted = _Predicted.of(page, class_map, set(classes), result.ignored_predictions)
+            if (page.height, page.width) != (image.height, image.width):
+                predicted = predicted.rescaled(page.height, page.width, image.height, image.width)
+                result.rescaled_predictions += 1
+        matched.append((image, predicted))
+    for image, predicted in matched:
+        for annotation in image.annotations:
+            per_class[annotation.category].gt += 1
+        for category in predicted.categories:
+            per_class[category].predictions += 1
+    _coco_ap(matched, classes, result)
+    _mean_f1(matched, classes, result)
+    _mean_iou(matched, classes, result)
+    return result
+
+
+@dataclass
+class _Predicted:
+    """A page's predictions restricted to ground-truth classes, with their semantic maps by class."""
+
+    categories: list[str]
+    masks: list[dict]
+    boxes: np.ndarray  # xyxy
+    scores: np.ndarray
+    semantic: dict[str, dict]
+
+    @classmethod
+    def of(
+        cls, page: PageInstances, class_map: dict[str, str], classes: set[str], ignored: dict[str, int]
+    ) -> _Predicted:
+        names = [class_map.get(name, name) for name in page.class_names]
+        keep, categories = [], []
+        for index, label in enumerate(page.labels):
+            name = names[int(label)]
+            if name in classes:
+                keep.append(index)
+                categories.append(name)
+            else:
+                ignored[name] = ignored.get(name, 0) + 1
+        semantic: dict[str, list[dict]] = {}
+        for name, rle in zip(names, page.semantic_masks, strict=True):
+            if name in classes:
+                semantic.setdefault(name, []).append(rle)
+        return cls(
+            categories,
+            [page.masks[i] for i in keep],
+            np.asarray(page.boxes, dtype=np.float64).reshape(-1, 4)[keep],
+            np.asarray(page.scores, dtype=np.float64)[keep],
+            {name: mask_utils.merge(rles) for name, rles in semantic.items()},
+        )
+
+    def rescaled(self, height: int, width: int, new_height: int, new_width: int) -> _Predicted:
+        """Masks resampled (nearest) from `height` x `width` to the new size, boxes scaled likewise."""
+
+        def resample(rle: dict) -> dict:
+            resized = cv2.resize(
+                mask_utils.decode(rle), (new_width, new_height), interpolation=cv2.INTER_NEAREST
+            )
+            return mask_utils.encode(np.asfortranarray(resized))
+
+        factor = np.array([new_width / width, new_height / height] * 2)
+        return _Predicted(
+            self.categories,
+            [resample(rle) for rle in self.masks],
+            self.boxes * factor,
+            self.scores,
+            {name: resample(rle) for name, rle in self.semantic.items()},
+        )
+
+
+_Matched: TypeAlias = list[tuple[GtImage, _Predicted]]
+
+
+def _coco_ap(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:
+    category_ids = {name: index + 1 for index, name in enumerate(classes)}
+    images, annotations, detections = [], [], []
+    for image_id, (image, predicted) in enumerate(matched, start=1):
+        images.append({"id": image_id, "height": image.height, "width": image.width})
+        for annotation in image.annotations:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[annotation.category],
+                    "segmentation": annotation.rle,
+                    "bbox": list(annotation.bbox),
+                    "area": float(
+                        annotation.area if annotation.area is not None else mask_utils.area(annotation.rle)
+                    ),
+                    "iscrowd": int(annotation.iscrowd),
+                }
+            )
+        for category, rle, box, score in zip(
+            predicted.categories, predicted.masks, predicted.boxes, predicted.scores, strict=True
+        ):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[category],
+                    "segmentation": rle,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                }
+            )
+    categories = [{"id": i, "name": name} for name, i in category_ids.items()]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = _coco({"images": images, "annotations": annotations, "categories": categories})
+        dt = gt.loadRes(detections) if detections else _coco({"images": images, "categories": categories})
+        for iou_type, target in (("segm", result.mask), ("bbox", result.box)):
+            precision = _precision(gt, dt, iou_type)
+            target.update(_summary(precision))
+            for index, name in enumerate(classes):
+                scores = _summary(precision[:, :, index : index + 1])
+                prefix = "" if iou_type == "segm" else "box_"
+                for key, value in scores.items():
+                    setattr(result.per_class[name], f"{prefix}{key.lower()}", value)
+
+
+def _coco(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = {"annotations": [], **dataset}
+    coco.createIndex()
+    return coco
+
+
+def _precision(gt: COCO, dt: COCO, iou_type: str) -> np.ndarray:
+    """Precision [T, R, K] at area 'all' and maxDets 4000."""
+    evaluator = COCOeval(gt, dt, iou_type)
+    evaluator.params.maxDets = list(MAX_DETS)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    return evaluator.eval["precision"][:, :, :, 0, -1]
+
+
+def _summary(precision: np.ndarray) -> dict[str, float | None]:
+    """AP@[.5:.95], AP50, AP75 as pycocotools' summarize averages them (entries of -1 left out)."""
+
+    def mean(values: np.ndarray) -> float | None:
+        valid = values[values > -1]
+        return float(valid.mean()) if valid.size else None
+
+    return {"AP": mean(precision), "AP50": mean(precision[0]), "AP75": mean(precision[5])}
+
+
+def _mean_f1(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:
+    true_positives = {name: np.zeros(len(IOU_THRESHOLDS)) for name in classes}
+    counts = dict.fromkeys(classes, 0)
+    for image, predicted in matched:
+        for name in classes:
+            gt = [a.rle for a in image.annotations if a.category == name and not a.iscrowd]
+            dt = [
+                rle
+                for rle, category, score in zip(
+                    predicted.masks, predicted.categories, predicted.scores, strict=True
+                )
+                if category == name and score >= F1_SCORE_THRESHOLD
+            ]
+            counts[name] += len(gt) + len(dt)
+            if gt and dt:
+                ious = np.asarray(mask_utils.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt))
+                rows, cols = linear_sum_assignment(ious, maximize=True)
+                matched_ious = ious[rows, cols]
+                true_positives[name] += (matched_ious[None, :] >= IOU_THRESHOLDS[:, None]).sum(axis=1)
+    terms = []
+    for name in classes:
+        if counts[name]:
+            f1 = float(np.mean(2 * true_positives[name] / counts[name]))
+            result.per_class[name].f1 = f1
+            terms.append(f1)
+    result.maf = float(np.mean(terms)) if terms else 0.0
+
+
+def _mean_iou(
+    matched: list[tuple[GtImage, _Predicted]], classes: list[str], result: EvaluationResult
+) -> None:
+    pixels = {name: np.zeros(3) for name in classes}  # ground truth, predicted, intersection
+    for image, predicted in matched:
+        for name in classes:
+            gt_rles = [a.rle for a in image.annotations if a.category == name]
+            gt = mask_utils.merge(gt_rles) if gt_rles else None
+            dt = predicted.semantic.get(name)
+            pixels[name] += [
+                mask_utils.area(gt) if gt is not None else 0,
+                mask_utils.area(dt) if dt is not None else 0,
+                mask_utils.area(mask_utils.merge([gt, dt], intersect=True)) if gt and dt else 0,
+            ]
+    terms = []
+    for name in classes:
+        a, b, c = pixels[name]
+        if a + b > 0:
+            iou = float(c / max(a + b - c, 1))
+            result.per_class[name].iou = iou
+            terms.append(iou)
+    result.miou = float(np.mean(terms)) if terms else 0.0

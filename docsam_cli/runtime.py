@@ -1,0 +1,72 @@
+"""What every model-running subcommand shares: device and precision choice, and loading the weights."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from docsam_cli.weights import ResolvedWeights, resolve_weights
+from model import DocSAM, DocSAMConfig, load_model
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` = the first CUDA device if there is one, else the CPU. Raises ValueError if unavailable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA devices exist"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return PRECISIONS[precision]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Mixed precision for the network only; float32 (the reference behaviour) runs without autocast."""
+    if dtype == torch.float32:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+@dataclass
+class LoadedModel:
+    model: DocSAM
+    weights: ResolvedWeights
+
+
+def load_for_inference(
+    weights: str, variant: str | None, model_config: Path | None, device: torch.device
+) -> LoadedModel:
+    """Resolve `--weights` (path or zoo name), build the architecture and load strictly.
+
+    Errors are `docsam_cli.weights.WeightsError`, `model.CheckpointError` or ValueError, each one line.
+    """
+    resolved = resolve_weights(weights)
+    config = DocSAMConfig.from_json(model_config) if model_config is not None else None
+    model = load_model(resolved.path, variant=variant or resolved.variant, config=config, device=device)
+    return LoadedModel(model, resolved)

@@ -1,0 +1,82 @@
+"""convert-dataset --from alto: SegmOnto-tagged ALTO v4 from eScriptorium/YALTAi, v2 from OCR-D, units."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from convert_helpers import layout_counts, run_cli, write_image
+from lxml import etree
+
+from docsam_cli.datasets.convert.alto import read_alto
+
+ALTO4 = "http://www.loc.gov/standards/alto/ns-v4#"
+_DEFAULTS = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
+
+
+def _block_counts(path: Path) -> Counter:
+    """Blocks per class, read independently: the LABEL of the block's first tag reference, if any."""
+    root = etree.parse(str(path)).getroot()
+    labels = {tag.get("ID"): tag.get("LABEL") for tag in root.iter("{*}OtherTag")}
+    counts: Counter = Counter()
+    for name, default in _DEFAULTS.items():
+        for block in root.iter(f"{{*}}{name}"):
+            references = [labels[r] for r in block.get("TAGREFS", "").split() if r in labels]
+            counts[references[0] if references else default] += 1
+    return counts
+
+
+def test_alto_sets_convert_and_images_missing_are_one_line_errors(shared_data: Path, tmp_path: Path) -> None:
+    pages = shared_data / "pages"
+    out = tmp_path / "alto"
+    result = run_cli("convert-dataset", pages, "--from", "alto", "--out", out)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    lines = result.error_lines()
+    assert len(lines) == 3  # OCR-D's two ALTO pages name no image; kraken's names one that is absent
+    assert sum("PAGE_00" in line and "no sourceImageInformation/fileName" in line for line in lines) == 2
+    assert sum("bsb00084914_00007.xml" in line and "not found" in line for line in lines) == 1
+    yaltai = sorted((pages / "yaltai-alto-pages").rglob("*.xml"))
+    expected = sum((_block_counts(path) for path in yaltai), Counter())
+    counts, documents = layout_counts(out)
+    assert counts == expected and len(documents) == 3
+    assert expected["Decoration"] == 2 and expected["MainZone-P"] == 4  # SegmOnto labels kept as written
+
+
+def test_tag_references_pick_the_layout_label(shared_data: Path) -> None:
+    path = shared_data / "pages/kraken-test-pages/tests/resources/alto/bsb00084914_00007.xml"
+    page = read_alto(path, path.parent, frozenset({"regions", "lines"}))
+    by_id = {instance.where.split()[-1]: instance.category for instance in page.instances}
+    assert by_id["eSc_textblock_10523"] == "Main"  # "BT2 lang_0": the language tag is not a label
+    assert by_id["eSc_line_192896"] == "heading"  # TYPE="type"
+    assert by_id["eSc_line_192883"] == "text line"  # only TYPE="label_0"/"label_1" tags
+    assert by_id["eSc_line_192889"] == "text line"  # only a split tag
+    assert by_id["eSc_textblock_11226"] == "Paratext"
+
+
+def _alto(unit: str, page_size: tuple[int, int], block: tuple[int, int, int, int], image: str) -> str:
+    x, y, w, h = block
+    return (
+        f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>{unit}</MeasurementUnit>'
+        f"<sourceImageInformation><fileName>{image}</fileName></sourceImageInformation></Description>"
+        f'<Layout><Page WIDTH="{page_size[0]}" HEIGHT="{page_size[1]}"><PrintSpace>'
+        f'<Illustration ID="i1" HPOS="{x}" VPOS="{y}" WIDTH="{w}" HEIGHT="{h}"/>'
+        "</PrintSpace></Page></Layout></alto>"
+    )
+
+
+def test_mm10_is_scaled_and_pixel_size_mismatch_is_an_error(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    write_image(source / "a.png", 200, 100)
+    write_image(source / "b.png", 200, 100)
+    (source / "a.xml").write_text(_alto("mm10", (2000, 1000), (200, 100, 400, 200), "a.png"))
+    (source / "b.xml").write_text(_alto("pixel", (201, 100), (20, 10, 40, 20), "b.png"))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", "alto", "--out", out)
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "b.xml" in line and "200x100" in line and "201x100" in line
+    document = json.loads((out / "coco" / "a.json").read_text())
+    (annotation,) = document["annotations"]
+    assert annotation["bbox"] == [20, 10, 40, 20]
+    assert document["categories"] == [{"id": 1, "name": "illustration", "supercategory": ""}]

@@ -1,0 +1,159 @@
+"""convert-dataset --from coco (PubLayNet sample, RLE, class options, splits, links, bad file names)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from convert_helpers import layout_counts, run_cli, write_image
+from pycocotools import mask as mask_utils
+
+from docsam_cli.datasets.geometry import fill_polygons
+
+
+@pytest.fixture(scope="module")
+def publaynet(shared_data: Path) -> dict:
+    return json.loads((shared_data / "pages/publaynet/annotations.json").read_text())
+
+
+def test_publaynet_converts_with_its_own_counts_and_geometry(shared_data: Path, publaynet, tmp_path: Path):
+    out = tmp_path / "pln"
+    result = run_cli("convert-dataset", shared_data / "pages/publaynet", "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    names = {category["id"]: category["name"] for category in publaynet["categories"]}
+    expected = Counter(names[annotation["category_id"]] for annotation in publaynet["annotations"])
+    counts, documents = layout_counts(out)
+    assert counts == expected and sum(expected.values()) == 98
+    assert len(documents) == len(publaynet["images"]) == 10
+    source = {image["file_name"]: image for image in publaynet["images"]}
+    for name, document in documents.items():
+        (image,) = document["images"]
+        assert (image["width"], image["height"]) == (source[name]["width"], source[name]["height"])
+        original = sorted(
+            (a for a in publaynet["annotations"] if a["image_id"] == source[name]["id"]),
+            key=lambda a: a["bbox"],
+        )
+        converted = sorted(document["annotations"], key=lambda a: a["bbox"])
+        assert len(original) == len(converted)
+        for before, after in zip(original, converted, strict=True):
+            assert np.allclose(before["bbox"], after["bbox"], atol=0.01)
+            assert len(before["segmentation"]) == len(after["segmentation"])
+            for a, b in zip(before["segmentation"], after["segmentation"], strict=True):
+                # same polygon, up to rounding and dropped repeated points
+                assert np.allclose(
+                    np.unique(np.round(np.reshape(a, (-1, 2)), 2), axis=0),
+                    np.unique(np.reshape(b, (-1, 2)), axis=0),
+                )
+
+
+def _coco_file(folder: Path, annotations: list[dict], names: tuple[str, ...] = ("figure", "table")) -> Path:
+    write_image(folder / "images" / "a.png", 60, 40)
+    document = {
+        "images": [{"id": 7, "file_name": "a.png", "width": 60, "height": 40}],
+        "annotations": [{"id": i + 1, "image_id": 7, **a} for i, a in enumerate(annotations)],
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)],
+    }
+    path = folder / "annotations.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_rle_segmentations_become_polygons_of_the_same_mask(tmp_path: Path) -> None:
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[5:20, 10:30] = 1
+    mask[25:35, 40:55] = 1  # two components
+    compressed = mask_utils.encode(np.asfortranarray(mask))
+    compressed["counts"] = compressed["counts"].decode()
+    uncompressed = {"size": [40, 60], "counts": _uncompressed_counts(mask)}
+    path = _coco_file(
+        tmp_path / "src",
+        [
+            {"category_id": 1, "segmentation": compressed, "iscrowd": 0},
+            {"category_id": 2, "segmentation": uncompressed, "iscrowd": 1},
+        ],
+    )
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", path, "--from", "coco", "--out", out).exit_code == 0
+    annotations = json.loads((out / "coco/a.json").read_text())["annotations"]
+    assert [a["iscrowd"] for a in annotations] == [0, 1]
+    for annotation in annotations:
+        polygons = [np.reshape(p, (-1, 2)).astype(float) for p in annotation["segmentation"]]
+        assert len(polygons) == 2
+        traced = mask_utils.decode(fill_polygons(polygons, 40, 60))
+        assert (traced == mask).all()  # contours through boundary pixel centres, filled inclusively
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["fixed"] == {"RLE mask traced to polygons": 2}
+
+
+def _uncompressed_counts(mask: np.ndarray) -> list[int]:
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return np.diff(np.concatenate([[0], changes])).tolist()
+
+
+def test_map_drop_keep_and_dataset_name(tmp_path: Path) -> None:
+    box = {"bbox": [1, 1, 10, 10], "segmentation": []}
+    path = _coco_file(
+        tmp_path / "src",
+        [{"category_id": 1, **box}, {"category_id": 2, **box}, {"category_id": 3, **box}],
+        names=("figure", "table", "_background_"),
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "convert-dataset", path, "--from", "coco", "--out", out, "--map", "figure=picture",
+        "--drop", "table", "--keep", "picture,formula", "--dataset-name", "My Set",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert layout_counts(out)[0] == Counter({"picture": 1})
+    assert (out / "class_name/a.txt").read_text() == "picture\nMy Set _background_\n"
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["background"] == "My Set _background_" and dataset["class_names"] == ["picture"]
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["dropped"] == {"class '_background_' left out": 1, "class 'table' left out": 1}
+    assert report["warnings"] == ["--keep formula matched no class"]
+
+
+def test_split_is_deterministic_disjoint_and_complete(publaynet, shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "pages/publaynet"
+    splits = []
+    for attempt in ("a", "b"):
+        out = tmp_path / attempt
+        arguments = ["--split", "train=0.6,val=0.2,test=0.2", "--seed", "3", "--symlink"]
+        assert run_cli("convert-dataset", source, "--from", "coco", "--out", out, *arguments).exit_code == 0
+        splits.append({s: (out / s / "list.txt").read_text().split() for s in ("train", "val", "test")})
+    assert splits[0] == splits[1]
+    names = [name for split in splits[0].values() for name in split]
+    assert sorted(names) == sorted(image["file_name"] for image in publaynet["images"])
+    assert [len(splits[0][s]) for s in ("train", "val", "test")] == [6, 2, 2]
+    linked = tmp_path / "a" / "train" / "image" / splits[0]["train"][0]
+    assert linked.is_symlink() and linked.resolve() == (source / "images" / linked.name).resolve()
+    ids = [
+        json.loads((tmp_path / "a" / s / "coco" / f"{Path(n).stem}.json").read_text())["images"][0]["id"]
+        for s, names in splits[0].items()
+        for n in names
+    ]
+    assert sorted(ids) == list(range(1, 11))  # unique across splits
+    seeded = tmp_path / "c"
+    arguments = ["--split", "train=0.6,val=0.2,test=0.2", "--seed", "4"]
+    assert run_cli("convert-dataset", source, "--from", "coco", "--out", seeded, *arguments).exit_code == 0
+    assert (seeded / "train/list.txt").read_text().split() != splits[0]["train"]
+
+
+def test_file_name_escaping_the_image_folder_is_refused(tmp_path: Path) -> None:
+    path = _coco_file(tmp_path / "src", [{"category_id": 1, "bbox": [1, 1, 5, 5]}])
+    document = json.loads(path.read_text())
+    write_image(tmp_path / "outside.png", 60, 40)
+    document["images"].append({"id": 8, "file_name": "../../outside.png", "width": 60, "height": 40})
+    document["images"].append({"id": 9, "file_name": "missing.png", "width": 60, "height": 40})
+    path.write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 1
+    lines = result.error_lines()
+    assert len(lines) == 2
+    assert any("outside.png" in line and "outside the source folder" in line for line in lines)
+    assert any("missing.png" in line and "not found" in line for line in lines)
+    assert (out / "list.txt").read_text() == "a.png\n"

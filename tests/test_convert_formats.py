@@ -1,0 +1,176 @@
+"""convert-dataset from Pascal VOC, YOLO, LabelMe and the ICDAR 2013 table competition format."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from convert_helpers import dark_box, layout_counts, minimal_pdf, run_cli, write_image
+
+
+def _only_annotations(out: Path) -> dict[str, list[dict]]:
+    """Class name → annotations over all per-image jsons of a split folder."""
+    found: dict[str, list[dict]] = {}
+    for path in sorted((out / "coco").glob("*.json")):
+        document = json.loads(path.read_text())
+        names = {category["id"]: category["name"] for category in document["categories"]}
+        for annotation in document["annotations"]:
+            found.setdefault(names[annotation["category_id"]], []).append(annotation)
+    return found
+
+
+def test_voc_boxes_are_one_based_and_difficult_is_crowd(tmp_path: Path) -> None:
+    root = tmp_path / "VOC"
+    write_image(root / "JPEGImages" / "p1.jpg", 100, 80)
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "p1.xml").write_text(
+        "<annotation><filename>p1.jpg</filename><size><width>100</width><height>80</height></size>"
+        "<object><name>table</name><difficult>0</difficult>"
+        "<bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>60</ymax></bndbox></object>"
+        "<object><name>stamp</name><difficult>1</difficult>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>100</xmax><ymax>80</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", root, "--from", "voc", "--out", out).exit_code == 0
+    found = _only_annotations(out)
+    assert found["table"][0]["bbox"] == [10, 20, 40, 40] and found["table"][0]["iscrowd"] == 0
+    assert found["stamp"][0]["bbox"] == [0, 0, 99, 79] and found["stamp"][0]["iscrowd"] == 1  # clamped to W-1
+
+
+def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "train" / "a.png", 200, 100)
+    write_image(root / "images" / "train" / "empty.png", 200, 100)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text(
+        "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.3 0.5 0.1 0.5\n7 0.5 0.5 0.1 0.1\n"
+    )
+    (root / "data.yaml").write_text("path: .\nnames:\n  0: table\n  1: figure\n")
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "yolo", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    found = _only_annotations(out)
+    assert found["table"][0]["bbox"] == [80, 30, 40, 40]
+    assert found["figure"][0]["segmentation"] == [[20, 10, 60, 10, 60, 50, 20, 50]]
+    assert sorted((out / "list.txt").read_text().split()) == ["a.png", "empty.png"]  # negatives kept
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["dropped"] == {"class index not in the class list": 1} and report["empty_images"] == 1
+    (root / "data.yaml").unlink()
+    missing = run_cli("convert-dataset", root, "--from", "yolo", "--out", tmp_path / "none")
+    assert missing.exit_code == 1 and all("no class list" in line for line in missing.error_lines())
+
+
+def test_labelme_shapes_groups_and_embedded_image(tmp_path: Path) -> None:
+    root = tmp_path / "labelme"
+    image = write_image(tmp_path / "elsewhere" / "scan.png", 120, 90)
+    shapes = [
+        {"label": "figure", "points": [[10, 10], [40, 30]], "shape_type": "rectangle"},
+        {"label": "figure", "points": [[60, 10], [70, 10], [70, 20]], "shape_type": "polygon", "group_id": 1},
+        {"label": "figure", "points": [[80, 10], [90, 10], [90, 20]], "shape_type": "polygon", "group_id": 1},
+        {"label": "stamp", "points": [[60, 60], [70, 60]], "shape_type": "circle"},
+        {"label": "rule", "points": [[0, 80], [100, 80]], "shape_type": "line"},
+    ]
+    document = {
+        "shapes": shapes,
+        "imagePath": "..\\missing\\scan.png",  # Windows path to an image that is not there
+        "imageData": base64.b64encode(image.read_bytes()).decode(),
+        "imageHeight": 90,
+        "imageWidth": 120,
+    }
+    root.mkdir()
+    (root / "scan.json").write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "labelme", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    found = _only_annotations(out)
+    assert sorted(len(a["segmentation"]) for a in found["figure"]) == [1, 2]  # the group is one instance
+    assert found["figure"][0]["bbox"] == [10, 10, 30, 20]
+    (stamp,) = found["stamp"]
+    assert abs(stamp["area"] - np.pi * 100) < 2 and stamp["bbox"] == [50, 50, 20, 20]
+    assert (out / "image" / "scan.png").read_bytes() == image.read_bytes()
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["dropped"] == {"'line' shape is not an area": 1}
+
+
+def test_icdar2013_pdf_points_map_onto_the_rendered_page(tmp_path: Path) -> None:
+    """A table drawn in the PDF must lie exactly under its converted box: MediaBox offset and /Rotate."""
+    source = tmp_path / "icdar"
+    source.mkdir()
+    rect = (60, 100, 100, 50)  # x, y, w, h in PDF user space (origin bottom left)
+    cells = [(60, 100, 110, 150), (110, 100, 160, 150)]
+    for name, rotate in (("upright", 0), ("turned", 90)):
+        (source / f"{name}.pdf").write_bytes(minimal_pdf((10, 20, 310, 420), rotate, rect))
+        (source / f"{name}-reg.xml").write_text(
+            f'<?xml version="1.0"?><document filename="{name}.pdf"><table id="1"><region id="1" page="1">'
+            '<bounding-box x1="60" y1="100" x2="160" y2="150"/></region></table></document>'
+        )
+        cell_xml = "".join(
+            f'<cell id="{i}" start-col="{i}" start-row="0">'
+            f'<bounding-box x1="{a}" y1="{b}" x2="{c}" y2="{d}"/><content>x</content></cell>'
+            for i, (a, b, c, d) in enumerate(cells)
+        )
+        (source / f"{name}-str.xml").write_text(
+            f'<document filename="{name}.pdf"><table id="1"><region id="1" page="1">{cell_xml}</region>'
+            "</table></document>"
+        )
+    out = tmp_path / "out"
+    result = run_cli(
+        "convert-dataset",
+        source,
+        "--from",
+        "icdar2013",
+        "--out",
+        out,
+        "--dpi",
+        "144",
+        "--level",
+        "regions,cells",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert layout_counts(out)[0] == Counter({"table": 2, "table cell": 4})
+    for name, size in (("upright", (600, 800)), ("turned", (800, 600))):
+        document = json.loads((out / "coco" / f"{name}_p0001.json").read_text())
+        image = document["images"][0]
+        assert (image["width"], image["height"]) == size
+        names = {category["id"]: category["name"] for category in document["categories"]}
+        (table,) = [a for a in document["annotations"] if names[a["category_id"]] == "table"]
+        x, y, w, h = table["bbox"]
+        x0, y0, x1, y1 = dark_box(out / "image" / f"{name}_p0001.png")
+        assert (
+            abs(x - x0) <= 1
+            and abs(y - y0) <= 1
+            and abs(x + w - (x1 + 1)) <= 1
+            and abs(y + h - (y1 + 1)) <= 1
+        )
+        cells_found = [a for a in document["annotations"] if names[a["category_id"]] == "table cell"]
+        assert sum(a["area"] for a in cells_found) == table["area"]
+
+
+def test_text_detection_labels_of_three_datasets(tmp_path: Path) -> None:
+    root = tmp_path / "text"
+    for name in ("img_1.jpg", "img2.jpg", "0003.jpg"):
+        write_image(root / "images" / name, 300, 200)
+    labels = root / "labels"
+    labels.mkdir()
+    (labels / "gt_img_1.txt").write_text(
+        "\ufeff10,10,60,10,60,30,10,30,Hello, world\n70,10,90,10,90,30,70,30,###\n", encoding="utf-8"
+    )
+    (labels / "poly_gt_img2.txt").write_text(
+        "x: [[115 203 194 115]], y: [[22 46 126 104]], ornt: [u'm'], transcriptions: [u'nauGHTY']\n"
+    )
+    curve = ",".join(f"{20 + 10 * i},{50 + (i % 2)}" for i in range(7))
+    back = ",".join(f"{80 - 10 * i},{90}" for i in range(7))
+    (labels / "0003.txt").write_text(f"{curve},{back},####curved text\n")
+    (root / "README.txt").write_text("Labels for the test set.\n")  # not a label file: skipped
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "textdet", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    found = _only_annotations(out)["text"]
+    assert len(found) == 4 and sorted(a["iscrowd"] for a in found) == [0, 0, 0, 1]
+    points = sorted(len(a["segmentation"][0]) // 2 for a in found)
+    assert points == [4, 4, 4, 14]
+    assert sorted((out / "list.txt").read_text().split()) == ["0003.jpg", "img2.jpg", "img_1.jpg"]

@@ -1,0 +1,103 @@
+"""Pieces under convert-dataset: polygon clean-up, splits, class options, dataset names, layout reading."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import PurePosixPath
+
+import numpy as np
+import pytest
+from convert_helpers import page_xml, run_cli, write_image
+
+from docsam_cli.datasets import geometry, layout, split
+from docsam_cli.datasets.classes import ClassFilter, parse_mapping
+
+
+def test_parse_points_accepts_page_and_alto_forms_and_rejects_junk() -> None:
+    expected = [[1.0, 2.0], [3.0, 4.5], [5.0, 6.0]]
+    for text in ("1,2 3,4.5 5,6", "1 2 3 4.5 5 6", "1,2,3,4.5,5,6"):
+        assert geometry.parse_points(text).tolist() == expected
+    for junk in ("1,2 3", "1,2 a,4", "1,2 nan,4 5,6"):
+        with pytest.raises(ValueError):
+            geometry.parse_points(junk)
+
+
+def test_crossings_are_found_and_touching_is_not() -> None:
+    assert geometry.self_intersects(geometry.parse_points("0,0 10,10 10,0 0,10"))
+    assert not geometry.self_intersects(geometry.parse_points("0,0 10,0 10,10 0,10"))
+    # A pixel-contour spike going out and back along one line, and a vertex touching an edge.
+    assert not geometry.self_intersects(geometry.parse_points("0,0 10,0 10,5 15,5 10,5 10,10 0,10"))
+    assert not geometry.self_intersects(geometry.parse_points("0,0 10,0 5,5 10,10 0,10 5,5"))
+    rng = np.random.default_rng(1)
+    star = np.stack([np.cos(np.arange(5) * 4 * np.pi / 5), np.sin(np.arange(5) * 4 * np.pi / 5)], 1) * 50 + 60
+    assert geometry.self_intersects(star + rng.normal(0, 0.01, star.shape))
+    parts = geometry.repair(star)
+    assert parts and not any(geometry.self_intersects(part) for part in parts)
+    # The repaired outline is the star's own (a simple decagon), the inner pentagon included once.
+    angles = np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2, 50 * np.cos(2 * np.pi / 5) / np.cos(np.pi / 5), 50)
+    decagon = np.stack([np.cos(angles), np.sin(angles)], 1) * radii[:, None] + 60
+    assert sum(geometry.area(part) for part in parts) == pytest.approx(geometry.area(decagon), rel=0.02)
+
+
+def test_clamp_flags_only_points_off_the_page() -> None:
+    inside, off = geometry.clamp(np.array([[0.0, 0.0], [100.0, 50.0]]), 100, 50)
+    assert not off and inside.tolist() == [[0, 0], [99, 49]]
+    _, off = geometry.clamp(np.array([[-1.0, 0.0], [10.0, 10.0]]), 100, 50)
+    assert off
+
+
+def test_split_sizes_add_up_and_ignore_input_order() -> None:
+    names = [f"p{i:02d}.png" for i in range(11)]
+    fractions = split.parse_split("train=8,val=1,test=1")
+    first = split.assign(names, fractions, seed=5)
+    assert [len(first[s]) for s in ("train", "val", "test")] == [9, 1, 1]
+    assert split.assign(list(reversed(names)), fractions, seed=5) == first
+    assert sorted(n for group in first.values() for n in group) == names
+    for bad in ("train=0.8,train=0.2", "train", "../x=1", "a=-1", "a=0"):
+        with pytest.raises(ValueError):
+            split.parse_split(bad)
+
+
+def test_class_filter_maps_then_keeps_and_drops() -> None:
+    classes = ClassFilter(parse_mapping(["heading=title,caption=text"]), frozenset({"noise"}), None)
+    assert [classes.apply(n) for n in ("heading", "caption", "noise", "text\nline")] == [
+        "title",
+        "text",
+        None,
+        "text line",
+    ]
+    with pytest.raises(ValueError):
+        parse_mapping(["heading"])
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/data/Layout/DocLayNet/data/DocLayNet_core/train", "DocLayNet DocLayNet_core"),
+        ("/data/Layout/PubLayNet/data/PubLayNet/val", "PubLayNet"),
+        ("/data/Table/STDW/data/STDW", "STDW "),
+        ("/d/SceneText/ICDAR_2019_RRC_LSVT/data/LSVT-2019/train_full", "ICDAR_2019_RRC_LSVT "),
+    ],
+)
+def test_reference_dataset_names(path: str, name: str) -> None:
+    assert layout.reference_dataset_name(PurePosixPath(path)) == name
+    assert layout.background_prompt(name) == f"{name} _background_"
+
+
+def test_written_split_reads_back_with_the_reference_category_rules(tmp_path) -> None:
+    source = tmp_path / "src"
+    write_image(source / "p.png", 60, 40)
+    regions = [
+        ("TableRegion", None, "1,1 30,1 30,20 1,20"),
+        ("TextRegion", "heading", "2,25 40,25 40,35 2,35"),
+    ]
+    (source / "p.xml").write_text(page_xml("p.png", 60, 40, regions))
+    out = tmp_path / "Layout" / "Mine" / "data" / "set" / "train"
+    arguments = ("--map", "heading=text word", "--dataset-name", "Mine set")
+    assert run_cli("convert-dataset", source, "--from", "page", "--out", out, *arguments).exit_code == 0
+    pages, errors = layout.read_split(out)
+    assert not errors and len(pages) == 1 and pages[0].image.path == out / "image" / "p.png"
+    assert Counter(i.category for i in pages[0].instances) == Counter({"table": 1})  # "text word" dropped
+    assert layout.dataset_name(out) == "Mine set"
+    assert layout.reference_dataset_name(out) == "Mine set"

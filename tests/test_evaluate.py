@@ -1,0 +1,234 @@
+"""`docsam evaluate` and `evaluation.evaluate`: self-scores, known perturbations, pycocotools agreement."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from convert_helpers import run_cli
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from docsam_cli.datasets.ground_truth import load_ground_truth
+from docsam_cli.evaluation import GtAnnotation, GtImage, evaluate
+from model.instances import PageInstances
+
+SIZE = 200
+# Ground truth per image: (class, x0, y0, x1, y1) rectangles (exclusive ends), widths divisible by 5.
+TRUTH = {
+    "one": [("A", 10, 10, 60, 40), ("A", 100, 10, 150, 40), ("B", 10, 100, 90, 150)],
+    "two": [("A", 20, 20, 80, 60), ("B", 100, 100, 180, 140), ("B", 20, 120, 70, 190)],
+}
+
+
+def _mask(x0: int, y0: int, x1: int, y1: int, size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def _rle(mask: np.ndarray) -> dict:
+    return mask_utils.encode(np.asfortranarray(mask))
+
+
+def _truth() -> list[GtImage]:
+    return [
+        GtImage(name, SIZE, SIZE, [GtAnnotation(c, _rle(_mask(*box)), _xywh(box)) for c, *box in items])
+        for name, items in TRUTH.items()
+    ]
+
+
+def _xywh(box) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def _page(items: list[tuple[str, int, int, int, int, float]], size: int = SIZE) -> PageInstances:
+    """Predictions (class, box, score); semantic maps = union of the instances scoring >= 0.5."""
+    names = sorted({item[0] for item in items})
+    masks = [_mask(*item[1:5], size=size) for item in items]
+    semantic = []
+    for name in names:
+        union = np.zeros((size, size), dtype=np.uint8)
+        for item, mask in zip(items, masks, strict=True):
+            if item[0] == name and item[5] >= 0.5:
+                union |= mask
+        semantic.append(_rle(union))
+    return PageInstances(
+        size,
+        size,
+        names,
+        [_rle(mask) for mask in masks],
+        np.array([item[1:5] for item in items], dtype=np.float64).reshape(-1, 4),
+        np.array([item[5] for item in items], dtype=np.float64),
+        np.array([names.index(item[0]) for item in items], dtype=np.int64),
+        semantic,
+    )
+
+
+def _area(items) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for c, x0, y0, x1, y1 in items:
+        totals[c] = totals.get(c, 0) + (x1 - x0) * (y1 - y0)
+    return totals
+
+
+def test_ground_truth_against_itself_scores_one() -> None:
+    predictions = {name: _page([(c, *box, 1.0) for c, *box in items]) for name, items in TRUTH.items()}
+    result = evaluate(_truth(), predictions)
+    assert result.mask == result.box == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    assert result.maf == 1.0 and result.miou == 1.0
+
+
+def test_dropped_instances() -> None:
+    kept = {"one": TRUTH["one"][1:], "two": TRUTH["two"]}  # one of the three A instances is missing
+    predictions = {name: _page([(c, *box, 1.0) for c, *box in items]) for name, items in kept.items()}
+    result = evaluate(_truth(), predictions)
+    recall_thresholds = np.linspace(0, 1, 101)
+    ap_a = float(np.mean(recall_thresholds <= 2 / 3 + 1e-12))  # precision 1 up to recall 2/3, then 0
+    assert result.per_class["A"].ap == pytest.approx(ap_a) and result.per_class["B"].ap == pytest.approx(1.0)
+    assert result.mask["AP"] == pytest.approx((ap_a + 1) / 2) and result.box["AP"] == pytest.approx(
+        (ap_a + 1) / 2
+    )
+    assert result.per_class["A"].f1 == pytest.approx(2 * 2 / (3 + 2))
+    assert result.maf == pytest.approx((0.8 + 1) / 2)
+    all_a = sum(_area(items)["A"] for items in TRUTH.values())
+    kept_a = sum(_area(items)["A"] for items in kept.values())
+    assert result.per_class["A"].iou == pytest.approx(kept_a / all_a)
+
+
+def test_shifted_boxes() -> None:
+    """Every prediction shifted right by a fifth of its width: IoU exactly 2/3 for masks and boxes."""
+    shifted = {
+        name: [(c, x0 + (x1 - x0) // 5, y0, x1 + (x1 - x0) // 5, y1) for c, x0, y0, x1, y1 in items]
+        for name, items in TRUTH.items()
+    }
+    predictions = {name: _page([(c, *box, 1.0) for c, *box in items]) for name, items in shifted.items()}
+    result = evaluate(_truth(), predictions)
+    thresholds = np.linspace(0.5, 0.95, 10)
+    share = float(np.mean(thresholds <= 2 / 3))  # 0.50, 0.55, 0.60, 0.65 match: 0.4
+    assert result.mask == pytest.approx({"AP": share, "AP50": 1.0, "AP75": 0.0})
+    assert result.box == pytest.approx({"AP": share, "AP50": 1.0, "AP75": 0.0})
+    assert result.maf == pytest.approx(share)
+    # mIoU from pixel counts per class, summed over images
+    expected = []
+    for name in ("A", "B"):
+        a = b = c = 0
+        for image in TRUTH:
+            gt = np.zeros((SIZE, SIZE), bool)
+            dt = np.zeros((SIZE, SIZE), bool)
+            for item in TRUTH[image]:
+                gt |= _mask(*item[1:]).astype(bool) & (item[0] == name)
+            for item in shifted[image]:
+                dt |= _mask(*item[1:]).astype(bool) & (item[0] == name)
+            a, b, c = a + gt.sum(), b + dt.sum(), c + (gt & dt).sum()
+        expected.append(c / (a + b - c))
+    assert result.miou == pytest.approx(np.mean(expected))
+
+
+def test_relabelled_classes_and_class_mapping() -> None:
+    """A's predictions come out as B (score 0.5), B's own as "b-pred" mapped to B, plus an unknown class."""
+    predictions = {}
+    for name, items in TRUTH.items():
+        relabelled = [("B" if c == "A" else "b-pred", *box, 0.5 if c == "A" else 1.0) for c, *box in items]
+        predictions[name] = _page([*relabelled, ("C", 0, 0, 5, 5, 0.9)])
+    result = evaluate(_truth(), predictions, {"b-pred": "B"})
+    assert result.per_class["A"].ap == 0.0  # no detection of A left
+    assert result.per_class["B"].ap == pytest.approx(1.0)  # the false positives rank below every hit
+    assert result.mask["AP"] == pytest.approx(0.5)
+    assert result.per_class["A"].f1 == 0.0 and result.per_class["B"].f1 == pytest.approx(2 * 3 / (3 + 6))
+    assert result.maf == pytest.approx(1 / 3)
+    area_a = sum(_area(items)["A"] for items in TRUTH.values())
+    area_b = sum(_area(items)["B"] for items in TRUTH.values())
+    assert result.per_class["A"].iou == 0.0
+    assert result.per_class["B"].iou == pytest.approx(area_b / (area_a + area_b))
+    assert result.ignored_predictions == {"C": 2}
+
+
+def test_ap_uses_4000_detections_per_image_and_rescales_predictions() -> None:
+    """One true detection ranked below 150 false ones: AP@100 would be 0, AP@4000 is 1/151."""
+    truth = [
+        GtImage("p", SIZE, SIZE, [GtAnnotation("A", _rle(_mask(100, 100, 150, 150)), (100, 100, 50, 50))])
+    ]
+    corners = [(i % 15 * 6, i // 15 * 6) for i in range(150)]  # 150 small boxes, none near the truth
+    false = [("A", x, y, x + 4, y + 4, 0.9 - i * 0.001) for i, (x, y) in enumerate(corners)]
+    result = evaluate(truth, {"p": _page([*false, ("A", 100, 100, 150, 150, 0.1)])})
+    assert result.mask["AP"] == pytest.approx(1 / 151) and result.box["AP"] == pytest.approx(1 / 151)
+    half = _page([("A", 50, 50, 75, 75, 1.0)], size=SIZE // 2)
+    rescaled = evaluate(truth, {"p": half})
+    assert rescaled.rescaled_predictions == 1  # 100 x 100 masks, nearest-upsampled: the same rectangle
+    assert rescaled.mask["AP"] == pytest.approx(1.0) and rescaled.miou == 1.0  # pycocotools: tp/(tp+eps)
+
+
+def test_cli_self_scores_and_agrees_with_pycocotools(shared_data: Path, tmp_path: Path) -> None:
+    truth_path = shared_data / "pages/publaynet/annotations.json"
+    result = run_cli("evaluate", truth_path, "--pred", truth_path, "--json", tmp_path / "self.json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "self.json").read_text())
+    assert report["mask"] == report["box"] == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    assert report["mAF"] == 1.0 and report["mIoU"] == 1.0
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(truth_path))
+    rng = np.random.default_rng(7)
+    results = []
+    for annotation in gt.dataset["annotations"]:
+        if rng.random() < 0.15:
+            continue  # missed
+        image = gt.imgs[annotation["image_id"]]
+        x, y, w, h = annotation["bbox"]
+        dx, dy = rng.normal(0, 0.08 * w), rng.normal(0, 0.08 * h)
+        box = [x + dx, y + dy, w * rng.uniform(0.85, 1.15), h * rng.uniform(0.85, 1.15)]
+        mask = np.zeros((image["height"], image["width"]), dtype=np.uint8)
+        x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+        mask[y0 : int(box[1] + box[3]), x0 : int(box[0] + box[2])] = 1
+        rle = _rle(mask)
+        rle["counts"] = rle["counts"].decode()
+        category = annotation["category_id"] if rng.random() > 0.1 else rng.integers(1, 6)
+        results.append(
+            {"image_id": annotation["image_id"], "category_id": int(category), "bbox": box,
+             "segmentation": rle, "score": float(rng.random())}
+        )  # fmt: skip
+    predictions = tmp_path / "results.json"
+    predictions.write_text(json.dumps(results))
+    result = run_cli("evaluate", truth_path, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    ours = json.loads(result.stdout)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(str(predictions))
+        for iou_type, key in (("segm", "mask"), ("bbox", "box")):
+            direct = COCOeval(gt, dt, iou_type)  # stock maxDets [1, 10, 100]: no image has 100 detections
+            direct.evaluate()
+            direct.accumulate()
+            direct.summarize()
+            assert ours[key]["AP"] == pytest.approx(direct.stats[0], abs=1e-9)
+            assert ours[key]["AP50"] == pytest.approx(direct.stats[1], abs=1e-9)
+            assert ours[key]["AP75"] == pytest.approx(direct.stats[2], abs=1e-9)
+    assert 0.2 < ours["mask"]["AP"] < 0.9
+
+
+def test_page_ground_truth_and_predictions(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "pages/ocrd-gt-structure-text"
+    unified = tmp_path / "unified"
+    assert run_cli("convert-dataset", folder, "--from", "page", "--out", unified).exit_code == 0
+    for path, gt_format in ((folder, "page"), (unified, "unified")):
+        images = load_ground_truth(path, gt_format, frozenset({"regions"})).images
+        assert len(images) == 11 and all(image.image and image.image.is_file() for image in images)
+    for truth in (folder, unified):
+        result = run_cli("evaluate", truth, "--pred", folder, "--json", "-")
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["images"] == 11 and report["images_without_predictions"] == []
+        assert report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0 and report["mIoU"] == 1.0
+    broken = tmp_path / "pred"
+    broken.mkdir()
+    (broken / "bad.xml").write_text("<PcGts")
+    result = run_cli("evaluate", folder, "--pred", broken, "--pred-format", "page", "--json", "-")
+    assert result.exit_code == 1 and len(result.error_lines()) == 1 and "bad.xml" in result.error_lines()[0]
+    assert json.loads(result.stdout)["mask"]["AP"] == 0.0
+    assert run_cli("evaluate", folder, "--pred", folder, "--gt-format", "xml").exit_code == 2

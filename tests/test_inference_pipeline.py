@@ -1,0 +1,221 @@
+"""The pipeline end to end with stand-in networks: batching, padding rows, pages smaller than a window,
+and instances landing at the right place in the original page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+from model.inference import (
+    Geometry,
+    PatchBatch,
+    forward_pages,
+    make_patches,
+    plan_page,
+    predict_pages,
+    segment_pages,
+)
+from model.inference.forward import MASK_PAD_VALUE
+from model.inference.nms import tight_boxes
+from model.outputs import DocSAMOutput, StageOutput
+
+
+def _output(masks, boxes, logits, semantic, padding) -> DocSAMOutput:
+    count, queries = padding.shape
+    last = StageOutput(
+        instance_states=torch.zeros(count, queries, 1),
+        semantic_states=torch.zeros(count, logits.shape[-1], 1),
+        instance_mask_logits=masks,
+        semantic_mask_logits=semantic,
+        boxes=boxes,
+        class_logits=logits,
+        padding_mask=padding,
+        kept_index=torch.zeros(count, queries, dtype=torch.int64),
+    )
+    empty = torch.zeros(0)
+    return DocSAMOutput([], [], empty, [], empty, stages=[last])
+
+
+class DarkRegionModel:
+    """Deterministic per-image stand-in: one query whose mask is the dark page area, class 0, box = the
+    dark pixels' extent. Its answer for an image never depends on the rest of the batch."""
+
+    def __init__(self) -> None:
+        self.chunks: list[int] = []
+
+    def __call__(
+        self, pixel_values, pixel_mask, image_bboxes, class_names, *, isolate_batch=False, all_stages=True
+    ):
+        self.chunks.append(len(pixel_values))
+        dark = (pixel_values.mean(dim=1) < 128) & (pixel_mask[:, 0] > 0)
+        logits = (F.avg_pool2d(dark[:, None].float(), 4) - 0.5) * 20
+        boxes = tight_boxes(dark) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        classes = len(class_names[0])
+        class_logits = torch.zeros(len(dark), 1, classes)
+        class_logits[:, :, 0] = 4.0
+        semantic = torch.full((len(dark), classes, *logits.shape[-2:]), -10.0)
+        semantic[:, 0] = logits[:, 0]
+        padding = torch.zeros(len(dark), 1, dtype=torch.bool)
+        return _output(logits, boxes[:, None], class_logits, semantic, padding)
+
+
+def _page(size: tuple[int, int], dark: tuple[int, int, int, int]) -> np.ndarray:
+    page = np.full((*size, 3), 255, dtype=np.uint8)
+    x1, y1, x2, y2 = dark
+    page[y1:y2, x1:x2] = (10, 40, 70)
+    return page
+
+
+def _iou(first: np.ndarray, second: np.ndarray) -> float:
+    return (first & second).sum() / (first | second).sum()
+
+
+def test_a_dark_rectangle_lands_where_it_is_on_the_original_page():
+    """An elongated page whose resize hits the long-side cap, so x and y scale differently (60×300 →
+    96×192); the rectangle fits one window away from its border band."""
+    rectangle = (113, 25, 187, 55)
+    page = _page((60, 300), rectangle)
+    geometry = Geometry(short_range=(96, 96), patch=(64, 64))
+    assert plan_page(page.shape[:2], geometry).resized == (96, 192)
+    (instances,) = segment_pages(
+        DarkRegionModel(), [page], ["text", "figure"], domain="Test", geometry=geometry
+    )
+    truth = np.zeros(page.shape[:2], dtype=bool)
+    truth[rectangle[1] : rectangle[3], rectangle[0] : rectangle[2]] = True
+    best = int(np.argmax(instances.scores))
+    assert (instances.height, instances.width) == page.shape[:2]
+    assert instances.class_name(best) == "text"
+    assert _iou(instances.decode_mask(best), truth) > 0.95
+    np.testing.assert_allclose(instances.boxes[best], rectangle, atol=300 / 192)
+    semantic = [mask_utils.decode(rle).astype(bool) for rle in instances.semantic_masks]
+    assert _iou(semantic[0], truth) > 0.9 and not semantic[1].any()
+
+
+def test_pages_smaller_than_a_window_are_padded_not_crashed():
+    """B-15: resized to 75×60 with 64×64 windows; the padding is invalid input and cut from the result."""
+    page = _page((50, 40), (10, 20, 30, 40))
+    geometry = Geometry(short_range=(60, 60), patch=(64, 64))
+    layout = plan_page(page.shape[:2], geometry)
+    batch = make_patches(page, layout)
+    assert (layout.resized, layout.canvas) == ((75, 60), (75, 64))
+    assert batch.image_bboxes.tolist() == [[0, 0, 64, 64], [0, 0, 60, 64], [0, 0, 60, 64]]
+    assert not batch.pixel_mask[1:, :, :, 60:].any() and batch.pixel_mask[1:, :, :, :60].all()
+    (prediction,) = predict_pages(DarkRegionModel(), [page], ["text"], domain="Test", geometry=geometry)
+    assert prediction.result.masks.shape[1:] == (75, 60) and prediction.result.semantic.shape[1:] == (75, 60)
+    (instances,) = segment_pages(DarkRegionModel(), [page], ["text"], domain="Test", geometry=geometry)
+    truth = np.zeros(page.shape[:2], dtype=bool)
+    truth[20:40, 10:30] = True
+    assert _iou(instances.decode_mask(int(np.argmax(instances.scores))), truth) > 0.9
+
+
+def _assert_same(first, second) -> None:
+    assert len(first) == len(second)
+    assert [m["counts"] for m in first.masks] == [m["counts"] for m in second.masks]
+    np.testing.assert_array_equal(first.boxes, second.boxes)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert [m["counts"] for m in first.semantic_masks] == [m["counts"] for m in second.semantic_masks]
+
+
+@pytest.fixture(scope="module")
+def pages():
+    return [
+        _page((90, 70), (5, 10, 40, 60)),
+        _page((70, 130), (60, 5, 120, 30)),
+        _page((40, 40), (0, 0, 9, 9)),
+    ]
+
+
+def test_parity_mode_runs_each_page_alone_in_chunks(pages):
+    geometry = Geometry(short_range=(64, 64), patch=(32, 32))
+    model = DarkRegionModel()
+    together = segment_pages(model, pages, ["text"], domain="Test", geometry=geometry, batch_size=4)
+    windows = [plan_page(page.shape[:2], geometry).num_patches for page in pages]
+    expected_chunks = [size for count in windows for size in [4] * (count // 4) + [count % 4] if size]
+    assert model.chunks == expected_chunks
+    for page, result in zip(pages, together, strict=True):
+        _assert_same(result, segment_pages(model, [page], ["text"], domain="Test", geometry=geometry)[0])
+
+
+def test_isolated_mode_mixes_pages_without_changing_results(pages):
+    geometry = Geometry(short_range=(64, 64), patch=(32, 32))
+    reference = segment_pages(DarkRegionModel(), pages, ["text"], domain="Test", geometry=geometry)
+    for batch_size in (1, 5, 64):
+        model = DarkRegionModel()
+        mixed = segment_pages(
+            model,
+            pages,
+            ["text"],
+            domain="Test",
+            geometry=geometry,
+            batch_size=batch_size,
+            isolate_batch=True,
+        )
+        total = sum(plan_page(page.shape[:2], geometry).num_patches for page in pages)
+        assert sum(model.chunks) == total and max(model.chunks) == min(batch_size, total)
+        for first, second in zip(mixed, reference, strict=True):
+            _assert_same(first, second)
+
+
+class RowsModel:
+    """Answers chunk k with 2 + k query rows numbered by value; the last row of each image is flagged as
+    batch padding. Raises CUDA OOM for chunks larger than `fits`."""
+
+    def __init__(self, fits: int = 64) -> None:
+        self.fits = fits
+        self.chunks: list[int] = []
+
+    def __call__(
+        self, pixel_values, pixel_mask, image_bboxes, class_names, *, isolate_batch=False, all_stages=True
+    ):
+        if len(pixel_values) > self.fits:
+            raise torch.cuda.OutOfMemoryError("stand-in")
+        queries = 2 + len(self.chunks)
+        self.chunks.append(len(pixel_values))
+        count, height, width = len(pixel_values), pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4
+        rows = torch.arange(1, queries + 1, dtype=torch.float32).repeat(count, 1)
+        padding = torch.zeros(count, queries, dtype=torch.bool)
+        padding[:, -1] = True
+        return _output(
+            rows[..., None, None].expand(count, queries, height, width),
+            rows[..., None].expand(count, queries, 4),
+            rows[..., None].expand(count, queries, len(class_names[0])),
+            torch.zeros(count, len(class_names[0]), height, width),
+            padding,
+        )
+
+
+def _patches(count: int) -> PatchBatch:
+    return PatchBatch(
+        pixel_values=torch.zeros(count, 3, 32, 32),
+        pixel_mask=torch.ones(count, 1, 32, 32),
+        image_bboxes=torch.tensor([[0, 0, 32, 32]] * count),
+    )
+
+
+def test_chunks_are_repadded_with_the_reference_fill_values():
+    """Parity mode keeps every row (padded rows are live, Q-6) and pads chunks to the page maximum with
+    −1e10 mask logits and zero boxes and class logits, as `pad_sequence` does (§7.4)."""
+    (outputs,) = forward_pages(RowsModel(), [_patches(5)], ["a", "bg"], batch_size=2)
+    assert outputs.mask_logits.shape[:2] == (5, 4)
+    for patch, chunk in enumerate([0, 0, 1, 1, 2]):
+        rows = 2 + chunk
+        assert outputs.class_logits[patch, :rows, 0].tolist() == list(range(1, rows + 1))
+        assert (outputs.mask_logits[patch, rows:] == MASK_PAD_VALUE).all()
+        assert (outputs.boxes[patch, rows:] == 0).all() and (outputs.class_logits[patch, rows:] == 0).all()
+
+
+def test_isolated_mode_drops_padding_rows():
+    (outputs,) = forward_pages(RowsModel(), [_patches(3)], ["a", "bg"], batch_size=1, isolate_batch=True)
+    assert outputs.class_logits[:, :, 0].tolist() == [[1, 0, 0], [1, 2, 0], [1, 2, 3]]
+
+
+def test_out_of_memory_halves_the_chunks():
+    model = RowsModel(fits=2)
+    (outputs,) = forward_pages(model, [_patches(5)], ["a", "bg"], batch_size=16)
+    assert model.chunks == [2, 2, 1] and outputs.mask_logits.shape[0] == 5
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        forward_pages(RowsModel(fits=0), [_patches(2)], ["a", "bg"])
