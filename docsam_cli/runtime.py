@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from docsam_cli.weights import ResolvedWeights, resolve_weights
+from docsam_cli.weights import ResolvedWeights, WeightsEntry, resolve_weights
 from model import DocSAM, DocSAMConfig, load_model
+from model.inference import Geometry
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,3 +71,33 @@ def load_for_inference(
     config = DocSAMConfig.from_json(model_config) if model_config is not None else None
     model = load_model(resolved.path, variant=variant or resolved.variant, config=config, device=device)
     return LoadedModel(model, resolved)
+
+
+def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
+    """`640` or `640,800` (height,width) → (h, w); None stays None. Raises ValueError naming the option."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"{option} takes a positive size N or H,W, got {text!r}")
+    values = [int(part) for part in parts]
+    return (values[0], values[-1])
+
+
+def page_geometry(
+    entry: WeightsEntry | None,
+    short_side: str | None,
+    window: str | None,
+    stride: str | None,
+    keep_size: bool | None,
+) -> Geometry:
+    """The sliding-window geometry: the reference's defaults, adjusted to what the registry knows of the
+    checkpoint (keep-size model, fine-tuned models' 800-px windows), then to the command-line options."""
+    short = parse_size(short_side, "--short-side")
+    size, step = parse_size(window, "--window"), parse_size(stride, "--stride")
+    use_keep_size = keep_size if keep_size is not None else bool(entry and entry.keep_size)
+    default = Geometry.keep_size_default() if use_keep_size else Geometry()
+    patch = (entry.patch_size, entry.patch_size) if entry and entry.patch_size else default.patch
+    return Geometry(
+        short_range=short or default.short_range, patch=size or patch, stride=step, keep_size=use_keep_size
+    )

@@ -18,12 +18,12 @@ from docsam_cli.inputs import (
     set_max_image_pixels,
 )
 from docsam_cli.presets import describe_presets, resolve_prompts
-from docsam_cli.runtime import autocast, check_precision, load_for_inference, pick_device
+from docsam_cli.runtime import autocast, check_precision, load_for_inference, page_geometry, pick_device
 from docsam_cli.segment import FORMATS, SegmentRun, SegmentSettings
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.page_map import parse_page_map
 from model import CheckpointError
-from model.inference import Geometry, segment_pages
+from model.inference import segment_pages
 
 USAGE_ERROR = 2
 
@@ -31,17 +31,6 @@ USAGE_ERROR = 2
 def _usage(console: Console, message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(USAGE_ERROR)
-
-
-def _pair(text: str | None, option: str) -> tuple[int, int] | None:
-    """`640` or `640,800` (height,width) → (h, w)."""
-    if text is None:
-        return None
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise ValueError(f"{option} takes a positive size N or H,W, got {text!r}")
-    values = [int(part) for part in parts]
-    return (values[0], values[-1])
 
 
 @app.command("segment")
@@ -120,8 +109,7 @@ def segment(
         mapping = parse_page_map(page_map) if page_map else None
         torch_device = pick_device(device)
         dtype = check_precision(precision, torch_device)
-        short = _pair(short_side, "--short-side")
-        window_size, window_stride = _pair(window, "--window"), _pair(stride, "--stride")
+        page_geometry(None, short_side, window, stride, keep_size)  # option syntax, before the model loads
     except ValueError as error:
         raise _usage(console, str(error)) from None
     if not inputs:
@@ -132,18 +120,7 @@ def segment(
     except (WeightsError, CheckpointError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    entry = loaded.weights.entry
-    use_keep_size = keep_size if keep_size is not None else bool(entry and entry.keep_size)
-    default_geometry = Geometry.keep_size_default() if use_keep_size else Geometry()
-    default_patch = (
-        (entry.patch_size, entry.patch_size) if entry and entry.patch_size else default_geometry.patch
-    )
-    geometry = Geometry(
-        short_range=short or default_geometry.short_range,
-        patch=window_size or default_patch,
-        stride=window_stride,
-        keep_size=use_keep_size,
-    )
+    geometry = page_geometry(loaded.weights.entry, short_side, window, stride, keep_size)
     set_max_image_pixels(max_image_pixels)
 
     def segmenter(images):

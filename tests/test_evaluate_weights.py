@@ -1,0 +1,79 @@
+"""`docsam evaluate --weights` agrees with `docsam segment` followed by `docsam evaluate --pred`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from segment_helpers import FAST_GEOMETRY, run_segment
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from model import save_model
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(tiny_model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_model_run_scores_like_its_written_predictions(tmp_path, tiny_weights, shared_data):
+    source = shared_data / "pages" / "publaynet"
+    coco = json.loads((source / "annotations.json").read_text())
+    keep = {image["id"] for image in coco["images"][:3]}
+    subset = {
+        **coco,
+        "images": [image for image in coco["images"] if image["id"] in keep],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
+    }
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in subset["images"]:
+        shutil.copy(source / "images" / image["file_name"], images / image["file_name"])
+    truth = tmp_path / "annotations.json"
+    truth.write_text(json.dumps(subset))
+    classes = ",".join(sorted(c["name"] for c in coco["categories"]))
+
+    # Segment, then evaluate the written COCO: the route through files.
+    code, _, stderr = run_segment(
+        tiny_weights, tmp_path / "out", str(images), "--classes", classes, "--domain", "", "--format", "coco"
+    )
+    assert code == 0, stderr
+    runner = CliRunner()
+    written = runner.invoke(
+        app, ["evaluate", str(truth), "--pred", str(tmp_path / "out" / "coco.json"), "--json", "-"]
+    )
+    assert written.exit_code == 0, written.stderr
+    # The model run inside evaluate: the same prompts (the ground truth's sorted classes) and geometry.
+    direct = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(truth),
+            "--weights",
+            str(tiny_weights),
+            "--domain",
+            "",
+            *FAST_GEOMETRY,
+            "--json",
+            "-",
+        ],
+    )
+    assert direct.exit_code == 0, direct.stderr
+    from_files, from_model = json.loads(written.stdout), json.loads(direct.stdout)
+    assert from_model["images"] == 3
+    assert from_model["mask"] == pytest.approx(from_files["mask"], abs=1e-6)
+    assert from_model["box"] == pytest.approx(from_files["box"], abs=1e-6)
+    assert from_model["mAF"] == pytest.approx(from_files["mAF"], abs=1e-6)
+
+
+def test_exactly_one_prediction_source(tmp_path, tiny_weights, shared_data):
+    truth = str(shared_data / "pages" / "publaynet" / "annotations.json")
+    result = CliRunner().invoke(app, ["evaluate", truth])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(app, ["evaluate", truth, "--pred", truth, "--weights", str(tiny_weights)])
+    assert result.exit_code == 2
