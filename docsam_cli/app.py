@@ -30,8 +30,17 @@ def _root(
     """DocSAM document segmentation."""
 
 
-# Subcommands register themselves here, one line each.
-from docsam_cli.commands import download_weights  # noqa: E402, F401
+# Subcommands: importing a module registers its command (decorated with @app.command), except the two whose
+# entry points are plain functions, registered explicitly below.
+from docsam_cli.commands import (  # noqa: E402, F401
+    convert_dataset,
+    download_weights,
+    evaluate,
+    segment,
+)
+
+app.command("convert-dataset")(convert_dataset.main)
+app.command("evaluate")(evaluate.main)
 
 
 def main() -> None:
