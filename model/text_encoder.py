@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import BertConfig, BertModel
 
 from model.config import TextEncoderConfig
 
@@ -41,6 +40,8 @@ class TextEncoder(nn.Module):
 
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
+        from transformers import BertConfig, BertModel  # heavy import, only when a model is built
+
         self.config = config
         bert_config = BertConfig(
             vocab_size=config.vocab_size,
