@@ -76,6 +76,16 @@ def tiny_model(tiny_config, tiny_reference_state):
     return load_model(tiny_reference_state, config=tiny_config)
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, tiny_model) -> Path:
+    """The tiny parity model saved as a checkpoint file, for tests that go through the command line."""
+    from model import save_model
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(tiny_model, path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_remote_network(monkeypatch: pytest.MonkeyPatch):
     """Nothing in the suite may reach a real remote host: connections and look-ups are loopback only."""

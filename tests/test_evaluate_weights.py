@@ -10,14 +10,6 @@ from segment_helpers import FAST_GEOMETRY, run_segment
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
-from model import save_model
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(tiny_model, path)
-    return path
 
 
 @pytest.mark.slow

@@ -17,15 +17,6 @@ from PIL import Image
 from pycocotools.coco import COCO
 from segment_helpers import FAST_GEOMETRY, leftover_temporaries, run_segment
 
-from model import save_model
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(tiny_model, path)
-    return path
-
 
 @pytest.mark.slow
 def test_sigkill_and_rerun_do_every_page_exactly_once(tmp_path, tiny_weights, shared_data):

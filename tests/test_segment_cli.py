@@ -14,15 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from segment_helpers import E2E_CLASSES, leftover_temporaries, run_segment
 
-from model import save_model
 from model.inference.mapping import resample_masks
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(tiny_model, path)
-    return path
 
 
 def test_cli_reproduces_the_reference_pipeline(tmp_path, tiny_weights, reference_fixtures):

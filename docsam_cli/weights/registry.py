@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from docsam_cli.presets import PRESETS
+
 Variant = Literal["base", "large"]
 
 DOCSAM_LICENCE = "no explicit licence"
@@ -161,19 +163,7 @@ REGISTRY: tuple[WeightsEntry, ...] = (
         "DocLayNet",
         ("DocLayNet DocLayNet_core",),
         # The eleven DocLayNet categories, as in MODELZOO's per-class table.
-        class_names=(
-            "Caption",
-            "Footnote",
-            "Formula",
-            "List-item",
-            "Page-footer",
-            "Page-header",
-            "Picture",
-            "Section-header",
-            "Table",
-            "Text",
-            "Title",
-        ),
+        class_names=PRESETS["doclaynet"].classes,
     ),
     _docsam_finetuned(
         "docsam-large-scut-cab",
