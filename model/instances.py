@@ -14,7 +14,8 @@ class PageInstances:
 
     Masks are COCO RLE dicts (`{"size": [H, W], "counts": bytes}`) so that a page with hundreds of instances
     stays small; `decode_mask(i)` gives a bool (H, W) array. Boxes are the model's regressed boxes (xyxy,
-    page pixels, float, not clipped: the box head can regress past the page). Labels index `class_names`
+    page pixels, float, neither clipped nor ordered: the box head can regress past the page and give x2 < x1;
+    writers clip and sort corners). Labels index `class_names`
     (the prompted names, background excluded). Instances are sorted by mask area, largest first.
     """
 
