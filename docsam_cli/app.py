@@ -36,7 +36,9 @@ from docsam_cli.commands import (  # noqa: E402, F401
     convert_dataset,
     download_weights,
     evaluate,
+    finetune,
     segment,
+    train,
 )
 
 app.command("convert-dataset")(convert_dataset.main)

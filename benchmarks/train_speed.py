@@ -1,0 +1,106 @@
+"""Training iterations per second of DocSAM on random 640×640 crops (forward, 33-term loss, backward, AdamW).
+
+    python benchmarks/train_speed.py --variant large --device cuda --precision bf16 --batch 4
+    python benchmarks/train_speed.py --config tiny-config.json --size 128 --iters 3     # CPU smoke test
+
+Random weights and random pixels; every image gets `--instances` random rectangles over 5 classes (the
+matcher and mask losses scale with them). Dropout as in training. The first `--warmup` steps (CUDA kernel
+selection, allocator growth) are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from docsam_cli.training.build import Regularisation
+from docsam_cli.training.data import TrainingBatch
+from docsam_cli.training.trainer import AUTOCAST_DTYPES, forward_loss, trainable_parameters
+from model.config import DocSAMConfig, variant_config
+from model.docsam import DocSAM
+from model.init import initialise
+from model.loss import DocSAMCriterion, ImageTargets
+from model.optim import build_optimizer
+
+CLASSES = ["figure", "list", "table", "text", "title", "Benchmark _background_"]
+
+
+def random_batch(batch: int, size: int, instances: int, generator: torch.Generator) -> TrainingBatch:
+    targets = []
+    for _ in range(batch):
+        corners = torch.randint(0, size, (instances, 2, 2), generator=generator).sort(dim=1).values
+        boxes = torch.cat([corners[:, 0], corners[:, 1] + 4], dim=1).clamp(max=size).float()
+        masks = torch.zeros(instances, size, size, dtype=torch.bool)
+        for index, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+            masks[index, y1:y2, x1:x2] = True
+        labels = torch.randint(0, len(CLASSES) - 1, (instances,), generator=generator)
+        semantic = torch.zeros(len(CLASSES), size, size, dtype=torch.bool)
+        for label in range(len(CLASSES) - 1):
+            semantic[label] = masks[labels == label].any(0)
+        semantic[-1] = ~masks.any(0)
+        targets.append(ImageTargets(masks, boxes, labels, semantic, CLASSES))
+    return TrainingBatch(
+        pixel_values=torch.rand(batch, 3, size, size, generator=generator) * 255,
+        pixel_mask=torch.ones(batch, 1, size, size),
+        image_bboxes=torch.tensor([[0, 0, size, size]] * batch),
+        targets=targets,
+        sources=["random"] * batch,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variant", default="large", choices=["base", "large"])
+    parser.add_argument("--config", help="model config JSON instead of --variant")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", *AUTOCAST_DTYPES])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=640, help="square crop side")
+    parser.add_argument("--instances", type=int, default=20, help="GT instances per image")
+    parser.add_argument("--iters", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    config = DocSAMConfig.from_json(args.config) if args.config else variant_config(args.variant)
+    model = DocSAM(Regularisation().apply(config))
+    initialise(model)  # random weights: the speed does not depend on them
+    model.to(device).train()
+    optimizer = build_optimizer(
+        trainable_parameters(model, freeze_backbone=False), lr=1e-5, weight_decay=1e-2
+    )
+    criterion = DocSAMCriterion()
+    batch = random_batch(args.batch, args.size, args.instances, torch.Generator().manual_seed(0)).to(device)
+
+    def step() -> None:
+        _, losses = forward_loss(model, batch, criterion, args.precision)
+        losses.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    name = args.config or f"DocSAM-{args.variant}"
+    print(
+        f"{name} on {device} ({args.precision}), batch {args.batch} of {args.size}x{args.size}: "
+        f"{args.iters / elapsed:.3f} it/s ({args.batch * args.iters / elapsed:.2f} images/s)"
+    )
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Per-image COCO annotations as the reference's training dataset reads them (ARCHITECTURE.md §6.2).
+
+One COCO json per image (`coco/<stem>.json` of the unified layout). `rectify` applies the reference's
+`_coco_data_rectify` in its order: drop annotations with neither box nor polygon, accept `poly` and string
+category ids, drop `_background_` (and `text word` when `table` exists), sort the category names (Python
+order) — that order defines the labels — clamp boxes and polygons into the image, derive a missing box from
+the polygons or a missing polygon from the box. `PageAnnotations.scaled` then maps the coordinates onto the
+decoded image and sorts the instances by polygon area, largest first (the GT order the matcher sees; it is
+not re-sorted after augmentation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+BACKGROUND = "_background_"
+
+
+class AnnotationError(ValueError):
+    """A COCO json that the training data cannot use (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One annotated region: label index into the page's sorted class names, xyxy box, polygons, area."""
+
+    label: int
+    box: np.ndarray  # (4,) float64 x1, y1, x2, y2
+    polygons: tuple[np.ndarray, ...]  # each (K, 2) float64 x, y
+    area: float  # sum of the polygons' areas (shoelace, like cv2.contourArea)
+
+    def transformed(self, scale: tuple[float, float], offset: tuple[float, float] = (0.0, 0.0)) -> Instance:
+        """Scale by (sx, sy), then subtract the offset (x, y); the area is recomputed."""
+        factor = np.array(scale, dtype=np.float64)
+        shift = np.array(offset, dtype=np.float64)
+        polygons = tuple(points * factor - shift for points in self.polygons)
+        box = self.box * np.tile(factor, 2) - np.tile(shift, 2)
+        return replace(self, box=box, polygons=polygons, area=polygons_area(polygons))
+
+
+@dataclass(frozen=True)
+class PageAnnotations:
+    """A rectified per-image json: its image size, sorted class names (no background) and instances."""
+
+    height: int
+    width: int
+    class_names: tuple[str, ...]
+    instances: tuple[Instance, ...]
+
+    def scaled(self, height: int, width: int) -> PageAnnotations:
+        """Coordinates for the decoded image size, instances sorted by area (descending, stable)."""
+        scale = (width / self.width, height / self.height)
+        instances = [instance.transformed(scale) for instance in self.instances]
+        instances.sort(key=lambda instance: instance.area, reverse=True)
+        return replace(self, height=height, width=width, instances=tuple(instances))
+
+
+def polygons_area(polygons: Sequence[np.ndarray]) -> float:
+    """Sum of the absolute shoelace areas; fewer than 3 points count 0."""
+    total = 0.0
+    for points in polygons:
+        if len(points) >= 3:
+            x, y = points[:, 0], points[:, 1]
+            total += abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+    return total
+
+
+def category_count(coco: Mapping[str, Any]) -> int:
+    """Non-background categories of a json as listed (the reference's K_d for sampling, §6.5)."""
+    return sum(category.get("name") != BACKGROUND for category in coco.get("categories", []))
+
+
+def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
+    """Apply §6.2 steps 1–5 to a per-image COCO dict. Raises AnnotationError on unusable input."""
+    try:
+        image = coco["images"][0]
+        height, width = int(image["height"]), int(image["width"])
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise AnnotationError(f"no usable images[0].height/width ({error})") from None
+    if height <= 0 or width <= 0:
+        raise AnnotationError(f"image size {width}x{height} is empty")
+
+    names_by_id = {category["id"]: category["name"] for category in coco.get("categories", [])}
+    kept_names = [name for name in names_by_id.values() if name != BACKGROUND]
+    if "table" in kept_names and "text word" in kept_names:
+        kept_names.remove("text word")
+    class_names = tuple(sorted(kept_names))
+    label_of_name = {name: index for index, name in enumerate(class_names)}
+
+    instances = []
+    for annotation in coco.get("annotations", []):
+        polygons = _polygons(annotation)
+        box = annotation.get("bbox")
+        has_box = isinstance(box, list | tuple) and len(box) == 4
+        if not has_box and not polygons:
+            continue
+        category = annotation.get("category_id")
+        name = category if isinstance(category, str) else names_by_id.get(category)
+        if name not in label_of_name:
+            continue
+        polygons = [_clamp_points(points, width, height) for points in polygons]
+        xyxy = _clamp_box(box, width, height) if has_box else _bounding_rect(polygons)
+        if not polygons:
+            x1, y1, x2, y2 = xyxy
+            polygons = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)]
+        instances.append(Instance(label_of_name[name], xyxy, tuple(polygons), polygons_area(polygons)))
+    return PageAnnotations(height, width, class_names, tuple(instances))
+
+
+def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
+    segmentation = annotation.get("segmentation")
+    if not segmentation and annotation.get("poly"):
+        segmentation = [annotation["poly"]]
+    if not isinstance(segmentation, list):
+        return []  # RLE masks are not part of the unified layout (the reference cannot read them either)
+    try:
+        return [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
+    except ValueError as error:
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon ({error})") from None
+
+
+def _clamp_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.stack([points[:, 0].clip(0, width - 1), points[:, 1].clip(0, height - 1)], axis=1)
+
+
+def _clamp_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
+    x, y, w, h = (float(value) for value in box)
+    x1, y1 = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
+    x2, y2 = min(max(x + w, 0.0), width - 1.0), min(max(y + h, 0.0), height - 1.0)
+    return np.array([x1, y1, max(x2, x1), max(y2, y1)], dtype=np.float64)
+
+
+def _bounding_rect(polygons: Sequence[np.ndarray]) -> np.ndarray:
+    """The reference uses `cv2.boundingRect` (integer points: width = max − min + 1); fractional points
+    (which make the reference fail) get their exact extent."""
+    points = np.concatenate(polygons)
+    low, high = points.min(0), points.max(0)
+    if np.all(points == np.round(points)):
+        high = high + 1
+    return np.array([low[0], low[1], high[0], high[1]], dtype=np.float64)

@@ -1,0 +1,97 @@
+"""The network a run starts from: Mask2Former COCO + MiniLM (`train`), fresh (`train --from-scratch`),
+a DocSAM checkpoint (`finetune`), or the architecture of a checkpoint to resume.
+
+Weights only ever come from local files (`docsam download-weights` fetches the published DocSAM ones).
+Dropout is a training setting, not part of a checkpoint's identity: the reference trains with dropout 0.1
+in every decoder/fusion layer (attention included), Swin stochastic depth rising to 0.3 and MiniLM dropout
+0.1 (active in train mode although the text encoder gets no gradient); `Regularisation` sets them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import (
+    CheckpointError,
+    detect_variant,
+    load_weights,
+    read_state_dict,
+    stored_config,
+)
+from model.config import DocSAMConfig, variant_config
+from model.docsam import DocSAM
+from model.init import initialise, load_mask2former, load_text_encoder
+
+# File names looked for when a folder is given (transformers / sentence-transformers downloads).
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Regularisation:
+    """Training-time dropout rates (the reference's by default; all 0 = deterministic forward)."""
+
+    decoder_dropout: float = 0.1
+    drop_path: float = 0.3
+    text_dropout: float = 0.1
+
+    def apply(self, config: DocSAMConfig) -> DocSAMConfig:
+        text = replace(
+            config.text,
+            hidden_dropout_prob=self.text_dropout,
+            attention_probs_dropout_prob=self.text_dropout,
+        )
+        backbone = replace(config.backbone, drop_path_rate=self.drop_path)
+        return replace(config, decoder_dropout=self.decoder_dropout, backbone=backbone, text=text)
+
+
+def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A state dict from a weights file, or from a downloaded model folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / name for name in _WEIGHT_FILES if (path / name).is_file()), None)
+        if found is None:
+            raise CheckpointError(f"{path}: no {' or '.join(_WEIGHT_FILES)} in this folder")
+        path = found
+    return read_state_dict(path)
+
+
+def model_from_mask2former(
+    config: DocSAMConfig, mask2former: Path | None, text_encoder: Path, regularisation: Regularisation
+) -> DocSAM:
+    """The reference's starting point (§4): fresh init, COCO Mask2Former backbone + pixel-decoder encoder
+    (skipped when `mask2former` is None: training from scratch), all-MiniLM-L6-v2 text encoder."""
+    model = DocSAM(regularisation.apply(config))
+    initialise(model)
+    if mask2former is not None:
+        load_mask2former(model, read_weights(mask2former), str(mask2former))
+    load_text_encoder(model, read_weights(text_encoder), str(text_encoder))
+    return model
+
+
+def checkpoint_config(path: Path, state: dict[str, torch.Tensor], variant: str | None) -> DocSAMConfig:
+    """Architecture of a DocSAM checkpoint: the config our safetensors carry, else the given or detected
+    variant (official `.pth` files store no config)."""
+    stored = stored_config(path)
+    if stored is not None:
+        return stored
+    return variant_config(variant or detect_variant(state))
+
+
+def model_from_checkpoint(path: Path, regularisation: Regularisation, variant: str | None = None) -> DocSAM:
+    """Any DocSAM checkpoint (official or ours), loaded strictly, for fine-tuning."""
+    state = read_state_dict(path)
+    model = DocSAM(regularisation.apply(checkpoint_config(path, state, variant)))
+    load_weights(model, state, str(path))
+    return model
+
+
+def architecture_of(path: Path, regularisation: Regularisation) -> DocSAM:
+    """An uninitialised model shaped like the checkpoint at `path` (its weights are loaded on resume)."""
+    config = stored_config(path)
+    if config is None:
+        raise CheckpointError(f"{path}: carries no DocSAM config; not written by docsam train")
+    return DocSAM(regularisation.apply(config))

@@ -1,0 +1,125 @@
+"""What a run leaves in its output folder, and reading it back for `--resume` (ARCHITECTURE.md §9.5).
+
+```
+<output>/checkpoints/step-00000200/model.safetensors   weights + config (`segment --weights` loads it)
+<output>/checkpoints/step-00000200/trainer.pt          optimiser, grad scaler, RNG states, step, best metric
+<output>/best/model.safetensors, best/metrics.json     the best validation result so far
+<output>/model.safetensors                             the final weights
+```
+
+The reference saves only the weights (`last_model.pth`, `best_model.pth`), so a restart begins a new run.
+Here a checkpoint folder is written under a temporary name and renamed when complete, the newest
+`keep_last` are kept, and `trainer.pt` holds plain tensors and numbers only (read with `weights_only`).
+The data position needs no state of its own: samples are a function of (seed, step), see `sampler`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from docsam_cli.atomic import atomic_open
+from model.checkpoint import save_model
+from model.docsam import DocSAM
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer.pt"
+_STEP_FOLDER = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    """Everything besides the weights that an uninterrupted run would still have in memory."""
+
+    step: int  # completed optimiser steps
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: dict[str, Any]
+    best: dict[str, Any] | None  # {"metric", "value", "step"} of the best validation so far
+    run: dict[str, Any]  # what must not change on resume (seed, batch size, datasets)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, numpy and torch (CPU + CUDA) generator states, as tensors and plain numbers."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    saved = state["numpy"]
+    np.random.set_state(
+        (
+            saved["kind"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["position"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_root(output: Path) -> Path:
+    return output / "checkpoints"
+
+
+def save_checkpoint(output: Path, model: DocSAM, state: TrainerState, keep_last: int) -> Path:
+    """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders."""
+    root = checkpoint_root(output)
+    final = root / f"step-{state.step:08d}"
+    staging = root / f".{final.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(model, staging / MODEL_FILE)
+    torch.save(state.__dict__, staging / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    for old in list_checkpoints(output)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(output: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = checkpoint_root(output)
+    if not root.is_dir():
+        return []
+    found = [(int(match[1]), path) for path in root.iterdir() if (match := _STEP_FOLDER.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def load_trainer_state(folder: Path) -> TrainerState:
+    data = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return TrainerState(**data)
+
+
+def save_best(output: Path, model: DocSAM, metrics: dict[str, float], step: int) -> None:
+    """Replace `best/` with these weights and their validation metrics."""
+    folder = output / "best"
+    save_model(model, folder / MODEL_FILE)
+    with atomic_open(folder / "metrics.json") as handle:
+        json.dump({"step": step, **metrics}, handle, indent=1)

@@ -1,0 +1,165 @@
+"""Training samples from several datasets at once, and their collation (ARCHITECTURE.md §6.5, §6.6).
+
+Dataset choice follows the reference: each sample picks a dataset at random with probability
+∝ sqrt(K_d / geometric mean of K) (K_d = categories of the dataset's first json) — or explicit weights —
+ignoring which dataset the shuffled index came from; the image is `index mod len(dataset)`; the epoch length
+is the largest dataset's size times the number of datasets. With a curriculum, a dataset takes part from
+its start iteration on and the probabilities are renormalised over the datasets active at that step.
+
+Unlike the reference (B-4), a sample that fails to load raises an error naming the file instead of silently
+returning another random sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from docsam_cli.training.augment import AugmentSettings, Targets, augment, rasterise
+from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.sample_random import SampleRandom, SeededRandom
+from docsam_cli.training.sampler import SampleKey
+from model.loss import ImageTargets
+
+
+@dataclass
+class TrainingSample:
+    pixel_values: torch.Tensor  # (3, h, w) float32 BGR 0..255
+    targets: Targets
+    class_names: list[str]  # background prompt last
+    source: str  # image path, for messages
+
+
+@dataclass
+class TrainingBatch:
+    """A collated batch: inputs of `DocSAM.forward` plus one `ImageTargets` per image."""
+
+    pixel_values: torch.Tensor  # (N, 3, H, W), zero-padded right/bottom
+    pixel_mask: torch.Tensor  # (N, 1, H, W) float32, 1 = image pixel
+    image_bboxes: torch.Tensor  # (N, 4) int64 [0, 0, w_i, h_i]
+    targets: list[ImageTargets]
+    sources: list[str]
+
+    @property
+    def class_names(self) -> list[list[str]]:
+        return [target.class_names for target in self.targets]
+
+    def to(self, device: torch.device | str) -> TrainingBatch:
+        return self._map(lambda tensor: tensor.to(device, non_blocking=True))
+
+    def pin_memory(self) -> TrainingBatch:
+        """Called by the DataLoader (`pin_memory=True`) so that `to(cuda)` copies asynchronously."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, apply: Callable[[torch.Tensor], torch.Tensor]) -> TrainingBatch:
+        return TrainingBatch(
+            apply(self.pixel_values),
+            apply(self.pixel_mask),
+            apply(self.image_bboxes),
+            [
+                ImageTargets(
+                    apply(target.instance_masks),
+                    apply(target.instance_boxes),
+                    apply(target.instance_labels),
+                    apply(target.semantic_masks),
+                    target.class_names,
+                )
+                for target in self.targets
+            ],
+            self.sources,
+        )
+
+
+def reference_weights(category_counts: Sequence[int]) -> list[float]:
+    """Unnormalised sampling weights sqrt(K_d / geometric mean of K) (§6.5); K = 0 counts as 1.
+
+    This arithmetic (and normalising once, in `MixedTrainingData.probabilities`) gives the reference's
+    probabilities bit for bit."""
+    counts = [max(count, 1) for count in category_counts]
+    geometric_mean = math.prod(counts) ** (1 / len(counts))
+    return [math.sqrt(count / geometric_mean) for count in counts]
+
+
+class MixedTrainingData(Dataset[TrainingSample]):
+    """Map-style dataset over `SampleKey`s (see `sampler.TrainingSampler`)."""
+
+    def __init__(
+        self,
+        datasets: Sequence[LayoutDataset],
+        augmentation: AugmentSettings,
+        seed: int,
+        weights: Sequence[float] | None = None,
+        starts: Sequence[int] | None = None,
+    ) -> None:
+        if not datasets:
+            raise ValueError("no training datasets")
+        self.datasets = list(datasets)
+        self.augmentation = augmentation
+        self.seed = seed
+        self.weights = (
+            list(weights)
+            if weights is not None
+            else reference_weights([d.category_count() for d in self.datasets])
+        )
+        self.starts = list(starts) if starts is not None else [0] * len(self.datasets)
+        if len(self.weights) != len(self.datasets) or len(self.starts) != len(self.datasets):
+            raise ValueError("need one weight and one start per dataset")
+        if min(self.starts) != 0:
+            raise ValueError("at least one dataset must be active from the first iteration")
+
+    def __len__(self) -> int:
+        return max(len(dataset) for dataset in self.datasets) * len(self.datasets)
+
+    def probabilities(self, step: int) -> list[float]:
+        """Sampling probabilities at optimiser step `step` (0 for datasets not started yet)."""
+        active = [
+            weight if start <= step else 0.0 for weight, start in zip(self.weights, self.starts, strict=True)
+        ]
+        return [weight / sum(active) for weight in active]
+
+    def __getitem__(self, key: SampleKey) -> TrainingSample:
+        return self.sample(key.index, SeededRandom(self.seed, key.position), key.step)
+
+    def sample(self, index: int, rng: SampleRandom, step: int = 0) -> TrainingSample:
+        """Pick a dataset, load image `index mod len`, augment and rasterise (the reference's draw order)."""
+        dataset = self.datasets[rng.choice(self.probabilities(step))]
+        image_index = index % len(dataset)
+        image, page = dataset.load(image_index)
+        pixels = torch.from_numpy(image).permute(2, 0, 1).float()
+        pixels, instances = augment(pixels, page.instances, rng, self.augmentation)
+        class_names = dataset.class_names(page)
+        targets = rasterise(instances, len(class_names), (pixels.shape[1], pixels.shape[2]))
+        return TrainingSample(pixels.contiguous(), targets, class_names, str(dataset.image_path(image_index)))
+
+
+def collate(samples: Sequence[TrainingSample]) -> TrainingBatch:
+    """Zero-pad images, pixel masks and GT masks right/bottom to the batch's largest size (§6.6)."""
+    height = max(sample.pixel_values.shape[1] for sample in samples)
+    width = max(sample.pixel_values.shape[2] for sample in samples)
+
+    def pad(tensor: torch.Tensor) -> torch.Tensor:
+        return F.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]))
+
+    targets = [
+        ImageTargets(
+            instance_masks=pad(sample.targets.instance_masks),
+            instance_boxes=sample.targets.instance_boxes,
+            instance_labels=sample.targets.instance_labels,
+            semantic_masks=pad(sample.targets.semantic_masks),
+            class_names=sample.class_names,
+        )
+        for sample in samples
+    ]
+    sizes = [(sample.pixel_values.shape[1], sample.pixel_values.shape[2]) for sample in samples]
+    return TrainingBatch(
+        pixel_values=torch.stack([pad(sample.pixel_values) for sample in samples]),
+        pixel_mask=torch.stack([pad(torch.ones(1, h, w)) for h, w in sizes]),
+        image_bboxes=torch.tensor([[0, 0, w, h] for h, w in sizes], dtype=torch.int64),
+        targets=targets,
+        sources=[sample.source for sample in samples],
+    )

@@ -1,0 +1,127 @@
+"""Reading one dataset split of the unified layout (ARCHITECTURE.md §6.1) for training and validation.
+
+```
+<root>/list.txt              image file names relative to image/, one per line
+<root>/list_train.txt        optional, preferred for training (list_val.txt: for validation)
+<root>/image/<name>          the images
+<root>/image_resize/<name>   optional pre-resized copy, used instead of image/<name> when present
+<root>/coco/<stem>.json      one COCO json per image
+```
+
+The dataset name prefixes the background prompt (`"<name> _background_"`, the last class name). It is
+given explicitly or comes from `convert-dataset`'s `dataset.json` (else the reference's path rule, B-9), via
+`docsam_cli.datasets.layout` — the same rules `evaluate` uses. Annotations are read with the reference's
+own loader rules (`annotations.rectify`), not the converter's cleaning, so training sees what the
+reference's training saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from docsam_cli.datasets import layout
+from docsam_cli.inputs.images import load_frame
+from docsam_cli.training.annotations import (
+    BACKGROUND,
+    AnnotationError,
+    PageAnnotations,
+    category_count,
+    rectify,
+)
+
+Stage = Literal["train", "test"]
+
+
+class DatasetError(ValueError):
+    """A dataset folder or one of its files that cannot be used (the message names the path)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A training dataset as given on the command line: `PATH[,name=NAME][,weight=W][,start=ITER]`.
+
+    `weight` replaces the reference's sampling probability (∝ sqrt of the class count, §6.5) by an explicit
+    one; `start` is the first iteration at which the dataset is sampled (curriculum).
+    """
+
+    path: Path
+    name: str | None = None
+    weight: float | None = None
+    start: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetSpec:
+        path, *options = text.split(",")
+        values: dict[str, Any] = {}
+        for option in options:
+            key, sep, value = option.partition("=")
+            if not sep or key not in ("name", "weight", "start"):
+                raise ValueError(
+                    f"{text!r}: expected PATH[,name=NAME][,weight=W][,start=ITER], got {option!r}"
+                )
+            values[key] = value if key == "name" else float(value) if key == "weight" else int(value)
+        if values.get("weight", 1.0) <= 0 or values.get("start", 0) < 0:
+            raise ValueError(f"{text!r}: weight must be positive and start non-negative")
+        return cls(Path(path).expanduser(), **values)
+
+
+class LayoutDataset:
+    """The images of one split, their rectified annotations and class names, loaded on demand."""
+
+    def __init__(self, root: str | os.PathLike[str], name: str | None = None, stage: Stage = "train") -> None:
+        self.root = Path(root)
+        if not layout.is_layout(self.root):
+            raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
+        self.name = name if name is not None else layout.dataset_name(self.root)
+        list_file = layout.list_file(self.root, stage)
+        self.image_names = [
+            line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+        if not self.image_names:
+            raise DatasetError(f"{list_file}: lists no images")
+
+    def __len__(self) -> int:
+        return len(self.image_names)
+
+    @property
+    def background_prompt(self) -> str:
+        return f"{self.name} {BACKGROUND}"
+
+    def image_path(self, index: int) -> Path:
+        name = self.image_names[index]
+        resized = self.root / "image_resize" / name
+        return resized if resized.is_file() else self.root / "image" / name
+
+    def json_path(self, index: int) -> Path:
+        return self.root / "coco" / (os.path.splitext(self.image_names[index])[0] + ".json")
+
+    def read_json(self, index: int) -> Mapping[str, Any]:
+        path = self.json_path(index)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{path}: cannot read the annotations ({error})") from None
+
+    def category_count(self) -> int:
+        """K_d of the sampling rule: the categories of the first image's json (§6.5)."""
+        return category_count(self.read_json(0))
+
+    def load(self, index: int) -> tuple[np.ndarray, PageAnnotations]:
+        """The BGR uint8 image and its annotations in that image's pixel coordinates (area-sorted)."""
+        image = load_frame(self.image_path(index))
+        try:
+            page = rectify(self.read_json(index))
+        except AnnotationError as error:
+            raise DatasetError(f"{self.json_path(index)}: {error}") from None
+        return image, page.scaled(image.shape[0], image.shape[1])
+
+    def class_names(self, page: PageAnnotations) -> list[str]:
+        """The page's sorted class names followed by this dataset's background prompt."""
+        return [*page.class_names, self.background_prompt]

@@ -1,0 +1,65 @@
+"""The run's record: one JSON line per logged step or validation in `<output>/log.jsonl`, and TensorBoard
+scalars when the `tensorboard` package is installed.
+
+On resume the lines written after the resumed checkpoint (by the interrupted process) are dropped first,
+so the file reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+LOG_FILE = "log.jsonl"
+
+
+def read_log(output: Path) -> list[dict[str, Any]]:
+    path = output / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class RunLog:
+    """Appends records (rank 0 only); `start_step` truncates records of later steps left by a killed run."""
+
+    def __init__(self, output: Path, start_step: int) -> None:
+        self.path = output / LOG_FILE
+        kept = [record for record in read_log(output) if record["step"] <= start_step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+        self._handle = self.path.open("a", encoding="utf-8")
+        self._tensorboard = _tensorboard_writer(output / "tensorboard")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        if self._tensorboard is not None:
+            for name, value in _scalars(record):
+                self._tensorboard.add_scalar(name, value, record["step"])
+
+    def close(self) -> None:
+        self._handle.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    scalars = []
+    for key, value in record.items():
+        if key == "step":
+            continue
+        if isinstance(value, dict):
+            scalars += _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, int | float):
+            scalars.append((prefix + key, float(value)))
+    return scalars
+
+
+def _tensorboard_writer(folder: Path):
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder))

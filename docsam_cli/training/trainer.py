@@ -1,0 +1,307 @@
+"""The training loop (ARCHITECTURE.md §9.2, §9.4) with resume, accumulation, mixed precision and DDP.
+
+Per optimiser step, as train.py: forward the batch, criterion total, backward, AdamW step (one parameter
+group, no clipping), then set the learning rate for the next step (the first step uses the base rate).
+Added here:
+
+* Gradient accumulation: the global batch is run as `accumulation` micro-batches per process, each loss
+  divided by `accumulation`; DDP synchronises gradients on the last one only.
+* bf16 / fp16 autocast on CUDA for the network (the criterion runs in float32; fp16 uses a grad scaler).
+* Reproducibility: each micro-batch seeds torch from (seed, chunk index), so dropout, stochastic depth and
+  the loss's jittered point grids depend only on which samples are run — not on the process count,
+  restarts or data-loader workers (see `sampler`). A run resumed from a checkpoint therefore continues
+  exactly as the uninterrupted run, and W processes × A accumulation steps equal one process with W·A.
+* Losses are normalised per process like the reference (each process averages over its own matched pairs,
+  DDP averages the gradients). Compared with one process running the whole global batch in one forward
+  the result therefore differs slightly — so does the forward itself, since query selection pads queries
+  across the images of a forward (quirk Q-6) — while it equals one process with the same micro-batches.
+* The run stops after exactly `iterations` steps (train.py runs one more when the epochs allow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from docsam_cli.atomic import atomic_open
+from docsam_cli.training.checkpoints import (
+    MODEL_FILE,
+    TrainerState,
+    capture_rng,
+    load_trainer_state,
+    restore_rng,
+    save_best,
+    save_checkpoint,
+)
+from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate
+from docsam_cli.training.distributed import Distributed
+from docsam_cli.training.progress import TrainingProgress
+from docsam_cli.training.run_log import RunLog
+from docsam_cli.training.sample_random import derive_seed
+from docsam_cli.training.sampler import BatchLayout, TrainingSampler
+from model.checkpoint import load_weights, read_state_dict, save_model
+from model.docsam import DocSAM
+from model.loss import CriterionOutput, DocSAMCriterion
+from model.optim import SCHEDULES, ReferenceLRSchedule, Schedule, build_optimizer
+from model.outputs import DocSAMOutput
+
+Precision = Literal["fp32", "bf16", "fp16"]
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Validation: the trained (unwrapped) model in eval mode → metrics, higher is better. Given to the main
+# process only.
+Validator = Callable[[DocSAM], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Loop settings. Defaults follow the reference's all-dataset recipe where it has one (§9.3)."""
+
+    iterations: int
+    batch_size: int = 32  # global, over all processes and accumulation steps
+    accumulation: int = 1
+    lr: float = 4e-5
+    weight_decay: float = 1e-2
+    schedule: Schedule = "cosine"
+    warmup: int = 0
+    precision: Precision = "fp32"
+    seed: int = 0
+    workers: int = 2
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_last: int = 3
+    validate_every: int = 200  # 0 = never (also when no validator is given)
+    best_metric: str = "mAP"
+    freeze_backbone: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in AUTOCAST_DTYPES and self.precision != "fp32":
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.iterations < 1:
+            raise ValueError("iterations must be at least 1")
+        if min(self.log_every, self.checkpoint_every, self.keep_last) < 1 or self.validate_every < 0:
+            raise ValueError("log/checkpoint intervals and keep-last must be positive")
+
+
+def seed_chunk(seed: int, chunk: int) -> None:
+    """Seed torch (all devices) for one micro-batch: its dropout masks and point jitter."""
+    torch.manual_seed(derive_seed(seed, chunk) % 2**63)
+
+
+def forward_loss(
+    model: nn.Module, batch: TrainingBatch, criterion: DocSAMCriterion, precision: Precision = "fp32"
+) -> tuple[DocSAMOutput, CriterionOutput]:
+    """The network on a collated batch (autocast unless fp32), then the criterion in float32."""
+    device_type = batch.pixel_values.device.type
+    autocast = (
+        torch.autocast(device_type, dtype=AUTOCAST_DTYPES[precision])
+        if precision != "fp32"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        output = model(batch.pixel_values, batch.pixel_mask, batch.image_bboxes, batch.class_names)
+    return output, criterion(output.stages, batch.targets)
+
+
+def trainable_parameters(model: DocSAM, freeze_backbone: bool) -> list[nn.Parameter]:
+    """All parameters in one AdamW group (§9.2), the backbone left out when frozen."""
+    model.backbone.requires_grad_(not freeze_backbone)
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+
+class Trainer:
+    """Runs (or resumes) one training run into `output`. Rank 0 writes; every rank trains."""
+
+    def __init__(
+        self,
+        model: DocSAM,
+        data: MixedTrainingData,
+        options: TrainingOptions,
+        output: Path,
+        distributed: Distributed | None = None,
+        validator: Validator | None = None,
+    ) -> None:
+        self.distributed = distributed or Distributed()
+        self.device = self.distributed.device
+        if options.precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"{options.precision} autocast needs a CUDA device")
+        self.model = model.to(self.device)
+        self.data = data
+        self.options = options
+        self.output = Path(output)
+        self.validator = validator
+        self.layout = BatchLayout(options.batch_size, self.distributed.world_size, options.accumulation)
+        self.criterion = DocSAMCriterion(no_object_weight=model.config.no_object_weight)
+        self.optimizer = build_optimizer(
+            trainable_parameters(model, options.freeze_backbone), options.lr, options.weight_decay
+        )
+        self.schedule = ReferenceLRSchedule(
+            self.optimizer, options.schedule, options.lr, options.iterations, options.warmup
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.precision == "fp16")
+        self.best: dict | None = None
+
+    # --- identity of the run ----------------------------------------------------------------------
+
+    def run_identity(self) -> dict:
+        """What a resumed run must share with the checkpoint for its data stream to continue."""
+        return {
+            "seed": self.options.seed,
+            "batch_size": self.options.batch_size,
+            "freeze_backbone": self.options.freeze_backbone,  # shapes the optimiser state
+            "datasets": [[str(d.root.resolve()), d.name] for d in self.data.datasets],
+            "weights": list(self.data.weights),
+            "starts": list(self.data.starts),
+        }
+
+    def resume(self, checkpoint: Path) -> int:
+        """Load weights and trainer state from a checkpoint folder; returns the completed step count."""
+        state = load_trainer_state(checkpoint)
+        identity = self.run_identity()
+        changed = [key for key, value in identity.items() if state.run.get(key) != value]
+        if changed:
+            raise ValueError(f"{checkpoint}: cannot resume with other {', '.join(changed)} than the run had")
+        load_weights(self.model, read_state_dict(checkpoint / MODEL_FILE), str(checkpoint))
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng)
+        self.best = state.best
+        return state.step
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self, resume: Path | None = None) -> Path:
+        """Train to `options.iterations`; returns the path of the final weights."""
+        options, main = self.options, self.distributed.is_main
+        start = self.resume(resume) if resume is not None else 0
+        if start == 0 and options.warmup:
+            self.schedule.step(0)
+        self.output.mkdir(parents=True, exist_ok=True)
+        if main:
+            with atomic_open(self.output / "run.json") as handle:
+                record = {"options": asdict(options), "world_size": self.distributed.world_size}
+                json.dump({**record, **self.run_identity()}, handle, indent=1)
+        log = RunLog(self.output, start) if main else None
+        network = self.distributed.wrap(self.model)
+        self._set_mode(train=True)
+        batches = self._batches(start)
+        timer = (time.perf_counter(), start)
+        try:
+            with TrainingProgress(options.iterations, start, main and options.progress) as progress:
+                for step in range(start + 1, options.iterations + 1):
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    loss = self._step(network, batches, step - 1)
+                    if main:
+                        progress.update(step, loss.item(), lr, self._speed(timer, step))
+                    if step % options.log_every == 0 or step == options.iterations:
+                        mean_loss = self.distributed.mean(loss).item()
+                        if log is not None:
+                            log.write(
+                                {"step": step, "loss": mean_loss, "lr": lr, "it_s": self._speed(timer, step)}
+                            )
+                        timer = (time.perf_counter(), step)
+                    self._after_step(step, log, progress)
+        finally:
+            if log is not None:
+                log.close()
+        final = self.output / MODEL_FILE
+        if main:
+            save_model(self.model, final)
+        self.distributed.barrier()
+        return final
+
+    def _batches(self, start: int) -> Iterator[TrainingBatch]:
+        sampler = TrainingSampler(
+            len(self.data), self.layout, self.distributed.rank, self.options.seed, start_step=start
+        )
+        loader = DataLoader(
+            self.data,
+            batch_size=self.layout.micro_batch,
+            sampler=sampler,
+            num_workers=self.options.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.options.workers > 0,
+        )
+        return iter(loader)
+
+    def _step(self, network: nn.Module, batches: Iterator[TrainingBatch], step: int) -> torch.Tensor:
+        """One optimiser step (0-based `step`) over `accumulation` micro-batches; returns this process's
+        loss (the sum of the scaled micro-batch losses)."""
+        accumulation = self.options.accumulation
+        total = torch.zeros((), device=self.device)
+        for micro_step in range(accumulation):
+            batch = next(batches).to(self.device)
+            seed_chunk(self.options.seed, self.layout.chunk(step, micro_step, self.distributed.rank))
+            last = micro_step == accumulation - 1
+            sync = contextlib.nullcontext() if last or not self.distributed.enabled else network.no_sync()
+            with sync:
+                _, losses = forward_loss(network, batch, self.criterion, self.options.precision)
+                scaled = losses.total / accumulation
+                self.scaler.scale(scaled).backward()
+            total += scaled.detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step(step + 1)
+        if not math.isfinite(total.item()):
+            raise FloatingPointError(f"loss is {total.item()} at step {step + 1}")
+        return total
+
+    def _after_step(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
+        options, last = self.options, step == self.options.iterations
+        if options.validate_every and (step % options.validate_every == 0 or last):
+            # Only the main process validates (it alone holds the validator); the others wait for it.
+            if self.validator is not None:
+                self._validate(step, log, progress)
+            self.distributed.barrier()
+        if step % options.checkpoint_every == 0 or last:
+            if self.distributed.is_main:
+                state = TrainerState(
+                    step=step,
+                    optimizer=self.optimizer.state_dict(),
+                    scaler=self.scaler.state_dict(),
+                    rng=capture_rng(),
+                    best=self.best,
+                    run=self.run_identity(),
+                )
+                save_checkpoint(self.output, self.model, state, options.keep_last)
+            self.distributed.barrier()
+
+    def _validate(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
+        self._set_mode(train=False)
+        try:
+            with torch.no_grad():
+                metrics = self.validator(self.model)
+        finally:
+            self._set_mode(train=True)
+        if log is not None:
+            log.write({"step": step, "validation": metrics})
+        progress.note(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        value = metrics.get(self.options.best_metric)
+        if value is not None and (self.best is None or value > self.best["value"]):
+            self.best = {"metric": self.options.best_metric, "value": value, "step": step}
+            save_best(self.output, self.model, metrics, step)
+
+    def _set_mode(self, train: bool) -> None:
+        """Train mode everywhere except a frozen backbone (no stochastic depth on fixed features)."""
+        self.model.train(train)
+        if self.options.freeze_backbone:
+            self.model.backbone.eval()
+
+    @staticmethod
+    def _speed(timer: tuple[float, int], step: int) -> float:
+        started, first = timer
+        return (step - first) / max(time.perf_counter() - started, 1e-9)

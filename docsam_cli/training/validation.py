@@ -1,0 +1,60 @@
+"""Validation during training through `docsam evaluate`'s code: its ground-truth reader and metrics, with
+predictions from the inference pipeline `segment` uses.
+
+The reference validates every 200 iterations on 10 training-style random crops per set, predicted whole
+(§7.8, §9.4; noisy, B-19). Here the first `max_images` pages of each validation split go through the
+sliding-window pipeline (`model.inference`, at the test-time size of the training geometry) and are scored
+by `docsam_cli.evaluation.evaluate` (COCO mask AP at 4000 detections, mAF, mIoU). Metrics are reported per
+set (`<name>/mAP` ...) and as unweighted means over the sets (`mAP`, `AP50`, `AP75`, `mAF`, `mIoU`), as the
+reference averages its datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from docsam_cli.datasets.ground_truth import load_ground_truth
+from docsam_cli.evaluation import evaluate
+from docsam_cli.training.datasets import DatasetError, LayoutDataset
+from model.docsam import DocSAM
+from model.inference import Geometry, segment_pages
+
+METRICS = ("mAP", "AP50", "AP75", "mAF", "mIoU")
+
+
+class LayoutValidator:
+    """Scores a model on the first `max_images` pages of each validation split (decoded once)."""
+
+    def __init__(self, datasets: Sequence[LayoutDataset], geometry: Geometry, max_images: int) -> None:
+        self.geometry = geometry
+        self.sets = []
+        for dataset in datasets:
+            truth = {
+                image.name: image for image in load_ground_truth(dataset.root, "unified", frozenset()).images
+            }
+            pages = []
+            for index in range(min(max_images, len(dataset))):
+                key = os.path.splitext(os.path.basename(dataset.image_names[index]))[0]
+                if key not in truth:
+                    raise DatasetError(f"{dataset.root}: no ground truth for {dataset.image_names[index]}")
+                image, page = dataset.load(index)
+                pages.append((image, truth[key], list(page.class_names)))
+            self.sets.append((dataset.name, pages))
+
+    def __call__(self, model: DocSAM) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for name, pages in self.sets:
+            predictions = {
+                gt.name: segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0]
+                for image, gt, names in pages
+            }
+            result = evaluate([gt for _, gt, _ in pages], predictions)
+            scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
+            scores.update({"mAF": result.maf, "mIoU": result.miou})
+            metrics.update({f"{name}/{key}": float(value or 0.0) for key, value in scores.items()})
+        for key in METRICS:
+            metrics[key] = float(np.mean([metrics[f"{name}/{key}"] for name, _ in self.sets]))
+        return metrics

@@ -1,0 +1,186 @@
+"""Training data beyond the parity batch: the reference's annotation rules, augmentation edge cases, the
+sample stream (sharding, accumulation, resume, curriculum) and loud failures."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import ScriptedRandom, write_layout
+
+from docsam_cli.training.annotations import Instance, rectify
+from docsam_cli.training.augment import AugmentSettings, augment, crop_instances, rasterise
+from docsam_cli.training.data import MixedTrainingData, reference_weights
+from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
+from docsam_cli.training.sampler import BatchLayout, TrainingSampler
+
+
+def coco(annotations: list[dict], categories: list[tuple[int, str]], size=(100, 80)) -> dict:
+    height, width = size
+    return {
+        "images": [{"id": 1, "height": height, "width": width, "file_name": "p.png"}],
+        "categories": [{"id": i, "name": name} for i, name in categories],
+        "annotations": annotations,
+    }
+
+
+def test_dataset_spec_syntax() -> None:
+    spec = DatasetSpec.parse("/data/set,name=My set,weight=2.5,start=400")
+    assert spec == DatasetSpec(Path("/data/set"), "My set", 2.5, 400)
+    assert DatasetSpec.parse("relative/dir") == DatasetSpec(Path("relative/dir"))
+    for bad in ("d,colour=red", "d,weight=0", "d,start=-1", "d,name"):
+        with pytest.raises(ValueError):
+            DatasetSpec.parse(bad)
+
+
+def test_rectification_follows_the_reference_loader() -> None:
+    page = rectify(
+        coco(
+            [
+                {"id": 1, "category_id": 3, "bbox": [10, 10, 20, 5]},  # box only → 4-corner polygon
+                {"id": 2, "category_id": "title", "poly": [0, 0, 9, 0, 9, 4]},  # string id, `poly`
+                {"id": 3, "category_id": 4, "segmentation": [[5, 50, 15, 50, 15, 60]]},  # no box
+                {"id": 4, "category_id": 2, "bbox": [1, 1, 2, 2]},  # text word: dropped (table exists)
+                {"id": 5, "category_id": 1, "bbox": [70, 90, 30, 30]},  # clamped into the image
+                {"id": 6, "category_id": 4},  # neither box nor polygon: dropped
+            ],
+            [(0, "_background_"), (1, "text"), (2, "text word"), (3, "table"), (4, "figure"), (5, "title")],
+        )
+    )
+    assert page.class_names == ("figure", "table", "text", "title")
+    labels = [page.class_names[instance.label] for instance in page.instances]
+    assert labels == ["table", "title", "figure", "text"]
+    table, title, figure, text = page.instances
+    assert table.box.tolist() == [10, 10, 30, 15]
+    assert table.polygons[0].tolist() == [[10, 10], [30, 10], [30, 15], [10, 15]]
+    assert title.box.tolist() == [0, 0, 10, 5]  # cv2.boundingRect of integer points: max − min + 1
+    assert figure.box.tolist() == [5, 50, 16, 61]
+    assert text.box.tolist() == [70, 90, 79, 99]  # corners clamped to [0, W−1] × [0, H−1]
+    assert title.area == pytest.approx(9 * 4 / 2)
+    by_area = page.scaled(200, 160)  # twice the json size
+    assert [i.area for i in by_area.instances] == sorted((i.area * 4 for i in page.instances), reverse=True)
+    assert by_area.instances[0].box.tolist() == [20, 20, 60, 30]
+
+
+def square(label: int, x1: float, y1: float, x2: float, y2: float) -> Instance:
+    points = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+    return Instance(label, np.array([x1, y1, x2, y2], dtype=np.float64), (points,), (x2 - x1) * (y2 - y1))
+
+
+def test_crop_keeps_instances_reaching_four_pixels_in() -> None:
+    window = (10, 20, 50, 60)
+    kept = crop_instances(
+        [
+            square(0, 0, 30, 14, 40),  # reaches exactly 4 px into the crop: kept, clipped
+            square(1, 0, 30, 13.9, 40),  # 3.9 px: dropped
+            square(2, 30, 56, 40, 70),  # reaches 4 px in from the bottom edge: kept
+            square(3, 30, 56.5, 40, 70),  # 3.5 px: dropped
+        ],
+        window,
+        4.0,
+    )
+    assert [instance.label for instance in kept] == [0, 2]
+    assert kept[0].box.tolist() == [0, 10, 4, 20]
+    assert kept[1].box.tolist() == [20, 36, 30, 40]
+    assert kept[1].polygons[0].max(0).tolist() == [30, 40]
+
+
+def test_resize_branch_and_empty_pages() -> None:
+    settings = AugmentSettings(short_range=(50, 60), patch=(32, 48))
+    rng = ScriptedRandom(
+        [
+            {"call": "random.randint", "args": [50, 60], "value": 50},
+            {"call": "random.uniform", "args": [0, 1], "value": 0.1},  # < 0.2: resize to the patch
+        ]
+    )
+    pixels, instances = augment(torch.rand(3, 100, 200) * 255, [square(0, 0, 0, 100, 50)], rng, settings)
+    assert pixels.shape == (3, 32, 48) and rng.used == 2
+    assert instances[0].box.tolist() == pytest.approx([0, 0, 24, 16])  # 100x200 → 50x100 → 32x48
+
+    empty = rasterise([], num_classes=3, size=(32, 48))  # B-11: no dummy instance
+    assert empty.instance_masks.shape == (0, 32, 48) and empty.instance_boxes.shape == (0, 4)
+    assert empty.semantic_masks[-1].all() and not empty.semantic_masks[:-1].any()
+
+
+def test_rasterisation_truncates_like_int32_and_fills_inclusive() -> None:
+    targets = rasterise([square(1, 2.9, 3.7, 6.2, 5.99)], num_classes=3, size=(10, 10))
+    mask = targets.instance_masks[0]
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    assert (xs.min().item(), xs.max().item(), ys.min().item(), ys.max().item()) == (2, 6, 3, 5)
+    assert torch.equal(targets.semantic_masks[1], mask) and torch.equal(targets.semantic_masks[2], ~mask)
+
+
+@pytest.fixture
+def two_sets(tmp_path: Path) -> list[LayoutDataset]:
+    rng = np.random.default_rng(0)
+    sets = []
+    for name, count, classes in (("one", 3, ["a", "b"]), ("two", 5, ["c", "d", "e", "f"])):
+        pages = {}
+        for index in range(count):
+            image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+            annotation = {"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}
+            pages[f"{name}{index}"] = (image, coco([annotation], list(enumerate(classes, 1)), (60, 80)))
+        sets.append(LayoutDataset(write_layout(tmp_path / name, pages), name=name))
+    return sets
+
+
+def test_mixture_sampling_and_curriculum(two_sets) -> None:
+    settings = AugmentSettings(short_range=(40, 50), patch=(32, 32))
+    data = MixedTrainingData(two_sets, settings, seed=3, starts=[0, 10])
+    assert len(data) == 5 * 2  # largest set × number of sets
+    assert data.probabilities(9) == [1.0, 0.0]
+    weights = reference_weights([2, 4])
+    assert data.probabilities(10) == [w / sum(weights) for w in weights]
+    assert weights[1] / weights[0] == pytest.approx(2**0.5)
+    # The same key gives the same sample, whoever loads it (workers, other processes, a resumed run).
+    first, again = data[_key(7, 4, 10)], data[_key(7, 4, 10)]
+    assert torch.equal(first.pixel_values, again.pixel_values) and first.class_names == again.class_names
+    names = {tuple(data[_key(p, p % 10, 12)].class_names) for p in range(40)}
+    assert names == {("a", "b", "one _background_"), ("c", "d", "e", "f", "two _background_")}
+    with pytest.raises(ValueError):
+        MixedTrainingData(two_sets, settings, seed=3, starts=[5, 10])
+
+
+def _key(position: int, index: int, step: int):
+    from docsam_cli.training.sampler import SampleKey
+
+    return SampleKey(position, index, step)
+
+
+def test_sample_stream_is_the_same_for_processes_accumulation_and_resume() -> None:
+    def chunks(layout: BatchLayout, rank: int, start: int, steps: int) -> list[list]:
+        keys = iter(TrainingSampler(7, layout, rank, seed=5, start_step=start))
+        per_chunk = [
+            list(itertools.islice(keys, layout.micro_batch)) for _ in range(steps * layout.accumulation)
+        ]
+        return per_chunk
+
+    single = chunks(BatchLayout(4, world_size=1, accumulation=2), 0, 0, 6)  # 2 chunks of 2 per step
+    ranks = [chunks(BatchLayout(4, world_size=2, accumulation=1), rank, 0, 6) for rank in (0, 1)]
+    for step in range(6):  # DDP rank r at step k runs what one process runs at micro-step r of step k
+        assert ranks[0][step] == single[2 * step] and ranks[1][step] == single[2 * step + 1]
+    resumed = chunks(BatchLayout(4, world_size=1, accumulation=2), 0, 3, 3)
+    assert resumed == single[6:]
+    positions = [key.position for chunk in single for key in chunk]
+    assert positions == list(range(24))
+    epochs = [
+        sorted(key.index for chunk in single for key in chunk if key.position // 7 == e) for e in (0, 1)
+    ]
+    assert epochs == [list(range(7))] * 2  # every index once per epoch
+    with pytest.raises(ValueError):
+        BatchLayout(6, world_size=4)
+
+
+def test_unreadable_samples_fail_loudly(two_sets) -> None:
+    """B-4: the reference silently substitutes a random other sample; here the error names the file."""
+    broken = two_sets[0]
+    (broken.root / "image" / "one1.png").unlink()
+    data = MixedTrainingData([broken], AugmentSettings((40, 50), (32, 32)), seed=0)
+    with pytest.raises(Exception, match=r"one1\.png"):
+        data[_key(0, 1, 0)]
+    (broken.root / "coco" / "one2.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"one2\.json"):
+        data[_key(0, 2, 0)]

@@ -1,0 +1,143 @@
+"""The training loop in-process on a small synthetic dataset: checkpoints, keep-last, best-by-metric, frozen
+backbone, the log, resume guards and the command-line checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import write_layout
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.training.augment import AugmentSettings
+from docsam_cli.training.build import Regularisation, architecture_of
+from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints, load_trainer_state
+from docsam_cli.training.data import MixedTrainingData
+from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
+from docsam_cli.training.launch import RunPlan, resume_point
+from docsam_cli.training.run_log import read_log
+from docsam_cli.training.trainer import Trainer, TrainingOptions
+from model.checkpoint import load_model, load_weights
+from model.docsam import DocSAM
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> LayoutDataset:
+    rng = np.random.default_rng(0)
+    pages = {}
+    for index in range(3):
+        image = rng.integers(0, 255, (64, 72, 3), dtype=np.uint8)
+        annotations = [
+            {"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]},
+            {"id": 2, "category_id": 2, "bbox": [10, 34, 50, 20]},
+        ]
+        pages[f"page{index}"] = (
+            image,
+            {
+                "images": [{"id": index, "height": 64, "width": 72, "file_name": f"page{index}.png"}],
+                "categories": [{"id": 1, "name": "text"}, {"id": 2, "name": "table"}],
+                "annotations": annotations,
+            },
+        )
+    return LayoutDataset(write_layout(tmp_path / "data", pages), name="Synthetic")
+
+
+def small_model(tiny_config, tiny_reference_state) -> DocSAM:
+    """The tiny parity model with the default (reference) training dropout."""
+    model = DocSAM(Regularisation().apply(tiny_config))
+    load_weights(model, tiny_reference_state)
+    return model
+
+
+def options(**changes) -> TrainingOptions:
+    values = dict(
+        iterations=4, batch_size=2, lr=1e-3, workers=0, log_every=1, checkpoint_every=1, keep_last=2
+    )
+    return TrainingOptions(**{**values, "validate_every": 2, "progress": False, **changes})
+
+
+def data_of(dataset: LayoutDataset, seed: int = 0) -> MixedTrainingData:
+    return MixedTrainingData([dataset], AugmentSettings((48, 56), (40, 40)), seed=seed)
+
+
+def test_run_writes_checkpoints_best_log_and_keeps_the_backbone_frozen(
+    dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    model = small_model(tiny_config, tiny_reference_state)
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    scores = iter([0.5, 0.3])  # validations at steps 2 and 4: the first is the best
+    output = tmp_path / "run"
+    trainer = Trainer(
+        model,
+        data_of(dataset),
+        options(freeze_backbone=True),
+        output,
+        validator=lambda m: {"mAP": next(scores)},
+    )
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    assert len(trainer.optimizer.param_groups) == 1
+    final = trainer.run()
+
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert any(not torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder_before.items())
+    assert [path.name for path in list_checkpoints(output)] == ["step-00000003", "step-00000004"]
+    state = load_trainer_state(list_checkpoints(output)[-1])
+    assert state.step == 4 and state.best == {"metric": "mAP", "value": 0.5, "step": 2}
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 2, "mAP": 0.5}
+    log = read_log(output)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert [r["validation"]["mAP"] for r in log if "validation" in r] == [0.5, 0.3]
+    reloaded = load_model(final)  # what `segment --weights` does: the config travels in the file
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in reloaded.state_dict().items())
+
+
+def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> None:
+    output = tmp_path / "run"
+    Trainer(
+        small_model(tiny_config, tiny_reference_state), data_of(dataset), options(iterations=1), output
+    ).run()
+    plan = RunPlan(datasets=[DatasetSpec(dataset.root)], output=output, options=options())
+    with pytest.raises(ValueError, match="--resume"):
+        resume_point(plan)
+    checkpoint = resume_point(RunPlan(**{**plan.__dict__, "resume": True}))
+    other_seed = Trainer(
+        architecture_of(checkpoint / MODEL_FILE, Regularisation()),
+        data_of(dataset, seed=1),
+        options(seed=1),
+        output,
+    )
+    with pytest.raises(ValueError, match="seed"):
+        other_seed.resume(checkpoint)
+
+
+def test_command_line_checks(tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--text-encoder" in result.output
+    result = runner.invoke(
+        app, ["finetune", str(tmp_path), "-o", str(tmp_path / "out"), "--weights", "x", "--precision", "fp8"]
+    )
+    assert result.exit_code == 2 and "precision" in result.output
+    result = runner.invoke(
+        app, ["finetune", f"{tmp_path},weight=2", "-o", str(tmp_path / "o"), "--weights", "x"]
+    )
+    assert result.exit_code == 1 and "unified layout" in result.output
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_on_cpu(reference_fixtures) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    config = reference_fixtures / "tiny-config.json"
+    command = [sys.executable, str(script), "--config", str(config), "--device", "cpu", "--size", "64"]
+    command += ["--batch", "1", "--iters", "1", "--warmup", "0", "--instances", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"batch 1 of 64x64: \d+\.\d+ it/s", result.stdout), result.stdout
