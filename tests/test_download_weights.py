@@ -354,3 +354,20 @@ def test_list_shows_names_sizes_licences_and_what_is_cached(remote: FakeRemote, 
     assert "no explicit licence" in rows["docsam-large-keepsize"]
     assert "90.9 MB" in rows["all-minilm-l6-v2"]
     assert "CC BY-NC 4.0 (non-commercial use only)" in stdout and "no explicit licence" in stdout
+
+
+def test_segment_finds_downloaded_weights_by_name(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, tmp_path: Path, reference_fixtures: Path
+) -> None:
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    assert download("docsam-base")[0] == 0
+    cached = resolve_weights("docsam-base").path
+    page = str(reference_fixtures / "tiny-e2e-page.png")
+    result = CliRunner().invoke(
+        app, ["segment", page, "--weights", "docsam-base", "--out", str(tmp_path / "out")]
+    )
+    # The name resolved through the verified cache to the converted file; the stand-in checkpoint holds only
+    # a few tensors, so the strict loader then refuses it, naming that file and what is missing.
+    assert result.exit_code == 1
+    assert f"error: {cached}: does not fit the model (missing:" in " ".join(result.stderr.split())
+    assert not remote.refused and not sandbox.blocked
