@@ -24,8 +24,6 @@ from model.checkpoint import CheckpointError, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
 
-# Top-level modules inside the reference's `pixel_level_module` (init branch 3 covers all of them).
-PIXEL_LEVEL_MODULES = ("backbone", "pixel_decoder", "unused_fpn", "mask_feature_fusion")
 # The entries transformers copies from the COCO checkpoint (§4.1), in this package's names.
 MASK2FORMER_PREFIXES = (
     "backbone.",
@@ -33,7 +31,6 @@ MASK2FORMER_PREFIXES = (
     "pixel_decoder.input_projections.",
     "pixel_decoder.encoder.layers.",
 )
-TEXT_ENCODER_PREFIX = "text_encoder.bert."
 
 
 @torch.no_grad()
