@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
-from docsam_cli.runtime import autocast, check_precision, pick_device
+from docsam_cli.precision import network_autocast, precision_dtype
+from docsam_cli.runtime import pick_device
 from model import DocSAM, DocSAMConfig, load_model, variant_config
 from model.inference import Geometry, segment_pages
 
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    dtype = check_precision(args.precision, device)
+    dtype = precision_dtype(args.precision, device)
     config = DocSAMConfig.from_json(args.model_config) if args.model_config else variant_config(args.variant)
     torch.manual_seed(0)
     if args.weights:
@@ -69,7 +70,7 @@ def main() -> None:
     group = args.pages_per_batch if args.isolate else 1
 
     def run(batch: list[np.ndarray]) -> list:
-        with autocast(device, dtype):
+        with network_autocast(device, dtype):
             return segment_pages(
                 model,
                 batch,

@@ -15,9 +15,10 @@ import time
 
 import torch
 
+from docsam_cli.precision import PRECISIONS
 from docsam_cli.training.build import Regularisation
 from docsam_cli.training.data import TrainingBatch
-from docsam_cli.training.trainer import AUTOCAST_DTYPES, forward_loss, trainable_parameters
+from docsam_cli.training.trainer import forward_loss, trainable_parameters
 from model.config import DocSAMConfig, variant_config
 from model.docsam import DocSAM
 from model.init import initialise
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--variant", default="large", choices=["base", "large"])
     parser.add_argument("--config", help="model config JSON instead of --variant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", *AUTOCAST_DTYPES])
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=640, help="square crop side")
     parser.add_argument("--instances", type=int, default=20, help="GT instances per image")

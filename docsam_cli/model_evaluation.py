@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from docsam_cli.datasets.model import BadInput
+from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtImage
-from docsam_cli.inputs import InputError
 from docsam_cli.inputs.images import load_frame
-from docsam_cli.runtime import autocast, check_precision, load_for_inference, page_geometry, pick_device
+from docsam_cli.precision import network_autocast, precision_dtype
+from docsam_cli.runtime import load_for_inference, page_geometry, pick_device
 from model.inference import segment_page
 from model.instances import PageInstances
 
@@ -29,7 +29,7 @@ class ModelRun:
         domain: str,
     ) -> None:
         self.device = pick_device(device)
-        self.dtype = check_precision(precision, self.device)
+        self.dtype = precision_dtype(precision, self.device)
         page_geometry(
             None, short_side, window, None, None
         )  # option syntax first: usage errors before loading
@@ -37,21 +37,21 @@ class ModelRun:
         self.geometry = page_geometry(self.loaded.weights.entry, short_side, window, None, None)
         self.domain = domain
 
-    def predict(self, images: Sequence[GtImage]) -> tuple[dict[str, PageInstances], list[BadInput]]:
+    def predict(self, images: Sequence[GtImage]) -> tuple[dict[str, PageInstances], list[InputError]]:
         """Instances per image key, prompting with the ground truth's own class names (sorted, §6.2)."""
         classes = sorted({annotation.category for image in images for annotation in image.annotations})
         predictions: dict[str, PageInstances] = {}
-        errors: list[BadInput] = []
+        errors: list[InputError] = []
         for image in images:
             if image.image is None:
-                errors.append(BadInput(image.name, "the image file was not found: cannot run the model"))
+                errors.append(InputError(image.name, "the image file was not found: cannot run the model"))
                 continue
             try:
                 page = load_frame(image.image)
             except InputError as error:
-                errors.append(BadInput(image.image, error.reason))
+                errors.append(InputError(image.image, error.reason))
                 continue
-            with autocast(self.device, self.dtype):
+            with network_autocast(self.device, self.dtype):
                 predictions[image.name] = segment_page(
                     self.loaded.model, page, classes, domain=self.domain, geometry=self.geometry
                 )

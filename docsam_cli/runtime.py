@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +10,6 @@ import torch
 from docsam_cli.weights import ResolvedWeights, WeightsEntry, resolve_weights
 from model import DocSAM, DocSAMConfig, load_model
 from model.inference import Geometry
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,24 +30,6 @@ def pick_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
     return device
-
-
-def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
-    return PRECISIONS[precision]
-
-
-@contextlib.contextmanager
-def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """Mixed precision for the network only; float32 (the reference behaviour) runs without autocast."""
-    if dtype == torch.float32:
-        yield
-    else:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            yield
 
 
 @dataclass

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
-from docsam_cli.datasets.model import LEVELS
 from docsam_cli.datasets.pipeline import REPORT_FILE, ConvertOptions, OutputExists, convert
+from docsam_cli.datasets.records import LEVELS
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
 

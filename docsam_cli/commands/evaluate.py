@@ -15,9 +15,10 @@ from docsam_cli.atomic import atomic_write_text
 from docsam_cli.datasets.classes import parse_mapping, parse_names
 from docsam_cli.datasets.ground_truth import GT_FORMATS, detect_format, load_ground_truth
 from docsam_cli.datasets.layout import dataset_name, is_layout
-from docsam_cli.datasets.model import LEVELS, BadInput
 from docsam_cli.datasets.predictions import PRED_FORMATS, load_predictions
 from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
+from docsam_cli.datasets.records import LEVELS
+from docsam_cli.errors import InputError
 from docsam_cli.evaluation import EvaluationResult, evaluate
 from docsam_cli.model_evaluation import ModelRun
 from docsam_cli.weights import WeightsError
@@ -100,7 +101,7 @@ def main(
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
             predicted, prediction_errors = predictions.pages, predictions.errors
-    except BadInput as error:
+    except InputError as error:
         console.print(f"error: {error}", markup=False)
         raise typer.Exit(1) from None
     except ValueError as error:

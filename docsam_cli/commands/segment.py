@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from docsam_cli.app import app
+from docsam_cli.batch import SegmentRun, SegmentSettings
 from docsam_cli.inputs import (
     LoadOptions,
     collect_documents,
@@ -17,11 +18,12 @@ from docsam_cli.inputs import (
     parse_page_ranges,
     set_max_image_pixels,
 )
+from docsam_cli.precision import network_autocast, precision_dtype
 from docsam_cli.presets import describe_presets, resolve_prompts
-from docsam_cli.runtime import autocast, check_precision, load_for_inference, page_geometry, pick_device
-from docsam_cli.segment import FORMATS, SegmentRun, SegmentSettings
+from docsam_cli.runtime import load_for_inference, page_geometry, pick_device
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.page_map import parse_page_map
+from docsam_cli.writers.page_outputs import FORMATS, OutputSettings
 from model import CheckpointError
 from model.inference import segment_pages
 
@@ -108,7 +110,7 @@ def segment(
         )
         mapping = parse_page_map(page_map) if page_map else None
         torch_device = pick_device(device)
-        dtype = check_precision(precision, torch_device)
+        dtype = precision_dtype(precision, torch_device)
         page_geometry(None, short_side, window, stride, keep_size)  # option syntax, before the model loads
     except ValueError as error:
         raise _usage(console, str(error)) from None
@@ -124,7 +126,7 @@ def segment(
     set_max_image_pixels(max_image_pixels)
 
     def segmenter(images):
-        with autocast(torch_device, dtype):
+        with network_autocast(torch_device, dtype):
             return segment_pages(
                 loaded.model,
                 images,
@@ -136,13 +138,15 @@ def segment(
             )
 
     settings = SegmentSettings(
-        out_dir=out,
-        formats=chosen,
-        class_names=tuple(class_names),
+        output=OutputSettings(
+            out_dir=out,
+            formats=chosen,
+            class_names=tuple(class_names),
+            mask_format=mask_format,
+            page_map=mapping,
+        ),
         pages_per_batch=pages_per_batch if isolate else 1,
         overwrite=overwrite,
-        mask_format=mask_format,
-        page_map=mapping,
         max_failures=0 if fail_fast else max_failures,
         workers=workers,
     )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from docsam_cli.app import app
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 from docsam_cli.training.augment import AugmentSettings
 from docsam_cli.training.build import Regularisation, model_from_mask2former
 from docsam_cli.training.datasets import DatasetSpec

@@ -24,8 +24,9 @@ from docsam_cli.datasets.convert import FORMATS, read_sources
 from docsam_cli.datasets.convert.base import ReadContext, load_json
 from docsam_cli.datasets.convert.coco import image_roots
 from docsam_cli.datasets.images import ImageNotFound, image_size, resolve_image
-from docsam_cli.datasets.model import BadInput, Instance, SourcePage
+from docsam_cli.datasets.records import Instance, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
+from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
 
 GT_FORMATS = ("auto", "unified", "coco", *(name for name in FORMATS if name != "coco"))
@@ -36,7 +37,7 @@ class GroundTruth:
     images: list[GtImage] = field(default_factory=list)
     image_keys: dict[object, str] = field(default_factory=dict)  # COCO image id → image key
     category_names: dict[object, str] = field(default_factory=dict)  # COCO category id → class name
-    errors: list[BadInput] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
 
 
 def detect_format(path: Path) -> str:
@@ -49,7 +50,7 @@ def detect_format(path: Path) -> str:
     for candidate in candidates:
         try:
             root = local(parse_xml(candidate))
-        except BadInput:
+        except InputError:
             continue
         if root in ("PcGts", "alto"):
             return "page" if root == "PcGts" else "alto"
@@ -61,13 +62,13 @@ def detect_format(path: Path) -> str:
 
 
 def load_ground_truth(path: Path, fmt: str, levels: frozenset[str]) -> GroundTruth:
-    """Ground truth from `path` in format `fmt` (not "auto"). Raises BadInput for an unusable path."""
+    """Ground truth from `path` in format `fmt` (not "auto"). Raises InputError for an unusable path."""
     if fmt == "unified":
         return _from_coco(_merge_split(path), path, [path / "image"], reference_masks=True)
     if fmt == "coco":
         data = load_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise BadInput(path, "not a COCO dataset (no 'images' list)")
+            raise InputError(path, "not a COCO dataset (no 'images' list)")
         return _from_coco(data, path, image_roots(path, None))
     return _from_reader(path, fmt, levels)
 
@@ -86,7 +87,7 @@ def _merge_split(folder: Path) -> dict:
         path = folder / "coco" / f"{Path(name).stem}.json"
         data = load_json(path)
         if not isinstance(data, dict) or not data.get("images"):
-            raise BadInput(path, "not a per-image COCO json")
+            raise InputError(path, "not a per-image COCO json")
         local_names = {c.get("id"): str(c.get("name", "")).strip() for c in data.get("categories") or []}
         image = {**data["images"][0], "original_id": data["images"][0].get("id"), "id": len(images) + 1}
         images.append(image)
@@ -121,13 +122,13 @@ def _from_coco(data: dict, path: Path, roots: list[Path], reference_masks: bool 
         try:
             coco.createIndex()
         except (KeyError, TypeError) as error:
-            raise BadInput(path, f"malformed COCO file ({error!r})") from None
+            raise InputError(path, f"malformed COCO file ({error!r})") from None
     truth.category_names = {c["id"]: str(c["name"]).strip() for c in coco.dataset["categories"]}
     seen: set[str] = set()
     for entry in coco.dataset["images"]:
         key = Path(str(entry.get("file_name", "")).replace("\\", "/")).stem
         if not key or key in seen:
-            truth.errors.append(BadInput(path, f"image {entry.get('id')}: missing or repeated file name"))
+            truth.errors.append(InputError(path, f"image {entry.get('id')}: missing or repeated file name"))
             continue
         seen.add(key)
         truth.image_keys[entry.get("original_id", entry["id"])] = key
@@ -135,7 +136,7 @@ def _from_coco(data: dict, path: Path, roots: list[Path], reference_masks: bool 
         for annotation in coco.imgToAnns.get(entry["id"], []):
             gt = _coco_annotation(coco, annotation, truth.category_names, reference_masks)
             if isinstance(gt, str):
-                truth.errors.append(BadInput(path, f"annotation {annotation.get('id')}: {gt}"))
+                truth.errors.append(InputError(path, f"annotation {annotation.get('id')}: {gt}"))
             else:
                 annotations.append(gt)
         image = _find_image(str(entry.get("file_name", "")), roots)
@@ -194,16 +195,16 @@ def _from_reader(path: Path, fmt: str, levels: frozenset[str]) -> GroundTruth:
         return ReadContext(root, levels)
 
     for item in read_sources([path], FORMATS[fmt], context_for):
-        if isinstance(item, BadInput):
+        if isinstance(item, InputError):
             truth.errors.append(item)
             continue
         try:
             image = gt_image(item)
-        except BadInput as error:
+        except InputError as error:
             truth.errors.append(error)
             continue
         if image.name in seen:
-            truth.errors.append(BadInput(item.source, f"image '{image.name}' already has ground truth"))
+            truth.errors.append(InputError(item.source, f"image '{image.name}' already has ground truth"))
             continue
         seen.add(image.name)
         truth.images.append(image)
@@ -219,13 +220,13 @@ def gt_image(page: SourcePage) -> GtImage:
     if width is None or page.relative:
         image = page.image
         if image.path is None and image.load is None:
-            raise BadInput(page.source, f"page size unknown: {page.image_problem or 'no image'}")
+            raise InputError(page.source, f"page size unknown: {page.image_problem or 'no image'}")
         try:
             image_width, image_height = image_size(
                 path=image.path, data=image.load() if image.load is not None else None
             )
         except ValueError as error:
-            raise BadInput(image.path or page.source, str(error)) from None
+            raise InputError(image.path or page.source, str(error)) from None
         if page.relative:
             instances = rectify.scale(instances, image_width / width, image_height / height)
         width, height = image_width, image_height

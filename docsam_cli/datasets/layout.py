@@ -24,7 +24,8 @@ from docsam_cli.datasets import geometry
 from docsam_cli.datasets.classes import BACKGROUND
 from docsam_cli.datasets.convert import coco
 from docsam_cli.datasets.convert.base import ReadContext
-from docsam_cli.datasets.model import BadInput, Instance, SourcePage
+from docsam_cli.datasets.records import Instance, SourcePage
+from docsam_cli.errors import InputError
 
 DATASET_FILE = "dataset.json"
 LIST_FILE = "list.txt"
@@ -143,7 +144,7 @@ def dataset_name(folder: Path) -> str:
     return reference_dataset_name(folder.absolute())
 
 
-def read_split(folder: Path, stage: str | None = None) -> tuple[list[SourcePage], list[BadInput]]:
+def read_split(folder: Path, stage: str | None = None) -> tuple[list[SourcePage], list[InputError]]:
     """The pages of one split folder, with the reference loader's category rules (§6.2, step 3).
 
     Each `coco/<stem>.json` is read like any COCO file, its image under `image/`. Returns the pages and
@@ -156,7 +157,7 @@ def read_split(folder: Path, stage: str | None = None) -> tuple[list[SourcePage]
         path = folder / "coco" / f"{Path(name).stem}.json"
         try:
             pages.extend(coco.read(path, context))
-        except BadInput as error:
+        except InputError as error:
             errors.append(error)
     categories = {instance.category for page in pages for instance in page.instances}
     removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())

@@ -21,8 +21,9 @@ from docsam_cli.datasets.classes import ClassFilter
 from docsam_cli.datasets.convert import read_sources
 from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
-from docsam_cli.datasets.model import BadInput, Instance, Note, SourcePage
+from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import ConversionReport
+from docsam_cli.errors import InputError
 
 REPORT_FILE = "convert_report.json"
 _POOL = ".images"  # staging folder of images before they are placed into their split
@@ -89,13 +90,13 @@ def _build(
         return ReadContext(root, options.levels, options.images, options.class_list, options.dpi)
 
     for item in read_sources(options.sources, options.fmt, context_for):
-        if isinstance(item, BadInput):
+        if isinstance(item, InputError):
             report.add_error(item)
             continue
         try:
             width, height, data = _image(item)
             instances = _instances(item, width, height, options.classes, report)
-        except BadInput as error:
+        except InputError as error:
             report.add_error(error)
             continue
         name = names.allocate(item.image.name)
@@ -111,12 +112,12 @@ def _image(page: SourcePage) -> tuple[int, int, bytes | None]:
     """Size of the page image (decoded completely), and its bytes when it is made rather than copied."""
     image = page.image
     if image.path is None and image.load is None:
-        raise BadInput(page.source, page.image_problem or "image not found")
+        raise InputError(page.source, page.image_problem or "image not found")
     data = image.load() if image.load is not None else None
     try:
         width, height = image_size(path=image.path, data=data)
     except ValueError as error:
-        raise BadInput(image.path or page.source, str(error)) from None
+        raise InputError(image.path or page.source, str(error)) from None
     return width, height, data
 
 
@@ -126,10 +127,10 @@ def _instances(
     instances = page.instances
     if page.relative:
         if not page.width or not page.height:
-            raise BadInput(page.source, "no page size to scale the coordinates from")
+            raise InputError(page.source, "no page size to scale the coordinates from")
         instances = rectify.scale(instances, width / page.width, height / page.height)
     elif page.width is not None and (page.width, page.height) != (width, height):
-        raise BadInput(
+        raise InputError(
             page.source,
             f"image {page.image.name} is {width}x{height} but the annotation says "
             f"{page.width:g}x{page.height:g}",

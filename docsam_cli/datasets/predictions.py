@@ -21,7 +21,7 @@ from docsam_cli.datasets.convert import FORMATS, source_files
 from docsam_cli.datasets.convert.base import load_json
 from docsam_cli.datasets.convert.page import read_page
 from docsam_cli.datasets.ground_truth import GroundTruth
-from docsam_cli.datasets.model import BadInput, WrongFormat
+from docsam_cli.errors import InputError, WrongFormat
 
 if TYPE_CHECKING:
     from model.instances import PageInstances
@@ -43,7 +43,7 @@ class PredictedInstance:
 @dataclass
 class Predictions:
     pages: dict[str, PageInstances] = field(default_factory=dict)
-    errors: list[BadInput] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
 
 
 def detect_format(path: Path) -> str:
@@ -110,12 +110,12 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     elif isinstance(data, list):
         keys, names, results = truth.image_keys, truth.category_names, data
     else:
-        raise BadInput(path, "neither a COCO dataset nor a COCO results list")
+        raise InputError(path, "neither a COCO dataset nor a COCO results list")
     by_key: dict[str, list[PredictedInstance]] = defaultdict(list)
     for index, result in enumerate(results):
         entry, key = _coco_entry(result, keys, names, sizes)
         if isinstance(entry, str):
-            predictions.errors.append(BadInput(path, f"prediction {index + 1}: {entry}"))
+            predictions.errors.append(InputError(path, f"prediction {index + 1}: {entry}"))
         else:
             by_key[key].append(entry)
     for key, entries in by_key.items():
@@ -182,12 +182,12 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             if path.is_file():
                 predictions.errors.append(error)
             continue
-        except BadInput as error:
+        except InputError as error:
             predictions.errors.append(error)
             continue
         size = (page.height, page.width) if page.width is not None else sizes.get(page.key)
         if size is None:
-            predictions.errors.append(BadInput(file, "page size unknown"))
+            predictions.errors.append(InputError(file, "page size unknown"))
             continue
         height, width = size
         entries = []

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from docsam_cli.datasets import geometry
-from docsam_cli.datasets.model import Instance, Note
+from docsam_cli.datasets.records import Instance, Note
 
 
 def scale(instances: list[Instance], sx: float, sy: float) -> list[Instance]:

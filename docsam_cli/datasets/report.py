@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docsam_cli.datasets.model import BadInput, Note
+from docsam_cli.datasets.records import Note
+from docsam_cli.errors import InputError
 
 _EXAMPLES_PER_REASON = 5
 
@@ -30,7 +31,7 @@ class ConversionReport:
         if len(examples) < _EXAMPLES_PER_REASON:
             examples.append(f"{source}: {note.where}" if note.where else str(source))
 
-    def add_error(self, error: BadInput) -> None:
+    def add_error(self, error: InputError) -> None:
         self.errors.append(str(error))
 
     def to_json(self) -> dict:

@@ -6,19 +6,19 @@ from pathlib import Path
 
 from lxml import etree
 
-from docsam_cli.datasets.model import BadInput
+from docsam_cli.errors import InputError
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True)
 
 
 def parse_xml(path: Path) -> etree._Element:
-    """Root element of `path`. Raises BadInput for unreadable or malformed files."""
+    """Root element of `path`. Raises InputError for unreadable or malformed files."""
     try:
         return etree.parse(str(path), _PARSER).getroot()
     except etree.XMLSyntaxError as error:
-        raise BadInput(path, f"invalid XML: {error}") from None
+        raise InputError(path, f"invalid XML: {error}") from None
     except OSError as error:
-        raise BadInput(path, f"cannot read: {error}") from None
+        raise InputError(path, f"cannot read: {error}") from None
 
 
 def local(element: etree._Element) -> str:

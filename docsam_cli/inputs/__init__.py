@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import set_max_image_pixels, to_bgr
 from docsam_cli.inputs.page_ranges import PageRanges, parse_page_ranges
 from docsam_cli.inputs.prefetch import prefetch

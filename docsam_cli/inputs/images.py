@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 
 PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trusted"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+
+
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
 
 
 def set_max_image_pixels(limit: int | None) -> None:

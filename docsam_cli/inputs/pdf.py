@@ -17,7 +17,7 @@ import numpy as np
 from pdf2image import convert_from_path, pdfinfo_from_path
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import check_pixel_limit, to_bgr
 
 _ALL_PAGES = 2**31 - 1  # `pdfinfo -l` past the end lists every page; poppler clamps it

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 from docsam_cli.inputs.tasks import Page, PageTask
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from docsam_cli.inputs.errors import InputError
+from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import frame_count, load_frame, open_image
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page

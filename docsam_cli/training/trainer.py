@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from docsam_cli.atomic import atomic_open
+from docsam_cli.precision import PRECISIONS, Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     TrainerState,
@@ -55,8 +55,6 @@ from model.loss import CriterionOutput, DocSAMCriterion
 from model.optim import SCHEDULES, ReferenceLRSchedule, Schedule, build_optimizer
 from model.outputs import DocSAMOutput
 
-Precision = Literal["fp32", "bf16", "fp16"]
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Validation: the trained (unwrapped) model in eval mode → metrics, higher is better. Given to the main
 # process only.
 Validator = Callable[[DocSAM], dict[str, float]]
@@ -85,7 +83,7 @@ class TrainingOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.precision not in AUTOCAST_DTYPES and self.precision != "fp32":
+        if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
@@ -104,13 +102,8 @@ def forward_loss(
     model: nn.Module, batch: TrainingBatch, criterion: DocSAMCriterion, precision: Precision = "fp32"
 ) -> tuple[DocSAMOutput, CriterionOutput]:
     """The network on a collated batch (autocast unless fp32), then the criterion in float32."""
-    device_type = batch.pixel_values.device.type
-    autocast = (
-        torch.autocast(device_type, dtype=AUTOCAST_DTYPES[precision])
-        if precision != "fp32"
-        else contextlib.nullcontext()
-    )
-    with autocast:
+    device = batch.pixel_values.device
+    with network_autocast(device, precision_dtype(precision, device)):
         output = model(batch.pixel_values, batch.pixel_mask, batch.image_bboxes, batch.class_names)
     return output, criterion(output.stages, batch.targets)
 

@@ -1,7 +1,7 @@
 """One reader per source format, and how to find a format's files under a folder.
 
 A reader turns one annotation file into `SourcePage`s. It raises `WrongFormat` for a file of another
-format (skipped when the file was found by walking a folder) and `BadInput` for a broken file; problems
+format (skipped when the file was found by walking a folder) and `InputError` for a broken file; problems
 with one page's image are reported on the page (`image_problem`) so that the other pages still convert.
 """
 
@@ -15,7 +15,8 @@ from docsam_cli.datasets.convert.alto import read_alto
 from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.convert.page import read_page
 from docsam_cli.datasets.images import IMAGE_SUFFIXES
-from docsam_cli.datasets.model import BadInput, SourcePage, WrongFormat
+from docsam_cli.datasets.records import SourcePage
+from docsam_cli.errors import InputError, WrongFormat
 
 _ALL_LEVELS = frozenset({"regions", "lines", "words", "cells"})
 
@@ -73,15 +74,15 @@ def source_files(source: Path, fmt: Format) -> tuple[Path, list[Path], bool]:
 
 def read_sources(
     sources: Iterable[Path], fmt: Format, context_for: Callable[[Path], ReadContext]
-) -> Iterator[SourcePage | BadInput]:
-    """Every page of every source, in a stable order, with broken files yielded as BadInput.
+) -> Iterator[SourcePage | InputError]:
+    """Every page of every source, in a stable order, with broken files yielded as InputError.
 
     Files of another format found by walking a folder are skipped silently (a METS file beside PAGE
     files); given explicitly they are an error.
     """
     for source in sources:
         if not source.exists():
-            yield BadInput(source, "no such file or folder")
+            yield InputError(source, "no such file or folder")
             continue
         root, files, explicit = source_files(source, fmt)
         context = context_for(root)
@@ -91,5 +92,5 @@ def read_sources(
             except WrongFormat as error:
                 if explicit:
                     yield error
-            except BadInput as error:
+            except InputError as error:
                 yield error

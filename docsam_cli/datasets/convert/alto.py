@@ -19,17 +19,9 @@ from lxml import etree
 
 from docsam_cli.datasets.geometry import box_polygon, parse_points
 from docsam_cli.datasets.images import IMAGE_SUFFIXES, ImageNotFound, resolve_image
-from docsam_cli.datasets.model import (
-    LINE_CLASS,
-    WORD_CLASS,
-    BadInput,
-    ImageRef,
-    Instance,
-    Note,
-    SourcePage,
-    WrongFormat,
-)
+from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
+from docsam_cli.errors import InputError, WrongFormat
 
 BLOCK_NAMES = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
 _LAYOUT_TAG_TYPES = frozenset(
@@ -39,21 +31,23 @@ _TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
 
 
 def read_alto(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
-    """One ALTO file. Raises WrongFormat (not ALTO) or BadInput (unusable file)."""
+    """One ALTO file. Raises WrongFormat (not ALTO) or InputError (unusable file)."""
     document = parse_xml(path)
     if local(document) != "alto":
         raise WrongFormat(path, f"not an ALTO document (root element <{local(document)}>)")
     layout = child(document, "Layout")
     pages = [] if layout is None else [element for element in layout if local(element) == "Page"]
     if len(pages) != 1:
-        raise BadInput(path, f"{len(pages)} <Page> elements; one page (one image) per ALTO file is supported")
+        raise InputError(
+            path, f"{len(pages)} <Page> elements; one page (one image) per ALTO file is supported"
+        )
     page = pages[0]
     description = child(document, "Description")
     unit = _text(description, "MeasurementUnit")
     width, height = _number(path, page, "WIDTH"), _number(path, page, "HEIGHT")
     relative = unit != "pixel"
     if relative and (not width or not height):
-        raise BadInput(path, f"<Page> WIDTH/HEIGHT are needed to scale '{unit or 'unstated'}' units")
+        raise InputError(path, f"<Page> WIDTH/HEIGHT are needed to scale '{unit or 'unstated'}' units")
     notes: list[Note] = []
     image, problem = _image(path, root, description, notes)
     tags = _tags(document)
@@ -82,9 +76,9 @@ def _number(path: Path, element: etree._Element, attribute: str) -> float | None
     try:
         value = float(text)
     except ValueError:
-        raise BadInput(path, f"<{local(element)}> {attribute} '{text}' is not a number") from None
+        raise InputError(path, f"<{local(element)}> {attribute} '{text}' is not a number") from None
     if not np.isfinite(value) or value < 0:
-        raise BadInput(path, f"<{local(element)}> {attribute} {text} is not a size")
+        raise InputError(path, f"<{local(element)}> {attribute} {text} is not a size")
     return value
 
 

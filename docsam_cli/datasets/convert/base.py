@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from docsam_cli.datasets.model import BadInput, SourcePage
+from docsam_cli.datasets.records import SourcePage
+from docsam_cli.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,11 @@ class Format:
 
 
 def load_json(path: Path) -> object:
-    """Parsed JSON of `path`. Raises BadInput for unreadable or malformed files."""
+    """Parsed JSON of `path`. Raises InputError for unreadable or malformed files."""
     try:
         with path.open("rb") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise BadInput(path, f"invalid JSON: {error}") from None
+        raise InputError(path, f"invalid JSON: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise BadInput(path, f"cannot read: {error}") from None
+        raise InputError(path, f"cannot read: {error}") from None

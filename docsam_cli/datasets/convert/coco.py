@@ -20,13 +20,14 @@ from pycocotools import mask as mask_utils
 from docsam_cli.datasets.convert.base import ReadContext, load_json
 from docsam_cli.datasets.geometry import box_polygon, mask_polygons
 from docsam_cli.datasets.images import ImageNotFound, ImageOutsideRoot, resolve_image
-from docsam_cli.datasets.model import BadInput, ImageRef, Instance, Note, SourcePage, WrongFormat
+from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
+from docsam_cli.errors import InputError, WrongFormat
 
 _IMAGE_FOLDERS = ("", "images", "PNG")
 
 
 def read(path: Path, context: ReadContext) -> Iterator[SourcePage]:
-    """Every image of one COCO file. Raises WrongFormat (not a COCO dataset) or BadInput."""
+    """Every image of one COCO file. Raises WrongFormat (not a COCO dataset) or InputError."""
     data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise WrongFormat(path, "not a COCO dataset (no 'images' list)")
@@ -38,7 +39,7 @@ def read(path: Path, context: ReadContext) -> Iterator[SourcePage]:
     roots = image_roots(path, context.images)
     for entry in data["images"]:
         if not isinstance(entry, dict):
-            raise BadInput(path, "an 'images' entry is not an object")
+            raise InputError(path, "an 'images' entry is not an object")
         yield _page(path, entry, by_image.get(_hashable(entry.get("id")), []), categories, roots)
 
 
@@ -49,11 +50,11 @@ def _hashable(value: object) -> object:
 def _categories(path: Path, categories: object) -> dict[object, str]:
     """category id → name; names also map to themselves (string category_id)."""
     if not isinstance(categories, list):
-        raise BadInput(path, "no 'categories' list")
+        raise InputError(path, "no 'categories' list")
     names: dict[object, str] = {}
     for category in categories:
         if not isinstance(category, dict) or not str(category.get("name", "")).strip():
-            raise BadInput(path, f"category without a name: {category!r:.60}")
+            raise InputError(path, f"category without a name: {category!r:.60}")
         name = str(category["name"]).strip()
         names[_hashable(category.get("id"))] = name
         names.setdefault(name, name)

@@ -24,8 +24,9 @@ from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
-from docsam_cli.datasets.model import CELL_CLASS, BadInput, ImageRef, Instance, Note, SourcePage, WrongFormat
+from docsam_cli.datasets.records import CELL_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
+from docsam_cli.errors import InputError, WrongFormat
 
 TABLE_CLASS = "table"
 _TIMEOUT = 120
@@ -87,7 +88,7 @@ def read(path: Path, context: ReadContext) -> list[SourcePage]:
     result = []
     for page in pages:
         if page not in geometry:
-            raise BadInput(pdf, f"page {page} is not in the PDF")
+            raise InputError(pdf, f"page {page} is not in the PDF")
         box = geometry[page]
         instances = [_to_display(instance, box) for instance in boxes[page]]
         # Named like `segment` names PDF pages, so its outputs match these pages in `evaluate`.
@@ -168,18 +169,18 @@ def _pdf(path: Path, stem: str, document: etree._Element, root: Path) -> Path:
         except ImageNotFound:
             continue
         return found
-    raise BadInput(path, f"PDF '{document.get('filename') or stem + '.pdf'}' not found")
+    raise InputError(path, f"PDF '{document.get('filename') or stem + '.pdf'}' not found")
 
 
 def page_boxes(pdf: Path, pages: list[int]) -> dict[int, PageBox]:
-    """MediaBox and /Rotate of the given pages (from poppler's `pdfinfo -box`). Raises BadInput."""
+    """MediaBox and /Rotate of the given pages (from poppler's `pdfinfo -box`). Raises InputError."""
     command = ["pdfinfo", "-box", "-f", str(min(pages)), "-l", str(max(pages)), str(pdf.absolute())]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise BadInput(pdf, f"pdfinfo failed: {error}") from None
+        raise InputError(pdf, f"pdfinfo failed: {error}") from None
     if completed.returncode != 0:
-        raise BadInput(pdf, f"unreadable PDF (pdfinfo: {completed.stderr.strip()[:200]})")
+        raise InputError(pdf, f"unreadable PDF (pdfinfo: {completed.stderr.strip()[:200]})")
     rotations = {int(page): int(angle) % 360 for page, angle in _ROTATION.findall(completed.stdout)}
     found = {}
     for page, *corners in _MEDIA_BOX.findall(completed.stdout):
@@ -195,9 +196,9 @@ def _renderer(pdf: Path, page: int, dpi: float) -> Callable[[], bytes]:
                 str(pdf.absolute()), dpi=dpi, first_page=page, last_page=page, timeout=_TIMEOUT
             )
         except (PDFPageCountError, PDFPopplerTimeoutError) as error:
-            raise BadInput(pdf, f"cannot render page {page}: {error}") from None
+            raise InputError(pdf, f"cannot render page {page}: {error}") from None
         if len(images) != 1:
-            raise BadInput(pdf, f"cannot render page {page}")
+            raise InputError(pdf, f"cannot render page {page}")
         buffer = io.BytesIO()
         with images[0] as image:
             image.convert("RGB").save(buffer, format="PNG")

@@ -20,13 +20,14 @@ from PIL import Image
 from docsam_cli.datasets.convert.base import ReadContext, load_json
 from docsam_cli.datasets.geometry import box_polygon, mask_polygons
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
-from docsam_cli.datasets.model import BadInput, ImageRef, Instance, Note, SourcePage, WrongFormat
+from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
+from docsam_cli.errors import InputError, WrongFormat
 
 _CIRCLE_VERTICES = 64
 
 
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
-    """One LabelMe file. Raises WrongFormat (not LabelMe) or BadInput."""
+    """One LabelMe file. Raises WrongFormat (not LabelMe) or InputError."""
     data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise WrongFormat(path, "not a LabelMe file (no 'shapes' list)")
@@ -78,7 +79,7 @@ def _decoder(path: Path, embedded: str) -> Callable[[], bytes]:
         try:
             return base64.b64decode(embedded, validate=True)
         except (binascii.Error, ValueError) as error:
-            raise BadInput(path, f"imageData is not base64 ({error})") from None
+            raise InputError(path, f"imageData is not base64 ({error})") from None
 
     return decode
 

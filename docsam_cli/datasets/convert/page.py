@@ -18,18 +18,17 @@ from lxml import etree
 
 from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
-from docsam_cli.datasets.model import (
+from docsam_cli.datasets.records import (
     CELL_CLASS,
     LINE_CLASS,
     WORD_CLASS,
-    BadInput,
     ImageRef,
     Instance,
     Note,
     SourcePage,
-    WrongFormat,
 )
 from docsam_cli.datasets.xml import child, children, local, parse_xml
+from docsam_cli.errors import InputError, WrongFormat
 
 REGION_NAMES = {
     "TextRegion": "text",
@@ -139,18 +138,18 @@ def structure_type(custom: str | None) -> str | None:
 
 
 def read_page(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
-    """One PAGE file. Raises WrongFormat (not PAGE) or BadInput (unusable file)."""
+    """One PAGE file. Raises WrongFormat (not PAGE) or InputError (unusable file)."""
     document = parse_xml(path)
     if local(document) != "PcGts":
         raise WrongFormat(path, f"not a PAGE document (root element <{local(document)}>)")
     page = child(document, "Page")
     if page is None:
-        raise BadInput(path, "no <Page> element")
+        raise InputError(path, "no <Page> element")
     notes: list[Note] = []
     width, height = _declared_size(path, page, notes)
     reference = (page.get("imageFilename") or "").strip()
     if not reference:
-        raise BadInput(path, "<Page> has no imageFilename")
+        raise InputError(path, "<Page> has no imageFilename")
     image, problem = _image(reference, path, root, notes)
     instances: list[Instance] = []
     for element in page.iter(etree.Element):
@@ -171,9 +170,9 @@ def _declared_size(path: Path, page: etree._Element, notes: list[Note]) -> tuple
         try:
             value = int(text)
         except ValueError:
-            raise BadInput(path, f"{attribute} '{text}' is not a whole number") from None
+            raise InputError(path, f"{attribute} '{text}' is not a whole number") from None
         if value < 0:
-            raise BadInput(path, f"{attribute} {value} is negative")
+            raise InputError(path, f"{attribute} {value} is negative")
         sizes.append(value)
     if 0 in sizes:
         notes.append(Note("fixed", "imageWidth/imageHeight 0: size taken from the image"))

@@ -16,7 +16,8 @@ import numpy as np
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
-from docsam_cli.datasets.model import BadInput, ImageRef, Instance, Note, SourcePage, WrongFormat
+from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
+from docsam_cli.errors import InputError, WrongFormat
 
 TEXT_CLASS = "text"
 _PREFIXES = ("poly_gt_", "gt_")
@@ -28,11 +29,11 @@ _DONT_CARE = frozenset(("###", "#"))
 
 
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
-    """One label file. Raises BadInput."""
+    """One label file. Raises InputError."""
     try:
         rows = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise BadInput(path, f"cannot read: {error}") from None
+        raise InputError(path, f"cannot read: {error}") from None
     notes: list[Note] = []
     instances = [
         instance

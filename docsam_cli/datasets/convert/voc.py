@@ -12,12 +12,13 @@ from pathlib import Path
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
-from docsam_cli.datasets.model import ImageRef, Instance, Note, SourcePage, WrongFormat
+from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, children, local, parse_xml
+from docsam_cli.errors import WrongFormat
 
 
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
-    """One VOC file. Raises WrongFormat (not VOC) or BadInput."""
+    """One VOC file. Raises WrongFormat (not VOC) or InputError."""
     document = parse_xml(path)
     if local(document) != "annotation":
         raise WrongFormat(path, f"not a VOC annotation (root element <{local(document)}>)")

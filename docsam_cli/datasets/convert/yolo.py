@@ -18,7 +18,8 @@ import yaml
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import within
-from docsam_cli.datasets.model import BadInput, ImageRef, Instance, Note, SourcePage
+from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
+from docsam_cli.errors import InputError
 
 CLASS_FILES = ("data.yaml", "dataset.yaml", "classes.txt", "obj.names")
 
@@ -37,20 +38,20 @@ def class_names(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise BadInput(path, f"cannot read the class list: {error}") from None
+        raise InputError(path, f"cannot read the class list: {error}") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
         return tuple(line.strip() for line in text.splitlines() if line.strip())
     try:
         names = (yaml.safe_load(text) or {}).get("names")
     except (yaml.YAMLError, AttributeError) as error:
-        raise BadInput(path, f"not a YAML mapping with 'names': {error}") from None
+        raise InputError(path, f"not a YAML mapping with 'names': {error}") from None
     if isinstance(names, dict):
         try:
             names = [names[index] for index in range(len(names))]
         except KeyError:
-            raise BadInput(path, "'names' indices are not 0..N-1") from None
+            raise InputError(path, "'names' indices are not 0..N-1") from None
     if not isinstance(names, list) or not names:
-        raise BadInput(path, "no 'names' list")
+        raise InputError(path, "no 'names' list")
     return tuple(str(name).strip() for name in names)
 
 
@@ -66,7 +67,7 @@ def label_file(image: Path) -> Path:
 
 
 def read(image: Path, context: ReadContext) -> list[SourcePage]:
-    """The page of one image and its labels. Raises BadInput."""
+    """The page of one image and its labels. Raises InputError."""
     names = class_names(_class_list(image, context))
     labels = label_file(image)
     notes: list[Note] = []
@@ -75,7 +76,7 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
         try:
             rows = labels.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise BadInput(labels, f"cannot read: {error}") from None
+            raise InputError(labels, f"cannot read: {error}") from None
         for number, row in enumerate(rows, start=1):
             instance = _row(row, names, f"{labels.name} line {number}", notes)
             if instance is not None:
@@ -95,7 +96,7 @@ def _class_list(image: Path, context: ReadContext) -> Path:
         if folder == context.root or not within(folder.parent, context.root):
             break
         folder = folder.parent
-    raise BadInput(image, "no class list: pass --classes FILE or add data.yaml/classes.txt")
+    raise InputError(image, "no class list: pass --classes FILE or add data.yaml/classes.txt")
 
 
 def _row(row: str, names: tuple[str, ...], where: str, notes: list[Note]) -> Instance | None:

@@ -10,37 +10,27 @@ assembled at the end from per-page parts, so skipped pages are part of them too.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
 
-from docsam_cli.atomic import atomic_open, atomic_write_text
-from docsam_cli.inputs import InputError, Page, PageTask, prefetch
-from docsam_cli.writers.coco import CocoRun
-from docsam_cli.writers.jsonl import dumps_record, error_record, page_record
-from docsam_cli.writers.overlay import write_overlay
-from docsam_cli.writers.page_xml import write_page_xml
+from docsam_cli.atomic import atomic_write_text
+from docsam_cli.errors import InputError
+from docsam_cli.inputs import Page, PageTask, prefetch
+from docsam_cli.writers.jsonl import dumps_record, error_record
+from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter, output_folders
 from model.instances import PageInstances
 
-FORMATS = ("coco", "page", "overlay", "jsonl")
 Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
 
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    out_dir: Path
-    formats: frozenset[str]
-    class_names: tuple[str, ...]
+    output: OutputSettings
     pages_per_batch: int = 1  # pages whose windows share forward passes (only meaningful when isolated)
     overwrite: bool = False
-    mask_format: str = "rle"
-    page_map: dict[str, tuple[str, str | None]] | None = None
-    overlay_suffix: str = ".png"
     max_failures: int | None = None  # stop once more pages than this have failed; None = never
     workers: int = 2
 
@@ -62,26 +52,6 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-class PageFiles:
-    """Where the outputs of one page go."""
-
-    def __init__(self, settings: SegmentSettings, page_id: str) -> None:
-        out = settings.out_dir
-        self.page_id = page_id
-        self.record = out / ".docsam" / "records" / f"{page_id}.json"
-        self.page_xml = out / "page" / f"{page_id}.xml"
-        self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
-        self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
-
-    def required(self, settings: SegmentSettings) -> list[Path]:
-        paths = [self.record]
-        if "page" in settings.formats:
-            paths.append(self.page_xml)
-        if "overlay" in settings.formats:
-            paths.append(self.overlay)
-        return paths
-
-
 class SegmentRun:
     """One `docsam segment` invocation over a stream of page tasks."""
 
@@ -99,15 +69,8 @@ class SegmentRun:
         self.report_error = report_error
         self.on_page = on_page
         self.summary = RunSummary()
-        self.coco = (
-            CocoRun(
-                settings.out_dir / ".docsam" / "coco-parts",
-                list(settings.class_names),
-                mask_format=settings.mask_format,
-            )
-            if "coco" in settings.formats
-            else None
-        )
+        self.writer = PageWriter(settings.output)
+        self.formats = settings.output.formats
         self.finished_ids: list[str] = []
 
     def run(self, tasks: Iterable[PageTask | InputError]) -> RunSummary:
@@ -124,27 +87,13 @@ class SegmentRun:
                     break
         finally:
             self.summary.seconds = time.perf_counter() - started
-        if self.coco is not None:
-            self.coco.write(
-                self.finished_ids,
-                self.settings.out_dir / "coco.json",
-                self.settings.out_dir / "coco_results.json",
-            )
+        self.writer.finish(self.finished_ids)
         return self.summary
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files a killed run left behind (`.<name>.<random>.tmp`, never an output). One run per
         output directory at a time is assumed, as for any batch writing the same files."""
-        out = self.settings.out_dir
-        state = out / ".docsam"
-        for folder in (
-            out,
-            out / "page",
-            out / "overlay",
-            out / "image",
-            state / "records",
-            state / "coco-parts",
-        ):
+        for folder in output_folders(self.settings.output.out_dir):
             for path in folder.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
 
@@ -156,15 +105,11 @@ class SegmentRun:
             if isinstance(task, InputError):
                 yield task
                 continue
-            files = PageFiles(self.settings, task.page_id)
-            complete = all(path.is_file() for path in files.required(self.settings))
-            if complete and self.coco is not None:
-                complete = self.coco.has_page(task.page_id)
-            if complete and not self.settings.overwrite:
+            if not self.settings.overwrite and self.writer.is_done(task.page_id):
                 self.summary.skipped += 1
                 self.finished_ids.append(task.page_id)
-                if "jsonl" in self.settings.formats:
-                    record = json.loads(files.record.read_text(encoding="utf-8"))
+                if "jsonl" in self.formats:
+                    record = json.loads(self.writer.files(task.page_id).record.read_text(encoding="utf-8"))
                     self.emit_line(dumps_record({**record, "skipped": True}))
                 self.on_page()
                 continue
@@ -195,44 +140,22 @@ class SegmentRun:
                 )
 
     def _write(self, page: Page, instances: PageInstances, model_seconds: float) -> None:
-        settings = self.settings
-        files = PageFiles(settings, page.page_id)
         started = time.perf_counter()
-        outputs: dict[str, str] = {}
-        if page.page is not None and settings.formats & {"coco", "page"}:
-            _write_png(files.image, page.image)
-            outputs["image"] = str(files.image)
-        if self.coco is not None:
-            self.coco.add_page(page.page_id, instances, _image_name(page, files))
-            outputs["coco"] = str(settings.out_dir / "coco.json")
-        if "page" in settings.formats:
-            image_ref = Path(os.path.relpath(_image_path(page, files), files.page_xml.parent)).as_posix()
-            write_page_xml(files.page_xml, instances, image_ref, settings.page_map)
-            outputs["page"] = str(files.page_xml)
-        if "overlay" in settings.formats:
-            write_overlay(files.overlay, page.image, instances)
-            outputs["overlay"] = str(files.overlay)
-        timing = {"model_s": round(model_seconds, 4), "write_s": round(time.perf_counter() - started, 4)}
-        record = page_record(
-            input_path=str(page.source),
-            page=page.page,
-            page_id=page.page_id,
-            instances=instances,
-            outputs=outputs,
-            timing=timing,
-        )
+        source = PageSource(page.source, page.page, page.page_id, page.image)
+        record = self.writer.write(source, instances, {"model_s": model_seconds})
+        record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         text = dumps_record(record)
-        atomic_write_text(files.record, text)  # last: marks the page done
+        atomic_write_text(self.writer.files(page.page_id).record, text)  # last: marks the page done
         self.summary.done += 1
         self.finished_ids.append(page.page_id)
-        if "jsonl" in settings.formats:
+        if "jsonl" in self.formats:
             self.emit_line(text)
         self.on_page()
 
     def _fail(self, path: str, page: int | None, message: str, page_id: str | None) -> None:
         self.summary.failures.append(message)
         self.report_error(message)
-        if "jsonl" in self.settings.formats:
+        if "jsonl" in self.formats:
             self.emit_line(
                 dumps_record(error_record(input_path=path, page=page, error=message, page_id=page_id))
             )
@@ -252,20 +175,3 @@ def _groups(pages: Iterable[Page | InputError], size: int) -> Iterator[list[Page
             group = []
     if group:
         yield group
-
-
-def _image_path(page: Page, files: PageFiles) -> Path:
-    """The image a PAGE file refers to: the input itself, or the rendered page of a PDF / TIFF frame."""
-    return files.image if page.page is not None else page.source.resolve()
-
-
-def _image_name(page: Page, files: PageFiles) -> str:
-    return files.image.name if page.page is not None else page.source.name
-
-
-def _write_png(path: Path, image_bgr: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", image_bgr)
-    if not ok:
-        raise OSError(f"cannot encode {path.name} as PNG")
-    with atomic_open(path, "wb") as handle:
-        handle.write(encoded.tobytes())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,19 +14,6 @@ LEVELS = ("regions", "lines", "words", "cells")  # what `--level` can select in 
 LINE_CLASS = "text line"
 WORD_CLASS = "word"
 CELL_CLASS = "table cell"
-
-
-class BadInput(Exception):
-    """A source file (or one page of it) that cannot be converted; `str()` is the one line to show."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = " ".join(str(reason).split()) or "unknown error"
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-class WrongFormat(BadInput):
-    """The file is not in the format being read: skipped when found by walking a folder."""
 
 
 @dataclass(frozen=True)

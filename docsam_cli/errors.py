@@ -1,0 +1,48 @@
+"""The error types and exit codes every command shares.
+
+`InputError` is the one error of a file the user handed us (an image, a PDF, an annotation or prediction
+file) that cannot be used: the batch reports its one line and goes on. Its message shows the path exactly
+and on one line (see `docsam_cli.names.display_path`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+
+from docsam_cli.names import display_path
+
+
+class ExitCode(enum.IntEnum):
+    """What `docsam` returns; README documents the same table."""
+
+    OK = 0  # every page / file done
+    FAILED = 1  # some pages or files failed (each named by an `error:` line and in the summary)
+    USAGE = 2  # bad options or arguments, unusable output folder, missing weights: nothing was processed
+    INTERNAL = 3  # an unexpected error inside docsam (rerun with --debug for the traceback)
+
+
+class InputError(Exception):
+    """A source that cannot be read, with a one-line reason; the batch reports it and goes on.
+
+    `str(error)` is the line to show the user (`path: reason` or `path (page 3): reason`): no traceback,
+    no newlines, whatever poppler, Pillow or a parser said.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, page: int | None = None) -> None:
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split()) or "unknown error"
+        self.page = page
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = display_path(self.path)
+        if self.page is not None:
+            where = f"{where} (page {self.page})"
+        return f"{where}: {self.reason}"
+
+
+class WrongFormat(InputError):
+    """The file is not in the format being read (a converter skips it when it was found by walking a
+    folder, and reports it when it was named)."""

@@ -1,0 +1,35 @@
+"""File names as they appear in messages and inside output files.
+
+Two rules, each defined once here:
+
+* Messages (`display_path`, `one_line`): a name is printed exactly and on one line. Control characters
+  (newline, tab, escape, ...) are shown as Python escapes (`\\n`, `\\x1b`), and bytes that are not valid
+  UTF-8 as `\\xNN`; nothing is ever interpreted as Rich markup (printing goes through `docsam_cli.console`).
+* Output files (`output_text`): PAGE, ALTO, COCO and JSON lines must stay valid UTF-8, so a byte of a file
+  name that is not valid UTF-8 (Python carries it as a lone surrogate, PEP 383) is written percent-encoded,
+  `%FF`. Everything else is written unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters and undecodable bytes escaped, so it prints as one exact line."""
+    text = _SURROGATE.sub(lambda match: f"\\x{ord(match.group()) - 0xDC00:02x}", text)
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path for a message: exact, one line (see `one_line`)."""
+    return one_line(os.fspath(path))
+
+
+def output_text(text: str) -> str:
+    """Text safe to write into a UTF-8 output: undecodable file-name bytes percent-encoded (`%FF`)."""
+    return _SURROGATE.sub(lambda match: f"%{ord(match.group()) - 0xDC00:02X}", text)
