@@ -1,13 +1,23 @@
-"""Atomic file writes: a reader never sees a half-written output, a crash never leaves one behind."""
+"""Atomic file writes: a reader never sees a half-written output, a crash never leaves one behind.
+
+Each output is written to a temporary file beside it (`.<name>.<random>.tmp`) and renamed over it. The
+temporary is created as any new file is, with mode 0666 less the user's umask (and a directory's default
+ACL), so an output ends up readable by whoever could read a file the user creates (0644 under umask 022,
+0640 under 027); `tempfile.mkstemp` would make every output private (0600).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+_NEW_FILE_MODE = 0o666  # the kernel applies the umask, as for open(path, "w")
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_TEMPORARY_NAME_BYTES = 100  # of the target's name, so the temporary's fits where the target's does
 
 
 @contextlib.contextmanager
@@ -21,17 +31,28 @@ def atomic_open(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    descriptor, temporary = _create_temporary(target)
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
+        with os.fdopen(descriptor, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(temporary)
         raise
+
+
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing."""
+    head = os.fsdecode(os.fsencode(target.name)[:_TEMPORARY_NAME_BYTES])
+    while True:
+        temporary = target.with_name(f".{head}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, _CREATE_FLAGS, _NEW_FILE_MODE), temporary
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,0 +1,62 @@
+"""Atomic writes: outputs get a normal file's permissions, never a half-written file, no temporary left."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from docsam_cli.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it afterwards."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_outputs_get_the_permissions_of_a_new_file_under_the_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    atomic_write_text(tmp_path / "page.xml", "<PcGts/>")
+    atomic_write_bytes(tmp_path / "overlay.png", b"\x89PNG")
+    with atomic_open(tmp_path / "coco.json") as handle:
+        handle.write("{}")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("as open() creates it")
+    assert mode_of(plain) == expected
+    for name in ("page.xml", "overlay.png", "coco.json"):
+        assert mode_of(tmp_path / name) == expected, name
+
+
+def test_the_content_is_replaced_whole_and_no_temporary_is_left(tmp_path):
+    target = tmp_path / "out" / "record.json"
+    atomic_write_text(target, "first")
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["record.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "record.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write("half of the new")
+        raise RuntimeError("disk full, say")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_the_longest_file_names_can_be_written(tmp_path):
+    target = tmp_path / ("é" * 125 + ".xml")  # 254 bytes: the temporary's name must not grow past 255
+    atomic_write_text(target, "<PcGts/>")
+    assert target.read_text() == "<PcGts/>"
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]
