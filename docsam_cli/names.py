@@ -1,6 +1,6 @@
 """File names as they appear in messages and inside output files.
 
-Two rules, each defined once here:
+Three rules, each defined once here:
 
 * Messages (`display_path`, `one_line`): a name is printed exactly and on one line. Control characters
   (newline, tab, escape, ...) are shown as Python escapes (`\\n`, `\\x1b`), and bytes that are not valid
@@ -8,6 +8,9 @@ Two rules, each defined once here:
 * Output files (`output_text`): PAGE, ALTO, COCO and JSON lines must stay valid UTF-8, so a byte of a file
   name that is not valid UTF-8 (Python carries it as a lone surrogate, PEP 383) is written percent-encoded,
   `%FF`. Everything else is written unchanged.
+* Names of output files made from input names (`file_name_text`): control characters and undecodable bytes
+  percent-encoded as their UTF-8 / raw bytes (`%0A`, `%1B`, `%FF`), so an output name is valid UTF-8,
+  one line, and the same text inside the output files as on disk.
 """
 
 from __future__ import annotations
@@ -33,3 +36,10 @@ def display_path(path: str | os.PathLike[str]) -> str:
 def output_text(text: str) -> str:
     """Text safe to write into a UTF-8 output: undecodable file-name bytes percent-encoded (`%FF`)."""
     return _SURROGATE.sub(lambda match: f"%{ord(match.group()) - 0xDC00:02X}", text)
+
+
+def file_name_text(text: str) -> str:
+    """`text` fit to name an output file: control characters and undecodable bytes percent-encoded."""
+    return _CONTROL.sub(
+        lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), output_text(text)
+    )
