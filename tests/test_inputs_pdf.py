@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import docsam_cli.inputs.pdf as pdf_module
 from docsam_cli.inputs import (
@@ -16,6 +15,7 @@ from docsam_cli.inputs import (
     PageTask,
     collect_documents,
     iter_page_tasks,
+    max_image_pixels,
     parse_page_ranges,
     prefetch,
     set_max_image_pixels,
@@ -169,7 +169,7 @@ def test_selection_past_the_last_page_is_a_per_file_error(pdfs):
 
 
 def test_page_over_the_pixel_limit_fails_before_poppler_renders_it(pdfs, render_calls):
-    saved = Image.MAX_IMAGE_PIXELS
+    saved = max_image_pixels()
     try:
         set_max_image_pixels(1_000_000)
         (task,) = items_for(pdfs / "pdf-docling-tests/tests/data/ocr/sources/ocr_test.pdf", dpi=300.0)

@@ -5,70 +5,108 @@ comes out as an image viewer shows it and every output (PAGE coordinates, `image
 overlays) refers to that upright image. For a file with a non-trivial orientation tag this differs from
 its raw pixel grid; tools that ignore EXIF would see the page rotated.
 
-Size limit: Pillow's `Image.MAX_IMAGE_PIXELS` is the decompression-bomb limit for every input, PDFs
-included; `set_max_image_pixels` changes it. An image above it is an `InputError` (Pillow itself only
-warns below twice the limit; `set_max_image_pixels` silences that warning, the error replaces it).
+Formats: only the document-image formats docsam lists (PNG, JPEG, TIFF, GIF, BMP, WebP, JPEG 2000, PNM)
+are tried. Pillow knows many more, some identified by weak signatures (TGA) or decoded by running an
+external program (EPS through Ghostscript); none of them is a scan, and a file they would claim is
+better reported as not an image.
+
+Size limit (decompression bombs): a page of more than `max_image_pixels()` pixels is refused from the
+size its header states, before any pixel is decoded: a 20000 x 20000 PNG of a few hundred KB would need
+gigabytes. Every frame of a multi-page TIFF is checked before it is decoded. Where a decoder learns the
+real size only later than the header (a GIF frame larger than its logical screen, TIFF tiles), Pillow's
+own check raises, at the same limit, before it allocates; that is reported in the same words. PDF pages
+are held to the same limit from their page size and the resolution (see `pdf`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from docsam_cli.errors import InputError
-
-PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trusted"
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
-
+from docsam_cli.inputs.files import open_regular_file
 
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
+PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trusted"
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000", "PPM")
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+_PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # "Image size (400000000 pixels) exceeds limit of ..."
+
+_max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def max_image_pixels() -> int | None:
+    """The decompression-bomb limit now in force: pixels per image or rendered PDF page; None = none."""
+    return _max_image_pixels
 
 
 def set_max_image_pixels(limit: int | None) -> None:
-    """Set the decompression-bomb limit (pixels per image or rendered PDF page); None disables it.
+    """Set the decompression-bomb limit (pixels per image or rendered PDF page); 0 or None removes it.
 
-    Process-wide, for the CLI to call once at start-up: it sets Pillow's limit and silences Pillow's
-    warning for images between the limit and twice it, which the loaders report as InputErrors instead.
+    Process-wide, for the CLI to call once at start-up. Pillow's own check, which fires inside decoders
+    that learn a size late, is aligned with it: Pillow raises above twice its `MAX_IMAGE_PIXELS` and warns
+    above it, so that is set to half the limit and the warning silenced (the limit itself is checked here).
     """
-    Image.MAX_IMAGE_PIXELS = limit
+    global _max_image_pixels
+    if limit is not None and limit < 0:
+        raise ValueError(f"the pixel limit must be 0 (no limit) or positive, got {limit}")
+    _max_image_pixels = limit or None
+    Image.MAX_IMAGE_PIXELS = None if _max_image_pixels is None else (_max_image_pixels + 1) // 2
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def check_pixel_limit(path: Path, width: float, height: float, page: int | None = None) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    pixels = int(width) * int(height)
-    if limit is not None and pixels > limit:
-        raise InputError(
-            path,
-            f"{int(width)}x{int(height)} = {pixels} pixels exceeds the decompression-bomb limit of "
-            f"{limit} pixels ({PIXEL_LIMIT_HINT})",
-            page,
-        )
+set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)  # aligns Pillow's check with the default
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open lazily (header only) and enforce the pixel limit. Raises InputError."""
-    try:
-        image = Image.open(path)
-    except Image.DecompressionBombError:
-        limit = Image.MAX_IMAGE_PIXELS
-        reason = f"image exceeds twice the decompression-bomb limit of {limit} pixels ({PIXEL_LIMIT_HINT})"
-        raise InputError(path, reason) from None
-    except UnidentifiedImageError:
-        raise InputError(path, "not an image or PDF (or an unsupported image format)") from None
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror or error}") from None
-    try:
-        check_pixel_limit(path, *image.size)
-    except InputError:
-        image.close()
-        raise
-    return image
+def check_pixel_limit(path: Path, width: int, height: int, page: int | None = None) -> None:
+    """Raise InputError for a page with no pixels or more than the limit (see the module docstring)."""
+    if width < 1 or height < 1:
+        raise InputError(path, f"the image has no pixels ({width}x{height})", page)
+    if _max_image_pixels is not None and width * height > _max_image_pixels:
+        raise _over_limit(path, f"{width}x{height} = {width * height} pixels", page)
+
+
+def _over_limit(path: Path, size: str, page: int | None) -> InputError:
+    reason = f"{size} exceeds the decompression-bomb limit of {_max_image_pixels} pixels ({PIXEL_LIMIT_HINT})"
+    return InputError(path, reason, page)
+
+
+def _bomb_error(path: Path, error: Image.DecompressionBombError, page: int | None = None) -> InputError:
+    """The InputError for Pillow's own check (a size found inside a decoder); its message gives the size
+    in pixels only."""
+    pixels = _PILLOW_BOMB_SIZE.search(str(error))
+    return _over_limit(path, f"{pixels[1]} pixels" if pixels else "the image", page)
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """The image, opened lazily (header only) and within the pixel limit; closed on exit. Raises
+    InputError."""
+    with open_regular_file(path) as handle:
+        try:
+            image = Image.open(handle, formats=IMAGE_FORMATS)
+        except Image.DecompressionBombError as error:
+            raise _bomb_error(path, error) from None
+        except UnidentifiedImageError:
+            raise InputError(path, "not an image or PDF (or an unsupported image format)") from None
+        except OSError as error:  # with an errno the disk failed, without one the decoder
+            if error.errno:
+                raise InputError(path, f"cannot read: {error.strerror}") from None
+            raise InputError(path, f"truncated or corrupt image data ({error})") from None
+        try:
+            check_pixel_limit(path, *image.size)
+            yield image
+        finally:
+            image.close()
 
 
 def frame_count(image: Image.Image) -> int:
@@ -84,7 +122,9 @@ def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarra
                 image.seek(frame)
                 check_pixel_limit(path, *image.size, page)
             image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
+        except Image.DecompressionBombError as error:
+            raise _bomb_error(path, error, page) from None
+        except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
         return to_bgr(_upright(image))
 
@@ -107,10 +147,9 @@ def to_bgr(image: Image.Image) -> np.ndarray:
     """
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.int64)
-        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        gray = (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
     elif mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
         scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
         gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     elif mode in _ALPHA_MODES or "transparency" in image.info:

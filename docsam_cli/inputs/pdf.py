@@ -1,14 +1,21 @@
 """PDFs through poppler (pdf2image): page count and sizes with `pdfinfo`, one page per `pdftoppm` run.
 
 Rendering one page per call keeps memory to one page however long the document, and lets a thread pool
-render several pages at once (each call is a subprocess). Pages come out as poppler renders them for
-display: the page's /Rotate (inherited from the page tree too) is applied, so a page stored sideways
-with /Rotate 90 comes out upright and landscape, as every PDF viewer shows it. Annotations are drawn,
-the background is white.
+render several pages at once (each call is a subprocess). Pages come out as every PDF viewer shows them:
+the crop box (the visible page, the size `pdfinfo` reports), with the page's /Rotate (inherited from the
+page tree too) applied, so a page stored sideways with /Rotate 90 comes out upright and landscape.
+Annotations are drawn, the background is white.
+
+Size: a page's pixel size is known before rendering, from its size in points and the resolution, and is
+held to the decompression-bomb limit of `images` then, so an oversized page never reaches poppler. A
+rendered page whose size is not the one asked for (poppler gives up on pages too large for it, printing
+"Bogus memory allocation size" and returning a 1 x 1 image) is an error, never a page. Poppler neither
+reports nor applies /UserUnit, so the crop box in points is what it renders.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +25,21 @@ from pdf2image import convert_from_path, pdfinfo_from_path
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 
 from docsam_cli.errors import InputError
+from docsam_cli.inputs.files import require_regular_file
 from docsam_cli.inputs.images import check_pixel_limit, to_bgr
 
 _ALL_PAGES = 2**31 - 1  # `pdfinfo -l` past the end lists every page; poppler clamps it
-_PAGE_SIZE = re.compile(r"Page\s+(\d+) size")
+_PAGE_KEY = re.compile(r"Page\s+(\d+) (size|rot)")
 _POINTS = re.compile(r"([\d.]+) x ([\d.]+) pts")
 _POINTS_PER_INCH = 72.0
+_SIZE_TOLERANCE = 2  # pixels: poppler rounds each side up ...
+_SIZE_PRECISION = 1e-5  # ... from a size pdfinfo prints to 6 significant digits
 
 
 @dataclass(frozen=True)
 class PdfInfo:
     page_count: int
-    page_sizes: dict[int, tuple[float, float]]  # 1-based page → (width, height) in points, before /Rotate
+    page_sizes: dict[int, tuple[float, float]]  # 1-based page → (width, height) in points, as displayed
 
 
 def read_pdf_info(path: Path, password: str | None = None, timeout: float | None = None) -> PdfInfo:
@@ -46,14 +56,21 @@ def read_pdf_info(path: Path, password: str | None = None, timeout: float | None
     except PDFPopplerTimeoutError:
         raise InputError(path, f"pdfinfo timed out after {timeout} s") from None
     sizes: dict[int, tuple[float, float]] = {}
+    turned: set[int] = set()
     for key, value in info.items():
-        page, points = _PAGE_SIZE.fullmatch(key), _POINTS.match(str(value))
-        if page and points:
-            sizes[int(page[1])] = (float(points[1]), float(points[2]))
+        match = _PAGE_KEY.fullmatch(key)
+        if match is None:
+            continue
+        page, text = int(match[1]), str(value)
+        if match[2] == "rot" and text.lstrip("-").isdigit():
+            if int(text) % 180 == 90:
+                turned.add(page)
+        elif points := _POINTS.match(text):
+            sizes[page] = (float(points[1]), float(points[2]))
     page_count = int(info["Pages"])
     if page_count < 1:
         raise InputError(path, "PDF has no pages")
-    return PdfInfo(page_count, sizes)
+    return PdfInfo(page_count, {page: size[::-1] if page in turned else size for page, size in sizes.items()})
 
 
 def _pdfinfo_reason(message: str, password: str | None) -> str:
@@ -71,17 +88,19 @@ def render_pdf_page(
     *,
     dpi: float,
     password: str | None = None,
-    size_points: tuple[float, float] | None = None,
+    size_points: tuple[float, float] | None,
     timeout: float | None = None,
 ) -> np.ndarray:
     """Render one page (1-based) to BGR uint8. Raises InputError.
 
-    `size_points` (from `read_pdf_info`) lets a page that would render past the pixel limit fail before
-    poppler allocates it.
+    `size_points` (from `read_pdf_info`, as displayed) gives the pixel size before rendering: a page
+    past the pixel limit fails before poppler allocates it, and one of unknown size is not rendered.
     """
-    if size_points is not None:
-        width, height = (side * dpi / _POINTS_PER_INCH for side in size_points)
-        check_pixel_limit(path, width, height, page)
+    if size_points is None:
+        raise InputError(path, "pdfinfo reported no size for this page", page)
+    width, height = (side * dpi / _POINTS_PER_INCH for side in size_points)
+    check_pixel_limit(path, math.ceil(width), math.ceil(height), page)
+    require_regular_file(path)
     try:
         images = convert_from_path(
             str(path.absolute()),
@@ -89,6 +108,7 @@ def render_pdf_page(
             first_page=page,
             last_page=page,
             userpw=password,
+            use_cropbox=True,
             timeout=timeout,
         )
     except PDFPopplerTimeoutError:
@@ -96,4 +116,15 @@ def render_pdf_page(
     if len(images) != 1:
         raise InputError(path, "poppler could not render this page (damaged PDF)", page)
     with images[0] as image:
+        if not (_about(image.width, width) and _about(image.height, height)):
+            raise InputError(
+                path,
+                f"poppler rendered {image.width}x{image.height} pixels instead of "
+                f"{math.ceil(width)}x{math.ceil(height)} (a page too large for poppler at {dpi:g} dpi?)",
+                page,
+            )
         return to_bgr(image)
+
+
+def _about(rendered: int, expected: float) -> bool:
+    return abs(rendered - expected) <= _SIZE_TOLERANCE + expected * _SIZE_PRECISION

@@ -1,7 +1,8 @@
 """Expand command-line sources (files, directories, globs, `-` for stdin) into an ordered list of documents.
 
-Nothing is opened here (only `stat`), so a batch of ten thousand scans is listed at once. Each document
-gets a `stem` that is unique within the run and that output names are built from.
+Nothing is opened here (only `stat`), so a batch of ten thousand scans is listed at once, and anything but
+a regular file (a named pipe, a device, a socket) is refused before anyone opens it. Each document gets a
+`stem` that is unique within the run and that output names are built from.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from docsam_cli.errors import InputError
+from docsam_cli.inputs.files import PDF_SUFFIXES, require_regular_file
+from docsam_cli.names import file_name_text
 
-PDF_SUFFIXES = frozenset({".pdf"})
 IMAGE_SUFFIXES = frozenset(
     {
         ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".j2k", ".jpx", ".tif", ".tiff",
@@ -28,6 +30,8 @@ IMAGE_SUFFIXES = frozenset(
 )  # fmt: skip
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 STDIN_SOURCE = "-"
+COMMENT_PREFIX = "#"
+MAX_STEM_BYTES = 200  # UTF-8 bytes: a file name holds 255, leaving room for `_p0001` and `.overlay.png`
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -40,73 +44,109 @@ class Document:
 
 
 def collect_documents(
-    sources: Iterable[str], *, recursive: bool = False, stdin: TextIO | None = None
+    sources: Iterable[str], *, recursive: bool = False, stdin: TextIO | BinaryIO | None = None
 ) -> list[Document | InputError]:
-    """Documents in command-line order, each file once; an InputError in place of a source that names none.
+    """Documents in command-line order, each file once (and each refusal once); an InputError in place of a
+    source that names none.
 
     - a file is taken whatever its suffix (the loader tells a PDF from an image by its content);
     - a directory gives its images and PDFs (by suffix), in natural order (`2.png` before `10.png`),
       hidden files skipped; subdirectories too when `recursive`;
     - a path that does not exist but contains `*`, `?` or `[` is a glob (`**` spans directories);
       matching files are filtered by suffix like a directory's, matching directories are expanded;
-    - `-` reads one path per line from `stdin` (blank lines skipped); those paths are taken literally.
+    - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally;
+    - a named pipe, device or socket, named or found, is an InputError (never opened).
     """
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
-            for line in (stdin if stdin is not None else sys.stdin).read().splitlines():
-                if line.strip():
-                    found.extend(_expand_path(Path(line), recursive))
+            for line in read_path_list(stdin if stdin is not None else sys.stdin):
+                found.extend(_expand_path(Path(line), recursive))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
             found.extend(_expand_glob(source, recursive))
         else:
             found.extend(_expand_path(Path(source), recursive))
 
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique: list[Path | InputError] = []
     for item in found:
-        if isinstance(item, Path):
-            key = item.resolve()
-            if key in seen:
-                continue
+        key = os.path.realpath(item.path if isinstance(item, InputError) else item)  # never raises
+        if key not in seen:
             seen.add(key)
-        unique.append(item)
+            unique.append(item)
 
     paths = [item for item in unique if isinstance(item, Path)]
     stems = dict(zip(paths, assign_stems(paths), strict=True))
     return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
 
 
+def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
+    """The paths listed on `stream`: one per line, or NUL-separated (`find -print0`) if the input holds a NUL.
+
+    A line whose first non-blank character is `#` is a comment and blank lines are skipped; a path that
+    really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped. Bytes are decoded
+    as file names are (undecodable bytes kept, PEP 383), so any name reaches the file system unchanged.
+    """
+    raw = stream.buffer if hasattr(stream, "buffer") else stream
+    data = raw.read()
+    text = os.fsdecode(data) if isinstance(data, bytes) else data
+    if "\0" in text:
+        return [entry for entry in text.split("\0") if entry]
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
+
+
 def _expand_path(path: Path, recursive: bool) -> list[Path | InputError]:
-    if path.is_dir():
-        files: list[Path | InputError] = [*_directory_files(path, recursive)]
+    if _is_directory(path):
+        files = _directory_files(path, recursive)
         return files or [InputError(path, "directory contains no images or PDFs")]
-    if not path.exists():
-        return [InputError(path, "no such file or directory")]
-    return [path]
+    return [_regular_file(path)]
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. no permission to look: `_regular_file` names the problem
+        return False
+
+
+def _regular_file(path: Path) -> Path | InputError:
+    try:
+        require_regular_file(path)
+    except InputError as error:
+        return error
+    return path
 
 
 def _expand_glob(pattern: str, recursive: bool) -> list[Path | InputError]:
     matches = sorted(glob.glob(pattern, recursive=True), key=natural_key)
     expanded: list[Path | InputError] = []
     for match in map(Path, matches):
-        if match.is_dir():
+        if _is_directory(match):
             expanded.extend(_directory_files(match, recursive))
         elif match.suffix.lower() in SUPPORTED_SUFFIXES:
-            expanded.append(match)
+            expanded.append(_regular_file(match))
     return expanded or [InputError(pattern, "no image or PDF matches this pattern")]
 
 
-def _directory_files(root: Path, recursive: bool) -> list[Path]:
+def _directory_files(root: Path, recursive: bool) -> list[Path | InputError]:
+    """Supported files under `root` in natural order, each a Path or the InputError refusing it; a folder
+    that cannot be listed is an InputError too."""
+    unreadable: list[InputError] = []
     files: list[Path] = []
-    for directory, subdirs, names in os.walk(root):
+
+    def report(error: OSError) -> None:
+        unreadable.append(InputError(error.filename, f"cannot list directory: {error.strerror or error}"))
+
+    for directory, subdirs, names in os.walk(root, onerror=report):
         subdirs[:] = [name for name in subdirs if not name.startswith(".")] if recursive else []
         files.extend(
             Path(directory, name)
             for name in names
             if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
         )
-    return sorted(files, key=lambda path: [natural_key(part) for part in path.relative_to(root).parts])
+    files.sort(key=lambda path: [natural_key(part) for part in path.relative_to(root).parts])
+    return [*unreadable, *(_regular_file(path) for path in files)]
 
 
 def natural_key(text: str) -> tuple[str | int, ...]:
@@ -123,6 +163,10 @@ def assign_stems(paths: list[Path]) -> list[str]:
     Colliding stems get the suffix appended (`scan_png`, `scan_jpg`), then their parent directories
     prepended one at a time (`vol1__0001`, `vol2__0001`), then a hash of the absolute path. A stem therefore
     stays the same across re-runs of the same command, which skipping finished pages relies on.
+
+    A stem names files and is written inside them, so it is made portable: control characters and bytes
+    that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
+    stem longer than `MAX_STEM_BYTES` is cut and ends in a hash of the whole (`long…name~1a2b3c4d`).
     """
     candidates = [_stem_candidates(path.absolute()) for path in paths]
     levels = [0] * len(paths)
@@ -145,8 +189,21 @@ def _stem_candidates(path: Path) -> list[str]:
         names.append("__".join([*prefix, path.stem]))
         if suffix:
             names.append("__".join([*prefix, f"{path.stem}_{suffix}"]))
-    digest = hashlib.sha1(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return [*names, f"{path.stem}_{digest}"]
+    names.append(f"{path.stem}_{_digest(str(path))}")
+    return [_portable_stem(name) for name in names]
+
+
+def _portable_stem(name: str) -> str:
+    name = file_name_text(name)
+    encoded = name.encode()
+    if len(encoded) <= MAX_STEM_BYTES:
+        return name
+    kept = encoded[: MAX_STEM_BYTES - 9].decode(errors="ignore")  # whole characters only
+    return f"{kept}~{_digest(name)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def _clashing(names: list[str]) -> set[int]:

@@ -9,17 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from docsam_cli.errors import InputError
+from docsam_cli.inputs.files import FileKind, sniff_kind
 from docsam_cli.inputs.images import frame_count, load_frame, open_image
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
-from docsam_cli.inputs.sources import PDF_SUFFIXES, Document
-
-_SNIFF_BYTES = 1024
+from docsam_cli.inputs.sources import Document
 
 
 @dataclass(frozen=True)
@@ -62,9 +60,9 @@ class PageTask:
     source: Path
     page: int | None
     page_id: str
-    kind: Literal["image", "pdf"]
+    kind: FileKind
     options: LoadOptions
-    size_points: tuple[float, float] | None = None  # PDF page size, for the pixel limit before rendering
+    size_points: tuple[float, float] | None = None  # PDF page as displayed (points): its pixel size
 
     def load(self) -> Page:
         """Decode or render. Raises InputError for any failure (Pillow and poppler raise many types on
@@ -117,7 +115,7 @@ def iter_page_tasks(
 
 def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
     path = document.path
-    if _is_pdf(path):
+    if sniff_kind(path) == "pdf":
         info = read_pdf_info(path, options.password, options.poppler_timeout)
         pages = _selected(path, info.page_count, options.pages)
         return [
@@ -137,19 +135,6 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
         PageTask(path, page, page_id(document.stem, page), "image", options)
         for page in _selected(path, frames, options.pages)
     ]
-
-
-def _is_pdf(path: Path) -> bool:
-    """`%PDF` in the first KiB (where readers look for it) or a .pdf name; poppler repairs some files
-    whose header is damaged, and names the problem when it cannot. Raises InputError."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror or error}") from None
-    if not head:
-        raise InputError(path, "empty file (0 bytes)")
-    return b"%PDF" in head or path.suffix.lower() in PDF_SUFFIXES
 
 
 def _selected(path: Path, page_count: int, ranges: PageRanges | None) -> list[int]:

@@ -1,0 +1,81 @@
+"""Hostile inputs made on the fly: decompression bombs, oversized PDF pages, headers that lie.
+
+Each writer makes a small file (kilobytes) whose decoded size would be huge, so a test or benchmark can
+show it is refused without ever holding it in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+BOMB_SIDE = 20_000  # 400 million pixels: about 1.2 GB as RGB, 18 GB at the peak of an unguarded run
+HUGE_PAGE_POINTS = 14_400  # 200 inches; at 200 dpi 40000 x 40000 pixels, more than poppler can allocate
+
+
+def write_bomb_png(path: Path, side: int = BOMB_SIDE) -> Path:
+    """A valid 1-bit PNG of side x side white pixels, a few dozen KB on disk (compressed row by row)."""
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte "none", then the packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_pdf(path: Path, width: float, height: float, page_entries: str = "") -> Path:
+    """A one-page PDF with the given MediaBox (points) and a filled square on it, written by hand."""
+    content = b"0 0 1 rg 10 10 50 50 re f"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] {page_entries} "
+        f"/Contents 4 0 R /Resources << >> >>".encode(),
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def write_gif_with_oversized_frame(path: Path, screen: int = 10, frame: int = 30_000) -> Path:
+    """A GIF whose logical screen is small but whose first frame claims frame x frame pixels."""
+    data = b"GIF89a" + struct.pack("<HHBBB", screen, screen, 0, 0, 0)
+    data += b"," + struct.pack("<HHHHB", 0, 0, frame, frame, 0) + b"\x02\x02\x4c\x01\x00;"
+    path.write_bytes(data)
+    return path
+
+
+def write_tiff_with_oversized_frame(path: Path, side: int = BOMB_SIDE) -> Path:
+    """A two-page TIFF: page 1 a real 8 x 8 image, page 2 an 8 x 8 strip whose IFD claims side x side."""
+    buffer = io.BytesIO()
+    pages = [Image.new("L", (8, 8), 200), Image.new("L", (8, 8), 50)]
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"II*\x00", "Pillow writes little-endian TIFF"
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for index in range(struct.unpack_from("<H", data, second)[0]):
+        entry = second + 2 + 12 * index
+        tag, kind = struct.unpack_from("<HH", data, entry)
+        if tag in (256, 257):  # ImageWidth, ImageLength
+            struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, side)
+    path.write_bytes(bytes(data))
+    return path
