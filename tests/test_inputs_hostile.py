@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -319,3 +320,37 @@ def test_images_without_pixels_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"the image has no pixels \(0x5\)"):
         check_pixel_limit(tmp_path / "flat.png", 0, 5)
     check_pixel_limit(tmp_path / "dot.png", 1, 1)
+
+
+@pytest.mark.slow
+def test_segment_refuses_the_hostile_files_and_writes_the_rest_readable(tmp_path, tiny_weights, good_png):
+    good_png(tmp_path / "in" / "good.png")
+    bomb = write_bomb_png(tmp_path / "in" / "bomb.png")
+    pipe = tmp_path / "in" / "pipe.png"
+    os.mkfifo(pipe)
+    poster = write_pdf(tmp_path / "in" / "poster.pdf", HUGE_PAGE_POINTS, HUGE_PAGE_POINTS)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "docsam_cli", "segment", str(tmp_path / "in"), "--out", str(out)]
+    command += ["--weights", str(tiny_weights), "--device", "cpu", "--format", "page,jsonl"]
+    command += ["--short-side", "192", "--window", "224,192"]
+    command += ["--max-image-pixels", str(DEFAULT_MAX_IMAGE_PIXELS)]  # the CLI's default once it is this
+
+    def umask_022() -> None:
+        os.umask(0o022)
+
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        timeout=600,  # the model loads in seconds; a pipe opened for reading would block forever
+        preexec_fn=umask_022,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, result.stderr
+    for path in (bomb, pipe, poster):
+        assert sum(f"error: {path}" in line for line in errors) == 1, (path, errors)
+    page = out / "page" / "good.xml"
+    assert page.is_file() and stat.S_IMODE(page.stat().st_mode) == 0o644
+    assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]

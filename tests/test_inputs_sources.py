@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,19 @@ def test_page_ranges_select_existing_pages_in_order(spec, count, pages):
 def test_invalid_page_ranges_are_rejected(spec):
     with pytest.raises(ValueError, match="page range"):
         parse_page_ranges(spec)
+
+
+def test_a_directory_that_cannot_be_listed_is_one_error_naming_it(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    touch(locked / "a.png")
+    real_scandir = os.scandir
+
+    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    (error,) = collect_documents([str(locked)])
+    assert isinstance(error, InputError)
+    assert str(error) == f"{locked}: cannot list directory: Permission denied"
