@@ -1,4 +1,4 @@
-"""Metrics of the reference (ARCHITECTURE.md §8): COCO mask/box AP, mAF and mIoU, per class and overall.
+"""Metrics of the reference: COCO mask/box AP, mAF and mIoU, per class and overall.
 
 `evaluate` is the one entry point: ground-truth images plus, per image, the predicted `PageInstances`
 (read from `segment` outputs, or produced by running a model on the ground truth's images). Everything
@@ -9,8 +9,9 @@ is computed at the ground truth's resolution; predictions made at another size a
   AP@[.5:.95] with these maxDets). Detections are all instances, with their RLE masks and their own
   (regressed) boxes; the detection area used by pycocotools comes from the box, as in the reference.
 * mAF: per class, predictions with score >= 0.5 and ground truth are matched one-to-one by maximal mask
-  IoU (Hungarian); for t in 0.50:0.05:0.95, F1_t = 2 TP_t / (GT + predictions), counts summed over
-  images; a class scores the mean F1_t; mAF is the mean over classes with ground truth or predictions.
+  IoU (Hungarian: scipy's algorithm, in `docsam_cli.assignment`); for t in 0.50:0.05:0.95,
+  F1_t = 2 TP_t / (GT + predictions), counts summed over images; a class scores the mean F1_t; mAF is
+  the mean over classes with ground truth or predictions.
 * mIoU: per class, pixel counts summed over images of the ground-truth union and the predicted semantic
   map; IoU = intersection / union; mean over classes with pixels in either.
 """
@@ -29,9 +30,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from scipy.optimize import linear_sum_assignment
 
-if TYPE_CHECKING:  # the `model` package imports torch; metrics only read PageInstances' fields
+from docsam_cli.assignment import linear_sum_assignment
+
+if TYPE_CHECKING:  # metrics only read PageInstances' fields
     from model.instances import PageInstances
 
 MAX_DETS = (40, 400, 4000)
@@ -293,9 +295,7 @@ def _mean_f1(matched: _Matched, classes: list[str], result: EvaluationResult) ->
     result.maf = float(np.mean(terms)) if terms else 0.0
 
 
-def _mean_iou(
-    matched: list[tuple[GtImage, _Predicted]], classes: list[str], result: EvaluationResult
-) -> None:
+def _mean_iou(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:
     pixels = {name: np.zeros(3) for name in classes}  # ground truth, predicted, intersection
     for image, predicted in matched:
         for name in classes:

@@ -129,3 +129,121 @@ def page_region_counts(xml: Path) -> Counter:
         else:
             counts[_NAMES[name]] += 1
     return counts
+
+
+# --- Malformed JSON: a valid COCO dataset, and one field changed at a time ---
+
+DELETE = object()  # the value of a mutation that removes the field
+
+
+def coco_document() -> dict:
+    """A valid COCO dataset of two 60x40 pages (a.png, b.png): a polygon, an RLE and a box-only annotation,
+    each with a score, so that it reads as ground truth, as a source and as predictions."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[5:20, 10:30] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 60, "height": 40},
+            {"id": 2, "file_name": "b.png", "width": 60, "height": 40},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[10, 10, 40, 10, 40, 30, 10, 30]],
+             "bbox": [10, 10, 30, 20], "area": 600, "iscrowd": 0, "score": 0.9},
+            {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0, "score": 0.8,
+             "segmentation": {"size": [40, 60], "counts": rle["counts"].decode()}},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, 20, 10], "iscrowd": 0, "score": 0.7},
+        ],
+        "categories": [{"id": 1, "name": "table"}, {"id": 2, "name": "figure"}],
+    }  # fmt: skip
+
+
+def json_path(path: str) -> list[str | int]:
+    """`images[0].height` → ["images", 0, "height"]; `[1].bbox` → [1, "bbox"]."""
+    return [int(index) if index else key for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)]
+
+
+def mutated(document: object, path: str, value: object) -> object:
+    """A deep copy of `document` with the field at `path` set to `value` (or removed: DELETE)."""
+    copy = json.loads(json.dumps(document))
+    *parents, last = json_path(path)
+    target = copy
+    for key in parents:
+        target = target[key]
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return copy
+
+
+def assert_one_error(result: CliResult, file_name: str, where: str) -> None:
+    """Exit code 1 and exactly one `error:` line, naming the file and the field (a JSON path)."""
+    assert result.exit_code == 1, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.error_lines()
+    assert len(lines) == 1, lines
+    assert file_name in lines[0], lines[0]
+    assert re.search(re.escape(where) + r"(?![\w.\[])", lines[0]), (where, lines[0])  # not a longer path
+
+
+NAN = float("nan")
+ALL = frozenset({"convert", "truth", "predictions"})
+# (field, new value, the field the error must name, the readings that must refuse it). A page's width and
+# height may be left out by a source (the image has them) and by predictions (the ground truth has them).
+COCO_CASES = [
+    ("images[0].height", DELETE, "images[0].height", {"truth"}),
+    ("images[0].width", "600", "images[0].width", ALL),
+    ("images[0].width", -5, "images[0].width", ALL),
+    ("images[0].height", NAN, "images[0].height", ALL),
+    ("images[0].width", 12.5, "images[0].width", ALL),
+    ("images[0].file_name", DELETE, "images[0].file_name", ALL),
+    ("images[0].file_name", 5, "images[0].file_name", ALL),
+    ("images[0].id", [1], "images[0].id", ALL),
+    ("images[1].id", 1, "images[1].id", ALL),
+    ("images", {}, "images", ALL),
+    ("images[0]", "a.png", "images[0]", ALL),
+    ("categories", DELETE, "categories", ALL),
+    ("categories[0].name", DELETE, "categories[0].name", ALL),
+    ("categories[0].name", 3, "categories[0].name", ALL),
+    ("categories[0].id", None, "categories[0].id", ALL),
+    ("categories[1].id", 1, "categories[1].id", ALL),
+    ("categories[0]", ["table"], "categories[0]", ALL),
+    ("annotations", {}, "annotations", ALL),
+    ("annotations[0]", 7, "annotations[0]", ALL),
+    ("annotations[0].image_id", DELETE, "annotations[0].image_id", ALL),
+    ("annotations[0].image_id", 99, "annotations[0].image_id", ALL),
+    ("annotations[0].category_id", 99, "annotations[0].category_id", ALL),
+    ("annotations[0].category_id", [1], "annotations[0].category_id", ALL),
+    ("annotations[1].segmentation.size", DELETE, "annotations[1].segmentation.size", ALL),
+    ("annotations[1].segmentation.size", ["40", 60], "annotations[1].segmentation.size[0]", ALL),
+    ("annotations[1].segmentation.size", [20, 60], "annotations[1].segmentation.size", ALL),
+    ("annotations[1].segmentation.counts", 5, "annotations[1].segmentation.counts", ALL),
+    ("annotations[1].segmentation.counts", [100, 50], "annotations[1].segmentation.counts", ALL),
+    ("annotations[1].segmentation.counts", "!!", "annotations[1].segmentation.counts", ALL),
+    ("annotations[0].segmentation", "abc", "annotations[0].segmentation", ALL),
+    ("annotations[0].segmentation", [[10, 10, "40", 10, 40, 30]], "annotations[0].segmentation[0][2]", ALL),
+    ("annotations[0].segmentation", [{"x": 1}], "annotations[0].segmentation[0]", ALL),
+    ("annotations[0].segmentation", [[10, 10, 40, 10, 40]], "annotations[0].segmentation[0]", ALL),
+    ("annotations[0].segmentation", [[10, 10, 40, NAN, 40, 30]], "annotations[0].segmentation[0][3]", ALL),
+    ("annotations[0].bbox", [1, 2, 3], "annotations[0].bbox", ALL),
+    ("annotations[0].bbox", [1, 2, -3, 4], "annotations[0].bbox[2]", ALL),
+    ("annotations[0].bbox", {"x": 1}, "annotations[0].bbox", ALL),
+    ("annotations[2].bbox", DELETE, "annotations[2]", ALL),
+    ("annotations[0].iscrowd", "no", "annotations[0].iscrowd", ALL),
+    ("annotations[0].area", "big", "annotations[0].area", ALL),
+    ("annotations[0].score", "high", "annotations[0].score", ALL),
+]
+
+
+def coco_cases(reading: str) -> list:
+    """The cases a reading must refuse, as pytest parameters named after the field and the value."""
+    import pytest
+
+    return [
+        pytest.param(field, value, where, id=f"{field}={'deleted' if value is DELETE else json.dumps(value)}")
+        for field, value, where, readings in COCO_CASES
+        if reading in readings
+    ]

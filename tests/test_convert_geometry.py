@@ -11,6 +11,7 @@ from convert_helpers import page_xml, run_cli, write_image
 
 from docsam_cli.datasets import geometry, layout, split
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping
+from docsam_cli.datasets.ground_truth import load_ground_truth
 
 
 def test_parse_points_accepts_page_and_alto_forms_and_rejects_junk() -> None:
@@ -96,8 +97,8 @@ def test_written_split_reads_back_with_the_reference_category_rules(tmp_path) ->
     out = tmp_path / "Layout" / "Mine" / "data" / "set" / "train"
     arguments = ("--map", "heading=text word", "--dataset-name", "Mine set")
     assert run_cli("convert-dataset", source, "--from", "page", "--out", out, *arguments).exit_code == 0
-    pages, errors = layout.read_split(out)
-    assert not errors and len(pages) == 1 and pages[0].image.path == out / "image" / "p.png"
-    assert Counter(i.category for i in pages[0].instances) == Counter({"table": 1})  # "text word" dropped
+    truth = load_ground_truth(out, "unified", frozenset({"regions"}))
+    assert not truth.errors and len(truth.images) == 1 and truth.images[0].image == out / "image" / "p.png"
+    assert Counter(a.category for a in truth.images[0].annotations) == Counter({"table": 1})  # no "text word"
     assert layout.dataset_name(out) == "Mine set"
     assert layout.reference_dataset_name(out) == "Mine set"

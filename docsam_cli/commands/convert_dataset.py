@@ -1,21 +1,34 @@
-"""`docsam convert-dataset`: annotation sets in PAGE, ALTO, COCO, ... → the unified training layout."""
+"""`docsam convert-dataset`: annotation sets in PAGE, ALTO, COCO, ... → the unified training layout.
+
+Only the format registry and option parsers are imported here; the readers, the geometry (OpenCV,
+pycocotools) and the writer are imported when the command runs.
+"""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from docsam_cli.console import print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
-from docsam_cli.datasets.pipeline import REPORT_FILE, ConvertOptions, OutputExists, convert
-from docsam_cli.datasets.records import LEVELS
+from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
+from docsam_cli.errors import ExitCode
+from docsam_cli.names import display_path
 
+SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=str)
+
+_INPUT = "Input"
+_CLASSES = "Classes"
+_OUTPUT = "Output"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
@@ -23,42 +36,90 @@ _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.i
 
 def main(
     sources: Annotated[
-        list[Path], typer.Argument(help="Annotation files, or folders to search recursively.")
+        list[Path],
+        typer.Argument(help="Annotation files, or folders to search recursively.", show_default=False),
     ],
-    source_format: Annotated[str, typer.Option("--from", help=f"Source format. {_FORMAT_HELP}.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (the unified layout).")],
+    source_format: Annotated[
+        SourceFormat,
+        typer.Option(
+            "--from", case_sensitive=False, help=f"Source format. {_FORMAT_HELP}.", rich_help_panel=_INPUT
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output folder (the unified layout).", rich_help_panel=_OUTPUT)
+    ],
     level: Annotated[
         list[str],
-        typer.Option(help=f"What becomes an instance: {', '.join(LEVELS)} (repeat or comma-list)."),
+        typer.Option(
+            metavar="[" + "|".join(LEVELS) + "]",
+            help="What becomes an instance (repeat or comma-list); the formats support different levels.",
+            rich_help_panel=_INPUT,
+        ),
     ] = _DEFAULT_LEVELS,
-    mapping: Annotated[
-        list[str], typer.Option("--map", help="Rename or merge classes: old=new (repeatable).")
-    ] = _NONE,
-    drop: Annotated[list[str], typer.Option(help="Leave out these classes (after --map).")] = _NONE,
-    keep: Annotated[list[str], typer.Option(help="Keep only these classes (after --map).")] = _NONE,
-    split_spec: Annotated[
-        str | None, typer.Option("--split", help="Split into sub-folders, e.g. train=0.8,val=0.1,test=0.1.")
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Folder of the images (ICDAR 2013: of the PDFs) when they are not where the annotations "
+            "say; searched first, by path and by file name. YOLO: the images are walked here and SRC "
+            "holds the labels.",
+            rich_help_panel=_INPUT,
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
-    symlink: Annotated[
-        bool, typer.Option("--symlink/--copy", help="Link images instead of copying.")
-    ] = False,
+    classes: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Class list file (YOLO).", rich_help_panel=_INPUT),
+    ] = None,
+    dpi: Annotated[
+        float,
+        typer.Option(
+            min=10, max=1200, help="Rendering resolution of PDF pages (ICDAR 2013).", rich_help_panel=_INPUT
+        ),
+    ] = 150.0,
+    mapping: Annotated[
+        list[str],
+        typer.Option(
+            "--map", help="Rename or merge classes: old=new (repeatable).", rich_help_panel=_CLASSES
+        ),
+    ] = _NONE,
+    drop: Annotated[
+        list[str], typer.Option(help="Leave out these classes (after --map).", rich_help_panel=_CLASSES)
+    ] = _NONE,
+    keep: Annotated[
+        list[str], typer.Option(help="Keep only these classes (after --map).", rich_help_panel=_CLASSES)
+    ] = _NONE,
     dataset_name: Annotated[
         str | None,
-        typer.Option(help="Domain token of the background prompt '<name> _background_' [--out's name]."),
+        typer.Option(
+            help="Domain token of the background prompt '<name> _background_' (default: --out's name).",
+            rich_help_panel=_CLASSES,
+        ),
     ] = None,
-    images: Annotated[Path | None, typer.Option(help="Image folder (COCO, VOC, YOLO).")] = None,
-    classes: Annotated[Path | None, typer.Option(help="Class list file (YOLO).")] = None,
-    dpi: Annotated[float, typer.Option(min=10, max=1200, help="Rendering resolution of PDF pages.")] = 150.0,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+    split_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Split into sub-folders, e.g. train=0.8,val=0.1,test=0.1.",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split.", rich_help_panel=_OUTPUT)] = 0,
+    symlink: Annotated[
+        bool,
+        typer.Option("--symlink/--copy", help="Link images instead of copying.", rich_help_panel=_OUTPUT),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a non-empty --out folder.", rich_help_panel=_OUTPUT)
+    ] = False,
 ) -> None:
     """Convert annotated pages into the unified layout read by `docsam train` and `docsam evaluate`."""
-    console = Console(stderr=True, soft_wrap=True, highlight=False)
-    fmt = FORMATS.get(source_format.lower())
-    if fmt is None:
-        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--from")
-    levels = frozenset(parse_names(level))
-    if not levels or not levels <= fmt.levels:
+    fmt = FORMATS[source_format.value]
+    try:
+        levels = parse_levels(level)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--level") from None
+    if not levels <= fmt.levels:
         supported = ", ".join(sorted(fmt.levels))
         raise typer.BadParameter(f"{fmt.name} supports {supported}", param_hint="--level")
     try:
@@ -68,6 +129,9 @@ def main(
         fractions = parse_split(split_spec) if split_spec else None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    from docsam_cli.datasets.pipeline import ConvertOptions, OutputExists, convert
+
+    console = stderr_console()
     options = ConvertOptions(
         fmt=fmt,
         sources=sources,
@@ -85,32 +149,37 @@ def main(
     )
     try:
         with console.status("converting...") as status:
-            report = convert(options, progress=lambda name: status.update(f"converted {name}"))
+            report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
     except OutputExists as error:
-        raise typer.BadParameter(str(error), param_hint="--out") from None
+        print_error(console, f"--out: {error}")
+        raise typer.Exit(ExitCode.USAGE) from None
     for line in report.errors:
-        console.print(f"error: {line}", markup=False)
+        print_error(console, line)
     _summary(console, report, out)
     if report.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _summary(console: Console, report: ConversionReport, out: Path) -> None:
-    table = Table(title=f"{report.images} images → {out}", title_justify="left")
+    from docsam_cli.datasets.pipeline import REPORT_FILE
+
+    table = Table(title=Text(f"{report.images} images → {display_path(out)}"), title_justify="left")
     table.add_column("class")
     table.add_column("instances", justify="right")
     for name, count in sorted(report.instances.items()):
-        table.add_row(name, str(count))
+        table.add_row(Text(name), str(count))
     console.print(table)
     for title, tally in (("fixed", report.fixed), ("dropped", report.dropped)):
         for reason, count in sorted(tally.items()):
-            console.print(f"{title}: {count} × {reason}", markup=False)
+            print_plain(console, f"{title}: {count} × {reason}")
     if report.splits:
-        console.print("splits: " + ", ".join(f"{name} {count}" for name, count in report.splits.items()))
+        print_plain(
+            console, "splits: " + ", ".join(f"{name} {count}" for name, count in report.splits.items())
+        )
     if report.empty_images:
-        console.print(f"{report.empty_images} images have no instance (kept as negatives)")
+        print_plain(console, f"{report.empty_images} images have no instance (kept as negatives)")
     for warning in report.warnings:
-        console.print(f"warning: {warning}", markup=False)
+        print_plain(console, f"warning: {warning}")
     if report.errors:
-        console.print(f"{len(report.errors)} files or pages failed (listed above)", markup=False)
-    console.print(f"details: {out / REPORT_FILE}", markup=False)
+        print_plain(console, f"{len(report.errors)} files or pages failed (listed above)")
+    print_plain(console, f"details: {display_path(out / REPORT_FILE)}")

@@ -1,29 +1,49 @@
-"""`docsam evaluate`: score predictions against ground truth with the reference's metrics."""
+"""`docsam evaluate`: score predictions against ground truth with the reference's metrics.
+
+Only option parsing happens at import; the readers and metrics (pycocotools, OpenCV) are imported when the
+command runs, and the model (torch) only for `--weights`.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from docsam_cli.atomic import atomic_write_text
-from docsam_cli.datasets.classes import parse_mapping, parse_names
-from docsam_cli.datasets.ground_truth import GT_FORMATS, detect_format, load_ground_truth
-from docsam_cli.datasets.layout import dataset_name, is_layout
-from docsam_cli.datasets.predictions import PRED_FORMATS, load_predictions
-from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
-from docsam_cli.datasets.records import LEVELS
-from docsam_cli.errors import InputError
-from docsam_cli.evaluation import EvaluationResult, evaluate
-from docsam_cli.model_evaluation import ModelRun
-from docsam_cli.weights import WeightsError
-from model import CheckpointError
+from docsam_cli.console import print_error, print_plain, stderr_console
+from docsam_cli.datasets.classes import parse_mapping
+from docsam_cli.datasets.convert import FORMATS
+from docsam_cli.datasets.records import LEVELS, parse_levels
+from docsam_cli.errors import ExitCode, InputError
+from docsam_cli.names import display_path
+from docsam_cli.precision import Precision
+from docsam_cli.weights.registry import Variant
 
+if TYPE_CHECKING:
+    from docsam_cli.datasets.ground_truth import GroundTruth
+    from docsam_cli.evaluation import EvaluationResult
+    from model.instances import PageInstances
+
+_AUTO = "auto"
+GtFormat = enum.Enum(
+    "GtFormat",
+    {name: name for name in (_AUTO, "unified", "coco", *(name for name in FORMATS if name != "coco"))},
+    type=str,
+)
+PredFormat = enum.Enum("PredFormat", {name: name for name in (_AUTO, "coco", "page")}, type=str)
+
+_TRUTH = "Ground truth"
+_PREDICTIONS = "Predictions"
+_MODEL = "Model (instead of --pred)"
+_REPORT = "Scoring and report"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 
@@ -31,90 +51,137 @@ _NONE: list[str] = []
 def main(
     ground_truth: Annotated[
         Path,
-        typer.Argument(help="Ground truth: a unified split folder, a COCO file, or files of a --gt-format."),
+        typer.Argument(
+            help="Ground truth: a unified split folder, a COCO file, or files of a --gt-format.",
+            show_default=False,
+        ),
     ],
+    gt_format: Annotated[
+        GtFormat,
+        typer.Option(case_sensitive=False, help="Format of the ground truth.", rich_help_panel=_TRUTH),
+    ] = GtFormat.auto,
+    level: Annotated[
+        list[str],
+        typer.Option(
+            metavar="[" + "|".join(LEVELS) + "]",
+            help="PAGE/ALTO elements to score (repeat or comma-list).",
+            rich_help_panel=_TRUTH,
+        ),
+    ] = _DEFAULT_LEVELS,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Folder of the ground truth's images, when they are not where the annotations say.",
+            rich_help_panel=_TRUTH,
+        ),
+    ] = None,
     pred: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
             help="Predictions: segment's COCO dataset file (matched by file name), a COCO results list "
-            "(image ids of the ground truth), or segment's PAGE files. Or use --weights."
+            "(image ids of the ground truth), or segment's PAGE files.",
+            rich_help_panel=_PREDICTIONS,
         ),
     ] = None,
+    pred_format: Annotated[
+        PredFormat,
+        typer.Option(case_sensitive=False, help="Format of the predictions.", rich_help_panel=_PREDICTIONS),
+    ] = PredFormat.auto,
     weights: Annotated[
         str | None,
         typer.Option(
-            help="Run this model (path or zoo name) on the ground truth's images instead of --pred."
+            help="Run this model (path or zoo name) on the ground truth's images.", rich_help_panel=_MODEL
         ),
     ] = None,
-    variant: Annotated[str | None, typer.Option(help="With --weights: base or large.")] = None,
+    variant: Annotated[
+        Variant | None,
+        typer.Option(help="Model variant (default: from the weights).", rich_help_panel=_MODEL),
+    ] = None,
     model_config: Annotated[
-        Path | None, typer.Option(help="With --weights: JSON architecture config.")
+        Path | None, typer.Option(help="JSON architecture config.", rich_help_panel=_MODEL)
     ] = None,
     domain: Annotated[
         str | None,
         typer.Option(
-            help="With --weights: background prompt domain (default: the dataset's name, if known)."
+            help="Background prompt domain (default: the dataset's name, if known).", rich_help_panel=_MODEL
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="With --weights: auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --weights: fp32, bf16 or fp16.")] = "fp32",
-    short_side: Annotated[str | None, typer.Option(help="With --weights: as in segment.")] = None,
-    window: Annotated[str | None, typer.Option(help="With --weights: as in segment.")] = None,
-    gt_format: Annotated[str, typer.Option(help=f"One of {', '.join(GT_FORMATS)}.")] = "auto",
-    pred_format: Annotated[str, typer.Option(help=f"One of {', '.join(PRED_FORMATS)}.")] = "auto",
-    level: Annotated[
-        list[str], typer.Option(help=f"PAGE/ALTO elements to score: {', '.join(LEVELS)}.")
-    ] = _DEFAULT_LEVELS,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=_MODEL)] = "auto",
+    precision: Annotated[Precision, typer.Option(help="Network precision.", rich_help_panel=_MODEL)] = "fp32",
+    short_side: Annotated[str | None, typer.Option(help="As in segment.", rich_help_panel=_MODEL)] = None,
+    window: Annotated[str | None, typer.Option(help="As in segment.", rich_help_panel=_MODEL)] = None,
     mapping: Annotated[
-        list[str], typer.Option("--map", help="Prediction class → ground-truth class: pred=gt (repeatable).")
+        list[str],
+        typer.Option(
+            "--map",
+            help="Prediction class → ground-truth class: pred=gt (repeatable).",
+            rich_help_panel=_REPORT,
+        ),
     ] = _NONE,
     json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the full report as JSON to this file ('-': stdout).")
+        str | None,
+        typer.Option(
+            "--json",
+            help="Write the full report as JSON to this file ('-': stdout).",
+            rich_help_panel=_REPORT,
+        ),
     ] = None,
 ) -> None:
     """Score predictions (mask and box AP at maxDets 40/400/4000, mAF, mIoU), overall and per class."""
-    console = Console(stderr=True, soft_wrap=True, highlight=False)
-    levels = frozenset(parse_names(level))
-    if not levels or not levels <= set(LEVELS):
-        raise typer.BadParameter(f"choose from {', '.join(LEVELS)}", param_hint="--level")
+    try:
+        levels = parse_levels(level)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--level") from None
     try:
         class_map = parse_mapping(mapping)
-        gt_fmt = detect_format(ground_truth) if gt_format == "auto" else _choice(gt_format, GT_FORMATS)
-        if pred is None:
-            pred_fmt = pred_format
-        elif pred_format == "auto":
-            pred_fmt = detect_prediction_format(pred)
-        else:
-            pred_fmt = _choice(pred_format, PRED_FORMATS)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        raise typer.BadParameter(str(error), param_hint="--map") from None
     if (pred is None) == (weights is None):
         raise typer.BadParameter("give exactly one of --pred and --weights")
+    from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
+    from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
+    from docsam_cli.datasets.predictions import load_predictions
+    from docsam_cli.evaluation import evaluate
+
     try:
-        truth = load_ground_truth(ground_truth, gt_fmt, levels)
+        gt_fmt = detect_format(ground_truth) if gt_format.value == _AUTO else gt_format.value
+        pred_fmt = pred_format.value
+        if pred is not None and pred_fmt == _AUTO:
+            pred_fmt = detect_prediction_format(pred)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    console = stderr_console()
+    try:
+        truth = load_ground_truth(ground_truth, gt_fmt, levels, images)
         if weights is not None:
-            prompt_domain = domain if domain is not None else _dataset_domain(ground_truth)
-            run = ModelRun(
-                weights, variant, model_config, device, precision, short_side, window, prompt_domain
+            predicted, prediction_errors = _run_model(
+                console,
+                truth,
+                weights,
+                variant,
+                model_config,
+                device,
+                precision,
+                short_side,
+                window,
+                domain if domain is not None else _dataset_domain(ground_truth),
             )
-            predicted, prediction_errors = run.predict(truth.images)
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
             predicted, prediction_errors = predictions.pages, predictions.errors
+            truth.images = [image for image in truth.images if image.name not in predictions.unreadable]
     except InputError as error:
-        console.print(f"error: {error}", markup=False)
-        raise typer.Exit(1) from None
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    except (WeightsError, CheckpointError) as error:
-        console.print(f"error: {error}", markup=False)
-        raise typer.Exit(1) from None
+        print_error(console, str(error))
+        raise typer.Exit(ExitCode.FAILED) from None
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
-        console.print(f"error: {error}", markup=False)
+        print_error(console, str(error))
     if not truth.images:
-        console.print(f"error: {ground_truth}: no ground-truth images", markup=False)
-        raise typer.Exit(1)
+        print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
+        raise typer.Exit(ExitCode.FAILED)
     result = evaluate(truth.images, predicted, class_map)
     _tables(console, result)
     if json_out == "-":
@@ -122,18 +189,32 @@ def main(
     elif json_out:
         atomic_write_text(json_out, json.dumps(result.to_json(), indent=2) + "\n")
     if errors:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _run_model(
+    console: Console, truth: GroundTruth, *model_options: object
+) -> tuple[dict[str, PageInstances], list[InputError]]:
+    """Predictions of a model run on the ground truth's images (imports torch). `model_options` are
+    `ModelRun`'s arguments."""
+    from docsam_cli.model_evaluation import ModelRun
+    from docsam_cli.weights import WeightsError
+    from model import CheckpointError
+
+    try:
+        return ModelRun(*model_options).predict(truth.images)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    except (WeightsError, CheckpointError) as error:
+        print_error(console, str(error))
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 def _dataset_domain(ground_truth: Path) -> str:
     """The unified layout's dataset name (its background prompt in training), else no domain."""
+    from docsam_cli.datasets.layout import dataset_name, is_layout
+
     return dataset_name(ground_truth) if ground_truth.is_dir() and is_layout(ground_truth) else ""
-
-
-def _choice(value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices[1:]:
-        raise ValueError(f"'{value}' is not one of {', '.join(choices)}")
-    return value
 
 
 def _fmt(value: float | None) -> str:
@@ -146,7 +227,7 @@ def _tables(console: Console, result: EvaluationResult) -> None:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, scores in result.per_class.items():
         table.add_row(
-            name,
+            Text(name),
             str(scores.gt),
             str(scores.predictions),
             *(_fmt(v) for v in (scores.ap, scores.ap50, scores.ap75, scores.box_ap, scores.f1, scores.iou)),
@@ -159,10 +240,13 @@ def _tables(console: Console, result: EvaluationResult) -> None:
     )  # fmt: skip
     console.print(table)
     if result.images_without_predictions:
-        console.print(
-            f"{len(result.images_without_predictions)} images have no predictions (scored as misses)"
-        )
+        count = len(result.images_without_predictions)
+        print_plain(console, f"{count} images have no predictions (scored as misses)")
     if result.rescaled_predictions:
-        console.print(f"{result.rescaled_predictions} pages were predicted at another size and rescaled")
+        print_plain(
+            console, f"{result.rescaled_predictions} pages were predicted at another size and rescaled"
+        )
     for name, count in sorted(result.ignored_predictions.items()):
-        console.print(f"ignored: {count} predictions of class '{name}' (not in the ground truth; see --map)")
+        print_plain(
+            console, f"ignored: {count} predictions of class '{name}' (not in the ground truth; see --map)"
+        )

@@ -1,43 +1,41 @@
 """Ground truth for `evaluate`: a unified split folder, a COCO file, or any convertible format → `GtImage`s.
 
-Rasterisation follows the source: polygons of a COCO file are rasterised by pycocotools itself
-(`COCO.annToRLE`), so `evaluate` scores exactly what pycocotools would; polygons of a split folder and of
-PAGE/ALTO are rasterised as the reference does (`geometry.fill_polygons`: pixel positions, boundary
+Rasterisation follows the source: polygons of a COCO file are rasterised by pycocotools (as
+`COCO.annToRLE` does), so `evaluate` scores exactly what pycocotools would; polygons of a split folder and
+of PAGE/ALTO are rasterised as the reference does (`geometry.fill_polygons`: pixel positions, boundary
 included). PAGE and ALTO go through the converters' readers and clean-up; their images are not needed
-when the XML states the page size.
+when the XML states the page size. Whatever cannot be read is an error of its image, which is left out;
+the other images are scored.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 from docsam_cli.datasets import geometry, layout, rectify
 from docsam_cli.datasets.classes import BACKGROUND
+from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources
-from docsam_cli.datasets.convert.base import ReadContext, load_json
-from docsam_cli.datasets.convert.coco import image_roots
-from docsam_cli.datasets.images import ImageNotFound, image_size, resolve_image
+from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.convert.coco import find_image
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size
 from docsam_cli.datasets.records import Instance, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
 
-GT_FORMATS = ("auto", "unified", "coco", *(name for name in FORMATS if name != "coco"))
-
 
 @dataclass
 class GroundTruth:
     images: list[GtImage] = field(default_factory=list)
-    image_keys: dict[object, str] = field(default_factory=dict)  # COCO image id → image key
-    category_names: dict[object, str] = field(default_factory=dict)  # COCO category id → class name
+    image_keys: dict[int | str, str] = field(default_factory=dict)  # COCO image id → image key
+    category_ids: dict[int | str, str] = field(default_factory=dict)  # COCO category id → class name
     errors: list[InputError] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # image keys taken
 
 
 def detect_format(path: Path) -> str:
@@ -61,138 +59,116 @@ def detect_format(path: Path) -> str:
     raise ValueError(f"cannot tell the format of {path}")
 
 
-def load_ground_truth(path: Path, fmt: str, levels: frozenset[str]) -> GroundTruth:
-    """Ground truth from `path` in format `fmt` (not "auto"). Raises InputError for an unusable path."""
+def load_ground_truth(
+    path: Path, fmt: str, levels: frozenset[str], images: Path | None = None
+) -> GroundTruth:
+    """Ground truth from `path` in format `fmt` ("unified", "coco" or a name of `FORMATS`); `images`:
+    where the images are, if not where the annotations say. Raises InputError for a path none of whose
+    images can be used."""
     if fmt == "unified":
-        return _from_coco(_merge_split(path), path, [path / "image"], reference_masks=True)
+        return _from_split(path)
     if fmt == "coco":
-        data = load_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise InputError(path, "not a COCO dataset (no 'images' list)")
-        return _from_coco(data, path, image_roots(path, None))
-    return _from_reader(path, fmt, levels)
+        return _from_coco(path, images)
+    return _from_reader(path, fmt, levels, images)
 
 
-def _merge_split(folder: Path) -> dict:
-    """One COCO dataset from a split's per-image jsons; ids renumbered, categories merged by name.
-
-    Follows the reference loader's category rules: `_background_` is dropped, and so is "text word"
-    when "table" exists (§6.2).
-    """
-    names = layout.list_file(folder).read_text().split("\n")
-    images, annotations, category_ids = [], [], {}
-    for name in (line.strip() for line in names):
-        if not name:
+def _from_coco(path: Path, images: Path | None) -> GroundTruth:
+    dataset = read_dataset(path, sizes_required=True)
+    truth = GroundTruth(category_ids=dict(dataset.categories.names), errors=list(dataset.errors))
+    finder = ImageFinder(path.parent, images)
+    for image in dataset.images:
+        if image.error is not None:
+            truth.errors.append(image.error)
             continue
-        path = folder / "coco" / f"{Path(name).stem}.json"
-        data = load_json(path)
-        if not isinstance(data, dict) or not data.get("images"):
-            raise InputError(path, "not a per-image COCO json")
-        local_names = {c.get("id"): str(c.get("name", "")).strip() for c in data.get("categories") or []}
-        image = {**data["images"][0], "original_id": data["images"][0].get("id"), "id": len(images) + 1}
-        images.append(image)
-        for annotation in data.get("annotations") or []:
-            category = annotation.get("category_id")
-            category = category if isinstance(category, str) else local_names.get(category)
-            if not category:
-                continue
-            category_ids.setdefault(category, len(category_ids) + 1)
-            annotations.append(
-                {
-                    **annotation,
-                    "id": len(annotations) + 1,
-                    "image_id": image["id"],
-                    "category_id": category_ids[category],
-                }
-            )
-    removed = {BACKGROUND} | ({"text word"} if "table" in category_ids else set())
-    kept_ids = {i for name, i in category_ids.items() if name not in removed}
-    return {
-        "images": images,
-        "annotations": [a for a in annotations if a["category_id"] in kept_ids],
-        "categories": [{"id": i, "name": name} for name, i in category_ids.items() if i in kept_ids],
-    }
-
-
-def _from_coco(data: dict, path: Path, roots: list[Path], reference_masks: bool = False) -> GroundTruth:
-    truth = GroundTruth()
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco = COCO()
-        coco.dataset = {"annotations": [], "categories": [], **data}
         try:
-            coco.createIndex()
-        except (KeyError, TypeError) as error:
-            raise InputError(path, f"malformed COCO file ({error!r})") from None
-    truth.category_names = {c["id"]: str(c["name"]).strip() for c in coco.dataset["categories"]}
-    seen: set[str] = set()
-    for entry in coco.dataset["images"]:
-        key = Path(str(entry.get("file_name", "")).replace("\\", "/")).stem
-        if not key or key in seen:
-            truth.errors.append(InputError(path, f"image {entry.get('id')}: missing or repeated file name"))
-            continue
-        seen.add(key)
-        truth.image_keys[entry.get("original_id", entry["id"])] = key
-        annotations = []
-        for annotation in coco.imgToAnns.get(entry["id"], []):
-            gt = _coco_annotation(coco, annotation, truth.category_names, reference_masks)
-            if isinstance(gt, str):
-                truth.errors.append(InputError(path, f"annotation {annotation.get('id')}: {gt}"))
-            else:
-                annotations.append(gt)
-        image = _find_image(str(entry.get("file_name", "")), roots)
-        truth.images.append(GtImage(key, int(entry["height"]), int(entry["width"]), annotations, image))
+            found = find_image(finder, path, image.file_name)[0]
+        except ImageNotFound:
+            found = None  # only a model run (`--weights`) needs it, and says so
+        _add(truth, path, image, _gt_annotations(image, reference_masks=False), found)
     return truth
 
 
-def _find_image(reference: str, roots: list[Path]) -> Path | None:
-    for root in roots:
-        with contextlib.suppress(ImageNotFound):
-            return resolve_image(reference, root, root)[0]
-    return None
+def _from_split(folder: Path) -> GroundTruth:
+    """A split of the unified layout: its per-image jsons, with the reference loader's category rules
+    (`_background_` is dropped, and so is "text word" when "table" exists)."""
+    truth = GroundTruth()
+    read: list[tuple[Path, CocoImage]] = []
+    for name in layout.list_file(folder).read_text(encoding="utf-8").splitlines():
+        if not name.strip():
+            continue
+        path = folder / "coco" / f"{Path(name.strip()).stem}.json"
+        try:
+            dataset = read_dataset(path, sizes_required=True)
+            if len(dataset.images) != 1:
+                raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
+        except InputError as error:
+            truth.errors.append(error)
+            continue
+        truth.errors += dataset.errors
+        (image,) = dataset.images
+        if image.error is not None:
+            truth.errors.append(image.error)
+            continue
+        for identifier, class_name in dataset.categories.names.items():
+            truth.category_ids.setdefault(identifier, class_name)
+        read.append((path, image))
+    categories = {annotation.category for _, image in read for annotation in image.annotations}
+    removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
+    truth.category_ids = {i: name for i, name in truth.category_ids.items() if name not in removed}
+    for path, image in read:
+        image.annotations = [a for a in image.annotations if a.category not in removed]
+        found = folder / "image" / image.file_name
+        annotations = _gt_annotations(image, reference_masks=True)
+        _add(truth, path, image, annotations, found if found.is_file() else None)
+    return truth
 
 
-def _coco_annotation(
-    coco: COCO, annotation: dict, names: dict[object, str], reference_masks: bool
-) -> GtAnnotation | str:
-    """The annotation with its mask (pycocotools' or the reference's), or why it cannot be used."""
-    name = names.get(annotation.get("category_id"))
-    if name is None:
-        return "unknown category_id"
-    segmentation = annotation.get("segmentation")
-    bbox = annotation.get("bbox")
-    if not segmentation:
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            return "neither segmentation nor bbox"
-        x, y, w, h = bbox
-        annotation = {**annotation, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
-    try:
-        if reference_masks and isinstance(annotation["segmentation"], list):
-            image = coco.imgs[annotation["image_id"]]
-            polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in annotation["segmentation"]]
-            rle = geometry.fill_polygons(polygons, image["height"], image["width"])
-        else:
-            rle = coco.annToRLE(annotation)
-    except (TypeError, ValueError, IndexError, KeyError) as error:
-        return f"unusable segmentation ({error})"
-    if not (isinstance(bbox, list) and len(bbox) == 4):
-        bbox = mask_utils.toBbox(rle).tolist()
-    area = annotation.get("area")
-    return GtAnnotation(
-        name,
-        rle,
-        tuple(float(v) for v in bbox),
-        bool(annotation.get("iscrowd", 0)),
-        float(area) if isinstance(area, int | float) else None,
-    )
+def _add(
+    truth: GroundTruth, path: Path, image: CocoImage, annotations: list[GtAnnotation], found: Path | None
+) -> None:
+    """Add an image under its key (the file name's stem), which must be new."""
+    key = Path(image.file_name.replace("\\", "/")).stem
+    if key in truth.keys:
+        truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
+        return
+    truth.keys.add(key)
+    truth.image_keys[image.id] = key
+    truth.images.append(GtImage(key, image.height, image.width, annotations, found))
 
 
-def _from_reader(path: Path, fmt: str, levels: frozenset[str]) -> GroundTruth:
+def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotation]:
+    """The image's annotations with masks at its size: RLE as given, polygons (or a lone bbox) rasterised
+    by the reference's rule or by pycocotools'. Polygons of fewer than 3 points are left out (they have no
+    area), and so is an annotation left with nothing."""
+    rasterise = geometry.fill_polygons if reference_masks else geometry.polygons_rle
+    height, width = image.height, image.width
+    annotations = []
+    for annotation in image.annotations:
+        rle = annotation.rle
+        if rle is None:
+            polygons = _polygons(annotation)
+            if not polygons:
+                continue
+            rle = rasterise(polygons, height, width)
+        bbox = annotation.bbox if annotation.bbox is not None else tuple(mask_utils.toBbox(rle).tolist())
+        annotations.append(GtAnnotation(annotation.category, rle, bbox, annotation.iscrowd, annotation.area))
+    return annotations
+
+
+def _polygons(annotation: CocoAnnotation) -> list[np.ndarray]:
+    polygons = [polygon for polygon in annotation.polygons if len(polygon) >= 3]
+    if not polygons and annotation.bbox is not None:
+        x, y, w, h = annotation.bbox
+        polygons = [geometry.box_polygon(x, y, x + w, y + h)]
+    return polygons
+
+
+def _from_reader(path: Path, fmt: str, levels: frozenset[str], images: Path | None) -> GroundTruth:
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
-    seen: set[str] = set()
 
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(root, levels)
+        return ReadContext(root, levels, images)
 
     for item in read_sources([path], FORMATS[fmt], context_for):
         if isinstance(item, InputError):
@@ -203,10 +179,10 @@ def _from_reader(path: Path, fmt: str, levels: frozenset[str]) -> GroundTruth:
         except InputError as error:
             truth.errors.append(error)
             continue
-        if image.name in seen:
+        if image.name in truth.keys:
             truth.errors.append(InputError(item.source, f"image '{image.name}' already has ground truth"))
             continue
-        seen.add(image.name)
+        truth.keys.add(image.name)
         truth.images.append(image)
     return truth
 

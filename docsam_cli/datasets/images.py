@@ -1,27 +1,48 @@
-"""Find the image an annotation file names, without ever leaving the source folder, and check it."""
+"""Find the image (or PDF) an annotation file names, where people actually put it, and check it.
+
+Annotation sets are laid out in many ways: PAGE exports name images relative to the workspace, Transkribus
+puts the XML in `page/` one level below its images, newspaper sets keep `xml/<collection>/` beside `img/`,
+DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
+
+1. with `--images DIR`: the reference relative to DIR, then its file name in DIR;
+2. the reference relative to the annotation's folder and to each folder above it, up to the source root
+   (the SRC folder, or the folder of a SRC file);
+3. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
+   COCO's `images/`), and in the annotation folder's parent (Transkribus), even above the source root;
+4. in those same folders, a unique file whose name differs only in letter case (sets made on Windows),
+   else a unique image of the same stem (converted to another format after annotation);
+5. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
+   source root; of several, the one whose folders mirror the annotation's (`xml/c1/p.xml` ↔
+   `img/c1/p.jpg`), if one does.
+
+Steps 4 and 5 are guesses: the returned note says which one was made. A reference that climbs out of the
+source root with `..` is refused (path traversal), unless `--images` holds a file of its name; an absolute
+path or a URL (written on another machine) counts by its file name only. When nothing is found, the
+message names the file looked for and where.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
+from docsam_cli.names import display_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2")
-_OTHER_SUFFIX = "image found under another file extension"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_NOTE_CASE = "image file name differs in letter case"
+_NOTE_SUFFIX = "image found under another file extension"
+_NOTE_SEARCH = "image found by its name elsewhere under the source folder"
 
 
 class ImageNotFound(Exception):
     """The reference could not be resolved; `str()` is the reason to report."""
-
-
-class ImageOutsideRoot(ImageNotFound):
-    """The reference climbs out of the folder it must stay in (path traversal)."""
 
 
 def within(path: Path, root: Path) -> bool:
@@ -30,76 +51,118 @@ def within(path: Path, root: Path) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def resolve_image(
-    reference: str,
-    annotation_dir: Path,
-    root: Path,
-    *,
-    extra_dirs: Sequence[str] = (),
-    label: str = "image",
-) -> tuple[Path, str | None]:
-    """Path of the image `reference` names, searched from `annotation_dir` up to `root`, and a note.
+class ImageFinder:
+    """Looks up the images of the annotation files under one source root (see the module docstring).
 
-    Relative references are tried against the annotation's folder and each parent up to `root` (PAGE
-    exports name images relative to the workspace or the document folder), then by file name alone in the
-    same folders and in `extra_dirs` below them (VOC's `JPEGImages/`). A reference that climbs out of
-    `root` with `..` is refused; an absolute path or URL (written on another machine) is looked up by
-    its file name only. Failing all that, a unique file whose name differs only in letter case (sets made
-    on Windows), or else a unique image of the same stem (converted to another format after annotation),
-    is accepted, and the returned note says which. Raises ImageNotFound.
+    The recursive search of step 5 lists a folder once, on the first reference that needs it.
     """
-    text = reference.strip()
-    if not text:
-        raise ImageNotFound(f"no {label} file named")
-    if _SCHEME.match(text):
-        text = unquote(urlparse(text).path)
-    posix = PurePosixPath(text.replace("\\", "/"))
-    bases = _bases(annotation_dir, root)
-    candidates: list[Path] = []
-    if posix.is_absolute() or re.match(r"^[A-Za-z]:", str(posix)):
-        if within(Path(posix), root):
-            candidates.append(Path(posix))
-    else:
-        relative = Path(*posix.parts)
-        if not within(annotation_dir / relative, root):
-            raise ImageOutsideRoot(f"{label} '{reference}' points outside the source folder {root}")
-        candidates += [base / relative for base in bases if within(base / relative, root)]
-    name = posix.name
-    candidates += [base / name for base in bases]
-    candidates += [base / extra / name for base in bases for extra in extra_dirs]
-    if not PurePosixPath(name).suffix:
-        candidates += [c.with_name(c.name + suffix) for c in list(candidates) for suffix in IMAGE_SUFFIXES]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, None
-    for loose, note in ((_same_name, "image file name differs in letter case"), (_same_stem, _OTHER_SUFFIX)):
-        for candidate in candidates:
-            match = loose(candidate)
-            if match is not None:
-                return match, note
-    raise ImageNotFound(f"{label} '{reference}' not found")
+
+    def __init__(self, root: Path, images: Path | None = None) -> None:
+        self.root = root
+        self.images = images
+        self._indexes: dict[Path, _NameIndex] = {}
+
+    def find(
+        self,
+        reference: str,
+        annotation: Path,
+        *,
+        label: str = "image",
+        extra_dirs: Sequence[str] = (),
+        suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    ) -> tuple[Path, str | None]:
+        """The file `reference` (as written in `annotation`) names, and a note when it was a guess.
+
+        `suffixes`: the extensions a file of the same stem may have (images; `.pdf` for PDFs). Raises
+        ImageNotFound, whose message names what was looked for and where.
+        """
+        text = reference.strip()
+        if not text:
+            raise ImageNotFound(f"no {label} file named")
+        if _SCHEME.match(text):
+            text = unquote(urlparse(text).path)
+        posix = PurePosixPath(text.replace("\\", "/"))
+        name = posix.name
+        folder = annotation.parent
+        relative = None if posix.is_absolute() or _DRIVE.match(str(posix)) else Path(*posix.parts)
+        given = [] if self.images is None else [self.images / name]
+        if relative is not None and self.images is not None and within(self.images / relative, self.images):
+            given.insert(0, self.images / relative)
+        if relative is not None and not within(folder / relative, self.root):
+            found = _first_file(given)
+            if found is None:
+                raise ImageNotFound(
+                    f"{label} '{reference}' points outside the source folder {display_path(self.root)}"
+                )
+            return found, None
+        bases = _ancestors(folder, self.root)
+        exact = list(given)
+        if relative is None:
+            exact += [Path(posix)] if within(Path(posix), self.root) else []
+        else:
+            exact += [base / relative for base in bases if within(base / relative, self.root)]
+        if folder.parent not in bases:
+            bases.append(folder.parent)
+        name_folders = [*bases, *(base / extra for base in bases for extra in extra_dirs)]
+        exact += [base / name for base in name_folders]
+        if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
+            exact += [path.with_name(path.name + suffix) for path in list(exact) for suffix in suffixes]
+        found = _first_file(exact)
+        if found is not None:
+            return found, None
+        folders = list(dict.fromkeys([*([self.images] if self.images is not None else []), *name_folders]))
+        for loose, note in ((_same_name, _NOTE_CASE), (_same_stem, _NOTE_SUFFIX)):
+            for candidate_folder in folders:
+                match = loose(candidate_folder, name, suffixes)
+                if match is not None:
+                    return match, note
+        for search_root in dict.fromkeys(p for p in (self.images, self.root) if p is not None and p.is_dir()):
+            matches = self._index(search_root).matches(name, suffixes)
+            if matches:
+                best = _mirroring(matches, folder)
+                if best is None:
+                    shown = ", ".join(display_path(match) for match in matches[:3])
+                    more = ", ..." if len(matches) > 3 else ""
+                    raise ImageNotFound(
+                        f"{label} '{reference}': {len(matches)} files of that name under "
+                        f"{display_path(search_root)} "
+                        f"({shown}{more}); use --images DIR to say where they are"
+                    )
+                return best, _NOTE_SEARCH
+        searched = " and ".join(display_path(p) for p in (self.images, self.root) if p is not None)
+        raise ImageNotFound(
+            f"{label} '{reference}' not found (looked in {', '.join(map(display_path, folders))}, and by "
+            f"name under {searched}; use --images DIR to say where they are)"
+        )
+
+    def _index(self, folder: Path) -> _NameIndex:
+        if folder not in self._indexes:
+            self._indexes[folder] = _NameIndex(folder)
+        return self._indexes[folder]
 
 
-def _bases(annotation_dir: Path, root: Path) -> list[Path]:
-    bases = [annotation_dir]
-    current = annotation_dir
-    while within(current.parent, root) and current.parent != current and current != root:
+def _ancestors(folder: Path, root: Path) -> list[Path]:
+    """`folder` and each folder above it up to `root` (just `folder` when it is not inside `root`)."""
+    bases = [folder]
+    current = folder
+    while current != root and current.parent != current and within(current.parent, root):
         current = current.parent
         bases.append(current)
     return bases
 
 
-def _same_name(candidate: Path) -> Path | None:
-    wanted = candidate.name.casefold()
-    return _unique(candidate.parent, lambda entry: entry.name.casefold() == wanted)
+def _first_file(candidates: Iterable[Path]) -> Path | None:
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
-def _same_stem(candidate: Path) -> Path | None:
-    wanted = candidate.stem.casefold()
-    return _unique(
-        candidate.parent,
-        lambda entry: entry.stem.casefold() == wanted and entry.suffix.lower() in IMAGE_SUFFIXES,
-    )
+def _same_name(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
+    wanted = name.casefold()
+    return _unique(folder, lambda entry: entry.name.casefold() == wanted)
+
+
+def _same_stem(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
+    wanted = PurePosixPath(name).stem.casefold()
+    return _unique(folder, lambda entry: entry.stem.casefold() == wanted and entry.suffix.lower() in suffixes)
 
 
 def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
@@ -109,12 +172,57 @@ def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
     return matches[0] if len(matches) == 1 else None
 
 
+class _NameIndex:
+    """The files under a folder by case-folded name and by case-folded stem (hidden entries skipped)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.by_name: dict[str, list[Path]] = defaultdict(list)
+        self.by_stem: dict[str, list[Path]] = defaultdict(list)
+        for directory, subdirectories, files in os.walk(folder):
+            subdirectories[:] = sorted(entry for entry in subdirectories if not entry.startswith("."))
+            for file in sorted(files):
+                if not file.startswith("."):
+                    path = Path(directory) / file
+                    self.by_name[file.casefold()].append(path)
+                    self.by_stem[path.stem.casefold()].append(path)
+
+    def matches(self, name: str, suffixes: Sequence[str]) -> list[Path]:
+        """The files called `name`, else those of its stem with one of `suffixes`."""
+        found = self.by_name.get(name.casefold(), [])
+        if found:
+            return found
+        stem = PurePosixPath(name).stem.casefold()
+        return [path for path in self.by_stem.get(stem, []) if path.suffix.lower() in suffixes]
+
+
+def _mirroring(matches: list[Path], annotation_folder: Path) -> Path | None:
+    """The only match, or the one whose folders mirror the annotation's best; None when none stands out."""
+    if len(matches) == 1:
+        return matches[0]
+    scores = [_mirrored(match.parent, annotation_folder) for match in matches]
+    top = max(scores)
+    return matches[scores.index(top)] if top > 0 and scores.count(top) == 1 else None
+
+
+def _mirrored(image_folder: Path, annotation_folder: Path) -> int:
+    """How many trailing folder names the two folders share (`img/c1` and `xml/c1`: 1)."""
+    shared = 0
+    for left, right in zip(reversed(image_folder.parts), reversed(annotation_folder.parts), strict=False):
+        if left != right:
+            break
+        shared += 1
+    return shared
+
+
 def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int, int]:
     """(width, height) of an image file or encoded bytes after decoding it completely.
 
     Decoding (not just the header) catches truncated files before they reach a training run. Raises
     ValueError with a one-line reason.
     """
+    from PIL import Image, UnidentifiedImageError
+
     source = io.BytesIO(data) if data is not None else path
     try:
         with Image.open(source) as image:

@@ -1,4 +1,4 @@
-"""The unified dataset layout (ARCHITECTURE.md §6.1): write one split folder, read one back.
+"""The unified dataset layout, the reference's folder of one dataset split: write it, find its parts.
 
 ```
 <split>/list.txt             image file names, one per line
@@ -8,8 +8,9 @@
 dataset.json                 (beside or above the split folders) name, background prompt, classes
 ```
 Every per-image json lists every category of the dataset with ids 1..K in sorted-name order, so the
-reference loader's renumbering (§6.2) is the identity and ids agree across images; image and annotation
-ids are unique over the whole dataset, as the reference's metric code needs.
+reference loader's renumbering of categories is the identity and ids agree across images; image and
+annotation ids are unique over the whole dataset, as the reference's metric code needs. `evaluate` reads
+a split back through `ground_truth` (with the reference loader's category rules).
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from pathlib import Path, PurePath
 
 from docsam_cli.datasets import geometry
 from docsam_cli.datasets.classes import BACKGROUND
-from docsam_cli.datasets.convert import coco
-from docsam_cli.datasets.convert.base import ReadContext
-from docsam_cli.datasets.records import Instance, SourcePage
-from docsam_cli.errors import InputError
+from docsam_cli.datasets.records import Instance
 
 DATASET_FILE = "dataset.json"
 LIST_FILE = "list.txt"
@@ -34,12 +32,13 @@ _SPLIT_FOLDERS = ("train", "test", "val")
 
 
 def background_prompt(dataset_name: str) -> str:
-    """The last class name, which doubles as the domain token (ARCHITECTURE.md §11)."""
+    """The last class name, which doubles as the domain token of the background prompt."""
     return f"{dataset_name} {BACKGROUND}"
 
 
 def reference_dataset_name(folder: PurePath) -> str:
-    """The dataset name the reference derives from a split folder's path (§6.1), trailing spaces and all."""
+    """The dataset name the reference derives from a split folder's path, trailing spaces and all: the
+    folder after the category folder (`Layout`, `Table`, ...), then the folder before the split folder."""
     parts = folder.parts
     domain = next((parts[i + 1] for i, part in enumerate(parts[:-1]) if part in _CATEGORY_FOLDERS), "")
     split = next((parts[i - 1] for i, part in enumerate(parts) if i and part in _SPLIT_FOLDERS), "")
@@ -142,25 +141,3 @@ def dataset_name(folder: Path) -> str:
             if isinstance(name, str):
                 return name
     return reference_dataset_name(folder.absolute())
-
-
-def read_split(folder: Path, stage: str | None = None) -> tuple[list[SourcePage], list[InputError]]:
-    """The pages of one split folder, with the reference loader's category rules (§6.2, step 3).
-
-    Each `coco/<stem>.json` is read like any COCO file, its image under `image/`. Returns the pages and
-    the files that could not be read.
-    """
-    names = [line.strip() for line in list_file(folder, stage).read_text().splitlines() if line.strip()]
-    context = ReadContext(root=folder, levels=frozenset({"regions"}), images=folder / "image")
-    pages, errors = [], []
-    for name in names:
-        path = folder / "coco" / f"{Path(name).stem}.json"
-        try:
-            pages.extend(coco.read(path, context))
-        except InputError as error:
-            errors.append(error)
-    categories = {instance.category for page in pages for instance in page.instances}
-    removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
-    for page in pages:
-        page.instances = [instance for instance in page.instances if instance.category not in removed]
-    return pages, errors

@@ -24,6 +24,7 @@ from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.errors import InputError
+from docsam_cli.names import output_text
 
 REPORT_FILE = "convert_report.json"
 _POOL = ".images"  # staging folder of images before they are placed into their split
@@ -129,12 +130,17 @@ def _instances(
         if not page.width or not page.height:
             raise InputError(page.source, "no page size to scale the coordinates from")
         instances = rectify.scale(instances, width / page.width, height / page.height)
-    elif page.width is not None and (page.width, page.height) != (width, height):
-        raise InputError(
-            page.source,
-            f"image {page.image.name} is {width}x{height} but the annotation says "
-            f"{page.width:g}x{page.height:g}",
+    else:
+        stated = (
+            page.width if page.width is not None else width,
+            page.height if page.height is not None else height,
         )
+        if stated != (width, height):
+            raise InputError(
+                page.source,
+                f"image {page.image.name} is {width}x{height} but the annotation says "
+                f"{stated[0]:g}x{stated[1]:g}",
+            )
     instances, notes = rectify.rectify(instances, width, height)
     kept = []
     for instance in instances:
@@ -158,13 +164,15 @@ def _place_image(page: SourcePage, data: bytes | None, target: Path, symlink: bo
 
 
 class _NameAllocator:
-    """Unique output file names; stems are compared case-insensitively (per-image json is `<stem>.json`)."""
+    """Unique output file names, valid UTF-8 (undecodable bytes of a source name percent-encoded, as the
+    json names them); stems are compared case-insensitively (per-image json is `<stem>.json`)."""
 
     def __init__(self) -> None:
         self._stems: set[str] = set()
 
     def allocate(self, preferred: str) -> str:
-        name = "".join("_" if char in '/\\\n\r\t"' else char for char in preferred).lstrip(".") or "image"
+        name = "".join("_" if char in '/\\\n\r\t"' else char for char in output_text(preferred))
+        name = name.lstrip(".") or "image"
         stem, suffix = Path(name).stem, Path(name).suffix
         candidate, counter = name, 1
         while Path(candidate).stem.casefold() in self._stems:

@@ -2,31 +2,36 @@
 
 Files carry no semantic maps, so a class's semantic map is taken as the union of its instances with
 score >= 0.5 (the score the reference uses to draw instances). Model runs hand `PageInstances` with
-the model's own voted semantic maps to `evaluate` directly.
+the model's own voted semantic maps to `evaluate` directly. A prediction that cannot be read is reported
+(one line, naming the file and the field) and its page is marked `unreadable`, for the command to leave
+out of the scores rather than count its predictions as misses.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets import geometry
+from docsam_cli.datasets.coco_json import (
+    Categories,
+    CocoAnnotation,
+    dataset_of,
+    is_dataset,
+    read_annotation,
+)
 from docsam_cli.datasets.convert import FORMATS, source_files
-from docsam_cli.datasets.convert.base import load_json
 from docsam_cli.datasets.convert.page import read_page
+from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
+from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.errors import InputError, WrongFormat
+from model.instances import PageInstances
 
-if TYPE_CHECKING:
-    from model.instances import PageInstances
-
-PRED_FORMATS = ("auto", "coco", "page")
 SEMANTIC_SCORE = 0.5
 
 
@@ -44,6 +49,7 @@ class PredictedInstance:
 class Predictions:
     pages: dict[str, PageInstances] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
+    unreadable: set[str] = field(default_factory=set)  # pages with predictions that could not be read
 
 
 def detect_format(path: Path) -> str:
@@ -56,7 +62,6 @@ def detect_format(path: Path) -> str:
 
 def page_instances(height: int, width: int, entries: list[PredictedInstance]) -> PageInstances:
     """PageInstances of entries, sorted by mask area (largest first) as the pipeline sorts them."""
-    from model.instances import PageInstances  # imported here: the `model` package loads torch
 
     class_names = sorted({entry.category for entry in entries})
     areas = [float(mask_utils.area(entry.rle)) for entry in entries]
@@ -88,96 +93,112 @@ def load_predictions(path: Path, fmt: str, truth: GroundTruth, levels: frozenset
 
 
 def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
-    """A COCO dataset with scored annotations (segment's run file), or a COCO results list.
+    """A COCO dataset with scored annotations (segment's `coco.json`), or a COCO results list.
 
-    Results lists name images by `file_name` when they have one, else by the ground truth's image ids;
-    `category_id` may be a ground-truth category id or a class name.
+    A dataset names its images by `file_name`. A results list names them by `file_name` when its entries
+    have one, else by the ground truth's image ids; `category_id` is a ground-truth category id or a class
+    name. Pages are made at the size the file states, else at the ground truth's.
     """
-    data = load_json(path)
+    document = JsonField.load(path)
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     predictions = Predictions()
-    if isinstance(data, dict) and isinstance(data.get("images"), list):
-        keys = {
-            image.get("id"): Path(str(image.get("file_name", "")).replace("\\", "/")).stem
-            for image in data["images"]
-            if isinstance(image, dict)
-        }
-        for image in data["images"]:
-            if isinstance(image, dict) and image.get("height") and image.get("width"):
-                sizes[keys[image.get("id")]] = (int(image["height"]), int(image["width"]))
-        names = {c.get("id"): str(c.get("name", "")).strip() for c in data.get("categories") or []}
-        results = data.get("annotations") or []
-    elif isinstance(data, list):
-        keys, names, results = truth.image_keys, truth.category_names, data
-    else:
-        raise InputError(path, "neither a COCO dataset nor a COCO results list")
     by_key: dict[str, list[PredictedInstance]] = defaultdict(list)
-    for index, result in enumerate(results):
-        entry, key = _coco_entry(result, keys, names, sizes)
-        if isinstance(entry, str):
-            predictions.errors.append(InputError(path, f"prediction {index + 1}: {entry}"))
-        else:
-            by_key[key].append(entry)
+    if is_dataset(document):
+        dataset = dataset_of(document, sizes_required=False)
+        predictions.errors += dataset.errors
+        for image in dataset.images:
+            key = Path(image.file_name.replace("\\", "/")).stem
+            size = image.size or sizes.get(key)
+            try:
+                if image.error is not None:
+                    raise image.error
+                if size is None:
+                    continue  # not an image of the ground truth, and of unknown size: nothing to score
+                by_key[key] = [_predicted(path, annotation, *size) for annotation in image.annotations]
+            except InputError as error:
+                predictions.errors.append(error)
+                predictions.unreadable.add(key)
+                continue
+            sizes[key] = size
+    elif document.is_list():
+        _results(document, truth, sizes, by_key, predictions)
+    else:
+        raise document.expected("a COCO dataset (an object with 'images') or a COCO results list")
     for key, entries in by_key.items():
-        height, width = sizes[key]
-        predictions.pages[key] = page_instances(height, width, entries)
-    for key in keys.values():  # images with no prediction at all were still predicted
-        if key in sizes and key not in predictions.pages:
-            predictions.pages[key] = page_instances(*sizes[key], [])
+        predictions.pages[key] = page_instances(*sizes[key], entries)
     return predictions
 
 
-def _coco_entry(
-    result: object, keys: dict, names: dict, sizes: dict[str, tuple[int, int]]
-) -> tuple[PredictedInstance | str, str]:
-    if not isinstance(result, dict):
-        return "not an object", ""
-    key = Path(str(result["file_name"])).stem if result.get("file_name") else keys.get(result.get("image_id"))
-    if key is None or key not in sizes:
-        return f"unknown image {result.get('file_name') or result.get('image_id')!r}", ""
-    category = result.get("category_id")
-    category = category if isinstance(category, str) else names.get(category)
-    if not category:
-        return f"unknown category {result.get('category_id')!r}", key
-    height, width = sizes[key]
-    segmentation = result.get("segmentation")
-    bbox = result.get("bbox")
-    try:
-        if isinstance(segmentation, dict):
-            rle = segmentation
-            if isinstance(rle.get("counts"), list):
-                rle = mask_utils.frPyObjects(rle, *rle["size"])
-        elif isinstance(segmentation, list) and segmentation:
-            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        elif isinstance(bbox, list) and len(bbox) == 4:
-            x, y, w, h = bbox
-            rle = geometry.polygons_rle([geometry.box_polygon(x, y, x + w, y + h)], height, width)
-        else:
-            return "neither segmentation nor bbox", key
-    except (TypeError, ValueError, KeyError) as error:
-        return f"unusable segmentation ({error})", key
-    if tuple(rle["size"]) != (height, width):
-        return f"mask size {rle['size']} differs from the image's {[height, width]}", key
-    if not (isinstance(bbox, list) and len(bbox) == 4):
-        bbox = mask_utils.toBbox(rle).tolist()
-    x, y, w, h = (float(v) for v in bbox)
-    score = result.get("score", 1.0)
-    score = float(score) if isinstance(score, Real) else 1.0
-    return PredictedInstance(category, rle, (x, y, x + w, y + h), score), key
+def _results(
+    document: JsonField,
+    truth: GroundTruth,
+    sizes: dict[str, tuple[int, int]],
+    by_key: dict[str, list[PredictedInstance]],
+    predictions: Predictions,
+) -> None:
+    """The entries of a results list, by image key; every ground-truth image counts as predicted."""
+    categories = Categories(truth.category_ids, any_name=True)
+    unknown: list[JsonField] = []
+    for key in sizes:
+        by_key[key] = []
+    for entry in document.items():
+        key = None
+        try:
+            name = entry.get("file_name")
+            reference = name if name is not None else entry["image_id"]
+            if name is not None:
+                key = Path(name.text().replace("\\", "/")).stem
+            else:
+                key = truth.image_keys.get(reference.identifier())
+            if key not in sizes:
+                unknown.append(reference)
+                continue
+            annotation = read_annotation(entry, categories, sizes[key])
+            by_key[key].append(_predicted(document.file, annotation, *sizes[key]))
+        except InputError as error:
+            predictions.errors.append(error)
+            if key is not None:
+                predictions.unreadable.add(key)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more predictions)" if len(unknown) > 1 else ""
+        predictions.errors.append(
+            unknown[0].problem(f"{unknown[0].value!r} is not an image of the ground truth{more}")
+        )
+
+
+def _predicted(file: Path, annotation: CocoAnnotation, height: int, width: int) -> PredictedInstance:
+    """A prediction with its mask at the page size (polygons rasterised as pycocotools does). Raises
+    InputError for an RLE of another size."""
+    rle = annotation.rle
+    if rle is not None and tuple(rle["size"]) != (height, width):
+        stated = [int(side) for side in rle["size"]]
+        where = f"{annotation.where}.segmentation.size"
+        raise InputError(file, f"{where}: {stated} is not the page's [height, width] {[height, width]}")
+    if rle is None:
+        polygons = [polygon for polygon in annotation.polygons if len(polygon) >= 3]
+        if not polygons and annotation.bbox is not None:
+            x, y, w, h = annotation.bbox
+            polygons = [geometry.box_polygon(x, y, x + w, y + h)]
+        rle = geometry.polygons_rle(polygons, height, width)
+    x, y, w, h = annotation.bbox if annotation.bbox is not None else mask_utils.toBbox(rle).tolist()
+    score = annotation.score if annotation.score is not None else 1.0
+    return PredictedInstance(annotation.category, rle, (x, y, x + w, y + h), score)
 
 
 def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predictions:
     """PAGE files (one per page), matched on their imageFilename; `Coords/@conf` is the score.
 
     Points are pixel positions (the writer traces mask boundaries through pixel centres), so they are
-    rasterised with their boundary included, which gives the written masks back.
+    rasterised with their boundary included, which gives the written masks back. A region the reader has
+    to leave out (no or unreadable Coords) is an error of the file.
     """
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     root, files, _ = source_files(path, FORMATS["page"])
+    finder = ImageFinder(root)
     predictions = Predictions()
     for file in files:
         try:
-            page = read_page(file, root, levels)
+            page = read_page(file, root, levels, finder=finder)
         except WrongFormat as error:  # a METS or other XML beside the PAGE files is fine
             if path.is_file():
                 predictions.errors.append(error)
@@ -185,6 +206,12 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
         except InputError as error:
             predictions.errors.append(error)
             continue
+        dropped = [
+            InputError(file, f"{note.where}: {note.reason}") for note in page.notes if note.kind == "dropped"
+        ]
+        if dropped:
+            predictions.errors += dropped
+            predictions.unreadable.add(page.key)
         size = (page.height, page.width) if page.width is not None else sizes.get(page.key)
         if size is None:
             predictions.errors.append(InputError(file, "page size unknown"))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 LEVELS = ("regions", "lines", "words", "cells")  # what `--level` can select in structured formats
 
@@ -71,3 +72,14 @@ class SourcePage:
     def key(self) -> str:
         """The name predictions are matched on: the image file's stem."""
         return Path(self.image.name).stem
+
+
+def parse_levels(values: Iterable[str]) -> frozenset[str]:
+    """`--level` values (repeatable, each a comma list). Raises ValueError naming the valid levels."""
+    levels = {part.strip() for value in values for part in value.split(",") if part.strip()}
+    for level in sorted(levels):
+        if level not in LEVELS:
+            raise ValueError(f"'{level}' is not one of {', '.join(LEVELS)}")
+    if not levels:
+        raise ValueError(f"give one or more of {', '.join(LEVELS)}")
+    return frozenset(levels)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from docsam_cli.datasets.records import Note
 from docsam_cli.errors import InputError
+from docsam_cli.names import output_text
 
 _EXAMPLES_PER_REASON = 5
 
@@ -29,10 +30,10 @@ class ConversionReport:
         tally[note.reason] += 1
         examples = self.examples.setdefault(note.reason, [])
         if len(examples) < _EXAMPLES_PER_REASON:
-            examples.append(f"{source}: {note.where}" if note.where else str(source))
+            examples.append(output_text(f"{source}: {note.where}" if note.where else str(source)))
 
     def add_error(self, error: InputError) -> None:
-        self.errors.append(str(error))
+        self.errors.append(output_text(str(error)))
 
     def to_json(self) -> dict:
         return {

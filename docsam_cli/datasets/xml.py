@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from lxml import etree
@@ -14,7 +15,8 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=Tru
 def parse_xml(path: Path) -> etree._Element:
     """Root element of `path`. Raises InputError for unreadable or malformed files."""
     try:
-        return etree.parse(str(path), _PARSER).getroot()
+        # The bytes, not the name: lxml cannot encode a file name with undecodable bytes.
+        return etree.parse(io.BytesIO(path.read_bytes()), _PARSER).getroot()
     except etree.XMLSyntaxError as error:
         raise InputError(path, f"invalid XML: {error}") from None
     except OSError as error:

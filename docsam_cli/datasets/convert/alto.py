@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon, parse_points
-from docsam_cli.datasets.images import IMAGE_SUFFIXES, ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
@@ -30,8 +31,15 @@ _LAYOUT_TAG_TYPES = frozenset(
 _TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
 
 
-def read_alto(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
-    """One ALTO file. Raises WrongFormat (not ALTO) or InputError (unusable file)."""
+def read(path: Path, context: ReadContext) -> list[SourcePage]:
+    return [read_alto(path, context.root, context.levels, finder=context.finder)]
+
+
+def read_alto(
+    path: Path, root: Path, levels: frozenset[str], *, finder: ImageFinder | None = None
+) -> SourcePage:
+    """One ALTO file, its image looked up under `root` (by `finder`, if given). Raises WrongFormat (not
+    ALTO) or InputError (unusable file)."""
     document = parse_xml(path)
     if local(document) != "alto":
         raise WrongFormat(path, f"not an ALTO document (root element <{local(document)}>)")
@@ -49,7 +57,7 @@ def read_alto(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
     if relative and (not width or not height):
         raise InputError(path, f"<Page> WIDTH/HEIGHT are needed to scale '{unit or 'unstated'}' units")
     notes: list[Note] = []
-    image, problem = _image(path, root, description, notes)
+    image, problem = _image(path, finder or ImageFinder(root), description, notes)
     tags = _tags(document)
     instances = [
         instance
@@ -83,18 +91,18 @@ def _number(path: Path, element: etree._Element, attribute: str) -> float | None
 
 
 def _image(
-    path: Path, root: Path, description: etree._Element | None, notes: list[Note]
+    path: Path, finder: ImageFinder, description: etree._Element | None, notes: list[Note]
 ) -> tuple[ImageRef, str | None]:
     reference = _text(description, "sourceImageInformation", "fileName")
     if reference is None:  # eScriptorium and others also export the image beside an XML of the same stem
-        for suffix in IMAGE_SUFFIXES:
-            sibling = path.with_suffix(suffix)
-            if sibling.is_file():
-                notes.append(Note("fixed", "no fileName: image found by the XML's name", sibling.name))
-                return ImageRef(sibling.name, path=sibling), None
-        return ImageRef(path.stem), "no sourceImageInformation/fileName and no image named like the XML"
+        try:
+            found, _ = finder.find(path.stem, path, label="image named like the XML")
+        except ImageNotFound as problem:
+            return ImageRef(path.stem), f"no sourceImageInformation/fileName, and {problem}"
+        notes.append(Note("fixed", "no fileName: image found by the XML's name", found.name))
+        return ImageRef(found.name, path=found), None
     try:
-        found, note = resolve_image(reference, path.parent, root, label="fileName")
+        found, note = finder.find(reference, path, label="fileName")
     except ImageNotFound as problem:
         return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
     if note is not None:

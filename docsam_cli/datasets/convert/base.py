@@ -2,44 +2,47 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.datasets.records import SourcePage
 from docsam_cli.errors import InputError
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReadContext:
     """What a reader needs besides the file: the folder it may read from and the user's options."""
 
-    root: Path  # images must stay inside (the SRC folder, or the folder of a SRC file)
+    root: Path  # the SRC folder, or the folder of a SRC file
     levels: frozenset[str]
-    images: Path | None = None  # --images: where COCO/YOLO/VOC images live, when not beside the labels
+    images: Path | None = None  # --images: where the images (ICDAR 2013: the PDFs) are, when not beside
     classes: Path | None = None  # --classes: a YOLO class list
     dpi: float = 150.0  # rendering of PDF pages (ICDAR 2013)
+    finder: ImageFinder = field(init=False)
 
-
-Reader = Callable[[Path, ReadContext], Iterable[SourcePage]]
+    def __post_init__(self) -> None:
+        self.finder = ImageFinder(self.root, self.images)
 
 
 @dataclass(frozen=True)
 class Format:
+    """A source format. Its reader module is imported on first use, so that listing the formats (the
+    command line's help and choices) stays cheap.
+
+    The module's `read(path, context)` turns one file into pages; a page that cannot be used is yielded
+    as its `InputError` so that the other pages of the file still convert.
+    """
+
     name: str
-    read: Reader
+    module: str  # under docsam_cli.datasets.convert
     suffixes: tuple[str, ...]  # files a folder walk hands to `read`
     levels: frozenset[str] = frozenset({"regions"})
     description: str = ""
+    walks_images: bool = False  # the walk yields images, not annotations (YOLO): `--images` is walked
 
-
-def load_json(path: Path) -> object:
-    """Parsed JSON of `path`. Raises InputError for unreadable or malformed files."""
-    try:
-        with path.open("rb") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"invalid JSON: {error}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot read: {error}") from None
+    def read(self, path: Path, context: ReadContext) -> Iterable[SourcePage | InputError]:
+        reader = importlib.import_module(f"docsam_cli.datasets.convert.{self.module}")
+        return reader.read(path, context)

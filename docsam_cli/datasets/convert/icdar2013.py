@@ -23,7 +23,7 @@ from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
-from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import CELL_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
@@ -63,7 +63,7 @@ class PageBox:
         return np.stack([u, v], axis=1)
 
 
-def read(path: Path, context: ReadContext) -> list[SourcePage]:
+def read(path: Path, context: ReadContext) -> list[SourcePage | InputError]:
     """The annotated pages of one document, read from its -reg file (and its -str file)."""
     stem, kind = _split_name(path)
     if kind is None:
@@ -80,15 +80,16 @@ def read(path: Path, context: ReadContext) -> list[SourcePage]:
         if local(document) != "document":
             raise WrongFormat(path, f"not an ICDAR 2013 document (root element <{local(document)}>)")
         _collect(document, document_kind, kind, context.levels, boxes, notes)
-    pdf = _pdf(path, stem, documents[0][1], context.root)
+    pdf = _pdf(path, stem, documents[0][1], context)
     pages = sorted(page for page, instances in boxes.items() if instances)
     if not pages:
         return []
     geometry = page_boxes(pdf, pages)
-    result = []
+    result: list[SourcePage | InputError] = []
     for page in pages:
         if page not in geometry:
-            raise InputError(pdf, f"page {page} is not in the PDF")
+            result.append(InputError(path, f"page {page} is not in {pdf.name}"))
+            continue
         box = geometry[page]
         instances = [_to_display(instance, box) for instance in boxes[page]]
         # Named like `segment` names PDF pages, so its outputs match these pages in `evaluate`.
@@ -160,16 +161,19 @@ def _to_display(instance: Instance, box: PageBox) -> Instance:
     return Instance(instance.category, [box.to_display(p) for p in instance.polygons], where=instance.where)
 
 
-def _pdf(path: Path, stem: str, document: etree._Element, root: Path) -> Path:
-    for reference in (document.get("filename") or "", f"{stem}.pdf"):
-        if not reference:
-            continue
+def _pdf(path: Path, stem: str, document: etree._Element, context: ReadContext) -> Path:
+    """The document's PDF: `<doc>.pdf`, or the PDF the root's `filename` names (some files name the XML
+    itself there, which is not the PDF). Raises InputError naming the PDF looked for and where."""
+    stated = (document.get("filename") or "").strip()
+    references = [stated] if stated.lower().endswith(".pdf") else []
+    references += [f"{stem}.pdf"] if f"{stem}.pdf" not in references else []
+    problems = []
+    for reference in references:
         try:
-            found, _ = resolve_image(reference, path.parent, root, label="PDF")
-        except ImageNotFound:
-            continue
-        return found
-    raise InputError(path, f"PDF '{document.get('filename') or stem + '.pdf'}' not found")
+            return context.finder.find(reference, path, label="PDF", suffixes=(".pdf",))[0]
+        except ImageNotFound as error:
+            problems.append(str(error))
+    raise InputError(path, problems[0])
 
 
 def page_boxes(pdf: Path, pages: list[int]) -> dict[int, PageBox]:

@@ -11,35 +11,39 @@ import base64
 import binascii
 import io
 from collections.abc import Callable
-from numbers import Real
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from docsam_cli.datasets.convert.base import ReadContext, load_json
+from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.geometry import box_polygon, mask_polygons
-from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
 
 _CIRCLE_VERTICES = 64
+_AREA_SHAPES = frozenset(("polygon", "rectangle", "circle", "mask"))
+_OTHER_SHAPES = frozenset(("line", "linestrip", "point", "points"))
 
 
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
     """One LabelMe file. Raises WrongFormat (not LabelMe) or InputError."""
-    data = load_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+    document = JsonField.load(path)
+    if not document.is_object() or document.get("shapes") is None:
         raise WrongFormat(path, "not a LabelMe file (no 'shapes' list)")
+    shapes = document["shapes"].items()
+    width, height = (_size(document.get(key)) for key in ("imageWidth", "imageHeight"))
     notes: list[Note] = []
-    image, problem = _image(path, data, context, notes)
+    image, problem = _image(path, document, context, notes)
     groups: dict[tuple, Instance] = {}
     instances: list[Instance] = []
-    for index, shape in enumerate(data["shapes"]):
-        instance = _shape(shape, index, notes)
+    for shape in shapes:
+        instance = _shape(shape, notes)
         if instance is None:
             continue
-        group = shape.get("group_id")
+        group_field = shape.get("group_id")
+        group = group_field.identifier() if group_field is not None else None
         key = (instance.category, group)
         if group is not None and key in groups:
             groups[key].polygons.extend(instance.polygons)
@@ -47,31 +51,39 @@ def read(path: Path, context: ReadContext) -> list[SourcePage]:
         if group is not None:
             groups[key] = instance
         instances.append(instance)
-    width, height = _size(data.get("imageWidth")), _size(data.get("imageHeight"))
     return [SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)]
 
 
-def _size(value: object) -> int | None:
-    return int(value) if isinstance(value, Real) and value > 0 else None
+def _size(field: JsonField | None) -> int | None:
+    """`imageWidth` / `imageHeight`: absent, null or 0 leave the size to the image."""
+    if field is None or field.value == 0:
+        return None
+    return field.size()
 
 
-def _image(path: Path, data: dict, context: ReadContext, notes: list[Note]) -> tuple[ImageRef, str | None]:
-    reference = str(data.get("imagePath") or "")
+def _image(
+    path: Path, document: JsonField, context: ReadContext, notes: list[Note]
+) -> tuple[ImageRef, str | None]:
+    reference, embedded = (_optional_text(document.get(key)) for key in ("imagePath", "imageData"))
     name = Path(reference.replace("\\", "/")).name or f"{path.stem}.png"
     problem = "no imagePath"
     if reference:
         try:
-            found, note = resolve_image(reference, path.parent, context.root, label="imagePath")
+            found, note = context.finder.find(reference, path, label="imagePath")
             if note is not None:
                 notes.append(Note("fixed", note, reference))
             return ImageRef(found.name, path=found), None
         except ImageNotFound as error:
             problem = str(error)
-    embedded = data.get("imageData")
-    if isinstance(embedded, str) and embedded:
+    if embedded:
         notes.append(Note("fixed", "image taken from the embedded imageData"))
         return ImageRef(name, load=_decoder(path, embedded)), None
     return ImageRef(name), problem
+
+
+def _optional_text(field: JsonField | None) -> str:
+    """A string field that may be absent, null or empty."""
+    return "" if field is None or field.value == "" else field.text()
 
 
 def _decoder(path: Path, embedded: str) -> Callable[[], bytes]:
@@ -84,37 +96,52 @@ def _decoder(path: Path, embedded: str) -> Callable[[], bytes]:
     return decode
 
 
-def _shape(shape: object, index: int, notes: list[Note]) -> Instance | None:
-    where = f"shape {index + 1}"
-    if not isinstance(shape, dict) or not str(shape.get("label") or "").strip():
-        notes.append(Note("dropped", "shape without label", where))
+def _shape(shape: JsonField, notes: list[Note]) -> Instance | None:
+    """One shape as an instance; None (with a note) for shapes that are not areas. Raises InputError."""
+    label = shape["label"].text()
+    kind_field = shape.get("shape_type")
+    kind = kind_field.text() if kind_field is not None else "polygon"
+    if kind in _OTHER_SHAPES:
+        notes.append(Note("dropped", f"'{kind}' shape is not an area", shape.where))
         return None
-    kind = shape.get("shape_type") or "polygon"
-    try:
-        points = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
-    except (TypeError, ValueError):
-        notes.append(Note("dropped", "invalid shape points", where))
-        return None
+    if kind not in _AREA_SHAPES:
+        raise kind_field.expected(f"one of {', '.join(sorted(_AREA_SHAPES | _OTHER_SHAPES))}")
+    points = _points(shape["points"])
+    if kind in ("rectangle", "circle") and len(points) != 2:
+        raise shape["points"].expected(f"2 points for a {kind}")
     if kind == "polygon":
         polygons = [points]
-    elif kind == "rectangle" and len(points) == 2:
+    elif kind == "rectangle":
         polygons = [box_polygon(*points[0], *points[1])]
-    elif kind == "circle" and len(points) == 2:
+    elif kind == "circle":
         radius = float(np.hypot(*(points[1] - points[0])))
         angles = np.linspace(0, 2 * np.pi, _CIRCLE_VERTICES, endpoint=False)
         polygons = [points[0] + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)]
-    elif kind == "mask" and len(points) >= 1 and isinstance(shape.get("mask"), str):
-        polygons = _mask(shape["mask"], points[0])
     else:
-        notes.append(Note("dropped", f"'{kind}' shape is not an area", where))
-        return None
-    return Instance(str(shape["label"]).strip(), polygons, where=where)
+        if not len(points):
+            raise shape["points"].expected("the mask's top-left corner")
+        polygons = _mask(shape["mask"], points[0])
+    return Instance(label, polygons, where=shape.where)
 
 
-def _mask(encoded: str, origin: np.ndarray) -> list[np.ndarray]:
+def _points(field: JsonField) -> np.ndarray:
+    """`[[x, y], ...]` → (N, 2) floats. Raises InputError."""
+    rows = field.items()
+    for row in rows:
+        if not row.is_list() or len(row.value) != 2:
+            raise row.expected("a point [x, y]")
+        for value in row.items():
+            value.number()
+    return np.asarray(field.value, dtype=np.float64).reshape(-1, 2)
+
+
+def _mask(field: JsonField, origin: np.ndarray) -> list[np.ndarray]:
+    """A mask shape's base64 PNG, placed at `origin`. Raises InputError."""
+    from PIL import Image
+
     try:
-        with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        with Image.open(io.BytesIO(base64.b64decode(field.text(), validate=True))) as image:
             mask = np.asarray(image.convert("L")) > 0
-    except (OSError, ValueError):  # not base64 or not an image: the shape is dropped as empty
-        return []
+    except (OSError, ValueError, binascii.Error):
+        raise field.expected("a base64-encoded PNG mask") from None
     return mask_polygons(mask, offset=(float(origin[0]), float(origin[1])))

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import parse_points
-from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import (
     CELL_CLASS,
     LINE_CLASS,
@@ -137,8 +138,15 @@ def structure_type(custom: str | None) -> str | None:
     return value or None
 
 
-def read_page(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
-    """One PAGE file. Raises WrongFormat (not PAGE) or InputError (unusable file)."""
+def read(path: Path, context: ReadContext) -> list[SourcePage]:
+    return [read_page(path, context.root, context.levels, finder=context.finder)]
+
+
+def read_page(
+    path: Path, root: Path, levels: frozenset[str], *, finder: ImageFinder | None = None
+) -> SourcePage:
+    """One PAGE file, its image looked up under `root` (by `finder`, if given). Raises WrongFormat (not
+    PAGE) or InputError (unusable file)."""
     document = parse_xml(path)
     if local(document) != "PcGts":
         raise WrongFormat(path, f"not a PAGE document (root element <{local(document)}>)")
@@ -150,14 +158,14 @@ def read_page(path: Path, root: Path, levels: frozenset[str]) -> SourcePage:
     reference = (page.get("imageFilename") or "").strip()
     if not reference:
         raise InputError(path, "<Page> has no imageFilename")
-    image, problem = _image(reference, path, root, notes)
+    image, problem = _image(reference, path, finder or ImageFinder(root), notes)
     instances: list[Instance] = []
     for element in page.iter(etree.Element):
         name = local(element)
         kind = _kind(element, name)
         if kind is None or kind not in levels:
             continue
-        instance = _instance(element, name, kind, notes)
+        instance = _instance(path, element, name, kind, notes)
         if instance is not None:
             instances.append(instance)
     return SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)
@@ -180,9 +188,9 @@ def _declared_size(path: Path, page: etree._Element, notes: list[Note]) -> tuple
     return sizes[0], sizes[1]
 
 
-def _image(reference: str, path: Path, root: Path, notes: list[Note]) -> tuple[ImageRef, str | None]:
+def _image(reference: str, path: Path, finder: ImageFinder, notes: list[Note]) -> tuple[ImageRef, str | None]:
     try:
-        found, note = resolve_image(reference, path.parent, root, label="imageFilename")
+        found, note = finder.find(reference, path, label="imageFilename")
     except ImageNotFound as problem:
         return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
     if note is not None:
@@ -209,7 +217,9 @@ def _kind(element: etree._Element, name: str) -> str | None:
     return "regions"
 
 
-def _instance(element: etree._Element, name: str, kind: str, notes: list[Note]) -> Instance | None:
+def _instance(
+    path: Path, element: etree._Element, name: str, kind: str, notes: list[Note]
+) -> Instance | None:
     where = f"{name} {element.get('id', '?')}"
     coords = child(element, "Coords")
     if coords is None:
@@ -224,7 +234,7 @@ def _instance(element: etree._Element, name: str, kind: str, notes: list[Note]) 
         category = region_class(name, structure_type(element.get("custom")) or element.get("type"))
     else:
         category = {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
-    return Instance(category, [polygon], score=_confidence(coords), where=where)
+    return Instance(category, [polygon], score=_confidence(path, coords, where), where=where)
 
 
 def _points(coords: etree._Element) -> np.ndarray:
@@ -235,9 +245,15 @@ def _points(coords: etree._Element) -> np.ndarray:
     return parse_points(" ".join(f"{x},{y}" for x, y in pairs))
 
 
-def _confidence(coords: etree._Element) -> float | None:
+def _confidence(path: Path, coords: etree._Element, where: str) -> float | None:
+    """`Coords/@conf`, a number in [0, 1] (the score of a prediction). Raises InputError."""
     text = coords.get("conf")
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
+    if text is None:
         return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise InputError(path, f"{where}: Coords/@conf '{text}' is not a number from 0 to 1")
+    return value

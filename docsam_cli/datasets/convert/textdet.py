@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from docsam_cli.datasets.convert.base import ReadContext
-from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
 
@@ -52,17 +52,11 @@ def _image(path: Path, context: ReadContext) -> tuple[ImageRef, str | None]:
         if stem.startswith(prefix):
             stem = stem[len(prefix) :]
             break
-    searches = [(context.images, context.images)] if context.images else []
-    searches.append((path.parent, context.root))
-    problem = f"no image named '{stem}'"
-    for folder, root in searches:
-        try:
-            found, _ = resolve_image(stem, folder, root, extra_dirs=("images", "imgs"), label="image")
-        except ImageNotFound as error:
-            problem = str(error)
-            continue
-        return ImageRef(found.name, path=found), None
-    return ImageRef(stem), problem
+    try:
+        found, _ = context.finder.find(stem, path, label="image", extra_dirs=("images", "imgs"))
+    except ImageNotFound as error:
+        return ImageRef(stem), str(error)
+    return ImageRef(found.name, path=found), None
 
 
 def _row(row: str, where: str, notes: list[Note]) -> Instance | None:

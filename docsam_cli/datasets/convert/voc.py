@@ -11,7 +11,7 @@ from pathlib import Path
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
-from docsam_cli.datasets.images import ImageNotFound, resolve_image
+from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, children, local, parse_xml
 from docsam_cli.errors import WrongFormat
@@ -52,22 +52,15 @@ def _size(size, name: str) -> int | None:
 def _image(
     reference: str, path: Path, context: ReadContext, notes: list[Note]
 ) -> tuple[ImageRef, str | None]:
-    name = Path(reference.replace("\\", "/")).name or path.stem
-    searches = [(context.images, context.images)] if context.images else []
-    searches.append((path.parent, context.root))
-    problem = "image not found"
-    for folder, root in searches:
-        try:
-            found, note = resolve_image(
-                reference or path.stem, folder, root, extra_dirs=("JPEGImages", "images"), label="filename"
-            )
-        except ImageNotFound as error:
-            problem = str(error)
-            continue
-        if note is not None:
-            notes.append(Note("fixed", note, reference))
-        return ImageRef(found.name, path=found), None
-    return ImageRef(name), problem
+    try:
+        found, note = context.finder.find(
+            reference or path.stem, path, label="filename", extra_dirs=("JPEGImages", "images")
+        )
+    except ImageNotFound as error:
+        return ImageRef(Path(reference.replace("\\", "/")).name or path.stem), str(error)
+    if note is not None:
+        notes.append(Note("fixed", note, reference))
+    return ImageRef(found.name, path=found), None
 
 
 def _object(element, index: int, notes: list[Note]) -> Instance | None:

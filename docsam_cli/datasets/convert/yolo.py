@@ -1,10 +1,12 @@
 """YOLO txt labels (detection boxes, segmentation polygons, oriented boxes) → pages of instances.
 
 A folder walk yields the images; each image's labels are `labels/.../<stem>.txt` for `images/.../`
-(the Ultralytics layout) or `<stem>.txt` beside it. An image without a label file is a page without
-objects (a negative), as YOLO treats it. Rows are `class cx cy w h` or `class x1 y1 x2 y2 ...`, all
-normalised to [0, 1]. Class names come from `--classes` (one per line, or a YAML with `names`) or
-from `data.yaml`, `dataset.yaml`, `classes.txt`, `obj.names` in the source folder or above the labels.
+(the Ultralytics layout) or `<stem>.txt` beside it. With `--images DIR` the images are walked in DIR and
+the SRC folder holds the labels, at the image's path relative to DIR or by stem. An image without a label
+file is a page without objects (a negative), as YOLO treats it. Rows are `class cx cy w h` or
+`class x1 y1 x2 y2 ...`, all normalised to [0, 1]. Class names come from `--classes` (one per line, or a
+YAML with `names`) or from `data.yaml`, `dataset.yaml`, `classes.txt`, `obj.names` in the source folder or
+above the labels (with `--images`: in the SRC folder, the images folder, or the folder above either).
 """
 
 from __future__ import annotations
@@ -55,21 +57,24 @@ def class_names(path: Path) -> tuple[str, ...]:
     return tuple(str(name).strip() for name in names)
 
 
-def label_file(image: Path) -> Path:
-    """`.../images/x/a.jpg` → `.../labels/x/a.txt` (Ultralytics), else `a.txt` beside the image."""
+def label_file(image: Path, context: ReadContext) -> Path:
+    """The label file of `image` (see the module docstring); the likeliest name when there is none."""
     parts = image.parts
+    candidates = []
     if "images" in parts:
         index = len(parts) - 1 - parts[::-1].index("images")
-        candidate = Path(*parts[:index], "labels", *parts[index + 1 :]).with_suffix(".txt")
-        if candidate.is_file():
-            return candidate
-    return image.with_suffix(".txt")
+        candidates.append(Path(*parts[:index], "labels", *parts[index + 1 :]).with_suffix(".txt"))
+    if context.images is not None and within(image, context.images):
+        candidates.append(context.root / image.relative_to(context.images).with_suffix(".txt"))
+        candidates.append(context.root / f"{image.stem}.txt")
+    candidates.append(image.with_suffix(".txt"))
+    return next((candidate for candidate in candidates if candidate.is_file()), candidates[-1])
 
 
 def read(image: Path, context: ReadContext) -> list[SourcePage]:
     """The page of one image and its labels. Raises InputError."""
     names = class_names(_class_list(image, context))
-    labels = label_file(image)
+    labels = label_file(image, context)
     notes: list[Note] = []
     instances: list[Instance] = []
     if labels.is_file():
@@ -86,16 +91,21 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
 
 
 def _class_list(image: Path, context: ReadContext) -> Path:
+    """--classes, else the first class list from the image's folder up to the SRC folder; with --images,
+    in the SRC folder, the images folder or the folder above either."""
     if context.classes is not None:
         return context.classes
-    folder = image.parent
-    while True:
+    if context.images is None:
+        folders, folder = [image.parent], image.parent
+        while folder != context.root and within(folder.parent, context.root):
+            folder = folder.parent
+            folders.append(folder)
+    else:
+        folders = [context.root, context.images, context.root.parent, context.images.parent]
+    for folder in folders:
         found = find_class_list(folder)
         if found is not None:
             return found
-        if folder == context.root or not within(folder.parent, context.root):
-            break
-        folder = folder.parent
     raise InputError(image, "no class list: pass --classes FILE or add data.yaml/classes.txt")
 
 

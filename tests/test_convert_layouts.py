@@ -1,0 +1,254 @@
+"""convert-dataset finds images where people put them: sibling folders, Transkribus exports, `--images`.
+
+The layouts are built from the real PAGE ground truth in ../shared/data/pages with links to its images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from convert_helpers import (
+    layout_counts,
+    minimal_pdf,
+    page_region_counts,
+    page_xml,
+    run_cli,
+    write_image,
+)
+from lxml import etree
+
+from docsam_cli.datasets.ground_truth import load_ground_truth
+
+SEARCHED = "image found by its name elsewhere under the source folder"
+
+
+def _structure_pages(shared_data: Path) -> list[tuple[Path, Path]]:
+    """(PAGE file, image) of the OCR-D structure set: 11 pages of 4 works."""
+    pairs = []
+    for xml in sorted((shared_data / "pages/ocrd-gt-structure-text/data").glob("*/GT-PAGE/*.xml")):
+        reference = etree.parse(str(xml)).getroot().find("{*}Page").get("imageFilename")
+        pairs.append((xml, xml.parent.parent / reference))
+    assert len(pairs) == 11 and all(image.is_file() for _, image in pairs)
+    return pairs
+
+
+def _with_image_name(xml: Path, target: Path, image_filename: str) -> None:
+    """A copy of the PAGE file `xml` at `target` whose imageFilename is `image_filename`."""
+    document = etree.parse(str(xml))
+    document.getroot().find("{*}Page").set("imageFilename", image_filename)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    document.write(str(target), xml_declaration=True, encoding="UTF-8")
+
+
+def _link(image: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(image.resolve(), target)
+
+
+def _expected(pairs: list[tuple[Path, Path]]) -> Counter:
+    return sum((page_region_counts(xml) for xml, _ in pairs), Counter())
+
+
+@pytest.mark.slow  # 11 scans of up to 14 Mpx are decoded, twice
+def test_newspaper_layout_xml_and_img_in_sibling_folders(shared_data: Path, tmp_path: Path) -> None:
+    """`xml/<collection>/` beside `img/`, the XML naming its image as its own export wrote it."""
+    pairs = _structure_pages(shared_data)
+    root = tmp_path / "gt"
+    for xml, image in pairs:
+        collection = xml.parent.parent.name
+        (root / "xml" / collection).mkdir(parents=True, exist_ok=True)
+        (root / "xml" / collection / xml.name).write_bytes(xml.read_bytes())  # "GT-PAGE/<name>.jpg"
+        _link(image, root / "img" / image.name)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", out, "--symlink")
+    assert result.exit_code == 0, result.stderr
+    counts, documents = layout_counts(out)
+    assert len(documents) == 11 and counts == _expected(pairs)
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["fixed"][SEARCHED] == 11  # found by a search: said so in the report
+
+    named = tmp_path / "named"  # the XML folder alone, the images named with --images
+    result = run_cli("convert-dataset", root / "xml", "--from", "page", "-o", named, "--images", root / "img")
+    assert result.exit_code == 0, result.stderr
+    assert layout_counts(named) == (counts, documents)
+    assert SEARCHED not in json.loads((named / "convert_report.json").read_text())["fixed"]
+
+
+def test_transkribus_export_images_one_level_above_the_xml(shared_data: Path, tmp_path: Path) -> None:
+    """Transkribus: `<doc>/page/<name>.xml` naming `<name>.jpg`, which lies in `<doc>/`."""
+    pairs = [pair for pair in _structure_pages(shared_data) if "laube_europa" in str(pair[0])]
+    document = tmp_path / "export" / "laube_europa"
+    for xml, image in pairs:
+        _with_image_name(xml, document / "page" / xml.name, image.name)
+        _link(image, document / image.name)
+    (document / "mets.xml").write_text('<mets:mets xmlns:mets="http://www.loc.gov/METS/"/>')
+    for source in (tmp_path / "export", document / "page"):  # the export, or its XML folder alone
+        out = tmp_path / f"out-{source.name}"
+        result = run_cli("convert-dataset", source, "--from", "page", "-o", out, "--symlink")
+        assert result.exit_code == 0, result.stderr
+        counts, documents = layout_counts(out)
+        assert len(documents) == len(pairs) == 5 and counts == _expected(pairs)
+        assert "fixed" not in result.stderr  # the usual place: no guess to report
+    single = document / "page" / pairs[0][0].name  # one XML file named on the command line
+    result = run_cli("convert-dataset", single, "--from", "page", "-o", tmp_path / "single", "--symlink")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_collections_with_the_same_image_names_are_told_apart(tmp_path: Path) -> None:
+    root = tmp_path / "gt"
+    for collection, width in (("c1", 40), ("c2", 50)):
+        write_image(root / "img" / collection / "0001.png", width, 30)
+        regions = [("TextRegion", None, "1,1 9,1 9,9")]
+        (root / "xml" / collection).mkdir(parents=True)
+        (root / "xml" / collection / "0001.xml").write_text(page_xml("0001.png", width, 30, regions))
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr  # each XML found the image of its own collection
+    (root / "xml" / "c3").mkdir()
+    (root / "xml" / "c3" / "0001.xml").write_text(page_xml("0001.png", 40, 30, []))
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", tmp_path / "again")
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "c3/0001.xml" in line and "2 files of that name" in line and "--images" in line
+
+
+def test_not_found_names_the_file_and_where_it_looked(tmp_path: Path) -> None:
+    source = tmp_path / "xml"
+    (source / "c1").mkdir(parents=True)
+    (source / "c1" / "p.xml").write_text(page_xml("scans/p.png", 40, 30, []))
+    result = run_cli("convert-dataset", source, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert re.search(r"p\.xml: imageFilename 'scans/p\.png' not found \(looked in .*c1, .*xml", line), line
+    assert "by name under" in line and "--images DIR" in line
+
+
+def test_icdar2013_names_the_pdf_it_looked_for(tmp_path: Path) -> None:
+    """The -reg file names itself in `filename`; the PDF is <doc>.pdf, found in --images."""
+    source = tmp_path / "eu-dataset"
+    source.mkdir()
+    (source / "bm_eu-009-reg.xml").write_text(
+        '<?xml version="1.0"?><document filename="bm_eu-009-reg.xml"><table id="1"><region id="1" page="1">'
+        '<bounding-box x1="60" y1="100" x2="160" y2="150"/></region></table></document>'
+    )
+    result = run_cli("convert-dataset", source, "--from", "icdar2013", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "bm_eu-009-reg.xml: PDF 'bm_eu-009.pdf' not found (looked in" in line, line
+    assert "'bm_eu-009-reg.xml' not found" not in line
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "bm_eu-009.pdf").write_bytes(minimal_pdf((0, 0, 300, 400), 0, (60, 100, 100, 50)))
+    out = tmp_path / "found"
+    result = run_cli("convert-dataset", source, "--from", "icdar2013", "-o", out, "--images", pdfs)
+    assert result.exit_code == 0, result.stderr
+    assert layout_counts(out)[0] == Counter({"table": 1})
+
+
+def _page(source: Path) -> list[str]:
+    (source / "p.xml").write_text(page_xml("scans/p.png", 60, 40, [("TableRegion", None, "1,1 30,1 30,20")]))
+    return []
+
+
+def _alto(source: Path) -> list[str]:
+    (source / "p.xml").write_text(
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"><Description><MeasurementUnit>pixel'
+        "</MeasurementUnit><sourceImageInformation><fileName>p.png</fileName></sourceImageInformation>"
+        '</Description><Layout><Page WIDTH="60" HEIGHT="40"><PrintSpace><Illustration ID="i1" HPOS="1" '
+        'VPOS="1" WIDTH="20" HEIGHT="10"/></PrintSpace></Page></Layout></alto>'
+    )
+    return []
+
+
+def _coco(source: Path) -> list[str]:
+    document = {
+        "images": [{"id": 1, "file_name": "p.png", "width": 60, "height": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 10]}],
+        "categories": [{"id": 1, "name": "table"}],
+    }
+    (source / "annotations.json").write_text(json.dumps(document))
+    return []
+
+
+def _voc(source: Path) -> list[str]:
+    (source / "p.xml").write_text(
+        "<annotation><filename>p.png</filename><object><name>table</name>"
+        "<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>10</ymax></bndbox></object></annotation>"
+    )
+    return []
+
+
+def _yolo(source: Path) -> list[str]:
+    (source / "p.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (source / "classes.txt").write_text("table\n")
+    return []
+
+
+def _labelme(source: Path) -> list[str]:
+    shapes = [{"label": "table", "points": [[1, 1], [20, 10]], "shape_type": "rectangle"}]
+    (source / "p.json").write_text(json.dumps({"shapes": shapes, "imagePath": "p.png", "imageData": None}))
+    return []
+
+
+def _icdar2013(source: Path) -> list[str]:
+    (source / "p-reg.xml").write_text(
+        '<document filename="p-reg.xml"><table id="1"><region id="1" page="1">'
+        '<bounding-box x1="10" y1="10" x2="40" y2="30"/></region></table></document>'
+    )
+    return ["--dpi", "72"]
+
+
+def _textdet(source: Path) -> list[str]:
+    (source / "gt_p.txt").write_text("1,1,20,1,20,10,1,10,text\n")
+    return []
+
+
+SOURCES = {
+    "page": _page,
+    "alto": _alto,
+    "coco": _coco,
+    "voc": _voc,
+    "yolo": _yolo,
+    "labelme": _labelme,
+    "icdar2013": _icdar2013,
+    "textdet": _textdet,
+}
+
+
+@pytest.mark.parametrize("fmt", SOURCES)
+def test_images_option_for_every_format(fmt: str, tmp_path: Path) -> None:
+    """Annotations in `src/`, their image (or PDF) in `scans/`: found only when --images says so."""
+    source = tmp_path / "src"
+    source.mkdir()
+    arguments = SOURCES[fmt](source)
+    scans = tmp_path / "scans"
+    if fmt == "icdar2013":
+        scans.mkdir()
+        (scans / "p.pdf").write_bytes(minimal_pdf((0, 0, 60, 40), 0, (10, 10, 30, 20)))
+    else:
+        write_image(scans / "p.png", 60, 40)
+    alone = run_cli("convert-dataset", source, "--from", fmt, "-o", tmp_path / "alone", *arguments)
+    if fmt == "yolo":  # YOLO walks the images: without them there is nothing to convert
+        assert alone.exit_code == 0 and (tmp_path / "alone" / "list.txt").read_text() == ""
+    else:
+        assert alone.exit_code == 1 and "not found" in alone.error_lines()[0]
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", fmt, "-o", out, "--images", scans, *arguments)
+    assert result.exit_code == 0, result.stderr
+    counts, documents = layout_counts(out)
+    assert len(documents) == 1 and sum(counts.values()) == 1
+
+
+def test_evaluate_finds_ground_truth_images_with_images_option(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    _coco(source)
+    write_image(tmp_path / "scans" / "p.png", 60, 40)
+    alone = load_ground_truth(source / "annotations.json", "coco", frozenset({"regions"}))
+    assert alone.images[0].image is None
+    found = load_ground_truth(source / "annotations.json", "coco", frozenset({"regions"}), tmp_path / "scans")
+    assert found.images[0].image == tmp_path / "scans" / "p.png"

@@ -1,0 +1,137 @@
+"""convert-dataset checks every JSON field it reads: one `error:` line naming the file and the field, exit 1,
+and the rest of the batch converts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from convert_helpers import (
+    DELETE,
+    assert_one_error,
+    coco_cases,
+    coco_document,
+    layout_counts,
+    mutated,
+    run_cli,
+    write_image,
+)
+
+
+def _coco_source(folder: Path, document: object) -> Path:
+    write_image(folder / "a.png", 60, 40)
+    write_image(folder / "b.png", 60, 40)
+    (folder / "annotations.json").write_text(json.dumps(document))
+    return folder
+
+
+def test_the_valid_coco_document_converts(tmp_path: Path) -> None:
+    source = _coco_source(tmp_path / "src", coco_document())
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    counts, documents = layout_counts(tmp_path / "out")
+    assert sorted(documents) == ["a.png", "b.png"] and counts == {"table": 2, "figure": 1}
+
+
+@pytest.mark.parametrize(("field", "value", "where"), coco_cases("convert"))
+def test_a_malformed_coco_field_is_one_error(tmp_path: Path, field: str, value: object, where: str) -> None:
+    source = _coco_source(tmp_path / "src", mutated(coco_document(), field, value))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", where)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "converted"),
+    [
+        ("annotations[1].segmentation.size", DELETE, ["b.png"]),  # a's annotation: page a fails
+        ("images[1].width", "wide", ["a.png"]),  # b's entry: page b fails
+        ("annotations[2].image_id", 99, ["a.png", "b.png"]),  # an annotation of no image: both convert
+    ],
+)
+def test_the_other_pages_of_the_file_convert(tmp_path: Path, field: str, value: object, converted) -> None:
+    source = _coco_source(tmp_path / "src", mutated(coco_document(), field, value))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", out)
+    assert result.exit_code == 1 and len(result.error_lines()) == 1
+    assert (out / "list.txt").read_text().split() == converted
+
+
+def test_an_rle_is_checked_before_pycocotools_decodes_it(tmp_path: Path) -> None:
+    """Run lengths that add up to more pixels than the image has would be decoded past the mask."""
+    runs = {"size": [40, 60], "counts": [1000, 2000]}
+    document = mutated(coco_document(), "annotations[1].segmentation", runs)
+    source = _coco_source(tmp_path / "src", document)
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", "annotations[1].segmentation.counts")
+    assert "3000" in result.error_lines()[0] and "2400" in result.error_lines()[0]
+
+
+def test_invalid_json_and_a_json_of_another_kind(tmp_path: Path) -> None:
+    path = _coco_source(tmp_path / "src", coco_document()) / "annotations.json"
+    path.write_text('{"images": [')
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", tmp_path / "a")
+    assert_one_error(result, "annotations.json", "invalid JSON")
+    path.write_text("[1, 2]")
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", tmp_path / "b")
+    assert_one_error(result, "annotations.json", "not a COCO dataset")
+
+
+def test_a_size_stated_in_part_is_checked_in_part(tmp_path: Path) -> None:
+    """A source may leave the page size to the image; what it does state must match the image."""
+    document = mutated(coco_document(), "images[0].height", DELETE)
+    source = _coco_source(tmp_path / "src", document)
+    assert run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "a").exit_code == 0
+    (source / "annotations.json").write_text(json.dumps(mutated(document, "images[0].width", 61)))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "b")
+    assert_one_error(result, "annotations.json", "a.png is 60x40 but the annotation says 61x40")
+
+
+LABELME = {
+    "shapes": [
+        {"label": "figure", "points": [[10, 10], [40, 30]], "shape_type": "rectangle", "group_id": None},
+        {"label": "figure", "points": [[5, 5], [20, 5], [20, 20]], "shape_type": "polygon", "group_id": 1},
+        {"label": "stamp", "points": [[50, 30], [55, 30]], "shape_type": "circle"},
+    ],
+    "imagePath": "scan.png",
+    "imageData": None,
+    "imageWidth": 60,
+    "imageHeight": 40,
+}
+LABELME_CASES = [
+    ("shapes", {}, "shapes"),
+    ("shapes[0]", "figure", "shapes[0]"),
+    ("shapes[0].label", DELETE, "shapes[0].label"),
+    ("shapes[0].label", 3, "shapes[0].label"),
+    ("shapes[0].points", "10,10", "shapes[0].points"),
+    ("shapes[0].points", DELETE, "shapes[0].points"),
+    ("shapes[0].points", [[1, 1], [2, 2], [3, 3]], "shapes[0].points"),
+    ("shapes[1].points", [[5, "5"], [20, 5], [20, 20]], "shapes[1].points[0][1]"),
+    ("shapes[1].points", [[5, 5, 5]], "shapes[1].points[0]"),
+    ("shapes[0].shape_type", "blob", "shapes[0].shape_type"),
+    ("shapes[1].group_id", [1], "shapes[1].group_id"),
+    ("imageWidth", "60", "imageWidth"),
+    ("imageHeight", -1, "imageHeight"),
+    ("imagePath", 5, "imagePath"),
+    ("imageData", 5, "imageData"),
+]
+
+
+def test_the_valid_labelme_document_converts(tmp_path: Path) -> None:
+    write_image(tmp_path / "src" / "scan.png", 60, 40)
+    (tmp_path / "src" / "scan.json").write_text(json.dumps(LABELME))
+    result = run_cli("convert-dataset", tmp_path / "src", "--from", "labelme", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert layout_counts(tmp_path / "out")[0] == {"figure": 2, "stamp": 1}
+
+
+@pytest.mark.parametrize(("field", "value", "where"), LABELME_CASES)
+def test_a_malformed_labelme_field_is_one_error(tmp_path: Path, field: str, value: object, where) -> None:
+    write_image(tmp_path / "src" / "scan.png", 60, 40)
+    (tmp_path / "src" / "scan.json").write_text(json.dumps(mutated(LABELME, field, value)))
+    write_image(tmp_path / "src" / "other.png", 60, 40)
+    (tmp_path / "src" / "other.json").write_text(json.dumps({**LABELME, "imagePath": "other.png"}))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path / "src", "--from", "labelme", "--out", out)
+    assert_one_error(result, "scan.json", where)
+    assert (out / "list.txt").read_text().split() == ["other.png"]  # the next file still converts

@@ -1,0 +1,184 @@
+"""evaluate checks every JSON field it reads (ground truth, predictions, results lists, the unified layout):
+one `error:` line naming the file and the field, exit 1, and the rest is scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from convert_helpers import (
+    DELETE,
+    NAN,
+    assert_one_error,
+    coco_cases,
+    coco_document,
+    mutated,
+    page_xml,
+    run_cli,
+    write_image,
+)
+
+
+def _files(folder: Path, truth: object, predictions: object) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "truth.json").write_text(json.dumps(truth))
+    (folder / "pred.json").write_text(json.dumps(predictions))
+    return folder / "truth.json", folder / "pred.json"
+
+
+def test_the_valid_documents_score_one(tmp_path: Path) -> None:
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 2 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
+
+
+@pytest.mark.parametrize(("field", "value", "where"), coco_cases("truth"))
+def test_malformed_ground_truth(tmp_path: Path, field: str, value: object, where: str) -> None:
+    truth, predictions = _files(tmp_path, mutated(coco_document(), field, value), coco_document())
+    assert_one_error(run_cli("evaluate", truth, "--pred", predictions), "truth.json", where)
+
+
+@pytest.mark.parametrize(("field", "value", "where"), coco_cases("predictions"))
+def test_malformed_predictions(tmp_path: Path, field: str, value: object, where: str) -> None:
+    truth, predictions = _files(tmp_path, coco_document(), mutated(coco_document(), field, value))
+    assert_one_error(run_cli("evaluate", truth, "--pred", predictions), "pred.json", where)
+
+
+def test_a_broken_ground_truth_image_is_left_out_and_the_rest_scored(tmp_path: Path) -> None:
+    truth, predictions = _files(
+        tmp_path, mutated(coco_document(), "images[1].height", "tall"), coco_document()
+    )
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 1 and len(result.error_lines()) == 1
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_a_page_with_unreadable_predictions_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:
+    predictions = mutated(coco_document(), "annotations[2].score", "sure")
+    truth, predictions = _files(tmp_path, coco_document(), predictions)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(result, "pred.json", "annotations[2].score")
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
+
+
+def _results() -> list[dict]:
+    """A results list of the two pages of `coco_document`, by image id, with ids and a class name."""
+    document = coco_document()
+    return [
+        {
+            key: annotation[key]
+            for key in ("image_id", "category_id", "segmentation", "bbox", "score")
+            if key in annotation
+        }
+        for annotation in document["annotations"]
+    ] + [{"file_name": "b.png", "category_id": "table", "bbox": [30, 20, 10, 10], "score": 0.2}]
+
+
+# (field, value, the field named, pages scored): a page with an unreadable prediction is left out of the
+# scores; an entry that names no page of the ground truth (or none at all) costs no page.
+RESULTS_CASES = [
+    ("[0].image_id", DELETE, "[0].image_id", 2),
+    ("[0].image_id", 99, "[0].image_id", 2),
+    ("[0].image_id", {}, "[0].image_id", 2),
+    ("[3].file_name", 3, "[3].file_name", 2),
+    ("[3].file_name", "c.png", "[3].file_name", 2),
+    ("[0].category_id", 99, "[0].category_id", 1),
+    ("[0].category_id", {}, "[0].category_id", 1),
+    ("[0].score", "x", "[0].score", 1),
+    ("[0].score", NAN, "[0].score", 1),
+    ("[1].segmentation.size", DELETE, "[1].segmentation.size", 1),
+    ("[1].segmentation.size", [40, 61], "[1].segmentation.size", 1),
+    ("[1].segmentation.counts", "!!", "[1].segmentation.counts", 1),
+    ("[0].segmentation", [[1, 2, 3]], "[0].segmentation[0]", 1),
+    ("[2].bbox", [1, 2], "[2].bbox", 1),
+    ("[2]", "x", "[2]", 2),
+]
+
+
+def test_the_valid_results_list_scores(tmp_path: Path) -> None:
+    truth, predictions = _files(tmp_path, coco_document(), _results())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["per_class"]["table"]["predictions"] == 3 and report["mAF"] == 1.0
+
+
+@pytest.mark.parametrize(("field", "value", "where", "scored"), RESULTS_CASES)
+def test_malformed_results_list(tmp_path: Path, field: str, value: object, where: str, scored: int) -> None:
+    truth, predictions = _files(tmp_path, coco_document(), mutated(_results(), field, value))
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(result, "pred.json", where)
+    report = json.loads(result.stdout)
+    assert report["images"] == scored
+    if scored == 1:  # the other page is scored with all its predictions
+        assert report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_neither_a_dataset_nor_a_results_list(tmp_path: Path) -> None:
+    truth, predictions = _files(tmp_path, coco_document(), {"predictions": []})
+    result = run_cli("evaluate", truth, "--pred", predictions)
+    assert_one_error(result, "pred.json", "pred.json: expected a COCO dataset")
+
+
+@pytest.fixture
+def unified(tmp_path: Path) -> Path:
+    """The two pages of `coco_document` converted into the unified layout."""
+    source = tmp_path / "src"
+    write_image(source / "a.png", 60, 40)
+    write_image(source / "b.png", 60, 40)
+    (source / "annotations.json").write_text(json.dumps(coco_document()))
+    out = tmp_path / "unified"
+    assert run_cli("convert-dataset", source, "--from", "coco", "--out", out).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("images[0].height", DELETE, "images[0].height"),
+        ("images[0].width", "60", "images[0].width"),
+        ("images", [], "images"),
+        ("categories[0].name", DELETE, "categories[0].name"),
+        ("annotations[0].segmentation", [[1, "x", 3, 4, 5, 6]], "annotations[0].segmentation[0][1]"),
+        ("annotations[0].category_id", 9, "annotations[0].category_id"),
+    ],
+)
+def test_malformed_per_image_json_of_the_unified_layout(unified: Path, field, value, where: str) -> None:
+    path = unified / "coco" / "a.json"
+    path.write_text(json.dumps(mutated(json.loads(path.read_text()), field, value)))
+    result = run_cli(
+        "evaluate", unified, "--pred", unified.parent / "src" / "annotations.json", "--json", "-"
+    )
+    assert_one_error(result, "a.json", where)
+    assert json.loads(result.stdout)["images"] == 1
+
+
+def test_a_missing_per_image_json_is_one_error(unified: Path) -> None:
+    (unified / "coco" / "b.json").unlink()
+    result = run_cli("evaluate", unified, "--pred", unified.parent / "src" / "annotations.json")
+    assert_one_error(result, "b.json", "cannot read")
+
+
+def test_malformed_page_predictions(tmp_path: Path) -> None:
+    """A score that is not a number from 0 to 1 makes the PAGE file unusable; a region without usable
+    points leaves its page out of the scores. Each is one line naming the file and the region."""
+    truth, _ = _files(tmp_path, coco_document(), [])
+    predictions = tmp_path / "page"
+    predictions.mkdir()
+    regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+    (predictions / "a.xml").write_text(page_xml("a.png", 60, 40, regions).replace("/>", ' conf="high"/>', 1))
+    regions = [("TableRegion", None, "5,5 25,5 25,15 5,15"), ("ImageRegion", None, "1,2 3")]
+    (predictions / "b.xml").write_text(page_xml("b.png", 60, 40, regions))
+    result = run_cli("evaluate", truth, "--pred", predictions / "a.xml", "--json", "-")
+    assert_one_error(result, "a.xml", "TableRegion r0: Coords/@conf 'high'")
+    assert json.loads(result.stdout)["images_without_predictions"] == ["a", "b"]
+    result = run_cli("evaluate", truth, "--pred", predictions / "b.xml", "--json", "-")
+    assert_one_error(result, "b.xml", "ImageRegion r1")
+    assert "Coords" in result.error_lines()[0]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["images_without_predictions"] == ["a"]
