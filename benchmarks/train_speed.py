@@ -1,25 +1,29 @@
-"""Training iterations per second of DocSAM on random 640×640 crops (forward, 33-term loss, backward, AdamW).
+"""Training iterations per second and peak memory of DocSAM on random crops (forward, 33-term loss,
+backward, AdamW step), as `docsam train` runs them.
 
-    python benchmarks/train_speed.py --variant large --device cuda --precision bf16 --batch 4
-    python benchmarks/train_speed.py --config tiny-config.json --size 128 --iters 3     # CPU smoke test
+    python benchmarks/train_speed.py --variant large --precision bf16 --batch-size 4 --device cuda
+    python benchmarks/train_speed.py --config tiny-config.json --size 128 --iters 3 --device cpu  # smoke
 
 Random weights and random pixels; every image gets `--instances` random rectangles over 5 classes (the
 matcher and mask losses scale with them). Dropout as in training. The first `--warmup` steps (CUDA kernel
-selection, allocator growth) are not timed.
+selection, allocator growth) are not timed. Peak memory is `torch.cuda.max_memory_allocated` on CUDA and the
+process's peak resident size on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import sys
 import time
 
 import torch
 
-from docsam_cli.precision import PRECISIONS
-from docsam_cli.training.build import Regularisation
+from docsam_cli.precision import PRECISIONS, precision_dtype
 from docsam_cli.training.data import TrainingBatch
+from docsam_cli.training.settings import Regularisation
 from docsam_cli.training.trainer import forward_loss, trainable_parameters
-from model.config import DocSAMConfig, variant_config
+from model.config import VARIANTS, DocSAMConfig, variant_config
 from model.docsam import DocSAM
 from model.init import initialise
 from model.loss import DocSAMCriterion, ImageTargets
@@ -51,15 +55,22 @@ def random_batch(batch: int, size: int, instances: int, generator: torch.Generat
     )
 
 
+def peak_memory_gib(device: torch.device) -> tuple[str, float]:
+    if device.type == "cuda":
+        return "peak GPU memory (max_memory_allocated)", torch.cuda.max_memory_allocated(device) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return "peak process memory (max RSS)", peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--variant", default="large", choices=["base", "large"])
+    parser.add_argument("--variant", default="large", choices=list(VARIANTS))
     parser.add_argument("--config", help="model config JSON instead of --variant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--size", type=int, default=640, help="square crop side")
     parser.add_argument("--instances", type=int, default=20, help="GT instances per image")
     parser.add_argument("--iters", type=int, default=20, help="timed steps")
@@ -68,6 +79,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
+    precision_dtype(args.precision, device)  # fp16 needs CUDA: fail before building the model
     config = DocSAMConfig.from_json(args.config) if args.config else variant_config(args.variant)
     model = DocSAM(Regularisation().apply(config))
     initialise(model)  # random weights: the speed does not depend on them
@@ -75,32 +87,36 @@ def main() -> None:
     optimizer = build_optimizer(
         trainable_parameters(model, freeze_backbone=False), lr=1e-5, weight_decay=1e-2
     )
-    criterion = DocSAMCriterion()
-    batch = random_batch(args.batch, args.size, args.instances, torch.Generator().manual_seed(0)).to(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    criterion = DocSAMCriterion(model.config)
+    generator = torch.Generator().manual_seed(0)
+    batch = random_batch(args.batch_size, args.size, args.instances, generator).to(device)
 
     def step() -> None:
         _, losses = forward_loss(model, batch, criterion, args.precision)
-        losses.total.backward()
-        optimizer.step()
+        scaler.scale(losses.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(args.iters):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     name = args.config or f"DocSAM-{args.variant}"
     print(
-        f"{name} on {device} ({args.precision}), batch {args.batch} of {args.size}x{args.size}: "
-        f"{args.iters / elapsed:.3f} it/s ({args.batch * args.iters / elapsed:.2f} images/s)"
+        f"{name} on {device} ({args.precision}), batch {args.batch_size} of {args.size}x{args.size}: "
+        f"{args.iters / elapsed:.3f} it/s ({args.batch_size * args.iters / elapsed:.2f} images/s)"
     )
-    if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    label, gib = peak_memory_gib(device)
+    print(f"{label}: {gib:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ class DocSAMConfig:
     dice_weight: float = 5.0
     focal_weight: float = 5.0
     no_object_weight: float = 0.1
+    # Hungarian matcher: weights of the class cost, the mask cost (mean of dice and focal) and the box cost
+    # (mean of smooth-L1 and DIoU), each part min-max normalised first.
+    class_cost: float = 1.0
+    mask_cost: float = 2.0
+    box_cost: float = 2.0
 
     def __post_init__(self) -> None:
         if self.mask_feature_size != self.hidden_dim:

@@ -1,7 +1,7 @@
 """DocSAM training criterion: point sampling, the 33 deep-supervision loss terms and their total.
 
-ARCHITECTURE.md §5.2 (point sampling), §5.4 (terms) and §5.5 (deep supervision, substring weighting).
-Numerical parity with the reference is tested against `shared/fixtures/reference/tiny-loss.*`.
+Numerical parity with the reference is tested against `shared/fixtures/reference/tiny-loss.*`. The loss
+weights and the matcher's cost weights are read from the model's `DocSAMConfig` (`DocSAMCriterion(config)`).
 
 Reference behaviours kept on purpose (they shape the training signal of the released weights):
 
@@ -13,10 +13,11 @@ Reference behaviours kept on purpose (they shape the training signal of the rele
   `_s`. Stage 0 predicts no instance masks and so has no `loss_dice_0` / `loss_focal_0`.
 * Weights are applied by substring of the key, so `loss_dice_semantic` / `loss_focal_semantic` are weighted
   like the instance terms, and every focal term is ×10 inside the term and ×5 by the weight.
-* Batch-padding query rows (quirk Q-6) are ordinary matcher candidates and, unmatched, background targets.
+* Batch-padding query rows (from query selection) are ordinary matcher candidates and, unmatched,
+  background targets.
 * The whole canvas is supervised, collate padding included (all GT channels are 0 there).
-* An annotation-free image's dummy instance (label 0, empty mask, zero box; bug B-11) is matched and
-  supervised like any other instance when it is passed in.
+* An annotation-free image's dummy instance (label 0, empty mask, zero box), when the dataset passes one in,
+  is matched and supervised like any other instance.
 """
 
 from __future__ import annotations
@@ -29,23 +30,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import distance_box_iou_loss, sigmoid_focal_loss
 
-from .matcher import HungarianMatcher, Match
+from model.config import DocSAMConfig
+from model.matcher import HungarianMatcher, Match
 
-# Applied by substring match of the loss key (the reference's `get_loss_dict`).
-LOSS_WEIGHTS: dict[str, float] = {
-    "loss_class": 1.0,
-    "loss_sml1": 1.0,
-    "loss_diou": 1.0,
-    "loss_dice": 5.0,
-    "loss_focal": 5.0,
-}
+FOCAL_SCALE = 10.0  # the reference multiplies every focal term by 10 inside the term, before its weight
+BOX_SCALE = 100.0  # pixels per unit of the smooth-L1 box loss (β = 1 unit)
 
 PointCaller = Literal["matcher", "instance_mask_loss", "semantic_mask_loss"]
 
 
 @dataclass
 class ImageTargets:
-    """Ground truth of one image of a collated batch (ARCHITECTURE.md §5.1, §6.6).
+    """Ground truth of one image of a collated batch.
 
     Masks live on the batch canvas (zero-padded right/bottom like the pixels). An image without annotations
     carries whatever the dataset gives it; the reference's dummy instance is computed like a real one.
@@ -163,7 +159,18 @@ def _mean(values: torch.Tensor) -> torch.Tensor:
     return values.mean() if values.numel() else values.sum()
 
 
-def loss_weight(key: str, weights: Mapping[str, float] = LOSS_WEIGHTS) -> float:
+def loss_weights(config: DocSAMConfig) -> dict[str, float]:
+    """The configuration's loss weights under the key substrings they apply to."""
+    return {
+        "loss_class": config.class_weight,
+        "loss_sml1": config.sml1_weight,
+        "loss_diou": config.diou_weight,
+        "loss_dice": config.dice_weight,
+        "loss_focal": config.focal_weight,
+    }
+
+
+def loss_weight(key: str, weights: Mapping[str, float]) -> float:
     """Weight of a loss key by the reference's substring rule (every matching substring multiplies)."""
     factor = 1.0
     for name, weight in weights.items():
@@ -186,29 +193,17 @@ class DocSAMCriterion:
     """Hungarian matching + deep-supervision losses over all decoder stages.
 
     Args:
-        matcher: per-image matcher (default: class 1, mask 2, box 2 as the reference).
+        config: the model's configuration; its loss weights (`class_weight`, `sml1_weight`, `diou_weight`,
+            `dice_weight`, `focal_weight`, `no_object_weight` for the background class's cross-entropy
+            weight) and matcher costs (`class_cost`, `mask_cost`, `box_cost`) are used.
         sampler: point-grid source (default: the reference's jittered grid on the global RNG).
-        weights: substring weights of the loss keys.
-        no_object_weight: cross-entropy weight of the background (last) class.
-        focal_scale: factor inside the focal terms (before the weight).
-        box_scale: pixels per unit of the smooth-L1 box loss (β = 1 unit).
     """
 
-    def __init__(
-        self,
-        matcher: HungarianMatcher | None = None,
-        sampler: PointSampler | None = None,
-        weights: Mapping[str, float] = LOSS_WEIGHTS,
-        no_object_weight: float = 0.1,
-        focal_scale: float = 10.0,
-        box_scale: float = 100.0,
-    ) -> None:
-        self.matcher = matcher or HungarianMatcher()
+    def __init__(self, config: DocSAMConfig, sampler: PointSampler | None = None) -> None:
+        self.matcher = HungarianMatcher.from_config(config)
         self.sampler: PointSampler = sampler or JitteredGridSampler()
-        self.weights = dict(weights)
-        self.no_object_weight = no_object_weight
-        self.focal_scale = focal_scale
-        self.box_scale = box_scale
+        self.weights = loss_weights(config)
+        self.no_object_weight = config.no_object_weight
 
     def __call__(
         self, stages: Sequence[StagePredictions], targets: Sequence[ImageTargets]
@@ -252,10 +247,9 @@ class DocSAMCriterion:
         gt_boxes = torch.cat(
             [t.instance_boxes[m.gt_idx] for t, m in zip(targets, matches, strict=True)]
         ).float()
-        scale = self.box_scale
         terms = {
             "sml1": _mean(
-                F.smooth_l1_loss(matched_boxes / scale, gt_boxes / scale, reduction="none", beta=1.0)
+                F.smooth_l1_loss(matched_boxes / BOX_SCALE, gt_boxes / BOX_SCALE, reduction="none", beta=1.0)
             ),
             "diou": _mean(distance_box_iou_loss(matched_boxes, gt_boxes)),
         }
@@ -314,7 +308,7 @@ class DocSAMCriterion:
         probs = point_logits.sigmoid()
         dice = 1 - (2 * (probs * point_labels).sum(-1) + 1) / (probs.sum(-1) + point_labels.sum(-1) + 1)
         focal = sigmoid_focal_loss(point_logits, point_labels)
-        return _mean(dice), self.focal_scale * _mean(focal)
+        return _mean(dice), FOCAL_SCALE * _mean(focal)
 
     def _class_loss(
         self, class_logits: torch.Tensor, targets: Sequence[ImageTargets], matches: Sequence[Match]

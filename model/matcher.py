@@ -1,9 +1,10 @@
-"""Hungarian matcher of the DocSAM training criterion (ARCHITECTURE.md §5.3).
+"""Hungarian matcher of the DocSAM training criterion, as the reference computes it.
 
 One image at a time: a (Q, G) cost matrix between the image's query rows (batch-padding rows included,
-quirk Q-6) and its ground-truth instances, solved with scipy's `linear_sum_assignment`. Every cost component
-is min–max normalised over the whole matrix before the components are mixed, so the weights (class 1, mask 2,
-box 2) act on comparable [0, 1] ranges rather than on the raw scales of the individual terms.
+as the reference does) and its ground-truth instances, solved with scipy's `linear_sum_assignment`. Every
+cost component is min–max normalised over the whole matrix before the components are mixed, so the weights
+(`DocSAMConfig.class_cost`, `mask_cost`, `box_cost`: 1, 2, 2 in the reference) act on comparable [0, 1]
+ranges rather than on the raw scales of the individual terms.
 
 Mask costs need point-sampled logits and labels; the caller (`model.loss.DocSAMCriterion`) samples them, so
 that the order in which point grids are drawn stays in one place.
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import distance_box_iou_loss, sigmoid_focal_loss
+
+from model.config import DocSAMConfig
 
 # Clamp range of the final cost matrix; NaN and ±inf are mapped onto it before the assignment.
 COST_LIMIT = 1e10
@@ -79,12 +82,20 @@ def pairwise_box_costs(boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[tor
 
 
 class HungarianMatcher:
-    """Per-image one-to-one assignment of query rows to GT instances (no gradient)."""
+    """Per-image one-to-one assignment of query rows to GT instances (no gradient).
 
-    def __init__(self, class_weight: float = 1.0, mask_weight: float = 2.0, box_weight: float = 2.0) -> None:
-        self.class_weight = class_weight
-        self.mask_weight = mask_weight
-        self.box_weight = box_weight
+    `cost = class_cost·class + mask_cost·(dice + focal)/2 + box_cost·(sml1 + diou)/2`, every part min–max
+    normalised; build it with `from_config` so that the weights are the model configuration's.
+    """
+
+    def __init__(self, class_cost: float, mask_cost: float, box_cost: float) -> None:
+        self.class_cost = class_cost
+        self.mask_cost = mask_cost
+        self.box_cost = box_cost
+
+    @classmethod
+    def from_config(cls, config: DocSAMConfig) -> HungarianMatcher:
+        return cls(config.class_cost, config.mask_cost, config.box_cost)
 
     @torch.no_grad()
     def __call__(
@@ -121,10 +132,10 @@ class HungarianMatcher:
         components["sml1"] = min_max_normalise(smooth_l1)
         components["diou"] = min_max_normalise(diou)
 
-        cost = self.class_weight * components["class"]
+        cost = self.class_cost * components["class"]
         if point_logits is not None:
-            cost = cost + self.mask_weight * (components["dice"] + components["focal"]) / 2
-        cost = cost + self.box_weight * (components["sml1"] + components["diou"]) / 2
+            cost = cost + self.mask_cost * (components["dice"] + components["focal"]) / 2
+        cost = cost + self.box_cost * (components["sml1"] + components["diou"]) / 2
         cost = cost.nan_to_num(nan=COST_LIMIT).clamp(-COST_LIMIT, COST_LIMIT)
 
         rows, cols = linear_sum_assignment(cost.cpu().numpy())

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from model.config import DocSAMConfig
 from model.loss import (
     CellCentreSampler,
     CriterionOutput,
@@ -56,6 +57,7 @@ COMPONENTS = {
 class LossFixture:
     tensors: dict[str, torch.Tensor]
     meta: dict
+    config: DocSAMConfig  # the parity model's: its loss weights and matcher costs are the reference's
 
     def record(self, name: str) -> dict:
         return self.meta["records"][name]
@@ -119,10 +121,10 @@ class RecordingSampler:
 
 
 @pytest.fixture(scope="module")
-def loss_fixture(reference_fixtures: Path) -> LossFixture:
+def loss_fixture(reference_fixtures: Path, tiny_config: DocSAMConfig) -> LossFixture:
     tensors = load_file(reference_fixtures / "tiny-loss.safetensors")
     meta = json.loads((reference_fixtures / "tiny-loss.json").read_text())
-    return LossFixture(tensors, meta)
+    return LossFixture(tensors, meta, tiny_config)
 
 
 def run_record(fixture: LossFixture, name: str) -> tuple[CriterionOutput, list[StageOutput], list[PointCall]]:
@@ -133,7 +135,7 @@ def run_record(fixture: LossFixture, name: str) -> tuple[CriterionOutput, list[S
         else RecordingSampler(CellCentreSampler())
     )
     stages = fixture.stages()
-    output = DocSAMCriterion(sampler=sampler)(stages, fixture.targets(image1))
+    output = DocSAMCriterion(fixture.config, sampler=sampler)(stages, fixture.targets(image1))
     return output, stages, sampler.calls
 
 
@@ -227,7 +229,9 @@ def test_gradients_wrt_predictions(loss_fixture: LossFixture) -> None:
 
 def test_replay_consumes_every_stored_point_set(loss_fixture: LossFixture) -> None:
     sampler = ReplayPointSampler(loss_fixture.jitter_points())
-    DocSAMCriterion(sampler=sampler)(loss_fixture.stages(), loss_fixture.targets("batch"))
+    DocSAMCriterion(loss_fixture.config, sampler=sampler)(
+        loss_fixture.stages(), loss_fixture.targets("batch")
+    )
     assert len(sampler.calls) == NUM_POINT_CALLS
     with pytest.raises(IndexError):
         sampler(48, 52, PointCall(0, "semantic_mask_loss"), torch.device("cpu"))

@@ -12,10 +12,11 @@ import torch
 from training_helpers import ScriptedRandom, write_layout
 
 from docsam_cli.training.annotations import Instance, rectify
-from docsam_cli.training.augment import AugmentSettings, augment, crop_instances, rasterise
+from docsam_cli.training.augment import augment, crop_instances, rasterise
 from docsam_cli.training.data import MixedTrainingData, reference_weights
-from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
+from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.sampler import BatchLayout, TrainingSampler
+from docsam_cli.training.settings import AugmentSettings, DatasetSpec
 
 
 def coco(annotations: list[dict], categories: list[tuple[int, str]], size=(100, 80)) -> dict:
@@ -100,7 +101,7 @@ def test_resize_branch_and_empty_pages() -> None:
     assert pixels.shape == (3, 32, 48) and rng.used == 2
     assert instances[0].box.tolist() == pytest.approx([0, 0, 24, 16])  # 100x200 → 50x100 → 32x48
 
-    empty = rasterise([], num_classes=3, size=(32, 48))  # B-11: no dummy instance
+    empty = rasterise([], num_classes=3, size=(32, 48))  # no dummy instance, unlike the reference
     assert empty.instance_masks.shape == (0, 32, 48) and empty.instance_boxes.shape == (0, 4)
     assert empty.semantic_masks[-1].all() and not empty.semantic_masks[:-1].any()
 
@@ -175,7 +176,7 @@ def test_sample_stream_is_the_same_for_processes_accumulation_and_resume() -> No
 
 
 def test_unreadable_samples_fail_loudly(two_sets) -> None:
-    """B-4: the reference silently substitutes a random other sample; here the error names the file."""
+    """The reference silently substitutes a random other sample; here the error names the file."""
     broken = two_sets[0]
     (broken.root / "image" / "one1.png").unlink()
     data = MixedTrainingData([broken], AugmentSettings((40, 50), (32, 32)), seed=0)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import pytest
 from training_helpers import convert_publaynet
 
-from docsam_cli.training.augment import AugmentSettings
-from docsam_cli.training.build import Regularisation
-from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
-from docsam_cli.training.launch import RunPlan, run
+from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.launch import run
 from docsam_cli.training.run_log import read_log
-from docsam_cli.training.trainer import TrainingOptions
+from docsam_cli.training.settings import (
+    AugmentSettings,
+    DatasetSpec,
+    Regularisation,
+    RunPlan,
+    TrainingOptions,
+)
 from docsam_cli.training.validation import LayoutValidator
 from model.checkpoint import load_weights
 from model.docsam import DocSAM

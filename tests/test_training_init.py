@@ -1,4 +1,4 @@
-"""Starting weights for `docsam train` (ARCHITECTURE.md §4): fresh init, Mask2Former and MiniLM loading."""
+"""Starting weights for `docsam train`: fresh init, Mask2Former and MiniLM loading."""
 
 from __future__ import annotations
 
@@ -157,6 +157,6 @@ def test_text_encoder_accepts_bert_prefixed_keys_and_rejects_others(tiny_config,
 
 
 def _no_dropout():
-    from docsam_cli.training.build import Regularisation
+    from docsam_cli.training.settings import Regularisation
 
     return Regularisation(0.0, 0.0, 0.0)

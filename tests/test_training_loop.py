@@ -16,14 +16,21 @@ from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
-from docsam_cli.training.augment import AugmentSettings
-from docsam_cli.training.build import Regularisation, architecture_of
+from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints, load_trainer_state
-from docsam_cli.training.data import MixedTrainingData
-from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
-from docsam_cli.training.launch import RunPlan, resume_point
+from docsam_cli.training.data import MixedTrainingData, collate
+from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.launch import resume_point
 from docsam_cli.training.run_log import read_log
-from docsam_cli.training.trainer import Trainer, TrainingOptions
+from docsam_cli.training.sample_random import SeededRandom
+from docsam_cli.training.settings import (
+    AugmentSettings,
+    DatasetSpec,
+    Regularisation,
+    RunPlan,
+    TrainingOptions,
+)
+from docsam_cli.training.trainer import Trainer, forward_loss, seed_chunk
 from model.checkpoint import load_model, load_weights
 from model.docsam import DocSAM
 
@@ -137,7 +144,25 @@ def test_benchmark_script_runs_on_cpu(reference_fixtures) -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
     config = reference_fixtures / "tiny-config.json"
     command = [sys.executable, str(script), "--config", str(config), "--device", "cpu", "--size", "64"]
-    command += ["--batch", "1", "--iters", "1", "--warmup", "0", "--instances", "3"]
+    command += ["--batch-size", "1", "--iters", "1", "--warmup", "0", "--instances", "3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"batch 1 of 64x64: \d+\.\d+ it/s", result.stdout), result.stdout
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(
+    dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """bf16 autocast runs the network on the CPU (the criterion stays float32); fp16 needs CUDA."""
+    model = small_model(tiny_config, tiny_reference_state).train()
+    data = data_of(dataset)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Trainer(model, data, options(precision="fp16"), tmp_path / "fp16")
+    trainer = Trainer(model, data, options(precision="bf16"), tmp_path / "bf16")
+    batch = collate([data.sample(index, SeededRandom(0, index)) for index in range(2)])
+    seed_chunk(0, 0)
+    output, losses = forward_loss(model, batch, trainer.criterion, "bf16")
+    assert output.last.class_logits.dtype == torch.bfloat16
+    assert losses.total.dtype == torch.float32 and torch.isfinite(losses.total)
+    losses.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -21,10 +21,9 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import ScriptedRandom, assert_close_to_reference, write_layout
 
-from docsam_cli.training.augment import AugmentSettings
-from docsam_cli.training.build import Regularisation
 from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate
 from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.settings import AugmentSettings, Regularisation
 from docsam_cli.training.trainer import forward_loss, trainable_parameters
 from model.checkpoint import load_weights, to_reference_keys
 from model.docsam import DocSAM
@@ -138,7 +137,7 @@ def trained(tiny_config, tiny_reference_state, tensors, meta):
         trainable_parameters(model, freeze_backbone=False), lr=1e-4, weight_decay=1e-2
     )
     output, losses = forward_loss(
-        model, fixture_batch(tensors, meta), DocSAMCriterion(sampler=CellCentreSampler())
+        model, fixture_batch(tensors, meta), DocSAMCriterion(model.config, sampler=CellCentreSampler())
     )
     losses.total.backward()
     grads = {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}

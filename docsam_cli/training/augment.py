@@ -1,6 +1,7 @@
-"""The reference's training augmentation and GT rasterisation (ARCHITECTURE.md §6.4, §6.5).
+"""The reference's training augmentation and GT rasterisation.
 
-Per sample: a random short side in `short_range` (each side capped at twice it, Python rounding, `area`
+Per sample: a random size — by default a random short side in `short_range` (each side capped at twice it),
+with `keep_size` the page's own size jittered and brought into `short_range` — (Python rounding, `area`
 interpolation), then with probability 0.2 a resize to exactly the patch size (aspect distorted), otherwise a
 random patch-sized crop (smaller when the image is). Instances whose box does not reach 4 px into the patch
 on both axes are dropped; the others are clipped to it. Polygons are truncated to int32 and filled with
@@ -22,26 +23,11 @@ import torch
 
 from docsam_cli.training.annotations import Instance
 from docsam_cli.training.sample_random import SampleRandom
+from docsam_cli.training.settings import AugmentSettings, Size
+from model.inference.geometry import _keep_size_resize
 from model.inference.preprocess import area_resize
 
-Size = tuple[int, int]  # (height, width)
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Defaults are the reference scripts' (`--short-range 704,896 --patch-size 640,640`)."""
-
-    short_range: Size = (704, 896)
-    patch: Size = (640, 640)
-    resize_probability: float = 0.2
-    min_overlap: float = 4.0  # px a kept box must reach into the patch on both axes
-
-    def __post_init__(self) -> None:
-        low, high = self.short_range
-        if not 0 < low <= high:
-            raise ValueError(f"short range must satisfy 0 < low <= high, got {self.short_range}")
-        if min(self.patch) <= 0:
-            raise ValueError(f"patch sides must be positive, got {self.patch}")
+KEEP_SIZE_JITTER = 0.2  # keep-size training scales each side by 2**U(-0.2, 0.2)
 
 
 @dataclass
@@ -55,9 +41,28 @@ class Targets:
 
 
 def training_size(height: int, width: int, short_side: int) -> Size:
-    """§6.4 default rule: scale the short side to `short_side`, then cap each side at twice it."""
+    """The default rule: scale the short side to `short_side`, then cap each side at twice it."""
     scale = short_side / min(height, width)
     return min(round(height * scale), 2 * short_side), min(round(width * scale), 2 * short_side)
+
+
+def keep_size_training_size(height: int, width: int, short_range: Size, rng: SampleRandom) -> Size:
+    """The keep-size rule in training: each side of the page's own size multiplied by its own random
+    factor 2**U(-0.2, 0.2) (height drawn first) and rounded; then, as at test time, the short side scaled
+    up to `short_range[0]` or down to `short_range[1]` when outside the range, both sides rounded, and each
+    side capped at twice the new short side."""
+    jittered = (
+        round(height * 2 ** rng.uniform(-KEEP_SIZE_JITTER, KEEP_SIZE_JITTER)),
+        round(width * 2 ** rng.uniform(-KEEP_SIZE_JITTER, KEEP_SIZE_JITTER)),
+    )
+    return _keep_size_resize(jittered, short_range)
+
+
+def random_size(height: int, width: int, rng: SampleRandom, settings: AugmentSettings) -> Size:
+    """The size a page is resized to before the crop, by the settings' rule."""
+    if settings.keep_size:
+        return keep_size_training_size(height, width, settings.short_range, rng)
+    return training_size(height, width, rng.randint(*settings.short_range))
 
 
 def augment(
@@ -68,7 +73,7 @@ def augment(
 ) -> tuple[torch.Tensor, list[Instance]]:
     """Random resize + (patch resize | random crop) of a (3, H, W) image and its instances."""
     height, width = pixels.shape[-2:]
-    resized = training_size(height, width, rng.randint(*settings.short_range))
+    resized = random_size(height, width, rng, settings)
     pixels = area_resize(pixels, resized)
     instances = [instance.transformed((resized[1] / width, resized[0] / height)) for instance in instances]
 
@@ -114,8 +119,8 @@ def rasterise(instances: Sequence[Instance], num_classes: int, size: Size) -> Ta
     """Instance masks (int32-truncated polygons, `cv2.fillPoly`), boxes, labels and semantic maps.
 
     `num_classes` counts the background prompt, which gets the last semantic channel. An image without
-    instances has G = 0 (the reference's dummy instance, bug B-11, is not reproduced: the criterion
-    supervises such an image as all background).
+    instances has G = 0 (the reference's dummy instance for such an image is not reproduced: the criterion
+    supervises it as all background).
     """
     height, width = size
     masks = np.zeros((len(instances), height, width), dtype=np.uint8)

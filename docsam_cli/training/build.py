@@ -1,20 +1,18 @@
 """The network a run starts from: Mask2Former COCO + MiniLM (`train`), fresh (`train --from-scratch`),
 a DocSAM checkpoint (`finetune`), or the architecture of a checkpoint to resume.
 
-Weights only ever come from local files (`docsam download-weights` fetches the published DocSAM ones).
-Dropout is a training setting, not part of a checkpoint's identity: the reference trains with dropout 0.1
-in every decoder/fusion layer (attention included), Swin stochastic depth rising to 0.3 and MiniLM dropout
-0.1 (active in train mode although the text encoder gets no gradient); `Regularisation` sets them.
+Weights only ever come from local files (`docsam download-weights` fetches the published DocSAM ones). The
+training dropout rates are applied to the configuration through `settings.Regularisation`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from docsam_cli.training.settings import Regularisation
 from model.checkpoint import (
     CheckpointError,
     detect_variant,
@@ -28,24 +26,6 @@ from model.init import initialise, load_mask2former, load_text_encoder
 
 # File names looked for when a folder is given (transformers / sentence-transformers downloads).
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class Regularisation:
-    """Training-time dropout rates (the reference's by default; all 0 = deterministic forward)."""
-
-    decoder_dropout: float = 0.1
-    drop_path: float = 0.3
-    text_dropout: float = 0.1
-
-    def apply(self, config: DocSAMConfig) -> DocSAMConfig:
-        text = replace(
-            config.text,
-            hidden_dropout_prob=self.text_dropout,
-            attention_probs_dropout_prob=self.text_dropout,
-        )
-        backbone = replace(config.backbone, drop_path_rate=self.drop_path)
-        return replace(config, decoder_dropout=self.decoder_dropout, backbone=backbone, text=text)
 
 
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -62,7 +42,7 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def model_from_mask2former(
     config: DocSAMConfig, mask2former: Path | None, text_encoder: Path, regularisation: Regularisation
 ) -> DocSAM:
-    """The reference's starting point (§4): fresh init, COCO Mask2Former backbone + pixel-decoder encoder
+    """The reference's starting point: fresh init, COCO Mask2Former backbone + pixel-decoder encoder
     (skipped when `mask2former` is None: training from scratch), all-MiniLM-L6-v2 text encoder."""
     model = DocSAM(regularisation.apply(config))
     initialise(model)

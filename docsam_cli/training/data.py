@@ -1,4 +1,4 @@
-"""Training samples from several datasets at once, and their collation (ARCHITECTURE.md §6.5, §6.6).
+"""Training samples from several datasets at once, and their collation, as the reference builds them.
 
 Dataset choice follows the reference: each sample picks a dataset at random with probability
 ∝ sqrt(K_d / geometric mean of K) (K_d = categories of the dataset's first json) — or explicit weights —
@@ -6,7 +6,7 @@ ignoring which dataset the shuffled index came from; the image is `index mod len
 is the largest dataset's size times the number of datasets. With a curriculum, a dataset takes part from
 its start iteration on and the probabilities are renormalised over the datasets active at that step.
 
-Unlike the reference (B-4), a sample that fails to load raises an error naming the file instead of silently
+Unlike the reference, a sample that fails to load raises an error naming the file instead of silently
 returning another random sample.
 """
 
@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from docsam_cli.training.augment import AugmentSettings, Targets, augment, rasterise
+from docsam_cli.training.augment import Targets, augment, rasterise
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.sample_random import SampleRandom, SeededRandom
 from docsam_cli.training.sampler import SampleKey
+from docsam_cli.training.settings import AugmentSettings
 from model.loss import ImageTargets
 
 
@@ -76,7 +77,7 @@ class TrainingBatch:
 
 
 def reference_weights(category_counts: Sequence[int]) -> list[float]:
-    """Unnormalised sampling weights sqrt(K_d / geometric mean of K) (§6.5); K = 0 counts as 1.
+    """Unnormalised sampling weights sqrt(K_d / geometric mean of K); K = 0 counts as 1.
 
     This arithmetic (and normalising once, in `MixedTrainingData.probabilities`) gives the reference's
     probabilities bit for bit."""
@@ -138,7 +139,7 @@ class MixedTrainingData(Dataset[TrainingSample]):
 
 
 def collate(samples: Sequence[TrainingSample]) -> TrainingBatch:
-    """Zero-pad images, pixel masks and GT masks right/bottom to the batch's largest size (§6.6)."""
+    """Zero-pad images, pixel masks and GT masks right/bottom to the batch's largest size."""
     height = max(sample.pixel_values.shape[1] for sample in samples)
     width = max(sample.pixel_values.shape[2] for sample in samples)
 

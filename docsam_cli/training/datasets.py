@@ -1,4 +1,4 @@
-"""Reading one dataset split of the unified layout (ARCHITECTURE.md §6.1) for training and validation.
+"""Reading one dataset split of the unified layout for training and validation.
 
 ```
 <root>/list.txt              image file names relative to image/, one per line
@@ -9,7 +9,7 @@
 ```
 
 The dataset name prefixes the background prompt (`"<name> _background_"`, the last class name). It is
-given explicitly or comes from `convert-dataset`'s `dataset.json` (else the reference's path rule, B-9), via
+given explicitly or comes from `convert-dataset`'s `dataset.json` (else the reference's path rule), via
 `docsam_cli.datasets.layout` — the same rules `evaluate` uses. Annotations are read with the reference's
 own loader rules (`annotations.rectify`), not the converter's cleaning, so training sees what the
 reference's training saw.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,35 +40,6 @@ Stage = Literal["train", "test"]
 
 class DatasetError(ValueError):
     """A dataset folder or one of its files that cannot be used (the message names the path)."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A training dataset as given on the command line: `PATH[,name=NAME][,weight=W][,start=ITER]`.
-
-    `weight` replaces the reference's sampling probability (∝ sqrt of the class count, §6.5) by an explicit
-    one; `start` is the first iteration at which the dataset is sampled (curriculum).
-    """
-
-    path: Path
-    name: str | None = None
-    weight: float | None = None
-    start: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> DatasetSpec:
-        path, *options = text.split(",")
-        values: dict[str, Any] = {}
-        for option in options:
-            key, sep, value = option.partition("=")
-            if not sep or key not in ("name", "weight", "start"):
-                raise ValueError(
-                    f"{text!r}: expected PATH[,name=NAME][,weight=W][,start=ITER], got {option!r}"
-                )
-            values[key] = value if key == "name" else float(value) if key == "weight" else int(value)
-        if values.get("weight", 1.0) <= 0 or values.get("start", 0) < 0:
-            raise ValueError(f"{text!r}: weight must be positive and start non-negative")
-        return cls(Path(path).expanduser(), **values)
 
 
 class LayoutDataset:
@@ -110,7 +80,7 @@ class LayoutDataset:
             raise DatasetError(f"{path}: cannot read the annotations ({error})") from None
 
     def category_count(self) -> int:
-        """K_d of the sampling rule: the categories of the first image's json (§6.5)."""
+        """K_d of the sampling rule: the categories of the first image's json."""
         return category_count(self.read_json(0))
 
     def load(self, index: int) -> tuple[np.ndarray, PageAnnotations]:

@@ -1,6 +1,6 @@
 """torch.distributed as `torchrun` sets it up: one process per device, DDP over gloo (CPU) or NCCL (CUDA).
 
-Launch (ARCHITECTURE.md §9.1 uses the same engine):
+Launch (the reference uses the same engine):
 
     torchrun --nproc_per_node 8 -m docsam_cli train ...                    # one machine, 8 GPUs
     torchrun --nnodes 2 --node_rank R --rdzv_endpoint HOST:PORT --nproc_per_node 8 -m docsam_cli train ...
@@ -59,14 +59,14 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-def setup(device: str | None = None) -> Distributed:
+def setup(device: str = "auto") -> Distributed:
     """Join the process group torchrun describes, or run alone; pick this process's device.
 
-    `device` None means CUDA when available (GPU `LOCAL_RANK` under torchrun), else CPU.
+    `auto` means CUDA when available, else CPU; `cuda` without an index is GPU `LOCAL_RANK` under torchrun.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
+    if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = torch.device(device)
     if chosen.type == "cuda" and chosen.index is None:

@@ -5,37 +5,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from docsam_cli.training.augment import AugmentSettings
-from docsam_cli.training.build import Regularisation, architecture_of
+from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
-from docsam_cli.training.datasets import DatasetSpec, LayoutDataset
+from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.distributed import setup, teardown
-from docsam_cli.training.trainer import Trainer, TrainingOptions
+from docsam_cli.training.settings import AugmentSettings, RunPlan
+from docsam_cli.training.trainer import Trainer
 from docsam_cli.training.validation import LayoutValidator
 from model.docsam import DocSAM
 from model.inference import Geometry
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything a run needs besides the starting model."""
-
-    datasets: Sequence[DatasetSpec]
-    output: Path
-    options: TrainingOptions
-    augmentation: AugmentSettings = field(default_factory=AugmentSettings)
-    regularisation: Regularisation = field(default_factory=Regularisation)
-    validation: Sequence[DatasetSpec] = ()
-    validation_images: int = 10
-    resume: bool = False
-    device: str | None = None
 
 
 def training_data(plan: RunPlan) -> MixedTrainingData:
@@ -51,6 +35,15 @@ def training_data(plan: RunPlan) -> MixedTrainingData:
         weights=[spec.weight for spec in specs] if all(weighted) else None,
         starts=[spec.start for spec in specs],
     )
+
+
+def validation_geometry(augmentation: AugmentSettings) -> Geometry:
+    """The test-time geometry of the training augmentation: the mean short side (or the keep-size rule on
+    the same range), the patch as the window."""
+    if augmentation.keep_size:
+        return Geometry(short_range=augmentation.short_range, patch=augmentation.patch, keep_size=True)
+    short = sum(augmentation.short_range) // 2
+    return Geometry(short_range=(short, short), patch=augmentation.patch)
 
 
 def resume_point(plan: RunPlan) -> Path | None:
@@ -81,13 +74,12 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
         )
         validator = None
         if plan.validation and distributed.is_main:
-            short = sum(plan.augmentation.short_range) // 2
             validator = LayoutValidator(
                 [LayoutDataset(spec.path, spec.name, stage="test") for spec in plan.validation],
-                Geometry(short_range=(short, short), patch=plan.augmentation.patch),
+                validation_geometry(plan.augmentation),
                 plan.validation_images,
             )
         trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
-        return trainer.run(checkpoint)
+        return trainer.run(checkpoint, plan.record)
     finally:
         teardown()

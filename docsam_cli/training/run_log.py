@@ -1,18 +1,40 @@
-"""The run's record: one JSON line per logged step or validation in `<output>/log.jsonl`, and TensorBoard
-scalars when the `tensorboard` package is installed.
+"""The run's records in its output folder.
 
-On resume the lines written after the resumed checkpoint (by the interrupted process) are dropped first,
-so the file reads as if the run had never stopped.
+* `run.json`: the command and the option values the run was started with (what `--config` replays), the
+  process count, and what a resumed run must share with it (seed, batch size, datasets).
+* `log.jsonl`: one JSON line per logged step or validation, plus TensorBoard scalars when the
+  `tensorboard` package is installed. On resume the lines written after the resumed checkpoint (by the
+  interrupted process) are dropped first, so the file reads as if the run had never stopped.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from docsam_cli.atomic import atomic_open
+
 LOG_FILE = "log.jsonl"
+RUN_FILE = "run.json"
+
+
+def write_run_file(
+    output: Path, record: Mapping[str, Any], world_size: int, identity: Mapping[str, Any]
+) -> None:
+    """`run.json`: `record` (`{"command", "settings"}` from the command line) and the run's shape."""
+    with atomic_open(output / RUN_FILE) as handle:
+        json.dump({**record, "world_size": world_size, "identity": dict(identity)}, handle, indent=1)
+        handle.write("\n")
+
+
+def run_settings(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(recording command, option values) of a `run.json`; any other mapping is option values only."""
+    if "settings" in data and "command" in data:
+        return data["command"], dict(data["settings"])
+    return None, dict(data)
 
 
 def read_log(output: Path) -> list[dict[str, Any]]:

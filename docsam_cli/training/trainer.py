@@ -1,12 +1,13 @@
-"""The training loop (ARCHITECTURE.md §9.2, §9.4) with resume, accumulation, mixed precision and DDP.
+"""The training loop with resume, accumulation, mixed precision and DDP.
 
-Per optimiser step, as train.py: forward the batch, criterion total, backward, AdamW step (one parameter
-group, no clipping), then set the learning rate for the next step (the first step uses the base rate).
-Added here:
+Per optimiser step, as the reference's train.py: forward the batch, criterion total, backward, AdamW step
+(one parameter group, no clipping), then set the learning rate for the next step (the first step uses the
+base rate). Added here:
 
 * Gradient accumulation: the global batch is run as `accumulation` micro-batches per process, each loss
   divided by `accumulation`; DDP synchronises gradients on the last one only.
-* bf16 / fp16 autocast on CUDA for the network (the criterion runs in float32; fp16 uses a grad scaler).
+* bf16 / fp16 autocast of the network (fp16 on CUDA only, with a grad scaler; bf16 also on the CPU); the
+  criterion runs in float32.
 * Reproducibility: each micro-batch seeds torch from (seed, chunk index), so dropout, stochastic depth and
   the loss's jittered point grids depend only on which samples are run — not on the process count,
   restarts or data-loader workers (see `sampler`). A run resumed from a checkpoint therefore continues
@@ -14,26 +15,24 @@ Added here:
 * Losses are normalised per process like the reference (each process averages over its own matched pairs,
   DDP averages the gradients). Compared with one process running the whole global batch in one forward
   the result therefore differs slightly — so does the forward itself, since query selection pads queries
-  across the images of a forward (quirk Q-6) — while it equals one process with the same micro-batches.
+  across the images of a forward — while it equals one process with the same micro-batches.
 * The run stops after exactly `iterations` steps (train.py runs one more when the epochs allow).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from docsam_cli.atomic import atomic_open
-from docsam_cli.precision import PRECISIONS, Precision, network_autocast, precision_dtype
+from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     TrainerState,
@@ -46,51 +45,19 @@ from docsam_cli.training.checkpoints import (
 from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate
 from docsam_cli.training.distributed import Distributed
 from docsam_cli.training.progress import TrainingProgress
-from docsam_cli.training.run_log import RunLog
+from docsam_cli.training.run_log import RunLog, write_run_file
 from docsam_cli.training.sample_random import derive_seed
 from docsam_cli.training.sampler import BatchLayout, TrainingSampler
+from docsam_cli.training.settings import TrainingOptions
 from model.checkpoint import load_weights, read_state_dict, save_model
 from model.docsam import DocSAM
 from model.loss import CriterionOutput, DocSAMCriterion
-from model.optim import SCHEDULES, ReferenceLRSchedule, Schedule, build_optimizer
+from model.optim import ReferenceLRSchedule, build_optimizer
 from model.outputs import DocSAMOutput
 
 # Validation: the trained (unwrapped) model in eval mode → metrics, higher is better. Given to the main
 # process only.
 Validator = Callable[[DocSAM], dict[str, float]]
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """Loop settings. Defaults follow the reference's all-dataset recipe where it has one (§9.3)."""
-
-    iterations: int
-    batch_size: int = 32  # global, over all processes and accumulation steps
-    accumulation: int = 1
-    lr: float = 4e-5
-    weight_decay: float = 1e-2
-    schedule: Schedule = "cosine"
-    warmup: int = 0
-    precision: Precision = "fp32"
-    seed: int = 0
-    workers: int = 2
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_last: int = 3
-    validate_every: int = 200  # 0 = never (also when no validator is given)
-    best_metric: str = "mAP"
-    freeze_backbone: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
-        if self.iterations < 1:
-            raise ValueError("iterations must be at least 1")
-        if min(self.log_every, self.checkpoint_every, self.keep_last) < 1 or self.validate_every < 0:
-            raise ValueError("log/checkpoint intervals and keep-last must be positive")
 
 
 def seed_chunk(seed: int, chunk: int) -> None:
@@ -109,7 +76,7 @@ def forward_loss(
 
 
 def trainable_parameters(model: DocSAM, freeze_backbone: bool) -> list[nn.Parameter]:
-    """All parameters in one AdamW group (§9.2), the backbone left out when frozen."""
+    """All parameters in one AdamW group (as the reference), the backbone left out when frozen."""
     model.backbone.requires_grad_(not freeze_backbone)
     return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
@@ -128,15 +95,14 @@ class Trainer:
     ) -> None:
         self.distributed = distributed or Distributed()
         self.device = self.distributed.device
-        if options.precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"{options.precision} autocast needs a CUDA device")
+        precision_dtype(options.precision, self.device)  # refuses fp16 off CUDA before anything runs
         self.model = model.to(self.device)
         self.data = data
         self.options = options
         self.output = Path(output)
         self.validator = validator
         self.layout = BatchLayout(options.batch_size, self.distributed.world_size, options.accumulation)
-        self.criterion = DocSAMCriterion(no_object_weight=model.config.no_object_weight)
+        self.criterion = DocSAMCriterion(model.config)  # loss weights and matcher costs of the model
         self.optimizer = build_optimizer(
             trainable_parameters(model, options.freeze_backbone), options.lr, options.weight_decay
         )
@@ -175,17 +141,17 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def run(self, resume: Path | None = None) -> Path:
-        """Train to `options.iterations`; returns the path of the final weights."""
+    def run(self, resume: Path | None = None, record: Mapping[str, Any] | None = None) -> Path:
+        """Train to `options.iterations`; returns the path of the final weights.
+
+        `record` (the command and its option values, see `RunPlan.record`) goes to run.json."""
         options, main = self.options, self.distributed.is_main
         start = self.resume(resume) if resume is not None else 0
         if start == 0 and options.warmup:
             self.schedule.step(0)
         self.output.mkdir(parents=True, exist_ok=True)
         if main:
-            with atomic_open(self.output / "run.json") as handle:
-                record = {"options": asdict(options), "world_size": self.distributed.world_size}
-                json.dump({**record, **self.run_identity()}, handle, indent=1)
+            write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
         log = RunLog(self.output, start) if main else None
         network = self.distributed.wrap(self.model)
         self._set_mode(train=True)

@@ -1,8 +1,8 @@
 """Validation during training through `docsam evaluate`'s code: its ground-truth reader and metrics, with
 predictions from the inference pipeline `segment` uses.
 
-The reference validates every 200 iterations on 10 training-style random crops per set, predicted whole
-(§7.8, §9.4; noisy, B-19). Here the first `max_images` pages of each validation split go through the
+The reference validates every 200 iterations on 10 training-style random crops per set, each predicted
+whole (a noisy measure). Here the first `max_images` pages of each validation split go through the
 sliding-window pipeline (`model.inference`, at the test-time size of the training geometry) and are scored
 by `docsam_cli.evaluation.evaluate` (COCO mask AP at 4000 detections, mAF, mIoU). Metrics are reported per
 set (`<name>/mAP` ...) and as unweighted means over the sets (`mAP`, `AP50`, `AP75`, `mAF`, `mIoU`), as the
@@ -19,10 +19,9 @@ import numpy as np
 from docsam_cli.datasets.ground_truth import load_ground_truth
 from docsam_cli.evaluation import evaluate
 from docsam_cli.training.datasets import DatasetError, LayoutDataset
+from docsam_cli.training.settings import METRICS
 from model.docsam import DocSAM
 from model.inference import Geometry, segment_pages
-
-METRICS = ("mAP", "AP50", "AP75", "mAF", "mIoU")
 
 
 class LayoutValidator:

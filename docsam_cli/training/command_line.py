@@ -1,0 +1,242 @@
+"""The command line of `docsam train` / `docsam finetune`, derived from the settings' declaration.
+
+`training_command(StartingPoint)` turns `command(plan: RunPlan, start: StartingPoint)` into a Typer command
+whose parameters are every `Option` field of `RunPlan` (and of the settings it holds) and of the command's
+own starting-point dataclass, plus `--config FILE`. Defaults, help texts, panels, choices and bounds all
+come from `docsam_cli.training.settings`; a command with other defaults passes settings instances that
+override them (`finetune`'s `TrainingOptions(iterations=4000, ...)`).
+
+`--config` replays a run: it reads the `run.json` a run wrote (or a JSON / YAML mapping of option names to
+values) into Click's `default_map`, so recorded values replace the declared defaults, options typed on the
+command line replace both, and every value goes through the same parsing and checks as a typed one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hints
+
+import typer
+
+from docsam_cli.console import print_error, print_plain, stderr_console
+from docsam_cli.errors import ExitCode, InputError
+from docsam_cli.names import display_path, one_line
+from docsam_cli.training.run_log import run_settings
+from docsam_cli.training.settings import PANELS, Option, RunPlan
+
+if TYPE_CHECKING:
+    from model.docsam import DocSAM
+
+Start = TypeVar("Start")
+Command = Callable[[RunPlan, Start], None]
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """One option of a command: its declaration and this command's default for it."""
+
+    option: Option
+    owner: type
+    field: Field
+    default: Any
+
+    @classmethod
+    def of(cls, owner: type, item: Field, overrides: Mapping[type, Any]) -> _Declared:
+        if owner in overrides:
+            default = getattr(overrides[owner], item.name)
+        elif item.default_factory is not MISSING:
+            default = item.default_factory()
+        else:
+            default = item.default
+        return cls(item.metadata["option"], owner, item, default)
+
+    @property
+    def name(self) -> str:
+        return self.option.name
+
+    def parameter(self, annotation: Any) -> inspect.Parameter:
+        """The Typer parameter: `Annotated[type, typer.Option(...)]` with the command-line default."""
+        spec = self.option
+        details: dict[str, Any] = {"help": spec.help, "rich_help_panel": spec.panel, "metavar": spec.metavar}
+        if spec.argument:
+            info = typer.Argument(show_default=False, **details)
+        else:
+            info = typer.Option(*spec.flags, min=spec.min, max=spec.max, **details)
+        return inspect.Parameter(
+            self.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=self.command_line_default(),
+            annotation=Annotated[spec.text if spec.text is not None else annotation, info],
+        )
+
+    def command_line_default(self) -> Any:
+        if self.default is MISSING or self.default in (None, ()):
+            return None
+        return self.option.show(self.default) if self.option.show else self.default
+
+    def value(self, given: Any) -> Any:
+        """The field value for what the command line (or --config) gave. Raises typer.BadParameter for a
+        missing required option, ValueError for text that does not parse."""
+        if given is None or given == [] or given == ():
+            if self.option.required:
+                flag = "DATASET" if self.option.argument else "/".join(self.option.flags)
+                raise typer.BadParameter(f"missing {flag} (give it on the command line or in --config)")
+            return self.default
+        return self.option.parse(given) if self.option.parse else given
+
+
+def _declared(cls: type, overrides: Mapping[type, Any]) -> Iterator[_Declared]:
+    """The options of a settings dataclass and of the settings groups it holds, in declaration order."""
+    hints = get_type_hints(cls)
+    for item in fields(cls):
+        if item.metadata.get("group"):
+            yield from _declared(hints[item.name], overrides)
+        elif "option" in item.metadata:
+            yield _Declared.of(cls, item, overrides)
+
+
+def _build(cls: type, values: Mapping[str, Any], overrides: Mapping[type, Any]) -> Any:
+    """An instance of a settings dataclass from the command's values (its groups built likewise)."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for item in fields(cls):
+        if item.metadata.get("group"):
+            kwargs[item.name] = _build(hints[item.name], values, overrides)
+        elif "option" in item.metadata:
+            declared = _Declared.of(cls, item, overrides)
+            kwargs[item.name] = declared.value(values[declared.name])
+    return cls(**kwargs)
+
+
+def _recordable(value: Any) -> Any:
+    """A command-line value as JSON stores it (paths as text, sequences as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_recordable(item) for item in value]
+    return value
+
+
+def read_config(path: Path, command: str) -> dict[str, Any]:
+    """The option values of a config file: a run's `run.json`, or a JSON / YAML mapping of option names.
+
+    Raises typer.BadParameter (one line naming the file) when it cannot be used."""
+
+    def unusable(reason: str) -> typer.BadParameter:
+        return typer.BadParameter(f"{display_path(path)}: {one_line(reason)}", param_hint="--config")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise unusable(f"cannot read it ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        data = _parse_config(text, yaml=path.suffix.lower() in (".yaml", ".yml"))
+    except ValueError as error:
+        raise unusable(str(error)) from None
+    if not isinstance(data, dict):
+        raise unusable("expected a mapping of option names to values")
+    recorded_by, settings = run_settings(data)
+    if recorded_by is not None and recorded_by != command:
+        raise unusable(f"recorded by `docsam {recorded_by}`, not `docsam {command}`")
+    return settings
+
+
+def _parse_config(text: str, yaml: bool) -> Any:
+    if not yaml:
+        return json.loads(text)
+    import yaml as pyyaml
+
+    try:
+        return pyyaml.safe_load(text)
+    except pyyaml.YAMLError as error:
+        raise ValueError(str(error)) from None
+
+
+def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Eager `--config` callback: the file's values become the defaults of the other options."""
+    if path is None:
+        return None
+    settings = read_config(path, ctx.info_name or "")
+    known = {parameter.name for parameter in ctx.command.params} - {"config", "resume"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        listed = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint="--config")
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return path
+
+
+_CONFIG = inspect.Parameter(
+    "config",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Replay a run: its run.json (or a JSON / YAML file of option names and values) gives the "
+            "defaults; options on the command line override it.",
+            is_eager=True,
+            callback=_load_config,
+            metavar="FILE",
+        ),
+    ],
+)
+
+
+def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[Start]], Callable[..., None]]:
+    """Give `command(plan, start)` the options of `RunPlan` and of `start`'s dataclass, and `--config`.
+
+    `overrides` are settings instances whose field values replace the declared defaults for this command.
+    """
+    by_class = {type(instance): instance for instance in overrides}
+    declared = sorted(
+        [*_declared(start, by_class), *_declared(RunPlan, by_class)],
+        key=lambda item: -1 if item.option.panel is None else PANELS.index(item.option.panel),
+    )
+    hints = {item.owner: get_type_hints(item.owner) for item in declared}
+
+    def decorate(command: Command[Start]) -> Callable[..., None]:
+        def run_command(ctx: typer.Context, **values: Any) -> None:
+            values.pop("config")
+            record = {item.name: _recordable(values[item.name]) for item in declared if item.option.recorded}
+            try:
+                plan = _build(RunPlan, values, by_class)
+                starting_point = _build(start, values, by_class)
+            except ValueError as error:
+                raise typer.BadParameter(str(error)) from None
+            plan = replace(plan, record={"command": ctx.info_name, "settings": record})
+            command(plan, starting_point)
+
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        parameters = [item.parameter(hints[item.owner][item.field.name]) for item in declared]
+        signature = inspect.Signature([context, *parameters, _CONFIG])
+        run_command.__signature__ = signature
+        run_command.__annotations__ = {name: p.annotation for name, p in signature.parameters.items()}
+        for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(run_command, attribute, getattr(command, attribute))
+        return run_command
+
+    return decorate
+
+
+def fail(message: str) -> NoReturn:
+    """One `error:` line; the run failed (exit status 1)."""
+    print_error(stderr_console(), message)
+    raise typer.Exit(ExitCode.FAILED)
+
+
+def execute(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> None:
+    """Run (every process of a torchrun launch calls this) and report the final weights; a known failure
+    (a dataset, annotation, checkpoint or file error) is one error line and exit status 1."""
+    from docsam_cli.training.launch import run
+
+    try:
+        final = run(plan, starting_model)
+    except (ValueError, InputError, OSError) as error:
+        fail(str(error))
+    print_plain(stderr_console(), f"weights: {display_path(final)}")

@@ -1,0 +1,153 @@
+"""`docsam train/finetune --config`: a finished run's run.json (or a JSON / YAML file) replays the run,
+options on the command line override it, and unusable files are one usage error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training_helpers import write_layout
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.training.run_log import RUN_FILE, read_log, write_run_file
+from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan
+
+FINETUNE = ["finetune", "pages,weight=2", "more", "-o", "runs/a", "--weights", "tiny.safetensors"]
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[RunPlan]:
+    """The plans the commands hand to the training launcher (which does not run)."""
+    plans: list[RunPlan] = []
+
+    def fake_run(plan: RunPlan, starting_model) -> Path:
+        plans.append(plan)
+        return plan.output / "model.safetensors"
+
+    monkeypatch.setattr("docsam_cli.training.launch.run", fake_run)
+    return plans
+
+
+def invoke(*arguments: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, list(arguments))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_a_recorded_run_replays_with_overrides(started: list[RunPlan], tmp_path: Path) -> None:
+    invoke(*FINETUNE, "--val", "check", "--iters", "7", "--keep-size", "--precision", "bf16", "--no-progress")
+    first = started[-1]
+    assert first.record["command"] == "finetune"
+    assert (
+        first.record["settings"]["iters"] == 7 and first.record["settings"]["weights"] == "tiny.safetensors"
+    )
+    write_run_file(tmp_path, first.record, world_size=1, identity={"seed": 0})
+
+    invoke("finetune", "--config", str(tmp_path / RUN_FILE), "-o", "runs/b")
+    replayed = started[-1]
+    assert replayed.output == Path("runs/b")
+    assert replayed.options == first.options and replayed.augmentation == first.augmentation
+    assert (replayed.datasets, replayed.validation) == (first.datasets, first.validation)
+    assert replayed.regularisation == first.regularisation and replayed.device == first.device
+    settings = dict(replayed.record["settings"])
+    assert settings.pop("out") == "runs/b"
+    assert settings == {key: value for key, value in first.record["settings"].items() if key != "out"}
+
+    invoke("finetune", "--config", str(tmp_path / RUN_FILE), "--lr", "0.5", "--val", "other", "--progress")
+    overridden = started[-1]
+    assert overridden.options.lr == 0.5 and overridden.options.progress
+    assert overridden.validation == (DatasetSpec(Path("other")),)  # a repeatable option is replaced whole
+    assert overridden.options.iterations == 7 and overridden.augmentation.keep_size
+
+
+def test_yaml_config_with_command_line_overrides(started: list[RunPlan], tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "datasets: [pages, 'more,name=More']\nout: runs/y\ntext_encoder: minilm\nfrom_scratch: true\n"
+        "iters: 12\nschedule: step\nkeep_size: true\npatch_size: 320,480\n"
+    )
+    invoke("train", "--config", str(config), "--iters", "20", "--batch-size", "8")
+    plan = started[-1]
+    assert plan.datasets == (DatasetSpec(Path("pages")), DatasetSpec(Path("more"), name="More"))
+    assert plan.output == Path("runs/y")
+    assert (plan.options.iterations, plan.options.batch_size, plan.options.schedule) == (20, 8, "step")
+    # --keep-size without --short-range uses the keep-size recipe's range.
+    assert plan.augmentation == AugmentSettings(short_range=(640, 1280), patch=(320, 480), keep_size=True)
+    assert plan.options.lr == 4e-5  # not in the file, not typed: the declared default
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ('{"itres": 5}', ".json", "unknown option(s) itres"),
+        ('{"resume": true}', ".json", "unknown option(s) resume"),
+        ('{"command": "train", "settings": {}}', ".json", "recorded by `docsam train`"),
+        ("[1, 2]", ".json", "expected a mapping"),
+        ("{not json", ".json", "run.cfg"),
+        ("iters: [unclosed", ".yaml", "run.cfg"),
+        ('{"iters": "many"}', ".json", "--iters"),
+        ('{"schedule": "linear"}', ".json", "cosine"),
+    ],
+)
+def test_unusable_config_is_a_usage_error(
+    started: list[RunPlan], tmp_path: Path, content: str, suffix: str, message: str
+) -> None:
+    config = tmp_path / f"run.cfg{suffix}"
+    config.write_text(content)
+    output = invoke(*FINETUNE, "--config", str(config), code=2)
+    assert message in output
+    assert not started
+
+
+def test_missing_config_file_is_a_usage_error(started: list[RunPlan], tmp_path: Path) -> None:
+    output = invoke(*FINETUNE, "--config", str(tmp_path / "absent.json"), code=2)
+    assert "absent.json" in output and not started
+
+
+@pytest.mark.slow
+def test_finished_run_replays_with_the_same_losses(tmp_path: Path, tiny_weights: Path) -> None:
+    """A real (tiny) fine-tuning run, then `finetune --config <its run.json> -o <new folder>`: the same
+    options are recorded and the first steps' losses are identical."""
+    rng = np.random.default_rng(0)
+    pages = {}
+    for index in range(2):
+        coco = {
+            "images": [{"id": index, "height": 64, "width": 72, "file_name": f"p{index}.png"}],
+            "categories": [{"id": 1, "name": "text"}, {"id": 2, "name": "table"}],
+            "annotations": [
+                {"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]},
+                {"id": 2, "category_id": 2, "bbox": [10, 34, 50, 20]},
+            ],
+        }
+        pages[f"p{index}"] = (rng.integers(0, 255, (64, 72, 3), dtype=np.uint8), coco)
+    data = write_layout(tmp_path / "data", pages)
+    first, second = tmp_path / "first", tmp_path / "second"
+    invoke(
+        *["finetune", str(data), "-o", str(first), "--weights", str(tiny_weights), "--device", "cpu"],
+        *[
+            "--iters",
+            "3",
+            "--batch-size",
+            "1",
+            "--lr",
+            "1e-3",
+            "--short-range",
+            "48,56",
+            "--patch-size",
+            "40",
+        ],
+        *["--workers", "0", "--log-every", "1", "--checkpoint-every", "3", "--no-progress", "--keep-size"],
+    )
+    invoke("finetune", "--config", str(first / RUN_FILE), "-o", str(second))
+
+    recorded = [json.loads((folder / RUN_FILE).read_text()) for folder in (first, second)]
+    assert recorded[0]["settings"].pop("out") == str(first)
+    assert recorded[1]["settings"].pop("out") == str(second)
+    assert recorded[0] == recorded[1]
+    assert recorded[0]["settings"]["keep_size"] and recorded[0]["settings"]["patch_size"] == "40"
+    losses = [[r["loss"] for r in read_log(folder) if "loss" in r] for folder in (first, second)]
+    assert len(losses[0]) == 3
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)

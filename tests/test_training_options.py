@@ -1,0 +1,170 @@
+"""The options of `docsam train` / `docsam finetune`: one declaration (`docsam_cli.training.settings`) for
+both commands, finetune's defaults as overrides of it, choices, panels, `-o/--out`, and a start that
+imports no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Literal, get_args, get_origin
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.commands.finetune import FINETUNE_OPTIONS
+from docsam_cli.precision import PRECISIONS
+from docsam_cli.training import settings
+from docsam_cli.training.settings import (
+    PANELS,
+    AugmentSettings,
+    Regularisation,
+    RunPlan,
+    TrainingOptions,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_GROUPS = (RunPlan, TrainingOptions, AugmentSettings, Regularisation)
+
+
+def command(name: str) -> typer.core.TyperCommand:
+    return typer.main.get_command(app).commands[name]
+
+
+def parameters(name: str) -> dict[str, typer.core.TyperOption | typer.core.TyperArgument]:
+    return {parameter.name: parameter for parameter in command(name).params}
+
+
+def choices_of(parameter: typer.core.TyperOption) -> tuple[str, ...]:
+    """The values of a `Literal[...]` (or `Literal[...] | None`) option."""
+    annotation = parameter.type_descriptor.annotation
+    if get_origin(annotation) is not Literal:
+        (annotation,) = [arg for arg in get_args(annotation) if arg is not type(None)]
+    assert get_origin(annotation) is Literal, annotation
+    return get_args(annotation)
+
+
+def declared(cls: type) -> dict[str, tuple[object, settings.Option]]:
+    """Option name → (declared default, declaration) of one settings dataclass."""
+    result = {}
+    for item in fields(cls):
+        if "option" in item.metadata:
+            default = item.default_factory() if item.default_factory is not MISSING else item.default
+            result[item.metadata["option"].name] = (default, item.metadata["option"])
+    return result
+
+
+def command_line_default(default: object, option: settings.Option) -> object:
+    if default is MISSING or default in (None, ()):
+        return None
+    return option.show(default) if option.show else default
+
+
+def test_both_commands_take_the_shared_options_from_one_declaration() -> None:
+    shared = {name: spec for cls in SHARED_GROUPS for name, spec in declared(cls).items()}
+    train, finetune = parameters("train"), parameters("finetune")
+    assert set(shared) <= set(train) and set(shared) <= set(finetune)
+    for name, (default, option) in shared.items():
+        expected = command_line_default(default, option)
+        assert train[name].default == expected, name
+        assert train[name].help == finetune[name].help == option.help, name
+        if not option.argument:
+            flags = {flag for declaration in option.flags for flag in declaration.split("/")}
+            for parameter in (train[name], finetune[name]):
+                assert {*parameter.opts, *parameter.secondary_opts} == flags, name
+    # finetune differs only where FINETUNE_OPTIONS overrides TrainingOptions.
+    different = {name for name in shared if train[name].default != finetune[name].default}
+    assert different == {"iters", "batch_size", "lr"}
+    assert (
+        (finetune["iters"].default, finetune["batch_size"].default, finetune["lr"].default)
+        == (
+            FINETUNE_OPTIONS.iterations,
+            FINETUNE_OPTIONS.batch_size,
+            FINETUNE_OPTIONS.lr,
+        )
+        == (4000, 4, 2e-5)
+    )
+    # One workers default for the loop and the commands (they used to disagree).
+    assert train["workers"].default == finetune["workers"].default == TrainingOptions().workers
+
+
+def test_every_option_sits_in_a_help_panel_and_the_output_folder_is_out() -> None:
+    for name in ("train", "finetune"):
+        params = parameters(name)
+        for parameter in params.values():
+            if isinstance(parameter, typer.core.TyperOption) and parameter.name != "config":
+                assert parameter.rich_help_panel in PANELS, (name, parameter.name)
+        assert set(params["out"].opts) == {"-o", "--out"}
+        assert not any("--output" in parameter.opts for parameter in params.values())
+
+
+@pytest.mark.parametrize(
+    ("option", "choices"),
+    [
+        ("--schedule", ("cosine", "step", "fix")),
+        ("--best-metric", settings.METRICS),
+        ("--precision", PRECISIONS),
+        ("--variant", ("base", "large")),
+    ],
+)
+def test_enumerated_options_are_choices(option: str, choices: tuple[str, ...]) -> None:
+    runner = CliRunner()
+    for name in ("train", "finetune"):
+        (parameter,) = [p for p in command(name).params if option in p.opts]
+        assert choices_of(parameter) == tuple(choices)
+        result = runner.invoke(app, [name, "data", "-o", "out", option, "nonsense"])
+        assert result.exit_code == 2, result.output
+        assert all(choice in result.output for choice in choices), result.output
+
+
+def test_names_repeated_without_torch_match_their_sources() -> None:
+    """The schedule and variant names are written in `settings` to keep --help free of torch."""
+    from model.config import VARIANTS
+    from model.optim import SCHEDULES
+
+    assert get_args(settings.Schedule) == SCHEDULES
+    assert get_args(settings.Variant) == tuple(VARIANTS)
+
+
+def test_missing_and_unparsable_values_are_usage_errors() -> None:
+    runner = CliRunner()
+    cases = [
+        (["train", "-o", "out"], "DATASET"),
+        (["finetune", "data", "--weights", "w"], "--out"),
+        (["finetune", "data", "-o", "o", "--weights", "w", "--patch-size", "a,b"], "--patch-size"),
+        (["finetune", "data", "-o", "o", "--weights", "w", "--short-range", "900,700"], "short range"),
+        (["finetune", "data", "-o", "o", "--weights", "w", "--device", "gpu"], "cuda:N"),
+        (["finetune", "data,colour=red", "-o", "o", "--weights", "w"], "PATH[,name=NAME]"),
+        (["finetune", "data", "-o", "o", "--weights", "w", "--iters", "0"], "--iters"),
+    ]
+    for arguments, expected in cases:
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 2, (arguments, result.output)
+        assert expected in result.output, (arguments, result.output)
+
+
+def test_command_help_imports_no_heavy_module() -> None:
+    """`commands/train.py` and `commands/finetune.py` and what they import at module level stay light.
+
+    The app module itself (which registers every command) belongs to the CLI; it is replaced by a bare
+    Typer app here so that this test speaks for the training commands only."""
+    code = (
+        "import sys, types, typer\n"
+        "stub = types.ModuleType('docsam_cli.app'); stub.app = typer.Typer()\n"
+        "sys.modules['docsam_cli.app'] = stub\n"
+        "import docsam_cli.commands.train, docsam_cli.commands.finetune\n"
+        "from typer.testing import CliRunner\n"
+        "for name in ('train', 'finetune'):\n"
+        "    result = CliRunner().invoke(stub.app, [name, '--help'])\n"
+        "    assert result.exit_code == 0 and '--keep-size' in result.output, result.output\n"
+        "heavy = ('torch', 'torchvision', 'transformers', 'scipy', 'cv2', 'pycocotools')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
