@@ -26,11 +26,17 @@ def atomic_open(
 ) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync and rename it over `path`.
 
-    On any exception the temporary file is removed and `path` is left untouched.
+    On any exception the temporary file is removed and `path` is left untouched. A target that exists but
+    is not a regular file (`/dev/null`, `/dev/stdout`, a named pipe) is written in place: renaming over it
+    would replace the device or pipe with a file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
+    if target.exists() and not target.is_file():
+        with open(target, mode, encoding=None if binary else encoding) as handle:
+            yield handle
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = _create_temporary(target)
     try:
         with os.fdopen(descriptor, mode, encoding=None if binary else encoding) as handle:

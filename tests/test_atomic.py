@@ -60,3 +60,18 @@ def test_the_longest_file_names_can_be_written(tmp_path):
     atomic_write_text(target, "<PcGts/>")
     assert target.read_text() == "<PcGts/>"
     assert [path.name for path in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_device_or_pipe_target_is_written_in_place_not_replaced(tmp_path):
+    """`--json /dev/null` must not turn /dev/null into a regular file (renaming over it would)."""
+    atomic_write_text("/dev/null", "discarded\n")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        atomic_write_text(pipe, "through the pipe\n")
+        assert os.read(reader, 100) == b"through the pipe\n"
+        assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    finally:
+        os.close(reader)
