@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
     """What `docsam` returns; README documents the same table."""
 
     OK = 0  # every page / file done
-    FAILED = 1  # some pages or files failed (each named by an `error:` line and in the summary)
+    FAILED = 1  # some pages or files failed, or the run's own files (coco.json) could not be written
     USAGE = 2  # bad options or arguments, unusable output folder, missing weights: nothing was processed
     INTERNAL = 3  # an unexpected error inside docsam (rerun with --debug for the traceback)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention); pages already done stay done
