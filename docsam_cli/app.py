@@ -1,48 +1,288 @@
-"""The `docsam` command-line application: one Typer app, one module per subcommand."""
+"""The `docsam` command-line application: the command table, the message options, the error policy.
+
+Commands are registered by module path (`COMMANDS`); a command's module is imported only when that command
+runs or shows its help, so `docsam --help` and `docsam --version` import no command's dependencies (torch
+above all) and return at once. A command module defines its command as a plain function whose parameters
+are Typer options, keeps torch & co. inside that function, and does not import this module.
+
+Every command also accepts the message options `-v/--verbose`, `-q/--quiet` and `--debug`, declared once
+here and added to each command as it is loaded; `docsam -v segment ...` and `docsam segment ... -v` are the
+same.
+
+Whatever goes wrong ends as one `error:` line on stderr and an exit code (`docsam_cli.errors.ExitCode`):
+a bad option or argument exits USAGE, as does a `UsageError` (a request that cannot start); an `InputError`
+that reaches the app exits FAILED; any other exception is an internal error, exit INTERNAL, its traceback
+shown with `--debug`. Ctrl-C exits INTERRUPTED.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+from typer.core import MarkupMode, TyperCommand, TyperGroup
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
 
 from docsam_cli import __version__
-
-app = typer.Typer(
-    name="docsam",
-    help="Segment document images and PDFs with DocSAM: COCO JSON, PAGE XML, overlays, JSON lines.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from docsam_cli.console import (
+    configure_logging,
+    message_options,
+    print_error,
+    reset_message_options,
+    stderr_console,
 )
+from docsam_cli.errors import ExitCode, InputError, UsageError
+
+if TYPE_CHECKING:  # Typer's own copy of click
+    from typer._click import Command, Context
 
 
-def _version_callback(value: bool) -> None:
+@dataclass(frozen=True)
+class CommandEntry:
+    name: str
+    target: str  # "package.module:function"
+    summary: str  # its line in `docsam --help`
+
+
+COMMANDS: tuple[CommandEntry, ...] = (
+    CommandEntry(
+        "segment",
+        "docsam_cli.commands.segment:segment",
+        "Segment images and PDFs: COCO JSON, PAGE XML, overlays, JSON lines.",
+    ),
+    CommandEntry(
+        "download-weights",
+        "docsam_cli.commands.download_weights:download_weights",
+        "Download checkpoints into the verified cache, list them, register copies.",
+    ),
+    CommandEntry(
+        "evaluate",
+        "docsam_cli.commands.evaluate:main",
+        "Score predictions, or a model, against ground truth.",
+    ),
+    CommandEntry(
+        "convert-dataset",
+        "docsam_cli.commands.convert_dataset:main",
+        "Convert annotated pages (PAGE, ALTO, COCO, ...) into the unified training layout.",
+    ),
+    CommandEntry(
+        "train",
+        "docsam_cli.commands.train:train",
+        "Train DocSAM on datasets in the unified layout.",
+    ),
+    CommandEntry(
+        "finetune",
+        "docsam_cli.commands.finetune:finetune",
+        "Fine-tune a DocSAM checkpoint on new datasets and class names.",
+    ),
+)
+_ENTRIES = {entry.name: entry for entry in COMMANDS}
+MESSAGES_PANEL = "Messages"
+
+
+# --- message options ---------------------------------------------------------------------------------
+
+
+def _on_verbose(value: int) -> None:
+    if value:
+        options = message_options()
+        options.verbose += value
+        configure_logging(options.verbose)
+
+
+def _on_quiet(value: bool) -> None:
+    if value:
+        message_options().quiet = True
+
+
+def _on_debug(value: bool) -> None:
+    if value:
+        message_options().debug = True
+
+
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        expose_value=False,
+        callback=_on_verbose,
+        rich_help_panel=MESSAGES_PANEL,
+        help="Say more on stderr: -v model loading, device, geometry, per-page timings; -vv debug details.",
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        expose_value=False,
+        callback=_on_quiet,
+        rich_help_panel=MESSAGES_PANEL,
+        help="No progress bar and no summary (errors are always shown).",
+    ),
+]
+Debug = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        expose_value=False,
+        callback=_on_debug,
+        rich_help_panel=MESSAGES_PANEL,
+        help="Show the traceback of an internal error.",
+    ),
+]
+
+
+def _message_options(verbose: Verbose = 0, quiet: Quiet = False, debug: Debug = False) -> None:
+    """Declares the message options every command accepts (see `_load`)."""
+
+
+# --- commands, loaded when used ----------------------------------------------------------------------
+
+
+class _Listed(TyperCommand):
+    """A command as `docsam --help` lists it, its module not imported."""
+
+    def __init__(self, entry: CommandEntry) -> None:
+        super().__init__(entry.name, help=entry.summary, short_help=entry.summary)
+        self.entry = entry
+
+
+def _click_command(info: CommandInfo, markup_mode: MarkupMode) -> Command:
+    return get_command_from_info(info, pretty_exceptions_short=False, rich_markup_mode=markup_mode)
+
+
+def _load(entry: CommandEntry, markup_mode: MarkupMode) -> Command:
+    module_name, _, function_name = entry.target.partition(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    command = _click_command(
+        CommandInfo(name=entry.name, callback=function, short_help=entry.summary), markup_mode
+    )
+    command.params.extend(_click_command(CommandInfo(callback=_message_options), markup_mode).params)
+    return command
+
+
+class DocsamGroup(TyperGroup):
+    """The `docsam` command: subcommands loaded on use, and the app-wide error policy."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        others = [name for name in super().list_commands(ctx) if name not in _ENTRIES]
+        return [*_ENTRIES, *others]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        entry = _ENTRIES.get(cmd_name)
+        return _Listed(entry) if entry is not None else super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, _Listed):
+            command = _load(command.entry, self.rich_markup_mode)
+        return name, command, rest
+
+    def invoke(self, ctx: Context) -> Any:
+        options = message_options()
+        configure_logging(options.verbose)
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # usage errors and exits are reported by `main`; a closed stdout pipe ends the run quietly
+        except UsageError as error:
+            print_error(stderr_console(), str(error))
+            raise typer.Exit(ExitCode.USAGE) from None
+        except InputError as error:
+            print_error(stderr_console(), str(error))
+            raise typer.Exit(ExitCode.FAILED) from None
+        except Exception as error:
+            if options.debug:
+                traceback.print_exc()
+            hint = "" if options.debug else " (rerun with --debug for the traceback)"
+            print_error(stderr_console(), f"internal error: {type(error).__name__}: {error}{hint}")
+            raise typer.Exit(ExitCode.INTERNAL) from None
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """As click's, but a usage error is one `error:` line (click's own report spans several)."""
+        reset_message_options()
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as error:  # click's usage errors
+            if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                print_error(stderr_console(), _usage_message(error))
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            print_error(stderr_console(), "interrupted")
+            sys.exit(ExitCode.INTERRUPTED)
+        sys.exit(result if isinstance(result, int) else ExitCode.OK)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    # Typer validates choices through pydantic, whose messages start "Value error, ".
+    message = error.format_message().replace("Value error, ", "")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message += f" (see '{context.command_path} --help')"
+    return message
+
+
+# --- the app -----------------------------------------------------------------------------------------
+
+
+def _on_version(value: bool) -> None:
     if value:
         typer.echo(f"docsam {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """DocSAM document segmentation."""
-
-
-# Subcommands: importing a module registers its command (decorated with @app.command), except the two whose
-# entry points are plain functions, registered explicitly below.
-from docsam_cli.commands import (  # noqa: E402, F401
-    convert_dataset,
-    download_weights,
-    evaluate,
-    finetune,
-    segment,
-    train,
+app = typer.Typer(
+    name="docsam",
+    cls=DocsamGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.command("convert-dataset")(convert_dataset.main)
-app.command("evaluate")(evaluate.main)
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_on_version,
+            is_eager=True,
+            expose_value=False,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Segment document images and PDFs with DocSAM: COCO JSON, PAGE XML, overlays, JSON lines.
+
+    Exit codes: 0 every page or file done, 1 some failed (each named by an error: line), 2 usage error
+    (nothing processed), 3 internal error, 130 interrupted.
+    """
 
 
 def main() -> None:

@@ -1,16 +1,32 @@
 """Where and how the commands talk to the user: stderr, one `error:` line per problem, never markup.
 
-Progress bars, summaries and errors go to stderr; stdout is reserved for data (JSON lines). Every text
+Progress bars, summaries, logs and errors go to stderr; stdout is reserved for data (JSON lines). Every text
 that can contain a file name is printed as plain `rich.text.Text`, so `[draft]` or `[/red]` in a name is
 shown as it is and never parsed as Rich markup.
+
+How much is said is set by the message options every command accepts (`-v`, `-q`, `--debug`; declared
+in `docsam_cli.app`) and read with `message_options()`. Library code logs through `logging` (loggers under
+`docsam_cli` and `model`); `configure_logging` routes those records to stderr as `info: ...` lines.
 """
 
 from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
 from docsam_cli.names import one_line
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+LOGGERS = ("docsam_cli", "model")
 
 
 def stderr_console() -> Console:
@@ -25,3 +41,140 @@ def print_error(console: Console, message: str) -> None:
 def print_plain(console: Console, message: str) -> None:
     """A line of plain text (summaries, notes), never parsed as markup."""
     console.print(Text(message))
+
+
+@dataclass
+class MessageOptions:
+    """How much a command says on stderr."""
+
+    verbose: int = 0  # 1: info logs (model loading, device, geometry, per-page timings); 2: debug logs too
+    quiet: bool = False  # no progress bar and no summary; errors and data lines are still written
+    debug: bool = False  # an internal error shows its traceback
+
+
+_message_options = MessageOptions()
+
+
+def message_options() -> MessageOptions:
+    """The message options of the running command (process-wide, as a CLI process runs one command)."""
+    return _message_options
+
+
+def reset_message_options() -> None:
+    """Back to the defaults: the app calls this as each command line starts (tests run many in one
+    process)."""
+    global _message_options
+    _message_options = MessageOptions()
+    configure_logging(0)
+
+
+class _LevelPrefixFormatter(logging.Formatter):
+    """`info: message`, like the `error:` lines; the message on one line, file names escaped as in every
+    message (a traceback, when one is logged, follows on its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {one_line(record.getMessage())}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time, so that log lines go above a progress bar (which
+    wraps stderr while it is shown) and into a test runner's capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_LevelPrefixFormatter())
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def configure_logging(verbose: int) -> None:
+    """Warnings always; info records from `-v`, debug records from `-vv`. Safe to call repeatedly."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+            logger.addHandler(_StderrHandler())
+
+
+class Reporter(Protocol):
+    """What a batch tells the user, whoever shows it: the console (`ConsoleReporter`), or, in a run spread
+    over several processes, the console of one of them and nothing from the others."""
+
+    def start(self, label: str) -> None:
+        """Progress begins (the total is not known in advance)."""
+
+    def advance(self) -> None:
+        """One more page accounted for (done, skipped or failed)."""
+
+    def error(self, message: str) -> None:
+        """One problem, shown as one `error:` line."""
+
+    def data(self, line: str) -> None:
+        """A data line for stdout (a JSON line, its newline included)."""
+
+    def summary(self, lines: Sequence[str]) -> None:
+        """The run is over: progress ends and its summary follows."""
+
+
+class ConsoleReporter:
+    """Progress bar and summary on stderr (both silenced when `quiet`), `error:` lines on stderr, data lines
+    on stdout. Use it as a context manager so that the progress bar is removed however the run ends."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = stderr_console()
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ConsoleReporter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop()
+
+    def start(self, label: str) -> None:
+        if self.quiet or self._progress is not None or not self.console.is_terminal:
+            return  # a bar redrawn in a log file is noise
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn(label, markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task(label, total=None)
+        self._progress.start()
+
+    def advance(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+
+    def error(self, message: str) -> None:
+        print_error(self.console, message)
+
+    def data(self, line: str) -> None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+    def summary(self, lines: Sequence[str]) -> None:
+        self._stop()
+        if not self.quiet:
+            for line in lines:
+                print_plain(self.console, line)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -2,7 +2,11 @@
 
 `InputError` is the one error of a file the user handed us (an image, a PDF, an annotation or prediction
 file) that cannot be used: the batch reports its one line and goes on. Its message shows the path exactly
-and on one line (see `docsam_cli.names.display_path`).
+and on one line (see `docsam_cli.names.display_path`). `UsageError` is a request that cannot start (an
+unusable output folder, an unavailable device, weights that do not load): nothing was processed.
+
+The app (`docsam_cli.app`) turns whatever reaches it into one `error:` line and an exit code: a
+`UsageError` exits USAGE, an `InputError` FAILED, any other exception INTERNAL.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ class ExitCode(enum.IntEnum):
     """What `docsam` returns; README documents the same table."""
 
     OK = 0  # every page / file done
-    FAILED = 1  # some pages or files failed (each named by an `error:` line and in the summary)
+    FAILED = 1  # some pages or files failed, or the run's own files (coco.json) could not be written
     USAGE = 2  # bad options or arguments, unusable output folder, missing weights: nothing was processed
     INTERNAL = 3  # an unexpected error inside docsam (rerun with --debug for the traceback)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention); pages already done stay done
 
 
 class InputError(Exception):
@@ -46,3 +51,9 @@ class InputError(Exception):
 class WrongFormat(InputError):
     """The file is not in the format being read (a converter skips it when it was found by walking a
     folder, and reports it when it was named)."""
+
+
+class UsageError(Exception):
+    """The command cannot run as asked, found after its options were parsed: an output folder that cannot
+    be written, a device that is not there, weights that cannot be loaded. `str(error)` is the one line to
+    show; the exit code is `ExitCode.USAGE`, since nothing was processed."""

@@ -1,21 +1,31 @@
-"""`docsam evaluate --weights`: segment the ground truth's own images, then score them as predictions."""
+"""`docsam evaluate --weights`: segment the ground truth's own images, then score them as predictions.
+
+Importing this module is cheap; torch and the network load when a `ModelRun` is created.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docsam_cli.errors import InputError
-from docsam_cli.evaluation import GtImage
-from docsam_cli.inputs.images import load_frame
-from docsam_cli.precision import network_autocast, precision_dtype
-from docsam_cli.runtime import load_for_inference, page_geometry, pick_device
-from model.inference import segment_page
-from model.instances import PageInstances
+from docsam_cli.runtime import GeometryOptions, ModelSpec, describe_geometry, load_for_inference
+
+if TYPE_CHECKING:
+    from docsam_cli.evaluation import GtImage
+    from model.instances import PageInstances
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRun:
-    """A loaded model with the prompts and geometry to segment evaluation pages."""
+    """A loaded model with the prompts and geometry to segment evaluation pages.
+
+    Raises ValueError for malformed geometry options (before anything loads), `UsageError` for a device or
+    precision that is not available, `WeightsError` or `CheckpointError` for weights that do not load.
+    """
 
     def __init__(
         self,
@@ -28,17 +38,18 @@ class ModelRun:
         window: str | None,
         domain: str,
     ) -> None:
-        self.device = pick_device(device)
-        self.dtype = precision_dtype(precision, self.device)
-        page_geometry(
-            None, short_side, window, None, None
-        )  # option syntax first: usage errors before loading
-        self.loaded = load_for_inference(weights, variant, model_config, self.device)
-        self.geometry = page_geometry(self.loaded.weights.entry, short_side, window, None, None)
+        options = GeometryOptions.parse(short_side, window)
+        self.loaded = load_for_inference(ModelSpec(weights, variant, model_config, device, precision))
+        self.geometry = options.resolve(self.loaded.weights.entry)
+        logger.info("geometry: %s", describe_geometry(self.geometry))
         self.domain = domain
 
     def predict(self, images: Sequence[GtImage]) -> tuple[dict[str, PageInstances], list[InputError]]:
-        """Instances per image key, prompting with the ground truth's own class names (sorted, §6.2)."""
+        """Instances per image key, prompting with the ground truth's own class names, sorted (the
+        reference's evaluation prompts)."""
+        from docsam_cli.inputs.images import load_frame
+        from model.inference import segment_page
+
         classes = sorted({annotation.category for image in images for annotation in image.annotations})
         predictions: dict[str, PageInstances] = {}
         errors: list[InputError] = []
@@ -51,7 +62,7 @@ class ModelRun:
             except InputError as error:
                 errors.append(InputError(image.image, error.reason))
                 continue
-            with network_autocast(self.device, self.dtype):
+            with self.loaded.autocast():
                 predictions[image.name] = segment_page(
                     self.loaded.model, page, classes, domain=self.domain, geometry=self.geometry
                 )

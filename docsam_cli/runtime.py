@@ -1,81 +1,171 @@
-"""What every model-running subcommand shares: device and precision choice, and loading the weights."""
+"""What every model-running command shares: which model on which device, loading it, and the page geometry.
+
+Importing this module is cheap: commands describe the model (`ModelSpec`) and the geometry
+(`GeometryOptions`) while parsing their options, and torch and the network are imported only when a model
+is loaded or a geometry resolved.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from docsam_cli.errors import UsageError
+from docsam_cli.names import display_path
 
-from docsam_cli.weights import ResolvedWeights, WeightsEntry, resolve_weights
-from model import DocSAM, DocSAMConfig, load_model
-from model.inference import Geometry
+if TYPE_CHECKING:
+    import torch
+
+    from docsam_cli.weights import ResolvedWeights, WeightsEntry
+    from model import DocSAM
+    from model.inference import Geometry
+
+logger = logging.getLogger(__name__)
+
+DEVICE_HELP = "auto (the first CUDA device if there is one, else the CPU), cpu, cuda or cuda:N"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
+    """`640` or `640,800` → (640, 640) or (640, 800): a size H,W, or a range LOW,HIGH; None stays None.
+
+    Raises ValueError naming the option."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"{option} takes N or A,B (positive integers), got {text!r}")
+    values = [int(part) for part in parts]
+    return (values[0], values[-1])
+
+
+def check_device_name(name: str) -> str:
+    """`name` if it names a device docsam can use, written as such; raises ValueError otherwise. Whether
+    that device is present is only known once torch is loaded (`pick_device`)."""
+    if _DEVICE_NAME.fullmatch(name) is None:
+        raise ValueError(f"{name!r} is not a device: use {DEVICE_HELP}")
+    return name
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` = the first CUDA device if there is one, else the CPU. Raises ValueError if unavailable."""
+    """The device `name` (see `check_device_name`) stands for. Raises UsageError if it is not present."""
+    import torch
+
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from error
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+            raise UsageError(f"--device {name}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA devices exist"
-            )
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a command runs: `weights` is a checkpoint path or a model-zoo name."""
+
+    weights: str = "docsam-large"
+    variant: str | None = None  # None: the weights' own (from the registry or the checkpoint)
+    model_config: Path | None = None  # an architecture JSON, for variants other than the shipped ones
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
 class LoadedModel:
     model: DocSAM
     weights: ResolvedWeights
+    device: torch.device
+    dtype: torch.dtype
+
+    def autocast(self) -> AbstractContextManager[None]:
+        """The precision the model was asked to run at (see `docsam_cli.precision`)."""
+        from docsam_cli.precision import network_autocast
+
+        return network_autocast(self.device, self.dtype)
 
 
-def load_for_inference(
-    weights: str, variant: str | None, model_config: Path | None, device: torch.device
-) -> LoadedModel:
-    """Resolve `--weights` (path or zoo name), build the architecture and load strictly.
+def load_for_inference(spec: ModelSpec) -> LoadedModel:
+    """Pick the device, resolve the weights (path or zoo name), build the architecture and load strictly.
 
-    Errors are `docsam_cli.weights.WeightsError`, `model.CheckpointError` or ValueError, each one line.
+    Raises UsageError (device or precision not available), `docsam_cli.weights.WeightsError` or
+    `model.CheckpointError`, each one line.
     """
-    resolved = resolve_weights(weights)
-    config = DocSAMConfig.from_json(model_config) if model_config is not None else None
-    model = load_model(resolved.path, variant=variant or resolved.variant, config=config, device=device)
-    return LoadedModel(model, resolved)
+    from docsam_cli.precision import precision_dtype
+    from docsam_cli.weights import resolve_weights
+    from model import DocSAMConfig, load_model
 
-
-def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
-    """`640` or `640,800` (height,width) → (h, w); None stays None. Raises ValueError naming the option."""
-    if text is None:
-        return None
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise ValueError(f"{option} takes a positive size N or H,W, got {text!r}")
-    values = [int(part) for part in parts]
-    return (values[0], values[-1])
-
-
-def page_geometry(
-    entry: WeightsEntry | None,
-    short_side: str | None,
-    window: str | None,
-    stride: str | None,
-    keep_size: bool | None,
-) -> Geometry:
-    """The sliding-window geometry: the reference's defaults, adjusted to what the registry knows of the
-    checkpoint (keep-size model, fine-tuned models' 800-px windows), then to the command-line options."""
-    short = parse_size(short_side, "--short-side")
-    size, step = parse_size(window, "--window"), parse_size(stride, "--stride")
-    use_keep_size = keep_size if keep_size is not None else bool(entry and entry.keep_size)
-    default = Geometry.keep_size_default() if use_keep_size else Geometry()
-    patch = (entry.patch_size, entry.patch_size) if entry and entry.patch_size else default.patch
-    return Geometry(
-        short_range=short or default.short_range, patch=size or patch, stride=step, keep_size=use_keep_size
+    device = pick_device(spec.device)
+    try:
+        dtype = precision_dtype(spec.precision, device)
+    except ValueError as error:
+        raise UsageError(f"--precision {spec.precision}: {error}") from None
+    started = time.perf_counter()
+    resolved = resolve_weights(spec.weights)
+    config = DocSAMConfig.from_json(spec.model_config) if spec.model_config is not None else None
+    variant = spec.variant or resolved.variant
+    logger.info(
+        "loading %s (%s) on %s, %s",
+        display_path(resolved.path),
+        f"variant {variant}" if variant else "variant from the checkpoint",
+        device,
+        spec.precision,
     )
+    model = load_model(resolved.path, variant=variant, config=config, device=device)
+    logger.info("model ready in %.1f s", time.perf_counter() - started)
+    return LoadedModel(model, resolved, device, dtype)
+
+
+@dataclass(frozen=True)
+class GeometryOptions:
+    """The geometry options as given (None: not given). `resolve` fills in the rest from the weights."""
+
+    short_side: tuple[int, int] | None = None  # (LOW, HIGH): the short side becomes (LOW + HIGH) // 2
+    window: tuple[int, int] | None = None  # (H, W)
+    stride: tuple[int, int] | None = None  # (vertical, horizontal)
+    keep_size: bool | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        short_side: str | None = None,
+        window: str | None = None,
+        stride: str | None = None,
+        keep_size: bool | None = None,
+    ) -> GeometryOptions:
+        """From the option strings (`N` or `A,B` each). Raises ValueError naming the option."""
+        short = parse_size(short_side, "--short-side")
+        if short is not None and short[0] > short[1]:
+            raise ValueError(f"--short-side LOW,HIGH needs LOW <= HIGH, got {short_side!r}")
+        return cls(short, parse_size(window, "--window"), parse_size(stride, "--stride"), keep_size)
+
+    def resolve(self, entry: WeightsEntry | None) -> Geometry:
+        """The sliding-window geometry: the reference's defaults, adjusted to what the registry knows of the
+        checkpoint (keep-size model, fine-tuned models' 800-px windows), then to these options."""
+        from model.inference import Geometry
+
+        keep_size = self.keep_size if self.keep_size is not None else bool(entry and entry.keep_size)
+        default = Geometry.keep_size_default() if keep_size else Geometry()
+        patch = (entry.patch_size, entry.patch_size) if entry and entry.patch_size else default.patch
+        return Geometry(
+            short_range=self.short_side or default.short_range,
+            patch=self.window or patch,
+            stride=self.stride,
+            keep_size=keep_size,
+        )
+
+
+def describe_geometry(geometry: Geometry) -> str:
+    """The geometry in words (for `-v`)."""
+    low, high = geometry.short_range
+    short = f"{low}-{high}, keep size" if geometry.keep_size else f"{(low + high) // 2}"
+    (height, width), (down, across) = geometry.patch, geometry.window_stride
+    return f"short side {short}; windows {height}x{width} at stride {down}x{across}"

@@ -1,25 +1,124 @@
+"""The `docsam` app itself: version, help, commands loaded only when used, exit codes of a real process."""
+
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
-from typer.testing import CliRunner
+import pytest
+from cli_helpers import error_lines, help_text, invoke, run_docsam
 
 from docsam_cli import __version__
-from docsam_cli.app import app
+from docsam_cli.app import COMMANDS
+from docsam_cli.errors import ExitCode
+
+HEAVY_MODULES = ("torch", "torchvision", "transformers", "scipy")
+# Installed before the app runs: at exit, report which heavy modules the process imported.
+IMPORT_PROBE = f"""
+import atexit, json, sys
+atexit.register(lambda: print("HEAVY " + json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]),
+                              file=sys.stderr))
+"""
 
 
 def test_version_and_help():
-    runner = CliRunner()
-    result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and result.output.strip() == f"docsam {__version__}"
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
+    code, stdout, _ = invoke("--version")
+    assert code == 0 and stdout.strip() == f"docsam {__version__}"
+    text = help_text()
+    assert "Usage" in text
+    for entry in COMMANDS:
+        assert f"{entry.name} {entry.summary}" in text
 
 
 def test_module_entry_point():
-    completed = subprocess.run(
-        [sys.executable, "-m", "docsam_cli", "--version"], capture_output=True, text=True, check=False
-    )
+    completed = run_docsam("--version")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"docsam {__version__}"
+
+
+@pytest.mark.parametrize("entry", COMMANDS, ids=[entry.name for entry in COMMANDS])
+def test_every_registered_command_loads_with_the_message_options(entry):
+    text = help_text(entry.name)
+    for option in ("--verbose", "--quiet", "--debug", "--help"):
+        assert option in text
+
+
+LIGHT_INVOCATIONS = [["--version"], ["--help"], ["download-weights", "--list"]]
+LIGHT_INVOCATIONS += [[entry.name, "--help"] for entry in COMMANDS]
+
+
+@pytest.mark.parametrize("args", LIGHT_INVOCATIONS, ids=" ".join)
+def test_help_version_and_listing_import_no_heavy_module(args, tmp_path, monkeypatch):
+    """The CLI starts at once: torch, torchvision, transformers and scipy load only when a command needs
+    them (this fails for a command module that imports them at module level)."""
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
+    completed = run_docsam(*args, prelude=IMPORT_PROBE)
+    assert completed.returncode == 0, completed.stderr
+    probe = [line for line in completed.stderr.splitlines() if line.startswith("HEAVY ")]
+    heavy = json.loads(probe[-1].removeprefix("HEAVY "))
+    assert heavy == [], f"`docsam {' '.join(args)}` imported {heavy}: a module-level import in its command"
+
+
+def test_usage_error_in_a_real_process_is_one_line_exit_2():
+    completed = run_docsam("segment", "page.png", "--precision", "fp64", prelude=IMPORT_PROBE)
+    assert completed.returncode == ExitCode.USAGE
+    (line,) = error_lines(completed.stderr)
+    assert "--precision" in line and all(name in line for name in ("fp32", "bf16", "fp16"))
+    assert "HEAVY []" in completed.stderr  # refused while parsing, before anything heavy loads
+
+
+def test_unknown_command_and_option_are_usage_errors():
+    for args in (["segmnt"], ["--bogus"], ["segment", "--bogus", "x.png"]):
+        code, _, stderr = invoke(*args)
+        assert code == ExitCode.USAGE, args
+        assert len(error_lines(stderr)) == 1 and len(stderr.strip().splitlines()) == 1, stderr
+
+
+# A fault injected before the app runs: the segment command's prompt resolution raises, with a message
+# holding markup and a newline. Nothing heavy is loaded by then, so the process is quick.
+FAULT = """
+import docsam_cli.commands.segment as command
+def broken(*args, **kwargs):
+    raise RuntimeError("boom [/red] in\\nthe prompts")
+command.resolve_prompts = broken
+"""
+
+
+def test_internal_error_in_a_real_process_is_one_line_exit_3():
+    completed = run_docsam("segment", "page.png", prelude=FAULT)
+    assert completed.returncode == ExitCode.INTERNAL
+    assert completed.stderr.splitlines() == [
+        "error: internal error: RuntimeError: boom [/red] in\\nthe prompts "
+        "(rerun with --debug for the traceback)"
+    ]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_and_still_exits_3(where):
+    args = ["--debug", "segment", "page.png"] if where == "before" else ["segment", "page.png", "--debug"]
+    completed = run_docsam(*args, prelude=FAULT)
+    assert completed.returncode == ExitCode.INTERNAL
+    assert "Traceback (most recent call last)" in completed.stderr
+    assert ", in broken\n" in completed.stderr
+    assert "\nRuntimeError: boom [/red] in\nthe prompts\n" in completed.stderr
+    assert error_lines(completed.stderr)[-1].startswith("error: internal error: RuntimeError: boom")
+
+
+@pytest.mark.slow
+def test_a_real_run_with_a_failed_page_exits_1_data_on_stdout_messages_on_stderr(
+    tmp_path, tiny_weights, reference_fixtures
+):
+    page = reference_fixtures / "tiny-e2e-page.png"
+    missing = tmp_path / "missing [draft].png"
+    out = tmp_path / "out"
+    args = ["-v", "segment", str(page), str(missing), "-w", str(tiny_weights), "-o", str(out)]
+    args += ["--short-side", "192", "--window", "224,192", "--device", "cpu", "--format", "jsonl"]
+    completed = run_docsam(*args)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    records = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [record["input"] for record in records] == [str(page), str(missing)]
+    assert "error" in records[1] and "error" not in records[0]
+    (line,) = error_lines(completed.stderr)
+    assert line.startswith(f"error: {missing}: ")
+    assert f"info: loading {tiny_weights} (variant from the checkpoint) on cpu, fp32" in completed.stderr
+    assert "info: tiny-e2e-page: " in completed.stderr
+    assert "1 pages segmented, 0 skipped (already done), 1 failed" in completed.stderr

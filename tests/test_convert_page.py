@@ -190,8 +190,10 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tmp_path: Pa
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(layout, "write_split", crash)
-    with pytest.raises(RuntimeError):
-        run_cli("convert-dataset", source, "--from", "page", "--out", out, "--overwrite")
+    crashed = run_cli("convert-dataset", source, "--from", "page", "--out", out, "--overwrite")
+    assert crashed.exit_code == 3 and crashed.error_lines() == [
+        "error: internal error: RuntimeError: disk full (rerun with --debug for the traceback)"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no staging folder left
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     monkeypatch.undo()

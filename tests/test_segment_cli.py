@@ -159,5 +159,5 @@ def test_usage_errors_exit_2(tmp_path, tiny_weights, reference_fixtures):
 def test_missing_zoo_weights_name_the_download_command(tmp_path, monkeypatch, reference_fixtures):
     monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
     code, _, stderr = run_segment("docsam-base", tmp_path, str(reference_fixtures / "tiny-e2e-page.png"))
-    assert code == 1
+    assert code == 2  # nothing was processed
     assert "docsam download-weights docsam-base" in stderr

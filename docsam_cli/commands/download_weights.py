@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.filesize import decimal
 
-from docsam_cli.app import app
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console
+from docsam_cli.errors import ExitCode, UsageError
 from docsam_cli.weights.cache import cache_status, docsam_home
 from docsam_cli.weights.errors import WeightsError
 from docsam_cli.weights.registry import LICENCE_NOTE, REGISTRY, WeightsEntry, entry_names, find_entry
 
 
-@app.command("download-weights")
 def download_weights(
     names: Annotated[
         list[str] | None, typer.Argument(metavar="NAME", help="Registered names (see --list).")
@@ -37,47 +37,44 @@ def download_weights(
     names = names or []
     if list_entries:
         if names or all_entries or from_file is not None:
-            _usage_error("--list takes no names or other options")
+            raise UsageError("--list takes no names or other options")
         _print_listing()
         return
     if from_file is not None and (len(names) != 1 or all_entries):
-        _usage_error("--from FILE takes exactly one NAME")
+        raise UsageError("--from FILE takes exactly one NAME")
     if all_entries and names:
-        _usage_error("--all takes no names")
+        raise UsageError("--all takes no names")
     if not all_entries and not names:
-        _usage_error("name the weights to download, or use --all or --list")
+        raise UsageError("name the weights to download, or use --all or --list")
     entries = list(REGISTRY) if all_entries else [_lookup(name) for name in names]
 
     # Imported here so that `docsam --help` and `--list` do not load torch, gdown and huggingface_hub.
     from docsam_cli.weights.install import ensure_cached, register_file
 
+    console = stderr_console()
+
+    def say(message: str) -> None:
+        if not message_options().quiet:
+            print_plain(console, message)
+
     failed = False
     for entry in entries:
         try:
             if from_file is not None:
-                register_file(entry, from_file, _say)
+                register_file(entry, from_file, say)
             else:
-                ensure_cached(entry, _say)
+                ensure_cached(entry, say)
         except WeightsError as error:
-            typer.echo(f"error: {error}", err=True)
+            print_error(console, str(error))
             failed = True
     if failed:
-        raise typer.Exit(1)
-
-
-def _say(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def _usage_error(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _lookup(name: str) -> WeightsEntry:
     entry = find_entry(name)
     if entry is None:
-        _usage_error(f"{name}: unknown weights name (known: {', '.join(entry_names())})")
+        raise UsageError(f"{name}: unknown weights name (known: {', '.join(entry_names())})")
     return entry
 
 

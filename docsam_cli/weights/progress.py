@@ -18,6 +18,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from docsam_cli.console import message_options
+
 
 class TransferBar:
     """One file's bar. `report` suits gdown (absolute counts); `tqdm_class` suits huggingface_hub."""
@@ -71,5 +73,6 @@ def transfer_progress(description: str) -> Iterator[TransferBar]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    quiet = message_options().quiet
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as progress:
         yield TransferBar(progress, progress.add_task(description, total=None))

@@ -24,16 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_open, atomic_write_text
 from docsam_cli.writers.boxes import clip_box, xyxy_to_xywh
+from docsam_cli.writers.formats import MASK_FORMATS, MaskFormat
 from docsam_cli.writers.polygons import DEFAULT_EPSILON, mask_polygons
 from model.instances import PageInstances
-
-MaskFormat = Literal["rle", "polygon"]
-MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon")
 
 
 @dataclass(frozen=True)

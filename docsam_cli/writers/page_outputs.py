@@ -21,7 +21,6 @@ from docsam_cli.writers.overlay import write_overlay
 from docsam_cli.writers.page_xml import write_page_xml
 from model.instances import PageInstances
 
-FORMATS = ("coco", "page", "overlay", "jsonl")
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
 
 

@@ -1,0 +1,107 @@
+"""Options that several commands declare alike: the model to run and the page geometry (`segment`, and
+`evaluate --weights`), as `Annotated` aliases, and `checked`, to turn a parser into an option parser.
+
+    def evaluate(..., device: Device = ModelSpec.device, precision: PrecisionChoice = ModelSpec.precision)
+
+Everything here is cheap to import: parsing options never loads torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from docsam_cli.precision import Precision
+from docsam_cli.runtime import DEVICE_HELP, check_device_name
+from docsam_cli.weights.registry import Variant
+
+T = TypeVar("T")
+MODEL, GEOMETRY = "Model", "Geometry"  # help panels
+
+
+def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """`parse` as a Typer option parser: its ValueError becomes a usage error naming the option."""
+
+    def parser(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+    return parser
+
+
+VariantChoice = Annotated[
+    Variant | None,
+    typer.Option(
+        "--variant", help="Architecture (default: the weights').", show_default=False, rich_help_panel=MODEL
+    ),
+]
+ModelConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-config",
+        exists=True,
+        dir_okay=False,
+        help="Architecture JSON, for variants other than base and large.",
+        rich_help_panel=MODEL,
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=checked(check_device_name),
+        metavar="DEVICE",
+        help=f"{DEVICE_HELP}.",
+        rich_help_panel=MODEL,
+    ),
+]
+PrecisionChoice = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="fp32 (the reference's arithmetic), bf16 or fp16 (CUDA) autocast.",
+        rich_help_panel=MODEL,
+    ),
+]
+ShortSide = Annotated[
+    str | None,
+    typer.Option(
+        "--short-side",
+        metavar="N|LOW,HIGH",
+        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: 704,896, i.e. 800; the keep-size "
+        "model: its range 640,1280).",
+        rich_help_panel=GEOMETRY,
+    ),
+]
+Window = Annotated[
+    str | None,
+    typer.Option(
+        "--window",
+        metavar="N|H,W",
+        help="Window size (default: 640, or the model's).",
+        rich_help_panel=GEOMETRY,
+    ),
+]
+Stride = Annotated[
+    str | None,
+    typer.Option(
+        "--stride",
+        metavar="N|H,W",
+        help="Window stride (default: half the window).",
+        rich_help_panel=GEOMETRY,
+    ),
+]
+KeepSize = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-size/--no-keep-size",
+        help="Keep the page size when its short side is in range (default: on for the keep-size model).",
+        show_default=False,
+        rich_help_panel=GEOMETRY,
+    ),
+]

@@ -1,0 +1,240 @@
+"""`docsam segment`'s conventions without the network (a stand-in model): choices, -o, -v/-q, one-line
+errors for any file name, exit codes, the output folder checked first, the pixel guard on by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from cli_helpers import error_lines, help_text, invoke, run_docsam, write_page
+from instances_factory import make_instances, rect_mask
+
+import docsam_cli.batch as batch
+from docsam_cli.errors import ExitCode
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
+
+CLASSES = ["--classes", "text,figure", "--domain", "Test"]
+
+
+@pytest.fixture
+def stand_in_model(monkeypatch: pytest.MonkeyPatch) -> list[batch.SegmentRequest]:
+    """The network replaced: nothing is loaded, every page gets one rectangle of the first class. Returns
+    the requests the runs were given."""
+    requests: list[batch.SegmentRequest] = []
+    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
+
+    def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
+        requests.append(request)
+
+        def segment(images):
+            return [
+                make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
+                for image in images
+            ]
+
+        return segment
+
+    monkeypatch.setattr(batch, "load_for_inference", lambda spec: SimpleNamespace(weights=weights))
+    monkeypatch.setattr(batch, "model_segmenter", segmenter)
+    return requests
+
+
+def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
+    """(exit code, JSON lines, stderr) of `docsam segment -o OUT ARGS`."""
+    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
+    return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+
+
+# --- choices ---------------------------------------------------------------------------------------
+
+
+def test_help_groups_the_options_and_shows_the_choices():
+    text = help_text("segment")
+    for panel in ("Input", "Model", "Classes", "Geometry", "Output", "Batch", "Messages"):
+        assert f"─ {panel} ─" in text
+    for choices in ("fp32|bf16|fp16", "rle|polygon", "publaynet|doclaynet", "base|large"):
+        assert choices in text
+    assert "any of coco, page, overlay, jsonl" in text
+    assert f"0: no limit). [default: {DEFAULT_MAX_IMAGE_PIXELS}]" in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "valid"),
+    [
+        ("--precision", "fp64", ["fp32", "bf16", "fp16"]),
+        ("--mask-format", "png", ["rle", "polygon"]),
+        ("--preset", "bogus", ["publaynet", "doclaynet"]),
+        ("--variant", "huge", ["base", "large"]),
+        ("--format", "coco,pdf", ["coco", "page", "overlay", "jsonl"]),
+        ("--device", "gpu", ["auto", "cpu", "cuda", "cuda:N"]),
+        ("--device", "cuda:x", ["auto", "cpu", "cuda", "cuda:N"]),
+    ],
+)
+def test_bad_choices_are_refused_with_the_valid_values(tmp_path, option, value, valid):
+    code, _, stderr = invoke("segment", "page.png", "-o", str(tmp_path / "out"), option, value)
+    assert code == ExitCode.USAGE
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: ") and option in line and repr(value.split(",")[-1]) in line
+    assert all(name in line for name in valid)
+    assert not (tmp_path / "out").exists()  # refused while parsing: nothing created
+
+
+def test_choices_are_case_insensitive_where_names_are(tmp_path, stand_in_model):
+    write_page(tmp_path / "page.png")
+    code, _, stderr = invoke(
+        "segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"), "--preset", "DocLayNet",
+        "--format", "JSONL,Coco",
+    )  # fmt: skip
+    assert code == 0, stderr
+    (request,) = stand_in_model
+    assert request.formats == {"jsonl", "coco"} and "Section-header" in request.class_names
+
+
+def test_each_option_string_is_parsed_once_into_the_request(tmp_path, stand_in_model):
+    write_page(tmp_path / "page.png")
+    args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]
+    code, _, stderr = segment(tmp_path / "out", str(tmp_path / "page.png"), *args, "--fail-fast")
+    assert code == 0, stderr
+    (request,) = stand_in_model
+    assert (request.geometry.short_side, request.geometry.window, request.geometry.stride) == (
+        (700, 900),
+        (512, 512),
+        (256, 200),
+    )
+    assert request.pages is not None and request.pages.select(4) == [2, 3, 4]
+    assert request.max_failures == 0 and request.class_names == ("text", "figure")
+
+
+# --- messages --------------------------------------------------------------------------------------
+
+
+def test_quiet_silences_the_summary_but_never_errors_nor_data(tmp_path, stand_in_model):
+    page = write_page(tmp_path / "page.png")
+    missing = tmp_path / "missing.png"
+    code, records, stderr = segment(tmp_path / "loud", str(page), str(missing))
+    assert code == ExitCode.FAILED and len(records) == 2
+    assert "1 pages segmented" in stderr and len(error_lines(stderr)) == 1
+    for args in (["-q", "segment"], ["segment", "--quiet"]):
+        code, stdout, stderr = invoke(
+            *args, str(page), str(missing), "-o", str(tmp_path / "-".join(args)), *CLASSES
+        )
+        assert code == ExitCode.FAILED and len(stdout.splitlines()) == 2
+        assert stderr.splitlines() == error_lines(stderr) and str(missing) in stderr
+
+
+def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, stand_in_model):
+    page = write_page(tmp_path / "page.png")
+    code, _, stderr = segment(tmp_path / "quiet-by-default", str(page))
+    assert code == 0 and "info:" not in stderr
+    code, _, stderr = invoke("-v", "segment", str(page), "-o", str(tmp_path / "v"), *CLASSES)
+    assert code == 0
+    assert "info: geometry: short side 800; windows 640x640 at stride 320x320" in stderr
+    assert "info: page: 1 instances; model" in stderr and "debug:" not in stderr
+    code, _, stderr = invoke("-v", "segment", str(page), "-o", str(tmp_path / "v"), *CLASSES, "-v")
+    assert code == 0 and "debug: page: done by an earlier run, skipped" in stderr
+
+
+@pytest.mark.parametrize("name", ["invoice [draft].png", "a[/red]b.png", "new\nline.png", "[bold]x[/].pdf"])
+def test_any_file_name_is_shown_exactly_on_one_line(tmp_path, stand_in_model, name):
+    bad = tmp_path / name  # `/` in a name makes a folder: the path holds `[/red]` all the same
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_text("not an image")
+    good = write_page(tmp_path / "good.png")
+    code, records, stderr = segment(tmp_path / "out", str(bad), str(good))
+    assert code == ExitCode.FAILED
+    (line,) = error_lines(stderr)
+    shown = str(bad).replace("\n", "\\n")
+    assert line.startswith(f"error: {shown}: ")
+    assert f"  failed: {shown}: " in stderr
+    assert [record.get("error") is None for record in records] == [False, True]
+
+
+# --- exit codes and failing cleanly ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(RuntimeError("boom [/red]\nagain"), ExitCode.INTERNAL), (KeyboardInterrupt(), ExitCode.INTERRUPTED)],
+)
+def test_unexpected_errors_are_one_line(tmp_path, monkeypatch, error, code):
+    def broken(request, reporter):
+        raise error
+
+    monkeypatch.setattr(batch, "run_segment", broken)
+    exit_code, _, stderr = invoke("segment", "page.png", "-o", str(tmp_path))
+    assert exit_code == code
+    if code == ExitCode.INTERNAL:
+        assert stderr.splitlines() == [
+            "error: internal error: RuntimeError: boom [/red]\\nagain (rerun with --debug for the traceback)"
+        ]
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file"])
+def test_an_unusable_output_folder_stops_before_the_model_loads(tmp_path, monkeypatch, case):
+    def no_model(spec):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(batch, "load_for_inference", no_model)
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    out = blocker if case == "a file" else blocker / "out"
+    code, stdout, stderr = invoke("segment", str(write_page(tmp_path / "page.png")), "-o", str(out))
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = stderr.splitlines()
+    assert line.startswith(f"error: --out {out}: ")
+    assert ("not a folder" if case == "a file" else "cannot create the folder: Not a directory") in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["read-only", "cannot be created"])
+def test_a_read_only_output_folder_is_refused_in_a_real_process(tmp_path, case):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    out = locked if case == "read-only" else locked / "out"
+    completed = run_docsam(
+        "segment", "page.png", "-o", str(out), "-w", "/no/such/weights.pth", obey_permissions=True
+    )
+    locked.chmod(0o755)
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    (line,) = completed.stderr.splitlines()  # the folder, not the missing weights: it was checked first
+    expected = "cannot write in the folder" if case == "read-only" else "cannot create the folder"
+    assert line == f"error: --out {out}: {expected}: Permission denied"
+
+
+def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_path, stand_in_model):
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+    (out / "coco.json").mkdir(parents=True)  # coco.json cannot be written
+    code, records, stderr = segment(out, str(page), "--format", "coco,jsonl")
+    assert code == ExitCode.FAILED and "error" not in records[0]
+    (line,) = error_lines(stderr)
+    assert line.startswith(f"error: {out / 'coco.json'}: cannot write the run's files: ")
+    assert "Traceback" not in stderr
+    (out / "coco.json").rmdir()
+    code, records, stderr = segment(out, str(page), "--format", "coco,jsonl")
+    assert code == ExitCode.OK and records[0]["skipped"] is True
+    assert len(json.loads((out / "coco.json").read_text())["images"]) == 1
+
+
+def test_the_pixel_guard_is_on_by_default_and_0_turns_it_off(tmp_path, stand_in_model):
+    page = write_page(tmp_path / "page.png", height=60, width=50)
+    code, _, _ = segment(tmp_path / "default", str(page))
+    assert code == 0 and stand_in_model[-1].max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+    code, _, stderr = segment(tmp_path / "small", str(page), "--max-image-pixels", "2000")
+    assert code == ExitCode.FAILED
+    (line,) = error_lines(stderr)
+    assert str(page) in line and "2000" in line
+    code, _, stderr = segment(tmp_path / "off", str(page), "--max-image-pixels", "0")
+    assert code == 0 and stand_in_model[-1].max_image_pixels is None, stderr
+
+
+def test_paths_on_stdin_are_passed_through(tmp_path, stand_in_model):
+    pages = [write_page(tmp_path / f"p{index}.png") for index in range(2)]
+    code, stdout, stderr = invoke(
+        "segment", "-", "-o", str(tmp_path / "out"), *CLASSES, stdin="".join(f"{page}\n" for page in pages)
+    )
+    assert code == 0, stderr
+    assert [json.loads(line)["input"] for line in stdout.splitlines()] == [str(page) for page in pages]

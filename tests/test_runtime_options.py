@@ -1,0 +1,60 @@
+"""Option values shared by the model-running commands: sizes, geometry, devices, output formats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from docsam_cli.errors import UsageError
+from docsam_cli.runtime import GeometryOptions, check_device_name, parse_size, pick_device
+from docsam_cli.weights import find_entry
+from docsam_cli.writers.formats import FORMATS, parse_formats
+from model.inference import Geometry
+
+
+def test_sizes_are_one_number_or_two():
+    assert parse_size("640", "--window") == (640, 640)
+    assert parse_size(" 640 , 800 ", "--window") == (640, 800)
+    assert parse_size(None, "--window") is None
+    for bad in ("0", "-1", "a", "1,2,3", "", "640,", "6.5"):
+        with pytest.raises(ValueError, match=r"^--window takes N or A,B"):
+            parse_size(bad, "--window")
+
+
+def test_geometry_options_fill_in_the_reference_and_the_registry_defaults():
+    assert GeometryOptions.parse().resolve(None) == Geometry()
+    keep_size = find_entry("docsam-large-keepsize")
+    assert keep_size is not None and keep_size.keep_size
+    assert GeometryOptions.parse().resolve(keep_size) == Geometry.keep_size_default()
+    assert GeometryOptions.parse(keep_size=False).resolve(keep_size) == Geometry()
+    given = GeometryOptions.parse("700,900", "512,480", "256", None).resolve(keep_size)
+    assert given == Geometry(short_range=(700, 900), patch=(512, 480), stride=(256, 256), keep_size=True)
+
+
+def test_a_short_side_range_must_not_be_reversed():
+    assert GeometryOptions.parse("800").short_side == (800, 800)
+    with pytest.raises(ValueError, match="LOW <= HIGH"):
+        GeometryOptions.parse("900,700")
+
+
+def test_device_names():
+    for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert check_device_name(name) == name
+    for name in ("gpu", "CPU", "cuda:", "cuda:x", "mps", "cuda:0,1", ""):
+        with pytest.raises(ValueError, match=r"auto .*cpu, cuda or cuda:N"):
+            check_device_name(name)
+    assert pick_device("cpu") == torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    expected = "CUDA is not available" if count == 0 else f"this machine has {count} CUDA devices"
+    with pytest.raises(UsageError, match=f"^--device cuda:{count}: {expected}"):
+        pick_device(f"cuda:{count}")
+
+
+def test_output_formats_are_a_comma_list_of_known_names():
+    assert parse_formats("coco") == {"coco"}
+    assert parse_formats(" PAGE, jsonl ,") == {"page", "jsonl"}
+    assert parse_formats(",".join(FORMATS)) == set(FORMATS)
+    with pytest.raises(ValueError, match=r"^'pdf' is not an output format; choose any of coco, page"):
+        parse_formats("coco,pdf")
+    with pytest.raises(ValueError, match="no output format given"):
+        parse_formats(" , ")
