@@ -285,5 +285,11 @@ def _root(
     """
 
 
+def load_command(name: str) -> Command:
+    """The click command `docsam NAME` runs, its module imported (for tests and documentation tools)."""
+    group = typer.main.get_command(app)
+    return _load(_ENTRIES[name], group.rich_markup_mode)
+
+
 def main() -> None:
     app()

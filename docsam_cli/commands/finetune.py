@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from docsam_cli.app import app
 from docsam_cli.training.command_line import execute, fail, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, Variant, cli
 
@@ -43,7 +42,6 @@ class StartingCheckpoint:
     )
 
 
-@app.command("finetune")
 @training_command(StartingCheckpoint, FINETUNE_OPTIONS)
 def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
     """Fine-tune a DocSAM checkpoint on your own pages (e.g. converted PAGE XML) and class names."""

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from docsam_cli.app import app
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, Variant, cli
 
@@ -55,7 +54,6 @@ class StartingPoint:
     )
 
 
-@app.command("train")
 @training_command(StartingPoint)
 def train(plan: RunPlan, start: StartingPoint) -> None:
     """Train DocSAM as the reference does: Mask2Former COCO backbone + MiniLM, all datasets mixed."""
