@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.config import DocSAMConfig, variant_config
+from model.config import VARIANTS, DocSAMConfig, variant_config
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM as DocSAMModel
@@ -148,15 +148,15 @@ CONFIG_METADATA_KEY = "docsam_config"
 
 
 def detect_variant(state: Mapping[str, torch.Tensor]) -> str:
-    """'base' or 'large' from the Swin patch embedding width (128 / 192), as the reference's zoo implies."""
-    mapped = to_model_keys(state)
-    weight = mapped.get("backbone.embeddings.patch_embeddings.projection.weight")
+    """The variant (`VARIANTS`) whose Swin width the checkpoint's patch embedding has."""
+    weight = to_model_keys(state).get("backbone.embeddings.patch_embeddings.projection.weight")
     if weight is None:
         raise CheckpointError("checkpoint has no Swin patch embedding; pass a variant or a model config")
-    widths = {variant_config(name).backbone.embed_dim: name for name in ("base", "large")}
+    widths = {config.backbone.embed_dim: name for name, config in VARIANTS.items()}
     if weight.shape[0] not in widths:
+        known = ", ".join(f"{name} {width}" for width, name in widths.items())
         raise CheckpointError(
-            f"Swin width {weight.shape[0]} is neither base (128) nor large (192); pass --model-config"
+            f"Swin width {weight.shape[0]} is none of the variants' ({known}); pass --model-config"
         )
     return widths[weight.shape[0]]
 

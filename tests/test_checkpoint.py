@@ -10,8 +10,12 @@ import torch
 
 from model import CheckpointError, DocSAM, load_model, save_model, variant_config
 from model.checkpoint import detect_variant, load_weights, read_state_dict, to_model_keys, to_reference_keys
+from model.config import VARIANTS
 
 REFERENCE_COUNTS = {"base": 208_558_536, "large": 317_370_884}
+SWIN_PATCH_EMBEDDING = (
+    "mask2former.model.pixel_level_module.encoder.embeddings.patch_embeddings.projection.weight"
+)
 
 
 @pytest.mark.parametrize("variant", ["base", "large"])
@@ -35,6 +39,16 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     reference_named = {entry["key"]: torch.empty(entry["shape"], device="meta") for entry in listing}
     load_weights(model, reference_named)
     assert detect_variant(reference_named) == variant
+
+
+def test_variant_detection_reads_the_variants_table():
+    for name, config in VARIANTS.items():
+        width = config.backbone.embed_dim
+        assert detect_variant({SWIN_PATCH_EMBEDDING: torch.empty(width, 3, 4, 4, device="meta")}) == name
+    with pytest.raises(
+        CheckpointError, match=r"Swin width 96 is none of the variants' \(base 128, large 192\)"
+    ):
+        detect_variant({SWIN_PATCH_EMBEDDING: torch.empty(96, 3, 4, 4, device="meta")})
 
 
 def test_reference_named_state_round_trips(tiny_model, tiny_config):
