@@ -18,6 +18,13 @@ SWIN_PATCH_EMBEDDING = (
 )
 
 
+def assert_same_weights(actual: torch.nn.Module, expected: torch.nn.Module) -> None:
+    actual_state, expected_state = actual.state_dict(), expected.state_dict()
+    assert actual_state.keys() == expected_state.keys()
+    for key, value in expected_state.items():
+        assert torch.equal(actual_state[key], value), key
+
+
 @pytest.mark.parametrize("variant", ["base", "large"])
 def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     listing = json.loads((reference_fixtures / f"keys-{variant}.json").read_text())["state_dict"]
@@ -55,8 +62,7 @@ def test_reference_named_state_round_trips(tiny_model, tiny_config):
     reference = to_reference_keys(tiny_model.state_dict())
     assert all(key.startswith("mask2former.model.") for key in reference)
     rebuilt = load_model({"module." + key: value for key, value in reference.items()}, config=tiny_config)
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(rebuilt.state_dict()[key], value), key
+    assert_same_weights(rebuilt, tiny_model)
 
 
 def test_strict_loading_lists_what_is_wrong(tiny_reference_state, tiny_config):
@@ -114,5 +120,4 @@ def test_saved_model_carries_its_config(tmp_path, tiny_model):
     save_model(tiny_model, path)
     loaded = load_model(path)  # no variant, no config: read from the file's metadata
     assert loaded.config == tiny_model.config
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
+    assert_same_weights(loaded, tiny_model)
