@@ -32,11 +32,18 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     with torch.device("meta"):
         model = DocSAM(variant_config(variant))
     ours = model.state_dict()
-    mapped = {}
+    mapped, dropped = {}, []
     for entry in listing:
-        (name,) = to_model_keys({entry["key"]: torch.empty(0)})
+        names = list(to_model_keys({entry["key"]: torch.empty(0)}))
+        if not names:
+            dropped.append(entry["key"])
+            continue
+        (name,) = names
         assert name not in mapped, f"two reference keys map to {name}"
         mapped[name] = entry
+    # Only the Swin relative-position indices (one per block) are not loaded: transformers computes them.
+    assert len(dropped) == sum(variant_config(variant).backbone.depths) == 24
+    assert all(key.endswith(".attention.self.relative_position_index") for key in dropped)
     assert set(mapped) == set(ours)
     for name, entry in mapped.items():
         assert list(ours[name].shape) == entry["shape"], name
@@ -46,6 +53,34 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     reference_named = {entry["key"]: torch.empty(entry["shape"], device="meta") for entry in listing}
     load_weights(model, reference_named)
     assert detect_variant(reference_named) == variant
+
+
+def test_dropped_swin_indices_equal_the_computed_ones(tiny_reference_state, tiny_model):
+    stored = [value for key, value in tiny_reference_state.items() if key.endswith("relative_position_index")]
+    computed = [value for key, value in tiny_model.named_buffers() if key.endswith("relative_position_index")]
+    assert len(stored) == len(computed) == sum(tiny_model.config.backbone.depths)
+    for index, (reference, ours) in enumerate(zip(stored, computed, strict=True)):
+        torch.testing.assert_close(ours, reference.flatten(), rtol=0, atol=0, msg=f"block {index}")
+
+
+def test_files_with_the_earlier_backbone_names_load(tiny_reference_state, tiny_model, tiny_config):
+    """docsam files written before the switch to transformers' Swin named the backbone as transformers 4.x
+    does (the official names under `backbone.`, relative-position indices included)."""
+    encoder = "mask2former.model.pixel_level_module.encoder."
+    earlier = {
+        key: value for key, value in tiny_model.state_dict().items() if not key.startswith("backbone.")
+    }
+    earlier.update(
+        {
+            "backbone." + key.removeprefix(encoder): value
+            for key, value in tiny_reference_state.items()
+            if key.startswith(encoder)
+        }
+    )
+    assert "backbone.encoder.layers.0.blocks.1.attention.self.query.weight" in earlier
+    assert "backbone.encoder.layers.0.blocks.1.attention.self.relative_position_index" in earlier
+    loaded = load_model(earlier, config=tiny_config)
+    assert_same_weights(loaded, tiny_model)
 
 
 def test_variant_detection_reads_the_variants_table():
