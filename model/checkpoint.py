@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.config import DocSAMConfig, variant_config
+from model.config import VARIANTS, DocSAMConfig, variant_config
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM as DocSAMModel
@@ -81,18 +81,63 @@ REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
     ("mask2former.model.transformer_module.", ""),
 )
 
-# Entries that some checkpoints carry and that have no effect: BERT's position ids (persistent in old
-# transformers releases; always arange) — dropped on load.
-_IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
+# Entries that some checkpoints carry and that have no effect, dropped on load: BERT's position ids (always
+# arange) and Swin's relative-position indices (fixed by the window size), which old transformers releases
+# stored and current ones compute.
+_IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$|\.attention\.self\.relative_position_index$")
 # torchvision < 0.13 named the FPN convs without the Sequential index.
 _OLD_FPN = re.compile(r"^(unused_fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+
+# The backbone holds transformers' `SwinBackbone` as `backbone.swin`. Official checkpoints, and this package's
+# files from before that, name its entries as transformers 4.x did, directly under `backbone.`: transformers
+# 5.9 moved `embeddings` and `encoder` into a Swin model (`swin.`) and renamed seven block parameters. These
+# nine renames are the ones transformers applies itself to 4.x Swin checkpoints (4.x → current, in this
+# order: `attention.output.dense` before `output.dense`).
+_SWIN = "backbone.swin."
+_SWIN_MOVED = ("embeddings.", "encoder.")
+_SWIN_RENAMES: tuple[tuple[str, str], ...] = (
+    (".attention.self.query.", ".attention.q_proj."),
+    (".attention.self.key.", ".attention.k_proj."),
+    (".attention.self.value.", ".attention.v_proj."),
+    (
+        ".attention.self.relative_position_bias_table",
+        ".attention.relative_position_bias.relative_position_bias_table",
+    ),
+    (".attention.output.dense.", ".attention.o_proj."),
+    (".intermediate.dense.", ".mlp.fc1."),
+    (".output.dense.", ".mlp.fc2."),
+)
+_SWIN_PATCH_EMBEDDING = _SWIN + "swin.embeddings.patch_embeddings.projection.weight"
+
+
+def _current_swin_name(name: str) -> str:
+    """A Swin entry under its 4.x name (`backbone.encoder....`) renamed; every other name unchanged."""
+    if not name.startswith("backbone.") or name.startswith(_SWIN):
+        return name
+    part = name.removeprefix("backbone.")
+    if part.startswith(_SWIN_MOVED):
+        part = "swin." + part
+    for old, new in _SWIN_RENAMES:
+        part = part.replace(old, new)
+    return _SWIN + part
+
+
+def _legacy_swin_name(name: str) -> str:
+    """Inverse of `_current_swin_name`."""
+    if not name.startswith(_SWIN):
+        return name
+    part = name.removeprefix(_SWIN)
+    for old, new in reversed(_SWIN_RENAMES):
+        part = part.replace(new, old)
+    return "backbone." + part.removeprefix("swin.")
 
 
 def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a state dict to this package's module names.
 
     Accepts the official checkpoints (`mask2former.model.*`, optionally behind DDP's `module.`) and
-    checkpoints written by this package (already in its own names).
+    checkpoints written by this package: in its current names, or with the backbone in the transformers 4.x
+    names that earlier versions wrote.
     """
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -104,7 +149,7 @@ def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if _IGNORED.search(name):
             continue
         name = _OLD_FPN.sub(r"\1.0.\2", name)
-        renamed[name] = value
+        renamed[_current_swin_name(name)] = value
     return renamed
 
 
@@ -112,9 +157,10 @@ def to_reference_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """Inverse of `to_model_keys`: the names the reference implementation (and its loader) expects."""
     renamed = {}
     for key, value in state.items():
+        name = _legacy_swin_name(key)
         for reference, ours in REFERENCE_PREFIXES:
-            if key.startswith(ours):
-                renamed[reference + key[len(ours) :]] = value
+            if name.startswith(ours):
+                renamed[reference + name[len(ours) :]] = value
                 break
     return renamed
 
@@ -148,15 +194,15 @@ CONFIG_METADATA_KEY = "docsam_config"
 
 
 def detect_variant(state: Mapping[str, torch.Tensor]) -> str:
-    """'base' or 'large' from the Swin patch embedding width (128 / 192), as the reference's zoo implies."""
-    mapped = to_model_keys(state)
-    weight = mapped.get("backbone.embeddings.patch_embeddings.projection.weight")
+    """The variant (`VARIANTS`) whose Swin width the checkpoint's patch embedding has."""
+    weight = to_model_keys(state).get(_SWIN_PATCH_EMBEDDING)
     if weight is None:
         raise CheckpointError("checkpoint has no Swin patch embedding; pass a variant or a model config")
-    widths = {variant_config(name).backbone.embed_dim: name for name in ("base", "large")}
+    widths = {config.backbone.embed_dim: name for name, config in VARIANTS.items()}
     if weight.shape[0] not in widths:
+        known = ", ".join(f"{name} {width}" for width, name in widths.items())
         raise CheckpointError(
-            f"Swin width {weight.shape[0]} is neither base (128) nor large (192); pass --model-config"
+            f"Swin width {weight.shape[0]} is none of the variants' ({known}); pass --model-config"
         )
     return widths[weight.shape[0]]
 
@@ -197,6 +243,11 @@ def load_model(
 
 
 def save_model(model: DocSAMModel, path: str | os.PathLike[str]) -> None:
-    """Write the model's weights (this package's names) and its config to one safetensors file."""
+    """Write the model's weights and its config to one safetensors file.
+
+    The names are the model's own `state_dict` names, the backbone's those of transformers' `SwinBackbone`
+    (`backbone.swin.…`, without the relative-position indices it computes); `to_reference_keys` gives the
+    official ones.
+    """
     metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
     write_safetensors(model.state_dict(), path, metadata)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 
@@ -198,9 +200,14 @@ def _hard_coded_from_reference(section: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-BASE = DocSAMConfig()
-LARGE = replace(BASE, backbone=replace(BASE.backbone, embed_dim=192, num_heads=(6, 12, 24, 48)))
-VARIANTS: dict[str, DocSAMConfig] = {"base": BASE, "large": LARGE}
+# The one table of named variants (DocSAM-Base and -Large, the model zoo's Swin-B / Swin-L checkpoints):
+# checkpoint variant detection and the weights installer take the names and Swin widths from here.
+VARIANTS: Mapping[str, DocSAMConfig] = MappingProxyType(
+    {
+        "base": DocSAMConfig(),
+        "large": DocSAMConfig(backbone=SwinConfig(embed_dim=192, num_heads=(6, 12, 24, 48))),
+    }
+)
 
 
 def variant_config(name: str) -> DocSAMConfig:

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from model.backbone import SwinSelfAttention
 from model.checkpoint import CheckpointError, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
@@ -69,7 +68,7 @@ def initialise(model: DocSAM, std: float = 0.02) -> None:
             if module.weight is not None:
                 nn.init.ones_(module.weight)
             _zero(module.bias)
-        elif isinstance(module, SwinSelfAttention):
+        elif hasattr(module, "relative_position_bias_table"):  # Swin's relative-position bias
             nn.init.zeros_(module.relative_position_bias_table)
         else:
             continue
@@ -112,9 +111,7 @@ def load_mask2former(model: DocSAM, state: Mapping[str, torch.Tensor], source: s
     expected = {
         key: value for key, value in model.state_dict().items() if key.startswith(MASK2FORMER_PREFIXES)
     }
-    # Old transformers releases stored Swin's relative_position_index buffers, newer ones may not: they are
-    # recomputed at construction, so their absence is harmless.
-    missing = [key for key in expected if key not in entries and not key.endswith("relative_position_index")]
+    missing = [key for key in expected if key not in entries]
     mismatched = [
         f"{key} {tuple(entries[key].shape)} != {tuple(value.shape)}"
         for key, value in expected.items()

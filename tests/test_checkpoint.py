@@ -10,8 +10,19 @@ import torch
 
 from model import CheckpointError, DocSAM, load_model, save_model, variant_config
 from model.checkpoint import detect_variant, load_weights, read_state_dict, to_model_keys, to_reference_keys
+from model.config import VARIANTS
 
 REFERENCE_COUNTS = {"base": 208_558_536, "large": 317_370_884}
+SWIN_PATCH_EMBEDDING = (
+    "mask2former.model.pixel_level_module.encoder.embeddings.patch_embeddings.projection.weight"
+)
+
+
+def assert_same_weights(actual: torch.nn.Module, expected: torch.nn.Module) -> None:
+    actual_state, expected_state = actual.state_dict(), expected.state_dict()
+    assert actual_state.keys() == expected_state.keys()
+    for key, value in expected_state.items():
+        assert torch.equal(actual_state[key], value), key
 
 
 @pytest.mark.parametrize("variant", ["base", "large"])
@@ -21,11 +32,18 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     with torch.device("meta"):
         model = DocSAM(variant_config(variant))
     ours = model.state_dict()
-    mapped = {}
+    mapped, dropped = {}, []
     for entry in listing:
-        (name,) = to_model_keys({entry["key"]: torch.empty(0)})
+        names = list(to_model_keys({entry["key"]: torch.empty(0)}))
+        if not names:
+            dropped.append(entry["key"])
+            continue
+        (name,) = names
         assert name not in mapped, f"two reference keys map to {name}"
         mapped[name] = entry
+    # Only the Swin relative-position indices (one per block) are not loaded: transformers computes them.
+    assert len(dropped) == sum(variant_config(variant).backbone.depths) == 24
+    assert all(key.endswith(".attention.self.relative_position_index") for key in dropped)
     assert set(mapped) == set(ours)
     for name, entry in mapped.items():
         assert list(ours[name].shape) == entry["shape"], name
@@ -37,12 +55,49 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     assert detect_variant(reference_named) == variant
 
 
+def test_dropped_swin_indices_equal_the_computed_ones(tiny_reference_state, tiny_model):
+    stored = [value for key, value in tiny_reference_state.items() if key.endswith("relative_position_index")]
+    computed = [value for key, value in tiny_model.named_buffers() if key.endswith("relative_position_index")]
+    assert len(stored) == len(computed) == sum(tiny_model.config.backbone.depths)
+    for index, (reference, ours) in enumerate(zip(stored, computed, strict=True)):
+        torch.testing.assert_close(ours, reference.flatten(), rtol=0, atol=0, msg=f"block {index}")
+
+
+def test_files_with_the_earlier_backbone_names_load(tiny_reference_state, tiny_model, tiny_config):
+    """docsam files written before the switch to transformers' Swin named the backbone as transformers 4.x
+    does (the official names under `backbone.`, relative-position indices included)."""
+    encoder = "mask2former.model.pixel_level_module.encoder."
+    earlier = {
+        key: value for key, value in tiny_model.state_dict().items() if not key.startswith("backbone.")
+    }
+    earlier.update(
+        {
+            "backbone." + key.removeprefix(encoder): value
+            for key, value in tiny_reference_state.items()
+            if key.startswith(encoder)
+        }
+    )
+    assert "backbone.encoder.layers.0.blocks.1.attention.self.query.weight" in earlier
+    assert "backbone.encoder.layers.0.blocks.1.attention.self.relative_position_index" in earlier
+    loaded = load_model(earlier, config=tiny_config)
+    assert_same_weights(loaded, tiny_model)
+
+
+def test_variant_detection_reads_the_variants_table():
+    for name, config in VARIANTS.items():
+        width = config.backbone.embed_dim
+        assert detect_variant({SWIN_PATCH_EMBEDDING: torch.empty(width, 3, 4, 4, device="meta")}) == name
+    with pytest.raises(
+        CheckpointError, match=r"Swin width 96 is none of the variants' \(base 128, large 192\)"
+    ):
+        detect_variant({SWIN_PATCH_EMBEDDING: torch.empty(96, 3, 4, 4, device="meta")})
+
+
 def test_reference_named_state_round_trips(tiny_model, tiny_config):
     reference = to_reference_keys(tiny_model.state_dict())
     assert all(key.startswith("mask2former.model.") for key in reference)
     rebuilt = load_model({"module." + key: value for key, value in reference.items()}, config=tiny_config)
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(rebuilt.state_dict()[key], value), key
+    assert_same_weights(rebuilt, tiny_model)
 
 
 def test_strict_loading_lists_what_is_wrong(tiny_reference_state, tiny_config):
@@ -100,5 +155,4 @@ def test_saved_model_carries_its_config(tmp_path, tiny_model):
     save_model(tiny_model, path)
     loaded = load_model(path)  # no variant, no config: read from the file's metadata
     assert loaded.config == tiny_model.config
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
+    assert_same_weights(loaded, tiny_model)

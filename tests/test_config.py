@@ -5,6 +5,7 @@ import json
 import pytest
 
 from model import DocSAMConfig, variant_config
+from model.config import VARIANTS
 
 
 def test_reference_fixture_config_is_read_completely(reference_fixtures):
@@ -46,3 +47,17 @@ def test_shipped_config_files_equal_the_builtin_variants():
     folder = Path(__file__).resolve().parents[1] / "model" / "configs"
     for name in ("base", "large"):
         assert DocSAMConfig.from_json(folder / f"{name}.json") == variant_config(name)
+
+
+def test_variants_table_is_the_one_the_weights_registry_uses():
+    """The registry (imported at CLI start, so without `model`) names its variants by literal: they must be
+    the table's."""
+    from typing import get_args
+
+    from docsam_cli.weights.registry import REGISTRY, Variant
+
+    assert set(get_args(Variant)) == set(VARIANTS)
+    assert {entry.variant for entry in REGISTRY if entry.variant is not None} == set(VARIANTS)
+    assert [config.backbone.embed_dim for config in VARIANTS.values()] == [128, 192]  # Swin-B, Swin-L
+    with pytest.raises(TypeError):
+        VARIANTS["huge"] = variant_config("large")  # read-only: derived tables cannot drift at run time

@@ -37,11 +37,11 @@ from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
 from docsam_cli.weights.progress import transfer_progress
 from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
 from model.checkpoint import CheckpointError, read_state_dict, write_safetensors
+from model.config import variant_config
 
 Say = Callable[[str], None]
 
 _PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
-_SWIN_WIDTH = {"base": 128, "large": 192}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -209,7 +209,7 @@ def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor
     if entry.variant is None:
         return
     widths = {tensor.shape[0] for key, tensor in state.items() if key.endswith(_PATCH_EMBEDDING)}
-    expected = _SWIN_WIDTH[entry.variant]
+    expected = variant_config(entry.variant).backbone.embed_dim
     if widths and widths != {expected}:
         raise FetchError(
             f"{entry.name}: {raw.name} holds a Swin backbone of width {sorted(widths)[0]}, "
