@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from docsam_cli.app import app
 from docsam_cli.training.build import architecture_of
-from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints, load_trainer_state
+from docsam_cli.training.checkpoints import MODEL_FILE, STATE_FILE, list_checkpoints, load_trainer_state
 from docsam_cli.training.data import MixedTrainingData, collate
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.launch import resume_point
@@ -123,6 +123,16 @@ def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> 
     )
     with pytest.raises(ValueError, match="seed"):
         other_seed.resume(checkpoint)
+    # A checkpoint whose optimiser state was stored for another parameter layout (e.g. written by a docsam
+    # version with other backbone parameter names) is refused instead of failing at the first step.
+    state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+    state["run"]["parameters"] = list(reversed(state["run"]["parameters"]))
+    torch.save(state, checkpoint / STATE_FILE)
+    same_run = Trainer(
+        architecture_of(checkpoint / MODEL_FILE, Regularisation()), data_of(dataset), options(), output
+    )
+    with pytest.raises(ValueError, match="parameter layout"):
+        same_run.resume(checkpoint)
 
 
 def test_command_line_checks(tmp_path) -> None:

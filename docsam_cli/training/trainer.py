@@ -123,6 +123,10 @@ class Trainer:
             "datasets": [[str(d.root.resolve()), d.name] for d in self.data.datasets],
             "weights": list(self.data.weights),
             "starts": list(self.data.starts),
+            # The optimiser state is stored by parameter position: the same names in the same order.
+            "parameters": [
+                name for name, parameter in self.model.named_parameters() if parameter.requires_grad
+            ],
         }
 
     def resume(self, checkpoint: Path) -> int:
@@ -130,6 +134,11 @@ class Trainer:
         state = load_trainer_state(checkpoint)
         identity = self.run_identity()
         changed = [key for key, value in identity.items() if state.run.get(key) != value]
+        if "parameters" in changed:
+            raise ValueError(
+                f"{checkpoint}: its optimiser state belongs to another parameter layout (a run of an earlier "
+                f"docsam version?); start a new run from its {MODEL_FILE} with `docsam finetune` instead"
+            )
         if changed:
             raise ValueError(f"{checkpoint}: cannot resume with other {', '.join(changed)} than the run had")
         load_weights(self.model, read_state_dict(checkpoint / MODEL_FILE), str(checkpoint))
