@@ -18,10 +18,11 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets.convert.base import ReadContext, load_json
-from docsam_cli.datasets.geometry import box_polygon, mask_polygons
+from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageNotFound, ImageOutsideRoot, resolve_image
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.polygons import mask_contours
 
 _IMAGE_FOLDERS = ("", "images", "PNG")
 
@@ -171,7 +172,7 @@ def _rle_polygons(
         notes.append(Note("dropped", "RLE size differs from the image", where))
         return []
     notes.append(Note("fixed", "RLE mask traced to polygons", where))
-    return mask_polygons(mask)
+    return mask_contours(mask)
 
 
 def _bbox(value: object) -> tuple[float, float, float, float] | None:

@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from docsam_cli.datasets.convert.base import ReadContext, load_json
-from docsam_cli.datasets.geometry import box_polygon, mask_polygons
+from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageNotFound, resolve_image
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.polygons import mask_contours
 
 _CIRCLE_VERTICES = 64
 
@@ -117,4 +118,4 @@ def _mask(encoded: str, origin: np.ndarray) -> list[np.ndarray]:
             mask = np.asarray(image.convert("L")) > 0
     except (OSError, ValueError):  # not base64 or not an image: the shape is dropped as empty
         return []
-    return mask_polygons(mask, offset=(float(origin[0]), float(origin[1])))
+    return mask_contours(mask, offset=(float(origin[0]), float(origin[1])))
