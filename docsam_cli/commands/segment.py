@@ -22,6 +22,7 @@ from docsam_cli.precision import network_autocast, precision_dtype
 from docsam_cli.presets import describe_presets, resolve_prompts
 from docsam_cli.runtime import load_for_inference, page_geometry, pick_device
 from docsam_cli.weights import WeightsError
+from docsam_cli.writers.alto_map import parse_alto_map
 from docsam_cli.writers.page_map import parse_page_map
 from docsam_cli.writers.page_outputs import FORMATS, OutputSettings
 from model import CheckpointError
@@ -86,6 +87,11 @@ def segment(
         None,
         help="Class → PAGE region: JSON file, inline JSON, or class=Element:type,... (stamp=GraphicRegion)",
     ),
+    alto_map: str | None = typer.Option(
+        None,
+        help="Class → ALTO block and tag label: JSON file, inline JSON, or class=Element:label,... "
+        "(stamp=Illustration:StampZone)",
+    ),
     overwrite: bool = typer.Option(False, help="Redo pages whose outputs already exist."),
     max_failures: int | None = typer.Option(None, help="Stop after more than N failed pages."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed page."),
@@ -109,6 +115,7 @@ def segment(
             dpi=dpi, pages=parse_page_ranges(pages) if pages else None, password=password
         )
         mapping = parse_page_map(page_map) if page_map else None
+        alto_mapping = parse_alto_map(alto_map) if alto_map else None
         torch_device = pick_device(device)
         dtype = precision_dtype(precision, torch_device)
         page_geometry(None, short_side, window, stride, keep_size)  # option syntax, before the model loads
@@ -144,6 +151,7 @@ def segment(
             class_names=tuple(class_names),
             mask_format=mask_format,
             page_map=mapping,
+            alto_map=alto_mapping,
         ),
         pages_per_batch=pages_per_batch if isolate else 1,
         overwrite=overwrite,

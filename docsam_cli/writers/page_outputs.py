@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from docsam_cli.writers.coco import CocoRun, MaskFormat
     from model.instances import PageInstances
 
-FORMATS = ("coco", "page", "overlay", "jsonl")
+FORMATS = ("coco", "page", "alto", "overlay", "semantic", "jsonl")
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
-_IMAGE_REFERENCES = frozenset({"coco", "page"})  # formats naming the page image
+_IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class OutputSettings:
     class_names: tuple[str, ...]
     mask_format: MaskFormat = "rle"
     page_map: ClassMap | None = None
+    alto_map: ClassMap | None = None
     overlay_suffix: str = ".png"
 
 
@@ -60,7 +61,9 @@ class PageFiles:
         self.page_id = page_id
         self.record = out / STATE_DIR / "records" / f"{page_id}.json"
         self.page_xml = out / "page" / f"{page_id}.xml"
+        self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
+        self.semantic = out / "semantic" / f"{page_id}.png"
         self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
 
     def required(self) -> list[Path]:
@@ -68,7 +71,9 @@ class PageFiles:
         formats = self.settings.formats
         per_format = {
             "page": self.page_xml,
+            "alto": self.alto,
             "overlay": self.overlay,
+            "semantic": self.semantic,
         }
         return [self.record, *(path for name, path in per_format.items() if name in formats)]
 
@@ -76,12 +81,12 @@ class PageFiles:
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
-    folders = ("page", "overlay", "image")
+    folders = ("page", "alto", "overlay", "semantic", "image")
     return [out_dir, *(out_dir / name for name in folders), state / "records", state / "coco-parts"]
 
 
 class PageWriter:
-    """Writes the per-page outputs of a run and, at the end, its COCO files."""
+    """Writes the per-page outputs of a run and, at the end, its COCO files and class table."""
 
     def __init__(self, settings: OutputSettings) -> None:
         self.settings = settings
@@ -105,9 +110,11 @@ class PageWriter:
 
     def write(self, source: PageSource, instances: PageInstances, timing: Mapping[str, float]) -> dict:
         """Write the page's outputs; return its JSON-lines record, which the caller stores last."""
+        from docsam_cli.writers.alto import write_alto
         from docsam_cli.writers.jsonl import page_record
         from docsam_cli.writers.overlay import write_overlay
         from docsam_cli.writers.page_xml import write_page_xml
+        from docsam_cli.writers.semantic import write_label_map
         from docsam_cli.writers.shapes import PageShapes
 
         settings, formats = self.settings, self.settings.formats
@@ -124,9 +131,23 @@ class PageWriter:
             reference = _image_reference(source, files, files.page_xml)
             write_page_xml(files.page_xml, shapes, reference, settings.page_map)
             outputs["page"] = str(files.page_xml)
+        if "alto" in formats:
+            reference = _image_reference(source, files, files.alto)
+            write_alto(
+                files.alto,
+                shapes,
+                reference,
+                page_number=source.page or 1,
+                alto_map=settings.alto_map,
+                page_map=settings.page_map,
+            )
+            outputs["alto"] = str(files.alto)
         if "overlay" in formats:
             write_overlay(files.overlay, source.image, shapes)
             outputs["overlay"] = str(files.overlay)
+        if "semantic" in formats:
+            write_label_map(files.semantic, instances)
+            outputs["semantic"] = str(files.semantic)
         return page_record(
             input_path=str(source.path),
             page=source.page,
@@ -141,6 +162,10 @@ class PageWriter:
         out = self.settings.out_dir
         if self.coco is not None:
             self.coco.write(page_ids, out / "coco.json", out / "coco_results.json")
+        if "semantic" in self.settings.formats:
+            from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
+
+            write_class_table(out / "semantic" / CLASS_TABLE, self.settings.class_names)
 
 
 def _image_path(source: PageSource, files: PageFiles) -> Path:
