@@ -18,7 +18,8 @@ A binary mask has two useful outlines, each with its own function:
   2. Otherwise — simplification made edges cross, or the contour touches itself at a pinch or along a
      spur — the exact contour is split at every pixel it passes twice into simple rings; rings without area
      (the out-and-back walk along a spur or a one-pixel bridge) are dropped. Each ring becomes a part: its
-     simplified form if valid, else its exact outline (valid by construction), else (a ring of three pixels)
+     simplified form if valid, else its topology-preserving simplification (shapely: same tolerance, a
+     subset of its points), else its exact outline (valid by construction), else (a ring of three pixels)
      its widened bounding rectangle. A component made only of spurs becomes its widened bounding rectangle.
 
   Parts are ordered largest first (contour area plus contour length, so that thin parts still rank), holes
@@ -127,7 +128,13 @@ def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> li
     parts = []
     for ring in _simple_rings(_pixel_walk(points)):
         exact = _drop_collinear(ring)
-        for candidate in (_simplified(exact, epsilon, width, height), exact, _thin_box(ring, width, height)):
+        candidates = (
+            _simplified(exact, epsilon, width, height),
+            _simplified_keeping_validity(exact, epsilon),
+            exact,
+            _thin_box(ring, width, height),
+        )
+        for candidate in candidates:
             if candidate is not None and is_valid_polygon(candidate):
                 parts.append((_size(ring), candidate.astype(np.int32)))
                 break
@@ -136,6 +143,15 @@ def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> li
         if box is not None:
             parts.append((_size(points), box))
     return parts
+
+
+def _simplified_keeping_validity(ring: np.ndarray, epsilon: float) -> np.ndarray:
+    """The ring simplified by shapely's topology-preserving simplifier: a valid ring stays valid, and its
+    points are a subset of the ring's (integers stay integers)."""
+    import shapely
+
+    simplified = shapely.simplify(shapely.polygons(ring.astype(np.float64)), epsilon, preserve_topology=True)
+    return np.asarray(shapely.get_exterior_ring(simplified).coords, dtype=np.int32)[:-1]
 
 
 def _pixel_walk(points: np.ndarray) -> np.ndarray:
