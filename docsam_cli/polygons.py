@@ -15,16 +15,18 @@ A binary mask has two useful outlines, each with its own function:
      staircase of the pixel grid, keeps the shape) and repeated points are dropped; a component too thin to
      span an area (a one-pixel rule, a lone pixel) becomes its bounding rectangle widened to two pixels
      inside the page. If that is valid, it is the polygon (almost always).
-  2. Otherwise — simplification made edges cross, or the contour touches itself at a pinch or along a
-     spur — the exact contour is split at every pixel it passes twice into simple rings; rings without area
-     (the out-and-back walk along a spur or a one-pixel bridge) are dropped. Each ring becomes a part: its
-     simplified form if valid, else its topology-preserving simplification (shapely: same tolerance, a
-     subset of its points), else its exact outline (valid by construction), else (a ring of three pixels)
-     its widened bounding rectangle. A component made only of spurs becomes its widened bounding rectangle.
+  2. Otherwise the outline touches itself — two parts meeting at a pixel corner (a pinch), a one-pixel
+     neck or spur — or simplification made it cross itself. Every pixel the exact contour passes twice
+     gets its 3 x 3 neighbourhood added to the component (within the page; up to three rounds), so that
+     the component stays one polygon covering all of it, at most a pixel wider at its thinnest. Its
+     outline is then simplified as in 1 if that is valid, else by shapely's topology-preserving simplifier
+     (same tolerance, a subset of its points), else kept exact (corners only: valid by construction).
+     Should the component still touch itself, its contour is split at every pixel it passes twice into
+     simple rings, one part each (rings without area, a spur walked out and back, are dropped).
 
   Parts are ordered largest first (contour area plus contour length, so that thin parts still rank), holes
-  are ignored. Writers that want one polygon per instance (PAGE, ALTO) take the first: the largest part of
-  the mask; specks beside it, and the smaller side of a pinch, are left out.
+  are ignored. Writers that want one polygon per instance (PAGE, ALTO) take the first: the outline of the
+  mask's largest connected part; specks beside it are left out.
 
 OpenCV and shapely are imported where they are used: `docsam --help` must not load them.
 """
@@ -37,6 +39,7 @@ import numpy as np
 
 DEFAULT_EPSILON = 1.0
 MIN_POINTS = 4  # OCR-D's validator rejects polygons with fewer points ("has too few points")
+THICKENING_ROUNDS = 3  # one round resolves the pinches, necks and spurs of every test mask so far
 
 
 def drop_repeats(points: np.ndarray) -> np.ndarray:
@@ -125,24 +128,62 @@ def _simplified(points: np.ndarray, epsilon: float, width: int, height: int) -> 
 
 def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> list[tuple[float, np.ndarray]]:
     """Valid parts of a component whose simplified outline is not valid (see step 2 of the module doc)."""
+    thickened = _thickened(points, width, height)
+    if thickened is not None:
+        polygon = _valid_outline(thickened, epsilon, width, height)
+        if polygon is not None:
+            return [(_size(points), polygon)]
     parts = []
     for ring in _simple_rings(_pixel_walk(points)):
-        exact = _drop_collinear(ring)
-        candidates = (
-            _simplified(exact, epsilon, width, height),
-            _simplified_keeping_validity(exact, epsilon),
-            exact,
-            _thin_box(ring, width, height),
-        )
-        for candidate in candidates:
-            if candidate is not None and is_valid_polygon(candidate):
-                parts.append((_size(ring), candidate.astype(np.int32)))
-                break
+        polygon = _valid_outline(ring, epsilon, width, height)
+        if polygon is not None:
+            parts.append((_size(ring), polygon))
     if not parts:
         box = _thin_box(points, width, height)
         if box is not None:
             parts.append((_size(points), box))
     return parts
+
+
+def _valid_outline(ring: np.ndarray, epsilon: float, width: int, height: int) -> np.ndarray | None:
+    """The first valid of: the simplified ring, its topology-preserving simplification, the exact ring
+    (corners only), its widened bounding rectangle."""
+    exact = _drop_collinear(ring)
+    candidates = (
+        _simplified(exact, epsilon, width, height),
+        _simplified_keeping_validity(exact, epsilon),
+        exact,
+        _thin_box(ring, width, height),
+    )
+    return next((c.astype(np.int32) for c in candidates if c is not None and is_valid_polygon(c)), None)
+
+
+def _thickened(points: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """The component's exact outline once every pixel it passes twice has its 3 x 3 neighbourhood added
+    to the component (inside the page), or None if it still touches itself after THICKENING_ROUNDS."""
+    import cv2
+
+    outline = points
+    for _ in range(THICKENING_ROUNDS):
+        walk = _pixel_walk(outline)
+        pixels, visits = np.unique(walk, axis=0, return_counts=True)
+        touching = pixels[visits > 1]
+        if not len(touching):
+            return outline
+        low = np.maximum(outline.min(axis=0) - 2, -1)  # the canvas keeps a zero border
+        high = np.minimum(outline.max(axis=0) + 2, (width, height))
+        canvas = np.zeros((high[1] - low[1] + 1, high[0] - low[0] + 1), np.uint8)
+        cv2.fillPoly(canvas, [(outline - low).reshape(-1, 1, 2).astype(np.int32)], 1)
+        grown = np.zeros_like(canvas)
+        grown[touching[:, 1] - low[1], touching[:, 0] - low[0]] = 1
+        canvas |= cv2.dilate(grown, np.ones((3, 3), np.uint8))
+        canvas[:, : max(0, -low[0])] = 0  # nothing off the page
+        canvas[: max(0, -low[1]), :] = 0
+        canvas[:, width - low[0] :] = 0
+        canvas[height - low[1] :, :] = 0
+        contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=tuple(low))
+        outline = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    return None
 
 
 def _simplified_keeping_validity(ring: np.ndarray, epsilon: float) -> np.ndarray:
