@@ -159,6 +159,7 @@ class SegmentRun:
                 class_names=request.class_names,
                 mask_format=request.mask_format,
                 page_map=request.page_map,
+                alto_map=request.alto_map,
             )
         )
         self.pages_per_batch = request.pages_per_batch if request.isolate else 1

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.runtime import GeometryOptions, ModelSpec
+from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.formats import DEFAULT_FORMATS, MaskFormat
 
 if TYPE_CHECKING:
     from docsam_cli.inputs import PageRanges
-
-PageMap = dict[str, tuple[str, str | None]]  # class → (PAGE element, @type); see `writers.page_map`
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class SegmentRequest:
     pages_per_batch: int = 4  # with `isolate`
     # Writing
     mask_format: MaskFormat = "rle"
-    page_map: PageMap | None = None
+    page_map: ClassMap | None = None  # class → (PAGE element, @type), see `writers.page_map`
+    alto_map: ClassMap | None = None  # class → (ALTO element, tag label), see `writers.alto_map`
     overwrite: bool = False
     max_failures: int | None = None  # stop once more pages than this have failed; None: never

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from model.instances import PageInstances
 
@@ -67,3 +71,18 @@ def _mask_box(mask: np.ndarray) -> list[float]:
     if not len(ys):
         return [0.0, 0.0, 0.0, 0.0]
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def publaynet_instances(shared_data: Path) -> tuple[dict, PageInstances]:
+    """The most crowded PubLayNet page's human annotations (text, title, list, table, figure) as
+    instances, with its COCO image entry."""
+    folder = shared_data / "pages" / "publaynet"
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(folder / "annotations.json"))
+    image = max(coco.loadImgs(coco.getImgIds()), key=lambda img: len(coco.getAnnIds(imgIds=img["id"])))
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+    categories = coco.loadCats(coco.getCatIds())
+    label_of = {category["id"]: index for index, category in enumerate(categories)}
+    masks = [coco.annToMask(annotation).astype(bool) for annotation in annotations]
+    labels = [label_of[annotation["category_id"]] for annotation in annotations]
+    return image, make_instances(masks, labels, [category["name"] for category in categories])

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from docsam_cli.writers.coco import CocoRun, page_annotations
+from docsam_cli.writers.shapes import PageShapes
 
 CLASSES = ["text", "table", "figure"]
 
@@ -42,7 +43,7 @@ def pages():
 def write_run(tmp_path, pages, mask_format="rle"):
     run = CocoRun(tmp_path / "parts", CLASSES, mask_format=mask_format)
     for page_id, instances in pages.items():
-        run.add_page(page_id, instances, f"{page_id}.png", extra={"page_id": page_id})
+        run.add_page(page_id, PageShapes(instances), f"{page_id}.png", extra={"page_id": page_id})
     counts = run.write(list(pages), tmp_path / "coco.json", tmp_path / "results.json")
     return run, counts
 
@@ -114,17 +115,17 @@ def test_polygon_mode_writes_one_flat_polygon_per_component(tmp_path, pages):
 
 def test_polygon_mode_keeps_rle_for_a_mask_without_polygon():
     instances = make_instances([np.zeros((20, 20), bool)], [0], CLASSES)
-    (annotation,) = page_annotations(instances, "polygon")
+    (annotation,) = page_annotations(PageShapes(instances), "polygon")
     assert annotation["polygons"] == [] and annotation["area"] == 0
     assert mask_utils.area({"size": annotation["rle"]["size"], "counts": annotation["rle"]["counts"]}) == 0
 
 
 def test_parts_survive_a_killed_run_and_failed_pages_are_left_out(tmp_path, pages):
     first = CocoRun(tmp_path / "parts", CLASSES)
-    first.add_page("a", pages["a"], "a.png")  # then the run dies before writing anything else
+    first.add_page("a", PageShapes(pages["a"]), "a.png")  # then the run dies before writing anything else
     resumed = CocoRun(tmp_path / "parts", CLASSES)
     assert resumed.has_page("a") and not resumed.has_page("b")
-    resumed.add_page("c_p0001", pages["c_p0001"], "c.png")
+    resumed.add_page("c_p0001", PageShapes(pages["c_p0001"]), "c.png")
     counts = resumed.write(["a", "b", "c_p0001", "a"], tmp_path / "coco.json")  # "b" failed; "a" listed twice
     assert (counts.images, counts.annotations) == (2, 3)
     coco = quiet_coco(tmp_path / "coco.json")
@@ -134,7 +135,7 @@ def test_parts_survive_a_killed_run_and_failed_pages_are_left_out(tmp_path, page
 
 def test_parts_from_other_classes_are_refused_without_leaving_files(tmp_path, pages):
     CocoRun(tmp_path / "parts", ["paragraph"]).add_page(
-        "x", make_instances([rect_mask(9, 9, 0, 0, 3, 3)], [0], ["paragraph"]), "x.png"
+        "x", PageShapes(make_instances([rect_mask(9, 9, 0, 0, 3, 3)], [0], ["paragraph"])), "x.png"
     )
     run = CocoRun(tmp_path / "parts", CLASSES)
     with pytest.raises(ValueError, match="'paragraph' is not one of this run's classes"):

@@ -17,6 +17,7 @@ from docsam_cli.datasets.convert.page import page_map, read_page
 from docsam_cli.datasets.geometry import fill_polygons, parse_points
 from docsam_cli.datasets.predictions import PredictedInstance, page_instances
 from docsam_cli.writers import page_xml
+from docsam_cli.writers.shapes import PageShapes
 
 SETS = ("ocrd-gt-structure-text", "prima-page-examples", "ocrd-assets")
 
@@ -77,7 +78,7 @@ def test_page_round_trip_keeps_types_and_polygons(shared_data: Path, tmp_path: P
             ],
         )
         text = page_xml.page_xml_string(
-            instances, image["file_name"], page_map(instances.class_names), polygon_epsilon=0
+            PageShapes(instances, polygon_epsilon=0), image["file_name"], page_map(instances.class_names)
         )
         path = written / f"{Path(image_name).stem}.xml"
         path.write_text(text)

@@ -9,6 +9,7 @@ import pytest
 from instances_factory import empty_instances, make_instances, rect_mask
 
 from docsam_cli.writers.jsonl import dumps_record, error_record, page_record
+from docsam_cli.writers.shapes import PageShapes
 
 
 def test_page_record_describes_each_instance():
@@ -27,7 +28,7 @@ def test_page_record_describes_each_instance():
         input_path="scans/a.pdf",
         page=3,
         page_id="a_p0003",
-        instances=instances,
+        shapes=PageShapes(instances),
         outputs={"page": "out/a_p0003.xml"},
         timing={"decode_s": 0.123456},
     )
@@ -49,7 +50,7 @@ def test_page_record_describes_each_instance():
 
 def test_line_is_compact_json_with_one_trailing_newline():
     record = page_record(
-        input_path="x.png", page=None, page_id="x", instances=empty_instances(10, 20, ["text"])
+        input_path="x.png", page=None, page_id="x", shapes=PageShapes(empty_instances(10, 20, ["text"]))
     )
     line = dumps_record(record)
     assert line.endswith("\n") and line.count("\n") == 1 and ": " not in line and ", " not in line

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from instances_factory import empty_instances, make_instances, rect_mask
+from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
 from lxml import etree
-from pycocotools.coco import COCO
 
 from docsam_cli.writers.page_map import parse_page_map, region_kind
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string, write_page_xml
+from docsam_cli.writers.shapes import PageShapes
 
 NS = {"pc": PAGE_NAMESPACE}
 REGION_XPATH = "/pc:PcGts/pc:Page/*[contains(local-name(), 'Region')]"
@@ -65,22 +63,12 @@ def check_geometry(document: etree._Element, height: int, width: int) -> None:
 
 @pytest.fixture(scope="module")
 def publaynet_page(shared_data: Path):
-    """A real page's human annotations (PubLayNet: text, title, list, table, figure) as instances."""
-    folder = shared_data / "pages" / "publaynet"
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(folder / "annotations.json"))
-    image = max(coco.loadImgs(coco.getImgIds()), key=lambda img: len(coco.getAnnIds(imgIds=img["id"])))
-    annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
-    categories = coco.loadCats(coco.getCatIds())
-    label_of = {category["id"]: index for index, category in enumerate(categories)}
-    masks = [coco.annToMask(annotation).astype(bool) for annotation in annotations]
-    labels = [label_of[annotation["category_id"]] for annotation in annotations]
-    return image, make_instances(masks, labels, [category["name"] for category in categories])
+    return publaynet_instances(shared_data)
 
 
 def test_real_page_annotations_give_a_valid_page_with_one_region_per_instance(publaynet_page, schema):
     image, instances = publaynet_page
-    document = parse_valid(page_xml_string(instances, image["file_name"]), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), image["file_name"]), schema)
     page = document.find("pc:Page", NS)
     assert page.get("imageFilename") == image["file_name"]
     assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (image["width"], image["height"])
@@ -142,7 +130,7 @@ def test_every_kind_of_region_validates_and_keeps_the_schema_order(schema):
     masks = [rect_mask(600, 400, x, y, x + 70, y + 100) for x, y in corners]
     masks[-1] = rect_mask(600, 400, 15, 20, 75, 30)  # a line inside the "Text" region
     instances = make_instances(masks, list(range(len(classes))), classes)
-    document = parse_valid(page_xml_string(instances, "grid.png", page_map), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "grid.png", page_map), schema)
     kinds = {
         region.get("custom"): (etree.QName(region).localname, region.get("type"))
         for region in regions(document)
@@ -180,7 +168,7 @@ def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema)
     instances = make_instances(
         masks, [0, 1, 1, 2, 1], ["paragraph", "textline", "table"], [0.9, 0.8, 0.7, 0.6, 0.5]
     )
-    document = parse_valid(page_xml_string(instances, "p.png"), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png"), schema)
     text_region, table, holder = regions(document)
     assert etree.QName(table).localname == "TableRegion" and not table.findall("pc:TextLine", NS)
     lines = text_region.findall("pc:TextLine", NS)
@@ -196,10 +184,14 @@ def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema)
 
 
 def test_empty_page_and_unusable_masks_still_validate(schema):
-    document = parse_valid(page_xml_string(empty_instances(50, 40, ["text"]), "blank.png"), schema)
+    document = parse_valid(
+        page_xml_string(PageShapes(empty_instances(50, 40, ["text"])), "blank.png"), schema
+    )
     assert not regions(document) and document.find(".//pc:ReadingOrder", NS) is None
     masks = [np.zeros((50, 40), bool), rect_mask(50, 40, 5, 5, 30, 30)]
-    document = parse_valid(page_xml_string(make_instances(masks, [0, 0], ["text"]), "x.png"), schema)
+    document = parse_valid(
+        page_xml_string(PageShapes(make_instances(masks, [0, 0], ["text"])), "x.png"), schema
+    )
     assert len(regions(document)) == 1
 
 
@@ -207,7 +199,7 @@ def test_page_map_overrides_defaults_ignoring_case_and_separators(schema):
     masks = [rect_mask(100, 100, 0, 0, 50, 50), rect_mask(100, 100, 50, 50, 100, 100)]
     instances = make_instances(masks, [0, 1], ["Table", "body_text"])
     page_map = parse_page_map("TABLE=ImageRegion,body-text=TextRegion:footnote")
-    document = parse_valid(page_xml_string(instances, "p.png", page_map), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png", page_map), schema)
     assert [(etree.QName(r).localname, r.get("type")) for r in regions(document)] == [
         ("ImageRegion", None),
         ("TextRegion", "footnote"),
@@ -242,7 +234,9 @@ def test_page_map_spec_forms_and_errors(tmp_path):
         parse_page_map(str(tmp_path / "list.json"))
     with pytest.raises(ValueError, match="unknown PAGE element"):
         page_xml_string(
-            make_instances([rect_mask(9, 9, 0, 0, 5, 5)], [0], ["a"]), "p.png", {"a": ("Box", None)}
+            PageShapes(make_instances([rect_mask(9, 9, 0, 0, 5, 5)], [0], ["a"])),
+            "p.png",
+            {"a": ("Box", None)},
         )
     assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
 
@@ -254,7 +248,7 @@ def test_names_are_escaped_and_scores_clipped(schema):
         rect_mask(60, 60, 0, 40, 10, 50),
     ]
     instances = make_instances(masks, [0, 1, 1], ['a;b{c} & <"d">', "text"], scores=[1.5, -0.2, float("nan")])
-    document = parse_valid(page_xml_string(instances, "scan & <1>.png"), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "scan & <1>.png"), schema)
     assert document.find("pc:Page", NS).get("imageFilename") == "scan & <1>.png"
     customs = [region.get("custom") for region in regions(document)]
     assert 'structure {type:a\\u003bb\\u007bc\\u007d & <"d">;}' in customs
@@ -265,10 +259,10 @@ def test_names_are_escaped_and_scores_clipped(schema):
 def test_metadata_and_atomic_file(tmp_path, schema):
     created = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
     instances = make_instances([rect_mask(30, 20, 2, 2, 18, 28)], [0], ["text"])
-    write_page_xml(tmp_path / "out" / "p.xml", instances, "p.png", created=created)
+    write_page_xml(tmp_path / "out" / "p.xml", PageShapes(instances), "p.png", created=created)
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["p.xml"]
     text = (tmp_path / "out" / "p.xml").read_text(encoding="utf-8")
-    assert text == page_xml_string(instances, "p.png", created=created)
+    assert text == page_xml_string(PageShapes(instances), "p.png", created=created)
     document = parse_valid(text, schema)
     assert document.findtext("pc:Metadata/pc:Creator", namespaces=NS).startswith("docsam ")
     assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09"

@@ -1,24 +1,32 @@
-"""Mask → polygon conversion, box clipping and reading order, shared by the writers."""
+"""Masks → polygons (`docsam_cli.polygons`), box clipping and reading order, shared by the writers."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+import shapely
 from instances_factory import rect_mask
 
+import docsam_cli.polygons as polygons_module
+from docsam_cli.polygons import drop_repeats, mask_contours, mask_polygons
 from docsam_cli.writers.boxes import clip_box, xyxy_to_xywh
-from docsam_cli.writers.polygons import largest_polygon, mask_polygons
 from docsam_cli.writers.reading_order import reading_order
+
+
+def ocrd_valid(polygon: np.ndarray) -> bool:
+    """OCR-D's `--check-coords` test of one polygon: 4+ points, valid, and still valid simplified by 1 px."""
+    if len(polygon) < 4:
+        return False
+    shape = shapely.Polygon(polygon.astype(float))
+    return bool(shape.is_valid and shape.simplify(1.0).is_valid and not shape.is_empty)
 
 
 def assert_valid(polygon: np.ndarray, height: int, width: int) -> None:
     assert polygon.dtype == np.int32 and polygon.ndim == 2 and polygon.shape[1] == 2
-    assert len({tuple(point) for point in polygon.tolist()}) >= 3
+    assert ocrd_valid(polygon), shapely.is_valid_reason(shapely.Polygon(polygon))
     assert (polygon[:, 0] >= 0).all() and (polygon[:, 0] < width).all()
     assert (polygon[:, 1] >= 0).all() and (polygon[:, 1] < height).all()
-    assert cv2.contourArea(polygon.reshape(-1, 1, 2)) > 0
-    assert not (polygon == np.roll(polygon, 1, axis=0)).all(axis=1).any()  # no repeated consecutive point
 
 
 def fill(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -31,8 +39,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
+def plain_simplification(mask: np.ndarray) -> list[np.ndarray]:
+    """What the writers wrote before validity was checked: approxPolyDP (1 px) of each outer contour."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [drop_repeats(cv2.approxPolyDP(contour, 1.0, True).reshape(-1, 2)) for contour in contours]
+
+
 def test_rectangle_gives_its_four_corners():
-    polygon = largest_polygon(rect_mask(50, 60, 10, 5, 40, 25))
+    (polygon,) = mask_polygons(rect_mask(50, 60, 10, 5, 40, 25))
     assert sorted(map(tuple, polygon.tolist())) == [(10, 5), (10, 24), (39, 5), (39, 24)]
 
 
@@ -42,7 +56,6 @@ def test_components_become_separate_polygons_largest_first_and_holes_are_ignored
     polygons = mask_polygons(mask)
     assert len(polygons) == 2
     assert polygons[0][:, 0].min() == 30 and polygons[1][:, 0].max() == 14
-    assert largest_polygon(mask).tolist() == polygons[0].tolist()
     for polygon in polygons:
         assert_valid(polygon, 100, 100)
 
@@ -67,17 +80,141 @@ def test_curved_shapes_are_simplified_but_keep_their_outline():
     ],
 )
 def test_thin_components_become_small_rectangles_inside_the_page(box, where):
-    polygon = largest_polygon(rect_mask(40, 50, *box))
-    assert polygon is not None, where
+    (polygon,) = mask_polygons(rect_mask(40, 50, *box))
     assert_valid(polygon, 40, 50)
     x0, y0, x1, y1 = box
-    assert polygon[:, 0].min() <= x0 and polygon[:, 0].max() >= x1 - 1
-    assert polygon[:, 1].min() <= y0 and polygon[:, 1].max() >= y1 - 1
+    assert polygon[:, 0].min() <= x0 and polygon[:, 0].max() >= x1 - 1, where
+    assert polygon[:, 1].min() <= y0 and polygon[:, 1].max() >= y1 - 1, where
 
 
 def test_empty_mask_and_one_pixel_wide_page_give_no_polygon():
     assert mask_polygons(np.zeros((10, 10), bool)) == []
-    assert largest_polygon(np.ones((10, 1), bool)) is None
+    assert mask_polygons(np.ones((10, 1), bool)) == []
+
+
+def covers(polygon: np.ndarray, part: np.ndarray) -> bool:
+    """The polygon outlines the mask part: little of it left out, nothing beyond two pixels around it."""
+    filled = fill(polygon, *part.shape)
+    near = cv2.dilate(part.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    return (filled & part).sum() >= 0.97 * part.sum() and not (filled & ~near).any()
+
+
+def test_parts_meeting_at_a_pixel_corner_stay_one_valid_polygon():
+    mask = rect_mask(60, 60, 5, 5, 25, 25) | rect_mask(60, 60, 25, 25, 40, 40)  # touching diagonally
+    (contour,) = mask_contours(mask)
+    assert not shapely.Polygon(contour).is_valid  # the traced outline passes the pinch twice
+    (polygon,) = mask_polygons(mask)
+    assert_valid(polygon, 60, 60)
+    assert covers(polygon, mask)
+
+
+def test_one_pixel_spurs_and_bridges_are_thickened_into_the_polygon():
+    spur = rect_mask(80, 80, 10, 10, 30, 30) | rect_mask(80, 80, 30, 20, 60, 21)  # a square with a spur
+    bridged = rect_mask(80, 80, 10, 50, 30, 70) | rect_mask(80, 80, 60, 50, 70, 70)
+    bridged |= rect_mask(80, 80, 30, 60, 60, 61)  # two squares joined by a one-pixel bridge
+    assert not any(shapely.Polygon(contour).is_valid for contour in mask_contours(spur | bridged))
+    polygons = mask_polygons(spur | bridged)
+    assert len(polygons) == 2
+    for polygon in polygons:
+        assert_valid(polygon, 80, 80)
+    assert covers(polygons[0], bridged) and covers(polygons[1], spur)
+
+
+def test_parts_still_touching_after_thickening_are_split_into_valid_rings(monkeypatch):
+    monkeypatch.setattr(polygons_module, "THICKENING_ROUNDS", 0)  # no thickening: the last resort
+    mask = rect_mask(60, 60, 5, 5, 25, 25) | rect_mask(60, 60, 25, 25, 40, 40)
+    big, small = mask_polygons(mask)
+    for polygon in (big, small):
+        assert_valid(polygon, 60, 60)
+    assert covers(big, rect_mask(60, 60, 5, 5, 25, 25)) and covers(small, rect_mask(60, 60, 25, 25, 40, 40))
+    spur = rect_mask(60, 60, 10, 10, 30, 30) | rect_mask(60, 60, 30, 20, 50, 21)
+    (polygon,) = mask_polygons(spur)  # the spur, walked out and back, encloses nothing: it is left out
+    assert_valid(polygon, 60, 60)
+    assert covers(polygon, rect_mask(60, 60, 10, 10, 30, 30))
+
+
+def test_a_simplification_that_touches_itself_falls_back_to_a_valid_outline():
+    mask = np.zeros((12, 12), bool)
+    for row, (start, stop) in {
+        2: (8, 9),
+        3: (7, 9),
+        4: (6, 9),
+        5: (4, 9),
+        6: (5, 9),
+        7: (7, 9),
+        8: (8, 9),
+    }.items():
+        mask[row, start:stop] = True
+    mask[4, 4] = True
+    (simplified,) = plain_simplification(mask)
+    assert not shapely.Polygon(simplified).is_valid  # approxPolyDP ran an edge through a vertex
+    (polygon,) = mask_polygons(mask)
+    assert_valid(polygon, 12, 12)
+    assert iou(fill(polygon, 12, 12), mask) > 0.8
+
+
+def adversarial_mask(rng: np.random.Generator, height: int = 90, width: int = 120) -> np.ndarray:
+    """Blobs, thin lines, polygons with holes, and pixel noise: pinches, spurs and crossings abound."""
+    canvas = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 6))):
+        x, y = (int(value) for value in rng.integers(0, (width, height)))
+        shape = int(rng.integers(0, 4))
+        if shape == 0:
+            cv2.circle(canvas, (x, y), int(rng.integers(1, 25)), 1, -1)
+        elif shape == 1:
+            cv2.line(canvas, (x, y), tuple(int(v) for v in rng.integers(0, (width, height))), 1, 1)
+        elif shape == 2:
+            cv2.fillPoly(canvas, [rng.integers(0, (width, height), size=(int(rng.integers(3, 9)), 2))], 1)
+        else:
+            cv2.rectangle(canvas, (x, y), (x + int(rng.integers(2, 40)), y + int(rng.integers(2, 40))), 1, -1)
+            canvas[y + 1 : y + 3, x + 1 : x + 3] = 0  # a hole
+    return canvas.astype(bool) ^ (rng.random((height, width)) < rng.choice([0.0, 0.02, 0.1]))
+
+
+def test_adversarial_masks_give_only_valid_polygons_and_keep_valid_ones_unchanged():
+    rng = np.random.default_rng(7)
+    repaired = kept = 0
+    for _ in range(40):
+        mask = adversarial_mask(rng)
+        polygons = mask_polygons(mask)
+        for polygon in polygons:
+            assert_valid(polygon, *mask.shape)
+        written = {polygon.tobytes() for polygon in polygons}
+        for plain in plain_simplification(mask):
+            if len(plain) < 3 or cv2.contourArea(plain) == 0:
+                continue  # specks and one-pixel lines: see the thin-component test
+            if ocrd_valid(plain):  # valid already: written exactly as before
+                assert plain.astype(np.int32).tobytes() in written
+                kept += 1
+            else:
+                repaired += 1
+    assert repaired > 20 and kept > 40  # the generator exercises both paths
+
+
+def test_a_window_of_the_page_traces_like_the_whole_page():
+    rng = np.random.default_rng(3)
+    page = np.zeros((70, 90), bool)
+    page[20:50, 30:75] = adversarial_mask(rng, 30, 45)
+    ys, xs = np.nonzero(page)
+    window = page[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    whole = mask_polygons(page)
+    windowed = mask_polygons(window, origin=(int(xs.min()), int(ys.min())), page_size=(90, 70))
+    assert len(whole) == len(windowed) > 3
+    assert all((a == b).all() for a, b in zip(whole, windowed, strict=True))
+
+
+def test_contours_for_datasets_are_exact_and_shifted():
+    mask = rect_mask(20, 20, 2, 3, 6, 9)
+    (contour,) = mask_contours(mask, offset=(10.5, 0.0))
+    assert contour.dtype == np.float64
+    assert sorted(map(tuple, contour.tolist())) == [(12.5, 3), (12.5, 8), (15.5, 3), (15.5, 8)]
+    assert mask_contours(rect_mask(20, 20, 2, 3, 3, 4)) == []  # a lone pixel has no outline
+
+
+def test_drop_repeats_removes_consecutive_and_closing_duplicates():
+    points = np.array([[0, 0], [0, 0], [5, 0], [5, 5], [0, 0]])
+    assert drop_repeats(points).tolist() == [[5, 0], [5, 5], [0, 0]]
+    assert drop_repeats(np.array([[1, 1], [1, 1]])).tolist() == [[1, 1]]
 
 
 def test_boxes_are_sorted_and_clipped_to_the_page():

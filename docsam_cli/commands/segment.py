@@ -27,7 +27,9 @@ from docsam_cli.errors import UsageError
 from docsam_cli.inputs import PageRanges, parse_page_ranges
 from docsam_cli.presets import DEFAULT_PRESET, PRESETS, describe_presets, resolve_prompts
 from docsam_cli.runtime import GeometryOptions, ModelSpec
-from docsam_cli.segment_request import PageMap, SegmentRequest
+from docsam_cli.segment_request import SegmentRequest
+from docsam_cli.writers.alto_map import parse_alto_map
+from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.formats import FORMATS, MaskFormat, parse_formats
 from docsam_cli.writers.page_map import parse_page_map
 
@@ -128,12 +130,22 @@ Formats = Annotated[
 ]
 MaskFormatChoice = Annotated[MaskFormat, typer.Option(help="How COCO stores masks.", rich_help_panel=OUTPUT)]
 PageMapOption = Annotated[
-    PageMap | None,
+    ClassMap | None,
     typer.Option(
         parser=checked(parse_page_map),
         metavar="MAP",
         help="Class → PAGE region: a JSON file, inline JSON, or class=Element[:type],... "
         "(e.g. stamp=GraphicRegion:stamp).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+AltoMapOption = Annotated[
+    ClassMap | None,
+    typer.Option(
+        parser=checked(parse_alto_map),
+        metavar="MAP",
+        help="Class → ALTO block and tag label: a JSON file, inline JSON, or class=Element[:label],... "
+        "(e.g. stamp=Illustration:StampZone).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -193,6 +205,7 @@ def segment(
     formats: Formats = DEFAULT_FORMATS,
     mask_format: MaskFormatChoice = DEFAULT.mask_format,
     page_map: PageMapOption = None,
+    alto_map: AltoMapOption = None,
     overwrite: Overwrite = DEFAULT.overwrite,
     batch_size: BatchSize = DEFAULT.batch_size,
     isolate: Isolate = DEFAULT.isolate,
@@ -231,6 +244,7 @@ def segment(
         pages_per_batch=pages_per_batch,
         mask_format=mask_format,
         page_map=page_map,
+        alto_map=alto_map,
         overwrite=overwrite,
         max_failures=0 if fail_fast else max_failures,
     )

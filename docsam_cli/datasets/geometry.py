@@ -38,16 +38,6 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     return np.array([[left, top], [right, top], [right, bottom], [left, bottom]], dtype=np.float64)
 
 
-def drop_repeats(points: np.ndarray) -> np.ndarray:
-    """Remove consecutive duplicate points, including a closing point equal to the first."""
-    if len(points) < 2:
-        return points
-    keep = np.any(points != np.roll(points, 1, axis=0), axis=1)
-    if not keep.any():  # every point identical
-        return points[:1]
-    return points[keep]
-
-
 def clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, bool]:
     """Clamp into [0, W-1] x [0, H-1] as the reference loader does (§6.2).
 
@@ -123,17 +113,6 @@ def repair(points: np.ndarray) -> list[np.ndarray]:
         if len(outline) >= 3 and area(outline) > 0:
             repaired.append(outline)
     return repaired
-
-
-def mask_polygons(mask: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
-    """Outer contours of a binary mask as polygons (holes are not representable as COCO polygons)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        outline = contour.reshape(-1, 2).astype(np.float64) + np.asarray(offset, dtype=np.float64)
-        if len(outline) >= 3:
-            polygons.append(outline)
-    return polygons
 
 
 def polygons_rle(polygons: list[np.ndarray], height: int, width: int) -> dict:

@@ -8,6 +8,7 @@ import numpy as np
 
 from docsam_cli.datasets import geometry
 from docsam_cli.datasets.records import Instance, Note
+from docsam_cli.polygons import drop_repeats
 
 
 def scale(instances: list[Instance], sx: float, sy: float) -> list[Instance]:
@@ -35,11 +36,11 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
         polygons: list[np.ndarray] = []
         off_page = repaired = degenerate = False
         for polygon in instance.polygons:
-            points = geometry.drop_repeats(polygon)
+            points = drop_repeats(polygon)
             if len(points) >= 3:
                 points, outside = geometry.clamp(points, width, height)
                 off_page |= outside
-                points = geometry.drop_repeats(points)
+                points = drop_repeats(points)
             # Crossings first: the signed lobes of a figure-eight cancel out in the shoelace area.
             parts = geometry.repair(points) if len(points) >= 4 and geometry.self_intersects(points) else None
             if parts:

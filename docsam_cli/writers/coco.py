@@ -10,9 +10,10 @@ Conventions: categories are the prompted class names in order, ids from 1; image
 of `page_ids` from 1, annotation ids from 1, both in the dataset and in the results. `bbox` is the
 model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; `area` is the mask
 area; `iscrowd` 0. `segmentation` is RLE with `counts` as str (`mask_format="rle"`, exact) or polygons
-(`"polygon"`: one flat [x1, y1, x2, y2, ...] list per connected component, see `polygons`; an instance
-without a polygon, e.g. an empty mask, keeps its RLE). The results list always carries RLE, the only
-segmentation `COCO.loadRes` accepts.
+(`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of the mask, see `docsam_cli.polygons`; an
+instance without a polygon, e.g. an empty mask, keeps its RLE). The results list always carries RLE, the
+only segmentation `COCO.loadRes` accepts. File names and class names go through `names.output_text`, so
+the JSON stays valid UTF-8.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import IO, Any
 
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_open, atomic_write_text
-from docsam_cli.writers.boxes import clip_box, xyxy_to_xywh
+from docsam_cli.names import output_text
+from docsam_cli.writers.boxes import xyxy_to_xywh
 from docsam_cli.writers.formats import MASK_FORMATS, MaskFormat
-from docsam_cli.writers.polygons import DEFAULT_EPSILON, mask_polygons
-from model.instances import PageInstances
+from docsam_cli.writers.shapes import PageShapes
 
 
 @dataclass(frozen=True)
@@ -40,29 +41,28 @@ class CocoCounts:
     annotations: int
 
 
-def page_annotations(
-    instances: PageInstances, mask_format: MaskFormat = "rle", epsilon: float = DEFAULT_EPSILON
-) -> list[dict[str, Any]]:
+def page_annotations(shapes: PageShapes, mask_format: MaskFormat = "rle") -> list[dict[str, Any]]:
     """One page's annotations without ids: category (the class name), score, bbox, area, rle, and
     `polygons` in polygon mode."""
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
-    areas = instances.areas()
     annotations = []
-    for index, rle in enumerate(instances.masks):
-        box = clip_box(instances.boxes[index], instances.width, instances.height)
+    for index, rle in enumerate(shapes.instances.masks):
         annotation: dict[str, Any] = {
-            "category": instances.class_name(index),
-            "score": round(float(instances.scores[index]), 6),
-            "bbox": [round(value, 2) for value in xyxy_to_xywh(box)],
-            "area": int(areas[index]),
+            "category": shapes.class_name(index),
+            "score": round(shapes.score(index), 6),
+            "bbox": [round(value, 2) for value in xyxy_to_xywh(shapes.boxes[index])],
+            "area": int(shapes.areas[index]),
             "rle": {"size": [int(side) for side in rle["size"]], "counts": _counts_text(rle["counts"])},
         }
         if mask_format == "polygon":
-            polygons = mask_polygons(instances.decode_mask(index), epsilon)
-            annotation["polygons"] = [polygon.reshape(-1).tolist() for polygon in polygons]
+            annotation["polygons"] = [polygon.reshape(-1).tolist() for polygon in shapes.polygons(index)]
         annotations.append(annotation)
     return annotations
+
+
+def _text(value: Any) -> Any:
+    return output_text(value) if isinstance(value, str) else value
 
 
 def _counts_text(counts: bytes | str) -> str:
@@ -78,14 +78,12 @@ class CocoRun:
         class_names: Sequence[str],
         *,
         mask_format: MaskFormat = "rle",
-        polygon_epsilon: float = DEFAULT_EPSILON,
     ) -> None:
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
         self.parts_dir = Path(parts_dir)
-        self.class_names = list(class_names)
+        self.class_names = [output_text(name) for name in class_names]
         self.mask_format = mask_format
-        self.polygon_epsilon = polygon_epsilon
 
     def part_path(self, page_id: str) -> Path:
         return self.parts_dir / f"{page_id}.json"
@@ -96,19 +94,19 @@ class CocoRun:
     def add_page(
         self,
         page_id: str,
-        instances: PageInstances,
+        shapes: PageShapes,
         file_name: str,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Record one page. `file_name` goes to `images[].file_name`; `extra` adds fields to that image
         entry (e.g. {"source": "doc.pdf", "page": 3})."""
         image = {
-            **(extra or {}),
-            "file_name": file_name,
-            "width": instances.width,
-            "height": instances.height,
+            **{key: _text(value) for key, value in (extra or {}).items()},
+            "file_name": output_text(file_name),
+            "width": shapes.width,
+            "height": shapes.height,
         }
-        annotations = page_annotations(instances, self.mask_format, self.polygon_epsilon)
+        annotations = page_annotations(shapes, self.mask_format)
         part = {"image": image, "annotations": annotations}
         atomic_write_text(self.part_path(page_id), json.dumps(part, separators=(",", ":")))
 

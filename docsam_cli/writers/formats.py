@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-FORMATS = ("coco", "page", "overlay", "jsonl")  # what `--format` accepts, comma-separated
+FORMATS = ("coco", "page", "alto", "overlay", "semantic", "jsonl")  # what `--format` accepts, comma-separated
 DEFAULT_FORMATS = ("coco", "page", "overlay", "jsonl")  # written when `--format` is not given
 MaskFormat = Literal["rle", "polygon"]  # how COCO stores a mask
 MASK_FORMATS: tuple[MaskFormat, ...] = ("rle", "polygon")

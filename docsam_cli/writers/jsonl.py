@@ -8,9 +8,10 @@ A page's record:
      "outputs": {"page": "out/a_p0003.xml", ...}, "timing": {"decode_s": 0.12, "model_s": 1.9}}
 
 `page` is null for a single image. Boxes are the model's boxes with sorted corners clipped to the page
-(see `boxes`); `area` is the mask's pixel count; `polygons` are the mask's connected components,
-largest first, as integer pixel points (see `polygons`). Instances keep the pipeline's order (mask area,
-largest first). A page that failed has `"error"` instead of the size, instances and outputs.
+(see `boxes`); `area` is the mask's pixel count; `polygons` are the mask's parts, largest first, as
+valid integer pixel polygons (see `docsam_cli.polygons`). Instances keep the pipeline's order (mask area,
+largest first). A page that failed has `"error"` instead of the size, instances and outputs. Text from
+file names (paths, page ids, messages) goes through `names.output_text`: the line is valid UTF-8.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from docsam_cli.writers.boxes import clip_box
-from docsam_cli.writers.polygons import DEFAULT_EPSILON, mask_polygons
-from model.instances import PageInstances
+from docsam_cli.names import output_text
+from docsam_cli.writers.shapes import PageShapes
 
 
 def page_record(
@@ -29,35 +29,30 @@ def page_record(
     input_path: str,
     page: int | None,
     page_id: str,
-    instances: PageInstances,
+    shapes: PageShapes,
     outputs: Mapping[str, str] | None = None,
     timing: Mapping[str, float] | None = None,
-    polygon_epsilon: float = DEFAULT_EPSILON,
 ) -> dict[str, Any]:
     """The record of a segmented page (a plain dict, ready for `dumps_record`)."""
-    areas = instances.areas()
-    records = []
-    for index in range(len(instances)):
-        polygons = mask_polygons(instances.decode_mask(index), polygon_epsilon)
-        box = clip_box(instances.boxes[index], instances.width, instances.height)
-        records.append(
-            {
-                "class": instances.class_name(index),
-                "label": int(instances.labels[index]),
-                "score": round(float(instances.scores[index]), 4),
-                "box": [round(value, 1) for value in box],
-                "area": int(areas[index]),
-                "polygons": [polygon.tolist() for polygon in polygons],
-            }
-        )
+    records = [
+        {
+            "class": shapes.class_name(index),
+            "label": shapes.label(index),
+            "score": round(shapes.score(index), 4),
+            "box": [round(value, 1) for value in shapes.boxes[index]],
+            "area": int(shapes.areas[index]),
+            "polygons": [polygon.tolist() for polygon in shapes.polygons(index)],
+        }
+        for index in range(len(shapes))
+    ]
     return {
-        "input": input_path,
+        "input": output_text(input_path),
         "page": page,
-        "page_id": page_id,
-        "width": instances.width,
-        "height": instances.height,
+        "page_id": output_text(page_id),
+        "width": shapes.width,
+        "height": shapes.height,
         "instances": records,
-        "outputs": dict(outputs or {}),
+        "outputs": {name: output_text(path) for name, path in (outputs or {}).items()},
         "timing": {name: round(seconds, 4) for name, seconds in (timing or {}).items()},
     }
 
@@ -66,7 +61,12 @@ def error_record(
     *, input_path: str, page: int | None, error: str, page_id: str | None = None
 ) -> dict[str, Any]:
     """The record of a page or file that failed: `error` is the one-line reason."""
-    return {"input": input_path, "page": page, "page_id": page_id, "error": error}
+    return {
+        "input": output_text(input_path),
+        "page": page,
+        "page_id": None if page_id is None else output_text(page_id),
+        "error": output_text(error),
+    }
 
 
 def dumps_record(record: Mapping[str, Any]) -> str:

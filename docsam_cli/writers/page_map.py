@@ -1,20 +1,17 @@
 """Which PAGE element (and `@type`) a prompted class becomes: defaults, overrides, `--page-map` parsing.
 
-Class names are matched ignoring case, spaces, hyphens and underscores (`Section-header`,
-`section_header` and `sectionheader` are one key). Defaults cover the class names of the common layout
-sets (DocLayNet, PubLayNet, M6Doc, OCR-D structure GT), then names ending in title/heading (heading),
-caption or list; any other class becomes a TextRegion without `@type` (its name is in `@custom` like
-every region's, see `page_xml`). PAGE has no list type, so list items become paragraphs (their class
-stays in `@custom`).
+Class names are matched as `class_map.normalize_class` says. Defaults cover the class names of the
+common layout sets (DocLayNet, PubLayNet, M6Doc, OCR-D structure GT), then names ending in
+title/heading (heading), caption or list; any other class becomes a TextRegion without `@type` (its name
+is in `@custom` like every region's, see `page_xml`). PAGE has no list type, so list items become
+paragraphs (their class stays in `@custom`).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+
+from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, normalize_class, parse_class_map
 
 TEXT_LINE = "TextLine"
 REGION_ELEMENTS = (
@@ -47,10 +44,6 @@ ALLOWED_TYPES: dict[str, frozenset[str] | None] = {
 class RegionKind:
     element: str  # one of REGION_ELEMENTS, or TEXT_LINE
     type: str | None = None
-
-
-def normalize_class(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name).lower()
 
 
 def _kinds(element: str, type_: str | None, *names: str) -> dict[str, RegionKind]:
@@ -102,15 +95,16 @@ SUFFIX_KINDS: tuple[tuple[str, RegionKind], ...] = (
     ("list", RegionKind("TextRegion", "paragraph")),
 )
 UNKNOWN_KIND = RegionKind("TextRegion", None)
+PAGE_MAP_SYNTAX = MapSyntax("page map", "type")
 
 
-def region_kind(class_name: str, page_map: Mapping[str, tuple[str, str | None]] | None = None) -> RegionKind:
+def region_kind(class_name: str, page_map: ClassMap | None = None) -> RegionKind:
     """The PAGE element for a class: `page_map` (keys matched like the defaults), the defaults, a name
     ending in title/heading/caption/list, else a TextRegion without @type."""
+    entry = lookup(page_map, class_name)
+    if entry is not None:
+        return validated_kind(*entry)
     key = normalize_class(class_name)
-    for name, (element, type_) in (page_map or {}).items():
-        if normalize_class(name) == key:
-            return validated_kind(element, type_)
     if key in DEFAULT_REGION_KINDS:
         return DEFAULT_REGION_KINDS[key]
     return next((kind for suffix, kind in SUFFIX_KINDS if key.endswith(suffix)), UNKNOWN_KIND)
@@ -132,53 +126,7 @@ def validated_kind(element: str, type_: str | None) -> RegionKind:
     return RegionKind(element, type_)
 
 
-def parse_page_map(spec: str) -> dict[str, tuple[str, str | None]]:
-    """`--page-map`: a JSON file, inline JSON, or `class=Element[:type],...`, validated.
-
-    JSON maps a class to `"Element"`, `"Element:type"`, `["Element", "type"]` or
-    `{"element": "Element", "type": "type"}`. Raises ValueError with a usage-error message.
-    """
-    text = spec.strip()
-    if text.startswith("{") or Path(text).suffix.lower() == ".json":
-        entries = list(_json_map(text).items())
-    else:
-        entries = [_split_entry(item, spec) for item in text.split(",") if item.strip()]
-    page_map: dict[str, tuple[str, str | None]] = {}
-    for name, value in entries:
-        kind = validated_kind(*_element_and_type(value, name))
-        page_map[name.strip()] = (kind.element, kind.type)
-    return page_map
-
-
-def _json_map(text: str) -> dict[str, object]:
-    """Inline JSON, or the JSON file `text` names."""
-    if not text.startswith("{"):
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ValueError(f"cannot read page map {text!r}: {error.strerror or error}") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"page map is not valid JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise ValueError('page map JSON must be an object: {"class": "Element[:type]", ...}')
-    return {str(name): value for name, value in raw.items()}
-
-
-def _split_entry(item: str, spec: str) -> tuple[str, str]:
-    name, separator, value = item.partition("=")
-    if not separator or not name.strip() or not value.strip():
-        raise ValueError(f"invalid page map entry {item.strip()!r} in {spec!r}: use class=Element[:type]")
-    return name.strip(), value.strip()
-
-
-def _element_and_type(value: object, name: str) -> tuple[str, str | None]:
-    if isinstance(value, str):
-        element, _, type_ = value.partition(":")
-        return element.strip(), type_.strip() or None
-    if isinstance(value, list) and len(value) in (1, 2) and all(isinstance(v, str | None) for v in value):
-        return value[0], value[1] if len(value) == 2 else None
-    if isinstance(value, dict) and isinstance(value.get("element"), str):
-        return value["element"], value.get("type")
-    raise ValueError(f"page map entry for {name!r} must be 'Element[:type]', got {value!r}")
+def parse_page_map(spec: str) -> ClassMap:
+    """`--page-map` (spec forms in `class_map`), validated. Raises ValueError with a usage message."""
+    kinds = {name: validated_kind(*entry) for name, entry in parse_class_map(spec, PAGE_MAP_SYNTAX).items()}
+    return {name: (kind.element, kind.type) for name, kind in kinds.items()}

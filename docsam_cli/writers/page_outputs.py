@@ -1,8 +1,12 @@
-"""Everything one segmented page writes, and the run-level COCO files assembled from the pages.
+"""Everything one segmented page writes, and the run-level files assembled from the pages.
 
 `PageWriter.write` writes a page's outputs (each file atomically) and returns its JSON-lines record; the
 batch runner stores that record last, which marks the page done. `PageWriter.finish` writes the run-level
 files. Which files a page needs is `PageFiles`, so that the runner can tell a finished page from one to do.
+All writers of a page share one `PageShapes`: each mask is decoded, and traced into polygons, once.
+
+This module is light to import (the batch runner imports it before any page is written): the writers, and
+the OpenCV, pycocotools and shapely they use, are imported only when a page is written.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from docsam_cli.atomic import atomic_open
-from docsam_cli.writers.coco import CocoRun, MaskFormat
-from docsam_cli.writers.jsonl import page_record
-from docsam_cli.writers.overlay import write_overlay
-from docsam_cli.writers.page_xml import write_page_xml
-from model.instances import PageInstances
+from docsam_cli.writers.formats import MaskFormat
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from docsam_cli.writers.class_map import ClassMap
+    from docsam_cli.writers.coco import CocoRun
+    from model.instances import PageInstances
 
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
+_IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,8 @@ class OutputSettings:
     formats: frozenset[str]
     class_names: tuple[str, ...]
     mask_format: MaskFormat = "rle"
-    page_map: dict[str, tuple[str, str | None]] | None = None
+    page_map: ClassMap | None = None
+    alto_map: ClassMap | None = None
     overlay_suffix: str = ".png"
 
 
@@ -53,46 +61,44 @@ class PageFiles:
         self.page_id = page_id
         self.record = out / STATE_DIR / "records" / f"{page_id}.json"
         self.page_xml = out / "page" / f"{page_id}.xml"
+        self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
+        self.semantic = out / "semantic" / f"{page_id}.png"
         self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
 
     def required(self) -> list[Path]:
         """The files that exist once the page is done (the record last)."""
-        paths = [self.record]
-        if "page" in self.settings.formats:
-            paths.append(self.page_xml)
-        if "overlay" in self.settings.formats:
-            paths.append(self.overlay)
-        return paths
+        formats = self.settings.formats
+        per_format = {
+            "page": self.page_xml,
+            "alto": self.alto,
+            "overlay": self.overlay,
+            "semantic": self.semantic,
+        }
+        return [self.record, *(path for name, path in per_format.items() if name in formats)]
 
 
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
-    return [
-        out_dir,
-        out_dir / "page",
-        out_dir / "overlay",
-        out_dir / "image",
-        state / "records",
-        state / "coco-parts",
-    ]
+    folders = ("page", "alto", "overlay", "semantic", "image")
+    return [out_dir, *(out_dir / name for name in folders), state / "records", state / "coco-parts"]
 
 
 class PageWriter:
-    """Writes the per-page outputs of a run and, at the end, its COCO files."""
+    """Writes the per-page outputs of a run and, at the end, its COCO files and class table."""
 
     def __init__(self, settings: OutputSettings) -> None:
         self.settings = settings
-        self.coco = (
-            CocoRun(
+        self.coco: CocoRun | None = None
+        if "coco" in settings.formats:
+            from docsam_cli.writers.coco import CocoRun
+
+            self.coco = CocoRun(
                 settings.out_dir / STATE_DIR / "coco-parts",
                 list(settings.class_names),
                 mask_format=settings.mask_format,
             )
-            if "coco" in settings.formats
-            else None
-        )
 
     def files(self, page_id: str) -> PageFiles:
         return PageFiles(self.settings, page_id)
@@ -104,41 +110,73 @@ class PageWriter:
 
     def write(self, source: PageSource, instances: PageInstances, timing: Mapping[str, float]) -> dict:
         """Write the page's outputs; return its JSON-lines record, which the caller stores last."""
-        settings = self.settings
+        from docsam_cli.writers.alto import write_alto
+        from docsam_cli.writers.jsonl import page_record
+        from docsam_cli.writers.overlay import write_overlay
+        from docsam_cli.writers.page_xml import write_page_xml
+        from docsam_cli.writers.semantic import write_label_map
+        from docsam_cli.writers.shapes import PageShapes
+
+        settings, formats = self.settings, self.settings.formats
         files = self.files(source.page_id)
+        shapes = PageShapes(instances)
         outputs: dict[str, str] = {}
-        if source.page is not None and settings.formats & {"coco", "page"}:
+        if source.page is not None and formats & _IMAGE_REFERENCES:
             _write_png(files.image, source.image)
             outputs["image"] = str(files.image)
         if self.coco is not None:
-            self.coco.add_page(source.page_id, instances, _image_name(source, files))
+            self.coco.add_page(source.page_id, shapes, _image_name(source, files))
             outputs["coco"] = str(settings.out_dir / "coco.json")
-        if "page" in settings.formats:
-            image_ref = Path(os.path.relpath(_image_path(source, files), files.page_xml.parent)).as_posix()
-            write_page_xml(files.page_xml, instances, image_ref, settings.page_map)
+        if "page" in formats:
+            reference = _image_reference(source, files, files.page_xml)
+            write_page_xml(files.page_xml, shapes, reference, settings.page_map)
             outputs["page"] = str(files.page_xml)
-        if "overlay" in settings.formats:
-            write_overlay(files.overlay, source.image, instances)
+        if "alto" in formats:
+            reference = _image_reference(source, files, files.alto)
+            write_alto(
+                files.alto,
+                shapes,
+                reference,
+                page_number=source.page or 1,
+                alto_map=settings.alto_map,
+                page_map=settings.page_map,
+            )
+            outputs["alto"] = str(files.alto)
+        if "overlay" in formats:
+            write_overlay(files.overlay, source.image, shapes)
             outputs["overlay"] = str(files.overlay)
+        if "semantic" in formats:
+            write_label_map(files.semantic, instances)
+            outputs["semantic"] = str(files.semantic)
         return page_record(
             input_path=str(source.path),
             page=source.page,
             page_id=source.page_id,
-            instances=instances,
+            shapes=shapes,
             outputs=outputs,
             timing=timing,
         )
 
     def finish(self, page_ids: list[str]) -> None:
         """The run-level files over `page_ids` (in that order)."""
+        out = self.settings.out_dir
         if self.coco is not None:
-            out = self.settings.out_dir
             self.coco.write(page_ids, out / "coco.json", out / "coco_results.json")
+        if "semantic" in self.settings.formats:
+            from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
+
+            write_class_table(out / "semantic" / CLASS_TABLE, self.settings.class_names)
 
 
 def _image_path(source: PageSource, files: PageFiles) -> Path:
-    """The image a PAGE file refers to: the input itself, or the rendered page of a PDF / TIFF frame."""
-    return files.image if source.page is not None else source.path.resolve()
+    """The image PAGE and ALTO refer to: the input as it was named (a symbolic link is not followed, so
+    that a folder of linked scans stays self-contained), or the rendered page of a PDF / TIFF frame."""
+    return files.image if source.page is not None else Path(os.path.abspath(source.path))
+
+
+def _image_reference(source: PageSource, files: PageFiles, document: Path) -> str:
+    """The image's path relative to the folder of `document`, with forward slashes."""
+    return Path(os.path.relpath(_image_path(source, files), document.parent)).as_posix()
 
 
 def _image_name(source: PageSource, files: PageFiles) -> str:

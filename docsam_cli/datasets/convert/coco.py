@@ -13,10 +13,11 @@ from pathlib import Path
 
 from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
 from docsam_cli.datasets.convert.base import ReadContext
-from docsam_cli.datasets.geometry import box_polygon, mask_polygons
+from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError
+from docsam_cli.polygons import mask_contours
 
 IMAGE_FOLDERS = ("images", "PNG")
 
@@ -62,7 +63,7 @@ def _instance(annotation: CocoAnnotation, notes: list[Note]) -> Instance | None:
         from pycocotools import mask as mask_utils
 
         notes.append(Note("fixed", "RLE mask traced to polygons", annotation.where))
-        polygons = mask_polygons(mask_utils.decode(annotation.rle))
+        polygons = mask_contours(mask_utils.decode(annotation.rle))
     if not polygons and annotation.bbox is not None:
         x, y, w, h = annotation.bbox
         polygons = [box_polygon(x, y, x + w, y + h)]

@@ -17,10 +17,11 @@ import numpy as np
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.fields import JsonField
-from docsam_cli.datasets.geometry import box_polygon, mask_polygons
+from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.polygons import mask_contours
 
 _CIRCLE_VERTICES = 64
 _AREA_SHAPES = frozenset(("polygon", "rectangle", "circle", "mask"))
@@ -144,4 +145,4 @@ def _mask(field: JsonField, origin: np.ndarray) -> list[np.ndarray]:
             mask = np.asarray(image.convert("L")) > 0
     except (OSError, ValueError, binascii.Error):
         raise field.expected("a base64-encoded PNG mask") from None
-    return mask_polygons(mask, offset=(float(origin[0]), float(origin[1])))
+    return mask_contours(mask, offset=(float(origin[0]), float(origin[1])))

@@ -1,0 +1,113 @@
+"""Seconds to write one page's outputs (`PageWriter.write`) and how many times masks are decoded doing it.
+
+The page is synthetic: an A4 scan at 300 dpi (2480×3508) with `--instances` regions in a grid, their
+edges ragged as a model's masks are (pixels flipped at random along the outline). Without the model, so
+the figure is the writers' alone; the median of `--repeats` runs is reported.
+
+    python benchmarks/write_speed.py --instances 100
+    python benchmarks/write_speed.py --instances 100 --formats coco,page,alto,overlay,semantic,jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
+from model.instances import PageInstances
+
+CLASSES = ("text", "title", "list", "table", "figure")
+
+
+def synthetic_page(count: int, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, PageInstances]:
+    rng = np.random.default_rng(seed)
+    columns = max(1, int(np.ceil(np.sqrt(count * width / height))))
+    rows = int(np.ceil(count / columns))
+    cell_w, cell_h = width // columns, height // rows
+    rles, boxes = [], []
+    for index in range(count):
+        x, y = (index % columns) * cell_w, (index // columns) * cell_h
+        mask = np.zeros((height, width), np.uint8)
+        corners = np.array(
+            [
+                [x + 8, y + 8],
+                [x + cell_w - 8, y + 12],
+                [x + cell_w - 10, y + cell_h - 8],
+                [x + 6, y + cell_h - 10],
+            ]
+        )
+        cv2.fillPoly(mask, [corners.astype(np.int32)], 1)
+        window = mask[y : y + cell_h, x : x + cell_w]
+        edge = (
+            cv2.dilate(window, np.ones((3, 3), np.uint8)) ^ cv2.erode(window, np.ones((3, 3), np.uint8))
+        ).astype(bool)
+        window ^= (edge & (rng.random(window.shape) < 0.04)).astype(np.uint8)
+        rles.append(mask_utils.encode(np.asfortranarray(mask)))
+        boxes.append([x + 6, y + 8, x + cell_w - 8, y + cell_h - 8])
+    labels = rng.integers(0, len(CLASSES), count)
+    order = np.argsort([-int(mask_utils.area(rle)) for rle in rles], kind="stable")
+    empty = mask_utils.encode(np.zeros((height, width), np.uint8, order="F"))
+    semantic = [
+        mask_utils.merge([rles[i] for i in range(count) if labels[i] == label])
+        if (labels == label).any()
+        else empty
+        for label in range(len(CLASSES))
+    ]
+    instances = PageInstances(
+        height,
+        width,
+        list(CLASSES),
+        [rles[i] for i in order],
+        np.asarray(boxes, dtype=np.float64)[order],
+        rng.uniform(0.5, 1.0, count)[order],
+        labels[order].astype(np.int64),
+        semantic,
+    )
+    page = np.full((height, width, 3), 235, np.uint8)
+    return page, instances
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--formats", default="coco,page,overlay,jsonl")
+    parser.add_argument("--size", default="3508,2480", help="page H,W")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    height, width = (int(side) for side in args.size.split(","))
+    page, instances = synthetic_page(args.instances, height, width)
+
+    decodes = 0
+    decode = mask_utils.decode
+
+    def counting_decode(rle):
+        nonlocal decodes
+        decodes += 1
+        return decode(rle)
+
+    mask_utils.decode = counting_decode
+    seconds = []
+    with tempfile.TemporaryDirectory() as out:
+        settings = OutputSettings(Path(out), frozenset(args.formats.split(",")), CLASSES)
+        for repeat in range(args.repeats):
+            decodes = 0
+            started = time.perf_counter()
+            PageWriter(settings).write(
+                PageSource(Path(out) / "p.png", None, f"p{repeat}", page), instances, {}
+            )
+            seconds.append(time.perf_counter() - started)
+    print(
+        f"{args.instances} instances on {width}x{height}, formats {args.formats}: "
+        f"write {statistics.median(seconds):.2f} s (median of {args.repeats}), {decodes} mask decodes"
+    )
+
+
+if __name__ == "__main__":
+    main()

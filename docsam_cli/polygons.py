@@ -1,0 +1,255 @@
+"""Masks → polygons: the one module behind the writers' polygons and the datasets' traced masks.
+
+A binary mask has two useful outlines, each with its own function:
+
+* `mask_contours` (datasets): the exact outer contour of every connected component, as OpenCV traces it
+  through the centres of the boundary pixels, in float, optionally shifted. Rasterised again with boundary
+  pixels included (`cv2.fillPoly`) it gives back the component without its holes, which is what training
+  and evaluation need. It is not always a valid polygon: a one-pixel-wide spur is walked out and back, and
+  two parts meeting at a pixel corner (a pinch) share a vertex.
+* `mask_polygons` (PAGE, ALTO, COCO polygon mode, JSON lines): one *valid* integer polygon per part, as
+  OCR-D's validator requires — a simple ring (no self-intersection or self-touching, shapely's `is_valid`)
+  of at least 4 distinct points, inside the page. How a component becomes one:
+
+  1. Its contour is simplified with `cv2.approxPolyDP` (tolerance `epsilon`, 1 px by default: removes the
+     staircase of the pixel grid, keeps the shape) and repeated points are dropped; a component too thin to
+     span an area (a one-pixel rule, a lone pixel) becomes its bounding rectangle widened to two pixels
+     inside the page. If that is valid, it is the polygon (almost always).
+  2. Otherwise the outline touches itself — two parts meeting at a pixel corner (a pinch), a one-pixel
+     neck or spur — or simplification made it cross itself. Every pixel the exact contour passes twice
+     gets its 3 x 3 neighbourhood added to the component (within the page; up to three rounds), so that
+     the component stays one polygon covering all of it, at most a pixel wider at its thinnest. Its
+     outline is then simplified as in 1 if that is valid, else by shapely's topology-preserving simplifier
+     (same tolerance, a subset of its points), else kept exact (corners only: valid by construction).
+     Should the component still touch itself, its contour is split at every pixel it passes twice into
+     simple rings, one part each (rings without area, a spur walked out and back, are dropped).
+
+  Parts are ordered largest first (contour area plus contour length, so that thin parts still rank), holes
+  are ignored. Writers that want one polygon per instance (PAGE, ALTO) take the first: the outline of the
+  mask's largest connected part; specks beside it are left out.
+
+OpenCV and shapely are imported where they are used: `docsam --help` must not load them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+DEFAULT_EPSILON = 1.0
+MIN_POINTS = 4  # OCR-D's validator rejects polygons with fewer points ("has too few points")
+THICKENING_ROUNDS = 3  # one round resolves the pinches, necks and spurs of every test mask so far
+
+
+def drop_repeats(points: np.ndarray) -> np.ndarray:
+    """Remove consecutive duplicate points, including a closing point equal to the first."""
+    if len(points) < 2:
+        return points
+    keep = np.any(points != np.roll(points, 1, axis=0), axis=1)
+    if not keep.any():  # every point identical
+        return points[:1]
+    return points[keep]
+
+
+def mask_contours(mask: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
+    """Exact outer contours (float, shifted by `offset`) of a binary mask's components with 3+ points."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    shift = np.asarray(offset, dtype=np.float64)
+    outlines = (contour.reshape(-1, 2).astype(np.float64) + shift for contour in contours)
+    return [outline for outline in outlines if len(outline) >= 3]
+
+
+def mask_polygons(
+    mask: np.ndarray,
+    epsilon: float = DEFAULT_EPSILON,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    page_size: tuple[int, int] | None = None,
+) -> list[np.ndarray]:
+    """Valid (N, 2) int32 polygons of a bool/0-1 mask, one per part, largest first (see the module doc).
+
+    `mask` may be a window of the page: `origin` is the page position (x, y) of its top-left pixel and
+    `page_size` the page's (width, height) (default: the mask is the whole page). Points are page pixels.
+    """
+    import cv2
+
+    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not binary.any():
+        return []
+    height, width = binary.shape
+    page_width, page_height = page_size if page_size is not None else (width, height)
+    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # contours never clipped
+    contours, _ = cv2.findContours(
+        padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(origin[0] - 1, origin[1] - 1)
+    )
+    parts: list[tuple[float, np.ndarray]] = []
+    for contour in contours:
+        points = contour.reshape(-1, 2)
+        polygon = _simplified(points, epsilon, page_width, page_height)
+        if polygon is not None and is_valid_polygon(polygon):
+            parts.append((_size(points), polygon))
+        else:
+            parts.extend(_repaired(points, epsilon, page_width, page_height))
+    parts.sort(key=lambda part: -part[0])
+    return [polygon for _, polygon in parts]
+
+
+def is_valid_polygon(points: np.ndarray) -> bool:
+    """What OCR-D's validator accepts: at least 4 points forming a valid (simple) shapely ring.
+
+    A ring that passes a point twice touches itself and is not valid, so its points are distinct, provided
+    consecutive repeats were dropped (`drop_repeats`).
+    """
+    import shapely
+
+    if len(points) < MIN_POINTS:
+        return False
+    return bool(shapely.is_valid(shapely.polygons(np.asarray(points, dtype=np.float64))))
+
+
+def _size(points: np.ndarray) -> float:
+    import cv2
+
+    return float(cv2.contourArea(points.reshape(-1, 1, 2))) + len(points)  # one-pixel-wide parts have area 0
+
+
+def _simplified(points: np.ndarray, epsilon: float, width: int, height: int) -> np.ndarray | None:
+    """The simplified outline, or the widened bounding rectangle when it spans no area."""
+    import cv2
+
+    simplified = drop_repeats(cv2.approxPolyDP(points.reshape(-1, 1, 2), epsilon, True).reshape(-1, 2))
+    if len(simplified) >= 3 and cv2.contourArea(simplified.reshape(-1, 1, 2).astype(np.float32)) > 0:
+        return simplified.astype(np.int32)
+    return _thin_box(points, width, height)
+
+
+def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> list[tuple[float, np.ndarray]]:
+    """Valid parts of a component whose simplified outline is not valid (see step 2 of the module doc)."""
+    thickened = _thickened(points, width, height)
+    if thickened is not None:
+        polygon = _valid_outline(thickened, epsilon, width, height)
+        if polygon is not None:
+            return [(_size(points), polygon)]
+    parts = []
+    for ring in _simple_rings(_pixel_walk(points)):
+        polygon = _valid_outline(ring, epsilon, width, height)
+        if polygon is not None:
+            parts.append((_size(ring), polygon))
+    if not parts:
+        box = _thin_box(points, width, height)
+        if box is not None:
+            parts.append((_size(points), box))
+    return parts
+
+
+def _valid_outline(ring: np.ndarray, epsilon: float, width: int, height: int) -> np.ndarray | None:
+    """The first valid of: the simplified ring, its topology-preserving simplification, the exact ring
+    (corners only), its widened bounding rectangle."""
+    exact = _drop_collinear(ring)
+    candidates = (
+        _simplified(exact, epsilon, width, height),
+        _simplified_keeping_validity(exact, epsilon),
+        exact,
+        _thin_box(ring, width, height),
+    )
+    return next((c.astype(np.int32) for c in candidates if c is not None and is_valid_polygon(c)), None)
+
+
+def _thickened(points: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """The component's exact outline once every pixel it passes twice has its 3 x 3 neighbourhood added
+    to the component (inside the page), or None if it still touches itself after THICKENING_ROUNDS."""
+    import cv2
+
+    outline = points
+    for _ in range(THICKENING_ROUNDS):
+        walk = _pixel_walk(outline)
+        pixels, visits = np.unique(walk, axis=0, return_counts=True)
+        touching = pixels[visits > 1]
+        if not len(touching):
+            return outline
+        low = np.maximum(outline.min(axis=0) - 2, -1)  # the canvas keeps a zero border
+        high = np.minimum(outline.max(axis=0) + 2, (width, height))
+        canvas = np.zeros((high[1] - low[1] + 1, high[0] - low[0] + 1), np.uint8)
+        cv2.fillPoly(canvas, [(outline - low).reshape(-1, 1, 2).astype(np.int32)], 1)
+        grown = np.zeros_like(canvas)
+        grown[touching[:, 1] - low[1], touching[:, 0] - low[0]] = 1
+        canvas |= cv2.dilate(grown, np.ones((3, 3), np.uint8))
+        canvas[:, : max(0, -low[0])] = 0  # nothing off the page
+        canvas[: max(0, -low[1]), :] = 0
+        canvas[:, width - low[0] :] = 0
+        canvas[height - low[1] :, :] = 0
+        contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=tuple(low))
+        outline = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    return None
+
+
+def _simplified_keeping_validity(ring: np.ndarray, epsilon: float) -> np.ndarray:
+    """The ring simplified by shapely's topology-preserving simplifier: a valid ring stays valid, and its
+    points are a subset of the ring's (integers stay integers)."""
+    import shapely
+
+    simplified = shapely.simplify(shapely.polygons(ring.astype(np.float64)), epsilon, preserve_topology=True)
+    return np.asarray(shapely.get_exterior_ring(simplified).coords, dtype=np.int32)[:-1]
+
+
+def _pixel_walk(points: np.ndarray) -> np.ndarray:
+    """Every pixel of a CHAIN_APPROX_SIMPLE contour: its vertices are joined by straight 8-neighbour runs."""
+    deltas = np.roll(points, -1, axis=0) - points
+    counts = np.abs(deltas).max(axis=1)
+    moving = counts > 0
+    if not moving.any():
+        return points[:1]
+    starts, deltas, counts = points[moving], deltas[moving], counts[moving]
+    steps = deltas // counts[:, None]  # each run is horizontal, vertical or diagonal
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts, axis=0) + np.repeat(steps, counts, axis=0) * within[:, None]
+
+
+def _simple_rings(walk: np.ndarray) -> Iterator[np.ndarray]:
+    """Split a closed walk at every point it visits twice into loops that visit each point once.
+
+    Each loop closes where the walk comes back to a point: the stretch since that point's first visit is
+    cut out. Loops of fewer than 3 points (a spur walked out and back) are dropped.
+    """
+    path: list[tuple[int, int]] = []
+    position: dict[tuple[int, int], int] = {}
+    for point in map(tuple, walk.tolist()):
+        start = position.get(point)
+        if start is None:
+            position[point] = len(path)
+            path.append(point)
+            continue
+        loop = path[start:]
+        for visited in loop[1:]:
+            del position[visited]
+        del path[start + 1 :]
+        if len(loop) >= 3:
+            yield np.asarray(loop, dtype=np.int32)
+    if len(path) >= 3:
+        yield np.asarray(path, dtype=np.int32)
+
+
+def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+    """The ring's corners: points where the direction changes."""
+    before = ring - np.roll(ring, 1, axis=0)
+    after = np.roll(ring, -1, axis=0) - ring
+    turns = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0] != 0
+    return ring[turns] if turns.sum() >= 3 else ring
+
+
+def _thin_box(points: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """Bounding rectangle of the points, widened to >= 2 px per side inside the page."""
+    x0, x1 = _widen(int(points[:, 0].min()), int(points[:, 0].max()), width)
+    y0, y1 = _widen(int(points[:, 1].min()), int(points[:, 1].max()), height)
+    if x0 == x1 or y0 == y1:
+        return None  # the page itself is one pixel wide or high
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.int32)
+
+
+def _widen(low: int, high: int, size: int) -> tuple[int, int]:
+    if high > low:
+        return low, high
+    return (low, low + 1) if low + 1 < size else (max(low - 1, 0), low)

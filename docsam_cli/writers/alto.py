@@ -1,0 +1,166 @@
+"""ALTO 4.4 XML, one file per page, valid against the ALTO 4.4 schema.
+
+What a page's file holds:
+- `Description`: `MeasurementUnit` pixel, `sourceImageInformation/fileName` naming the page image (the
+  same reference as PAGE's `imageFilename`), and a `Processing` step (docsam and its version, the time);
+- `Tags`: one `OtherTag` per class on the page, `TYPE="block type"` (or `"line type"`), its `LABEL` the
+  SegmOnto zone of `alto_map.alto_kind` and its `DESCRIPTION` naming the docsam class; ids `BT<n>` and
+  `LT<n>`, n the class's number in the prompted list (from 1);
+- `ReadingOrder`: one `OrderedGroup` referencing the blocks in the order PAGE output reads them (XY-cut,
+  separators and noise left out); the blocks are also written in that order, then the unordered ones top
+  to bottom, with the ids PAGE gives them (`r1`, `r2`, ..., lines `r1_l1`, ...);
+- `Layout/Page` (`WIDTH`, `HEIGHT` in pixels, `PHYSICAL_IMG_NR` the page's number in its document) with a
+  `PrintSpace` covering the page and the blocks in it: each with its bounding box (`HPOS`, `VPOS`,
+  `WIDTH`, `HEIGHT`, from the polygon's points) and its exact polygon (`Shape/Polygon@POINTS`, the same
+  valid polygon PAGE writes), `TAGREFS` naming its class tag; `Illustration` and `ComposedBlock` also
+  carry the class name in `TYPE` (ComposedBlock for a table: `TYPE="table"` with the default classes);
+- text lines as `TextLine`s of their `TextBlock` (nesting as in PAGE, see `layout`), each with one empty
+  `String` (the schema requires one) whose `WC` is the line's score.
+Confidence: ALTO 4.4 has no confidence attribute on blocks (only `String@WC`/`CC` and the page's `PC`),
+so a block's score is not written; PAGE output has it (`Coords/@conf`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+from lxml import etree
+
+from docsam_cli import __version__
+from docsam_cli.atomic import atomic_write_bytes
+from docsam_cli.names import output_text
+from docsam_cli.writers.alto_map import TEXT_BLOCK, AltoKind, alto_kind
+from docsam_cli.writers.class_map import ClassMap
+from docsam_cli.writers.layout import Line, Region, Role, page_layout
+from docsam_cli.writers.page_map import TEXT_LINE
+from docsam_cli.writers.shapes import PageShapes
+
+ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
+ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_TYPED_ELEMENTS = frozenset({"Illustration", "ComposedBlock"})  # blocks with a free-text TYPE attribute
+_ROLES: dict[str, Role] = {TEXT_BLOCK: "text", TEXT_LINE: "line", "GraphicalElement": "unordered"}
+
+
+def alto_string(
+    shapes: PageShapes,
+    image_filename: str,
+    *,
+    page_number: int = 1,
+    alto_map: ClassMap | None = None,
+    page_map: ClassMap | None = None,
+    created: datetime | None = None,
+) -> str:
+    """The ALTO document for one page, as a str with an XML declaration.
+
+    `alto_map` overrides the class → (element, label) defaults, which follow `page_map` (see `alto_map`);
+    raises ValueError for an element ALTO does not have. `created` (UTC) defaults to now.
+    """
+    kinds = [alto_kind(name, alto_map, page_map) for name in shapes.instances.class_names]
+    layout = page_layout(shapes, [_ROLES.get(kind.element, "region") for kind in kinds])
+    timestamp = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+    root = etree.Element(
+        _tag("alto"),
+        nsmap={None: ALTO_NAMESPACE, "xsi": _XSI},
+        attrib={
+            f"{{{_XSI}}}schemaLocation": f"{ALTO_NAMESPACE} {ALTO_SCHEMA_LOCATION}",
+            "SCHEMAVERSION": "4.4",
+        },
+    )
+    description = _child(root, "Description")
+    _child(description, "MeasurementUnit").text = "pixel"
+    _child(_child(description, "sourceImageInformation"), "fileName").text = output_text(image_filename)
+    processing = _child(description, "Processing", ID="docsam")
+    _child(processing, "processingCategory").text = "contentGeneration"
+    _child(processing, "processingDateTime").text = timestamp
+    software = _child(processing, "processingSoftware")
+    _child(software, "softwareName").text = "docsam"
+    _child(software, "softwareVersion").text = __version__
+
+    used = sorted({shapes.label(index) for index in range(len(shapes))})
+    if used:
+        tags = _child(root, "Tags")
+        for label in used:
+            kind = kinds[label]
+            line = kind.element == TEXT_LINE
+            _child(
+                tags,
+                "OtherTag",
+                ID=_tag_id(kind, label),
+                TYPE="line type" if line else "block type",
+                LABEL=kind.label,
+                DESCRIPTION=f"docsam class {shapes.class_names[label]}",
+            )
+    if layout.ordered:
+        group = _child(_child(root, "ReadingOrder"), "OrderedGroup", ID="ro1")
+        for number in range(1, len(layout.ordered) + 1):
+            _child(group, "ElementRef", ID=f"ro1_{number}", REF=f"r{number}")
+
+    page = _child(
+        _child(root, "Layout"),
+        "Page",
+        ID="page1",
+        PHYSICAL_IMG_NR=str(page_number),
+        WIDTH=str(shapes.width),
+        HEIGHT=str(shapes.height),
+        PROCESSING="docsam",
+    )
+    space = _child(page, "PrintSpace", HPOS="0", VPOS="0", WIDTH=str(shapes.width), HEIGHT=str(shapes.height))
+    for number, region in enumerate(layout.regions, 1):
+        _write_block(space, shapes, kinds, region, f"r{number}")
+    etree.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="unicode") + "\n"
+
+
+def write_alto(path: str | os.PathLike[str], shapes: PageShapes, image_filename: str, **options) -> None:
+    """`alto_string` (same keyword options) written atomically (UTF-8)."""
+    atomic_write_bytes(path, alto_string(shapes, image_filename, **options).encode("utf-8"))
+
+
+def _write_block(
+    parent: etree._Element, shapes: PageShapes, kinds: list[AltoKind], region: Region, block_id: str
+) -> None:
+    if region.instance is None:  # a block made to hold a line no block holds: no class of its own
+        element = _positioned(parent, TEXT_BLOCK, region.polygon, ID=block_id)
+    else:
+        label = shapes.label(region.instance)
+        kind = kinds[label]
+        attributes = {"ID": block_id, "TAGREFS": _tag_id(kind, label)}
+        if kind.element in _TYPED_ELEMENTS:
+            attributes["TYPE"] = shapes.class_names[label]
+        element = _positioned(parent, kind.element, region.polygon, **attributes)
+    for number, line in enumerate(region.lines, 1):
+        _write_line(element, shapes, kinds, line, f"{block_id}_l{number}")
+
+
+def _write_line(
+    parent: etree._Element, shapes: PageShapes, kinds: list[AltoKind], line: Line, line_id: str
+) -> None:
+    label = shapes.label(line.instance)
+    element = _positioned(parent, TEXT_LINE, line.polygon, ID=line_id, TAGREFS=_tag_id(kinds[label], label))
+    _child(element, "String", CONTENT="", WC=f"{shapes.confidence(line.instance):.4f}")
+
+
+def _positioned(parent: etree._Element, tag: str, polygon: np.ndarray, **attributes: str) -> etree._Element:
+    """An element with the bounding box of `polygon` and the polygon itself as its Shape."""
+    (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
+    box = {"HPOS": str(x0), "VPOS": str(y0), "WIDTH": str(x1 - x0), "HEIGHT": str(y1 - y0)}
+    element = _child(parent, tag, **attributes, **box)
+    points = " ".join(f"{x},{y}" for x, y in polygon.tolist())
+    _child(_child(element, "Shape"), "Polygon", POINTS=points)
+    return element
+
+
+def _tag_id(kind: AltoKind, label: int) -> str:
+    return f"{'LT' if kind.element == TEXT_LINE else 'BT'}{label + 1}"
+
+
+def _tag(name: str) -> str:
+    return f"{{{ALTO_NAMESPACE}}}{name}"
+
+
+def _child(parent: etree._Element, tag: str, **attributes: str) -> etree._Element:
+    return etree.SubElement(parent, _tag(tag), attrib=attributes)

@@ -1,0 +1,86 @@
+"""Class → output element maps (`--page-map`, `--alto-map`): matching class names and parsing the specs.
+
+A spec is a JSON file, inline JSON, or `class=Element[:detail],...`; JSON maps a class to
+`"Element"`, `"Element:detail"`, `["Element", "detail"]` or `{"element": "Element", "<detail>": "detail"}`.
+The detail is the PAGE `@type` or the ALTO tag label; each format validates its own entries. Class names
+are matched ignoring case, spaces, hyphens and underscores (`Section-header`, `section_header` and
+`sectionheader` are one key).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail or None)
+
+
+def normalize_class(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+@dataclass(frozen=True)
+class MapSyntax:
+    """How one format's map is named in messages and what its detail is called."""
+
+    name: str  # "page map"
+    detail: str  # "type"
+
+
+def parse_class_map(spec: str, syntax: MapSyntax) -> ClassMap:
+    """The (element, detail) pairs of a spec, not yet validated. Raises ValueError with a usage message."""
+    text = spec.strip()
+    if text.startswith("{") or Path(text).suffix.lower() == ".json":
+        entries = list(_json_map(text, syntax).items())
+    else:
+        entries = [_split_entry(item, spec, syntax) for item in text.split(",") if item.strip()]
+    return {name.strip(): _element_and_detail(value, name, syntax) for name, value in entries}
+
+
+def lookup(class_map: ClassMap | None, class_name: str) -> tuple[str, str | None] | None:
+    """The entry for `class_name`, keys matched like `normalize_class`."""
+    key = normalize_class(class_name)
+    for name, entry in (class_map or {}).items():
+        if normalize_class(name) == key:
+            return entry
+    return None
+
+
+def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
+    """Inline JSON, or the JSON file `text` names."""
+    if not text.startswith("{"):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(f"cannot read {syntax.name} {text!r}: {error.strerror or error}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{syntax.name} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f'{syntax.name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}'
+        )
+    return {str(name): value for name, value in raw.items()}
+
+
+def _split_entry(item: str, spec: str, syntax: MapSyntax) -> tuple[str, str]:
+    name, separator, value = item.partition("=")
+    if not separator or not name.strip() or not value.strip():
+        raise ValueError(
+            f"invalid {syntax.name} entry {item.strip()!r} in {spec!r}: use class=Element[:{syntax.detail}]"
+        )
+    return name.strip(), value.strip()
+
+
+def _element_and_detail(value: object, name: str, syntax: MapSyntax) -> tuple[str, str | None]:
+    if isinstance(value, str):
+        element, _, detail = value.partition(":")
+        return element.strip(), detail.strip() or None
+    if isinstance(value, list) and len(value) in (1, 2) and all(isinstance(v, str | None) for v in value):
+        return value[0], value[1] if len(value) == 2 else None
+    if isinstance(value, dict) and isinstance(value.get("element"), str):
+        return value["element"], value.get(syntax.detail)
+    raise ValueError(f"{syntax.name} entry for {name!r} must be 'Element[:{syntax.detail}]', got {value!r}")

@@ -1,0 +1,111 @@
+"""The region structure PAGE and ALTO share: one polygon per region, text lines nested, a reading order.
+
+Each prompted class plays a role on the page, which the format's class mapping decides:
+- `text`: a region that can hold text lines (PAGE TextRegion, ALTO TextBlock);
+- `region`: any other region in the reading order (tables, figures, ...);
+- `unordered`: a region outside the reading order (separators, noise), written after the others, top to
+  bottom;
+- `line`: a text line. It goes into the `text` region covering at least half of its mask (the most, if
+  several do), its polygon cut to that region's polygon; a line no region holds gets a `text` region of
+  its own (same polygon, no class). Lines are ordered top to bottom within their region.
+Every region's polygon is the outline of its mask's largest part (`PageShapes.outline`); instances without
+one (an empty mask) are left out. Ordered regions follow the XY-cut reading order (`reading_order`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from docsam_cli.writers.reading_order import Box, reading_order
+from docsam_cli.writers.shapes import PageShapes
+
+Role = Literal["text", "region", "unordered", "line"]
+_LINE_IN_REGION = 0.5  # share of a line's mask a text region must cover to be its parent
+
+
+def polygon_bounds(polygon: np.ndarray) -> Box:
+    """Half-open pixel box of a polygon, so that touching regions leave no gap for the XY-cut."""
+    (x1, y1), (x2, y2) = polygon.min(axis=0), polygon.max(axis=0)
+    return float(x1), float(y1), float(x2 + 1), float(y2 + 1)
+
+
+@dataclass(frozen=True)
+class Line:
+    instance: int
+    polygon: np.ndarray
+
+
+@dataclass
+class Region:
+    instance: int | None  # None: a text region made to hold a line that no region holds
+    polygon: np.ndarray
+    lines: list[Line] = field(default_factory=list)
+
+    def bounds(self) -> Box:
+        return polygon_bounds(self.polygon)
+
+
+@dataclass(frozen=True)
+class Layout:
+    ordered: list[Region]  # in reading order
+    unordered: list[Region]  # top to bottom
+
+    @property
+    def regions(self) -> list[Region]:
+        """Every region in the order the files list them."""
+        return self.ordered + self.unordered
+
+
+def page_layout(shapes: PageShapes, roles: Sequence[Role]) -> Layout:
+    """The layout of a page whose class i plays `roles[i]`."""
+    regions: dict[int, Region] = {}
+    lines: list[int] = []
+    for index in range(len(shapes)):
+        if roles[shapes.label(index)] == "line":
+            lines.append(index)
+            continue
+        polygon = shapes.outline(index)
+        if polygon is not None:
+            regions[index] = Region(index, polygon)
+    text_regions = [index for index in regions if roles[shapes.label(index)] == "text"]
+    holders = []
+    for line in lines:
+        parent = _parent_region(shapes, line, text_regions)
+        polygon = shapes.outline_within(line, parent) if parent is not None else None
+        if polygon is not None:
+            regions[parent].lines.append(Line(line, polygon))
+        elif (polygon := shapes.outline(line)) is not None:
+            holders.append(Region(None, polygon, [Line(line, polygon)]))
+    placed = [*regions.values(), *holders]
+    for region in placed:
+        region.lines.sort(key=lambda line: _top_left(polygon_bounds(line.polygon)))
+    ordered = [region for region in placed if _role(shapes, roles, region) != "unordered"]
+    ordered = [ordered[index] for index in reading_order([region.bounds() for region in ordered])]
+    unordered = [region for region in placed if _role(shapes, roles, region) == "unordered"]
+    unordered.sort(key=lambda region: _top_left(region.bounds()))
+    return Layout(ordered, unordered)
+
+
+def _top_left(box: Box) -> tuple[float, float]:
+    return box[1], box[0]
+
+
+def _role(shapes: PageShapes, roles: Sequence[Role], region: Region) -> Role:
+    return "text" if region.instance is None else roles[shapes.label(region.instance)]
+
+
+def _parent_region(shapes: PageShapes, line: int, candidates: list[int]) -> int | None:
+    """The candidate covering the largest share (at least half) of the line's mask."""
+    if not candidates:
+        return None
+    from pycocotools import mask as mask_utils
+
+    masks = shapes.instances.masks
+    # With iscrowd set for the "ground truth" side, pycocotools divides the overlap by the detection's area.
+    shares = mask_utils.iou([masks[line]], [masks[index] for index in candidates], [1] * len(candidates))[0]
+    best = int(np.argmax(shares))
+    return candidates[best] if shares[best] >= _LINE_IN_REGION else None

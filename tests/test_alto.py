@@ -1,0 +1,291 @@
+"""ALTO 4.4 output: schema validity, elements and SegmOnto tags per class, the PAGE writer's polygons and
+reading order, text lines, `--alto-map`, and reading it back with `convert-dataset --from alto`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from convert_helpers import run_cli
+from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
+from lxml import etree
+
+from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string, write_alto
+from docsam_cli.writers.alto_map import alto_kind, parse_alto_map
+from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string
+from docsam_cli.writers.shapes import PageShapes
+
+NS = {"a": ALTO_NAMESPACE}
+BLOCKS = ("TextBlock", "Illustration", "GraphicalElement", "ComposedBlock")
+
+
+@pytest.fixture(scope="module")
+def alto_schema(shared_data: Path) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "alto-4-4" / "alto-4-4.local.xsd")))
+
+
+@pytest.fixture(scope="module")
+def page_schema(shared_data: Path) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
+
+
+def parse_valid(text: str, schema: etree.XMLSchema) -> etree._Element:
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    document = etree.fromstring(text.encode("utf-8"))
+    assert schema.validate(document), schema.error_log
+    return document
+
+
+def blocks(document: etree._Element) -> list[etree._Element]:
+    space = document.find("a:Layout/a:Page/a:PrintSpace", NS)
+    return [element for element in space if etree.QName(element).localname in BLOCKS]
+
+
+def tags(document: etree._Element) -> dict[str, etree._Element]:
+    return {tag.get("ID"): tag for tag in document.findall("a:Tags/a:OtherTag", NS)}
+
+
+def polygon(element: etree._Element, namespace: str = ALTO_NAMESPACE) -> np.ndarray:
+    if namespace == ALTO_NAMESPACE:
+        text = element.find("a:Shape/a:Polygon", NS).get("POINTS")
+    else:
+        text = element.find(f"{{{PAGE_NAMESPACE}}}Coords").get("points")
+    return np.array([[int(v) for v in pair.split(",")] for pair in text.split()], dtype=np.int32)
+
+
+def page_regions(document: etree._Element) -> list[etree._Element]:
+    page = document.find(f"{{{PAGE_NAMESPACE}}}Page")
+    return [element for element in page if etree.QName(element).localname.endswith("Region")]
+
+
+def raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    canvas = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(canvas, [points.astype(np.int32).reshape(-1, 1, 2)], 1)
+    return canvas.astype(bool)
+
+
+def test_real_page_gives_valid_alto_with_the_page_outputs_polygons_and_order(
+    shared_data, alto_schema, page_schema
+):
+    image, instances = publaynet_instances(shared_data)
+    shapes = PageShapes(instances)
+    document = parse_valid(alto_string(shapes, image["file_name"], page_number=7), alto_schema)
+    page_document = parse_valid(page_xml_string(shapes, image["file_name"]), page_schema)
+
+    assert document.findtext("a:Description/a:MeasurementUnit", namespaces=NS) == "pixel"
+    assert (
+        document.findtext("a:Description/a:sourceImageInformation/a:fileName", namespaces=NS)
+        == (image["file_name"])
+    )
+    page = document.find("a:Layout/a:Page", NS)
+    assert (page.get("WIDTH"), page.get("HEIGHT"), page.get("PHYSICAL_IMG_NR")) == (
+        str(image["width"]),
+        str(image["height"]),
+        "7",
+    )
+    found, regions = blocks(document), page_regions(page_document)
+    assert len(found) == len(regions) == len(instances)
+    assert [block.get("ID") for block in found] == [region.get("id") for region in regions]
+    for block, region in zip(found, regions, strict=True):
+        points = polygon(block)
+        assert (points == polygon(region, PAGE_NAMESPACE)).all()
+        x0, y0 = points.min(axis=0)
+        x1, y1 = points.max(axis=0)
+        assert [block.get(key) for key in ("HPOS", "VPOS", "WIDTH", "HEIGHT")] == [
+            str(x0),
+            str(y0),
+            str(x1 - x0),
+            str(y1 - y0),
+        ]
+    refs = [ref.get("REF") for ref in document.findall("a:ReadingOrder/a:OrderedGroup/a:ElementRef", NS)]
+    page_refs = [ref.get("regionRef") for ref in page_document.iter(f"{{{PAGE_NAMESPACE}}}RegionRefIndexed")]
+    assert refs == page_refs == [block.get("ID") for block in found]
+
+    by_id = tags(document)
+    expected = {
+        "text": ("TextBlock", "MainZone:P"),
+        "title": ("TextBlock", "MainZone:Head"),
+        "list": ("TextBlock", "MainZone:P"),
+        "table": ("ComposedBlock", "TableZone"),
+        "figure": ("Illustration", "GraphicZone"),
+    }
+    seen = set()
+    for block in found:
+        (tag,) = [by_id[ref] for ref in block.get("TAGREFS").split()]
+        class_name = tag.get("DESCRIPTION").removeprefix("docsam class ")
+        assert (etree.QName(block).localname, tag.get("LABEL")) == expected[class_name]
+        assert tag.get("TYPE") == "block type"
+        if etree.QName(block).localname != "TextBlock":
+            assert block.get("TYPE") == class_name  # e.g. ComposedBlock TYPE="table"
+        seen.add(class_name)
+    assert seen == {instances.class_name(index) for index in range(len(instances))}
+    assert {"text", "title", "table", "figure"} <= seen
+
+
+def test_every_kind_of_region_and_nested_lines_validate(alto_schema):
+    classes = ["paragraph", "heading", "page number", "marginalia", "table", "figure", "chart", "stamp"]
+    classes += ["separator", "noise", "formula", "mystery class", "drawing", "custom", "text line"]
+    page_map = {"drawing": ("LineDrawingRegion", None), "custom": ("CustomRegion", "my-type")}
+    corners = [(10 + (i % 5) * 78, 10 + (i // 5) * 115) for i in range(len(classes))]
+    masks = [rect_mask(600, 400, x, y, x + 70, y + 100) for x, y in corners]
+    masks[-1] = rect_mask(600, 400, 15, 20, 75, 30)  # a line inside the paragraph
+    masks.append(rect_mask(600, 400, 330, 400, 390, 410))  # a line no region holds
+    labels = [*range(len(classes)), len(classes) - 1]
+    scores = [0.9] * len(classes) + [float("nan")]
+    instances = make_instances(masks, labels, classes, scores=scores)
+    document = parse_valid(alto_string(PageShapes(instances), "grid.png", page_map=page_map), alto_schema)
+    by_id = tags(document)
+    kinds = {}
+    for block in blocks(document):
+        if block.get("TAGREFS") is None:
+            holder = block
+            continue
+        tag = by_id[block.get("TAGREFS")]
+        kinds[tag.get("DESCRIPTION").removeprefix("docsam class ")] = (
+            etree.QName(block).localname,
+            tag.get("LABEL"),
+        )
+    assert kinds["page number"] == ("TextBlock", "NumberingZone:page")
+    assert kinds["marginalia"] == ("TextBlock", "MarginTextZone")
+    assert kinds["chart"] == ("Illustration", "GraphicZone:Chart")
+    assert kinds["stamp"] == ("Illustration", "StampZone")
+    assert kinds["separator"] == ("GraphicalElement", "GraphicZone:Separator")
+    assert kinds["noise"] == ("GraphicalElement", "DigitizationArtefactZone")
+    assert kinds["mystery class"] == ("TextBlock", "CustomZone:mystery class")
+    assert kinds["drawing"] == ("Illustration", "GraphicZone:Drawing")
+    assert kinds["custom"] == ("TextBlock", "CustomZone:my-type")
+    assert len(kinds) == len(classes) - 1  # every class but the text line is a block
+
+    graphical = {
+        block.get("ID") for block in blocks(document) if etree.QName(block).localname == "GraphicalElement"
+    }
+    ordered = {ref.get("REF") for ref in document.iter(f"{{{ALTO_NAMESPACE}}}ElementRef")}
+    assert len(graphical) == 2 and not graphical & ordered
+    assert len(ordered) == len(blocks(document)) - 2
+
+    (line,) = [
+        line for block in blocks(document) if block is not holder for line in block.findall("a:TextLine", NS)
+    ]
+    assert by_id[line.getparent().get("TAGREFS")].get("DESCRIPTION") == "docsam class paragraph"
+    assert by_id[line.get("TAGREFS")].get("LABEL") == "DefaultLine"
+    assert by_id[line.get("TAGREFS")].get("TYPE") == "line type"
+    assert line.find("a:String", NS).get("CONTENT") == "" and line.find("a:String", NS).get("WC") == "0.9000"
+    (own,) = holder.findall("a:TextLine", NS)
+    assert (polygon(own) == polygon(holder)).all()
+    assert own.find("a:String", NS).get("WC") == "0.0000"  # a NaN score is no confidence
+
+
+def test_alto_map_overrides_the_defaults(tmp_path, alto_schema):
+    masks = [rect_mask(100, 100, 0, 0, 50, 50), rect_mask(100, 100, 50, 50, 100, 100)]
+    instances = make_instances(masks, [0, 1], ["Stamp", "body_text"])
+    alto_map = parse_alto_map("stamp=Illustration:SealZone,body-text=TextBlock")
+    document = parse_valid(alto_string(PageShapes(instances), "p.png", alto_map=alto_map), alto_schema)
+    labels = {tag.get("LABEL") for tag in tags(document).values()}
+    assert labels == {"SealZone", "body_text"}  # without a label the class name is the label
+    assert (
+        alto_kind("table", None, {"table": ("ImageRegion", None)}).element == "Illustration"
+    )  # follows PAGE
+
+    (tmp_path / "map.json").write_text(json.dumps({"a": "ComposedBlock:TableZone:Head", "b": ["TextLine"]}))
+    assert parse_alto_map(str(tmp_path / "map.json")) == {
+        "a": ("ComposedBlock", "TableZone:Head"),
+        "b": ("TextLine", None),
+    }
+    assert parse_alto_map('{"x": {"element": "GraphicalElement", "label": "Rule"}}') == {
+        "x": ("GraphicalElement", "Rule")
+    }
+    for bad, message in [
+        ("a=TextRegion", "unknown ALTO element"),
+        ("a", "class=Element"),
+        ('{"a": {"element": "TextBlock", "label": 3}}', "non-empty string"),
+        ("{1: 2}", "not valid JSON"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_alto_map(bad)
+
+
+def test_empty_page_and_names_that_need_escaping(alto_schema):
+    created = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    document = parse_valid(
+        alto_string(PageShapes(empty_instances(50, 40, ["text"])), "x.png", created=created), alto_schema
+    )
+    assert not blocks(document) and document.find("a:Tags", NS) is None
+    assert document.find("a:ReadingOrder", NS) is None
+    assert (
+        document.findtext("a:Description/a:Processing/a:processingDateTime", namespaces=NS)
+        == "2024-05-06T07:08:09"
+    )
+
+    name = os.fsdecode(b"scan\xff & <1>.png")
+    instances = make_instances([rect_mask(60, 60, 5, 5, 50, 50)], [0], ['a "table" & <b>'])
+    document = parse_valid(alto_string(PageShapes(instances), name), alto_schema)
+    assert document.findtext("a:Description/a:sourceImageInformation/a:fileName", namespaces=NS) == (
+        "scan%FF & <1>.png"
+    )
+    (block,) = blocks(document)
+    (tag,) = tags(document).values()
+    assert tag.get("LABEL") == 'CustomZone:a "table" & <b>' and tag.get("ID") == block.get("TAGREFS")
+
+
+def test_written_alto_reads_back_with_the_page_writers_regions(tmp_path, shared_data):
+    """segment-like instances → ALTO file → `convert-dataset --from alto` → the same regions per class,
+    each with IoU >= 0.99 against the polygon the PAGE writer writes for it. A block made to hold a line
+    has no class: the reader names it "text", as every untagged TextBlock."""
+    _, instances = publaynet_instances(shared_data)
+    height, width = instances.height, instances.width
+    text = next(i for i in range(len(instances)) if instances.class_name(i) == "text")
+    ys, xs = np.nonzero(instances.decode_mask(text))
+    top, left, right = int(ys.min()), int(xs.min()), int(xs.max())
+    lines = [
+        rect_mask(height, width, left + 2, top + 2 + 14 * i, right - 2, top + 12 + 14 * i) for i in range(2)
+    ]
+    lines.append(rect_mask(height, width, 5, 5, 60, 12))  # in the margin: a block of its own
+    masks = [instances.decode_mask(i) for i in range(len(instances))] + lines
+    labels = [*instances.labels.tolist(), len(instances.class_names)]
+    labels += [len(instances.class_names)] * (len(lines) - 1)
+    instances = make_instances(masks, labels, [*instances.class_names, "text line"])
+    shapes = PageShapes(instances)
+
+    source = tmp_path / "run"
+    (source / "image").mkdir(parents=True)
+    cv2.imwrite(str(source / "image" / "p.png"), np.full((height, width, 3), 255, np.uint8))
+    write_alto(source / "alto" / "p.xml", shapes, "../image/p.png")
+    out = tmp_path / "dataset"
+    result = run_cli("convert-dataset", source, "--from", "alto", "--out", out, "--level", "regions,lines")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((out / "coco" / "p.json").read_text())
+    names = {category["id"]: category["name"] for category in document["categories"]}
+    read = [
+        (names[a["category_id"]], raster(np.reshape(a["segmentation"][0], (-1, 2)), height, width))
+        for a in document["annotations"]
+    ]
+
+    page_document = etree.fromstring(page_xml_string(shapes, "p.png").encode())
+    labels_of = {name: alto_kind(name).label for name in instances.class_names}
+    written = []
+    for region in page_regions(page_document):
+        custom = region.get("custom")  # None: the region made for a line no region holds
+        label = (
+            "text"
+            if custom is None
+            else labels_of[custom.removeprefix("structure {type:").removesuffix(";}")]
+        )
+        written.append((label, raster(polygon(region, PAGE_NAMESPACE), height, width)))
+        for line in region.findall(f"{{{PAGE_NAMESPACE}}}TextLine"):
+            written.append((labels_of["text line"], raster(polygon(line, PAGE_NAMESPACE), height, width)))
+    assert Counter(name for name, _ in read) == Counter(name for name, _ in written)
+    assert len(read) == len(instances) + 1  # the holder block
+    assert sum(name == "DefaultLine" for name, _ in read) == 3
+    for name, mask in written:
+        ious = [
+            float((mask & other).sum() / (mask | other).sum())
+            for other_name, other in read
+            if other_name == name
+        ]
+        assert max(ious) >= 0.99, name

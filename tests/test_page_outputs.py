@@ -1,0 +1,133 @@
+"""Everything one page writes (`PageWriter`): each mask decoded once for all formats, every requested file,
+file names that are not UTF-8, and the run-level files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from instances_factory import make_instances, rect_mask
+from lxml import etree
+from pycocotools import mask as mask_utils
+
+from docsam_cli.writers.formats import FORMATS
+from docsam_cli.writers.jsonl import dumps_record
+from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
+
+CLASSES = ("paragraph", "table", "figure", "text line")
+
+
+def crowded_page(count: int = 40, height: int = 400, width: int = 300):
+    """`count` instances on a grid: text regions with a line each, tables and figures."""
+    masks, labels = [], []
+    for index in range(count // 2):
+        x, y = 5 + (index % 5) * 58, 5 + (index // 5) * 78
+        masks.append(rect_mask(height, width, x, y, x + 50, y + 70))
+        labels.append(index % 3)
+        masks.append(rect_mask(height, width, x + 3, y + 5, x + 45, y + 12))
+        labels.append(3)
+    return make_instances(masks, labels, CLASSES, scores=np.linspace(0.99, 0.5, count))
+
+
+def settings(out: Path, formats=FORMATS, **options) -> OutputSettings:
+    return OutputSettings(out_dir=out, formats=frozenset(formats), class_names=CLASSES, **options)
+
+
+def test_all_formats_decode_each_mask_once(tmp_path, monkeypatch):
+    instances = crowded_page()
+    decoded: list[bytes] = []
+    decode = mask_utils.decode
+
+    def counting_decode(rle):
+        decoded.append(rle["counts"])
+        return decode(rle)
+
+    monkeypatch.setattr(mask_utils, "decode", counting_decode)
+    writer = PageWriter(settings(tmp_path, mask_format="polygon"))
+    source = PageSource(tmp_path / "p.png", None, "p", np.full((400, 300, 3), 255, np.uint8))
+    writer.write(source, instances, {})
+    instance_decodes = [
+        counts for counts in decoded if any(counts is rle["counts"] for rle in instances.masks)
+    ]
+    assert len(instance_decodes) == len(instances) == 40  # one each, for coco, page, alto, overlay and jsonl
+    assert len(decoded) == len(instances) + len(CLASSES)  # and one per class for the semantic map
+
+
+def test_every_format_is_written_and_the_semantic_classes_are_cocos(tmp_path):
+    instances = crowded_page(10)
+    writer = PageWriter(settings(tmp_path))
+    image = np.full((400, 300, 3), 255, np.uint8)
+    record = writer.write(
+        PageSource(tmp_path / "doc.pdf", 2, "doc_p0002", image), instances, {"model_s": 1.0}
+    )
+    writer.finish(["doc_p0002"])
+    files = writer.files("doc_p0002")
+    assert all(path.is_file() for path in files.required()[1:])  # all but the record, which batch writes
+    assert set(record["outputs"]) == {"image", "coco", "page", "alto", "overlay", "semantic"}
+    page_image = etree.parse(str(files.page_xml)).getroot().find("{*}Page").get("imageFilename")
+    alto_image = (
+        etree.parse(str(files.alto))
+        .getroot()
+        .findtext("{*}Description/{*}sourceImageInformation/{*}fileName")
+    )
+    assert page_image == alto_image == "../image/doc_p0002.png"  # the rendered PDF page
+    alto_page = etree.parse(str(files.alto)).getroot().find("{*}Layout/{*}Page")
+    assert alto_page.get("PHYSICAL_IMG_NR") == "2"
+
+    coco = json.loads((tmp_path / "coco.json").read_text())
+    table = json.loads((tmp_path / "semantic" / "classes.json").read_text())
+    assert table["categories"] == [{"id": c["id"], "name": c["name"]} for c in coco["categories"]]
+    labels = cv2.imread(str(files.semantic), cv2.IMREAD_UNCHANGED)
+    claimed = np.zeros(labels.shape, bool)
+    for category in coco["categories"]:  # in id order: where maps overlap, the first class has the pixel
+        in_map = mask_utils.decode(instances.semantic_masks[category["id"] - 1]).astype(bool)
+        assert in_map.any() and (labels[in_map & ~claimed] == category["id"]).all()
+        claimed |= in_map
+    assert (labels[~claimed] == 0).all()
+
+
+def test_only_the_requested_files_are_needed(tmp_path):
+    writer = PageWriter(settings(tmp_path, formats=("alto", "jsonl")))
+    files = writer.files("a")
+    assert files.required() == [files.record, files.alto]
+    record = writer.write(
+        PageSource(tmp_path / "a.png", None, "a", np.zeros((400, 300, 3), np.uint8)), crowded_page(4), {}
+    )
+    assert set(record["outputs"]) == {"alto"} and not (tmp_path / "image").exists()
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == ["a.xml"]
+
+
+def test_file_names_that_are_not_utf8_are_percent_encoded_inside_outputs(tmp_path):
+    name = os.fsdecode(b"scan\xff")  # what Python makes of the byte 0xFF in a file name
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(
+        cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    )  # (cv2.imwrite crashes)
+    writer = PageWriter(settings(tmp_path / "out", formats=("coco", "page", "alto", "jsonl")))
+    record = writer.write(
+        PageSource(path, None, name, np.zeros((400, 300, 3), np.uint8)), crowded_page(4), {}
+    )
+    writer.finish([name])
+    line = dumps_record(record)
+    assert "scan%FF" in line and "\udcff" not in line
+    line.encode("utf-8")  # a valid UTF-8 line: no lone surrogate left
+    files = writer.files(name)
+    for xml in (files.page_xml, files.alto):
+        text = xml.read_bytes().decode("utf-8")  # the file exists under its byte name, and is UTF-8
+        assert "scan%FF.png" in text and "\udcff" not in text
+    coco = json.loads((tmp_path / "out" / "coco.json").read_bytes().decode("utf-8"))
+    assert coco["images"][0]["file_name"] == "scan%FF.png"
+
+
+@pytest.mark.parametrize("formats", [("page",), ("coco", "jsonl"), ("overlay", "semantic")])
+def test_any_mix_of_formats_writes_its_own_files(tmp_path, formats):
+    writer = PageWriter(settings(tmp_path, formats=formats))
+    source = PageSource(tmp_path / "x.png", None, "x", np.zeros((400, 300, 3), np.uint8))
+    record = writer.write(source, crowded_page(6), {})
+    writer.finish(["x"])
+    assert set(record["outputs"]) == {name for name in formats if name != "jsonl"}
+    assert all(path.is_file() for path in writer.files("x").required()[1:])
