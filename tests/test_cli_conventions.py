@@ -14,6 +14,7 @@ from instances_factory import make_instances, rect_mask
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
+from docsam_cli.writers.formats import FORMATS
 
 CLASSES = ["--classes", "text,figure", "--domain", "Test"]
 
@@ -56,7 +57,7 @@ def test_help_groups_the_options_and_shows_the_choices():
         assert f"─ {panel} ─" in text
     for choices in ("fp32|bf16|fp16", "rle|polygon", "publaynet|doclaynet", "base|large"):
         assert choices in text
-    assert "any of coco, page, overlay, jsonl" in text
+    assert f"any of {', '.join(FORMATS)}" in text
     assert f"0: no limit). [default: {DEFAULT_MAX_IMAGE_PIXELS}]" in text
 
 
