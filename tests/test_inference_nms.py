@@ -14,7 +14,7 @@ import pytest
 import torch
 from reference_loops import random_masks, reference_mask_bbox, reference_nms
 
-from model.inference import greedy, merge, nms
+from model.inference import greedy, merge
 from model.inference.geometry import Geometry, plan_page
 from model.inference.merge import merge_patches
 from model.inference.nms import mask_nms, pairwise_intersections, tight_boxes
@@ -26,12 +26,14 @@ def test_tight_boxes_match_the_reference_mask_bbox():
     np.testing.assert_array_equal(tight_boxes(torch.from_numpy(masks)).numpy(), reference_mask_bbox(masks))
 
 
-def test_pairwise_intersections_are_exact_across_chunks(monkeypatch):
+def test_pairwise_intersections_are_exact():
     rng = np.random.default_rng(1)
-    first, second = rng.random((7, 1000)) < 0.5, rng.random((5, 1000)) < 0.3
-    monkeypatch.setattr(nms, "_EXACT_CHUNK", 37)  # 37-pixel chunks
-    found = pairwise_intersections(torch.from_numpy(first), torch.from_numpy(second))
-    np.testing.assert_array_equal(found.numpy(), first.astype(np.int64) @ second.T.astype(np.int64))
+    for rows in [(7, 5), (1, 1), (0, 3), (3, 0)]:
+        first, second = rng.random((rows[0], 1000)) < 0.5, rng.random((rows[1], 1000)) < 0.3
+        found = pairwise_intersections(torch.from_numpy(first), torch.from_numpy(second))
+        np.testing.assert_array_equal(found.numpy(), first.astype(np.int64) @ second.T.astype(np.int64))
+    masks = torch.from_numpy(rng.random((4, 3, 50, 40)) < 0.5)[:, 1].flatten(1)  # a strided view
+    assert torch.equal(pairwise_intersections(masks, masks).diagonal(), masks.sum(1).double())
 
 
 def test_pairwise_intersections_stay_exact_under_autocast():

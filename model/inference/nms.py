@@ -23,7 +23,7 @@ from model.inference.greedy import earlier_suppressors, ranks, visiting_order, w
 from model.inference.memory import chunk_elements
 
 BOX_PREFILTER_IOU = 0.01  # pairs at or below this box IoU are never compared by mask (§7.7)
-# Pixels per product chunk. Counts of 0/1 products are exact while a partial sum fits the accumulator's
+# Pixels per CUDA product chunk. Counts of 0/1 products are exact while a partial sum fits the accumulator's
 # mantissa: 2**24 for float32; 2**20 leaves margin for tensor-core accumulators narrower than IEEE float32.
 _EXACT_CHUNK = 1 << 20
 
@@ -56,27 +56,25 @@ def mask_areas(masks: torch.Tensor) -> torch.Tensor:
 def pairwise_intersections(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """`|A ∩ B|` for all pairs of flattened boolean masks `(Ka, N)` × `(Kb, N)`, exact, as float64.
 
-    Products of 0/1 values summed over chunks of at most `_EXACT_CHUNK` pixels are exact; the chunks are
-    accumulated in float64. On CUDA the operands are bfloat16 (exact for 0/1) multiplied on tensor cores into
-    float32; elsewhere float32. The converted copies stay within `chunk_elements`; a set compared with
-    itself (`second is first`) is converted once. Autocast is switched off: a reduced-precision product
-    would round the counts.
+    On the CPU an int8 product of the masks' own bytes into int32 sums (`torch._int_mm`, oneDNN): exact, and
+    no converted copies. On CUDA bfloat16 operands (exact for 0/1) multiplied on tensor cores into float32,
+    over chunks of at most `_EXACT_CHUNK` pixels so that every partial sum is exact, accumulated in float64;
+    the converted copies stay within `chunk_elements`, and a set compared with itself (`second is first`) is
+    converted once. Autocast does not reach either: a reduced-precision product would round the counts.
     """
+    if first.device.type != "cuda":
+        as_bytes = [masks.contiguous().view(torch.int8) for masks in (first, second)]
+        return torch._int_mm(as_bytes[0], as_bytes[1].T).double()
     total = torch.zeros(first.shape[0], second.shape[0], dtype=torch.float64, device=first.device)
     if first.shape[0] == 0 or second.shape[0] == 0:
         return total
-    on_cuda = first.device.type == "cuda"
-    dtype = torch.bfloat16 if on_cuda else torch.float32
     rows = max(first.shape[0], second.shape[0])
     chunk = max(1, min(_EXACT_CHUNK, chunk_elements(first.device) // rows))
-    with torch.autocast(first.device.type, enabled=False):
+    with torch.autocast("cuda", enabled=False):
         for start in range(0, first.shape[1], chunk):
-            left = first[:, start : start + chunk].to(dtype)
-            right = left if second is first else second[:, start : start + chunk].to(dtype)
-            if on_cuda:
-                total += torch.mm(left, right.T, out_dtype=torch.float32)
-            else:
-                total += left @ right.T
+            left = first[:, start : start + chunk].to(torch.bfloat16)
+            right = left if second is first else second[:, start : start + chunk].to(torch.bfloat16)
+            total += torch.mm(left, right.T, out_dtype=torch.float32)
     return total
 
 
