@@ -102,7 +102,7 @@ def _page_candidates(detections: list[PatchDetections], layout: PageLayout) -> _
     )
     raw = torch.cat([found.scores for found in detections])
     window_scores = torch.where(touches, raw * BORDER_WEIGHT, raw)
-    boxes = torch.cat([found.boxes_xywh for found in detections]).clone()
+    boxes = torch.cat([found.boxes_xywh for found in detections])
     boxes[:, :2] += offsets  # the thumbnail's offset is 0
     areas = torch.cat([found.areas for found in detections])
     canvas_h, canvas_w = layout.canvas
