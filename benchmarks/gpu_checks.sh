@@ -192,7 +192,8 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
     if ((SMOKE)); then
         step parity 300 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_inference_gpu.py
     else
-        step parity 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+        # test modules needing packages the device lacks (trustme, ...) must not stop the GPU tests
+        step parity 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu --continue-on-collection-errors tests
     fi
     step speed 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES"
     step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
