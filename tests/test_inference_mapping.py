@@ -7,7 +7,14 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from model.inference.mapping import boxes_to_original, encode_resampled, nearest_sources, resample_masks
+from model.inference import mapping
+from model.inference.mapping import (
+    boxes_to_original,
+    encode_resampled,
+    encode_resampled_stacks,
+    nearest_sources,
+    resample_masks,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -39,7 +46,34 @@ def test_resampling_samples_pixel_centres():
 
 
 def test_boxes_scale_per_axis_to_xyxy():
-    boxes = torch.tensor([[10.0, 20.0, 30.0, -5.0], [0.0, 0.0, 192.0, 96.0]])
+    boxes = np.array([[10.0, 20.0, 30.0, -5.0], [0.0, 0.0, 192.0, 96.0]], dtype=np.float32)
     mapped = boxes_to_original(boxes, resized=(96, 192), original=(60, 300))
     scale = np.array([300 / 192, 60 / 96, 300 / 192, 60 / 96])
     np.testing.assert_allclose(mapped, np.array([[10, 20, 40, 15], [0, 0, 192, 96]]) * scale)
+
+
+def _expected_rles(masks: np.ndarray, size: tuple[int, int]) -> list[bytes]:
+    resampled = resample_masks(torch.from_numpy(masks), size).numpy()
+    return [mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"] for mask in resampled]
+
+
+@pytest.mark.parametrize("budget", [1 << 28, 40, 1])
+def test_stacks_are_encoded_together_in_batches_of_any_size(monkeypatch, budget):
+    """Instances and semantic maps of a page share the transfers; a small budget splits them into many
+    batches (a part larger than the budget goes alone), an empty stack stays empty."""
+    monkeypatch.setattr(mapping, "_CHUNK_BUDGET", budget)
+    rng = np.random.default_rng(9)
+    stacks = [rng.random((count, 5, 7)) < 0.4 for count in (3, 0, 4)]
+    for size in [(11, 13), (4, 3)]:
+        encoded = encode_resampled_stacks([torch.from_numpy(stack) for stack in stacks], size)
+        assert [len(rles) for rles in encoded] == [3, 0, 4]
+        for rles, stack in zip(encoded, stacks, strict=True):
+            assert [rle["counts"] for rle in rles] == _expected_rles(stack, size)
+            assert all(rle["size"] == list(size) for rle in rles)
+
+
+def test_single_row_masks_have_no_row_changes():
+    masks = np.array([[[True, False, True, True]], [[False, False, False, False]]])
+    for size in [(1, 4), (3, 9), (1, 2)]:
+        (encoded,) = encode_resampled_stacks([torch.from_numpy(masks)], size)
+        assert [rle["counts"] for rle in encoded] == _expected_rles(masks, size)

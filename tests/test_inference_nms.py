@@ -1,9 +1,10 @@
-"""Vectorised mask NMS and patch merging against a literal transcription of the reference loops.
+"""Device-side mask NMS and patch merging against a literal transcription of the reference loops.
 
-`reference_nms` and `reference_merge` below follow test.py (`non_max_suppression`,
+`reference_nms` (reference_loops.py) and `reference_merge` below follow test.py (`non_max_suppression`,
 `non_max_suppression_multiclass`, `predict_slide_window`, ARCHITECTURE §7.6-7.7) step by step: one kept
 mask at a time, box-IoU prefilter, pairwise mask IoU, masks pasted onto the page, NMS after every window.
-Random masks (overlapping boxes, one-pixel lines, empty masks) exercise every branch.
+Random masks (overlapping boxes, one-pixel lines, empty masks) and adversarial cases (ties, one label, no
+candidates, thin masks, a padded canvas, walks needing a second burst) exercise every branch.
 """
 
 from __future__ import annotations
@@ -11,62 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_iou
+from reference_loops import random_masks, reference_mask_bbox, reference_nms
 
-from model.inference import nms
+from model.inference import greedy, merge
 from model.inference.geometry import Geometry, plan_page
 from model.inference.merge import merge_patches
 from model.inference.nms import mask_nms, pairwise_intersections, tight_boxes
 from model.inference.postprocess import PatchDetections
-
-
-def reference_mask_bbox(masks: np.ndarray) -> np.ndarray:
-    """`mask_bbox` of test.py, with numpy: first/last set column and row, `[0, 0, W-1, H-1]` when empty."""
-    _, height, width = masks.shape
-    columns, rows = masks.any(axis=1), masks.any(axis=2)
-    x1, y1 = columns.argmax(axis=1), rows.argmax(axis=1)
-    x2 = width - 1 - columns[:, ::-1].argmax(axis=1)
-    y2 = height - 1 - rows[:, ::-1].argmax(axis=1)
-    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-
-
-def reference_nms(masks: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
-    """`non_max_suppression_multiclass`: per label ascending, greedy by score, kept indices in that order."""
-    kept_all: list[int] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        group = masks[members]
-        boxes = torch.from_numpy(reference_mask_bbox(group))
-        box_ious = box_iou(boxes, boxes).numpy()
-        order = np.argsort(-scores[members], kind="stable")
-        kept = []
-        while order.size:
-            kept.append(order[0])
-            ious = box_ious[order[0], order[1:]].copy()
-            flags = ious > 0.01
-            if flags.any():
-                current = group[order[0]].reshape(-1).astype(np.float32)
-                others = group[order[1:][flags]].reshape(int(flags.sum()), -1).astype(np.float32)
-                inter = others @ current
-                ious[flags] = inter / np.maximum(current.sum() + others.sum(axis=1) - inter, 1)
-            order = order[1:][ious < threshold]
-        kept_all += members[kept].tolist()
-    return kept_all
-
-
-def random_masks(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
-    """Rectangles of all sizes, some one pixel thin (zero-area tight boxes), some empty."""
-    masks = np.zeros((count, height, width), dtype=bool)
-    for mask in masks:
-        kind = rng.random()
-        if kind < 0.1:
-            continue
-        y1, x1 = rng.integers(0, height), rng.integers(0, width)
-        if kind < 0.3:
-            mask[y1, x1 : x1 + rng.integers(1, width)] = True
-        else:
-            mask[y1 : y1 + rng.integers(1, height), x1 : x1 + rng.integers(1, width)] = True
-    return masks
 
 
 def test_tight_boxes_match_the_reference_mask_bbox():
@@ -74,12 +26,14 @@ def test_tight_boxes_match_the_reference_mask_bbox():
     np.testing.assert_array_equal(tight_boxes(torch.from_numpy(masks)).numpy(), reference_mask_bbox(masks))
 
 
-def test_pairwise_intersections_are_exact_across_chunks(monkeypatch):
+def test_pairwise_intersections_are_exact():
     rng = np.random.default_rng(1)
-    first, second = rng.random((7, 1000)) < 0.5, rng.random((5, 1000)) < 0.3
-    monkeypatch.setattr(nms, "_MATMUL_BUDGET", 12 * 37)  # 37-pixel chunks
-    found = pairwise_intersections(torch.from_numpy(first), torch.from_numpy(second))
-    np.testing.assert_array_equal(found.numpy(), first.astype(np.int64) @ second.T.astype(np.int64))
+    for rows in [(7, 5), (1, 1), (0, 3), (3, 0)]:
+        first, second = rng.random((rows[0], 1000)) < 0.5, rng.random((rows[1], 1000)) < 0.3
+        found = pairwise_intersections(torch.from_numpy(first), torch.from_numpy(second))
+        np.testing.assert_array_equal(found.numpy(), first.astype(np.int64) @ second.T.astype(np.int64))
+    masks = torch.from_numpy(rng.random((4, 3, 50, 40)) < 0.5)[:, 1].flatten(1)  # a strided view
+    assert torch.equal(pairwise_intersections(masks, masks).diagonal(), masks.sum(1).double())
 
 
 def test_pairwise_intersections_stay_exact_under_autocast():
@@ -128,16 +82,60 @@ def test_box_prefilter_spares_overlapping_masks_with_disjoint_looking_boxes():
     assert found.tolist() == expected == [0, 1]
 
 
+def _one_pixel_masks(count: int) -> np.ndarray:
+    """Single pixels and one-pixel lines: zero-area tight boxes, the NaN box IoU case among each other."""
+    masks = np.zeros((count, 9, 11), dtype=bool)
+    for index, mask in enumerate(masks):
+        if index % 2:
+            mask[index % 9, 2 : 2 + index % 7] = True
+        else:
+            mask[index % 9, index % 11] = True
+    return masks
+
+
+def _adversarial_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    if name == "no candidates":
+        return np.zeros((0, 6, 5), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if name == "one candidate":
+        return random_masks(rng, 1, 6, 5), np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32)
+    if name == "all empty":
+        return np.zeros((6, 6, 5), dtype=bool), np.array([0, 0, 1, 1, 0, 1]), rng.random(6).astype(np.float32)
+    if name == "one-pixel masks":
+        return _one_pixel_masks(12), rng.integers(0, 2, 12), rng.random(12).astype(np.float32)
+    masks = random_masks(rng, 30, 12, 10)
+    if name == "tied scores":  # duplicates with equal scores: the earlier one in the input wins
+        masks = np.concatenate([masks, masks[:10]])
+        labels = rng.integers(0, 2, 40)
+        labels[30:] = labels[:10]
+        return masks, labels, np.round(rng.random(40), 1).astype(np.float32)
+    assert name == "one label"
+    return masks, np.full(30, 3, dtype=np.int64), rng.random(30).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "case", ["no candidates", "one candidate", "all empty", "one-pixel masks", "tied scores", "one label"]
+)
+@pytest.mark.parametrize("threshold", [0.25, 0.5])
+def test_mask_nms_on_adversarial_inputs(case, threshold):
+    masks, labels, scores = _adversarial_case(case)
+    found = mask_nms(torch.from_numpy(masks), torch.from_numpy(scores), torch.from_numpy(labels), threshold)
+    assert found.tolist() == reference_nms(masks, labels, scores, threshold)
+
+
 def reference_merge(detections: list[PatchDetections], layout) -> tuple[np.ndarray, ...]:
-    """`predict_slide_window` after the per-patch step, transcribed (no B-15 padding in these layouts)."""
-    height, width = layout.resized
+    """`predict_slide_window` after the per-patch step, transcribed; with B-15 padding (a canvas larger than
+    the resized page) the thumbnail is pasted at the origin and everything is cut to the page at the end."""
+    height, width = layout.canvas
     patch_h, patch_w = layout.patch
     thumbnail = detections[0]
-    masks = thumbnail.masks.numpy()
+    masks = np.zeros((len(thumbnail.masks), height, width), dtype=bool)
+    masks[:, : layout.resized[0], : layout.resized[1]] = thumbnail.masks.numpy()
     boxes = thumbnail.boxes_xywh.numpy()
     labels = thumbnail.labels.numpy()
     scores = thumbnail.scores.numpy() * np.float32(0.75)
-    semantic = thumbnail.semantic.numpy().astype(np.float32)
+    semantic = np.zeros((thumbnail.semantic.shape[0], height, width), dtype=np.float32)
+    semantic[:, : layout.resized[0], : layout.resized[1]] = thumbnail.semantic.numpy()
     count = np.ones((1, height, width), dtype=np.float32)
     for det, (x1, y1, x2, y2) in zip(detections[1:], layout.windows, strict=True):
         local = det.masks.numpy()
@@ -160,16 +158,31 @@ def reference_merge(detections: list[PatchDetections], layout) -> tuple[np.ndarr
         count[:, y1:y2, x1:x2] += 1
         kept = reference_nms(masks, labels, scores, 0.5)
         masks, boxes, labels, scores = masks[kept], boxes[kept], labels[kept], scores[kept]
+    masks = masks[:, : layout.resized[0], : layout.resized[1]]
     order = sorted(range(len(masks)), key=lambda index: masks[index].sum(), reverse=True)
-    voted = (semantic / count > 0.5)[:-1]
+    voted = (semantic / count > 0.5)[:-1, : layout.resized[0], : layout.resized[1]]
     return masks[order], boxes[order], labels[order], scores[order], voted
 
 
-def random_patch(rng: np.random.Generator, size: tuple[int, int], classes: int) -> PatchDetections:
-    """Random candidates of one patch reduced by the reference's 0.25 NMS, as §7.5 hands them over."""
+def random_patch(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    classes: int,
+    *,
+    score_levels: int | None = None,
+    thin: bool = False,
+) -> PatchDetections:
+    """Random candidates of one patch reduced by the reference's 0.25 NMS, as §7.5 hands them over.
+    `score_levels` rounds the scores to that many values (ties within and across patches); `thin` makes
+    every mask a one-pixel line or an empty mask."""
     masks = random_masks(rng, int(rng.integers(1, 25)), *size)
+    if thin:
+        masks &= np.cumsum(masks, axis=1) == 1  # the first set row of every column: lines, or nothing
+        masks &= np.cumsum(masks.any(axis=2), axis=1)[:, :, None] == 1
     labels = rng.integers(0, classes - 1, len(masks))
     scores = rng.random(len(masks)).astype(np.float32)
+    if score_levels:
+        scores = (np.ceil(scores * score_levels) / score_levels).astype(np.float32)
     kept = reference_nms(masks, labels, scores, 0.25)
     return PatchDetections(
         masks=torch.from_numpy(masks[kept]),
@@ -178,20 +191,87 @@ def random_patch(rng: np.random.Generator, size: tuple[int, int], classes: int) 
         labels=torch.from_numpy(labels[kept]),
         semantic=torch.from_numpy(rng.random((classes, *size)) < 0.5),
         areas=torch.from_numpy(masks[kept].sum(axis=(1, 2))),
+        tight_boxes=torch.from_numpy(reference_mask_bbox(masks[kept])),
     )
+
+
+def _assert_merge_matches(detections: list[PatchDetections], layout) -> None:
+    result = merge_patches(detections, layout)
+    masks, boxes, labels, scores, semantic = reference_merge(detections, layout)
+    np.testing.assert_array_equal(result.masks.numpy(), masks)
+    np.testing.assert_array_equal(result.boxes_xywh.numpy(), boxes)
+    np.testing.assert_array_equal(result.labels.numpy(), labels)
+    np.testing.assert_array_equal(result.scores.numpy(), scores)
+    np.testing.assert_array_equal(result.semantic.numpy(), semantic)
+
+
+SMALL_PAGE = ((60, 80), Geometry(short_range=(48, 48), patch=(32, 32)))  # resized 48x64, 6 windows
+PADDED_PAGE = ((40, 100), Geometry(short_range=(20, 20), patch=(32, 32)))  # resized 20x50, canvas 32x50
 
 
 def test_merge_matches_the_reference_incremental_nms():
     rng = np.random.default_rng(3)
-    layout = plan_page((60, 80), Geometry(short_range=(48, 48), patch=(32, 32)))
+    layout = plan_page(*SMALL_PAGE)
     assert layout.resized == (48, 64) and len(layout.windows) == 6
     for _ in range(10):
         detections = [random_patch(rng, layout.resized, 3)]
         detections += [random_patch(rng, layout.patch, 3) for _ in layout.windows]
-        result = merge_patches(detections, layout)
-        masks, boxes, labels, scores, semantic = reference_merge(detections, layout)
-        np.testing.assert_array_equal(result.masks.numpy(), masks)
-        np.testing.assert_array_equal(result.boxes_xywh.numpy(), boxes)
-        np.testing.assert_array_equal(result.labels.numpy(), labels)
-        np.testing.assert_array_equal(result.scores.numpy(), scores)
-        np.testing.assert_array_equal(result.semantic.numpy(), semantic)
+        _assert_merge_matches(detections, layout)
+
+
+@pytest.mark.parametrize(
+    ("page", "options"),
+    [
+        (SMALL_PAGE, {"classes": 2}),  # one label everywhere
+        (SMALL_PAGE, {"classes": 3, "score_levels": 2}),  # ties, also between weighted scores
+        (SMALL_PAGE, {"classes": 3, "thin": True}),  # one-pixel lines (NaN box IoU), empty masks
+        (PADDED_PAGE, {"classes": 3}),  # B-15: windows reach below the page
+    ],
+    ids=["one label", "tied scores", "thin masks", "padded canvas"],
+)
+def test_merge_on_adversarial_inputs(page, options):
+    rng = np.random.default_rng(4)
+    layout = plan_page(*page)
+    for _ in range(6):
+        detections = [random_patch(rng, layout.resized, **options)]
+        detections += [random_patch(rng, layout.patch, **options) for _ in layout.windows]
+        _assert_merge_matches(detections, layout)
+
+
+def _detections(masks: np.ndarray, scores: list[float], semantic_size: tuple[int, int]) -> PatchDetections:
+    return PatchDetections(
+        masks=torch.from_numpy(masks),
+        boxes_xywh=torch.zeros(len(masks), 4),
+        scores=torch.tensor(scores, dtype=torch.float32),
+        labels=torch.zeros(len(masks), dtype=torch.int64),
+        semantic=torch.zeros(2, *semantic_size, dtype=torch.bool),
+        areas=torch.from_numpy(masks.sum(axis=(1, 2))),
+        tight_boxes=torch.from_numpy(reference_mask_bbox(masks)),
+    )
+
+
+def test_a_merge_round_that_needs_a_second_burst_is_run_again(monkeypatch):
+    """Window 1's best instance removes the thumbnail's, which would have removed window 1's second one:
+    the round needs two walk rounds. With one round per burst the merge notices and runs again."""
+    monkeypatch.setattr(greedy, "ROUNDS_PER_BURST", 1)
+    bursts = []
+    real_rounds = merge._incremental_rounds
+    monkeypatch.setattr(
+        merge, "_incremental_rounds", lambda *args: bursts.append(args[2]) or real_rounds(*args)
+    )
+    layout = plan_page(*SMALL_PAGE)
+    thumbnail = np.zeros((1, *layout.resized), dtype=bool)
+    thumbnail[0, :20, :20] = True  # weighted 0.6 × 0.75 = 0.45
+    window = np.zeros((2, *layout.patch), dtype=bool)
+    window[0, :20, :12] = True  # IoU 0.6 with the thumbnail's; weighted 1.0 × 0.5 (border band)
+    window[1, :20, 9:20] = True  # IoU 0.55 with the thumbnail's, 0.15 with its neighbour; 0.4 × 0.5
+    empty = np.zeros((0, *layout.patch), dtype=bool)
+    detections = [
+        _detections(thumbnail, [0.6], layout.resized),
+        _detections(window, [1.0, 0.4], layout.patch),
+    ]
+    detections += [_detections(empty, [], layout.patch) for _ in layout.windows[1:]]
+    result = merge_patches(detections, layout)
+    assert bursts == [1, 4]
+    assert result.scores.tolist() == pytest.approx([0.5, 0.2])  # the thumbnail instance is gone
+    _assert_merge_matches(detections, layout)

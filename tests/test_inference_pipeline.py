@@ -161,11 +161,12 @@ def test_isolated_mode_mixes_pages_without_changing_results(pages):
 
 
 class RowsModel:
-    """Answers chunk k with 2 + k query rows numbered by value; the last row of each image is flagged as
+    """Answers chunk k with 2 + k query rows numbered by value; row `padded_row` of each image is flagged as
     batch padding. Raises CUDA OOM for chunks larger than `fits`."""
 
-    def __init__(self, fits: int = 64) -> None:
+    def __init__(self, fits: int = 64, padded_row: int = -1) -> None:
         self.fits = fits
+        self.padded_row = padded_row
         self.chunks: list[int] = []
 
     def __call__(
@@ -178,7 +179,7 @@ class RowsModel:
         count, height, width = len(pixel_values), pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4
         rows = torch.arange(1, queries + 1, dtype=torch.float32).repeat(count, 1)
         padding = torch.zeros(count, queries, dtype=torch.bool)
-        padding[:, -1] = True
+        padding[:, self.padded_row] = True
         return _output(
             rows[..., None, None].expand(count, queries, height, width),
             rows[..., None].expand(count, queries, 4),
@@ -208,9 +209,20 @@ def test_chunks_are_repadded_with_the_reference_fill_values():
         assert (outputs.boxes[patch, rows:] == 0).all() and (outputs.class_logits[patch, rows:] == 0).all()
 
 
-def test_isolated_mode_drops_padding_rows():
-    (outputs,) = forward_pages(RowsModel(), [_patches(3)], ["a", "bg"], batch_size=1, isolate_batch=True)
-    assert outputs.class_logits[:, :, 0].tolist() == [[1, 0, 0], [1, 2, 0], [1, 2, 3]]
+@pytest.mark.parametrize("padded_row", [-1, 0])
+def test_isolated_mode_blanks_padding_rows(padded_row):
+    """Batch-padding rows become fill rows behind the real ones, which keep their order: what each image
+    alone would give, re-padded (here to the widest chunk, 4 rows)."""
+    model = RowsModel(padded_row=padded_row)
+    (outputs,) = forward_pages(model, [_patches(3)], ["a", "bg"], batch_size=1, isolate_batch=True)
+    real = [
+        [row for row in range(1, 3 + chunk) if row != (padded_row % (2 + chunk)) + 1] for chunk in range(3)
+    ]
+    assert outputs.class_logits[:, :, 0].tolist() == [rows + [0] * (4 - len(rows)) for rows in real]
+    for patch, rows in enumerate(real):
+        assert (outputs.mask_logits[patch, len(rows) :] == MASK_PAD_VALUE).all()
+        assert (outputs.boxes[patch, len(rows) :] == 0).all()
+        assert (outputs.mask_logits[patch, : len(rows), 0, 0] == torch.tensor(rows)).all()
 
 
 def test_out_of_memory_halves_the_chunks():

@@ -1,26 +1,17 @@
-"""The query filters of §7.5 with their fallbacks, against a transcription of the reference's two filters."""
+"""Per-patch post-processing (§7.5) against a transcription of the reference: the two query filters with
+their fallbacks, then upsampling, scores, boxes and the 0.25 mask NMS, on random and adversarial outputs."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from reference_loops import LAYOUT, random_outputs, reference_kept_rows, reference_postprocess
 
+from model.inference import greedy, postprocess
 from model.inference.forward import MASK_PAD_VALUE, PatchOutputs
-from model.inference.postprocess import select_queries
-
-
-def reference_kept_rows(mask_logits: torch.Tensor, class_logits: torch.Tensor) -> list[int]:
-    """`post_process_instance_segmentation` filters of test.py, one patch: score ≥ 0.01 (else row 0), then a
-    σ > 0.5 pixel at 1/4 resolution (else the first row left)."""
-    rows = torch.arange(len(class_logits))
-    scores = class_logits.softmax(dim=-1)[:, :-1].max(dim=-1).values
-    keep = scores >= 0.01
-    if keep.sum() == 0:
-        keep[0] = True
-    rows, mask_logits = rows[keep], mask_logits[keep]
-    keep = (mask_logits.sigmoid() > 0.5).sum(dim=[1, 2]) > 0
-    if keep.sum() == 0:
-        keep[0] = True
-    return rows[keep].tolist()
+from model.inference.postprocess import postprocess_patches, select_queries
+from model.inference.transfer import fetch
 
 
 def test_query_selection_and_its_fallbacks():
@@ -47,3 +38,64 @@ def test_query_selection_and_its_fallbacks():
             masks[patch], logits[patch]
         )
     assert [selected[patch].nonzero().flatten().tolist() for patch in (1, 2, 3)] == [[0], [2], [4]]
+
+
+def _adversarial(name: str) -> PatchOutputs:
+    outputs = random_outputs(11)
+    if name == "one label":
+        outputs.class_logits[..., 1] += 8.0
+    elif name == "nothing confident":
+        outputs.class_logits[..., -1] += 12.0
+    elif name == "tied duplicates":
+        outputs.mask_logits[:, 6:] = outputs.mask_logits[:, :6]
+        outputs.class_logits[:, 6:] = outputs.class_logits[:, :6]
+    elif name == "nearly empty masks":
+        outputs.mask_logits -= 9.0
+        outputs.mask_logits[:, ::2, 3, 3] = 0.05  # a faint single source pixel: tiny or empty masks
+    elif name == "fill rows":
+        outputs.mask_logits[:, 5:] = MASK_PAD_VALUE
+        outputs.class_logits[:, 5:] = 0.0
+        outputs.boxes[:, 5:] = 0.0
+    return outputs
+
+
+def _assert_as_reference(found, expected) -> None:
+    assert len(found) == len(expected)
+    for patch, reference in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(patch.masks.numpy(), reference["masks"])
+        np.testing.assert_array_equal(patch.labels.numpy(), reference["labels"])
+        np.testing.assert_allclose(patch.scores.numpy(), reference["scores"], rtol=1e-6)
+        np.testing.assert_allclose(patch.boxes_xywh.numpy(), reference["boxes"], rtol=1e-6, atol=1e-5)
+        np.testing.assert_array_equal(patch.areas.numpy(), reference["masks"].sum(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_post_processing_matches_the_reference_loop(seed):
+    outputs = random_outputs(seed)
+    _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))
+
+
+@pytest.mark.parametrize(
+    "case", ["one label", "nothing confident", "tied duplicates", "nearly empty masks", "fill rows"]
+)
+def test_post_processing_on_adversarial_outputs(case):
+    outputs = _adversarial(case)
+    _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))
+
+
+def test_a_patch_walk_that_needs_a_second_burst_continues(monkeypatch):
+    """Three overlapping stripes A > B > C in score: A removes B, so C stays; deciding C takes two walk
+    rounds. With one round per burst, post-processing reads the walk state once more and goes on."""
+    monkeypatch.setattr(greedy, "ROUNDS_PER_BURST", 1)
+    transfers = []
+    monkeypatch.setattr(postprocess, "fetch", lambda *args: transfers.append(len(args)) or fetch(*args))
+    outputs = random_outputs(0, queries=3)
+    outputs.mask_logits[:] = -6.0
+    for query, first_column in enumerate((0, 2, 4)):
+        outputs.mask_logits[:, query, :, first_column : first_column + 4] = 6.0
+    outputs.class_logits[:] = torch.tensor([4.0, 0.0, 0.0, 0.0])
+    outputs.class_logits[:, :, 0] -= torch.tensor([0.0, 0.5, 1.0])
+    found = postprocess_patches(outputs, LAYOUT)
+    assert len(transfers) == 3  # label counts, an unsettled walk, the settled walk
+    assert [len(patch) for patch in found] == [2, 2, 2]
+    _assert_as_reference(found, reference_postprocess(outputs, LAYOUT))

@@ -4,7 +4,7 @@ Parity mode (`isolate_batch=False`) reproduces `predict_with_dynamic_batch_size`
 thumbnail first, in consecutive chunks of `batch_size` (16), halving on CUDA out-of-memory. Inside a chunk
 the model zero-pads kept queries to the chunk maximum and those padded rows stay live (Q-6), so they are
 kept here as well. Isolated mode asks the model to make every image independent of its batch companions;
-padded rows are then dropped and windows of several pages may share a forward pass.
+padded rows are then blanked to fill rows and windows of several pages may share a forward pass.
 
 Either way each page's patches are re-padded along the query axis to the page maximum with the reference's
 fill values (mask logits −1e10, boxes 0, class logits 0): the per-patch fallbacks of §7.5 can pick such rows.
@@ -125,23 +125,22 @@ def _forward_chunks(
 
 
 def _split_rows(output: DocSAMOutput, isolate: bool) -> list[_PatchRows]:
-    """Per-patch last-stage rows: all of them in parity mode (padded rows are live, Q-6), only the real ones
-    when the model isolated the images."""
+    """Per-patch last-stage rows. In parity mode all of them (padded rows are live, Q-6). When the model
+    isolated the images, batch-padding rows are moved behind the real ones and given the reference's fill
+    values: the rows an image run alone would have, plus trailing fill rows, which the selection ignores
+    exactly like the fill rows of `_repad` (only their count differs, and no fallback reaches past the
+    first). Done on the device: no row counts are read back."""
     last = output.last
-    tensors = [last.instance_mask_logits.float(), last.boxes.float(), last.class_logits.float()]
+    masks, boxes, logits = last.instance_mask_logits.float(), last.boxes.float(), last.class_logits.float()
+    if isolate:
+        padding = last.padding_mask.bool()
+        order = torch.argsort(padding.int(), dim=1, stable=True)  # real rows first, in their order
+        blank = torch.sort(padding.int(), dim=1, stable=True).values.bool()
+        masks = _gather_rows(masks, order).masked_fill(blank[..., None, None], MASK_PAD_VALUE)
+        boxes = _gather_rows(boxes, order).masked_fill(blank[..., None], 0.0)
+        logits = _gather_rows(logits, order).masked_fill(blank[..., None], 0.0)
     semantic = last.semantic_mask_logits.float()
-    if not isolate:
-        return [
-            (masks, boxes, logits, sem) for masks, boxes, logits, sem in zip(*tensors, semantic, strict=True)
-        ]
-    padding = last.padding_mask.bool()
-    order = torch.argsort(padding.int(), dim=1, stable=True)  # real rows first, in their order
-    tensors = [_gather_rows(tensor, order) for tensor in tensors]
-    counts = (~padding).sum(dim=1).tolist()
-    return [
-        (masks[:count], boxes[:count], logits[:count], sem)
-        for masks, boxes, logits, sem, count in zip(*tensors, semantic, counts, strict=True)
-    ]
+    return list(zip(masks, boxes, logits, semantic, strict=True))
 
 
 def _gather_rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

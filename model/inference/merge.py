@@ -6,32 +6,32 @@ offset, boxes shifted; after EVERY window a class-wise mask NMS at IoU 0.5 runs 
 far (incremental, so the result depends on the window order); semantic maps are majority-voted over the
 patches covering a pixel, the thumbnail counting once everywhere; instances end sorted by mask area.
 
-How it is done here: two instances that already survived together can never suppress each other later
-(the 0.25 patch NMS and every earlier 0.5 round already compared them, and the suppression relation is
-symmetric and monotone in the threshold), so only pairs from different patches matter. That relation is
-computed once on the device — mask intersections only for pairs the box prefilter lets through, only
-over the overlap of the two patches — and the incremental rounds are replayed on the host over the boolean
-matrix: a handful of host transfers per page instead of several per candidate.
+How it is done here, on the device: two instances that already survived together can never suppress each
+other later (the 0.25 patch NMS and every earlier 0.5 round already compared them, and the suppression
+relation is symmetric and monotone in the threshold), so only pairs from different patches matter. That
+relation is computed once — mask intersections only over the overlap of the two patches' frames — and
+every incremental round is a device walk (`greedy`) over the candidates of the patches seen so far.
+
+The order of every round is the restriction of one page-wide order: labels ascending, weighted scores
+descending, then earlier patches first and the patch's own NMS order (that is where a tie lands when a
+round appends a window to the running list). One host transfer at the end tells how many instances the page
+keeps, how many come from each patch, and whether every round's walk settled; a page whose walks did not
+settle is merged again with longer walks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from model.inference import greedy
 from model.inference.geometry import Box, PageLayout
-from model.inference.nms import (
-    box_relations,
-    greedy_keep,
-    mask_areas,
-    mask_iou_reaches,
-    nms_order,
-    pairwise_intersections,
-    tight_boxes,
-)
+from model.inference.greedy import Walk, earlier_suppressors, ranks, visiting_order
+from model.inference.nms import box_relations, mask_areas, mask_iou_reaches, pairwise_intersections
 from model.inference.postprocess import PatchDetections
+from model.inference.transfer import fetch, to_device
 
 THUMBNAIL_WEIGHT = 0.75  # whole-page patch scores (§7.6)
 BORDER_WEIGHT = 0.5  # window instances touching the border band (§7.6)
@@ -54,106 +54,102 @@ class SlideWindowResult:
 
 
 @dataclass
-class _Placed:
-    """One patch's detections with page weights applied, located on the canvas."""
+class _PageCandidates:
+    """Every patch's detections concatenated (patch by patch, each in its NMS order), weighted and located
+    on the canvas."""
 
-    detections: PatchDetections
-    rect: Box  # canvas rectangle of the detection frame
-    canvas_boxes: torch.Tensor  # (K, 4) tight mask boxes in canvas pixels (what the merge NMS sees)
+    patch: torch.Tensor  # (N,) int64 patch of each candidate
+    index: torch.Tensor  # (N,) int64 position inside its patch's detections
+    labels: torch.Tensor  # (N,) int64
+    scores: torch.Tensor  # (N,) float32 weighted scores
+    boxes_xywh: torch.Tensor  # (N, 4) float32 reported boxes, shifted to the page
+    canvas_boxes: torch.Tensor  # (N, 4) float32 tight mask boxes on the canvas (what the merge NMS sees)
+    areas: torch.Tensor  # (N,) int64 mask areas
+    starts: list[int]  # first candidate of each patch, plus N at the end
 
 
 def merge_patches(detections: list[PatchDetections], layout: PageLayout) -> SlideWindowResult:
     """§7.6 over the per-patch results of one page (thumbnail first, then `layout.windows`)."""
-    placed = [_place_thumbnail(detections[0], layout)]
-    placed += [
-        _place_window(det, rect, layout) for det, rect in zip(detections[1:], layout.windows, strict=True)
-    ]
-    patches, indices = _merged_members(placed)
-    order = torch.sort(_page_areas(placed, patches, indices, layout), descending=True, stable=True).indices
-    order = order.cpu().numpy()
-    return _assemble(placed, (patches[order], indices[order]), layout)
+    candidates = _page_candidates(detections, layout)
+    order = visiting_order(candidates.labels, candidates.scores)
+    earlier = earlier_suppressors(_cross_patch_suppression(detections, candidates, layout), ranks(order))
+    rounds = greedy.ROUNDS_PER_BURST
+    while True:
+        survivors, settled = _incremental_rounds(earlier, candidates, rounds)
+        settled, per_patch = fetch(settled, _count_by_patch(survivors, candidates.patch, len(detections)))
+        if settled:
+            break
+        rounds *= 4
+    members = _final_members(survivors, order, detections, candidates, layout, int(per_patch.sum()))
+    return _assemble(detections, candidates, members, per_patch, layout)
 
 
-def _place_thumbnail(detections: PatchDetections, layout: PageLayout) -> _Placed:
-    height, width = layout.resized
-    weighted = replace(detections, scores=detections.scores * THUMBNAIL_WEIGHT)
-    return _located(weighted, (0, 0, width, height), tight_boxes(detections.masks), layout)
-
-
-def _place_window(detections: PatchDetections, rect: Box, layout: PageLayout) -> _Placed:
-    local = tight_boxes(detections.masks)
+def _page_candidates(detections: list[PatchDetections], layout: PageLayout) -> _PageCandidates:
+    """Weights and canvas positions of all candidates, computed for the whole page at once."""
+    device = detections[0].masks.device
+    sizes = [len(found) for found in detections]
+    patch = torch.cat(
+        [torch.full((size,), index, dtype=torch.int64, device=device) for index, size in enumerate(sizes)]
+    )
+    offsets = to_device(np.array(layout.patch_boxes, dtype=np.float32)[:, :2], device)[patch]
+    tight = torch.cat([found.tight_boxes for found in detections])
     patch_h, patch_w = layout.patch
     touches = (
-        (local[:, 0] < BORDER_MARGIN)
-        | (local[:, 1] < BORDER_MARGIN)
-        | (local[:, 2] > patch_w - BORDER_MARGIN)
-        | (local[:, 3] > patch_h - BORDER_MARGIN)
+        (tight[:, 0] < BORDER_MARGIN)
+        | (tight[:, 1] < BORDER_MARGIN)
+        | (tight[:, 2] > patch_w - BORDER_MARGIN)
+        | (tight[:, 3] > patch_h - BORDER_MARGIN)
     )
-    boxes = detections.boxes_xywh.clone()
-    boxes[:, 0] += rect[0]
-    boxes[:, 1] += rect[1]
-    scores = torch.where(touches, detections.scores * BORDER_WEIGHT, detections.scores)
-    weighted = replace(detections, boxes_xywh=boxes, scores=scores)
-    offset = torch.tensor([rect[0], rect[1], rect[0], rect[1]], dtype=local.dtype, device=local.device)
-    return _located(weighted, rect, local + offset, layout)
-
-
-def _located(detections: PatchDetections, rect: Box, boxes: torch.Tensor, layout: PageLayout) -> _Placed:
-    """Empty masks get the reference's whole-canvas tight box (they are padded to the canvas there)."""
+    raw = torch.cat([found.scores for found in detections])
+    window_scores = torch.where(touches, raw * BORDER_WEIGHT, raw)
+    boxes = torch.cat([found.boxes_xywh for found in detections])
+    boxes[:, :2] += offsets  # the thumbnail's offset is 0
+    areas = torch.cat([found.areas for found in detections])
     canvas_h, canvas_w = layout.canvas
-    whole = boxes.new_tensor([0, 0, canvas_w - 1, canvas_h - 1])
-    boxes = torch.where((detections.areas == 0)[:, None], whole, boxes)
-    return _Placed(detections=detections, rect=rect, canvas_boxes=boxes)
+    whole = to_device(np.array([0, 0, canvas_w - 1, canvas_h - 1], dtype=np.float32), device)
+    canvas_boxes = torch.where((areas == 0)[:, None], whole, tight + offsets.repeat(1, 2))
+    return _PageCandidates(
+        patch=patch,
+        index=torch.cat([torch.arange(size, device=device) for size in sizes]),
+        labels=torch.cat([found.labels for found in detections]),
+        scores=torch.where(patch == 0, raw * THUMBNAIL_WEIGHT, window_scores),
+        boxes_xywh=boxes,
+        canvas_boxes=canvas_boxes,
+        areas=areas,
+        starts=[0, *np.cumsum(sizes).tolist()],
+    )
 
 
-def _merged_members(placed: list[_Placed]) -> tuple[np.ndarray, np.ndarray]:
-    """(patch, index in the patch) of the instances the incremental NMS leaves, in the reference's order."""
-    starts = np.cumsum([0, *(len(p.detections.scores) for p in placed)])
-    suppresses = _cross_patch_suppression(placed, starts).cpu().numpy()
-    labels = torch.cat([p.detections.labels for p in placed]).cpu().numpy()
-    scores = torch.cat([p.detections.scores for p in placed]).cpu().numpy()
-    running = np.arange(starts[0], starts[1])
-    for patch in range(1, len(placed)):
-        union = np.concatenate([running, np.arange(starts[patch], starts[patch + 1])])
-        kept = greedy_keep(nms_order(labels[union], scores[union]), suppresses[np.ix_(union, union)])
-        running = union[kept]
-    patches = np.searchsorted(starts, running, side="right") - 1
-    return patches, running - starts[patches]
+def _cross_patch_suppression(
+    detections: list[PatchDetections], candidates: _PageCandidates, layout: PageLayout
+) -> torch.Tensor:
+    """Who may suppress whom at IoU 0.5, for pairs of candidates from different patches.
 
-
-def _cross_patch_suppression(placed: list[_Placed], starts: np.ndarray) -> torch.Tensor:
-    """Who may suppress whom at IoU 0.5, for pairs of instances from different patches.
-
-    Mask intersections are counted only for pairs that the box prefilter lets through, and only over the
-    overlap of the two patches' frames (outside it one of the masks is empty).
+    Empty masks get the reference's whole-canvas tight box (they are padded to the canvas there). Mask
+    intersections are counted only over the overlap of the two patches' frames (outside it one of the masks
+    is empty).
     """
-    boxes = torch.cat([p.canvas_boxes for p in placed])
-    labels = torch.cat([p.detections.labels for p in placed])
-    sizes = torch.tensor(np.diff(starts), device=labels.device)
-    patch = torch.repeat_interleave(torch.arange(len(placed), device=labels.device), sizes)
-    different = patch[:, None] != patch[None, :]
+    boxes, labels, starts = candidates.canvas_boxes, candidates.labels, candidates.starts
     compare, suppresses = box_relations((boxes, boxes), (labels, labels))
+    different = candidates.patch[:, None] != candidates.patch[None, :]
     compare &= different
     suppresses &= different
-    compare_host = compare.cpu().numpy()
-    for first in range(len(placed)):
-        for second in range(first + 1, len(placed)):
+    rects = layout.patch_boxes
+    for first in range(len(detections)):
+        for second in range(first + 1, len(detections)):
+            overlap = _overlap(rects[first], rects[second])
+            if overlap is None or not len(detections[first]) or not len(detections[second]):
+                continue
             rows = slice(starts[first], starts[first + 1])
             cols = slice(starts[second], starts[second + 1])
-            pairs = compare_host[rows, cols]
-            overlap = _overlap(placed[first].rect, placed[second].rect)
-            if overlap is None or not pairs.any():
-                continue
-            row_index = np.flatnonzero(pairs.any(axis=1))
-            col_index = np.flatnonzero(pairs.any(axis=0))
-            reached = _mask_iou_reaches(placed[first], placed[second], row_index, col_index, overlap)
-            block = (
-                torch.from_numpy(row_index + starts[first]).to(labels.device)[:, None],
-                torch.from_numpy(col_index + starts[second]).to(labels.device)[None, :],
+            intersections = pairwise_intersections(
+                _crop(detections[first].masks, rects[first], overlap),
+                _crop(detections[second].masks, rects[second], overlap),
             )
-            suppresses[block] |= compare[block] & reached
-            transposed = (block[1].T, block[0].T)
-            suppresses[transposed] |= compare[transposed] & reached.T
+            areas = (detections[first].areas, detections[second].areas)
+            reached = compare[rows, cols] & mask_iou_reaches(intersections, areas, MERGE_NMS_IOU)
+            suppresses[rows, cols] |= reached
+            suppresses[cols, rows] |= reached.T
     return suppresses
 
 
@@ -163,87 +159,99 @@ def _overlap(first: Box, second: Box) -> Box | None:
     return (x1, y1, x2, y2) if x1 < x2 and y1 < y2 else None
 
 
-def _mask_iou_reaches(
-    first: _Placed, second: _Placed, rows: np.ndarray, cols: np.ndarray, overlap: Box
-) -> torch.Tensor:
-    """Mask IoU ≥ 0.5 between instances `rows` of one patch and `cols` of another."""
-    device = first.detections.masks.device
-    rows_t, cols_t = torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)
-    intersections = pairwise_intersections(_crop(first, rows_t, overlap), _crop(second, cols_t, overlap))
-    areas = (first.detections.areas[rows_t], second.detections.areas[cols_t])
-    return mask_iou_reaches(intersections, areas, MERGE_NMS_IOU)
-
-
-def _crop(placed: _Placed, index: torch.Tensor, box: Box) -> torch.Tensor:
-    left, top = placed.rect[0], placed.rect[1]
-    masks = placed.detections.masks[index]
+def _crop(masks: torch.Tensor, rect: Box, box: Box) -> torch.Tensor:
+    """`masks` located at `rect` on the canvas, cut to the canvas `box` and flattened."""
+    left, top = rect[0], rect[1]
     return masks[:, box[1] - top : box[3] - top, box[0] - left : box[2] - left].flatten(1)
 
 
-def _page_areas(
-    placed: list[_Placed], patches: np.ndarray, indices: np.ndarray, layout: PageLayout
-) -> torch.Tensor:
-    """Mask areas inside the resized page, the key of the final sort (`get_instance_segmentation_results`
-    crops to the page first; only windows reaching into B-15 padding need a recount)."""
-    height, width = layout.resized
-    areas = torch.zeros(len(patches), dtype=torch.int64, device=placed[0].detections.areas.device)
-    for patch, where in enumerate(placed):
-        positions, chosen = _members_of(patch, patches, indices, areas.device)
-        x1, y1, x2, y2 = where.rect
-        if x2 <= width and y2 <= height:
-            areas[positions] = where.detections.areas[chosen]
-        else:
-            areas[positions] = mask_areas(where.detections.masks[chosen][:, : height - y1, : width - x1])
-    return areas
-
-
-def _members_of(
-    patch: int, patches: np.ndarray, indices: np.ndarray, device: torch.device
+def _incremental_rounds(
+    earlier: torch.Tensor, candidates: _PageCandidates, rounds: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions in the member list, and indices in the patch, of one patch's members."""
-    positions = np.flatnonzero(patches == patch)
-    return torch.from_numpy(positions).to(device), torch.from_numpy(indices[positions]).to(device)
+    """The running list after the NMS round of every window, as `(N,)` bool, and whether every round's walk
+    settled within `rounds` (if not, the result is wrong and the caller merges again with longer walks).
+
+    Round w only involves the patches up to w, the first `starts[w + 1]` candidates.
+    """
+    patch, starts = candidates.patch, candidates.starts
+    running = patch == 0
+    settled = torch.ones((), dtype=torch.bool, device=patch.device)
+    for window in range(1, len(starts) - 1):
+        end = starts[window + 1]
+        alive = running[:end] | (patch[:end] == window)
+        walk = Walk.start(alive).advance(earlier[:end, :end], rounds)
+        settled &= walk.settled()
+        running = torch.cat([walk.kept, running.new_zeros(len(running) - end)])
+    return running, settled
+
+
+def _count_by_patch(members: torch.Tensor, patch: torch.Tensor, patches: int) -> torch.Tensor:
+    counts = torch.zeros(patches, dtype=torch.int64, device=patch.device)
+    return counts.scatter_add_(0, patch, members.long())
+
+
+def _final_members(
+    survivors: torch.Tensor,
+    order: torch.Tensor,
+    detections: list[PatchDetections],
+    candidates: _PageCandidates,
+    layout: PageLayout,
+    count: int,
+) -> torch.Tensor:
+    """Indices of the page's instances: the last round's output order (the page-wide visiting order), then
+    stably sorted by mask area inside the resized page, largest first (`get_instance_segmentation_results`
+    crops to the page first; only windows reaching into B-15 padding need a recount)."""
+    in_nms_order = order[torch.argsort((~survivors[order]).to(torch.uint8), stable=True)[:count]]
+    height, width = layout.resized
+    areas = torch.cat(
+        [
+            found.areas
+            if rect[2] <= width and rect[3] <= height
+            else mask_areas(found.masks[:, : height - rect[1], : width - rect[0]])
+            for found, rect in zip(detections, layout.patch_boxes, strict=True)
+        ]
+    )
+    by_area = torch.sort(areas[in_nms_order], descending=True, stable=True).indices
+    return in_nms_order[by_area]
 
 
 def _assemble(
-    placed: list[_Placed], members: tuple[np.ndarray, np.ndarray], layout: PageLayout
+    detections: list[PatchDetections],
+    candidates: _PageCandidates,
+    members: torch.Tensor,
+    per_patch: np.ndarray,
+    layout: PageLayout,
 ) -> SlideWindowResult:
-    """Paste the kept instances onto the canvas (one indexed copy per patch) in member order and vote the
-    semantic maps; crop to the resized page."""
-    patches, indices = members
-    device = placed[0].detections.masks.device
-    count = len(patches)
-    masks = torch.zeros(count, *layout.canvas, dtype=torch.bool, device=device)
-    boxes = torch.zeros(count, 4, dtype=torch.float32, device=device)
-    scores = torch.zeros(count, dtype=torch.float32, device=device)
-    labels = torch.zeros(count, dtype=torch.int64, device=device)
-    for patch, where in enumerate(placed):
-        positions, chosen = _members_of(patch, patches, indices, device)
-        x1, y1, x2, y2 = where.rect
-        masks[positions, y1:y2, x1:x2] = where.detections.masks[chosen]
-        boxes[positions] = where.detections.boxes_xywh[chosen]
-        scores[positions] = where.detections.scores[chosen]
-        labels[positions] = where.detections.labels[chosen]
+    """Paste the page's instances onto the canvas (one indexed copy per patch, `per_patch` of them from each)
+    in member order and vote the semantic maps; crop to the resized page."""
+    device = members.device
+    masks = torch.zeros(len(members), *layout.canvas, dtype=torch.bool, device=device)
+    by_patch = torch.argsort(candidates.patch[members], stable=True)
+    start = 0
+    for found, rect, count in zip(detections, layout.patch_boxes, per_patch.tolist(), strict=True):
+        positions = by_patch[start : start + count]
+        start += count
+        x1, y1, x2, y2 = rect
+        masks[positions, y1:y2, x1:x2] = found.masks[candidates.index[members[positions]]]
     height, width = layout.resized
     return SlideWindowResult(
         masks=masks[:, :height, :width],
-        boxes_xywh=boxes,
-        scores=scores,
-        labels=labels,
-        semantic=_vote_semantic(placed, layout),
+        boxes_xywh=candidates.boxes_xywh[members],
+        scores=candidates.scores[members],
+        labels=candidates.labels[members],
+        semantic=_vote_semantic(detections, layout),
     )
 
 
-def _vote_semantic(placed: list[_Placed], layout: PageLayout) -> torch.Tensor:
+def _vote_semantic(detections: list[PatchDetections], layout: PageLayout) -> torch.Tensor:
     """`(votes / coverage) > 0.5` per class, in integers (`2·votes > coverage`), background dropped."""
-    thumbnail = placed[0].detections.semantic
+    thumbnail = detections[0].semantic
     classes, device = thumbnail.shape[0], thumbnail.device
     votes = torch.zeros(classes, *layout.canvas, dtype=torch.int32, device=device)
     coverage = torch.ones(layout.canvas, dtype=torch.int32, device=device)
-    for patch in placed:
-        x1, y1, x2, y2 = patch.rect
-        votes[:, y1:y2, x1:x2] += patch.detections.semantic
-        if patch is not placed[0]:
+    for index, (found, (x1, y1, x2, y2)) in enumerate(zip(detections, layout.patch_boxes, strict=True)):
+        votes[:, y1:y2, x1:x2] += found.semantic
+        if index > 0:
             coverage[y1:y2, x1:x2] += 1
     height, width = layout.resized
     return (2 * votes > coverage)[: classes - 1, :height, :width]

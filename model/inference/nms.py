@@ -1,10 +1,10 @@
-"""Mask NMS of the reference (`non_max_suppression`, ARCHITECTURE §7.7), vectorised.
+"""Mask NMS of the reference (`non_max_suppression`, ARCHITECTURE §7.7), on the device.
 
 The reference walks the candidates of each label by descending score and, for every kept mask, computes
 box IoUs of the tight mask boxes against the rest and mask IoUs where the box IoU exceeds 0.01, one pair at
-a time, with a host sync per step. Whether one candidate suppresses another does not depend on the walk,
-so here the whole suppression relation is built on the device with matrix products over flattened masks
-(exact integer counts) and only the greedy walk over that boolean matrix runs on the host.
+a time, with a host sync per step. Whether one candidate suppresses another does not depend on the walk, so
+here the whole suppression relation is built at once with matrix products over flattened masks (exact
+integer counts), and the walk itself runs on the device too (`greedy`).
 
 Suppression of `b` by a kept `a` of the same label, exactly as the reference decides it:
 `(box_iou > 0.01 and mask_iou >= threshold) or box_iou is NaN`. The NaN case (both tight boxes have zero
@@ -14,23 +14,32 @@ candidate only when `iou < threshold`, which is false for NaN.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+
 import torch
 from torchvision.ops import box_iou
 
+from model.inference.greedy import earlier_suppressors, ranks, visiting_order, walk_to_the_end
+from model.inference.memory import chunk_elements
+
 BOX_PREFILTER_IOU = 0.01  # pairs at or below this box IoU are never compared by mask (§7.7)
-_MATMUL_BUDGET = 1 << 26  # float32 elements per intersection chunk (256 MiB)
-_EXACT_FLOAT32_SUM = (1 << 24) - 1  # a float32 sum of 0/1 products is exact up to 2**24
+# Pixels per CUDA product chunk. Counts of 0/1 products are exact while a partial sum fits the accumulator's
+# mantissa: 2**24 for float32; 2**20 leaves margin for tensor-core accumulators narrower than IEEE float32.
+_EXACT_CHUNK = 1 << 20
+
+Block = tuple[int, int]  # [start, end) rows of one label in a label-sorted candidate list
 
 
 def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     """`mask_bbox` of the reference: inclusive `[x1, y1, x2, y2]` float32 pixel boxes of `(K, H, W)` masks.
 
     An empty mask gets the whole area `[0, 0, W-1, H-1]`, as the reference's argmax over all-false rows does.
+    The row and column projections are byte maxima (a reduction torch vectorises, unlike `any`).
     """
     height, width = masks.shape[-2:]
-    columns = masks.any(dim=-2).to(torch.uint8)
-    rows = masks.any(dim=-1).to(torch.uint8)
+    as_bytes = masks.view(torch.uint8)
+    columns = as_bytes.amax(dim=-2)
+    rows = as_bytes.amax(dim=-1)
     x1 = columns.argmax(dim=-1)
     x2 = width - 1 - columns.flip(-1).argmax(dim=-1)
     y1 = rows.argmax(dim=-1)
@@ -47,21 +56,25 @@ def mask_areas(masks: torch.Tensor) -> torch.Tensor:
 def pairwise_intersections(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """`|A ∩ B|` for all pairs of flattened boolean masks `(Ka, N)` × `(Kb, N)`, exact, as float64.
 
-    Float32 products of 0/1 values summed in chunks of fewer than 2**24 pixels are exact; the chunks are
-    accumulated in float64. The chunk size also bounds the float copies to `_MATMUL_BUDGET` elements. A set
-    compared with itself (`second is first`) is converted once. Autocast is switched off: a float16/bfloat16
-    product would round the counts (the CLI runs the whole pipeline under autocast for the network).
+    On the CPU an int8 product of the masks' own bytes into int32 sums (`torch._int_mm`, oneDNN): exact, and
+    no converted copies. On CUDA bfloat16 operands (exact for 0/1) multiplied on tensor cores into float32,
+    over chunks of at most `_EXACT_CHUNK` pixels so that every partial sum is exact, accumulated in float64;
+    the converted copies stay within `chunk_elements`, and a set compared with itself (`second is first`) is
+    converted once. Autocast does not reach either: a reduced-precision product would round the counts.
     """
+    if first.device.type != "cuda":
+        as_bytes = [masks.contiguous().view(torch.int8) for masks in (first, second)]
+        return torch._int_mm(as_bytes[0], as_bytes[1].T).double()
     total = torch.zeros(first.shape[0], second.shape[0], dtype=torch.float64, device=first.device)
     if first.shape[0] == 0 or second.shape[0] == 0:
         return total
-    rows = first.shape[0] + second.shape[0]
-    chunk = max(1, min(_EXACT_FLOAT32_SUM, _MATMUL_BUDGET // rows))
-    with torch.autocast(first.device.type, enabled=False):
+    rows = max(first.shape[0], second.shape[0])
+    chunk = max(1, min(_EXACT_CHUNK, chunk_elements(first.device) // rows))
+    with torch.autocast("cuda", enabled=False):
         for start in range(0, first.shape[1], chunk):
-            left = first[:, start : start + chunk].float()
-            right = left if second is first else second[:, start : start + chunk].float()
-            total += (left @ right.T).double()
+            left = first[:, start : start + chunk].to(torch.bfloat16)
+            right = left if second is first else second[:, start : start + chunk].to(torch.bfloat16)
+            total += torch.mm(left, right.T, out_dtype=torch.float32)
     return total
 
 
@@ -86,24 +99,32 @@ def mask_iou_reaches(
     return intersections.float() / union.float() >= threshold
 
 
-def nms_order(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The reference's visiting order: labels ascending, scores descending within a label; ties keep the
-    input order (the reference's `argsort` is not stable; ties only occur between degenerate candidates)."""
-    return np.lexsort((-scores.astype(np.float64), labels))
+def suppression(
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    areas: torch.Tensor,
+    threshold: float,
+    blocks: Sequence[Block],
+) -> torch.Tensor:
+    """`(K, K)` bool: candidate a removes b when a is visited first (§7.7), for `(K, H, W)` masks with their
+    tight `boxes` and `areas`.
 
-
-def greedy_keep(order: np.ndarray, suppresses: np.ndarray) -> list[int]:
-    """Walk `order`, keeping every candidate not removed by an earlier kept one (`suppresses[kept, other]`).
-
-    The loop touches each candidate once and does vector work only for kept ones.
+    Mask intersections are counted inside each of `blocks` only: pass the label blocks of label-sorted
+    candidates (pairs of different labels never suppress), or one block over everything.
     """
-    removed = np.zeros(suppresses.shape[0], dtype=bool)
-    kept: list[int] = []
-    for index in order.tolist():
-        if not removed[index]:
-            kept.append(index)
-            removed |= suppresses[index]
-    return kept
+    compare, suppresses = box_relations((boxes, boxes), (labels, labels))
+    flat = masks.flatten(1)
+    for start, end in blocks:
+        if end - start < 2:
+            continue
+        block = slice(start, end)
+        members = flat[block]
+        reached = mask_iou_reaches(
+            pairwise_intersections(members, members), (areas[block], areas[block]), threshold
+        )
+        suppresses[block, block] |= compare[block, block] & reached
+    return suppresses
 
 
 def mask_nms(
@@ -117,24 +138,12 @@ def mask_nms(
     in the reference's output order (labels ascending, then descending score). Pass `areas`
     (`mask_areas(masks)`) when they are known already.
 
-    Mask intersections are counted per label, only among candidates that overlap another one by box.
+    A standalone call synchronises a few times (walk bursts, the result's length); the page pipeline runs
+    the same relation and walk batched over all patches (`postprocess`).
     """
-    boxes = tight_boxes(masks)
-    compare, suppresses = box_relations((boxes, boxes), (labels, labels))
-    compare.fill_diagonal_(False)
-    labels_host, compare_host = labels.cpu().numpy(), compare.cpu().numpy()
-    order = nms_order(labels_host, scores.cpu().numpy())
     areas = mask_areas(masks) if areas is None else areas
-    flat = masks.flatten(1)
-    for label in np.unique(labels_host):
-        members = np.flatnonzero((labels_host == label) & compare_host.any(axis=1))
-        if len(members) < 2:
-            continue
-        index = torch.from_numpy(members).to(masks.device)
-        block = (index[:, None], index[None, :])
-        members_flat = flat[index]
-        intersections = pairwise_intersections(members_flat, members_flat)
-        reached = mask_iou_reaches(intersections, (areas[index], areas[index]), threshold)
-        suppresses[block] |= compare[block] & reached
-    kept = greedy_keep(order, suppresses.cpu().numpy())
-    return torch.tensor(kept, dtype=torch.int64, device=masks.device)
+    relation = suppression(masks, labels, tight_boxes(masks), areas, threshold, [(0, masks.shape[0])])
+    order = visiting_order(labels, scores)
+    alive = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
+    kept = walk_to_the_end(earlier_suppressors(relation, ranks(order)), alive)
+    return order[kept[order]]

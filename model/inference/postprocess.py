@@ -6,24 +6,31 @@ upsample the kept mask logits bilinearly straight to the target size (the resize
 the patch for a window); final score = class score × mean mask probability inside the mask; boxes are the
 regressed ones scaled to the target; semantic maps σ > 0.5; class-wise mask NMS at IoU 0.25.
 
-The query filters run for all patches at once; only the upsampling is done per patch, in chunks of queries
-so that memory stays bounded however many queries survive.
+Device work without host round trips: the query filters run for all patches at once; the host learns how
+many candidates of each label every patch has (one transfer), then upsamples, builds each patch's
+suppression relation and runs all patches' NMS walks as one batch; a second transfer tells how many
+survive and whether the walks settled. Upsampling goes in chunks of queries so that memory stays bounded
+however many survive the filters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.inference.forward import PatchOutputs
 from model.inference.geometry import PageLayout, Size
-from model.inference.nms import mask_areas, mask_nms
+from model.inference.greedy import Walk, earlier_suppressors, ranks, visiting_order
+from model.inference.memory import chunk_elements
+from model.inference.nms import Block, mask_areas, suppression, tight_boxes
+from model.inference.transfer import fetch
 
 SCORE_THRESHOLD = 0.01  # threshold_prob (§7.5)
 PATCH_NMS_IOU = 0.25  # threshold_nms inside one patch (§7.5)
-_UPSAMPLE_BUDGET = 1 << 26  # float32 elements of upsampled logits held at once (256 MiB)
 
 
 @dataclass
@@ -39,6 +46,10 @@ class PatchDetections:
     labels: torch.Tensor  # (K,) int64, 0-based into the prompted names (background excluded)
     semantic: torch.Tensor  # (C, th, tw) bool, one map per prompt, background last
     areas: torch.Tensor  # (K,) int64 pixels of each mask
+    tight_boxes: torch.Tensor  # (K, 4) float32 `tight_boxes(masks)`, the boxes the NMS compares
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
 
     def take(self, index: torch.Tensor) -> PatchDetections:
         return replace(
@@ -48,6 +59,7 @@ class PatchDetections:
             scores=self.scores[index],
             labels=self.labels[index],
             areas=self.areas[index],
+            tight_boxes=self.tight_boxes[index],
         )
 
 
@@ -75,27 +87,89 @@ def _or_first(keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
 
 
 def postprocess_patches(outputs: PatchOutputs, layout: PageLayout) -> list[PatchDetections]:
-    """§7.5 for every patch of a page; patch 0 is the thumbnail."""
-    selected = select_queries(outputs).nonzero().cpu()
-    device = outputs.mask_logits.device
-    detections = []
-    for patch in range(outputs.mask_logits.shape[0]):
-        rows = selected[selected[:, 0] == patch, 1].to(device)
+    """§7.5 for every patch of a page; patch 0 is the thumbnail. Two host transfers per page (plus one per
+    extra walk burst in the rare page whose NMS walks need more than one)."""
+    selected = select_queries(outputs)
+    scores, labels = class_scores(outputs.class_logits)
+    classes = outputs.class_logits.shape[-1] - 1
+    grouped, label_counts = _group_by_label(selected, labels, classes)
+    (label_counts,) = fetch(label_counts)
+    candidates = []
+    relations = []
+    for patch, counts in enumerate(label_counts):
+        rows = grouped[patch, : counts.sum()]
         target = layout.resized if patch == 0 else layout.patch
-        candidates = patch_candidates(outputs, patch, rows, target, layout.patch)
-        kept = mask_nms(
-            candidates.masks, candidates.scores, candidates.labels, PATCH_NMS_IOU, areas=candidates.areas
+        found = patch_candidates(outputs, patch, rows, (scores, labels), target, layout.patch)
+        candidates.append(found)
+        relations.append(
+            suppression(
+                found.masks, found.labels, found.tight_boxes, found.areas, PATCH_NMS_IOU, _blocks(counts)
+            )
         )
-        detections.append(candidates.take(kept))
-    return detections
+    orders = [visiting_order(found.labels, found.scores) for found in candidates]
+    earlier, alive = _batched_walk_inputs(relations, orders)
+    walk = Walk.start(alive).advance(earlier)
+    settled, kept_counts = fetch(walk.settled(), walk.kept.sum(dim=1))
+    while not settled:
+        walk = walk.advance(earlier)
+        settled, kept_counts = fetch(walk.settled(), walk.kept.sum(dim=1))
+    return [
+        found.take(_kept_in_order(order, walk.kept[patch, : len(order)], int(kept_counts[patch])))
+        for patch, (found, order) in enumerate(zip(candidates, orders, strict=True))
+    ]
+
+
+def _group_by_label(
+    selected: torch.Tensor, labels: torch.Tensor, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch, the selected query indices grouped by label (ascending queries inside a label) first,
+    and `(P, classes)` counts of selected queries per label."""
+    key = torch.where(selected, labels, classes)
+    queries = key.shape[1]
+    grouped = torch.argsort(key * queries + torch.arange(queries, device=key.device), dim=1)
+    counts = torch.zeros(key.shape[0], classes + 1, dtype=torch.int64, device=key.device)
+    counts.scatter_add_(1, key, torch.ones_like(key))
+    return grouped, counts[:, :classes]
+
+
+def _blocks(counts: np.ndarray) -> list[Block]:
+    ends = np.cumsum(counts)
+    return [(int(end - count), int(end)) for count, end in zip(counts, ends, strict=True) if count]
+
+
+def _batched_walk_inputs(
+    relations: Sequence[torch.Tensor], orders: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patches' walks side by side: `(P, K, K)` earlier-suppressor relations and `(P, K)` participants,
+    zero-padded to the largest patch."""
+    largest = max(len(order) for order in orders)
+    device = orders[0].device
+    earlier = torch.zeros(len(orders), largest, largest, device=device)
+    alive = torch.zeros(len(orders), largest, dtype=torch.bool, device=device)
+    for patch, (relation, order) in enumerate(zip(relations, orders, strict=True)):
+        count = len(order)
+        earlier[patch, :count, :count] = earlier_suppressors(relation, ranks(order))
+        alive[patch, :count] = True
+    return earlier, alive
+
+
+def _kept_in_order(order: torch.Tensor, kept: torch.Tensor, count: int) -> torch.Tensor:
+    """The `count` kept candidates in visiting order (stable partition of `order` by `kept`)."""
+    return order[torch.argsort((~kept[order]).to(torch.uint8), stable=True)[:count]]
 
 
 def patch_candidates(
-    outputs: PatchOutputs, patch: int, rows: torch.Tensor, target: Size, patch_size: Size
+    outputs: PatchOutputs,
+    patch: int,
+    rows: torch.Tensor,
+    classes: tuple[torch.Tensor, torch.Tensor],
+    target: Size,
+    patch_size: Size,
 ) -> PatchDetections:
-    """Steps 3-6 of §7.5 for the selected `rows` of one patch, before the NMS."""
-    masks, areas, mask_scores = upsample_masks(outputs.mask_logits[patch, rows], target)
-    scores, labels = class_scores(outputs.class_logits[patch, rows])
+    """Steps 3-6 of §7.5 for the selected `rows` of one patch, before the NMS. `classes` are the
+    `class_scores` of all patches' queries (computed once, so that labels agree with the label grouping)."""
+    masks, areas, mask_scores, boxes = upsample_masks(outputs.mask_logits[patch, rows], target)
+    scores, labels = (values[patch, rows] for values in classes)
     semantic = _upsample(outputs.semantic_logits[patch], target).sigmoid() > 0.5
     return PatchDetections(
         masks=masks,
@@ -104,24 +178,30 @@ def patch_candidates(
         labels=labels,
         semantic=semantic,
         areas=areas,
+        tight_boxes=boxes,
     )
 
 
-def upsample_masks(logits: torch.Tensor, target: Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Binary masks `σ(bilinear(logits)) > 0.5` at `target`, their areas and their mean probability inside
-    the mask (0 for an empty mask), computed in chunks of queries straight into the outputs."""
+def upsample_masks(
+    logits: torch.Tensor, target: Size
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Binary masks `σ(bilinear(logits)) > 0.5` at `target`, their areas, their mean probability inside the
+    mask (0 for an empty mask) and their tight boxes, computed in chunks of queries (`chunk_elements` of
+    upsampled logits) straight into the outputs. `threshold(p, 0.5, 0)` is `p · (p > 0.5)` in one pass."""
     count = logits.shape[0]
     masks = torch.empty((count, *target), dtype=torch.bool, device=logits.device)
     areas = torch.empty(count, dtype=torch.int64, device=logits.device)
     scores = torch.empty(count, dtype=torch.float32, device=logits.device)
-    chunk = max(1, _UPSAMPLE_BUDGET // (target[0] * target[1]))
+    boxes = torch.empty(count, 4, dtype=torch.float32, device=logits.device)
+    chunk = max(1, chunk_elements(logits.device) // (target[0] * target[1]))
     for start in range(0, count, chunk):
         part = slice(start, start + chunk)
         probs = _upsample(logits[part], target).sigmoid_()
         torch.gt(probs, 0.5, out=masks[part])
         areas[part] = mask_areas(masks[part])
-        scores[part] = probs.mul_(masks[part]).sum(dim=(1, 2)) / areas[part].clamp(min=1)
-    return masks, areas, scores
+        scores[part] = F.threshold_(probs, 0.5, 0.0).sum(dim=(1, 2)) / areas[part].clamp(min=1)
+        boxes[part] = tight_boxes(masks[part])
+    return masks, areas, scores, boxes
 
 
 def _upsample(logits: torch.Tensor, target: Size) -> torch.Tensor:
@@ -131,6 +211,6 @@ def _upsample(logits: torch.Tensor, target: Size) -> torch.Tensor:
 def scale_boxes(boxes: torch.Tensor, patch_size: Size, target: Size) -> torch.Tensor:
     """Regressed xyxy patch boxes → `[x, y, w, h]` in the target frame, with the reference's float32 operation
     order (`x / patch_w * target_w`, then `w = x2 - x1`)."""
-    xs = boxes[:, [0, 2]] / patch_size[1] * target[1]
-    ys = boxes[:, [1, 3]] / patch_size[0] * target[0]
+    xs = boxes[:, 0::2] / patch_size[1] * target[1]
+    ys = boxes[:, 1::2] / patch_size[0] * target[0]
     return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0]], dim=1)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from model.inference.geometry import PageLayout
+from model.inference.transfer import to_device
 
 
 @dataclass
@@ -30,12 +31,12 @@ class PatchBatch:
 def page_to_tensor(page: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """A decoded BGR uint8 `(H, W, 3)` page as the reference's float `(3, H, W)` image.
 
-    The uint8 array crosses to the device before the float conversion: a quarter of the transfer.
+    The uint8 array crosses to the device before the float conversion: a quarter of the transfer, and on
+    CUDA an asynchronous one.
     """
     if page.ndim != 3 or page.shape[2] != 3 or page.dtype != np.uint8:
         raise ValueError(f"expected a BGR uint8 (H, W, 3) page, got {page.dtype} {page.shape}")
-    pixels = torch.from_numpy(np.ascontiguousarray(page)).to(device)
-    return pixels.permute(2, 0, 1).float()
+    return to_device(page, torch.device(device)).permute(2, 0, 1).float()
 
 
 def area_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -68,7 +69,7 @@ def make_patches(page: np.ndarray, layout: PageLayout, device: torch.device | st
     return PatchBatch(
         pixel_values=torch.stack(values),
         pixel_mask=torch.stack(masks),
-        image_bboxes=torch.tensor(bboxes, dtype=torch.int64, device=resized.device),
+        image_bboxes=to_device(np.array(bboxes, dtype=np.int64), resized.device),
     )
 
 
