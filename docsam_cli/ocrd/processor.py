@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
+import numpy as np
 from ocrd import Processor
 from ocrd.decorators import ocrd_cli_options, ocrd_cli_wrap_processor
 from ocrd.processor.ocrd_page_result import OcrdPageResult
@@ -25,14 +26,13 @@ from ocrd_utils import polygon_from_points
 from docsam_cli.ocrd.parameters import SegmentSettings
 
 if TYPE_CHECKING:
-    import numpy as np
     from ocrd_models.ocrd_page import OcrdPage, PageType
 
     from docsam_cli.runtime import LoadedModel
     from model.inference import Geometry
 
 EXECUTABLE = "ocrd-docsam-segment"
-# Images with this feature are avoided when the page has others (an unbinarized original always exists).
+# Derived page images (AlternativeImage) with this feature are passed over; the original always qualifies.
 AVOIDED_IMAGE_FEATURES = "binarized"
 
 
@@ -81,13 +81,14 @@ class DocsamSegment(Processor):
 
     def process_page_pcgts(self, *input_pcgts: OcrdPage | None, page_id: str | None = None) -> OcrdPageResult:
         """Segment one page: its image through the model, the regions into its PAGE document."""
+        # The model's dependencies load with the first page: --help and --dump-json stay quick.
         from docsam_cli.inputs.images import to_bgr
         from docsam_cli.ocrd.frame import to_page_frame
         from docsam_cli.ocrd.regions import add_regions
         from docsam_cli.writers.shapes import PageShapes
         from model.inference import segment_page
 
-        pcgts = input_pcgts[0]
+        pcgts, settings = input_pcgts[0], self.settings
         assert pcgts is not None and self.loaded is not None
         page = pcgts.get_Page()
         image, coords, _ = self.workspace.image_from_page(
@@ -97,14 +98,13 @@ class DocsamSegment(Processor):
             instances = segment_page(
                 self.loaded.model,
                 to_bgr(image),
-                list(self.settings.class_names),
-                domain=self.settings.domain,
+                list(settings.class_names),
+                domain=settings.domain,
                 geometry=self.geometry,
-                batch_size=self.settings.batch_size,
+                batch_size=settings.batch_size,
             )
         page_size = (page.get_imageWidth(), page.get_imageHeight())
         instances = to_page_frame(instances, coords["transform"], page_size, _border(page))
-        settings = self.settings
         added = add_regions(pcgts, PageShapes(instances), settings.page_map, settings.existing_regions)
         self.logger.info("page %s: %d instances, %d regions added", page_id, len(instances), added)
         return OcrdPageResult(pcgts)
@@ -112,8 +112,6 @@ class DocsamSegment(Processor):
 
 def _border(page: PageType) -> np.ndarray | None:
     """The page's Border polygon in page pixels, if it has one."""
-    import numpy as np
-
     border = page.get_Border()
     if border is None:
         return None
