@@ -69,6 +69,13 @@ def make_workspace(directory: Path, shared_data: Path, pages=PAGES, replace: dic
     return directory / "mets.xml"
 
 
+def processor_command() -> list[str]:
+    """The installed `ocrd-docsam-segment` beside this Python (`pip install '.[ocrd]'`, as in CI), else the
+    same command line through `python -m docsam_cli.ocrd` (a checkout on PYTHONPATH)."""
+    script = Path(sys.executable).parent / "ocrd-docsam-segment"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "docsam_cli.ocrd"]
+
+
 def parameter_options(parameters: dict) -> list[str]:
     return [item for name, value in parameters.items() for item in ("-P", name, str(value))]
 
@@ -133,7 +140,7 @@ def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, s
         "OMP_NUM_THREADS": "1",  # the shared CI machine: no thread oversubscription
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "docsam_cli.ocrd", "-m", str(mets), "-I", "OCR-D-IMG", "-O", OUTPUT,
+        [*processor_command(), "-m", str(mets), "-I", "OCR-D-IMG", "-O", OUTPUT,
          *parameter_options(parameters)],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
@@ -182,7 +189,7 @@ def process(processor: DocsamSegment, workspace: Workspace, input_group: str, ou
         workspace.save_mets()
 
 
-@pytest.mark.slow  # the model on three pages
+@pytest.mark.slow  # the module's processor loads the model; then a page per policy
 @pytest.mark.parametrize("policy", ["SKIP", "COPY", "ABORT"])
 def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
     policy, processor, tmp_path, shared_data, schema, monkeypatch
@@ -198,6 +205,8 @@ def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
     if policy == "ABORT":
         with pytest.raises(OSError, match="truncated"):
             process(processor, workspace, "OCR-D-IMG", OUTPUT)
+        # The run stops at the failed page; the page done before it stays in the METS.
+        assert [file.pageId for file in workspace.mets.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]
         return
     process(processor, workspace, "OCR-D-IMG", OUTPUT)
     outputs = {file.pageId: file for file in workspace.mets.find_files(fileGrp=OUTPUT)}
