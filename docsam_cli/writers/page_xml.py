@@ -51,9 +51,6 @@ def page_xml_string(
     `page_map` overrides the class → (element, @type) defaults (see `page_map.parse_page_map`); raises
     ValueError if it names an element or type the schema does not allow. `created` (UTC) defaults to now.
     """
-    kinds = [region_kind(name, page_map) for name in shapes.instances.class_names]
-    layout = page_layout(shapes, [_role(kind) for kind in kinds])
-
     timestamp = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     root = etree.Element(
         f"{{{PAGE_NAMESPACE}}}PcGts",
@@ -71,15 +68,27 @@ def page_xml_string(
         imageWidth=str(shapes.width),
         imageHeight=str(shapes.height),
     )
-    if layout.ordered:
-        group = _child(_child(page, "ReadingOrder"), "OrderedGroup", id="ro1")
-        for index in range(len(layout.ordered)):
-            _child(group, "RegionRefIndexed", index=str(index), regionRef=f"r{index + 1}")
-    for number, region in enumerate(layout.regions, 1):
-        kind = _HOLDER if region.instance is None else kinds[shapes.label(region.instance)]
-        _write_region(page, shapes, region, kind, f"r{number}")
+    write_page_content(page, shapes, page_map)
     etree.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="unicode") + "\n"
+
+
+def write_page_content(
+    page: etree._Element, shapes: PageShapes, page_map: ClassMap | None = None, *, id_prefix: str = ""
+) -> None:
+    """Append the reading order and the regions (text lines nested) to `page`, a PAGE `Page` element that
+    holds neither yet. Every id is `id_prefix` followed by the id the module doc gives (`r1`, `r3_l1`,
+    `ro1`): the OCR-D processor adds regions to documents whose ids must stay unique."""
+    kinds = [region_kind(name, page_map) for name in shapes.instances.class_names]
+    layout = page_layout(shapes, [_role(kind) for kind in kinds])
+    region_ids = [f"{id_prefix}r{number}" for number in range(1, len(layout.regions) + 1)]
+    if layout.ordered:
+        group = _child(_child(page, "ReadingOrder"), "OrderedGroup", id=f"{id_prefix}ro1")
+        for index, region_id in enumerate(region_ids[: len(layout.ordered)]):
+            _child(group, "RegionRefIndexed", index=str(index), regionRef=region_id)
+    for region, region_id in zip(layout.regions, region_ids, strict=True):
+        kind = _HOLDER if region.instance is None else kinds[shapes.label(region.instance)]
+        _write_region(page, shapes, region, kind, region_id)
 
 
 def write_page_xml(

@@ -1,0 +1,127 @@
+"""`ocrd-docsam-segment`: DocSAM layout segmentation as an OCR-D processor (OCR-D core 3).
+
+For each page of the input file group, the page image as the workflow has prepared it (cropped and
+deskewed where earlier steps did so; a binarized image is passed over for one that is not, since DocSAM
+was trained on colour and grey scans) goes through the pipeline of `docsam segment`. The regions found are
+added to the page's PAGE document at the page level, with their reading order, typed as `docsam segment
+--format page` types them (text lines nested into their text regions); the `existing_regions` parameter
+says whether they replace the page's regions or join them. The output file group gets one PAGE file per
+page.
+
+The model is loaded once per process. A page that fails (an unreadable image, the model out of memory) is
+handled as OCRD_MISSING_OUTPUT says: SKIP it, COPY its input PAGE unchanged, or ABORT.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+import numpy as np
+from ocrd import Processor
+from ocrd.decorators import ocrd_cli_options, ocrd_cli_wrap_processor
+from ocrd.processor.ocrd_page_result import OcrdPageResult
+from ocrd_utils import polygon_from_points
+
+from docsam_cli.ocrd.parameters import SegmentSettings
+
+if TYPE_CHECKING:
+    from ocrd_models.ocrd_page import OcrdPage, PageType
+
+    from docsam_cli.runtime import LoadedModel
+    from model.inference import Geometry
+
+EXECUTABLE = "ocrd-docsam-segment"
+# Derived page images (AlternativeImage) with this feature are passed over; the original always qualifies.
+AVOIDED_IMAGE_FEATURES = "binarized"
+
+
+class SetupError(Exception):
+    """Parameters that do not make sense together, or weights that do not load: the processor cannot
+    start. The message is one line, for the user."""
+
+
+class DocsamSegment(Processor):
+    """Segments pages into regions with DocSAM; the classes to find are named in the `classes` or `preset`
+    parameter."""
+
+    # One page at a time per process: page-parallel workers are forked, and a forked copy of a model
+    # already on a CUDA device cannot use it.
+    max_workers = 1
+
+    settings: SegmentSettings
+    loaded: LoadedModel | None = None
+    geometry: Geometry
+
+    @property
+    def executable(self) -> str:
+        return EXECUTABLE  # also when run as `python -m docsam_cli.ocrd`
+
+    @property
+    def metadata_filename(self) -> str:
+        return "ocrd/ocrd-tool.json"  # inside the top-level package, docsam_cli
+
+    def setup(self) -> None:
+        """Read the parameters and load the model (once per processor, not per page). Raises SetupError."""
+        from docsam_cli.errors import UsageError
+        from docsam_cli.runtime import describe_geometry, load_for_inference
+        from docsam_cli.weights import WeightsError
+
+        try:
+            self.settings = SegmentSettings.from_parameters(self.parameter)
+            self.loaded = load_for_inference(self.settings.model)
+        except (ValueError, UsageError, WeightsError) as error:  # a CheckpointError is a ValueError
+            raise SetupError(str(error)) from None
+        self.geometry = self.settings.geometry.resolve(self.loaded.weights.entry)
+        self.logger.info("geometry: %s", describe_geometry(self.geometry))
+        self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
+
+    def shutdown(self) -> None:
+        self.loaded = None
+
+    def process_page_pcgts(self, *input_pcgts: OcrdPage | None, page_id: str | None = None) -> OcrdPageResult:
+        """Segment one page: its image through the model, the regions into its PAGE document."""
+        # The model's dependencies load with the first page: --help and --dump-json stay quick.
+        from docsam_cli.inputs.images import to_bgr
+        from docsam_cli.ocrd.frame import to_page_frame
+        from docsam_cli.ocrd.regions import add_regions
+        from docsam_cli.writers.shapes import PageShapes
+        from model.inference import segment_page
+
+        pcgts, settings = input_pcgts[0], self.settings
+        assert pcgts is not None and self.loaded is not None
+        page = pcgts.get_Page()
+        image, coords, _ = self.workspace.image_from_page(
+            page, page_id, feature_filter=AVOIDED_IMAGE_FEATURES
+        )
+        with self.loaded.autocast():
+            instances = segment_page(
+                self.loaded.model,
+                to_bgr(image),
+                list(settings.class_names),
+                domain=settings.domain,
+                geometry=self.geometry,
+                batch_size=settings.batch_size,
+            )
+        page_size = (page.get_imageWidth(), page.get_imageHeight())
+        instances = to_page_frame(instances, coords["transform"], page_size, _border(page))
+        added = add_regions(pcgts, PageShapes(instances), settings.page_map, settings.existing_regions)
+        self.logger.info("page %s: %d instances, %d regions added", page_id, len(instances), added)
+        return OcrdPageResult(pcgts)
+
+
+def _border(page: PageType) -> np.ndarray | None:
+    """The page's Border polygon in page pixels, if it has one."""
+    border = page.get_Border()
+    if border is None:
+        return None
+    return np.asarray(polygon_from_points(border.get_Coords().get_points()), dtype=np.float64)
+
+
+@click.command()
+@ocrd_cli_options
+def cli(*args, **kwargs):
+    try:
+        return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
+    except SetupError as error:
+        raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1

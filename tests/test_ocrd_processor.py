@@ -1,0 +1,267 @@
+"""`ocrd-docsam-segment` on OCR-D workspaces of real pages, with the tiny parity model.
+
+End to end: a workspace made with `ocrd workspace init` / `ocrd workspace add` from two pages of OCR-D's
+structure ground truth (a colour JPEG and a 1-bit TIFF), the processor run as a real process, then the
+output file group checked in the METS and each PAGE file against the 2019 schema, OCR-D's own PAGE
+validator, and what `docsam segment --format page` writes for the same images. In-process (one processor,
+one model load): a page that cannot be read under each OCRD_MISSING_OUTPUT policy, and a ground-truth PAGE
+with a Border as input, its regions kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lxml import etree
+from PIL import Image
+from segment_helpers import run_segment
+
+pytest.importorskip("ocrd", reason="the OCR-D processor needs the `ocrd` extra: pip install '.[test,ocrd]'")
+
+from click.testing import CliRunner
+from ocrd import Resolver, Workspace
+from ocrd.cli import cli as ocrd_cli
+from ocrd_utils import MIMETYPE_PAGE, polygon_from_points
+from ocrd_validators import PageValidator
+from shapely.geometry import Polygon
+
+from docsam_cli.ocrd.processor import DocsamSegment
+from docsam_cli.writers.page_map import REGION_ELEMENTS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+GT = Path("pages/ocrd-gt-structure-text/data")
+PAGES = [  # (physical page id, image) from the structure ground truth
+    ("PHYS_0001", GT / "laube_europa0202_1837/GT-PAGE/laube_europa0202_1837_0007.jpg"),
+    ("PHYS_0002", GT / "bebel_frau_1879/GT-PAGE/bebel_frau_1879_0146.tif"),
+]
+MIMETYPES = {".jpg": "image/jpeg", ".tif": "image/tiff"}
+CLASSES = "text,title,table,figure,separator,text line"
+# Small and fast: the tiny model on a 192-pixel short side in 192-pixel windows.
+FAST = {"device": "cpu", "short_side": 192, "window": 192, "classes": CLASSES}
+OUTPUT = "OCR-D-SEG-DOCSAM"
+
+
+def ocrd(*args: str) -> None:
+    """`ocrd ARGS` (OCR-D's own command line, in this process)."""
+    result = CliRunner().invoke(ocrd_cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def make_workspace(directory: Path, shared_data: Path, pages=PAGES, replace: dict | None = None) -> Path:
+    """A workspace with the page images in OCR-D-IMG (`replace`: page id → bytes to store instead)."""
+    (directory / "OCR-D-IMG").mkdir(parents=True)
+    ocrd("workspace", "-d", str(directory), "init")
+    for number, (page_id, image) in enumerate(pages, 1):
+        local = Path("OCR-D-IMG") / f"OCR-D-IMG_{number:04}{image.suffix}"
+        data = (replace or {}).get(page_id) or (shared_data / image).read_bytes()
+        (directory / local).write_bytes(data)
+        ocrd(
+            "workspace", "-d", str(directory), "add", "-G", "OCR-D-IMG", "-i", f"OCR-D-IMG_{number:04}",
+            "-g", page_id, "-m", MIMETYPES[image.suffix], str(directory / local),
+        )  # fmt: skip
+    return directory / "mets.xml"
+
+
+def processor_command() -> list[str]:
+    """The installed `ocrd-docsam-segment` beside this Python (`pip install '.[ocrd]'`, as in CI), else the
+    same command line through `python -m docsam_cli.ocrd` (a checkout on PYTHONPATH)."""
+    script = Path(sys.executable).parent / "ocrd-docsam-segment"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "docsam_cli.ocrd"]
+
+
+def parameter_options(parameters: dict) -> list[str]:
+    return [item for name, value in parameters.items() for item in ("-P", name, str(value))]
+
+
+@pytest.fixture(scope="module")
+def schema(shared_data) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
+
+
+def region_elements(page: etree._Element) -> list[etree._Element]:
+    return [element for element in page if etree.QName(element).localname in REGION_ELEMENTS]
+
+
+def check_page_file(
+    path: Path, schema: etree.XMLSchema, image: Path, ours: Callable[[str], bool] = lambda region_id: True
+) -> etree._Element:
+    """The PAGE file is valid against the schema and describes `image`, and the regions it says are ours
+    (default: all) and their lines pass OCR-D's PAGE validator with its coordinate checks (inside the
+    Border, lines inside their regions; text consistency is not docsam's business) and have valid
+    polygons inside the page. Returns the Page element."""
+    document = etree.parse(str(path))
+    schema.assertValid(document)
+    page = document.getroot().find("{*}Page")
+    with Image.open(image) as opened:
+        width, height = opened.size
+    assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (width, height)
+    checked = [region for region in region_elements(page) if ours(region.get("id"))]
+    checked += [line for region in checked for line in region.findall("{*}TextLine")]
+    for element in checked:
+        points = np.asarray(polygon_from_points(element.find("{*}Coords").get("points")))
+        assert Polygon(points).is_valid, element.get("id")
+        assert points.min() >= 0 and points[:, 0].max() < width and points[:, 1].max() < height
+    report = PageValidator.validate(filename=str(path), page_textequiv_consistency="off", check_coords=True)
+    errors = [str(error) for error in report.errors]
+    about_ours = [error for error in errors if any(f"ID '{el.get('id')}'" in error for el in checked)]
+    assert not about_ours
+    if all(ours(region.get("id")) for region in region_elements(page)):
+        assert report.is_valid, report.to_xml()
+    return page
+
+
+def reading_order(page: etree._Element) -> list[str]:
+    references = page.findall("{*}ReadingOrder//{*}RegionRefIndexed")
+    return [ref.get("regionRef") for ref in sorted(references, key=lambda ref: int(ref.get("index")))]
+
+
+def summary(region: etree._Element) -> tuple:
+    """Element, type, class, points and confidence of a region and its lines (ids aside)."""
+    coords = region.find("{*}Coords")
+    lines = [summary(line) for line in region.findall("{*}TextLine")]
+    kind = (etree.QName(region).localname, region.get("type"), region.get("custom"))
+    return (*kind, coords.get("points"), float(coords.get("conf")), lines)
+
+
+@pytest.mark.slow  # two processes that each load the model: about half a minute on a 2-core CPU
+def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, shared_data, schema):
+    mets = make_workspace(tmp_path / "workspace", shared_data)
+    parameters = {"weights": tiny_weights, "model_config": reference_fixtures / "tiny-config.json", **FAST}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",  # the shared CI machine: no thread oversubscription
+    }
+    completed = subprocess.run(
+        [*processor_command(), "-m", str(mets), "-I", "OCR-D-IMG", "-O", OUTPUT,
+         *parameter_options(parameters)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    workspace = Resolver().workspace_from_url(str(mets))
+    files = list(workspace.mets.find_files(fileGrp=OUTPUT))
+    assert [file.pageId for file in files] == [page_id for page_id, _ in PAGES]
+    assert all(file.mimetype == MIMETYPE_PAGE for file in files)
+
+    out = tmp_path / "docsam-segment"
+    images = [str(shared_data / image) for _, image in PAGES]
+    geometry = ["--short-side", "192", "--window", "192"]  # as FAST (given last, these win)
+    code, _, stderr = run_segment(
+        tiny_weights, out, *images, *geometry, "--classes", CLASSES, "--format", "page"
+    )
+    assert code == 0, stderr
+    for file, (_, image) in zip(files, PAGES, strict=True):
+        path = Path(workspace.directory) / file.local_filename
+        page = check_page_file(path, schema, shared_data / image)
+        source = next(iter(workspace.mets.find_files(fileGrp="OCR-D-IMG", pageId=file.pageId)))
+        assert page.get("imageFilename") == source.local_filename
+        steps = page.getparent().findall("{*}Metadata/{*}MetadataItem")
+        assert any(step.get("value") == "ocrd-docsam-segment" for step in steps)
+        regions = region_elements(page)
+        assert regions, f"no regions on {image.name}"
+        # The same regions, types and reading order as `docsam segment --format page` on the image.
+        expected = etree.parse(str(out / "page" / f"{image.stem}.xml")).getroot().find("{*}Page")
+        assert sorted(map(summary, regions)) == sorted(map(summary, region_elements(expected)))
+        assert reading_order(page) == reading_order(expected)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_weights) -> DocsamSegment:
+    """One processor (one model load) for the in-process tests; each sets its workspace and groups.
+    Existing regions are kept (pages given as images have none)."""
+    return DocsamSegment(None, parameter={"weights": str(tiny_weights), "existing_regions": "keep", **FAST})
+
+
+def process(processor: DocsamSegment, workspace: Workspace, input_group: str, output_group: str) -> None:
+    processor.workspace, processor.page_id = workspace, None
+    processor.input_file_grp, processor.output_file_grp = input_group, output_group
+    try:
+        processor.process_workspace(workspace)
+    finally:
+        workspace.save_mets()
+
+
+@pytest.mark.slow  # the module's processor loads the model; then a page per policy
+@pytest.mark.parametrize("policy", ["SKIP", "COPY", "ABORT"])
+def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
+    policy, processor, tmp_path, shared_data, schema, monkeypatch
+):
+    image = PAGES[0][1]
+    truncated = (shared_data / image).read_bytes()[:30_000]  # a JPEG header, then the data stops
+    pages = [("PHYS_0001", image), ("PHYS_0002", image)]
+    mets = make_workspace(tmp_path / "workspace", shared_data, pages, replace={"PHYS_0002": truncated})
+    workspace = Resolver().workspace_from_url(str(mets))
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", policy)
+    monkeypatch.setenv("OCRD_MAX_MISSING_OUTPUTS", "-1")  # no limit on the share of failed pages
+
+    if policy == "ABORT":
+        with pytest.raises(OSError, match="truncated"):
+            process(processor, workspace, "OCR-D-IMG", OUTPUT)
+        # The run stops at the failed page; the page done before it stays in the METS.
+        assert [file.pageId for file in workspace.mets.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]
+        return
+    process(processor, workspace, "OCR-D-IMG", OUTPUT)
+    outputs = {file.pageId: file for file in workspace.mets.find_files(fileGrp=OUTPUT)}
+    expected_pages = {"SKIP": {"PHYS_0001"}, "COPY": {"PHYS_0001", "PHYS_0002"}}[policy]
+    assert set(outputs) == expected_pages
+    done = Path(workspace.directory) / outputs["PHYS_0001"].local_filename
+    assert region_elements(check_page_file(done, schema, shared_data / image))
+    if policy == "COPY":  # the failed page's input, unchanged: a PAGE without regions
+        copied = etree.parse(str(Path(workspace.directory) / outputs["PHYS_0002"].local_filename))
+        schema.assertValid(copied)
+        assert not region_elements(copied.getroot().find("{*}Page"))
+
+
+@pytest.mark.slow  # the model on a page
+def test_a_cropped_page_keeps_its_regions_and_gets_new_ones_inside_its_border(
+    processor, tmp_path, shared_data, schema
+):
+    """Input: ground truth PAGE with regions and a Border, here with its lower right corner cut off (the
+    image is cropped to the Border's box, the corner filled, before the model sees it). Output: the
+    regions kept, the new ones in page coordinates inside the Border."""
+    folder = GT / "laube_europa0202_1837/GT-PAGE"
+    name = "laube_europa0202_1837_0007"
+    directory = tmp_path / "workspace"
+    (directory / "GT-PAGE").mkdir(parents=True)
+    shutil.copy(shared_data / folder / f"{name}.jpg", directory / "GT-PAGE" / f"{name}.jpg")
+    page_xml = (shared_data / folder / f"{name}.xml").read_text(encoding="utf-8")
+    rectangle = 'points="1271,1820 1271,41 25,41 25,1820"'
+    assert rectangle in page_xml
+    cut = page_xml.replace(rectangle, 'points="1271,1300 1271,41 25,41 25,1820 800,1820"')
+    (directory / "GT-PAGE" / f"{name}.xml").write_text(cut, encoding="utf-8")
+    ocrd("workspace", "-d", str(directory), "init")
+    for group, suffix, mimetype in [
+        ("OCR-D-IMG", ".jpg", "image/jpeg"),
+        ("OCR-D-GT-SEG", ".xml", MIMETYPE_PAGE),
+    ]:
+        local = directory / "GT-PAGE" / f"{name}{suffix}"
+        ocrd("workspace", "-d", str(directory), "add", "-G", group, "-i", f"{group}_0001", "-g", "PHYS_0001",
+             "-m", mimetype, str(local))  # fmt: skip
+    workspace = Resolver().workspace_from_url(str(directory / "mets.xml"))
+    ground_truth = etree.parse(str(directory / "GT-PAGE" / f"{name}.xml")).getroot().find("{*}Page")
+    old_ids = [region.get("id") for region in region_elements(ground_truth)]
+
+    process(processor, workspace, "OCR-D-GT-SEG", OUTPUT)
+
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    image = directory / "GT-PAGE" / f"{name}.jpg"
+    # The ground truth's own regions do not all pass OCR-D's validator (one lies outside the Border).
+    page = check_page_file(
+        Path(workspace.directory) / output.local_filename, schema, image, lambda id_: id_ not in old_ids
+    )
+    ids = [region.get("id") for region in region_elements(page)]
+    new_ids = [region_id for region_id in ids if region_id not in old_ids]
+    assert set(old_ids) <= set(ids) and new_ids
+    border = Polygon(polygon_from_points(page.find("{*}Border/{*}Coords").get("points")))
+    for region in region_elements(page):
+        if region.get("id") in new_ids:
+            outline = Polygon(polygon_from_points(region.find("{*}Coords").get("points")))
+            assert outline.within(border.buffer(1.5)), region.get("id")  # OCR-D's validator's slack

@@ -1,0 +1,129 @@
+"""`ocrd-docsam-segment`'s description and packaging: the `ocrd-tool.json` OCR-D validates, what
+`--dump-json` prints, the entry point and package data, and OCR-D kept out of plain `docsam`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing
+from fnmatch import fnmatch
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_docsam
+
+pytest.importorskip("ocrd", reason="the OCR-D processor needs the `ocrd` extra: pip install '.[test,ocrd]'")
+
+from ocrd_validators import OcrdToolValidator
+
+from docsam_cli import __version__
+from docsam_cli.precision import PRECISIONS
+from docsam_cli.presets import PRESETS
+from docsam_cli.runtime import ModelSpec
+from docsam_cli.segment_request import SegmentRequest
+from docsam_cli.weights.registry import Variant
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TOOL_FILE = PROJECT_ROOT / "docsam_cli" / "ocrd" / "ocrd-tool.json"
+EXECUTABLE = "ocrd-docsam-segment"
+
+
+def shipped_tool() -> dict:
+    return json.loads(TOOL_FILE.read_text(encoding="utf-8"))
+
+
+def run_processor_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ocrd-docsam-segment ARGS` as a real process (`python -m docsam_cli.ocrd` runs the same `cli`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "docsam_cli.ocrd", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_shipped_ocrd_tool_json_is_valid():
+    report = OcrdToolValidator.validate(shipped_tool())
+    assert report.is_valid, report.to_xml()
+    assert not report.warnings, report.to_xml()
+
+
+def test_dump_json_prints_the_tool_and_it_validates(tmp_path):
+    completed = run_processor_cli("--dump-json")
+    assert completed.returncode == 0, completed.stderr
+    dumped = json.loads(completed.stdout)
+    document = shipped_tool()
+    tool = document["tools"][EXECUTABLE]
+    # OCR-D adds the schema's defaults (e.g. `cacheable: false`); everything the file says is there as is.
+    assert {key: dumped[key] for key in tool if key != "parameters"} == {
+        key: value for key, value in tool.items() if key != "parameters"
+    }
+    assert dumped["parameters"].keys() == tool["parameters"].keys()
+    for name, spec in tool["parameters"].items():
+        assert spec.items() <= dumped["parameters"][name].items(), name
+    # What `ocrd ocrd-tool FILE validate` checks, on a file holding exactly the dumped tool.
+    path = tmp_path / "ocrd-tool.json"
+    path.write_text(json.dumps({**document, "tools": {EXECUTABLE: dumped}}), encoding="utf-8")
+    from click.testing import CliRunner
+    from ocrd.cli.ocrd_tool import ocrd_tool_cli
+
+    result = CliRunner().invoke(ocrd_tool_cli, [str(path), "validate"])
+    assert result.exit_code == 0, result.output
+    assert 'valid="true"' in result.output
+
+
+def test_the_tool_agrees_with_docsam():
+    """Versions, choices and defaults the JSON repeats are docsam's own."""
+    document = shipped_tool()
+    parameters = document["tools"][EXECUTABLE]["parameters"]
+    assert document["version"] == __version__
+    assert parameters["preset"]["enum"] == list(PRESETS)
+    assert parameters["precision"]["enum"] == list(PRECISIONS)
+    assert parameters["variant"]["enum"] == list(typing.get_args(Variant))
+    assert parameters["weights"]["default"] == ModelSpec.weights
+    assert parameters["device"]["default"] == ModelSpec.device
+    assert parameters["precision"]["default"] == ModelSpec.precision
+    assert parameters["batch_size"]["default"] == SegmentRequest.batch_size
+
+
+@pytest.mark.slow  # two processes that import OCR-D
+def test_help_and_version_name_the_processor():
+    completed = run_processor_cli("--help")
+    assert completed.returncode == 0, completed.stderr
+    assert f"Usage: {EXECUTABLE}" in completed.stdout
+    for name in shipped_tool()["tools"][EXECUTABLE]["parameters"]:
+        assert f'"{name}"' in completed.stdout
+    completed = run_processor_cli("--version")
+    assert completed.returncode == 0, completed.stderr
+    assert f"Version {__version__}" in completed.stdout
+
+
+def test_entry_point_and_package_data_are_declared():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["optional-dependencies"]["ocrd"] == ["ocrd>=3"]
+    module, _, name = project["project"]["scripts"][EXECUTABLE].partition(":")
+    command = getattr(import_module(module), name)
+    assert command.name == "cli" and callable(command)
+    package_data = project["tool"]["setuptools"]["package-data"]["docsam_cli.ocrd"]
+    assert any(fnmatch(TOOL_FILE.name, pattern) for pattern in package_data)
+
+
+@pytest.mark.slow  # a process that imports torch
+def test_plain_docsam_never_imports_ocrd():
+    """Neither the app nor the modules a `docsam segment` run uses (batch runner, PAGE writer) load OCR-D."""
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('OCRD', sorted(m for m in ('ocrd', 'ocrd_models', 'ocrd_utils')"
+        " if m in sys.modules), file=sys.stderr))\n"
+        "import docsam_cli.batch, docsam_cli.writers.page_xml\n"
+    )
+    completed = run_docsam("segment", "--help", prelude=probe)
+    assert completed.returncode == 0, completed.stderr
+    assert "OCRD []" in completed.stderr, completed.stderr
