@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from docsam_cli.weights import ResolvedWeights, WeightsEntry
-    from model import DocSAM
+    from model import DocSAM, DocSAMConfig
     from model.inference import Geometry
 
 logger = logging.getLogger(__name__)
@@ -93,35 +93,60 @@ class LoadedModel:
         return network_autocast(self.device, self.dtype)
 
 
-def load_for_inference(spec: ModelSpec) -> LoadedModel:
-    """Pick the device, resolve the weights (path or zoo name), build the architecture and load strictly.
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model found and checked but not loaded yet: its device, precision, weights file and architecture.
+
+    Resolving is quick and finds every problem of the request (no such device, precision or weights, a
+    corrupted cached file); loading, the slow part, can wait until a page needs the model."""
+
+    spec: ModelSpec
+    weights: ResolvedWeights
+    device: torch.device
+    dtype: torch.dtype
+    config: DocSAMConfig | None
+
+    def load(self) -> LoadedModel:
+        """Build the architecture and load the weights strictly. Raises `model.CheckpointError`."""
+        from model import load_model
+
+        started = time.perf_counter()
+        variant = self.spec.variant or self.weights.variant
+        logger.info(
+            "loading %s (%s) on %s, %s",
+            display_path(self.weights.path),
+            f"variant {variant}" if variant else "variant from the checkpoint",
+            self.device,
+            self.spec.precision,
+        )
+        model = load_model(self.weights.path, variant=variant, config=self.config, device=self.device)
+        logger.info("model ready in %.1f s", time.perf_counter() - started)
+        return LoadedModel(model, self.weights, self.device, self.dtype)
+
+
+def resolve_model(spec: ModelSpec) -> ResolvedModel:
+    """Pick the device, check the precision, resolve the weights (path or zoo name), read `--model-config`.
 
     Raises UsageError (device or precision not available), `docsam_cli.weights.WeightsError` or
     `model.CheckpointError`, each one line.
     """
     from docsam_cli.precision import precision_dtype
     from docsam_cli.weights import resolve_weights
-    from model import DocSAMConfig, load_model
+    from model import DocSAMConfig
 
     device = pick_device(spec.device)
     try:
         dtype = precision_dtype(spec.precision, device)
     except ValueError as error:
         raise UsageError(f"--precision {spec.precision}: {error}") from None
-    started = time.perf_counter()
-    resolved = resolve_weights(spec.weights)
+    weights = resolve_weights(spec.weights)
     config = DocSAMConfig.from_json(spec.model_config) if spec.model_config is not None else None
-    variant = spec.variant or resolved.variant
-    logger.info(
-        "loading %s (%s) on %s, %s",
-        display_path(resolved.path),
-        f"variant {variant}" if variant else "variant from the checkpoint",
-        device,
-        spec.precision,
-    )
-    model = load_model(resolved.path, variant=variant, config=config, device=device)
-    logger.info("model ready in %.1f s", time.perf_counter() - started)
-    return LoadedModel(model, resolved, device, dtype)
+    return ResolvedModel(spec, weights, device, dtype, config)
+
+
+def load_for_inference(spec: ModelSpec) -> LoadedModel:
+    """`resolve_model`, then load: the model ready to run. Raises as those two do."""
+    return resolve_model(spec).load()
 
 
 @dataclass(frozen=True)
