@@ -14,17 +14,17 @@ by `docsam train`/`finetune` (DDP) and `docsam segment` (a work queue in the lau
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
-
-import torch
-import torch.distributed as dist
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from docsam_cli.runtime import pick_device
 
-CPU = torch.device("cpu")
+if TYPE_CHECKING:  # torch is imported when a process group is joined: asking `launched_world_size` is free
+    import torch
+    from torch import nn
+    from torch.distributed import Store
+
 DEFAULT_TIMEOUT = timedelta(hours=1)  # a collective waits this long for its slowest process
 
 
@@ -40,8 +40,8 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device = CPU
-    store: dist.Store | None = None
+    device: torch.device = field(default_factory=lambda: pick_device("cpu"))
+    store: Store | None = None
 
     @property
     def is_main(self) -> bool:
@@ -53,12 +53,16 @@ class Distributed:
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as dist
+
             dist.barrier()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """Average a tensor over the processes (every process gets the result)."""
         if not self.enabled:
             return value
+        import torch.distributed as dist
+
         value = value.detach().clone()
         dist.all_reduce(value)
         return value / self.world_size
@@ -67,6 +71,8 @@ class Distributed:
         """Every process's `value` (any picklable object), in rank order, on every process."""
         if not self.enabled:
             return [value]
+        import torch.distributed as dist
+
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, value)
         return gathered
@@ -75,6 +81,8 @@ class Distributed:
         """The main process's `value` (any picklable object) on every process; the others pass None."""
         if not self.enabled:
             return value
+        import torch.distributed as dist
+
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -99,6 +107,9 @@ def setup(
     `cuda` without an index, or `auto` on a machine with CUDA, is GPU `LOCAL_RANK` under a launcher.
     `backend` defaults to NCCL on CUDA and gloo on the CPU.
     """
+    import torch
+    import torch.distributed as dist
+
     world_size = launched_world_size()
     chosen = pick_device(device)
     if chosen.type == "cuda" and chosen.index is None:
@@ -109,9 +120,12 @@ def setup(
     if world_size == 1:
         return Distributed(device=chosen)
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun keeps one store for all its restarts (`--max-restarts`): the process group's keys are kept
+    # apart per attempt, or a restarted process could read the address of a process that died.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(
         backend or ("nccl" if chosen.type == "cuda" else "gloo"),
-        store=dist.PrefixStore("default_pg", store),  # as init_process_group prefixes a store it makes
+        store=dist.PrefixStore(f"default_pg/attempt-{attempt}", store),
         rank=rank,
         world_size=world_size,
         timeout=timeout,
@@ -120,5 +134,7 @@ def setup(
 
 
 def teardown() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
