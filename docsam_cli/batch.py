@@ -3,8 +3,8 @@
 `run_segment` is the whole command as one call: check the output folder, find the model, segment every page,
 write the run-level files, report through a `docsam_cli.console.Reporter`. Problems that stop the run
 (an output folder that cannot be written, weights that cannot be found or do not load) are `UsageError`s;
-a page that fails is reported and the batch goes on. The model is loaded when the first readable page
-needs it, so a batch of unreadable files is refused at once.
+a page that fails is reported and the batch goes on. The model (and torch) is loaded when the first
+readable page needs it, so a batch of unreadable files is refused at once, in about a second.
 
 Under a launcher (torchrun, srun) every process runs `run_segment`: they share the work as
 `docsam_cli.batch_ranks` describes, and rank 0 writes the run-level files once every rank is done, over
@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,14 +49,15 @@ from docsam_cli.inputs import (
     set_max_image_pixels,
 )
 from docsam_cli.names import display_path, one_line, output_text
-from docsam_cli.runtime import LoadedModel, ModelSpec, ResolvedModel, describe_geometry, resolve_model
+from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.jsonl import dumps_record, error_record
 from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter, output_folders
-from model import CheckpointError
-from model.inference import Geometry, segment_pages
 from model.instances import PageInstances
+
+if TYPE_CHECKING:
+    from model.inference import Geometry
 
 logger = logging.getLogger(__name__)
 
@@ -68,23 +69,29 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     """Segment every page of `request.inputs` into its outputs; the summary says what was done.
 
     Run by every process when a launcher (torchrun, srun) starts several: they share the pages (see
-    `docsam_cli.batch_ranks`) and all return the same summary, the whole run's. Raises UsageError, before
-    any page is processed, when the output folder cannot be written or the model cannot be found, and when
-    the model's weights do not load (which happens when the first readable page needs them).
+    `docsam_cli.batch_ranks`) and all return the same summary, the whole run's. Raises UsageError before
+    any page when the output folder cannot be written, the weights cannot be found or the device or
+    precision is not available; and when the weights do not load, which is found when the first readable
+    page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
     processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     try:
-        model = _resolve_model(replace(request.model, device=processes.device or request.model.device))
-        geometry = request.geometry.resolve(model.weights.entry)
-        logger.info("geometry: %s", describe_geometry(geometry))
+        try:
+            model = resolve_model(replace(request.model, device=processes.device or request.model.device))
+        except WeightsError as error:
+            raise UsageError(str(error)) from None
         logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
         set_max_image_pixels(request.max_image_pixels)
 
         def load_segmenter() -> Segmenter:
+            from model import CheckpointError  # imports torch: only now that a page needs the model
+
+            geometry = request.geometry.resolve(model.weights.entry)
+            logger.info("geometry: %s", describe_geometry(geometry))
             try:
                 loaded = model.load()
-            except (WeightsError, CheckpointError) as error:
+            except CheckpointError as error:
                 raise UsageError(str(error)) from None
             return model_segmenter(loaded, request, geometry)
 
@@ -97,13 +104,6 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
         return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
     finally:
         processes.close()
-
-
-def _resolve_model(spec: ModelSpec) -> ResolvedModel:
-    try:
-        return resolve_model(spec)
-    except (WeightsError, CheckpointError) as error:
-        raise UsageError(str(error)) from None
 
 
 def prepare_output_folder(out: Path) -> None:
@@ -130,6 +130,8 @@ def prepare_output_folder(out: Path) -> None:
 
 def model_segmenter(loaded: LoadedModel, request: SegmentRequest, geometry: Geometry) -> Segmenter:
     """The loaded model as a `Segmenter`: pages in, instances out, with the request's prompts and batching."""
+
+    from model.inference import segment_pages
 
     def segment(images: Sequence[np.ndarray]) -> list[PageInstances]:
         with loaded.autocast():

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cli_helpers import error_lines, invoke, write_page
+from cli_helpers import error_lines, invoke, run_docsam, write_page
 from instances_factory import make_instances, rect_mask
 
 import docsam_cli.batch as batch
@@ -116,6 +116,27 @@ def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, m
     code, _, stderr = segment(tmp_path / "good", str(broken), *map(str, pages))
     assert code == ExitCode.FAILED and "3 pages segmented" in stderr
     assert len(model_loads) == 1
+
+
+def test_refusing_only_bad_files_never_imports_torch(tmp_path):
+    weights = tmp_path / "never-read.safetensors"
+    weights.write_bytes(b"")
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    report = "import atexit, sys; atexit.register(lambda: print('torch:', 'torch' in sys.modules))"
+    args = ["segment", str(broken), "-o", str(tmp_path / "out"), "-w", str(weights), *CLASSES]
+    completed = run_docsam(*args, prelude=report, timeout=60)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "torch: False"
+    assert error_lines(completed.stderr) == [
+        f"error: {broken}: not an image or PDF (or an unsupported image format)"
+    ]
+    # What can only be checked with torch is still checked before any page.
+    completed = run_docsam(*args, "--precision", "fp16", "--device", "cpu", timeout=60)
+    assert completed.returncode == ExitCode.USAGE
+    assert error_lines(completed.stderr) == [
+        "error: --precision fp16: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)"
+    ]
 
 
 def test_weights_that_do_not_load_stop_the_run_only_when_a_page_needs_them(tmp_path):
