@@ -113,8 +113,9 @@ def setup(
     world_size = launched_world_size()
     chosen = pick_device(device)
     if chosen.type == "cuda" and chosen.index is None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        chosen = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        # GPU LOCAL_RANK under a launcher (refused if the machine has fewer GPUs than processes)
+        index = int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else torch.cuda.current_device()
+        chosen = pick_device(f"cuda:{index}")
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if world_size == 1:
