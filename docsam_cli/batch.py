@@ -237,7 +237,7 @@ class SegmentRun:
         self.reporter.start("segment")
         work = self.processes.share_work(lambda: self._clean_then(list_work))
         workers = self.request.workers
-        ahead = self.processes.look_ahead(workers)
+        ahead = self.processes.look_ahead(workers, self.pages_per_batch)
         with contextlib.closing(
             prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
         ) as pages:

@@ -86,7 +86,7 @@ class Alone:
     def claim(self, work: Iterable[Item]) -> Iterator[tuple[int, Item]]:
         return enumerate(work)
 
-    def look_ahead(self, workers: int) -> int:
+    def look_ahead(self, workers: int, pages_per_batch: int) -> int:
         """Pages decoded ahead of the model: enough to keep it fed through pages of unequal cost."""
         return 2 * workers
 
@@ -148,10 +148,11 @@ class Ranks:
         """The items this rank takes, each claimed when the caller asks for the next one."""
         return self._counters().claim(work)
 
-    def look_ahead(self, workers: int) -> int:
-        """Pages decoded ahead of the model, each claimed when its decoding starts: one per decoding
-        thread, so that at the end of the list no rank holds many pages the others could have taken."""
-        return workers
+    def look_ahead(self, workers: int, pages_per_batch: int) -> int:
+        """Pages decoded ahead of the model, each claimed when its decoding starts: one per decoding thread,
+        or the next batch of pages, so that at the end of the list no rank holds many pages the others
+        could have taken."""
+        return max(workers, pages_per_batch)
 
     def count_failure(self) -> None:
         self._counters().add("failed")
