@@ -405,13 +405,18 @@ def _same_input(stored: str, source: Path) -> bool:
         return False
 
 
-def _groups(pages: Iterable[Page | InputError], size: int) -> Iterator[list[Page | InputError]]:
-    group: list[Page | InputError] = []
-    for item in pages:
-        group.append(item)
-        if sum(isinstance(entry, Page) for entry in group) >= size:
+def _groups(
+    items: Iterable[tuple[int, Page | InputError]], size: int
+) -> Iterator[list[tuple[int, Page | InputError]]]:
+    """(index, item) pairs in groups that end with their `size`-th page (or with the last item)."""
+    group: list[tuple[int, Page | InputError]] = []
+    pages = 0
+    for index, item in items:
+        group.append((index, item))
+        pages += isinstance(item, Page)
+        if pages >= size:
             yield group
-            group = []
+            group, pages = [], 0
     if group:
         yield group
 

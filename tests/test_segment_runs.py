@@ -18,14 +18,15 @@ CLASSES = ["--classes", "text,figure", "--domain", "Test"]
 
 
 @pytest.fixture
-def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The network replaced by one rectangle of the first class per page. Returns the list of the
-    model's loads (one entry each time the weights would be read)."""
-    loads: list[object] = []
+def model(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The network replaced by one rectangle of the first class per page. Records `loads` (one entry each
+    time the weights would be read) and `batches` (the page sizes of each call)."""
+    seen = SimpleNamespace(loads=[], batches=[])
     weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
 
     def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
         def segment(images):
+            seen.batches.append([image.shape[:2] for image in images])
             return [
                 make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
                 for image in images
@@ -34,11 +35,11 @@ def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         return segment
 
     def resolve(spec):
-        return SimpleNamespace(weights=weights, load=lambda: loads.append(spec))
+        return SimpleNamespace(weights=weights, load=lambda: seen.loads.append(spec))
 
     monkeypatch.setattr(batch, "resolve_model", resolve)
     monkeypatch.setattr(batch, "model_segmenter", segmenter)
-    return loads
+    return seen
 
 
 def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
@@ -55,7 +56,7 @@ def page_files(out: Path, page_id: str) -> list[Path]:
     ]
 
 
-def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model_loads):
+def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = write_page(tmp_path / "a" / "scan.png")
@@ -83,7 +84,7 @@ def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_
     assert stored["input"] == str(second) and stored["height"] == 60
 
 
-def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, model_loads):
+def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, model):
     (tmp_path / "a").mkdir()
     page = write_page(tmp_path / "a" / "scan.png")
     monkeypatch.chdir(tmp_path)
@@ -94,7 +95,7 @@ def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, mode
     assert records[0]["skipped"] is True and records[0]["input"] == "a/scan.png"
 
 
-def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model_loads):
+def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
     out = tmp_path / "out"
     code, _, _ = segment(out, str(pages[2]), "--format", "coco")  # the last page is done first
@@ -106,16 +107,31 @@ def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model_loads):
     assert [image["id"] for image in coco["images"]] == [1, 2, 3]
 
 
-def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, model_loads):
+def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, model):
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
     code, records, stderr = segment(tmp_path / "bad", str(broken), str(tmp_path / "missing.png"))
     assert code == ExitCode.FAILED and len(error_lines(stderr)) == 2 and len(records) == 2
-    assert model_loads == []
+    assert model.loads == []
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
     code, _, stderr = segment(tmp_path / "good", str(broken), *map(str, pages))
     assert code == ExitCode.FAILED and "3 pages segmented" in stderr
-    assert len(model_loads) == 1
+    assert len(model.loads) == 1
+
+
+@pytest.mark.parametrize(("isolate", "sizes"), [([], [1, 1, 1, 1, 1]), (["--isolate"], [2, 2, 1])])
+def test_pages_reach_the_model_one_by_one_or_by_pages_per_batch_in_input_order(
+    tmp_path, model, isolate, sizes
+):
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(5)]
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    inputs = [*pages[:2], broken, *pages[2:]]
+    code, records, _ = segment(tmp_path / "out", *map(str, inputs), *isolate, "--pages-per-batch", "2")
+    assert code == ExitCode.FAILED
+    assert [len(sizes) for sizes in model.batches] == sizes
+    assert [height for call in model.batches for height, _ in call] == [40, 41, 42, 43, 44]
+    assert [record["input"] for record in records] == list(map(str, inputs))
 
 
 def test_refusing_only_bad_files_never_imports_torch(tmp_path):
