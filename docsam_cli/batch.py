@@ -171,9 +171,7 @@ class RunSummary:
     @classmethod
     def combine(cls, outcomes: Sequence[ProcessOutcome], seconds: float) -> RunSummary:
         """The run's summary from its processes' outcomes; failures in the order of the work list."""
-        failures = sorted(
-            (pair for outcome in outcomes for pair in outcome.failures), key=lambda pair: pair[0]
-        )
+        failures = sorted(pair for outcome in outcomes for pair in outcome.failures)
         return cls(
             done=sum(outcome.done for outcome in outcomes),
             skipped=sum(outcome.skipped for outcome in outcomes),
@@ -388,10 +386,6 @@ class SegmentRun:
     def _should_stop(self) -> bool:
         limit = self.request.max_failures
         return limit is not None and self.processes.failures() > limit
-
-
-def _index(pair: tuple[int, str]) -> int:
-    return pair[0]
 
 
 def _same_input(stored: str, source: Path) -> bool:
