@@ -1,32 +1,42 @@
 """The `docsam segment` batch: a request in, per-page outputs written atomically, a summary out.
 
-`run_segment` is the whole command as one call: check the output folder, load the model, segment every page,
+`run_segment` is the whole command as one call: check the output folder, find the model, segment every page,
 write the run-level files, report through a `docsam_cli.console.Reporter`. Problems that stop the run
-before any page (an output folder that cannot be written, weights that do not load) are `UsageError`s;
-a page that fails is reported and the batch goes on.
+(an output folder that cannot be written, weights that cannot be found or do not load) are `UsageError`s;
+a page that fails is reported and the batch goes on. The model (and torch) is loaded when the first
+readable page needs it, so a batch of unreadable files is refused at once, in about a second.
+
+Under a launcher (torchrun, srun) every process runs `run_segment`: they share the work as
+`docsam_cli.batch_ranks` describes, and rank 0 writes the run-level files once every rank is done, over
+the same pages in the same order as a single process would.
 
 A page counts as done once its record (`<out>/.docsam/records/<page_id>.json`) is written; that happens
 last, after every other output of the page, and each file is written to a temporary name and renamed. A
 run killed at any point therefore leaves only complete files, and a re-run redoes exactly the pages without
 a record (or whose requested outputs are missing) — every page is done once. The run-wide COCO files are
 assembled at the end from per-page parts, so skipped pages are part of them too; if they cannot be written
-(a full disk), the run says so and fails, and a re-run writes them.
+(a full disk), the run says so and fails, and a re-run writes them. A page id whose record holds another
+input's outputs (`a/scan.png` before, `b/scan.png` now) is refused, neither skipped nor overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from docsam_cli.atomic import atomic_write_text
+from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.inputs import (
@@ -38,43 +48,62 @@ from docsam_cli.inputs import (
     prefetch,
     set_max_image_pixels,
 )
-from docsam_cli.names import display_path
-from docsam_cli.runtime import LoadedModel, describe_geometry, load_for_inference
+from docsam_cli.names import display_path, one_line, output_text
+from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.jsonl import dumps_record, error_record
 from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter, output_folders
-from model import CheckpointError
-from model.inference import Geometry, segment_pages
 from model.instances import PageInstances
+
+if TYPE_CHECKING:
+    from model.inference import Geometry
 
 logger = logging.getLogger(__name__)
 
 Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
+WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
 
 
 def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     """Segment every page of `request.inputs` into its outputs; the summary says what was done.
 
-    Raises UsageError, before any page is processed, when the output folder cannot be written or the
-    model cannot be loaded.
+    Run by every process when a launcher (torchrun, srun) starts several: they share the pages (see
+    `docsam_cli.batch_ranks`) and all return the same summary, the whole run's. Raises UsageError before
+    any page when the output folder cannot be written, the weights cannot be found or the device or
+    precision is not available; and when the weights do not load, which is found when the first readable
+    page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
+    processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     try:
-        loaded = load_for_inference(request.model)
-    except (WeightsError, CheckpointError) as error:
-        raise UsageError(str(error)) from None
-    geometry = request.geometry.resolve(loaded.weights.entry)
-    logger.info("geometry: %s", describe_geometry(geometry))
-    logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
-    set_max_image_pixels(request.max_image_pixels)
-    documents = collect_documents(request.inputs, recursive=request.recursive)
-    logger.info("inputs: %d files", sum(not isinstance(document, InputError) for document in documents))
-    load_options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
-    run = SegmentRun(request, model_segmenter(loaded, request, geometry), reporter)
-    summary = run.run(iter_page_tasks(documents, load_options))
-    reporter.summary(summary.lines())
-    return summary
+        try:
+            model = resolve_model(replace(request.model, device=processes.device or request.model.device))
+        except WeightsError as error:
+            raise UsageError(str(error)) from None
+        logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
+        set_max_image_pixels(request.max_image_pixels)
+
+        def load_segmenter() -> Segmenter:
+            from model import CheckpointError  # imports torch: only now that a page needs the model
+
+            geometry = request.geometry.resolve(model.weights.entry)
+            logger.info("geometry: %s", describe_geometry(geometry))
+            try:
+                loaded = model.load()
+            except CheckpointError as error:
+                raise UsageError(str(error)) from None
+            return model_segmenter(loaded, request, geometry)
+
+        def list_work() -> Iterable[WorkItem]:
+            documents = collect_documents(request.inputs, recursive=request.recursive)
+            logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
+            options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
+            return iter_page_tasks(documents, options)
+
+        return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
+    finally:
+        processes.close()
 
 
 def prepare_output_folder(out: Path) -> None:
@@ -102,6 +131,8 @@ def prepare_output_folder(out: Path) -> None:
 def model_segmenter(loaded: LoadedModel, request: SegmentRequest, geometry: Geometry) -> Segmenter:
     """The loaded model as a `Segmenter`: pages in, instances out, with the request's prompts and batching."""
 
+    from model.inference import segment_pages
+
     def segment(images: Sequence[np.ndarray]) -> list[PageInstances]:
         with loaded.autocast():
             return segment_pages(
@@ -118,12 +149,36 @@ def model_segmenter(loaded: LoadedModel, request: SegmentRequest, geometry: Geom
 
 
 @dataclass
+class ProcessOutcome:
+    """What one process did. `failures` and `finished` (the ids of the pages done or skipped) come with
+    the work-list index of their item, so that the outcomes of several processes combine in list order."""
+
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    finished: list[tuple[int, str]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+@dataclass
 class RunSummary:
     done: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+
+    @classmethod
+    def combine(cls, outcomes: Sequence[ProcessOutcome], seconds: float) -> RunSummary:
+        """The run's summary from its processes' outcomes; failures in the order of the work list."""
+        failures = sorted(pair for outcome in outcomes for pair in outcome.failures)
+        return cls(
+            done=sum(outcome.done for outcome in outcomes),
+            skipped=sum(outcome.skipped for outcome in outcomes),
+            failures=[message for _, message in failures],
+            stopped_early=any(outcome.stopped_early for outcome in outcomes),
+            seconds=seconds,
+        )
 
     @property
     def exit_code(self) -> ExitCode:
@@ -145,13 +200,21 @@ class RunSummary:
 
 
 class SegmentRun:
-    """One `docsam segment` run over a stream of page tasks, with a `Segmenter` (the model or a stand-in)."""
+    """One `docsam segment` process's share of a run, with a `Segmenter` (the model or a stand-in) made by
+    `load_segmenter` when the first readable page needs it: a batch of unreadable files loads no model."""
 
-    def __init__(self, request: SegmentRequest, segmenter: Segmenter, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        request: SegmentRequest,
+        load_segmenter: Callable[[], Segmenter],
+        reporter: Reporter,
+        processes: Alone | Ranks | None = None,
+    ) -> None:
         self.request = request
-        self.segmenter = segmenter
+        self.load_segmenter = load_segmenter
         self.reporter = reporter
-        self.summary = RunSummary()
+        self.processes = processes or Alone()
+        self.outcome = ProcessOutcome()
         self.writer = PageWriter(
             OutputSettings(
                 out_dir=request.out,
@@ -163,97 +226,143 @@ class SegmentRun:
             )
         )
         self.pages_per_batch = request.pages_per_batch if request.isolate else 1
-        self.finished_ids: list[str] = []
+        self._segmenter: Segmenter | None = None
+        self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
 
-    def run(self, tasks: Iterable[PageTask | InputError]) -> RunSummary:
+    def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
+        """Do this process's items of the work `list_work` gives (listed once per run). Once every process
+        is done, the main one writes the run-level files and shows the summary; all return it."""
         started = time.perf_counter()
-        self._remove_stale_temporaries()
         self.reporter.start("segment")
+        work = self.processes.share_work(lambda: self._clean_then(list_work))
         workers = self.request.workers
-        try:
-            pages = prefetch(self._pending(tasks), workers=workers, ahead=2 * workers)
-            for group in _groups(pages, self.pages_per_batch):
+        ahead = self.processes.look_ahead(workers, self.pages_per_batch)
+        with contextlib.closing(
+            prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
+        ) as pages:
+            for group in _groups(((self._decoding.popleft(), item) for item in pages), self.pages_per_batch):
                 self._process(group)
                 if self._should_stop():
-                    self.summary.stopped_early = True
+                    self.outcome.stopped_early = True
                     break
-        finally:
-            self.summary.seconds = time.perf_counter() - started
-        self._finish()
-        return self.summary
+
+        def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
+            summary = RunSummary.combine(outcomes, time.perf_counter() - started)
+            self._finish(summary, [pair for outcome in outcomes for pair in outcome.finished])
+            self.reporter.summary(summary.lines())
+            return summary
+
+        return self.processes.conclude(self.outcome, conclude)
+
+    def _clean_then(self, list_work: Callable[[], Iterable[WorkItem]]) -> Iterable[WorkItem]:
+        self._remove_stale_temporaries()
+        return list_work()
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files a killed run left behind (`.<name>.<random>.tmp`, never an output). One run per
-        output directory at a time is assumed, as for any batch writing the same files."""
+        output directory at a time is assumed, as for any batch writing the same files; under a launcher
+        only rank 0 cleans, before any rank writes."""
         for folder in output_folders(self.request.out):
             for path in folder.glob(".*.tmp"):
                 logger.debug("removing %s, left by an interrupted run", display_path(path))
                 path.unlink(missing_ok=True)
 
-    def _finish(self) -> None:
-        """The run-level files. Failing to write them fails the run; the pages stay done."""
+    def _finish(self, summary: RunSummary, finished: list[tuple[int, str]]) -> None:
+        """The run-level files over the pages done or skipped, in the order of the work list. Failing to
+        write them fails the run; the pages stay done."""
         try:
-            self.writer.finish(self.finished_ids)
+            self.writer.finish([page_id for _, page_id in sorted(finished)])
         except OSError as error:
             where = display_path(_os_path(error) or self.request.out)
-            self._fail_run(
-                f"{where}: cannot write the run's files: {_os_reason(error)} (a re-run writes them)"
-            )
+            message = f"{where}: cannot write the run's files: {_os_reason(error)} (a re-run writes them)"
+            summary.failures.append(message)
+            self.reporter.error(message)
 
     # --- per page --------------------------------------------------------------------------------
 
-    def _pending(self, tasks: Iterable[PageTask | InputError]) -> Iterator[PageTask | InputError]:
-        """Tasks still to do; finished pages are reported as skipped (their stored record re-emitted)."""
-        for task in tasks:
-            if isinstance(task, InputError):
-                yield task
-                continue
-            if not self.request.overwrite and self.writer.is_done(task.page_id):
-                logger.debug("%s: done by an earlier run, skipped", task.page_id)
-                self.summary.skipped += 1
-                self.finished_ids.append(task.page_id)
-                if "jsonl" in self.request.formats:
-                    record = json.loads(self.writer.files(task.page_id).record.read_text(encoding="utf-8"))
-                    self.reporter.data(dumps_record({**record, "skipped": True}))
-                self.reporter.advance()
-                continue
-            yield task
+    def _pending(self, claimed: Iterable[tuple[int, WorkItem]]) -> Iterator[WorkItem]:
+        """The claimed items still to do, for `prefetch`; pages done by an earlier run are reported as
+        skipped (their stored record re-emitted) and not passed on."""
+        for index, item in claimed:
+            if isinstance(item, PageTask) and not self.request.overwrite:
+                item = self._unless_done(index, item)
+                if item is None:
+                    continue
+            self._decoding.append(index)
+            yield item
 
-    def _process(self, group: list[Page | InputError]) -> None:
-        pages = [item for item in group if isinstance(item, Page)]
-        for item in group:
+    def _unless_done(self, index: int, task: PageTask) -> WorkItem | None:
+        """None if the page is done (reported as skipped); an InputError if its id holds another input's
+        outputs; else the task."""
+        record = self._stored_record(task.page_id)
+        if record is None:
+            return task
+        if not _same_input(record["input"], task.source):
+            return InputError(
+                task.source,
+                f"page id {task.page_id} already holds the outputs of {one_line(record['input'])} in this "
+                "output folder (use another --out, or --overwrite)",
+                task.page,
+            )
+        if not self.writer.is_done(task.page_id):
+            return task  # an output asked for now is missing: redo the page
+        logger.debug("%s: done by an earlier run, skipped", task.page_id)
+        self.outcome.skipped += 1
+        self.outcome.finished.append((index, task.page_id))
+        if "jsonl" in self.request.formats:
+            self.reporter.data(dumps_record({**record, "skipped": True}))
+        self.reporter.advance()
+        return None
+
+    def _stored_record(self, page_id: str) -> dict[str, Any] | None:
+        """The record a finished page left, None if there is none (or none that can be read: redo)."""
+        path = self.writer.files(page_id).record
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            logger.debug("%s: unreadable record, the page is done again", display_path(path), exc_info=True)
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("input"), str) else None
+
+    def _process(self, group: list[tuple[int, Page | InputError]]) -> None:
+        pages = [(index, item) for index, item in group if isinstance(item, Page)]
+        for index, item in group:
             if isinstance(item, InputError):
-                self._fail(item, None)
+                self._fail(index, item, None)
         if not pages:
             return
+        segmenter = self._segmenter or self.load_segmenter()
+        self._segmenter = segmenter  # loaded once, when the first readable page needs it
         started = time.perf_counter()
         try:
-            results = self.segmenter([page.image for page in pages])
+            results = segmenter([page.image for _, page in pages])
         except Exception as error:  # a model failure on these pages must not end the batch
             logger.debug("segmentation failed", exc_info=True)
-            for page in pages:
+            for index, page in pages:
                 reason = f"segmentation failed: {type(error).__name__}: {error}"
-                self._fail(InputError(page.source, reason, page.page), page.page_id)
+                self._fail(index, InputError(page.source, reason, page.page), page.page_id)
             return
         seconds = (time.perf_counter() - started) / len(pages)
-        for page, instances in zip(pages, results, strict=True):
+        for (index, page), instances in zip(pages, results, strict=True):
             try:
-                self._write(page, instances, seconds)
+                self._write(index, page, instances, seconds)
             except OSError as error:
                 reason = f"cannot write its outputs: {_os_reason(error)}"
                 if _os_path(error):
                     reason += f" ({display_path(_os_path(error))})"
-                self._fail(InputError(page.source, reason, page.page), page.page_id)
+                self._fail(index, InputError(page.source, reason, page.page), page.page_id)
 
-    def _write(self, page: Page, instances: PageInstances, model_seconds: float) -> None:
+    def _write(self, index: int, page: Page, instances: PageInstances, model_seconds: float) -> None:
         started = time.perf_counter()
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         text = dumps_record(record)
         atomic_write_text(self.writer.files(page.page_id).record, text)  # last: marks the page done
-        self.summary.done += 1
-        self.finished_ids.append(page.page_id)
+        self.outcome.done += 1
+        self.outcome.finished.append((index, page.page_id))
         logger.info(
             "%s: %d instances; model %.2f s, writing %.2f s",
             page.page_id,
@@ -265,31 +374,44 @@ class SegmentRun:
             self.reporter.data(text)
         self.reporter.advance()
 
-    def _fail(self, error: InputError, page_id: str | None) -> None:
+    def _fail(self, index: int, error: InputError, page_id: str | None) -> None:
         message = str(error)
-        self.summary.failures.append(message)
+        self.outcome.failures.append((index, message))
+        self.processes.count_failure()
         self.reporter.error(message)
         if "jsonl" in self.request.formats:
             record = error_record(input_path=str(error.path), page=error.page, error=message, page_id=page_id)
             self.reporter.data(dumps_record(record))
         self.reporter.advance()
 
-    def _fail_run(self, message: str) -> None:
-        self.summary.failures.append(message)
-        self.reporter.error(message)
-
     def _should_stop(self) -> bool:
         limit = self.request.max_failures
-        return limit is not None and len(self.summary.failures) > limit
+        return limit is not None and self.processes.failures() > limit
 
 
-def _groups(pages: Iterable[Page | InputError], size: int) -> Iterator[list[Page | InputError]]:
-    group: list[Page | InputError] = []
-    for item in pages:
-        group.append(item)
-        if sum(isinstance(entry, Page) for entry in group) >= size:
+def _same_input(stored: str, source: Path) -> bool:
+    """Whether a record's `input` (written as `docsam_cli.names.output_text` writes names) is `source`: the
+    same text, or another name of the same file (a relative path given from another folder)."""
+    if stored == output_text(str(source)):
+        return True
+    try:
+        return os.path.samefile(stored, source)
+    except (OSError, ValueError):
+        return False
+
+
+def _groups(
+    items: Iterable[tuple[int, Page | InputError]], size: int
+) -> Iterator[list[tuple[int, Page | InputError]]]:
+    """(index, item) pairs in groups that end with their `size`-th page (or with the last item)."""
+    group: list[tuple[int, Page | InputError]] = []
+    pages = 0
+    for index, item in items:
+        group.append((index, item))
+        pages += isinstance(item, Page)
+        if pages >= size:
             yield group
-            group = []
+            group, pages = [], 0
     if group:
         yield group
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from docsam_cli.weights import ResolvedWeights, WeightsEntry
     from model import DocSAM
+    from model.config import DocSAMConfig
     from model.inference import Geometry
 
 logger = logging.getLogger(__name__)
@@ -93,35 +94,71 @@ class LoadedModel:
         return network_autocast(self.device, self.dtype)
 
 
-def load_for_inference(spec: ModelSpec) -> LoadedModel:
-    """Pick the device, resolve the weights (path or zoo name), build the architecture and load strictly.
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model found and checked but not loaded yet: the weights file (and registry entry), the architecture.
 
-    Raises UsageError (device or precision not available), `docsam_cli.weights.WeightsError` or
-    `model.CheckpointError`, each one line.
+    Resolving is quick and finds the request's problems (no such weights or config, a corrupted cached file,
+    a missing CUDA device); loading, the slow part, can wait until a page needs the model."""
+
+    spec: ModelSpec
+    weights: ResolvedWeights
+    config: DocSAMConfig | None
+
+    def load(self) -> LoadedModel:
+        """Pick the device, build the architecture and load the weights strictly. Raises UsageError (device
+        or precision not available) or `model.CheckpointError`."""
+        from model import load_model
+
+        device, dtype = _device_and_dtype(self.spec)
+        started = time.perf_counter()
+        variant = self.spec.variant or self.weights.variant
+        logger.info(
+            "loading %s (%s) on %s, %s",
+            display_path(self.weights.path),
+            f"variant {variant}" if variant else "variant from the checkpoint",
+            device,
+            self.spec.precision,
+        )
+        model = load_model(self.weights.path, variant=variant, config=self.config, device=device)
+        logger.info("model ready in %.1f s", time.perf_counter() - started)
+        return LoadedModel(model, self.weights, device, dtype)
+
+
+def resolve_model(spec: ModelSpec) -> ResolvedModel:
+    """Resolve the weights (path or zoo name) and read `--model-config`; check the device and precision
+    where that can fail (a CUDA device, fp16). The CPU or `auto` at fp32 or bf16 cannot fail: torch is then
+    not even imported until the model loads, so a batch of unreadable files is refused at once.
+
+    Raises UsageError (device, precision or config not usable) or `docsam_cli.weights.WeightsError`, each
+    one line.
     """
-    from docsam_cli.precision import precision_dtype
     from docsam_cli.weights import resolve_weights
-    from model import DocSAMConfig, load_model
+    from model.config import DocSAMConfig
+
+    if spec.device.startswith("cuda") or spec.precision == "fp16":
+        _device_and_dtype(spec)
+    weights = resolve_weights(spec.weights)
+    try:
+        config = DocSAMConfig.from_json(spec.model_config) if spec.model_config is not None else None
+    except ValueError as error:
+        raise UsageError(f"--model-config {error}") from None
+    return ResolvedModel(spec, weights, config)
+
+
+def _device_and_dtype(spec: ModelSpec) -> tuple[torch.device, torch.dtype]:
+    from docsam_cli.precision import precision_dtype
 
     device = pick_device(spec.device)
     try:
-        dtype = precision_dtype(spec.precision, device)
+        return device, precision_dtype(spec.precision, device)
     except ValueError as error:
         raise UsageError(f"--precision {spec.precision}: {error}") from None
-    started = time.perf_counter()
-    resolved = resolve_weights(spec.weights)
-    config = DocSAMConfig.from_json(spec.model_config) if spec.model_config is not None else None
-    variant = spec.variant or resolved.variant
-    logger.info(
-        "loading %s (%s) on %s, %s",
-        display_path(resolved.path),
-        f"variant {variant}" if variant else "variant from the checkpoint",
-        device,
-        spec.precision,
-    )
-    model = load_model(resolved.path, variant=variant, config=config, device=device)
-    logger.info("model ready in %.1f s", time.perf_counter() - started)
-    return LoadedModel(model, resolved, device, dtype)
+
+
+def load_for_inference(spec: ModelSpec) -> LoadedModel:
+    """`resolve_model`, then load: the model ready to run. Raises as those two do."""
+    return resolve_model(spec).load()
 
 
 @dataclass(frozen=True)

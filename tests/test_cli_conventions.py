@@ -37,7 +37,9 @@ def stand_in_model(monkeypatch: pytest.MonkeyPatch) -> list[batch.SegmentRequest
 
         return segment
 
-    monkeypatch.setattr(batch, "load_for_inference", lambda spec: SimpleNamespace(weights=weights))
+    monkeypatch.setattr(
+        batch, "resolve_model", lambda spec: SimpleNamespace(weights=weights, load=lambda: None)
+    )
     monkeypatch.setattr(batch, "model_segmenter", segmenter)
     return requests
 
@@ -177,7 +179,7 @@ def test_an_unusable_output_folder_stops_before_the_model_loads(tmp_path, monkey
     def no_model(spec):
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(batch, "load_for_inference", no_model)
+    monkeypatch.setattr(batch, "resolve_model", no_model)
     blocker = tmp_path / "taken"
     blocker.write_text("a file")
     out = blocker if case == "a file" else blocker / "out"

@@ -1,7 +1,8 @@
 """`docsam segment`: options → a `SegmentRequest` → `docsam_cli.batch.run_segment`, shown on the console.
 
 The option defaults are `SegmentRequest`'s (and `ModelSpec`'s); each option is parsed once, here.
-`docsam_cli.batch`, and with it torch, is imported only when the command runs.
+`docsam_cli.batch`, and with it torch, is imported only when the command runs. Under torchrun every process
+runs this same command; `docsam_cli.batch_ranks` has them share the pages.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ Formats = Annotated[
         "--format",
         parser=checked(parse_formats),
         metavar="FORMAT,...",
-        help=f"Outputs to write, any of {', '.join(FORMATS)} (JSON lines go to stdout).",
+        help=f"Outputs to write, any of {', '.join(FORMATS)} (JSON lines go to stdout; under torchrun, "
+        "each process's to OUT/jsonl/rank-K.jsonl).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -217,6 +219,7 @@ def segment(
     """Segment pages into COCO JSON, PAGE XML, overlays and JSON lines (one line per page on stdout).
 
     Pages already done in --out are skipped (rerun after an interruption); --overwrite redoes them.
+    Several GPUs or machines: run the same command under torchrun, the processes share the pages.
     """
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")

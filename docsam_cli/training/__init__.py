@@ -10,8 +10,8 @@ Modules, in the order data flows:
 * `data` — several datasets mixed with the reference's sampling probabilities (or weights, or a
   curriculum), collation; `sampler` / `sample_random` — which sample each process loads, and its seed.
 * `build` — the starting network (Mask2Former + MiniLM, scratch, a DocSAM checkpoint).
-* `trainer` — the loop (AdamW, schedules, accumulation, autocast, DDP); `checkpoints`, `run_log`,
-  `progress`, `validation`, `distributed` — what it writes, shows, measures and how it talks to peers.
+* `trainer` — the loop (AdamW, schedules, accumulation, autocast, DDP over `docsam_cli.distributed`'s
+  process group); `checkpoints`, `run_log`, `progress`, `validation` — what it writes, shows, measures.
 * `launch` — one run from its parts (what the two commands call).
 
 Nothing is imported here: the commands import `settings` and `command_line` without loading torch.

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from docsam_cli.distributed import setup, teardown
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
 from docsam_cli.training.datasets import LayoutDataset
-from docsam_cli.training.distributed import setup, teardown
 from docsam_cli.training.settings import AugmentSettings, RunPlan
 from docsam_cli.training.trainer import Trainer
 from docsam_cli.training.validation import LayoutValidator

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from docsam_cli.distributed import Distributed
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
     MODEL_FILE,
@@ -43,7 +44,6 @@ from docsam_cli.training.checkpoints import (
     save_checkpoint,
 )
 from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate
-from docsam_cli.training.distributed import Distributed
 from docsam_cli.training.progress import TrainingProgress
 from docsam_cli.training.run_log import RunLog, write_run_file
 from docsam_cli.training.sample_random import derive_seed

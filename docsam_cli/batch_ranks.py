@@ -1,0 +1,321 @@
+"""How the processes of one `docsam segment` run share it: alone (`Alone`), or as the ranks of a launcher
+such as torchrun or srun (`Ranks`). `join` picks the one the environment describes.
+
+The work split under a launcher:
+
+* Rank 0 lists the work once (inputs expanded, PDF page counts and TIFF frames read, in the order a single
+  process takes them) and sends the list to every rank, so every rank holds the very same list, even if
+  an input folder changes while the run starts.
+* Ranks claim the items of that list one at a time from a counter in the launcher's store (`store.add`,
+  atomic; PyTorch's own c10d store, which torchrun already runs). A rank busy with a costly page simply
+  claims fewer others, so the load balances itself whatever the pages cost: a 100-page PDF beside single
+  images is spread page by page over every rank. A rank holds at most its decoding look-ahead beyond the
+  page it segments, so the run ends within about one page of the same time on every rank. A static split
+  (every N-th page) cannot adapt to pages of unequal cost or to ranks of unequal speed.
+* The queue lives only in the store: a killed run leaves nothing of it behind, and a rerun lists the work
+  again; each page's record (written last, atomically) says whether it is done.
+
+What each rank shows: its own `error:` lines on stderr; its JSON lines in `<out>/jsonl/rank-<K>.jsonl`
+(several processes writing long lines to one stdout would interleave them); progress counted in the store
+and shown, as one bar for the whole run, by rank 0, which also writes the run-level files and the summary
+once every rank is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+from docsam_cli.console import Reporter
+from docsam_cli.errors import InputError, UsageError
+from docsam_cli.names import display_path
+from docsam_cli.writers.page_outputs import STATE_DIR
+
+if TYPE_CHECKING:
+    from torch.distributed import Store
+
+    from docsam_cli.distributed import Distributed
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+Summary = TypeVar("Summary")
+
+# Rank 0 lists the work while the others wait, and at the end each rank waits for the slowest one's last
+# pages: a collective may wait this long (listing a very large batch of PDFs takes a while).
+TIMEOUT = timedelta(hours=6)
+PROGRESS_POLL_SECONDS = 0.5
+JSONL_DIR = "jsonl"
+
+
+def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
+    """This process's part of a run writing into `out` (and JSON lines if `jsonl`): `Ranks` when a launcher
+    started several processes, else `Alone`."""
+    from docsam_cli.distributed import launched_world_size, setup
+
+    if launched_world_size() <= 1:
+        return Alone()
+    # The processes only exchange small messages (gloo); each runs the model on its own device.
+    return Ranks(setup(device, backend="gloo", timeout=TIMEOUT), out, jsonl)
+
+
+def rank_jsonl_path(out: Path, rank: int) -> Path:
+    return out / JSONL_DIR / f"rank-{rank}.jsonl"
+
+
+class Alone:
+    """A run in one process: the work is taken lazily, in order; messages go to the caller's reporter."""
+
+    is_main = True
+    device: str | None = None  # the request's own
+
+    def __init__(self) -> None:
+        self._failures = 0
+
+    def share_work(self, make: Callable[[], Iterable[Item]]) -> Iterable[Item]:
+        return make()
+
+    def claim(self, work: Iterable[Item]) -> Iterator[tuple[int, Item]]:
+        return enumerate(work)
+
+    def look_ahead(self, workers: int, pages_per_batch: int) -> int:
+        """Pages decoded ahead of the model: enough to keep it fed through pages of unequal cost."""
+        return 2 * workers
+
+    def count_failure(self) -> None:
+        self._failures += 1
+
+    def failures(self) -> int:
+        return self._failures
+
+    def reporter(self, inner: Reporter) -> Reporter:
+        return inner
+
+    def conclude(self, outcome: Outcome, conclude: Callable[[list[Outcome]], Summary]) -> Summary:
+        """`conclude` over what this process did (the run's summary)."""
+        return conclude([outcome])
+
+    def close(self) -> None:
+        pass
+
+
+class Ranks:
+    """One rank of a run spread over a launcher's processes (see the module's docstring)."""
+
+    def __init__(self, distributed: Distributed, out: Path, jsonl: bool) -> None:
+        self.distributed = distributed
+        self.rank = distributed.rank
+        self.is_main = distributed.is_main
+        self.device = str(distributed.device)
+        self.out = out
+        self.jsonl = rank_jsonl_path(out, self.rank) if jsonl else None
+        self.counters: StoreCounters | None = None  # once the work is shared
+        self._marker: Path | None = None
+        self._reporter: RankReporter | None = None
+
+    def share_work(self, make: Callable[[], Iterable[Item]]) -> list[Item]:
+        """Rank 0 runs `make` and every rank gets its list. Until then no rank writes: rank 0 (and `make`)
+        may clean what a killed run left. Raises UsageError on every rank if some rank does not see the
+        output folder rank 0 writes in."""
+        out = self.out
+        payload = None
+        if self.is_main:
+            _remove_stale_state(out, jsonl=self.jsonl is not None)
+            work = [_Portable.of(item) for item in make()]
+            run_id = uuid.uuid4().hex
+            _marker_path(out, run_id).touch()
+            payload = (run_id, work)
+        run_id, work = self.distributed.from_main(payload)
+        self.counters = StoreCounters(self.distributed.store, f"docsam-segment/{run_id}/")
+        self._marker = _marker_path(out, run_id)
+        blind = [rank for rank, seen in enumerate(self.distributed.gather(self._marker.exists())) if not seen]
+        if blind:
+            raise UsageError(
+                f"--out {display_path(out)}: rank {', '.join(map(str, blind))} cannot see the files rank 0 "
+                "writes there; with several machines, --out must be on a file system they share"
+            )
+        return [_Portable.restore(item) for item in work]
+
+    def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:
+        """The items this rank takes, each claimed when the caller asks for the next one."""
+        return self._counters().claim(work)
+
+    def look_ahead(self, workers: int, pages_per_batch: int) -> int:
+        """Pages decoded ahead of the model, each claimed when its decoding starts: one per decoding thread,
+        or the next batch of pages, so that at the end of the list no rank holds many pages the others
+        could have taken."""
+        return max(workers, pages_per_batch)
+
+    def count_failure(self) -> None:
+        self._counters().add("failed")
+
+    def failures(self) -> int:
+        """Pages failed so far on every rank."""
+        return self._counters().read("failed")
+
+    def reporter(self, inner: Reporter) -> RankReporter:
+        self._reporter = RankReporter(inner, self, self.jsonl)
+        return self._reporter
+
+    def count_progress(self) -> None:
+        """One more item accounted for."""
+        self._counters().add("progress")
+
+    def progress(self) -> int:
+        """Items accounted for so far on every rank (0 until the work is shared)."""
+        return self.counters.read("progress") if self.counters is not None else 0
+
+    def conclude(self, outcome: Outcome, conclude: Callable[[list[Outcome]], Summary]) -> Summary:
+        """Once every rank is done: rank 0 runs `conclude` over every rank's outcome (rank order) and every
+        rank gets its result. Nothing is left to do on rank 0 after that: when ranks exit with a failure,
+        torchrun stops the ranks still running."""
+        outcomes = self.distributed.gather(outcome)
+        summary = None
+        if self.is_main:
+            summary = conclude(outcomes)
+            if self._marker is not None:
+                self._marker.unlink(missing_ok=True)
+        return self.distributed.from_main(summary)
+
+    def close(self) -> None:
+        from docsam_cli.distributed import teardown
+
+        if self._reporter is not None:
+            self._reporter.close()
+        teardown()
+
+    def _counters(self) -> StoreCounters:
+        if self.counters is None:
+            raise RuntimeError("the work has not been shared yet")
+        return self.counters
+
+
+class StoreCounters:
+    """Counters every rank shares, in a `torch.distributed.Store` under `prefix` (one run's: a store may
+    outlive a run, as torchrun's does across restarts). `Store.add` is atomic, so each value of a counter
+    goes to one caller only."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def add(self, name: str) -> int:
+        """Count one more; returns the new value."""
+        return self.store.add(self.prefix + name, 1)
+
+    def read(self, name: str) -> int:
+        return self.store.add(self.prefix + name, 0)
+
+    def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:
+        """(index, item) of the items of `work` this caller takes, each claimed as the next one is asked
+        for: whoever asks first gets the next item, so faster callers take more."""
+        while (index := self.add("next") - 1) < len(work):
+            yield index, work[index]
+
+
+class RankReporter:
+    """One rank's `Reporter`: its `error:` lines through `inner`; its JSON lines into its own file; progress
+    counted over every rank and shown, with the summary, by rank 0 only."""
+
+    def __init__(self, inner: Reporter, ranks: Ranks, jsonl: Path | None) -> None:
+        self.inner = inner
+        self.ranks = ranks
+        self.jsonl = jsonl
+        self._lines: IO[str] | None = None
+        self._shown = 0
+        self._stop = threading.Event()
+        self._mirror: threading.Thread | None = None
+
+    def start(self, label: str) -> None:
+        if self.ranks.is_main:
+            self.inner.start(label)
+            self._mirror = threading.Thread(target=self._mirror_progress, name="docsam-progress", daemon=True)
+            self._mirror.start()
+
+    def advance(self) -> None:
+        self.ranks.count_progress()
+
+    def error(self, message: str) -> None:
+        self.inner.error(message)
+
+    def data(self, line: str) -> None:
+        """Appended to this rank's file, opened at the first line (by then rank 0 has removed the files of
+        an earlier run) and flushed line by line, so `tail -f` follows it."""
+        if self.jsonl is None:
+            return
+        if self._lines is None:
+            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            self._lines = self.jsonl.open("w", encoding="utf-8")
+        self._lines.write(line)
+        self._lines.flush()
+
+    def summary(self, lines: Sequence[str]) -> None:
+        self.close()
+        if self.ranks.is_main:
+            self._catch_up()
+            self.inner.summary(lines)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._mirror is not None:
+            self._mirror.join()
+            self._mirror = None
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+
+    def _mirror_progress(self) -> None:
+        while not self._stop.wait(PROGRESS_POLL_SECONDS):
+            try:
+                self._catch_up()
+            except Exception:  # the store went away (a rank died): the run is ending anyway
+                logger.debug("progress: the store cannot be read", exc_info=True)
+                return
+
+    def _catch_up(self) -> None:
+        total = self.ranks.progress()
+        for _ in range(total - self._shown):
+            self.inner.advance()
+        self._shown = max(self._shown, total)
+
+
+@dataclass(frozen=True)
+class _Portable:
+    """An InputError as it travels between ranks (an exception does not pickle with its fields)."""
+
+    path: Path
+    reason: str
+    page: int | None
+
+    @staticmethod
+    def of(item: Any) -> Any:
+        return _Portable(item.path, item.reason, item.page) if isinstance(item, InputError) else item
+
+    @staticmethod
+    def restore(item: Any) -> Any:
+        return InputError(item.path, item.reason, item.page) if isinstance(item, _Portable) else item
+
+
+def _marker_path(out: Path, run_id: str) -> Path:
+    """A file rank 0 creates at start: every rank must see it, or --out is not shared by the machines."""
+    return out / STATE_DIR / f"run-{run_id}"
+
+
+def _remove_stale_state(out: Path, jsonl: bool) -> None:
+    """What an earlier run left: its marker (if it was killed) and, when this run writes JSON lines, its
+    ranks' JSON-lines files (it may have had more ranks than this one)."""
+    state = out / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    stale = [*state.glob("run-*"), *((out / JSONL_DIR).glob("rank-*.jsonl") if jsonl else ())]
+    for path in stale:
+        logger.debug("removing %s, left by an earlier run", display_path(path))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,141 @@
+"""torch.distributed as a launcher sets it up: one process per device, each told its place by environment.
+
+torchrun (or `srun`, or any launcher that exports `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and
+`MASTER_PORT`) starts the same command once per device; every process joins the process group here and
+works on device `LOCAL_RANK` of its machine:
+
+    torchrun --nproc_per_node 8 -m docsam_cli train ...
+    torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT --nproc_per_node 8 -m docsam_cli ...
+
+Without a launcher's environment (`WORLD_SIZE` unset or 1) a command runs in its own process only. Shared
+by `docsam train`/`finetune` (DDP) and `docsam segment` (a work queue in the launcher's store).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from docsam_cli.runtime import pick_device
+
+if TYPE_CHECKING:  # torch is imported when a process group is joined: asking `launched_world_size` is free
+    import torch
+    from torch import nn
+    from torch.distributed import Store
+
+DEFAULT_TIMEOUT = timedelta(hours=1)  # a collective waits this long for its slowest process
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the run. `store` is the key-value store every process of the run shares
+    (the launcher's), None when running alone."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: pick_device("cpu"))
+    store: Store | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Average a tensor over the processes (every process gets the result)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (any picklable object), in rank order, on every process."""
+        if not self.enabled:
+            return [value]
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def from_main(self, value: Any) -> Any:
+        """The main process's `value` (any picklable object) on every process; the others pass None."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP with `find_unused_parameters`: the text encoder runs under no_grad, the FPN and a few decoder
+        parameters never take part in the loss (the reference needs the flag for the same reason)."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def setup(
+    device: str = "auto", backend: str | None = None, timeout: timedelta = DEFAULT_TIMEOUT
+) -> Distributed:
+    """Join the process group the launcher describes, or run alone; pick this process's device.
+
+    `device` is checked as `docsam_cli.runtime.pick_device` checks it (UsageError if it is not there);
+    `cuda` without an index, or `auto` on a machine with CUDA, is GPU `LOCAL_RANK` under a launcher.
+    `backend` defaults to NCCL on CUDA and gloo on the CPU.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world_size = launched_world_size()
+    chosen = pick_device(device)
+    if chosen.type == "cuda" and chosen.index is None:
+        # GPU LOCAL_RANK under a launcher (refused if the machine has fewer GPUs than processes)
+        index = int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else torch.cuda.current_device()
+        chosen = pick_device(f"cuda:{index}")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world_size == 1:
+        return Distributed(device=chosen)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun keeps one store for all its restarts (`--max-restarts`): the process group's keys are kept
+    # apart per attempt, or a restarted process could read the address of a process that died.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        backend or ("nccl" if chosen.type == "cuda" else "gloo"),
+        store=dist.PrefixStore(f"default_pg/attempt-{attempt}", store),
+        rank=rank,
+        world_size=world_size,
+        timeout=timeout,
+    )
+    return Distributed(dist.get_rank(), dist.get_world_size(), chosen, store)
+
+
+def teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,398 @@
+"""`docsam segment` under torchrun: the same outputs as one process, every page once, nothing lost when a
+rank is killed. The pieces first (the work queue, what rank 0 shares, what each rank reports), then whole
+runs of real `torchrun` processes with the tiny model on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from PIL import Image
+from pycocotools.coco import COCO
+from segment_helpers import leftover_temporaries
+
+from docsam_cli.batch_ranks import Ranks, StoreCounters, rank_jsonl_path
+from docsam_cli.errors import InputError, UsageError
+from docsam_cli.inputs import LoadOptions
+from docsam_cli.inputs.tasks import PageTask
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+RUN_TIMEOUT = 300  # seconds for one launch; the runs below take well under a minute each
+TINY_GEOMETRY = ["--short-side", "64", "--window", "64", "--device", "cpu"]
+
+
+# --- the pieces ------------------------------------------------------------------------------------
+
+
+def test_store_counters_give_each_item_to_one_caller_and_the_faster_caller_takes_more():
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    work = list(range(60))
+    taken: dict[str, list[int]] = {"slow": [], "fast": []}
+
+    def take(name: str, seconds: float) -> None:
+        for index, item in StoreCounters(store, "run-1/").claim(work):
+            assert index == item
+            taken[name].append(index)
+            time.sleep(seconds)
+
+    threads = [
+        threading.Thread(target=take, args=("slow", 0.02)),
+        threading.Thread(target=take, args=("fast", 0.002)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(taken["slow"] + taken["fast"]) == work
+    assert len(taken["fast"]) > 2 * len(taken["slow"])
+    # Another run's counters (another prefix) start again from the first item.
+    assert next(StoreCounters(store, "run-2/").claim(work)) == (0, 0)
+
+
+class TwoRanks:
+    """`docsam_cli.distributed.Distributed` as rank `rank` of two sees it, in one process: what rank 0
+    sends goes through pickle as over gloo; `peer_sees` is what the other rank reports."""
+
+    def __init__(self, rank: int, store, main: TwoRanks | None = None, peer_sees: bool = True) -> None:
+        self.rank, self.store, self.device = rank, store, "cpu"
+        self.is_main = rank == 0
+        self.main, self.peer_sees = main, peer_sees
+        self.sent = None
+
+    def from_main(self, value):
+        if self.is_main:
+            self.sent = pickle.dumps(value)
+        return pickle.loads(self.sent if self.main is None else self.main.sent)
+
+    def gather(self, value):
+        return [value, self.peer_sees] if self.is_main else [self.peer_sees, value]
+
+
+def test_rank_0_cleans_lists_and_shares_the_work_every_rank_gets_it_whole(tmp_path):
+    from torch.distributed import HashStore
+
+    out = tmp_path / "out"
+    (out / "jsonl").mkdir(parents=True)
+    stale = [rank_jsonl_path(out, 5), out / ".docsam" / "run-0123"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("an earlier run's")
+    task = PageTask(tmp_path / "doc.pdf", 2, "doc_p0002", "pdf", LoadOptions(dpi=72), (612.0, 792.0))
+    refused = InputError(tmp_path / "broken.png", "not an image", None)
+    store = HashStore()
+    main = Ranks(TwoRanks(0, store), out, jsonl=True)
+    listed = []
+    work = main.share_work(lambda: listed.append(1) or [task, refused])
+    assert listed == [1] and not any(path.exists() for path in stale)
+    assert work[0] == task and isinstance(work[1], InputError) and str(work[1]) == str(refused)
+
+    # Rank 1 gets the same list without listing anything; both claim from the same queue.
+    other = Ranks(TwoRanks(1, store, main=main.distributed), out, jsonl=True)
+    shared = other.share_work(lambda: pytest.fail("only rank 0 lists"))
+    assert [str(item) for item in shared] == [str(item) for item in work]
+    claimed = [next(iter(main.claim(work)))[0], next(iter(other.claim(shared)))[0]]
+    assert sorted(claimed) == [0, 1] and list(main.claim(work)) == list(other.claim(shared)) == []
+
+
+def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tmp_path):
+    from torch.distributed import HashStore
+
+    ranks = Ranks(TwoRanks(0, HashStore(), peer_sees=False), tmp_path / "out", jsonl=False)
+    with pytest.raises(UsageError) as refused:
+        ranks.share_work(lambda: [])
+    assert str(refused.value) == (
+        f"--out {tmp_path / 'out'}: rank 1 cannot see the files rank 0 writes there; with several "
+        "machines, --out must be on a file system they share"
+    )
+
+
+class Recorder:
+    """A `Reporter` that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.started, self.advanced, self.errors, self.data, self.summaries = 0, 0, [], [], []
+
+    def start(self, label):
+        self.started += 1
+
+    def advance(self):
+        self.advanced += 1
+
+    def error(self, message):
+        self.errors.append(message)
+
+    def data(self, line):
+        self.data.append(line)
+
+    def summary(self, lines):
+        self.summaries.append(list(lines))
+
+
+def test_one_progress_bar_counts_every_rank_and_each_rank_writes_its_own_json_lines(tmp_path):
+    from torch.distributed import HashStore
+
+    store, out = HashStore(), tmp_path / "out"
+    main = Ranks(TwoRanks(0, store), out, jsonl=True)
+    main.share_work(lambda: [])
+    other = Ranks(TwoRanks(1, store, main=main.distributed), out, jsonl=True)
+    other.share_work(lambda: [])
+    shown, silent = Recorder(), Recorder()
+    main_reporter, other_reporter = main.reporter(shown), other.reporter(silent)
+    main_reporter.start("segment")
+    other_reporter.start("segment")
+    for _ in range(3):
+        other_reporter.advance()
+        other_reporter.data('{"page_id": "b"}\n')
+    main_reporter.advance()
+    main_reporter.data('{"page_id": "a"}\n')
+    other_reporter.error("broken.png: not an image")
+    other_reporter.close()
+    main_reporter.summary(["4 pages"])
+    assert (shown.started, shown.advanced, shown.summaries) == (1, 4, [["4 pages"]])
+    assert (silent.started, silent.advanced, silent.summaries) == (0, 0, [])
+    assert silent.errors == ["broken.png: not an image"] and silent.data == [] == shown.data
+    assert rank_jsonl_path(out, 0).read_text() == '{"page_id": "a"}\n'
+    assert rank_jsonl_path(out, 1).read_text() == '{"page_id": "b"}\n' * 3
+
+
+# --- whole runs ------------------------------------------------------------------------------------
+
+
+def docsam_env() -> dict[str, str]:
+    # One thread per process, as torchrun sets for several processes: a single process compared with
+    # them computes in the same order, so that their outputs can be compared exactly.
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def segment_command(weights: Path, out: Path, inputs: list[Path], *args: str) -> list[str]:
+    return [
+        "segment", *map(str, inputs), "--weights", str(weights), "--out", str(out), "--dpi", "72",
+        *TINY_GEOMETRY, *args,
+    ]  # fmt: skip
+
+
+def torchrun(command: list[str], *launcher: str) -> list[str]:
+    return [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *launcher, "-m", "docsam_cli", *command]
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, env=docsam_env(), timeout=RUN_TIMEOUT, check=False
+    )
+
+
+def json_lines(out: Path) -> list[dict]:
+    """Every rank's JSON lines."""
+    return [json.loads(line) for path in sorted((out / "jsonl").glob("rank-*.jsonl")) for line in path.open()]
+
+
+def small_page(source: Path, height: int) -> Image.Image:
+    with Image.open(source) as image:
+        return image.convert("RGB").resize((height * 3 // 4, height))
+
+
+@pytest.fixture(scope="module")
+def mixed_inputs(tmp_path_factory, shared_data) -> list[Path]:
+    """Five images, a 3-page PDF, a 3-frame TIFF and a broken file: 11 pages and a failure."""
+    folder = tmp_path_factory.mktemp("inputs")
+    scans = sorted((shared_data / "pages" / "publaynet" / "images").glob("*.jpg"))
+    pages = [small_page(scans[index % len(scans)], 96 + 8 * index) for index in range(11)]
+    inputs = []
+    for index, page in enumerate(pages[:5]):
+        inputs.append(folder / f"scan{index}.{'png' if index % 2 else 'jpg'}")
+        page.save(inputs[-1])
+    inputs.append(folder / "broken.png")
+    inputs[-1].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    inputs.append(folder / "report.pdf")
+    pages[5].save(inputs[-1], save_all=True, append_images=pages[6:8], resolution=72.0)
+    inputs.append(folder / "volume.tif")
+    pages[8].save(inputs[-1], save_all=True, append_images=pages[9:11])
+    return inputs
+
+
+def comparable(out: Path) -> dict[str, object]:
+    """Every output of a run, timing fields aside and the output folder's name replaced."""
+    files: dict[str, object] = {}
+    for path in sorted(out.rglob("*")):
+        name = path.relative_to(out).as_posix()
+        if path.is_dir() or name.startswith("jsonl/"):
+            continue
+        if path.suffix == ".xml":
+            document = etree.parse(str(path))
+            for stamp in document.getroot().iterfind("{*}Metadata/*"):
+                if stamp.tag.endswith(("Created", "LastChange")):
+                    stamp.text = ""
+            files[name] = etree.tostring(document)
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text().replace(str(out), "OUT"))
+            if isinstance(data, dict):
+                data.pop("timing", None)
+                data.get("info", {}).pop("date_created", None)
+            files[name] = data
+        else:
+            files[name] = path.read_bytes()
+    return files
+
+
+@pytest.mark.slow
+def test_two_ranks_write_what_one_process_writes_every_page_once(tmp_path, tiny_weights, mixed_inputs):
+    alone = run(
+        [sys.executable, "-m", "docsam_cli", *segment_command(tiny_weights, tmp_path / "alone", mixed_inputs)]
+    )
+    ranks = run(torchrun(segment_command(tiny_weights, tmp_path / "ranks", mixed_inputs)))
+    assert alone.returncode == 1, alone.stderr
+    assert ranks.returncode == 1, ranks.stderr
+    broken = mixed_inputs[5]
+    summary = "11 pages segmented, 0 skipped (already done), 1 failed"
+    assert summary in alone.stderr and summary in ranks.stderr
+    assert f"  failed: {broken}: " in ranks.stderr
+    assert ranks.stderr.count(f"error: {broken}: ") == 1
+
+    expected, outputs = comparable(tmp_path / "alone"), comparable(tmp_path / "ranks")
+    assert len([name for name in expected if name.startswith(".docsam/records/")]) == 11
+    assert outputs.keys() == expected.keys()
+    for name, content in expected.items():
+        assert outputs[name] == content, name
+    coco = json.loads((tmp_path / "ranks" / "coco.json").read_text())
+    assert len(coco["images"]) == 11 and coco["annotations"]
+
+    lines = json_lines(tmp_path / "ranks")
+    one_process = [json.loads(line) for line in alone.stdout.splitlines()]
+    assert Counter(line["page_id"] for line in lines) == Counter(line["page_id"] for line in one_process)
+    assert Counter(line["page_id"] for line in lines if "error" not in line).most_common(1)[0][1] == 1
+    assert [line["input"] for line in lines if "error" in line] == [str(broken)]
+    assert all((tmp_path / "ranks" / "jsonl" / f"rank-{rank}.jsonl").stat().st_size > 0 for rank in (0, 1))
+    assert not leftover_temporaries(tmp_path / "ranks")
+    assert not list((tmp_path / "ranks" / ".docsam").glob("run-*"))
+
+
+def worker_pids(launcher: int) -> dict[int, int]:
+    """rank → pid of the processes torchrun (pid `launcher`) started."""
+    workers = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environment = (entry / "environ").read_bytes().split(b"\0") if parent == launcher else []
+        except (OSError, ValueError):
+            continue
+        for variable in environment:
+            if variable.startswith(b"RANK="):
+                workers[int(variable[5:])] = int(entry.name)
+    return workers
+
+
+def kill_rank_part_way(command: list[str], records: Path, rank: int = 1) -> int:
+    """Start `command` (a torchrun), SIGKILL the worker of `rank` once three pages are done; returns
+    torchrun's exit code."""
+    launcher = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=docsam_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline and launcher.poll() is None:
+            if len(list(records.glob("*.json"))) >= 3:
+                os.kill(worker_pids(launcher.pid)[rank], signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        return launcher.wait(timeout=RUN_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+
+
+@pytest.fixture
+def many_pages(tmp_path, shared_data) -> list[Path]:
+    scans = sorted((shared_data / "pages" / "publaynet" / "images").glob("*.jpg"))
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for index in range(16):
+        small_page(scans[index % len(scans)], 240 + 4 * index).save(folder / f"page{index:02d}.png")
+    return sorted(folder.iterdir())
+
+
+def outputs_state(out: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every file of every page that has a record: a rewritten file changes both."""
+    state = {}
+    for record in (out / ".docsam" / "records").glob("*.json"):
+        page_id = record.stem
+        for path in [
+            record,
+            out / ".docsam" / "coco-parts" / f"{page_id}.json",
+            out / "page" / f"{page_id}.xml",
+            out / "overlay" / f"{page_id}.png",
+        ]:
+            stat = path.stat()
+            state[str(path)] = (stat.st_ino, stat.st_mtime_ns)
+    return state
+
+
+def assert_complete_and_valid(out: Path, pages: list[Path], shared_data: Path) -> None:
+    schema = etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
+    for page in pages:
+        schema.assertValid(etree.parse(str(out / "page" / f"{page.stem}.xml")))
+        with Image.open(out / "overlay" / f"{page.stem}.png") as overlay:
+            overlay.verify()
+    coco = COCO(str(out / "coco.json"))
+    assert [image["file_name"] for image in coco.dataset["images"]] == [page.name for page in pages]
+    assert len(coco.loadRes(str(out / "coco_results.json")).getAnnIds()) == len(coco.getAnnIds())
+    assert not leftover_temporaries(out)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_loses_nothing_and_the_rerun_does_each_remaining_page_once(
+    tmp_path, tiny_weights, many_pages, shared_data
+):
+    out = tmp_path / "out"
+    command = torchrun(
+        segment_command(tiny_weights, out, many_pages, "--short-side", "128", "--window", "128")
+    )
+    assert kill_rank_part_way(command, out / ".docsam" / "records") != 0
+    done_before = outputs_state(out)
+    pages_before = {Path(path).stem for path in done_before if "/records/" in path}
+    assert 3 <= len(pages_before) < len(many_pages), "the run should have been killed part-way"
+
+    rerun = run(command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (
+        f"{len(many_pages) - len(pages_before)} pages segmented, {len(pages_before)} skipped" in rerun.stderr
+    )
+    lines = json_lines(out)
+    assert Counter(line["page_id"] for line in lines) == Counter(page.stem for page in many_pages)
+    assert {line["page_id"] for line in lines if line.get("skipped")} == pages_before
+    after = outputs_state(out)
+    assert {path: after[path] for path in done_before} == done_before  # nothing written twice
+    assert_complete_and_valid(out, many_pages, shared_data)
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_finish_a_run_whose_rank_was_killed(
+    tmp_path, tiny_weights, many_pages, shared_data
+):
+    out = tmp_path / "out"
+    geometry = ["--short-side", "128", "--window", "128", "--isolate", "--pages-per-batch", "2"]
+    command = torchrun(segment_command(tiny_weights, out, many_pages, *geometry), "--max-restarts", "1")
+    assert kill_rank_part_way(command, out / ".docsam" / "records") == 0
+    lines = json_lines(out)  # the restarted run's
+    assert Counter(line["page_id"] for line in lines) == Counter(page.stem for page in many_pages)
+    assert any(line.get("skipped") for line in lines), "the restart should have found pages done"
+    assert_complete_and_valid(out, many_pages, shared_data)

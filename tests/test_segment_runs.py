@@ -1,0 +1,176 @@
+"""`docsam segment` runs one after another in one output folder, with a stand-in model: a page id that holds
+another input's outputs, a resumed run's order, and a model loaded only once a page needs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from cli_helpers import error_lines, invoke, run_docsam, write_page
+from instances_factory import make_instances, rect_mask
+
+import docsam_cli.batch as batch
+from docsam_cli.errors import ExitCode
+
+CLASSES = ["--classes", "text,figure", "--domain", "Test"]
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The network replaced by one rectangle of the first class per page. Records `loads` (one entry each
+    time the weights would be read) and `batches` (the page sizes of each call)."""
+    seen = SimpleNamespace(loads=[], batches=[])
+    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
+
+    def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
+        def segment(images):
+            seen.batches.append([image.shape[:2] for image in images])
+            return [
+                make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
+                for image in images
+            ]
+
+        return segment
+
+    def resolve(spec):
+        return SimpleNamespace(weights=weights, load=lambda: seen.loads.append(spec))
+
+    monkeypatch.setattr(batch, "resolve_model", resolve)
+    monkeypatch.setattr(batch, "model_segmenter", segmenter)
+    return seen
+
+
+def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
+    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
+    return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+
+
+def page_files(out: Path, page_id: str) -> list[Path]:
+    return [
+        out / ".docsam" / "records" / f"{page_id}.json",
+        out / ".docsam" / "coco-parts" / f"{page_id}.json",
+        out / "page" / f"{page_id}.xml",
+        out / "overlay" / f"{page_id}.png",
+    ]
+
+
+def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_page(tmp_path / "a" / "scan.png")
+    second = write_page(tmp_path / "b" / "scan.png", height=60)
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(first))
+    assert code == ExitCode.OK, stderr
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in page_files(out, "scan")}
+
+    code, records, stderr = segment(out, str(second))
+    assert code == ExitCode.FAILED
+    (line,) = error_lines(stderr)
+    assert line == (
+        f"error: {second}: page id scan already holds the outputs of {first} in this output folder "
+        "(use another --out, or --overwrite)"
+    )
+    assert "0 pages segmented, 0 skipped (already done), 1 failed" in stderr
+    (record,) = records
+    assert record["input"] == str(second) and "error" in record and "skipped" not in record
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in before} == before
+
+    code, records, stderr = segment(out, str(second), "--overwrite")
+    assert code == ExitCode.OK, stderr
+    stored = json.loads((out / ".docsam" / "records" / "scan.json").read_text())
+    assert stored["input"] == str(second) and stored["height"] == 60
+
+
+def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, model):
+    (tmp_path / "a").mkdir()
+    page = write_page(tmp_path / "a" / "scan.png")
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = segment(tmp_path / "out", "a/scan.png")
+    assert code == ExitCode.OK, stderr
+    code, records, stderr = segment(tmp_path / "out", str(page))  # the absolute path, a later day
+    assert code == ExitCode.OK, stderr
+    assert records[0]["skipped"] is True and records[0]["input"] == "a/scan.png"
+
+
+def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    out = tmp_path / "out"
+    code, _, _ = segment(out, str(pages[2]), "--format", "coco")  # the last page is done first
+    assert code == ExitCode.OK
+    code, _, stderr = segment(out, *map(str, pages), "--format", "coco,jsonl")
+    assert code == ExitCode.OK and "2 pages segmented, 1 skipped" in stderr
+    coco = json.loads((out / "coco.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == [page.name for page in pages]
+    assert [image["id"] for image in coco["images"]] == [1, 2, 3]
+
+
+def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, model):
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    code, records, stderr = segment(tmp_path / "bad", str(broken), str(tmp_path / "missing.png"))
+    assert code == ExitCode.FAILED and len(error_lines(stderr)) == 2 and len(records) == 2
+    assert model.loads == []
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    code, _, stderr = segment(tmp_path / "good", str(broken), *map(str, pages))
+    assert code == ExitCode.FAILED and "3 pages segmented" in stderr
+    assert len(model.loads) == 1
+
+
+@pytest.mark.parametrize(("isolate", "sizes"), [([], [1, 1, 1, 1, 1]), (["--isolate"], [2, 2, 1])])
+def test_pages_reach_the_model_one_by_one_or_by_pages_per_batch_in_input_order(
+    tmp_path, model, isolate, sizes
+):
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(5)]
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    inputs = [*pages[:2], broken, *pages[2:]]
+    code, records, _ = segment(tmp_path / "out", *map(str, inputs), *isolate, "--pages-per-batch", "2")
+    assert code == ExitCode.FAILED
+    assert [len(sizes) for sizes in model.batches] == sizes
+    assert [height for call in model.batches for height, _ in call] == [40, 41, 42, 43, 44]
+    assert [record["input"] for record in records] == list(map(str, inputs))
+
+
+def test_refusing_only_bad_files_never_imports_torch(tmp_path):
+    weights = tmp_path / "never-read.safetensors"
+    weights.write_bytes(b"")
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    report = "import atexit, sys; atexit.register(lambda: print('torch:', 'torch' in sys.modules))"
+    args = ["segment", str(broken), "-o", str(tmp_path / "out"), "-w", str(weights), *CLASSES]
+    completed = run_docsam(*args, prelude=report, timeout=60)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "torch: False"
+    assert error_lines(completed.stderr) == [
+        f"error: {broken}: not an image or PDF (or an unsupported image format)"
+    ]
+    # What can only be checked with torch is still checked before any page.
+    completed = run_docsam(*args, "--precision", "fp16", "--device", "cpu", timeout=60)
+    assert completed.returncode == ExitCode.USAGE
+    assert error_lines(completed.stderr) == [
+        "error: --precision fp16: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)"
+    ]
+
+
+def test_weights_that_do_not_load_stop_the_run_only_when_a_page_needs_them(tmp_path):
+    """The weights file is found before any page (a missing one is a usage error at once), and read when
+    the first readable page needs it: a batch of bad files is refused without reading it."""
+    weights = tmp_path / "broken.safetensors"
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    common = ["-w", str(weights), "--device", "cpu", *CLASSES]
+    code, stdout, stderr = invoke("segment", str(broken), "-o", str(tmp_path / "a"), *common)
+    assert code == ExitCode.FAILED, stderr
+    assert error_lines(stderr) == [f"error: {broken}: not an image or PDF (or an unsupported image format)"]
+    page = write_page(tmp_path / "page.png")
+    code, stdout, stderr = invoke("segment", str(page), "-o", str(tmp_path / "b"), *common)
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = error_lines(stderr)
+    assert str(weights) in line
+    assert not (tmp_path / "b" / ".docsam" / "records").exists()
+    code, _, stderr = invoke("segment", str(page), "-o", str(tmp_path / "c"), *common[2:], "-w", "nope.pth")
+    assert code == ExitCode.USAGE and "nope.pth: no such weights file" in stderr
