@@ -86,6 +86,22 @@ REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
 _IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
 # torchvision < 0.13 named the FPN convs without the Sequential index.
 _OLD_FPN = re.compile(r"^(unused_fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+# A decoder layer's instance and semantic branches: the reference (and files written by earlier versions of
+# this package) name them `instance_fc1`, `instance_decoder.<level>`, ...; the modules are `instance.fc1`,
+# `instance.layers.<level>`.
+_LAYER = r"^(decoder\.decoder_layers\.\d+\.)(instance|semantic)"
+_FLAT_BRANCH = re.compile(_LAYER + r"_(fc1|pos_fc1|fc2|pos_fc2|decoder)\.")
+_BRANCH_MODULE = re.compile(_LAYER + r"\.(fc1|pos_fc1|fc2|pos_fc2|layers)\.")
+
+
+def _branch_module_name(match: re.Match[str]) -> str:
+    part = "layers" if match[3] == "decoder" else match[3]
+    return f"{match[1]}{match[2]}.{part}."
+
+
+def _flat_branch_name(match: re.Match[str]) -> str:
+    part = "decoder" if match[3] == "layers" else match[3]
+    return f"{match[1]}{match[2]}_{part}."
 
 
 def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,6 +120,7 @@ def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if _IGNORED.search(name):
             continue
         name = _OLD_FPN.sub(r"\1.0.\2", name)
+        name = _FLAT_BRANCH.sub(_branch_module_name, name)
         renamed[name] = value
     return renamed
 
@@ -112,6 +129,7 @@ def to_reference_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """Inverse of `to_model_keys`: the names the reference implementation (and its loader) expects."""
     renamed = {}
     for key, value in state.items():
+        key = _BRANCH_MODULE.sub(_flat_branch_name, key)
         for reference, ours in REFERENCE_PREFIXES:
             if key.startswith(ours):
                 renamed[reference + key[len(ours) :]] = value
