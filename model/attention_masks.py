@@ -87,6 +87,7 @@ def attention_allowed(
     if mask_logits is None:
         return [~padding[:, None, None, :] for padding in memories_padding]
     batch, queries, height, width = mask_logits.shape
+    mask_logits = mask_logits.detach()  # the masks are boolean: no gradient flows through them
     # One map per query: image kernels run far faster on (N·K, 1, h, w) than on K channels.
     maps = mask_logits.reshape(batch * queries, 1, height, width)
     radii = [round(height / level_height) for level_height, _ in level_sizes]

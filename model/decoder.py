@@ -272,9 +272,8 @@ class QueryDecoder(nn.Module):
         """Memories, mask-head pixel encodings and position features, shared by every stage."""
         batch, _, height, width = mask_features.shape
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
-        position = self.position_embed_2dim(batch, height, width, regions)
-        mask_position = self.mask_position_conv(position)
-        image_position = self.image_position_conv(position)
+        mask_position = self.position_embed_2dim(batch, height, width, regions, self.mask_position_conv[0])
+        image_position = self.position_embed_2dim(batch, height, width, regions, self.image_position_conv[0])
         memories, level_maps = [], []
         for level in levels:
             size = tuple(level.shape[-2:])
@@ -363,7 +362,8 @@ class QueryDecoder(nn.Module):
         if kept_index is not None:
             query_padding = kept_index < 0
             if mask_logits is not None:
-                mask_logits = take_rows(mask_logits, kept_index)  # padding rows are opened by query_padding
+                # Padding rows hold another row's logits; `query_padding` opens them.
+                mask_logits = take_rows(mask_logits.detach(), kept_index)
         return attention_allowed(
             mask_logits,
             [memory.padding for memory in context.memories],

@@ -65,26 +65,40 @@ class LearnablePositionEmbedding2d(nn.Module):
         self.position_embed_y = nn.Embedding(grid, channels // 2)
         self.norm = nn.LayerNorm(channels)  # unused at run time, kept for checkpoint compatibility
 
-    def forward(self, batch: int, height: int, width: int, regions: torch.Tensor | None) -> torch.Tensor:
-        """Position maps (batch, C, height, width); `regions` (batch, 4) int [l, t, r, b] in map pixels."""
+    def forward(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        regions: torch.Tensor | None,
+        projection: nn.Conv2d | None = None,
+    ) -> torch.Tensor:
+        """Position maps (batch, C, height, width); `regions` (batch, 4) int [l, t, r, b] in map pixels.
+
+        With `projection`, a bias-free 1×1 convolution, the projected maps (batch, C_out, height, width). A
+        map pixel is [x_table row; y_table row], so the projection is applied to the resized 1-D tables and
+        the two halves are added per pixel: the same sums as convolving the maps, in a different order.
+        """
         x_table, y_table = self.position_embed_x.weight, self.position_embed_y.weight
+        inside = None
         if regions is None:
             x = F.interpolate(x_table.t()[None], size=width, mode="linear", align_corners=False)
             y = F.interpolate(y_table.t()[None], size=height, mode="linear", align_corners=False)
-            return _broadcast_xy(x, y).expand(batch, -1, -1, -1)
-        left, top, right, bottom = regions.unbind(1)
-        x, inside_x = _resize_into(x_table, left, torch.maximum(right, left + 1), width)
-        y, inside_y = _resize_into(y_table, top, torch.maximum(bottom, top + 1), height)
-        inside = inside_y[:, None, :, None] & inside_x[:, None, None, :]
-        return _broadcast_xy(x, y) * inside
-
-
-def _broadcast_xy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x (N, C, width) and y (N, C, height) → (N, 2C, height, width): x channels first."""
-    height, width = y.shape[-1], x.shape[-1]
-    return torch.cat(
-        [x[:, :, None, :].expand(-1, -1, height, -1), y[:, :, :, None].expand(-1, -1, -1, width)], dim=1
-    )
+        else:
+            left, top, right, bottom = regions.unbind(1)
+            x, inside_x = _resize_into(x_table, left, torch.maximum(right, left + 1), width)
+            y, inside_y = _resize_into(y_table, top, torch.maximum(bottom, top + 1), height)
+            inside = inside_y[:, None, :, None] & inside_x[:, None, None, :]
+        if projection is None:
+            columns = x[:, :, None, :].expand(-1, -1, height, -1)
+            maps = torch.cat([columns, y[:, :, :, None].expand(-1, -1, -1, width)], 1)
+        else:
+            weight = projection.weight.flatten(1)
+            half = x.shape[1]
+            maps = (weight[:, :half] @ x)[:, :, None, :] + (weight[:, half:] @ y)[:, :, :, None]
+        if inside is not None:
+            maps = maps * inside
+        return maps.expand(batch, -1, -1, -1)
 
 
 def _resize_into(

@@ -167,7 +167,7 @@ class PixelDecoder(nn.Module):
         stride4 = features[0]
         batch, _, height, width = stride4.shape
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
-        position = self.position_projector(self.position_embedding(batch, height, width, regions))
+        position = self.position_embedding(batch, height, width, regions, self.position_projector[0])
 
         inputs, positions, shapes = [], [], []
         for level in range(self.levels):

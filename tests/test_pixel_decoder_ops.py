@@ -83,3 +83,16 @@ def test_deformable_attention_equals_grid_sample_recipe():
         expected = deformable_by_grid_sample(module, query, value_input, points, shapes)
         got = module(query, value_input, points, shapes)
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("with_regions", [True, False])
+def test_projected_position_maps_equal_convolved_maps(with_regions):
+    torch.manual_seed(0)
+    module = LearnablePositionEmbedding2d(256, 32).double()
+    projection = torch.nn.Conv2d(32, 24, 1, bias=False).double()
+    regions = torch.tensor([[0, 0, 48, 40], [3, 5, 30, 30]]) if with_regions else None
+    with torch.no_grad():
+        expected = projection(module(2, 40, 48, regions))
+        got = module(2, 40, 48, regions, projection)
+    assert got.shape == (2, 24, 40, 48)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
