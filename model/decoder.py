@@ -22,7 +22,7 @@ from model.config import DocSAMConfig
 from model.heads import ClassPredictor, MaskPredictor
 from model.layers import LearnablePositionEmbedding2d, conv1x1, mlp3, resize_bilinear
 from model.outputs import StageOutput
-from model.query_selection import gather_rows, select_queries, take_rows
+from model.query_selection import gather_rows, select_queries
 
 
 def memory_levels(config: DocSAMConfig) -> int:
@@ -232,35 +232,33 @@ class QueryDecoder(nn.Module):
         context = self.prepare(levels, mask_features, pixel_mask, image_boxes)
         semantic_position = context.semantic_position.expand_as(semantics)
         padding = torch.zeros(instances.shape[:2], dtype=torch.bool, device=instances.device)
-        kept_index: torch.Tensor | None = None
-        latest: StageOutput | None = None
-        stages: list[StageOutput] = []
-        for stage in range(self.config.decoder_layers + 1):
-            if latest is not None:
-                kept_index = self.select_queries(
-                    latest.class_logits, latest.boxes, padding, semantic_padding, stage, isolate_batch
-                )
-                padding = kept_index < 0
-                instances = gather_rows(latest.instance_states, kept_index)
-                boxes = gather_rows(latest.boxes, kept_index)
-                instance_allowed = self.attention_masks(context, latest.instance_mask_logits, kept_index)
-                semantic_allowed = self.attention_masks(context, latest.semantic_mask_logits)
-                latest = None  # unless returned, the previous stage's mask logits are freed here
+        instances, instance_position = self.pool_box_features(context, instances, boxes)
+        latest = self.predict(context, instances, instance_position, semantics, boxes, padding, None)
+        stages = [latest] if all_stages else []
+        for stage, layer in enumerate(self.decoder_layers, start=1):
+            kept_index = self.select_queries(
+                latest.class_logits, latest.boxes, padding, semantic_padding, stage, isolate_batch
+            )
+            padding = kept_index < 0
+            instance_allowed = self.attention_masks(context, latest.instance_mask_logits, kept_index)
+            semantic_allowed = self.attention_masks(context, latest.semantic_mask_logits)
+            instances = gather_rows(latest.instance_states, kept_index)
+            boxes = gather_rows(latest.boxes, kept_index)
+            del latest  # unless returned, the previous stage's mask logits are freed here
             instances, instance_position = self.pool_box_features(context, instances, boxes)
-            if stage > 0:
-                instances, semantics = self.decoder_layers[stage - 1](
-                    Queries(instances, instance_position, padding),
-                    Queries(semantics, semantic_position, semantic_padding),
-                    context.memories,
-                    instance_allowed,
-                    semantic_allowed,
-                )
+            instances, semantics = layer(
+                Queries(instances, instance_position, padding),
+                Queries(semantics, semantic_position, semantic_padding),
+                context.memories,
+                instance_allowed,
+                semantic_allowed,
+            )
             latest = self.predict(
                 context, instances, instance_position, semantics, boxes, padding, kept_index
             )
-            if all_stages or stage == self.config.decoder_layers:
+            if all_stages:
                 stages.append(latest)
-        return stages
+        return stages if all_stages else [latest]
 
     def prepare(
         self,
@@ -328,17 +326,14 @@ class QueryDecoder(nn.Module):
         """Blend the instance states half and half with RoIAlign features of their boxes on every level, and
         pool their position features from the mask position map → (states, position), (N, K, D) each."""
         batch, count = boxes.shape[:2]
-        image = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)[:, None, None].expand(
-            -1, count, 1
-        )
-        rois = torch.cat([image, boxes], -1).flatten(0, 1)
-        strides = [4 * 2 ** (len(context.level_maps) - 1 - level) for level in range(len(context.level_maps))]
-        pooled = [
-            projection(self._roi_align(level_map, rois, 1 / stride))
-            for projection, level_map, stride in zip(
-                self.bbox_feat_projection, context.level_maps, strides, strict=True
-            )
-        ]
+        image = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)[:, None, None]
+        rois = torch.cat([image.expand(-1, count, 1), boxes], -1).flatten(0, 1)
+        finest = len(context.level_maps) - 1
+        pooled = []
+        levels = zip(self.bbox_feat_projection, context.level_maps, strict=True)
+        for level, (projection, level_map) in enumerate(levels):
+            scale = 1 / (4 * 2 ** (finest - level))  # strides 32, 16, 8, 4
+            pooled.append(projection(self._roi_align(level_map, rois, scale)))
         fused = self.multiscale_feat_fusion(torch.cat(pooled, -1)).view(batch, count, -1)
         position = self.instance_posi_feat_projection(self._roi_align(context.mask_position, rois, 0.25))
         return 0.5 * instances + 0.5 * fused, position.view(batch, count, -1)
@@ -346,9 +341,8 @@ class QueryDecoder(nn.Module):
     def _roi_align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
         """(R, 5) rois on (N, C, H, W) → (R, C·roi²) flattened in (c, y, x) order."""
         size = self.config.roi_size
-        return roi_align(feature, rois, size, spatial_scale=scale, sampling_ratio=-1, aligned=False).flatten(
-            1
-        )
+        pooled = roi_align(feature, rois, size, spatial_scale=scale, sampling_ratio=-1, aligned=False)
+        return pooled.flatten(1)
 
     def attention_masks(
         self,
@@ -358,17 +352,11 @@ class QueryDecoder(nn.Module):
     ) -> list[torch.Tensor]:
         """Per memory level, where each query may attend in the next layer, from its previous mask logits
         (rows following `kept_index` when the queries were just selected)."""
-        query_padding = None
-        if kept_index is not None:
-            query_padding = kept_index < 0
-            if mask_logits is not None:
-                # Padding rows hold another row's logits; `query_padding` opens them.
-                mask_logits = take_rows(mask_logits.detach(), kept_index)
         return attention_allowed(
             mask_logits,
             [memory.padding for memory in context.memories],
             [memory.size for memory in context.memories],
-            query_padding,
+            rows=kept_index,
         )
 
     def predict(

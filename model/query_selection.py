@@ -135,16 +135,11 @@ def _keep_best(
     return torch.cat([head, sequence[:, max_keep:]], 1), kept_count.clamp(max=max_keep)
 
 
-def take_rows(values: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
-    """values (N, Q, ...) → (N, K, ...) rows by `kept_index`; where the index is -1 the row holds row 0, for
-    callers that mask those rows themselves."""
+def gather_rows(values: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
+    """values (N, Q, ...) → (N, K, ...) rows by `kept_index`, zeros where the index is -1 (padding)."""
     batch, count = values.shape[:2]
     offsets = torch.arange(batch, device=kept_index.device)[:, None] * count
     flat = (kept_index.clamp(min=0) + offsets).flatten()
-    return values.flatten(0, 1).index_select(0, flat).unflatten(0, kept_index.shape)
-
-
-def gather_rows(values: torch.Tensor, kept_index: torch.Tensor) -> torch.Tensor:
-    """values (N, Q, ...) → (N, K, ...) rows by `kept_index`, zeros where the index is -1 (padding)."""
+    rows = values.flatten(0, 1).index_select(0, flat).unflatten(0, kept_index.shape)
     valid = (kept_index >= 0).view(*kept_index.shape, *([1] * (values.ndim - 2)))
-    return torch.where(valid, take_rows(values, kept_index), 0)
+    return torch.where(valid, rows, 0)

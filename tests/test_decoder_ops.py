@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from model.attention import MemoryLevel, PackedAttention
-from model.attention_masks import attention_allowed, dilations
+from model.attention_masks import attention_allowed
 from model.layers import resize_bilinear
 
 
-def reference_allowed(logits, level_sizes, memory_padding, query_padding=None):
+def reference_allowed(logits, level_sizes, memory_padding):
     """The reference's recipe, literally: square max-pool, bilinear resize, sigmoid, unblock empty rows."""
     height = logits.shape[-2]
     masks = []
@@ -20,27 +20,8 @@ def reference_allowed(logits, level_sizes, memory_padding, query_padding=None):
         dilated = F.max_pool2d(logits, 2 * radius + 1, stride=1, padding=radius)
         blocked = (resize_bilinear(dilated, size).sigmoid() < 0.5).flatten(2)
         blocked &= ~blocked.all(-1, keepdim=True)
-        if query_padding is not None:
-            blocked &= ~query_padding[..., None]
         masks.append(~(blocked | padding[:, None, :])[:, None])
     return masks
-
-
-@pytest.mark.parametrize("radius", [1, 2, 3, 4, 8, 16])
-@pytest.mark.parametrize("size", [(41, 37), (7, 6), (160, 20)])
-def test_dilations_equal_square_max_pool(radius, size):
-    logits = torch.randn(2, 5, *size)
-    ((got_radius, dilated),) = list(dilations(logits, [radius]))
-    assert got_radius == radius
-    assert torch.equal(dilated, F.max_pool2d(logits, 2 * radius + 1, stride=1, padding=radius))
-
-
-def test_dilation_chain_yields_every_radius_in_order():
-    logits = torch.randn(1, 3, 40, 40)
-    produced = [(radius, dilated.clone()) for radius, dilated in dilations(logits, [8, 1, 4, 2, 1, 3])]
-    assert [radius for radius, _ in produced] == [1, 2, 3, 4, 8]
-    for radius, dilated in produced:
-        assert torch.equal(dilated, F.max_pool2d(logits, 2 * radius + 1, stride=1, padding=radius))
 
 
 @pytest.mark.parametrize(
@@ -49,24 +30,32 @@ def test_dilation_chain_yields_every_radius_in_order():
         ((160, 160), [(20, 20), (40, 40), (80, 80), (160, 160)]),  # a 640-px window
         ((56, 48), [(7, 6), (14, 12), (28, 24), (56, 48)]),  # the parity fixtures
         ((150, 113), [(19, 15), (38, 29), (75, 57), (150, 113)]),  # no exact multiples
-        ((40, 40), [(3, 3), (10, 10)]),  # radius 13: not a power of two
+        ((40, 40), [(3, 3), (10, 10), (20, 20)]),  # radius 13 (odd, not a multiple), 4, 2
+        ((36, 24), [(3, 2), (6, 4)]),  # radius 12 and 6: even multiples, not powers of two
+        ((2, 2), [(1, 1), (2, 2)]),  # maps narrower than the filters
     ],
 )
-def test_attention_masks_equal_reference_recipe(size, levels):
+@pytest.mark.parametrize("selected", [False, True], ids=["all-rows", "selected-rows"])
+def test_attention_masks_equal_reference_recipe(size, levels, selected):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 9, *size, generator=generator) * 3 - 2
-    logits[0, 0] = -5.0  # attends nowhere: must attend everywhere
+    logits[0, 8] = -5.0  # attends nowhere: must attend everywhere
     memory_padding = [torch.rand(2, h * w, generator=generator) < 0.1 for h, w in levels]
-    query_padding = torch.zeros(2, 9, dtype=torch.bool)
-    query_padding[1, -2:] = True
-    got = attention_allowed(logits, memory_padding, levels, query_padding)
-    # The reference's padding rows hold zero logits.
-    zeroed = logits.masked_fill(query_padding[..., None, None], 0.0)
-    expected = reference_allowed(zeroed, levels, memory_padding, query_padding)
+    rows = None
+    expected_logits = logits
+    if selected:
+        rows = torch.tensor([[8, 0, 3, 3, -1, -1], [2, 7, 1, 0, 5, -1]])
+        # The reference gathers the rows and zero-pads: padding rows hold zeros.
+        expected_logits = torch.stack([logits[image, row.clamp(min=0)] for image, row in enumerate(rows)])
+        expected_logits = expected_logits.masked_fill((rows < 0)[..., None, None], 0.0)
+    got = attention_allowed(logits, memory_padding, levels, rows)
+    expected = reference_allowed(expected_logits, levels, memory_padding)
+    queries = 6 if selected else 9
     for level, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
-        assert mine.shape == theirs.shape == (2, 1, 9, levels[level][0] * levels[level][1])
+        assert mine.shape == theirs.shape == (2, 1, queries, levels[level][0] * levels[level][1])
         assert torch.equal(mine, theirs), f"level {levels[level]}"
-    assert got[-1][0, 0, 0].sum() == (~memory_padding[-1][0]).sum()
+    nowhere = 0 if selected else 8  # the row of logits[0, 8]
+    assert torch.equal(got[-1][0, 0, nowhere], ~memory_padding[-1][0])
 
 
 def test_without_logits_only_memory_padding_restricts():

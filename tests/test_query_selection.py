@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from model.query_selection import gather_rows, select_queries, take_rows
+from model.query_selection import gather_rows, select_queries
 
 
 def reference_rows(logits, boxes, num_classes, threshold, min_keep, max_keep, iou, candidates=None):
@@ -106,11 +106,9 @@ def test_no_query_survives():
     assert kept_index.shape == (2, 0)
 
 
-def test_gather_rows_zero_padding_and_take_rows_keeps_values():
+def test_gather_rows_with_zero_padding():
     values = torch.arange(2 * 4 * 3, dtype=torch.float).view(2, 4, 3)
     kept_index = torch.tensor([[3, 0, -1], [1, -1, -1]])
     gathered = gather_rows(values, kept_index)
     assert torch.equal(gathered[0, :2], values[0, [3, 0]]) and torch.equal(gathered[1, 0], values[1, 1])
     assert not gathered[0, 2].any() and not gathered[1, 1:].any()
-    taken = take_rows(values, kept_index)
-    assert torch.equal(taken[kept_index >= 0], gathered[kept_index >= 0])
