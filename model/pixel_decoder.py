@@ -50,15 +50,16 @@ class MultiscaleDeformableAttention(nn.Module):
         # Sample positions in level pixels (grid_sample's: pixel centres at integer + ½), (N, S, heads, L, P).
         x = (reference_points[:, None, None, None, 0] + offsets[..., 0] / widths) * widths - 0.5
         y = (reference_points[:, None, None, None, 1] + offsets[..., 1] / heights) * heights - 0.5
-        # Table row of a tap at (row, column) of a level: (image·S + start + row·W + column) · heads + head.
-        image = torch.arange(batch, device=query.device).view(-1, 1, 1, 1, 1, 1) * tokens
-        head = torch.arange(heads, device=query.device).view(-1, 1, 1, 1)
         columns, column_weights = _linear_taps(x, widths)  # (N, S, heads, L, P, 2)
         rows, row_weights = _linear_taps(y, heights)
-        row_base = ((image + starts[..., None] + rows * widths.long()[..., None]) * heads + head)[
-            ..., :, None
-        ]
-        table_rows = row_base + (columns * heads)[..., None, :]  # (N, S, heads, L, P, 2, 2)
+        # Table row of the tap at (row, column) of a level: (image·S + start + row·W + column) · heads + head.
+        device = query.device
+        image = torch.arange(batch, dtype=torch.int32, device=device).view(-1, 1, 1, 1, 1, 1) * (
+            tokens * heads
+        )
+        head = torch.arange(heads, dtype=torch.int32, device=device).view(-1, 1, 1, 1)
+        row_starts = rows * (widths.int() * heads)[..., None] + (image + head + starts[..., None] * heads)
+        table_rows = row_starts[..., :, None] + (columns * heads)[..., None, :]  # (N, S, heads, L, P, 2, 2)
         tap_weights = (row_weights * weights[..., None])[..., :, None] * column_weights[..., None, :]
         mixed = F.embedding_bag(
             table_rows.view(batch * tokens * heads, -1),
@@ -72,10 +73,10 @@ class MultiscaleDeformableAttention(nn.Module):
 def _level_constants(
     spatial_shapes: list[tuple[int, int]], like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Heights, widths (float) and first-token indices (int64) of the levels as (levels, 1) tensors, filled on
-    `like`'s device (a host-to-device copy would wait for the device)."""
+    """Heights, widths (float) and first-token indices (int32) of the levels as (levels, 1) tensors, filled
+    on `like`'s device (a host-to-device copy would wait for the device)."""
     heights, widths = like.new_empty(len(spatial_shapes), 1), like.new_empty(len(spatial_shapes), 1)
-    starts = torch.empty(len(spatial_shapes), 1, dtype=torch.long, device=like.device)
+    starts = torch.empty(len(spatial_shapes), 1, dtype=torch.int32, device=like.device)
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
         heights[level], widths[level], starts[level] = height, width, start
@@ -84,14 +85,14 @@ def _level_constants(
 
 
 def _linear_taps(position: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear interpolation at `position` along an axis of `size` pixels: the two pixels read (int64, clamped
+    """Linear interpolation at `position` along an axis of `size` pixels: the two pixels read (int32, clamped
     into the axis) and their weights, zero for a pixel outside it (zero padding), (..., 2) each."""
     low = position.floor()
     high_weight = position - low
     pixels = torch.stack([low, low + 1], -1)
     inside = (pixels >= 0) & (pixels <= size[..., None] - 1)
     weights = torch.stack([1 - high_weight, high_weight], -1) * inside
-    return pixels.clamp(min=0).minimum(size[..., None] - 1).long(), weights
+    return pixels.clamp(min=0).minimum(size[..., None] - 1).int(), weights
 
 
 class DeformableEncoderLayer(nn.Module):
