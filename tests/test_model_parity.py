@@ -178,3 +178,20 @@ def test_query_selection_unit_case(io, io_meta):
             assert torch.equal(
                 gather_rows(io[f"select.input.{name}"], kept_index), io[f"select.{call}.{name}"]
             )
+
+
+def test_folded_cross_attention_keeps_parity(tiny_model, io, io_meta, monkeypatch):
+    """The tiny model's widths never make the folded order the cheaper one, so force it for every
+    cross-attention (both branches) and compare every stage again."""
+    from model.attention import PackedAttention
+
+    def folded(self, query, memory, allowed):
+        return self._attend_folded(query, memory.keys, memory.values, allowed)
+
+    monkeypatch.setattr(PackedAttention, "attend_to_memory", folded)
+    out = run_case(tiny_model, io, io_meta, "a", True, monkeypatch)
+    for stage, result in enumerate(out.stages):
+        for name, (attribute, group) in STAGE_FIELDS.items():
+            key = f"a.decoder.stage{stage}.{name}"
+            if key in io:
+                assert_close(key, getattr(result, attribute), io[key], group)
