@@ -87,6 +87,23 @@ REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
 _IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$|\.attention\.self\.relative_position_index$")
 # torchvision < 0.13 named the FPN convs without the Sequential index.
 _OLD_FPN = re.compile(r"^(unused_fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+# A decoder layer's instance and semantic branches: the reference (and files written by earlier versions of
+# this package) name them `instance_fc1`, `instance_decoder.<level>`, ...; the modules are `instance.fc1`,
+# `instance.layers.<level>`.
+_LAYER = r"^(decoder\.decoder_layers\.\d+\.)(instance|semantic)"
+_FLAT_BRANCH = re.compile(_LAYER + r"_(fc1|pos_fc1|fc2|pos_fc2|decoder)\.")
+_BRANCH_MODULE = re.compile(_LAYER + r"\.(fc1|pos_fc1|fc2|pos_fc2|layers)\.")
+
+
+def _branch_module_name(match: re.Match[str]) -> str:
+    part = "layers" if match[3] == "decoder" else match[3]
+    return f"{match[1]}{match[2]}.{part}."
+
+
+def _flat_branch_name(match: re.Match[str]) -> str:
+    part = "decoder" if match[3] == "layers" else match[3]
+    return f"{match[1]}{match[2]}_{part}."
+
 
 # The backbone holds transformers' `SwinBackbone` as `backbone.swin`. Official checkpoints, and this package's
 # files from before that, name its entries as transformers 4.x did, directly under `backbone.`: transformers
@@ -149,6 +166,7 @@ def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if _IGNORED.search(name):
             continue
         name = _OLD_FPN.sub(r"\1.0.\2", name)
+        name = _FLAT_BRANCH.sub(_branch_module_name, name)
         renamed[_current_swin_name(name)] = value
     return renamed
 
@@ -157,7 +175,7 @@ def to_reference_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """Inverse of `to_model_keys`: the names the reference implementation (and its loader) expects."""
     renamed = {}
     for key, value in state.items():
-        name = _legacy_swin_name(key)
+        name = _legacy_swin_name(_BRANCH_MODULE.sub(_flat_branch_name, key))
         for reference, ours in REFERENCE_PREFIXES:
             if name.startswith(ours):
                 renamed[reference + name[len(ours) :]] = value

@@ -1,64 +1,48 @@
-"""The query decoder: instance and semantic queries refined over 4 layers with query selection in between
-(ARCHITECTURE §3.5–3.10). Every stage predicts instance masks, boxes, class logits and semantic masks.
+"""The query decoder: instance and semantic queries refined over 4 layers, with query selection in between.
+Every stage predicts instance masks, boxes, class logits and semantic masks.
+
+A forward pass reads as its stages: `prepare` (memories, pixel encodings and position features, computed
+once), then per stage `select_queries`, `attention_masks` and `pool_box_features`, a `DecoderLayer`, and
+`predict`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from model.attention import MemoryLevel, PackedAttention
+from model.attention_masks import attention_allowed
 from model.config import DocSAMConfig
 from model.heads import ClassPredictor, MaskPredictor
 from model.layers import LearnablePositionEmbedding2d, conv1x1, mlp3, resize_bilinear
 from model.outputs import StageOutput
-from model.query_selection import gather_rows, pad_rows, select_rows
+from model.query_selection import gather_rows, select_queries
 
 
-class PackedAttention(nn.Module):
-    """Multi-head attention with `nn.MultiheadAttention`'s parameter layout (packed q/k/v projection).
+def memory_levels(config: DocSAMConfig) -> int:
+    """Feature levels the decoder attends to: the pixel decoder's deformable levels and its stride-4 level."""
+    return config.pixel_decoder_levels + 1
 
-    `blocked` is a boolean mask broadcastable to (N, heads, L_q, L_k), True = may not attend. Rows blocked
-    everywhere produce zeros before the output projection, as PyTorch 2.14's MultiheadAttention does.
-    """
 
-    def __init__(self, width: int, heads: int, bias: bool, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width)) if bias else None
-        self.out_proj = nn.Linear(width, width, bias=bias)
-        nn.init.xavier_uniform_(self.in_proj_weight)
+class Queries(NamedTuple):
+    """One query set entering a decoder layer."""
 
-    def forward(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, blocked: torch.Tensor | None
-    ) -> torch.Tensor:
-        weight_q, weight_k, weight_v = self.in_proj_weight.chunk(3)
-        bias_q, bias_k, bias_v = (None,) * 3 if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
-        batch, length, width = query.shape
-
-        def heads(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-            return F.linear(x, weight, bias).view(batch, -1, self.heads, width // self.heads).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            heads(query, weight_q, bias_q),
-            heads(key, weight_k, bias_k),
-            heads(value, weight_v, bias_v),
-            attn_mask=None if blocked is None else ~blocked,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+    states: torch.Tensor  # (N, K, D)
+    position: torch.Tensor  # (N, K, D)
+    padding: torch.Tensor  # (N, K) bool, True = batch-padding row (never attended to as a key)
 
 
 class QueryFusionLayer(nn.Module):
     """Joint self-attention over instance + semantic queries: a post-norm encoder layer, ReLU FFN.
 
     Bias-free throughout (attention projections, FFN, LayerNorms), because the reference's subclass of
-    `nn.TransformerEncoderLayer` passes its arguments positionally and `bias` receives False (§2.3.6).
+    `nn.TransformerEncoderLayer` passes its arguments positionally and `bias` receives False.
     """
 
     def __init__(self, width: int, heads: int, feedforward: int, dropout: float) -> None:
@@ -72,14 +56,14 @@ class QueryFusionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, position: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         query = x + position
-        attended = self.self_attn(query, query, x, padding[:, None, None, :])
+        attended = self.self_attn(query, query, x, ~padding[:, None, None, :])
         x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
 class GatedCrossAttentionLayer(nn.Module):
     """The fork's `TransformerDecoderLayer`: self-attention, gated cross-attention, the same self-attention
-    (and norm1) applied a second time, SiLU FFN; post-norm, with biases (quirk Q-3).
+    (and norm1) applied a second time, SiLU FFN; post-norm, with biases.
     """
 
     def __init__(self, width: int, heads: int, feedforward: int, dropout: float) -> None:
@@ -94,29 +78,36 @@ class GatedCrossAttentionLayer(nn.Module):
         self.norm3 = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
 
-    def _self_attention(self, x: torch.Tensor, position: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def _self_attention(
+        self, x: torch.Tensor, position: torch.Tensor, keys_allowed: torch.Tensor
+    ) -> torch.Tensor:
         query = x + position
-        return self.norm1(x + self.dropout(self.self_attn(query, query, x, padding[:, None, None, :])))
+        return self.norm1(x + self.dropout(self.self_attn(query, query, x, keys_allowed)))
 
     def forward(
         self,
         x: torch.Tensor,
         position: torch.Tensor,
-        padding: torch.Tensor,
-        memory: torch.Tensor,
-        memory_position: torch.Tensor,
-        blocked: torch.Tensor,
+        keys_allowed: torch.Tensor,
+        memory: MemoryLevel,
+        memory_allowed: torch.Tensor,
     ) -> torch.Tensor:
-        """`blocked` (N, 1, L, S): attention mask merged with the memory's key padding."""
-        x = self._self_attention(x, position, padding)
-        context = self.dropout(self.multihead_attn(x + position, memory + memory_position, memory, blocked))
+        """`keys_allowed` (N, 1, 1, K): the query padding as self-attention keys; `memory_allowed`
+        (N, 1, K or 1, S): the attention mask merged with the memory's padding."""
+        x = self._self_attention(x, position, keys_allowed)
+        context = self.dropout(self.multihead_attn.attend_to_memory(x + position, memory, memory_allowed))
         x = self.norm2(x + self.cross_atten_gate(x + context) * context)
-        x = self._self_attention(x, position, padding)
+        x = self._self_attention(x, position, keys_allowed)
         return self.norm3(x + self.dropout(self.linear2(self.dropout(F.silu(self.linear1(x))))))
 
 
-class DecoderLayer(nn.Module):
-    """Fusion → instance branch over 4 levels → semantic branch over 4 levels → fusion (§3.9)."""
+class DecoderBranch(nn.Module):
+    """One query set's pass over the memories: to the feature width, one gated cross-attention layer per
+    level (coarsest first), back to the hidden width. Positions go through their own linear maps.
+
+    The reference names these parameters `{instance,semantic}_fc1`, `_pos_fc1`, `_decoder.<level>`, `_fc2`,
+    `_pos_fc2`; `model.checkpoint` maps them.
+    """
 
     def __init__(self, config: DocSAMConfig) -> None:
         super().__init__()
@@ -126,149 +117,78 @@ class DecoderLayer(nn.Module):
             config.dim_feedforward,
             config.decoder_dropout,
         )
-        self.query_fusion_encoder_1 = QueryFusionLayer(hidden, heads, feedforward, dropout)
-        for branch in ("instance", "semantic"):
-            setattr(self, f"{branch}_fc1", nn.Linear(hidden, feature))
-            setattr(self, f"{branch}_pos_fc1", nn.Linear(hidden, feature))
-            setattr(
-                self,
-                f"{branch}_decoder",
-                nn.ModuleList(
-                    GatedCrossAttentionLayer(feature, heads, feedforward, dropout) for _ in range(4)
-                ),
-            )
-            setattr(self, f"{branch}_fc2", nn.Linear(feature, hidden))
-            setattr(self, f"{branch}_pos_fc2", nn.Linear(feature, hidden))
-        self.query_fusion_encoder_2 = QueryFusionLayer(hidden, heads, feedforward, dropout)
+        self.fc1 = nn.Linear(hidden, feature)
+        self.pos_fc1 = nn.Linear(hidden, feature)
+        self.layers = nn.ModuleList(
+            GatedCrossAttentionLayer(feature, heads, feedforward, dropout)
+            for _ in range(memory_levels(config))
+        )
+        self.fc2 = nn.Linear(feature, hidden)
+        self.pos_fc2 = nn.Linear(feature, hidden)
 
-    def _branch(
-        self,
-        name: str,
-        states: torch.Tensor,
-        position: torch.Tensor,
-        padding: torch.Tensor,
-        memories: Sequence[torch.Tensor],
-        memory_positions: Sequence[torch.Tensor],
-        blocked: Sequence[torch.Tensor],
+    def forward(
+        self, queries: Queries, memories: Sequence[MemoryLevel], allowed: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        states = getattr(self, f"{name}_fc1")(states)
-        position = getattr(self, f"{name}_pos_fc1")(position)
-        for layer, memory, memory_position, level_blocked in zip(
-            getattr(self, f"{name}_decoder"), memories, memory_positions, blocked, strict=True
-        ):
-            states = layer(states, position, padding, memory, memory_position, level_blocked)
-        return getattr(self, f"{name}_fc2")(states), getattr(self, f"{name}_pos_fc2")(position)
+        """→ (states, position), both (N, K, hidden)."""
+        states, position = self.fc1(queries.states), self.pos_fc1(queries.position)
+        keys_allowed = ~queries.padding[:, None, None, :]
+        for layer, memory, level_allowed in zip(self.layers, memories, allowed, strict=True):
+            states = layer(states, position, keys_allowed, memory, level_allowed)
+        return self.fc2(states), self.pos_fc2(position)
+
+
+class DecoderLayer(nn.Module):
+    """Fusion → instance branch over the levels → semantic branch over the levels → fusion ."""
+
+    def __init__(self, config: DocSAMConfig) -> None:
+        super().__init__()
+        hidden, heads = config.hidden_dim, config.num_attention_heads
+        feedforward, dropout = config.dim_feedforward, config.decoder_dropout
+        self.query_fusion_encoder_1 = QueryFusionLayer(hidden, heads, feedforward, dropout)
+        self.instance = DecoderBranch(config)
+        self.semantic = DecoderBranch(config)
+        self.query_fusion_encoder_2 = QueryFusionLayer(hidden, heads, feedforward, dropout)
 
     def forward(
         self,
-        instances: torch.Tensor,
-        semantics: torch.Tensor,
-        instance_position: torch.Tensor,
-        semantic_position: torch.Tensor,
-        instance_padding: torch.Tensor,
-        semantic_padding: torch.Tensor,
-        memories: Sequence[torch.Tensor],
-        memory_positions: Sequence[torch.Tensor],
-        instance_blocked: Sequence[torch.Tensor],
-        semantic_blocked: Sequence[torch.Tensor],
+        instances: Queries,
+        semantics: Queries,
+        memories: Sequence[MemoryLevel],
+        instance_allowed: Sequence[torch.Tensor],
+        semantic_allowed: Sequence[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        count = instances.shape[1]
-        padding = torch.cat([instance_padding, semantic_padding], 1)
+        """→ (instance states, semantic states). The branches' transformed positions feed the second fusion
+        only; the next stage recomputes positions from the boxes."""
+        count = instances.states.shape[1]
+        padding = torch.cat([instances.padding, semantics.padding], 1)
         joint = self.query_fusion_encoder_1(
-            torch.cat([instances, semantics], 1),
-            torch.cat([instance_position, semantic_position], 1),
+            torch.cat([instances.states, semantics.states], 1),
+            torch.cat([instances.position, semantics.position], 1),
             padding,
         )
-        instances, semantics = joint[:, :count], joint[:, count:]
-        instances, instance_position = self._branch(
-            "instance",
-            instances,
-            instance_position,
-            instance_padding,
-            memories,
-            memory_positions,
-            instance_blocked,
+        instance_states, instance_position = self.instance(
+            instances._replace(states=joint[:, :count]), memories, instance_allowed
         )
-        semantics, semantic_position = self._branch(
-            "semantic",
-            semantics,
-            semantic_position,
-            semantic_padding,
-            memories,
-            memory_positions,
-            semantic_blocked,
+        semantic_states, semantic_position = self.semantic(
+            semantics._replace(states=joint[:, count:]), memories, semantic_allowed
         )
         joint = self.query_fusion_encoder_2(
-            torch.cat([instances, semantics], 1),
+            torch.cat([instance_states, semantic_states], 1),
             torch.cat([instance_position, semantic_position], 1),
             padding,
         )
         return joint[:, :count], joint[:, count:]
 
 
-def dilate(logits: torch.Tensor, radius: int) -> torch.Tensor:
-    """A (2r+1)×(2r+1) max filter, 'same' size. Done as a row pass then a column pass: max is separable,
-    so the result is identical to one square max-pool at a fraction of the cost.
-    """
-    size = 2 * radius + 1
-    rows = F.max_pool2d(logits, kernel_size=(1, size), stride=1, padding=(0, radius))
-    return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
+class DecoderContext(NamedTuple):
+    """What every stage reads: computed once per forward pass from the pixel-level features."""
 
-
-def window_max(x: torch.Tensor, first: int, step: int, count: int, radius: int) -> torch.Tensor:
-    """Max of x over [c - radius, c + radius] along the last axis for c = first + step·j, j < count."""
-    left = radius - first
-    right = first + step * (count - 1) + radius - (x.shape[-1] - 1)
-    padded = F.pad(x, (max(left, 0), max(right, 0)), value=float("-inf"))
-    if left < 0:
-        padded = padded[..., -left:]
-    return F.max_pool2d(padded, kernel_size=(1, 2 * radius + 1), stride=(1, step))[..., :count]
-
-
-def level_logits(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """resize_bilinear(dilate(logits, s), (height, width)) with s = round(h / height), as the reference.
-
-    When the map is exactly s times the level in both directions with s even (every 640-px window), each
-    output cell reads the dilated map at two rows and two columns only (bilinear, align_corners=False, scale
-    s: rows s·i + s/2 − 1 and s·i + s/2, weights ½). The max filter is then evaluated there alone and the
-    2×2 samples are blended by the same interpolation routine — the identical result, without filtering
-    the full map. Other sizes take the direct route.
-    """
-    h, w = logits.shape[-2:]
-    scale = round(h / height)
-    if scale < 2 or scale % 2 or (h, w) != (scale * height, scale * width):
-        return resize_bilinear(dilate(logits, scale), (height, width))
-    half = scale // 2
-
-    def interleaved(x: torch.Tensor, count: int) -> torch.Tensor:
-        pair = (window_max(x, half - 1, scale, count, scale), window_max(x, half, scale, count, scale))
-        return torch.stack(pair, dim=-1).flatten(-2)
-
-    columns = interleaved(logits, width)  # (..., h, 2·width)
-    rows = interleaved(columns.transpose(-1, -2), height).transpose(-1, -2)  # (..., 2·height, 2·width)
-    return resize_bilinear(rows, (height, width))
-
-
-def attention_blocks(
-    mask_logits: torch.Tensor | None,
-    level_sizes: Sequence[tuple[int, int]],
-    key_padding: Sequence[torch.Tensor],
-) -> list[torch.Tensor]:
-    """Masked-attention masks per level (§3.8) merged with the memory key padding → (N, 1, K, S_l) bool.
-
-    Logits are dilated by a (2s+1) max filter (s = stride ratio to the level), resized bilinearly and
-    blocked where sigmoid < 0.5; a query blocked everywhere is unblocked. Without logits (decoder layer 1,
-    instance side) only the key padding blocks.
-    """
-    blocks = []
-    for (height, width), padding in zip(level_sizes, key_padding, strict=True):
-        if mask_logits is None:
-            blocks.append(padding[:, None, None, :])
-            continue
-        blocked = (level_logits(mask_logits, height, width).sigmoid() < 0.5).flatten(2)
-        blocked &= ~blocked.all(-1, keepdim=True)
-        blocks.append((blocked | padding[:, None, :])[:, None])
-    return blocks
+    memories: list[MemoryLevel]  # coarsest level first
+    level_maps: list[torch.Tensor]  # (N, D, H_l, W_l) = memory values as maps: what RoIAlign pools
+    mask_position: torch.Tensor  # (N, D, h, w): position features of the stride-4 map ("Pm")
+    semantic_pixels: torch.Tensor  # (N, D, h, w): pixel side of the semantic mask head
+    instance_pixels: torch.Tensor  # (N, D, h, w): pixel side of the instance mask head
+    semantic_position: torch.Tensor  # (N, 1, D): shared by every semantic query
 
 
 class QueryDecoder(nn.Module):
@@ -281,8 +201,10 @@ class QueryDecoder(nn.Module):
         self.position_embed_2dim = LearnablePositionEmbedding2d(config.position_grid, hidden)
         self.image_position_conv = conv1x1(hidden, feature)
         self.mask_position_conv = conv1x1(hidden, hidden)
-        self.bbox_feat_projection = nn.ModuleList(mlp3(feature * roi * roi, hidden, hidden) for _ in range(4))
-        self.multiscale_feat_fusion = mlp3(4 * hidden, hidden, hidden)
+        self.bbox_feat_projection = nn.ModuleList(
+            mlp3(feature * roi * roi, hidden, hidden) for _ in range(memory_levels(config))
+        )
+        self.multiscale_feat_fusion = mlp3(memory_levels(config) * hidden, hidden, hidden)
         self.instance_posi_feat_projection = mlp3(hidden * roi * roi, hidden, hidden)
         self.semantic_posi_feat_projection = mlp3(hidden, hidden, hidden)
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -290,16 +212,6 @@ class QueryDecoder(nn.Module):
         self.instance_mask_predictor = MaskPredictor(hidden)
         self.instance_bbox_predictor = mlp3(hidden, hidden, 4)
         self.class_predictor = ClassPredictor(hidden)
-
-    def _pool(self, feature: torch.Tensor, boxes: torch.Tensor, scale: float) -> torch.Tensor:
-        """RoIAlign of (N, Q, 4) boxes on (N, C, H, W) → (N, Q, C·roi²) flattened in (c, y, x) order."""
-        batch, count = boxes.shape[:2]
-        index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype).repeat_interleave(count)
-        rois = torch.cat([index[:, None], boxes.reshape(-1, 4)], 1)
-        pooled = roi_align(
-            feature, rois, self.config.roi_size, spatial_scale=scale, sampling_ratio=-1, aligned=False
-        )
-        return pooled.reshape(batch, count, -1)
 
     def forward(
         self,
@@ -311,117 +223,169 @@ class QueryDecoder(nn.Module):
         boxes: torch.Tensor,
         semantics: torch.Tensor,
         semantic_padding: torch.Tensor,
-        num_classes: list[int],
         isolate_batch: bool = False,
-        forced_kept_index: Sequence[torch.Tensor] | None = None,
         all_stages: bool = True,
     ) -> list[StageOutput]:
-        config = self.config
+        """Stage 0 predicts from the initial queries; stage s ≥ 1 selects queries, runs decoder layer s and
+        predicts. `all_stages=False` returns the last stage only (earlier mask logits are freed as soon as the
+        next stage has read them)."""
+        context = self.prepare(levels, mask_features, pixel_mask, image_boxes)
+        semantic_position = context.semantic_position.expand_as(semantics)
+        padding = torch.zeros(instances.shape[:2], dtype=torch.bool, device=instances.device)
+        instances, instance_position = self.pool_box_features(context, instances, boxes)
+        latest = self.predict(context, instances, instance_position, semantics, boxes, padding, None)
+        stages = [latest] if all_stages else []
+        for stage, layer in enumerate(self.decoder_layers, start=1):
+            kept_index = self.select_queries(
+                latest.class_logits, latest.boxes, padding, semantic_padding, stage, isolate_batch
+            )
+            padding = kept_index < 0
+            instance_allowed = self.attention_masks(context, latest.instance_mask_logits, kept_index)
+            semantic_allowed = self.attention_masks(context, latest.semantic_mask_logits)
+            instances = gather_rows(latest.instance_states, kept_index)
+            boxes = gather_rows(latest.boxes, kept_index)
+            del latest  # unless returned, the previous stage's mask logits are freed here
+            instances, instance_position = self.pool_box_features(context, instances, boxes)
+            instances, semantics = layer(
+                Queries(instances, instance_position, padding),
+                Queries(semantics, semantic_position, semantic_padding),
+                context.memories,
+                instance_allowed,
+                semantic_allowed,
+            )
+            latest = self.predict(
+                context, instances, instance_position, semantics, boxes, padding, kept_index
+            )
+            if all_stages:
+                stages.append(latest)
+        return stages if all_stages else [latest]
+
+    def prepare(
+        self,
+        levels: list[torch.Tensor],
+        mask_features: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        image_boxes: torch.Tensor | None,
+    ) -> DecoderContext:
+        """Memories, mask-head pixel encodings and position features, shared by every stage."""
         batch, _, height, width = mask_features.shape
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
-        position = self.position_embed_2dim(batch, height, width, regions)
-        mask_position = self.mask_position_conv(position)
-        image_position = self.image_position_conv(position)
-        level_sizes = [tuple(level.shape[-2:]) for level in levels]
-        memory_positions = [
-            resize_bilinear(image_position, size).flatten(2).transpose(1, 2) for size in level_sizes
-        ]
-        memories_maps = [
-            level + resize_bilinear(image_position, size)
-            for level, size in zip(levels, level_sizes, strict=True)
-        ]
-        memories = [level.flatten(2).transpose(1, 2) for level in memories_maps]
-        key_padding = [(resize_bilinear(pixel_mask, size) < 0.5).flatten(1) for size in level_sizes]
+        mask_position = self.position_embed_2dim(batch, height, width, regions, self.mask_position_conv[0])
+        image_position = self.position_embed_2dim(batch, height, width, regions, self.image_position_conv[0])
+        memories, level_maps = [], []
+        for level in levels:
+            size = tuple(level.shape[-2:])
+            level_position = resize_bilinear(image_position, size)
+            values = level + level_position
+            level_maps.append(values)
+            memories.append(
+                MemoryLevel(
+                    keys=_tokens(values + level_position),
+                    values=_tokens(values),
+                    padding=(resize_bilinear(pixel_mask, size) < 0.5).flatten(1),
+                    size=size,
+                )
+            )
         pixels = mask_features + mask_position
-        semantic_pixels = self.semantic_mask_predictor.encode_pixels(pixels)
-        instance_pixels = self.instance_mask_predictor.encode_pixels(pixels + mask_position)  # Q-8: Pm twice
-        semantic_position_global = self.semantic_posi_feat_projection(mask_position.mean(dim=(2, 3)))
-        semantic_position = semantic_position_global[:, None].expand(-1, semantics.shape[1], -1)
+        return DecoderContext(
+            memories=memories,
+            level_maps=level_maps,
+            mask_position=mask_position,
+            semantic_pixels=self.semantic_mask_predictor.encode_pixels(pixels),
+            # The reference adds the mask position a second time on the instance side.
+            instance_pixels=self.instance_mask_predictor.encode_pixels(pixels + mask_position),
+            semantic_position=self.semantic_posi_feat_projection(mask_position.mean(dim=(2, 3)))[:, None],
+        )
 
-        padding = torch.zeros(instances.shape[:2], dtype=torch.bool, device=instances.device)
-        instance_masks: torch.Tensor | None = None
-        semantic_masks: torch.Tensor | None = None
-        class_logits: torch.Tensor | None = None
-        kept_index: torch.Tensor | None = None
-        stages: list[StageOutput] = []
-        for stage in range(config.decoder_layers + 1):
-            if stage > 0:
-                if forced_kept_index is not None:
-                    kept_index = forced_kept_index[stage - 1].to(instances.device)
-                else:
-                    kept_index = self._select(class_logits, boxes, padding, num_classes, stage, isolate_batch)
-                padding = kept_index < 0
-                instances = gather_rows(instances, kept_index)
-                boxes = gather_rows(boxes, kept_index)
-                instance_masks = None if instance_masks is None else gather_rows(instance_masks, kept_index)
-
-            scales = [1.0 / (4 * 2 ** (3 - level)) for level in range(4)]
-            pooled = [
-                projection(self._pool(feature, boxes, scale))
-                for projection, feature, scale in zip(
-                    self.bbox_feat_projection, memories_maps, scales, strict=True
-                )
-            ]
-            instances = 0.5 * instances + 0.5 * self.multiscale_feat_fusion(torch.cat(pooled, -1))
-            instance_position = self.instance_posi_feat_projection(self._pool(mask_position, boxes, 0.25))
-
-            if stage > 0:
-                instances, semantics = self.decoder_layers[stage - 1](
-                    instances,
-                    semantics,
-                    instance_position,
-                    semantic_position,
-                    padding,
-                    semantic_padding,
-                    memories,
-                    memory_positions,
-                    attention_blocks(instance_masks, level_sizes, key_padding),
-                    attention_blocks(semantic_masks, level_sizes, key_padding),
-                )
-            semantic_masks = self.semantic_mask_predictor(semantics, semantic_pixels)
-            if stage > 0:
-                instance_masks = self.instance_mask_predictor(instances + instance_position, instance_pixels)
-            boxes = (
-                boxes + self.instance_bbox_predictor(instances + instance_position) * config.box_delta_scale
-            )
-            class_logits = self.class_predictor(instances, semantics)
-            if not all_stages and stage < config.decoder_layers:
-                continue
-            stages.append(
-                StageOutput(
-                    instance_states=instances,
-                    semantic_states=semantics,
-                    instance_mask_logits=instance_masks if stage > 0 else None,
-                    semantic_mask_logits=semantic_masks,
-                    boxes=boxes,
-                    class_logits=class_logits,
-                    padding_mask=padding,
-                    kept_index=kept_index,
-                )
-            )
-        return stages
-
-    def _select(
+    def select_queries(
         self,
         class_logits: torch.Tensor,
         boxes: torch.Tensor,
         padding: torch.Tensor,
-        num_classes: list[int],
+        class_padding: torch.Tensor,
         stage: int,
         isolate_batch: bool,
     ) -> torch.Tensor:
+        """Rows of the previous stage that enter stage `stage`: (N, K), -1 = batch padding. Tests replace this
+        method to force the reference's choice at near-ties."""
         config = self.config
-        rows = [
-            select_rows(
-                class_logits[image].detach(),
-                boxes[image].detach(),
-                num_classes[image],
-                config.selection_threshold(stage),
-                config.min_num_queries,
-                config.max_num_queries,
-                config.selection_nms_iou,
-                candidates=~padding[image] if isolate_batch else None,
-            )
-            for image in range(class_logits.shape[0])
-        ]
-        return pad_rows(rows)[0]
+        return select_queries(
+            class_logits,
+            boxes,
+            class_padding,
+            config.selection_threshold(stage),
+            config.min_num_queries,
+            config.max_num_queries,
+            config.selection_nms_iou,
+            candidates=~padding if isolate_batch else None,
+        )
+
+    def pool_box_features(
+        self, context: DecoderContext, instances: torch.Tensor, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend the instance states half and half with RoIAlign features of their boxes on every level, and
+        pool their position features from the mask position map → (states, position), (N, K, D) each."""
+        batch, count = boxes.shape[:2]
+        image = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)[:, None, None]
+        rois = torch.cat([image.expand(-1, count, 1), boxes], -1).flatten(0, 1)
+        finest = len(context.level_maps) - 1
+        pooled = []
+        levels = zip(self.bbox_feat_projection, context.level_maps, strict=True)
+        for level, (projection, level_map) in enumerate(levels):
+            scale = 1 / (4 * 2 ** (finest - level))  # strides 32, 16, 8, 4
+            pooled.append(projection(self._roi_align(level_map, rois, scale)))
+        fused = self.multiscale_feat_fusion(torch.cat(pooled, -1)).view(batch, count, -1)
+        position = self.instance_posi_feat_projection(self._roi_align(context.mask_position, rois, 0.25))
+        return 0.5 * instances + 0.5 * fused, position.view(batch, count, -1)
+
+    def _roi_align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        """(R, 5) rois on (N, C, H, W) → (R, C·roi²) flattened in (c, y, x) order."""
+        size = self.config.roi_size
+        pooled = roi_align(feature, rois, size, spatial_scale=scale, sampling_ratio=-1, aligned=False)
+        return pooled.flatten(1)
+
+    def attention_masks(
+        self,
+        context: DecoderContext,
+        mask_logits: torch.Tensor | None,
+        kept_index: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Per memory level, where each query may attend in the next layer, from its previous mask logits
+        (rows following `kept_index` when the queries were just selected)."""
+        return attention_allowed(
+            mask_logits,
+            [memory.padding for memory in context.memories],
+            [memory.size for memory in context.memories],
+            rows=kept_index,
+        )
+
+    def predict(
+        self,
+        context: DecoderContext,
+        instances: torch.Tensor,
+        instance_position: torch.Tensor,
+        semantics: torch.Tensor,
+        boxes: torch.Tensor,
+        padding: torch.Tensor,
+        kept_index: torch.Tensor | None,
+    ) -> StageOutput:
+        """The heads. Boxes move by the box head's deltas; instance masks exist from stage 1 on."""
+        located = instances + instance_position
+        instance_masks = None
+        if kept_index is not None:
+            instance_masks = self.instance_mask_predictor(located, context.instance_pixels)
+        return StageOutput(
+            instance_states=instances,
+            semantic_states=semantics,
+            instance_mask_logits=instance_masks,
+            semantic_mask_logits=self.semantic_mask_predictor(semantics, context.semantic_pixels),
+            boxes=boxes + self.instance_bbox_predictor(located) * self.config.box_delta_scale,
+            class_logits=self.class_predictor(instances, semantics),
+            padding_mask=padding,
+            kept_index=kept_index,
+        )
+
+
+def _tokens(level: torch.Tensor) -> torch.Tensor:
+    """(N, D, H, W) → (N, H·W, D), contiguous: row-major pixel tokens."""
+    return level.flatten(2).transpose(1, 2).contiguous()

@@ -1,6 +1,6 @@
 """DocSAM assembled: Swin → pixel decoder → mask features; class names → semantic queries; query decoder.
 
-Input conventions (quirk Q-1): `pixel_values` are BGR, float, 0..255, never normalised.
+Input conventions, as the reference's: `pixel_values` are BGR, float, 0..255, never normalised.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class DocSAM(nn.Module):
         image_bboxes: torch.Tensor | None = None,
         class_names: Sequence[Sequence[str]] = (),
         isolate_batch: bool = False,
-        forced_kept_index: Sequence[torch.Tensor] | None = None,
         all_stages: bool = True,
     ) -> DocSAMOutput:
         """Run the network on a batch.
@@ -55,8 +54,6 @@ class DocSAM(nn.Module):
                 batch (rows padded by query selection stay live and can be selected again, so an image's
                 result depends on its batch companions). True excludes those rows from selection, so every
                 image gives the result it gives alone.
-            forced_kept_index: per decoder layer, (N, Q_s) rows to keep (-1 = padding) instead of running
-                the selection — a test hook for comparing stages when selection order is at a near-tie.
             all_stages: False keeps only the last stage in the output (inference), so earlier stages'
                 mask logits are freed as soon as the next stage no longer needs them.
         """
@@ -76,10 +73,10 @@ class DocSAM(nn.Module):
         text = self.embed_class_names(class_names)
         projection_dtype = self.semantic_query_projection.weight.dtype
         semantics = self.semantic_query_projection(pad_sequence(text, batch_first=True).to(projection_dtype))
-        num_classes = [len(names) for names in class_names]
-        semantic_padding = (
-            torch.arange(semantics.shape[1], device=semantics.device)[None]
-            >= torch.tensor(num_classes, device=semantics.device)[:, None]
+        semantic_padding = pad_sequence(
+            [embedding.new_zeros(len(embedding), dtype=torch.bool) for embedding in text],
+            batch_first=True,
+            padding_value=True,
         )
 
         instances = (self.instance_queries.weight + self.instance_posembs.weight)[None].expand(batch, -1, -1)
@@ -93,9 +90,7 @@ class DocSAM(nn.Module):
             boxes,
             semantics,
             semantic_padding,
-            num_classes,
             isolate_batch=isolate_batch,
-            forced_kept_index=forced_kept_index,
             all_stages=all_stages,
         )
         return DocSAMOutput(
@@ -116,15 +111,14 @@ class DocSAM(nn.Module):
     def initial_boxes(
         self, batch: int, size: tuple[int, int], image_bboxes: torch.Tensor | None
     ) -> torch.Tensor:
-        """Learned proposals (cx, cy, w/4, h/4) as xyxy in input pixels of each valid rectangle (§3.4)."""
+        """Learned proposals (cx, cy, w/4, h/4) as xyxy in input pixels of each valid rectangle."""
         proposals = self.proposal_bboxes.weight
         center, extent = proposals[:, :2], proposals[:, 2:] / self.config.proposal_wh_divisor
         unit = torch.cat([center - extent / 2, center + extent / 2], dim=1)  # (Q, 4) in [0, 1]-ish
         if image_bboxes is None:
-            height, width = size
-            origin = unit.new_zeros(batch, 2)
-            span = unit.new_tensor([width, height]).expand(batch, 2)
+            rect = unit.new_zeros(batch, 4)  # filled on the device: no host-to-device copy
+            rect[:, 2], rect[:, 3] = size[1], size[0]
         else:
             rect = image_bboxes.to(unit.dtype)
-            origin, span = rect[:, :2], rect[:, 2:] - rect[:, :2]
+        origin, span = rect[:, :2], rect[:, 2:] - rect[:, :2]
         return unit[None] * span.repeat(1, 2)[:, None] + origin.repeat(1, 2)[:, None]

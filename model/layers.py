@@ -49,13 +49,14 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class LearnablePositionEmbedding2d(nn.Module):
-    """A learned 2-D position table, resized to each image's valid rectangle (ARCHITECTURE §3.2(a)).
+    """A learned 2-D position table, resized to each image's valid rectangle.
 
     The table is separable: channel c < D/2 holds `x_table[column, c]`, channel c ≥ D/2 holds
     `y_table[row, c - D/2]`, over a `grid × grid` lattice. Resizing it bilinearly is therefore the same as
     resizing each 1-D table linearly, which is what this module does (no 256×256 map is ever built).
-    Pixels outside the rectangle stay zero. The `norm` parameters exist in the checkpoints but the
-    reference never applies them.
+    Pixels outside the rectangle stay zero; a rectangle reaching past the map is clipped, its resized table
+    keeping its top-left part. The `norm` parameters exist in the checkpoints but the reference never applies
+    them.
     """
 
     def __init__(self, grid: int, channels: int) -> None:
@@ -64,26 +65,58 @@ class LearnablePositionEmbedding2d(nn.Module):
         self.position_embed_y = nn.Embedding(grid, channels // 2)
         self.norm = nn.LayerNorm(channels)  # unused at run time, kept for checkpoint compatibility
 
-    def _axis(self, table: torch.Tensor, length: int) -> torch.Tensor:
-        """(grid, C) → (C, length): linear resize along the grid axis, align_corners=False."""
-        return F.interpolate(table.t()[None], size=length, mode="linear", align_corners=False)[0]
+    def forward(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        regions: torch.Tensor | None,
+        projection: nn.Conv2d | None = None,
+    ) -> torch.Tensor:
+        """Position maps (batch, C, height, width); `regions` (batch, 4) int [l, t, r, b] in map pixels.
 
-    def forward(self, batch: int, height: int, width: int, regions: torch.Tensor | None) -> torch.Tensor:
-        """Position maps (batch, C, height, width); `regions` (batch, 4) int [l, t, r, b] in map pixels."""
+        With `projection`, a bias-free 1×1 convolution, the projected maps (batch, C_out, height, width). A
+        map pixel is [x_table row; y_table row], so the projection is applied to the resized 1-D tables and
+        the two halves are added per pixel: the same sums as convolving the maps, in a different order.
+        """
         x_table, y_table = self.position_embed_x.weight, self.position_embed_y.weight
+        inside = None
         if regions is None:
-            full = self._full(x_table, y_table, height, width)
-            return full[None].expand(batch, -1, -1, -1)
-        out = x_table.new_zeros(batch, 2 * x_table.shape[1], height, width)
-        for index, (left, top, right, bottom) in enumerate(regions.tolist()):
-            right, bottom = max(left + 1, right), max(top + 1, bottom)
-            patch = self._full(x_table, y_table, bottom - top, right - left)
-            # Slicing clips regions that reach past the map, exactly as the reference's assignment does.
-            target = out[index, :, top:bottom, left:right]
-            target.copy_(patch[:, : target.shape[1], : target.shape[2]])
-        return out
+            x = F.interpolate(x_table.t()[None], size=width, mode="linear", align_corners=False)
+            y = F.interpolate(y_table.t()[None], size=height, mode="linear", align_corners=False)
+        else:
+            left, top, right, bottom = regions.unbind(1)
+            x, inside_x = _resize_into(x_table, left, torch.maximum(right, left + 1), width)
+            y, inside_y = _resize_into(y_table, top, torch.maximum(bottom, top + 1), height)
+            inside = inside_y[:, None, :, None] & inside_x[:, None, None, :]
+        if projection is None:
+            columns = x[:, :, None, :].expand(-1, -1, height, -1)
+            maps = torch.cat([columns, y[:, :, :, None].expand(-1, -1, -1, width)], 1)
+        else:
+            weight = projection.weight.flatten(1)
+            half = x.shape[1]
+            maps = (weight[:, :half] @ x)[:, :, None, :] + (weight[:, half:] @ y)[:, :, :, None]
+        if inside is not None:
+            maps = maps * inside
+        return maps.expand(batch, -1, -1, -1)
 
-    def _full(self, x_table: torch.Tensor, y_table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        x = self._axis(x_table, width)[:, None, :].expand(-1, height, -1)
-        y = self._axis(y_table, height)[:, :, None].expand(-1, -1, width)
-        return torch.cat([x, y], dim=0)
+
+def _resize_into(
+    table: torch.Tensor, start: torch.Tensor, end: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's `table` (grid, C) linearly resized to `end - start` entries and placed at `start` on an
+    axis of `size` → (N, C, size) values and (N, size) inside-the-span flags.
+
+    The arithmetic is `F.interpolate(mode="linear", align_corners=False)`'s, done for all images at once so
+    that no span length has to be read on the host.
+    """
+    grid = table.shape[0]
+    offset = torch.arange(size, device=table.device)[None, :] - start[:, None]  # (N, size)
+    length = (end - start)[:, None]
+    scale = grid / length.to(table.dtype)
+    source = ((offset.to(table.dtype) + 0.5) * scale - 0.5).clamp(min=0)
+    low = source.long().clamp(max=grid - 1)
+    high = (low + 1).clamp(max=grid - 1)
+    weight_high = source - low.to(table.dtype)
+    values = table[low] * (1 - weight_high)[..., None] + table[high] * weight_high[..., None]
+    return values.transpose(1, 2), (offset >= 0) & (offset < length)

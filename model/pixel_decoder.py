@@ -1,5 +1,5 @@
 """Pixel decoder: multi-scale deformable-attention encoder over strides 32/16/8, an extra stride-4 FPN level,
-and the CNN fusion of all four levels into the stride-4 mask features (ARCHITECTURE §3.2–3.3).
+and the CNN fusion of all four levels into the stride-4 mask features.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from model.layers import LearnablePositionEmbedding2d, conv1x1, conv_norm, resiz
 
 
 class MultiscaleDeformableAttention(nn.Module):
-    """Deformable attention over several flattened levels, sampled with `grid_sample` (§3.2(e))."""
+    """Deformable attention over several flattened levels.
+
+    Each query reads, per head, `points` bilinear samples on every level (`grid_sample`'s sampling:
+    align_corners=False, zeros outside the map) and sums them with softmax weights. A sample is four value
+    rows with bilinear weights, so the whole read is one weighted sum of value rows per (query, head), which
+    `F.embedding_bag` computes from the token layout directly; the same sums as sampling each level and
+    weighting the samples, up to float rounding.
+    """
 
     def __init__(self, width: int, heads: int, levels: int, points: int) -> None:
         super().__init__()
@@ -32,35 +39,63 @@ class MultiscaleDeformableAttention(nn.Module):
     ) -> torch.Tensor:
         """query/value_input (N, S, C), reference_points (S, 2) as (x, y) in [0, 1] → (N, S, C)."""
         batch, tokens, width = query.shape
-        head_dim = width // self.heads
-        value = self.value_proj(value_input).view(batch, tokens, self.heads, head_dim)
-        offsets = self.sampling_offsets(query).view(batch, tokens, self.heads, self.levels, self.points, 2)
-        weights = self.attention_weights(query).view(batch, tokens, self.heads, self.levels * self.points)
-        weights = weights.softmax(-1)
-        normaliser = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
-        locations = (
-            reference_points[None, :, None, None, None, :] + offsets / normaliser[None, None, None, :, None]
-        )
-        grids = 2 * locations - 1  # (N, S, heads, levels, points, 2)
+        heads = self.heads
+        # Row (n, s, h) of this table is head h's value of token s: channels are head-major.
+        values = self.value_proj(value_input).reshape(batch * tokens * heads, width // heads)
+        offsets = self.sampling_offsets(query).view(batch, tokens, heads, self.levels, self.points, 2)
+        weights = self.attention_weights(query).view(batch, tokens, heads, self.levels * self.points)
+        weights = weights.softmax(-1).view(batch, tokens, heads, self.levels, self.points)
 
-        sampled = []
-        start = 0
-        for level, (height, width_l) in enumerate(spatial_shapes):
-            level_value = value[:, start : start + height * width_l]  # (N, HW, heads, d)
-            start += height * width_l
-            level_value = level_value.permute(0, 2, 3, 1).reshape(
-                batch * self.heads, head_dim, height, width_l
-            )
-            level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (N·heads, S, points, 2)
-            sampled.append(
-                F.grid_sample(
-                    level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
-                )
-            )  # (N·heads, d, S, points)
-        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (N·heads, d, S, levels·points)
-        weights = weights.transpose(1, 2).reshape(batch * self.heads, 1, tokens, self.levels * self.points)
-        out = (stacked * weights).sum(-1).view(batch, self.heads * head_dim, tokens).transpose(1, 2)
-        return self.output_proj(out)
+        heights, widths, starts = _level_constants(spatial_shapes, query)  # (levels, 1) each
+        # Sample positions in level pixels (grid_sample's: pixel centres at integer + ½), (N, S, heads, L, P).
+        x = (reference_points[:, None, None, None, 0] + offsets[..., 0] / widths) * widths - 0.5
+        y = (reference_points[:, None, None, None, 1] + offsets[..., 1] / heights) * heights - 0.5
+        columns, column_weights = _linear_taps(x, widths)  # (N, S, heads, L, P, 2)
+        rows, row_weights = _linear_taps(y, heights)
+        # Table row of the tap at (row, column) of a level: (image·S + start + row·W + column) · heads + head.
+        device = query.device
+        image = torch.arange(batch, dtype=torch.int32, device=device).view(-1, 1, 1, 1, 1, 1) * (
+            tokens * heads
+        )
+        head = torch.arange(heads, dtype=torch.int32, device=device).view(-1, 1, 1, 1)
+        row_starts = rows * (widths.int() * heads)[..., None] + (image + head + starts[..., None] * heads)
+        table_rows = row_starts[..., :, None] + (columns * heads)[..., None, :]  # (N, S, heads, L, P, 2, 2)
+        tap_weights = (row_weights * weights[..., None])[..., :, None] * column_weights[..., None, :]
+        # At least float32 under autocast too: the reference's `grid_sample` runs in its widest input type,
+        # the float32 sampling grid.
+        dtype = torch.promote_types(values.dtype, tap_weights.dtype)
+        mixed = F.embedding_bag(
+            table_rows.view(batch * tokens * heads, -1),
+            values.to(dtype),
+            per_sample_weights=tap_weights.view(batch * tokens * heads, -1).to(dtype),
+            mode="sum",
+        )  # (N · S · heads, d)
+        return self.output_proj(mixed.view(batch, tokens, width))
+
+
+def _level_constants(
+    spatial_shapes: list[tuple[int, int]], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Heights, widths (float) and first-token indices (int32) of the levels as (levels, 1) tensors, filled
+    on `like`'s device (a host-to-device copy would wait for the device)."""
+    heights, widths = like.new_empty(len(spatial_shapes), 1), like.new_empty(len(spatial_shapes), 1)
+    starts = torch.empty(len(spatial_shapes), 1, dtype=torch.int32, device=like.device)
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        heights[level], widths[level], starts[level] = height, width, start
+        start += height * width
+    return heights, widths, starts
+
+
+def _linear_taps(position: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation at `position` along an axis of `size` pixels: the two pixels read (int32, clamped
+    into the axis) and their weights, zero for a pixel outside it (zero padding), (..., 2) each."""
+    low = position.floor()
+    high_weight = position - low
+    pixels = torch.stack([low, low + 1], -1)
+    inside = (pixels >= 0) & (pixels <= size[..., None] - 1)
+    weights = torch.stack([1 - high_weight, high_weight], -1) * inside
+    return pixels.clamp(min=0).minimum(size[..., None] - 1).int(), weights
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -136,7 +171,7 @@ class PixelDecoder(nn.Module):
         stride4 = features[0]
         batch, _, height, width = stride4.shape
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
-        position = self.position_projector(self.position_embedding(batch, height, width, regions))
+        position = self.position_embedding(batch, height, width, regions, self.position_projector[0])
 
         inputs, positions, shapes = [], [], []
         for level in range(self.levels):

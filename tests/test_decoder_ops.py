@@ -1,48 +1,121 @@
+"""The decoder's attention masks and attention, against their straightforward formulations."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model.decoder import attention_blocks, dilate
+from model.attention import MemoryLevel, PackedAttention
+from model.attention_masks import attention_allowed
+from model.layers import resize_bilinear
 
 
-@pytest.mark.parametrize("radius", [1, 2, 4, 8])
-def test_separable_dilation_equals_square_max_pool(radius):
-    logits = torch.randn(2, 7, 41, 37)
-    assert torch.equal(dilate(logits, radius), F.max_pool2d(logits, 2 * radius + 1, stride=1, padding=radius))
-
-
-def test_fully_blocked_queries_are_unblocked_and_padding_blocks():
-    logits = torch.full((1, 2, 8, 8), -5.0)  # query 0 nowhere above 0.5: would be blocked everywhere
-    logits[0, 1, :2, :2] = 5.0  # query 1 only in the top-left corner
-    padding = torch.zeros(1, 16, dtype=torch.bool)
-    padding[0, -1] = True
-    (blocks,) = attention_blocks(logits, [(4, 4)], [padding])
-    assert blocks.shape == (1, 1, 2, 16)
-    assert not blocks[0, 0, 0, :-1].any()  # unblocked except the padded key
-    assert blocks[0, 0, :, -1].all()
-    assert not blocks[0, 0, 1, 5] and blocks[0, 0, 1, 10]  # dilated by 2 px, then resized
+def reference_allowed(logits, level_sizes, memory_padding):
+    """The reference's recipe, literally: square max-pool, bilinear resize, sigmoid, unblock empty rows."""
+    height = logits.shape[-2]
+    masks = []
+    for size, padding in zip(level_sizes, memory_padding, strict=True):
+        radius = round(height / size[0])
+        dilated = F.max_pool2d(logits, 2 * radius + 1, stride=1, padding=radius)
+        blocked = (resize_bilinear(dilated, size).sigmoid() < 0.5).flatten(2)
+        blocked &= ~blocked.all(-1, keepdim=True)
+        masks.append(~(blocked | padding[:, None, :])[:, None])
+    return masks
 
 
 @pytest.mark.parametrize(
-    ("size", "level"),
+    ("size", "levels"),
     [
-        ((160, 160), (20, 20)),
-        ((160, 160), (40, 40)),
-        ((160, 160), (80, 80)),
-        ((160, 160), (160, 160)),
-        ((56, 48), (7, 6)),
-        ((48, 56), (6, 7)),
-        ((48, 44), (6, 6)),
-        ((40, 40), (10, 10)),
+        ((160, 160), [(20, 20), (40, 40), (80, 80), (160, 160)]),  # a 640-px window
+        ((56, 48), [(7, 6), (14, 12), (28, 24), (56, 48)]),  # the parity fixtures
+        ((150, 113), [(19, 15), (38, 29), (75, 57), (150, 113)]),  # no exact multiples
+        ((40, 40), [(3, 3), (10, 10), (20, 20)]),  # radius 13 (odd, not a multiple), 4, 2
+        ((36, 24), [(3, 2), (6, 4)]),  # radius 12 and 6: even multiples, not powers of two
+        ((2, 2), [(1, 1), (2, 2)]),  # maps narrower than the filters
     ],
 )
-def test_level_logits_equal_dilate_then_resize(size, level):
-    from model.decoder import level_logits
-    from model.layers import resize_bilinear
+@pytest.mark.parametrize("selected", [False, True], ids=["all-rows", "selected-rows"])
+def test_attention_masks_equal_reference_recipe(size, levels, selected):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, *size, generator=generator) * 3 - 2
+    logits[0, 8] = -5.0  # attends nowhere: must attend everywhere
+    memory_padding = [torch.rand(2, h * w, generator=generator) < 0.1 for h, w in levels]
+    rows = None
+    expected_logits = logits
+    if selected:
+        rows = torch.tensor([[8, 0, 3, 3, -1, -1], [2, 7, 1, 0, 5, -1]])
+        # The reference gathers the rows and zero-pads: padding rows hold zeros.
+        expected_logits = torch.stack([logits[image, row.clamp(min=0)] for image, row in enumerate(rows)])
+        expected_logits = expected_logits.masked_fill((rows < 0)[..., None, None], 0.0)
+    got = attention_allowed(logits, memory_padding, levels, rows)
+    expected = reference_allowed(expected_logits, levels, memory_padding)
+    queries = 6 if selected else 9
+    for level, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
+        assert mine.shape == theirs.shape == (2, 1, queries, levels[level][0] * levels[level][1])
+        assert torch.equal(mine, theirs), f"level {levels[level]}"
+    nowhere = 0 if selected else 8  # the row of logits[0, 8]
+    assert torch.equal(got[-1][0, 0, nowhere], ~memory_padding[-1][0])
 
-    logits = torch.randn(2, 5, *size) * 3
-    scale = round(size[0] / level[0])
-    expected = resize_bilinear(dilate(logits, scale), level)
-    assert torch.equal(level_logits(logits, *level), expected)
+
+def test_without_logits_only_memory_padding_restricts():
+    padding = torch.tensor([[False, True, False]])
+    (allowed,) = attention_allowed(None, [padding], [(1, 3)])
+    assert allowed.shape == (1, 1, 1, 3)
+    assert allowed.flatten().tolist() == [True, False, True]
+
+
+def double_attention(heads: int, bias: bool) -> PackedAttention:
+    torch.manual_seed(0)
+    attention = PackedAttention(64, heads, bias=bias, dropout=0.0).double().eval()
+    if bias:
+        with torch.no_grad():
+            attention.in_proj_bias.normal_()
+            attention.out_proj.bias.normal_()
+    return attention
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_attention_equals_multihead_attention(bias):
+    attention = double_attention(8, bias)
+    reference = torch.nn.MultiheadAttention(64, 8, bias=bias, batch_first=True).double().eval()
+    reference.load_state_dict(attention.state_dict())
+    query, memory = torch.randn(2, 5, 64, dtype=torch.double), torch.randn(2, 30, 64, dtype=torch.double)
+    allowed = torch.rand(2, 1, 5, 30) < 0.6
+    allowed[0, 0, 1] = False  # no key at all: zeros before the output projection
+    blocked = (~allowed[:, 0]).repeat_interleave(8, 0)
+    with torch.no_grad():
+        expected = reference(query, memory, memory, attn_mask=blocked, need_weights=False)[0]
+        torch.testing.assert_close(attention(query, memory, memory, allowed), expected)
+        expected = reference(query, query, memory[:, :5], need_weights=False)[0]
+        torch.testing.assert_close(attention(query, query, memory[:, :5], None), expected)
+
+
+@pytest.mark.parametrize("rows", ["per-query", "shared"])
+def test_folded_cross_attention_equals_direct(rows):
+    attention = double_attention(8, bias=True)
+    query = torch.randn(2, 3, 64, dtype=torch.double)  # 3 queries · 7 < 64: the folded order is taken
+    keys, values = torch.randn(2, 40, 64, dtype=torch.double), torch.randn(2, 40, 64, dtype=torch.double)
+    memory = MemoryLevel(keys, values, torch.zeros(2, 40, dtype=torch.bool), (5, 8))
+    allowed = torch.rand(2, 1, 3 if rows == "per-query" else 1, 40) < 0.5
+    allowed[1, 0, 0] = False  # a row that attends nowhere gives zeros, bias included
+    with torch.no_grad():
+        direct = attention(query, keys, values, allowed)
+        folded = attention.attend_to_memory(query, memory, allowed)
+    torch.testing.assert_close(folded, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_training_with_dropout_attends_directly(monkeypatch):
+    attention = PackedAttention(64, 8, bias=True, dropout=0.5).train()
+    query, keys = torch.randn(1, 2, 64), torch.randn(1, 10, 64)
+    memory = MemoryLevel(keys, keys, torch.zeros(1, 10, dtype=torch.bool), (2, 5))
+
+    def refuse(*args):
+        raise AssertionError("folded attention with dropout")
+
+    monkeypatch.setattr(attention, "_attend_folded", refuse)
+    assert attention.attend_to_memory(query, memory, torch.ones(1, 1, 1, 10, dtype=torch.bool)).shape == (
+        1,
+        2,
+        64,
+    )

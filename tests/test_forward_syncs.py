@@ -1,0 +1,47 @@
+"""A forward pass reads the device from the host only to size its outputs: once per query selection.
+
+On the CPU the profiler shows the operators that force such a read on an accelerator (a scalar read, a
+data-dependent shape); `Tensor.tolist` reads without an operator, so it is counted separately.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.profiler import ProfilerActivity, profile
+
+SYNCING_OPERATORS = (
+    "aten::_local_scalar_dense",
+    "aten::item",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::repeat_interleave",
+    "aten::unique",
+    "aten::_unique",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+)
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["reference-batches", "isolated"])
+def test_forward_reads_the_device_once_per_selection(tiny_model, reference_fixtures, monkeypatch, isolate):
+    io = load_file(str(reference_fixtures / "tiny-io.safetensors"))
+    names = json.loads((reference_fixtures / "tiny-io.json").read_text())["cases"]["b"]["class_names"]
+    inputs = [io[f"b.input.{name}"] for name in ("pixel_values", "pixel_mask", "image_bboxes")]
+    pixels, mask, boxes = inputs[0].float(), inputs[1].float(), inputs[2]
+    with torch.no_grad():
+        tiny_model(pixels, mask, boxes, names)  # class-name embeddings are cached after this one
+        reads = []
+        tolist = torch.Tensor.tolist
+        monkeypatch.setattr(
+            torch.Tensor, "tolist", lambda tensor: reads.append(tensor.shape) or tolist(tensor)
+        )
+        with profile(activities=[ProfilerActivity.CPU]) as trace:
+            tiny_model(pixels, mask, boxes, names, isolate_batch=isolate, all_stages=False)
+    syncing = {event.key: event.count for event in trace.key_averages() if event.key in SYNCING_OPERATORS}
+    assert syncing == {}
+    assert len(reads) == tiny_model.config.decoder_layers
