@@ -1,4 +1,5 @@
-"""Class lists and domain names of training sets whose exact prompt strings are known (ARCHITECTURE §11).
+"""Class lists and domain names of training sets whose exact prompt strings are known (the reference's
+training scripts and their data folders).
 
 The background prompt is `"<domain> _background_"`: the domain doubles as a dataset token the released
 models saw in training, so a preset reproduces the prompts of that training set exactly.

@@ -1,11 +1,12 @@
 """Starting weights for training: the reference's fresh initialisation, Mask2Former COCO and MiniLM weights.
 
-ARCHITECTURE.md §4. The reference builds `Mask2FormerForUniversalSegmentation.from_pretrained(<HF COCO
-panoptic folder>)`, so transformers applies `Mask2FormerPreTrainedModel._init_weights` to everything, then
-copies the checkpoint's Swin backbone and deformable pixel-decoder encoder over it; the text encoder holds
-all-MiniLM-L6-v2. `initialise` reproduces the net effect of those init rules on this package's modules
-(§4.2, "Net effect"); `load_mask2former` copies exactly the entries §4.1 lists, renamed from the
-transformers checkpoint names (`model.pixel_level_module...`); `load_text_encoder` copies MiniLM.
+The reference builds `Mask2FormerForUniversalSegmentation.from_pretrained(<HF COCO panoptic folder>)`, so
+transformers applies `Mask2FormerPreTrainedModel._init_weights` to everything, then copies the checkpoint's
+Swin backbone and deformable pixel-decoder encoder over it; the text encoder holds all-MiniLM-L6-v2
+(docs/design.md, "reference initialisation and schedule"). `initialise` reproduces the net effect of those
+init rules on this package's modules; `load_mask2former` copies exactly the entries transformers copies
+(`MASK2FORMER_PREFIXES`), renamed from the transformers checkpoint names (`model.pixel_level_module...`);
+`load_text_encoder` copies MiniLM.
 
 Unlike the reference's `ignore_mismatched_sizes=True` loader, a Mask2Former checkpoint that lacks one of
 those entries or has another shape is an error (a Swin-L checkpoint for a Swin-B model would otherwise
@@ -23,7 +24,8 @@ from model.checkpoint import CheckpointError, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
 
-# The entries transformers copies from the COCO checkpoint (§4.1), in this package's names.
+# The entries transformers copies from the COCO checkpoint (Swin backbone, deformable pixel-decoder encoder
+# with its input projections and level embeddings), in this package's names.
 MASK2FORMER_PREFIXES = (
     "backbone.",
     "pixel_decoder.level_embed",
@@ -34,7 +36,7 @@ MASK2FORMER_PREFIXES = (
 
 @torch.no_grad()
 def initialise(model: DocSAM, std: float = 0.02) -> None:
-    """Fresh weights for every parameter outside the text encoder, as `_init_weights` leaves them (§4.2).
+    """Fresh weights for every parameter outside the text encoder, as `_init_weights` leaves them.
 
     * Conv2d / Linear: weight N(0, std), bias 0 (everywhere, the deformable attention included).
     * Embedding: xavier-uniform inside the pixel decoder (its position tables); elsewhere N(0, std), except
@@ -90,7 +92,8 @@ def _zero(parameter: torch.Tensor | None) -> None:
 
 
 def mask2former_entries(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The §4.1 entries of a transformers `Mask2FormerForUniversalSegmentation` state dict, renamed.
+    """The `MASK2FORMER_PREFIXES` entries of a transformers `Mask2FormerForUniversalSegmentation` state dict,
+    renamed.
 
     transformers names them `model.pixel_level_module.…`; the reference's DocSAM wrapper adds
     `mask2former.` in front, which `to_model_keys` maps onto this package's modules.

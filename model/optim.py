@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedules of the reference training (ARCHITECTURE.md §9.2).
+"""Optimiser and learning-rate schedules of the reference training (its `train.py`).
 
 AdamW over all parameters in one group (PyTorch defaults β = (0.9, 0.999), ε = 1e-8; no backbone multiplier,
 no weight-decay exclusions, no clipping). Parameters that never receive a gradient are skipped by AdamW and

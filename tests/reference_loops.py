@@ -1,6 +1,6 @@
 """Literal transcriptions of the reference's post-processing loops (test.py's `mask_bbox`,
-`non_max_suppression`, `non_max_suppression_multiclass` and `post_process_instance_segmentation`,
-ARCHITECTURE §7.5, §7.7), and random inputs that exercise every branch of them."""
+`non_max_suppression`, `non_max_suppression_multiclass` and `post_process_instance_segmentation`), and
+random inputs that exercise every branch of them."""
 
 from __future__ import annotations
 

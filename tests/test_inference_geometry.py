@@ -49,7 +49,8 @@ def test_custom_stride_covers_the_page_with_snapped_last_window():
 
 
 def test_pages_smaller_than_a_patch_get_a_padded_canvas():
-    """B-15: the reference crashes there; we pad the canvas to one patch and keep the page size."""
+    """A resized side shorter than a patch crashes the reference; we pad the canvas to one patch and keep the
+    page size."""
     layout = plan_page((300, 200), Geometry(short_range=(100, 100), patch=(128, 128)))
     assert layout.resized == (150, 100)
     assert layout.canvas == (150, 128)

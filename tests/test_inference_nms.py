@@ -1,8 +1,8 @@
 """Device-side mask NMS and patch merging against a literal transcription of the reference loops.
 
 `reference_nms` (reference_loops.py) and `reference_merge` below follow test.py (`non_max_suppression`,
-`non_max_suppression_multiclass`, `predict_slide_window`, ARCHITECTURE §7.6-7.7) step by step: one kept
-mask at a time, box-IoU prefilter, pairwise mask IoU, masks pasted onto the page, NMS after every window.
+`non_max_suppression_multiclass`, `predict_slide_window`) step by step: one kept mask at a time, box-IoU
+prefilter, pairwise mask IoU, masks pasted onto the page, NMS after every window.
 Random masks (overlapping boxes, one-pixel lines, empty masks) and adversarial cases (ties, one label, no
 candidates, thin masks, a padded canvas, walks needing a second burst) exercise every branch.
 """
@@ -124,8 +124,9 @@ def test_mask_nms_on_adversarial_inputs(case, threshold):
 
 
 def reference_merge(detections: list[PatchDetections], layout) -> tuple[np.ndarray, ...]:
-    """`predict_slide_window` after the per-patch step, transcribed; with B-15 padding (a canvas larger than
-    the resized page) the thumbnail is pasted at the origin and everything is cut to the page at the end."""
+    """`predict_slide_window` after the per-patch step, transcribed; with a padded small page (a canvas
+    larger than the resized page) the thumbnail is pasted at the origin and everything is cut to the page at
+    the end."""
     height, width = layout.canvas
     patch_h, patch_w = layout.patch
     thumbnail = detections[0]
@@ -172,7 +173,7 @@ def random_patch(
     score_levels: int | None = None,
     thin: bool = False,
 ) -> PatchDetections:
-    """Random candidates of one patch reduced by the reference's 0.25 NMS, as §7.5 hands them over.
+    """Random candidates of one patch reduced by the reference's 0.25 NMS, as post-processing hands them over.
     `score_levels` rounds the scores to that many values (ties within and across patches); `thin` makes
     every mask a one-pixel line or an empty mask."""
     masks = random_masks(rng, int(rng.integers(1, 25)), *size)
@@ -225,7 +226,7 @@ def test_merge_matches_the_reference_incremental_nms():
         (SMALL_PAGE, {"classes": 2}),  # one label everywhere
         (SMALL_PAGE, {"classes": 3, "score_levels": 2}),  # ties, also between weighted scores
         (SMALL_PAGE, {"classes": 3, "thin": True}),  # one-pixel lines (NaN box IoU), empty masks
-        (PADDED_PAGE, {"classes": 3}),  # B-15: windows reach below the page
+        (PADDED_PAGE, {"classes": 3}),  # a page smaller than a window: windows reach below it
     ],
     ids=["one label", "tied scores", "thin masks", "padded canvas"],
 )

@@ -95,7 +95,8 @@ def test_a_dark_rectangle_lands_where_it_is_on_the_original_page():
 
 
 def test_pages_smaller_than_a_window_are_padded_not_crashed():
-    """B-15: resized to 75×60 with 64×64 windows; the padding is invalid input and cut from the result."""
+    """Resized to 75×60 with 64×64 windows (the reference would crash); the padding is invalid input and cut
+    from the result."""
     page = _page((50, 40), (10, 20, 30, 40))
     geometry = Geometry(short_range=(60, 60), patch=(64, 64))
     layout = plan_page(page.shape[:2], geometry)
@@ -198,8 +199,8 @@ def _patches(count: int) -> PatchBatch:
 
 
 def test_chunks_are_repadded_with_the_reference_fill_values():
-    """Parity mode keeps every row (padded rows are live, Q-6) and pads chunks to the page maximum with
-    −1e10 mask logits and zero boxes and class logits, as `pad_sequence` does (§7.4)."""
+    """Parity mode keeps every row (padded rows are live) and pads chunks to the page maximum with
+    −1e10 mask logits and zero boxes and class logits, as the reference's `pad_sequence` does."""
     (outputs,) = forward_pages(RowsModel(), [_patches(5)], ["a", "bg"], batch_size=2)
     assert outputs.mask_logits.shape[:2] == (5, 4)
     for patch, chunk in enumerate([0, 0, 1, 1, 2]):

@@ -1,4 +1,4 @@
-"""Per-patch post-processing (§7.5) against a transcription of the reference: the two query filters with
+"""Per-patch post-processing against a transcription of the reference: the two query filters with
 their fallbacks, then upsampling, scores, boxes and the 0.25 mask NMS, on random and adversarial outputs."""
 
 from __future__ import annotations

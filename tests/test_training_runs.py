@@ -105,8 +105,9 @@ def test_torchrun_two_processes_match_one_process(layout, weights, tmp_path) -> 
     """2 processes × batch 1 equal 1 process × 2 accumulation steps of batch 1 (same chunks, same seeds).
 
     1 process running the batch of 2 in one forward is another computation: query selection pads the kept
-    queries of the images of one forward to a common count and those rows stay live (quirk Q-6), and the
-    losses average over the pairs of a forward (per process, as the reference's DDP). Compared loosely."""
+    queries of the images of one forward to a common count and those rows stay live (docs/design.md, "live
+    padding rows"), and the losses average over the pairs of a forward (per process, as the reference's
+    DDP). Compared loosely."""
     torchrun = Path(sys.executable).with_name("torchrun")
     command = finetune_command(layout, weights, tmp_path / "ddp", "--workers", "0")
     run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", *command[2:]])

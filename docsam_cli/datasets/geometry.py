@@ -39,7 +39,7 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 
 
 def clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, bool]:
-    """Clamp into [0, W-1] x [0, H-1] as the reference loader does (§6.2).
+    """Clamp into [0, W-1] x [0, H-1] as the reference loader does.
 
     The flag says whether a point lay off the page, i.e. outside [0, W] x [0, H]: a point on the far edge
     (x = W, normal in continuous coordinates) is moved by the clamp but is not an annotation error.
@@ -132,8 +132,8 @@ def polygons_bbox(polygons: list[np.ndarray]) -> tuple[float, float, float, floa
 
 
 def fill_polygons(polygons: list[np.ndarray], height: int, width: int) -> dict:
-    """COCO RLE of the union of polygons rasterised as the reference does (§6.5): coordinates truncated
-    to int32, `cv2.fillPoly`, boundary pixels included.
+    """COCO RLE of the union of polygons rasterised as the reference's training data is: coordinates
+    truncated to int32, `cv2.fillPoly`, boundary pixels included.
 
     This is the right reading of PAGE/ALTO points (pixel positions) and of the unified layout (the
     reference trains and evaluates on exactly these masks); pycocotools' rasteriser (`polygons_rle`)

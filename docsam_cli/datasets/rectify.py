@@ -26,7 +26,7 @@ def scale(instances: list[Instance], sx: float, sy: float) -> list[Instance]:
 def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[Instance], list[Note]]:
     """Clean instances for a `width` x `height` page.
 
-    Per polygon: drop repeated points, clamp into the page (§6.2 of the reference), drop what has fewer
+    Per polygon: drop repeated points, clamp into the page as the reference loader does, drop what has fewer
     than 3 points or no area, split self-intersecting outlines into simple ones. An instance left with no
     polygon is dropped; a stated bbox is clamped like the reference loader does, otherwise derived.
     """

@@ -1,4 +1,4 @@
-"""Per-image COCO annotations as the reference's training dataset reads them (ARCHITECTURE.md §6.2).
+"""Per-image COCO annotations as the reference's training dataset reads them (its `_coco_data_rectify`).
 
 One COCO json per image (`coco/<stem>.json` of the unified layout). `rectify` applies the reference's
 `_coco_data_rectify` in its order: drop annotations with neither box nor polygon, accept `poly` and string
@@ -70,12 +70,14 @@ def polygons_area(polygons: Sequence[np.ndarray]) -> float:
 
 
 def category_count(coco: Mapping[str, Any]) -> int:
-    """Non-background categories of a json as listed (the reference's K_d for sampling, §6.5)."""
+    """Non-background categories of a json as listed (the class count behind the reference's dataset
+    sampling probabilities)."""
     return sum(category.get("name") != BACKGROUND for category in coco.get("categories", []))
 
 
 def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
-    """Apply §6.2 steps 1–5 to a per-image COCO dict. Raises AnnotationError on unusable input."""
+    """Clean a per-image COCO dict as `_coco_data_rectify` does (the steps in the module docstring).
+    Raises AnnotationError on unusable input."""
     try:
         image = coco["images"][0]
         height, width = int(image["height"]), int(image["width"])

@@ -1,4 +1,4 @@
-"""What a run leaves in its output folder, and reading it back for `--resume` (ARCHITECTURE.md §9.5).
+"""What a run leaves in its output folder, and reading it back for `--resume`.
 
 ```
 <output>/checkpoints/step-00000200/model.safetensors   weights + config (`segment --weights` loads it)

@@ -1,10 +1,10 @@
 """Random draws of the data pipeline, one independent stream per sample.
 
-The reference draws from the process-global `random` / `np.random` state, so its samples depend on worker
-scheduling and cannot be replayed (B-13). Here every sample position gets its own generator seeded from
-(run seed, position): the same position yields the same sample whatever the number of data-loader workers,
-processes or restarts, which is what makes `--resume` and `torchrun` runs reproduce a single uninterrupted
-process.
+The reference draws from the process-global `random` / `np.random` state, never seeded, so its samples
+depend on worker scheduling and cannot be replayed (docs/design.md, "reproducible sampling"). Here every
+sample position gets its own generator seeded from (run seed, position): the same position yields the same
+sample whatever the number of data-loader workers, processes or restarts, which is what makes `--resume`
+and `torchrun` runs reproduce a single uninterrupted process.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 
 class SampleRandom(Protocol):
-    """The three kinds of draw the reference's dataset makes (§6.5), in its call order."""
+    """The three kinds of draw the reference's training dataset makes, in its call order."""
 
     def choice(self, probabilities: Sequence[float]) -> int:
         """An index drawn with the given probabilities (`np.random.choice(n, p=...)`)."""

@@ -1,7 +1,8 @@
 """Page → windows → batched forward → per-patch post-processing → merge → original coordinates.
 
-The reference pipeline of ARCHITECTURE §7 and Appendix C, reproduced exactly in the resized page's frame
-(`predict_pages`), then mapped back to each page's own pixels (`segment_page`, `segment_pages`).
+The reference's sliding-window inference (its `test.py`), reproduced exactly in the resized page's frame
+(`predict_pages`), then mapped back to each page's own pixels (`segment_page`, `segment_pages`). The
+pipeline and the rules it keeps are described in docs/design.md.
 """
 
 from model.inference.forward import PatchOutputs, SegmentationModel, forward_pages

@@ -1,13 +1,15 @@
-"""Batched forward passes over the patches of one or more pages (ARCHITECTURE §7.4, Q-6, B-5, B-12).
+"""Batched forward passes over the patches of one or more pages (docs/design.md, "batch coupling").
 
 Parity mode (`isolate_batch=False`) reproduces `predict_with_dynamic_batch_size`: the patches of ONE page,
 thumbnail first, in consecutive chunks of `batch_size` (16), halving on CUDA out-of-memory. Inside a chunk
-the model zero-pads kept queries to the chunk maximum and those padded rows stay live (Q-6), so they are
-kept here as well. Isolated mode asks the model to make every image independent of its batch companions;
-padded rows are then blanked to fill rows and windows of several pages may share a forward pass.
+the model zero-pads kept queries to the chunk maximum and those padded rows stay live (docs/design.md,
+"live padding rows"), so they are kept here as well. Isolated mode asks the model to make every image
+independent of its batch companions; padded rows are then blanked to fill rows and windows of several pages
+may share a forward pass.
 
 Either way each page's patches are re-padded along the query axis to the page maximum with the reference's
-fill values (mask logits −1e10, boxes 0, class logits 0): the per-patch fallbacks of §7.5 can pick such rows.
+fill values (mask logits −1e10, boxes 0, class logits 0): the per-patch fallbacks of post-processing can
+pick such rows (docs/design.md, "reference chunking").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from model.inference.preprocess import PatchBatch
 from model.outputs import DocSAMOutput
 
-MASK_PAD_VALUE = -1e10  # pad_sequence fill of the reference for mask logits (§7.4)
+MASK_PAD_VALUE = -1e10  # pad_sequence fill of the reference for mask logits
 
 
 class SegmentationModel(Protocol):
@@ -43,7 +45,7 @@ class SegmentationModel(Protocol):
 
 @dataclass
 class PatchOutputs:
-    """Last-stage predictions of one page's patches (§7.4), float32, queries re-padded to the page maximum."""
+    """Last-stage predictions of one page's patches, float32, queries re-padded to the page maximum."""
 
     mask_logits: torch.Tensor  # (P, Q, h, w) at 1/4 of the patch
     boxes: torch.Tensor  # (P, Q, 4) xyxy in patch pixels, not clamped
@@ -62,7 +64,8 @@ def forward_pages(
     batch_size: int = 16,
     isolate_batch: bool = False,
 ) -> list[PatchOutputs]:
-    """Run the model over the patches of `pages` (all prompted with `class_names`, background last: B-12).
+    """Run the model over the patches of `pages`, every image prompted with the same `class_names`,
+    background last (docs/design.md, "one prompt list per forward").
 
     Parity mode runs page by page; isolated mode chunks the patches of all pages together.
     """
@@ -93,7 +96,7 @@ def _forward_with_backoff(
     model: SegmentationModel, batch: PatchBatch, class_names: list[str], batch_size: int, isolate: bool
 ) -> list[_PatchRows]:
     """Chunks of `batch_size`; on CUDA OOM start over with half the chunk size, like the reference, but give
-    up at 1 instead of looping forever (B-5)."""
+    up at 1 instead of looping forever (docs/design.md, "finite OOM back-off")."""
     size = min(batch_size, len(batch))
     while True:
         try:
@@ -125,7 +128,7 @@ def _forward_chunks(
 
 
 def _split_rows(output: DocSAMOutput, isolate: bool) -> list[_PatchRows]:
-    """Per-patch last-stage rows. In parity mode all of them (padded rows are live, Q-6). When the model
+    """Per-patch last-stage rows. In parity mode all of them (padded rows are live). When the model
     isolated the images, batch-padding rows are moved behind the real ones and given the reference's fill
     values: the rows an image run alone would have, plus trailing fill rows, which the selection ignores
     exactly like the fill rows of `_repad` (only their count differs, and no fallback reaches past the
@@ -149,7 +152,7 @@ def _gather_rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 
 def _repad(rows: list[_PatchRows]) -> PatchOutputs:
-    """`pad_sequence` of the reference over the patches of one page (§7.4)."""
+    """`pad_sequence` of the reference over the patches of one page."""
     queries = max(masks.shape[0] for masks, _, _, _ in rows)
     return PatchOutputs(
         mask_logits=torch.stack([_pad_queries(r[0], queries, MASK_PAD_VALUE) for r in rows]),

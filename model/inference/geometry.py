@@ -1,5 +1,5 @@
-"""Page geometry of the reference test pipeline: the page resize and the sliding windows (ARCHITECTURE §6.4,
-§7.3, §7.10, Q-15).
+"""Page geometry of the reference test pipeline: the page resize and the sliding windows (docs/design.md,
+"test-time geometry").
 
 Everything here is plain integer arithmetic on sizes; no tensors. Sizes are `(height, width)`, boxes are
 `(x1, y1, x2, y2)` with exclusive ends, as the reference's `patch_bboxes`.
@@ -20,7 +20,7 @@ class Geometry:
 
     The defaults are the reference's test settings: short side `(704 + 896) // 2 = 800` with each side capped
     at twice that (aspect ratio may change), 640×640 windows at stride 320. `keep_size=True` is the
-    "keepsize" variant (§7.10): keep the page size when its short side lies in `short_range`, otherwise scale
+    "keepsize" variant: keep the page size when its short side lies in `short_range`, otherwise scale
     it into the range; use `Geometry.keep_size_default()` for the released keepsize checkpoint's (640, 1280).
     A fixed short side `s` is `short_range=(s, s)`.
     """
@@ -41,7 +41,7 @@ class Geometry:
 
     @classmethod
     def keep_size_default(cls) -> Geometry:
-        """The settings of the reference's keepsize scripts (`SHORT_RANGE 640,1280`, §7.1)."""
+        """The settings of the reference's keepsize scripts (`SHORT_RANGE 640,1280`)."""
         return cls(short_range=(640, 1280), keep_size=True)
 
     @property
@@ -54,11 +54,11 @@ class PageLayout:
     """Where everything of one page lives.
 
     `resized` is the page after the reference resize: all reference outputs are in these coordinates.
-    `canvas` is `resized` padded at the bottom/right to at least one patch (B-15: the reference crashes when a
-    resized side is shorter than the patch; we zero-pad instead and mark the padding invalid in
-    `pixel_mask`/`image_bboxes`). With the reference rules `canvas == resized`. `windows` are the sliding
-    windows on the canvas; the thumbnail (the whole resized page squeezed to one patch) comes first in the
-    model batch and is not listed here.
+    `canvas` is `resized` padded at the bottom/right to at least one patch (docs/design.md, "padded small
+    pages": the reference crashes when a resized side is shorter than the patch; we zero-pad instead and
+    mark the padding invalid in `pixel_mask`/`image_bboxes`). With the reference rules `canvas == resized`.
+    `windows` are the sliding windows on the canvas; the thumbnail (the whole resized page squeezed to one
+    patch) comes first in the model batch and is not listed here.
     """
 
     original: Size
@@ -79,7 +79,7 @@ class PageLayout:
 
 
 def resized_size(original: Size, geometry: Geometry) -> Size:
-    """The reference's test-time `_data_resize` (§6.4) with Python's `round` (half to even)."""
+    """The reference's test-time `_data_resize` with Python's `round` (half to even)."""
     if min(original) <= 0:
         raise ValueError(f"page has an empty side: {original}")
     if geometry.keep_size:
@@ -92,7 +92,7 @@ def resized_size(original: Size, geometry: Geometry) -> Size:
 
 
 def _keep_size_resize(original: Size, short_range: Size) -> Size:
-    """Keepsize rule (§6.4): scale only when the short side leaves `short_range`, then cap each side at twice
+    """Keepsize rule: scale only when the short side leaves `short_range`, then cap each side at twice
     the new short side."""
     height, width = original
     low, high = short_range
@@ -104,7 +104,8 @@ def _keep_size_resize(original: Size, short_range: Size) -> Size:
 
 
 def window_boxes(size: Size, patch: Size, stride: Size) -> tuple[Box, ...]:
-    """`sliding_window_crop` (§7.3): row-major windows at `stride`, the last row/column snapped to the border.
+    """The reference's `sliding_window_crop`: row-major windows at `stride`, the last row/column snapped to
+    the border.
 
     Assumes `size >= patch` on both axes (the caller pads, see `PageLayout`).
     """

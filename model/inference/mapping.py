@@ -1,9 +1,9 @@
 """From the reference's frame (the resized page) back to the original page's pixels.
 
-The reference stops in resized coordinates (§7.2). We map back:
+The reference stops in resized coordinates (docs/design.md, "original-pixel coordinates"). We map back:
 
 * Boxes: scaled per axis, `x · W0/W`, `y · H0/H` (continuous pixel coordinates; the resize may change the
-  aspect ratio, Q-15).
+  aspect ratio, since each side is capped on its own).
 * Masks: nearest neighbour at pixel centres — original pixel `(y0, x0)` takes resized pixel
   `(⌊(y0 + ½)·H/H0⌋, ⌊(x0 + ½)·W/W0⌋)`. Every original pixel inherits exactly the reference decision of the
   resized pixel it falls in, so mapping the reference's own mask the same way gives IoU 1, and mapping ours

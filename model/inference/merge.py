@@ -1,4 +1,4 @@
-"""Merging the patches of a page (`predict_slide_window`, ARCHITECTURE §7.6, Q-16).
+"""Merging the patches of a page (the reference's `predict_slide_window`; docs/design.md, "patch merging").
 
 Reference semantics: thumbnail scores ×0.75; a window instance whose tight mask box comes within 4 px of
 the window border (even at the page border) ×0.5; window instances are pasted onto the page at their
@@ -33,10 +33,10 @@ from model.inference.nms import box_relations, mask_areas, mask_iou_reaches, pai
 from model.inference.postprocess import PatchDetections
 from model.inference.transfer import fetch, to_device
 
-THUMBNAIL_WEIGHT = 0.75  # whole-page patch scores (§7.6)
-BORDER_WEIGHT = 0.5  # window instances touching the border band (§7.6)
+THUMBNAIL_WEIGHT = 0.75  # multiplies the scores of the whole-page patch
+BORDER_WEIGHT = 0.5  # multiplies the scores of window instances touching the border band
 BORDER_MARGIN = 4  # px, width of that band
-MERGE_NMS_IOU = 0.5  # incremental cross-patch NMS (§7.6)
+MERGE_NMS_IOU = 0.5  # the mask NMS after every window, over everything kept so far
 
 
 @dataclass
@@ -69,7 +69,7 @@ class _PageCandidates:
 
 
 def merge_patches(detections: list[PatchDetections], layout: PageLayout) -> SlideWindowResult:
-    """§7.6 over the per-patch results of one page (thumbnail first, then `layout.windows`)."""
+    """The reference's merge of the per-patch results of one page (thumbnail first, then `layout.windows`)."""
     candidates = _page_candidates(detections, layout)
     order = visiting_order(candidates.labels, candidates.scores)
     earlier = earlier_suppressors(_cross_patch_suppression(detections, candidates, layout), ranks(order))
@@ -200,7 +200,8 @@ def _final_members(
 ) -> torch.Tensor:
     """Indices of the page's instances: the last round's output order (the page-wide visiting order), then
     stably sorted by mask area inside the resized page, largest first (`get_instance_segmentation_results`
-    crops to the page first; only windows reaching into B-15 padding need a recount)."""
+    crops to the page first; only windows reaching into the padding of a page smaller than a window need a
+    recount)."""
     in_nms_order = order[torch.argsort((~survivors[order]).to(torch.uint8), stable=True)[:count]]
     height, width = layout.resized
     areas = torch.cat(

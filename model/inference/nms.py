@@ -1,4 +1,4 @@
-"""Mask NMS of the reference (`non_max_suppression`, ARCHITECTURE §7.7), on the device.
+"""Mask NMS of the reference (`non_max_suppression`; docs/design.md, "mask NMS rule"), on the device.
 
 The reference walks the candidates of each label by descending score and, for every kept mask, computes
 box IoUs of the tight mask boxes against the rest and mask IoUs where the box IoU exceeds 0.01, one pair at
@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 from model.inference.greedy import earlier_suppressors, ranks, visiting_order, walk_to_the_end
 from model.inference.memory import chunk_elements
 
-BOX_PREFILTER_IOU = 0.01  # pairs at or below this box IoU are never compared by mask (§7.7)
+BOX_PREFILTER_IOU = 0.01  # pairs at or below this box IoU are never compared by mask
 # Pixels per CUDA product chunk. Counts of 0/1 products are exact while a partial sum fits the accumulator's
 # mantissa: 2**24 for float32; 2**20 leaves margin for tensor-core accumulators narrower than IEEE float32.
 _EXACT_CHUNK = 1 << 20
@@ -81,7 +81,7 @@ def pairwise_intersections(first: torch.Tensor, second: torch.Tensor) -> torch.T
 def box_relations(
     boxes: tuple[torch.Tensor, torch.Tensor], labels: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(compare, suppressed)` for all pairs of the two sets, from the tight boxes alone (§7.7).
+    """`(compare, suppressed)` for all pairs of the two sets, from the tight boxes alone.
 
     `compare`: same label and box IoU > 0.01, the pairs whose mask IoU decides. `suppressed`: same label and
     box IoU NaN, the pairs removed without a mask comparison.
@@ -107,7 +107,7 @@ def suppression(
     threshold: float,
     blocks: Sequence[Block],
 ) -> torch.Tensor:
-    """`(K, K)` bool: candidate a removes b when a is visited first (§7.7), for `(K, H, W)` masks with their
+    """`(K, K)` bool: candidate a removes b when a is visited first, for `(K, H, W)` masks with their
     tight `boxes` and `areas`.
 
     Mask intersections are counted inside each of `blocks` only: pass the label blocks of label-sorted
@@ -134,8 +134,8 @@ def mask_nms(
     threshold: float,
     areas: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`non_max_suppression_multiclass` (§7.7) of `(K, H, W)` boolean masks: indices of the kept candidates
-    in the reference's output order (labels ascending, then descending score). Pass `areas`
+    """The reference's `non_max_suppression_multiclass` of `(K, H, W)` boolean masks: indices of the kept
+    candidates in the reference's output order (labels ascending, then descending score). Pass `areas`
     (`mask_areas(masks)`) when they are known already.
 
     A standalone call synchronises a few times (walk bursts, the result's length); the page pipeline runs

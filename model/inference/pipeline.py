@@ -1,4 +1,4 @@
-"""One call from decoded pages to instances: ARCHITECTURE Appendix C, mapped back to original pixels."""
+"""One call from decoded pages to instances: the reference's inference, mapped back to original pixels."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ class PagePrediction:
 
 
 def prompt_names(class_names: Sequence[str], domain: str) -> list[str]:
-    """The prompts: the classes, then the background `"<domain> _background_"` last (§11, Q-10)."""
+    """The prompts: the classes, then the background `"<domain> _background_"` last (docs/design.md,
+    "background prompt last")."""
     if not class_names:
         raise ValueError("at least one class name is needed")
     return [*class_names, f"{domain} _background_"]
@@ -50,7 +51,7 @@ def predict_pages(
     isolate_batch: bool = False,
     device: torch.device | str | None = None,
 ) -> list[PagePrediction]:
-    """Appendix C for BGR uint8 pages, results in each page's resized coordinates (the reference's frame).
+    """The reference's inference of BGR uint8 pages, results in each page's resized coordinates (its frame).
 
     `isolate_batch=False` reproduces the reference bit for bit: one page per forward group, thumbnail first,
     chunks of `batch_size`. `isolate_batch=True` lets windows of all `pages` share forward passes (the model

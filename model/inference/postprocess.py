@@ -1,4 +1,5 @@
-"""Per-patch post-processing (`post_process_instance_segmentation`, ARCHITECTURE §7.5, Q-10, Q-16).
+"""Per-patch post-processing (the reference's `post_process_instance_segmentation`; docs/design.md, "patch
+scoring").
 
 Per patch: class score = softmax over ALL prompt columns, max over the non-background ones; keep queries
 scoring ≥ 0.01 (else query 0) whose 1/4-resolution mask has a pixel with σ > 0.5 (else the first kept one);
@@ -29,13 +30,14 @@ from model.inference.memory import chunk_elements
 from model.inference.nms import Block, mask_areas, suppression, tight_boxes
 from model.inference.transfer import fetch
 
-SCORE_THRESHOLD = 0.01  # threshold_prob (§7.5)
-PATCH_NMS_IOU = 0.25  # threshold_nms inside one patch (§7.5)
+SCORE_THRESHOLD = 0.01  # the reference's threshold_prob: the class score a query needs to be kept
+PATCH_NMS_IOU = 0.25  # the reference's threshold_nms: the mask NMS inside one patch
 
 
 @dataclass
 class PatchDetections:
-    """One patch's instances after §7.5, in the reference's order (labels ascending, scores descending).
+    """One patch's instances after post-processing, in the reference's order (labels ascending, scores
+    descending).
 
     Coordinates are the patch's target frame: the resized page for the thumbnail, the window otherwise.
     """
@@ -64,12 +66,14 @@ class PatchDetections:
 
 
 def class_scores(class_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score and 0-based label per query: softmax over all columns, max over all but the background (Q-10)."""
+    """Score and 0-based label per query: softmax over all columns, max over all but the background (the
+    last column, docs/design.md, "background prompt last")."""
     return class_logits.softmax(dim=-1)[..., :-1].max(dim=-1)
 
 
 def select_queries(outputs: PatchOutputs) -> torch.Tensor:
-    """`(P, Q)` boolean: the queries §7.5 keeps in each patch, with both fallbacks, without host syncs."""
+    """`(P, Q)` boolean: the queries the reference keeps in each patch, with both fallbacks (query 0 when
+    none scores enough, the first kept one when no mask is left), without host syncs."""
     scores, _ = class_scores(outputs.class_logits)
     first_query = torch.zeros(scores.shape[0], dtype=torch.int64, device=scores.device)
     confident = _or_first(scores >= SCORE_THRESHOLD, first_query)
@@ -87,8 +91,8 @@ def _or_first(keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
 
 
 def postprocess_patches(outputs: PatchOutputs, layout: PageLayout) -> list[PatchDetections]:
-    """§7.5 for every patch of a page; patch 0 is the thumbnail. Two host transfers per page (plus one per
-    extra walk burst in the rare page whose NMS walks need more than one)."""
+    """Post-processing of every patch of a page; patch 0 is the thumbnail. Two host transfers per page (plus
+    one per extra walk burst in the rare page whose NMS walks need more than one)."""
     selected = select_queries(outputs)
     scores, labels = class_scores(outputs.class_logits)
     classes = outputs.class_logits.shape[-1] - 1
@@ -166,8 +170,9 @@ def patch_candidates(
     target: Size,
     patch_size: Size,
 ) -> PatchDetections:
-    """Steps 3-6 of §7.5 for the selected `rows` of one patch, before the NMS. `classes` are the
-    `class_scores` of all patches' queries (computed once, so that labels agree with the label grouping)."""
+    """Masks, scores, boxes and semantic maps of the selected `rows` of one patch, before the NMS. `classes`
+    are the `class_scores` of all patches' queries (computed once, so that labels agree with the label
+    grouping)."""
     masks, areas, mask_scores, boxes = upsample_masks(outputs.mask_logits[patch, rows], target)
     scores, labels = (values[patch, rows] for values in classes)
     semantic = _upsample(outputs.semantic_logits[patch], target).sigmoid() > 0.5

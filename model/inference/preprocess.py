@@ -1,7 +1,7 @@
-"""Page → model inputs: the test-time resize and the thumbnail + window patches (ARCHITECTURE §7.2, §7.3).
+"""Page → model inputs: the reference's test-time resize and its thumbnail + window patches.
 
-Input pixels stay BGR in 0..255, never normalised (Q-1). Both resizes use `area` interpolation, which is
-adaptive average pooling also when enlarging (Q-15).
+Input pixels stay BGR in 0..255, never normalised (docs/design.md, "raw BGR pixels"). Both resizes use
+`area` interpolation, which is adaptive average pooling also when enlarging ("test-time geometry").
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from model.inference.transfer import to_device
 
 @dataclass
 class PatchBatch:
-    """The model inputs of one page: the thumbnail first, then the windows in row-major order (§7.3)."""
+    """The model inputs of one page: the thumbnail first, then the windows in row-major order."""
 
     pixel_values: torch.Tensor  # (P, 3, ph, pw) float32, BGR 0..255
     pixel_mask: torch.Tensor  # (P, 1, ph, pw) float32, 1 = page pixel
@@ -47,11 +47,12 @@ def area_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def make_patches(page: np.ndarray, layout: PageLayout, device: torch.device | str = "cpu") -> PatchBatch:
-    """Resize the page (§7.2) and cut it like `sliding_window_crop` (§7.3).
+    """Resize the page and cut it like the reference's `sliding_window_crop`.
 
     Patch 0 is the resized page area-resized to one patch (aspect distorted). With a canvas larger than the
-    resized page (B-15) the windows see zero pixels there, with `pixel_mask` 0 and `image_bboxes` shrunk to
-    the page part, the padding convention of the reference's training collation (§6.6).
+    resized page (docs/design.md, "padded small pages") the windows see zero pixels there, with `pixel_mask`
+    0 and `image_bboxes` shrunk to the page part, the padding convention of the reference's training
+    collation.
     """
     if (page.shape[0], page.shape[1]) != layout.original:
         raise ValueError(f"page is {page.shape[:2]}, layout expects {layout.original}")
