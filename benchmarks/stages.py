@@ -19,7 +19,8 @@ from torch import nn
 
 from benchmarks.common import CLASS_NAMES, DOMAIN
 from docsam_cli.precision import network_autocast
-from docsam_cli.writers.page_outputs import FORMATS, OutputSettings, PageSource, PageWriter
+from docsam_cli.writers.formats import FORMATS
+from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
 from model.inference import (
     Geometry,
     forward_pages,

@@ -9,7 +9,7 @@ from model.layers import conv_norm, mlp3
 
 
 class MaskPredictor(nn.Module):
-    """logits[n, k, y, x] = ⟨MLP(query[n, k]), CNN(pixels)[n, :, y, x]⟩ — no bias, no scale (§3.10)."""
+    """logits[n, k, y, x] = ⟨MLP(query[n, k]), CNN(pixels)[n, :, y, x]⟩ — no bias, no scale."""
 
     def __init__(self, width: int) -> None:
         super().__init__()

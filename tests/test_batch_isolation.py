@@ -1,7 +1,7 @@
 """Whether an image's result depends on the other images of its forward batch (README: "Batches").
 
-The reference zero-pads kept queries to the batch maximum and those padding rows stay live (quirk Q-6), so
-results depend on batch companions; `isolate_batch=True` removes that coupling.
+The reference zero-pads kept queries to the batch maximum and those padding rows stay live (docs/design.md,
+"live padding rows"), so results depend on batch companions; `isolate_batch=True` removes that coupling.
 """
 
 from __future__ import annotations

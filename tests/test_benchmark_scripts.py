@@ -1,0 +1,17 @@
+"""Every benchmark script imports: they are run by hand and on the GPU machine, not by the test suite, so a
+renamed import would otherwise only show there."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted(path.stem for path in (Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", [name for name in BENCHMARKS if name != "__init__"])
+def test_benchmark_module_imports(name: str) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert module.__doc__, f"benchmarks/{name}.py says what it measures"
