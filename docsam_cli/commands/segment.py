@@ -103,7 +103,7 @@ Domain = Annotated[
     str | None,
     typer.Option(
         help="Domain, the first word(s) of the background prompt 'DOMAIN _background_' "
-        "(default: the preset's).",
+        "(default: the preset's; none with --classes).",
         rich_help_panel=CLASSES,
     ),
 ]

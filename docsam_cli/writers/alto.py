@@ -31,7 +31,7 @@ from lxml import etree
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.names import output_text
-from docsam_cli.writers.alto_map import TEXT_BLOCK, AltoKind, alto_kind
+from docsam_cli.writers.alto_map import DOCSAM_CLASS, TEXT_BLOCK, AltoKind, alto_kind
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE
@@ -92,7 +92,7 @@ def alto_string(
                 ID=_tag_id(kind, label),
                 TYPE="line type" if line else "block type",
                 LABEL=kind.label,
-                DESCRIPTION=f"docsam class {shapes.class_names[label]}",
+                DESCRIPTION=DOCSAM_CLASS + shapes.class_names[label],
             )
     if layout.ordered:
         group = _child(_child(root, "ReadingOrder"), "OrderedGroup", ID="ro1")

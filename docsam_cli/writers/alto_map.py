@@ -35,6 +35,7 @@ from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
 TEXT_BLOCK = "TextBlock"
 ALTO_ELEMENTS = (TEXT_BLOCK, "Illustration", "GraphicalElement", "ComposedBlock", TEXT_LINE)
 ALTO_MAP_SYNTAX = MapSyntax("ALTO map", "label")
+DOCSAM_CLASS = "docsam class "  # a tag's DESCRIPTION: the docsam class behind its SegmOnto LABEL
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ A page's record:
     {"input": "scans/a.pdf", "page": 3, "page_id": "a_p0003", "width": 1654, "height": 2339,
      "instances": [{"class": "table", "label": 1, "score": 0.9731, "box": [x1, y1, x2, y2],
                     "area": 51234, "polygons": [[[x, y], ...], ...]}, ...],
-     "outputs": {"page": "out/a_p0003.xml", ...}, "timing": {"decode_s": 0.12, "model_s": 1.9}}
+     "outputs": {"page": "out/page/a_p0003.xml", ...}, "timing": {"model_s": 1.9, "write_s": 0.12}}
 
 `page` is null for a single image. Boxes are the model's boxes with sorted corners clipped to the page
 (see `boxes`); `area` is the mask's pixel count; `polygons` are the mask's parts, largest first, as

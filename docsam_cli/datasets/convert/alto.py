@@ -2,9 +2,10 @@
 
 Class names come from the `TAGREFS` of a block: the first referenced tag whose `TYPE` is absent or a
 layout kind ("type", "region", "block", ...) gives its `LABEL` (SegmOnto labels as eScriptorium and
-kraken write them; language, split and other tags are ignored). Untagged blocks are named after their
-element: `TextBlock` → "text", `Illustration` → "illustration", `GraphicalElement` → "graphic";
-untagged `ComposedBlock`s are only containers. Lines are "text line" and `String`s "word" unless tagged.
+kraken write them; language, split and other tags are ignored), or the docsam class that docsam's own ALTO
+output names in the tag's `DESCRIPTION` ("docsam class table"), so that output reads back with its classes.
+Untagged blocks are named after their element: `TextBlock` → "text", `Illustration` → "illustration",
+`GraphicalElement` → "graphic"; untagged `ComposedBlock`s are only containers. Lines are "text line" and `String`s "word" unless tagged.
 
 Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
 from the `Page` WIDTH/HEIGHT onto the image.
@@ -23,6 +24,7 @@ from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.writers.alto_map import DOCSAM_CLASS
 
 BLOCK_NAMES = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
 _LAYOUT_TAG_TYPES = frozenset(
@@ -118,7 +120,12 @@ def _tags(document: etree._Element) -> dict[str, tuple[str, str]]:
     found = {}
     for tag in tags:
         if local(tag) in _TAG_ELEMENTS and tag.get("ID") and tag.get("LABEL"):
-            found[tag.get("ID")] = (tag.get("LABEL").strip(), (tag.get("TYPE") or "").strip().lower())
+            description = (tag.get("DESCRIPTION") or "").strip()
+            label = description.removeprefix(DOCSAM_CLASS) if description.startswith(DOCSAM_CLASS) else ""
+            found[tag.get("ID")] = (
+                label or tag.get("LABEL").strip(),
+                (tag.get("TYPE") or "").strip().lower(),
+            )
     return found
 
 
