@@ -5,7 +5,8 @@ layout kind ("type", "region", "block", ...) gives its `LABEL` (SegmOnto labels 
 kraken write them; language, split and other tags are ignored), or the docsam class that docsam's own ALTO
 output names in the tag's `DESCRIPTION` ("docsam class table"), so that output reads back with its classes.
 Untagged blocks are named after their element: `TextBlock` → "text", `Illustration` → "illustration",
-`GraphicalElement` → "graphic"; untagged `ComposedBlock`s are only containers. Lines are "text line" and `String`s "word" unless tagged.
+`GraphicalElement` → "graphic"; untagged `ComposedBlock`s are only containers. Lines are "text line" and
+`String`s "word" unless tagged.
 
 Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
 from the `Page` WIDTH/HEIGHT onto the image.
