@@ -353,6 +353,10 @@ class SegmentRun:
                 if _os_path(error):
                     reason += f" ({display_path(_os_path(error))})"
                 self._fail(index, InputError(page.source, reason, page.page), page.page_id)
+            except Exception as error:  # like a model failure: this page fails, the batch goes on
+                logger.debug("writing failed", exc_info=True)
+                reason = f"cannot write its outputs: {type(error).__name__}: {error}"
+                self._fail(index, InputError(page.source, reason, page.page), page.page_id)
 
     def _write(self, index: int, page: Page, instances: PageInstances, model_seconds: float) -> None:
         started = time.perf_counter()

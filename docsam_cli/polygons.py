@@ -186,11 +186,13 @@ def _thickened(points: np.ndarray, width: int, height: int) -> np.ndarray | None
     return None
 
 
-def _simplified_keeping_validity(ring: np.ndarray, epsilon: float) -> np.ndarray:
+def _simplified_keeping_validity(ring: np.ndarray, epsilon: float) -> np.ndarray | None:
     """The ring simplified by shapely's topology-preserving simplifier: a valid ring stays valid, and its
-    points are a subset of the ring's (integers stay integers)."""
+    points are a subset of the ring's (integers stay integers). None for fewer than 3 points (no ring)."""
     import shapely
 
+    if len(ring) < 3:
+        return None
     simplified = shapely.simplify(shapely.polygons(ring.astype(np.float64)), epsilon, preserve_topology=True)
     return np.asarray(shapely.get_exterior_ring(simplified).coords, dtype=np.int32)[:-1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -161,3 +162,32 @@ def test_missing_zoo_weights_name_the_download_command(tmp_path, monkeypatch, re
     code, _, stderr = run_segment("docsam-base", tmp_path, str(reference_fixtures / "tiny-e2e-page.png"))
     assert code == 2  # nothing was processed
     assert "docsam download-weights docsam-base" in stderr
+
+
+def test_a_page_whose_outputs_cannot_be_written_fails_alone(
+    tmp_path, tiny_weights, reference_fixtures, monkeypatch
+):
+    """An unexpected error while writing one page's outputs fails that page (one line naming it, no record,
+    so a rerun does it again), not the batch."""
+    from docsam_cli.writers import page_outputs
+
+    write = page_outputs.PageWriter.write
+
+    def failing_for_b(self, source, instances, timing):
+        if source.page_id == "b":
+            raise ValueError("no ring")
+        return write(self, source, instances, timing)
+
+    monkeypatch.setattr(page_outputs.PageWriter, "write", failing_for_b)
+    for name in ("a", "b", "c"):
+        shutil.copy(reference_fixtures / "tiny-e2e-page.png", tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    code, records, stderr = run_segment(tiny_weights, out, *(str(tmp_path / f"{n}.png") for n in "abc"))
+    assert code == 1
+    assert [r["page_id"] for r in records if "error" not in r] == ["a", "c"]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "b.png" in errors[0] and "ValueError: no ring" in errors[0], stderr
+    monkeypatch.setattr(page_outputs.PageWriter, "write", write)
+    code, records, _ = run_segment(tiny_weights, out, *(str(tmp_path / f"{n}.png") for n in "abc"))
+    assert code == 0
+    assert {r["page_id"]: r.get("skipped", False) for r in records} == {"a": True, "b": False, "c": True}

@@ -191,6 +191,23 @@ def test_adversarial_masks_give_only_valid_polygons_and_keep_valid_ones_unchange
     assert repaired > 20 and kept > 40  # the generator exercises both paths
 
 
+def test_small_windows_of_a_page_give_valid_polygons_even_one_pixel_high():
+    """Masks are traced in their box's window of the page: every mask of 1 to 5 rows and columns (a row
+    of separate specks and short runs among them), anywhere in a page as large or slightly larger, gives
+    only valid polygons inside the page, at least one when the mask has a pixel and the page room for a
+    polygon (a page one pixel high or wide has none; a PDF page rendered at a very low --dpi can be)."""
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        height, width = (int(side) for side in rng.integers(1, 6, 2))
+        page_height, page_width = height + int(rng.integers(0, 3)), width + int(rng.integers(0, 3))
+        x, y = int(rng.integers(0, page_width - width + 1)), int(rng.integers(0, page_height - height + 1))
+        mask = rng.random((height, width)) < rng.random()
+        polygons = mask_polygons(mask, origin=(x, y), page_size=(page_width, page_height))
+        for polygon in polygons:
+            assert_valid(polygon, page_height, page_width)
+        assert bool(polygons) == (mask.any() and min(page_height, page_width) > 1), mask.astype(int)
+
+
 def test_a_window_of_the_page_traces_like_the_whole_page():
     rng = np.random.default_rng(3)
     page = np.zeros((70, 90), bool)
