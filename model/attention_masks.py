@@ -70,7 +70,7 @@ def attention_allowed(
 
 class _Workspace:
     """Buffers reused for every image: the gathered rows, the filtered map and scratch, (K, h, w) each, and
-    the filtered map with replicated borders for the sampled levels."""
+    a bordered buffer for the radius-2 map that the sampled levels read."""
 
     def __init__(self, like: torch.Tensor, queries: int) -> None:
         height, width = like.shape[-2:]
@@ -81,20 +81,25 @@ class _Workspace:
         """Scratch space shaped like `x` (free between the steps of `_level_logits`)."""
         return self.scratch.view(-1)[: x.numel()].view(x.shape)
 
-    def replicate_borders(self, x: torch.Tensor, border: int) -> torch.Tensor:
-        """x (K, h, w) with `border` pixels of replicated edge on every side: indexing it is indexing x with
-        positions clamped into the map."""
+    def bordered(self, x: torch.Tensor, border: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A buffer shaped like x (K, h, w) with `border` more pixels on every side, and its interior: write a
+        map into the interior, then `replicate_borders`."""
         queries, height, width = x.shape
         shape = (queries, height + 2 * border, width + 2 * border)
         if self._padded is None or self._padded.shape != shape:
             self._padded = x.new_empty(shape)
-        padded = self._padded
-        padded[:, border : border + height, border : border + width] = x
-        padded[:, :border, border : border + width] = x[:, :1]
-        padded[:, border + height :, border : border + width] = x[:, -1:]
+        return self._padded, self._padded[:, border : border + height, border : border + width]
+
+    @staticmethod
+    def replicate_borders(padded: torch.Tensor, border: int) -> None:
+        """Fill the border of a `bordered` buffer with its interior's edges: indexing it is then indexing the
+        interior with positions clamped into the map."""
+        height, width = padded.shape[1] - 2 * border, padded.shape[2] - 2 * border
+        padded[:, :border, border : border + width] = padded[:, border : border + 1, border : border + width]
+        bottom = border + height
+        padded[:, bottom:, border : border + width] = padded[:, bottom - 1 : bottom, border : border + width]
         padded[:, :, :border] = padded[:, :, border : border + 1]
         padded[:, :, border + width :] = padded[:, :, border + width - 1 : border + width]
-        return padded
 
 
 def _level_logits(
@@ -116,9 +121,15 @@ def _level_logits(
             coarser.append((level, (level_height, level_width), radius, sampled))
     if not coarser:
         return
-    _spread(_spread(filtered, 1, 1, out=scratch), 1, 2, out=filtered)  # radius 2
     border = max((radius for _, _, radius, sampled in coarser if sampled and radius > 2), default=0)
-    padded = workspace.replicate_borders(filtered, border) if border else None
+    padded = None
+    if border:  # the radius-2 map goes straight into a bordered buffer
+        padded, interior = workspace.bordered(filtered, border)
+        _spread(_spread(filtered, 1, 1, out=scratch), 1, 2, out=interior)  # radius 2
+        workspace.replicate_borders(padded, border)
+        filtered = interior
+    else:
+        _spread(_spread(filtered, 1, 1, out=scratch), 1, 2, out=filtered)  # radius 2
     for level, size, radius, sampled in coarser:
         if not sampled:
             dilated = _max_pool(maps[:, None], radius)[:, 0]

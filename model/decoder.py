@@ -14,7 +14,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from model.attention import MemoryLevel, PackedAttention
 from model.attention_masks import attention_allowed
@@ -23,6 +22,7 @@ from model.heads import ClassPredictor, MaskPredictor
 from model.layers import LearnablePositionEmbedding2d, conv1x1, mlp3, resize_bilinear
 from model.outputs import StageOutput
 from model.query_selection import gather_rows, select_queries
+from model.roi_align import TokenMap, roi_align_tokens
 
 
 def memory_levels(config: DocSAMConfig) -> int:
@@ -184,8 +184,9 @@ class DecoderContext(NamedTuple):
     """What every stage reads: computed once per forward pass from the pixel-level features."""
 
     memories: list[MemoryLevel]  # coarsest level first
-    level_maps: list[torch.Tensor]  # (N, D, H_l, W_l) = memory values as maps: what RoIAlign pools
-    mask_position: torch.Tensor  # (N, D, h, w): position features of the stride-4 map ("Pm")
+    # What RoIAlign pools: the memory values of every level (strides 32, 16, 8, 4), then the position
+    # features of the stride-4 map ("Pm").
+    box_maps: list[TokenMap]
     semantic_pixels: torch.Tensor  # (N, D, h, w): pixel side of the semantic mask head
     instance_pixels: torch.Tensor  # (N, D, h, w): pixel side of the instance mask head
     semantic_position: torch.Tensor  # (N, 1, D): shared by every semantic query
@@ -272,12 +273,11 @@ class QueryDecoder(nn.Module):
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
         mask_position = self.position_embed_2dim(batch, height, width, regions, self.mask_position_conv[0])
         image_position = self.position_embed_2dim(batch, height, width, regions, self.image_position_conv[0])
-        memories, level_maps = [], []
+        memories = []
         for level in levels:
             size = tuple(level.shape[-2:])
             level_position = resize_bilinear(image_position, size)
             values = level + level_position
-            level_maps.append(values)
             memories.append(
                 MemoryLevel(
                     keys=_tokens(values + level_position),
@@ -287,10 +287,15 @@ class QueryDecoder(nn.Module):
                 )
             )
         pixels = mask_features + mask_position
+        finest = len(memories) - 1
+        box_maps = [
+            TokenMap(memory.values, memory.size, 1 / (4 * 2 ** (finest - level)))  # strides 32, 16, 8, 4
+            for level, memory in enumerate(memories)
+        ]
+        box_maps.append(TokenMap(_tokens(mask_position), (height, width), 0.25))
         return DecoderContext(
             memories=memories,
-            level_maps=level_maps,
-            mask_position=mask_position,
+            box_maps=box_maps,
             semantic_pixels=self.semantic_mask_predictor.encode_pixels(pixels),
             # The reference adds the mask position a second time on the instance side.
             instance_pixels=self.instance_mask_predictor.encode_pixels(pixels + mask_position),
@@ -328,21 +333,14 @@ class QueryDecoder(nn.Module):
         batch, count = boxes.shape[:2]
         image = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)[:, None, None]
         rois = torch.cat([image.expand(-1, count, 1), boxes], -1).flatten(0, 1)
-        finest = len(context.level_maps) - 1
-        pooled = []
-        levels = zip(self.bbox_feat_projection, context.level_maps, strict=True)
-        for level, (projection, level_map) in enumerate(levels):
-            scale = 1 / (4 * 2 ** (finest - level))  # strides 32, 16, 8, 4
-            pooled.append(projection(self._roi_align(level_map, rois, scale)))
-        fused = self.multiscale_feat_fusion(torch.cat(pooled, -1)).view(batch, count, -1)
-        position = self.instance_posi_feat_projection(self._roi_align(context.mask_position, rois, 0.25))
+        *levels, position = roi_align_tokens(context.box_maps, rois, self.config.roi_size)
+        projected = [
+            _project_pooled(projection, level)
+            for projection, level in zip(self.bbox_feat_projection, levels, strict=True)
+        ]
+        fused = self.multiscale_feat_fusion(torch.cat(projected, -1)).view(batch, count, -1)
+        position = _project_pooled(self.instance_posi_feat_projection, position)
         return 0.5 * instances + 0.5 * fused, position.view(batch, count, -1)
-
-    def _roi_align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
-        """(R, 5) rois on (N, C, H, W) → (R, C·roi²) flattened in (c, y, x) order."""
-        size = self.config.roi_size
-        pooled = roi_align(feature, rois, size, spatial_scale=scale, sampling_ratio=-1, aligned=False)
-        return pooled.flatten(1)
 
     def attention_masks(
         self,
@@ -384,6 +382,17 @@ class QueryDecoder(nn.Module):
             padding_mask=padding,
             kept_index=kept_index,
         )
+
+
+def _project_pooled(projection: nn.Sequential, pooled: torch.Tensor) -> torch.Tensor:
+    """A box-feature MLP (`mlp3`) on pooled features (R, bins, C), whose first layer reads them in the
+    reference's (channel, y, x) order: its weight's columns are reordered to the pooled (y, x, channel) order
+    instead, a far smaller copy than transposing the features."""
+    first = projection[0][0]
+    channels = pooled.shape[-1]
+    weight = first.weight.unflatten(1, (channels, -1)).transpose(1, 2).flatten(1)
+    hidden = projection[0][1:](F.linear(pooled.flatten(1), weight, first.bias))
+    return projection[1:](hidden)
 
 
 def _tokens(level: torch.Tensor) -> torch.Tensor:
