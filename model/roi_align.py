@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 MAX_SAMPLES = 1 << 24  # per level and call: 64 Mi table rows with their weights, about 0.8 GB
+# Samples per bin side are counted up to this many: a box reaching it exceeds MAX_SAMPLES on its own, and the
+# int64 sums of the counts cannot overflow.
+_GRID_CAP = 1 << 12
 
 
 class TokenMap(NamedTuple):
@@ -80,10 +83,11 @@ def _grid(rois: torch.Tensor, scale: float, output_size: int) -> _Grid:
     x1, y1, x2, y2 = (rois[:, index] * scale for index in range(1, 5))
     width = (x2 - x1).clamp(min=1.0)
     height = (y2 - y1).clamp(min=1.0)
-    columns = torch.ceil(width / output_size)
-    rows = torch.ceil(height / output_size)
     # Non-finite boxes are sent to torchvision; keep their counts harmless meanwhile.
-    columns, rows = (torch.nan_to_num(c, nan=1.0, posinf=1.0).long() for c in (columns, rows))
+    columns, rows = (
+        torch.nan_to_num(torch.ceil(side / output_size), nan=1.0).clamp(max=_GRID_CAP).long()
+        for side in (width, height)
+    )
     return _Grid(x1, y1, width / output_size, height / output_size, columns, rows)
 
 

@@ -77,6 +77,17 @@ def test_unusual_calls_go_to_torchvision(monkeypatch, case):
     torch.testing.assert_close(pooled, channels_last(expected))
 
 
+def test_a_box_far_larger_than_the_map_goes_to_torchvision(monkeypatch):
+    """Its sample count is capped, not overflowed: it cannot sneak under MAX_SAMPLES."""
+    feature = torch.randn(1, 4, 9, 9)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 8.0, 8.0], [0.0, -1e30, -1e30, 1e30, 1e30]])
+    monkeypatch.setattr(roi_module, "_samples", lambda *a: pytest.fail("sampled on the table"))
+    handed_over = []
+    monkeypatch.setattr(roi_module, "_torchvision", lambda m, r, size: handed_over.append(r) or r)
+    roi_align_tokens([token_map(feature, 0.25)], rois, 7)
+    assert len(handed_over) == 1
+
+
 def test_boxes_that_are_not_finite_fail_as_in_torchvision(monkeypatch):
     """The reference cannot pool a NaN box either; no garbage index reaches the table."""
     feature = torch.randn(1, 4, 9, 9)
