@@ -13,7 +13,7 @@ import torch
 from docsam_cli.errors import InputError
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
 from docsam_cli.precision import PRECISIONS, network_autocast, precision_dtype
-from docsam_cli.runtime import pick_device
+from docsam_cli.runtime import keep_freed_memory, pick_device
 from model import DocSAM, DocSAMConfig, load_model, variant_config
 from model.inference import Geometry, segment_pages
 from model.instances import PageInstances
@@ -36,7 +36,9 @@ def model_label(args: argparse.Namespace) -> str:
 
 
 def build_model(args: argparse.Namespace) -> tuple[DocSAM, torch.device]:
-    """The model the arguments name, in eval mode on their device (random weights unless --weights)."""
+    """The model the arguments name, in eval mode on their device (random weights unless --weights), in a
+    process set up as `docsam` sets up its own."""
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

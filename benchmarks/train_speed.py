@@ -20,6 +20,7 @@ import time
 import torch
 
 from docsam_cli.precision import PRECISIONS, precision_dtype
+from docsam_cli.runtime import keep_freed_memory
 from docsam_cli.training.data import TrainingBatch
 from docsam_cli.training.settings import Regularisation
 from docsam_cli.training.trainer import forward_loss, trainable_parameters
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     args = parser.parse_args()
 
+    keep_freed_memory()  # as `docsam train` does
     torch.manual_seed(0)
     device = torch.device(args.device)
     precision_dtype(args.precision, device)  # fp16 needs CUDA: fail before building the model

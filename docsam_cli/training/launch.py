@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from docsam_cli.distributed import setup, teardown
+from docsam_cli.runtime import keep_freed_memory
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
@@ -62,6 +63,7 @@ def resume_point(plan: RunPlan) -> Path | None:
 
 def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     """Train (every process of a torchrun launch calls this); returns the final weights' path."""
+    keep_freed_memory()
     distributed = setup(plan.device)
     try:
         data = training_data(plan)
