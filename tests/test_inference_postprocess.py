@@ -99,3 +99,24 @@ def test_a_patch_walk_that_needs_a_second_burst_continues(monkeypatch):
     assert len(transfers) == 3  # label counts, an unsettled walk, the settled walk
     assert [len(patch) for patch in found] == [2, 2, 2]
     _assert_as_reference(found, reference_postprocess(outputs, LAYOUT))
+
+
+@pytest.mark.parametrize("leaders", [1, 2, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_nms_in_two_parts_matches_the_reference_loop(monkeypatch, seed, leaders):
+    """With few leaders per label, most candidates are decided in the NMS's second part (left over after
+    the leaders' kept ones): the result is still the reference's."""
+    monkeypatch.setattr(postprocess, "NMS_LEADERS", leaders)
+    transfers = []
+    monkeypatch.setattr(postprocess, "fetch", lambda *args: transfers.append(len(args)) or fetch(*args))
+    outputs = random_outputs(seed)
+    _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))
+    if leaders == 1:  # then the second part runs: label counts, leaders' walk with what is left, the rest's
+        assert len(transfers) >= 3
+
+
+@pytest.mark.parametrize("case", ["one label", "tied duplicates", "nearly empty masks", "fill rows"])
+def test_the_nms_in_two_parts_on_adversarial_outputs(monkeypatch, case):
+    monkeypatch.setattr(postprocess, "NMS_LEADERS", 2)
+    outputs = _adversarial(case)
+    _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))

@@ -2,7 +2,8 @@
 
 On CUDA every such read is a synchronisation; here (CPU) a torch function mode sees the calls that would
 be one: `.cpu()`, `.item()`, `.tolist()`, `bool(tensor)`, `nonzero`, boolean-mask indexing, ... The
-pipeline's budget per page: two transfers in post-processing (candidate counts; survivors and walk state),
+pipeline's budget per page: two transfers in post-processing (candidate counts; survivors and walk state;
+a third when a label has more candidates than the NMS's leaders and some are left over for its second part),
 one in the merge (instances per patch and walk state), and in the mapping one `nonzero` plus two transfers
 (RLE change positions; boxes, scores and labels).
 """

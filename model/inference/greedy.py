@@ -67,6 +67,13 @@ class Walk:
             undecided &= ~(roots | _reached(roots, earlier))
         return Walk(kept=kept, undecided=undecided)
 
+    def admit(self, newcomers: torch.Tensor, earlier: torch.Tensor) -> Walk:
+        """This walk extended to `newcomers` (`(..., K)` bool), which no candidate of the walk may follow in
+        the visiting order (within one label, for label-blocked relations): those its kept candidates
+        suppress are dropped, the others join undecided. On a settled walk that is exactly where a walk
+        over both sets stands once it has passed the walk's own candidates, so walking on finishes it."""
+        return Walk(kept=self.kept, undecided=self.undecided | (newcomers & ~_reached(self.kept, earlier)))
+
     def settled(self) -> torch.Tensor:
         """0-dim bool on the device: every walk has decided every candidate."""
         return ~self.undecided.any()

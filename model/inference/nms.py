@@ -3,8 +3,9 @@
 The reference walks the candidates of each label by descending score and, for every kept mask, computes
 box IoUs of the tight mask boxes against the rest and mask IoUs where the box IoU exceeds 0.01, one pair at
 a time, with a host sync per step. Whether one candidate suppresses another does not depend on the walk, so
-here the whole suppression relation is built at once with matrix products over flattened masks (exact
-integer counts), and the walk itself runs on the device too (`greedy`).
+here the suppression relation is built with matrix products over flattened masks (exact integer counts),
+for all pairs at once or for the pairs the caller names, and the walk itself runs on the device too
+(`greedy`).
 
 Suppression of `b` by a kept `a` of the same label, exactly as the reference decides it:
 `(box_iou > 0.01 and mask_iou >= threshold) or box_iou is NaN`. The NaN case (both tight boxes have zero
@@ -27,7 +28,7 @@ BOX_PREFILTER_IOU = 0.01  # pairs at or below this box IoU are never compared by
 # mantissa: 2**24 for float32; 2**20 leaves margin for tensor-core accumulators narrower than IEEE float32.
 _EXACT_CHUNK = 1 << 20
 
-Block = tuple[int, int]  # [start, end) rows of one label in a label-sorted candidate list
+Candidates = slice | torch.Tensor  # some candidates: a range of them, or a vector of their indices
 
 
 def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -105,26 +106,38 @@ def suppression(
     boxes: torch.Tensor,
     areas: torch.Tensor,
     threshold: float,
-    blocks: Sequence[Block],
+    pairs: Sequence[tuple[Candidates, Candidates]],
 ) -> torch.Tensor:
     """`(K, K)` bool: candidate a removes b when a is visited first, for `(K, H, W)` masks with their
     tight `boxes` and `areas`.
 
-    Mask intersections are counted inside each of `blocks` only: pass the label blocks of label-sorted
-    candidates (pairs of different labels never suppress), or one block over everything.
+    Mask intersections are counted only between the rows and the columns of each of `pairs` (the relation
+    is symmetric and filled both ways); every other pair is decided by its boxes alone. Pass the label
+    blocks of label-sorted candidates as `(block, block)` (pairs of different labels never suppress), or
+    one block over everything, or fewer pairs where the caller knows the rest cannot matter.
     """
     compare, suppresses = box_relations((boxes, boxes), (labels, labels))
     flat = masks.flatten(1)
-    for start, end in blocks:
-        if end - start < 2:
+    for rows, columns in pairs:
+        first = flat[rows]
+        second = first if columns is rows else flat[columns]
+        if first.shape[0] == 0 or second.shape[0] == 0:
             continue
-        block = slice(start, end)
-        members = flat[block]
+        index = _grid(rows, columns)
         reached = mask_iou_reaches(
-            pairwise_intersections(members, members), (areas[block], areas[block]), threshold
+            pairwise_intersections(first, second), (areas[rows], areas[columns]), threshold
         )
-        suppresses[block, block] |= compare[block, block] & reached
+        found = compare[index] & reached
+        suppresses[index] |= found
+        suppresses[_grid(columns, rows)] |= found.T
     return suppresses
+
+
+def _grid(rows: Candidates, columns: Candidates) -> tuple[Candidates | torch.Tensor, ...]:
+    """The index of the `rows` × `columns` sub-matrix (a range or an index vector on each axis)."""
+    if isinstance(rows, torch.Tensor) and isinstance(columns, torch.Tensor):
+        return rows[:, None], columns[None, :]
+    return rows, columns
 
 
 def mask_nms(
@@ -142,7 +155,8 @@ def mask_nms(
     the same relation and walk batched over all patches (`postprocess`).
     """
     areas = mask_areas(masks) if areas is None else areas
-    relation = suppression(masks, labels, tight_boxes(masks), areas, threshold, [(0, masks.shape[0])])
+    everything = slice(0, masks.shape[0])
+    relation = suppression(masks, labels, tight_boxes(masks), areas, threshold, [(everything, everything)])
     order = visiting_order(labels, scores)
     alive = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
     kept = walk_to_the_end(earlier_suppressors(relation, ranks(order)), alive)

@@ -10,13 +10,13 @@ regressed ones scaled to the target; semantic maps σ > 0.5; class-wise mask NMS
 Device work without host round trips: the query filters run for all patches at once; the host learns how
 many candidates of each label every patch has (one transfer), then upsamples, builds each patch's
 suppression relation and runs all patches' NMS walks as one batch; a second transfer tells how many
-survive and whether the walks settled. Upsampling goes in chunks of queries so that memory stays bounded
-however many survive the filters.
+survive and whether the walks settled (a third, when the NMS needs its second part: `_patch_nms`).
+Upsampling goes in chunks of queries so that memory stays bounded however many survive the filters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -27,11 +27,12 @@ from model.inference.forward import PatchOutputs
 from model.inference.geometry import PageLayout, Size
 from model.inference.greedy import Walk, earlier_suppressors, ranks, visiting_order
 from model.inference.memory import chunk_elements
-from model.inference.nms import Block, mask_areas, suppression, tight_boxes
-from model.inference.transfer import fetch
+from model.inference.nms import Candidates, mask_areas, suppression, tight_boxes
+from model.inference.transfer import fetch, to_device
 
 SCORE_THRESHOLD = 0.01  # the reference's threshold_prob: the class score a query needs to be kept
 PATCH_NMS_IOU = 0.25  # the reference's threshold_nms: the mask NMS inside one patch
+NMS_LEADERS = 64  # per label, the best-scored candidates the patch NMS compares with all others first
 
 
 @dataclass
@@ -91,36 +92,108 @@ def _or_first(keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
 
 
 def postprocess_patches(outputs: PatchOutputs, layout: PageLayout) -> list[PatchDetections]:
-    """Post-processing of every patch of a page; patch 0 is the thumbnail. Two host transfers per page (plus
-    one per extra walk burst in the rare page whose NMS walks need more than one)."""
+    """Post-processing of every patch of a page; patch 0 is the thumbnail. Two host transfers per page (one
+    more when the NMS needs its second part, and one per extra walk burst in the rare walk that needs
+    more than one)."""
     selected = select_queries(outputs)
     scores, labels = class_scores(outputs.class_logits)
     classes = outputs.class_logits.shape[-1] - 1
     grouped, label_counts = _group_by_label(selected, labels, classes)
     (label_counts,) = fetch(label_counts)
     candidates = []
-    relations = []
     for patch, counts in enumerate(label_counts):
         rows = grouped[patch, : counts.sum()]
         target = layout.resized if patch == 0 else layout.patch
-        found = patch_candidates(outputs, patch, rows, (scores, labels), target, layout.patch)
-        candidates.append(found)
-        relations.append(
-            suppression(
-                found.masks, found.labels, found.tight_boxes, found.areas, PATCH_NMS_IOU, _blocks(counts)
-            )
-        )
+        candidates.append(patch_candidates(outputs, patch, rows, (scores, labels), target, layout.patch))
     orders = [visiting_order(found.labels, found.scores) for found in candidates]
-    earlier, alive = _batched_walk_inputs(relations, orders)
-    walk = Walk.start(alive).advance(earlier)
-    settled, kept_counts = fetch(walk.settled(), walk.kept.sum(dim=1))
-    while not settled:
-        walk = walk.advance(earlier)
-        settled, kept_counts = fetch(walk.settled(), walk.kept.sum(dim=1))
+    kept, kept_counts = _patch_nms(candidates, orders, [_blocks(counts) for counts in label_counts])
     return [
-        found.take(_kept_in_order(order, walk.kept[patch, : len(order)], int(kept_counts[patch])))
+        found.take(_kept_in_order(order, kept[patch, : len(order)], int(kept_counts[patch])))
         for patch, (found, order) in enumerate(zip(candidates, orders, strict=True))
     ]
+
+
+def _patch_nms(
+    candidates: Sequence[PatchDetections],
+    orders: Sequence[torch.Tensor],
+    blocks: Sequence[list[slice]],
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The class-wise mask NMS of every patch, its walks batched: `(P, K)` kept flags (K the largest
+    patch's candidate count) and the kept count of each patch, on the host. `orders` are the patches'
+    visiting orders, `blocks` their label blocks.
+
+    Counting mask intersections is the NMS's cost, quadratic in a label's candidates, while few of them are
+    usually kept. So the walk goes in two parts. First the `NMS_LEADERS` best-scored candidates of each label
+    are compared with all of their label and walked (nothing visited before them is missing). Their kept
+    ones drop every later candidate they suppress; only the candidates left over are then compared with one
+    another, and the walk goes on over them (`Walk.admit`). A label's candidates cost `leaders × all +
+    left over²` products instead of `all²`: on pages where a few masks suppress many, a small fraction.
+    """
+    positions = [ranks(order) for order in orders]
+    largest = max(len(order) for order in orders)
+    device = orders[0].device
+    earlier = torch.zeros(len(orders), largest, largest, device=device)
+    leaders = torch.zeros(len(orders), largest, dtype=torch.bool, device=device)
+    followers = torch.zeros_like(leaders)
+    relations = []
+    for patch, (found, order, label_blocks) in enumerate(zip(candidates, orders, blocks, strict=True)):
+        pairs = []
+        for block in label_blocks:
+            if block.stop - block.start <= NMS_LEADERS:
+                leaders[patch, block] = True
+                pairs.append((block, block))
+            else:
+                heads = order[block.start : block.start + NMS_LEADERS]
+                leaders[patch, heads] = True
+                pairs.append((heads, block))
+        relations.append(_patch_suppression(found, pairs))
+        earlier[patch, : len(order), : len(order)] = earlier_suppressors(relations[patch], positions[patch])
+        followers[patch, : len(order)] = True
+    followers &= ~leaders
+
+    walk, (left_over, kept_counts) = _settle(
+        Walk.start(leaders), earlier, lambda walk: _undecided_and_kept(walk.admit(followers, earlier))
+    )
+    walk = walk.admit(followers, earlier)
+    if not left_over.any():
+        return walk.kept, kept_counts
+
+    for patch, (found, label_blocks) in enumerate(zip(candidates, blocks, strict=True)):
+        members = np.flatnonzero(left_over[patch])
+        pairs = []
+        for block in label_blocks:
+            group = members[(members >= block.start) & (members < block.stop)]
+            if group.size > 1:
+                index = to_device(group, device)
+                pairs.append((index, index))
+        if pairs:
+            relation = relations[patch] | _patch_suppression(found, pairs)
+            count = len(orders[patch])
+            earlier[patch, :count, :count] = earlier_suppressors(relation, positions[patch])
+    walk, (_, kept_counts) = _settle(walk, earlier, _undecided_and_kept)
+    return walk.kept, kept_counts
+
+
+def _settle(
+    walk: Walk, earlier: torch.Tensor, read: Callable[[Walk], Sequence[torch.Tensor]]
+) -> tuple[Walk, list[np.ndarray]]:
+    """`walk` advanced in bursts until it settles, and `read(walk)` then, on the host: read in the same
+    transfer as the settledness, so that a walk settled by its first burst costs one transfer."""
+    while True:
+        walk = walk.advance(earlier)
+        settled, *values = fetch(walk.settled(), *read(walk))
+        if settled:
+            return walk, values
+
+
+def _undecided_and_kept(walk: Walk) -> tuple[torch.Tensor, torch.Tensor]:
+    return walk.undecided, walk.kept.sum(dim=1)
+
+
+def _patch_suppression(
+    found: PatchDetections, pairs: Sequence[tuple[Candidates, Candidates]]
+) -> torch.Tensor:
+    return suppression(found.masks, found.labels, found.tight_boxes, found.areas, PATCH_NMS_IOU, pairs)
 
 
 def _group_by_label(
@@ -136,25 +209,10 @@ def _group_by_label(
     return grouped, counts[:, :classes]
 
 
-def _blocks(counts: np.ndarray) -> list[Block]:
+def _blocks(counts: np.ndarray) -> list[slice]:
+    """The candidates of each label present, as ranges of the label-grouped candidates."""
     ends = np.cumsum(counts)
-    return [(int(end - count), int(end)) for count, end in zip(counts, ends, strict=True) if count]
-
-
-def _batched_walk_inputs(
-    relations: Sequence[torch.Tensor], orders: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The patches' walks side by side: `(P, K, K)` earlier-suppressor relations and `(P, K)` participants,
-    zero-padded to the largest patch."""
-    largest = max(len(order) for order in orders)
-    device = orders[0].device
-    earlier = torch.zeros(len(orders), largest, largest, device=device)
-    alive = torch.zeros(len(orders), largest, dtype=torch.bool, device=device)
-    for patch, (relation, order) in enumerate(zip(relations, orders, strict=True)):
-        count = len(order)
-        earlier[patch, :count, :count] = earlier_suppressors(relation, ranks(order))
-        alive[patch, :count] = True
-    return earlier, alive
+    return [slice(int(end - count), int(end)) for count, end in zip(counts, ends, strict=True) if count]
 
 
 def _kept_in_order(order: torch.Tensor, kept: torch.Tensor, count: int) -> torch.Tensor:
