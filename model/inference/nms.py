@@ -121,8 +121,8 @@ def suppression(
     for rows, columns in pairs:
         first = flat[rows]
         second = first if columns is rows else flat[columns]
-        if first.shape[0] == 0 or second.shape[0] == 0:
-            continue
+        if min(first.shape[0], second.shape[0]) < (2 if columns is rows else 1):
+            continue  # nothing to compare (a set of one is compared only with itself)
         index = _grid(rows, columns)
         reached = mask_iou_reaches(
             pairwise_intersections(first, second), (areas[rows], areas[columns]), threshold
