@@ -151,10 +151,9 @@ def _patch_nms(
         followers[patch, : len(order)] = True
     followers &= ~leaders
 
-    walk, (left_over, kept_counts) = _settle(
-        Walk.start(leaders), earlier, lambda walk: _undecided_and_kept(walk.admit(followers, earlier))
+    walk, left_over, kept_counts = _settle(
+        Walk.start(leaders), earlier, lambda walk: walk.admit(followers, earlier)
     )
-    walk = walk.admit(followers, earlier)
     if not left_over.any():
         return walk.kept, kept_counts
 
@@ -170,24 +169,24 @@ def _patch_nms(
             relation = relations[patch] | _patch_suppression(found, pairs)
             count = len(orders[patch])
             earlier[patch, :count, :count] = earlier_suppressors(relation, positions[patch])
-    walk, (_, kept_counts) = _settle(walk, earlier, _undecided_and_kept)
+    walk, _, kept_counts = _settle(walk, earlier)
     return walk.kept, kept_counts
 
 
 def _settle(
-    walk: Walk, earlier: torch.Tensor, read: Callable[[Walk], Sequence[torch.Tensor]]
-) -> tuple[Walk, list[np.ndarray]]:
-    """`walk` advanced in bursts until it settles, and `read(walk)` then, on the host: read in the same
-    transfer as the settledness, so that a walk settled by its first burst costs one transfer."""
+    walk: Walk, earlier: torch.Tensor, then: Callable[[Walk], Walk] = lambda walk: walk
+) -> tuple[Walk, np.ndarray, np.ndarray]:
+    """`walk` advanced in bursts until it settles, then passed through `then`: that walk, and its undecided
+    flags and kept counts on the host, read in the same transfer as the settledness, so that a walk settled
+    by its first burst costs one transfer."""
     while True:
         walk = walk.advance(earlier)
-        settled, *values = fetch(walk.settled(), *read(walk))
+        following = then(walk)
+        settled, undecided, kept_counts = fetch(
+            walk.settled(), following.undecided, following.kept.sum(dim=1)
+        )
         if settled:
-            return walk, values
-
-
-def _undecided_and_kept(walk: Walk) -> tuple[torch.Tensor, torch.Tensor]:
-    return walk.undecided, walk.kept.sum(dim=1)
+            return following, undecided, kept_counts
 
 
 def _patch_suppression(
