@@ -296,16 +296,17 @@ def worker_pids(launcher: int) -> dict[int, int]:
     return workers
 
 
-def kill_rank_part_way(command: list[str], records: Path, rank: int = 1) -> int:
+def kill_rank_part_way(command: list[str], records: Path, log: Path, rank: int = 1) -> int:
     """Start `command` (a torchrun), SIGKILL the worker of `rank` once three pages are done; returns
-    torchrun's exit code."""
-    launcher = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=docsam_env(),
-        start_new_session=True,
-    )
+    torchrun's exit code. What torchrun and its workers print goes to `log`, for the failure message."""
+    with log.open("w") as stderr:
+        launcher = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=docsam_env(),
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         while time.monotonic() < deadline and launcher.poll() is None:
@@ -318,6 +319,10 @@ def kill_rank_part_way(command: list[str], records: Path, rank: int = 1) -> int:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait()
+
+
+def tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -366,7 +371,8 @@ def test_a_killed_rank_loses_nothing_and_the_rerun_does_each_remaining_page_once
     command = torchrun(
         segment_command(tiny_weights, out, many_pages, "--short-side", "128", "--window", "128")
     )
-    assert kill_rank_part_way(command, out / ".docsam" / "records") != 0
+    log = tmp_path / "torchrun.log"
+    assert kill_rank_part_way(command, out / ".docsam" / "records", log) != 0, tail(log)
     done_before = outputs_state(out)
     pages_before = {Path(path).stem for path in done_before if "/records/" in path}
     assert 3 <= len(pages_before) < len(many_pages), "the run should have been killed part-way"
@@ -391,7 +397,8 @@ def test_torchrun_restarts_finish_a_run_whose_rank_was_killed(
     out = tmp_path / "out"
     geometry = ["--short-side", "128", "--window", "128", "--isolate", "--pages-per-batch", "2"]
     command = torchrun(segment_command(tiny_weights, out, many_pages, *geometry), "--max-restarts", "1")
-    assert kill_rank_part_way(command, out / ".docsam" / "records") == 0
+    log = tmp_path / "torchrun.log"
+    assert kill_rank_part_way(command, out / ".docsam" / "records", log) == 0, tail(log)
     lines = json_lines(out)  # the restarted run's
     assert Counter(line["page_id"] for line in lines) == Counter(page.stem for page in many_pages)
     assert any(line.get("skipped") for line in lines), "the restart should have found pages done"
