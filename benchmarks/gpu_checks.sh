@@ -159,7 +159,7 @@ finetune_loss_drop() {
         --images "$PAGES_DIR/publaynet/images" --out "$WORK/publaynet" --dataset-name PubLayNet --overwrite ||
         return 1
     # shellcheck disable=SC2086
-    "$PY" -m docsam_cli finetune "$WORK/publaynet" --output "$WORK/finetune" \
+    "$PY" -m docsam_cli finetune "$WORK/publaynet" --out "$WORK/finetune" \
         --weights "$WORK/random.safetensors" --precision "$PRECISION" --device "$DEVICE" --lr 1e-4 --val-every 0 \
         --log-every 1 --checkpoint-every 100000 --no-progress $FINETUNE_ARGS || return 1
     cp "$WORK/finetune/log.jsonl" "$OUT/finetune-log.jsonl"
