@@ -71,7 +71,7 @@ def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> 
 
 
 # FlopCounterMode knows the CUDA kernels of scaled_dot_product_attention but not the CPU one, which would
-# leave the decoder's attention (a fifth of its FLOPs) out of the count on the CPU.
+# leave the decoder's attention (a quarter of its FLOPs) out of the count on the CPU.
 _UNCOUNTED = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
 
 

@@ -34,8 +34,11 @@ def test_the_script_is_read_whole():
 
 @pytest.mark.parametrize(("name", "options"), docsam_invocations(SCRIPT.read_text()))
 def test_every_docsam_option_the_gpu_script_passes_exists(name, options):
-    known = {option for parameter in load_command(name).params for option in parameter.opts}
-    known |= {option for parameter in load_command(name).params for option in parameter.secondary_opts}
+    known = {
+        option
+        for parameter in load_command(name).params
+        for option in parameter.opts + parameter.secondary_opts
+    }
     assert [option for option in options if option not in known] == []
 
 
