@@ -172,6 +172,8 @@ def test_unexpected_errors_are_one_line(tmp_path, monkeypatch, error, code):
         assert stderr.splitlines() == [
             "error: internal error: RuntimeError: boom [/red]\\nagain (rerun with --debug for the traceback)"
         ]
+    else:  # Ctrl-C says so on one line (Typer alone would exit 130 silently)
+        assert [line.split(" (")[0] for line in stderr.splitlines()] == ["error: interrupted"]
 
 
 @pytest.mark.parametrize("case", ["a file", "under a file"])
