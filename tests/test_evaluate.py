@@ -232,3 +232,25 @@ def test_page_ground_truth_and_predictions(shared_data: Path, tmp_path: Path) ->
     assert result.exit_code == 1 and len(result.error_lines()) == 1 and "bad.xml" in result.error_lines()[0]
     assert json.loads(result.stdout)["mask"]["AP"] == 0.0
     assert run_cli("evaluate", folder, "--pred", folder, "--gt-format", "xml").exit_code == 2
+
+
+def test_predictions_that_match_no_ground_truth_page_are_an_error(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "pages/ocrd-gt-structure-text"
+    other = shared_data / "pages/publaynet/annotations.json"
+    result = run_cli("evaluate", folder, "--gt-format", "page", "--pred", other, "--json", "-")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.error_lines() == [
+        f"error: {other}: none of its 10 predicted pages is an image of the ground truth (pages are matched"
+        " by file name)"
+    ]
+    alto = tmp_path / "alto"
+    alto.mkdir()
+    for source in sorted((shared_data / "pages/ocrd-assets").rglob("*.xml")):
+        if b"alto" in source.read_bytes()[:2000].lower():
+            (alto / source.name).write_bytes(source.read_bytes())
+    assert any(alto.iterdir())
+    result = run_cli("evaluate", folder, "--gt-format", "page", "--pred", alto)
+    assert result.exit_code == 1
+    assert [line.split(" (")[0] for line in result.error_lines()] == [
+        f"error: {alto}: no predicted page read from it"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from segment_helpers import FAST_GEOMETRY, run_segment
@@ -69,3 +70,15 @@ def test_exactly_one_prediction_source(tmp_path, tiny_weights, shared_data):
     assert result.exit_code == 2
     result = CliRunner().invoke(app, ["evaluate", truth, "--pred", truth, "--weights", str(tiny_weights)])
     assert result.exit_code == 2
+
+
+def test_weights_that_cannot_be_used_are_a_usage_error(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
+    truth = str(shared_data / "pages" / "publaynet" / "annotations.json")
+    not_a_checkpoint = tmp_path / "notes.pth"
+    not_a_checkpoint.write_text("not a checkpoint")
+    for weights in (str(tmp_path / "missing.safetensors"), str(not_a_checkpoint)):
+        result = CliRunner().invoke(app, ["evaluate", truth, "--weights", weights, "--device", "cpu"])
+        lines = result.stderr.splitlines()
+        assert result.exit_code == 2, result.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: ") and Path(weights).name in lines[0]

@@ -22,7 +22,7 @@ from docsam_cli.console import print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
-from docsam_cli.errors import ExitCode, InputError
+from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision
 from docsam_cli.weights.registry import Variant
@@ -158,7 +158,6 @@ def main(
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images)
         if weights is not None:
             predicted, prediction_errors = _run_model(
-                console,
                 truth,
                 weights,
                 variant,
@@ -179,6 +178,10 @@ def main(
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))
+    # Unless the errors above explain it, predictions that match no ground-truth page are a wrong --pred.
+    if pred is not None and not errors and not predicted.keys() & {image.name for image in truth.images}:
+        print_error(console, _unmatched_predictions(pred, len(predicted)))
+        raise typer.Exit(ExitCode.FAILED)
     if not truth.images:
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
         raise typer.Exit(ExitCode.FAILED)
@@ -193,7 +196,7 @@ def main(
 
 
 def _run_model(
-    console: Console, truth: GroundTruth, *model_options: object
+    truth: GroundTruth, *model_options: object
 ) -> tuple[dict[str, PageInstances], list[InputError]]:
     """Predictions of a model run on the ground truth's images (imports torch). `model_options` are
     `ModelRun`'s arguments."""
@@ -203,11 +206,23 @@ def _run_model(
 
     try:
         return ModelRun(*model_options).predict(truth.images)
+    except (WeightsError, CheckpointError) as error:  # before ValueError: a CheckpointError is one
+        raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    except (WeightsError, CheckpointError) as error:
-        print_error(console, str(error))
-        raise typer.Exit(ExitCode.FAILED) from None
+
+
+def _unmatched_predictions(pred: Path, pages: int) -> str:
+    """Why nothing can be scored: no page was read from `--pred`, or none names a ground-truth image."""
+    if not pages:
+        return (
+            f"{display_path(pred)}: no predicted page read from it (--pred takes segment's coco.json, a COCO"
+            " results list or PAGE files)"
+        )
+    return (
+        f"{display_path(pred)}: none of its {pages} predicted pages is an image of the ground truth"
+        " (pages are matched by file name)"
+    )
 
 
 def _dataset_domain(ground_truth: Path) -> str:
