@@ -1,6 +1,6 @@
 """File names as they appear in messages and inside output files.
 
-Three rules, each defined once here:
+Four rules, each defined once here:
 
 * Messages (`display_path`, `one_line`): a name is printed exactly and on one line. Control characters
   (newline, tab, escape, ...) are shown as Python escapes (`\\n`, `\\x1b`), and bytes that are not valid
@@ -8,6 +8,9 @@ Three rules, each defined once here:
 * Output files (`output_text`): PAGE, ALTO, COCO and JSON lines must stay valid UTF-8, so a byte of a file
   name that is not valid UTF-8 (Python carries it as a lone surrogate, PEP 383) is written percent-encoded,
   `%FF`. Everything else is written unchanged.
+* Text inside XML (`xml_text`, PAGE and ALTO): as `output_text`, and the characters XML 1.0 does not allow
+  (C0 controls but tab, newline and carriage return; lone surrogates; U+FFFE, U+FFFF) percent-encoded as
+  their UTF-8 bytes (`%1B`, `%EF%BF%BF`), as `file_name_text` encodes them.
 * Names of output files made from input names (`file_name_text`): control characters and undecodable bytes
   percent-encoded as their UTF-8 / raw bytes (`%0A`, `%1B`, `%FF`), so an output name is valid UTF-8,
   one line, and the same text inside the output files as on disk.
@@ -20,6 +23,7 @@ import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
+_XML_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def one_line(text: str) -> str:
@@ -38,8 +42,16 @@ def output_text(text: str) -> str:
     return _SURROGATE.sub(lambda match: f"%{ord(match.group()) - 0xDC00:02X}", text)
 
 
+def xml_text(text: str) -> str:
+    """Text fit for an XML 1.0 attribute or element (lxml refuses the rest): see the module doc."""
+    return _XML_FORBIDDEN.sub(_percent_encoded, output_text(text))
+
+
 def file_name_text(text: str) -> str:
     """`text` fit to name an output file: control characters and undecodable bytes percent-encoded."""
-    return _CONTROL.sub(
-        lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), output_text(text)
-    )
+    return _CONTROL.sub(_percent_encoded, output_text(text))
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    """The matched characters as percent-encoded UTF-8 (a lone surrogate as the bytes UTF-8 would give it)."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))

@@ -8,6 +8,15 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """Pixel counts of COCO RLEs, int64, without decoding.
+
+    One mask at a time: pycocotools' `area` of a list (2.0.11 under numpy 2) sizes its result with a uint8
+    and raises OverflowError from 256 masks on.
+    """
+    return np.fromiter((mask_utils.area(rle) for rle in rles), dtype=np.int64, count=len(rles))
+
+
 @dataclass
 class PageInstances:
     """Detections of one page.
@@ -35,9 +44,7 @@ class PageInstances:
         return mask_utils.decode(self.masks[index]).astype(bool)
 
     def areas(self) -> np.ndarray:
-        if not self.masks:
-            return np.zeros(0, dtype=np.int64)
-        return np.asarray(mask_utils.area(self.masks), dtype=np.int64)
+        return rle_areas(self.masks)
 
     def class_name(self, index: int) -> str:
         return self.class_names[int(self.labels[index])]

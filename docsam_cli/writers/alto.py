@@ -18,6 +18,7 @@ What a page's file holds:
   `String` (the schema requires one) whose `WC` is the line's score.
 Confidence: ALTO 4.4 has no confidence attribute on blocks (only `String@WC`/`CC` and the page's `PC`),
 so a block's score is not written; PAGE output has it (`Coords/@conf`).
+Names: every attribute and text goes through `names.xml_text` (see `xml_tree`), as in PAGE output.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from lxml import etree
 
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
-from docsam_cli.names import output_text
 from docsam_cli.writers.alto_map import DOCSAM_CLASS, TEXT_BLOCK, AltoKind, alto_kind
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE
 from docsam_cli.writers.shapes import PageShapes
+from docsam_cli.writers.xml_tree import sub_element
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -71,14 +72,14 @@ def alto_string(
         },
     )
     description = _child(root, "Description")
-    _child(description, "MeasurementUnit").text = "pixel"
-    _child(_child(description, "sourceImageInformation"), "fileName").text = output_text(image_filename)
+    _child(description, "MeasurementUnit", text="pixel")
+    _child(_child(description, "sourceImageInformation"), "fileName", text=image_filename)
     processing = _child(description, "Processing", ID="docsam")
-    _child(processing, "processingCategory").text = "contentGeneration"
-    _child(processing, "processingDateTime").text = timestamp
+    _child(processing, "processingCategory", text="contentGeneration")
+    _child(processing, "processingDateTime", text=timestamp)
     software = _child(processing, "processingSoftware")
-    _child(software, "softwareName").text = "docsam"
-    _child(software, "softwareVersion").text = __version__
+    _child(software, "softwareName", text="docsam")
+    _child(software, "softwareVersion", text=__version__)
 
     used = sorted({shapes.label(index) for index in range(len(shapes))})
     if used:
@@ -162,5 +163,5 @@ def _tag(name: str) -> str:
     return f"{{{ALTO_NAMESPACE}}}{name}"
 
 
-def _child(parent: etree._Element, tag: str, **attributes: str) -> etree._Element:
-    return etree.SubElement(parent, _tag(tag), attrib=attributes)
+def _child(parent: etree._Element, tag: str, *, text: str | None = None, **attributes: str) -> etree._Element:
+    return sub_element(parent, _tag(tag), attributes, text)

@@ -8,10 +8,11 @@ A page's record:
      "outputs": {"page": "out/page/a_p0003.xml", ...}, "timing": {"model_s": 1.9, "write_s": 0.12}}
 
 `page` is null for a single image. Boxes are the model's boxes with sorted corners clipped to the page
-(see `boxes`); `area` is the mask's pixel count; `polygons` are the mask's parts, largest first, as
-valid integer pixel polygons (see `docsam_cli.polygons`). Instances keep the pipeline's order (mask area,
-largest first). A page that failed has `"error"` instead of the size, instances and outputs. Text from
-file names (paths, page ids, messages) goes through `names.output_text`: the line is valid UTF-8.
+(see `boxes`; a non-finite score or coordinate is written as 0); `area` is the mask's pixel count;
+`polygons` are the mask's parts, largest first, as valid integer pixel polygons (see
+`docsam_cli.polygons`). Instances keep the pipeline's order (mask area, largest first). A page that failed
+has `"error"` instead of the size, instances and outputs. Text from file names (paths, page ids, messages)
+goes through `names.output_text`: the line is valid UTF-8.
 """
 
 from __future__ import annotations

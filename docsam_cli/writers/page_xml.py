@@ -12,8 +12,9 @@ What a page's file holds:
 - a `ReadingOrder` (one OrderedGroup) over all regions except separators and noise, by XY-cut (see
   `reading_order`); regions are written in that order, then the separators and noise top to bottom, and
   their ids `r1`, `r2`, ... follow the written order (lines: `r3_l1`, ...).
-Instances whose mask yields no polygon (empty, or a page one pixel wide) are left out. Text that comes
-from file names goes through `names.output_text`, so the file stays valid UTF-8.
+Instances whose mask yields no polygon (empty, or a page one pixel wide) are left out. Every attribute and
+text goes through `names.xml_text` (see `xml_tree`): file and class names with characters XML forbids
+(undecodable bytes, control characters) are written percent-encoded, so the file stays valid UTF-8 XML.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from lxml import etree
 
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
-from docsam_cli.names import output_text
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
 from docsam_cli.writers.shapes import PageShapes
+from docsam_cli.writers.xml_tree import sub_element
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -58,13 +59,13 @@ def page_xml_string(
         attrib={f"{{{_XSI}}}schemaLocation": f"{PAGE_NAMESPACE} {PAGE_NAMESPACE}/pagecontent.xsd"},
     )
     metadata = _child(root, "Metadata")
-    _child(metadata, "Creator").text = f"docsam {__version__}"
-    _child(metadata, "Created").text = timestamp
-    _child(metadata, "LastChange").text = timestamp
+    _child(metadata, "Creator", text=f"docsam {__version__}")
+    _child(metadata, "Created", text=timestamp)
+    _child(metadata, "LastChange", text=timestamp)
     page = _child(
         root,
         "Page",
-        imageFilename=output_text(image_filename),
+        imageFilename=image_filename,
         imageWidth=str(shapes.width),
         imageHeight=str(shapes.height),
     )
@@ -139,5 +140,5 @@ def _custom(class_name: str) -> str:
     return f"structure {{type:{class_name.translate(_CUSTOM_ESCAPES)};}}"
 
 
-def _child(parent: etree._Element, tag: str, **attributes: str) -> etree._Element:
-    return etree.SubElement(parent, f"{{{PAGE_NAMESPACE}}}{tag}", attrib=attributes)
+def _child(parent: etree._Element, tag: str, *, text: str | None = None, **attributes: str) -> etree._Element:
+    return sub_element(parent, f"{{{PAGE_NAMESPACE}}}{tag}", attributes, text)

@@ -8,7 +8,6 @@ overlay writers used to do it each on their own). A decoded mask is kept only in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from docsam_cli.names import output_text
 from docsam_cli.polygons import DEFAULT_EPSILON, mask_polygons
-from docsam_cli.writers.boxes import clip_box
+from docsam_cli.writers.boxes import clip_box, finite_or_zero
 from model.instances import PageInstances
 
 
@@ -79,12 +78,12 @@ class PageShapes:
         return int(self.instances.labels[index])
 
     def score(self, index: int) -> float:
-        return float(self.instances.scores[index])
+        """The model's score as every writer writes it; a non-finite score counts as 0 (`finite_or_zero`)."""
+        return finite_or_zero(self.instances.scores[index])
 
     def confidence(self, index: int) -> float:
-        """The score as a confidence in [0, 1] (XML schemas ask for one); non-finite counts as 0."""
-        score = self.score(index)
-        return min(max(score, 0.0), 1.0) if math.isfinite(score) else 0.0
+        """The score as a confidence in [0, 1] (XML schemas ask for one)."""
+        return min(max(self.score(index), 0.0), 1.0)
 
     @cached_property
     def areas(self) -> np.ndarray:

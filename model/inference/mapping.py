@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 from model.inference.geometry import Size
 from model.inference.merge import SlideWindowResult
 from model.inference.transfer import fetch, to_device
-from model.instances import PageInstances
+from model.instances import PageInstances, rle_areas
 
 _CHUNK_BUDGET = 1 << 28  # mask pixels whose changes are located in one device pass (256 MiB of bools)
 
@@ -191,7 +191,7 @@ def to_page_instances(
     """
     masks, semantic = encode_resampled_stacks([result.masks, result.semantic], original)
     boxes, scores, labels = fetch(result.boxes_xywh, result.scores, result.labels, dtype=torch.float64)
-    areas = np.asarray(mask_utils.area(masks), dtype=np.int64) if masks else np.zeros(0, dtype=np.int64)
+    areas = rle_areas(masks)
     order = np.argsort(-areas, kind="stable")
     return PageInstances(
         height=original[0],
