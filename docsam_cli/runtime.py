@@ -103,7 +103,7 @@ class ModelSpec:
     """The model a command runs: `weights` is a checkpoint path or a model-zoo name."""
 
     weights: str = "docsam-large"
-    variant: str | None = None  # None: the weights' own (from the registry or the checkpoint)
+    variant: str | None = None  # None: detected from the weights file (never the registry's)
     model_config: Path | None = None  # an architecture JSON, for variants other than the shipped ones
     device: str = "auto"
     precision: str = "fp32"
@@ -142,7 +142,7 @@ class ResolvedModel:
         keep_freed_memory()
         device, dtype = _device_and_dtype(self.spec)
         started = time.perf_counter()
-        variant = self.spec.variant or self.weights.variant
+        variant = self.spec.variant
         logger.info(
             "loading %s (%s) on %s, %s",
             display_path(self.weights.path),

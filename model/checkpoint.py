@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.config import VARIANTS, DocSAMConfig, variant_config
+from model.config import DocSAMConfig, variant_config, variant_with_width
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM as DocSAMModel
@@ -211,27 +211,31 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 CONFIG_METADATA_KEY = "docsam_config"
 
 
-def detect_variant(state: Mapping[str, torch.Tensor]) -> str:
-    """The variant (`VARIANTS`) whose Swin width the checkpoint's patch embedding has."""
+def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
+    """The variant whose Swin width the checkpoint's patch embedding has; errors name `source`."""
     weight = to_model_keys(state).get(_SWIN_PATCH_EMBEDDING)
     if weight is None:
-        raise CheckpointError("checkpoint has no Swin patch embedding; pass a variant or a model config")
-    widths = {config.backbone.embed_dim: name for name, config in VARIANTS.items()}
-    if weight.shape[0] not in widths:
-        known = ", ".join(f"{name} {width}" for width, name in widths.items())
-        raise CheckpointError(
-            f"Swin width {weight.shape[0]} is none of the variants' ({known}); pass --model-config"
-        )
-    return widths[weight.shape[0]]
+        raise CheckpointError(f"{source}: has no Swin patch embedding; pass a variant or a model config")
+    try:
+        return variant_with_width(weight.shape[0])
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}; pass --model-config") from None
 
 
 def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:
-    """The config a safetensors file written by `save_model` carries in its metadata, if any."""
+    """The config a safetensors file written by `save_model` carries in its metadata, if any.
+
+    Raises CheckpointError naming the file when that config is not a usable one."""
     if Path(path).suffix != ".safetensors":
         return None
     with safe_open(str(path), "pt") as handle:
         text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
-    return DocSAMConfig.from_dict(json.loads(text)) if text else None
+    if not text:
+        return None
+    try:
+        return DocSAMConfig.from_dict(json.loads(text))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: its stored DocSAM config is not usable ({error})") from error
 
 
 def load_model(
@@ -254,7 +258,7 @@ def load_model(
     if config is None and not isinstance(checkpoint, Mapping):
         config = stored_config(checkpoint)
     if config is None:
-        config = variant_config(detect_variant(state))
+        config = variant_config(detect_variant(state, source))
     model = DocSAM(config)
     load_weights(model, state, source)
     return model.to(device).eval()

@@ -12,9 +12,53 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
+
+GROUP_NORM_GROUPS = 32
+"""The groups of every GroupNorm in the pixel decoder and the mask heads (the reference's fixed 32)."""
+
+
+def _check_types(config: object) -> None:
+    """Refuse a field whose value is not of its declared type.
+
+    JSON gives any type (`"12"`, `null`, a list); without this a wrong one fails only deep inside torch or
+    transformers, as an internal error. An int is a valid float; a bool is never a number.
+    """
+    for name, expected in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if not _is_instance(value, expected):
+            raise ValueError(f"{name} must be {_type_name(expected)}, got {value!r}")
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _is_instance(value: object, expected: Any) -> bool:
+    if get_origin(expected) is tuple:
+        return isinstance(value, tuple) and all(_is_instance(item, get_args(expected)[0]) for item in value)
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+_TYPE_NAMES: dict[Any, tuple[str, str]] = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    bool: ("true or false", "booleans"),
+}
+
+
+def _type_name(expected: Any) -> str:
+    if get_origin(expected) is tuple:
+        return f"a list of {_TYPE_NAMES[get_args(expected)[0]][1]}"
+    return _TYPE_NAMES[expected][0] if expected in _TYPE_NAMES else expected.__name__
 
 
 @dataclass(frozen=True)
@@ -33,6 +77,9 @@ class SwinConfig:
     drop_path_rate: float = 0.3  # stochastic depth, training only
     hidden_dropout_prob: float = 0.0
     attention_probs_dropout_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -53,6 +100,9 @@ class TextEncoderConfig:
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 @dataclass(frozen=True)
@@ -97,6 +147,7 @@ class DocSAMConfig:
     box_cost: float = 2.0
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.mask_feature_size != self.hidden_dim:
             raise ValueError(
                 "mask_feature_size must equal hidden_dim (the mask heads take queries and pixels)"
@@ -105,6 +156,17 @@ class DocSAMConfig:
             raise ValueError("the Swin backbone must have exactly four stages")
         if self.min_num_queries > self.max_num_queries or self.max_num_queries > self.num_queries:
             raise ValueError("need min_num_queries <= max_num_queries <= num_queries")
+        # GroupNorms normalise the feature_size-wide pixel-decoder maps and, in the mask-feature fusion,
+        # branches mask_feature_size // 2 wide.
+        for name, multiple in (
+            ("feature_size", GROUP_NORM_GROUPS),
+            ("mask_feature_size", 2 * GROUP_NORM_GROUPS),
+        ):
+            if getattr(self, name) % multiple:
+                raise ValueError(
+                    f"{name} must be a multiple of {multiple} (GroupNorm with {GROUP_NORM_GROUPS} groups), "
+                    f"got {getattr(self, name)}"
+                )
 
     def selection_threshold(self, stage: int) -> float:
         """Score threshold of the query selection that opens prediction stage `stage` (1-based)."""
@@ -132,22 +194,23 @@ class DocSAMConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DocSAMConfig:
-        if "swin_backbone_config" not in data or "mask2former_config" not in data:
+    def from_dict(cls, data: object) -> DocSAMConfig:
+        """Build from the JSON layout; raises ValueError or TypeError for anything not a usable config."""
+        if not isinstance(data, dict) or not {"swin_backbone_config", "mask2former_config"} <= data.keys():
             raise ValueError("a DocSAM config needs 'swin_backbone_config' and 'mask2former_config' sections")
-        backbone = _pick(SwinConfig, data["swin_backbone_config"])
+        backbone = _pick(SwinConfig, _section(data, "swin_backbone_config"))
         for name in ("depths", "num_heads"):
             if name in backbone:
                 backbone[name] = tuple(backbone[name])
         values: dict[str, Any] = {}
-        values.update(_pick(cls, data["mask2former_config"]))
-        values.update(_pick(cls, data.get("docsam_config_attributes", {})))
-        values.update(_hard_coded_from_reference(data.get("hard_coded_in_reference", {})))
+        values.update(_pick(cls, _section(data, "mask2former_config")))
+        values.update(_pick(cls, _section(data, "docsam_config_attributes")))
+        values.update(_hard_coded_from_reference(_section(data, "hard_coded_in_reference")))
         for name in ("backbone", "text"):
             values.pop(name, None)
         return cls(
             backbone=SwinConfig(**backbone),
-            text=TextEncoderConfig(**_pick(TextEncoderConfig, data.get("text_encoder_config", {}))),
+            text=TextEncoderConfig(**_pick(TextEncoderConfig, _section(data, "text_encoder_config"))),
             **values,
         )
 
@@ -174,6 +237,14 @@ _HARD_CODED = (
     "box_delta_scale",
     "proposal_wh_divisor",
 )
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section of the JSON layout; an absent one is empty."""
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ValueError(f"'{name}' must be a section ({{...}}), got {json.dumps(section)}")
+    return section
 
 
 def _pick(cls: type, section: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +279,16 @@ VARIANTS: Mapping[str, DocSAMConfig] = MappingProxyType(
         "large": DocSAMConfig(backbone=SwinConfig(embed_dim=192, num_heads=(6, 12, 24, 48))),
     }
 )
+
+
+def variant_with_width(embed_dim: int) -> str:
+    """The variant whose Swin backbone is `embed_dim` wide: how a checkpoint's variant is told (files store no
+    name, and the model zoo's own table misnames one). Raises ValueError when none is."""
+    for name, config in VARIANTS.items():
+        if config.backbone.embed_dim == embed_dim:
+            return name
+    known = ", ".join(f"{name} {config.backbone.embed_dim}" for name, config in VARIANTS.items())
+    raise ValueError(f"Swin width {embed_dim} is none of the variants' ({known})")
 
 
 def variant_config(name: str) -> DocSAMConfig:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config import GROUP_NORM_GROUPS
+
 
 def linear_norm_act(in_features: int, out_features: int) -> nn.Sequential:
     """Linear (no bias) → LayerNorm → SiLU."""
@@ -33,7 +35,7 @@ def conv_norm(
     """Conv (no bias, 'same' padding) → GroupNorm(32) [→ SiLU]."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.GroupNorm(32, out_channels),
+        nn.GroupNorm(GROUP_NORM_GROUPS, out_channels),
     ]
     if activation:
         layers.append(nn.SiLU())

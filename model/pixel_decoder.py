@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import DocSAMConfig
+from model.config import GROUP_NORM_GROUPS, DocSAMConfig
 from model.layers import LearnablePositionEmbedding2d, conv1x1, conv_norm, resize_bilinear
 
 
@@ -159,7 +159,7 @@ class PixelDecoder(nn.Module):
         self.position_projector = conv1x1(width, width)
         # Level 0 is the coarsest (stride 32) map.
         self.input_projections = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels[-1 - level], width, 1), nn.GroupNorm(32, width))
+            nn.Sequential(nn.Conv2d(channels[-1 - level], width, 1), nn.GroupNorm(GROUP_NORM_GROUPS, width))
             for level in range(self.levels)
         )
         self.level_embed = nn.Parameter(torch.zeros(self.levels, width))

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from model import CheckpointError, DocSAM, load_model, save_model, variant_config
 from model.checkpoint import detect_variant, load_weights, read_state_dict, to_model_keys, to_reference_keys
@@ -156,3 +157,39 @@ def test_saved_model_carries_its_config(tmp_path, tiny_model):
     loaded = load_model(path)  # no variant, no config: read from the file's metadata
     assert loaded.config == tiny_model.config
     assert_same_weights(loaded, tiny_model)
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        ("{bad", "Expecting property name"),
+        ("null", "needs 'swin_backbone_config' and 'mask2former_config' sections"),
+        (
+            '{"swin_backbone_config": {}, "mask2former_config": null}',
+            "'mask2former_config' must be a section",
+        ),
+        (
+            '{"swin_backbone_config": {"embed_dim": "12"}, "mask2former_config": {}}',
+            "embed_dim must be an integer",
+        ),
+    ],
+    ids=["bad-json", "not-an-object", "null-section", "wrong-type"],
+)
+def test_a_broken_stored_config_is_a_checkpoint_error_naming_the_file(tmp_path, stored, reason):
+    path = tmp_path / "tuned.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"docsam_config": stored})
+    with pytest.raises(CheckpointError) as error:
+        load_model(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: its stored DocSAM config is not usable (") and reason in message
+
+
+def test_variant_detection_errors_name_the_file(tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save({SWIN_PATCH_EMBEDDING: torch.zeros(12, 3, 4, 4)}, path)
+    with pytest.raises(CheckpointError, match=rf"^{path}: Swin width 12 is none of the variants' "):
+        load_model(path)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(1)}, str(other))
+    with pytest.raises(CheckpointError, match=rf"^{other}: has no Swin patch embedding"):
+        load_model(other)

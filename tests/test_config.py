@@ -61,3 +61,64 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
     assert [config.backbone.embed_dim for config in VARIANTS.values()] == [128, 192]  # Swin-B, Swin-L
     with pytest.raises(TypeError):
         VARIANTS["huge"] = variant_config("large")  # read-only: derived tables cannot drift at run time
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "reason"),
+    [
+        (None, "swin_backbone_config", [], "'swin_backbone_config' must be a section ({...}), got []"),
+        (None, "mask2former_config", None, "'mask2former_config' must be a section ({...}), got null"),
+        ("swin_backbone_config", "embed_dim", "12", "embed_dim must be an integer, got '12'"),
+        ("swin_backbone_config", "mlp_ratio", "4", "mlp_ratio must be a number, got '4'"),
+        (
+            "swin_backbone_config",
+            "depths",
+            [2, 2, 2.5, 2],
+            "depths must be a list of integers, got (2, 2, 2.5, 2)",
+        ),
+        ("swin_backbone_config", "qkv_bias", 1, "qkv_bias must be true or false, got 1"),
+        ("mask2former_config", "hidden_dim", None, "hidden_dim must be an integer, got None"),
+        ("mask2former_config", "num_queries", True, "num_queries must be an integer, got True"),
+        (
+            "mask2former_config",
+            "feature_size",
+            40,
+            "feature_size must be a multiple of 32 (GroupNorm with 32 groups), got 40",
+        ),
+    ],
+    ids=[
+        "list-section",
+        "null-section",
+        "str-int",
+        "str-float",
+        "float-in-list",
+        "int-bool",
+        "null",
+        "bool-int",
+        "groupnorm",
+    ],
+)
+def test_configs_of_wrong_types_or_widths_are_refused_naming_the_file(
+    reference_fixtures, tmp_path, section, key, value, reason
+):
+    data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+    (data if section is None else data[section])[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError) as error:
+        DocSAMConfig.from_json(path)
+    assert str(error.value) == f"{path}: not a usable DocSAM config ({reason})"
+
+
+def test_every_way_of_building_a_config_checks_it():
+    from dataclasses import replace
+
+    from model.config import SwinConfig, TextEncoderConfig
+
+    with pytest.raises(ValueError, match="embed_dim must be an integer"):
+        SwinConfig(embed_dim="12")
+    with pytest.raises(ValueError, match="hidden_size must be an integer"):
+        TextEncoderConfig(hidden_size=384.0)
+    with pytest.raises(ValueError, match="mask_feature_size must be a multiple of 64"):
+        replace(variant_config("base"), hidden_dim=96, mask_feature_size=96)
+    assert SwinConfig(mlp_ratio=4).mlp_ratio == 4  # an int is a valid float (JSON writes 4.0 as 4 too)

@@ -87,7 +87,7 @@ def test_drive_download_passes_the_confirmation_page_converts_and_resolves(
     assert any("confirm=" not in path for path in downloads), "the confirmation page was skipped"
     assert any(f"confirm=t&uuid={remote.confirm_uuid}" in path for path in downloads)
     resolved = resolve_weights("docsam-base")
-    assert resolved.path.suffix == ".safetensors" and resolved.variant == "base" and not resolved.keep_size
+    assert resolved.path.suffix == ".safetensors" and not resolved.keep_size
     stored = load_file(resolved.path)
     for key, tensor in checkpoint(width=128).items():
         assert torch.equal(stored[key], tensor)
@@ -172,7 +172,6 @@ def test_hub_download_resumes_an_interrupted_transfer_into_the_hf_cache(
     assert 0 < int(resumed.removeprefix("bytes=").rstrip("-")) <= len(data) // 2
     resolved = resolve_weights("mask2former-swin-base-coco-panoptic")
     assert resolved.path.is_relative_to(sandbox.hf_cache) and resolved.path.read_bytes() == data
-    assert resolved.variant == "base"
 
 
 def test_hub_repository_without_safetensors_falls_back_to_the_pickle_and_converts(remote: FakeRemote) -> None:

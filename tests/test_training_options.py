@@ -142,3 +142,38 @@ def test_missing_and_unparsable_values_are_usage_errors() -> None:
         result = runner.invoke(app, arguments)
         assert result.exit_code == 2, (arguments, result.output)
         assert expected in result.output, (arguments, result.output)
+
+
+def test_finetune_takes_a_model_config_for_checkpoints_of_no_shipped_variant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference_fixtures: Path, tiny_reference_state
+) -> None:
+    """An official-style `.pth` stores no config and the tiny one's Swin width is no variant's: the error
+    names the file and the option, which finetune has (the same as segment's)."""
+    import torch
+
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(tiny_reference_state, checkpoint)
+    models = []
+
+    def fake_run(plan: RunPlan, starting_model):
+        models.append(starting_model())
+        return plan.output / "model.safetensors"
+
+    monkeypatch.setattr("docsam_cli.training.launch.run", fake_run)
+    start = ["finetune", "data", "-o", str(tmp_path / "out"), "--weights", str(checkpoint), "--device", "cpu"]
+    runner = CliRunner()
+
+    result = runner.invoke(app, start)
+    assert result.exit_code == 1 and f"{checkpoint}: Swin width 12" in result.output
+    assert "pass --model-config" in result.output and not models
+
+    config = reference_fixtures / "tiny-config.json"
+    result = runner.invoke(app, [*start, "--model-config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert models[0].config.backbone.embed_dim == 12
+    assert parameters("finetune")["model_config"].help == parameters("segment")["model_config"].help
+
+    unusable = tmp_path / "bad.json"
+    unusable.write_text('{"swin_backbone_config": [], "mask2former_config": {}}')
+    result = runner.invoke(app, [*start, "--model-config", str(unusable)])
+    assert result.exit_code == 2 and "not a usable DocSAM config" in result.output

@@ -49,7 +49,11 @@ def test_registry_covers_the_model_zoo_and_the_hub_initialisations() -> None:
         "docsam-large-ctw1500",
         "docsam-large-totaltext",
     ]
-    assert all(entry.variant in ("base", "large") and entry.licence == "no explicit licence" for entry in zoo)
+    assert all(entry.licence == "no explicit licence" for entry in zoo)
+    # MODELZOO's table and scripts disagree about the keep-size model: only the file tells.
+    assert {entry.name: entry.variant for entry in zoo if entry.variant not in ("base", "large")} == {
+        "docsam-large-keepsize": None
+    }
     assert all(len(entry.source.file_id) == 33 and entry.source.filename.endswith(".pth") for entry in zoo)
     assert [entry.name for entry in REGISTRY if entry.keep_size] == ["docsam-large-keepsize"]
     hub = {entry.source.repo_id: entry for entry in REGISTRY if isinstance(entry.source, HubSource)}
@@ -79,7 +83,7 @@ def test_cache_lives_in_docsam_home_or_under_the_home_cache(
 def test_an_existing_file_resolves_as_is(tmp_path: Path) -> None:
     path = write(tmp_path / "mine.pth", pth_bytes(checkpoint()))
     resolved = resolve_weights(str(path))
-    assert resolved.path == path and resolved.entry is None and resolved.variant is None
+    assert resolved.path == path and resolved.entry is None
 
 
 def test_unknown_names_and_missing_files_are_told_apart() -> None:
@@ -103,7 +107,7 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
 
     assert code == 0, stderr
     resolved = resolve_weights("docsam-large-keepsize")
-    assert resolved.variant == "large" and resolved.keep_size
+    assert resolved.keep_size
     assert resolved.path.suffix == ".safetensors"
     assert all(
         torch.equal(load_file(resolved.path)[key], value) for key, value in checkpoint(width=192).items()
@@ -113,13 +117,47 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
 
 
 @pytest.mark.parametrize(
+    ("name", "width", "note"),
+    [
+        ("docsam-large-keepsize", 128, None),
+        ("docsam-base", 192, "docsam-base: copied.pth holds the large variant, not the base one listed"),
+    ],
+)
+def test_a_file_of_another_variant_is_stored_and_loaded_as_the_variant_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, width: int, note: str | None
+) -> None:
+    """MODELZOO lists the keep-size model as Swin-B, its scripts run it as large: the file decides, at
+    install and at load; the registry's variant never overrides what the checkpoint is."""
+    import model
+    from docsam_cli.runtime import ModelSpec, resolve_model
+
+    copied = write(tmp_path / "copied.pth", pth_bytes(checkpoint(width=width)))
+    code, stderr = run("--from", str(copied), name)
+    assert code == 0, stderr
+    assert (note in stderr) if note else " holds the " not in stderr
+    loads: list[str | None] = []
+    monkeypatch.setattr(model, "load_model", lambda path, variant, config, device: loads.append(variant))
+    resolve_model(ModelSpec(weights=name, device="cpu")).load()
+    assert loads == [None]  # detected from the file
+    assert (
+        model.checkpoint.detect_variant(load_file(resolve_weights(name).path))
+        == {128: "base", 192: "large"}[width]
+    )
+
+
+@pytest.mark.parametrize(
     ("name", "data", "expected"),
     [
-        ("docsam-base", pth_bytes(checkpoint(width=192)), "width 192, not the base variant's 128"),
+        (
+            "docsam-base",
+            pth_bytes(checkpoint(width=96)),
+            "copied.bin holds a Swin backbone no variant has (Swin width 96 is none of the variants' "
+            "(base 128, large 192))",
+        ),
         ("docsam-base", b"<html>Quota exceeded</html>", "not a readable checkpoint"),
         ("all-minilm-l6-v2", safetensors_bytes({"w": torch.zeros(2)}), "not the published file"),
     ],
-    ids=["wrong-variant", "not-a-checkpoint", "wrong-digest"],
+    ids=["no-variant", "not-a-checkpoint", "wrong-digest"],
 )
 def test_from_refuses_files_that_are_not_the_named_weights(
     tmp_path: Path, sandbox: Sandbox, name: str, data: bytes, expected: str

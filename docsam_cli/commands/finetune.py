@@ -9,14 +9,17 @@ models used 40000 iterations, batch 16 and 800×800 crops.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from docsam_cli.commands.options import MODEL_CONFIG_HELP
 from docsam_cli.training.command_line import execute, fail, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, Variant, cli
 
 if TYPE_CHECKING:
+    from model.config import DocSAMConfig
     from model.docsam import DocSAM
 
 # Where fine-tuning's defaults differ from training's.
@@ -40,6 +43,9 @@ class StartingCheckpoint:
         default=None,
         metadata=cli("--variant", help="Architecture (default: detected from the checkpoint).", panel=MODEL),
     )
+    model_config: Path | None = field(
+        default=None, metadata=cli("--model-config", help=MODEL_CONFIG_HELP, panel=MODEL)
+    )
 
 
 @training_command(StartingCheckpoint, FINETUNE_OPTIONS)
@@ -47,6 +53,7 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
     """Fine-tune a DocSAM checkpoint on your own pages (e.g. converted PAGE XML) and class names."""
     if not plan.resume and start.weights is None:
         raise typer.BadParameter("name the checkpoint to start from", param_hint="--weights")
+    config = _read_model_config(start.model_config)
 
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_checkpoint
@@ -56,6 +63,18 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
             resolved = resolve_weights(start.weights)
         except WeightsError as error:
             fail(str(error))
-        return model_from_checkpoint(resolved.path, plan.regularisation, start.variant or resolved.variant)
+        return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 
     execute(plan, starting_model)
+
+
+def _read_model_config(path: Path | None) -> DocSAMConfig | None:
+    """`--model-config`, read before the run starts: a file that is no usable config is a usage error."""
+    from model.config import DocSAMConfig
+
+    if path is None:
+        return None
+    try:
+        return DocSAMConfig.from_json(path)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--model-config") from None

@@ -37,16 +37,20 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
 VariantChoice = Annotated[
     Variant | None,
     typer.Option(
-        "--variant", help="Architecture (default: the weights').", show_default=False, rich_help_panel=MODEL
+        "--variant",
+        help="Architecture (default: detected from the weights file).",
+        show_default=False,
+        rich_help_panel=MODEL,
     ),
 ]
+MODEL_CONFIG_HELP = "Architecture JSON, for variants other than base and large."
 ModelConfig = Annotated[
     Path | None,
     typer.Option(
         "--model-config",
         exists=True,
         dir_okay=False,
-        help="Architecture JSON, for variants other than base and large.",
+        help=MODEL_CONFIG_HELP,
         rich_help_panel=MODEL,
     ),
 ]

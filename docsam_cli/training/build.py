@@ -52,19 +52,28 @@ def model_from_mask2former(
     return model
 
 
-def checkpoint_config(path: Path, state: dict[str, torch.Tensor], variant: str | None) -> DocSAMConfig:
-    """Architecture of a DocSAM checkpoint: the config our safetensors carry, else the given or detected
-    variant (official `.pth` files store no config)."""
+def checkpoint_config(
+    path: Path, state: dict[str, torch.Tensor], variant: str | None, config: DocSAMConfig | None = None
+) -> DocSAMConfig:
+    """Architecture of a DocSAM checkpoint: the given config, else the config our safetensors carry, else the
+    given or detected variant (official `.pth` files store no config)."""
+    if config is not None:
+        return config
     stored = stored_config(path)
     if stored is not None:
         return stored
-    return variant_config(variant or detect_variant(state))
+    return variant_config(variant or detect_variant(state, str(path)))
 
 
-def model_from_checkpoint(path: Path, regularisation: Regularisation, variant: str | None = None) -> DocSAM:
+def model_from_checkpoint(
+    path: Path,
+    regularisation: Regularisation,
+    variant: str | None = None,
+    config: DocSAMConfig | None = None,
+) -> DocSAM:
     """Any DocSAM checkpoint (official or ours), loaded strictly, for fine-tuning."""
     state = read_state_dict(path)
-    model = DocSAM(regularisation.apply(checkpoint_config(path, state, variant)))
+    model = DocSAM(regularisation.apply(checkpoint_config(path, state, variant, config)))
     load_weights(model, state, str(path))
     return model
 

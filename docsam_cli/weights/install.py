@@ -37,7 +37,7 @@ from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
 from docsam_cli.weights.progress import transfer_progress
 from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
 from model.checkpoint import CheckpointError, read_state_dict, write_safetensors
-from model.config import variant_config
+from model.config import variant_with_width
 
 Say = Callable[[str], None]
 
@@ -69,7 +69,7 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     if not path.is_file():
         raise FetchError(f"{path}: no such file")
     with _locked(entry.name), _storage_errors(entry):
-        record = _store(entry, path, source=f"file:{path.resolve()}", hf_cached=False)
+        record = _store(entry, path, say, source=f"file:{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
 
@@ -113,10 +113,10 @@ def _download(entry: WeightsEntry, say: Say, *, refetch: bool) -> CacheRecord:
             else:
                 raw = fetch_hub_file(entry.name, source, bar, force=refetch)
         if isinstance(source, DriveSource):
-            record = _store(entry, raw, source=source.url, hf_cached=False)
+            record = _store(entry, raw, say, source=source.url, hf_cached=False)
             shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
         else:
-            record = _store(entry, raw, source=_hub_url(source, raw), hf_cached=True)
+            record = _store(entry, raw, say, source=_hub_url(source, raw), hf_cached=True)
     except FetchError:
         if not any(staging_dir(entry.name).glob("*.part")):
             shutil.rmtree(staging_dir(entry.name), ignore_errors=True)  # keep only what a rerun can resume
@@ -129,7 +129,7 @@ def _adopt_offline(entry: WeightsEntry, say: Say) -> CacheRecord:
     """Offline: take a copy already in the Hugging Face cache, or fail naming the file and how to get it."""
     source = entry.source
     if isinstance(source, HubSource) and (found := find_in_hf_cache(source)) is not None:
-        record = _store(entry, found, source=_hub_url(source, found), hf_cached=True)
+        record = _store(entry, found, say, source=_hub_url(source, found), hf_cached=True)
         say(f"{entry.name}: found in the Hugging Face cache, stored as {record.path}")
         return record
     wanted = source.filename if isinstance(source, DriveSource) else " or ".join(source.filenames)
@@ -145,7 +145,7 @@ def _hub_url(source: HubSource, path: Path) -> str:
     return f"{source.url}/blob/{source.revision}/{path.name}"
 
 
-def _store(entry: WeightsEntry, raw: Path, *, source: str, hf_cached: bool) -> CacheRecord:
+def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: bool) -> CacheRecord:
     """Check `raw` and record it.
 
     A safetensors file in the Hugging Face cache is recorded where it is (no second copy); anything else is
@@ -157,7 +157,7 @@ def _store(entry: WeightsEntry, raw: Path, *, source: str, hf_cached: bool) -> C
         target, sha256 = raw, source_sha256
     else:
         target = converted_path(entry.name)
-        _convert(entry, raw, target)
+        _convert(entry, raw, target, say)
         sha256 = sha256_file(target)
     folder = entry_dir(entry.name)
     record = CacheRecord(
@@ -192,7 +192,7 @@ def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_c
     raise FetchError(f"{entry.name}: {raw.name} is not the published file ({problem}); nothing was stored")
 
 
-def _convert(entry: WeightsEntry, raw: Path, target: Path) -> None:
+def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say) -> None:
     """Rewrite `raw` as safetensors after a safe load, refusing files that are not this entry's weights."""
     try:
         state = read_state_dict(raw)
@@ -200,18 +200,22 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path) -> None:
         raise FetchError(
             f"{entry.name}: {raw.name} is not a readable checkpoint (truncated or not weights?): {error}"
         ) from error
-    _check_variant(entry, raw, state)
+    _check_variant(entry, raw, state, say)
     write_safetensors(state, target)
 
 
-def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor]) -> None:
-    """A base checkpoint stored under a large name (or the reverse) would only fail later, at load time."""
-    if entry.variant is None:
-        return
+def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor], say: Say) -> None:
+    """Refuse a Swin backbone of no variant's width; note one of another variant than the registry expects.
+
+    Loading detects the variant from the file, so a valid other variant still works (the model zoo's table
+    and scripts disagree about `docsam-large-keepsize`).
+    """
     widths = {tensor.shape[0] for key, tensor in state.items() if key.endswith(_PATCH_EMBEDDING)}
-    expected = variant_config(entry.variant).backbone.embed_dim
-    if widths and widths != {expected}:
-        raise FetchError(
-            f"{entry.name}: {raw.name} holds a Swin backbone of width {sorted(widths)[0]}, "
-            f"not the {entry.variant} variant's {expected}"
-        )
+    if not widths:
+        return
+    try:
+        variant = variant_with_width(min(widths))
+    except ValueError as error:
+        raise FetchError(f"{entry.name}: {raw.name} holds a Swin backbone no variant has ({error})") from None
+    if entry.variant is not None and variant != entry.variant:
+        say(f"{entry.name}: {raw.name} holds the {variant} variant, not the {entry.variant} one listed")

@@ -76,6 +76,9 @@ class WeightsEntry:
     shown to the user. `dataset_names` are the names the model saw in its background prompts
     (`"<dataset name> _background_"`) during fine-tuning, `class_names` the category names where the reference
     reveals them.
+
+    `variant` is the architecture the source lists, for the reader and the installer's note: loading always
+    detects it from the file (the Swin width), unless `--variant` or `--model-config` says otherwise.
     """
 
     name: str
@@ -141,16 +144,16 @@ REGISTRY: tuple[WeightsEntry, ...] = (
         approx_size=_DOCSAM_LARGE_BYTES,
         aliases=("docsam_large_all_dataset",),
     ),
-    # MODELZOO's table calls this one "swin-base, 208M"; its test script runs it as large (MODEL_SIZE=large).
+    # No variant: MODELZOO's table calls this one "swin-base, 208M" while its name and test script
+    # (MODEL_SIZE=large) say large; loading detects it from the file.
     WeightsEntry(
         name="docsam-large-keepsize",
         source=DriveSource("15X9lLhPmQdDXnVQiuzB8G6kU13X2bBtP", "docsam_large_all_dataset_keepsize.pth"),
         licence=DOCSAM_LICENCE,
-        description="DocSAM-Large trained on pages kept near their size (short side 640-1280)",
-        variant="large",
+        description="DocSAM (Swin-B or -L: the file tells) trained on pages kept near their size (short "
+        "side 640-1280)",
         keep_size=True,
         patch_size=640,
-        approx_size=_DOCSAM_LARGE_BYTES,
         aliases=("docsam_large_all_dataset_keepsize",),
     ),
     _docsam_finetuned(

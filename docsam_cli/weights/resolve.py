@@ -11,7 +11,7 @@ from pathlib import Path
 
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
-from docsam_cli.weights.registry import Variant, WeightsEntry, entry_names, find_entry
+from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
 
 _WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 
@@ -23,10 +23,6 @@ class ResolvedWeights:
     path: Path
     entry: WeightsEntry | None = None
     sha256: str | None = None
-
-    @property
-    def variant(self) -> Variant | None:
-        return self.entry.variant if self.entry else None
 
     @property
     def keep_size(self) -> bool:
