@@ -35,17 +35,41 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or is_safetensors(path):
             return load_file(str(path), device="cpu")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for corrupt files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from error
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})") from error
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return dict(loaded)
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether the file starts as safetensors do (a little-endian header length, then a JSON object), so that
+    one is read as such whatever its suffix (`.bin` and `.pth` are common for both formats)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _load_failure(error: Exception) -> str:
+    """The reason to show for a file torch cannot load safely. Its weights-only message advises a load that
+    would run arbitrary code, which docsam never does; the useful part is what the file holds."""
+    text = str(error)
+    if text.startswith("Weights only load failed"):
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if needed:
+            return f"it holds Python objects ({needed.group(1)}), which a safe weights-only load refuses"
+        return "not a PyTorch or safetensors checkpoint"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def write_safetensors(
@@ -226,7 +250,7 @@ def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:
     """The config a safetensors file written by `save_model` carries in its metadata, if any.
 
     Raises CheckpointError naming the file when that config is not a usable one."""
-    if Path(path).suffix != ".safetensors":
+    if not is_safetensors(Path(path)):
         return None
     with safe_open(str(path), "pt") as handle:
         text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)

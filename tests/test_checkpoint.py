@@ -193,3 +193,28 @@ def test_variant_detection_errors_name_the_file(tmp_path):
     save_file({"w": torch.zeros(1)}, str(other))
     with pytest.raises(CheckpointError, match=rf"^{other}: has no Swin patch embedding"):
         load_model(other)
+
+
+def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file_is(tmp_path) -> None:
+    import numpy as np
+
+    from model.checkpoint import write_safetensors
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    renamed = tmp_path / "weights.bin"
+    write_safetensors(state, renamed)
+    assert torch.equal(read_state_dict(renamed)["w"], state["w"])
+
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    pickled = tmp_path / "objects.pth"
+    torch.save({"w": np.zeros(3)}, pickled)
+    for path, reason in (
+        (text, "not a PyTorch or safetensors checkpoint"),
+        (pickled, "it holds Python objects (numpy."),
+    ):
+        with pytest.raises(CheckpointError) as caught:
+            read_state_dict(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: not a readable checkpoint ({reason}")
+        assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
