@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -207,6 +208,19 @@ def test_truncated_image(tmp_path, suffix):
     error = failure(tmp_path / f"cut{suffix}")
     assert "truncated" in error.reason or "corrupt" in error.reason
     assert_one_line_naming(error, tmp_path / f"cut{suffix}")
+
+
+@pytest.mark.parametrize("cut", [2000, 0.7])
+def test_a_cut_multi_page_tiff_is_one_line_naming_it_and_no_pillow_warning(shared_data, tmp_path, cut):
+    """Pillow warned "Corrupt EXIF data" (two raw lines on stderr), then the file was "not an image" or
+    "cannot read image header: TypeError: Missing dimensions"."""
+    data = (shared_data / "pdfs/pdf-docling-tests/tests/data/tiff/sources/2206.01062.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: cut if isinstance(cut, int) else int(len(data) * cut)])
+    with warnings.catch_warnings(record=True) as shown:
+        error = failure(tmp_path / "cut.tif")
+    assert error.reason.startswith("truncated or corrupt TIFF (")
+    assert_one_line_naming(error, tmp_path / "cut.tif")
+    assert [str(warning.message) for warning in shown] == []
 
 
 def test_unreadable_file(tmp_path, monkeypatch):

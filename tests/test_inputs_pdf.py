@@ -149,6 +149,23 @@ def test_pdfs_encrypted_with_an_empty_user_password_open_without_one(pdfs, name)
     assert tasks[0].load().height > 0
 
 
+def test_a_password_is_used_only_where_a_file_needs_it(pdfs, render_calls):
+    """One --password for a batch: files that open without it (V4.pdf: empty user password) still open."""
+    for name in ["pdf-qpdf-tricky/V4.pdf", "pdf-qpdf-tricky/minimal-rotated.pdf"]:
+        tasks = items_for(pdfs / name, password="userpassword")
+        assert tasks and all(isinstance(task, PageTask) for task in tasks)
+        tasks[0].load()
+    (task,) = items_for(pdfs / "pdf-tabula-tests/encrypted.pdf", password="userpassword")
+    task.load()
+    assert [call["userpw"] for call in render_calls] == [None, None, "userpassword"]
+
+
+def test_the_owner_password_opens_an_encrypted_pdf_too(pdfs):
+    tasks = items_for(pdfs / "pdf-qpdf-tricky/enc-XI-R6,V5,U=view,O=master.pdf", password="master")
+    assert len(tasks) == 30 and all(isinstance(task, PageTask) for task in tasks)
+    assert tasks[0].load().image.mean() > 100
+
+
 @pytest.mark.parametrize("name", ["bad1.pdf", "bad-direct-root.pdf", "bad-content.pdf"])
 def test_damaged_pdfs_fail_with_one_line(pdfs, name):
     reason = only_error(pdfs / "pdf-qpdf-tricky" / name).reason

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,43 @@ def test_explicit_files_keep_command_line_order_and_any_suffix(tree):
 def test_glob_filters_by_suffix_and_double_star_spans_directories(tree):
     assert names(collect_documents([str(tree / "p*")])) == ["p1.PDF", "p2.png", "p10.png"]
     assert names(collect_documents([str(tree / "**" / "*.tif")])) == ["s1.tif"]
+
+
+def test_double_star_does_not_follow_folder_links(tmp_path, monkeypatch):
+    """Python's glob follows links under `**`: a loop gave a 41-deep alias of the file (and two, below,
+    made it run for ever); like a folder with -r, links to folders are not followed."""
+    touch(tmp_path / "rec" / "sub" / "z.png")
+    (tmp_path / "rec" / "sub" / "up").symlink_to("..")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ["rec/**/*.png", "rec/**", "**/z.png"]:
+        (document,) = collect_documents([pattern], recursive=True)
+        assert isinstance(document, Document) and document.path == Path("rec/sub/z.png"), pattern
+
+
+def test_double_star_ends_with_two_link_loops(tmp_path):
+    touch(tmp_path / "rec" / "sub" / "z.png")
+    (tmp_path / "rec" / "sub" / "up").symlink_to("..")
+    (tmp_path / "rec" / "self").symlink_to("../rec")
+    code = "from docsam_cli.inputs import collect_documents; print(collect_documents(['rec/**/*.png']))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert repr(Path("rec", "sub", "z.png")) in run.stdout, run.stderr
+
+
+def test_folders_and_globs_skip_the_output_folder_but_named_files_are_taken(tmp_path):
+    """A run writing into a folder it scans must not take its own outputs (overlays) for inputs."""
+    touch(tmp_path / "X" / "page.jpg")
+    overlay = touch(tmp_path / "X" / "out" / "overlay" / "page.png")
+    out = tmp_path / "X" / "link-to-out"  # compared after resolving links
+    out.symlink_to("out")
+    for source in [tmp_path / "X", tmp_path / "X" / "**" / "*", tmp_path / "X" / "*" / "*" / "*.png"]:
+        items = collect_documents(
+            [str(source), str(tmp_path / "X" / "page.jpg")], recursive=True, output_folder=out
+        )
+        assert names(items) == ["page.jpg"], source
+    items = collect_documents([str(overlay)], output_folder=out)
+    assert [item.path for item in items if isinstance(item, Document)] == [overlay]
 
 
 def test_glob_matching_a_directory_expands_it(tree):

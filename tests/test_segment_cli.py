@@ -157,6 +157,28 @@ def test_usage_errors_exit_2(tmp_path, tiny_weights, reference_fixtures):
         assert stderr.strip().startswith("error:")
 
 
+@pytest.mark.parametrize("dpi", ["inf", "nan", "1e300", "0.5"])
+def test_an_absurd_dpi_is_a_usage_error_naming_it(tmp_path, tiny_weights, reference_fixtures, dpi):
+    """`--dpi inf` was accepted, then every PDF page failed with an OverflowError."""
+    page = str(reference_fixtures / "tiny-e2e-page.png")
+    code, _, stderr = run_segment(tiny_weights, tmp_path, page, "--dpi", dpi)
+    assert code == 2 and stderr.strip().startswith("error:") and "'--dpi'" in stderr, stderr
+
+
+def test_an_output_folder_inside_a_scanned_folder_is_not_taken_for_inputs(
+    tmp_path, tiny_weights, reference_fixtures
+):
+    """The second run segmented the first one's X/out/overlay/page.png."""
+    shutil.copy(reference_fixtures / "tiny-e2e-page.png", tmp_path / "page.png")
+    for _ in range(2):
+        code, records, stderr = run_segment(
+            tiny_weights, tmp_path / "out", str(tmp_path), "-r", *E2E_CLASSES, "--format", "overlay,jsonl"
+        )
+        assert code == 0, stderr
+        assert [record["input"] for record in records] == [str(tmp_path / "page.png")]
+    assert (tmp_path / "out" / "overlay" / "page.png").exists()
+
+
 def test_missing_zoo_weights_name_the_download_command(tmp_path, monkeypatch, reference_fixtures):
     monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
     code, _, stderr = run_segment("docsam-base", tmp_path, str(reference_fixtures / "tiny-e2e-page.png"))

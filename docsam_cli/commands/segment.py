@@ -25,7 +25,7 @@ from docsam_cli.commands.options import (
 )
 from docsam_cli.console import ConsoleReporter, message_options
 from docsam_cli.errors import UsageError
-from docsam_cli.inputs import PageRanges, parse_page_ranges
+from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
 from docsam_cli.presets import DEFAULT_PRESET, PRESETS, describe_presets, resolve_prompts
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.segment_request import SegmentRequest
@@ -57,7 +57,9 @@ Inputs = Annotated[
 Recursive = Annotated[
     bool, typer.Option("--recursive", "-r", help="Descend into subfolders.", rich_help_panel=INPUT)
 ]
-Dpi = Annotated[float, typer.Option(min=1, help="PDF rendering resolution.", rich_help_panel=INPUT)]
+Dpi = Annotated[
+    float, typer.Option(min=1, max=MAX_DPI, help="PDF rendering resolution.", rich_help_panel=INPUT)
+]
 Pages = Annotated[
     PageRanges | None,
     typer.Option(
@@ -152,7 +154,12 @@ AltoMapOption = Annotated[
     ),
 ]
 Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="Redo pages whose outputs already exist.", rich_help_panel=OUTPUT)
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Redo pages whose outputs already exist, also with classes other than the output folder's.",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 BatchSize = Annotated[
     int, typer.Option(min=1, help="Windows per forward pass (16 as the reference).", rich_help_panel=BATCH)

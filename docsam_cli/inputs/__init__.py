@@ -18,12 +18,14 @@ from typing import TextIO
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels, to_bgr
 from docsam_cli.inputs.page_ranges import PageRanges, parse_page_ranges
+from docsam_cli.inputs.pdf import MAX_DPI
 from docsam_cli.inputs.prefetch import prefetch
 from docsam_cli.inputs.sources import Document, collect_documents
 from docsam_cli.inputs.tasks import LoadOptions, Page, PageTask, iter_page_tasks
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_DPI",
     "Document",
     "InputError",
     "LoadOptions",

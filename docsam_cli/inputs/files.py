@@ -25,15 +25,16 @@ FileKind = Literal["image", "pdf"]
 
 PDF_SUFFIXES = frozenset({".pdf"})
 PDF_SIGNATURE = b"%PDF"
-IMAGE_SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",  # JPEG
-    b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
-    b"GIF87a", b"GIF89a",
-    b"BM",
-    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",  # JPEG 2000 file, codestream
-    b"P1", b"P2", b"P3", b"P4", b"P5", b"P6",  # PBM, PGM, PPM
-)  # fmt: skip
+IMAGE_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF",  # and BigTIFF
+    b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "JPEG 2000", b"\xff\x4f\xff\x51": "JPEG 2000",  # file, codestream
+    b"P1": "PNM", b"P2": "PNM", b"P3": "PNM", b"P4": "PNM", b"P5": "PNM", b"P6": "PNM",  # PBM, PGM, PPM
+}  # fmt: skip
+WEAK_SIGNATURE_FORMATS = frozenset({"BMP", "PNM"})  # two letters, which a text file may start with too
 SNIFF_BYTES = 1024
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)  # POSIX, Windows
 
@@ -89,8 +90,13 @@ def sniff_kind(path: Path) -> FileKind:
             raise InputError(path, f"cannot read: {error.strerror or error}") from None
     if not head:
         raise InputError(path, "empty file (0 bytes)")
-    if head.startswith(IMAGE_SIGNATURES):
+    if signature_format(head) is not None:
         return "image"
     if PDF_SIGNATURE in head or path.suffix.lower() in PDF_SUFFIXES:
         return "pdf"
     return "image"
+
+
+def signature_format(head: bytes) -> str | None:
+    """The image format (`"TIFF"`) whose signature the first bytes `head` start with; None if none."""
+    return next((name for signature, name in IMAGE_SIGNATURES.items() if head.startswith(signature)), None)

@@ -26,12 +26,13 @@ import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from docsam_cli.errors import InputError
-from docsam_cli.inputs.files import open_regular_file
+from docsam_cli.inputs.files import SNIFF_BYTES, WEAK_SIGNATURE_FORMATS, open_regular_file, signature_format
 
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
 PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trusted"
@@ -87,17 +88,29 @@ def _bomb_error(path: Path, error: Image.DecompressionBombError, page: int | Non
     return _over_limit(path, f"{pixels[1]} pixels" if pixels else "the image", page)
 
 
+def _silence_pillow_warnings() -> None:
+    """Keep Pillow's warnings about damaged data ("Corrupt EXIF data" in a cut TIFF: two raw lines on
+    stderr naming a site-packages file) off the console; a file that then fails is one InputError line.
+
+    Installed on every open rather than once at import: whoever restores the warning filters (a test
+    runner does) would drop it, and `warnings.catch_warnings` cannot be used, pages being decoded in
+    threads. Re-adding an existing filter replaces it.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 @contextlib.contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
     """The image, opened lazily (header only) and within the pixel limit; closed on exit. Raises
     InputError."""
+    _silence_pillow_warnings()
     with open_regular_file(path) as handle:
         try:
             image = Image.open(handle, formats=IMAGE_FORMATS)
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error) from None
         except UnidentifiedImageError:
-            raise InputError(path, "not an image or PDF (or an unsupported image format)") from None
+            raise _unidentified(path, handle) from None
         except OSError as error:  # with an errno the disk failed, without one the decoder
             if error.errno:
                 raise InputError(path, f"cannot read: {error.strerror}") from None
@@ -109,9 +122,25 @@ def open_image(path: Path) -> Iterator[Image.Image]:
             image.close()
 
 
-def frame_count(image: Image.Image) -> int:
-    """Pages of a multi-page TIFF; 1 for anything else (animated GIF/WebP frames are not pages)."""
-    return int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
+def _unidentified(path: Path, handle: BinaryIO) -> InputError:
+    """The error for a file Pillow cannot open: corrupt if it starts with an image signature (Pillow only
+    says it cannot identify it), else not an image."""
+    handle.seek(0)
+    name = signature_format(handle.read(SNIFF_BYTES))
+    if name is None or name in WEAK_SIGNATURE_FORMATS:
+        return InputError(path, "not an image or PDF (or an unsupported image format)")
+    return InputError(path, f"truncated or corrupt {name} (its header cannot be read)")
+
+
+def frame_count(path: Path, image: Image.Image) -> int:
+    """Pages of a multi-page TIFF; 1 for anything else (animated GIF/WebP frames are not pages). Raises
+    InputError for a TIFF whose page directories are cut off or damaged (counting them reads them all)."""
+    if image.format != "TIFF":
+        return 1
+    try:
+        return int(image.n_frames)
+    except (*_DECODE_ERRORS, TypeError, struct.error) as error:
+        raise InputError(path, f"truncated or corrupt TIFF (cannot count its pages: {error})") from None
 
 
 def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarray:

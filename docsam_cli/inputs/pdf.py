@@ -11,6 +11,11 @@ held to the decompression-bomb limit of `images` then, so an oversized page neve
 rendered page whose size is not the one asked for (poppler gives up on pages too large for it, printing
 "Bogus memory allocation size" and returning a 1 x 1 image) is an error, never a page. Poppler neither
 reports nor applies /UserUnit, so the crop box in points is what it renders.
+
+Passwords: one `--password` serves a whole batch, so it is used only where a file needs one. A file is
+first opened without it (unencrypted PDFs, and encrypted ones with an empty user password, would refuse a
+wrong user password), then, if poppler asks for one, with it as both owner and user password (poppler
+tries the owner password first, then the user password), so either password opens the file.
 """
 
 from __future__ import annotations
@@ -28,28 +33,47 @@ from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import require_regular_file
 from docsam_cli.inputs.images import check_pixel_limit, to_bgr
 
+MAX_DPI = 9600.0  # `--dpi` above this (flatbed scanners' top optical resolution) is a typo, not a wish
 _ALL_PAGES = 2**31 - 1  # `pdfinfo -l` past the end lists every page; poppler clamps it
 _PAGE_KEY = re.compile(r"Page\s+(\d+) (size|rot)")
 _POINTS = re.compile(r"([\d.]+) x ([\d.]+) pts")
 _POINTS_PER_INCH = 72.0
 _SIZE_TOLERANCE = 2  # pixels: poppler rounds each side up ...
 _SIZE_PRECISION = 1e-5  # ... from a size pdfinfo prints to 6 significant digits
+_NEEDS_PASSWORD = "encrypted PDF: a password is needed (--password)"
 
 
 @dataclass(frozen=True)
 class PdfInfo:
     page_count: int
     page_sizes: dict[int, tuple[float, float]]  # 1-based page → (width, height) in points, as displayed
+    password: str | None  # what opened the file, for `render_pdf_page`: None where none was needed
 
 
 def read_pdf_info(path: Path, password: str | None = None, timeout: float | None = None) -> PdfInfo:
     """Page count and page sizes. Raises InputError for damaged, encrypted (no or wrong password) PDFs.
 
+    `password` is tried only if the file cannot be opened without (see the module docstring).
     pdf2image's `PDFInfoNotInstalledError` (no poppler) is not a per-file problem and propagates.
     """
     try:
+        return _read_pdf_info(path, None, timeout)
+    except InputError as error:
+        if password is None or error.reason != _NEEDS_PASSWORD:
+            raise
+    return _read_pdf_info(path, password, timeout)
+
+
+def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> PdfInfo:
+    """One `pdfinfo` run, `password` given as owner and user password."""
+    try:
         info = pdfinfo_from_path(
-            str(path.absolute()), userpw=password, first_page=1, last_page=_ALL_PAGES, timeout=timeout
+            str(path.absolute()),
+            userpw=password,
+            ownerpw=password,
+            first_page=1,
+            last_page=_ALL_PAGES,
+            timeout=timeout,
         )
     except PDFPageCountError as error:
         raise InputError(path, _pdfinfo_reason(str(error), password)) from None
@@ -70,14 +94,13 @@ def read_pdf_info(path: Path, password: str | None = None, timeout: float | None
     page_count = int(info["Pages"])
     if page_count < 1:
         raise InputError(path, "PDF has no pages")
-    return PdfInfo(page_count, {page: size[::-1] if page in turned else size for page, size in sizes.items()})
+    displayed = {page: size[::-1] if page in turned else size for page, size in sizes.items()}
+    return PdfInfo(page_count, displayed, password)
 
 
 def _pdfinfo_reason(message: str, password: str | None) -> str:
     if "Incorrect password" in message:
-        if password is None:
-            return "encrypted PDF: a password is needed (--password)"
-        return "encrypted PDF: wrong password"
+        return _NEEDS_PASSWORD if password is None else "encrypted PDF: wrong password"
     errors = [line.split(":", 1)[-1].strip() for line in message.splitlines() if "Error" in line]
     return f"damaged or not a PDF (poppler: {errors[-1]})" if errors else "damaged or not a PDF"
 
@@ -92,6 +115,8 @@ def render_pdf_page(
     timeout: float | None = None,
 ) -> np.ndarray:
     """Render one page (1-based) to BGR uint8. Raises InputError.
+
+    `password` is `PdfInfo.password`, the one that opened the file (given as owner and user password).
 
     `size_points` (from `read_pdf_info`, as displayed) gives the pixel size before rendering: a page
     past the pixel limit fails before poppler allocates it, and one of unknown size is not rendered.
@@ -108,6 +133,7 @@ def render_pdf_page(
             first_page=page,
             last_page=page,
             userpw=password,
+            ownerpw=password,
             use_cropbox=True,
             timeout=timeout,
         )

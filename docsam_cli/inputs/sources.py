@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -33,6 +33,8 @@ STDIN_SOURCE = "-"
 COMMENT_PREFIX = "#"
 MAX_STEM_BYTES = 200  # UTF-8 bytes: a file name holds 255, leaving room for `_p0001` and `.overlay.png`
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_SEPARATORS = re.escape(os.sep + (os.altsep or ""))
+_RECURSIVE_PART = re.compile(rf"(?:^|(?<=[{_SEPARATORS}]))\*\*(?:[{_SEPARATORS}]+|$)")  # a `**` component
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,11 @@ class Document:
 
 
 def collect_documents(
-    sources: Iterable[str], *, recursive: bool = False, stdin: TextIO | BinaryIO | None = None
+    sources: Iterable[str],
+    *,
+    recursive: bool = False,
+    stdin: TextIO | BinaryIO | None = None,
+    output_folder: Path | None = None,
 ) -> list[Document | InputError]:
     """Documents in command-line order, each file once (and each refusal once); an InputError in place of a
     source that names none.
@@ -55,17 +61,21 @@ def collect_documents(
     - a path that does not exist but contains `*`, `?` or `[` is a glob (`**` spans directories);
       matching files are filtered by suffix like a directory's, matching directories are expanded;
     - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally;
-    - a named pipe, device or socket, named or found, is an InputError (never opened).
+    - a named pipe, device or socket, named or found, is an InputError (never opened);
+    - nothing is found in `output_folder` (the run's `--out`, compared after resolving links), so a run
+      whose outputs land inside a folder it scans never takes them for inputs; a file named explicitly
+      (argument or stdin) is still taken, and so is a folder.
     """
+    skip = None if output_folder is None else os.path.realpath(output_folder)
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
             for line in read_path_list(stdin if stdin is not None else sys.stdin):
-                found.extend(_expand_path(Path(line), recursive))
+                found.extend(_expand_path(Path(line), recursive, skip))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
-            found.extend(_expand_glob(source, recursive))
+            found.extend(_expand_glob(source, recursive, skip))
         else:
-            found.extend(_expand_path(Path(source), recursive))
+            found.extend(_expand_path(Path(source), recursive, skip))
 
     seen: set[str] = set()
     unique: list[Path | InputError] = []
@@ -96,9 +106,9 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
 
 
-def _expand_path(path: Path, recursive: bool) -> list[Path | InputError]:
+def _expand_path(path: Path, recursive: bool, skip: str | None) -> list[Path | InputError]:
     if _is_directory(path):
-        files = _directory_files(path, recursive)
+        files = _directory_files(path, recursive, skip)
         return files or [InputError(path, "directory contains no images or PDFs")]
     return [_regular_file(path)]
 
@@ -118,18 +128,64 @@ def _regular_file(path: Path) -> Path | InputError:
     return path
 
 
-def _expand_glob(pattern: str, recursive: bool) -> list[Path | InputError]:
-    matches = sorted(glob.glob(pattern, recursive=True), key=natural_key)
+def _expand_glob(pattern: str, recursive: bool, skip: str | None) -> list[Path | InputError]:
+    matches = sorted(_glob(pattern, skip), key=natural_key)
     expanded: list[Path | InputError] = []
     for match in map(Path, matches):
+        if skip is not None and _is_inside(match, skip):
+            continue
         if _is_directory(match):
-            expanded.extend(_directory_files(match, recursive))
+            expanded.extend(_directory_files(match, recursive, skip))
         elif match.suffix.lower() in SUPPORTED_SUFFIXES:
             expanded.append(_regular_file(match))
     return expanded or [InputError(pattern, "no image or PDF matches this pattern")]
 
 
-def _directory_files(root: Path, recursive: bool) -> list[Path | InputError]:
+def _glob(pattern: str, skip: str | None) -> list[str]:
+    """`glob.glob(pattern, recursive=True)`, except that `**` spans folders as `_walk` does.
+
+    Python's glob follows symbolic links to folders under `**`, so a link loop (`sub/up -> ..`) gives
+    ever longer aliases of the same files, and two loops make it run for ever. Here the part before the
+    first `**` is globbed, every folder under each match is found by `_walk`, and the rest of the pattern
+    is matched in each (recursively, for a second `**`).
+    """
+    star = _RECURSIVE_PART.search(pattern)
+    if star is None:
+        return glob.glob(pattern)
+    head, tail = pattern[: star.start()], pattern[star.end() :]
+    matches: list[str] = []
+    for base in glob.glob(head) if head else [""]:
+        for directory, names in _walk(Path(base or os.curdir), True, skip):
+            relative = os.path.relpath(directory, base or os.curdir)
+            folder = base if relative == os.curdir else os.path.join(base, relative)
+            if tail:
+                matches.extend(_glob(os.path.join(glob.escape(folder), tail), skip))
+            elif star[0].endswith("*"):  # a trailing `**` matches every folder and file below
+                matches.extend([folder, *(os.path.join(folder, name) for name in names)] if folder else names)
+            elif folder:  # and `**/` every folder
+                matches.append(os.path.join(folder, ""))
+    return matches
+
+
+def _walk(
+    root: Path, recursive: bool, skip: str | None, report: Callable[[OSError], None] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """Each folder under `root` (only `root` unless `recursive`) with the names of its non-hidden files,
+    top-down; hidden folders and the folder whose real path is `skip` are left out, and symbolic links to
+    folders are not followed, so a link loop ends. `report` gets the OSError of a folder that cannot be
+    listed."""
+    for directory, subdirs, names in os.walk(root, onerror=report):
+        subdirs[:] = [
+            name
+            for name in subdirs
+            if recursive
+            and not name.startswith(".")
+            and os.path.realpath(os.path.join(directory, name)) != skip
+        ]
+        yield directory, [name for name in names if not name.startswith(".")]
+
+
+def _directory_files(root: Path, recursive: bool, skip: str | None) -> list[Path | InputError]:
     """Supported files under `root` in natural order, each a Path or the InputError refusing it; a folder
     that cannot be listed is an InputError too."""
     unreadable: list[InputError] = []
@@ -138,15 +194,17 @@ def _directory_files(root: Path, recursive: bool) -> list[Path | InputError]:
     def report(error: OSError) -> None:
         unreadable.append(InputError(error.filename, f"cannot list directory: {error.strerror or error}"))
 
-    for directory, subdirs, names in os.walk(root, onerror=report):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")] if recursive else []
+    for directory, names in _walk(root, recursive, skip, report):
         files.extend(
-            Path(directory, name)
-            for name in names
-            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+            Path(directory, name) for name in names if Path(name).suffix.lower() in SUPPORTED_SUFFIXES
         )
     files.sort(key=lambda path: [natural_key(part) for part in path.relative_to(root).parts])
     return [*unreadable, *(_regular_file(path) for path in files)]
+
+
+def _is_inside(path: Path, folder: str) -> bool:
+    """Whether `path` resolves to the real path `folder` or to something in it."""
+    return Path(os.path.realpath(path)).is_relative_to(folder)
 
 
 def natural_key(text: str) -> tuple[str | int, ...]:

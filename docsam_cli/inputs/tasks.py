@@ -7,7 +7,7 @@ finished pages, and `load()` can run in a worker thread (see `prefetch`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +118,14 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
     if sniff_kind(path) == "pdf":
         info = read_pdf_info(path, options.password, options.poppler_timeout)
         pages = _selected(path, info.page_count, options.pages)
+        options = replace(options, password=info.password)  # only where the file needs it (see `pdf`)
         return [
             PageTask(path, page, page_id(document.stem, page), "pdf", options, info.page_sizes.get(page))
             for page in pages
         ]
     try:
         with open_image(path) as image:
-            frames = frame_count(image)
+            frames = frame_count(path, image)
     except InputError:
         raise
     except Exception as error:  # see PageTask.load
