@@ -14,9 +14,11 @@ A page counts as done once its record (`<out>/.docsam/records/<page_id>.json`) i
 last, after every other output of the page, and each file is written to a temporary name and renamed. A
 run killed at any point therefore leaves only complete files, and a re-run redoes exactly the pages without
 a record (or whose requested outputs are missing) — every page is done once. The run-wide COCO files are
-assembled at the end from per-page parts, so skipped pages are part of them too; if they cannot be written
-(a full disk), the run says so and fails, and a re-run writes them. A page id whose record holds another
-input's outputs (`a/scan.png` before, `b/scan.png` now) is refused, neither skipped nor overwritten.
+assembled at the end from the per-page parts of every page done in the folder, this run's or not; if they
+cannot be written (a full disk), the run says so and fails, and a re-run writes them. A record names its
+input's absolute path as well, so that the page is recognised from any working folder; a page id whose
+record holds another input's outputs (`a/scan.png` before, `b/scan.png` now) is refused, neither skipped
+nor overwritten. The folder holds the results of one class list (`claim_classes`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.jsonl import dumps_record, error_record
-from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter, output_folders
+from docsam_cli.writers.page_outputs import (
+    STATE_DIR,
+    OutputSettings,
+    PageSource,
+    PageWriter,
+    output_folders,
+)
 from model.instances import PageInstances
 
 if TYPE_CHECKING:
@@ -63,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
 WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
+CLASSES_FILE = "classes.json"  # in STATE_DIR: the classes of the folder's results
+# In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder.
+STORED_INPUT = "input_absolute"
 
 
 def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
@@ -75,6 +86,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
+    claim_classes(request.out, request.class_names, overwrite=request.overwrite)
     processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     try:
         try:
@@ -96,7 +108,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
             return model_segmenter(loaded, request, geometry)
 
         def list_work() -> Iterable[WorkItem]:
-            documents = collect_documents(request.inputs, recursive=request.recursive)
+            documents = collect_documents(
+                request.inputs, recursive=request.recursive, output_folder=request.out
+            )
             logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
             options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
             return iter_page_tasks(documents, options)
@@ -126,6 +140,31 @@ def prepare_output_folder(out: Path) -> None:
         ) from None
     os.close(handle)
     os.unlink(probe)
+
+
+def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> None:
+    """Make `class_names` the classes of the output folder (`<out>/.docsam/classes.json`). They number the
+    COCO categories and the semantic labels, so a folder holds the results of one class list: a run with
+    other classes (or the same in another order) is refused before any page, unless `overwrite`."""
+    path = out / STATE_DIR / CLASSES_FILE
+    classes = [output_text(name) for name in class_names]
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        stored = None
+    except (OSError, ValueError):
+        logger.debug("%s: unreadable, written again", display_path(path), exc_info=True)
+        stored = None
+    if stored == classes:
+        return
+    if isinstance(stored, list) and not overwrite:
+        raise UsageError(
+            f"--out {display_path(out)}: holds results for the classes {', '.join(map(str, stored))}, "
+            f"not {', '.join(classes)} (use another --out, or --overwrite to redo its pages with these "
+            "classes)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
 
 
 def model_segmenter(loaded: LoadedModel, request: SegmentRequest, geometry: Geometry) -> Segmenter:
@@ -228,6 +267,8 @@ class SegmentRun:
         self.pages_per_batch = request.pages_per_batch if request.isolate else 1
         self._segmenter: Segmenter | None = None
         self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
+        # Pages found done as `prefetch` looks ahead: (work index, stored record), reported in turn.
+        self._skipped: deque[tuple[int, dict[str, Any]]] = deque()
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
@@ -239,12 +280,9 @@ class SegmentRun:
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
         with contextlib.closing(
             prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
-        ) as pages:
-            for group in _groups(((self._decoding.popleft(), item) for item in pages), self.pages_per_batch):
-                self._process(group)
-                if self._should_stop():
-                    self.outcome.stopped_early = True
-                    break
+        ) as items:
+            self._take(items)
+        self._report_skipped()
 
         def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
             summary = RunSummary.combine(outcomes, time.perf_counter() - started)
@@ -297,7 +335,7 @@ class SegmentRun:
         record = self._stored_record(task.page_id)
         if record is None:
             return task
-        if not _same_input(record["input"], task.source):
+        if not _same_input(record, task.source):
             return InputError(
                 task.source,
                 f"page id {task.page_id} already holds the outputs of {one_line(record['input'])} in this "
@@ -309,10 +347,18 @@ class SegmentRun:
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
         self.outcome.skipped += 1
         self.outcome.finished.append((index, task.page_id))
-        if "jsonl" in self.request.formats:
-            self.reporter.data(dumps_record({**record, "skipped": True}))
-        self.reporter.advance()
+        self._skipped.append((index, record))
         return None
+
+    def _report_skipped(self, before: int | None = None) -> None:
+        """Report the skipped pages listed before work index `before` (all if None): pages are found done
+        while decoding runs ahead, and their JSON lines come in the order of the work list all the same."""
+        while self._skipped and (before is None or self._skipped[0][0] < before):
+            _, record = self._skipped.popleft()
+            if "jsonl" in self.request.formats:
+                line = {key: value for key, value in record.items() if key != STORED_INPUT}
+                self.reporter.data(dumps_record({**line, "skipped": True}))
+            self.reporter.advance()
 
     def _stored_record(self, page_id: str) -> dict[str, Any] | None:
         """The record a finished page left, None if there is none (or none that can be read: redo)."""
@@ -326,13 +372,28 @@ class SegmentRun:
             return None
         return record if isinstance(record, dict) and isinstance(record.get("input"), str) else None
 
-    def _process(self, group: list[tuple[int, Page | InputError]]) -> None:
-        pages = [(index, item) for index, item in group if isinstance(item, Page)]
-        for index, item in group:
+    def _take(self, items: Iterator[Page | InputError]) -> None:
+        """Segment the decoded pages in groups of `pages_per_batch`; an input that gave no page fails at
+        once. The failure limit is checked as each failure is counted, so nothing (not even the model's
+        loading) follows the failure that passes it; the run stopped early only if work was left."""
+        group: list[tuple[int, Page]] = []
+        for item in items:
+            index = self._decoding.popleft()
             if isinstance(item, InputError):
                 self._fail(index, item, None)
-        if not pages:
-            return
+            else:
+                group.append((index, item))
+                if len(group) < self.pages_per_batch:
+                    continue
+                self._process(group)
+                group = []
+            if self._should_stop():
+                self.outcome.stopped_early = bool(group) or next(items, None) is not None
+                return
+        if group:
+            self._process(group)
+
+    def _process(self, pages: list[tuple[int, Page]]) -> None:
         segmenter = self._segmenter or self.load_segmenter()
         self._segmenter = segmenter  # loaded once, when the first readable page needs it
         started = time.perf_counter()
@@ -359,12 +420,14 @@ class SegmentRun:
                 self._fail(index, InputError(page.source, reason, page.page), page.page_id)
 
     def _write(self, index: int, page: Page, instances: PageInstances, model_seconds: float) -> None:
+        self._report_skipped(before=index)
         started = time.perf_counter()
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         text = dumps_record(record)
-        atomic_write_text(self.writer.files(page.page_id).record, text)  # last: marks the page done
+        stored = dumps_record({**record, STORED_INPUT: output_text(os.path.abspath(page.source))})
+        atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
         self.outcome.done += 1
         self.outcome.finished.append((index, page.page_id))
         logger.info(
@@ -379,6 +442,7 @@ class SegmentRun:
         self.reporter.advance()
 
     def _fail(self, index: int, error: InputError, page_id: str | None) -> None:
+        self._report_skipped(before=index)
         message = str(error)
         self.outcome.failures.append((index, message))
         self.processes.count_failure()
@@ -393,31 +457,22 @@ class SegmentRun:
         return limit is not None and self.processes.failures() > limit
 
 
-def _same_input(stored: str, source: Path) -> bool:
-    """Whether a record's `input` (written as `docsam_cli.names.output_text` writes names) is `source`: the
-    same text, or another name of the same file (a relative path given from another folder)."""
-    if stored == output_text(str(source)):
+def _same_input(record: dict[str, Any], source: Path) -> bool:
+    """Whether a stored record is of `source`: the same file under the same or another name (a relative
+    path given from another folder, a link). The record's absolute path names the file from any working
+    folder; a record without it (from an older docsam) has only the name as given, read from the current
+    folder. Names are compared as `docsam_cli.names.output_text` writes them."""
+    absolute = record.get(STORED_INPUT)
+    if isinstance(absolute, str):
+        stored, name = absolute, output_text(os.path.abspath(source))
+    else:
+        stored, name = record["input"], output_text(str(source))
+    if stored == name:
         return True
     try:
         return os.path.samefile(stored, source)
     except (OSError, ValueError):
         return False
-
-
-def _groups(
-    items: Iterable[tuple[int, Page | InputError]], size: int
-) -> Iterator[list[tuple[int, Page | InputError]]]:
-    """(index, item) pairs in groups that end with their `size`-th page (or with the last item)."""
-    group: list[tuple[int, Page | InputError]] = []
-    pages = 0
-    for index, item in items:
-        group.append((index, item))
-        pages += isinstance(item, Page)
-        if pages >= size:
-            yield group
-            group, pages = [], 0
-    if group:
-        yield group
 
 
 def _os_reason(error: OSError) -> str:

@@ -143,6 +143,19 @@ def test_parts_from_other_classes_are_refused_without_leaving_files(tmp_path, pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["parts"]
 
 
+def test_a_part_made_with_other_classes_is_not_a_page_of_the_run(tmp_path, pages):
+    reordered = CocoRun(tmp_path / "parts", ["figure", "table", "text"])
+    reordered.add_page("empty", PageShapes(pages["b"]), "b.png")
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    assert not run.has_page("empty")  # no annotation, yet other category ids
+    run.add_page("a", PageShapes(pages["a"]), "a.png")
+    assert run.has_page("a")
+    legacy = json.loads(run.part_path("a").read_text())
+    del legacy["classes"]  # as written before parts named their classes
+    run.part_path("a").write_text(json.dumps(legacy))
+    assert run.has_page("a") and not CocoRun(tmp_path / "parts", ["text"]).has_page("a")
+
+
 def test_one_element_per_line(tmp_path, pages):
     write_run(tmp_path, pages)
     lines = (tmp_path / "coco.json").read_text().splitlines()

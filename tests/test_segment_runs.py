@@ -174,3 +174,100 @@ def test_weights_that_do_not_load_stop_the_run_only_when_a_page_needs_them(tmp_p
     assert not (tmp_path / "b" / ".docsam" / "records").exists()
     code, _, stderr = invoke("segment", str(page), "-o", str(tmp_path / "c"), *common[2:], "-w", "nope.pth")
     assert code == ExitCode.USAGE and "nope.pth: no such weights file" in stderr
+
+
+def coco_file_names(out: Path) -> list[str]:
+    return [image["file_name"] for image in json.loads((out / "coco.json").read_text())["images"]]
+
+
+def test_a_run_that_segments_no_page_keeps_the_earlier_pages_in_the_coco_files(tmp_path, model):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(pages[0]), str(pages[1]))
+    assert code == ExitCode.OK, stderr
+    results = json.loads((out / "coco_results.json").read_text())
+    code, _, _ = segment(out, str(tmp_path / "typo.png"))
+    assert code == ExitCode.FAILED
+    code, _, stderr = invoke("segment", "-", "-o", str(out), *CLASSES, stdin="")
+    assert code == ExitCode.OK, stderr
+    assert coco_file_names(out) == ["page0.png", "page1.png"]
+    assert json.loads((out / "coco_results.json").read_text()) == results
+    code, _, stderr = segment(out, str(pages[2]))  # a new page: added after those of earlier runs
+    assert code == ExitCode.OK, stderr
+    assert coco_file_names(out) == ["page0.png", "page1.png", "page2.png"]
+
+
+def test_a_page_given_from_another_working_folder_is_skipped(tmp_path, monkeypatch, model):
+    (tmp_path / "a").mkdir()
+    page = write_page(tmp_path / "a" / "scan.png")
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path / "a")
+    code, _, stderr = segment(out, "scan.png")
+    assert code == ExitCode.OK, stderr
+    monkeypatch.chdir(tmp_path)
+    for name in (str(page), "a/scan.png", "a/../a/scan.png"):
+        code, records, stderr = segment(out, name, "--format", "coco,jsonl")
+        assert code == ExitCode.OK, stderr
+        (record,) = records
+        assert record["skipped"] is True and record["input"] == "scan.png"
+        assert "input_absolute" not in record  # the stored identity stays out of the JSON lines
+    (tmp_path / "b").mkdir()
+    other = write_page(tmp_path / "b" / "scan.png")
+    monkeypatch.chdir(tmp_path / "b")  # the same name as given first, but another file
+    code, _, stderr = segment(out, "scan.png")
+    assert code == ExitCode.FAILED
+    assert error_lines(stderr) == [
+        "error: scan.png: page id scan already holds the outputs of scan.png in this output folder "
+        "(use another --out, or --overwrite)"
+    ]
+    assert other.is_file()
+
+
+def test_other_classes_are_a_usage_error_unless_overwrite_redoes_the_pages(tmp_path, model):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, *map(str, pages))
+    assert code == ExitCode.OK, stderr
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    other = ["--classes", "figure,text"]
+    code, records, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other, "--format", "coco,jsonl")
+    assert code == ExitCode.USAGE and records == ""
+    assert error_lines(stderr) == [
+        f"error: --out {out}: holds results for the classes text, figure, not figure, text (use another "
+        "--out, or --overwrite to redo its pages with these classes)"
+    ]
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    code, _, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other, "--overwrite")
+    assert code == ExitCode.OK, stderr
+    coco = json.loads((out / "coco.json").read_text())
+    assert [category["name"] for category in coco["categories"]] == ["figure", "text"]
+    assert coco_file_names(out) == ["page0.png"]  # page1 was found with the classes before
+    code, _, stderr = invoke("segment", *map(str, pages), "-o", str(out), *other)
+    assert code == ExitCode.OK and "1 pages segmented, 1 skipped" in stderr, stderr
+    assert coco_file_names(out) == ["page0.png", "page1.png"]
+
+
+def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
+    broken = []
+    for name in ("a.png", "b.png"):
+        broken.append(tmp_path / name)
+        broken[-1].write_text("not an image")
+    page = write_page(tmp_path / "page.png")
+    code, records, stderr = segment(tmp_path / "out", *map(str, [*broken, page]), "--fail-fast")
+    assert code == ExitCode.FAILED and len(records) == 1 and model.loads == []
+    assert "0 pages segmented, 0 skipped (already done), 1 failed" in stderr
+    assert "stopped early by the failure limit" in stderr
+    code, records, stderr = segment(tmp_path / "out", *map(str, broken), "--max-failures", "1")
+    assert code == ExitCode.FAILED and len(records) == 2
+    assert "2 failed" in stderr and "stopped early" not in stderr  # nothing was left to do
+
+
+def test_skipped_pages_keep_their_place_in_the_json_lines(tmp_path, model):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+    out = tmp_path / "out"
+    code, _, _ = segment(out, str(pages[1]), str(pages[3]))
+    assert code == ExitCode.OK
+    code, records, _ = segment(out, *map(str, pages))
+    assert code == ExitCode.OK
+    assert [record["input"] for record in records] == list(map(str, pages))
+    assert [record.get("skipped", False) for record in records] == [False, True, False, True]

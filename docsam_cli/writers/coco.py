@@ -4,16 +4,17 @@ A run can have many thousands of pages and can be killed and resumed, so pages a
 memory: `CocoRun.add_page` writes each page's annotations to its own small part file (atomically, masks
 as compressed RLE), and `CocoRun.write` streams the parts of the pages asked for into the final files,
 holding one page at a time. Parts of a killed run stay valid, so a resumed run that skips finished pages
-still writes them all; a part is named by the page id, so a re-done page replaces its part.
+still writes them all; a part is named by the page id, so a re-done page replaces its part. A part also
+names the classes it was made with: one made with other classes is not a page of this run (`has_page`).
 
 Conventions: categories are the prompted class names in order, ids from 1; image ids follow the order
 of `page_ids` from 1, annotation ids from 1, both in the dataset and in the results. `bbox` is the
-model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; `area` is the mask
-area; `iscrowd` 0. `segmentation` is RLE with `counts` as str (`mask_format="rle"`, exact) or polygons
-(`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of the mask, see `docsam_cli.polygons`; an
-instance without a polygon, e.g. an empty mask, keeps its RLE). The results list always carries RLE, the
-only segmentation `COCO.loadRes` accepts. File names and class names go through `names.output_text`, so
-the JSON stays valid UTF-8.
+model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; a non-finite `score`
+is 0; `area` is the mask area; `iscrowd` 0. `segmentation` is RLE with `counts` as str
+(`mask_format="rle"`, exact) or polygons (`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of
+the mask, see `docsam_cli.polygons`; an instance without a polygon, e.g. an empty mask, keeps its RLE).
+The results list always carries RLE, the only segmentation `COCO.loadRes` accepts. File names and class
+names go through `names.output_text`, so the JSON stays valid UTF-8.
 """
 
 from __future__ import annotations
@@ -89,7 +90,16 @@ class CocoRun:
         return self.parts_dir / f"{page_id}.json"
 
     def has_page(self, page_id: str) -> bool:
-        return self.part_path(page_id).is_file()
+        """Whether the page has a readable part made with this run's classes (in this order: they number
+        the categories). A part written before parts named their classes counts if its annotations'
+        classes are among this run's."""
+        try:
+            part = _read(self.part_path(page_id))
+        except (OSError, ValueError):
+            return False
+        if "classes" in part:
+            return part["classes"] == self.class_names
+        return all(annotation["category"] in self.class_names for annotation in part["annotations"])
 
     def add_page(
         self,
@@ -107,7 +117,7 @@ class CocoRun:
             "height": shapes.height,
         }
         annotations = page_annotations(shapes, self.mask_format)
-        part = {"image": image, "annotations": annotations}
+        part = {"classes": self.class_names, "image": image, "annotations": annotations}
         atomic_write_text(self.part_path(page_id), json.dumps(part, separators=(",", ":")))
 
     def write(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docsam_cli.atomic import atomic_open
+from docsam_cli.inputs.sources import natural_key
 from docsam_cli.writers.formats import MaskFormat
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
     folders = ("page", "alto", "overlay", "semantic", "image")
-    return [out_dir, *(out_dir / name for name in folders), state / "records", state / "coco-parts"]
+    return [out_dir, *(out_dir / name for name in folders), state, state / "records", state / "coco-parts"]
 
 
 class PageWriter:
@@ -102,6 +103,11 @@ class PageWriter:
 
     def files(self, page_id: str) -> PageFiles:
         return PageFiles(self.settings, page_id)
+
+    def recorded(self) -> list[str]:
+        """The ids of the pages with a record in the output folder (done by this run or an earlier one)."""
+        records = self.settings.out_dir / STATE_DIR / "records"
+        return [path.name.removesuffix(".json") for path in records.glob("*.json")]
 
     def is_done(self, page_id: str) -> bool:
         """Every output the settings ask for exists (a page done by an earlier run)."""
@@ -158,10 +164,18 @@ class PageWriter:
         )
 
     def finish(self, page_ids: list[str]) -> None:
-        """The run-level files over `page_ids` (in that order)."""
+        """The run-level files over every page done in the output folder: those of earlier runs that
+        `page_ids` does not list (by page id, in natural order), then `page_ids` (in that order). A run
+        that does no page, or other pages than the last one, thus never drops pages from the COCO files;
+        a page whose COCO part was made with other classes (an earlier run's) is left out of them."""
         out = self.settings.out_dir
         if self.coco is not None:
-            self.coco.write(page_ids, out / "coco.json", out / "coco_results.json")
+            listed = set(page_ids)
+            earlier = sorted(
+                (page_id for page_id in self.recorded() if page_id not in listed), key=natural_key
+            )
+            done = [page_id for page_id in [*earlier, *page_ids] if self.coco.has_page(page_id)]
+            self.coco.write(done, out / "coco.json", out / "coco_results.json")
         if "semantic" in self.settings.formats:
             from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
 
