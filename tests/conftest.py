@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lxml import etree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
@@ -32,6 +33,18 @@ def reference_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def page_schema(shared_data: Path) -> etree.XMLSchema:
+    """PAGE 2019-07-15, the schema every PAGE output must validate against."""
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
+
+
+@pytest.fixture(scope="session")
+def alto_schema(shared_data: Path) -> etree.XMLSchema:
+    """ALTO 4.4 (its XLink import made local), the schema every ALTO output must validate against."""
+    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "alto-4-4" / "alto-4-4.local.xsd")))
 
 
 TEXT_ENCODER_PREFIX = "mask2former.model.transformer_module.textual_encoder."

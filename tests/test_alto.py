@@ -7,7 +7,6 @@ import json
 import os
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,16 +22,6 @@ from docsam_cli.writers.shapes import PageShapes
 
 NS = {"a": ALTO_NAMESPACE}
 BLOCKS = ("TextBlock", "Illustration", "GraphicalElement", "ComposedBlock")
-
-
-@pytest.fixture(scope="module")
-def alto_schema(shared_data: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "alto-4-4" / "alto-4-4.local.xsd")))
-
-
-@pytest.fixture(scope="module")
-def page_schema(shared_data: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
 
 
 def parse_valid(text: str, schema: etree.XMLSchema) -> etree._Element:

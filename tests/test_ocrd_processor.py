@@ -2,7 +2,7 @@
 
 End to end: a workspace made with `ocrd workspace init` / `ocrd workspace add` from two pages of OCR-D's
 structure ground truth (a colour JPEG and a 1-bit TIFF), the processor run as a real process, then the
-output file group checked in the METS and each PAGE file against the 2019 schema, OCR-D's own PAGE
+output file group checked in the METS and each PAGE file against the 2019 page_schema, OCR-D's own PAGE
 validator, and what `docsam segment --format page` writes for the same images. In-process (one processor,
 one model load): a page that cannot be read under each OCRD_MISSING_OUTPUT policy, and a ground-truth PAGE
 with a Border as input, its regions kept.
@@ -80,24 +80,22 @@ def parameter_options(parameters: dict) -> list[str]:
     return [item for name, value in parameters.items() for item in ("-P", name, str(value))]
 
 
-@pytest.fixture(scope="module")
-def schema(shared_data) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
-
-
 def region_elements(page: etree._Element) -> list[etree._Element]:
     return [element for element in page if etree.QName(element).localname in REGION_ELEMENTS]
 
 
 def check_page_file(
-    path: Path, schema: etree.XMLSchema, image: Path, ours: Callable[[str], bool] = lambda region_id: True
+    path: Path,
+    page_schema: etree.XMLSchema,
+    image: Path,
+    ours: Callable[[str], bool] = lambda region_id: True,
 ) -> etree._Element:
     """The PAGE file is valid against the schema and describes `image`, and the regions it says are ours
     (default: all) and their lines pass OCR-D's PAGE validator with its coordinate checks (inside the
     Border, lines inside their regions; text consistency is not docsam's business) and have valid
     polygons inside the page. Returns the Page element."""
     document = etree.parse(str(path))
-    schema.assertValid(document)
+    page_schema.assertValid(document)
     page = document.getroot().find("{*}Page")
     with Image.open(image) as opened:
         width, height = opened.size
@@ -131,7 +129,7 @@ def summary(region: etree._Element) -> tuple:
 
 
 @pytest.mark.slow  # two processes that each load the model: about half a minute on a 2-core CPU
-def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, shared_data, schema):
+def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, shared_data, page_schema):
     mets = make_workspace(tmp_path / "workspace", shared_data)
     parameters = {"weights": tiny_weights, "model_config": reference_fixtures / "tiny-config.json", **FAST}
     env = {
@@ -160,7 +158,7 @@ def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, s
     assert code == 0, stderr
     for file, (_, image) in zip(files, PAGES, strict=True):
         path = Path(workspace.directory) / file.local_filename
-        page = check_page_file(path, schema, shared_data / image)
+        page = check_page_file(path, page_schema, shared_data / image)
         source = next(iter(workspace.mets.find_files(fileGrp="OCR-D-IMG", pageId=file.pageId)))
         assert page.get("imageFilename") == source.local_filename
         steps = page.getparent().findall("{*}Metadata/{*}MetadataItem")
@@ -192,7 +190,7 @@ def process(processor: DocsamSegment, workspace: Workspace, input_group: str, ou
 @pytest.mark.slow  # the module's processor loads the model; then a page per policy
 @pytest.mark.parametrize("policy", ["SKIP", "COPY", "ABORT"])
 def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
-    policy, processor, tmp_path, shared_data, schema, monkeypatch
+    policy, processor, tmp_path, shared_data, page_schema, monkeypatch
 ):
     image = PAGES[0][1]
     truncated = (shared_data / image).read_bytes()[:30_000]  # a JPEG header, then the data stops
@@ -213,16 +211,16 @@ def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
     expected_pages = {"SKIP": {"PHYS_0001"}, "COPY": {"PHYS_0001", "PHYS_0002"}}[policy]
     assert set(outputs) == expected_pages
     done = Path(workspace.directory) / outputs["PHYS_0001"].local_filename
-    assert region_elements(check_page_file(done, schema, shared_data / image))
+    assert region_elements(check_page_file(done, page_schema, shared_data / image))
     if policy == "COPY":  # the failed page's input, unchanged: a PAGE without regions
         copied = etree.parse(str(Path(workspace.directory) / outputs["PHYS_0002"].local_filename))
-        schema.assertValid(copied)
+        page_schema.assertValid(copied)
         assert not region_elements(copied.getroot().find("{*}Page"))
 
 
 @pytest.mark.slow  # the model on a page
 def test_a_cropped_page_keeps_its_regions_and_gets_new_ones_inside_its_border(
-    processor, tmp_path, shared_data, schema
+    processor, tmp_path, shared_data, page_schema
 ):
     """Input: ground truth PAGE with regions and a Border, here with its lower right corner cut off (the
     image is cropped to the Border's box, the corner filled, before the model sees it). Output: the
@@ -255,7 +253,7 @@ def test_a_cropped_page_keeps_its_regions_and_gets_new_ones_inside_its_border(
     image = directory / "GT-PAGE" / f"{name}.jpg"
     # The ground truth's own regions do not all pass OCR-D's validator (one lies outside the Border).
     page = check_page_file(
-        Path(workspace.directory) / output.local_filename, schema, image, lambda id_: id_ not in old_ids
+        Path(workspace.directory) / output.local_filename, page_schema, image, lambda id_: id_ not in old_ids
     )
     ids = [region.get("id") for region in region_elements(page)]
     new_ids = [region_id for region_id in ids if region_id not in old_ids]

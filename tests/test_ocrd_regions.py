@@ -37,11 +37,6 @@ WIDTH, HEIGHT = 1280, 2086
 CLASSES = ["text", "table", "text line", "separator"]
 
 
-@pytest.fixture(scope="module")
-def schema(shared_data) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
-
-
 @pytest.fixture
 def gt_page(shared_data, tmp_path) -> OcrdPage:
     copy = tmp_path / "gt.xml"
@@ -92,10 +87,10 @@ def written_by_format_page(shapes: PageShapes) -> etree._Element:
     return etree.fromstring(page_xml_string(shapes, "page.jpg").encode("utf-8"))
 
 
-def test_replace_writes_what_format_page_writes(gt_page, shapes, schema):
+def test_replace_writes_what_format_page_writes(gt_page, shapes, page_schema):
     added = add_regions(gt_page, shapes, None, "replace")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     expected = written_by_format_page(shapes)
     assert added == len(regions(expected)) == 4  # the line is inside its region
     assert sorted(map(summary, regions(root).values())) == sorted(map(summary, regions(expected).values()))
@@ -107,13 +102,13 @@ def test_replace_writes_what_format_page_writes(gt_page, shapes, schema):
     assert page.find("{*}Border") is not None and page.find("{*}AlternativeImage") is not None
 
 
-def test_keep_adds_beside_the_regions_with_fresh_ids_and_appends_the_order(gt_page, shapes, schema):
+def test_keep_adds_beside_the_regions_with_fresh_ids_and_appends_the_order(gt_page, shapes, page_schema):
     before = document(gt_page)
     old_ids, old_order = set(regions(before)), reading_order(before)
     assert "r1" in old_ids  # the ground truth uses r0, r1, ...: docsam's ids must step aside
     add_regions(gt_page, shapes, None, "keep")
     root = document(gt_page)
-    schema.assertValid(root)  # ids unique, every reference resolves
+    page_schema.assertValid(root)  # ids unique, every reference resolves
     new_ids = set(regions(root)) - old_ids
     assert old_ids <= set(regions(root)) and len(new_ids) == 4
     assert all(region_id.startswith("docsam_r") for region_id in new_ids)
@@ -127,11 +122,11 @@ def test_keep_adds_beside_the_regions_with_fresh_ids_and_appends_the_order(gt_pa
     # Once more: the next free prefix.
     add_regions(gt_page, shapes, None, "keep")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     assert reading_order(root)[-3:] == ["docsam2_r1", "docsam2_r2", "docsam2_r3"]
 
 
-def test_keep_nests_the_new_order_in_an_unordered_top_group(gt_page, shapes, schema):
+def test_keep_nests_the_new_order_in_an_unordered_top_group(gt_page, shapes, page_schema):
     page = gt_page.get_Page()
     old_ids = [region.id for region in page.get_AllRegions()]
     page.set_ReadingOrder(
@@ -143,7 +138,7 @@ def test_keep_nests_the_new_order_in_an_unordered_top_group(gt_page, shapes, sch
     )
     add_regions(gt_page, shapes, None, "keep")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     top = root.find("{*}Page/{*}ReadingOrder/{*}UnorderedGroup")
     assert [ref.get("regionRef") for ref in top.findall("{*}RegionRef")] == old_ids
     (nested,) = top.findall("{*}OrderedGroup")
@@ -154,38 +149,38 @@ def test_keep_nests_the_new_order_in_an_unordered_top_group(gt_page, shapes, sch
     ]
 
 
-def test_keep_gives_a_page_without_reading_order_the_new_one(gt_page, shapes, schema):
+def test_keep_gives_a_page_without_reading_order_the_new_one(gt_page, shapes, page_schema):
     gt_page.get_Page().set_ReadingOrder(None)
     add_regions(gt_page, shapes, None, "keep")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     assert reading_order(root) == ["docsam_r1", "docsam_r2", "docsam_r3"]
 
 
-def test_replace_drops_relations_and_layers_that_would_point_nowhere(gt_page, shapes, schema):
+def test_replace_drops_relations_and_layers_that_would_point_nowhere(gt_page, shapes, page_schema):
     page = gt_page.get_Page()
     first, second = (region.id for region in page.get_AllRegions()[:2])
     page.set_Relations(RelationsType(Relation=[RelationType(id="rel1", type_="link")]))
     page.get_Relations().get_Relation()[0].set_SourceRegionRef(RegionRefType(regionRef=first))
     page.get_Relations().get_Relation()[0].set_TargetRegionRef(RegionRefType(regionRef=second))
-    schema.assertValid(document(gt_page))
+    page_schema.assertValid(document(gt_page))
     add_regions(gt_page, shapes, None, "replace")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     assert root.find("{*}Page/{*}Relations") is None and root.find("{*}Page/{*}Layers") is None
 
 
-def test_no_regions_leave_a_replaced_page_empty_and_valid(gt_page, schema):
+def test_no_regions_leave_a_replaced_page_empty_and_valid(gt_page, page_schema):
     nothing = PageShapes(make_instances([np.zeros((HEIGHT, WIDTH), dtype=bool)], [0], CLASSES))
     assert add_regions(gt_page, nothing, None, "replace") == 0
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     assert not regions(root) and root.find("{*}Page/{*}ReadingOrder") is None
 
 
-def test_the_page_map_applies(gt_page, shapes, schema):
+def test_the_page_map_applies(gt_page, shapes, page_schema):
     add_regions(gt_page, shapes, {"table": ("GraphicRegion", "other")}, "replace")
     root = document(gt_page)
-    schema.assertValid(root)
+    page_schema.assertValid(root)
     kinds = sorted((etree.QName(el).localname, el.get("type")) for el in regions(root).values())
     assert ("GraphicRegion", "other") in kinds and all(kind != "TableRegion" for kind, _ in kinds)

@@ -20,15 +20,10 @@ NS = {"pc": PAGE_NAMESPACE}
 REGION_XPATH = "/pc:PcGts/pc:Page/*[contains(local-name(), 'Region')]"
 
 
-@pytest.fixture(scope="module")
-def schema(shared_data: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
-
-
-def parse_valid(xml: str, schema: etree.XMLSchema) -> etree._Element:
+def parse_valid(xml: str, page_schema: etree.XMLSchema) -> etree._Element:
     assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     document = etree.fromstring(xml.encode("utf-8"))
-    assert schema.validate(document), schema.error_log
+    assert page_schema.validate(document), page_schema.error_log
     return document
 
 
@@ -66,9 +61,9 @@ def publaynet_page(shared_data: Path):
     return publaynet_instances(shared_data)
 
 
-def test_real_page_annotations_give_a_valid_page_with_one_region_per_instance(publaynet_page, schema):
+def test_real_page_annotations_give_a_valid_page_with_one_region_per_instance(publaynet_page, page_schema):
     image, instances = publaynet_page
-    document = parse_valid(page_xml_string(PageShapes(instances), image["file_name"]), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), image["file_name"]), page_schema)
     page = document.find("pc:Page", NS)
     assert page.get("imageFilename") == image["file_name"]
     assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (image["width"], image["height"])
@@ -93,7 +88,7 @@ def test_real_page_annotations_give_a_valid_page_with_one_region_per_instance(pu
         assert best > 0.9  # the polygon outlines one of the masks
 
 
-def test_every_kind_of_region_validates_and_keeps_the_schema_order(schema):
+def test_every_kind_of_region_validates_and_keeps_the_schema_order(page_schema):
     classes = [
         "Text",
         "Section-header",
@@ -130,7 +125,7 @@ def test_every_kind_of_region_validates_and_keeps_the_schema_order(schema):
     masks = [rect_mask(600, 400, x, y, x + 70, y + 100) for x, y in corners]
     masks[-1] = rect_mask(600, 400, 15, 20, 75, 30)  # a line inside the "Text" region
     instances = make_instances(masks, list(range(len(classes))), classes)
-    document = parse_valid(page_xml_string(PageShapes(instances), "grid.png", page_map), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "grid.png", page_map), page_schema)
     kinds = {
         region.get("custom"): (etree.QName(region).localname, region.get("type"))
         for region in regions(document)
@@ -156,7 +151,7 @@ def test_every_kind_of_region_validates_and_keeps_the_schema_order(schema):
     assert len(reading_order_refs(document)) == len(classes) - 3
 
 
-def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema):
+def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(page_schema):
     height, width = 300, 200
     masks = [
         rect_mask(height, width, 10, 10, 190, 140),  # text region
@@ -168,7 +163,7 @@ def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema)
     instances = make_instances(
         masks, [0, 1, 1, 2, 1], ["paragraph", "textline", "table"], [0.9, 0.8, 0.7, 0.6, 0.5]
     )
-    document = parse_valid(page_xml_string(PageShapes(instances), "p.png"), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png"), page_schema)
     text_region, table, holder = regions(document)
     assert etree.QName(table).localname == "TableRegion" and not table.findall("pc:TextLine", NS)
     lines = text_region.findall("pc:TextLine", NS)
@@ -183,23 +178,23 @@ def test_text_lines_go_into_the_covering_text_region_or_one_of_their_own(schema)
     check_geometry(document, height, width)
 
 
-def test_empty_page_and_unusable_masks_still_validate(schema):
+def test_empty_page_and_unusable_masks_still_validate(page_schema):
     document = parse_valid(
-        page_xml_string(PageShapes(empty_instances(50, 40, ["text"])), "blank.png"), schema
+        page_xml_string(PageShapes(empty_instances(50, 40, ["text"])), "blank.png"), page_schema
     )
     assert not regions(document) and document.find(".//pc:ReadingOrder", NS) is None
     masks = [np.zeros((50, 40), bool), rect_mask(50, 40, 5, 5, 30, 30)]
     document = parse_valid(
-        page_xml_string(PageShapes(make_instances(masks, [0, 0], ["text"])), "x.png"), schema
+        page_xml_string(PageShapes(make_instances(masks, [0, 0], ["text"])), "x.png"), page_schema
     )
     assert len(regions(document)) == 1
 
 
-def test_page_map_overrides_defaults_ignoring_case_and_separators(schema):
+def test_page_map_overrides_defaults_ignoring_case_and_separators(page_schema):
     masks = [rect_mask(100, 100, 0, 0, 50, 50), rect_mask(100, 100, 50, 50, 100, 100)]
     instances = make_instances(masks, [0, 1], ["Table", "body_text"])
     page_map = parse_page_map("TABLE=ImageRegion,body-text=TextRegion:footnote")
-    document = parse_valid(page_xml_string(PageShapes(instances), "p.png", page_map), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png", page_map), page_schema)
     assert [(etree.QName(r).localname, r.get("type")) for r in regions(document)] == [
         ("ImageRegion", None),
         ("TextRegion", "footnote"),
@@ -241,14 +236,14 @@ def test_page_map_spec_forms_and_errors(tmp_path):
     assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
 
 
-def test_names_are_escaped_and_scores_clipped(schema):
+def test_names_are_escaped_and_scores_clipped(page_schema):
     masks = [
         rect_mask(60, 60, 0, 0, 20, 20),
         rect_mask(60, 60, 30, 30, 50, 50),
         rect_mask(60, 60, 0, 40, 10, 50),
     ]
     instances = make_instances(masks, [0, 1, 1], ['a;b{c} & <"d">', "text"], scores=[1.5, -0.2, float("nan")])
-    document = parse_valid(page_xml_string(PageShapes(instances), "scan & <1>.png"), schema)
+    document = parse_valid(page_xml_string(PageShapes(instances), "scan & <1>.png"), page_schema)
     assert document.find("pc:Page", NS).get("imageFilename") == "scan & <1>.png"
     customs = [region.get("custom") for region in regions(document)]
     assert 'structure {type:a\\u003bb\\u007bc\\u007d & <"d">;}' in customs
@@ -256,14 +251,14 @@ def test_names_are_escaped_and_scores_clipped(schema):
     assert confs == [0.0, 0.0, 1.0]
 
 
-def test_metadata_and_atomic_file(tmp_path, schema):
+def test_metadata_and_atomic_file(tmp_path, page_schema):
     created = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
     instances = make_instances([rect_mask(30, 20, 2, 2, 18, 28)], [0], ["text"])
     write_page_xml(tmp_path / "out" / "p.xml", PageShapes(instances), "p.png", created=created)
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["p.xml"]
     text = (tmp_path / "out" / "p.xml").read_text(encoding="utf-8")
     assert text == page_xml_string(PageShapes(instances), "p.png", created=created)
-    document = parse_valid(text, schema)
+    document = parse_valid(text, page_schema)
     assert document.findtext("pc:Metadata/pc:Creator", namespaces=NS).startswith("docsam ")
     assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09"
     assert document.findtext("pc:Metadata/pc:LastChange", namespaces=NS) == "2024-05-06T07:08:09"

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from instances_factory import make_instances, rect_mask
 from lxml import etree
 from pycocotools import mask as mask_utils
@@ -22,16 +21,6 @@ from model.instances import rle_areas
 
 FORMATS = frozenset({"coco", "page", "alto", "jsonl"})
 HEIGHT, WIDTH = 400, 300
-
-
-@pytest.fixture(scope="module")
-def page_schema(shared_data: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "2019-07-15" / "pagecontent.xsd")))
-
-
-@pytest.fixture(scope="module")
-def alto_schema(shared_data: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_data / "schema" / "alto-4-4" / "alto-4-4.local.xsd")))
 
 
 def write_page(out: Path, instances, file_name: str = "scan.png", alto_map=None) -> tuple[PageWriter, dict]:
