@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +241,21 @@ def test_unreachable_network_is_reported_per_name(monkeypatch: pytest.MonkeyPatc
     )
     assert hub_line.startswith("error: mask2former-swin-base-coco-panoptic: cannot get")
     assert cache_files(sandbox) == []
+
+
+@pytest.mark.parametrize(("verbosity", "shown"), [([], False), (["-vv"], True)])
+def test_hub_retry_warnings_are_shown_only_from_vv(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, verbosity: list[str], shown: bool
+) -> None:
+    """Offline, huggingface_hub warned once per retry: a dozen raw lines before the one error line."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    retry_logger = logging.getLogger("huggingface_hub.utils._http")
+    monkeypatch.setattr(logging.getLogger("huggingface_hub"), "level", logging.WARNING)
+
+    code, _, _ = download(*verbosity, "all-minilm-l6-v2")
+
+    assert code == 1
+    assert retry_logger.isEnabledFor(logging.WARNING) is shown
 
 
 def test_the_default_endpoints_are_never_contacted_from_tests(

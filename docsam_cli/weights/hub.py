@@ -8,6 +8,7 @@ once at import, so a mirror set after start-up is honoured.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from docsam_cli.weights.registry import HubSource
 
 def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: bool) -> Path:
     """Download the first of `source.filenames` the repository has; `force` replaces a cached copy."""
+    _quiet_hub_retries()
     endpoint = os.environ.get("HF_ENDPOINT") or None
     for filename in source.filenames:
         try:
@@ -53,6 +55,13 @@ def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: boo
     raise FetchError(
         f"{name}: {source.repo_id} has none of {', '.join(source.filenames)} at revision {source.revision}"
     )
+
+
+def _quiet_hub_retries() -> None:
+    """huggingface_hub logs every retry of a failed request as a warning: offline, a dozen raw lines on
+    stderr before the one error line that reports the outcome. They are shown from `-vv` on only."""
+    debugging = logging.getLogger(__package__).isEnabledFor(logging.DEBUG)
+    logging.getLogger("huggingface_hub").setLevel(logging.NOTSET if debugging else logging.ERROR)
 
 
 def find_in_hf_cache(source: HubSource) -> Path | None:
