@@ -131,3 +131,33 @@ def test_any_mix_of_formats_writes_its_own_files(tmp_path, formats):
     writer.finish(["x"])
     assert set(record["outputs"]) == {name for name in formats if name != "jsonl"}
     assert all(path.is_file() for path in writer.files("x").required()[1:])
+
+
+def test_coco_images_say_which_page_and_file_they_are(tmp_path):
+    """Two `scan.png` of different folders share a `file_name`; `page_id` and `path` (relative to
+    coco.json) tell them apart, and a PDF page also names its source file and page number."""
+    out = tmp_path / "out"
+    writer = PageWriter(settings(out, formats=("coco",)))
+    image = np.zeros((400, 300, 3), np.uint8)
+    sources = [
+        PageSource(tmp_path / "a" / "scan.png", None, "a__scan", image),
+        PageSource(tmp_path / "b" / "scan.png", None, "b__scan", image),
+        PageSource(tmp_path / "doc.pdf", 3, "doc_p0003", image),
+    ]
+    for source in sources:
+        writer.write(source, crowded_page(2), {})
+    writer.finish([source.page_id for source in sources])
+    images = json.loads((out / "coco.json").read_text())["images"]
+    assert [image["file_name"] for image in images] == ["scan.png", "scan.png", "doc_p0003.png"]
+    assert [image["page_id"] for image in images] == ["a__scan", "b__scan", "doc_p0003"]
+    assert [(out / image["path"]).resolve() for image in images] == [
+        (tmp_path / "a" / "scan.png").resolve(),
+        (tmp_path / "b" / "scan.png").resolve(),
+        (out / "image" / "doc_p0003.png").resolve(),
+    ]
+    assert (out / images[2]["path"]).is_file()
+    assert [(image.get("source"), image.get("page")) for image in images] == [
+        (None, None),
+        (None, None),
+        ("../doc.pdf", 3),
+    ]

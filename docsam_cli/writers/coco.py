@@ -111,10 +111,10 @@ class CocoRun:
         """Record one page. `file_name` goes to `images[].file_name`; `extra` adds fields to that image
         entry (e.g. {"source": "doc.pdf", "page": 3})."""
         image = {
-            **{key: _text(value) for key, value in (extra or {}).items()},
             "file_name": output_text(file_name),
             "width": shapes.width,
             "height": shapes.height,
+            **{key: _text(value) for key, value in (extra or {}).items()},
         }
         annotations = page_annotations(shapes, self.mask_format)
         part = {"classes": self.class_names, "image": image, "annotations": annotations}

@@ -131,8 +131,10 @@ class PageWriter:
             _write_png(files.image, source.image)
             outputs["image"] = str(files.image)
         if self.coco is not None:
-            self.coco.add_page(source.page_id, shapes, _image_name(source, files))
-            outputs["coco"] = str(settings.out_dir / "coco.json")
+            coco_json = settings.out_dir / "coco.json"
+            fields = _coco_image_fields(source, files, coco_json)
+            self.coco.add_page(source.page_id, shapes, _image_name(source, files), fields)
+            outputs["coco"] = str(coco_json)
         if "page" in formats:
             reference = _image_reference(source, files, files.page_xml)
             write_page_xml(files.page_xml, shapes, reference, settings.page_map)
@@ -190,11 +192,30 @@ def _image_path(source: PageSource, files: PageFiles) -> Path:
 
 def _image_reference(source: PageSource, files: PageFiles, document: Path) -> str:
     """The image's path relative to the folder of `document`, with forward slashes."""
-    return Path(os.path.relpath(_image_path(source, files), document.parent)).as_posix()
+    return _relative_path(_image_path(source, files), document.parent)
+
+
+def _relative_path(path: Path, folder: Path) -> str:
+    return Path(os.path.relpath(path, folder)).as_posix()
 
 
 def _image_name(source: PageSource, files: PageFiles) -> str:
     return files.image.name if source.page is not None else source.path.name
+
+
+def _coco_image_fields(source: PageSource, files: PageFiles, coco_json: Path) -> dict[str, str | int]:
+    """What `images[]` carries beside the bare `file_name`, which alone cannot tell two `scan.png` of
+    different folders apart nor say where a PDF page's image lies: the page id (the name of the page's
+    other outputs) and the image's path relative to the COCO file; for a PDF or TIFF page also the
+    source file (relative likewise) and the page number."""
+    fields: dict[str, str | int] = {
+        "page_id": source.page_id,
+        "path": _image_reference(source, files, coco_json),
+    }
+    if source.page is not None:
+        fields["source"] = _relative_path(Path(os.path.abspath(source.path)), coco_json.parent)
+        fields["page"] = source.page
+    return fields
 
 
 def _write_png(path: Path, image_bgr: np.ndarray) -> None:
