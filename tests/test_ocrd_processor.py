@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from instances_factory import make_instances
 from lxml import etree
 from PIL import Image
 from segment_helpers import run_segment
@@ -34,6 +35,7 @@ from shapely.geometry import Polygon
 
 from docsam_cli.ocrd.processor import DocsamSegment
 from docsam_cli.writers.page_map import REGION_ELEMENTS
+from model.instances import PageInstances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GT = Path("pages/ocrd-gt-structure-text/data")
@@ -263,3 +265,53 @@ def test_a_cropped_page_keeps_its_regions_and_gets_new_ones_inside_its_border(
         if region.get("id") in new_ids:
             outline = Polygon(polygon_from_points(region.find("{*}Coords").get("points")))
             assert outline.within(border.buffer(1.5)), region.get("id")  # OCR-D's validator's slack
+
+
+def dark_pixels_as_text(model, bgr: np.ndarray, classes: list[str], **options) -> PageInstances:
+    """Stands in for the model: the image's dark pixels are one instance of the first class."""
+    mask = bgr.mean(axis=2) < 100
+    ys, xs = np.nonzero(mask)
+    return make_instances([mask], [0], classes, boxes=[[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
+
+
+@pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
+def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_path, monkeypatch):
+    """A dewarped AlternativeImage is no affine map of the page: regions found on it (here: the content
+    moved down by 80 px) would land in the wrong place. The original image is segmented instead."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    width, height = 400, 500
+    image = np.full((height, width, 3), 235, np.uint8)
+    image[200:300, 100:250] = 0  # x 100..249, y 200..299
+    dewarped = np.full_like(image, 235)
+    dewarped[80:] = image[:-80]
+    Image.fromarray(image).save(directory / "page.png")
+    Image.fromarray(dewarped).save(directory / "dewarped.png")
+    workspace.add_file(
+        "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
+    )
+    (directory / "dewarped.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
+        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
+        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
+        f'<Page imageFilename="page.png" imageWidth="{width}" imageHeight="{height}">'
+        '<AlternativeImage filename="dewarped.png" comments="dewarped"/></Page></PcGts>',
+        encoding="utf-8",
+    )
+    workspace.add_file(
+        "OCR-D-DEWARP",
+        file_id="DEWARP_1",
+        page_id="P1",
+        mimetype=MIMETYPE_PAGE,
+        local_filename="dewarped.xml",
+    )
+
+    process(processor, workspace, "OCR-D-DEWARP", OUTPUT)
+
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    page = etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot().find("{*}Page")
+    (region,) = region_elements(page)
+    points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
+    assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]

@@ -9,7 +9,7 @@ import shapely
 from instances_factory import rect_mask
 
 import docsam_cli.polygons as polygons_module
-from docsam_cli.polygons import drop_repeats, mask_contours, mask_polygons
+from docsam_cli.polygons import drop_repeats, mask_contours, mask_edge_polygons, mask_polygons
 from docsam_cli.writers.boxes import clip_box, xyxy_to_xywh
 from docsam_cli.writers.reading_order import reading_order
 
@@ -226,6 +226,28 @@ def test_contours_for_datasets_are_exact_and_shifted():
     assert contour.dtype == np.float64
     assert sorted(map(tuple, contour.tolist())) == [(12.5, 3), (12.5, 8), (15.5, 3), (15.5, 8)]
     assert mask_contours(rect_mask(20, 20, 2, 3, 3, 4)) == []  # a lone pixel has no outline
+
+
+def test_edge_polygons_run_along_the_pixel_edges_of_a_window_of_the_page():
+    """A lone pixel (x 2, y 3) of a window at page (10, 20) spans page [12, 13] x [23, 24]; a block's
+    polygon has its outer corners; parts are largest first."""
+    window = np.zeros((5, 5), bool)
+    window[3, 2] = True
+    (pixel,) = mask_edge_polygons(window, origin=(10, 20))
+    assert pixel.dtype == np.int32
+    assert sorted(map(tuple, pixel.tolist())) == [(12, 23), (12, 24), (13, 23), (13, 24)]
+    mask = rect_mask(30, 40, 5, 6, 25, 16) | rect_mask(30, 40, 30, 20, 33, 22)
+    block, speck = mask_edge_polygons(mask)
+    assert sorted(map(tuple, block.tolist())) == [(5, 6), (5, 16), (25, 6), (25, 16)]
+    assert sorted(map(tuple, speck.tolist())) == [(30, 20), (30, 22), (33, 20), (33, 22)]
+    assert mask_edge_polygons(np.zeros((4, 4), bool)) == []
+
+
+def test_edge_polygons_split_parts_meeting_at_a_pixel_corner_into_valid_rings():
+    mask = rect_mask(40, 40, 5, 5, 15, 15) | rect_mask(40, 40, 15, 15, 25, 25)
+    rings = mask_edge_polygons(mask)
+    assert len(rings) == 2 and all(shapely.Polygon(ring).is_valid for ring in rings)
+    assert sum(shapely.Polygon(ring).area for ring in rings) == mask.sum()
 
 
 def test_drop_repeats_removes_consecutive_and_closing_duplicates():

@@ -2,11 +2,11 @@
 
 For each page of the input file group, the page image as the workflow has prepared it (cropped and
 deskewed where earlier steps did so; a binarized image is passed over for one that is not, since DocSAM
-was trained on colour and grey scans) goes through the pipeline of `docsam segment`. The regions found are
-added to the page's PAGE document at the page level, with their reading order, typed as `docsam segment
---format page` types them (text lines nested into their text regions); the `existing_regions` parameter
-says whether they replace the page's regions or join them. The output file group gets one PAGE file per
-page.
+was trained on colour and grey scans, and so is a dewarped one, whose pixels cannot be mapped back to the
+page's) goes through the pipeline of `docsam segment`. The regions found are added to the page's PAGE
+document at the page level, with their reading order, typed as `docsam segment --format page` types them
+(text lines nested into their text regions); the `existing_regions` parameter says whether they replace
+the page's regions or join them. The output file group gets one PAGE file per page.
 
 The model is loaded once per process. A page that fails (an unreadable image, the model out of memory) is
 handled as OCRD_MISSING_OUTPUT says: SKIP it, COPY its input PAGE unchanged, or ABORT.
@@ -32,8 +32,10 @@ if TYPE_CHECKING:
     from model.inference import Geometry
 
 EXECUTABLE = "ocrd-docsam-segment"
-# Derived page images (AlternativeImage) with this feature are passed over; the original always qualifies.
-AVOIDED_IMAGE_FEATURES = "binarized"
+# Derived page images (AlternativeImage) with any of these features are passed over; the original always
+# qualifies. A binarized image is not what DocSAM was trained on; a dewarped one is no affine map of the
+# page (OCR-D keeps no transform for dewarping), so regions found on it could not be put back in place.
+AVOIDED_IMAGE_FEATURES = "binarized,dewarped"
 
 
 class SetupError(Exception):

@@ -12,7 +12,9 @@ of `page_ids` from 1, annotation ids from 1, both in the dataset and in the resu
 model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; a non-finite `score`
 is 0; `area` is the mask area; `iscrowd` 0. `segmentation` is RLE with `counts` as str
 (`mask_format="rle"`, exact) or polygons (`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of
-the mask, see `docsam_cli.polygons`; an instance without a polygon, e.g. an empty mask, keeps its RLE).
+the mask, traced along the pixel edges as COCO reads polygons, so that pycocotools rasterises them back
+into the mask, see `polygons.mask_edge_polygons`; an instance without a polygon, e.g. an empty mask,
+keeps its RLE).
 The results list always carries RLE, the only segmentation `COCO.loadRes` accepts. File names and class
 names go through `names.output_text`, so the JSON stays valid UTF-8.
 """
@@ -57,7 +59,7 @@ def page_annotations(shapes: PageShapes, mask_format: MaskFormat = "rle") -> lis
             "rle": {"size": [int(side) for side in rle["size"]], "counts": _counts_text(rle["counts"])},
         }
         if mask_format == "polygon":
-            annotation["polygons"] = [polygon.reshape(-1).tolist() for polygon in shapes.polygons(index)]
+            annotation["polygons"] = [polygon.reshape(-1).tolist() for polygon in shapes.edge_polygons(index)]
         annotations.append(annotation)
     return annotations
 

@@ -5,9 +5,12 @@ Each prompted class plays a role on the page, which the format's class mapping d
 - `region`: any other region in the reading order (tables, figures, ...);
 - `unordered`: a region outside the reading order (separators, noise), written after the others, top to
   bottom;
-- `line`: a text line. It goes into the `text` region covering at least half of its mask (the most, if
-  several do), its polygon cut to that region's polygon; a line no region holds gets a `text` region of
-  its own (same polygon, no class). Lines are ordered top to bottom within their region.
+- `line`: a text line. It goes into the `text` region whose polygon covers at least half of its mask (the
+  most, if several do), its polygon cut to that region's polygon; a line no region holds gets a `text`
+  region of its own (same polygon, no class). The region's polygon is what counts, not its whole mask
+  (`PageShapes.written`): a line over a part of the mask the polygon leaves out would lie outside its
+  region in the file, which OCR-D's `--check-coords` rejects. Lines are ordered top to bottom within
+  their region.
 Every region's polygon is the outline of its mask's largest part (`PageShapes.outline`); instances without
 one (an empty mask) are left out. Ordered regions follow the XY-cut reading order (`reading_order`).
 """
@@ -99,13 +102,9 @@ def _role(shapes: PageShapes, roles: Sequence[Role], region: Region) -> Role:
 
 
 def _parent_region(shapes: PageShapes, line: int, candidates: list[int]) -> int | None:
-    """The candidate covering the largest share (at least half) of the line's mask."""
+    """The candidate whose written outline covers the largest share (at least half) of the line's mask."""
     if not candidates:
         return None
-    from pycocotools import mask as mask_utils
-
-    masks = shapes.instances.masks
-    # With iscrowd set for the "ground truth" side, pycocotools divides the overlap by the detection's area.
-    shares = mask_utils.iou([masks[line]], [masks[index] for index in candidates], [1] * len(candidates))[0]
+    shares = [shapes.share_within(line, index) for index in candidates]
     best = int(np.argmax(shares))
     return candidates[best] if shares[best] >= _LINE_IN_REGION else None

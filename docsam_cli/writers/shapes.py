@@ -2,8 +2,9 @@
 
 `PageWriter` builds one `PageShapes` per page and hands it to every writer, so that with all formats on,
 each instance's RLE is decoded once and traced into polygons once (the JSON lines, PAGE, ALTO, COCO and
-overlay writers used to do it each on their own). A decoded mask is kept only inside its bounding box
-(`MaskWindow`): a page with a hundred instances then holds a few page-sized masks' worth, not a hundred.
+overlay writers used to do it each on their own; COCO's polygon mode traces the pixel edges instead). A
+decoded mask is kept only inside its bounding box (`MaskWindow`): a page with a hundred instances then
+holds a few page-sized masks' worth, not a hundred.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from docsam_cli.names import output_text
-from docsam_cli.polygons import DEFAULT_EPSILON, mask_polygons
+from docsam_cli.polygons import DEFAULT_EPSILON, EDGE_EPSILON, mask_edge_polygons, mask_polygons
 from docsam_cli.writers.boxes import clip_box, finite_or_zero
 from model.instances import PageInstances
 
@@ -34,8 +35,29 @@ class MaskWindow:
         x1 = min(self.x + self.mask.shape[1], other.x + other.mask.shape[1])
         y1 = min(self.y + self.mask.shape[0], other.y + other.mask.shape[0])
         if x1 <= x0 or y1 <= y0:
-            return MaskWindow(0, 0, np.zeros((0, 0), dtype=bool))
+            return MaskWindow.empty()
         return MaskWindow(x0, y0, self._crop(x0, y0, x1, y1) & other._crop(x0, y0, x1, y1))
+
+    @staticmethod
+    def empty() -> MaskWindow:
+        return MaskWindow(0, 0, np.zeros((0, 0), dtype=bool))
+
+    @staticmethod
+    def of_polygon(polygon: np.ndarray | None) -> MaskWindow:
+        """The pixels of an integer polygon as PAGE and ALTO points are read (pixel positions, boundary
+        included), inside the polygon's bounding box; empty for None."""
+        if polygon is None:
+            return MaskWindow.empty()
+        import cv2
+
+        low = polygon.min(axis=0)
+        width, height = polygon.max(axis=0) - low + 1
+        canvas = np.zeros((height, width), dtype=np.uint8)
+        cv2.fillPoly(canvas, [(polygon - low).reshape(-1, 1, 2).astype(np.int32)], 1)
+        return MaskWindow(int(low[0]), int(low[1]), canvas.astype(bool))
+
+    def count(self) -> int:
+        return int(np.count_nonzero(self.mask))
 
     def _crop(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         return self.mask[y0 - self.y : y1 - self.y, x0 - self.x : x1 - self.x]
@@ -45,7 +67,8 @@ class PageShapes:
     """Lazily computed, cached geometry of one page's instances (see the module doc).
 
     `polygons(i)` are the valid polygons of instance i, largest part first (`docsam_cli.polygons`);
-    `outline(i)` is the first of them, the one polygon PAGE and ALTO write. Class names are as they go into
+    `outline(i)` is the first of them, the one polygon PAGE and ALTO write, and `written(i)` its pixels.
+    `edge_polygons(i)` trace the pixel edges instead (COCO's convention). Class names are as they go into
     output files (`names.output_text`).
     """
 
@@ -54,6 +77,7 @@ class PageShapes:
         self.polygon_epsilon = polygon_epsilon
         self._windows: dict[int, MaskWindow] = {}
         self._polygons: dict[int, list[np.ndarray]] = {}
+        self._written: dict[int, MaskWindow] = {}
         self._clipped: dict[tuple[int, int], np.ndarray | None] = {}
 
     def __len__(self) -> int:
@@ -121,12 +145,34 @@ class PageShapes:
         polygons = self.polygons(index)
         return polygons[0] if polygons else None
 
+    def edge_polygons(self, index: int) -> list[np.ndarray]:
+        """Polygons of instance `index` along its pixel edges, largest part first: what pycocotools
+        rasterises back into the mask (`polygons.mask_edge_polygons`; for COCO, not cached)."""
+        window = self.window(index)
+        if not window.mask.size:
+            return []
+        epsilon = min(self.polygon_epsilon, EDGE_EPSILON)
+        return mask_edge_polygons(window.mask, epsilon, origin=(window.x, window.y))
+
+    def written(self, index: int) -> MaskWindow:
+        """The pixels of instance `index`'s outline, the part of the mask PAGE and ALTO write (empty
+        without an outline). Text lines are placed and cut against it, not against the whole mask: a
+        line over a speck the outline leaves out would lie outside its region's written polygon."""
+        if index not in self._written:
+            self._written[index] = MaskWindow.of_polygon(self.outline(index))
+        return self._written[index]
+
+    def share_within(self, index: int, container: int) -> float:
+        """The share of mask `index`'s pixels inside instance `container`'s written outline."""
+        inside = self.window(index).intersect(self.written(container)).count()
+        return inside / max(int(self.areas[index]), 1)
+
     def outline_within(self, index: int, container: int) -> np.ndarray | None:
-        """The outline of the part of mask `index` that lies inside mask `container` (a text line cut to
-        its region), or None if they do not overlap."""
+        """The outline of the part of mask `index` that lies inside instance `container`'s written
+        outline (a text line cut to its region), or None if they do not overlap."""
         key = (index, container)
         if key not in self._clipped:
-            polygons = self._trace(self.window(index).intersect(self.window(container)))
+            polygons = self._trace(self.window(index).intersect(self.written(container)))
             self._clipped[key] = polygons[0] if polygons else None
         return self._clipped[key]
 
