@@ -157,3 +157,28 @@ def test_file_name_escaping_the_image_folder_is_refused(tmp_path: Path) -> None:
     assert any("outside.png" in line and "outside the source folder" in line for line in lines)
     assert any("missing.png" in line and "not found" in line for line in lines)
     assert (out / "list.txt").read_text() == "a.png\n"
+
+
+def test_a_degenerate_polygon_falls_back_to_the_bbox(tmp_path: Path) -> None:
+    """A polygon of fewer than 3 points with a valid bbox is the bbox, as `evaluate` reads it; without a bbox
+    the annotation is dropped; beside a usable polygon it is left out."""
+    box, line, triangle = [10, 5, 20, 10], [10, 5, 30, 15], [30, 20, 50, 20, 50, 35]
+    source = _coco_file(
+        tmp_path / "src",
+        [
+            {"category_id": 1, "segmentation": [line], "bbox": box},
+            {"category_id": 2, "segmentation": [line]},
+            {"category_id": 2, "segmentation": [[1, 1, 5, 1], triangle], "bbox": [1, 1, 49, 34]},
+        ],
+    )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", "coco", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    annotations = json.loads((out / "coco" / "a.json").read_text())["annotations"]
+    assert [a["category_id"] for a in annotations] == [1, 2]
+    assert annotations[0]["bbox"] == box
+    assert annotations[0]["segmentation"] == [[10, 5, 30, 5, 30, 15, 10, 15]]
+    assert annotations[1]["segmentation"] == [triangle]
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["dropped"] == {"fewer than 3 points or no area": 1}
+    assert report["fixed"] == {"polygon of fewer than 3 points left out": 2}

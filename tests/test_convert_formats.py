@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from convert_helpers import dark_box, layout_counts, minimal_pdf, run_cli, write_image
+from convert_helpers import dark_box, layout_counts, minimal_pdf, run_cli, write_image, write_rotated_jpeg
+
+from docsam_cli.inputs.images import load_frame
 
 
 def _only_annotations(out: Path) -> dict[str, list[dict]]:
@@ -61,7 +63,9 @@ def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
     assert report["dropped"] == {"class index not in the class list": 1} and report["empty_images"] == 1
     (root / "data.yaml").unlink()
     missing = run_cli("convert-dataset", root, "--from", "yolo", "--out", tmp_path / "none")
-    assert missing.exit_code == 1 and all("no class list" in line for line in missing.error_lines())
+    failed = missing.error_lines()
+    assert missing.exit_code == 1 and len(failed) == 2 and all("no class list" in line for line in failed)
+    assert "no image read" in missing.stderr and not (tmp_path / "none").exists()
 
 
 def test_labelme_shapes_groups_and_embedded_image(tmp_path: Path) -> None:
@@ -174,3 +178,78 @@ def test_text_detection_labels_of_three_datasets(tmp_path: Path) -> None:
     points = sorted(len(a["segmentation"][0]) // 2 for a in found)
     assert points == [4, 4, 4, 14]
     assert sorted((out / "list.txt").read_text().split()) == ["0003.jpg", "img2.jpg", "img_1.jpg"]
+
+
+def _upright_dark_box(image: Path) -> tuple[int, int, int, int]:
+    """Inclusive box of the dark pixels as docsam's loader (training, segment) decodes the image."""
+    gray = load_frame(image).min(axis=2)
+    ys, xs = np.nonzero(gray < 128)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def test_exif_rotated_photo_is_converted_upright(tmp_path: Path) -> None:
+    """A 300x200 JPEG tagged "rotate 90°" is the 200x300 page annotation tools and the loader show: LabelMe
+    states that size, YOLO's fractions scale onto it, and the copied image is read upright, under its box."""
+    # Raw box x 20..80, y 30..70 of the 300x200 grid: upright x 130..170, y 20..80 of 200x300.
+    labelme, yolo = tmp_path / "labelme", tmp_path / "yolo"
+    write_rotated_jpeg(labelme / "phone.jpg", 300, 200, (20, 30, 80, 70))
+    shape = {"label": "table", "points": [[130, 20], [170, 80]], "shape_type": "rectangle"}
+    document = {"shapes": [shape], "imagePath": "phone.jpg", "imageWidth": 200, "imageHeight": 300}
+    (labelme / "phone.json").write_text(json.dumps(document))
+    write_rotated_jpeg(yolo / "phone.jpg", 300, 200, (20, 30, 80, 70))
+    (yolo / "classes.txt").write_text("table\n")
+    (yolo / "phone.txt").write_text(f"0 0.75 {50 / 300} 0.2 0.2\n")
+    for source, fmt in ((labelme, "labelme"), (yolo, "yolo")):
+        out = tmp_path / f"out-{fmt}"
+        result = run_cli("convert-dataset", source, "--from", fmt, "--out", out)
+        assert result.exit_code == 0, result.stderr
+        document = json.loads((out / "coco" / "phone.json").read_text())
+        assert (document["images"][0]["width"], document["images"][0]["height"]) == (200, 300)
+        (table,) = _only_annotations(out)["table"]
+        assert table["bbox"] == [130, 20, 40, 60]
+        x0, y0, x1, y1 = _upright_dark_box(out / "image" / "phone.jpg")
+        assert max(abs(x0 - 130), abs(y0 - 20), abs(x1 - 169), abs(y1 - 79)) <= 2, (x0, y0, x1, y1)
+
+
+def test_labelme_four_point_rectangles_and_rotations_are_polygons(tmp_path: Path) -> None:
+    """X-AnyLabeling writes a rectangle's four corners, and a rotated box as a `rotation` shape."""
+    root = tmp_path / "xany"
+    write_image(root / "scan.png", 120, 90)
+    diamond = [[60, 10], [80, 30], [60, 50], [40, 30]]
+    shapes = [
+        {"label": "table", "points": [[10, 10], [40, 10], [40, 30], [10, 30]], "shape_type": "rectangle"},
+        {"label": "stamp", "points": diamond, "shape_type": "rotation", "direction": 0.785},
+    ]
+    (root / "scan.json").write_text(json.dumps({"shapes": shapes, "imagePath": "scan.png"}))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "labelme", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    found = _only_annotations(out)
+    assert found["table"][0]["bbox"] == [10, 10, 30, 20] and found["table"][0]["area"] == 600
+    (stamp,) = found["stamp"]
+    assert stamp["segmentation"] == [[60, 10, 80, 30, 60, 50, 40, 30]] and stamp["area"] == 800
+    shapes[0]["points"] = shapes[0]["points"][:3]
+    (root / "scan.json").write_text(json.dumps({"shapes": shapes, "imagePath": "scan.png"}))
+    result = run_cli("convert-dataset", root, "--from", "labelme", "--out", tmp_path / "three")
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "shapes[0].points" in line and "2 or 4 points for a rectangle" in line
+
+
+def test_text_detection_numeric_transcription_with_commas(tmp_path: Path) -> None:
+    """ICDAR 2015 `...,374,170,1,000`: the transcription "1,000" is not two more coordinates."""
+    root = tmp_path / "icdar"
+    write_image(root / "images" / "img_1.jpg", 600, 400)
+    (root / "gt").mkdir()
+    (root / "gt" / "gt_img_1.txt").write_text(
+        "377,117,463,117,465,130,378,130,Genaxis Theatre\n"
+        "493,115,519,115,519,131,493,131,###\n"
+        "374,155,409,155,409,170,374,170,1,000\n"
+        "100,300,200,300,200,340,100,340,2015\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "textdet", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    polygons = sorted(a["segmentation"][0] for a in _only_annotations(out)["text"])
+    assert [374, 155, 409, 155, 409, 170, 374, 170] in polygons
+    assert all(len(polygon) == 8 for polygon in polygons)

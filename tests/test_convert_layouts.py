@@ -150,7 +150,8 @@ def test_icdar2013_names_the_pdf_it_looked_for(tmp_path: Path) -> None:
 
 
 def _page(source: Path) -> list[str]:
-    (source / "p.xml").write_text(page_xml("scans/p.png", 60, 40, [("TableRegion", None, "1,1 30,1 30,20")]))
+    # Not "scans/p.png": relative to the XML folder's parent (an OCR-D workspace) that would be found.
+    (source / "p.xml").write_text(page_xml("img/p.png", 60, 40, [("TableRegion", None, "1,1 30,1 30,20")]))
     return []
 
 
@@ -233,7 +234,8 @@ def test_images_option_for_every_format(fmt: str, tmp_path: Path) -> None:
         write_image(scans / "p.png", 60, 40)
     alone = run_cli("convert-dataset", source, "--from", fmt, "-o", tmp_path / "alone", *arguments)
     if fmt == "yolo":  # YOLO walks the images: without them there is nothing to convert
-        assert alone.exit_code == 0 and (tmp_path / "alone" / "list.txt").read_text() == ""
+        assert alone.exit_code == 2 and "no image read" in alone.error_lines()[0]
+        assert not (tmp_path / "alone").exists()
     else:
         assert alone.exit_code == 1 and "not found" in alone.error_lines()[0]
     out = tmp_path / "out"
@@ -252,3 +254,31 @@ def test_evaluate_finds_ground_truth_images_with_images_option(tmp_path: Path) -
     assert alone.images[0].image is None
     found = load_ground_truth(source / "annotations.json", "coco", frozenset({"regions"}), tmp_path / "scans")
     assert found.images[0].image == tmp_path / "scans" / "p.png"
+
+
+def test_ocrd_workspace_page_files_given_as_files(tmp_path: Path) -> None:
+    """OCR-D: `data/OCR-D-GT-PAGE/p.xml` names `OCR-D-IMG/p.png`, relative to the workspace `data/`; found
+    when the XML files are named one by one too, but not by climbing above the workspace."""
+    workspace = tmp_path / "data"
+    write_image(workspace / "OCR-D-IMG" / "p.png", 40, 30)
+    pages = workspace / "OCR-D-GT-PAGE"
+    pages.mkdir()
+    (pages / "p.xml").write_text(page_xml("OCR-D-IMG/p.png", 40, 30, [("TextRegion", None, "1,1 9,1 9,9")]))
+    result = run_cli("convert-dataset", pages / "p.xml", "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "list.txt").read_text().split() == ["p.png"]
+    assert "fixed" not in result.stderr  # an exact path, not a guess
+    write_image(tmp_path / "up" / "q.png", 40, 30)
+    (pages / "q.xml").write_text(page_xml("../up/q.png", 40, 30, []))
+    result = run_cli("convert-dataset", pages / "q.xml", "--from", "page", "-o", tmp_path / "q")
+    assert result.exit_code == 1 and "outside the source folder" in result.error_lines()[0]
+
+
+def test_ocrd_assets_workspace(shared_data: Path, tmp_path: Path) -> None:
+    """The real sample: the PAGE files of an OCR-D workspace named on the command line."""
+    (workspace,) = {mets.parent for mets in (shared_data / "pages" / "ocrd-assets").rglob("mets.xml")}
+    files = sorted((workspace / "OCR-D-GT-PAGE").glob("*.xml"))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", *files, "--from", "page", "-o", out, "--symlink")
+    assert result.exit_code == 0, result.stderr
+    assert len((out / "list.txt").read_text().split()) == len(files) == 2

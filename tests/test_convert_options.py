@@ -122,3 +122,70 @@ def test_undecodable_file_name_bytes(tmp_path: Path) -> None:
     assert run_cli("convert-dataset", labels, "--from", "yolo", "-o", out).exit_code == 0
     assert (out / "list.txt").read_bytes().decode("utf-8") == "p%E9.png\n"
     assert (out / "image" / "p%E9.png").is_file() and (out / "coco" / "p%E9.json").is_file()
+
+
+def test_an_output_folder_inside_the_source_is_not_read_back(tmp_path: Path) -> None:
+    """A rerun with --overwrite into `src/out` reads the same pages, not also its own earlier output."""
+    source = tmp_path / "src"
+    regions = [("TextRegion", None, "1,1 9,1 9,9")]
+    for name in ("a", "b"):
+        write_image(source / f"{name}.png", 60, 40)
+        (source / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, regions))
+    out = source / "out"
+    for arguments in ((), ("--overwrite",)):
+        result = run_cli("convert-dataset", source, "--from", "page", "-o", out, *arguments)
+        assert result.exit_code == 0, result.stderr
+        assert sorted((out / "list.txt").read_text().split()) == ["a.png", "b.png"]
+    (source / "a.png").unlink()  # not found where the XML says: not taken from out/image/ either
+    result = run_cli("convert-dataset", source, "--from", "page", "-o", out, "--overwrite")
+    assert result.exit_code == 1 and "a.png' not found" in result.error_lines()[0]
+    assert (out / "list.txt").read_text().split() == ["b.png"]
+
+
+@pytest.mark.parametrize("fmt", ["labelme", "page"])
+def test_nothing_of_the_format_is_a_usage_error_and_publishes_nothing(coco_file: Path, fmt: str) -> None:
+    """A wrong --from (COCO json read as LabelMe, or no XML at all) converts nothing: exit 2, one line."""
+    out = coco_file.parent / "out"
+    result = run_cli("convert-dataset", coco_file.parent, "--from", fmt, "-o", out)
+    assert result.exit_code == 2 and not out.exists()
+    (line,) = result.error_lines()
+    skipped = "1 file" if fmt == "labelme" else "0 files"  # annotations.json; page walks no .xml file
+    assert f"no image read from {coco_file.parent} (nothing in the {fmt} format there" in line
+    assert f"{skipped} skipped as another format: check --from" in line and str(out) in line
+
+
+def test_a_run_whose_every_page_fails_keeps_the_previous_dataset(coco_file: Path) -> None:
+    out = coco_file.parent / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    for name in ("a.png", "b.png"):
+        (coco_file.parent / name).unlink()
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    assert result.exit_code == 1
+    failed = result.error_lines()
+    assert len(failed) == 2 and all("not found" in line for line in failed)
+    assert "no image read" in result.stderr and "2 failed, listed above" in result.stderr
+    assert sorted((out / "list.txt").read_text().split()) == ["a.png", "b.png"]  # still there
+
+
+@pytest.mark.parametrize("given", [".", "..", "w/.."])
+def test_an_output_folder_holding_the_current_folder_is_refused(
+    coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out .` or `..` would be renamed away under the shell: a usage error, not an internal one."""
+    work = coco_file.parent / "elsewhere" / "w"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", given, "--overwrite")
+    assert result.exit_code == 2
+    (line,) = result.error_lines()
+    assert line.startswith("error: --out:") and "holds the current folder" in line
+    assert os.listdir(work) == []
+
+
+def test_a_relative_output_folder_is_named_after_its_absolute_path(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(coco_file.parent)
+    result = run_cli("convert-dataset", "annotations.json", "--from", "coco", "-o", "data/new/..")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((coco_file.parent / "data" / "dataset.json").read_text())["name"] == "data"

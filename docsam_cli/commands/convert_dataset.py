@@ -7,8 +7,9 @@ pycocotools) and the writer are imported when the command runs.
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -129,7 +130,7 @@ def main(
         fractions = parse_split(split_spec) if split_spec else None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    from docsam_cli.datasets.pipeline import ConvertOptions, OutputExists, convert
+    from docsam_cli.datasets.pipeline import ConvertOptions, NothingConverted, OutputExists, convert
 
     console = stderr_console()
     options = ConvertOptions(
@@ -138,7 +139,7 @@ def main(
         out=out,
         levels=levels,
         classes=class_filter,
-        dataset_name=dataset_name if dataset_name is not None else out.absolute().name,
+        dataset_name=dataset_name if dataset_name is not None else Path(os.path.abspath(out)).name,
         split=fractions,
         seed=seed,
         symlink=symlink,
@@ -153,11 +154,26 @@ def main(
     except OutputExists as error:
         print_error(console, f"--out: {error}")
         raise typer.Exit(ExitCode.USAGE) from None
+    except NothingConverted as error:
+        _nothing_converted(console, error.report, str(error))
     for line in report.errors:
         print_error(console, line)
     _summary(console, report, out)
     if report.errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _nothing_converted(console: Console, report: ConversionReport, message: str) -> NoReturn:
+    """No image read, nothing published: the files that failed (each its `error:` line) and then why, a
+    plain line; or, when none failed (the sources hold nothing of the format), one `error:` line, a usage
+    error."""
+    if not report.errors:
+        print_error(console, message)
+        raise typer.Exit(ExitCode.USAGE)
+    for line in report.errors:
+        print_error(console, line)
+    print_plain(console, message)
+    raise typer.Exit(ExitCode.FAILED)
 
 
 def _summary(console: Console, report: ConversionReport, out: Path) -> None:

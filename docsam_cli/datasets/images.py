@@ -7,15 +7,18 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
 1. with `--images DIR`: the reference relative to DIR, then its file name in DIR;
 2. the reference relative to the annotation's folder and to each folder above it, up to the source root
    (the SRC folder, or the folder of a SRC file);
-3. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
+3. the reference relative to the annotation folder's parent, even above the source root (the PAGE files of
+   an OCR-D workspace, `data/OCR-D-GT-PAGE/*.xml`, name `OCR-D-IMG/...` relative to `data/`), but not
+   climbing out of that parent;
+4. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
    COCO's `images/`), and in the annotation folder's parent (Transkribus), even above the source root;
-4. in those same folders, a unique file whose name differs only in letter case (sets made on Windows),
+5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows),
    else a unique image of the same stem (converted to another format after annotation);
-5. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
+6. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
    source root; of several, the one whose folders mirror the annotation's (`xml/c1/p.xml` ↔
    `img/c1/p.jpg`), if one does.
 
-Steps 4 and 5 are guesses: the returned note says which one was made. A reference that climbs out of the
+Steps 5 and 6 are guesses: the returned note says which one was made. A reference that climbs out of the
 source root with `..` is refused (path traversal), unless `--images` holds a file of its name; an absolute
 path or a URL (written on another machine) counts by its file name only. When nothing is found, the
 message names the file looked for and where.
@@ -54,12 +57,14 @@ def within(path: Path, root: Path) -> bool:
 class ImageFinder:
     """Looks up the images of the annotation files under one source root (see the module docstring).
 
-    The recursive search of step 5 lists a folder once, on the first reference that needs it.
+    The recursive search of step 6 lists a folder once, on the first reference that needs it, without
+    the folder `skip` (the output folder, when it lies inside the source).
     """
 
-    def __init__(self, root: Path, images: Path | None = None) -> None:
+    def __init__(self, root: Path, images: Path | None = None, skip: Path | None = None) -> None:
         self.root = root
         self.images = images
+        self.skip = skip
         self._indexes: dict[Path, _NameIndex] = {}
 
     def find(
@@ -103,6 +108,8 @@ class ImageFinder:
             exact += [base / relative for base in bases if within(base / relative, self.root)]
         if folder.parent not in bases:
             bases.append(folder.parent)
+            if relative is not None and within(folder.parent / relative, folder.parent):
+                exact.append(folder.parent / relative)  # an OCR-D workspace's PAGE files given as files
         name_folders = [*bases, *(base / extra for base in bases for extra in extra_dirs)]
         exact += [base / name for base in name_folders]
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
@@ -137,7 +144,7 @@ class ImageFinder:
 
     def _index(self, folder: Path) -> _NameIndex:
         if folder not in self._indexes:
-            self._indexes[folder] = _NameIndex(folder)
+            self._indexes[folder] = _NameIndex(folder, self.skip)
         return self._indexes[folder]
 
 
@@ -173,14 +180,19 @@ def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
 
 
 class _NameIndex:
-    """The files under a folder by case-folded name and by case-folded stem (hidden entries skipped)."""
+    """The files under a folder by case-folded name and by case-folded stem (hidden entries and the
+    folder `skip` left out)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, skip: Path | None = None) -> None:
         self.folder = folder
         self.by_name: dict[str, list[Path]] = defaultdict(list)
         self.by_stem: dict[str, list[Path]] = defaultdict(list)
         for directory, subdirectories, files in os.walk(folder):
-            subdirectories[:] = sorted(entry for entry in subdirectories if not entry.startswith("."))
+            subdirectories[:] = sorted(
+                entry
+                for entry in subdirectories
+                if not entry.startswith(".") and (skip is None or not within(Path(directory, entry), skip))
+            )
             for file in sorted(files):
                 if not file.startswith("."):
                     path = Path(directory) / file
@@ -216,18 +228,23 @@ def _mirrored(image_folder: Path, annotation_folder: Path) -> int:
 
 
 def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int, int]:
-    """(width, height) of an image file or encoded bytes after decoding it completely.
+    """(width, height) of an image file or encoded bytes after decoding it completely, upright.
 
-    Decoding (not just the header) catches truncated files before they reach a training run. Raises
-    ValueError with a one-line reason.
+    Decoding (not just the header) catches truncated files before they reach a training run. The size is
+    that of the image with its EXIF orientation applied, as docsam's image loader (training, `segment`,
+    `evaluate --weights`) reads it and as annotation tools show it: a 300x200 phone photo tagged "rotate
+    90°" is 200x300. The file itself is copied unchanged, tag included, so the loader turns it the same
+    way. Raises ValueError with a one-line reason.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from docsam_cli.inputs.images import upright
 
     source = io.BytesIO(data) if data is not None else path
     try:
         with Image.open(source) as image:
             image.load()
-            return image.size
+            return upright(image).size
     except Image.DecompressionBombError as error:
         raise ValueError(f"image too large ({error})") from None
     except UnidentifiedImageError:

@@ -23,8 +23,8 @@ from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import ConversionReport
-from docsam_cli.errors import InputError
-from docsam_cli.names import output_text
+from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.names import display_path, output_text
 
 REPORT_FILE = "convert_report.json"
 _POOL = ".images"  # staging folder of images before they are placed into their split
@@ -48,14 +48,27 @@ class ConvertOptions:
 
 
 class OutputExists(Exception):
-    """`--out` cannot be written: a file, a folder holding a source, or non-empty without `--overwrite`."""
+    """`--out` cannot be written: a file, a folder holding a source or the current folder, or non-empty
+    without `--overwrite`."""
+
+
+class NothingConverted(Exception):
+    """No image could be read, so nothing was published; `str()` is the line to show, `report` lists the
+    files that failed (none: the sources hold nothing of the format, a usage error)."""
+
+    def __init__(self, message: str, report: ConversionReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def check_output(out: Path, overwrite: bool, sources: list[Path]) -> None:
-    """Refuse to replace data unless asked, and never a folder holding a source; raises OutputExists."""
+    """Refuse to replace data unless asked, and never a folder holding a source or the current folder
+    (publishing renames the existing folder away); raises OutputExists. `out` is absolute."""
     for source in sources:
         if within(source, out):
             raise OutputExists(f"{out} holds the source {source}: choose another output folder")
+    if out.is_dir() and within(Path.cwd(), out):
+        raise OutputExists(f"{out} holds the current folder: choose another output folder")
     if out.is_file() or out.is_symlink():
         raise OutputExists(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -63,7 +76,8 @@ def check_output(out: Path, overwrite: bool, sources: list[Path]) -> None:
 
 
 def convert(options: ConvertOptions, progress: Callable[[str], None] | None = None) -> ConversionReport:
-    """Run a conversion; returns its report (errors included). Raises OutputExists."""
+    """Run a conversion; returns its report (errors included). Raises OutputExists or NothingConverted."""
+    options = replace(options, out=Path(os.path.abspath(options.out)))  # `.`, `..`: a name to rename by
     out = options.out
     check_output(out, options.overwrite, options.sources)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +100,16 @@ def _build(
     pool.mkdir()
     names = _NameAllocator()
     pages: list[layout.LayoutPage] = []
+    skipped: list[WrongFormat] = []  # files of another format found by the walk
 
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(root, options.levels, options.images, options.class_list, options.dpi)
+        return ReadContext(
+            root, options.levels, options.images, options.class_list, options.dpi, skip=options.out
+        )
 
-    for item in read_sources(options.sources, options.fmt, context_for):
+    for item in read_sources(
+        options.sources, options.fmt, context_for, skip=options.out, skipped=skipped.append
+    ):
         if isinstance(item, InputError):
             report.add_error(item)
             continue
@@ -105,8 +124,21 @@ def _build(
         pages.append(layout.LayoutPage(name, width, height, instances))
         if progress is not None:
             progress(name)
+    if not pages:
+        raise NothingConverted(_nothing_read(options, report, len(skipped)), report)
     _write(options, staging, pool, pages, report)
     return report
+
+
+def _nothing_read(options: ConvertOptions, report: ConversionReport, skipped: int) -> str:
+    """Why no image was read: the files that failed, and those of another format (a wrong `--from`)."""
+    sources = ", ".join(display_path(source) for source in options.sources)
+    other = f"{skipped} {'file' if skipped == 1 else 'files'} skipped as another format"
+    if report.errors:
+        why = f"{len(report.errors)} failed, listed above; {other}"
+    else:
+        why = f"nothing in the {options.fmt.name} format there, {other}: check --from"
+    return f"no image read from {sources} ({why}); nothing written to {display_path(options.out)}"
 
 
 def _image(page: SourcePage) -> tuple[int, int, bytes | None]:

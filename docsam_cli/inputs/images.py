@@ -155,10 +155,10 @@ def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarra
             raise _bomb_error(path, error, page) from None
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-        return to_bgr(_upright(image))
+        return to_bgr(upright(image))
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a broken EXIF block is ignored rather than failing the page."""
     try:
         return ImageOps.exif_transpose(image)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from docsam_cli.datasets.convert.base import Format, ReadContext
-from docsam_cli.datasets.images import IMAGE_SUFFIXES
+from docsam_cli.datasets.images import IMAGE_SUFFIXES, within
 from docsam_cli.datasets.records import LEVELS, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
 
@@ -56,48 +56,59 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def source_files(source: Path, fmt: Format) -> tuple[Path, list[Path], bool]:
+def source_files(source: Path, fmt: Format, skip: Path | None = None) -> tuple[Path, list[Path], bool]:
     """(root, files, explicit) for one SRC argument: a file is read as given, a folder is walked.
 
-    The walk skips hidden files and folders (`.git`, macOS `._*` resource forks, our own staging).
+    The walk skips hidden files and folders (`.git`, macOS `._*` resource forks, our own staging) and the
+    folder `skip` (the output folder, when it lies inside the source: a rerun must not read its own
+    output).
     """
     if source.is_dir():
-        return source, _walk(source, fmt.suffixes), False
+        return source, _walk(source, fmt.suffixes, skip), False
     return source.parent, [source], True
 
 
-def _walk(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+def _walk(folder: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> list[Path]:
     return sorted(
         path
         for path in folder.rglob("*")
         if path.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and (skip is None or not within(path, skip))
         and path.is_file()
     )
 
 
 def read_sources(
-    sources: Iterable[Path], fmt: Format, context_for: Callable[[Path], ReadContext]
+    sources: Iterable[Path],
+    fmt: Format,
+    context_for: Callable[[Path], ReadContext],
+    *,
+    skip: Path | None = None,
+    skipped: Callable[[WrongFormat], None] | None = None,
 ) -> Iterator[SourcePage | InputError]:
     """Every page of every source, in a stable order, with what cannot be used yielded as InputError.
 
-    Files of another format found by walking a folder are skipped silently (a METS file beside PAGE
-    files); given explicitly they are an error. A format whose walk yields images (YOLO) walks `--images`
-    when it is given, the SRC then being the folder of the labels.
+    Files of another format found by walking a folder are skipped, silently (a METS file beside PAGE
+    files) but for the `skipped` callback; given explicitly they are an error. A format whose walk yields
+    images (YOLO) walks `--images` when it is given, the SRC then being the folder of the labels. The
+    folder `skip` is left out of every walk (see `source_files`).
     """
     for source in sources:
         if not source.exists():
             yield InputError(source, "no such file or folder")
             continue
-        root, files, explicit = source_files(source, fmt)
+        root, files, explicit = source_files(source, fmt, skip)
         context = context_for(root)
         if fmt.walks_images and context.images is not None:
-            files, explicit = _walk(context.images, fmt.suffixes), False
+            files, explicit = _walk(context.images, fmt.suffixes, skip), False
         for path in files:
             try:
                 yield from fmt.read(path, context)
             except WrongFormat as error:
                 if explicit:
                     yield error
+                elif skipped is not None:
+                    skipped(error)
             except InputError as error:
                 yield error

@@ -21,10 +21,11 @@ class ReadContext:
     images: Path | None = None  # --images: where the images (ICDAR 2013: the PDFs) are, when not beside
     classes: Path | None = None  # --classes: a YOLO class list
     dpi: float = 150.0  # rendering of PDF pages (ICDAR 2013)
+    skip: Path | None = None  # a folder not to search for images (the output folder, inside a source)
     finder: ImageFinder = field(init=False)
 
     def __post_init__(self) -> None:
-        self.finder = ImageFinder(self.root, self.images)
+        self.finder = ImageFinder(self.root, self.images, self.skip)
 
 
 @dataclass(frozen=True)

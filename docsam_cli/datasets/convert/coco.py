@@ -2,14 +2,17 @@
 
 The file is read and checked by `docsam_cli.datasets.coco_json`. RLE segmentations are traced back to
 polygons (the reference loader reads polygons only); an annotation with only a bbox becomes its 4-corner
-polygon, as the reference loader does. Images are looked up by `file_name` (see `ImageFinder`), also in
-the `images/` and `PNG/` (DocLayNet) folders beside the json or beside its folder.
+polygon, as the reference loader does, and so does one whose polygons all have fewer than 3 points (as
+`evaluate` reads it). Images are looked up by `file_name` (see `ImageFinder`), also in the `images/` and
+`PNG/` (DocLayNet) folders beside the json or beside its folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
 from docsam_cli.datasets.convert.base import ReadContext
@@ -57,18 +60,30 @@ def _page(path: Path, image: CocoImage, finder: ImageFinder) -> SourcePage:
     )
 
 
+def annotation_polygons(annotation: CocoAnnotation) -> list[np.ndarray]:
+    """The polygons of an annotation without an RLE: those of 3 points or more, else its bbox's corners
+    (as the reference loader reads a box alone); empty when it has neither."""
+    polygons = [polygon for polygon in annotation.polygons if len(polygon) >= 3]
+    if not polygons and annotation.bbox is not None:
+        x, y, w, h = annotation.bbox
+        polygons = [box_polygon(x, y, x + w, y + h)]
+    return polygons
+
+
 def _instance(annotation: CocoAnnotation, notes: list[Note]) -> Instance | None:
-    polygons = annotation.polygons
     if annotation.rle is not None:
         from pycocotools import mask as mask_utils
 
         notes.append(Note("fixed", "RLE mask traced to polygons", annotation.where))
-        polygons = mask_contours(mask_utils.decode(annotation.rle))
-    if not polygons and annotation.bbox is not None:
-        x, y, w, h = annotation.bbox
-        polygons = [box_polygon(x, y, x + w, y + h)]
+        # An empty mask takes the bbox, if one is stated.
+        polygons = mask_contours(mask_utils.decode(annotation.rle)) or annotation_polygons(annotation)
+    else:
+        polygons = annotation_polygons(annotation)
+        if polygons and any(len(polygon) < 3 for polygon in annotation.polygons):
+            notes.append(Note("fixed", "polygon of fewer than 3 points left out", annotation.where))
     if not polygons:
-        notes.append(Note("dropped", "empty RLE mask", annotation.where))
+        reason = "empty RLE mask" if annotation.rle is not None else "fewer than 3 points or no area"
+        notes.append(Note("dropped", reason, annotation.where))
         return None
     return Instance(
         annotation.category,

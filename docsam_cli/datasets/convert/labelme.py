@@ -1,7 +1,9 @@
 """LabelMe JSON (one file per image) → pages of instances.
 
 Shapes: polygon, rectangle, circle and mask (newer LabelMe) are areas; line, linestrip and point shapes
-are not and are dropped with a note. Shapes sharing a label and a `group_id` form one instance, as in
+are not and are dropped with a note. A rectangle is two opposite corners (LabelMe) or all four
+(X-AnyLabeling), X-AnyLabeling's `rotation` the four corners of a rotated rectangle: four corners are read
+as the polygon they outline. Shapes sharing a label and a `group_id` form one instance, as in
 LabelMe's own instance export. A missing image file is recovered from the embedded `imageData`.
 """
 
@@ -24,7 +26,8 @@ from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.polygons import mask_contours
 
 _CIRCLE_VERTICES = 64
-_AREA_SHAPES = frozenset(("polygon", "rectangle", "circle", "mask"))
+_AREA_SHAPES = frozenset(("polygon", "rectangle", "rotation", "circle", "mask"))
+_POINT_COUNTS = {"rectangle": (2, 4), "rotation": (4,), "circle": (2,)}
 _OTHER_SHAPES = frozenset(("line", "linestrip", "point", "points"))
 
 
@@ -108,9 +111,10 @@ def _shape(shape: JsonField, notes: list[Note]) -> Instance | None:
     if kind not in _AREA_SHAPES:
         raise kind_field.expected(f"one of {', '.join(sorted(_AREA_SHAPES | _OTHER_SHAPES))}")
     points = _points(shape["points"])
-    if kind in ("rectangle", "circle") and len(points) != 2:
-        raise shape["points"].expected(f"2 points for a {kind}")
-    if kind == "polygon":
+    counts = _POINT_COUNTS.get(kind, (len(points),))
+    if len(points) not in counts:
+        raise shape["points"].expected(f"{' or '.join(map(str, counts))} points for a {kind}")
+    if kind == "polygon" or (kind in ("rectangle", "rotation") and len(points) == 4):
         polygons = [points]
     elif kind == "rectangle":
         polygons = [box_polygon(*points[0], *points[1])]
