@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -34,6 +34,7 @@ from pycocotools.cocoeval import COCOeval
 from docsam_cli.assignment import linear_sum_assignment
 
 if TYPE_CHECKING:  # metrics only read PageInstances' fields
+    from docsam_cli.errors import InputError
     from model.instances import PageInstances
 
 MAX_DETS = (40, 400, 4000)
@@ -57,6 +58,7 @@ class GtImage:
     width: int
     annotations: list[GtAnnotation]
     image: Path | None = None  # the page image when it was found: what a model run would segment
+    missing: InputError | None = None  # when `image` is None: the file named and where it was looked for
 
 
 @dataclass
@@ -105,16 +107,19 @@ def evaluate(
     ground_truth: Sequence[GtImage],
     predictions: Mapping[str, PageInstances],
     class_map: Mapping[str, str] | None = None,
+    declared: Collection[str] = (),
 ) -> EvaluationResult:
     """Score `predictions` (by image key) against `ground_truth`.
 
+    The ground truth's classes are those of its annotations and the `declared` ones (a COCO file's
+    categories, which may have no instance in the images scored: predictions of them are false positives).
     `class_map` renames prediction classes to ground-truth classes; predicted classes that are not
-    ground-truth classes afterwards are ignored and counted in `ignored_predictions`.
+    ground-truth classes afterwards are ignored and counted in `ignored_predictions`. Only classes with
+    ground truth or predictions are reported and averaged.
     """
     class_map = dict(class_map or {})
-    classes = sorted({a.category for image in ground_truth for a in image.annotations})
-    per_class = {name: ClassScores() for name in classes}
-    result = EvaluationResult(len(ground_truth), classes, {}, {}, 0.0, 0.0, per_class)
+    known = {a.category for image in ground_truth for a in image.annotations} | set(declared)
+    result = EvaluationResult(len(ground_truth), [], {}, {}, 0.0, 0.0, {})
     matched: list[tuple[GtImage, _Predicted]] = []
     for image in ground_truth:
         page = predictions.get(image.name)
@@ -122,16 +127,19 @@ def evaluate(
             result.images_without_predictions.append(image.name)
             predicted = _Predicted([], [], np.zeros((0, 4)), np.zeros(0), {})
         else:
-            predicted = _Predicted.of(page, class_map, set(classes), result.ignored_predictions)
+            predicted = _Predicted.of(page, class_map, known, result.ignored_predictions)
             if (page.height, page.width) != (image.height, image.width):
                 predicted = predicted.rescaled(page.height, page.width, image.height, image.width)
                 result.rescaled_predictions += 1
         matched.append((image, predicted))
+    per_class = {name: ClassScores() for name in sorted(known)}
     for image, predicted in matched:
         for annotation in image.annotations:
             per_class[annotation.category].gt += 1
         for category in predicted.categories:
             per_class[category].predictions += 1
+    result.per_class = {name: scores for name, scores in per_class.items() if scores.gt or scores.predictions}
+    result.classes = classes = list(result.per_class)
     _coco_ap(matched, classes, result)
     _mean_f1(matched, classes, result)
     _mean_iou(matched, classes, result)

@@ -46,7 +46,8 @@ class ModelRun:
 
     def predict(self, images: Sequence[GtImage]) -> tuple[dict[str, PageInstances], list[InputError]]:
         """Instances per image key, prompting with the ground truth's own class names, sorted (the
-        reference's evaluation prompts)."""
+        reference's evaluation prompts). An image that cannot be segmented (its file is missing or
+        unreadable) has no key, and an error naming the file."""
         from docsam_cli.inputs.images import load_frame
         from model.inference import segment_page
 
@@ -55,7 +56,7 @@ class ModelRun:
         errors: list[InputError] = []
         for image in images:
             if image.image is None:
-                errors.append(InputError(image.name, "the image file was not found: cannot run the model"))
+                errors.append(image.missing or InputError(image.name, "image file not found"))
                 continue
             try:
                 page = load_frame(image.image)

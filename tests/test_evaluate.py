@@ -254,3 +254,95 @@ def test_predictions_that_match_no_ground_truth_page_are_an_error(shared_data: P
     assert [line.split(" (")[0] for line in result.error_lines()] == [
         f"error: {alto}: no predicted page read from it"
     ]
+
+
+def _coco_eval(truth: Path, results: Path) -> dict[str, dict[str, float]]:
+    """AP, AP50 and AP75 of pycocotools itself (stock maxDets: the cases have a few detections)."""
+    scores = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(truth))
+        dt = gt.loadRes(str(results))
+        for iou_type, key in (("segm", "mask"), ("bbox", "box")):
+            direct = COCOeval(gt, dt, iou_type)
+            direct.evaluate()
+            direct.accumulate()
+            direct.summarize()
+            scores[key] = dict(zip(("AP", "AP50", "AP75"), direct.stats[:3], strict=True))
+    return scores
+
+
+_TABLE = [10, 10, 50, 10, 50, 50, 10, 50]  # the one ground-truth table of each page, and its hit
+_ELSEWHERE = [100, 10, 190, 10, 190, 90, 100, 90]  # a false positive, larger than the table
+
+
+@pytest.mark.parametrize(
+    ("image_ids", "results", "expected_ap"),
+    [
+        # One page: the hit comes first in the results file, then a false positive of the same score.
+        ([1], [(1, _TABLE), (1, _ELSEWHERE)], 1.0),
+        # Two pages listed by descending id: pycocotools takes them by id, so the hit on page 1 ranks
+        # before the false positive on page 2 that the results file lists first.
+        ([2, 1], [(2, _ELSEWHERE), (1, _TABLE)], 51 / 101),
+    ],
+)
+def test_tied_scores_rank_as_pycocotools_ranks_them(
+    tmp_path: Path, image_ids: list[int], results: list, expected_ap: float
+) -> None:
+    truth = {
+        "images": [{"id": i, "file_name": f"p{i}.png", "width": 200, "height": 100} for i in image_ids],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 40, 40], "segmentation": [_TABLE],
+             "area": 1600, "iscrowd": 0}
+            for i in image_ids
+        ],
+        "categories": [{"id": 1, "name": "table"}],
+    }  # fmt: skip
+    (truth_path := tmp_path / "truth.json").write_text(json.dumps(truth))
+    entries = [
+        {"image_id": i, "category_id": 1, "bbox": [p[0], p[1], p[4] - p[0], p[5] - p[1]], "segmentation": [p],
+         "score": 1.0}
+        for i, p in results
+    ]  # fmt: skip
+    (results_path := tmp_path / "results.json").write_text(json.dumps(entries))
+    result = run_cli("evaluate", truth_path, "--pred", results_path, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    ours = json.loads(result.stdout)
+    reference = _coco_eval(truth_path, results_path)
+    assert reference["mask"]["AP"] == pytest.approx(expected_ap)
+    for key in ("mask", "box"):
+        assert ours[key] == pytest.approx(reference[key], abs=1e-9)
+
+
+def test_predictions_of_a_declared_class_without_ground_truth_are_false_positives() -> None:
+    """C is a class of the ground truth that none of its images shows: predicting it costs its mAF and
+    mIoU terms. D, declared too but neither annotated nor predicted, counts nowhere."""
+    predictions = {
+        name: _page([*[(c, *box, 1.0) for c, *box in items], ("C", 0, 0, 5, 5, 0.9)])
+        for name, items in TRUTH.items()
+    }
+    result = evaluate(_truth(), predictions, declared=["A", "B", "C", "D"])
+    assert result.classes == ["A", "B", "C"] and result.ignored_predictions == {}
+    c = result.per_class["C"]
+    assert (c.gt, c.predictions, c.ap, c.f1, c.iou) == (0, 2, None, 0.0, 0.0)
+    assert result.mask["AP"] == pytest.approx(1.0)  # AP averages over classes with ground truth
+    assert result.maf == pytest.approx(2 / 3) and result.miou == pytest.approx(2 / 3)
+
+
+def test_the_command_counts_the_categories_of_the_ground_truth(tmp_path: Path) -> None:
+    truth = {
+        "images": [{"id": 1, "file_name": "p.png", "width": 200, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40],
+                         "segmentation": [_TABLE], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "text"}, {"id": 2, "name": "table"}, {"id": 3, "name": "unused"}],
+    }  # fmt: skip
+    (truth_path := tmp_path / "truth.json").write_text(json.dumps(truth))
+    results = [
+        {"image_id": 1, "category_id": category, "segmentation": [polygon], "score": 0.9}
+        for category, polygon in ((1, _TABLE), (2, _ELSEWHERE))
+    ]
+    (results_path := tmp_path / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", truth_path, "--pred", results_path, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["classes"] == ["table", "text"] and report["ignored_predictions"] == {}
+    assert report["mAF"] == 0.5 and report["mIoU"] == 0.5 and report["mask"]["AP"] == pytest.approx(1.0)

@@ -182,3 +182,53 @@ def test_malformed_page_predictions(tmp_path: Path) -> None:
     assert "Coords" in result.error_lines()[0]
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["images_without_predictions"] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [("report", "is a folder"), ("truth.json/report.json", "{tmp}/truth.json is not a folder")],
+)
+def test_an_unwritable_json_report_is_refused_before_anything_is_read(
+    tmp_path: Path, target: str, reason: str
+) -> None:
+    """Exit 2 and one line naming --json's path, before the ground truth is read (it is broken here, and
+    says nothing)."""
+    (tmp_path / "report").mkdir()
+    truth, predictions = _files(tmp_path, {"images": "none"}, coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", tmp_path / target)
+    line = f"error: --json {tmp_path / target}: {reason.format(tmp=tmp_path)}"
+    assert result.exit_code == 2 and result.error_lines() == [line]
+
+
+def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """The folder's permissions are probed by creating a file in it (root may write anywhere: the probe's
+    refusal is simulated)."""
+    import errno
+    import tempfile
+
+    def refused(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", tmp_path / "new" / "report.json")
+    line = f"error: --json {tmp_path / 'new' / 'report.json'}: cannot write in {tmp_path}: Permission denied"
+    assert result.exit_code == 2 and result.error_lines() == [line]
+
+
+def test_a_json_report_that_cannot_be_written_is_an_error_line(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills up after the check: the scores are shown, then one line, exit 1."""
+    import errno
+
+    from docsam_cli.commands import evaluate
+
+    def full(path: object, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(evaluate, "atomic_write_text", full)
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", tmp_path / "report.json")
+    assert result.exit_code == 1 and "AP50" in result.stderr  # the tables came first
+    assert result.error_lines() == [
+        f"error: --json {tmp_path / 'report.json'}: cannot write: No space left on device"
+    ]

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from convert_helpers import coco_document, write_image
 from segment_helpers import FAST_GEOMETRY, run_segment
 from typer.testing import CliRunner
 
@@ -82,3 +83,20 @@ def test_weights_that_cannot_be_used_are_a_usage_error(tmp_path, shared_data, mo
         lines = result.stderr.splitlines()
         assert result.exit_code == 2, result.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and Path(weights).name in lines[0]
+
+
+def test_an_image_the_model_cannot_run_on_is_left_out_not_scored_as_misses(tmp_path, tiny_weights):
+    """b.png is missing: one error line naming it, and only a.png's ground truth is scored, as a page
+    whose predictions cannot be read is left out with --pred."""
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    result = CliRunner().invoke(
+        app, ["evaluate", str(truth), "--weights", str(tiny_weights), *FAST_GEOMETRY, "--json", "-"]
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {truth}: images[1]: file_name 'b.png' not found")
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["images_without_predictions"] == []
+    assert {name: scores["gt"] for name, scores in report["per_class"].items()} == {"figure": 1, "table": 1}

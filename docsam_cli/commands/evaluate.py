@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -141,6 +143,8 @@ def main(
         raise typer.BadParameter(str(error), param_hint="--map") from None
     if (pred is None) == (weights is None):
         raise typer.BadParameter("give exactly one of --pred and --weights")
+    if json_out and json_out != "-":
+        _check_report_path(Path(json_out))
     from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
     from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
     from docsam_cli.datasets.predictions import load_predictions
@@ -168,6 +172,8 @@ def main(
                 window,
                 domain if domain is not None else _dataset_domain(ground_truth),
             )
+            # As pages with unreadable predictions are: an image the model did not run on is no miss.
+            truth.images = [image for image in truth.images if image.name in predicted]
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
             predicted, prediction_errors = predictions.pages, predictions.errors
@@ -185,14 +191,47 @@ def main(
     if not truth.images:
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
         raise typer.Exit(ExitCode.FAILED)
-    result = evaluate(truth.images, predicted, class_map)
+    result = evaluate(truth.images, predicted, class_map, truth.category_ids.values())
     _tables(console, result)
     if json_out == "-":
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     elif json_out:
-        atomic_write_text(json_out, json.dumps(result.to_json(), indent=2) + "\n")
+        _write_report(console, Path(json_out), result)
     if errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_report_path(path: Path) -> None:
+    """Refuse, before anything is read, a --json file that cannot be written: a folder, or a file whose
+    nearest existing folder (the atomic write creates the missing ones) is not a folder or not writable.
+    A device or pipe (`/dev/stdout`) is written in place and taken as it is. Raises UsageError."""
+    if path.is_dir():
+        raise UsageError(f"--json {display_path(path)}: is a folder")
+    if path.exists() and not path.is_file():
+        return
+    folder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not folder.is_dir():
+        raise UsageError(f"--json {display_path(path)}: {display_path(folder)} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".docsam-probe.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(
+            f"--json {display_path(path)}: cannot write in {display_path(folder)}: {reason}"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _write_report(console: Console, path: Path, result: EvaluationResult) -> None:
+    """Write the JSON report; a failure (the disk filled up since the check) is one error line, exit 1."""
+    try:
+        atomic_write_text(path, json.dumps(result.to_json(), indent=2) + "\n")
+    except OSError as error:
+        print_error(
+            console, f"--json {display_path(path)}: cannot write: {error.strerror or type(error).__name__}"
+        )
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 def _run_model(

@@ -18,10 +18,10 @@ from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets import geometry, layout, rectify
 from docsam_cli.datasets.classes import BACKGROUND
-from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
+from docsam_cli.datasets.coco_json import CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources
 from docsam_cli.datasets.convert.base import ReadContext
-from docsam_cli.datasets.convert.coco import find_image
+from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size
 from docsam_cli.datasets.records import Instance, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
@@ -73,7 +73,10 @@ def load_ground_truth(
 
 
 def _from_coco(path: Path, images: Path | None) -> GroundTruth:
-    dataset = read_dataset(path, sizes_required=True)
+    """A COCO file. An image that states no size takes its image file's, as conversion does; the images
+    are numbered in the order of their ids, as pycocotools numbers them (AP ranks tied scores of
+    different images in that order)."""
+    dataset = read_dataset(path, sizes_required=False)
     truth = GroundTruth(category_ids=dict(dataset.categories.names), errors=list(dataset.errors))
     finder = ImageFinder(path.parent, images)
     for image in dataset.images:
@@ -81,11 +84,50 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
             truth.errors.append(image.error)
             continue
         try:
-            found = find_image(finder, path, image.file_name)[0]
-        except ImageNotFound:
-            found = None  # only a model run (`--weights`) needs it, and says so
-        _add(truth, path, image, _gt_annotations(image, reference_masks=False), found)
+            found, not_found = find_image(finder, path, image.file_name)[0], None
+        except ImageNotFound as error:  # only a model run (`--weights`) or a missing size needs the image
+            found, not_found = None, str(error)
+        try:
+            if image.size is None:
+                _size_from_image(path, image, found, not_found)
+        except InputError as error:
+            truth.errors.append(error)
+            continue
+        missing = InputError(path, f"{image.where}: {not_found}") if not_found else None
+        _add(truth, path, image, _gt_annotations(image, reference_masks=False), found, missing)
+    _sort_by_id(truth)
     return truth
+
+
+def _size_from_image(path: Path, image: CocoImage, found: Path | None, not_found: str | None) -> None:
+    """Set the size of an image entry without `width` and `height` from its image file, which must agree
+    with a side the entry states and with the size of its RLE masks. Raises InputError."""
+    if found is None:
+        side = "width" if image.width is None else "height"
+        raise InputError(path, f"{image.where}.{side}: missing, and {not_found}")
+    try:
+        width, height = image_size(path=found)
+    except ValueError as error:
+        raise InputError(found, str(error)) from None
+    stated = (image.width or width, image.height or height)
+    if stated != (width, height):
+        says = f"{stated[0]}x{stated[1]}"
+        raise InputError(
+            path, f"{image.where}: image {found.name} is {width}x{height} but the entry says {says}"
+        )
+    for annotation in image.annotations:
+        if annotation.rle is not None and list(annotation.rle["size"]) != [height, width]:
+            size = list(annotation.rle["size"])
+            where = f"{annotation.where}.segmentation.size"
+            raise InputError(path, f"{where}: {size} is not the image's [height, width] {[height, width]}")
+    image.width, image.height = width, height
+
+
+def _sort_by_id(truth: GroundTruth) -> None:
+    """The images in the order of their COCO ids (numbers before strings)."""
+    order = sorted(truth.image_keys, key=lambda identifier: (isinstance(identifier, str), identifier))
+    rank = {truth.image_keys[identifier]: position for position, identifier in enumerate(order)}
+    truth.images.sort(key=lambda image: rank[image.name])
 
 
 def _from_split(folder: Path) -> GroundTruth:
@@ -119,21 +161,30 @@ def _from_split(folder: Path) -> GroundTruth:
         image.annotations = [a for a in image.annotations if a.category not in removed]
         found = folder / "image" / image.file_name
         annotations = _gt_annotations(image, reference_masks=True)
-        _add(truth, path, image, annotations, found if found.is_file() else None)
+        if found.is_file():
+            _add(truth, path, image, annotations, found)
+        else:
+            _add(truth, path, image, annotations, None, InputError(found, "image file not found"))
     return truth
 
 
 def _add(
-    truth: GroundTruth, path: Path, image: CocoImage, annotations: list[GtAnnotation], found: Path | None
+    truth: GroundTruth,
+    path: Path,
+    image: CocoImage,
+    annotations: list[GtAnnotation],
+    found: Path | None,
+    missing: InputError | None = None,
 ) -> None:
-    """Add an image under its key (the file name's stem), which must be new."""
+    """Add an image under its key (the file name's stem), which must be new; `missing`: why `found` is
+    None."""
     key = Path(image.file_name.replace("\\", "/")).stem
     if key in truth.keys:
         truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
         return
     truth.keys.add(key)
     truth.image_keys[image.id] = key
-    truth.images.append(GtImage(key, image.height, image.width, annotations, found))
+    truth.images.append(GtImage(key, image.height, image.width, annotations, found, missing))
 
 
 def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotation]:
@@ -146,21 +197,13 @@ def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotatio
     for annotation in image.annotations:
         rle = annotation.rle
         if rle is None:
-            polygons = _polygons(annotation)
+            polygons = annotation_polygons(annotation)
             if not polygons:
                 continue
             rle = rasterise(polygons, height, width)
         bbox = annotation.bbox if annotation.bbox is not None else tuple(mask_utils.toBbox(rle).tolist())
         annotations.append(GtAnnotation(annotation.category, rle, bbox, annotation.iscrowd, annotation.area))
     return annotations
-
-
-def _polygons(annotation: CocoAnnotation) -> list[np.ndarray]:
-    polygons = [polygon for polygon in annotation.polygons if len(polygon) >= 3]
-    if not polygons and annotation.bbox is not None:
-        x, y, w, h = annotation.bbox
-        polygons = [geometry.box_polygon(x, y, x + w, y + h)]
-    return polygons
 
 
 def _from_reader(path: Path, fmt: str, levels: frozenset[str], images: Path | None) -> GroundTruth:
@@ -209,10 +252,16 @@ def gt_image(page: SourcePage) -> GtImage:
     width, height = round(width), round(height)
     cleaned, _ = rectify.rectify(instances, width, height)
     annotations = [_xml_annotation(i, width, height) for i in cleaned]
-    return GtImage(page.key, height, width, annotations, page.image.path)
+    missing = (
+        None
+        if page.image.path
+        else InputError(page.source, page.image_problem or "no image file to run the model on")
+    )
+    return GtImage(page.key, height, width, annotations, page.image.path, missing)
 
 
 def _xml_annotation(instance: Instance, width: int, height: int) -> GtAnnotation:
     rle = geometry.fill_polygons(instance.polygons, height, width)
     bbox = instance.bbox if instance.bbox is not None else geometry.polygons_bbox(instance.polygons)
-    return GtAnnotation(instance.category, rle, tuple(np.asarray(bbox, dtype=float).tolist()))
+    bbox = tuple(np.asarray(bbox, dtype=float).tolist())
+    return GtAnnotation(instance.category, rle, bbox, iscrowd=instance.iscrowd)

@@ -1,0 +1,115 @@
+"""`docsam evaluate` reads ground truth the way conversion does: ignore regions (VOC `difficult`, text
+detection's `###`) stay ignore regions, and a COCO image without `width` and `height` takes its file's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from convert_helpers import coco_document, run_cli, write_image
+
+from docsam_cli.datasets.ground_truth import load_ground_truth
+
+_SCORES = ("images", "mask", "box", "mAF", "mIoU", "per_class")
+
+
+def _report(*args: object) -> dict:
+    result = run_cli("evaluate", *args, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _converted(tmp_path: Path, source: Path, fmt: str) -> Path:
+    out = tmp_path / f"{fmt}-unified"
+    result = run_cli("convert-dataset", source, "--from", fmt, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
+    """A prediction of the one real table scores 1; missing the difficult one costs nothing, as after
+    conversion (where it is `iscrowd`)."""
+    root = tmp_path / "voc"
+    write_image(root / "JPEGImages" / "p1.jpg", 200, 100)
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "p1.xml").write_text(
+        "<annotation><filename>p1.jpg</filename><size><width>200</width><height>100</height></size>"
+        "<object><name>table</name><difficult>0</difficult>"
+        "<bndbox><xmin>11</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax></bndbox></object>"
+        "<object><name>table</name><difficult>1</difficult>"
+        "<bndbox><xmin>101</xmin><ymin>11</ymin><xmax>150</xmax><ymax>50</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    (predictions := tmp_path / "pred.json").write_text(
+        json.dumps(
+            [{"file_name": "p1.jpg", "category_id": "table", "bbox": [10, 10, 50, 40], "score": 0.9,
+              "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]]}]
+        )
+    )  # fmt: skip
+    direct = _report(root / "Annotations", "--gt-format", "voc", "--pred", predictions)
+    assert direct["mask"] == direct["box"] == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    assert direct["mAF"] == 1.0
+    unified = _report(_converted(tmp_path, root, "voc"), "--pred", predictions)
+    assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
+
+
+def test_text_detection_dont_care_text_is_an_ignore_region(tmp_path: Path) -> None:
+    root = tmp_path / "text"
+    write_image(root / "images" / "img_1.jpg", 300, 200)
+    (root / "labels").mkdir()
+    (root / "labels" / "gt_img_1.txt").write_text(
+        "10,10,150,10,150,90,10,90,Hello\n160,10,290,10,290,90,160,90,###\n10,100,290,100,290,190,10,190,world\n"
+    )
+    results = [  # large enough for mask IoU >= 0.95 whatever the rasterisation
+        {"file_name": "img_1.jpg", "category_id": "text", "score": 0.9, "segmentation": [polygon]}
+        for polygon in ([10, 10, 150, 10, 150, 90, 10, 90], [10, 100, 290, 100, 290, 190, 10, 190])
+    ]
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(results))
+    direct = _report(root / "labels", "--gt-format", "textdet", "--pred", predictions)
+    assert direct["mask"]["AP"] == pytest.approx(1.0) and direct["mAF"] == 1.0
+    unified = _report(_converted(tmp_path, root, "textdet"), "--pred", predictions)
+    assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
+
+
+def _unsized(document: dict) -> dict:
+    """`document` with no `width` and `height` in its images."""
+    images = [{key: value for key, value in image.items() if key not in ("width", "height")}
+              for image in document["images"]]  # fmt: skip
+    return {**document, "images": images}
+
+
+def test_coco_ground_truth_without_sizes_takes_them_from_the_images(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, 60, 40)
+    (sized := tmp_path / "sized.json").write_text(json.dumps(coco_document()))
+    (unsized := tmp_path / "unsized.json").write_text(json.dumps(_unsized(coco_document())))
+    images = load_ground_truth(unsized, "coco", frozenset()).images
+    assert [(image.name, image.height, image.width) for image in images] == [("a", 40, 60), ("b", 40, 60)]
+    expected = _report(sized, "--pred", sized)
+    assert _report(unsized, "--pred", sized) == expected
+    assert expected["images"] == 2 and expected["mask"]["AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("size_of_a", "line"),
+    [
+        ((60, 40), "images[1].width: missing, and file_name 'b.png' not found (looked in "),
+        ((61, 40), "annotations[1].segmentation.size: [40, 60] is not the image's [height, width] [40, 61]"),
+    ],
+)
+def test_coco_ground_truth_without_a_size_and_without_a_usable_image(
+    tmp_path: Path, size_of_a: tuple[int, int], line: str
+) -> None:
+    """No image to take the size from (b.png is missing), or one of another size than the image's RLE
+    mask (a.png): an error of that image only, the other is scored."""
+    write_image(tmp_path / "a.png", *size_of_a)
+    if size_of_a != (60, 40):
+        write_image(tmp_path / "b.png", 60, 40)
+    (truth := tmp_path / "truth.json").write_text(json.dumps(_unsized(coco_document())))
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(coco_document()))
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 1 and len(result.error_lines()) == 1
+    assert result.error_lines()[0].startswith(f"error: {truth}: {line}")
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
