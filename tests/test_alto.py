@@ -15,6 +15,7 @@ from convert_helpers import run_cli
 from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
 from lxml import etree
 
+from docsam_cli.datasets.convert.alto import read_alto
 from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string, write_alto
 from docsam_cli.writers.alto_map import alto_kind, parse_alto_map
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string
@@ -89,8 +90,8 @@ def test_real_page_gives_valid_alto_with_the_page_outputs_polygons_and_order(
         assert [block.get(key) for key in ("HPOS", "VPOS", "WIDTH", "HEIGHT")] == [
             str(x0),
             str(y0),
-            str(x1 - x0),
-            str(y1 - y0),
+            str(x1 - x0 + 1),  # points are pixel centres: columns x0..x1 are x1 - x0 + 1 pixels
+            str(y1 - y0 + 1),
         ]
     refs = [ref.get("REF") for ref in document.findall("a:ReadingOrder/a:OrderedGroup/a:ElementRef", NS)]
     page_refs = [ref.get("regionRef") for ref in page_document.iter(f"{{{PAGE_NAMESPACE}}}RegionRefIndexed")]
@@ -109,9 +110,8 @@ def test_real_page_gives_valid_alto_with_the_page_outputs_polygons_and_order(
         (tag,) = [by_id[ref] for ref in block.get("TAGREFS").split()]
         class_name = tag.get("DESCRIPTION").removeprefix("docsam class ")
         assert (etree.QName(block).localname, tag.get("LABEL")) == expected[class_name]
-        assert tag.get("TYPE") == "block type"
-        if etree.QName(block).localname != "TextBlock":
-            assert block.get("TYPE") == class_name  # e.g. ComposedBlock TYPE="table"
+        assert tag.get("TYPE") == "region"  # Kraken's tag type for a block's class
+        assert block.get("TYPE") is None  # Kraken would take it over the tag's SegmOnto zone
         seen.add(class_name)
     assert seen == {instances.class_name(index) for index in range(len(instances))}
     assert {"text", "title", "table", "figure"} <= seen
@@ -163,7 +163,7 @@ def test_every_kind_of_region_and_nested_lines_validate(alto_schema):
     ]
     assert by_id[line.getparent().get("TAGREFS")].get("DESCRIPTION") == "docsam class paragraph"
     assert by_id[line.get("TAGREFS")].get("LABEL") == "DefaultLine"
-    assert by_id[line.get("TAGREFS")].get("TYPE") == "line type"
+    assert by_id[line.get("TAGREFS")].get("TYPE") == "type"
     assert line.find("a:String", NS).get("CONTENT") == "" and line.find("a:String", NS).get("WC") == "0.9000"
     (own,) = holder.findall("a:TextLine", NS)
     assert (polygon(own) == polygon(holder)).all()
@@ -273,3 +273,75 @@ def test_written_alto_reads_back_with_the_page_writers_regions(tmp_path, shared_
             if other_name == name
         ]
         assert max(ious) >= 0.99, name
+
+
+def test_block_box_counts_the_pixels_its_polygon_spans(tmp_path, alto_schema):
+    """Polygon points are pixel centres: a mask over columns 10-19 and rows 5-24 is 10 x 20 pixels, and a
+    block over the whole page is as large as the page and its PrintSpace; reading the file back gives the
+    mask again."""
+    masks = [rect_mask(50, 40, 10, 5, 20, 25), rect_mask(50, 40, 0, 0, 40, 50)]
+    shapes = PageShapes(make_instances(masks, [0, 1], ["figure", "text"]))
+    document = parse_valid(alto_string(shapes, "p.png"), alto_schema)
+    space = document.find("a:Layout/a:Page/a:PrintSpace", NS)
+    boxes = {
+        block.get("ID"): [block.get(key) for key in ("HPOS", "VPOS", "WIDTH", "HEIGHT")] for block in space
+    }
+    assert sorted(boxes.values()) == [["0", "0", "40", "50"], ["10", "5", "10", "20"]]
+    assert [space.get(key) for key in ("WIDTH", "HEIGHT")] == ["40", "50"]
+
+    path = tmp_path / "p.xml"
+    path.write_text(alto_string(shapes, "p.png"))
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((50, 40, 3), np.uint8))
+    page = read_alto(path, tmp_path, frozenset({"regions"}))
+    read = sorted(
+        (instance.category, raster(instance.polygons[0], 50, 40).sum()) for instance in page.instances
+    )
+    assert read == [("figure", 200), ("text", 2000)]
+
+
+def kraken_class(document: etree._Element, element: etree._Element) -> str | None:
+    """The class Kraken gives a block or line (kraken/lib/xml/alto.py, `parse_alto` and
+    `parse_alto_tagrefs`): tags map to (TYPE, LABEL), a missing TYPE counting as "type"; a block takes a
+    TYPE attribute of its own first, then its "region" tags, then its "type" tags; a line its "type" tags."""
+    tag_map = {
+        tag.get("ID"): (tag.get("TYPE") or "type", tag.get("LABEL")) for tag in document.iter("{*}OtherTag")
+    }
+    found: dict[str, str] = {}
+    for reference in (element.get("TAGREFS") or "").split():
+        kind, label = tag_map.get(reference, (None, None))
+        if label:
+            found.setdefault(kind, label)
+    if etree.QName(element).localname == "TextLine":
+        return found.get("type")
+    return element.get("TYPE") or found.get("region") or found.get("type")
+
+
+def test_kraken_reads_the_segmonto_zone_of_every_block_and_line(alto_schema):
+    masks = [rect_mask(200, 200, 0, 0, 100, 100), rect_mask(200, 200, 100, 0, 200, 100)]
+    masks += [rect_mask(200, 200, 0, 100, 100, 200), rect_mask(200, 200, 10, 10, 90, 30)]
+    classes = ["paragraph", "table", "figure", "text line"]
+    document = parse_valid(
+        alto_string(PageShapes(make_instances(masks, [0, 1, 2, 3], classes)), "p.png"), alto_schema
+    )
+    read = {
+        tags(document)[element.get("TAGREFS")].get("DESCRIPTION"): kraken_class(document, element)
+        for element in [*blocks(document), *document.iter(f"{{{ALTO_NAMESPACE}}}TextLine")]
+    }
+    assert read == {
+        "docsam class paragraph": "MainZone:P",
+        "docsam class table": "TableZone",
+        "docsam class figure": "GraphicZone",
+        "docsam class text line": "DefaultLine",
+    }
+
+
+@pytest.mark.parametrize(("block_type", "line_type"), [("region", "type"), ("block type", "line type")])
+def test_docsam_reads_its_classes_back_from_new_and_old_tags(tmp_path, block_type, line_type):
+    """Files written before the tags took Kraken's types ("block type", "line type") read as new ones."""
+    masks = [rect_mask(100, 100, 0, 0, 100, 100), rect_mask(100, 100, 10, 10, 90, 20)]
+    text = alto_string(PageShapes(make_instances(masks, [0, 1], ["body_text", "text line"])), "p.png")
+    text = text.replace('TYPE="region"', f'TYPE="{block_type}"').replace('TYPE="type"', f'TYPE="{line_type}"')
+    (tmp_path / "p.xml").write_text(text)
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((100, 100, 3), np.uint8))
+    page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions", "lines"}))
+    assert sorted(instance.category for instance in page.instances) == ["body_text", "text line"]

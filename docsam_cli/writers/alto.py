@@ -3,19 +3,23 @@
 What a page's file holds:
 - `Description`: `MeasurementUnit` pixel, `sourceImageInformation/fileName` naming the page image (the
   same reference as PAGE's `imageFilename`), and a `Processing` step (docsam and its version, the time);
-- `Tags`: one `OtherTag` per class on the page, `TYPE="block type"` (or `"line type"`), its `LABEL` the
-  SegmOnto zone of `alto_map.alto_kind` and its `DESCRIPTION` naming the docsam class; ids `BT<n>` and
-  `LT<n>`, n the class's number in the prompted list (from 1);
+- `Tags`: one `OtherTag` per class on the page, `TYPE="region"` for a block's class and `TYPE="type"`
+  for a text line's (the tag types Kraken, and so YALTAi, read: see `_tag_type`), its `LABEL` the
+  SegmOnto zone of `alto_map.alto_kind` (eScriptorium reads the LABEL of a block's first tag) and its
+  `DESCRIPTION` naming the docsam class (`docsam class <name>`); ids `BT<n>` and `LT<n>`, n the class's
+  number in the prompted list (from 1);
 - `ReadingOrder`: one `OrderedGroup` referencing the blocks in the order PAGE output reads them (XY-cut,
   separators and noise left out); the blocks are also written in that order, then the unordered ones top
   to bottom, with the ids PAGE gives them (`r1`, `r2`, ..., lines `r1_l1`, ...);
 - `Layout/Page` (`WIDTH`, `HEIGHT` in pixels, `PHYSICAL_IMG_NR` the page's number in its document) with a
   `PrintSpace` covering the page and the blocks in it: each with its bounding box (`HPOS`, `VPOS`,
-  `WIDTH`, `HEIGHT`, from the polygon's points) and its exact polygon (`Shape/Polygon@POINTS`, the same
-  valid polygon PAGE writes), `TAGREFS` naming its class tag; `Illustration` and `ComposedBlock` also
-  carry the class name in `TYPE` (ComposedBlock for a table: `TYPE="table"` with the default classes);
-- text lines as `TextLine`s of their `TextBlock` (nesting as in PAGE, see `layout`), each with one empty
-  `String` (the schema requires one) whose `WC` is the line's score.
+  `WIDTH`, `HEIGHT`: the pixels the polygon's points span, so a block over the whole page has the page's
+  size) and its exact polygon (`Shape/Polygon@POINTS`, the same valid polygon PAGE writes), `TAGREFS`
+  naming its class tag. Blocks carry no `TYPE` of their own: Kraken takes a block's `TYPE` over its tag,
+  which would hide the SegmOnto zone;
+- text lines as `TextLine`s of their `TextBlock` (nesting as in PAGE, see `layout`), each with its
+  `BASELINE` (see `baselines`; `x1,y1 x2,y2`, the points form the schema recommends, as `POINTS`, and
+  Kraken reads) and one empty `String` (the schema requires one) whose `WC` is the line's score.
 Confidence: ALTO 4.4 has no confidence attribute on blocks (only `String@WC`/`CC` and the page's `PC`),
 so a block's score is not written; PAGE output has it (`Coords/@conf`).
 Names: every attribute and text goes through `names.xml_text` (see `xml_tree`), as in PAGE output.
@@ -32,6 +36,7 @@ from lxml import etree
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.alto_map import DOCSAM_CLASS, TEXT_BLOCK, AltoKind, alto_kind
+from docsam_cli.writers.baselines import line_baseline
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE
@@ -41,7 +46,6 @@ from docsam_cli.writers.xml_tree import sub_element
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
-_TYPED_ELEMENTS = frozenset({"Illustration", "ComposedBlock"})  # blocks with a free-text TYPE attribute
 _ROLES: dict[str, Role] = {TEXT_BLOCK: "text", TEXT_LINE: "line", "GraphicalElement": "unordered"}
 
 
@@ -86,12 +90,11 @@ def alto_string(
         tags = _child(root, "Tags")
         for label in used:
             kind = kinds[label]
-            line = kind.element == TEXT_LINE
             _child(
                 tags,
                 "OtherTag",
                 ID=_tag_id(kind, label),
-                TYPE="line type" if line else "block type",
+                TYPE=_tag_type(kind),
                 LABEL=kind.label,
                 DESCRIPTION=DOCSAM_CLASS + shapes.class_names[label],
             )
@@ -129,10 +132,7 @@ def _write_block(
     else:
         label = shapes.label(region.instance)
         kind = kinds[label]
-        attributes = {"ID": block_id, "TAGREFS": _tag_id(kind, label)}
-        if kind.element in _TYPED_ELEMENTS:
-            attributes["TYPE"] = shapes.class_names[label]
-        element = _positioned(parent, kind.element, region.polygon, **attributes)
+        element = _positioned(parent, kind.element, region.polygon, ID=block_id, TAGREFS=_tag_id(kind, label))
     for number, line in enumerate(region.lines, 1):
         _write_line(element, shapes, kinds, line, f"{block_id}_l{number}")
 
@@ -141,18 +141,35 @@ def _write_line(
     parent: etree._Element, shapes: PageShapes, kinds: list[AltoKind], line: Line, line_id: str
 ) -> None:
     label = shapes.label(line.instance)
-    element = _positioned(parent, TEXT_LINE, line.polygon, ID=line_id, TAGREFS=_tag_id(kinds[label], label))
+    baseline = _points_text(line_baseline(line.polygon))
+    tag = _tag_id(kinds[label], label)
+    element = _positioned(parent, TEXT_LINE, line.polygon, ID=line_id, TAGREFS=tag, BASELINE=baseline)
     _child(element, "String", CONTENT="", WC=f"{shapes.confidence(line.instance):.4f}")
 
 
 def _positioned(parent: etree._Element, tag: str, polygon: np.ndarray, **attributes: str) -> etree._Element:
-    """An element with the bounding box of `polygon` and the polygon itself as its Shape."""
+    """An element with the bounding box of `polygon` and the polygon itself as its Shape.
+
+    The points are pixel centres: a polygon from column x0 to column x1 covers x1 - x0 + 1 pixels, the
+    ALTO WIDTH (as the PrintSpace of a W-pixel page is W wide)."""
     (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
-    box = {"HPOS": str(x0), "VPOS": str(y0), "WIDTH": str(x1 - x0), "HEIGHT": str(y1 - y0)}
+    box = {"HPOS": str(x0), "VPOS": str(y0), "WIDTH": str(x1 - x0 + 1), "HEIGHT": str(y1 - y0 + 1)}
     element = _child(parent, tag, **attributes, **box)
-    points = " ".join(f"{x},{y}" for x, y in polygon.tolist())
-    _child(_child(element, "Shape"), "Polygon", POINTS=points)
+    _child(_child(element, "Shape"), "Polygon", POINTS=_points_text(polygon))
     return element
+
+
+def _points_text(points: np.ndarray) -> str:
+    """`x1,y1 x2,y2 ...`, the form the ALTO 4.4 schema recommends for `POINTS` and `BASELINE` alike."""
+    return " ".join(f"{x},{y}" for x, y in points.tolist())
+
+
+def _tag_type(kind: AltoKind) -> str:
+    """The tag TYPE Kraken (kraken/lib/xml/alto.py `parse_alto_tagrefs`) files the LABEL under: a block
+    takes its class from its tags of type "region" (else "type"), a line from those of type "type"; a
+    tag of any other TYPE ("block type") is kept under that name and classes nothing. Kraken's own ALTO
+    output types its tags so."""
+    return "type" if kind.element == TEXT_LINE else "region"
 
 
 def _tag_id(kind: AltoKind, label: int) -> str:

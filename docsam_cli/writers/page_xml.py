@@ -8,7 +8,8 @@ What a page's file holds:
   its class in `@custom="structure {type:<class>;}"` (Transkribus convention; `;{}\\` escaped as
   `\\uXXXX`);
 - text-line instances as `TextLine`s of the TextRegion covering at least half of the line's mask, else of
-  a TextRegion made for the line alone (same polygon, no class); see `layout`;
+  a TextRegion made for the line alone (same polygon, no class); see `layout`; each with a `Baseline`
+  inside its `Coords` (see `baselines`: Kraken drops lines without one);
 - a `ReadingOrder` (one OrderedGroup) over all regions except separators and noise, by XY-cut (see
   `reading_order`); regions are written in that order, then the separators and noise top to bottom, and
   their ids `r1`, `r2`, ... follow the written order (lines: `r3_l1`, ...).
@@ -27,8 +28,9 @@ from lxml import etree
 
 from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
+from docsam_cli.writers.baselines import line_baseline
 from docsam_cli.writers.class_map import ClassMap
-from docsam_cli.writers.layout import Region, Role, page_layout
+from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
 from docsam_cli.writers.shapes import PageShapes
 from docsam_cli.writers.xml_tree import sub_element
@@ -125,15 +127,21 @@ def _write_region(
     scored = region.instance if region.instance is not None else region.lines[0].instance
     _coords(element, region.polygon, shapes.confidence(scored))
     for number, line in enumerate(region.lines, 1):
-        line_element = _child(
-            element, TEXT_LINE, id=f"{region_id}_l{number}", custom=_custom(shapes.class_name(line.instance))
-        )
-        _coords(line_element, line.polygon, shapes.confidence(line.instance))
+        _write_line(element, shapes, line, f"{region_id}_l{number}")
+
+
+def _write_line(parent: etree._Element, shapes: PageShapes, line: Line, line_id: str) -> None:
+    element = _child(parent, TEXT_LINE, id=line_id, custom=_custom(shapes.class_name(line.instance)))
+    _coords(element, line.polygon, shapes.confidence(line.instance))
+    _child(element, "Baseline", points=_points(line_baseline(line.polygon)))  # the schema's order
 
 
 def _coords(parent: etree._Element, polygon: np.ndarray, confidence: float) -> None:
-    points = " ".join(f"{x},{y}" for x, y in polygon.tolist())
-    _child(parent, "Coords", points=points, conf=f"{confidence:.4f}")
+    _child(parent, "Coords", points=_points(polygon), conf=f"{confidence:.4f}")
+
+
+def _points(points: np.ndarray) -> str:
+    return " ".join(f"{x},{y}" for x, y in points.tolist())
 
 
 def _custom(class_name: str) -> str:

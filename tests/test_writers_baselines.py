@@ -1,0 +1,116 @@
+"""Baselines of written text lines (`writers/baselines`): where they lie, PAGE `Baseline` and ALTO `BASELINE`,
+and OCR-D's `--check-baseline` on ragged real lines."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import shapely
+from instances_factory import make_instances, rect_mask
+from lxml import etree
+from ocrd_validators.page_validator import PageValidator
+from test_writers_real_pages import OCRD_PAGES, ragged_ground_truth
+
+from docsam_cli.writers.alto import alto_string
+from docsam_cli.writers.baselines import line_baseline
+from docsam_cli.writers.page_xml import page_xml_string
+from docsam_cli.writers.shapes import PageShapes
+
+
+def page_points(text: str) -> np.ndarray:
+    return np.array([[int(v) for v in pair.split(",")] for pair in text.split()], dtype=np.int64)
+
+
+def kraken_points(text: str) -> np.ndarray:
+    """ALTO points as Kraken reads them (`parse_alto_pointstype`: every number, in pairs)."""
+    return np.array(re.findall(r"-?\d+(?:\.\d+)?", text), dtype=np.float64).reshape(-1, 2)
+
+
+def test_a_rectangular_line_rests_on_its_bottom_row_from_end_to_end():
+    rectangle = np.array([[10, 5], [19, 5], [19, 24], [10, 24]])
+    assert line_baseline(rectangle).tolist() == [[10, 24], [19, 24]]
+
+
+def test_a_slanted_line_gets_a_straight_baseline_along_its_lower_edge():
+    band = np.array([[0, 10], [100, 0], [100, 10], [0, 20]])  # rises 10 px over 100
+    assert line_baseline(band).tolist() == [[0, 20], [100, 10]]
+
+
+def test_a_bump_below_the_line_does_not_pull_the_baseline_out_of_it():
+    """A descender-like bump in the lower edge: the fitted line is lifted to rest on the edge elsewhere,
+    staying inside the line."""
+    outline = np.array([[0, 0], [100, 0], [100, 20], [52, 20], [50, 26], [48, 20], [0, 20]])
+    baseline = line_baseline(outline)
+    assert baseline[0, 0] == 0 and baseline[-1, 0] == 100
+    assert shapely.linestrings(baseline.astype(float)).within(shapely.Polygon(outline).buffer(0.5))
+    assert (baseline[:, 1] >= 19).all()  # at the bottom of the line body, not its middle
+
+
+def test_a_thin_tapered_end_neither_lifts_nor_carries_the_baseline():
+    """Real line outlines start with a sliver: the baseline rests on the body, not on the sliver's bottom,
+    and leaves out the columns where it would run outside the line."""
+    outline = np.array([[0, 0], [3, 0], [3, 2], [100, 2], [100, 30], [3, 30], [3, 4], [0, 4]])
+    baseline = line_baseline(outline)
+    assert baseline.tolist() == [[3, 30], [100, 30]]
+
+
+def test_a_curved_line_follows_its_lower_boundary():
+    xs = np.arange(0, 101, 5)
+    top = np.stack([xs, 30 - (xs - 50) ** 2 // 100], axis=1)
+    bottom = np.stack([xs, 40 - (xs - 50) ** 2 // 100], axis=1)[::-1]
+    outline = np.concatenate([top, bottom])
+    baseline = line_baseline(outline)
+    assert baseline.tolist() == bottom[::-1].tolist()  # the boundary itself, left to right
+
+
+def _lines_page() -> PageShapes:
+    masks = [
+        rect_mask(120, 200, 10, 10, 190, 110),  # a paragraph holding two lines
+        rect_mask(120, 200, 15, 20, 180, 35),
+        rect_mask(120, 200, 15, 50, 185, 62),
+        rect_mask(120, 200, 0, 112, 60, 120),  # a line no region holds
+    ]
+    return PageShapes(make_instances(masks, [0, 1, 1, 1], ["paragraph", "text line"]))
+
+
+def test_page_lines_have_a_baseline_after_their_coords(page_schema):
+    document = etree.fromstring(page_xml_string(_lines_page(), "p.png").encode())
+    assert page_schema.validate(document), page_schema.error_log
+    lines = list(document.iter("{*}TextLine"))
+    assert len(lines) == 3
+    for line in lines:
+        assert [etree.QName(child).localname for child in line] == ["Coords", "Baseline"]
+        outline = page_points(line.find("{*}Coords").get("points"))
+        baseline = page_points(line.find("{*}Baseline").get("points"))
+        assert baseline.tolist() == line_baseline(outline).tolist()
+    assert page_points(lines[0].find("{*}Baseline").get("points")).tolist() == [[15, 34], [179, 34]]
+
+
+def test_alto_lines_have_the_page_baseline_as_a_points_list(alto_schema):
+    shapes = _lines_page()
+    alto = etree.fromstring(alto_string(shapes, "p.png").encode())
+    assert alto_schema.validate(alto), alto_schema.error_log
+    page = etree.fromstring(page_xml_string(shapes, "p.png").encode())
+    expected = [page_points(line.find("{*}Baseline").get("points")) for line in page.iter("{*}TextLine")]
+    written = [line.get("BASELINE") for line in alto.iter("{*}TextLine")]
+    assert written[0] == "15,34 179,34"  # as POINTS: the form the schema recommends
+    assert [kraken_points(text).tolist() for text in written] == [points.tolist() for points in expected]
+
+
+@pytest.mark.slow  # 3 real pages of ragged regions and lines
+def test_ocrd_accepts_the_baselines_of_ragged_real_lines(shared_data, tmp_path):
+    """OCR-D's validator with --check-baseline and --check-coords: every baseline lies in its line."""
+    rng = np.random.default_rng(5)
+    sources = sorted((shared_data / OCRD_PAGES).glob("*/GT-PAGE/*.xml"))[:3]
+    baselines = 0
+    for number, source in enumerate(sources):
+        path = tmp_path / f"{number}.xml"
+        path.write_text(page_xml_string(PageShapes(ragged_ground_truth(source, rng)), source.name))
+        baselines += len(etree.parse(str(path)).findall(".//{*}Baseline"))
+        report = PageValidator.validate(
+            filename=str(path), page_textequiv_consistency="off", check_baseline=True, check_coords=True
+        )
+        assert not [str(error) for error in report.errors if "Baseline" in str(error)], source.name
+    assert baselines > 50
