@@ -2,12 +2,16 @@
 training scripts and their data folders).
 
 The background prompt is `"<domain> _background_"`: the domain doubles as a dataset token the released
-models saw in training, so a preset reproduces the prompts of that training set exactly.
+models saw in training, so a preset reproduces the prompts of that training set exactly. A checkpoint
+written by `docsam train`/`finetune` carries its training classes and dataset name (`checkpoint_preset`):
+they replace the default preset for that checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,13 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "publaynet"
 
 
-def resolve_prompts(classes: str | None, domain: str | None, preset: str | None) -> tuple[list[str], str]:
-    """(class names, domain) from the command line; raises ValueError with a user-facing message."""
+def resolve_prompts(
+    classes: str | None, domain: str | None, preset: str | None, default: Preset | None = None
+) -> tuple[list[str], str]:
+    """(class names, domain) from the command line; raises ValueError with a user-facing message.
+
+    Without `classes` and `preset`: `default` (the checkpoint's, see `checkpoint_preset`), else the
+    default preset."""
     if classes is not None and preset is not None:
         raise ValueError("give either --classes or --preset, not both")
     if classes is not None:
@@ -55,10 +64,29 @@ def resolve_prompts(classes: str | None, domain: str | None, preset: str | None)
         if len(set(names)) != len(names):
             raise ValueError("--classes names a class twice")
         return names, domain if domain is not None else ""
+    if preset is None and default is not None:
+        return list(default.classes), domain if domain is not None else default.domain
     chosen = PRESETS.get((preset or DEFAULT_PRESET).lower())
     if chosen is None:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     return list(chosen.classes), domain if domain is not None else chosen.domain
+
+
+def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:
+    """The classes and dataset name (the domain; "" when not stored) that a weights file written by
+    `docsam train`/`finetune` carries, as a preset; None for a zoo name or a file without them.
+
+    Reads only the file's header, without importing torch. Raises `model.CheckpointError` naming the file
+    when it cannot be read."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return None
+    from model.checkpoint import stored_classes
+
+    stored = stored_classes(path)
+    if stored is None:
+        return None
+    return Preset(stored.classes, stored.dataset or "", f"the classes stored in {path}")
 
 
 def describe_presets() -> str:

@@ -2,6 +2,9 @@
 
 Official checkpoints are plain state dicts saved with `torch.save(model.state_dict())`; they are read with
 `weights_only=True`, so no arbitrary object is ever unpickled.
+
+Importing this module does not import torch (the functions that need it import it): `docsam segment` reads
+the classes a checkpoint carries (`stored_classes`) before it knows whether any page needs the model.
 """
 
 from __future__ import annotations
@@ -9,19 +12,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Mapping
+import secrets
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors import SafetensorError, safe_open
 
 from model.config import DocSAMConfig, variant_config, variant_with_width
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from model.docsam import DocSAM as DocSAMModel
 
 
@@ -31,6 +36,9 @@ class CheckpointError(ValueError):
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict from `.safetensors` or a torch `.pth`/`.pt`/`.bin` file, on the CPU."""
+    import torch
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -75,18 +83,51 @@ def _load_failure(error: Exception) -> str:
 def write_safetensors(
     state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write `state` as safetensors atomically (temporary file + rename); tensors are made contiguous."""
+    """Write `state` as safetensors atomically (temporary file, fsync, rename); tensors are made contiguous.
+
+    The file gets the permissions of any new file (0666 less the umask), as the CLI's outputs do."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    temporary = _new_temporary(path)
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
+        mode = stat.S_IMODE(temporary.stat().st_mode)
+        # safetensors (0.8) writes a 0600 file of its own and renames it over the temporary: restore the mode.
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.chmod(temporary, mode)
+        _fsync(temporary)
+        os.replace(temporary, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+# The rule of `docsam_cli.atomic` (which the model core may not import): created with mode 0666, the
+# kernel applies the umask and a directory's default ACL; `tempfile.mkstemp` would give 0600.
+_NEW_FILE_MODE = 0o666
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _new_temporary(target: Path) -> Path:
+    """A new, empty `.<name>.<random>.tmp` beside `target`, with a new file's permissions."""
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temporary, _CREATE_FLAGS, _NEW_FILE_MODE))
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file's data to disk, so that the rename never publishes an empty or partial file."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def convert_to_safetensors(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
@@ -233,6 +274,8 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 
 
 CONFIG_METADATA_KEY = "docsam_config"
+CLASSES_METADATA_KEY = "docsam_classes"  # a JSON list of the class names trained, no background prompt
+DATASET_METADATA_KEY = "docsam_dataset"  # the dataset name, the domain of the background prompt
 
 
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
@@ -246,20 +289,63 @@ def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint"
         raise CheckpointError(f"{source}: {error}; pass --model-config") from None
 
 
+def stored_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of a safetensors file (empty for other formats); CheckpointError if unreadable."""
+    if not is_safetensors(Path(path)):
+        return {}
+    try:
+        with safe_open(str(path), "numpy") as handle:  # "numpy": reading the header needs no torch
+            return dict(handle.metadata() or {})
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from error
+
+
 def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:
     """The config a safetensors file written by `save_model` carries in its metadata, if any.
 
     Raises CheckpointError naming the file when that config is not a usable one."""
-    if not is_safetensors(Path(path)):
-        return None
-    with safe_open(str(path), "pt") as handle:
-        text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
+    text = stored_metadata(path).get(CONFIG_METADATA_KEY)
     if not text:
         return None
     try:
         return DocSAMConfig.from_dict(json.loads(text))
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: its stored DocSAM config is not usable ({error})") from error
+
+
+@dataclass(frozen=True)
+class StoredClasses:
+    """The prompts a model was trained with, as `save_model` stores them: the class names (without the
+    background prompt) and the dataset name, the domain of `"<dataset> _background_"` (None: not stored)."""
+
+    classes: tuple[str, ...]
+    dataset: str | None = None
+
+
+def stored_classes(path: str | os.PathLike[str]) -> StoredClasses | None:
+    """The class names (and dataset name) a safetensors file written by `save_model` carries, if any.
+
+    Raises CheckpointError naming the file when the file or the stored list cannot be read."""
+    metadata = stored_metadata(path)
+    text = metadata.get(CLASSES_METADATA_KEY)
+    if not text:
+        return None
+    try:
+        classes = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: its stored class names are not usable ({error})") from error
+    if not _is_class_list(classes):
+        raise CheckpointError(f"{path}: its stored class names are not a list of distinct names")
+    return StoredClasses(tuple(classes), metadata.get(DATASET_METADATA_KEY))
+
+
+def _is_class_list(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(name, str) and name for name in value)
+        and len(set(value)) == len(value)
+    )
 
 
 def load_model(
@@ -288,12 +374,25 @@ def load_model(
     return model.to(device).eval()
 
 
-def save_model(model: DocSAMModel, path: str | os.PathLike[str]) -> None:
+def save_model(
+    model: DocSAMModel,
+    path: str | os.PathLike[str],
+    classes: Sequence[str] | None = None,
+    dataset: str | None = None,
+) -> None:
     """Write the model's weights and its config to one safetensors file.
 
     The names are the model's own `state_dict` names, the backbone's those of transformers' `SwinBackbone`
     (`backbone.swin.…`, without the relative-position indices it computes); `to_reference_keys` gives the
-    official ones.
+    official ones. `classes` (the class names trained, without the background prompt) and `dataset` (the
+    name in `"<dataset> _background_"`) are stored when given, for `stored_classes`: `docsam segment` then
+    prompts the model with them when asked for no classes.
     """
     metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+    if classes is not None:
+        if not _is_class_list(list(classes)):
+            raise ValueError(f"classes must be distinct, non-empty names; got {list(classes)!r}")
+        metadata[CLASSES_METADATA_KEY] = json.dumps(list(classes), ensure_ascii=False)
+    if dataset is not None:
+        metadata[DATASET_METADATA_KEY] = dataset
     write_safetensors(model.state_dict(), path, metadata)

@@ -3,7 +3,7 @@
 AdamW over all parameters in one group (PyTorch defaults β = (0.9, 0.999), ε = 1e-8; no backbone multiplier,
 no weight-decay exclusions, no clipping). Parameters that never receive a gradient are skipped by AdamW and
 keep their values. The learning rate is set *after* each optimiser step for the next one, so the first step
-runs at the base rate.
+runs at the base rate; with a warm-up (docsam's own) the trainer sets `reference_lr(..., 0, ...)` before it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,23 @@ def reference_lr(
     * `step`: ×0.1 at each of total/2, 3·total/4 and total (integer division).
     * `fix`: the base rate until `total_iters`, then ×0.1.
 
-    During a warm-up the rate rises linearly from 0; the schedule then starts at iteration `warmup_iters`.
+    The warm-up is docsam's own (the reference has none; without one nothing here changes). It is part of
+    the `total_iters`: the rates for steps 1…W (iterations 0…W−1) rise linearly from `base_lr / W` to
+    `base_lr`, then the schedule runs over the remaining `total_iters − W` steps as it would over a whole
+    run of that length, so it still ends at the rate a run without warm-up ends at.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    if not warmup_iters:
+        return _schedule_lr(schedule, iteration, total_iters, base_lr)
+    _check_warmup(warmup_iters, total_iters)
     if iteration < warmup_iters:
-        return iteration / warmup_iters * base_lr
-    iteration -= warmup_iters
+        return (iteration + 1) / warmup_iters * base_lr
+    return _schedule_lr(schedule, iteration - warmup_iters, total_iters - warmup_iters, base_lr)
+
+
+def _schedule_lr(schedule: Schedule, iteration: int, total_iters: int, base_lr: float) -> float:
+    """The reference's rate after step `iteration` of a schedule over `total_iters` steps."""
     if schedule == "cosine":
         lr = base_lr * pow(0.2, iteration // total_iters)
         return lr * (0.5 + 0.5 * math.cos(iteration % total_iters / total_iters * math.pi))
@@ -49,6 +59,14 @@ def reference_lr(
     )
     passed = sum(iteration >= milestone for milestone in milestones)
     return base_lr * pow(0.1, passed - 1)
+
+
+def _check_warmup(warmup_iters: int, total_iters: int) -> None:
+    if not 0 <= warmup_iters < total_iters:
+        raise ValueError(
+            f"a warm-up of {warmup_iters} iterations does not fit in a run of {total_iters}: "
+            "it must be shorter than the run"
+        )
 
 
 class ReferenceLRSchedule:
@@ -64,6 +82,8 @@ class ReferenceLRSchedule:
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+        if warmup_iters:
+            _check_warmup(warmup_iters, total_iters)
         self.optimizer = optimizer
         self.schedule: Schedule = schedule
         self.base_lr = base_lr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,3 +219,88 @@ def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file
         message = str(caught.value)
         assert message.startswith(f"{path}: not a readable checkpoint ({reason}")
         assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_saved_weights_get_a_new_files_permissions(tmp_path, tiny_model, umask, mode):
+    """0666 less the umask, as every file docsam writes (README "Runs, failures, messages"), not the 0600 of
+    a `tempfile.mkstemp` temporary; also when the file is overwritten."""
+    import os
+    import stat
+
+    path = tmp_path / "model.safetensors"
+    previous = os.umask(umask)
+    try:
+        save_model(tiny_model, path)
+        save_model(tiny_model, path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+def test_the_file_is_flushed_to_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    import os
+
+    from model.checkpoint import write_safetensors
+
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        fsync(descriptor)
+
+    def recording_replace(source, target) -> None:
+        events.append(("replace", str(source)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    write_safetensors({"w": torch.zeros(3)}, tmp_path / "w.safetensors")
+    assert [kind for kind, _ in events] == ["fsync", "replace"]
+    assert events[0][1] == events[1][1]  # the temporary itself, before it becomes the file
+
+
+def test_classes_and_dataset_name_travel_with_the_weights(tmp_path, tiny_model, tiny_config):
+    from model.checkpoint import StoredClasses, stored_classes
+
+    path = tmp_path / "finetuned.safetensors"
+    save_model(tiny_model, path, classes=["heading", "paragraph"], dataset="Newspapers")
+    assert stored_classes(path) == StoredClasses(("heading", "paragraph"), "Newspapers")
+    assert load_model(path).config == tiny_config  # the config is still there
+    save_model(tiny_model, path, classes=["heading"])
+    assert stored_classes(path) == StoredClasses(("heading",), None)
+    save_model(tiny_model, path)
+    assert stored_classes(path) is None
+    torch.save(tiny_model.state_dict(), tmp_path / "official.pth")
+    assert stored_classes(tmp_path / "official.pth") is None
+    with pytest.raises(ValueError, match="distinct"):
+        save_model(tiny_model, path, classes=["a", "a"])
+
+
+@pytest.mark.parametrize("stored", ["not json", '"heading"', "[]", '["a", "a"]', '["a", 3]'])
+def test_unusable_stored_classes_are_refused_naming_the_file(tmp_path, stored):
+    from model.checkpoint import stored_classes
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"docsam_classes": stored})
+    with pytest.raises(CheckpointError, match=rf"^{path}: its stored class names are not"):
+        stored_classes(path)
+
+
+def test_reading_the_stored_classes_does_not_import_torch(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    path = tmp_path / "finetuned.safetensors"
+    save_model(tiny_model, path, classes=["heading", "paragraph"], dataset="Newspapers")
+    code = (
+        "import sys; from model.checkpoint import stored_classes; "
+        f"print(stored_classes({str(path)!r}).classes, 'torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert completed.stdout.split() == ["('heading',", "'paragraph')", "False"]

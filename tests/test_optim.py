@@ -72,11 +72,58 @@ def test_schedule_shapes() -> None:
     assert [reference_lr("fix", it, total, base) for it in (1, 99, 100, 101)] == pytest.approx(
         [1, 1, 0.1, 0.1]
     )
-    # warm-up: linear from 0, then the schedule starts
-    assert reference_lr("cosine", 5, total, base, warmup_iters=10) == pytest.approx(0.5)
-    assert reference_lr("cosine", 10, total, base, warmup_iters=10) == pytest.approx(1.0)
-    assert reference_lr("cosine", 60, total, base, warmup_iters=10) == pytest.approx(
-        0.5 + 0.5 * math.cos(math.pi / 2)
-    )
     with pytest.raises(ValueError):
         reference_lr("poly", 1, total, base)  # type: ignore[arg-type]
+
+
+def rates(schedule: str, total: int, warmup: int = 0) -> list[float]:
+    """The rate of each step 1..total of a run: step 1 runs at iteration 0's (the trainer sets it first
+    when warming up; without a warm-up it is the base rate), step k at the rate set after step k-1."""
+    return [reference_lr(schedule, iteration, total, 1.0, warmup) for iteration in range(total)]  # type: ignore[arg-type]
+
+
+def test_warmup_rises_linearly_from_a_nonzero_rate_to_the_base_rate() -> None:
+    assert rates("cosine", 10, warmup=5)[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert rates("fix", 5, warmup=4) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert rates("step", 10, warmup=1)[0] == 1.0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "fix"])
+@pytest.mark.parametrize(("total", "warmup"), [(10, 5), (100, 10), (360, 359)])
+def test_after_the_warmup_the_whole_schedule_runs_in_the_remaining_iterations(
+    schedule: str, total: int, warmup: int
+) -> None:
+    """The warm-up is part of --iters: what follows it is the schedule of a run of `total - warmup` steps,
+    drops included, and the rate set after the last step is the one a run without warm-up ends with."""
+    with_warmup = rates(schedule, total, warmup)
+    assert with_warmup[warmup:] == pytest.approx(rates(schedule, total - warmup))
+    assert reference_lr(schedule, total, total, 1.0, warmup) == pytest.approx(  # type: ignore[arg-type]
+        reference_lr(schedule, total, total, 1.0)  # type: ignore[arg-type]
+    )
+
+
+def test_the_step_schedule_reaches_its_drops_with_a_warmup() -> None:
+    assert rates("step", 10, warmup=2) == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert rates("cosine", 10, warmup=5)[-1] == pytest.approx(0.5 + 0.5 * math.cos(math.pi * 4 / 5))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "fix"])
+def test_without_warmup_the_reference_schedule_is_unchanged(schedule: str) -> None:
+    """Bit for bit the reference's expressions (ARCHITECTURE.md §9.2), in its order of operations."""
+    total = 40
+    expected = {
+        "cosine": lambda it: 0.2 ** (it // total) * (0.5 + 0.5 * math.cos(it % total / total * math.pi)),
+        "step": lambda it: 0.1 ** (sum(it >= m for m in (0, total // 2, 3 * total // 4, total)) - 1),
+        "fix": lambda it: 1.0 if it < total else 0.1,
+    }[schedule]
+    for iteration in range(0, 3 * total):
+        assert reference_lr(schedule, iteration, total, 1.0, 0) == expected(iteration)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("warmup", [10, 11, -1])
+def test_a_warmup_that_does_not_fit_in_the_run_is_refused(warmup: int) -> None:
+    with pytest.raises(ValueError, match="warm-up"):
+        reference_lr("cosine", 1, 10, 1.0, warmup)
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0, weight_decay=0.0)
+    with pytest.raises(ValueError, match="warm-up"):
+        ReferenceLRSchedule(optimizer, "cosine", 1.0, 10, warmup)

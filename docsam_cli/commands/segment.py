@@ -7,6 +7,7 @@ runs this same command; `docsam_cli.batch_ranks` has them share the pages.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,7 +27,14 @@ from docsam_cli.commands.options import (
 from docsam_cli.console import ConsoleReporter, message_options
 from docsam_cli.errors import UsageError
 from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
-from docsam_cli.presets import DEFAULT_PRESET, PRESETS, describe_presets, resolve_prompts
+from docsam_cli.presets import (
+    DEFAULT_PRESET,
+    PRESETS,
+    checkpoint_preset,
+    describe_presets,
+    resolve_prompts,
+)
+from docsam_cli.presets import Preset as PresetEntry
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.writers.alto_map import parse_alto_map
@@ -38,6 +46,8 @@ INPUT, MODEL, CLASSES, OUTPUT, BATCH = "Input", "Model", "Classes", "Output", "B
 DEFAULT = SegmentRequest
 DEFAULT_FORMATS = ",".join(sorted(DEFAULT.formats, key=FORMATS.index))
 PresetName = Literal[tuple(PRESETS)]  # the keys of PRESETS, as choices
+
+logger = logging.getLogger(__name__)
 
 
 def _list_presets(value: bool) -> None:
@@ -96,8 +106,8 @@ Preset = Annotated[
     PresetName | None,
     typer.Option(
         case_sensitive=False,
-        help="A known class list and domain, see --list-presets "
-        f"(default without --classes: {DEFAULT_PRESET}).",
+        help="A known class list and domain, see --list-presets (default without --classes: the classes "
+        f"and dataset name stored in weights written by docsam train/finetune, else {DEFAULT_PRESET}).",
         rich_help_panel=CLASSES,
     ),
 ]
@@ -105,7 +115,7 @@ Domain = Annotated[
     str | None,
     typer.Option(
         help="Domain, the first word(s) of the background prompt 'DOMAIN _background_' "
-        "(default: the preset's; none with --classes).",
+        "(default: the preset's or the weights' dataset name; none with --classes).",
         rich_help_panel=CLASSES,
     ),
 ]
@@ -231,7 +241,8 @@ def segment(
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
     try:
-        class_names, prompt_domain = resolve_prompts(classes, domain, preset)
+        stored = _stored_classes(weights) if classes is None and preset is None else None
+        class_names, prompt_domain = resolve_prompts(classes, domain, preset, default=stored)
         geometry = GeometryOptions.parse(short_side, window, stride, keep_size)
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -263,3 +274,17 @@ def segment(
     with ConsoleReporter(quiet=message_options().quiet) as reporter:
         summary = run_segment(request, reporter)
     raise typer.Exit(summary.exit_code)
+
+
+def _stored_classes(weights: str) -> PresetEntry | None:
+    """The classes the weights file was trained with (see `checkpoint_preset`), said with -v. A file that
+    cannot be read raises `model.CheckpointError`, a ValueError: a usage error before any page."""
+    stored = checkpoint_preset(weights)
+    if stored is not None:
+        logger.info(
+            "no --classes or --preset: using the classes stored in %s (%s; dataset %r)",
+            weights,
+            ", ".join(stored.classes),
+            stored.domain,
+        )
+    return stored

@@ -5,8 +5,8 @@ The reference validates every 200 iterations on 10 training-style random crops p
 whole (a noisy measure). Here the first `max_images` pages of each validation split go through the
 sliding-window pipeline (`model.inference`, at the test-time size of the training geometry) and are scored
 by `docsam_cli.evaluation.evaluate` (COCO mask AP at 4000 detections, mAF, mIoU). Metrics are reported per
-set (`<name>/mAP` ...) and as unweighted means over the sets (`mAP`, `AP50`, `AP75`, `mAF`, `mIoU`), as the
-reference averages its datasets.
+set (`<name>/mAP` ...; sets of the same name told apart as `<name>#2`, `<name>#3` ...) and as unweighted
+means over the sets (`mAP`, `AP50`, `AP75`, `mAF`, `mIoU`), as the reference averages its datasets.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from docsam_cli.datasets.ground_truth import load_ground_truth
+from docsam_cli.datasets.ground_truth import GtImage, load_ground_truth
 from docsam_cli.evaluation import evaluate
 from docsam_cli.training.datasets import DatasetError, LayoutDataset
 from docsam_cli.training.settings import METRICS
 from model.docsam import DocSAM
 from model.inference import Geometry, segment_pages
+
+Page = tuple[np.ndarray, GtImage, list[str]]  # the image, its ground truth, its class names
 
 
 class LayoutValidator:
@@ -29,12 +31,12 @@ class LayoutValidator:
 
     def __init__(self, datasets: Sequence[LayoutDataset], geometry: Geometry, max_images: int) -> None:
         self.geometry = geometry
-        self.sets = []
+        self.sets: list[tuple[str, list[Page]]] = []
         for dataset in datasets:
             truth = {
                 image.name: image for image in load_ground_truth(dataset.root, "unified", frozenset()).images
             }
-            pages = []
+            pages: list[Page] = []
             for index in range(min(max_images, len(dataset))):
                 key = os.path.splitext(os.path.basename(dataset.image_names[index]))[0]
                 if key not in truth:
@@ -44,16 +46,38 @@ class LayoutValidator:
             self.sets.append((dataset.name, pages))
 
     def __call__(self, model: DocSAM) -> dict[str, float]:
+        scores = [self._score(model, name, pages) for name, pages in self.sets]
         metrics: dict[str, float] = {}
-        for name, pages in self.sets:
-            predictions = {
-                gt.name: segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0]
-                for image, gt, names in pages
-            }
-            result = evaluate([gt for _, gt, _ in pages], predictions)
-            scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
-            scores.update({"mAF": result.maf, "mIoU": result.miou})
-            metrics.update({f"{name}/{key}": float(value or 0.0) for key, value in scores.items()})
-        for key in METRICS:
-            metrics[key] = float(np.mean([metrics[f"{name}/{key}"] for name, _ in self.sets]))
+        for label, set_scores in zip(unique_labels([name for name, _ in self.sets]), scores, strict=True):
+            metrics.update({f"{label}/{key}": value for key, value in set_scores.items()})
+        metrics.update(mean_metrics(scores))
         return metrics
+
+    def _score(self, model: DocSAM, name: str, pages: list[Page]) -> dict[str, float]:
+        """The metrics of one set, its name the domain of the background prompt."""
+        predictions = {
+            gt.name: segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0]
+            for image, gt, names in pages
+        }
+        result = evaluate([gt for _, gt, _ in pages], predictions)
+        scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
+        scores.update({"mAF": result.maf, "mIoU": result.miou})
+        return {key: float(value or 0.0) for key, value in scores.items()}
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """The sets' names, the second and later sets of one name numbered (`A`, `A#2`), so that their metric
+    keys do not overwrite each other."""
+    labels: list[str] = []
+    for name in names:
+        label, number = name, 1
+        while label in labels:
+            number += 1
+            label = f"{name}#{number}"
+        labels.append(label)
+    return labels
+
+
+def mean_metrics(scores: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The unweighted mean of each metric over the sets' own results."""
+    return {key: float(np.mean([set_scores[key] for set_scores in scores])) for key in METRICS}

@@ -1,0 +1,93 @@
+"""`docsam segment` with neither --classes nor --preset prompts a model fine-tuned by docsam with the classes
+and dataset name its weights file carries (`save_model(..., classes=, dataset=)`), and says so with -v;
+weights without them keep the default preset, and --classes, --preset and --domain still win."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import error_lines, run_docsam, write_page
+from segment_helpers import FAST_GEOMETRY, run_segment
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.errors import ExitCode
+from docsam_cli.presets import PRESETS
+from model import save_model
+
+
+@pytest.fixture(scope="module")
+def finetuned_weights(tmp_path_factory, tiny_model) -> Path:
+    path = tmp_path_factory.mktemp("finetuned") / "model.safetensors"
+    save_model(tiny_model, path, classes=["heading", "paragraph"], dataset="Newspapers")
+    return path
+
+
+def folder_classes(out: Path) -> list[str]:
+    return json.loads((out / ".docsam" / "classes.json").read_text())
+
+
+def verbose_segment(weights: Path, out: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        app, ["-v", "segment", "--weights", str(weights), "--out", str(out), *FAST_GEOMETRY, *args]
+    )
+    return result.exit_code, result.stderr
+
+
+def test_the_weights_classes_and_dataset_name_are_the_default(tmp_path, finetuned_weights):
+    page = write_page(tmp_path / "page.png")
+    code, stderr = verbose_segment(finetuned_weights, tmp_path / "out", str(page))
+    assert code == ExitCode.OK, stderr
+    assert folder_classes(tmp_path / "out") == ["heading", "paragraph"]
+    assert f"using the classes stored in {finetuned_weights}" in stderr
+    assert "classes: heading, paragraph; domain 'Newspapers'" in stderr
+
+
+def test_weights_without_classes_keep_the_default_preset(tmp_path, tiny_weights):
+    page = write_page(tmp_path / "page.png")
+    code, stderr = verbose_segment(tiny_weights, tmp_path / "out", str(page))
+    assert code == ExitCode.OK, stderr
+    assert folder_classes(tmp_path / "out") == list(PRESETS["publaynet"].classes)
+    assert "stored in" not in stderr and "domain 'PubLayNet'" in stderr
+
+
+def test_options_still_choose_the_classes(tmp_path, finetuned_weights):
+    page = write_page(tmp_path / "page.png")
+    code, _, stderr = run_segment(finetuned_weights, tmp_path / "a", str(page), "--preset", "publaynet")
+    assert code == ExitCode.OK, stderr
+    assert folder_classes(tmp_path / "a") == list(PRESETS["publaynet"].classes)
+    code, _, stderr = run_segment(finetuned_weights, tmp_path / "b", str(page), "--classes", "figure")
+    assert code == ExitCode.OK, stderr
+    assert folder_classes(tmp_path / "b") == ["figure"]
+    code, stderr = verbose_segment(finetuned_weights, tmp_path / "c", str(page), "--domain", "Gazettes")
+    assert code == ExitCode.OK, stderr
+    assert "classes: heading, paragraph; domain 'Gazettes'" in stderr
+
+
+def test_unusable_stored_classes_are_a_usage_error_before_any_page(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(weights), metadata={"docsam_classes": "not json"})
+    page = write_page(tmp_path / "page.png")
+    code, _, stderr = run_segment(weights, tmp_path / "out", str(page))
+    assert code == ExitCode.USAGE
+    assert error_lines(stderr) == [
+        f"error: {weights}: its stored class names are not usable (Expecting value: line 1 column 1 (char 0))"
+    ]
+    assert not (tmp_path / "out" / ".docsam" / "classes.json").exists()
+
+
+def test_reading_the_stored_classes_does_not_import_torch(tmp_path, finetuned_weights):
+    """A batch of bad files is still refused without torch when the classes come from the weights."""
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    report = "import atexit, sys; atexit.register(lambda: print('torch:', 'torch' in sys.modules))"
+    args = ["segment", str(broken), "-o", str(tmp_path / "out"), "-w", str(finetuned_weights)]
+    completed = run_docsam(*args, prelude=report, timeout=60)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "torch: False"
+    assert folder_classes(tmp_path / "out") == ["heading", "paragraph"]

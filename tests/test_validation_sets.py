@@ -1,0 +1,58 @@
+"""Validation metrics of several `--val` sets: each set's own, and the mean over the sets' own results, also
+when two sets have the same name (they used to overwrite each other's keys, and the mean read them back)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from docsam_cli.training import validation
+from docsam_cli.training.validation import LayoutValidator, mean_metrics, unique_labels
+from model.inference import Geometry
+
+
+def scored_validator(monkeypatch: pytest.MonkeyPatch, sets: list[tuple[str, float]]) -> LayoutValidator:
+    """A validator over one-page sets whose evaluation scores each page with its set's `score`."""
+    validator = LayoutValidator([], Geometry((176, 176), (128, 128)), max_images=1)
+    pages = {}
+    for index, (name, score) in enumerate(sets):
+        truth = SimpleNamespace(name=f"page{index}")
+        pages[truth.name] = score
+        validator.sets.append((name, [(np.zeros((4, 4, 3), np.uint8), truth, ["text"])]))
+
+    def evaluate(truths, predictions):
+        (truth,) = truths
+        score = pages[truth.name]
+        mask = {"AP": score, "AP50": score, "AP75": None}  # None (no ground truth) counts as 0
+        return SimpleNamespace(mask=mask, maf=score / 2, miou=score / 4)
+
+    monkeypatch.setattr(validation, "segment_pages", lambda *args, **kwargs: [None])
+    monkeypatch.setattr(validation, "evaluate", evaluate)
+    return validator
+
+
+def test_sets_of_the_same_name_keep_their_own_scores_and_count_in_the_mean(monkeypatch):
+    metrics = scored_validator(monkeypatch, [("A", 0.9), ("A", 0.1)])(model=None)
+    assert metrics["A/mAP"] == 0.9 and metrics["A#2/mAP"] == 0.1
+    assert metrics["mAP"] == pytest.approx(0.5)
+    assert metrics["mAF"] == pytest.approx(0.25) and metrics["mIoU"] == pytest.approx(0.125)
+    assert metrics["AP75"] == 0.0
+
+
+def test_the_mean_is_unweighted_over_the_sets(monkeypatch):
+    metrics = scored_validator(monkeypatch, [("A", 0.6), ("B", 0.2), ("A", 0.4)])(model=None)
+    assert [key for key in metrics if key.endswith("/mAP")] == ["A/mAP", "B/mAP", "A#2/mAP"]
+    assert metrics["mAP"] == pytest.approx(0.4)
+
+
+def test_duplicate_names_are_numbered_without_clashing_with_given_ones():
+    assert unique_labels(["A", "B", "A", "A"]) == ["A", "B", "A#2", "A#3"]
+    assert unique_labels(["A", "A#2", "A"]) == ["A", "A#2", "A#3"]
+    assert unique_labels([]) == []
+
+
+def test_mean_metrics_of_per_set_results():
+    scores = [dict.fromkeys(("mAP", "AP50", "AP75", "mAF", "mIoU"), value) for value in (1.0, 0.0, 0.5)]
+    assert mean_metrics(scores) == dict.fromkeys(("mAP", "AP50", "AP75", "mAF", "mIoU"), 0.5)
