@@ -1,4 +1,5 @@
-"""Overlay images: page-sized, masks tinted in stable class colours, labels, legend, atomic PNG/JPEG."""
+"""Overlay images: the page with masks tinted in stable, distinct class colours, labels, a legend on a margin
+beside the page, atomic PNG/JPEG."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 from instances_factory import empty_instances, make_instances, rect_mask
 
-from docsam_cli.writers.overlay import class_colour, render_overlay, write_overlay
+import docsam_cli.writers.overlay as overlay_module
+from docsam_cli.presets import PRESETS
+from docsam_cli.writers.overlay import MARGIN, PALETTE, RULE, class_colour, render_overlay, write_overlay
 from docsam_cli.writers.shapes import PageShapes
 
 CLASSES = ["text", "table", "figure"]
@@ -33,9 +36,9 @@ def tint_towards(before: np.ndarray, after: np.ndarray, bgr: tuple[int, int, int
     return bool((np.abs(after - target).sum(-1) < np.abs(before - target).sum(-1)).all())
 
 
-def test_overlay_has_the_page_size_and_tints_masks_in_their_class_colour(page, shapes):
+def test_overlay_keeps_the_page_and_tints_masks_in_their_class_colour(page, shapes):
     overlay = render_overlay(page, shapes)
-    assert overlay.shape == page.shape and overlay.dtype == np.uint8
+    assert overlay.shape[0] == HEIGHT and overlay.shape[1] > WIDTH and overlay.dtype == np.uint8  # + margin
     inner = (slice(300, 370), slice(40, 120))  # inside the text mask, away from its label and outline
     assert tint_towards(page[inner].astype(float), overlay[inner].astype(float), class_colour(0)[::-1])
     inner = (slice(300, 370), slice(180, 280))
@@ -60,20 +63,16 @@ def test_labels_and_outlines_are_drawn(page, shapes):
     assert (np.abs(edge.astype(int) - class_colour(1)[::-1]).sum(-1) < 60).mean() > 0.9
 
 
-def test_legend_sits_in_the_top_right_corner(page, shapes):
+def test_a_page_with_nothing_drawn_gets_no_legend(page):
     blank = render_overlay(page, PageShapes(empty_instances(HEIGHT, WIDTH, CLASSES)))
-    changed = np.abs(blank.astype(int) - page).sum(-1) > 0
-    ys, xs = np.nonzero(changed)
-    assert ys.max() < HEIGHT / 2 and xs.min() > WIDTH / 3  # only the legend changed the page
-    for label in range(len(CLASSES)):  # one colour swatch per class
-        assert (np.abs(blank.astype(int) - class_colour(label)[::-1]).sum(-1) == 0).sum() >= 16
+    assert (blank == page).all()
 
 
 def test_written_png_matches_the_rendering_and_jpeg_decodes(tmp_path, page, shapes):
     write_overlay(tmp_path / "out" / "page.png", page, shapes)
     assert (cv2.imread(str(tmp_path / "out" / "page.png")) == render_overlay(page, shapes)).all()
     write_overlay(tmp_path / "out" / "page.jpg", page, shapes)
-    assert cv2.imread(str(tmp_path / "out" / "page.jpg")).shape == page.shape
+    assert cv2.imread(str(tmp_path / "out" / "page.jpg")).shape == render_overlay(page, shapes).shape
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["page.jpg", "page.png"]
 
 
@@ -83,3 +82,96 @@ def test_bad_suffix_or_size_is_refused(tmp_path, page, shapes):
     with pytest.raises(ValueError, match="instances are for 300x400"):
         render_overlay(page[:100], shapes)
     assert not list(tmp_path.iterdir())
+
+
+def lab(colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """CIELAB (L 0..100) of RGB colours."""
+    rgb = np.asarray(colours, np.float32).reshape(-1, 1, 3) / 255
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+
+
+def closest_pair(colours: list[tuple[int, int, int]]) -> tuple[float, tuple[int, int]]:
+    """The smallest ΔE76 (CIELAB distance) between two of `colours`, and their indices."""
+    points = lab(colours)
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    first, second = np.unravel_index(int(distances.argmin()), distances.shape)
+    return float(distances.min()), (int(first), int(second))
+
+
+def test_class_colours_are_far_apart_for_every_preset_and_the_whole_palette():
+    largest_preset = max(len(preset.classes) for preset in PRESETS.values())
+    assert len(PALETTE) >= largest_preset
+    distance, pair = closest_pair([class_colour(label) for label in range(largest_preset)])
+    assert distance >= 25, f"classes {pair} look alike"
+    distance, pair = closest_pair(list(PALETTE))
+    assert distance >= 25, f"classes {pair} look alike"  # also for --classes lists longer than the presets
+
+
+def test_class_colours_stay_away_from_paper_and_ink():
+    lightness = lab(list(PALETTE))[:, 0]
+    assert lightness.min() >= 20 and lightness.max() <= 85
+
+
+DOCLAYNET = list(PRESETS["doclaynet"].classes)
+
+
+def grid_instances(height: int, width: int, labels: list[int]) -> PageShapes:
+    """One rectangle per label (doclaynet class index), in a grid over the page's left half."""
+    side = max(1, int(np.ceil(np.sqrt(len(labels)))))
+    cell_h, cell_w = height // side, width // 2 // side
+    cells = [divmod(n, side) for n in range(len(labels))]
+    masks = [
+        rect_mask(
+            height, width, col * cell_w + 1, row * cell_h + 1, (col + 1) * cell_w - 1, (row + 1) * cell_h - 1
+        )
+        for row, col in cells
+    ]
+    return PageShapes(make_instances(masks, labels, DOCLAYNET))
+
+
+LEGEND_CASES = {
+    "tiny page, every class": (120, 160, list(range(len(DOCLAYNET)))),
+    "normal page, three classes": (1100, 850, [9, 9, 3, 8, 9]),
+    "strip lower than one row": (12, 400, [0, 5]),
+}
+
+
+@pytest.mark.parametrize("case", LEGEND_CASES, ids=str)
+def test_legend_lists_the_drawn_classes_beside_the_page_never_on_it(case, monkeypatch):
+    height, width, labels = LEGEND_CASES[case]
+    page = np.full((height, width, 3), 255, np.uint8)
+    page[::4] = 0
+    shapes = grid_instances(height, width, labels)
+    overlay = render_overlay(page, shapes)
+    monkeypatch.setattr(overlay_module, "_with_legend", lambda picture, font, legend: picture)
+    without_legend = render_overlay(page, shapes)
+    assert overlay.shape[0] >= height and overlay.shape[1] > width
+    assert (overlay[:height, :width] == without_legend).all()  # no legend pixel on the page
+
+    margin = overlay[:, width:].astype(int)
+    below = overlay[height:, :width]
+    assert (below == MARGIN).all()  # a page lower than one legend row: white below it
+    assert (margin[:, 0] == RULE[::-1]).all()  # the line between page and legend
+    edges = np.concatenate([margin[0, 1:], margin[-1, 1:], margin[:, -1]])
+    assert (edges == MARGIN).all()  # nothing runs off the image
+    for label in range(len(DOCLAYNET)):
+        found = swatches(margin, class_colour(label))
+        if label not in labels:
+            assert not found, f"{DOCLAYNET[label]} has no instance but is in the legend"
+            continue
+        [(x, y, side, side_y)] = found
+        assert side == side_y >= 8  # a whole square, as tall as legible text
+        ink = (margin[y : y + side, x + side :] < 160).all(-1).any(axis=0)  # dark columns right of it
+        assert ink.sum() >= 2 * side  # "Text (1)": several glyphs, not a stub
+
+
+def swatches(margin: np.ndarray, rgb: tuple[int, int, int]) -> list[tuple[int, int, int, int]]:
+    """Boxes (x, y, w, h) of the solid rectangles, 3 x 3 px or more, of exactly `rgb` in `margin` (BGR)."""
+    exact = (margin == rgb[::-1]).all(-1).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(exact, connectivity=4)
+    return [
+        (int(x), int(y), int(w), int(h))
+        for x, y, w, h, area in stats[1:]
+        if w >= 3 and h >= 3 and area == w * h
+    ]

@@ -1,16 +1,21 @@
 """Overlay images: the page with translucent masks, outlines, class labels with scores, and a legend.
 
-The overlay has the page's own size. Colours are fixed per class index (the prompted class order), so a
-class looks the same on every page of a run and in every run with the same `--classes`. Instances are
-painted largest first, so small ones stay visible on top; each label sits at its instance's top-left
-corner, inside the page. The legend (top-right) lists every prompted class with its count on this page.
-Text is drawn with Pillow's bundled scalable font, sized to the page.
+The page keeps its size and pixel coordinates; the legend sits on a white margin added to the right of it,
+so it never hides the page, however small the page. It lists the classes drawn on this page, with their
+counts, in as many columns as the page height needs (a page too short for one row gets a taller margin).
+A page with nothing drawn gets no legend and no margin. Colours are fixed per class index (the prompted
+class order), so a class looks the same on every page of a run and in every run with the same
+`--classes`. Instances are painted largest first, so small ones stay visible on top; each label sits at its
+instance's top-left corner, inside the page. Text is drawn with Pillow's bundled scalable font, sized to
+the page.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,13 +25,17 @@ from PIL import Image, ImageDraw, ImageFont
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.shapes import PageShapes
 
-# Distinct, colour-blind-aware colours (RGB): Okabe-Ito first, then Tableau-like extensions.
+# Far apart in CIELAB (ΔE76 at least 33 between any two, tests/test_overlay.py checks 25), none near the
+# white of paper or the black of ink: the first five of Okabe-Ito's colour-blind-safe set, then colours
+# from Tableau and Kelly's, then saturated ones, each chosen as far as possible from those before it.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213, 94, 0), (86, 180, 233),
-    (240, 228, 66), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34),
-    (23, 190, 207), (214, 39, 40), (44, 160, 44), (31, 119, 180), (255, 127, 14), (174, 199, 232),
-    (152, 223, 138), (255, 152, 150),
+    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213, 94, 0), (89, 51, 21),
+    (147, 170, 0), (127, 127, 127), (23, 190, 207), (206, 162, 98), (83, 55, 122), (0, 0, 255),
+    (255, 51, 255), (255, 0, 102), (0, 102, 255), (0, 204, 0), (153, 0, 153), (51, 102, 0), (255, 0, 0),
+    (153, 153, 255),
 )  # fmt: skip
+MARGIN = (255, 255, 255)  # the legend's background, RGB
+RULE = (64, 64, 64)  # the line between the page and the margin, RGB
 ENCODINGS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 
 
@@ -36,7 +45,8 @@ def class_colour(label: int) -> tuple[int, int, int]:
 
 
 def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) -> np.ndarray:
-    """The overlay as a BGR uint8 array of `image`'s shape. `image` is the page (BGR, as decoded)."""
+    """The overlay as a BGR uint8 array: `image` (the page, BGR as decoded) at the top left, with the same
+    height or (a page shorter than one legend row) taller, wider by the legend's margin if any."""
     height, width = image.shape[:2]
     if (height, width) != (shapes.height, shapes.width):
         raise ValueError(f"page is {width}x{height} but the instances are for {shapes.width}x{shapes.height}")
@@ -63,7 +73,7 @@ def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) ->
     for index in painted:
         corner = (shapes.window(index).x, shapes.window(index).y)
         _label(draw, font, shapes, index, corner, (width, height))
-    _legend(picture, draw, font, shapes)
+    picture = _with_legend(picture, font, legend_layout(shapes, painted, font, height))
     return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
 
 
@@ -117,32 +127,76 @@ def _label(
     draw.text((x + pad - left, y + pad - top), text, font=font, fill=_ink(rgb))
 
 
-def _legend(
-    picture: Image.Image,
-    draw: ImageDraw.ImageDraw,
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+@dataclass(frozen=True)
+class LegendRow:
+    label: int
+    text: str
+    x: int  # left edge of the swatch, on the overlay
+    y: int  # top edge of the swatch and the text
+
+
+@dataclass(frozen=True)
+class Legend:
+    rows: list[LegendRow]
+    left: int  # where the margin starts: the page's width
+    width: int  # of the margin
+    height: int  # the legend's: its rows and the padding around them
+    swatch: int  # side of a swatch, the height of a row's text
+    pad: int  # between rows, and between a swatch and its text
+
+
+def legend_layout(
     shapes: PageShapes,
-) -> None:
-    counts = Counter(shapes.label(index) for index in range(len(shapes)))
-    rows = [f"{name} ({counts.get(label, 0)})" for label, name in enumerate(shapes.class_names)]
-    if not rows:
-        return
-    boxes = [draw.textbbox((0, 0), row, font=font) for row in rows]
-    line_h = max(bottom - top for _, top, _, bottom in boxes)
-    pad = max(2, line_h // 3)
-    swatch = line_h
-    text_w = max(right - left for left, _, right, _ in boxes)
-    legend_w = pad + swatch + pad + text_w + pad
-    legend_h = pad + len(rows) * (line_h + pad)
-    x0 = max(picture.width - legend_w - pad, 0)
-    y0 = min(pad, max(picture.height - legend_h, 0))
-    backdrop = Image.new("RGBA", (legend_w, legend_h), (255, 255, 255, 217))
-    picture.paste(backdrop, (x0, y0), backdrop)
-    draw.rectangle((x0, y0, x0 + legend_w - 1, y0 + legend_h - 1), outline=(64, 64, 64))
-    for label, (row, (left, top, _, _)) in enumerate(zip(rows, boxes, strict=True)):
-        y = y0 + pad + label * (line_h + pad)
-        draw.rectangle((x0 + pad, y, x0 + pad + swatch - 1, y + swatch - 1), fill=class_colour(label))
-        draw.text((x0 + 2 * pad + swatch - left, y - top), row, font=font, fill=(0, 0, 0))
+    drawn: Sequence[int],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    page_height: int,
+) -> Legend:
+    """Where the legend's rows go: one per class among the `drawn` instances, `name (count)`, by class
+    index, top to bottom in columns no taller than the page, to the right of the page."""
+    counts = Counter(shapes.label(index) for index in drawn)
+    entries = [(label, f"{shapes.class_names[label]} ({counts[label]})") for label in sorted(counts)]
+    if not entries:
+        return Legend([], shapes.width, 0, 0, 0, 0)
+    boxes = [font.getbbox(text) for _, text in entries]
+    swatch = max(bottom - top for _, top, _, bottom in boxes)
+    pad = max(2, swatch // 3)
+    pitch = swatch + pad
+    per_column = max(1, (page_height - pad) // pitch)
+    columns = -(-len(entries) // per_column)
+    per_column = -(-len(entries) // columns)  # balanced: the last column is at most one row shorter
+    column_w = swatch + pad + max(right - left for left, _, right, _ in boxes) + 2 * pad
+    rows = [
+        LegendRow(
+            label, text, shapes.width + 2 * pad + (n // per_column) * column_w, pad + (n % per_column) * pitch
+        )
+        for n, (label, text) in enumerate(entries)
+    ]
+    return Legend(rows, shapes.width, 2 * pad + columns * column_w, pad + per_column * pitch, swatch, pad)
+
+
+def _with_legend(
+    picture: Image.Image, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, legend: Legend
+) -> Image.Image:
+    """`picture` on a canvas with the legend's margin to its right (`picture` itself if no legend)."""
+    if not legend.rows:
+        return picture
+    size = (picture.width + legend.width, max(picture.height, legend.height))
+    canvas = Image.new("RGB", size, MARGIN)
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.line((legend.left, 0, legend.left, size[1] - 1), fill=RULE)
+    for row in legend.rows:
+        left, top, _, _ = font.getbbox(row.text)
+        draw.rectangle(
+            (row.x, row.y, row.x + legend.swatch - 1, row.y + legend.swatch - 1), fill=class_colour(row.label)
+        )
+        draw.text(
+            (row.x + legend.swatch + legend.pad - left, row.y - top),
+            row.text,
+            font=font,
+            fill=(0, 0, 0),
+        )
+    return canvas
 
 
 def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
