@@ -97,3 +97,15 @@ def test_what_the_schema_cannot_check_is_refused_naming_the_parameter(given, nam
 def test_ocrd_itself_refuses_values_of_the_wrong_kind(given):
     report = ParameterValidator(json.loads(json.dumps(TOOL))).validate(dict(given))
     assert not report.is_valid
+
+
+def test_weights_trained_by_docsam_bring_their_classes(tmp_path, tiny_model):
+    """As `docsam segment`: without classes or preset, a docsam-trained file's classes and dataset name."""
+    from model import save_model
+
+    weights = tmp_path / "model.safetensors"
+    save_model(tiny_model, weights, classes=["heading", "paragraph"], dataset="Newspapers")
+    chosen = settings(weights=str(weights))
+    assert (chosen.class_names, chosen.domain) == (("heading", "paragraph"), "Newspapers")
+    preset = settings(weights=str(weights), preset="doclaynet")
+    assert preset.class_names == PRESETS["doclaynet"].classes

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from docsam_cli.presets import resolve_prompts
+from docsam_cli.presets import checkpoint_preset, resolve_prompts
 from docsam_cli.runtime import GeometryOptions, ModelSpec, check_device_name
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.page_map import parse_page_map
@@ -41,9 +41,9 @@ class SegmentSettings:
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> SegmentSettings:
         """Settings from validated parameters (defaults filled in). Raises ValueError naming the parameter."""
-        class_names, domain = resolve_prompts(
-            parameters.get("classes"), parameters.get("domain"), parameters.get("preset")
-        )
+        classes, preset = parameters.get("classes"), parameters.get("preset")
+        stored = checkpoint_preset(parameters["weights"]) if classes is None and preset is None else None
+        class_names, domain = resolve_prompts(classes, parameters.get("domain"), preset, default=stored)
         model_config = parameters.get("model_config")
         model = ModelSpec(
             weights=parameters["weights"],
