@@ -11,9 +11,10 @@ import pytest
 import torch
 from training_helpers import ScriptedRandom, write_layout
 
+from docsam_cli.errors import InputError
 from docsam_cli.training.annotations import Instance, rectify
 from docsam_cli.training.augment import augment, crop_instances, rasterise
-from docsam_cli.training.data import MixedTrainingData, reference_weights
+from docsam_cli.training.data import MixedTrainingData, collate, raise_failures, reference_weights
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.sampler import BatchLayout, TrainingSampler
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec
@@ -181,7 +182,27 @@ def test_unreadable_samples_fail_loudly(two_sets) -> None:
     (broken.root / "image" / "one1.png").unlink()
     data = MixedTrainingData([broken], AugmentSettings((40, 50), (32, 32)), seed=0)
     with pytest.raises(Exception, match=r"one1\.png"):
-        data[_key(0, 1, 0)]
+        _load(data, _key(0, 1, 0))
     (broken.root / "coco" / "one2.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"one2\.json"):
-        data[_key(0, 2, 0)]
+        _load(data, _key(0, 2, 0))
+
+
+def _load(data: MixedTrainingData, key):
+    """One sample as the training loop gets it: collated, a failure raised in this process."""
+    return next(raise_failures([collate([data[key]])]))
+
+
+def test_a_failed_sample_is_the_same_error_out_of_a_worker_process(two_sets) -> None:
+    """A data-loader worker's error reaches the training process as the same type and one-line message
+    (the DataLoader itself would raise a RuntimeError holding the worker's traceback)."""
+    broken = two_sets[0]
+    (broken.root / "image" / "one1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    data = MixedTrainingData([broken], AugmentSettings((40, 50), (32, 32)), seed=0)
+    with pytest.raises(InputError) as alone:
+        _load(data, _key(0, 1, 0))
+    loader = torch.utils.data.DataLoader(data, sampler=[_key(0, 1, 0)], num_workers=1, collate_fn=collate)
+    with pytest.raises(InputError) as in_worker:
+        next(raise_failures(loader))
+    assert str(in_worker.value) == str(alone.value)
+    assert "one1.png" in str(alone.value) and "\n" not in str(alone.value)

@@ -4,9 +4,12 @@ backbone, the log, resume guards and the command-line checks."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
+from docsam_cli.errors import UsageError
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, STATE_FILE, list_checkpoints, load_trainer_state
 from docsam_cli.training.data import MixedTrainingData, collate
@@ -30,7 +34,7 @@ from docsam_cli.training.settings import (
     RunPlan,
     TrainingOptions,
 )
-from docsam_cli.training.trainer import Trainer, forward_loss, seed_chunk
+from docsam_cli.training.trainer import Diverged, Interrupted, Trainer, forward_loss, seed_chunk
 from model.checkpoint import load_model, load_weights
 from model.docsam import DocSAM
 
@@ -112,7 +116,7 @@ def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> 
         small_model(tiny_config, tiny_reference_state), data_of(dataset), options(iterations=1), output
     ).run()
     plan = RunPlan(datasets=[DatasetSpec(dataset.root)], output=output, options=options())
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         resume_point(plan)
     checkpoint = resume_point(RunPlan(**{**plan.__dict__, "resume": True}))
     other_seed = Trainer(
@@ -146,7 +150,7 @@ def test_command_line_checks(tmp_path) -> None:
     result = runner.invoke(
         app, ["finetune", f"{tmp_path},weight=2", "-o", str(tmp_path / "o"), "--weights", "x"]
     )
-    assert result.exit_code == 1 and "unified layout" in result.output
+    assert result.exit_code == 2 and "unified layout" in result.output  # an argument that is no dataset
 
 
 @pytest.mark.slow
@@ -176,3 +180,58 @@ def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(
     assert losses.total.dtype == torch.float32 and torch.isfinite(losses.total)
     losses.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_nan_loss_stops_the_run_before_the_weights_change(
+    dataset, tiny_config, tiny_reference_state, tmp_path, monkeypatch
+) -> None:
+    """The loss is checked before the optimiser step: the weights are not updated with a NaN loss, and the
+    error says where the run can be resumed from."""
+    model = small_model(tiny_config, tiny_reference_state)
+    trainer = Trainer(model, data_of(dataset), options(iterations=3, validate_every=0), tmp_path / "run")
+    real_forward_loss = forward_loss
+
+    def nan_at_step_2(*args, **kwargs):
+        output, losses = real_forward_loss(*args, **kwargs)
+        nan = trainer.optimizer.state and len(list_checkpoints(tmp_path / "run")) == 1
+        return output, replace(losses, total=losses.total * (math.nan if nan else 1.0))
+
+    monkeypatch.setattr("docsam_cli.training.trainer.forward_loss", nan_at_step_2)
+    with pytest.raises(
+        Diverged, match=r"^loss is nan at step 2 \(try a lower --lr; last checkpoint: .*step-00000001\)$"
+    ):
+        trainer.run()
+    after_step_1 = load_model(list_checkpoints(tmp_path / "run")[-1] / MODEL_FILE).state_dict()
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in after_step_1.items())
+    assert not (tmp_path / "run" / MODEL_FILE).exists()
+
+
+def test_a_stop_signal_ends_the_run_after_the_step_with_a_checkpoint(
+    dataset, tiny_config, tiny_reference_state, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C during step 2 (no checkpoint due until step 4): step 2 is finished, its checkpoint written
+    as a periodic one, and `Interrupted` says so; the previous handler is back afterwards."""
+    trainer = Trainer(
+        small_model(tiny_config, tiny_reference_state),
+        data_of(dataset),
+        options(iterations=6, checkpoint_every=4, validate_every=0),
+        tmp_path / "run",
+    )
+    real_forward_loss, calls = forward_loss, []
+
+    def interrupt_in_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real_forward_loss(*args, **kwargs)
+
+    monkeypatch.setattr("docsam_cli.training.trainer.forward_loss", interrupt_in_step_2)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(
+        Interrupted, match=r"^interrupted at step 2; checkpoint written, continue with --resume$"
+    ):
+        trainer.run()
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert [path.name for path in list_checkpoints(tmp_path / "run")] == ["step-00000002"]
+    assert load_trainer_state(list_checkpoints(tmp_path / "run")[-1]).step == 2
+    assert [record["step"] for record in read_log(tmp_path / "run")] == [1, 2]

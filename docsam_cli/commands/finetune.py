@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.commands.options import MODEL_CONFIG_HELP
-from docsam_cli.training.command_line import execute, fail, training_command
+from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, Variant, cli
 
 if TYPE_CHECKING:
@@ -57,12 +57,9 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
 
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_checkpoint
-        from docsam_cli.weights import WeightsError, resolve_weights
+        from docsam_cli.weights import resolve_weights
 
-        try:
-            resolved = resolve_weights(start.weights)
-        except WeightsError as error:
-            fail(str(error))
+        resolved = resolve_weights(start.weights)  # a WeightsError is a usage error (see launch)
         return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 
     execute(plan, starting_model)

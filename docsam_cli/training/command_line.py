@@ -230,13 +230,25 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(ExitCode.FAILED)
 
 
+def stop(message: str) -> NoReturn:
+    """One `error:` line; the run was interrupted (exit status 130)."""
+    print_error(stderr_console(), message)
+    raise typer.Exit(ExitCode.INTERRUPTED)
+
+
 def execute(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> None:
     """Run (every process of a torchrun launch calls this) and report the final weights; a known failure
-    (a dataset, annotation, checkpoint or file error) is one error line and exit status 1."""
+    (a dataset, annotation, checkpoint or file error, a diverged loss) is one error line and exit status 1,
+    an interruption one line and 130 (a `UsageError` goes on to the app: exit status 2)."""
     from docsam_cli.training.launch import run
+    from docsam_cli.training.trainer import Interrupted
 
     try:
         final = run(plan, starting_model)
     except (ValueError, InputError, OSError) as error:
         fail(str(error))
+    except Interrupted as error:
+        stop(str(error))
+    except KeyboardInterrupt:  # before the first step, or a second Ctrl-C
+        stop("interrupted")
     print_plain(stderr_console(), f"weights: {display_path(final)}")

@@ -7,21 +7,26 @@ is the largest dataset's size times the number of datasets. With a curriculum, a
 its start iteration on and the probabilities are renormalised over the datasets active at that step.
 
 Unlike the reference, a sample that fails to load raises an error naming the file instead of silently
-returning another random sample.
+returning another random sample. In a data-loader worker that error is caught and carried to the training
+process as a `FailedSample` (the DataLoader would re-raise it as a multi-line RuntimeError), which raises it
+there again: the user sees the same one line with or without workers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from docsam_cli.errors import InputError
+from docsam_cli.training.annotations import AnnotationError
 from docsam_cli.training.augment import Targets, augment, rasterise
-from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.datasets import DatasetError, LayoutDataset
 from docsam_cli.training.sample_random import SampleRandom, SeededRandom
 from docsam_cli.training.sampler import SampleKey
 from docsam_cli.training.settings import AugmentSettings
@@ -76,6 +81,38 @@ class TrainingBatch:
         )
 
 
+# The errors of a dataset's files (an image, an annotation json), each one line naming the file.
+SAMPLE_ERRORS = (InputError, DatasetError, AnnotationError)
+
+
+@dataclass(frozen=True)
+class FailedSample:
+    """A sample whose files could not be used, in place of the sample: it crosses from a data-loader worker
+    to the training process as plain values (an `InputError` does not survive pickling), and `reraise`
+    raises the same error type with the same message there."""
+
+    kind: type[Exception]
+    arguments: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, error: Exception) -> FailedSample:
+        if isinstance(error, InputError):
+            return cls(type(error), (error.path, error.reason, error.page))
+        return cls(type(error), (str(error),))
+
+    def reraise(self) -> NoReturn:
+        raise self.kind(*self.arguments)
+
+
+def raise_failures(batches: Iterable[TrainingBatch | FailedSample]) -> Iterator[TrainingBatch]:
+    """The batches of a DataLoader over `MixedTrainingData`; a failed sample is raised here, in the
+    training process."""
+    for batch in batches:
+        if isinstance(batch, FailedSample):
+            batch.reraise()
+        yield batch
+
+
 def reference_weights(category_counts: Sequence[int]) -> list[float]:
     """Unnormalised sampling weights sqrt(K_d / geometric mean of K); K = 0 counts as 1.
 
@@ -123,8 +160,12 @@ class MixedTrainingData(Dataset[TrainingSample]):
         ]
         return [weight / sum(active) for weight in active]
 
-    def __getitem__(self, key: SampleKey) -> TrainingSample:
-        return self.sample(key.index, SeededRandom(self.seed, key.position), key.step)
+    def __getitem__(self, key: SampleKey) -> TrainingSample | FailedSample:
+        """The sample, or a `FailedSample` for `raise_failures` to raise in the training process."""
+        try:
+            return self.sample(key.index, SeededRandom(self.seed, key.position), key.step)
+        except SAMPLE_ERRORS as error:
+            return FailedSample.of(error)
 
     def sample(self, index: int, rng: SampleRandom, step: int = 0) -> TrainingSample:
         """Pick a dataset, load image `index mod len`, augment and rasterise (the reference's draw order)."""
@@ -138,8 +179,12 @@ class MixedTrainingData(Dataset[TrainingSample]):
         return TrainingSample(pixels.contiguous(), targets, class_names, str(dataset.image_path(image_index)))
 
 
-def collate(samples: Sequence[TrainingSample]) -> TrainingBatch:
-    """Zero-pad images, pixel masks and GT masks right/bottom to the batch's largest size."""
+def collate(samples: Sequence[TrainingSample | FailedSample]) -> TrainingBatch | FailedSample:
+    """Zero-pad images, pixel masks and GT masks right/bottom to the batch's largest size; a batch with a
+    failed sample is that failure."""
+    failed = next((sample for sample in samples if isinstance(sample, FailedSample)), None)
+    if failed is not None:
+        return failed
     height = max(sample.pixel_values.shape[1] for sample in samples)
     width = max(sample.pixel_values.shape[2] for sample in samples)
 

@@ -47,6 +47,8 @@ class LayoutDataset:
 
     def __init__(self, root: str | os.PathLike[str], name: str | None = None, stage: Stage = "train") -> None:
         self.root = Path(root)
+        if not self.root.exists():
+            raise DatasetError(f"{self.root}: no such dataset folder")
         if not layout.is_layout(self.root):
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
         self.name = name if name is not None else layout.dataset_name(self.root)

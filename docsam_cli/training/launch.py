@@ -1,6 +1,10 @@
 """One training run from its parts: process group, datasets, model (fresh or resumed), validation, loop.
 
 `train` and `finetune` differ only in the model they start from and their defaults; both end here.
+A request that cannot start is a `UsageError` (exit 2), found before the datasets are read or the model is
+loaded where it can be: an output folder that cannot be written or already holds a run (without
+`--resume`), a device or precision that is not available, a batch that does not split, a DATASET or `--val`
+that is no dataset, weights that cannot be found or do not load.
 """
 
 from __future__ import annotations
@@ -10,15 +14,22 @@ from pathlib import Path
 
 import torch
 
+from docsam_cli.batch import prepare_output_folder
 from docsam_cli.distributed import setup, teardown
+from docsam_cli.errors import UsageError
+from docsam_cli.names import display_path
+from docsam_cli.precision import precision_dtype
 from docsam_cli.runtime import keep_freed_memory
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
-from docsam_cli.training.datasets import LayoutDataset
-from docsam_cli.training.settings import AugmentSettings, RunPlan
+from docsam_cli.training.datasets import DatasetError, LayoutDataset, Stage
+from docsam_cli.training.sampler import BatchLayout
+from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, TrainingOptions
 from docsam_cli.training.trainer import Trainer
 from docsam_cli.training.validation import LayoutValidator
+from docsam_cli.weights import WeightsError
+from model.checkpoint import CheckpointError
 from model.docsam import DocSAM
 from model.inference import Geometry
 
@@ -28,14 +39,44 @@ def training_data(plan: RunPlan) -> MixedTrainingData:
     specs = plan.datasets
     weighted = [spec.weight is not None for spec in specs]
     if any(weighted) and not all(weighted):
-        raise ValueError("give a weight to every dataset or to none (then the reference's rule applies)")
+        raise UsageError("give a weight to every dataset or to none (then the reference's rule applies)")
     return MixedTrainingData(
-        [LayoutDataset(spec.path, spec.name) for spec in specs],
+        [open_dataset(spec) for spec in specs],
         plan.augmentation,
         plan.options.seed,
         weights=[spec.weight for spec in specs] if all(weighted) else None,
         starts=[spec.start for spec in specs],
     )
+
+
+def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:
+    """The dataset a DATASET (`stage` train) or `--val` (test) argument names; UsageError when it names
+    none."""
+    try:
+        return LayoutDataset(spec.path, spec.name, stage)
+    except DatasetError as error:
+        raise UsageError(f"--val {error}" if stage == "test" else str(error)) from None
+
+
+def check_options(options: TrainingOptions, device: torch.device, world_size: int) -> None:
+    """Refuse what the trainer would refuse, before datasets and model are loaded: fp16 off CUDA, a
+    global batch that does not split into processes × accumulation steps."""
+    try:
+        precision_dtype(options.precision, device)
+    except ValueError as error:
+        raise UsageError(f"--precision {options.precision}: {error}") from None
+    try:
+        BatchLayout(options.batch_size, world_size, options.accumulation)
+    except ValueError as error:
+        raise UsageError(f"--batch-size {options.batch_size}: {error}") from None
+
+
+def load_starting_model(starting_model: Callable[[], DocSAM]) -> DocSAM:
+    """The command's starting model; weights that cannot be found or do not load are a usage error."""
+    try:
+        return starting_model()
+    except (WeightsError, CheckpointError) as error:
+        raise UsageError(str(error)) from None
 
 
 def validation_geometry(augmentation: AugmentSettings) -> Geometry:
@@ -50,36 +91,36 @@ def validation_geometry(augmentation: AugmentSettings) -> Geometry:
 def resume_point(plan: RunPlan) -> Path | None:
     """The newest checkpoint to resume from; refuses to start a new run over an existing one."""
     checkpoints = list_checkpoints(plan.output)
+    out = display_path(plan.output)
     if plan.resume:
         if not checkpoints:
-            raise ValueError(f"{plan.output}: no checkpoint to resume from")
+            raise UsageError(f"--out {out}: no checkpoint to resume from")
         return checkpoints[-1]
     if checkpoints:
-        raise ValueError(
-            f"{plan.output} already holds a run: pass --resume to continue it, or another output"
-        )
+        raise UsageError(f"--out {out}: already holds a run: pass --resume to continue it, or another --out")
     return None
 
 
 def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     """Train (every process of a torchrun launch calls this); returns the final weights' path."""
     keep_freed_memory()
+    prepare_output_folder(plan.output)
     distributed = setup(plan.device)
     try:
-        data = training_data(plan)
+        check_options(plan.options, distributed.device, distributed.world_size)
         checkpoint = resume_point(plan)
+        data = training_data(plan)
+        validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
         torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
         model = (
-            architecture_of(checkpoint / MODEL_FILE, plan.regularisation)
+            load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
             if checkpoint is not None
-            else starting_model()
+            else load_starting_model(starting_model)
         )
         validator = None
-        if plan.validation and distributed.is_main:
+        if validation:
             validator = LayoutValidator(
-                [LayoutDataset(spec.path, spec.name, stage="test") for spec in plan.validation],
-                validation_geometry(plan.augmentation),
-                plan.validation_images,
+                validation, validation_geometry(plan.augmentation), plan.validation_images
             )
         trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
         return trainer.run(checkpoint, plan.record)

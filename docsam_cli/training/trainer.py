@@ -17,15 +17,26 @@ base rate). Added here:
   the result therefore differs slightly — so does the forward itself, since query selection pads queries
   across the images of a forward — while it equals one process with the same micro-batches.
 * The run stops after exactly `iterations` steps (train.py runs one more when the epochs allow).
+* A diverging run stops before its weights are updated with a non-finite loss (`Diverged`): the loss is
+  checked before the optimiser step, and the decoder's inputs before it runs, since non-finite features or
+  boxes far outside the page (learned proposals after a diverged step) make RoIAlign fail before any loss
+  exists.
+* SIGINT (Ctrl-C) and SIGTERM (Slurm's time limit) end the run after the current step, with a checkpoint
+  written as the periodic ones are (`Interrupted`); a second signal ends it at once. Data-loader workers
+  ignore both, so that a signal sent to the whole process group does not take the data away mid-step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -33,17 +44,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from docsam_cli.distributed import Distributed
+from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     TrainerState,
     capture_rng,
+    list_checkpoints,
     load_trainer_state,
     restore_rng,
     save_best,
     save_checkpoint,
 )
-from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate
+from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate, raise_failures
 from docsam_cli.training.progress import TrainingProgress
 from docsam_cli.training.run_log import RunLog, write_run_file
 from docsam_cli.training.sample_random import derive_seed
@@ -58,6 +71,75 @@ from model.outputs import DocSAMOutput
 # Validation: the trained (unwrapped) model in eval mode → metrics, higher is better. Given to the main
 # process only.
 Validator = Callable[[DocSAM], dict[str, float]]
+
+
+class Diverged(ValueError):
+    """The loss (or the network's features) became non-finite; the weights were not updated with it."""
+
+
+class _DivergedFeatures(Exception):
+    """Raised by `_check_decoder_inputs` inside the forward, turned into `Diverged` by the trainer."""
+
+
+# How far outside the (padded) input a box given to the decoder may reach, in input sizes. Proposals are
+# learned, so diverged weights give boxes of 1e10 pixels, for which RoIAlign tries to allocate its samples.
+_BOX_REACH = 4
+
+
+def _check_decoder_inputs(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook of the decoder: its features must be finite and its boxes within reach of the
+    input, else the forward would fail (RoIAlign) or the loss be NaN. One host read."""
+    inputs = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+    tensors = [value for value in inputs.values() if isinstance(value, torch.Tensor)]
+    tensors += list(inputs["levels"])
+    limit = _BOX_REACH * max(inputs["pixel_mask"].shape[-2:])
+    checks = [torch.isfinite(value).all() for value in tensors if value.is_floating_point()]
+    checks.append((inputs["boxes"].abs() <= limit).all())
+    if not bool(torch.stack(checks).all()):
+        raise _DivergedFeatures
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after `step`, whose checkpoint was written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"interrupted at step {step}; checkpoint written, continue with --resume")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequests:
+    """While entered (in the main thread), SIGINT and SIGTERM set `requested` instead of ending the process;
+    the first one puts the previous handlers back, so that a second one acts as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._request) for number in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _request(self, number: int, frame: FrameType | None) -> None:
+        self.requested = True
+        self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+
+def ignore_stop_signals(worker: int) -> None:
+    """`worker_init_fn` of the data loader: the training process alone decides when to stop."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def seed_chunk(seed: int, chunk: int) -> None:
@@ -167,7 +249,10 @@ class Trainer:
         batches = self._batches(start)
         timer = (time.perf_counter(), start)
         try:
-            with TrainingProgress(options.iterations, start, main and options.progress) as progress:
+            with (
+                StopRequests() as stop,
+                TrainingProgress(options.iterations, start, main and options.progress) as progress,
+            ):
                 for step in range(start + 1, options.iterations + 1):
                     lr = self.optimizer.param_groups[0]["lr"]
                     loss = self._step(network, batches, step - 1)
@@ -181,6 +266,10 @@ class Trainer:
                             )
                         timer = (time.perf_counter(), step)
                     self._after_step(step, log, progress)
+                    if step < options.iterations and self._stop_agreed(stop.requested):
+                        if step % options.checkpoint_every:
+                            self._checkpoint(step)
+                        raise Interrupted(step)
         finally:
             if log is not None:
                 log.close()
@@ -202,8 +291,9 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=self.options.workers > 0,
+            worker_init_fn=ignore_stop_signals,
         )
-        return iter(loader)
+        return raise_failures(loader)
 
     def _step(self, network: nn.Module, batches: Iterator[TrainingBatch], step: int) -> torch.Tensor:
         """One optimiser step (0-based `step`) over `accumulation` micro-batches; returns this process's
@@ -216,17 +306,37 @@ class Trainer:
             last = micro_step == accumulation - 1
             sync = contextlib.nullcontext() if last or not self.distributed.enabled else network.no_sync()
             with sync:
-                _, losses = forward_loss(network, batch, self.criterion, self.options.precision)
-                scaled = losses.total / accumulation
+                scaled = self._forward(network, batch, step) / accumulation
                 self.scaler.scale(scaled).backward()
             total += scaled.detach()
+        self._check_finite(total, step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step(step + 1)
-        if not math.isfinite(total.item()):
-            raise FloatingPointError(f"loss is {total.item()} at step {step + 1}")
         return total
+
+    def _forward(self, network: nn.Module, batch: TrainingBatch, step: int) -> torch.Tensor:
+        """The loss of one micro-batch; `Diverged` when the decoder would get non-finite features."""
+        hook = self.model.decoder.register_forward_pre_hook(_check_decoder_inputs, with_kwargs=True)
+        try:
+            return forward_loss(network, batch, self.criterion, self.options.precision)[1].total
+        except _DivergedFeatures:
+            raise self._diverged(math.nan, step) from None
+        finally:
+            hook.remove()
+
+    def _check_finite(self, total: torch.Tensor, step: int) -> None:
+        """Stop before the optimiser step when the loss (of any process) is not finite."""
+        value = self.distributed.mean(total).item()
+        if not math.isfinite(value):
+            raise self._diverged(value, step)
+
+    def _diverged(self, loss: float, step: int) -> Diverged:
+        """The error for a non-finite loss at 0-based `step`: what to try, and where to resume from."""
+        checkpoints = list_checkpoints(self.output)
+        last = display_path(checkpoints[-1]) if checkpoints else "none"
+        return Diverged(f"loss is {loss} at step {step + 1} (try a lower --lr; last checkpoint: {last})")
 
     def _after_step(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
         options, last = self.options, step == self.options.iterations
@@ -236,17 +346,28 @@ class Trainer:
                 self._validate(step, log, progress)
             self.distributed.barrier()
         if step % options.checkpoint_every == 0 or last:
-            if self.distributed.is_main:
-                state = TrainerState(
-                    step=step,
-                    optimizer=self.optimizer.state_dict(),
-                    scaler=self.scaler.state_dict(),
-                    rng=capture_rng(),
-                    best=self.best,
-                    run=self.run_identity(),
-                )
-                save_checkpoint(self.output, self.model, state, options.keep_last)
-            self.distributed.barrier()
+            self._checkpoint(step)
+
+    def _checkpoint(self, step: int) -> None:
+        """Write the checkpoint of completed step `step` (the main process; the others wait)."""
+        if self.distributed.is_main:
+            state = TrainerState(
+                step=step,
+                optimizer=self.optimizer.state_dict(),
+                scaler=self.scaler.state_dict(),
+                rng=capture_rng(),
+                best=self.best,
+                run=self.run_identity(),
+            )
+            save_checkpoint(self.output, self.model, state, self.options.keep_last)
+        self.distributed.barrier()
+
+    def _stop_agreed(self, requested: bool) -> bool:
+        """Whether any process was asked to stop: all then stop after the same step."""
+        if not self.distributed.enabled:
+            return requested
+        flag = torch.tensor(float(requested), device=self.device)
+        return self.distributed.mean(flag).item() > 0
 
     def _validate(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
         self._set_mode(train=False)

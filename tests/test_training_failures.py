@@ -1,0 +1,166 @@
+"""How `docsam train` / `docsam finetune` end when something goes wrong: one `error:` line and the exit code
+of README's table (1 a bad data file or a failed run, 2 a request that cannot start, 130 interrupted).
+
+The tiny parity model is fine-tuned for a step or two on a small synthetic dataset, in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training_helpers import write_layout
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.training.checkpoints import list_checkpoints
+from docsam_cli.training.run_log import read_log
+
+RUN = [
+    "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
+    "--log-every", "1", "--no-progress", "--device", "cpu", "--workers", "0", "--val-every", "0",
+]  # fmt: skip
+
+
+def page(index: int, annotations: list[dict] | None = None) -> tuple[np.ndarray, dict]:
+    image = np.random.default_rng(index).integers(0, 255, (64, 72, 3), dtype=np.uint8)
+    coco = {
+        "images": [{"id": index, "height": 64, "width": 72, "file_name": f"p{index}.png"}],
+        "categories": [{"id": 1, "name": "text"}, {"id": 2, "name": "table"}],
+        "annotations": annotations
+        or [
+            {"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]},
+            {"id": 2, "category_id": 2, "bbox": [10, 34, 50, 20]},
+        ],
+    }
+    return image, coco
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_layout(tmp_path / "data", {f"p{index}": page(index) for index in range(2)})
+
+
+def finetune(data: Path, weights: Path, out: Path, *extra: str) -> tuple[int, str]:
+    """(exit code, stderr) of `docsam finetune DATA --weights WEIGHTS -o OUT` with the small run's options."""
+    arguments = ["finetune", str(data), "--weights", str(weights), "-o", str(out), *RUN, *extra]
+    result = CliRunner().invoke(app, arguments)
+    return result.exit_code, result.stderr
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- 1. a bad data file ---------------------------------------------------------------------------
+
+
+def test_a_bad_image_is_the_same_one_line_error_with_and_without_workers(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    for image in (data / "image").iterdir():
+        image.write_bytes(image.read_bytes()[:60])  # truncated
+    outcomes = {}
+    for workers in ("0", "2"):
+        code, stderr = finetune(data, tiny_weights, tmp_path / f"run{workers}", "--workers", workers)
+        outcomes[workers] = (code, error_lines(stderr))
+    assert outcomes["0"] == outcomes["2"]
+    code, lines = outcomes["2"]
+    assert code == 1 and len(lines) == 1, lines
+    assert "image/p" in lines[0] and "truncated or corrupt image data" in lines[0]
+    assert "internal error" not in lines[0] and "Traceback" not in lines[0]
+
+
+# --- 2. requests that cannot start ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing weights file", "no-such.safetensors"),
+        ("weights name not downloaded", "docsam-large"),
+        ("fp16 on the CPU", "--precision fp16"),
+        ("out is a file", "exists and is not a folder"),
+        ("missing dataset", "no such dataset folder"),
+        ("missing val", "no such dataset folder"),
+        ("batch does not split", "--batch-size 2"),
+    ],
+)
+def test_requests_that_cannot_start_are_usage_errors(
+    case: str, expected: str, data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    weights, dataset, out, extra = str(tiny_weights), data, tmp_path / "run", []
+    if case == "missing weights file":
+        weights = str(tmp_path / "no-such.safetensors")
+    elif case == "weights name not downloaded":
+        weights = "docsam-large"
+    elif case == "fp16 on the CPU":
+        extra = ["--precision", "fp16"]
+    elif case == "out is a file":
+        out.write_text("")
+    elif case == "missing dataset":
+        dataset = tmp_path / "absent"
+    elif case == "missing val":
+        extra = ["--val", str(tmp_path / "absent")]
+    elif case == "batch does not split":
+        extra = ["--accumulate", "3"]
+    code, stderr = finetune(dataset, Path(weights), out, *extra)
+    lines = error_lines(stderr)
+    assert code == 2 and len(lines) == 1 and expected in lines[0], stderr
+    assert "Errno" not in stderr
+
+
+def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert finetune(data, tiny_weights, out, "--iters", "1")[0] == 0
+    code, stderr = finetune(data, tiny_weights, out, "--iters", "1")
+    assert code == 2 and "already holds a run" in stderr and "--resume" in stderr
+
+
+# --- 3. a diverging run ---------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """With a huge learning rate the features become non-finite at the next step, where RoIAlign would fail
+    on the boxes; the run stops there with one line instead."""
+    out = tmp_path / "run"
+    code, stderr = finetune(data, tiny_weights, out, "--lr", "1e8", "--iters", "3", "--checkpoint-every", "1")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    assert lines[0].startswith("error: loss is nan at step 2 (try a lower --lr; last checkpoint: ")
+    assert "step-00000001" in lines[0]
+    assert not (out / "model.safetensors").exists()
+
+
+# --- 4. interrupted -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """What Slurm does at a time limit: SIGTERM to every process (data-loader workers included). The step
+    under way is finished and checkpointed; `--resume` goes on from it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "docsam_cli", "finetune", str(data), "--weights", str(tiny_weights)]
+    command += ["-o", str(out), *RUN, "--iters", "1000", "--checkpoint-every", "1000", "--workers", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not read_log(out) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    step = max(record["step"] for record in read_log(out))
+    assert error_lines(stderr) == [
+        f"error: interrupted at step {step}; checkpoint written, continue with --resume"
+    ]
+    assert [path.name for path in list_checkpoints(out)] == [f"step-{step:08d}"]
