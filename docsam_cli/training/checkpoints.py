@@ -19,6 +19,7 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from docsam_cli.atomic import atomic_open
+from docsam_cli.training.datasets import LayoutDataset
 from model.checkpoint import save_model
 from model.docsam import DocSAM
 
@@ -83,18 +85,32 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def trained_prompts(datasets: Sequence[LayoutDataset]) -> dict[str, Any]:
+    """What a weights file records of the prompts it was trained with (`model.save_model`'s `classes`,
+    `dataset`), so that `docsam segment` without --classes uses them: the class list when every training
+    set has the same one, the dataset name when they share it too; nothing when the sets differ."""
+    class_lists = {dataset.categories() for dataset in datasets}
+    if len(class_lists) != 1 or not (classes := next(iter(class_lists))):
+        return {}
+    names = {dataset.name for dataset in datasets}
+    return {"classes": list(classes), "dataset": names.pop() if len(names) == 1 else None}
+
+
 def checkpoint_root(output: Path) -> Path:
     return output / "checkpoints"
 
 
-def save_checkpoint(output: Path, model: DocSAM, state: TrainerState, keep_last: int) -> Path:
-    """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders."""
+def save_checkpoint(
+    output: Path, model: DocSAM, state: TrainerState, keep_last: int, prompts: Mapping[str, Any]
+) -> Path:
+    """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders.
+    `prompts` (classes, dataset) go into the weights file, see `trained_prompts`."""
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_model(model, staging / MODEL_FILE)
+    save_model(model, staging / MODEL_FILE, **prompts)
     torch.save(state.__dict__, staging / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
@@ -117,9 +133,11 @@ def load_trainer_state(folder: Path) -> TrainerState:
     return TrainerState(**data)
 
 
-def save_best(output: Path, model: DocSAM, metrics: dict[str, float], step: int) -> None:
-    """Replace `best/` with these weights and their validation metrics."""
+def save_best(
+    output: Path, model: DocSAM, metrics: dict[str, float], step: int, prompts: Mapping[str, Any]
+) -> None:
+    """Replace `best/` with these weights (and their `prompts`) and their validation metrics."""
     folder = output / "best"
-    save_model(model, folder / MODEL_FILE)
+    save_model(model, folder / MODEL_FILE, **prompts)
     with atomic_open(folder / "metrics.json") as handle:
         json.dump({"step": step, **metrics}, handle, indent=1)

@@ -85,6 +85,14 @@ class LayoutDataset:
         """K_d of the sampling rule: the categories of the first image's json."""
         return category_count(self.read_json(0))
 
+    def categories(self) -> tuple[str, ...]:
+        """The sorted class names training prompts with (no background): convert-dataset lists every class
+        of the dataset in each image's json, so the first one's are the dataset's."""
+        try:
+            return rectify(self.read_json(0)).class_names
+        except AnnotationError as error:
+            raise DatasetError(f"{self.json_path(0)}: {error}") from None
+
     def load(self, index: int) -> tuple[np.ndarray, PageAnnotations]:
         """The BGR uint8 image and its annotations in that image's pixel coordinates (area-sorted)."""
         image = load_frame(self.image_path(index))

@@ -60,7 +60,7 @@ def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:
 
 def check_options(options: TrainingOptions, device: torch.device, world_size: int) -> None:
     """Refuse what the trainer would refuse, before datasets and model are loaded: fp16 off CUDA, a
-    global batch that does not split into processes × accumulation steps."""
+    global batch that does not split into processes × accumulation steps, a warm-up as long as the run."""
     try:
         precision_dtype(options.precision, device)
     except ValueError as error:
@@ -69,6 +69,8 @@ def check_options(options: TrainingOptions, device: torch.device, world_size: in
         BatchLayout(options.batch_size, world_size, options.accumulation)
     except ValueError as error:
         raise UsageError(f"--batch-size {options.batch_size}: {error}") from None
+    if options.warmup and options.warmup >= options.iterations:
+        raise UsageError(f"--warmup {options.warmup}: must be less than --iters ({options.iterations})")
 
 
 def load_starting_model(starting_model: Callable[[], DocSAM]) -> DocSAM:

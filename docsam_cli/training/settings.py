@@ -252,7 +252,14 @@ class TrainingOptions:
         ),
     )
     warmup: int = field(
-        default=0, metadata=cli("--warmup", help="Linear warm-up iterations.", panel=OPTIMISATION, min=0)
+        default=0,
+        metadata=cli(
+            "--warmup",
+            help="Linear warm-up steps, part of --iters: the LR rises from LR/N to LR over the first N "
+            "steps, then the schedule runs over the rest (0: none, as the reference).",
+            panel=OPTIMISATION,
+            min=0,
+        ),
     )
     seed: int = field(
         default=0,

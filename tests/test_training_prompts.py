@@ -1,0 +1,76 @@
+"""Weights written by `docsam finetune` carry the classes and dataset name they were trained with (the final
+model, each checkpoint, `best/`), so that `docsam segment --weights` without --classes prompts with them;
+and the schedule's own limit: a warm-up as long as the run is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from training_helpers import write_layout
+from typer.testing import CliRunner
+
+from docsam_cli.app import app
+from docsam_cli.training.checkpoints import list_checkpoints
+from model.checkpoint import stored_classes
+
+RUN = [
+    "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
+    "--log-every", "1", "--no-progress", "--device", "cpu", "--workers", "0", "--checkpoint-every", "1",
+]  # fmt: skip
+
+
+def page(index: int, names: tuple[str, str]) -> tuple[np.ndarray, dict]:
+    image = np.random.default_rng(index).integers(0, 255, (64, 72, 3), dtype=np.uint8)
+    coco = {
+        "images": [{"id": index, "height": 64, "width": 72, "file_name": f"p{index}.png"}],
+        "categories": [{"id": 1, "name": names[0]}, {"id": 2, "name": names[1]}],
+        "annotations": [
+            {"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]},
+            {"id": 2, "category_id": 2, "bbox": [10, 34, 50, 20]},
+        ],
+    }
+    return image, coco
+
+
+def dataset(root: Path, names: tuple[str, str]) -> Path:
+    """A split named after its folder (as `convert-dataset` names it in `dataset.json`)."""
+    write_layout(root, {f"p{index}": page(index, names) for index in range(2)})
+    (root / "dataset.json").write_text(json.dumps({"name": root.name}), encoding="utf-8")
+    return root
+
+
+def finetune(weights: Path, out: Path, *datasets: Path) -> None:
+    arguments = ["finetune", *map(str, datasets), "--weights", str(weights), "-o", str(out), *RUN]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_finetuned_weights_carry_the_training_classes(tmp_path: Path, tiny_weights: Path) -> None:
+    data = dataset(tmp_path / "Newspapers", ("paragraph", "heading"))
+    out = tmp_path / "run"
+    finetune(tiny_weights, out, data)
+    files = [out / "model.safetensors", *(folder / "model.safetensors" for folder in list_checkpoints(out))]
+    assert len(files) == 3
+    for path in files:
+        stored = stored_classes(path)
+        assert stored is not None, path
+        assert (tuple(stored.classes), stored.dataset) == (("heading", "paragraph"), "Newspapers")
+
+
+def test_sets_of_different_classes_store_none(tmp_path: Path, tiny_weights: Path) -> None:
+    first = dataset(tmp_path / "A", ("paragraph", "heading"))
+    second = dataset(tmp_path / "B", ("table", "figure"))
+    out = tmp_path / "run"
+    finetune(tiny_weights, out, first, second)
+    assert stored_classes(out / "model.safetensors") is None
+
+
+def test_a_warmup_as_long_as_the_run_is_a_usage_error(tmp_path: Path, tiny_weights: Path) -> None:
+    data = dataset(tmp_path / "Newspapers", ("paragraph", "heading"))
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *RUN]
+    result = CliRunner().invoke(app, [*arguments, "--warmup", "2"])
+    assert result.exit_code == 2
+    assert "--warmup 2: must be less than --iters (2)" in result.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
