@@ -33,6 +33,12 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def shows_progress(console: Console, quiet: bool) -> bool:
+    """Whether a progress bar is drawn on `console`: not with `-q`, and only on a terminal (a bar redrawn
+    in a log file is noise)."""
+    return not quiet and console.is_terminal
+
+
 def print_error(console: Console, message: str) -> None:
     """`error: <message>` on one line, the message shown exactly (see `docsam_cli.names.one_line`)."""
     console.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
@@ -142,8 +148,8 @@ class ConsoleReporter:
         self._stop()
 
     def start(self, label: str) -> None:
-        if self.quiet or self._progress is not None or not self.console.is_terminal:
-            return  # a bar redrawn in a log file is noise
+        if self._progress is not None or not shows_progress(self.console, self.quiet):
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(

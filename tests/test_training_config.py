@@ -4,6 +4,7 @@ options on the command line override it, and unusable files are one usage error.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
+from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.run_log import RUN_FILE, read_log, write_run_file
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan
 
@@ -151,3 +153,90 @@ def test_finished_run_replays_with_the_same_losses(tmp_path: Path, tiny_weights:
     losses = [[r["loss"] for r in read_log(folder) if "loss" in r] for folder in (first, second)]
     assert len(losses[0]) == 3
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
+def small_layout(folder: Path) -> Path:
+    """Two 64x72 pages with a text and a table box each."""
+    rng = np.random.default_rng(0)
+    coco = {
+        "images": [{"id": 0, "height": 64, "width": 72, "file_name": "p.png"}],
+        "categories": [{"id": 1, "name": "text"}, {"id": 2, "name": "table"}],
+        "annotations": [
+            {"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]},
+            {"id": 2, "category_id": 2, "bbox": [10, 34, 50, 20]},
+        ],
+    }
+    pages = {f"p{index}": (rng.integers(0, 255, (64, 72, 3), dtype=np.uint8), coco) for index in range(2)}
+    return write_layout(folder, pages)
+
+
+@pytest.mark.slow
+def test_resume_continues_with_the_recorded_settings(tmp_path: Path, tiny_weights: Path) -> None:
+    """`--resume -o RUN` alone continues the run as started (its run.json is an implicit --config) and
+    leaves run.json as it was; an option that differs from the record is a usage error naming it."""
+    data, run = small_layout(tmp_path / "data"), tmp_path / "run"
+    invoke(
+        *["finetune", str(data), "-o", str(run), "--weights", str(tiny_weights), "--device", "cpu"],
+        *[
+            "--iters",
+            "4",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--short-range",
+            "48,56",
+            "--patch-size",
+            "40",
+        ],
+        *[
+            "--workers",
+            "0",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "2",
+            "--val-every",
+            "0",
+            "--no-progress",
+        ],
+    )
+    recorded, whole = (run / RUN_FILE).read_text(), read_log(run)
+    shutil.rmtree(list_checkpoints(run)[-1])
+    (run / "model.safetensors").unlink()
+
+    output = invoke("finetune", "--resume", "-o", str(run), "--lr", "5e-4", code=2)
+    assert "--lr" in output and RUN_FILE in output and not (run / "model.safetensors").exists()
+
+    invoke("finetune", "--resume", "-o", str(run), "--workers", "0", "--no-progress", "--keep-last", "4")
+    assert (run / RUN_FILE).read_text() == recorded  # not rewritten (it would record --keep-last 4)
+    resumed = read_log(run)
+    assert [(r["step"], r["lr"]) for r in resumed] == [(r["step"], r["lr"]) for r in whole]
+    assert [r["step"] for r in whole] == [1, 2, 3, 4] and whole[0]["lr"] == 1e-3
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-5)
+    assert (run / "model.safetensors").is_file()
+
+
+def test_resume_refuses_recorded_options_given_other_values(started: list[RunPlan], tmp_path: Path) -> None:
+    """Only the options of where and how a run goes may differ on resume; the rest are named."""
+    invoke(*FINETUNE, "-o", str(tmp_path), "--iters", "7", "--short-range", "96,112", "--no-progress")
+    write_run_file(tmp_path, started[-1].record, world_size=1, identity={})
+    same = ["--iters", "7", "--short-range", "96, 112"]  # the same values, however typed
+    harmless = [
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--progress",
+        "--log-every",
+        "3",
+        "--checkpoint-every",
+        "5",
+    ]
+    invoke("finetune", "--resume", "-o", str(tmp_path), *same, *harmless, "--keep-last", "9")
+    resumed = started[-1]
+    assert resumed.options.iterations == 7 and resumed.augmentation.short_range == (96, 112)
+    assert resumed.datasets == started[0].datasets and resumed.options.workers == 1
+
+    output = invoke("finetune", "--resume", "-o", str(tmp_path), "--iters", "8", "--seed", "3", code=2)
+    assert "--iters, --seed differ" in output and len(started) == 2

@@ -12,7 +12,7 @@ import torch
 from training_helpers import ScriptedRandom, write_layout
 
 from docsam_cli.errors import InputError
-from docsam_cli.training.annotations import Instance, rectify
+from docsam_cli.training.annotations import AnnotationError, Instance, rectify
 from docsam_cli.training.augment import augment, crop_instances, rasterise
 from docsam_cli.training.data import MixedTrainingData, collate, raise_failures, reference_weights
 from docsam_cli.training.datasets import LayoutDataset
@@ -36,6 +36,24 @@ def test_dataset_spec_syntax() -> None:
     for bad in ("d,colour=red", "d,weight=0", "d,start=-1", "d,name"):
         with pytest.raises(ValueError):
             DatasetSpec.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        ({"id": 7, "category_id": 1, "bbox": [10, 10, "20px", 5]}, "annotation 7: bad bbox"),
+        ({"id": 7, "category_id": 1, "bbox": [10, None, 20, 5]}, "annotation 7: bad bbox"),
+        ({"id": 7, "category_id": [1], "bbox": [10, 10, 20, 5]}, "annotation 7: bad category_id"),
+        ({"id": 7, "category_id": 1, "segmentation": [3]}, "annotation 7: bad polygon"),
+    ],
+)
+def test_unusable_annotation_values_are_annotation_errors_naming_the_annotation(
+    annotation: dict, expected: str
+) -> None:
+    with pytest.raises(AnnotationError, match=expected):
+        rectify(coco([annotation], [(1, "text")]))
+    with pytest.raises(AnnotationError, match="category without a usable id"):
+        rectify(coco([], []) | {"categories": [{"name": "text"}]})
 
 
 def test_rectification_follows_the_reference_loader() -> None:

@@ -76,6 +76,17 @@ def test_a_bad_image_is_the_same_one_line_error_with_and_without_workers(
     assert "internal error" not in lines[0] and "Traceback" not in lines[0]
 
 
+def test_a_bbox_value_that_is_not_a_number_names_the_json_and_the_annotation(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    bad = {"id": 9, "category_id": 1, "bbox": [10, 10, "20px", 5]}
+    data = write_layout(tmp_path / "bad", {f"p{index}": page(index, [bad]) for index in range(2)})
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    assert "coco/p0.json" in lines[0] and "annotation 9: bad bbox" in lines[0] and "'20px'" in lines[0]
+
+
 # --- 2. requests that cannot start ----------------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
     if height <= 0 or width <= 0:
         raise AnnotationError(f"image size {width}x{height} is empty")
 
-    names_by_id = {category["id"]: category["name"] for category in coco.get("categories", [])}
+    names_by_id = _names_by_id(coco)
     kept_names = [name for name in names_by_id.values() if name != BACKGROUND]
     if "table" in kept_names and "text word" in kept_names:
         kept_names.remove("text word")
@@ -100,17 +100,45 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
         has_box = isinstance(box, list | tuple) and len(box) == 4
         if not has_box and not polygons:
             continue
-        category = annotation.get("category_id")
-        name = category if isinstance(category, str) else names_by_id.get(category)
+        name = _category_name(annotation, names_by_id)
         if name not in label_of_name:
             continue
         polygons = [_clamp_points(points, width, height) for points in polygons]
-        xyxy = _clamp_box(box, width, height) if has_box else _bounding_rect(polygons)
+        xyxy = _clamp_box(_box_numbers(annotation), width, height) if has_box else _bounding_rect(polygons)
         if not polygons:
             x1, y1, x2, y2 = xyxy
             polygons = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)]
         instances.append(Instance(label_of_name[name], xyxy, tuple(polygons), polygons_area(polygons)))
     return PageAnnotations(height, width, class_names, tuple(instances))
+
+
+def _names_by_id(coco: Mapping[str, Any]) -> dict[Any, str]:
+    try:
+        return {category["id"]: category["name"] for category in coco.get("categories", [])}
+    except (KeyError, TypeError) as error:
+        raise AnnotationError(f"a category without a usable id and name ({error!r})") from None
+
+
+def _category_name(annotation: Mapping[str, Any], names_by_id: Mapping[Any, str]) -> str | None:
+    """The annotation's category name: a string `category_id` is the name itself (the reference accepts
+    both); an id that cannot be a key (a list, a dict) is an AnnotationError, not a TypeError."""
+    category = annotation.get("category_id")
+    if isinstance(category, str):
+        return category
+    try:
+        return names_by_id.get(category)
+    except TypeError:
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad category_id {category!r}") from None
+
+
+def _box_numbers(annotation: Mapping[str, Any]) -> tuple[float, ...]:
+    """The four numbers of the annotation's `bbox` (x, y, w, h); a value that is not a number is an
+    AnnotationError naming the annotation (the caller adds the json's path)."""
+    box = annotation["bbox"]
+    try:
+        return tuple(float(value) for value in box)
+    except (TypeError, ValueError) as error:
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad bbox {box!r} ({error})") from None
 
 
 def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
@@ -121,7 +149,7 @@ def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
         return []  # RLE masks are not part of the unified layout (the reference cannot read them either)
     try:
         return [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon ({error})") from None
 
 
@@ -130,7 +158,7 @@ def _clamp_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _clamp_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
-    x, y, w, h = (float(value) for value in box)
+    x, y, w, h = box
     x1, y1 = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
     x2, y2 = min(max(x + w, 0.0), width - 1.0), min(max(y + h, 0.0), height - 1.0)
     return np.array([x1, y1, max(x2, x1), max(y2, y1)], dtype=np.float64)

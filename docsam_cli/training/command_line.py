@@ -9,6 +9,10 @@ override them (`finetune`'s `TrainingOptions(iterations=4000, ...)`).
 `--config` replays a run: it reads the `run.json` a run wrote (or a JSON / YAML mapping of option names to
 values) into Click's `default_map`, so recorded values replace the declared defaults, options typed on the
 command line replace both, and every value goes through the same parsing and checks as a typed one.
+
+`--resume` continues the run in `--out` as it was started: the run's `run.json` is an implicit `--config`
+(read the same way), and an option typed on the command line that differs from the record is a usage error,
+except those that change where and how the run goes, not what it computes (`RESUME_MAY_CHANGE`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import typer
 from docsam_cli.console import print_error, print_plain, stderr_console
 from docsam_cli.errors import ExitCode, InputError
 from docsam_cli.names import display_path, one_line
-from docsam_cli.training.run_log import run_settings
+from docsam_cli.training.run_log import RUN_FILE, run_settings
 from docsam_cli.training.settings import PANELS, Option, RunPlan
 
 if TYPE_CHECKING:
@@ -33,6 +37,13 @@ if TYPE_CHECKING:
 
 Start = TypeVar("Start")
 Command = Callable[[RunPlan, Start], None]
+
+# The options a resumed run may give other values than its run.json records: they change where and how the
+# run goes (processes, device, what it reports, which checkpoints it keeps), not its results.
+RESUME_MAY_CHANGE = frozenset(
+    {"out", "workers", "device", "progress", "log_every", "checkpoint_every", "keep_last"}
+)
+_RESUMED = "docsam.resumed"  # ctx.meta key: the settings of the run.json that --resume read
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ class _Declared:
     def name(self) -> str:
         return self.option.name
 
+    @property
+    def flag(self) -> str:
+        """The option as the user types it (`--lr`), `DATASET` for the argument."""
+        return "DATASET" if self.option.argument else "--" + self.name.replace("_", "-")
+
     def parameter(self, annotation: Any) -> inspect.Parameter:
         """The Typer parameter: `Annotated[type, typer.Option(...)]` with the command-line default."""
         spec = self.option
@@ -65,7 +81,8 @@ class _Declared:
         if spec.argument:
             info = typer.Argument(show_default=False, **details)
         else:
-            info = typer.Option(*spec.flags, min=spec.min, max=spec.max, **details)
+            callback = _RESUME_CALLBACKS.get(self.name)
+            info = typer.Option(*spec.flags, min=spec.min, max=spec.max, callback=callback, **details)
         return inspect.Parameter(
             self.name,
             inspect.Parameter.KEYWORD_ONLY,
@@ -156,18 +173,90 @@ def _parse_config(text: str, yaml: bool) -> Any:
         raise ValueError(str(error)) from None
 
 
-def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
-    """Eager `--config` callback: the file's values become the defaults of the other options."""
-    if path is None:
-        return None
-    settings = read_config(path, ctx.info_name or "")
+def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, Any]:
+    """The option values of the config file at `path` (see `read_config`); unknown names are refused."""
+    try:
+        settings = read_config(path, ctx.info_name or "")
+    except typer.BadParameter as error:
+        error.param_hint = option
+        raise
     known = {parameter.name for parameter in ctx.command.params} - {"config", "resume"}
     unknown = sorted(set(settings) - known)
     if unknown:
         listed = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint="--config")
-    ctx.default_map = {**(ctx.default_map or {}), **settings}
+        raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint=option)
+    return settings
+
+
+def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Eager `--config` callback: the file's values become the defaults of the other options."""
+    if path is None:
+        return None
+    ctx.default_map = {**(ctx.default_map or {}), **_known_settings(ctx, path, "--config")}
     return path
+
+
+def _load_run_record(ctx: typer.Context, out: Any) -> None:
+    """`--resume` with `--out OUT`: OUT/run.json gives the defaults, as `--config OUT/run.json` would (it
+    wins over a `--config` file). Click processes the options typed on the command line first, so this
+    runs before any option that takes its value from the record. A folder without run.json (no run, or
+    one that never started) keeps the command's defaults: `launch` then says what is missing."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        return
+    settings = _known_settings(ctx, path, "--resume")
+    ctx.meta[_RESUMED] = (settings, dict(ctx.default_map or {}))
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+
+
+def _on_resume(ctx: typer.Context, resume: bool) -> bool:
+    if resume and ctx.params.get("out") is not None:
+        _load_run_record(ctx, ctx.params["out"])
+    return resume
+
+
+def _on_out(ctx: typer.Context, out: Path | None) -> Path | None:
+    if ctx.params.get("resume") and out is not None:
+        _load_run_record(ctx, out)
+    return out
+
+
+# Whichever of --resume and --out Click processes second reads the run's record.
+_RESUME_CALLBACKS: dict[str, Callable[..., Any]] = {"resume": _on_resume, "out": _on_out}
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was given on the command line. By the source's name: Typer runs its own copy of
+    Click, whose `ParameterSource` it does not export."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list[_Declared]) -> None:
+    """Refuse a resume whose typed (or `--config`) options differ from the run's record, naming them;
+    `RESUME_MAY_CHANGE` options may differ. Values are compared parsed (`96, 112` is `96,112`)."""
+    if _RESUMED not in ctx.meta:
+        return
+    recorded, config = ctx.meta[_RESUMED]
+    changed = []
+    for item in declared:
+        if item.name not in recorded or item.name in RESUME_MAY_CHANGE:
+            continue
+        if _typed(ctx, item.name):
+            given = _recordable(values[item.name])
+        elif item.name in config:
+            given = config[item.name]
+        else:
+            continue
+        if item.value(given) != item.value(recorded[item.name]):
+            changed.append(item.flag)
+    if changed:
+        raise typer.BadParameter(
+            f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the run's {RUN_FILE}: "
+            "a resumed run keeps its settings "
+            f"(start a new run with --config instead)",
+            param_hint="--resume",
+        )
 
 
 _CONFIG = inspect.Parameter(
@@ -205,6 +294,7 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
             values.pop("config")
             record = {item.name: _recordable(values[item.name]) for item in declared if item.option.recorded}
             try:
+                _check_resumed(ctx, values, declared)
                 plan = _build(RunPlan, values, by_class)
                 starting_point = _build(start, values, by_class)
             except ValueError as error:

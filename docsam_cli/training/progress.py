@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -12,11 +11,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from docsam_cli.console import message_options, shows_progress, stderr_console
+
 
 class TrainingProgress:
-    """Shows nothing when disabled (other ranks, `--no-progress`)."""
+    """The bar is shown as `segment`'s is (not with `-q`, only when stderr is a terminal), and never when
+    disabled (other ranks, `--no-progress`); `note` lines are printed either way."""
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
+        console = stderr_console()
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -27,8 +30,8 @@ class TrainingProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
+            console=console,
+            disable=not (enabled and shows_progress(console, message_options().quiet)),
         )
         self._task = self._progress.add_task(
             "train", total=total, completed=start, loss="-", lr="-", speed="-"

@@ -377,8 +377,9 @@ class RunPlan:
         default=False,
         metadata=cli(
             "--resume",
-            help="Continue the run in --out from its last checkpoint (same datasets, seed and batch size; "
-            "the curve equals an uninterrupted run's when the other options are unchanged too).",
+            help="Continue the run in --out from its last checkpoint with the settings its run.json records "
+            "(options not given come from it; only --workers, --device, --progress, --log-every, "
+            "--checkpoint-every and --keep-last may differ).",
             panel=CHECKPOINTS,
             recorded=False,
         ),

@@ -237,13 +237,14 @@ class Trainer:
     def run(self, resume: Path | None = None, record: Mapping[str, Any] | None = None) -> Path:
         """Train to `options.iterations`; returns the path of the final weights.
 
-        `record` (the command and its option values, see `RunPlan.record`) goes to run.json."""
+        `record` (the command and its option values, see `RunPlan.record`) goes to run.json when the run
+        starts; a resumed run leaves run.json as it is."""
         options, main = self.options, self.distributed.is_main
         start = self.resume(resume) if resume is not None else 0
         if start == 0 and options.warmup:
             self.schedule.step(0)
         self.output.mkdir(parents=True, exist_ok=True)
-        if main:
+        if main and resume is None:  # a resumed run keeps the record it was started with
             write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
         log = RunLog(self.output, start) if main else None
         network = self.distributed.wrap(self.model)
