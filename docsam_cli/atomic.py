@@ -69,3 +69,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def can_write_in(folder: Path) -> OSError | None:
+    """Whether a file can be created in `folder` (by creating and removing one): None, or the error."""
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".docsam-probe.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        return error
+    os.close(handle)
+    os.unlink(probe)
+    return None

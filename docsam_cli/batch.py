@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from docsam_cli.atomic import atomic_write_text
+from docsam_cli.atomic import atomic_write_text, can_write_in
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
@@ -132,14 +131,8 @@ def prepare_output_folder(out: Path) -> None:
         raise UsageError(
             f"--out {display_path(out)}: cannot create the folder: {_os_reason(error)}"
         ) from None
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".docsam-probe.", suffix=".tmp", dir=out)
-    except OSError as error:
-        raise UsageError(
-            f"--out {display_path(out)}: cannot write in the folder: {_os_reason(error)}"
-        ) from None
-    os.close(handle)
-    os.unlink(probe)
+    if (error := can_write_in(out)) is not None:
+        raise UsageError(f"--out {display_path(out)}: cannot write in the folder: {_os_reason(error)}")
 
 
 def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.atomic import atomic_write_text
+from docsam_cli.atomic import atomic_write_text, can_write_in
 from docsam_cli.console import print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
@@ -212,15 +210,9 @@ def _check_report_path(path: Path) -> None:
     folder = next(parent for parent in path.absolute().parents if parent.exists())
     if not folder.is_dir():
         raise UsageError(f"--json {display_path(path)}: {display_path(folder)} is not a folder")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".docsam-probe.", suffix=".tmp", dir=folder)
-    except OSError as error:
+    if (error := can_write_in(folder)) is not None:
         reason = error.strerror or type(error).__name__
-        raise UsageError(
-            f"--json {display_path(path)}: cannot write in {display_path(folder)}: {reason}"
-        ) from None
-    os.close(handle)
-    os.unlink(probe)
+        raise UsageError(f"--json {display_path(path)}: cannot write in {display_path(folder)}: {reason}")
 
 
 def _write_report(console: Console, path: Path, result: EvaluationResult) -> None:
