@@ -9,6 +9,7 @@
 # Steps, most important first; each has its own time limit, a failed or timed-out step does not stop the
 # others, and none starts once the whole run's budget (GPU_CHECKS_BUDGET, 540 s) is spent:
 #   parity      pytest -m gpu: the fixture parity tests on CUDA in float32, and post-processing on CUDA
+#   divergence  the first modules whose CUDA outputs depart from the CPU's (TF32 allowed, then not)
 #   speed       DocSAM-Large, bf16, random weights, synthetic A4 pages: pages/s and peak GPU memory
 #   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
 #   segment     `docsam segment` end to end on real pages and PDFs, a random-weight DocSAM-Base file
@@ -196,6 +197,7 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
         # MiniLM weights stay behind, the parity tests take the fixture's text embeddings (tests/conftest.py)
         export DOCSAM_TEXT_FROM_FIXTURES=1
         step parity 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu --continue-on-collection-errors tests
+        step divergence 60 "$PY" -m benchmarks.device_divergence --reference "$REFERENCE"
     fi
     step speed 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES"
     step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs

@@ -18,7 +18,10 @@ set -euo pipefail
 SHARED=${SHARED:-../shared}
 DEST=${DEST:-fixtures-local}
 PYTHON=${PYTHON:-python3}
-WHEELS=(pycocotools pdf2image gdown beautifulsoup4 soupsieve)
+# typer 0.29 (the app uses its bundled click) with the pydantic it coerces values with, and shapely: the
+# device image's typer may be older, and it lacks pydantic and shapely.
+WHEELS=(pycocotools pdf2image gdown beautifulsoup4 soupsieve typer==0.29.2 pydantic==2.14.4 pydantic-core==2.50.5
+    annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 shapely==2.2.0)
 
 mkdir -p "$DEST/pages" "$DEST/pdfs" "$DEST/wheels"
 rm -rf "$DEST/reference" && cp -r "$SHARED/fixtures/reference" "$DEST/reference"
@@ -56,5 +59,6 @@ done | sort -u | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|l
     while read -r library; do cp -L "$library" "$DEST/poppler/lib/"; done
 
 du -sh "$DEST"
-size=$(du -sm --exclude=.git . | cut -f1)
+tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- | tail -n 1 | cut -f1)
+size=$(((tree + $(du -sb "$DEST" | cut -f1)) / 1048576))
 echo "working tree with $DEST: ${size} MiB (the device carries at most 64 MiB)"

@@ -12,6 +12,8 @@ thumbnail + 6 windows) unless --pages-dir is given. Modes:
     --sweep         (CUDA) pages/s and peak memory for fp32/bf16 × batch 8/16/32 × isolated or not
     --inputs DIR    pages/s of decoding/rendering DIR with --workers threads, beside the model's pages/s
 
+--breakdown --gpu-paths counts operators as a GPU would run them (its seconds mean nothing), on a CPU.
+
 Examples (run from the repository root):
 
     python -m benchmarks.segment_speed --variant large --device cuda --precision bf16 --pages 20
@@ -29,6 +31,7 @@ Examples (run from the repository root):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -100,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--sweep", action="store_true", help="CUDA: precisions × batch sizes × isolation")
     mode.add_argument("--inputs", type=Path, help="folder to decode: input pages/s beside model pages/s")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads for --inputs")
+    parser.add_argument(
+        "--gpu-paths",
+        action="store_true",
+        help="--breakdown through the code paths a GPU takes, for its operator counts on a CPU",
+    )
     parser.add_argument("--json", type=Path, help="append the figures as one JSON line to this file")
     return parser
 
@@ -132,7 +140,8 @@ def _throughput(args, model, device, dtype, pages) -> None:
 
 
 def _breakdown(args, model, device, dtype, pages) -> None:
-    with tempfile.TemporaryDirectory() as out_dir:
+    paths = breakdown.gpu_code_paths() if args.gpu_paths else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as out_dir, paths:
         result = breakdown.measure(
             model, pages, device, dtype, out_dir=Path(out_dir), batch_size=args.batch_size
         )
@@ -145,6 +154,7 @@ def _breakdown(args, model, device, dtype, pages) -> None:
         precision=args.precision,
         seconds=result.seconds,
         flops=result.flops,
+        operators=result.operators,
         after_backbone_ratio=result.after_backbone_ratio(),
     )
 

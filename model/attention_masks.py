@@ -16,6 +16,10 @@ the same values with the same weights):
   for each of 900 queries per image).
 
 Other level sizes take the reference's route (max-pool, resize).
+
+That economy is for the CPU, where memory traffic is the cost. On an accelerator the cost is the number of
+kernel launches (the loop above launches about a hundred per image and layer), so there every image and
+query goes through the reference's route at once: one max-pool pair, one resize and one threshold per level.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from model import devices
 from model.layers import resize_bilinear
 
 
@@ -44,6 +49,8 @@ def attention_allowed(
     if mask_logits is None:
         return [~padding[:, None, None, :] for padding in memories_padding]
     logits = mask_logits.detach()  # the masks are boolean: no gradient flows through them
+    if devices.launch_bound(logits.device):
+        return _allowed_at_once(logits, memories_padding, level_sizes, rows)
     batch = logits.shape[0]
     queries = logits.shape[1] if rows is None else rows.shape[1]
     allowed = [
@@ -65,6 +72,32 @@ def attention_allowed(
                 open_rows |= padding_rows
             level_allowed |= open_rows
             level_allowed &= ~memories_padding[level][image]
+    return allowed
+
+
+def _allowed_at_once(
+    logits: torch.Tensor,
+    memories_padding: Sequence[torch.Tensor],
+    level_sizes: Sequence[tuple[int, int]],
+    rows: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """`attention_allowed` by the reference's route for all images and queries together."""
+    if rows is not None:
+        images = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        logits = logits[images, rows.clamp(min=0)]  # (N, K, h, w)
+    height, width = logits.shape[-2:]
+    allowed = []
+    for (level_height, level_width), padding in zip(level_sizes, memories_padding, strict=True):
+        dilated = _max_pool(logits, round(height / level_height))
+        if (level_height, level_width) != (height, width):
+            dilated = resize_bilinear(dilated, (level_height, level_width))
+        level_allowed = dilated.sigmoid_().flatten(2) >= 0.5  # (N, K, S)
+        open_rows = ~level_allowed.any(-1, keepdim=True)  # would attend nowhere
+        if rows is not None:
+            open_rows |= rows[..., None] < 0
+        level_allowed |= open_rows
+        level_allowed &= ~padding[:, None, :]
+        allowed.append(level_allowed[:, None])
     return allowed
 
 
@@ -188,7 +221,8 @@ def _spread(x: torch.Tensor, offset: int, dim: int, out: torch.Tensor) -> torch.
 
 
 def _max_pool(maps: torch.Tensor, radius: int) -> torch.Tensor:
-    """The reference's (2r+1)×(2r+1) max-pool, 'same' size, as a row pass and a column pass."""
+    """The reference's (2r+1)×(2r+1) max-pool of (N, C, h, w) maps, 'same' size, as a row pass and a
+    column pass."""
     size = 2 * radius + 1
     rows = F.max_pool2d(maps, kernel_size=(1, size), stride=1, padding=(0, radius))
     return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from model.attention import MemoryLevel, PackedAttention
-from model.attention_masks import attention_allowed
+from model.attention_masks import _allowed_at_once, attention_allowed
 from model.layers import resize_bilinear
 
 
@@ -36,7 +36,12 @@ def reference_allowed(logits, level_sizes, memory_padding):
     ],
 )
 @pytest.mark.parametrize("selected", [False, True], ids=["all-rows", "selected-rows"])
-def test_attention_masks_equal_reference_recipe(size, levels, selected):
+@pytest.mark.parametrize(
+    "route",
+    [attention_allowed, _allowed_at_once],  # the CPU's per-image route; accelerators' all-at-once one
+    ids=["per-image", "at-once"],
+)
+def test_attention_masks_equal_reference_recipe(size, levels, selected, route):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 9, *size, generator=generator) * 3 - 2
     logits[0, 8] = -5.0  # attends nowhere: must attend everywhere
@@ -48,7 +53,7 @@ def test_attention_masks_equal_reference_recipe(size, levels, selected):
         # The reference gathers the rows and zero-pads: padding rows hold zeros.
         expected_logits = torch.stack([logits[image, row.clamp(min=0)] for image, row in enumerate(rows)])
         expected_logits = expected_logits.masked_fill((rows < 0)[..., None, None], 0.0)
-    got = attention_allowed(logits, memory_padding, levels, rows)
+    got = route(logits, memory_padding, levels, rows)
     expected = reference_allowed(expected_logits, levels, memory_padding)
     queries = 6 if selected else 9
     for level, (mine, theirs) in enumerate(zip(got, expected, strict=True)):

@@ -71,4 +71,4 @@ def test_a_page_synchronises_six_times_on_cuda():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [warning for warning in caught if "synchroniz" in str(warning.message)]
-    assert len(syncs) == 6, [f"{warning.filename}:{warning.lineno}" for warning in syncs]
+    assert len(syncs) == 6, "\n".join(f"{warning.filename}:{warning.lineno}" for warning in syncs)

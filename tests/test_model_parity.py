@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from docsam_cli.precision import network_autocast
 from model.text_encoder import tokenize
 
 TOLERANCES = {  # (atol, rtol)
@@ -72,7 +73,7 @@ def run_case(model, io, io_meta, case: str, forced: bool, monkeypatch, device: s
     if forced:
         kept = [io[f"{case}.decoder.stage{s}.kept_index"] for s in range(1, 5)]
         monkeypatch.setattr(model.decoder, "select_queries", forced_selection(kept))
-    with torch.no_grad():
+    with torch.no_grad(), network_autocast(torch.device(device), torch.float32):
         return model(
             io[f"{case}.input.pixel_values"].float().to(device),
             io[f"{case}.input.pixel_mask"].float().to(device),

@@ -144,7 +144,9 @@ def _patch_nms(
                 pairs.append((block, block))
             else:
                 heads = order[block.start : block.start + NMS_LEADERS]
-                leaders[patch, heads] = True
+                # index_fill_, not `leaders[patch, heads] = True`: on CUDA, Python item assignment through
+                # an index tensor copies the scalar from the host, a synchronisation.
+                leaders[patch].index_fill_(0, heads, True)
                 pairs.append((heads, block))
         relations.append(_patch_suppression(found, pairs))
         earlier[patch, : len(order), : len(order)] = earlier_suppressors(relations[patch], positions[patch])
