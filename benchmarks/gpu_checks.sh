@@ -6,17 +6,19 @@
 #   bash benchmarks/gpu_prepare.sh
 #   run(command="bash benchmarks/gpu_checks.sh", carry=["fixtures-local"], timeout_s=600)
 #
-# Steps, most important first; each has its own time limit, a failed or timed-out step does not stop the
-# others, and none starts once the whole run's budget (GPU_CHECKS_BUDGET, 540 s) is spent:
+# Steps, most important first (those the 2026-12-04 run could not do come before those it measured);
+# each has its own time limit, a failed or timed-out step does not stop the others, and none starts once
+# the whole run's budget (GPU_CHECKS_BUDGET, 540 s) is spent:
 #   parity      pytest -m gpu: the fixture parity tests on CUDA in float32, and post-processing on CUDA
 #   divergence  the first modules whose CUDA outputs depart from the CPU's (TF32 allowed, then not)
 #   speed       DocSAM-Large, bf16, random weights, synthetic A4 pages: pages/s and peak GPU memory
 #   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
 #   segment     `docsam segment` end to end on real pages and PDFs, a random-weight DocSAM-Base file
+#   breakdown   seconds, FLOPs and operators per pipeline stage, DocSAM-Large bf16
+#   finetune    a 200-step bf16 `docsam finetune` of the random DocSAM-Base on PubLayNet pages: loss drop
+#   inputs      pages/s of decoding and rendering the PDFs with 8 workers, beside the model's
 #   agreement   bf16 against fp32 on the real pages: instance counts, mask IoU, labels
 #   train       benchmarks/train_speed.py, DocSAM-Large bf16, batch 4
-#   finetune    a short bf16 `docsam finetune` of the random DocSAM-Base on PubLayNet pages: loss drop
-#   breakdown   seconds and FLOPs per pipeline stage, DocSAM-Large bf16
 #   sweep       pages/s and peak memory for fp32/bf16 × batch 8/16/32 × isolated or not
 # Figures go to $OUT (default benchmarks/out): summary.txt, figures.jsonl (one JSON line per measurement),
 # gpu_checks.log (everything printed), segment-records.jsonl, finetune-log.jsonl.
@@ -74,16 +76,16 @@ if ((SMOKE)); then
     TINY=$(first_dir fixtures-local/reference ../shared/fixtures/reference)/tiny-config.json
     export DEVICE=cpu PRECISION=fp32 LARGE="--model-config $TINY" BASE_CONFIG=$TINY
     LIMIT_SCALE=5  # a loaded 2-core CPU is slow even for the tiny model
-    SPEED_PAGES=1 SYNC_PAGES=1 AGREE_PAGES=1 SEGMENT_IMAGES=2 SEGMENT_PDFS=1 SWEEP_PAGES=1
+    SPEED_PAGES=1 SYNC_PAGES=1 AGREE_PAGES=1 SEGMENT_IMAGES=2 SEGMENT_PDFS=1 SWEEP_PAGES=1 INPUT_WORKERS=2
     export TRAIN_ARGS="--config $TINY --size 128 --iters 2 --warmup 1"
     export FINETUNE_ARGS="--iters 4 --batch-size 1 --workers 0 --short-range 160,192 --patch-size 128,128"
     export SEGMENT_ARGS="--short-side 192 --window 128"
 else
     export DEVICE=cuda PRECISION=bf16 LARGE="--variant large" BASE_CONFIG=base
     LIMIT_SCALE=1
-    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=16 SEGMENT_PDFS=4 SWEEP_PAGES=6
+    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=16 SEGMENT_PDFS=4 SWEEP_PAGES=6 INPUT_WORKERS=8
     export TRAIN_ARGS="--variant large"
-    export FINETUNE_ARGS="--iters 300 --batch-size 4 --workers 4"
+    export FINETUNE_ARGS="--iters 200 --batch-size 4 --workers 4"
     export SEGMENT_ARGS=""
 fi
 export SEGMENT_IMAGES SEGMENT_PDFS POPPLER PRECISION
@@ -202,11 +204,13 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
     step speed 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES"
     step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
     step segment 150 bash -c segment_end_to_end
+    step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
+    step finetune 200 bash -c finetune_loss_drop
+    step inputs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES" \
+        --inputs "$PDFS_DIR" --workers "$INPUT_WORKERS"
     step agreement 120 "$PY" -m benchmarks.precision_agreement $LARGE --device "$DEVICE" \
         --pages "$AGREE_PAGES" --pages-dir "$PAGES_DIR" --json "$FIGURES"
     step train 120 bash -c train_speed
-    step finetune 180 bash -c finetune_loss_drop
-    step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
     if ((SMOKE)); then
         echo "sweep: needs CUDA, left out of the smoke run" | tee -a "$SUMMARY"
     else

@@ -49,15 +49,16 @@ def network_autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]
 def ieee_float32() -> Iterator[None]:
     """float32 convolutions and matrix products on CUDA in IEEE float32. PyTorch lets cuDNN convolutions
     use TensorFloat-32 by default: 10-bit mantissas, about 1e-3 relative error per product, where parity
-    with the reference allows 1e-4."""
+    with the reference allows 1e-4. Set through the `allow_tf32` flags, not the newer `fp32_precision`
+    ones: once those are set, reading `allow_tf32` raises, and libraries still read it."""
     import torch
 
-    backends = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
-    saved = [backend.fp32_precision for backend in backends]
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    saved = [backend.allow_tf32 for backend in flags]
     try:
-        for backend in backends:
-            backend.fp32_precision = "ieee"
+        for backend in flags:
+            backend.allow_tf32 = False
         yield
     finally:
-        for backend, precision in zip(backends, saved, strict=True):
-            backend.fp32_precision = precision
+        for backend, allowed in zip(flags, saved, strict=True):
+            backend.allow_tf32 = allowed

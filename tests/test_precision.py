@@ -1,0 +1,35 @@
+"""`--precision`: what each name means for the network's arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from docsam_cli.precision import network_autocast, precision_dtype
+
+
+def test_fp32_on_cuda_is_ieee_float32_for_the_network_only():
+    """No TensorFloat-32 inside (cuDNN allows it by default), the process's settings back afterwards. Only
+    flags are touched: no GPU needed."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with network_autocast(torch.device("cuda"), torch.float32):
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_fp32_on_the_cpu_and_bf16_leave_the_settings_alone():
+    before = torch.backends.cudnn.allow_tf32
+    with network_autocast(torch.device("cpu"), torch.float32):
+        assert torch.backends.cudnn.allow_tf32 == before
+        assert not torch.is_autocast_enabled("cpu")
+    with network_autocast(torch.device("cpu"), torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.backends.cudnn.allow_tf32 == before
+
+
+def test_precision_names():
+    assert precision_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        precision_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown precision"):
+        precision_dtype("fp8", torch.device("cpu"))
