@@ -9,6 +9,9 @@ each channel plane for every sample on one thread, and was a quarter of the forw
 The number of samples depends on the boxes, so the host reads one number per call to size them (the
 sampling weights are built on the device, without any other read). A call whose samples would not fit in
 `MAX_SAMPLES` (boxes far larger than the map) or whose boxes are not finite goes to torchvision instead.
+
+All of that is for the CPU. On an accelerator torchvision's own kernel pools a map in one launch without
+the host read, where the table route takes about a hundred small operators: there every call goes to it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from model import devices
 
 MAX_SAMPLES = 1 << 24  # per level and call: 64 Mi table rows with their weights, about 0.8 GB
 # Samples per bin side are counted up to this many: a box reaching it exceeds MAX_SAMPLES on its own, and the
@@ -53,6 +58,8 @@ def roi_align_tokens(maps: Sequence[TokenMap], rois: torch.Tensor, output_size: 
     Maps with the same size and scale share their sampling; all sample counts are read in one transfer.
     """
     rois = rois.detach()  # torchvision's RoIAlign passes no gradient to the boxes either
+    if devices.launch_bound(rois.device):
+        return [_torchvision(m, rois, output_size) for m in maps]
     grids = {(tuple(m.size), m.scale): _grid(rois, m.scale, output_size) for m in maps}
     bins = output_size * output_size
     counts = [bins * (grid.rows * grid.columns).sum() for grid in grids.values()]

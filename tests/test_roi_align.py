@@ -111,3 +111,18 @@ def test_gradient_reaches_the_table_as_through_torchvision():
     (pooled,) = roi_align_tokens([token_map(feature, 0.25)], rois, 7)
     (pooled * channels_last(weights)).sum().backward()
     torch.testing.assert_close(feature.grad, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_accelerators_pool_with_torchvision_alone(monkeypatch):
+    """Where operators cost launches (`model.devices.launch_bound`), torchvision's kernel pools every map:
+    no table sampling, no host read."""
+    generator = torch.Generator().manual_seed(3)
+    feature = torch.randn(2, 8, 10, 12, generator=generator)
+    rois = random_rois(generator, 40, 2, 40.0)
+    monkeypatch.setattr(roi_module.devices, "launch_bound", lambda device: True)
+    monkeypatch.setattr(roi_module, "_samples", lambda *a: pytest.fail("sampled on the table"))
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: pytest.fail("read on the host"))
+    pooled = roi_align_tokens([token_map(feature, 0.25), token_map(feature, 0.125)], rois, 7)
+    for result, scale in zip(pooled, [0.25, 0.125], strict=True):
+        expected = roi_align(feature, rois, 7, spatial_scale=scale, sampling_ratio=-1, aligned=False)
+        assert torch.equal(result, channels_last(expected))
