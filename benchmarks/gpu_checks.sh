@@ -14,6 +14,7 @@
 #   speed       DocSAM-Large, bf16, random weights, synthetic A4 pages: pages/s and peak GPU memory
 #   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
 #   segment     `docsam segment` end to end on real pages and PDFs, a random-weight DocSAM-Base file
+#   ranks       that command alone and as 2 and 4 processes sharing the GPU (torchrun), pages/s
 #   breakdown   seconds, FLOPs and operators per pipeline stage, DocSAM-Large bf16
 #   finetune    a 200-step bf16 `docsam finetune` of the random DocSAM-Base on PubLayNet pages: loss drop
 #   inputs      pages/s of decoding and rendering the PDFs with 8 workers, beside the model's
@@ -77,6 +78,7 @@ if ((SMOKE)); then
     export DEVICE=cpu PRECISION=fp32 LARGE="--model-config $TINY" BASE_CONFIG=$TINY
     LIMIT_SCALE=5  # a loaded 2-core CPU is slow even for the tiny model
     SPEED_PAGES=1 SYNC_PAGES=1 AGREE_PAGES=1 SEGMENT_IMAGES=2 SEGMENT_PDFS=1 SWEEP_PAGES=1 INPUT_WORKERS=2
+    export RANK_PROCESSES=1,2 RANK_PAGES=4
     export TRAIN_ARGS="--config $TINY --size 128 --iters 2 --warmup 1"
     export FINETUNE_ARGS="--iters 4 --batch-size 1 --workers 0 --short-range 160,192 --patch-size 128,128"
     export SEGMENT_ARGS="--short-side 192 --window 128"
@@ -84,6 +86,7 @@ else
     export DEVICE=cuda PRECISION=bf16 LARGE="--variant large" BASE_CONFIG=base
     LIMIT_SCALE=1
     SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=16 SEGMENT_PDFS=4 SWEEP_PAGES=6 INPUT_WORKERS=8
+    export RANK_PROCESSES=1,2,4 RANK_PAGES=48
     export TRAIN_ARGS="--variant large"
     export FINETUNE_ARGS="--iters 200 --batch-size 4 --workers 4"
     export SEGMENT_ARGS=""
@@ -181,13 +184,19 @@ raise SystemExit(0 if end < start else "the loss did not go down")
 EOF
 }
 
+ranks_speed() {  # several processes on one GPU: the host's kernel launching, the bound, side by side
+    random_model || return 1
+    "$PY" benchmarks/segment_ranks.py --weights "$WORK/random.safetensors" --device "$DEVICE" \
+        --precision "$PRECISION" --processes "$RANK_PROCESSES" --pages "$RANK_PAGES" --geometry="$SEGMENT_ARGS"
+}
+
 train_speed() {
     local batch=--batch
     "$PY" benchmarks/train_speed.py --help | grep -q -- --batch-size && batch=--batch-size
     # shellcheck disable=SC2086
     "$PY" benchmarks/train_speed.py $TRAIN_ARGS --precision "$PRECISION" "$batch" 4 --device "$DEVICE"
 }
-export -f random_model segment_end_to_end finetune_loss_drop train_speed
+export -f random_model segment_end_to_end ranks_speed finetune_loss_drop train_speed
 
 SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
 # shellcheck disable=SC2086
@@ -204,6 +213,7 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
     step speed 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES"
     step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
     step segment 150 bash -c segment_end_to_end
+    step ranks 150 bash -c ranks_speed
     step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
     step finetune 200 bash -c finetune_loss_drop
     step inputs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES" \

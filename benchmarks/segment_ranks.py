@@ -12,6 +12,8 @@ repeated up to --pages.
 
     python benchmarks/segment_ranks.py --processes 1,2 --pages 16
     python benchmarks/segment_ranks.py --weights docsam-base --device cuda --processes 1,8 --geometry=
+    python benchmarks/segment_ranks.py --weights docsam-large --device cuda --precision bf16 --processes 1,4 \
+        --geometry=    # 4 processes sharing one GPU
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=16)
     parser.add_argument("--weights", help="a checkpoint or zoo name (default: the tiny parity model)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="segment's --precision")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     parser.add_argument(
         "--geometry",
@@ -91,7 +94,8 @@ def main() -> None:
         weights = args.weights or str(tiny_weights(work / "tiny.safetensors"))
         pages = copy_pages(work / "pages", args.pages)
         print(
-            f"{args.pages} pages, {Path(weights).name}, {args.device}, {args.threads} thread(s) per process"
+            f"{args.pages} pages, {Path(weights).name}, {args.device} ({args.precision}), "
+            f"{args.threads} thread(s) per process"
         )
         for processes in map(int, args.processes.split(",")):
             out = work / f"out-{processes}"
@@ -104,6 +108,8 @@ def main() -> None:
                 str(out),
                 "--device",
                 args.device,
+                "--precision",
+                args.precision,
             ]
             arguments += [*shlex.split(args.geometry), "--format", "coco,page,overlay"]
             started = time.perf_counter()

@@ -63,8 +63,9 @@ def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
 
     if launched_world_size() <= 1:
         return Alone()
-    # The processes only exchange small messages (gloo); each runs the model on its own device.
-    return Ranks(setup(device, backend="gloo", timeout=TIMEOUT), out, jsonl)
+    # The processes only exchange small messages (gloo), so several may share a GPU: on a GPU a page's time
+    # goes mostly to the host launching kernels, which more processes do side by side.
+    return Ranks(setup(device, backend="gloo", timeout=TIMEOUT, share_gpus=True), out, jsonl)
 
 
 def rank_jsonl_path(out: Path, rank: int) -> Path:

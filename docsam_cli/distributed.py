@@ -8,7 +8,8 @@ works on device `LOCAL_RANK` of its machine:
     torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT --nproc_per_node 8 -m docsam_cli ...
 
 Without a launcher's environment (`WORLD_SIZE` unset or 1) a command runs in its own process only. Shared
-by `docsam train`/`finetune` (DDP) and `docsam segment` (a work queue in the launcher's store).
+by `docsam train`/`finetune` (DDP) and `docsam segment` (a work queue in the launcher's store, whose
+processes may share GPUs: `setup(share_gpus=True)`).
 """
 
 from __future__ import annotations
@@ -99,12 +100,17 @@ class Distributed:
 
 
 def setup(
-    device: str = "auto", backend: str | None = None, timeout: timedelta = DEFAULT_TIMEOUT
+    device: str = "auto",
+    backend: str | None = None,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    share_gpus: bool = False,
 ) -> Distributed:
     """Join the process group the launcher describes, or run alone; pick this process's device.
 
     `device` is checked as `docsam_cli.runtime.pick_device` checks it (UsageError if it is not there);
-    `cuda` without an index, or `auto` on a machine with CUDA, is GPU `LOCAL_RANK` under a launcher.
+    `cuda` without an index, or `auto` on a machine with CUDA, is GPU `LOCAL_RANK` under a launcher, or
+    with `share_gpus` GPU `LOCAL_RANK mod GPUs`: several processes per GPU, for work whose processes only
+    exchange small messages over gloo (NCCL refuses two processes on one GPU).
     `backend` defaults to NCCL on CUDA and gloo on the CPU.
     """
     import torch
@@ -113,9 +119,7 @@ def setup(
     world_size = launched_world_size()
     chosen = pick_device(device)
     if chosen.type == "cuda" and chosen.index is None:
-        # GPU LOCAL_RANK under a launcher (refused if the machine has fewer GPUs than processes)
-        index = int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else torch.cuda.current_device()
-        chosen = pick_device(f"cuda:{index}")
+        chosen = pick_device(f"cuda:{_launched_gpu(world_size, share_gpus)}")
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if world_size == 1:
@@ -132,6 +136,17 @@ def setup(
         timeout=timeout,
     )
     return Distributed(dist.get_rank(), dist.get_world_size(), chosen, store)
+
+
+def _launched_gpu(world_size: int, share_gpus: bool) -> int:
+    """This process's GPU index: `LOCAL_RANK` under a launcher (refused by `pick_device` if the machine has
+    fewer GPUs, unless `share_gpus` spreads the processes over them), else the current device."""
+    import torch
+
+    if world_size == 1:
+        return torch.cuda.current_device()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return local_rank % torch.cuda.device_count() if share_gpus else local_rank
 
 
 def teardown() -> None:

@@ -403,3 +403,21 @@ def test_torchrun_restarts_finish_a_run_whose_rank_was_killed(
     assert Counter(line["page_id"] for line in lines) == Counter(page.stem for page in many_pages)
     assert any(line.get("skipped") for line in lines), "the restart should have found pages done"
     assert_complete_and_valid(out, many_pages, shared_data)
+
+
+@pytest.mark.parametrize(
+    ("local_rank", "share", "expected"),
+    [(0, False, 0), (3, False, 3), (0, True, 0), (3, True, 1), (4, True, 0)],
+)
+def test_segment_ranks_share_the_gpus_round_robin_training_ranks_do_not(
+    monkeypatch, local_rank, share, expected
+):
+    """Under a launcher a process takes GPU LOCAL_RANK; `segment`'s processes (gloo only) may share GPUs, so
+    that four processes on a 2-GPU machine take GPUs 0, 1, 0, 1. No GPU needed: only the choice is asked."""
+    import torch
+
+    from docsam_cli.distributed import _launched_gpu
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    assert _launched_gpu(world_size=5, share_gpus=share) == expected
