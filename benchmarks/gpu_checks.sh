@@ -22,7 +22,8 @@
 #   train       benchmarks/train_speed.py, DocSAM-Large bf16, batch 4
 #   sweep       pages/s and peak memory for fp32/bf16 × batch 8/16/32 × isolated or not
 # Figures go to $OUT (default benchmarks/out): summary.txt, figures.jsonl (one JSON line per measurement),
-# gpu_checks.log (everything printed), segment-records.jsonl, finetune-log.jsonl.
+# gpu_checks.log (everything printed), segment-records.txt (the page records, each cut to 300 characters: with
+# random weights a page has hundreds of instances), finetune-log.jsonl.
 #
 #   bash benchmarks/gpu_checks.sh --cpu-smoke   # every step but the sweep on the CPU: the tiny model,
 #                                               # float32 (bf16 only against it), tiny counts, 5x limits
@@ -85,7 +86,7 @@ if ((SMOKE)); then
 else
     export DEVICE=cuda PRECISION=bf16 LARGE="--variant large" BASE_CONFIG=base
     LIMIT_SCALE=1
-    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=16 SEGMENT_PDFS=4 SWEEP_PAGES=6 INPUT_WORKERS=8
+    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=6 SEGMENT_PDFS=2 SWEEP_PAGES=6 INPUT_WORKERS=8
     export RANK_PROCESSES=1,2,4 RANK_PAGES=48
     export TRAIN_ARGS="--variant large"
     export FINETUNE_ARGS="--iters 200 --batch-size 4 --workers 4"
@@ -152,9 +153,10 @@ segment_end_to_end() {
     fi
     # shellcheck disable=SC2086
     "$PY" -m docsam_cli segment "${inputs[@]}" --weights "$WORK/random.safetensors" --out "$WORK/segment" \
-        --device "$DEVICE" --precision "$PRECISION" --pages 1-2 --workers 4 $SEGMENT_ARGS >"$OUT/segment-records.jsonl"
+        --device "$DEVICE" --precision "$PRECISION" --pages 1-2 --workers 4 $SEGMENT_ARGS >"$WORK/records.jsonl"
     local code=$?
-    echo "exit code $code, $(wc -l <"$OUT/segment-records.jsonl") page records, inputs ${#inputs[@]}"
+    cut -c1-300 "$WORK/records.jsonl" >"$OUT/segment-records.txt"
+    echo "exit code $code, $(wc -l <"$WORK/records.jsonl") page records, inputs ${#inputs[@]}"
     ls "$WORK/segment" "$WORK/segment/page" | head -n 20
     return $code
 }
@@ -184,7 +186,7 @@ raise SystemExit(0 if end < start else "the loss did not go down")
 EOF
 }
 
-ranks_speed() {  # several processes on one GPU: the host's kernel launching, the bound, side by side
+ranks_speed() {  # several processes on one GPU: their host-side work side by side
     random_model || return 1
     "$PY" benchmarks/segment_ranks.py --weights "$WORK/random.safetensors" --device "$DEVICE" \
         --precision "$PRECISION" --processes "$RANK_PROCESSES" --pages "$RANK_PAGES" --geometry="$SEGMENT_ARGS"

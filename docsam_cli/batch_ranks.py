@@ -63,8 +63,8 @@ def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
 
     if launched_world_size() <= 1:
         return Alone()
-    # The processes only exchange small messages (gloo), so several may share a GPU: on a GPU a page's time
-    # goes mostly to the host launching kernels, which more processes do side by side.
+    # The processes only exchange small messages (gloo), so several may share a GPU: on a GPU much of a
+    # page's time is host work (encoding, writing, launching kernels), which more processes do side by side.
     return Ranks(setup(device, backend="gloo", timeout=TIMEOUT, share_gpus=True), out, jsonl)
 
 

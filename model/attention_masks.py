@@ -17,9 +17,10 @@ the same values with the same weights):
 
 Other level sizes take the reference's route (max-pool, resize).
 
-That economy is for the CPU, where memory traffic is the cost. On an accelerator the cost is the number of
-kernel launches (the loop above launches about a hundred per image and layer), so there every image and
-query goes through the reference's route at once: one max-pool pair, one resize and one threshold per level.
+That economy is for the CPU, where memory traffic is the cost. On an accelerator memory traffic is cheap
+and every operator is a kernel launch (the loop above launches about a hundred per image and layer), so
+there every image and query goes through the reference's route at once: one max-pool pair, one resize and
+one threshold per level.
 """
 
 from __future__ import annotations
