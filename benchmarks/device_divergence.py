@@ -1,7 +1,8 @@
 """Where the network on CUDA first departs from the same network on the CPU, for a GPU run that fails parity.
 
 The tiny parity configuration with seeded random weights runs the parity fixture's inputs on both devices;
-every module's tensor output is compared in the order the modules ran. Twice: with PyTorch's default float32
+every module's tensor output is compared with the same module's on the CPU, call by call (the n-th call of
+a module with its n-th call), in the order the modules ran on CUDA. Twice: with PyTorch's default float32
 settings (cuDNN convolutions in TensorFloat-32) and under `ieee_float32`, as `--precision fp32` runs.
 
     python -m benchmarks.device_divergence --reference ../shared/fixtures/reference
@@ -14,6 +15,7 @@ import contextlib
 import copy
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
@@ -29,14 +31,16 @@ from model import DocSAM, DocSAMConfig
 SHOWN = 8  # departing modules listed per setting
 
 
-def module_outputs(model: nn.Module, inputs: list, names: list[str]) -> list[tuple[str, torch.Tensor]]:
-    """(module name, first tensor output on the CPU) for every module call, in call order."""
-    recorded: list[tuple[str, torch.Tensor]] = []
+def module_outputs(model: nn.Module, inputs: list, names: list[str]) -> dict[tuple[str, int], torch.Tensor]:
+    """{(module name, its n-th call): first tensor output, on the CPU}, in call order."""
+    recorded: dict[tuple[str, int], torch.Tensor] = {}
+    calls: Counter[str] = Counter()
 
     def hook(module, args, output, name):
         tensor = output[0] if isinstance(output, (tuple, list)) and output else output
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            recorded.append((name, tensor.detach().float().cpu()))
+            recorded[name, calls[name]] = tensor.detach().float().cpu()
+            calls[name] += 1
 
     handles = [
         module.register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name))
@@ -74,11 +78,13 @@ def main() -> None:
     for label, setting in (("PyTorch defaults", contextlib.nullcontext), ("ieee_float32", ieee_float32)):
         with setting():
             found = module_outputs(cuda_model, [tensor.cuda() for tensor in inputs], names)
-        departing = [
-            (name, (mine - theirs).abs().max().item())
-            for (name, mine), (_, theirs) in zip(found, expected, strict=False)
-            if mine.shape == theirs.shape and (mine - theirs).abs().max().item() > args.tolerance
-        ]
+        departing = []
+        for (name, call), mine in found.items():
+            theirs = expected.get((name, call))
+            if theirs is not None and mine.shape == theirs.shape:
+                difference = (mine - theirs).abs().max().item()
+                if difference > args.tolerance:
+                    departing.append((name, difference))
         print(
             f"{label}: {len(departing)} of {len(found)} module outputs differ by more than {args.tolerance}"
         )
