@@ -30,6 +30,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,6 +263,8 @@ class SegmentRun:
         self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
         # Pages found done as `prefetch` looks ahead: (work index, stored record), reported in turn.
         self._skipped: deque[tuple[int, dict[str, Any]]] = deque()
+        self._write_pool: ThreadPoolExecutor | None = None  # one thread writing behind the model, in `run`
+        self._writing: deque[_Writing] = deque()  # pages handed to it, in work order
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
@@ -271,10 +274,14 @@ class SegmentRun:
         work = self.processes.share_work(lambda: self._clean_then(list_work))
         workers = self.request.workers
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
-        with contextlib.closing(
-            prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
-        ) as items:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="docsam-write") as self._write_pool,
+            contextlib.closing(
+                prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
+            ) as items,
+        ):
             self._take(items)
+            self._collect_writes()
         self._report_skipped()
 
         def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
@@ -387,6 +394,11 @@ class SegmentRun:
             self._process(group)
 
     def _process(self, pages: list[tuple[int, Page]]) -> None:
+        """Segment a group of pages and hand them to the writing thread. The previous group's outputs are
+        written while this one is segmented (on a GPU, writing would otherwise leave it idle); they are
+        collected and reported before this group is handed over, so pages are reported in work order.
+        With a failure limit the group is also collected at once: a page failing to be written then stops
+        the run before any further page is segmented."""
         segmenter = self._segmenter or self.load_segmenter()
         self._segmenter = segmenter  # loaded once, when the first readable page needs it
         started = time.perf_counter()
@@ -399,42 +411,65 @@ class SegmentRun:
                 self._fail(index, InputError(page.source, reason, page.page), page.page_id)
             return
         seconds = (time.perf_counter() - started) / len(pages)
+        self._collect_writes()
+        assert self._write_pool is not None, "pages are processed inside `run`"
         for (index, page), instances in zip(pages, results, strict=True):
-            try:
-                self._write(index, page, instances, seconds)
-            except OSError as error:
-                reason = f"cannot write its outputs: {_os_reason(error)}"
-                if _os_path(error):
-                    reason += f" ({display_path(_os_path(error))})"
-                self._fail(index, InputError(page.source, reason, page.page), page.page_id)
-            except Exception as error:  # like a model failure: this page fails, the batch goes on
-                logger.debug("writing failed", exc_info=True)
-                reason = f"cannot write its outputs: {type(error).__name__}: {error}"
-                self._fail(index, InputError(page.source, reason, page.page), page.page_id)
+            written = self._write_pool.submit(self._write, page, instances, seconds)
+            self._writing.append(_Writing(index, page, len(instances), seconds, written))
+        if self.request.max_failures is not None:
+            self._collect_writes()
 
-    def _write(self, index: int, page: Page, instances: PageInstances, model_seconds: float) -> None:
-        self._report_skipped(before=index)
+    def _write(self, page: Page, instances: PageInstances, model_seconds: float) -> tuple[str, float]:
+        """Write the page's outputs, its record last (in the writing thread); its JSON line and the
+        seconds writing took."""
         started = time.perf_counter()
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
-        text = dumps_record(record)
         stored = dumps_record({**record, STORED_INPUT: output_text(os.path.abspath(page.source))})
         atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
+        return dumps_record(record), record["timing"]["write_s"]
+
+    def _collect_writes(self) -> None:
+        """Wait for every page handed to the writing thread and report each, in work order."""
+        while self._writing:
+            writing = self._writing.popleft()
+            index, page = writing.index, writing.page
+            try:
+                line, write_seconds = writing.result.result()
+            except OSError as error:
+                reason = f"cannot write its outputs: {_os_reason(error)}"
+                if _os_path(error):
+                    reason += f" ({display_path(_os_path(error))})"
+                self._report_failure(index, InputError(page.source, reason, page.page), page.page_id)
+            except Exception as error:  # like a model failure: this page fails, the batch goes on
+                logger.debug("writing failed", exc_info=True)
+                reason = f"cannot write its outputs: {type(error).__name__}: {error}"
+                self._report_failure(index, InputError(page.source, reason, page.page), page.page_id)
+            else:
+                self._report_written(writing, line, write_seconds)
+
+    def _report_written(self, writing: _Writing, line: str, write_seconds: float) -> None:
+        self._report_skipped(before=writing.index)
         self.outcome.done += 1
-        self.outcome.finished.append((index, page.page_id))
+        self.outcome.finished.append((writing.index, writing.page.page_id))
         logger.info(
             "%s: %d instances; model %.2f s, writing %.2f s",
-            page.page_id,
-            len(instances),
-            model_seconds,
-            record["timing"]["write_s"],
+            writing.page.page_id,
+            writing.instances,
+            writing.model_seconds,
+            write_seconds,
         )
         if "jsonl" in self.request.formats:
-            self.reporter.data(text)
+            self.reporter.data(line)
         self.reporter.advance()
 
     def _fail(self, index: int, error: InputError, page_id: str | None) -> None:
+        """Report a page that failed, after the pages before it still being written."""
+        self._collect_writes()
+        self._report_failure(index, error, page_id)
+
+    def _report_failure(self, index: int, error: InputError, page_id: str | None) -> None:
         self._report_skipped(before=index)
         message = str(error)
         self.outcome.failures.append((index, message))
@@ -448,6 +483,18 @@ class SegmentRun:
     def _should_stop(self) -> bool:
         limit = self.request.max_failures
         return limit is not None and self.processes.failures() > limit
+
+
+@dataclass
+class _Writing:
+    """A page handed to the writing thread: its work index, the page, what to log, and the result (its
+    JSON line and the seconds writing took, or the exception that failed it)."""
+
+    index: int
+    page: Page
+    instances: int
+    model_seconds: float
+    result: Future[tuple[str, float]]
 
 
 def _same_input(record: dict[str, Any], source: Path) -> bool:

@@ -17,6 +17,43 @@ def rle_areas(rles: list[dict]) -> np.ndarray:
     return np.fromiter((mask_utils.area(rle) for rle in rles), dtype=np.int64, count=len(rles))
 
 
+def rle_run_lengths(counts: bytes | str | list[int]) -> np.ndarray:
+    """The run lengths (zeros first, then ones, alternating) of a COCO RLE's `counts`, int64.
+
+    A compressed string is read as pycocotools' `rleFrString` reads it, vectorised: every number is a
+    little-endian run of 5-bit groups (chars offset by 48, bit 0x20 set while more follow, bit 0x10 of the
+    last group the sign), and from the fourth on each is stored as the difference to the one two before.
+    """
+    if isinstance(counts, list):
+        return np.asarray(counts, dtype=np.int64)
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if not len(chars):
+        return np.zeros(0, dtype=np.int64)
+    ends = np.flatnonzero((chars & 0x20) == 0)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    group = np.arange(len(chars)) - np.repeat(starts, ends - starts + 1)  # place inside its number
+    values = np.add.reduceat((chars & 0x1F) << (5 * group), starts)  # groups never share bits: sum = or
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] |= -1 << (5 * (group[ends][negative] + 1))
+    for parity in (1, 2):  # counts[m] += counts[m - 2] from m = 3 on: running sums over every other one
+        values[parity::2] = np.cumsum(values[parity::2])
+    return values
+
+
+def decode_rle_window(rle: dict, x: int, y: int, width: int, height: int) -> np.ndarray:
+    """`mask_utils.decode(rle)[y : y + height, x : x + width]` as a C-contiguous bool array, decoding only
+    the window's columns (a region's window, not the page: a 300-dpi page holds 8.7 million pixels)."""
+    page_height = int(rle["size"][0])
+    bounds = np.cumsum(rle_run_lengths(rle["counts"]))  # column-major: where each run ends
+    first, last = x * page_height, (x + width) * page_height
+    inside = np.clip(bounds, first, last)
+    lengths = np.diff(inside, prepend=first)  # every run cut to the window's columns
+    values = np.arange(len(lengths)) % 2 == 1  # zeros first, then ones, alternating
+    columns = np.repeat(values, lengths).reshape(width, page_height)
+    return np.ascontiguousarray(columns[:, y : y + height].T)
+
+
 @dataclass
 class PageInstances:
     """Detections of one page.
@@ -42,6 +79,10 @@ class PageInstances:
 
     def decode_mask(self, index: int) -> np.ndarray:
         return mask_utils.decode(self.masks[index]).astype(bool)
+
+    def decode_mask_window(self, index: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """`decode_mask(index)[y : y + height, x : x + width]`, decoding only that window."""
+        return decode_rle_window(self.masks[index], x, y, width, height)
 
     def areas(self) -> np.ndarray:
         return rle_areas(self.masks)

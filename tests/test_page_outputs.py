@@ -14,6 +14,7 @@ from instances_factory import make_instances, rect_mask
 from lxml import etree
 from pycocotools import mask as mask_utils
 
+import model.instances
 from docsam_cli.writers.formats import FORMATS
 from docsam_cli.writers.jsonl import dumps_record
 from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
@@ -37,24 +38,28 @@ def settings(out: Path, formats=FORMATS, **options) -> OutputSettings:
     return OutputSettings(out_dir=out, formats=frozenset(formats), class_names=CLASSES, **options)
 
 
-def test_all_formats_decode_each_mask_once(tmp_path, monkeypatch):
+def test_all_formats_decode_each_mask_once_and_only_its_window(tmp_path, monkeypatch):
     instances = crowded_page()
-    decoded: list[bytes] = []
-    decode = mask_utils.decode
+    whole: list[bytes] = []
+    windows: list[bytes] = []
+    decode, decode_window = mask_utils.decode, model.instances.decode_rle_window
 
     def counting_decode(rle):
-        decoded.append(rle["counts"])
+        whole.append(rle["counts"])
         return decode(rle)
 
+    def counting_window(rle, *box):
+        windows.append(rle["counts"])
+        return decode_window(rle, *box)
+
     monkeypatch.setattr(mask_utils, "decode", counting_decode)
+    monkeypatch.setattr(model.instances, "decode_rle_window", counting_window)
     writer = PageWriter(settings(tmp_path, mask_format="polygon"))
     source = PageSource(tmp_path / "p.png", None, "p", np.full((400, 300, 3), 255, np.uint8))
     writer.write(source, instances, {})
-    instance_decodes = [
-        counts for counts in decoded if any(counts is rle["counts"] for rle in instances.masks)
-    ]
-    assert len(instance_decodes) == len(instances) == 40  # one each, for coco, page, alto, overlay and jsonl
-    assert len(decoded) == len(instances) + len(CLASSES)  # and one per class for the semantic map
+    assert sorted(windows) == sorted(rle["counts"] for rle in instances.masks)  # one each, for every format
+    assert len(instances) == 40
+    assert len(whole) == len(CLASSES)  # the whole page only for the semantic map, one per class
 
 
 def test_every_format_is_written_and_the_semantic_classes_are_cocos(tmp_path):

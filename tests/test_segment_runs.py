@@ -4,6 +4,7 @@ another input's outputs, a resumed run's order, and a model loaded only once a p
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from instances_factory import make_instances, rect_mask
 
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
+from docsam_cli.writers.page_outputs import PageWriter
 
 CLASSES = ["--classes", "text,figure", "--domain", "Test"]
 
@@ -271,3 +273,48 @@ def test_skipped_pages_keep_their_place_in_the_json_lines(tmp_path, model):
     assert code == ExitCode.OK
     assert [record["input"] for record in records] == list(map(str, pages))
     assert [record.get("skipped", False) for record in records] == [False, True, False, True]
+
+
+def test_a_page_is_written_while_the_next_one_is_segmented(tmp_path, model, monkeypatch):
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(3)]
+    overlapped: list[bool] = []
+    write = PageWriter.write
+
+    def slow_write(self, source, instances, timing):
+        # The first page's writing waits (briefly) for the model to be at work on a later page.
+        if source.page_id == "page0":
+            overlapped.append(wait_until(lambda: len(model.batches) >= 2))
+        return write(self, source, instances, timing)
+
+    monkeypatch.setattr(PageWriter, "write", slow_write)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages))
+    assert code == ExitCode.OK, stderr
+    assert overlapped == [True]
+    assert [record["input"] for record in records] == list(map(str, pages))  # still in input order
+
+
+def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmented(
+    tmp_path, model, monkeypatch
+):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    written = tmp_path / "out" / "page" / "page0.xml"
+
+    def failing_write(self, source, instances, timing):
+        raise OSError(28, "No space left on device", str(written))
+
+    monkeypatch.setattr(PageWriter, "write", failing_write)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--fail-fast")
+    assert code == ExitCode.FAILED and len(model.batches) == 1
+    assert records[0]["error"] == (
+        f"{pages[0]}: cannot write its outputs: No space left on device ({written})"
+    )
+    assert "stopped early by the failure limit" in stderr
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

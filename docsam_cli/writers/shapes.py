@@ -129,11 +129,15 @@ class PageShapes:
         return [clip_box(box, self.width, self.height) for box in self.instances.boxes]
 
     def window(self, index: int) -> MaskWindow:
-        """Instance `index`'s mask inside its bounding box, decoded on the first call only."""
+        """Instance `index`'s mask inside its bounding box, decoded (that window only) on the first call."""
         if index not in self._windows:
             x, y, w, h = self.mask_boxes[index]
-            mask = self.instances.decode_mask(index) if w and h else np.zeros((0, 0), dtype=bool)
-            self._windows[index] = MaskWindow(x, y, np.ascontiguousarray(mask[y : y + h, x : x + w]))
+            mask = (
+                self.instances.decode_mask_window(index, x, y, w, h)
+                if w and h
+                else np.zeros((0, 0), dtype=bool)
+            )
+            self._windows[index] = MaskWindow(x, y, mask)
         return self._windows[index]
 
     def polygons(self, index: int) -> list[np.ndarray]:
