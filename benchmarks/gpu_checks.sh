@@ -6,18 +6,19 @@
 #   bash benchmarks/gpu_prepare.sh
 #   run(command="bash benchmarks/gpu_checks.sh", carry=["fixtures-local"], timeout_s=600)
 #
-# Steps, most important first (those the 2026-12-04 run could not do come before those it measured);
+# Steps, most important first (those no run has done yet come before those measured on 2026-12-04);
 # each has its own time limit, a failed or timed-out step does not stop the others, and none starts once
 # the whole run's budget (GPU_CHECKS_BUDGET, 540 s) is spent:
 #   parity      pytest -m gpu: the fixture parity tests on CUDA in float32, and post-processing on CUDA
-#   divergence  the first modules whose CUDA outputs depart from the CPU's (TF32 allowed, then not)
 #   speed       DocSAM-Large, bf16, random weights, synthetic A4 pages: pages/s and peak GPU memory
-#   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
+#   kernels     one page under torch.profiler: per stage host seconds beside kernel seconds, top operators
 #   segment     `docsam segment` end to end on real pages and PDFs, a random-weight DocSAM-Base file
 #   ranks       that command alone and as 2 and 4 processes sharing the GPU (torchrun), pages/s
-#   breakdown   seconds, FLOPs and operators per pipeline stage, DocSAM-Large bf16
 #   finetune    a 200-step bf16 `docsam finetune` of the random DocSAM-Base on PubLayNet pages: loss drop
 #   inputs      pages/s of decoding and rendering the PDFs with 8 workers, beside the model's
+#   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
+#   breakdown   seconds, FLOPs and operators per pipeline stage, DocSAM-Large bf16
+#   divergence  the first modules whose CUDA outputs depart from the CPU's (TF32 allowed, then not)
 #   agreement   bf16 against fp32 on the real pages: instance counts, mask IoU, labels
 #   train       benchmarks/train_speed.py, DocSAM-Large bf16, batch 4
 #   sweep       pages/s and peak memory for fp32/bf16 × batch 8/16/32 × isolated or not
@@ -210,16 +211,17 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
         # MiniLM weights stay behind, the parity tests take the fixture's text embeddings (tests/conftest.py)
         export DOCSAM_TEXT_FROM_FIXTURES=1
         step parity 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu --continue-on-collection-errors tests
-        step divergence 60 "$PY" -m benchmarks.device_divergence --reference "$REFERENCE"
     fi
     step speed 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES"
-    step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
+    step kernels 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --kernels
     step segment 150 bash -c segment_end_to_end
     step ranks 150 bash -c ranks_speed
-    step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
     step finetune 200 bash -c finetune_loss_drop
     step inputs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES" \
         --inputs "$PDFS_DIR" --workers "$INPUT_WORKERS"
+    step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
+    step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
+    ((SMOKE)) || step divergence 60 "$PY" -m benchmarks.device_divergence --reference "$REFERENCE"
     step agreement 120 "$PY" -m benchmarks.precision_agreement $LARGE --device "$DEVICE" \
         --pages "$AGREE_PAGES" --pages-dir "$PAGES_DIR" --json "$FIGURES"
     step train 120 bash -c train_speed

@@ -9,6 +9,8 @@ thumbnail + 6 windows) unless --pages-dir is given. Modes:
     --breakdown     seconds per stage (backbone, pixel decoder, text encoder, query decoder,
                     post-processing, merging + mapping, writing) beside its FLOPs and GFLOP/s
     --count-syncs   device → host synchronisations per page, by stage
+    --kernels       one page under torch.profiler: per stage the host's seconds beside its kernels'
+                    seconds, and the operators that take them (on a CPU, ranked by their own CPU time)
     --sweep         (CUDA) pages/s and peak memory for fp32/bf16 × batch 8/16/32 × isolated or not
     --inputs DIR    pages/s of decoding/rendering DIR with --workers threads, beside the model's pages/s
 
@@ -45,7 +47,7 @@ if __package__ in (None, ""):  # run as a file: make the `benchmarks` package im
 import numpy as np
 import torch
 
-from benchmarks import breakdown, syncs
+from benchmarks import breakdown, stage_profile, syncs
 from benchmarks.common import (
     add_model_arguments,
     build_model,
@@ -80,6 +82,8 @@ def main() -> None:
         _breakdown(args, model, device, dtype, pages)
     elif args.count_syncs:
         _count_syncs(args, model, device, dtype, pages)
+    elif args.kernels:
+        _kernels(args, model, device, dtype, pages)
     elif args.sweep:
         _sweep(args, model, device, pages)
     else:
@@ -100,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--breakdown", action="store_true", help="seconds and FLOPs per pipeline stage")
     mode.add_argument("--count-syncs", action="store_true", help="device → host synchronisations per page")
+    mode.add_argument(
+        "--kernels", action="store_true", help="host vs kernel seconds per stage, top operators"
+    )
     mode.add_argument("--sweep", action="store_true", help="CUDA: precisions × batch sizes × isolation")
     mode.add_argument("--inputs", type=Path, help="folder to decode: input pages/s beside model pages/s")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads for --inputs")
@@ -169,6 +176,22 @@ def _count_syncs(args, model, device, dtype, pages) -> None:
         per_page=sum(count.by_stage.values()) / len(pages),
         by_stage={k: v / len(pages) for k, v in count.by_stage.items()},
         by_site={k: v / len(pages) for k, v in count.by_site.most_common(30)},
+    )
+
+
+def _kernels(args, model, device, dtype, pages) -> None:
+    with tempfile.TemporaryDirectory() as out_dir:
+        report = stage_profile.profile_page(
+            model, pages, device, dtype, out_dir=Path(out_dir), batch_size=args.batch_size
+        )
+    print(f"precision {args.precision}; one page profiled after a warm-up page")
+    print(report.table())
+    _record(
+        args,
+        mode="kernels",
+        precision=args.precision,
+        host_seconds=report.host_seconds,
+        kernel_seconds=report.kernel_seconds,
     )
 
 

@@ -10,8 +10,10 @@ Under a launcher (torchrun, srun) every process runs `run_segment`: they share t
 `docsam_cli.batch_ranks` describes, and rank 0 writes the run-level files once every rank is done, over
 the same pages in the same order as a single process would.
 
-A page counts as done once its record (`<out>/.docsam/records/<page_id>.json`) is written; that happens
-last, after every other output of the page, and each file is written to a temporary name and renamed. A
+A page's outputs are written in one thread while the model segments the next pages; pages are reported
+(JSON lines, errors, progress) in the order of the work list all the same. A page counts as done once its
+record (`<out>/.docsam/records/<page_id>.json`) is written; that happens last, after every other output of
+the page, and each file is written to a temporary name and renamed. A
 run killed at any point therefore leaves only complete files, and a re-run redoes exactly the pages without
 a record (or whose requested outputs are missing) — every page is done once. The run-wide COCO files are
 assembled at the end from the per-page parts of every page done in the folder, this run's or not; if they

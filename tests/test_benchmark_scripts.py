@@ -4,6 +4,7 @@ renamed import would otherwise only show there."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,10 @@ BENCHMARKS = sorted(path.stem for path in (Path(__file__).parents[1] / "benchmar
 def test_benchmark_module_imports(name: str) -> None:
     module = importlib.import_module(f"benchmarks.{name}")
     assert module.__doc__, f"benchmarks/{name}.py says what it measures"
+
+
+@pytest.mark.parametrize("name", [name for name in BENCHMARKS if name != "__init__"])
+def test_no_benchmark_module_shadows_an_installed_one(name: str) -> None:
+    # A script run as `python benchmarks/x.py` has benchmarks/ first on sys.path: a module there named like
+    # an installed one (transformers imports `kernels` when it is there) would be imported in its place.
+    assert importlib.util.find_spec(name) is None, f"benchmarks/{name}.py shadows an installed module"
