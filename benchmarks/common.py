@@ -127,20 +127,24 @@ def throughput(
     pages_per_call: int,
 ) -> tuple[float, int, float | None]:
     """(pages per second, instances found, peak GPU memory in GiB or None) over `pages`, after one warm-up
-    page (kernel selection, the text-embedding cache)."""
-    segment(model, pages[:1], device, dtype, batch_size=batch_size, isolate=isolate)
+    call of the size timed (kernel selection, the text-embedding cache, and on a GPU the allocator's blocks
+    for that many windows: a warm-up page alone would leave the first call of several pages to allocate
+    anew). With `isolate`, only whole calls of `pages_per_call` pages are timed (a last smaller call would
+    meet new shapes), unless there are fewer pages than that."""
+    group = min(pages_per_call, len(pages)) if isolate else 1
+    segment(model, pages[:group], device, dtype, batch_size=batch_size, isolate=isolate)
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    group = pages_per_call if isolate else 1
+    timed = pages[: len(pages) // group * group]
     started = time.perf_counter()
     instances = 0
-    for start in range(0, len(pages), group):
+    for start in range(0, len(timed), group):
         results = segment(
-            model, pages[start : start + group], device, dtype, batch_size=batch_size, isolate=isolate
+            model, timed[start : start + group], device, dtype, batch_size=batch_size, isolate=isolate
         )
         instances += sum(len(result) for result in results)
     synchronize(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return len(pages) / seconds, instances, peak
+    return len(timed) / seconds, instances, peak

@@ -87,8 +87,8 @@ if ((SMOKE)); then
 else
     export DEVICE=cuda PRECISION=bf16 LARGE="--variant large" BASE_CONFIG=base
     LIMIT_SCALE=1
-    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=6 SEGMENT_PDFS=2 SWEEP_PAGES=6 INPUT_WORKERS=8
-    export RANK_PROCESSES=1,2,4 RANK_PAGES=48
+    SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=6 SEGMENT_PDFS=2 SWEEP_PAGES=8 INPUT_WORKERS=8
+    export RANK_PROCESSES=1,2,4 RANK_PAGES=24  # random weights: hundreds of instances a page to write
     export TRAIN_ARGS="--variant large"
     export FINETUNE_ARGS="--iters 200 --batch-size 4 --workers 4"
     export SEGMENT_ARGS=""
