@@ -42,7 +42,9 @@ import numpy as np
 from docsam_cli.atomic import atomic_write_text, can_write_in
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
+from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError, UsageError
+from docsam_cli.folder_lock import folder_lock
 from docsam_cli.inputs import (
     LoadOptions,
     Page,
@@ -83,43 +85,47 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
 
     Run by every process when a launcher (torchrun, srun) starts several: they share the pages (see
     `docsam_cli.batch_ranks`) and all return the same summary, the whole run's. Raises UsageError before
-    any page when the output folder cannot be written, the weights cannot be found or the device or
+    any page when the output folder cannot be written or another run is writing into it
+    (`docsam_cli.folder_lock`), the weights cannot be found or the device or
     precision is not available; and when the weights do not load, which is found when the first readable
     page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
-    claim_classes(request.out, request.class_names, overwrite=request.overwrite)
-    processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
-    try:
+    with contextlib.ExitStack() as locked:
+        if launched_rank() == 0:  # the run's main process; under a launcher the other ranks share its lock
+            locked.enter_context(folder_lock(request.out))
+        claim_classes(request.out, request.class_names, overwrite=request.overwrite)
+        processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
         try:
-            model = resolve_model(replace(request.model, device=processes.device or request.model.device))
-        except WeightsError as error:
-            raise UsageError(str(error)) from None
-        logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
-        set_max_image_pixels(request.max_image_pixels)
-
-        def load_segmenter() -> Segmenter:
-            from model import CheckpointError  # imports torch: only now that a page needs the model
-
-            geometry = request.geometry.resolve(model.weights.entry)
-            logger.info("geometry: %s", describe_geometry(geometry))
             try:
-                loaded = model.load()
-            except CheckpointError as error:
+                model = resolve_model(replace(request.model, device=processes.device or request.model.device))
+            except WeightsError as error:
                 raise UsageError(str(error)) from None
-            return model_segmenter(loaded, request, geometry)
+            logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
+            set_max_image_pixels(request.max_image_pixels)
 
-        def list_work() -> Iterable[WorkItem]:
-            documents = collect_documents(
-                request.inputs, recursive=request.recursive, output_folder=request.out
-            )
-            logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
-            options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
-            return iter_page_tasks(documents, options)
+            def load_segmenter() -> Segmenter:
+                from model import CheckpointError  # imports torch: only now that a page needs the model
 
-        return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
-    finally:
-        processes.close()
+                geometry = request.geometry.resolve(model.weights.entry)
+                logger.info("geometry: %s", describe_geometry(geometry))
+                try:
+                    loaded = model.load()
+                except CheckpointError as error:
+                    raise UsageError(str(error)) from None
+                return model_segmenter(loaded, request, geometry)
+
+            def list_work() -> Iterable[WorkItem]:
+                documents = collect_documents(
+                    request.inputs, recursive=request.recursive, output_folder=request.out
+                )
+                logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
+                options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
+                return iter_page_tasks(documents, options)
+
+            return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
+        finally:
+            processes.close()
 
 
 def prepare_output_folder(out: Path) -> None:
@@ -299,9 +305,9 @@ class SegmentRun:
         return list_work()
 
     def _remove_stale_temporaries(self) -> None:
-        """Temporary files a killed run left behind (`.<name>.<random>.tmp`, never an output). One run per
-        output directory at a time is assumed, as for any batch writing the same files; under a launcher
-        only rank 0 cleans, before any rank writes."""
+        """Temporary files a killed run left behind (`.<name>.<random>.tmp`, never an output): no other
+        run is writing into the folder (`folder_lock`); under a launcher only rank 0 cleans, before any
+        rank writes."""
         for folder in output_folders(self.request.out):
             for path in folder.glob(".*.tmp"):
                 logger.debug("removing %s, left by an interrupted run", display_path(path))

@@ -4,6 +4,7 @@ another input's outputs, a resumed run's order, and a model loaded only once a p
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from instances_factory import make_instances, rect_mask
 
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
+from docsam_cli.folder_lock import folder_lock
 from docsam_cli.writers.page_outputs import PageWriter
 
 CLASSES = ["--classes", "text,figure", "--domain", "Test"]
@@ -318,3 +320,28 @@ def wait_until(condition, seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, model):
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(page))
+    assert code == ExitCode.OK, stderr
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != "lock"}
+    stale = out / "page" / ".page.xml.0123.tmp"  # the running run's temporary: must survive
+    stale.write_text("being written")
+    with folder_lock(out):  # another run, in this process: flock locks conflict between open files too
+        code, records, stderr = segment(out, str(page), "--overwrite", "--classes", "figure")
+        assert code == ExitCode.USAGE and records == []
+        assert error_lines(stderr) == [
+            f"error: --out {out}: another docsam segment run (process {os.getpid()}) is writing into this "
+            "folder; wait for it to end, or use another --out"
+        ]
+        assert stale.read_text() == "being written" and len(model.loads) == 1  # the first run's
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "lock"} == {
+            **before,
+            stale: b"being written",
+        }
+    stale.unlink()
+    code, _, stderr = segment(out, str(page), "--overwrite")  # free again once that run ended
+    assert code == ExitCode.OK, stderr

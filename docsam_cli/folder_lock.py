@@ -1,0 +1,62 @@
+"""One `docsam segment` run per output folder at a time.
+
+Two runs writing into one folder would each clean the other's temporary files (`.<name>.<random>.tmp`, left
+behind by a killed run as far as either can tell) and redo the other's pages; one with `--overwrite` and
+other classes would renumber the folder's categories under the other. So a run holds an exclusive lock on
+`<out>/.docsam/lock` (`fcntl.flock`) from before it reads the folder's state until its run-level files are
+written, and a second run is refused at once, naming the process that holds it. The kernel drops the lock
+with the process that holds it, so a killed run never leaves a stale one; the file stays. Under a launcher
+only the run's main process takes it. Where there is no `flock` (Windows) or the file system refuses locks,
+runs are not locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from docsam_cli.errors import UsageError
+from docsam_cli.names import display_path
+from docsam_cli.writers.page_outputs import STATE_DIR
+
+logger = logging.getLogger(__name__)
+LOCK_FILE = "lock"  # in STATE_DIR: the process id of the run holding the lock, empty after it
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold the output folder's lock for the `with` block. Raises UsageError if another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = out / STATE_DIR / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            process = f" (process {holder})" if holder.isdigit() else ""
+            raise UsageError(
+                f"--out {display_path(out)}: another docsam segment run{process} is writing into this "
+                "folder; wait for it to end, or use another --out"
+            ) from None
+        except OSError as error:  # a file system without locks (ENOLCK, EOPNOTSUPP)
+            logger.warning("--out %s: runs are not locked: %s", display_path(out), error.strerror or error)
+            yield
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # a folder no run writes into names no process
+            fcntl.flock(handle, fcntl.LOCK_UN)
