@@ -13,9 +13,9 @@ the same pages in the same order as a single process would.
 A page's outputs are written in one thread while the model segments the next pages; pages are reported
 (JSON lines, errors, progress) in the order of the work list all the same. A page counts as done once its
 record (`<out>/.docsam/records/<page_id>.json`) is written; that happens last, after every other output of
-the page, and each file is written to a temporary name and renamed. A
-run killed at any point therefore leaves only complete files, and a re-run redoes exactly the pages without
-a record (or whose requested outputs are missing) — every page is done once. The run-wide COCO files are
+the page, and each file is written to a temporary name and renamed. A run killed at any point therefore
+leaves only complete files, and a re-run redoes exactly the pages without a record (or whose requested
+outputs are missing) — every page is done once. The run-wide COCO files are
 assembled at the end from the per-page parts of every page done in the folder, this run's or not; if they
 cannot be written (a full disk), the run says so and fails, and a re-run writes them. A record names its
 input's absolute path as well, so that the page is recognised from any working folder; a page id whose
