@@ -42,7 +42,6 @@ import numpy as np
 from docsam_cli.atomic import atomic_write_text, can_write_in
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
-from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.folder_lock import folder_lock
 from docsam_cli.inputs import (
@@ -91,12 +90,15 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
+    processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     with contextlib.ExitStack() as locked:
-        if launched_rank() == 0:  # the run's main process; under a launcher the other ranks share its lock
+
+        def claim_folder() -> None:
             locked.enter_context(folder_lock(request.out))
-        claim_classes(request.out, request.class_names, overwrite=request.overwrite)
-        processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
+            claim_classes(request.out, request.class_names, overwrite=request.overwrite)
+
         try:
+            processes.on_main(claim_folder)  # under a launcher the other ranks share rank 0's lock
             try:
                 model = resolve_model(replace(request.model, device=processes.device or request.model.device))
             except WeightsError as error:

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 Summary = TypeVar("Summary")
+Result = TypeVar("Result")
 
 # Rank 0 lists the work while the others wait, and at the end each rank waits for the slowest one's last
 # pages: a collective may wait this long (listing a very large batch of PDFs takes a while).
@@ -80,6 +81,9 @@ class Alone:
 
     def __init__(self) -> None:
         self._failures = 0
+
+    def on_main(self, action: Callable[[], Result]) -> Result:
+        return action()
 
     def share_work(self, make: Callable[[], Iterable[Item]]) -> Iterable[Item]:
         return make()
@@ -124,17 +128,18 @@ class Ranks:
 
     def share_work(self, make: Callable[[], Iterable[Item]]) -> list[Item]:
         """Rank 0 runs `make` and every rank gets its list. Until then no rank writes: rank 0 (and `make`)
-        may clean what a killed run left. Raises UsageError on every rank if some rank does not see the
-        output folder rank 0 writes in."""
+        may clean what a killed run left (a failure stops every rank, see `on_main`). Raises UsageError on
+        every rank if some rank does not see the output folder rank 0 writes in."""
         out = self.out
-        payload = None
-        if self.is_main:
+
+        def listed() -> tuple[str, list[Any]]:
             _remove_stale_state(out, jsonl=self.jsonl is not None)
             work = [_Portable.of(item) for item in make()]
             run_id = uuid.uuid4().hex
             _marker_path(out, run_id).touch()
-            payload = (run_id, work)
-        run_id, work = self.distributed.from_main(payload)
+            return run_id, work
+
+        run_id, work = self.on_main(listed)
         self.counters = StoreCounters(self.distributed.store, f"docsam-segment/{run_id}/")
         self._marker = _marker_path(out, run_id)
         blind = [rank for rank, seen in enumerate(self.distributed.gather(self._marker.exists())) if not seen]
@@ -144,6 +149,24 @@ class Ranks:
                 "writes there; with several machines, --out must be on a file system they share"
             )
         return [_Portable.restore(item) for item in work]
+
+    def on_main(self, action: Callable[[], Result]) -> Result:
+        """`action()` run by rank 0, its result sent to every rank. If it fails, rank 0 raises its error and
+        the other ranks, which wait for the result, a UsageError repeating it: at once, where they would
+        otherwise wait for `TIMEOUT` (under srun no torchrun stops them)."""
+        result: Any = None
+        failure: Exception | None = None
+        if self.is_main:
+            try:
+                result = action()
+            except Exception as error:
+                result, failure = _MainFailed(str(error) or type(error).__name__), error
+        shared = self.distributed.from_main(result)
+        if failure is not None:
+            raise failure
+        if isinstance(shared, _MainFailed):
+            raise UsageError(f"rank 0 stopped the run: {shared.message}")
+        return shared
 
     def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:
         """The items this rank takes, each claimed when the caller asks for the next one."""
@@ -303,6 +326,13 @@ class _Portable:
     @staticmethod
     def restore(item: Any) -> Any:
         return InputError(item.path, item.reason, item.page) if isinstance(item, _Portable) else item
+
+
+@dataclass(frozen=True)
+class _MainFailed:
+    """What rank 0 sends instead of a result it could not compute (`Ranks.on_main`)."""
+
+    message: str
 
 
 def _marker_path(out: Path, run_id: str) -> Path:

@@ -43,6 +43,26 @@ def test_pooled_bins_equal_torchvision(size, scale):
     torch.testing.assert_close(pooled, channels_last(expected), atol=1e-5, rtol=1e-5)
 
 
+def test_a_bin_reads_each_pixel_its_samples_touch_once(monkeypatch):
+    """A box of 70×35 map pixels has 10×5 samples per bin, one map pixel apart: torchvision reads 4 pixels
+    per sample (200 per bin); the table route reads the 11×6 (or fewer) pixels they touch, once each."""
+    generator = torch.Generator().manual_seed(4)
+    feature = torch.randn(1, 8, 80, 80, generator=generator)
+    rois = torch.tensor([[0.0, 12.3, 20.7, 292.3, 160.7], [0.0, -30.0, 250.0, 250.0, 390.0]])
+    read = []
+    embedding_bag = roi_module.F.embedding_bag
+    monkeypatch.setattr(
+        roi_module.F,
+        "embedding_bag",
+        lambda rows, *a, **k: read.append(rows.numel()) or embedding_bag(rows, *a, **k),
+    )
+    (pooled,) = roi_align_tokens([token_map(feature, 0.25)], rois, 7)
+    expected = roi_align(feature, rois, 7, spatial_scale=0.25, sampling_ratio=-1, aligned=False)
+    torch.testing.assert_close(pooled, channels_last(expected), atol=1e-5, rtol=1e-5)
+    # The second box is 70×35 map pixels too, partly outside. torchvision reads 2·49·200 pixels.
+    assert len(read) == 1 and read[0] <= 2 * 49 * 11 * 6
+
+
 def test_maps_of_one_size_share_their_sampling_and_the_host_reads_once(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     features = [torch.randn(1, 8, 10, 12, generator=generator) for _ in range(2)]
@@ -64,17 +84,37 @@ def test_maps_of_one_size_share_their_sampling_and_the_host_reads_once(monkeypat
         torch.testing.assert_close(result, channels_last(expected), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["too-many-samples", "no-boxes"])
-def test_unusual_calls_go_to_torchvision(monkeypatch, case):
-    generator = torch.Generator().manual_seed(2)
-    feature = torch.randn(1, 4, 9, 9, generator=generator)
-    rois = random_rois(generator, 0 if case == "no-boxes" else 20, 1, 36.0)
-    if case == "too-many-samples":
-        monkeypatch.setattr(roi_module, "MAX_SAMPLES", 10)
+def test_no_boxes_go_to_torchvision(monkeypatch):
+    feature = torch.randn(1, 4, 9, 9)
+    rois = torch.zeros(0, 5)
     monkeypatch.setattr(roi_module, "_samples", lambda *a: pytest.fail("sampled on the table"))
     (pooled,) = roi_align_tokens([token_map(feature, 0.25)], rois, 7)
     expected = roi_align(feature, rois, 7, spatial_scale=0.25, sampling_ratio=-1, aligned=False)
     torch.testing.assert_close(pooled, channels_last(expected))
+
+
+def test_boxes_are_pooled_in_runs_of_bounded_size(monkeypatch):
+    """However large the boxes, no pooling call reads more than `MAX_PIXELS` table rows (a box above it
+    alone goes on its own), and the host still reads once."""
+    generator = torch.Generator().manual_seed(2)
+    feature = torch.randn(2, 4, 30, 30, generator=generator)
+    rois = random_rois(generator, 60, 2, 120.0)
+    rois[7, 1:] = torch.tensor([0.0, 0.0, 120.0, 120.0])  # 49 bins of 5×5 pixels and more
+    monkeypatch.setattr(roi_module, "MAX_PIXELS", 900)
+    read, reads = [], []
+    embedding_bag = roi_module.F.embedding_bag
+    monkeypatch.setattr(
+        roi_module.F,
+        "embedding_bag",
+        lambda rows, *a, **k: read.append(rows.numel()) or embedding_bag(rows, *a, **k),
+    )
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append(t.shape) or tolist(t))
+    (pooled,) = roi_align_tokens([token_map(feature, 0.25)], rois, 7)
+    expected = roi_align(feature, rois, 7, spatial_scale=0.25, sampling_ratio=-1, aligned=False)
+    torch.testing.assert_close(pooled, channels_last(expected), atol=1e-5, rtol=1e-5)
+    assert len(reads) == 1 and len(read) > 2
+    assert sum(rows > 900 for rows in read) == 1  # the whole-map box, alone
 
 
 def test_a_box_far_larger_than_the_map_goes_to_torchvision(monkeypatch):

@@ -107,6 +107,25 @@ def test_rank_0_cleans_lists_and_shares_the_work_every_rank_gets_it_whole(tmp_pa
     assert sorted(claimed) == [0, 1] and list(main.claim(work)) == list(other.claim(shared)) == []
 
 
+def test_when_rank_0_cannot_list_the_work_every_rank_stops_at_once(tmp_path):
+    """The other ranks wait for the list (up to hours under srun, where no torchrun stops them): rank 0
+    sends its failure instead, and every rank stops with it."""
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    main = Ranks(TwoRanks(0, store), tmp_path / "out", jsonl=False)
+
+    def cannot_list():
+        raise UsageError("scans/: no such file or folder")
+
+    with pytest.raises(UsageError, match=r"^scans/: no such file or folder$"):
+        main.share_work(cannot_list)
+    other = Ranks(TwoRanks(1, store, main=main.distributed), tmp_path / "out", jsonl=False)
+    with pytest.raises(UsageError) as stopped:
+        other.share_work(lambda: pytest.fail("only rank 0 lists"))
+    assert str(stopped.value) == "rank 0 stopped the run: scans/: no such file or folder"
+
+
 def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tmp_path):
     from torch.distributed import HashStore
 
