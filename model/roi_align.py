@@ -96,18 +96,14 @@ def roi_align_tokens(maps: Sequence[TokenMap], rois: torch.Tensor, output_size: 
             pooled.append(_torchvision(m, rois, output_size))
             continue
         table = m.tokens.flatten(0, 1)
-        parts = [_pool(table, *plan) for _, plan in runs]
+        values = table.to(torch.promote_types(table.dtype, torch.float32))  # as torchvision's autocast
+        parts = [
+            F.embedding_bag(rows, values, offsets, mode="sum", per_sample_weights=weights.to(values.dtype))
+            for _, (rows, weights, offsets) in runs
+        ]
         sums = parts[0] if len(parts) == 1 else torch.cat(parts)
-        pooled.append(sums.view(-1, output_size * output_size, table.shape[-1]))
+        pooled.append(sums.to(table.dtype).view(-1, output_size * output_size, table.shape[-1]))
     return pooled
-
-
-def _pool(
-    table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor
-) -> torch.Tensor:
-    dtype = torch.promote_types(table.dtype, weights.dtype)  # float32 at least, as torchvision's autocast
-    sums = F.embedding_bag(rows, table.to(dtype), offsets, mode="sum", per_sample_weights=weights.to(dtype))
-    return sums.to(table.dtype)
 
 
 def _runs(cumulative: list[int]) -> list[tuple[slice, tuple[int, int, int]]]:
@@ -181,10 +177,10 @@ def _axis(
 ) -> _Axis:
     """A bin's first sample's low tap and its last sample's high tap bound the pixels it touches: positions
     only grow with the sample index, and clamping keeps that order."""
-    bins = torch.arange(output_size, device=start.device)[None, :]
-    grid_float = grid[:, None].to(start.dtype)
-    first, _, _ = _taps(_position(start[:, None], bin_size[:, None], bins, 0, grid_float), size)
-    _, last, _ = _taps(_position(start[:, None], bin_size[:, None], bins, grid_float - 1, grid_float), size)
+    bin_index = torch.arange(output_size, device=start.device)[None, :]
+    box_start, box_bin, samples = start[:, None], bin_size[:, None], grid[:, None].to(start.dtype)
+    first, _, _ = _taps(_position(box_start, box_bin, bin_index, 0, samples), size)
+    _, last, _ = _taps(_position(box_start, box_bin, bin_index, samples - 1, samples), size)
     # Garbage for boxes that are not finite, which go to torchvision; keep the sums harmless meanwhile.
     span = (last - first + 1).clamp(min=1, max=size)
     return _Axis(start, bin_size, grid, first, span, size)
@@ -221,9 +217,8 @@ def _samples(
     y_bin = axis_bin[:, :, None].expand(-1, -1, output_size).flatten()
     x_bin = axis_bin[:, None, :].expand(-1, output_size, -1).flatten()
     image = rois[:, 0].long()[:, None].expand(-1, bins).flatten()
-    corner = (image * height + layout.rows.first.flatten()[y_bin]) * width + layout.columns.first.flatten()[
-        x_bin
-    ]
+    top, left = layout.rows.first.flatten()[y_bin], layout.columns.first.flatten()[x_bin]
+    corner = (image * height + top) * width + left
     bag_width = layout.columns.span.flatten()[x_bin]
     bag_size = layout.rows.span.flatten()[y_bin] * bag_width
     bag_start = bag_size.cumsum(0) - bag_size
