@@ -64,9 +64,10 @@ def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
 
     if launched_world_size() <= 1:
         return Alone()
-    # The processes only exchange small messages (gloo), so several may share a GPU: on a GPU much of a
-    # page's time is host work (encoding, writing, launching kernels), which more processes do side by side.
-    return Ranks(setup(device, backend="gloo", timeout=TIMEOUT, share_gpus=True), out, jsonl)
+    # The processes only exchange small messages, through the launcher's store, so several may share a GPU:
+    # on a GPU much of a page's time is host work (encoding, writing, launching kernels), which more
+    # processes do side by side.
+    return Ranks(setup(device, timeout=TIMEOUT, share_gpus=True, process_group=False), out, jsonl)
 
 
 def rank_jsonl_path(out: Path, rank: int) -> Path:

@@ -8,13 +8,17 @@ works on device `LOCAL_RANK` of its machine:
     torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT --nproc_per_node 8 -m docsam_cli ...
 
 Without a launcher's environment (`WORLD_SIZE` unset or 1) a command runs in its own process only. Shared
-by `docsam train`/`finetune` (DDP) and `docsam segment` (a work queue in the launcher's store, whose
-processes may share GPUs: `setup(share_gpus=True)`).
+by `docsam train`/`finetune` (DDP over a process group) and `docsam segment` (a work queue in the launcher's
+store, whose processes may share GPUs and exchange their few messages through that store, with no process
+group: `setup(share_gpus=True, process_group=False)`).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,6 +47,10 @@ class Distributed:
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: pick_device("cpu"))
     store: Store | None = None
+    # Without a process group, `gather` and `from_main` go through `store` (keys numbered per call, in the
+    # same order on every process); `barrier`, `mean` and `wrap` need one.
+    process_group: bool = True
+    _exchanges: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -72,6 +80,12 @@ class Distributed:
         """Every process's `value` (any picklable object), in rank order, on every process."""
         if not self.enabled:
             return [value]
+        if not self.process_group:
+            key = self._exchange_key()
+            self.store.set(f"{key}/{self.rank}", pickle.dumps(value))
+            gathered = [pickle.loads(self.store.get(f"{key}/{rank}")) for rank in range(self.world_size)]
+            self._all_read(key)
+            return gathered
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * self.world_size
@@ -82,11 +96,31 @@ class Distributed:
         """The main process's `value` (any picklable object) on every process; the others pass None."""
         if not self.enabled:
             return value
+        if not self.process_group:
+            key = self._exchange_key()
+            if self.is_main:
+                self.store.set(key, pickle.dumps(value))
+            else:
+                value = pickle.loads(self.store.get(key))
+            self._all_read(key)
+            return value
         import torch.distributed as dist
 
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def _exchange_key(self) -> str:
+        # torchrun keeps its store through restarts (`--max-restarts`): each attempt numbers its own calls.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return f"docsam/attempt-{attempt}/exchange-{next(self._exchanges)}"
+
+    def _all_read(self, key: str) -> None:
+        """Wait until every process has read `key`'s values: the store may live in the main process
+        (`srun`), which must not exit while the others still read."""
+        self.store.set(f"{key}/read/{self.rank}", b"")
+        if self.is_main:
+            self.store.wait([f"{key}/read/{rank}" for rank in range(self.world_size)])
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP with `find_unused_parameters`: the text encoder runs under no_grad, the FPN and a few decoder
@@ -101,17 +135,20 @@ class Distributed:
 
 def setup(
     device: str = "auto",
-    backend: str | None = None,
     timeout: timedelta = DEFAULT_TIMEOUT,
     share_gpus: bool = False,
+    process_group: bool = True,
 ) -> Distributed:
-    """Join the process group the launcher describes, or run alone; pick this process's device.
+    """Join the run the launcher describes (its store, and a process group unless `process_group` is
+    False), or run alone; pick this process's device.
 
     `device` is checked as `docsam_cli.runtime.pick_device` checks it (UsageError if it is not there);
     `cuda` without an index, or `auto` on a machine with CUDA, is GPU `LOCAL_RANK` under a launcher, or
     with `share_gpus` GPU `LOCAL_RANK mod GPUs`: several processes per GPU, for work whose processes only
-    exchange small messages over gloo (NCCL refuses two processes on one GPU).
-    `backend` defaults to NCCL on CUDA and gloo on the CPU.
+    exchange small messages (NCCL refuses two processes on one GPU). The process group is NCCL's on CUDA,
+    gloo's on the CPU. Without one, no collective threads outlive the work: gloo's can abort a process
+    that exits right after a collective (a worker thread then frees the collective's tensors, which needs
+    the interpreter that is shutting down).
     """
     import torch
     import torch.distributed as dist
@@ -125,11 +162,13 @@ def setup(
     if world_size == 1:
         return Distributed(device=chosen)
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    if not process_group:
+        return Distributed(rank, world_size, chosen, store, process_group=False)
     # torchrun keeps one store for all its restarts (`--max-restarts`): the process group's keys are kept
     # apart per attempt, or a restarted process could read the address of a process that died.
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(
-        backend or ("nccl" if chosen.type == "cuda" else "gloo"),
+        "nccl" if chosen.type == "cuda" else "gloo",
         store=dist.PrefixStore(f"default_pg/attempt-{attempt}", store),
         rank=rank,
         world_size=world_size,

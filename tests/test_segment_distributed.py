@@ -62,9 +62,36 @@ def test_store_counters_give_each_item_to_one_caller_and_the_faster_caller_takes
     assert next(StoreCounters(store, "run-2/").claim(work)) == (0, 0)
 
 
+def test_without_a_process_group_ranks_exchange_through_the_store():
+    """`segment`'s processes have no process group (no collective threads to outlive the run): `gather` and
+    `from_main` go through the launcher's store, and rank 0 leaves each only once every rank has read it
+    (under srun the store lives in rank 0's process)."""
+    from torch.distributed import HashStore
+
+    from docsam_cli.distributed import Distributed
+
+    store = HashStore()
+    results: dict[int, tuple] = {}
+
+    def rank(number: int) -> None:
+        ranks = Distributed(number, 2, store=store, process_group=False)
+        work = ranks.from_main(["page1", "page2"] if number == 0 else None)
+        results[number] = (work, ranks.gather(f"rank {number} done"))
+
+    threads = [threading.Thread(target=rank, args=(number,), daemon=True) for number in (0, 1)]
+    threads[0].start()
+    time.sleep(0.5)
+    # Rank 1 has not read rank 0's value yet: rank 0 waits for it, it has not gone on to the gather.
+    assert threads[0].is_alive() and not store.check(["docsam/attempt-0/exchange-1/0"])
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results[0] == results[1] == (["page1", "page2"], ["rank 0 done", "rank 1 done"])
+
+
 class TwoRanks:
     """`docsam_cli.distributed.Distributed` as rank `rank` of two sees it, in one process: what rank 0
-    sends goes through pickle as over gloo; `peer_sees` is what the other rank reports."""
+    sends goes through pickle as through the store; `peer_sees` is what the other rank reports."""
 
     def __init__(self, rank: int, store, main: TwoRanks | None = None, peer_sees: bool = True) -> None:
         self.rank, self.store, self.device = rank, store, "cpu"
