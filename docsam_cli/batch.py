@@ -126,6 +126,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                 return iter_page_tasks(documents, options)
 
             return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
+        except Exception as error:
+            processes.report_failure(error)
+            raise
         finally:
             processes.close()
 

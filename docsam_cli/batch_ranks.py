@@ -86,6 +86,9 @@ class Alone:
     def on_main(self, action: Callable[[], Result]) -> Result:
         return action()
 
+    def report_failure(self, error: Exception) -> None:
+        pass
+
     def share_work(self, make: Callable[[], Iterable[Item]]) -> Iterable[Item]:
         return make()
 
@@ -129,7 +132,7 @@ class Ranks:
 
     def share_work(self, make: Callable[[], Iterable[Item]]) -> list[Item]:
         """Rank 0 runs `make` and every rank gets its list. Until then no rank writes: rank 0 (and `make`)
-        may clean what a killed run left (a failure stops every rank, see `on_main`). Raises UsageError on
+        may clean what a killed run left (a failure stops every rank: `report_failure`). Raises UsageError on
         every rank if some rank does not see the output folder rank 0 writes in."""
         out = self.out
 
@@ -152,22 +155,14 @@ class Ranks:
         return [_Portable.restore(item) for item in work]
 
     def on_main(self, action: Callable[[], Result]) -> Result:
-        """`action()` run by rank 0, its result sent to every rank. If it fails, rank 0 raises its error and
-        the other ranks, which wait for the result, a UsageError repeating it: at once, where they would
-        otherwise wait for `TIMEOUT` (under srun no torchrun stops them)."""
-        result: Any = None
-        failure: Exception | None = None
-        if self.is_main:
-            try:
-                result = action()
-            except Exception as error:
-                result, failure = _MainFailed(str(error) or type(error).__name__), error
-        shared = self.distributed.from_main(result)
-        if failure is not None:
-            raise failure
-        if isinstance(shared, _MainFailed):
-            raise UsageError(f"rank 0 stopped the run: {shared.message}")
-        return shared
+        """`action()` run by rank 0, its result sent to every rank. If it fails, rank 0 raises its error
+        (and `report_failure` stops the others)."""
+        return self.distributed.from_main(action() if self.is_main else None)
+
+    def report_failure(self, error: Exception) -> None:
+        """This rank stops the run: the other ranks stop at their next exchange, with `error`'s message,
+        instead of waiting for this one (for hours under srun, where no torchrun stops them)."""
+        self.distributed.report_failure(str(error) or type(error).__name__)
 
     def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:
         """The items this rank takes, each claimed when the caller asks for the next one."""
@@ -327,13 +322,6 @@ class _Portable:
     @staticmethod
     def restore(item: Any) -> Any:
         return InputError(item.path, item.reason, item.page) if isinstance(item, _Portable) else item
-
-
-@dataclass(frozen=True)
-class _MainFailed:
-    """What rank 0 sends instead of a result it could not compute (`Ranks.on_main`)."""
-
-    message: str
 
 
 def _marker_path(out: Path, run_id: str) -> Path:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from docsam_cli.errors import UsageError
 from docsam_cli.runtime import pick_device
 
 if TYPE_CHECKING:  # torch is imported when a process group is joined: asking `launched_world_size` is free
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # torch is imported when a process group is joined: asking `l
     from torch.distributed import Store
 
 DEFAULT_TIMEOUT = timedelta(hours=1)  # a collective waits this long for its slowest process
+STORE_POLL_SECONDS = 0.2  # how often a process waiting on the store looks for its key, or a failed rank
 
 
 def launched_world_size() -> int:
@@ -48,8 +51,10 @@ class Distributed:
     device: torch.device = field(default_factory=lambda: pick_device("cpu"))
     store: Store | None = None
     # Without a process group, `gather` and `from_main` go through `store` (keys numbered per call, in the
-    # same order on every process); `barrier`, `mean` and `wrap` need one.
+    # same order on every process), and a process that stops says so there (`report_failure`), so that
+    # the others stop instead of waiting for it; `barrier`, `mean` and `wrap` need a process group.
     process_group: bool = True
+    timeout: timedelta = DEFAULT_TIMEOUT
     _exchanges: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     @property
@@ -83,7 +88,7 @@ class Distributed:
         if not self.process_group:
             key = self._exchange_key()
             self.store.set(f"{key}/{self.rank}", pickle.dumps(value))
-            gathered = [pickle.loads(self.store.get(f"{key}/{rank}")) for rank in range(self.world_size)]
+            gathered = [pickle.loads(self._get(f"{key}/{rank}")) for rank in range(self.world_size)]
             self._all_read(key)
             return gathered
         import torch.distributed as dist
@@ -101,7 +106,7 @@ class Distributed:
             if self.is_main:
                 self.store.set(key, pickle.dumps(value))
             else:
-                value = pickle.loads(self.store.get(key))
+                value = pickle.loads(self._get(key))
             self._all_read(key)
             return value
         import torch.distributed as dist
@@ -110,17 +115,47 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def report_failure(self, message: str) -> None:
+        """Tell the other processes that this one stops (the first report stands); they stop at their next
+        exchange instead of waiting for it. Best effort: the store may be gone already."""
+        if not self.enabled or self.process_group:
+            return
+        try:
+            self.store.compare_set(self._failure_key(), "", f"rank {self.rank} stopped the run: {message}")
+        except Exception:  # the run is failing anyway; the others then wait for their timeout
+            return
+
+    def _get(self, key: str) -> bytes:
+        """The value of `key` once some process has set it. UsageError, repeating its message, if a process
+        reported a failure meanwhile, or after `timeout`."""
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        failure = self._failure_key()
+        # `check` rather than a blocking `wait`: a TCP store's `wait` that times out logs a warning each time.
+        while not self.store.check([key]):
+            if self.store.check([failure]):
+                raise UsageError(self.store.get(failure).decode())
+            if time.monotonic() > deadline:
+                raise UsageError(f"no word from the other processes of the run in {self.timeout}")
+            time.sleep(STORE_POLL_SECONDS)
+        return self.store.get(key)
+
+    def _attempt(self) -> str:
+        # torchrun keeps its store through restarts (`--max-restarts`): each attempt has its own keys.
+        return f"docsam/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
     def _exchange_key(self) -> str:
-        # torchrun keeps its store through restarts (`--max-restarts`): each attempt numbers its own calls.
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        return f"docsam/attempt-{attempt}/exchange-{next(self._exchanges)}"
+        return f"{self._attempt()}/exchange-{next(self._exchanges)}"
+
+    def _failure_key(self) -> str:
+        return f"{self._attempt()}/failed"
 
     def _all_read(self, key: str) -> None:
         """Wait until every process has read `key`'s values: the store may live in the main process
         (`srun`), which must not exit while the others still read."""
         self.store.set(f"{key}/read/{self.rank}", b"")
         if self.is_main:
-            self.store.wait([f"{key}/read/{rank}" for rank in range(self.world_size)])
+            for rank in range(self.world_size):
+                self._get(f"{key}/read/{rank}")
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP with `find_unused_parameters`: the text encoder runs under no_grad, the FPN and a few decoder
@@ -163,7 +198,7 @@ def setup(
         return Distributed(device=chosen)
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
     if not process_group:
-        return Distributed(rank, world_size, chosen, store, process_group=False)
+        return Distributed(rank, world_size, chosen, store, process_group=False, timeout=timeout)
     # torchrun keeps one store for all its restarts (`--max-restarts`): the process group's keys are kept
     # apart per attempt, or a restarted process could read the address of a process that died.
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")

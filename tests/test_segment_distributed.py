@@ -134,23 +134,39 @@ def test_rank_0_cleans_lists_and_shares_the_work_every_rank_gets_it_whole(tmp_pa
     assert sorted(claimed) == [0, 1] and list(main.claim(work)) == list(other.claim(shared)) == []
 
 
-def test_when_rank_0_cannot_list_the_work_every_rank_stops_at_once(tmp_path):
-    """The other ranks wait for the list (up to hours under srun, where no torchrun stops them): rank 0
-    sends its failure instead, and every rank stops with it."""
+def test_a_rank_that_stops_stops_the_others_at_once(tmp_path):
+    """A rank waiting for the others (up to hours under srun, where no torchrun stops them) stops as soon
+    as one of them reports that it stopped (`docsam segment` reports every error that ends a rank's run)."""
     from torch.distributed import HashStore
 
+    from docsam_cli.distributed import Distributed
+
     store = HashStore()
-    main = Ranks(TwoRanks(0, store), tmp_path / "out", jsonl=False)
+    main, other = (
+        Ranks(Distributed(rank, 2, store=store, process_group=False), tmp_path / "out", jsonl=False)
+        for rank in (0, 1)
+    )
+    stopped: list[str] = []
+
+    def wait_for_the_list() -> None:
+        with pytest.raises(UsageError) as error:
+            other.share_work(lambda: pytest.fail("only rank 0 lists"))
+        stopped.append(str(error.value))
+
+    waiting = threading.Thread(target=wait_for_the_list, daemon=True)
+    waiting.start()
 
     def cannot_list():
         raise UsageError("scans/: no such file or folder")
 
-    with pytest.raises(UsageError, match=r"^scans/: no such file or folder$"):
+    with pytest.raises(UsageError, match=r"^scans/: no such file or folder$") as failure:
         main.share_work(cannot_list)
-    other = Ranks(TwoRanks(1, store, main=main.distributed), tmp_path / "out", jsonl=False)
-    with pytest.raises(UsageError) as stopped:
-        other.share_work(lambda: pytest.fail("only rank 0 lists"))
-    assert str(stopped.value) == "rank 0 stopped the run: scans/: no such file or folder"
+    time.sleep(0.3)
+    assert waiting.is_alive() and not stopped
+    main.report_failure(failure.value)
+    other.report_failure(UsageError("a later report does not replace the first"))
+    waiting.join(timeout=10)
+    assert stopped == ["rank 0 stopped the run: scans/: no such file or folder"]
 
 
 def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tmp_path):
