@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # torch is imported when a process group is joined: asking `l
 
 DEFAULT_TIMEOUT = timedelta(hours=1)  # a collective waits this long for its slowest process
 STORE_POLL_SECONDS = 0.2  # how often a process waiting on the store looks for its key, or a failed rank
+# A process that reports its failure waits this long at most for the others to read it: under srun the
+# store lives in rank 0's process, and goes when it exits.
+FAILURE_LINGER_SECONDS = 5.0
 
 
 def launched_world_size() -> int:
@@ -120,9 +123,14 @@ class Distributed:
         exchange instead of waiting for it. Best effort: the store may be gone already."""
         if not self.enabled or self.process_group:
             return
+        failure = self._failure_key()
+        others = [f"{failure}/read/{rank}" for rank in range(self.world_size) if rank != self.rank]
         try:
-            self.store.compare_set(self._failure_key(), "", f"rank {self.rank} stopped the run: {message}")
-        except Exception:  # the run is failing anyway; the others then wait for their timeout
+            self.store.compare_set(failure, "", f"rank {self.rank} stopped the run: {message}")
+            deadline = time.monotonic() + FAILURE_LINGER_SECONDS
+            while not self.store.check(others) and time.monotonic() < deadline:
+                time.sleep(STORE_POLL_SECONDS)
+        except Exception:  # the store is gone: the run is failing anyway
             return
 
     def _get(self, key: str) -> bytes:
@@ -133,6 +141,7 @@ class Distributed:
         # `check` rather than a blocking `wait`: a TCP store's `wait` that times out logs a warning each time.
         while not self.store.check([key]):
             if self.store.check([failure]):
+                self.store.set(f"{failure}/read/{self.rank}", b"")
                 raise UsageError(self.store.get(failure).decode())
             if time.monotonic() > deadline:
                 raise UsageError(f"no word from the other processes of the run in {self.timeout}")

@@ -134,13 +134,16 @@ def test_rank_0_cleans_lists_and_shares_the_work_every_rank_gets_it_whole(tmp_pa
     assert sorted(claimed) == [0, 1] and list(main.claim(work)) == list(other.claim(shared)) == []
 
 
-def test_a_rank_that_stops_stops_the_others_at_once(tmp_path):
+def test_a_rank_that_stops_stops_the_others_at_once(tmp_path, monkeypatch):
     """A rank waiting for the others (up to hours under srun, where no torchrun stops them) stops as soon
     as one of them reports that it stopped (`docsam segment` reports every error that ends a rank's run)."""
     from torch.distributed import HashStore
 
+    import docsam_cli.distributed
     from docsam_cli.distributed import Distributed
 
+    # The reporting rank waits for the others to read its report, up to this long (rank 1 reads it at once).
+    monkeypatch.setattr(docsam_cli.distributed, "FAILURE_LINGER_SECONDS", 0.5)
     store = HashStore()
     main, other = (
         Ranks(Distributed(rank, 2, store=store, process_group=False), tmp_path / "out", jsonl=False)
@@ -164,6 +167,7 @@ def test_a_rank_that_stops_stops_the_others_at_once(tmp_path):
     time.sleep(0.3)
     assert waiting.is_alive() and not stopped
     main.report_failure(failure.value)
+    assert store.check(["docsam/attempt-0/failed/read/1"]), "rank 0 left before rank 1 read its report"
     other.report_failure(UsageError("a later report does not replace the first"))
     waiting.join(timeout=10)
     assert stopped == ["rank 0 stopped the run: scans/: no such file or folder"]
