@@ -125,8 +125,10 @@ class Distributed:
             return
         failure = self._failure_key()
         others = [f"{failure}/read/{rank}" for rank in range(self.world_size) if rank != self.rank]
+        report = f"rank {self.rank} stopped the run: {message}"
         try:
-            self.store.compare_set(failure, "", f"rank {self.rank} stopped the run: {message}")
+            if self.store.compare_set(failure, "", report).decode() != report:
+                return  # another rank reported first: this one stops because of it, the others know
             deadline = time.monotonic() + FAILURE_LINGER_SECONDS
             while not self.store.check(others) and time.monotonic() < deadline:
                 time.sleep(STORE_POLL_SECONDS)

@@ -168,7 +168,9 @@ def test_a_rank_that_stops_stops_the_others_at_once(tmp_path, monkeypatch):
     assert waiting.is_alive() and not stopped
     main.report_failure(failure.value)
     assert store.check(["docsam/attempt-0/failed/read/1"]), "rank 0 left before rank 1 read its report"
+    started = time.monotonic()
     other.report_failure(UsageError("a later report does not replace the first"))
+    assert time.monotonic() - started < 0.4, "a rank stopped by another's report waits for no one"
     waiting.join(timeout=10)
     assert stopped == ["rank 0 stopped the run: scans/: no such file or folder"]
 
