@@ -16,6 +16,8 @@
 #   ranks       that command alone and as 2 and 4 processes sharing the GPU (torchrun), pages/s
 #   finetune    a 200-step bf16 `docsam finetune` of the random DocSAM-Base on PubLayNet pages: loss drop
 #   inputs      pages/s of decoding and rendering the PDFs with 8 workers, beside the model's
+#   writers     `docsam segment`'s batch runner with 1, 2, 4 and 8 writing threads behind a stand-in model
+#               of 0.1 s/page (no GPU needed; the figure that matters is this machine's many cores)
 #   syncs       device → host synchronisations per page (CUDA sync debug mode), by stage and call site
 #   breakdown   seconds, FLOPs and operators per pipeline stage, DocSAM-Large bf16
 #   divergence  the first modules whose CUDA outputs depart from the CPU's (TF32 allowed, then not)
@@ -80,6 +82,7 @@ if ((SMOKE)); then
     export DEVICE=cpu PRECISION=fp32 LARGE="--model-config $TINY" BASE_CONFIG=$TINY
     LIMIT_SCALE=5  # a loaded 2-core CPU is slow even for the tiny model
     SPEED_PAGES=1 SYNC_PAGES=1 AGREE_PAGES=1 SEGMENT_IMAGES=2 SEGMENT_PDFS=1 SWEEP_PAGES=1 INPUT_WORKERS=2
+    WRITERS=1,2 WRITE_PAGES=4
     export RANK_PROCESSES=1,2 RANK_PAGES=4
     export TRAIN_ARGS="--config $TINY --size 128 --iters 2 --warmup 1"
     export FINETUNE_ARGS="--iters 4 --batch-size 1 --workers 0 --short-range 160,192 --patch-size 128,128"
@@ -88,6 +91,7 @@ else
     export DEVICE=cuda PRECISION=bf16 LARGE="--variant large" BASE_CONFIG=base
     LIMIT_SCALE=1
     SPEED_PAGES=20 SYNC_PAGES=2 AGREE_PAGES=12 SEGMENT_IMAGES=6 SEGMENT_PDFS=2 SWEEP_PAGES=8 INPUT_WORKERS=8
+    WRITERS=1,2,4,8 WRITE_PAGES=24
     export RANK_PROCESSES=1,2,4 RANK_PAGES=24  # random weights: hundreds of instances a page to write
     export TRAIN_ARGS="--variant large"
     export FINETUNE_ARGS="--iters 200 --batch-size 4 --workers 4"
@@ -219,6 +223,8 @@ SPEED=("$PY" -m benchmarks.segment_speed --device "$DEVICE" --json "$FIGURES")
     step finetune 200 bash -c finetune_loss_drop
     step inputs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SPEED_PAGES" \
         --inputs "$PDFS_DIR" --workers "$INPUT_WORKERS"
+    step writers 60 "$PY" benchmarks/write_speed.py --writers "$WRITERS" --pages "$WRITE_PAGES" \
+        --model-seconds 0.1 --workers "$INPUT_WORKERS"
     step syncs 90 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages "$SYNC_PAGES" --count-syncs
     step breakdown 120 "${SPEED[@]}" $LARGE --precision "$PRECISION" --pages 1 --breakdown
     ((SMOKE)) || step divergence 60 "$PY" -m benchmarks.device_divergence --reference "$REFERENCE"

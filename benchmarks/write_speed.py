@@ -7,6 +7,14 @@ the figure is the writers' alone; the median of `--repeats` runs is reported.
 
     python benchmarks/write_speed.py --instances 100
     python benchmarks/write_speed.py --instances 100 --formats coco,page,alto,overlay,semantic,jsonl
+
+`--writers 1,2,4` measures instead whether writing keeps up with a fast model: `docsam segment`'s batch
+runner (`SegmentRun`: decoding threads, the model, writing threads, records, run files) over `--pages`
+copies of the page saved as PNG, the model replaced by a stand-in that sleeps `--model-seconds` per page
+(a GPU's forward pass, which leaves the host's cores free) and returns the page's instances. Pages/s per
+writer count, beside the stand-in's own bound:
+
+    python benchmarks/write_speed.py --writers 1,2,4 --pages 16 --model-seconds 0.1
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 import model.instances
+from docsam_cli.batch import SegmentRun, prepare_output_folder
+from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
+from docsam_cli.runtime import GeometryOptions, ModelSpec
+from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
 from model.instances import PageInstances
 
@@ -82,9 +94,16 @@ def main() -> None:
     parser.add_argument("--formats", default="coco,page,overlay,jsonl")
     parser.add_argument("--size", default="3508,2480", help="page H,W")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--writers", help="comma-separated writer thread counts: measure the batch runner")
+    parser.add_argument("--pages", type=int, default=16, help="pages per run, with --writers")
+    parser.add_argument("--model-seconds", type=float, default=0.1, help="the stand-in model's s/page")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads, with --writers")
     args = parser.parse_args()
     height, width = (int(side) for side in args.size.split(","))
     page, instances = synthetic_page(args.instances, height, width)
+    if args.writers:
+        pipeline(args, page, instances)
+        return
 
     decodes = {"page": 0, "window": 0}
     decode, decode_window = mask_utils.decode, model.instances.decode_rle_window
@@ -114,6 +133,74 @@ def main() -> None:
         f"write {statistics.median(seconds):.2f} s (median of {args.repeats}); masks decoded: "
         f"{decodes['page']} whole, {decodes['window']} inside their box"
     )
+
+
+class _QuietReporter:
+    """A `Reporter` that keeps the failures only."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def start(self, label: str) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def data(self, line: str) -> None:
+        pass
+
+    def summary(self, lines) -> None:
+        pass
+
+
+def pipeline(args: argparse.Namespace, page: np.ndarray, instances: PageInstances) -> None:
+    """Pages/s of the batch runner with a stand-in model of `--model-seconds` per page, per writer count."""
+
+    def segment(images):
+        time.sleep(args.model_seconds * len(images))
+        return [instances for _ in images]
+
+    formats = frozenset(args.formats.split(","))
+    print(
+        f"{args.pages} pages of {page.shape[1]}x{page.shape[0]}, {args.instances} instances each, formats "
+        f"{args.formats}; stand-in model {args.model_seconds:.2f} s/page (at most "
+        f"{1 / args.model_seconds:.1f} pages/s), {args.workers} decoding threads"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "pages"
+        inputs.mkdir()
+        for index in range(args.pages):
+            cv2.imwrite(str(inputs / f"page{index:04d}.png"), page)
+        for writers in (int(count) for count in args.writers.split(",")):
+            out = Path(folder) / f"out-{writers}"
+            request = SegmentRequest(
+                inputs=(str(inputs),),
+                class_names=CLASSES,
+                domain="Benchmark",
+                model=ModelSpec(),
+                geometry=GeometryOptions(),
+                out=out,
+                formats=formats,
+                workers=args.workers,
+                writers=writers,
+            )
+            prepare_output_folder(out)
+            reporter = _QuietReporter()
+
+            def work(request=request):
+                documents = collect_documents(request.inputs, recursive=False, output_folder=request.out)
+                return iter_page_tasks(documents, LoadOptions())
+
+            started = time.perf_counter()
+            summary = SegmentRun(request, lambda: segment, reporter).run(work)
+            seconds = time.perf_counter() - started
+            if reporter.errors or summary.done != args.pages:
+                raise SystemExit(f"the run failed: {reporter.errors[:3]}")
+            print(f"writers {writers}: {args.pages / seconds:.2f} pages/s ({seconds:.1f} s)")
 
 
 if __name__ == "__main__":

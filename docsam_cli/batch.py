@@ -276,8 +276,8 @@ class SegmentRun:
         self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
         # Pages found done as `prefetch` looks ahead: (work index, stored record), reported in turn.
         self._skipped: deque[tuple[int, dict[str, Any]]] = deque()
-        self._write_pool: ThreadPoolExecutor | None = None  # one thread writing behind the model, in `run`
-        self._writing: deque[_Writing] = deque()  # pages handed to it, in work order
+        self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
+        self._writing: deque[_Writing] = deque()  # pages handed to them, in work order
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
@@ -288,7 +288,9 @@ class SegmentRun:
         workers = self.request.workers
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
         with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="docsam-write") as self._write_pool,
+            ThreadPoolExecutor(
+                max_workers=self.request.writers, thread_name_prefix="docsam-write"
+            ) as self._write_pool,
             contextlib.closing(
                 prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
             ) as items,
@@ -407,11 +409,12 @@ class SegmentRun:
             self._process(group)
 
     def _process(self, pages: list[tuple[int, Page]]) -> None:
-        """Segment a group of pages and hand them to the writing thread. The previous group's outputs are
-        written while this one is segmented (on a GPU, writing would otherwise leave it idle); they are
-        collected and reported before this group is handed over, so pages are reported in work order.
-        With a failure limit the group is also collected at once: a page failing to be written then stops
-        the run before any further page is segmented."""
+        """Segment a group of pages and hand them to the writing threads. Earlier pages are written while
+        this group is segmented (on a GPU, writing would otherwise leave it idle): up to `writers` of them,
+        so that writing slower than the model is spread over the threads rather than making it wait. Pages
+        are reported in work order as their writing ends. With a failure limit every page is collected
+        before the next group: a page failing to be written then stops the run before any further page
+        is segmented."""
         segmenter = self._segmenter or self.load_segmenter()
         self._segmenter = segmenter  # loaded once, when the first readable page needs it
         started = time.perf_counter()
@@ -424,7 +427,7 @@ class SegmentRun:
                 self._fail(index, InputError(page.source, reason, page.page), page.page_id)
             return
         seconds = (time.perf_counter() - started) / len(pages)
-        self._collect_writes()
+        self._collect_writes(keep=self.request.writers - 1)
         assert self._write_pool is not None, "pages are processed inside `run`"
         for (index, page), instances in zip(pages, results, strict=True):
             written = self._write_pool.submit(self._write, page, instances, seconds)
@@ -433,8 +436,8 @@ class SegmentRun:
             self._collect_writes()
 
     def _write(self, page: Page, instances: PageInstances, model_seconds: float) -> tuple[str, float]:
-        """Write the page's outputs, its record last (in the writing thread); its JSON line and the
-        seconds writing took."""
+        """Write the page's outputs, its record last (in a writing thread); its JSON line and the seconds
+        writing took."""
         started = time.perf_counter()
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
@@ -443,9 +446,10 @@ class SegmentRun:
         atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]
 
-    def _collect_writes(self) -> None:
-        """Wait for every page handed to the writing thread and report each, in work order."""
-        while self._writing:
+    def _collect_writes(self, keep: int = 0) -> None:
+        """Report the pages handed to the writing threads, in work order: wait for the oldest until at most
+        `keep` are left, then report those whose writing has ended."""
+        while self._writing and (len(self._writing) > keep or self._writing[0].result.done()):
             writing = self._writing.popleft()
             index, page = writing.index, writing.page
             try:
@@ -500,7 +504,7 @@ class SegmentRun:
 
 @dataclass
 class _Writing:
-    """A page handed to the writing thread: its work index, the page, what to log, and the result (its
+    """A page handed to the writing threads: its work index, the page, what to log, and the result (its
     JSON line and the seconds writing took, or the exception that failed it)."""
 
     index: int

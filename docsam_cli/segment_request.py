@@ -42,6 +42,7 @@ class SegmentRequest:
     isolate: bool = False  # windows of several pages may share forward passes
     pages_per_batch: int = 4  # with `isolate`
     # Writing
+    writers: int = 2  # threads writing pages' outputs while the model segments the next pages
     mask_format: MaskFormat = "rle"
     page_map: ClassMap | None = None  # class → (PAGE element, @type), see `writers.page_map`
     alto_map: ClassMap | None = None  # class → (ALTO element, tag label), see `writers.alto_map`

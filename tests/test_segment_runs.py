@@ -295,6 +295,29 @@ def test_a_page_is_written_while_the_next_one_is_segmented(tmp_path, model, monk
     assert [record["input"] for record in records] == list(map(str, pages))  # still in input order
 
 
+@pytest.mark.parametrize(("writers", "ahead"), [(1, False), (2, True), (3, True)])
+def test_pages_are_written_by_several_threads_and_reported_in_order(
+    tmp_path, model, monkeypatch, writers, ahead
+):
+    """While the first page is being written, the model goes on to the third page only when a second
+    thread can write the second page; the later pages' writing ends first, their lines still come after."""
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(4)]
+    went_ahead: list[bool] = []
+    write = PageWriter.write
+
+    def slow_first_write(self, source, instances, timing):
+        if source.page_id == "page0":
+            went_ahead.append(wait_until(lambda: len(model.batches) >= 3, seconds=10 if ahead else 0.5))
+        return write(self, source, instances, timing)
+
+    monkeypatch.setattr(PageWriter, "write", slow_first_write)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", str(writers))
+    assert code == ExitCode.OK, stderr
+    assert went_ahead == [ahead]
+    assert [record["input"] for record in records] == list(map(str, pages))
+    assert "4 pages segmented" in stderr
+
+
 def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmented(
     tmp_path, model, monkeypatch
 ):

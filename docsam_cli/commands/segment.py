@@ -192,6 +192,14 @@ Workers = Annotated[
         min=1, help="Threads decoding and rendering pages ahead of the model.", rich_help_panel=BATCH
     ),
 ]
+Writers = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Threads writing pages' outputs while the model segments the next pages.",
+        rich_help_panel=BATCH,
+    ),
+]
 MaxFailures = Annotated[
     int | None, typer.Option(min=0, help="Stop once more than N pages have failed.", rich_help_panel=BATCH)
 ]
@@ -230,6 +238,7 @@ def segment(
     isolate: Isolate = DEFAULT.isolate,
     pages_per_batch: PagesPerBatch = DEFAULT.pages_per_batch,
     workers: Workers = DEFAULT.workers,
+    writers: Writers = DEFAULT.writers,
     max_failures: MaxFailures = DEFAULT.max_failures,
     fail_fast: FailFast = False,
 ) -> None:
@@ -260,6 +269,7 @@ def segment(
         password=password,
         max_image_pixels=max_image_pixels or None,
         workers=workers,
+        writers=writers,
         batch_size=batch_size,
         isolate=isolate,
         pages_per_batch=pages_per_batch,
