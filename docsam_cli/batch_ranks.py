@@ -210,6 +210,7 @@ class Ranks:
 
         if self._reporter is not None:
             self._reporter.close()
+        self.distributed.close()
         teardown()
 
     def _counters(self) -> StoreCounters:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ STORE_POLL_SECONDS = 0.2  # how often a process waiting on the store looks for i
 # A process that reports its failure waits this long at most for the others to read it: under srun the
 # store lives in rank 0's process, and goes when it exits.
 FAILURE_LINGER_SECONDS = 5.0
+# Without a process group every process counts beats in the store, this often, so that the others can tell
+# a process that was killed (out of memory, SIGKILL) from a slow one: under a plain srun nothing else would
+# stop a run whose process died, and the others would wait for it until `timeout`, hours.
+HEARTBEAT_SECONDS = 5.0
+SILENCE_LIMIT_SECONDS = 120.0  # an awaited process without a beat this long is taken to be gone
+STOP_WAIT_SECONDS = 30.0  # how long a process that ends waits for its heartbeat thread's last beat
 
 
 def launched_world_size() -> int:
@@ -55,9 +62,11 @@ class Distributed:
     store: Store | None = None
     # Without a process group, `gather` and `from_main` go through `store` (keys numbered per call, in the
     # same order on every process), and a process that stops says so there (`report_failure`), so that
-    # the others stop instead of waiting for it; `barrier`, `mean` and `wrap` need a process group.
+    # the others stop instead of waiting for it; one killed outright is known by its silence (`heartbeat`,
+    # started by `setup`). `barrier`, `mean` and `wrap` need a process group.
     process_group: bool = True
     timeout: timedelta = DEFAULT_TIMEOUT
+    heartbeat: Heartbeat | None = field(default=None, compare=False, repr=False)  # this process's beats
     _exchanges: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     @property
@@ -91,7 +100,7 @@ class Distributed:
         if not self.process_group:
             key = self._exchange_key()
             self.store.set(f"{key}/{self.rank}", pickle.dumps(value))
-            gathered = [pickle.loads(self._get(f"{key}/{rank}")) for rank in range(self.world_size)]
+            gathered = [pickle.loads(self._get(f"{key}/{rank}", rank)) for rank in range(self.world_size)]
             self._all_read(key)
             return gathered
         import torch.distributed as dist
@@ -109,7 +118,7 @@ class Distributed:
             if self.is_main:
                 self.store.set(key, pickle.dumps(value))
             else:
-                value = pickle.loads(self._get(key))
+                value = pickle.loads(self._get(key, 0))
             self._all_read(key)
             return value
         import torch.distributed as dist
@@ -121,44 +130,57 @@ class Distributed:
     def report_failure(self, message: str) -> None:
         """Tell the other processes that this one stops (the first report stands); they stop at their next
         exchange instead of waiting for it. Best effort: the store may be gone already."""
-        if not self.enabled or self.process_group:
-            return
+        if self.enabled and not self.process_group:
+            self._report(f"rank {self.rank} stopped the run: {message}")
+
+    def close(self) -> None:
+        """Stop this process's beats: before it exits, so that no thread uses the store while the
+        interpreter shuts down."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    def _report(self, report: str) -> None:
+        """Store `report` as the run's failure unless another is there; if it is the first, wait
+        (`FAILURE_LINGER_SECONDS` at most) for the others to read it."""
         failure = self._failure_key()
         others = [f"{failure}/read/{rank}" for rank in range(self.world_size) if rank != self.rank]
-        report = f"rank {self.rank} stopped the run: {message}"
         try:
             if self.store.compare_set(failure, "", report).decode() != report:
-                return  # another rank reported first: this one stops because of it, the others know
+                return  # another report came first: this process stops because of it, the others know
             deadline = time.monotonic() + FAILURE_LINGER_SECONDS
             while not self.store.check(others) and time.monotonic() < deadline:
                 time.sleep(STORE_POLL_SECONDS)
         except Exception:  # the store is gone: the run is failing anyway
             return
 
-    def _get(self, key: str) -> bytes:
-        """The value of `key` once some process has set it. UsageError, repeating its message, if a process
-        reported a failure meanwhile, or after `timeout`."""
+    def _get(self, key: str, sender: int) -> bytes:
+        """The value of `key` once process `sender` has set it. UsageError, repeating its message, if a
+        process reported a failure meanwhile; if `sender` gave no sign of life for `SILENCE_LIMIT_SECONDS`
+        (reported as the run's failure, so that every process stops); or after `timeout`."""
         deadline = time.monotonic() + self.timeout.total_seconds()
         failure = self._failure_key()
+        silence = Silence(self.store, beats_key(sender))
         # `check` rather than a blocking `wait`: a TCP store's `wait` that times out logs a warning each time.
         while not self.store.check([key]):
             if self.store.check([failure]):
                 self.store.set(f"{failure}/read/{self.rank}", b"")
                 raise UsageError(self.store.get(failure).decode())
+            if silence.seconds() > SILENCE_LIMIT_SECONDS:
+                self._report(
+                    f"rank {sender} stopped answering: no sign of life for {SILENCE_LIMIT_SECONDS:.0f} s "
+                    "(killed, or out of memory?); a rerun does the pages left"
+                )
+                continue  # stop with the first report: this one, or another process's
             if time.monotonic() > deadline:
                 raise UsageError(f"no word from the other processes of the run in {self.timeout}")
             time.sleep(STORE_POLL_SECONDS)
         return self.store.get(key)
 
-    def _attempt(self) -> str:
-        # torchrun keeps its store through restarts (`--max-restarts`): each attempt has its own keys.
-        return f"docsam/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-
     def _exchange_key(self) -> str:
-        return f"{self._attempt()}/exchange-{next(self._exchanges)}"
+        return f"{_attempt()}/exchange-{next(self._exchanges)}"
 
     def _failure_key(self) -> str:
-        return f"{self._attempt()}/failed"
+        return f"{_attempt()}/failed"
 
     def _all_read(self, key: str) -> None:
         """Wait until every process has read `key`'s values: the store may live in the main process
@@ -166,7 +188,7 @@ class Distributed:
         self.store.set(f"{key}/read/{self.rank}", b"")
         if self.is_main:
             for rank in range(self.world_size):
-                self._get(f"{key}/read/{rank}")
+                self._get(f"{key}/read/{rank}", rank)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP with `find_unused_parameters`: the text encoder runs under no_grad, the FPN and a few decoder
@@ -177,6 +199,65 @@ class Distributed:
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def _attempt() -> str:
+    # torchrun keeps its store through restarts (`--max-restarts`): each attempt has its own keys.
+    return f"docsam/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def beats_key(rank: int) -> str:
+    """The store's counter of process `rank`'s beats."""
+    return f"{_attempt()}/beats/{rank}"
+
+
+class Heartbeat:
+    """A thread that adds 1 to this process's counter in the store at once and then every
+    `HEARTBEAT_SECONDS`, until `stop`."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self._store, self._key = store, key
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="docsam-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating and wait for the thread (bounded: a store that no longer answers must not keep the
+        process from exiting)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self._store.add(self._key, 1)
+            except Exception:  # the store is gone: the run is ending
+                return
+            if self._stopped.wait(HEARTBEAT_SECONDS):
+                return
+
+
+class Silence:
+    """How long the counter at `key` has not moved, as this process sees it (the processes' clocks are
+    never compared); the counter is read at most once per `HEARTBEAT_SECONDS`."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self._store, self._key = store, key
+        self._beats: int | None = None
+        self._heard = self._read = time.monotonic()
+
+    def seconds(self) -> float:
+        now = time.monotonic()
+        if now - self._read >= HEARTBEAT_SECONDS:
+            self._read = now
+            beats = self._store.add(self._key, 0)
+            if beats != self._beats:
+                self._beats, self._heard = beats, now
+        return now - self._heard
 
 
 def setup(
@@ -209,7 +290,10 @@ def setup(
         return Distributed(device=chosen)
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
     if not process_group:
-        return Distributed(rank, world_size, chosen, store, process_group=False, timeout=timeout)
+        heartbeat = Heartbeat(store, beats_key(rank)).start()
+        return Distributed(
+            rank, world_size, chosen, store, process_group=False, timeout=timeout, heartbeat=heartbeat
+        )
     # torchrun keeps one store for all its restarts (`--max-restarts`): the process group's keys are kept
     # apart per attempt, or a restarted process could read the address of a process that died.
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")

@@ -89,6 +89,78 @@ def test_without_a_process_group_ranks_exchange_through_the_store():
     assert results[0] == results[1] == (["page1", "page2"], ["rank 0 done", "rank 1 done"])
 
 
+@pytest.fixture
+def quick_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beats every 0.05 s, a process silent for 0.5 s taken as gone (120 s in a run)."""
+    import docsam_cli.distributed
+
+    monkeypatch.setattr(docsam_cli.distributed, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(docsam_cli.distributed, "SILENCE_LIMIT_SECONDS", 0.5)
+    monkeypatch.setattr(docsam_cli.distributed, "FAILURE_LINGER_SECONDS", 0.5)
+
+
+def beating_rank(rank: int, world_size: int, store):
+    from docsam_cli.distributed import Distributed, Heartbeat, beats_key
+
+    heartbeat = Heartbeat(store, beats_key(rank)).start()
+    return Distributed(rank, world_size, store=store, process_group=False, heartbeat=heartbeat)
+
+
+def test_a_rank_killed_outright_stops_the_others_not_after_hours(quick_beats):
+    """Rank 2 of three dies without a word (SIGKILL, out of memory: no report): the ranks waiting for it
+    see its beats stop, and all of them stop with the same message (under srun nothing else would stop
+    them before the store's timeout, hours)."""
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    stopped: dict[int, str] = {}
+
+    def wait_for_everyone(rank: int) -> None:
+        ranks = beating_rank(rank, 3, store)
+        try:
+            ranks.gather(f"rank {rank} done")
+        except UsageError as error:
+            stopped[rank] = str(error)
+        finally:
+            ranks.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=wait_for_everyone, args=(rank,), daemon=True) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert time.monotonic() - started < 10
+    assert set(stopped) == {0, 1} and stopped[0] == stopped[1]
+    assert stopped[0].startswith("rank 2 stopped answering: no sign of life for")
+
+
+def test_a_slow_rank_that_beats_is_waited_for(quick_beats):
+    """A rank that takes three times the silence limit to come to an exchange, beating all along, is
+    awaited: only silence stops a run."""
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    results: dict[int, list] = {}
+
+    def rank(number: int, delay: float) -> None:
+        ranks = beating_rank(number, 2, store)
+        time.sleep(delay)
+        results[number] = ranks.gather(number)
+        ranks.close()
+
+    threads = [
+        threading.Thread(target=rank, args=(number, delay), daemon=True)
+        for number, delay in ((0, 0), (1, 1.5))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {0: [0, 1], 1: [0, 1]}
+    assert not store.check(["docsam/attempt-0/failed"])
+
+
 class TwoRanks:
     """`docsam_cli.distributed.Distributed` as rank `rank` of two sees it, in one process: what rank 0
     sends goes through pickle as through the store; `peer_sees` is what the other rank reports."""
