@@ -206,12 +206,9 @@ class Ranks:
         return self.distributed.from_main(summary)
 
     def close(self) -> None:
-        from docsam_cli.distributed import teardown
-
         if self._reporter is not None:
             self._reporter.close()
-        self.distributed.close()
-        teardown()
+        self.distributed.close()  # a segment run joins no process group: nothing else to tear down
 
     def _counters(self) -> StoreCounters:
         if self.counters is None:
