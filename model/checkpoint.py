@@ -248,6 +248,24 @@ def to_reference_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return renamed
 
 
+def misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps `given` from loading strictly where `expected` (a state dict) is: its missing, unexpected
+    and mis-shaped keys, a few of each; None when it fits."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    mismatched = [
+        f"{key} {tuple(given[key].shape)} != {tuple(expected[key].shape)}"
+        for key in expected
+        if key in given and given[key].shape != expected[key].shape
+    ]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts) or None
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load strictly: every model entry must be filled with the right shape and nothing may be left over.
 
@@ -255,21 +273,9 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     checkpoint used them), instead of silently keeping random weights as the reference loader does.
     """
     mapped = to_model_keys(state)
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in mapped]
-    unexpected = [key for key in mapped if key not in expected]
-    mismatched = [
-        f"{key} {tuple(mapped[key].shape)} != {tuple(expected[key].shape)}"
-        for key in expected
-        if key in mapped and mapped[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise CheckpointError(f"{source}: does not fit the model ({'; '.join(parts)})")
+    problems = misfit(model.state_dict(), mapped)
+    if problems:
+        raise CheckpointError(f"{source}: does not fit the model ({problems})")
     model.load_state_dict(mapped, strict=True)
 
 
@@ -363,15 +369,31 @@ def load_model(
 
     source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
     state = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
-    if config is None and variant is not None:
-        config = variant_config(variant)
-    if config is None and not isinstance(checkpoint, Mapping):
-        config = stored_config(checkpoint)
-    if config is None:
-        config = variant_config(detect_variant(state, source))
-    model = DocSAM(config)
+    model = DocSAM(checkpoint_config(checkpoint, state, variant, config))
     load_weights(model, state, source)
     return model.to(device).eval()
+
+
+def checkpoint_config(
+    checkpoint: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    variant: str | None = None,
+    config: DocSAMConfig | None = None,
+) -> DocSAMConfig:
+    """The architecture to build for a checkpoint (`state`, read from `checkpoint`): `config`, else
+    `variant`, else the config stored in a safetensors file written by this package, else the variant
+    detected from the weights (official `.pth` files store no config). An option given wins over what the
+    file says; weights that do not fit it are then refused by `load_weights`."""
+    if config is not None:
+        return config
+    if variant is not None:
+        return variant_config(variant)
+    if not isinstance(checkpoint, Mapping):
+        stored = stored_config(checkpoint)
+        if stored is not None:
+            return stored
+    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
+    return variant_config(detect_variant(state, source))
 
 
 def save_model(

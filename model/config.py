@@ -9,6 +9,7 @@ because the reference's config carries many fields DocSAM never reads.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +20,12 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 GROUP_NORM_GROUPS = 32
 """The groups of every GroupNorm in the pixel decoder and the mask heads (the reference's fixed 32)."""
+
+TOKENIZER_VOCAB_SIZE = 30522
+"""Ids of the all-MiniLM-L6-v2 WordPiece tokenizer in `model/tokenizer` (a test reads it from the file)."""
+
+PIXEL_DECODER_LEVELS = 3
+"""Backbone levels the deformable encoder reads (strides 8 to 32); the mask-feature fusion adds stride 4."""
 
 
 def _check_types(config: object) -> None:
@@ -61,6 +68,46 @@ def _type_name(expected: Any) -> str:
     return _TYPE_NAMES[expected][0] if expected in _TYPE_NAMES else expected.__name__
 
 
+def _check_at_least(config: object, minimum: int, *names: str) -> None:
+    """Refuse a size or count (or any item of a tuple of them) below `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if any(item < minimum for item in (value if isinstance(value, tuple) else (value,))):
+            raise ValueError(f"{name} must be at least {minimum}, got {_json(value)}")
+
+
+def _check_positive(config: object, *names: str) -> None:
+    """Refuse a number that is not finite and above zero (JSON also gives NaN and Infinity)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a number above 0, got {_json(value)}")
+
+
+def _check_at_least_zero(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a number of at least 0, got {_json(value)}")
+
+
+def _check_probability(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {_json(value)}")
+
+
+def _check_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
+    """Attention splits a width evenly over its heads."""
+    if width % heads:
+        raise ValueError(f"{width_name} ({width}) must be a multiple of {heads_name} ({heads})")
+
+
+def _json(value: object) -> str:
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
 @dataclass(frozen=True)
 class SwinConfig:
     """The Swin backbone (transformers `SwinBackbone` semantics, four stages, all four returned)."""
@@ -80,6 +127,15 @@ class SwinConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if len(self.depths) != 4 or len(self.num_heads) != 4:
+            raise ValueError("depths and num_heads must list the Swin backbone's four stages")
+        _check_at_least(self, 1, "embed_dim", "depths", "num_heads", "window_size", "patch_size")
+        if self.num_channels != 3:
+            raise ValueError(f"num_channels must be 3 (pages enter in colour), got {self.num_channels}")
+        _check_positive(self, "mlp_ratio", "layer_norm_eps")
+        _check_probability(self, "drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob")
+        for stage, (width, heads) in enumerate(zip(self.stage_channels, self.num_heads, strict=True)):
+            _check_heads(f"Swin stage {stage + 1}'s width", width, f"num_heads[{stage}]", heads)
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -103,6 +159,24 @@ class TextEncoderConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_at_least(
+            self,
+            1,
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        )
+        if self.vocab_size < TOKENIZER_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size must be at least {TOKENIZER_VOCAB_SIZE} (the ids of the WordPiece tokenizer "
+                f"shipped in model/tokenizer), got {self.vocab_size}"
+            )
+        _check_positive(self, "layer_norm_eps")
+        _check_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        _check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
 
 
 @dataclass(frozen=True)
@@ -125,7 +199,7 @@ class DocSAMConfig:
     min_num_queries: int = 100
     max_num_queries: int = 900
     # Constants the reference hard-codes.
-    pixel_decoder_levels: int = 3
+    pixel_decoder_levels: int = PIXEL_DECODER_LEVELS
     deformable_points: int = 4
     position_grid: int = 256
     roi_size: int = 7
@@ -148,12 +222,48 @@ class DocSAMConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_at_least(
+            self,
+            1,
+            "feature_size",
+            "hidden_dim",
+            "encoder_feedforward_dim",
+            "decoder_layers",
+            "num_attention_heads",
+            "dim_feedforward",
+            "num_queries",
+            "min_num_queries",
+            "deformable_points",
+            "position_grid",
+            "roi_size",
+        )
+        if self.pixel_decoder_levels != PIXEL_DECODER_LEVELS:
+            raise ValueError(
+                f"pixel_decoder_levels must be {PIXEL_DECODER_LEVELS}, as in the reference, "
+                f"got {self.pixel_decoder_levels}"
+            )
+        _check_at_least(self, 0, "encoder_layers")
+        _check_probability(self, "dropout", "decoder_dropout", "selection_nms_iou")
+        _check_positive(self, "proposal_wh_divisor", "box_delta_scale")
+        _check_at_least_zero(
+            self,
+            "selection_base_threshold",
+            "class_weight",
+            "sml1_weight",
+            "diou_weight",
+            "dice_weight",
+            "focal_weight",
+            "no_object_weight",
+            "class_cost",
+            "mask_cost",
+            "box_cost",
+        )
+        for name in ("hidden_dim", "feature_size"):
+            _check_heads(name, getattr(self, name), "num_attention_heads", self.num_attention_heads)
         if self.mask_feature_size != self.hidden_dim:
             raise ValueError(
                 "mask_feature_size must equal hidden_dim (the mask heads take queries and pixels)"
             )
-        if len(self.backbone.depths) != 4 or len(self.backbone.num_heads) != 4:
-            raise ValueError("the Swin backbone must have exactly four stages")
         if self.min_num_queries > self.max_num_queries or self.max_num_queries > self.num_queries:
             raise ValueError("need min_num_queries <= max_num_queries <= num_queries")
         # GroupNorms normalise the feature_size-wide pixel-decoder maps and, in the mask-feature fusion,
@@ -201,6 +311,8 @@ class DocSAMConfig:
         backbone = _pick(SwinConfig, _section(data, "swin_backbone_config"))
         for name in ("depths", "num_heads"):
             if name in backbone:
+                if not isinstance(backbone[name], list):
+                    raise ValueError(f"{name} must be a list of integers, got {_json(backbone[name])}")
                 backbone[name] = tuple(backbone[name])
         values: dict[str, Any] = {}
         values.update(_pick(cls, _section(data, "mask2former_config")))
@@ -262,13 +374,18 @@ def _hard_coded_from_reference(section: dict[str, Any]) -> dict[str, Any]:
     for alias, name in aliases.items():
         if alias in section:
             values[name] = section[alias]
-    if "learnable_pos_embed_grid" in section:
-        grid = section["learnable_pos_embed_grid"]
-        values["position_grid"] = int(grid[0] if isinstance(grid, list | tuple) else grid)
-    if "roi_align_output" in section:
-        size = section["roi_align_output"]
-        values["roi_size"] = int(size[0] if isinstance(size, list | tuple) else size)
+    for key, name in (("learnable_pos_embed_grid", "position_grid"), ("roi_align_output", "roi_size")):
+        if key in section:
+            values[name] = _square_side(key, section[key])
     return values
+
+
+def _square_side(key: str, value: object) -> int:
+    """The side of a square size the reference writes as `[n, n]` (or `n`)."""
+    side = value[0] if isinstance(value, list) and len(value) == 2 and value[0] == value[1] else value
+    if not isinstance(side, int) or isinstance(side, bool):
+        raise ValueError(f"{key} must be a square size [n, n] of integers, got {_json(value)}")
+    return side
 
 
 # The one table of named variants (DocSAM-Base and -Large, the model zoo's Swin-B / Swin-L checkpoints):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from model.checkpoint import CheckpointError, to_model_keys
+from model.checkpoint import CheckpointError, misfit, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
 
@@ -142,8 +142,7 @@ def load_text_encoder(model: DocSAM, state: Mapping[str, torch.Tensor], source: 
         for key, value in state.items()
         if not key.endswith("position_ids")
     }
-    try:
-        model.text_encoder.load_state_dict(cleaned, strict=True)  # through TextEncoder: clears its cache
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise CheckpointError(f"{source}: not an all-MiniLM-L6-v2 BERT state dict ({first})") from None
+    problems = misfit(model.text_encoder.state_dict(), cleaned)
+    if problems:
+        raise CheckpointError(f"{source}: not an all-MiniLM-L6-v2 BERT state dict ({problems})")
+    model.text_encoder.load_state_dict(cleaned, strict=True)  # through TextEncoder: clears its cache

@@ -185,6 +185,21 @@ def test_a_broken_stored_config_is_a_checkpoint_error_naming_the_file(tmp_path, 
     assert message.startswith(f"{path}: its stored DocSAM config is not usable (") and reason in message
 
 
+def test_an_option_given_wins_over_the_stored_config_for_every_command(tmp_path, tiny_config):
+    """`segment` and `evaluate` (`load_model`) and `finetune` (`model_from_checkpoint`) build the same
+    architecture for a file: the config or variant asked for, else the stored one, else the detected one."""
+    from model.checkpoint import checkpoint_config
+
+    path = tmp_path / "tuned.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"docsam_config": json.dumps(tiny_config.to_dict())})
+    state = {"w": torch.zeros(1)}
+    assert checkpoint_config(path, state) == tiny_config
+    assert checkpoint_config(path, state, variant="large") == variant_config("large")
+    assert checkpoint_config(path, state, "large", config=variant_config("base")) == variant_config("base")
+    official = {SWIN_PATCH_EMBEDDING: torch.zeros(192, 3, 4, 4)}
+    assert checkpoint_config(tmp_path / "official.pth", official) == variant_config("large")
+
+
 def test_variant_detection_errors_name_the_file(tmp_path):
     path = tmp_path / "tiny.pth"
     torch.save({SWIN_PATCH_EMBEDDING: torch.zeros(12, 3, 4, 4)}, path)

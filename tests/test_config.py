@@ -85,6 +85,69 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
             40,
             "feature_size must be a multiple of 32 (GroupNorm with 32 groups), got 40",
         ),
+        ("swin_backbone_config", "depths", 2, "depths must be a list of integers, got 2"),
+        (
+            "hard_coded_in_reference",
+            "roi_align_output",
+            [],
+            "roi_align_output must be a square size [n, n] of integers, got []",
+        ),
+        (
+            "hard_coded_in_reference",
+            "learnable_pos_embed_grid",
+            [256, 128],
+            "learnable_pos_embed_grid must be a square size [n, n] of integers, got [256, 128]",
+        ),
+        ("hard_coded_in_reference", "roi_align_output", [0, 0], "roi_size must be at least 1, got 0"),
+        (
+            "mask2former_config",
+            "num_attention_heads",
+            3,
+            "hidden_dim (64) must be a multiple of num_attention_heads (3)",
+        ),
+        ("mask2former_config", "num_attention_heads", 0, "num_attention_heads must be at least 1, got 0"),
+        (
+            "swin_backbone_config",
+            "num_heads",
+            [5, 2, 4, 8],
+            "Swin stage 1's width (12) must be a multiple of num_heads[0] (5)",
+        ),
+        (
+            "text_encoder_config",
+            "num_attention_heads",
+            5,
+            "hidden_size (384) must be a multiple of num_attention_heads (5)",
+        ),
+        ("swin_backbone_config", "window_size", 0, "window_size must be at least 1, got 0"),
+        ("swin_backbone_config", "num_channels", 1, "num_channels must be 3 (pages enter in colour), got 1"),
+        ("docsam_config_attributes", "decoder_layers", 0, "decoder_layers must be at least 1, got 0"),
+        ("docsam_config_attributes", "min_num_queries", -5, "min_num_queries must be at least 1, got -5"),
+        (
+            "hard_coded_in_reference",
+            "pixel_decoder_levels",
+            2,
+            "pixel_decoder_levels must be 3, as in the reference, got 2",
+        ),
+        ("mask2former_config", "dropout", 2.0, "dropout must be between 0 and 1, got 2.0"),
+        (
+            "hard_coded_in_reference",
+            "proposal_wh_divisor",
+            0,
+            "proposal_wh_divisor must be a number above 0, got 0",
+        ),
+        (
+            "docsam_config_attributes",
+            "dice_weight",
+            float("nan"),
+            "dice_weight must be a number of at least 0, got NaN",
+        ),
+        (
+            "text_encoder_config",
+            "vocab_size",
+            100,
+            "vocab_size must be at least 30522 (the ids of the WordPiece tokenizer shipped in "
+            "model/tokenizer), got 100",
+        ),
     ],
     ids=[
         "list-section",
@@ -96,13 +159,30 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
         "null",
         "bool-int",
         "groupnorm",
+        "int-for-list",
+        "empty-size",
+        "non-square-size",
+        "zero-size",
+        "heads-not-dividing",
+        "no-heads",
+        "swin-heads-not-dividing",
+        "text-heads-not-dividing",
+        "zero-window",
+        "grey-input",
+        "no-decoder-layer",
+        "negative-minimum",
+        "pixel-decoder-levels",
+        "dropout-above-one",
+        "zero-divisor",
+        "nan-weight",
+        "vocabulary-too-small",
     ],
 )
 def test_configs_of_wrong_types_or_widths_are_refused_naming_the_file(
     reference_fixtures, tmp_path, section, key, value, reason
 ):
     data = json.loads((reference_fixtures / "tiny-config.json").read_text())
-    (data if section is None else data[section])[key] = value
+    (data if section is None else data.setdefault(section, {}))[key] = value
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError) as error:
@@ -122,3 +202,10 @@ def test_every_way_of_building_a_config_checks_it():
     with pytest.raises(ValueError, match="mask_feature_size must be a multiple of 64"):
         replace(variant_config("base"), hidden_dim=96, mask_feature_size=96)
     assert SwinConfig(mlp_ratio=4).mlp_ratio == 4  # an int is a valid float (JSON writes 4.0 as 4 too)
+
+
+def test_the_tokenizer_has_the_vocabulary_size_the_config_checks():
+    from model.config import TOKENIZER_VOCAB_SIZE
+    from model.text_encoder import load_tokenizer
+
+    assert load_tokenizer().get_vocab_size() == TOKENIZER_VOCAB_SIZE

@@ -154,8 +154,10 @@ def test_text_encoder_accepts_bert_prefixed_keys_and_rejects_others(tiny_config,
         model.text_encoder.bert.embeddings.word_embeddings.weight,
         minilm_state["embeddings.word_embeddings.weight"],
     )
-    with pytest.raises(CheckpointError, match="MiniLM"):
+    with pytest.raises(CheckpointError, match="MiniLM") as error:
         load_text_encoder(model, {"embeddings.word_embeddings.weight": torch.zeros(3, 3)})
+    assert "bert.embeddings.word_embeddings.weight (3, 3) != (30522, 384)" in str(error.value)
+    assert "missing: bert.embeddings.position_embeddings.weight" in str(error.value)
 
 
 def _no_dropout():

@@ -15,12 +15,12 @@ import torch
 from docsam_cli.training.settings import Regularisation
 from model.checkpoint import (
     CheckpointError,
-    detect_variant,
+    checkpoint_config,
     load_weights,
     read_state_dict,
     stored_config,
 )
-from model.config import DocSAMConfig, variant_config
+from model.config import DocSAMConfig
 from model.docsam import DocSAM
 from model.init import initialise, load_mask2former, load_text_encoder
 
@@ -50,19 +50,6 @@ def model_from_mask2former(
         load_mask2former(model, read_weights(mask2former), str(mask2former))
     load_text_encoder(model, read_weights(text_encoder), str(text_encoder))
     return model
-
-
-def checkpoint_config(
-    path: Path, state: dict[str, torch.Tensor], variant: str | None, config: DocSAMConfig | None = None
-) -> DocSAMConfig:
-    """Architecture of a DocSAM checkpoint: the given config, else the config our safetensors carry, else the
-    given or detected variant (official `.pth` files store no config)."""
-    if config is not None:
-        return config
-    stored = stored_config(path)
-    if stored is not None:
-        return stored
-    return variant_config(variant or detect_variant(state, str(path)))
 
 
 def model_from_checkpoint(
