@@ -34,8 +34,10 @@ A binary mask has two useful outlines, each with its own function:
   doubled mask runs through the centres of its boundary pixels, 2i on the left or top of pixel i, 2i + 1
   on the right or bottom, so ceil(c / 2) maps it onto the edges of the original pixels. The contour is
   simplified by `epsilon` (half a pixel: COCO compares areas) before the mapping; a simplified ring that
-  is not valid is replaced by the exact one, and an exact one that touches itself (parts meeting at a
-  pixel corner) is split there into valid rings. Integer points in [0, width] x [0, height].
+  is not valid, or whose pixels (as pycocotools rasterises it) have an IoU below `EDGE_MIN_IOU` with the
+  exact ring's (a part one or two pixels wide loses half a pixel each side, so all of it), is replaced by
+  the exact one, and an exact one that touches itself (parts meeting at a pixel corner) is split there
+  into valid rings. Integer points in [0, width] x [0, height].
 
 OpenCV and shapely are imported where they are used: `docsam --help` must not load them.
 """
@@ -48,6 +50,9 @@ import numpy as np
 
 DEFAULT_EPSILON = 1.0
 EDGE_EPSILON = 0.5  # edge polygons: at 1 px, irregular and ragged masks came back with IoU 0.97-0.98
+# A simplified edge ring rasterising further than this from the exact one is replaced by it: half a pixel
+# off each side of a part one or two pixels wide (a rule, an arm) would drop the part.
+EDGE_MIN_IOU = 0.99
 MIN_POINTS = 4  # OCR-D's validator rejects polygons with fewer points ("has too few points")
 THICKENING_ROUNDS = 3  # one round resolves the pinches, necks and spurs of every test mask so far
 
@@ -131,15 +136,27 @@ def mask_edge_polygons(
 
 def _edge_rings(contour: np.ndarray, epsilon: float) -> list[np.ndarray]:
     """One contour of the doubled mask as valid rings along the original pixel edges: simplified if that
-    is valid, else exact, split where it touches itself."""
+    is valid and rasterises like the exact ring, else exact, split where it touches itself."""
     import cv2
 
     simplified = cv2.approxPolyDP(contour.reshape(-1, 1, 2), 2 * epsilon, True).reshape(-1, 2)
     ring = _to_edges(simplified)
-    if _is_valid_ring(ring):
-        return [ring]
     exact = _to_edges(contour)
+    if _is_valid_ring(ring) and _raster_iou(ring, exact) >= EDGE_MIN_IOU:
+        return [ring]
     return [exact] if _is_valid_ring(exact) else _valid_parts(exact)
+
+
+def _raster_iou(ring: np.ndarray, exact: np.ndarray) -> float:
+    """IoU of the pixels pycocotools rasterises from two pixel-edge rings, the first a subset of the
+    second's points (so within its bounding box)."""
+    from pycocotools import mask as mask_utils
+
+    low = exact.min(axis=0)
+    width, height = (int(side) for side in exact.max(axis=0) - low)
+    flat = [(points - low).reshape(-1).astype(np.float64).tolist() for points in (ring, exact)]
+    simplified, original = mask_utils.frPyObjects(flat, height, width)
+    return float(mask_utils.iou([simplified], [original], [0])[0, 0])
 
 
 def _to_edges(doubled_points: np.ndarray) -> np.ndarray:

@@ -250,6 +250,26 @@ def test_edge_polygons_split_parts_meeting_at_a_pixel_corner_into_valid_rings():
     assert sum(shapely.Polygon(ring).area for ring in rings) == mask.sum()
 
 
+def test_edge_polygons_keep_parts_one_or_two_pixels_wide():
+    """Simplifying by half a pixel would take half a pixel off each side of a thin arm, and pycocotools
+    would then rasterise none of it: such a ring stays exact. A ragged outline is still simplified."""
+    from pycocotools import mask as mask_utils
+
+    for arm in (1, 2):
+        mask = np.zeros((1100, 40), bool)
+        mask[50:1050, 5 : 5 + arm] = True
+        mask[50:60, 5:30] = True
+        (ring,) = mask_edge_polygons(mask)
+        (rle,) = mask_utils.frPyObjects([ring.reshape(-1).astype(float).tolist()], *mask.shape)
+        assert (mask_utils.decode(rle).astype(bool) == mask).all()
+    ragged = np.zeros((200, 200), bool)
+    rows = np.arange(200)[:, None]
+    ragged[(np.arange(200)[None, :] - 100) ** 2 + (rows - 100) ** 2 < 80**2] = True
+    (ring,) = mask_edge_polygons(ragged)
+    exact = cv2.findContours(ragged.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0][0]
+    assert len(ring) < len(exact)
+
+
 def test_drop_repeats_removes_consecutive_and_closing_duplicates():
     points = np.array([[0, 0], [0, 0], [5, 0], [5, 5], [0, 0]])
     assert drop_repeats(points).tolist() == [[5, 0], [5, 5], [0, 0]]
