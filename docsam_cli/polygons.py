@@ -188,6 +188,27 @@ def _valid_parts(ring: np.ndarray) -> list[np.ndarray]:
     return rings
 
 
+def clip_polygon(polygon: np.ndarray, container: np.ndarray) -> np.ndarray:
+    """`polygon` cut to `container` (both valid integer polygons): itself when it lies within, else the
+    largest part of their intersection with its points rounded (a rounded point moves under a pixel, well
+    inside the 1.5 px OCR-D's validator allows a child beyond its parent). Tracing a mask already cut to
+    the container's pixels can still leave it: simplification cuts across the container's concave
+    corners, and repairing a pinch widens the mask by a pixel. Where rounding makes the part invalid (not
+    met so far), `polygon` is returned as it is."""
+    import shapely
+
+    inner, outer = (shapely.polygons(points.astype(np.float64)) for points in (polygon, container))
+    if inner.within(outer):
+        return polygon
+    overlap = inner.intersection(outer)
+    parts = [part for part in getattr(overlap, "geoms", [overlap]) if part.geom_type == "Polygon"]
+    if not parts:
+        return polygon
+    largest = max(parts, key=lambda part: part.area)
+    points = drop_repeats(np.rint(np.asarray(largest.exterior.coords)[:-1]).astype(np.int32))
+    return points if is_valid_polygon(points) else polygon
+
+
 def is_valid_polygon(points: np.ndarray) -> bool:
     """What OCR-D's validator accepts: at least 4 points forming a valid (simple) shapely ring.
 

@@ -58,6 +58,54 @@ def test_a_line_beside_the_regions_polygon_passes_ocrd_check_coords(tmp_path: Pa
     assert [region.get("type") for region in regions] == ["paragraph", None, None]
 
 
+# Found by fuzzing the writers (1 page in about 600): a heading whose outline has concave corners and a
+# thin diagonal text line across one. Tracing the line's pixels inside the heading's polygon gave a line
+# polygon up to 5 px outside it. COCO RLEs (bytes counts) of a 249 x 109 page.
+FUZZED_REGION = (
+    b"fZ23b74L4K4M4L4K5L4K4M4L4K5L4L4K4M4kKTNY2P2]MYN_2l1XM]Nd2g1RMbNk2a1mLhNn2]1hLlNU3n2K4M4L3L5L3M4M"
+    b"2100O2O0O100O100O2O0O100O100O2O0O100O100O2O0O100O100O2O0O100O100O2O0O100O100O2O0O100O100O2O0O100"
+    b"O100O2O0O100O100O2O0O100O100O2O0O10o1PNgS1"
+)
+FUZZED_LINE = (
+    b"Zg31g7010O010O010O010O010O00010O010O010O010O010O00010O010O010O010O00010O010O010O010O010O00010O010O"
+    b"010O010O010O0ce9"
+)
+
+
+def test_a_line_cut_to_a_region_with_concave_corners_stays_inside_its_polygon(tmp_path: Path):
+    validator = pytest.importorskip("ocrd_validators.page_validator", reason="needs the `ocrd` extra")
+    from pycocotools import mask as mask_utils
+
+    masks = [
+        mask_utils.decode({"size": [249, 109], "counts": counts}).astype(bool)
+        for counts in (FUZZED_REGION, FUZZED_LINE)
+    ]
+    path = tmp_path / "p.xml"
+    instances = make_instances(masks, [0, 1], ["heading", "text line"])
+    path.write_text(page_xml_string(PageShapes(instances), "p.png"), encoding="utf-8")
+    report = validator.PageValidator.validate(
+        filename=str(path), page_textequiv_consistency="off", check_coords=True, check_baseline=True
+    )
+    assert report.is_valid, [str(error) for error in report.errors]
+    lines = etree.parse(str(path)).getroot().iter(f"{{{PAGE_NAMESPACE}}}TextLine")
+    assert len(list(lines)) == 1
+
+
+def test_clipping_keeps_a_polygon_within_and_cuts_one_that_leaves():
+    import shapely
+
+    from docsam_cli.polygons import clip_polygon, is_valid_polygon
+
+    container = np.array([[0, 0], [40, 0], [40, 40], [20, 40], [20, 20], [0, 20]], np.int32)  # an L
+    inside = np.array([[2, 2], [10, 2], [10, 10], [2, 10]], np.int32)
+    assert clip_polygon(inside, container) is inside
+    across = np.array([[5, 10], [35, 10], [35, 35], [5, 35]], np.int32)  # over the concave corner
+    clipped = clip_polygon(across, container)
+    assert is_valid_polygon(clipped)
+    assert shapely.Polygon(clipped).within(shapely.Polygon(container))
+    assert shapely.Polygon(clipped).area == 30 * 10 + 15 * 15
+
+
 def test_alto_of_such_a_page_stays_schema_valid(alto_schema):
     document = etree.fromstring(alto_string(PageShapes(two_part_region_page()), "p.png").encode("utf-8"))
     assert alto_schema.validate(document), alto_schema.error_log

@@ -15,7 +15,13 @@ from functools import cached_property
 import numpy as np
 
 from docsam_cli.names import output_text
-from docsam_cli.polygons import DEFAULT_EPSILON, EDGE_EPSILON, mask_edge_polygons, mask_polygons
+from docsam_cli.polygons import (
+    DEFAULT_EPSILON,
+    EDGE_EPSILON,
+    clip_polygon,
+    mask_edge_polygons,
+    mask_polygons,
+)
 from docsam_cli.writers.boxes import clip_box, finite_or_zero
 from model.instances import PageInstances
 
@@ -177,7 +183,9 @@ class PageShapes:
         key = (index, container)
         if key not in self._clipped:
             polygons = self._trace(self.window(index).intersect(self.written(container)))
-            self._clipped[key] = polygons[0] if polygons else None
+            outline = self.outline(container)
+            clipped = polygons[0] if polygons and outline is not None else None
+            self._clipped[key] = None if clipped is None else clip_polygon(clipped, outline)
         return self._clipped[key]
 
     def _trace(self, window: MaskWindow) -> list[np.ndarray]:
