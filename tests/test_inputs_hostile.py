@@ -132,7 +132,8 @@ def test_a_hostile_batch_refuses_each_bad_file_once_and_does_the_rest(tmp_path, 
     failed = errors_by_path(items)
     assert set(failed) == {bomb, pipe, huge_page, Path("/dev/null")}
     assert assert_names_exactly(failed[bomb], bomb) == (
-        f"400000000 pixels exceeds the decompression-bomb limit of {DEFAULT_MAX_IMAGE_PIXELS} pixels "
+        f"20000x20000 = 400000000 pixels exceeds the decompression-bomb limit of {DEFAULT_MAX_IMAGE_PIXELS} "
+        "pixels "
         "(raise the limit with --max-image-pixels if the file is trusted)"
     )
     assert assert_names_exactly(failed[pipe], pipe) == "not a regular file (a named pipe)"

@@ -254,10 +254,26 @@ def test_decompression_bomb_is_a_clear_error_and_the_limit_can_be_raised(tmp_pat
     assert "10000 pixels exceeds the decompression-bomb limit of 6000" in error.reason
     assert "--max-image-pixels" in error.reason
     assert_one_line_naming(error, tmp_path / "big.png")
-    set_max_image_pixels(1_000)  # above twice the limit: Pillow raises, still the same kind of message
-    assert "decompression-bomb limit" in failure(tmp_path / "big.png").reason
+    set_max_image_pixels(1_000)  # above twice the limit: Pillow's own check, the same message
+    assert failure(tmp_path / "big.png").reason.startswith(
+        "100x100 = 10000 pixels exceeds the decompression-bomb limit of 1000 pixels"
+    )
     set_max_image_pixels(10_000)
     check_page(load(tmp_path / "big.png"), 100, 100)
+
+
+def test_each_page_of_a_multi_page_tiff_is_held_to_the_limit_on_its_own(tmp_path, pixel_limit):
+    """Pillow checks the first page's size when it opens the file: that page is refused, not the file."""
+    big, small = Image.new("L", (100, 100)), Image.new("L", (20, 30))
+    big.save(tmp_path / "big_first.tif", save_all=True, append_images=[small, big])
+    set_max_image_pixels(1_000)  # 10,000 pixels: Pillow would refuse the file at open
+    first, second, third = tasks_for(tmp_path / "big_first.tif")
+    for task in (first, third):
+        with pytest.raises(InputError) as caught:
+            task.load()
+        assert caught.value.page == task.page
+        assert caught.value.reason.startswith("100x100 = 10000 pixels exceeds the decompression-bomb limit")
+    check_page(second.load(), 30, 20)
 
 
 @pytest.mark.parametrize(

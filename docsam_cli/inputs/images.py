@@ -101,12 +101,12 @@ def _silence_pillow_warnings() -> None:
 
 @contextlib.contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
-    """The image, opened lazily (header only) and within the pixel limit; closed on exit. Raises
-    InputError."""
+    """The image, opened lazily (header only); closed on exit. Its size is not checked here: each frame
+    of a multi-page TIFF has its own (`check_pixel_limit`). Raises InputError."""
     _silence_pillow_warnings()
     with open_regular_file(path) as handle:
         try:
-            image = Image.open(handle, formats=IMAGE_FORMATS)
+            image = _open(handle)
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error) from None
         except UnidentifiedImageError:
@@ -116,10 +116,32 @@ def open_image(path: Path) -> Iterator[Image.Image]:
                 raise InputError(path, f"cannot read: {error.strerror}") from None
             raise InputError(path, f"truncated or corrupt image data ({error})") from None
         try:
-            check_pixel_limit(path, *image.size)
             yield image
         finally:
             image.close()
+
+
+def _open(handle: BinaryIO) -> Image.Image:
+    """`Image.open` of the formats docsam reads, without Pillow's size check of the first frame: a
+    multi-page TIFF whose first page is over the limit still has its other pages, and a refused image is
+    named with its width and height. (Pillow's check still guards sizes found while decoding.)"""
+    try:
+        return Image.open(handle, formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError:
+        Image.init()
+        handle.seek(0)
+        prefix = handle.read(16)
+        for name in IMAGE_FORMATS:  # what `Image.open` does, less the check it ends with
+            factory, accept = Image.OPEN[name]
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # a string: a warning, not a match
+                continue
+            handle.seek(0)
+            try:
+                return factory(handle, "")  # as `Image.open` names a file object
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+        raise
 
 
 def _unidentified(path: Path, handle: BinaryIO) -> InputError:
@@ -149,7 +171,7 @@ def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarra
         try:
             if frame:
                 image.seek(frame)
-                check_pixel_limit(path, *image.size, page)
+            check_pixel_limit(path, *image.size, page)
             image.load()
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error, page) from None

@@ -14,7 +14,7 @@ import numpy as np
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import FileKind, sniff_kind
-from docsam_cli.inputs.images import frame_count, load_frame, open_image
+from docsam_cli.inputs.images import check_pixel_limit, frame_count, load_frame, open_image
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
 from docsam_cli.inputs.sources import Document
@@ -126,6 +126,8 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
     try:
         with open_image(path) as image:
             frames = frame_count(path, image)
+            if frames == 1:  # refused now; a multi-page TIFF's pages are checked one by one
+                check_pixel_limit(path, *image.size)
     except InputError:
         raise
     except Exception as error:  # see PageTask.load
