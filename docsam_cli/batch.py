@@ -357,7 +357,7 @@ class SegmentRun:
                 "output folder (use another --out, or --overwrite)",
                 task.page,
             )
-        if not self.writer.is_done(task.page_id):
+        if not self.writer.is_done(task.page_id, in_document=task.page is not None):
             return task  # an output asked for now is missing: redo the page
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
         self.outcome.skipped += 1

@@ -202,6 +202,19 @@ def test_a_part_made_with_other_classes_is_not_a_page_of_the_run(tmp_path, pages
     assert run.has_page("a") and not CocoRun(tmp_path / "parts", ["text"]).has_page("a")
 
 
+def test_a_part_in_another_mask_format_is_not_a_page_of_the_run(tmp_path, pages):
+    """A rerun asking for polygons where RLE was written (or back) does the page again."""
+    rle, polygon = (CocoRun(tmp_path / "parts", CLASSES, mask_format=name) for name in ("rle", "polygon"))
+    rle.add_page("a", PageShapes(pages["a"]), "a.png")
+    assert rle.has_page("a") and not polygon.has_page("a")
+    polygon.add_page("a", PageShapes(pages["a"]), "a.png")
+    assert polygon.has_page("a") and not rle.has_page("a")
+    legacy = json.loads(polygon.part_path("a").read_text())
+    del legacy["mask_format"]  # as written before parts named it: told by the annotations' polygons
+    polygon.part_path("a").write_text(json.dumps(legacy))
+    assert polygon.has_page("a") and not rle.has_page("a")
+
+
 def test_one_element_per_line(tmp_path, pages):
     write_run(tmp_path, pages)
     lines = (tmp_path / "coco.json").read_text().splitlines()

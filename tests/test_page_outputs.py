@@ -71,7 +71,8 @@ def test_every_format_is_written_and_the_semantic_classes_are_cocos(tmp_path):
     )
     writer.finish(["doc_p0002"])
     files = writer.files("doc_p0002")
-    assert all(path.is_file() for path in files.required()[1:])  # all but the record, which batch writes
+    assert files.image in files.required(in_document=True)
+    assert all(path.is_file() for path in files.required(in_document=True)[1:])  # the record: batch's
     assert set(record["outputs"]) == {"image", "coco", "page", "alto", "overlay", "semantic"}
     page_image = etree.parse(str(files.page_xml)).getroot().find("{*}Page").get("imageFilename")
     alto_image = (
@@ -99,6 +100,7 @@ def test_only_the_requested_files_are_needed(tmp_path):
     writer = PageWriter(settings(tmp_path, formats=("alto", "jsonl")))
     files = writer.files("a")
     assert files.required() == [files.record, files.alto]
+    assert files.required(in_document=True) == [files.record, files.alto, files.image]
     record = writer.write(
         PageSource(tmp_path / "a.png", None, "a", np.zeros((400, 300, 3), np.uint8)), crowded_page(4), {}
     )

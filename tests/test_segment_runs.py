@@ -227,6 +227,27 @@ def test_a_page_given_from_another_working_folder_is_skipped(tmp_path, monkeypat
     assert other.is_file()
 
 
+def test_a_page_missing_its_rendered_image_or_in_another_mask_format_is_done_again(tmp_path, model):
+    from PIL import Image
+
+    book = tmp_path / "book.tif"
+    Image.new("RGB", (60, 40), "white").save(book, save_all=True, append_images=[Image.new("RGB", (50, 30))])
+    out = tmp_path / "out"
+    code, records, stderr = segment(out, str(book), "--format", "coco,page,jsonl")
+    assert code == ExitCode.OK, stderr
+    assert [record["page_id"] for record in records] == ["book_p0001", "book_p0002"]
+    (out / "image" / "book_p0002.png").unlink()  # PAGE and COCO name it
+    code, records, stderr = segment(out, str(book), "--format", "coco,page,jsonl")
+    assert code == ExitCode.OK, stderr
+    assert [record.get("skipped", False) for record in records] == [True, False]
+    assert (out / "image" / "book_p0002.png").is_file()
+    code, records, stderr = segment(out, str(book), "--format", "coco,jsonl", "--mask-format", "polygon")
+    assert code == ExitCode.OK, stderr
+    assert [record.get("skipped", False) for record in records] == [False, False]
+    coco = json.loads((out / "coco.json").read_text())
+    assert all(isinstance(annotation["segmentation"], list) for annotation in coco["annotations"])
+
+
 def test_other_classes_are_a_usage_error_unless_overwrite_redoes_the_pages(tmp_path, model):
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
     out = tmp_path / "out"

@@ -5,7 +5,8 @@ memory: `CocoRun.add_page` writes each page's annotations to its own small part 
 as compressed RLE), and `CocoRun.write` streams the parts of the pages asked for into the final files,
 holding one page at a time. Parts of a killed run stay valid, so a resumed run that skips finished pages
 still writes them all; a part is named by the page id, so a re-done page replaces its part. A part also
-names the classes it was made with: one made with other classes is not a page of this run (`has_page`).
+names the classes and the mask format it was made with: one made with others is not a page of this run
+(`has_page`), which is done again.
 
 Conventions: categories are the prompted class names in order, ids from 1; image ids follow the order
 of `page_ids` from 1, annotation ids from 1, both in the dataset and in the results. `bbox` is the
@@ -93,15 +94,22 @@ class CocoRun:
 
     def has_page(self, page_id: str) -> bool:
         """Whether the page has a readable part made with this run's classes (in this order: they number
-        the categories). A part written before parts named their classes counts if its annotations'
-        classes are among this run's."""
+        the categories) and mask format. A part written before parts named their classes counts if its
+        annotations' classes are among this run's; one written before they named their mask format has
+        polygons in polygon mode only."""
         try:
             part = _read(self.part_path(page_id))
         except (OSError, ValueError):
             return False
+        annotations = part["annotations"]
+        if "mask_format" in part:
+            same_format = part["mask_format"] == self.mask_format
+        else:
+            polygons = [("polygons" in annotation) for annotation in annotations]
+            same_format = all(polygons) if self.mask_format == "polygon" else not any(polygons)
         if "classes" in part:
-            return part["classes"] == self.class_names
-        return all(annotation["category"] in self.class_names for annotation in part["annotations"])
+            return same_format and part["classes"] == self.class_names
+        return same_format and all(annotation["category"] in self.class_names for annotation in annotations)
 
     def add_page(
         self,
@@ -119,7 +127,12 @@ class CocoRun:
             **{key: _text(value) for key, value in (extra or {}).items()},
         }
         annotations = page_annotations(shapes, self.mask_format)
-        part = {"classes": self.class_names, "image": image, "annotations": annotations}
+        part = {
+            "classes": self.class_names,
+            "mask_format": self.mask_format,
+            "image": image,
+            "annotations": annotations,
+        }
         atomic_write_text(self.part_path(page_id), json.dumps(part, separators=(",", ":")))
 
     def write(

@@ -67,8 +67,9 @@ class PageFiles:
         self.semantic = out / "semantic" / f"{page_id}.png"
         self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
 
-    def required(self) -> list[Path]:
-        """The files that exist once the page is done (the record last)."""
+    def required(self, in_document: bool = False) -> list[Path]:
+        """The files that exist once the page is done (the record last); `in_document`: the page is one of
+        a PDF or multi-page TIFF, whose image the formats that name it get beside them."""
         formats = self.settings.formats
         per_format = {
             "page": self.page_xml,
@@ -76,7 +77,8 @@ class PageFiles:
             "overlay": self.overlay,
             "semantic": self.semantic,
         }
-        return [self.record, *(path for name, path in per_format.items() if name in formats)]
+        image = [self.image] if in_document and formats & _IMAGE_REFERENCES else []
+        return [self.record, *(path for name, path in per_format.items() if name in formats), *image]
 
 
 def output_folders(out_dir: Path) -> list[Path]:
@@ -109,9 +111,10 @@ class PageWriter:
         records = self.settings.out_dir / STATE_DIR / "records"
         return [path.name.removesuffix(".json") for path in records.glob("*.json")]
 
-    def is_done(self, page_id: str) -> bool:
-        """Every output the settings ask for exists (a page done by an earlier run)."""
-        complete = all(path.is_file() for path in self.files(page_id).required())
+    def is_done(self, page_id: str, in_document: bool = False) -> bool:
+        """Every output the settings ask for exists (a page done by an earlier run; `in_document` as for
+        `PageFiles.required`)."""
+        complete = all(path.is_file() for path in self.files(page_id).required(in_document))
         return complete and (self.coco is None or self.coco.has_page(page_id))
 
     def write(self, source: PageSource, instances: PageInstances, timing: Mapping[str, float]) -> dict:
