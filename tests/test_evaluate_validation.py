@@ -125,6 +125,15 @@ def test_neither_a_dataset_nor_a_results_list(tmp_path: Path) -> None:
     assert_one_error(result, "pred.json", "pred.json: expected a COCO dataset")
 
 
+def test_ground_truth_that_is_not_there_is_named_as_missing(tmp_path: Path) -> None:
+    (tmp_path / "pred").mkdir()
+    result = run_cli("evaluate", tmp_path / "typo", "--pred", tmp_path / "pred")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.error_lines() == [
+        f"error: invalid value: {tmp_path / 'typo'}: no such file or folder (see 'docsam evaluate --help')"
+    ]
+
+
 @pytest.fixture
 def unified(tmp_path: Path) -> Path:
     """The two pages of `coco_document` converted into the unified layout."""

@@ -56,6 +56,8 @@ def detect_format(path: Path) -> str:
     splits = [child.name for child in children if layout.is_layout(child)]
     if splits:
         raise ValueError(f"{path} holds split folders: evaluate one of {', '.join(splits)}")
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     raise ValueError(f"cannot tell the format of {path}")
 
 

@@ -57,6 +57,8 @@ def detect_format(path: Path) -> str:
         return "coco"
     if path.suffix.lower() == ".xml" or (path.is_dir() and any(path.rglob("*.xml"))):
         return "page"
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     raise ValueError(f"cannot tell the format of {path}")
 
 
