@@ -208,7 +208,7 @@ def test_empty_page_and_names_that_need_escaping(alto_schema):
     assert document.find("a:ReadingOrder", NS) is None
     assert (
         document.findtext("a:Description/a:Processing/a:processingDateTime", namespaces=NS)
-        == "2024-05-06T07:08:09"
+        == "2024-05-06T07:08:09Z"
     )
 
     name = os.fsdecode(b"scan\xff & <1>.png")

@@ -260,5 +260,5 @@ def test_metadata_and_atomic_file(tmp_path, page_schema):
     assert text == page_xml_string(PageShapes(instances), "p.png", created=created)
     document = parse_valid(text, page_schema)
     assert document.findtext("pc:Metadata/pc:Creator", namespaces=NS).startswith("docsam ")
-    assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09"
-    assert document.findtext("pc:Metadata/pc:LastChange", namespaces=NS) == "2024-05-06T07:08:09"
+    assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09Z"
+    assert document.findtext("pc:Metadata/pc:LastChange", namespaces=NS) == "2024-05-06T07:08:09Z"

@@ -28,7 +28,7 @@ Names: every attribute and text goes through `names.xml_text` (see `xml_tree`), 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 from lxml import etree
@@ -41,7 +41,7 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import sub_element
+from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -65,7 +65,7 @@ def alto_string(
     """
     kinds = [alto_kind(name, alto_map, page_map) for name in shapes.instances.class_names]
     layout = page_layout(shapes, [_ROLES.get(kind.element, "region") for kind in kinds])
-    timestamp = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    timestamp = utc_timestamp(created)
 
     root = etree.Element(
         _tag("alto"),

@@ -21,7 +21,7 @@ text goes through `names.xml_text` (see `xml_tree`): file and class names with c
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 from lxml import etree
@@ -33,7 +33,7 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import sub_element
+from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -54,7 +54,7 @@ def page_xml_string(
     `page_map` overrides the class → (element, @type) defaults (see `page_map.parse_page_map`); raises
     ValueError if it names an element or type the schema does not allow. `created` (UTC) defaults to now.
     """
-    timestamp = (created or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    timestamp = utc_timestamp(created)
     root = etree.Element(
         f"{{{PAGE_NAMESPACE}}}PcGts",
         nsmap={None: PAGE_NAMESPACE, "xsi": _XSI},

@@ -8,6 +8,7 @@ percent-encodes them instead (`%1B`), whatever the string's origin (file name, c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 
 from lxml import etree
 
@@ -23,3 +24,9 @@ def sub_element(
     if text is not None:
         element.text = xml_text(text)
     return element
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """`moment` (default: now) as the xsd:dateTime PAGE and ALTO state, in UTC and saying so:
+    `2024-05-06T07:08:09Z`."""
+    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
