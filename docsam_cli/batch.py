@@ -295,8 +295,10 @@ class SegmentRun:
                 prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
             ) as items,
         ):
-            self._take(items)
-            self._collect_writes()
+            try:
+                self._take(items)
+            finally:  # also when interrupted: the pages being written are finished, and reported
+                self._collect_writes()
         self._report_skipped()
 
         def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:

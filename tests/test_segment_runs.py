@@ -339,6 +339,30 @@ def test_pages_are_written_by_several_threads_and_reported_in_order(
     assert "4 pages segmented" in stderr
 
 
+def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, model, monkeypatch):
+    """Ctrl-C while the model works on the third page: the two pages being written are finished, and their
+    lines reach stdout, as for every page whose record is written."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+    stand_in = batch.model_segmenter
+
+    def interrupted_at_the_third(loaded, request, geometry):
+        segment_pages = stand_in(loaded, request, geometry)
+
+        def segment(images):
+            if len(model.batches) == 2:
+                raise KeyboardInterrupt
+            return segment_pages(images)
+
+        return segment
+
+    monkeypatch.setattr(batch, "model_segmenter", interrupted_at_the_third)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", "2")
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert [record["input"] for record in records] == list(map(str, pages[:2]))
+    done = sorted(path.name for path in (tmp_path / "out" / ".docsam" / "records").iterdir())
+    assert done == ["page0.json", "page1.json"]
+
+
 def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmented(
     tmp_path, model, monkeypatch
 ):
