@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
@@ -68,34 +68,29 @@ def _type_name(expected: Any) -> str:
     return _TYPE_NAMES[expected][0] if expected in _TYPE_NAMES else expected.__name__
 
 
-def _check_at_least(config: object, minimum: int, *names: str) -> None:
-    """Refuse a size or count (or any item of a tuple of them) below `minimum`."""
+def _check(config: object, requirement: str, accepts: Callable[[Any], bool], *names: str) -> None:
+    """Refuse a field (or any item of a tuple field) that `accepts` refuses, saying it must be
+    `requirement`. Comparisons are written so that NaN, which JSON also gives, fails them."""
     for name in names:
         value = getattr(config, name)
-        if any(item < minimum for item in (value if isinstance(value, tuple) else (value,))):
-            raise ValueError(f"{name} must be at least {minimum}, got {_json(value)}")
+        if not all(accepts(item) for item in (value if isinstance(value, tuple) else (value,))):
+            raise ValueError(f"{name} must be {requirement}, got {_json(value)}")
 
 
-def _check_positive(config: object, *names: str) -> None:
-    """Refuse a number that is not finite and above zero (JSON also gives NaN and Infinity)."""
-    for name in names:
-        value = getattr(config, name)
-        if not 0 < value < math.inf:
-            raise ValueError(f"{name} must be a number above 0, got {_json(value)}")
+def _at_least(minimum: int) -> Callable[[Any], bool]:
+    return lambda value: value >= minimum
 
 
-def _check_at_least_zero(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not 0 <= value < math.inf:
-            raise ValueError(f"{name} must be a number of at least 0, got {_json(value)}")
+def _above_zero(value: float) -> bool:
+    return 0 < value < math.inf
 
 
-def _check_probability(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name} must be between 0 and 1, got {_json(value)}")
+def _zero_or_more(value: float) -> bool:
+    return 0 <= value < math.inf
+
+
+def _probability(value: float) -> bool:
+    return 0 <= value <= 1
 
 
 def _check_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
@@ -129,11 +124,20 @@ class SwinConfig:
         _check_types(self)
         if len(self.depths) != 4 or len(self.num_heads) != 4:
             raise ValueError("depths and num_heads must list the Swin backbone's four stages")
-        _check_at_least(self, 1, "embed_dim", "depths", "num_heads", "window_size", "patch_size")
+        _check(
+            self, "at least 1", _at_least(1), "embed_dim", "depths", "num_heads", "window_size", "patch_size"
+        )
         if self.num_channels != 3:
             raise ValueError(f"num_channels must be 3 (pages enter in colour), got {self.num_channels}")
-        _check_positive(self, "mlp_ratio", "layer_norm_eps")
-        _check_probability(self, "drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob")
+        _check(self, "a number above 0", _above_zero, "mlp_ratio", "layer_norm_eps")
+        _check(
+            self,
+            "between 0 and 1",
+            _probability,
+            "drop_path_rate",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+        )
         for stage, (width, heads) in enumerate(zip(self.stage_channels, self.num_heads, strict=True)):
             _check_heads(f"Swin stage {stage + 1}'s width", width, f"num_heads[{stage}]", heads)
 
@@ -159,9 +163,10 @@ class TextEncoderConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_at_least(
+        _check(
             self,
-            1,
+            "at least 1",
+            _at_least(1),
             "hidden_size",
             "num_hidden_layers",
             "num_attention_heads",
@@ -174,8 +179,8 @@ class TextEncoderConfig:
                 f"vocab_size must be at least {TOKENIZER_VOCAB_SIZE} (the ids of the WordPiece tokenizer "
                 f"shipped in model/tokenizer), got {self.vocab_size}"
             )
-        _check_positive(self, "layer_norm_eps")
-        _check_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        _check(self, "a number above 0", _above_zero, "layer_norm_eps")
+        _check(self, "between 0 and 1", _probability, "hidden_dropout_prob", "attention_probs_dropout_prob")
         _check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
 
 
@@ -222,9 +227,10 @@ class DocSAMConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_at_least(
+        _check(
             self,
-            1,
+            "at least 1",
+            _at_least(1),
             "feature_size",
             "hidden_dim",
             "encoder_feedforward_dim",
@@ -242,11 +248,13 @@ class DocSAMConfig:
                 f"pixel_decoder_levels must be {PIXEL_DECODER_LEVELS}, as in the reference, "
                 f"got {self.pixel_decoder_levels}"
             )
-        _check_at_least(self, 0, "encoder_layers")
-        _check_probability(self, "dropout", "decoder_dropout", "selection_nms_iou")
-        _check_positive(self, "proposal_wh_divisor", "box_delta_scale")
-        _check_at_least_zero(
+        _check(self, "at least 0", _at_least(0), "encoder_layers")
+        _check(self, "between 0 and 1", _probability, "dropout", "decoder_dropout", "selection_nms_iou")
+        _check(self, "a number above 0", _above_zero, "proposal_wh_divisor", "box_delta_scale")
+        _check(
             self,
+            "a number of at least 0",
+            _zero_or_more,
             "selection_base_threshold",
             "class_weight",
             "sml1_weight",
