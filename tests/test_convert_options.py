@@ -74,6 +74,20 @@ def test_case_of_a_format_name_does_not_matter(coco_file: Path) -> None:
     assert run_cli("evaluate", coco_file, "--pred", coco_file, "--gt-format", "Coco").exit_code == 0
 
 
+def test_quiet_leaves_only_errors_and_warnings_on_stderr_and_data_on_stdout(coco_file: Path) -> None:
+    out = coco_file.parent / "o"
+    loud = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--drop", "nothing")
+    assert loud.exit_code == 0 and "images →" in loud.stderr
+    quiet = run_cli(
+        "-q", "convert-dataset", coco_file, "--from", "coco", "-o", out, "--drop", "nothing", "--overwrite"
+    )
+    assert quiet.exit_code == 0 and (out / "dataset.json").is_file()
+    assert quiet.stderr.splitlines() == ["warning: --drop nothing matched no class"]
+    scored = run_cli("evaluate", coco_file, "--pred", coco_file, "-q", "--json", "-")
+    assert scored.exit_code == 0 and scored.stderr == ""
+    assert json.loads(scored.stdout)["mask"]["AP"] == pytest.approx(1.0)
+
+
 def test_a_folder_to_keep_is_a_usage_error(coco_file: Path) -> None:
     out = coco_file.parent / "out"
     out.mkdir()

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.console import print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
@@ -148,9 +148,13 @@ def main(
         class_list=classes,
         dpi=dpi,
     )
+    quiet = message_options().quiet
     try:
-        with console.status("converting...") as status:
-            report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
+        if quiet:
+            report = convert(options)
+        else:
+            with console.status("converting...") as status:
+                report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
     except OutputExists as error:
         print_error(console, f"--out: {error}")
         raise typer.Exit(ExitCode.USAGE) from None
@@ -158,7 +162,10 @@ def main(
         _nothing_converted(console, error.report, str(error))
     for line in report.errors:
         print_error(console, line)
-    _summary(console, report, out)
+    if not quiet:
+        _summary(console, report, out)
+    for warning in report.warnings:
+        print_plain(console, f"warning: {warning}")
     if report.errors:
         raise typer.Exit(ExitCode.FAILED)
 
@@ -194,8 +201,6 @@ def _summary(console: Console, report: ConversionReport, out: Path) -> None:
         )
     if report.empty_images:
         print_plain(console, f"{report.empty_images} images have no instance (kept as negatives)")
-    for warning in report.warnings:
-        print_plain(console, f"warning: {warning}")
     if report.errors:
         print_plain(console, f"{len(report.errors)} files or pages failed (listed above)")
     print_plain(console, f"details: {display_path(out / REPORT_FILE)}")

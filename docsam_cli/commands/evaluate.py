@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docsam_cli.atomic import atomic_write_text, can_write_in
-from docsam_cli.console import print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
@@ -190,7 +190,8 @@ def main(
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
         raise typer.Exit(ExitCode.FAILED)
     result = evaluate(truth.images, predicted, class_map, truth.category_ids.values())
-    _tables(console, result)
+    if not message_options().quiet:  # the figures stay available as data: --json
+        _tables(console, result)
     if json_out == "-":
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     elif json_out:
