@@ -134,6 +134,13 @@ def test_ground_truth_that_is_not_there_is_named_as_missing(tmp_path: Path) -> N
     ]
 
 
+def test_ground_truth_without_images_is_said_so_not_blamed_on_the_predictions(tmp_path: Path) -> None:
+    empty = {**coco_document(), "images": [], "annotations": []}
+    truth, predictions = _files(tmp_path, empty, coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions)
+    assert_one_error(result, "truth.json", "truth.json: no ground-truth image to score")
+
+
 @pytest.fixture
 def unified(tmp_path: Path) -> Path:
     """The two pages of `coco_document` converted into the unified layout."""

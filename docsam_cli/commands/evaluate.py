@@ -182,12 +182,12 @@ def main(
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))
+    if not truth.images:
+        print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
+        raise typer.Exit(ExitCode.FAILED)
     # Unless the errors above explain it, predictions that match no ground-truth page are a wrong --pred.
     if pred is not None and not errors and not predicted.keys() & {image.name for image in truth.images}:
         print_error(console, _unmatched_predictions(pred, len(predicted)))
-        raise typer.Exit(ExitCode.FAILED)
-    if not truth.images:
-        print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
         raise typer.Exit(ExitCode.FAILED)
     result = evaluate(truth.images, predicted, class_map, truth.category_ids.values())
     if not message_options().quiet:  # the figures stay available as data: --json
