@@ -72,6 +72,17 @@ def test_class_filter_maps_then_keeps_and_drops() -> None:
         parse_mapping(["heading"])
 
 
+def test_commas_and_equals_signs_inside_class_names_are_escaped_with_a_backslash() -> None:
+    """Sources name classes `text, body` or `a=b` (COCO categories, PAGE custom types): they can still be
+    mapped, dropped or kept."""
+    from docsam_cli.datasets.classes import parse_names
+
+    assert parse_names([r"text\, body,figure", "table"]) == ["text, body", "figure", "table"]
+    assert parse_mapping([r"a\=b=ab,x=y", r"c\,d=e\\f"]) == {"a=b": "ab", "x": "y", "c,d": "e\\f"}
+    classes = ClassFilter(parse_mapping([r"a\=b=ab"]), frozenset(parse_names([r"text\, body"])), None)
+    assert [classes.apply(name) for name in ("a=b", "text, body", "figure")] == ["ab", None, "figure"]
+
+
 @pytest.mark.parametrize(
     ("path", "name"),
     [

@@ -81,14 +81,22 @@ def main(
     mapping: Annotated[
         list[str],
         typer.Option(
-            "--map", help="Rename or merge classes: old=new (repeatable).", rich_help_panel=_CLASSES
+            "--map",
+            help=r"Rename or merge classes: old=new (repeatable; \, and \= inside a name).",
+            rich_help_panel=_CLASSES,
         ),
     ] = _NONE,
     drop: Annotated[
-        list[str], typer.Option(help="Leave out these classes (after --map).", rich_help_panel=_CLASSES)
+        list[str],
+        typer.Option(
+            help=r"Leave out these classes (after --map; \, inside a name).", rich_help_panel=_CLASSES
+        ),
     ] = _NONE,
     keep: Annotated[
-        list[str], typer.Option(help="Keep only these classes (after --map).", rich_help_panel=_CLASSES)
+        list[str],
+        typer.Option(
+            help=r"Keep only these classes (after --map; \, inside a name).", rich_help_panel=_CLASSES
+        ),
     ] = _NONE,
     dataset_name: Annotated[
         str | None,

@@ -117,7 +117,7 @@ def main(
         list[str],
         typer.Option(
             "--map",
-            help="Prediction class → ground-truth class: pred=gt (repeatable).",
+            help=r"Prediction class → ground-truth class: pred=gt (repeatable; \, and \= inside a name).",
             rich_help_panel=_REPORT,
         ),
     ] = _NONE,

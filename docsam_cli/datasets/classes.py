@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -14,21 +15,45 @@ def clean_name(name: str) -> str:
 
 
 def parse_names(values: Iterable[str]) -> list[str]:
-    """Names from repeatable options, each of which may hold a comma-separated list."""
-    return [clean_name(part) for value in values for part in value.split(",") if clean_name(part)]
+    """Names from repeatable options, each of which may hold a comma-separated list (`\\,` is a comma
+    inside a name)."""
+    names = (clean_name(_unescape(part)) for value in values for part in _split(value, ","))
+    return [name for name in names if name]
 
 
 def parse_mapping(values: Iterable[str]) -> dict[str, str]:
-    """`old=new` pairs (repeatable, comma-separated). Raises ValueError for a malformed pair."""
+    """`old=new` pairs (repeatable, comma-separated; `\\,` and `\\=` are a comma and an equals sign
+    inside a name). Raises ValueError for a malformed pair."""
     mapping: dict[str, str] = {}
     for value in values:
-        for pair in value.split(","):
-            old, sep, new = pair.partition("=")
-            old, new = clean_name(old), clean_name(new)
-            if not sep or not old or not new:
+        for pair in _split(value, ","):
+            sides = [clean_name(_unescape(side)) for side in _split(pair, "=", maxsplit=1)]
+            if len(sides) < 2 or not all(sides):
                 raise ValueError(f"'{pair}' is not of the form old=new")
+            old, new = sides
             mapping[old] = new
     return mapping
+
+
+def _split(text: str, separator: str, maxsplit: int = -1) -> list[str]:
+    """`text` cut at each `separator` that no backslash escapes (at most `maxsplit` cuts); the escapes
+    stay in the parts, for `_unescape`."""
+    parts, current, cuts = [], "", 0
+    characters = iter(text)
+    for character in characters:
+        if character == "\\":
+            current += character + next(characters, "")
+        elif character == separator and cuts != maxsplit:
+            parts.append(current)
+            current, cuts = "", cuts + 1
+        else:
+            current += character
+    return [*parts, current]
+
+
+def _unescape(text: str) -> str:
+    """A backslash stands for the character after it: `\\,` → `,`, `\\=` → `=`, `\\\\` → `\\`."""
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
 
 
 @dataclass
