@@ -134,6 +134,19 @@ def test_ground_truth_that_is_not_there_is_named_as_missing(tmp_path: Path) -> N
     ]
 
 
+def test_an_image_left_out_for_a_broken_annotation_is_named(tmp_path: Path) -> None:
+    truth = coco_document()
+    truth["annotations"][1]["category_id"] = 77
+    truth, predictions = _files(tmp_path, truth, coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 1
+    assert result.error_lines() == [
+        f"error: {truth}: annotations[1].category_id: 77 is not the id of a category "
+        "(its image a.png is left out)"
+    ]
+    assert json.loads(result.stdout)["images"] == 1
+
+
 def test_ground_truth_without_images_is_said_so_not_blamed_on_the_predictions(tmp_path: Path) -> None:
     empty = {**coco_document(), "images": [], "annotations": []}
     truth, predictions = _files(tmp_path, empty, coco_document())

@@ -131,7 +131,8 @@ def dataset_of(root: JsonField, *, sizes_required: bool) -> CocoDataset:
             try:
                 image.annotations.append(read_annotation(annotation, categories, image.size))
             except InputError as error:
-                image.error = error
+                name = image.file_name or f"id {image.id!r}"
+                image.error = InputError(error.path, f"{error.reason} (its image {name} is left out)")
     if orphans and ids_complete:
         more = f" (and {len(orphans) - 1} more annotations)" if len(orphans) > 1 else ""
         errors.append(orphans[0].problem(f"{orphans[0].value!r} is not the id of an image{more}"))
