@@ -33,7 +33,16 @@ def test_dataset_spec_syntax() -> None:
     spec = DatasetSpec.parse("/data/set,name=My set,weight=2.5,start=400")
     assert spec == DatasetSpec(Path("/data/set"), "My set", 2.5, 400)
     assert DatasetSpec.parse("relative/dir") == DatasetSpec(Path("relative/dir"))
-    for bad in ("d,colour=red", "d,weight=0", "d,start=-1", "d,name"):
+    for bad in (
+        "d,colour=red",
+        "d,weight=0",
+        "d,weight=inf",
+        "d,weight=nan",
+        "d,weight=abc",
+        "d,start=-1",
+        "d,name",
+        "d,name=",
+    ):
         with pytest.raises(ValueError):
             DatasetSpec.parse(bad)
 
@@ -45,6 +54,11 @@ def test_dataset_spec_syntax() -> None:
         ({"id": 7, "category_id": 1, "bbox": [10, None, 20, 5]}, "annotation 7: bad bbox"),
         ({"id": 7, "category_id": [1], "bbox": [10, 10, 20, 5]}, "annotation 7: bad category_id"),
         ({"id": 7, "category_id": 1, "segmentation": [3]}, "annotation 7: bad polygon"),
+        ({"id": 7, "category_id": 1, "bbox": [5, 5, float("nan"), 20]}, "annotation 7: bad bbox"),
+        (
+            {"id": 7, "category_id": 1, "segmentation": [[0, 0, 9, 0, float("inf"), 9]]},
+            "annotation 7: bad polygon",
+        ),
     ],
 )
 def test_unusable_annotation_values_are_annotation_errors_naming_the_annotation(

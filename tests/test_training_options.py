@@ -137,6 +137,9 @@ def test_missing_and_unparsable_values_are_usage_errors() -> None:
         (["finetune", "data", "-o", "o", "--weights", "w", "--device", "gpu"], "cuda:N"),
         (["finetune", "data,colour=red", "-o", "o", "--weights", "w"], "PATH[,name=NAME]"),
         (["finetune", "data", "-o", "o", "--weights", "w", "--iters", "0"], "--iters"),
+        (["finetune", "data,start=5", "-o", "o", "--weights", "w"], "sampled from the first iteration"),
+        (["finetune", "a", "b,weight=nan", "-o", "o", "--weights", "w"], "finite positive"),
+        (["finetune", "data,weight=abc", "-o", "o", "--weights", "w"], "weight must be a number"),
     ]
     for arguments, expected in cases:
         result = runner.invoke(app, arguments)

@@ -11,6 +11,7 @@ not re-sorted after augmentation).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -136,9 +137,12 @@ def _box_numbers(annotation: Mapping[str, Any]) -> tuple[float, ...]:
     AnnotationError naming the annotation (the caller adds the json's path)."""
     box = annotation["bbox"]
     try:
-        return tuple(float(value) for value in box)
+        numbers = tuple(float(value) for value in box)
     except (TypeError, ValueError) as error:
         raise AnnotationError(f"annotation {annotation.get('id')}: bad bbox {box!r} ({error})") from None
+    if not all(math.isfinite(number) for number in numbers):  # Python's json reads NaN and Infinity
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad bbox {box!r} (not a finite number)")
+    return numbers
 
 
 def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
@@ -148,9 +152,12 @@ def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
     if not isinstance(segmentation, list):
         return []  # RLE masks are not part of the unified layout (the reference cannot read them either)
     try:
-        return [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
+        polygons = [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
     except (TypeError, ValueError) as error:
         raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon ({error})") from None
+    if not all(np.isfinite(polygon).all() for polygon in polygons):
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon (not a finite number)")
+    return polygons
 
 
 def _clamp_points(points: np.ndarray, width: int, height: int) -> np.ndarray:

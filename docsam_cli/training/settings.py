@@ -11,6 +11,7 @@ This module imports no torch: the commands' `--help` must start instantly.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -120,14 +121,27 @@ class DatasetSpec:
                 raise ValueError(
                     f"{text!r}: expected PATH[,name=NAME][,weight=W][,start=ITER], got {option_text!r}"
                 )
-            values[key] = value if key == "name" else float(value) if key == "weight" else int(value)
-        if values.get("weight", 1.0) <= 0 or values.get("start", 0) < 0:
-            raise ValueError(f"{text!r}: weight must be positive and start non-negative")
+            try:
+                values[key] = value if key == "name" else float(value) if key == "weight" else int(value)
+            except ValueError:
+                raise ValueError(f"{text!r}: {key} must be a number, got {value!r}") from None
+        if not 0 < values.get("weight", 1.0) < math.inf or values.get("start", 0) < 0:
+            raise ValueError(f"{text!r}: weight must be a finite positive number and start non-negative")
+        if values.get("name") == "":
+            raise ValueError(f"{text!r}: name must not be empty")
         return cls(Path(path).expanduser(), **values)
 
 
 def _parse_datasets(texts: Sequence[str]) -> tuple[DatasetSpec, ...]:
     return tuple(DatasetSpec.parse(text) for text in texts)
+
+
+def _parse_training_datasets(texts: Sequence[str]) -> tuple[DatasetSpec, ...]:
+    """DATASET...: as `--val`, and one of them is sampled from the first iteration."""
+    specs = _parse_datasets(texts)
+    if specs and min(spec.start for spec in specs) > 0:
+        raise ValueError("at least one DATASET must be sampled from the first iteration (start=0)")
+    return specs
 
 
 @dataclass(frozen=True)
@@ -344,7 +358,7 @@ class RunPlan:
             panel=None,
             metavar="DATASET...",
             text=list[str] | None,
-            parse=_parse_datasets,
+            parse=_parse_training_datasets,
         )
     )
     output: Path = field(
