@@ -137,6 +137,16 @@ def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> 
     )
     with pytest.raises(ValueError, match="parameter layout"):
         same_run.resume(checkpoint)
+    # A run of two processes resumed by one would draw other batches: refused, naming both counts.
+    state["run"]["parameters"] = list(reversed(state["run"]["parameters"]))
+    assert state["run"]["processes"] == 1
+    state["run"]["processes"] = 2
+    torch.save(state, checkpoint / STATE_FILE)
+    with pytest.raises(ValueError, match="the run had 2 processes, this one has 1; resume it with as many"):
+        same_run.resume(checkpoint)
+    del state["run"]["processes"]  # a checkpoint of an earlier version: no count, resumed as it was
+    torch.save(state, checkpoint / STATE_FILE)
+    assert same_run.resume(checkpoint) == 1
 
 
 def test_command_line_checks(tmp_path) -> None:

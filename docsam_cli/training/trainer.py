@@ -207,6 +207,7 @@ class Trainer:
             "datasets": [[str(d.root.resolve()), d.name] for d in self.data.datasets],
             "weights": list(self.data.weights),
             "starts": list(self.data.starts),
+            "processes": self.distributed.world_size,  # each draws its own share of every batch
             # The optimiser state is stored by parameter position: the same names in the same order.
             "parameters": [
                 name for name, parameter in self.model.named_parameters() if parameter.requires_grad
@@ -217,11 +218,18 @@ class Trainer:
         """Load weights and trainer state from a checkpoint folder; returns the completed step count."""
         state = load_trainer_state(checkpoint)
         identity = self.run_identity()
-        changed = [key for key, value in identity.items() if state.run.get(key) != value]
+        recorded = {"processes": identity["processes"], **state.run}  # earlier versions kept no count
+        changed = [key for key, value in identity.items() if recorded.get(key) != value]
         if "parameters" in changed:
             raise ValueError(
                 f"{checkpoint}: its optimiser state belongs to another parameter layout (a run of an earlier "
                 f"docsam version?); start a new run from its {MODEL_FILE} with `docsam finetune` instead"
+            )
+        if "processes" in changed:
+            raise ValueError(
+                f"{checkpoint}: the run had {recorded['processes']} processes, this one has "
+                f"{identity['processes']}; resume it with as many (torchrun --nproc_per_node), so that its "
+                "batches are drawn as before"
             )
         if changed:
             raise ValueError(f"{checkpoint}: cannot resume with other {', '.join(changed)} than the run had")
