@@ -26,6 +26,7 @@ from ocrd_utils import polygon_from_points
 from docsam_cli.ocrd.parameters import SegmentSettings
 
 if TYPE_CHECKING:
+    from ocrd import Workspace
     from ocrd_models.ocrd_page import OcrdPage, PageType
 
     from docsam_cli.runtime import LoadedModel
@@ -80,6 +81,15 @@ class DocsamSegment(Processor):
 
     def shutdown(self) -> None:
         self.loaded = None
+
+    def process_workspace(self, workspace: Workspace) -> None:
+        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT), the METS is saved
+        first, so that the pages done before stay listed in it (core saves it only after a whole run)."""
+        try:
+            super().process_workspace(workspace)
+        except Exception:
+            workspace.save_mets()
+            raise
 
     def process_page_pcgts(self, *input_pcgts: OcrdPage | None, page_id: str | None = None) -> OcrdPageResult:
         """Segment one page: its image through the model, the regions into its PAGE document."""
