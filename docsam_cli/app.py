@@ -197,7 +197,7 @@ class DocsamGroup(TyperGroup):
             raise  # usage errors and exits are reported by `main`; a closed stdout pipe ends the run quietly
         except KeyboardInterrupt:
             # Caught here: Typer would turn Ctrl-C into a silent exit 130 before `main` could report it.
-            print_error(stderr_console(), "interrupted (pages already done stay done; rerun to go on)")
+            print_error(stderr_console(), "interrupted (what was finished stays; rerun to go on)")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except UsageError as error:
             print_error(stderr_console(), str(error))
