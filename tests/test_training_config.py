@@ -65,6 +65,35 @@ def test_a_recorded_run_replays_with_overrides(started: list[RunPlan], tmp_path:
     assert overridden.options.iterations == 7 and overridden.augmentation.keep_size
 
 
+def test_a_run_replays_and_resumes_from_another_folder(
+    started: list[RunPlan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json keeps paths as typed and the folder they were typed in: a replay or a resume started
+    elsewhere reads them from there. Typed again on resume, they must lead to the same files."""
+    work = tmp_path / "work"
+    for folder in ("pages", "more"):
+        (work / folder).mkdir(parents=True)
+    (work / "tiny.safetensors").write_bytes(b"")
+    monkeypatch.chdir(work)
+    invoke(*FINETUNE, "--val", "more")
+    first = started[-1]
+    assert first.record["folder"] == str(work) and first.record["settings"]["weights"] == "tiny.safetensors"
+    run = work / "runs" / "a"
+    run.mkdir(parents=True)
+    write_run_file(run, first.record, world_size=1, identity={"seed": 0})
+
+    monkeypatch.chdir(tmp_path)
+    invoke("finetune", "--config", str(run / RUN_FILE), "-o", "runs/b")
+    invoke("finetune", "--resume", "-o", str(run))
+    for plan in started[-2:]:
+        assert [(d.path, d.weight) for d in plan.datasets] == [(work / "pages", 2.0), (work / "more", None)]
+        assert [d.path for d in plan.validation] == [work / "more"]
+        assert plan.record["settings"]["weights"] == str(work / "tiny.safetensors")
+    invoke("finetune", "--resume", "-o", str(run), "work/pages,weight=2", str(work / "more"))
+    output = invoke("finetune", "--resume", "-o", str(run), "pages,weight=2", "more", code=2)
+    assert "DATASET differs from the run's run.json" in " ".join(output.split())
+
+
 def test_yaml_config_with_command_line_overrides(started: list[RunPlan], tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(

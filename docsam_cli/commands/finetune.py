@@ -37,6 +37,7 @@ class StartingCheckpoint:
             help="Starting checkpoint: a name from `docsam download-weights --list` or a file (.pth or "
             ".safetensors).",
             panel=MODEL,
+            file="path",
         ),
     )
     variant: Variant | None = field(
@@ -44,7 +45,7 @@ class StartingCheckpoint:
         metadata=cli("--variant", help="Architecture (default: detected from the checkpoint).", panel=MODEL),
     )
     model_config: Path | None = field(
-        default=None, metadata=cli("--model-config", help=MODEL_CONFIG_HELP, panel=MODEL)
+        default=None, metadata=cli("--model-config", help=MODEL_CONFIG_HELP, panel=MODEL, file="path")
     )
 
 

@@ -31,6 +31,7 @@ class StartingPoint:
             "--text-encoder",
             help="all-MiniLM-L6-v2 weights (model.safetensors or its folder); needed to start a run.",
             panel=MODEL,
+            file="path",
         ),
     )
     mask2former: Path | None = field(
@@ -39,6 +40,7 @@ class StartingPoint:
             "--mask2former",
             help="transformers Mask2Former Swin COCO-panoptic checkpoint (file or folder) of the variant.",
             panel=MODEL,
+            file="path",
         ),
     )
     from_scratch: bool = field(
@@ -50,7 +52,9 @@ class StartingPoint:
     variant: Variant = field(default="base", metadata=cli("--variant", help="Architecture.", panel=MODEL))
     model_config: Path | None = field(
         default=None,
-        metadata=cli("--model-config", help="Architecture JSON instead of --variant.", panel=MODEL),
+        metadata=cli(
+            "--model-config", help="Architecture JSON instead of --variant.", panel=MODEL, file="path"
+        ),
     )
 
 

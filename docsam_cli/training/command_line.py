@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ import typer
 from docsam_cli.console import print_error, print_plain, stderr_console
 from docsam_cli.errors import ExitCode, InputError
 from docsam_cli.names import display_path, one_line
-from docsam_cli.training.run_log import RUN_FILE, run_settings
+from docsam_cli.training.run_log import FOLDER_KEY, RUN_FILE, run_settings
 from docsam_cli.training.settings import PANELS, Option, RunPlan
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ RESUME_MAY_CHANGE = frozenset(
     {"out", "workers", "device", "progress", "log_every", "checkpoint_every", "keep_last"}
 )
 _RESUMED = "docsam.resumed"  # ctx.meta key: the settings of the run.json that --resume read
+_FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed or resumed run started in
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,25 @@ def _recordable(value: Any) -> Any:
     return value
 
 
+def _rebased(value: Any, kind: str, folder: Path) -> Any:
+    """A file option's value (`kind` "path", or "dataset": a list of DATASET texts) with each relative path
+    that exists in `folder` made absolute there; anything else (a zoo name, a path found nowhere, None) as
+    it was, for the usual checks to report."""
+    if value is None:
+        return None
+    if kind == "dataset":
+        return [
+            _rebased_path(path, folder) + sep + rest for path, sep, rest in (v.partition(",") for v in value)
+        ]
+    rebased = _rebased_path(str(value), folder)
+    return Path(rebased) if isinstance(value, Path) else rebased
+
+
+def _rebased_path(text: str, folder: Path) -> str:
+    path = Path(text).expanduser()
+    return str(folder / path) if not path.is_absolute() and (folder / path).exists() else text
+
+
 def read_config(path: Path, command: str) -> dict[str, Any]:
     """The option values of a config file: a run's `run.json`, or a JSON / YAML mapping of option names.
 
@@ -159,6 +180,9 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
     recorded_by, settings = run_settings(data)
     if recorded_by is not None and recorded_by != command:
         raise unusable(f"recorded by `docsam {recorded_by}`, not `docsam {command}`")
+    folder = data.get(FOLDER_KEY) if recorded_by is not None else None  # a run.json's
+    if isinstance(folder, str) and Path(folder) != Path.cwd():
+        settings[FOLDER_KEY] = folder  # taken out again by `_known_settings`
     return settings
 
 
@@ -180,6 +204,8 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, An
     except typer.BadParameter as error:
         error.param_hint = option
         raise
+    if FOLDER_KEY in settings:
+        ctx.meta[_FOLDER] = Path(settings.pop(FOLDER_KEY))
     known = {parameter.name for parameter in ctx.command.params} - {"config", "resume"}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -238,6 +264,7 @@ def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list
     if _RESUMED not in ctx.meta:
         return
     recorded, config = ctx.meta[_RESUMED]
+    folder = ctx.meta.get(_FOLDER)
     changed = []
     for item in declared:
         if item.name not in recorded or item.name in RESUME_MAY_CHANGE:
@@ -248,7 +275,11 @@ def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list
             given = config[item.name]
         else:
             continue
-        if item.value(given) != item.value(recorded[item.name]):
+        was = recorded[item.name]
+        if folder is not None and item.option.file:  # typed here, recorded there: compare where they lead
+            given = _rebased(given, item.option.file, Path.cwd())
+            was = _rebased(was, item.option.file, folder)
+        if item.value(given) != item.value(was):
             changed.append(item.flag)
     if changed:
         raise typer.BadParameter(
@@ -292,6 +323,10 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
     def decorate(command: Command[Start]) -> Callable[..., None]:
         def run_command(ctx: typer.Context, **values: Any) -> None:
             values.pop("config")
+            folder = ctx.meta.get(_FOLDER)
+            for item in declared:  # the record's paths, from the folder it was made in
+                if folder is not None and item.option.file and not _typed(ctx, item.name):
+                    values[item.name] = _rebased(values[item.name], item.option.file, folder)
             record = {item.name: _recordable(values[item.name]) for item in declared if item.option.recorded}
             try:
                 _check_resumed(ctx, values, declared)
@@ -299,7 +334,9 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
                 starting_point = _build(start, values, by_class)
             except ValueError as error:
                 raise typer.BadParameter(str(error)) from None
-            plan = replace(plan, record={"command": ctx.info_name, "settings": record})
+            plan = replace(
+                plan, record={"command": ctx.info_name, "settings": record, FOLDER_KEY: os.getcwd()}
+            )
             command(plan, starting_point)
 
         context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)

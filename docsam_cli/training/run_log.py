@@ -1,7 +1,8 @@
 """The run's records in its output folder.
 
 * `run.json`: the command and the option values the run was started with (what `--config` replays), the
-  process count, and what a resumed run must share with it (seed, batch size, datasets).
+  working folder its relative paths are from, the process count, and what a resumed run must share with it
+  (seed, batch size, datasets, processes).
 * `log.jsonl`: one JSON line per logged step or validation, plus TensorBoard scalars when the
   `tensorboard` package is installed. On resume the lines written after the resumed checkpoint (by the
   interrupted process) are dropped first, so the file reads as if the run had never stopped.
@@ -19,6 +20,7 @@ from docsam_cli.atomic import atomic_open
 
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
+FOLDER_KEY = "folder"  # in run.json: the working folder the run was started in, which its paths are from
 
 
 def write_run_file(

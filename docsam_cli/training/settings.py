@@ -67,6 +67,9 @@ class Option:
     text: Any = None
     parse: Callable[[Any], Any] | None = None
     show: Callable[[Any], Any] | None = None
+    # A file or folder ("path"), or DATASETs whose PATHs are ("dataset"): run.json keeps it as typed, and
+    # a replay or resume from another folder reads it from the folder the run was started in.
+    file: Literal["path", "dataset"] | None = None
 
     @property
     def name(self) -> str:
@@ -359,6 +362,7 @@ class RunPlan:
             metavar="DATASET...",
             text=list[str] | None,
             parse=_parse_training_datasets,
+            file="dataset",
         )
     )
     output: Path = field(
@@ -382,6 +386,7 @@ class RunPlan:
             metavar="DATASET",
             text=list[str] | None,
             parse=_parse_datasets,
+            file="dataset",
         ),
     )
     validation_images: int = field(
