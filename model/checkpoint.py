@@ -367,10 +367,9 @@ def load_model(
     """
     from model.docsam import DocSAM  # local import: docsam imports this module's siblings
 
-    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
     state = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
     model = DocSAM(checkpoint_config(checkpoint, state, variant, config))
-    load_weights(model, state, source)
+    load_weights(model, state, _source_label(checkpoint))
     return model.to(device).eval()
 
 
@@ -392,8 +391,12 @@ def checkpoint_config(
         stored = stored_config(checkpoint)
         if stored is not None:
             return stored
-    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
-    return variant_config(detect_variant(state, source))
+    return variant_config(detect_variant(state, _source_label(checkpoint)))
+
+
+def _source_label(checkpoint: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> str:
+    """How error messages name a checkpoint: its path, or 'state dict' for one passed in memory."""
+    return "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
 
 
 def save_model(
