@@ -98,6 +98,9 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
 
 
+VARIANT_AND_CONFIG = "--variant and --model-config both name the architecture; give one of them"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The model a command runs: `weights` is a checkpoint path or a model-zoo name."""
@@ -166,6 +169,8 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
     from docsam_cli.weights import resolve_weights
     from model.config import DocSAMConfig
 
+    if spec.variant is not None and spec.model_config is not None:
+        raise UsageError(VARIANT_AND_CONFIG)
     if spec.device.startswith("cuda") or spec.precision == "fp16":
         _device_and_dtype(spec)
     weights = resolve_weights(spec.weights)

@@ -40,6 +40,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -48,11 +50,53 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for corrupt files
         raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})") from error
-    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors")
-    return dict(loaded)
+    state = _unwrapped(loaded)
+    if state is None:
+        raise CheckpointError(f"{path}: not a state dict of tensors ({_describe_content(loaded)})")
+    return state
+
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+"""Where training scripts commonly keep the weights in a saved dict (beside the optimizer, the epoch...)."""
+
+
+def _unwrapped(loaded: object) -> dict[str, torch.Tensor] | None:
+    """The state dict in what `torch.load` returned: the object itself, or the one under a wrapper key."""
+    import torch
+
+    def state_dict(value: object) -> bool:
+        return isinstance(value, Mapping) and all(
+            isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
+        )
+
+    if state_dict(loaded):
+        return dict(loaded)
+    if isinstance(loaded, Mapping):
+        for key in _WRAPPER_KEYS:
+            if state_dict(loaded.get(key)):
+                return dict(loaded[key])
+    return None
+
+
+def _describe_content(loaded: object) -> str:
+    """What a loaded object that is no state dict holds, for the error message."""
+    if not isinstance(loaded, Mapping):
+        return f"it holds a {type(loaded).__name__}"
+    keys = [str(key) for key in loaded]
+    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+    return f"a dict whose entries are not all tensors: {shown}" if keys else "an empty dict"
+
+
+FOLDER_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The weights file a model folder holds: a docsam run or checkpoint folder, a transformers download."""
+
+
+def weights_in_folder(folder: Path) -> Path:
+    """The weights file of a model folder: the first of `FOLDER_WEIGHT_FILES` there (else CheckpointError)."""
+    found = next((folder / name for name in FOLDER_WEIGHT_FILES if (folder / name).is_file()), None)
+    if found is None:
+        raise CheckpointError(f"{folder}: a folder without {' or '.join(FOLDER_WEIGHT_FILES)}")
+    return found
 
 
 def is_safetensors(path: Path) -> bool:
@@ -269,8 +313,9 @@ def misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tenso
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load strictly: every model entry must be filled with the right shape and nothing may be left over.
 
-    Raises CheckpointError listing missing, unexpected and mis-shaped keys (in reference names where the
-    checkpoint used them), instead of silently keeping random weights as the reference loader does.
+    Raises CheckpointError listing missing, unexpected and mis-shaped keys (in this package's names, to which
+    the reference's are mapped first), instead of silently keeping random weights as the reference loader
+    does.
     """
     mapped = to_model_keys(state)
     problems = misfit(model.state_dict(), mapped)

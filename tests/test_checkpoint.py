@@ -236,6 +236,31 @@ def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file
         assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
 
 
+@pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
+def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
+    state = {"w": torch.arange(6.0)}
+    path = tmp_path / "run.pth"
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}, wrapper: state}, path)
+    assert torch.equal(read_state_dict(path)["w"], state["w"])
+
+
+def test_a_dict_that_is_no_state_dict_is_refused_saying_what_it_holds(tmp_path) -> None:
+    path = tmp_path / "run.pth"
+    torch.save({"epoch": 3, "net": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"not a state dict of tensors \(a dict whose entries are not all "
+        r"tensors: epoch, net\)$",
+    ):
+        read_state_dict(path)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(CheckpointError, match=r"list\.pth: not a state dict of tensors \(it holds a list\)$"):
+        read_state_dict(listed)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path}: a folder, not a checkpoint file$"):
+        read_state_dict(tmp_path)
+
+
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_saved_weights_get_a_new_files_permissions(tmp_path, tiny_model, umask, mode):
     """0666 less the umask, as every file docsam writes (README "Runs, failures, messages"), not the 0600 of

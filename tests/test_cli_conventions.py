@@ -84,6 +84,22 @@ def test_bad_choices_are_refused_with_the_valid_values(tmp_path, option, value, 
     assert not (tmp_path / "out").exists()  # refused while parsing: nothing created
 
 
+def test_variant_and_model_config_together_are_refused(tmp_path, reference_fixtures, shared_data):
+    write_page(tmp_path / "page.png")
+    for command, source, target in (
+        ("segment", tmp_path / "page.png", ["-o", str(tmp_path / "out")]),
+        ("evaluate", shared_data / "pages" / "publaynet" / "annotations.json", ["--weights", "docsam-base"]),
+    ):
+        code, _, stderr = invoke(
+            command, str(source), *target, "--variant", "base",
+            "--model-config", str(reference_fixtures / "tiny-config.json"),
+        )  # fmt: skip
+        assert code == ExitCode.USAGE
+        assert error_lines(stderr) == [
+            "error: --variant and --model-config both name the architecture; give one of them"
+        ]
+
+
 def test_choices_are_case_insensitive_where_names_are(tmp_path, stand_in_model):
     write_page(tmp_path / "page.png")
     code, _, stderr = invoke(

@@ -131,6 +131,49 @@ def test_interrupted_drive_download_resumes_on_the_next_run(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def test_a_download_resumed_after_the_file_changed_on_drive_is_refused_then_fetched_afresh(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gdown resumes an earlier run's partial file against the file as Drive serves it now: a re-upload in
+    between splices two files, which torch would load. The archive's CRC-32s catch it."""
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)
+    old = checkpoint(width=128, filler=400_000)
+    remote.drive[BASE_ID] = FakeFile(
+        pth_bytes(old), name="docsam_base_all_dataset.pth", interrupt_at=700_000, interruptions=1
+    )
+    assert download("docsam-base")[0] == 1  # interrupted; the partial file waits
+    new = {key: tensor + 1000 for key, tensor in old.items()}  # same layout and size, other values
+    remote.drive[BASE_ID] = FakeFile(pth_bytes(new), name="docsam_base_all_dataset.pth")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "docsam_base_all_dataset.pth is damaged (Bad CRC-32" in line and "nothing was stored" in line
+    assert cache_files(sandbox) == []
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in new.items())
+
+
+@pytest.mark.parametrize("status", [403, 404, 500])
+def test_a_drive_error_page_names_its_possible_causes_not_only_permissions(
+    remote: FakeRemote, sandbox: Sandbox, status: int
+) -> None:
+    remote.drive[BASE_ID] = FakeFile(b"unused", status=status)
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "Drive answered with a page instead of the file: a temporary Drive error" in line
+    assert "gdown" not in line and "--from FILE docsam-base" in line
+    assert cache_files(sandbox) == []
+
+
 def test_drive_quota_page_is_one_clear_error_and_leaves_nothing(remote: FakeRemote, sandbox: Sandbox) -> None:
     remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
 

@@ -180,3 +180,8 @@ def test_finetune_takes_a_model_config_for_checkpoints_of_no_shipped_variant(
     unusable.write_text('{"swin_backbone_config": [], "mask2former_config": {}}')
     result = runner.invoke(app, [*start, "--model-config", str(unusable)])
     assert result.exit_code == 2 and "not a usable DocSAM config" in result.output
+
+    result = runner.invoke(app, [*start, "--model-config", str(config), "--variant", "base"])
+    assert result.exit_code == 2
+    assert "--variant and --model-config both name the architecture" in result.output
+    assert len(models) == 1

@@ -86,6 +86,15 @@ def test_an_existing_file_resolves_as_is(tmp_path: Path) -> None:
     assert resolved.path == path and resolved.entry is None
 
 
+def test_a_run_folder_resolves_to_its_model_file(tmp_path: Path) -> None:
+    model_file = write(tmp_path / "model.safetensors", safetensors_bytes(checkpoint()))
+    assert resolve_weights(str(tmp_path)).path == model_file
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UnknownWeightsError, match=r"empty: a folder without model\.safetensors or pytorch_"):
+        resolve_weights(str(empty))
+
+
 def test_unknown_names_and_missing_files_are_told_apart() -> None:
     with pytest.raises(
         UnknownWeightsError, match=r"docsam-huge: not a weights file nor a known name \(docsam-base"
@@ -155,9 +164,15 @@ def test_a_file_of_another_variant_is_stored_and_loaded_as_the_variant_it_is(
             "(base 128, large 192))",
         ),
         ("docsam-base", b"<html>Quota exceeded</html>", "not a readable checkpoint"),
+        (
+            "docsam-base",
+            pth_bytes({"encoder.layer.0.weight": torch.zeros(3)}),
+            "copied.bin holds no Swin backbone (no patch embedding among its 1 tensors), so it is not these "
+            "weights",
+        ),
         ("all-minilm-l6-v2", safetensors_bytes({"w": torch.zeros(2)}), "not the published file"),
     ],
-    ids=["no-variant", "not-a-checkpoint", "wrong-digest"],
+    ids=["no-variant", "not-a-checkpoint", "no-backbone", "wrong-digest"],
 )
 def test_from_refuses_files_that_are_not_the_named_weights(
     tmp_path: Path, sandbox: Sandbox, name: str, data: bytes, expected: str
@@ -181,6 +196,22 @@ def test_an_unreadable_cache_record_is_reported_as_corruption(tmp_path: Path) ->
     with pytest.raises(
         CorruptCacheError, match=r"unreadable cache record.*docsam download-weights docsam-base"
     ):
+        resolve_weights("docsam-base")
+
+
+def test_an_unusable_cache_folder_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = write(tmp_path / "not-a-folder", b"")
+    monkeypatch.setenv("DOCSAM_HOME", str(home))
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+
+    code, stderr = run("--from", str(copied), "docsam-base")
+
+    assert code == 1
+    assert stderr.startswith(f"error: docsam-base: cannot store the weights in {home} (")
+    assert len(stderr.strip().splitlines()) == 1
+    with pytest.raises(CorruptCacheError, match=rf"make {home} a readable folder or set DOCSAM_HOME"):
         resolve_weights("docsam-base")
 
 

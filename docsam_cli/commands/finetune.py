@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.commands.options import MODEL_CONFIG_HELP
+from docsam_cli.errors import UsageError
+from docsam_cli.runtime import VARIANT_AND_CONFIG
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, Variant, cli
 
@@ -34,8 +36,8 @@ class StartingCheckpoint:
         default=None,
         metadata=cli(
             "--weights",
-            help="Starting checkpoint: a name from `docsam download-weights --list` or a file (.pth or "
-            ".safetensors).",
+            help="Starting checkpoint: a name from `docsam download-weights --list`, a file (.pth or "
+            ".safetensors) or a run's folder.",
             panel=MODEL,
             file="path",
         ),
@@ -54,6 +56,8 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
     """Fine-tune a DocSAM checkpoint on your own pages (e.g. converted PAGE XML) and class names."""
     if not plan.resume and start.weights is None:
         raise typer.BadParameter("name the checkpoint to start from", param_hint="--weights")
+    if start.variant is not None and start.model_config is not None:
+        raise UsageError(VARIANT_AND_CONFIG)
     config = _read_model_config(start.model_config)
 
     def starting_model() -> DocSAM:

@@ -94,7 +94,8 @@ Weights = Annotated[
     typer.Option(
         "--weights",
         "-w",
-        help="Checkpoint file or model-zoo name (see download-weights --list).",
+        help="Checkpoint file, a run's folder (its model.safetensors) or model-zoo name (see "
+        "download-weights --list).",
         rich_help_panel=MODEL,
     ),
 ]

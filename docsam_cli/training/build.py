@@ -19,24 +19,17 @@ from model.checkpoint import (
     load_weights,
     read_state_dict,
     stored_config,
+    weights_in_folder,
 )
 from model.config import DocSAMConfig
 from model.docsam import DocSAM
 from model.init import initialise, load_mask2former, load_text_encoder
 
-# File names looked for when a folder is given (transformers / sentence-transformers downloads).
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
 
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """A state dict from a weights file, or from a downloaded model folder holding one."""
     path = Path(path)
-    if path.is_dir():
-        found = next((path / name for name in _WEIGHT_FILES if (path / name).is_file()), None)
-        if found is None:
-            raise CheckpointError(f"{path}: no {' or '.join(_WEIGHT_FILES)} in this folder")
-        path = found
-    return read_state_dict(path)
+    return read_state_dict(weights_in_folder(path) if path.is_dir() else path)
 
 
 def model_from_mask2former(

@@ -89,6 +89,11 @@ def read_record(name: str) -> CacheRecord | None:
         return CacheRecord(**json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
+    except (NotADirectoryError, PermissionError) as error:
+        raise CorruptCacheError(
+            f"{path}: the weights cache cannot be read ({error}); make {docsam_home()} a readable folder or "
+            "set DOCSAM_HOME to one"
+        ) from error
     except (OSError, ValueError, TypeError) as error:
         raise CorruptCacheError(
             f"{path}: unreadable cache record ({error}); "

@@ -70,10 +70,24 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     return output
 
 
+_NO_LINK = "Cannot retrieve the public link"
+"""How gdown's message starts when Drive answered with a page it cannot read: a sign-in or error page."""
+
+
 def _drive_reason(error: FileURLRetrievalError) -> str:
-    """Drive's own words (e.g. its quota message); gdown re-raises them wrapped in a long multi-line hint."""
+    """Drive's own words (e.g. its quota message); gdown re-raises them wrapped in a long multi-line hint.
+
+    When Drive gave no words of its own, gdown guesses at sharing permissions; Drive's temporary errors
+    (HTTP 5xx) and its download quota end the same way, so all three are named.
+    """
     original = error.__context__ if isinstance(error.__context__, FileURLRetrievalError) else error
-    return describe(original)
+    reason = describe(original)
+    if reason.startswith(_NO_LINK):
+        return (
+            "Drive answered with a page instead of the file: a temporary Drive error (try again later), its "
+            "download quota for the file, or the file is no longer shared publicly"
+        )
+    return reason
 
 
 def _transfer_failure(name: str, source: DriveSource, folder: Path, error: Exception) -> str:

@@ -7,11 +7,13 @@ then nothing resolves, so a failure at any step leaves no half-stored entry behi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import shutil
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -43,11 +45,12 @@ Say = Callable[[str], None]
 
 _PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_READ_BLOCK = 1 << 24
 
 
 def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
     """A verified cache record for `entry`, downloading it when it is absent or its cached copy is bad."""
-    with _locked(entry.name), _storage_errors(entry):
+    with _storage_errors(entry), _locked(entry.name):
         refetch = False
         try:
             record = read_record(entry.name)
@@ -68,13 +71,13 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     """Store a file the user copied in by hand (air-gapped machines) as `entry`, after the same checks."""
     if not path.is_file():
         raise FetchError(f"{path}: no such file")
-    with _locked(entry.name), _storage_errors(entry):
+    with _storage_errors(entry), _locked(entry.name):
         record = _store(entry, path, say, source=f"file:{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
 
 
-@contextmanager
+@contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """One process at a time stores `name` (parallel jobs sharing a cache would otherwise race on it)."""
     lock = lock_path(name)
@@ -83,7 +86,7 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
-@contextmanager
+@contextlib.contextmanager
 def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
     """Local I/O failures (a full disk above all) as one clear line; the half-written file goes.
 
@@ -92,9 +95,13 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        converted_path(entry.name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the cache folder itself may be what is unusable
+            converted_path(entry.name).unlink(missing_ok=True)
         if error.errno != errno.ENOSPC:
-            raise FetchError(f"{entry.name}: cannot store the weights ({error})") from error
+            raise FetchError(
+                f"{entry.name}: cannot store the weights in {docsam_home()} ({error}); make it a writable "
+                "folder or set DOCSAM_HOME to one"
+            ) from error
         shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
         raise FetchError(
             f"{entry.name}: no space left on the device holding {error.filename or docsam_home()}; free "
@@ -194,6 +201,7 @@ def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_c
 
 def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say) -> None:
     """Rewrite `raw` as safetensors after a safe load, refusing files that are not this entry's weights."""
+    _check_archive(entry, raw)
     try:
         state = read_state_dict(raw)
     except CheckpointError as error:
@@ -204,15 +212,46 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say) -> None:
     write_safetensors(state, target)
 
 
+def _check_archive(entry: WeightsEntry, raw: Path) -> None:
+    """Check every member of a zip-format `.pth` against its CRC-32, which `torch.load` does not.
+
+    Drive entries have no published digest, and a download resumed from an earlier run's partial file is
+    spliced onto the file as Drive serves it now: if it changed in between, the result mixes two files and
+    may still load. Members written without a CRC (`torch.serialization.set_crc32_options(False)` stores 0)
+    cannot be checked.
+    """
+    if not zipfile.is_zipfile(raw):
+        return
+    try:
+        with zipfile.ZipFile(raw) as archive:
+            for member in archive.infolist():
+                if member.CRC == 0:
+                    continue
+                with archive.open(member) as data:  # zipfile compares the CRC once a member is read whole
+                    while data.read(_READ_BLOCK):
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise FetchError(
+            f"{entry.name}: {raw.name} is damaged ({error}), e.g. a download resumed after the file changed "
+            f"at its source; nothing was stored; run `docsam download-weights {entry.name}` again"
+        ) from error
+
+
 def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor], say: Say) -> None:
-    """Refuse a Swin backbone of no variant's width; note one of another variant than the registry expects.
+    """Refuse a file without a Swin backbone, or with one of no variant's width, for an entry that has one;
+    note a backbone of another variant than the registry expects.
 
     Loading detects the variant from the file, so a valid other variant still works (the model zoo's table
     and scripts disagree about `docsam-large-keepsize`).
     """
     widths = {tensor.shape[0] for key, tensor in state.items() if key.endswith(_PATCH_EMBEDDING)}
-    if not widths:
+    if entry.variant is None:
         return
+    if not widths:
+        raise FetchError(
+            f"{entry.name}: {raw.name} holds no Swin backbone (no patch embedding among its {len(state)} "
+            "tensors), so it is not these weights; nothing was stored"
+        )
     try:
         variant = variant_with_width(min(widths))
     except ValueError as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
+from model.checkpoint import CheckpointError, weights_in_folder
 
 _WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 
@@ -30,7 +31,8 @@ class ResolvedWeights:
 
 
 def resolve_weights(name_or_path: str) -> ResolvedWeights:
-    """Resolve an existing file path as is, or a registered name through the verified cache.
+    """Resolve an existing file path as is, a model folder to its weights file (a docsam run or checkpoint
+    folder holds `model.safetensors`), or a registered name through the verified cache.
 
     Raises `UnknownWeightsError`, `NotCachedError` (naming `docsam download-weights NAME`) or
     `CorruptCacheError`.
@@ -38,6 +40,11 @@ def resolve_weights(name_or_path: str) -> ResolvedWeights:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return ResolvedWeights(path)
+    if path.is_dir():
+        try:
+            return ResolvedWeights(weights_in_folder(path))
+        except CheckpointError as error:
+            raise UnknownWeightsError(f"{error} (a docsam run's or checkpoint's folder holds one)") from None
     entry = find_entry(name_or_path)
     if entry is None:
         if path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1:
