@@ -64,6 +64,7 @@ from docsam_cli.writers.page_outputs import (
     PageSource,
     PageWriter,
     output_folders,
+    page_folders,
 )
 from model.instances import PageInstances
 
@@ -119,7 +120,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
 
             def list_work() -> Iterable[WorkItem]:
                 documents = collect_documents(
-                    request.inputs, recursive=request.recursive, output_folder=request.out
+                    request.inputs, recursive=request.recursive, skip_folders=page_folders(request.out)
                 )
                 logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
                 options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)

@@ -12,6 +12,7 @@ import pytest
 
 from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
 from docsam_cli.inputs.sources import assign_stems
+from docsam_cli.writers.page_outputs import page_folders
 
 
 def touch(path: Path) -> Path:
@@ -99,11 +100,33 @@ def test_folders_and_globs_skip_the_output_folder_but_named_files_are_taken(tmp_
     out.symlink_to("out")
     for source in [tmp_path / "X", tmp_path / "X" / "**" / "*", tmp_path / "X" / "*" / "*" / "*.png"]:
         items = collect_documents(
-            [str(source), str(tmp_path / "X" / "page.jpg")], recursive=True, output_folder=out
+            [str(source), str(tmp_path / "X" / "page.jpg")], recursive=True, skip_folders=page_folders(out)
         )
         assert names(items) == ["page.jpg"], source
-    items = collect_documents([str(overlay)], output_folder=out)
+    items = collect_documents([str(overlay)], skip_folders=page_folders(out))
     assert [item.path for item in items if isinstance(item, Document)] == [overlay]
+
+
+def test_an_output_folder_at_or_above_the_scans_skips_only_its_page_files(
+    tmp_path, monkeypatch
+):
+    """`--out .` above the scans, or `--out` the scanned folder itself: the user's pages are inputs, the
+    run's images and overlays are not."""
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "scans" / "a.png")
+    touch(tmp_path / "scans" / "sub" / "b.png")
+    touch(tmp_path / "overlay" / "a.png")  # written by an earlier run with --out .
+    touch(tmp_path / "scans" / "overlay" / "a.png")  # ... and by one with --out scans
+    touch(tmp_path / "scans" / "image" / "doc_p0001.png")
+
+    def found(source: str, out: str) -> list[str]:
+        items = collect_documents([source], recursive=True, skip_folders=page_folders(Path(out)))
+        return [item.path.as_posix() for item in items if isinstance(item, Document)]
+
+    assert found("scans/*.png", ".") == ["scans/a.png"]
+    assert found("**/a.png", ".") == ["scans/a.png", "scans/overlay/a.png"]  # not this run's: a user's
+    for source in ("scans", "scans/**/*.png"):
+        assert found(source, "scans") == ["scans/a.png", "scans/sub/b.png"], source
 
 
 def test_glob_matching_a_directory_expands_it(tree):

@@ -50,7 +50,7 @@ def collect_documents(
     *,
     recursive: bool = False,
     stdin: TextIO | BinaryIO | None = None,
-    output_folder: Path | None = None,
+    skip_folders: Iterable[Path] = (),
 ) -> list[Document | InputError]:
     """Documents in command-line order, each file once (and each refusal once); an InputError in place of a
     source that names none.
@@ -62,11 +62,12 @@ def collect_documents(
       matching files are filtered by suffix like a directory's, matching directories are expanded;
     - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally;
     - a named pipe, device or socket, named or found, is an InputError (never opened);
-    - nothing is found in `output_folder` (the run's `--out`, compared after resolving links), so a run
-      whose outputs land inside a folder it scans never takes them for inputs; a file named explicitly
-      (argument or stdin) is still taken, and so is a folder.
+    - nothing is found in `skip_folders` (those the run writes its pages' files in, compared after
+      resolving links), so a run whose outputs land inside a folder it scans, or in the very folder it
+      scans, never takes them for inputs; a file named explicitly (argument or stdin) is still taken, and
+      so is a folder.
     """
-    skip = None if output_folder is None else os.path.realpath(output_folder)
+    skip = frozenset(os.path.realpath(folder) for folder in skip_folders)
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
@@ -106,7 +107,7 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
 
 
-def _expand_path(path: Path, recursive: bool, skip: str | None) -> list[Path | InputError]:
+def _expand_path(path: Path, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
     if _is_directory(path):
         files = _directory_files(path, recursive, skip)
         return files or [InputError(path, "directory contains no images or PDFs")]
@@ -128,11 +129,11 @@ def _regular_file(path: Path) -> Path | InputError:
     return path
 
 
-def _expand_glob(pattern: str, recursive: bool, skip: str | None) -> list[Path | InputError]:
+def _expand_glob(pattern: str, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
     matches = sorted(_glob(pattern, skip), key=natural_key)
     expanded: list[Path | InputError] = []
     for match in map(Path, matches):
-        if skip is not None and _is_inside(match, skip):
+        if _is_inside(match, skip):
             continue
         if _is_directory(match):
             expanded.extend(_directory_files(match, recursive, skip))
@@ -141,7 +142,7 @@ def _expand_glob(pattern: str, recursive: bool, skip: str | None) -> list[Path |
     return expanded or [InputError(pattern, "no image or PDF matches this pattern")]
 
 
-def _glob(pattern: str, skip: str | None) -> list[str]:
+def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
     """`glob.glob(pattern, recursive=True)`, except that `**` spans folders as `_walk` does.
 
     Python's glob follows symbolic links to folders under `**`, so a link loop (`sub/up -> ..`) gives
@@ -168,10 +169,10 @@ def _glob(pattern: str, skip: str | None) -> list[str]:
 
 
 def _walk(
-    root: Path, recursive: bool, skip: str | None, report: Callable[[OSError], None] | None = None
+    root: Path, recursive: bool, skip: frozenset[str], report: Callable[[OSError], None] | None = None
 ) -> Iterator[tuple[str, list[str]]]:
     """Each folder under `root` (only `root` unless `recursive`) with the names of its non-hidden files,
-    top-down; hidden folders and the folder whose real path is `skip` are left out, and symbolic links to
+    top-down; hidden folders and those whose real path is in `skip` are left out, and symbolic links to
     folders are not followed, so a link loop ends. `report` gets the OSError of a folder that cannot be
     listed."""
     for directory, subdirs, names in os.walk(root, onerror=report):
@@ -180,12 +181,12 @@ def _walk(
             for name in subdirs
             if recursive
             and not name.startswith(".")
-            and os.path.realpath(os.path.join(directory, name)) != skip
+            and os.path.realpath(os.path.join(directory, name)) not in skip
         ]
         yield directory, [name for name in names if not name.startswith(".")]
 
 
-def _directory_files(root: Path, recursive: bool, skip: str | None) -> list[Path | InputError]:
+def _directory_files(root: Path, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
     """Supported files under `root` in natural order, each a Path or the InputError refusing it; a folder
     that cannot be listed is an InputError too."""
     unreadable: list[InputError] = []
@@ -202,9 +203,10 @@ def _directory_files(root: Path, recursive: bool, skip: str | None) -> list[Path
     return [*unreadable, *(_regular_file(path) for path in files)]
 
 
-def _is_inside(path: Path, folder: str) -> bool:
-    """Whether `path` resolves to the real path `folder` or to something in it."""
-    return Path(os.path.realpath(path)).is_relative_to(folder)
+def _is_inside(path: Path, folders: frozenset[str]) -> bool:
+    """Whether `path` resolves to one of the real paths `folders` or to something in one."""
+    real = Path(os.path.realpath(path))
+    return any(real.is_relative_to(folder) for folder in folders)
 
 
 def natural_key(text: str) -> tuple[str | int, ...]:

@@ -81,11 +81,19 @@ class PageFiles:
         return [self.record, *(path for name, path in per_format.items() if name in formats), *image]
 
 
+_PAGE_FOLDERS = ("page", "alto", "overlay", "semantic", "image")
+"""The folders under `--out` that hold the pages' files, one per page and format."""
+
+
+def page_folders(out_dir: Path) -> list[Path]:
+    """Where the pages' files go: what a run that scans its own output folder must not take for inputs."""
+    return [out_dir / name for name in _PAGE_FOLDERS]
+
+
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
-    folders = ("page", "alto", "overlay", "semantic", "image")
-    return [out_dir, *(out_dir / name for name in folders), state, state / "records", state / "coco-parts"]
+    return [out_dir, *page_folders(out_dir), state, state / "records", state / "coco-parts"]
 
 
 class PageWriter:
