@@ -100,6 +100,19 @@ def test_variant_and_model_config_together_are_refused(tmp_path, reference_fixtu
         ]
 
 
+@pytest.mark.parametrize("command", ["segment", "convert-dataset"])
+def test_an_empty_output_folder_name_is_refused_not_read_as_the_current_folder(
+    tmp_path, monkeypatch, command
+):
+    monkeypatch.chdir(tmp_path)
+    extra = ["--from", "coco"] if command == "convert-dataset" else []
+    code, _, stderr = invoke(command, "page.png", "-o", "", *extra)
+    assert code == ExitCode.USAGE
+    (line,) = error_lines(stderr)
+    assert "--out" in line and "an empty folder name; write . for the current folder" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_choices_are_case_insensitive_where_names_are(tmp_path, stand_in_model):
     write_page(tmp_path / "page.png")
     code, _, stderr = invoke(

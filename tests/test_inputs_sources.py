@@ -107,9 +107,7 @@ def test_folders_and_globs_skip_the_output_folder_but_named_files_are_taken(tmp_
     assert [item.path for item in items if isinstance(item, Document)] == [overlay]
 
 
-def test_an_output_folder_at_or_above_the_scans_skips_only_its_page_files(
-    tmp_path, monkeypatch
-):
+def test_an_output_folder_at_or_above_the_scans_skips_only_its_page_files(tmp_path, monkeypatch):
     """`--out .` above the scans, or `--out` the scanned folder itself: the user's pages are inputs, the
     run's images and overlays are not."""
     monkeypatch.chdir(tmp_path)

@@ -168,3 +168,36 @@ def test_coco_images_say_which_page_and_file_they_are(tmp_path):
         (None, None),
         ("../doc.pdf", 3),
     ]
+
+
+def test_references_lead_to_the_image_from_an_output_folder_behind_a_link(tmp_path):
+    """`--out results` where `results` links to `disk/deep/results`: every reference is read from the real
+    folder of the file holding it, so it must lead to the image from there (a linked scan stays a link)."""
+    real_out = tmp_path / "disk" / "deep" / "results"
+    real_out.mkdir(parents=True)
+    out = tmp_path / "results"
+    out.symlink_to(real_out)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    scan = scans / "scan.png"
+    cv2.imwrite(str(scan), np.full((400, 300, 3), 255, np.uint8))
+    linked = scans / "linked.png"
+    linked.symlink_to(scan)
+    writer = PageWriter(settings(out, formats=("coco", "page", "alto")))
+    for path in (scan, linked):
+        writer.write(
+            PageSource(path, None, path.stem, np.full((400, 300, 3), 255, np.uint8)), crowded_page(2), {}
+        )
+    writer.finish(["scan", "linked"])
+
+    for stem, image in (("scan", scan), ("linked", linked)):
+        page = etree.parse(str(real_out / "page" / f"{stem}.xml")).getroot().find("{*}Page")
+        assert os.path.normpath(real_out / "page" / page.get("imageFilename")) == str(image)
+        alto = etree.parse(str(real_out / "alto" / f"{stem}.xml")).getroot()
+        file_name = alto.find("{*}Description/{*}sourceImageInformation/{*}fileName").text
+        assert os.path.normpath(real_out / "alto" / file_name) == str(image)
+    coco = json.loads((real_out / "coco.json").read_text())
+    assert [os.path.normpath(real_out / image["path"]) for image in coco["images"]] == [
+        str(scan),
+        str(linked),
+    ]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from docsam_cli.commands.options import checked, parse_output_folder
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
@@ -47,7 +48,15 @@ def main(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output folder (the unified layout).", rich_help_panel=_OUTPUT)
+        Path,
+        typer.Option(
+            "-o",
+            "--out",
+            parser=checked(parse_output_folder),
+            metavar="FOLDER",
+            help="Output folder (the unified layout).",
+            rich_help_panel=_OUTPUT,
+        ),
     ],
     level: Annotated[
         list[str],

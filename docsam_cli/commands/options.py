@@ -34,6 +34,13 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     return parser
 
 
+def parse_output_folder(text: str) -> Path:
+    """`--out`: an empty value (an unset shell variable, most likely) is refused rather than read as `.`."""
+    if not text.strip():
+        raise ValueError("an empty folder name; write . for the current folder")
+    return Path(text)
+
+
 VariantChoice = Annotated[
     Variant | None,
     typer.Option(

@@ -23,6 +23,7 @@ from docsam_cli.commands.options import (
     VariantChoice,
     Window,
     checked,
+    parse_output_folder,
 )
 from docsam_cli.console import ConsoleReporter, message_options
 from docsam_cli.errors import UsageError
@@ -131,7 +132,17 @@ ListPresets = Annotated[
         rich_help_panel=CLASSES,
     ),
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", rich_help_panel=OUTPUT)]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        parser=checked(parse_output_folder),
+        metavar="FOLDER",
+        help="Output folder.",
+        rich_help_panel=OUTPUT,
+    ),
+]
 Formats = Annotated[
     frozenset[str],
     typer.Option(

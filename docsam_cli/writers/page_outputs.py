@@ -207,7 +207,11 @@ def _image_reference(source: PageSource, files: PageFiles, document: Path) -> st
 
 
 def _relative_path(path: Path, folder: Path) -> str:
-    return Path(os.path.relpath(path, folder)).as_posix()
+    """`path` relative to `folder`, as read from where `folder` really is: a reference is resolved from the
+    real folder of the file holding it, so symbolic links among the folders (an output folder linked to
+    another disk) are resolved on both sides. The file itself is kept as named, a link included."""
+    real = Path(os.path.realpath(path.parent), path.name)
+    return Path(os.path.relpath(real, os.path.realpath(folder))).as_posix()
 
 
 def _image_name(source: PageSource, files: PageFiles) -> str:
