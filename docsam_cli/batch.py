@@ -76,8 +76,11 @@ logger = logging.getLogger(__name__)
 Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
 WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
 CLASSES_FILE = "classes.json"  # in STATE_DIR: the classes of the folder's results
-# In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder.
+# In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder,
+# and the classes the page was segmented with (a page done with other classes is done again).
 STORED_INPUT = "input_absolute"
+STORED_CLASSES = "classes"
+_STORED_ONLY = (STORED_INPUT, STORED_CLASSES)
 
 
 def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
@@ -155,7 +158,7 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
     COCO categories and the semantic labels, so a folder holds the results of one class list: a run with
     other classes (or the same in another order) is refused before any page, unless `overwrite`."""
     path = out / STATE_DIR / CLASSES_FILE
-    classes = [output_text(name) for name in class_names]
+    classes = _stored_classes(class_names)
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -173,6 +176,11 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
+
+
+def _stored_classes(class_names: Sequence[str]) -> list[str]:
+    """Class names as the output folder stores them (`classes.json`, each page's record)."""
+    return [output_text(name) for name in class_names]
 
 
 def model_segmenter(loaded: LoadedModel, request: SegmentRequest, geometry: Geometry) -> Segmenter:
@@ -273,10 +281,11 @@ class SegmentRun:
             )
         )
         self.pages_per_batch = request.pages_per_batch if request.isolate else 1
+        self._classes = _stored_classes(request.class_names)
         self._segmenter: Segmenter | None = None
         self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
-        # Pages found done as `prefetch` looks ahead: (work index, stored record), reported in turn.
-        self._skipped: deque[tuple[int, dict[str, Any]]] = deque()
+        # Pages found done as `prefetch` looks ahead: (work index, stored record, task), reported in turn.
+        self._skipped: deque[tuple[int, dict[str, Any], PageTask]] = deque()
         self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
         self._writing: deque[_Writing] = deque()  # pages handed to them, in work order
 
@@ -362,19 +371,24 @@ class SegmentRun:
             )
         if not self.writer.is_done(task.page_id, in_document=task.page is not None):
             return task  # an output asked for now is missing: redo the page
+        if record.get(STORED_CLASSES, self._classes) != self._classes:
+            return task  # done with other classes, before an --overwrite run changed the folder's
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
         self.outcome.skipped += 1
         self.outcome.finished.append((index, task.page_id))
-        self._skipped.append((index, record))
+        self._skipped.append((index, record, task))
         return None
 
     def _report_skipped(self, before: int | None = None) -> None:
         """Report the skipped pages listed before work index `before` (all if None): pages are found done
         while decoding runs ahead, and their JSON lines come in the order of the work list all the same."""
         while self._skipped and (before is None or self._skipped[0][0] < before):
-            _, record = self._skipped.popleft()
+            _, record, task = self._skipped.popleft()
             if "jsonl" in self.request.formats:
-                line = {key: value for key, value in record.items() if key != STORED_INPUT}
+                line = {key: value for key, value in record.items() if key not in _STORED_ONLY}
+                listed = self.writer.files(task.page_id).listed(in_document=task.page is not None)
+                line["input"] = output_text(str(task.source))  # as named now, like the outputs below
+                line["outputs"] = {name: output_text(str(path)) for name, path in listed.items()}
                 self.reporter.data(dumps_record({**line, "skipped": True}))
             self.reporter.advance()
 
@@ -445,7 +459,9 @@ class SegmentRun:
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
-        stored = dumps_record({**record, STORED_INPUT: output_text(os.path.abspath(page.source))})
+        stored = dumps_record(
+            {**record, STORED_INPUT: output_text(os.path.abspath(page.source)), STORED_CLASSES: self._classes}
+        )
         atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]
 

@@ -94,9 +94,15 @@ def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, mode
     monkeypatch.chdir(tmp_path)
     code, _, stderr = segment(tmp_path / "out", "a/scan.png")
     assert code == ExitCode.OK, stderr
-    code, records, stderr = segment(tmp_path / "out", str(page))  # the absolute path, a later day
+    first = json.loads((tmp_path / "out" / ".docsam" / "records" / "scan.json").read_text())
+    monkeypatch.chdir(tmp_path / "a")
+    code, records, stderr = segment(tmp_path / "out", str(page), "--format", "page,jsonl")  # a later day
     assert code == ExitCode.OK, stderr
-    assert records[0]["skipped"] is True and records[0]["input"] == "a/scan.png"
+    (line,) = records
+    assert line["skipped"] is True and line["instances"] == first["instances"]
+    # named as now, and the outputs as this run names them (from another folder, other formats)
+    assert line["input"] == str(page)
+    assert line["outputs"] == {"page": str(tmp_path / "out" / "page" / "scan.xml")}
 
 
 def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):
@@ -213,7 +219,7 @@ def test_a_page_given_from_another_working_folder_is_skipped(tmp_path, monkeypat
         code, records, stderr = segment(out, name, "--format", "coco,jsonl")
         assert code == ExitCode.OK, stderr
         (record,) = records
-        assert record["skipped"] is True and record["input"] == "scan.png"
+        assert record["skipped"] is True and record["input"] == name  # as named in this run
         assert "input_absolute" not in record  # the stored identity stays out of the JSON lines
     (tmp_path / "b").mkdir()
     other = write_page(tmp_path / "b" / "scan.png")
@@ -270,6 +276,23 @@ def test_other_classes_are_a_usage_error_unless_overwrite_redoes_the_pages(tmp_p
     code, _, stderr = invoke("segment", *map(str, pages), "-o", str(out), *other)
     assert code == ExitCode.OK and "1 pages segmented, 1 skipped" in stderr, stderr
     assert coco_file_names(out) == ["page0.png", "page1.png"]
+
+
+def test_a_page_left_with_the_old_classes_by_an_overwrite_run_is_redone_without_coco(tmp_path, model):
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    out = tmp_path / "out"
+    assert segment(out, *map(str, pages), "--format", "page,jsonl")[0] == ExitCode.OK
+    other = ["--classes", "figure,text", "--format", "page,jsonl"]
+    code, _, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other, "--overwrite")
+    assert code == ExitCode.OK, stderr
+
+    code, stdout, stderr = invoke("segment", *map(str, pages), "-o", str(out), *other)
+
+    assert code == ExitCode.OK and "1 pages segmented, 1 skipped" in stderr, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [line.get("skipped", False) for line in lines] == [True, False]
+    stored = json.loads((out / ".docsam" / "records" / "page1.json").read_text())
+    assert stored["classes"] == ["figure", "text"] and "classes" not in lines[1]
 
 
 def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):

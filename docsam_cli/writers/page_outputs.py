@@ -67,18 +67,27 @@ class PageFiles:
         self.semantic = out / "semantic" / f"{page_id}.png"
         self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
 
-    def required(self, in_document: bool = False) -> list[Path]:
-        """The files that exist once the page is done (the record last); `in_document`: the page is one of
-        a PDF or multi-page TIFF, whose image the formats that name it get beside them."""
-        formats = self.settings.formats
+    def listed(self, in_document: bool = False) -> dict[str, Path]:
+        """The files a JSON line names under `outputs`, by format (`in_document` as for `required`)."""
+        formats, out = self.settings.formats, self.settings.out_dir
+        listed = {"image": self.image} if in_document and formats & _IMAGE_REFERENCES else {}
+        if "coco" in formats:
+            listed["coco"] = out / "coco.json"
         per_format = {
             "page": self.page_xml,
             "alto": self.alto,
             "overlay": self.overlay,
             "semantic": self.semantic,
         }
-        image = [self.image] if in_document and formats & _IMAGE_REFERENCES else []
-        return [self.record, *(path for name, path in per_format.items() if name in formats), *image]
+        return listed | {name: path for name, path in per_format.items() if name in formats}
+
+    def required(self, in_document: bool = False) -> list[Path]:
+        """The files that exist once the page is done (the record last); `in_document`: the page is one of
+        a PDF or multi-page TIFF, whose image the formats that name it get beside them."""
+        listed = self.listed(in_document)
+        listed.pop("coco", None)  # the run's file, written at its end from the pages' parts
+        image = listed.pop("image", None)
+        return [self.record, *listed.values(), *([image] if image else [])]
 
 
 _PAGE_FOLDERS = ("page", "alto", "overlay", "semantic", "image")
@@ -137,19 +146,15 @@ class PageWriter:
         settings, formats = self.settings, self.settings.formats
         files = self.files(source.page_id)
         shapes = PageShapes(instances)
-        outputs: dict[str, str] = {}
-        if source.page is not None and formats & _IMAGE_REFERENCES:
+        outputs = files.listed(in_document=source.page is not None)
+        if "image" in outputs:
             _write_png(files.image, source.image)
-            outputs["image"] = str(files.image)
         if self.coco is not None:
-            coco_json = settings.out_dir / "coco.json"
-            fields = _coco_image_fields(source, files, coco_json)
+            fields = _coco_image_fields(source, files, outputs["coco"])
             self.coco.add_page(source.page_id, shapes, _image_name(source, files), fields)
-            outputs["coco"] = str(coco_json)
         if "page" in formats:
             reference = _image_reference(source, files, files.page_xml)
             write_page_xml(files.page_xml, shapes, reference, settings.page_map)
-            outputs["page"] = str(files.page_xml)
         if "alto" in formats:
             reference = _image_reference(source, files, files.alto)
             write_alto(
@@ -160,19 +165,16 @@ class PageWriter:
                 alto_map=settings.alto_map,
                 page_map=settings.page_map,
             )
-            outputs["alto"] = str(files.alto)
         if "overlay" in formats:
             write_overlay(files.overlay, source.image, shapes)
-            outputs["overlay"] = str(files.overlay)
         if "semantic" in formats:
             write_label_map(files.semantic, instances)
-            outputs["semantic"] = str(files.semantic)
         return page_record(
             input_path=str(source.path),
             page=source.page,
             page_id=source.page_id,
             shapes=shapes,
-            outputs=outputs,
+            outputs={name: str(path) for name, path in outputs.items()},
             timing=timing,
         )
 
