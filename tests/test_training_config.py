@@ -269,3 +269,20 @@ def test_resume_refuses_recorded_options_given_other_values(started: list[RunPla
 
     output = invoke("finetune", "--resume", "-o", str(tmp_path), "--iters", "8", "--seed", "3", code=2)
     assert "--iters, --seed differ" in output and len(started) == 2
+
+
+def test_resume_into_a_folder_without_a_run_says_so(started: list[RunPlan], tmp_path: Path) -> None:
+    output = invoke("finetune", "--resume", "-o", str(tmp_path / "none"), code=2)
+    assert f"--out {tmp_path / 'none'} holds no run to resume (no run.json)" in " ".join(output.split())
+    assert started == []
+
+
+def test_train_refuses_mask2former_weights_together_with_from_scratch(
+    started: list[RunPlan], tmp_path: Path
+) -> None:
+    start = ["train", "pages", "-o", str(tmp_path / "run"), "--text-encoder", "minilm"]
+    output = invoke(*start, "--from-scratch", "--mask2former", "m2f", code=2)
+    assert "not together with --from-scratch" in output
+    output = invoke(*start, code=2)
+    assert "give --mask2former, or --from-scratch" in output
+    assert started == []

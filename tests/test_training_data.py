@@ -59,6 +59,8 @@ def test_dataset_spec_syntax() -> None:
             {"id": 7, "category_id": 1, "segmentation": [[0, 0, 9, 0, float("inf"), 9]]},
             "annotation 7: bad polygon",
         ),
+        ({"id": 7, "category_id": 99, "bbox": [1, 1, 5, 5]}, "annotation 7: category_id 99 is none of the"),
+        ({"id": 7, "category_id": "txt", "bbox": [1, 1, 5, 5]}, "annotation 7: category_id 'txt' is none of"),
     ],
 )
 def test_unusable_annotation_values_are_annotation_errors_naming_the_annotation(

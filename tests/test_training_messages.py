@@ -55,3 +55,16 @@ def test_the_progress_bar_is_drawn_on_a_terminal_unless_quiet(
     result = CliRunner().invoke(app, arguments + (["-q"] if quiet else []))
     assert result.exit_code == 0, result.output
     assert ("ETA" in result.stderr) == bar, result.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "-q"])
+def test_quiet_leaves_out_the_validation_lines_and_the_weights_line(
+    quiet: bool, data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    run = [*RUN[: RUN.index("--val-every")], "--val-every", "1", "--val", str(data)]
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *run]
+    result = CliRunner().invoke(app, arguments + (["-q"] if quiet else []))
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("step 1: ") and " mAP " in line for line in lines) != quiet, result.stderr
+    assert any(line.startswith("weights: ") for line in lines) != quiet, result.stderr

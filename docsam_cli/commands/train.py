@@ -63,7 +63,11 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
     """Train DocSAM as the reference does: Mask2Former COCO backbone + MiniLM, all datasets mixed."""
     if not plan.resume and start.text_encoder is None:
         raise typer.BadParameter("the MiniLM weights are needed to start a run", param_hint="--text-encoder")
-    if not plan.resume and (start.mask2former is None) != start.from_scratch:
+    if not plan.resume and start.mask2former is not None and start.from_scratch:
+        raise typer.BadParameter(
+            "not together with --from-scratch: give one of them", param_hint="--mask2former"
+        )
+    if not plan.resume and start.mask2former is None and not start.from_scratch:
         raise typer.BadParameter("give --mask2former, or --from-scratch", param_hint="--mask2former")
 
     def starting_model() -> DocSAM:

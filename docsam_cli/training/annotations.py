@@ -4,9 +4,10 @@ One COCO json per image (`coco/<stem>.json` of the unified layout). `rectify` ap
 `_coco_data_rectify` in its order: drop annotations with neither box nor polygon, accept `poly` and string
 category ids, drop `_background_` (and `text word` when `table` exists), sort the category names (Python
 order) — that order defines the labels — clamp boxes and polygons into the image, derive a missing box from
-the polygons or a missing polygon from the box. `PageAnnotations.scaled` then maps the coordinates onto the
-decoded image and sorts the instances by polygon area, largest first (the GT order the matcher sees; it is
-not re-sorted after augmentation).
+the polygons or a missing polygon from the box. An annotation whose category is none of the listed ones is
+an AnnotationError (the reference drops it without a word). `PageAnnotations.scaled` then maps the
+coordinates onto the decoded image and sorts the instances by polygon area, largest first (the GT order the
+matcher sees; it is not re-sorted after augmentation).
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
             continue
         name = _category_name(annotation, names_by_id)
         if name not in label_of_name:
+            if name not in names_by_id.values():  # not the background or a class left out on purpose
+                raise AnnotationError(
+                    f"annotation {annotation.get('id')}: category_id {annotation.get('category_id')!r} is "
+                    "none of the categories"
+                )
             continue
         polygons = [_clamp_points(points, width, height) for points in polygons]
         xyxy = _clamp_box(_box_numbers(annotation), width, height) if has_box else _bounding_rect(polygons)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hi
 
 import typer
 
-from docsam_cli.console import print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.errors import ExitCode, InputError
 from docsam_cli.names import display_path, one_line
 from docsam_cli.training.run_log import FOLDER_KEY, RUN_FILE, run_settings
@@ -225,11 +225,15 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
 def _load_run_record(ctx: typer.Context, out: Any) -> None:
     """`--resume` with `--out OUT`: OUT/run.json gives the defaults, as `--config OUT/run.json` would (it
     wins over a `--config` file). Click processes the options typed on the command line first, so this
-    runs before any option that takes its value from the record. A folder without run.json (no run, or
-    one that never started) keeps the command's defaults: `launch` then says what is missing."""
+    runs before any option that takes its value from the record. A folder without run.json holds no run
+    to resume: none was started there (a run writes it before its first step)."""
     path = Path(out) / RUN_FILE
     if not path.is_file():
-        return
+        raise typer.BadParameter(
+            f"--out {display_path(Path(out))} holds no run to resume (no {RUN_FILE}); start one without "
+            "--resume",
+            param_hint="--resume",
+        )
     settings = _known_settings(ctx, path, "--resume")
     ctx.meta[_RESUMED] = (settings, dict(ctx.default_map or {}))
     ctx.default_map = {**(ctx.default_map or {}), **settings}
@@ -378,4 +382,5 @@ def execute(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> None:
         stop(str(error))
     except KeyboardInterrupt:  # before the first step, or a second Ctrl-C
         stop("interrupted")
-    print_plain(stderr_console(), f"weights: {display_path(final)}")
+    if not message_options().quiet:
+        print_plain(stderr_console(), f"weights: {display_path(final)}")

@@ -11,7 +11,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from docsam_cli.console import message_options, shows_progress, stderr_console
+from docsam_cli.console import message_options, print_plain, shows_progress, stderr_console
 
 
 class TrainingProgress:
@@ -54,4 +54,6 @@ class TrainingProgress:
         )
 
     def note(self, message: str) -> None:
-        self._progress.console.print(message)
+        """A line of the run's summary (validation results): not with `-q`."""
+        if not message_options().quiet:
+            print_plain(self._progress.console, message)
