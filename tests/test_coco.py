@@ -215,6 +215,30 @@ def test_a_part_in_another_mask_format_is_not_a_page_of_the_run(tmp_path, pages)
     assert polygon.has_page("a") and not rle.has_page("a")
 
 
+@pytest.mark.parametrize("earlier", ["rle", "polygon"])
+def test_pages_of_an_earlier_run_in_the_other_mask_format_are_converted(tmp_path, pages, earlier):
+    """A run asks for one mask format, the folder holds pages of an earlier run in the other: coco.json
+    still lists them all, each annotation in this run's format, with the polygons polygon mode writes."""
+    later = "polygon" if earlier == "rle" else "rle"
+    old, new = (CocoRun(tmp_path / "parts", CLASSES, mask_format=name) for name in (earlier, later))
+    blobs = make_instances([blob(120, 400, 0), blob(120, 400, 1)], [0, 2], CLASSES)
+    old.add_page("earlier", PageShapes(blobs), "earlier.png")
+    new.add_page("now", PageShapes(blobs), "now.png")
+    assert new.has_page("earlier", any_mask_format=True) and not new.has_page("earlier")
+
+    new.write(["earlier", "now"], tmp_path / "coco.json")
+
+    coco = quiet_coco(tmp_path / "coco.json")
+    annotations = [coco.imgToAnns[image_id] for image_id in (1, 2)]
+    segmentations = [[a["segmentation"] for a in page] for page in annotations]
+    assert segmentations[0] == segmentations[1]  # converted exactly as this run writes them
+    assert all(isinstance(s, list if later == "polygon" else dict) for s in segmentations[0])
+    for annotation, index in zip(annotations[0], range(2), strict=True):
+        iou = mask_utils.iou([mask_utils.encode(np.asfortranarray(coco.annToMask(annotation)))],
+                             [blobs.masks[index]], [0])[0][0]  # fmt: skip
+        assert iou >= 0.98
+
+
 def test_one_element_per_line(tmp_path, pages):
     write_run(tmp_path, pages)
     lines = (tmp_path / "coco.json").read_text().splitlines()

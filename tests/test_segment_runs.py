@@ -252,6 +252,12 @@ def test_a_page_missing_its_rendered_image_or_in_another_mask_format_is_done_aga
     assert [record.get("skipped", False) for record in records] == [False, False]
     coco = json.loads((out / "coco.json").read_text())
     assert all(isinstance(annotation["segmentation"], list) for annotation in coco["annotations"])
+    other = write_page(tmp_path / "other.png")
+    code, _, stderr = segment(out, str(other), "--format", "coco", "--mask-format", "rle")
+    assert code == ExitCode.OK, stderr
+    coco = json.loads((out / "coco.json").read_text())  # the earlier pages stay, converted to RLE
+    assert [image["page_id"] for image in coco["images"]] == ["book_p0001", "book_p0002", "other"]
+    assert all(isinstance(annotation["segmentation"], dict) for annotation in coco["annotations"])
 
 
 def test_other_classes_are_a_usage_error_unless_overwrite_redoes_the_pages(tmp_path, model):

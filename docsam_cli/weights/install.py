@@ -70,7 +70,7 @@ def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
 def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     """Store a file the user copied in by hand (air-gapped machines) as `entry`, after the same checks."""
     if not path.is_file():
-        raise FetchError(f"{path}: no such file")
+        raise FetchError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'no such file'}")
     with _storage_errors(entry), _locked(entry.name):
         record = _store(entry, path, say, source=f"file:{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")

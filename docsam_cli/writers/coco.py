@@ -92,17 +92,19 @@ class CocoRun:
     def part_path(self, page_id: str) -> Path:
         return self.parts_dir / f"{page_id}.json"
 
-    def has_page(self, page_id: str) -> bool:
+    def has_page(self, page_id: str, *, any_mask_format: bool = False) -> bool:
         """Whether the page has a readable part made with this run's classes (in this order: they number
-        the categories) and mask format. A part written before parts named their classes counts if its
-        annotations' classes are among this run's; one written before they named their mask format has
-        polygons in polygon mode only."""
+        the categories) and mask format (any, with `any_mask_format`: `write` converts it). A part written
+        before parts named their classes counts if its annotations' classes are among this run's; one
+        written before they named their mask format has polygons in polygon mode only."""
         try:
             part = _read(self.part_path(page_id))
         except (OSError, ValueError):
             return False
         annotations = part["annotations"]
-        if "mask_format" in part:
+        if any_mask_format:
+            same_format = True
+        elif "mask_format" in part:
             same_format = part["mask_format"] == self.mask_format
         else:
             polygons = [("polygons" in annotation) for annotation in annotations]
@@ -168,7 +170,10 @@ class CocoRun:
                             f"{path}: class {annotation['category']!r} is not one of this run's classes "
                             f"({', '.join(self.class_names)}); delete the stale parts in {self.parts_dir}"
                         )
-                    entry = _dataset_annotation(annotation, annotation_id, image_id, category_id)
+                    segmentation = self._segmentation(annotation)
+                    entry = _dataset_annotation(
+                        annotation, annotation_id, image_id, category_id, segmentation
+                    )
                     _write_item(dataset, annotation_id, entry)
                     if results is not None:
                         _write_item(results, annotation_id, _result(annotation, image_id, category_id))
@@ -176,6 +181,31 @@ class CocoRun:
             if results is not None:
                 results.write("\n]\n")
         return CocoCounts(images=len(parts), annotations=annotation_id)
+
+    def _segmentation(self, annotation: dict[str, Any]) -> Any:
+        """The annotation's mask in this run's format; a part of an earlier run in the other format (every
+        part keeps the RLE) is converted."""
+        if self.mask_format == "rle":
+            return annotation["rle"]
+        polygons = annotation.get("polygons")
+        if polygons is None:
+            polygons = _edge_polygons(annotation["rle"])
+        return polygons or annotation["rle"]
+
+
+def _edge_polygons(rle: Mapping[str, Any]) -> list[list[int]]:
+    """The polygons polygon mode writes for a mask (`PageShapes.edge_polygons`), from its stored RLE."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from docsam_cli.polygons import mask_edge_polygons
+
+    encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    x, y, width, height = (int(value) for value in mask_utils.toBbox(encoded))
+    window = mask_utils.decode(encoded)[y : y + height, x : x + width].astype(bool)
+    return [
+        ring.reshape(-1).tolist() for ring in mask_edge_polygons(np.ascontiguousarray(window), origin=(x, y))
+    ]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -208,9 +238,8 @@ def _write_item(handle: IO[str], number: int, item: dict[str, Any]) -> None:
 
 
 def _dataset_annotation(
-    annotation: dict[str, Any], annotation_id: int, image_id: int, category_id: int
+    annotation: dict[str, Any], annotation_id: int, image_id: int, category_id: int, segmentation: Any
 ) -> dict:
-    polygons = annotation.get("polygons")
     return {
         "id": annotation_id,
         "image_id": image_id,
@@ -219,7 +248,7 @@ def _dataset_annotation(
         "bbox": annotation["bbox"],
         "area": annotation["area"],
         "iscrowd": 0,
-        "segmentation": polygons if polygons else annotation["rle"],
+        "segmentation": segmentation,
     }
 
 

@@ -181,15 +181,17 @@ class PageWriter:
     def finish(self, page_ids: list[str]) -> None:
         """The run-level files over every page done in the output folder: those of earlier runs that
         `page_ids` does not list (by page id, in natural order), then `page_ids` (in that order). A run
-        that does no page, or other pages than the last one, thus never drops pages from the COCO files;
-        a page whose COCO part was made with other classes (an earlier run's) is left out of them."""
+        that does no page, or other pages than the last one, thus never drops pages from the COCO files
+        (an earlier page in the other `--mask-format` is converted); a page whose COCO part was made with
+        other classes (an earlier run's) is left out of them."""
         out = self.settings.out_dir
         if self.coco is not None:
             listed = set(page_ids)
             earlier = sorted(
                 (page_id for page_id in self.recorded() if page_id not in listed), key=natural_key
             )
-            done = [page_id for page_id in [*earlier, *page_ids] if self.coco.has_page(page_id)]
+            pages = [*earlier, *page_ids]
+            done = [page_id for page_id in pages if self.coco.has_page(page_id, any_mask_format=True)]
             self.coco.write(done, out / "coco.json", out / "coco_results.json")
         if "semantic" in self.settings.formats:
             from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
