@@ -45,6 +45,7 @@ from docsam_cli.console import Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.folder_lock import folder_lock
 from docsam_cli.inputs import (
+    Document,
     LoadOptions,
     Page,
     PageTask,
@@ -53,6 +54,7 @@ from docsam_cli.inputs import (
     prefetch,
     set_max_image_pixels,
 )
+from docsam_cli.inputs.sources import stem_key
 from docsam_cli.names import display_path, one_line, output_text
 from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
 from docsam_cli.segment_request import SegmentRequest
@@ -76,6 +78,7 @@ logger = logging.getLogger(__name__)
 Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
 WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
 CLASSES_FILE = "classes.json"  # in STATE_DIR: the classes of the folder's results
+STEMS_FILE = "stems.json"  # in STATE_DIR: the stem of every file a run listed, by its real path
 # In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder,
 # and the classes the page was segmented with (a page done with other classes is done again).
 STORED_INPUT = "input_absolute"
@@ -122,9 +125,14 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                 return model_segmenter(loaded, request, geometry)
 
             def list_work() -> Iterable[WorkItem]:
+                earlier = read_stems(request.out)
                 documents = collect_documents(
-                    request.inputs, recursive=request.recursive, skip_folders=page_folders(request.out)
+                    request.inputs,
+                    recursive=request.recursive,
+                    skip_folders=page_folders(request.out),
+                    earlier_stems=earlier,
                 )
+                record_stems(request.out, earlier, documents)
                 logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
                 options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
                 return iter_page_tasks(documents, options)
@@ -176,6 +184,30 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
+
+
+def read_stems(out: Path) -> dict[str, str]:
+    """The stems earlier runs gave their files in the output folder (`<out>/.docsam/stems.json`, by
+    `stem_key`), which `collect_documents` keeps; an unreadable index counts as empty."""
+    path = out / STATE_DIR / STEMS_FILE
+    try:
+        stems = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        logger.debug("%s: unreadable, written again", display_path(path), exc_info=True)
+        return {}
+    if not isinstance(stems, dict):
+        return {}
+    return {key: stem for key, stem in stems.items() if isinstance(stem, str) and stem}
+
+
+def record_stems(out: Path, earlier: dict[str, str], documents: Sequence[Document | InputError]) -> None:
+    """Add this run's files to the stem index, before any page: a page's outputs are named by its stem."""
+    listed = {stem_key(item.path): item.stem for item in documents if isinstance(item, Document)}
+    stems = {**earlier, **listed}
+    if stems != earlier:
+        atomic_write_text(out / STATE_DIR / STEMS_FILE, json.dumps(stems, indent=0))
 
 
 def _stored_classes(class_names: Sequence[str]) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
-from docsam_cli.inputs.sources import assign_stems
+from docsam_cli.inputs.sources import assign_stems, stem_key
 from docsam_cli.writers.page_outputs import page_folders
 
 
@@ -173,6 +173,24 @@ def test_stems_are_plain_when_unique_and_disambiguated_when_not(tmp_path):
     assert len({stem.lower() for stem in stems}) == len(stems)
     assert stems[6].startswith("Page_") and stems[7].startswith("page_")  # differ only by case: hashed
     assert assign_stems(paths) == stems  # the same inputs give the same names on a re-run
+
+
+def test_files_keep_the_stems_earlier_runs_gave_them_and_others_avoid_those(tmp_path):
+    """A folder that has grown (or a rerun naming fewer files): each file keeps its stem, and a new file
+    never takes one an earlier run gave another file, whatever files this run names."""
+    scan = touch(tmp_path / "inc" / "scan.png")
+    (first,) = assign_stems([scan])
+    assert first == "scan"
+    earlier = {stem_key(scan): first}
+    grown = [scan, touch(tmp_path / "inc" / "b" / "scan.png"), touch(tmp_path / "inc" / "scan_p0002.png")]
+    stems = assign_stems(grown, earlier)
+    assert stems[0] == "scan" and len({stem.lower() for stem in stems}) == 3
+    assert stems[1] != "scan" and stems[2] != "scan_p0002"  # that would read as a page of `scan`
+    assert assign_stems(grown[1:], earlier) == stems[1:]  # without the first file: theirs are kept free
+    assert assign_stems(grown) != stems  # (a fresh folder would lengthen `scan` too)
+    link = tmp_path / "link.png"
+    link.symlink_to(scan)
+    assert assign_stems([link], earlier) == ["scan"]  # the same file under another name
 
 
 def test_collect_documents_assigns_the_stems(tmp_path):

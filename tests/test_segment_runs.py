@@ -61,31 +61,40 @@ def page_files(out: Path, page_id: str) -> list[Path]:
 
 
 def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    """A file named like one done before gets an id of its own (the folder's stem index keeps the ids
+    given); where the index is gone (a folder of an older docsam) the taken id is refused, never reused."""
+    for folder in "abc":
+        (tmp_path / folder).mkdir()
     first = write_page(tmp_path / "a" / "scan.png")
     second = write_page(tmp_path / "b" / "scan.png", height=60)
     out = tmp_path / "out"
     code, _, stderr = segment(out, str(first))
     assert code == ExitCode.OK, stderr
-    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in page_files(out, "scan")}
-
     code, records, stderr = segment(out, str(second))
+    assert code == ExitCode.OK, stderr
+    assert records[0]["page_id"] != "scan"
+    coco_ids = [image["page_id"] for image in json.loads((out / "coco.json").read_text())["images"]]
+    assert sorted(coco_ids) == sorted(["scan", records[0]["page_id"]])
+
+    (out / ".docsam" / "stems.json").unlink()
+    third = write_page(tmp_path / "c" / "scan.png", height=70)
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in page_files(out, "scan")}
+    code, records, stderr = segment(out, str(third))
     assert code == ExitCode.FAILED
     (line,) = error_lines(stderr)
     assert line == (
-        f"error: {second}: page id scan already holds the outputs of {first} in this output folder "
+        f"error: {third}: page id scan already holds the outputs of {first} in this output folder "
         "(use another --out, or --overwrite)"
     )
     assert "0 pages segmented, 0 skipped (already done), 1 failed" in stderr
     (record,) = records
-    assert record["input"] == str(second) and "error" in record and "skipped" not in record
+    assert record["input"] == str(third) and "error" in record and "skipped" not in record
     assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in before} == before
 
-    code, records, stderr = segment(out, str(second), "--overwrite")
+    code, records, stderr = segment(out, str(third), "--overwrite")
     assert code == ExitCode.OK, stderr
     stored = json.loads((out / ".docsam" / "records" / "scan.json").read_text())
-    assert stored["input"] == str(second) and stored["height"] == 60
+    assert stored["input"] == str(third) and stored["height"] == 70
 
 
 def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, model):
@@ -103,6 +112,30 @@ def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, mode
     # named as now, and the outputs as this run names them (from another folder, other formats)
     assert line["input"] == str(page)
     assert line["outputs"] == {"page": str(tmp_path / "out" / "page" / "scan.xml")}
+
+
+def test_a_grown_folder_keeps_its_page_ids_and_each_file_is_done_once(tmp_path, model):
+    """Rerunning a folder that has gained a file of the same name in a subfolder: the first file keeps its
+    id and is skipped (not done again under a longer id), the new one gets an id of its own."""
+    (tmp_path / "inc" / "b").mkdir(parents=True)
+    first = write_page(tmp_path / "inc" / "scan.png")
+    out = tmp_path / "out"
+    code, records, stderr = segment(out, str(tmp_path / "inc"), "--recursive")
+    assert code == ExitCode.OK, stderr
+    assert [record["page_id"] for record in records] == ["scan"]
+    second = write_page(tmp_path / "inc" / "b" / "scan.png")
+
+    code, records, stderr = segment(out, str(tmp_path / "inc"), "--recursive")
+
+    assert code == ExitCode.OK, stderr
+    by_input = {record["input"]: record for record in records}
+    assert by_input[str(first)]["page_id"] == "scan" and by_input[str(first)]["skipped"] is True
+    assert by_input[str(second)]["page_id"] != "scan" and "skipped" not in by_input[str(second)]
+    coco = json.loads((out / "coco.json").read_text())
+    ids = sorted(record["page_id"] for record in records)
+    assert sorted(image["page_id"] for image in coco["images"]) == ids  # each file once
+    code, records, stderr = segment(out, str(second))  # named alone: the id it got
+    assert code == ExitCode.OK and records[0]["skipped"] is True, stderr
 
 
 def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):
@@ -222,15 +255,11 @@ def test_a_page_given_from_another_working_folder_is_skipped(tmp_path, monkeypat
         assert record["skipped"] is True and record["input"] == name  # as named in this run
         assert "input_absolute" not in record  # the stored identity stays out of the JSON lines
     (tmp_path / "b").mkdir()
-    other = write_page(tmp_path / "b" / "scan.png")
-    monkeypatch.chdir(tmp_path / "b")  # the same name as given first, but another file
-    code, _, stderr = segment(out, "scan.png")
-    assert code == ExitCode.FAILED
-    assert error_lines(stderr) == [
-        "error: scan.png: page id scan already holds the outputs of scan.png in this output folder "
-        "(use another --out, or --overwrite)"
-    ]
-    assert other.is_file()
+    write_page(tmp_path / "b" / "scan.png")
+    monkeypatch.chdir(tmp_path / "b")  # the same name as given first, but another file: an id of its own
+    code, records, stderr = segment(out, "scan.png")
+    assert code == ExitCode.OK, stderr
+    assert records[0]["page_id"] != "scan" and "skipped" not in records[0]
 
 
 def test_a_page_missing_its_rendered_image_or_in_another_mask_format_is_done_again(tmp_path, model):

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -51,6 +51,7 @@ def collect_documents(
     recursive: bool = False,
     stdin: TextIO | BinaryIO | None = None,
     skip_folders: Iterable[Path] = (),
+    earlier_stems: Mapping[str, str] | None = None,
 ) -> list[Document | InputError]:
     """Documents in command-line order, each file once (and each refusal once); an InputError in place of a
     source that names none.
@@ -65,7 +66,8 @@ def collect_documents(
     - nothing is found in `skip_folders` (those the run writes its pages' files in, compared after
       resolving links), so a run whose outputs land inside a folder it scans, or in the very folder it
       scans, never takes them for inputs; a file named explicitly (argument or stdin) is still taken, and
-      so is a folder.
+      so is a folder;
+    - stems as `assign_stems` gives them, keeping those of `earlier_stems` (see there).
     """
     skip = frozenset(os.path.realpath(folder) for folder in skip_folders)
     found: list[Path | InputError] = []
@@ -87,7 +89,7 @@ def collect_documents(
             unique.append(item)
 
     paths = [item for item in unique if isinstance(item, Path)]
-    stems = dict(zip(paths, assign_stems(paths), strict=True))
+    stems = dict(zip(paths, assign_stems(paths, earlier_stems or {}), strict=True))
     return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
 
 
@@ -215,7 +217,7 @@ def natural_key(text: str) -> tuple[str | int, ...]:
     return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
 
 
-def assign_stems(paths: list[Path]) -> list[str]:
+def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) -> list[str]:
     """A unique output stem per path: the file name's stem, lengthened only where two would collide.
 
     Names collide when equal case-insensitively (outputs may land on a case-insensitive file system) or
@@ -224,19 +226,40 @@ def assign_stems(paths: list[Path]) -> list[str]:
     prepended one at a time (`vol1__0001`, `vol2__0001`), then a hash of the absolute path. A stem therefore
     stays the same across re-runs of the same command, which skipping finished pages relies on.
 
+    `earlier` holds the stems earlier runs into the same output folder gave (by `stem_key`): a file found
+    there keeps its stem, and no other file takes one of them, so that a file keeps its page ids when a
+    rerun names more files (a folder that has grown) or fewer, and is never done again under a new id.
+
     A stem names files and is written inside them, so it is made portable: control characters and bytes
     that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
     stem longer than `MAX_STEM_BYTES` is cut and ends in a hash of the whole (`long…name~1a2b3c4d`).
     """
-    candidates = [_stem_candidates(path.absolute()) for path in paths]
+    earlier = earlier or {}
+    keys = [stem_key(path) for path in paths]
+    kept = [key in earlier for key in keys]
+    candidates = [
+        ([earlier[key]] if keep else []) + _stem_candidates(path.absolute())
+        for path, key, keep in zip(paths, keys, kept, strict=True)
+    ]
+    held = [stem for key, stem in earlier.items() if key not in set(keys)]  # files not in this run
     levels = [0] * len(paths)
     while True:
         names = [options[level] for options, level in zip(candidates, levels, strict=True)]
-        raisable = [index for index in _clashing(names) if levels[index] + 1 < len(candidates[index])]
+        clashing = [
+            index
+            for index in _clashing([*names, *held])
+            if index < len(names) and levels[index] + 1 < len(candidates[index])
+        ]
+        raisable = [index for index in clashing if not (kept[index] and levels[index] == 0)] or clashing
         if not raisable:
             return names
         for index in raisable:
             levels[index] += 1
+
+
+def stem_key(path: Path) -> str:
+    """How the stems of earlier runs are looked up: by the file's real path (the same file under any name)."""
+    return os.path.realpath(path)
 
 
 def _stem_candidates(path: Path) -> list[str]:
