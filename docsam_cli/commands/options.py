@@ -34,8 +34,11 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     return parser
 
 
-def parse_output_folder(text: str) -> Path:
-    """`--out`: an empty value (an unset shell variable, most likely) is refused rather than read as `.`."""
+def parse_output_folder(text: str | Path) -> Path:
+    """`--out`: an empty value (an unset shell variable, most likely) is refused rather than read as `.`
+    (Typer passes the default through the parser as it is)."""
+    if isinstance(text, Path):
+        return text
     if not text.strip():
         raise ValueError("an empty folder name; write . for the current folder")
     return Path(text)
