@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -401,8 +401,11 @@ class SegmentRun:
                 "output folder (use another --out, or --overwrite)",
                 task.page,
             )
-        if not self.writer.is_done(task.page_id, in_document=task.page is not None):
+        in_document = task.page is not None
+        if not self.writer.is_done(task.page_id, in_document=in_document):
             return task  # an output asked for now is missing: redo the page
+        if not _written_with(record, self.writer.files(task.page_id).listed(in_document)):
+            return task  # an output asked for now is an earlier record's, stale since the page was redone
         if record.get(STORED_CLASSES, self._classes) != self._classes:
             return task  # done with other classes, before an --overwrite run changed the folder's
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
@@ -563,6 +566,14 @@ class _Writing:
     instances: int
     model_seconds: float
     result: Future[tuple[str, float]]
+
+
+def _written_with(record: dict[str, Any], asked: Mapping[str, Path]) -> bool:
+    """Whether every output asked for was written with the stored record (it lists them): a page redone
+    with fewer formats leaves the others' files of an earlier run. The COCO part is not listed there; its
+    classes and mask format tell whether it is the page's (`PageWriter.is_done`)."""
+    written = record.get("outputs")
+    return isinstance(written, dict) and all(name in written for name in asked if name != "coco")
 
 
 def _same_input(record: dict[str, Any], source: Path) -> bool:

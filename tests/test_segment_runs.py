@@ -330,6 +330,25 @@ def test_a_page_left_with_the_old_classes_by_an_overwrite_run_is_redone_without_
     assert stored["classes"] == ["figure", "text"] and "classes" not in lines[1]
 
 
+def test_an_output_left_from_before_a_page_was_redone_is_not_taken_as_done(tmp_path, model):
+    """`--overwrite --format page` redoes a page's PAGE file only: its ALTO file is an earlier record's,
+    with the old classes, and a later run asking for ALTO does the page again."""
+    page = write_page(tmp_path / "p.png")
+    out = tmp_path / "out"
+    assert segment(out, str(page), "--format", "alto,page,jsonl")[0] == ExitCode.OK
+    other = ["--classes", "figure,text"]
+    code, _, stderr = invoke("segment", str(page), "-o", str(out), *other, "--overwrite", "--format", "page")
+    assert code == ExitCode.OK, stderr
+
+    code, stdout, stderr = invoke("segment", str(page), "-o", str(out), *other, "--format", "alto,jsonl")
+
+    assert code == ExitCode.OK and "1 pages segmented, 0 skipped" in stderr, stderr
+    (line,) = [json.loads(text) for text in stdout.splitlines()]
+    assert "skipped" not in line and set(line["outputs"]) == {"alto"}
+    code, stdout, stderr = invoke("segment", str(page), "-o", str(out), *other, "--format", "alto,jsonl")
+    assert code == ExitCode.OK and json.loads(stdout)["skipped"] is True, stderr
+
+
 def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
     broken = []
     for name in ("a.png", "b.png"):
