@@ -55,6 +55,7 @@ from docsam_cli.inputs import (
     set_max_image_pixels,
 )
 from docsam_cli.inputs.sources import stem_key
+from docsam_cli.inputs.tasks import page_id_suffix
 from docsam_cli.names import display_path, one_line, output_text
 from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
 from docsam_cli.segment_request import SegmentRequest
@@ -188,25 +189,44 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
 
 def read_stems(out: Path) -> dict[str, str]:
     """The stems earlier runs gave their files in the output folder (`<out>/.docsam/stems.json`, by
-    `stem_key`), which `collect_documents` keeps; an unreadable index counts as empty."""
+    `stem_key`), which `collect_documents` keeps. A folder without the index (written by an older docsam,
+    or the index was deleted) has it rebuilt from its pages' records."""
     path = out / STATE_DIR / STEMS_FILE
     try:
         stems = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return _stems_of_records(out)
     except (OSError, ValueError):
-        logger.debug("%s: unreadable, written again", display_path(path), exc_info=True)
-        return {}
+        logger.debug("%s: unreadable, rebuilt from the records", display_path(path), exc_info=True)
+        return _stems_of_records(out)
     if not isinstance(stems, dict):
-        return {}
+        return _stems_of_records(out)
     return {key: stem for key, stem in stems.items() if isinstance(stem, str) and stem}
 
 
+def _stems_of_records(out: Path) -> dict[str, str]:
+    """The stem of every input with a page record in `out` (a page id less its page suffix)."""
+    stems: dict[str, str] = {}
+    for path in (out / STATE_DIR / "records").glob("*.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            source, page, page_id = record[STORED_INPUT], record["page"], record["page_id"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # unreadable, or from a docsam that stored no absolute path: the page is redone
+        suffix = "" if page is None else page_id_suffix(page)
+        if isinstance(source, str) and isinstance(page_id, str) and page_id.endswith(suffix):
+            stems[stem_key(Path(source))] = page_id.removesuffix(suffix)
+    return stems
+
+
 def record_stems(out: Path, earlier: dict[str, str], documents: Sequence[Document | InputError]) -> None:
-    """Add this run's files to the stem index, before any page: a page's outputs are named by its stem."""
+    """Add this run's files to the stem index, before any page: a page's outputs are named by its stem. A
+    file gone since (moved, say) loses its entry when its stem is given to another."""
     listed = {stem_key(item.path): item.stem for item in documents if isinstance(item, Document)}
-    stems = {**earlier, **listed}
-    if stems != earlier:
+    given = {stem.lower() for stem in listed.values()}
+    kept = {key: stem for key, stem in earlier.items() if key in listed or stem.lower() not in given}
+    stems = {**kept, **listed}
+    if stems != earlier or not (out / STATE_DIR / STEMS_FILE).is_file():
         atomic_write_text(out / STATE_DIR / STEMS_FILE, json.dumps(stems, indent=0))
 
 

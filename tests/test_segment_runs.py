@@ -62,8 +62,9 @@ def page_files(out: Path, page_id: str) -> list[Path]:
 
 def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model):
     """A file named like one done before gets an id of its own (the folder's stem index keeps the ids
-    given); where the index is gone (a folder of an older docsam) the taken id is refused, never reused."""
-    for folder in "abc":
+    given, and is rebuilt from the records where it is gone). A file moved since is another file, whose id
+    is free again: its outputs are then another input's, refused, never reused."""
+    for folder in "abcd":
         (tmp_path / folder).mkdir()
     first = write_page(tmp_path / "a" / "scan.png")
     second = write_page(tmp_path / "b" / "scan.png", height=60)
@@ -72,29 +73,34 @@ def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_
     assert code == ExitCode.OK, stderr
     code, records, stderr = segment(out, str(second))
     assert code == ExitCode.OK, stderr
-    assert records[0]["page_id"] != "scan"
+    ids = ["scan", records[0]["page_id"]]
+    assert ids[1] != "scan"
+    (out / ".docsam" / "stems.json").unlink()  # as in a folder written by an older docsam
+    code, records, stderr = segment(out, str(write_page(tmp_path / "c" / "scan.png", height=64)))
+    assert code == ExitCode.OK, stderr
+    ids.append(records[0]["page_id"])
     coco_ids = [image["page_id"] for image in json.loads((out / "coco.json").read_text())["images"]]
-    assert sorted(coco_ids) == sorted(["scan", records[0]["page_id"]])
+    assert len(set(ids)) == 3 and sorted(coco_ids) == sorted(ids)
 
-    (out / ".docsam" / "stems.json").unlink()
-    third = write_page(tmp_path / "c" / "scan.png", height=70)
+    moved = first.rename(tmp_path / "d" / "scan.png")
+    write_page(moved, height=70)  # not the same file any more
     before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in page_files(out, "scan")}
-    code, records, stderr = segment(out, str(third))
+    code, records, stderr = segment(out, str(moved))
     assert code == ExitCode.FAILED
     (line,) = error_lines(stderr)
     assert line == (
-        f"error: {third}: page id scan already holds the outputs of {first} in this output folder "
+        f"error: {moved}: page id scan already holds the outputs of {first} in this output folder "
         "(use another --out, or --overwrite)"
     )
     assert "0 pages segmented, 0 skipped (already done), 1 failed" in stderr
     (record,) = records
-    assert record["input"] == str(third) and "error" in record and "skipped" not in record
+    assert record["input"] == str(moved) and "error" in record and "skipped" not in record
     assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in before} == before
 
-    code, records, stderr = segment(out, str(third), "--overwrite")
+    code, records, stderr = segment(out, str(moved), "--overwrite")
     assert code == ExitCode.OK, stderr
     stored = json.loads((out / ".docsam" / "records" / "scan.json").read_text())
-    assert stored["input"] == str(third) and stored["height"] == 70
+    assert stored["input"] == str(moved) and stored["height"] == 70
 
 
 def test_the_same_file_under_another_name_is_skipped(tmp_path, monkeypatch, model):

@@ -227,8 +227,9 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     stays the same across re-runs of the same command, which skipping finished pages relies on.
 
     `earlier` holds the stems earlier runs into the same output folder gave (by `stem_key`): a file found
-    there keeps its stem, and no other file takes one of them, so that a file keeps its page ids when a
-    rerun names more files (a folder that has grown) or fewer, and is never done again under a new id.
+    there keeps its stem, and no other file takes the stem of one that still exists, so that a file keeps
+    its page ids when a rerun names more files (a folder that has grown) or fewer, and is never done again
+    under a new id. (A file moved since is another file here; its stem is free again.)
 
     A stem names files and is written inside them, so it is made portable: control characters and bytes
     that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
@@ -241,7 +242,8 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
         ([earlier[key]] if keep else []) + _stem_candidates(path.absolute())
         for path, key, keep in zip(paths, keys, kept, strict=True)
     ]
-    held = [stem for key, stem in earlier.items() if key not in set(keys)]  # files not in this run
+    listed = set(keys)
+    held = [stem for key, stem in earlier.items() if key not in listed and os.path.lexists(key)]
     levels = [0] * len(paths)
     while True:
         names = [options[level] for options, level in zip(candidates, levels, strict=True)]

@@ -92,7 +92,12 @@ class PageTask:
 
 
 def page_id(stem: str, page: int | None) -> str:
-    return stem if page is None else f"{stem}_p{page:04d}"
+    return stem if page is None else stem + page_id_suffix(page)
+
+
+def page_id_suffix(page: int) -> str:
+    """What a page of a PDF or multi-page TIFF adds to its document's stem: `_p0003`."""
+    return f"_p{page:04d}"
 
 
 def iter_page_tasks(
