@@ -125,6 +125,12 @@ def test_an_output_folder_at_or_above_the_scans_skips_only_its_page_files(tmp_pa
     assert found("**/a.png", ".") == ["scans/a.png", "scans/overlay/a.png"]  # not this run's: a user's
     for source in ("scans", "scans/**/*.png"):
         assert found(source, "scans") == ["scans/a.png", "scans/sub/b.png"], source
+    touch(tmp_path / "proj" / "image" / "a.png")
+    (item,) = collect_documents(["proj"], recursive=True, skip_folders=page_folders(Path("proj")))
+    assert str(item) == (
+        "proj: directory contains no images or PDFs outside the output folder's page folders, which are "
+        "never read as inputs"
+    )
 
 
 def test_glob_matching_a_directory_expands_it(tree):

@@ -112,7 +112,13 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
 def _expand_path(path: Path, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
     if _is_directory(path):
         files = _directory_files(path, recursive, skip)
-        return files or [InputError(path, "directory contains no images or PDFs")]
+        if files:
+            return files
+        root = os.path.realpath(path)
+        reason = "directory contains no images or PDFs"
+        if any(Path(folder).is_relative_to(root) and os.path.isdir(folder) for folder in skip):
+            reason += " outside the output folder's page folders, which are never read as inputs"
+        return [InputError(path, reason)]
     return [_regular_file(path)]
 
 
