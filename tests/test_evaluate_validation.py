@@ -66,6 +66,24 @@ def test_a_page_with_unreadable_predictions_is_left_out_not_scored_as_misses(tmp
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
+def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_path: Path) -> None:
+    """segment's coco.json names `vol1/0001.png` and `vol2/0001.png` both `0001.png`: which one is the
+    ground truth's cannot be told, so neither is scored (the last one used to win, without a word)."""
+    predictions = coco_document()
+    predictions["images"][1]["file_name"] = "vol2/a.png"  # another page named like the ground truth's a.png
+    predictions["images"].append({"id": 3, "file_name": "b.png", "width": 60, "height": 40})
+    predictions["annotations"].append(
+        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 10], "iscrowd": 0, "score": 0.7}
+    )
+    truth, predictions = _files(tmp_path, coco_document(), predictions)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(
+        result, "pred.json", "images[1].file_name: another image is also named 'a'; both left out"
+    )
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
 def _results() -> list[dict]:
     """A results list of the two pages of `coco_document`, by image id, with ids and a class name."""
     document = coco_document()

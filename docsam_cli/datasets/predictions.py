@@ -105,10 +105,17 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     if is_dataset(document):
         dataset = dataset_of(document, sizes_required=False)
         predictions.errors += dataset.errors
+        named: set[str] = set()
         for image in dataset.images:
             key = Path(image.file_name.replace("\\", "/")).stem
             size = image.size or sizes.get(key)
             try:
+                if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
+                    by_key.pop(key, None)
+                    raise InputError(
+                        path, f"{image.where}.file_name: another image is also named '{key}'; both left out"
+                    )
+                named.add(key)
                 if image.error is not None:
                     raise image.error
                 if size is None:
