@@ -335,7 +335,8 @@ class SegmentRun:
         self.pages_per_batch = request.pages_per_batch if request.isolate else 1
         self._classes = _stored_classes(request.class_names)
         self._segmenter: Segmenter | None = None
-        self._decoding: deque[int] = deque()  # work indices of the items handed to `prefetch`, in order
+        # Work index and page id (None for an input that gave no page) of the items handed to `prefetch`.
+        self._decoding: deque[tuple[int, str | None]] = deque()
         # Pages found done as `prefetch` looks ahead: (work index, stored record, task), reported in turn.
         self._skipped: deque[tuple[int, dict[str, Any], PageTask]] = deque()
         self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
@@ -401,11 +402,12 @@ class SegmentRun:
         """The claimed items still to do, for `prefetch`; pages done by an earlier run are reported as
         skipped (their stored record re-emitted) and not passed on."""
         for index, item in claimed:
+            page_id = item.page_id if isinstance(item, PageTask) else None
             if isinstance(item, PageTask) and not self.request.overwrite:
                 item = self._unless_done(index, item)
                 if item is None:
                     continue
-            self._decoding.append(index)
+            self._decoding.append((index, page_id))
             yield item
 
     def _unless_done(self, index: int, task: PageTask) -> WorkItem | None:
@@ -465,9 +467,9 @@ class SegmentRun:
         loading) follows the failure that passes it; the run stopped early only if work was left."""
         group: list[tuple[int, Page]] = []
         for item in items:
-            index = self._decoding.popleft()
+            index, page_id = self._decoding.popleft()
             if isinstance(item, InputError):
-                self._fail(index, item, None)
+                self._fail(index, item, page_id)
             else:
                 group.append((index, item))
                 if len(group) < self.pages_per_batch:

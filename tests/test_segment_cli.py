@@ -140,6 +140,8 @@ def test_bad_inputs_fail_one_line_each_and_the_batch_goes_on(tmp_path, tiny_weig
     assert code == 1
     failed = [r for r in records if "error" in r]
     assert len(failed) == 4 and len(records) == 5
+    # the page id where a page was listed (its decoding failed), none for a file that gave no page
+    assert [r["page_id"] for r in failed] == [None, None, "truncated", None]
     for bad in (empty, text, truncated):
         lines = [line for line in stderr.splitlines() if line.startswith("error:") and bad.name in line]
         assert len(lines) == 1, stderr
