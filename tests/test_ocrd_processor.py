@@ -33,7 +33,7 @@ from ocrd_utils import MIMETYPE_PAGE, polygon_from_points
 from ocrd_validators import PageValidator
 from shapely.geometry import Polygon
 
-from docsam_cli.ocrd.processor import DocsamSegment
+from docsam_cli.ocrd.processor import DocsamSegment, SetupError
 from docsam_cli.writers.page_map import REGION_ELEMENTS
 from model.instances import PageInstances
 
@@ -314,3 +314,41 @@ def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_pa
     (region,) = region_elements(page)
     points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
     assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+
+
+def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch):
+    """imageWidth/imageHeight 0 (kraken's zero_dims.xml): the page fails with its reason; OpenCV would
+    read a 0x0 target as the image's own size and write regions outside the declared page."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    Image.fromarray(np.full((50, 40, 3), 235, np.uint8)).save(directory / "page.png")
+    (directory / "page.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
+        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
+        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
+        '<Page imageFilename="page.png" imageWidth="0" imageHeight="0"/></PcGts>',
+        encoding="utf-8",
+    )
+    workspace.add_file(
+        "OCR-D-GT", file_id="GT_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="page.xml"
+    )
+    with pytest.raises(ValueError, match="PAGE imageWidth x imageHeight is 0x0, not a page size"):
+        process(processor, workspace, "OCR-D-GT", OUTPUT)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"classes": "table,table"}, "classes names a class twice"),
+        ({"classes": "table", "preset": "doclaynet"}, "give either classes or preset, not both"),
+        ({"model_config": "/nonexistent.json"}, "model_config /nonexistent.json: not a usable DocSAM config"),
+    ],
+)
+def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, parameters, message):
+    given = {"weights": str(tiny_weights), "device": "cpu", **parameters}
+    with pytest.raises(SetupError, match=message) as caught:
+        DocsamSegment(None, parameter=given).setup()
+    assert "--" not in str(caught.value)

@@ -14,6 +14,7 @@ handled as OCRD_MISSING_OUTPUT says: SKIP it, COPY its input PAGE unchanged, or 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import click
@@ -26,6 +27,8 @@ from ocrd_utils import polygon_from_points
 from docsam_cli.ocrd.parameters import SegmentSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ocrd import Workspace
     from ocrd_models.ocrd_page import OcrdPage, PageType
 
@@ -74,7 +77,7 @@ class DocsamSegment(Processor):
             self.settings = SegmentSettings.from_parameters(self.parameter)
             self.loaded = load_for_inference(self.settings.model)
         except (ValueError, UsageError, WeightsError) as error:  # a CheckpointError is a ValueError
-            raise SetupError(str(error)) from None
+            raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
         self.geometry = self.settings.geometry.resolve(self.loaded.weights.entry)
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
@@ -103,6 +106,11 @@ class DocsamSegment(Processor):
         pcgts, settings = input_pcgts[0], self.settings
         assert pcgts is not None and self.loaded is not None
         page = pcgts.get_Page()
+        page_size = (page.get_imageWidth(), page.get_imageHeight())
+        if min(page_size) <= 0:
+            raise ValueError(
+                f"PAGE imageWidth x imageHeight is {page_size[0]}x{page_size[1]}, not a page size"
+            )
         image, coords, _ = self.workspace.image_from_page(
             page, page_id, feature_filter=AVOIDED_IMAGE_FEATURES
         )
@@ -115,11 +123,22 @@ class DocsamSegment(Processor):
                 geometry=self.geometry,
                 batch_size=settings.batch_size,
             )
-        page_size = (page.get_imageWidth(), page.get_imageHeight())
         instances = to_page_frame(instances, coords["transform"], page_size, _border(page))
         added = add_regions(pcgts, PageShapes(instances), settings.page_map, settings.existing_regions)
         self.logger.info("page %s: %d instances, %d regions added", page_id, len(instances), added)
         return OcrdPageResult(pcgts)
+
+
+def _in_parameter_names(message: str, parameters: Iterable[str]) -> str:
+    """A message of the checks `docsam segment` shares, naming the processor's parameters instead of the
+    command-line options they stand for (`--model-config` → `model_config`)."""
+    names = set(parameters)
+
+    def renamed(option: re.Match[str]) -> str:
+        name = option[1].replace("-", "_")
+        return name if name in names else option[0]
+
+    return re.sub(r"--([a-z]+(?:-[a-z]+)*)", renamed, message)
 
 
 def _border(page: PageType) -> np.ndarray | None:
