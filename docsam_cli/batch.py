@@ -54,7 +54,7 @@ from docsam_cli.inputs import (
     prefetch,
     set_max_image_pixels,
 )
-from docsam_cli.inputs.sources import stem_key
+from docsam_cli.inputs.sources import input_key
 from docsam_cli.inputs.tasks import page_id_suffix
 from docsam_cli.names import display_path, one_line, output_text
 from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
@@ -189,7 +189,7 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
 
 def read_stems(out: Path) -> dict[str, str]:
     """The stems earlier runs gave their files in the output folder (`<out>/.docsam/stems.json`, by
-    `stem_key`), which `collect_documents` keeps. A folder without the index (written by an older docsam,
+    `input_key`), which `collect_documents` keeps. A folder without the index (written by an older docsam,
     or the index was deleted) has it rebuilt from its pages' records."""
     path = out / STATE_DIR / STEMS_FILE
     try:
@@ -215,14 +215,14 @@ def _stems_of_records(out: Path) -> dict[str, str]:
             continue  # unreadable, or from a docsam that stored no absolute path: the page is redone
         suffix = "" if page is None else page_id_suffix(page)
         if isinstance(source, str) and isinstance(page_id, str) and page_id.endswith(suffix):
-            stems[stem_key(Path(source))] = page_id.removesuffix(suffix)
+            stems[input_key(Path(source))] = page_id.removesuffix(suffix)
     return stems
 
 
 def record_stems(out: Path, earlier: dict[str, str], documents: Sequence[Document | InputError]) -> None:
     """Add this run's files to the stem index, before any page: a page's outputs are named by its stem. A
     file gone since (moved, say) loses its entry when its stem is given to another."""
-    listed = {stem_key(item.path): item.stem for item in documents if isinstance(item, Document)}
+    listed = {input_key(item.path): item.stem for item in documents if isinstance(item, Document)}
     given = {stem.lower() for stem in listed.values()}
     kept = {key: stem for key, stem in earlier.items() if key in listed or stem.lower() not in given}
     stems = {**kept, **listed}
@@ -517,7 +517,7 @@ class SegmentRun:
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         stored = dumps_record(
-            {**record, STORED_INPUT: output_text(os.path.abspath(page.source)), STORED_CLASSES: self._classes}
+            {**record, STORED_INPUT: output_text(input_key(page.source)), STORED_CLASSES: self._classes}
         )
         atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]
@@ -605,7 +605,7 @@ def _same_input(record: dict[str, Any], source: Path) -> bool:
     folder. Names are compared as `docsam_cli.names.output_text` writes them."""
     absolute = record.get(STORED_INPUT)
     if isinstance(absolute, str):
-        stored, name = absolute, output_text(os.path.abspath(source))
+        stored, name = absolute, output_text(input_key(source))
     else:
         stored, name = record["input"], output_text(str(source))
     if stored == name:

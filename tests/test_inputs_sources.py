@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
-from docsam_cli.inputs.sources import assign_stems, stem_key
+from docsam_cli.inputs.sources import assign_stems, input_key
 from docsam_cli.writers.page_outputs import page_folders
 
 
@@ -187,7 +187,7 @@ def test_files_keep_the_stems_earlier_runs_gave_them_and_others_avoid_those(tmp_
     scan = touch(tmp_path / "inc" / "scan.png")
     (first,) = assign_stems([scan])
     assert first == "scan"
-    earlier = {stem_key(scan): first}
+    earlier = {input_key(scan): first}
     grown = [scan, touch(tmp_path / "inc" / "b" / "scan.png"), touch(tmp_path / "inc" / "scan_p0002.png")]
     stems = assign_stems(grown, earlier)
     assert stems[0] == "scan" and len({stem.lower() for stem in stems}) == 3
@@ -197,6 +197,16 @@ def test_files_keep_the_stems_earlier_runs_gave_them_and_others_avoid_those(tmp_
     link = tmp_path / "link.png"
     link.symlink_to(scan)
     assert assign_stems([link], earlier) == ["scan"]  # the same file under another name
+
+
+def test_an_input_is_known_by_its_path_as_named_unless_dotdot_after_a_link_misleads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    page = touch(tmp_path / "real" / "imgs" / "page0.png")
+    (tmp_path / "real" / "deep").mkdir()
+    (tmp_path / "lnk").symlink_to("real/deep")
+    (tmp_path / "current").symlink_to("real/imgs")
+    assert input_key(Path("current/page0.png")) == str(tmp_path / "current" / "page0.png")  # a link stays
+    assert input_key(Path("lnk/../imgs/page0.png")) == str(page)  # the text would say tmp/imgs/page0.png
 
 
 def test_collect_documents_assigns_the_stems(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,6 +143,28 @@ def test_a_grown_folder_keeps_its_page_ids_and_each_file_is_done_once(tmp_path, 
     assert sorted(image["page_id"] for image in coco["images"]) == ids  # each file once
     code, records, stderr = segment(out, str(second))  # named alone: the id it got
     assert code == ExitCode.OK and records[0]["skipped"] is True, stderr
+
+
+def test_a_current_link_moved_to_a_new_snapshot_keeps_the_page_ids(tmp_path, model):
+    """`scans/current -> snap1`, later `-> snap2` (snap1's pages copied, one added): pages are known by the
+    path as named, so the copies are skipped, not done again under new ids and listed twice."""
+    scans = tmp_path / "scans"
+    (scans / "snap1").mkdir(parents=True)
+    for name in ("page0.png", "page1.png"):
+        write_page(scans / "snap1" / name)
+    (scans / "current").symlink_to("snap1")
+    out = tmp_path / "out"
+    assert segment(out, str(scans / "current"))[0] == ExitCode.OK
+    shutil.copytree(scans / "snap1", scans / "snap2")
+    write_page(scans / "snap2" / "page2.png")
+    (scans / "current").unlink()
+    (scans / "current").symlink_to("snap2")
+
+    code, records, stderr = segment(out, str(scans / "current"))
+
+    assert code == ExitCode.OK and "1 pages segmented, 2 skipped" in stderr, stderr
+    assert [record["page_id"] for record in records] == ["page0", "page1", "page2"]
+    assert coco_file_names(out) == ["page0.png", "page1.png", "page2.png"]
 
 
 def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):

@@ -232,24 +232,36 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     prepended one at a time (`vol1__0001`, `vol2__0001`), then a hash of the absolute path. A stem therefore
     stays the same across re-runs of the same command, which skipping finished pages relies on.
 
-    `earlier` holds the stems earlier runs into the same output folder gave (by `stem_key`): a file found
-    there keeps its stem, and no other file takes the stem of one that still exists, so that a file keeps
-    its page ids when a rerun names more files (a folder that has grown) or fewer, and is never done again
-    under a new id. (A file moved since is another file here; its stem is free again.)
+    `earlier` holds the stems earlier runs into the same output folder gave (by `input_key`): a file found
+    there, or the same file under another name (a link), keeps its stem, and no other file takes the stem
+    of one that still exists, so that a file keeps its page ids when a rerun names more files (a folder that
+    has grown) or fewer, and is never done again under a new id. (A file moved since is another file here;
+    its stem is free again.)
 
     A stem names files and is written inside them, so it is made portable: control characters and bytes
     that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
     stem longer than `MAX_STEM_BYTES` is cut and ends in a hash of the whole (`long…name~1a2b3c4d`).
     """
     earlier = earlier or {}
-    keys = [stem_key(path) for path in paths]
-    kept = [key in earlier for key in keys]
-    candidates = [
-        ([earlier[key]] if keep else []) + _stem_candidates(path.absolute())
-        for path, key, keep in zip(paths, keys, kept, strict=True)
-    ]
+    keys = [input_key(path) for path in paths]
+    found = [earlier.get(key) for key in keys]
     listed = set(keys)
-    held = [stem for key, stem in earlier.items() if key not in listed and os.path.lexists(key)]
+    # The other files of earlier runs that still exist, by real path: a file named now under another name
+    # of one of them keeps its stem, and the rest hold theirs.
+    others = {
+        os.path.realpath(key): stem
+        for key, stem in earlier.items()
+        if key not in listed and os.path.lexists(key)
+    }
+    reals = [os.path.realpath(path) for path in paths]
+    found = [stem or others.get(real) for stem, real in zip(found, reals, strict=True)]
+    named_now = set(reals)
+    held = [stem for real, stem in others.items() if real not in named_now]
+    kept = [stem is not None for stem in found]
+    candidates = [
+        ([stem] if stem is not None else []) + _stem_candidates(path.absolute())
+        for path, stem in zip(paths, found, strict=True)
+    ]
     levels = [0] * len(paths)
     while True:
         names = [options[level] for options, level in zip(candidates, levels, strict=True)]
@@ -265,9 +277,17 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
             levels[index] += 1
 
 
-def stem_key(path: Path) -> str:
-    """How the stems of earlier runs are looked up: by the file's real path (the same file under any name)."""
-    return os.path.realpath(path)
+def input_key(path: Path) -> str:
+    """How an output folder remembers an input file: its absolute path as named, a link staying itself (a
+    `current` link to the latest snapshot names the same pages run after run); where `..` after a linked
+    folder makes that text name another place, with its folders resolved."""
+    absolute = os.path.abspath(path)
+    try:
+        if os.path.samefile(absolute, path):
+            return absolute
+    except OSError:
+        pass
+    return os.path.join(os.path.realpath(os.path.dirname(os.path.join(os.getcwd(), path))), path.name)
 
 
 def _stem_candidates(path: Path) -> list[str]:
