@@ -80,6 +80,12 @@ def test_cache_lives_in_docsam_home_or_under_the_home_cache(
     assert docsam_home() == tmp_path / "user" / ".cache" / "docsam"
 
 
+def damaged(archive: bytes) -> bytes:
+    """A zip-format `.pth` with one byte of its last tensor's data changed (the layout still loads)."""
+    middle = len(archive) - 4096  # inside the filler tensor, before the zip directory
+    return archive[:middle] + bytes([archive[middle] ^ 0xFF]) + archive[middle + 1 :]
+
+
 def test_an_existing_file_resolves_as_is(tmp_path: Path) -> None:
     path = write(tmp_path / "mine.pth", pth_bytes(checkpoint()))
     resolved = resolve_weights(str(path))
@@ -171,8 +177,14 @@ def test_a_file_of_another_variant_is_stored_and_loaded_as_the_variant_it_is(
             "weights",
         ),
         ("all-minilm-l6-v2", safetensors_bytes({"w": torch.zeros(2)}), "not the published file"),
+        (
+            "docsam-base",
+            damaged(pth_bytes(checkpoint(filler=4096))),
+            "copied.bin is damaged (Bad CRC-32 for file 'archive/data/1'); nothing was stored; copy the file "
+            "again from its source",
+        ),
     ],
-    ids=["no-variant", "not-a-checkpoint", "no-backbone", "wrong-digest"],
+    ids=["no-variant", "not-a-checkpoint", "no-backbone", "wrong-digest", "damaged"],
 )
 def test_from_refuses_files_that_are_not_the_named_weights(
     tmp_path: Path, sandbox: Sandbox, name: str, data: bytes, expected: str

@@ -46,6 +46,7 @@ Say = Callable[[str], None]
 _PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_BLOCK = 1 << 24
+_FILE_SOURCE = "file:"  # a record's `source` for a file registered with `--from`
 
 
 def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
@@ -72,7 +73,7 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     if not path.is_file():
         raise FetchError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'no such file'}")
     with _storage_errors(entry), _locked(entry.name):
-        record = _store(entry, path, say, source=f"file:{path.resolve()}", hf_cached=False)
+        record = _store(entry, path, say, source=f"{_FILE_SOURCE}{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
 
@@ -164,7 +165,7 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
         target, sha256 = raw, source_sha256
     else:
         target = converted_path(entry.name)
-        _convert(entry, raw, target, say)
+        _convert(entry, raw, target, say, downloaded=not source.startswith(_FILE_SOURCE))
         sha256 = sha256_file(target)
     folder = entry_dir(entry.name)
     record = CacheRecord(
@@ -199,9 +200,9 @@ def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_c
     raise FetchError(f"{entry.name}: {raw.name} is not the published file ({problem}); nothing was stored")
 
 
-def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say) -> None:
+def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say, *, downloaded: bool) -> None:
     """Rewrite `raw` as safetensors after a safe load, refusing files that are not this entry's weights."""
-    _check_archive(entry, raw)
+    _check_archive(entry, raw, downloaded=downloaded)
     try:
         state = read_state_dict(raw)
     except CheckpointError as error:
@@ -212,7 +213,7 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say) -> None:
     write_safetensors(state, target)
 
 
-def _check_archive(entry: WeightsEntry, raw: Path) -> None:
+def _check_archive(entry: WeightsEntry, raw: Path, *, downloaded: bool) -> None:
     """Check every member of a zip-format `.pth` against its CRC-32, which `torch.load` does not.
 
     Drive entries have no published digest, and a download resumed from an earlier run's partial file is
@@ -231,9 +232,14 @@ def _check_archive(entry: WeightsEntry, raw: Path) -> None:
                     while data.read(_READ_BLOCK):
                         pass
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        remedy = (
+            f"e.g. a download resumed after the file changed at its source; run `docsam download-weights "
+            f"{entry.name}` again"
+            if downloaded
+            else "copy the file again from its source"
+        )
         raise FetchError(
-            f"{entry.name}: {raw.name} is damaged ({error}), e.g. a download resumed after the file changed "
-            f"at its source; nothing was stored; run `docsam download-weights {entry.name}` again"
+            f"{entry.name}: {raw.name} is damaged ({error}); nothing was stored; {remedy}"
         ) from error
 
 
