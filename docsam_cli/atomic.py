@@ -72,11 +72,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def can_write_in(folder: Path) -> OSError | None:
-    """Whether a file can be created in `folder` (by creating and removing one): None, or the error."""
-    import tempfile
+    """Whether a file can be created in `folder` (by creating and removing one): None, or the error.
 
+    The probe is named as the outputs will be, under `folder` as given: `tempfile.mkstemp` would shorten
+    `link/../out` as text, to another folder than the one the system resolves."""
     try:
-        handle, probe = tempfile.mkstemp(prefix=".docsam-probe.", suffix=".tmp", dir=folder)
+        handle, probe = _create_temporary(folder / "docsam-probe")
     except OSError as error:
         return error
     os.close(handle)

@@ -519,3 +519,19 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_p
     stale.unlink()
     code, _, stderr = segment(out, str(page), "--overwrite")  # free again once that run ended
     assert code == ExitCode.OK, stderr
+
+
+def test_an_output_folder_named_through_a_link_and_dotdot_is_the_one_the_system_resolves(
+    tmp_path, monkeypatch, model
+):
+    """`-o lnk/../out` with `lnk -> real/deep` is `real/out`; the writability probe used to shorten the
+    text to `./out` and refuse a folder it had just created."""
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to("real/deep")
+    page = write_page(tmp_path / "page.png")
+    monkeypatch.chdir(tmp_path)
+
+    code, _, stderr = segment(Path("lnk/../out"), str(page), "--format", "page,jsonl")
+
+    assert code == ExitCode.OK, stderr
+    assert (tmp_path / "real" / "out" / "page" / "page.xml").is_file() and not (tmp_path / "out").exists()
