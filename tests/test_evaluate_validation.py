@@ -251,13 +251,14 @@ def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypa
     """The folder's permissions are probed by creating a file in it (root may write anywhere: the probe's
     refusal is simulated)."""
     import errno
-    import tempfile
 
-    def refused(*args: object, **kwargs: object) -> tuple[int, str]:
+    import docsam_cli.atomic
+
+    def refused(*args: object, **kwargs: object) -> tuple[int, Path]:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     truth, predictions = _files(tmp_path, coco_document(), coco_document())
-    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(docsam_cli.atomic, "_create_temporary", refused)
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", tmp_path / "new" / "report.json")
     line = f"error: --json {tmp_path / 'new' / 'report.json'}: cannot write in {tmp_path}: Permission denied"
     assert result.exit_code == 2 and result.error_lines() == [line]
