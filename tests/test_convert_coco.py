@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from convert_helpers import layout_counts, run_cli, write_image
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets.geometry import fill_polygons
@@ -182,3 +183,28 @@ def test_a_degenerate_polygon_falls_back_to_the_bbox(tmp_path: Path) -> None:
     report = json.loads((out / "convert_report.json").read_text())
     assert report["dropped"] == {"fewer than 3 points or no area": 1}
     assert report["fixed"] == {"polygon of fewer than 3 points left out": 2}
+
+
+def test_an_entry_path_tells_images_of_the_same_name_apart(tmp_path: Path) -> None:
+    """segment's coco.json states each image's `path` relative to the json: `scan.png` of `vol2/` is that
+    file, not the `Scan.PNG` a guess by file name would take; an entry whose path leads nowhere falls back
+    to its file name."""
+    write_image(tmp_path / "scans" / "Scan.PNG", 60, 40)
+    write_image(tmp_path / "scans" / "vol2" / "scan.png", 60, 41)
+    write_image(tmp_path / "out" / "image" / "x.png", 60, 42)
+    entries = [
+        {"id": 1, "file_name": "Scan.PNG", "path": "../scans/Scan.PNG", "width": 60, "height": 40},
+        {"id": 2, "file_name": "scan.png", "path": "../scans/vol2/scan.png", "width": 60, "height": 41},
+        {"id": 3, "file_name": "x.png", "path": "gone/x.png", "width": 60, "height": 42},
+    ]
+    annotations = [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in (1, 2, 3)]
+    coco = tmp_path / "out" / "coco.json"
+    coco.write_text(
+        json.dumps({"images": entries, "annotations": annotations, "categories": [{"id": 1, "name": "text"}]})
+    )
+    out = tmp_path / "converted"
+    result = run_cli("convert-dataset", coco, "--from", "coco", "--images", tmp_path / "scans", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    listed = (out / "list.txt").read_text().split()
+    heights = [Image.open(out / "image" / name).size[1] for name in listed]
+    assert sorted(heights) == [40, 41, 42]

@@ -21,6 +21,7 @@ from convert_helpers import (
     write_image,
 )
 from lxml import etree
+from PIL import Image
 
 from docsam_cli.datasets.ground_truth import load_ground_truth
 
@@ -282,3 +283,35 @@ def test_ocrd_assets_workspace(shared_data: Path, tmp_path: Path) -> None:
     result = run_cli("convert-dataset", *files, "--from", "page", "-o", out, "--symlink")
     assert result.exit_code == 0, result.stderr
     assert len((out / "list.txt").read_text().split()) == len(files) == 2
+
+
+def test_references_climbing_out_of_the_source_are_found_under_images(tmp_path: Path) -> None:
+    """segment's PAGE files name `../../scans/vol1/p.png` from `out/page/`: read back with `out` as the
+    source, the images are looked for under `--images` (where the reference points, then its trailing
+    folders: the scans moved, then its name), and refused without it, saying to use --images."""
+    write_image(tmp_path / "scans" / "p0.png", 40, 30)
+    write_image(tmp_path / "scans" / "vol1" / "p.png", 40, 30)
+    write_image(tmp_path / "scans" / "vol2" / "p.png", 40, 31)  # the same name in another folder
+    pages = tmp_path / "out" / "page"
+    pages.mkdir(parents=True)
+    for stem, reference, height in (
+        ("p0", "p0.png", 30),
+        ("vol1__p", "vol1/p.png", 30),
+        ("vol2__p", "vol2/p.png", 31),
+    ):
+        region = [("TextRegion", None, "1,1 9,1 9,9")]
+        (pages / f"{stem}.xml").write_text(page_xml(f"../../scans/{reference}", 40, height, region))
+    result = run_cli("convert-dataset", tmp_path / "out", "--from", "page", "-o", tmp_path / "none")
+    assert result.exit_code == 1 and len(result.error_lines()) == 3
+    assert all("outside the source folder" in line and "--images" in line for line in result.error_lines())
+    for images in (tmp_path / "scans", tmp_path / "moved"):
+        if images.name == "moved":
+            (tmp_path / "scans").rename(images)
+        target = tmp_path / f"from-{images.name}"
+        result = run_cli(
+            "convert-dataset", tmp_path / "out", "--from", "page", "--images", images, "-o", target
+        )
+        assert result.exit_code == 0, result.stderr
+        assert "fixed" not in result.stderr  # exact paths, not guesses
+        heights = sorted(Image.open(image).size[1] for image in (target / "image").iterdir())
+        assert heights == [30, 30, 31]  # vol2's page is vol2's image, not vol1's of the same name

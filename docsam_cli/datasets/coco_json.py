@@ -43,6 +43,9 @@ class CocoImage:
     width: int | None
     height: int | None
     annotations: list[CocoAnnotation] = field(default_factory=list)
+    # The image's path relative to the json, where it says (docsam's own `coco.json` does: `file_name` alone
+    # cannot tell two scan.png of different folders apart).
+    path: str | None = None
     error: InputError | None = None  # the first problem of the entry or of one of its annotations
 
     @property
@@ -157,6 +160,9 @@ def _image(entry: JsonField, sizes_required: bool) -> CocoImage:
     try:
         image.id = entry["id"].identifier()
         image.file_name = entry["file_name"].text()
+        stated = entry.get("path")
+        if stated is not None and isinstance(stated.value, str) and stated.value.strip():
+            image.path = stated.value.strip()  # other tools' path fields of other kinds are not docsam's
         for key in ("width", "height"):
             value = entry[key] if sizes_required else entry.get(key)
             setattr(image, key, value.size() if value is not None else None)

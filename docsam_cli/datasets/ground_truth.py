@@ -86,7 +86,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
             truth.errors.append(image.error)
             continue
         try:
-            found, not_found = find_image(finder, path, image.file_name)[0], None
+            found, not_found = find_image(finder, path, image)[0], None
         except ImageNotFound as error:  # only a model run (`--weights`) or a missing size needs the image
             found, not_found = None, str(error)
         try:

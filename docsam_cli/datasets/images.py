@@ -19,8 +19,10 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
    `img/c1/p.jpg`), if one does.
 
 Steps 5 and 6 are guesses: the returned note says which one was made. A reference that climbs out of the
-source root with `..` is refused (path traversal), unless `--images` holds a file of its name; an absolute
-path or a URL (written on another machine) counts by its file name only. When nothing is found, the
+source root with `..` is refused (path traversal), unless `--images` holds it: where it points, its
+trailing folders, or a file of its name (`docsam segment`'s outputs name their images that way: read back
+with the output folder as the source, their images lie beside it); an absolute path or a URL (written on
+another machine) counts by its file name only. When nothing is found, the
 message names the file looked for and where.
 """
 
@@ -94,12 +96,17 @@ class ImageFinder:
         if relative is not None and self.images is not None and within(self.images / relative, self.images):
             given.insert(0, self.images / relative)
         if relative is not None and not within(folder / relative, self.root):
-            found = _first_file(given)
+            found = self._outside_root(folder / relative, relative, suffixes)
             if found is None:
                 raise ImageNotFound(
                     f"{label} '{reference}' points outside the source folder {display_path(self.root)}"
+                    + (
+                        " (use --images DIR to say where the images are)"
+                        if self.images is None
+                        else f" and is not under {display_path(self.images)}"
+                    )
                 )
-            return found, None
+            return found
         bases = _ancestors(folder, self.root)
         exact = list(given)
         if relative is None:
@@ -141,6 +148,28 @@ class ImageFinder:
             f"{label} '{reference}' not found (looked in {', '.join(map(display_path, folders))}, and by "
             f"name under {searched}; use --images DIR to say where they are)"
         )
+
+    def _outside_root(
+        self, target: Path, relative: Path, suffixes: Sequence[str]
+    ) -> tuple[Path, str | None] | None:
+        """A reference that climbs out of the source root, looked for under `--images` only: where it points,
+        when that lies under `--images`; else its trailing folders and name under `--images`
+        (`../../scans/vol1/p1.png`: `scans/vol1/p1.png`, `vol1/p1.png`, `p1.png`); else the one file of
+        its name anywhere under `--images` (of several, the one whose folders mirror the reference's).
+        Without `--images` nothing (path traversal)."""
+        if self.images is None:
+            return None
+        tail = [part for part in Path(os.path.normpath(relative)).parts if part not in ("..", ".")]
+        candidates = [target] if within(target, self.images) else []
+        candidates += [self.images.joinpath(*tail[start:]) for start in range(len(tail))]
+        found = _first_file(candidate for candidate in candidates if within(candidate, self.images))
+        if found is not None:
+            return found, None
+        if not tail or not self.images.is_dir():
+            return None
+        matches = self._index(self.images).matches(tail[-1], suffixes)
+        best = _mirroring(matches, self.images.joinpath(*tail[:-1])) if matches else None
+        return None if best is None else (best, _NOTE_SEARCH)
 
     def _index(self, folder: Path) -> _NameIndex:
         if folder not in self._indexes:

@@ -3,8 +3,9 @@
 The file is read and checked by `docsam_cli.datasets.coco_json`. RLE segmentations are traced back to
 polygons (the reference loader reads polygons only); an annotation with only a bbox becomes its 4-corner
 polygon, as the reference loader does, and so does one whose polygons all have fewer than 3 points (as
-`evaluate` reads it). Images are looked up by `file_name` (see `ImageFinder`), also in the `images/` and
-`PNG/` (DocLayNet) folders beside the json or beside its folder.
+`evaluate` reads it). Images are looked up by `path` where an entry states one (docsam's `coco.json` does,
+relative to the json) and it leads to a file, else by `file_name` (see `ImageFinder`), also in the
+`images/` and `PNG/` (DocLayNet) folders beside the json or beside its folder.
 """
 
 from __future__ import annotations
@@ -33,15 +34,23 @@ def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
         yield image.error if image.error is not None else _page(path, image, context.finder)
 
 
-def find_image(finder: ImageFinder, path: Path, file_name: str) -> tuple[Path, str | None]:
-    """The image a COCO file `path` names by `file_name`. Raises ImageNotFound."""
-    return finder.find(file_name, path, label="file_name", extra_dirs=IMAGE_FOLDERS)
+def find_image(finder: ImageFinder, path: Path, image: CocoImage) -> tuple[Path, str | None]:
+    """The image a COCO file `path` names: by the entry's `path` where that leads to a file without a guess,
+    else by `file_name`. Raises ImageNotFound."""
+    if image.path is not None:
+        try:
+            found, note = finder.find(image.path, path, label="path", extra_dirs=IMAGE_FOLDERS)
+            if note is None:
+                return found, None
+        except ImageNotFound:
+            pass
+    return finder.find(image.file_name, path, label="file_name", extra_dirs=IMAGE_FOLDERS)
 
 
 def _page(path: Path, image: CocoImage, finder: ImageFinder) -> SourcePage:
     notes: list[Note] = []
     try:
-        found, note = find_image(finder, path, image.file_name)
+        found, note = find_image(finder, path, image)
         reference, problem = ImageRef(found.name, path=found), None
         if note is not None:
             notes.append(Note("fixed", note, image.file_name))
