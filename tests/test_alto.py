@@ -345,3 +345,27 @@ def test_docsam_reads_its_classes_back_from_new_and_old_tags(tmp_path, block_typ
     cv2.imwrite(str(tmp_path / "p.png"), np.zeros((100, 100, 3), np.uint8))
     page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions", "lines"}))
     assert sorted(instance.category for instance in page.instances) == ["body_text", "text line"]
+
+
+def test_alto_holds_the_regions_and_lines_of_page_under_the_same_ids(alto_schema, page_schema):
+    """A class mapped to a PAGE CustomRegion (no lines there) stays a childless TextBlock in ALTO, so both
+    files give `r2` to the same region; a class whose only instance is empty has no tag."""
+    masks = [
+        rect_mask(100, 100, 5, 5, 95, 40),  # stamp
+        rect_mask(100, 100, 10, 10, 90, 16),  # a line inside the stamp
+        rect_mask(100, 100, 5, 60, 95, 90),  # table
+        np.zeros((100, 100), dtype=bool),  # a figure with an empty mask
+    ]
+    instances = make_instances(masks, [0, 1, 2, 3], ["stamp", "text line", "table", "figure"])
+    shapes = PageShapes(instances)
+    page_map = {"stamp": ("CustomRegion", "stamp")}
+    alto = parse_valid(alto_string(shapes, "p.png", page_map=page_map), alto_schema)
+    page = parse_valid(page_xml_string(shapes, "p.png", page_map), page_schema)
+    page_ids = {region.get("id"): polygon(region, PAGE_NAMESPACE).tolist() for region in page_regions(page)}
+    alto_ids = {block.get("ID"): polygon(block).tolist() for block in blocks(alto)}
+    assert alto_ids == page_ids and len(alto_ids) == 3
+    page_lines = [line.get("id") for line in page.iter(f"{{{PAGE_NAMESPACE}}}TextLine")]
+    alto_lines = [line.get("ID") for line in alto.iter(f"{{{ALTO_NAMESPACE}}}TextLine")]
+    assert alto_lines == page_lines and len(alto_lines) == 1
+    described = {tag.get("DESCRIPTION") for tag in tags(alto).values()}
+    assert described == {"docsam class stamp", "docsam class text line", "docsam class table"}

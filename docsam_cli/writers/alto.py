@@ -3,14 +3,15 @@
 What a page's file holds:
 - `Description`: `MeasurementUnit` pixel, `sourceImageInformation/fileName` naming the page image (the
   same reference as PAGE's `imageFilename`), and a `Processing` step (docsam and its version, the time);
-- `Tags`: one `OtherTag` per class on the page, `TYPE="region"` for a block's class and `TYPE="type"`
-  for a text line's (the tag types Kraken, and so YALTAi, read: see `_tag_type`), its `LABEL` the
-  SegmOnto zone of `alto_map.alto_kind` (eScriptorium reads the LABEL of a block's first tag) and its
-  `DESCRIPTION` naming the docsam class (`docsam class <name>`); ids `BT<n>` and `LT<n>`, n the class's
-  number in the prompted list (from 1);
+- `Tags`: one `OtherTag` per class of the blocks and lines written, `TYPE="region"` for a block's class
+  and `TYPE="type"` for a text line's (the tag types Kraken, and so YALTAi, read: see `_tag_type`), its
+  `LABEL` the SegmOnto zone of `alto_map.alto_kind` (eScriptorium reads the LABEL of a block's first tag)
+  and its `DESCRIPTION` naming the docsam class (`docsam class <name>`); ids `BT<n>` and `LT<n>`, n the
+  class's number in the prompted list (from 1);
 - `ReadingOrder`: one `OrderedGroup` referencing the blocks in the order PAGE output reads them (XY-cut,
   separators and noise left out); the blocks are also written in that order, then the unordered ones top
-  to bottom, with the ids PAGE gives them (`r1`, `r2`, ..., lines `r1_l1`, ...);
+  to bottom, with the ids PAGE gives them (`r1`, `r2`, ..., lines `r1_l1`, ...): a class plays the part
+  its PAGE region plays (only a TextRegion's block holds lines), unless `--alto-map` names its element;
 - `Layout/Page` (`WIDTH`, `HEIGHT` in pixels, `PHYSICAL_IMG_NR` the page's number in its document) with a
   `PrintSpace` covering the page and the blocks in it: each with its bounding box (`HPOS`, `VPOS`,
   `WIDTH`, `HEIGHT`: the pixels the polygon's points span, so a block over the whole page has the page's
@@ -37,9 +38,9 @@ from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.alto_map import DOCSAM_CLASS, TEXT_BLOCK, AltoKind, alto_kind
 from docsam_cli.writers.baselines import line_baseline
-from docsam_cli.writers.class_map import ClassMap
-from docsam_cli.writers.layout import Line, Region, Role, page_layout
-from docsam_cli.writers.page_map import TEXT_LINE
+from docsam_cli.writers.class_map import ClassMap, lookup
+from docsam_cli.writers.layout import Layout, Line, Region, Role, page_layout
+from docsam_cli.writers.page_map import TEXT_LINE, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
 from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
 
@@ -63,8 +64,10 @@ def alto_string(
     `alto_map` overrides the class → (element, label) defaults, which follow `page_map` (see `alto_map`);
     raises ValueError for an element ALTO does not have. `created` (UTC) defaults to now.
     """
-    kinds = [alto_kind(name, alto_map, page_map) for name in shapes.instances.class_names]
-    layout = page_layout(shapes, [_ROLES.get(kind.element, "region") for kind in kinds])
+    names = shapes.instances.class_names
+    kinds = [alto_kind(name, alto_map, page_map) for name in names]
+    roles = [_role(name, kind, alto_map, page_map) for name, kind in zip(names, kinds, strict=True)]
+    layout = page_layout(shapes, roles)
     timestamp = utc_timestamp(created)
 
     root = etree.Element(
@@ -85,7 +88,7 @@ def alto_string(
     _child(software, "softwareName", text="docsam")
     _child(software, "softwareVersion", text=__version__)
 
-    used = sorted({shapes.label(index) for index in range(len(shapes))})
+    used = sorted({shapes.label(index) for index in _written_instances(layout)})
     if used:
         tags = _child(root, "Tags")
         for label in used:
@@ -122,6 +125,20 @@ def alto_string(
 def write_alto(path: str | os.PathLike[str], shapes: PageShapes, image_filename: str, **options) -> None:
     """`alto_string` (same keyword options) written atomically (UTF-8)."""
     atomic_write_bytes(path, alto_string(shapes, image_filename, **options).encode("utf-8"))
+
+
+def _role(name: str, kind: AltoKind, alto_map: ClassMap | None, page_map: ClassMap | None) -> Role:
+    """A class plays the part its PAGE region plays (so the two files hold the same regions and lines under
+    the same ids), unless `--alto-map` names its element: then the element's part."""
+    if lookup(alto_map, name) is None:
+        return region_role(region_kind(name, page_map))
+    return _ROLES.get(kind.element, "region")
+
+
+def _written_instances(layout: Layout) -> list[int]:
+    """The instances the file holds as blocks or lines (an empty mask's instance has neither)."""
+    regions = [region.instance for region in layout.regions if region.instance is not None]
+    return regions + [line.instance for region in layout.regions for line in region.lines]
 
 
 def _write_block(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, normalize_class, parse_class_map
+from docsam_cli.writers.layout import Role
 
 TEXT_LINE = "TextLine"
 REGION_ELEMENTS = (
@@ -95,6 +96,7 @@ SUFFIX_KINDS: tuple[tuple[str, RegionKind], ...] = (
     ("list", RegionKind("TextRegion", "paragraph")),
 )
 UNKNOWN_KIND = RegionKind("TextRegion", None)
+_UNORDERED_ELEMENTS = frozenset({"SeparatorRegion", "NoiseRegion"})
 PAGE_MAP_SYNTAX = MapSyntax("page map", "type")
 
 
@@ -108,6 +110,16 @@ def region_kind(class_name: str, page_map: ClassMap | None = None) -> RegionKind
     if key in DEFAULT_REGION_KINDS:
         return DEFAULT_REGION_KINDS[key]
     return next((kind for suffix, kind in SUFFIX_KINDS if key.endswith(suffix)), UNKNOWN_KIND)
+
+
+def region_role(kind: RegionKind) -> Role:
+    """The part a PAGE element plays in the layout (`layout`): only a TextRegion holds text lines, and
+    separators and noise stay out of the reading order."""
+    if kind.element == TEXT_LINE:
+        return "line"
+    if kind.element == "TextRegion":
+        return "text"
+    return "unordered" if kind.element in _UNORDERED_ELEMENTS else "region"
 
 
 def validated_kind(element: str, type_: str | None) -> RegionKind:

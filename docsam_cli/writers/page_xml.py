@@ -30,14 +30,13 @@ from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.baselines import line_baseline
 from docsam_cli.writers.class_map import ClassMap
-from docsam_cli.writers.layout import Line, Region, Role, page_layout
-from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
+from docsam_cli.writers.layout import Line, Region, page_layout
+from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
 from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
-_UNORDERED_ELEMENTS = frozenset({"SeparatorRegion", "NoiseRegion"})
 _CUSTOM_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "\\;{}"}
 _HOLDER = RegionKind("TextRegion")
 
@@ -83,7 +82,7 @@ def write_page_content(
     holds neither yet. Every id is `id_prefix` followed by the id the module doc gives (`r1`, `r3_l1`,
     `ro1`): the OCR-D processor adds regions to documents whose ids must stay unique."""
     kinds = [region_kind(name, page_map) for name in shapes.instances.class_names]
-    layout = page_layout(shapes, [_role(kind) for kind in kinds])
+    layout = page_layout(shapes, [region_role(kind) for kind in kinds])
     region_ids = [f"{id_prefix}r{number}" for number in range(1, len(layout.regions) + 1)]
     if layout.ordered:
         group = _child(_child(page, "ReadingOrder"), "OrderedGroup", id=f"{id_prefix}ro1")
@@ -105,14 +104,6 @@ def write_page_xml(
     """`page_xml_string` written atomically (UTF-8)."""
     text = page_xml_string(shapes, image_filename, page_map, created=created)
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _role(kind: RegionKind) -> Role:
-    if kind.element == TEXT_LINE:
-        return "line"
-    if kind.element == "TextRegion":
-        return "text"
-    return "unordered" if kind.element in _UNORDERED_ELEMENTS else "region"
 
 
 def _write_region(
