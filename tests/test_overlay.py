@@ -108,6 +108,17 @@ def test_class_colours_are_far_apart_for_every_preset_and_the_whole_palette():
     assert distance >= 25, f"classes {pair} look alike"  # also for --classes lists longer than the presets
 
 
+def test_more_classes_than_the_palette_still_get_colours_of_their_own():
+    """Class 20 no longer takes class 0's colour: beyond the palette, colours stay distinct (ΔE ≥ 20 up to
+    60 classes) and as light as the palette's; the first 20 are the palette."""
+    colours = [class_colour(label) for label in range(60)]
+    assert colours[: len(PALETTE)] == list(PALETTE)
+    distance, pair = closest_pair(colours)
+    assert distance >= 20, f"classes {pair} look alike"
+    lightness = lab(colours)[:, 0]
+    assert lightness.min() >= 19.5 and lightness.max() <= 85.5
+
+
 def test_class_colours_stay_away_from_paper_and_ink():
     lightness = lab(list(PALETTE))[:, 0]
     assert lightness.min() >= 20 and lightness.max() <= 85

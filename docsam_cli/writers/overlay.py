@@ -12,6 +12,7 @@ the page.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -40,8 +41,34 @@ ENCODINGS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
-    """RGB colour of class index `label`."""
-    return PALETTE[label % len(PALETTE)]
+    """RGB colour of class index `label`: `PALETTE`'s for the first 20 classes, then `_all_colours`'s."""
+    colours = _all_colours()
+    return colours[label % len(colours)]
+
+
+@functools.cache
+def _all_colours() -> tuple[tuple[int, int, int], ...]:
+    """`PALETTE`, then the colours of a 6-level RGB grid (lightness as `PALETTE`'s, 20 to 85), each the one
+    farthest in CIELAB from all before it: a run of more classes than `PALETTE` holds still gives each class
+    a colour of its own (the later ones closer together), not the colour of class `label - 20`."""
+    levels = np.arange(0, 256, 51)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    lightness = _lab(grid)[:, 0]
+    candidates = grid[(lightness >= 20) & (lightness <= 85)]
+    points = _lab(candidates)
+    nearest = np.linalg.norm(points[:, None] - _lab(np.asarray(PALETTE))[None], axis=-1).min(axis=1)
+    colours = list(PALETTE)
+    while nearest.max() > 0:
+        best = int(nearest.argmax())
+        colours.append(tuple(int(value) for value in candidates[best]))
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[best], axis=-1))
+    return tuple(colours)
+
+
+def _lab(colours: np.ndarray) -> np.ndarray:
+    """CIELAB (L 0..100) of RGB colours (K, 3)."""
+    rgb = np.asarray(colours, np.float32).reshape(-1, 1, 3) / 255
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).reshape(-1, 3)
 
 
 def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) -> np.ndarray:
