@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from convert_helpers import run_cli
+from convert_helpers import page_xml, run_cli, write_image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -346,3 +346,21 @@ def test_the_command_counts_the_categories_of_the_ground_truth(tmp_path: Path) -
     report = json.loads(result.stdout)
     assert report["classes"] == ["table", "text"] and report["ignored_predictions"] == {}
     assert report["mAF"] == 0.5 and report["mIoU"] == 0.5 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: Path) -> None:
+    """PAGE predictions are cleaned as PAGE ground truth is: regions partly off the page are clamped (their
+    boxes too), a region without area is dropped, a self-crossing outline is repaired the same way."""
+    write_image(tmp_path / "p.png", 200, 100)
+    regions = [
+        ("TextRegion", None, "-20,-10 60,-10 60,40 -20,40"),
+        ("TextRegion", None, "150,50 260,50 260,140 150,140"),
+        ("TextRegion", None, "80,20 120,20 120,20 80,20"),
+        ("TextRegion", None, "100,60 140,95 140,60 100,95"),  # a bow-tie
+    ]
+    (tmp_path / "o.xml").write_text(page_xml("p.png", 200, 100, regions))
+    result = run_cli("evaluate", tmp_path, "--pred", tmp_path, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mask"]["AP"] == pytest.approx(1.0) and report["box"]["AP"] == pytest.approx(1.0)
+    assert report["mAF"] == 1.0 and report["mIoU"] == 1.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from docsam_cli.datasets import geometry
+from docsam_cli.datasets import geometry, rectify
 from docsam_cli.datasets.coco_json import (
     Categories,
     CocoAnnotation,
@@ -195,8 +195,9 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
     """PAGE files (one per page), matched on their imageFilename; `Coords/@conf` is the score.
 
     Points are pixel positions (the writer traces mask boundaries through pixel centres), so they are
-    rasterised with their boundary included, which gives the written masks back. A region the reader has
-    to leave out (no or unreadable Coords) is an error of the file.
+    rasterised with their boundary included, which gives the written masks back. Other tools' regions are
+    cleaned as PAGE ground truth is (`rectify`). A region the reader has to leave out (no or unreadable
+    Coords) is an error of the file.
     """
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     root, files, _ = source_files(path, FORMATS["page"])
@@ -224,10 +225,11 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             continue
         height, width = size
         entries = []
-        for instance in page.instances:
-            polygons = [p for p in instance.polygons if len(p) >= 3]
-            if not polygons:
-                continue
+        # Clamped to the page, crossings repaired, no-area shapes dropped: a file scored against itself
+        # scores 1.
+        cleaned, _ = rectify.rectify(page.instances, width, height)
+        for instance in cleaned:
+            polygons = instance.polygons
             x, y, w, h = geometry.polygons_bbox(polygons)
             rle = geometry.fill_polygons(polygons, height, width)
             score = instance.score if instance.score is not None else 1.0
