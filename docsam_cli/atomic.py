@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import IO
 _NEW_FILE_MODE = 0o666  # the kernel applies the umask, as for open(path, "w")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _TEMPORARY_NAME_BYTES = 100  # of the target's name, so the temporary's fits where the target's does
+_TEMPORARY_RANDOM_BYTES = 4
+_TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMPORARY_RANDOM_BYTES}}}\.tmp", re.DOTALL)
 
 
 @contextlib.contextmanager
@@ -54,11 +57,17 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing."""
     head = os.fsdecode(os.fsencode(target.name)[:_TEMPORARY_NAME_BYTES])
     while True:
-        temporary = target.with_name(f".{head}.{secrets.token_hex(4)}.tmp")
+        temporary = target.with_name(f".{head}.{secrets.token_hex(_TEMPORARY_RANDOM_BYTES)}.tmp")
         try:
             return os.open(temporary, _CREATE_FLAGS, _NEW_FILE_MODE), temporary
         except FileExistsError:
             continue
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is named as `_create_temporary` names its files (what a killed run leaves behind), and
+    so is no file of the user's (`.notes.tmp`)."""
+    return _TEMPORARY_NAME.fullmatch(path.name) is not None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from docsam_cli.atomic import atomic_write_text, can_write_in
+from docsam_cli.atomic import atomic_write_text, can_write_in, is_temporary
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
@@ -381,7 +381,7 @@ class SegmentRun:
         run is writing into the folder (`folder_lock`); under a launcher only rank 0 cleans, before any
         rank writes."""
         for folder in output_folders(self.request.out):
-            for path in folder.glob(".*.tmp"):
+            for path in filter(is_temporary, folder.glob(".*.tmp")):
                 logger.debug("removing %s, left by an interrupted run", display_path(path))
                 path.unlink(missing_ok=True)
 

@@ -218,12 +218,18 @@ def test_content_decides_the_type_whatever_the_suffix(tmp_path, good_png):
     pdf_named_png = write_pdf(tmp_path / "report.png", 72, 36)
     text_named_pdf = tmp_path / "notes.pdf"
     text_named_pdf.write_text("minutes of the meeting\n")
-    items = run_batch([png_named_pdf, pdf_named_png, text_named_pdf])
-    assert [(item["page_id"], item["shape"]) for item in items[:2]] == [
+    webp_named_pdf = tmp_path / "photo.pdf"  # WebP's signature has the file's size in its middle
+    Image.new("RGB", (30, 20), "white").save(webp_named_pdf, format="WEBP")
+    cut_webp = tmp_path / "cut.webp"
+    cut_webp.write_bytes(webp_named_pdf.read_bytes()[:14])
+    items = run_batch([png_named_pdf, pdf_named_png, webp_named_pdf, text_named_pdf, cut_webp])
+    assert [(item["page_id"], item["shape"]) for item in items[:3]] == [
         ("scan", [16, 24, 3]),
         ("report_p0001", [100, 200, 3]),
+        ("photo", [20, 30, 3]),
     ]
-    assert assert_names_exactly(items[2]["error"], text_named_pdf).startswith("damaged or not a PDF")
+    assert assert_names_exactly(items[3]["error"], text_named_pdf).startswith("damaged or not a PDF")
+    assert "WebP" in assert_names_exactly(items[4]["error"], cut_webp)
 
 
 ODD_NAMES = {

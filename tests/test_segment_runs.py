@@ -535,3 +535,16 @@ def test_an_output_folder_named_through_a_link_and_dotdot_is_the_one_the_system_
 
     assert code == ExitCode.OK, stderr
     assert (tmp_path / "real" / "out" / "page" / "page.xml").is_file() and not (tmp_path / "out").exists()
+
+
+def test_only_docsams_own_temporaries_are_cleaned_from_the_output_folder(tmp_path, model):
+    """`--out` may be the scanned folder: a user's `.notes.tmp` there survives; what a killed run left
+    (`.<name>.<8 hex digits>.tmp`) goes."""
+    page = write_page(tmp_path / "page.png")
+    own = tmp_path / ".notes.tmp"
+    own.write_text("mine")
+    left = tmp_path / ".coco.json.0123abcd.tmp"
+    left.write_text("half")
+    code, _, stderr = segment(tmp_path, str(page))
+    assert code == ExitCode.OK, stderr
+    assert own.read_text() == "mine" and not left.exists()

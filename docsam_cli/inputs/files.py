@@ -99,4 +99,6 @@ def sniff_kind(path: Path) -> FileKind:
 
 def signature_format(head: bytes) -> str | None:
     """The image format (`"TIFF"`) whose signature the first bytes `head` start with; None if none."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # a RIFF container: its size comes in between
+        return "WebP"
     return next((name for signature, name in IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
