@@ -54,6 +54,7 @@ from docsam_cli.inputs import (
     prefetch,
     set_max_image_pixels,
 )
+from docsam_cli.inputs.files import file_state
 from docsam_cli.inputs.sources import input_key
 from docsam_cli.inputs.tasks import page_id_suffix
 from docsam_cli.names import display_path, one_line, output_text
@@ -81,10 +82,12 @@ WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
 CLASSES_FILE = "classes.json"  # in STATE_DIR: the classes of the folder's results
 STEMS_FILE = "stems.json"  # in STATE_DIR: the stem of every file a run listed, by its real path
 # In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder,
-# and the classes the page was segmented with (a page done with other classes is done again).
+# the classes the page was segmented with (a page done with other classes is done again), and the input
+# file's size and modification time (a file replaced at the same path, a rescan, is done again).
 STORED_INPUT = "input_absolute"
 STORED_CLASSES = "classes"
-_STORED_ONLY = (STORED_INPUT, STORED_CLASSES)
+STORED_FILE = "input_file"
+_STORED_ONLY = (STORED_INPUT, STORED_CLASSES, STORED_FILE)
 
 
 def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
@@ -423,6 +426,8 @@ class SegmentRun:
                 "output folder (use another --out, or --overwrite)",
                 task.page,
             )
+        if STORED_FILE in record and record[STORED_FILE] != file_state(task.source):
+            return task  # the file was replaced since (a rescan saved over the old one)
         in_document = task.page is not None
         if not self.writer.is_done(task.page_id, in_document=in_document):
             return task  # an output asked for now is missing: redo the page
@@ -517,7 +522,12 @@ class SegmentRun:
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         stored = dumps_record(
-            {**record, STORED_INPUT: output_text(input_key(page.source)), STORED_CLASSES: self._classes}
+            {
+                **record,
+                STORED_INPUT: output_text(input_key(page.source)),
+                STORED_CLASSES: self._classes,
+                STORED_FILE: page.file_state,
+            }
         )
         atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]

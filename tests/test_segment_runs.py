@@ -548,3 +548,19 @@ def test_only_docsams_own_temporaries_are_cleaned_from_the_output_folder(tmp_pat
     code, _, stderr = segment(tmp_path, str(page))
     assert code == ExitCode.OK, stderr
     assert own.read_text() == "mine" and not left.exists()
+
+
+def test_a_file_saved_again_at_the_same_path_is_done_again(tmp_path, model):
+    """A rescan saved over `scan.png` is another page: its record's file size and time differ, so it is
+    redone (not skipped with the old scan's sizes and regions); the unchanged file is skipped again."""
+    page = write_page(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    code, (first,), stderr = segment(out, str(page))
+    assert code == ExitCode.OK, stderr
+    write_page(page, height=61)
+    code, (again,), stderr = segment(out, str(page))
+    assert code == ExitCode.OK, stderr
+    assert "skipped" not in again and again["height"] == 61 != first["height"]
+    assert 'imageHeight="61"' in (out / "page" / "scan.xml").read_text()
+    code, (third,), stderr = segment(out, str(page))
+    assert third["skipped"] is True and third["height"] == 61 and len(model.batches) == 2

@@ -39,6 +39,16 @@ SNIFF_BYTES = 1024
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)  # POSIX, Windows
 
 
+def file_state(path: Path) -> dict[str, int] | None:
+    """What tells a file from another one saved at the same path later (a rescan over the old scan): its
+    size and modification time; None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
 def require_regular_file(path: Path) -> None:
     """Raise InputError unless `path` is (a symbolic link to) a regular file; nothing is opened."""
     try:

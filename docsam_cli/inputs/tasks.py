@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from docsam_cli.errors import InputError
-from docsam_cli.inputs.files import FileKind, sniff_kind
+from docsam_cli.inputs.files import FileKind, file_state, sniff_kind
 from docsam_cli.inputs.images import check_pixel_limit, frame_count, load_frame, open_image
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
@@ -42,6 +42,7 @@ class Page:
     page: int | None
     page_id: str
     image: np.ndarray
+    file_state: dict[str, int] | None = None  # the source file's `files.file_state` before it was read
 
     @property
     def height(self) -> int:
@@ -67,6 +68,7 @@ class PageTask:
     def load(self) -> Page:
         """Decode or render. Raises InputError for any failure (Pillow and poppler raise many types on
         damaged files; none of them must stop a batch)."""
+        state = file_state(self.source)
         try:
             image = self._decode()
         except InputError:
@@ -74,7 +76,7 @@ class PageTask:
         except Exception as error:  # a damaged file may trip anything in a decoder
             reason = f"cannot decode: {type(error).__name__}: {error}"
             raise InputError(self.source, reason, self.page) from None
-        return Page(self.source, self.page, self.page_id, image)
+        return Page(self.source, self.page, self.page_id, image, state)
 
     def _decode(self) -> np.ndarray:
         if self.kind == "pdf":
