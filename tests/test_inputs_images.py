@@ -127,6 +127,22 @@ def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):
     assert (image[..., 0] == image[..., 2]).all()
 
 
+def test_thirty_two_bit_integers_are_read_by_their_range_and_sixteen_bit_pgm_by_its_top_bits(tmp_path):
+    """Pillow opens 32-bit integer TIFF and 16-bit PGM in the same mode "I": the TIFF's values 0..255 are
+    8-bit grey (they came out black), 16-bit ones keep their top bits, wider ones are scaled to their
+    maximum; the PGM keeps its top 8 bits."""
+    for values, expected in (([0, 100, 255], [0, 100, 255]), ([0, 0x1234, 0xFFFF], [0, 0x12, 0xFF])):
+        Image.fromarray(np.array([values], dtype=np.int32)).save(tmp_path / "wide.tif")
+        assert Image.open(tmp_path / "wide.tif").mode == "I"
+        assert check_page(load(tmp_path / "wide.tif"), 1, 3)[0, :, 1].tolist() == expected
+    Image.fromarray(np.array([[0, 1 << 20, 1 << 24]], dtype=np.int32)).save(tmp_path / "wide.tif")
+    assert check_page(load(tmp_path / "wide.tif"), 1, 3)[0, :, 1].tolist() == [0, 15, 255]
+    samples = np.array([[0, 0x1234, 0xFFFF]], dtype=">u2")
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n3 1\n65535\n" + samples.tobytes())
+    assert Image.open(tmp_path / "deep.pgm").mode == "I"
+    assert check_page(load(tmp_path / "deep.pgm"), 1, 3)[0, :, 1].tolist() == [0, 0x12, 0xFF]
+
+
 def test_sixteen_bit_colour_keeps_the_top_eight_bits(tmp_path):
     deep = np.array([[[0x0102, 0x8000, 0xFFFF]]], dtype=np.uint16)  # OpenCV order: B, G, R
     cv2.imwrite(str(tmp_path / "deep-colour.png"), deep)

@@ -177,7 +177,7 @@ def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarra
             raise _bomb_error(path, error, page) from None
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-        return to_bgr(upright(image))
+        return to_bgr(upright(image), sample_bits=_tiff_bits(image))
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -188,16 +188,42 @@ def upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def to_bgr(image: Image.Image) -> np.ndarray:
+def _tiff_bits(image: Image.Image) -> int | None:
+    """A TIFF's bits per sample (tag 258), None for other formats."""
+    tags = getattr(image, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return bits if isinstance(bits, int) else None
+
+
+def _wide_integers_to_gray(values: np.ndarray) -> np.ndarray:
+    """32-bit integer samples, whose range says nothing of the type: read as 8-bit when they fit (values
+    0..255 written as int32 by a scientific tool), as 16-bit when those fit, else scaled from their
+    maximum."""
+    values = np.clip(values.astype(np.int64), 0, None)
+    top = int(values.max()) if values.size else 0
+    if top <= 255:
+        return values.astype(np.uint8)
+    if top <= 65535:
+        return (values >> 8).astype(np.uint8)
+    return (values * 255 // top).astype(np.uint8)
+
+
+def to_bgr(image: Image.Image, sample_bits: int | None = None) -> np.ndarray:
     """(H, W, 3) contiguous BGR uint8 from any Pillow mode.
 
     1-bit, grayscale and palette images become gray/colour BGR; any alpha (RGBA, LA, PA, palette or
     grayscale transparency) is composited on white, as a page on paper; 16-bit samples keep their top 8
-    bits (as Pillow does for 16-bit RGB); float images are read as 0..1 if they fit, else clipped to
+    bits (as Pillow does for 16-bit RGB); 32-bit integer samples (`sample_bits`, the file's: Pillow gives
+    16-bit PGM and 32-bit TIFF the same mode) are read by their values' range (`_wide_integers_to_gray`);
+    float images are read as 0..1 if they fit, else clipped to
     0..255; CMYK, YCbCr, LAB and HSV go through Pillow's RGB conversion (embedded ICC profiles ignored).
     """
     mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
+    if mode == "I" and sample_bits == 32:
+        gray = _wide_integers_to_gray(np.asarray(image))
+    elif mode in _SIXTEEN_BIT_MODES:
         gray = (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
     elif mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float32))
