@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from lxml import etree
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from docsam_cli.inputs import (
     InputError,
@@ -229,14 +229,48 @@ def test_truncated_image(tmp_path, suffix):
 @pytest.mark.parametrize("cut", [2000, 0.7])
 def test_a_cut_multi_page_tiff_is_one_line_naming_it_and_no_pillow_warning(shared_data, tmp_path, cut):
     """Pillow warned "Corrupt EXIF data" (two raw lines on stderr), then the file was "not an image" or
-    "cannot read image header: TypeError: Missing dimensions"."""
+    "cannot read image header: TypeError: Missing dimensions". Cut in its first page, the file is one
+    error; cut later, the pages before the cut are still read and the rest is one error."""
     data = (shared_data / "pdfs/pdf-docling-tests/tests/data/tiff/sources/2206.01062.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(data[: cut if isinstance(cut, int) else int(len(data) * cut)])
     with warnings.catch_warnings(record=True) as shown:
-        error = failure(tmp_path / "cut.tif")
-    assert error.reason.startswith("truncated or corrupt TIFF (")
-    assert_one_line_naming(error, tmp_path / "cut.tif")
+        if isinstance(cut, int):
+            errors, pages = [failure(tmp_path / "cut.tif")], []
+        else:
+            *tasks, last = tasks_for(tmp_path / "cut.tif")
+            errors, pages = [last], [task.load() for task in tasks[:1]]
+            assert isinstance(last, InputError) and last.page == len(tasks) + 1
+    for error in errors:
+        assert error.reason.startswith("truncated or corrupt TIFF (")
+        assert_one_line_naming(error, tmp_path / "cut.tif")
     assert [str(warning.message) for warning in shown] == []
+    assert all(page.image.size for page in pages)
+
+
+def test_tiff_thumbnails_and_masks_are_no_pages(tmp_path):
+    """TIFF 6.0 marks a reduced-resolution copy (NewSubfileType bit 0) and a transparency mask (bit 2):
+    they are not pages of the document."""
+    page = Image.new("RGB", (60, 40), (255, 0, 0))
+    thumbnail = TiffImagePlugin.ImageFileDirectory_v2()
+    thumbnail[254] = 1
+    mask = TiffImagePlugin.ImageFileDirectory_v2()
+    mask[254] = 4
+    with TiffImagePlugin.AppendingTiffWriter(tmp_path / "scan.tif", True) as tiff:
+        page.save(tiff, format="TIFF")
+        tiff.newFrame()
+        page.resize((15, 10)).save(tiff, format="TIFF", tiffinfo=thumbnail)
+        tiff.newFrame()
+    (task,) = tasks_for(tmp_path / "scan.tif")
+    assert (task.page, task.page_id, task.load().image.shape) == (None, "scan", (40, 60, 3))
+    with TiffImagePlugin.AppendingTiffWriter(tmp_path / "book.tif", True) as tiff:
+        for frame, info in ((page.resize((15, 10)), thumbnail), (page, None), (page.convert("1"), mask)):
+            frame.save(tiff, format="TIFF", **({"tiffinfo": info} if info is not None else {}))
+            tiff.newFrame()
+        Image.new("L", (30, 20), 9).save(tiff, format="TIFF")
+        tiff.newFrame()
+    tasks = tasks_for(tmp_path / "book.tif")
+    assert [(task.page, task.page_id) for task in tasks] == [(1, "book_p0001"), (2, "book_p0002")]
+    assert [task.load().image.shape for task in tasks] == [(40, 60, 3), (20, 30, 3)]
 
 
 def test_unreadable_file(tmp_path, monkeypatch):

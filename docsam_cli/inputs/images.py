@@ -25,6 +25,7 @@ import re
 import struct
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +40,8 @@ PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trust
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000", "PPM")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+_NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
+_NOT_A_PAGE = 0b101
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 _PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # "Image size (400000000 pixels) exceeds limit of ..."
 
@@ -154,15 +157,40 @@ def _unidentified(path: Path, handle: BinaryIO) -> InputError:
     return InputError(path, f"truncated or corrupt {name} (its header cannot be read)")
 
 
-def frame_count(path: Path, image: Image.Image) -> int:
-    """Pages of a multi-page TIFF; 1 for anything else (animated GIF/WebP frames are not pages). Raises
-    InputError for a TIFF whose page directories are cut off or damaged (counting them reads them all)."""
-    if image.format != "TIFF":
-        return 1
-    try:
-        return int(image.n_frames)
-    except (*_DECODE_ERRORS, TypeError, struct.error) as error:
-        raise InputError(path, f"truncated or corrupt TIFF (cannot count its pages: {error})") from None
+@dataclass(frozen=True)
+class TiffPages:
+    """The frames of a TIFF that are pages (0-based, in file order), and the error that ended the listing
+    early: a frame directory cut off or damaged after the pages before it, which stay usable."""
+
+    frames: list[int]
+    broken: InputError | None = None
+
+
+def tiff_pages(path: Path, image: Image.Image) -> TiffPages:
+    """The pages of a TIFF, one per frame but for those TIFF 6.0 marks as a reduced-resolution copy
+    (a thumbnail) or a transparency mask of another (NewSubfileType bits 0 and 2). Raises InputError when
+    not even the first page's directory can be read. Leaves `image` at its first page."""
+    frames: list[int] = []
+    broken = None
+    index = 0
+    while True:
+        try:
+            image.seek(index)
+        except EOFError:
+            break
+        except (*_DECODE_ERRORS, TypeError, struct.error) as error:
+            page = len(frames) + 1
+            broken = InputError(
+                path, f"truncated or corrupt TIFF (page directory {index + 1}: {error})", page
+            )
+            break
+        if not int(image.tag_v2.get(_NEW_SUBFILE_TYPE, 0) or 0) & _NOT_A_PAGE:
+            frames.append(index)
+        index += 1
+    if not frames:
+        raise broken or InputError(path, "no page in this TIFF (only reduced-resolution or mask frames)")
+    image.seek(frames[0])
+    return TiffPages(frames, broken)
 
 
 def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import FileKind, file_state, sniff_kind
-from docsam_cli.inputs.images import check_pixel_limit, frame_count, load_frame, open_image
+from docsam_cli.inputs.images import TiffPages, check_pixel_limit, load_frame, open_image, tiff_pages
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
 from docsam_cli.inputs.sources import Document
@@ -64,6 +64,7 @@ class PageTask:
     kind: FileKind
     options: LoadOptions
     size_points: tuple[float, float] | None = None  # PDF page as displayed (points): its pixel size
+    frame: int = 0  # an image's frame (0-based) that is this page: TIFF thumbnails are no pages
 
     def load(self) -> Page:
         """Decode or render. Raises InputError for any failure (Pillow and poppler raise many types on
@@ -89,8 +90,7 @@ class PageTask:
                 size_points=self.size_points,
                 timeout=self.options.poppler_timeout,
             )
-        frame = 0 if self.page is None else self.page - 1
-        return load_frame(self.source, frame, self.page)
+        return load_frame(self.source, self.frame, self.page)
 
 
 def page_id(stem: str, page: int | None) -> str:
@@ -120,7 +120,7 @@ def iter_page_tasks(
             yield error
 
 
-def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
+def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask | InputError]:
     path = document.path
     if sniff_kind(path) == "pdf":
         info = read_pdf_info(path, options.password, options.poppler_timeout)
@@ -132,19 +132,27 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask]:
         ]
     try:
         with open_image(path) as image:
-            frames = frame_count(path, image)
-            if frames == 1:  # refused now; a multi-page TIFF's pages are checked one by one
+            listing = tiff_pages(path, image) if image.format == "TIFF" else TiffPages([0])
+            single = len(listing.frames) == 1 and listing.broken is None
+            if single:  # refused now; a multi-page TIFF's pages are checked one by one
                 check_pixel_limit(path, *image.size)
     except InputError:
         raise
     except Exception as error:  # see PageTask.load
         raise InputError(path, f"cannot read image header: {type(error).__name__}: {error}") from None
-    if frames == 1:
-        return [PageTask(path, None, document.stem, "image", options)]
-    return [
-        PageTask(path, page, page_id(document.stem, page), "image", options)
-        for page in _selected(path, frames, options.pages)
+    if single:
+        return [PageTask(path, None, document.stem, "image", options, frame=listing.frames[0])]
+    try:
+        pages = _selected(path, len(listing.frames), options.pages)
+    except InputError:
+        if listing.broken is None:
+            raise
+        pages = []  # the pages selected lie in the damaged part: its error says so
+    tasks: list[PageTask | InputError] = [
+        PageTask(path, page, page_id(document.stem, page), "image", options, frame=listing.frames[page - 1])
+        for page in pages
     ]
+    return tasks if listing.broken is None else [*tasks, listing.broken]
 
 
 def _selected(path: Path, page_count: int, ranges: PageRanges | None) -> list[int]:
