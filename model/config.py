@@ -3,7 +3,8 @@
 The JSON format is the one of the reference parity fixture `tiny-config.json` (sections
 `swin_backbone_config`, `mask2former_config`, `docsam_config_attributes`, `hard_coded_in_reference`), so a
 configuration dumped from the reference implementation loads unchanged. Unknown keys are ignored there,
-because the reference's config carries many fields DocSAM never reads.
+because the reference's config carries many fields DocSAM never reads; fields it reads but fixes (`_FIXED`)
+must have the values it builds.
 """
 
 from __future__ import annotations
@@ -316,6 +317,7 @@ class DocSAMConfig:
         """Build from the JSON layout; raises ValueError or TypeError for anything not a usable config."""
         if not isinstance(data, dict) or not {"swin_backbone_config", "mask2former_config"} <= data.keys():
             raise ValueError("a DocSAM config needs 'swin_backbone_config' and 'mask2former_config' sections")
+        _check_fixed(data)
         backbone = _pick(SwinConfig, _section(data, "swin_backbone_config"))
         for name in ("depths", "num_heads"):
             if name in backbone:
@@ -328,11 +330,13 @@ class DocSAMConfig:
         values.update(_hard_coded_from_reference(_section(data, "hard_coded_in_reference")))
         for name in ("backbone", "text"):
             values.pop(name, None)
-        return cls(
+        config = cls(
             backbone=SwinConfig(**backbone),
             text=TextEncoderConfig(**_pick(TextEncoderConfig, _section(data, "text_encoder_config"))),
             **values,
         )
+        _check_agreement(data, config)
+        return config
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> DocSAMConfig:
@@ -357,6 +361,51 @@ _HARD_CODED = (
     "box_delta_scale",
     "proposal_wh_divisor",
 )
+
+
+# Fields the reference reads whose other values docsam does not build (its network is DocSAM's only): a
+# config that sets one otherwise is refused rather than run as something it does not describe.
+_FIXED: tuple[tuple[str, str, object], ...] = (
+    ("swin_backbone_config", "hidden_act", "gelu"),
+    ("swin_backbone_config", "use_absolute_embeddings", False),
+    ("swin_backbone_config", "patch_norm", True),
+    ("swin_backbone_config", "path_norm", True),
+    ("swin_backbone_config", "out_features", ["stage1", "stage2", "stage3", "stage4"]),
+    ("swin_backbone_config", "out_indices", [1, 2, 3, 4]),
+    ("mask2former_config", "common_stride", 4),
+    ("mask2former_config", "feature_strides", [4, 8, 16, 32]),
+    ("docsam_config_attributes", "query_selection", True),
+    ("docsam_config_attributes", "num_levels", 4),
+    ("docsam_config_attributes", "is_multi_scale", True),
+    ("docsam_config_attributes", "feature_strides", [4, 8, 16, 32]),
+)
+
+
+def _check_fixed(data: dict[str, Any]) -> None:
+    """Refuse a field of `_FIXED` set otherwise."""
+    for section, key, expected in _FIXED:
+        value = _section(data, section).get(key, expected)
+        if value != expected or isinstance(value, bool) != isinstance(expected, bool):  # 1 is no true
+            raise ValueError(
+                f"{section}.{key} must be {_json(expected)} (the only value DocSAM builds), "
+                f"got {_json(value)}"
+            )
+
+
+def _check_agreement(data: dict[str, Any], config: DocSAMConfig) -> None:
+    """Refuse, once each value is known to be usable, a Swin `num_layers` other than its stage count and a
+    field that `mask2former_config` and `docsam_config_attributes` (DocSAM's overrides of it) both give
+    with different values: which one the file means cannot be told."""
+    layers = _section(data, "swin_backbone_config").get("num_layers", len(config.backbone.depths))
+    if layers != len(config.backbone.depths):
+        raise ValueError(f"swin_backbone_config.num_layers must be the number of depths, got {_json(layers)}")
+    general, overrides = _section(data, "mask2former_config"), _section(data, "docsam_config_attributes")
+    for key in sorted(general.keys() & overrides.keys()):
+        if general[key] != overrides[key]:
+            raise ValueError(
+                f"{key} is {_json(general[key])} in mask2former_config but {_json(overrides[key])} in "
+                "docsam_config_attributes"
+            )
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

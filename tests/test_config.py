@@ -209,3 +209,26 @@ def test_the_tokenizer_has_the_vocabulary_size_the_config_checks():
     from model.text_encoder import load_tokenizer
 
     assert load_tokenizer().get_vocab_size() == TOKENIZER_VOCAB_SIZE
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "reason"),
+    [
+        ("swin_backbone_config", "hidden_act", "relu", 'hidden_act must be "gelu"'),
+        ("swin_backbone_config", "use_absolute_embeddings", True, "use_absolute_embeddings must be false"),
+        ("mask2former_config", "common_stride", 8, "common_stride must be 4"),
+        ("docsam_config_attributes", "query_selection", False, "query_selection must be true"),
+        ("docsam_config_attributes", "num_levels", 3, "num_levels must be 4"),
+        ("swin_backbone_config", "num_layers", 3, "num_layers must be the number of depths, got 3"),
+        ("mask2former_config", "decoder_layers", 2, "decoder_layers is 2 in mask2former_config but 4 in"),
+    ],
+)
+def test_fields_the_reference_reads_are_not_silently_ignored(reference_fixtures, section, key, value, reason):
+    """A config that sets a field DocSAM reads to a value docsam does not build, or gives a field in both
+    sections with two values, is refused instead of running as another network."""
+    data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+    data[section][key] = value
+    with pytest.raises(ValueError, match=reason):
+        DocSAMConfig.from_dict(data)
+    data[section][key] = json.loads((reference_fixtures / "tiny-config.json").read_text())[section][key]
+    assert DocSAMConfig.from_dict(data) == DocSAMConfig.from_json(reference_fixtures / "tiny-config.json")
