@@ -61,8 +61,7 @@ def collect_documents(
       hidden files skipped; subdirectories too when `recursive`;
     - a path that does not exist but contains `*`, `?` or `[` is a glob (`**` spans directories);
       matching files are filtered by suffix like a directory's, matching directories are expanded;
-    - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally; a list of none
-      is an InputError, as an empty directory is;
+    - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally;
     - a named pipe, device or socket, named or found, is an InputError (never opened);
     - nothing is found in `skip_folders` (those the run writes its pages' files in, compared after
       resolving links), so a run whose outputs land inside a folder it scans, or in the very folder it
@@ -74,10 +73,7 @@ def collect_documents(
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
-            listed = read_path_list(stdin if stdin is not None else sys.stdin)
-            if not listed:  # as an empty folder: `find ... | docsam segment -` that found nothing
-                found.append(InputError(Path(STDIN_SOURCE), "standard input lists no files"))
-            for line in listed:
+            for line in read_path_list(stdin if stdin is not None else sys.stdin):
                 found.extend(_expand_path(Path(line), recursive, skip))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
             found.extend(_expand_glob(source, recursive, skip))
