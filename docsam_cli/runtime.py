@@ -217,7 +217,10 @@ class GeometryOptions:
         short = parse_size(short_side, "--short-side")
         if short is not None and short[0] > short[1]:
             raise ValueError(f"--short-side LOW,HIGH needs LOW <= HIGH, got {short_side!r}")
-        return cls(short, parse_size(window, "--window"), parse_size(stride, "--stride"), keep_size)
+        windows, strides = parse_size(window, "--window"), parse_size(stride, "--stride")
+        if windows is not None and strides is None and min(windows) < 2:
+            raise ValueError(f"--window sides must be at least 2 (the stride is half a side), got {window!r}")
+        return cls(short, windows, strides, keep_size)
 
     def resolve(self, entry: WeightsEntry | None) -> Geometry:
         """The sliding-window geometry: the reference's defaults, adjusted to what the registry knows of the

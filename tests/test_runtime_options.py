@@ -37,6 +37,17 @@ def test_a_short_side_range_must_not_be_reversed():
         GeometryOptions.parse("900,700")
 
 
+def test_a_one_pixel_window_side_needs_a_stride():
+    """The default stride is half the window: a 1-pixel side would give stride 0, which divided by zero on
+    every page; it is refused up front (with a stride given, it runs)."""
+    for window in ("1", "1,64", "64,1"):
+        with pytest.raises(ValueError, match="--window sides must be at least 2"):
+            GeometryOptions.parse(window=window)
+    assert GeometryOptions.parse(window="1", stride="1").resolve(None).window_stride == (1, 1)
+    with pytest.raises(ValueError, match="patch sides must be at least 2"):
+        Geometry(patch=(1, 1))
+
+
 def test_device_names():
     for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
         assert check_device_name(name) == name

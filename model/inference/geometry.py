@@ -38,6 +38,8 @@ class Geometry:
             raise ValueError(f"patch sides must be positive, got {self.patch}")
         if self.stride is not None and min(self.stride) <= 0:
             raise ValueError(f"stride must be positive, got {self.stride}")
+        if self.stride is None and min(self.patch) < 2:
+            raise ValueError(f"patch sides must be at least 2 (the stride is half of them), got {self.patch}")
 
     @classmethod
     def keep_size_default(cls) -> Geometry:
