@@ -74,14 +74,21 @@ def resolve_prompts(
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:
     """The classes and dataset name (the domain; "" when not stored) that a weights file written by
-    `docsam train`/`finetune` carries, as a preset; None for a zoo name or a file without them.
+    `docsam train`/`finetune` (or the folder holding it) carries, as a preset; None for a zoo name or a
+    file without them.
 
     Reads only the file's header, without importing torch. Raises `model.CheckpointError` naming the file
     when it cannot be read."""
+    from model.checkpoint import CheckpointError, stored_classes, weights_in_folder
+
     path = Path(weights).expanduser()
+    if path.is_dir():  # a run's or checkpoint's folder: its weights file, as loading finds it
+        try:
+            path = weights_in_folder(path)
+        except CheckpointError:
+            return None  # loading says what the folder lacks
     if not path.is_file():
         return None
-    from model.checkpoint import stored_classes
 
     stored = stored_classes(path)
     if stored is None:

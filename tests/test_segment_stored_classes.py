@@ -45,6 +45,15 @@ def test_the_weights_classes_and_dataset_name_are_the_default(tmp_path, finetune
     assert "classes: heading, paragraph; domain 'Newspapers'" in stderr
 
 
+def test_a_run_folder_given_as_weights_gives_its_classes_too(tmp_path, finetuned_weights):
+    """`--weights runs/news` (the folder holding model.safetensors) took PubLayNet's classes."""
+    page = write_page(tmp_path / "page.png")
+    code, stderr = verbose_segment(finetuned_weights.parent, tmp_path / "out", str(page))
+    assert code == ExitCode.OK, stderr
+    assert folder_classes(tmp_path / "out") == ["heading", "paragraph"]
+    assert f"using the classes stored in {finetuned_weights.parent} (heading, paragraph" in stderr
+
+
 def test_weights_without_classes_keep_the_default_preset(tmp_path, tiny_weights):
     page = write_page(tmp_path / "page.png")
     code, stderr = verbose_segment(tiny_weights, tmp_path / "out", str(page))
