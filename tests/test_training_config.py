@@ -286,3 +286,40 @@ def test_train_refuses_mask2former_weights_together_with_from_scratch(
     output = invoke(*start, code=2)
     assert "give --mask2former, or --from-scratch" in output
     assert started == []
+
+
+def test_resume_takes_the_same_dataset_typed_in_another_form(
+    started: list[RunPlan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data/pln/train` recorded; the absolute path, `./data/pln/train/` or `../data/pln/train` from a
+    sub-folder lead to the same folder and were refused as "DATASET differs"; another folder still is."""
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "other").mkdir()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    invoke("finetune", "data/train", "-o", "run", "--weights", "tiny.safetensors", "--iters", "3")
+    write_run_file(tmp_path / "run", started[-1].record, world_size=1, identity={})
+    for typed in (str(tmp_path / "data" / "train"), "./data/train/"):
+        invoke("finetune", typed, "--resume", "-o", "run")
+    monkeypatch.chdir(tmp_path / "sub")
+    invoke("finetune", "../data/train", "--resume", "-o", "../run")
+    output = invoke("finetune", "../data/other", "--resume", "-o", "../run", code=2)
+    assert "DATASET differs" in output and len(started) == 4
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--lr", "inf", "--lr must be a finite number of at least 0, got inf"),
+        ("--weight-decay", "inf", "--weight-decay must be a finite number"),
+        ("--seed", "-5", "--seed"),
+        ("--seed", str(2**70), "--seed"),
+    ],
+)
+def test_values_that_would_fail_the_run_later_are_usage_errors(
+    started: list[RunPlan], option: str, value: str, message: str
+) -> None:
+    """An infinite learning rate trained NaN weights (exit 0 with one step); a negative or 70-bit seed failed
+    after the model loaded, naming no option."""
+    output = invoke(*FINETUNE, option, value, code=2)
+    assert message in " ".join(output.split()) and started == []

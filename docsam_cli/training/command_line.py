@@ -154,6 +154,24 @@ def _rebased(value: Any, kind: str, folder: Path) -> Any:
     return Path(rebased) if isinstance(value, Path) else rebased
 
 
+def _resolved(value: Any, kind: str, folder: Path) -> Any:
+    """As `_rebased`, but each path that exists, read from `folder`, is its real path: `data/train`,
+    `./data/train/` and `/abs/data/train` typed on resume lead to the same folder as the recorded one."""
+    if value is None:
+        return None
+    if kind == "dataset":
+        return [
+            _real_path(path, folder) + sep + rest for path, sep, rest in (v.partition(",") for v in value)
+        ]
+    resolved = _real_path(str(value), folder)
+    return Path(resolved) if isinstance(value, Path) else resolved
+
+
+def _real_path(text: str, folder: Path) -> str:
+    path = folder / Path(text).expanduser()  # an absolute path stays itself
+    return os.path.realpath(path) if path.exists() else text
+
+
 def _rebased_path(text: str, folder: Path) -> str:
     path = Path(text).expanduser()
     return str(folder / path) if not path.is_absolute() and (folder / path).exists() else text
@@ -280,9 +298,9 @@ def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list
         else:
             continue
         was = recorded[item.name]
-        if folder is not None and item.option.file:  # typed here, recorded there: compare where they lead
-            given = _rebased(given, item.option.file, Path.cwd())
-            was = _rebased(was, item.option.file, folder)
+        if item.option.file:  # typed here, recorded there: compare the files they lead to
+            given = _resolved(given, item.option.file, Path.cwd())
+            was = _resolved(was, item.option.file, folder if folder is not None else Path.cwd())
         if item.value(given) != item.value(was):
             changed.append(item.flag)
     if changed:

@@ -43,6 +43,7 @@ DEVICE = "Precision and device"
 CHECKPOINTS = "Checkpoints and validation"
 LOGGING = "Logging"
 PANELS = (DATA, MODEL, OPTIMISATION, DEVICE, CHECKPOINTS, LOGGING)
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,11 @@ class TrainingOptions:
     seed: int = field(
         default=0,
         metadata=cli(
-            "--seed", help="Seed of data order, augmentation, dropout and initialisation.", panel=OPTIMISATION
+            "--seed",
+            help="Seed of data order, augmentation, dropout and initialisation.",
+            panel=OPTIMISATION,
+            min=0,
+            max=MAX_SEED,
         ),
     )
     precision: Precision = field(
@@ -330,6 +335,9 @@ class TrainingOptions:
         _check_choice("best metric", self.best_metric, METRICS)
         if self.iterations < 1:
             raise ValueError("iterations must be at least 1")
+        for flag, value in (("--lr", self.lr), ("--weight-decay", self.weight_decay)):
+            if not (math.isfinite(value) and value >= 0):  # the option's range lets infinity through
+                raise ValueError(f"{flag} must be a finite number of at least 0, got {value}")
         if min(self.log_every, self.checkpoint_every, self.keep_last) < 1 or self.validate_every < 0:
             raise ValueError("log/checkpoint intervals and keep-last must be positive")
 
