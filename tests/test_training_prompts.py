@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from docsam_cli.app import app
 from docsam_cli.training.checkpoints import list_checkpoints
+from docsam_cli.training.datasets import LayoutDataset
 from model.checkpoint import stored_classes
 
 RUN = [
@@ -74,3 +75,14 @@ def test_a_warmup_as_long_as_the_run_is_a_usage_error(tmp_path: Path, tiny_weigh
     assert result.exit_code == 2
     assert "--warmup 2: must be less than --iters (2)" in result.stderr
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_the_stored_classes_are_those_of_every_page_not_the_first_ones(tmp_path: Path) -> None:
+    """A split made by hand whose first json lists only `para` stored ["para"], though the second page
+    trained `heading` too; `dataset.json`'s class list stands for the jsons when it has one."""
+    first, second = page(0, ("para", "para")), page(1, ("heading", "para"))
+    first[1]["categories"], first[1]["annotations"] = first[1]["categories"][:1], first[1]["annotations"][:1]
+    root = write_layout(tmp_path / "hand", {"p0": first, "p1": second})
+    assert LayoutDataset(root).categories() == ("heading", "para")
+    (root / "dataset.json").write_text(json.dumps({"name": "Hand", "class_names": ["para", "heading", "x"]}))
+    assert LayoutDataset(root).categories() == ("heading", "para", "x")

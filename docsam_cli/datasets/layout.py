@@ -132,12 +132,24 @@ def list_file(folder: Path, stage: str | None = None) -> Path:
 
 def dataset_name(folder: Path) -> str:
     """Name from `dataset.json` in the split folder or its parent, else the reference's path rule."""
+    name = _dataset_file(folder).get("name")
+    return name if isinstance(name, str) else reference_dataset_name(folder.absolute())
+
+
+def dataset_class_names(folder: Path) -> list[str] | None:
+    """The class names `dataset.json` (in the split folder or its parent) lists, if it lists them."""
+    names = _dataset_file(folder).get("class_names")
+    return names if isinstance(names, list) and all(isinstance(name, str) for name in names) else None
+
+
+def _dataset_file(folder: Path) -> dict:
+    """The first readable `dataset.json` object in the split folder or its parent; {} when there is none."""
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
             try:
-                name = json.loads(candidate.read_text()).get("name")
-            except (json.JSONDecodeError, AttributeError):
-                name = None
-            if isinstance(name, str):
-                return name
-    return reference_dataset_name(folder.absolute())
+                document = json.loads(candidate.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(document, dict):
+                return document
+    return {}

@@ -52,6 +52,7 @@ class LayoutDataset:
         if not layout.is_layout(self.root):
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
         self.name = name if name is not None else layout.dataset_name(self.root)
+        self._categories: tuple[str, ...] | None = None
         list_file = layout.list_file(self.root, stage)
         self.image_names = [
             line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()
@@ -86,12 +87,25 @@ class LayoutDataset:
         return category_count(self.read_json(0))
 
     def categories(self) -> tuple[str, ...]:
-        """The sorted class names training prompts with (no background): convert-dataset lists every class
-        of the dataset in each image's json, so the first one's are the dataset's."""
+        """The sorted class names training prompts with (no background). A page is prompted with its own
+        json's, so these are their union: as `dataset.json` lists them (convert-dataset lists every class
+        of the dataset there and in each json), else read from every json (a dataset made by hand, whose
+        jsons may list only their own page's classes). Read once."""
+        if self._categories is None:
+            stated = layout.dataset_class_names(self.root)
+            if stated is not None:
+                self._categories = tuple(sorted(set(stated)))
+            else:
+                self._categories = tuple(
+                    sorted({name for index in range(len(self)) for name in self._names(index)})
+                )
+        return self._categories
+
+    def _names(self, index: int) -> tuple[str, ...]:
         try:
-            return rectify(self.read_json(0)).class_names
+            return rectify(self.read_json(index)).class_names
         except AnnotationError as error:
-            raise DatasetError(f"{self.json_path(0)}: {error}") from None
+            raise DatasetError(f"{self.json_path(index)}: {error}") from None
 
     def load(self, index: int) -> tuple[np.ndarray, PageAnnotations]:
         """The BGR uint8 image and its annotations in that image's pixel coordinates (area-sorted)."""
