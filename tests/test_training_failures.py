@@ -124,6 +124,7 @@ def test_requests_that_cannot_start_are_usage_errors(
     lines = error_lines(stderr)
     assert code == 2 and len(lines) == 1 and expected in lines[0], stderr
     assert "Errno" not in stderr
+    assert out.is_file() if case == "out is a file" else not out.exists()  # no empty folder left behind
 
 
 def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ that is no dataset, weights that cannot be found or do not load.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def resume_point(plan: RunPlan) -> Path | None:
 def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     """Train (every process of a torchrun launch calls this); returns the final weights' path."""
     keep_freed_memory()
+    created = not plan.output.exists()
     prepare_output_folder(plan.output)
     distributed = setup(plan.device)
     try:
@@ -126,5 +128,10 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
             )
         trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
         return trainer.run(checkpoint, plan.record)
+    except UsageError:
+        if created:  # a run that could not start leaves no empty --out behind
+            with contextlib.suppress(OSError):
+                plan.output.rmdir()
+        raise
     finally:
         teardown()
