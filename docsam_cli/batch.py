@@ -428,6 +428,8 @@ class SegmentRun:
             )
         if STORED_FILE in record and record[STORED_FILE] != file_state(task.source):
             return task  # the file was replaced since (a rescan saved over the old one)
+        if STORED_FILE not in record and task.kind == "image" and task.frame != (task.page or 1) - 1:
+            return task  # done by a docsam that took every TIFF frame, thumbnails too, for a page
         in_document = task.page is not None
         if not self.writer.is_done(task.page_id, in_document=in_document):
             return task  # an output asked for now is missing: redo the page

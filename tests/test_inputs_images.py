@@ -12,6 +12,7 @@ import pytest
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
+from docsam_cli.datasets.images import image_size
 from docsam_cli.inputs import (
     InputError,
     LoadOptions,
@@ -23,6 +24,7 @@ from docsam_cli.inputs import (
     parse_page_ranges,
     set_max_image_pixels,
 )
+from docsam_cli.inputs.images import load_frame
 
 
 def tasks_for(*paths: Path, options: LoadOptions | None = None) -> list[PageTask | InputError]:
@@ -262,6 +264,16 @@ def test_tiff_thumbnails_and_masks_are_no_pages(tmp_path):
         tiff.newFrame()
     (task,) = tasks_for(tmp_path / "scan.tif")
     assert (task.page, task.page_id, task.load().image.shape) == (None, "scan", (40, 60, 3))
+    with TiffImagePlugin.AppendingTiffWriter(tmp_path / "thumbnail-first.tif", True) as tiff:
+        page.resize((15, 10)).save(tiff, format="TIFF", tiffinfo=thumbnail)
+        tiff.newFrame()
+        page.save(tiff, format="TIFF")
+        tiff.newFrame()
+    first = tmp_path / "thumbnail-first.tif"
+    (task,) = tasks_for(first)
+    assert (task.page, task.frame, task.load().image.shape) == (None, 1, (40, 60, 3))
+    assert load_frame(first).shape == (40, 60, 3)  # training and evaluate read a file's first page
+    assert image_size(first) == (60, 40)  # convert-dataset checks annotations against it
     with TiffImagePlugin.AppendingTiffWriter(tmp_path / "book.tif", True) as tiff:
         for frame, info in ((page.resize((15, 10)), thumbnail), (page, None), (page.convert("1"), mask)):
             frame.save(tiff, format="TIFF", **({"tiffinfo": info} if info is not None else {}))

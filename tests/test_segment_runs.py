@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from cli_helpers import error_lines, invoke, run_docsam, write_page
 from instances_factory import make_instances, rect_mask
+from PIL import Image, TiffImagePlugin
 
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
@@ -564,3 +565,27 @@ def test_a_file_saved_again_at_the_same_path_is_done_again(tmp_path, model):
     assert 'imageHeight="61"' in (out / "page" / "scan.xml").read_text()
     code, (third,), stderr = segment(out, str(page))
     assert third["skipped"] is True and third["height"] == 61 and len(model.batches) == 2
+
+
+def test_a_tiff_page_done_by_a_docsam_that_counted_thumbnails_is_done_again(tmp_path, model):
+    """Before thumbnails were left out, `book_p0002` of (page, thumbnail, page) was the thumbnail; its record
+    (without the input file's state) must not stand for the page that now has that id."""
+    thumbnail = TiffImagePlugin.ImageFileDirectory_v2()
+    thumbnail[254] = 1
+    book = tmp_path / "book.tif"
+    with TiffImagePlugin.AppendingTiffWriter(book, True) as tiff:
+        for size, info in (((40, 30), None), ((10, 8), thumbnail), ((30, 40), None)):
+            Image.new("RGB", size, "white").save(tiff, format="TIFF", **({"tiffinfo": info} if info else {}))
+            tiff.newFrame()
+    out = tmp_path / "out"
+    code, records, stderr = segment(out, str(book))
+    assert code == ExitCode.OK, stderr
+    assert [(r["page_id"], r["width"]) for r in records] == [("book_p0001", 40), ("book_p0002", 30)]
+    for page_id in ("book_p0001", "book_p0002"):  # as an earlier docsam wrote them
+        path = out / ".docsam" / "records" / f"{page_id}.json"
+        stored = json.loads(path.read_text())
+        del stored[batch.STORED_FILE]
+        path.write_text(json.dumps(stored))
+    code, records, stderr = segment(out, str(book))
+    assert code == ExitCode.OK, stderr
+    assert [("skipped" in r, r["page_id"]) for r in records] == [(True, "book_p0001"), (False, "book_p0002")]

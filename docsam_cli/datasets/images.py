@@ -257,7 +257,8 @@ def _mirrored(image_folder: Path, annotation_folder: Path) -> int:
 
 
 def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int, int]:
-    """(width, height) of an image file or encoded bytes after decoding it completely, upright.
+    """(width, height) of an image file or encoded bytes after decoding it completely, upright (a TIFF's
+    first page: a leading thumbnail is no page).
 
     Decoding (not just the header) catches truncated files before they reach a training run. The size is
     that of the image with its EXIF orientation applied, as docsam's image loader (training, `segment`,
@@ -267,13 +268,17 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     """
     from PIL import Image, UnidentifiedImageError
 
-    from docsam_cli.inputs.images import upright
+    from docsam_cli.errors import InputError
+    from docsam_cli.inputs.images import to_first_page, upright
 
     source = io.BytesIO(data) if data is not None else path
     try:
         with Image.open(source) as image:
+            to_first_page(Path(path or "image"), image)
             image.load()
             return upright(image).size
+    except InputError as error:
+        raise ValueError(error.reason) from None
     except Image.DecompressionBombError as error:
         raise ValueError(f"image too large ({error})") from None
     except UnidentifiedImageError:

@@ -193,11 +193,21 @@ def tiff_pages(path: Path, image: Image.Image) -> TiffPages:
     return TiffPages(frames, broken)
 
 
-def load_frame(path: Path, frame: int = 0, page: int | None = None) -> np.ndarray:
-    """Decode one frame (0-based) as an upright BGR uint8 array. Raises InputError."""
+def to_first_page(path: Path, image: Image.Image) -> None:
+    """Move a TIFF to its first page (past a leading thumbnail, see `tiff_pages`); other images stay.
+    Raises InputError as `tiff_pages` does."""
+    if image.format == "TIFF":
+        tiff_pages(path, image)
+
+
+def load_frame(path: Path, frame: int | None = None, page: int | None = None) -> np.ndarray:
+    """Decode one frame (0-based; None: the first page's) as an upright BGR uint8 array. Raises
+    InputError."""
     with open_image(path) as image:
         try:
-            if frame:
+            if frame is None:
+                to_first_page(path, image)
+            elif frame:
                 image.seek(frame)
             check_pixel_limit(path, *image.size, page)
             image.load()
