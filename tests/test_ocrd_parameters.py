@@ -83,6 +83,7 @@ def test_sizes_are_numbers_as_ocrd_reads_them():
         ({"device": "gpu"}, "device"),
         ({"page_map": {"stamp": "Stamp"}}, "page_map"),
         ({"page_map": {"stamp": "TextRegion:stamp"}}, "page_map"),
+        ({"window": 1}, "window must be at least 2"),
     ],
 )
 def test_what_the_schema_cannot_check_is_refused_naming_the_parameter(given, named):

@@ -352,3 +352,18 @@ def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, par
     with pytest.raises(SetupError, match=message) as caught:
         DocsamSegment(None, parameter=given).setup()
     assert "--" not in str(caught.value)
+
+
+def test_weights_installed_in_ocrds_resource_locations_are_found_by_name(tiny_weights, tmp_path, monkeypatch):
+    """`-L` lists what `ocrd resmgr` put in $XDG_DATA_HOME/ocrd-resources/ocrd-docsam-segment/: the
+    `weights` parameter finds it by name too (it was "no such weights file")."""
+    resources = tmp_path / "data" / "ocrd-resources" / "ocrd-docsam-segment"
+    resources.mkdir(parents=True)
+    (resources / "mymodel.safetensors").symlink_to(tiny_weights)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    processor = DocsamSegment(None, parameter={"weights": "mymodel.safetensors", "device": "cpu"})
+    processor.setup()
+    assert processor.loaded is not None
+    with pytest.raises(SetupError, match=r"nothing\.safetensors: no such weights file"):
+        DocsamSegment(None, parameter={"weights": "nothing.safetensors", "device": "cpu"}).setup()

@@ -77,6 +77,8 @@ def _geometry(parameters: Mapping[str, Any]) -> GeometryOptions:
     if low is not None and high is not None and high < low:
         raise ValueError(f"short_side_max ({high}) is below short_side ({low})")
     window, stride = _size(parameters, "window"), _size(parameters, "stride")
+    if window is not None and stride is None and window < 2:
+        raise ValueError(f"window must be at least 2 (the stride is half of it), got {window}")
     return GeometryOptions(
         short_side=None if low is None else (low, high if high is not None else low),
         window=None if window is None else (window, window),

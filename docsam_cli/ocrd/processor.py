@@ -15,6 +15,7 @@ handled as OCRD_MISSING_OUTPUT says: SKIP it, COPY its input PAGE unchanged, or 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -73,14 +74,28 @@ class DocsamSegment(Processor):
         from docsam_cli.runtime import describe_geometry, load_for_inference
         from docsam_cli.weights import WeightsError
 
+        parameters = {**self.parameter, "weights": self._weights(self.parameter["weights"])}
         try:
-            self.settings = SegmentSettings.from_parameters(self.parameter)
+            self.settings = SegmentSettings.from_parameters(parameters)
             self.loaded = load_for_inference(self.settings.model)
+            self.geometry = self.settings.geometry.resolve(self.loaded.weights.entry)
         except (ValueError, UsageError, WeightsError) as error:  # a CheckpointError is a ValueError
             raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
-        self.geometry = self.settings.geometry.resolve(self.loaded.weights.entry)
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
+
+    def _weights(self, value: str) -> str:
+        """The `weights` parameter: a file or folder, a model-zoo name, else a resource installed where OCR-D
+        keeps them (`ocrd resmgr`, `$XDG_DATA_HOME/ocrd-resources/ocrd-docsam-segment/`, ...); a value
+        found nowhere stays as given, for the loader to report."""
+        from docsam_cli.weights.registry import find_entry
+
+        if Path(value).expanduser().exists() or find_entry(value) is not None:
+            return value
+        try:
+            return str(self.resolve_resource(value))
+        except FileNotFoundError:  # core's ResourceNotFoundError
+            return value
 
     def shutdown(self) -> None:
         self.loaded = None
