@@ -38,6 +38,21 @@ def test_a_slanted_line_gets_a_straight_baseline_along_its_lower_edge():
     assert line_baseline(band).tolist() == [[0, 20], [100, 10]]
 
 
+@pytest.mark.parametrize("degrees", [0.5, 1, 3, 5, 8])
+def test_a_skewed_line_rests_on_its_lower_edge_not_halfway_up(degrees):
+    """A line turned by a few degrees (every line of a deskewed OCR-D page): the columns its short sides
+    span have their bottoms on those sides, which lifted the baseline to mid-height (30 of 60 px)."""
+    turn = np.radians(degrees)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    corners = np.array([[0, 0], [500, 0], [500, 60], [0, 60]]) @ rotation.T + [100, 300]
+    polygon = np.rint(corners).astype(np.int64)
+    baseline = line_baseline(polygon)
+    left, right = polygon[3].astype(float), polygon[2].astype(float)  # the lower edge
+    normal = np.array([left[1] - right[1], right[0] - left[0]]) / np.linalg.norm(right - left)
+    assert np.abs((baseline - left) @ normal).max() <= 1.5
+    assert baseline[-1, 0] - baseline[0, 0] >= 0.9 * 500 * np.cos(turn)
+
+
 def test_a_bump_below_the_line_does_not_pull_the_baseline_out_of_it():
     """A descender-like bump in the lower edge: the fitted line is lifted to rest on the edge elsewhere,
     staying inside the line."""

@@ -7,12 +7,13 @@ scripts, as the reading order does).
 
 How (`line_baseline`): the polygon is rasterised as readers rasterise it (points are pixel centres,
 boundary included); the lowest pixel of a column is the bottom of the line there. The body columns (at
-least half the median column height: not the tapered ends) give a least-squares straight line through
-their bottoms, moved up until no body column's bottom lies above it, so it rests on the lower edge of the
-body. The baseline is that line over the longest run of columns where it stays in the line (all of the
-body, usually most of the width), if that run is at least half the line's width and the line stays inside
-the polygon (within `_INSIDE_PX`). Otherwise (a strongly curved line, one cut by its region) the baseline
-is the polygon's own lower boundary between its bottom-left and bottom-right points.
+least half the median column height: not the tapered ends; on a skewed line not the columns its short
+sides span either, whose bottoms lie on those sides) give a least-squares straight line through their
+bottoms, moved up until no body column's bottom lies above it, so it rests on the lower edge of the body.
+The baseline is that line over the longest run of columns where it stays in the line (all of the body,
+usually most of the width), if that run is at least half the line's width and the line stays inside the
+polygon (within `_INSIDE_PX`). Otherwise (a strongly curved line, one cut by its region) the baseline is
+the polygon's own lower boundary between its bottom-left and bottom-right points.
 
 Either way OCR-D's `--check-baseline` accepts it: it wants the baseline within the TextLine's polygon
 simplified by 1 px and widened by 1.5 px, and simplifying moves the boundary by at most 1 px.
@@ -45,6 +46,13 @@ def _straight_baseline(polygon: np.ndarray) -> np.ndarray | None:
     bottoms = window.shape[0] - 1 - np.argmax(window[::-1], axis=0)  # lowest pixel of each column
     columns = np.arange(window.shape[1])
     body = heights >= _BODY_SHARE * np.median(heights)
+    slope, _ = np.polyfit(columns[body], bottoms[body], 1)
+    # The columns at either end cross the line's short sides: on a skewed line their bottoms lie on a side,
+    # up to the whole line height above the lower edge. As many columns as a side spans are left out.
+    side = int(np.ceil(np.median(heights) * abs(slope))) + 1
+    core = body & (columns >= side) & (columns < len(columns) - side)
+    if np.count_nonzero(core) >= 2:
+        body = core
     slope, intercept = np.polyfit(columns[body], bottoms[body], 1)
     fitted = slope * columns + intercept
     rows = np.rint(fitted - np.max(fitted[body] - bottoms[body])).astype(np.int64)
