@@ -13,7 +13,7 @@ pytest.importorskip("ocrd_utils", reason="the OCR-D processor needs the `ocrd` e
 
 from ocrd_utils import coordinates_for_segment, rotate_coordinates, shift_coordinates
 
-from docsam_cli.ocrd.frame import to_page_frame
+from docsam_cli.ocrd.frame import ReadingFrame, to_page_frame
 
 PAGE_SIZE = (300, 400)  # width, height
 
@@ -77,3 +77,20 @@ def test_masks_are_cut_to_the_page_and_its_border():
     larger = make_instances([np.ones((500, 400), dtype=bool)], [0], ["text"])
     moved = to_page_frame(larger, shifted, PAGE_SIZE)
     assert moved.decode_mask(0).shape == (400, 300) and moved.decode_mask(0).all()
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_a_reading_frame_turns_pixels_exactly_and_back(turns):
+    """Every page pixel lands on a frame pixel (corners on corners) and comes back unchanged; the frame is
+    the one of the transform's rotation, whatever small deskew comes with it."""
+    width, height = 7, 4
+    angle = np.radians(90 * turns + 2.5)
+    transform = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    frame = ReadingFrame.of(transform, (width, height))
+    assert frame.quarter_turns == turns
+    pixels = np.array([[x, y] for x in range(width) for y in range(height)])
+    moved = frame.from_page(pixels)
+    frame_width, frame_height = frame.size
+    assert moved.min() == 0 and moved[:, 0].max() == frame_width - 1 and moved[:, 1].max() == frame_height - 1
+    assert len({tuple(point) for point in moved.tolist()}) == len(pixels)
+    assert (frame.to_page(moved) == pixels).all()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from instances_factory import make_instances
+from instances_factory import make_instances, rect_mask
 from lxml import etree
 from PIL import Image
 from segment_helpers import run_segment
@@ -29,6 +29,7 @@ pytest.importorskip("ocrd", reason="the OCR-D processor needs the `ocrd` extra: 
 from click.testing import CliRunner
 from ocrd import Resolver, Workspace
 from ocrd.cli import cli as ocrd_cli
+from ocrd_models.ocrd_page import parse
 from ocrd_utils import MIMETYPE_PAGE, polygon_from_points
 from ocrd_validators import PageValidator
 from shapely.geometry import Polygon
@@ -314,6 +315,74 @@ def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_pa
     (region,) = region_elements(page)
     points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
     assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+
+
+def upright_layout(model, bgr: np.ndarray, classes: list[str], **options) -> PageInstances:
+    """Stands in for the model on the derived (upright) image: a block holding one text line across the
+    top, then a left and a right column."""
+    height, width = bgr.shape[:2]
+    boxes = [(0.2, 0.1, 0.8, 0.3), (0.25, 0.15, 0.75, 0.2), (0.1, 0.4, 0.45, 0.9), (0.55, 0.4, 0.9, 0.9)]
+    masks, pixel_boxes = [], []
+    for x0, y0, x1, y1 in boxes:
+        box = [round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)]
+        masks.append(rect_mask(height, width, *box))
+        pixel_boxes.append(box)
+    labels = [classes.index(name) for name in ("text", "text line", "text", "text")]
+    return make_instances(masks, labels, classes, boxes=pixel_boxes)
+
+
+@pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
+@pytest.mark.parametrize("orientation", [0, 90, 180, 270])
+def test_a_turned_page_is_read_and_baselined_as_its_text_runs(
+    processor, tmp_path, monkeypatch, page_schema, orientation
+):
+    """Page/@orientation 90: OCR-D hands over the page turned upright. The reading order and the
+    baselines were worked out on the unturned page, so the right column came first and a line's baseline
+    ran across it; they follow the text now, in page coordinates."""
+    monkeypatch.setattr("model.inference.segment_page", upright_layout)
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    width, height = 400, 300
+    Image.fromarray(np.full((height, width, 3), 235, np.uint8)).save(directory / "page.png")
+    workspace.add_file(
+        "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
+    )
+    (directory / "turned.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
+        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
+        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
+        f'<Page imageFilename="page.png" imageWidth="{width}" imageHeight="{height}" '
+        f'orientation="{orientation}"/></PcGts>',
+        encoding="utf-8",
+    )
+    workspace.add_file(
+        "OCR-D-TURN", file_id="TURN_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="turned.xml"
+    )
+
+    process(processor, workspace, "OCR-D-TURN", OUTPUT)
+
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    path = Path(workspace.directory) / output.local_filename
+    page = check_page_file(path, page_schema, directory / "page.png")
+    report = PageValidator.validate(filename=str(path), page_textequiv_consistency="off", check_baseline=True)
+    assert report.is_valid, report.to_xml()
+    turned = parse(str(directory / "turned.xml"), silence=True)
+    _, coords, _ = workspace.image_from_page(turned.get_Page(), "P1")
+
+    def upright(points: str) -> np.ndarray:  # page points where the derived (upright) image shows them
+        page_points = np.asarray(polygon_from_points(points), dtype=np.float64)
+        return page_points @ coords["transform"][:2, :2].T + coords["transform"][:2, 2]
+
+    regions = {region.get("id"): region for region in region_elements(page)}
+    order = reading_order(page)
+    lefts = [upright(regions[region_id].find("{*}Coords").get("points"))[:, 0].min() for region_id in order]
+    assert len(order) == 3 and lefts[1] < lefts[2]  # the upright left column before the right one
+    (line,) = page.iter("{*}TextLine")
+    baseline = upright(line.find("{*}Baseline").get("points"))
+    line_points = upright(line.find("{*}Coords").get("points"))
+    assert baseline[-1, 0] - baseline[0, 0] >= 0.9 * np.ptp(line_points[:, 0])  # left to right, whole line
+    assert abs(baseline[:, 1].mean() - line_points[:, 1].max()) <= 1.5  # on the line's lower edge
 
 
 def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch):

@@ -8,13 +8,65 @@ round them, so they could lose the validity `docsam_cli.polygons` gives them and
 their regions. The masks are moved instead (nearest-neighbour resampling through the same transform), and
 the polygons are then traced on the page by the code behind `docsam segment --format page`. Masks are cut
 to the page and, where the page has a `Border`, to its polygon, so every region lies inside both.
+
+A page whose `@orientation` (or deskewing) turns it by about 90°, 180° or 270° is laid out in its
+`ReadingFrame`: the page turned by those quarter turns, in which its text runs as on the derived image.
+Reading order (XY-cut) and baselines (left to right along the bottom of a line) are only right there. The
+masks go to that frame, the PAGE content is written there, and its points come back to the page by the
+inverse quarter turns, which are exact on integer points: polygons stay valid, lines inside their regions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from model.instances import PageInstances
+
+
+@dataclass(frozen=True)
+class ReadingFrame:
+    """The page turned by `quarter_turns` right angles, in the sense OCR-D's transform turns it: pixel
+    (x, y) of a W x H page is (H-1-y, x) in the frame after one turn, (W-1-x, H-1-y) after two, (y, W-1-x)
+    after three."""
+
+    quarter_turns: int
+    page_size: tuple[int, int]  # (width, height) of the page
+
+    @classmethod
+    def of(cls, transform: np.ndarray, page_size: tuple[int, int]) -> ReadingFrame:
+        """The frame nearest to the derived image: the right angle closest to the transform's rotation."""
+        linear = np.asarray(transform, dtype=np.float64)[:2, :2]
+        angle = np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))
+        return cls(int(np.rint(angle / 90)) % 4, page_size)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frame."""
+        width, height = self.page_size
+        return (width, height) if self.quarter_turns % 2 == 0 else (height, width)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The 3 x 3 affine map from page pixels to frame pixels."""
+        width, height = self.page_size
+        cos, sin = ((1, 0), (0, 1), (-1, 0), (0, -1))[self.quarter_turns]
+        offset = {0: (0, 0), 1: (height - 1, 0), 2: (width - 1, height - 1), 3: (0, width - 1)}
+        x, y = offset[self.quarter_turns]
+        return np.array([[cos, -sin, x], [sin, cos, y], [0, 0, 1]], dtype=np.float64)
+
+    def from_page(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) page points in the frame."""
+        matrix = self.matrix
+        return np.asarray(points, dtype=np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+
+    def to_page(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) integer frame points on the page (exact: a quarter turn moves integers to integers)."""
+        inverse = np.linalg.inv(self.matrix)
+        return np.rint(np.asarray(points, dtype=np.float64) @ inverse[:2, :2].T + inverse[:2, 2]).astype(
+            np.int64
+        )
 
 
 def to_page_frame(
@@ -23,7 +75,8 @@ def to_page_frame(
     page_size: tuple[int, int],
     border: np.ndarray | None = None,
 ) -> PageInstances:
-    """`instances` of the derived image, in the page's (width, height) pixels.
+    """`instances` of the derived image, in the (width, height) pixels of the page (or of its
+    `ReadingFrame`: then `transform` and `border` are the frame's).
 
     `transform` is the 3 x 3 affine map from page to derived-image coordinates (`coords["transform"]` of
     `image_from_page`); `border` the page's Border polygon ((N, 2) page pixels), if it has one.

@@ -16,8 +16,9 @@ as they are. How they meet what the page already holds is the `existing_regions`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import numpy as np
 from lxml import etree
 from ocrd_models.ocrd_page import (
     OcrdPage,
@@ -34,15 +35,22 @@ from docsam_cli.writers.page_map import REGION_ELEMENTS
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, write_page_content
 from docsam_cli.writers.shapes import PageShapes
 
+PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) integer points → (N, 2) integer points
+
 
 def add_regions(
-    pcgts: OcrdPage, shapes: PageShapes, page_map: ClassMap | None, existing: ExistingRegions
+    pcgts: OcrdPage,
+    shapes: PageShapes,
+    page_map: ClassMap | None,
+    existing: ExistingRegions,
+    to_page: PointMap | None = None,
 ) -> int:
-    """Put the regions of `shapes` (page pixels) into `pcgts`'s page; return how many were added."""
+    """Put the regions of `shapes` into `pcgts`'s page; return how many were added. `shapes` are in page
+    pixels, or in a frame whose integer points `to_page` maps onto the page (`frame.ReadingFrame`)."""
     page = pcgts.get_Page()
     if existing == "replace":
         _remove_regions(page)
-    content = _page_content(shapes, page_map, _ids_in(pcgts))
+    content = _page_content(shapes, page_map, _ids_in(pcgts), to_page)
     added = 0
     for element in REGION_ELEMENTS:
         for region in getattr(content, f"get_{element}")():
@@ -62,14 +70,20 @@ def _remove_regions(page: PageType) -> None:
     page.set_Relations(None)
 
 
-def _page_content(shapes: PageShapes, page_map: ClassMap | None, taken: set[str]) -> PageType:
+def _page_content(
+    shapes: PageShapes, page_map: ClassMap | None, taken: set[str], to_page: PointMap | None
+) -> PageType:
     """The writer's reading order and regions as OCR-D objects, under the first id prefix whose ids are
-    all free."""
+    all free, their points (Coords, Baseline) mapped by `to_page`."""
     for prefix in _id_prefixes():
         page = etree.Element(f"{{{PAGE_NAMESPACE}}}Page", nsmap={None: PAGE_NAMESPACE})
         write_page_content(page, shapes, page_map, id_prefix=prefix)
         if taken.isdisjoint(page.xpath("//@id")):
             break
+    if to_page is not None:
+        for element in page.iter(f"{{{PAGE_NAMESPACE}}}Coords", f"{{{PAGE_NAMESPACE}}}Baseline"):
+            points = np.array([pair.split(",") for pair in element.get("points").split()], dtype=np.int64)
+            element.set("points", " ".join(f"{x},{y}" for x, y in to_page(points).tolist()))
     content = PageType.factory()
     content.build(page)
     return content
