@@ -100,17 +100,33 @@ def test_variant_and_model_config_together_are_refused(tmp_path, reference_fixtu
         ]
 
 
-@pytest.mark.parametrize("command", ["segment", "convert-dataset"])
+@pytest.mark.parametrize("command", ["segment", "convert-dataset", "finetune", "train"])
 def test_an_empty_output_folder_name_is_refused_not_read_as_the_current_folder(
     tmp_path, monkeypatch, command
 ):
+    """finetune and train wrote a whole run (100 MB of weights, checkpoints/) into the current folder."""
     monkeypatch.chdir(tmp_path)
-    extra = ["--from", "coco"] if command == "convert-dataset" else []
+    extra = {"convert-dataset": ["--from", "coco"], "finetune": ["--weights", "w.pt"]}.get(command, [])
+    if command == "train":
+        extra = ["--from-scratch", "--text-encoder", "minilm"]
     code, _, stderr = invoke(command, "page.png", "-o", "", *extra)
     assert code == ExitCode.USAGE
     (line,) = error_lines(stderr)
     assert "--out" in line and "an empty folder name; write . for the current folder" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "name"), [("segment", "INPUT"), ("convert-dataset", "SOURCE")])
+def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, command, name):
+    """`docsam segment "$SCANS"` with SCANS unset segmented every image of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    write_page(tmp_path / "page.png")
+    extra = ["--from", "coco"] if command == "convert-dataset" else []
+    code, stdout, stderr = invoke(command, "", "-o", str(tmp_path / "out"), *extra)
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = error_lines(stderr)
+    assert f"{name}: an empty path; write . for the current folder" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_choices_are_case_insensitive_where_names_are(tmp_path, stand_in_model):

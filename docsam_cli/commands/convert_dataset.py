@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.commands.options import checked, parse_output_folder
+from docsam_cli.commands.options import checked, parse_output_folder, refuse_empty_paths
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
@@ -38,8 +38,12 @@ _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.i
 
 def main(
     sources: Annotated[
-        list[Path],
-        typer.Argument(help="Annotation files, or folders to search recursively.", show_default=False),
+        list[str],
+        typer.Argument(
+            help="Annotation files, or folders to search recursively.",
+            show_default=False,
+            metavar="SOURCE",
+        ),
     ],
     source_format: Annotated[
         SourceFormat,
@@ -145,6 +149,7 @@ def main(
             parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
         )
         fractions = parse_split(split_spec) if split_spec else None
+        refuse_empty_paths(sources, "SOURCE")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     from docsam_cli.datasets.pipeline import ConvertOptions, NothingConverted, OutputExists, convert
@@ -152,7 +157,7 @@ def main(
     console = stderr_console()
     options = ConvertOptions(
         fmt=fmt,
-        sources=sources,
+        sources=[Path(source) for source in sources],
         out=out,
         levels=levels,
         classes=class_filter,

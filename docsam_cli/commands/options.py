@@ -8,7 +8,7 @@ Everything here is cheap to import: parsing options never loads torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -42,6 +42,13 @@ def parse_output_folder(text: str | Path) -> Path:
     if not text.strip():
         raise ValueError("an empty folder name; write . for the current folder")
     return Path(text)
+
+
+def refuse_empty_paths(texts: Iterable[str], what: str) -> None:
+    """Refuse an empty path among `texts` (an unset shell variable, most likely), which the file system
+    would read as the current folder. Raises ValueError naming `what`."""
+    if any(not text.strip() for text in texts):
+        raise ValueError(f"{what}: an empty path; write . for the current folder")
 
 
 VariantChoice = Annotated[

@@ -24,6 +24,7 @@ from docsam_cli.commands.options import (
     Window,
     checked,
     parse_output_folder,
+    refuse_empty_paths,
 )
 from docsam_cli.console import ConsoleReporter, message_options
 from docsam_cli.errors import UsageError
@@ -261,6 +262,10 @@ def segment(
     """
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
+    try:
+        refuse_empty_paths(inputs, "INPUT")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     try:
         stored = _stored_classes(weights) if classes is None and preset is None else None
         class_names, prompt_domain = resolve_prompts(classes, domain, preset, default=stored)

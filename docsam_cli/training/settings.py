@@ -89,6 +89,16 @@ def cli(*flags: str, help: str, panel: str | None, **details: Any) -> dict[str, 
 GROUP = {"group": True}
 
 
+def _parse_output(text: str | Path) -> Path:
+    """`--out`, refused when empty (from the command line or a --config file) as `segment`'s is."""
+    from docsam_cli.commands.options import parse_output_folder
+
+    try:
+        return parse_output_folder(text)
+    except ValueError as error:
+        raise ValueError(f"--out: {error}") from None
+
+
 def _size_parser(option_name: str) -> Callable[[str], Size]:
     def parse(text: str) -> Size:
         from docsam_cli.runtime import parse_size  # the project's one "N" / "H,W" parser
@@ -380,6 +390,9 @@ class RunPlan:
             required=True,
             help="Run folder: checkpoints, log.jsonl, run.json, best/, model.safetensors.",
             panel=CHECKPOINTS,
+            metavar="FOLDER",
+            text=str,
+            parse=_parse_output,
         )
     )
     options: TrainingOptions = field(default_factory=TrainingOptions, metadata=GROUP)
