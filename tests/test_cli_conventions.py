@@ -288,3 +288,15 @@ def test_paths_on_stdin_are_passed_through(tmp_path, stand_in_model):
     )
     assert code == 0, stderr
     assert [json.loads(line)["input"] for line in stdout.splitlines()] == [str(page) for page in pages]
+
+
+def test_convert_dataset_into_a_place_it_cannot_write_is_a_usage_error(tmp_path, shared_data):
+    """An --out below a file (or on a read-only mount) was an internal error (exit 3) from mkdtemp."""
+    (tmp_path / "a-file").write_text("")
+    source = shared_data / "pages" / "publaynet" / "annotations.json"
+    code, _, stderr = invoke(
+        "convert-dataset", str(source), "--from", "coco", "-o", str(tmp_path / "a-file" / "x")
+    )
+    assert code == ExitCode.USAGE
+    (line,) = error_lines(stderr)
+    assert f"{tmp_path / 'a-file' / 'x'}: cannot write there" in line

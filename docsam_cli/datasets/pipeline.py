@@ -80,8 +80,12 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     options = replace(options, out=Path(os.path.abspath(options.out)))  # `.`, `..`: a name to rename by
     out = options.out
     check_output(out, options.overwrite, options.sources)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as error:  # a read-only place, a file in the way: nothing can be written there
+        reason = error.strerror or type(error).__name__
+        raise OutputExists(f"{out}: cannot write there ({reason})") from None
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
         report = _build(options, staging, progress)
