@@ -32,6 +32,7 @@ from typer.models import CommandInfo
 from docsam_cli import __version__
 from docsam_cli.console import (
     configure_logging,
+    ignore_unusable_terminal_width,
     message_options,
     print_error,
     reset_message_options,
@@ -296,4 +297,5 @@ def load_command(name: str) -> Command:
 
 
 def main() -> None:
+    ignore_unusable_terminal_width()
     app()

@@ -12,6 +12,7 @@ in `docsam_cli.app`) and read with `message_options()`. Library code logs throug
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ LOGGERS = ("docsam_cli", "model")
 
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def ignore_unusable_terminal_width() -> None:
+    """Drop a `COLUMNS` that is no width (0, as some containers and editor shells set it): Rich, and
+    Typer's help through it, would print every message and help text at width 0, that is not at all."""
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and not (columns.strip().isdigit() and int(columns) > 0):
+        del os.environ["COLUMNS"]
 
 
 def shows_progress(console: Console, quiet: bool) -> bool:

@@ -300,3 +300,15 @@ def test_convert_dataset_into_a_place_it_cannot_write_is_a_usage_error(tmp_path,
     assert code == ExitCode.USAGE
     (line,) = error_lines(stderr)
     assert f"{tmp_path / 'a-file' / 'x'}: cannot write there" in line
+
+
+def test_a_terminal_width_of_zero_still_shows_errors_and_help(tmp_path):
+    """COLUMNS=0 (some containers and editor shells): Rich printed every message, and the help, at width 0,
+    that is not at all."""
+    zero = "import os; os.environ['COLUMNS'] = '0'"
+    result = run_docsam("segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"), prelude=zero)
+    assert result.returncode == ExitCode.USAGE  # no weights downloaded here
+    (line,) = error_lines(result.stderr)
+    assert "docsam download-weights docsam-large" in line
+    shown = run_docsam("--help", prelude=zero)
+    assert "segment" in shown.stdout and len(shown.stdout) > 200
