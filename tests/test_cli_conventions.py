@@ -305,9 +305,9 @@ def test_convert_dataset_into_a_place_it_cannot_write_is_a_usage_error(tmp_path,
 def test_a_terminal_width_of_zero_still_shows_errors_and_help(tmp_path):
     """COLUMNS=0 (some containers and editor shells): Rich printed every message, and the help, at width 0,
     that is not at all."""
-    zero = "import os; os.environ['COLUMNS'] = '0'"
+    zero = f"import os; os.environ['COLUMNS'] = '0'; os.environ['DOCSAM_HOME'] = {str(tmp_path / 'home')!r}"
     result = run_docsam("segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"), prelude=zero)
-    assert result.returncode == ExitCode.USAGE  # no weights downloaded here
+    assert result.returncode == ExitCode.USAGE  # no weights downloaded in that DOCSAM_HOME
     (line,) = error_lines(result.stderr)
     assert "docsam download-weights docsam-large" in line
     shown = run_docsam("--help", prelude=zero)
