@@ -33,6 +33,9 @@ DEVICE_HELP = "auto (the first CUDA device if there is one, else the CPU), cpu, 
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+MAX_SIDE = 32768  # pixels: a resized page, window or stride (a 32768² float page alone is 12 GiB)
+
+
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
     """`640` or `640,800` → (640, 640) or (640, 800): a size H,W, or a range LOW,HIGH; None stays None.
 
@@ -43,6 +46,8 @@ def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
     if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise ValueError(f"{option} takes N or A,B (positive integers), got {text!r}")
     values = [int(part) for part in parts]
+    if max(values) > MAX_SIDE:  # a larger side would not fit in memory: refused, not tried for minutes
+        raise ValueError(f"{option} values must be at most {MAX_SIDE}, got {text!r}")
     return (values[0], values[-1])
 
 

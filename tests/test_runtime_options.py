@@ -19,6 +19,8 @@ def test_sizes_are_one_number_or_two():
     for bad in ("0", "-1", "a", "1,2,3", "", "640,", "6.5"):
         with pytest.raises(ValueError, match=r"^--window takes N or A,B"):
             parse_size(bad, "--window")
+    with pytest.raises(ValueError, match="--short-side values must be at most 32768"):
+        parse_size("99999999999", "--short-side")  # built 10^18 windows until memory ran out
 
 
 def test_geometry_options_fill_in_the_reference_and_the_registry_defaults():

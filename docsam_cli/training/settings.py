@@ -44,6 +44,7 @@ CHECKPOINTS = "Checkpoints and validation"
 LOGGING = "Logging"
 PANELS = (DATA, MODEL, OPTIMISATION, DEVICE, CHECKPOINTS, LOGGING)
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
+MIN_TRAINING_PATCH = 33  # a side of 32 leaves the stride-32 level 1 x 1 pixel
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,15 @@ def _size_parser(option_name: str) -> Callable[[str], Size]:
         return parse_size(text, option_name)
 
     return parse
+
+
+def _parse_patch(text: str) -> Size:
+    """`--patch-size`: also refused where training cannot run it (a side of 32 leaves the backbone's
+    stride-32 level 1 x 1 pixel, which its training-mode normalisation refuses after the model loaded)."""
+    patch = _size_parser("--patch-size")(text)
+    if min(patch) < MIN_TRAINING_PATCH:
+        raise ValueError(f"--patch-size sides must be at least {MIN_TRAINING_PATCH}, got {text!r}")
+    return patch
 
 
 def _show_size(size: Size) -> str:
@@ -185,7 +195,7 @@ class AugmentSettings:
             panel=DATA,
             metavar="H,W",
             text=str,
-            parse=_size_parser("--patch-size"),
+            parse=_parse_patch,
             show=_show_size,
         ),
     )
