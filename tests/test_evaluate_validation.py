@@ -280,3 +280,11 @@ def test_a_json_report_that_cannot_be_written_is_an_error_line(tmp_path: Path, m
     assert result.error_lines() == [
         f"error: --json {tmp_path / 'report.json'}: cannot write: No space left on device"
     ]
+
+
+def test_an_empty_json_report_name_is_refused_not_ignored(tmp_path: Path) -> None:
+    """`--json "$REPORT"` with REPORT unset ran and wrote no report, exit 0."""
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "")
+    assert result.exit_code == 2 and len(result.error_lines()) == 1
+    assert "--json" in result.error_lines()[0] and "an empty file name" in result.error_lines()[0]

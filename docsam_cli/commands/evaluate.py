@@ -141,6 +141,8 @@ def main(
         raise typer.BadParameter(str(error), param_hint="--map") from None
     if (pred is None) == (weights is None):
         raise typer.BadParameter("give exactly one of --pred and --weights")
+    if json_out is not None and not json_out.strip():
+        raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
     if json_out and json_out != "-":
         _check_report_path(Path(json_out))
     from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
