@@ -84,6 +84,7 @@ def test_drive_download_passes_the_confirmation_page_converts_and_resolves(
 
     assert code == 0, stderr
     assert "licence: no explicit licence" in stderr
+    assert "━" not in stderr and "bytes" not in stderr  # no progress bar when stderr is no terminal
     downloads = [seen.path for seen in remote.requests_to("drive.usercontent.google.com")]
     assert any("confirm=" not in path for path in downloads), "the confirmation page was skipped"
     assert any(f"confirm=t&uuid={remote.confirm_uuid}" in path for path in downloads)

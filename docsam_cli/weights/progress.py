@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,7 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from docsam_cli.console import message_options
+from docsam_cli.console import message_options, shows_progress, stderr_console
 
 
 class TransferBar:
@@ -73,6 +72,8 @@ def transfer_progress(description: str) -> Iterator[TransferBar]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    quiet = message_options().quiet
-    with Progress(*columns, console=Console(stderr=True), disable=quiet) as progress:
+    console = stderr_console()
+    with Progress(
+        *columns, console=console, disable=not shows_progress(console, message_options().quiet)
+    ) as progress:
         yield TransferBar(progress, progress.add_task(description, total=None))
