@@ -312,3 +312,14 @@ def test_a_terminal_width_of_zero_still_shows_errors_and_help(tmp_path):
     assert "docsam download-weights docsam-large" in line
     shown = run_docsam("--help", prelude=zero)
     assert "segment" in shown.stdout and len(shown.stdout) > 200
+
+
+def test_an_empty_dataset_name_is_refused(tmp_path, shared_data):
+    """It wrote the background prompt " _background_"."""
+    source = shared_data / "pages" / "publaynet" / "annotations.json"
+    code, _, stderr = invoke(
+        "convert-dataset", str(source), "--from", "coco", "-o", str(tmp_path / "o"), "--dataset-name", " "
+    )
+    assert (
+        code == ExitCode.USAGE and "--dataset-name: an empty name" in stderr and not (tmp_path / "o").exists()
+    )

@@ -150,6 +150,8 @@ def main(
         )
         fractions = parse_split(split_spec) if split_spec else None
         refuse_empty_paths(sources, "SOURCE")
+        if dataset_name is not None and not dataset_name.strip():
+            raise ValueError("--dataset-name: an empty name (it leads every background prompt)")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     from docsam_cli.datasets.pipeline import ConvertOptions, NothingConverted, OutputExists, convert
