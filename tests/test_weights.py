@@ -108,6 +108,8 @@ def test_unknown_names_and_missing_files_are_told_apart() -> None:
         resolve_weights("docsam-huge")
     with pytest.raises(UnknownWeightsError, match="no such weights file"):
         resolve_weights("runs/best.pth")
+    with pytest.raises(UnknownWeightsError, match="--weights: an empty name"):
+        resolve_weights(" ")  # an unset variable, not the current folder ("a folder without model...")
 
 
 def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() -> None:

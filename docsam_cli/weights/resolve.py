@@ -37,6 +37,8 @@ def resolve_weights(name_or_path: str) -> ResolvedWeights:
     Raises `UnknownWeightsError`, `NotCachedError` (naming `docsam download-weights NAME`) or
     `CorruptCacheError`.
     """
+    if not str(name_or_path).strip():  # an unset shell variable: not the current folder
+        raise UnknownWeightsError("--weights: an empty name; give a weights file, folder or model-zoo name")
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return ResolvedWeights(path)
