@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from docsam_cli.errors import InputError
 from docsam_cli.runtime import GeometryOptions, ModelSpec, describe_geometry, load_for_inference
@@ -44,14 +47,21 @@ class ModelRun:
         logger.info("geometry: %s", describe_geometry(self.geometry))
         self.domain = domain
 
-    def predict(self, images: Sequence[GtImage]) -> tuple[dict[str, PageInstances], list[InputError]]:
-        """Instances per image key, prompting with the ground truth's own class names, sorted (the
-        reference's evaluation prompts). An image that cannot be segmented (its file is missing or
-        unreadable) has no key, and an error naming the file."""
+    def predict(
+        self, images: Sequence[GtImage], declared: Sequence[str] = ()
+    ) -> tuple[dict[str, PageInstances], list[InputError]]:
+        """Instances per image key, prompting with the ground truth's class names, sorted (the reference's
+        evaluation prompts): those it declares (a COCO file's or dataset's categories, `declared`) and
+        those it annotates, so that a class no page of the split holds is prompted as `segment --classes`
+        would prompt it. Boxes are sorted and clipped to the page, as segment's COCO output writes them.
+        An image that cannot be segmented (its file is missing or unreadable, or not of the size the
+        ground truth states) has no key, and an error naming the file."""
         from docsam_cli.inputs.images import load_frame
+        from docsam_cli.writers.boxes import clip_box
         from model.inference import segment_page
 
-        classes = sorted({annotation.category for image in images for annotation in image.annotations})
+        annotated = {annotation.category for image in images for annotation in image.annotations}
+        classes = sorted(annotated | set(declared))
         predictions: dict[str, PageInstances] = {}
         errors: list[InputError] = []
         for image in images:
@@ -63,8 +73,19 @@ class ModelRun:
             except InputError as error:
                 errors.append(InputError(image.image, error.reason))
                 continue
+            height, width = page.shape[:2]
+            if (height, width) != (image.height, image.width):
+                stated = f"{image.width}x{image.height}"
+                errors.append(
+                    InputError(image.image, f"image is {width}x{height} but the ground truth says {stated}")
+                )
+                continue
             with self.loaded.autocast():
-                predictions[image.name] = segment_page(
+                instances = segment_page(
                     self.loaded.model, page, classes, domain=self.domain, geometry=self.geometry
                 )
+            boxes = [clip_box(box, width, height) for box in instances.boxes]
+            predictions[image.name] = replace(
+                instances, boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            )
         return predictions, errors

@@ -100,3 +100,42 @@ def test_an_image_the_model_cannot_run_on_is_left_out_not_scored_as_misses(tmp_p
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["images_without_predictions"] == []
     assert {name: scores["gt"] for name, scores in report["per_class"].items()} == {"figure": 1, "table": 1}
+
+
+@pytest.mark.slow
+def test_model_run_predicts_exactly_what_segment_writes(tmp_path, tiny_weights, shared_data):
+    """Ground truth made of segment's own detections, declaring a class none of them has: `evaluate --pred`
+    on segment's coco.json scores 1, and so must `evaluate --weights`. It prompted only the annotated
+    classes (other detections) and scored the model's raw boxes (inverted, off the page) instead of the
+    sorted, clipped boxes segment writes."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(path.name for path in (shared_data / "pages" / "publaynet" / "images").iterdir())[:2]:
+        shutil.copy(shared_data / "pages" / "publaynet" / "images" / name, images / name)
+    classes = ["figure", "list", "table", "text", "title"]
+    out = tmp_path / "out"
+    code, _, stderr = run_segment(
+        tiny_weights, out, str(images), "--classes", ",".join(classes), "--domain", "", "--format", "coco"
+    )
+    assert code == 0, stderr
+    written = json.loads((out / "coco.json").read_text())
+    used = {annotation["category_id"] for annotation in written["annotations"]}
+    assert len(used) < len(classes)  # a declared class without an instance: still prompted
+    truth = tmp_path / "truth.json"
+    truth.write_text(
+        json.dumps({**written, "images": [{**i, "file_name": i["file_name"]} for i in written["images"]]})
+    )
+    reports = []
+    for source in (
+        ["--pred", str(out / "coco.json")],
+        ["--weights", str(tiny_weights), "--domain", "", *FAST_GEOMETRY],
+    ):
+        result = CliRunner().invoke(
+            app, ["evaluate", str(truth), "--images", str(images), *source, "--json", "-"]
+        )
+        assert result.exit_code == 0, result.stderr
+        reports.append(json.loads(result.stdout))
+    from_files, from_model = reports
+    assert from_files["mask"]["AP"] == pytest.approx(1.0)
+    for key in ("mask", "box", "mAF"):
+        assert from_model[key] == pytest.approx(from_files[key], abs=1e-6), key

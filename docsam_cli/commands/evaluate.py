@@ -239,7 +239,7 @@ def _run_model(
     from model import CheckpointError
 
     try:
-        return ModelRun(*model_options).predict(truth.images)
+        return ModelRun(*model_options).predict(truth.images, list(truth.category_ids.values()))
     except (WeightsError, CheckpointError) as error:  # before ValueError: a CheckpointError is one
         raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:
