@@ -59,14 +59,20 @@ def page_xml(image_filename: str, width: int, height: int, regions: list[tuple[s
     )
 
 
-def minimal_pdf(media_box: tuple[float, ...], rotate: int, rect: tuple[float, ...]) -> bytes:
+def minimal_pdf(
+    media_box: tuple[float, ...],
+    rotate: int,
+    rect: tuple[float, ...],
+    crop_box: tuple[float, ...] | None = None,
+) -> bytes:
     """A one-page PDF whose content is one black filled rectangle (x, y, w, h in user space)."""
     content = f"0 0 0 rg {' '.join(map(str, rect))} re f".encode()
     box = " ".join(map(str, media_box))
+    crop = "" if crop_box is None else f"/CropBox [{' '.join(map(str, crop_box))}] "
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        f"<< /Type /Page /Parent 2 0 R /MediaBox [{box}] /Rotate {rotate} /Contents 4 0 R >>".encode(),
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [{box}] {crop}/Rotate {rotate} /Contents 4 0 R >>".encode(),
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
     ]
     out = bytearray(b"%PDF-1.4\n")

@@ -101,13 +101,16 @@ def test_labelme_shapes_groups_and_embedded_image(tmp_path: Path) -> None:
 
 
 def test_icdar2013_pdf_points_map_onto_the_rendered_page(tmp_path: Path) -> None:
-    """A table drawn in the PDF must lie exactly under its converted box: MediaBox offset and /Rotate."""
+    """A table drawn in the PDF must lie exactly under its converted box: MediaBox offset, /Rotate and
+    CropBox (the page as viewers and `segment` show it: the MediaBox was rendered, so segment's pages of the
+    same PDF had another size and were stretched onto these in evaluate)."""
     source = tmp_path / "icdar"
     source.mkdir()
     rect = (60, 100, 100, 50)  # x, y, w, h in PDF user space (origin bottom left)
     cells = [(60, 100, 110, 150), (110, 100, 160, 150)]
-    for name, rotate in (("upright", 0), ("turned", 90)):
-        (source / f"{name}.pdf").write_bytes(minimal_pdf((10, 20, 310, 420), rotate, rect))
+    crops = {"cropped": (40, 80, 210, 200)}
+    for name, rotate in (("upright", 0), ("turned", 90), ("cropped", 0)):
+        (source / f"{name}.pdf").write_bytes(minimal_pdf((10, 20, 310, 420), rotate, rect, crops.get(name)))
         (source / f"{name}-reg.xml").write_text(
             f'<?xml version="1.0"?><document filename="{name}.pdf"><table id="1"><region id="1" page="1">'
             '<bounding-box x1="60" y1="100" x2="160" y2="150"/></region></table></document>'
@@ -135,8 +138,8 @@ def test_icdar2013_pdf_points_map_onto_the_rendered_page(tmp_path: Path) -> None
         "regions,cells",
     )
     assert result.exit_code == 0, result.stderr
-    assert layout_counts(out)[0] == Counter({"table": 2, "table cell": 4})
-    for name, size in (("upright", (600, 800)), ("turned", (800, 600))):
+    assert layout_counts(out)[0] == Counter({"table": 3, "table cell": 6})
+    for name, size in (("upright", (600, 800)), ("turned", (800, 600)), ("cropped", (340, 240))):
         document = json.loads((out / "coco" / f"{name}_p0001.json").read_text())
         image = document["images"][0]
         assert (image["width"], image["height"]) == size

@@ -1,14 +1,15 @@
 """ICDAR 2013 table competition ground truth (`<doc>-reg.xml`, `<doc>-str.xml` beside `<doc>.pdf`).
 
 Regions (`-reg`) become "table" instances, cells (`-str`) "table cell" instances (`--level cells`), on
-the 1-based `page` they name. Their `bounding-box` corners are PDF points with the origin at the bottom
-left of the page's MediaBox; pages are rendered with poppler (MediaBox, /Rotate applied, as viewers show
-them) and the boxes mapped accordingly. Without a `-reg` file the tables come from the `-str` regions.
+the 1-based `page` they name. Their `bounding-box` corners are PDF user-space points (y up); pages are
+rendered as `docsam segment` renders them (`inputs.pdf.render_pdf_page`: the CropBox, /Rotate applied, as
+viewers show them; the pixel limit checked before poppler runs) and the boxes mapped accordingly, so that
+segment's outputs for `<doc>.pdf` match these pages in `evaluate`. Without a `-reg` file the tables come
+from the `-str` regions.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 from collections import defaultdict
@@ -18,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from lxml import etree
-from pdf2image import convert_from_path
-from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
@@ -30,13 +29,13 @@ from docsam_cli.errors import InputError, WrongFormat
 
 TABLE_CLASS = "table"
 _TIMEOUT = 120
-_MEDIA_BOX = re.compile(r"^Page\s+(\d+)\s+MediaBox:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
+_CROP_BOX = re.compile(r"^Page\s+(\d+)\s+CropBox:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
 _ROTATION = re.compile(r"^Page\s+(\d+)\s+rot:\s+(-?\d+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class PageBox:
-    """A page's MediaBox (x0, y0, x1, y1 in points) and its /Rotate."""
+    """A page's CropBox (x0, y0, x1, y1 in points: what viewers, and segment, show of it) and its /Rotate."""
 
     x0: float
     y0: float
@@ -93,7 +92,7 @@ def read(path: Path, context: ReadContext) -> list[SourcePage | InputError]:
         box = geometry[page]
         instances = [_to_display(instance, box) for instance in boxes[page]]
         # Named like `segment` names PDF pages, so its outputs match these pages in `evaluate`.
-        image = ImageRef(f"{pdf.stem}_p{page:04d}.png", load=_renderer(pdf, page, context.dpi))
+        image = ImageRef(f"{pdf.stem}_p{page:04d}.png", load=_renderer(pdf, page, context.dpi, box.size))
         width, height = box.size
         result.append(SourcePage(path, image, width, height, instances, relative=True, notes=notes))
         notes = []
@@ -177,7 +176,7 @@ def _pdf(path: Path, stem: str, document: etree._Element, context: ReadContext) 
 
 
 def page_boxes(pdf: Path, pages: list[int]) -> dict[int, PageBox]:
-    """MediaBox and /Rotate of the given pages (from poppler's `pdfinfo -box`). Raises InputError."""
+    """CropBox and /Rotate of the given pages (from poppler's `pdfinfo -box`). Raises InputError."""
     command = ["pdfinfo", "-box", "-f", str(min(pages)), "-l", str(max(pages)), str(pdf.absolute())]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
@@ -187,25 +186,19 @@ def page_boxes(pdf: Path, pages: list[int]) -> dict[int, PageBox]:
         raise InputError(pdf, f"unreadable PDF (pdfinfo: {completed.stderr.strip()[:200]})")
     rotations = {int(page): int(angle) % 360 for page, angle in _ROTATION.findall(completed.stdout)}
     found = {}
-    for page, *corners in _MEDIA_BOX.findall(completed.stdout):
+    for page, *corners in _CROP_BOX.findall(completed.stdout):
         x0, y0, x1, y1 = (float(value) for value in corners)
         found[int(page)] = PageBox(x0, y0, x1, y1, rotations.get(int(page), 0))
     return found
 
 
-def _renderer(pdf: Path, page: int, dpi: float) -> Callable[[], bytes]:
+def _renderer(pdf: Path, page: int, dpi: float, size_points: tuple[float, float]) -> Callable[[], bytes]:
     def render() -> bytes:
-        try:
-            images = convert_from_path(
-                str(pdf.absolute()), dpi=dpi, first_page=page, last_page=page, timeout=_TIMEOUT
-            )
-        except (PDFPageCountError, PDFPopplerTimeoutError) as error:
-            raise InputError(pdf, f"cannot render page {page}: {error}") from None
-        if len(images) != 1:
-            raise InputError(pdf, f"cannot render page {page}")
-        buffer = io.BytesIO()
-        with images[0] as image:
-            image.convert("RGB").save(buffer, format="PNG")
-        return buffer.getvalue()
+        import cv2
+
+        from docsam_cli.inputs.pdf import render_pdf_page
+
+        pixels = render_pdf_page(pdf, page, dpi=dpi, size_points=size_points, timeout=_TIMEOUT)
+        return cv2.imencode(".png", pixels)[1].tobytes()
 
     return render
