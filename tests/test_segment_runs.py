@@ -589,3 +589,18 @@ def test_a_tiff_page_done_by_a_docsam_that_counted_thumbnails_is_done_again(tmp_
     code, records, stderr = segment(out, str(book))
     assert code == ExitCode.OK, stderr
     assert [("skipped" in r, r["page_id"]) for r in records] == [(True, "book_p0001"), (False, "book_p0002")]
+
+
+def test_a_page_redone_without_coco_is_redone_again_when_coco_is_asked_for(tmp_path, model):
+    """The COCO part of an earlier segmentation passed for the page's in a later coco run (skipped), so
+    coco.json disagreed with the PAGE file and the image. A page redone without coco drops its part."""
+    page = write_page(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    assert segment(out, str(page), "--format", "coco,page,jsonl")[0] == ExitCode.OK
+    write_page(page, height=61)  # a rescan: redone, page only
+    code, (redone,), stderr = segment(out, str(page), "--format", "page,jsonl")
+    assert code == ExitCode.OK and "skipped" not in redone, stderr
+    code, (again,), stderr = segment(out, str(page), "--format", "coco,page,jsonl")
+    assert code == ExitCode.OK and "skipped" not in again, stderr
+    (image,) = json.loads((out / "coco.json").read_text())["images"]
+    assert image["height"] == 61

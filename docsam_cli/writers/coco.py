@@ -73,6 +73,11 @@ def _counts_text(counts: bytes | str) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
+def part_file(parts_dir: Path, page_id: str) -> Path:
+    """Where a page's COCO part lies."""
+    return parts_dir / f"{page_id}.json"
+
+
 class CocoRun:
     """Per-page parts in `parts_dir`, assembled by `write` into the run's COCO files."""
 
@@ -90,7 +95,7 @@ class CocoRun:
         self.mask_format = mask_format
 
     def part_path(self, page_id: str) -> Path:
-        return self.parts_dir / f"{page_id}.json"
+        return part_file(self.parts_dir, page_id)
 
     def has_page(self, page_id: str, *, any_mask_format: bool = False) -> bool:
         """Whether the page has a readable part made with this run's classes (in this order: they number

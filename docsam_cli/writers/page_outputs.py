@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from model.instances import PageInstances
 
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
+COCO_PARTS = "coco-parts"  # in STATE_DIR: one COCO part per page (`writers.coco.part_file`)
 _IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
 
 
@@ -102,7 +103,7 @@ def page_folders(out_dir: Path) -> list[Path]:
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
-    return [out_dir, *page_folders(out_dir), state, state / "records", state / "coco-parts"]
+    return [out_dir, *page_folders(out_dir), state, state / "records", state / COCO_PARTS]
 
 
 class PageWriter:
@@ -115,7 +116,7 @@ class PageWriter:
             from docsam_cli.writers.coco import CocoRun
 
             self.coco = CocoRun(
-                settings.out_dir / STATE_DIR / "coco-parts",
+                settings.out_dir / STATE_DIR / COCO_PARTS,
                 list(settings.class_names),
                 mask_format=settings.mask_format,
             )
@@ -152,6 +153,10 @@ class PageWriter:
         if self.coco is not None:
             fields = _coco_image_fields(source, files, outputs["coco"])
             self.coco.add_page(source.page_id, shapes, _image_name(source, files), fields)
+        else:  # an earlier run's part would pass for this segmentation's in a later run with coco
+            from docsam_cli.writers.coco import part_file
+
+            part_file(settings.out_dir / STATE_DIR / COCO_PARTS, source.page_id).unlink(missing_ok=True)
         if "page" in formats:
             reference = _image_reference(source, files, files.page_xml)
             write_page_xml(files.page_xml, shapes, reference, settings.page_map)
