@@ -172,6 +172,21 @@ def test_damaged_pdfs_fail_with_one_line(pdfs, name):
     assert reason.startswith("damaged or not a PDF (poppler: ")
 
 
+def test_a_pdf_without_pages_says_so(tmp_path):
+    """pdfinfo refuses the page range of an empty document: that read as "damaged or not a PDF"."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
+    data = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(data))
+        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(data)
+    data += b"xref\n0 3\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    data += b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    (tmp_path / "empty.pdf").write_bytes(bytes(data))
+    assert only_error(tmp_path / "empty.pdf").reason == "PDF has no pages"
+
+
 @pytest.mark.parametrize("name", ["pdf-qpdf-tricky/bad-xref.pdf", "pdf-qpdf-tricky/fuzz-16214.pdf"])
 def test_damaged_pdfs_that_poppler_repairs_are_rendered(pdfs, name):
     (task,) = items_for(pdfs / name)

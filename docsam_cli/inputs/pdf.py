@@ -101,6 +101,8 @@ def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> P
 def _pdfinfo_reason(message: str, password: str | None) -> str:
     if "Incorrect password" in message:
         return _NEEDS_PASSWORD if password is None else "encrypted PDF: wrong password"
+    if "after the last page (0)" in message:  # pdfinfo refuses the page range of a document without pages
+        return "PDF has no pages"
     errors = [line.split(":", 1)[-1].strip() for line in message.splitlines() if "Error" in line]
     return f"damaged or not a PDF (poppler: {errors[-1]})" if errors else "damaged or not a PDF"
 
