@@ -75,6 +75,11 @@ def minimal_pdf(
         f"<< /Type /Page /Parent 2 0 R /MediaBox [{box}] {crop}/Rotate {rotate} /Contents 4 0 R >>".encode(),
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
     ]
+    return pdf_file(objects)
+
+
+def pdf_file(objects: list[bytes]) -> bytes:
+    """A PDF of these objects (numbered from 1, the first the catalog) with its cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from convert_helpers import pdf_file
 
 import docsam_cli.inputs.pdf as pdf_module
 from docsam_cli.inputs import (
@@ -175,15 +176,7 @@ def test_damaged_pdfs_fail_with_one_line(pdfs, name):
 def test_a_pdf_without_pages_says_so(tmp_path):
     """pdfinfo refuses the page range of an empty document: that read as "damaged or not a PDF"."""
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
-    data = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(data))
-        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(data)
-    data += b"xref\n0 3\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    data += b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
-    (tmp_path / "empty.pdf").write_bytes(bytes(data))
+    (tmp_path / "empty.pdf").write_bytes(pdf_file(objects))
     assert only_error(tmp_path / "empty.pdf").reason == "PDF has no pages"
 
 

@@ -118,6 +118,17 @@ def check_page_file(
     return page
 
 
+def page_document(page_attributes: str, content: str = "") -> str:
+    """A PAGE 2019 document of one Page element with these attributes (XML text) and content."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
+        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
+        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
+        f"<Page {page_attributes}>{content}</Page></PcGts>"
+    )
+
+
 def reading_order(page: etree._Element) -> list[str]:
     references = page.findall("{*}ReadingOrder//{*}RegionRefIndexed")
     return [ref.get("regionRef") for ref in sorted(references, key=lambda ref: int(ref.get("index")))]
@@ -292,12 +303,10 @@ def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_pa
         "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
     )
     (directory / "dewarped.xml").write_text(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
-        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
-        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
-        f'<Page imageFilename="page.png" imageWidth="{width}" imageHeight="{height}">'
-        '<AlternativeImage filename="dewarped.png" comments="dewarped"/></Page></PcGts>',
+        page_document(
+            f'imageFilename="page.png" imageWidth="{width}" imageHeight="{height}"',
+            '<AlternativeImage filename="dewarped.png" comments="dewarped"/>',
+        ),
         encoding="utf-8",
     )
     workspace.add_file(
@@ -348,12 +357,10 @@ def test_a_turned_page_is_read_and_baselined_as_its_text_runs(
         "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
     )
     (directory / "turned.xml").write_text(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
-        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
-        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
-        f'<Page imageFilename="page.png" imageWidth="{width}" imageHeight="{height}" '
-        f'orientation="{orientation}"/></PcGts>',
+        page_document(
+            f'imageFilename="page.png" imageWidth="{width}" imageHeight="{height}" '
+            f'orientation="{orientation}"'
+        ),
         encoding="utf-8",
     )
     workspace.add_file(
@@ -394,11 +401,7 @@ def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch)
     workspace = Resolver().workspace_from_nothing(str(directory))
     Image.fromarray(np.full((50, 40, 3), 235, np.uint8)).save(directory / "page.png")
     (directory / "page.xml").write_text(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"><Metadata>'
-        "<Creator>test</Creator><Created>2024-01-01T00:00:00</Created>"
-        "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
-        '<Page imageFilename="page.png" imageWidth="0" imageHeight="0"/></PcGts>',
+        page_document('imageFilename="page.png" imageWidth="0" imageHeight="0"'),
         encoding="utf-8",
     )
     workspace.add_file(

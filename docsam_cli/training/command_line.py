@@ -144,27 +144,23 @@ def _rebased(value: Any, kind: str, folder: Path) -> Any:
     """A file option's value (`kind` "path", or "dataset": a list of DATASET texts) with each relative path
     that exists in `folder` made absolute there; anything else (a zoo name, a path found nowhere, None) as
     it was, for the usual checks to report."""
-    if value is None:
-        return None
-    if kind == "dataset":
-        return [
-            _rebased_path(path, folder) + sep + rest for path, sep, rest in (v.partition(",") for v in value)
-        ]
-    rebased = _rebased_path(str(value), folder)
-    return Path(rebased) if isinstance(value, Path) else rebased
+    return _each_path(value, kind, lambda text: _rebased_path(text, folder))
 
 
 def _resolved(value: Any, kind: str, folder: Path) -> Any:
     """As `_rebased`, but each path that exists, read from `folder`, is its real path: `data/train`,
     `./data/train/` and `/abs/data/train` typed on resume lead to the same folder as the recorded one."""
+    return _each_path(value, kind, lambda text: _real_path(text, folder))
+
+
+def _each_path(value: Any, kind: str, change: Callable[[str], str]) -> Any:
+    """A file option's value with `change` applied to each path in it (a DATASET's options kept)."""
     if value is None:
         return None
     if kind == "dataset":
-        return [
-            _real_path(path, folder) + sep + rest for path, sep, rest in (v.partition(",") for v in value)
-        ]
-    resolved = _real_path(str(value), folder)
-    return Path(resolved) if isinstance(value, Path) else resolved
+        return [change(path) + sep + rest for path, sep, rest in (v.partition(",") for v in value)]
+    changed = change(str(value))
+    return Path(changed) if isinstance(value, Path) else changed
 
 
 def _real_path(text: str, folder: Path) -> str:
