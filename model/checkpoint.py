@@ -174,11 +174,6 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def convert_to_safetensors(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Convert an official `.pth` checkpoint to safetensors (a safe `weights_only` load first)."""
-    write_safetensors(read_state_dict(source), target)
-
-
 # Reference (official checkpoint) name prefixes → this package's module names, most specific first.
 REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
     ("mask2former.model.pixel_level_module.encoder.", "backbone."),

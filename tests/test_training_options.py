@@ -24,7 +24,6 @@ from docsam_cli.training.settings import (
     TrainingOptions,
 )
 
-PROJECT = Path(__file__).resolve().parents[1]
 SHARED_GROUPS = (RunPlan, TrainingOptions, AugmentSettings, Regularisation)
 
 
