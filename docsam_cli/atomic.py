@@ -24,25 +24,23 @@ _TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMPORARY_RANDOM_BYTES}}}\
 
 
 @contextlib.contextmanager
-def atomic_open(
-    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8"
-) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success fsync and rename it over `path`.
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside `path` (text in UTF-8); on success fsync and rename it over `path`.
 
     On any exception the temporary file is removed and `path` is left untouched. A target that exists but
     is not a regular file (`/dev/null`, `/dev/stdout`, a named pipe) is written in place: renaming over it
     would replace the device or pipe with a file.
     """
     target = Path(path)
-    binary = "b" in mode
+    encoding = None if "b" in mode else "utf-8"
     if target.exists() and not target.is_file():
-        with open(target, mode, encoding=None if binary else encoding) as handle:
+        with open(target, mode, encoding=encoding) as handle:
             yield handle
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = _create_temporary(target)
     try:
-        with os.fdopen(descriptor, mode, encoding=None if binary else encoding) as handle:
+        with os.fdopen(descriptor, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

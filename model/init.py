@@ -24,6 +24,7 @@ from model.checkpoint import CheckpointError, misfit, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
 
+INIT_STD = 0.02  # transformers' `Mask2FormerConfig.init_std`, which `_init_weights` draws with
 # The entries transformers copies from the COCO checkpoint (Swin backbone, deformable pixel-decoder encoder
 # with its input projections and level embeddings), in this package's names.
 MASK2FORMER_PREFIXES = (
@@ -35,12 +36,12 @@ MASK2FORMER_PREFIXES = (
 
 
 @torch.no_grad()
-def initialise(model: DocSAM, std: float = 0.02) -> None:
+def initialise(model: DocSAM) -> None:
     """Fresh weights for every parameter outside the text encoder, as `_init_weights` leaves them.
 
-    * Conv2d / Linear: weight N(0, std), bias 0 (everywhere, the deformable attention included).
-    * Embedding: xavier-uniform inside the pixel decoder (its position tables); elsewhere N(0, std), except
-      4-wide tables (the proposal boxes) U(0, 1).
+    * Conv2d / Linear: weight N(0, INIT_STD), bias 0 (everywhere, the deformable attention included).
+    * Embedding: xavier-uniform inside the pixel decoder (its position tables); elsewhere N(0, INIT_STD),
+      except 4-wide tables (the proposal boxes) U(0, 1).
     * Packed attention projections (`nn.MultiheadAttention`'s own init): xavier-uniform, bias 0.
     * LayerNorm / GroupNorm: weight 1, bias 0; pixel-decoder `level_embed` and Swin relative-position
       tables: 0.
@@ -54,7 +55,7 @@ def initialise(model: DocSAM, std: float = 0.02) -> None:
         if top == "text_encoder":
             continue
         if isinstance(module, nn.Linear | nn.Conv2d):
-            nn.init.normal_(module.weight, 0.0, std)
+            nn.init.normal_(module.weight, 0.0, INIT_STD)
             _zero(module.bias)
         elif isinstance(module, nn.Embedding):
             if top == "pixel_decoder":
@@ -62,7 +63,7 @@ def initialise(model: DocSAM, std: float = 0.02) -> None:
             elif module.embedding_dim == 4:
                 nn.init.uniform_(module.weight, 0.0, 1.0)
             else:
-                nn.init.normal_(module.weight, 0.0, std)
+                nn.init.normal_(module.weight, 0.0, INIT_STD)
         elif isinstance(module, PackedAttention):
             nn.init.xavier_uniform_(module.in_proj_weight)
             _zero(module.in_proj_bias)

@@ -38,6 +38,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 MARGIN = (255, 255, 255)  # the legend's background, RGB
 RULE = (64, 64, 64)  # the line between the page and the margin, RGB
 ENCODINGS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
+FILL_OPACITY = 0.4  # of the class colour over the page inside a mask
+JPEG_QUALITY = 90
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -71,7 +73,7 @@ def _lab(colours: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab).reshape(-1, 3)
 
 
-def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) -> np.ndarray:
+def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
     """The overlay as a BGR uint8 array: `image` (the page, BGR as decoded) at the top left, with the same
     height or (a page shorter than one legend row) taller, wider by the legend's margin if any."""
     height, width = image.shape[:2]
@@ -86,7 +88,7 @@ def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) ->
         bgr = class_colour(shapes.label(index))[::-1]
         window = shapes.window(index)
         h, w = window.mask.shape
-        _blend(canvas[window.y : window.y + h, window.x : window.x + w], window.mask, bgr, alpha)
+        _blend(canvas[window.y : window.y + h, window.x : window.x + w], window.mask, bgr)
         contours, _ = cv2.findContours(
             window.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
@@ -104,25 +106,19 @@ def render_overlay(image: np.ndarray, shapes: PageShapes, alpha: float = 0.4) ->
     return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
 
 
-def write_overlay(
-    path: str | os.PathLike[str],
-    image: np.ndarray,
-    shapes: PageShapes,
-    alpha: float = 0.4,
-    jpeg_quality: int = 90,
-) -> None:
+def write_overlay(path: str | os.PathLike[str], image: np.ndarray, shapes: PageShapes) -> None:
     """Render and write atomically; the format follows the suffix (.png, .jpg, .jpeg)."""
     suffix = Path(path).suffix.lower()
     if suffix not in ENCODINGS:
         raise ValueError(f"overlay must be .png, .jpg or .jpeg, not {Path(path).name!r}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ENCODINGS[suffix] == ".jpg" else []
-    ok, encoded = cv2.imencode(ENCODINGS[suffix], render_overlay(image, shapes, alpha), params)
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ENCODINGS[suffix] == ".jpg" else []
+    ok, encoded = cv2.imencode(ENCODINGS[suffix], render_overlay(image, shapes), params)
     if not ok:
         raise ValueError(f"OpenCV could not encode {Path(path).name}")
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def _blend(region: np.ndarray, mask: np.ndarray, bgr: tuple[int, int, int], alpha: float) -> None:
+def _blend(region: np.ndarray, mask: np.ndarray, bgr: tuple[int, int, int]) -> None:
     """Mix `bgr` into the masked pixels of `region` (in place), rounding to the nearest value.
 
     Each output value depends only on the input value and the channel, so the mix is a per-channel lookup
@@ -130,7 +126,7 @@ def _blend(region: np.ndarray, mask: np.ndarray, bgr: tuple[int, int, int], alph
     """
     colour = np.asarray(bgr, dtype=np.float32)
     values = np.arange(256, dtype=np.float64)[:, None]
-    table = np.rint(values * (1.0 - alpha) + colour * alpha).astype(np.uint8)
+    table = np.rint(values * (1.0 - FILL_OPACITY) + colour * FILL_OPACITY).astype(np.uint8)
     cv2.copyTo(cv2.LUT(region, table.reshape(256, 1, 3)), mask.view(np.uint8), region)
 
 

@@ -145,18 +145,17 @@ def mask_nms(
     scores: torch.Tensor,
     labels: torch.Tensor,
     threshold: float,
-    areas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The reference's `non_max_suppression_multiclass` of `(K, H, W)` boolean masks: indices of the kept
-    candidates in the reference's output order (labels ascending, then descending score). Pass `areas`
-    (`mask_areas(masks)`) when they are known already.
+    candidates in the reference's output order (labels ascending, then descending score).
 
     A standalone call synchronises a few times (walk bursts, the result's length); the page pipeline runs
     the same relation and walk batched over all patches (`postprocess`).
     """
-    areas = mask_areas(masks) if areas is None else areas
     everything = slice(0, masks.shape[0])
-    relation = suppression(masks, labels, tight_boxes(masks), areas, threshold, [(everything, everything)])
+    relation = suppression(
+        masks, labels, tight_boxes(masks), mask_areas(masks), threshold, [(everything, everything)]
+    )
     order = visiting_order(labels, scores)
     alive = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
     kept = walk_to_the_end(earlier_suppressors(relation, ranks(order)), alive)
