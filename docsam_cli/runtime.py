@@ -51,10 +51,15 @@ def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+def is_device_name(name: str) -> bool:
+    """Whether `name` is written as a device docsam can use (auto, cpu, cuda, cuda:N); whether that device
+    is present is only known once torch is loaded (`pick_device`)."""
+    return _DEVICE_NAME.fullmatch(name) is not None
+
+
 def check_device_name(name: str) -> str:
-    """`name` if it names a device docsam can use, written as such; raises ValueError otherwise. Whether
-    that device is present is only known once torch is loaded (`pick_device`)."""
-    if _DEVICE_NAME.fullmatch(name) is None:
+    """`name` if `is_device_name`; raises ValueError otherwise."""
+    if not is_device_name(name):
         raise ValueError(f"{name!r} is not a device: use {DEVICE_HELP}")
     return name
 

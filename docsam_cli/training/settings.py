@@ -12,13 +12,13 @@ This module imports no torch: the commands' `--help` must start instantly.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from docsam_cli.precision import PRECISIONS, Precision
+from docsam_cli.runtime import is_device_name
 
 if TYPE_CHECKING:
     from model.config import DocSAMConfig
@@ -373,7 +373,6 @@ _DATASETS_HELP = (
     "reference's sampling probability (proportional to the square root of the class count), ITER adds the "
     "set at that iteration (curriculum)."
 )
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -448,5 +447,5 @@ class RunPlan:
     record: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _DEVICE.fullmatch(self.device):
+        if not is_device_name(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
