@@ -23,6 +23,7 @@ from docsam_cli.training.settings import (
     RunPlan,
     TrainingOptions,
 )
+from docsam_cli.weights.registry import Variant
 
 SHARED_GROUPS = (RunPlan, TrainingOptions, AugmentSettings, Regularisation)
 
@@ -118,12 +119,13 @@ def test_enumerated_options_are_choices(option: str, choices: tuple[str, ...]) -
 
 
 def test_names_repeated_without_torch_match_their_sources() -> None:
-    """The schedule and variant names are written in `settings` to keep --help free of torch."""
+    """The schedule and variant names are written in `settings` and the weights registry to keep --help
+    free of torch."""
     from model.config import VARIANTS
     from model.optim import SCHEDULES
 
     assert get_args(settings.Schedule) == SCHEDULES
-    assert get_args(settings.Variant) == tuple(VARIANTS)
+    assert get_args(Variant) == tuple(VARIANTS)
 
 
 def test_missing_and_unparsable_values_are_usage_errors() -> None:

@@ -18,7 +18,8 @@ from docsam_cli.commands.options import MODEL_CONFIG_HELP
 from docsam_cli.errors import UsageError
 from docsam_cli.runtime import VARIANT_AND_CONFIG
 from docsam_cli.training.command_line import execute, training_command
-from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, Variant, cli
+from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, cli
+from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
     from model.config import DocSAMConfig

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.training.command_line import execute, training_command
-from docsam_cli.training.settings import MODEL, RunPlan, Variant, cli
+from docsam_cli.training.settings import MODEL, RunPlan, cli
+from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-BACKGROUND = "_background_"
+from docsam_cli.datasets.classes import BACKGROUND
 
 
 class AnnotationError(ValueError):

@@ -28,7 +28,6 @@ import numpy as np
 from docsam_cli.datasets import layout
 from docsam_cli.inputs.images import load_frame
 from docsam_cli.training.annotations import (
-    BACKGROUND,
     AnnotationError,
     PageAnnotations,
     category_count,
@@ -65,7 +64,7 @@ class LayoutDataset:
 
     @property
     def background_prompt(self) -> str:
-        return f"{self.name} {BACKGROUND}"
+        return layout.background_prompt(self.name)
 
     def image_path(self, index: int) -> Path:
         name = self.image_names[index]

@@ -24,10 +24,9 @@ if TYPE_CHECKING:
     from model.config import DocSAMConfig
 
 Size = tuple[int, int]  # (height, width); for a short-side range (low, high)
-# The names `model.optim` and `model.config` implement, repeated here because importing them imports torch
-# (a test keeps the lists equal).
+# The names `model.optim` implements, repeated here because importing it imports torch (a test keeps the
+# lists equal). The variants are the weights registry's `Variant`.
 Schedule = Literal["cosine", "step", "fix"]
-Variant = Literal["base", "large"]
 # What `docsam_cli.training.validation` measures; any of them can select best/.
 BestMetric = Literal["mAP", "AP50", "AP75", "mAF", "mIoU"]
 METRICS: tuple[BestMetric, ...] = get_args(BestMetric)
