@@ -42,11 +42,10 @@ from docsam_cli.writers.class_map import ClassMap, lookup
 from docsam_cli.writers.layout import Layout, Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, sub_element, utc_timestamp
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
-_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _ROLES: dict[str, Role] = {TEXT_BLOCK: "text", TEXT_LINE: "line", "GraphicalElement": "unordered"}
 
 
@@ -72,9 +71,9 @@ def alto_string(
 
     root = etree.Element(
         _tag("alto"),
-        nsmap={None: ALTO_NAMESPACE, "xsi": _XSI},
+        nsmap={None: ALTO_NAMESPACE, "xsi": XSI_NAMESPACE},
         attrib={
-            f"{{{_XSI}}}schemaLocation": f"{ALTO_NAMESPACE} {ALTO_SCHEMA_LOCATION}",
+            f"{{{XSI_NAMESPACE}}}schemaLocation": f"{ALTO_NAMESPACE} {ALTO_SCHEMA_LOCATION}",
             "SCHEMAVERSION": "4.4",
         },
     )
@@ -118,8 +117,7 @@ def alto_string(
     space = _child(page, "PrintSpace", HPOS="0", VPOS="0", WIDTH=str(shapes.width), HEIGHT=str(shapes.height))
     for number, region in enumerate(layout.regions, 1):
         _write_block(space, shapes, kinds, region, f"r{number}")
-    etree.indent(root, space="  ")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="unicode") + "\n"
+    return document_text(root)
 
 
 def write_alto(path: str | os.PathLike[str], shapes: PageShapes, image_filename: str, **options) -> None:

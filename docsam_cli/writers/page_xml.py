@@ -33,10 +33,9 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, sub_element, utc_timestamp
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
-_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _CUSTOM_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "\\;{}"}
 _HOLDER = RegionKind("TextRegion")
 
@@ -56,8 +55,8 @@ def page_xml_string(
     timestamp = utc_timestamp(created)
     root = etree.Element(
         f"{{{PAGE_NAMESPACE}}}PcGts",
-        nsmap={None: PAGE_NAMESPACE, "xsi": _XSI},
-        attrib={f"{{{_XSI}}}schemaLocation": f"{PAGE_NAMESPACE} {PAGE_NAMESPACE}/pagecontent.xsd"},
+        nsmap={None: PAGE_NAMESPACE, "xsi": XSI_NAMESPACE},
+        attrib={f"{{{XSI_NAMESPACE}}}schemaLocation": f"{PAGE_NAMESPACE} {PAGE_NAMESPACE}/pagecontent.xsd"},
     )
     metadata = _child(root, "Metadata")
     _child(metadata, "Creator", text=f"docsam {__version__}")
@@ -71,8 +70,7 @@ def page_xml_string(
         imageHeight=str(shapes.height),
     )
     write_page_content(page, shapes, page_map)
-    etree.indent(root, space="  ")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="unicode") + "\n"
+    return document_text(root)
 
 
 def write_page_content(

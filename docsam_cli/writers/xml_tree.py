@@ -1,4 +1,5 @@
-"""The one way PAGE and ALTO build elements: every attribute value and text goes through `names.xml_text`.
+"""The one way PAGE and ALTO build elements and their file text: every attribute value and text goes through
+`names.xml_text`.
 
 File names and class names may hold characters XML 1.0 forbids (an escape or bell character, a byte that
 is not UTF-8); lxml refuses them, which would fail the whole page. Routing every string through here
@@ -13,6 +14,8 @@ from datetime import datetime, timezone
 from lxml import etree
 
 from docsam_cli.names import xml_text
+
+XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"  # of `xsi:schemaLocation`
 
 
 def sub_element(
@@ -30,3 +33,9 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     """`moment` (default: now) as the xsd:dateTime PAGE and ALTO state, in UTC and saying so:
     `2024-05-06T07:08:09Z`."""
     return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def document_text(root: etree._Element) -> str:
+    """The file text of the document `root`: indented by two spaces, after a UTF-8 XML declaration."""
+    etree.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="unicode") + "\n"
