@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from cli_helpers import PROJECT_ROOT
 from packaging.requirements import Requirement
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def requirement(name: str) -> Requirement:

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import PROJECT_ROOT
 from convert_helpers import coco_document, write_image
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NEVER = ("torch", "torchvision", "transformers", "scipy")
 NOT_AT_START = (*NEVER, "cv2", "pycocotools")
 

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import PROJECT_ROOT
 from inputs_corpus import (
     HUGE_PAGE_POINTS,
     write_bomb_png,
@@ -43,7 +44,6 @@ from docsam_cli.inputs.images import check_pixel_limit
 from docsam_cli.inputs.sources import MAX_STEM_BYTES, read_path_list
 from docsam_cli.names import display_path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MEMORY_CAP = 3 * 2**30  # bytes of address space: decoding any of the bombs would need more
 BATCH_TIMEOUT = 120  # seconds; the batches below take a few
 

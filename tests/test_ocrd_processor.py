@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import PROJECT_ROOT
 from instances_factory import make_instances, rect_mask
 from lxml import etree
 from PIL import Image
@@ -38,7 +39,6 @@ from docsam_cli.ocrd.processor import DocsamSegment, SetupError
 from docsam_cli.writers.page_map import REGION_ELEMENTS
 from model.instances import PageInstances
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GT = Path("pages/ocrd-gt-structure-text/data")
 PAGES = [  # (physical page id, image) from the structure ground truth
     ("PHYS_0001", GT / "laube_europa0202_1837/GT-PAGE/laube_europa0202_1837_0007.jpg"),

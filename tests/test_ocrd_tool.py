@@ -10,10 +10,9 @@ import sys
 import typing
 from fnmatch import fnmatch
 from importlib import import_module
-from pathlib import Path
 
 import pytest
-from cli_helpers import run_docsam
+from cli_helpers import PROJECT_ROOT, run_docsam
 
 pytest.importorskip("ocrd", reason="the OCR-D processor needs the `ocrd` extra: pip install '.[test,ocrd]'")
 
@@ -26,7 +25,6 @@ from docsam_cli.runtime import ModelSpec
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights.registry import Variant
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TOOL_FILE = PROJECT_ROOT / "docsam_cli" / "ocrd" / "ocrd-tool.json"
 EXECUTABLE = "ocrd-docsam-segment"
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_helpers import PROJECT_ROOT
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
@@ -26,7 +27,6 @@ from docsam_cli.errors import InputError, UsageError
 from docsam_cli.inputs import LoadOptions
 from docsam_cli.inputs.tasks import PageTask
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 RUN_TIMEOUT = 300  # seconds for one launch; the runs below take well under a minute each
 TINY_GEOMETRY = ["--short-side", "64", "--window", "64", "--device", "cpu"]
