@@ -208,3 +208,29 @@ def test_an_entry_path_tells_images_of_the_same_name_apart(tmp_path: Path) -> No
     listed = (out / "list.txt").read_text().split()
     heights = [Image.open(out / "image" / name).size[1] for name in listed]
     assert sorted(heights) == [40, 41, 42]
+
+
+@pytest.mark.parametrize("rendering", ["semantic", "overlay"])
+def test_segment_overlays_and_label_maps_are_never_the_image(rendering: str, tmp_path: Path) -> None:
+    """segment's coco.json names its inputs beside the output folder (`../scans/p.png`); read back without
+    `--images` the name search must not take the page's label map or overlay (of the page's very size:
+    an overlay without instances has no legend) for the page: the image is not found, and found with
+    `--images`."""
+    write_image(tmp_path / "scans" / "p.png", 60, 40)
+    out = tmp_path / "out"
+    (out / ".docsam").mkdir(parents=True)
+    write_image(out / rendering / "p.png", 60, 40)
+    entry = {"id": 1, "file_name": "p.png", "path": "../scans/p.png", "width": 60, "height": 40}
+    annotation = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}
+    coco = out / "coco.json"
+    categories = [{"id": 1, "name": "text"}]
+    coco.write_text(json.dumps({"images": [entry], "annotations": [annotation], "categories": categories}))
+    result = run_cli("convert-dataset", coco, "--from", "coco", "--out", tmp_path / "none")
+    assert result.exit_code == 1 and not (tmp_path / "none").exists()
+    (line,) = result.error_lines()
+    assert "p.png" in line and "--images" in line
+    converted = tmp_path / "converted"
+    scans = tmp_path / "scans"
+    result = run_cli("convert-dataset", coco, "--from", "coco", "--images", scans, "-o", converted)
+    assert result.exit_code == 0, result.stderr
+    assert (converted / "image" / "p.png").read_bytes() == (scans / "p.png").read_bytes()

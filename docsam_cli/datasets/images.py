@@ -15,8 +15,9 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
 5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows),
    else a unique image of the same stem (converted to another format after annotation);
 6. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
-   source root; of several, the one whose folders mirror the annotation's (`xml/c1/p.xml` ↔
-   `img/c1/p.jpg`), if one does.
+   source root, but for the overlays and label maps of `docsam segment`'s output folders (pictures drawn
+   from the page, of its name); of several, the one whose folders mirror the annotation's (`xml/c1/p.xml`
+   ↔ `img/c1/p.jpg`), if one does.
 
 Steps 5 and 6 are guesses: the returned note says which one was made. A reference that climbs out of the
 source root with `..` is refused (path traversal), unless `--images` holds it: where it points, its
@@ -37,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from docsam_cli.names import display_path
+from docsam_cli.writers.page_outputs import RENDERING_FOLDERS, STATE_DIR
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
@@ -209,18 +211,21 @@ def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
 
 
 class _NameIndex:
-    """The files under a folder by case-folded name and by case-folded stem (hidden entries and the
-    folder `skip` left out)."""
+    """The files under a folder by case-folded name and by case-folded stem (hidden entries, the folder
+    `skip` and the overlays and label maps of `docsam segment`'s output folders left out)."""
 
     def __init__(self, folder: Path, skip: Path | None = None) -> None:
         self.folder = folder
         self.by_name: dict[str, list[Path]] = defaultdict(list)
         self.by_stem: dict[str, list[Path]] = defaultdict(list)
         for directory, subdirectories, files in os.walk(folder):
+            renderings = RENDERING_FOLDERS if STATE_DIR in subdirectories else ()  # a `segment` output folder
             subdirectories[:] = sorted(
                 entry
                 for entry in subdirectories
-                if not entry.startswith(".") and (skip is None or not within(Path(directory, entry), skip))
+                if not entry.startswith(".")
+                and entry not in renderings
+                and (skip is None or not within(Path(directory, entry), skip))
             )
             for file in sorted(files):
                 if not file.startswith("."):

@@ -91,7 +91,9 @@ class PageFiles:
         return [self.record, *listed.values(), *([image] if image else [])]
 
 
-_PAGE_FOLDERS = ("page", "alto", "overlay", "semantic", "image")
+RENDERING_FOLDERS = ("overlay", "semantic")
+"""The folders under `--out` of pictures drawn from the pages (overlays, label maps): never a page image."""
+_PAGE_FOLDERS = ("page", "alto", *RENDERING_FOLDERS, "image")
 """The folders under `--out` that hold the pages' files, one per page and format."""
 
 
