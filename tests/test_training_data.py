@@ -4,6 +4,7 @@ sample stream (sharding, accumulation, resume, curriculum) and loud failures."""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 import torch
 from training_helpers import ScriptedRandom, write_layout
 
-from docsam_cli.errors import InputError
+from docsam_cli.errors import InputError, UsageError
 from docsam_cli.training.annotations import AnnotationError, Instance, rectify
 from docsam_cli.training.augment import augment, crop_instances, rasterise
 from docsam_cli.training.data import MixedTrainingData, collate, raise_failures, reference_weights
 from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.launch import explicit_weights
 from docsam_cli.training.sampler import BatchLayout, TrainingSampler
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec
 
@@ -45,6 +47,23 @@ def test_dataset_spec_syntax() -> None:
     ):
         with pytest.raises(ValueError):
             DatasetSpec.parse(bad)
+
+
+def test_dataset_weights_are_given_to_every_dataset_or_to_none() -> None:
+    assert explicit_weights([DatasetSpec(Path("a")), DatasetSpec(Path("b"), start=4)]) is None
+    weighted = DatasetSpec(Path("a"), weight=2.0)
+    assert explicit_weights([weighted, DatasetSpec(Path("b"), weight=1.0)]) == [2, 1]
+    with pytest.raises(UsageError, match="every dataset or to none"):
+        explicit_weights([weighted, DatasetSpec(Path("b"), start=4)])
+
+
+def test_readme_train_example_passes_the_weights_rule() -> None:
+    """README's `docsam train` example: its DATASETs give a weight to all of them or to none."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (command,) = re.findall(r"^docsam train (.*?) \\$", readme, re.MULTILINE)
+    specs = [DatasetSpec.parse(argument) for argument in command.split()]
+    assert len(specs) == 2
+    explicit_weights(specs)
 
 
 @pytest.mark.parametrize(

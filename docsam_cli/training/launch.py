@@ -10,7 +10,7 @@ that is no dataset, weights that cannot be found or do not load.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -36,18 +36,26 @@ from model.inference import Geometry
 
 
 def training_data(plan: RunPlan) -> MixedTrainingData:
-    """The mixed dataset; explicit weights must be given for all datasets or for none."""
+    """The mixed dataset of the run's DATASETs."""
     specs = plan.datasets
-    weighted = [spec.weight is not None for spec in specs]
-    if any(weighted) and not all(weighted):
-        raise UsageError("give a weight to every dataset or to none (then the reference's rule applies)")
     return MixedTrainingData(
         [open_dataset(spec) for spec in specs],
         plan.augmentation,
         plan.options.seed,
-        weights=[spec.weight for spec in specs] if all(weighted) else None,
+        weights=explicit_weights(specs),
         starts=[spec.start for spec in specs],
     )
+
+
+def explicit_weights(specs: Sequence[DatasetSpec]) -> list[float] | None:
+    """The DATASETs' `weight=`s, or None when none has one (the reference's rule). Raises UsageError when
+    only some have one."""
+    weights = [spec.weight for spec in specs]
+    if all(weight is None for weight in weights):
+        return None
+    if any(weight is None for weight in weights):
+        raise UsageError("give a weight to every dataset or to none (then the reference's rule applies)")
+    return [weight for weight in weights if weight is not None]
 
 
 def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:

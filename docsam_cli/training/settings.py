@@ -369,8 +369,8 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
 _DATASETS_HELP = (
     "Training splits in the unified layout (`docsam convert-dataset`), each PATH[,name=NAME][,weight=W]"
     "[,start=ITER]: NAME prefixes the background prompt (default: the dataset's own name), W replaces the "
-    "reference's sampling probability (proportional to the square root of the class count), ITER adds the "
-    "set at that iteration (curriculum)."
+    "reference's sampling probability (proportional to the square root of the class count; give one to "
+    "every DATASET or to none), ITER adds the set at that iteration (curriculum)."
 )
 
 
