@@ -12,7 +12,7 @@ import pytest
 from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
 from lxml import etree
 
-from docsam_cli.writers.page_map import parse_page_map, region_kind
+from docsam_cli.writers.page_map import ALLOWED_TYPES, parse_page_map, region_kind
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string, write_page_xml
 from docsam_cli.writers.shapes import PageShapes
 
@@ -234,6 +234,19 @@ def test_page_map_spec_forms_and_errors(tmp_path):
             {"a": ("Box", None)},
         )
     assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
+
+
+def test_graphic_types_of_the_schema_are_default_kinds():
+    """Class names that are PAGE's own GraphicRegion types become that region, not a TextRegion."""
+    for name in (
+        "handwritten-annotation",
+        "Handwritten annotation",
+        "letterhead",
+        "punch_hole",
+        "paper-grow",
+    ):
+        kind = region_kind(name)
+        assert kind.element == "GraphicRegion" and kind.type in ALLOWED_TYPES["GraphicRegion"], name
 
 
 def test_names_are_escaped_and_scores_clipped(page_schema):
