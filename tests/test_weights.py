@@ -131,6 +131,9 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
     )
     record = read_record("docsam-large-keepsize")
     assert record.source == f"file:{copied.resolve()}" and record.sha256 == resolved.sha256
+    listing = CliRunner().invoke(app, ["download-weights", "--list"]).stdout
+    row = next(line for line in listing.splitlines() if line.startswith("docsam-large-keepsize "))
+    assert "local file (--from)" in row and "Google Drive" not in row and row.split()[-1] == "yes"
 
 
 @pytest.mark.parametrize(

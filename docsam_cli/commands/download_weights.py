@@ -95,7 +95,8 @@ def _print_listing() -> None:
             cached = {"absent": "no", "partial": f"partial ({decimal(status.size or 0)})"}.get(
                 status.state, "broken: download again"
             )
-        rows.append((entry.name, entry.source.label, size, entry.licence, cached))
+        source = "local file (--from)" if status.registered_from_file else entry.source.label
+        rows.append((entry.name, source, size, entry.licence, cached))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

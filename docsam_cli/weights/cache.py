@@ -41,6 +41,9 @@ def offline_setting() -> str | None:
     return None
 
 
+FILE_SOURCE = "file:"  # a record's `source` for a file registered with `--from`, before its path
+
+
 def entry_dir(name: str) -> Path:
     return docsam_home() / "weights" / name
 
@@ -150,11 +153,17 @@ class CacheStatus:
     """What the cache holds for a name, found without hashing (for `--list`).
 
     `state` is "cached", "partial" (an interrupted download waits to be resumed), "broken" or "absent";
-    `size` is the stored file's size, or the bytes received so far for a partial download.
+    `size` is the stored file's size, or the bytes received so far for a partial download; `source` the
+    stored record's (a URL, or `FILE_SOURCE` and a path for a file registered with `--from`).
     """
 
     state: str
     size: int | None = None
+    source: str | None = None
+
+    @property
+    def registered_from_file(self) -> bool:
+        return self.source is not None and self.source.startswith(FILE_SOURCE)
 
 
 def cache_status(name: str) -> CacheStatus:
@@ -164,7 +173,9 @@ def cache_status(name: str) -> CacheStatus:
         return CacheStatus("broken")
     if record is not None:
         return (
-            CacheStatus("cached", record.size) if stored_file_state(record) == "ok" else CacheStatus("broken")
+            CacheStatus("cached", record.size, record.source)
+            if stored_file_state(record) == "ok"
+            else CacheStatus("broken")
         )
     received = sum(part.stat().st_size for part in staging_dir(name).glob("*.part"))
     return CacheStatus("partial", received) if received else CacheStatus("absent")

@@ -20,6 +20,7 @@ import torch
 from filelock import FileLock
 
 from docsam_cli.weights.cache import (
+    FILE_SOURCE,
     CacheRecord,
     converted_path,
     docsam_home,
@@ -46,7 +47,6 @@ Say = Callable[[str], None]
 _PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_BLOCK = 1 << 24
-_FILE_SOURCE = "file:"  # a record's `source` for a file registered with `--from`
 
 
 def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
@@ -73,7 +73,7 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     if not path.is_file():
         raise FetchError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'no such file'}")
     with _storage_errors(entry), _locked(entry.name):
-        record = _store(entry, path, say, source=f"{_FILE_SOURCE}{path.resolve()}", hf_cached=False)
+        record = _store(entry, path, say, source=f"{FILE_SOURCE}{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
 
@@ -165,7 +165,7 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
         target, sha256 = raw, source_sha256
     else:
         target = converted_path(entry.name)
-        _convert(entry, raw, target, say, downloaded=not source.startswith(_FILE_SOURCE))
+        _convert(entry, raw, target, say, downloaded=not source.startswith(FILE_SOURCE))
         sha256 = sha256_file(target)
     folder = entry_dir(entry.name)
     record = CacheRecord(
