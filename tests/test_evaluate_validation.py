@@ -78,7 +78,9 @@ def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_p
     truth, predictions = _files(tmp_path, coco_document(), predictions)
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
     assert_one_error(
-        result, "pred.json", "images[1].file_name: another image is also named 'a'; both left out"
+        result,
+        "pred.json",
+        "images[1].file_name 'vol2/a.png': another image has the name 'a' too (extensions and folders aside)",
     )
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)

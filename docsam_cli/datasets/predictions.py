@@ -113,7 +113,9 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
                 if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
                     by_key.pop(key, None)
                     raise InputError(
-                        path, f"{image.where}.file_name: another image is also named '{key}'; both left out"
+                        path,
+                        f"{image.where}.file_name {image.file_name!r}: another image has the name '{key}' "
+                        "too (extensions and folders aside); both left out",
                     )
                 named.add(key)
                 if image.error is not None:
