@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 from rich.console import Console
 from rich.text import Text
 
+from docsam_cli.errors import InputError
 from docsam_cli.names import one_line
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 LOGGERS = ("docsam_cli", "model")
+STDOUT_NAME = "stdout"  # how messages name standard output
 
 
 def stderr_console() -> Console:
@@ -56,6 +58,20 @@ def print_error(console: Console, message: str) -> None:
 def print_plain(console: Console, message: str) -> None:
     """A line of plain text (summaries, notes), never parsed as markup."""
     console.print(Text(message))
+
+
+def write_data(text: str) -> None:
+    """`text` on stdout, flushed at once. A reader that went away (`| head -1`, BrokenPipeError) ends the
+    run quietly (see `docsam_cli.app`); stdout that cannot be written otherwise (`> results.jsonl` on a
+    full disk) is an InputError naming it, so that the run stops with one `error:` line and exit 1 rather
+    than as an internal error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise InputError(STDOUT_NAME, f"cannot write: {error.strerror or error}") from None
 
 
 @dataclass
@@ -180,8 +196,7 @@ class ConsoleReporter:
         print_error(self.console, message)
 
     def data(self, line: str) -> None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        write_data(line)
 
     def summary(self, lines: Sequence[str]) -> None:
         self._stop()

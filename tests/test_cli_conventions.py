@@ -254,6 +254,24 @@ def test_a_read_only_output_folder_is_refused_in_a_real_process(tmp_path, case):
     assert line == f"error: --out {out}: {expected}: Permission denied"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weights):
+    """`docsam segment ... > results.jsonl` on a full disk: not an internal error (exit 3) but one line
+    naming stdout and the reason, exit 1, as for any failed write."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")  # fails at once: its error JSON line is the first data written
+    full_stdout = "import os; os.dup2(os.open('/dev/full', os.O_WRONLY), 1)"
+    completed = run_docsam(
+        "segment", str(empty), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), prelude=full_stdout
+    )
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert error_lines(completed.stderr) == [
+        f"error: {empty}: empty file (0 bytes)",
+        "error: stdout: cannot write: No space left on device",
+    ]
+
+
 def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_path, stand_in_model):
     page = write_page(tmp_path / "page.png")
     out = tmp_path / "out"

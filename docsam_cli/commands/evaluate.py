@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docsam_cli.atomic import atomic_write_text, can_write_in
-from docsam_cli.console import message_options, print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
@@ -195,7 +194,7 @@ def main(
     if not message_options().quiet:  # the figures stay available as data: --json
         _tables(console, result)
     if json_out == "-":
-        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+        write_data(json.dumps(result.to_json(), indent=2) + "\n")
     elif json_out:
         _write_report(console, Path(json_out), result)
     if errors:
