@@ -105,8 +105,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     with contextlib.ExitStack() as locked:
 
         def claim_folder() -> None:
-            locked.enter_context(folder_lock(request.out))
-            claim_classes(request.out, request.class_names, overwrite=request.overwrite)
+            with folder_state_writes(request.out):
+                locked.enter_context(folder_lock(request.out))
+                claim_classes(request.out, request.class_names, overwrite=request.overwrite)
 
         try:
             processes.on_main(claim_folder)  # under a launcher the other ranks share rank 0's lock
@@ -136,7 +137,8 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                     skip_folders=page_folders(request.out),
                     earlier_stems=earlier,
                 )
-                record_stems(request.out, earlier, documents)
+                with folder_state_writes(request.out):
+                    record_stems(request.out, earlier, documents)
                 logger.info("inputs: %d files", sum(not isinstance(item, InputError) for item in documents))
                 options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
                 return iter_page_tasks(documents, options)
@@ -162,7 +164,22 @@ def prepare_output_folder(out: Path) -> None:
             f"--out {display_path(out)}: cannot create the folder: {_os_reason(error)}"
         ) from None
     if (error := can_write_in(out)) is not None:
-        raise UsageError(f"--out {display_path(out)}: cannot write in the folder: {_os_reason(error)}")
+        raise _cannot_write_in(out, error)
+
+
+@contextlib.contextmanager
+def folder_state_writes(out: Path) -> Iterator[None]:
+    """Around the writes of the folder's own state before any page (the lock's process id, the classes,
+    the stems): one that fails (a full disk, which the empty probe of `prepare_output_folder` does not
+    find) makes the folder unusable, a UsageError naming it and the reason."""
+    try:
+        yield
+    except OSError as error:
+        raise _cannot_write_in(out, error) from None
+
+
+def _cannot_write_in(out: Path, error: OSError) -> UsageError:
+    return UsageError(f"--out {display_path(out)}: cannot write in the folder: {_os_reason(error)}")
 
 
 def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> None:

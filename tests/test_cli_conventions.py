@@ -3,7 +3,9 @@ errors for any file name, exit codes, the output folder checked first, the pixel
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -235,6 +237,27 @@ def test_an_unusable_output_folder_stops_before_the_model_loads(tmp_path, monkey
     (line,) = stderr.splitlines()
     assert line.startswith(f"error: --out {out}: ")
     assert ("not a folder" if case == "a file" else "cannot create the folder: Not a directory") in line
+
+
+@pytest.mark.parametrize("state_file", ["classes.json", "stems.json"])
+def test_a_full_disk_before_the_first_page_is_an_unusable_output_folder(tmp_path, monkeypatch, state_file):
+    """The empty probe file fits on a full disk, the folder's own state files do not: a usage error naming
+    the folder (exit 2, no page), not an internal error."""
+
+    def no_model():
+        raise AssertionError("the model must not load")
+
+    def disk_full(path, text):
+        if Path(path).name == state_file:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
+    monkeypatch.setattr(batch, "resolve_model", lambda spec: SimpleNamespace(weights=weights, load=no_model))
+    monkeypatch.setattr(batch, "atomic_write_text", disk_full)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke("segment", str(write_page(tmp_path / "page.png")), "-o", str(out), *CLASSES)
+    assert code == ExitCode.USAGE and stdout == ""
+    assert stderr.splitlines() == [f"error: --out {out}: cannot write in the folder: No space left on device"]
 
 
 @pytest.mark.slow
