@@ -55,7 +55,7 @@ from docsam_cli.inputs import (
     set_max_image_pixels,
 )
 from docsam_cli.inputs.files import file_state
-from docsam_cli.inputs.sources import input_key
+from docsam_cli.inputs.sources import input_key, stem_key
 from docsam_cli.inputs.tasks import page_id_suffix
 from docsam_cli.names import display_path, one_line, output_text
 from docsam_cli.runtime import LoadedModel, describe_geometry, resolve_model
@@ -243,8 +243,8 @@ def record_stems(out: Path, earlier: dict[str, str], documents: Sequence[Documen
     """Add this run's files to the stem index, before any page: a page's outputs are named by its stem. A
     file gone since (moved, say) loses its entry when its stem is given to another."""
     listed = {input_key(item.path): item.stem for item in documents if isinstance(item, Document)}
-    given = {stem.lower() for stem in listed.values()}
-    kept = {key: stem for key, stem in earlier.items() if key in listed or stem.lower() not in given}
+    given = {stem_key(stem) for stem in listed.values()}
+    kept = {key: stem for key, stem in earlier.items() if key in listed or stem_key(stem) not in given}
     stems = {**kept, **listed}
     if stems != earlier or not (out / STATE_DIR / STEMS_FILE).is_file():
         atomic_write_text(out / STATE_DIR / STEMS_FILE, json.dumps(stems, indent=0))

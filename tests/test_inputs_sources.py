@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,16 @@ def test_stems_are_plain_when_unique_and_disambiguated_when_not(tmp_path):
     assert len({stem.lower() for stem in stems}) == len(stems)
     assert stems[6].startswith("Page_") and stems[7].startswith("page_")  # differ only by case: hashed
     assert assign_stems(paths) == stems  # the same inputs give the same names on a re-run
+
+
+def test_stems_equal_but_for_unicode_normalization_are_disambiguated(tmp_path):
+    """`café` composed (NFC, Linux input methods) and decomposed (NFD, as macOS wrote it) are two files on
+    Linux but one name on macOS, and look the same everywhere: their outputs must not share a name."""
+    composed = touch(tmp_path / "caf\u00e9.png")
+    decomposed = touch(tmp_path / "cafe\u0301.png")
+    stems = assign_stems([composed, decomposed])
+    assert len({unicodedata.normalize("NFC", stem) for stem in stems}) == 2
+    assert assign_stems([composed]) == ["caf\u00e9"]  # alone, a name keeps its plain stem
 
 
 def test_files_keep_the_stems_earlier_runs_gave_them_and_others_avoid_those(tmp_path):

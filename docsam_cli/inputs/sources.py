@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import sys
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -226,7 +227,8 @@ def natural_key(text: str) -> tuple[str | int, ...]:
 def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) -> list[str]:
     """A unique output stem per path: the file name's stem, lengthened only where two would collide.
 
-    Names collide when equal case-insensitively (outputs may land on a case-insensitive file system) or
+    Names collide when equal ignoring case and Unicode normalization (`stem_key`: outputs may land on a
+    file system that ignores those) or
     when one looks like a page of the other (`scan_p0002` vs. the pages `scan_p0001`... of `scan.pdf`).
     Colliding stems get the suffix appended (`scan_png`, `scan_jpg`), then their parent directories
     prepended one at a time (`vol1__0001`, `vol2__0001`), then a hash of the absolute path. A stem therefore
@@ -317,13 +319,20 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
+def stem_key(stem: str) -> str:
+    """What two stems must differ in to name different files wherever outputs land: a file system may
+    ignore case (Windows, macOS) and Unicode normalization (macOS: `café` composed or with a combining
+    accent is one name), so stems are compared lower-cased and in NFC."""
+    return unicodedata.normalize("NFC", stem).lower()
+
+
 def _clashing(names: list[str]) -> set[int]:
     by_key: dict[str, list[int]] = defaultdict(list)
     for index, name in enumerate(names):
-        by_key[name.lower()].append(index)
+        by_key[stem_key(name)].append(index)
     clashing = {index for group in by_key.values() if len(group) > 1 for index in group}
     for index, name in enumerate(names):
-        paged = re.fullmatch(r"(.+)_p\d+", name.lower())
+        paged = re.fullmatch(r"(.+)_p\d+", stem_key(name))
         if paged and paged[1] in by_key:
             clashing.add(index)
             clashing.update(by_key[paged[1]])
