@@ -228,8 +228,8 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     """A unique output stem per path: the file name's stem, lengthened only where two would collide.
 
     Names collide when equal ignoring case and Unicode normalization (`stem_key`: outputs may land on a
-    file system that ignores those) or
-    when one looks like a page of the other (`scan_p0002` vs. the pages `scan_p0001`... of `scan.pdf`).
+    file system that ignores those) or when one looks like a page of the other (`scan_p0002` vs. the pages
+    `scan_p0001`... of `scan.pdf`).
     Colliding stems get the suffix appended (`scan_png`, `scan_jpg`), then their parent directories
     prepended one at a time (`vol1__0001`, `vol2__0001`), then a hash of the absolute path. A stem therefore
     stays the same across re-runs of the same command, which skipping finished pages relies on.
