@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -468,6 +469,37 @@ def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, mode
     assert [record["input"] for record in records] == list(map(str, pages[:2]))
     done = sorted(path.name for path in (tmp_path / "out" / ".docsam" / "records").iterdir())
     assert done == ["page0.json", "page1.json"]
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch):
+    """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM: the pages being written are finished and
+    reported, exit 130, and the handler in place before the run is back afterwards."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+    stand_in = batch.model_segmenter
+
+    def terminated_at_the_third(loaded, request, geometry):
+        segment_pages = stand_in(loaded, request, geometry)
+
+        def segment(images):
+            if len(model.batches) == 2:
+                signal.raise_signal(signal.SIGTERM)
+            return segment_pages(images)
+
+        return segment
+
+    def before(number, frame):  # stands in for the default action, which would end pytest
+        pass
+
+    monkeypatch.setattr(batch, "model_segmenter", terminated_at_the_third)
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", "2")
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert [record["input"] for record in records] == list(map(str, pages[:2]))
+    assert "interrupted" in stderr
 
 
 def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmented(

@@ -29,6 +29,7 @@ from docsam_cli.commands.options import (
 from docsam_cli.console import ConsoleReporter, message_options
 from docsam_cli.errors import UsageError
 from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
+from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.presets import (
     DEFAULT_PRESET,
     PRESETS,
@@ -298,7 +299,7 @@ def segment(
     )
     from docsam_cli.batch import run_segment  # the model's dependencies, loaded only now
 
-    with ConsoleReporter(quiet=message_options().quiet) as reporter:
+    with terminate_as_interrupt(), ConsoleReporter(quiet=message_options().quiet) as reporter:
         summary = run_segment(request, reporter)
     raise typer.Exit(summary.exit_code)
 
