@@ -276,11 +276,14 @@ def _summary(precision: np.ndarray) -> dict[str, float | None]:
 
 
 def _mean_f1(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:
+    """F1 per IoU threshold of a one-to-one matching; crowd (ignore) regions are no ground truth, and a
+    prediction left unmatched on one is no false positive, as COCO's evaluation ignores it."""
     true_positives = {name: np.zeros(len(IOU_THRESHOLDS)) for name in classes}
-    counts = dict.fromkeys(classes, 0)
+    counts = {name: np.zeros(len(IOU_THRESHOLDS)) for name in classes}
     for image, predicted in matched:
         for name in classes:
             gt = [a.rle for a in image.annotations if a.category == name and not a.iscrowd]
+            crowd = [a.rle for a in image.annotations if a.category == name and a.iscrowd]
             dt = [
                 rle
                 for rle, category, score in zip(
@@ -288,19 +291,30 @@ def _mean_f1(matched: _Matched, classes: list[str], result: EvaluationResult) ->
                 )
                 if category == name and score >= F1_SCORE_THRESHOLD
             ]
-            counts[name] += len(gt) + len(dt)
+            hits = np.zeros((len(IOU_THRESHOLDS), len(dt)), dtype=bool)  # threshold × prediction
             if gt and dt:
                 ious = np.asarray(mask_utils.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt))
                 rows, cols = linear_sum_assignment(ious, maximize=True)
-                matched_ious = ious[rows, cols]
-                true_positives[name] += (matched_ious[None, :] >= IOU_THRESHOLDS[:, None]).sum(axis=1)
+                hits[:, rows] = ious[rows, cols][None, :] >= IOU_THRESHOLDS[:, None]
+            ignored = _on_crowd_regions(dt, crowd) & ~hits
+            true_positives[name] += hits.sum(axis=1)
+            counts[name] += len(gt) + len(dt) - ignored.sum(axis=1)
     terms = []
     for name in classes:
-        if counts[name]:
-            f1 = float(np.mean(2 * true_positives[name] / counts[name]))
+        if counts[name].any():
+            f1 = float(np.mean(2 * true_positives[name] / np.maximum(counts[name], 1)))
             result.per_class[name].f1 = f1
             terms.append(f1)
     result.maf = float(np.mean(terms)) if terms else 0.0
+
+
+def _on_crowd_regions(dt: list[dict], crowd: list[dict]) -> np.ndarray:
+    """threshold × prediction: whether the prediction lies on a crowd region at that IoU threshold (COCO's
+    crowd IoU, the intersection over the prediction's area)."""
+    if not dt or not crowd:
+        return np.zeros((len(IOU_THRESHOLDS), len(dt)), dtype=bool)
+    ious = np.asarray(mask_utils.iou(dt, crowd, [1] * len(crowd))).reshape(len(dt), len(crowd))
+    return ious.max(axis=1)[None, :] >= IOU_THRESHOLDS[:, None]
 
 
 def _mean_iou(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:

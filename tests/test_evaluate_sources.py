@@ -54,6 +54,30 @@ def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
     assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
 
 
+def test_predictions_of_ignore_regions_are_not_false_positives(tmp_path: Path) -> None:
+    """COCO ignores a detection that falls on a crowd region, and so does mAF: predicting both the real
+    table and the difficult one (the ground truth against itself) scores 1, not an F1 of 2/3."""
+    root = tmp_path / "voc"
+    write_image(root / "JPEGImages" / "p1.jpg", 200, 100)
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "p1.xml").write_text(
+        "<annotation><filename>p1.jpg</filename><size><width>200</width><height>100</height></size>"
+        "<object><name>table</name><difficult>0</difficult>"
+        "<bndbox><xmin>11</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax></bndbox></object>"
+        "<object><name>table</name><difficult>1</difficult>"
+        "<bndbox><xmin>101</xmin><ymin>11</ymin><xmax>150</xmax><ymax>50</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    results = [
+        {"file_name": "p1.jpg", "category_id": "table", "score": 0.9, "segmentation": [polygon]}
+        for polygon in ([10, 10, 60, 10, 60, 50, 10, 50], [100, 10, 150, 10, 150, 50, 100, 50])
+    ]
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(results))
+    report = _report(root / "Annotations", "--gt-format", "voc", "--pred", predictions)
+    assert report["mask"]["AP"] == pytest.approx(1.0)
+    assert report["mAF"] == 1.0
+
+
 def test_text_detection_dont_care_text_is_an_ignore_region(tmp_path: Path) -> None:
     root = tmp_path / "text"
     write_image(root / "images" / "img_1.jpg", 300, 200)
