@@ -88,6 +88,21 @@ def test_quiet_leaves_only_errors_and_warnings_on_stderr_and_data_on_stdout(coco
     assert json.loads(scored.stdout)["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
+    """Two images cannot give a val split of 10 %: the folder is written empty (training refuses it as
+    --val), and conversion says so instead of reporting success alone."""
+    out = coco_file.parent / "o"
+    result = run_cli(
+        "-q", "convert-dataset", coco_file, "--from", "coco", "-o", out, "--split", "train=0.9,val=0.1"
+    )
+    assert result.exit_code == 0
+    assert (out / "val" / "list.txt").read_text() == ""
+    assert result.stderr.splitlines() == [
+        "warning: split 'val' has no image (2 images are too few for its fraction 0.1)"
+    ]
+    assert json.loads((out / "convert_report.json").read_text())["warnings"] == result.stderr[9:].splitlines()
+
+
 def test_a_folder_to_keep_is_a_usage_error(coco_file: Path) -> None:
     out = coco_file.parent / "out"
     out.mkdir()

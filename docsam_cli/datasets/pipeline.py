@@ -247,6 +247,12 @@ def _write(
     for page in pages:
         report.instances.update(instance.category for instance in page.instances)
     report.warnings += [f"{option} matched no class" for option in options.classes.unused()]
+    report.warnings += [
+        f"split '{group}' has no image ({len(pages)} images are too few for its fraction "
+        f"{options.split[group]:.3g})"
+        for group, names in groups.items()
+        if group and not names
+    ]
     if "table" in class_names and "text word" in class_names:
         report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
     extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
