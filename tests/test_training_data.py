@@ -35,6 +35,11 @@ def test_dataset_spec_syntax() -> None:
     spec = DatasetSpec.parse("/data/set,name=My set,weight=2.5,start=400")
     assert spec == DatasetSpec(Path("/data/set"), "My set", 2.5, 400)
     assert DatasetSpec.parse("relative/dir") == DatasetSpec(Path("relative/dir"))
+    # A folder named after a document's title may hold commas: the options are the trailing key=value parts.
+    assert DatasetSpec.parse("gt/Letters, 1850,1851/train,weight=2") == DatasetSpec(
+        Path("gt/Letters, 1850,1851/train"), weight=2.0
+    )
+    assert DatasetSpec.parse("a,b") == DatasetSpec(Path("a,b"))
     for bad in (
         "d,colour=red",
         "d,weight=0",
@@ -44,6 +49,8 @@ def test_dataset_spec_syntax() -> None:
         "d,start=-1",
         "d,name",
         "d,name=",
+        "d,colour=red,weight=2",
+        "d,weight=2,x",
     ):
         with pytest.raises(ValueError):
             DatasetSpec.parse(bad)

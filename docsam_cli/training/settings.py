@@ -136,14 +136,13 @@ class DatasetSpec:
 
     @classmethod
     def parse(cls, text: str) -> DatasetSpec:
-        path, *options = text.split(",")
+        """The options are the trailing `,key=value` parts; commas before them belong to PATH (a folder
+        named after a document's title), unless a part looks like a misspelt option (`colour=red`,
+        `name`)."""
+        path, options = _peel_dataset_options(text)
         values: dict[str, Any] = {}
         for option_text in options:
-            key, sep, value = option_text.partition("=")
-            if not sep or key not in ("name", "weight", "start"):
-                raise ValueError(
-                    f"{text!r}: expected PATH[,name=NAME][,weight=W][,start=ITER], got {option_text!r}"
-                )
+            key, _, value = option_text.partition("=")
             try:
                 values[key] = value if key == "name" else float(value) if key == "weight" else int(value)
             except ValueError:
@@ -153,6 +152,20 @@ class DatasetSpec:
         if values.get("name") == "":
             raise ValueError(f"{text!r}: name must not be empty")
         return cls(Path(path).expanduser(), **values)
+
+
+_DATASET_KEYS = ("name", "weight", "start")
+
+
+def _peel_dataset_options(text: str) -> tuple[str, list[str]]:
+    parts = text.split(",")
+    options: list[str] = []
+    while len(parts) > 1 and parts[-1].partition("=")[0] in _DATASET_KEYS and "=" in parts[-1]:
+        options.insert(0, parts.pop())
+    for part in parts[1:]:
+        if "=" in part or part in _DATASET_KEYS:
+            raise ValueError(f"{text!r}: expected PATH[,name=NAME][,weight=W][,start=ITER], got {part!r}")
+    return ",".join(parts), options
 
 
 def _parse_datasets(texts: Sequence[str]) -> tuple[DatasetSpec, ...]:
