@@ -61,8 +61,7 @@ def resolve_prompts(
         names = [name.strip() for name in classes.split(",") if name.strip()]
         if not names:
             raise ValueError("--classes needs at least one class name")
-        if len(set(names)) != len(names):
-            raise ValueError("--classes names a class twice")
+        _refuse_repeated_classes(names)
         return names, domain if domain is not None else ""
     if preset is None and default is not None:
         return list(default.classes), domain if domain is not None else default.domain
@@ -70,6 +69,18 @@ def resolve_prompts(
     if chosen is None:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     return list(chosen.classes), domain if domain is not None else chosen.domain
+
+
+def _refuse_repeated_classes(names: list[str]) -> None:
+    """Refuse a class named twice, also in another case: the text encoder lowercases its prompts, so
+    `Table,table` would give two identical prompts, and the second class would never win a region."""
+    first_of: dict[str, str] = {}
+    for name in names:
+        earlier = first_of.get(name.lower())
+        if earlier is not None:
+            also = "" if earlier == name else f" (as {earlier!r}; the model reads class names in lower case)"
+            raise ValueError(f"--classes names a class twice: {name!r}{also}")
+        first_of[name.lower()] = name
 
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:

@@ -159,6 +159,18 @@ def test_usage_errors_exit_2(tmp_path, tiny_weights, reference_fixtures):
         assert stderr.strip().startswith("error:")
 
 
+def test_classes_differing_only_in_case_are_one_class_named_twice(tmp_path, tiny_weights, reference_fixtures):
+    """`--classes Table,table` was taken as two classes; the text encoder lowercases its prompts, so both
+    gave the same prompt and the second never won a region (an empty COCO category, a dead label)."""
+    page = str(reference_fixtures / "tiny-e2e-page.png")
+    code, _, stderr = run_segment(tiny_weights, tmp_path, page, "--classes", "Table,figure,table")
+    assert code == 2, stderr
+    assert stderr.strip() == (
+        "error: --classes names a class twice: 'table' (as 'Table'; "
+        "the model reads class names in lower case)"
+    )
+
+
 @pytest.mark.parametrize("dpi", ["inf", "nan", "1e300", "0.5"])
 def test_an_absurd_dpi_is_a_usage_error_naming_it(tmp_path, tiny_weights, reference_fixtures, dpi):
     """`--dpi inf` was accepted, then every PDF page failed with an OverflowError."""
