@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from instances_factory import empty_instances, make_instances, rect_mask
+from PIL import ImageFont
 
 import docsam_cli.writers.overlay as overlay_module
 from docsam_cli.presets import PRESETS
@@ -186,3 +187,20 @@ def swatches(margin: np.ndarray, rgb: tuple[int, int, int]) -> list[tuple[int, i
         for x, y, w, h, area in stats[1:]
         if w >= 3 and h >= 3 and area == w * h
     ]
+
+
+def test_class_names_beyond_ascii_are_drawn_not_boxed(page):
+    """The bundled font draws ASCII only: `Überschrift` was labelled `□berschrift`, the same boxes as for a
+    letter no font has."""
+    try:
+        ImageFont.truetype("DejaVuSans.ttf", 10)
+    except OSError:
+        pytest.skip("needs DejaVu Sans installed")
+
+    def rendered(name: str) -> np.ndarray:
+        masks = [rect_mask(HEIGHT, WIDTH, 20, 60, 140, 380)]
+        return render_overlay(page, PageShapes(make_instances(masks, [0], [f"{name}berschrift"])))
+
+    assert not np.array_equal(rendered("Ü"), rendered("\U000f0000"))
+    assert overlay_module.label_font(12, ("text", "Überschrift")).getname()[0] == "DejaVu Sans"
+    assert overlay_module.label_font(12, ("text", "table")).getname()[0] == "Aileron"  # ASCII: as before

@@ -7,7 +7,7 @@ A page with nothing drawn gets no legend and no margin. Colours are fixed per cl
 class order), so a class looks the same on every page of a run and in every run with the same
 `--classes`. Instances are painted largest first, so small ones stay visible on top; each label sits at its
 instance's top-left corner, inside the page. Text is drawn with Pillow's bundled scalable font, sized to
-the page.
+the page; class names beyond ASCII, which it lacks, with a system font that has them (`label_font`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ RULE = (64, 64, 64)  # the line between the page and the margin, RGB
 ENCODINGS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 FILL_OPACITY = 0.4  # of the class colour over the page inside a mask
 JPEG_QUALITY = 90
+# Fonts covering far more than ASCII, found by Pillow in the system's font folders: DejaVu (Latin, Greek,
+# Cyrillic, ...; installed with most Linux distributions), then Noto's CJK, Arial Unicode (macOS), Arial.
+FALLBACK_FONTS = ("DejaVuSans.ttf", "NotoSansCJK-Regular.ttc", "Arial Unicode.ttf", "arial.ttf")
+UNDRAWN = "\U000f0000"  # a private-use code point: no font has a glyph for it
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -98,12 +102,45 @@ def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
 
     picture = Image.fromarray(canvas[:, :, ::-1])
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(10, round(scale / 70)))
+    font = label_font(max(10, round(scale / 70)), shapes.class_names)
     for index in painted:
         corner = (shapes.window(index).x, shapes.window(index).y)
         _label(draw, font, shapes, index, corner, (width, height))
     picture = _with_legend(picture, font, legend_layout(shapes, painted, font, height))
     return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
+
+
+def label_font(size: int, class_names: Sequence[str]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font, which draws ASCII only; for class names beyond it (`Überschrift`, `表格`) the
+    first of `FALLBACK_FONTS` installed that draws all their letters, so that they are not drawn as boxes,
+    else the first installed (it draws more than the bundled one), else the bundled one. A new font per
+    page: writer threads never share one."""
+    letters = {letter for letter in "".join(class_names) if not letter.isspace()}
+    if all(letter.isascii() for letter in letters):
+        return ImageFont.load_default(size=size)
+    installed = [font for name in FALLBACK_FONTS if (font := _system_font(name, size))]
+    if not installed:
+        return ImageFont.load_default(size=size)
+    return next((font for font in installed if _draws_all(font, letters)), installed[0])
+
+
+def _system_font(name: str, size: int) -> ImageFont.FreeTypeFont | None:
+    try:
+        return ImageFont.truetype(name, size)
+    except OSError:
+        return None  # not installed
+
+
+def _draws_all(font: ImageFont.FreeTypeFont, letters: set[str]) -> bool:
+    """Whether `font` has a glyph of its own for each of `letters`, rather than the box it draws for a
+    letter it lacks (as for a private-use code point)."""
+    missing = _glyph(font, UNDRAWN)
+    return all(_glyph(font, letter) != missing for letter in letters)
+
+
+def _glyph(font: ImageFont.FreeTypeFont, letter: str) -> tuple[tuple[int, int], bytes]:
+    mask = font.getmask(letter)
+    return mask.size, bytes(mask)
 
 
 def write_overlay(path: str | os.PathLike[str], image: np.ndarray, shapes: PageShapes) -> None:
