@@ -63,6 +63,7 @@ from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.jsonl import dumps_record, error_record
 from docsam_cli.writers.page_outputs import (
+    RECORDS,
     STATE_DIR,
     OutputSettings,
     PageSource,
@@ -185,7 +186,8 @@ def _cannot_write_in(out: Path, error: OSError) -> UsageError:
 def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> None:
     """Make `class_names` the classes of the output folder (`<out>/.docsam/classes.json`). They number the
     COCO categories and the semantic labels, so a folder holds the results of one class list: a run with
-    other classes (or the same in another order) is refused before any page, unless `overwrite`."""
+    other classes (or the same in another order) is refused before any page, unless `overwrite` or the
+    folder holds no page yet (every input of the runs before failed)."""
     path = out / STATE_DIR / CLASSES_FILE
     classes = _stored_classes(class_names)
     try:
@@ -197,7 +199,7 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
         stored = None
     if stored == classes:
         return
-    if isinstance(stored, list) and not overwrite:
+    if isinstance(stored, list) and not overwrite and _holds_pages(out):
         raise UsageError(
             f"--out {display_path(out)}: holds results for the classes {', '.join(map(str, stored))}, "
             f"not {', '.join(classes)} (use another --out, or --overwrite to redo its pages with these "
@@ -205,6 +207,10 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
+
+
+def _holds_pages(out: Path) -> bool:
+    return any((out / STATE_DIR / RECORDS).glob("*.json"))
 
 
 def read_stems(out: Path) -> dict[str, str]:
@@ -227,7 +233,7 @@ def read_stems(out: Path) -> dict[str, str]:
 def _stems_of_records(out: Path) -> dict[str, str]:
     """The stem of every input with a page record in `out` (a page id less its page suffix)."""
     stems: dict[str, str] = {}
-    for path in (out / STATE_DIR / "records").glob("*.json"):
+    for path in (out / STATE_DIR / RECORDS).glob("*.json"):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             source, page, page_id = record[STORED_INPUT], record["page"], record["page_id"]

@@ -344,6 +344,19 @@ def test_other_classes_are_a_usage_error_unless_overwrite_redoes_the_pages(tmp_p
     assert coco_file_names(out) == ["page0.png", "page1.png"]
 
 
+def test_a_folder_without_pages_takes_other_classes(tmp_path, model):
+    """A run whose every input failed leaves no results behind: a rerun with other classes (the typo in
+    the file name fixed, --classes changed) is not refused for classes nothing was segmented with."""
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(tmp_path / "missing.png"), "--classes", "table,figure")
+    assert code == ExitCode.FAILED, stderr
+    page = write_page(tmp_path / "page.png")
+    code, _, stderr = segment(out, str(page), "--classes", "table", "--format", "coco,jsonl")
+    assert code == ExitCode.OK, stderr
+    coco = json.loads((out / "coco.json").read_text())
+    assert [category["name"] for category in coco["categories"]] == ["table"]
+
+
 def test_a_page_left_with_the_old_classes_by_an_overwrite_run_is_redone_without_coco(tmp_path, model):
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
     out = tmp_path / "out"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
 COCO_PARTS = "coco-parts"  # in STATE_DIR: one COCO part per page (`writers.coco.part_file`)
+RECORDS = "records"  # in STATE_DIR: one record per page done, written last
 _IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
 
 
@@ -61,7 +62,7 @@ class PageFiles:
         out = settings.out_dir
         self.settings = settings
         self.page_id = page_id
-        self.record = out / STATE_DIR / "records" / f"{page_id}.json"
+        self.record = out / STATE_DIR / RECORDS / f"{page_id}.json"
         self.page_xml = out / "page" / f"{page_id}.xml"
         self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
@@ -105,7 +106,7 @@ def page_folders(out_dir: Path) -> list[Path]:
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
-    return [out_dir, *page_folders(out_dir), state, state / "records", state / COCO_PARTS]
+    return [out_dir, *page_folders(out_dir), state, state / RECORDS, state / COCO_PARTS]
 
 
 class PageWriter:
@@ -128,7 +129,7 @@ class PageWriter:
 
     def recorded(self) -> list[str]:
         """The ids of the pages with a record in the output folder (done by this run or an earlier one)."""
-        records = self.settings.out_dir / STATE_DIR / "records"
+        records = self.settings.out_dir / STATE_DIR / RECORDS
         return [path.name.removesuffix(".json") for path in records.glob("*.json")]
 
     def is_done(self, page_id: str, in_document: bool = False) -> bool:
