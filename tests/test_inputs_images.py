@@ -129,6 +129,22 @@ def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):
     assert (image[..., 0] == image[..., 2]).all()
 
 
+def test_white_is_zero_tiffs_come_out_as_viewers_show_them_at_every_depth(tmp_path):
+    """PhotometricInterpretation 0 (WhiteIsZero): 0 is white. Pillow writes 16-bit and float samples as
+    given and reads them back as stored (a white page came out black); 8-bit ones it inverts both ways,
+    so they come back as saved and must not be inverted twice."""
+    samples = {
+        "deep.tif": (np.array([[0, 0x1234, 0xFFFF]], dtype=np.uint16), [0xFF, 0xED, 0x00]),
+        "float.tif": (np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [255, 127, 0]),
+        "grey.tif": (np.array([[0, 0x12, 0xFF]], dtype=np.uint8), [0x00, 0x12, 0xFF]),
+    }
+    for name, (values, expected) in samples.items():
+        for compression in ("raw", "tiff_lzw"):
+            Image.fromarray(values).save(tmp_path / name, tiffinfo={262: 0}, compression=compression)
+            assert Image.open(tmp_path / name).tag_v2[262] == 0
+            assert check_page(load(tmp_path / name), 1, 3)[0, :, 1].tolist() == expected, (name, compression)
+
+
 def test_thirty_two_bit_integers_are_read_by_their_range_and_sixteen_bit_pgm_by_its_top_bits(tmp_path):
     """Pillow opens 32-bit integer TIFF and 16-bit PGM in the same mode "I": the TIFF's values 0..255 are
     8-bit grey (they came out black), 16-bit ones keep their top bits, wider ones are scaled to their

@@ -41,6 +41,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000",
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
+_PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samples count from white)
 _NOT_A_PAGE = 0b101
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 _PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # "Image size (400000000 pixels) exceeds limit of ..."
@@ -215,7 +216,7 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
             raise _bomb_error(path, error, page) from None
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-        return to_bgr(upright(image), sample_bits=_tiff_bits(image))
+        return to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -235,6 +236,12 @@ def _tiff_bits(image: Image.Image) -> int | None:
     return bits if isinstance(bits, int) else None
 
 
+def _white_is_zero(image: Image.Image) -> bool:
+    """Whether a TIFF's samples count from white (PhotometricInterpretation 0, bilevel and grey scans)."""
+    tags = getattr(image, "tag_v2", None)
+    return tags is not None and tags.get(_PHOTOMETRIC) == 0
+
+
 def _wide_integers_to_gray(values: np.ndarray) -> np.ndarray:
     """32-bit integer samples, whose range says nothing of the type: read as 8-bit when they fit (values
     0..255 written as int32 by a scientific tool), as 16-bit when those fit, else scaled from their
@@ -248,7 +255,7 @@ def _wide_integers_to_gray(values: np.ndarray) -> np.ndarray:
     return (values * 255 // top).astype(np.uint8)
 
 
-def to_bgr(image: Image.Image, sample_bits: int | None = None) -> np.ndarray:
+def to_bgr(image: Image.Image, sample_bits: int | None = None, white_is_zero: bool = False) -> np.ndarray:
     """(H, W, 3) contiguous BGR uint8 from any Pillow mode.
 
     1-bit, grayscale and palette images become gray/colour BGR; any alpha (RGBA, LA, PA, palette or
@@ -257,23 +264,36 @@ def to_bgr(image: Image.Image, sample_bits: int | None = None) -> np.ndarray:
     16-bit PGM and 32-bit TIFF the same mode) are read by their values' range (`_wide_integers_to_gray`);
     float images are read as 0..1 if they fit, else clipped to
     0..255; CMYK, YCbCr, LAB and HSV go through Pillow's RGB conversion (embedded ICC profiles ignored).
+    `white_is_zero` (a TIFF's PhotometricInterpretation 0) inverts those 16-bit, 32-bit and float samples:
+    Pillow inverts 1- to 8-bit WhiteIsZero TIFFs while decoding, but hands these over as stored.
     """
-    mode = image.mode
-    if mode == "I" and sample_bits == 32:
-        gray = _wide_integers_to_gray(np.asarray(image))
-    elif mode in _SIXTEEN_BIT_MODES:
-        gray = (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
-    elif mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
-        scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
-        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-    elif mode in _ALPHA_MODES or "transparency" in image.info:
+    gray = _samples_to_gray(image, sample_bits)
+    if gray is not None:
+        return _gray_to_bgr(255 - gray if white_is_zero else gray)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         rgb = np.asarray(Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"))
         return np.ascontiguousarray(rgb[:, :, ::-1])
-    elif mode in ("1", "L"):
-        gray = np.asarray(image.convert("L"))
-    else:
-        rgb = np.asarray(image.convert("RGB"))
-        return np.ascontiguousarray(rgb[:, :, ::-1])
+    if image.mode in ("1", "L"):
+        return _gray_to_bgr(np.asarray(image.convert("L")))
+    rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _samples_to_gray(image: Image.Image, sample_bits: int | None) -> np.ndarray | None:
+    """8-bit grey from the modes whose samples Pillow hands over as stored (32-bit integer, 16-bit,
+    float; see `to_bgr`); None for every other mode."""
+    mode = image.mode
+    if mode == "I" and sample_bits == 32:
+        return _wide_integers_to_gray(np.asarray(image))
+    if mode in _SIXTEEN_BIT_MODES:
+        return (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
+        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return None
+
+
+def _gray_to_bgr(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
