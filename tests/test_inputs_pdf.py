@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,59 @@ def test_the_owner_password_opens_an_encrypted_pdf_too(pdfs):
     tasks = items_for(pdfs / "pdf-qpdf-tricky/enc-XI-R6,V5,U=view,O=master.pdf", password="master")
     assert len(tasks) == 30 and all(isinstance(task, PageTask) for task in tasks)
     assert tasks[0].load().image.mean() > 100
+
+
+_PASSWORD_PAD = bytes.fromhex("28bf4e5e4e758a4164004e56fffa01082e2e00b6d0683e802f0ca9fe6453697a")
+
+
+def rc4(key: bytes, data: bytes) -> bytes:
+    state, j = list(range(256)), 0
+    for i in range(256):
+        j = (j + state[i] + key[i % len(key)]) % 256
+        state[i], state[j] = state[j], state[i]
+    out, i, j = bytearray(), 0, 0
+    for byte in data:
+        i = (i + 1) % 256
+        j = (j + state[i]) % 256
+        state[i], state[j] = state[j], state[i]
+        out.append(byte ^ state[(state[i] + state[j]) % 256])
+    return bytes(out)
+
+
+def rc4_encrypted_pdf(user: bytes, owner: bytes) -> bytes:
+    """A one-page PDF (a black square top left) under the standard security handler, revision 2 (40-bit
+    RC4, ISO 32000-1 algorithms 2 to 4): passwords are bytes, PDFDocEncoding for the user's text."""
+    padded = [(password + _PASSWORD_PAD)[:32] for password in (user, owner)]
+    o_entry = rc4(hashlib.md5(padded[1]).digest()[:5], padded[0])
+    file_id, permissions = b"0123456789abcdef", (-4).to_bytes(4, "little", signed=True)
+    key = hashlib.md5(padded[0] + o_entry + permissions + file_id).digest()[:5]
+    content = rc4(
+        hashlib.md5(key + (4).to_bytes(3, "little") + bytes(2)).digest()[:10], b"0 g 0 742 50 50 re f"
+    )
+    pdf = pdf_file([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -4 >>"
+        % (o_entry.hex().encode(), rc4(key, _PASSWORD_PAD).hex().encode()),
+    ])  # fmt: skip
+    trailer = b"/Encrypt 5 0 R /ID [<%s> <%s>] >>" % (file_id.hex().encode(), file_id.hex().encode())
+    return pdf.replace(b"/Root 1 0 R >>", b"/Root 1 0 R " + trailer)
+
+
+def test_accented_passwords_open_files_that_take_them_in_pdfdocencoding(tmp_path):
+    """RC4 and AES-128 files (revision 4 and below) hash their password's PDFDocEncoding bytes; poppler
+    hands on what it gets, so the UTF-8 of a typed "pässwörd" was refused as a wrong password."""
+    path = tmp_path / "accented.pdf"
+    path.write_bytes(rc4_encrypted_pdf("pässwörd".encode("latin-1"), "Bürö".encode("latin-1")))
+    assert only_error(path).reason == "encrypted PDF: a password is needed (--password)"
+    assert only_error(path, password="passwort").reason == "encrypted PDF: wrong password"
+    for password in ("pässwörd", "Bürö"):
+        (task,) = items_for(path, password=password)
+        assert isinstance(task, PageTask), task
+        page = task.load().image
+        assert page.shape == (330, 255, 3) and page[:20, :20].max() == 0 and page[100:].min() == 255
 
 
 @pytest.mark.parametrize("name", ["bad1.pdf", "bad-direct-root.pdf", "bad-content.pdf"])

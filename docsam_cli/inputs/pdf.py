@@ -15,12 +15,16 @@ reports nor applies /UserUnit, so the crop box in points is what it renders.
 Passwords: one `--password` serves a whole batch, so it is used only where a file needs one. A file is
 first opened without it (unencrypted PDFs, and encrypted ones with an empty user password, would refuse a
 wrong user password), then, if poppler asks for one, with it as both owner and user password (poppler
-tries the owner password first, then the user password), so either password opens the file.
+tries the owner password first, then the user password), so either password opens the file. Files
+encrypted before AES-256 (RC4, AES-128: revision 4 and below) take their password as PDFDocEncoding bytes,
+and poppler hands it on as given: a password with accented letters, typed (and passed) as UTF-8, would
+be wrong for them, so it is also tried in Latin-1, which PDFDocEncoding agrees with for those letters.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,7 @@ _POINTS_PER_INCH = 72.0
 _SIZE_TOLERANCE = 2  # pixels: poppler rounds each side up ...
 _SIZE_PRECISION = 1e-5  # ... from a size pdfinfo prints to 6 significant digits
 _NEEDS_PASSWORD = "encrypted PDF: a password is needed (--password)"
+_WRONG_PASSWORD = "encrypted PDF: wrong password"
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,24 @@ def read_pdf_info(path: Path, password: str | None = None, timeout: float | None
     except InputError as error:
         if password is None or error.reason != _NEEDS_PASSWORD:
             raise
-    return _read_pdf_info(path, password, timeout)
+    *first_forms, last_form = _password_forms(password)
+    for form in first_forms:
+        try:
+            return _read_pdf_info(path, form, timeout)
+        except InputError as error:
+            if error.reason != _WRONG_PASSWORD:
+                raise
+    return _read_pdf_info(path, last_form, timeout)
+
+
+def _password_forms(password: str) -> list[str]:
+    """The password as typed, then, where that differs, its Latin-1 bytes for revision-4 files (see the
+    module docstring), as a command-line argument carries them (`os.fsdecode`)."""
+    try:
+        latin = os.fsdecode(password.encode("latin-1"))
+    except UnicodeEncodeError:  # not a password of such a file
+        return [password]
+    return [password] if latin == password else [password, latin]
 
 
 def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> PdfInfo:
@@ -100,7 +122,7 @@ def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> P
 
 def _pdfinfo_reason(message: str, password: str | None) -> str:
     if "Incorrect password" in message:
-        return _NEEDS_PASSWORD if password is None else "encrypted PDF: wrong password"
+        return _NEEDS_PASSWORD if password is None else _WRONG_PASSWORD
     if "after the last page (0)" in message:  # pdfinfo refuses the page range of a document without pages
         return "PDF has no pages"
     errors = [line.split(":", 1)[-1].strip() for line in message.splitlines() if "Error" in line]
