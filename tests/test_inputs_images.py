@@ -259,8 +259,10 @@ def test_a_cut_multi_page_tiff_is_one_line_naming_it_and_no_pillow_warning(share
             errors, pages = [last], [task.load() for task in tasks[:1]]
             assert isinstance(last, InputError) and last.page == len(tasks) + 1
     for error in errors:
-        assert error.reason.startswith("truncated or corrupt TIFF (")
+        assert error.reason.startswith("truncated or corrupt TIFF")
         assert_one_line_naming(error, tmp_path / "cut.tif")
+    if isinstance(cut, int):  # Pillow cannot tell a cut header from a kind of TIFF it does not read
+        assert "or a kind of TIFF Pillow cannot read" in errors[0].reason
     assert [str(warning.message) for warning in shown] == []
     assert all(page.image.size for page in pages)
 

@@ -155,7 +155,10 @@ def _unidentified(path: Path, handle: BinaryIO) -> InputError:
     name = signature_format(handle.read(SNIFF_BYTES))
     if name is None or name in WEAK_SIGNATURE_FORMATS:
         return InputError(path, "not an image or PDF (or an unsupported image format)")
-    return InputError(path, f"truncated or corrupt {name} (its header cannot be read)")
+    return InputError(
+        path,
+        f"truncated or corrupt {name}, or a kind of {name} Pillow cannot read (its header cannot be read)",
+    )
 
 
 @dataclass(frozen=True)
