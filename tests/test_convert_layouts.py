@@ -117,6 +117,19 @@ def test_collections_with_the_same_image_names_are_told_apart(tmp_path: Path) ->
     assert "c3/0001.xml" in line and "2 files of that name" in line and "--images" in line
 
 
+def test_an_image_saved_since_under_any_extension_segment_reads_is_found(tmp_path: Path) -> None:
+    """The PAGE file names `0001.png`; the scan beside it was saved since as `0001.jfif` (a JPEG under an
+    extension `docsam segment` reads too): found as the same stem in another format, and said so."""
+    root = tmp_path / "gt"
+    image = write_image(root / "0001.png", 40, 30)
+    image.rename(root / "0001.jfif")
+    (root / "0001.xml").write_text(page_xml("0001.png", 40, 30, [("TextRegion", None, "1,1 9,1 9,9")]))
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    counts, documents = layout_counts(tmp_path / "out")
+    assert len(documents) == 1 and sum(counts.values()) == 1
+
+
 def test_not_found_names_the_file_and_where_it_looked(tmp_path: Path) -> None:
     source = tmp_path / "xml"
     (source / "c1").mkdir(parents=True)

@@ -37,10 +37,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from docsam_cli.inputs.sources import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import RENDERING_FOLDERS, STATE_DIR
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2")
+_COMMON_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2")
+# The extensions an annotation's image may have, tried in this order: the common ones, then every other
+# one `docsam segment` reads.
+IMAGE_SUFFIXES = (*_COMMON_SUFFIXES, *sorted(READABLE_SUFFIXES - set(_COMMON_SUFFIXES)))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _NOTE_CASE = "image file name differs in letter case"
