@@ -57,10 +57,7 @@ class DocSAM(nn.Module):
             all_stages: False keeps only the last stage in the output (inference), so earlier stages'
                 mask logits are freed as soon as the next stage no longer needs them.
         """
-        if len(class_names) != pixel_values.shape[0]:
-            raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
-        if any(len(names) < 2 for names in class_names):
-            raise ValueError("every image needs at least one class name plus the background prompt")
+        self.check_inputs(pixel_values, class_names)
         batch, _, height, width = pixel_values.shape
         if pixel_mask is None:
             pixel_mask = pixel_values.new_ones(batch, 1, height, width)
@@ -101,6 +98,30 @@ class DocSAM(nn.Module):
             semantic_queries=semantics,
             stages=stages,
         )
+
+    def check_inputs(self, pixel_values: torch.Tensor, class_names: Sequence[Sequence[str]]) -> None:
+        """Refuse misuse in words, before it meets a shape or dtype error deep inside the backbone (or, for
+        a flat list of names, is read one letter per class)."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (N, 3, H, W) BGR, got shape {tuple(pixel_values.shape)}")
+        weights = self.semantic_query_projection.weight.dtype
+        autocast = torch.is_autocast_enabled(pixel_values.device.type)
+        if not pixel_values.is_floating_point() or (pixel_values.dtype != weights and not autocast):
+            raise ValueError(
+                f"pixel_values must be BGR 0..255 in the weights' dtype ({weights}) or under torch.autocast, "
+                f"got {pixel_values.dtype}"
+            )
+        if isinstance(class_names, str) or not all(
+            not isinstance(names, str) and all(isinstance(name, str) for name in names)
+            for names in class_names
+        ):
+            raise ValueError(
+                "class_names must hold one list of names per image, e.g. [['table', 'X _background_']]"
+            )
+        if len(class_names) != pixel_values.shape[0]:
+            raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
+        if any(len(names) < 2 for names in class_names):
+            raise ValueError("every image needs at least one class name plus the background prompt")
 
     def embed_class_names(self, class_names: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Mean-pooled MiniLM embeddings per image, one BERT call for all distinct names of the batch."""

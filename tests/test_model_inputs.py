@@ -1,0 +1,42 @@
+"""The model as a library: misuse of `DocSAM.forward` is refused in words, not by a torch error deep down."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+NAMES = ["table", "PubLayNet _background_"]
+
+
+def forward(model, pixels: torch.Tensor, class_names) -> None:
+    with torch.no_grad():
+        model(pixels, class_names=class_names)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (torch.rand(1, 1, 64, 64) * 255, r"\(N, 3, H, W\) BGR, got shape \(1, 1, 64, 64\)"),
+        (torch.rand(3, 64, 64) * 255, r"\(N, 3, H, W\) BGR, got shape \(3, 64, 64\)"),
+        (
+            (torch.rand(1, 3, 64, 64) * 255).to(torch.uint8),
+            r"weights' dtype \(torch.float32\).*got torch.uint8",
+        ),
+        (torch.rand(1, 3, 64, 64).double() * 255, r"weights' dtype \(torch.float32\).*got torch.float64"),
+    ],
+)
+def test_pixels_of_another_shape_or_dtype_are_refused(tiny_model, pixels, message):
+    with pytest.raises(ValueError, match=message):
+        forward(tiny_model, pixels, [NAMES] * pixels.shape[0])
+
+
+@pytest.mark.parametrize("class_names", [NAMES, "ab", [NAMES[0], NAMES], [[NAMES[0], 3]]])
+def test_class_names_that_are_not_one_list_of_names_per_image_are_refused(tiny_model, class_names):
+    """A flat list of two names for two images would otherwise prompt each image with its name's letters."""
+    with pytest.raises(ValueError, match="one list of names per image"):
+        forward(tiny_model, torch.rand(2, 3, 64, 64) * 255, class_names)
+
+
+def test_pixels_of_another_float_dtype_run_under_autocast(tiny_model):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        forward(tiny_model, (torch.rand(1, 3, 64, 64) * 255).bfloat16(), [NAMES])
