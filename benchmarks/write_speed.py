@@ -34,7 +34,7 @@ from docsam_cli.batch import SegmentRun, prepare_output_folder
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.segment_request import SegmentRequest
-from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
+from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter, page_folders
 from model.instances import PageInstances
 
 CLASSES = ("text", "title", "list", "table", "figure")
@@ -192,7 +192,7 @@ def pipeline(args: argparse.Namespace, page: np.ndarray, instances: PageInstance
             reporter = _QuietReporter()
 
             def work(request=request):
-                documents = collect_documents(request.inputs, recursive=False, output_folder=request.out)
+                documents = collect_documents(request.inputs, skip_folders=page_folders(request.out))
                 return iter_page_tasks(documents, LoadOptions())
 
             started = time.perf_counter()

@@ -23,3 +23,13 @@ def test_no_benchmark_module_shadows_an_installed_one(name: str) -> None:
     # A script run as `python benchmarks/x.py` has benchmarks/ first on sys.path: a module there named like
     # an installed one (transformers imports `kernels` when it is there) would be imported in its place.
     assert importlib.util.find_spec(name) is None, f"benchmarks/{name}.py shadows an installed module"
+
+
+def test_write_speed_runs_the_batch_runner_behind_a_stand_in_model(monkeypatch, capsys) -> None:
+    """`write_speed.py --writers` (a GPU-checks step) drives `SegmentRun` with docsam's own listing."""
+    from benchmarks import write_speed
+
+    arguments = "--writers 1 --pages 2 --model-seconds 0.01 --instances 2 --size 120,80 --workers 1"
+    monkeypatch.setattr("sys.argv", ["write_speed.py", *arguments.split()])
+    write_speed.main()
+    assert "writers 1: " in capsys.readouterr().out
