@@ -23,16 +23,21 @@ DOMAIN = "Benchmark"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, variant: str = "base") -> None:
-    parser.add_argument("--variant", default=variant, choices=["base", "large"])
+    parser.add_argument(
+        "--variant",
+        choices=["base", "large"],
+        help=f"architecture (default: {variant}; with --weights, what the file says, as load_model reads it)",
+    )
     parser.add_argument("--model-config", type=Path, help="JSON architecture config instead of --variant")
     parser.add_argument("--weights", type=Path, help="a checkpoint (default: random weights, seeded)")
+    parser.set_defaults(default_variant=variant)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and pages")
 
 
 def model_label(args: argparse.Namespace) -> str:
-    return str(args.weights or args.model_config or f"DocSAM-{args.variant}")
+    return str(args.weights or args.model_config or f"DocSAM-{args.variant or args.default_variant}")
 
 
 def build_model(args: argparse.Namespace) -> tuple[DocSAM, torch.device]:
@@ -42,10 +47,11 @@ def build_model(args: argparse.Namespace) -> tuple[DocSAM, torch.device]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    config = DocSAMConfig.from_json(args.model_config) if args.model_config else variant_config(args.variant)
+    config = DocSAMConfig.from_json(args.model_config) if args.model_config else None
     torch.manual_seed(args.seed)
     if args.weights:
-        return load_model(args.weights, config=config, device=device), device
+        return load_model(args.weights, variant=args.variant, config=config, device=device), device
+    config = config or variant_config(args.variant or args.default_variant)
     return DocSAM(config).to(device).eval(), device
 
 

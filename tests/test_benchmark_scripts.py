@@ -33,3 +33,18 @@ def test_write_speed_runs_the_batch_runner_behind_a_stand_in_model(monkeypatch, 
     monkeypatch.setattr("sys.argv", ["write_speed.py", *arguments.split()])
     write_speed.main()
     assert "writers 1: " in capsys.readouterr().out
+
+
+def test_weights_load_with_the_architecture_their_file_names(tiny_weights) -> None:
+    """`--weights FILE` alone: the config `save_model` stored (or the detected variant), not `--variant`'s
+    default, which refused every file but a DocSAM-Base one."""
+    import argparse
+
+    from benchmarks.common import add_model_arguments, build_model, model_label
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(["--weights", str(tiny_weights), "--device", "cpu"])
+    model, _ = build_model(args)
+    assert model.config.backbone.embed_dim == 12
+    assert model_label(parser.parse_args([])) == "DocSAM-base"
