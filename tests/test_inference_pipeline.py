@@ -232,3 +232,11 @@ def test_out_of_memory_halves_the_chunks():
     assert model.chunks == [2, 2, 1] and outputs.mask_logits.shape[0] == 5
     with pytest.raises(torch.cuda.OutOfMemoryError):
         forward_pages(RowsModel(fits=0), [_patches(2)], ["a", "bg"])
+
+
+def test_a_model_in_training_mode_is_refused():
+    """Its dropout would make every call's instances differ, silently."""
+    model = DarkRegionModel()
+    model.training = True
+    with pytest.raises(ValueError, match=r"training mode .* model.eval\(\)"):
+        segment_pages(model, [_page((50, 40), (10, 20, 30, 40))], ["text"], domain="Test")

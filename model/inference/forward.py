@@ -71,6 +71,8 @@ def forward_pages(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if getattr(model, "training", False):
+        raise ValueError("the model is in training mode (dropout on, results vary): call model.eval() first")
     groups = [list(pages)] if isolate_batch else [[page] for page in pages]
     outputs: list[PatchOutputs] = []
     for group in groups:
