@@ -240,3 +240,9 @@ def test_a_model_in_training_mode_is_refused():
     model.training = True
     with pytest.raises(ValueError, match=r"training mode .* model.eval\(\)"):
         segment_pages(model, [_page((50, 40), (10, 20, 30, 40))], ["text"], domain="Test")
+
+
+def test_class_names_given_as_one_string_are_refused():
+    """`"text"` would otherwise prompt the model with the classes t, e, x, t."""
+    with pytest.raises(ValueError, match="a list of names, got the string 'text'"):
+        segment_pages(DarkRegionModel(), [_page((50, 40), (10, 20, 30, 40))], "text", domain="Test")

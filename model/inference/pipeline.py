@@ -28,6 +28,8 @@ class PagePrediction:
 def prompt_names(class_names: Sequence[str], domain: str) -> list[str]:
     """The prompts: the classes, then the background `"<domain> _background_"` last (docs/design.md,
     "background prompt last")."""
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a list of names, got the string {class_names!r}")
     if not class_names:
         raise ValueError("at least one class name is needed")
     return [*class_names, f"{domain} _background_"]
