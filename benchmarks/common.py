@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from docsam_cli.errors import InputError
+from docsam_cli.errors import InputError, UsageError
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
 from docsam_cli.precision import PRECISIONS, network_autocast, precision_dtype
 from docsam_cli.runtime import keep_freed_memory, pick_device
@@ -20,6 +20,14 @@ from model.instances import PageInstances
 
 CLASS_NAMES = ("text", "table", "list", "title", "figure")
 DOMAIN = "Benchmark"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts (pages, threads, batch sizes): an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, variant: str = "base") -> None:
@@ -32,7 +40,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, variant: str = "base") 
     parser.add_argument("--weights", type=Path, help="a checkpoint (default: random weights, seeded)")
     parser.set_defaults(default_variant=variant)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and pages")
 
 
@@ -46,7 +56,10 @@ def build_model(args: argparse.Namespace) -> tuple[DocSAM, torch.device]:
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except UsageError as error:  # no such device (CUDA on a machine without one): one line, no traceback
+        raise SystemExit(str(error)) from None
     config = DocSAMConfig.from_json(args.model_config) if args.model_config else None
     torch.manual_seed(args.seed)
     if args.weights:

@@ -33,6 +33,7 @@ from benchmarks.common import (
     check_precision,
     folder_pages,
     model_label,
+    positive_int,
     segment,
 )
 from model.instances import PageInstances
@@ -95,7 +96,7 @@ def main() -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--pages-dir", type=Path, help="folder of page images/PDFs")
-    parser.add_argument("--pages", type=int, default=20, help="at most this many pages")
+    parser.add_argument("--pages", type=positive_int, default=20, help="at most this many pages")
     parser.add_argument("--other", default="bf16", choices=["bf16", "fp16"], help="precision against fp32")
     parser.add_argument("--json", type=Path, help="append the summary as one JSON line to this file")
     args = parser.parse_args()

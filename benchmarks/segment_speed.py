@@ -54,6 +54,7 @@ from benchmarks.common import (
     check_precision,
     folder_pages,
     model_label,
+    positive_int,
     synthetic_pages,
     throughput,
 )
@@ -96,11 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--pages", type=int, default=10, help="pages to measure (after a warm-up page)")
+    parser.add_argument(
+        "--pages", type=positive_int, default=10, help="pages to measure (after a warm-up page)"
+    )
     parser.add_argument("--pages-dir", type=Path, help="real pages (images/PDFs) instead of synthetic ones")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass")
     parser.add_argument("--isolate", action="store_true", help="batch windows of several pages together")
-    parser.add_argument("--pages-per-batch", type=int, default=4, help="pages per call with --isolate")
+    parser.add_argument(
+        "--pages-per-batch", type=positive_int, default=4, help="pages per call with --isolate"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--breakdown", action="store_true", help="seconds and FLOPs per pipeline stage")
     mode.add_argument("--count-syncs", action="store_true", help="device → host synchronisations per page")
@@ -109,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--sweep", action="store_true", help="CUDA: precisions × batch sizes × isolation")
     mode.add_argument("--inputs", type=Path, help="folder to decode: input pages/s beside model pages/s")
-    parser.add_argument("--workers", type=int, default=2, help="decoding threads for --inputs")
+    parser.add_argument("--workers", type=positive_int, default=2, help="decoding threads for --inputs")
     parser.add_argument(
         "--gpu-paths",
         action="store_true",

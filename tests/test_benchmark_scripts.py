@@ -48,3 +48,25 @@ def test_weights_load_with_the_architecture_their_file_names(tiny_weights) -> No
     model, _ = build_model(args)
     assert model.config.backbone.embed_dim == 12
     assert model_label(parser.parse_args([])) == "DocSAM-base"
+
+
+@pytest.mark.parametrize("option", ["--pages", "--threads", "--batch-size", "--pages-per-batch", "--workers"])
+def test_segment_speed_refuses_counts_below_one(option, monkeypatch, capsys) -> None:
+    from benchmarks import segment_speed
+
+    monkeypatch.setattr("sys.argv", ["segment_speed.py", option, "0"])
+    with pytest.raises(SystemExit):
+        segment_speed._parser().parse_args()
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_device_that_is_not_there_is_one_line_not_a_traceback(monkeypatch) -> None:
+    import argparse
+
+    from benchmarks.common import add_model_arguments, build_model
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
+        build_model(parser.parse_args(["--device", "cuda"]))
