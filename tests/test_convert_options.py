@@ -103,6 +103,19 @@ def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
     assert json.loads((out / "convert_report.json").read_text())["warnings"] == result.stderr[9:].splitlines()
 
 
+def test_a_split_asked_to_be_empty_is_no_warning(coco_file: Path) -> None:
+    """`--split train=1,test=0` asks for an empty test folder: no number of images would fill it, so
+    saying that there are too few images for it would be wrong."""
+    out = coco_file.parent / "o"
+    result = run_cli(
+        "-q", "convert-dataset", coco_file, "--from", "coco", "-o", out, "--split", "train=1,test=0"
+    )
+    assert result.exit_code == 0
+    assert (out / "test" / "list.txt").read_text() == ""
+    assert result.stderr == ""
+    assert json.loads((out / "convert_report.json").read_text())["warnings"] == []
+
+
 def test_a_folder_to_keep_is_a_usage_error(coco_file: Path) -> None:
     out = coco_file.parent / "out"
     out.mkdir()

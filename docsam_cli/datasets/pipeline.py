@@ -251,7 +251,7 @@ def _write(
         f"split '{group}' has no image ({len(pages)} images are too few for its fraction "
         f"{options.split[group]:.3g})"
         for group, names in groups.items()
-        if group and not names
+        if group and not names and options.split[group] > 0  # a fraction of 0 asks for an empty split
     ]
     if "table" in class_names and "text word" in class_names:
         report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
