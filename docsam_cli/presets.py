@@ -10,6 +10,7 @@ they replace the default preset for that checkpoint.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +73,28 @@ def resolve_prompts(
 
 
 def _refuse_repeated_classes(names: list[str]) -> None:
-    """Refuse a class named twice, also in another case: the text encoder lowercases its prompts, so
-    `Table,table` would give two identical prompts, and the second class would never win a region."""
+    """Refuse a class named twice, also in another case, accents or spacing: the text encoder's normalizer
+    lowercases its prompts and strips their accents, and its tokens ignore runs of spaces, so `Table,table`
+    or `Légende,legende` would give two identical prompts, and the second class would never win a region."""
     first_of: dict[str, str] = {}
     for name in names:
-        earlier = first_of.get(name.lower())
+        key = prompt_key(name)
+        earlier = first_of.get(key)
         if earlier is not None:
-            also = "" if earlier == name else f" (as {earlier!r}; the model reads class names in lower case)"
+            also = (
+                ""
+                if earlier == name
+                else f" (as {earlier!r}; the model reads class names in lower case, without accents)"
+            )
             raise ValueError(f"--classes names a class twice: {name!r}{also}")
-        first_of[name.lower()] = name
+        first_of[key] = name
+
+
+def prompt_key(name: str) -> str:
+    """What the text encoder reads of a class name: lower case, accents stripped (BERT's normalizer),
+    words split at spaces."""
+    decomposed = unicodedata.normalize("NFD", name.lower())
+    return " ".join("".join(char for char in decomposed if not unicodedata.combining(char)).split())
 
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:

@@ -9,12 +9,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_helpers import PROJECT_ROOT
 from lxml import etree
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from segment_helpers import E2E_CLASSES, leftover_temporaries, run_segment
+from tokenizers import Tokenizer
 
+from docsam_cli.presets import prompt_key, resolve_prompts
 from model.inference.mapping import resample_masks
 
 
@@ -167,8 +170,32 @@ def test_classes_differing_only_in_case_are_one_class_named_twice(tmp_path, tiny
     assert code == 2, stderr
     assert stderr.strip() == (
         "error: --classes names a class twice: 'table' (as 'Table'; "
-        "the model reads class names in lower case)"
+        "the model reads class names in lower case, without accents)"
     )
+
+
+@pytest.mark.parametrize(
+    ("classes", "repeated", "first"),
+    [("Légende,legende", "legende", "Légende"), ("text line,Text  Line", "Text  Line", "text line")],
+)
+def test_classes_differing_only_in_accents_or_spacing_are_one_class_named_twice(classes, repeated, first):
+    """The text encoder strips accents and splits at spaces as well as lowercasing: both names give the
+    same tokens, so the second class could never win a region."""
+    with pytest.raises(ValueError) as refused:
+        resolve_prompts(classes, None, None)
+    assert str(refused.value) == (
+        f"--classes names a class twice: {repeated!r} (as {first!r}; "
+        "the model reads class names in lower case, without accents)"
+    )
+
+
+def test_the_repetition_rule_reads_class_names_as_the_text_encoder_does():
+    """`prompt_key` equal exactly where the bundled tokenizer gives the same tokens."""
+    tokenizer = Tokenizer.from_file(str(PROJECT_ROOT / "model" / "tokenizer" / "tokenizer.json"))
+    for first, second in [("Légende", "legende"), ("Überschrift", "uberschrift"), ("A  b", "a b")]:
+        assert prompt_key(first) == prompt_key(second)
+        assert tokenizer.encode(first).ids == tokenizer.encode(second).ids
+    assert prompt_key("table") != prompt_key("tables")
 
 
 @pytest.mark.parametrize("dpi", ["inf", "nan", "1e300", "0.5"])
