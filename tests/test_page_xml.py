@@ -9,10 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import PROJECT_ROOT
 from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
 from lxml import etree
 
-from docsam_cli.writers.page_map import ALLOWED_TYPES, parse_page_map, region_kind
+from docsam_cli.writers.page_map import ALLOWED_TYPES, DEFAULT_REGION_KINDS, parse_page_map, region_kind
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string, write_page_xml
 from docsam_cli.writers.shapes import PageShapes
 
@@ -247,6 +248,15 @@ def test_graphic_types_of_the_schema_are_default_kinds():
     ):
         kind = region_kind(name)
         assert kind.element == "GraphicRegion" and kind.type in ALLOWED_TYPES["GraphicRegion"], name
+
+
+def test_readme_names_every_default_graphic_type():
+    """README's PAGE defaults list the class names that become a GraphicRegion of each type."""
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
+    defaults = readme[readme.index("PAGE defaults") : readme.index("anything else a `TextRegion`")]
+    graphic = {kind.type for kind in DEFAULT_REGION_KINDS.values() if kind.element == "GraphicRegion"}
+    for graphic_type in graphic:
+        assert graphic_type.replace("-", " ") in defaults, graphic_type
 
 
 def test_names_are_escaped_and_scores_clipped(page_schema):
