@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import PROJECT_ROOT
 from training_helpers import ScriptedRandom, write_layout
 
 from docsam_cli.errors import InputError, UsageError
@@ -66,7 +67,7 @@ def test_dataset_weights_are_given_to_every_dataset_or_to_none() -> None:
 
 def test_readme_train_example_passes_the_weights_rule() -> None:
     """README's `docsam train` example: its DATASETs give a weight to all of them or to none."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     (command,) = re.findall(r"^docsam train (.*?) \\$", readme, re.MULTILINE)
     specs = [DatasetSpec.parse(argument) for argument in command.split()]
     assert len(specs) == 2
