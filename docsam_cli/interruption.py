@@ -14,11 +14,12 @@ from types import FrameType
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While entered (in the main thread), the first SIGTERM raises KeyboardInterrupt; it puts the previous
-    handler back, so that a second SIGTERM acts as before (ends the process)."""
-    if threading.current_thread() is not threading.main_thread():
+    handler back, so that a second SIGTERM acts as before (ends the process). A SIGTERM the caller ignores
+    (`trap '' TERM`, inherited as ignored) stays ignored."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
         yield
         return
-    previous = signal.getsignal(signal.SIGTERM)
 
     def interrupt(number: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, previous)
