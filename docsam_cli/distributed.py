@@ -141,15 +141,23 @@ class Distributed:
 
     def _report(self, report: str) -> None:
         """Store `report` as the run's failure unless another is there; if it is the first, wait
-        (`FAILURE_LINGER_SECONDS` at most) for the others to read it."""
+        (`FAILURE_LINGER_SECONDS` at most) for the others to read it, or to stop on their own.
+
+        The wait ends quietly if the launcher stops this process meanwhile (torchrun does, with SIGTERM,
+        once another process has exited: one that failed for the same reason, weights missing on every
+        rank): this process stops with its own reason, not as interrupted."""
         failure = self._failure_key()
         others = [f"{failure}/read/{rank}" for rank in range(self.world_size) if rank != self.rank]
         try:
             if self.store.compare_set(failure, "", report).decode() != report:
-                return  # another report came first: this process stops because of it, the others know
+                # Another report came first: this process stops too, the first need not wait for it.
+                self.store.set(f"{failure}/read/{self.rank}", b"")
+                return
             deadline = time.monotonic() + FAILURE_LINGER_SECONDS
             while not self.store.check(others) and time.monotonic() < deadline:
                 time.sleep(STORE_POLL_SECONDS)
+        except KeyboardInterrupt:  # the launcher ends the run (SIGTERM as Ctrl-C): it is failing anyway
+            return
         except Exception:  # the store is gone: the run is failing anyway
             return
 

@@ -247,6 +247,51 @@ def test_a_rank_that_stops_stops_the_others_at_once(tmp_path, monkeypatch):
     assert stopped == ["rank 0 stopped the run: scans/: no such file or folder"]
 
 
+def test_ranks_that_all_stop_on_their_own_do_not_wait_for_each_other(monkeypatch):
+    """Weights missing on every rank: each stops before any exchange. The first to report waits for no
+    one once the others have reported too (it used to wait out the linger, and torchrun, seeing another
+    rank exit, stopped it with SIGTERM: `error: interrupted` and exit 130 instead of its reason)."""
+    from torch.distributed import HashStore
+
+    import docsam_cli.distributed
+    from docsam_cli.distributed import Distributed
+
+    monkeypatch.setattr(docsam_cli.distributed, "FAILURE_LINGER_SECONDS", 10.0)
+    store = HashStore()
+    first, second = (Distributed(rank, 2, store=store, process_group=False) for rank in (1, 0))
+    lingering = threading.Thread(target=first.report_failure, args=("no such weights file",), daemon=True)
+    started = time.monotonic()
+    lingering.start()
+    time.sleep(0.3)
+    assert lingering.is_alive(), "the first report waits for the others to read it"
+    second.report_failure("no such weights file")
+    lingering.join(timeout=10)
+    assert time.monotonic() - started < 3
+
+
+def test_sigterm_while_a_failing_rank_waits_for_the_others_leaves_its_own_error(monkeypatch):
+    """torchrun stops the ranks left (SIGTERM) once one exits: a rank waiting for the others to read its
+    report then stops with its own error, not as interrupted (exit 130, its reason never shown)."""
+    from torch.distributed import HashStore
+
+    import docsam_cli.distributed
+    from docsam_cli.distributed import Distributed
+    from docsam_cli.interruption import terminate_as_interrupt
+
+    monkeypatch.setattr(docsam_cli.distributed, "FAILURE_LINGER_SECONDS", 10.0)
+    ranks = Distributed(1, 2, store=HashStore(), process_group=False)
+    launcher = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    started = time.monotonic()
+    try:
+        with terminate_as_interrupt():
+            launcher.start()
+            ranks.report_failure("no such weights file")
+    except KeyboardInterrupt:
+        pytest.fail("the rank stopped as interrupted, its own error lost")
+    launcher.join()
+    assert time.monotonic() - started < 3
+
+
 def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tmp_path):
     from torch.distributed import HashStore
 
