@@ -494,9 +494,14 @@ class SegmentRun:
     def _take(self, items: Iterator[Page | InputError]) -> None:
         """Segment the decoded pages in groups of `pages_per_batch`; an input that gave no page fails at
         once. The failure limit is checked as each failure is counted, so nothing (not even the model's
-        loading) follows the failure that passes it; the run stopped early only if work was left."""
+        loading) follows the failure that passes it; the run stopped early only if work was left. Under a
+        launcher it is also checked before each item, since the other processes' failures count too: a
+        process does not load the model or segment pages once another one's failure has passed it."""
         group: list[tuple[int, Page]] = []
         for item in items:
+            if self._should_stop():  # the other processes' failures passed the limit meanwhile
+                self.outcome.stopped_early = True  # this item, at least, is left
+                return
             index, page_id = self._decoding.popleft()
             if isinstance(item, InputError):
                 self._fail(index, item, page_id)
@@ -509,7 +514,9 @@ class SegmentRun:
             if self._should_stop():
                 self.outcome.stopped_early = bool(group) or next(items, None) is not None
                 return
-        if group:
+        if group and self._should_stop():
+            self.outcome.stopped_early = True
+        elif group:
             self._process(group)
 
     def _process(self, pages: list[tuple[int, Page]]) -> None:

@@ -408,6 +408,27 @@ def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
     assert "2 failed" in stderr and "stopped early" not in stderr  # nothing was left to do
 
 
+class AnotherRankFailed(batch.Alone):
+    """One process of a run under a launcher, another of whose processes has had a page fail already (the
+    failures of every process count towards the limit)."""
+
+    def failures(self) -> int:
+        return super().failures() + 1
+
+
+@pytest.mark.parametrize("isolate", [[], ["--isolate", "--pages-per-batch", "2"]])
+def test_a_process_stops_once_another_ones_failure_passed_the_limit(tmp_path, model, monkeypatch, isolate):
+    """Under torchrun with --fail-fast, a rank whose first page comes after another rank's failure stops
+    there: it neither loads the model nor segments a page (it used to do a whole group of pages first)."""
+    monkeypatch.setattr(batch, "join", lambda device, out, jsonl: AnotherRankFailed())
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--fail-fast", *isolate)
+    assert code == ExitCode.FAILED and records == [] and model.loads == [], stderr
+    assert "0 pages segmented, 0 skipped (already done), 0 failed" in stderr
+    assert "stopped early by the failure limit" in stderr
+    assert not (tmp_path / "out" / ".docsam" / "records").is_dir()
+
+
 def test_skipped_pages_keep_their_place_in_the_json_lines(tmp_path, model):
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
     out = tmp_path / "out"
