@@ -27,9 +27,8 @@ def _converted(tmp_path: Path, source: Path, fmt: str) -> Path:
     return out
 
 
-def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
-    """A prediction of the one real table scores 1; missing the difficult one costs nothing, as after
-    conversion (where it is `iscrowd`)."""
+def _voc_table_and_difficult_table(tmp_path: Path) -> Path:
+    """A VOC set of one page: a table at (11, 11)-(60, 50) and a `difficult` one at (101, 11)-(150, 50)."""
     root = tmp_path / "voc"
     write_image(root / "JPEGImages" / "p1.jpg", 200, 100)
     (root / "Annotations").mkdir()
@@ -41,6 +40,13 @@ def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
         "<bndbox><xmin>101</xmin><ymin>11</ymin><xmax>150</xmax><ymax>50</ymax></bndbox></object>"
         "</annotation>"
     )
+    return root
+
+
+def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
+    """A prediction of the one real table scores 1; missing the difficult one costs nothing, as after
+    conversion (where it is `iscrowd`)."""
+    root = _voc_table_and_difficult_table(tmp_path)
     (predictions := tmp_path / "pred.json").write_text(
         json.dumps(
             [{"file_name": "p1.jpg", "category_id": "table", "bbox": [10, 10, 50, 40], "score": 0.9,
@@ -57,17 +63,7 @@ def test_voc_difficult_objects_are_ignore_regions(tmp_path: Path) -> None:
 def test_predictions_of_ignore_regions_are_not_false_positives(tmp_path: Path) -> None:
     """COCO ignores a detection that falls on a crowd region, and so does mAF: predicting both the real
     table and the difficult one (the ground truth against itself) scores 1, not an F1 of 2/3."""
-    root = tmp_path / "voc"
-    write_image(root / "JPEGImages" / "p1.jpg", 200, 100)
-    (root / "Annotations").mkdir()
-    (root / "Annotations" / "p1.xml").write_text(
-        "<annotation><filename>p1.jpg</filename><size><width>200</width><height>100</height></size>"
-        "<object><name>table</name><difficult>0</difficult>"
-        "<bndbox><xmin>11</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax></bndbox></object>"
-        "<object><name>table</name><difficult>1</difficult>"
-        "<bndbox><xmin>101</xmin><ymin>11</ymin><xmax>150</xmax><ymax>50</ymax></bndbox></object>"
-        "</annotation>"
-    )
+    root = _voc_table_and_difficult_table(tmp_path)
     results = [
         {"file_name": "p1.jpg", "category_id": "table", "score": 0.9, "segmentation": [polygon]}
         for polygon in ([10, 10, 60, 10, 60, 50, 10, 50], [100, 10, 150, 10, 150, 50, 100, 50])

@@ -481,23 +481,32 @@ def test_pages_are_written_by_several_threads_and_reported_in_order(
     assert "4 pages segmented" in stderr
 
 
-def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, model, monkeypatch):
-    """Ctrl-C while the model works on the third page: the two pages being written are finished, and their
-    lines reach stdout, as for every page whose record is written."""
-    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+def _stopped_at_the_third(model, stop):
+    """A `model_segmenter` that calls `stop` when the model is about to work on the third page."""
     stand_in = batch.model_segmenter
 
-    def interrupted_at_the_third(loaded, request, geometry):
+    def stopped_at_the_third(loaded, request, geometry):
         segment_pages = stand_in(loaded, request, geometry)
 
         def segment(images):
             if len(model.batches) == 2:
-                raise KeyboardInterrupt
+                stop()
             return segment_pages(images)
 
         return segment
 
-    monkeypatch.setattr(batch, "model_segmenter", interrupted_at_the_third)
+    return stopped_at_the_third
+
+
+def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, model, monkeypatch):
+    """Ctrl-C while the model works on the third page: the two pages being written are finished, and their
+    lines reach stdout, as for every page whose record is written."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "model_segmenter", _stopped_at_the_third(model, ctrl_c))
     code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", "2")
     assert code == ExitCode.INTERRUPTED, stderr
     assert [record["input"] for record in records] == list(map(str, pages[:2]))
@@ -509,22 +518,13 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch):
     """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM: the pages being written are finished and
     reported, exit 130, and the handler in place before the run is back afterwards."""
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
-    stand_in = batch.model_segmenter
-
-    def terminated_at_the_third(loaded, request, geometry):
-        segment_pages = stand_in(loaded, request, geometry)
-
-        def segment(images):
-            if len(model.batches) == 2:
-                signal.raise_signal(signal.SIGTERM)
-            return segment_pages(images)
-
-        return segment
 
     def before(number, frame):  # stands in for the default action, which would end pytest
         pass
 
-    monkeypatch.setattr(batch, "model_segmenter", terminated_at_the_third)
+    monkeypatch.setattr(
+        batch, "model_segmenter", _stopped_at_the_third(model, lambda: signal.raise_signal(signal.SIGTERM))
+    )
     previous = signal.signal(signal.SIGTERM, before)
     try:
         code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", "2")
