@@ -202,6 +202,9 @@ class DocSAMConfig:
     dropout: float = 0.0  # pixel-decoder dropout
     decoder_dropout: float = 0.1  # nn.Transformer*Layer default of the reference (training only)
     num_queries: int = 900
+    # Query selection keeps the best min(min_num_queries, queries) when too few pass its threshold, before
+    # its NMS, and at most max_num_queries after it: as in the reference, neither bound need be below
+    # num_queries, and min_num_queries may exceed max_num_queries.
     min_num_queries: int = 100
     max_num_queries: int = 900
     # Constants the reference hard-codes.
@@ -240,6 +243,7 @@ class DocSAMConfig:
             "dim_feedforward",
             "num_queries",
             "min_num_queries",
+            "max_num_queries",
             "deformable_points",
             "position_grid",
             "roi_size",
@@ -273,8 +277,6 @@ class DocSAMConfig:
             raise ValueError(
                 "mask_feature_size must equal hidden_dim (the mask heads take queries and pixels)"
             )
-        if self.min_num_queries > self.max_num_queries or self.max_num_queries > self.num_queries:
-            raise ValueError("need min_num_queries <= max_num_queries <= num_queries")
         # GroupNorms normalise the feature_size-wide pixel-decoder maps and, in the mask-feature fusion,
         # branches mask_feature_size // 2 wide.
         for name, multiple in (

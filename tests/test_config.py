@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from model import DocSAMConfig, variant_config
 from model.config import VARIANTS
@@ -122,6 +123,7 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
         ("swin_backbone_config", "num_channels", 1, "num_channels must be 3 (pages enter in colour), got 1"),
         ("docsam_config_attributes", "decoder_layers", 0, "decoder_layers must be at least 1, got 0"),
         ("docsam_config_attributes", "min_num_queries", -5, "min_num_queries must be at least 1, got -5"),
+        ("docsam_config_attributes", "max_num_queries", 0, "max_num_queries must be at least 1, got 0"),
         (
             "hard_coded_in_reference",
             "pixel_decoder_levels",
@@ -171,6 +173,7 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
         "grey-input",
         "no-decoder-layer",
         "negative-minimum",
+        "no-query-kept",
         "pixel-decoder-levels",
         "dropout-above-one",
         "zero-divisor",
@@ -202,6 +205,22 @@ def test_every_way_of_building_a_config_checks_it():
     with pytest.raises(ValueError, match="mask_feature_size must be a multiple of 64"):
         replace(variant_config("base"), hidden_dim=96, mask_feature_size=96)
     assert SwinConfig(mlp_ratio=4).mlp_ratio == 4  # an int is a valid float (JSON writes 4.0 as 4 too)
+
+
+def test_fewer_queries_than_the_selection_keeps_build_and_run(tiny_config):
+    """The reference keeps the best min(min_num_queries, queries) and caps at max_num_queries: a model with
+    fewer queries than either (DocSAM's 100 and 900 with 50 queries) is a valid one."""
+    from dataclasses import replace
+
+    from model import DocSAM
+
+    assert DocSAMConfig(num_queries=50).num_queries == 50
+    config = replace(tiny_config, num_queries=12, min_num_queries=16, max_num_queries=14)
+    model = DocSAM(config).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64) * 255, class_names=[["table", "X _background_"]])
+    counts = [stage.class_logits.shape[1] for stage in out.stages]
+    assert counts[0] == 12 and all(0 < count <= 12 for count in counts[1:]), counts
 
 
 def test_the_tokenizer_has_the_vocabulary_size_the_config_checks():
