@@ -66,6 +66,23 @@ def test_a_page_with_unreadable_predictions_is_left_out_not_scored_as_misses(tmp
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
+def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:
+    """segment names a page's PAGE file after the page: a truncated one is an error of that page, which is
+    left out as with an unreadable COCO prediction (it used to be scored as a page with no predictions)."""
+    truth, predictions = tmp_path / "truth", tmp_path / "pred"
+    for folder in (truth, predictions):
+        for name in ("a", "b"):
+            region = [("TextRegion", "paragraph", "10,10 50,10 50,30 10,30")]
+            write_image(folder / f"{name}.png", 60, 40)
+            (folder / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, region))
+    (predictions / "b.xml").write_text((predictions / "b.xml").read_text()[:200])
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(result, "b.xml", "invalid XML")
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["images_without_predictions"] == []
+    assert report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
+
+
 def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_path: Path) -> None:
     """segment's coco.json names `vol1/0001.png` and `vol2/0001.png` both `0001.png`: which one is the
     ground truth's cannot be told, so neither is scored (the last one used to win, without a word)."""
@@ -214,8 +231,9 @@ def test_a_missing_per_image_json_is_one_error(unified: Path) -> None:
 
 
 def test_malformed_page_predictions(tmp_path: Path) -> None:
-    """A score that is not a number from 0 to 1 makes the PAGE file unusable; a region without usable
-    points leaves its page out of the scores. Each is one line naming the file and the region."""
+    """A score that is not a number from 0 to 1 makes the PAGE file unusable, a region without usable
+    points makes the region so: either leaves its page out of the scores. Each is one line naming the file
+    and the region."""
     truth, _ = _files(tmp_path, coco_document(), [])
     predictions = tmp_path / "page"
     predictions.mkdir()
@@ -225,7 +243,8 @@ def test_malformed_page_predictions(tmp_path: Path) -> None:
     (predictions / "b.xml").write_text(page_xml("b.png", 60, 40, regions))
     result = run_cli("evaluate", truth, "--pred", predictions / "a.xml", "--json", "-")
     assert_one_error(result, "a.xml", "TableRegion r0: Coords/@conf 'high'")
-    assert json.loads(result.stdout)["images_without_predictions"] == ["a", "b"]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["images_without_predictions"] == ["b"]
     result = run_cli("evaluate", truth, "--pred", predictions / "b.xml", "--json", "-")
     assert_one_error(result, "b.xml", "ImageRegion r1")
     assert "Coords" in result.error_lines()[0]

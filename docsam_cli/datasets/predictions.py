@@ -199,7 +199,8 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
     Points are pixel positions (the writer traces mask boundaries through pixel centres), so they are
     rasterised with their boundary included, which gives the written masks back. Other tools' regions are
     cleaned as PAGE ground truth is (`rectify`). A region the reader has to leave out (no or unreadable
-    Coords) is an error of the file.
+    Coords) is an error of the file; a file that cannot be read at all is one of the page it is named
+    after (segment names a page's file so).
     """
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     root, files, _ = source_files(path, FORMATS["page"])
@@ -214,6 +215,7 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             continue
         except InputError as error:
             predictions.errors.append(error)
+            predictions.unreadable.add(file.stem)
             continue
         dropped = [
             InputError(file, f"{note.where}: {note.reason}") for note in page.notes if note.kind == "dropped"
