@@ -11,9 +11,9 @@ is computed at the ground truth's resolution; predictions made at another size a
 * mAF: per class, predictions with score >= 0.5 and ground truth are matched one-to-one by maximal mask
   IoU (Hungarian: scipy's algorithm, in `docsam_cli.assignment`); for t in 0.50:0.05:0.95,
   F1_t = 2 TP_t / (GT + predictions), counts summed over images; a class scores the mean F1_t; mAF is
-  the mean over classes with ground truth or predictions.
+  the mean over classes with ground truth or predictions (None without any, as AP without ground truth).
 * mIoU: per class, pixel counts summed over images of the ground-truth union and the predicted semantic
-  map; IoU = intersection / union; mean over classes with pixels in either.
+  map; IoU = intersection / union; mean over classes with pixels in either (None without any).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class EvaluationResult:
     classes: list[str]
     mask: dict[str, float | None]  # AP, AP50, AP75 (None without any ground truth)
     box: dict[str, float | None]
-    maf: float
-    miou: float
+    maf: float | None  # None without any class to average
+    miou: float | None
     per_class: dict[str, ClassScores]
     images_without_predictions: list[str] = field(default_factory=list)
     rescaled_predictions: int = 0  # pages predicted at another size than the ground truth
@@ -119,7 +119,7 @@ def evaluate(
     """
     class_map = dict(class_map or {})
     known = {a.category for image in ground_truth for a in image.annotations} | set(declared)
-    result = EvaluationResult(len(ground_truth), [], {}, {}, 0.0, 0.0, {})
+    result = EvaluationResult(len(ground_truth), [], {}, {}, None, None, {})
     matched: list[tuple[GtImage, _Predicted]] = []
     for image in ground_truth:
         page = predictions.get(image.name)
@@ -305,7 +305,7 @@ def _mean_f1(matched: _Matched, classes: list[str], result: EvaluationResult) ->
             f1 = float(np.mean(2 * true_positives[name] / np.maximum(counts[name], 1)))
             result.per_class[name].f1 = f1
             terms.append(f1)
-    result.maf = float(np.mean(terms)) if terms else 0.0
+    result.maf = float(np.mean(terms)) if terms else None
 
 
 def _on_crowd_regions(dt: list[dict], crowd: list[dict]) -> np.ndarray:
@@ -336,4 +336,4 @@ def _mean_iou(matched: _Matched, classes: list[str], result: EvaluationResult) -
             iou = float(c / max(a + b - c, 1))
             result.per_class[name].iou = iou
             terms.append(iou)
-    result.miou = float(np.mean(terms)) if terms else 0.0
+    result.miou = float(np.mean(terms)) if terms else None

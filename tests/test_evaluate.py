@@ -364,3 +364,12 @@ def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: P
     report = json.loads(result.stdout)
     assert report["mask"]["AP"] == pytest.approx(1.0) and report["box"]["AP"] == pytest.approx(1.0)
     assert report["mAF"] == 1.0 and report["mIoU"] == 1.0
+
+
+@pytest.mark.parametrize("items", [[], [("A", 0, 0, 10, 10, 0.3)]])
+def test_nothing_to_find_and_nothing_found_leaves_maf_and_miou_undefined_not_zero(items: list) -> None:
+    """A blank page predicted blank (or with predictions below the mAF score, A declared) has no class to
+    average: mAF and mIoU are None, as AP is, where they used to read 0, the score of a total miss."""
+    result = evaluate([GtImage("blank", SIZE, SIZE, [])], {"blank": _page(items)}, declared=["A"])
+    assert result.mask["AP"] is None and result.box["AP"] is None
+    assert result.maf is None and result.miou is None
