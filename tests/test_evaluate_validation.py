@@ -66,15 +66,19 @@ def test_a_page_with_unreadable_predictions_is_left_out_not_scored_as_misses(tmp
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
+def _page_files(folder: Path, region: str = "10,10 50,10 50,30 10,30") -> Path:
+    """PAGE files a.xml and b.xml of images a.png and b.png in `folder`, each with one paragraph."""
+    for name in ("a", "b"):
+        write_image(folder / f"{name}.png", 60, 40)
+        regions = [("TextRegion", "paragraph", region)]
+        (folder / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, regions))
+    return folder
+
+
 def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:
     """segment names a page's PAGE file after the page: a truncated one is an error of that page, which is
     left out as with an unreadable COCO prediction (it used to be scored as a page with no predictions)."""
-    truth, predictions = tmp_path / "truth", tmp_path / "pred"
-    for folder in (truth, predictions):
-        for name in ("a", "b"):
-            region = [("TextRegion", "paragraph", "10,10 50,10 50,30 10,30")]
-            write_image(folder / f"{name}.png", 60, 40)
-            (folder / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, region))
+    truth, predictions = _page_files(tmp_path / "truth"), _page_files(tmp_path / "pred")
     (predictions / "b.xml").write_text((predictions / "b.xml").read_text()[:200])
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
     assert_one_error(result, "b.xml", "invalid XML")
@@ -101,6 +105,20 @@ def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_p
     )
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_two_page_files_of_one_page_are_left_out_not_one_taken(tmp_path: Path) -> None:
+    """A --pred folder holding two runs (run1/a.xml, run2/a.xml): which one to score cannot be told, so
+    the page is left out with an error, as for coco.json (the last file read used to win, without a word)."""
+    truth = _page_files(tmp_path / "truth")
+    predictions = tmp_path / "pred"
+    _page_files(predictions / "run1")
+    _page_files(predictions / "run2", region="0,0 5,0 5,5 0,5").joinpath("b.xml").unlink()
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(result, str(predictions / "run2" / "a.xml"), "another PAGE file")
+    assert str(predictions / "run1" / "a.xml") in result.error_lines()[0]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
 def _results() -> list[dict]:

@@ -30,6 +30,7 @@ from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
 from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.names import display_path
 from model.instances import PageInstances
 
 SEMANTIC_SCORE = 0.5
@@ -200,12 +201,14 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
     rasterised with their boundary included, which gives the written masks back. Other tools' regions are
     cleaned as PAGE ground truth is (`rectify`). A region the reader has to leave out (no or unreadable
     Coords) is an error of the file; a file that cannot be read at all is one of the page it is named
-    after (segment names a page's file so).
+    after (segment names a page's file so). Two files of one page (two runs under the folder given) are an
+    error that leaves the page out: which one to score cannot be told.
     """
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     root, files, _ = source_files(path, FORMATS["page"])
     finder = ImageFinder(root)
     predictions = Predictions()
+    read: dict[str, Path] = {}  # page key → its file
     for file in files:
         try:
             page = read_page(file, root, levels, finder=finder)
@@ -217,6 +220,13 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(error)
             predictions.unreadable.add(file.stem)
             continue
+        if page.key in read:
+            other = display_path(read[page.key])
+            reason = f"another PAGE file ({other}) is of the page '{page.key}' too; both left out"
+            predictions.errors.append(InputError(file, reason))
+            predictions.unreadable.add(page.key)
+            continue
+        read[page.key] = file
         dropped = [
             InputError(file, f"{note.where}: {note.reason}") for note in page.notes if note.kind == "dropped"
         ]
