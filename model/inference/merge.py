@@ -80,7 +80,7 @@ def merge_patches(detections: list[PatchDetections], layout: PageLayout) -> Slid
         if settled:
             break
         rounds *= 4
-    members = _final_members(survivors, order, detections, candidates, layout, int(per_patch.sum()))
+    members = _final_members(survivors, order, detections, layout, int(per_patch.sum()))
     return _assemble(detections, candidates, members, per_patch, layout)
 
 
@@ -194,7 +194,6 @@ def _final_members(
     survivors: torch.Tensor,
     order: torch.Tensor,
     detections: list[PatchDetections],
-    candidates: _PageCandidates,
     layout: PageLayout,
     count: int,
 ) -> torch.Tensor:
