@@ -125,15 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _throughput(args, model, device, dtype, pages) -> None:
-    rate, instances, peak = throughput(
-        model,
-        pages,
-        device,
-        dtype,
-        batch_size=args.batch_size,
-        isolate=args.isolate,
-        pages_per_call=args.pages_per_batch,
-    )
+    rate, instances, peak = _measure(args, model, device, dtype, pages)
     print(f"precision {args.precision}, batch size {args.batch_size}, isolate {args.isolate}")
     print(f"pages/s {rate:.3f}  ({1 / rate:.2f} s/page), instances {instances}")
     print(f"peak host memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
@@ -148,6 +140,19 @@ def _throughput(args, model, device, dtype, pages) -> None:
         pages_per_s=rate,
         instances=instances,
         peak_gpu_gib=peak,
+    )
+
+
+def _measure(args, model, device, dtype, pages) -> tuple[float, int, float | None]:
+    """`throughput` at the command line's --batch-size, --isolate and --pages-per-batch."""
+    return throughput(
+        model,
+        pages,
+        device,
+        dtype,
+        batch_size=args.batch_size,
+        isolate=args.isolate,
+        pages_per_call=args.pages_per_batch,
     )
 
 
@@ -245,15 +250,7 @@ def _inputs(args, model, device, dtype) -> None:
         raise SystemExit(f"nothing decodable in {args.inputs}")
     input_rate = len(decoded) / input_seconds
     sizes = {page.shape[:2] for page in decoded}
-    model_rate, _, _ = throughput(
-        model,
-        decoded,
-        device,
-        dtype,
-        batch_size=args.batch_size,
-        isolate=args.isolate,
-        pages_per_call=args.pages_per_batch,
-    )
+    model_rate, _, _ = _measure(args, model, device, dtype, decoded)
     print(f"inputs {args.inputs}: {len(decoded)} pages ({failed} unreadable skipped), {len(sizes)} sizes")
     print(f"decoding/rendering with {args.workers} worker(s): {input_rate:8.2f} pages/s")
     print(f"model {model_label(args)} on {device} ({args.precision}): {model_rate:8.2f} pages/s")
