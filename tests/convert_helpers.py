@@ -171,6 +171,15 @@ def coco_document() -> dict:
     }  # fmt: skip
 
 
+def coco_source(folder: Path, document: object | None = None) -> Path:
+    """`folder` holding `document` (default: `coco_document()`) as annotations.json beside the two 60x40
+    pages it names, a.png and b.png."""
+    write_image(folder / "a.png", 60, 40)
+    write_image(folder / "b.png", 60, 40)
+    (folder / "annotations.json").write_text(json.dumps(coco_document() if document is None else document))
+    return folder
+
+
 def json_path(path: str) -> list[str | int]:
     """`images[0].height` → ["images", 0, "height"]; `[1].bbox` → [1, "bbox"]."""
     return [int(index) if index else key for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)]

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from convert_helpers import coco_document, page_xml, run_cli, write_image
+from convert_helpers import coco_source, page_xml, run_cli, write_image
 
 
 def _said(stderr: str) -> str:
@@ -19,10 +19,7 @@ def _said(stderr: str) -> str:
 
 @pytest.fixture
 def coco_file(tmp_path: Path) -> Path:
-    write_image(tmp_path / "a.png", 60, 40)
-    write_image(tmp_path / "b.png", 60, 40)
-    (tmp_path / "annotations.json").write_text(json.dumps(coco_document()))
-    return tmp_path / "annotations.json"
+    return coco_source(tmp_path) / "annotations.json"
 
 
 def test_help_shows_the_choices() -> None:

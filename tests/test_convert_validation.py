@@ -12,6 +12,7 @@ from convert_helpers import (
     assert_one_error,
     coco_cases,
     coco_document,
+    coco_source,
     layout_counts,
     mutated,
     run_cli,
@@ -19,15 +20,8 @@ from convert_helpers import (
 )
 
 
-def _coco_source(folder: Path, document: object) -> Path:
-    write_image(folder / "a.png", 60, 40)
-    write_image(folder / "b.png", 60, 40)
-    (folder / "annotations.json").write_text(json.dumps(document))
-    return folder
-
-
 def test_the_valid_coco_document_converts(tmp_path: Path) -> None:
-    source = _coco_source(tmp_path / "src", coco_document())
+    source = coco_source(tmp_path / "src")
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
     counts, documents = layout_counts(tmp_path / "out")
@@ -36,7 +30,7 @@ def test_the_valid_coco_document_converts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("field", "value", "where"), coco_cases("convert"))
 def test_a_malformed_coco_field_is_one_error(tmp_path: Path, field: str, value: object, where: str) -> None:
-    source = _coco_source(tmp_path / "src", mutated(coco_document(), field, value))
+    source = coco_source(tmp_path / "src", mutated(coco_document(), field, value))
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
     assert_one_error(result, "annotations.json", where)
 
@@ -50,7 +44,7 @@ def test_a_malformed_coco_field_is_one_error(tmp_path: Path, field: str, value: 
     ],
 )
 def test_the_other_pages_of_the_file_convert(tmp_path: Path, field: str, value: object, converted) -> None:
-    source = _coco_source(tmp_path / "src", mutated(coco_document(), field, value))
+    source = coco_source(tmp_path / "src", mutated(coco_document(), field, value))
     out = tmp_path / "out"
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", out)
     assert result.exit_code == 1 and len(result.error_lines()) == 1
@@ -61,14 +55,14 @@ def test_an_rle_is_checked_before_pycocotools_decodes_it(tmp_path: Path) -> None
     """Run lengths that add up to more pixels than the image has would be decoded past the mask."""
     runs = {"size": [40, 60], "counts": [1000, 2000]}
     document = mutated(coco_document(), "annotations[1].segmentation", runs)
-    source = _coco_source(tmp_path / "src", document)
+    source = coco_source(tmp_path / "src", document)
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
     assert_one_error(result, "annotations.json", "annotations[1].segmentation.counts")
     assert "3000" in result.error_lines()[0] and "2400" in result.error_lines()[0]
 
 
 def test_invalid_json_and_a_json_of_another_kind(tmp_path: Path) -> None:
-    path = _coco_source(tmp_path / "src", coco_document()) / "annotations.json"
+    path = coco_source(tmp_path / "src") / "annotations.json"
     path.write_text('{"images": [')
     result = run_cli("convert-dataset", path, "--from", "coco", "--out", tmp_path / "a")
     assert_one_error(result, "annotations.json", "invalid JSON")
@@ -80,7 +74,7 @@ def test_invalid_json_and_a_json_of_another_kind(tmp_path: Path) -> None:
 def test_a_size_stated_in_part_is_checked_in_part(tmp_path: Path) -> None:
     """A source may leave the page size to the image; what it does state must match the image."""
     document = mutated(coco_document(), "images[0].height", DELETE)
-    source = _coco_source(tmp_path / "src", document)
+    source = coco_source(tmp_path / "src", document)
     assert run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "a").exit_code == 0
     (source / "annotations.json").write_text(json.dumps(mutated(document, "images[0].width", 61)))
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "b")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import PROJECT_ROOT
-from convert_helpers import coco_document, write_image
+from convert_helpers import coco_document, coco_source
 
 NEVER = ("torch", "torchvision", "transformers", "scipy")
 NOT_AT_START = (*NEVER, "cv2", "pycocotools")
@@ -57,10 +57,7 @@ def test_registration_and_help_import_nothing_heavy() -> None:
 
 @pytest.mark.slow  # three fresh interpreters that import the readers and metrics
 def test_convert_and_evaluate_pred_run_without_torch_or_scipy(tmp_path: Path) -> None:
-    source = tmp_path / "src"
-    write_image(source / "a.png", 60, 40)
-    write_image(source / "b.png", 60, 40)
-    (source / "annotations.json").write_text(json.dumps(coco_document()))
+    source = coco_source(tmp_path / "src")
     out = tmp_path / "unified"
     assert _run("convert-dataset", source, "--from", "coco", "-o", out) == {"code": 0, "loaded": []}
     predictions = source / "annotations.json"

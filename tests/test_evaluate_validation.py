@@ -13,10 +13,10 @@ from convert_helpers import (
     assert_one_error,
     coco_cases,
     coco_document,
+    coco_source,
     mutated,
     page_xml,
     run_cli,
-    write_image,
 )
 
 
@@ -212,11 +212,7 @@ def test_ground_truth_without_images_is_said_so_not_blamed_on_the_predictions(tm
 @pytest.fixture
 def unified(tmp_path: Path) -> Path:
     """The two pages of `coco_document` converted into the unified layout."""
-    source = tmp_path / "src"
-    write_image(source / "a.png", 60, 40)
-    write_image(source / "b.png", 60, 40)
-    (source / "annotations.json").write_text(json.dumps(coco_document()))
-    out = tmp_path / "unified"
+    source, out = coco_source(tmp_path / "src"), tmp_path / "unified"
     assert run_cli("convert-dataset", source, "--from", "coco", "--out", out).exit_code == 0
     return out
 
