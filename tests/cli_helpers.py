@@ -4,24 +4,63 @@ imports)."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
+from instances_factory import make_instances, rect_mask
 from PIL import Image
 from typer.testing import CliRunner
 
+import docsam_cli.batch as batch
 from docsam_cli.app import app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["--classes", "text,figure", "--domain", "Test"]
 
 
 def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `docsam ARGS` run in this process."""
     result = CliRunner().invoke(app, list(args), input=stdin)
     return result.exit_code, result.stdout, result.stderr
+
+
+def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
+    """(exit code, JSON lines, stderr) of `docsam segment -o OUT` with CLASSES and ARGS, in this process."""
+    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
+    return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+
+
+def stand_in_model(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The network replaced: nothing is loaded, every page gets one rectangle of the first class. Records
+    `requests` (the request of each run), `loads` (one entry each time the weights would be read) and
+    `batches` (the page sizes of each call)."""
+    seen = SimpleNamespace(requests=[], loads=[], batches=[])
+    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
+
+    def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
+        seen.requests.append(request)
+
+        def segment(images):
+            seen.batches.append([image.shape[:2] for image in images])
+            return [
+                make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
+                for image in images
+            ]
+
+        return segment
+
+    def resolve(spec):
+        return SimpleNamespace(weights=weights, load=lambda: seen.loads.append(spec))
+
+    monkeypatch.setattr(batch, "resolve_model", resolve)
+    monkeypatch.setattr(batch, "model_segmenter", segmenter)
+    return seen
 
 
 def help_text(*command: str) -> str:

@@ -10,46 +10,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cli_helpers import error_lines, help_text, invoke, run_docsam, write_page
-from instances_factory import make_instances, rect_mask
+from cli_helpers import (
+    CLASSES,
+    error_lines,
+    help_text,
+    invoke,
+    run_docsam,
+    segment,
+    stand_in_model,
+    write_page,
+)
 
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.writers.formats import FORMATS
 
-CLASSES = ["--classes", "text,figure", "--domain", "Test"]
-
 
 @pytest.fixture
-def stand_in_model(monkeypatch: pytest.MonkeyPatch) -> list[batch.SegmentRequest]:
-    """The network replaced: nothing is loaded, every page gets one rectangle of the first class. Returns
-    the requests the runs were given."""
-    requests: list[batch.SegmentRequest] = []
-    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
-
-    def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
-        requests.append(request)
-
-        def segment(images):
-            return [
-                make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
-                for image in images
-            ]
-
-        return segment
-
-    monkeypatch.setattr(
-        batch, "resolve_model", lambda spec: SimpleNamespace(weights=weights, load=lambda: None)
-    )
-    monkeypatch.setattr(batch, "model_segmenter", segmenter)
-    return requests
-
-
-def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
-    """(exit code, JSON lines, stderr) of `docsam segment -o OUT ARGS`."""
-    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
-    return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+def requests(monkeypatch: pytest.MonkeyPatch) -> list[batch.SegmentRequest]:
+    """The network replaced (`stand_in_model`); the requests the runs were given."""
+    return stand_in_model(monkeypatch).requests
 
 
 # --- choices ---------------------------------------------------------------------------------------
@@ -131,23 +112,23 @@ def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-def test_choices_are_case_insensitive_where_names_are(tmp_path, stand_in_model):
+def test_choices_are_case_insensitive_where_names_are(tmp_path, requests):
     write_page(tmp_path / "page.png")
     code, _, stderr = invoke(
         "segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"), "--preset", "DocLayNet",
         "--format", "JSONL,Coco",
     )  # fmt: skip
     assert code == 0, stderr
-    (request,) = stand_in_model
+    (request,) = requests
     assert request.formats == {"jsonl", "coco"} and "Section-header" in request.class_names
 
 
-def test_each_option_string_is_parsed_once_into_the_request(tmp_path, stand_in_model):
+def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]
     code, _, stderr = segment(tmp_path / "out", str(tmp_path / "page.png"), *args, "--fail-fast")
     assert code == 0, stderr
-    (request,) = stand_in_model
+    (request,) = requests
     assert (request.geometry.short_side, request.geometry.window, request.geometry.stride) == (
         (700, 900),
         (512, 512),
@@ -160,7 +141,7 @@ def test_each_option_string_is_parsed_once_into_the_request(tmp_path, stand_in_m
 # --- messages --------------------------------------------------------------------------------------
 
 
-def test_quiet_silences_the_summary_but_never_errors_nor_data(tmp_path, stand_in_model):
+def test_quiet_silences_the_summary_but_never_errors_nor_data(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     missing = tmp_path / "missing.png"
     code, records, stderr = segment(tmp_path / "loud", str(page), str(missing))
@@ -174,7 +155,7 @@ def test_quiet_silences_the_summary_but_never_errors_nor_data(tmp_path, stand_in
         assert stderr.splitlines() == error_lines(stderr) and str(missing) in stderr
 
 
-def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, stand_in_model):
+def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     code, _, stderr = segment(tmp_path / "quiet-by-default", str(page))
     assert code == 0 and "info:" not in stderr
@@ -187,7 +168,7 @@ def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, stand_i
 
 
 @pytest.mark.parametrize("name", ["invoice [draft].png", "a[/red]b.png", "new\nline.png", "[bold]x[/].pdf"])
-def test_any_file_name_is_shown_exactly_on_one_line(tmp_path, stand_in_model, name):
+def test_any_file_name_is_shown_exactly_on_one_line(tmp_path, requests, name):
     bad = tmp_path / name  # `/` in a name makes a folder: the path holds `[/red]` all the same
     bad.parent.mkdir(exist_ok=True)
     bad.write_text("not an image")
@@ -295,7 +276,7 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
     ]
 
 
-def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_path, stand_in_model):
+def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     out = tmp_path / "out"
     (out / "coco.json").mkdir(parents=True)  # coco.json cannot be written
@@ -310,19 +291,19 @@ def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_
     assert len(json.loads((out / "coco.json").read_text())["images"]) == 1
 
 
-def test_the_pixel_guard_is_on_by_default_and_0_turns_it_off(tmp_path, stand_in_model):
+def test_the_pixel_guard_is_on_by_default_and_0_turns_it_off(tmp_path, requests):
     page = write_page(tmp_path / "page.png", height=60, width=50)
     code, _, _ = segment(tmp_path / "default", str(page))
-    assert code == 0 and stand_in_model[-1].max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+    assert code == 0 and requests[-1].max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
     code, _, stderr = segment(tmp_path / "small", str(page), "--max-image-pixels", "2000")
     assert code == ExitCode.FAILED
     (line,) = error_lines(stderr)
     assert str(page) in line and "2000" in line
     code, _, stderr = segment(tmp_path / "off", str(page), "--max-image-pixels", "0")
-    assert code == 0 and stand_in_model[-1].max_image_pixels is None, stderr
+    assert code == 0 and requests[-1].max_image_pixels is None, stderr
 
 
-def test_paths_on_stdin_are_passed_through(tmp_path, stand_in_model):
+def test_paths_on_stdin_are_passed_through(tmp_path, requests):
     pages = [write_page(tmp_path / f"p{index}.png") for index in range(2)]
     code, stdout, stderr = invoke(
         "segment", "-", "-o", str(tmp_path / "out"), *CLASSES, stdin="".join(f"{page}\n" for page in pages)

@@ -12,8 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cli_helpers import error_lines, invoke, run_docsam, write_page
-from instances_factory import make_instances, rect_mask
+from cli_helpers import CLASSES, error_lines, invoke, run_docsam, segment, stand_in_model, write_page
 from PIL import Image, TiffImagePlugin
 
 import docsam_cli.batch as batch
@@ -21,37 +20,11 @@ from docsam_cli.errors import ExitCode
 from docsam_cli.folder_lock import folder_lock
 from docsam_cli.writers.page_outputs import PageWriter
 
-CLASSES = ["--classes", "text,figure", "--domain", "Test"]
-
 
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The network replaced by one rectangle of the first class per page. Records `loads` (one entry each
-    time the weights would be read) and `batches` (the page sizes of each call)."""
-    seen = SimpleNamespace(loads=[], batches=[])
-    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"))
-
-    def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
-        def segment(images):
-            seen.batches.append([image.shape[:2] for image in images])
-            return [
-                make_instances([rect_mask(*image.shape[:2], 2, 2, 20, 20)], [0], request.class_names)
-                for image in images
-            ]
-
-        return segment
-
-    def resolve(spec):
-        return SimpleNamespace(weights=weights, load=lambda: seen.loads.append(spec))
-
-    monkeypatch.setattr(batch, "resolve_model", resolve)
-    monkeypatch.setattr(batch, "model_segmenter", segmenter)
-    return seen
-
-
-def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
-    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
-    return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+    """The network replaced (`stand_in_model`): its `loads` and `batches`."""
+    return stand_in_model(monkeypatch)
 
 
 def page_files(out: Path, page_id: str) -> list[Path]:
