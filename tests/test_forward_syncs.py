@@ -14,18 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch.profiler import ProfilerActivity, profile
 
-SYNCING_OPERATORS = (
-    "aten::_local_scalar_dense",
-    "aten::item",
-    "aten::nonzero",
-    "aten::masked_select",
-    "aten::repeat_interleave",
-    "aten::unique",
-    "aten::_unique",
-    "aten::_unique2",
-    "aten::unique_dim",
-    "aten::unique_consecutive",
-)
+from benchmarks.syncs import SYNCING_OPERATORS
 
 
 @pytest.mark.parametrize("isolate", [False, True], ids=["reference-batches", "isolated"])
