@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.convert.base import ReadContext, referenced_image
 from docsam_cli.datasets.geometry import box_polygon, parse_points
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
@@ -104,13 +104,7 @@ def _image(
             return ImageRef(path.stem), f"no sourceImageInformation/fileName, and {problem}"
         notes.append(Note("fixed", "no fileName: image found by the XML's name", found.name))
         return ImageRef(found.name, path=found), None
-    try:
-        found, note = finder.find(reference, path, label="fileName")
-    except ImageNotFound as problem:
-        return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
-    if note is not None:
-        notes.append(Note("fixed", note, reference))
-    return ImageRef(found.name, path=found), None
+    return referenced_image(finder, reference, path, notes, label="fileName")
 
 
 def _tags(document: etree._Element) -> dict[str, tuple[str, str]]:

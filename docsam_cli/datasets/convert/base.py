@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docsam_cli.datasets.images import ImageFinder
-from docsam_cli.datasets.records import SourcePage
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound
+from docsam_cli.datasets.records import ImageRef, Note, SourcePage
 from docsam_cli.errors import InputError
 
 
@@ -26,6 +26,21 @@ class ReadContext:
 
     def __post_init__(self) -> None:
         self.finder = ImageFinder(self.root, self.images, self.skip)
+
+
+def referenced_image(
+    finder: ImageFinder, reference: str, annotation: Path, notes: list[Note], *, label: str
+) -> tuple[ImageRef, str | None]:
+    """The image that `annotation`'s `reference` (its field `label`) names, and None; a lookup that had to
+    guess adds a `fixed` note. Not found: a reference by the file name alone, and why (the page's
+    `image_problem`)."""
+    try:
+        found, note = finder.find(reference, annotation, label=label)
+    except ImageNotFound as problem:
+        return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
+    if note is not None:
+        notes.append(Note("fixed", note, reference))
+    return ImageRef(found.name, path=found), None
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.convert.base import ReadContext, referenced_image
 from docsam_cli.datasets.geometry import parse_points
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound
+from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.datasets.records import (
     CELL_CLASS,
     LINE_CLASS,
     WORD_CLASS,
-    ImageRef,
     Instance,
     Note,
     SourcePage,
@@ -158,7 +157,9 @@ def read_page(
     reference = (page.get("imageFilename") or "").strip()
     if not reference:
         raise InputError(path, "<Page> has no imageFilename")
-    image, problem = _image(reference, path, finder or ImageFinder(root), notes)
+    image, problem = referenced_image(
+        finder or ImageFinder(root), reference, path, notes, label="imageFilename"
+    )
     instances: list[Instance] = []
     for element in page.iter(etree.Element):
         name = local(element)
@@ -186,16 +187,6 @@ def _declared_size(path: Path, page: etree._Element, notes: list[Note]) -> tuple
         notes.append(Note("fixed", "imageWidth/imageHeight 0: size taken from the image"))
         return None, None
     return sizes[0], sizes[1]
-
-
-def _image(reference: str, path: Path, finder: ImageFinder, notes: list[Note]) -> tuple[ImageRef, str | None]:
-    try:
-        found, note = finder.find(reference, path, label="imageFilename")
-    except ImageNotFound as problem:
-        return ImageRef(Path(reference.replace("\\", "/")).name), str(problem)
-    if note is not None:
-        notes.append(Note("fixed", note, reference))
-    return ImageRef(found.name, path=found), None
 
 
 def _kind(element: etree._Element, name: str) -> str | None:
