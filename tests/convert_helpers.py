@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from inputs_corpus import pdf_file
 from lxml import etree
 from PIL import Image
 from typer.testing import CliRunner
@@ -76,20 +77,6 @@ def minimal_pdf(
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
     ]
     return pdf_file(objects)
-
-
-def pdf_file(objects: list[bytes]) -> bytes:
-    """A PDF of these objects (numbered from 1, the first the catalog) with its cross-reference table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 def dark_box(image_path: Path) -> tuple[int, int, int, int]:

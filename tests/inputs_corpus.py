@@ -42,17 +42,22 @@ def write_pdf(path: Path, width: float, height: float, page_entries: str = "") -
         f"/Contents 4 0 R /Resources << >> >>".encode(),
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
     ]
-    out = bytearray(b"%PDF-1.7\n")
+    path.write_bytes(pdf_file(objects))
+    return path
+
+
+def pdf_file(objects: list[bytes]) -> bytes:
+    """A PDF of these objects (numbered from 1, the first the catalog) with its cross-reference table."""
+    out = bytearray(b"%PDF-1.4\n")
     offsets = []
-    for number, body in enumerate(objects, 1):
+    for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return bytes(out)
 
 
 def write_gif_with_oversized_frame(path: Path, screen: int = 10, frame: int = 30_000) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from convert_helpers import pdf_file
+from inputs_corpus import pdf_file
 
 import docsam_cli.inputs.pdf as pdf_module
 from docsam_cli.inputs import (
