@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -19,6 +20,13 @@ def rect_mask(height: int, width: int, x0: int, y0: int, x1: int, y1: int) -> np
     mask = np.zeros((height, width), dtype=bool)
     mask[y0:y1, x0:x1] = True
     return mask
+
+
+def raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool mask of the polygon `points` ((N, 2) x, y; truncated to whole pixels) filled as OpenCV does."""
+    canvas = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(canvas, [np.asarray(points, dtype=np.int32).reshape(-1, 1, 2)], 1)
+    return canvas.astype(bool)
 
 
 def make_instances(

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from convert_helpers import run_cli
-from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
+from instances_factory import empty_instances, make_instances, publaynet_instances, raster, rect_mask
 from lxml import etree
 
 from docsam_cli.datasets.convert.alto import read_alto
@@ -52,12 +52,6 @@ def polygon(element: etree._Element, namespace: str = ALTO_NAMESPACE) -> np.ndar
 def page_regions(document: etree._Element) -> list[etree._Element]:
     page = document.find(f"{{{PAGE_NAMESPACE}}}Page")
     return [element for element in page if etree.QName(element).localname.endswith("Region")]
-
-
-def raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    canvas = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(canvas, [points.astype(np.int32).reshape(-1, 1, 2)], 1)
-    return canvas.astype(bool)
 
 
 def test_real_page_gives_valid_alto_with_the_page_outputs_polygons_and_order(

@@ -6,11 +6,10 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from cli_helpers import PROJECT_ROOT
-from instances_factory import empty_instances, make_instances, publaynet_instances, rect_mask
+from instances_factory import empty_instances, make_instances, publaynet_instances, raster, rect_mask
 from lxml import etree
 
 from docsam_cli.writers.page_map import ALLOWED_TYPES, DEFAULT_REGION_KINDS, parse_page_map, region_kind
@@ -31,12 +30,6 @@ def parse_valid(xml: str, page_schema: etree.XMLSchema) -> etree._Element:
 def points(element: etree._Element) -> np.ndarray:
     text = element.find("pc:Coords", NS).get("points")
     return np.array([[int(value) for value in pair.split(",")] for pair in text.split()], dtype=np.int32)
-
-
-def raster(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
-    canvas = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(canvas, [polygon.reshape(-1, 1, 2)], 1)
-    return canvas.astype(bool)
 
 
 def regions(document: etree._Element) -> list[etree._Element]:

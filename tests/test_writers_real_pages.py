@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import shapely
 from convert_helpers import run_cli
+from instances_factory import raster
 from lxml import etree
 from pycocotools import mask as mask_utils
 from segment_helpers import run_segment
@@ -180,9 +181,3 @@ def test_segment_alto_validates_and_reads_back_as_the_page_output(tmp_path, tiny
             assert max(ious) >= 0.99, (path.name, name)
             compared += 1
     assert compared >= 4
-
-
-def raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    canvas = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(canvas, [np.asarray(points, dtype=np.int32).reshape(-1, 1, 2)], 1)
-    return canvas.astype(bool)
