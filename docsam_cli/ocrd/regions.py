@@ -34,6 +34,7 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.page_map import REGION_ELEMENTS
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, write_page_content
 from docsam_cli.writers.shapes import PageShapes
+from docsam_cli.writers.xml_tree import points_text
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) integer points → (N, 2) integer points
 
@@ -83,7 +84,7 @@ def _page_content(
     if to_page is not None:
         for element in page.iter(f"{{{PAGE_NAMESPACE}}}Coords", f"{{{PAGE_NAMESPACE}}}Baseline"):
             points = np.array([pair.split(",") for pair in element.get("points").split()], dtype=np.int64)
-            element.set("points", " ".join(f"{x},{y}" for x, y in to_page(points).tolist()))
+            element.set("points", points_text(to_page(points)))
     content = PageType.factory()
     content.build(page)
     return content

@@ -42,7 +42,7 @@ from docsam_cli.writers.class_map import ClassMap, lookup
 from docsam_cli.writers.layout import Layout, Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, points_text, sub_element, utc_timestamp
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -156,7 +156,7 @@ def _write_line(
     parent: etree._Element, shapes: PageShapes, kinds: list[AltoKind], line: Line, line_id: str
 ) -> None:
     label = shapes.label(line.instance)
-    baseline = _points_text(line_baseline(line.polygon))
+    baseline = points_text(line_baseline(line.polygon))
     tag = _tag_id(kinds[label], label)
     element = _positioned(parent, TEXT_LINE, line.polygon, ID=line_id, TAGREFS=tag, BASELINE=baseline)
     _child(element, "String", CONTENT="", WC=f"{shapes.confidence(line.instance):.4f}")
@@ -170,13 +170,8 @@ def _positioned(parent: etree._Element, tag: str, polygon: np.ndarray, **attribu
     (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
     box = {"HPOS": str(x0), "VPOS": str(y0), "WIDTH": str(x1 - x0 + 1), "HEIGHT": str(y1 - y0 + 1)}
     element = _child(parent, tag, **attributes, **box)
-    _child(_child(element, "Shape"), "Polygon", POINTS=_points_text(polygon))
+    _child(_child(element, "Shape"), "Polygon", POINTS=points_text(polygon))
     return element
-
-
-def _points_text(points: np.ndarray) -> str:
-    """`x1,y1 x2,y2 ...`, the form the ALTO 4.4 schema recommends for `POINTS` and `BASELINE` alike."""
-    return " ".join(f"{x},{y}" for x, y in points.tolist())
 
 
 def _tag_type(kind: AltoKind) -> str:

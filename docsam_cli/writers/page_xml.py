@@ -33,7 +33,7 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, Region, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, points_text, sub_element, utc_timestamp
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _CUSTOM_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "\\;{}"}
@@ -122,15 +122,11 @@ def _write_region(
 def _write_line(parent: etree._Element, shapes: PageShapes, line: Line, line_id: str) -> None:
     element = _child(parent, TEXT_LINE, id=line_id, custom=_custom(shapes.class_name(line.instance)))
     _coords(element, line.polygon, shapes.confidence(line.instance))
-    _child(element, "Baseline", points=_points(line_baseline(line.polygon)))  # the schema's order
+    _child(element, "Baseline", points=points_text(line_baseline(line.polygon)))  # the schema's order
 
 
 def _coords(parent: etree._Element, polygon: np.ndarray, confidence: float) -> None:
-    _child(parent, "Coords", points=_points(polygon), conf=f"{confidence:.4f}")
-
-
-def _points(points: np.ndarray) -> str:
-    return " ".join(f"{x},{y}" for x, y in points.tolist())
+    _child(parent, "Coords", points=points_text(polygon), conf=f"{confidence:.4f}")
 
 
 def _custom(class_name: str) -> str:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from docsam_cli.names import xml_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"  # of `xsi:schemaLocation`
 
@@ -27,6 +31,12 @@ def sub_element(
     if text is not None:
         element.text = xml_text(text)
     return element
+
+
+def points_text(points: np.ndarray) -> str:
+    """`(N, 2)` integer x, y points as `x1,y1 x2,y2 ...`: PAGE's `points` and the form ALTO 4.4 recommends
+    for `POINTS` and `BASELINE`."""
+    return " ".join(f"{x},{y}" for x, y in points.tolist())
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
