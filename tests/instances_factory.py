@@ -1,9 +1,10 @@
-"""Builders shared by the writer tests (a `test_`-named module so it lives beside them; it has no tests)."""
+"""Builders and checks shared by the writer tests."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,30 @@ def raster(points: np.ndarray, height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width), np.uint8)
     cv2.fillPoly(canvas, [np.asarray(points, dtype=np.int32).reshape(-1, 1, 2)], 1)
     return canvas.astype(bool)
+
+
+def coco_masks(document: dict, height: int, width: int) -> list[tuple[str, np.ndarray]]:
+    """(class name, mask of its first polygon) of each annotation of a COCO document."""
+    names = {category["id"]: category["name"] for category in document["categories"]}
+    return [
+        (names[a["category_id"]], raster(np.reshape(a["segmentation"][0], (-1, 2)), height, width))
+        for a in document["annotations"]
+    ]
+
+
+def assert_same_masks(
+    read: list[tuple[str, np.ndarray]], written: list[tuple[str, np.ndarray]], where: str = ""
+) -> None:
+    """`read` names each class as often as `written`, and each written mask has a read one of its class
+    that matches it (IoU at least 0.99)."""
+    assert Counter(name for name, _ in read) == Counter(name for name, _ in written), where
+    for name, mask in written:
+        ious = [
+            float((mask & other).sum() / (mask | other).sum())
+            for other_name, other in read
+            if other_name == name
+        ]
+        assert max(ious) >= 0.99, (where, name)
 
 
 def make_instances(
