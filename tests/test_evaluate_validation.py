@@ -17,6 +17,7 @@ from convert_helpers import (
     mutated,
     page_xml,
     run_cli,
+    write_image,
 )
 
 
