@@ -3,8 +3,9 @@ training scripts and their data folders).
 
 The background prompt is `"<domain> _background_"`: the domain doubles as a dataset token the released
 models saw in training, so a preset reproduces the prompts of that training set exactly. A checkpoint
-written by `docsam train`/`finetune` carries its training classes and dataset name (`checkpoint_preset`):
-they replace the default preset for that checkpoint.
+written by `docsam train`/`finetune` or installed by `download-weights` carries its training classes and
+dataset name, and the model zoo knows those of some of its fine-tuned models (`checkpoint_preset`): they
+replace the default preset for those weights.
 """
 
 from __future__ import annotations
@@ -98,12 +99,14 @@ def prompt_key(name: str) -> str:
 
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:
-    """The classes and dataset name (the domain; "" when not stored) that a weights file written by
-    `docsam train`/`finetune` (or the folder holding it) carries, as a preset; None for a zoo name or a
-    file without them.
+    """The classes and dataset name (the domain; "" when not known) the weights were trained with, as a
+    preset: those a weights file (or the folder holding it) carries, written by `docsam train`/`finetune` or
+    `download-weights`; else those the model zoo lists for a zoo name, or for a file named as a zoo entry
+    (its published file, or one an older `download-weights` installed without them); else None.
 
     Reads only the file's header, without importing torch. Raises `model.CheckpointError` naming the file
     when it cannot be read."""
+    from docsam_cli.weights.registry import zoo_preset
     from model.checkpoint import CheckpointError, stored_classes, weights_in_folder
 
     path = Path(weights).expanduser()
@@ -113,12 +116,12 @@ def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:
         except CheckpointError:
             return None  # loading says what the folder lacks
     if not path.is_file():
-        return None
+        return zoo_preset(str(weights))
 
     stored = stored_classes(path)
     if stored is None:
-        return None
-    return Preset(stored.classes, stored.dataset or "", f"the classes stored in {path}")
+        return zoo_preset(path.stem)
+    return Preset(stored.classes, stored.dataset or "", f"the classes stored in {weights}")
 
 
 def describe_presets() -> str:

@@ -453,11 +453,19 @@ def save_model(
     name in `"<dataset> _background_"`) are stored when given, for `stored_classes`: `docsam segment` then
     prompts the model with them when asked for no classes.
     """
-    metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+    metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()), **classes_metadata(classes, dataset)}
+    write_safetensors(model.state_dict(), path, metadata)
+
+
+def classes_metadata(classes: Sequence[str] | None, dataset: str | None) -> dict[str, str]:
+    """The safetensors metadata that `stored_classes` reads back: `classes` and `dataset`, those given.
+
+    Raises ValueError when `classes` are not distinct, non-empty names."""
+    metadata: dict[str, str] = {}
     if classes is not None:
         if not _is_class_list(list(classes)):
             raise ValueError(f"classes must be distinct, non-empty names; got {list(classes)!r}")
         metadata[CLASSES_METADATA_KEY] = json.dumps(list(classes), ensure_ascii=False)
     if dataset is not None:
         metadata[DATASET_METADATA_KEY] = dataset
-    write_safetensors(model.state_dict(), path, metadata)
+    return metadata

@@ -339,7 +339,7 @@ def test_corrupted_cache_file_is_detected_reported_and_fetched_again(
 def test_disk_full_leaves_no_file_behind(
     remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_space(state: object, target: Path) -> None:
+    def no_space(state: object, target: Path, metadata: object = None) -> None:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device", str(target))

@@ -110,3 +110,16 @@ def test_weights_trained_by_docsam_bring_their_classes(tmp_path, tiny_model):
     assert (chosen.class_names, chosen.domain) == (("heading", "paragraph"), "Newspapers")
     preset = settings(weights=str(weights), preset="doclaynet")
     assert preset.class_names == PRESETS["doclaynet"].classes
+
+
+def test_a_fine_tuned_zoo_model_brings_the_classes_the_registry_knows(tmp_path):
+    """`weights: docsam-large-doclaynet`, or its published file as an OCR-D resource, took PubLayNet's
+    classes; a zoo model whose classes are unknown keeps the default."""
+    doclaynet, publaynet = PRESETS["doclaynet"], PRESETS["publaynet"]
+    resource = tmp_path / "docsam_large_doclaynet.pth"
+    resource.write_bytes(b"official weights")
+    for weights in ("docsam-large-doclaynet", str(resource)):
+        chosen = settings(weights=weights)
+        assert (chosen.class_names, chosen.domain) == (doclaynet.classes, doclaynet.domain)
+    chosen = settings(weights="docsam-large-m6doc")
+    assert (chosen.class_names, chosen.domain) == (publaynet.classes, publaynet.domain)

@@ -1,10 +1,12 @@
 """`docsam segment` with neither --classes nor --preset prompts a model fine-tuned by docsam with the classes
-and dataset name its weights file carries (`save_model(..., classes=, dataset=)`), and says so with -v;
-weights without them keep the default preset, and --classes, --preset and --domain still win."""
+and dataset name its weights file carries (`save_model(..., classes=, dataset=)`), a fine-tuned zoo model
+with those the registry knows, and says so with -v; weights without them keep the default preset, and
+--classes, --preset and --domain still win."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 from docsam_cli.app import app
 from docsam_cli.errors import ExitCode
 from docsam_cli.presets import PRESETS
+from docsam_cli.weights.cache import CacheRecord, converted_path, sha256_file, write_record
 from model import save_model
 
 
@@ -29,7 +32,7 @@ def folder_classes(out: Path) -> list[str]:
     return json.loads((out / ".docsam" / "classes.json").read_text())
 
 
-def verbose_segment(weights: Path, out: Path, *args: str) -> tuple[int, str]:
+def verbose_segment(weights: Path | str, out: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         app, ["-v", "segment", "--weights", str(weights), "--out", str(out), *FAST_GEOMETRY, *args]
     )
@@ -52,6 +55,31 @@ def test_a_run_folder_given_as_weights_gives_its_classes_too(tmp_path, finetuned
     assert code == ExitCode.OK, stderr
     assert folder_classes(tmp_path / "out") == ["heading", "paragraph"]
     assert f"using the classes stored in {finetuned_weights.parent} (heading, paragraph" in stderr
+
+
+def install_as(name: str, weights: Path) -> Path:
+    """`weights` stored in the cache as the zoo entry `name`, as an older `download-weights` stored it: a
+    converted file without the entry's classes."""
+    path = converted_path(name)
+    path.parent.mkdir(parents=True)
+    shutil.copyfile(weights, path)
+    digest = sha256_file(path)
+    write_record(CacheRecord(name, path.name, path.stat().st_size, digest, f"file:{weights}", digest))
+    return path
+
+
+def test_a_zoo_model_fine_tuned_on_doclaynet_finds_its_classes(tmp_path, tiny_weights, monkeypatch):
+    """`--weights docsam-large-doclaynet` prompted with PubLayNet's five classes and domain."""
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "home"))
+    installed = install_as("docsam-large-doclaynet", tiny_weights)
+    page = write_page(tmp_path / "page.png")
+    doclaynet = PRESETS["doclaynet"]
+    for weights, out in (("docsam-large-doclaynet", "by-name"), (installed, "by-file")):
+        code, stderr = verbose_segment(weights, tmp_path / out, str(page))
+        assert code == ExitCode.OK, stderr
+        assert folder_classes(tmp_path / out) == list(doclaynet.classes)
+        assert "using the classes docsam-large-doclaynet was fine-tuned on (Caption, Footnote" in stderr
+        assert f"domain {doclaynet.domain!r}" in stderr
 
 
 def test_weights_without_classes_keep_the_default_preset(tmp_path, tiny_weights):

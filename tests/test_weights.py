@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,12 @@ from typer.testing import CliRunner
 from weights_fake_remote import Sandbox, checkpoint, make_sandbox, pth_bytes, safetensors_bytes
 
 from docsam_cli.app import app
+from docsam_cli.presets import PRESETS
 from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
 from docsam_cli.weights.cache import docsam_home, read_record
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
+from model.checkpoint import StoredClasses, stored_classes
 
 
 @pytest.fixture(autouse=True)
@@ -134,6 +138,26 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
     listing = CliRunner().invoke(app, ["download-weights", "--list"]).stdout
     row = next(line for line in listing.splitlines() if line.startswith("docsam-large-keepsize "))
     assert "local file (--from)" in row and "Google Drive" not in row and row.split()[-1] == "yes"
+
+
+def test_an_installed_zoo_model_carries_the_classes_it_was_fine_tuned_on(tmp_path: Path) -> None:
+    """The file `download-weights` installs stores the registry's classes and dataset name, as `docsam train`
+    does: `segment --weights FILE`, under any name, then prompts with them, not with PubLayNet's."""
+    copied = write(tmp_path / "docsam_large_doclaynet.pth", pth_bytes(checkpoint(width=192)))
+    assert run("--from", str(copied), "docsam-large-doclaynet")[0] == 0
+    moved = tmp_path / "doclaynet-model.safetensors"
+    shutil.copyfile(resolve_weights("docsam-large-doclaynet").path, moved)
+    broken = write(tmp_path / "broken.png", b"not an image")  # classes are chosen before any page loads
+
+    args = ["segment", str(broken), "--weights", str(moved), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 1, result.stderr
+    assert stored_classes(moved) == StoredClasses(PRESETS["doclaynet"].classes, "DocLayNet DocLayNet_core")
+    classes = json.loads((tmp_path / "out" / ".docsam" / "classes.json").read_text())
+    assert classes == list(PRESETS["doclaynet"].classes)
+    assert run("--from", str(copied), "docsam-large-m6doc")[0] == 0  # classes unknown: none stored
+    assert stored_classes(resolve_weights("docsam-large-m6doc").path) is None
 
 
 @pytest.mark.parametrize(

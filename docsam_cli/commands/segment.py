@@ -111,7 +111,8 @@ Preset = Annotated[
     typer.Option(
         case_sensitive=False,
         help="A known class list and domain, see --list-presets (default without --classes: the classes "
-        f"and dataset name stored in weights written by docsam train/finetune, else {DEFAULT_PRESET}).",
+        "and dataset name of the weights, stored by docsam train/finetune or known for a zoo model, else "
+        f"{DEFAULT_PRESET}).",
         rich_help_panel=CLASSES,
     ),
 ]
@@ -305,13 +306,13 @@ def segment(
 
 
 def _stored_classes(weights: str) -> PresetEntry | None:
-    """The classes the weights file was trained with (see `checkpoint_preset`), said with -v. A file that
+    """The classes the weights were trained with (see `checkpoint_preset`), said with -v. A file that
     cannot be read raises `model.CheckpointError`, a ValueError: a usage error before any page."""
     stored = checkpoint_preset(weights)
     if stored is not None:
         logger.info(
-            "no --classes or --preset: using the classes stored in %s (%s; dataset %r)",
-            weights,
+            "no --classes or --preset: using %s (%s; dataset %r)",
+            stored.description,
             ", ".join(stored.classes),
             stored.domain,
         )

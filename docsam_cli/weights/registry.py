@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from docsam_cli.presets import PRESETS
+from docsam_cli.presets import PRESETS, Preset
 
 Variant = Literal["base", "large"]
 
@@ -94,6 +94,14 @@ class WeightsEntry:
     dataset_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] | None = None
     aliases: tuple[str, ...] = ()
+
+    @property
+    def preset(self) -> Preset | None:
+        """`class_names` and the dataset name (none when several), the prompts of a fine-tuned model."""
+        if self.class_names is None:
+            return None
+        dataset = self.dataset_names[0] if len(self.dataset_names) == 1 else ""
+        return Preset(self.class_names, dataset, f"the classes {self.name} was fine-tuned on")
 
 
 _DOCSAM_BASE_BYTES = 838_000_000
@@ -230,6 +238,13 @@ def find_entry(name: str) -> WeightsEntry | None:
         if wanted == entry.name or wanted in (alias.lower() for alias in entry.aliases):
             return entry
     return None
+
+
+def zoo_preset(name: str) -> Preset | None:
+    """The classes and dataset name the zoo entry called `name` (or an alias) was fine-tuned with, where the
+    reference reveals its classes; None otherwise."""
+    entry = find_entry(name)
+    return None if entry is None else entry.preset
 
 
 def entry_names() -> list[str]:
