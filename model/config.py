@@ -125,9 +125,12 @@ class SwinConfig:
         _check_types(self)
         if len(self.depths) != 4 or len(self.num_heads) != 4:
             raise ValueError("depths and num_heads must list the Swin backbone's four stages")
-        _check(
-            self, "at least 1", _at_least(1), "embed_dim", "depths", "num_heads", "window_size", "patch_size"
-        )
+        _check(self, "at least 1", _at_least(1), "embed_dim", "depths", "num_heads", "window_size")
+        if self.patch_size != 4:  # the stride of the first of the fixed `feature_strides` [4, 8, 16, 32]
+            raise ValueError(
+                f"patch_size must be 4 (the only value DocSAM builds: its decoder reads the features at "
+                f"strides 4 to 32), got {self.patch_size}"
+            )
         if self.num_channels != 3:
             raise ValueError(f"num_channels must be 3 (pages enter in colour), got {self.num_channels}")
         _check(self, "a number above 0", _above_zero, "mlp_ratio", "layer_norm_eps")

@@ -121,6 +121,13 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
         ),
         ("swin_backbone_config", "window_size", 0, "window_size must be at least 1, got 0"),
         ("swin_backbone_config", "num_channels", 1, "num_channels must be 3 (pages enter in colour), got 1"),
+        (
+            "swin_backbone_config",
+            "patch_size",
+            8,
+            "patch_size must be 4 (the only value DocSAM builds: its decoder reads the features at strides 4 "
+            "to 32), got 8",
+        ),
         ("docsam_config_attributes", "decoder_layers", 0, "decoder_layers must be at least 1, got 0"),
         ("docsam_config_attributes", "min_num_queries", -5, "min_num_queries must be at least 1, got -5"),
         ("docsam_config_attributes", "max_num_queries", 0, "max_num_queries must be at least 1, got 0"),
@@ -171,6 +178,7 @@ def test_variants_table_is_the_one_the_weights_registry_uses():
         "text-heads-not-dividing",
         "zero-window",
         "grey-input",
+        "patch-not-stride-4",
         "no-decoder-layer",
         "negative-minimum",
         "no-query-kept",
@@ -204,6 +212,8 @@ def test_every_way_of_building_a_config_checks_it():
         TextEncoderConfig(hidden_size=384.0)
     with pytest.raises(ValueError, match="mask_feature_size must be a multiple of 64"):
         replace(variant_config("base"), hidden_dim=96, mask_feature_size=96)
+    with pytest.raises(ValueError, match="patch_size must be 4"):
+        replace(variant_config("base"), backbone=SwinConfig(patch_size=2))
     assert SwinConfig(mlp_ratio=4).mlp_ratio == 4  # an int is a valid float (JSON writes 4.0 as 4 too)
 
 
