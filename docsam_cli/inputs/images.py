@@ -42,6 +42,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
 _PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samples count from white)
+_COMPRESSION = 259  # TIFF tag: 1 (the default) = uncompressed
+_PLANAR_CONFIGURATION = 284  # TIFF tag: 2 = each sample (R, G, B) stored in its own plane
 _NOT_A_PAGE = 0b101
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 _PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # "Image size (400000000 pixels) exceeds limit of ..."
@@ -214,6 +216,7 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
             elif frame:
                 image.seek(frame)
             check_pixel_limit(path, *image.size, page)
+            _check_planar_layout(path, image, page)
             image.load()
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error, page) from None
@@ -228,6 +231,22 @@ def upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return image
+
+
+def _check_planar_layout(path: Path, image: Image.Image, page: int | None) -> None:
+    """Refuse an uncompressed TIFF of more than 8 bits per sample stored plane by plane (16-bit RGB
+    scans from some archive workflows): Pillow reads its planes as 8-bit samples and hands over a
+    garbled image without an error. Compressed ones are decoded by libtiff, correctly."""
+    tags = getattr(image, "tag_v2", None)
+    bits = _tiff_bits(image)
+    if tags is None or tags.get(_PLANAR_CONFIGURATION) != 2 or tags.get(_COMPRESSION, 1) != 1:
+        return
+    if bits is not None and bits > 8:
+        reason = (
+            f"a {bits}-bit TIFF stored plane by plane (PlanarConfiguration 2) without compression, "
+            "which Pillow misreads; re-save it with interleaved samples (tiffcp -p contig) or compressed"
+        )
+        raise InputError(path, reason, page)
 
 
 def _tiff_bits(image: Image.Image) -> int | None:
