@@ -11,7 +11,6 @@ replace the default preset for those weights.
 from __future__ import annotations
 
 import os
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +74,9 @@ def resolve_prompts(
 
 def _refuse_repeated_classes(names: list[str]) -> None:
     """Refuse a class named twice, also in another case, accents or spacing: the text encoder's normalizer
-    lowercases its prompts and strips their accents, and its tokens ignore runs of spaces, so `Table,table`
-    or `Légende,legende` would give two identical prompts, and the second class would never win a region."""
+    lowercases its prompts and strips their accents, and its tokens ignore spaces and split off punctuation,
+    so `Table,table`, `Légende,legende` or `text-line,text - line` would give two identical prompts, and
+    the second class would never win a region."""
     first_of: dict[str, str] = {}
     for name in names:
         key = prompt_key(name)
@@ -85,17 +85,19 @@ def _refuse_repeated_classes(names: list[str]) -> None:
             also = (
                 ""
                 if earlier == name
-                else f" (as {earlier!r}; the model reads class names in lower case, without accents)"
+                else f" (as {earlier!r}; the model reads class names in lower case, without accents, "
+                "punctuation as separate words)"
             )
             raise ValueError(f"--classes names a class twice: {name!r}{also}")
         first_of[key] = name
 
 
 def prompt_key(name: str) -> str:
-    """What the text encoder reads of a class name: lower case, accents stripped (BERT's normalizer),
-    words split at spaces."""
-    decomposed = unicodedata.normalize("NFD", name.lower())
-    return " ".join("".join(char for char in decomposed if not unicodedata.combining(char)).split())
+    """What the text encoder reads of a class name: its words as the shipped tokenizer splits them (lower
+    case, accents stripped, split at spaces and around punctuation; see `model.tokenization`)."""
+    from model.tokenization import basic_words
+
+    return " ".join(basic_words(name))
 
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:

@@ -6,25 +6,11 @@ The BERT weights travel inside every DocSAM checkpoint; the WordPiece tokenizer 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
 import torch
-from tokenizers import Tokenizer
 from torch import nn
 
 from model.config import TextEncoderConfig
-
-TOKENIZER_FILE = Path(__file__).with_name("tokenizer") / "tokenizer.json"
-
-
-@lru_cache(maxsize=1)
-def load_tokenizer() -> Tokenizer:
-    """The MiniLM tokenizer, padding to the longest name of a call (its file pads to 128 by default)."""
-    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
-    tokenizer.no_truncation()
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    return tokenizer
+from model.tokenization import load_tokenizer
 
 
 def tokenize(names: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:

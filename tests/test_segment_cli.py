@@ -170,32 +170,47 @@ def test_classes_differing_only_in_case_are_one_class_named_twice(tmp_path, tiny
     assert code == 2, stderr
     assert stderr.strip() == (
         "error: --classes names a class twice: 'table' (as 'Table'; "
-        "the model reads class names in lower case, without accents)"
+        "the model reads class names in lower case, without accents, punctuation as separate words)"
     )
 
 
 @pytest.mark.parametrize(
     ("classes", "repeated", "first"),
-    [("Légende,legende", "legende", "Légende"), ("text line,Text  Line", "Text  Line", "text line")],
+    [
+        ("Légende,legende", "legende", "Légende"),
+        ("text line,Text  Line", "Text  Line", "text line"),
+        ("text-line,text - line", "text - line", "text-line"),
+        ("table;,table ;", "table ;", "table;"),
+    ],
 )
 def test_classes_differing_only_in_accents_or_spacing_are_one_class_named_twice(classes, repeated, first):
-    """The text encoder strips accents and splits at spaces as well as lowercasing: both names give the
-    same tokens, so the second class could never win a region."""
+    """The text encoder strips accents, splits at spaces and around punctuation as well as lowercasing:
+    both names give the same tokens, so the second class could never win a region."""
     with pytest.raises(ValueError) as refused:
         resolve_prompts(classes, None, None)
     assert str(refused.value) == (
         f"--classes names a class twice: {repeated!r} (as {first!r}; "
-        "the model reads class names in lower case, without accents)"
+        "the model reads class names in lower case, without accents, punctuation as separate words)"
     )
 
 
 def test_the_repetition_rule_reads_class_names_as_the_text_encoder_does():
     """`prompt_key` equal exactly where the bundled tokenizer gives the same tokens."""
     tokenizer = Tokenizer.from_file(str(PROJECT_ROOT / "model" / "tokenizer" / "tokenizer.json"))
-    for first, second in [("Légende", "legende"), ("Überschrift", "uberschrift"), ("A  b", "a b")]:
+    same = [
+        ("Légende", "legende"),
+        ("Überschrift", "uberschrift"),
+        ("A  b", "a b"),
+        ("text-line", "text - line"),
+        ("table;", "table ;"),
+        ("Fig.(a)", "fig . ( a )"),
+    ]
+    for first, second in same:
         assert prompt_key(first) == prompt_key(second)
         assert tokenizer.encode(first).ids == tokenizer.encode(second).ids
-    assert prompt_key("table") != prompt_key("tables")
+    for first, second in [("table", "tables"), ("text-line", "textline"), ("text line", "textline")]:
+        assert prompt_key(first) != prompt_key(second)
+        assert tokenizer.encode(first).ids != tokenizer.encode(second).ids
 
 
 @pytest.mark.parametrize("dpi", ["inf", "nan", "1e300", "0.5"])
