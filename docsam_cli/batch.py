@@ -122,9 +122,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
             def load_segmenter() -> Segmenter:
                 from model import CheckpointError  # imports torch: only now that a page needs the model
 
-                geometry = request.geometry.resolve(model.weights.entry)
-                logger.info("geometry: %s", describe_geometry(geometry))
                 try:
+                    geometry = request.geometry.resolve(model.weights)
+                    logger.info("geometry: %s", describe_geometry(geometry))
                     loaded = model.load()
                 except CheckpointError as error:
                     raise UsageError(str(error)) from None

@@ -43,7 +43,7 @@ class ModelRun:
     ) -> None:
         options = GeometryOptions.parse(short_side, window)
         self.loaded = load_for_inference(ModelSpec(weights, variant, model_config, device, precision))
-        self.geometry = options.resolve(self.loaded.weights.entry)
+        self.geometry = options.resolve(self.loaded.weights)
         logger.info("geometry: %s", describe_geometry(self.geometry))
         self.domain = domain
 

@@ -22,7 +22,7 @@ from docsam_cli.names import display_path
 if TYPE_CHECKING:
     import torch
 
-    from docsam_cli.weights import ResolvedWeights, WeightsEntry
+    from docsam_cli.weights import ResolvedWeights
     from model import DocSAM
     from model.config import DocSAMConfig
     from model.inference import Geometry
@@ -232,14 +232,16 @@ class GeometryOptions:
             raise ValueError(f"--window sides must be at least 2 (the stride is half a side), got {window!r}")
         return cls(short, windows, strides, keep_size)
 
-    def resolve(self, entry: WeightsEntry | None) -> Geometry:
-        """The sliding-window geometry: the reference's defaults, adjusted to what the registry knows of the
-        checkpoint (keep-size model, fine-tuned models' 800-px windows), then to these options."""
+    def resolve(self, weights: ResolvedWeights | None) -> Geometry:
+        """The sliding-window geometry: the reference's defaults, adjusted to what is known of the weights
+        (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop stored by
+        `docsam train`/`finetune`), then to these options. Raises `model.CheckpointError` when the stored
+        crop cannot be read."""
         from model.inference import Geometry
 
-        keep_size = self.keep_size if self.keep_size is not None else bool(entry and entry.keep_size)
+        keep_size = self.keep_size if self.keep_size is not None else bool(weights and weights.keep_size)
         default = Geometry.keep_size_default() if keep_size else Geometry()
-        patch = (entry.patch_size, entry.patch_size) if entry and entry.patch_size else default.patch
+        patch = (weights.patch if weights else None) or default.patch
         return Geometry(
             short_range=self.short_side or default.short_range,
             patch=self.window or patch,

@@ -322,6 +322,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 CONFIG_METADATA_KEY = "docsam_config"
 CLASSES_METADATA_KEY = "docsam_classes"  # a JSON list of the class names trained, no background prompt
 DATASET_METADATA_KEY = "docsam_dataset"  # the dataset name, the domain of the background prompt
+PATCH_METADATA_KEY = "docsam_patch"  # the training crop, a JSON [height, width]
 
 
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
@@ -385,6 +386,30 @@ def stored_classes(path: str | os.PathLike[str]) -> StoredClasses | None:
     return StoredClasses(tuple(classes), metadata.get(DATASET_METADATA_KEY))
 
 
+def stored_patch(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The training crop (height, width) a safetensors file written by `save_model` carries, if any (files
+    written before it was stored have none). Raises CheckpointError naming the file when it cannot be
+    read."""
+    text = stored_metadata(path).get(PATCH_METADATA_KEY)
+    if not text:
+        return None
+    try:
+        patch = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: its stored patch size is not usable ({error})") from error
+    if not _is_patch(patch):
+        raise CheckpointError(f"{path}: its stored patch size is not two positive integers")
+    return patch[0], patch[1]
+
+
+def _is_patch(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in value)
+    )
+
+
 def _is_class_list(value: object) -> bool:
     return (
         isinstance(value, list)
@@ -444,6 +469,7 @@ def save_model(
     path: str | os.PathLike[str],
     classes: Sequence[str] | None = None,
     dataset: str | None = None,
+    patch: Sequence[int] | None = None,
 ) -> None:
     """Write the model's weights and its config to one safetensors file.
 
@@ -451,16 +477,23 @@ def save_model(
     (`backbone.swin.…`, without the relative-position indices it computes); `to_reference_keys` gives the
     official ones. `classes` (the class names trained, without the background prompt) and `dataset` (the
     name in `"<dataset> _background_"`) are stored when given, for `stored_classes`: `docsam segment` then
-    prompts the model with them when asked for no classes.
+    prompts the model with them when asked for no classes. `patch` (the training crop, height and width) is
+    stored when given, for `stored_patch`: `docsam segment`'s default window.
     """
-    metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()), **classes_metadata(classes, dataset)}
+    metadata = {
+        CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
+        **training_metadata(classes, dataset, patch),
+    }
     write_safetensors(model.state_dict(), path, metadata)
 
 
-def classes_metadata(classes: Sequence[str] | None, dataset: str | None) -> dict[str, str]:
-    """The safetensors metadata that `stored_classes` reads back: `classes` and `dataset`, those given.
+def training_metadata(
+    classes: Sequence[str] | None, dataset: str | None, patch: Sequence[int] | None = None
+) -> dict[str, str]:
+    """The safetensors metadata that `stored_classes` and `stored_patch` read back: `classes`, `dataset` and
+    `patch`, those given.
 
-    Raises ValueError when `classes` are not distinct, non-empty names."""
+    Raises ValueError when `classes` are not distinct, non-empty names or `patch` not two positive sides."""
     metadata: dict[str, str] = {}
     if classes is not None:
         if not _is_class_list(list(classes)):
@@ -468,4 +501,8 @@ def classes_metadata(classes: Sequence[str] | None, dataset: str | None) -> dict
         metadata[CLASSES_METADATA_KEY] = json.dumps(list(classes), ensure_ascii=False)
     if dataset is not None:
         metadata[DATASET_METADATA_KEY] = dataset
+    if patch is not None:
+        if not _is_patch(list(patch)):
+            raise ValueError(f"patch must be two positive integers; got {list(patch)!r}")
+        metadata[PATCH_METADATA_KEY] = json.dumps(list(patch))
     return metadata

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from docsam_cli.errors import UsageError
 from docsam_cli.runtime import GeometryOptions, check_device_name, parse_size, pick_device
-from docsam_cli.weights import find_entry
+from docsam_cli.weights import ResolvedWeights, find_entry
 from docsam_cli.writers.formats import FORMATS, parse_formats
 from model.inference import Geometry
 
@@ -25,8 +27,9 @@ def test_sizes_are_one_number_or_two():
 
 def test_geometry_options_fill_in_the_reference_and_the_registry_defaults():
     assert GeometryOptions.parse().resolve(None) == Geometry()
-    keep_size = find_entry("docsam-large-keepsize")
-    assert keep_size is not None and keep_size.keep_size
+    entry = find_entry("docsam-large-keepsize")
+    assert entry is not None and entry.keep_size
+    keep_size = ResolvedWeights(Path("keepsize.pth"), entry)
     assert GeometryOptions.parse().resolve(keep_size) == Geometry.keep_size_default()
     assert GeometryOptions.parse(keep_size=False).resolve(keep_size) == Geometry()
     given = GeometryOptions.parse("700,900", "512,480", "256", None).resolve(keep_size)

@@ -103,6 +103,19 @@ def test_options_still_choose_the_classes(tmp_path, finetuned_weights):
     assert "classes: heading, paragraph; domain 'Gazettes'" in stderr
 
 
+def test_the_training_crop_stored_with_the_weights_is_the_default_window(tmp_path, tiny_model):
+    """Weights trained with another --patch-size were segmented at 640x640 windows unless --window was
+    given again; the crop stored with them (file or run folder) is now the default, --window still wins."""
+    save_model(tiny_model, tmp_path / "run" / "model.safetensors", patch=(96, 64))
+    page = write_page(tmp_path / "page.png")
+    for index, window in enumerate([[], ["--window", "128"]]):
+        run = ["-w", str(tmp_path / "run"), "-o", str(tmp_path / f"out{index}"), "--short-side", "192"]
+        result = CliRunner().invoke(app, ["-v", "segment", *run, "--device", "cpu", *window, str(page)])
+        assert result.exit_code == ExitCode.OK, result.stderr
+        expected = "windows 128x128 at stride 64x64" if window else "windows 96x64 at stride 48x32"
+        assert expected in result.stderr
+
+
 def test_unusable_stored_classes_are_a_usage_error_before_any_page(tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from docsam_cli.app import app
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.datasets import LayoutDataset
-from model.checkpoint import stored_classes
+from model.checkpoint import stored_classes, stored_patch
 
 RUN = [
     "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
@@ -58,6 +58,7 @@ def test_finetuned_weights_carry_the_training_classes(tmp_path: Path, tiny_weigh
         stored = stored_classes(path)
         assert stored is not None, path
         assert (tuple(stored.classes), stored.dataset) == (("heading", "paragraph"), "Newspapers")
+        assert stored_patch(path) == (40, 40), path  # segment's default window for these weights
 
 
 def test_sets_of_different_classes_store_none(tmp_path: Path, tiny_weights: Path) -> None:

@@ -78,7 +78,7 @@ class DocsamSegment(Processor):
         try:
             self.settings = SegmentSettings.from_parameters(parameters)
             self.loaded = load_for_inference(self.settings.model)
-            self.geometry = self.settings.geometry.resolve(self.loaded.weights.entry)
+            self.geometry = self.settings.geometry.resolve(self.loaded.weights)
         except (ValueError, UsageError, WeightsError) as error:  # a CheckpointError is a ValueError
             raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
         self.logger.info("geometry: %s", describe_geometry(self.geometry))

@@ -96,21 +96,27 @@ def trained_prompts(datasets: Sequence[LayoutDataset]) -> dict[str, Any]:
     return {"classes": list(classes), "dataset": names.pop() if len(names) == 1 else None}
 
 
+def trained_with(datasets: Sequence[LayoutDataset], patch: tuple[int, int]) -> dict[str, Any]:
+    """What a weights file records of its training (`model.save_model`'s keyword arguments): the prompts
+    (`trained_prompts`) and the training crop, which `docsam segment` takes as its default window."""
+    return {**trained_prompts(datasets), "patch": patch}
+
+
 def checkpoint_root(output: Path) -> Path:
     return output / "checkpoints"
 
 
 def save_checkpoint(
-    output: Path, model: DocSAM, state: TrainerState, keep_last: int, prompts: Mapping[str, Any]
+    output: Path, model: DocSAM, state: TrainerState, keep_last: int, stored: Mapping[str, Any]
 ) -> Path:
     """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders.
-    `prompts` (classes, dataset) go into the weights file, see `trained_prompts`."""
+    `stored` (classes, dataset, patch) goes into the weights file, see `trained_with`."""
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_model(model, staging / MODEL_FILE, **prompts)
+    save_model(model, staging / MODEL_FILE, **stored)
     torch.save(state.__dict__, staging / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
@@ -134,10 +140,11 @@ def load_trainer_state(folder: Path) -> TrainerState:
 
 
 def save_best(
-    output: Path, model: DocSAM, metrics: dict[str, float], step: int, prompts: Mapping[str, Any]
+    output: Path, model: DocSAM, metrics: dict[str, float], step: int, stored: Mapping[str, Any]
 ) -> None:
-    """Replace `best/` with these weights (and their `prompts`) and their validation metrics."""
+    """Replace `best/` with these weights (and what they `stored`, see `trained_with`) and their validation
+    metrics."""
     folder = output / "best"
-    save_model(model, folder / MODEL_FILE, **prompts)
+    save_model(model, folder / MODEL_FILE, **stored)
     with atomic_open(folder / "metrics.json") as handle:
         json.dump({"step": step, **metrics}, handle, indent=1)

@@ -55,7 +55,7 @@ from docsam_cli.training.checkpoints import (
     restore_rng,
     save_best,
     save_checkpoint,
-    trained_prompts,
+    trained_with,
 )
 from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate, raise_failures
 from docsam_cli.training.progress import TrainingProgress
@@ -181,7 +181,7 @@ class Trainer:
         precision_dtype(options.precision, self.device)  # refuses fp16 off CUDA before anything runs
         self.model = model.to(self.device)
         self.data = data
-        self.prompts = trained_prompts(data.datasets)
+        self.stored = trained_with(data.datasets, data.augmentation.patch)
         self.options = options
         self.output = Path(output)
         self.validator = validator
@@ -286,7 +286,7 @@ class Trainer:
                 log.close()
         final = self.output / MODEL_FILE
         if main:
-            save_model(self.model, final, **self.prompts)
+            save_model(self.model, final, **self.stored)
         self.distributed.barrier()
         return final
 
@@ -370,7 +370,7 @@ class Trainer:
                 best=self.best,
                 run=self.run_identity(),
             )
-            save_checkpoint(self.output, self.model, state, self.options.keep_last, self.prompts)
+            save_checkpoint(self.output, self.model, state, self.options.keep_last, self.stored)
         self.distributed.barrier()
 
     def _stop_agreed(self, requested: bool) -> bool:
@@ -393,7 +393,7 @@ class Trainer:
         value = metrics.get(self.options.best_metric)
         if value is not None and (self.best is None or value > self.best["value"]):
             self.best = {"metric": self.options.best_metric, "value": value, "step": step}
-            save_best(self.output, self.model, metrics, step, self.prompts)
+            save_best(self.output, self.model, metrics, step, self.stored)
 
     def _set_mode(self, train: bool) -> None:
         """Train mode everywhere except a frozen backbone (no stochastic depth on fixed features)."""

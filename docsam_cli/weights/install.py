@@ -39,7 +39,7 @@ from docsam_cli.weights.errors import CorruptCacheError, FetchError, NotCachedEr
 from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
 from docsam_cli.weights.progress import transfer_progress
 from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
-from model.checkpoint import CheckpointError, classes_metadata, read_state_dict, write_safetensors
+from model.checkpoint import CheckpointError, read_state_dict, training_metadata, write_safetensors
 from model.config import variant_with_width
 
 Say = Callable[[str], None]
@@ -210,14 +210,19 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say, *, download
             f"{entry.name}: {raw.name} is not a readable checkpoint (truncated or not weights?): {error}"
         ) from error
     _check_variant(entry, raw, state, say)
-    write_safetensors(state, target, _prompts_metadata(entry))
+    write_safetensors(state, target, _trained_metadata(entry))
 
 
-def _prompts_metadata(entry: WeightsEntry) -> dict[str, str] | None:
-    """The classes and dataset name the registry knows for `entry`, stored in its file as `docsam train`
-    stores them: `segment --weights FILE` then prompts with them too."""
+def _trained_metadata(entry: WeightsEntry) -> dict[str, str]:
+    """What the registry knows of how `entry` was trained (its classes and dataset name, its window), stored
+    in its file as `docsam train` stores them: `segment --weights FILE` then uses them too."""
     preset = entry.preset
-    return None if preset is None else classes_metadata(preset.classes, preset.domain or None)
+    side = entry.patch_size
+    return training_metadata(
+        preset.classes if preset else None,
+        (preset.domain or None) if preset else None,
+        (side, side) if side else None,
+    )
 
 
 def _check_archive(entry: WeightsEntry, raw: Path, *, downloaded: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
-from model.checkpoint import CheckpointError, weights_in_folder
+from model.checkpoint import CheckpointError, stored_patch, weights_in_folder
 
 _WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 
@@ -28,6 +28,16 @@ class ResolvedWeights:
     @property
     def keep_size(self) -> bool:
         return bool(self.entry and self.entry.keep_size)
+
+    @property
+    def patch(self) -> tuple[int, int] | None:
+        """The window the weights are meant for: the registry's (the fine-tuned checkpoints' 800 px), else
+        the training crop `docsam train`/`finetune` stored in the file; None: neither. Reads the file's
+        header; raises `model.CheckpointError` when it cannot be read."""
+        if self.entry is not None:
+            side = self.entry.patch_size
+            return (side, side) if side else None
+        return stored_patch(self.path)
 
 
 def resolve_weights(name_or_path: str) -> ResolvedWeights:
