@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from torchvision.ops import roi_align
 
+from benchmarks.common import positive_int
 from docsam_cli.runtime import keep_freed_memory
 from model.roi_align import TokenMap, roi_align_tokens
 
@@ -50,7 +56,7 @@ def main() -> None:
     )
     parser.add_argument("--boxes", choices=["small", "large"], default="large")
     parser.add_argument("--stride", type=int, default=4, choices=[4, 8, 16, 32])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
     keep_freed_memory()  # as `docsam` runs

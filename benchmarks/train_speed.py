@@ -16,11 +16,17 @@ import argparse
 import resource
 import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from benchmarks.common import positive_int
+from docsam_cli.errors import UsageError
 from docsam_cli.precision import PRECISIONS, precision_dtype
-from docsam_cli.runtime import keep_freed_memory
+from docsam_cli.runtime import keep_freed_memory, pick_device
 from docsam_cli.training.data import TrainingBatch
 from docsam_cli.training.settings import Regularisation
 from docsam_cli.training.trainer import forward_loss, trainable_parameters
@@ -71,17 +77,20 @@ def main() -> None:
     parser.add_argument("--config", help="model config JSON instead of --variant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--size", type=int, default=640, help="square crop side")
     parser.add_argument("--instances", type=int, default=20, help="GT instances per image")
-    parser.add_argument("--iters", type=int, default=20, help="timed steps")
+    parser.add_argument("--iters", type=positive_int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     args = parser.parse_args()
 
     keep_freed_memory()  # as `docsam train` does
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    precision_dtype(args.precision, device)  # fp16 needs CUDA: fail before building the model
+    try:  # no such device, or fp16 off CUDA: one line before building the model, no traceback
+        device = pick_device(args.device)
+        precision_dtype(args.precision, device)
+    except (UsageError, ValueError) as error:
+        parser.error(str(error))
     config = DocSAMConfig.from_json(args.config) if args.config else variant_config(args.variant)
     model = DocSAM(Regularisation().apply(config))
     initialise(model)  # random weights: the speed does not depend on them

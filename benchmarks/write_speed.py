@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 import model.instances
+from benchmarks.common import positive_int
 from docsam_cli.batch import SegmentRun, prepare_output_folder
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
 from docsam_cli.runtime import GeometryOptions, ModelSpec
@@ -93,7 +98,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--formats", default="coco,page,overlay,jsonl")
     parser.add_argument("--size", default="3508,2480", help="page H,W")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--writers", help="comma-separated writer thread counts: measure the batch runner")
     parser.add_argument("--pages", type=int, default=16, help="pages per run, with --writers")
     parser.add_argument("--model-seconds", type=float, default=0.1, help="the stand-in model's s/page")

@@ -70,3 +70,25 @@ def test_a_device_that_is_not_there_is_one_line_not_a_traceback(monkeypatch) -> 
     add_model_arguments(parser)
     with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
         build_model(parser.parse_args(["--device", "cuda"]))
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        ("write_speed", "--repeats 0", "argument --repeats: must be at least 1, got 0"),
+        ("roi_align_speed", "--repeats 0", "argument --repeats: must be at least 1, got 0"),
+        ("train_speed", "--iters 0", "argument --iters: must be at least 1, got 0"),
+        ("train_speed", "--device cuda", "--device cuda: CUDA is not available on this machine"),
+        ("train_speed", "--device cpu --precision fp16", "fp16 needs a CUDA device"),
+    ],
+)
+def test_benchmarks_refuse_unusable_arguments_in_one_line(script, arguments, message, monkeypatch, capsys):
+    """`--repeats 0` ended in a StatisticsError, `--device cuda` without CUDA in torch's RuntimeError, both
+    tracebacks after the work had started; now argparse's one-line error (exit 2)."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    module = importlib.import_module(f"benchmarks.{script}")
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *arguments.split()])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    assert exited.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
