@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from model.backbone import SwinBackbone
-from model.config import DocSAMConfig
+from model.config import GROUP_NORM_GROUPS, DocSAMConfig
 from model.decoder import QueryDecoder
 from model.outputs import DocSAMOutput
 from model.pixel_decoder import MaskFeatureFusion, PixelDecoder, UnusedFeaturePyramid
@@ -118,10 +118,26 @@ class DocSAM(nn.Module):
             raise ValueError(
                 "class_names must hold one list of names per image, e.g. [['table', 'X _background_']]"
             )
+        self._check_size(pixel_values)
         if len(class_names) != pixel_values.shape[0]:
             raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
         if any(len(names) < 2 for names in class_names):
             raise ValueError("every image needs at least one class name plus the background prompt")
+
+    def _check_size(self, pixel_values: torch.Tensor) -> None:
+        """Refuse a single image whose coarsest backbone level would be 1 x 1 pixel where the pixel decoder
+        has one channel per GroupNorm group (`feature_size` 32): that group would hold one value, which
+        GroupNorm refuses deep inside the decoder. Wider decoders (base, large) take any size."""
+        backbone = self.config.backbone
+        coarsest = backbone.patch_size * 2 ** (len(backbone.depths) - 1)  # the stride of the last level
+        height, width = pixel_values.shape[-2:]
+        one_value = self.config.feature_size == GROUP_NORM_GROUPS and pixel_values.shape[0] == 1
+        if one_value and max(height, width) <= coarsest:
+            raise ValueError(
+                f"a single image needs a side of more than {coarsest} px with this config (its stride-"
+                f"{coarsest} level would be 1 x 1 pixel, too little for its GroupNorms of one channel "
+                f"per group), got {height}x{width}"
+            )
 
     def embed_class_names(self, class_names: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Mean-pooled MiniLM embeddings per image, one BERT call for all distinct names of the batch."""

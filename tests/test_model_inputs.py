@@ -40,3 +40,15 @@ def test_class_names_that_are_not_one_list_of_names_per_image_are_refused(tiny_m
 def test_pixels_of_another_float_dtype_run_under_autocast(tiny_model):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         forward(tiny_model, (torch.rand(1, 3, 64, 64) * 255).bfloat16(), [NAMES])
+
+
+def test_a_single_image_too_small_for_a_one_channel_per_group_decoder_is_refused(tiny_model):
+    """With `feature_size` 32 (one channel per GroupNorm group, as the tiny config), a single image of at
+    most 32 x 32 px leaves one value per group at the stride-32 level: GroupNorm failed deep inside the
+    pixel decoder ("Expected more than 1 value per channel when training"). One side over 32 runs."""
+    assert tiny_model.config.feature_size == 32
+    for height, width in [(32, 32), (16, 24), (1, 1)]:
+        with pytest.raises(ValueError, match=rf"side of more than 32 px .* got {height}x{width}$"):
+            forward(tiny_model, torch.rand(1, 3, height, width) * 255, [NAMES])
+    forward(tiny_model, torch.rand(1, 3, 32, 33) * 255, [NAMES])
+    forward(tiny_model, torch.rand(2, 3, 32, 32) * 255, [NAMES] * 2)
