@@ -19,7 +19,7 @@ from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
 from docsam_cli.weights.cache import docsam_home, read_record
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
-from model.checkpoint import StoredClasses, stored_classes
+from model.checkpoint import StoredClasses, stored_classes, stored_patch
 
 
 @pytest.fixture(autouse=True)
@@ -141,8 +141,9 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
 
 
 def test_an_installed_zoo_model_carries_the_classes_it_was_fine_tuned_on(tmp_path: Path) -> None:
-    """The file `download-weights` installs stores the registry's classes and dataset name, as `docsam train`
-    does: `segment --weights FILE`, under any name, then prompts with them, not with PubLayNet's."""
+    """The file `download-weights` installs stores the registry's classes, dataset name and window, as
+    `docsam train` does: `segment --weights FILE`, under any name, then prompts with them, not with
+    PubLayNet's, and cuts the fine-tuned models' 800-px windows."""
     copied = write(tmp_path / "docsam_large_doclaynet.pth", pth_bytes(checkpoint(width=192)))
     assert run("--from", str(copied), "docsam-large-doclaynet")[0] == 0
     moved = tmp_path / "doclaynet-model.safetensors"
@@ -156,8 +157,10 @@ def test_an_installed_zoo_model_carries_the_classes_it_was_fine_tuned_on(tmp_pat
     assert stored_classes(moved) == StoredClasses(PRESETS["doclaynet"].classes, "DocLayNet DocLayNet_core")
     classes = json.loads((tmp_path / "out" / ".docsam" / "classes.json").read_text())
     assert classes == list(PRESETS["doclaynet"].classes)
+    assert stored_patch(moved) == (800, 800)
     assert run("--from", str(copied), "docsam-large-m6doc")[0] == 0  # classes unknown: none stored
     assert stored_classes(resolve_weights("docsam-large-m6doc").path) is None
+    assert stored_patch(resolve_weights("docsam-large-m6doc").path) == (800, 800)
 
 
 @pytest.mark.parametrize(
