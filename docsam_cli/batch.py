@@ -376,18 +376,22 @@ class SegmentRun:
         work = self.processes.share_work(lambda: self._clean_then(list_work))
         workers = self.request.workers
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
-        with (
-            ThreadPoolExecutor(
-                max_workers=self.request.writers, thread_name_prefix="docsam-write"
-            ) as self._write_pool,
-            contextlib.closing(
-                prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
-            ) as items,
-        ):
-            try:
-                self._take(items)
-            finally:  # also when interrupted: the pages being written are finished, and reported
-                self._collect_writes()
+        try:
+            with (
+                ThreadPoolExecutor(
+                    max_workers=self.request.writers, thread_name_prefix="docsam-write"
+                ) as self._write_pool,
+                contextlib.closing(
+                    prefetch(self._pending(self.processes.claim(work)), workers=workers, ahead=ahead)
+                ) as items,
+            ):
+                try:
+                    self._take(items)
+                finally:  # also when interrupted: the pages being written are finished, and reported
+                    self._collect_writes()
+        except KeyboardInterrupt:
+            self._finish_interrupted()
+            raise
         self._report_skipped()
 
         def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
@@ -410,6 +414,14 @@ class SegmentRun:
             for path in filter(is_temporary, folder.glob(".*.tmp")):
                 logger.debug("removing %s, left by an interrupted run", display_path(path))
                 path.unlink(missing_ok=True)
+
+    def _finish_interrupted(self) -> None:
+        """The run-level files of an interrupted run, over the pages done so far (on the main process, which
+        also counts the other processes' pages done by their records), so that `coco.json` and
+        `semantic/classes.json` hold the pages reported. A second signal stops it; the files being written
+        are then left as they were (atomic writes)."""
+        if self.processes.is_main:
+            self._finish(RunSummary(), self.outcome.finished)
 
     def _finish(self, summary: RunSummary, finished: list[tuple[int, str]]) -> None:
         """The run-level files over the pages done or skipped, in the order of the work list. Failing to

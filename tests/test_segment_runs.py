@@ -487,6 +487,23 @@ def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, mode
     assert done == ["page0.json", "page1.json"]
 
 
+def test_an_interrupted_run_writes_the_run_files_of_the_pages_it_finished(tmp_path, model, monkeypatch):
+    """Ctrl-C (or a scheduler's SIGTERM) at the third page: coco.json and semantic/classes.json are written
+    for the pages done, as the JSON lines reporting them name them (were missing, or an earlier run's)."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "model_segmenter", _stopped_at_the_third(model, ctrl_c))
+    out = tmp_path / "out"
+    code, records, stderr = segment(out, *map(str, pages), "--format", "coco,semantic,jsonl")
+    assert code == ExitCode.INTERRUPTED, stderr
+    coco = json.loads((out / "coco.json").read_text())
+    assert [image["page_id"] for image in coco["images"]] == [record["page_id"] for record in records]
+    assert (out / "semantic" / "classes.json").is_file()
+
+
 def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch):
     """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM: the pages being written are finished and
     reported, exit 130, and the handler in place before the run is back afterwards."""
