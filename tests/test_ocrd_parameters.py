@@ -14,11 +14,12 @@ from ocrd_validators import ParameterValidator
 
 from docsam_cli.ocrd.parameters import SegmentSettings
 from docsam_cli.presets import PRESETS
-from docsam_cli.runtime import GeometryOptions, ModelSpec
+from docsam_cli.runtime import MAX_SIDE, GeometryOptions, ModelSpec
 from docsam_cli.writers.page_map import parse_page_map
 
 TOOL_FILE = Path(__file__).resolve().parents[1] / "docsam_cli" / "ocrd" / "ocrd-tool.json"
 TOOL = json.loads(TOOL_FILE.read_text(encoding="utf-8"))["tools"]["ocrd-docsam-segment"]
+SIZES = ("short_side", "short_side_max", "window", "stride")  # `docsam segment`'s sizes, as numbers
 
 
 def as_ocrd_passes_them(**given) -> dict:
@@ -93,7 +94,15 @@ def test_what_the_schema_cannot_check_is_refused_naming_the_parameter(given, nam
 
 @pytest.mark.parametrize(
     "given",
-    [{"short_side": "800"}, {"window": 0}, {"batch_size": 2.5}, {"existing_regions": "merge"}, {"bogus": 1}],
+    [
+        {"short_side": "800"},
+        {"window": 0},
+        {"batch_size": 2.5},
+        {"existing_regions": "merge"},
+        {"bogus": 1},
+        # Above `docsam segment`'s limit: they were taken, then every page failed to allocate 100s of GB.
+        *({name: MAX_SIDE + 1} for name in SIZES),
+    ],
 )
 def test_ocrd_itself_refuses_values_of_the_wrong_kind(given):
     report = ParameterValidator(json.loads(json.dumps(TOOL))).validate(dict(given))

@@ -21,7 +21,7 @@ from ocrd_validators import OcrdToolValidator
 from docsam_cli import __version__
 from docsam_cli.precision import PRECISIONS
 from docsam_cli.presets import PRESETS
-from docsam_cli.runtime import ModelSpec
+from docsam_cli.runtime import MAX_SIDE, ModelSpec
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.weights.registry import Variant
 
@@ -88,6 +88,8 @@ def test_the_tool_agrees_with_docsam():
     assert parameters["device"]["default"] == ModelSpec.device
     assert parameters["precision"]["default"] == ModelSpec.precision
     assert parameters["batch_size"]["default"] == SegmentRequest.batch_size
+    for size in ("short_side", "short_side_max", "window", "stride"):
+        assert parameters[size]["maximum"] == MAX_SIDE, size
 
 
 @pytest.mark.slow  # two processes that import OCR-D
