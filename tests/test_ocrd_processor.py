@@ -439,3 +439,24 @@ def test_weights_installed_in_ocrds_resource_locations_are_found_by_name(tiny_we
     assert processor.loaded is not None
     with pytest.raises(SetupError, match=r"nothing\.safetensors: no such weights file"):
         DocsamSegment(None, parameter={"weights": "nothing.safetensors", "device": "cpu"}).setup()
+
+
+@pytest.mark.slow  # the module's processor loads the model (the pages themselves skip it)
+def test_pages_done_before_ctrl_c_stay_listed_in_the_mets(processor, tmp_path, shared_data, monkeypatch):
+    """Ctrl-C on the second page: the first page's PAGE file was written, and the METS lists it (it listed
+    no page at all, the files done left on disk unknown to the workspace)."""
+    pages = [("PHYS_0001", PAGES[0][1]), ("PHYS_0002", PAGES[0][1])]
+    mets = make_workspace(tmp_path / "workspace", shared_data, pages)
+    calls = []
+
+    def interrupted_on_the_second(model, bgr: np.ndarray, classes: list[str], **options) -> PageInstances:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return dark_pixels_as_text(model, bgr, classes)
+
+    monkeypatch.setattr("model.inference.segment_page", interrupted_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        process(processor, Resolver().workspace_from_url(str(mets)), "OCR-D-IMG", OUTPUT)
+    saved = Resolver().workspace_from_url(str(mets)).mets
+    assert [file.pageId for file in saved.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]

@@ -101,11 +101,12 @@ class DocsamSegment(Processor):
         self.loaded = None
 
     def process_workspace(self, workspace: Workspace) -> None:
-        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT), the METS is saved
-        first, so that the pages done before stay listed in it (core saves it only after a whole run)."""
+        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, or Ctrl-C), the METS
+        is saved first, so that the pages done before stay listed in it (core saves it only after a whole
+        run)."""
         try:
             super().process_workspace(workspace)
-        except Exception:
+        except BaseException:  # KeyboardInterrupt too
             workspace.save_mets()
             raise
 
