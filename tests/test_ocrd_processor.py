@@ -441,6 +441,22 @@ def test_weights_installed_in_ocrds_resource_locations_are_found_by_name(tiny_we
         DocsamSegment(None, parameter={"weights": "nothing.safetensors", "device": "cpu"}).setup()
 
 
+def test_a_model_zoo_name_installed_in_ocrds_resource_locations_is_found_there(
+    tiny_weights, tmp_path, monkeypatch
+):
+    """`-L` lists `docsam-base`, installed with `ocrd resmgr`, and docsam's own cache lacks it: the resource
+    is used (it was "docsam-base: not downloaded yet")."""
+    resources = tmp_path / "data" / "ocrd-resources" / "ocrd-docsam-segment"
+    resources.mkdir(parents=True)
+    (resources / "docsam-base").symlink_to(tiny_weights)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    processor = DocsamSegment(None, parameter={"weights": "docsam-base", "device": "cpu"})
+    processor.setup()
+    assert processor.loaded is not None
+
+
 @pytest.mark.slow  # the module's processor loads the model (the pages themselves skip it)
 def test_pages_done_before_ctrl_c_stay_listed_in_the_mets(processor, tmp_path, shared_data, monkeypatch):
     """Ctrl-C on the second page: the first page's PAGE file was written, and the METS lists it (it listed

@@ -85,12 +85,11 @@ class DocsamSegment(Processor):
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
 
     def _weights(self, value: str) -> str:
-        """The `weights` parameter: a file or folder, a model-zoo name, else a resource installed where OCR-D
-        keeps them (`ocrd resmgr`, `$XDG_DATA_HOME/ocrd-resources/ocrd-docsam-segment/`, ...); a value
-        found nowhere stays as given, for the loader to report."""
-        from docsam_cli.weights.registry import find_entry
-
-        if Path(value).expanduser().exists() or find_entry(value) is not None:
+        """The `weights` parameter: a file or folder, else a resource installed where OCR-D keeps them
+        (`ocrd resmgr`, `$XDG_DATA_HOME/ocrd-resources/ocrd-docsam-segment/`, ...; `-L` lists them), model-zoo
+        names included; a value found in neither stays as given, for the loader to take as a model-zoo name
+        from docsam's cache or to report."""
+        if Path(value).expanduser().exists():
             return value
         try:
             return str(self.resolve_resource(value))
