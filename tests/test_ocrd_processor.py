@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -457,22 +458,41 @@ def test_a_model_zoo_name_installed_in_ocrds_resource_locations_is_found_there(
     assert processor.loaded is not None
 
 
+class Terminated(Exception):
+    """What SIGTERM raises in the test below where the processor leaves it alone (it would end pytest)."""
+
+
+def terminated(number: int, frame) -> None:
+    raise Terminated
+
+
 @pytest.mark.slow  # the module's processor loads the model (the pages themselves skip it)
-def test_pages_done_before_ctrl_c_stay_listed_in_the_mets(processor, tmp_path, shared_data, monkeypatch):
-    """Ctrl-C on the second page: the first page's PAGE file was written, and the METS lists it (it listed
-    no page at all, the files done left on disk unknown to the workspace)."""
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
+def test_pages_done_before_ctrl_c_or_sigterm_stay_listed_in_the_mets(
+    stop, processor, tmp_path, shared_data, monkeypatch
+):
+    """Ctrl-C, or SIGTERM (`timeout`, a scheduler's time limit), on the second page: the first page's PAGE
+    file was written, and the METS lists it (it listed no page at all, the files done left on disk unknown
+    to the workspace; SIGTERM ended the process at once)."""
     pages = [("PHYS_0001", PAGES[0][1]), ("PHYS_0002", PAGES[0][1])]
     mets = make_workspace(tmp_path / "workspace", shared_data, pages)
     calls = []
 
     def interrupted_on_the_second(model, bgr: np.ndarray, classes: list[str], **options) -> PageInstances:
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2 and stop == "Ctrl-C":
             raise KeyboardInterrupt
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
         return dark_pixels_as_text(model, bgr, classes)
 
+    previous = signal.signal(signal.SIGTERM, terminated)
+
     monkeypatch.setattr("model.inference.segment_page", interrupted_on_the_second)
-    with pytest.raises(KeyboardInterrupt):
-        process(processor, Resolver().workspace_from_url(str(mets)), "OCR-D-IMG", OUTPUT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            process(processor, Resolver().workspace_from_url(str(mets)), "OCR-D-IMG", OUTPUT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     saved = Resolver().workspace_from_url(str(mets)).mets
     assert [file.pageId for file in saved.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]

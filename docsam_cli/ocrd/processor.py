@@ -100,11 +100,14 @@ class DocsamSegment(Processor):
         self.loaded = None
 
     def process_workspace(self, workspace: Workspace) -> None:
-        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, or Ctrl-C), the METS
-        is saved first, so that the pages done before stay listed in it (core saves it only after a whole
-        run)."""
+        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, Ctrl-C, or SIGTERM, taken
+        as Ctrl-C), the METS is saved first, so that the pages done before stay listed in it (core saves it
+        only after a whole run)."""
+        from docsam_cli.interruption import terminate_as_interrupt
+
         try:
-            super().process_workspace(workspace)
+            with terminate_as_interrupt():
+                super().process_workspace(workspace)
         except BaseException:  # KeyboardInterrupt too
             workspace.save_mets()
             raise
