@@ -13,7 +13,8 @@ the same pages in the same order as a single process would.
 A page's outputs are written in one thread while the model segments the next pages; pages are reported
 (JSON lines, errors, progress) in the order of the work list all the same. A page counts as done once its
 record (`<out>/.docsam/records/<page_id>.json`) is written; that happens last, after every other output of
-the page, and each file is written to a temporary name and renamed. A run killed at any point therefore
+the page (a page being redone loses its earlier record first), and each file is written to a temporary
+name and renamed. A run killed at any point therefore
 leaves only complete files, and a re-run redoes exactly the pages without a record (or whose requested
 outputs are missing) — every page is done once. The run-wide COCO files are
 assembled at the end from the per-page parts of every page done in the folder, this run's or not; if they
@@ -560,8 +561,11 @@ class SegmentRun:
 
     def _write(self, page: Page, instances: PageInstances, model_seconds: float) -> tuple[str, float]:
         """Write the page's outputs, its record last (in a writing thread); its JSON line and the seconds
-        writing took."""
+        writing took. A record an earlier run left is removed first: a page redone (`--overwrite`) whose
+        writing fails or is killed halfway is not done, whatever of its outputs were replaced."""
         started = time.perf_counter()
+        record_path = self.writer.files(page.page_id).record
+        record_path.unlink(missing_ok=True)
         source = PageSource(page.source, page.page, page.page_id, page.image)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
@@ -573,7 +577,7 @@ class SegmentRun:
                 STORED_FILE: page.file_state,
             }
         )
-        atomic_write_text(self.writer.files(page.page_id).record, stored)  # last: marks the page done
+        atomic_write_text(record_path, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]
 
     def _collect_writes(self, keep: int = 0) -> None:

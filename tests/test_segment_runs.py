@@ -366,6 +366,26 @@ def test_an_output_left_from_before_a_page_was_redone_is_not_taken_as_done(tmp_p
     assert code == ExitCode.OK and json.loads(stdout)["skipped"] is True, stderr
 
 
+def test_a_page_that_fails_while_being_redone_is_not_left_as_done(tmp_path, model, monkeypatch):
+    """`--overwrite` after new weights or geometry, the disk filling up (or the run killed) between the
+    page's PAGE file and its overlay: the old record must not pass the half-replaced outputs for done."""
+    page = write_page(tmp_path / "p.png")
+    out = tmp_path / "out"
+    assert segment(out, str(page))[0] == ExitCode.OK
+
+    def full_disk(path, *args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("docsam_cli.writers.overlay.write_overlay", full_disk)
+        code, _, stderr = segment(out, str(page), "--overwrite")
+    assert code == ExitCode.FAILED, stderr
+
+    code, records, stderr = segment(out, str(page))
+    assert code == ExitCode.OK and "1 pages segmented, 0 skipped" in stderr, stderr
+    assert "skipped" not in records[0] and len(model.batches) == 3
+
+
 def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
     broken = []
     for name in ("a.png", "b.png"):
