@@ -589,9 +589,8 @@ class SegmentRun:
             try:
                 line, write_seconds = writing.result.result()
             except OSError as error:
-                reason = f"cannot write its outputs: {_os_reason(error)}"
-                if _os_path(error):
-                    reason += f" ({display_path(_os_path(error))})"
+                where = display_path(_os_path(error) or self.request.out)  # a full disk names no file
+                reason = f"cannot write its outputs: {_os_reason(error)} ({where})"
                 self._report_failure(index, InputError(page.source, reason, page.page), page.page_id)
             except Exception as error:  # like a model failure: this page fails, the batch goes on
                 logger.debug("writing failed", exc_info=True)

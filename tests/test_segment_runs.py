@@ -564,6 +564,21 @@ def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmen
     assert "stopped early by the failure limit" in stderr
 
 
+def test_a_full_disk_names_the_output_folder_that_is_full(tmp_path, model, monkeypatch):
+    """A write or flush that fails for want of space names no file (only open and rename do): the page's
+    error names the output folder, so that it tells which disk is full."""
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+
+    def full_disk(path, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("docsam_cli.writers.overlay.write_overlay", full_disk)
+    code, records, _ = segment(out, str(page))
+    assert code == ExitCode.FAILED
+    assert records[0]["error"] == f"{page}: cannot write its outputs: No space left on device ({out})"
+
+
 def wait_until(condition, seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
