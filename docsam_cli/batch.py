@@ -298,7 +298,8 @@ class ProcessOutcome:
 class RunSummary:
     done: int = 0
     skipped: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # inputs and pages, each one message
+    unwritten: list[str] = field(default_factory=list)  # the run's own files (coco.json) not written
     stopped_early: bool = False
     seconds: float = 0.0
 
@@ -316,7 +317,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.FAILED if self.failures or self.stopped_early else ExitCode.OK
+        return ExitCode.FAILED if self.failures or self.unwritten or self.stopped_early else ExitCode.OK
 
     @property
     def pages_per_second(self) -> float:
@@ -328,9 +329,11 @@ class RunSummary:
             f"{self.done} pages segmented, {self.skipped} skipped (already done), "
             f"{len(self.failures)} failed in {self.seconds:.1f} s ({self.pages_per_second:.2f} pages/s)"
         )
+        if self.unwritten:
+            counts += "; the run's files were not written"
         if self.stopped_early:
             counts += "; stopped early by the failure limit"
-        return [counts, *(f"  failed: {message}" for message in self.failures)]
+        return [counts, *(f"  failed: {message}" for message in [*self.failures, *self.unwritten])]
 
 
 class SegmentRun:
@@ -432,7 +435,7 @@ class SegmentRun:
         except OSError as error:
             where = display_path(_os_path(error) or self.request.out)
             message = f"{where}: cannot write the run's files: {_os_reason(error)} (a re-run writes them)"
-            summary.failures.append(message)
+            summary.unwritten.append(message)
             self.reporter.error(message)
 
     # --- per page --------------------------------------------------------------------------------

@@ -285,6 +285,9 @@ def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_
     (line,) = error_lines(stderr)
     assert line.startswith(f"error: {out / 'coco.json'}: cannot write the run's files: ")
     assert "Traceback" not in stderr
+    summary = next(text for text in stderr.splitlines() if "pages segmented" in text)
+    assert summary.startswith("1 pages segmented, 0 skipped (already done), 0 failed in ")  # pages only
+    assert summary.endswith("; the run's files were not written")
     (out / "coco.json").rmdir()
     code, records, stderr = segment(out, str(page), "--format", "coco,jsonl")
     assert code == ExitCode.OK and records[0]["skipped"] is True
