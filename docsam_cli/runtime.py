@@ -234,9 +234,9 @@ class GeometryOptions:
 
     def resolve(self, weights: ResolvedWeights | None) -> Geometry:
         """The sliding-window geometry: the reference's defaults, adjusted to what is known of the weights
-        (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop stored by
-        `docsam train`/`finetune`), then to these options. Raises `model.CheckpointError` when the stored
-        crop cannot be read."""
+        (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop and
+        keep-size rule stored by `docsam train`/`finetune`), then to these options. Raises
+        `model.CheckpointError` when what is stored cannot be read."""
         from model.inference import Geometry
 
         keep_size = self.keep_size if self.keep_size is not None else bool(weights and weights.keep_size)

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
@@ -323,6 +323,7 @@ CONFIG_METADATA_KEY = "docsam_config"
 CLASSES_METADATA_KEY = "docsam_classes"  # a JSON list of the class names trained, no background prompt
 DATASET_METADATA_KEY = "docsam_dataset"  # the dataset name, the domain of the background prompt
 PATCH_METADATA_KEY = "docsam_patch"  # the training crop, a JSON [height, width]
+KEEP_SIZE_METADATA_KEY = "docsam_keep_size"  # whether training kept the page's size (--keep-size), JSON
 
 
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
@@ -390,16 +391,34 @@ def stored_patch(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """The training crop (height, width) a safetensors file written by `save_model` carries, if any (files
     written before it was stored have none). Raises CheckpointError naming the file when it cannot be
     read."""
-    text = stored_metadata(path).get(PATCH_METADATA_KEY)
-    if not text:
+    patch = _stored_json(path, PATCH_METADATA_KEY, "patch size")
+    if patch is None:
         return None
-    try:
-        patch = json.loads(text)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: its stored patch size is not usable ({error})") from error
     if not _is_patch(patch):
         raise CheckpointError(f"{path}: its stored patch size is not two positive integers")
     return patch[0], patch[1]
+
+
+def stored_keep_size(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the model in a safetensors file written by `save_model` was trained with the keep-size rule,
+    if the file says (files written before it was stored do not). Raises CheckpointError naming the file
+    when it cannot be read."""
+    keep_size = _stored_json(path, KEEP_SIZE_METADATA_KEY, "keep-size flag")
+    if keep_size is not None and not isinstance(keep_size, bool):
+        raise CheckpointError(f"{path}: its stored keep-size flag is not true or false")
+    return keep_size
+
+
+def _stored_json(path: str | os.PathLike[str], key: str, what: str) -> Any:
+    """The JSON value stored under `key` in a safetensors file's metadata, None when there is none;
+    CheckpointError naming the file and `what` when it is no JSON."""
+    text = stored_metadata(path).get(key)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: its stored {what} is not usable ({error})") from error
 
 
 def _is_patch(value: object) -> bool:
@@ -470,6 +489,7 @@ def save_model(
     classes: Sequence[str] | None = None,
     dataset: str | None = None,
     patch: Sequence[int] | None = None,
+    keep_size: bool | None = None,
 ) -> None:
     """Write the model's weights and its config to one safetensors file.
 
@@ -478,20 +498,24 @@ def save_model(
     official ones. `classes` (the class names trained, without the background prompt) and `dataset` (the
     name in `"<dataset> _background_"`) are stored when given, for `stored_classes`: `docsam segment` then
     prompts the model with them when asked for no classes. `patch` (the training crop, height and width) is
-    stored when given, for `stored_patch`: `docsam segment`'s default window.
+    stored when given, for `stored_patch`: `docsam segment`'s default window; `keep_size` (whether training
+    kept the page's size) too, for `stored_keep_size`: `docsam segment`'s default rule.
     """
     metadata = {
         CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
-        **training_metadata(classes, dataset, patch),
+        **training_metadata(classes, dataset, patch, keep_size),
     }
     write_safetensors(model.state_dict(), path, metadata)
 
 
 def training_metadata(
-    classes: Sequence[str] | None, dataset: str | None, patch: Sequence[int] | None = None
+    classes: Sequence[str] | None,
+    dataset: str | None,
+    patch: Sequence[int] | None = None,
+    keep_size: bool | None = None,
 ) -> dict[str, str]:
-    """The safetensors metadata that `stored_classes` and `stored_patch` read back: `classes`, `dataset` and
-    `patch`, those given.
+    """The safetensors metadata that `stored_classes`, `stored_patch` and `stored_keep_size` read back:
+    `classes`, `dataset`, `patch` and `keep_size`, those given.
 
     Raises ValueError when `classes` are not distinct, non-empty names or `patch` not two positive sides."""
     metadata: dict[str, str] = {}
@@ -505,4 +529,6 @@ def training_metadata(
         if not _is_patch(list(patch)):
             raise ValueError(f"patch must be two positive integers; got {list(patch)!r}")
         metadata[PATCH_METADATA_KEY] = json.dumps(list(patch))
+    if keep_size is not None:
+        metadata[KEEP_SIZE_METADATA_KEY] = json.dumps(keep_size)
     return metadata

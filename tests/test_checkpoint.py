@@ -329,6 +329,25 @@ def test_unusable_stored_classes_are_refused_naming_the_file(tmp_path, stored):
         stored_classes(path)
 
 
+def test_the_keep_size_rule_travels_with_the_weights(tmp_path, tiny_model):
+    from model.checkpoint import stored_keep_size
+
+    path = tmp_path / "w.safetensors"
+    for keep_size in (True, False, None):  # None: files written before it was stored say nothing
+        save_model(tiny_model, path, keep_size=keep_size)
+        assert stored_keep_size(path) is keep_size
+
+
+@pytest.mark.parametrize("stored", ["not json", '"true"', "1", "[true]"])
+def test_an_unusable_stored_keep_size_flag_is_refused_naming_the_file(tmp_path, stored):
+    from model.checkpoint import stored_keep_size
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"docsam_keep_size": stored})
+    with pytest.raises(CheckpointError, match=rf"^{path}: its stored keep-size flag is not"):
+        stored_keep_size(path)
+
+
 def test_reading_the_stored_classes_does_not_import_torch(tmp_path, tiny_model):
     import subprocess
     import sys

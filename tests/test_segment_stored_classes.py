@@ -116,6 +116,20 @@ def test_the_training_crop_stored_with_the_weights_is_the_default_window(tmp_pat
         assert expected in result.stderr
 
 
+def test_a_run_trained_keep_size_is_segmented_keep_size(tmp_path, tiny_model):
+    """Weights trained with --keep-size were segmented with the page resized to an 800-px short side
+    unless --keep-size was given again; the rule stored with them is now the default, --no-keep-size
+    still wins."""
+    save_model(tiny_model, tmp_path / "run" / "model.safetensors", patch=(96, 64), keep_size=True)
+    page = write_page(tmp_path / "page.png")
+    for index, rule in enumerate([[], ["--no-keep-size"]]):
+        run = ["-w", str(tmp_path / "run"), "-o", str(tmp_path / f"out{index}"), "--short-side", "192"]
+        result = CliRunner().invoke(app, ["-v", "segment", *run, "--device", "cpu", *rule, str(page)])
+        assert result.exit_code == ExitCode.OK, result.stderr
+        expected = "short side 192;" if rule else "short side 192-192, keep size;"
+        assert f"geometry: {expected} windows 96x64" in result.stderr
+
+
 def test_unusable_stored_classes_are_a_usage_error_before_any_page(tmp_path):
     import torch
     from safetensors.torch import save_file

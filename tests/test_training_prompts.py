@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from docsam_cli.app import app
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.datasets import LayoutDataset
-from model.checkpoint import stored_classes, stored_patch
+from model.checkpoint import stored_classes, stored_keep_size, stored_patch
 
 RUN = [
     "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
@@ -59,6 +59,17 @@ def test_finetuned_weights_carry_the_training_classes(tmp_path: Path, tiny_weigh
         assert stored is not None, path
         assert (tuple(stored.classes), stored.dataset) == (("heading", "paragraph"), "Newspapers")
         assert stored_patch(path) == (40, 40), path  # segment's default window for these weights
+        assert stored_keep_size(path) is False, path  # and its resizing rule
+
+
+def test_a_keep_size_run_stores_its_rule(tmp_path: Path, tiny_weights: Path) -> None:
+    """`segment --weights RUN` resizes pages by the rule the run was trained with."""
+    data = dataset(tmp_path / "Newspapers", ("paragraph", "heading"))
+    out = tmp_path / "run"
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(out), *RUN, "--keep-size"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.stderr
+    assert stored_keep_size(out / "model.safetensors") is True
 
 
 def test_sets_of_different_classes_store_none(tmp_path: Path, tiny_weights: Path) -> None:

@@ -19,7 +19,7 @@ from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
 from docsam_cli.weights.cache import docsam_home, read_record
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
-from model.checkpoint import StoredClasses, stored_classes, stored_patch
+from model.checkpoint import StoredClasses, stored_classes, stored_keep_size, stored_patch
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +128,7 @@ def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path
 
     assert code == 0, stderr
     resolved = resolve_weights("docsam-large-keepsize")
-    assert resolved.keep_size
+    assert resolved.keep_size and stored_keep_size(resolved.path)  # `--weights FILE` keeps the size too
     assert resolved.path.suffix == ".safetensors"
     assert all(
         torch.equal(load_file(resolved.path)[key], value) for key, value in checkpoint(width=192).items()

@@ -96,10 +96,13 @@ def trained_prompts(datasets: Sequence[LayoutDataset]) -> dict[str, Any]:
     return {"classes": list(classes), "dataset": names.pop() if len(names) == 1 else None}
 
 
-def trained_with(datasets: Sequence[LayoutDataset], patch: tuple[int, int]) -> dict[str, Any]:
+def trained_with(
+    datasets: Sequence[LayoutDataset], patch: tuple[int, int], keep_size: bool
+) -> dict[str, Any]:
     """What a weights file records of its training (`model.save_model`'s keyword arguments): the prompts
-    (`trained_prompts`) and the training crop, which `docsam segment` takes as its default window."""
-    return {**trained_prompts(datasets), "patch": patch}
+    (`trained_prompts`), the training crop and whether it kept the page's size (`--keep-size`), which
+    `docsam segment` takes as its default window and resizing rule."""
+    return {**trained_prompts(datasets), "patch": patch, "keep_size": keep_size}
 
 
 def checkpoint_root(output: Path) -> Path:
@@ -110,7 +113,7 @@ def save_checkpoint(
     output: Path, model: DocSAM, state: TrainerState, keep_last: int, stored: Mapping[str, Any]
 ) -> Path:
     """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders.
-    `stored` (classes, dataset, patch) goes into the weights file, see `trained_with`."""
+    `stored` (classes, dataset, patch, keep-size) goes into the weights file, see `trained_with`."""
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"

@@ -214,14 +214,16 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say, *, download
 
 
 def _trained_metadata(entry: WeightsEntry) -> dict[str, str]:
-    """What the registry knows of how `entry` was trained (its classes and dataset name, its window), stored
-    in its file as `docsam train` stores them: `segment --weights FILE` then uses them too."""
+    """What the registry knows of how `entry` was trained (its classes and dataset name, its window, its
+    keep-size rule), stored in its file as `docsam train` stores them: `segment --weights FILE` then uses
+    them too."""
     preset = entry.preset
     side = entry.patch_size
     return training_metadata(
         preset.classes if preset else None,
         (preset.domain or None) if preset else None,
         (side, side) if side else None,
+        entry.keep_size,
     )
 
 

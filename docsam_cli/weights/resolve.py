@@ -12,7 +12,7 @@ from pathlib import Path
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
-from model.checkpoint import CheckpointError, stored_patch, weights_in_folder
+from model.checkpoint import CheckpointError, stored_keep_size, stored_patch, weights_in_folder
 
 _WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 
@@ -27,7 +27,12 @@ class ResolvedWeights:
 
     @property
     def keep_size(self) -> bool:
-        return bool(self.entry and self.entry.keep_size)
+        """Whether the weights are meant for the keep-size rule: the registry's (the keepsize checkpoint),
+        else what `docsam train`/`finetune` stored in the file (`--keep-size`; older files: no). Reads the
+        file's header; raises `model.CheckpointError` when it cannot be read."""
+        if self.entry is not None:
+            return self.entry.keep_size
+        return bool(stored_keep_size(self.path))
 
     @property
     def patch(self) -> tuple[int, int] | None:
