@@ -20,12 +20,15 @@ RUN = [
 ]  # fmt: skip
 
 
-def page(index: int) -> tuple[np.ndarray, dict]:
+def page(index: int, names: tuple[str, ...] = ("text",)) -> tuple[np.ndarray, dict]:
     image = np.random.default_rng(index).integers(0, 255, (64, 72, 3), dtype=np.uint8)
     coco = {
         "images": [{"id": index, "height": 64, "width": 72, "file_name": f"p{index}.png"}],
-        "categories": [{"id": 1, "name": "text"}],
-        "annotations": [{"id": 1, "category_id": 1, "bbox": [8, 8, 40, 20]}],
+        "categories": [{"id": number, "name": name} for number, name in enumerate(names, 1)],
+        "annotations": [
+            {"id": number, "category_id": number, "bbox": [8, 8 + 10 * number, 40, 8]}
+            for number in range(1, len(names) + 1)
+        ],
     }
     return image, coco
 
@@ -68,3 +71,23 @@ def test_quiet_leaves_out_the_validation_lines_and_the_weights_line(
     lines = result.stderr.splitlines()
     assert any(line.startswith("step 1: ") and " mAP " in line for line in lines) != quiet, result.stderr
     assert any(line.startswith("weights: ") for line in lines) != quiet, result.stderr
+
+
+def test_a_class_only_in_a_validation_split_is_warned_about(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """A class that a --val split has and no DATASET has is never trained, and the run said nothing of
+    it; it now says so as it starts, naming the classes and the split, and goes on."""
+    one = write_layout(tmp_path / "one", {"p0": page(0, ("table", "text"))})
+    two = write_layout(tmp_path / "two", {"p0": page(0, ("figure", "table", "text"))})
+    run = [*RUN, "--val", str(one), "--val", str(two), "--val", str(data)]
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *run]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: --val {one}: class 'table' is in no training dataset; "
+        "the run does not train the model to find it",
+        f"warning: --val {two}: classes 'figure', 'table' are in no training dataset; "
+        "the run does not train the model to find them",
+    ], result.stderr

@@ -10,6 +10,7 @@ that is no dataset, weights that cannot be found or do not load.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from docsam_cli.weights import WeightsError
 from model.checkpoint import CheckpointError
 from model.docsam import DocSAM
 from model.inference import Geometry
+
+logger = logging.getLogger(__name__)
 
 
 def training_data(plan: RunPlan) -> MixedTrainingData:
@@ -65,6 +68,24 @@ def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:
         return LayoutDataset(spec.path, spec.name, stage)
     except DatasetError as error:
         raise UsageError(f"--val {error}" if stage == "test" else str(error)) from None
+
+
+def warn_of_untrained_classes(training: Sequence[LayoutDataset], validation: Sequence[LayoutDataset]) -> None:
+    """Warn of each `--val` split's classes that no training dataset has (names compared as the datasets
+    store them): the run never trains the model to find them, yet validates it on them."""
+    trained = {name for dataset in training for name in dataset.categories()}
+    for dataset in validation:
+        untrained = [name for name in dataset.categories() if name not in trained]
+        if untrained:
+            names = ", ".join(map(repr, untrained))
+            found = f"class {names} is" if len(untrained) == 1 else f"classes {names} are"
+            them = "it" if len(untrained) == 1 else "them"
+            logger.warning(
+                "--val %s: %s in no training dataset; the run does not train the model to find %s",
+                display_path(dataset.root),
+                found,
+                them,
+            )
 
 
 def check_options(options: TrainingOptions, device: torch.device, world_size: int) -> None:
@@ -123,6 +144,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
         checkpoint = resume_point(plan)
         data = training_data(plan)
         validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
+        warn_of_untrained_classes(data.datasets, validation)
         torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
         model = (
             load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
