@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from weights_fake_remote import Sandbox, checkpoint, make_sandbox, pth_bytes, safetensors_bytes
 
 from docsam_cli.app import app
-from docsam_cli.presets import PRESETS
+from docsam_cli.presets import PRESETS, checkpoint_preset
+from docsam_cli.runtime import GeometryOptions
 from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
 from docsam_cli.weights.cache import docsam_home, read_record
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
@@ -161,6 +162,22 @@ def test_an_installed_zoo_model_carries_the_classes_it_was_fine_tuned_on(tmp_pat
     assert run("--from", str(copied), "docsam-large-m6doc")[0] == 0  # classes unknown: none stored
     assert stored_classes(resolve_weights("docsam-large-m6doc").path) is None
     assert stored_patch(resolve_weights("docsam-large-m6doc").path) == (800, 800)
+
+
+@pytest.mark.parametrize("name", ["docsam_large_doclaynet.pth", "docsam-large-doclaynet.safetensors"])
+def test_a_zoo_file_without_a_stored_window_gets_the_registry_window_as_its_classes(
+    tmp_path: Path, name: str
+) -> None:
+    """A fine-tuned zoo model given by path, as published (`.pth`) or as an older `download-weights`
+    installed it (no window stored), is known by its name: its 800-px windows with its classes, not 640-px
+    windows with DocLayNet's classes."""
+    state = checkpoint(width=192)
+    path = write(tmp_path / name, pth_bytes(state) if name.endswith(".pth") else safetensors_bytes(state))
+    weights = resolve_weights(str(path))
+    preset = checkpoint_preset(path)
+    assert preset is not None and preset.classes == PRESETS["doclaynet"].classes
+    assert weights.patch == (800, 800)
+    assert GeometryOptions.parse().resolve(weights).patch == (800, 800)
 
 
 @pytest.mark.parametrize(

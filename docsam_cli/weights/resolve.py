@@ -36,13 +36,18 @@ class ResolvedWeights:
 
     @property
     def patch(self) -> tuple[int, int] | None:
-        """The window the weights are meant for: the registry's (the fine-tuned checkpoints' 800 px), else
-        the training crop `docsam train`/`finetune` stored in the file; None: neither. Reads the file's
-        header; raises `model.CheckpointError` when it cannot be read."""
-        if self.entry is not None:
-            side = self.entry.patch_size
-            return (side, side) if side else None
-        return stored_patch(self.path)
+        """The window the weights are meant for: the registry's for a zoo name (the fine-tuned checkpoints'
+        800 px), else the training crop stored in the file (by `docsam train`/`finetune` or
+        `download-weights`), else the registry's for a file named as a zoo entry (its published file, or one
+        an older `download-weights` installed without it), as `checkpoint_preset` finds its classes; None:
+        none of these. Reads the file's header; raises `model.CheckpointError` when it cannot be read."""
+        if self.entry is None:
+            stored = stored_patch(self.path)
+            if stored is not None:
+                return stored
+        entry = self.entry or find_entry(self.path.stem)
+        side = entry.patch_size if entry is not None else None
+        return (side, side) if side else None
 
 
 def resolve_weights(name_or_path: str) -> ResolvedWeights:
