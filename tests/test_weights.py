@@ -21,6 +21,7 @@ from docsam_cli.weights.cache import docsam_home, read_record
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
 from model.checkpoint import StoredClasses, stored_classes, stored_keep_size, stored_patch
+from model.inference import Geometry
 
 
 @pytest.fixture(autouse=True)
@@ -178,6 +179,15 @@ def test_a_zoo_file_without_a_stored_window_gets_the_registry_window_as_its_clas
     assert preset is not None and preset.classes == PRESETS["doclaynet"].classes
     assert weights.patch == (800, 800)
     assert GeometryOptions.parse().resolve(weights).patch == (800, 800)
+
+
+@pytest.mark.parametrize("name", ["docsam-large-keepsize", "docsam_large_all_dataset_keepsize.pth"])
+def test_the_keep_size_model_given_by_path_keeps_its_rule(tmp_path: Path, name: str) -> None:
+    """The keep-size checkpoint by path, as OCR-D's resource locations give it (`ocrd resmgr`, -L) or as
+    published: pages kept near their size (short side 640-1280), as by its zoo name, not resized to 800."""
+    path = write(tmp_path / name, pth_bytes(checkpoint(width=192)))
+    geometry = GeometryOptions.parse().resolve(resolve_weights(str(path)))
+    assert geometry == Geometry.keep_size_default()
 
 
 @pytest.mark.parametrize(

@@ -26,26 +26,37 @@ class ResolvedWeights:
     sha256: str | None = None
 
     @property
+    def known_entry(self) -> WeightsEntry | None:
+        """The zoo entry of the weights: the one named, else the one a file is named as (its published file,
+        one installed by `download-weights` or placed in OCR-D's resource locations under the zoo's name);
+        `checkpoint_preset` finds its classes so."""
+        return self.entry or find_entry(self.path.stem)
+
+    @property
     def keep_size(self) -> bool:
-        """Whether the weights are meant for the keep-size rule: the registry's (the keepsize checkpoint),
-        else what `docsam train`/`finetune` stored in the file (`--keep-size`; older files: no). Reads the
-        file's header; raises `model.CheckpointError` when it cannot be read."""
-        if self.entry is not None:
-            return self.entry.keep_size
-        return bool(stored_keep_size(self.path))
+        """Whether the weights are meant for the keep-size rule: the registry's for a zoo name (the keep-size
+        checkpoint), else what the file stores (`docsam train --keep-size`, `download-weights`), else the
+        registry's for a file named as a zoo entry (`known_entry`); None of these: no. Reads the file's
+        header; raises `model.CheckpointError` when it cannot be read."""
+        if self.entry is None:
+            stored = stored_keep_size(self.path)
+            if stored is not None:
+                return stored
+        entry = self.known_entry
+        return bool(entry and entry.keep_size)
 
     @property
     def patch(self) -> tuple[int, int] | None:
         """The window the weights are meant for: the registry's for a zoo name (the fine-tuned checkpoints'
         800 px), else the training crop stored in the file (by `docsam train`/`finetune` or
-        `download-weights`), else the registry's for a file named as a zoo entry (its published file, or one
-        an older `download-weights` installed without it), as `checkpoint_preset` finds its classes; None:
-        none of these. Reads the file's header; raises `model.CheckpointError` when it cannot be read."""
+        `download-weights`), else the registry's for a file named as a zoo entry (`known_entry`: one an
+        older `download-weights` installed without it, or its published file); None: none of these. Reads
+        the file's header; raises `model.CheckpointError` when it cannot be read."""
         if self.entry is None:
             stored = stored_patch(self.path)
             if stored is not None:
                 return stored
-        entry = self.entry or find_entry(self.path.stem)
+        entry = self.known_entry
         side = entry.patch_size if entry is not None else None
         return (side, side) if side else None
 
