@@ -14,14 +14,14 @@ A page's outputs are written in one thread while the model segments the next pag
 (JSON lines, errors, progress) in the order of the work list all the same. A page counts as done once its
 record (`<out>/.docsam/records/<page_id>.json`) is written; that happens last, after every other output of
 the page (a page being redone loses its earlier record first), and each file is written to a temporary
-name and renamed. A run killed at any point therefore
-leaves only complete files, and a re-run redoes exactly the pages without a record (or whose requested
-outputs are missing) — every page is done once. The run-wide COCO files are
-assembled at the end from the per-page parts of every page done in the folder, this run's or not; if they
-cannot be written (a full disk), the run says so and fails, and a re-run writes them. A record names its
-input's absolute path as well, so that the page is recognised from any working folder; a page id whose
-record holds another input's outputs (`a/scan.png` before, `b/scan.png` now) is refused, neither skipped
-nor overwritten. The folder holds the results of one class list (`claim_classes`).
+name and renamed. A run killed at any point therefore leaves only complete files, and a re-run redoes
+exactly the pages without a record (or whose requested outputs are missing) — every page is done once. The
+run-wide COCO files are assembled at the end (also of a run interrupted by Ctrl-C or SIGTERM) from the
+per-page parts of every page done in the folder, this run's or not; if they cannot be written (a full
+disk), the run says so and fails, and a re-run writes them. A record names its input's absolute path as
+well, so that the page is recognised from any working folder; a page id whose record holds another input's
+outputs (`a/scan.png` before, `b/scan.png` now) is refused, neither skipped nor overwritten. The folder
+holds the results of one class list (`claim_classes`).
 """
 
 from __future__ import annotations
