@@ -94,8 +94,8 @@ ShortSide = Annotated[
     typer.Option(
         "--short-side",
         metavar="N|LOW,HIGH",
-        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: 704,896, i.e. 800; the keep-size "
-        "model: its range 640,1280).",
+        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: 704,896, i.e. 800; with the "
+        "keep-size rule: its range 640,1280).",
         rich_help_panel=GEOMETRY,
     ),
 ]
@@ -104,7 +104,7 @@ Window = Annotated[
     typer.Option(
         "--window",
         metavar="N|H,W",
-        help="Window size (default: 640, or the model's).",
+        help="Window size (default: the weights' training crop or zoo window, else 640).",
         rich_help_panel=GEOMETRY,
     ),
 ]
@@ -121,7 +121,8 @@ KeepSize = Annotated[
     bool | None,
     typer.Option(
         "--keep-size/--no-keep-size",
-        help="Keep the page size when its short side is in range (default: on for the keep-size model).",
+        help="Keep the page size when its short side is in range (default: the weights' rule: on for the "
+        "keep-size model and weights trained with --keep-size).",
         show_default=False,
         rich_help_panel=GEOMETRY,
     ),
