@@ -190,8 +190,8 @@ class AugmentSettings:
         metadata=cli(
             "--short-range",
             help="Random short side LO,HI (with --keep-size: the range the page size is brought into); "
-            f"validation uses the mean. Default {_show_size(REFERENCE_SHORT_RANGE)}, with --keep-size "
-            f"{_show_size(KEEP_SIZE_SHORT_RANGE)}.",
+            "validation uses the mean (with --keep-size, the range). Default "
+            f"{_show_size(REFERENCE_SHORT_RANGE)}, with --keep-size {_show_size(KEEP_SIZE_SHORT_RANGE)}.",
             panel=DATA,
             metavar="LO,HI",
             text=str | None,
@@ -203,7 +203,8 @@ class AugmentSettings:
         default=(640, 640),
         metadata=cli(
             "--patch-size",
-            help="Training crop H,W (also the validation window).",
+            help="Training crop H,W (also the validation window; stored with the weights: segment's default "
+            "window).",
             panel=DATA,
             metavar="H,W",
             text=str,
@@ -217,7 +218,8 @@ class AugmentSettings:
             "--keep-size",
             help="The keep-size rule of the reference's keepsize model: start from the page's own size, "
             "multiply height and width by independent random factors 2^U(-0.2,0.2), then bring the short "
-            "side into --short-range and cap each side at twice it.",
+            "side into --short-range and cap each side at twice it (stored with the weights: segment's "
+            "default).",
             panel=DATA,
         ),
     )
