@@ -234,16 +234,17 @@ class GeometryOptions:
 
     def resolve(self, weights: ResolvedWeights | None) -> Geometry:
         """The sliding-window geometry: the reference's defaults, adjusted to what is known of the weights
-        (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop and
-        keep-size rule stored by `docsam train`/`finetune`), then to these options. Raises
+        (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop, short-side
+        range and keep-size rule stored by `docsam train`/`finetune`), then to these options. Raises
         `model.CheckpointError` when what is stored cannot be read."""
         from model.inference import Geometry
 
         keep_size = self.keep_size if self.keep_size is not None else bool(weights and weights.keep_size)
         default = Geometry.keep_size_default() if keep_size else Geometry()
         patch = (weights.patch if weights else None) or default.patch
+        short_range = (weights.short_range if weights else None) or default.short_range
         return Geometry(
-            short_range=self.short_side or default.short_range,
+            short_range=self.short_side or short_range,
             patch=self.window or patch,
             stride=self.stride,
             keep_size=keep_size,

@@ -324,6 +324,7 @@ CLASSES_METADATA_KEY = "docsam_classes"  # a JSON list of the class names traine
 DATASET_METADATA_KEY = "docsam_dataset"  # the dataset name, the domain of the background prompt
 PATCH_METADATA_KEY = "docsam_patch"  # the training crop, a JSON [height, width]
 KEEP_SIZE_METADATA_KEY = "docsam_keep_size"  # whether training kept the page's size (--keep-size), JSON
+SHORT_RANGE_METADATA_KEY = "docsam_short_range"  # the training's short-side range, a JSON [low, high]
 
 
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
@@ -409,6 +410,18 @@ def stored_keep_size(path: str | os.PathLike[str]) -> bool | None:
     return keep_size
 
 
+def stored_short_range(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The short-side range (low, high) a model in a safetensors file written by `save_model` was trained
+    with (`--short-range`), if the file says (files written before it was stored do not). Raises
+    CheckpointError naming the file when it cannot be read."""
+    short_range = _stored_json(path, SHORT_RANGE_METADATA_KEY, "short-side range")
+    if short_range is None:
+        return None
+    if not _is_short_range(short_range):
+        raise CheckpointError(f"{path}: its stored short-side range is not two positive integers, low first")
+    return short_range[0], short_range[1]
+
+
 def _stored_json(path: str | os.PathLike[str], key: str, what: str) -> Any:
     """The JSON value stored under `key` in a safetensors file's metadata, None when there is none;
     CheckpointError naming the file and `what` when it is no JSON."""
@@ -427,6 +440,10 @@ def _is_patch(value: object) -> bool:
         and len(value) == 2
         and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in value)
     )
+
+
+def _is_short_range(value: object) -> bool:
+    return _is_patch(value) and isinstance(value, list) and value[0] <= value[1]
 
 
 def _is_class_list(value: object) -> bool:
@@ -490,6 +507,7 @@ def save_model(
     dataset: str | None = None,
     patch: Sequence[int] | None = None,
     keep_size: bool | None = None,
+    short_range: Sequence[int] | None = None,
 ) -> None:
     """Write the model's weights and its config to one safetensors file.
 
@@ -499,11 +517,12 @@ def save_model(
     name in `"<dataset> _background_"`) are stored when given, for `stored_classes`: `docsam segment` then
     prompts the model with them when asked for no classes. `patch` (the training crop, height and width) is
     stored when given, for `stored_patch`: `docsam segment`'s default window; `keep_size` (whether training
-    kept the page's size) too, for `stored_keep_size`: `docsam segment`'s default rule.
+    kept the page's size) and `short_range` (its short-side range) too, for `stored_keep_size` and
+    `stored_short_range`: `docsam segment`'s default rule and short side.
     """
     metadata = {
         CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
-        **training_metadata(classes, dataset, patch, keep_size),
+        **training_metadata(classes, dataset, patch, keep_size, short_range),
     }
     write_safetensors(model.state_dict(), path, metadata)
 
@@ -513,11 +532,13 @@ def training_metadata(
     dataset: str | None,
     patch: Sequence[int] | None = None,
     keep_size: bool | None = None,
+    short_range: Sequence[int] | None = None,
 ) -> dict[str, str]:
-    """The safetensors metadata that `stored_classes`, `stored_patch` and `stored_keep_size` read back:
-    `classes`, `dataset`, `patch` and `keep_size`, those given.
+    """The safetensors metadata that `stored_classes`, `stored_patch`, `stored_keep_size` and
+    `stored_short_range` read back: `classes`, `dataset`, `patch`, `keep_size` and `short_range`, those given.
 
-    Raises ValueError when `classes` are not distinct, non-empty names or `patch` not two positive sides."""
+    Raises ValueError when `classes` are not distinct, non-empty names, `patch` not two positive sides or
+    `short_range` not two positive sides, low first."""
     metadata: dict[str, str] = {}
     if classes is not None:
         if not _is_class_list(list(classes)):
@@ -531,4 +552,10 @@ def training_metadata(
         metadata[PATCH_METADATA_KEY] = json.dumps(list(patch))
     if keep_size is not None:
         metadata[KEEP_SIZE_METADATA_KEY] = json.dumps(keep_size)
+    if short_range is not None:
+        if not _is_short_range(list(short_range)):
+            raise ValueError(
+                f"short_range must be two positive integers, low first; got {list(short_range)!r}"
+            )
+        metadata[SHORT_RANGE_METADATA_KEY] = json.dumps(list(short_range))
     return metadata

@@ -41,7 +41,9 @@ def stand_in_model(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     `requests` (the request of each run), `loads` (one entry each time the weights would be read) and
     `batches` (the page sizes of each call)."""
     seen = SimpleNamespace(requests=[], loads=[], batches=[])
-    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"), keep_size=False, patch=None)
+    weights = SimpleNamespace(
+        entry=None, path=Path("stand-in.safetensors"), keep_size=False, patch=None, short_range=None
+    )
 
     def segmenter(loaded: object, request: batch.SegmentRequest, geometry: object):
         seen.requests.append(request)

@@ -338,6 +338,25 @@ def test_the_keep_size_rule_travels_with_the_weights(tmp_path, tiny_model):
         assert stored_keep_size(path) is keep_size
 
 
+def test_the_short_range_travels_with_the_weights(tmp_path, tiny_model):
+    from model.checkpoint import stored_short_range
+
+    path = tmp_path / "w.safetensors"
+    for short_range in ((700, 900), (512, 512), None):  # None: files written before it was stored say nothing
+        save_model(tiny_model, path, short_range=short_range)
+        assert stored_short_range(path) == short_range
+
+
+@pytest.mark.parametrize("stored", ["not json", "800", "[900, 700]", "[0, 800]", "[700.5, 900]"])
+def test_an_unusable_stored_short_range_is_refused_naming_the_file(tmp_path, stored):
+    from model.checkpoint import stored_short_range
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"docsam_short_range": stored})
+    with pytest.raises(CheckpointError, match=rf"^{path}: its stored short-side range is not"):
+        stored_short_range(path)
+
+
 @pytest.mark.parametrize("stored", ["not json", '"true"', "1", "[true]"])
 def test_an_unusable_stored_keep_size_flag_is_refused_naming_the_file(tmp_path, stored):
     from model.checkpoint import stored_keep_size

@@ -232,7 +232,9 @@ def test_a_full_disk_before_the_first_page_is_an_unusable_output_folder(tmp_path
         if Path(path).name == state_file:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    weights = SimpleNamespace(entry=None, path=Path("stand-in.safetensors"), keep_size=False, patch=None)
+    weights = SimpleNamespace(
+        entry=None, path=Path("stand-in.safetensors"), keep_size=False, patch=None, short_range=None
+    )
     monkeypatch.setattr(batch, "resolve_model", lambda spec: SimpleNamespace(weights=weights, load=no_model))
     monkeypatch.setattr(batch, "atomic_write_text", disk_full)
     out = tmp_path / "out"

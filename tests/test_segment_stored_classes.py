@@ -130,6 +130,24 @@ def test_a_run_trained_keep_size_is_segmented_keep_size(tmp_path, tiny_model):
         assert f"geometry: {expected} windows 96x64" in result.stderr
 
 
+def test_the_training_short_range_stored_with_the_weights_is_the_default_short_side(tmp_path, tiny_model):
+    """Weights trained with another --short-range (validated at its mean) were segmented at an 800-px short
+    side (keep-size: in 640..1280) unless --short-side was given again; the range stored with them is now the
+    default, --short-side still wins."""
+    save_model(tiny_model, tmp_path / "run" / "model.safetensors", patch=(96, 64), short_range=(150, 250))
+    page = write_page(tmp_path / "page.png")
+    cases = [
+        ([], "short side 200;"),
+        (["--keep-size"], "short side 150-250, keep size;"),
+        (["--short-side", "192"], "short side 192;"),
+    ]
+    for index, (options, expected) in enumerate(cases):
+        run = ["-w", str(tmp_path / "run"), "-o", str(tmp_path / f"out{index}"), "--device", "cpu", *options]
+        result = CliRunner().invoke(app, ["-v", "segment", *run, str(page)])
+        assert result.exit_code == ExitCode.OK, result.stderr
+        assert f"geometry: {expected} windows 96x64" in result.stderr
+
+
 def test_unusable_stored_classes_are_a_usage_error_before_any_page(tmp_path):
     import torch
     from safetensors.torch import save_file

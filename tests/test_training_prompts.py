@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from docsam_cli.app import app
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.datasets import LayoutDataset
-from model.checkpoint import stored_classes, stored_keep_size, stored_patch
+from model.checkpoint import stored_classes, stored_keep_size, stored_patch, stored_short_range
 
 RUN = [
     "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
@@ -60,6 +60,7 @@ def test_finetuned_weights_carry_the_training_classes(tmp_path: Path, tiny_weigh
         assert (tuple(stored.classes), stored.dataset) == (("heading", "paragraph"), "Newspapers")
         assert stored_patch(path) == (40, 40), path  # segment's default window for these weights
         assert stored_keep_size(path) is False, path  # and its resizing rule
+        assert stored_short_range(path) == (48, 56), path  # and its short side
 
 
 def test_a_keep_size_run_stores_its_rule(tmp_path: Path, tiny_weights: Path) -> None:

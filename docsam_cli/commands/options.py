@@ -94,8 +94,8 @@ ShortSide = Annotated[
     typer.Option(
         "--short-side",
         metavar="N|LOW,HIGH",
-        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: 704,896, i.e. 800; with the "
-        "keep-size rule: its range 640,1280).",
+        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: the weights' training --short-range, "
+        "else 704,896, i.e. 800, or 640,1280 with the keep-size rule).",
         rich_help_panel=GEOMETRY,
     ),
 ]

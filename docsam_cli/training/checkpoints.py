@@ -29,6 +29,7 @@ import torch
 
 from docsam_cli.atomic import atomic_open
 from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.settings import AugmentSettings
 from model.checkpoint import save_model
 from model.docsam import DocSAM
 
@@ -96,13 +97,16 @@ def trained_prompts(datasets: Sequence[LayoutDataset]) -> dict[str, Any]:
     return {"classes": list(classes), "dataset": names.pop() if len(names) == 1 else None}
 
 
-def trained_with(
-    datasets: Sequence[LayoutDataset], patch: tuple[int, int], keep_size: bool
-) -> dict[str, Any]:
+def trained_with(datasets: Sequence[LayoutDataset], augmentation: AugmentSettings) -> dict[str, Any]:
     """What a weights file records of its training (`model.save_model`'s keyword arguments): the prompts
-    (`trained_prompts`), the training crop and whether it kept the page's size (`--keep-size`), which
-    `docsam segment` takes as its default window and resizing rule."""
-    return {**trained_prompts(datasets), "patch": patch, "keep_size": keep_size}
+    (`trained_prompts`), the training crop, whether it kept the page's size (`--keep-size`) and its
+    short-side range, which `docsam segment` takes as its default window, resizing rule and short side."""
+    return {
+        **trained_prompts(datasets),
+        "patch": augmentation.patch,
+        "keep_size": augmentation.keep_size,
+        "short_range": augmentation.short_range,
+    }
 
 
 def checkpoint_root(output: Path) -> Path:
@@ -113,7 +117,8 @@ def save_checkpoint(
     output: Path, model: DocSAM, state: TrainerState, keep_last: int, stored: Mapping[str, Any]
 ) -> Path:
     """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders.
-    `stored` (classes, dataset, patch, keep-size) goes into the weights file, see `trained_with`."""
+    `stored` (classes, dataset, patch, keep-size, short range) goes into the weights file, see
+    `trained_with`."""
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"

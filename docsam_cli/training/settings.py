@@ -190,7 +190,7 @@ class AugmentSettings:
         metadata=cli(
             "--short-range",
             help="Random short side LO,HI (with --keep-size: the range the page size is brought into); "
-            "validation uses the mean (with --keep-size, the range). Default "
+            "validation and segment with the weights use the mean (with --keep-size, the range). Default "
             f"{_show_size(REFERENCE_SHORT_RANGE)}, with --keep-size {_show_size(KEEP_SIZE_SHORT_RANGE)}.",
             panel=DATA,
             metavar="LO,HI",

@@ -181,7 +181,7 @@ class Trainer:
         precision_dtype(options.precision, self.device)  # refuses fp16 off CUDA before anything runs
         self.model = model.to(self.device)
         self.data = data
-        self.stored = trained_with(data.datasets, data.augmentation.patch, data.augmentation.keep_size)
+        self.stored = trained_with(data.datasets, data.augmentation)
         self.options = options
         self.output = Path(output)
         self.validator = validator

@@ -12,7 +12,13 @@ from pathlib import Path
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
-from model.checkpoint import CheckpointError, stored_keep_size, stored_patch, weights_in_folder
+from model.checkpoint import (
+    CheckpointError,
+    stored_keep_size,
+    stored_patch,
+    stored_short_range,
+    weights_in_folder,
+)
 
 _WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 
@@ -59,6 +65,13 @@ class ResolvedWeights:
         entry = self.known_entry
         side = entry.patch_size if entry is not None else None
         return (side, side) if side else None
+
+    @property
+    def short_range(self) -> tuple[int, int] | None:
+        """The short-side range the weights were trained with, stored in the file by `docsam train`/`finetune`
+        (`--short-range`); None for a zoo name and for files without it. Reads the file's header; raises
+        `model.CheckpointError` when it cannot be read."""
+        return stored_short_range(self.path) if self.entry is None else None
 
 
 def resolve_weights(name_or_path: str) -> ResolvedWeights:
