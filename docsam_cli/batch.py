@@ -369,6 +369,7 @@ class SegmentRun:
         self._decoding: deque[tuple[int, str | None]] = deque()
         # Pages found done as `prefetch` looks ahead: (work index, stored record, task), reported in turn.
         self._skipped: deque[tuple[int, dict[str, Any], PageTask]] = deque()
+        self._unreported = 0  # items handed to `prefetch` and not reported yet: skipped pages wait for them
         self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
         self._writing: deque[_Writing] = deque()  # pages handed to them, in work order
 
@@ -442,14 +443,19 @@ class SegmentRun:
 
     def _pending(self, claimed: Iterable[tuple[int, WorkItem]]) -> Iterator[WorkItem]:
         """The claimed items still to do, for `prefetch`; pages done by an earlier run are reported as
-        skipped (their stored record re-emitted) and not passed on."""
+        skipped (their stored record re-emitted) and not passed on: at once when every item before them
+        is reported, so that a rerun over thousands of done pages shows them as it goes, not all at its
+        end, holding their records until then."""
         for index, item in claimed:
             page_id = item.page_id if isinstance(item, PageTask) else None
             if isinstance(item, PageTask) and not self.request.overwrite:
                 item = self._unless_done(index, item)
                 if item is None:
+                    if not self._unreported:
+                        self._report_skipped()
                     continue
             self._decoding.append((index, page_id))
+            self._unreported += 1
             yield item
 
     def _unless_done(self, index: int, task: PageTask) -> WorkItem | None:
@@ -604,6 +610,7 @@ class SegmentRun:
 
     def _report_written(self, writing: _Writing, line: str, write_seconds: float) -> None:
         self._report_skipped(before=writing.index)
+        self._unreported -= 1
         self.outcome.done += 1
         self.outcome.finished.append((writing.index, writing.page.page_id))
         logger.info(
@@ -624,6 +631,7 @@ class SegmentRun:
 
     def _report_failure(self, index: int, error: InputError, page_id: str | None) -> None:
         self._report_skipped(before=index)
+        self._unreported -= 1
         message = str(error)
         self.outcome.failures.append((index, message))
         self.processes.count_failure()

@@ -433,6 +433,30 @@ def test_skipped_pages_keep_their_place_in_the_json_lines(tmp_path, model):
     assert [record.get("skipped", False) for record in records] == [False, True, False, True]
 
 
+def test_a_rerun_reports_each_done_page_as_it_finds_it_not_all_at_its_end(tmp_path, model, monkeypatch):
+    """A rerun over a large folder of done pages shows them as it goes (JSON lines, progress), rather
+    than holding every page's record until the last one has been checked."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    out = tmp_path / "out"
+    assert segment(out, *map(str, pages))[0] == ExitCode.OK
+    events: list[str] = []
+    stored_record, dumps_record = batch.SegmentRun._stored_record, batch.dumps_record
+
+    def checking(self, page_id):
+        events.append(f"checked {page_id}")
+        return stored_record(self, page_id)
+
+    def reporting(record):
+        events.append(f"reported {record['page_id']}")
+        return dumps_record(record)
+
+    monkeypatch.setattr(batch.SegmentRun, "_stored_record", checking)
+    monkeypatch.setattr(batch, "dumps_record", reporting)
+    code, records, stderr = segment(out, *map(str, pages))
+    assert code == ExitCode.OK and [record["skipped"] for record in records] == [True] * 3, stderr
+    assert events == [f"{event} page{index}" for index in range(3) for event in ("checked", "reported")]
+
+
 def test_a_page_is_written_while_the_next_one_is_segmented(tmp_path, model, monkeypatch):
     pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(3)]
     overlapped: list[bool] = []
