@@ -15,6 +15,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+import docsam_cli.writers.coco as coco_writer
 from docsam_cli.writers.coco import CocoRun, page_annotations
 from docsam_cli.writers.shapes import PageShapes
 
@@ -187,6 +188,36 @@ def test_parts_from_other_classes_are_refused_without_leaving_files(tmp_path, pa
     with pytest.raises(ValueError, match="'paragraph' is not one of this run's classes"):
         run.write(["x"], tmp_path / "coco.json", tmp_path / "results.json")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["parts"]
+
+
+def test_own_only_leaves_out_other_runs_and_unreadable_parts_reading_each_part_twice(
+    tmp_path, pages, monkeypatch
+):
+    """What a run's end assembles (`PageWriter.finish`): the pages of this run's parts, in any mask
+    format; one made with other classes, or unreadable, is left out instead of failing the run. Each part
+    is read twice (its image, then its annotations): a folder of 100,000 pages is read through twice, not
+    three times."""
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    run.add_page("a", PageShapes(pages["a"]), "a.png")
+    CocoRun(tmp_path / "parts", CLASSES, mask_format="polygon").add_page(
+        "c", PageShapes(pages["c_p0001"]), "c.png"
+    )
+    CocoRun(tmp_path / "parts", ["paragraph"]).add_page("other", PageShapes(pages["b"]), "other.png")
+    run.part_path("broken").write_text("{")
+    reads: list[str] = []
+    read = coco_writer._read
+
+    def counting(path):
+        reads.append(path.stem)
+        return read(path)
+
+    monkeypatch.setattr(coco_writer, "_read", counting)
+    pages_asked = ["a", "other", "broken", "missing", "c"]
+    counts = run.write(pages_asked, tmp_path / "coco.json", tmp_path / "results.json", own_only=True)
+    assert (counts.images, counts.annotations) == (2, 3)
+    coco = quiet_coco(tmp_path / "coco.json")
+    assert [image["file_name"] for image in coco.loadImgs(coco.getImgIds())] == ["a.png", "c.png"]
+    assert sorted(reads) == sorted(["a", "a", "c", "c", "other", "broken", "missing"])  # tried once
 
 
 def test_a_part_made_with_other_classes_is_not_a_page_of_the_run(tmp_path, pages):

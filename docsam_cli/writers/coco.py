@@ -106,6 +106,10 @@ class CocoRun:
             part = _read(self.part_path(page_id))
         except (OSError, ValueError):
             return False
+        return self._is_own(part, any_mask_format=any_mask_format)
+
+    def _is_own(self, part: dict[str, Any], *, any_mask_format: bool) -> bool:
+        """Whether a part read from its file is a page of this run (see `has_page`)."""
         annotations = part["annotations"]
         if any_mask_format:
             same_format = True
@@ -147,21 +151,27 @@ class CocoRun:
         page_ids: Iterable[str],
         dataset_path: str | os.PathLike[str],
         results_path: str | os.PathLike[str] | None = None,
+        *,
+        own_only: bool = False,
     ) -> CocoCounts:
         """Write the dataset JSON (and the results list) for `page_ids`, in that order, atomically.
 
-        Pages without a part (failed pages) are left out. Raises ValueError if a part names a class that
-        is not one of this run's classes (parts left from a run with other `--classes`).
+        Pages without a part (failed pages) are left out, and with `own_only` those whose part is not
+        this run's in any mask format (`has_page`). Otherwise raises ValueError if a part names a class
+        that is not one of this run's classes (parts left from a run with other `--classes`). Each part
+        is read twice (its image, then its annotations), one at a time.
         """
-        parts = [self.part_path(page_id) for page_id in dict.fromkeys(page_ids)]
-        parts = [path for path in parts if path.is_file()]
+        parts: list[Path] = []  # those written, in order: the image of `parts[k]` has id k + 1
         category_ids = {name: index + 1 for index, name in enumerate(self.class_names)}
         with contextlib.ExitStack() as stack:
             dataset = stack.enter_context(atomic_open(dataset_path))
             results = stack.enter_context(atomic_open(results_path)) if results_path is not None else None
             dataset.write(_dataset_head(self.class_names))
-            images = ({"id": index, **_read(path)["image"]} for index, path in enumerate(parts, 1))
-            _write_items(dataset, images)
+            for path in map(self.part_path, dict.fromkeys(page_ids)):
+                image = self._image_entry(path, own_only)
+                if image is not None:
+                    parts.append(path)
+                    _write_item(dataset, len(parts), {"id": len(parts), **image})
             dataset.write('],\n"annotations":[')
             if results is not None:
                 results.write("[")
@@ -186,6 +196,21 @@ class CocoRun:
             if results is not None:
                 results.write("\n]\n")
         return CocoCounts(images=len(parts), annotations=annotation_id)
+
+    def _image_entry(self, path: Path, own_only: bool) -> dict[str, Any] | None:
+        """The `images[]` entry (without its id) of the part at `path`; None if there is none or, with
+        `own_only`, none of this run's."""
+        try:
+            part = _read(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            if own_only:
+                return None
+            raise
+        if own_only and not self._is_own(part, any_mask_format=True):
+            return None
+        return part["image"]
 
     def _segmentation(self, annotation: dict[str, Any]) -> Any:
         """The annotation's mask in this run's format; a part of an earlier run in the other format (every
@@ -230,11 +255,6 @@ def _dataset_head(class_names: Sequence[str]) -> str:
     ]
     head = {"info": info, "licenses": [], "categories": categories}
     return json.dumps(head, separators=(",", ":"))[:-1] + ',\n"images":['
-
-
-def _write_items(handle: IO[str], items: Iterable[dict[str, Any]]) -> None:
-    for number, item in enumerate(items, 1):
-        _write_item(handle, number, item)
 
 
 def _write_item(handle: IO[str], number: int, item: dict[str, Any]) -> None:

@@ -199,8 +199,7 @@ class PageWriter:
                 (page_id for page_id in self.recorded() if page_id not in listed), key=natural_key
             )
             pages = [*earlier, *page_ids]
-            done = [page_id for page_id in pages if self.coco.has_page(page_id, any_mask_format=True)]
-            self.coco.write(done, out / "coco.json", out / "coco_results.json")
+            self.coco.write(pages, out / "coco.json", out / "coco_results.json", own_only=True)
         if "semantic" in self.settings.formats:
             from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
 
