@@ -9,6 +9,7 @@ the classes a checkpoint carries (`stored_classes`) before it knows whether any 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -139,13 +140,28 @@ def write_safetensors(
     try:
         mode = stat.S_IMODE(temporary.stat().st_mode)
         # safetensors (0.8) writes a 0600 file of its own and renames it over the temporary: restore the mode.
-        save_file(tensors, str(temporary), metadata=metadata)
+        try:
+            save_file(tensors, str(temporary), metadata=metadata)
+        except SafetensorError as error:  # the Rust writer's I/O error (a full disk) as Python's would be
+            raise _os_error(error, path) from None
         os.chmod(temporary, mode)
         _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+_RUST_IO_ERROR = re.compile(r"I/O error: (.*) \(os error (\d+)\)")
+
+
+def _os_error(error: SafetensorError, path: Path) -> OSError:
+    """safetensors' "Error while serializing: I/O error: No space left on device (os error 28)" as the
+    OSError it stands for, about `path`."""
+    found = _RUST_IO_ERROR.search(str(error))
+    if found is None:
+        return OSError(errno.EIO, str(error), str(path))
+    return OSError(int(found[2]), found[1], str(path))
 
 
 # The rule of `docsam_cli.atomic` (which the model core may not import): created with mode 0666, the

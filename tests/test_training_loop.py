@@ -3,12 +3,15 @@ backbone, the log, resume guards and the command-line checks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +22,16 @@ from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
-from docsam_cli.errors import UsageError
+from docsam_cli.errors import InputError, UsageError
 from docsam_cli.training.build import architecture_of
-from docsam_cli.training.checkpoints import MODEL_FILE, STATE_FILE, list_checkpoints, load_trainer_state
+from docsam_cli.training.checkpoints import (
+    MODEL_FILE,
+    STATE_FILE,
+    TrainerState,
+    list_checkpoints,
+    load_trainer_state,
+    save_checkpoint,
+)
 from docsam_cli.training.data import MixedTrainingData, collate
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.launch import resume_point
@@ -245,3 +255,37 @@ def test_a_stop_signal_ends_the_run_after_the_step_with_a_checkpoint(
     assert [path.name for path in list_checkpoints(tmp_path / "run")] == ["step-00000002"]
     assert load_trainer_state(list_checkpoints(tmp_path / "run")[-1]).step == 2
     assert [record["step"] for record in read_log(tmp_path / "run")] == [1, 2]
+
+
+@contextlib.contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """Writing a file beyond `size` bytes fails (EFBIG, as ENOSPC on a full disk) while entered."""
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, previous_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+@pytest.mark.parametrize("failing", ["weights", "trainer state"])
+def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing_behind(
+    failing, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A full disk while the weights (safetensors) or the trainer state (torch.save) are written is an
+    InputError naming the checkpoint (exit status 1, not an internal error), the half-written folder is
+    removed and the earlier checkpoint stays."""
+    model, output = small_model(tiny_config, tiny_reference_state), tmp_path / "run"
+    state = TrainerState(step=1, optimizer={}, scaler={}, rng={}, best=None, run={})
+    first = save_checkpoint(output, model, state, keep_last=2, stored={})
+    weights_size = (first / MODEL_FILE).stat().st_size
+    state = replace(state, step=2, optimizer={"big": torch.zeros(weights_size // 4 + 2**20)})
+    with (
+        files_limited_to(2**20 if failing == "weights" else weights_size + 2**20),
+        pytest.raises(InputError, match=r"step-00000002: cannot write the checkpoint: File too large$"),
+    ):
+        save_checkpoint(output, model, state, keep_last=2, stored={})
+    assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["step-00000001"]
+    assert load_trainer_state(first).step == 1

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from docsam_cli.atomic import atomic_open
+from docsam_cli.errors import InputError
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.settings import AugmentSettings
 from model.checkpoint import save_model
@@ -118,19 +119,36 @@ def save_checkpoint(
 ) -> Path:
     """Write `checkpoints/step-NNNNNNNN/` atomically, then drop all but the newest `keep_last` folders.
     `stored` (classes, dataset, patch, keep-size, short range) goes into the weights file, see
-    `trained_with`."""
+    `trained_with`. Raises InputError (naming the folder) when it cannot be written, leaving the earlier
+    checkpoints as they were."""
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_model(model, staging / MODEL_FILE, **stored)
-    torch.save(state.__dict__, staging / STATE_FILE)
+    try:
+        staging.mkdir(parents=True)
+        save_model(model, staging / MODEL_FILE, **stored)
+        save_trainer_state(state, staging / STATE_FILE)
+    except OSError as error:  # a full disk: no half-written checkpoint takes up its space
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputError(final, f"cannot write the checkpoint: {error.strerror or error}") from None
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     for old in list_checkpoints(output)[:-keep_last]:
         shutil.rmtree(old)
     return final
+
+
+def save_trainer_state(state: TrainerState, path: Path) -> None:
+    """`torch.save` through a file object; its write error (a full disk), which torch reports as a
+    RuntimeError, raised as the OSError it is."""
+    with atomic_open(path, "wb") as handle:
+        try:
+            torch.save(state.__dict__, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def list_checkpoints(output: Path) -> list[Path]:
