@@ -289,3 +289,16 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing_beh
         save_checkpoint(output, model, state, keep_last=2, stored={})
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["step-00000001"]
     assert load_trainer_state(first).step == 1
+
+
+def test_a_checkpoint_removes_the_half_written_checkpoints_of_a_killed_run(
+    tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A run killed while writing the checkpoint of a Ctrl-C at step 5 (or resumed with another
+    --checkpoint-every) never writes that step again: its staging folder goes with the next checkpoint."""
+    leftover = tmp_path / "run" / "checkpoints" / ".step-00000005.tmp"
+    leftover.mkdir(parents=True)
+    (leftover / MODEL_FILE).write_bytes(b"half-written")
+    state = TrainerState(step=4, optimizer={}, scaler={}, rng={}, best=None, run={})
+    save_checkpoint(tmp_path / "run", small_model(tiny_config, tiny_reference_state), state, 2, {})
+    assert [path.name for path in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000004"]

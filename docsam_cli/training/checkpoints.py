@@ -8,8 +8,9 @@
 ```
 
 The reference saves only the weights (`last_model.pth`, `best_model.pth`), so a restart begins a new run.
-Here a checkpoint folder is written under a temporary name and renamed when complete, the newest
-`keep_last` are kept, and `trainer.pt` holds plain tensors and numbers only (read with `weights_only`).
+Here a checkpoint folder is written under a temporary name and renamed when complete (the next
+checkpoint removes one a killed run left half-written), the newest `keep_last` are kept, and `trainer.pt`
+holds plain tensors and numbers only (read with `weights_only`).
 The data position needs no state of its own: samples are a function of (seed, step), see `sampler`.
 """
 
@@ -124,7 +125,8 @@ def save_checkpoint(
     root = checkpoint_root(output)
     final = root / f"step-{state.step:08d}"
     staging = root / f".{final.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in root.glob(".step-*.tmp"):  # a killed run's, of this step or one never written again
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
         save_model(model, staging / MODEL_FILE, **stored)
