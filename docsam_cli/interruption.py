@@ -1,6 +1,7 @@
 """SIGTERM as Ctrl-C for a batch command: Slurm's time limit, `timeout` and `kill` end the run the way Ctrl-C
 does (the pages being written are finished and reported, exit 130), not in the middle of a page's writes with
-their JSON lines lost. Training has its own handling (`docsam_cli.training.trainer.StopRequests`)."""
+their JSON lines lost. Training uses it while it starts; its loop has its own handling
+(`docsam_cli.training.trainer.StopRequests`)."""
 
 from __future__ import annotations
 

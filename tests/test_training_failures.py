@@ -176,3 +176,33 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
         f"error: interrupted at step {step}; checkpoint written, continue with --resume"
     ]
     assert [path.name for path in list_checkpoints(out)] == [f"step-{step:08d}"]
+
+
+class _Terminated(Exception):
+    """What this test's own SIGTERM handler raises: the process would have ended there."""
+
+
+def _terminated(number: int, frame: object) -> None:
+    raise _Terminated
+
+
+def test_sigterm_while_the_run_starts_is_an_interruption(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's time limit while the datasets are read (before the trainer takes over the signals)
+    ends the run as Ctrl-C does: one error line, exit 130 (it ended the process: 143, no line)."""
+    from docsam_cli.training import launch
+
+    reading = launch.training_data
+
+    def terminated_while_reading(plan):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return reading(plan)
+
+    monkeypatch.setattr(launch, "training_data", terminated_while_reading)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (code, error_lines(stderr)) == (130, ["error: interrupted"])

@@ -29,6 +29,7 @@ import typer
 
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.errors import ExitCode, InputError
+from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path, one_line
 from docsam_cli.training.run_log import FOLDER_KEY, RUN_FILE, run_settings
 from docsam_cli.training.settings import PANELS, Option, RunPlan
@@ -384,12 +385,14 @@ def stop(message: str) -> NoReturn:
 def execute(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> None:
     """Run (every process of a torchrun launch calls this) and report the final weights; a known failure
     (a dataset, annotation, checkpoint or file error, a diverged loss) is one error line and exit status 1,
-    an interruption one line and 130 (a `UsageError` goes on to the app: exit status 2)."""
+    an interruption one line and 130 (a `UsageError` goes on to the app: exit status 2); a SIGTERM before the
+    trainer takes over the signals (datasets read, model loaded) is one as Ctrl-C is."""
     from docsam_cli.training.launch import run
     from docsam_cli.training.trainer import Interrupted
 
     try:
-        final = run(plan, starting_model)
+        with terminate_as_interrupt():
+            final = run(plan, starting_model)
     except (ValueError, InputError, OSError) as error:
         fail(str(error))
     except Interrupted as error:
