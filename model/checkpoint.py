@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -408,12 +408,7 @@ def stored_patch(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """The training crop (height, width) a safetensors file written by `save_model` carries, if any (files
     written before it was stored have none). Raises CheckpointError naming the file when it cannot be
     read."""
-    patch = _stored_json(path, PATCH_METADATA_KEY, "patch size")
-    if patch is None:
-        return None
-    if not _is_patch(patch):
-        raise CheckpointError(f"{path}: its stored patch size is not two positive integers")
-    return patch[0], patch[1]
+    return _stored_sides(path, PATCH_METADATA_KEY, "patch size", _is_patch, "two positive integers")
 
 
 def stored_keep_size(path: str | os.PathLike[str]) -> bool | None:
@@ -430,12 +425,21 @@ def stored_short_range(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """The short-side range (low, high) a model in a safetensors file written by `save_model` was trained
     with (`--short-range`), if the file says (files written before it was stored do not). Raises
     CheckpointError naming the file when it cannot be read."""
-    short_range = _stored_json(path, SHORT_RANGE_METADATA_KEY, "short-side range")
-    if short_range is None:
+    rule = "two positive integers, low first"
+    return _stored_sides(path, SHORT_RANGE_METADATA_KEY, "short-side range", _is_short_range, rule)
+
+
+def _stored_sides(
+    path: str | os.PathLike[str], key: str, what: str, valid: Callable[[object], bool], rule: str
+) -> tuple[int, int] | None:
+    """A pair of sizes stored under `key` (`_stored_json`), None when there is none; CheckpointError naming
+    the file, `what` and the `rule` it breaks when it is not `valid`."""
+    sides = _stored_json(path, key, what)
+    if sides is None:
         return None
-    if not _is_short_range(short_range):
-        raise CheckpointError(f"{path}: its stored short-side range is not two positive integers, low first")
-    return short_range[0], short_range[1]
+    if not valid(sides):
+        raise CheckpointError(f"{path}: its stored {what} is not {rule}")
+    return sides[0], sides[1]
 
 
 def _stored_json(path: str | os.PathLike[str], key: str, what: str) -> Any:
