@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 class ModelRun:
     """A loaded model with the prompts and geometry to segment evaluation pages.
 
-    Raises ValueError for malformed geometry options (before anything loads), `UsageError` for a device or
-    precision that is not available, `WeightsError` or `CheckpointError` for weights that do not load.
+    Raises `UsageError` for a device or precision that is not available, `WeightsError` or
+    `CheckpointError` for weights that do not load.
     """
 
     def __init__(
@@ -37,13 +37,11 @@ class ModelRun:
         model_config: Path | None,
         device: str,
         precision: str,
-        short_side: str | None,
-        window: str | None,
+        geometry: GeometryOptions,
         domain: str,
     ) -> None:
-        options = GeometryOptions.parse(short_side, window)
         self.loaded = load_for_inference(ModelSpec(weights, variant, model_config, device, precision))
-        self.geometry = options.resolve(self.loaded.weights)
+        self.geometry = geometry.resolve(self.loaded.weights)
         logger.info("geometry: %s", describe_geometry(self.geometry))
         self.domain = domain
 

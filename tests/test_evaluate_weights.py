@@ -139,3 +139,34 @@ def test_model_run_predicts_exactly_what_segment_writes(tmp_path, tiny_weights, 
     assert from_files["mask"]["AP"] == pytest.approx(1.0)
     for key in ("mask", "box", "mAF"):
         assert from_model[key] == pytest.approx(from_files[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("options", "described"),
+    [
+        (
+            ["--window", "64", "--stride", "48", "--no-keep-size"],
+            "short side 192; windows 64x64 at stride 48x48",
+        ),
+        (["--short-side", "96,320", "--keep-size"], "short side 96-320, keep size; windows 64x64"),
+    ],
+)
+def test_model_run_takes_segments_geometry_options(tmp_path, tiny_weights, options, described):
+    """`evaluate --weights` offers segment's --stride and --keep-size/--no-keep-size too: without them a
+    model could not be scored at the geometry `segment` ran it at."""
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    write_image(tmp_path / "b.png", 60, 40)
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    args = ["evaluate", str(truth), "--weights", str(tiny_weights), "--device", "cpu", "--short-side", "192"]
+    result = CliRunner().invoke(app, ["-v", *args, "--window", "64", *options, "--json", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert f"geometry: {described}" in result.stderr
+
+
+def test_geometry_options_without_a_model_are_refused(tmp_path):
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--pred", str(truth), "--stride", "32"])
+    assert result.exit_code == 2
+    assert "need --weights" in result.stderr

@@ -17,14 +17,24 @@ from rich.table import Table
 from rich.text import Text
 
 from docsam_cli.atomic import atomic_write_text, can_write_in
+from docsam_cli.commands.options import (
+    MODEL,
+    Device,
+    KeepSize,
+    ModelConfig,
+    PrecisionChoice,
+    ShortSide,
+    Stride,
+    VariantChoice,
+    Window,
+)
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
-from docsam_cli.precision import Precision
-from docsam_cli.weights.registry import Variant
+from docsam_cli.runtime import GeometryOptions, ModelSpec
 
 if TYPE_CHECKING:
     from docsam_cli.datasets.ground_truth import GroundTruth
@@ -41,7 +51,6 @@ PredFormat = enum.Enum("PredFormat", {name: name for name in (_AUTO, "coco", "pa
 
 _TRUTH = "Ground truth"
 _PREDICTIONS = "Predictions"
-_MODEL = "Model (instead of --pred)"
 _REPORT = "Scoring and report"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
@@ -92,26 +101,24 @@ def main(
     weights: Annotated[
         str | None,
         typer.Option(
-            help="Run this model (path or zoo name) on the ground truth's images.", rich_help_panel=_MODEL
+            help="Run this model (path or zoo name) on the ground truth's images, instead of --pred.",
+            rich_help_panel=MODEL,
         ),
     ] = None,
-    variant: Annotated[
-        Variant | None,
-        typer.Option(help="Model variant (default: from the weights).", rich_help_panel=_MODEL),
-    ] = None,
-    model_config: Annotated[
-        Path | None, typer.Option(help="JSON architecture config.", rich_help_panel=_MODEL)
-    ] = None,
+    variant: VariantChoice = None,
+    model_config: ModelConfig = None,
     domain: Annotated[
         str | None,
         typer.Option(
-            help="Background prompt domain (default: the dataset's name, if known).", rich_help_panel=_MODEL
+            help="Background prompt domain (default: the dataset's name, if known).", rich_help_panel=MODEL
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=_MODEL)] = "auto",
-    precision: Annotated[Precision, typer.Option(help="Network precision.", rich_help_panel=_MODEL)] = "fp32",
-    short_side: Annotated[str | None, typer.Option(help="As in segment.", rich_help_panel=_MODEL)] = None,
-    window: Annotated[str | None, typer.Option(help="As in segment.", rich_help_panel=_MODEL)] = None,
+    device: Device = ModelSpec.device,
+    precision: PrecisionChoice = ModelSpec.precision,
+    short_side: ShortSide = None,
+    window: Window = None,
+    stride: Stride = None,
+    keep_size: KeepSize = None,
     mapping: Annotated[
         list[str],
         typer.Option(
@@ -140,6 +147,12 @@ def main(
         raise typer.BadParameter(str(error), param_hint="--map") from None
     if (pred is None) == (weights is None):
         raise typer.BadParameter("give exactly one of --pred and --weights")
+    try:
+        geometry = GeometryOptions.parse(short_side, window, stride, keep_size)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if weights is None and geometry != GeometryOptions():
+        raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
     if json_out is not None and not json_out.strip():
         raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
     if json_out and json_out != "-":
@@ -167,8 +180,7 @@ def main(
                 model_config,
                 device,
                 precision,
-                short_side,
-                window,
+                geometry,
                 domain if domain is not None else _dataset_domain(ground_truth),
             )
             # As pages with unreadable predictions are: an image the model did not run on is no miss.
