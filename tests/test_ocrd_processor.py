@@ -496,3 +496,18 @@ def test_pages_done_before_ctrl_c_or_sigterm_stay_listed_in_the_mets(
         signal.signal(signal.SIGTERM, previous)
     saved = Resolver().workspace_from_url(str(mets)).mets
     assert [file.pageId for file in saved.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]
+
+
+def test_an_interrupted_run_exits_130_as_docsam_does(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM (the METS saved first, as above) ends the processor with the shell's 130, as
+    `docsam` commands end; it was click's 'Aborted!' and exit status 1, which reads as a failed page."""
+    from docsam_cli.ocrd import processor as module
+
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "ocrd_cli_wrap_processor", interrupted)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(module.cli, ["-I", "OCR-D-IMG", "-O", OUTPUT])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.stderr

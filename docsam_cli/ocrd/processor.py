@@ -25,6 +25,7 @@ from ocrd.decorators import ocrd_cli_options, ocrd_cli_wrap_processor
 from ocrd.processor.ocrd_page_result import OcrdPageResult
 from ocrd_utils import polygon_from_points
 
+from docsam_cli.errors import ExitCode
 from docsam_cli.ocrd.parameters import SegmentSettings
 
 if TYPE_CHECKING:
@@ -182,3 +183,6 @@ def cli(*args, **kwargs):
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
         raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the METS was saved: exit 130 as `docsam` does,
+        click.echo("Error: interrupted; the pages done are listed in the METS", err=True)  # not click's 1
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
