@@ -215,6 +215,10 @@ def test_page_map_spec_forms_and_errors(tmp_path):
         ("a", "class=Element"),
         ("[1]", "class=Element"),
         ("{1: 2}", "not valid JSON"),
+        # JSON types that are no string: refused here, not when the first page is written (exit 3 or
+        # every page failing after the model ran)
+        ('{"a": {"element": "TextRegion", "type": ["heading"]}}', "must be a string"),
+        ('{"a": {"element": "CustomRegion", "type": 5}}', "must be a string"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_page_map(bad)

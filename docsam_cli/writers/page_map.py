@@ -126,7 +126,7 @@ def region_role(kind: RegionKind) -> Role:
     return "unordered" if kind.element in _UNORDERED_ELEMENTS else "region"
 
 
-def validated_kind(element: str, type_: str | None) -> RegionKind:
+def validated_kind(element: str, type_: object) -> RegionKind:
     """Raises ValueError unless the schema allows `type_` on `element`."""
     if element != TEXT_LINE and element not in REGION_ELEMENTS:
         raise ValueError(
@@ -134,6 +134,8 @@ def validated_kind(element: str, type_: str | None) -> RegionKind:
         )
     if type_ is None:
         return RegionKind(element, None)
+    if not isinstance(type_, str):  # JSON's {"element": ..., "type": 5}
+        raise ValueError(f"PAGE @type for {element} must be a string, got {type_!r}")
     if element not in ALLOWED_TYPES:
         raise ValueError(f"PAGE {element} has no @type (got {type_!r})")
     allowed = ALLOWED_TYPES[element]
