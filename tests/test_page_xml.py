@@ -12,7 +12,14 @@ from cli_helpers import PROJECT_ROOT
 from instances_factory import empty_instances, make_instances, publaynet_instances, raster, rect_mask
 from lxml import etree
 
-from docsam_cli.writers.page_map import ALLOWED_TYPES, DEFAULT_REGION_KINDS, parse_page_map, region_kind
+from docsam_cli.datasets.convert.page import CHART_TYPES, GRAPHIC_TYPES, TEXT_TYPES, region_class
+from docsam_cli.writers.page_map import (
+    ALLOWED_TYPES,
+    DEFAULT_REGION_KINDS,
+    REGION_ELEMENTS,
+    parse_page_map,
+    region_kind,
+)
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string, write_page_xml
 from docsam_cli.writers.shapes import PageShapes
 
@@ -247,11 +254,26 @@ def test_graphic_types_of_the_schema_are_default_kinds():
         assert kind.element == "GraphicRegion" and kind.type in ALLOWED_TYPES["GraphicRegion"], name
 
 
+def test_the_class_names_convert_dataset_reads_from_page_are_written_back_as_those_regions():
+    """A model trained on `convert-dataset --from page` data prompts PAGE's own region and type names
+    ("line-drawing", "graphic", "footnote-continued", "frame", "bar chart", ...): segment writes each as the
+    region it was read from, not as an untyped TextRegion (or, for "graphic", an ImageRegion)."""
+    subtypes = {"TextRegion": TEXT_TYPES, "GraphicRegion": GRAPHIC_TYPES, "ChartRegion": CHART_TYPES}
+    for element in REGION_ELEMENTS:
+        for subtype in [None, *sorted(subtypes.get(element, ()))]:
+            name = region_class(element, subtype)
+            kind = region_kind(name)
+            assert kind.element == element, (name, kind)
+            assert subtype is None or kind.type == subtype, (name, kind)
+
+
 def test_readme_names_every_default_graphic_type():
     """README's PAGE defaults list the class names that become a GraphicRegion of each type."""
     readme = " ".join((PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
     defaults = readme[readme.index("PAGE defaults") : readme.index("anything else a `TextRegion`")]
-    graphic = {kind.type for kind in DEFAULT_REGION_KINDS.values() if kind.element == "GraphicRegion"}
+    graphic = {
+        kind.type for kind in DEFAULT_REGION_KINDS.values() if kind.element == "GraphicRegion" and kind.type
+    }
     for graphic_type in graphic:
         assert graphic_type.replace("-", " ") in defaults, graphic_type
 

@@ -1,7 +1,10 @@
 """Which PAGE element (and `@type`) a prompted class becomes: defaults, overrides, `--page-map` parsing.
 
 Class names are matched as `class_map.normalize_class` says. Defaults cover the class names of the
-common layout sets (DocLayNet, PubLayNet, M6Doc, OCR-D structure GT), then names ending in
+common layout sets (DocLayNet, PubLayNet, M6Doc, OCR-D structure GT) and those `convert-dataset --from
+page` gives PAGE's regions and types (`datasets.convert.page.region_class`: "line-drawing", "graphic",
+"footnote-continued", "bar chart", ...), so that a model trained on PAGE data writes its classes back as
+the regions they were read from; then names ending in
 title/heading (heading), caption or list; any other class becomes a TextRegion without `@type` (its name
 is in `@custom` like every region's, see `page_xml`). PAGE has no list type, so list items become
 paragraphs (their class stays in `@custom`).
@@ -70,12 +73,16 @@ DEFAULT_REGION_KINDS: dict[str, RegionKind] = {
     **_kinds("TextRegion", "credit", "credit", "credits", "byline"),
     **_kinds("TextRegion", "TOC-entry", "toc entry", "table of contents entry"),
     **_kinds("TextRegion", "list-label", "list label"),
+    **_kinds("TextRegion", "floating", "floating"),
+    **_kinds("TextRegion", "footnote-continued", "footnote continued"),
     **_kinds("TableRegion", None, "table"),
-    **_kinds("ImageRegion", None, "figure", "image", "picture", "graphic", "photo", "photograph",
-             "illustration"),
+    **_kinds("ImageRegion", None, "figure", "image", "picture", "photo", "photograph", "illustration"),
     **_kinds("ChartRegion", None, "chart", "plot"),
+    **{normalize_class(f"{type_} chart"): RegionKind("ChartRegion", type_)
+       for type_ in sorted(ALLOWED_TYPES["ChartRegion"] - {"other"})},  # "line chart", ...
+    **_kinds("LineDrawingRegion", None, "line drawing"),
     **_kinds("MathsRegion", None, "formula", "equation", "math", "maths", "isolated formula"),
-    **_kinds("ChemRegion", None, "chemistry", "chemical formula"),
+    **_kinds("ChemRegion", None, "chem", "chemistry", "chemical formula"),
     **_kinds("SeparatorRegion", None, "separator", "separator line", "rule"),
     **_kinds("GraphicRegion", "stamp", "stamp", "seal"),
     **_kinds("GraphicRegion", "logo", "logo"),
@@ -86,10 +93,14 @@ DEFAULT_REGION_KINDS: dict[str, RegionKind] = {
     **_kinds("GraphicRegion", "letterhead", "letterhead"),
     **_kinds("GraphicRegion", "punch-hole", "punch hole"),
     **_kinds("GraphicRegion", "paper-grow", "paper grow"),
+    **_kinds("GraphicRegion", "frame", "frame"),
+    **_kinds("GraphicRegion", None, "graphic"),
     **_kinds("MusicRegion", None, "music", "musical notation", "sheet music"),
     **_kinds("MapRegion", None, "map"),
     **_kinds("AdvertRegion", None, "advert", "advertisement"),
     **_kinds("NoiseRegion", None, "noise"),
+    **_kinds("UnknownRegion", None, "unknown"),
+    **_kinds("CustomRegion", None, "custom"),
     **_kinds(TEXT_LINE, None, "text line", "text lines", "line", "lines"),
 }  # fmt: skip
 # For the many numbered or qualified variants (M6Doc: "first-level title", "unordered list", ...).
