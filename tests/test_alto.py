@@ -25,6 +25,7 @@ from lxml import etree
 from docsam_cli.datasets.convert.alto import read_alto
 from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string, write_alto
 from docsam_cli.writers.alto_map import alto_kind, parse_alto_map
+from docsam_cli.writers.page_map import region_kind
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string
 from docsam_cli.writers.shapes import PageShapes
 
@@ -322,6 +323,34 @@ def test_kraken_reads_the_segmonto_zone_of_every_block_and_line(alto_schema):
         "docsam class table": "TableZone",
         "docsam class figure": "GraphicZone",
         "docsam class text line": "DefaultLine",
+    }
+
+
+def test_segmonto_classes_are_written_as_their_own_zones_and_lines(alto_schema):
+    """A model fine-tuned on eScriptorium or Kraken ALTO (`convert-dataset --from alto` names its classes by
+    the tags' SegmOnto labels) prompts "MainZone", "DefaultLine", ...: the ALTO tags carry those very
+    labels, SegmOnto lines are text lines of their zone, and PAGE gets the zones' regions."""
+    masks = [rect_mask(200, 200, 0, 0, 200, 100), rect_mask(200, 200, 10, 10, 190, 30)]
+    masks += [rect_mask(200, 200, 10, 40, 190, 60), rect_mask(200, 200, 0, 100, 100, 200)]
+    masks += [rect_mask(200, 200, 100, 100, 200, 200)]
+    classes = ["MainZone", "DefaultLine", "HeadingLine:title", "MarginTextZone:note", "TableZone"]
+    document = parse_valid(
+        alto_string(PageShapes(make_instances(masks, [0, 1, 2, 3, 4], classes)), "p.png"), alto_schema
+    )
+    lines = list(document.iter(f"{{{ALTO_NAMESPACE}}}TextLine"))
+    read = {
+        tags(document)[element.get("TAGREFS")].get("DESCRIPTION"): kraken_class(document, element)
+        for element in [*blocks(document), *lines]
+    }
+    assert read == {f"docsam class {name}": name for name in classes}
+    assert {line.getparent().get("TAGREFS") for line in lines} == {"BT1"}  # both in the MainZone
+    page_kinds = {name: (kind.element, kind.type) for name in classes if (kind := region_kind(name))}
+    assert page_kinds == {
+        "MainZone": ("TextRegion", "paragraph"),
+        "DefaultLine": ("TextLine", None),
+        "HeadingLine:title": ("TextLine", None),
+        "MarginTextZone:note": ("TextRegion", "marginalia"),
+        "TableZone": ("TableRegion", None),
     }
 
 

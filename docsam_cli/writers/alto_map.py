@@ -21,6 +21,9 @@ default a class goes where its PAGE region goes (`page_map.region_kind`, so `--p
     UnknownRegion, CustomRegion (type)      TextBlock         CustomZone, CustomZone:<type>
     TextLine                                TextLine          DefaultLine
 
+A class named by a SegmOnto label itself ("MainZone", "MarginTextZone:note", "DefaultLine": a model trained
+on eScriptorium's or Kraken's ALTO, whose classes `convert-dataset --from alto` names so) keeps that label,
+on the element of its zone's PAGE region (`page_map`; SegmOnto lines are text lines).
 `--alto-map` overrides this per class, `class=Element[:label]` (forms as in `class_map`); without a label
 the class name is the label.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, parse_class_map
-from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind
+from docsam_cli.writers.page_map import SEGMONTO_NAME, TEXT_LINE, RegionKind, region_kind
 
 TEXT_BLOCK = "TextBlock"
 ALTO_ELEMENTS = (TEXT_BLOCK, "Illustration", "GraphicalElement", "ComposedBlock", TEXT_LINE)
@@ -93,6 +96,13 @@ def alto_kind(
 
 
 def default_alto_kind(page_kind: RegionKind, class_name: str) -> AltoKind:
+    """The element for the class's PAGE region, labelled as the table above says; a class named by a
+    SegmOnto label (`page_map.SEGMONTO_NAME`: a model trained on eScriptorium's ALTO) keeps it as given."""
+    kind = _region_alto_kind(page_kind, class_name)
+    return AltoKind(kind.element, class_name) if SEGMONTO_NAME.fullmatch(class_name) else kind
+
+
+def _region_alto_kind(page_kind: RegionKind, class_name: str) -> AltoKind:
     element, type_ = page_kind.element, page_kind.type
     if element == "TextRegion":
         return AltoKind(TEXT_BLOCK, _TEXT_LABELS.get(type_ or "", f"CustomZone:{class_name}"))

@@ -12,6 +12,7 @@ paragraphs (their class stays in `@custom`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, normalize_class, parse_class_map
@@ -102,7 +103,25 @@ DEFAULT_REGION_KINDS: dict[str, RegionKind] = {
     **_kinds("UnknownRegion", None, "unknown"),
     **_kinds("CustomRegion", None, "custom"),
     **_kinds(TEXT_LINE, None, "text line", "text lines", "line", "lines"),
+    # SegmOnto zones and lines (a subtype, "MarginTextZone:note", goes as its zone: `region_kind`)
+    **_kinds("TextRegion", "paragraph", "MainZone"),
+    **_kinds("TextRegion", "marginalia", "MarginTextZone"),
+    **_kinds("TextRegion", "page-number", "NumberingZone"),
+    **_kinds("TextRegion", "header", "RunningTitleZone"),
+    **_kinds("TextRegion", "signature-mark", "QuireMarksZone"),
+    **_kinds("TextRegion", "drop-capital", "DropCapitalZone"),
+    **_kinds("ImageRegion", None, "GraphicZone"),
+    **_kinds("GraphicRegion", "stamp", "StampZone", "SealZone"),
+    **_kinds("TableRegion", None, "TableZone"),
+    **_kinds("MusicRegion", None, "MusicZone"),
+    **_kinds("NoiseRegion", None, "DigitizationArtefactZone", "DamageZone"),
+    **_kinds(TEXT_LINE, None, "DefaultLine", "HeadingLine", "DropCapitalLine", "InterlinearLine", "MusicLine",
+             "CustomLine"),
 }  # fmt: skip
+# A SegmOnto zone or line type, its subtype after a colon ("MainZone", "MarginTextZone:note", "DefaultLine"):
+# the tag labels of eScriptorium's and Kraken's ALTO, and so the class names `convert-dataset --from alto`
+# reads from it.
+SEGMONTO_NAME = re.compile(r"[A-Z][A-Za-z]*(?:Zone|Line)(?::.+)?")
 # For the many numbered or qualified variants (M6Doc: "first-level title", "unordered list", ...).
 SUFFIX_KINDS: tuple[tuple[str, RegionKind], ...] = (
     ("title", RegionKind("TextRegion", "heading")),
@@ -116,14 +135,17 @@ PAGE_MAP_SYNTAX = MapSyntax("page map", "type")
 
 
 def region_kind(class_name: str, page_map: ClassMap | None = None) -> RegionKind:
-    """The PAGE element for a class: `page_map` (keys matched like the defaults), the defaults, a name
-    ending in title/heading/caption/list, else a TextRegion without @type."""
+    """The PAGE element for a class: `page_map` (keys matched like the defaults), the defaults (a SegmOnto
+    name by its zone or line type), a name ending in title/heading/caption/list, else a TextRegion without
+    @type."""
     entry = lookup(page_map, class_name)
     if entry is not None:
         return validated_kind(*entry)
     key = normalize_class(class_name)
     if key in DEFAULT_REGION_KINDS:
         return DEFAULT_REGION_KINDS[key]
+    if SEGMONTO_NAME.fullmatch(class_name):  # not "HeadingLine:title" as a title
+        return DEFAULT_REGION_KINDS.get(normalize_class(class_name.partition(":")[0]), UNKNOWN_KIND)
     return next((kind for suffix, kind in SUFFIX_KINDS if key.endswith(suffix)), UNKNOWN_KIND)
 
 
