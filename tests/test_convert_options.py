@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from convert_helpers import coco_source, page_xml, run_cli, write_image
+
+from docsam_cli.datasets import layout
 
 
 def _said(stderr: str) -> str:
@@ -161,6 +165,27 @@ def test_undecodable_file_name_bytes(tmp_path: Path) -> None:
     assert run_cli("convert-dataset", labels, "--from", "yolo", "-o", out).exit_code == 0
     assert (out / "list.txt").read_bytes().decode("utf-8") == "p%E9.png\n"
     assert (out / "image" / "p%E9.png").is_file() and (out / "coco" / "p%E9.json").is_file()
+
+
+def test_the_dataset_is_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under a locale that is not UTF-8 (an ASCII `C` locale here; Windows' cp1252, ISO-8859 servers) the
+    layout's text files were written in the locale's encoding: here the run failed with an internal
+    UnicodeEncodeError, elsewhere the trainer (which reads UTF-8) got other names than were written."""
+    source = tmp_path / "src"
+    write_image(source / "letter.png", 60, 40)  # file names are the file system's (ASCII here)
+    custom = 'custom="structure {type:Überschrift;}"'
+    xml = page_xml("letter.png", 60, 40, [("TextRegion", None, "1,1 9,1 9,9")])
+    (source / "p.xml").write_text(xml.replace('id="r0"', f'id="r0" {custom}'), encoding="utf-8")
+    out = tmp_path / "out"
+    ascii_locale = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    command = [sys.executable, "-m", "docsam_cli", "convert-dataset", source, "--from", "page", "-o", out]
+    result = subprocess.run(
+        command, env=ascii_locale, cwd=Path(__file__).parents[1], capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert (out / "class_name" / "letter.txt").read_bytes().decode("utf-8").startswith("Überschrift\n")
+    assert json.loads((out / "dataset.json").read_bytes().decode("utf-8"))["class_names"] == ["Überschrift"]
+    assert layout.dataset_class_names(out) == ["Überschrift"]
 
 
 def test_an_output_folder_inside_the_source_is_not_read_back(tmp_path: Path) -> None:

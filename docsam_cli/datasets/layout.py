@@ -9,7 +9,8 @@ dataset.json                 (beside or above the split folders) name, backgroun
 ```
 Every per-image json lists every category of the dataset with ids 1..K in sorted-name order, so the
 reference loader's renumbering of categories is the identity and ids agree across images; image and
-annotation ids are unique over the whole dataset, as the reference's metric code needs. `evaluate` reads
+annotation ids are unique over the whole dataset, as the reference's metric code needs. Text files are UTF-8
+whatever the locale (the trainer reads them so, and datasets move between machines). `evaluate` reads
 a split back through `ground_truth` (with the reference loader's category rules).
 """
 
@@ -87,10 +88,12 @@ def write_split(
             "categories": categories,
         }
         # Plain writes: the whole output tree is staged and renamed into place at the end.
-        (folder / "coco" / f"{stem}.json").write_text(json.dumps(document, separators=(",", ":")))
-        (folder / "class_name" / f"{stem}.txt").write_text(class_file)
+        (folder / "coco" / f"{stem}.json").write_text(
+            json.dumps(document, separators=(",", ":")), encoding="utf-8"
+        )
+        (folder / "class_name" / f"{stem}.txt").write_text(class_file, encoding="utf-8")
         names.append(page.name)
-    (folder / LIST_FILE).write_text("".join(f"{name}\n" for name in names))
+    (folder / LIST_FILE).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     return names
 
 
@@ -115,7 +118,8 @@ def _number(value: float) -> float | int:
 
 def write_dataset_file(root: Path, name: str, class_names: list[str], extra: dict) -> None:
     document = {"name": name, "background": background_prompt(name), "class_names": class_names, **extra}
-    (root / DATASET_FILE).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    (root / DATASET_FILE).write_text(text, encoding="utf-8")
 
 
 def is_layout(folder: Path) -> bool:
@@ -147,7 +151,7 @@ def _dataset_file(folder: Path) -> dict:
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
             try:
-                document = json.loads(candidate.read_text())
+                document = json.loads(candidate.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(document, dict):

@@ -257,7 +257,7 @@ def _write(
         report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
     extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
     layout.write_dataset_file(staging, options.dataset_name, class_names, extra)
-    (staging / REPORT_FILE).write_text(_json(report.to_json()))
+    (staging / REPORT_FILE).write_text(_json(report.to_json()), encoding="utf-8")
 
 
 def _json(document: dict) -> str:
