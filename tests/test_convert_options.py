@@ -231,6 +231,32 @@ def test_a_run_whose_every_page_fails_keeps_the_previous_dataset(coco_file: Path
     assert sorted((out / "list.txt").read_text().split()) == ["a.png", "b.png"]  # still there
 
 
+def test_an_output_folder_holding_the_images_or_class_list_is_refused(tmp_path: Path) -> None:
+    """`--overwrite` into the folder that holds `--images` (or `--classes`) deleted the user's images (or
+    class list) once the new dataset was published: a usage error now, and nothing is touched."""
+    out = tmp_path / "data"
+    scan = write_image(out / "scans" / "p.png", 40, 30)
+    (tmp_path / "p.xml").write_text(page_xml("p.png", 40, 30, [("TextRegion", None, "1,1 9,1 9,9")]))
+    arguments = ["--from", "page", "--images", scan.parent, "-o", out, "--overwrite"]
+    result = run_cli("convert-dataset", tmp_path / "p.xml", *arguments)
+    assert result.exit_code == 2 and scan.is_file() and not (out / "list.txt").exists()
+    assert result.error_lines() == [
+        f"error: --out: {out} holds the --images folder {scan.parent}: choose another output folder"
+    ]
+    labels = tmp_path / "labels"
+    write_image(labels / "p.png", 40, 30)
+    (labels / "p.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    classes = out / "classes.txt"
+    classes.write_text("table\n")
+    result = run_cli(
+        "convert-dataset", labels, "--from", "yolo", "--classes", classes, "-o", out, "--overwrite"
+    )
+    assert result.exit_code == 2 and classes.is_file() and not (out / "list.txt").exists()
+    assert result.error_lines() == [
+        f"error: --out: {out} holds the --classes file {classes}: choose another output folder"
+    ]
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -61,17 +61,22 @@ class NothingConverted(Exception):
         self.report = report
 
 
-def check_output(out: Path, overwrite: bool, sources: list[Path]) -> None:
-    """Refuse to replace data unless asked, and never a folder holding a source or the current folder
-    (publishing renames the existing folder away); raises OutputExists. `out` is absolute."""
-    for source in sources:
-        if within(source, out):
-            raise OutputExists(f"{out} holds the source {source}: choose another output folder")
+def check_output(options: ConvertOptions) -> None:
+    """Refuse to replace data unless asked, and never a folder holding what the run reads (a source, the
+    `--images` folder, the `--classes` file) or the current folder: publishing renames the existing folder
+    away and deletes it. Raises OutputExists. `options.out` is absolute."""
+    out = options.out
+    inputs = [("the source", source) for source in options.sources]
+    inputs += [("the --images folder", options.images)] if options.images is not None else []
+    inputs += [("the --classes file", options.class_list)] if options.class_list is not None else []
+    for what, path in inputs:
+        if within(path, out):
+            raise OutputExists(f"{out} holds {what} {path}: choose another output folder")
     if out.is_dir() and within(Path.cwd(), out):
         raise OutputExists(f"{out} holds the current folder: choose another output folder")
     if out.is_file() or out.is_symlink():
         raise OutputExists(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not options.overwrite:
         raise OutputExists(f"{out} is not empty (use --overwrite to replace it)")
 
 
@@ -79,7 +84,7 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     """Run a conversion; returns its report (errors included). Raises OutputExists or NothingConverted."""
     options = replace(options, out=Path(os.path.abspath(options.out)))  # `.`, `..`: a name to rename by
     out = options.out
-    check_output(out, options.overwrite, options.sources)
+    check_output(options)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
