@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,36 @@ def test_an_output_folder_holding_the_images_or_class_list_is_refused(tmp_path: 
     assert result.error_lines() == [
         f"error: --out: {out} holds the --classes file {classes}: choose another output folder"
     ]
+
+
+class Terminated(Exception):
+    """What SIGTERM raises in the test below where the command leaves it alone (it would end pytest)."""
+
+
+def terminated(number: int, frame) -> None:
+    raise Terminated
+
+
+def test_sigterm_ends_a_conversion_as_ctrl_c_does(coco_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (`timeout`, a scheduler's time limit) killed the run at once, leaving the hidden staging
+    folder with the images copied so far beside --out for good; it now ends as Ctrl-C does: the staging
+    folder removed, `error: interrupted`, exit 130."""
+    from docsam_cli.datasets import pipeline
+
+    place = pipeline._place_image
+
+    def placed_then_terminated(*arguments) -> None:
+        place(*arguments)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "_place_image", placed_then_terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", coco_file.parent / "out")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 130 and result.error_lines()[0].startswith("error: interrupted")
+    assert sorted(path.name for path in coco_file.parent.iterdir()) == ["a.png", "annotations.json", "b.png"]
 
 
 @pytest.mark.parametrize("given", [".", "..", "w/.."])

@@ -24,6 +24,7 @@ from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
 from docsam_cli.errors import ExitCode
+from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path
 
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=str)
@@ -174,11 +175,13 @@ def main(
     )
     quiet = message_options().quiet
     try:
-        if quiet:
-            report = convert(options)
-        else:
-            with console.status("converting...") as status:
-                report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
+        # SIGTERM (`timeout`, a scheduler's time limit) as Ctrl-C: the staged copy is removed, not left.
+        with terminate_as_interrupt():
+            if quiet:
+                report = convert(options)
+            else:
+                with console.status("converting...") as status:
+                    report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
     except OutputExists as error:
         print_error(console, f"--out: {error}")
         raise typer.Exit(ExitCode.USAGE) from None
