@@ -11,6 +11,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 BOMB_SIDE = 20_000  # 400 million pixels: about 1.2 GB as RGB, 18 GB at the peak of an unguarded run
@@ -84,3 +85,33 @@ def write_tiff_with_oversized_frame(path: Path, side: int = BOMB_SIDE) -> Path:
             struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, side)
     path.write_bytes(bytes(data))
     return path
+
+
+def planar_tiff(planes: np.ndarray) -> bytes:
+    """An uncompressed little-endian TIFF of (samples, H, W) 16-bit planes stored plane by plane
+    (PlanarConfiguration 2), one strip a plane: Pillow cannot write one."""
+    samples, height, width = planes.shape
+    data = planes.astype("<u2").tobytes()
+    plane = height * width * 2
+    arrays = 8 + len(data)  # bits per sample, strip offsets, strip byte counts
+    tables = struct.pack(
+        f"<{samples}H{samples}I{samples}I",
+        *[16] * samples,
+        *[8 + index * plane for index in range(samples)],
+        *[plane] * samples,
+    )
+    entries = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, samples, arrays),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, samples, arrays + 2 * samples),
+        (277, 3, 1, samples),
+        (278, 3, 1, height),
+        (279, 4, samples, arrays + 6 * samples),
+        (284, 3, 1, 2),
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+    return b"II" + struct.pack("<HI", 42, arrays + len(tables)) + data + tables + directory

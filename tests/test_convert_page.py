@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from convert_helpers import layout_counts, page_region_counts, page_xml, run_cli, write_image
+from inputs_corpus import planar_tiff
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
@@ -152,6 +153,27 @@ def test_size_mismatch_and_unreadable_image_are_errors(tmp_path: Path) -> None:
     assert any("c.xml" in line and "invalid XML" in line for line in lines)
     assert not out.exists()  # no page read: nothing published
     assert "no image read" in result.stderr and "3 failed, listed above" in result.stderr
+
+
+def test_images_the_loader_refuses_are_errors(tmp_path: Path) -> None:
+    """A TGA (Pillow opens it, docsam's loader does not) and an uncompressed 16-bit TIFF stored plane by
+    plane (the loader refuses it rather than misread it) were converted, and the training run or
+    `evaluate --weights` failed on them later; each is now an error of its page."""
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.new("RGB", (40, 30), "white").save(source / "scan.tga")
+    (source / "planar.tif").write_bytes(planar_tiff(np.zeros((3, 30, 40), dtype=np.uint16)))
+    write_image(source / "fine.png", 40, 30)
+    for name in ("scan.tga", "planar.tif", "fine.png"):
+        xml = page_xml(name, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+        (source / f"{Path(name).stem}.xml").write_text(xml)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", "page", "--out", out)
+    assert result.exit_code == 1
+    planar, tga = result.error_lines()
+    assert "scan.tga: not an image (or an unsupported format)" in tga
+    assert "planar.tif" in planar and "PlanarConfiguration 2" in planar
+    assert (out / "list.txt").read_text() == "fine.png\n"
 
 
 def test_clamped_and_self_intersecting_polygons_are_repaired(tmp_path: Path) -> None:

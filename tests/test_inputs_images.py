@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from inputs_corpus import planar_tiff
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
@@ -375,36 +375,6 @@ def test_real_scans_decode_to_the_size_their_ground_truth_states(shared_data, im
     size = int(page_element.get("imageHeight")), int(page_element.get("imageWidth"))
     image = check_page(load(shared_data / "pages" / image), *size)
     assert image.min() == 0 and image.max() == 255
-
-
-def planar_tiff(planes: np.ndarray) -> bytes:
-    """An uncompressed little-endian TIFF of (samples, H, W) 16-bit planes stored plane by plane
-    (PlanarConfiguration 2), one strip a plane: Pillow cannot write one."""
-    samples, height, width = planes.shape
-    data = planes.astype("<u2").tobytes()
-    plane = height * width * 2
-    arrays = 8 + len(data)  # bits per sample, strip offsets, strip byte counts
-    tables = struct.pack(
-        f"<{samples}H{samples}I{samples}I",
-        *[16] * samples,
-        *[8 + index * plane for index in range(samples)],
-        *[plane] * samples,
-    )
-    entries = [
-        (256, 3, 1, width),
-        (257, 3, 1, height),
-        (258, 3, samples, arrays),
-        (259, 3, 1, 1),
-        (262, 3, 1, 2),
-        (273, 4, samples, arrays + 2 * samples),
-        (277, 3, 1, samples),
-        (278, 3, 1, height),
-        (279, 4, samples, arrays + 6 * samples),
-        (284, 3, 1, 2),
-    ]
-    directory = struct.pack("<H", len(entries))
-    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
-    return b"II" + struct.pack("<HI", 42, arrays + len(tables)) + data + tables + directory
 
 
 def test_uncompressed_sixteen_bit_tiff_stored_plane_by_plane_is_refused_not_garbled(tmp_path):

@@ -269,21 +269,23 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     """(width, height) of an image file or encoded bytes after decoding it completely, upright (a TIFF's
     first page: a leading thumbnail is no page).
 
-    Decoding (not just the header) catches truncated files before they reach a training run. The size is
-    that of the image with its EXIF orientation applied, as docsam's image loader (training, `segment`,
-    `evaluate --weights`) reads it and as annotation tools show it: a 300x200 phone photo tagged "rotate
-    90°" is 200x300. The file itself is copied unchanged, tag included, so the loader turns it the same
-    way. Raises ValueError with a one-line reason.
+    Decoding (not just the header) catches truncated files before they reach a training run, and so does
+    refusing what docsam's image loader refuses: the formats it does not read (Pillow opens TGA, PCX, ...)
+    and 16-bit TIFFs it would misread. The size is that of the image with its EXIF orientation applied, as
+    that loader (training, `segment`, `evaluate --weights`) reads it and as annotation tools show it: a
+    300x200 phone photo tagged "rotate 90°" is 200x300. The file itself is copied unchanged, tag included,
+    so the loader turns it the same way. Raises ValueError with a one-line reason.
     """
     from PIL import Image, UnidentifiedImageError
 
     from docsam_cli.errors import InputError
-    from docsam_cli.inputs.images import to_first_page, upright
+    from docsam_cli.inputs.images import IMAGE_FORMATS, check_planar_layout, to_first_page, upright
 
     source = io.BytesIO(data) if data is not None else path
     try:
-        with Image.open(source) as image:
+        with Image.open(source, formats=IMAGE_FORMATS) as image:
             to_first_page(Path(path or "image"), image)
+            check_planar_layout(Path(path or "image"), image)
             image.load()
             return upright(image).size
     except InputError as error:

@@ -216,7 +216,7 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
             elif frame:
                 image.seek(frame)
             check_pixel_limit(path, *image.size, page)
-            _check_planar_layout(path, image, page)
+            check_planar_layout(path, image, page)
             image.load()
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error, page) from None
@@ -233,7 +233,7 @@ def upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _check_planar_layout(path: Path, image: Image.Image, page: int | None) -> None:
+def check_planar_layout(path: Path, image: Image.Image, page: int | None = None) -> None:
     """Refuse an uncompressed TIFF of more than 8 bits per sample stored plane by plane (16-bit RGB
     scans from some archive workflows): Pillow reads its planes as 8-bit samples and hands over a
     garbled image without an error. Compressed ones are decoded by libtiff, correctly."""
