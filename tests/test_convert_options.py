@@ -15,6 +15,7 @@ import pytest
 from convert_helpers import coco_source, page_xml, run_cli, write_image
 
 from docsam_cli.datasets import layout
+from docsam_cli.inputs.sources import portable_stem
 
 
 def _said(stderr: str) -> str:
@@ -166,6 +167,25 @@ def test_undecodable_file_name_bytes(tmp_path: Path) -> None:
     assert run_cli("convert-dataset", labels, "--from", "yolo", "-o", out).exit_code == 0
     assert (out / "list.txt").read_bytes().decode("utf-8") == "p%E9.png\n"
     assert (out / "image" / "p%E9.png").is_file() and (out / "coco" / "p%E9.json").is_file()
+
+
+def test_long_file_names_are_cut_as_segment_cuts_them(tmp_path: Path) -> None:
+    """Two scans of the same 254-byte name (the longest a file system holds, near enough): the second's
+    `<stem>-2.png` did not fit in a file name and the run ended in an internal error; stems over 200 bytes
+    are now cut and end in a hash, as `segment` names its outputs."""
+    name = "x" * 250 + ".png"
+    for folder in ("a", "b"):
+        write_image(tmp_path / "src" / folder / name, 40, 30)
+        xml = page_xml(name, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+        (tmp_path / "src" / folder / "p.xml").write_text(xml)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path / "src", "--from", "page", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    first, second = (out / "list.txt").read_text().splitlines()
+    assert first == portable_stem("x" * 250) + ".png" and second == portable_stem("x" * 250) + "-2.png"
+    assert (
+        len(first.encode()) < 255 - len("-2.json") and (out / "coco" / f"{Path(second).stem}.json").is_file()
+    )
 
 
 def test_the_dataset_is_utf_8_whatever_the_locale(tmp_path: Path) -> None:

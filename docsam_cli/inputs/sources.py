@@ -303,10 +303,12 @@ def _stem_candidates(path: Path) -> list[str]:
         if suffix:
             names.append("__".join([*prefix, f"{path.stem}_{suffix}"]))
     names.append(f"{path.stem}_{_digest(str(path))}")
-    return [_portable_stem(name) for name in names]
+    return [portable_stem(name) for name in names]
 
 
-def _portable_stem(name: str) -> str:
+def portable_stem(name: str) -> str:
+    """`name` fit to be the stem of an output file (see `assign_stems`): percent-encoded, and cut to
+    `MAX_STEM_BYTES` with a hash of the whole when longer."""
     name = file_name_text(name)
     encoded = name.encode()
     if len(encoded) <= MAX_STEM_BYTES:
