@@ -3,6 +3,7 @@ file names printed exactly."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -276,6 +277,25 @@ def test_an_output_folder_holding_the_images_or_class_list_is_refused(tmp_path: 
     assert result.error_lines() == [
         f"error: --out: {out} holds the --classes file {classes}: choose another output folder"
     ]
+
+
+def test_a_full_disk_is_an_error_of_the_output_not_a_bug(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (a quota, links refused for --symlink) while the images were copied ended the run as an
+    internal error ("a bug", exit 3) with a traceback hint; it is now one line naming --out, exit 2, and
+    nothing is left behind."""
+    from docsam_cli.datasets import pipeline
+
+    def full(source, target) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), source, None, target)
+
+    monkeypatch.setattr(pipeline.shutil, "copyfile", full)
+    out = coco_file.parent / "out"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
+    assert result.exit_code == 2
+    assert result.error_lines() == [f"error: --out: {out}: cannot write there (No space left on device)"]
+    assert sorted(path.name for path in coco_file.parent.iterdir()) == ["a.png", "annotations.json", "b.png"]
 
 
 class Terminated(Exception):

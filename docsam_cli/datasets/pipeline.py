@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -86,20 +86,28 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     options = replace(options, out=Path(os.path.abspath(options.out)))  # `.`, `..`: a name to rename by
     out = options.out
     check_output(options)
-    try:
+    with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    except OSError as error:  # a read-only place, a file in the way: nothing can be written there
-        reason = error.strerror or type(error).__name__
-        raise OutputExists(f"{out}: cannot write there ({reason})") from None
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
         report = _build(options, staging, progress)
-        _publish(staging, out)
+        with _writing(out):
+            _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A write into `out` that fails (read-only, a full disk or quota, links refused for --symlink) raises
+    OutputExists: the output cannot be written, which is no bug (the readers report what they cannot read)."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputExists(f"{out}: cannot write there ({error.strerror or type(error).__name__})") from None
 
 
 def _build(
@@ -130,13 +138,15 @@ def _build(
             report.add_error(error)
             continue
         name = names.allocate(item.image.name)
-        _place_image(item, data, pool / name, options.symlink)
+        with _writing(options.out):
+            _place_image(item, data, pool / name, options.symlink)
         pages.append(layout.LayoutPage(name, width, height, instances))
         if progress is not None:
             progress(name)
     if not pages:
         raise NothingConverted(_nothing_read(options, report, len(skipped)), report)
-    _write(options, staging, pool, pages, report)
+    with _writing(options.out):
+        _write(options, staging, pool, pages, report)
     return report
 
 
