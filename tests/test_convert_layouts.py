@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -128,6 +129,24 @@ def test_an_image_saved_since_under_any_extension_segment_reads_is_found(tmp_pat
     assert result.exit_code == 0, result.stderr
     counts, documents = layout_counts(tmp_path / "out")
     assert len(documents) == 1 and sum(counts.values()) == 1
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_a_name_in_another_unicode_normalization_is_found(tmp_path: Path, beside: bool) -> None:
+    """The PAGE file names `Brief_für.png` with a composed `ü`; the scan's name on disk has `u` and a
+    combining accent (as macOS writes names, kept by archives and copies): the same name to the user, and
+    it was 'not found' beside the XML and in the search under the source folder alike."""
+    root = tmp_path / "gt"
+    composed = unicodedata.normalize("NFC", "Brief_für.png")
+    folder = root if beside else root / "scans"
+    write_image(folder / unicodedata.normalize("NFD", composed), 40, 30)
+    (root / "p.xml").write_text(page_xml(composed, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")]))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert unicodedata.normalize("NFC", (out / "list.txt").read_text().strip()) == composed
+    note = "image file name differs in letter case or Unicode normalization" if beside else SEARCHED
+    assert json.loads((out / "convert_report.json").read_text())["fixed"] == {note: 1}
 
 
 def test_not_found_names_the_file_and_where_it_looked(tmp_path: Path) -> None:

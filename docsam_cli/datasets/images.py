@@ -12,7 +12,8 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
    climbing out of that parent;
 4. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
    COCO's `images/`), and in the annotation folder's parent (Transkribus), even above the source root;
-5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows),
+5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows)
+   or Unicode normalization (`ü` composed or as `u` and a combining accent: names made on macOS),
    else a unique image of the same stem (converted to another format after annotation);
 6. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
    source root, but for the overlays and label maps of `docsam segment`'s output folders (pictures drawn
@@ -38,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from docsam_cli.inputs.sources import IMAGE_SUFFIXES as READABLE_SUFFIXES
+from docsam_cli.inputs.sources import stem_key
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import RENDERING_FOLDERS, STATE_DIR
 
@@ -47,7 +49,7 @@ _COMMON_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".
 IMAGE_SUFFIXES = (*_COMMON_SUFFIXES, *sorted(READABLE_SUFFIXES - set(_COMMON_SUFFIXES)))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_NOTE_CASE = "image file name differs in letter case"
+_NOTE_CASE = "image file name differs in letter case or Unicode normalization"
 _NOTE_SUFFIX = "image found under another file extension"
 _NOTE_SEARCH = "image found by its name elsewhere under the source folder"
 
@@ -198,13 +200,13 @@ def _first_file(candidates: Iterable[Path]) -> Path | None:
 
 
 def _same_name(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
-    wanted = name.casefold()
-    return _unique(folder, lambda entry: entry.name.casefold() == wanted)
+    wanted = stem_key(name)
+    return _unique(folder, lambda entry: stem_key(entry.name) == wanted)
 
 
 def _same_stem(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
-    wanted = PurePosixPath(name).stem.casefold()
-    return _unique(folder, lambda entry: entry.stem.casefold() == wanted and entry.suffix.lower() in suffixes)
+    wanted = stem_key(PurePosixPath(name).stem)
+    return _unique(folder, lambda entry: stem_key(entry.stem) == wanted and entry.suffix.lower() in suffixes)
 
 
 def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
@@ -215,8 +217,9 @@ def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
 
 
 class _NameIndex:
-    """The files under a folder by case-folded name and by case-folded stem (hidden entries, the folder
-    `skip` and the overlays and label maps of `docsam segment`'s output folders left out)."""
+    """The files under a folder by name and by stem, ignoring case and Unicode normalization (`stem_key`;
+    hidden entries, the folder `skip` and the overlays and label maps of `docsam segment`'s output folders
+    left out)."""
 
     def __init__(self, folder: Path, skip: Path | None = None) -> None:
         self.folder = folder
@@ -234,15 +237,15 @@ class _NameIndex:
             for file in sorted(files):
                 if not file.startswith("."):
                     path = Path(directory) / file
-                    self.by_name[file.casefold()].append(path)
-                    self.by_stem[path.stem.casefold()].append(path)
+                    self.by_name[stem_key(file)].append(path)
+                    self.by_stem[stem_key(path.stem)].append(path)
 
     def matches(self, name: str, suffixes: Sequence[str]) -> list[Path]:
         """The files called `name`, else those of its stem with one of `suffixes`."""
-        found = self.by_name.get(name.casefold(), [])
+        found = self.by_name.get(stem_key(name), [])
         if found:
             return found
-        stem = PurePosixPath(name).stem.casefold()
+        stem = stem_key(PurePosixPath(name).stem)
         return [path for path in self.by_stem.get(stem, []) if path.suffix.lower() in suffixes]
 
 
