@@ -149,6 +149,22 @@ def test_a_name_in_another_unicode_normalization_is_found(tmp_path: Path, beside
     assert json.loads((out / "convert_report.json").read_text())["fixed"] == {note: 1}
 
 
+def test_names_told_apart_only_by_unicode_normalization_get_their_own_output_names(tmp_path: Path) -> None:
+    """Two scans named `für.png`, one composed and one decomposed, in two folders: they were written as two
+    files whose names macOS (and SMB shares) take for one, so a copy of the dataset there lost a page."""
+    root = tmp_path / "gt"
+    for folder, form in (("a", "NFC"), ("b", "NFD")):
+        name = unicodedata.normalize(form, "für.png")
+        write_image(root / folder / name, 40, 30)
+        xml = page_xml(name, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+        (root / folder / "p.xml").write_text(xml, encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    names = [unicodedata.normalize("NFC", name) for name in (out / "list.txt").read_text().split()]
+    assert names == ["für.png", "für-2.png"]
+
+
 def test_not_found_names_the_file_and_where_it_looked(tmp_path: Path) -> None:
     source = tmp_path / "xml"
     (source / "c1").mkdir(parents=True)

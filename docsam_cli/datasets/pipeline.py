@@ -24,7 +24,7 @@ from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
-from docsam_cli.inputs.sources import portable_stem
+from docsam_cli.inputs.sources import portable_stem, stem_key
 from docsam_cli.names import display_path, output_text
 
 REPORT_FILE = "convert_report.json"
@@ -217,7 +217,8 @@ def _place_image(page: SourcePage, data: bytes | None, target: Path, symlink: bo
 
 class _NameAllocator:
     """Unique output file names, valid UTF-8 (undecodable bytes of a source name percent-encoded, as the
-    json names them); stems are compared case-insensitively (per-image json is `<stem>.json`) and cut as
+    json names them); stems are compared ignoring case and Unicode normalization (`stem_key`: the dataset
+    may be copied where names are told apart by neither; per-image json is `<stem>.json`) and cut as
     `segment` cuts them (`portable_stem`), so that `<stem>-2.json` still fits in a file name."""
 
     def __init__(self) -> None:
@@ -228,10 +229,10 @@ class _NameAllocator:
         name = name.lstrip(".") or "image"
         stem, suffix = portable_stem(Path(name).stem), Path(name).suffix
         candidate, counter = stem + suffix, 1
-        while Path(candidate).stem.casefold() in self._stems:
+        while stem_key(Path(candidate).stem) in self._stems:
             counter += 1
             candidate = f"{stem}-{counter}{suffix}"
-        self._stems.add(Path(candidate).stem.casefold())
+        self._stems.add(stem_key(Path(candidate).stem))
         return candidate
 
 
