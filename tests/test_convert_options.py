@@ -16,6 +16,7 @@ import pytest
 from convert_helpers import coco_source, page_xml, run_cli, write_image
 
 from docsam_cli.datasets import layout
+from docsam_cli.datasets.ground_truth import load_ground_truth
 from docsam_cli.inputs.sources import portable_stem
 
 
@@ -168,6 +169,22 @@ def test_undecodable_file_name_bytes(tmp_path: Path) -> None:
     assert run_cli("convert-dataset", labels, "--from", "yolo", "-o", out).exit_code == 0
     assert (out / "list.txt").read_bytes().decode("utf-8") == "p%E9.png\n"
     assert (out / "image" / "p%E9.png").is_file() and (out / "coco" / "p%E9.json").is_file()
+
+
+def test_names_with_leading_or_trailing_whitespace_read_back(tmp_path: Path) -> None:
+    """A scan named ` a.png` (a leading space, which Windows allows) was listed as such in list.txt, which the
+    trainer and `evaluate` read with each line stripped: they looked for `a.png` and failed. The output
+    name drops the whitespace, as it drops leading dots."""
+    labels = tmp_path / "yolo"
+    write_image(labels / " a.png", 40, 30)
+    (labels / " a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (labels / "classes.txt").write_text("table\n")
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", labels, "--from", "yolo", "-o", out).exit_code == 0
+    assert (out / "list.txt").read_text() == "a.png\n"
+    truth = load_ground_truth(out, "unified", frozenset({"regions"}))
+    assert truth.errors == [] and [image.name for image in truth.images] == ["a"]
+    assert truth.images[0].image == out / "image" / "a.png"
 
 
 def test_long_file_names_are_cut_as_segment_cuts_them(tmp_path: Path) -> None:

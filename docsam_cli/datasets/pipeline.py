@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -219,14 +220,16 @@ class _NameAllocator:
     """Unique output file names, valid UTF-8 (undecodable bytes of a source name percent-encoded, as the
     json names them); stems are compared ignoring case and Unicode normalization (`stem_key`: the dataset
     may be copied where names are told apart by neither; per-image json is `<stem>.json`) and cut as
-    `segment` cuts them (`portable_stem`), so that `<stem>-2.json` still fits in a file name."""
+    `segment` cuts them (`portable_stem`), so that `<stem>-2.json` still fits in a file name. Leading dots
+    (a hidden file) and whitespace at either end are dropped: the trainer, `evaluate` and the reference
+    read `list.txt` with each line stripped, and would look for ` scan.png` as `scan.png`."""
 
     def __init__(self) -> None:
         self._stems: set[str] = set()
 
     def allocate(self, preferred: str) -> str:
         name = "".join("_" if char in '/\\\n\r\t"' else char for char in output_text(preferred))
-        name = name.lstrip(".") or "image"
+        name = re.sub(r"^[.\s]+", "", name).rstrip() or "image"
         stem, suffix = portable_stem(Path(name).stem), Path(name).suffix
         candidate, counter = stem + suffix, 1
         while stem_key(Path(candidate).stem) in self._stems:
