@@ -82,8 +82,25 @@ def test_cache_lives_in_docsam_home_or_under_the_home_cache(
 ) -> None:
     assert docsam_home() == sandbox.home
     monkeypatch.delenv("DOCSAM_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert docsam_home() == tmp_path / "user" / ".cache" / "docsam"
+
+
+@pytest.mark.parametrize("ignored", ["scratch/cache", ""], ids=["relative", "empty"])
+def test_the_cache_follows_xdg_cache_home_when_it_is_absolute(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ignored: str
+) -> None:
+    """A cluster's users point XDG_CACHE_HOME at scratch space when the home quota cannot take 1.3 GB (the
+    Hugging Face cache follows it too); the XDG spec ignores a relative or empty value."""
+    monkeypatch.delenv("DOCSAM_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "scratch"))
+    assert docsam_home() == tmp_path / "scratch" / "docsam"
+    monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+    assert docsam_home() == tmp_path / "user" / ".cache" / "docsam"
+    monkeypatch.setenv("DOCSAM_HOME", str(sandbox.home))
+    assert docsam_home() == sandbox.home
 
 
 def damaged(archive: bytes) -> bytes:

@@ -30,7 +30,8 @@ def download_weights(
         ),
     ] = None,
 ) -> None:
-    """Download checkpoints into the cache ($DOCSAM_HOME, default ~/.cache/docsam) as checked safetensors.
+    """Download checkpoints into the cache ($DOCSAM_HOME, default $XDG_CACHE_HOME/docsam or ~/.cache/docsam)
+    as checked safetensors.
 
     Interrupted downloads resume on the next run; DOCSAM_OFFLINE=1 or HF_HUB_OFFLINE=1 forbids the network.
     """

@@ -1,6 +1,6 @@
 """The weights cache on disk: where it is, what each stored entry records, and checking a stored file.
 
-Layout under `$DOCSAM_HOME` (default `~/.cache/docsam`):
+Layout under `$DOCSAM_HOME` (default `$XDG_CACHE_HOME/docsam`, `~/.cache/docsam` without it):
 
     weights/<name>/record.json         what was stored: file, size, sha256, source (written last, atomically)
     weights/<name>/<name>.safetensors  the converted weights (hub safetensors stay in the Hugging Face cache)
@@ -28,9 +28,17 @@ _HASH_BLOCK = 1 << 20
 
 
 def docsam_home() -> Path:
-    """The cache root: `$DOCSAM_HOME` if set, else `~/.cache/docsam` (read on every call, never memoised)."""
+    """The cache root: `$DOCSAM_HOME` if set, else `docsam` in the user's cache folder (read on every call,
+    never memoised)."""
     configured = os.environ.get("DOCSAM_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "docsam"
+    return Path(configured).expanduser() if configured else _user_cache() / "docsam"
+
+
+def _user_cache() -> Path:
+    """`$XDG_CACHE_HOME`, else `~/.cache`, as the XDG base-directory spec has it (which ignores a relative
+    value) and as the Hugging Face cache and torch hub follow it."""
+    configured = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(configured) if os.path.isabs(configured) else Path.home() / ".cache"
 
 
 def offline_setting() -> str | None:
