@@ -132,6 +132,30 @@ def test_interrupted_drive_download_resumes_on_the_next_run(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def test_a_partial_download_the_server_will_not_resume_is_fetched_again_from_the_start(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server (or a proxy on the way) that answers every byte-range request with the whole file: each rerun
+    failed on the kept partial file, naming a rerun as the remedy, for ever."""
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)
+    state = checkpoint(width=128, filler=400_000)
+    remote.drive[BASE_ID] = FakeFile(
+        pth_bytes(state),
+        name="docsam_base_all_dataset.pth",
+        interrupt_at=700_000,
+        interruptions=1,
+        ranges=False,
+    )
+    assert download("docsam-base")[0] == 1  # interrupted; the partial file waits
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in state.items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+
+
 def test_a_download_resumed_after_the_file_changed_on_drive_is_refused_then_fetched_afresh(
     remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

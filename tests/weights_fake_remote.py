@@ -108,6 +108,7 @@ class FakeFile:
     truncate_to: int | None = None  # serve only the first bytes, consistently (a short upload)
     quota_exceeded: bool = False  # Drive answers with its quota page
     status: int | None = None  # answer with this HTTP error status
+    ranges: bool = True  # False: answer a byte-range request with the whole file (a proxy dropping Range)
 
     @property
     def etag(self) -> str:
@@ -278,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = file.data if file.truncate_to is None else file.data[: file.truncate_to]
         start, status = 0, 200
         ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if ranged and self.headers.get("If-Range", file.etag) == file.etag:
+        if ranged and file.ranges and self.headers.get("If-Range", file.etag) == file.etag:
             start, status = int(ranged[1]), 206
             headers = {**headers, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
         body = data[start:]

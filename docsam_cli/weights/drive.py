@@ -8,6 +8,7 @@ loopback fake of Drive).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gdown
@@ -29,7 +30,8 @@ TIMEOUT = (30.0, 120.0)
 def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     """Download `source` into the entry's staging folder and return the complete file.
 
-    The size is checked against the length Drive announced; a partial file stays behind for the next run.
+    The size is checked against the length Drive announced; a partial file stays behind for the next run,
+    except one the server will not resume, which is replaced by a download from the start at once.
     """
     folder = staging_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,16 +44,14 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
         bar.report(received, total)
 
     try:
-        gdown.download(
-            id=source.file_id,
-            output=str(output),
-            quiet=True,
-            resume=True,
-            use_cookies=False,
-            progress=report,
-            timeout=TIMEOUT,
-            retries=RETRIES,
-        )
+        try:
+            _gdown(source, output, report)
+        except DownloadError as error:
+            if _RANGE_REFUSED not in str(error):
+                raise
+            for part in _partial_files(folder, source):  # never resumable: kept, it failed every rerun
+                part.unlink()
+            _gdown(source, output, report)
     except FileURLRetrievalError as error:
         raise FetchError(
             f"{name}: Google Drive did not hand out {source.filename} ({_drive_reason(error)}); download it "
@@ -69,6 +69,29 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
         )
     return output
 
+
+def _gdown(source: DriveSource, output: Path, report: Callable[[int, int | None], None]) -> None:
+    """gdown's download of `source` to `output`, resuming from a partial file beside it."""
+    gdown.download(
+        id=source.file_id,
+        output=str(output),
+        quiet=True,
+        resume=True,
+        use_cookies=False,
+        progress=report,
+        timeout=TIMEOUT,
+        retries=RETRIES,
+    )
+
+
+def _partial_files(folder: Path, source: DriveSource) -> list[Path]:
+    """gdown's partial files of `source` (its file name, random letters, `.part`)."""
+    return list(folder.glob(f"{source.filename}*.part"))
+
+
+_RANGE_REFUSED = "did not honor the requested byte range"
+"""gdown's words when a resume was answered with anything but the rest of the file: the whole file (a server
+or proxy that drops `Range`) or an error page; the partial file cannot be resumed then, only replaced."""
 
 _NO_LINK = "Cannot retrieve the public link"
 """How gdown's message starts when Drive answered with a page it cannot read: a sign-in or error page."""
@@ -91,7 +114,7 @@ def _drive_reason(error: FileURLRetrievalError) -> str:
 
 
 def _transfer_failure(name: str, source: DriveSource, folder: Path, error: Exception) -> str:
-    received = sum(part.stat().st_size for part in folder.glob(f"{source.filename}*.part"))
+    received = sum(part.stat().st_size for part in _partial_files(folder, source))
     if received:
         return (
             f"{name}: the download of {source.filename} stopped after {received} bytes ({describe(error)}); "
