@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import stat
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             return load_file(str(path), device="cpu")
+        _silence_torchscript_warning()
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for corrupt files
         raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})") from error
@@ -55,6 +57,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if state is None:
         raise CheckpointError(f"{path}: not a state dict of tensors ({_describe_content(loaded)})")
     return state
+
+
+def _silence_torchscript_warning() -> None:
+    """Keep torch's warning that it is "dispatching to 'torch.jit.load'" a TorchScript file (which it then
+    refuses to load weights-only) off the console: two raw lines before the one error line.
+
+    Installed on every load, as `docsam_cli.inputs.images` installs Pillow's: `warnings.catch_warnings` is
+    not thread-safe, and whoever restores the warning filters (a test runner does) would drop a filter
+    installed once. Re-adding an existing filter replaces it.
+    """
+    warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like a TorchScript")
 
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -114,9 +127,12 @@ def is_safetensors(path: Path) -> bool:
 
 
 def _load_failure(error: Exception) -> str:
-    """The reason to show for a file torch cannot load safely. Its weights-only message advises a load that
-    would run arbitrary code, which docsam never does; the useful part is what the file holds."""
+    """The reason to show for a file torch cannot load safely. Its weights-only messages (and the one for a
+    TorchScript archive, whose loading runs the model's code) advise a load that would run arbitrary code,
+    which docsam never does; the useful part is what the file holds."""
     text = str(error)
+    if "TorchScript archives" in text:
+        return "a TorchScript model, which holds code; save its state_dict() instead"
     if text.startswith("Weights only load failed"):
         needed = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if needed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -225,12 +226,17 @@ def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file
     text.write_text("not a checkpoint")
     pickled = tmp_path / "objects.pth"
     torch.save({"w": np.zeros(3)}, pickled)
+    scripted = tmp_path / "scripted.pth"  # torch.load would run its code (torch.jit.load)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
     for path, reason in (
         (text, "not a PyTorch or safetensors checkpoint"),
         (pickled, "it holds Python objects (numpy."),
+        (scripted, "a TorchScript model, which holds code; save its state_dict() instead"),
     ):
-        with pytest.raises(CheckpointError) as caught:
+        with pytest.raises(CheckpointError) as caught, warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
             read_state_dict(path)
+        assert not warned, "torch's own words reached stderr before the error line"
         message = str(caught.value)
         assert message.startswith(f"{path}: not a readable checkpoint ({reason}")
         assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
