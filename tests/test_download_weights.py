@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,6 +197,27 @@ def test_a_drive_error_page_names_its_possible_causes_not_only_permissions(
     [line] = error_lines(stderr)
     assert "Drive answered with a page instead of the file: a temporary Drive error" in line
     assert "gdown" not in line and "--from FILE docsam-base" in line
+    assert cache_files(sandbox) == []
+
+
+def test_drive_answering_its_confirmation_form_with_the_form_again_ends_in_an_error(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gdown follows Drive's confirmation pages until the file comes: a form leading back to itself (Drive
+    changing its scheme) kept the command requesting it, many times a second, for ever."""
+    monkeypatch.setattr(docsam_cli.weights.drive, "FIRST_BYTE_WITHIN", 2.0)
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth", confirm_loops=True)
+    finished: list[tuple[int, str, str]] = []
+    worker = threading.Thread(target=lambda: finished.append(download("docsam-base")), daemon=True)
+
+    worker.start()
+    worker.join(timeout=60)
+
+    assert finished, "still following Drive's confirmation pages after a minute"
+    code, _, stderr = finished[0]
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert "sent no byte of docsam_base_all_dataset.pth within" in line and "--from FILE docsam-base" in line
     assert cache_files(sandbox) == []
 
 

@@ -109,6 +109,7 @@ class FakeFile:
     quota_exceeded: bool = False  # Drive answers with its quota page
     status: int | None = None  # answer with this HTTP error status
     ranges: bool = True  # False: answer a byte-range request with the whole file (a proxy dropping Range)
+    confirm_loops: bool = False  # Drive answers its confirmation form with the form again
 
     @property
     def etag(self) -> str:
@@ -243,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._html(file.status, "<html><body>Error</body></html>")
         elif file.quota_exceeded:
             self._html(200, QUOTA_PAGE)
-        elif query.get("confirm") != "t" or query.get("uuid") != self.remote.confirm_uuid:
+        elif file.confirm_loops or not self._confirmed(query):
             page = CONFIRM_PAGE.format(
                 id=query["id"], name=file.name, size=len(file.data), uuid=self.remote.confirm_uuid
             )
@@ -252,6 +253,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(
                 file, head=False, headers={"Content-Disposition": f'attachment; filename="{file.name}"'}
             )
+
+    def _confirmed(self, query: dict[str, str]) -> bool:
+        """Whether a download request carries the confirmation form's fields."""
+        return query.get("confirm") == "t" and query.get("uuid") == self.remote.confirm_uuid
 
     def _hub(self, path: str, head: bool) -> None:
         match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)", path)

@@ -8,12 +8,13 @@ loopback fake of Drive).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import gdown
 import requests
-from gdown.exceptions import DownloadError, FileURLRetrievalError
+from gdown.exceptions import DownloadCancelled, DownloadError, FileURLRetrievalError
 
 from docsam_cli.weights.cache import staging_dir
 from docsam_cli.weights.errors import FetchError, describe
@@ -26,6 +27,10 @@ RETRIES = 3
 TIMEOUT = (30.0, 120.0)
 """Seconds to connect, and to wait between bytes, before a stalled transfer counts as failed."""
 
+FIRST_BYTE_WITHIN = 900.0
+"""Seconds from the start to the file's first byte. gdown follows Drive's confirmation pages until the file
+comes (three requests, each bounded by `TIMEOUT`): one that leads back to itself would loop for ever."""
+
 
 def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     """Download `source` into the entry's staging folder and return the complete file.
@@ -37,21 +42,32 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / source.filename
     announced: dict[str, int] = {}
+    cancel = threading.Event()
+    deadline = threading.Timer(FIRST_BYTE_WITHIN, cancel.set)
+    deadline.daemon = True
 
     def report(received: int, total: int | None) -> None:
+        deadline.cancel()
         if total is not None:
             announced["total"] = total
         bar.report(received, total)
 
+    deadline.start()
     try:
         try:
-            _gdown(source, output, report)
+            _gdown(source, output, report, cancel)
         except DownloadError as error:
             if _RANGE_REFUSED not in str(error):
                 raise
             for part in _partial_files(folder, source):  # never resumable: kept, it failed every rerun
                 part.unlink()
-            _gdown(source, output, report)
+            _gdown(source, output, report, cancel)
+    except DownloadCancelled as error:
+        raise FetchError(
+            f"{name}: Google Drive sent no byte of {source.filename} within {FIRST_BYTE_WITHIN:.0f} s (it "
+            f"kept answering with pages instead); try again later, or download it in a browser from "
+            f"{source.url}, then run `docsam download-weights --from FILE {name}`"
+        ) from error
     except FileURLRetrievalError as error:
         raise FetchError(
             f"{name}: Google Drive did not hand out {source.filename} ({_drive_reason(error)}); download it "
@@ -59,6 +75,8 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
         ) from error
     except (DownloadError, requests.RequestException) as error:
         raise FetchError(_transfer_failure(name, source, folder, error)) from error
+    finally:
+        deadline.cancel()
 
     size = output.stat().st_size
     if "total" in announced and size != announced["total"]:
@@ -70,8 +88,10 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     return output
 
 
-def _gdown(source: DriveSource, output: Path, report: Callable[[int, int | None], None]) -> None:
-    """gdown's download of `source` to `output`, resuming from a partial file beside it."""
+def _gdown(
+    source: DriveSource, output: Path, report: Callable[[int, int | None], None], cancel: threading.Event
+) -> None:
+    """gdown's download of `source` to `output`, resuming from a partial file beside it; `cancel` stops it."""
     gdown.download(
         id=source.file_id,
         output=str(output),
@@ -81,6 +101,7 @@ def _gdown(source: DriveSource, output: Path, report: Callable[[int, int | None]
         progress=report,
         timeout=TIMEOUT,
         retries=RETRIES,
+        cancel=cancel,
     )
 
 
