@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 from weights_fake_remote import Sandbox, checkpoint, make_sandbox, pth_bytes, safetensors_bytes
 
+import docsam_cli.weights.install
 from docsam_cli.app import app
 from docsam_cli.presets import PRESETS, checkpoint_preset
 from docsam_cli.runtime import GeometryOptions
@@ -301,6 +302,35 @@ def test_an_unusable_cache_folder_is_one_line_naming_it(
     assert len(stderr.strip().splitlines()) == 1
     with pytest.raises(CorruptCacheError, match=rf"make {home} a readable folder or set DOCSAM_HOME"):
         resolve_weights("docsam-base")
+
+
+def test_weights_already_in_a_read_only_cache_are_reported_as_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache a site prepared for its users, read-only to them: `download-weights NAME && docsam segment ...`
+    (the README's first command) failed with "cannot store the weights" for weights that were there. Taking
+    the lock needs write access, which root has anyway: refused here as it is to a user."""
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+    assert run("--from", str(copied), "docsam-base")[0] == 0
+
+    class ReadOnlyLock:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def __enter__(self) -> None:
+            raise PermissionError(13, "Permission denied", self.path)
+
+        def __exit__(self, *exc_info: object) -> None:
+            pass
+
+    monkeypatch.setattr(docsam_cli.weights.install, "FileLock", ReadOnlyLock)
+
+    code, stderr = run("docsam-base")
+
+    assert code == 0, stderr
+    assert "docsam-base: already cached" in stderr
+    code, stderr = run("docsam-large")  # one that is not there still needs the lock, and says why it failed
+    assert code == 1 and stderr.startswith("error: docsam-large: cannot store the weights in")
 
 
 @pytest.mark.parametrize(

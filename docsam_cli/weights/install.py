@@ -50,7 +50,15 @@ _READ_BLOCK = 1 << 24
 
 
 def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
-    """A verified cache record for `entry`, downloading it when it is absent or its cached copy is bad."""
+    """A verified cache record for `entry`, downloading it when it is absent or its cached copy is bad.
+
+    A good copy is reported without taking the lock, which a read-only cache (one a site prepared for its
+    users) cannot give; the lock is taken to store one, and the cache looked at again under it.
+    """
+    record = _intact_record(entry.name)
+    if record is not None:
+        say(f"{entry.name}: already cached ({record.path})")
+        return record
     with _storage_errors(entry), _locked(entry.name):
         refetch = False
         try:
@@ -66,6 +74,17 @@ def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
         if offline_setting():
             return _adopt_offline(entry, say)
         return _download(entry, say, refetch=refetch)
+
+
+def _intact_record(name: str) -> CacheRecord | None:
+    """The record of `name` when its file checks out; None when it is absent, gone, corrupted, unreadable."""
+    try:
+        record = read_record(name)
+        if record is not None:
+            verify_record(record)
+    except (CorruptCacheError, NotCachedError, OSError):
+        return None
+    return record
 
 
 def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
