@@ -304,6 +304,21 @@ def test_an_unusable_cache_folder_is_one_line_naming_it(
         resolve_weights("docsam-base")
 
 
+def test_storing_weights_removes_what_a_killed_store_left_behind(tmp_path: Path) -> None:
+    """Converting a 1.3 GB `.pth` holds it twice in memory: a run killed then (the OOM killer, kill -9) left
+    its hidden temporary safetensors file, as large as the weights, in the cache for good."""
+    folder = docsam_home() / "weights" / "docsam-base"
+    folder.mkdir(parents=True)
+    leftovers = [folder / ".docsam-base.safetensors.0123abcd.tmp", folder / ".record.json.89abcdef.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half-written")
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+
+    assert run("--from", str(copied), "docsam-base")[0] == 0
+
+    assert sorted(path.name for path in folder.iterdir()) == ["docsam-base.safetensors", "record.json"]
+
+
 def test_weights_already_in_a_read_only_cache_are_reported_as_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from docsam_cli.atomic import is_temporary
 from docsam_cli.weights.cache import (
     FILE_SOURCE,
     CacheRecord,
@@ -178,6 +179,7 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
     A safetensors file in the Hugging Face cache is recorded where it is (no second copy); anything else is
     converted to safetensors inside the docsam cache.
     """
+    _remove_leftovers(entry.name)
     source_sha256 = sha256_file(raw)
     _check_published_digest(entry, raw, source_sha256, hf_cached=hf_cached)
     if hf_cached and raw.suffix == ".safetensors":
@@ -197,6 +199,13 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
     )
     write_record(record)
     return record
+
+
+def _remove_leftovers(name: str) -> None:
+    """Remove the temporaries a killed store of `name` left in its folder (under the lock, so no live one):
+    the converted file's is as large as the weights, and hidden."""
+    for path in filter(is_temporary, entry_dir(name).glob(".*.tmp")):
+        path.unlink(missing_ok=True)
 
 
 def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_cached: bool) -> None:
