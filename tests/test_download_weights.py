@@ -26,6 +26,7 @@ from weights_fake_remote import (
 
 import docsam_cli.weights.cache
 import docsam_cli.weights.drive
+import docsam_cli.weights.hub
 import docsam_cli.weights.install
 from docsam_cli.app import app
 from docsam_cli.weights import resolve_weights
@@ -398,6 +399,26 @@ def test_disk_full_leaves_no_file_behind(
     assert code == 1
     [line] = error_lines(stderr)
     assert "no space left" in line and "DOCSAM_HOME" in line
+    assert cache_files(sandbox) == []
+
+
+def test_a_full_disk_under_the_hf_cache_names_that_cache_and_its_variable(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hub files go to the Hugging Face cache: the message named the docsam cache, which had room, and
+    advised DOCSAM_HOME, which does not move them."""
+
+    def no_space(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as huggingface_hub's write raises it
+
+    monkeypatch.setattr(docsam_cli.weights.hub, "hf_hub_download", no_space)
+
+    code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert f"no space left on the device holding the Hugging Face cache ({sandbox.hf_cache})" in line
+    assert "HF_HUB_CACHE" in line and "DOCSAM_HOME" not in line
     assert cache_files(sandbox) == []
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+import huggingface_hub.constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
@@ -48,7 +49,11 @@ def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: boo
         # failed) and, once its own retries are spent, the transport errors of the HTTP client it is built on.
         except Exception as error:
             if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                raise  # a local disk problem, not a download one: the caller reports it
+                raise FetchError(
+                    f"{name}: no space left on the device holding the Hugging Face cache "
+                    f"({huggingface_hub.constants.HF_HUB_CACHE}); free some space or set HF_HUB_CACHE (or "
+                    f"HF_HOME) to a larger disk, then run `docsam download-weights {name}`"
+                ) from error
             raise FetchError(
                 f"{name}: downloading {source.repo_id}/{filename} failed ({describe(error)})"
             ) from error
