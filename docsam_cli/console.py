@@ -184,6 +184,9 @@ class ConsoleReporter:
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
+            # Rich would print what goes to stdout above the bar, on stderr: JSON lines piped or redirected
+            # (`| jq`, `> results.jsonl`) must reach stdout; printed on the terminal, they keep the bar whole.
+            redirect_stdout=sys.stdout is not None and sys.stdout.isatty(),  # None: closed (`>&-`)
         )
         self._task = self._progress.add_task(label, total=None)
         self._progress.start()

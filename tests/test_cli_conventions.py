@@ -155,6 +155,16 @@ def test_quiet_silences_the_summary_but_never_errors_nor_data(tmp_path, requests
         assert stderr.splitlines() == error_lines(stderr) and str(missing) in stderr
 
 
+def test_json_lines_reach_stdout_while_the_progress_bar_is_drawn(tmp_path, requests, monkeypatch):
+    """With stderr on a terminal, the progress bar's display took over stdout, so `docsam segment scans/
+    | jq ...` or `> results.jsonl` typed in a terminal got no line: they were printed on the terminal."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich's is_terminal: stderr shows the bar
+    page = write_page(tmp_path / "page.png")
+    code, records, stderr = segment(tmp_path / "out", str(page), str(tmp_path / "missing.png"))
+    assert code == ExitCode.FAILED and [record["page_id"] for record in records] == ["page", None]
+    assert '"page_id":' not in stderr and "missing.png: no such file" in stderr
+
+
 def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     code, _, stderr = segment(tmp_path / "quiet-by-default", str(page))
