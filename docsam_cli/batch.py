@@ -30,10 +30,11 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -372,6 +373,11 @@ class SegmentRun:
         self._unreported = 0  # items handed to `prefetch` and not reported yet: skipped pages wait for them
         self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
         self._writing: deque[_Writing] = deque()  # pages handed to them, in work order
+        # Pages are reported by the main thread and, as a page's writing ends, by its writing thread (while
+        # the main one waits for the model): one at a time. What failed a writing thread's report (stdout
+        # closed) is raised in the main thread.
+        self._reporting = threading.RLock()
+        self._report_error: BaseException | None = None
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
@@ -448,14 +454,15 @@ class SegmentRun:
         end, holding their records until then."""
         for index, item in claimed:
             page_id = item.page_id if isinstance(item, PageTask) else None
-            if isinstance(item, PageTask) and not self.request.overwrite:
-                item = self._unless_done(index, item)
-                if item is None:
-                    if not self._unreported:
-                        self._report_skipped()
-                    continue
-            self._decoding.append((index, page_id))
-            self._unreported += 1
+            with self._reporting:
+                if isinstance(item, PageTask) and not self.request.overwrite:
+                    item = self._unless_done(index, item)
+                    if item is None:
+                        if not self._unreported:
+                            self._report_skipped()
+                        continue
+                self._decoding.append((index, page_id))
+                self._unreported += 1
             yield item
 
     def _unless_done(self, index: int, task: PageTask) -> WorkItem | None:
@@ -562,9 +569,11 @@ class SegmentRun:
         seconds = (time.perf_counter() - started) / len(pages)
         self._collect_writes(keep=self.request.writers - 1)
         assert self._write_pool is not None, "pages are processed inside `run`"
-        for (index, page), instances in zip(pages, results, strict=True):
-            written = self._write_pool.submit(self._write, page, instances, seconds)
-            self._writing.append(_Writing(index, page, len(instances), seconds, written))
+        with self._reporting:  # a page written at once is reported once it is listed
+            for (index, page), instances in zip(pages, results, strict=True):
+                written = self._write_pool.submit(self._write, page, instances, seconds)
+                self._writing.append(_Writing(index, page, len(instances), seconds, written))
+                written.add_done_callback(self._on_write_ended)
         if self.request.max_failures is not None:
             self._collect_writes()
 
@@ -589,10 +598,33 @@ class SegmentRun:
         atomic_write_text(record_path, stored)  # last: marks the page done
         return dumps_record(record), record["timing"]["write_s"]
 
+    def _on_write_ended(self, _: Future[tuple[str, float]]) -> None:
+        """As a page's writing ends, in its writing thread: report the pages whose writing has ended that
+        are next in work order, so that a page's JSON line and progress come as it is done, not once the
+        model has segmented the next page."""
+        with self._reporting:
+            if self._report_error is None:
+                try:
+                    self._report_ended_writes_in_order()
+                except BaseException as error:  # the main thread raises it (`_collect_writes`)
+                    self._report_error = error
+
     def _collect_writes(self, keep: int = 0) -> None:
         """Report the pages handed to the writing threads, in work order: wait for the oldest until at most
-        `keep` are left, then report those whose writing has ended."""
-        while self._writing and (len(self._writing) > keep or self._writing[0].result.done()):
+        `keep` are left, then report those whose writing has ended. The waiting is done without holding
+        the reports: a writing thread reports the page it ends before it takes the next one."""
+        while True:
+            with self._reporting:
+                if self._report_error is not None:
+                    raise self._report_error
+                self._report_ended_writes_in_order()
+                if len(self._writing) <= keep:
+                    return
+                oldest = self._writing[0].result
+            wait([oldest])
+
+    def _report_ended_writes_in_order(self) -> None:
+        while self._writing and self._writing[0].result.done():
             writing = self._writing.popleft()
             index, page = writing.index, writing.page
             try:
@@ -626,8 +658,9 @@ class SegmentRun:
 
     def _fail(self, index: int, error: InputError, page_id: str | None) -> None:
         """Report a page that failed, after the pages before it still being written."""
-        self._collect_writes()
-        self._report_failure(index, error, page_id)
+        self._collect_writes()  # and no page is handed to the writing threads but by this thread
+        with self._reporting:
+            self._report_failure(index, error, page_id)
 
     def _report_failure(self, index: int, error: InputError, page_id: str | None) -> None:
         self._report_skipped(before=index)

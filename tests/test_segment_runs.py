@@ -16,6 +16,7 @@ from cli_helpers import CLASSES, error_lines, invoke, run_docsam, segment, stand
 from PIL import Image, TiffImagePlugin
 
 import docsam_cli.batch as batch
+from docsam_cli.console import ConsoleReporter
 from docsam_cli.errors import ExitCode
 from docsam_cli.folder_lock import folder_lock
 from docsam_cli.writers.page_outputs import PageWriter
@@ -496,6 +497,34 @@ def test_pages_are_written_by_several_threads_and_reported_in_order(
     assert went_ahead == [ahead]
     assert [record["input"] for record in records] == list(map(str, pages))
     assert "4 pages segmented" in stderr
+
+
+def test_a_pages_line_comes_as_its_writing_ends_not_after_the_next_page(tmp_path, model, monkeypatch):
+    """A consumer reading the JSON lines (`docsam segment - | next-step`) got each page only once the model
+    had segmented the page after it (a page's time: a minute on a CPU); the line now comes as the page's
+    writing ends, while the model works on the next."""
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(3)]
+    lines: list[str] = []
+    data = ConsoleReporter.data
+    monkeypatch.setattr(ConsoleReporter, "data", lambda self, line: (lines.append(line), data(self, line)))
+    stand_in = batch.model_segmenter
+    seen: list[bool] = []
+
+    def waiting_for_the_lines(loaded, request, geometry):
+        segment_pages = stand_in(loaded, request, geometry)
+
+        def segment(images):
+            pages_before = len(model.batches)
+            seen.append(wait_until(lambda: len(lines) >= pages_before, seconds=5))
+            return segment_pages(images)
+
+        return segment
+
+    monkeypatch.setattr(batch, "model_segmenter", waiting_for_the_lines)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages))
+    assert code == ExitCode.OK, stderr
+    assert seen == [True, True, True]
+    assert [record["input"] for record in records] == list(map(str, pages))
 
 
 def _stopped_at_the_third(model, stop):
