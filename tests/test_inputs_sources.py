@@ -162,6 +162,14 @@ def test_each_file_appears_once_however_often_it_is_named(tree):
     assert names(items) == ["p2.png", "p1.PDF", "p10.png"]
 
 
+def test_a_hard_link_is_another_name_of_the_same_file(tree, tmp_path):
+    """A file and its hard link (snapshots made with `cp -al`, deduplicated archives) were two inputs, the
+    page segmented twice under two ids; a file is now known by its identity on disk, as a symbolic link."""
+    os.link(tree / "p2.png", tmp_path / "again.png")
+    items = collect_documents([str(tree / "p2.png"), str(tmp_path / "again.png"), str(tree)])
+    assert names(items) == ["p2.png", "p1.PDF", "p10.png"]
+
+
 def test_stems_are_plain_when_unique_and_disambiguated_when_not(tmp_path):
     paths = [
         touch(tmp_path / "vol1" / "0001.tif"),

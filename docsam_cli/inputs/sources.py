@@ -81,10 +81,10 @@ def collect_documents(
         else:
             found.extend(_expand_path(Path(source), recursive, skip))
 
-    seen: set[str] = set()
+    seen: set[tuple[int, int] | str] = set()
     unique: list[Path | InputError] = []
     for item in found:
-        key = os.path.realpath(item.path if isinstance(item, InputError) else item)  # never raises
+        key = _identity(item.path if isinstance(item, InputError) else item)
         if key not in seen:
             seen.add(key)
             unique.append(item)
@@ -92,6 +92,19 @@ def collect_documents(
     paths = [item for item in unique if isinstance(item, Path)]
     stems = dict(zip(paths, assign_stems(paths, earlier_stems or {}), strict=True))
     return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | str:
+    """What makes two names one file: its device and inode, so that a symbolic or a hard link is the file
+    it names (a snapshot made with `cp -al` holds the same files again); the resolved path of a name that
+    names nothing, or that a file system numbers 0 (no inode numbers: files must never be merged)."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        status = None
+    if status is None or status.st_ino == 0:
+        return os.path.realpath(path)  # never raises
+    return status.st_dev, status.st_ino
 
 
 def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
