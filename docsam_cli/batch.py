@@ -522,10 +522,11 @@ class SegmentRun:
 
     def _take(self, items: Iterator[Page | InputError]) -> None:
         """Segment the decoded pages in groups of `pages_per_batch`; an input that gave no page fails at
-        once. The failure limit is checked as each failure is counted, so nothing (not even the model's
-        loading) follows the failure that passes it; the run stopped early only if work was left. Under a
-        launcher it is also checked before each item, since the other processes' failures count too: a
-        process does not load the model or segment pages once another one's failure has passed it."""
+        once, after the pages before it (a group not yet full is segmented first). The failure limit is
+        checked as each failure is counted, so nothing (not even the model's loading) follows the failure
+        that passes it; the run stopped early only if work was left. Under a launcher it is also checked
+        before each item, since the other processes' failures count too: a process does not load the
+        model or segment pages once another one's failure has passed it."""
         group: list[tuple[int, Page]] = []
         for item in items:
             if self._should_stop():  # the other processes' failures passed the limit meanwhile
@@ -533,6 +534,12 @@ class SegmentRun:
                 return
             index, page_id = self._decoding.popleft()
             if isinstance(item, InputError):
+                if group:  # the pages before it waiting for their batch come first, as in the input
+                    self._process(group)
+                    group = []
+                    if self._should_stop():
+                        self.outcome.stopped_early = True  # this item, at least, is left
+                        return
                 self._fail(index, item, page_id)
             else:
                 group.append((index, item))

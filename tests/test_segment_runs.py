@@ -387,6 +387,23 @@ def test_a_page_that_fails_while_being_redone_is_not_left_as_done(tmp_path, mode
     assert "skipped" not in records[0] and len(model.batches) == 3
 
 
+def test_an_input_failing_among_pages_waiting_for_their_batch_is_reported_after_them(tmp_path, model):
+    """With --isolate, a file that gave no page was reported before the pages ahead of it that were still
+    waiting for their batch to fill: its line came out of the input order (and --fail-fast stopped before
+    pages that come first). The pages before it are now segmented first."""
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(3)]
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    inputs = [pages[0], broken, *pages[1:]]
+    isolate = ["--isolate", "--pages-per-batch", "2"]
+    code, records, stderr = segment(tmp_path / "out", *map(str, inputs), *isolate)
+    assert code == ExitCode.FAILED, stderr
+    assert [record["input"] for record in records] == list(map(str, inputs))
+    assert [len(sizes) for sizes in model.batches] == [1, 2]
+    code, records, stderr = segment(tmp_path / "again", *map(str, inputs), *isolate, "--fail-fast")
+    assert [record["input"] for record in records] == list(map(str, inputs[:2])), stderr
+
+
 def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
     broken = []
     for name in ("a.png", "b.png"):
