@@ -157,6 +157,13 @@ def test_stdin_lists_paths_one_per_line_taken_literally(tree):
     assert [error.path.name for error in errors(items)] == ["p*"]  # no glob expansion on stdin
 
 
+def test_a_list_saved_with_a_byte_order_mark_names_its_first_file(tree):
+    """A CRLF list written on Windows (Notepad, PowerShell's UTF-8) starts with a byte order mark, which
+    made its first path a missing file."""
+    listing = f"\ufeff{tree / 'p2.png'}\r\n{tree / 'p10.png'}\r\n".encode()
+    assert names(collect_documents(["-"], stdin=io.BytesIO(listing))) == ["p2.png", "p10.png"]
+
+
 def test_each_file_appears_once_however_often_it_is_named(tree):
     items = collect_documents([str(tree / "p2.png"), str(tree), str(tree / "." / "p2.png")])
     assert names(items) == ["p2.png", "p1.PDF", "p10.png"]

@@ -32,6 +32,7 @@ IMAGE_SUFFIXES = frozenset(
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 STDIN_SOURCE = "-"
 COMMENT_PREFIX = "#"
+BYTE_ORDER_MARK = "\ufeff"
 MAX_STEM_BYTES = 200  # UTF-8 bytes: a file name holds 255, leaving room for `_p0001` and `.overlay.png`
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _SEPARATORS = re.escape(os.sep + (os.altsep or ""))
@@ -111,12 +112,13 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
     """The paths listed on `stream`: one per line, or NUL-separated (`find -print0`) if the input holds a NUL.
 
     A line whose first non-blank character is `#` is a comment and blank lines are skipped; a path that
-    really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped. Bytes are decoded
-    as file names are (undecodable bytes kept, PEP 383), so any name reaches the file system unchanged.
+    really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped, and so is a byte
+    order mark opening the list (Windows editors write one). Bytes are decoded as file names are
+    (undecodable bytes kept, PEP 383), so any name reaches the file system unchanged.
     """
     raw = stream.buffer if hasattr(stream, "buffer") else stream
     data = raw.read()
-    text = os.fsdecode(data) if isinstance(data, bytes) else data
+    text = (os.fsdecode(data) if isinstance(data, bytes) else data).removeprefix(BYTE_ORDER_MARK)
     if "\0" in text:
         return [entry for entry in text.split("\0") if entry]
     lines = (line.removesuffix("\r") for line in text.split("\n"))
