@@ -267,3 +267,35 @@ def test_a_failed_sample_is_the_same_error_out_of_a_worker_process(two_sets) -> 
         next(raise_failures(loader))
     assert str(in_worker.value) == str(alone.value)
     assert "one1.png" in str(alone.value) and "\n" not in str(alone.value)
+
+
+def test_a_page_whose_json_lists_no_category_is_prompted_with_the_datasets_classes(tmp_path: Path) -> None:
+    """A blank page of a dataset made by hand, whose jsons list only their own page's classes, lists none:
+    prompted with the background alone, which the network refuses, it stopped the run at its first batch
+    ('every image needs at least one class name plus the background prompt', naming no file), and a
+    `--val` split holding one stopped the run at its first validation."""
+    from docsam_cli.training.datasets import DatasetError
+    from docsam_cli.training.validation import LayoutValidator
+    from model.inference import Geometry
+
+    def page(stem: str, annotations: list[dict], categories: list[tuple[int, str]]) -> tuple:
+        document = coco(annotations, categories, (60, 80))
+        document["images"][0]["file_name"] = f"{stem}.png"
+        return np.full((60, 80, 3), 200, dtype=np.uint8), document
+
+    table = {"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}
+    blank = page("blank", [], [])
+    root = write_layout(tmp_path / "hand", {"page": page("page", [table], [(1, "table")]), "blank": blank})
+    data = MixedTrainingData([LayoutDataset(root, name="hand")], AugmentSettings((40, 50), (32, 32)), seed=0)
+    batch = _load(data, _key(0, 1, 0))  # list.txt's second page: the blank one
+    assert batch.sources[0].endswith("blank.png")
+    assert batch.class_names == [["table", "hand _background_"]]
+    assert batch.targets[0].semantic_masks[-1].all() and not batch.targets[0].semantic_masks[0].any()
+
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 2)
+    assert [names for _, _, names in validator.sets[0][1]] == [["table"], ["table"]]
+
+    nothing = write_layout(tmp_path / "nothing", {"blank": blank})
+    data = MixedTrainingData([LayoutDataset(nothing)], AugmentSettings((40, 50), (32, 32)), seed=0)
+    with pytest.raises(DatasetError, match=r"nothing: no json of the dataset lists a category"):
+        _load(data, _key(0, 0, 0))

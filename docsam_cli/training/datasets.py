@@ -115,6 +115,19 @@ class LayoutDataset:
             raise DatasetError(f"{self.json_path(index)}: {error}") from None
         return image, page.scaled(image.shape[0], image.shape[1])
 
+    def page_classes(self, page: PageAnnotations) -> tuple[str, ...]:
+        """The classes a page is prompted with: its json's, sorted (the reference's rule). A page whose
+        json lists none (a blank page of a dataset made by hand, whose jsons list only their own page's
+        classes) gets the dataset's: the network needs a class besides the background prompt, and a page
+        without instances is all background whatever the classes. Raises DatasetError when no json of the
+        dataset lists a class."""
+        classes = page.class_names or self.categories()
+        if not classes:
+            raise DatasetError(
+                f"{self.root}: no json of the dataset lists a category: there is no class to train"
+            )
+        return classes
+
     def class_names(self, page: PageAnnotations) -> list[str]:
-        """The page's sorted class names followed by this dataset's background prompt."""
-        return [*page.class_names, self.background_prompt]
+        """The page's classes (`page_classes`) followed by this dataset's background prompt."""
+        return [*self.page_classes(page), self.background_prompt]

@@ -42,7 +42,7 @@ class LayoutValidator:
                 if key not in truth:
                     raise DatasetError(f"{dataset.root}: no ground truth for {dataset.image_names[index]}")
                 image, page = dataset.load(index)
-                pages.append((image, truth[key], list(page.class_names)))
+                pages.append((image, truth[key], list(dataset.page_classes(page))))
             self.sets.append((dataset.name, pages))
 
     def __call__(self, model: DocSAM) -> dict[str, float]:
