@@ -56,3 +56,27 @@ def test_duplicate_names_are_numbered_without_clashing_with_given_ones():
 def test_mean_metrics_of_per_set_results():
     scores = [dict.fromkeys(("mAP", "AP50", "AP75", "mAF", "mIoU"), value) for value in (1.0, 0.0, 0.5)]
     assert mean_metrics(scores) == dict.fromkeys(("mAP", "AP50", "AP75", "mAF", "mIoU"), 0.5)
+
+
+def test_a_split_pairs_images_and_jsons_by_its_list_not_by_the_jsons_file_name(tmp_path):
+    """The layout names a page's image in list.txt (`image/<name>`) and its json `coco/<stem>.json`; the
+    reference's loader and training never read the json's `file_name`. `--val` (and `evaluate`) keyed the
+    ground truth by it: a split whose pages were renamed or converted (`scan_0001.tif` in the json,
+    `v1.png` in the list) stopped the run with 'no ground truth for v1.png', and `evaluate --weights` did
+    not find the image."""
+    from training_helpers import write_layout
+
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.training.datasets import LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "scans/scan_0001.tif"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    root = write_layout(tmp_path / "val", {"v1": (np.full((60, 80, 3), 200, np.uint8), document)})
+    (truth,) = load_ground_truth(root, "unified", frozenset()).images
+    assert (truth.name, truth.image) == ("v1", root / "image" / "v1.png")
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    ((_, gt, names),) = validator.sets[0][1]
+    assert gt.name == "v1" and len(gt.annotations) == 1 and names == ["table"]

@@ -134,13 +134,16 @@ def _sort_by_id(truth: GroundTruth) -> None:
 
 def _from_split(folder: Path) -> GroundTruth:
     """A split of the unified layout: its per-image jsons, with the reference loader's category rules
-    (`_background_` is dropped, and so is "text word" when "table" exists)."""
+    (`_background_` is dropped, and so is "text word" when "table" exists). As for the reference's loader
+    (and training), `list.txt` names each image (`image/<name>`, `coco/<stem>.json`): the json's own
+    `file_name` is not read, so a page converted to another name or format still has its ground truth."""
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
-    for name in layout.list_file(folder).read_text(encoding="utf-8").splitlines():
-        if not name.strip():
+    for line in layout.list_file(folder).read_text(encoding="utf-8").splitlines():
+        name = line.strip()
+        if not name:
             continue
-        path = folder / "coco" / f"{Path(name.strip()).stem}.json"
+        path = folder / "coco" / f"{Path(name).stem}.json"
         try:
             dataset = read_dataset(path, sizes_required=True)
             if len(dataset.images) != 1:
@@ -155,6 +158,7 @@ def _from_split(folder: Path) -> GroundTruth:
             continue
         for identifier, class_name in dataset.categories.names.items():
             truth.category_ids.setdefault(identifier, class_name)
+        image.file_name = name
         read.append((path, image))
     categories = {annotation.category for _, image in read for annotation in image.annotations}
     removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
