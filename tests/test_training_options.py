@@ -189,3 +189,19 @@ def test_finetune_takes_a_model_config_for_checkpoints_of_no_shipped_variant(
     assert result.exit_code == 2
     assert "--variant and --model-config both name the architecture" in result.output
     assert len(models) == 1
+
+
+def test_train_refuses_an_unusable_model_config_before_the_run_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As finetune does: `train --model-config` that is no usable config was read only once the datasets
+    were read, then ended the run with exit status 1 and left an empty --out behind."""
+    started = []
+    monkeypatch.setattr("docsam_cli.training.launch.run", lambda plan, model: started.append(plan))
+    unusable = tmp_path / "bad.json"
+    unusable.write_text('{"mask2former_config": {"hidden_dim": 100}}')
+    out = tmp_path / "out"
+    arguments = ["train", "data", "-o", str(out), "--from-scratch", "--text-encoder", "minilm"]
+    result = CliRunner().invoke(app, [*arguments, "--model-config", str(unusable), "--device", "cpu"])
+    assert result.exit_code == 2 and "--model-config" in result.output, result.output
+    assert "not a usable DocSAM config" in result.output and not started and not out.exists()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from docsam_cli.commands.options import MODEL_CONFIG_HELP
+from docsam_cli.commands.options import MODEL_CONFIG_HELP, read_model_config
 from docsam_cli.errors import UsageError
 from docsam_cli.runtime import VARIANT_AND_CONFIG
 from docsam_cli.training.command_line import execute, training_command
@@ -22,7 +22,6 @@ from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, cli
 from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
-    from model.config import DocSAMConfig
     from model.docsam import DocSAM
 
 # Where fine-tuning's defaults differ from training's.
@@ -59,7 +58,7 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
         raise typer.BadParameter("name the checkpoint to start from", param_hint="--weights")
     if start.variant is not None and start.model_config is not None:
         raise UsageError(VARIANT_AND_CONFIG)
-    config = _read_model_config(start.model_config)
+    config = read_model_config(start.model_config)
 
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_checkpoint
@@ -69,15 +68,3 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
         return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 
     execute(plan, starting_model)
-
-
-def _read_model_config(path: Path | None) -> DocSAMConfig | None:
-    """`--model-config`, read before the run starts: a file that is no usable config is a usage error."""
-    from model.config import DocSAMConfig
-
-    if path is None:
-        return None
-    try:
-        return DocSAMConfig.from_json(path)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--model-config") from None

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from docsam_cli.precision import Precision
 from docsam_cli.runtime import DEVICE_HELP, check_device_name
 from docsam_cli.weights.registry import Variant
+
+if TYPE_CHECKING:
+    from model.config import DocSAMConfig
 
 T = TypeVar("T")
 MODEL, GEOMETRY = "Model", "Geometry"  # help panels
@@ -61,6 +64,21 @@ VariantChoice = Annotated[
     ),
 ]
 MODEL_CONFIG_HELP = "Architecture JSON, for variants other than base and large."
+
+
+def read_model_config(path: Path | None) -> DocSAMConfig | None:
+    """`--model-config` of `train` and `finetune`, read before the run starts (before its datasets and
+    its `--out`): a file that is no usable config is a usage error."""
+    from model.config import DocSAMConfig
+
+    if path is None:
+        return None
+    try:
+        return DocSAMConfig.from_json(path)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--model-config") from None
+
+
 ModelConfig = Annotated[
     Path | None,
     typer.Option(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from docsam_cli.commands.options import read_model_config
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, cli
 from docsam_cli.weights.registry import Variant
@@ -71,15 +72,15 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
     if not plan.resume and start.mask2former is None and not start.from_scratch:
         raise typer.BadParameter("give --mask2former, or --from-scratch", param_hint="--mask2former")
 
+    config = read_model_config(start.model_config)
+
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_mask2former
-        from model.config import DocSAMConfig, variant_config
+        from model.config import variant_config
 
-        config = (
-            DocSAMConfig.from_json(start.model_config)
-            if start.model_config is not None
-            else variant_config(start.variant)
+        architecture = config if config is not None else variant_config(start.variant)
+        return model_from_mask2former(
+            architecture, start.mask2former, start.text_encoder, plan.regularisation
         )
-        return model_from_mask2former(config, start.mask2former, start.text_encoder, plan.regularisation)
 
     execute(plan, starting_model)
