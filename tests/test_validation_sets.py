@@ -80,3 +80,28 @@ def test_a_split_pairs_images_and_jsons_by_its_list_not_by_the_jsons_file_name(t
     validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
     ((_, gt, names),) = validator.sets[0][1]
     assert gt.name == "v1" and len(gt.annotations) == 1 and names == ["table"]
+
+
+def test_a_split_with_list_val_is_scored_on_the_pages_list_val_names(tmp_path):
+    """`--val` validates the pages of `list_val.txt` (the reference's test-stage list) but read their
+    ground truth from `list.txt`: a split whose lists name different pages stopped the run with 'no ground
+    truth for b.png', and `evaluate` scored other pages than the reference's test stage does."""
+    from training_helpers import write_layout
+
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.training.datasets import LayoutDataset
+
+    def page(stem: str) -> tuple:
+        document = {
+            "images": [{"id": 1, "height": 60, "width": 80, "file_name": f"{stem}.png"}],
+            "categories": [{"id": 1, "name": "table"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+        }
+        return np.full((60, 80, 3), 200, np.uint8), document
+
+    root = write_layout(tmp_path / "split", {"a": page("a"), "b": page("b")})
+    (root / "list.txt").write_text("a.png\n")
+    (root / "list_val.txt").write_text("b.png\n")
+    assert [image.name for image in load_ground_truth(root, "unified", frozenset()).images] == ["b"]
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    assert [truth.name for _, truth, _ in validator.sets[0][1]] == ["b"]

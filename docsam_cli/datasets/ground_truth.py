@@ -135,11 +135,13 @@ def _sort_by_id(truth: GroundTruth) -> None:
 def _from_split(folder: Path) -> GroundTruth:
     """A split of the unified layout: its per-image jsons, with the reference loader's category rules
     (`_background_` is dropped, and so is "text word" when "table" exists). As for the reference's loader
-    (and training), `list.txt` names each image (`image/<name>`, `coco/<stem>.json`): the json's own
-    `file_name` is not read, so a page converted to another name or format still has its ground truth."""
+    (and training), the list names each image (`image/<name>`, `coco/<stem>.json`): the json's own
+    `file_name` is not read, so a page converted to another name or format still has its ground truth.
+    The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
+    there is one, else `list.txt`."""
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
-    for line in layout.list_file(folder).read_text(encoding="utf-8").splitlines():
+    for line in layout.list_file(folder, "test").read_text(encoding="utf-8").splitlines():
         name = line.strip()
         if not name:
             continue
