@@ -43,7 +43,8 @@ class TextEncoder(nn.Module):
             hidden_act="gelu",
         )
         self.bert = BertModel(bert_config, add_pooling_layer=True)
-        self._cache: dict[str, torch.Tensor] = {}
+        # Per autocast dtype (None: none), as the embeddings differ with it: name → embedding.
+        self._cache: dict[torch.dtype | None, dict[str, torch.Tensor]] = {}
 
     def train(self, mode: bool = True) -> TextEncoder:
         self._cache.clear()
@@ -56,17 +57,18 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, names: list[str]) -> torch.Tensor:
         """Embeddings of `names` in order. Never receives gradients (the reference runs it under no_grad);
-        in eval mode results are cached per string, since they depend on nothing else.
+        in eval mode results are cached per string and autocast dtype, since they depend on nothing else.
         """
         device = self.bert.embeddings.word_embeddings.weight.device
-        missing = list(dict.fromkeys(name for name in names if name not in self._cache))
+        cache = self._cache.setdefault(_autocast_dtype(device), {})
+        missing = list(dict.fromkeys(name for name in names if name not in cache))
         computed = self._encode(missing, device) if missing else None
         if self.training:
             lookup = dict(zip(missing, computed, strict=True)) if computed is not None else {}
         else:
             if computed is not None:
-                self._cache.update(zip(missing, computed, strict=True))
-            lookup = self._cache
+                cache.update(zip(missing, computed, strict=True))
+            lookup = cache
         return torch.stack([lookup[name].to(device) for name in names])
 
     def _encode(self, names: list[str], device: torch.device) -> torch.Tensor:
@@ -75,3 +77,8 @@ class TextEncoder(nn.Module):
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.to(hidden.dtype)[..., None]
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on `device` now, None outside autocast."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None

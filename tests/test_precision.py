@@ -33,3 +33,20 @@ def test_precision_names():
         precision_dtype("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
         precision_dtype("fp8", torch.device("cpu"))
+
+
+def test_class_name_embeddings_are_cached_per_precision(tiny_model):
+    """One model run in bf16, then in float32 (a library user, `benchmarks/precision_agreement.py`): the
+    float32 run got the bf16 embeddings cached by the first (and the reverse order measured bf16 with float32
+    text embeddings). Each precision now gets its own."""
+    encoder, names = tiny_model.text_encoder, ["marginal note", "running title"]
+    device = torch.device("cpu")
+    with torch.no_grad():
+        float32 = encoder._encode(names, device)
+        with network_autocast(device, torch.bfloat16):
+            bfloat16 = encoder._encode(names, device)
+            assert torch.equal(encoder(names), bfloat16)
+        assert not torch.equal(bfloat16, float32)
+        assert torch.equal(encoder(names), float32)
+        with network_autocast(device, torch.bfloat16):
+            assert torch.equal(encoder(names), bfloat16)
