@@ -28,8 +28,10 @@ from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     STATE_FILE,
     TrainerState,
+    capture_rng,
     list_checkpoints,
     load_trainer_state,
+    restore_rng,
     save_checkpoint,
 )
 from docsam_cli.training.data import MixedTrainingData, collate
@@ -200,6 +202,19 @@ def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(
     assert losses.total.dtype == torch.float32 and torch.isfinite(losses.total)
     losses.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_run_saved_with_more_gpus_resumes_on_a_machine_with_fewer(monkeypatch) -> None:
+    """A checkpoint holds the generator state of every GPU its machine had; restoring state 1 on a
+    one-GPU machine raised IndexError (torch.cuda.default_generators[1]) and the resume failed."""
+    state = capture_rng()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", lambda saved, device: restored.append(device))
+    restore_rng(state)
+    assert restored == [0]
 
 
 def test_a_nan_loss_stops_the_run_before_the_weights_change(

@@ -85,7 +85,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A run may resume on a machine with fewer GPUs than it was saved on (another --device, node or
+        # CUDA_VISIBLE_DEVICES): the states of the GPUs that are there.
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def trained_prompts(datasets: Sequence[LayoutDataset]) -> dict[str, Any]:
