@@ -293,3 +293,19 @@ def test_a_mixed_batch_keeps_its_order_and_goes_on_after_failures(pdfs, tmp_path
         ("encrypted-with-images_p0001", 3),
         ("encrypted-with-images_p0002", 3),
     ]
+
+
+def test_without_poppler_each_pdf_is_an_error_and_the_images_go_on(pdfs, tmp_path, monkeypatch):
+    """poppler-utils not installed (no pdfinfo on PATH): each PDF fails in one line saying so, and the
+    images of the batch are read. It was an internal error that stopped the whole run (exit 3)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no poppler
+    image = pdfs / "pdf-docling-tests/tests/data/ocr/sources/qr_bill_example.jpg"
+    sources = [str(pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"), str(image)]
+    results = list(iter_page_tasks(collect_documents(sources), LoadOptions(dpi=LOW_DPI)))
+    error, task = results
+    assert isinstance(error, InputError) and isinstance(task, PageTask)
+    assert (
+        str(error)
+        == f"{sources[0]}: cannot read PDFs: poppler-utils is not installed (apt-get install poppler-utils)"
+    )
+    assert task.load().page_id == "qr_bill_example"

@@ -31,7 +31,12 @@ from pathlib import Path
 
 import numpy as np
 from pdf2image import convert_from_path, pdfinfo_from_path
-from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
+from pdf2image.exceptions import (
+    PDFInfoNotInstalledError,
+    PDFPageCountError,
+    PDFPopplerTimeoutError,
+    PopplerNotInstalledError,
+)
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import require_regular_file
@@ -46,6 +51,7 @@ _SIZE_TOLERANCE = 2  # pixels: poppler rounds each side up ...
 _SIZE_PRECISION = 1e-5  # ... from a size pdfinfo prints to 6 significant digits
 _NEEDS_PASSWORD = "encrypted PDF: a password is needed (--password)"
 _WRONG_PASSWORD = "encrypted PDF: wrong password"
+_NO_POPPLER = "cannot read PDFs: poppler-utils is not installed (apt-get install poppler-utils)"
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,8 @@ class PdfInfo:
 def read_pdf_info(path: Path, password: str | None = None, timeout: float | None = None) -> PdfInfo:
     """Page count and page sizes. Raises InputError for damaged, encrypted (no or wrong password) PDFs.
 
-    `password` is tried only if the file cannot be opened without (see the module docstring).
-    pdf2image's `PDFInfoNotInstalledError` (no poppler) is not a per-file problem and propagates.
+    `password` is tried only if the file cannot be opened without (see the module docstring). Without
+    poppler every PDF is an error saying so, and the batch goes on with the other files.
     """
     try:
         return _read_pdf_info(path, None, timeout)
@@ -101,6 +107,8 @@ def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> P
         raise InputError(path, _pdfinfo_reason(str(error), password)) from None
     except PDFPopplerTimeoutError:
         raise InputError(path, f"pdfinfo timed out after {timeout} s") from None
+    except (PDFInfoNotInstalledError, PopplerNotInstalledError):
+        raise InputError(path, _NO_POPPLER) from None
     sizes: dict[int, tuple[float, float]] = {}
     turned: set[int] = set()
     for key, value in info.items():
@@ -163,6 +171,8 @@ def render_pdf_page(
         )
     except PDFPopplerTimeoutError:
         raise InputError(path, f"poppler timed out after {timeout} s", page) from None
+    except (PDFInfoNotInstalledError, PopplerNotInstalledError):
+        raise InputError(path, _NO_POPPLER, page) from None
     if len(images) != 1:
         raise InputError(path, "poppler could not render this page (damaged PDF)", page)
     with images[0] as image:
