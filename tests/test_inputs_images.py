@@ -386,3 +386,19 @@ def test_uncompressed_sixteen_bit_tiff_stored_plane_by_plane_is_refused_not_garb
     error = failure(tmp_path / "planar.tif")
     assert_one_line_naming(error, tmp_path / "planar.tif")
     assert "PlanarConfiguration 2" in error.reason and "16-bit" in error.reason
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate"])
+def test_a_damaged_compressed_tiff_strip_is_one_error_and_nothing_from_libtiff(tmp_path, capfd, compression):
+    """libtiff printed its own message ("LZWDecode: Not enough data at scanline 0 (short 1 bytes).")
+    straight to the process's stderr, without the file's name, beside the page's error line."""
+    noise = np.random.default_rng(1).integers(0, 255, (120, 160), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "full.tif", compression=compression)
+    data = bytearray((tmp_path / "full.tif").read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 64] = bytes(64)  # inside the strip, which Pillow writes first
+    (tmp_path / "damaged.tif").write_bytes(bytes(data))
+    capfd.readouterr()
+    error = failure(tmp_path / "damaged.tif")
+    assert_one_line_naming(error, tmp_path / "damaged.tif")
+    assert "corrupt" in error.reason
+    assert capfd.readouterr() == ("", "")

@@ -21,6 +21,7 @@ are held to the same limit from their page size and the resolution (see `pdf`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
 import struct
 import warnings
@@ -72,6 +73,30 @@ def set_max_image_pixels(limit: int | None) -> None:
 
 
 set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)  # aligns Pillow's check with the default
+
+
+def _silence_libtiff_errors() -> None:
+    """Keep libtiff's own error messages off the console: on a damaged LZW or Deflate strip it printed
+    "LZWDecode: Not enough data at scanline 0 (short 1 bytes)." straight to the process's stderr (where
+    no Python filter reaches), without the file's name, beside the page's own `error:` line. Pillow
+    silences libtiff's warnings but not its errors; decoding still fails as before, and the page is one
+    InputError line.
+
+    The handler is set through Pillow's extension module, whose symbol lookup reaches the libtiff it was
+    linked with (a bundled copy or the system's). Where that lookup is not possible (no libtiff, another
+    platform's loader), nothing changes."""
+    from PIL import _imaging
+
+    try:
+        set_handler = ctypes.CDLL(_imaging.__file__).TIFFSetErrorHandler
+    except (OSError, AttributeError):
+        return
+    set_handler.restype = ctypes.c_void_p
+    set_handler.argtypes = [ctypes.c_void_p]
+    set_handler(None)
+
+
+_silence_libtiff_errors()
 
 
 def check_pixel_limit(path: Path, width: int, height: int, page: int | None = None) -> None:
