@@ -482,7 +482,7 @@ class SegmentRun:
             return task  # the file was replaced since (a rescan saved over the old one)
         if STORED_FILE not in record and task.kind == "image" and task.frame != (task.page or 1) - 1:
             return task  # done by a docsam that took every TIFF frame, thumbnails too, for a page
-        in_document = task.page is not None
+        in_document = _own_image(task, record)
         if not self.writer.is_done(task.page_id, in_document=in_document):
             return task  # an output asked for now is missing: redo the page
         if not _written_with(record, self.writer.files(task.page_id).listed(in_document)):
@@ -502,7 +502,7 @@ class SegmentRun:
             _, record, task = self._skipped.popleft()
             if "jsonl" in self.request.formats:
                 line = {key: value for key, value in record.items() if key not in _STORED_ONLY}
-                listed = self.writer.files(task.page_id).listed(in_document=task.page is not None)
+                listed = self.writer.files(task.page_id).listed(in_document=_own_image(task, record))
                 line["input"] = output_text(str(task.source))  # as named now, like the outputs below
                 line["outputs"] = {name: output_text(str(path)) for name, path in listed.items()}
                 self.reporter.data(dumps_record({**line, "skipped": True}))
@@ -591,7 +591,7 @@ class SegmentRun:
         started = time.perf_counter()
         record_path = self.writer.files(page.page_id).record
         record_path.unlink(missing_ok=True)
-        source = PageSource(page.source, page.page, page.page_id, page.image)
+        source = PageSource(page.source, page.page, page.page_id, page.image, page.turned)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         stored = dumps_record(
@@ -696,6 +696,13 @@ class _Writing:
     instances: int
     model_seconds: float
     result: Future[tuple[str, float]]
+
+
+def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
+    """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, or an image that
+    its EXIF orientation turned, which only decoding tells, and so its record (it lists the image)."""
+    written = record.get("outputs")
+    return task.page is not None or (isinstance(written, dict) and "image" in written)
 
 
 def _written_with(record: dict[str, Any], asked: Mapping[str, Path]) -> bool:

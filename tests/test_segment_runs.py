@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from cli_helpers import CLASSES, error_lines, invoke, run_docsam, segment, stand_in_model, write_page
-from PIL import Image, TiffImagePlugin
+from lxml import etree
+from PIL import Image, ImageOps, TiffImagePlugin
 
 import docsam_cli.batch as batch
 from docsam_cli.console import ConsoleReporter
@@ -765,3 +767,43 @@ def test_a_page_redone_without_coco_is_redone_again_when_coco_is_asked_for(tmp_p
     assert code == ExitCode.OK and "skipped" not in again, stderr
     (image,) = json.loads((out / "coco.json").read_text())["images"]
     assert image["height"] == 61
+
+
+@pytest.mark.parametrize("orientation", [6, 2])
+def test_an_image_its_exif_orientation_turns_is_saved_upright_and_named_by_every_format(
+    tmp_path, model, orientation
+):
+    """A JPEG stored 60x40 with EXIF Orientation 6 is segmented as the upright 40x60 page, to which the
+    coordinates and `imageWidth`/`imageHeight` refer; PAGE, ALTO and COCO named the JPEG itself, whose
+    stored pixels OCR-D, Kraken and Tesseract read without EXIF (OCR-D's validator: "@imageWidth !=
+    image's actual width"), turned or mirrored against the regions. They now name its upright copy."""
+    stored = np.full((40, 60, 3), 255, np.uint8)
+    stored[:10, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[274] = orientation
+    scan = tmp_path / "scan.jpg"
+    Image.fromarray(stored).save(scan, exif=exif.tobytes(), quality=95)
+    with Image.open(scan) as image:
+        upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB")).astype(int)
+    height, width = upright.shape[:2]
+    out = tmp_path / "out"
+    formats = ("--format", "coco,page,alto,jsonl")
+    code, lines, stderr = segment(out, str(scan), *formats)
+    assert code == 0, stderr
+    assert (lines[0]["width"], lines[0]["height"]) == (width, height)
+    page = etree.parse(str(out / "page" / "scan.xml")).getroot().find("{*}Page")
+    assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (width, height)
+    alto = etree.parse(str(out / "alto" / "scan.xml")).getroot()
+    (coco_image,) = json.loads((out / "coco.json").read_text())["images"]
+    assert coco_image["source"] == "../scan.jpg"
+    references = [
+        out / "page" / page.get("imageFilename"),
+        out / "alto" / alto.find("{*}Description/{*}sourceImageInformation/{*}fileName").text,
+        out / coco_image["path"],
+    ]
+    for reference in references:
+        with Image.open(reference) as image:  # as OCR-D and Kraken open it: no EXIF applied
+            assert image.size == (width, height)
+            assert np.abs(np.asarray(image.convert("RGB")).astype(int) - upright).max() == 0
+    code, lines, _ = segment(out, str(scan), *formats)
+    assert code == 0 and lines[0]["skipped"] and "image" in lines[0]["outputs"]

@@ -3,7 +3,8 @@
 Orientation: the EXIF Orientation tag (cameras, phone scans, some TIFF scanners) is applied, so a page
 comes out as an image viewer shows it and every output (PAGE coordinates, `imageWidth`/`imageHeight`,
 overlays) refers to that upright image. For a file with a non-trivial orientation tag this differs from
-its raw pixel grid; tools that ignore EXIF would see the page rotated.
+its stored pixels, which tools that ignore EXIF (OCR-D, Kraken, Tesseract) take as the page: such a page
+gets its upright image written beside its outputs, as a PDF page does (`exif_turns`).
 
 Formats: only the document-image formats docsam lists (PNG, JPEG, TIFF, GIF, BMP, WebP, JPEG 2000, PNM)
 are tried. Pillow knows many more, some identified by weak signatures (TGA) or decoded by running an
@@ -41,6 +42,7 @@ PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trust
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000", "PPM")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+_ORIENTATION = 274  # EXIF and TIFF tag: 1 = stored upright, 2-8 turned or mirrored
 _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
 _PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samples count from white)
 _COMPRESSION = 259  # TIFF tag: 1 (the default) = uncompressed
@@ -234,6 +236,20 @@ def to_first_page(path: Path, image: Image.Image) -> None:
 def load_frame(path: Path, frame: int | None = None, page: int | None = None) -> np.ndarray:
     """Decode one frame (0-based; None: the first page's) as an upright BGR uint8 array. Raises
     InputError."""
+    return decode_frame(path, frame, page).pixels
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: `pixels` upright BGR uint8; `turned` when EXIF orientation turned or mirrored them
+    (`exif_turns`), so that they are not the pixels the file stores."""
+
+    pixels: np.ndarray
+    turned: bool
+
+
+def decode_frame(path: Path, frame: int | None = None, page: int | None = None) -> Frame:
+    """`load_frame`, also saying whether EXIF orientation was applied. Raises InputError."""
     with open_image(path) as image:
         try:
             if frame is None:
@@ -247,7 +263,8 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
             raise _bomb_error(path, error, page) from None
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-        return to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
+        pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
+        return Frame(pixels, exif_turns(image))
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -256,6 +273,16 @@ def upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return image
+
+
+def exif_turns(image: Image.Image) -> bool:
+    """Whether `upright` turns or mirrors this loaded image: an EXIF Orientation other than 1 in a JPEG,
+    PNG or WebP. Readers that ignore EXIF (OCR-D, Kraken, Tesseract) take such a file's stored pixels as
+    the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag.)"""
+    try:
+        return image.getexif().get(_ORIENTATION, 1) in range(2, 9)
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return False
 
 
 def check_planar_layout(path: Path, image: Image.Image, page: int | None = None) -> None:

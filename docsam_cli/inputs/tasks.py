@@ -14,7 +14,14 @@ import numpy as np
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import FileKind, file_state, sniff_kind
-from docsam_cli.inputs.images import TiffPages, check_pixel_limit, load_frame, open_image, tiff_pages
+from docsam_cli.inputs.images import (
+    Frame,
+    TiffPages,
+    check_pixel_limit,
+    decode_frame,
+    open_image,
+    tiff_pages,
+)
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
 from docsam_cli.inputs.sources import Document
@@ -36,6 +43,7 @@ class Page:
 
     `image` is (H, W, 3) BGR uint8, upright; `width`/`height` are its size, the page's original size that
     all outputs refer to. `page` is 1-based within a PDF or multi-page TIFF, None for a single image.
+    `turned`: a single image whose EXIF orientation was applied (`images.exif_turns`).
     """
 
     source: Path
@@ -43,6 +51,7 @@ class Page:
     page_id: str
     image: np.ndarray
     file_state: dict[str, int] | None = None  # the source file's `files.file_state` before it was read
+    turned: bool = False
 
     @property
     def height(self) -> int:
@@ -71,18 +80,19 @@ class PageTask:
         damaged files; none of them must stop a batch)."""
         state = file_state(self.source)
         try:
-            image = self._decode()
+            frame = self._decode()
         except InputError:
             raise
         except Exception as error:  # a damaged file may trip anything in a decoder
             reason = f"cannot decode: {type(error).__name__}: {error}"
             raise InputError(self.source, reason, self.page) from None
-        return Page(self.source, self.page, self.page_id, image, state)
+        turned = frame.turned and self.page is None
+        return Page(self.source, self.page, self.page_id, frame.pixels, state, turned)
 
-    def _decode(self) -> np.ndarray:
+    def _decode(self) -> Frame:
         if self.kind == "pdf":
             assert self.page is not None
-            return render_pdf_page(
+            pixels = render_pdf_page(
                 self.source,
                 self.page,
                 dpi=self.options.dpi,
@@ -90,7 +100,8 @@ class PageTask:
                 size_points=self.size_points,
                 timeout=self.options.poppler_timeout,
             )
-        return load_frame(self.source, self.frame, self.page)
+            return Frame(pixels, turned=False)
+        return decode_frame(self.source, self.frame, self.page)
 
 
 def page_id(stem: str, page: int | None) -> str:

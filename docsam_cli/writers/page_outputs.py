@@ -47,12 +47,21 @@ class OutputSettings:
 
 @dataclass(frozen=True)
 class PageSource:
-    """Where a page came from: `page` is 1-based inside a PDF / multi-page TIFF, None for a single image."""
+    """Where a page came from: `page` is 1-based inside a PDF / multi-page TIFF, None for a single image;
+    `turned`: a single image that its EXIF orientation turned or mirrored (`inputs.images.exif_turns`)."""
 
     path: Path
     page: int | None
     page_id: str
     image: np.ndarray  # BGR uint8, the page as segmented
+    turned: bool = False
+
+    @property
+    def own_image(self) -> bool:
+        """Whether the outputs name the page's own image (`image/<id>.png`) rather than the input: a PDF or
+        TIFF page, or a turned image, whose file's stored pixels readers that ignore EXIF (OCR-D, Kraken,
+        Tesseract) would take for the page, turned against its coordinates and `imageWidth`/`imageHeight`."""
+        return self.page is not None or self.turned
 
 
 class PageFiles:
@@ -150,7 +159,7 @@ class PageWriter:
         settings, formats = self.settings, self.settings.formats
         files = self.files(source.page_id)
         shapes = PageShapes(instances)
-        outputs = files.listed(in_document=source.page is not None)
+        outputs = files.listed(in_document=source.own_image)
         if "image" in outputs:
             _write_png(files.image, source.image)
         if self.coco is not None:
@@ -208,8 +217,8 @@ class PageWriter:
 
 def _image_path(source: PageSource, files: PageFiles) -> Path:
     """The image PAGE and ALTO refer to: the input as it was named (a symbolic link is not followed, so
-    that a folder of linked scans stays self-contained), or the rendered page of a PDF / TIFF frame."""
-    return files.image if source.page is not None else Path(os.path.abspath(source.path))
+    that a folder of linked scans stays self-contained), or the page's own image (`PageSource.own_image`)."""
+    return files.image if source.own_image else Path(os.path.abspath(source.path))
 
 
 def _image_reference(source: PageSource, files: PageFiles, document: Path) -> str:
@@ -226,20 +235,22 @@ def _relative_path(path: Path, folder: Path) -> str:
 
 
 def _image_name(source: PageSource, files: PageFiles) -> str:
-    return files.image.name if source.page is not None else source.path.name
+    return files.image.name if source.own_image else source.path.name
 
 
 def _coco_image_fields(source: PageSource, files: PageFiles, coco_json: Path) -> dict[str, str | int]:
     """What `images[]` carries beside the bare `file_name`, which alone cannot tell two `scan.png` of
     different folders apart nor say where a PDF page's image lies: the page id (the name of the page's
-    other outputs) and the image's path relative to the COCO file; for a PDF or TIFF page also the
-    source file (relative likewise) and the page number."""
+    other outputs) and the image's path relative to the COCO file; where that is the page's own image
+    (`PageSource.own_image`) also the source file (relative likewise), and for a PDF or TIFF page its
+    number."""
     fields: dict[str, str | int] = {
         "page_id": source.page_id,
         "path": _image_reference(source, files, coco_json),
     }
-    if source.page is not None:
+    if source.own_image:
         fields["source"] = _relative_path(Path(os.path.abspath(source.path)), coco_json.parent)
+    if source.page is not None:
         fields["page"] = source.page
     return fields
 
