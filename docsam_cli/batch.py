@@ -591,7 +591,7 @@ class SegmentRun:
         started = time.perf_counter()
         record_path = self.writer.files(page.page_id).record
         record_path.unlink(missing_ok=True)
-        source = PageSource(page.source, page.page, page.page_id, page.image, page.turned)
+        source = PageSource(page.source, page.page, page.page_id, page.image, page.turned, page.dpi)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         stored = dumps_record(

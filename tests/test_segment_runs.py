@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cli_helpers import CLASSES, error_lines, invoke, run_docsam, segment, stand_in_model, write_page
+from inputs_corpus import write_pdf
 from lxml import etree
 from PIL import Image, ImageOps, TiffImagePlugin
 
@@ -807,3 +808,27 @@ def test_an_image_its_exif_orientation_turns_is_saved_upright_and_named_by_every
             assert np.abs(np.asarray(image.convert("RGB")).astype(int) - upright).max() == 0
     code, lines, _ = segment(out, str(scan), *formats)
     assert code == 0 and lines[0]["skipped"] and "image" in lines[0]["outputs"]
+
+
+def test_the_page_images_written_keep_the_resolution_of_their_page(tmp_path, model):
+    """`image/<id>.png` had no resolution, so Tesseract read a 300-dpi scan's page as 70 dpi ("Invalid
+    resolution 0 dpi. Using 70 instead.") and OCR-D found none. It now keeps the page's: a PDF page's
+    `--dpi`, a TIFF page's resolution tags, a turned JPEG's density turned with it; none where the file
+    states none (Pillow reports 1 dpi for a TIFF without resolution tags)."""
+    frames = [Image.new("L", (60, 40), 200), Image.new("L", (50, 30), 100)]
+    frames[0].save(tmp_path / "scan.tif", save_all=True, append_images=frames[1:], dpi=(300, 300))
+    frames[0].save(tmp_path / "plain.tif", save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.new("RGB", (60, 40), "white").save(tmp_path / "photo.jpg", exif=exif.tobytes(), dpi=(300, 150))
+    write_pdf(tmp_path / "doc.pdf", 72, 144)
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(tmp_path), "--dpi", "150", "--format", "page")
+    assert code == 0, stderr
+    expected = {"scan_p0001": 300, "scan_p0002": 300, "photo": (150, 300), "doc_p0001": 150}
+    for page_id, dpi in expected.items():
+        dpi = dpi if isinstance(dpi, tuple) else (dpi, dpi)
+        with Image.open(out / "image" / f"{page_id}.png") as image:
+            assert image.info["dpi"] == pytest.approx(dpi, abs=0.05), page_id  # in pixels per metre
+    with Image.open(out / "image" / "plain_p0001.png") as image:
+        assert "dpi" not in image.info

@@ -4,7 +4,7 @@ Orientation: the EXIF Orientation tag (cameras, phone scans, some TIFF scanners)
 comes out as an image viewer shows it and every output (PAGE coordinates, `imageWidth`/`imageHeight`,
 overlays) refers to that upright image. For a file with a non-trivial orientation tag this differs from
 its stored pixels, which tools that ignore EXIF (OCR-D, Kraken, Tesseract) take as the page: such a page
-gets its upright image written beside its outputs, as a PDF page does (`exif_turns`).
+gets its upright image written beside its outputs, as a PDF page does (`exif_orientation`).
 
 Formats: only the document-image formats docsam lists (PNG, JPEG, TIFF, GIF, BMP, WebP, JPEG 2000, PNM)
 are tried. Pillow knows many more, some identified by weak signatures (TGA) or decoded by running an
@@ -43,6 +43,10 @@ IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000",
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _ORIENTATION = 274  # EXIF and TIFF tag: 1 = stored upright, 2-8 turned or mirrored
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # the orientations that swap width and height
+_X_RESOLUTION = 282  # EXIF and TIFF tag
+_JFIF_DENSITY_UNITS = (1, 2)  # a JFIF density in dots per inch or per centimetre (0: an aspect ratio)
+_MAX_STATED_DPI = 1e6  # beyond any scanner: a larger value is damage (and overflows a PNG's pHYs)
 _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
 _PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samples count from white)
 _COMPRESSION = 259  # TIFF tag: 1 (the default) = uncompressed
@@ -242,14 +246,17 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
 @dataclass(frozen=True)
 class Frame:
     """A decoded frame: `pixels` upright BGR uint8; `turned` when EXIF orientation turned or mirrored them
-    (`exif_turns`), so that they are not the pixels the file stores."""
+    (`exif_orientation`), so that they are not the pixels the file stores; `dpi` the resolution (x, y) the
+    file states for the upright pixels (`stated_dpi`), None where it states none."""
 
     pixels: np.ndarray
     turned: bool
+    dpi: tuple[float, float] | None = None
 
 
 def decode_frame(path: Path, frame: int | None = None, page: int | None = None) -> Frame:
-    """`load_frame`, also saying whether EXIF orientation was applied. Raises InputError."""
+    """`load_frame`, also saying whether EXIF orientation was applied, and the resolution. Raises
+    InputError."""
     with open_image(path) as image:
         try:
             if frame is None:
@@ -264,7 +271,10 @@ def decode_frame(path: Path, frame: int | None = None, page: int | None = None) 
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
         pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
-        return Frame(pixels, exif_turns(image))
+        orientation, dpi = exif_orientation(image), stated_dpi(image)
+        if dpi is not None and orientation in _QUARTER_TURNS:
+            dpi = (dpi[1], dpi[0])
+        return Frame(pixels, orientation != 1, dpi)
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -275,14 +285,41 @@ def upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def exif_turns(image: Image.Image) -> bool:
-    """Whether `upright` turns or mirrors this loaded image: an EXIF Orientation other than 1 in a JPEG,
-    PNG or WebP. Readers that ignore EXIF (OCR-D, Kraken, Tesseract) take such a file's stored pixels as
-    the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag.)"""
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation by which `upright` turns or mirrors this loaded image (2-8: a JPEG, PNG or WebP
+    stored so), else 1. Readers that ignore EXIF (OCR-D, Kraken, Tesseract) take such a file's stored
+    pixels as the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag.)"""
     try:
-        return image.getexif().get(_ORIENTATION, 1) in range(2, 9)
+        orientation = image.getexif().get(_ORIENTATION, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-        return False
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
+    """The resolution (x, y) in dots per inch that the file states for its stored pixels (JPEG's JFIF
+    density or EXIF, PNG's pHYs, TIFF's tags, BMP's header), as Pillow reads it; None where it states
+    none."""
+    if not _states_resolution(image):
+        return None
+    try:
+        x, y = (float(value) for value in image.info.get("dpi") or ())
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < _MAX_STATED_DPI and 0 < y < _MAX_STATED_DPI else None
+
+
+def _states_resolution(image: Image.Image) -> bool:
+    """Whether a resolution Pillow reports is the file's: for a TIFF without resolution tags it gives
+    1 dpi (the tags' defaults), for a JPEG without a JFIF density or EXIF resolution 72 dpi."""
+    if image.format == "TIFF":
+        return _X_RESOLUTION in image.tag_v2
+    if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in _JFIF_DENSITY_UNITS:
+        try:
+            return _X_RESOLUTION in image.getexif()
+        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+            return False
+    return True
 
 
 def check_planar_layout(path: Path, image: Image.Image, page: int | None = None) -> None:

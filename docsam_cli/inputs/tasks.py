@@ -43,7 +43,8 @@ class Page:
 
     `image` is (H, W, 3) BGR uint8, upright; `width`/`height` are its size, the page's original size that
     all outputs refer to. `page` is 1-based within a PDF or multi-page TIFF, None for a single image.
-    `turned`: a single image whose EXIF orientation was applied (`images.exif_turns`).
+    `turned`: a single image whose EXIF orientation was applied (`images.exif_orientation`). `dpi`: the
+    resolution (x, y) of `image`: a PDF page's `--dpi`, an image's as its file states it, None if unstated.
     """
 
     source: Path
@@ -52,6 +53,7 @@ class Page:
     image: np.ndarray
     file_state: dict[str, int] | None = None  # the source file's `files.file_state` before it was read
     turned: bool = False
+    dpi: tuple[float, float] | None = None
 
     @property
     def height(self) -> int:
@@ -87,7 +89,7 @@ class PageTask:
             reason = f"cannot decode: {type(error).__name__}: {error}"
             raise InputError(self.source, reason, self.page) from None
         turned = frame.turned and self.page is None
-        return Page(self.source, self.page, self.page_id, frame.pixels, state, turned)
+        return Page(self.source, self.page, self.page_id, frame.pixels, state, turned, frame.dpi)
 
     def _decode(self) -> Frame:
         if self.kind == "pdf":
@@ -100,7 +102,7 @@ class PageTask:
                 size_points=self.size_points,
                 timeout=self.options.poppler_timeout,
             )
-            return Frame(pixels, turned=False)
+            return Frame(pixels, turned=False, dpi=(self.options.dpi, self.options.dpi))
         return decode_frame(self.source, self.frame, self.page)
 
 

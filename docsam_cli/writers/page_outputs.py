@@ -12,6 +12,8 @@ the OpenCV, pycocotools and shapely they use, are imported only when a page is w
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +50,15 @@ class OutputSettings:
 @dataclass(frozen=True)
 class PageSource:
     """Where a page came from: `page` is 1-based inside a PDF / multi-page TIFF, None for a single image;
-    `turned`: a single image that its EXIF orientation turned or mirrored (`inputs.images.exif_turns`)."""
+    `turned`: a single image that its EXIF orientation turned or mirrored (`inputs.images.exif_orientation`);
+    `dpi`: the resolution (x, y) of `image` where known (`inputs.tasks.Page.dpi`), kept in its own image."""
 
     path: Path
     page: int | None
     page_id: str
     image: np.ndarray  # BGR uint8, the page as segmented
     turned: bool = False
+    dpi: tuple[float, float] | None = None
 
     @property
     def own_image(self) -> bool:
@@ -161,7 +165,7 @@ class PageWriter:
         shapes = PageShapes(instances)
         outputs = files.listed(in_document=source.own_image)
         if "image" in outputs:
-            _write_png(files.image, source.image)
+            _write_png(files.image, source.image, source.dpi)
         if self.coco is not None:
             fields = _coco_image_fields(source, files, outputs["coco"])
             self.coco.add_page(source.page_id, shapes, _image_name(source, files), fields)
@@ -255,11 +259,25 @@ def _coco_image_fields(source: PageSource, files: PageFiles, coco_json: Path) ->
     return fields
 
 
-def _write_png(path: Path, image_bgr: np.ndarray) -> None:
+def _write_png(path: Path, image_bgr: np.ndarray, dpi: tuple[float, float] | None = None) -> None:
+    """The page image as PNG, with its resolution where known: OCR engines size their layout analysis by it
+    (Tesseract, without one: "Invalid resolution 0 dpi. Using 70 instead.")."""
     import cv2
 
     ok, encoded = cv2.imencode(".png", image_bgr)
     if not ok:
         raise OSError(f"cannot encode {path.name} as PNG")
+    data = encoded.tobytes()
     with atomic_open(path, "wb") as handle:
-        handle.write(encoded.tobytes())
+        handle.write(data if dpi is None else _with_resolution(data, dpi))
+
+
+_PNG_HEADER_END = 33  # the 8-byte signature and the IHDR chunk, which a PNG starts with
+_METRES_PER_INCH = 0.0254
+
+
+def _with_resolution(png: bytes, dpi: tuple[float, float]) -> bytes:
+    """`png` with a pHYs chunk (pixels per metre; OpenCV writes none) right after its header."""
+    body = b"pHYs" + struct.pack(">IIB", *(round(value / _METRES_PER_INCH) for value in dpi), 1)
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:_PNG_HEADER_END] + chunk + png[_PNG_HEADER_END:]
