@@ -260,6 +260,15 @@ def _with_legend(
 
 
 def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black on light colours, white on dark ones."""
-    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    return (0, 0, 0) if luminance > 150 else (255, 255, 255)
+    """Black or white, whichever contrasts more with `rgb` (WCAG 2 contrast ratio, from relative luminance):
+    at least 4.58:1 on any colour. A threshold on luma (Rec. 601) wrote white on cyan and yellow-green
+    labels, at 2.3:1."""
+    luminance = relative_luminance(rgb)
+    return (0, 0, 0) if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else (255, 255, 255)
+
+
+def relative_luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2's relative luminance of an sRGB colour: 0 for black, 1 for white."""
+    channels = np.asarray(rgb, np.float64) / 255
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    return float(linear @ (0.2126, 0.7152, 0.0722))
