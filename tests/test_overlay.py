@@ -92,6 +92,21 @@ def test_labels_and_outlines_are_drawn(page, shapes):
     assert (np.abs(edge.astype(int) - class_colour(1)[::-1]).sum(-1) < 60).mean() > 0.9
 
 
+def test_labels_from_one_corner_are_stacked_not_drawn_over_each_other(page):
+    """A region, a smaller one nested in it from its top-left corner, and a duplicate of the latter in a third
+    class: each label was drawn over the one before, and only the last could be read."""
+    masks = [rect_mask(HEIGHT, WIDTH, 20, 60, 140, 380)] + [rect_mask(HEIGHT, WIDTH, 20, 60, 130, 200)] * 2
+    overlay = render_overlay(page, PageShapes(make_instances(masks, [0, 1, 2], CLASSES)))
+    labels = overlay[60:120, 22:60].astype(int)  # right of the masks' left outline, below the page's rules
+    tops = []
+    for label in range(3):
+        fill = (np.abs(labels - class_colour(label)[::-1]).sum(-1) == 0).mean(axis=1) > 0.3
+        rows = np.flatnonzero(fill)
+        assert len(rows) >= 4, f"{CLASSES[label]}'s label is covered"
+        tops.append(rows.min())
+    assert tops == sorted(tops)  # largest first, each below the one drawn before it
+
+
 def test_a_page_with_nothing_drawn_gets_no_legend(page):
     blank = render_overlay(page, PageShapes(empty_instances(HEIGHT, WIDTH, CLASSES)))
     assert (blank == page).all()

@@ -6,8 +6,9 @@ counts, in as many columns as the page height needs (a page too short for one ro
 A page with nothing drawn gets no legend and no margin. Colours are fixed per class index (the prompted
 class order), so a class looks the same on every page of a run and in every run with the same
 `--classes`. Instances are painted largest first, so small ones stay visible on top; each label sits at its
-instance's top-left corner, inside the page. Text is drawn with Pillow's bundled scalable font, sized to
-the page; class names beyond ASCII, which it lacks, with a system font that has them (`label_font`).
+instance's top-left corner, inside the page, or below the labels already there. Text is drawn with Pillow's
+bundled scalable font, sized to the page; class names beyond ASCII, which it lacks, with a system font that
+has them (`label_font`).
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
     picture = Image.fromarray(canvas[:, :, ::-1])
     draw = ImageDraw.Draw(picture)
     font = label_font(max(10, round(scale / 70)), shapes.class_names)
+    drawn_labels = np.zeros((0, 4), np.int64)
     for index in painted:
-        corner = (shapes.window(index).x, shapes.window(index).y)
-        _label(draw, font, shapes, index, corner, (width, height))
+        box = _label(draw, font, shapes, index, drawn_labels, (width, height))
+        drawn_labels = np.vstack([drawn_labels, box])
     picture = _with_legend(picture, font, legend_layout(shapes, painted, font, height))
     return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
 
@@ -175,19 +177,41 @@ def _label(
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     shapes: PageShapes,
     index: int,
-    corner: tuple[int, int],
+    drawn_labels: np.ndarray,
     page_size: tuple[int, int],
-) -> None:
-    """`class score` on a box of the class colour at the mask's top-left corner, moved inside the page."""
+) -> tuple[int, int, int, int]:
+    """`class score` on a box of the class colour at the mask's top-left corner, moved inside the page and
+    then down, as far as the instance reaches, below the labels already drawn (`drawn_labels`, rows of
+    x0, y0, x1, y1) that it would cover: instances from one corner (a region and a smaller one nested in
+    it, or the same region found as two classes) showed only the last label. Returns the box drawn."""
     text = f"{shapes.class_name(index)} {shapes.score(index):.2f}"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(1, (bottom - top) // 6)
     box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
-    x = min(corner[0], max(page_size[0] - box_w, 0))
-    y = min(corner[1], max(page_size[1] - box_h, 0))
+    window = shapes.window(index)
+    x = min(window.x, max(page_size[0] - box_w, 0))
+    y = min(window.y, max(page_size[1] - box_h, 0))
+    lowest = min(window.y + window.mask.shape[0], page_size[1]) - box_h  # the last top inside the instance
+    y = _below_labels((x, y, x + box_w, y + box_h), drawn_labels, lowest)
     rgb = class_colour(shapes.label(index))
     draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=rgb)
     draw.text((x + pad - left, y + pad - top), text, font=font, fill=_ink(rgb))
+    return x, y, x + box_w, y + box_h
+
+
+def _below_labels(box: tuple[int, int, int, int], drawn_labels: np.ndarray, lowest: int) -> int:
+    """The top of `box` moved down past each of `drawn_labels` it overlaps, until it overlaps none; its
+    own top if that would be below `lowest`."""
+    x0, y0, x1, y1 = box
+    top = y0
+    across = drawn_labels[(drawn_labels[:, 0] < x1) & (x0 < drawn_labels[:, 2])]
+    while True:
+        hit = across[(across[:, 1] < top + y1 - y0) & (top < across[:, 3])]
+        if not len(hit):
+            return top
+        top = int(hit[:, 3].max())
+        if top > lowest:
+            return y0
 
 
 @dataclass(frozen=True)
