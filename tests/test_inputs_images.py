@@ -193,6 +193,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert image[..., 2].sum() == 255
 
 
+def test_a_turned_tiff_pages_resolution_is_turned_with_it(tmp_path):
+    """A TIFF page stored on its side (Orientation 6) at 300 x 150 dpi is 150 dpi across once upright; its
+    `image/<id>.png` said 300, as Pillow turns a TIFF as it decodes it and drops the tag that said so."""
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[274] = 6
+    frames = [Image.new("L", (60, 30), 200), Image.new("L", (60, 30), 100)]
+    frames[0].save(
+        tmp_path / "fax.tif", save_all=True, append_images=frames[1:], tiffinfo=tags, dpi=(300, 150)
+    )
+    pages = [task.load() for task in tasks_for(tmp_path / "fax.tif")]
+    assert [page.image.shape[:2] for page in pages] == [(60, 30), (60, 30)]
+    assert [page.dpi for page in pages] == [(150, 300), (150, 300)]
+
+
 def test_multi_page_tiff_gives_one_page_per_frame(tmp_path):
     frames = [
         Image.new("RGB", (6, 4), (255, 0, 0)),

@@ -265,16 +265,17 @@ def decode_frame(path: Path, frame: int | None = None, page: int | None = None) 
                 image.seek(frame)
             check_pixel_limit(path, *image.size, page)
             check_planar_layout(path, image, page)
+            stored = exif_orientation(image)  # read before decoding: Pillow turns a TIFF as it decodes it
             image.load()
         except Image.DecompressionBombError as error:
             raise _bomb_error(path, error, page) from None
         except _DECODE_ERRORS as error:
             raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
         pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
-        orientation, dpi = exif_orientation(image), stated_dpi(image)
-        if dpi is not None and orientation in _QUARTER_TURNS:
+        dpi = stated_dpi(image)  # of the stored pixels, whoever turned them upright
+        if dpi is not None and stored in _QUARTER_TURNS:
             dpi = (dpi[1], dpi[0])
-        return Frame(pixels, orientation != 1, dpi)
+        return Frame(pixels, exif_orientation(image) != 1, dpi)
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -288,7 +289,8 @@ def upright(image: Image.Image) -> Image.Image:
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF Orientation by which `upright` turns or mirrors this loaded image (2-8: a JPEG, PNG or WebP
     stored so), else 1. Readers that ignore EXIF (OCR-D, Kraken, Tesseract) take such a file's stored
-    pixels as the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag.)"""
+    pixels as the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag:
+    before decoding, this is the orientation the file states, a TIFF's too.)"""
     try:
         orientation = image.getexif().get(_ORIENTATION, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
