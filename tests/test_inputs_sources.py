@@ -225,6 +225,17 @@ def test_files_keep_the_stems_earlier_runs_gave_them_and_others_avoid_those(tmp_
     assert assign_stems([link], earlier) == ["scan"]  # the same file under another name
 
 
+def test_a_hard_link_keeps_the_stem_an_earlier_run_gave_its_file(tmp_path):
+    """A file done as `a/scan.png`, named in a rerun first through its hard link `b/scan.png`: the run takes
+    the link's name (the file once), which got a new stem, `scan_png`, and the page was done again."""
+    scan = touch(tmp_path / "a" / "scan.png")
+    (tmp_path / "b").mkdir()
+    os.link(scan, tmp_path / "b" / "scan.png")
+    earlier = {input_key(scan): "scan"}
+    items = collect_documents([str(tmp_path / "b"), str(tmp_path / "a")], earlier_stems=earlier)
+    assert [(item.path, item.stem) for item in items] == [(tmp_path / "b" / "scan.png", "scan")]
+
+
 def test_an_input_is_known_by_its_path_as_named_unless_dotdot_after_a_link_misleads(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     page = touch(tmp_path / "real" / "imgs" / "page0.png")

@@ -250,10 +250,10 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     stays the same across re-runs of the same command, which skipping finished pages relies on.
 
     `earlier` holds the stems earlier runs into the same output folder gave (by `input_key`): a file found
-    there, or the same file under another name (a link), keeps its stem, and no other file takes the stem
-    of one that still exists, so that a file keeps its page ids when a rerun names more files (a folder that
-    has grown) or fewer, and is never done again under a new id. (A file moved since is another file here;
-    its stem is free again.)
+    there, or the same file under another name (a symbolic or hard link), keeps its stem, and no other file
+    takes the stem of one that still exists, so that a file keeps its page ids when a rerun names more files
+    (a folder that has grown) or fewer, and is never done again under a new id. (A file moved since is
+    another file here; its stem is free again.)
 
     A stem names files and is written inside them, so it is made portable: control characters and bytes
     that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
@@ -263,17 +263,16 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     keys = [input_key(path) for path in paths]
     found = [earlier.get(key) for key in keys]
     listed = set(keys)
-    # The other files of earlier runs that still exist, by real path: a file named now under another name
-    # of one of them keeps its stem, and the rest hold theirs.
+    # The other files of earlier runs that still exist, by identity (`_identity`, as `collect_documents`
+    # tells files apart): a file named now under another name of one of them (a symbolic or hard link)
+    # keeps its stem, and the rest hold theirs.
     others = {
-        os.path.realpath(key): stem
-        for key, stem in earlier.items()
-        if key not in listed and os.path.lexists(key)
+        _identity(key): stem for key, stem in earlier.items() if key not in listed and os.path.lexists(key)
     }
-    reals = [os.path.realpath(path) for path in paths]
-    found = [stem or others.get(real) for stem, real in zip(found, reals, strict=True)]
-    named_now = set(reals)
-    held = [stem for real, stem in others.items() if real not in named_now]
+    identities = [_identity(path) for path in paths]
+    found = [stem or others.get(identity) for stem, identity in zip(found, identities, strict=True)]
+    named_now = set(identities)
+    held = [stem for identity, stem in others.items() if identity not in named_now]
     kept = [stem is not None for stem in found]
     candidates = [
         ([stem] if stem is not None else []) + _stem_candidates(path.absolute())
