@@ -80,7 +80,7 @@ class PageFiles:
         self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
         self.semantic = out / "semantic" / f"{page_id}.png"
-        self.image = out / "image" / f"{page_id}.png"  # the rendered page, for PDF and multi-page TIFF pages
+        self.image = out / "image" / f"{page_id}.png"  # the page's own image (`PageSource.own_image`)
 
     def listed(self, in_document: bool = False) -> dict[str, Path]:
         """The files a JSON line names under `outputs`, by format (`in_document` as for `required`)."""
@@ -97,8 +97,9 @@ class PageFiles:
         return listed | {name: path for name, path in per_format.items() if name in formats}
 
     def required(self, in_document: bool = False) -> list[Path]:
-        """The files that exist once the page is done (the record last); `in_document`: the page is one of
-        a PDF or multi-page TIFF, whose image the formats that name it get beside them."""
+        """The files that exist once the page is done (the record last); `in_document`: the page has its
+        own image (`PageSource.own_image`: a PDF or TIFF page, an image saved upright), which the formats
+        that name it get beside them."""
         listed = self.listed(in_document)
         listed.pop("coco", None)  # the run's file, written at its end from the pages' parts
         image = listed.pop("image", None)
