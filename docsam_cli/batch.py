@@ -377,7 +377,7 @@ class SegmentRun:
         # the main one waits for the model): one at a time. What failed a writing thread's report (stdout
         # closed) is raised in the main thread.
         self._reporting = threading.RLock()
-        self._report_error: BaseException | None = None
+        self._report_error: Exception | None = None
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
@@ -608,12 +608,13 @@ class SegmentRun:
     def _on_write_ended(self, _: Future[tuple[str, float]]) -> None:
         """As a page's writing ends, in its writing thread: report the pages whose writing has ended that
         are next in work order, so that a page's JSON line and progress come as it is done, not once the
-        model has segmented the next page."""
+        model has segmented the next page. (It runs in the main thread for a page whose writing ended before
+        it was listed: a Ctrl-C there stops the run at once, as anywhere in the main thread.)"""
         with self._reporting:
             if self._report_error is None:
                 try:
                     self._report_ended_writes_in_order()
-                except BaseException as error:  # the main thread raises it (`_collect_writes`)
+                except Exception as error:  # the main thread raises it (`_collect_writes`)
                     self._report_error = error
 
     def _collect_writes(self, keep: int = 0) -> None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -578,6 +579,35 @@ def test_an_interrupted_run_reports_the_pages_it_finished_writing(tmp_path, mode
     assert [record["input"] for record in records] == list(map(str, pages[:2]))
     done = sorted(path.name for path in (tmp_path / "out" / ".docsam" / "records").iterdir())
     assert done == ["page0.json", "page1.json"]
+
+
+class _WritingAtOnce(ThreadPoolExecutor):
+    """Writing threads so quick that a page's writing has ended before the main thread, which handed it
+    over, asks to hear of it: it then reports the page itself."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def test_ctrl_c_while_the_main_thread_reports_a_page_stops_the_run_there(tmp_path, model, monkeypatch):
+    """Ctrl-C landing while the main thread reported a page whose writing had already ended was held back:
+    the model went on to segment the next page, and the pages written meanwhile were never reported."""
+    pages = [write_page(tmp_path / f"page{index}.png", height=40 + index) for index in range(3)]
+    monkeypatch.setattr(batch, "ThreadPoolExecutor", _WritingAtOnce)
+    data = ConsoleReporter.data
+
+    def interrupted(self, line):
+        data(self, line)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ConsoleReporter, "data", interrupted)
+    code, records, stderr = segment(tmp_path / "out", *map(str, pages))
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert len(model.batches) == 1
+    assert [record["input"] for record in records] == [str(pages[0])]
+    assert [path.name for path in (tmp_path / "out" / ".docsam" / "records").iterdir()] == ["page0.json"]
 
 
 def test_an_interrupted_run_writes_the_run_files_of_the_pages_it_finished(tmp_path, model, monkeypatch):
