@@ -6,6 +6,13 @@ import json
 import os
 from pathlib import Path
 
+# MKL picks its float32 matrix-product kernels by CPU: AVX-512 ones on Intel, its generic path on AMD, where
+# the parity fixtures were made. Their sums round differently (the matcher's cost matrices by up to 2e-6 on
+# an Intel Xeon, against the fixtures' 1e-6 tolerance), so the tests run MKL in its reproducible generic
+# mode, the fixtures' arithmetic on any x86 CPU (set before torch loads MKL; subprocesses inherit it).
+# docsam itself never sets it: there MKL takes its fastest kernels.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
 import pytest
 import torch
 from lxml import etree
