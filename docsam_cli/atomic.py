@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -76,6 +77,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Rename the finished folder `staging` to `target`; an existing `target` is renamed away first (a folder
+    cannot be renamed over one that is not empty) and removed last."""
+    previous = None
+    if target.exists():
+        previous = target.with_name(f".{target.name}.{os.getpid()}.old")
+        os.replace(target, previous)
+    os.replace(staging, target)
+    if previous is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(previous)
 
 
 def can_write_in(folder: Path) -> OSError | None:

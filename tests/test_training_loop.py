@@ -32,6 +32,7 @@ from docsam_cli.training.checkpoints import (
     list_checkpoints,
     load_trainer_state,
     restore_rng,
+    save_best,
     save_checkpoint,
 )
 from docsam_cli.training.data import MixedTrainingData, collate
@@ -304,6 +305,34 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing_beh
         save_checkpoint(output, model, state, keep_last=2, stored={})
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["step-00000001"]
     assert load_trainer_state(first).step == 1
+
+
+def test_best_keeps_its_weights_with_their_metrics_when_replacing_it_fails(
+    tiny_config, tiny_reference_state, tmp_path, monkeypatch
+) -> None:
+    """best/ was rewritten in place, weights first: a run killed (or failing) before its metrics.json was
+    written left the new weights beside the earlier step's metrics."""
+    model, output = small_model(tiny_config, tiny_reference_state), tmp_path / "run"
+    save_best(output, model, {"mAP": 0.5}, 2, {})
+    published = (output / "best" / MODEL_FILE).read_bytes()
+    with torch.no_grad():
+        next(model.parameters()).add_(1)
+
+    def killed(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_best(output, model, {"mAP": 0.7}, 4, {})
+    monkeypatch.undo()
+
+    assert (output / "best" / MODEL_FILE).read_bytes() == published
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 2, "mAP": 0.5}
+    assert sorted(path.name for path in output.iterdir()) == ["best"]
+    save_best(output, model, {"mAP": 0.7}, 4, {})
+    assert (output / "best" / MODEL_FILE).read_bytes() != published
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 4, "mAP": 0.7}
+    assert sorted(path.name for path in output.iterdir()) == ["best"]
 
 
 def test_a_checkpoint_removes_the_half_written_checkpoints_of_a_killed_run(

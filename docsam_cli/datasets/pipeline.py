@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from docsam_cli.atomic import replace_folder
 from docsam_cli.datasets import layout, rectify, split
 from docsam_cli.datasets.classes import ClassFilter
 from docsam_cli.datasets.convert import read_sources
@@ -94,7 +95,7 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
         staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
         report = _build(options, staging, progress)
         with _writing(out):
-            _publish(staging, out)
+            replace_folder(staging, out)  # an existing `out` (allowed by --overwrite) goes last
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -283,15 +284,3 @@ def _write(
 
 def _json(document: dict) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename the finished tree into place; an existing `out` (allowed by --overwrite) goes last."""
-    previous = None
-    if out.exists():
-        previous = out.with_name(f".{out.name}.{os.getpid()}.old")
-        os.replace(out, previous)
-    os.replace(staging, out)
-    if previous is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(previous)

@@ -8,8 +8,8 @@
 ```
 
 The reference saves only the weights (`last_model.pth`, `best_model.pth`), so a restart begins a new run.
-Here a checkpoint folder is written under a temporary name and renamed when complete (the next
-checkpoint removes one a killed run left half-written), the newest `keep_last` are kept, and `trainer.pt`
+Here a checkpoint folder, and `best/`, is written under a temporary name and renamed when complete (the
+next one removes one a killed run left half-written), the newest `keep_last` are kept, and `trainer.pt`
 holds plain tensors and numbers only (read with `weights_only`).
 The data position needs no state of its own: samples are a function of (seed, step), see `sampler`.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from docsam_cli.atomic import atomic_open
+from docsam_cli.atomic import atomic_open, replace_folder
 from docsam_cli.errors import InputError
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.settings import AugmentSettings
@@ -36,6 +36,8 @@ from model.checkpoint import save_model
 from model.docsam import DocSAM
 
 MODEL_FILE = "model.safetensors"
+BEST_FOLDER = "best"
+METRICS_FILE = "metrics.json"
 STATE_FILE = "trainer.pt"
 _STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
@@ -173,8 +175,23 @@ def save_best(
     output: Path, model: DocSAM, metrics: dict[str, float], step: int, stored: Mapping[str, Any]
 ) -> None:
     """Replace `best/` with these weights (and what they `stored`, see `trained_with`) and their validation
-    metrics."""
-    folder = output / "best"
-    save_model(model, folder / MODEL_FILE, **stored)
-    with atomic_open(folder / "metrics.json") as handle:
-        json.dump({"step": step, **metrics}, handle, indent=1)
+    metrics, in one step: both are written into `.best.tmp/`, which then replaces `best/`, so that a run
+    killed or failing meanwhile leaves the earlier weights with their own metrics."""
+    staging = _staging(output, BEST_FOLDER)
+    try:
+        save_model(model, staging / MODEL_FILE, **stored)
+        with atomic_open(staging / METRICS_FILE) as handle:
+            json.dump({"step": step, **metrics}, handle, indent=1)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, output / BEST_FOLDER)
+
+
+def _staging(output: Path, name: str) -> Path:
+    """A new, empty `.<name>.tmp/` in `output`, to write `name` in before it is published; one that a killed
+    run left is removed first."""
+    staging = output / f".{name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
