@@ -335,6 +335,40 @@ def test_best_keeps_its_weights_with_their_metrics_when_replacing_it_fails(
     assert sorted(path.name for path in output.iterdir()) == ["best"]
 
 
+@pytest.mark.parametrize("swapping_best", [False, True])
+def test_a_resumed_run_removes_what_a_run_killed_while_publishing_left_behind(
+    swapping_best, dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A run killed (kill -9, the OOM killer) while writing best/ or its final weights left safetensors'
+    own temporary file, as large as the weights, beside them for good. Those writes now go through staging
+    folders, which the resumed run removes, with the temporaries of `atomic_open` (run.json's); a kill
+    between the two renames that swap best/ left it under its old name, which is put back."""
+    output = tmp_path / "run"
+    run_options = options(iterations=1, validate_every=1)
+    model = small_model(tiny_config, tiny_reference_state)
+    Trainer(model, data_of(dataset), run_options, output, validator=lambda m: {"mAP": 0.5}).run()
+    best_weights = (output / "best" / MODEL_FILE).read_bytes()
+    for staging in (".best.tmp", ".model.safetensors.tmp"):
+        (output / staging).mkdir()
+        (output / staging / ".model.safetensors.0123abcd.tmp").write_bytes(b"")
+        (output / staging / ".tmpAbC123").write_bytes(b"half-written weights")
+    (output / ".run.json.89abcdef.tmp").write_text("{")
+    if swapping_best:
+        (output / "best").rename(output / ".best.4242.old")
+    (output / MODEL_FILE).unlink()  # killed while writing it
+
+    checkpoint = list_checkpoints(output)[-1]
+    resumed = Trainer(
+        architecture_of(checkpoint / MODEL_FILE, Regularisation()), data_of(dataset), run_options, output
+    )
+    resumed.run(resume=checkpoint)
+
+    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == []
+    assert load_model(output / MODEL_FILE) is not None
+    assert (output / "best" / MODEL_FILE).read_bytes() == best_weights
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 1, "mAP": 0.5}
+
+
 def test_a_checkpoint_removes_the_half_written_checkpoints_of_a_killed_run(
     tiny_config, tiny_reference_state, tmp_path
 ) -> None:

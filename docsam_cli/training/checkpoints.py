@@ -8,15 +8,17 @@
 ```
 
 The reference saves only the weights (`last_model.pth`, `best_model.pth`), so a restart begins a new run.
-Here a checkpoint folder, and `best/`, is written under a temporary name and renamed when complete (the
-next one removes one a killed run left half-written), the newest `keep_last` are kept, and `trainer.pt`
-holds plain tensors and numbers only (read with `weights_only`).
+Here a checkpoint folder, `best/` and the final weights are written under a temporary name and renamed
+when complete (what a killed run left half-written goes with the next checkpoint, or when the run is
+resumed), the newest `keep_last` are kept, and `trainer.pt` holds plain tensors and numbers only (read
+with `weights_only`).
 The data position needs no state of its own: samples are a function of (seed, step), see `sampler`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from docsam_cli.atomic import atomic_open, replace_folder
+from docsam_cli.atomic import atomic_open, is_temporary, replace_folder
 from docsam_cli.errors import InputError
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.settings import AugmentSettings
@@ -186,6 +188,35 @@ def save_best(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_folder(staging, output / BEST_FOLDER)
+
+
+def save_final(output: Path, model: DocSAM, stored: Mapping[str, Any]) -> None:
+    """Write the final weights, `<output>/model.safetensors`, through `.model.safetensors.tmp/`: what a run
+    killed meanwhile leaves (safetensors' own temporary file, as large as the weights) is in that folder,
+    which `remove_leftovers` removes."""
+    staging = _staging(output, MODEL_FILE)
+    try:
+        save_model(model, staging / MODEL_FILE, **stored)
+        os.replace(staging / MODEL_FILE, output / MODEL_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_leftovers(output: Path) -> None:
+    """Remove what a run killed while writing into `output` left there (no other run writes into it): the
+    staging folders of `best/` and of the final weights, `atomic_open`'s temporaries (run.json's); a kill
+    between the two renames of `best/`'s swap (`replace_folder`) left its previous folder, which is put back
+    when there is no `best/`."""
+    for name in (BEST_FOLDER, MODEL_FILE):
+        shutil.rmtree(output / f".{name}.tmp", ignore_errors=True)
+    best = output / BEST_FOLDER
+    for previous in output.glob(f".{BEST_FOLDER}.*.old"):
+        if best.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            previous.rename(best)
+    for path in filter(is_temporary, output.glob(".*.tmp")):
+        path.unlink(missing_ok=True)
 
 
 def _staging(output: Path, name: str) -> Path:

@@ -52,9 +52,11 @@ from docsam_cli.training.checkpoints import (
     capture_rng,
     list_checkpoints,
     load_trainer_state,
+    remove_leftovers,
     restore_rng,
     save_best,
     save_checkpoint,
+    save_final,
     trained_with,
 )
 from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate, raise_failures
@@ -63,7 +65,7 @@ from docsam_cli.training.run_log import RunLog, write_run_file
 from docsam_cli.training.sample_random import derive_seed
 from docsam_cli.training.sampler import BatchLayout, TrainingSampler
 from docsam_cli.training.settings import TrainingOptions
-from model.checkpoint import load_weights, read_state_dict, save_model
+from model.checkpoint import load_weights, read_state_dict
 from model.docsam import DocSAM
 from model.loss import CriterionOutput, DocSAMCriterion
 from model.optim import ReferenceLRSchedule, build_optimizer
@@ -252,6 +254,8 @@ class Trainer:
         if start == 0 and options.warmup:
             self.schedule.step(0)
         self.output.mkdir(parents=True, exist_ok=True)
+        if main:
+            remove_leftovers(self.output)
         if main and resume is None:  # a resumed run keeps the record it was started with
             write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
         log = RunLog(self.output, start) if main else None
@@ -286,7 +290,7 @@ class Trainer:
                 log.close()
         final = self.output / MODEL_FILE
         if main:
-            save_model(self.model, final, **self.stored)
+            save_final(self.output, self.model, self.stored)
         self.distributed.barrier()
         return final
 
