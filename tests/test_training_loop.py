@@ -8,6 +8,7 @@ import json
 import math
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -367,6 +368,38 @@ def test_a_resumed_run_removes_what_a_run_killed_while_publishing_left_behind(
     assert load_model(output / MODEL_FILE) is not None
     assert (output / "best" / MODEL_FILE).read_bytes() == best_weights
     assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 1, "mAP": 0.5}
+
+
+def test_a_resumed_run_replaces_best_only_with_better_weights_than_it_holds(
+    dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A run killed after publishing best/ at step 3 but before its checkpoint of step 4 resumed from step 2
+    with the best score step 2's checkpoint recorded: it replaced the better weights in best/ with any that
+    beat that older score (step 3 validated again on a GPU need not give the same figures)."""
+    output = tmp_path / "run"
+    run_options = options(validate_every=1, checkpoint_every=2, keep_last=5)
+    scores = iter([0.5, 0.6, 0.9, 0.1])
+    model = small_model(tiny_config, tiny_reference_state)
+    Trainer(model, data_of(dataset), run_options, output, validator=lambda m: {"mAP": next(scores)}).run()
+    best_weights = (output / "best" / MODEL_FILE).read_bytes()
+    shutil.rmtree(list_checkpoints(output)[-1])  # killed before the checkpoint of step 4
+    (output / MODEL_FILE).unlink()
+
+    checkpoint = list_checkpoints(output)[-1]
+    assert load_trainer_state(checkpoint).best == {"metric": "mAP", "value": 0.6, "step": 2}
+    scores = iter([0.7, 0.8])
+    resumed = Trainer(
+        architecture_of(checkpoint / MODEL_FILE, Regularisation()),
+        data_of(dataset),
+        run_options,
+        output,
+        validator=lambda m: {"mAP": next(scores)},
+    )
+    resumed.run(resume=checkpoint)
+
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 3, "mAP": 0.9}
+    assert (output / "best" / MODEL_FILE).read_bytes() == best_weights
+    assert load_trainer_state(list_checkpoints(output)[-1]).best == {"metric": "mAP", "value": 0.9, "step": 3}
 
 
 def test_a_checkpoint_removes_the_half_written_checkpoints_of_a_killed_run(

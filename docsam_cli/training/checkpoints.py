@@ -17,6 +17,7 @@ The data position needs no state of its own: samples are a function of (seed, st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -188,6 +189,20 @@ def save_best(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_folder(staging, output / BEST_FOLDER)
+
+
+def resumed_best(output: Path, state: TrainerState, metric: str) -> dict[str, Any] | None:
+    """The best validation a resumed run compares its own with: the checkpoint's record, or `best/`'s when
+    better (the killed run published it after its last checkpoint), so that the run replaces `best/` only
+    with better weights than those it holds."""
+    published = None
+    with contextlib.suppress(FileNotFoundError):
+        recorded = json.loads((output / BEST_FOLDER / METRICS_FILE).read_text(encoding="utf-8"))
+        if recorded.get(metric) is not None:
+            published = {"metric": metric, "value": recorded[metric], "step": recorded["step"]}
+    if published is None or (state.best is not None and state.best["value"] >= published["value"]):
+        return state.best
+    return published
 
 
 def save_final(output: Path, model: DocSAM, stored: Mapping[str, Any]) -> None:

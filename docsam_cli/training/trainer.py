@@ -54,6 +54,7 @@ from docsam_cli.training.checkpoints import (
     load_trainer_state,
     remove_leftovers,
     restore_rng,
+    resumed_best,
     save_best,
     save_checkpoint,
     save_final,
@@ -239,7 +240,7 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         self.scaler.load_state_dict(state.scaler)
         restore_rng(state.rng)
-        self.best = state.best
+        self.best = resumed_best(self.output, state, self.options.best_metric)
         return state.step
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -250,12 +251,12 @@ class Trainer:
         `record` (the command and its option values, see `RunPlan.record`) goes to run.json when the run
         starts; a resumed run leaves run.json as it is."""
         options, main = self.options, self.distributed.is_main
+        self.output.mkdir(parents=True, exist_ok=True)
+        if main:
+            remove_leftovers(self.output)  # before `resume` reads best/
         start = self.resume(resume) if resume is not None else 0
         if start == 0 and options.warmup:
             self.schedule.step(0)
-        self.output.mkdir(parents=True, exist_ok=True)
-        if main:
-            remove_leftovers(self.output)
         if main and resume is None:  # a resumed run keeps the record it was started with
             write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
         log = RunLog(self.output, start) if main else None
