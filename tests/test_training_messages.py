@@ -5,12 +5,13 @@ The tiny parity model is fine-tuned for one step on a small synthetic dataset, i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from training_helpers import write_layout
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from docsam_cli.app import app
 
@@ -91,3 +92,29 @@ def test_a_class_only_in_a_validation_split_is_warned_about(
         f"warning: --val {two}: classes 'figure', 'table' are in no training dataset; "
         "the run does not train the model to find them",
     ], result.stderr
+
+
+def test_verbose_says_what_model_is_loaded_on_which_device_and_each_logged_step(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """`-v` is to add model loading, device and timings (the top-level help, README): train and finetune
+    said nothing more with it. Without -v none of it is said."""
+
+    def finetune(out: Path, *extra: str) -> Result:
+        arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(out), *RUN, *extra]
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        return result
+
+    verbose = finetune(tmp_path / "run", "-v")
+    info = [line for line in verbose.stderr.splitlines() if line.startswith("info: ")]
+    assert info[:2] == ["info: training on cpu, fp32", f"info: loading {tiny_weights}"], verbose.stderr
+    assert re.fullmatch(r"info: model ready in \d+\.\d s", info[2]), verbose.stderr
+    assert re.fullmatch(r"info: step 1/1: loss \S+, lr \S+, \d+\.\d\d it/s", info[3]), verbose.stderr
+
+    resumed = CliRunner().invoke(app, ["finetune", "--resume", "-o", str(tmp_path / "run"), "-v"])
+    assert resumed.exit_code == 0, resumed.output
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000001"
+    assert f"info: resuming from {checkpoint}" in resumed.stderr.splitlines(), resumed.stderr
+
+    assert "info: " not in finetune(tmp_path / "plain").stderr

@@ -8,6 +8,7 @@ models used 40000 iterations, batch 16 and 800×800 crops.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import typer
 
 from docsam_cli.commands.options import MODEL_CONFIG_HELP, read_model_config
 from docsam_cli.errors import UsageError
+from docsam_cli.names import display_path
 from docsam_cli.runtime import VARIANT_AND_CONFIG
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, cli
@@ -23,6 +25,8 @@ from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM
+
+logger = logging.getLogger(__name__)
 
 # Where fine-tuning's defaults differ from training's.
 FINETUNE_OPTIONS = TrainingOptions(iterations=4000, batch_size=4, lr=2e-5)
@@ -65,6 +69,7 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
         from docsam_cli.weights import resolve_weights
 
         resolved = resolve_weights(start.weights)  # a WeightsError is a usage error (see launch)
+        logger.info("loading %s", display_path(resolved.path))
         return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 
     execute(plan, starting_model)

@@ -8,6 +8,7 @@ Heavy modules (torch, the model) are imported when the command runs, not when th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +16,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.commands.options import read_model_config
+from docsam_cli.names import display_path
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, cli
 from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
         from model.config import variant_config
 
         architecture = config if config is not None else variant_config(start.variant)
+        if start.mask2former is None:
+            logger.info(
+                "loading MiniLM %s (no Mask2Former: --from-scratch)", display_path(start.text_encoder)
+            )
+        else:
+            text_encoder = display_path(start.text_encoder)
+            logger.info("loading Mask2Former %s and MiniLM %s", display_path(start.mask2former), text_encoder)
         return model_from_mask2former(
             architecture, start.mask2former, start.text_encoder, plan.regularisation
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -105,10 +106,13 @@ def check_options(options: TrainingOptions, device: torch.device, world_size: in
 
 def load_starting_model(starting_model: Callable[[], DocSAM]) -> DocSAM:
     """The command's starting model; weights that cannot be found or do not load are a usage error."""
+    started = time.perf_counter()
     try:
-        return starting_model()
+        model = starting_model()
     except (WeightsError, CheckpointError) as error:
         raise UsageError(str(error)) from None
+    logger.info("model ready in %.1f s", time.perf_counter() - started)
+    return model
 
 
 def validation_geometry(augmentation: AugmentSettings) -> Geometry:
@@ -145,7 +149,10 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
         data = training_data(plan)
         validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
         warn_of_untrained_classes(data.datasets, validation)
+        logger.info("training on %s, %s", distributed.device, plan.options.precision)
         torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
+        if checkpoint is not None:
+            logger.info("resuming from %s", display_path(checkpoint))
         model = (
             load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
             if checkpoint is not None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import signal
 import threading
@@ -71,6 +72,8 @@ from model.docsam import DocSAM
 from model.loss import CriterionOutput, DocSAMCriterion
 from model.optim import ReferenceLRSchedule, build_optimizer
 from model.outputs import DocSAMOutput
+
+logger = logging.getLogger(__name__)
 
 # Validation: the trained (unwrapped) model in eval mode → metrics, higher is better. Given to the main
 # process only.
@@ -277,8 +280,15 @@ class Trainer:
                     if step % options.log_every == 0 or step == options.iterations:
                         mean_loss = self.distributed.mean(loss).item()
                         if log is not None:
-                            log.write(
-                                {"step": step, "loss": mean_loss, "lr": lr, "it_s": self._speed(timer, step)}
+                            speed = self._speed(timer, step)
+                            log.write({"step": step, "loss": mean_loss, "lr": lr, "it_s": speed})
+                            logger.info(
+                                "step %d/%d: loss %.4g, lr %.3g, %.2f it/s",
+                                step,
+                                options.iterations,
+                                mean_loss,
+                                lr,
+                                speed,
                             )
                         timer = (time.perf_counter(), step)
                     self._after_step(step, log, progress)
