@@ -232,6 +232,41 @@ def test_a_page_that_cannot_be_read_follows_ocrd_missing_output(
         assert not region_elements(copied.getroot().find("{*}Page"))
 
 
+@pytest.mark.parametrize(("name", "content"), [("page.png", b"not an image"), ("page.xml", b"<PcGts><Page")])
+def test_under_copy_a_page_whose_input_cannot_be_read_is_left_out_and_the_run_goes_on(
+    name, content, processor, tmp_path, monkeypatch
+):
+    """OCRD_MISSING_OUTPUT=COPY, the second of three pages an image Pillow cannot identify or PAGE XML that
+    does not parse: there is no input PAGE to copy. OCR-D core's copy raised the reading error again, which
+    ended the whole run there (the third page never done); the page is now left without output, as SKIP
+    leaves it, and counted as failed."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "COPY")
+    monkeypatch.setenv("OCRD_MAX_MISSING_OUTPUTS", "-1")
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    image = np.full((60, 40, 3), 235, np.uint8)
+    image[20:30, 10:30] = 0
+    mimetype = MIMETYPE_PAGE if name.endswith(".xml") else "image/png"
+    for number in (1, 2, 3):
+        local = f"{number}-{name}"
+        if number == 2:
+            (directory / local).write_bytes(content)
+        elif mimetype == MIMETYPE_PAGE:
+            Image.fromarray(image).save(directory / f"{number}.png")
+            document = page_document(f'imageFilename="{number}.png" imageWidth="40" imageHeight="60"')
+            (directory / local).write_text(document, encoding="utf-8")
+        else:
+            Image.fromarray(image).save(directory / local)
+        workspace.add_file(
+            "INPUT", file_id=f"IN_{number}", page_id=f"P{number}", mimetype=mimetype, local_filename=local
+        )
+
+    process(processor, workspace, "INPUT", OUTPUT)
+
+    assert [file.pageId for file in workspace.mets.find_files(fileGrp=OUTPUT)] == ["P1", "P3"]
+
+
 @pytest.mark.slow  # the model on a page
 def test_a_cropped_page_keeps_its_regions_and_gets_new_ones_inside_its_border(
     processor, tmp_path, shared_data, page_schema

@@ -23,6 +23,7 @@ import numpy as np
 from ocrd import Processor
 from ocrd.decorators import ocrd_cli_options, ocrd_cli_wrap_processor
 from ocrd.processor.ocrd_page_result import OcrdPageResult
+from ocrd_modelfactory import page_from_file
 from ocrd_utils import polygon_from_points
 
 from docsam_cli.errors import ExitCode
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ocrd import Workspace
+    from ocrd.processor.base import OcrdFileType
     from ocrd_models.ocrd_page import OcrdPage, PageType
 
     from docsam_cli.runtime import LoadedModel
@@ -112,6 +114,20 @@ class DocsamSegment(Processor):
         except BaseException:  # KeyboardInterrupt too
             workspace.save_mets()
             raise
+
+    def _copy_page_file(self, input_file: OcrdFileType) -> None:
+        """OCRD_MISSING_OUTPUT=COPY for a page that failed: its input PAGE copied, as core copies it, if
+        the input can be read. An image Pillow cannot identify or PAGE XML that does not parse (the very
+        reason the page failed) made core's copy raise again, which ended the whole run at that page; such a
+        page is left without output instead, as SKIP leaves it (core counts it as failed either way)."""
+        try:
+            page_from_file(input_file)
+        except Exception as error:  # whatever reading the input raises: OSError, XMLSyntaxError, ...
+            self.logger.error(
+                "page %s: its input cannot be read, so nothing is copied: %s", input_file.pageId, error
+            )
+            return
+        super()._copy_page_file(input_file)
 
     def process_page_pcgts(self, *input_pcgts: OcrdPage | None, page_id: str | None = None) -> OcrdPageResult:
         """Segment one page: its image through the model, the regions into its PAGE document."""
