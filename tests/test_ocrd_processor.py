@@ -377,13 +377,16 @@ def upright_layout(model, bgr: np.ndarray, classes: list[str], **options) -> Pag
 
 
 @pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
-@pytest.mark.parametrize("orientation", [0, 90, 180, 270])
+@pytest.mark.parametrize("orientation", [0, 90, 180, 270, 8, -20, 30, 45, 135, 260])
 def test_a_turned_page_is_read_and_baselined_as_its_text_runs(
     processor, tmp_path, monkeypatch, page_schema, orientation
 ):
     """Page/@orientation 90: OCR-D hands over the page turned upright. The reading order and the
     baselines were worked out on the unturned page, so the right column came first and a line's baseline
-    ran across it; they follow the text now, in page coordinates."""
+    ran across it; they follow the text now, in page coordinates. At other angles (8°, 30°, 45°, 135°: a
+    deskewed page) the reading order was worked out on the regions' boxes on the skewed page, which overlap
+    across the gutter: the right column came first, or a column before the block across the top; it is
+    worked out on the deskewed image now."""
     monkeypatch.setattr("model.inference.segment_page", upright_layout)
     directory = tmp_path / "workspace"
     workspace = Resolver().workspace_from_nothing(str(directory))
@@ -421,6 +424,7 @@ def test_a_turned_page_is_read_and_baselined_as_its_text_runs(
     order = reading_order(page)
     lefts = [upright(regions[region_id].find("{*}Coords").get("points"))[:, 0].min() for region_id in order]
     assert len(order) == 3 and lefts[1] < lefts[2]  # the upright left column before the right one
+    assert regions[order[0]].find("{*}TextLine") is not None  # after the block across the top
     (line,) = page.iter("{*}TextLine")
     baseline = upright(line.find("{*}Baseline").get("points"))
     line_points = upright(line.find("{*}Coords").get("points"))

@@ -119,3 +119,36 @@ def test_alto_of_such_a_page_stays_schema_valid(alto_schema):
     )
     points = np.array([[int(v) for v in pair.split(",")] for pair in first.get("POINTS").split()])
     assert points[:, 1].max() < 200  # the nested line lies in the region's written part
+
+
+def skewed_bar(start: tuple[float, float], length: float, height: float, angle: float) -> np.ndarray:
+    """Bool mask of a bar from `start` (its left end, mid-height) rising to the right by `angle` degrees."""
+    import cv2
+
+    along = np.array([np.cos(np.radians(angle)), -np.sin(np.radians(angle))])
+    across = np.array([-along[1], along[0]]) * height / 2
+    x, y = np.asarray(start, dtype=np.float64), along * length
+    corners = np.array([x - across, x + y - across, x + y + across, x + across])
+    canvas = np.zeros((HEIGHT, WIDTH), np.uint8)
+    cv2.fillPoly(canvas, [np.rint(corners).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+def test_lines_of_a_skewed_region_are_ordered_where_upright_puts_them():
+    """A region skewed by 15° (lines rising to the right): a paragraph's short last line, then the long
+    first line of the next. On the page the long line's right end lies above the short line's top, so it
+    came first; where `upright` undoes the skew (the OCR-D processor's deskewed image), the short line is
+    read first."""
+    angle = 15
+    short, long = skewed_bar((40, 200), 100, 10, angle), skewed_bar((40, 230), 240, 10, angle)
+    region = rect_mask(HEIGHT, WIDTH, 20, 100, 295, 260)
+    shapes = PageShapes(make_instances([region, short, long], [0, 1, 1], ["paragraph", "textline"]))
+    cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    level = np.array([[cos, -sin], [sin, cos]])
+
+    def upright(points: np.ndarray) -> np.ndarray:
+        return np.asarray(points, dtype=np.float64) @ level.T
+
+    assert [line.instance for line in page_layout(shapes, ["text", "line"]).regions[0].lines] == [2, 1]
+    (region_layout,) = page_layout(shapes, ["text", "line"], upright).regions
+    assert [line.instance for line in region_layout.lines] == [1, 2]

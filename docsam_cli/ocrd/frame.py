@@ -14,6 +14,8 @@ A page whose `@orientation` (or deskewing) turns it by about 90°, 180° or 270�
 Reading order (XY-cut) and baselines (left to right along the bottom of a line) are only right there. The
 masks go to that frame, the PAGE content is written there, and its points come back to the page by the
 inverse quarter turns, which are exact on integer points: polygons stay valid, lines inside their regions.
+What is left of the turn (a deskewing angle within 45°) is undone for ordering only: regions and lines are
+ordered on the derived image, where the text runs level (`layout.page_layout`'s `upright`).
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ class ReadingFrame:
 
     def from_page(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) page points in the frame."""
-        matrix = self.matrix
-        return np.asarray(points, dtype=np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+        return affine_points(self.matrix, points)
 
     def to_page(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) integer frame points on the page (exact: a quarter turn moves integers to integers)."""
-        inverse = np.linalg.inv(self.matrix)
-        return np.rint(np.asarray(points, dtype=np.float64) @ inverse[:2, :2].T + inverse[:2, 2]).astype(
-            np.int64
-        )
+        return np.rint(affine_points(np.linalg.inv(self.matrix), points)).astype(np.int64)
+
+
+def affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (..., 2) through the 3 x 3 affine map `matrix`."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
 
 
 def to_page_frame(
@@ -125,8 +129,7 @@ def _boxes_on_page(boxes: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """The page box around each derived-image box's corners mapped back (xyxy)."""
     if not len(boxes):
         return np.zeros((0, 4), dtype=np.float64)
-    to_page = np.linalg.inv(np.asarray(transform, dtype=np.float64))
     x1, y1, x2, y2 = np.asarray(boxes, dtype=np.float64).T
     corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]).transpose(2, 0, 1)  # (K, 4, 2)
-    mapped = corners @ to_page[:2, :2].T + to_page[:2, 2]
+    mapped = affine_points(np.linalg.inv(np.asarray(transform, dtype=np.float64)), corners)
     return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)

@@ -133,7 +133,7 @@ class DocsamSegment(Processor):
         """Segment one page: its image through the model, the regions into its PAGE document."""
         # The model's dependencies load with the first page: --help and --dump-json stay quick.
         from docsam_cli.inputs.images import to_bgr
-        from docsam_cli.ocrd.frame import ReadingFrame, to_page_frame
+        from docsam_cli.ocrd.frame import ReadingFrame, affine_points, to_page_frame
         from docsam_cli.ocrd.regions import add_regions
         from docsam_cli.writers.shapes import PageShapes
         from model.inference import segment_page
@@ -159,15 +159,21 @@ class DocsamSegment(Processor):
                 batch_size=settings.batch_size,
             )
         frame = ReadingFrame.of(coords["transform"], page_size)
+        to_image = coords["transform"] @ np.linalg.inv(frame.matrix)  # frame pixels → the derived image's
         border = _border(page)
         instances = to_page_frame(
-            instances,
-            coords["transform"] @ np.linalg.inv(frame.matrix),
-            frame.size,
-            None if border is None else frame.from_page(border),
+            instances, to_image, frame.size, None if border is None else frame.from_page(border)
         )
         shapes = PageShapes(instances)
-        added = add_regions(pcgts, shapes, settings.page_map, settings.existing_regions, frame.to_page)
+        added = add_regions(
+            pcgts,
+            shapes,
+            settings.page_map,
+            settings.existing_regions,
+            frame.to_page,
+            # A deskewed page is ordered on the derived image, where its columns and lines run level.
+            upright=lambda points: affine_points(to_image, points),
+        )
         self.logger.info("page %s: %d instances, %d regions added", page_id, len(instances), added)
         return OcrdPageResult(pcgts)
 

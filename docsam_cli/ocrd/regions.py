@@ -16,7 +16,7 @@ as they are. How they meet what the page already holds is the `existing_regions`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from lxml import etree
@@ -31,12 +31,11 @@ from ocrd_models.ocrd_page import (
 
 from docsam_cli.ocrd.parameters import ExistingRegions
 from docsam_cli.writers.class_map import ClassMap
+from docsam_cli.writers.layout import PointMap
 from docsam_cli.writers.page_map import REGION_ELEMENTS
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, write_page_content
 from docsam_cli.writers.shapes import PageShapes
 from docsam_cli.writers.xml_tree import points_text
-
-PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) integer points → (N, 2) integer points
 
 
 def add_regions(
@@ -45,13 +44,15 @@ def add_regions(
     page_map: ClassMap | None,
     existing: ExistingRegions,
     to_page: PointMap | None = None,
+    upright: PointMap | None = None,
 ) -> int:
     """Put the regions of `shapes` into `pcgts`'s page; return how many were added. `shapes` are in page
-    pixels, or in a frame whose integer points `to_page` maps onto the page (`frame.ReadingFrame`)."""
+    pixels, or in a frame whose integer points `to_page` maps onto the page (`frame.ReadingFrame`); they are
+    ordered where `upright` maps their points (see `layout.page_layout`)."""
     page = pcgts.get_Page()
     if existing == "replace":
         _remove_regions(page)
-    content = _page_content(shapes, page_map, _ids_in(pcgts), to_page)
+    content = _page_content(shapes, page_map, _ids_in(pcgts), to_page, upright)
     added = 0
     for element in REGION_ELEMENTS:
         for region in getattr(content, f"get_{element}")():
@@ -72,13 +73,17 @@ def _remove_regions(page: PageType) -> None:
 
 
 def _page_content(
-    shapes: PageShapes, page_map: ClassMap | None, taken: set[str], to_page: PointMap | None
+    shapes: PageShapes,
+    page_map: ClassMap | None,
+    taken: set[str],
+    to_page: PointMap | None,
+    upright: PointMap | None,
 ) -> PageType:
     """The writer's reading order and regions as OCR-D objects, under the first id prefix whose ids are
     all free, their points (Coords, Baseline) mapped by `to_page`."""
     for prefix in _id_prefixes():
         page = etree.Element(f"{{{PAGE_NAMESPACE}}}Page", nsmap={None: PAGE_NAMESPACE})
-        write_page_content(page, shapes, page_map, id_prefix=prefix)
+        write_page_content(page, shapes, page_map, id_prefix=prefix, upright=upright)
         if taken.isdisjoint(page.xpath("//@id")):
             break
     if to_page is not None:

@@ -17,7 +17,7 @@ one (an empty mask) are left out. Ordered regions follow the XY-cut reading orde
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +27,7 @@ from docsam_cli.writers.reading_order import Box, reading_order
 from docsam_cli.writers.shapes import PageShapes
 
 Role = Literal["text", "region", "unordered", "line"]
+PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) points → (N, 2) points
 _LINE_IN_REGION = 0.5  # share of a line's mask a text region must cover to be its parent
 
 
@@ -48,9 +49,6 @@ class Region:
     polygon: np.ndarray
     lines: list[Line] = field(default_factory=list)
 
-    def bounds(self) -> Box:
-        return polygon_bounds(self.polygon)
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -63,8 +61,18 @@ class Layout:
         return self.ordered + self.unordered
 
 
-def page_layout(shapes: PageShapes, roles: Sequence[Role]) -> Layout:
-    """The layout of a page whose class i plays `roles[i]`."""
+def page_layout(shapes: PageShapes, roles: Sequence[Role], upright: PointMap | None = None) -> Layout:
+    """The layout of a page whose class i plays `roles[i]`.
+
+    The orders (reading order, lines in a region, unordered regions) are worked out on the polygons' boxes
+    where `upright` puts them, if given: the OCR-D processor's deskewed page image, on which the text runs
+    level. On a page skewed by a few degrees, boxes taken on the page itself overlap across the gutter and
+    between lines, and a column's or a line's tilted top lies above the one before it.
+    """
+
+    def bounds(polygon: np.ndarray) -> Box:
+        return polygon_bounds(polygon if upright is None else upright(polygon))
+
     regions: dict[int, Region] = {}
     lines: list[int] = []
     for index in range(len(shapes)):
@@ -85,11 +93,11 @@ def page_layout(shapes: PageShapes, roles: Sequence[Role]) -> Layout:
             holders.append(Region(None, polygon, [Line(line, polygon)]))
     placed = [*regions.values(), *holders]
     for region in placed:
-        region.lines.sort(key=lambda line: _top_left(polygon_bounds(line.polygon)))
+        region.lines.sort(key=lambda line: _top_left(bounds(line.polygon)))
     ordered = [region for region in placed if _role(shapes, roles, region) != "unordered"]
-    ordered = [ordered[index] for index in reading_order([region.bounds() for region in ordered])]
+    ordered = [ordered[index] for index in reading_order([bounds(region.polygon) for region in ordered])]
     unordered = [region for region in placed if _role(shapes, roles, region) == "unordered"]
-    unordered.sort(key=lambda region: _top_left(region.bounds()))
+    unordered.sort(key=lambda region: _top_left(bounds(region.polygon)))
     return Layout(ordered, unordered)
 
 

@@ -30,7 +30,7 @@ from docsam_cli import __version__
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.baselines import line_baseline
 from docsam_cli.writers.class_map import ClassMap
-from docsam_cli.writers.layout import Line, Region, page_layout
+from docsam_cli.writers.layout import Line, PointMap, Region, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
 from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, points_text, sub_element, utc_timestamp
@@ -74,13 +74,19 @@ def page_xml_string(
 
 
 def write_page_content(
-    page: etree._Element, shapes: PageShapes, page_map: ClassMap | None = None, *, id_prefix: str = ""
+    page: etree._Element,
+    shapes: PageShapes,
+    page_map: ClassMap | None = None,
+    *,
+    id_prefix: str = "",
+    upright: PointMap | None = None,
 ) -> None:
     """Append the reading order and the regions (text lines nested) to `page`, a PAGE `Page` element that
     holds neither yet. Every id is `id_prefix` followed by the id the module doc gives (`r1`, `r3_l1`,
-    `ro1`): the OCR-D processor adds regions to documents whose ids must stay unique."""
+    `ro1`): the OCR-D processor adds regions to documents whose ids must stay unique, and orders them where
+    `upright` puts them (see `layout.page_layout`)."""
     kinds = [region_kind(name, page_map) for name in shapes.instances.class_names]
-    layout = page_layout(shapes, [region_role(kind) for kind in kinds])
+    layout = page_layout(shapes, [region_role(kind) for kind in kinds], upright)
     region_ids = [f"{id_prefix}r{number}" for number in range(1, len(layout.regions) + 1)]
     if layout.ordered:
         group = _child(_child(page, "ReadingOrder"), "OrderedGroup", id=f"{id_prefix}ro1")
