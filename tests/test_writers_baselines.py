@@ -53,6 +53,19 @@ def test_a_skewed_line_rests_on_its_lower_edge_not_halfway_up(degrees):
     assert baseline[-1, 0] - baseline[0, 0] >= 0.9 * 500 * np.cos(turn)
 
 
+def test_a_skewed_line_whose_fit_ends_below_its_polygon_keeps_a_straight_baseline():
+    """A text line of a page deskewed by 10° (ocrd-docsam-segment): the fitted line leaves the polygon
+    below its lowest row at the right end. Those columns were taken as inside the line (the check looked at
+    the bottom row instead), so the straight baseline was refused and the fallback ran along the bottom and
+    16 px up the line's right end; it now stops where it leaves the line and stays straight."""
+    line = np.array([[112, 7], [110, 22], [323, 60], [330, 60], [332, 44], [114, 5]])
+    baseline = line_baseline(line)
+    assert len(baseline) == 2 and baseline[-1, 0] - baseline[0, 0] >= 0.9 * (332 - 110)
+    assert shapely.linestrings(baseline.astype(float)).within(shapely.Polygon(line).buffer(0.5))
+    slope = (60 - 22) / (323 - 110)  # along the lower edge
+    assert abs((baseline[1, 1] - baseline[0, 1]) / (baseline[1, 0] - baseline[0, 0]) - slope) < 0.02
+
+
 def test_a_bump_below_the_line_does_not_pull_the_baseline_out_of_it():
     """A descender-like bump in the lower edge: the fitted line is lifted to rest on the edge elsewhere,
     staying inside the line."""

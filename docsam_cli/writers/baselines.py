@@ -56,7 +56,7 @@ def _straight_baseline(polygon: np.ndarray) -> np.ndarray | None:
     slope, intercept = np.polyfit(columns[body], bottoms[body], 1)
     fitted = slope * columns + intercept
     rows = np.rint(fitted - np.max(fitted[body] - bottoms[body])).astype(np.int64)
-    inside = (rows >= 0) & window[np.clip(rows, 0, window.shape[0] - 1), columns]
+    inside = (rows >= 0) & (rows < window.shape[0]) & window[np.clip(rows, 0, window.shape[0] - 1), columns]
     first, last = _longest_run(inside)
     if last - first + 1 < _MIN_WIDTH_SHARE * len(columns):
         return None
