@@ -290,6 +290,26 @@ def test_stdin_lists_skip_comments_and_blank_lines(tmp_path, good_png):
     assert [item["page_id"] for item in items] == ["#hash", "plain"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-8"])
+def test_stdin_lists_in_unicode_with_a_byte_order_mark_are_read(tmp_path, good_png, encoding):
+    """PowerShell's `Get-ChildItem -Name > list.txt` writes UTF-16 LE with a byte order mark: read as bytes,
+    its NULs made every character a path of its own (`/` among them, a folder to scan)."""
+    good_png(tmp_path / "première.png")
+    good_png(tmp_path / "plain.png")
+    listing = ("\ufeff# my scans\r\npremière.png\r\nplain.png\r\n").encode(encoding)
+    items = run_batch(["-"], stdin=listing, cwd=tmp_path)
+    assert [item.get("page_id") for item in items] == ["première", "plain"]
+
+
+def test_a_stdin_list_not_in_the_encoding_its_byte_order_mark_announces_is_one_error():
+    listing = "\ufeffa.png\n".encode("utf-16-le") + b"\x00\xdc\n"  # a lone surrogate, then an odd byte
+    (item,) = run_batch(["-"], stdin=listing)
+    assert item["error"] == (
+        "-: cannot read the list of paths on stdin: "
+        "it opens with UTF-16's byte order mark but is not UTF-16 (illegal encoding at byte 14)"
+    )
+
+
 def test_stdin_lists_may_be_nul_separated_and_hold_any_bytes():
     raw = b"a\nwith newline.png\0#not a comment.png\0" + b"scan\xff.png\0\0"
     wrapper = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")  # as sys.stdin: text over bytes

@@ -7,6 +7,7 @@ a regular file (a named pipe, a device, a socket) is refused before anyone opens
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import os
@@ -33,6 +34,15 @@ SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 STDIN_SOURCE = "-"
 COMMENT_PREFIX = "#"
 BYTE_ORDER_MARK = "\ufeff"
+# The byte order marks a path list may open with and the encodings they announce (None: file names' own,
+# UTF-8 on any current system). UTF-32 LE's mark opens with UTF-16 LE's, so it is looked for first.
+_LIST_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, None),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 MAX_STEM_BYTES = 200  # UTF-8 bytes: a file name holds 255, leaving room for `_p0001` and `.overlay.png`
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _SEPARATORS = re.escape(os.sep + (os.altsep or ""))
@@ -75,7 +85,12 @@ def collect_documents(
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
-            for line in read_path_list(stdin if stdin is not None else sys.stdin):
+            try:
+                listed = read_path_list(stdin if stdin is not None else sys.stdin)
+            except ValueError as error:
+                found.append(InputError(source, f"cannot read the list of paths on stdin: {error}"))
+                continue
+            for line in listed:
                 found.extend(_expand_path(Path(line), recursive, skip))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
             found.extend(_expand_glob(source, recursive, skip))
@@ -113,16 +128,37 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
 
     A line whose first non-blank character is `#` is a comment and blank lines are skipped; a path that
     really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped, and so is a byte
-    order mark opening the list (Windows editors write one). Bytes are decoded as file names are
-    (undecodable bytes kept, PEP 383), so any name reaches the file system unchanged.
+    order mark opening the list (Windows editors write one). A list opening with UTF-16's or UTF-32's mark
+    (PowerShell's `>` writes UTF-16) is read in that encoding, and one that is not valid there raises
+    ValueError; any other list is decoded as file names are (undecodable bytes kept, PEP 383), so
+    any name reaches the file system unchanged.
     """
     raw = stream.buffer if hasattr(stream, "buffer") else stream
     data = raw.read()
-    text = (os.fsdecode(data) if isinstance(data, bytes) else data).removeprefix(BYTE_ORDER_MARK)
+    text = _decode_list(data) if isinstance(data, bytes) else data.removeprefix(BYTE_ORDER_MARK)
     if "\0" in text:
         return [entry for entry in text.split("\0") if entry]
     lines = (line.removesuffix("\r") for line in text.split("\n"))
     return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
+
+
+def _decode_list(data: bytes) -> str:
+    """A path list's text, in the encoding its byte order mark announces (see `read_path_list`)."""
+    for mark, encoding in _LIST_ENCODINGS:
+        if data.startswith(mark):
+            body = data[len(mark) :]
+            return os.fsdecode(body) if encoding is None else _decode_marked(body, encoding, len(mark))
+    return os.fsdecode(data)
+
+
+def _decode_marked(body: bytes, encoding: str, offset: int) -> str:
+    """`body` in `encoding`; a ValueError saying where it is not, counting the mark's `offset` bytes."""
+    try:
+        return body.decode(encoding)
+    except UnicodeDecodeError as error:
+        name = encoding[:-3].upper()  # utf-16-le -> UTF-16
+        where = f"{error.reason} at byte {error.start + offset}"
+        raise ValueError(f"it opens with {name}'s byte order mark but is not {name} ({where})") from None
 
 
 def _expand_path(path: Path, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
