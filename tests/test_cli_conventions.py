@@ -123,6 +123,18 @@ def test_choices_are_case_insensitive_where_names_are(tmp_path, requests):
     assert request.formats == {"jsonl", "coco"} and "Section-header" in request.class_names
 
 
+def test_a_repeated_format_option_adds_formats(tmp_path, requests):
+    """`--format page --format coco` wrote COCO only: the last --format silently replaced the others."""
+    write_page(tmp_path / "page.png")
+    code, _, stderr = invoke(
+        "segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"),
+        "--format", "page", "--format", "coco,page", "--format", "jsonl",
+    )  # fmt: skip
+    assert code == 0, stderr
+    (request,) = requests
+    assert request.formats == {"page", "coco", "jsonl"}
+
+
 def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]

@@ -47,7 +47,7 @@ from docsam_cli.writers.page_map import parse_page_map
 
 INPUT, MODEL, CLASSES, OUTPUT, BATCH = "Input", "Model", "Classes", "Output", "Batch"  # help panels
 DEFAULT = SegmentRequest
-DEFAULT_FORMATS = ",".join(sorted(DEFAULT.formats, key=FORMATS.index))
+DEFAULT_FORMATS = [",".join(sorted(DEFAULT.formats, key=FORMATS.index))]  # a list: --format repeats
 PresetName = Literal[tuple(PRESETS)]  # the keys of PRESETS, as choices
 
 logger = logging.getLogger(__name__)
@@ -147,13 +147,12 @@ Out = Annotated[
     ),
 ]
 Formats = Annotated[
-    frozenset[str],
+    list[str],
     typer.Option(
         "--format",
-        parser=checked(parse_formats),
         metavar="FORMAT,...",
-        help=f"Outputs to write, any of {', '.join(FORMATS)} (JSON lines go to stdout; under torchrun, "
-        "each process's to OUT/jsonl/rank-K.jsonl).",
+        help=f"Outputs to write, any of {', '.join(FORMATS)} (repeat or comma-list; JSON lines go to "
+        "stdout; under torchrun, each process's to OUT/jsonl/rank-K.jsonl).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -244,7 +243,7 @@ def segment(
     stride: Stride = None,
     keep_size: KeepSize = None,
     out: Out = DEFAULT.out,
-    formats: Formats = DEFAULT_FORMATS,
+    format_values: Formats = DEFAULT_FORMATS,
     mask_format: MaskFormatChoice = DEFAULT.mask_format,
     page_map: PageMapOption = None,
     alto_map: AltoMapOption = None,
@@ -262,6 +261,10 @@ def segment(
     Pages already done in --out are skipped (rerun after an interruption); --overwrite redoes them.
     Several GPUs or machines: run the same command under torchrun, the processes share the pages.
     """
+    try:
+        formats = parse_formats(",".join(format_values))  # every --format given, not only the last
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--format") from None
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
     try:
