@@ -63,7 +63,7 @@ def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
     from docsam_cli.distributed import launched_world_size, setup
 
     if launched_world_size() <= 1:
-        return Alone()
+        return Alone(out, jsonl)
     # The processes only exchange small messages, through the launcher's store, so several may share a GPU:
     # on a GPU much of a page's time is host work (encoding, writing, launching kernels), which more
     # processes do side by side.
@@ -75,12 +75,16 @@ def rank_jsonl_path(out: Path, rank: int) -> Path:
 
 
 class Alone:
-    """A run in one process: the work is taken lazily, in order; messages go to the caller's reporter."""
+    """A run in one process: the work is taken lazily, in order; messages go to the caller's reporter.
+    Given its output folder, it removes what an earlier run under a launcher left there, as `Ranks` does:
+    its JSON lines go to stdout, and the ranks' files would pass for this run's."""
 
     is_main = True
     device: str | None = None  # the request's own
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path | None = None, jsonl: bool = False) -> None:
+        self.out = out
+        self.jsonl = jsonl
         self._failures = 0
 
     def on_main(self, action: Callable[[], Result]) -> Result:
@@ -90,6 +94,8 @@ class Alone:
         pass
 
     def share_work(self, make: Callable[[], Iterable[Item]]) -> Iterable[Item]:
+        if self.out is not None:
+            _remove_stale_state(self.out, jsonl=self.jsonl)
         return make()
 
     def claim(self, work: Iterable[Item]) -> Iterator[tuple[int, Item]]:
@@ -329,7 +335,8 @@ def _marker_path(out: Path, run_id: str) -> Path:
 
 def _remove_stale_state(out: Path, jsonl: bool) -> None:
     """What an earlier run left: its marker (if it was killed) and, when this run writes JSON lines, its
-    ranks' JSON-lines files (it may have had more ranks than this one)."""
+    ranks' JSON-lines files (it may have had more ranks than this one, or this one prints them on stdout).
+    Called under the folder's lock, before any page."""
     state = out / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     stale = [*state.glob("run-*"), *((out / JSONL_DIR).glob("rank-*.jsonl") if jsonl else ())]

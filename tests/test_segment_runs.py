@@ -41,6 +41,25 @@ def page_files(out: Path, page_id: str) -> list[Path]:
     ]
 
 
+@pytest.mark.parametrize("formats", ["jsonl", "page"])
+def test_a_run_in_one_process_removes_the_json_lines_files_an_earlier_run_under_torchrun_left(
+    tmp_path, model, formats
+):
+    """`torchrun --nproc_per_node 2` wrote OUT/jsonl/rank-{0,1}.jsonl; a rerun in one process (also
+    `--nproc_per_node 1`) printed its lines on stdout and left those files, so `cat OUT/jsonl/*.jsonl` read
+    the earlier run's lines as the folder's. A run writing no JSON lines leaves them, as under torchrun."""
+    page = write_page(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    stale = [out / "jsonl" / f"rank-{rank}.jsonl" for rank in (0, 1)]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"page_id": "scan", "error": "an earlier run"}\n')
+    code, records, stderr = segment(out, str(page), "--format", formats)
+    assert code == ExitCode.OK, stderr
+    assert [record["page_id"] for record in records] == (["scan"] if formats == "jsonl" else [])
+    assert [path.exists() for path in stale] == [formats != "jsonl"] * 2
+
+
 def test_a_page_id_that_holds_another_inputs_outputs_is_refused_not_skipped(tmp_path, model):
     """A file named like one done before gets an id of its own (the folder's stem index keeps the ids
     given, and is rebuilt from the records where it is gone). A file moved since is another file, whose id
