@@ -368,8 +368,11 @@ class SegmentRun:
         self._segmenter: Segmenter | None = None
         # Work index and page id (None for an input that gave no page) of the items handed to `prefetch`.
         self._decoding: deque[tuple[int, str | None]] = deque()
-        # Pages found done as `prefetch` looks ahead: (work index, stored record, task), reported in turn.
-        self._skipped: deque[tuple[int, dict[str, Any], PageTask]] = deque()
+        # Pages found done as `prefetch` looks ahead, reported in turn: (work index, task, stored record),
+        # the record None for a page waiting behind one not reported yet (read again when reported: a
+        # rerun whose first page is redone finds every later page done while that page is in the model,
+        # and their records could take gigabytes).
+        self._skipped: deque[tuple[int, PageTask, dict[str, Any] | None]] = deque()
         self._unreported = 0  # items handed to `prefetch` and not reported yet: skipped pages wait for them
         self._write_pool: ThreadPoolExecutor | None = None  # threads writing behind the model, in `run`
         self._writing: deque[_Writing] = deque()  # pages handed to them, in work order
@@ -492,15 +495,16 @@ class SegmentRun:
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
         self.outcome.skipped += 1
         self.outcome.finished.append((index, task.page_id))
-        self._skipped.append((index, record, task))
+        self._skipped.append((index, task, None if self._unreported else record))
         return None
 
     def _report_skipped(self, before: int | None = None) -> None:
         """Report the skipped pages listed before work index `before` (all if None): pages are found done
         while decoding runs ahead, and their JSON lines come in the order of the work list all the same."""
         while self._skipped and (before is None or self._skipped[0][0] < before):
-            _, record, task = self._skipped.popleft()
+            _, task, record = self._skipped.popleft()
             if "jsonl" in self.request.formats:
+                record = record or self._stored_record(task.page_id) or _removed_record(task)
                 line = {key: value for key, value in record.items() if key not in _STORED_ONLY}
                 listed = self.writer.files(task.page_id).listed(in_document=_own_image(task, record))
                 line["input"] = output_text(str(task.source))  # as named now, like the outputs below
@@ -697,6 +701,11 @@ class _Writing:
     instances: int
     model_seconds: float
     result: Future[tuple[str, float]]
+
+
+def _removed_record(task: PageTask) -> dict[str, Any]:
+    """What the JSON line of a skipped page whose record was removed (by hand) since it was found says."""
+    return {"page": task.page, "page_id": task.page_id}
 
 
 def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
