@@ -5,7 +5,9 @@ The tiny parity model is fine-tuned for one step on a small synthetic dataset, i
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,21 @@ def test_verbose_says_what_model_is_loaded_on_which_device_and_each_logged_step(
     assert f"info: resuming from {checkpoint}" in resumed.stderr.splitlines(), resumed.stderr
 
     assert "info: " not in finetune(tmp_path / "plain").stderr
+
+
+def test_more_workers_than_cores_are_capped_with_one_line_not_torchs_warning(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default --workers 4 on a 2-core laptop or Slurm allocation printed torch's UserWarning twice
+    ("This DataLoader will create 4 worker processes in total. Our suggested max number of worker ...")."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    run = [*RUN[: RUN.index("--workers")], "--workers", "2", *RUN[RUN.index("--workers") + 2 :]]
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *run]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, [*arguments, "-v"])
+    assert result.exit_code == 0, result.output
+    assert not [warning for warning in caught if "worker" in str(warning.message)]
+    assert "info: --workers 2: 1 data-loading process, as many as the CPU cores this process may use" in (
+        result.stderr.splitlines()
+    ), result.stderr

@@ -333,7 +333,12 @@ class TrainingOptions:
     )
     workers: int = field(
         default=4,
-        metadata=cli("--workers", help="Data-loading processes per training process.", panel=DATA, min=0),
+        metadata=cli(
+            "--workers",
+            help="Data-loading processes per training process (at most the CPU cores it may use).",
+            panel=DATA,
+            min=0,
+        ),
     )
     freeze_backbone: bool = field(
         default=False,

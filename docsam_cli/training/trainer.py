@@ -32,6 +32,7 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -309,14 +310,15 @@ class Trainer:
         sampler = TrainingSampler(
             len(self.data), self.layout, self.distributed.rank, self.options.seed, start_step=start
         )
+        workers = loader_workers(self.options.workers)
         loader = DataLoader(
             self.data,
             batch_size=self.layout.micro_batch,
             sampler=sampler,
-            num_workers=self.options.workers,
+            num_workers=workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=self.options.workers > 0,
+            persistent_workers=workers > 0,
             worker_init_fn=ignore_stop_signals,
         )
         return raise_failures(loader)
@@ -420,3 +422,21 @@ class Trainer:
     def _speed(timer: tuple[float, int], step: int) -> float:
         started, first = timer
         return (step - first) / max(time.perf_counter() - started, 1e-9)
+
+
+def loader_workers(requested: int) -> int:
+    """The data-loading processes to start for `--workers requested`: at most the CPU cores this process
+    may use (its affinity: a Slurm allocation's, taskset's), as torch's DataLoader advises (it warns, in
+    lines of its own, above that): more would only compete for those cores. The samples drawn do not
+    depend on the number of workers."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if usable is None or requested <= usable:
+        return requested
+    noun = "process" if usable == 1 else "processes"
+    logger.info(
+        "--workers %d: %d data-loading %s, as many as the CPU cores this process may use",
+        requested,
+        usable,
+        noun,
+    )
+    return usable
