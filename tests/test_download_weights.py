@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +101,29 @@ def test_drive_download_passes_the_confirmation_page_converts_and_resolves(
         "weights/docsam-base/docsam-base.safetensors",
         "weights/docsam-base/record.json",
     ]
+
+
+def test_a_download_waiting_for_another_ones_lock_says_so(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes
+) -> None:
+    """A second `docsam download-weights docsam-base` while the first one downloads waited in silence, for
+    as long as a 1.3 GB download takes: it looked hung."""
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    lock = docsam_cli.weights.cache.lock_path("docsam-base")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    held = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as the first download's process holds it
+    release = threading.Timer(1.0, fcntl.flock, args=(held, fcntl.LOCK_UN))
+    release.start()
+    try:
+        code, _, stderr = download("docsam-base")
+    finally:
+        release.cancel()
+        os.close(held)
+    assert code == 0, stderr
+    lines = stderr.splitlines()
+    assert lines[0] == f"docsam-base: waiting for another download of these weights to finish (lock {lock})"
+    assert any(line.startswith("docsam-base: stored ") for line in lines[1:]), stderr
 
 
 def test_interrupted_drive_download_resumes_on_the_next_run(

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from docsam_cli.atomic import is_temporary
+from docsam_cli.names import display_path
 from docsam_cli.weights.cache import (
     FILE_SOURCE,
     CacheRecord,
@@ -60,7 +61,7 @@ def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
     if record is not None:
         say(f"{entry.name}: already cached ({record.path})")
         return record
-    with _storage_errors(entry), _locked(entry.name):
+    with _storage_errors(entry), _locked(entry.name, say):
         refetch = False
         try:
             record = read_record(entry.name)
@@ -92,19 +93,28 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     """Store a file the user copied in by hand (air-gapped machines) as `entry`, after the same checks."""
     if not path.is_file():
         raise FetchError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'no such file'}")
-    with _storage_errors(entry), _locked(entry.name):
+    with _storage_errors(entry), _locked(entry.name, say):
         record = _store(entry, path, say, source=f"{FILE_SOURCE}{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """One process at a time stores `name` (parallel jobs sharing a cache would otherwise race on it)."""
+def _locked(name: str, say: Say) -> Iterator[None]:
+    """One process at a time stores `name` (parallel jobs sharing a cache would otherwise race on it); one
+    that has to wait says so first, since the other one's download may take many minutes."""
     lock = lock_path(name)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
+    held = FileLock(str(lock))
+    try:
+        held.acquire(blocking=False)
+    except Timeout:
+        say(f"{name}: waiting for another download of these weights to finish (lock {display_path(lock)})")
+        held.acquire()
+    try:
         yield
+    finally:
+        held.release()
 
 
 @contextlib.contextmanager
