@@ -35,6 +35,7 @@ from docsam_cli.training.checkpoints import (
     restore_rng,
     save_best,
     save_checkpoint,
+    save_final,
 )
 from docsam_cli.training.data import MixedTrainingData, collate
 from docsam_cli.training.datasets import LayoutDataset
@@ -306,6 +307,28 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing_beh
         save_checkpoint(output, model, state, keep_last=2, stored={})
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["step-00000001"]
     assert load_trainer_state(first).step == 1
+
+
+@pytest.mark.parametrize("written", ["best", "final"])
+def test_weights_that_cannot_be_published_are_one_error_naming_what_the_user_knows(
+    written, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A full disk while best/ or the final weights were written was an internal error (exit 3) naming the
+    hidden staging folder (`run/.best.tmp/model.safetensors`); it is now an InputError (exit 1, one line)
+    naming best/ or model.safetensors, as a checkpoint's is, and the staging folder is removed."""
+    model, output = small_model(tiny_config, tiny_reference_state), tmp_path / "run"
+    output.mkdir()
+    target, what = {
+        "best": (output / "best", "the best weights"),
+        "final": (output / MODEL_FILE, "the final weights"),
+    }[written]
+    with files_limited_to(2**20), pytest.raises(InputError) as raised:
+        if written == "best":
+            save_best(output, model, {"mAP": 0.5}, 2, {})
+        else:
+            save_final(output, model, {})
+    assert str(raised.value) == f"{target}: cannot write {what}: File too large"
+    assert list(output.iterdir()) == []
 
 
 def test_best_keeps_its_weights_with_their_metrics_when_replacing_it_fails(

@@ -23,7 +23,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,7 @@ def save_checkpoint(
         save_trainer_state(state, staging / STATE_FILE)
     except OSError as error:  # a full disk: no half-written checkpoint takes up its space
         shutil.rmtree(staging, ignore_errors=True)
-        raise InputError(final, f"cannot write the checkpoint: {error.strerror or error}") from None
+        raise _write_failure(final, "the checkpoint", error) from None
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     for old in list_checkpoints(output)[:-keep_last]:
@@ -180,14 +180,10 @@ def save_best(
     """Replace `best/` with these weights (and what they `stored`, see `trained_with`) and their validation
     metrics, in one step: both are written into `.best.tmp/`, which then replaces `best/`, so that a run
     killed or failing meanwhile leaves the earlier weights with their own metrics."""
-    staging = _staging(output, BEST_FOLDER)
-    try:
+    with _staged(output, BEST_FOLDER, "the best weights") as staging:
         save_model(model, staging / MODEL_FILE, **stored)
         with atomic_open(staging / METRICS_FILE) as handle:
             json.dump({"step": step, **metrics}, handle, indent=1)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     replace_folder(staging, output / BEST_FOLDER)
 
 
@@ -209,12 +205,10 @@ def save_final(output: Path, model: DocSAM, stored: Mapping[str, Any]) -> None:
     """Write the final weights, `<output>/model.safetensors`, through `.model.safetensors.tmp/`: what a run
     killed meanwhile leaves (safetensors' own temporary file, as large as the weights) is in that folder,
     which `remove_leftovers` removes."""
-    staging = _staging(output, MODEL_FILE)
-    try:
+    with _staged(output, MODEL_FILE, "the final weights") as staging:
         save_model(model, staging / MODEL_FILE, **stored)
         os.replace(staging / MODEL_FILE, output / MODEL_FILE)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove_leftovers(output: Path) -> None:
@@ -232,6 +226,27 @@ def remove_leftovers(output: Path) -> None:
             previous.rename(best)
     for path in filter(is_temporary, output.glob(".*.tmp")):
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _staged(output: Path, name: str, what: str) -> Iterator[Path]:
+    """A new staging folder (`_staging`) to write `what` in before it is published as `output/name`. If the
+    block fails the folder is removed, and a write error (a full disk) is raised as an InputError naming
+    `output/name`, the path the user knows, rather than the hidden folder's file."""
+    try:
+        staging = _staging(output, name)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as error:
+        raise _write_failure(output / name, what, error) from None
+
+
+def _write_failure(target: Path, what: str, error: OSError) -> InputError:
+    """The one error line of `what` that could not be written as `target`: the run stops there (exit 1)."""
+    return InputError(target, f"cannot write {what}: {error.strerror or error}")
 
 
 def _staging(output: Path, name: str) -> Path:
