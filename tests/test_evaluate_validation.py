@@ -324,3 +324,36 @@ def test_an_empty_json_report_name_is_refused_not_ignored(tmp_path: Path) -> Non
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", "")
     assert result.exit_code == 2 and len(result.error_lines()) == 1
     assert "--json" in result.error_lines()[0] and "an empty file name" in result.error_lines()[0]
+
+
+@pytest.mark.parametrize(
+    ("truth", "options", "reason"),
+    [
+        ("unified", ("--level", "lines"), "a unified split is scored with the elements it holds"),
+        ("coco", ("--level", "regions,words"), "a COCO file is scored with the elements it holds"),
+        ("voc", ("--gt-format", "voc", "--level", "lines"), "voc ground truth supports regions"),
+        ("alto", ("--gt-format", "alto", "--level", "cells"), "alto ground truth supports lines, regions"),
+    ],
+)
+def test_a_level_that_selects_nothing_is_refused_not_ignored(
+    unified: Path, truth: str, options: tuple[str, ...], reason: str
+) -> None:
+    """`--level lines` against a unified split or a COCO file scored its regions, exit 0, as if lines had
+    been scored; a level the ground truth's format has not was ignored likewise (convert-dataset refuses
+    both)."""
+    source = unified.parent / "src" / "annotations.json"
+    result = run_cli("evaluate", unified if truth == "unified" else source, "--pred", source, *options)
+    assert result.exit_code == 2 and len(result.error_lines()) == 1
+    assert "--level" in result.error_lines()[0] and reason in result.error_lines()[0]
+
+
+def test_levels_choose_what_is_read_from_page_predictions_of_a_unified_split(unified: Path) -> None:
+    """The split may hold lines: `--level` then says what to read from the PAGE predictions."""
+    predictions = unified.parent / "page"
+    predictions.mkdir()
+    for name in ("a", "b"):
+        regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+        (predictions / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, regions))
+    result = run_cli("evaluate", unified, "--pred", predictions, "--level", "regions,lines", "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["per_class"]["table"]["predictions"] == 2

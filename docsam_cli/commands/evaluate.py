@@ -169,6 +169,7 @@ def main(
             pred_fmt = detect_prediction_format(pred)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
     console = stderr_console()
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images)
@@ -211,6 +212,25 @@ def main(
         _write_report(console, Path(json_out), result)
     if errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_levels(levels: frozenset[str], gt_fmt: str, pred_fmt: str | None) -> None:
+    """Refuse levels that nothing read selects, as convert-dataset refuses them, rather than score what
+    was not asked for: ground truth read by a converter has its format's levels; a unified split or a COCO
+    file is scored as it was made, so levels other than regions only choose what is read from PAGE
+    predictions. Raises typer.BadParameter."""
+    if gt_fmt in FORMATS and gt_fmt != "coco":
+        supported = FORMATS[gt_fmt].levels
+        if not levels <= supported:
+            reason = f"{gt_fmt} ground truth supports {', '.join(sorted(supported))}"
+            raise typer.BadParameter(reason, param_hint="--level")
+    elif pred_fmt != "page" and levels != frozenset(_DEFAULT_LEVELS):
+        what = "a unified split" if gt_fmt == "unified" else "a COCO file"
+        raise typer.BadParameter(
+            f"{what} is scored with the elements it holds; --level chooses what is read from PAGE, ALTO or"
+            " ICDAR 2013 ground truth and from PAGE predictions",
+            param_hint="--level",
+        )
 
 
 def _check_report_path(path: Path) -> None:
