@@ -108,6 +108,30 @@ def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_p
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_results_of_two_images_of_the_same_name_are_left_out_not_merged(tmp_path: Path) -> None:
+    """A results list naming `vol1/a.png` and `vol2/a.png` by file name: their predictions were scored
+    together as the ground truth's page a (false positives of the other page), exit 0. Now as for a
+    dataset: one error, the page left out, the others scored; one file named twice (b.png, ./b.png) is one
+    page."""
+    results = [
+        {"file_name": "vol1/a.png", "category_id": "table", "bbox": [10, 10, 30, 20], "score": 0.9},
+        {"file_name": "vol2\\a.jpg", "category_id": "table", "bbox": [0, 0, 5, 5], "score": 0.95},
+        {"file_name": "vol1/a.png", "category_id": "figure", "bbox": [10, 5, 20, 15], "score": 0.8},
+        {"file_name": "b.png", "category_id": "table", "bbox": [5, 5, 20, 10], "score": 0.7},
+        {"file_name": "./b.png", "category_id": "table", "bbox": [40, 20, 10, 10], "score": 0.6},
+    ]
+    truth, predictions = _files(tmp_path, coco_document(), results)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(
+        result,
+        "pred.json",
+        "[1].file_name: 'vol2\\\\a.jpg': another prediction names 'vol1/a.png', an image of the name 'a' too",
+    )
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["per_class"]["table"]["gt"] == 1
+    assert report["per_class"]["table"]["predictions"] == 2 and report["mask"]["AP50"] == pytest.approx(1.0)
+
+
 def test_two_page_files_of_one_page_are_left_out_not_one_taken(tmp_path: Path) -> None:
     """A --pred folder holding two runs (run1/a.xml, run2/a.xml): which one to score cannot be told, so
     the page is left out with an error, as for coco.json (the last file read used to win, without a word)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -145,9 +145,13 @@ def _results(
     by_key: dict[str, list[PredictedInstance]],
     predictions: Predictions,
 ) -> None:
-    """The entries of a results list, by image key; every ground-truth image counts as predicted."""
+    """The entries of a results list, by image key; every ground-truth image counts as predicted. Entries
+    naming two images of one key by file name (vol1/0001.jpg, vol2/0001.jpg) leave that page out, as in a
+    dataset: which one is the ground truth's cannot be told."""
     categories = Categories(truth.category_ids, any_name=True)
     unknown: list[JsonField] = []
+    named: dict[str, PurePosixPath] = {}  # image key → the first file name naming it
+    clashes: dict[str, JsonField] = {}  # image key → the first file name naming another image of it
     for key in sizes:
         by_key[key] = []
     for entry in document.items():
@@ -156,7 +160,10 @@ def _results(
             name = entry.get("file_name")
             reference = name if name is not None else entry["image_id"]
             if name is not None:
-                key = Path(name.text().replace("\\", "/")).stem
+                file_name = PurePosixPath(name.text().replace("\\", "/"))  # ./a.png is a.png
+                key = file_name.stem
+                if named.setdefault(key, file_name) != file_name:
+                    clashes.setdefault(key, name)
             else:
                 key = truth.image_keys.get(reference.identifier())
             if key not in sizes:
@@ -168,6 +175,16 @@ def _results(
             predictions.errors.append(error)
             if key is not None:
                 predictions.unreadable.add(key)
+    for key, name in clashes.items():
+        if key in sizes:
+            by_key.pop(key)
+            predictions.unreadable.add(key)
+            predictions.errors.append(
+                name.problem(
+                    f"{name.value!r}: another prediction names '{named[key]}', an image of the name '{key}' "
+                    "too (extensions and folders aside); both left out"
+                )
+            )
     if unknown:
         more = f" (and {len(unknown) - 1} more predictions)" if len(unknown) > 1 else ""
         predictions.errors.append(
