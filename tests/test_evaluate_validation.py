@@ -263,6 +263,37 @@ def test_malformed_per_image_json_of_the_unified_layout(unified: Path, field, va
     assert json.loads(result.stdout)["images"] == 1
 
 
+def test_results_by_an_image_id_that_per_image_jsons_share_are_an_error_not_given_to_one(
+    unified: Path,
+) -> None:
+    """The reference's layout numbers each per-image json on its own: a results list's `image_id` 1 of
+    pages a and b went to whichever json was read last, the other page scored as all missed, exit 0.
+    Now one error, both pages left out, and a page of an id of its own (c) is scored."""
+    for name, identifier in (("a", 1), ("b", 1), ("c", 3)):
+        document = json.loads((unified / "coco" / "a.json").read_text())
+        document["images"][0].update(id=identifier, file_name=f"{name}.png")
+        for annotation in document["annotations"]:
+            annotation["image_id"] = identifier
+        (unified / "coco" / f"{name}.json").write_text(json.dumps(document))
+    (unified / "image" / "c.png").write_bytes((unified / "image" / "a.png").read_bytes())
+    (unified / "list.txt").write_text("a.png\nb.png\nc.png\n")
+    results = [
+        {key: annotation[key] for key in ("category_id", "segmentation", "bbox") if key in annotation}
+        for annotation in json.loads((unified / "coco" / "a.json").read_text())["annotations"]
+    ]
+    results = [{"image_id": image_id, **entry, "score": 0.9} for image_id in (1, 3) for entry in results]
+    predictions = unified.parent / "results.json"
+    predictions.write_text(json.dumps(results))
+    result = run_cli("evaluate", unified, "--pred", predictions, "--json", "-")
+    assert_one_error(
+        result, "results.json", "[0].image_id: 1 is the id of 2 images of the ground truth (a, b)"
+    )
+    assert "(and 1 more predictions)" in result.error_lines()[0]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["images_without_predictions"] == []
+    assert report["mask"]["AP50"] == pytest.approx(1.0) and report["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_a_missing_per_image_json_is_one_error(unified: Path) -> None:
     (unified / "coco" / "b.json").unlink()
     result = run_cli("evaluate", unified, "--pred", unified.parent / "src" / "annotations.json")

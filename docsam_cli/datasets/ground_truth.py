@@ -33,6 +33,8 @@ from docsam_cli.evaluation import GtAnnotation, GtImage
 class GroundTruth:
     images: list[GtImage] = field(default_factory=list)
     image_keys: dict[int | str, str] = field(default_factory=dict)  # COCO image id → image key
+    # COCO image id → the keys of the images sharing it (a unified split's per-image jsons may repeat ids)
+    shared_ids: dict[int | str, list[str]] = field(default_factory=dict)
     category_ids: dict[int | str, str] = field(default_factory=dict)  # COCO category id → class name
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
@@ -191,6 +193,8 @@ def _add(
         truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
         return
     truth.keys.add(key)
+    if image.id in truth.image_keys:
+        truth.shared_ids.setdefault(image.id, [truth.image_keys[image.id]]).append(key)
     truth.image_keys[image.id] = key
     truth.images.append(GtImage(key, image.height, image.width, annotations, found, missing))
 

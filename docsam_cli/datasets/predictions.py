@@ -147,9 +147,11 @@ def _results(
 ) -> None:
     """The entries of a results list, by image key; every ground-truth image counts as predicted. Entries
     naming two images of one key by file name (vol1/0001.jpg, vol2/0001.jpg) leave that page out, as in a
-    dataset: which one is the ground truth's cannot be told."""
+    dataset: which one is the ground truth's cannot be told. So do entries naming by `image_id` an id that
+    several images of the ground truth share (a unified split's per-image jsons may repeat ids)."""
     categories = Categories(truth.category_ids, any_name=True)
     unknown: list[JsonField] = []
+    shared: list[JsonField] = []  # image ids of several ground-truth images
     named: dict[str, PurePosixPath] = {}  # image key → the first file name naming it
     clashes: dict[str, JsonField] = {}  # image key → the first file name naming another image of it
     for key in sizes:
@@ -164,6 +166,9 @@ def _results(
                 key = file_name.stem
                 if named.setdefault(key, file_name) != file_name:
                     clashes.setdefault(key, name)
+            elif reference.identifier() in truth.shared_ids:
+                shared.append(reference)
+                continue
             else:
                 key = truth.image_keys.get(reference.identifier())
             if key not in sizes:
@@ -185,11 +190,35 @@ def _results(
                     "too (extensions and folders aside); both left out"
                 )
             )
+    if shared:
+        _leave_out_shared_ids(shared, truth, by_key, predictions)
     if unknown:
         more = f" (and {len(unknown) - 1} more predictions)" if len(unknown) > 1 else ""
         predictions.errors.append(
             unknown[0].problem(f"{unknown[0].value!r} is not an image of the ground truth{more}")
         )
+
+
+def _leave_out_shared_ids(
+    shared: list[JsonField],
+    truth: GroundTruth,
+    by_key: dict[str, list[PredictedInstance]],
+    predictions: Predictions,
+) -> None:
+    """One error for the entries naming an image id that several ground-truth images share, whose pages
+    are left out: which of them an entry is of cannot be told."""
+    ids = list(dict.fromkeys(reference.identifier() for reference in shared))
+    for key in (key for identifier in ids for key in truth.shared_ids[identifier]):
+        by_key.pop(key, None)
+        predictions.unreadable.add(key)
+    pages = truth.shared_ids[ids[0]]
+    more = f" (and {len(shared) - 1} more predictions)" if len(shared) > 1 else ""
+    predictions.errors.append(
+        shared[0].problem(
+            f"{shared[0].value!r} is the id of {len(pages)} images of the ground truth ({', '.join(pages)}),"
+            f" their pages left out{more}: name pages by file_name"
+        )
+    )
 
 
 def _predicted(file: Path, annotation: CocoAnnotation, height: int, width: int) -> PredictedInstance:
