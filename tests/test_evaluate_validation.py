@@ -338,6 +338,21 @@ def test_an_unwritable_json_report_is_refused_before_anything_is_read(
     assert result.exit_code == 2 and result.error_lines() == [line]
 
 
+@pytest.mark.parametrize(("target", "what"), [("pred.json", "--pred"), ("truth.json", "ground truth")])
+def test_a_json_report_naming_an_input_is_refused_not_written_over_it(
+    tmp_path: Path, target: str, what: str
+) -> None:
+    """`--json pred.json` (a slip of tab completion) replaced the predictions with the report, exit 0."""
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    before = (tmp_path / target).read_bytes()
+    (tmp_path / "link.json").symlink_to(tmp_path / target)
+    for report in (tmp_path / target, tmp_path / "link.json"):
+        result = run_cli("evaluate", truth, "--pred", predictions, "--json", report)
+        line = f"error: --json {report}: is the {what} file (the report would replace it)"
+        assert result.exit_code == 2 and result.error_lines() == [line]
+    assert (tmp_path / target).read_bytes() == before
+
+
 def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
     """The folder's permissions are probed by creating a file in it (root may write anywhere: the probe's
     refusal is simulated)."""

@@ -156,7 +156,10 @@ def main(
     if json_out is not None and not json_out.strip():
         raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
     if json_out and json_out != "-":
-        _check_report_path(Path(json_out))
+        weights_file = Path(weights) if weights else None
+        _check_report_path(
+            Path(json_out), {"ground truth": ground_truth, "--pred": pred, "--weights": weights_file}
+        )
     from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
     from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
     from docsam_cli.datasets.predictions import load_predictions
@@ -233,14 +236,18 @@ def _check_levels(levels: frozenset[str], gt_fmt: str, pred_fmt: str | None) -> 
         )
 
 
-def _check_report_path(path: Path) -> None:
-    """Refuse, before anything is read, a --json file that cannot be written: a folder, or a file whose
-    nearest existing folder (the atomic write creates the missing ones) is not a folder or not writable.
-    A device or pipe (`/dev/stdout`) is written in place and taken as it is. Raises UsageError."""
+def _check_report_path(path: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse, before anything is read, a --json file that cannot be written: a folder, one of the files
+    read (`inputs`, by what they are: the report would replace them), or a file whose nearest existing
+    folder (the atomic write creates the missing ones) is not a folder or not writable. A device or pipe
+    (`/dev/stdout`) is written in place and taken as it is. Raises UsageError."""
     if path.is_dir():
         raise UsageError(f"--json {display_path(path)}: is a folder")
     if path.exists() and not path.is_file():
         return
+    for what, source in inputs.items():
+        if path.is_file() and source is not None and source.is_file() and path.samefile(source):
+            raise UsageError(f"--json {display_path(path)}: is the {what} file (the report would replace it)")
     folder = next(parent for parent in path.absolute().parents if parent.exists())
     if not folder.is_dir():
         raise UsageError(f"--json {display_path(path)}: {display_path(folder)} is not a folder")
