@@ -85,6 +85,7 @@ class EvaluationResult:
     miou: float | None
     per_class: dict[str, ClassScores]
     images_without_predictions: list[str] = field(default_factory=list)
+    predictions_without_ground_truth: list[str] = field(default_factory=list)  # predicted pages not scored
     rescaled_predictions: int = 0  # pages predicted at another size than the ground truth
     ignored_predictions: dict[str, int] = field(default_factory=dict)  # class → count, not in the GT
 
@@ -98,6 +99,7 @@ class EvaluationResult:
             "mIoU": self.miou,
             "per_class": {name: vars(scores) for name, scores in self.per_class.items()},
             "images_without_predictions": self.images_without_predictions,
+            "predictions_without_ground_truth": self.predictions_without_ground_truth,
             "rescaled_predictions": self.rescaled_predictions,
             "ignored_predictions": self.ignored_predictions,
         }
@@ -115,11 +117,15 @@ def evaluate(
     categories, which may have no instance in the images scored: predictions of them are false positives).
     `class_map` renames prediction classes to ground-truth classes; predicted classes that are not
     ground-truth classes afterwards are ignored and counted in `ignored_predictions`. Only classes with
-    ground truth or predictions are reported and averaged.
+    ground truth or predictions are reported and averaged. Predicted pages that are no ground-truth image
+    are not scored, and listed in `predictions_without_ground_truth`.
     """
     class_map = dict(class_map or {})
     known = {a.category for image in ground_truth for a in image.annotations} | set(declared)
     result = EvaluationResult(len(ground_truth), [], {}, {}, None, None, {})
+    result.predictions_without_ground_truth = sorted(
+        predictions.keys() - {image.name for image in ground_truth}
+    )
     matched: list[tuple[GtImage, _Predicted]] = []
     for image in ground_truth:
         page = predictions.get(image.name)

@@ -88,6 +88,26 @@ def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(
     assert report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
+def test_predicted_pages_that_are_no_ground_truth_image_are_named_not_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    """A coco.json or PAGE folder of more pages than the ground truth (the whole book against its val
+    split, or ground truth that lost pages): the extra pages were dropped without a word; they are still not
+    scored, and now counted on stderr and named in the report, as pages without predictions are."""
+    predictions = coco_document()
+    predictions["images"].append({"id": 3, "file_name": "c.png", "width": 60, "height": 40})
+    predictions["annotations"].append(
+        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 10], "iscrowd": 0, "score": 0.7}
+    )
+    truth, predictions = _files(tmp_path, coco_document(), predictions)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert "1 predicted pages are not images of the ground truth (not scored)" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["predictions_without_ground_truth"] == ["c"] and report["images"] == 2
+    assert report["mask"]["AP"] == pytest.approx(1.0) and report["images_without_predictions"] == []
+
+
 def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_path: Path) -> None:
     """segment's coco.json names `vol1/0001.png` and `vol2/0001.png` both `0001.png`: which one is the
     ground truth's cannot be told, so neither is scored (the last one used to win, without a word)."""

@@ -191,7 +191,8 @@ def main(
             truth.images = [image for image in truth.images if image.name in predicted]
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
-            predicted, prediction_errors = predictions.pages, predictions.errors
+            prediction_errors = predictions.errors
+            predicted = {k: v for k, v in predictions.pages.items() if k not in predictions.unreadable}
             truth.images = [image for image in truth.images if image.name not in predictions.unreadable]
     except InputError as error:
         print_error(console, str(error))
@@ -329,6 +330,9 @@ def _tables(console: Console, result: EvaluationResult) -> None:
     if result.images_without_predictions:
         count = len(result.images_without_predictions)
         print_plain(console, f"{count} images have no predictions (scored as misses)")
+    if result.predictions_without_ground_truth:
+        count = len(result.predictions_without_ground_truth)
+        print_plain(console, f"{count} predicted pages are not images of the ground truth (not scored)")
     if result.rescaled_predictions:
         print_plain(
             console, f"{result.rescaled_predictions} pages were predicted at another size and rescaled"
