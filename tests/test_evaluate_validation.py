@@ -314,6 +314,35 @@ def test_results_by_an_image_id_that_per_image_jsons_share_are_an_error_not_give
     assert report["mask"]["AP50"] == pytest.approx(1.0) and report["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_per_image_jsons_that_number_their_categories_apart_declare_every_class(unified: Path) -> None:
+    """The reference's loader renumbers each json's categories by name, so b.json may number them its own
+    way (title 1, table 2, figure 3, where a.json has figure 1, table 2): the first json's ids won, title
+    was lost as a declared class (its predictions ignored, not false positives; a model run not prompted
+    with it) and a results list's category_id 1 was taken as figure on every page. Now title is declared,
+    and id 1 is an error that leaves its page out."""
+    path = unified / "coco" / "b.json"
+    document = json.loads(path.read_text())
+    names = {category["id"]: category["name"] for category in document["categories"]}
+    renumbered = {"title": 1, "table": 2, "figure": 3}
+    for annotation in document["annotations"]:
+        annotation["category_id"] = renumbered[names[annotation["category_id"]]]
+    document["categories"] = [{"id": i, "name": name} for name, i in renumbered.items()]
+    path.write_text(json.dumps(document))
+    results = [
+        {"file_name": "a.png", "category_id": "title", "bbox": [40, 30, 10, 5], "score": 0.9},
+        {"file_name": "b.png", "category_id": 1, "bbox": [5, 5, 20, 10], "score": 0.7},
+    ]
+    predictions = unified.parent / "results.json"
+    predictions.write_text(json.dumps(results))
+    result = run_cli("evaluate", unified, "--pred", predictions, "--json", "-")
+    assert_one_error(
+        result, "results.json", "[1].category_id: 1 is the id of figure, title in the ground truth"
+    )
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["ignored_predictions"] == {}
+    assert report["per_class"]["title"]["predictions"] == 1 and report["per_class"]["title"]["f1"] == 0.0
+
+
 def test_a_missing_per_image_json_is_one_error(unified: Path) -> None:
     (unified / "coco" / "b.json").unlink()
     result = run_cli("evaluate", unified, "--pred", unified.parent / "src" / "annotations.json")

@@ -207,7 +207,7 @@ def main(
     if pred is not None and not errors and not predicted.keys() & {image.name for image in truth.images}:
         print_error(console, _unmatched_predictions(pred, len(predicted)))
         raise typer.Exit(ExitCode.FAILED)
-    result = evaluate(truth.images, predicted, class_map, truth.category_ids.values())
+    result = evaluate(truth.images, predicted, class_map, truth.class_names())
     if not message_options().quiet:  # the figures stay available as data: --json
         _tables(console, result)
     if json_out == "-":
@@ -278,7 +278,7 @@ def _run_model(
     from model import CheckpointError
 
     try:
-        return ModelRun(*model_options).predict(truth.images, list(truth.category_ids.values()))
+        return ModelRun(*model_options).predict(truth.images, sorted(truth.class_names()))
     except (WeightsError, CheckpointError) as error:  # before ValueError: a CheckpointError is one
         raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:

@@ -10,6 +10,7 @@ the other images are scored.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +37,15 @@ class GroundTruth:
     # COCO image id → the keys of the images sharing it (a unified split's per-image jsons may repeat ids)
     shared_ids: dict[int | str, list[str]] = field(default_factory=dict)
     category_ids: dict[int | str, str] = field(default_factory=dict)  # COCO category id → class name
+    # COCO category id → the classes it names (a unified split's per-image jsons may number them apart)
+    shared_category_ids: dict[int | str, list[str]] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
+
+    def class_names(self) -> set[str]:
+        """The classes the ground truth declares (a COCO file's or a split's categories)."""
+        shared = {name for names in self.shared_category_ids.values() for name in names}
+        return set(self.category_ids.values()) | shared
 
 
 def detect_format(path: Path) -> str:
@@ -143,6 +151,7 @@ def _from_split(folder: Path) -> GroundTruth:
     there is one, else `list.txt`."""
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
+    declared: dict[int | str, set[str]] = defaultdict(set)  # category id → the classes jsons give it
     for line in layout.list_file(folder, "test").read_text(encoding="utf-8").splitlines():
         name = line.strip()
         if not name:
@@ -161,12 +170,12 @@ def _from_split(folder: Path) -> GroundTruth:
             truth.errors.append(image.error)
             continue
         for identifier, class_name in dataset.categories.names.items():
-            truth.category_ids.setdefault(identifier, class_name)
+            declared[identifier].add(class_name)
         image.file_name = name
         read.append((path, image))
     categories = {annotation.category for _, image in read for annotation in image.annotations}
     removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
-    truth.category_ids = {i: name for i, name in truth.category_ids.items() if name not in removed}
+    _split_categories(truth, declared, removed)
     for path, image in read:
         image.annotations = [a for a in image.annotations if a.category not in removed]
         found = folder / "image" / image.file_name
@@ -176,6 +185,18 @@ def _from_split(folder: Path) -> GroundTruth:
         else:
             _add(truth, path, image, annotations, None, InputError(found, "image file not found"))
     return truth
+
+
+def _split_categories(truth: GroundTruth, declared: dict[int | str, set[str]], removed: set[str]) -> None:
+    """The split's category ids, but for the `removed` classes. The reference's loader renumbers each
+    json's categories by name, so the jsons' ids need not agree: an id given to several classes names none
+    of them (`shared_category_ids`), and each of them is declared all the same."""
+    for identifier, names in declared.items():
+        kept = sorted(names - removed)
+        if len(kept) == 1:
+            truth.category_ids[identifier] = kept[0]
+        elif kept:
+            truth.shared_category_ids[identifier] = kept
 
 
 def _add(

@@ -174,6 +174,7 @@ def _results(
             if key not in sizes:
                 unknown.append(reference)
                 continue
+            _refuse_shared_category(entry, truth)
             annotation = read_annotation(entry, categories, sizes[key])
             by_key[key].append(_predicted(document.file, annotation, *sizes[key]))
         except InputError as error:
@@ -196,6 +197,20 @@ def _results(
         more = f" (and {len(unknown) - 1} more predictions)" if len(unknown) > 1 else ""
         predictions.errors.append(
             unknown[0].problem(f"{unknown[0].value!r} is not an image of the ground truth{more}")
+        )
+
+
+def _refuse_shared_category(entry: JsonField, truth: GroundTruth) -> None:
+    """Raise InputError for a `category_id` that the ground truth gives to several classes (per-image jsons
+    of a unified split that number their categories apart): which one it means cannot be told."""
+    category = entry.get("category_id")
+    if category is None or type(category.value) not in (int, str):
+        return
+    names = truth.shared_category_ids.get(category.value)
+    if names:
+        raise category.problem(
+            f"{category.value!r} is the id of {', '.join(names)} in the ground truth's per-image jsons: give"
+            " the class name"
         )
 
 
