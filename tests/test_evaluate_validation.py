@@ -343,6 +343,30 @@ def test_per_image_jsons_that_number_their_categories_apart_declare_every_class(
     assert report["per_class"]["title"]["predictions"] == 1 and report["per_class"]["title"]["f1"] == 0.0
 
 
+def test_text_word_is_dropped_from_the_jsons_that_list_table_as_the_reference_drops_it(unified: Path) -> None:
+    """The reference's loader (and training) drops "text word" from a per-image json whose categories list
+    "table" too. evaluate dropped it from every page as soon as any page annotated a table, and kept it on
+    every page when none did: it scored other classes than the model was trained on."""
+    a_path, b_path = unified / "coco" / "a.json", unified / "coco" / "b.json"
+    a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
+    a["categories"].append({"id": 3, "name": "text word"})  # a lists table: its text word is dropped
+    a["annotations"].append({**a["annotations"][0], "id": 9, "category_id": 3})
+    b["categories"] = [{"id": 1, "name": "figure"}, {"id": 2, "name": "text word"}]  # b does not list it
+    for annotation in b["annotations"]:
+        annotation["category_id"] = 2
+    a_path.write_text(json.dumps(a))
+    b_path.write_text(json.dumps(b))
+    (unified.parent / "results.json").write_text("[]")
+    result = run_cli("evaluate", unified, "--pred", unified.parent / "results.json", "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {name: scores["gt"] for name, scores in report["per_class"].items()} == {
+        "figure": 1,
+        "table": 1,
+        "text word": 1,
+    }
+
+
 def test_a_missing_per_image_json_is_one_error(unified: Path) -> None:
     (unified / "coco" / "b.json").unlink()
     result = run_cli("evaluate", unified, "--pred", unified.parent / "src" / "annotations.json")

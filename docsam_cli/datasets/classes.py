@@ -9,6 +9,13 @@ from dataclasses import dataclass, field
 BACKGROUND = "_background_"  # the reference drops a category of this name: the background is implicit
 
 
+def dropped_by_loader(listed: Iterable[str]) -> set[str]:
+    """The classes the reference's loader drops from a per-image json that lists `listed` categories: the
+    background, and "text word" where "table" is listed too."""
+    names = set(listed)
+    return {BACKGROUND} | ({"text word"} if {"table", "text word"} <= names else set())
+
+
 def clean_name(name: str) -> str:
     """Class names go one per line into `class_name/*.txt`: collapse whitespace, newlines included."""
     return " ".join(name.split())

@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets import geometry, layout, rectify
-from docsam_cli.datasets.classes import BACKGROUND
+from docsam_cli.datasets.classes import dropped_by_loader
 from docsam_cli.datasets.coco_json import CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources
 from docsam_cli.datasets.convert.base import ReadContext
@@ -144,9 +144,10 @@ def _sort_by_id(truth: GroundTruth) -> None:
 
 def _from_split(folder: Path) -> GroundTruth:
     """A split of the unified layout: its per-image jsons, with the reference loader's category rules
-    (`_background_` is dropped, and so is "text word" when "table" exists). As for the reference's loader
-    (and training), the list names each image (`image/<name>`, `coco/<stem>.json`): the json's own
-    `file_name` is not read, so a page converted to another name or format still has its ground truth.
+    (`_background_` is dropped, and so is "text word" from a json that lists "table" too). As for the
+    reference's loader (and training), the list names each image (`image/<name>`, `coco/<stem>.json`):
+    the json's own `file_name` is not read, so a page converted to another name or format still has its
+    ground truth.
     The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
     there is one, else `list.txt`."""
     truth = GroundTruth()
@@ -169,15 +170,15 @@ def _from_split(folder: Path) -> GroundTruth:
         if image.error is not None:
             truth.errors.append(image.error)
             continue
+        dropped = dropped_by_loader(dataset.categories.names.values())
         for identifier, class_name in dataset.categories.names.items():
-            declared[identifier].add(class_name)
+            if class_name not in dropped:
+                declared[identifier].add(class_name)
+        image.annotations = [a for a in image.annotations if a.category not in dropped]
         image.file_name = name
         read.append((path, image))
-    categories = {annotation.category for _, image in read for annotation in image.annotations}
-    removed = {BACKGROUND} | ({"text word"} if "table" in categories else set())
-    _split_categories(truth, declared, removed)
+    _split_categories(truth, declared)
     for path, image in read:
-        image.annotations = [a for a in image.annotations if a.category not in removed]
         found = folder / "image" / image.file_name
         annotations = _gt_annotations(image, reference_masks=True)
         if found.is_file():
@@ -187,16 +188,15 @@ def _from_split(folder: Path) -> GroundTruth:
     return truth
 
 
-def _split_categories(truth: GroundTruth, declared: dict[int | str, set[str]], removed: set[str]) -> None:
-    """The split's category ids, but for the `removed` classes. The reference's loader renumbers each
-    json's categories by name, so the jsons' ids need not agree: an id given to several classes names none
-    of them (`shared_category_ids`), and each of them is declared all the same."""
+def _split_categories(truth: GroundTruth, declared: dict[int | str, set[str]]) -> None:
+    """The split's category ids. The reference's loader renumbers each json's categories by name, so the
+    jsons' ids need not agree: an id given to several classes names none of them (`shared_category_ids`),
+    and each of them is declared all the same."""
     for identifier, names in declared.items():
-        kept = sorted(names - removed)
-        if len(kept) == 1:
-            truth.category_ids[identifier] = kept[0]
-        elif kept:
-            truth.shared_category_ids[identifier] = kept
+        if len(names) == 1:
+            truth.category_ids[identifier] = next(iter(names))
+        else:
+            truth.shared_category_ids[identifier] = sorted(names)
 
 
 def _add(

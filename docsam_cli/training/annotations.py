@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from docsam_cli.datasets.classes import BACKGROUND
+from docsam_cli.datasets.classes import BACKGROUND, dropped_by_loader
 
 
 class AnnotationError(ValueError):
@@ -89,10 +89,8 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
         raise AnnotationError(f"image size {width}x{height} is empty")
 
     names_by_id = _names_by_id(coco)
-    kept_names = [name for name in names_by_id.values() if name != BACKGROUND]
-    if "table" in kept_names and "text word" in kept_names:
-        kept_names.remove("text word")
-    class_names = tuple(sorted(kept_names))
+    dropped = dropped_by_loader(names_by_id.values())
+    class_names = tuple(sorted(name for name in names_by_id.values() if name not in dropped))
     label_of_name = {name: index for index, name in enumerate(class_names)}
 
     instances = []
