@@ -490,6 +490,15 @@ def test_a_level_that_selects_nothing_is_refused_not_ignored(
     assert "--level" in result.error_lines()[0] and reason in result.error_lines()[0]
 
 
+def test_images_elsewhere_are_refused_for_a_unified_split_not_ignored(unified: Path) -> None:
+    """`--images DIR` with a unified split was ignored without a word (a model run then looked for the
+    pages in the split's image/ folder all the same)."""
+    source = unified.parent / "src"
+    result = run_cli("evaluate", unified, "--pred", source / "annotations.json", "--images", source)
+    assert result.exit_code == 2 and len(result.error_lines()) == 1
+    assert "--images" in result.error_lines()[0] and "image/ folder" in result.error_lines()[0]
+
+
 def test_levels_choose_what_is_read_from_page_predictions_of_a_unified_split(unified: Path) -> None:
     """The split may hold lines: `--level` then says what to read from the PAGE predictions."""
     predictions = unified.parent / "page"

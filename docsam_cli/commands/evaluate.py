@@ -173,6 +173,10 @@ def main(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
+    if images is not None and gt_fmt == "unified":  # its list names image/<name>, as training reads it
+        raise typer.BadParameter(
+            "a unified split's images are those in its image/ folder", param_hint="--images"
+        )
     console = stderr_console()
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images)
