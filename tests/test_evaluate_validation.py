@@ -76,6 +76,23 @@ def _page_files(folder: Path, region: str = "10,10 50,10 50,30 10,30") -> Path:
     return folder
 
 
+@pytest.mark.parametrize("pred", ["docsam", "docsam/page/a.xml"])
+def test_predictions_inside_the_ground_truths_folder_are_not_read_as_ground_truth(
+    tmp_path: Path, pred: str
+) -> None:
+    """segment's output kept under the ground truth's folder (books/docsam beside books/gt): the walk read
+    the predicted PAGE files as ground truth too, and those it met first (docsam sorts before gt) were
+    scored against themselves, AP 1.0, the real ground truth an error."""
+    books = tmp_path / "books"
+    _page_files(books / "gt")
+    _page_files(books / "docsam" / "page", region="0,0 5,0 5,5 0,5")  # misses every paragraph
+    result = run_cli("evaluate", books, "--pred", books / pred, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 2
+    assert report["mask"]["AP"] == 0.0 and report["per_class"]["paragraph"]["gt"] == 2
+
+
 def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:
     """segment names a page's PAGE file after the page: a truncated one is an error of that page, which is
     left out as with an unreadable COCO prediction (it used to be scored as a page with no predictions)."""

@@ -31,6 +31,7 @@ from docsam_cli.commands.options import (
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
+from docsam_cli.datasets.images import within
 from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
@@ -165,8 +166,9 @@ def main(
     from docsam_cli.datasets.predictions import load_predictions
     from docsam_cli.evaluation import evaluate
 
+    inner = _predictions_inside(ground_truth, pred)
     try:
-        gt_fmt = detect_format(ground_truth) if gt_format.value == _AUTO else gt_format.value
+        gt_fmt = detect_format(ground_truth, inner) if gt_format.value == _AUTO else gt_format.value
         pred_fmt = pred_format.value
         if pred is not None and pred_fmt == _AUTO:
             pred_fmt = detect_prediction_format(pred)
@@ -179,7 +181,7 @@ def main(
         )
     console = stderr_console()
     try:
-        truth = load_ground_truth(ground_truth, gt_fmt, levels, images)
+        truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner)
         if weights is not None:
             predicted, prediction_errors = _run_model(
                 truth,
@@ -220,6 +222,16 @@ def main(
         _write_report(console, Path(json_out), result)
     if errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _predictions_inside(ground_truth: Path, pred: Path | None) -> Path | None:
+    """The folder of the predictions (the --pred folder, or the folder of the file: segment's output
+    folder) where it lies inside the ground truth's folder, for the ground truth's walk to leave out:
+    predictions read as ground truth would be scored against themselves."""
+    if pred is None or not ground_truth.is_dir():
+        return None
+    folder = pred if pred.is_dir() else pred.parent
+    return folder if within(folder, ground_truth) and not within(ground_truth, folder) else None
 
 
 def _check_levels(levels: frozenset[str], gt_fmt: str, pred_fmt: str | None) -> None:

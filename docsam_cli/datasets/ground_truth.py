@@ -23,7 +23,7 @@ from docsam_cli.datasets.coco_json import CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size, within
 from docsam_cli.datasets.records import Instance, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
@@ -48,13 +48,15 @@ class GroundTruth:
         return set(self.category_ids.values()) | shared
 
 
-def detect_format(path: Path) -> str:
-    """unified, coco, page or alto, from what `path` is. Raises ValueError when it cannot tell."""
+def detect_format(path: Path, skip: Path | None = None) -> str:
+    """unified, coco, page or alto, from what `path` is (a folder's XML files but those in the folder
+    `skip`). Raises ValueError when it cannot tell."""
     if layout.is_layout(path):
         return "unified"
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"
     candidates = [path] if path.is_file() else sorted(path.rglob("*.xml")) if path.is_dir() else []
+    candidates = [candidate for candidate in candidates if skip is None or not within(candidate, skip)]
     for candidate in candidates:
         try:
             root = local(parse_xml(candidate))
@@ -72,16 +74,17 @@ def detect_format(path: Path) -> str:
 
 
 def load_ground_truth(
-    path: Path, fmt: str, levels: frozenset[str], images: Path | None = None
+    path: Path, fmt: str, levels: frozenset[str], images: Path | None = None, skip: Path | None = None
 ) -> GroundTruth:
     """Ground truth from `path` in format `fmt` ("unified", "coco" or a name of `FORMATS`); `images`:
-    where the images are, if not where the annotations say. Raises InputError for a path none of whose
+    where the images are, if not where the annotations say; `skip`: a folder inside `path` that the walk
+    of a converter's format leaves out (the predictions'). Raises InputError for a path none of whose
     images can be used."""
     if fmt == "unified":
         return _from_split(path)
     if fmt == "coco":
         return _from_coco(path, images)
-    return _from_reader(path, fmt, levels, images)
+    return _from_reader(path, fmt, levels, images, skip)
 
 
 def _from_coco(path: Path, images: Path | None) -> GroundTruth:
@@ -239,14 +242,16 @@ def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotatio
     return annotations
 
 
-def _from_reader(path: Path, fmt: str, levels: frozenset[str], images: Path | None) -> GroundTruth:
+def _from_reader(
+    path: Path, fmt: str, levels: frozenset[str], images: Path | None, skip: Path | None
+) -> GroundTruth:
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
 
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(root, levels, images)
+        return ReadContext(root, levels, images, skip=skip)
 
-    for item in read_sources([path], FORMATS[fmt], context_for):
+    for item in read_sources([path], FORMATS[fmt], context_for, skip=skip):
         if isinstance(item, InputError):
             truth.errors.append(item)
             continue
