@@ -16,6 +16,8 @@ import re
 import secrets
 import stat
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +51,42 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             return load_file(str(path), device="cpu")
+        damage = archive_damage(path)
+        if damage is not None:
+            raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
         _silence_torchscript_warning()
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as error:  # torch and safetensors raise many types for corrupt files
         raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})") from error
     state = _unwrapped(loaded)
     if state is None:
         raise CheckpointError(f"{path}: not a state dict of tensors ({_describe_content(loaded)})")
     return state
+
+
+_READ_BLOCK = 1 << 24
+
+
+def archive_damage(path: Path) -> str | None:
+    """Why a zip-format `.pth` fails the CRC-32 check of one of its members, which `torch.load` does not make
+    (it would load the damaged tensors); None when every member passes, or the file is no zip archive (for
+    `torch.load` to judge). Members written without a CRC (`torch.serialization.set_crc32_options(False)`
+    stores 0) cannot be checked."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.CRC == 0:
+                    continue
+                with archive.open(member) as data:  # zipfile compares the CRC once a member is read whole
+                    while data.read(_READ_BLOCK):
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        return str(error)
+    return None
 
 
 def _silence_torchscript_warning() -> None:

@@ -388,3 +388,20 @@ def test_reading_the_stored_classes_does_not_import_torch(tmp_path, tiny_model):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert completed.stdout.split() == ["('heading',", "'paragraph')", "False"]
+
+
+def test_a_pth_damaged_inside_its_tensor_data_is_refused_naming_the_file(tmp_path):
+    """torch.load does not check the CRC-32 each archive member carries: a `.pth` damaged in copying (a bad
+    disk, an interrupted transfer resumed against another file) loaded other weights without a word."""
+    path = tmp_path / "docsam.pth"
+    torch.save({"weight": torch.arange(4096, dtype=torch.float32)}, path)
+    data = bytearray(path.read_bytes())
+    offset = data.index(torch.arange(4096, dtype=torch.float32).numpy().tobytes()) + 8000
+    data[offset : offset + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    message = str(error.value)
+    assert message.startswith(f"{path}: damaged (Bad CRC-32") and "\n" not in message

@@ -11,8 +11,6 @@ import contextlib
 import errno
 import re
 import shutil
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,14 +39,19 @@ from docsam_cli.weights.errors import CorruptCacheError, FetchError, NotCachedEr
 from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
 from docsam_cli.weights.progress import transfer_progress
 from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
-from model.checkpoint import CheckpointError, read_state_dict, training_metadata, write_safetensors
+from model.checkpoint import (
+    CheckpointError,
+    archive_damage,
+    read_state_dict,
+    training_metadata,
+    write_safetensors,
+)
 from model.config import variant_with_width
 
 Say = Callable[[str], None]
 
 _PATCH_EMBEDDING = "embeddings.patch_embeddings.projection.weight"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_READ_BLOCK = 1 << 24
 
 
 def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
@@ -273,26 +276,15 @@ def _check_archive(entry: WeightsEntry, raw: Path, *, downloaded: bool) -> None:
     may still load. Members written without a CRC (`torch.serialization.set_crc32_options(False)` stores 0)
     cannot be checked.
     """
-    if not zipfile.is_zipfile(raw):
-        return
-    try:
-        with zipfile.ZipFile(raw) as archive:
-            for member in archive.infolist():
-                if member.CRC == 0:
-                    continue
-                with archive.open(member) as data:  # zipfile compares the CRC once a member is read whole
-                    while data.read(_READ_BLOCK):
-                        pass
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+    damage = archive_damage(raw)
+    if damage is not None:
         remedy = (
             f"e.g. a download resumed after the file changed at its source; run `docsam download-weights "
             f"{entry.name}` again"
             if downloaded
             else "copy the file again from its source"
         )
-        raise FetchError(
-            f"{entry.name}: {raw.name} is damaged ({error}); nothing was stored; {remedy}"
-        ) from error
+        raise FetchError(f"{entry.name}: {raw.name} is damaged ({damage}); nothing was stored; {remedy}")
 
 
 def _check_variant(entry: WeightsEntry, raw: Path, state: dict[str, torch.Tensor], say: Say) -> None:
