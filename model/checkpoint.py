@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import secrets
@@ -367,17 +368,82 @@ def misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tenso
     return "; ".join(parts) or None
 
 
+# Config sizes read off a state dict in this package's names: (field, entry, axis) for one axis of one entry,
+# and (field, pattern) for a count of numbered layers (the pattern's first group numbers them).
+_SIZE_AXES: tuple[tuple[str, str, int], ...] = (
+    ("embed_dim", _SWIN_PATCH_EMBEDDING, 0),
+    ("hidden_dim", "instance_queries.weight", 1),
+    ("num_queries", "proposal_bboxes.weight", 0),
+    ("feature_size", "pixel_decoder.level_embed", 1),
+    ("encoder_feedforward_dim", "pixel_decoder.encoder.layers.0.fc1.weight", 0),
+    ("dim_feedforward", "decoder.decoder_layers.0.query_fusion_encoder_1.linear1.weight", 0),
+    ("text hidden_size", "text_encoder.bert.embeddings.word_embeddings.weight", 1),
+    ("text intermediate_size", "text_encoder.bert.encoder.layer.0.intermediate.dense.weight", 0),
+)
+_LAYER_COUNTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("encoder_layers", re.compile(r"^pixel_decoder\.encoder\.layers\.(\d+)\.")),
+    ("decoder_layers", re.compile(r"^decoder\.decoder_layers\.(\d+)\.")),
+    ("text num_hidden_layers", re.compile(r"^text_encoder\.bert\.encoder\.layer\.(\d+)\.")),
+)
+_SWIN_BLOCK = re.compile(r"^backbone\.swin\.swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
+_BIAS_TABLE = "attention.relative_position_bias.relative_position_bias_table"
+
+
+def architecture_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """The config sizes a state dict (in this package's names) has, those its entries show: what tells one
+    architecture's weights from another's in a message."""
+    sizes: dict[str, object] = {}
+    blocks: dict[int, set[int]] = {}
+    for key in state:
+        if found := _SWIN_BLOCK.match(key):
+            blocks.setdefault(int(found[1]), set()).add(int(found[2]))
+    if blocks:
+        stages = range(max(blocks) + 1)
+        sizes["depths"] = [len(blocks.get(stage, ())) for stage in stages]
+        tables = [state.get(f"{_SWIN}swin.encoder.layers.{stage}.blocks.0.{_BIAS_TABLE}") for stage in stages]
+        shapes = [tuple(table.shape) for table in tables if table is not None and table.dim() == 2]
+        if len(shapes) == len(tables):
+            sizes["num_heads"] = [heads for _, heads in shapes]
+            sizes["window_size"] = (math.isqrt(shapes[0][0]) + 1) // 2  # the table is (2w-1)² long
+    for name, key, axis in _SIZE_AXES:
+        tensor = state.get(key)
+        if tensor is not None and tensor.dim() > axis:
+            sizes[name] = tensor.shape[axis]
+    for name, pattern in _LAYER_COUNTS:
+        if count := len({found[1] for key in state if (found := pattern.match(key))}):
+            sizes[name] = count  # none: a whole part is missing, which the missing entries say
+    return sizes
+
+
+def _size_differences(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str | None:
+    """The config sizes in which `given` differs from `expected`, as "the weights' a 1, b 2 against the
+    architecture's 3, 4"; None when the sizes read off both agree."""
+    ours, theirs = architecture_sizes(expected), architecture_sizes(given)
+    names = [name for name in theirs if name in ours and theirs[name] != ours[name]]
+    if not names:
+        return None
+    return (
+        f"the weights' {', '.join(f'{name} {theirs[name]}' for name in names)} "
+        f"against the architecture's {', '.join(str(ours[name]) for name in names)}"
+    )
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load strictly: every model entry must be filled with the right shape and nothing may be left over.
 
-    Raises CheckpointError listing missing, unexpected and mis-shaped keys (in this package's names, to which
+    Raises CheckpointError listing the config sizes in which the weights differ from the model
+    (`architecture_sizes`), then missing, unexpected and mis-shaped keys (in this package's names, to which
     the reference's are mapped first), instead of silently keeping random weights as the reference loader
     does.
     """
     mapped = to_model_keys(state)
-    problems = misfit(model.state_dict(), mapped)
+    expected = model.state_dict()
+    problems = misfit(expected, mapped)
     if problems:
-        raise CheckpointError(f"{source}: does not fit the model ({problems})")
+        sizes = _size_differences(expected, mapped)
+        raise CheckpointError(
+            f"{source}: does not fit the model ({'; '.join(filter(None, (sizes, problems)))})"
+        )
     model.load_state_dict(mapped, strict=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -405,3 +406,25 @@ def test_a_pth_damaged_inside_its_tensor_data_is_refused_naming_the_file(tmp_pat
 
     message = str(error.value)
     assert message.startswith(f"{path}: damaged (Bad CRC-32") and "\n" not in message
+
+
+def test_weights_of_another_architecture_are_refused_naming_the_sizes_that_differ(tiny_config):
+    """Weights that do not fit the architecture given (`--model-config`, `--variant`) or detected were refused
+    with hundreds of internal entry names only; the message now says which config sizes differ."""
+    other = replace(
+        tiny_config,
+        backbone=replace(tiny_config.backbone, depths=(2, 2, 4, 2), window_size=7),
+        num_queries=24,
+        decoder_layers=2,
+    )
+    with torch.device("meta"):
+        model, weights = DocSAM(tiny_config), DocSAM(other)
+
+    with pytest.raises(CheckpointError) as error:
+        load_weights(model, to_reference_keys(weights.state_dict()), "other.pth")
+
+    message = str(error.value)
+    assert message.startswith(
+        "other.pth: does not fit the model (the weights' depths [2, 2, 4, 2], window_size 7, "
+        "num_queries 24, decoder_layers 2 against the architecture's [2, 2, 2, 2], 5, 40, 4; missing: "
+    )
