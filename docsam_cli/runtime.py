@@ -155,17 +155,24 @@ class ResolvedModel:
         keep_freed_memory()
         device, dtype = _device_and_dtype(self.spec)
         started = time.perf_counter()
-        variant = self.spec.variant
         logger.info(
             "loading %s (%s) on %s, %s",
             display_path(self.weights.path),
-            f"variant {variant}" if variant else "variant from the checkpoint",
+            self._architecture_source(),
             device,
             self.spec.precision,
         )
-        model = load_model(self.weights.path, variant=variant, config=self.config, device=device)
+        model = load_model(self.weights.path, variant=self.spec.variant, config=self.config, device=device)
         logger.info("model ready in %.1f s", time.perf_counter() - started)
         return LoadedModel(model, self.weights, device, dtype)
+
+    def _architecture_source(self) -> str:
+        """Where the architecture comes from, for `-v`: `--variant`, `--model-config` or the weights."""
+        if self.spec.variant is not None:
+            return f"variant {self.spec.variant}"
+        if self.spec.model_config is not None:
+            return f"architecture of {display_path(self.spec.model_config)}"
+        return "variant from the checkpoint"
 
 
 def resolve_model(spec: ModelSpec) -> ResolvedModel:

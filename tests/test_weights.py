@@ -357,3 +357,26 @@ def test_usage_errors_exit_2_with_one_line(args: list[str]) -> None:
     code, stderr = run(*args)
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ({}, "variant from the checkpoint"),
+        ({"variant": "large"}, "variant large"),
+        ({"model_config": Path("configs/tiny.json")}, "architecture of configs/tiny.json"),
+    ],
+)
+def test_verbose_loading_says_where_the_architecture_comes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, option, said
+) -> None:
+    """-v said "variant from the checkpoint" also when --model-config gave the architecture."""
+    import model
+    from docsam_cli.runtime import ModelSpec, ResolvedModel
+    from docsam_cli.weights.resolve import ResolvedWeights
+
+    monkeypatch.setattr(model, "load_model", lambda path, variant, config, device: None)
+    weights = ResolvedWeights(tmp_path / "weights.pth")
+    with caplog.at_level("INFO", logger="docsam_cli.runtime"):
+        ResolvedModel(ModelSpec(weights=str(weights.path), device="cpu", **option), weights, None).load()
+    assert f"loading {weights.path} ({said}) on cpu, fp32" in caplog.text
