@@ -128,8 +128,12 @@ def _describe_content(loaded: object) -> str:
     if not isinstance(loaded, Mapping):
         return f"it holds a {type(loaded).__name__}"
     keys = [str(key) for key in loaded]
-    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-    return f"a dict whose entries are not all tensors: {shown}" if keys else "an empty dict"
+    return f"a dict whose entries are not all tensors: {_listed(keys)}" if keys else "an empty dict"
+
+
+def _listed(keys: Sequence[str]) -> str:
+    """The first few of `keys` for a message, with their count when there are more."""
+    return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
 
 FOLDER_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -363,8 +367,7 @@ def misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tenso
     parts = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
         if keys:
-            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-            parts.append(f"{label}: {shown}")
+            parts.append(f"{label}: {_listed(keys)}")
     return "; ".join(parts) or None
 
 
@@ -458,8 +461,11 @@ SHORT_RANGE_METADATA_KEY = "docsam_short_range"  # the training's short-side ran
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
     """The variant whose Swin width the checkpoint's patch embedding has; errors name `source`."""
     weight = to_model_keys(state).get(_SWIN_PATCH_EMBEDDING)
-    if weight is None:
-        raise CheckpointError(f"{source}: has no Swin patch embedding; pass a variant or a model config")
+    if weight is None:  # every DocSAM architecture has one: no --variant or --model-config would load these
+        raise CheckpointError(
+            f"{source}: not DocSAM weights (no DocSAM Swin patch embedding among its {len(state)} entries: "
+            f"{_listed(list(state))})"
+        )
     try:
         return variant_with_width(weight.shape[0])
     except ValueError as error:

@@ -209,8 +209,31 @@ def test_variant_detection_errors_name_the_file(tmp_path):
         load_model(path)
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(1)}, str(other))
-    with pytest.raises(CheckpointError, match=rf"^{other}: has no Swin patch embedding"):
+    with pytest.raises(CheckpointError, match=rf"^{other}: not DocSAM weights"):
         load_model(other)
+
+
+def test_weights_of_another_model_are_refused_as_such_not_sent_to_the_variant_options(tmp_path):
+    """A transformers Mask2Former checkpoint (the model zoo lists two, for `train`) given as DocSAM weights
+    was told to "pass a variant or a model config", which can never make it load: every DocSAM architecture
+    has the Swin patch embedding it lacks under DocSAM's names."""
+    path = tmp_path / "model.safetensors"
+    save_file(
+        {
+            "model.pixel_level_module.encoder.embeddings.patch_embeddings.projection.weight": torch.zeros(
+                128, 3, 4, 4
+            ),
+            "class_predictor.weight": torch.zeros(134, 256),
+        },
+        str(path),
+    )
+    with pytest.raises(CheckpointError) as error:
+        load_model(path)
+    assert str(error.value) == (
+        f"{path}: not DocSAM weights (no DocSAM Swin patch embedding among its 2 entries: "
+        "class_predictor.weight, model.pixel_level_module.encoder.embeddings.patch_embeddings.projection."
+        "weight)"
+    )
 
 
 def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file_is(tmp_path) -> None:
