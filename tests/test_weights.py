@@ -332,10 +332,10 @@ def test_weights_already_in_a_read_only_cache_are_reported_as_cached(
         def __init__(self, path: str) -> None:
             self.path = path
 
-        def __enter__(self) -> None:
+        def acquire(self, blocking: bool = True) -> None:
             raise PermissionError(13, "Permission denied", self.path)
 
-        def __exit__(self, *exc_info: object) -> None:
+        def release(self) -> None:
             pass
 
     monkeypatch.setattr(docsam_cli.weights.install, "FileLock", ReadOnlyLock)
