@@ -326,7 +326,8 @@ def terminated(number: int, frame) -> None:
 def test_sigterm_ends_a_conversion_as_ctrl_c_does(coco_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM (`timeout`, a scheduler's time limit) killed the run at once, leaving the hidden staging
     folder with the images copied so far beside --out for good; it now ends as Ctrl-C does: the staging
-    folder removed, `error: interrupted`, exit 130."""
+    folder removed, `error: interrupted`, exit 130. Its line said "what was finished stays; rerun to go on",
+    as for `segment`, though a conversion keeps nothing: it now says that nothing was written."""
     from docsam_cli.datasets import pipeline
 
     place = pipeline._place_image
@@ -336,12 +337,14 @@ def test_sigterm_ends_a_conversion_as_ctrl_c_does(coco_file: Path, monkeypatch: 
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(pipeline, "_place_image", placed_then_terminated)
+    out = coco_file.parent / "out"
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", coco_file.parent / "out")
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert result.exit_code == 130 and result.error_lines()[0].startswith("error: interrupted")
+    assert result.exit_code == 130
+    assert result.error_lines() == [f"error: interrupted; nothing written to {out}"]
     assert sorted(path.name for path in coco_file.parent.iterdir()) == ["a.png", "annotations.json", "b.png"]
 
 

@@ -182,6 +182,10 @@ def main(
             else:
                 with console.status("converting...") as status:
                     report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
+    except KeyboardInterrupt:
+        # The app's own line says that what was finished stays: a conversion publishes nothing unfinished.
+        print_error(console, f"interrupted; nothing written to {display_path(options.out)}")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except OutputExists as error:
         print_error(console, f"--out: {error}")
         raise typer.Exit(ExitCode.USAGE) from None
