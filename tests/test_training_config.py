@@ -110,11 +110,25 @@ def test_yaml_config_with_command_line_overrides(started: list[RunPlan], tmp_pat
     assert plan.options.lr == 4e-5  # not in the file, not typed: the declared default
 
 
+def test_a_config_file_names_options_as_typed(started: list[RunPlan], tmp_path: Path) -> None:
+    """README: --config takes "any JSON/YAML mapping of option names to values". A file naming options as
+    they are typed (`batch-size`, `--short-range`) was refused as unknown options; only run.json's
+    `batch_size` was taken. Both spellings are now the same option."""
+    config = tmp_path / "run.yaml"
+    config.write_text("batch-size: 2\n--short-range: 300,400\nlog_every: 3\n")
+    invoke(*FINETUNE, "--config", str(config))
+    plan = started[-1]
+    assert (plan.options.batch_size, plan.options.log_every) == (2, 3)
+    assert plan.augmentation.short_range == (300, 400)
+    assert plan.record["settings"]["batch_size"] == 2
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [
         ('{"itres": 5}', ".json", "unknown option(s) itres"),
         ('{"resume": true}', ".json", "unknown option(s) resume"),
+        ('{"batch-size": 2, "batch_size": 4}', ".json", "names option(s) batch_size twice"),
         ('{"command": "train", "settings": {}}', ".json", "recorded by `docsam train`"),
         ("[1, 2]", ".json", "expected a mapping"),
         ("{not json", ".json", "run.cfg"),

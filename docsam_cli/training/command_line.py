@@ -193,12 +193,23 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise unusable("expected a mapping of option names to values")
     recorded_by, settings = run_settings(data)
+    names = [_setting_name(name) for name in settings]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise unusable(f"names option(s) {', '.join(twice)} twice")
+    settings = dict(zip(names, settings.values(), strict=True))
     if recorded_by is not None and recorded_by != command:
         raise unusable(f"recorded by `docsam {recorded_by}`, not `docsam {command}`")
     folder = data.get(FOLDER_KEY) if recorded_by is not None else None  # a run.json's
     if isinstance(folder, str) and Path(folder) != Path.cwd():
         settings[FOLDER_KEY] = folder  # taken out again by `_known_settings`
     return settings
+
+
+def _setting_name(name: Any) -> Any:
+    """A config file's key as the setting it names: `batch-size` or `--batch-size`, the option as typed,
+    is `batch_size`, as run.json writes it."""
+    return name.removeprefix("--").replace("-", "_") if isinstance(name, str) else name
 
 
 def _parse_config(text: str, yaml: bool) -> Any:
