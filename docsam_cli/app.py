@@ -49,6 +49,8 @@ class CommandEntry:
     name: str
     target: str  # "package.module:function"
     summary: str  # its line in `docsam --help`
+    # The `error:` line of a Ctrl-C the command leaves to the app: what a rerun finds.
+    interrupted: str = "interrupted (what was finished stays; rerun to go on)"
 
 
 COMMANDS: tuple[CommandEntry, ...] = (
@@ -66,6 +68,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "evaluate",
         "docsam_cli.commands.evaluate:main",
         "Score predictions, or a model, against ground truth.",
+        interrupted="interrupted; no report written",
     ),
     CommandEntry(
         "convert-dataset",
@@ -198,7 +201,8 @@ class DocsamGroup(TyperGroup):
             raise  # usage errors and exits are reported by `main`; a closed stdout pipe ends the run quietly
         except KeyboardInterrupt:
             # Caught here: Typer would turn Ctrl-C into a silent exit 130 before `main` could report it.
-            print_error(stderr_console(), "interrupted (what was finished stays; rerun to go on)")
+            entry = _ENTRIES.get(ctx.invoked_subcommand or "")
+            print_error(stderr_console(), entry.interrupted if entry is not None else "interrupted")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except UsageError as error:
             print_error(stderr_console(), str(error))

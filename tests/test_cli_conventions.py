@@ -226,6 +226,26 @@ def test_unexpected_errors_are_one_line(tmp_path, monkeypatch, error, code):
         assert [line.split(" (")[0] for line in stderr.splitlines()] == ["error: interrupted"]
 
 
+def test_an_interrupted_evaluation_says_that_it_wrote_no_report(tmp_path, monkeypatch):
+    """Ctrl-C during `evaluate` said "interrupted (what was finished stays; rerun to go on)", as `segment`
+    says, though an evaluation keeps nothing (no --json report) and a rerun starts over."""
+    from docsam_cli.datasets import ground_truth
+
+    def interrupted(*arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ground_truth, "load_ground_truth", interrupted)
+    monkeypatch.chdir(tmp_path)
+    for name in ("gt.json", "coco.json"):
+        (tmp_path / name).write_text("{}")
+    report = tmp_path / "report.json"
+    options = ["--gt-format", "coco", "--pred-format", "coco", "--json", str(report)]
+    exit_code, _, stderr = invoke("evaluate", "gt.json", "--pred", "coco.json", *options)
+    assert exit_code == ExitCode.INTERRUPTED
+    assert stderr.splitlines() == ["error: interrupted; no report written"]
+    assert not report.exists()
+
+
 @pytest.mark.parametrize("case", ["a file", "under a file"])
 def test_an_unusable_output_folder_stops_before_the_model_loads(tmp_path, monkeypatch, case):
     def no_model(spec):
