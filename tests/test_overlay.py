@@ -3,6 +3,9 @@ beside the page, atomic PNG/JPEG."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import cv2
 import numpy as np
 import pytest
@@ -285,5 +288,92 @@ def test_class_names_beyond_ascii_are_drawn_not_boxed(page):
         return render_overlay(page, PageShapes(make_instances(masks, [0], [f"{name}berschrift"])))
 
     assert not np.array_equal(rendered("Ü"), rendered("\U000f0000"))
-    assert overlay_module.label_font(12, ("text", "Überschrift")).getname()[0] == "DejaVu Sans"
-    assert overlay_module.label_font(12, ("text", "table")).getname()[0] == "Aileron"  # ASCII: as before
+    fonts = overlay_module.label_fonts(12, ("text", "Überschrift"))
+    assert [font.getname()[0] for font in fonts] == ["DejaVu Sans"] * 2  # one font for the page
+    fonts = overlay_module.label_fonts(12, ("text", "table"))
+    assert [font.getname()[0] for font in fonts] == ["Aileron"] * 2  # ASCII: as before
+
+
+@pytest.fixture
+def fresh_font_lookup():
+    """Fonts looked up anew, before and after the test: the choice is cached per class list."""
+    overlay_module._font_sources.cache_clear()
+    overlay_module._installed_fallbacks.cache_clear()
+    yield
+    overlay_module._font_sources.cache_clear()
+    overlay_module._installed_fallbacks.cache_clear()
+
+
+def fontconfig_has(text: str) -> bool:
+    """Whether fontconfig lists an installed font with all the letters of `text`."""
+    if shutil.which("fc-list") is None:
+        return False
+    charset = " ".join(f"{ord(letter):x}" for letter in set(text))
+    listing = subprocess.run(["fc-list", f":charset={charset}", "file"], capture_output=True, text=True)
+    return bool(listing.stdout.strip())
+
+
+def draws(font, text: str) -> bool:
+    """Whether `font` draws each letter of `text` as a glyph of its own, not as the box of a missing one."""
+    missing = font.getmask("\U000f0000")
+    return all(
+        (mask := font.getmask(letter)).size != missing.size or bytes(mask) != bytes(missing)
+        for letter in set(text)
+    )
+
+
+def rendered_names(page: np.ndarray, class_names: list[str]) -> np.ndarray:
+    masks = [rect_mask(HEIGHT, WIDTH, 20, 60 + 100 * n, 140, 140 + 100 * n) for n in range(len(class_names))]
+    return render_overlay(page, PageShapes(make_instances(masks, range(len(class_names)), class_names)))
+
+
+SCRIPTS = {
+    "Greek": "Πίνακας",
+    "Cyrillic": "Таблица",
+    "Chinese": "表格",
+    "Japanese": "見出し",
+    "Arabic": "جدول",
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_class_name_is_drawn_in_a_font_fontconfig_finds_when_the_fixed_list_has_none(
+    script, page, monkeypatch, fresh_font_lookup
+):
+    """The fonts tried were a fixed list (DejaVu Sans, Noto Sans CJK as Debian names it, Arial): with none
+    of them drawing `表格` (WenQuanYi, Droid Sans Fallback, Noto Sans SC, another distribution's Noto CJK),
+    the names were drawn as boxes though the system had a font for them."""
+    name = SCRIPTS[script]
+    if not fontconfig_has(name + "0123456789.()"):
+        pytest.skip(f"fontconfig lists no font here with the {script} letters of {name!r}")
+    monkeypatch.setattr(overlay_module, "FALLBACK_FONTS", ("NoSuchFont-Regular.ttf",))
+    boxes = "\U000f0000" * len(name)  # drawn as boxes by any font, one per letter
+    assert not np.array_equal(rendered_names(page, [name]), rendered_names(page, [boxes]))
+    [font] = overlay_module.label_fonts(12, [name])
+    assert draws(font, name + " 0.97")
+
+
+def test_each_class_name_gets_a_font_that_draws_it_when_no_font_draws_them_all(page, fresh_font_lookup):
+    """One font served the whole page, the first installed when none drew all the names: with Arabic and
+    a letter DejaVu Sans lacks (here a mathematical one; a CJK name beside an Arabic one on most systems),
+    that name was drawn as boxes though another installed font has it."""
+    names = ["جدول", "text", "𝒜"]
+    if not all(fontconfig_has(name) for name in names) or fontconfig_has("".join(names)):
+        pytest.skip("needs fonts drawing each name but none drawing them all (DejaVu Sans and its Math)")
+    rendered = rendered_names(page, names)
+    assert not np.array_equal(rendered, rendered_names(page, [*names[:2], "\U000f0000"]))
+    fonts = overlay_module.label_fonts(12, names)
+    assert all(draws(font, name) for font, name in zip(fonts, names, strict=True))
+    assert fonts[0].getname() == fonts[1].getname()  # the names one font draws share it
+
+
+def test_fonts_are_looked_up_once_per_class_list_not_per_page(page, monkeypatch, fresh_font_lookup):
+    calls = []
+    lookup = overlay_module._fontconfig_fonts
+    monkeypatch.setattr(
+        overlay_module, "_fontconfig_fonts", lambda letters: calls.append(letters) or lookup(letters)
+    )
+    names = ["表格", "图片", "Überschrift"]
+    first = [rendered_names(page, names) for _ in range(3)]
+    assert len(calls) <= len(names) + 1  # the whole list, then each name at most: not per page or instance
+    assert all(np.array_equal(first[0], other) for other in first[1:])

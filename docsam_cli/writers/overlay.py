@@ -8,13 +8,14 @@ class order), so a class looks the same on every page of a run and in every run 
 `--classes`. Instances are painted largest first, so small ones stay visible on top; each label sits at its
 instance's top-left corner, inside the page, or below the labels already there. Text is drawn with Pillow's
 bundled scalable font, sized to the page; class names beyond ASCII, which it lacks, with a system font that
-has them (`label_font`).
+has them (`label_fonts`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +48,13 @@ JPEG_QUALITY = 90
 # Fonts covering far more than ASCII, found by Pillow in the system's font folders: DejaVu (Latin, Greek,
 # Cyrillic, ...; installed with most Linux distributions), then Noto's CJK, Arial Unicode (macOS), Arial.
 FALLBACK_FONTS = ("DejaVuSans.ttf", "NotoSansCJK-Regular.ttc", "Arial Unicode.ttf", "arial.ttf")
+FONTCONFIG_TRIES = 5  # of the fonts fontconfig ranks first for a label's letters, how many are tried
+LABEL_EXTRAS = "0123456789.()"  # drawn with each class name: its score on the page, its count in the legend
+LOOKUP_SIZE = 16  # px, of the fonts loaded to see which letters they draw
 UNDRAWN = "\U000f0000"  # a private-use code point: no font has a glyph for it
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+FontSource = tuple[str, int]  # a font file, and the face's index in it (a .ttc collection holds several)
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -106,44 +113,101 @@ def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
 
     picture = Image.fromarray(canvas[:, :, ::-1])
     draw = ImageDraw.Draw(picture)
-    font = label_font(max(10, round(scale / 70)), shapes.class_names)
+    fonts = label_fonts(max(10, round(scale / 70)), shapes.class_names)
     drawn_labels = np.zeros((0, 4), np.int64)
     for index in painted:
-        box = _label(draw, font, shapes, index, drawn_labels, (width, height))
+        box = _label(draw, fonts[shapes.label(index)], shapes, index, drawn_labels, (width, height))
         drawn_labels = np.vstack([drawn_labels, box])
-    picture = _with_legend(picture, font, legend_layout(shapes, painted, font, height))
+    picture = _with_legend(picture, fonts, legend_layout(shapes, painted, fonts, height))
     return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
 
 
-def label_font(size: int, class_names: Sequence[str]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's bundled font, which draws ASCII only; for class names beyond it (`Überschrift`, `表格`) the
-    first of `FALLBACK_FONTS` installed that draws all their letters, so that they are not drawn as boxes,
-    else the first installed (it draws more than the bundled one), else the bundled one. A new font per
-    page: writer threads never share one."""
-    letters = {letter for letter in "".join(class_names) if not letter.isspace()}
-    if all(letter.isascii() for letter in letters):
-        return ImageFont.load_default(size=size)
-    installed = [font for name in FALLBACK_FONTS if (font := _system_font(name, size))]
-    if not installed:
-        return ImageFont.load_default(size=size)
-    return next((font for font in installed if _draws_all(font, letters)), installed[0])
+def label_fonts(size: int, class_names: Sequence[str]) -> list[Font]:
+    """The font of each class name, at `size`: Pillow's bundled font while all names are ASCII (it draws
+    nothing more); else one font for all of them, the first that draws all their letters (`_font_sources`),
+    and for a name it lacks (`表格` among `Überschrift` and `جدول`), one that draws that name, so that no
+    name is drawn as boxes while an installed font has its letters. New fonts per page: writer threads
+    never share one."""
+    sources = _font_sources(tuple(class_names))
+    loaded = {source: _load(source, size) or _load(None, size) for source in set(sources)}
+    return [loaded[source] for source in sources]
 
 
-def _system_font(name: str, size: int) -> ImageFont.FreeTypeFont | None:
+@functools.cache
+def _font_sources(class_names: tuple[str, ...]) -> tuple[FontSource | None, ...]:
+    """`label_fonts`'s choice, None for the bundled font: the same for every page of a run, and looked up
+    once, as finding fonts is slow (Pillow walks the font folders for a name; fontconfig is a subprocess).
+    With no font drawing all the names, the first of `FALLBACK_FONTS` installed draws those it can."""
+    everything = _letters("".join(class_names))
+    if all(letter.isascii() for letter in everything):
+        return (None,) * len(class_names)
+    shared = _font_drawing(everything) or next(iter(_installed_fallbacks()), None)
+    return tuple(
+        shared if shared is not None and _draws_all(shared, letters) else _font_drawing(letters) or shared
+        for letters in map(_letters, class_names)
+    )
+
+
+def _letters(text: str) -> frozenset[str]:
+    """The characters a label of `text` draws: its own, but spaces, and those of a score or count."""
+    return frozenset(letter for letter in text + LABEL_EXTRAS if not letter.isspace())
+
+
+def _font_drawing(letters: frozenset[str]) -> FontSource | None:
+    """The first of `FALLBACK_FONTS` installed, then of the fonts fontconfig ranks best for `letters`,
+    that draws all of them; None if none does."""
+    draws = functools.partial(_draws_all, letters=letters)
+    installed = next(filter(draws, _installed_fallbacks()), None)
+    return installed or next(filter(draws, _fontconfig_fonts(letters)), None)
+
+
+@functools.cache
+def _installed_fallbacks() -> tuple[FontSource, ...]:
+    """The files of `FALLBACK_FONTS` found by Pillow in the system's font folders, in that order."""
+    found = (_load((name, 0), LOOKUP_SIZE) for name in FALLBACK_FONTS)
+    return tuple((font.path, font.index) for font in found if isinstance(font, ImageFont.FreeTypeFont))
+
+
+def _fontconfig_fonts(letters: frozenset[str]) -> list[FontSource]:
+    """The `FONTCONFIG_TRIES` fonts fontconfig ranks first for `letters` (sans-serif, those with all of
+    them first): it knows every installed font, such as the CJK or Arabic one a system has instead of
+    those `FALLBACK_FONTS` names. None where it is not installed (Windows, macOS mostly)."""
+    charset = " ".join(f"{ord(letter):x}" for letter in sorted(letters))
+    command = ["fc-match", "--sort", "--format=%{file}\\t%{index}\\n", f"sans-serif:charset={charset}"]
     try:
-        return ImageFont.truetype(name, size)
+        listing = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    sources = []
+    for line in listing.splitlines():
+        file, _, index = line.partition("\t")
+        if file and index.isdigit():
+            sources.append((file, int(index)))
+    return sources[:FONTCONFIG_TRIES]
+
+
+def _load(source: FontSource | None, size: int) -> Font | None:
+    """The font at `size`: the bundled one for None; None if `source` cannot be loaded (not installed, or
+    a bitmap font without that size)."""
+    if source is None:
+        return ImageFont.load_default(size=size)
+    try:
+        return ImageFont.truetype(source[0], size, index=source[1])
     except OSError:
-        return None  # not installed
+        return None
 
 
-def _draws_all(font: ImageFont.FreeTypeFont, letters: set[str]) -> bool:
-    """Whether `font` has a glyph of its own for each of `letters`, rather than the box it draws for a
+def _draws_all(source: FontSource, letters: frozenset[str]) -> bool:
+    """Whether the font has a glyph of its own for each of `letters`, rather than the box it draws for a
     letter it lacks (as for a private-use code point)."""
+    font = _load(source, LOOKUP_SIZE)
+    if font is None:
+        return False
     missing = _glyph(font, UNDRAWN)
     return all(_glyph(font, letter) != missing for letter in letters)
 
 
-def _glyph(font: ImageFont.FreeTypeFont, letter: str) -> tuple[tuple[int, int], bytes]:
+def _glyph(font: Font, letter: str) -> tuple[tuple[int, int], bytes]:
     mask = font.getmask(letter)
     return mask.size, bytes(mask)
 
@@ -174,7 +238,7 @@ def _blend(region: np.ndarray, mask: np.ndarray, bgr: tuple[int, int, int]) -> N
 
 def _label(
     draw: ImageDraw.ImageDraw,
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    font: Font,
     shapes: PageShapes,
     index: int,
     drawn_labels: np.ndarray,
@@ -235,16 +299,17 @@ class Legend:
 def legend_layout(
     shapes: PageShapes,
     drawn: Sequence[int],
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    fonts: Sequence[Font],
     page_height: int,
 ) -> Legend:
     """Where the legend's rows go: one per class among the `drawn` instances, `name (count)`, by class
-    index, top to bottom in columns no taller than the page, to the right of the page."""
+    index, top to bottom in columns no taller than the page, to the right of the page; `fonts` are the
+    class names' (`label_fonts`)."""
     counts = Counter(shapes.label(index) for index in drawn)
     entries = [(label, f"{shapes.class_names[label]} ({counts[label]})") for label in sorted(counts)]
     if not entries:
         return Legend([], shapes.width, 0, 0, 0, 0)
-    boxes = [font.getbbox(text) for _, text in entries]
+    boxes = [fonts[label].getbbox(text) for label, text in entries]
     swatch = max(bottom - top for _, top, _, bottom in boxes)
     pad = max(2, swatch // 3)
     pitch = swatch + pad
@@ -261,9 +326,7 @@ def legend_layout(
     return Legend(rows, shapes.width, 2 * pad + columns * column_w, pad + per_column * pitch, swatch, pad)
 
 
-def _with_legend(
-    picture: Image.Image, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, legend: Legend
-) -> Image.Image:
+def _with_legend(picture: Image.Image, fonts: Sequence[Font], legend: Legend) -> Image.Image:
     """`picture` on a canvas with the legend's margin to its right (`picture` itself if no legend)."""
     if not legend.rows:
         return picture
@@ -273,6 +336,7 @@ def _with_legend(
     draw = ImageDraw.Draw(canvas)
     draw.line((legend.left, 0, legend.left, size[1] - 1), fill=RULE)
     for row in legend.rows:
+        font = fonts[row.label]
         left, top, _, _ = font.getbbox(row.text)
         draw.rectangle(
             (row.x, row.y, row.x + legend.swatch - 1, row.y + legend.swatch - 1), fill=class_colour(row.label)
