@@ -377,3 +377,12 @@ def test_fonts_are_looked_up_once_per_class_list_not_per_page(page, monkeypatch,
     first = [rendered_names(page, names) for _ in range(3)]
     assert len(calls) <= len(names) + 1  # the whole list, then each name at most: not per page or instance
     assert all(np.array_equal(first[0], other) for other in first[1:])
+
+
+@pytest.mark.parametrize("other", ["text", "Überschrift"])
+def test_a_class_name_with_line_breaks_is_labelled_on_one_line(page, other):
+    """A name with a line break (from a training set's category names) ran its label and legend row over
+    the row below, and beside a name beyond ASCII (drawn with a system font) Pillow's text layout raised,
+    failing the page."""
+    broken = rendered_names(page, ["Table\nHeader\t ", other])
+    assert np.array_equal(broken, rendered_names(page, ["Table Header", other]))

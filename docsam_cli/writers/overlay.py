@@ -248,7 +248,7 @@ def _label(
     then down, as far as the instance reaches, below the labels already drawn (`drawn_labels`, rows of
     x0, y0, x1, y1) that it would cover: instances from one corner (a region and a smaller one nested in
     it, or the same region found as two classes) showed only the last label. Returns the box drawn."""
-    text = f"{shapes.class_name(index)} {shapes.score(index):.2f}"
+    text = f"{one_line(shapes.class_name(index))} {shapes.score(index):.2f}"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(1, (bottom - top) // 6)
     box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
@@ -261,6 +261,13 @@ def _label(
     draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=rgb)
     draw.text((x + pad - left, y + pad - top), text, font=font, fill=_ink(rgb))
     return x, y, x + box_w, y + box_h
+
+
+def one_line(name: str) -> str:
+    """A class name as a label shows it, on one line: its runs of white space (line breaks, tabs) as one
+    space. A name with a line break ran over the legend row below it, and with a font beyond the bundled
+    one (a class list beyond ASCII) Pillow's text layout refused it, failing the page."""
+    return " ".join(name.split())
 
 
 def _below_labels(box: tuple[int, int, int, int], drawn_labels: np.ndarray, lowest: int) -> int:
@@ -306,7 +313,9 @@ def legend_layout(
     index, top to bottom in columns no taller than the page, to the right of the page; `fonts` are the
     class names' (`label_fonts`)."""
     counts = Counter(shapes.label(index) for index in drawn)
-    entries = [(label, f"{shapes.class_names[label]} ({counts[label]})") for label in sorted(counts)]
+    entries = [
+        (label, f"{one_line(shapes.class_names[label])} ({counts[label]})") for label in sorted(counts)
+    ]
     if not entries:
         return Legend([], shapes.width, 0, 0, 0, 0)
     boxes = [fonts[label].getbbox(text) for label, text in entries]
