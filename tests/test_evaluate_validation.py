@@ -20,6 +20,8 @@ from convert_helpers import (
     write_image,
 )
 
+from docsam_cli.writers.page_outputs import STATE_DIR
+
 
 def _files(folder: Path, truth: object, predictions: object) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,11 +88,29 @@ def test_predictions_inside_the_ground_truths_folder_are_not_read_as_ground_trut
     books = tmp_path / "books"
     _page_files(books / "gt")
     _page_files(books / "docsam" / "page", region="0,0 5,0 5,5 0,5")  # misses every paragraph
+    (books / "docsam" / STATE_DIR).mkdir()  # segment's bookkeeping: its output folder
     result = run_cli("evaluate", books, "--pred", books / pred, "--json", "-")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == 2
     assert report["mask"]["AP"] == 0.0 and report["per_class"]["paragraph"]["gt"] == 2
+
+
+def test_a_results_list_beside_the_ground_truths_page_files_leaves_them_read(tmp_path: Path) -> None:
+    """A results list kept in the folder of the PAGE ground truth, under the folder evaluated: that folder
+    was left out of the walk as the predictions', so no ground truth was found at all ('cannot tell the
+    format'); only segment's output folder (or a --pred folder) is left out."""
+    books = tmp_path / "books"
+    _page_files(books / "gt")
+    entry = {"category_id": "paragraph", "bbox": [10, 10, 41, 21], "score": 0.9}
+    entry["segmentation"] = [[10, 10, 50, 10, 50, 30, 10, 30]]
+    results = [{**entry, "file_name": "a.png"}, {**entry, "file_name": "b.png"}]
+    (books / "gt" / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", books, "--pred", books / "gt" / "results.json", "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 2 and report["per_class"]["paragraph"]["gt"] == 2
+    assert report["per_class"]["paragraph"]["predictions"] == 2 and report["mask"]["AP"] > 0.5
 
 
 def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:

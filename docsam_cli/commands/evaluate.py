@@ -36,6 +36,7 @@ from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
 from docsam_cli.runtime import GeometryOptions, ModelSpec
+from docsam_cli.writers.page_outputs import STATE_DIR
 
 if TYPE_CHECKING:
     from docsam_cli.datasets.ground_truth import GroundTruth
@@ -225,13 +226,20 @@ def main(
 
 
 def _predictions_inside(ground_truth: Path, pred: Path | None) -> Path | None:
-    """The folder of the predictions (the --pred folder, or the folder of the file: segment's output
-    folder) where it lies inside the ground truth's folder, for the ground truth's walk to leave out:
-    predictions read as ground truth would be scored against themselves."""
+    """The folder of the predictions (the --pred folder, or segment's output folder holding the --pred
+    file: its coco.json, a PAGE file of its page/) where it lies inside the ground truth's folder, for the
+    ground truth's walk to leave out: predictions read as ground truth would be scored against themselves.
+    A file's own folder is no predictions' folder as such: a results list kept beside the ground truth's
+    PAGE files leaves them read."""
     if pred is None or not ground_truth.is_dir():
         return None
-    folder = pred if pred.is_dir() else pred.parent
-    return folder if within(folder, ground_truth) and not within(ground_truth, folder) else None
+    folders = (
+        [pred] if pred.is_dir() else [folder for folder in pred.parents if (folder / STATE_DIR).is_dir()]
+    )
+    folder = next(iter(folders), None)
+    if folder is None or not within(folder, ground_truth) or within(ground_truth, folder):
+        return None
+    return folder
 
 
 def _check_levels(levels: frozenset[str], gt_fmt: str, pred_fmt: str | None) -> None:
