@@ -39,8 +39,13 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not fit the model (message names the file)."""
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from `.safetensors` or a torch `.pth`/`.pt`/`.bin` file, on the CPU."""
+def read_state_dict(
+    path: str | os.PathLike[str], *, archive_checked: bool = False
+) -> dict[str, torch.Tensor]:
+    """Read a state dict from `.safetensors` or a torch `.pth`/`.pt`/`.bin` file, on the CPU. A zip-format
+    `.pth` is first checked against its CRC-32s (`archive_damage`), unless the caller has just done so
+    (`archive_checked`: download-weights, whose message says how to fetch the file again), which would
+    otherwise read a 1.3 GB file through once more."""
     import torch
     from safetensors.torch import load_file
 
@@ -52,7 +57,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             return load_file(str(path), device="cpu")
-        damage = archive_damage(path)
+        damage = None if archive_checked else archive_damage(path)
         if damage is not None:
             raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
         _silence_torchscript_warning()

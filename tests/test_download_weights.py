@@ -30,9 +30,11 @@ import docsam_cli.weights.cache
 import docsam_cli.weights.drive
 import docsam_cli.weights.hub
 import docsam_cli.weights.install
+import model.checkpoint
 from docsam_cli.app import app
 from docsam_cli.weights import resolve_weights
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError
+from model.checkpoint import archive_damage
 
 BASE_ID = "1M7Zc63eBGTKjynkmQ-2sI3m2WBvzqMO4"  # docsam-base on Drive
 M2F_BASE = "facebook/mask2former-swin-base-coco-panoptic"
@@ -124,6 +126,25 @@ def test_a_download_waiting_for_another_ones_lock_says_so(
     lines = stderr.splitlines()
     assert lines[0] == f"docsam-base: waiting for another download of these weights to finish (lock {lock})"
     assert any(line.startswith("docsam-base: stored ") for line in lines[1:]), stderr
+
+
+def test_a_downloaded_pth_is_read_for_its_crc_checks_once(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """download-weights checked the .pth's CRC-32s, then its load checked them again: the whole 1.3 GB
+    file was read one time more than needed."""
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    checked: list[Path] = []
+
+    def counted(path: Path) -> str | None:
+        checked.append(path)
+        return archive_damage(path)
+
+    monkeypatch.setattr(model.checkpoint, "archive_damage", counted)
+    monkeypatch.setattr(docsam_cli.weights.install, "archive_damage", counted)
+    code, _, stderr = download("docsam-base")
+    assert code == 0, stderr
+    assert len(checked) == 1
 
 
 def test_interrupted_drive_download_resumes_on_the_next_run(

@@ -245,7 +245,7 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say, *, download
     """Rewrite `raw` as safetensors after a safe load, refusing files that are not this entry's weights."""
     _check_archive(entry, raw, downloaded=downloaded)
     try:
-        state = read_state_dict(raw)
+        state = read_state_dict(raw, archive_checked=True)
     except CheckpointError as error:
         raise FetchError(
             f"{entry.name}: {raw.name} is not a readable checkpoint (truncated or not weights?): {error}"
