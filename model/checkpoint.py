@@ -467,10 +467,10 @@ def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint"
     """The variant whose Swin width the checkpoint's patch embedding has; errors name `source`."""
     weight = to_model_keys(state).get(_SWIN_PATCH_EMBEDDING)
     if weight is None:  # every DocSAM architecture has one: no --variant or --model-config would load these
-        raise CheckpointError(
-            f"{source}: not DocSAM weights (no DocSAM Swin patch embedding among its {len(state)} entries: "
-            f"{_listed(list(state))})"
+        held = (
+            f" among its {len(state)} entries: {_listed(list(state))}" if state else "; it holds no tensors"
         )
+        raise CheckpointError(f"{source}: not DocSAM weights (no DocSAM Swin patch embedding{held})")
     try:
         return variant_with_width(weight.shape[0])
     except ValueError as error:

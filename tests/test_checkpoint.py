@@ -236,6 +236,22 @@ def test_weights_of_another_model_are_refused_as_such_not_sent_to_the_variant_op
     )
 
 
+@pytest.mark.parametrize("name", ["empty.safetensors", "empty.pth"])
+def test_weights_without_tensors_are_refused_saying_so(tmp_path, name) -> None:
+    """A file of no tensors was 'not DocSAM weights (... among its 0 entries: )', a list cut off empty."""
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        save_file({}, str(path))
+    else:
+        torch.save({}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_model(path)
+    assert (
+        str(error.value)
+        == f"{path}: not DocSAM weights (no DocSAM Swin patch embedding; it holds no tensors)"
+    )
+
+
 def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file_is(tmp_path) -> None:
     import numpy as np
 
