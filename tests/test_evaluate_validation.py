@@ -145,6 +145,26 @@ def test_predicted_pages_that_are_no_ground_truth_image_are_named_not_dropped_si
     assert report["mask"]["AP"] == pytest.approx(1.0) and report["images_without_predictions"] == []
 
 
+@pytest.mark.parametrize("fmt", ["page", "coco"])
+def test_a_page_whose_ground_truth_cannot_be_read_is_that_error_only(tmp_path: Path, fmt: str) -> None:
+    """A broken ground truth of page b (a truncated b.xml, a COCO entry of a bad height) with predictions of
+    b: besides b's error, b was counted among the 'predicted pages not images of the ground truth' and named
+    in `predictions_without_ground_truth`, pointing at the predictions; b's error is all that is said now."""
+    if fmt == "page":
+        truth, predictions = _page_files(tmp_path / "truth"), _page_files(tmp_path / "pred")
+        (truth / "b.xml").write_text((truth / "b.xml").read_text()[:200])
+        file_name, where = "b.xml", "invalid XML"
+    else:
+        broken = mutated(coco_document(), "images[1].height", "tall")
+        truth, predictions = _files(tmp_path, broken, coco_document())
+        file_name, where = "truth.json", "images[1].height"
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert_one_error(result, file_name, where)
+    assert "not images of the ground truth" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["predictions_without_ground_truth"] == [] and report["images"] == 1
+
+
 def test_predictions_of_two_images_of_the_same_name_are_left_out_not_mixed(tmp_path: Path) -> None:
     """segment's coco.json names `vol1/0001.png` and `vol2/0001.png` both `0001.png`: which one is the
     ground truth's cannot be told, so neither is scored (the last one used to win, without a word)."""
@@ -317,7 +337,8 @@ def test_malformed_per_image_json_of_the_unified_layout(unified: Path, field, va
         "evaluate", unified, "--pred", unified.parent / "src" / "annotations.json", "--json", "-"
     )
     assert_one_error(result, "a.json", where)
-    assert json.loads(result.stdout)["images"] == 1
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["predictions_without_ground_truth"] == []  # a is that error
 
 
 def test_results_by_an_image_id_that_per_image_jsons_share_are_an_error_not_given_to_one(

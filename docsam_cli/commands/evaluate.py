@@ -204,6 +204,8 @@ def main(
     except InputError as error:
         print_error(console, str(error))
         raise typer.Exit(ExitCode.FAILED) from None
+    # A page whose ground truth could not be read is that error, not a prediction of a page not in it.
+    predicted = {key: page for key, page in predicted.items() if key not in truth.unreadable}
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))

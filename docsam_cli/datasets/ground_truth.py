@@ -41,6 +41,19 @@ class GroundTruth:
     shared_category_ids: dict[int | str, list[str]] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
+    failed: set[str] = field(default_factory=set)  # keys of images left out on an error
+
+    @property
+    def unreadable(self) -> set[str]:
+        """The keys of pages whose ground truth could not be read (and that no other file gives ground
+        truth): an error line says why, so their predictions are no pages missing from the ground truth."""
+        return self.failed - self.keys
+
+    def left_out(self, error: InputError, key: str) -> None:
+        """Record the `error` of the image of key `key` ("": unknown), which is left out."""
+        self.errors.append(error)
+        if key:
+            self.failed.add(key)
 
     def class_names(self) -> set[str]:
         """The classes the ground truth declares (a COCO file's or a split's categories)."""
@@ -96,7 +109,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     finder = ImageFinder(path.parent, images)
     for image in dataset.images:
         if image.error is not None:
-            truth.errors.append(image.error)
+            truth.left_out(image.error, _image_key(image.file_name))
             continue
         try:
             found, not_found = find_image(finder, path, image)[0], None
@@ -106,7 +119,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
             if image.size is None:
                 _size_from_image(path, image, found, not_found)
         except InputError as error:
-            truth.errors.append(error)
+            truth.left_out(error, _image_key(image.file_name))
             continue
         missing = InputError(path, f"{image.where}: {not_found}") if not_found else None
         _add(truth, path, image, _gt_annotations(image, reference_masks=False), found, missing)
@@ -166,12 +179,12 @@ def _from_split(folder: Path) -> GroundTruth:
             if len(dataset.images) != 1:
                 raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
         except InputError as error:
-            truth.errors.append(error)
+            truth.left_out(error, _image_key(name))
             continue
         truth.errors += dataset.errors
         (image,) = dataset.images
         if image.error is not None:
-            truth.errors.append(image.error)
+            truth.left_out(image.error, _image_key(name))
             continue
         dropped = dropped_by_loader(dataset.categories.names.values())
         for identifier, class_name in dataset.categories.names.items():
@@ -210,9 +223,8 @@ def _add(
     found: Path | None,
     missing: InputError | None = None,
 ) -> None:
-    """Add an image under its key (the file name's stem), which must be new; `missing`: why `found` is
-    None."""
-    key = Path(image.file_name.replace("\\", "/")).stem
+    """Add an image under its key (`image_key`), which must be new; `missing`: why `found` is None."""
+    key = _image_key(image.file_name)
     if key in truth.keys:
         truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
         return
@@ -221,6 +233,12 @@ def _add(
         truth.shared_ids.setdefault(image.id, [truth.image_keys[image.id]]).append(key)
     truth.image_keys[image.id] = key
     truth.images.append(GtImage(key, image.height, image.width, annotations, found, missing))
+
+
+def _image_key(file_name: str) -> str:
+    """The key of an image of a COCO file or split, which predictions are matched on: its file name's stem
+    ("" for no file name)."""
+    return Path(file_name.replace("\\", "/")).stem
 
 
 def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotation]:
@@ -253,12 +271,13 @@ def _from_reader(
 
     for item in read_sources([path], FORMATS[fmt], context_for, skip=skip):
         if isinstance(item, InputError):
-            truth.errors.append(item)
+            # A file that cannot be read names no image: its stem is the page's, as segment names it.
+            truth.left_out(item, item.path.stem)
             continue
         try:
             image = gt_image(item)
         except InputError as error:
-            truth.errors.append(error)
+            truth.left_out(error, item.key)
             continue
         if image.name in truth.keys:
             truth.errors.append(InputError(item.source, f"image '{image.name}' already has ground truth"))
