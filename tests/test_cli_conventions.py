@@ -135,6 +135,17 @@ def test_a_repeated_format_option_adds_formats(tmp_path, requests):
     assert request.formats == {"page", "coco", "jsonl"}
 
 
+def test_an_empty_format_among_repeated_ones_is_a_usage_error(tmp_path, requests):
+    """`--format page --format ""` (a variable left empty in a script) was silently ignored since repeated
+    --format options add up; an empty --format is refused again, as it was alone."""
+    write_page(tmp_path / "page.png")
+    code, _, stderr = invoke(
+        "segment", str(tmp_path / "page.png"), "-o", str(tmp_path / "out"), "--format", "page", "--format", ""
+    )  # fmt: skip
+    assert code == 2 and requests == []
+    assert "--format" in stderr and "no output format given" in stderr
+
+
 def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]

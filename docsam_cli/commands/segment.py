@@ -262,7 +262,8 @@ def segment(
     Several GPUs or machines: run the same command under torchrun, the processes share the pages.
     """
     try:
-        formats = parse_formats(",".join(format_values))  # every --format given, not only the last
+        # Every --format given, not only the last; each a list of its own, so an empty one is refused.
+        formats = frozenset().union(*map(parse_formats, format_values))
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--format") from None
     if not inputs:
