@@ -406,6 +406,8 @@ class SegmentRun:
         except KeyboardInterrupt:
             self._finish_interrupted()
             raise
+        if self.outcome.stopped_early:  # pages found done ahead, past the stop: the run did not reach them
+            self._skipped.clear()
         self._report_skipped()
 
         def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
@@ -493,16 +495,18 @@ class SegmentRun:
         if record.get(STORED_CLASSES, self._classes) != self._classes:
             return task  # done with other classes, before an --overwrite run changed the folder's
         logger.debug("%s: done by an earlier run, skipped", task.page_id)
-        self.outcome.skipped += 1
-        self.outcome.finished.append((index, task.page_id))
         self._skipped.append((index, task, None if self._unreported else record))
         return None
 
     def _report_skipped(self, before: int | None = None) -> None:
         """Report the skipped pages listed before work index `before` (all if None): pages are found done
-        while decoding runs ahead, and their JSON lines come in the order of the work list all the same."""
+        while decoding runs ahead, and their JSON lines come in the order of the work list all the same.
+        A page is counted as skipped as it is reported, so that a run stopped early counts none past the
+        stop."""
         while self._skipped and (before is None or self._skipped[0][0] < before):
-            _, task, record = self._skipped.popleft()
+            index, task, record = self._skipped.popleft()
+            self.outcome.skipped += 1
+            self.outcome.finished.append((index, task.page_id))
             if "jsonl" in self.request.formats:
                 record = record or self._stored_record(task.page_id) or _removed_record(task)
                 line = {key: value for key, value in record.items() if key not in _STORED_ONLY}

@@ -443,6 +443,26 @@ def test_the_failure_limit_stops_at_the_failure_that_passes_it(tmp_path, model):
     assert "2 failed" in stderr and "stopped early" not in stderr  # nothing was left to do
 
 
+@pytest.mark.parametrize("limit", [["--fail-fast"], ["--max-failures", "1"]])
+def test_a_stopped_rerun_reports_no_done_page_past_the_stop(tmp_path, model, limit):
+    """A rerun stopped by the failure limit still reported the pages it had found done further on (looking
+    ahead) as skipped, after the stop and after pages never reported, and counted them in the summary; it
+    now reports nothing past the failure that stopped it."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
+    out = tmp_path / "out"
+    assert segment(out, str(pages[1]), str(pages[3]))[0] == ExitCode.OK
+    broken = []
+    for name in ("a.png", "b.png")[: 1 if limit == ["--fail-fast"] else 2]:
+        broken.append(tmp_path / name)
+        broken[-1].write_text("not an image")
+    inputs = [pages[0], *broken, pages[2], pages[1], pages[3]]
+    code, records, stderr = segment(out, *map(str, inputs), *limit)
+    assert code == ExitCode.FAILED, stderr
+    assert [record["input"] for record in records] == list(map(str, [pages[0], *broken]))
+    assert f"1 pages segmented, 0 skipped (already done), {len(broken)} failed" in stderr
+    assert "stopped early by the failure limit" in stderr
+
+
 class AnotherRankFailed(batch.Alone):
     """One process of a run under a launcher, another of whose processes has had a page fail already (the
     failures of every process count towards the limit)."""
