@@ -224,18 +224,17 @@ class CocoRun:
 
 
 def _edge_polygons(rle: Mapping[str, Any]) -> list[list[int]]:
-    """The polygons polygon mode writes for a mask (`PageShapes.edge_polygons`), from its stored RLE."""
-    import numpy as np
+    """The polygons polygon mode writes for a mask (`PageShapes.edge_polygons`), from its stored RLE,
+    decoded only inside its bounding box (a whole 300-dpi page took five times as long)."""
     from pycocotools import mask as mask_utils
 
     from docsam_cli.polygons import mask_edge_polygons
+    from model.instances import decode_rle_window
 
     encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     x, y, width, height = (int(value) for value in mask_utils.toBbox(encoded))
-    window = mask_utils.decode(encoded)[y : y + height, x : x + width].astype(bool)
-    return [
-        ring.reshape(-1).tolist() for ring in mask_edge_polygons(np.ascontiguousarray(window), origin=(x, y))
-    ]
+    window = decode_rle_window(rle, x, y, width, height)
+    return [ring.reshape(-1).tolist() for ring in mask_edge_polygons(window, origin=(x, y))]
 
 
 def _read(path: Path) -> dict[str, Any]:
