@@ -161,11 +161,36 @@ def test_polygon_mode_polygons_rasterise_back_into_the_mask(name):
     assert (decoded & mask).sum() / (decoded | mask).sum() >= least
 
 
-def test_polygon_mode_keeps_rle_for_a_mask_without_polygon():
+def test_polygon_mode_part_keeps_the_rle_of_a_mask_without_polygon():
     instances = make_instances([np.zeros((20, 20), bool)], [0], CLASSES)
     (annotation,) = page_annotations(PageShapes(instances), "polygon")
     assert annotation["polygons"] == [] and annotation["area"] == 0
     assert mask_utils.area({"size": annotation["rle"]["size"], "counts": annotation["rle"]["counts"]}) == 0
+
+
+@pytest.mark.parametrize("earlier", ["rle", "polygon"])
+def test_polygon_dataset_leaves_out_empty_masks_the_results_keep(tmp_path, earlier):
+    """An empty mask has no polygon: its RLE in a polygon coco.json made detectron2's MASK_FORMAT=polygon
+    refuse the dataset, and `[]` fails in pycocotools. It is left out there (also from a converted page),
+    not from the results list, which is the same in both formats; RLE's coco.json keeps it."""
+    masks = [rect_mask(40, 60, 5, 5, 30, 20), np.zeros((40, 60), bool), rect_mask(40, 60, 40, 25, 60, 40)]
+    instances = make_instances(masks, [0, 1, 2], CLASSES, scores=[0.9, 0.8, 0.7])
+    CocoRun(tmp_path / "parts", CLASSES, mask_format=earlier).add_page("a", PageShapes(instances), "a.png")
+    for mask_format in ("polygon", "rle"):
+        run = CocoRun(tmp_path / "parts", CLASSES, mask_format=mask_format)
+        counts = run.write(["a"], tmp_path / f"{mask_format}.json", tmp_path / f"{mask_format}-results.json")
+        coco = quiet_coco(tmp_path / f"{mask_format}.json")
+        kept = [1, 3] if mask_format == "polygon" else [1, 2, 3]  # the categories of the masks kept
+        assert counts.annotations == len(coco.anns) == len(kept)
+        assert [a["id"] for a in coco.dataset["annotations"]] == list(range(1, len(kept) + 1))
+        assert [a["category_id"] for a in coco.dataset["annotations"]] == kept
+        types = {type(a["segmentation"]) for a in coco.dataset["annotations"]}
+        assert types == ({list} if mask_format == "polygon" else {dict})
+        assert all(coco.annToMask(a).sum() == a["area"] for a in coco.dataset["annotations"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            results = coco.loadRes(str(tmp_path / f"{mask_format}-results.json"))
+        assert [a["category_id"] for a in results.dataset["annotations"]] == [1, 2, 3]
+    assert (tmp_path / "polygon-results.json").read_text() == (tmp_path / "rle-results.json").read_text()
 
 
 def test_parts_survive_a_killed_run_and_failed_pages_are_left_out(tmp_path, pages):

@@ -14,10 +14,14 @@ model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, 
 is 0; `area` is the mask area; `iscrowd` 0. `segmentation` is RLE with `counts` as str
 (`mask_format="rle"`, exact) or polygons (`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of
 the mask, traced along the pixel edges as COCO reads polygons, so that pycocotools rasterises them back
-into the mask, see `polygons.mask_edge_polygons`; an instance without a polygon, e.g. an empty mask,
-keeps its RLE).
-The results list always carries RLE, the only segmentation `COCO.loadRes` accepts. File names and class
-names go through `names.output_text`, so the JSON stays valid UTF-8.
+into the mask, see `polygons.mask_edge_polygons`). In polygon mode the dataset leaves out an instance
+without a polygon (an empty mask): COCO has no polygon for it (pycocotools' `annToRLE` fails on `[]`;
+detectron2's loader keeps the instance without a segmentation, which fails or drops the image's masks),
+and its RLE would make a polygon dataset mixed, which detectron2's `MASK_FORMAT=polygon` refuses. The
+results list keeps it.
+The results list always carries RLE, the only segmentation `COCO.loadRes` accepts, and so the same
+detections in both mask formats. File names and class names go through `names.output_text`, so the JSON
+stays valid UTF-8.
 """
 
 from __future__ import annotations
@@ -155,6 +159,7 @@ class CocoRun:
         own_only: bool = False,
     ) -> CocoCounts:
         """Write the dataset JSON (and the results list) for `page_ids`, in that order, atomically.
+        The counts are the dataset's (in polygon mode without the empty masks the results list keeps).
 
         Pages without a part (failed pages) are left out, and with `own_only` those whose part is not
         this run's in any mask format (`has_page`). Otherwise raises ValueError if a part names a class
@@ -175,10 +180,9 @@ class CocoRun:
             dataset.write('],\n"annotations":[')
             if results is not None:
                 results.write("[")
-            annotation_id = 0
+            annotation_id = result_count = 0
             for image_id, path in enumerate(parts, 1):
                 for annotation in _read(path)["annotations"]:
-                    annotation_id += 1
                     category_id = category_ids.get(annotation["category"])
                     if category_id is None:
                         raise ValueError(
@@ -186,12 +190,15 @@ class CocoRun:
                             f"({', '.join(self.class_names)}); delete the stale parts in {self.parts_dir}"
                         )
                     segmentation = self._segmentation(annotation)
-                    entry = _dataset_annotation(
-                        annotation, annotation_id, image_id, category_id, segmentation
-                    )
-                    _write_item(dataset, annotation_id, entry)
+                    if segmentation is not None:
+                        annotation_id += 1
+                        entry = _dataset_annotation(
+                            annotation, annotation_id, image_id, category_id, segmentation
+                        )
+                        _write_item(dataset, annotation_id, entry)
                     if results is not None:
-                        _write_item(results, annotation_id, _result(annotation, image_id, category_id))
+                        result_count += 1
+                        _write_item(results, result_count, _result(annotation, image_id, category_id))
             dataset.write("\n]}\n")
             if results is not None:
                 results.write("\n]\n")
@@ -213,14 +220,15 @@ class CocoRun:
         return part["image"]
 
     def _segmentation(self, annotation: dict[str, Any]) -> Any:
-        """The annotation's mask in this run's format; a part of an earlier run in the other format (every
-        part keeps the RLE) is converted."""
+        """The annotation's mask in this run's format, None in polygon mode for a mask without a polygon
+        (left out of the dataset, see the module doc); a part of an earlier run in the other format
+        (every part keeps the RLE) is converted."""
         if self.mask_format == "rle":
             return annotation["rle"]
         polygons = annotation.get("polygons")
         if polygons is None:
             polygons = _edge_polygons(annotation["rle"])
-        return polygons or annotation["rle"]
+        return polygons or None
 
 
 def _edge_polygons(rle: Mapping[str, Any]) -> list[list[int]]:
