@@ -92,6 +92,12 @@ def test_the_tool_agrees_with_docsam():
         assert parameters[size]["maximum"] == MAX_SIDE, size
 
 
+def test_the_steps_name_region_and_line_segmentation():
+    """The processor writes typed regions and the text lines in them (OCR-D's controlled step terms)."""
+    steps = shipped_tool()["tools"][EXECUTABLE]["steps"]
+    assert steps == ["layout/segmentation/region", "layout/segmentation/line"]
+
+
 @pytest.mark.slow  # two processes that import OCR-D
 def test_help_and_version_name_the_processor():
     completed = run_processor_cli("--help")
