@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from convert_helpers import coco_document, run_cli, write_image
+from convert_helpers import coco_document, page_xml, run_cli, write_image
 
 from docsam_cli.datasets.ground_truth import load_ground_truth
 
@@ -133,3 +133,35 @@ def test_coco_ground_truth_without_a_size_and_without_a_usable_image(
     assert result.error_lines()[0].startswith(f"error: {truth}: {line}")
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_ground_truth_regions_left_out_are_warned_of_by_file(tmp_path: Path) -> None:
+    """A PAGE ground-truth region without usable Coords (or wholly off the page) cannot be scored: each one
+    is a warning naming the file and the region, as conversion reports it, not a silent gain in the scores."""
+    write_image(tmp_path / "gt" / "p1.png", 200, 100)
+    regions = [
+        ("TableRegion", None, "10,10 60,10 60,50 10,50"),
+        ("TextRegion", "paragraph", "10,a 60,10 60,50"),
+        ("TextRegion", "heading", "300,300 400,300 400,400 300,400"),
+    ]
+    (tmp_path / "gt" / "p1.xml").write_text(page_xml("p1.png", 200, 100, regions))
+    (tmp_path / "gt" / "p1.xml").write_text(
+        (tmp_path / "gt" / "p1.xml").read_text().replace("</Page>", '<TextRegion id="bare"/></Page>')
+    )
+    (predictions := tmp_path / "pred.json").write_text(
+        json.dumps(
+            [{"file_name": "p1.png", "category_id": "table", "bbox": [10, 10, 50, 40], "score": 0.9,
+              "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]]}]
+        )
+    )  # fmt: skip
+    result = run_cli("evaluate", tmp_path / "gt", "--pred", predictions)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3, result.stderr
+    assert all("p1.xml" in line for line in warnings)
+    for region, reason in (
+        ("r1", "invalid Coords points"),
+        ("r2", "outside the page"),
+        ("bare", "no Coords"),
+    ):
+        assert any(f"TextRegion {region}" in line and reason in line for line in warnings), result.stderr

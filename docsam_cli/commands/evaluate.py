@@ -209,6 +209,8 @@ def main(
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))
+    for warning in truth.warnings:
+        print_plain(console, f"warning: {warning}")
     if not truth.images:
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
         raise typer.Exit(ExitCode.FAILED)

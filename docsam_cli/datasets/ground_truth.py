@@ -24,7 +24,7 @@ from docsam_cli.datasets.convert import FORMATS, read_sources
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size, within
-from docsam_cli.datasets.records import Instance, SourcePage
+from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
@@ -42,6 +42,8 @@ class GroundTruth:
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
     failed: set[str] = field(default_factory=set)  # keys of images left out on an error
+    # Regions left out of pages that are scored (no usable coordinates, off the page): `FILE: where: why`
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def unreadable(self) -> set[str]:
@@ -275,10 +277,13 @@ def _from_reader(
             truth.left_out(item, item.path.stem)
             continue
         try:
-            image = gt_image(item)
+            image, dropped = gt_image(item)
         except InputError as error:
             truth.left_out(error, item.key)
             continue
+        truth.warnings += [
+            str(InputError(item.source, f"{note.where}: {note.reason}, left out")) for note in dropped
+        ]
         if image.name in truth.keys:
             truth.errors.append(InputError(item.source, f"image '{image.name}' already has ground truth"))
             continue
@@ -287,8 +292,9 @@ def _from_reader(
     return truth
 
 
-def gt_image(page: SourcePage) -> GtImage:
-    """A page read by a converter's reader as ground truth, cleaned like a conversion cleans it.
+def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
+    """A page read by a converter's reader as ground truth, cleaned like a conversion cleans it, and what
+    reading and cleaning left out of it (conversion reports the same as `dropped`).
 
     The image is only opened when the annotation does not state the page size in pixels.
     """
@@ -307,14 +313,15 @@ def gt_image(page: SourcePage) -> GtImage:
             instances = rectify.scale(instances, image_width / width, image_height / height)
         width, height = image_width, image_height
     width, height = round(width), round(height)
-    cleaned, _ = rectify.rectify(instances, width, height)
+    cleaned, notes = rectify.rectify(instances, width, height)
+    dropped = [note for note in [*page.notes, *notes] if note.kind == "dropped"]
     annotations = [_xml_annotation(i, width, height) for i in cleaned]
     missing = (
         None
         if page.image.path
         else InputError(page.source, page.image_problem or "no image file to run the model on")
     )
-    return GtImage(page.key, height, width, annotations, page.image.path, missing)
+    return GtImage(page.key, height, width, annotations, page.image.path, missing), dropped
 
 
 def _xml_annotation(instance: Instance, width: int, height: int) -> GtAnnotation:
