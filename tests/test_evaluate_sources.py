@@ -165,3 +165,15 @@ def test_ground_truth_regions_left_out_are_warned_of_by_file(tmp_path: Path) -> 
         ("bare", "no Coords"),
     ):
         assert any(f"TextRegion {region}" in line and reason in line for line in warnings), result.stderr
+
+
+def test_xml_files_with_an_upper_case_suffix_are_told_apart_as_conversion_reads_them(tmp_path: Path) -> None:
+    """Exports named `P1.XML` (older Windows tools) are PAGE to the format detection of the ground truth
+    and of `--pred`, as they are to `convert-dataset`'s walk."""
+    write_image(tmp_path / "gt" / "p1.png", 200, 100)
+    document = page_xml("p1.png", 200, 100, [("TableRegion", None, "10,10 60,10 60,50 10,50")])
+    (tmp_path / "gt" / "P1.XML").write_text(document)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "P1.XML").write_text(document)
+    report = _report(tmp_path / "gt", "--pred", tmp_path / "pred")
+    assert report["images"] == 1 and report["mAF"] == 1.0

@@ -20,10 +20,10 @@ from pycocotools import mask as mask_utils
 from docsam_cli.datasets import geometry, layout, rectify
 from docsam_cli.datasets.classes import dropped_by_loader
 from docsam_cli.datasets.coco_json import CocoImage, read_dataset
-from docsam_cli.datasets.convert import FORMATS, read_sources
+from docsam_cli.datasets.convert import FORMATS, read_sources, source_files
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size, within
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
@@ -70,8 +70,8 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
         return "unified"
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"
-    candidates = [path] if path.is_file() else sorted(path.rglob("*.xml")) if path.is_dir() else []
-    candidates = [candidate for candidate in candidates if skip is None or not within(candidate, skip)]
+    # The files conversion's walk would read (any letter case of `.xml`, no hidden ones), but `skip`'s.
+    candidates = source_files(path, FORMATS["page"], skip)[1] if path.exists() else []
     for candidate in candidates:
         try:
             root = local(parse_xml(candidate))

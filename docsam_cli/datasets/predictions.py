@@ -56,7 +56,7 @@ class Predictions:
 def detect_format(path: Path) -> str:
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"
-    if path.suffix.lower() == ".xml" or (path.is_dir() and any(path.rglob("*.xml"))):
+    if path.suffix.lower() == ".xml" or (path.is_dir() and source_files(path, FORMATS["page"])[1]):
         return "page"
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
