@@ -80,3 +80,23 @@ def test_mm10_is_scaled_and_pixel_size_mismatch_is_an_error(tmp_path: Path) -> N
     (annotation,) = document["annotations"]
     assert annotation["bbox"] == [20, 10, 40, 20]
     assert document["categories"] == [{"id": 1, "name": "illustration", "supercategory": ""}]
+
+
+def test_a_composed_block_with_a_type_is_a_region_of_that_type(tmp_path: Path) -> None:
+    """ABBYY FineReader and PRImA's PAGE-to-ALTO stylesheet write a table as `<ComposedBlock TYPE="table">`
+    around its cells' `TextBlock`s: the table is a region named by its TYPE (ALTO: "the type of composed
+    block (e.g. table, advertisement, ...)"); an untyped, untagged one (Tesseract's) stays a container."""
+    write_image(tmp_path / "p.png", 200, 100)
+    (tmp_path / "p.xml").write_text(
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v2#"><Description>'
+        "<MeasurementUnit>pixel</MeasurementUnit><sourceImageInformation><fileName>p.png</fileName>"
+        '</sourceImageInformation></Description><Layout><Page WIDTH="200" HEIGHT="100"><PrintSpace>'
+        '<ComposedBlock ID="t1" TYPE="table" HPOS="10" VPOS="10" WIDTH="100" HEIGHT="50">'
+        '<TextBlock ID="c1" HPOS="10" VPOS="10" WIDTH="50" HEIGHT="50"/></ComposedBlock>'
+        '<ComposedBlock ID="cb" HPOS="120" VPOS="10" WIDTH="50" HEIGHT="50">'
+        '<TextBlock ID="b1" HPOS="120" VPOS="10" WIDTH="50" HEIGHT="50"/></ComposedBlock>'
+        "</PrintSpace></Page></Layout></alto>"
+    )
+    page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
+    by_id = {instance.where: instance.category for instance in page.instances}
+    assert by_id == {"ComposedBlock t1": "table", "TextBlock c1": "text", "TextBlock b1": "text"}

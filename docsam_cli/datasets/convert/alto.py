@@ -5,8 +5,9 @@ layout kind ("type", "region", "block", ...) gives its `LABEL` (SegmOnto labels 
 kraken write them; language, split and other tags are ignored), or the docsam class that docsam's own ALTO
 output names in the tag's `DESCRIPTION` ("docsam class table"), so that output reads back with its classes.
 Untagged blocks are named after their element: `TextBlock` → "text", `Illustration` → "illustration",
-`GraphicalElement` → "graphic"; untagged `ComposedBlock`s are only containers. Lines are "text line" and
-`String`s "word" unless tagged.
+`GraphicalElement` → "graphic"; an untagged `ComposedBlock` is named by its `TYPE` (ABBYY FineReader's
+and PRImA's PAGE-to-ALTO tables are `TYPE="table"`), and is only a container without one. Lines are
+"text line" and `String`s "word" unless tagged.
 
 Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
 from the `Page` WIDTH/HEIGHT onto the image.
@@ -137,6 +138,8 @@ def _instance(
 ) -> Instance | None:
     name = local(element)
     label = _label(element, tags)
+    if name == "ComposedBlock":  # ALTO: TYPE is "the type of composed block (e.g. table, advertisement)"
+        label = label or (element.get("TYPE") or "").strip() or None
     if name in BLOCK_NAMES or (name == "ComposedBlock" and label):
         level, category = "regions", label or BLOCK_NAMES[name]
     elif name == "TextLine":
