@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +37,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from docsam_cli.errors import InputError
-from docsam_cli.inputs.files import SNIFF_BYTES, WEAK_SIGNATURE_FORMATS, open_regular_file, signature_format
+from docsam_cli.inputs.files import (
+    SNIFF_BYTES,
+    WEAK_SIGNATURE_FORMATS,
+    file_state,
+    open_regular_file,
+    signature_format,
+)
 
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
 PIXEL_LIMIT_HINT = "raise the limit with --max-image-pixels if the file is trusted"
@@ -140,22 +148,27 @@ def _silence_pillow_warnings() -> None:
 def open_image(path: Path) -> Iterator[Image.Image]:
     """The image, opened lazily (header only); closed on exit. Its size is not checked here: each frame
     of a multi-page TIFF has its own (`check_pixel_limit`). Raises InputError."""
-    _silence_pillow_warnings()
     with open_regular_file(path) as handle:
-        try:
-            image = _open(handle)
-        except Image.DecompressionBombError as error:
-            raise _bomb_error(path, error) from None
-        except UnidentifiedImageError:
-            raise _unidentified(path, handle) from None
-        except OSError as error:  # with an errno the disk failed, without one the decoder
-            if error.errno:
-                raise InputError(path, f"cannot read: {error.strerror}") from None
-            raise InputError(path, f"truncated or corrupt image data ({error})") from None
+        image = _open_handle(path, handle)
         try:
             yield image
         finally:
             image.close()
+
+
+def _open_handle(path: Path, handle: BinaryIO) -> Image.Image:
+    """The image in `handle` (header only), for `open_image`. Raises InputError."""
+    _silence_pillow_warnings()
+    try:
+        return _open(handle)
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(path, error) from None
+    except UnidentifiedImageError:
+        raise _unidentified(path, handle) from None
+    except OSError as error:  # with an errno the disk failed, without one the decoder
+        if error.errno:
+            raise InputError(path, f"cannot read: {error.strerror}") from None
+        raise InputError(path, f"truncated or corrupt image data ({error})") from None
 
 
 def _open(handle: BinaryIO) -> Image.Image:
@@ -255,27 +268,108 @@ class Frame:
 
 
 def decode_frame(path: Path, frame: int | None = None, page: int | None = None) -> Frame:
-    """`load_frame`, also saying whether EXIF orientation was applied, and the resolution. Raises
-    InputError."""
+    """`load_frame`, also saying whether EXIF orientation was applied, and the resolution. A page of a
+    multi-page TIFF (`page` given) is read from an image its earlier pages left open (`OpenTiffs`).
+    Raises InputError."""
+    if page is not None and frame is not None:
+        return open_tiffs.decode(path, frame, page)
     with open_image(path) as image:
+        return _decode_open(path, image, frame, page)
+
+
+def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | None) -> Frame:
+    """`decode_frame` of the opened `image`."""
+    try:
+        if frame is None:
+            to_first_page(path, image)
+        elif frame or image.tell():
+            image.seek(frame)
+        check_pixel_limit(path, *image.size, page)
+        check_planar_layout(path, image, page)
+        stored = exif_orientation(image)  # read before decoding: Pillow turns a TIFF as it decodes it
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(path, error, page) from None
+    except _DECODE_ERRORS as error:
+        raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
+    pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
+    dpi = stated_dpi(image)  # of the stored pixels, whoever turned them upright
+    if dpi is not None and stored in _QUARTER_TURNS:
+        dpi = (dpi[1], dpi[0])
+    return Frame(pixels, exif_orientation(image) != 1, dpi)
+
+
+class OpenTiffs:
+    """Multi-page TIFFs kept open between their pages. Pillow finds a frame by reading the directories of
+    all the frames before it, which an open image remembers: opening the file again for each page made
+    page N read N directories, a TIFF of N pages N²/2 of them (a 1000-page TIFF: 27 ms a page at its end;
+    10,000 pages: over 20 minutes). A decoding thread takes an idle open image of the file, or opens one,
+    and gives it back after its page, so threads decoding pages of one TIFF never share one. At most
+    `keep` images stay open while idle (the one idle longest is closed first); one whose page failed is
+    closed, and so is one of a file saved anew since it was opened (its size or time changed).
+    `close` closes the idle ones (`prefetch` does, when its threads have stopped)."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._idle: list[tuple[tuple[str, str], BinaryIO, Image.Image]] = []  # longest idle first
+
+    def decode(self, path: Path, frame: int, page: int) -> Frame:
+        state = file_state(path)
+        if state is None:  # unreadable: opening says why
+            with open_image(path) as image:
+                return _decode_open(path, image, frame, page)
+        key = (os.fspath(path), repr(state))
+        handle, image = self._take(key) or self._open(path)
         try:
-            if frame is None:
-                to_first_page(path, image)
-            elif frame:
-                image.seek(frame)
-            check_pixel_limit(path, *image.size, page)
-            check_planar_layout(path, image, page)
-            stored = exif_orientation(image)  # read before decoding: Pillow turns a TIFF as it decodes it
-            image.load()
-        except Image.DecompressionBombError as error:
-            raise _bomb_error(path, error, page) from None
-        except _DECODE_ERRORS as error:
-            raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-        pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
-        dpi = stated_dpi(image)  # of the stored pixels, whoever turned them upright
-        if dpi is not None and stored in _QUARTER_TURNS:
-            dpi = (dpi[1], dpi[0])
-        return Frame(pixels, exif_orientation(image) != 1, dpi)
+            decoded = _decode_open(path, image, frame, page)
+        except BaseException:
+            _close(handle, image)
+            raise
+        self._give_back(key, handle, image)
+        return decoded
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, handle, image in idle:
+            _close(handle, image)
+
+    def _take(self, key: tuple[str, str]) -> tuple[BinaryIO, Image.Image] | None:
+        with self._lock:
+            for index, (held, handle, image) in enumerate(self._idle):
+                if held == key:
+                    del self._idle[index]
+                    return handle, image
+        return None
+
+    @staticmethod
+    def _open(path: Path) -> tuple[BinaryIO, Image.Image]:
+        handle = open_regular_file(path)
+        try:
+            return handle, _open_handle(path, handle)
+        except BaseException:
+            handle.close()
+            raise
+
+    def _give_back(self, key: tuple[str, str], handle: BinaryIO, image: Image.Image) -> None:
+        with self._lock:
+            saved_anew = [entry for entry in self._idle if entry[0][0] == key[0] and entry[0] != key]
+            kept = [entry for entry in self._idle if entry[0][0] != key[0] or entry[0] == key]
+            kept.append((key, handle, image))
+            excess = max(0, len(kept) - self._keep)
+            closing = saved_anew + kept[:excess]
+            self._idle = kept[excess:]
+        for _, old_handle, old_image in closing:
+            _close(old_handle, old_image)
+
+
+def _close(handle: BinaryIO, image: Image.Image) -> None:
+    image.close()
+    handle.close()
+
+
+open_tiffs = OpenTiffs()
 
 
 def upright(image: Image.Image) -> Image.Image:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 
 from docsam_cli.errors import InputError
+from docsam_cli.inputs.images import open_tiffs
 from docsam_cli.inputs.tasks import Page, PageTask
 
 
@@ -29,7 +31,11 @@ def prefetch(
     in_flight = 0
     source = iter(tasks)
     exhausted = False
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docsam-load") as pool:
+    # the TIFFs its threads left open are closed once they have stopped (leaving `with` in reverse order)
+    with (
+        closing(open_tiffs),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docsam-load") as pool,
+    ):
         try:
             while True:
                 while not exhausted and in_flight < ahead:
