@@ -466,3 +466,20 @@ def test_a_tiff_page_that_fails_leaves_no_file_open(tmp_path, pixel_limit):
     with pytest.raises(InputError, match="exceeds the decompression-bomb limit"):
         tasks[1].load()
     assert _open_descriptors(path) == 0
+
+
+def test_a_tiff_replaced_by_one_of_the_same_size_and_time_gives_the_new_pages(tmp_path):
+    """An uncompressed rescan of the same geometry has the same size; `cp -p`, `rsync -t` or an archive
+    keep its time: the TIFF left open for its next page was read instead, its old pages given as new."""
+    path = tmp_path / "register.tif"
+    frames = [Image.new("L", (4, 3), value) for value in (10, 20, 30)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    before = os.stat(path)
+    first, second, _ = tasks_for(path)
+    assert int(first.load().image[0, 0, 0]) == 10
+    frames = [Image.new("L", (4, 3), value) for value in (40, 50, 60)]
+    frames[0].save(tmp_path / "new.tif", save_all=True, append_images=frames[1:])
+    os.utime(tmp_path / "new.tif", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(tmp_path / "new.tif", path)
+    assert os.stat(path).st_size == before.st_size
+    assert int(second.load().image[0, 0, 0]) == 50

@@ -40,7 +40,6 @@ from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import (
     SNIFF_BYTES,
     WEAK_SIGNATURE_FORMATS,
-    file_state,
     open_regular_file,
     signature_format,
 )
@@ -306,20 +305,20 @@ class OpenTiffs:
     10,000 pages: over 20 minutes). A decoding thread takes an idle open image of the file, or opens one,
     and gives it back after its page, so threads decoding pages of one TIFF never share one. At most
     `keep` images stay open while idle (the one idle longest is closed first); one whose page failed is
-    closed, and so is one of a file saved anew since it was opened (its size or time changed).
+    closed, and so is one of a file saved anew since it was opened (`_saved_as`).
     `close` closes the idle ones (`prefetch` does, when its threads have stopped)."""
 
     def __init__(self, keep: int = 4) -> None:
         self._keep = keep
         self._lock = threading.Lock()
-        self._idle: list[tuple[tuple[str, str], BinaryIO, Image.Image]] = []  # longest idle first
+        self._idle: list[tuple[tuple[str, tuple[int, ...]], BinaryIO, Image.Image]] = []  # longest idle first
 
     def decode(self, path: Path, frame: int, page: int) -> Frame:
-        state = file_state(path)
-        if state is None:  # unreadable: opening says why
+        saved = _saved_as(path)
+        if saved is None:  # unreadable: opening says why
             with open_image(path) as image:
                 return _decode_open(path, image, frame, page)
-        key = (os.fspath(path), repr(state))
+        key = (os.fspath(path), saved)
         handle, image = self._take(key) or self._open(path)
         try:
             decoded = _decode_open(path, image, frame, page)
@@ -335,7 +334,7 @@ class OpenTiffs:
         for _, handle, image in idle:
             _close(handle, image)
 
-    def _take(self, key: tuple[str, str]) -> tuple[BinaryIO, Image.Image] | None:
+    def _take(self, key: tuple[str, tuple[int, ...]]) -> tuple[BinaryIO, Image.Image] | None:
         with self._lock:
             for index, (held, handle, image) in enumerate(self._idle):
                 if held == key:
@@ -352,7 +351,7 @@ class OpenTiffs:
             handle.close()
             raise
 
-    def _give_back(self, key: tuple[str, str], handle: BinaryIO, image: Image.Image) -> None:
+    def _give_back(self, key: tuple[str, tuple[int, ...]], handle: BinaryIO, image: Image.Image) -> None:
         with self._lock:
             saved_anew = [entry for entry in self._idle if entry[0][0] == key[0] and entry[0] != key]
             kept = [entry for entry in self._idle if entry[0][0] != key[0] or entry[0] == key]
@@ -362,6 +361,18 @@ class OpenTiffs:
             self._idle = kept[excess:]
         for _, old_handle, old_image in closing:
             _close(old_handle, old_image)
+
+
+def _saved_as(path: Path) -> tuple[int, ...] | None:
+    """What tells the file at `path` from one saved there later, for `OpenTiffs`: beyond the size
+    and time, which a file moved or copied over it may share (an uncompressed rescan, times kept by
+    `cp -p`, `rsync -t` or an archive), the file itself (device, inode) and the time its inode last changed,
+    which nothing can set back. None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
 
 
 def _close(handle: BinaryIO, image: Image.Image) -> None:
