@@ -117,8 +117,10 @@ def evaluate(
     categories, which may have no instance in the images scored: predictions of them are false positives).
     `class_map` renames prediction classes to ground-truth classes; predicted classes that are not
     ground-truth classes afterwards are ignored and counted in `ignored_predictions`. Only classes with
-    ground truth or predictions are reported and averaged. Predicted pages that are no ground-truth image
-    are not scored, and listed in `predictions_without_ground_truth`.
+    ground truth or predictions (instances, or pixels of a semantic map: a model's may paint a class that
+    no instance predicts, which costs its mIoU term as in the reference) are reported and averaged.
+    Predicted pages that are no ground-truth image are not scored, and listed in
+    `predictions_without_ground_truth`.
     """
     class_map = dict(class_map or {})
     known = {a.category for image in ground_truth for a in image.annotations} | set(declared)
@@ -139,12 +141,18 @@ def evaluate(
                 result.rescaled_predictions += 1
         matched.append((image, predicted))
     per_class = {name: ClassScores() for name in sorted(known)}
+    painted: set[str] = set()  # classes with pixels in a semantic map (a model's may paint no instance)
     for image, predicted in matched:
         for annotation in image.annotations:
             per_class[annotation.category].gt += 1
         for category in predicted.categories:
             per_class[category].predictions += 1
-    result.per_class = {name: scores for name, scores in per_class.items() if scores.gt or scores.predictions}
+        painted |= {name for name, rle in predicted.semantic.items() if mask_utils.area(rle)}
+    result.per_class = {
+        name: scores
+        for name, scores in per_class.items()
+        if scores.gt or scores.predictions or name in painted
+    }
     result.classes = classes = list(result.per_class)
     _coco_ap(matched, classes, result)
     _mean_f1(matched, classes, result)

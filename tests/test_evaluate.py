@@ -328,6 +328,21 @@ def test_predictions_of_a_declared_class_without_ground_truth_are_false_positive
     assert result.maf == pytest.approx(2 / 3) and result.miou == pytest.approx(2 / 3)
 
 
+def test_a_declared_class_painted_only_in_the_semantic_map_costs_its_miou_term() -> None:
+    """A model's semantic map (evaluate --weights) may paint a class that no instance predicts: the
+    reference averages IoU over every class with pixels in the ground truth or the prediction, so C,
+    declared but not annotated, scores IoU 0 and halves the mIoU."""
+    page = _page([("A", 10, 10, 60, 40, 1.0)])
+    page.class_names.append("C")
+    page.semantic_masks.append(_rle(_mask(100, 100, 150, 150)))
+    truth = [GtImage("p", SIZE, SIZE, [GtAnnotation("A", _rle(_mask(10, 10, 60, 40)), (10, 10, 50, 30))])]
+    result = evaluate(truth, {"p": page}, declared=["A", "C"])
+    assert result.classes == ["A", "C"]
+    c = result.per_class["C"]
+    assert (c.gt, c.predictions, c.ap, c.f1, c.iou) == (0, 0, None, None, 0.0)
+    assert result.miou == 0.5 and result.maf == 1.0 and result.mask["AP"] == pytest.approx(1.0)
+
+
 def test_the_command_counts_the_categories_of_the_ground_truth(tmp_path: Path) -> None:
     truth = {
         "images": [{"id": 1, "file_name": "p.png", "width": 200, "height": 100}],
