@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from convert_helpers import page_xml, run_cli, write_image
@@ -361,6 +362,40 @@ def test_the_command_counts_the_categories_of_the_ground_truth(tmp_path: Path) -
     report = json.loads(result.stdout)
     assert report["classes"] == ["table", "text"] and report["ignored_predictions"] == {}
     assert report["mAF"] == 0.5 and report["mIoU"] == 0.5 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_rectifies_them(
+    tmp_path: Path,
+) -> None:
+    """The reference evaluates a unified split on its per-image jsons rectified: boxes and polygon points
+    clamped into [0, W-1] x [0, H-1]. A figure running off the right edge of a 100 x 100 page (box
+    [60, 20, 100, 50], top edge slanting to x = 160) is the box [60, 20, 39, 50] and the polygon cut at
+    x = 99 there; evaluate kept the box as written (box IoU 0.39 with the reference's) and the polygon's
+    slant."""
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    write_image(split / "image" / "a.png", 100, 100)
+    (split / "list.txt").write_text("a.png\n")
+    polygon = [[60, 20], [160, 40], [160, 70], [60, 70]]
+    truth = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 20, 100, 50],
+                         "segmentation": [np.ravel(polygon).tolist()], "area": 4000, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "figure"}],
+    }  # fmt: skip
+    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    cv2.fillPoly(mask, [np.clip(np.array(polygon, dtype=np.int32), 0, 99)], 1)
+    rle = _rle(mask)
+    rle["counts"] = rle["counts"].decode()
+    results = [{"file_name": "a.png", "category_id": "figure", "bbox": [60, 20, 39, 50], "segmentation": rle,
+                "score": 0.9}]  # fmt: skip
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", split, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["box"]["AP"] == pytest.approx(1.0) and report["mask"]["AP"] == pytest.approx(1.0)
+    assert report["mAF"] == 1.0 and report["mIoU"] == 1.0
 
 
 def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: Path) -> None:

@@ -193,6 +193,7 @@ def _from_split(folder: Path) -> GroundTruth:
             if class_name not in dropped:
                 declared[identifier].add(class_name)
         image.annotations = [a for a in image.annotations if a.category not in dropped]
+        _clamp(image)
         image.file_name = name
         read.append((path, image))
     _split_categories(truth, declared)
@@ -204,6 +205,18 @@ def _from_split(folder: Path) -> GroundTruth:
         else:
             _add(truth, path, image, annotations, None, InputError(found, "image file not found"))
     return truth
+
+
+def _clamp(image: CocoImage) -> None:
+    """Clamp the polygons' points and the boxes of an image of a split into [0, W-1] x [0, H-1], as the
+    reference's loader rectifies the per-image jsons it evaluates on (as training reads them too): a
+    region running off the page is scored as cut at its edge, its box and the slant of its edges with it."""
+    for annotation in image.annotations:
+        annotation.polygons = [
+            geometry.clamp(polygon, image.width, image.height)[0] for polygon in annotation.polygons
+        ]
+        if annotation.bbox is not None:
+            annotation.bbox = rectify.clamp_box(annotation.bbox, image.width, image.height)
 
 
 def _split_categories(truth: GroundTruth, declared: dict[int | str, set[str]]) -> None:

@@ -61,16 +61,18 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
             notes.append(Note("fixed", "self-intersecting polygon repaired", where))
         if degenerate:
             notes.append(Note("fixed", "degenerate polygon part removed", where))
-        bbox = _clamp_box(instance.bbox, width, height) if instance.bbox is not None else None
+        bbox = clamp_box(instance.bbox, width, height) if instance.bbox is not None else None
         if bbox is None:
             bbox = geometry.polygons_bbox(polygons)
         kept.append(replace(instance, polygons=polygons, bbox=bbox))
     return kept, notes
 
 
-def _clamp_box(
+def clamp_box(
     bbox: tuple[float, float, float, float], width: int, height: int
 ) -> tuple[float, float, float, float] | None:
+    """The xywh box with its corners clamped into [0, W-1] x [0, H-1] as the reference loader clamps them;
+    None for a negative width or height."""
     x, y, w, h = bbox
     if w < 0 or h < 0:
         return None
