@@ -7,10 +7,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
+from docsam_cli.evaluation import GtAnnotation, GtImage
 from docsam_cli.training import validation
 from docsam_cli.training.validation import LayoutValidator, mean_metrics, unique_labels
 from model.inference import Geometry
+from model.instances import PageInstances
 
 
 def scored_validator(monkeypatch: pytest.MonkeyPatch, sets: list[tuple[str, float]]) -> LayoutValidator:
@@ -22,7 +25,7 @@ def scored_validator(monkeypatch: pytest.MonkeyPatch, sets: list[tuple[str, floa
         pages[truth.name] = score
         validator.sets.append((name, [(np.zeros((4, 4, 3), np.uint8), truth, ["text"])]))
 
-    def evaluate(truths, predictions):
+    def evaluate(truths, predictions, declared=()):
         (truth,) = truths
         score = pages[truth.name]
         mask = {"AP": score, "AP50": score, "AP75": None}  # None (no ground truth) counts as 0
@@ -105,3 +108,30 @@ def test_a_split_with_list_val_is_scored_on_the_pages_list_val_names(tmp_path):
     assert [image.name for image in load_ground_truth(root, "unified", frozenset()).images] == ["b"]
     validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
     assert [truth.name for _, truth, _ in validator.sets[0][1]] == ["b"]
+
+
+def test_a_prompted_class_no_validated_page_annotates_is_a_false_positive_as_in_evaluate(monkeypatch):
+    """The page is prompted with `text` and `figure` but annotates only `text`: a predicted figure costs the
+    page's mAF and mIoU as `docsam evaluate` counts it, rather than being ignored as an unknown class."""
+
+    def rle(x0: int, x1: int) -> dict:
+        mask = np.zeros((40, 40), np.uint8)
+        mask[5:15, x0:x1] = 1
+        return mask_utils.encode(np.asfortranarray(mask))
+
+    truth = GtImage("page", 40, 40, [GtAnnotation("text", rle(5, 15), (5.0, 5.0, 10.0, 10.0))])
+    predicted = PageInstances(
+        40,
+        40,
+        ["figure", "text"],
+        [rle(5, 15), rle(25, 35)],
+        np.array([[5, 5, 15, 15], [25, 5, 35, 15]], dtype=np.float64),
+        np.array([1.0, 1.0]),
+        np.array([1, 0]),
+        [rle(25, 35), rle(5, 15)],
+    )
+    validator = LayoutValidator([], Geometry((176, 176), (128, 128)), max_images=1)
+    validator.sets.append(("set", [(np.zeros((40, 40, 3), np.uint8), truth, ["figure", "text"])]))
+    monkeypatch.setattr(validation, "segment_pages", lambda *args, **kwargs: [predicted])
+    metrics = validator(object())
+    assert metrics["mAF"] == pytest.approx(0.5) and metrics["mIoU"] == pytest.approx(0.5)

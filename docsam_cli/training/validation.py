@@ -59,7 +59,10 @@ class LayoutValidator:
             gt.name: segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0]
             for image, gt, names in pages
         }
-        result = evaluate([gt for _, gt, _ in pages], predictions)
+        # The classes the pages are prompted with are declared, as `docsam evaluate` declares a split's
+        # categories: a prediction of one that no validated page annotates is a false positive.
+        declared = {name for _, _, names in pages for name in names}
+        result = evaluate([gt for _, gt, _ in pages], predictions, declared=declared)
         scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
         scores.update({"mAF": result.maf, "mIoU": result.miou})
         return {key: float(value or 0.0) for key, value in scores.items()}
