@@ -36,6 +36,16 @@ def test_pairwise_intersections_are_exact():
     assert torch.equal(pairwise_intersections(masks, masks).diagonal(), masks.sum(1).double())
 
 
+def test_pairwise_intersections_over_one_pixel_are_exact():
+    """Windows can share a single pixel (below); the CPU's int8 product returns uninitialised memory for
+    products over one column."""
+    first, second = torch.ones(64, 1, dtype=torch.bool), torch.ones(48, 1, dtype=torch.bool)
+    second[::2] = False
+    expected = torch.ones(64, 48, dtype=torch.float64)
+    expected[:, ::2] = 0
+    assert torch.equal(pairwise_intersections(first, second), expected)
+
+
 def test_pairwise_intersections_stay_exact_under_autocast():
     """The CLI runs the pipeline inside autocast; bfloat16 products would round 1001 to 1000."""
     masks = torch.ones(2, 1001, dtype=torch.bool)
@@ -237,6 +247,26 @@ def test_merge_on_adversarial_inputs(page, options):
         detections = [random_patch(rng, layout.resized, **options)]
         detections += [random_patch(rng, layout.patch, **options) for _ in layout.windows]
         _assert_merge_matches(detections, layout)
+
+
+def test_windows_sharing_one_pixel_are_merged_like_the_reference():
+    """A side of 2·stride + window − 1 pixels (1279 in 640-px windows at stride 320, a page the keep-size
+    model keeps at its size, or any page with an odd `--window`) puts its last window one pixel short of two
+    strides after the first: diagonal windows share one pixel. Empty masks there (IoU 0) were suppressed by
+    a window's instance through garbage intersection counts."""
+    layout = plan_page((31, 31), Geometry(short_range=(31, 31), patch=(16, 16)))
+    first, last = layout.windows[0], layout.windows[8]
+    assert (first[2] - last[0], first[3] - last[1]) == (1, 1)
+    big = np.zeros((1, *layout.patch), dtype=bool)
+    big[0, 2:, 2:] = True  # reaches the shared corner pixel
+    empty = np.zeros((40, *layout.patch), dtype=bool)  # tight box: the whole page, IoU 0 with everything
+    nothing = np.zeros((0, *layout.patch), dtype=bool)
+    detections = [_detections(np.zeros((0, *layout.resized), dtype=bool), [], layout.resized)]
+    detections += [_detections(big, [0.9], layout.patch)]
+    detections += [_detections(nothing, [], layout.patch) for _ in layout.windows[1:8]]
+    detections += [_detections(empty, [0.5] * 40, layout.patch)]
+    assert len(merge_patches(detections, layout)) == 41
+    _assert_merge_matches(detections, layout)
 
 
 def _detections(masks: np.ndarray, scores: list[float], semantic_size: tuple[int, int]) -> PatchDetections:

@@ -62,7 +62,11 @@ def pairwise_intersections(first: torch.Tensor, second: torch.Tensor) -> torch.T
     over chunks of at most `_EXACT_CHUNK` pixels so that every partial sum is exact, accumulated in float64;
     the converted copies stay within `chunk_elements`, and a set compared with itself (`second is first`) is
     converted once. Autocast does not reach either: a reduced-precision product would round the counts.
+    Over a single pixel (two windows sharing one corner pixel) the counts are the masks' own bits:
+    `torch._int_mm` on the CPU returns uninitialised memory for a product over one column.
     """
+    if first.shape[1] == 1:
+        return (first & second.T).double()
     if first.device.type != "cuda":
         as_bytes = [masks.contiguous().view(torch.int8) for masks in (first, second)]
         return torch._int_mm(as_bytes[0], as_bytes[1].T).double()
