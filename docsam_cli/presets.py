@@ -76,28 +76,41 @@ def _refuse_repeated_classes(names: list[str]) -> None:
     """Refuse a class named twice, also in another case, accents or spacing: the text encoder's normalizer
     lowercases its prompts and strips their accents, and its tokens ignore spaces and split off punctuation,
     so `Table,table`, `Légende,legende` or `text-line,text - line` would give two identical prompts, and
-    the second class would never win a region."""
+    the second class would never win a region. So would names its vocabulary cannot spell (`图,表`: both
+    `[UNK]`)."""
     first_of: dict[str, str] = {}
     for name in names:
         key = prompt_key(name)
         earlier = first_of.get(key)
         if earlier is not None:
-            also = (
-                ""
-                if earlier == name
-                else f" (as {earlier!r}; the model reads class names in lower case, without accents, "
-                "punctuation as separate words)"
-            )
-            raise ValueError(f"--classes names a class twice: {name!r}{also}")
+            raise ValueError(f"--classes names a class twice: {name!r}{_read_alike(earlier, name, key)}")
         first_of[key] = name
 
 
-def prompt_key(name: str) -> str:
-    """What the text encoder reads of a class name: its words as the shipped tokenizer splits them (lower
-    case, accents stripped, split at spaces and around punctuation; see `model.tokenization`)."""
+def _read_alike(earlier: str, name: str, key: str) -> str:
+    """Why `name` repeats `earlier` (nothing when it is the same string)."""
     from model.tokenization import basic_words
 
-    return " ".join(basic_words(name))
+    if earlier == name:
+        return ""
+    if basic_words(earlier) == basic_words(name):
+        return (
+            f" (as {earlier!r}; the model reads class names in lower case, without accents, "
+            "punctuation as separate words)"
+        )
+    return (
+        f" (as {earlier!r}; the model reads both as the same tokens, {key}: characters outside its "
+        "vocabulary are all read as [UNK])"
+    )
+
+
+def prompt_key(name: str) -> str:
+    """What the text encoder reads of a class name: its tokens as the shipped tokenizer gives them (lower
+    case, accents stripped, split at spaces and around punctuation, unknown words `[UNK]`; see
+    `model.tokenization`)."""
+    from model.tokenization import prompt_tokens
+
+    return " ".join(prompt_tokens(name))
 
 
 def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:

@@ -27,3 +27,10 @@ def basic_words(name: str) -> list[str]:
     tokenizer = load_tokenizer()
     normalized = tokenizer.normalizer.normalize_str(name)
     return [word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+def prompt_tokens(name: str) -> list[str]:
+    """The tokens the text encoder reads for a name, `[CLS]` and `[SEP]` left out: `basic_words` cut into
+    WordPieces, a word with a character outside the vocabulary read as one `[UNK]` (most Chinese
+    characters, Georgian, Armenian, Ethiopic, emoji)."""
+    return load_tokenizer().encode(name).tokens[1:-1]

@@ -194,6 +194,25 @@ def test_classes_differing_only_in_accents_or_spacing_are_one_class_named_twice(
     )
 
 
+@pytest.mark.parametrize(
+    ("classes", "repeated", "first", "tokens"),
+    [
+        ("图,表", "表", "图", "[UNK]"),  # figure, table: Chinese characters MiniLM's vocabulary lacks
+        ("标题,figure,页眉", "页眉", "标题", "[UNK] [UNK]"),  # title, page header
+        ("ცხრილი,აღწერა", "აღწერა", "ცხრილი", "[UNK]"),  # Georgian table, caption: one unknown word each
+    ],
+)
+def test_classes_the_vocabulary_reads_alike_are_one_class_named_twice(classes, repeated, first, tokens):
+    """Characters outside the text encoder's vocabulary all read as [UNK]: `--classes 图,表` gave two
+    identical prompts, so the table class could never win a region."""
+    with pytest.raises(ValueError) as refused:
+        resolve_prompts(classes, None, None)
+    assert str(refused.value) == (
+        f"--classes names a class twice: {repeated!r} (as {first!r}; the model reads both as the same "
+        f"tokens, {tokens}: characters outside its vocabulary are all read as [UNK])"
+    )
+
+
 def test_the_repetition_rule_reads_class_names_as_the_text_encoder_does():
     """`prompt_key` equal exactly where the bundled tokenizer gives the same tokens."""
     tokenizer = Tokenizer.from_file(str(PROJECT_ROOT / "model" / "tokenizer" / "tokenizer.json"))
@@ -205,7 +224,7 @@ def test_the_repetition_rule_reads_class_names_as_the_text_encoder_does():
         ("table;", "table ;"),
         ("Fig.(a)", "fig . ( a )"),
     ]
-    for first, second in same:
+    for first, second in [*same, ("图", "表"), ("ცხრილი", "აღწერა")]:
         assert prompt_key(first) == prompt_key(second)
         assert tokenizer.encode(first).ids == tokenizer.encode(second).ids
     for first, second in [("table", "tables"), ("text-line", "textline"), ("text line", "textline")]:
