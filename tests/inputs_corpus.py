@@ -115,3 +115,26 @@ def planar_tiff(planes: np.ndarray) -> bytes:
     directory = struct.pack("<H", len(entries))
     directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
     return b"II" + struct.pack("<HI", 42, arrays + len(tables)) + data + tables + directory
+
+
+def twelve_bit_tiff(values: np.ndarray) -> bytes:
+    """An uncompressed little-endian grey TIFF of 12-bit samples (BitsPerSample 12, packed most
+    significant bit first, each row padded to a byte), as some scanners and cameras write: Pillow cannot
+    write one."""
+    height, width = values.shape
+    bits = np.unpackbits(values.astype(">u2").view(np.uint8).reshape(height, width, 2), axis=2)[:, :, 4:]
+    data = np.packbits(bits.reshape(height, width * 12), axis=1).tobytes()
+    entries = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 1, 12),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 3, 1, height),
+        (279, 4, 1, len(data)),
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+    return b"II" + struct.pack("<HI", 42, 8 + len(data)) + data + directory

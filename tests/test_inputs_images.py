@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inputs_corpus import planar_tiff
+from inputs_corpus import planar_tiff, twelve_bit_tiff
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
@@ -129,6 +129,15 @@ def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):
     image = check_page(load(tmp_path / "deep.png"), 1, 4)
     assert image[0, :, 0].tolist() == [0x00, 0x12, 0x80, 0xFF]
     assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_twelve_bit_tiffs_keep_their_top_eight_bits(tmp_path):
+    """Pillow hands a 12-bit grey TIFF over in a 16-bit mode but with its values as stored, 0..4095:
+    taking the top 8 of 16 bits made a white page (4095) grey 15, almost black."""
+    (tmp_path / "deep.tif").write_bytes(twelve_bit_tiff(np.array([[0, 0x123, 0x800, 0xFFF]])))
+    assert Image.open(tmp_path / "deep.tif").mode == "I;16"
+    image = check_page(load(tmp_path / "deep.tif"), 1, 4)
+    assert image[0, :, 1].tolist() == [0x00, 0x12, 0x80, 0xFF]
 
 
 def test_white_is_zero_tiffs_come_out_as_viewers_show_them_at_every_depth(tmp_path):

@@ -478,7 +478,8 @@ def to_bgr(image: Image.Image, sample_bits: int | None = None, white_is_zero: bo
 
     1-bit, grayscale and palette images become gray/colour BGR; any alpha (RGBA, LA, PA, palette or
     grayscale transparency) is composited on white, as a page on paper; 16-bit samples keep their top 8
-    bits (as Pillow does for 16-bit RGB); 32-bit integer samples (`sample_bits`, the file's: Pillow gives
+    bits (as Pillow does for 16-bit RGB), and so do a 12-bit TIFF's (`sample_bits`), which Pillow hands
+    over in a 16-bit mode unscaled; 32-bit integer samples (`sample_bits`, the file's: Pillow gives
     16-bit PGM and 32-bit TIFF the same mode) are read by their values' range (`_wide_integers_to_gray`);
     float images are read as 0..1 if they fit, else clipped to
     0..255; CMYK, YCbCr, LAB and HSV go through Pillow's RGB conversion (embedded ICC profiles ignored).
@@ -505,12 +506,19 @@ def _samples_to_gray(image: Image.Image, sample_bits: int | None) -> np.ndarray 
     if mode == "I" and sample_bits == 32:
         return _wide_integers_to_gray(np.asarray(image))
     if mode in _SIXTEEN_BIT_MODES:
-        return (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
+        shift = _sample_bits_in_sixteen(sample_bits) - 8
+        return (np.clip(np.asarray(image), 0, (256 << shift) - 1) >> shift).astype(np.uint8)
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float32))
         scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
         return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     return None
+
+
+def _sample_bits_in_sixteen(sample_bits: int | None) -> int:
+    """The significant bits of samples Pillow hands over in a 16-bit mode: a 12-bit TIFF's stay 0..4095
+    (Pillow does not scale them, as it does a PGM's); 16 for every other file."""
+    return sample_bits if sample_bits is not None and 8 < sample_bits < 16 else 16
 
 
 def _gray_to_bgr(gray: np.ndarray) -> np.ndarray:
