@@ -131,6 +131,17 @@ def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):
     assert (image[..., 0] == image[..., 2]).all()
 
 
+def test_sixteen_bit_grayscale_transparency_is_composited_on_white(tmp_path):
+    """A 16-bit grey PNG's transparent grey level (tRNS) is white, as every other transparency: Pillow's
+    conversion to RGBA does not reach 16-bit modes, and a transparent background came out as stored
+    (grey level 1000 of 65535: black)."""
+    deep = np.array([[0, 1000, 0x80FF, 0xFFFF]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png", transparency=1000)
+    assert Image.open(tmp_path / "deep.png").info["transparency"] == 1000
+    image = check_page(load(tmp_path / "deep.png"), 1, 4)
+    assert image[0, :, 1].tolist() == [0x00, 0xFF, 0x80, 0xFF]
+
+
 def test_twelve_bit_tiffs_keep_their_top_eight_bits(tmp_path):
     """Pillow hands a 12-bit grey TIFF over in a 16-bit mode but with its values as stored, 0..4095:
     taking the top 8 of 16 bits made a white page (4095) grey 15, almost black."""

@@ -488,7 +488,7 @@ def to_bgr(image: Image.Image, sample_bits: int | None = None, white_is_zero: bo
     """
     gray = _samples_to_gray(image, sample_bits)
     if gray is not None:
-        return _gray_to_bgr(255 - gray if white_is_zero else gray)
+        return _gray_to_bgr(_transparent_as_white(image, 255 - gray if white_is_zero else gray))
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         rgb = np.asarray(Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"))
@@ -513,6 +513,16 @@ def _samples_to_gray(image: Image.Image, sample_bits: int | None) -> np.ndarray 
         scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
         return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     return None
+
+
+def _transparent_as_white(image: Image.Image, gray: np.ndarray) -> np.ndarray:
+    """`gray` with the pixels of the image's transparent grey level (a 16-bit grey PNG's tRNS) white, as
+    `to_bgr` composites every other transparency on white (Pillow's RGBA conversion does not reach these
+    modes)."""
+    key = image.info.get("transparency")
+    if not isinstance(key, int):
+        return gray
+    return np.where(np.asarray(image) == key, np.uint8(255), gray)
 
 
 def _sample_bits_in_sixteen(sample_bits: int | None) -> int:
