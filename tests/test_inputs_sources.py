@@ -51,6 +51,16 @@ def test_directory_gives_supported_files_in_natural_order_without_hidden_or_subd
     assert names(collect_documents([str(tree)])) == ["p1.PDF", "p2.png", "p10.png"]
 
 
+def test_folders_find_jpeg_2000_and_apng_under_every_suffix_pillow_reads_them_by(tmp_path):
+    """JPX files are often named `.jpf` (Kakadu, Adobe), JPEG 2000 codestreams `.j2c` or `.jpc`: a folder
+    of them was refused as holding no image, though each of them named on its own was read."""
+    found = ["a.jp2", "b.j2k", "c.jpx", "d.jpf", "e.j2c", "f.JPC", "g.apng"]
+    for name in found:
+        touch(tmp_path / "scans" / name)
+    assert names(collect_documents([str(tmp_path / "scans")])) == found
+    assert names(collect_documents([str(tmp_path / "scans" / "*")])) == found
+
+
 def test_recursive_directory_includes_subdirectories_but_not_hidden_ones(tree):
     assert names(collect_documents([str(tree)], recursive=True)) == [
         "p1.PDF",

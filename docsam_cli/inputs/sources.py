@@ -24,10 +24,11 @@ from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import PDF_SUFFIXES, require_regular_file
 from docsam_cli.names import file_name_text
 
+# Every suffix Pillow reads the formats docsam reads by (`images.IMAGE_FORMATS`).
 IMAGE_SUFFIXES = frozenset(
     {
-        ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".j2k", ".jpx", ".tif", ".tiff",
-        ".bmp", ".dib", ".gif", ".webp", ".pbm", ".pgm", ".ppm", ".pnm",
+        ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc",
+        ".tif", ".tiff", ".bmp", ".dib", ".gif", ".webp", ".pbm", ".pgm", ".ppm", ".pnm",
     }
 )  # fmt: skip
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
