@@ -599,7 +599,7 @@ class SegmentRun:
         started = time.perf_counter()
         record_path = self.writer.files(page.page_id).record
         record_path.unlink(missing_ok=True)
-        source = PageSource(page.source, page.page, page.page_id, page.image, page.turned, page.dpi)
+        source = PageSource(page.source, page.page, page.page_id, page.image, page.unlike_file, page.dpi)
         record = self.writer.write(source, instances, {"model_s": model_seconds})
         record["timing"]["write_s"] = round(time.perf_counter() - started, 4)
         stored = dumps_record(
@@ -713,10 +713,11 @@ def _removed_record(task: PageTask) -> dict[str, Any]:
 
 
 def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
-    """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, or an image that
-    its EXIF orientation turned, which only decoding tells, and so its record (it lists the image)."""
+    """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, a TIFF's one page
+    after a thumbnail (also when done by a docsam that named the TIFF: it is redone), or an image that its
+    EXIF orientation turned, which only decoding tells, and so its record (it lists the image)."""
     written = record.get("outputs")
-    return task.page is not None or (isinstance(written, dict) and "image" in written)
+    return task.page is not None or task.frame != 0 or (isinstance(written, dict) and "image" in written)
 
 
 def _written_with(record: dict[str, Any], asked: Mapping[str, Path]) -> bool:

@@ -923,6 +923,47 @@ def test_an_image_its_exif_orientation_turns_is_saved_upright_and_named_by_every
     assert code == 0 and lines[0]["skipped"] and "image" in lines[0]["outputs"]
 
 
+def test_a_one_page_tiff_after_a_thumbnail_is_saved_as_its_page_and_named_by_every_format(tmp_path, model):
+    """A TIFF whose first frame is a thumbnail (NewSubfileType 1) and whose second is the page is segmented
+    as that page; PAGE, ALTO and COCO named the TIFF itself, whose first image, the one OCR-D, Kraken,
+    Tesseract and most viewers open, is the thumbnail, smaller than `imageWidth` x `imageHeight`. They now
+    name the page's own image, as for a page of a multi-page TIFF."""
+    page = Image.new("RGB", (60, 40), (255, 0, 0))
+    thumbnail = TiffImagePlugin.ImageFileDirectory_v2()
+    thumbnail[254] = 1
+    scan = tmp_path / "scan.tif"
+    with TiffImagePlugin.AppendingTiffWriter(scan, True) as tiff:
+        page.resize((15, 10)).save(tiff, format="TIFF", tiffinfo=thumbnail)
+        tiff.newFrame()
+        page.save(tiff, format="TIFF")
+        tiff.newFrame()
+    out = tmp_path / "out"
+    formats = ("--format", "coco,page,alto,jsonl")
+    code, lines, stderr = segment(out, str(scan), *formats)
+    assert code == 0 and (lines[0]["page_id"], lines[0]["page"]) == ("scan", None), stderr
+    xml = etree.parse(str(out / "page" / "scan.xml")).getroot().find("{*}Page")
+    alto = etree.parse(str(out / "alto" / "scan.xml")).getroot()
+    (coco_image,) = json.loads((out / "coco.json").read_text())["images"]
+    assert coco_image["source"] == "../scan.tif"
+    references = [
+        out / "page" / xml.get("imageFilename"),
+        out / "alto" / alto.find("{*}Description/{*}sourceImageInformation/{*}fileName").text,
+        out / coco_image["path"],
+    ]
+    for reference in references:
+        with Image.open(reference) as image:  # its first image, as readers open it
+            assert image.size == (int(xml.get("imageWidth")), int(xml.get("imageHeight"))) == (60, 40)
+    code, lines, _ = segment(out, str(scan), *formats)
+    assert code == 0 and lines[0]["skipped"] and "image" in lines[0]["outputs"]
+    record_file = out / ".docsam" / "records" / "scan.json"  # as a docsam that named the TIFF left it
+    record = json.loads(record_file.read_text())
+    del record["outputs"]["image"]
+    record_file.write_text(json.dumps(record))
+    (out / "image" / "scan.png").unlink()
+    code, lines, _ = segment(out, str(scan), *formats)
+    assert code == 0 and "skipped" not in lines[0] and (out / "image" / "scan.png").is_file()
+
+
 def test_the_page_images_written_keep_the_resolution_of_their_page(tmp_path, model):
     """`image/<id>.png` had no resolution, so Tesseract read a 300-dpi scan's page as 70 dpi ("Invalid
     resolution 0 dpi. Using 70 instead.") and OCR-D found none. It now keeps the page's: a PDF page's

@@ -43,8 +43,10 @@ class Page:
 
     `image` is (H, W, 3) BGR uint8, upright; `width`/`height` are its size, the page's original size that
     all outputs refer to. `page` is 1-based within a PDF or multi-page TIFF, None for a single image.
-    `turned`: a single image whose EXIF orientation was applied (`images.exif_orientation`). `dpi`: the
-    resolution (x, y) of `image`: a PDF page's `--dpi`, an image's as its file states it, None if unstated.
+    `unlike_file`: a single image that is not the first image its file stores, as readers and viewers open
+    it: its EXIF orientation was applied (`images.exif_orientation`), or it is a TIFF's page after a
+    thumbnail (`images.tiff_pages`). `dpi`: the resolution (x, y) of `image`: a PDF page's `--dpi`, an
+    image's as its file states it, None if unstated.
     """
 
     source: Path
@@ -52,7 +54,7 @@ class Page:
     page_id: str
     image: np.ndarray
     file_state: dict[str, int] | None = None  # the source file's `files.file_state` before it was read
-    turned: bool = False
+    unlike_file: bool = False
     dpi: tuple[float, float] | None = None
 
     @property
@@ -88,8 +90,8 @@ class PageTask:
         except Exception as error:  # a damaged file may trip anything in a decoder
             reason = f"cannot decode: {type(error).__name__}: {error}"
             raise InputError(self.source, reason, self.page) from None
-        turned = frame.turned and self.page is None
-        return Page(self.source, self.page, self.page_id, frame.pixels, state, turned, frame.dpi)
+        unlike_file = self.page is None and (frame.turned or self.frame != 0)
+        return Page(self.source, self.page, self.page_id, frame.pixels, state, unlike_file, frame.dpi)
 
     def _decode(self) -> Frame:
         if self.kind == "pdf":

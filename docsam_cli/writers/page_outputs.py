@@ -50,22 +50,23 @@ class OutputSettings:
 @dataclass(frozen=True)
 class PageSource:
     """Where a page came from: `page` is 1-based inside a PDF / multi-page TIFF, None for a single image;
-    `turned`: a single image that its EXIF orientation turned or mirrored (`inputs.images.exif_orientation`);
+    `unlike_file`: a single image that is not the first image its file stores (`inputs.tasks.Page`);
     `dpi`: the resolution (x, y) of `image` where known (`inputs.tasks.Page.dpi`), kept in its own image."""
 
     path: Path
     page: int | None
     page_id: str
     image: np.ndarray  # BGR uint8, the page as segmented
-    turned: bool = False
+    unlike_file: bool = False
     dpi: tuple[float, float] | None = None
 
     @property
     def own_image(self) -> bool:
         """Whether the outputs name the page's own image (`image/<id>.png`) rather than the input: a PDF or
-        TIFF page, or a turned image, whose file's stored pixels readers that ignore EXIF (OCR-D, Kraken,
-        Tesseract) would take for the page, turned against its coordinates and `imageWidth`/`imageHeight`."""
-        return self.page is not None or self.turned
+        TIFF page, or a single image unlike its file's first stored image, which readers (OCR-D, Kraken,
+        Tesseract, ignoring EXIF) would take for the page: turned against its coordinates and
+        `imageWidth`/`imageHeight`, or a thumbnail before the page."""
+        return self.page is not None or self.unlike_file
 
 
 class PageFiles:
@@ -98,8 +99,8 @@ class PageFiles:
 
     def required(self, in_document: bool = False) -> list[Path]:
         """The files that exist once the page is done (the record last); `in_document`: the page has its
-        own image (`PageSource.own_image`: a PDF or TIFF page, an image saved upright), which the formats
-        that name it get beside them."""
+        own image (`PageSource.own_image`: a PDF or TIFF page, an image saved upright or a TIFF's page after
+        a thumbnail), which the formats that name it get beside them."""
         listed = self.listed(in_document)
         listed.pop("coco", None)  # the run's file, written at its end from the pages' parts
         image = listed.pop("image", None)
