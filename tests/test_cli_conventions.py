@@ -331,6 +331,23 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
     ]
 
 
+@pytest.mark.parametrize(
+    ("stdin", "reason"),
+    [
+        ("import os, sys; os.close(0); sys.stdin = None", "stdin is closed"),  # as Python starts under `<&-`
+        ("import os; os.dup2(os.open(os.devnull, os.O_WRONLY), 0)", "Bad file descriptor"),  # `0>file`
+    ],
+    ids=["closed", "write-only"],
+)
+def test_a_stdin_that_cannot_be_read_is_one_error_line_and_exit_1(tmp_path, tiny_weights, stdin, reason):
+    """`docsam segment -` run with stdin closed (`<&-`, a daemon or job runner that closes it) or not open
+    for reading: an internal error (exit 3), now one line naming stdin, as a list that cannot be decoded."""
+    out = str(tmp_path / "out")
+    completed = run_docsam("segment", "-", "-o", out, "-w", str(tiny_weights), prelude=stdin)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert error_lines(completed.stderr) == [f"error: -: cannot read the list of paths on stdin: {reason}"]
+
+
 def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     out = tmp_path / "out"

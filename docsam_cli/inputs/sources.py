@@ -86,10 +86,9 @@ def collect_documents(
     found: list[Path | InputError] = []
     for source in sources:
         if source == STDIN_SOURCE:
-            try:
-                listed = read_path_list(stdin if stdin is not None else sys.stdin)
-            except ValueError as error:
-                found.append(InputError(source, f"cannot read the list of paths on stdin: {error}"))
+            listed = _stdin_paths(stdin if stdin is not None else sys.stdin)
+            if isinstance(listed, InputError):
+                found.append(listed)
                 continue
             for line in listed:
                 found.extend(_expand_path(Path(line), recursive, skip))
@@ -122,6 +121,21 @@ def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | str:
     if status is None or status.st_ino == 0:
         return os.path.realpath(path)  # never raises
     return status.st_dev, status.st_ino
+
+
+def _stdin_paths(stream: TextIO | BinaryIO | None) -> list[str] | InputError:
+    """The paths listed on stdin (`read_path_list`), or the InputError of a list that cannot be read: one
+    not valid in its encoding, or stdin closed (`<&-`, a daemon's; Python's `sys.stdin` is then None) or
+    not open for reading."""
+    reason = "stdin is closed"
+    if stream is not None:
+        try:
+            return read_path_list(stream)
+        except OSError as error:
+            reason = error.strerror or str(error)
+        except ValueError as error:
+            reason = str(error)
+    return InputError(STDIN_SOURCE, f"cannot read the list of paths on stdin: {reason}")
 
 
 def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
