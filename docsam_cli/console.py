@@ -64,7 +64,9 @@ def write_data(text: str) -> None:
     """`text` on stdout, flushed at once. A reader that went away (`| head -1`, BrokenPipeError) ends the
     run quietly (see `docsam_cli.app`); stdout that cannot be written otherwise (`> results.jsonl` on a
     full disk) is an InputError naming it, so that the run stops with one `error:` line and exit 1 rather
-    than as an internal error."""
+    than as an internal error; so is a closed stdout (`>&-`: Python's `sys.stdout` is then None)."""
+    if sys.stdout is None:
+        raise InputError(STDOUT_NAME, "cannot write: stdout is closed")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

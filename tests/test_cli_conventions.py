@@ -331,6 +331,22 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
     ]
 
 
+def test_a_closed_stdout_is_one_error_line_and_exit_1(tmp_path, tiny_weights):
+    """`docsam segment ... >&-` (a job runner that closes stdout): an internal error (exit 3,
+    AttributeError), now one line naming stdout, exit 1, as a stdout on a full disk."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")  # fails at once: its error JSON line is the first data written
+    closed_stdout = "import os, sys; os.close(1); sys.stdout = None"  # as Python starts under `>&-`
+    completed = run_docsam(
+        "segment", str(empty), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), prelude=closed_stdout
+    )
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert error_lines(completed.stderr) == [
+        f"error: {empty}: empty file (0 bytes)",
+        "error: stdout: cannot write: stdout is closed",
+    ]
+
+
 @pytest.mark.parametrize(
     ("stdin", "reason"),
     [
