@@ -37,6 +37,7 @@ from docsam_cli.console import (
     print_error,
     reset_message_options,
     stderr_console,
+    use_utf8_stdout,
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
 
@@ -302,4 +303,5 @@ def load_command(name: str) -> Command:
 
 def main() -> None:
     ignore_unusable_terminal_width()
+    use_utf8_stdout()
     app()

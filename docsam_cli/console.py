@@ -44,6 +44,15 @@ def ignore_unusable_terminal_width() -> None:
         del os.environ["COLUMNS"]
 
 
+def use_utf8_stdout() -> None:
+    """Data on stdout in UTF-8 whatever the locale: JSON text exchanged between systems must be UTF-8 (RFC
+    8259), and a page's line is. Under a locale of another encoding (`LANG=de_DE.ISO-8859-1` on an older
+    server, `PYTHONIOENCODING`), Python's stdout wrote `première` in Latin-1 bytes, which `jq` rejects, and
+    a name beyond that encoding (`報告.png`) ended the run as an internal error."""
+    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8", errors=sys.stdout.errors)
+
+
 def shows_progress(console: Console, quiet: bool) -> bool:
     """Whether a progress bar is drawn on `console`: not with `-q`, and only on a terminal (a bar redrawn
     in a log file is noise)."""

@@ -331,6 +331,22 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
     ]
 
 
+def test_json_lines_are_utf_8_under_a_locale_of_another_encoding(tmp_path, tiny_weights):
+    """Under a Latin-1 locale (`LANG=de_DE.ISO-8859-1`, as Python then sets up stdout) a page's line was
+    written in Latin-1, not the UTF-8 JSON requires, and a name beyond Latin-1 ended the run as an internal
+    error (UnicodeEncodeError, exit 3)."""
+    names = [tmp_path / "première.png", tmp_path / "報告.png"]
+    for path in names:
+        path.write_bytes(b"")  # fail at once: their error lines are the data written
+    latin1_stdout = "import sys; sys.stdout.reconfigure(encoding='latin-1')"
+    out = str(tmp_path / "out")
+    weights = str(tiny_weights)
+    completed = run_docsam("segment", *map(str, names), "-o", out, "-w", weights, prelude=latin1_stdout)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]  # read as UTF-8
+    assert [line["input"] for line in lines] == list(map(str, names))
+
+
 def test_a_closed_stdout_is_one_error_line_and_exit_1(tmp_path, tiny_weights):
     """`docsam segment ... >&-` (a job runner that closes stdout): an internal error (exit 3,
     AttributeError), now one line naming stdout, exit 1, as a stdout on a full disk."""
