@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pwd
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from docsam_cli.presets import PRESETS, checkpoint_preset
 from docsam_cli.runtime import GeometryOptions
 from docsam_cli.weights import REGISTRY, find_entry, resolve_weights
 from docsam_cli.weights.cache import docsam_home, read_record
-from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError
+from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, UnknownWeightsError, WeightsError
 from docsam_cli.weights.registry import MASK2FORMER_LICENCE, DriveSource, HubSource
 from model.checkpoint import StoredClasses, stored_classes, stored_keep_size, stored_patch
 from model.inference import Geometry
@@ -102,6 +103,25 @@ def test_the_cache_follows_xdg_cache_home_when_it_is_absolute(
     assert docsam_home() == tmp_path / "user" / ".cache" / "docsam"
     monkeypatch.setenv("DOCSAM_HOME", str(sandbox.home))
     assert docsam_home() == sandbox.home
+
+
+def test_a_user_without_a_home_is_told_to_set_docsam_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container run under an arbitrary uid (OpenShift), HOME unset: the cache's folder was looked up in
+    the password database, which does not know the user, and `segment` with a zoo name or
+    `download-weights --list` ended as an internal error (RuntimeError: Could not determine home
+    directory)."""
+
+    def unknown_user(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("DOCSAM_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    with pytest.raises(WeightsError, match=r"HOME is not set .*; set DOCSAM_HOME \(or XDG_CACHE_HOME\)"):
+        resolve_weights("docsam-base")
+    code, stderr = run("--list")
+    assert code == 2 and stderr.startswith("error: the weights cache has no folder: HOME is not set"), stderr
 
 
 def damaged(archive: bytes) -> bytes:

@@ -39,7 +39,10 @@ def download_weights(
     if list_entries:
         if names or all_entries or from_file is not None:
             raise UsageError("--list takes no names or other options")
-        _print_listing()
+        try:
+            _print_listing()
+        except WeightsError as error:  # no cache folder to look in
+            raise UsageError(str(error)) from None
         return
     if from_file is not None and (len(names) != 1 or all_entries):
         raise UsageError("--from FILE takes exactly one NAME")

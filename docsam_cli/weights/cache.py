@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from docsam_cli.atomic import atomic_write_text
-from docsam_cli.weights.errors import CorruptCacheError, NotCachedError
+from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, WeightsError
 
 _TRUE = {"1", "true", "yes", "on"}
 _HASH_BLOCK = 1 << 20
@@ -36,9 +36,19 @@ def docsam_home() -> Path:
 
 def _user_cache() -> Path:
     """`$XDG_CACHE_HOME`, else `~/.cache`, as the XDG base-directory spec has it (which ignores a relative
-    value) and as the Hugging Face cache and torch hub follow it."""
+    value) and as the Hugging Face cache and torch hub follow it. A WeightsError where there is no home:
+    `HOME` unset for a user the password database does not know (a container run under an arbitrary uid,
+    as OpenShift runs them)."""
     configured = os.environ.get("XDG_CACHE_HOME", "")
-    return Path(configured) if os.path.isabs(configured) else Path.home() / ".cache"
+    if os.path.isabs(configured):
+        return Path(configured)
+    try:
+        return Path.home() / ".cache"
+    except RuntimeError:  # "Could not determine home directory."
+        raise WeightsError(
+            "the weights cache has no folder: HOME is not set and this user has no home directory; set "
+            "DOCSAM_HOME (or XDG_CACHE_HOME) to a folder"
+        ) from None
 
 
 def offline_setting() -> str | None:
