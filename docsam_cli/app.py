@@ -38,6 +38,7 @@ from docsam_cli.console import (
     reset_message_options,
     stderr_console,
     use_utf8_stdout,
+    write_data,
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
 
@@ -239,6 +240,9 @@ class DocsamGroup(TyperGroup):
         except typer.Abort:
             print_error(stderr_console(), "interrupted")
             sys.exit(ExitCode.INTERRUPTED)
+        except InputError as error:  # raised before any command runs: `--version` cannot write stdout
+            print_error(stderr_console(), str(error))
+            sys.exit(ExitCode.FAILED)
         sys.exit(result if isinstance(result, int) else ExitCode.OK)
 
 
@@ -258,7 +262,7 @@ def _usage_message(error: typer.TyperException) -> str:
 
 def _on_version(value: bool) -> None:
     if value:
-        typer.echo(f"docsam {__version__}")
+        write_data(f"docsam {__version__}\n")
         raise typer.Exit()
 
 

@@ -331,6 +331,20 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
     ]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "command", [["--version"], ["download-weights", "--list"], ["segment", "--list-presets"]], ids=" ".join
+)
+def test_listings_on_a_full_disk_are_one_error_line_and_exit_1(command):
+    """`docsam --version > version.txt` on a full disk printed Python's traceback (exit 1), and
+    `download-weights --list` and `segment --list-presets` ended as an internal error (exit 3); each is now
+    one line naming stdout, exit 1, as for segment's JSON lines."""
+    full_stdout = "import os; os.dup2(os.open('/dev/full', os.O_WRONLY), 1)"
+    completed = run_docsam(*command, prelude=full_stdout)
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert completed.stderr == "error: stdout: cannot write: No space left on device\n"
+
+
 def test_json_lines_are_utf_8_under_a_locale_of_another_encoding(tmp_path, tiny_weights):
     """Under a Latin-1 locale (`LANG=de_DE.ISO-8859-1`, as Python then sets up stdout) a page's line was
     written in Latin-1, not the UTF-8 JSON requires, and a name beyond Latin-1 ended the run as an internal

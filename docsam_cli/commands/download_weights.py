@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.filesize import decimal
 
-from docsam_cli.console import message_options, print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.errors import ExitCode, UsageError
 from docsam_cli.weights.cache import cache_status, docsam_home
 from docsam_cli.weights.errors import WeightsError
@@ -102,6 +102,7 @@ def _print_listing() -> None:
         source = "local file (--from)" if status.registered_from_file else entry.source.label
         rows.append((entry.name, source, size, entry.licence, cached))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    typer.echo(f"\n{LICENCE_NOTE}\nCache: {docsam_home()}")
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    write_data("\n".join([*lines, "", LICENCE_NOTE, f"Cache: {docsam_home()}"]) + "\n")

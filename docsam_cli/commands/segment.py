@@ -26,7 +26,7 @@ from docsam_cli.commands.options import (
     parse_output_folder,
     refuse_empty_paths,
 )
-from docsam_cli.console import ConsoleReporter, message_options
+from docsam_cli.console import ConsoleReporter, message_options, write_data
 from docsam_cli.errors import UsageError
 from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
 from docsam_cli.interruption import terminate_as_interrupt
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 def _list_presets(value: bool) -> None:
     if value:
-        typer.echo(describe_presets())
+        write_data(describe_presets() + "\n")
         raise typer.Exit()
 
 
