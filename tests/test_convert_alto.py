@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import cv2
+import numpy as np
 from convert_helpers import layout_counts, run_cli, write_image
 from lxml import etree
 
@@ -100,3 +102,41 @@ def test_a_composed_block_with_a_type_is_a_region_of_that_type(tmp_path: Path) -
     page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
     by_id = {instance.where: instance.category for instance in page.instances}
     assert by_id == {"ComposedBlock t1": "table", "TextBlock c1": "text", "TextBlock b1": "text"}
+
+
+def _filled(polygons: list[list[float]], size: tuple[int, int]) -> np.ndarray:
+    """Polygons drawn as the reference draws a split's annotations (int32 points, boundary included)."""
+    mask = np.zeros(size, dtype=np.uint8)
+    cv2.fillPoly(mask, [np.asarray(p).reshape(-1, 2).astype(np.int32) for p in polygons], 1)
+    return mask
+
+
+def test_an_ellipse_or_circle_shape_keeps_its_outline(tmp_path: Path) -> None:
+    """ALTO's `Shape/Ellipse` (centre HPOS/VPOS, width HLENGTH, height VLENGTH) and `Shape/Circle` (centre,
+    RADIUS) are the region: a stamp or seal converts as that round area, not as its bounding box (which
+    covers a quarter more: IoU 0.79), and a block with only the shape is no longer dropped."""
+    write_image(tmp_path / "p.png", 400, 300)
+    (tmp_path / "p.xml").write_text(
+        f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>pixel</MeasurementUnit>'
+        "<sourceImageInformation><fileName>p.png</fileName></sourceImageInformation></Description>"
+        '<Layout><Page WIDTH="400" HEIGHT="300"><PrintSpace>'
+        '<Illustration ID="e" HPOS="50" VPOS="20" WIDTH="200" HEIGHT="120">'
+        '<Shape><Ellipse HPOS="150" VPOS="80" HLENGTH="200" VLENGTH="120"/></Shape></Illustration>'
+        '<GraphicalElement ID="c"><Shape><Circle HPOS="300" VPOS="200" RADIUS="80"/></Shape>'
+        "</GraphicalElement>"
+        "</PrintSpace></Page></Layout></alto>"
+    )
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", tmp_path / "p.xml", "--from", "alto", "--out", out).exit_code == 0
+    document = json.loads((out / "coco" / "p.json").read_text())
+    names = {category["id"]: category["name"] for category in document["categories"]}
+    written = {
+        names[a["category_id"]]: _filled(a["segmentation"], (300, 400)) for a in document["annotations"]
+    }
+    expected = {name: np.zeros((300, 400), dtype=np.uint8) for name in ("illustration", "graphic")}
+    cv2.ellipse(expected["illustration"], (150, 80), (100, 60), 0, 0, 360, 1, -1)
+    cv2.circle(expected["graphic"], (300, 200), 80, 1, -1)
+    assert written.keys() == expected.keys()
+    for name, mask in expected.items():
+        iou = (mask & written[name]).sum() / (mask | written[name]).sum()
+        assert iou > 0.97, (name, iou)

@@ -8,6 +8,7 @@ from pycocotools import mask as mask_utils
 
 _REPAIR_CANVAS_PIXELS = 4_000_000  # upper bound of the raster used to repair one polygon
 _PAIR_BUDGET = 2_000_000  # edge pairs compared per chunk when looking for crossings
+ELLIPSE_VERTICES = 64  # a circle of radius 500 px is then within 0.6 px of its polygon
 
 
 def parse_points(text: str) -> np.ndarray:
@@ -36,6 +37,12 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     left, right = sorted((x0, x1))
     top, bottom = sorted((y0, y1))
     return np.array([[left, top], [right, top], [right, bottom], [left, bottom]], dtype=np.float64)
+
+
+def ellipse_polygon(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """The ellipse of centre (cx, cy) and radii (rx, ry) as a polygon of `ELLIPSE_VERTICES` points on it."""
+    angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES, endpoint=False)
+    return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1)
 
 
 def clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, bool]:

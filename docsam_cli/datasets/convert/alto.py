@@ -21,7 +21,7 @@ import numpy as np
 from lxml import etree
 
 from docsam_cli.datasets.convert.base import ReadContext, referenced_image
-from docsam_cli.datasets.geometry import box_polygon, parse_points
+from docsam_cli.datasets.geometry import box_polygon, ellipse_polygon, parse_points
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
@@ -33,6 +33,11 @@ _LAYOUT_TAG_TYPES = frozenset(
     ("", "type", "region", "block", "blocktype", "block type", "line", "linetype", "line type", "structure")
 )
 _TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
+_SHAPE_KEYS = {
+    "Polygon": ("POINTS",),
+    "Ellipse": ("HPOS", "VPOS", "HLENGTH", "VLENGTH"),
+    "Circle": ("HPOS", "VPOS", "RADIUS", "RADIUS"),
+}
 
 
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
@@ -163,13 +168,33 @@ def _instance(
 
 
 def _outline(element: etree._Element) -> np.ndarray | None:
-    """Shape/Polygon POINTS when present, else the HPOS/VPOS/WIDTH/HEIGHT box (also for ellipses)."""
+    """The element's `Shape` (a Polygon's POINTS, an Ellipse or a Circle as a polygon along it) when it has
+    one, else its HPOS/VPOS/WIDTH/HEIGHT box. Raises ValueError."""
     shape = child(element, "Shape")
-    polygon = child(shape, "Polygon") if shape is not None else None
-    if polygon is not None and polygon.get("POINTS"):
-        return parse_points(polygon.get("POINTS"))
+    outline = _shape(shape) if shape is not None else None
+    if outline is not None:
+        return outline
     values = [element.get(key) for key in ("HPOS", "VPOS", "WIDTH", "HEIGHT")]
     if any(value is None for value in values):
         return None
     x, y, w, h = parse_points(" ".join(values)).reshape(-1)
     return box_polygon(x, y, x + w, y + h)
+
+
+def _shape(shape: etree._Element) -> np.ndarray | None:
+    """The first of ALTO's Polygon, Ellipse (HPOS/VPOS its centre, HLENGTH/VLENGTH its width and height) and
+    Circle (centre and RADIUS) in a Shape that states its coordinates, as points; None when there is none.
+    Raises ValueError."""
+    for element in shape:
+        name = local(element)
+        keys = _SHAPE_KEYS.get(name, ())
+        values = [element.get(key) for key in keys]
+        if not keys or any(value is None or not value.strip() for value in values):
+            continue
+        if name == "Polygon":
+            return parse_points(values[0])
+        numbers = parse_points(" ".join(values)).reshape(-1)  # Circle: RADIUS twice, as two radii
+        x, y = numbers[:2]
+        rx, ry = (numbers[2], numbers[3]) if name == "Circle" else (numbers[2] / 2, numbers[3] / 2)
+        return ellipse_polygon(x, y, rx, ry)
+    return None

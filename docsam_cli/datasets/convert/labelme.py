@@ -19,13 +19,12 @@ import numpy as np
 
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.fields import JsonField
-from docsam_cli.datasets.geometry import box_polygon
+from docsam_cli.datasets.geometry import box_polygon, ellipse_polygon
 from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.polygons import mask_contours
 
-_CIRCLE_VERTICES = 64
 _AREA_SHAPES = frozenset(("polygon", "rectangle", "rotation", "circle", "mask"))
 _POINT_COUNTS = {"rectangle": (2, 4), "rotation": (4,), "circle": (2,)}
 _OTHER_SHAPES = frozenset(("line", "linestrip", "point", "points"))
@@ -120,8 +119,7 @@ def _shape(shape: JsonField, notes: list[Note]) -> Instance | None:
         polygons = [box_polygon(*points[0], *points[1])]
     elif kind == "circle":
         radius = float(np.hypot(*(points[1] - points[0])))
-        angles = np.linspace(0, 2 * np.pi, _CIRCLE_VERTICES, endpoint=False)
-        polygons = [points[0] + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)]
+        polygons = [ellipse_polygon(*points[0], radius, radius)]
     else:
         if not len(points):
             raise shape["points"].expected("the mask's top-left corner")
