@@ -149,6 +149,28 @@ def test_a_name_in_another_unicode_normalization_is_found(tmp_path: Path, beside
     assert json.loads((out / "convert_report.json").read_text())["fixed"] == {note: 1}
 
 
+def test_percent_encoded_references_are_found(tmp_path: Path) -> None:
+    """`docsam segment` names a scan whose file name is not UTF-8 (`scan<0xFF>.png`) `scan%FF.png` in its
+    PAGE, ALTO and COCO output, and URL-style references write `Brief_für.png` as `Brief_f%C3%BCr.png`:
+    read back, such a page was 'not found'. A name found as written (`100%25.png` on disk) still wins."""
+    root = tmp_path / "gt"
+    pages = {  # reference: (file name on disk, width)
+        "scan%FF.png": (os.fsdecode(b"scan\xff.png"), 41),
+        "Brief_f%C3%BCr.png": ("Brief_f\u00fcr.png", 42),
+        "100%25.png": ("100%25.png", 43),
+        "file:///elsewhere/scan%FF.png": (os.fsdecode(b"scan\xff.png"), 41),
+    }
+    write_image(root / "scans" / "100%.png", 10, 10)  # what decoding "100%25.png" gives: not that page
+    for index, (reference, (name, width)) in enumerate(pages.items()):
+        write_image(root / "scans" / name, width, 30)
+        xml = page_xml(reference, width, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+        (root / f"{index}.xml").write_text(xml, encoding="utf-8")
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    counts, documents = layout_counts(tmp_path / "out")
+    assert len(documents) == 4 and sum(counts.values()) == 4
+
+
 def test_names_told_apart_only_by_unicode_normalization_get_their_own_output_names(tmp_path: Path) -> None:
     """Two scans named `für.png`, one composed and one decomposed, in two folders: they were written as two
     files whose names macOS (and SMB shares) take for one, so a copy of the dataset there lost a page."""

@@ -30,6 +30,7 @@ message names the file looked for and where.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -48,6 +49,7 @@ _COMMON_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".
 # one `docsam segment` reads.
 IMAGE_SUFFIXES = (*_COMMON_SUFFIXES, *sorted(READABLE_SUFFIXES - set(_COMMON_SUFFIXES)))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _NOTE_CASE = "image file name differs in letter case or Unicode normalization"
 _NOTE_SUFFIX = "image found under another file extension"
@@ -88,6 +90,10 @@ class ImageFinder:
     ) -> tuple[Path, str | None]:
         """The file `reference` (as written in `annotation`) names, and a note when it was a guess.
 
+        A URL's path is percent-decoded; another reference is taken as written, and then, where that finds
+        nothing, percent-decoded: `segment`'s outputs (and tools that write URL-style references) name
+        `scan\\xff.png` as `scan%FF.png`, `Seite ü.png` as `Seite%20%C3%BC.png`.
+
         `suffixes`: the extensions a file of the same stem may have (images; `.pdf` for PDFs). Raises
         ImageNotFound, whose message names what was looked for and where.
         """
@@ -95,7 +101,28 @@ class ImageFinder:
         if not text:
             raise ImageNotFound(f"no {label} file named")
         if _SCHEME.match(text):
-            text = unquote(urlparse(text).path)
+            text = _percent_decoded(urlparse(text).path)
+        elif _PERCENT.search(text):
+            try:
+                return self._find(text, reference, annotation, label, extra_dirs, suffixes)
+            except ImageNotFound as problem:
+                with contextlib.suppress(ImageNotFound):
+                    return self._find(
+                        _percent_decoded(text), reference, annotation, label, extra_dirs, suffixes
+                    )
+                raise problem from None
+        return self._find(text, reference, annotation, label, extra_dirs, suffixes)
+
+    def _find(
+        self,
+        text: str,
+        reference: str,
+        annotation: Path,
+        label: str,
+        extra_dirs: Sequence[str],
+        suffixes: Sequence[str],
+    ) -> tuple[Path, str | None]:
+        """`find` for the path `text` that `reference` gives."""
         posix = PurePosixPath(text.replace("\\", "/"))
         name = posix.name
         folder = annotation.parent
@@ -183,6 +210,11 @@ class ImageFinder:
         if folder not in self._indexes:
             self._indexes[folder] = _NameIndex(folder, self.skip)
         return self._indexes[folder]
+
+
+def _percent_decoded(text: str) -> str:
+    """`text` percent-decoded as a file name: UTF-8, other bytes as the file system's undecodable bytes."""
+    return unquote(text, errors="surrogateescape")
 
 
 def _ancestors(folder: Path, root: Path) -> list[Path]:
