@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from convert_helpers import layout_counts, run_cli, write_image
 from lxml import etree
+from PIL import Image
 
 from docsam_cli.datasets.convert.alto import read_alto
 
@@ -140,3 +141,26 @@ def test_an_ellipse_or_circle_shape_keeps_its_outline(tmp_path: Path) -> None:
     for name, mask in expected.items():
         iou = (mask & written[name]).sum() / (mask | written[name]).sum()
         assert iou > 0.97, (name, iou)
+
+
+def test_mm10_without_a_page_size_is_scaled_by_the_image_resolution(tmp_path: Path) -> None:
+    """ALTO relates mm10 and inch1200 to pixels by the image's resolution; `Page` WIDTH/HEIGHT are optional.
+    Such a file with a 300-dpi scan converts (a block at 254 mm10 = 1 inch is at pixel 300), where it was
+    refused; with a scan stating no resolution it is still one error line saying what is missing."""
+    for name, dpi in (("a.png", (300, 300)), ("b.png", None)):
+        Image.new("RGB", (600, 450), "white").save(tmp_path / name, **({"dpi": dpi} if dpi else {}))
+    for stem, unit, scale in (("a", "mm10", 254 / 300), ("b", "inch1200", 4)):
+        x, y, w, h = (round(v * scale, 3) for v in (300, 150, 150, 75))
+        (tmp_path / f"{stem}.xml").write_text(
+            f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>{unit}</MeasurementUnit>'
+            f"<sourceImageInformation><fileName>{stem}.png</fileName></sourceImageInformation>"
+            f'</Description><Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="{x}" VPOS="{y}" '
+            f'WIDTH="{w}" HEIGHT="{h}"/></PrintSpace></Page></Layout></alto>'
+        )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path, "--from", "alto", "--out", out)
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "b.xml" in line and "resolution" in line and "inch1200" in line
+    (annotation,) = json.loads((out / "coco" / "a.json").read_text())["annotations"]
+    assert np.allclose(annotation["bbox"], [300, 150, 150, 75], atol=0.01)

@@ -292,10 +292,7 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
     except _DECODE_ERRORS as error:
         raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
     pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
-    dpi = stated_dpi(image)  # of the stored pixels, whoever turned them upright
-    if dpi is not None and stored in _QUARTER_TURNS:
-        dpi = (dpi[1], dpi[0])
-    return Frame(pixels, exif_orientation(image) != 1, dpi)
+    return Frame(pixels, exif_orientation(image) != 1, upright_dpi(image, stored))
 
 
 class OpenTiffs:
@@ -414,6 +411,20 @@ def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
     except (TypeError, ValueError):
         return None
     return (x, y) if 0 < x < _MAX_STATED_DPI and 0 < y < _MAX_STATED_DPI else None
+
+
+def upright_dpi(image: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """`stated_dpi` (of the stored pixels, whoever turns them upright) for the upright pixels of an image
+    stored in EXIF `orientation` (`exif_orientation`, read before decoding)."""
+    dpi = stated_dpi(image)
+    return (dpi[1], dpi[0]) if dpi is not None and orientation in _QUARTER_TURNS else dpi
+
+
+def upright_header(image: Image.Image) -> tuple[tuple[int, int], tuple[float, float] | None]:
+    """The (width, height) and `upright_dpi` of an opened image's upright pixels, from its header alone."""
+    orientation = exif_orientation(image)
+    size = image.size[::-1] if orientation in _QUARTER_TURNS else image.size
+    return size, upright_dpi(image, orientation)
 
 
 def _states_resolution(image: Image.Image) -> bool:

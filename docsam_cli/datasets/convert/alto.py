@@ -10,11 +10,13 @@ and PRImA's PAGE-to-ALTO tables are `TYPE="table"`), and is only a container wit
 "text line" and `String`s "word" unless tagged.
 
 Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
-from the `Page` WIDTH/HEIGHT onto the image.
+from the `Page` WIDTH/HEIGHT onto the image, or, where the `Page` does not state them, by the resolution
+the image file states (ALTO: "the values for pixel will be related to the resolution of the image").
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
 from docsam_cli.datasets.xml import child, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.inputs.images import open_image, to_first_page, upright_header
 from docsam_cli.writers.alto_map import DOCSAM_CLASS
 
 BLOCK_NAMES = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
@@ -33,6 +36,7 @@ _LAYOUT_TAG_TYPES = frozenset(
     ("", "type", "region", "block", "blocktype", "block type", "line", "linetype", "line type", "structure")
 )
 _TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
+_UNITS_PER_INCH = {"mm10": 254.0, "inch1200": 1200.0}
 _SHAPE_KEYS = {
     "Polygon": ("POINTS",),
     "Ellipse": ("HPOS", "VPOS", "HLENGTH", "VLENGTH"),
@@ -63,10 +67,10 @@ def read_alto(
     unit = _text(description, "MeasurementUnit")
     width, height = _number(path, page, "WIDTH"), _number(path, page, "HEIGHT")
     relative = unit != "pixel"
-    if relative and (not width or not height):
-        raise InputError(path, f"<Page> WIDTH/HEIGHT are needed to scale '{unit or 'unstated'}' units")
     notes: list[Note] = []
     image, problem = _image(path, finder or ImageFinder(root), description, notes)
+    if relative and (not width or not height) and image.path is not None:  # not found: reported as such
+        width, height = _size_from_resolution(path, image.path, unit)
     tags = _tags(document)
     instances = [
         instance
@@ -76,6 +80,22 @@ def read_alto(
     return SourcePage(
         path, image, width or None, height or None, instances, relative, image_problem=problem, notes=notes
     )
+
+
+def _size_from_resolution(path: Path, image: Path, unit: str | None) -> tuple[float, float]:
+    """The page's size in `unit` (mm10, inch1200) from the image's pixels and the resolution its file states,
+    as ALTO relates these units to pixels, for a `<Page>` that does not state its WIDTH and HEIGHT. Raises
+    InputError when there is no such resolution."""
+    per_inch = _UNITS_PER_INCH.get(unit or "")
+    dpi = None
+    if per_inch is not None:
+        with contextlib.suppress(InputError), open_image(image) as opened:  # unreadable: reported later
+            to_first_page(image, opened)
+            size, dpi = upright_header(opened)
+    if dpi is None:
+        why = "" if per_inch is None else " (or an image stating its resolution)"
+        raise InputError(path, f"<Page> WIDTH/HEIGHT{why} are needed to scale '{unit or 'unstated'}' units")
+    return size[0] * per_inch / dpi[0], size[1] * per_inch / dpi[1]
 
 
 def _text(parent: etree._Element | None, *path: str) -> str | None:
