@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from convert_helpers import layout_counts, run_cli, write_image
@@ -87,6 +88,24 @@ def test_rle_segmentations_become_polygons_of_the_same_mask(tmp_path: Path) -> N
         assert (traced == mask).all()  # contours through boundary pixel centres, filled inclusively
     report = json.loads((out / "convert_report.json").read_text())
     assert report["fixed"] == {"RLE mask traced to polygons": 2}
+
+
+def test_overlapping_polygons_of_one_annotation_keep_their_overlap(tmp_path: Path) -> None:
+    """An L-shaped region annotated as two overlapping rectangles (one COCO annotation, the union of its
+    polygons as pycocotools reads it): written as two polygons, the reference's loader and docsam's trainer,
+    which draw an instance's polygons in one `cv2.fillPoly`, left the overlap out (even-odd rule), a hole
+    of 15 x 10 pixels in the region. The polygons are now merged into the outline of their union."""
+    parts = [[5, 5, 35, 5, 35, 20, 5, 20], [20, 10, 50, 10, 50, 35, 20, 35]]
+    path = _coco_file(tmp_path / "src", [{"category_id": 1, "segmentation": parts, "iscrowd": 0}])
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", path, "--from", "coco", "--out", out).exit_code == 0
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    drawn = np.zeros((40, 60), dtype=np.uint8)  # as the reference draws the instance
+    cv2.fillPoly(drawn, [np.reshape(p, (-1, 2)).astype(np.int32) for p in annotation["segmentation"]], 1)
+    union = mask_utils.decode(fill_polygons([np.reshape(p, (-1, 2)).astype(float) for p in parts], 40, 60))
+    assert (drawn == union).all()
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["fixed"] == {"overlapping polygons merged": 1}
 
 
 def _uncompressed_counts(mask: np.ndarray) -> list[int]:

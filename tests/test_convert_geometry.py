@@ -32,7 +32,7 @@ def test_crossings_are_found_and_touching_is_not() -> None:
     rng = np.random.default_rng(1)
     star = np.stack([np.cos(np.arange(5) * 4 * np.pi / 5), np.sin(np.arange(5) * 4 * np.pi / 5)], 1) * 50 + 60
     assert geometry.self_intersects(star + rng.normal(0, 0.01, star.shape))
-    parts = geometry.repair(star)
+    parts = geometry.repair([star])
     assert parts and not any(geometry.self_intersects(part) for part in parts)
     # The repaired outline is the star's own (a simple decagon), the inner pentagon included once.
     angles = np.arange(10) * np.pi / 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -99,20 +101,23 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
-def repair(points: np.ndarray) -> list[np.ndarray]:
-    """Replace a self-intersecting outline by the outer contours of the area it encloses.
+def repair(polygons: list[np.ndarray]) -> list[np.ndarray]:
+    """Replace outlines that cross themselves or overlap each other by the outer contours of the area they
+    cover together.
 
-    The polygon is rasterised (up to 4x finer than the page for small regions) and traced back, so a
-    figure-eight becomes its two lobes. Coordinates stay within a fraction of a pixel of the original.
+    The polygons are rasterised (up to 4x finer than the page for small regions) and traced back, so a
+    figure-eight becomes its two lobes and overlapping parts one outline. Coordinates stay within a
+    fraction of a pixel of the original.
     """
-    low = np.floor(points.min(axis=0)) - 1
-    extent = np.ceil(points.max(axis=0)) - low + 2
+    stacked = np.concatenate(polygons)
+    low = np.floor(stacked.min(axis=0)) - 1
+    extent = np.ceil(stacked.max(axis=0)) - low + 2
     factor = 4
     while factor > 1 and extent[0] * extent[1] * factor * factor > _REPAIR_CANVAS_PIXELS:
         factor //= 2
     canvas = np.zeros((int(extent[1] * factor), int(extent[0] * factor)), dtype=np.uint8)
-    scaled = np.round((points - low) * factor).astype(np.int32)
-    cv2.fillPoly(canvas, [scaled], 1)
+    for points in polygons:  # one by one: drawn together, their overlaps would cancel out (even-odd)
+        cv2.fillPoly(canvas, [np.round((points - low) * factor).astype(np.int32)], 1)
     contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     repaired = []
     for contour in contours:
@@ -120,6 +125,39 @@ def repair(points: np.ndarray) -> list[np.ndarray]:
         if len(outline) >= 3 and area(outline) > 0:
             repaired.append(outline)
     return repaired
+
+
+def overlap(polygons: list[np.ndarray]) -> bool:
+    """Whether the polygons of one instance cover pixels in common: `cv2.fillPoly` drawing them together, as
+    the reference's loader and docsam's trainer draw an instance, leaves such pixels out (even-odd rule).
+    Pairs are drawn in the window where their bounding boxes meet."""
+    points = [polygon.astype(np.int32) for polygon in polygons]
+    lows = np.array([polygon.min(axis=0) for polygon in points])
+    highs = np.array([polygon.max(axis=0) for polygon in points])
+    for first, second in _meeting_boxes(lows, highs):
+        low = np.maximum(lows[first], lows[second])
+        high = np.minimum(highs[first], highs[second]) + 1
+        pair = [points[first] - low, points[second] - low]
+        together = np.zeros((high[1] - low[1], high[0] - low[0]), dtype=np.uint8)
+        cv2.fillPoly(together, pair, 1)
+        for polygon in pair:
+            apart = np.zeros_like(together)
+            cv2.fillPoly(apart, [polygon], 1)
+            if (apart > together).any():
+                return True
+    return False
+
+
+def _meeting_boxes(lows: np.ndarray, highs: np.ndarray) -> Iterator[tuple[int, int]]:
+    """The pairs of boxes (corners `lows`, `highs`, inclusive) that share a pixel, by a sweep along x."""
+    order = np.argsort(lows[:, 0], kind="stable")
+    starts = lows[order, 0]
+    for position, first in enumerate(order):
+        end = np.searchsorted(starts, highs[first, 0], side="right")
+        others = order[position + 1 : end]
+        meet = (lows[others, 1] <= highs[first, 1]) & (lows[first, 1] <= highs[others, 1])
+        for second in others[meet]:
+            yield int(first), int(second)
 
 
 def polygons_rle(polygons: list[np.ndarray], height: int, width: int) -> dict:

@@ -27,7 +27,9 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
     """Clean instances for a `width` x `height` page.
 
     Per polygon: drop repeated points, clamp into the page as the reference loader does, drop what has fewer
-    than 3 points or no area, split self-intersecting outlines into simple ones. An instance left with no
+    than 3 points or no area, split self-intersecting outlines into simple ones. Polygons of one instance
+    that overlap are merged into the outline of their union (drawn together by `cv2.fillPoly`, as the
+    reference draws an instance, the overlap would be a hole). An instance left with no
     polygon is dropped; a stated bbox is clamped like the reference loader does, otherwise derived.
     """
     kept: list[Instance] = []
@@ -42,7 +44,9 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
                 off_page |= outside
                 points = drop_repeats(points)
             # Crossings first: the signed lobes of a figure-eight cancel out in the shoelace area.
-            parts = geometry.repair(points) if len(points) >= 4 and geometry.self_intersects(points) else None
+            parts = (
+                geometry.repair([points]) if len(points) >= 4 and geometry.self_intersects(points) else None
+            )
             if parts:
                 repaired = True
                 polygons.extend(parts)
@@ -50,6 +54,9 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
                 polygons.append(points)
             else:
                 degenerate = True
+        overlapping = len(polygons) > 1 and geometry.overlap(polygons)
+        if overlapping:
+            polygons = geometry.repair(polygons)
         where = instance.where
         if not polygons:
             reason = "outside the page" if off_page else "fewer than 3 points or no area"
@@ -59,6 +66,8 @@ def rectify(instances: list[Instance], width: int, height: int) -> tuple[list[In
             notes.append(Note("fixed", "clamped to the page", where))
         if repaired:
             notes.append(Note("fixed", "self-intersecting polygon repaired", where))
+        if overlapping:
+            notes.append(Note("fixed", "overlapping polygons merged", where))
         if degenerate:
             notes.append(Note("fixed", "degenerate polygon part removed", where))
         bbox = clamp_box(instance.bbox, width, height) if instance.bbox is not None else None
