@@ -253,3 +253,18 @@ def test_segment_overlays_and_label_maps_are_never_the_image(rendering: str, tmp
     result = run_cli("convert-dataset", coco, "--from", "coco", "--images", scans, "-o", converted)
     assert result.exit_code == 0, result.stderr
     assert (converted / "image" / "p.png").read_bytes() == (scans / "p.png").read_bytes()
+
+
+def test_an_empty_polygon_gives_way_to_the_bbox(tmp_path: Path) -> None:
+    """`"segmentation": [[]]` beside a bbox (box-only annotations as some exporters write them) is a polygon
+    of fewer than 3 points, which gives way to the bbox: it made the whole image fail ('expected a
+    polygon ..., got an empty list (its image a.png is left out)')."""
+    empty = {"category_id": 1, "segmentation": [[]], "bbox": [10, 5, 20, 10], "iscrowd": 0}
+    path = _coco_file(tmp_path / "src", [empty])
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    assert annotation["segmentation"] == [[10, 5, 30, 5, 30, 15, 10, 15]]
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["fixed"] == {"polygon of fewer than 3 points left out": 1}

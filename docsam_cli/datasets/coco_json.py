@@ -211,8 +211,10 @@ def read_polygons(field: JsonField) -> list[np.ndarray]:
 
 
 def _polygon(field: JsonField) -> np.ndarray:
+    """One polygon; an empty one (`[[]]`, as some exporters write a box alone) is a polygon of no point,
+    which gives way to the bbox as any of fewer than 3 points does."""
     values = field.value
-    if not isinstance(values, list) or not values:
+    if not isinstance(values, list):
         raise field.expected("a polygon (a list of numbers x1, y1, x2, y2, ...)")
     if not all(is_number(value) for value in values):
         for value in field.items():
