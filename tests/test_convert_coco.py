@@ -268,3 +268,31 @@ def test_an_empty_polygon_gives_way_to_the_bbox(tmp_path: Path) -> None:
     assert annotation["segmentation"] == [[10, 5, 30, 5, 30, 15, 10, 15]]
     report = json.loads((out / "convert_report.json").read_text())
     assert report["fixed"] == {"polygon of fewer than 3 points left out": 1}
+
+
+def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:
+    """An image entry without width and height (its image file gives them) whose RLE masks are 30 x 20: the
+    masks were of another image (or a scaled one) and were laid onto the 60 x 40 page as they are, where
+    `evaluate` refuses them; the page is now one error line, and the other images still convert."""
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[2:10, 5:20] = 1
+    compressed = mask_utils.encode(np.asfortranarray(mask))
+    compressed["counts"] = compressed["counts"].decode()
+    write_image(tmp_path / "a.png", 60, 40)
+    write_image(tmp_path / "b.png", 30, 20)
+    document = {
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 1, "segmentation": compressed, "iscrowd": 0}
+            for i in (1, 2)
+        ],
+        "categories": [{"id": 1, "name": "figure"}],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path / "annotations.json", "--from", "coco", "--out", out)
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "a.png is 60x40" in line and "30x20" in line
+    counts, documents = layout_counts(out)
+    assert list(documents) == ["b.png"] and counts == {"figure": 1}

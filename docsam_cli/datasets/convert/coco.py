@@ -31,7 +31,10 @@ def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
     dataset = read_dataset(path, sizes_required=False)
     yield from dataset.errors
     for image in dataset.images:
-        yield image.error if image.error is not None else _page(path, image, context.finder)
+        try:
+            yield image.error if image.error is not None else _page(path, image, context.finder)
+        except InputError as error:
+            yield error
 
 
 def find_image(finder: ImageFinder, path: Path, image: CocoImage) -> tuple[Path, str | None]:
@@ -58,15 +61,30 @@ def _page(path: Path, image: CocoImage, finder: ImageFinder) -> SourcePage:
         reference = ImageRef(Path(image.file_name.replace("\\", "/")).name)
         problem = f"{image.where}: {error}"
     instances = [_instance(annotation, notes) for annotation in image.annotations]
+    width, height = _stated_size(path, image)
     return SourcePage(
         path,
         reference,
-        image.width,
-        image.height,
+        width,
+        height,
         [instance for instance in instances if instance is not None],
         image_problem=problem,
         notes=notes,
     )
+
+
+def _stated_size(path: Path, image: CocoImage) -> tuple[int | None, int | None]:
+    """The entry's width and height; where it leaves them out, those of its RLE masks (COCO: the size of
+    their image), so that masks made for another size are refused as a size mismatch, as `evaluate`
+    refuses them, instead of being laid onto the image. Raises InputError for masks of different sizes."""
+    sizes = {tuple(annotation.rle["size"]) for annotation in image.annotations if annotation.rle is not None}
+    if image.size is not None or not sizes:
+        return image.width, image.height
+    if len(sizes) > 1:
+        shown = ", ".join(str(list(size)) for size in sorted(sizes))
+        raise InputError(path, f"{image.where}: its RLE masks are of different sizes ({shown})")
+    height, width = sizes.pop()
+    return image.width or width, image.height or height
 
 
 def annotation_polygons(annotation: CocoAnnotation) -> list[np.ndarray]:
