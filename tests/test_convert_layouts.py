@@ -118,6 +118,28 @@ def test_collections_with_the_same_image_names_are_told_apart(tmp_path: Path) ->
     assert "c3/0001.xml" in line and "2 files of that name" in line and "--images" in line
 
 
+def test_two_annotation_files_of_one_image_are_one_page_and_an_error(tmp_path: Path) -> None:
+    """An OCR-D workspace with two PAGE file groups of the same scans (regions in one, lines in the other):
+    each scan was written twice, `0001.png` and `0001-2.png`, each copy without the other's instances
+    (training on each that the other's are background) and, with --split, often in train and val alike.
+    The image is converted with the first file; the second is an error line naming both, as `evaluate`
+    refuses a second ground truth of an image."""
+    root = tmp_path / "data"
+    write_image(root / "OCR-D-IMG" / "0001.png", 40, 30)
+    for group, element in (("OCR-D-GT-SEG-BLOCK", "TextRegion"), ("OCR-D-GT-SEG-LINE", "TextLine")):
+        (root / group).mkdir()
+        xml = page_xml("OCR-D-IMG/0001.png", 40, 30, [(element, None, "1,1 9,1 9,9")])
+        (root / group / "0001.xml").write_text(xml)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "--level", "regions,lines", "-o", out)
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "OCR-D-GT-SEG-LINE/0001.xml" in line and "OCR-D-GT-SEG-BLOCK/0001.xml" in line
+    assert "0001.png was converted already" in line
+    counts, documents = layout_counts(out)
+    assert list(documents) == ["0001.png"] and counts == {"text": 1}
+
+
 def test_an_image_saved_since_under_any_extension_segment_reads_is_found(tmp_path: Path) -> None:
     """The PAGE file names `0001.png`; the scan beside it was saved since as `0001.jfif` (a JPEG under an
     extension `docsam segment` reads too): found as the same stem in another format, and said so."""
@@ -158,7 +180,7 @@ def test_percent_encoded_references_are_found(tmp_path: Path) -> None:
         "scan%FF.png": (os.fsdecode(b"scan\xff.png"), 41),
         "Brief_f%C3%BCr.png": ("Brief_f\u00fcr.png", 42),
         "100%25.png": ("100%25.png", 43),
-        "file:///elsewhere/scan%FF.png": (os.fsdecode(b"scan\xff.png"), 41),
+        "file:///elsewhere/scan%FE.png": (os.fsdecode(b"scan\xfe.png"), 44),
     }
     write_image(root / "scans" / "100%.png", 10, 10)  # what decoding "100%25.png" gives: not that page
     for index, (reference, (name, width)) in enumerate(pages.items()):

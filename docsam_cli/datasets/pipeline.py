@@ -121,6 +121,7 @@ def _build(
     names = _NameAllocator()
     pages: list[layout.LayoutPage] = []
     skipped: list[WrongFormat] = []  # files of another format found by the walk
+    converted: dict[str, Path] = {}  # image file (real path) → the annotation file it was converted from
 
     def context_for(root: Path) -> ReadContext:
         return ReadContext(
@@ -134,11 +135,14 @@ def _build(
             report.add_error(item)
             continue
         try:
+            _check_not_converted(item, converted)
             width, height, data = _image(item)
             instances = _instances(item, width, height, options.classes, report)
         except InputError as error:
             report.add_error(error)
             continue
+        if item.image.path is not None:
+            converted[os.path.realpath(item.image.path)] = item.source
         name = names.allocate(item.image.name)
         with _writing(options.out):
             _place_image(item, data, pool / name, options.symlink)
@@ -161,6 +165,21 @@ def _nothing_read(options: ConvertOptions, report: ConversionReport, skipped: in
     else:
         why = f"nothing in the {options.fmt.name} format there, {other}: check --from"
     return f"no image read from {sources} ({why}); nothing written to {display_path(options.out)}"
+
+
+def _check_not_converted(page: SourcePage, converted: dict[str, Path]) -> None:
+    """Refuse a page whose image file an earlier annotation file (or entry) was converted with, as `evaluate`
+    refuses a second ground truth of an image: two copies of the scan, each without the other's regions,
+    would teach the model that those are background, and could land in different splits. Raises
+    InputError."""
+    image = os.path.realpath(page.image.path) if page.image.path is not None else None
+    first = converted.get(image) if image is not None else None
+    if first is not None:
+        raise InputError(
+            page.source,
+            f"image {display_path(Path(image))} was converted already, with {display_path(first)} "
+            "(one annotation per image: merge them, or convert them separately)",
+        )
 
 
 def _image(page: SourcePage) -> tuple[int, int, bytes | None]:
