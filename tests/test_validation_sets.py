@@ -135,3 +135,37 @@ def test_a_prompted_class_no_validated_page_annotates_is_a_false_positive_as_in_
     monkeypatch.setattr(validation, "segment_pages", lambda *args, **kwargs: [predicted])
     metrics = validator(object())
     assert metrics["mAF"] == pytest.approx(0.5) and metrics["mIoU"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
+    """A list.txt saved by Notepad (UTF-8 with a byte order mark) or by PowerShell (`> list.txt`: UTF-16)
+    was read as plain UTF-8: the first page became '\\ufeffa.png', whose json training (`error: …/coco/
+    \\ufeffa.json: cannot read the annotations`) and evaluate did not find, and a UTF-16 list stopped
+    training with an error naming no file (exit 1) and evaluate with an internal error. The mark announces
+    the encoding, as in segment's path lists; a list that is not in it is one error naming the list."""
+    from training_helpers import write_layout
+
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.errors import InputError
+    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    image = np.full((60, 80, 3), 200, np.uint8)
+    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    (root / "list.txt").write_text("a.png\r\nb.png\r\n", encoding=encoding)
+    dataset = LayoutDataset(root)
+    assert dataset.image_names == ["a.png", "b.png"]
+    assert dataset.load(0)[1].instances and dataset.category_count() == 1
+    truth = load_ground_truth(root, "unified", frozenset())
+    assert [image.name for image in truth.images] == ["a", "b"] and not truth.errors
+
+    (root / "list.txt").write_bytes(b"\xff\xfea\x00.")  # UTF-16's mark, then an odd byte count
+    with pytest.raises(DatasetError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
+        LayoutDataset(root)
+    with pytest.raises(InputError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
+        load_ground_truth(root, "unified", frozenset())

@@ -171,10 +171,7 @@ def _from_split(folder: Path) -> GroundTruth:
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
     declared: dict[int | str, set[str]] = defaultdict(set)  # category id → the classes jsons give it
-    for line in layout.list_file(folder, "test").read_text(encoding="utf-8").splitlines():
-        name = line.strip()
-        if not name:
-            continue
+    for name in layout.list_names(folder, "test"):
         path = folder / "coco" / f"{Path(name).stem}.json"
         try:
             dataset = read_dataset(path, sizes_required=True)

@@ -25,6 +25,8 @@ from pathlib import Path, PurePath
 from docsam_cli.datasets import geometry
 from docsam_cli.datasets.classes import BACKGROUND
 from docsam_cli.datasets.records import Instance
+from docsam_cli.errors import InputError
+from docsam_cli.inputs.sources import decode_list
 
 DATASET_FILE = "dataset.json"
 LIST_FILE = "list.txt"
@@ -132,6 +134,21 @@ def list_file(folder: Path, stage: str | None = None) -> Path:
     if preferred and (folder / preferred).is_file():
         return folder / preferred
     return folder / LIST_FILE
+
+
+def list_names(folder: Path, stage: str | None = None) -> list[str]:
+    """The image names of the list a stage reads (`list_file`), one per line, blank lines skipped. A list
+    made by hand on Windows may open with a byte order mark (Notepad's UTF-8, PowerShell's UTF-16), which
+    announces its encoding as in `segment`'s path lists. Raises InputError naming the list when it cannot
+    be read."""
+    path = list_file(folder, stage)
+    try:
+        text = decode_list(path.read_bytes())
+    except OSError as error:
+        raise InputError(path, f"cannot read it ({error.strerror or error})") from None
+    except ValueError as error:
+        raise InputError(path, str(error)) from None
+    return [name for name in (line.strip() for line in text.splitlines()) if name]
 
 
 def dataset_name(folder: Path) -> str:

@@ -150,15 +150,16 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
     """
     raw = stream.buffer if hasattr(stream, "buffer") else stream
     data = raw.read()
-    text = _decode_list(data) if isinstance(data, bytes) else data.removeprefix(BYTE_ORDER_MARK)
+    text = decode_list(data) if isinstance(data, bytes) else data.removeprefix(BYTE_ORDER_MARK)
     if "\0" in text:
         return [entry for entry in text.split("\0") if entry]
     lines = (line.removesuffix("\r") for line in text.split("\n"))
     return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
 
 
-def _decode_list(data: bytes) -> str:
-    """A path list's text, in the encoding its byte order mark announces (see `read_path_list`)."""
+def decode_list(data: bytes) -> str:
+    """A path list's text, in the encoding its byte order mark announces (see `read_path_list`), without
+    the mark. Raises ValueError for a list that is not in the encoding its mark announces."""
     for mark, encoding in _LIST_ENCODINGS:
         if data.startswith(mark):
             body = data[len(mark) :]

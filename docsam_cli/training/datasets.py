@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from docsam_cli.datasets import layout
+from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import load_frame
 from docsam_cli.training.annotations import (
     AnnotationError,
@@ -52,12 +53,12 @@ class LayoutDataset:
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
         self.name = name if name is not None else layout.dataset_name(self.root)
         self._categories: tuple[str, ...] | None = None
-        list_file = layout.list_file(self.root, stage)
-        self.image_names = [
-            line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        try:
+            self.image_names = layout.list_names(self.root, stage)
+        except InputError as error:
+            raise DatasetError(str(error)) from None
         if not self.image_names:
-            raise DatasetError(f"{list_file}: lists no images")
+            raise DatasetError(f"{layout.list_file(self.root, stage)}: lists no images")
 
     def __len__(self) -> int:
         return len(self.image_names)
