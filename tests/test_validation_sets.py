@@ -169,3 +169,25 @@ def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
         LayoutDataset(root)
     with pytest.raises(InputError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
         load_ground_truth(root, "unified", frozenset())
+
+
+def test_a_validation_page_whose_json_evaluate_cannot_read_says_why(tmp_path):
+    """A `--val` page whose json evaluate's reader refuses (here `"iscrowd": "0"`, which training reads)
+    stopped the run with '…/val: no ground truth for a.png' although coco/a.json is there; the error now
+    adds the reason evaluate gives, naming the json and the field."""
+    from training_helpers import write_layout
+
+    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+
+    annotation = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20], "iscrowd": "0"}
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [annotation],
+    }
+    root = write_layout(tmp_path / "val", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    with pytest.raises(DatasetError) as raised:
+        LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    message = str(raised.value)
+    assert message.startswith(f"{root}: no ground truth for a.png: ")
+    assert "coco/a.json: annotations[0].iscrowd: expected 0 or 1, got '0'" in message

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from docsam_cli.datasets.ground_truth import GtImage, load_ground_truth
+from docsam_cli.errors import InputError
 from docsam_cli.evaluation import evaluate
 from docsam_cli.training.datasets import DatasetError, LayoutDataset
 from docsam_cli.training.settings import METRICS
@@ -33,14 +34,13 @@ class LayoutValidator:
         self.geometry = geometry
         self.sets: list[tuple[str, list[Page]]] = []
         for dataset in datasets:
-            truth = {
-                image.name: image for image in load_ground_truth(dataset.root, "unified", frozenset()).images
-            }
+            ground_truth = load_ground_truth(dataset.root, "unified", frozenset())
+            truth = {image.name: image for image in ground_truth.images}
             pages: list[Page] = []
             for index in range(min(max_images, len(dataset))):
                 key = os.path.splitext(os.path.basename(dataset.image_names[index]))[0]
                 if key not in truth:
-                    raise DatasetError(f"{dataset.root}: no ground truth for {dataset.image_names[index]}")
+                    raise _no_ground_truth(dataset, index, ground_truth.errors)
                 image, page = dataset.load(index)
                 pages.append((image, truth[key], list(dataset.page_classes(page))))
             self.sets.append((dataset.name, pages))
@@ -66,6 +66,14 @@ class LayoutValidator:
         scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
         scores.update({"mAF": result.maf, "mIoU": result.miou})
         return {key: float(value or 0.0) for key, value in scores.items()}
+
+
+def _no_ground_truth(dataset: LayoutDataset, index: int, errors: Sequence[InputError]) -> DatasetError:
+    """The error of a validation page that has no ground truth, with the reason `evaluate` gives for its
+    json where it could not read it."""
+    message = f"{dataset.root}: no ground truth for {dataset.image_names[index]}"
+    reasons = [str(error) for error in errors if error.path == dataset.json_path(index)]
+    return DatasetError(f"{message}: {reasons[0]}" if reasons else message)
 
 
 def unique_labels(names: Sequence[str]) -> list[str]:
