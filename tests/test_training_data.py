@@ -128,6 +128,38 @@ def test_rectification_follows_the_reference_loader() -> None:
     assert by_area.instances[0].box.tolist() == [20, 20, 60, 30]
 
 
+def test_an_rle_mask_trains_as_its_shape_not_as_its_box() -> None:
+    """A per-image json whose segmentation is an RLE (as pycocotools writes it; `evaluate` and `--val` read
+    it as the mask) was trained as its bbox's rectangle, and one without a bbox was dropped, both without a
+    word; its outline is now traced as `convert-dataset --from coco` traces it, and an RLE that cannot be
+    read is an AnnotationError naming the annotation."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((100, 80), dtype=np.uint8)
+    mask[10:40, 10:20] = 1
+    mask[30:40, 10:50] = 1  # an L: its box is mostly background
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    compressed = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    runs = [1000, 70, 30, 70, 30, 70]  # column-major: rows 0-69 of columns 10-12
+    uncompressed = {"size": [100, 80], "counts": [*runs, 8000 - sum(runs)]}
+    annotations = [
+        {"id": 1, "category_id": 1, "bbox": [10, 10, 40, 30], "segmentation": compressed},
+        {"id": 2, "category_id": 1, "segmentation": compressed},  # no bbox
+        {"id": 3, "category_id": 1, "segmentation": uncompressed},
+    ]
+    page = rectify(coco(annotations, [(1, "table")]))
+    targets = rasterise(page.instances, 2, (100, 80))
+    assert np.array_equal(targets.instance_masks[0].numpy(), mask.astype(bool))
+    assert np.array_equal(targets.instance_masks[1].numpy(), mask.astype(bool))
+    assert page.instances[1].box.tolist() == [10, 10, 50, 40]
+    assert targets.instance_masks[2].numpy()[:70, 10:13].all() and targets.instance_masks[2].sum() == 210
+
+    smaller = {"size": [50, 80], "counts": compressed["counts"]}
+    wrong_size = {"id": 4, "category_id": 1, "segmentation": smaller}
+    with pytest.raises(AnnotationError, match=r"annotation 4: bad RLE \(segmentation.size: \[50, 80\]"):
+        rectify(coco([wrong_size], [(1, "table")]))
+
+
 def square(label: int, x1: float, y1: float, x2: float, y2: float) -> Instance:
     points = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
     return Instance(label, np.array([x1, y1, x2, y2], dtype=np.float64), (points,), (x2 - x1) * (y2 - y1))

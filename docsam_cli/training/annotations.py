@@ -5,7 +5,8 @@ One COCO json per image (`coco/<stem>.json` of the unified layout). `rectify` ap
 category ids, drop `_background_` (and `text word` when `table` exists), sort the category names (Python
 order) — that order defines the labels — clamp boxes and polygons into the image, derive a missing box from
 the polygons or a missing polygon from the box. An annotation whose category is none of the listed ones is
-an AnnotationError (the reference drops it without a word). `PageAnnotations.scaled` then maps the
+an AnnotationError (the reference drops it without a word), and an RLE segmentation (which the reference
+cannot read) is traced to its outlines as `convert-dataset` traces it. `PageAnnotations.scaled` then maps the
 coordinates onto the decoded image and sorts the instances by polygon area, largest first (the GT order the
 matcher sees; it is not re-sorted after augmentation).
 """
@@ -15,11 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from docsam_cli.datasets.classes import BACKGROUND, dropped_by_loader
+from docsam_cli.datasets.coco_json import read_rle
+from docsam_cli.datasets.fields import JsonField
+from docsam_cli.errors import InputError
+from docsam_cli.polygons import mask_contours
 
 
 class AnnotationError(ValueError):
@@ -95,7 +101,7 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
 
     instances = []
     for annotation in coco.get("annotations", []):
-        polygons = _polygons(annotation)
+        polygons = _polygons(annotation, (height, width))
         box = annotation.get("bbox")
         has_box = isinstance(box, list | tuple) and len(box) == 4
         if not has_box and not polygons:
@@ -149,12 +155,14 @@ def _box_numbers(annotation: Mapping[str, Any]) -> tuple[float, ...]:
     return numbers
 
 
-def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
+def _polygons(annotation: Mapping[str, Any], size: tuple[int, int]) -> list[np.ndarray]:
     segmentation = annotation.get("segmentation")
     if not segmentation and annotation.get("poly"):
         segmentation = [annotation["poly"]]
+    if isinstance(segmentation, dict):
+        return _rle_polygons(annotation, segmentation, size)
     if not isinstance(segmentation, list):
-        return []  # RLE masks are not part of the unified layout (the reference cannot read them either)
+        return []
     try:
         polygons = [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
     except (TypeError, ValueError) as error:
@@ -162,6 +170,22 @@ def _polygons(annotation: Mapping[str, Any]) -> list[np.ndarray]:
     if not all(np.isfinite(polygon).all() for polygon in polygons):
         raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon (not a finite number)")
     return polygons
+
+
+def _rle_polygons(
+    annotation: Mapping[str, Any], segmentation: Mapping[str, Any], size: tuple[int, int]
+) -> list[np.ndarray]:
+    """The outlines of an RLE mask, traced as `convert-dataset` traces them (the reference reads polygons
+    only, and `evaluate` and `--val` read the mask itself): an RLE is not left to its bbox's rectangle.
+    Raises AnnotationError for an RLE that cannot be read or is not of the image's size."""
+    from pycocotools import mask as mask_utils
+
+    field = JsonField(Path("json"), segmentation, "segmentation")
+    try:
+        rle = read_rle(field, size)
+    except InputError as error:
+        raise AnnotationError(f"annotation {annotation.get('id')}: bad RLE ({error.reason})") from None
+    return mask_contours(mask_utils.decode(rle))
 
 
 def _clamp_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
