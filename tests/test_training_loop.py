@@ -40,7 +40,7 @@ from docsam_cli.training.checkpoints import (
 from docsam_cli.training.data import MixedTrainingData, collate
 from docsam_cli.training.datasets import LayoutDataset
 from docsam_cli.training.launch import resume_point
-from docsam_cli.training.run_log import read_log
+from docsam_cli.training.run_log import LOG_FILE, RunLog, read_log
 from docsam_cli.training.sample_random import SeededRandom
 from docsam_cli.training.settings import (
     AugmentSettings,
@@ -357,6 +357,22 @@ def test_best_keeps_its_weights_with_their_metrics_when_replacing_it_fails(
     assert (output / "best" / MODEL_FILE).read_bytes() != published
     assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 4, "mAP": 0.7}
     assert sorted(path.name for path in output.iterdir()) == ["best"]
+
+
+@pytest.mark.parametrize("torn", ['{"step": 3, "loss": 7', "\0" * 40])
+def test_a_log_torn_by_a_full_disk_or_a_crash_does_not_stop_the_resume(torn: str, tmp_path: Path) -> None:
+    """A run stopped while writing a line of log.jsonl (a full disk, which the README says to --resume
+    from once there is room; a crashed node, which leaves NUL bytes) left a torn last line, and --resume
+    stopped at once with 'error: Expecting ',' delimiter: line 1 column 22 (char 21)'. The torn line is
+    left out: the resumed log reads as if the run had never stopped."""
+    kept = [{"step": 1, "loss": 2.0, "lr": 1e-3}, {"step": 2, "validation": {"mAP": 0.5}}]
+    lines = "".join(json.dumps(record) + "\n" for record in kept)
+    (tmp_path / LOG_FILE).write_text(lines + torn, encoding="utf-8")
+    log = RunLog(tmp_path, start_step=2)
+    log.write({"step": 3, "loss": 1.0, "lr": 1e-3})
+    log.close()
+    assert read_log(tmp_path) == [*kept, {"step": 3, "loss": 1.0, "lr": 1e-3}]
+    assert (tmp_path / LOG_FILE).read_text(encoding="utf-8").count("\n") == 3
 
 
 @pytest.mark.parametrize("swapping_best", [False, True])

@@ -40,10 +40,20 @@ def run_settings(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
 
 
 def read_log(output: Path) -> list[dict[str, Any]]:
+    """The records of `log.jsonl`. A line that is no record is left out: the torn last line of a run that
+    stopped while writing it (a full disk, a crashed node), which would otherwise stop `--resume`."""
     path = output / LOG_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
 
 
 class RunLog:
