@@ -1,4 +1,4 @@
-"""One `docsam segment` run per output folder at a time.
+"""One `docsam segment` run per output folder at a time (and one `train` / `finetune` run per run folder).
 
 Two runs writing into one folder would each clean the other's temporary files (`.<name>.<random>.tmp`, left
 behind by a killed run as far as either can tell) and redo the other's pages; one with `--overwrite` and
@@ -24,11 +24,13 @@ from docsam_cli.writers.page_outputs import STATE_DIR
 
 logger = logging.getLogger(__name__)
 LOCK_FILE = "lock"  # in STATE_DIR: the process id of the run holding the lock, empty after it
+_HELD: set[int] = set()  # the file descriptors of the locks this process holds
 
 
 @contextlib.contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
-    """Hold the output folder's lock for the `with` block. Raises UsageError if another run holds it."""
+def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
+    """Hold the output folder's lock for the `with` block. Raises UsageError, naming the process and the
+    kind of `run` the folder is for, if another run holds it."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -44,7 +46,7 @@ def folder_lock(out: Path) -> Iterator[None]:
             holder = handle.read().strip()
             process = f" (process {holder})" if holder.isdigit() else ""
             raise UsageError(
-                f"--out {display_path(out)}: another docsam segment run{process} is writing into this "
+                f"--out {display_path(out)}: another {run}{process} is writing into this "
                 "folder; wait for it to end, or use another --out"
             ) from None
         except OSError as error:  # a file system without locks (ENOLCK, EOPNOTSUPP)
@@ -55,8 +57,22 @@ def folder_lock(out: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
+        _HELD.add(handle.fileno())
         try:
             yield
         finally:
+            _HELD.discard(handle.fileno())
             handle.truncate(0)  # a folder no run writes into names no process
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def drop_inherited_locks() -> None:
+    """In a process forked from a run (a training data-loader worker): let go of the run's locks, which
+    the fork shares, so that they go with the run's own process. A worker outliving its killed run (for
+    the seconds it takes to notice) would otherwise hold the lock, and refuse the run's `--resume`. The
+    descriptor is pointed at /dev/null, not unlocked: unlocking would release the run's lock itself."""
+    for descriptor in _HELD:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, descriptor)
+        os.close(null)
+    _HELD.clear()

@@ -134,6 +134,68 @@ def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: P
     assert code == 2 and "already holds a run" in stderr and "--resume" in stderr
 
 
+def test_a_second_run_into_a_run_folder_in_use_is_refused(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """`segment` locks its output folder, training did not: the same command started twice (two terminals,
+    a job launched again) trained twice into one folder, the second rewriting run.json and emptying
+    log.jsonl, and each removing the other's half-written checkpoint as a killed run's leftover. A run now
+    holds the folder's lock, and a second one stops at once, naming the process, before writing there."""
+    from docsam_cli.folder_lock import folder_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out):  # the first run, in this process (flock locks conflict between open files too)
+        code, stderr = finetune(data, tiny_weights, out, "--iters", "1")
+        assert code == 2 and error_lines(stderr) == [
+            f"error: --out {out}: another docsam training run (process {os.getpid()}) is writing into this "
+            "folder; wait for it to end, or use another --out"
+        ], stderr
+        assert not (out / "run.json").exists() and not (out / "log.jsonl").exists()
+    assert finetune(data, tiny_weights, out, "--iters", "1")[0] == 0  # free again once the first run ends
+
+
+_KILLED_WITH_A_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+from docsam_cli.folder_lock import folder_lock
+from docsam_cli.training.trainer import init_loader_worker
+with folder_lock(Path(sys.argv[1]), "docsam training run"):
+    worker = os.fork()
+    if worker == 0:
+        init_loader_worker(0)
+        time.sleep(60)
+        os._exit(0)
+    print(worker, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_lock_of_a_killed_run_goes_with_it_not_with_its_data_loader_workers(tmp_path: Path) -> None:
+    """Data-loader workers are forked from the run and share its lock: a run killed with kill -9 (the OOM
+    killer) left them holding it for the seconds they take to notice, and a --resume started at once was
+    refused, naming the dead process. The workers let go of it when they start."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    run = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WITH_A_WORKER, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    worker = int(run.stdout.readline())  # the worker keeps the pipe open: no waiting for its end
+    run.stdout.close()
+    try:
+        assert run.wait(timeout=60) == -signal.SIGKILL
+        os.kill(worker, 0)  # the worker outlives the run
+        with open(out / ".docsam" / "lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the worker holds it
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 # --- 3. a diverging run ---------------------------------------------------------------------------
 
 

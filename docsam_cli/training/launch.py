@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from docsam_cli.batch import prepare_output_folder
-from docsam_cli.distributed import setup, teardown
+from docsam_cli.distributed import Distributed, setup, teardown
 from docsam_cli.errors import UsageError
+from docsam_cli.folder_lock import LOCK_FILE, folder_lock
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
 from docsam_cli.runtime import keep_freed_memory
@@ -32,6 +33,7 @@ from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, 
 from docsam_cli.training.trainer import Trainer
 from docsam_cli.training.validation import LayoutValidator
 from docsam_cli.weights import WeightsError
+from docsam_cli.writers.page_outputs import STATE_DIR
 from model.checkpoint import CheckpointError
 from model.docsam import DocSAM
 from model.inference import Geometry
@@ -138,37 +140,54 @@ def resume_point(plan: RunPlan) -> Path | None:
 
 
 def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
-    """Train (every process of a torchrun launch calls this); returns the final weights' path."""
+    """Train (every process of a torchrun launch calls this); returns the final weights' path. The run
+    holds the run folder's lock (`folder_lock`; under torchrun rank 0 for all), so that a second run
+    started into it (a command typed twice, a job launched again) is refused before it writes there."""
     keep_freed_memory()
     created = not plan.output.exists()
     prepare_output_folder(plan.output)
     distributed = setup(plan.device)
     try:
-        check_options(plan.options, distributed.device, distributed.world_size)
-        checkpoint = resume_point(plan)
-        data = training_data(plan)
-        validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
-        warn_of_untrained_classes(data.datasets, validation)
-        logger.info("training on %s, %s", distributed.device, plan.options.precision)
-        torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
-        if checkpoint is not None:
-            logger.info("resuming from %s", display_path(checkpoint))
-        model = (
-            load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
-            if checkpoint is not None
-            else load_starting_model(starting_model)
-        )
-        validator = None
-        if validation:
-            validator = LayoutValidator(
-                validation, validation_geometry(plan.augmentation), plan.validation_images
-            )
-        trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
-        return trainer.run(checkpoint, plan.record)
+        with contextlib.ExitStack() as locked:
+            if distributed.is_main:
+                locked.enter_context(folder_lock(plan.output, "docsam training run"))
+            return _train(plan, starting_model, distributed)
     except UsageError:
         if created:  # a run that could not start leaves no empty --out behind
-            with contextlib.suppress(OSError):
-                plan.output.rmdir()
+            _remove_unused_folder(plan.output)
         raise
     finally:
         teardown()
+
+
+def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Distributed) -> Path:
+    """The run itself, once the run folder is this run's."""
+    check_options(plan.options, distributed.device, distributed.world_size)
+    checkpoint = resume_point(plan)
+    data = training_data(plan)
+    validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
+    warn_of_untrained_classes(data.datasets, validation)
+    logger.info("training on %s, %s", distributed.device, plan.options.precision)
+    torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
+    if checkpoint is not None:
+        logger.info("resuming from %s", display_path(checkpoint))
+    model = (
+        load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
+        if checkpoint is not None
+        else load_starting_model(starting_model)
+    )
+    validator = None
+    if validation:
+        validator = LayoutValidator(
+            validation, validation_geometry(plan.augmentation), plan.validation_images
+        )
+    trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
+    return trainer.run(checkpoint, plan.record)
+
+
+def _remove_unused_folder(output: Path) -> None:
+    """Remove the run folder that a run which could not start created: its lock file, then the folder."""
+    with contextlib.suppress(OSError):
+        (output / STATE_DIR / LOCK_FILE).unlink()
+        (output / STATE_DIR).rmdir()
+        output.rmdir()

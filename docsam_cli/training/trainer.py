@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from docsam_cli.distributed import Distributed
+from docsam_cli.folder_lock import drop_inherited_locks
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
@@ -144,10 +145,12 @@ class StopRequests:
         self._previous = {}
 
 
-def ignore_stop_signals(worker: int) -> None:
-    """`worker_init_fn` of the data loader: the training process alone decides when to stop."""
+def init_loader_worker(worker: int) -> None:
+    """`worker_init_fn` of the data loader: the training process alone decides when to stop, and alone
+    holds the run folder's lock."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    drop_inherited_locks()
 
 
 def seed_chunk(seed: int, chunk: int) -> None:
@@ -319,7 +322,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=init_loader_worker,
         )
         return raise_failures(loader)
 
