@@ -123,6 +123,19 @@ def test_a_config_file_names_options_as_typed(started: list[RunPlan], tmp_path: 
     assert plan.record["settings"]["batch_size"] == 2
 
 
+def test_a_config_file_may_give_one_dataset_without_a_list(started: list[RunPlan], tmp_path: Path) -> None:
+    """`datasets: data/train` (and `val: data/val`) in a YAML or JSON config, one dataset as it is typed
+    once on the command line, was refused with 'invalid value for 'DATASET...': Value must be an
+    iterable'; a single value is now a list of one."""
+    config = tmp_path / "run.yaml"
+    config.write_text("datasets: pages,weight=2\nval: checked\nout: runs/y\nweights: tiny.safetensors\n")
+    invoke("finetune", "--config", str(config))
+    plan = started[-1]
+    assert plan.datasets == (DatasetSpec(Path("pages"), weight=2.0),)
+    assert plan.validation == (DatasetSpec(Path("checked")),)
+    assert plan.record["settings"]["datasets"] == ["pages,weight=2"]
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [

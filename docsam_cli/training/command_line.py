@@ -237,6 +237,9 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, An
     if unknown:
         listed = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint=option)
+    for parameter in ctx.command.params:  # `datasets: data/train`: one DATASET, as typed once
+        if (parameter.multiple or parameter.nargs == -1) and isinstance(settings.get(parameter.name), str):
+            settings[parameter.name] = [settings[parameter.name]]
     return settings
 
 
