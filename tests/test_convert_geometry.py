@@ -90,6 +90,11 @@ def test_commas_and_equals_signs_inside_class_names_are_escaped_with_a_backslash
         ("/data/Layout/PubLayNet/data/PubLayNet/val", "PubLayNet"),
         ("/data/Table/STDW/data/STDW", "STDW "),
         ("/d/SceneText/ICDAR_2019_RRC_LSVT/data/LSVT-2019/train_full", "ICDAR_2019_RRC_LSVT "),
+        # Folders above the data root named like split or category folders: the nearest ones count (the
+        # first ones gave 'PubLayNet me' and 'sets M6Doc', prompting with that name).
+        ("/home/me/test/data/Layout/PubLayNet/data/PubLayNet/train", "PubLayNet"),
+        ("/srv/Table/sets/Layout/M6Doc/data/M6Doc/val", "M6Doc"),
+        ("/val/Layout/test/data/test/train", "test"),
     ],
 )
 def test_reference_dataset_names(path: str, name: str) -> None:

@@ -41,10 +41,14 @@ def background_prompt(dataset_name: str) -> str:
 
 def reference_dataset_name(folder: PurePath) -> str:
     """The dataset name the reference derives from a split folder's path, trailing spaces and all: the
-    folder after the category folder (`Layout`, `Table`, ...), then the folder before the split folder."""
+    folder after the category folder (`Layout`, `Table`, ...), then the folder before the split folder.
+    Of several, the ones nearest the split folder count: the reference reads its paths from below its data
+    root, while here the path is absolute, and the folders above the data root (`/home/me/test/data/...`)
+    are no category or split folders."""
     parts = folder.parts
-    domain = next((parts[i + 1] for i, part in enumerate(parts[:-1]) if part in _CATEGORY_FOLDERS), "")
-    split = next((parts[i - 1] for i, part in enumerate(parts) if i and part in _SPLIT_FOLDERS), "")
+    last = range(len(parts) - 1, 0, -1)
+    domain = next((parts[i] for i in last if parts[i - 1] in _CATEGORY_FOLDERS), "")
+    split = next((parts[i - 1] for i in last if parts[i] in _SPLIT_FOLDERS), "")
     return domain if domain == split else f"{domain} {split}"
 
 
