@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -100,6 +100,20 @@ def test_commas_and_equals_signs_inside_class_names_are_escaped_with_a_backslash
 def test_reference_dataset_names(path: str, name: str) -> None:
     assert layout.reference_dataset_name(PurePosixPath(path)) == name
     assert layout.background_prompt(name) == f"{name} _background_"
+
+
+def test_a_split_given_as_dot_or_dot_dot_has_the_name_of_the_folder_it_is(tmp_path, monkeypatch) -> None:
+    """`docsam finetune .` inside a split folder read `dataset.json` from the split folder only (the parent
+    of `.` is `.`), and without one the reference's rule took `..` of `../train` as the folder before the
+    split folder: the sets were prompted as ' PubLayNet _background_' and 'PubLayNet .. _background_'."""
+    sets = tmp_path / "Layout" / "PubLayNet" / "data" / "PubLayNet"
+    for folder in ("train", "val"):
+        (sets / folder).mkdir(parents=True)
+    monkeypatch.chdir(sets / "val")
+    assert [layout.dataset_name(Path(path)) for path in (".", "../train")] == ["PubLayNet", "PubLayNet"]
+    (sets / "dataset.json").write_text('{"name": "Mine", "class_names": ["table"]}')
+    assert [layout.dataset_name(Path(path)) for path in (".", "../train")] == ["Mine", "Mine"]
+    assert layout.dataset_class_names(Path(".")) == ["table"]
 
 
 def test_written_split_reads_back_with_the_reference_category_rules(tmp_path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -158,7 +159,7 @@ def list_names(folder: Path, stage: str | None = None) -> list[str]:
 def dataset_name(folder: Path) -> str:
     """Name from `dataset.json` in the split folder or its parent, else the reference's path rule."""
     name = _dataset_file(folder).get("name")
-    return name if isinstance(name, str) else reference_dataset_name(folder.absolute())
+    return name if isinstance(name, str) else reference_dataset_name(_absolute(folder))
 
 
 def dataset_class_names(folder: Path) -> list[str] | None:
@@ -169,6 +170,7 @@ def dataset_class_names(folder: Path) -> list[str] | None:
 
 def _dataset_file(folder: Path) -> dict:
     """The first readable `dataset.json` object in the split folder or its parent; {} when there is none."""
+    folder = _absolute(folder)
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
             try:
@@ -178,3 +180,9 @@ def _dataset_file(folder: Path) -> dict:
             if isinstance(document, dict):
                 return document
     return {}
+
+
+def _absolute(folder: Path) -> Path:
+    """The folder's absolute path with `..` and `.` resolved as written (a split given as `.` or `../train`
+    has the parent and the name of the folder it is, not `.` and `..`)."""
+    return Path(os.path.abspath(folder))
