@@ -200,6 +200,23 @@ def test_resize_branch_and_empty_pages() -> None:
     assert empty.semantic_masks[-1].all() and not empty.semantic_masks[:-1].any()
 
 
+def test_the_resize_branch_keeps_every_instance_as_the_reference_does() -> None:
+    """The 4-px rule is the crop's (the reference resizes the whole page to the patch and keeps every
+    annotation); in the resize branch it dropped the instances lying within 4 px of the page's edges (a
+    page number, a separator along the margin), one sample in five."""
+    settings = AugmentSettings(short_range=(50, 60), patch=(32, 48))
+    rng = ScriptedRandom(
+        [
+            {"call": "random.randint", "args": [50, 60], "value": 50},
+            {"call": "random.uniform", "args": [0, 1], "value": 0.1},  # < 0.2: resize to the patch
+        ]
+    )
+    edges = [square(0, 196, 10, 199, 90), square(1, 20, 0, 180, 3)]  # the right and the top 4 px
+    _, instances = augment(torch.rand(3, 100, 200) * 255, edges, rng, settings)
+    assert [instance.label for instance in instances] == [0, 1]
+    assert instances[0].box.tolist() == pytest.approx([47.04, 3.2, 47.76, 28.8])  # scaled by 0.24, 0.32
+
+
 def test_rasterisation_truncates_like_int32_and_fills_inclusive() -> None:
     targets = rasterise([square(1, 2.9, 3.7, 6.2, 5.99)], num_classes=3, size=(10, 10))
     mask = targets.instance_masks[0]

@@ -2,11 +2,12 @@
 
 Per sample: a random size — by default a random short side in `short_range` (each side capped at twice it),
 with `keep_size` the page's own size jittered and brought into `short_range` — (Python rounding, `area`
-interpolation), then with probability 0.2 a resize to exactly the patch size (aspect distorted), otherwise a
-random patch-sized crop (smaller when the image is). Instances whose box does not reach 4 px into the patch
-on both axes are dropped; the others are clipped to it. Polygons are truncated to int32 and filled with
-`cv2.fillPoly`; the semantic map of a class is the union of its instances, the background channel (last) the
-complement of all of them. No flips, colour jitter or normalisation (pixels stay BGR 0..255).
+interpolation), then with probability 0.2 a resize to exactly the patch size (aspect distorted; every
+instance stays), otherwise a random patch-sized crop (smaller when the image is), from which instances whose
+box does not reach 4 px into it on both axes are dropped; the others are clipped to it. Polygons are
+truncated to int32 and filled with `cv2.fillPoly`; the semantic map of a class is the union of its
+instances, the background channel (last) the complement of all of them. No flips, colour jitter or
+normalisation (pixels stay BGR 0..255).
 
 Random draws go through a `SampleRandom` in the reference's call order, so that a scripted source can replay
 the reference's answers.
@@ -78,16 +79,14 @@ def augment(
     instances = [instance.transformed((resized[1] / width, resized[0] / height)) for instance in instances]
 
     patch_h, patch_w = settings.patch
-    if rng.uniform(0, 1) < settings.resize_probability:
+    if rng.uniform(0, 1) < settings.resize_probability:  # the whole page: every instance stays
         pixels = area_resize(pixels, settings.patch)
         scale = (patch_w / resized[1], patch_h / resized[0])
-        instances = [instance.transformed(scale) for instance in instances]
-        window = (0, 0, patch_w, patch_h)
-    else:
-        top = rng.randint(0, max(resized[0] - patch_h, 0))
-        left = rng.randint(0, max(resized[1] - patch_w, 0))
-        pixels = pixels[:, top : top + patch_h, left : left + patch_w]
-        window = (left, top, left + pixels.shape[2], top + pixels.shape[1])
+        return pixels, [instance.transformed(scale) for instance in instances]
+    top = rng.randint(0, max(resized[0] - patch_h, 0))
+    left = rng.randint(0, max(resized[1] - patch_w, 0))
+    pixels = pixels[:, top : top + patch_h, left : left + patch_w]
+    window = (left, top, left + pixels.shape[2], top + pixels.shape[1])
     return pixels, crop_instances(instances, window, settings.min_overlap)
 
 
