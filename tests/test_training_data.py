@@ -128,6 +128,15 @@ def test_rectification_follows_the_reference_loader() -> None:
     assert by_area.instances[0].box.tolist() == [20, 20, 60, 30]
 
 
+def test_a_poly_replaces_the_segmentation_as_in_the_reference_loader() -> None:
+    """The reference's loader sets `segmentation = [poly]` wherever an annotation has a `poly`; an
+    annotation holding both was trained on its `segmentation` instead."""
+    both = {"id": 1, "category_id": 1, "segmentation": [[0, 0, 9, 0, 9, 9]], "poly": [20, 20, 40, 20, 40, 40]}
+    (instance,) = rectify(coco([both], [(1, "text")])).instances
+    assert [polygon.tolist() for polygon in instance.polygons] == [[[20, 20], [40, 20], [40, 40]]]
+    assert instance.box.tolist() == [20, 20, 41, 41]
+
+
 def test_an_rle_mask_trains_as_its_shape_not_as_its_box() -> None:
     """A per-image json whose segmentation is an RLE (as pycocotools writes it; `evaluate` and `--val` read
     it as the mask) was trained as its bbox's rectangle, and one without a bbox was dropped, both without a

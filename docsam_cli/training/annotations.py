@@ -157,7 +157,7 @@ def _box_numbers(annotation: Mapping[str, Any]) -> tuple[float, ...]:
 
 def _polygons(annotation: Mapping[str, Any], size: tuple[int, int]) -> list[np.ndarray]:
     segmentation = annotation.get("segmentation")
-    if not segmentation and annotation.get("poly"):
+    if annotation.get("poly"):  # the reference's loader takes it over `segmentation`
         segmentation = [annotation["poly"]]
     if isinstance(segmentation, dict):
         return _rle_polygons(annotation, segmentation, size)
