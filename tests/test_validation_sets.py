@@ -191,3 +191,32 @@ def test_a_validation_page_whose_json_evaluate_cannot_read_says_why(tmp_path):
     message = str(raised.value)
     assert message.startswith(f"{root}: no ground truth for a.png: ")
     assert "coco/a.json: annotations[0].iscrowd: expected 0 or 1, got '0'" in message
+
+
+def test_a_split_listing_images_in_folders_reads_their_jsons_where_training_does(tmp_path):
+    """A list naming `vol1/a.png` (the reference's lists name images relative to image/) has its json at
+    coco/vol1/a.json, where training and the reference's loader read it; evaluate and --val read
+    coco/a.json, so the run stopped with '…/val: no ground truth for vol1/a.png' and evaluate left the
+    page out."""
+    from training_helpers import write_layout
+
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.training.datasets import LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    root = write_layout(tmp_path / "val", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    for part, name in (("image", "a.png"), ("coco", "a.json")):
+        (root / part / "vol1").mkdir()
+        (root / part / name).rename(root / part / "vol1" / name)
+    (root / "list.txt").write_text("vol1/a.png\n")
+    truth = load_ground_truth(root, "unified", frozenset())
+    assert not truth.errors and [(image.name, image.image) for image in truth.images] == [
+        ("a", root / "image" / "vol1" / "a.png")
+    ]
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    ((_, gt, names),) = validator.sets[0][1]
+    assert gt.name == "a" and len(gt.annotations) == 1 and names == ["table"]

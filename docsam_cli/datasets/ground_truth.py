@@ -163,7 +163,7 @@ def _sort_by_id(truth: GroundTruth) -> None:
 def _from_split(folder: Path) -> GroundTruth:
     """A split of the unified layout: its per-image jsons, with the reference loader's category rules
     (`_background_` is dropped, and so is "text word" from a json that lists "table" too). As for the
-    reference's loader (and training), the list names each image (`image/<name>`, `coco/<stem>.json`):
+    reference's loader (and training), the list names each image (`image/<name>`, `layout.json_path`):
     the json's own `file_name` is not read, so a page converted to another name or format still has its
     ground truth.
     The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
@@ -172,7 +172,7 @@ def _from_split(folder: Path) -> GroundTruth:
     read: list[tuple[Path, CocoImage]] = []
     declared: dict[int | str, set[str]] = defaultdict(set)  # category id → the classes jsons give it
     for name in layout.list_names(folder, "test"):
-        path = folder / "coco" / f"{Path(name).stem}.json"
+        path = layout.json_path(folder, name)
         try:
             dataset = read_dataset(path, sizes_required=True)
             if len(dataset.images) != 1:

@@ -141,6 +141,12 @@ def list_file(folder: Path, stage: str | None = None) -> Path:
     return folder / LIST_FILE
 
 
+def json_path(folder: Path, image_name: str) -> Path:
+    """The per-image json of a listed image, as the reference's loader finds it: the name as listed (folders
+    below `image/` included) without its extension, under `coco/`."""
+    return folder / "coco" / (os.path.splitext(image_name)[0] + ".json")
+
+
 def list_names(folder: Path, stage: str | None = None) -> list[str]:
     """The image names of the list a stage reads (`list_file`), one per line, blank lines skipped. A list
     made by hand on Windows may open with a byte order mark (Notepad's UTF-8, PowerShell's UTF-16), which

@@ -73,7 +73,7 @@ class LayoutDataset:
         return resized if resized.is_file() else self.root / "image" / name
 
     def json_path(self, index: int) -> Path:
-        return self.root / "coco" / (os.path.splitext(self.image_names[index])[0] + ".json")
+        return layout.json_path(self.root, self.image_names[index])
 
     def read_json(self, index: int) -> Mapping[str, Any]:
         path = self.json_path(index)
