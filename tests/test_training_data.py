@@ -128,6 +128,23 @@ def test_rectification_follows_the_reference_loader() -> None:
     assert by_area.instances[0].box.tolist() == [20, 20, 60, 30]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_json_written_with_a_byte_order_mark_is_read(encoding: str, tmp_path: Path) -> None:
+    """A per-image json saved by a Windows tool (PowerShell's Out-File, Notepad) opens with a byte order
+    mark: evaluate and --val read it, training stopped at it with 'cannot read the annotations (Unexpected
+    UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0))', and a dataset.json so saved was
+    passed over without a word, the background prompt taking the name the folder's path gives."""
+    import json
+
+    document = coco([{"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}], [(1, "table")], (60, 80))
+    root = write_layout(tmp_path / "split", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    (root / "coco" / "a.json").write_text(json.dumps(document), encoding=encoding)
+    (root / "dataset.json").write_text('{"name": "Mine", "class_names": ["table"]}', encoding=encoding)
+    dataset = LayoutDataset(root)
+    assert len(dataset.load(0)[1].instances) == 1 and dataset.category_count() == 1
+    assert dataset.background_prompt == "Mine _background_"  # not the name the folder's path gives
+
+
 def test_a_poly_replaces_the_segmentation_as_in_the_reference_loader() -> None:
     """The reference's loader sets `segmentation = [poly]` wherever an annotation has a `poly`; an
     annotation holding both was trained on its `segmentation` instead."""

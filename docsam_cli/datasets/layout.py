@@ -175,12 +175,13 @@ def dataset_class_names(folder: Path) -> list[str] | None:
 
 
 def _dataset_file(folder: Path) -> dict:
-    """The first readable `dataset.json` object in the split folder or its parent; {} when there is none."""
+    """The first readable `dataset.json` object in the split folder or its parent; {} when there is none.
+    Read as bytes, so that a byte order mark (a name edited in Notepad) is no unreadable file."""
     folder = _absolute(folder)
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
             try:
-                document = json.loads(candidate.read_text(encoding="utf-8"))
+                document = json.loads(candidate.read_bytes())
             except (OSError, ValueError):
                 continue
             if isinstance(document, dict):

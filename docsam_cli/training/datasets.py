@@ -76,9 +76,11 @@ class LayoutDataset:
         return layout.json_path(self.root, self.image_names[index])
 
     def read_json(self, index: int) -> Mapping[str, Any]:
+        """The image's json; read as bytes, so that json finds its encoding (a byte order mark included, as
+        Windows tools write one) as `evaluate` reads it."""
         path = self.json_path(index)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_bytes())
         except (OSError, ValueError) as error:
             raise DatasetError(f"{path}: cannot read the annotations ({error})") from None
 
