@@ -145,6 +145,20 @@ def test_a_json_written_with_a_byte_order_mark_is_read(encoding: str, tmp_path: 
     assert dataset.background_prompt == "Mine _background_"  # not the name the folder's path gives
 
 
+def test_a_category_name_listed_under_two_ids_is_one_class() -> None:
+    """A json listing `text` under ids 1 and 2 (a COCO export with supercategories) prompted the page with
+    ['table', 'text', 'text', background]: two identical columns, the instances labelled the second, so
+    that the class loss could not be met and the weights stored another class list than the one trained."""
+    annotations = [
+        {"id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+        {"id": 2, "category_id": 2, "bbox": [40, 40, 20, 20]},
+        {"id": 3, "category_id": 3, "bbox": [0, 70, 20, 20]},
+    ]
+    page = rectify(coco(annotations, [(1, "text"), (2, "text"), (3, "table")]))
+    assert page.class_names == ("table", "text")
+    assert sorted(instance.label for instance in page.instances) == [0, 1, 1]
+
+
 def test_a_poly_replaces_the_segmentation_as_in_the_reference_loader() -> None:
     """The reference's loader sets `segmentation = [poly]` wherever an annotation has a `poly`; an
     annotation holding both was trained on its `segmentation` instead."""

@@ -96,7 +96,9 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
 
     names_by_id = _names_by_id(coco)
     dropped = dropped_by_loader(names_by_id.values())
-    class_names = tuple(sorted(name for name in names_by_id.values() if name not in dropped))
+    # A name listed under several ids is one class: the reference prompts it twice, two identical columns
+    # of which the loss cannot tell the right one.
+    class_names = tuple(sorted({name for name in names_by_id.values() if name not in dropped}))
     label_of_name = {name: index for index, name in enumerate(class_names)}
 
     instances = []
