@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_lines, run_docsam
 from convert_helpers import coco_source, page_xml, run_cli, write_image
 
 from docsam_cli.datasets import layout
@@ -243,6 +244,38 @@ def test_an_output_folder_inside_the_source_is_not_read_back(tmp_path: Path) -> 
     result = run_cli("convert-dataset", source, "--from", "page", "-o", out, "--overwrite")
     assert result.exit_code == 1 and "a.png' not found" in result.error_lines()[0]
     assert (out / "list.txt").read_text().split() == ["b.png"]
+
+
+def test_files_and_folders_the_walk_cannot_read_are_errors_not_lost_pages(tmp_path: Path) -> None:
+    """A broken or looping link named as an annotation, and a sub-folder that cannot be listed, were left
+    out without a word (exit 0, their pages missing from the dataset); each is now an error line."""
+    source = tmp_path / "src"
+    regions = [("TextRegion", None, "1,1 9,1 9,9")]
+    for folder in (source, source / "locked"):
+        write_image(folder / "a.png", 60, 40)
+        (folder / "a.xml").write_text(page_xml("a.png", 60, 40, regions))
+    (source / "gone.xml").symlink_to(tmp_path / "elsewhere.xml")
+    (source / "loop.xml").symlink_to(source / "loop.xml")
+    (source / "locked").chmod(0)
+    try:
+        result = run_docsam(
+            "convert-dataset",
+            str(source),
+            "--from",
+            "page",
+            "-o",
+            str(tmp_path / "out"),
+            obey_permissions=True,
+        )
+    finally:
+        (source / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: {source / 'locked'}: cannot list the folder: Permission denied",
+        f"error: {source / 'gone.xml'}: broken symbolic link",
+        f"error: {source / 'loop.xml'}: cannot read: Too many levels of symbolic links",
+    ]
+    assert (tmp_path / "out" / "list.txt").read_text().split() == ["a.png"]
 
 
 @pytest.mark.parametrize("fmt", ["labelme", "page"])

@@ -73,6 +73,8 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
     # The files conversion's walk would read (any letter case of `.xml`, no hidden ones), but `skip`'s.
     candidates = source_files(path, FORMATS["page"], skip)[1] if path.exists() else []
     for candidate in candidates:
+        if isinstance(candidate, InputError):
+            continue
         try:
             root = local(parse_xml(candidate))
         except InputError:

@@ -271,6 +271,10 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
     predictions = Predictions()
     read: dict[str, Path] = {}  # page key → its file
     for file in files:
+        if isinstance(file, InputError):
+            predictions.errors.append(file)
+            predictions.unreadable.add(file.path.stem)
+            continue
         try:
             page = read_page(file, root, levels, finder=finder)
         except WrongFormat as error:  # a METS or other XML beside the PAGE files is fine

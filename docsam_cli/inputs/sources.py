@@ -187,17 +187,18 @@ def _expand_path(path: Path, recursive: bool, skip: frozenset[str]) -> list[Path
         if any(Path(folder).is_relative_to(root) and os.path.isdir(folder) for folder in skip):
             reason += " outside the output folder's page folders, which are never read as inputs"
         return [InputError(path, reason)]
-    return [_regular_file(path)]
+    return [regular_file(path)]
 
 
 def _is_directory(path: Path) -> bool:
     try:
         return path.is_dir()
-    except OSError:  # e.g. no permission to look: `_regular_file` names the problem
+    except OSError:  # e.g. no permission to look: `regular_file` names the problem
         return False
 
 
-def _regular_file(path: Path) -> Path | InputError:
+def regular_file(path: Path) -> Path | InputError:
+    """`path` when it is (a symbolic link to) a regular file, else the InputError saying what it is."""
     try:
         require_regular_file(path)
     except InputError as error:
@@ -214,17 +215,17 @@ def _expand_glob(pattern: str, recursive: bool, skip: frozenset[str]) -> list[Pa
         if _is_directory(match):
             expanded.extend(_directory_files(match, recursive, skip))
         elif match.suffix.lower() in SUPPORTED_SUFFIXES:
-            expanded.append(_regular_file(match))
+            expanded.append(regular_file(match))
     return expanded or [InputError(pattern, "no image or PDF matches this pattern")]
 
 
 def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
-    """`glob.glob(pattern, recursive=True)`, except that `**` spans folders as `_walk` does.
+    """`glob.glob(pattern, recursive=True)`, except that `**` spans folders as `walk_folders` does.
 
     Python's glob follows symbolic links to folders under `**`, so a link loop (`sub/up -> ..`) gives
     ever longer aliases of the same files, and two loops make it run for ever. Here the part before the
-    first `**` is globbed, every folder under each match is found by `_walk`, and the rest of the pattern
-    is matched in each (recursively, for a second `**`).
+    first `**` is globbed, every folder under each match is found by `walk_folders`, and the rest of the
+    pattern is matched in each (recursively, for a second `**`).
     """
     star = _RECURSIVE_PART.search(pattern)
     if star is None:
@@ -232,7 +233,7 @@ def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
     head, tail = pattern[: star.start()], pattern[star.end() :]
     matches: list[str] = []
     for base in glob.glob(head) if head else [""]:
-        for directory, names in _walk(Path(base or os.curdir), True, skip):
+        for directory, names in walk_folders(Path(base or os.curdir), True, skip):
             relative = os.path.relpath(directory, base or os.curdir)
             folder = base if relative == os.curdir else os.path.join(base, relative)
             if tail:
@@ -244,7 +245,7 @@ def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
     return matches
 
 
-def _walk(
+def walk_folders(
     root: Path, recursive: bool, skip: frozenset[str], report: Callable[[OSError], None] | None = None
 ) -> Iterator[tuple[str, list[str]]]:
     """Each folder under `root` (only `root` unless `recursive`) with the names of its non-hidden files,
@@ -271,12 +272,12 @@ def _directory_files(root: Path, recursive: bool, skip: frozenset[str]) -> list[
     def report(error: OSError) -> None:
         unreadable.append(InputError(error.filename, f"cannot list directory: {error.strerror or error}"))
 
-    for directory, names in _walk(root, recursive, skip, report):
+    for directory, names in walk_folders(root, recursive, skip, report):
         files.extend(
             Path(directory, name) for name in names if Path(name).suffix.lower() in SUPPORTED_SUFFIXES
         )
     files.sort(key=lambda path: [natural_key(part) for part in path.relative_to(root).parts])
-    return [*unreadable, *(_regular_file(path) for path in files)]
+    return [*unreadable, *(regular_file(path) for path in files)]
 
 
 def _is_inside(path: Path, folders: frozenset[str]) -> bool:

@@ -8,13 +8,15 @@ and `InputError` for a file none of whose pages can be used; a page that cannot 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from docsam_cli.datasets.convert.base import Format, ReadContext
-from docsam_cli.datasets.images import IMAGE_SUFFIXES, within
+from docsam_cli.datasets.images import IMAGE_SUFFIXES
 from docsam_cli.datasets.records import LEVELS, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.inputs.sources import regular_file, walk_folders
 
 _ALL_LEVELS = frozenset(LEVELS)
 
@@ -56,27 +58,38 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def source_files(source: Path, fmt: Format, skip: Path | None = None) -> tuple[Path, list[Path], bool]:
+def source_files(
+    source: Path, fmt: Format, skip: Path | None = None
+) -> tuple[Path, list[Path | InputError], bool]:
     """(root, files, explicit) for one SRC argument: a file is read as given, a folder is walked.
 
     The walk skips hidden files and folders (`.git`, macOS `._*` resource forks, our own staging) and the
     folder `skip` (the output folder, when it lies inside the source: a rerun must not read its own
-    output).
+    output). What it cannot use is an InputError among the files (see `_walk`).
     """
     if source.is_dir():
         return source, _walk(source, fmt.suffixes, skip), False
     return source.parent, [source], True
 
 
-def _walk(folder: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> list[Path]:
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in suffixes
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and (skip is None or not within(path, skip))
-        and path.is_file()
+def _walk(folder: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> list[Path | InputError]:
+    """The files of `suffixes` under `folder`, sorted, after an InputError for each folder that cannot be
+    listed; a file that cannot be read as one (a broken or looping symbolic link, a named pipe) is an
+    InputError in its place. Both are reported as `segment`'s walk reports them, not left out without a
+    word with the pages they hold. Symbolic links to folders are not followed, so a link loop ends."""
+    unreadable: list[Path | InputError] = []
+
+    def report(error: OSError) -> None:
+        unreadable.append(InputError(error.filename, f"cannot list the folder: {error.strerror or error}"))
+
+    left_out = frozenset() if skip is None else frozenset({os.path.realpath(skip)})
+    files = sorted(
+        Path(directory, name)
+        for directory, names in walk_folders(folder, True, left_out, report)
+        for name in names
+        if Path(name).suffix.lower() in suffixes
     )
+    return [*unreadable, *map(regular_file, files)]
 
 
 def read_sources(
@@ -103,6 +116,9 @@ def read_sources(
         if fmt.walks_images and context.images is not None:
             files, explicit = _walk(context.images, fmt.suffixes, skip), False
         for path in files:
+            if isinstance(path, InputError):
+                yield path
+                continue
             try:
                 yield from fmt.read(path, context)
             except WrongFormat as error:
