@@ -55,6 +55,10 @@ def read_state_dict(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
+        path.open("rb").close()  # safetensors says "No such file or directory" of any file it cannot open
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             return load_file(str(path), device="cpu")
         damage = None if archive_checked else archive_damage(path)

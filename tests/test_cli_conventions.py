@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from cli_helpers import (
     CLASSES,
     error_lines,
@@ -20,6 +21,7 @@ from cli_helpers import (
     stand_in_model,
     write_page,
 )
+from safetensors.torch import save_file
 
 import docsam_cli.batch as batch
 from docsam_cli.errors import ExitCode
@@ -311,6 +313,26 @@ def test_a_read_only_output_folder_is_refused_in_a_real_process(tmp_path, case):
     (line,) = completed.stderr.splitlines()  # the folder, not the missing weights: it was checked first
     expected = "cannot write in the folder" if case == "read-only" else "cannot create the folder"
     assert line == f"error: --out {out}: {expected}: Permission denied"
+
+
+@pytest.mark.slow
+def test_weights_that_cannot_be_read_say_so_not_that_they_do_not_exist(tmp_path):
+    """safetensors calls a file it may not open "No such file or directory": the user, who sees the file
+    there, was sent looking for the wrong fault."""
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(weights))
+    weights.chmod(0)
+    completed = run_docsam(
+        "segment",
+        str(write_page(tmp_path / "page.png")),
+        "-o",
+        str(tmp_path / "out"),
+        "-w",
+        str(weights),
+        obey_permissions=True,
+    )
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    assert error_lines(completed.stderr) == [f"error: {weights}: cannot read: Permission denied"]
 
 
 @pytest.mark.slow
