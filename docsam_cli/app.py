@@ -10,8 +10,9 @@ here and added to each command as it is loaded; `docsam -v segment ...` and `doc
 same.
 
 Whatever goes wrong ends as one `error:` line on stderr and an exit code (`docsam_cli.errors.ExitCode`):
-a bad option or argument exits USAGE, as does a `UsageError` (a request that cannot start); an `InputError`
-that reaches the app exits FAILED; any other exception is an internal error, exit INTERNAL, its traceback
+a bad option or argument exits USAGE, as does a `UsageError` (a request that cannot start) and a
+`PermissionError` (a path in a folder the user may not search); an `InputError` that reaches the app exits
+FAILED; any other exception is an internal error, exit INTERNAL, its traceback
 shown with `--debug`. Ctrl-C exits INTERRUPTED.
 """
 
@@ -41,6 +42,7 @@ from docsam_cli.console import (
     write_data,
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
+from docsam_cli.names import display_path
 
 if TYPE_CHECKING:  # Typer's own copy of click
     from typer._click import Command, Context
@@ -212,6 +214,13 @@ class DocsamGroup(TyperGroup):
         except InputError as error:
             print_error(stderr_console(), str(error))
             raise typer.Exit(ExitCode.FAILED) from None
+        except PermissionError as error:
+            # A path given that lies in a folder the user may not search: Python's `Path.exists()`,
+            # `is_dir()` and `is_file()` raise for it (they return False for a missing one), wherever a
+            # command looks at it. The place is unusable, as a read-only output folder is; no bug.
+            where = f"{display_path(error.filename)}: " if error.filename is not None else ""
+            print_error(stderr_console(), f"{where}{error.strerror or error}")
+            raise typer.Exit(ExitCode.USAGE) from None
         except Exception as error:
             if options.debug:
                 traceback.print_exc()

@@ -316,6 +316,33 @@ def test_a_read_only_output_folder_is_refused_in_a_real_process(tmp_path, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("role", ["--out", "--weights", "SOURCE", "--json"])
+def test_a_path_in_a_folder_that_may_not_be_searched_is_one_line_not_an_internal_error(tmp_path, role):
+    """Python's `Path.exists()` and `is_dir()` raise for a path in a folder without search permission, which
+    ended every command so: exit 3, 'internal error: PermissionError', a bug report asked for."""
+    page = write_page(tmp_path / "page.png")
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    path = closed / {"--weights": "model.safetensors", "SOURCE": "page.xml", "--json": "report.json"}.get(
+        role, "out"
+    )
+    out, weights = str(tmp_path / "out"), "/no/such/weights.safetensors"
+    command = {
+        "--out": ["segment", str(page), "-o", str(path), "-w", weights],
+        "--weights": ["segment", str(page), "-o", out, "-w", str(path)],
+        "SOURCE": ["convert-dataset", str(path), "--from", "page", "-o", out],
+        "--json": ["evaluate", str(path.parent), "--pred", str(page), "--json", str(path)],
+    }[role]
+    closed.chmod(0o600)  # readable, not searchable
+    try:
+        completed = run_docsam(*command, obey_permissions=True)
+    finally:
+        closed.chmod(0o755)
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    assert completed.stderr.splitlines() == [f"error: {path}: Permission denied"]
+
+
+@pytest.mark.slow
 def test_weights_that_cannot_be_read_say_so_not_that_they_do_not_exist(tmp_path):
     """safetensors calls a file it may not open "No such file or directory": the user, who sees the file
     there, was sent looking for the wrong fault."""
