@@ -278,6 +278,35 @@ def test_files_and_folders_the_walk_cannot_read_are_errors_not_lost_pages(tmp_pa
     assert (tmp_path / "out" / "list.txt").read_text().split() == ["a.png"]
 
 
+def test_an_image_in_a_folder_that_may_not_be_searched_fails_its_page_only(tmp_path: Path) -> None:
+    """Looking for `closed/b.png` where `closed/` has no search permission raised out of the whole run."""
+    source = tmp_path / "src"
+    regions = [("TextRegion", None, "1,1 9,1 9,9")]
+    write_image(source / "a.png", 60, 40)
+    write_image(source / "closed" / "b.png", 60, 40)
+    (source / "a.xml").write_text(page_xml("a.png", 60, 40, regions))
+    (source / "b.xml").write_text(page_xml("closed/b.png", 60, 40, regions))
+    (source / "closed").chmod(0o600)  # readable, not searchable
+    try:
+        result = run_docsam(
+            "convert-dataset",
+            str(source),
+            "--from",
+            "page",
+            "-o",
+            str(tmp_path / "out"),
+            obey_permissions=True,
+        )
+    finally:
+        (source / "closed").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: {source / 'b.xml'}: imageFilename 'closed/b.png': cannot look at "
+        f"{source / 'closed' / 'b.png'}: Permission denied"
+    ]
+    assert (tmp_path / "out" / "list.txt").read_text().split() == ["a.png"]
+
+
 @pytest.mark.parametrize("fmt", ["labelme", "page"])
 def test_nothing_of_the_format_is_a_usage_error_and_publishes_nothing(coco_file: Path, fmt: str) -> None:
     """A wrong --from (COCO json read as LabelMe, or no XML at all) converts nothing: exit 2, one line."""

@@ -95,8 +95,20 @@ class ImageFinder:
         `scan\\xff.png` as `scan%FF.png`, `Seite ü.png` as `Seite%20%C3%BC.png`.
 
         `suffixes`: the extensions a file of the same stem may have (images; `.pdf` for PDFs). Raises
-        ImageNotFound, whose message names what was looked for and where.
+        ImageNotFound, whose message names what was looked for and where; also when a place to look lies
+        in a folder the user may not search (Python's `Path.is_file()` raises there), an error of this
+        annotation, not of the whole run.
         """
+        try:
+            return self._find(reference, annotation, label, extra_dirs, suffixes)
+        except PermissionError as error:
+            raise ImageNotFound(
+                f"{label} '{reference}': cannot look at {display_path(error.filename)}: {error.strerror}"
+            ) from None
+
+    def _find(
+        self, reference: str, annotation: Path, label: str, extra_dirs: Sequence[str], suffixes: Sequence[str]
+    ) -> tuple[Path, str | None]:
         text = reference.strip()
         if not text:
             raise ImageNotFound(f"no {label} file named")
