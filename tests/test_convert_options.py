@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -305,6 +306,19 @@ def test_an_image_in_a_folder_that_may_not_be_searched_fails_its_page_only(tmp_p
         f"{source / 'closed' / 'b.png'}: Permission denied"
     ]
     assert (tmp_path / "out" / "list.txt").read_text().split() == ["a.png"]
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o077])
+def test_the_dataset_folder_gets_the_permissions_of_any_new_folder(coco_file: Path, umask: int) -> None:
+    """The dataset's own folder was 0755 whatever the umask: open to all under 077, closed to the group
+    that shares the data under 002, unlike the folders inside it."""
+    out = coco_file.parent / "out"
+    previous = os.umask(umask)
+    try:
+        assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(folder.stat().st_mode) for folder in (out, out / "coco")] == [0o777 & ~umask] * 2
 
 
 @pytest.mark.parametrize("fmt", ["labelme", "page"])

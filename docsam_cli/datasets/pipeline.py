@@ -11,8 +11,8 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -90,9 +90,8 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     check_output(options)
     with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        staging = _staging_folder(out)
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
         report = _build(options, staging, progress)
         with _writing(out):
             replace_folder(staging, out)  # an existing `out` (allowed by --overwrite) goes last
@@ -100,6 +99,19 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _staging_folder(out: Path) -> Path:
+    """A new, empty `.<name>.<random>.partial` beside `out`, made as any new folder is (0777 less the umask):
+    it becomes the dataset, whose folders should all be alike, private under umask 077 and open to the group
+    under 002 (`tempfile.mkdtemp` makes a private one)."""
+    while True:
+        staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
