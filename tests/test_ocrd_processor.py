@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import PROJECT_ROOT
+from cli_helpers import PROJECT_ROOT, run_docsam
 from instances_factory import make_instances, rect_mask
 from lxml import etree
 from PIL import Image
@@ -464,6 +464,29 @@ def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, par
     with pytest.raises(SetupError, match=message) as caught:
         DocsamSegment(None, parameter=given).setup()
     assert "--" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_weights_in_a_folder_that_may_not_be_searched_are_a_setup_error(tmp_path):
+    """`Path.exists()` raises for a path in a folder without search permission: the processor ended in a
+    PermissionError traceback instead of its one line."""
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    weights = closed / "model.safetensors"
+    prelude = (
+        "from docsam_cli.ocrd.processor import DocsamSegment, SetupError\n"
+        "try:\n"
+        f"    DocsamSegment(None, parameter={{'weights': {str(weights)!r}, 'device': 'cpu'}}).setup()\n"
+        "except SetupError as error:\n"
+        "    raise SystemExit(f'SetupError: {error}')\n"
+        "raise SystemExit('no error')"
+    )
+    closed.chmod(0o600)  # readable, not searchable
+    try:
+        completed = run_docsam(prelude=prelude, obey_permissions=True)
+    finally:
+        closed.chmod(0o755)
+    assert completed.stderr.splitlines() == [f"SetupError: {weights}: Permission denied"]
 
 
 def test_weights_installed_in_ocrds_resource_locations_are_found_by_name(tiny_weights, tmp_path, monkeypatch):

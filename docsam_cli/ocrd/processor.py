@@ -27,6 +27,7 @@ from ocrd_modelfactory import page_from_file
 from ocrd_utils import polygon_from_points
 
 from docsam_cli.errors import ExitCode
+from docsam_cli.names import display_path
 from docsam_cli.ocrd.parameters import SegmentSettings
 
 if TYPE_CHECKING:
@@ -77,13 +78,15 @@ class DocsamSegment(Processor):
         from docsam_cli.runtime import describe_geometry, load_for_inference
         from docsam_cli.weights import WeightsError
 
-        parameters = {**self.parameter, "weights": self._weights(self.parameter["weights"])}
         try:
+            parameters = {**self.parameter, "weights": self._weights(self.parameter["weights"])}
             self.settings = SegmentSettings.from_parameters(parameters)
             self.loaded = load_for_inference(self.settings.model)
             self.geometry = self.settings.geometry.resolve(self.loaded.weights)
         except (ValueError, UsageError, WeightsError) as error:  # a CheckpointError is a ValueError
             raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
+        except PermissionError as error:  # a path in a folder that may not be searched: Path.exists() raises
+            raise SetupError(f"{display_path(error.filename)}: {error.strerror}") from None
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
 
