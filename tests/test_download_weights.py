@@ -6,7 +6,9 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -466,6 +468,23 @@ def test_a_full_disk_under_the_hf_cache_names_that_cache_and_its_variable(
     assert f"no space left on the device holding the Hugging Face cache ({sandbox.hf_cache})" in line
     assert "HF_HUB_CACHE" in line and "DOCSAM_HOME" not in line
     assert cache_files(sandbox) == []
+
+
+def test_the_hubs_low_disk_warning_is_not_raw_output_on_stderr(
+    remote: FakeRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub warns through Python's warnings when the cache's disk looks too small: its source
+    file, line and `warnings.warn(` landed on stderr beside docsam's own lines."""
+    data = safetensors_bytes(checkpoint(width=128))
+    remote.hub[(M2F_BASE, "model.safetensors")] = FakeFile(data)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 0, stderr
+    assert [str(warning.message) for warning in caught if "disk space" in str(warning.message)] == []
 
 
 @pytest.mark.parametrize("variable", ["DOCSAM_OFFLINE", "HF_HUB_OFFLINE"])

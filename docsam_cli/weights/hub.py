@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -64,9 +65,15 @@ def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: boo
 
 def _quiet_hub_retries() -> None:
     """huggingface_hub logs every retry of a failed request as a warning: offline, a dozen raw lines on
-    stderr before the one error line that reports the outcome. They are shown from `-vv` on only."""
+    stderr before the one error line that reports the outcome. They are shown from `-vv` on only.
+
+    So is its Python warning that the cache's disk looks too small for the file (two raw lines, its source
+    file and line, before the download fails with the one line naming that disk); installed on every call,
+    as `docsam_cli.inputs.images` installs Pillow's (whoever restores the warning filters drops it)."""
     debugging = logging.getLogger(__package__).isEnabledFor(logging.DEBUG)
     logging.getLogger("huggingface_hub").setLevel(logging.NOTSET if debugging else logging.ERROR)
+    if not debugging:
+        warnings.filterwarnings("ignore", "Not enough free disk space to download the file", UserWarning)
 
 
 def find_in_hf_cache(source: HubSource) -> Path | None:
