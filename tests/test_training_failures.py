@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_docsam
 from training_helpers import write_layout
 from typer.testing import CliRunner
 
@@ -125,6 +126,26 @@ def test_requests_that_cannot_start_are_usage_errors(
     assert code == 2 and len(lines) == 1 and expected in lines[0], stderr
     assert "Errno" not in stderr
     assert out.is_file() if case == "out is a file" else not out.exists()  # no empty folder left behind
+
+
+@pytest.mark.slow
+def test_a_resume_that_cannot_write_keeps_the_log_whole(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Resuming rewrites log.jsonl without the lines after the checkpoint; on a full disk (here a file-size
+    limit) the rewrite in place cut the run's history short."""
+    out = tmp_path / "run"
+    assert finetune(data, tiny_weights, out)[0] == 0
+    logged = (out / "log.jsonl").read_text(encoding="utf-8")
+    limit = len(logged.encode()) - 10
+    full_disk = (
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))"
+    )
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(out), *RUN, "--resume"]
+    completed = run_docsam(*arguments, prelude=full_disk)
+    assert completed.returncode == 1, completed.stderr
+    assert (out / "log.jsonl").read_text(encoding="utf-8") == logged
 
 
 def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from docsam_cli.atomic import atomic_open
+from docsam_cli.atomic import atomic_open, atomic_write_text
 
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
@@ -62,7 +62,8 @@ class RunLog:
     def __init__(self, output: Path, start_step: int) -> None:
         self.path = output / LOG_FILE
         kept = [record for record in read_log(output) if record["step"] <= start_step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+        # Replaced, not rewritten in place: a resume on a full disk would cut the run's history short.
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
         self._handle = self.path.open("a", encoding="utf-8")
         self._tensorboard = _tensorboard_writer(output / "tensorboard")
 
