@@ -45,8 +45,12 @@ OpenCV and shapely are imported where they are used: `docsam --help` must not lo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import shapely
 
 DEFAULT_EPSILON = 1.0
 EDGE_EPSILON = 0.5  # edge polygons: at 1 px, irregular and ragged masks came back with IoU 0.97-0.98
@@ -188,25 +192,36 @@ def _valid_parts(ring: np.ndarray) -> list[np.ndarray]:
     return rings
 
 
-def clip_polygon(polygon: np.ndarray, container: np.ndarray) -> np.ndarray:
+def clip_polygon(polygon: np.ndarray, container: np.ndarray) -> np.ndarray | None:
     """`polygon` cut to `container` (both valid integer polygons): itself when it lies within, else the
     largest part of their intersection with its points rounded (a rounded point moves under a pixel, well
-    inside the 1.5 px OCR-D's validator allows a child beyond its parent). Tracing a mask already cut to
-    the container's pixels can still leave it: simplification cuts across the container's concave
-    corners, and repairing a pinch widens the mask by a pixel. Where rounding makes the part invalid (not
-    met so far), `polygon` is returned as it is."""
+    inside the 1.5 px OCR-D's validator allows a child beyond its parent); None when that leaves no valid
+    polygon (a sliver, a triangle). Tracing a mask already cut to the container's pixels can still leave
+    it: simplification cuts across the container's concave corners, and repairing a pinch widens the mask
+    by a pixel. Where rounding the points one by one makes the part cross itself (two points of a ragged
+    part rounded across each other), the whole intersection is snapped to whole pixels instead, which
+    keeps it valid."""
     import shapely
 
     inner, outer = (shapely.polygons(points.astype(np.float64)) for points in (polygon, container))
     if inner.within(outer):
         return polygon
     overlap = inner.intersection(outer)
-    parts = [part for part in getattr(overlap, "geoms", [overlap]) if part.geom_type == "Polygon"]
+    for part in (overlap, shapely.set_precision(overlap, 1.0)):
+        points = _largest_ring(part)
+        if points is not None and is_valid_polygon(points):
+            return points
+    return None
+
+
+def _largest_ring(geometry: shapely.Geometry) -> np.ndarray | None:
+    """The outer ring of the largest polygon in `geometry`, its points rounded, repeats dropped."""
+    parts = [part for part in getattr(geometry, "geoms", [geometry]) if part.geom_type == "Polygon"]
+    parts = [part for part in parts if not part.is_empty]
     if not parts:
-        return polygon
+        return None
     largest = max(parts, key=lambda part: part.area)
-    points = drop_repeats(np.rint(np.asarray(largest.exterior.coords)[:-1]).astype(np.int32))
-    return points if is_valid_polygon(points) else polygon
+    return drop_repeats(np.rint(np.asarray(largest.exterior.coords)[:-1]).astype(np.int32))
 
 
 def is_valid_polygon(points: np.ndarray) -> bool:

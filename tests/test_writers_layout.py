@@ -106,6 +106,24 @@ def test_clipping_keeps_a_polygon_within_and_cuts_one_that_leaves():
     assert shapely.Polygon(clipped).area == 30 * 10 + 15 * 15
 
 
+def test_clipping_snaps_a_cut_whose_rounded_points_would_cross():
+    """Found by fuzzing the writers (ragged masks): rounding each point of the cut made its ring cross
+    itself, and the line was written uncut, outside its region (OCR-D's --check-coords refused the page).
+    A cut that leaves no valid polygon is None: the line then gets a region of its own."""
+    import shapely
+
+    from docsam_cli.polygons import clip_polygon, is_valid_polygon
+
+    container = np.array([[2, 9], [6, 9], [8, 13], [7, 3], [6, 8]], np.int32)
+    across = np.array([[13, 1], [6, 5], [2, 6], [3, 13]], np.int32)
+    clipped = clip_polygon(across, container)
+    assert clipped is not None and is_valid_polygon(clipped)
+    assert shapely.Polygon(clipped).within(shapely.Polygon(container).buffer(1.5))  # OCR-D's slack
+    container = np.array([[1, 9], [6, 11], [5, 10], [9, 9], [8, 3]], np.int32)
+    across = np.array([[11, 2], [11, 11], [7, 4], [7, 9], [1, 5]], np.int32)
+    assert clip_polygon(across, container) is None  # two triangles
+
+
 def test_alto_of_such_a_page_stays_schema_valid(alto_schema):
     document = etree.fromstring(alto_string(PageShapes(two_part_region_page()), "p.png").encode("utf-8"))
     assert alto_schema.validate(document), alto_schema.error_log

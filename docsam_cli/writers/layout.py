@@ -6,11 +6,11 @@ Each prompted class plays a role on the page, which the format's class mapping d
 - `unordered`: a region outside the reading order (separators, noise), written after the others, top to
   bottom;
 - `line`: a text line. It goes into the `text` region whose polygon covers at least half of its mask (the
-  most, if several do), its polygon cut to that region's polygon; a line no region holds gets a `text`
-  region of its own (same polygon, no class). The region's polygon is what counts, not its whole mask
-  (`PageShapes.written`): a line over a part of the mask the polygon leaves out would lie outside its
-  region in the file, which OCR-D's `--check-coords` rejects. Lines are ordered top to bottom within
-  their region.
+  most, if several do), its polygon cut to that region's polygon; a line no region holds (or whose cut
+  leaves no valid polygon) gets a `text` region of its own (same polygon, no class). The region's
+  polygon is what counts, not its whole mask (`PageShapes.written`): a line over a part of the mask the
+  polygon leaves out would lie outside its region in the file, which OCR-D's `--check-coords` rejects.
+  Lines are ordered top to bottom within their region.
 Every region's polygon is the outline of its mask's largest part (`PageShapes.outline`); instances without
 one (an empty mask) are left out. Ordered regions follow the XY-cut reading order (`reading_order`).
 """

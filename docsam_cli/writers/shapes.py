@@ -179,7 +179,8 @@ class PageShapes:
 
     def outline_within(self, index: int, container: int) -> np.ndarray | None:
         """The outline of the part of mask `index` that lies inside instance `container`'s written
-        outline (a text line cut to its region), or None if they do not overlap."""
+        outline (a text line cut to its region), or None if they do not overlap or the cut leaves no valid
+        polygon (`polygons.clip_polygon`)."""
         key = (index, container)
         if key not in self._clipped:
             polygons = self._trace(self.window(index).intersect(self.written(container)))
