@@ -93,6 +93,23 @@ def test_a_curved_line_follows_its_lower_boundary():
     assert baseline.tolist() == bottom[::-1].tolist()  # the boundary itself, left to right
 
 
+def test_a_ragged_line_gets_a_baseline_that_ocrd_accepts_after_simplifying():
+    """Found by fuzzing the writers: shapely's topology-preserving simplifier, which OCR-D's validator runs
+    on a line's polygon before checking its baseline, moved this ragged ring by 1.51 px, and the lower
+    boundary (the baseline) left the simplified polygon widened by 1.5 px: --check-baseline refused it."""
+    polygon = np.array(
+        [[40, 25], [40, 26], [68, 51], [76, 40], [74, 39], [70, 41], [68, 40], [68, 38], [67, 37], [67, 35],
+         [67, 34], [68, 33], [69, 30], [71, 31], [72, 32], [71, 35], [78, 35], [79, 35], [83, 29], [80, 27],
+         [82, 23], [82, 18], [81, 18], [80, 19], [77, 17], [75, 16], [75, 19], [74, 20], [73, 20], [72, 20],
+         [72, 19], [70, 17], [68, 16], [68, 15], [49, 15], [45, 15], [43, 13], [39, 13], [37, 21]]
+    )  # fmt: skip
+    baseline = line_baseline(polygon)
+    checked = shapely.Polygon(polygon).simplify(1.0).buffer(1.5)  # OCR-D: POLY_TOLERANCE, PARENT_SLACK
+    assert shapely.LineString(baseline).within(checked)
+    assert baseline[0, 0] < baseline[-1, 0]  # left to right
+    assert shapely.LineString(baseline).within(shapely.Polygon(polygon).buffer(1.5))
+
+
 def _lines_page() -> PageShapes:
     masks = [
         rect_mask(120, 200, 10, 10, 190, 110),  # a paragraph holding two lines

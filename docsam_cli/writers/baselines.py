@@ -16,7 +16,10 @@ polygon (within `_INSIDE_PX`). Otherwise (a strongly curved line, one cut by its
 the polygon's own lower boundary between its bottom-left and bottom-right points.
 
 Either way OCR-D's `--check-baseline` accepts it: it wants the baseline within the TextLine's polygon
-simplified by 1 px and widened by 1.5 px, and simplifying moves the boundary by at most 1 px.
+simplified by 1 px and widened by 1.5 px. Simplifying usually moves the boundary by at most 1 px, but
+shapely's topology-preserving simplifier can move a ragged ring's further (1.51 px on a fuzzed line);
+where the lower boundary then leaves what OCR-D checks against, the baseline is the lower boundary of the
+polygon simplified as OCR-D simplifies it (a subset of its points, at most a pixel or two from the line).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import numpy as np
 _INSIDE_PX = 0.5  # how far outside the polygon a straight baseline may run (OCR-D: 1.5 slack - 1 simplify)
 _BODY_SHARE = 0.5  # body columns: at least this share of the median column height (not the tapered ends)
 _MIN_WIDTH_SHARE = 0.5  # a straight baseline shorter than this share of the line's width is not used
+_OCRD_SIMPLIFY_PX = 1.0  # OCR-D's validator simplifies a polygon by this much (POLY_TOLERANCE) ...
+_OCRD_SLACK_PX = 1.5  # ... and lets a baseline lie this far outside it (PARENT_SLACK)
 
 
 def line_baseline(polygon: np.ndarray) -> np.ndarray:
@@ -33,9 +38,10 @@ def line_baseline(polygon: np.ndarray) -> np.ndarray:
     points span at least two columns (every polygon with an area does)."""
     polygon = np.asarray(polygon, dtype=np.int64).reshape(-1, 2)
     straight = _straight_baseline(polygon)
-    if straight is not None and _inside(straight, polygon):
+    if straight is not None and _within(straight, polygon, _INSIDE_PX):
         return straight
-    return _lower_boundary(polygon)
+    lower, simplified = _lower_boundary(polygon), _ocrd_simplified(polygon)
+    return lower if _within(lower, simplified, _OCRD_SLACK_PX) else _lower_boundary(simplified)
 
 
 def _straight_baseline(polygon: np.ndarray) -> np.ndarray | None:
@@ -84,11 +90,20 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
     return int(starts[longest]), int(stops[longest]) - 1
 
 
-def _inside(line: np.ndarray, polygon: np.ndarray) -> bool:
+def _within(line: np.ndarray, polygon: np.ndarray, slack: float) -> bool:
+    """Whether the polyline `line` lies within `polygon` widened by `slack` pixels."""
     import shapely
 
     outline = shapely.polygons(polygon.astype(np.float64))
-    return bool(shapely.within(shapely.linestrings(line.astype(np.float64)), outline.buffer(_INSIDE_PX)))
+    return bool(shapely.within(shapely.linestrings(line.astype(np.float64)), outline.buffer(slack)))
+
+
+def _ocrd_simplified(polygon: np.ndarray) -> np.ndarray:
+    """The polygon's ring as OCR-D's validator simplifies it (`make_poly`): a subset of its points."""
+    import shapely
+
+    ring = shapely.simplify(shapely.polygons(polygon.astype(np.float64)), _OCRD_SIMPLIFY_PX).exterior
+    return np.asarray(ring.coords, dtype=np.float64)[:-1].astype(np.int64)
 
 
 def _lower_boundary(polygon: np.ndarray) -> np.ndarray:
