@@ -715,7 +715,8 @@ def _removed_record(task: PageTask) -> dict[str, Any]:
 def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
     """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, a TIFF's one page
     after a thumbnail (also when done by a docsam that named the TIFF: it is redone), or an image that its
-    EXIF orientation turned, which only decoding tells, and so its record (it lists the image)."""
+    EXIF orientation turned (which only decoding tells) or that the outputs cannot name, as its record says
+    (it lists the image)."""
     written = record.get("outputs")
     return task.page is not None or task.frame != 0 or (isinstance(written, dict) and "image" in written)
 

@@ -130,6 +130,36 @@ def test_file_names_that_are_not_utf8_are_percent_encoded_inside_outputs(tmp_pat
     assert coco["images"][0]["file_name"] == "scan%FF.png"
 
 
+def test_an_image_the_outputs_cannot_name_is_saved_and_named_by_every_format(tmp_path):
+    """A Latin-1 file name from an old archive (`M\xfcller.png`) is written percent-encoded, `M%FCller.png`:
+    PAGE, ALTO and COCO named a file that does not exist, so OCR-D and Kraken found no image. The page is
+    now saved as `image/<id>.png`, as a PDF page is, and every format names that."""
+    name = os.fsdecode(b"M\xfcller")
+    path = tmp_path / "scans" / f"{name}.png"
+    path.parent.mkdir()
+    page = np.full((400, 300, 3), 200, np.uint8)
+    path.write_bytes(cv2.imencode(".png", page)[1].tobytes())  # (cv2.imwrite crashes)
+    out = tmp_path / "out"
+    writer = PageWriter(settings(out, formats=("coco", "page", "alto")))
+    record = writer.write(PageSource(path, None, "M%FCller", page), crowded_page(4), {})
+    writer.finish(["M%FCller"])
+    image = out / "image" / "M%FCller.png"
+    assert record["outputs"]["image"] == str(image)
+    assert np.array_equal(cv2.imread(str(image)), page)
+    files = writer.files("M%FCller")
+    page_file = etree.parse(str(files.page_xml)).getroot().find("{*}Page").get("imageFilename")
+    alto = etree.parse(str(files.alto)).getroot()
+    alto_file = alto.find("{*}Description/{*}sourceImageInformation/{*}fileName").text
+    coco = json.loads((out / "coco.json").read_text(encoding="utf-8"))["images"][0]
+    for folder, reference in (
+        (files.page_xml.parent, page_file),
+        (files.alto.parent, alto_file),
+        (out, coco["path"]),
+    ):
+        assert (folder / reference).resolve() == image.resolve()
+    assert coco["file_name"] == "M%FCller.png" and coco["source"] == "../scans/M%FCller.png"
+
+
 @pytest.mark.parametrize("formats", [("page",), ("coco", "jsonl"), ("overlay", "semantic")])
 def test_any_mix_of_formats_writes_its_own_files(tmp_path, formats):
     writer = PageWriter(settings(tmp_path, formats=formats))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from docsam_cli.atomic import atomic_open
 from docsam_cli.inputs.sources import natural_key
+from docsam_cli.names import xml_text
 from docsam_cli.writers.formats import MaskFormat
 
 if TYPE_CHECKING:
@@ -65,8 +66,18 @@ class PageSource:
         """Whether the outputs name the page's own image (`image/<id>.png`) rather than the input: a PDF or
         TIFF page, or a single image unlike its file's first stored image, which readers (OCR-D, Kraken,
         Tesseract, ignoring EXIF) would take for the page: turned against its coordinates and
-        `imageWidth`/`imageHeight`, or a thumbnail before the page."""
-        return self.page is not None or self.unlike_file
+        `imageWidth`/`imageHeight`, or a thumbnail before the page; or an image the outputs cannot name
+        (`nameable`)."""
+        return self.page is not None or self.unlike_file or not nameable(self.path)
+
+
+def nameable(path: Path) -> bool:
+    """Whether PAGE, ALTO and COCO can name the image at `path` as it is: its real path (which references
+    are made from) holds no byte that is not UTF-8 and no character XML forbids. They write those
+    percent-encoded (`names.xml_text`), so a Latin-1 `M\xfcller.png` would be named `M%FCller.png`, a
+    file that does not exist (or another one)."""
+    real = os.path.join(os.path.realpath(path.parent), path.name)
+    return xml_text(real) == real
 
 
 class PageFiles:
