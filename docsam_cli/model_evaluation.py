@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def prompt_classes(images: Sequence[GtImage], declared: Sequence[str] = ()) -> list[str]:
+    """The ground truth's class names, sorted (the reference's evaluation prompts): those it declares (a
+    COCO file's or dataset's categories, `declared`) and those it annotates, so that a class no page of the
+    split holds is prompted as `segment --classes` would prompt it."""
+    annotated = {annotation.category for image in images for annotation in image.annotations}
+    return sorted(annotated | set(declared))
+
+
 class ModelRun:
     """A loaded model with the prompts and geometry to segment evaluation pages.
 
@@ -46,20 +54,16 @@ class ModelRun:
         self.domain = domain
 
     def predict(
-        self, images: Sequence[GtImage], declared: Sequence[str] = ()
+        self, images: Sequence[GtImage], classes: Sequence[str]
     ) -> tuple[dict[str, PageInstances], list[InputError]]:
-        """Instances per image key, prompting with the ground truth's class names, sorted (the reference's
-        evaluation prompts): those it declares (a COCO file's or dataset's categories, `declared`) and
-        those it annotates, so that a class no page of the split holds is prompted as `segment --classes`
-        would prompt it. Boxes are sorted and clipped to the page, as segment's COCO output writes them.
-        An image that cannot be segmented (its file is missing or unreadable, or not of the size the
-        ground truth states) has no key, and an error naming the file."""
+        """Instances per image key, prompting with `classes` (`prompt_classes`). Boxes are sorted and
+        clipped to the page, as segment's COCO output writes them. An image that cannot be segmented (its
+        file is missing or unreadable, or not of the size the ground truth states) has no key, and an error
+        naming the file."""
         from docsam_cli.inputs.images import load_frame
         from docsam_cli.writers.boxes import clip_box
         from model.inference import segment_page
 
-        annotated = {annotation.category for image in images for annotation in image.annotations}
-        classes = sorted(annotated | set(declared))
         predictions: dict[str, PageInstances] = {}
         errors: list[InputError] = []
         for image in images:

@@ -11,6 +11,7 @@ replace the default preset for those weights.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +63,10 @@ def resolve_prompts(
         names = [name.strip() for name in classes.split(",") if name.strip()]
         if not names:
             raise ValueError("--classes needs at least one class name")
-        _refuse_repeated_classes(names)
+        refuse_repeated_classes(names)
         return names, domain if domain is not None else ""
     if preset is None and default is not None:
+        refuse_repeated_classes(default.classes, f"the weights' class list ({default.description})")
         return list(default.classes), domain if domain is not None else default.domain
     chosen = PRESETS.get((preset or DEFAULT_PRESET).lower())
     if chosen is None:
@@ -72,18 +74,20 @@ def resolve_prompts(
     return list(chosen.classes), domain if domain is not None else chosen.domain
 
 
-def _refuse_repeated_classes(names: list[str]) -> None:
-    """Refuse a class named twice, also in another case, accents or spacing: the text encoder's normalizer
-    lowercases its prompts and strips their accents, and its tokens ignore spaces and split off punctuation,
-    so `Table,table`, `Légende,legende` or `text-line,text - line` would give two identical prompts, and
-    the second class would never win a region. So would names its vocabulary cannot spell (`图,表`: both
-    `[UNK]`)."""
+def refuse_repeated_classes(names: Sequence[str], source: str = "--classes") -> None:
+    """Refuse (ValueError naming `source`, where the list comes from) a class named twice, also in another
+    case, accents or spacing: the text encoder's normalizer lowercases its prompts and strips their
+    accents, and its tokens ignore spaces and split off punctuation, so `Table,table`, `Légende,legende` or
+    `text-line,text - line` would give two identical prompts, and the second class would never win a
+    region. So would names its vocabulary cannot spell (`图,表`: both `[UNK]`). Every class list the model
+    is prompted or trained with goes through here: `--classes`, a checkpoint's stored classes, a dataset's
+    categories (train, finetune), a ground truth's (evaluate --weights)."""
     first_of: dict[str, str] = {}
     for name in names:
         key = prompt_key(name)
         earlier = first_of.get(key)
         if earlier is not None:
-            raise ValueError(f"--classes names a class twice: {name!r}{_read_alike(earlier, name, key)}")
+            raise ValueError(f"{source} names a class twice: {name!r}{_read_alike(earlier, name, key)}")
         first_of[key] = name
 
 

@@ -170,3 +170,23 @@ def test_geometry_options_without_a_model_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(truth), "--pred", str(truth), "--stride", "32"])
     assert result.exit_code == 2
     assert "need --weights" in result.stderr
+
+
+def test_ground_truth_classes_the_model_reads_alike_are_refused_before_it_loads(tmp_path, monkeypatch):
+    """The model is prompted with the ground truth's class names: 图 (figure) and 表 (table) both read as
+    [UNK], so 表 could never win a region and was scored as all misses. It is refused, as `segment
+    --classes 图,表` is, before the weights are looked at (these do not exist)."""
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    write_image(tmp_path / "b.png", 60, 40)
+    document = coco_document()
+    document["categories"] = [{"id": 1, "name": "表"}, {"id": 2, "name": "图"}]
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(document))
+    weights = str(tmp_path / "missing.safetensors")
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--weights", weights, "--device", "cpu"])
+    assert result.exit_code == 2, result.stderr
+    assert "the ground truth names a class twice: '表' (as '图'; the model reads both as the same " in (
+        " ".join(result.stderr.split())
+    )
+    assert "missing.safetensors" not in result.stderr

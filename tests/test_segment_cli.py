@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from segment_helpers import E2E_CLASSES, leftover_temporaries, run_segment
 from tokenizers import Tokenizer
 
-from docsam_cli.presets import prompt_key, resolve_prompts
+from docsam_cli.presets import Preset, prompt_key, resolve_prompts
 from model.inference.mapping import resample_masks
 
 
@@ -210,6 +210,18 @@ def test_classes_the_vocabulary_reads_alike_are_one_class_named_twice(classes, r
     assert str(refused.value) == (
         f"--classes names a class twice: {repeated!r} (as {first!r}; the model reads both as the same "
         f"tokens, {tokens}: characters outside its vocabulary are all read as [UNK])"
+    )
+
+
+def test_stored_classes_the_vocabulary_reads_alike_are_refused():
+    """Weights fine-tuned before `train` refused such datasets can carry 图,表 as their classes: segment
+    without --classes prompted both as [UNK], silently. It is refused as `--classes 图,表` is."""
+    stored = Preset(("图", "表"), "", "the classes stored in run/model.safetensors")
+    with pytest.raises(ValueError) as refused:
+        resolve_prompts(None, None, None, default=stored)
+    assert str(refused.value).startswith(
+        "the weights' class list (the classes stored in run/model.safetensors) names a class twice: '表' "
+        "(as '图'; the model reads both as the same tokens, [UNK]"
     )
 
 

@@ -138,3 +138,21 @@ def test_more_workers_than_cores_are_capped_with_one_line_not_torchs_warning(
     assert "info: --workers 2: 1 data-loading process, as many as the CPU cores this process may use" in (
         result.stderr.splitlines()
     ), result.stderr
+
+
+@pytest.mark.parametrize("flag", ["dataset", "--val"])
+def test_a_dataset_whose_classes_the_model_reads_alike_is_refused_before_training(
+    flag: str, data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """图 (figure) and 表 (table) both read as [UNK]: every page prompted both with the same tokens and the
+    run trained them against each other. It is refused as it starts, naming the dataset and the classes."""
+    alike = write_layout(tmp_path / "alike", {"p0": page(0, ("图", "表"))})
+    dataset, run = (alike, RUN) if flag == "dataset" else (data, [*RUN, "--val", str(alike)])
+    output = tmp_path / "run"
+    arguments = ["finetune", str(dataset), "--weights", str(tiny_weights), "-o", str(output), *run]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"{alike} names a class twice: '表' (as '图'; the model reads both as the same tokens" in message
+    assert message.endswith("rename or merge them with convert-dataset --map"), message
+    assert not output.exists()

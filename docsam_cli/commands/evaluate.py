@@ -35,6 +35,7 @@ from docsam_cli.datasets.images import within
 from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
+from docsam_cli.presets import refuse_repeated_classes
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.writers.page_outputs import STATE_DIR
 
@@ -301,12 +302,14 @@ def _run_model(
 ) -> tuple[dict[str, PageInstances], list[InputError]]:
     """Predictions of a model run on the ground truth's images (imports torch). `model_options` are
     `ModelRun`'s arguments."""
-    from docsam_cli.model_evaluation import ModelRun
+    from docsam_cli.model_evaluation import ModelRun, prompt_classes
     from docsam_cli.weights import WeightsError
     from model import CheckpointError
 
+    classes = prompt_classes(truth.images, sorted(truth.class_names()))
     try:
-        return ModelRun(*model_options).predict(truth.images, sorted(truth.class_names()))
+        refuse_repeated_classes(classes, "the ground truth")  # before the model loads
+        return ModelRun(*model_options).predict(truth.images, classes)
     except (WeightsError, CheckpointError) as error:  # before ValueError: a CheckpointError is one
         raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:

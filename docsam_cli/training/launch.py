@@ -4,7 +4,7 @@
 A request that cannot start is a `UsageError` (exit 2), found before the datasets are read or the model is
 loaded where it can be: an output folder that cannot be written or already holds a run (without
 `--resume`), a device or precision that is not available, a batch that does not split, a DATASET or `--val`
-that is no dataset, weights that cannot be found or do not load.
+that is no dataset or has two classes the model reads alike, weights that cannot be found or do not load.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import LOCK_FILE, folder_lock
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
+from docsam_cli.presets import refuse_repeated_classes
 from docsam_cli.runtime import keep_freed_memory
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
@@ -71,6 +72,16 @@ def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:
         return LayoutDataset(spec.path, spec.name, stage)
     except DatasetError as error:
         raise UsageError(f"--val {error}" if stage == "test" else str(error)) from None
+
+
+def refuse_classes_read_alike(datasets: Sequence[LayoutDataset]) -> None:
+    """Refuse a dataset two of whose classes the text encoder reads alike (`refuse_repeated_classes`): its
+    pages would prompt both with the same tokens and train (or validate) them against each other."""
+    for dataset in datasets:
+        try:
+            refuse_repeated_classes(dataset.categories(), display_path(dataset.root))
+        except ValueError as error:
+            raise UsageError(f"{error}; rename or merge them with convert-dataset --map") from None
 
 
 def warn_of_untrained_classes(training: Sequence[LayoutDataset], validation: Sequence[LayoutDataset]) -> None:
@@ -166,6 +177,7 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
     checkpoint = resume_point(plan)
     data = training_data(plan)
     validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
+    refuse_classes_read_alike([*data.datasets, *validation])
     warn_of_untrained_classes(data.datasets, validation)
     logger.info("training on %s, %s", distributed.device, plan.options.precision)
     torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
