@@ -148,6 +148,21 @@ def test_file_names_are_printed_exactly(tmp_path: Path) -> None:
     assert "[/b]" in result.stderr and "out [v2]" in result.stderr
 
 
+def test_the_report_file_names_every_region_dropped_not_only_five(tmp_path: Path) -> None:
+    """The terminal says "dropped: 7 × ..." and points to convert_report.json for the details, which named
+    only the first 5: the user could not find the other regions to mend in the sources."""
+    source = tmp_path / "src"
+    write_image(source / "q.png", 40, 30)
+    lines = [("TextRegion", None, f"{x},1 {x + 1},1") for x in range(7)]  # two points: no area
+    (source / "q.xml").write_text(page_xml("q.png", 40, 30, lines))
+    out = tmp_path / "out"
+    assert run_cli("convert-dataset", source, "--from", "page", "-o", out).exit_code == 0
+    report = json.loads((out / "convert_report.json").read_text(encoding="utf-8"))
+    ((reason, count),) = report["dropped"].items()
+    assert count == 7
+    assert report["examples"][reason] == [f"{source / 'q.xml'}: TextRegion r{index}" for index in range(7)]
+
+
 def test_undecodable_file_name_bytes(tmp_path: Path) -> None:
     """Messages escape them (`\\xe9`), outputs percent-encode them (`%E9`): the dataset stays UTF-8."""
     source = tmp_path / os.fsdecode(b"caf\xe9")

@@ -10,8 +10,6 @@ from docsam_cli.datasets.records import Note
 from docsam_cli.errors import InputError
 from docsam_cli.names import output_text
 
-_EXAMPLES_PER_REASON = 5
-
 
 @dataclass
 class ConversionReport:
@@ -20,7 +18,9 @@ class ConversionReport:
     instances: Counter[str] = field(default_factory=Counter)
     fixed: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)  # reason → a few "file: where"
+    # reason → every "file: where" (the key's name is kept): the terminal gives the counts and points to
+    # the file, where a user finds each region to mend in the sources, not only the first few
+    examples: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # one line per unusable file or page
     warnings: list[str] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
@@ -28,9 +28,8 @@ class ConversionReport:
     def add_note(self, source: Path, note: Note) -> None:
         tally = self.fixed if note.kind == "fixed" else self.dropped
         tally[note.reason] += 1
-        examples = self.examples.setdefault(note.reason, [])
-        if len(examples) < _EXAMPLES_PER_REASON:
-            examples.append(output_text(f"{source}: {note.where}" if note.where else str(source)))
+        where = output_text(f"{source}: {note.where}" if note.where else str(source))
+        self.examples.setdefault(note.reason, []).append(where)
 
     def add_error(self, error: InputError) -> None:
         self.errors.append(output_text(str(error)))
