@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from convert_helpers import layout_counts, run_cli, write_image
+from convert_helpers import coco_document, coco_source, layout_counts, run_cli, write_image
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -296,3 +296,26 @@ def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:
     assert "a.png is 60x40" in line and "30x20" in line
     counts, documents = layout_counts(out)
     assert list(documents) == ["b.png"] and counts == {"figure": 1}
+
+
+def test_two_categories_of_one_name_are_one_class_with_a_warning(tmp_path: Path) -> None:
+    """Categories 1 and 2 both named 'table' (pycocotools keeps them apart by id) were merged into one
+    class without a word, by convert-dataset and evaluate alike. They are still one class (classes are
+    names, the model's prompts), and each command now says so, naming the file and both ids."""
+    document = coco_document()
+    document["categories"] = [{"id": 1, "name": "table"}, {"id": 2, "name": "table"}]
+    path = coco_source(tmp_path / "src", document) / "annotations.json"
+    warning = (
+        f"warning: {path}: categories[1].name: category 2 is named 'table', as category 1 is: classes are "
+        "names, so both are one class"
+    )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert warning in result.stderr.splitlines(), result.stderr
+    report = json.loads((out / "convert_report.json").read_text())
+    assert report["instances"] == {"table": 3}
+    assert report["warnings"] == [warning.removeprefix("warning: ")]
+    result = run_cli("evaluate", path, "--pred", path)
+    assert result.exit_code == 0, result.stderr
+    assert warning in result.stderr.splitlines(), result.stderr

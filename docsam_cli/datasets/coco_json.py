@@ -67,9 +67,12 @@ class Categories:
     results do that); with `any_name` every string is taken as a class name (results lists, whose classes
     `evaluate --map` may rename)."""
 
-    def __init__(self, names: dict[int | str, str], *, any_name: bool = False) -> None:
+    def __init__(
+        self, names: dict[int | str, str], *, any_name: bool = False, repeated: list[str] | None = None
+    ) -> None:
         self.names = names
         self.any_name = any_name
+        self.repeated = repeated or []  # a warning for each category named as an earlier one
         self._known = set(names.values())
 
     def resolve(self, category_id: JsonField) -> str:
@@ -143,14 +146,27 @@ def dataset_of(root: JsonField, *, sizes_required: bool) -> CocoDataset:
 
 
 def read_categories(field: JsonField) -> Categories:
-    """The `categories` list. Raises InputError."""
+    """The `categories` list. Raises InputError.
+
+    Classes are names (the model's prompts), so two categories of one name are one class: pycocotools
+    would keep them apart by id, so each later one is a warning naming the file and both ids
+    (`Categories.repeated`)."""
     names: dict[int | str, str] = {}
+    first_of: dict[str, int | str] = {}
+    repeated: list[str] = []
     for category in field.items():
         identifier = category["id"].identifier()
         if identifier in names:
             raise category["id"].problem(f"{identifier!r} is the id of another category too")
-        names[identifier] = category["name"].text()
-    return Categories(names)
+        name = names[identifier] = category["name"].text()
+        earlier = first_of.setdefault(name, identifier)
+        if earlier != identifier:
+            reason = (
+                f"category {identifier!r} is named {name!r}, as category {earlier!r} is: classes are names"
+            )
+            reason += ", so both are one class"
+            repeated.append(str(category["name"].problem(reason)))
+    return Categories(names, repeated=repeated)
 
 
 def _image(entry: JsonField, sizes_required: bool) -> CocoImage:

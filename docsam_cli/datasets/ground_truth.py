@@ -110,6 +110,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     different images in that order)."""
     dataset = read_dataset(path, sizes_required=False)
     truth = GroundTruth(category_ids=dict(dataset.categories.names), errors=list(dataset.errors))
+    truth.warnings += dataset.categories.repeated
     finder = ImageFinder(path.parent, images)
     for image in dataset.images:
         if image.error is not None:

@@ -135,10 +135,14 @@ def _build(
     skipped: list[WrongFormat] = []  # files of another format found by the walk
     converted: dict[str, Path] = {}  # image file (real path) → the annotation file it was converted from
 
+    contexts: list[ReadContext] = []
+
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(
+        context = ReadContext(
             root, options.levels, options.images, options.class_list, options.dpi, skip=options.out
         )
+        contexts.append(context)
+        return context
 
     for item in read_sources(
         options.sources, options.fmt, context_for, skip=options.out, skipped=skipped.append
@@ -161,6 +165,7 @@ def _build(
         pages.append(layout.LayoutPage(name, width, height, instances))
         if progress is not None:
             progress(name)
+    report.warnings += [warning for context in contexts for warning in context.warnings]
     if not pages:
         raise NothingConverted(_nothing_read(options, report, len(skipped)), report)
     with _writing(options.out):

@@ -23,6 +23,7 @@ class ReadContext:
     dpi: float = 150.0  # rendering of PDF pages (ICDAR 2013)
     skip: Path | None = None  # a folder not to search for images (the output folder, inside a source)
     finder: ImageFinder = field(init=False)
+    warnings: list[str] = field(init=False, default_factory=list)  # a file's, not one page's (the report's)
 
     def __post_init__(self) -> None:
         self.finder = ImageFinder(self.root, self.images, self.skip)

@@ -29,6 +29,7 @@ IMAGE_FOLDERS = ("images", "PNG")
 def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
     """Every image of one COCO file. Raises WrongFormat (not a COCO dataset) or InputError."""
     dataset = read_dataset(path, sizes_required=False)
+    context.warnings += dataset.categories.repeated
     yield from dataset.errors
     for image in dataset.images:
         try:
