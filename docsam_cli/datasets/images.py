@@ -100,15 +100,16 @@ class ImageFinder:
         annotation, not of the whole run.
         """
         try:
-            return self._find(reference, annotation, label, extra_dirs, suffixes)
+            return self._resolve(reference, annotation, label, extra_dirs, suffixes)
         except PermissionError as error:
             raise ImageNotFound(
                 f"{label} '{reference}': cannot look at {display_path(error.filename)}: {error.strerror}"
             ) from None
 
-    def _find(
+    def _resolve(
         self, reference: str, annotation: Path, label: str, extra_dirs: Sequence[str], suffixes: Sequence[str]
     ) -> tuple[Path, str | None]:
+        """`find`, a place to look in a folder that may not be searched raising PermissionError."""
         text = reference.strip()
         if not text:
             raise ImageNotFound(f"no {label} file named")

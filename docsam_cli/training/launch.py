@@ -78,8 +78,9 @@ def refuse_classes_read_alike(datasets: Sequence[LayoutDataset]) -> None:
     """Refuse a dataset two of whose classes the text encoder reads alike (`refuse_repeated_classes`): its
     pages would prompt both with the same tokens and train (or validate) them against each other."""
     for dataset in datasets:
+        classes = dataset.categories()  # a json that cannot be read is its own error (DatasetError)
         try:
-            refuse_repeated_classes(dataset.categories(), display_path(dataset.root))
+            refuse_repeated_classes(classes, display_path(dataset.root))
         except ValueError as error:
             raise UsageError(f"{error}; rename or merge them with convert-dataset --map") from None
 
