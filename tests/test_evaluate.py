@@ -398,6 +398,29 @@ def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_r
     assert report["mAF"] == 1.0 and report["mIoU"] == 1.0
 
 
+def test_a_splits_poly_wins_over_its_segmentation_as_in_training_and_a_coco_files_does_not(
+    tmp_path: Path,
+) -> None:
+    """The reference's loader (and training) reads an annotation's `poly` as its segmentation where a
+    per-image json has both; evaluate read the `segmentation`, scoring another region than was trained.
+    In a plain COCO file `poly` is no field, and `segmentation` stays the region."""
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    write_image(split / "image" / "a.png", 100, 100)
+    (split / "list.txt").write_text("a.png\n")
+    truth = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 9, 0, 9, 9, 0, 9]],
+                         "poly": [20, 20, 60, 20, 60, 60, 20, 60], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "figure"}],
+    }  # fmt: skip
+    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    (annotation,) = load_ground_truth(split, "unified", frozenset()).images[0].annotations
+    assert annotation.bbox == (20.0, 20.0, 41.0, 41.0) and mask_utils.area(annotation.rle) == 41 * 41
+    (plain,) = load_ground_truth(split / "coco" / "a.json", "coco", frozenset()).images[0].annotations
+    assert mask_utils.toBbox(plain.rle).tolist() == [0.0, 0.0, 9.0, 9.0]
+
+
 def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: Path) -> None:
     """PAGE predictions are cleaned as PAGE ground truth is: regions partly off the page are clamped (their
     boxes too), a region without area is dropped, a self-crossing outline is repaired the same way."""

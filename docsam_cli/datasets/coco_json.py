@@ -7,7 +7,8 @@ costs as little as it can: a broken category makes the file unusable (every imag
 categories); a broken image entry or annotation makes its image fail; an annotation that names no image of
 the file is reported once for the file.
 
-Segmentations are polygon lists (also a single flat polygon), or RLE (`size` [height, width] and `counts`,
+Segmentations are polygon lists (also a single flat polygon, also under `poly`, which some exports and the
+reference's per-image jsons name so), or RLE (`size` [height, width] and `counts`,
 compressed string or run-length list, adding up to height x width). Geometry that is well-formed but useless
 (a polygon of two points) is not an error here: the converters' clean-up and the metrics deal with it.
 """
@@ -86,17 +87,19 @@ class Categories:
         return name
 
 
-def read_dataset(path: Path, *, sizes_required: bool) -> CocoDataset:
+def read_dataset(path: Path, *, sizes_required: bool, poly_first: bool = False) -> CocoDataset:
     """The COCO dataset `path`. Raises WrongFormat (no 'images' list: another kind of json) or InputError
     (a file no image of which can be used).
 
     `sizes_required`: whether every image must state `width` and `height` (ground truth: masks are made
-    at that size) or may leave them out (conversion: the image file gives them).
+    at that size) or may leave them out (conversion: the image file gives them). `poly_first`: whether an
+    annotation's `poly` wins over its `segmentation`, as the reference's loader (and training) reads a
+    per-image json of the unified layout; a plain COCO file, where `poly` is no field, keeps `segmentation`.
     """
     root = JsonField.load(path)
     if not is_dataset(root):
         raise WrongFormat(path, "not a COCO dataset (no 'images' list)")
-    return dataset_of(root, sizes_required=sizes_required)
+    return dataset_of(root, sizes_required=sizes_required, poly_first=poly_first)
 
 
 def is_dataset(root: JsonField) -> bool:
@@ -104,7 +107,7 @@ def is_dataset(root: JsonField) -> bool:
     return root.is_object() and root.get("images") is not None
 
 
-def dataset_of(root: JsonField, *, sizes_required: bool) -> CocoDataset:
+def dataset_of(root: JsonField, *, sizes_required: bool, poly_first: bool = False) -> CocoDataset:
     """`read_dataset` of an already parsed json."""
     path = root.file
     entries = root["images"].items()
@@ -135,7 +138,7 @@ def dataset_of(root: JsonField, *, sizes_required: bool) -> CocoDataset:
             orphans.append(image_id)
         elif image.error is None:
             try:
-                image.annotations.append(read_annotation(annotation, categories, image.size))
+                image.annotations.append(read_annotation(annotation, categories, image.size, poly_first))
             except InputError as error:
                 name = image.file_name or f"id {image.id!r}"
                 image.error = InputError(error.path, f"{error.reason} (its image {name} is left out)")
@@ -187,12 +190,16 @@ def _image(entry: JsonField, sizes_required: bool) -> CocoImage:
     return image
 
 
-def read_annotation(field: JsonField, categories: Categories, size: tuple[int, int] | None) -> CocoAnnotation:
-    """One annotation or result on an image of `size` (height, width; None: unknown). Raises InputError."""
+def read_annotation(
+    field: JsonField, categories: Categories, size: tuple[int, int] | None, poly_first: bool = False
+) -> CocoAnnotation:
+    """One annotation or result on an image of `size` (height, width; None: unknown); `poly_first`: as for
+    `read_dataset`. Raises InputError."""
     category = categories.resolve(field["category_id"])
     segmentation = field.get("segmentation")
-    if segmentation is None or (segmentation.is_list() and not segmentation.value):
-        segmentation = field.get("poly")  # a single flat polygon, as some exports name it
+    poly = field.get("poly")  # a single flat polygon, as some exports name it
+    if poly is not None and poly.value and (poly_first or _empty(segmentation)):
+        segmentation = poly
     polygons: list[np.ndarray] = []
     rle = None
     if segmentation is not None and segmentation.is_object():
@@ -214,6 +221,10 @@ def read_annotation(field: JsonField, categories: Categories, size: tuple[int, i
         area=optional["area"].number(minimum=0) if optional["area"] is not None else None,
         score=optional["score"].number() if optional["score"] is not None else None,
     )
+
+
+def _empty(segmentation: JsonField | None) -> bool:
+    return segmentation is None or (segmentation.is_list() and not segmentation.value)
 
 
 def read_polygons(field: JsonField) -> list[np.ndarray]:

@@ -177,7 +177,7 @@ def _from_split(folder: Path) -> GroundTruth:
     for name in layout.list_names(folder, "test"):
         path = layout.json_path(folder, name)
         try:
-            dataset = read_dataset(path, sizes_required=True)
+            dataset = read_dataset(path, sizes_required=True, poly_first=True)
             if len(dataset.images) != 1:
                 raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
         except InputError as error:
