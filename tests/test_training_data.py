@@ -145,6 +145,28 @@ def test_a_json_written_with_a_byte_order_mark_is_read(encoding: str, tmp_path: 
     assert dataset.background_prompt == "Mine _background_"  # not the name the folder's path gives
 
 
+@pytest.mark.parametrize("explicit_name", [None, "Given"])
+def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
+    explicit_name: str | None, tmp_path: Path
+) -> None:
+    """A dataset.json with a syntax error (a comma left over after editing the name by hand) was passed
+    over without a word: the dataset took the name its path gives ('Mine', not 'Newspapers'), training
+    and evaluate --weights prompted with another background, and its class list was read from the jsons.
+    It is now an error naming the file and the JSON error, as any other file of a dataset that cannot be
+    used is (evaluate turns it into its `error:` line, exit 1)."""
+    from docsam_cli.datasets import layout
+    from docsam_cli.training.datasets import DatasetError
+
+    document = coco([{"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}], [(1, "table")], (60, 80))
+    split = tmp_path / "Layout" / "Mine" / "val"
+    write_layout(split, {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    (split.parent / "dataset.json").write_text('{"name": "Newspapers", "class_names": ["table"],}\n')
+    with pytest.raises(InputError, match=r"Mine/dataset\.json: invalid JSON: .*line 1 column 49"):
+        layout.dataset_name(split)
+    with pytest.raises(DatasetError, match=r"dataset\.json: invalid JSON"):
+        LayoutDataset(split, explicit_name)
+
+
 def test_a_category_name_listed_under_two_ids_is_one_class() -> None:
     """A json listing `text` under ids 1 and 2 (a COCO export with supercategories) prompted the page with
     ['table', 'text', 'text', background]: two identical columns, the instances labelled the second, so

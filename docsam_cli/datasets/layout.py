@@ -25,6 +25,7 @@ from pathlib import Path, PurePath
 
 from docsam_cli.datasets import geometry
 from docsam_cli.datasets.classes import BACKGROUND
+from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.records import Instance
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.sources import decode_list
@@ -163,27 +164,29 @@ def list_names(folder: Path, stage: str | None = None) -> list[str]:
 
 
 def dataset_name(folder: Path) -> str:
-    """Name from `dataset.json` in the split folder or its parent, else the reference's path rule."""
+    """Name from `dataset.json` in the split folder or its parent, else the reference's path rule. Raises
+    InputError for a `dataset.json` that cannot be read (`_dataset_file`)."""
     name = _dataset_file(folder).get("name")
     return name if isinstance(name, str) else reference_dataset_name(_absolute(folder))
 
 
 def dataset_class_names(folder: Path) -> list[str] | None:
-    """The class names `dataset.json` (in the split folder or its parent) lists, if it lists them."""
+    """The class names `dataset.json` (in the split folder or its parent) lists, if it lists them. Raises
+    InputError for a `dataset.json` that cannot be read (`_dataset_file`)."""
     names = _dataset_file(folder).get("class_names")
     return names if isinstance(names, list) and all(isinstance(name, str) for name in names) else None
 
 
 def _dataset_file(folder: Path) -> dict:
-    """The first readable `dataset.json` object in the split folder or its parent; {} when there is none.
-    Read as bytes, so that a byte order mark (a name edited in Notepad) is no unreadable file."""
+    """The first `dataset.json` object in the split folder or its parent; {} when there is none. Read as
+    bytes, so that a byte order mark (a name edited in Notepad) is no unreadable file. Raises InputError
+    naming the file for one that cannot be read or is no valid JSON (a name edited by hand, a comma
+    left over): passed over, it gave the dataset another name, the path rule's, and so another
+    background prompt, without a word."""
     folder = _absolute(folder)
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
-            try:
-                document = json.loads(candidate.read_bytes())
-            except (OSError, ValueError):
-                continue
+            document = JsonField.load(candidate).value
             if isinstance(document, dict):
                 return document
     return {}

@@ -51,9 +51,10 @@ class LayoutDataset:
             raise DatasetError(f"{self.root}: no such dataset folder")
         if not layout.is_layout(self.root):
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
-        self.name = name if name is not None else layout.dataset_name(self.root)
         self._categories: tuple[str, ...] | None = None
         try:
+            self.name = name if name is not None else layout.dataset_name(self.root)
+            self._stated_classes = layout.dataset_class_names(self.root)
             self.image_names = layout.list_names(self.root, stage)
         except InputError as error:
             raise DatasetError(str(error)) from None
@@ -94,9 +95,8 @@ class LayoutDataset:
         of the dataset there and in each json), else read from every json (a dataset made by hand, whose
         jsons may list only their own page's classes). Read once."""
         if self._categories is None:
-            stated = layout.dataset_class_names(self.root)
-            if stated is not None:
-                self._categories = tuple(sorted(set(stated)))
+            if self._stated_classes is not None:
+                self._categories = tuple(sorted(set(self._stated_classes)))
             else:
                 self._categories = tuple(
                     sorted({name for index in range(len(self)) for name in self._names(index)})
