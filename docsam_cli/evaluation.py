@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from docsam_cli.assignment import linear_sum_assignment
+from docsam_cli.datasets.geometry import resize_rle
 
 if TYPE_CHECKING:  # metrics only read PageInstances' fields
     from docsam_cli.errors import InputError
@@ -197,20 +197,13 @@ class _Predicted:
 
     def rescaled(self, height: int, width: int, new_height: int, new_width: int) -> _Predicted:
         """Masks resampled (nearest) from `height` x `width` to the new size, boxes scaled likewise."""
-
-        def resample(rle: dict) -> dict:
-            resized = cv2.resize(
-                mask_utils.decode(rle), (new_width, new_height), interpolation=cv2.INTER_NEAREST
-            )
-            return mask_utils.encode(np.asfortranarray(resized))
-
         factor = np.array([new_width / width, new_height / height] * 2)
         return _Predicted(
             self.categories,
-            [resample(rle) for rle in self.masks],
+            [resize_rle(rle, new_height, new_width) for rle in self.masks],
             self.boxes * factor,
             self.scores,
-            {name: resample(rle) for name, rle in self.semantic.items()},
+            {name: resize_rle(rle, new_height, new_width) for name, rle in self.semantic.items()},
         )
 
 

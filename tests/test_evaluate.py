@@ -421,6 +421,37 @@ def test_a_splits_poly_wins_over_its_segmentation_as_in_training_and_a_coco_file
     assert mask_utils.toBbox(plain.rle).tolist() == [0.0, 0.0, 9.0, 9.0]
 
 
+def test_a_splits_pre_resized_copies_are_its_images_and_its_ground_truth_is_scaled_to_them(
+    tmp_path: Path,
+) -> None:
+    """The reference's loader and training read `image_resize/<name>` where it exists, rescaling the
+    json's coordinates to it; evaluate ran the model on `image/<name>` (and found no image where only the
+    copy was there). Page a has both, page b only the copy, half the json's 200 x 100."""
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    write_image(split / "image" / "a.png", 200, 100)
+    (split / "list.txt").write_text("a.png\nb.png\n")
+    for image_id, name in enumerate("ab", 1):
+        write_image(split / "image_resize" / f"{name}.png", 100, 50)
+        truth = {
+            "images": [{"id": image_id, "file_name": f"{name}.png", "width": 200, "height": 100}],
+            "annotations": [{"id": 1, "image_id": image_id, "category_id": 1, "bbox": [20, 20, 40, 40],
+                             "segmentation": [[20, 20, 60, 20, 60, 60, 20, 60]], "area": 1600, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "figure"}],
+        }  # fmt: skip
+        (split / "coco" / f"{name}.json").write_text(json.dumps(truth))
+    images = load_ground_truth(split, "unified", frozenset()).images
+    assert [image.image for image in images] == [
+        split / "image_resize" / "a.png",
+        split / "image_resize" / "b.png",
+    ]
+    for image in images:
+        (annotation,) = image.annotations
+        assert (image.width, image.height, image.missing) == (100, 50, None)
+        assert annotation.bbox == (10.0, 10.0, 20.0, 20.0) and annotation.area == 400
+        assert mask_utils.area(annotation.rle) == 21 * 21  # the reference's fill: boundary pixels included
+
+
 def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: Path) -> None:
     """PAGE predictions are cleaned as PAGE ground truth is: regions partly off the page are clamped (their
     boxes too), a region without area is dropped, a self-crossing outline is repaired the same way."""

@@ -179,7 +179,8 @@ def main(
     _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
     if images is not None and gt_fmt == "unified":  # its list names image/<name>, as training reads it
         raise typer.BadParameter(
-            "a unified split's images are those in its image/ folder", param_hint="--images"
+            "a unified split's images are those in its image/ folder (or their copies in image_resize/)",
+            param_hint="--images",
         )
     console = stderr_console()
     try:

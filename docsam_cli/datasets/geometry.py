@@ -168,6 +168,12 @@ def polygons_rle(polygons: list[np.ndarray], height: int, width: int) -> dict:
     return mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
 
 
+def resize_rle(rle: dict, height: int, width: int) -> dict:
+    """The mask of a COCO RLE resampled (nearest) to `height` x `width`."""
+    resized = cv2.resize(mask_utils.decode(rle), (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask_utils.encode(np.asfortranarray(resized))
+
+
 def polygons_bbox(polygons: list[np.ndarray]) -> tuple[float, float, float, float]:
     """xywh of the points of all polygons."""
     stacked = np.concatenate(polygons)

@@ -28,6 +28,7 @@ from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
+from docsam_cli.inputs.images import open_image, to_first_page, upright_header
 
 
 @dataclass
@@ -168,7 +169,8 @@ def _from_split(folder: Path) -> GroundTruth:
     (`_background_` is dropped, and so is "text word" from a json that lists "table" too). As for the
     reference's loader (and training), the list names each image (`image/<name>`, `layout.json_path`):
     the json's own `file_name` is not read, so a page converted to another name or format still has its
-    ground truth.
+    ground truth. Its image is `layout.image_path`'s, a pre-resized copy where there is one, the ground
+    truth rescaled to it (`_rescale`).
     The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
     there is one, else `list.txt`."""
     truth = GroundTruth()
@@ -198,7 +200,13 @@ def _from_split(folder: Path) -> GroundTruth:
         read.append((path, image))
     _split_categories(truth, declared)
     for path, image in read:
-        found = folder / "image" / image.file_name
+        found = layout.image_path(folder, image.file_name)
+        if found.is_relative_to(folder / "image_resize"):
+            try:
+                _rescale(image, found)
+            except InputError as error:
+                truth.left_out(error, _image_key(image.file_name))
+                continue
         annotations = _gt_annotations(image, reference_masks=True)
         if found.is_file():
             _add(truth, path, image, annotations, found)
@@ -217,6 +225,28 @@ def _clamp(image: CocoImage) -> None:
         ]
         if annotation.bbox is not None:
             annotation.bbox = rectify.clamp_box(annotation.bbox, image.width, image.height)
+
+
+def _rescale(image: CocoImage, resized: Path) -> None:
+    """Rescale an image of a split from its json's size to that of its pre-resized copy `resized` (read
+    from its header), as the reference's loader and training do: the model runs on the copy, and is
+    scored at its size. Raises InputError for a copy that cannot be opened."""
+    with open_image(resized) as opened:
+        to_first_page(resized, opened)
+        (width, height), _ = upright_header(opened)
+    if (width, height) == (image.width, image.height):
+        return
+    sx, sy = width / image.width, height / image.height
+    for annotation in image.annotations:
+        annotation.polygons = [polygon * (sx, sy) for polygon in annotation.polygons]
+        if annotation.bbox is not None:
+            x, y, w, h = annotation.bbox
+            annotation.bbox = (x * sx, y * sy, w * sx, h * sy)
+        if annotation.rle is not None:
+            annotation.rle = geometry.resize_rle(annotation.rle, height, width)
+        if annotation.area is not None:
+            annotation.area *= sx * sy
+    image.width, image.height = width, height
 
 
 def _split_categories(truth: GroundTruth, declared: dict[int | str, set[str]]) -> None:

@@ -3,6 +3,7 @@
 ```
 <split>/list.txt             image file names, one per line
 <split>/image/<name>         images
+<split>/image_resize/<name>  optional pre-resized copies, read instead of image/<name> (`image_path`)
 <split>/coco/<stem>.json     one COCO json per image: the image, its annotations, ALL categories
 <split>/class_name/<stem>.txt  sorted class names, then "<dataset name> _background_"
 dataset.json                 (beside or above the split folders) name, background prompt, classes
@@ -140,6 +141,14 @@ def list_file(folder: Path, stage: str | None = None) -> Path:
     if preferred and (folder / preferred).is_file():
         return folder / preferred
     return folder / LIST_FILE
+
+
+def image_path(folder: Path, image_name: str) -> Path:
+    """The image file of a listed image, as the reference's loader (and training) reads it: its pre-resized
+    copy `image_resize/<name>` where there is one, else `image/<name>`. The json's coordinates refer to
+    the json's size, and are rescaled to the size of the image read."""
+    resized = folder / "image_resize" / image_name
+    return resized if resized.is_file() else folder / "image" / image_name
 
 
 def json_path(folder: Path, image_name: str) -> Path:

@@ -69,9 +69,7 @@ class LayoutDataset:
         return layout.background_prompt(self.name)
 
     def image_path(self, index: int) -> Path:
-        name = self.image_names[index]
-        resized = self.root / "image_resize" / name
-        return resized if resized.is_file() else self.root / "image" / name
+        return layout.image_path(self.root, self.image_names[index])
 
     def json_path(self, index: int) -> Path:
         return layout.json_path(self.root, self.image_names[index])
