@@ -88,6 +88,23 @@ def test_a_bbox_value_that_is_not_a_number_names_the_json_and_the_annotation(
     assert "coco/p0.json" in lines[0] and "annotation 9: bad bbox" in lines[0] and "'20px'" in lines[0]
 
 
+def test_listed_files_that_are_not_there_are_found_as_the_run_starts(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    """A listed image or json that is not there stopped the run only when a batch first sampled its page,
+    possibly hours in (and never, for a page no batch drew); every listed file's existence is now checked
+    as the run starts, one error line naming the list, how many files are missing and the first ones."""
+    data = write_layout(tmp_path / "data", {f"p{index}": page(index) for index in range(6)})
+    for name in ("image/p1.png", "coco/p1.json", "image/p4.png", "coco/p5.json"):
+        (data / name).unlink()
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--iters", "1")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    shown = ", ".join(str(data / name) for name in ("image/p1.png", "coco/p1.json", "image/p4.png"))
+    assert lines[0] == f"error: {data / 'list.txt'} names 4 files that are not there: {shown} and 1 more"
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # before any step
+
+
 # --- 2. requests that cannot start ----------------------------------------------------------------
 
 

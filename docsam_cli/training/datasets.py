@@ -36,6 +36,7 @@ from docsam_cli.training.annotations import (
 )
 
 Stage = Literal["train", "test"]
+_MISSING_SHOWN = 3  # missing files a DatasetError names
 
 
 class DatasetError(ValueError):
@@ -58,8 +59,9 @@ class LayoutDataset:
             self.image_names = layout.list_names(self.root, stage)
         except InputError as error:
             raise DatasetError(str(error)) from None
+        self.list_path = layout.list_file(self.root, stage)
         if not self.image_names:
-            raise DatasetError(f"{layout.list_file(self.root, stage)}: lists no images")
+            raise DatasetError(f"{self.list_path}: lists no images")
 
     def __len__(self) -> int:
         return len(self.image_names)
@@ -70,6 +72,18 @@ class LayoutDataset:
 
     def image_path(self, index: int) -> Path:
         return layout.image_path(self.root, self.image_names[index])
+
+    def check_files(self) -> None:
+        """Raise DatasetError naming the first listed images and jsons that are not there, and how many
+        are not. Their existence only (no decoding: a 300k-page split takes a few seconds), so that a
+        run does not stop at one hours in, when it first samples it."""
+        missing = layout.missing_files(self.root, self.image_names)
+        if missing:
+            shown = ", ".join(missing[:_MISSING_SHOWN])
+            more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
+            raise DatasetError(
+                f"{self.list_path} names {len(missing)} files that are not there: {shown}{more}"
+            )
 
     def json_path(self, index: int) -> Path:
         return layout.json_path(self.root, self.image_names[index])

@@ -45,8 +45,11 @@ logger = logging.getLogger(__name__)
 def training_data(plan: RunPlan) -> MixedTrainingData:
     """The mixed dataset of the run's DATASETs."""
     specs = plan.datasets
+    datasets = [open_dataset(spec) for spec in specs]
+    for dataset in datasets:
+        dataset.check_files()  # a file missing is an error of the data (exit 1), not hours into the run
     return MixedTrainingData(
-        [open_dataset(spec) for spec in specs],
+        datasets,
         plan.augmentation,
         plan.options.seed,
         weights=explicit_weights(specs),
