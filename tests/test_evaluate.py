@@ -452,6 +452,34 @@ def test_a_splits_pre_resized_copies_are_its_images_and_its_ground_truth_is_scal
         assert mask_utils.area(annotation.rle) == 21 * 21  # the reference's fill: boundary pixels included
 
 
+def test_a_splits_annotation_without_geometry_is_left_out_as_the_reference_loader_drops_it(
+    tmp_path: Path,
+) -> None:
+    """The reference's loader (and training) drops an annotation with neither a bbox of 4 values nor a
+    segmentation; evaluate left its whole page out as an error, and train --val stopped at it ('no ground
+    truth for a.png'), though the split trains. It is now left out with a warning, the page scored."""
+    from docsam_cli.training.datasets import LayoutDataset
+    from docsam_cli.training.validation import LayoutValidator
+
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    write_image(split / "image" / "a.png", 100, 100)
+    (split / "list.txt").write_text("a.png\n")
+    truth = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 40], "iscrowd": 0},
+                        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [], "bbox": [1, 2]}],
+        "categories": [{"id": 1, "name": "figure"}],
+    }  # fmt: skip
+    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    ground_truth = load_ground_truth(split, "unified", frozenset())
+    assert not ground_truth.errors and [len(image.annotations) for image in ground_truth.images] == [1]
+    reason = "annotations[1]: neither a bbox of 4 values nor a segmentation, left out"
+    assert ground_truth.warnings == [f"{split / 'coco' / 'a.json'}: {reason}"]
+    (validated,) = LayoutValidator([LayoutDataset(split, stage="test")], None, 1).sets  # type: ignore[arg-type]
+    assert len(validated[1]) == 1
+
+
 def test_a_page_file_scores_one_against_itself_whatever_its_geometry(tmp_path: Path) -> None:
     """PAGE predictions are cleaned as PAGE ground truth is: regions partly off the page are clamped (their
     boxes too), a region without area is dropped, a self-crossing outline is repaired the same way."""

@@ -61,6 +61,8 @@ class CocoDataset:
     categories: Categories
     images: list[CocoImage]
     errors: list[InputError]  # problems that belong to no single image
+    # Annotations left out by the reference loader's rule (`loader_rules`): `problem`s naming each
+    dropped: list[InputError] = field(default_factory=list)
 
 
 class Categories:
@@ -87,19 +89,21 @@ class Categories:
         return name
 
 
-def read_dataset(path: Path, *, sizes_required: bool, poly_first: bool = False) -> CocoDataset:
+def read_dataset(path: Path, *, sizes_required: bool, loader_rules: bool = False) -> CocoDataset:
     """The COCO dataset `path`. Raises WrongFormat (no 'images' list: another kind of json) or InputError
     (a file no image of which can be used).
 
     `sizes_required`: whether every image must state `width` and `height` (ground truth: masks are made
-    at that size) or may leave them out (conversion: the image file gives them). `poly_first`: whether an
-    annotation's `poly` wins over its `segmentation`, as the reference's loader (and training) reads a
-    per-image json of the unified layout; a plain COCO file, where `poly` is no field, keeps `segmentation`.
+    at that size) or may leave them out (conversion: the image file gives them). `loader_rules`: read a
+    per-image json of the unified layout as the reference's loader (and training) reads it: an annotation's
+    `poly` wins over its `segmentation`, and one with neither a bbox of 4 values nor a segmentation is left
+    out (`dropped`) rather than failing its image; a plain COCO file, where `poly` is no field, keeps
+    `segmentation`.
     """
     root = JsonField.load(path)
     if not is_dataset(root):
         raise WrongFormat(path, "not a COCO dataset (no 'images' list)")
-    return dataset_of(root, sizes_required=sizes_required, poly_first=poly_first)
+    return dataset_of(root, sizes_required=sizes_required, loader_rules=loader_rules)
 
 
 def is_dataset(root: JsonField) -> bool:
@@ -107,7 +111,7 @@ def is_dataset(root: JsonField) -> bool:
     return root.is_object() and root.get("images") is not None
 
 
-def dataset_of(root: JsonField, *, sizes_required: bool, poly_first: bool = False) -> CocoDataset:
+def dataset_of(root: JsonField, *, sizes_required: bool, loader_rules: bool = False) -> CocoDataset:
     """`read_dataset` of an already parsed json."""
     path = root.file
     entries = root["images"].items()
@@ -125,6 +129,7 @@ def dataset_of(root: JsonField, *, sizes_required: bool, poly_first: bool = Fals
             by_id[image.id] = image
         images.append(image)
     errors: list[InputError] = []
+    dropped: list[InputError] = []
     orphans: list[JsonField] = []
     annotations = root.get("annotations")
     for annotation in annotations.items() if annotations is not None else []:
@@ -136,16 +141,27 @@ def dataset_of(root: JsonField, *, sizes_required: bool, poly_first: bool = Fals
             continue
         if image is None:
             orphans.append(image_id)
+        elif loader_rules and _without_geometry(annotation):
+            dropped.append(annotation.problem("neither a bbox of 4 values nor a segmentation"))
         elif image.error is None:
             try:
-                image.annotations.append(read_annotation(annotation, categories, image.size, poly_first))
+                image.annotations.append(read_annotation(annotation, categories, image.size, loader_rules))
             except InputError as error:
                 name = image.file_name or f"id {image.id!r}"
                 image.error = InputError(error.path, f"{error.reason} (its image {name} is left out)")
     if orphans and ids_complete:
         more = f" (and {len(orphans) - 1} more annotations)" if len(orphans) > 1 else ""
         errors.append(orphans[0].problem(f"{orphans[0].value!r} is not the id of an image{more}"))
-    return CocoDataset(path, categories, images, errors)
+    return CocoDataset(path, categories, images, errors, dropped)
+
+
+def _without_geometry(annotation: JsonField) -> bool:
+    """Whether an annotation has neither a bbox of 4 values nor a non-empty segmentation or `poly`, which
+    the reference's loader drops (its first rule)."""
+    bbox = annotation.get("bbox")
+    shapes = (annotation.get("segmentation"), annotation.get("poly"))
+    has_box = bbox is not None and bbox.is_list() and len(bbox.value) == 4
+    return not has_box and not any(shape is not None and shape.value for shape in shapes)
 
 
 def read_categories(field: JsonField) -> Categories:
@@ -191,14 +207,14 @@ def _image(entry: JsonField, sizes_required: bool) -> CocoImage:
 
 
 def read_annotation(
-    field: JsonField, categories: Categories, size: tuple[int, int] | None, poly_first: bool = False
+    field: JsonField, categories: Categories, size: tuple[int, int] | None, loader_rules: bool = False
 ) -> CocoAnnotation:
-    """One annotation or result on an image of `size` (height, width; None: unknown); `poly_first`: as for
-    `read_dataset`. Raises InputError."""
+    """One annotation or result on an image of `size` (height, width; None: unknown); `loader_rules`: as
+    for `read_dataset` (the `poly` wins). Raises InputError."""
     category = categories.resolve(field["category_id"])
     segmentation = field.get("segmentation")
     poly = field.get("poly")  # a single flat polygon, as some exports name it
-    if poly is not None and poly.value and (poly_first or _empty(segmentation)):
+    if poly is not None and poly.value and (loader_rules or _empty(segmentation)):
         segmentation = poly
     polygons: list[np.ndarray] = []
     rle = None

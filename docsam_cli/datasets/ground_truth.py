@@ -179,13 +179,14 @@ def _from_split(folder: Path) -> GroundTruth:
     for name in layout.list_names(folder, "test"):
         path = layout.json_path(folder, name)
         try:
-            dataset = read_dataset(path, sizes_required=True, poly_first=True)
+            dataset = read_dataset(path, sizes_required=True, loader_rules=True)
             if len(dataset.images) != 1:
                 raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
         except InputError as error:
             truth.left_out(error, _image_key(name))
             continue
         truth.errors += dataset.errors
+        truth.warnings += [f"{problem}, left out" for problem in dataset.dropped]
         (image,) = dataset.images
         if image.error is not None:
             truth.left_out(image.error, _image_key(name))
