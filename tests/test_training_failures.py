@@ -306,3 +306,20 @@ def test_sigterm_while_the_run_starts_is_an_interruption(
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert (code, error_lines(stderr)) == (130, ["error: interrupted"])
+
+
+def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_one(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a launcher only rank 0 validates; a missing `--val` stopped it alone, and the other ranks went on
+    into the first collective with no peer left (`internal error: ... Connection closed by peer` under
+    srun, `error: interrupted` under torchrun). Here as rank 1 of 2, without a process group: it must stop
+    before the model loads with the usage error."""
+    import docsam_cli.training.launch as launch
+    from docsam_cli.distributed import Distributed
+
+    monkeypatch.setattr(launch, "setup", lambda device: Distributed(rank=1, world_size=2))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(tmp_path / "absent"))
+    lines = error_lines(stderr)
+    assert code == 2 and len(lines) == 1, stderr
+    assert lines[0].startswith("error: --val ") and "no such dataset folder" in lines[0]

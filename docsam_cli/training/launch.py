@@ -180,8 +180,12 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
     check_options(plan.options, distributed.device, distributed.world_size)
     checkpoint = resume_point(plan)
     data = training_data(plan)
-    validation = [open_dataset(spec, "test") for spec in plan.validation] if distributed.is_main else []
+    # Every process checks `--val` (its list only), though the main one alone validates: a bad one is then
+    # the same usage error on each, not a rank left in the first collective with no peer.
+    validation = [open_dataset(spec, "test") for spec in plan.validation]
     refuse_classes_read_alike([*data.datasets, *validation])
+    if not distributed.is_main:
+        validation = []
     warn_of_untrained_classes(data.datasets, validation)
     logger.info("training on %s, %s", distributed.device, plan.options.precision)
     torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
