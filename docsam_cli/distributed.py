@@ -51,6 +51,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's rank among those the launcher started (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass(frozen=True)
 class Distributed:
     """This process's place in the run. `store` is the key-value store every process of the run shares

@@ -76,6 +76,18 @@ def test_quiet_leaves_out_the_validation_lines_and_the_weights_line(
     assert any(line.startswith("weights: ") for line in lines) != quiet, result.stderr
 
 
+def test_the_weights_line_comes_once_per_run_from_rank_0_not_from_every_process(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every process ended with the same `weights: ...` line (8 GPUs, 8 lines). A process
+    whose launcher made it rank 1 (here alone: `RANK` set, no `WORLD_SIZE`) leaves it to rank 0."""
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *RUN]
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith("weights: ") for line in result.stderr.splitlines()), result.stderr
+
+
 def test_a_class_only_in_a_validation_split_is_warned_about(
     data: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:

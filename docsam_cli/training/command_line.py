@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hi
 import typer
 
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
+from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError
 from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path, one_line
@@ -413,5 +414,5 @@ def execute(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> None:
         stop(str(error))
     except KeyboardInterrupt:  # before the first step, or a second Ctrl-C
         stop("interrupted")
-    if not message_options().quiet:
+    if not message_options().quiet and launched_rank() == 0:  # once per run, not once per process
         print_plain(stderr_console(), f"weights: {display_path(final)}")
