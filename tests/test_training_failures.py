@@ -323,3 +323,34 @@ def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_
     lines = error_lines(stderr)
     assert code == 2 and len(lines) == 1, stderr
     assert lines[0].startswith("error: --val ") and "no such dataset folder" in lines[0]
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_error_line(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a launcher rank 0 alone writes checkpoints, `best/` and the final weights. When it could not
+    (a full disk), it stopped with the error line and the others failed in their next collective with no
+    peer left: `error: internal error: RuntimeError: ... Connection closed by peer`, exit 3. Here as rank 1
+    of 2, rank 0's side played by a stand-in for the process group: its answer is that failure."""
+    import docsam_cli.training.launch as launch
+    from docsam_cli.distributed import Distributed
+
+    full = (str(tmp_path / "run" / "checkpoints" / "step-00000001"), "cannot write the checkpoint: disk full")
+
+    class Rank1(Distributed):
+        def wrap(self, model):
+            return model
+
+        def mean(self, value):
+            return value
+
+        def barrier(self) -> None:
+            pass
+
+        def from_main(self, value):
+            assert value is None, "rank 1 has nothing to send"
+            return (*full, None)
+
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--checkpoint-every", "1")
+    assert code == 1 and error_lines(stderr) == [f"error: {full[0]}: {full[1]}"], stderr

@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from docsam_cli.distributed import Distributed
+from docsam_cli.errors import InputError
 from docsam_cli.folder_lock import drop_inherited_locks
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
@@ -304,9 +305,7 @@ class Trainer:
             if log is not None:
                 log.close()
         final = self.output / MODEL_FILE
-        if main:
-            save_final(self.output, self.model, self.stored)
-        self.distributed.barrier()
+        self._on_main(lambda: save_final(self.output, self.model, self.stored))
         return final
 
     def _batches(self, start: int) -> Iterator[TrainingBatch]:
@@ -373,15 +372,14 @@ class Trainer:
         options, last = self.options, step == self.options.iterations
         if options.validate_every and (step % options.validate_every == 0 or last):
             # Only the main process validates (it alone holds the validator); the others wait for it.
-            if self.validator is not None:
-                self._validate(step, log, progress)
-            self.distributed.barrier()
+            self._on_main(lambda: self._validate(step, log, progress) if self.validator is not None else None)
         if step % options.checkpoint_every == 0 or last:
             self._checkpoint(step)
 
     def _checkpoint(self, step: int) -> None:
         """Write the checkpoint of completed step `step` (the main process; the others wait)."""
-        if self.distributed.is_main:
+
+        def save() -> None:
             state = TrainerState(
                 step=step,
                 optimizer=self.optimizer.state_dict(),
@@ -391,7 +389,23 @@ class Trainer:
                 run=self.run_identity(),
             )
             save_checkpoint(self.output, self.model, state, self.options.keep_last, self.stored)
-        self.distributed.barrier()
+
+        self._on_main(save)
+
+    def _on_main(self, action: Callable[[], None]) -> None:
+        """`action` on the main process (writing a checkpoint, the best or the final weights), the others
+        waiting for it. The InputError it raises (a file that cannot be written: a full disk) is raised on
+        every process, so that each stops with its error line, rather than the others failing in their
+        next collective with no peer left (`internal error: ... Connection closed by peer`)."""
+        failure = None
+        if self.distributed.is_main:
+            try:
+                action()
+            except InputError as error:  # an exception does not pickle with its fields
+                failure = (error.path, error.reason, error.page)
+        failure = self.distributed.from_main(failure)
+        if failure is not None:
+            raise InputError(*failure)
 
     def _stop_agreed(self, requested: bool) -> bool:
         """Whether any process was asked to stop: all then stop after the same step."""
