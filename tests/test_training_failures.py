@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
+from docsam_cli.distributed import Distributed
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.run_log import read_log
 
@@ -308,6 +310,28 @@ def test_sigterm_while_the_run_starts_is_an_interruption(
     assert (code, error_lines(stderr)) == (130, ["error: interrupted"])
 
 
+@dataclass(frozen=True)
+class Rank1(Distributed):
+    """Rank 1 of 2 without a process group: rank 0's side is its answers to `from_main`, one per call in
+    turn (the error line rank 0 stopped with, or None: its part went well; None once they run out); the
+    collectives that carry no message do nothing."""
+
+    answers: list[str | None] = field(default_factory=list)
+
+    def wrap(self, model):
+        return model
+
+    def mean(self, value):
+        return value
+
+    def barrier(self) -> None:
+        pass
+
+    def from_main(self, value):
+        assert value is None, "rank 1 has nothing to send"
+        return self.answers.pop(0) if self.answers else None
+
+
 def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_one(
     data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,7 +340,6 @@ def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_
     srun, `error: interrupted` under torchrun). Here as rank 1 of 2, without a process group: it must stop
     before the model loads with the usage error."""
     import docsam_cli.training.launch as launch
-    from docsam_cli.distributed import Distributed
 
     monkeypatch.setattr(launch, "setup", lambda device: Distributed(rank=1, world_size=2))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(tmp_path / "absent"))
@@ -333,24 +356,25 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_error_line(
     peer left: `error: internal error: RuntimeError: ... Connection closed by peer`, exit 3. Here as rank 1
     of 2, rank 0's side played by a stand-in for the process group: its answer is that failure."""
     import docsam_cli.training.launch as launch
-    from docsam_cli.distributed import Distributed
 
-    full = (str(tmp_path / "run" / "checkpoints" / "step-00000001"), "cannot write the checkpoint: disk full")
+    full = f"{tmp_path / 'run' / 'checkpoints' / 'step-00000001'}: cannot write the checkpoint: disk full"
 
-    class Rank1(Distributed):
-        def wrap(self, model):
-            return model
-
-        def mean(self, value):
-            return value
-
-        def barrier(self) -> None:
-            pass
-
-        def from_main(self, value):
-            assert value is None, "rank 1 has nothing to send"
-            return (*full, None)
-
-    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2))
+    # Rank 0 loads no validation pages (none asked for), then cannot write the checkpoint of step 1.
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=[None, full]))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--checkpoint-every", "1")
-    assert code == 1 and error_lines(stderr) == [f"error: {full[0]}: {full[1]}"], stderr
+    assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
+
+
+def test_a_validation_page_rank_0_cannot_read_stops_every_rank_with_its_error_line(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 alone loads the `--val` pages, as the run starts: a truncated one stopped it with its error
+    line, and the others failed in the next collective (`internal error: ... Connection closed by peer`).
+    Rank 1's side, as above: it must stop with rank 0's line before its first step."""
+    import docsam_cli.training.launch as launch
+
+    unreadable = f"{data / 'image' / 'p0.png'}: truncated or corrupt image data"
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=[unreadable]))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(data))
+    assert code == 1 and error_lines(stderr) == [f"error: {unreadable}"], stderr
+    assert not list_checkpoints(tmp_path / "run")

@@ -31,7 +31,7 @@ from docsam_cli.training.data import MixedTrainingData
 from docsam_cli.training.datasets import DatasetError, LayoutDataset, Stage
 from docsam_cli.training.sampler import BatchLayout
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, TrainingOptions
-from docsam_cli.training.trainer import Trainer
+from docsam_cli.training.trainer import Trainer, on_main
 from docsam_cli.training.validation import LayoutValidator
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.page_outputs import STATE_DIR
@@ -196,11 +196,11 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
         if checkpoint is not None
         else load_starting_model(starting_model)
     )
-    validator = None
-    if validation:
-        validator = LayoutValidator(
-            validation, validation_geometry(plan.augmentation), plan.validation_images
-        )
+    geometry = validation_geometry(plan.augmentation)
+    validator = on_main(  # the main process alone validates; a bad page stops every process
+        distributed,
+        lambda: LayoutValidator(validation, geometry, plan.validation_images) if validation else None,
+    )
     trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
     return trainer.run(checkpoint, plan.record)
 

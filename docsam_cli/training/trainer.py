@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -118,6 +118,33 @@ class Interrupted(Exception):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class MainFailed(ValueError):
+    """The error line the main process stopped with (`on_main`), raised on the processes waiting for it."""
+
+
+Result = TypeVar("Result")
+
+
+def on_main(distributed: Distributed, action: Callable[[], Result]) -> Result | None:
+    """`action()` on the main process (loading the validation pages, validating, writing a checkpoint, the
+    best or the final weights), the others waiting for it; its result there, None on the others. A
+    failure that is one error line (a file that cannot be read or written, a full disk, a bad dataset:
+    what `execute` reports) stops every process with that line, rather than the others failing in their
+    next collective with no peer left (`internal error: ... Connection closed by peer`)."""
+    result, failure = None, None
+    if distributed.is_main:
+        try:
+            result = action()
+        except (ValueError, InputError, OSError) as error:
+            failure = error
+    message = distributed.from_main(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise MainFailed(message)
+    return result
 
 
 class StopRequests:
@@ -305,7 +332,7 @@ class Trainer:
             if log is not None:
                 log.close()
         final = self.output / MODEL_FILE
-        self._on_main(lambda: save_final(self.output, self.model, self.stored))
+        on_main(self.distributed, lambda: save_final(self.output, self.model, self.stored))
         return final
 
     def _batches(self, start: int) -> Iterator[TrainingBatch]:
@@ -372,7 +399,11 @@ class Trainer:
         options, last = self.options, step == self.options.iterations
         if options.validate_every and (step % options.validate_every == 0 or last):
             # Only the main process validates (it alone holds the validator); the others wait for it.
-            self._on_main(lambda: self._validate(step, log, progress) if self.validator is not None else None)
+            def validate() -> None:
+                if self.validator is not None:
+                    self._validate(step, log, progress)
+
+            on_main(self.distributed, validate)
         if step % options.checkpoint_every == 0 or last:
             self._checkpoint(step)
 
@@ -390,22 +421,7 @@ class Trainer:
             )
             save_checkpoint(self.output, self.model, state, self.options.keep_last, self.stored)
 
-        self._on_main(save)
-
-    def _on_main(self, action: Callable[[], None]) -> None:
-        """`action` on the main process (writing a checkpoint, the best or the final weights), the others
-        waiting for it. The InputError it raises (a file that cannot be written: a full disk) is raised on
-        every process, so that each stops with its error line, rather than the others failing in their
-        next collective with no peer left (`internal error: ... Connection closed by peer`)."""
-        failure = None
-        if self.distributed.is_main:
-            try:
-                action()
-            except InputError as error:  # an exception does not pickle with its fields
-                failure = (error.path, error.reason, error.page)
-        failure = self.distributed.from_main(failure)
-        if failure is not None:
-            raise InputError(*failure)
+        on_main(self.distributed, save)
 
     def _stop_agreed(self, requested: bool) -> bool:
         """Whether any process was asked to stop: all then stop after the same step."""
