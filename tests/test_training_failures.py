@@ -317,11 +317,13 @@ class Rank1(Distributed):
     collectives that carry no message do nothing."""
 
     answers: list[str | None] = field(default_factory=list)
+    steps: list[None] = field(default_factory=list)  # one per step taken (its loss averaged)
 
     def wrap(self, model):
         return model
 
     def mean(self, value):
+        self.steps.append(None)
         return value
 
     def barrier(self) -> None:
@@ -378,3 +380,19 @@ def test_a_validation_page_rank_0_cannot_read_stops_every_rank_with_its_error_li
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(data))
     assert code == 1 and error_lines(stderr) == [f"error: {unreadable}"], stderr
     assert not list_checkpoints(tmp_path / "run")
+
+
+def test_a_run_file_rank_0_cannot_write_as_the_run_starts_stops_every_rank_before_its_first_step(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 alone writes run.json and opens log.jsonl as the run starts; when it could not (a full disk),
+    the others went on into their first step and failed there (`internal error: ... Connection closed by
+    peer`). Rank 1's side, as above: it must stop with rank 0's line before any step."""
+    import docsam_cli.training.launch as launch
+
+    full = "[Errno 28] No space left on device"
+    rank = Rank1(rank=1, world_size=2, answers=[None, full])  # the validation pages (none), run.json
+    monkeypatch.setattr(launch, "setup", lambda device: rank)
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
+    assert not rank.steps

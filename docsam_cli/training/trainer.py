@@ -292,9 +292,13 @@ class Trainer:
         start = self.resume(resume) if resume is not None else 0
         if start == 0 and options.warmup:
             self.schedule.step(0)
-        if main and resume is None:  # a resumed run keeps the record it was started with
-            write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
-        log = RunLog(self.output, start) if main else None
+
+        def open_log() -> RunLog:
+            if resume is None:  # a resumed run keeps the record it was started with
+                write_run_file(self.output, record or {}, self.distributed.world_size, self.run_identity())
+            return RunLog(self.output, start)
+
+        log = on_main(self.distributed, open_log)  # the main process keeps the run's files
         network = self.distributed.wrap(self.model)
         self._set_mode(train=True)
         batches = self._batches(start)
