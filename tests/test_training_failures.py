@@ -396,3 +396,27 @@ def test_a_run_file_rank_0_cannot_write_as_the_run_starts_stops_every_rank_befor
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
     assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
     assert not rank.steps
+
+
+@pytest.mark.parametrize("name", ["run.json", "log.jsonl"])
+def test_a_run_file_that_cannot_be_written_is_named_in_the_error_line(
+    name: str, data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk as the run starts said only `error: [Errno 28] No space left on device`, naming no file;
+    the line now names it, as a checkpoint's does."""
+    import errno
+
+    import docsam_cli.training.run_log as run_log
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if name == "run.json":
+        monkeypatch.setattr(run_log, "atomic_open", full)
+    else:
+        monkeypatch.setattr(Path, "write_text", full)
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    assert lines[0].startswith(f"error: {tmp_path / 'run' / name}: cannot write ")
+    assert lines[0].endswith(": No space left on device")

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from docsam_cli.atomic import atomic_open, is_temporary, replace_folder
-from docsam_cli.errors import InputError
 from docsam_cli.training.datasets import LayoutDataset
+from docsam_cli.training.run_log import write_failure
 from docsam_cli.training.settings import AugmentSettings
 from model.checkpoint import save_model
 from model.docsam import DocSAM
@@ -140,7 +140,7 @@ def save_checkpoint(
         save_trainer_state(state, staging / STATE_FILE)
     except OSError as error:  # a full disk: no half-written checkpoint takes up its space
         shutil.rmtree(staging, ignore_errors=True)
-        raise _write_failure(final, "the checkpoint", error) from None
+        raise write_failure(final, "the checkpoint", error) from None
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     for old in list_checkpoints(output)[:-keep_last]:
@@ -241,12 +241,7 @@ def _staged(output: Path, name: str, what: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     except OSError as error:
-        raise _write_failure(output / name, what, error) from None
-
-
-def _write_failure(target: Path, what: str, error: OSError) -> InputError:
-    """The one error line of `what` that could not be written as `target`: the run stops there (exit 1)."""
-    return InputError(target, f"cannot write {what}: {error.strerror or error}")
+        raise write_failure(output / name, what, error) from None
 
 
 def _staging(output: Path, name: str) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from docsam_cli.atomic import atomic_open, atomic_write_text
+from docsam_cli.errors import InputError
 
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
@@ -27,9 +28,18 @@ def write_run_file(
     output: Path, record: Mapping[str, Any], world_size: int, identity: Mapping[str, Any]
 ) -> None:
     """`run.json`: `record` (`{"command", "settings"}` from the command line) and the run's shape."""
-    with atomic_open(output / RUN_FILE) as handle:
-        json.dump({**record, "world_size": world_size, "identity": dict(identity)}, handle, indent=1)
-        handle.write("\n")
+    try:
+        with atomic_open(output / RUN_FILE) as handle:
+            json.dump({**record, "world_size": world_size, "identity": dict(identity)}, handle, indent=1)
+            handle.write("\n")
+    except OSError as error:
+        raise write_failure(output / RUN_FILE, "the run's record", error) from None
+
+
+def write_failure(target: Path, what: str, error: OSError) -> InputError:
+    """The one error line of `what` that could not be written as `target` (a full disk names no file): the
+    run stops there (exit 1)."""
+    return InputError(target, f"cannot write {what}: {error.strerror or error}")
 
 
 def run_settings(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -62,14 +72,20 @@ class RunLog:
     def __init__(self, output: Path, start_step: int) -> None:
         self.path = output / LOG_FILE
         kept = [record for record in read_log(output) if record["step"] <= start_step]
-        # Replaced, not rewritten in place: a resume on a full disk would cut the run's history short.
-        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
-        self._handle = self.path.open("a", encoding="utf-8")
+        try:
+            # Replaced, not rewritten in place: a resume on a full disk would cut the run's history short.
+            atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
+            self._handle = self.path.open("a", encoding="utf-8")
+        except OSError as error:
+            raise write_failure(self.path, "the training log", error) from None
         self._tensorboard = _tensorboard_writer(output / "tensorboard")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(record) + "\n")
+            self._handle.flush()
+        except OSError as error:
+            raise write_failure(self.path, "the training log", error) from None
         if self._tensorboard is not None:
             for name, value in _scalars(record):
                 self._tensorboard.add_scalar(name, value, record["step"])
