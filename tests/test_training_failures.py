@@ -411,10 +411,7 @@ def test_a_run_file_that_cannot_be_written_is_named_in_the_error_line(
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    if name == "run.json":
-        monkeypatch.setattr(run_log, "atomic_open", full)
-    else:
-        monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(run_log, "atomic_open" if name == "run.json" else "atomic_write_text", full)
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
     lines = error_lines(stderr)
     assert code == 1 and len(lines) == 1, stderr
