@@ -172,8 +172,8 @@ def test_a_name_in_another_unicode_normalization_is_found(tmp_path: Path, beside
 
 
 def test_percent_encoded_references_are_found(tmp_path: Path) -> None:
-    """`docsam segment` names a scan whose file name is not UTF-8 (`scan<0xFF>.png`) `scan%FF.png` in its
-    PAGE, ALTO and COCO output, and URL-style references write `Brief_für.png` as `Brief_f%C3%BCr.png`:
+    """An older `docsam segment` named a scan whose file name is not UTF-8 (`scan<0xFF>.png`) `scan%FF.png`
+    in its PAGE, ALTO and COCO output, and URL-style references write `Brief_für.png` as `Brief_f%C3%BCr.png`:
     read back, such a page was 'not found'. A name found as written (`100%25.png` on disk) still wins."""
     root = tmp_path / "gt"
     pages = {  # reference: (file name on disk, width)

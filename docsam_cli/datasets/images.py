@@ -91,8 +91,9 @@ class ImageFinder:
         """The file `reference` (as written in `annotation`) names, and a note when it was a guess.
 
         A URL's path is percent-decoded; another reference is taken as written, and then, where that finds
-        nothing, percent-decoded: `segment`'s outputs (and tools that write URL-style references) name
-        `scan\\xff.png` as `scan%FF.png`, `Seite ü.png` as `Seite%20%C3%BC.png`.
+        nothing, percent-decoded: an older `segment`'s outputs (today's save such a page as `image/<id>.png`)
+        and tools that write URL-style references name `scan\\xff.png` as `scan%FF.png`, `Seite ü.png` as
+        `Seite%20%C3%BC.png`.
 
         `suffixes`: the extensions a file of the same stem may have (images; `.pdf` for PDFs). Raises
         ImageNotFound, whose message names what was looked for and where; also when a place to look lies
