@@ -287,7 +287,7 @@ def test_files_and_folders_the_walk_cannot_read_are_errors_not_lost_pages(tmp_pa
         (source / "locked").chmod(0o755)
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [
-        f"error: {source / 'locked'}: cannot list the folder: Permission denied",
+        f"error: {source / 'locked'}: cannot list directory: Permission denied",
         f"error: {source / 'gone.xml'}: broken symbolic link",
         f"error: {source / 'loop.xml'}: cannot read: Too many levels of symbolic links",
     ]

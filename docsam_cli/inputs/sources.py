@@ -263,16 +263,17 @@ def walk_folders(
         yield directory, [name for name in names if not name.startswith(".")]
 
 
+def unlisted(error: OSError) -> InputError:
+    """The error of a folder a walk (`walk_folders`) cannot list, naming it."""
+    return InputError(error.filename, f"cannot list directory: {error.strerror or error}")
+
+
 def _directory_files(root: Path, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
     """Supported files under `root` in natural order, each a Path or the InputError refusing it; a folder
     that cannot be listed is an InputError too."""
     unreadable: list[InputError] = []
     files: list[Path] = []
-
-    def report(error: OSError) -> None:
-        unreadable.append(InputError(error.filename, f"cannot list directory: {error.strerror or error}"))
-
-    for directory, names in walk_folders(root, recursive, skip, report):
+    for directory, names in walk_folders(root, recursive, skip, lambda e: unreadable.append(unlisted(e))):
         files.extend(
             Path(directory, name) for name in names if Path(name).suffix.lower() in SUPPORTED_SUFFIXES
         )

@@ -16,7 +16,7 @@ from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import IMAGE_SUFFIXES
 from docsam_cli.datasets.records import LEVELS, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
-from docsam_cli.inputs.sources import regular_file, walk_folders
+from docsam_cli.inputs.sources import regular_file, unlisted, walk_folders
 
 _ALL_LEVELS = frozenset(LEVELS)
 
@@ -78,14 +78,10 @@ def _walk(folder: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> 
     InputError in its place. Both are reported as `segment`'s walk reports them, not left out without a
     word with the pages they hold. Symbolic links to folders are not followed, so a link loop ends."""
     unreadable: list[Path | InputError] = []
-
-    def report(error: OSError) -> None:
-        unreadable.append(InputError(error.filename, f"cannot list the folder: {error.strerror or error}"))
-
     left_out = frozenset() if skip is None else frozenset({os.path.realpath(skip)})
     files = sorted(
         Path(directory, name)
-        for directory, names in walk_folders(folder, True, left_out, report)
+        for directory, names in walk_folders(folder, True, left_out, lambda e: unreadable.append(unlisted(e)))
         for name in names
         if Path(name).suffix.lower() in suffixes
     )
