@@ -70,6 +70,7 @@ from docsam_cli.writers.page_outputs import (
     OutputSettings,
     PageSource,
     PageWriter,
+    nameable,
     output_folders,
     page_folders,
 )
@@ -714,11 +715,16 @@ def _removed_record(task: PageTask) -> dict[str, Any]:
 
 def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
     """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, a TIFF's one page
-    after a thumbnail (also when done by a docsam that named the TIFF: it is redone), or an image that its
-    EXIF orientation turned (which only decoding tells) or that the outputs cannot name, as its record says
-    (it lists the image)."""
+    after a thumbnail or an image the outputs cannot name (`nameable`; either also when done by a docsam
+    that named the input: it is redone), or an image that its EXIF orientation turned, which only decoding
+    tells, as its record says (it lists the image)."""
     written = record.get("outputs")
-    return task.page is not None or task.frame != 0 or (isinstance(written, dict) and "image" in written)
+    return (
+        task.page is not None
+        or task.frame != 0
+        or not nameable(task.source)
+        or (isinstance(written, dict) and "image" in written)
+    )
 
 
 def _written_with(record: dict[str, Any], asked: Mapping[str, Path]) -> bool:

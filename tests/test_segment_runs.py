@@ -964,6 +964,26 @@ def test_a_one_page_tiff_after_a_thumbnail_is_saved_as_its_page_and_named_by_eve
     assert code == 0 and "skipped" not in lines[0] and (out / "image" / "scan.png").is_file()
 
 
+def test_an_image_the_outputs_cannot_name_done_by_an_earlier_docsam_is_redone(tmp_path, model):
+    """A Latin-1 `M\xfcller.png` is saved as `image/<id>.png` for PAGE, ALTO and COCO to name. A page done
+    by a docsam that named it `M%FCller.png`, a file that does not exist, was skipped on the next run, its
+    outputs naming no image, where a TIFF's page after a thumbnail done so is redone; so is this one now."""
+    scan = tmp_path / os.fsdecode(b"M\xfcller.png")
+    write_page(scan)
+    out = tmp_path / "out"
+    formats = ("--format", "page,jsonl")
+    code, lines, stderr = segment(out, str(scan), *formats)
+    page_id = lines[0]["page_id"]
+    assert code == 0 and "image" in lines[0]["outputs"], stderr
+    record_file = out / ".docsam" / "records" / f"{page_id}.json"  # as a docsam that named the input left it
+    record = json.loads(record_file.read_text())
+    del record["outputs"]["image"]
+    record_file.write_text(json.dumps(record))
+    (out / "image" / f"{page_id}.png").unlink()
+    code, lines, _ = segment(out, str(scan), *formats)
+    assert code == 0 and "skipped" not in lines[0] and (out / "image" / f"{page_id}.png").is_file()
+
+
 def test_the_page_images_written_keep_the_resolution_of_their_page(tmp_path, model):
     """`image/<id>.png` had no resolution, so Tesseract read a 300-dpi scan's page as 70 dpi ("Invalid
     resolution 0 dpi. Using 70 instead.") and OCR-D found none. It now keeps the page's: a PDF page's
