@@ -23,14 +23,15 @@ from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import STATE_DIR
 
 logger = logging.getLogger(__name__)
-LOCK_FILE = "lock"  # in STATE_DIR: the process id of the run holding the lock, empty after it
+LOCK_FILE = "lock"  # in STATE_DIR: the process id and kind of the run holding the lock, empty after it
 _HELD: set[int] = set()  # the file descriptors of the locks this process holds
 
 
 @contextlib.contextmanager
 def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
-    """Hold the output folder's lock for the `with` block. Raises UsageError, naming the process and the
-    kind of `run` the folder is for, if another run holds it."""
+    """Hold the output folder's lock for the `with` block, as a run of kind `run`. Raises UsageError if
+    another run holds it, naming its process and its kind (a segment run refused by a training run's folder
+    is told so)."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -43,10 +44,10 @@ def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip()
+            holder, _, kind = handle.read().strip().partition(" ")
             process = f" (process {holder})" if holder.isdigit() else ""
             raise UsageError(
-                f"--out {display_path(out)}: another {run}{process} is writing into this "
+                f"--out {display_path(out)}: another {kind or run}{process} is writing into this "
                 "folder; wait for it to end, or use another --out"
             ) from None
         except OSError as error:  # a file system without locks (ENOLCK, EOPNOTSUPP)
@@ -55,7 +56,7 @@ def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
             return
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()}\n")
+        handle.write(f"{os.getpid()} {run}\n")
         handle.flush()
         _HELD.add(handle.fileno())
         try:

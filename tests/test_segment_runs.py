@@ -774,6 +774,20 @@ def wait_until(condition, seconds: float = 10.0) -> bool:
     return True
 
 
+def test_a_run_refused_by_a_folder_in_use_is_told_what_kind_of_run_holds_it(tmp_path, model):
+    """Training runs hold their run folder's lock too: a segment run given a training run's folder as --out
+    was told that 'another docsam segment run' was writing there, naming the kind of the run refused, and
+    a training run refused by a segment run the same way; the message now names the holder's kind."""
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "run"
+    with folder_lock(out, "docsam training run"):
+        code, _, stderr = segment(out, str(page))
+    assert code == ExitCode.USAGE and error_lines(stderr) == [
+        f"error: --out {out}: another docsam training run (process {os.getpid()}) is writing into this "
+        "folder; wait for it to end, or use another --out"
+    ]
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, model):
     page = write_page(tmp_path / "page.png")
     out = tmp_path / "out"

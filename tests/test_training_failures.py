@@ -185,8 +185,8 @@ def test_a_second_run_into_a_run_folder_in_use_is_refused(
 
     out = tmp_path / "run"
     out.mkdir()
-    with folder_lock(out):  # the first run, in this process (flock locks conflict between open files too)
-        code, stderr = finetune(data, tiny_weights, out, "--iters", "1")
+    with folder_lock(out, "docsam training run"):  # the first run, in this process (flock locks conflict
+        code, stderr = finetune(data, tiny_weights, out, "--iters", "1")  # between open files too)
         assert code == 2 and error_lines(stderr) == [
             f"error: --out {out}: another docsam training run (process {os.getpid()}) is writing into this "
             "folder; wait for it to end, or use another --out"
