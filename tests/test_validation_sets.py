@@ -220,3 +220,36 @@ def test_a_split_listing_images_in_folders_reads_their_jsons_where_training_does
     validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
     ((_, gt, names),) = validator.sets[0][1]
     assert gt.name == "a" and len(gt.annotations) == 1 and names == ["table"]
+
+
+def test_pages_of_one_name_in_two_folders_are_not_validated_against_one_ground_truth(tmp_path):
+    """`vol1/a.png` and `vol2/a.png` (a list naming images in folders): evaluate keys images by their stem
+    and refuses the second 'a', and --val, looking pages up by that key, validated vol2/a.png against
+    vol1/a.png's ground truth without a word. The page now has none, and the run says why."""
+    import json
+
+    from training_helpers import write_layout
+
+    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+
+    def document(boxes: int) -> dict:
+        annotations = [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [10 + 30 * i, 10, 20, 20]}
+            for i in range(boxes)
+        ]
+        image = {"id": 1, "height": 60, "width": 80, "file_name": "a.png"}
+        return {"images": [image], "categories": [{"id": 1, "name": "table"}], "annotations": annotations}
+
+    root = write_layout(tmp_path / "val", {"a": (np.full((60, 80, 3), 200, np.uint8), document(1))})
+    for volume, boxes in (("vol1", 1), ("vol2", 2)):
+        (root / "image" / volume).mkdir()
+        (root / "image" / volume / "a.png").write_bytes((root / "image" / "a.png").read_bytes())
+        (root / "coco" / volume).mkdir()
+        (root / "coco" / volume / "a.json").write_text(json.dumps(document(boxes)))
+    (root / "list.txt").write_text("vol1/a.png\nvol2/a.png\n")
+    with pytest.raises(DatasetError) as raised:
+        LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 2)
+    assert str(raised.value) == (
+        f"{root}: no ground truth for vol2/a.png: {root / 'coco' / 'vol2' / 'a.json'}: images[0].file_name: "
+        "another image is also named 'a'"
+    )

@@ -38,11 +38,9 @@ class LayoutValidator:
             truth = {image.name: image for image in ground_truth.images}
             pages: list[Page] = []
             for index in range(min(max_images, len(dataset))):
-                key = os.path.splitext(os.path.basename(dataset.image_names[index]))[0]
-                if key not in truth:
-                    raise _no_ground_truth(dataset, index, ground_truth.errors)
+                gt = _ground_truth_of(dataset, index, truth, ground_truth.errors)
                 image, page = dataset.load(index)
-                pages.append((image, truth[key], list(dataset.page_classes(page))))
+                pages.append((image, gt, list(dataset.page_classes(page))))
             self.sets.append((dataset.name, pages))
 
     def __call__(self, model: DocSAM) -> dict[str, float]:
@@ -66,6 +64,20 @@ class LayoutValidator:
         scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
         scores.update({"mAF": result.maf, "mIoU": result.miou})
         return {key: float(value or 0.0) for key, value in scores.items()}
+
+
+def _ground_truth_of(
+    dataset: LayoutDataset, index: int, truth: dict[str, GtImage], errors: Sequence[InputError]
+) -> GtImage:
+    """The ground truth of a listed page. Images are keyed by their file's stem, as `evaluate` matches
+    predictions: of two listed in different folders under one stem (`vol1/a.png`, `vol2/a.png`) the second
+    has an error and no ground truth, which the key alone would take for the first's. Raises
+    DatasetError."""
+    name = dataset.image_names[index]
+    gt = truth.get(os.path.splitext(os.path.basename(name))[0])
+    if gt is None or (gt.image is not None and gt.image != dataset.root / "image" / name):
+        raise _no_ground_truth(dataset, index, errors)
+    return gt
 
 
 def _no_ground_truth(dataset: LayoutDataset, index: int, errors: Sequence[InputError]) -> DatasetError:
