@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
-from docsam_cli.inputs.sources import assign_stems, input_key
+from docsam_cli.inputs.sources import IMAGE_SUFFIXES, assign_stems, input_key
 from docsam_cli.writers.page_outputs import page_folders
 
 
@@ -59,6 +59,18 @@ def test_folders_find_jpeg_2000_and_apng_under_every_suffix_pillow_reads_them_by
         touch(tmp_path / "scans" / name)
     assert names(collect_documents([str(tmp_path / "scans")])) == found
     assert names(collect_documents([str(tmp_path / "scans" / "*")])) == found
+
+
+def test_folders_find_every_suffix_pillow_reads_docsams_formats_by():
+    """A `.pfm` (PPM's float map, which docsam reads named on its own) was left out of folders and globs:
+    the suffixes are every one Pillow registers for the formats docsam decodes, no fewer."""
+    from PIL import Image
+
+    from docsam_cli.inputs.images import IMAGE_FORMATS
+
+    Image.init()
+    registered = {suffix for suffix, name in Image.registered_extensions().items() if name in IMAGE_FORMATS}
+    assert registered <= IMAGE_SUFFIXES
 
 
 def test_recursive_directory_includes_subdirectories_but_not_hidden_ones(tree):

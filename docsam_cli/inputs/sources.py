@@ -28,7 +28,7 @@ from docsam_cli.names import file_name_text
 IMAGE_SUFFIXES = frozenset(
     {
         ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc",
-        ".tif", ".tiff", ".bmp", ".dib", ".gif", ".webp", ".pbm", ".pgm", ".ppm", ".pnm",
+        ".tif", ".tiff", ".bmp", ".dib", ".gif", ".webp", ".pbm", ".pgm", ".ppm", ".pnm", ".pfm",
     }
 )  # fmt: skip
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
