@@ -164,3 +164,20 @@ def test_mm10_without_a_page_size_is_scaled_by_the_image_resolution(tmp_path: Pa
     assert "b.xml" in line and "resolution" in line and "inch1200" in line
     (annotation,) = json.loads((out / "coco" / "a.json").read_text())["annotations"]
     assert np.allclose(annotation["bbox"], [300, 150, 150, 75], atol=0.01)
+
+
+def test_mm10_without_a_page_size_and_an_unreadable_image_names_the_image(tmp_path: Path) -> None:
+    """Scaling mm10 by the image's resolution opens the image: one that cannot be read was reported as a
+    missing resolution ('<Page> WIDTH/HEIGHT (or an image stating its resolution) are needed'), the damaged
+    file unnamed. The error now names the image and why it cannot be read."""
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    (tmp_path / "c.xml").write_text(
+        f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>mm10</MeasurementUnit>'
+        "<sourceImageInformation><fileName>c.png</fileName></sourceImageInformation></Description>"
+        '<Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="10" VPOS="10" WIDTH="50" HEIGHT="50"/>'
+        "</PrintSpace></Page></Layout></alto>"
+    )
+    result = run_cli("convert-dataset", tmp_path, "--from", "alto", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert f"{tmp_path / 'c.png'}: not an image" in line and "WIDTH/HEIGHT" not in line, line

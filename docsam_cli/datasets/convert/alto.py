@@ -16,7 +16,6 @@ the image file states (ALTO: "the values for pixel will be related to the resolu
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +84,11 @@ def read_alto(
 def _size_from_resolution(path: Path, image: Path, unit: str | None) -> tuple[float, float]:
     """The page's size in `unit` (mm10, inch1200) from the image's pixels and the resolution its file states,
     as ALTO relates these units to pixels, for a `<Page>` that does not state its WIDTH and HEIGHT. Raises
-    InputError when there is no such resolution."""
+    InputError when there is no such resolution, or naming the image when it cannot be read."""
     per_inch = _UNITS_PER_INCH.get(unit or "")
     dpi = None
     if per_inch is not None:
-        with contextlib.suppress(InputError), open_image(image) as opened:  # unreadable: reported later
+        with open_image(image) as opened:
             to_first_page(image, opened)
             size, dpi = upright_header(opened)
     if dpi is None:
