@@ -55,7 +55,7 @@ def test_split_sizes_add_up_and_ignore_input_order() -> None:
     assert [len(first[s]) for s in ("train", "val", "test")] == [9, 1, 1]
     assert split.assign(list(reversed(names)), fractions, seed=5) == first
     assert sorted(n for group in first.values() for n in group) == names
-    for bad in ("train=0.8,train=0.2", "train", "../x=1", "a=-1", "a=0"):
+    for bad in ("train=0.8,train=0.2", "train", "../x=1", "a=-1", "a=0,b=0", "val=0.3"):
         with pytest.raises(ValueError):
             split.parse_split(bad)
 

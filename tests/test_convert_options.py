@@ -461,3 +461,12 @@ def test_a_relative_output_folder_is_named_after_its_absolute_path(
     result = run_cli("convert-dataset", "annotations.json", "--from", "coco", "-o", "data/new/..")
     assert result.exit_code == 0, result.stderr
     assert json.loads((coco_file.parent / "data" / "dataset.json").read_text())["name"] == "data"
+
+
+def test_a_split_naming_one_set_alone_is_refused(coco_file: Path) -> None:
+    """`--split val=0.3` read as 30 % val and the rest train by a user, normalised to 100 % val: every
+    image went to val and none to train, with exit 0."""
+    out = coco_file.parent / "o"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--split", "val=0.3")
+    assert result.exit_code == 2 and "only split 'val' is named" in result.stderr
+    assert not out.exists()

@@ -10,7 +10,8 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def parse_split(text: str) -> dict[str, float]:
-    """`name=fraction,...` → normalised fractions. Raises ValueError.
+    """`name=fraction,...` → normalised fractions (`train=8,val=1,test=1` is 80/10/10). Raises ValueError,
+    also for one split alone, which normalising would give every image.
 
     Names become folder names, so they are restricted to letters, digits, `_`, `-`, `.`.
     """
@@ -28,6 +29,12 @@ def parse_split(text: str) -> dict[str, float]:
         if not math.isfinite(fraction) or fraction < 0:
             raise ValueError(f"fraction of '{name}' must be a non-negative number")
         fractions[name] = fraction
+    if len(fractions) == 1:  # normalised, its fraction would be 1: `--split val=0.3` put every image in val
+        (name,) = fractions
+        raise ValueError(
+            f"only split '{name}' is named, which would get every image; name each split with its "
+            "fraction (train=0.7,val=0.3)"
+        )
     total = sum(fractions.values())
     if total <= 0:
         raise ValueError("the split fractions add up to 0")
