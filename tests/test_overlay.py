@@ -110,6 +110,18 @@ def test_labels_from_one_corner_are_stacked_not_drawn_over_each_other(page):
     assert tops == sorted(tops)  # largest first, each below the one drawn before it
 
 
+def test_a_nested_instance_too_low_to_stack_its_label_does_not_cover_the_label_before(page):
+    """A heading one label high at the top-left corner of its text region (a paragraph's first text line,
+    with a line class): its label found no room below the region's inside the heading and was drawn over
+    it, so the region's label could not be seen at all; it now goes beside it, along the heading."""
+    masks = [rect_mask(HEIGHT, WIDTH, 20, 60, 280, 380), rect_mask(HEIGHT, WIDTH, 20, 60, 280, 75)]
+    overlay = render_overlay(page, PageShapes(make_instances(masks, [0, 1], CLASSES)))
+    corner = overlay[60:75, 20:280].astype(int)
+    for label in range(2):
+        fill = (np.abs(corner - class_colour(label)[::-1]).sum(-1) == 0).sum()
+        assert fill >= 100, f"{CLASSES[label]}'s label is covered"
+
+
 def test_a_page_with_nothing_drawn_gets_no_legend(page):
     blank = render_overlay(page, PageShapes(empty_instances(HEIGHT, WIDTH, CLASSES)))
     assert (blank == page).all()

@@ -247,7 +247,9 @@ def _label(
     """`class score` on a box of the class colour at the mask's top-left corner, moved inside the page and
     then down, as far as the instance reaches, below the labels already drawn (`drawn_labels`, rows of
     x0, y0, x1, y1) that it would cover: instances from one corner (a region and a smaller one nested in
-    it, or the same region found as two classes) showed only the last label. Returns the box drawn."""
+    it, or the same region found as two classes) showed only the last label. An instance too low for that
+    (a heading or text line at its region's corner) has its label moved right instead, beside those
+    labels, as far as the instance reaches. Returns the box drawn."""
     text = f"{one_line(shapes.class_name(index))} {shapes.score(index):.2f}"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(1, (bottom - top) // 6)
@@ -256,7 +258,11 @@ def _label(
     x = min(window.x, max(page_size[0] - box_w, 0))
     y = min(window.y, max(page_size[1] - box_h, 0))
     lowest = min(window.y + window.mask.shape[0], page_size[1]) - box_h  # the last top inside the instance
-    y = _below_labels((x, y, x + box_w, y + box_h), drawn_labels, lowest)
+    rightmost = min(window.x + window.mask.shape[1], page_size[0]) - box_w  # the last left inside it
+    box = (x, y, x + box_w, y + box_h)
+    below = _past_labels(box, drawn_labels, 1, lowest)
+    beside = _past_labels(box, drawn_labels, 0, rightmost) if below is None else None
+    x, y = (x, below) if below is not None else (beside, y) if beside is not None else (x, y)
     rgb = class_colour(shapes.label(index))
     draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=rgb)
     draw.text((x + pad - left, y + pad - top), text, font=font, fill=_ink(rgb))
@@ -270,19 +276,22 @@ def one_line(name: str) -> str:
     return " ".join(name.split())
 
 
-def _below_labels(box: tuple[int, int, int, int], drawn_labels: np.ndarray, lowest: int) -> int:
-    """The top of `box` moved down past each of `drawn_labels` it overlaps, until it overlaps none; its
-    own top if that would be below `lowest`."""
-    x0, y0, x1, y1 = box
-    top = y0
-    across = drawn_labels[(drawn_labels[:, 0] < x1) & (x0 < drawn_labels[:, 2])]
+def _past_labels(
+    box: tuple[int, int, int, int], drawn_labels: np.ndarray, axis: int, limit: int
+) -> int | None:
+    """The start of `box` along `axis` (0: x, rightwards; 1: y, downwards) moved past each of
+    `drawn_labels` it overlaps, until it overlaps none; None if that would take it beyond `limit`."""
+    across_axis = 1 - axis
+    low, high = box[across_axis], box[across_axis + 2]
+    across = drawn_labels[(drawn_labels[:, across_axis] < high) & (low < drawn_labels[:, across_axis + 2])]
+    start, size = box[axis], box[axis + 2] - box[axis]
     while True:
-        hit = across[(across[:, 1] < top + y1 - y0) & (top < across[:, 3])]
+        hit = across[(across[:, axis] < start + size) & (start < across[:, axis + 2])]
         if not len(hit):
-            return top
-        top = int(hit[:, 3].max())
-        if top > lowest:
-            return y0
+            return start
+        start = int(hit[:, axis + 2].max())
+        if start > limit:
+            return None
 
 
 @dataclass(frozen=True)
