@@ -70,6 +70,7 @@ from docsam_cli.writers.page_outputs import (
     OutputSettings,
     PageSource,
     PageWriter,
+    drop_label_maps,
     nameable,
     output_folders,
     page_folders,
@@ -190,7 +191,8 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
     """Make `class_names` the classes of the output folder (`<out>/.docsam/classes.json`). They number the
     COCO categories and the semantic labels, so a folder holds the results of one class list: a run with
     other classes (or the same in another order) is refused before any page, unless `overwrite` or the
-    folder holds no page yet (every input of the runs before failed)."""
+    folder holds no page yet (every input of the runs before failed). Other classes drop the folder's label
+    maps (`drop_label_maps`)."""
     path = out / STATE_DIR / CLASSES_FILE
     classes = _stored_classes(class_names)
     try:
@@ -208,6 +210,8 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
             f"not {', '.join(classes)} (use another --out, or --overwrite to redo its pages with these "
             "classes)"
         )
+    if isinstance(stored, list):
+        drop_label_maps(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
 

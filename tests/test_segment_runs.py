@@ -372,6 +372,25 @@ def test_a_page_left_with_the_old_classes_by_an_overwrite_run_is_redone_without_
     assert stored["classes"] == ["figure", "text"] and "classes" not in lines[1]
 
 
+def test_an_overwrite_run_with_other_classes_leaves_no_label_map_of_the_old_classes(tmp_path, model):
+    """A page's label map numbers the classes it was segmented with; after `--overwrite` with other
+    classes, `semantic/classes.json` lists the new ones, and the maps of pages left with the old classes
+    (an old "figure" pixel 2 now "text") were kept beside it, to be read as the wrong classes."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    out = tmp_path / "out"
+    assert segment(out, *map(str, pages), "--format", "semantic,jsonl")[0] == ExitCode.OK
+    other = ["--classes", "figure,text", "--format", "semantic,jsonl"]
+    code, _, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other, "--overwrite")
+    assert code == ExitCode.OK, stderr
+    table = json.loads((out / "semantic" / "classes.json").read_text())
+    assert [category["name"] for category in table["categories"]] == ["figure", "text"]
+    assert (out / "semantic" / "page0.png").is_file()
+    assert not (out / "semantic" / "page1.png").exists()  # left with the old classes: done when named
+    code, _, stderr = invoke("segment", *map(str, pages), "-o", str(out), *other)
+    assert code == ExitCode.OK and "1 pages segmented, 1 skipped" in stderr, stderr
+    assert (out / "semantic" / "page1.png").is_file()
+
+
 def test_an_output_left_from_before_a_page_was_redone_is_not_taken_as_done(tmp_path, model):
     """`--overwrite --format page` redoes a page's PAGE file only: its ALTO file is an earlier record's,
     with the old classes, and a later run asking for ALTO does the page again."""

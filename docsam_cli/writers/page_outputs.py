@@ -91,8 +91,12 @@ class PageFiles:
         self.page_xml = out / "page" / f"{page_id}.xml"
         self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
-        self.semantic = out / "semantic" / f"{page_id}.png"
+        self.semantic = self.semantic_map(out, page_id)
         self.image = out / "image" / f"{page_id}.png"  # the page's own image (`PageSource.own_image`)
+
+    @staticmethod
+    def semantic_map(out_dir: Path, page_id: str) -> Path:
+        return out_dir / "semantic" / f"{page_id}.png"
 
     def listed(self, in_document: bool = False) -> dict[str, Path]:
         """The files a JSON line names under `outputs`, by format (`in_document` as for `required`)."""
@@ -127,6 +131,15 @@ _PAGE_FOLDERS = ("page", "alto", *RENDERING_FOLDERS, "image")
 def page_folders(out_dir: Path) -> list[Path]:
     """Where the pages' files go: what a run that scans its own output folder must not take for inputs."""
     return [out_dir / name for name in _PAGE_FOLDERS]
+
+
+def drop_label_maps(out_dir: Path) -> None:
+    """Remove the semantic maps of the pages done in `out_dir`, before a run gives the folder other classes
+    (`--overwrite`): their pixels number the classes they were made with, and `semantic/classes.json` then
+    lists the new ones, as which a page left with the old classes would be read. Such a page is done
+    again when named (its record keeps the old classes)."""
+    for record in (out_dir / STATE_DIR / RECORDS).glob("*.json"):
+        PageFiles.semantic_map(out_dir, record.name.removesuffix(".json")).unlink(missing_ok=True)
 
 
 def output_folders(out_dir: Path) -> list[Path]:
