@@ -262,6 +262,18 @@ def test_an_output_folder_inside_the_source_is_not_read_back(tmp_path: Path) -> 
     assert (out / "list.txt").read_text().split() == ["b.png"]
 
 
+def _convert_page_folder_without(folder: Path, mode: int, out: Path) -> subprocess.CompletedProcess[str]:
+    """`convert-dataset SOURCE --from page` on the parent of `folder`, with `folder`'s permissions `mode`
+    for the run (permissions obeyed, also as root)."""
+    folder.chmod(mode)
+    try:
+        return run_docsam(
+            "convert-dataset", str(folder.parent), "--from", "page", "-o", str(out), obey_permissions=True
+        )
+    finally:
+        folder.chmod(0o755)
+
+
 def test_files_and_folders_the_walk_cannot_read_are_errors_not_lost_pages(tmp_path: Path) -> None:
     """A broken or looping link named as an annotation, and a sub-folder that cannot be listed, were left
     out without a word (exit 0, their pages missing from the dataset); each is now an error line."""
@@ -272,19 +284,7 @@ def test_files_and_folders_the_walk_cannot_read_are_errors_not_lost_pages(tmp_pa
         (folder / "a.xml").write_text(page_xml("a.png", 60, 40, regions))
     (source / "gone.xml").symlink_to(tmp_path / "elsewhere.xml")
     (source / "loop.xml").symlink_to(source / "loop.xml")
-    (source / "locked").chmod(0)
-    try:
-        result = run_docsam(
-            "convert-dataset",
-            str(source),
-            "--from",
-            "page",
-            "-o",
-            str(tmp_path / "out"),
-            obey_permissions=True,
-        )
-    finally:
-        (source / "locked").chmod(0o755)
+    result = _convert_page_folder_without(source / "locked", 0, tmp_path / "out")
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [
         f"error: {source / 'locked'}: cannot list directory: Permission denied",
@@ -302,19 +302,7 @@ def test_an_image_in_a_folder_that_may_not_be_searched_fails_its_page_only(tmp_p
     write_image(source / "closed" / "b.png", 60, 40)
     (source / "a.xml").write_text(page_xml("a.png", 60, 40, regions))
     (source / "b.xml").write_text(page_xml("closed/b.png", 60, 40, regions))
-    (source / "closed").chmod(0o600)  # readable, not searchable
-    try:
-        result = run_docsam(
-            "convert-dataset",
-            str(source),
-            "--from",
-            "page",
-            "-o",
-            str(tmp_path / "out"),
-            obey_permissions=True,
-        )
-    finally:
-        (source / "closed").chmod(0o755)
+    result = _convert_page_folder_without(source / "closed", 0o600, tmp_path / "out")  # readable only
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [
         f"error: {source / 'b.xml'}: imageFilename 'closed/b.png': cannot look at "

@@ -364,6 +364,25 @@ def test_the_command_counts_the_categories_of_the_ground_truth(tmp_path: Path) -
     assert report["mAF"] == 0.5 and report["mIoU"] == 0.5 and report["mask"]["AP"] == pytest.approx(1.0)
 
 
+def _one_page_split(tmp_path: Path, annotations: list[dict]) -> Path:
+    """A unified split of one 100 x 100 page `a.png` whose json holds `annotations` (ids, image id, class
+    `figure` and iscrowd 0 filled in)."""
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    write_image(split / "image" / "a.png", 100, 100)
+    (split / "list.txt").write_text("a.png\n")
+    truth = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "annotations": [
+            {"id": index, "image_id": 1, "category_id": 1, "iscrowd": 0, **annotation}
+            for index, annotation in enumerate(annotations, 1)
+        ],
+        "categories": [{"id": 1, "name": "figure"}],
+    }
+    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    return split
+
+
 def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_rectifies_them(
     tmp_path: Path,
 ) -> None:
@@ -372,18 +391,10 @@ def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_r
     [60, 20, 100, 50], top edge slanting to x = 160) is the box [60, 20, 39, 50] and the polygon cut at
     x = 99 there; evaluate kept the box as written (box IoU 0.39 with the reference's) and the polygon's
     slant."""
-    split = tmp_path / "split"
-    (split / "coco").mkdir(parents=True)
-    write_image(split / "image" / "a.png", 100, 100)
-    (split / "list.txt").write_text("a.png\n")
     polygon = [[60, 20], [160, 40], [160, 70], [60, 70]]
-    truth = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 20, 100, 50],
-                         "segmentation": [np.ravel(polygon).tolist()], "area": 4000, "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "figure"}],
-    }  # fmt: skip
-    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    split = _one_page_split(
+        tmp_path, [{"bbox": [60, 20, 100, 50], "segmentation": [np.ravel(polygon).tolist()], "area": 4000}]
+    )
     mask = np.zeros((100, 100), dtype=np.uint8)
     cv2.fillPoly(mask, [np.clip(np.array(polygon, dtype=np.int32), 0, 99)], 1)
     rle = _rle(mask)
@@ -404,17 +415,9 @@ def test_a_splits_poly_wins_over_its_segmentation_as_in_training_and_a_coco_file
     """The reference's loader (and training) reads an annotation's `poly` as its segmentation where a
     per-image json has both; evaluate read the `segmentation`, scoring another region than was trained.
     In a plain COCO file `poly` is no field, and `segmentation` stays the region."""
-    split = tmp_path / "split"
-    (split / "coco").mkdir(parents=True)
-    write_image(split / "image" / "a.png", 100, 100)
-    (split / "list.txt").write_text("a.png\n")
-    truth = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 9, 0, 9, 9, 0, 9]],
-                         "poly": [20, 20, 60, 20, 60, 60, 20, 60], "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "figure"}],
-    }  # fmt: skip
-    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    split = _one_page_split(
+        tmp_path, [{"segmentation": [[0, 0, 9, 0, 9, 9, 0, 9]], "poly": [20, 20, 60, 20, 60, 60, 20, 60]}]
+    )
     (annotation,) = load_ground_truth(split, "unified", frozenset()).images[0].annotations
     assert annotation.bbox == (20.0, 20.0, 41.0, 41.0) and mask_utils.area(annotation.rle) == 41 * 41
     (plain,) = load_ground_truth(split / "coco" / "a.json", "coco", frozenset()).images[0].annotations
@@ -461,17 +464,7 @@ def test_a_splits_annotation_without_geometry_is_left_out_as_the_reference_loade
     from docsam_cli.training.datasets import LayoutDataset
     from docsam_cli.training.validation import LayoutValidator
 
-    split = tmp_path / "split"
-    (split / "coco").mkdir(parents=True)
-    write_image(split / "image" / "a.png", 100, 100)
-    (split / "list.txt").write_text("a.png\n")
-    truth = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 40], "iscrowd": 0},
-                        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [], "bbox": [1, 2]}],
-        "categories": [{"id": 1, "name": "figure"}],
-    }  # fmt: skip
-    (split / "coco" / "a.json").write_text(json.dumps(truth))
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40]}, {"segmentation": [], "bbox": [1, 2]}])
     ground_truth = load_ground_truth(split, "unified", frozenset())
     assert not ground_truth.errors and [len(image.annotations) for image in ground_truth.images] == [1]
     reason = "annotations[1]: neither a bbox of 4 values nor a segmentation, left out"
