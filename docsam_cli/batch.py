@@ -720,8 +720,8 @@ def _removed_record(task: PageTask) -> dict[str, Any]:
 def _own_image(task: PageTask, record: dict[str, Any]) -> bool:
     """Whether a done page has its own image (`PageSource.own_image`): a PDF or TIFF page, a TIFF's one page
     after a thumbnail or an image the outputs cannot name (`nameable`; either also when done by a docsam
-    that named the input: it is redone), or an image that its EXIF orientation turned, which only decoding
-    tells, as its record says (it lists the image)."""
+    that named the input: it is redone), or an image that its EXIF or TIFF orientation turned, which only
+    decoding tells, as its record says (it lists the image)."""
     written = record.get("outputs")
     return (
         task.page is not None

@@ -26,7 +26,7 @@ from docsam_cli.inputs import (
     prefetch,
     set_max_image_pixels,
 )
-from docsam_cli.inputs.images import load_frame
+from docsam_cli.inputs.images import load_frame, open_image, upright_header
 
 
 def tasks_for(*paths: Path, options: LoadOptions | None = None) -> list[PageTask | InputError]:
@@ -226,6 +226,33 @@ def test_a_turned_tiff_pages_resolution_is_turned_with_it(tmp_path):
     pages = [task.load() for task in tasks_for(tmp_path / "fax.tif")]
     assert [page.image.shape[:2] for page in pages] == [(60, 30), (60, 30)]
     assert [page.dpi for page in pages] == [(150, 300), (150, 300)]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_turned_tiff_is_read_as_a_turned_jpeg_is(tmp_path, orientation):
+    """A TIFF's Orientation tag turns it as EXIF's turns a JPEG: its header's size and resolution
+    (`evaluate`'s pre-resized copies, ALTO's units) are the upright page's, and the page is not the pixels
+    the file stores (saved upright for PAGE, ALTO and COCO to name). Both were taken as stored: Pillow turns
+    a TIFF as it decodes it, drops the tag, and reports the turned size in the header already."""
+    pixels = np.zeros((30, 60), np.uint8)
+    pixels[:5, :5] = 255
+    turned = {6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90, 3: Image.Transpose.ROTATE_180}
+    expected = Image.fromarray(pixels).transpose(turned[orientation]) if orientation in turned else None
+    jpeg = tmp_path / "scan.jpg"
+    exif = Image.Exif()
+    exif[274] = orientation
+    Image.fromarray(pixels).save(jpeg, exif=exif.tobytes(), dpi=(300, 150), quality=100)
+    tiff = tmp_path / "scan.tif"
+    Image.fromarray(pixels).save(tiff, tiffinfo={274: orientation}, dpi=(300, 150))
+    for path in (jpeg, tiff):
+        page = load(path)
+        with open_image(path) as image:
+            assert upright_header(image) == ((page.width, page.height), page.dpi), path
+        assert page.unlike_file == (orientation != 1), path
+        if expected is not None:
+            assert (page.width, page.height) == expected.size
+            assert page.dpi == ((150, 300) if orientation in (6, 8) else (300, 150))
+    assert (load(tiff).image[..., 0] == np.asarray(expected or Image.fromarray(pixels))).all()
 
 
 def test_multi_page_tiff_gives_one_page_per_frame(tmp_path):

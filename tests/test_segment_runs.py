@@ -916,20 +916,24 @@ def test_a_page_redone_without_coco_is_redone_again_when_coco_is_asked_for(tmp_p
     assert image["height"] == 61
 
 
-@pytest.mark.parametrize("orientation", [6, 2])
+@pytest.mark.parametrize(("orientation", "suffix"), [(6, ".jpg"), (2, ".jpg"), (6, ".tif"), (3, ".tif")])
 def test_an_image_its_exif_orientation_turns_is_saved_upright_and_named_by_every_format(
-    tmp_path, model, orientation
+    tmp_path, model, orientation, suffix
 ):
     """A JPEG stored 60x40 with EXIF Orientation 6 is segmented as the upright 40x60 page, to which the
     coordinates and `imageWidth`/`imageHeight` refer; PAGE, ALTO and COCO named the JPEG itself, whose
     stored pixels OCR-D, Kraken and Tesseract read without EXIF (OCR-D's validator: "@imageWidth !=
-    image's actual width"), turned or mirrored against the regions. They now name its upright copy."""
+    image's actual width"), turned or mirrored against the regions. They now name its upright copy. A TIFF
+    with its Orientation tag, which Pillow turns while decoding, was named as stored too."""
     stored = np.full((40, 60, 3), 255, np.uint8)
     stored[:10, :20] = (255, 0, 0)
     exif = Image.Exif()
     exif[274] = orientation
-    scan = tmp_path / "scan.jpg"
-    Image.fromarray(stored).save(scan, exif=exif.tobytes(), quality=95)
+    scan = tmp_path / f"scan{suffix}"
+    if suffix == ".tif":
+        Image.fromarray(stored).save(scan, tiffinfo={274: orientation}, compression="tiff_lzw")
+    else:
+        Image.fromarray(stored).save(scan, exif=exif.tobytes(), quality=95)
     with Image.open(scan) as image:
         upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB")).astype(int)
     height, width = upright.shape[:2]
@@ -942,7 +946,7 @@ def test_an_image_its_exif_orientation_turns_is_saved_upright_and_named_by_every
     assert (int(page.get("imageWidth")), int(page.get("imageHeight"))) == (width, height)
     alto = etree.parse(str(out / "alto" / "scan.xml")).getroot()
     (coco_image,) = json.loads((out / "coco.json").read_text())["images"]
-    assert coco_image["source"] == "../scan.jpg"
+    assert coco_image["source"] == f"../scan{suffix}"
     references = [
         out / "page" / page.get("imageFilename"),
         out / "alto" / alto.find("{*}Description/{*}sourceImageInformation/{*}fileName").text,

@@ -1,10 +1,11 @@
 """Decode image files with Pillow into upright 8-bit BGR arrays, whatever their mode.
 
-Orientation: the EXIF Orientation tag (cameras, phone scans, some TIFF scanners) is applied, so a page
-comes out as an image viewer shows it and every output (PAGE coordinates, `imageWidth`/`imageHeight`,
-overlays) refers to that upright image. For a file with a non-trivial orientation tag this differs from
-its stored pixels, which tools that ignore EXIF (OCR-D, Kraken, Tesseract) take as the page: such a page
-gets its upright image written beside its outputs, as a PDF page does (`exif_orientation`).
+Orientation: the Orientation tag (274) of EXIF (cameras, phone scans) or of a TIFF (scanners, archives'
+TIFFs) is applied, so a page comes out as an image viewer shows it and every output (PAGE coordinates,
+`imageWidth`/`imageHeight`, overlays) refers to that upright image. For a file with a non-trivial
+orientation this differs from its stored pixels, which tools that ignore the tag (OCR-D, Kraken,
+Tesseract) may take as the page: such a page gets its upright image written beside its outputs, as a PDF
+page does (`exif_orientation`, the one rule for every format).
 
 Formats: only the document-image formats docsam lists (PNG, JPEG, TIFF, GIF, BMP, WebP, JPEG 2000, PNM)
 are tried. Pillow knows many more, some identified by weak signatures (TGA) or decoded by running an
@@ -257,9 +258,9 @@ def load_frame(path: Path, frame: int | None = None, page: int | None = None) ->
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded frame: `pixels` upright BGR uint8; `turned` when EXIF orientation turned or mirrored them
-    (`exif_orientation`), so that they are not the pixels the file stores; `dpi` the resolution (x, y) the
-    file states for the upright pixels (`stated_dpi`), None where it states none."""
+    """A decoded frame: `pixels` upright BGR uint8; `turned` when its orientation (EXIF or TIFF) turned or
+    mirrored them (`exif_orientation`), so that they are not the pixels the file stores; `dpi` the
+    resolution (x, y) the file states for the upright pixels (`stated_dpi`), None where it states none."""
 
     pixels: np.ndarray
     turned: bool
@@ -267,7 +268,7 @@ class Frame:
 
 
 def decode_frame(path: Path, frame: int | None = None, page: int | None = None) -> Frame:
-    """`load_frame`, also saying whether EXIF orientation was applied, and the resolution. A page of a
+    """`load_frame`, also saying whether an orientation was applied, and the resolution. A page of a
     multi-page TIFF (`page` given) is read from an image its earlier pages left open (`OpenTiffs`).
     Raises InputError."""
     if page is not None and frame is not None:
@@ -292,7 +293,7 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
     except _DECODE_ERRORS as error:
         raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
     pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
-    return Frame(pixels, exif_orientation(image) != 1, upright_dpi(image, stored))
+    return Frame(pixels, stored != 1, upright_dpi(image, stored))
 
 
 class OpenTiffs:
@@ -389,10 +390,10 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF Orientation by which `upright` turns or mirrors this loaded image (2-8: a JPEG, PNG or WebP
-    stored so), else 1. Readers that ignore EXIF (OCR-D, Kraken, Tesseract) take such a file's stored
-    pixels as the page. (Pillow applies a TIFF's Orientation itself while decoding, and drops the tag:
-    before decoding, this is the orientation the file states, a TIFF's too.)"""
+    """The orientation in which the file stores this frame, from its header (to be read before decoding):
+    2-8 as the EXIF or TIFF Orientation tag says (turned or mirrored; `upright` turns a JPEG, PNG or WebP,
+    Pillow a TIFF as it decodes it), else 1. Readers that ignore the tag take such a file's stored pixels
+    as the page. (Pillow drops a TIFF's tag once it has turned its pixels: after decoding, this is 1.)"""
     try:
         orientation = image.getexif().get(_ORIENTATION, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
@@ -423,8 +424,17 @@ def upright_dpi(image: Image.Image, orientation: int) -> tuple[float, float] | N
 def upright_header(image: Image.Image) -> tuple[tuple[int, int], tuple[float, float] | None]:
     """The (width, height) and `upright_dpi` of an opened image's upright pixels, from its header alone."""
     orientation = exif_orientation(image)
-    size = image.size[::-1] if orientation in _QUARTER_TURNS else image.size
-    return size, upright_dpi(image, orientation)
+    size = _stored_size(image)
+    return (size[::-1] if orientation in _QUARTER_TURNS else size), upright_dpi(image, orientation)
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """The (width, height) of the pixels as the file stores them. A TIFF's are its tags' (ImageWidth,
+    ImageLength): Pillow 11 and later report a TIFF's size turned by its Orientation already, earlier
+    versions as stored."""
+    tags = getattr(image, "tag_v2", None)
+    width, height = (tags.get(256), tags.get(257)) if tags is not None else (None, None)
+    return (width, height) if isinstance(width, int) and isinstance(height, int) else image.size
 
 
 def _states_resolution(image: Image.Image) -> bool:

@@ -44,7 +44,7 @@ class Page:
     `image` is (H, W, 3) BGR uint8, upright; `width`/`height` are its size, the page's original size that
     all outputs refer to. `page` is 1-based within a PDF or multi-page TIFF, None for a single image.
     `unlike_file`: a single image that is not the first image its file stores, as readers and viewers open
-    it: its EXIF orientation was applied (`images.exif_orientation`), or it is a TIFF's page after a
+    it: its EXIF or TIFF orientation was applied (`images.exif_orientation`), or it is a TIFF's page after a
     thumbnail (`images.tiff_pages`). `dpi`: the resolution (x, y) of `image`: a PDF page's `--dpi`, an
     image's as its file states it, None if unstated.
     """
