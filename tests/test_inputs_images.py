@@ -255,6 +255,28 @@ def test_a_turned_tiff_is_read_as_a_turned_jpeg_is(tmp_path, orientation):
     assert (load(tiff).image[..., 0] == np.asarray(expected or Image.fromarray(pixels))).all()
 
 
+@pytest.mark.parametrize("name", ["anim.gif", "anim.webp", "anim.png"])
+def test_an_animated_image_gives_its_first_frame_and_says_how_many_it_leaves_out(tmp_path, caplog, name):
+    """An animated GIF, WebP or PNG (APNG) gave its first frame only, without a word: a user who scanned
+    to an animation (or was handed one) learnt nothing of the frames left out."""
+    frames = [Image.new("RGB", (40, 20), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    Image.new("RGB", (40, 20), "red").save(tmp_path / f"still-{name}")
+    with caplog.at_level("WARNING", logger="docsam_cli"):
+        page = load(tmp_path / name)
+        load(tmp_path / f"still-{name}")
+    assert page.page is None and page.image[0, 0].tolist() == [0, 0, 255]
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(f"{tmp_path / name}: an animated ")
+    assert record.getMessage().endswith("of 3 frames: only its first is read (2 frames left out)")
+    if name.endswith(".gif"):  # cut in the second frame's header (Pillow: IndexError): the first is the page
+        data = (tmp_path / name).read_bytes()
+        control = b"\x21\xf9\x04"  # a frame's graphic control extension
+        (tmp_path / "cut.gif").write_bytes(data[: data.index(control, data.index(control) + 1) + 3])
+        assert load(tmp_path / "cut.gif").image[0, 0].tolist() == [0, 0, 255]
+
+
 def test_multi_page_tiff_gives_one_page_per_frame(tmp_path):
     frames = [
         Image.new("RGB", (6, 4), (255, 0, 0)),

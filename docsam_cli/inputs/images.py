@@ -60,6 +60,7 @@ _PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samp
 _COMPRESSION = 259  # TIFF tag: 1 (the default) = uncompressed
 _PLANAR_CONFIGURATION = 284  # TIFF tag: 2 = each sample (R, G, B) stored in its own plane
 _NOT_A_PAGE = 0b101
+_ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 _PILLOW_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")  # "Image size (400000000 pixels) exceeds limit of ..."
 
@@ -214,6 +215,19 @@ class TiffPages:
 
     frames: list[int]
     broken: InputError | None = None
+
+
+def ignored_frames(image: Image.Image) -> int:
+    """How many frames after its first an animated GIF, WebP or PNG (APNG) has, which docsam leaves out:
+    it reads the first, the still image such a file stands for. 0 for every other file (a TIFF's frames
+    are pages; a JPEG's further pictures, MPO, are a phone's previews or depth maps, no content), and where
+    the count cannot be read."""
+    if image.format not in _ANIMATED_FORMATS:
+        return 0
+    try:
+        return max(0, int(getattr(image, "n_frames", 1)) - 1)
+    except Exception:  # a damaged later frame (Pillow raises many types) leaves the first one good
+        return 0
 
 
 def tiff_pages(path: Path, image: Image.Image) -> TiffPages:

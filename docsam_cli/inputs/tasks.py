@@ -6,6 +6,7 @@ finished pages, and `load()` can run in a worker thread (see `prefetch`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,12 +20,16 @@ from docsam_cli.inputs.images import (
     TiffPages,
     check_pixel_limit,
     decode_frame,
+    ignored_frames,
     open_image,
     tiff_pages,
 )
 from docsam_cli.inputs.page_ranges import PageRanges
 from docsam_cli.inputs.pdf import read_pdf_info, render_pdf_page
 from docsam_cli.inputs.sources import Document
+from docsam_cli.names import display_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask |
             single = len(listing.frames) == 1 and listing.broken is None
             if single:  # refused now; a multi-page TIFF's pages are checked one by one
                 check_pixel_limit(path, *image.size)
+                _warn_of_ignored_frames(path, image.format, ignored_frames(image))
     except InputError:
         raise
     except Exception as error:  # see PageTask.load
@@ -168,6 +174,20 @@ def _document_tasks(document: Document, options: LoadOptions) -> list[PageTask |
         for page in pages
     ]
     return tasks if listing.broken is None else [*tasks, listing.broken]
+
+
+def _warn_of_ignored_frames(path: Path, image_format: str | None, ignored: int) -> None:
+    """Say that an animated image gives its first frame only (`images.ignored_frames`)."""
+    if ignored:
+        frames = "frame" if ignored == 1 else "frames"
+        logger.warning(
+            "%s: an animated %s of %d frames: only its first is read (%d %s left out)",
+            display_path(path),
+            "PNG (APNG)" if image_format == "PNG" else image_format,
+            ignored + 1,
+            ignored,
+            frames,
+        )
 
 
 def _selected(path: Path, page_count: int, ranges: PageRanges | None) -> list[int]:
