@@ -69,6 +69,19 @@ def write_gif_with_oversized_frame(path: Path, screen: int = 10, frame: int = 30
     return path
 
 
+def gif_with_partial_first_frame(frame: Image.Image, screen: tuple[int, int], at: tuple[int, int]) -> bytes:
+    """A GIF whose logical screen is `screen` (width, height) and whose only frame, `frame` (mode P), covers
+    part of it from `at`: Pillow's GIF of the frame, its screen and frame position rewritten."""
+    buffer = io.BytesIO()
+    frame.save(buffer, format="GIF")
+    data = bytearray(buffer.getvalue())
+    data[6:10] = struct.pack("<HH", *screen)
+    descriptor = b"," + struct.pack("<HHHH", 0, 0, *frame.size)
+    start = data.index(descriptor)
+    data[start + 1 : start + 5] = struct.pack("<HH", *at)
+    return bytes(data)
+
+
 def write_tiff_with_oversized_frame(path: Path, side: int = BOMB_SIDE) -> Path:
     """A two-page TIFF: page 1 a real 8 x 8 image, page 2 an 8 x 8 strip whose IFD claims side x side."""
     buffer = io.BytesIO()

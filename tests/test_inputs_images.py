@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inputs_corpus import planar_tiff, twelve_bit_tiff
+from inputs_corpus import gif_with_partial_first_frame, planar_tiff, twelve_bit_tiff
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
@@ -201,6 +201,25 @@ def test_float_images_read_as_unit_range(tmp_path):
     Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F").save(tmp_path / "float.tif")
     image = check_page(load(tmp_path / "float.tif"), 1, 3)
     assert image[0, :, 1].tolist() == [0, 128, 255]
+
+
+def test_a_gif_frame_that_covers_part_of_its_screen_leaves_the_rest_white(tmp_path):
+    """A GIF whose first frame covers part of its logical screen came out with the rest in palette colour
+    0 (Pillow's fill; black here) where viewers show nothing, the screen before any frame: it is white now,
+    as every transparency is; a transparent colour inside the frame still is too."""
+    frame = Image.new("P", (10, 6), 1)
+    frame.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])
+    frame.putpixel((0, 0), 2)
+    (tmp_path / "partial.gif").write_bytes(gif_with_partial_first_frame(frame, (40, 20), (12, 5)))
+    image = check_page(load(tmp_path / "partial.gif"), 20, 40)
+    assert image[5, 12].tolist() == [255, 0, 0] and image[5:11, 13:22].tolist() == [[[0, 0, 255]] * 9] * 6
+    inside = np.zeros((20, 40), bool)
+    inside[5:11, 12:22] = True
+    assert (image[~inside] == 255).all()
+    frame.info["transparency"] = 2
+    (tmp_path / "clear.gif").write_bytes(gif_with_partial_first_frame(frame, (40, 20), (12, 5)))
+    image = check_page(load(tmp_path / "clear.gif"), 20, 40)
+    assert image[5, 12].tolist() == [255, 255, 255] and (image[~inside] == 255).all()
 
 
 def test_exif_orientation_is_applied(tmp_path):

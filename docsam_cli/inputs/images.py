@@ -306,7 +306,11 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
         raise _bomb_error(path, error, page) from None
     except _DECODE_ERRORS as error:
         raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
-    pixels = to_bgr(upright(image), sample_bits=_tiff_bits(image), white_is_zero=_white_is_zero(image))
+    pixels = to_bgr(
+        upright(_uncovered_as_white(image)),
+        sample_bits=_tiff_bits(image),
+        white_is_zero=_white_is_zero(image),
+    )
     return Frame(pixels, stored != 1, upright_dpi(image, stored))
 
 
@@ -401,6 +405,18 @@ def upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return image
+
+
+def _uncovered_as_white(image: Image.Image) -> Image.Image:
+    """A loaded GIF whose first frame covers part of its logical screen only, with the rest white (RGB), as
+    `to_bgr` composites transparency on white: viewers show nothing there (the screen before any frame),
+    where Pillow fills it with palette colour 0, black in most palettes. Any other image as it is."""
+    box = getattr(image, "dispose_extent", None) if image.format == "GIF" else None
+    if box is None or tuple(box) == (0, 0, *image.size):
+        return image
+    screen = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    screen.alpha_composite(image.crop(box).convert("RGBA"), dest=tuple(box[:2]))
+    return screen.convert("RGB")
 
 
 def exif_orientation(image: Image.Image) -> int:
