@@ -130,6 +130,29 @@ def planar_tiff(planes: np.ndarray) -> bytes:
     return b"II" + struct.pack("<HI", 42, arrays + len(tables)) + data + tables + directory
 
 
+def subsampled_ycbcr_tiff(width: int, height: int) -> bytes:
+    """An uncompressed little-endian YCbCr TIFF of mid grey whose chroma is subsampled 2x2 (YCbCrSubsampling
+    2, 2: each 2x2 block stored as its four Y samples, then Cb and Cr), as some scanners write: Pillow
+    cannot write one, nor read it."""
+    data = bytes([128, 128, 128, 128, 128, 128]) * ((width + 1) // 2) * ((height + 1) // 2)
+    entries = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 3, 8 + len(data)),
+        (259, 3, 1, 1),
+        (262, 3, 1, 6),
+        (273, 4, 1, 8),
+        (277, 3, 1, 3),
+        (278, 3, 1, height),
+        (279, 4, 1, len(data)),
+        (530, 3, 2, 2 | 2 << 16),
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+    tables = struct.pack("<3H", 8, 8, 8)
+    return b"II" + struct.pack("<HI", 42, 8 + len(data) + len(tables)) + data + tables + directory
+
+
 def twelve_bit_tiff(values: np.ndarray) -> bytes:
     """An uncompressed little-endian grey TIFF of 12-bit samples (BitsPerSample 12, packed most
     significant bit first, each row padded to a byte), as some scanners and cameras write: Pillow cannot

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inputs_corpus import gif_with_partial_first_frame, planar_tiff, twelve_bit_tiff
+from inputs_corpus import gif_with_partial_first_frame, planar_tiff, subsampled_ycbcr_tiff, twelve_bit_tiff
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
@@ -489,6 +489,18 @@ def test_uncompressed_sixteen_bit_tiff_stored_plane_by_plane_is_refused_not_garb
     error = failure(tmp_path / "planar.tif")
     assert_one_line_naming(error, tmp_path / "planar.tif")
     assert "PlanarConfiguration 2" in error.reason and "16-bit" in error.reason
+
+
+def test_an_uncompressed_tiff_with_subsampled_chroma_is_refused_as_a_kind_pillow_cannot_read(tmp_path):
+    """An uncompressed YCbCr TIFF whose chroma is subsampled (YCbCrSubsampling 2x2) is one Pillow reads as
+    if it were not, and runs out of data: it was reported as "truncated or corrupt image data", sending
+    the user after a damaged file that any viewer opens."""
+    (tmp_path / "ycc.tif").write_bytes(subsampled_ycbcr_tiff(8, 4))
+    error = failure(tmp_path / "ycc.tif")
+    assert_one_line_naming(error, tmp_path / "ycc.tif")
+    assert "truncated" not in error.reason and "YCbCrSubsampling 2x2" in error.reason
+    with pytest.raises(ValueError, match="YCbCrSubsampling 2x2"):
+        image_size(tmp_path / "ycc.tif")
 
 
 @pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate"])

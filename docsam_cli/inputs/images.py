@@ -59,6 +59,8 @@ _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a tr
 _PHOTOMETRIC = 262  # TIFF tag: PhotometricInterpretation, 0 = WhiteIsZero (samples count from white)
 _COMPRESSION = 259  # TIFF tag: 1 (the default) = uncompressed
 _PLANAR_CONFIGURATION = 284  # TIFF tag: 2 = each sample (R, G, B) stored in its own plane
+_YCBCR = 6  # PhotometricInterpretation: luma and chroma samples
+_YCBCR_SUBSAMPLING = 530  # TIFF tag: (across, down) luma samples per chroma sample, (1, 1) = none
 _NOT_A_PAGE = 0b101
 _ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
@@ -481,12 +483,24 @@ def _states_resolution(image: Image.Image) -> bool:
 
 
 def check_planar_layout(path: Path, image: Image.Image, page: int | None = None) -> None:
-    """Refuse an uncompressed TIFF of more than 8 bits per sample stored plane by plane (16-bit RGB
-    scans from some archive workflows): Pillow reads its planes as 8-bit samples and hands over a
-    garbled image without an error. Compressed ones are decoded by libtiff, correctly."""
+    """Refuse the uncompressed TIFF layouts Pillow misreads (compressed ones are decoded by libtiff,
+    correctly): more than 8 bits per sample stored plane by plane (16-bit RGB scans from some archive
+    workflows), whose planes Pillow reads as 8-bit samples, and YCbCr with subsampled chroma, which it
+    reads as if each pixel had its own (a garbled image, or "truncated" where the file ends)."""
     tags = getattr(image, "tag_v2", None)
     bits = _tiff_bits(image)
-    if tags is None or tags.get(_PLANAR_CONFIGURATION) != 2 or tags.get(_COMPRESSION, 1) != 1:
+    if tags is None or tags.get(_COMPRESSION, 1) != 1:
+        return
+    subsampling = tags.get(_YCBCR_SUBSAMPLING, (1, 1))
+    factors = subsampling if isinstance(subsampling, tuple) else (subsampling,)
+    if tags.get(_PHOTOMETRIC) == _YCBCR and any(factor != 1 for factor in factors):
+        reason = (
+            "an uncompressed YCbCr TIFF with subsampled chroma (YCbCrSubsampling "
+            f"{'x'.join(map(str, factors))}), a kind of TIFF Pillow cannot read; "
+            "re-save it as RGB or compressed"
+        )
+        raise InputError(path, reason, page)
+    if tags.get(_PLANAR_CONFIGURATION) != 2:
         return
     if bits is not None and bits > 8:
         reason = (
