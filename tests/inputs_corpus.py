@@ -29,6 +29,19 @@ def write_bomb_png(path: Path, side: int = BOMB_SIDE) -> Path:
     return path
 
 
+def sixteen_bit_rgb_png(pixels: np.ndarray, key: tuple[int, int, int], orientation: int = 1) -> bytes:
+    """A 16-bit RGB PNG of (H, W, 3) `pixels` whose tRNS makes the colour `key` transparent, with EXIF
+    `orientation` (eXIf): Pillow cannot write one."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    exif = Image.Exif()
+    exif[274] = orientation
+    chunks = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+    chunks += _png_chunk(b"tRNS", struct.pack(">3H", *key)) + _png_chunk(b"eXIf", exif.tobytes()[6:])
+    chunks += _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

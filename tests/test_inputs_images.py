@@ -9,7 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inputs_corpus import gif_with_partial_first_frame, planar_tiff, subsampled_ycbcr_tiff, twelve_bit_tiff
+from inputs_corpus import (
+    gif_with_partial_first_frame,
+    planar_tiff,
+    sixteen_bit_rgb_png,
+    subsampled_ycbcr_tiff,
+    twelve_bit_tiff,
+)
 from lxml import etree
 from PIL import Image, TiffImagePlugin
 
@@ -140,6 +146,23 @@ def test_sixteen_bit_grayscale_transparency_is_composited_on_white(tmp_path):
     assert Image.open(tmp_path / "deep.png").info["transparency"] == 1000
     image = check_page(load(tmp_path / "deep.png"), 1, 4)
     assert image[0, :, 1].tolist() == [0x00, 0xFF, 0x80, 0xFF]
+
+
+def test_sixteen_bit_rgb_transparency_is_composited_on_white(tmp_path):
+    """A 16-bit RGB PNG's transparent colour (tRNS) is white: Pillow states it in 16-bit values but hands
+    the pixels over in 8 bits, so it matched none of them (any key above 0xFF, left as stored) or wrong ones
+    (a key of 0x00FF blue matched the 8-bit blue 0xFF, from 0xFF00 to 0xFFFF). The key is matched on the
+    16-bit samples, with the EXIF orientation applied to it as to the pixels."""
+    pixels = np.array([[[0xFFFF, 0xFFFF, 0xFFFF], [0, 0, 0xFFFF], [0x1234, 0x5678, 0x9ABC]]], np.uint16)
+    (tmp_path / "keyed.png").write_bytes(sixteen_bit_rgb_png(pixels, (0x1234, 0x5678, 0x9ABC)))
+    image = check_page(load(tmp_path / "keyed.png"), 1, 3)
+    assert image[0].tolist() == [[255, 255, 255], [255, 0, 0], [255, 255, 255]]
+    (tmp_path / "blue.png").write_bytes(sixteen_bit_rgb_png(pixels, (0, 0, 0xFF), orientation=3))
+    image = check_page(load(tmp_path / "blue.png"), 1, 3)
+    assert image[0].tolist() == [[0x9A, 0x56, 0x12], [255, 0, 0], [255, 255, 255]]
+    (tmp_path / "turned.png").write_bytes(sixteen_bit_rgb_png(pixels, (0, 0, 0xFFFF), orientation=3))
+    image = check_page(load(tmp_path / "turned.png"), 1, 3)
+    assert image[0].tolist() == [[0x9A, 0x56, 0x12], [255, 255, 255], [255, 255, 255]]
 
 
 def test_twelve_bit_tiffs_keep_their_top_eight_bits(tmp_path):

@@ -309,7 +309,7 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
     except _DECODE_ERRORS as error:
         raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
     pixels = to_bgr(
-        upright(_uncovered_as_white(image)),
+        upright(_key_as_alpha(path, _uncovered_as_white(image))),
         sample_bits=_tiff_bits(image),
         white_is_zero=_white_is_zero(image),
     )
@@ -419,6 +419,30 @@ def _uncovered_as_white(image: Image.Image) -> Image.Image:
     screen = Image.new("RGBA", image.size, (255, 255, 255, 255))
     screen.alpha_composite(image.crop(box).convert("RGBA"), dest=tuple(box[:2]))
     return screen.convert("RGB")
+
+
+def _key_as_alpha(path: Path, image: Image.Image) -> Image.Image:
+    """A loaded 16-bit RGB PNG whose tRNS names a transparent colour, as RGBA with that colour's pixels
+    transparent (info, EXIF with it, kept). Pillow states the colour in 16-bit values but hands the pixels
+    over in 8 bits, so it matched none of them, or wrong ones; OpenCV matches it on the 16-bit samples.
+    Any other image as it is."""
+    key = image.info.get("transparency")
+    if image.format != "PNG" or image.mode != "RGB" or not isinstance(key, tuple):
+        return image
+    with open_regular_file(path) as handle:
+        if handle.read(25)[24:] != b"\x10":  # the IHDR's bit depth
+            return image
+        handle.seek(0)
+        data = handle.read()
+    import cv2  # not at start: commands that read no image need not load it
+
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if stored is None or stored.shape[:2] != image.size[::-1] or stored.ndim != 3 or stored.shape[2] != 4:
+        return image
+    keyed = image.copy()
+    del keyed.info["transparency"]
+    keyed.putalpha(Image.fromarray(np.where(stored[:, :, 3] == 0, 0, 255).astype(np.uint8)))
+    return keyed
 
 
 def exif_orientation(image: Image.Image) -> int:
