@@ -166,6 +166,28 @@ def subsampled_ycbcr_tiff(width: int, height: int) -> bytes:
     return b"II" + struct.pack("<HI", 42, 8 + len(data) + len(tables)) + data + tables + directory
 
 
+def premultiplied_grey_alpha_tiff(samples: np.ndarray) -> bytes:
+    """An uncompressed little-endian TIFF of (H, W, 2) 8-bit grey and alpha samples, the grey premultiplied
+    by the alpha (ExtraSamples 1, associated alpha): Pillow cannot write one."""
+    height, width, _ = samples.shape
+    data = samples.astype(np.uint8).tobytes()
+    entries = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 2, 8 | 8 << 16),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 2),
+        (278, 3, 1, height),
+        (279, 4, 1, len(data)),
+        (338, 3, 1, 1),
+    ]
+    directory = struct.pack("<H", len(entries))
+    directory += b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+    return b"II" + struct.pack("<HI", 42, 8 + len(data)) + data + directory
+
+
 def twelve_bit_tiff(values: np.ndarray) -> bytes:
     """An uncompressed little-endian grey TIFF of 12-bit samples (BitsPerSample 12, packed most
     significant bit first, each row padded to a byte), as some scanners and cameras write: Pillow cannot

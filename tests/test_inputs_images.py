@@ -12,6 +12,7 @@ import pytest
 from inputs_corpus import (
     gif_with_partial_first_frame,
     planar_tiff,
+    premultiplied_grey_alpha_tiff,
     sixteen_bit_rgb_png,
     subsampled_ycbcr_tiff,
     twelve_bit_tiff,
@@ -126,6 +127,21 @@ def test_alpha_is_composited_on_white(tmp_path):
     gray_alpha.save(tmp_path / "la.png")
     image = check_page(load(tmp_path / "la.png"), 1, 2)
     assert image[0].tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+def test_grey_with_premultiplied_alpha_is_composited_on_white(tmp_path):
+    """A grey TIFF with associated (premultiplied) alpha, which Pillow 13 opens in mode "La", failed with
+    "cannot decode: ValueError: conversion from La to L not supported"; it is composited on white as every
+    alpha is. (Earlier Pillows cannot open it: one error line, as for any TIFF they cannot read.)"""
+    samples = np.array([[[0, 255], [0, 0], [64, 128]]], np.uint8)  # black, transparent, half-covering grey
+    (tmp_path / "grey.tif").write_bytes(premultiplied_grey_alpha_tiff(samples))
+    try:
+        Image.open(tmp_path / "grey.tif").close()
+    except OSError:
+        pytest.skip("this Pillow cannot read grey with associated alpha")
+    image = check_page(load(tmp_path / "grey.tif"), 1, 3)
+    assert image[0, :2].tolist() == [[0, 0, 0], [255, 255, 255]]
+    assert abs(image[0, 2, 0] - 191) <= 1  # grey 127 at half cover over white
 
 
 def test_sixteen_bit_grayscale_keeps_the_top_eight_bits(tmp_path):

@@ -565,7 +565,7 @@ def _wide_integers_to_gray(values: np.ndarray) -> np.ndarray:
 def to_bgr(image: Image.Image, sample_bits: int | None = None, white_is_zero: bool = False) -> np.ndarray:
     """(H, W, 3) contiguous BGR uint8 from any Pillow mode.
 
-    1-bit, grayscale and palette images become gray/colour BGR; any alpha (RGBA, LA, PA, palette or
+    1-bit, grayscale and palette images become gray/colour BGR; any alpha (RGBA, LA, La, PA, palette or
     grayscale transparency) is composited on white, as a page on paper; 16-bit samples keep their top 8
     bits (as Pillow does for 16-bit RGB), and so do a 12-bit TIFF's (`sample_bits`), which Pillow hands
     over in a 16-bit mode unscaled; 32-bit integer samples (`sample_bits`, the file's: Pillow gives
@@ -575,6 +575,8 @@ def to_bgr(image: Image.Image, sample_bits: int | None = None, white_is_zero: bo
     `white_is_zero` (a TIFF's PhotometricInterpretation 0) inverts those 16-bit, 32-bit and float samples:
     Pillow inverts 1- to 8-bit WhiteIsZero TIFFs while decoding, but hands these over as stored.
     """
+    if image.mode == "La":  # grey with premultiplied alpha (a TIFF's associated alpha)
+        image = image.convert("LA")  # the one conversion Pillow has from it
     gray = _samples_to_gray(image, sample_bits)
     if gray is not None:
         return _gray_to_bgr(_transparent_as_white(image, 255 - gray if white_is_zero else gray))
