@@ -42,6 +42,16 @@ def sixteen_bit_rgb_png(pixels: np.ndarray, key: tuple[int, int, int], orientati
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
+def exif_with_a_mistyped_tag(orientation: int) -> bytes:
+    """A JPEG's EXIF block (APP1 payload) stating `orientation` and a ResolutionUnit stored as three BYTEs
+    where TIFF says one SHORT, as some cameras and editors write: Pillow reads it, but cannot write it back
+    (`ImageOps.exif_transpose` raises struct.error)."""
+    entries = struct.pack("<HHIHH", 274, 3, 1, orientation, 0) + struct.pack(
+        "<HHI4s", 296, 1, 3, b"\x01\x02\x03"
+    )
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 2) + entries + struct.pack("<I", 0)
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from inputs_corpus import (
+    exif_with_a_mistyped_tag,
     gif_with_partial_first_frame,
     planar_tiff,
     premultiplied_grey_alpha_tiff,
@@ -270,6 +271,21 @@ def test_exif_orientation_is_applied(tmp_path):
     image = check_page(load(tmp_path / "phone.png"), 4, 2)
     assert image[0, 1].tolist() == [0, 0, 255]  # the top-left corner went to the top right
     assert image[..., 2].sum() == 255
+
+
+def test_an_exif_block_pillow_cannot_rewrite_still_turns_the_page(tmp_path):
+    """Pillow's `exif_transpose` turns the pixels and then rewrites the EXIF block, which fails on some
+    cameras' blocks (a tag of another type than TIFF says): the page came out as stored, sideways, while
+    its header size (`evaluate`, ALTO units) and its resolution were taken turned, as viewers show it."""
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:5, :5] = 255
+    Image.fromarray(pixels).save(tmp_path / "camera.jpg", exif=exif_with_a_mistyped_tag(6), quality=100)
+    page = load(tmp_path / "camera.jpg")
+    assert (page.width, page.height) == (40, 60) and page.unlike_file
+    assert page.image[:5, -5:].min() > 200  # the top-left corner went to the top right
+    with open_image(tmp_path / "camera.jpg") as image:
+        assert upright_header(image)[0] == (40, 60)
+    assert image_size(tmp_path / "camera.jpg") == (40, 60)
 
 
 def test_a_turned_tiff_pages_resolution_is_turned_with_it(tmp_path):

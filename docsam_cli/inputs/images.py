@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import (
@@ -52,6 +52,15 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _ORIENTATION = 274  # EXIF and TIFF tag: 1 = stored upright, 2-8 turned or mirrored
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})  # the orientations that swap width and height
+_TURNS = {  # what turns or mirrors a frame stored in each orientation upright, as viewers show it
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _X_RESOLUTION = 282  # EXIF and TIFF tag
 _JFIF_DENSITY_UNITS = (1, 2)  # a JFIF density in dots per inch or per centimetre (0: an aspect ratio)
 _MAX_STATED_DPI = 1e6  # beyond any scanner: a larger value is damage (and overflows a PNG's pHYs)
@@ -402,11 +411,13 @@ open_tiffs = OpenTiffs()
 
 
 def upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored rather than failing the page."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-        return image
+    """The loaded image turned or mirrored as its `exif_orientation` says (a TIFF, which Pillow turns as
+    it decodes it, as it is); an EXIF block that cannot be read is ignored rather than failing the page.
+    Not `ImageOps.exif_transpose`, which also writes the block anew and fails on some that Pillow reads (a
+    tag of another type than TIFF says, as some cameras write), leaving the page as stored while its
+    header size is taken turned."""
+    turn = _TURNS.get(exif_orientation(image))
+    return image if turn is None else image.transpose(turn)
 
 
 def _uncovered_as_white(image: Image.Image) -> Image.Image:
