@@ -452,6 +452,34 @@ def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
+    "points", ["10,10 10,10 10,10 10,10", "5,10 20,10 35,10 20,10", "10,5 10,50", "50,70 90,70 90,90 50,90"]
+)
+def test_a_border_that_encloses_no_area_of_the_page_fails_the_page_saying_so(
+    points, processor, tmp_path, monkeypatch
+):
+    """A Border whose points are all equal, on one line or off the page: core crops the image to nothing,
+    and the page failed with "page has an empty side: (0, 0)"; it fails naming its Border now."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    Image.fromarray(np.full((60, 40, 3), 235, np.uint8)).save(directory / "page.png")
+    (directory / "page.xml").write_text(
+        page_document(
+            'imageFilename="page.png" imageWidth="40" imageHeight="60"',
+            f'<Border><Coords points="{points}"/></Border>',
+        ),
+        encoding="utf-8",
+    )
+    workspace.add_file(
+        "OCR-D-GT", file_id="GT_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="page.xml"
+    )
+    message = f"^PAGE Border '{points}' encloses no area of the 40x60 page, so there is nothing to segment"
+    with pytest.raises(ValueError, match=message):
+        process(processor, workspace, "OCR-D-GT", OUTPUT)
+
+
+@pytest.mark.parametrize(
     ("parameters", "message"),
     [
         ({"classes": "table,table"}, "classes names a class twice"),

@@ -149,6 +149,7 @@ class DocsamSegment(Processor):
             raise ValueError(
                 f"PAGE imageWidth x imageHeight is {page_size[0]}x{page_size[1]}, not a page size"
             )
+        border = _border(page, page_size)  # checked before core crops the image to it
         image, coords, _ = self.workspace.image_from_page(
             page, page_id, feature_filter=AVOIDED_IMAGE_FEATURES
         )
@@ -163,7 +164,6 @@ class DocsamSegment(Processor):
             )
         frame = ReadingFrame.of(coords["transform"], page_size)
         to_image = coords["transform"] @ np.linalg.inv(frame.matrix)  # frame pixels → the derived image's
-        border = _border(page)
         instances = to_page_frame(
             instances, to_image, frame.size, None if border is None else frame.from_page(border)
         )
@@ -193,12 +193,33 @@ def _in_parameter_names(message: str, parameters: Iterable[str]) -> str:
     return re.sub(r"--([a-z]+(?:-[a-z]+)*)", renamed, message)
 
 
-def _border(page: PageType) -> np.ndarray | None:
-    """The page's Border polygon in page pixels, if it has one."""
+def _border(page: PageType, page_size: tuple[int, int]) -> np.ndarray | None:
+    """The page's Border polygon in page pixels, if it has one. Raises ValueError for a Border that encloses
+    no area of the (width, height) page (all its points equal, on one line, or off the page): OCR-D's
+    validator counts it invalid, and core would crop the image to nothing, which failed the page with a
+    message about an empty side."""
     border = page.get_Border()
     if border is None:
         return None
-    return np.asarray(polygon_from_points(border.get_Coords().get_points()), dtype=np.float64)
+    text = border.get_Coords().get_points()
+    points = np.asarray(polygon_from_points(text), dtype=np.float64)
+    if _area_on_page(points, page_size) <= 0:
+        width, height = page_size
+        raise ValueError(
+            f"PAGE Border '{text}' encloses no area of the {width}x{height} page, so there is nothing to "
+            "segment; correct or remove the Border"
+        )
+    return points
+
+
+def _area_on_page(points: np.ndarray, page_size: tuple[int, int]) -> float:
+    """Area of the polygon `points` (a self-crossing one's lobes counted) within the page's rectangle."""
+    import shapely
+
+    if len(points) < 3:
+        return 0.0
+    outline = shapely.make_valid(shapely.polygons(points))
+    return float(shapely.intersection(outline, shapely.box(0, 0, *page_size)).area)
 
 
 @click.command()
