@@ -133,3 +133,32 @@ def test_plain_docsam_never_imports_ocrd():
     completed = run_docsam("segment", "--help", prelude=probe)
     assert completed.returncode == 0, completed.stderr
     assert "OCRD []" in completed.stderr, completed.stderr
+
+
+@pytest.mark.slow  # processes that import OCR-D
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (["-I", "A,B", "-O", "OUT"], "-I A,B names 2 input file groups; ocrd-docsam-segment takes exactly 1"),
+        (
+            ["-I", "A", "-O", "OUT,X"],
+            "-O OUT,X names 2 output file groups; ocrd-docsam-segment takes exactly 1",
+        ),
+    ],
+)
+def test_more_file_groups_than_the_tool_declares_are_one_error_line(groups, message, tmp_path, tiny_weights):
+    """Two input groups: core asserted the count only after loading the model, and the processor ended in
+    two tracebacks of "AssertionError: Unexpected number of input file groups 2 vs 1"."""
+    from ocrd import Resolver
+
+    workspace = Resolver().workspace_from_nothing(str(tmp_path))
+    for group in ("A", "B"):
+        (tmp_path / f"{group}.png").write_bytes(b"")
+        workspace.add_file(group, file_id=f"{group}_1", page_id="P1", mimetype="image/png",
+                           local_filename=f"{group}.png")  # fmt: skip
+    workspace.save_mets()
+    completed = run_processor_cli(
+        "-m", str(tmp_path / "mets.xml"), *groups, "-P", "weights", str(tiny_weights), "-P", "device", "cpu"
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [f"Error: {message}"]

@@ -222,10 +222,25 @@ def _area_on_page(points: np.ndarray, page_size: tuple[int, int]) -> float:
     return float(shapely.intersection(outline, shapely.box(0, 0, *page_size)).area)
 
 
+def _check_file_groups(input_groups: str | None, output_groups: str | None) -> None:
+    """Refuse `-I`/`-O` lists of another number of groups than ocrd-tool.json declares, before the model
+    loads: core asserts the counts only after setup, as an AssertionError with two tracebacks. Raises
+    SetupError."""
+    tool = DocsamSegment(None).ocrd_tool
+    for option, groups, kind in (("-I", input_groups, "input"), ("-O", output_groups, "output")):
+        declared = tool[f"{kind}_file_grp_cardinality"]  # an exact count here, as core reads a number
+        count = len(groups.split(",")) if groups else declared
+        if count != declared:
+            raise SetupError(
+                f"{option} {groups} names {count} {kind} file groups; {EXECUTABLE} takes exactly {declared}"
+            )
+
+
 @click.command()
 @ocrd_cli_options
 def cli(*args, **kwargs):
     try:
+        _check_file_groups(kwargs.get("input_file_grp"), kwargs.get("output_file_grp"))
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
         raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1
