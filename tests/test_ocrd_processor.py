@@ -480,6 +480,37 @@ def test_a_border_that_encloses_no_area_of_the_page_fails_the_page_saying_so(
 
 
 @pytest.mark.parametrize(
+    ("version", "border"),
+    [
+        (
+            "2010-03-19",
+            '<Border><Coords><Point x="0" y="0"/><Point x="39" y="0"/><Point x="39" y="59"/></Coords>'
+            "</Border>",
+        ),
+        ("2019-07-15", "<Border/>"),
+        ("2019-07-15", '<Border><Coords points=""/></Border>'),
+    ],
+)
+def test_a_border_without_points_fails_the_page_saying_so(version, border, processor, tmp_path, monkeypatch):
+    """PAGE 2010's Border gives its points as `Point` elements, which OCR-D's object model does not read:
+    the page failed with "'NoneType' object has no attribute 'split'"."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    Image.fromarray(np.full((60, 40, 3), 235, np.uint8)).save(directory / "page.png")
+    document = page_document('imageFilename="page.png" imageWidth="40" imageHeight="60"', border)
+    (directory / "page.xml").write_text(document.replace("2019-07-15", version), encoding="utf-8")
+    workspace.add_file(
+        "OCR-D-GT", file_id="GT_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="page.xml"
+    )
+    with pytest.raises(
+        ValueError, match=r"^PAGE Border has no Coords/@points, so the page's area is unknown"
+    ):
+        process(processor, workspace, "OCR-D-GT", OUTPUT)
+
+
+@pytest.mark.parametrize(
     ("parameters", "message"),
     [
         ({"classes": "table,table"}, "classes names a class twice"),

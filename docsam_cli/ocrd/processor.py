@@ -197,11 +197,17 @@ def _border(page: PageType, page_size: tuple[int, int]) -> np.ndarray | None:
     """The page's Border polygon in page pixels, if it has one. Raises ValueError for a Border that encloses
     no area of the (width, height) page (all its points equal, on one line, or off the page): OCR-D's
     validator counts it invalid, and core would crop the image to nothing, which failed the page with a
-    message about an empty side."""
+    message about an empty side. So does a Border without `Coords/@points` (PAGE 2010 gave them as `Point`
+    elements, which OCR-D's object model does not read), where core failed on `None`."""
     border = page.get_Border()
     if border is None:
         return None
-    text = border.get_Coords().get_points()
+    coords = border.get_Coords()
+    text = None if coords is None else coords.get_points()
+    if not text:
+        raise ValueError(
+            "PAGE Border has no Coords/@points, so the page's area is unknown; correct or remove the Border"
+        )
     points = np.asarray(polygon_from_points(text), dtype=np.float64)
     if _area_on_page(points, page_size) <= 0:
         width, height = page_size
