@@ -125,6 +125,23 @@ def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(
     assert report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
 
 
+def test_a_predicted_region_without_coords_is_warned_of_and_its_page_scored(tmp_path: Path) -> None:
+    """eScriptorium's PAGE export puts the lines that are in no region into a TextRegion `eSc_dummyblock_`
+    without Coords: such a page was an error and left out of the scores (an export scored against itself
+    scored nothing); the region, which predicts no shape, is left out with a warning, as in the ground
+    truth, and the page is scored."""
+    truth, predictions = _page_files(tmp_path / "truth"), _page_files(tmp_path / "pred")
+    dummy = '<TextRegion id="eSc_dummyblock_"><TextLine id="l1"><Coords points="5,32 55,32 55,38 5,38"/>'
+    page = (predictions / "b.xml").read_text().replace("</Page>", f"{dummy}</TextLine></TextRegion></Page>")
+    (predictions / "b.xml").write_text(page)
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {predictions / 'b.xml'}: TextRegion eSc_dummyblock_: no Coords, left out"]
+    report = json.loads(result.stdout)
+    assert report["images"] == 2 and report["mask"]["AP"] == pytest.approx(1.0) and report["mAF"] == 1.0
+
+
 def test_predicted_pages_that_are_no_ground_truth_image_are_named_not_dropped_silently(
     tmp_path: Path,
 ) -> None:

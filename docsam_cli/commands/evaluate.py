@@ -198,9 +198,10 @@ def main(
             )
             # As pages with unreadable predictions are: an image the model did not run on is no miss.
             truth.images = [image for image in truth.images if image.name in predicted]
+            prediction_warnings: list[str] = []
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
-            prediction_errors = predictions.errors
+            prediction_errors, prediction_warnings = predictions.errors, predictions.warnings
             predicted = {k: v for k, v in predictions.pages.items() if k not in predictions.unreadable}
             truth.images = [image for image in truth.images if image.name not in predictions.unreadable]
     except InputError as error:
@@ -211,7 +212,7 @@ def main(
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))
-    for warning in truth.warnings:
+    for warning in [*truth.warnings, *prediction_warnings]:
         print_plain(console, f"warning: {warning}")
     if not truth.images:
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")

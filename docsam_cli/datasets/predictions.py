@@ -25,7 +25,7 @@ from docsam_cli.datasets.coco_json import (
     read_annotation,
 )
 from docsam_cli.datasets.convert import FORMATS, source_files
-from docsam_cli.datasets.convert.page import read_page
+from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
 from docsam_cli.datasets.images import ImageFinder
@@ -51,6 +51,7 @@ class Predictions:
     pages: dict[str, PageInstances] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)  # pages with predictions that could not be read
+    warnings: list[str] = field(default_factory=list)  # elements left out that predict nothing to score
 
 
 def detect_format(path: Path) -> str:
@@ -260,10 +261,11 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
 
     Points are pixel positions (the writer traces mask boundaries through pixel centres), so they are
     rasterised with their boundary included, which gives the written masks back. Other tools' regions are
-    cleaned as PAGE ground truth is (`rectify`). A region the reader has to leave out (no or unreadable
-    Coords) is an error of the file; a file that cannot be read at all is one of the page it is named
-    after (segment names a page's file so). Two files of one page (two runs under the folder given) are an
-    error that leaves the page out: which one to score cannot be told.
+    cleaned as PAGE ground truth is (`rectify`). A region whose Coords the reader cannot read is an error of
+    the file; one without Coords predicts no shape (eScriptorium's `eSc_dummyblock_` holds the lines that are
+    in no region) and is left out with a warning, as in the ground truth. A file that cannot be read at all
+    is an error of the page it is named after (segment names a page's file so). Two files of one page (two
+    runs under the folder given) are an error that leaves the page out: which one to score cannot be told.
     """
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     root, files, _ = source_files(path, FORMATS["page"])
@@ -292,11 +294,16 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.unreadable.add(page.key)
             continue
         read[page.key] = file
-        dropped = [
-            InputError(file, f"{note.where}: {note.reason}") for note in page.notes if note.kind == "dropped"
+        dropped = [note for note in page.notes if note.kind == "dropped"]
+        shapeless = [note for note in dropped if note.reason == NO_COORDS]
+        predictions.warnings += [
+            str(InputError(file, f"{note.where}: {note.reason}, left out")) for note in shapeless
         ]
-        if dropped:
-            predictions.errors += dropped
+        unusable = [
+            InputError(file, f"{note.where}: {note.reason}") for note in dropped if note.reason != NO_COORDS
+        ]
+        if unusable:
+            predictions.errors += unusable
             predictions.unreadable.add(page.key)
         size = (page.height, page.width) if page.width is not None else sizes.get(page.key)
         if size is None:

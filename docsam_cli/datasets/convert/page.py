@@ -87,6 +87,7 @@ CHART_TYPES = frozenset(("bar", "line", "pie", "scatter", "surface"))
 _STRUCTURE = re.compile(r"structure\s*\{([^}]*)\}")
 _STRUCTURE_TYPE = re.compile(r"(?:^|;)\s*type\s*:\s*([^;]*)")
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+NO_COORDS = "no Coords"  # the note of an element left out for having no shape at all
 
 
 def region_class(element: str, subtype: str | None) -> str:
@@ -214,7 +215,7 @@ def _instance(
     where = f"{name} {element.get('id', '?')}"
     coords = child(element, "Coords")
     if coords is None:
-        notes.append(Note("dropped", "no Coords", where))
+        notes.append(Note("dropped", NO_COORDS, where))
         return None
     try:
         polygon = _points(coords)
