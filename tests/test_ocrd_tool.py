@@ -10,6 +10,7 @@ import sys
 import typing
 from fnmatch import fnmatch
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 from cli_helpers import PROJECT_ROOT, run_docsam
@@ -135,6 +136,19 @@ def test_plain_docsam_never_imports_ocrd():
     assert "OCRD []" in completed.stderr, completed.stderr
 
 
+def workspace_of_groups(directory: Path, *groups: str) -> Path:
+    """A workspace (its mets.xml) holding one page in each of these file groups."""
+    from ocrd import Resolver
+
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    for group in groups:
+        (directory / f"{group}.png").write_bytes(b"")
+        workspace.add_file(group, file_id=f"{group}_1", page_id="P1", mimetype="image/png",
+                           local_filename=f"{group}.png")  # fmt: skip
+    workspace.save_mets()
+    return directory / "mets.xml"
+
+
 @pytest.mark.slow  # processes that import OCR-D
 @pytest.mark.parametrize(
     ("groups", "message"),
@@ -149,16 +163,28 @@ def test_plain_docsam_never_imports_ocrd():
 def test_more_file_groups_than_the_tool_declares_are_one_error_line(groups, message, tmp_path, tiny_weights):
     """Two input groups: core asserted the count only after loading the model, and the processor ended in
     two tracebacks of "AssertionError: Unexpected number of input file groups 2 vs 1"."""
-    from ocrd import Resolver
-
-    workspace = Resolver().workspace_from_nothing(str(tmp_path))
-    for group in ("A", "B"):
-        (tmp_path / f"{group}.png").write_bytes(b"")
-        workspace.add_file(group, file_id=f"{group}_1", page_id="P1", mimetype="image/png",
-                           local_filename=f"{group}.png")  # fmt: skip
-    workspace.save_mets()
+    mets = workspace_of_groups(tmp_path, "A", "B")
     completed = run_processor_cli(
-        "-m", str(tmp_path / "mets.xml"), *groups, "-P", "weights", str(tiny_weights), "-P", "device", "cpu"
+        "-m", str(mets), *groups, "-P", "weights", str(tiny_weights), "-P", "device", "cpu"
     )
     assert completed.returncode == 1
     assert completed.stderr.splitlines() == [f"Error: {message}"]
+
+
+@pytest.mark.slow  # processes that import OCR-D
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (["-I", "A", "-O", "B"], "Output fileGrp[@USE='B'] already in METS!"),
+        (["-I", "NONE", "-O", "OUT"], "Input fileGrp[@USE='NONE'] not in METS!"),
+    ],
+)
+def test_file_groups_core_refuses_are_one_error_line(groups, message, tmp_path, tiny_weights):
+    """A rerun into its own output group (which core refuses without --overwrite, as README says) or an
+    input group the METS lacks (a typo): core's refusal ended the processor in a traceback."""
+    mets = workspace_of_groups(tmp_path, "A", "B")
+    completed = run_processor_cli(
+        "-m", str(mets), *groups, "-P", "weights", str(tiny_weights), "-P", "device", "cpu"
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [f"Error: Invalid input/output file grps: {message}"]

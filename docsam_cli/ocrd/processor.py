@@ -45,6 +45,9 @@ EXECUTABLE = "ocrd-docsam-segment"
 # qualifies. A binarized image is not what DocSAM was trained on; a dewarped one is no affine map of the
 # page (OCR-D keeps no transform for dewarping), so regions found on it could not be put back in place.
 AVOIDED_IMAGE_FEATURES = "binarized,dewarped"
+# How core's command line refuses -I/-O that do not fit the METS (an input group it lacks, an output group
+# it holds already without --overwrite): an Exception whose lines after this one name each problem.
+FILE_GROUPS_REFUSED = "Invalid input/output file grps:"
 
 
 class SetupError(Exception):
@@ -250,6 +253,11 @@ def cli(*args, **kwargs):
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
         raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1
+    except Exception as error:  # core's refusal of the file groups, else a failure left to core's report
+        lines = [line.strip() for line in str(error).splitlines()]
+        if lines[:1] != [FILE_GROUPS_REFUSED]:
+            raise
+        raise click.ClickException(" ".join(lines)) from None
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the METS was saved: exit 130 as `docsam` does,
         click.echo("Error: interrupted; the pages done are listed in the METS", err=True)  # not click's 1
         raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
