@@ -319,3 +319,23 @@ def test_two_categories_of_one_name_are_one_class_with_a_warning(tmp_path: Path)
     result = run_cli("evaluate", path, "--pred", path)
     assert result.exit_code == 0, result.stderr
     assert warning in result.stderr.splitlines(), result.stderr
+
+
+def test_two_categories_of_one_name_in_the_predictions_are_one_class_with_a_warning(tmp_path: Path) -> None:
+    """A `--pred` coco.json whose categories 1 and 2 are both 'table' was merged without a word, where the
+    same categories in the ground truth are warned of; the warning is given once where one file is both."""
+    truth = coco_source(tmp_path / "gt") / "annotations.json"
+    document = coco_document()
+    document["categories"] = [{"id": 1, "name": "table"}, {"id": 2, "name": "table"}]
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(document))
+    warning = (
+        f"warning: {predictions}: categories[1].name: category 2 is named 'table', as category 1 is: classes "
+        "are names, so both are one class"
+    )
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert warning in result.stderr.splitlines(), result.stderr
+    assert json.loads(result.stdout)["per_class"]["table"]["predictions"] == 3
+    result = run_cli("evaluate", predictions, "--pred", predictions)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines().count(warning) == 1, result.stderr

@@ -186,6 +186,7 @@ def main(
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner)
         if weights is not None:
+            prediction_warnings: list[str] = []
             predicted, prediction_errors = _run_model(
                 truth,
                 weights,
@@ -198,7 +199,6 @@ def main(
             )
             # As pages with unreadable predictions are: an image the model did not run on is no miss.
             truth.images = [image for image in truth.images if image.name in predicted]
-            prediction_warnings: list[str] = []
         else:
             predictions = load_predictions(pred, pred_fmt, truth, levels)
             prediction_errors, prediction_warnings = predictions.errors, predictions.warnings
@@ -212,7 +212,7 @@ def main(
     errors = [*truth.errors, *prediction_errors]
     for error in errors:
         print_error(console, str(error))
-    for warning in [*truth.warnings, *prediction_warnings]:
+    for warning in dict.fromkeys([*truth.warnings, *prediction_warnings]):  # one file may be both
         print_plain(console, f"warning: {warning}")
     if not truth.images:
         print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")

@@ -51,7 +51,7 @@ class Predictions:
     pages: dict[str, PageInstances] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)  # pages with predictions that could not be read
-    warnings: list[str] = field(default_factory=list)  # elements left out that predict nothing to score
+    warnings: list[str] = field(default_factory=list)  # what was read in a way the file may not mean
 
 
 def detect_format(path: Path) -> str:
@@ -107,6 +107,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     if is_dataset(document):
         dataset = dataset_of(document, sizes_required=False)
         predictions.errors += dataset.errors
+        predictions.warnings += dataset.categories.repeated
         named: set[str] = set()
         for image in dataset.images:
             key = Path(image.file_name.replace("\\", "/")).stem
