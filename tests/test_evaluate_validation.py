@@ -328,6 +328,23 @@ def test_ground_truth_without_images_is_said_so_not_blamed_on_the_predictions(tm
     assert_one_error(result, "truth.json", "truth.json: no ground-truth image to score")
 
 
+def test_an_empty_split_says_why_nothing_is_scored(tmp_path: Path) -> None:
+    """`convert-dataset --split train=0.9,val=0.1` of two pages leaves val empty (README's own example on a
+    small set); evaluating it said only "no ground-truth image to score", as if the pages had been lost. It
+    now names the empty list and what makes one."""
+    source, out = coco_source(tmp_path / "src"), tmp_path / "unified"
+    split = ("--split", "train=0.9,val=0.1")
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", out, *split)
+    assert result.exit_code == 0, result.stderr
+    result = run_cli("evaluate", out / "val", "--pred", source / "annotations.json")
+    assert result.exit_code == 1
+    assert result.error_lines() == [
+        f"error: {out / 'val' / 'list.txt'}: lists no images, so nothing can be scored (a split that "
+        "convert-dataset --split left empty: too few images for its fraction; convert again with a larger "
+        "fraction or evaluate another split)"
+    ]
+
+
 @pytest.fixture
 def unified(tmp_path: Path) -> Path:
     """The two pages of `coco_document` converted into the unified layout."""

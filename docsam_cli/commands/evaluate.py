@@ -215,7 +215,7 @@ def main(
     for warning in dict.fromkeys([*truth.warnings, *prediction_warnings]):  # one file may be both
         print_plain(console, f"warning: {warning}")
     if not truth.images:
-        print_error(console, f"{display_path(ground_truth)}: no ground-truth image to score")
+        print_error(console, _nothing_to_score(ground_truth, gt_fmt, errors))
         raise typer.Exit(ExitCode.FAILED)
     # Unless the errors above explain it, predictions that match no ground-truth page are a wrong --pred.
     if pred is not None and not errors and not predicted.keys() & {image.name for image in truth.images}:
@@ -316,6 +316,20 @@ def _run_model(
         raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+
+
+def _nothing_to_score(ground_truth: Path, gt_fmt: str, errors: list[InputError]) -> str:
+    """Why no ground-truth image is left: the errors above, or a unified split whose list names no image,
+    as `convert-dataset --split` leaves a split that its fraction of too few images rounds to none."""
+    from docsam_cli.datasets.layout import list_file
+
+    if gt_fmt == "unified" and not errors:
+        return (
+            f"{display_path(list_file(ground_truth, 'test'))}: lists no images, so nothing can be scored (a"
+            " split that convert-dataset --split left empty: too few images for its fraction; convert again"
+            " with a larger fraction or evaluate another split)"
+        )
+    return f"{display_path(ground_truth)}: no ground-truth image to score"
 
 
 def _unmatched_predictions(pred: Path, pages: int) -> str:
