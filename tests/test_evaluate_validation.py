@@ -293,6 +293,44 @@ def test_malformed_results_list(tmp_path: Path, field: str, value: object, where
         assert report["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_segments_results_list_is_read_with_the_ids_of_its_coco_json(tmp_path: Path) -> None:
+    """segment's coco_results.json names pages and classes by the ids of the coco.json beside it (as
+    pycocotools' loadRes reads it against that file), which number them in its own order: read with the
+    ground truth's ids, its predictions were scored on other pages and as other classes, without a word.
+    It now scores as that coco.json does, and a page segment did beyond the ground truth is only listed."""
+    truth = coco_source(tmp_path / "gt") / "annotations.json"
+    out = tmp_path / "out"
+    (out / STATE_DIR).mkdir(parents=True)
+    document = coco_document()
+    images = {1: 2, 2: 1}  # the ground truth's image id → segment's: b.png is segment's image 1
+    classes = {1: 2, 2: 1}  # table is segment's category 2
+    segment = {
+        "images": [
+            {"id": 1, "file_name": "b.png", "width": 60, "height": 40},
+            {"id": 2, "file_name": "a.png", "width": 60, "height": 40},
+            {"id": 3, "file_name": "c.png", "width": 60, "height": 40},
+        ],
+        "categories": [{"id": 1, "name": "figure"}, {"id": 2, "name": "table"}],
+        "annotations": [
+            {**a, "image_id": images[a["image_id"]], "category_id": classes[a["category_id"]]}
+            for a in document["annotations"]
+        ],
+    }
+    (out / "coco.json").write_text(json.dumps(segment))
+    results = [
+        {k: v for k, v in a.items() if k not in ("id", "area", "iscrowd")} for a in segment["annotations"]
+    ]
+    (out / "coco_results.json").write_text(json.dumps(results))
+    reports = []
+    for predictions in ("coco.json", "coco_results.json"):
+        result = run_cli("evaluate", truth, "--pred", out / predictions, "--json", "-")
+        assert result.exit_code == 0, result.stderr
+        reports.append(json.loads(result.stdout))
+    assert reports[0] == reports[1]
+    assert reports[1]["mask"]["AP"] == pytest.approx(1.0) and reports[1]["mAF"] == 1.0
+    assert reports[1]["predictions_without_ground_truth"] == ["c"]
+
+
 def test_neither_a_dataset_nor_a_results_list(tmp_path: Path) -> None:
     truth, predictions = _files(tmp_path, coco_document(), {"predictions": []})
     result = run_cli("evaluate", truth, "--pred", predictions)

@@ -93,7 +93,8 @@ def main(
         typer.Option(
             exists=True,
             help="Predictions: segment's COCO dataset file (matched by file name), a COCO results list "
-            "(image ids of the ground truth), or segment's PAGE files.",
+            "(image ids of the ground truth; segment's coco_results.json those of its coco.json), or "
+            "segment's PAGE files.",
             rich_help_panel=_PREDICTIONS,
         ),
     ] = None,

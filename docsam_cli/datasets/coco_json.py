@@ -111,8 +111,12 @@ def is_dataset(root: JsonField) -> bool:
     return root.is_object() and root.get("images") is not None
 
 
-def dataset_of(root: JsonField, *, sizes_required: bool, loader_rules: bool = False) -> CocoDataset:
-    """`read_dataset` of an already parsed json."""
+def dataset_of(
+    root: JsonField, *, sizes_required: bool, loader_rules: bool = False, annotations: JsonField | None = None
+) -> CocoDataset:
+    """`read_dataset` of an already parsed json; `annotations`: a results list read in place of its
+    annotations (segment's `coco_results.json`, whose image and category ids are those of its `coco.json`,
+    as pycocotools' `loadRes` reads them)."""
     path = root.file
     entries = root["images"].items()
     categories = read_categories(root["categories"])
@@ -131,7 +135,8 @@ def dataset_of(root: JsonField, *, sizes_required: bool, loader_rules: bool = Fa
     errors: list[InputError] = []
     dropped: list[InputError] = []
     orphans: list[JsonField] = []
-    annotations = root.get("annotations")
+    if annotations is None:
+        annotations = root.get("annotations")
     for annotation in annotations.items() if annotations is not None else []:
         try:
             image_id = annotation["image_id"]

@@ -31,6 +31,7 @@ from docsam_cli.datasets.ground_truth import GroundTruth
 from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
+from docsam_cli.writers.page_outputs import COCO_FILE, STATE_DIR
 from model.instances import PageInstances
 
 SEMANTIC_SCORE = 0.5
@@ -98,14 +99,17 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
 
     A dataset names its images by `file_name`. A results list names them by `file_name` when its entries
     have one, else by the ground truth's image ids; `category_id` is a ground-truth category id or a class
-    name. Pages are made at the size the file states, else at the ground truth's.
+    name. segment's results list is read with the ids of its `coco.json` (`_segment_dataset`), as that
+    dataset. Pages are made at the size the file states, else at the ground truth's.
     """
     document = JsonField.load(path)
     sizes = {image.name: (image.height, image.width) for image in truth.images}
     predictions = Predictions()
     by_key: dict[str, list[PredictedInstance]] = defaultdict(list)
-    if is_dataset(document):
-        dataset = dataset_of(document, sizes_required=False)
+    own = _segment_dataset(path) if document.is_list() else None
+    if is_dataset(document) or own is not None:
+        results = document if own is not None else None
+        dataset = dataset_of(own or document, sizes_required=False, annotations=results)
         predictions.errors += dataset.errors
         predictions.warnings += dataset.categories.repeated
         named: set[str] = set()
@@ -116,7 +120,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
                 if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
                     by_key.pop(key, None)
                     raise InputError(
-                        path,
+                        dataset.path,
                         f"{image.where}.file_name {image.file_name!r}: another image has the name '{key}' "
                         "too (extensions and folders aside); both left out",
                     )
@@ -138,6 +142,18 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     for key, entries in by_key.items():
         predictions.pages[key] = page_instances(*sizes[key], entries)
     return predictions
+
+
+def _segment_dataset(path: Path) -> JsonField | None:
+    """segment's `coco.json` beside a results list `path` in segment's output folder (its
+    `coco_results.json`): the list names images and categories by that file's ids, not by the ground
+    truth's. Raises InputError for a `coco.json` that cannot be read."""
+    folder = path.parent
+    dataset = folder / COCO_FILE
+    if not (folder / STATE_DIR).is_dir() or not dataset.is_file():
+        return None
+    root = JsonField.load(dataset)
+    return root if is_dataset(root) else None
 
 
 def _results(

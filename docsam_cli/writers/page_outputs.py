@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from model.instances import PageInstances
 
 STATE_DIR = ".docsam"  # records and COCO parts: the run's bookkeeping inside the output folder
+COCO_FILE = "coco.json"  # the run's COCO dataset, and its detections as a results list with its ids
+RESULTS_FILE = "coco_results.json"
 COCO_PARTS = "coco-parts"  # in STATE_DIR: one COCO part per page (`writers.coco.part_file`)
 RECORDS = "records"  # in STATE_DIR: one record per page done, written last
 _IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
@@ -103,7 +105,7 @@ class PageFiles:
         formats, out = self.settings.formats, self.settings.out_dir
         listed = {"image": self.image} if in_document and formats & _IMAGE_REFERENCES else {}
         if "coco" in formats:
-            listed["coco"] = out / "coco.json"
+            listed["coco"] = out / COCO_FILE
         per_format = {
             "page": self.page_xml,
             "alto": self.alto,
@@ -238,7 +240,7 @@ class PageWriter:
                 (page_id for page_id in self.recorded() if page_id not in listed), key=natural_key
             )
             pages = [*earlier, *page_ids]
-            self.coco.write(pages, out / "coco.json", out / "coco_results.json", own_only=True)
+            self.coco.write(pages, out / COCO_FILE, out / RESULTS_FILE, own_only=True)
         if "semantic" in self.settings.formats:
             from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
 
