@@ -162,18 +162,20 @@ def test_predicted_pages_that_are_no_ground_truth_image_are_named_not_dropped_si
     assert report["mask"]["AP"] == pytest.approx(1.0) and report["images_without_predictions"] == []
 
 
-@pytest.mark.parametrize("fmt", ["page", "coco"])
+@pytest.mark.parametrize("fmt", ["page", "coco", "results"])
 def test_a_page_whose_ground_truth_cannot_be_read_is_that_error_only(tmp_path: Path, fmt: str) -> None:
     """A broken ground truth of page b (a truncated b.xml, a COCO entry of a bad height) with predictions of
     b: besides b's error, b was counted among the 'predicted pages not images of the ground truth' and named
-    in `predictions_without_ground_truth`, pointing at the predictions; b's error is all that is said now."""
+    in `predictions_without_ground_truth`, pointing at the predictions; b's error is all that is said now.
+    A results list naming b (by image id or file name) was a second error, "2 is not an image of the ground
+    truth"."""
     if fmt == "page":
         truth, predictions = _page_files(tmp_path / "truth"), _page_files(tmp_path / "pred")
         (truth / "b.xml").write_text((truth / "b.xml").read_text()[:200])
         file_name, where = "b.xml", "invalid XML"
     else:
         broken = mutated(coco_document(), "images[1].height", "tall")
-        truth, predictions = _files(tmp_path, broken, coco_document())
+        truth, predictions = _files(tmp_path, broken, coco_document() if fmt == "coco" else _results())
         file_name, where = "truth.json", "images[1].height"
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
     assert_one_error(result, file_name, where)

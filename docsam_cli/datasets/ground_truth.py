@@ -43,6 +43,7 @@ class GroundTruth:
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
     failed: set[str] = field(default_factory=set)  # keys of images left out on an error
+    failed_ids: dict[int | str, str] = field(default_factory=dict)  # COCO image id → key, of those
     # Regions left out of pages that are scored (no usable coordinates, off the page): `FILE: where: why`
     warnings: list[str] = field(default_factory=list)
 
@@ -52,11 +53,14 @@ class GroundTruth:
         truth): an error line says why, so their predictions are no pages missing from the ground truth."""
         return self.failed - self.keys
 
-    def left_out(self, error: InputError, key: str) -> None:
-        """Record the `error` of the image of key `key` ("": unknown), which is left out."""
+    def left_out(self, error: InputError, key: str, identifier: int | str | None = None) -> None:
+        """Record the `error` of the image of key `key` ("": unknown) and COCO id `identifier` (None:
+        unknown), which is left out."""
         self.errors.append(error)
         if key:
             self.failed.add(key)
+            if identifier is not None:
+                self.failed_ids[identifier] = key
 
     def class_names(self) -> set[str]:
         """The classes the ground truth declares (a COCO file's or a split's categories)."""
@@ -115,7 +119,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     finder = ImageFinder(path.parent, images)
     for image in dataset.images:
         if image.error is not None:
-            truth.left_out(image.error, _image_key(image.file_name))
+            truth.left_out(image.error, _image_key(image.file_name), image.id)
             continue
         try:
             found, not_found = find_image(finder, path, image)[0], None
@@ -125,7 +129,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
             if image.size is None:
                 _size_from_image(path, image, found, not_found)
         except InputError as error:
-            truth.left_out(error, _image_key(image.file_name))
+            truth.left_out(error, _image_key(image.file_name), image.id)
             continue
         missing = InputError(path, f"{image.where}: {not_found}") if not_found else None
         _add(truth, path, image, _gt_annotations(image, reference_masks=False), found, missing)

@@ -188,9 +188,11 @@ def _results(
                 shared.append(reference)
                 continue
             else:
-                key = truth.image_keys.get(reference.identifier())
+                identifier = reference.identifier()
+                key = truth.image_keys.get(identifier, truth.failed_ids.get(identifier))
             if key not in sizes:
-                unknown.append(reference)
+                if key not in truth.unreadable:  # a page whose ground truth cannot be read is that error
+                    unknown.append(reference)
                 continue
             _refuse_shared_category(entry, truth)
             annotation = read_annotation(entry, categories, sizes[key])
