@@ -88,21 +88,41 @@ def test_mm10_is_scaled_and_pixel_size_mismatch_is_an_error(tmp_path: Path) -> N
 def test_a_composed_block_with_a_type_is_a_region_of_that_type(tmp_path: Path) -> None:
     """ABBYY FineReader and PRImA's PAGE-to-ALTO stylesheet write a table as `<ComposedBlock TYPE="table">`
     around its cells' `TextBlock`s: the table is a region named by its TYPE (ALTO: "the type of composed
-    block (e.g. table, advertisement, ...)"); an untyped, untagged one (Tesseract's) stays a container."""
+    block (e.g. table, advertisement, ...)"); an untyped, untagged one (Tesseract's) stays a container.
+    TYPE is a user-defined string, and was taken as written: "Table" (other producers) and the Library of
+    Congress's "Illustration" made classes apart from "table" and from the `Illustration` element's
+    "illustration", names the model reads as one; it is now read in lower case. The cells were read as
+    "text" regions, so every cell of an ABBYY table counted as a text region in evaluate and training, where
+    PAGE's cells of a TableRegion are `--level cells`; they are now cells too, also inside an untyped row."""
     write_image(tmp_path / "p.png", 200, 100)
     (tmp_path / "p.xml").write_text(
         '<alto xmlns="http://www.loc.gov/standards/alto/ns-v2#"><Description>'
         "<MeasurementUnit>pixel</MeasurementUnit><sourceImageInformation><fileName>p.png</fileName>"
         '</sourceImageInformation></Description><Layout><Page WIDTH="200" HEIGHT="100"><PrintSpace>'
-        '<ComposedBlock ID="t1" TYPE="table" HPOS="10" VPOS="10" WIDTH="100" HEIGHT="50">'
-        '<TextBlock ID="c1" HPOS="10" VPOS="10" WIDTH="50" HEIGHT="50"/></ComposedBlock>'
+        '<ComposedBlock ID="t1" TYPE="Table" HPOS="10" VPOS="10" WIDTH="100" HEIGHT="50">'
+        '<TextBlock ID="c1" HPOS="10" VPOS="10" WIDTH="50" HEIGHT="50"/>'
+        '<ComposedBlock ID="row" HPOS="60" VPOS="10" WIDTH="50" HEIGHT="50">'
+        '<TextBlock ID="c2" HPOS="60" VPOS="10" WIDTH="50" HEIGHT="50"/></ComposedBlock></ComposedBlock>'
         '<ComposedBlock ID="cb" HPOS="120" VPOS="10" WIDTH="50" HEIGHT="50">'
         '<TextBlock ID="b1" HPOS="120" VPOS="10" WIDTH="50" HEIGHT="50"/></ComposedBlock>'
+        '<ComposedBlock ID="i1" TYPE="Illustration" HPOS="10" VPOS="70" WIDTH="50" HEIGHT="20">'
+        '<GraphicalElement ID="g1" HPOS="10" VPOS="70" WIDTH="50" HEIGHT="20"/></ComposedBlock>'
         "</PrintSpace></Page></Layout></alto>"
     )
-    page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
+    page = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions", "cells"}))
     by_id = {instance.where: instance.category for instance in page.instances}
-    assert by_id == {"ComposedBlock t1": "table", "TextBlock c1": "text", "TextBlock b1": "text"}
+    assert by_id == {
+        "ComposedBlock t1": "table",
+        "TextBlock c1": "table cell",
+        "TextBlock c2": "table cell",
+        "TextBlock b1": "text",
+        "ComposedBlock i1": "illustration",
+        "GraphicalElement g1": "graphic",
+    }
+    regions = read_alto(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
+    assert [instance.where for instance in regions.instances] == [
+        "ComposedBlock t1", "TextBlock b1", "ComposedBlock i1", "GraphicalElement g1"
+    ]  # fmt: skip
 
 
 def _filled(polygons: list[list[float]], size: tuple[int, int]) -> np.ndarray:

@@ -177,3 +177,45 @@ def test_xml_files_with_an_upper_case_suffix_are_told_apart_as_conversion_reads_
     (tmp_path / "pred" / "P1.XML").write_text(document)
     report = _report(tmp_path / "gt", "--pred", tmp_path / "pred")
     assert report["images"] == 1 and report["mAF"] == 1.0
+
+
+def test_a_table_scores_alike_from_page_and_from_abbyys_alto(tmp_path: Path) -> None:
+    """One table of two cells, as PAGE writes it (a TableRegion around TextRegion cells) and as ABBYY
+    FineReader's ALTO does (a `ComposedBlock TYPE="table"` around one TextBlock per cell, in mm10): the
+    ALTO cells were scored as two text regions the table prediction missed; both now score the table
+    alone, and the cells with `--level cells`."""
+    cells = ("10,10 35,10 35,50 10,50", "35,10 60,10 60,50 35,50")
+    write_image(tmp_path / "page" / "p1.png", 200, 100)
+    document = page_xml("p1.png", 200, 100, [("TableRegion", None, "10,10 60,10 60,50 10,50")])
+    body = "".join(
+        f'<TextRegion id="c{i}"><Coords points="{points}"/></TextRegion>' for i, points in enumerate(cells)
+    )
+    (tmp_path / "page" / "p1.xml").write_text(document.replace("</TableRegion>", body + "</TableRegion>"))
+    write_image(tmp_path / "alto" / "p1.png", 200, 100)
+    (tmp_path / "alto" / "p1.xml").write_text(  # 1 px = 10 mm10: the page is 2000 x 1000
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v2#"><Description>'
+        "<MeasurementUnit>mm10</MeasurementUnit><sourceImageInformation><fileName>p1.png</fileName>"
+        '</sourceImageInformation><OCRProcessing ID="o1"><ocrProcessingStep><processingSoftware>'
+        "<softwareCreator>ABBYY</softwareCreator><softwareName>ABBYY FineReader Engine</softwareName>"
+        "</processingSoftware></ocrProcessingStep></OCRProcessing></Description>"
+        '<Layout><Page ID="P1" WIDTH="2000" HEIGHT="1000" PHYSICAL_IMG_NR="1">'
+        '<PrintSpace HPOS="0" VPOS="0" WIDTH="2000" HEIGHT="1000">'
+        '<ComposedBlock ID="t1" TYPE="table" HPOS="100" VPOS="100" WIDTH="500" HEIGHT="400">'
+        '<TextBlock ID="c0" HPOS="100" VPOS="100" WIDTH="250" HEIGHT="400"/>'
+        '<TextBlock ID="c1" HPOS="350" VPOS="100" WIDTH="250" HEIGHT="400"/>'
+        "</ComposedBlock></PrintSpace></Page></Layout></alto>"
+    )
+    (predictions := tmp_path / "pred.json").write_text(
+        json.dumps(
+            [{"file_name": "p1.png", "category_id": "table", "bbox": [10, 10, 50, 40], "score": 0.9,
+              "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]]}]
+        )
+    )  # fmt: skip
+    page = _report(tmp_path / "page", "--pred", predictions)
+    alto = _report(tmp_path / "alto", "--pred", predictions)
+    assert {key: page[key] for key in _SCORES} == {key: alto[key] for key in _SCORES}
+    assert list(alto["per_class"]) == ["table"] and alto["mask"]["AP"] == pytest.approx(1.0)
+    page = _report(tmp_path / "page", "--pred", predictions, "--level", "cells")
+    alto = _report(tmp_path / "alto", "--pred", predictions, "--level", "cells")
+    assert {key: page[key] for key in _SCORES} == {key: alto[key] for key in _SCORES}
+    assert alto["per_class"]["table cell"]["gt"] == 2

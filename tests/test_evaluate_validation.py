@@ -607,7 +607,11 @@ def test_an_empty_json_report_name_is_refused_not_ignored(tmp_path: Path) -> Non
         ("unified", ("--level", "lines"), "a unified split is scored with the elements it holds"),
         ("coco", ("--level", "regions,words"), "a COCO file is scored with the elements it holds"),
         ("voc", ("--gt-format", "voc", "--level", "lines"), "voc ground truth supports regions"),
-        ("alto", ("--gt-format", "alto", "--level", "cells"), "alto ground truth supports lines, regions"),
+        (
+            "icdar",
+            ("--gt-format", "icdar2013", "--level", "lines"),
+            "icdar2013 ground truth supports cells, regions",
+        ),
     ],
 )
 def test_a_level_that_selects_nothing_is_refused_not_ignored(

@@ -30,7 +30,7 @@ FORMATS: dict[str, Format] = {
             _ALL_LEVELS,
             "PAGE XML 2009-2019 (regions by type, table cells, lines, words)",
         ),
-        Format("alto", "alto", (".xml",), _ALL_LEVELS - {"cells"}, "ALTO v1-v4 with SegmOnto TAGREFS"),
+        Format("alto", "alto", (".xml",), _ALL_LEVELS, "ALTO v1-v4 with SegmOnto TAGREFS, table cells"),
         Format("coco", "coco", (".json",), description="COCO json, polygons or RLE"),
         Format("voc", "voc", (".xml",), description="Pascal VOC XML boxes"),
         Format(

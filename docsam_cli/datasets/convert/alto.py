@@ -5,9 +5,12 @@ layout kind ("type", "region", "block", ...) gives its `LABEL` (SegmOnto labels 
 kraken write them; language, split and other tags are ignored), or the docsam class that docsam's own ALTO
 output names in the tag's `DESCRIPTION` ("docsam class table"), so that output reads back with its classes.
 Untagged blocks are named after their element: `TextBlock` → "text", `Illustration` → "illustration",
-`GraphicalElement` → "graphic"; an untagged `ComposedBlock` is named by its `TYPE` (ABBYY FineReader's
-and PRImA's PAGE-to-ALTO tables are `TYPE="table"`), and is only a container without one. Lines are
-"text line" and `String`s "word" unless tagged.
+`GraphicalElement` → "graphic"; an untagged `ComposedBlock` is named by its `TYPE` in lower case (a
+user-defined string: ABBYY FineReader's and PRImA's PAGE-to-ALTO tables are `TYPE="table"`, others write
+"Table", the Library of Congress's pictures `TYPE="Illustration"`), and is only a container without one.
+The `TextBlock`s of a table (ALTO has no table element: a table `ComposedBlock` holds a block per cell) are
+its cells, `--level cells`, as PAGE's text regions of a `TableRegion` are. Lines are "text line" and
+`String`s "word" unless tagged.
 
 Coordinates in `pixel` units must match the image; `mm10`, `inch1200` (or no stated unit) are scaled
 from the `Page` WIDTH/HEIGHT onto the image, or, where the `Page` does not state them, by the resolution
@@ -24,7 +27,15 @@ from lxml import etree
 from docsam_cli.datasets.convert.base import ReadContext, referenced_image
 from docsam_cli.datasets.geometry import box_polygon, ellipse_polygon, parse_points
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound
-from docsam_cli.datasets.records import LINE_CLASS, WORD_CLASS, ImageRef, Instance, Note, SourcePage
+from docsam_cli.datasets.records import (
+    CELL_CLASS,
+    LINE_CLASS,
+    WORD_CLASS,
+    ImageRef,
+    Instance,
+    Note,
+    SourcePage,
+)
 from docsam_cli.datasets.xml import child, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.inputs.images import open_image, to_first_page, upright_header
@@ -35,6 +46,7 @@ _LAYOUT_TAG_TYPES = frozenset(
     ("", "type", "region", "block", "blocktype", "block type", "line", "linetype", "line type", "structure")
 )
 _TAG_ELEMENTS = frozenset(("OtherTag", "LayoutTag", "StructureTag", "RoleTag"))
+_TABLE_CLASSES = frozenset(("table", "tablezone"))  # a ComposedBlock's lower-case class, subtype aside
 _UNITS_PER_INCH = {"mm10": 254.0, "inch1200": 1200.0}
 _SHAPE_KEYS = {
     "Polygon": ("POINTS",),
@@ -161,10 +173,10 @@ def _instance(
     element: etree._Element, tags: dict[str, tuple[str, str]], levels: frozenset[str], notes: list[Note]
 ) -> Instance | None:
     name = local(element)
-    label = _label(element, tags)
-    if name == "ComposedBlock":  # ALTO: TYPE is "the type of composed block (e.g. table, advertisement)"
-        label = label or (element.get("TYPE") or "").strip() or None
-    if name in BLOCK_NAMES or (name == "ComposedBlock" and label):
+    label = _composed_class(element, tags) if name == "ComposedBlock" else _label(element, tags)
+    if name == "TextBlock" and _in_table(element, tags):
+        level, category = "cells", CELL_CLASS
+    elif name in BLOCK_NAMES or (name == "ComposedBlock" and label):
         level, category = "regions", label or BLOCK_NAMES[name]
     elif name == "TextLine":
         level, category = "lines", label or LINE_CLASS
@@ -184,6 +196,22 @@ def _instance(
         notes.append(Note("dropped", "no coordinates", where))
         return None
     return Instance(category, [polygon], where=where)
+
+
+def _composed_class(element: etree._Element, tags: dict[str, tuple[str, str]]) -> str | None:
+    """A ComposedBlock's class: its tag's label, else its TYPE ("the type of composed block (e.g. table,
+    advertisement, ...)", a user-defined string) in lower case, as the element names of untagged blocks
+    are; None for a container."""
+    return _label(element, tags) or (element.get("TYPE") or "").strip().lower() or None
+
+
+def _in_table(element: etree._Element, tags: dict[str, tuple[str, str]]) -> bool:
+    """Whether the nearest ComposedBlock around `element` that has a class (rows of untyped ones between
+    them aside) is a table."""
+    for ancestor in element.iterancestors(etree.Element):
+        if local(ancestor) == "ComposedBlock" and (kind := _composed_class(ancestor, tags)) is not None:
+            return kind.lower().partition(":")[0] in _TABLE_CLASSES
+    return False
 
 
 def _outline(element: etree._Element) -> np.ndarray | None:
