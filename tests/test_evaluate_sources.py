@@ -219,3 +219,32 @@ def test_a_table_scores_alike_from_page_and_from_abbyys_alto(tmp_path: Path) -> 
     alto = _report(tmp_path / "alto", "--pred", predictions, "--level", "cells")
     assert {key: page[key] for key in _SCORES} == {key: alto[key] for key in _SCORES}
     assert alto["per_class"]["table cell"]["gt"] == 2
+
+
+def test_yolo_ground_truth_scores_as_its_conversion_does(tmp_path: Path) -> None:
+    """YOLO's 6-decimal fractions put box edges a hair short of whole pixels (y = 49.99992); conversion
+    writes them rounded (50), while evaluate filled them unrounded, truncating a row further, so the same
+    boxes scored lower straight from their labels (mask AP 0.864) than from their conversion (0.890)."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "p1.png", 640, 480)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("table\n")
+    boxes = [(10 + 37 * i, 10 + 29 * i, 11 + 7 * i, 5 + 13 * i) for i in range(12)]  # x, y, w, h in pixels
+    (root / "labels" / "p1.txt").write_text(
+        "".join(
+            f"0 {(x + w / 2) / 640:.6f} {(y + h / 2) / 480:.6f} {w / 640:.6f} {h / 480:.6f}\n"
+            for x, y, w, h in boxes
+        )
+    )
+    results = [
+        {"file_name": "p1.png", "category_id": "table", "score": 0.9, "bbox": [x, y, w, h],
+         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+        for x, y, w, h in boxes
+    ]  # fmt: skip
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(results))
+    images = ("--images", root / "images")
+    direct = _report(root / "labels", "--gt-format", "yolo", *images, "--pred", predictions)
+    result = run_cli("convert-dataset", root / "labels", "--from", "yolo", *images, "--out", tmp_path / "u")
+    assert result.exit_code == 0, result.stderr
+    unified = _report(tmp_path / "u", "--pred", predictions)
+    assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}

@@ -363,7 +363,7 @@ def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
     width, height = round(width), round(height)
     cleaned, notes = rectify.rectify(instances, width, height)
     dropped = [note for note in [*page.notes, *notes] if note.kind == "dropped"]
-    annotations = [_xml_annotation(i, width, height) for i in cleaned]
+    annotations = [_xml_annotation(layout.as_written(i), width, height) for i in cleaned]
     missing = (
         None
         if page.image.path

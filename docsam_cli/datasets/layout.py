@@ -21,8 +21,10 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
+
+import numpy as np
 
 from docsam_cli.datasets import geometry
 from docsam_cli.datasets.classes import BACKGROUND
@@ -117,6 +119,16 @@ def _annotation(instance: Instance, annotation_id: int, image_id: int, category_
         "area": _number(sum(geometry.area(polygon) for polygon in instance.polygons)),
         "iscrowd": int(instance.iscrowd),
     }
+
+
+def as_written(instance: Instance) -> Instance:
+    """`instance` with its box (derived from its polygons where it states none) and polygons as a split's
+    json holds them (`_number`), what training and `evaluate` of the split read: ground truth scored from
+    its source then scores as its conversion does. Scaled coordinates (YOLO's fractions of 6 decimals, ALTO
+    in mm10) fall a hair short of whole pixels, which the reference's fill truncates a pixel further."""
+    x, y, w, h = instance.bbox if instance.bbox is not None else geometry.polygons_bbox(instance.polygons)
+    polygons = [np.vectorize(_number, otypes=[float])(polygon) for polygon in instance.polygons]
+    return replace(instance, polygons=polygons, bbox=(_number(x), _number(y), _number(w), _number(h)))
 
 
 def _number(value: float) -> float | int:
