@@ -645,3 +645,16 @@ def test_levels_choose_what_is_read_from_page_predictions_of_a_unified_split(uni
     result = run_cli("evaluate", unified, "--pred", predictions, "--level", "regions,lines", "--json", "-")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["per_class"]["table"]["predictions"] == 2
+
+
+def test_long_class_names_are_whole_in_the_table(tmp_path: Path) -> None:
+    """The table on stderr (80 columns where it is no terminal: a log file) cut a class name longer than
+    its column to 'MarginTextZone:Foo…', so two classes of one prefix read alike; a long name now wraps."""
+    names = ["MarginTextZone:FootnoteContinued", "MarginTextZone:FootnoteOriginal"]
+    document = coco_document()
+    document["categories"] = [{"id": i, "name": name} for i, name in enumerate(names, 1)]
+    truth, predictions = _files(tmp_path, document, document)
+    result = run_cli("evaluate", truth, "--pred", predictions)
+    assert result.exit_code == 0, result.stderr
+    first_column = "".join(line.split("│")[1].strip() for line in result.stderr.splitlines() if "│" in line)
+    assert all(name in first_column for name in names), result.stderr

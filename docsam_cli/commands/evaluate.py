@@ -359,8 +359,9 @@ def _fmt(value: float | None) -> str:
 
 def _tables(console: Console, result: EvaluationResult) -> None:
     table = Table(title=f"{result.images} images", title_justify="left")
-    for column in ("class", "GT", "pred", "AP", "AP50", "AP75", "box AP", "F1", "IoU"):
-        table.add_column(column, justify="left" if column == "class" else "right")
+    table.add_column("class", overflow="fold")  # a long name wraps, whole, where a cut one reads as another
+    for column in ("GT", "pred", "AP", "AP50", "AP75", "box AP", "F1", "IoU"):
+        table.add_column(column, justify="right")
     for name, scores in result.per_class.items():
         table.add_row(
             Text(name),
