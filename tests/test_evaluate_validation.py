@@ -376,13 +376,17 @@ def test_an_empty_split_says_why_nothing_is_scored(tmp_path: Path) -> None:
     split = ("--split", "train=0.9,val=0.1")
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", out, *split)
     assert result.exit_code == 0, result.stderr
-    result = run_cli("evaluate", out / "val", "--pred", source / "annotations.json")
-    assert result.exit_code == 1
-    assert result.error_lines() == [
+    expected = [
         f"error: {out / 'val' / 'list.txt'}: lists no images, so nothing can be scored (a split that "
         "convert-dataset --split left empty: too few images for its fraction; convert again with a larger "
         "fraction or evaluate another split)"
     ]
+    result = run_cli("evaluate", out / "val", "--pred", source / "annotations.json")
+    assert result.exit_code == 1
+    assert result.error_lines() == expected
+    # With --weights, the model loaded first (seconds to a minute) and the weights' errors came first.
+    result = run_cli("evaluate", out / "val", "--weights", tmp_path / "missing.safetensors")
+    assert (result.exit_code, result.error_lines()) == (1, expected)
 
 
 @pytest.fixture

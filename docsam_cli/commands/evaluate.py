@@ -186,8 +186,10 @@ def main(
     console = stderr_console()
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner)
-        if weights is not None:
-            prediction_warnings: list[str] = []
+        prediction_warnings: list[str] = []
+        if weights is not None and not truth.images:  # no page to run it on: no model to load
+            predicted, prediction_errors = {}, []
+        elif weights is not None:
             predicted, prediction_errors = _run_model(
                 truth,
                 weights,
