@@ -10,13 +10,16 @@ import cv2
 import numpy as np
 import pytest
 from convert_helpers import run_cli
+from instances_factory import make_instances, rect_mask
 from lxml import etree
 from scipy.optimize import linear_sum_assignment
 
+from docsam_cli.datasets.convert.alto import read_alto
 from docsam_cli.datasets.convert.page import page_map, read_page
 from docsam_cli.datasets.geometry import fill_polygons, parse_points
 from docsam_cli.datasets.predictions import PredictedInstance, page_instances
 from docsam_cli.writers import page_xml
+from docsam_cli.writers.alto import alto_string
 from docsam_cli.writers.shapes import PageShapes
 
 SETS = ("ocrd-gt-structure-text", "prima-page-examples", "ocrd-assets")
@@ -110,3 +113,24 @@ def test_page_map_inverts_the_reader_naming() -> None:
         "$pac": ("TextRegion", None),  # its name travels in @custom
     }
     assert parse_points("1,2 3,4 5,6").tolist() == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> None:
+    """A text line that no region of a class holds gets a class-less TextRegion (ALTO: TextBlock) of its
+    own in segment's PAGE and ALTO files; read back (evaluate --pred, convert-dataset), it was a 'text'
+    region the model never found: a false positive of a ground truth's 'text' class. It is read as no
+    region now, its line kept; the same region in a file of another producer is still a region."""
+    masks = [rect_mask(100, 200, 10, 10, 60, 50), rect_mask(100, 200, 100, 20, 180, 30)]
+    shapes = PageShapes(make_instances(masks, [0, 1], ["text", "text line"]))
+    (tmp_path / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
+    (tmp_path / "a.xml").write_text(alto_string(shapes, "p.png"))
+    levels = frozenset({"regions", "lines"})
+    for page in (
+        read_page(tmp_path / "p.xml", tmp_path, levels),
+        read_alto(tmp_path / "a.xml", tmp_path, levels),
+    ):
+        assert sorted(instance.category for instance in page.instances) == ["text", "text line"]
+    other = (tmp_path / "p.xml").read_text().replace("<Creator>docsam ", "<Creator>Transkribus ")
+    (tmp_path / "p.xml").write_text(other)
+    page = read_page(tmp_path / "p.xml", tmp_path, levels)
+    assert sorted(instance.category for instance in page.instances) == ["text", "text", "text line"]

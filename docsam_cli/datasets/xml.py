@@ -36,3 +36,13 @@ def children(element: etree._Element, name: str) -> list[etree._Element]:
 def child(element: etree._Element, name: str) -> etree._Element | None:
     found = children(element, name)
     return found[0] if found else None
+
+
+def child_text(parent: etree._Element | None, *path: str) -> str | None:
+    """The stripped text of the element at `path` of names below `parent`; None when it is missing or
+    holds only white space."""
+    element = parent
+    for name in path:
+        element = child(element, name) if element is not None else None
+    text = (element.text or "").strip() if element is not None else ""
+    return text or None

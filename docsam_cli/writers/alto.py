@@ -42,7 +42,14 @@ from docsam_cli.writers.class_map import ClassMap, lookup
 from docsam_cli.writers.layout import Layout, Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, points_text, sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import (
+    SOFTWARE,
+    XSI_NAMESPACE,
+    document_text,
+    points_text,
+    sub_element,
+    utc_timestamp,
+)
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -84,7 +91,7 @@ def alto_string(
     _child(processing, "processingCategory", text="contentGeneration")
     _child(processing, "processingDateTime", text=timestamp)
     software = _child(processing, "processingSoftware")
-    _child(software, "softwareName", text="docsam")
+    _child(software, "softwareName", text=SOFTWARE)
     _child(software, "softwareVersion", text=__version__)
 
     used = sorted({shapes.label(index) for index in _written_instances(layout)})

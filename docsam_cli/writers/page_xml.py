@@ -33,7 +33,14 @@ from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.layout import Line, PointMap, Region, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, RegionKind, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import XSI_NAMESPACE, document_text, points_text, sub_element, utc_timestamp
+from docsam_cli.writers.xml_tree import (
+    SOFTWARE,
+    XSI_NAMESPACE,
+    document_text,
+    points_text,
+    sub_element,
+    utc_timestamp,
+)
 
 PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _CUSTOM_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "\\;{}"}
@@ -59,7 +66,7 @@ def page_xml_string(
         attrib={f"{{{XSI_NAMESPACE}}}schemaLocation": f"{PAGE_NAMESPACE} {PAGE_NAMESPACE}/pagecontent.xsd"},
     )
     metadata = _child(root, "Metadata")
-    _child(metadata, "Creator", text=f"docsam {__version__}")
+    _child(metadata, "Creator", text=f"{SOFTWARE} {__version__}")
     _child(metadata, "Created", text=timestamp)
     _child(metadata, "LastChange", text=timestamp)
     page = _child(

@@ -36,10 +36,11 @@ from docsam_cli.datasets.records import (
     Note,
     SourcePage,
 )
-from docsam_cli.datasets.xml import child, local, parse_xml
+from docsam_cli.datasets.xml import child, child_text, children, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.inputs.images import open_image, to_first_page, upright_header
 from docsam_cli.writers.alto_map import DOCSAM_CLASS
+from docsam_cli.writers.xml_tree import SOFTWARE
 
 BLOCK_NAMES = {"TextBlock": "text", "Illustration": "illustration", "GraphicalElement": "graphic"}
 _LAYOUT_TAG_TYPES = frozenset(
@@ -75,7 +76,7 @@ def read_alto(
         )
     page = pages[0]
     description = child(document, "Description")
-    unit = _text(description, "MeasurementUnit")
+    unit = child_text(description, "MeasurementUnit")
     width, height = _number(path, page, "WIDTH"), _number(path, page, "HEIGHT")
     relative = unit != "pixel"
     notes: list[Note] = []
@@ -83,10 +84,12 @@ def read_alto(
     if relative and (not width or not height) and image.path is not None:  # not found: reported as such
         width, height = _size_from_resolution(path, image.path, unit)
     tags = _tags(document)
+    docsam = child_text(description, "Processing", "processingSoftware", "softwareName") == SOFTWARE
     instances = [
         instance
         for element in page.iter(etree.Element)
-        if (instance := _instance(element, tags, levels, notes)) is not None
+        if not (docsam and _line_holder(element, tags))
+        and (instance := _instance(element, tags, levels, notes)) is not None
     ]
     return SourcePage(
         path, image, width or None, height or None, instances, relative, image_problem=problem, notes=notes
@@ -109,14 +112,6 @@ def _size_from_resolution(path: Path, image: Path, unit: str | None) -> tuple[fl
     return size[0] * per_inch / dpi[0], size[1] * per_inch / dpi[1]
 
 
-def _text(parent: etree._Element | None, *path: str) -> str | None:
-    element = parent
-    for name in path:
-        element = child(element, name) if element is not None else None
-    text = (element.text or "").strip() if element is not None else ""
-    return text or None
-
-
 def _number(path: Path, element: etree._Element, attribute: str) -> float | None:
     text = element.get(attribute)
     if text is None:
@@ -133,7 +128,7 @@ def _number(path: Path, element: etree._Element, attribute: str) -> float | None
 def _image(
     path: Path, finder: ImageFinder, description: etree._Element | None, notes: list[Note]
 ) -> tuple[ImageRef, str | None]:
-    reference = _text(description, "sourceImageInformation", "fileName")
+    reference = child_text(description, "sourceImageInformation", "fileName")
     if reference is None:  # eScriptorium and others also export the image beside an XML of the same stem
         try:
             found, _ = finder.find(path.stem, path, label="image named like the XML")
@@ -196,6 +191,19 @@ def _instance(
         notes.append(Note("dropped", "no coordinates", where))
         return None
     return Instance(category, [polygon], where=where)
+
+
+def _line_holder(element: etree._Element, tags: dict[str, tuple[str, str]]) -> bool:
+    """Whether a block of docsam's ALTO output is one made only to hold a text line that no block of a class
+    holds (`writers.layout`): a TextBlock with no class tag around one TextLine of the same outline. It is
+    no region of the page: read as one, it would be a 'text' region the model never found."""
+    if local(element) != "TextBlock" or _label(element, tags) is not None:
+        return False
+    lines = children(element, "TextLine")
+    try:
+        return len(lines) == 1 and np.array_equal(_outline(element), _outline(lines[0]))
+    except ValueError:
+        return False
 
 
 def _composed_class(element: etree._Element, tags: dict[str, tuple[str, str]]) -> str | None:

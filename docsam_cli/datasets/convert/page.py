@@ -27,8 +27,9 @@ from docsam_cli.datasets.records import (
     Note,
     SourcePage,
 )
-from docsam_cli.datasets.xml import child, children, local, parse_xml
+from docsam_cli.datasets.xml import child, child_text, children, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.writers.xml_tree import SOFTWARE
 
 REGION_NAMES = {
     "TextRegion": "text",
@@ -162,15 +163,33 @@ def read_page(
         finder or ImageFinder(root), reference, path, notes, label="imageFilename"
     )
     instances: list[Instance] = []
+    docsam = (child_text(document, "Metadata", "Creator") or "").split(" ")[0] == SOFTWARE
     for element in page.iter(etree.Element):
         name = local(element)
         kind = _kind(element, name)
-        if kind is None or kind not in levels:
+        if kind is None or kind not in levels or (docsam and _line_holder(element, name)):
             continue
         instance = _instance(path, element, name, kind, notes)
         if instance is not None:
             instances.append(instance)
     return SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)
+
+
+def _line_holder(element: etree._Element, name: str) -> bool:
+    """Whether a region of docsam's PAGE output is one made only to hold a text line that no region of a
+    class holds (`writers.layout`): a TextRegion with no class (no `@type`, no `@custom` type) around one
+    TextLine of the same outline. It is no region of the page: read as one, it would be a 'text' region
+    the model never found."""
+    if name != "TextRegion" or element.get("type") or structure_type(element.get("custom")):
+        return False
+    lines = children(element, "TextLine")
+    if len(lines) != 1 or any(local(item).endswith("Region") for item in element):
+        return False
+    outlines = [child(item, "Coords") for item in (element, lines[0])]
+    try:
+        return None not in outlines and np.array_equal(*(_points(coords) for coords in outlines))
+    except ValueError:
+        return False
 
 
 def _declared_size(path: Path, page: etree._Element, notes: list[Note]) -> tuple[int | None, int | None]:
