@@ -662,3 +662,21 @@ def test_long_class_names_are_whole_in_the_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     first_column = "".join(line.split("│")[1].strip() for line in result.stderr.splitlines() if "│" in line)
     assert all(name in first_column for name in names), result.stderr
+
+
+def test_predictions_of_a_class_the_ground_truth_spells_in_another_case_say_which_map_scores_them(
+    tmp_path: Path,
+) -> None:
+    """Ground truth labelled 'Table' (an ALTO tag, a COCO file) against segment's 'table', the same name to
+    the model: the predictions were ignored with a bare 'see --map'; the line now gives the --map."""
+    truth = coco_document()
+    truth["categories"][0]["name"] = "Table"
+    truth, predictions = _files(tmp_path, truth, coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions)
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "ignored: 2 predictions of class 'table' (not in the ground truth; the model reads it as the ground "
+        "truth's 'Table': --map 'table=Table')"
+    ) in result.stderr.splitlines()
+    result = run_cli("evaluate", truth, "--pred", predictions, "--map", "table=Table", "--json", "-")
+    assert json.loads(result.stdout)["mask"]["AP"] == pytest.approx(1.0)

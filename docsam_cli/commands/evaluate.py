@@ -389,6 +389,19 @@ def _tables(console: Console, result: EvaluationResult) -> None:
             console, f"{result.rescaled_predictions} pages were predicted at another size and rescaled"
         )
     for name, count in sorted(result.ignored_predictions.items()):
+        hint = _map_hint(name, result.classes)
         print_plain(
-            console, f"ignored: {count} predictions of class '{name}' (not in the ground truth; see --map)"
+            console, f"ignored: {count} predictions of class '{name}' (not in the ground truth; {hint})"
         )
+
+
+def _map_hint(name: str, classes: list[str]) -> str:
+    """How to score an ignored class: the `--map` to a ground-truth class that the model reads as the same
+    name (`Table` in ALTO tags or a COCO file where segment's prompt was `table`), else a pointer to it."""
+    from docsam_cli.datasets.classes import mapping_text
+    from docsam_cli.presets import prompt_key
+
+    alike = [gt for gt in classes if prompt_key(gt) == prompt_key(name)]
+    if not alike:
+        return "see --map"
+    return f"the model reads it as the ground truth's '{alike[0]}': --map '{mapping_text(name, alike[0])}'"

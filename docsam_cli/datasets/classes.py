@@ -58,6 +58,11 @@ def _split(text: str, separator: str, maxsplit: int = -1) -> list[str]:
     return [*parts, current]
 
 
+def mapping_text(old: str, new: str) -> str:
+    """The `old=new` pair `parse_mapping` reads back as it: commas, equals signs and backslashes escaped."""
+    return "=".join(re.sub(r"([\\,=])", r"\\\1", name) for name in (old, new))
+
+
 def _unescape(text: str) -> str:
     """A backslash stands for the character after it: `\\,` → `,`, `\\=` → `=`, `\\\\` → `\\`."""
     return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
