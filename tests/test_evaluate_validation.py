@@ -680,3 +680,20 @@ def test_predictions_of_a_class_the_ground_truth_spells_in_another_case_say_whic
     ) in result.stderr.splitlines()
     result = run_cli("evaluate", truth, "--pred", predictions, "--map", "table=Table", "--json", "-")
     assert json.loads(result.stdout)["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_results_of_a_split_page_whose_json_cannot_be_used_are_that_error_only(unified: Path) -> None:
+    """As for a COCO file: a results list by image id naming the page whose per-image json cannot be used
+    (a bad height) gave a second error, 'N is not an image of the ground truth'."""
+    path = unified / "coco" / "b.json"
+    document = json.loads(path.read_text())
+    identifier = document["images"][0]["id"]
+    path.write_text(json.dumps(mutated(document, "images[0].height", "tall")))
+    results = [
+        {"image_id": identifier, "category_id": 1, "bbox": [5, 5, 20, 10], "score": 0.9},
+    ]
+    predictions = unified.parent / "results.json"
+    predictions.write_text(json.dumps(results))
+    result = run_cli("evaluate", unified, "--pred", predictions, "--json", "-")
+    assert_one_error(result, "b.json", "images[0].height")
+    assert json.loads(result.stdout)["images"] == 1

@@ -193,7 +193,7 @@ def _from_split(folder: Path) -> GroundTruth:
         truth.warnings += [f"{problem}, left out" for problem in dataset.dropped]
         (image,) = dataset.images
         if image.error is not None:
-            truth.left_out(image.error, _image_key(name))
+            truth.left_out(image.error, _image_key(name), image.id)
             continue
         dropped = dropped_by_loader(dataset.categories.names.values())
         for identifier, class_name in dataset.categories.names.items():
@@ -210,7 +210,7 @@ def _from_split(folder: Path) -> GroundTruth:
             try:
                 _rescale(image, found)
             except InputError as error:
-                truth.left_out(error, _image_key(image.file_name))
+                truth.left_out(error, _image_key(image.file_name), image.id)
                 continue
         annotations = _gt_annotations(image, reference_masks=True)
         if found.is_file():
