@@ -134,3 +134,10 @@ def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> No
     (tmp_path / "p.xml").write_text(other)
     page = read_page(tmp_path / "p.xml", tmp_path, levels)
     assert sorted(instance.category for instance in page.instances) == ["text", "text", "text line"]
+    # OCR-D's document, the processor's regions added to it, its step named in a MetadataItem
+    step = (
+        '<MetadataItem type="processingStep" name="layout/segmentation/region" value="ocrd-docsam-segment"/>'
+    )
+    (tmp_path / "p.xml").write_text(other.replace("</Metadata>", step + "</Metadata>"))
+    page = read_page(tmp_path / "p.xml", tmp_path, levels)
+    assert sorted(instance.category for instance in page.instances) == ["text", "text line"]

@@ -29,6 +29,7 @@ from ocrd_utils import polygon_from_points
 from docsam_cli.errors import ExitCode
 from docsam_cli.names import display_path
 from docsam_cli.ocrd.parameters import SegmentSettings
+from docsam_cli.writers.xml_tree import OCRD_PROCESSOR
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from docsam_cli.runtime import LoadedModel
     from model.inference import Geometry
 
-EXECUTABLE = "ocrd-docsam-segment"
+EXECUTABLE = OCRD_PROCESSOR
 # Derived page images (AlternativeImage) with any of these features are passed over; the original always
 # qualifies. A binarized image is not what DocSAM was trained on; a dewarped one is no affine map of the
 # page (OCR-D keeps no transform for dewarping), so regions found on it could not be put back in place.

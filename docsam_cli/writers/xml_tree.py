@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"  # of `xsi:schemaLocation`
-# PAGE's `Metadata/Creator` ("docsam 0.1.0") and ALTO's `processingSoftware/softwareName`: how the readers
-# know docsam's own files (and the regions it writes only to hold lines, which are no regions of the page)
+# PAGE's `Metadata/Creator` ("docsam 0.1.0") and ALTO's `processingSoftware/softwareName`, and the OCR-D
+# processor's name, which OCR-D writes in the `MetadataItem` of its step: how the readers know docsam's own
+# files (and the regions it writes only to hold lines, which are no regions of the page)
 SOFTWARE = "docsam"
+OCRD_PROCESSOR = "ocrd-docsam-segment"
 
 
 def sub_element(

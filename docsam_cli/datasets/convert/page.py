@@ -29,7 +29,7 @@ from docsam_cli.datasets.records import (
 )
 from docsam_cli.datasets.xml import child, child_text, children, local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
-from docsam_cli.writers.xml_tree import SOFTWARE
+from docsam_cli.writers.xml_tree import OCRD_PROCESSOR, SOFTWARE
 
 REGION_NAMES = {
     "TextRegion": "text",
@@ -163,7 +163,7 @@ def read_page(
         finder or ImageFinder(root), reference, path, notes, label="imageFilename"
     )
     instances: list[Instance] = []
-    docsam = (child_text(document, "Metadata", "Creator") or "").split(" ")[0] == SOFTWARE
+    docsam = _written_by_docsam(document)
     for element in page.iter(etree.Element):
         name = local(element)
         kind = _kind(element, name)
@@ -173,6 +173,16 @@ def read_page(
         if instance is not None:
             instances.append(instance)
     return SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)
+
+
+def _written_by_docsam(document: etree._Element) -> bool:
+    """Whether docsam wrote the file: `segment` (its `Metadata/Creator`) or, into a document of OCR-D's,
+    the OCR-D processor (a `MetadataItem` of its step)."""
+    metadata = child(document, "Metadata")
+    steps = children(metadata, "MetadataItem") if metadata is not None else []
+    return (child_text(metadata, "Creator") or "").split(" ")[0] == SOFTWARE or any(
+        step.get("value") == OCRD_PROCESSOR for step in steps
+    )
 
 
 def _line_holder(element: etree._Element, name: str) -> bool:
