@@ -30,6 +30,9 @@
 #
 #   bash benchmarks/gpu_checks.sh --cpu-smoke   # every step but the sweep on the CPU: the tiny model,
 #                                               # float32 (bf16 only against it), tiny counts, 5x limits
+#
+#   GPU_CHECKS_STEPS=parity,segment bash benchmarks/gpu_checks.sh   # only the steps named (comma-separated),
+#                                               # in the order above: when device time allows no full run
 set -u
 
 SMOKE=0
@@ -111,6 +114,9 @@ export SEGMENT_IMAGES SEGMENT_PDFS POPPLER PRECISION
 step() {  # step NAME LIMIT_SECONDS COMMAND...
     local name=$1 limit=$(($2 * LIMIT_SCALE)) left status
     shift 2
+    if [[ -n ${GPU_CHECKS_STEPS:-} && ,$GPU_CHECKS_STEPS, != *,$name,* ]]; then
+        return
+    fi
     left=$((BUDGET - ($(date +%s) - START)))
     if ((left < 15)); then
         printf '%-11s %-22s\n' "$name" "skipped (budget spent)" | tee -a "$SUMMARY"
