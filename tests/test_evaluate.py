@@ -383,6 +383,29 @@ def _one_page_split(tmp_path: Path, annotations: list[dict]) -> Path:
     return split
 
 
+def test_a_split_with_only_list_val_is_evaluated_and_one_without_it_or_list_txt_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A split listing its pages in list_val.txt (and list_train.txt) but no list.txt, as the reference
+    reads it, was no ground truth at all ('cannot tell the format of split', exit 2; with --gt-format
+    unified, 'list.txt: cannot read it'). evaluate reads list_val.txt, else list.txt; a split with neither
+    is refused, exit 2, naming the folder and both lists."""
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40]}])
+    results = [{"file_name": "a.png", "category_id": "figure", "bbox": [20, 20, 40, 40], "score": 0.9}]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    (split / "list.txt").rename(split / "list_val.txt")
+    result = run_cli("evaluate", split, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+    (split / "list_val.txt").rename(split / "list_train.txt")
+    for fmt in ("auto", "unified"):
+        result = run_cli("evaluate", split, "--gt-format", fmt, "--pred", predictions)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"error: {split}: no list_val.txt or list.txt (the lists of its images this command reads)"
+        ]
+
+
 def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_rectifies_them(
     tmp_path: Path,
 ) -> None:

@@ -167,6 +167,29 @@ def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
         LayoutDataset(split, explicit_name)
 
 
+def test_a_split_with_only_a_training_or_a_validation_list_is_read_by_its_stage(tmp_path: Path) -> None:
+    """The reference reads `list_train.txt` when training and `list_val.txt` when testing, `list.txt`
+    where they are not there; a split with only list_train.txt and/or list_val.txt was refused by every
+    command ('not a dataset in the unified layout (needs list.txt and coco/)'). Each stage now reads its
+    own list, else list.txt, and a split without either says which lists it looked for."""
+    from docsam_cli.training.datasets import DatasetError
+
+    page = (np.full((60, 80, 3), 200, np.uint8), coco([], [(1, "table")], (60, 80)))
+    root = write_layout(tmp_path / "split", {"a": page, "b": page})
+    (root / "list.txt").rename(root / "list_train.txt")
+    assert LayoutDataset(root, stage="train").image_names == ["a.png", "b.png"]
+    with pytest.raises(DatasetError, match=r"split: no list_val\.txt or list\.txt \(the lists"):
+        LayoutDataset(root, stage="test")
+    (root / "list_val.txt").write_text("b.png\n")
+    assert LayoutDataset(root, stage="test").image_names == ["b.png"]
+    (root / "list_train.txt").unlink()
+    with pytest.raises(DatasetError, match=r"split: no list_train\.txt or list\.txt \(the lists"):
+        LayoutDataset(root, stage="train")
+    (root / "list_val.txt").unlink()
+    with pytest.raises(DatasetError, match=r"layout \(needs coco/ and list_train\.txt or list\.txt\)"):
+        LayoutDataset(root, stage="train")
+
+
 def test_a_category_name_listed_under_two_ids_is_one_class() -> None:
     """A json listing `text` under ids 1 and 2 (a COCO export with supercategories) prompted the page with
     ['table', 'text', 'text', background]: two identical columns, the instances labelled the second, so

@@ -119,6 +119,7 @@ def test_listed_files_that_are_not_there_are_found_as_the_run_starts(
         ("out is a file", "exists and is not a folder"),
         ("missing dataset", "no such dataset folder"),
         ("missing val", "no such dataset folder"),
+        ("val without its list", "no list_val.txt or list.txt"),
         ("batch does not split", "--batch-size 2"),
     ],
 )
@@ -138,6 +139,9 @@ def test_requests_that_cannot_start_are_usage_errors(
         dataset = tmp_path / "absent"
     elif case == "missing val":
         extra = ["--val", str(tmp_path / "absent")]
+    elif case == "val without its list":  # a split listing only its training pages
+        (data / "list.txt").rename(data / "list_train.txt")
+        extra = ["--val", str(data)]
     elif case == "batch does not split":
         extra = ["--accumulate", "3"]
     code, stderr = finetune(dataset, Path(weights), out, *extra)

@@ -178,6 +178,8 @@ def main(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
+    if gt_fmt == "unified":
+        _check_split_list(ground_truth)
     if images is not None and gt_fmt == "unified":  # its list names image/<name>, as training reads it
         raise typer.BadParameter(
             "a unified split's images are those in its image/ folder (or their copies in image_resize/)",
@@ -346,6 +348,17 @@ def _unmatched_predictions(pred: Path, pages: int) -> str:
         f"{display_path(pred)}: none of its {pages} predicted pages is an image of the ground truth"
         " (pages are matched by file name)"
     )
+
+
+def _check_split_list(split: Path) -> None:
+    """Refuse a unified split without the list evaluate reads (`list_val.txt`, else `list.txt`): nothing
+    could be scored. Raises UsageError naming the folder and the lists."""
+    from docsam_cli.datasets.layout import list_file
+
+    try:
+        list_file(split, "test")
+    except InputError as error:
+        raise UsageError(str(error)) from None
 
 
 def _dataset_domain(ground_truth: Path) -> str:

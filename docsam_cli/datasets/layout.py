@@ -2,6 +2,7 @@
 
 ```
 <split>/list.txt             image file names, one per line
+<split>/list_train.txt       optional, read instead of list.txt for training (list_val.txt: validation)
 <split>/image/<name>         images
 <split>/image_resize/<name>  optional pre-resized copies, read instead of image/<name> (`image_path`)
 <split>/coco/<stem>.json     one COCO json per image: the image, its annotations, ALL categories
@@ -35,6 +36,7 @@ from docsam_cli.inputs.sources import decode_list
 
 DATASET_FILE = "dataset.json"
 LIST_FILE = "list.txt"
+_STAGE_LISTS = {"train": "list_train.txt", "test": "list_val.txt"}  # read instead of list.txt if there
 _CATEGORY_FOLDERS = ("Ancient", "Handwritten", "Layout", "SceneText", "Table")
 _SPLIT_FOLDERS = ("train", "test", "val")
 
@@ -144,15 +146,27 @@ def write_dataset_file(root: Path, name: str, class_names: list[str], extra: dic
 
 
 def is_layout(folder: Path) -> bool:
-    return folder.is_dir() and (folder / LIST_FILE).is_file() and (folder / "coco").is_dir()
+    """A split: `coco/` and a list, any of the three (a split may list only its training or its validation
+    pages, as the reference reads it)."""
+    lists = (LIST_FILE, *_STAGE_LISTS.values())
+    return folder.is_dir() and (folder / "coco").is_dir() and any((folder / name).is_file() for name in lists)
+
+
+def stage_lists(stage: str | None = None) -> list[str]:
+    """The lists a stage reads, the first there being read (the reference's rule): training
+    `list_train.txt`, validation and evaluation (`test`) `list_val.txt`, else `list.txt`."""
+    preferred = _STAGE_LISTS.get(stage or "")
+    return [preferred, LIST_FILE] if preferred else [LIST_FILE]
 
 
 def list_file(folder: Path, stage: str | None = None) -> Path:
-    """The list a stage reads: list_train.txt / list_val.txt if present (reference rule), else list.txt."""
-    preferred = {"train": "list_train.txt", "test": "list_val.txt"}.get(stage or "")
-    if preferred and (folder / preferred).is_file():
-        return folder / preferred
-    return folder / LIST_FILE
+    """The list a stage reads (`stage_lists`). Raises InputError naming the folder and the lists looked
+    for when none of them is there."""
+    names = stage_lists(stage)
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(folder, f"no {' or '.join(names)} (the lists of its images this command reads)")
 
 
 def image_path(folder: Path, image_name: str) -> Path:
@@ -191,7 +205,7 @@ def list_names(folder: Path, stage: str | None = None) -> list[str]:
     """The image names of the list a stage reads (`list_file`), one per line, blank lines skipped. A list
     made by hand on Windows may open with a byte order mark (Notepad's UTF-8, PowerShell's UTF-16), which
     announces its encoding as in `segment`'s path lists. Raises InputError naming the list when it cannot
-    be read."""
+    be read, or the folder when it has none the stage reads."""
     path = list_file(folder, stage)
     try:
         text = decode_list(path.read_bytes())

@@ -2,7 +2,7 @@
 
 ```
 <root>/list.txt              image file names relative to image/, one per line
-<root>/list_train.txt        optional, preferred for training (list_val.txt: for validation)
+<root>/list_train.txt        read instead of list.txt for training (list_val.txt: for validation)
 <root>/image/<name>          the images
 <root>/image_resize/<name>   optional pre-resized copy, used instead of image/<name> when present
 <root>/coco/<stem>.json      one COCO json per image
@@ -51,15 +51,16 @@ class LayoutDataset:
         if not self.root.exists():
             raise DatasetError(f"{self.root}: no such dataset folder")
         if not layout.is_layout(self.root):
-            raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs list.txt and coco/)")
+            needs = " or ".join(layout.stage_lists(stage))
+            raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs coco/ and {needs})")
         self._categories: tuple[str, ...] | None = None
         try:
             self.name = name if name is not None else layout.dataset_name(self.root)
             self._stated_classes = layout.dataset_class_names(self.root)
+            self.list_path = layout.list_file(self.root, stage)
             self.image_names = layout.list_names(self.root, stage)
         except InputError as error:
             raise DatasetError(str(error)) from None
-        self.list_path = layout.list_file(self.root, stage)
         if not self.image_names:
             raise DatasetError(f"{self.list_path}: lists no images")
 
