@@ -167,6 +167,37 @@ def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
         LayoutDataset(split, explicit_name)
 
 
+_NAME = "name: expected a string (the dataset name of the background prompt),"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ('{"name": 7}', f"{_NAME} got 7"),
+        ('{"name": null}', f"{_NAME} got null"),
+        ('{"name": ["News"]}', f"{_NAME} got a list of 1"),
+        ('{"name": {"en": "News"}}', f"{_NAME} got an object"),
+        ('{"name": "News", "class_names": "table"}', "class_names: expected a list, got 'table'"),
+        ('{"name": "News", "class_names": ["table", 2]}', "class_names[1]: expected a string, got 2"),
+        ('["News"]', "expected an object, got a list of 1"),
+    ],
+)
+def test_a_dataset_json_field_of_the_wrong_type_is_an_error_naming_the_file(
+    document: str, reason: str, tmp_path: Path
+) -> None:
+    """A dataset.json whose `name` is no string (a number, null, a list, an object) was passed over without
+    a word: the dataset took the name its path gives ('val', with the category folder's name when there is
+    one) and so another background prompt; a `class_names` that is no list of strings, or a document
+    that is no object, likewise. Each is now an error naming the file and the field."""
+    from docsam_cli.training.datasets import DatasetError
+
+    page = (np.full((60, 80, 3), 200, np.uint8), coco([], [(1, "table")], (60, 80)))
+    split = write_layout(tmp_path / "val", {"a": page})
+    (split / "dataset.json").write_text(document)
+    with pytest.raises(DatasetError, match=re.escape(f"val/dataset.json: {reason}")):
+        LayoutDataset(split)
+
+
 def test_a_split_with_only_a_training_or_a_validation_list_is_read_by_its_stage(tmp_path: Path) -> None:
     """The reference reads `list_train.txt` when training and `list_val.txt` when testing, `list.txt`
     where they are not there; a split with only list_train.txt and/or list_val.txt was refused by every

@@ -218,31 +218,43 @@ def list_names(folder: Path, stage: str | None = None) -> list[str]:
 
 def dataset_name(folder: Path) -> str:
     """Name from `dataset.json` in the split folder or its parent, else the reference's path rule. Raises
-    InputError for a `dataset.json` that cannot be read (`_dataset_file`)."""
-    name = _dataset_file(folder).get("name")
-    return name if isinstance(name, str) else reference_dataset_name(_absolute(folder))
+    InputError for a `dataset.json` that cannot be read (`_dataset_field`) or whose `name` is no string."""
+    name = _dataset_field(folder, "name")
+    if name is None:
+        return reference_dataset_name(_absolute(folder))
+    if not isinstance(name.value, str):
+        raise name.expected("a string (the dataset name of the background prompt)")
+    return name.value
 
 
 def dataset_class_names(folder: Path) -> list[str] | None:
     """The class names `dataset.json` (in the split folder or its parent) lists, if it lists them. Raises
-    InputError for a `dataset.json` that cannot be read (`_dataset_file`)."""
-    names = _dataset_file(folder).get("class_names")
-    return names if isinstance(names, list) and all(isinstance(name, str) for name in names) else None
+    InputError for a `dataset.json` that cannot be read (`_dataset_field`) or whose `class_names` is no
+    list of strings."""
+    names = _dataset_field(folder, "class_names")
+    if names is None:
+        return None
+    for name in names.items():
+        if not isinstance(name.value, str):
+            raise name.expected("a string")
+    return list(names.value)
 
 
-def _dataset_file(folder: Path) -> dict:
-    """The first `dataset.json` object in the split folder or its parent; {} when there is none. Read as
-    bytes, so that a byte order mark (a name edited in Notepad) is no unreadable file. Raises InputError
-    naming the file for one that cannot be read or is no valid JSON (a name edited by hand, a comma
-    left over): passed over, it gave the dataset another name, the path rule's, and so another
-    background prompt, without a word."""
+def _dataset_field(folder: Path, key: str) -> JsonField | None:
+    """The field `key` of the first `dataset.json` in the split folder or its parent (null included: it
+    is no name), None when there is no such file or it lacks the field. Read as bytes, so that a byte
+    order mark (a name edited in Notepad) is no unreadable file. Raises InputError naming the file for
+    one that cannot be read, is no valid JSON (a name edited by hand, a comma left over) or no object:
+    passed over, it gave the dataset another name, the path rule's, and so another background prompt,
+    without a word."""
     folder = _absolute(folder)
     for candidate in (folder / DATASET_FILE, folder.parent / DATASET_FILE):
         if candidate.is_file():
-            document = JsonField.load(candidate).value
-            if isinstance(document, dict):
-                return document
-    return {}
+            document = JsonField.load(candidate)
+            if not isinstance(document.value, dict):
+                raise document.expected("an object")
+            return document[key] if key in document.value else None
+    return None
 
 
 def _absolute(folder: Path) -> Path:
