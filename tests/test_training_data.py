@@ -155,7 +155,6 @@ def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
     It is now an error naming the file and the JSON error, as any other file of a dataset that cannot be
     used is (evaluate turns it into its `error:` line, exit 1)."""
     from docsam_cli.datasets import layout
-    from docsam_cli.training.datasets import DatasetError
 
     document = coco([{"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}], [(1, "table")], (60, 80))
     split = tmp_path / "Layout" / "Mine" / "val"
@@ -163,7 +162,7 @@ def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
     (split.parent / "dataset.json").write_text('{"name": "Newspapers", "class_names": ["table"],}\n')
     with pytest.raises(InputError, match=r"Mine/dataset\.json: invalid JSON: .*line 1 column 49"):
         layout.dataset_name(split)
-    with pytest.raises(DatasetError, match=r"dataset\.json: invalid JSON"):
+    with pytest.raises(InputError, match=r"dataset\.json: invalid JSON"):
         LayoutDataset(split, explicit_name)
 
 
@@ -189,12 +188,11 @@ def test_a_dataset_json_field_of_the_wrong_type_is_an_error_naming_the_file(
     a word: the dataset took the name its path gives ('val', with the category folder's name when there is
     one) and so another background prompt; a `class_names` that is no list of strings, or a document
     that is no object, likewise. Each is now an error naming the file and the field."""
-    from docsam_cli.training.datasets import DatasetError
 
     page = (np.full((60, 80, 3), 200, np.uint8), coco([], [(1, "table")], (60, 80)))
     split = write_layout(tmp_path / "val", {"a": page})
     (split / "dataset.json").write_text(document)
-    with pytest.raises(DatasetError, match=re.escape(f"val/dataset.json: {reason}")):
+    with pytest.raises(InputError, match=re.escape(f"val/dataset.json: {reason}")):
         LayoutDataset(split)
 
 

@@ -107,6 +107,30 @@ def test_listed_files_that_are_not_there_are_found_as_the_run_starts(
     assert not (tmp_path / "run" / "log.jsonl").exists()  # before any step
 
 
+@pytest.mark.parametrize(
+    ("file", "content", "reason"),
+    [
+        ("dataset.json", '{"name": "News",}', "invalid JSON"),
+        ("dataset.json", '{"name": 3}', "name: expected a string"),
+        ("list.txt", b"\xff\xfea\x00.", "it opens with UTF-16's byte order mark"),
+    ],
+)
+@pytest.mark.parametrize("role", ["DATASET", "--val"])
+def test_a_datasets_file_that_cannot_be_used_is_a_failed_run_as_readme_says(
+    file: str, content: str | bytes, reason: str, role: str, data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """README: a file of a dataset that cannot be used (a dataset.json that is no valid JSON among them)
+    stops the run with one error line naming it, exit 1. A bad dataset.json or list of a DATASET or
+    --val was taken for no dataset at all: a usage error, exit 2."""
+    split = write_layout(tmp_path / "split", {"p0": page(0)})
+    (split / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+    arguments = (split, "--val", str(data)) if role == "DATASET" else (data, "--val", str(split))
+    code, stderr = finetune(arguments[0], tiny_weights, tmp_path / "run", *arguments[1:], "--iters", "1")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    assert lines[0].startswith(f"error: {split / file}: {reason}")
+
+
 # --- 2. requests that cannot start ----------------------------------------------------------------
 
 

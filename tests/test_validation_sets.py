@@ -148,7 +148,7 @@ def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
 
     from docsam_cli.datasets.ground_truth import load_ground_truth
     from docsam_cli.errors import InputError
-    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+    from docsam_cli.training.datasets import LayoutDataset
 
     document = {
         "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
@@ -165,7 +165,7 @@ def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
     assert [image.name for image in truth.images] == ["a", "b"] and not truth.errors
 
     (root / "list.txt").write_bytes(b"\xff\xfea\x00.")  # UTF-16's mark, then an odd byte count
-    with pytest.raises(DatasetError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
+    with pytest.raises(InputError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
         LayoutDataset(root)
     with pytest.raises(InputError, match=r"list\.txt: it opens with UTF-16's byte order mark"):
         load_ground_truth(root, "unified", frozenset())

@@ -47,6 +47,8 @@ class LayoutDataset:
     """The images of one split, their rectified annotations and class names, loaded on demand."""
 
     def __init__(self, root: str | os.PathLike[str], name: str | None = None, stage: Stage = "train") -> None:
+        """Raises DatasetError for a `root` that is no split `stage` can read (a usage error), InputError
+        for a file of it that cannot be used (`dataset.json`, the list: a failed run, as for its images)."""
         self.root = Path(root)
         if not self.root.exists():
             raise DatasetError(f"{self.root}: no such dataset folder")
@@ -55,12 +57,12 @@ class LayoutDataset:
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs coco/ and {needs})")
         self._categories: tuple[str, ...] | None = None
         try:
-            self.name = name if name is not None else layout.dataset_name(self.root)
-            self._stated_classes = layout.dataset_class_names(self.root)
             self.list_path = layout.list_file(self.root, stage)
-            self.image_names = layout.list_names(self.root, stage)
         except InputError as error:
             raise DatasetError(str(error)) from None
+        self.name = name if name is not None else layout.dataset_name(self.root)
+        self._stated_classes = layout.dataset_class_names(self.root)
+        self.image_names = layout.list_names(self.root, stage)
         if not self.image_names:
             raise DatasetError(f"{self.list_path}: lists no images")
 

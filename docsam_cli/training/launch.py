@@ -70,7 +70,7 @@ def explicit_weights(specs: Sequence[DatasetSpec]) -> list[float] | None:
 
 def open_dataset(spec: DatasetSpec, stage: Stage = "train") -> LayoutDataset:
     """The dataset a DATASET (`stage` train) or `--val` (test) argument names; UsageError when it names
-    none."""
+    none, InputError for a file of it that cannot be used (`LayoutDataset`)."""
     try:
         return LayoutDataset(spec.path, spec.name, stage)
     except DatasetError as error:
