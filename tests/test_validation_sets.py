@@ -253,3 +253,27 @@ def test_pages_of_one_name_in_two_folders_are_not_validated_against_one_ground_t
         f"{root}: no ground truth for vol2/a.png: {root / 'coco' / 'vol2' / 'a.json'}: images[0].file_name: "
         "another image is also named 'a'"
     )
+
+
+def test_a_split_with_pre_resized_copies_is_validated_on_them_as_training_reads_them(tmp_path):
+    """A split with `image_resize/` (pre-resized copies, which the reference's loader and training read
+    instead of image/) stopped --val with '…/val: no ground truth for a.png': evaluate's ground truth is
+    rightly that of the copy, and --val looked for image/a.png. The page is validated on the copy, the
+    ground truth rescaled to it (half the json's 80 x 60 here)."""
+    import cv2
+    from training_helpers import write_layout
+
+    from docsam_cli.training.datasets import LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    root = write_layout(tmp_path / "val", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    (root / "image_resize").mkdir()
+    cv2.imwrite(str(root / "image_resize" / "a.png"), np.full((30, 40, 3), 200, np.uint8))
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    ((image, gt, names),) = validator.sets[0][1]
+    assert image.shape == (30, 40, 3) and (gt.width, gt.height) == (40, 30) and names == ["table"]
+    assert gt.image == root / "image_resize" / "a.png" and gt.annotations[0].bbox == (5.0, 5.0, 15.0, 10.0)

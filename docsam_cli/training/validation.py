@@ -71,11 +71,11 @@ def _ground_truth_of(
 ) -> GtImage:
     """The ground truth of a listed page. Images are keyed by their file's stem, as `evaluate` matches
     predictions: of two listed in different folders under one stem (`vol1/a.png`, `vol2/a.png`) the second
-    has an error and no ground truth, which the key alone would take for the first's. Raises
-    DatasetError."""
+    has an error and no ground truth, which the key alone would take for the first's; the ground truth's
+    image is the one training reads (a pre-resized copy where there is one). Raises DatasetError."""
     name = dataset.image_names[index]
     gt = truth.get(os.path.splitext(os.path.basename(name))[0])
-    if gt is None or (gt.image is not None and gt.image != dataset.root / "image" / name):
+    if gt is None or (gt.image is not None and gt.image != dataset.image_path(index)):
         raise _no_ground_truth(dataset, index, errors)
     return gt
 
