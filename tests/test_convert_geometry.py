@@ -95,6 +95,11 @@ def test_commas_and_equals_signs_inside_class_names_are_escaped_with_a_backslash
         ("/home/me/test/data/Layout/PubLayNet/data/PubLayNet/train", "PubLayNet"),
         ("/srv/Table/sets/Layout/M6Doc/data/M6Doc/val", "M6Doc"),
         ("/val/Layout/test/data/test/train", "test"),
+        # A set without a split folder below a data root that has one above it (`/srv/train/data`): the
+        # reference, reading `Table/STDW/data/STDW`, finds none; the one above gave 'STDW train'.
+        ("/srv/train/data/Table/STDW/data/STDW", "STDW "),
+        ("/home/test/data/SceneText/ShopSign/data/ShopSign_1265", "ShopSign "),
+        ("/data/val/Table/ICDAR2013/data/ICDAR2013/competition-dataset", "ICDAR2013 "),
     ],
 )
 def test_reference_dataset_names(path: str, name: str) -> None:

@@ -50,12 +50,16 @@ def reference_dataset_name(folder: PurePath) -> str:
     """The dataset name the reference derives from a split folder's path, trailing spaces and all: the
     folder after the category folder (`Layout`, `Table`, ...), then the folder before the split folder.
     Of several, the ones nearest the split folder count: the reference reads its paths from below its data
-    root, while here the path is absolute, and the folders above the data root (`/home/me/test/data/...`)
-    are no category or split folders."""
+    root, which starts with the category folder, while here the path is absolute, and the folders above
+    the data root (`/home/me/test/data/...`) are no category or split folders: of a path with a category
+    folder, the split folder is looked for below it only (`/srv/train/data/Table/STDW/data/STDW` has
+    none, as the reference's `Table/STDW/data/STDW`)."""
     parts = folder.parts
     last = range(len(parts) - 1, 0, -1)
-    domain = next((parts[i] for i in last if parts[i - 1] in _CATEGORY_FOLDERS), "")
-    split = next((parts[i - 1] for i in last if parts[i] in _SPLIT_FOLDERS), "")
+    category = next((i - 1 for i in last if parts[i - 1] in _CATEGORY_FOLDERS), None)
+    domain = "" if category is None else parts[category + 1]
+    below = last if category is None else range(len(parts) - 1, category, -1)
+    split = next((parts[i - 1] for i in below if parts[i] in _SPLIT_FOLDERS), "")
     return domain if domain == split else f"{domain} {split}"
 
 
