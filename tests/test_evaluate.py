@@ -406,6 +406,23 @@ def test_a_split_with_only_list_val_is_evaluated_and_one_without_it_or_list_txt_
         ]
 
 
+def test_a_page_a_split_lists_twice_is_scored_once_with_a_warning(tmp_path: Path) -> None:
+    """A list naming a page twice (lists joined) gave an error about another image that does not exist,
+    'coco/a.json: images[0].file_name: another image is also named 'a'' (the split's json file names
+    are not even read), and exit 1, the page scored once all the same. It is now a warning naming the
+    list, and the exit code is 0."""
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40]}])
+    (split / "list.txt").write_text("a.png\r\n\na.png \n")
+    results = [{"file_name": "a.png", "category_id": "figure", "bbox": [20, 20, 40, 40], "score": 0.9}]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", split, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    warning = f"warning: {split / 'list.txt'}: a.png is listed 2 times, scored once"
+    assert warning in result.stderr.splitlines() and "error" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_rectifies_them(
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,7 @@ the other images are scored.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,11 +176,17 @@ def _from_split(folder: Path) -> GroundTruth:
     ground truth. Its image is `layout.image_path`'s, a pre-resized copy where there is one, the ground
     truth rescaled to it (`_rescale`).
     The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
-    there is one, else `list.txt`."""
+    there is one, else `list.txt`. A name it lists again (lists joined) is the same page, scored once."""
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
     declared: dict[int | str, set[str]] = defaultdict(set)  # category id → the classes jsons give it
-    for name in layout.list_names(folder, "test"):
+    listed = Counter(layout.list_names(folder, "test"))
+    for name, times in listed.items():
+        if times > 1:
+            truth.warnings.append(
+                f"{layout.list_file(folder, 'test')}: {name} is listed {times} times, scored once"
+            )
+    for name in listed:
         path = layout.json_path(folder, name)
         try:
             dataset = read_dataset(path, sizes_required=True, loader_rules=True)
