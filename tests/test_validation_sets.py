@@ -171,6 +171,31 @@ def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
         load_ground_truth(root, "unified", frozenset())
 
 
+def test_lists_saved_on_windows_and_joined_name_their_pages(tmp_path):
+    """Two lists saved by Notepad (each opening with a byte order mark) and joined (`type a.txt b.txt >
+    list.txt`, `cat`) hold the mark at the start of the second's first line: training stopped with
+    'list.txt names 2 files that are not there: …/image/b.png, …/coco/b.json' (the mark invisible in the
+    names), and evaluate left the page out. The mark is no part of a name, wherever a line opens with it."""
+    from training_helpers import write_layout
+
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.training.datasets import LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    image = np.full((60, 80, 3), 200, np.uint8)
+    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    (root / "list.txt").write_bytes("a.png\r\n".encode("utf-8-sig") + "b.png\r\n".encode("utf-8-sig"))
+    dataset = LayoutDataset(root)
+    assert dataset.image_names == ["a.png", "b.png"]
+    dataset.check_files()
+    truth = load_ground_truth(root, "unified", frozenset())
+    assert [image.name for image in truth.images] == ["a", "b"] and not truth.errors
+
+
 def test_a_validation_page_whose_json_evaluate_cannot_read_says_why(tmp_path):
     """A `--val` page whose json evaluate's reader refuses (here `"iscrowd": "0"`, which training reads)
     stopped the run with '…/val: no ground truth for a.png' although coco/a.json is there; the error now

@@ -32,7 +32,7 @@ from docsam_cli.datasets.classes import BACKGROUND
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.records import Instance
 from docsam_cli.errors import InputError
-from docsam_cli.inputs.sources import decode_list
+from docsam_cli.inputs.sources import BYTE_ORDER_MARK, decode_list
 
 DATASET_FILE = "dataset.json"
 LIST_FILE = "list.txt"
@@ -208,8 +208,10 @@ def json_path(folder: Path, image_name: str) -> Path:
 def list_names(folder: Path, stage: str | None = None) -> list[str]:
     """The image names of the list a stage reads (`list_file`), one per line, blank lines skipped. A list
     made by hand on Windows may open with a byte order mark (Notepad's UTF-8, PowerShell's UTF-16), which
-    announces its encoding as in `segment`'s path lists. Raises InputError naming the list when it cannot
-    be read, or the folder when it has none the stage reads."""
+    announces its encoding as in `segment`'s path lists; lists so made and then joined (`type a.txt
+    b.txt`, `cat`) hold the mark at the start of a line too, where it is no part of the name (an invisible
+    character, no file name starts with it). Raises InputError naming the list when it cannot be read,
+    or the folder when it has none the stage reads."""
     path = list_file(folder, stage)
     try:
         text = decode_list(path.read_bytes())
@@ -217,7 +219,7 @@ def list_names(folder: Path, stage: str | None = None) -> list[str]:
         raise InputError(path, f"cannot read it ({error.strerror or error})") from None
     except ValueError as error:
         raise InputError(path, str(error)) from None
-    return [name for name in (line.strip() for line in text.splitlines()) if name]
+    return [name for name in (line.lstrip(BYTE_ORDER_MARK).strip() for line in text.splitlines()) if name]
 
 
 def dataset_name(folder: Path) -> str:

@@ -259,14 +259,15 @@ class _NameAllocator:
     may be copied where names are told apart by neither; per-image json is `<stem>.json`) and cut as
     `segment` cuts them (`portable_stem`), so that `<stem>-2.json` still fits in a file name. Leading dots
     (a hidden file) and whitespace at either end are dropped: the trainer, `evaluate` and the reference
-    read `list.txt` with each line stripped, and would look for ` scan.png` as `scan.png`."""
+    read `list.txt` with each line stripped, and would look for ` scan.png` as `scan.png`, as the trainer
+    and `evaluate` would for a name opening with a byte order mark, U+FEFF (`layout.list_names`)."""
 
     def __init__(self) -> None:
         self._stems: set[str] = set()
 
     def allocate(self, preferred: str) -> str:
         name = "".join("_" if char in '/\\\n\r\t"' else char for char in output_text(preferred))
-        name = re.sub(r"^[.\s]+", "", name).rstrip() or "image"
+        name = re.sub(r"^[.\s\ufeff]+", "", name).rstrip() or "image"
         stem, suffix = portable_stem(Path(name).stem), Path(name).suffix
         candidate, counter = stem + suffix, 1
         while stem_key(Path(candidate).stem) in self._stems:
