@@ -423,6 +423,25 @@ def test_a_page_a_split_lists_twice_is_scored_once_with_a_warning(tmp_path: Path
     assert report["images"] == 1 and report["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_splits_annotation_whose_image_id_is_the_images_id_as_a_string_is_its_images(
+    tmp_path: Path,
+) -> None:
+    """The reference's loader converts image and annotation ids to strings, and training reads every
+    annotation of a page's json: an annotation with `image_id` "1" on image 1 is that page's region. evaluate
+    took it for an annotation of no image ('"1" is not the id of an image', exit 1) and scored the page
+    without it, and --val validated the page without it, without a word."""
+    from docsam_cli.training.datasets import LayoutDataset
+    from docsam_cli.training.validation import LayoutValidator
+
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40], "image_id": "1"}])
+    ground_truth = load_ground_truth(split, "unified", frozenset())
+    assert not ground_truth.errors and [len(image.annotations) for image in ground_truth.images] == [1]
+    ((_, truth, _),) = LayoutValidator([LayoutDataset(split, stage="test")], None, 1).sets[0][1]  # type: ignore[arg-type]
+    assert len(truth.annotations) == 1
+    (plain,) = load_ground_truth(split / "coco" / "a.json", "coco", frozenset()).images  # COCO: ids as typed
+    assert plain.annotations == []
+
+
 def test_a_split_is_scored_on_its_jsons_clamped_into_the_page_as_the_reference_rectifies_them(
     tmp_path: Path,
 ) -> None:

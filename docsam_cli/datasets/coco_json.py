@@ -96,8 +96,9 @@ def read_dataset(path: Path, *, sizes_required: bool, loader_rules: bool = False
     `sizes_required`: whether every image must state `width` and `height` (ground truth: masks are made
     at that size) or may leave them out (conversion: the image file gives them). `loader_rules`: read a
     per-image json of the unified layout as the reference's loader (and training) reads it: an annotation's
-    `poly` wins over its `segmentation`, and one with neither a bbox of 4 values nor a segmentation is left
-    out (`dropped`) rather than failing its image; a plain COCO file, where `poly` is no field, keeps
+    `poly` wins over its `segmentation`, one with neither a bbox of 4 values nor a segmentation is left
+    out (`dropped`) rather than failing its image, and image ids are compared as strings, as that loader
+    converts them (an `image_id` of "1" is image 1's); a plain COCO file, where `poly` is no field, keeps
     `segmentation`.
     """
     root = JsonField.load(path)
@@ -132,6 +133,7 @@ def dataset_of(
         else:
             by_id[image.id] = image
         images.append(image)
+    by_text = {str(identifier): image for identifier, image in by_id.items()} if loader_rules else {}
     errors: list[InputError] = []
     dropped: list[InputError] = []
     orphans: list[JsonField] = []
@@ -140,7 +142,7 @@ def dataset_of(
     for annotation in annotations.items() if annotations is not None else []:
         try:
             image_id = annotation["image_id"]
-            image = by_id.get(image_id.identifier())
+            image = by_id.get(image_id.identifier()) or by_text.get(str(image_id.identifier()))
         except InputError as error:
             errors.append(error)
             continue
