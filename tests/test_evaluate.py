@@ -423,6 +423,28 @@ def test_a_page_a_split_lists_twice_is_scored_once_with_a_warning(tmp_path: Path
     assert report["images"] == 1 and report["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_splits_annotation_without_an_image_id_is_the_region_of_its_jsons_page(tmp_path: Path) -> None:
+    """Training reads every annotation of a page's json, image_id or not (the reference's loader does not
+    look at it to find the page's regions); evaluate reported each annotation without one as an error
+    ('annotations[0].image_id: missing', exit 1) and scored the page without its regions, and --val
+    validated it against no region at all, without a word. It is now the region of the json's one image;
+    in a plain COCO file, with many images, image_id stays required."""
+    from docsam_cli.training.datasets import LayoutDataset
+    from docsam_cli.training.validation import LayoutValidator
+
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40]}, {"bbox": [70, 70, 20, 20]}])
+    document = json.loads((split / "coco" / "a.json").read_text())
+    del document["annotations"][0]["image_id"]
+    document["annotations"][1]["image_id"] = None
+    (split / "coco" / "a.json").write_text(json.dumps(document))
+    ground_truth = load_ground_truth(split, "unified", frozenset())
+    assert not ground_truth.errors and [len(image.annotations) for image in ground_truth.images] == [2]
+    ((_, truth, _),) = LayoutValidator([LayoutDataset(split, stage="test")], None, 1).sets[0][1]  # type: ignore[arg-type]
+    assert len(truth.annotations) == 2
+    plain = load_ground_truth(split / "coco" / "a.json", "coco", frozenset())
+    assert str(plain.errors[0]).endswith("annotations[0].image_id: missing")
+
+
 def test_a_splits_annotation_whose_image_id_is_the_images_id_as_a_string_is_its_images(
     tmp_path: Path,
 ) -> None:

@@ -97,9 +97,10 @@ def read_dataset(path: Path, *, sizes_required: bool, loader_rules: bool = False
     at that size) or may leave them out (conversion: the image file gives them). `loader_rules`: read a
     per-image json of the unified layout as the reference's loader (and training) reads it: an annotation's
     `poly` wins over its `segmentation`, one with neither a bbox of 4 values nor a segmentation is left
-    out (`dropped`) rather than failing its image, and image ids are compared as strings, as that loader
-    converts them (an `image_id` of "1" is image 1's); a plain COCO file, where `poly` is no field, keeps
-    `segmentation`.
+    out (`dropped`) rather than failing its image, image ids are compared as strings, as that loader
+    converts them (an `image_id` of "1" is image 1's), and an annotation without one is the region of the
+    json's one image (training reads every annotation of a page's json); a plain COCO file, where `poly`
+    is no field, keeps `segmentation`.
     """
     root = JsonField.load(path)
     if not is_dataset(root):
@@ -141,8 +142,11 @@ def dataset_of(
         annotations = root.get("annotations")
     for annotation in annotations.items() if annotations is not None else []:
         try:
-            image_id = annotation["image_id"]
-            image = by_id.get(image_id.identifier()) or by_text.get(str(image_id.identifier()))
+            if loader_rules and len(images) == 1 and annotation.get("image_id") is None:
+                image = images[0]  # the region of the json's page, as the loader and training read it
+            else:
+                image_id = annotation["image_id"]
+                image = by_id.get(image_id.identifier()) or by_text.get(str(image_id.identifier()))
         except InputError as error:
             errors.append(error)
             continue
