@@ -302,3 +302,28 @@ def test_a_split_with_pre_resized_copies_is_validated_on_them_as_training_reads_
     ((image, gt, names),) = validator.sets[0][1]
     assert image.shape == (30, 40, 3) and (gt.width, gt.height) == (40, 30) and names == ["table"]
     assert gt.image == root / "image_resize" / "a.png" and gt.annotations[0].bbox == (5.0, 5.0, 15.0, 10.0)
+
+
+def test_a_validation_page_with_an_annotation_evaluate_reports_stops_the_run_naming_it(tmp_path):
+    """An annotation of a validated page that evaluate reports as an error and scores the page without
+    (here one whose image_id names no image of its json) was left out by --val without a word: the page
+    was validated without its region. The run now stops with evaluate's error line, naming the json."""
+    from training_helpers import write_layout
+
+    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [40, 30, 30, 20]},
+        ],
+    }
+    root = write_layout(tmp_path / "val", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    with pytest.raises(DatasetError) as raised:
+        LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 1)
+    assert (
+        str(raised.value)
+        == f"{root / 'coco' / 'a.json'}: annotations[1].image_id: 7 is not the id of an image"
+    )

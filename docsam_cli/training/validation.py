@@ -72,11 +72,16 @@ def _ground_truth_of(
     """The ground truth of a listed page. Images are keyed by their file's stem, as `evaluate` matches
     predictions: of two listed in different folders under one stem (`vol1/a.png`, `vol2/a.png`) the second
     has an error and no ground truth, which the key alone would take for the first's; the ground truth's
-    image is the one training reads (a pre-resized copy where there is one). Raises DatasetError."""
+    image is the one training reads (a pre-resized copy where there is one). A page whose json has an
+    error `evaluate` reports (an annotation of no image) is not validated without its region: raises
+    DatasetError, as for a page without ground truth."""
     name = dataset.image_names[index]
     gt = truth.get(os.path.splitext(os.path.basename(name))[0])
     if gt is None or (gt.image is not None and gt.image != dataset.image_path(index)):
         raise _no_ground_truth(dataset, index, errors)
+    flawed = [error for error in errors if error.path == dataset.json_path(index)]
+    if flawed:
+        raise DatasetError(str(flawed[0]))
     return gt
 
 
