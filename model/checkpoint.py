@@ -59,13 +59,14 @@ def read_state_dict(
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
-        if path.suffix == ".safetensors" or is_safetensors(path):
+        if is_safetensors(path):
             return load_file(str(path), device="cpu")
         damage = None if archive_checked else archive_damage(path)
         if damage is not None:
             raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
         _silence_torchscript_warning()
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as handle:  # by path, torch reads a `.safetensors` name as safetensors
+            loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as error:  # torch and safetensors raise many types for corrupt files
@@ -159,7 +160,8 @@ def weights_in_folder(folder: Path) -> Path:
 
 def is_safetensors(path: Path) -> bool:
     """Whether the file starts as safetensors do (a little-endian header length, then a JSON object), so that
-    one is read as such whatever its suffix (`.bin` and `.pth` are common for both formats)."""
+    one is read as such whatever its suffix (`.bin` and `.pth` are common for both formats, and a `.pth`
+    renamed `.safetensors` is still a `.pth`)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(9)

@@ -282,6 +282,15 @@ def test_the_file_format_is_read_from_the_content_and_refusals_say_what_the_file
         assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
 
 
+def test_a_pth_renamed_safetensors_is_read_as_the_pth_it_is(tmp_path) -> None:
+    """torch.load, given a path ending in `.safetensors`, reads it as safetensors whatever it holds: a `.pth`
+    renamed so was refused as 'not a readable checkpoint (... header too large)'."""
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    path = tmp_path / "weights.safetensors"
+    torch.save(state, path)
+    assert torch.equal(read_state_dict(path)["w"], state["w"])
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
