@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from safetensors import SafetensorError, safe_open
 
@@ -58,6 +58,7 @@ def read_state_dict(
         path.open("rb").close()  # safetensors says "No such file or directory" of any file it cannot open
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read: {error.strerror or error}") from None
+    _refuse_cut_off(path)
     try:
         if is_safetensors(path):
             return load_file(str(path), device="cpu")
@@ -77,6 +78,66 @@ def read_state_dict(
     return state
 
 
+def _refuse_cut_off(path: Path) -> None:
+    """Raise CheckpointError naming the file when `_cut_off` finds it shorter than its own format says."""
+    cut = _cut_off(path)
+    if cut is not None:
+        raise CheckpointError(f"{path}: damaged ({cut}); copy the file again from its source")
+
+
+def _cut_off(path: Path) -> str | None:
+    """How a weights file falls short of the length its own format gives, as a copy or download stopped
+    half-way leaves it (None: it does not). torch and safetensors say so in their internal terms ("failed
+    finding central directory. This is an internal miniz error...", "incomplete metadata, file not fully
+    covered"), or take a file cut inside its safetensors header for no checkpoint at all. A file that cannot
+    be read is left to its reader to report."""
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return "empty: 0 bytes"
+            head = handle.read(_SAFETENSORS_HEAD)
+            if head.startswith(_ZIP_SIGNATURE) and not zipfile.is_zipfile(handle):
+                return f"cut off: {size} bytes, a zip archive without its end"
+            return _safetensors_cut_off(head, size, handle)
+    except OSError:
+        return None
+
+
+_ZIP_SIGNATURE = b"PK\x03\x04"  # a `.pth` since torch 1.6 is a zip archive
+_SAFETENSORS_HEAD = 9  # the header's length (8 bytes, little-endian), then the "{" opening its JSON
+_MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors refuses longer headers
+
+
+def _safetensors_cut_off(head: bytes, size: int, handle: BinaryIO) -> str | None:
+    """For a file that starts as safetensors do: whether it is shorter than its header, or than the tensors
+    the header lists."""
+    if len(head) < _SAFETENSORS_HEAD or head[8:9] != b"{":
+        return None
+    length = int.from_bytes(head[:8], "little")
+    if length > _MAX_SAFETENSORS_HEADER:
+        return None
+    if 8 + length > size:
+        return f"cut off: {size} bytes, less than its safetensors header's {8 + length}"
+    handle.seek(8)
+    try:
+        header = json.loads(handle.read(length))
+    except ValueError:
+        return None  # for safetensors to describe
+    ends = [
+        entry["data_offsets"][1]
+        for entry in (header.values() if isinstance(header, dict) else ())
+        if isinstance(entry, dict)
+        and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2
+        and isinstance(entry["data_offsets"][1], int)
+    ]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        return f"cut off: {size} bytes of the {expected} its safetensors header describes"
+    return None
+
+
 _READ_BLOCK = 1 << 24
 
 
@@ -84,9 +145,9 @@ def archive_damage(path: Path) -> str | None:
     """Why a zip-format `.pth` fails the CRC-32 check of one of its members, which `torch.load` does not make
     (it would load the damaged tensors); None when every member passes, or the file is no zip archive (for
     `torch.load` to judge). Members written without a CRC (`torch.serialization.set_crc32_options(False)`
-    stores 0) cannot be checked."""
+    stores 0) cannot be checked. A file `_cut_off` finds short is damaged too."""
     if not zipfile.is_zipfile(path):
-        return None
+        return _cut_off(path)
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
@@ -485,6 +546,7 @@ def detect_variant(state: Mapping[str, torch.Tensor], source: str = "checkpoint"
 
 def stored_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The metadata of a safetensors file (empty for other formats); CheckpointError if unreadable."""
+    _refuse_cut_off(Path(path))
     if not is_safetensors(Path(path)):
         return {}
     try:

@@ -13,7 +13,14 @@ import torch
 from safetensors.torch import save_file
 
 from model import CheckpointError, DocSAM, load_model, save_model, variant_config
-from model.checkpoint import detect_variant, load_weights, read_state_dict, to_model_keys, to_reference_keys
+from model.checkpoint import (
+    detect_variant,
+    load_weights,
+    read_state_dict,
+    stored_metadata,
+    to_model_keys,
+    to_reference_keys,
+)
 from model.config import VARIANTS
 
 REFERENCE_COUNTS = {"base": 208_558_536, "large": 317_370_884}
@@ -454,6 +461,32 @@ def test_a_pth_damaged_inside_its_tensor_data_is_refused_naming_the_file(tmp_pat
 
     message = str(error.value)
     assert message.startswith(f"{path}: damaged (Bad CRC-32") and "\n" not in message
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.999, 0.0001, 0.0])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_file_cut_off_in_copying_is_refused_in_one_line_naming_the_file(tmp_path, suffix, kept) -> None:
+    """A `.pth` cut off (a copy or download stopped half-way) was 'not a readable checkpoint
+    (PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal
+    miniz error. If you are seeing this error, ...)', a safetensors file 'incomplete metadata, file not fully
+    covered', or, cut inside its header, 'not a PyTorch or safetensors checkpoint'."""
+    whole = tmp_path / f"whole{suffix}"
+    state = {f"w{index}": torch.arange(4096.0) for index in range(40)}
+    if suffix == ".pth":
+        torch.save(state, whole)
+    else:
+        save_file(state, str(whole))
+    data = whole.read_bytes()
+    path = tmp_path / f"docsam{suffix}"
+    path.write_bytes(data[: int(len(data) * kept)])
+
+    for read in (read_state_dict, stored_metadata):  # segment reads the stored classes first
+        with pytest.raises(CheckpointError) as error:
+            read(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: damaged (") and "\n" not in message
+        assert message.endswith("); copy the file again from its source")
+        assert "cut off" in message or "empty" in message
 
 
 def test_weights_of_another_architecture_are_refused_naming_the_sizes_that_differ(tiny_config):

@@ -293,7 +293,7 @@ def test_truncated_drive_file_is_rejected_and_not_cached(
 
     assert code == 1
     [line] = error_lines(stderr)
-    assert "not a readable checkpoint" in line
+    assert "docsam_base_all_dataset.pth is damaged (cut off: " in line
     assert cache_files(sandbox) == []
 
 
