@@ -354,6 +354,7 @@ def _flat_branch_name(match: re.Match[str]) -> str:
 # nine renames are the ones transformers applies itself to 4.x Swin checkpoints (4.x → current, in this
 # order: `attention.output.dense` before `output.dense`).
 _SWIN = "backbone.swin."
+_REFERENCE_BACKBONE = "backbone."  # where `REFERENCE_PREFIXES` puts the reference's `SwinBackbone`
 _SWIN_MOVED = ("embeddings.", "encoder.")
 _SWIN_RENAMES: tuple[tuple[str, str], ...] = (
     (".attention.self.query.", ".attention.q_proj."),
@@ -374,12 +375,16 @@ def _current_swin_name(name: str) -> str:
     """A Swin entry under its 4.x name (`backbone.encoder....`) renamed; every other name unchanged."""
     if not name.startswith("backbone.") or name.startswith(_SWIN):
         return name
-    part = name.removeprefix("backbone.")
+    return _SWIN + _current_swin_part(name.removeprefix("backbone."))
+
+
+def _current_swin_part(part: str) -> str:
+    """A name inside transformers' `SwinBackbone`, of 4.x or of the current release, in the current one."""
     if part.startswith(_SWIN_MOVED):
         part = "swin." + part
     for old, new in _SWIN_RENAMES:
         part = part.replace(old, new)
-    return _SWIN + part
+    return part
 
 
 def _legacy_swin_name(name: str) -> str:
@@ -395,9 +400,10 @@ def _legacy_swin_name(name: str) -> str:
 def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a state dict to this package's module names.
 
-    Accepts the official checkpoints (`mask2former.model.*`, optionally behind DDP's `module.`) and
-    checkpoints written by this package: in its current names, or with the backbone in the transformers 4.x
-    names that earlier versions wrote.
+    Accepts the official checkpoints (`mask2former.model.*`, optionally behind DDP's `module.`), with the
+    backbone named as transformers 4.x or, for weights the reference saved running on transformers 5, as the
+    current release names it, and checkpoints written by this package: in its current names, or with the
+    backbone in the transformers 4.x names that earlier versions wrote.
     """
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -405,6 +411,8 @@ def to_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for reference, ours in REFERENCE_PREFIXES:
             if name.startswith(reference):
                 name = ours + name[len(reference) :]
+                if ours == _REFERENCE_BACKBONE:  # what follows is a `SwinBackbone` name, old or current
+                    name = _SWIN + _current_swin_part(name.removeprefix(ours))
                 break
         if _IGNORED.search(name):
             continue

@@ -94,6 +94,27 @@ def test_files_with_the_earlier_backbone_names_load(tiny_reference_state, tiny_m
     assert_same_weights(loaded, tiny_model)
 
 
+def test_reference_files_saved_with_the_current_transformers_swin_names_load(tiny_model, tiny_config):
+    """The reference run on transformers 5 (fine-tuning with its train.py) saves its `SwinBackbone` under the
+    names the current release gives it (`encoder.swin.encoder.layers.0.blocks.0.attention.q_proj.weight`,
+    `encoder.hidden_states_norms.stage1.weight`): such files were refused, every Swin entry missing."""
+    encoder = "mask2former.model.pixel_level_module.encoder."
+    saved = {
+        key: value
+        for key, value in to_reference_keys(tiny_model.state_dict()).items()
+        if not key.startswith(encoder)
+    }
+    saved.update({encoder + key: value for key, value in tiny_model.backbone.swin.state_dict().items()})
+    assert encoder + "swin.encoder.layers.0.blocks.1.attention.q_proj.weight" in saved
+    assert encoder + "hidden_states_norms.stage4.weight" in saved
+
+    loaded = load_model(saved, config=tiny_config)
+
+    assert_same_weights(loaded, tiny_model)
+    patch = torch.empty(128, 3, 4, 4, device="meta")
+    assert detect_variant({encoder + "swin.embeddings.patch_embeddings.projection.weight": patch}) == "base"
+
+
 def test_variant_detection_reads_the_variants_table():
     for name, config in VARIANTS.items():
         width = config.backbone.embed_dim
