@@ -219,6 +219,8 @@ class DocSAMConfig:
     selection_base_threshold: float = 0.01  # stage s keeps scores > base / 2**(decoder_layers - s)
     box_delta_scale: float = 100.0
     proposal_wh_divisor: float = 4.0
+    # Standard deviation of the normal draws of a fresh initialisation (the reference's `_init_weights`).
+    init_std: float = 0.02
     # Loss weights (substring-matched on loss names, as in the reference).
     class_weight: float = 1.0
     sml1_weight: float = 1.0
@@ -264,6 +266,7 @@ class DocSAMConfig:
             "a number of at least 0",
             _zero_or_more,
             "selection_base_threshold",
+            "init_std",
             "class_weight",
             "sml1_weight",
             "diou_weight",

@@ -24,7 +24,6 @@ from model.checkpoint import CheckpointError, misfit, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
 
-INIT_STD = 0.02  # transformers' `Mask2FormerConfig.init_std`, which `_init_weights` draws with
 # The entries transformers copies from the COCO checkpoint (Swin backbone, deformable pixel-decoder encoder
 # with its input projections and level embeddings), in this package's names.
 MASK2FORMER_PREFIXES = (
@@ -39,8 +38,8 @@ MASK2FORMER_PREFIXES = (
 def initialise(model: DocSAM) -> None:
     """Fresh weights for every parameter outside the text encoder, as `_init_weights` leaves them.
 
-    * Conv2d / Linear: weight N(0, INIT_STD), bias 0 (everywhere, the deformable attention included).
-    * Embedding: xavier-uniform inside the pixel decoder (its position tables); elsewhere N(0, INIT_STD),
+    * Conv2d / Linear: weight N(0, init_std), bias 0 (everywhere, the deformable attention included).
+    * Embedding: xavier-uniform inside the pixel decoder (its position tables); elsewhere N(0, init_std),
       except 4-wide tables (the proposal boxes) U(0, 1).
     * Packed attention projections (`nn.MultiheadAttention`'s own init): xavier-uniform, bias 0.
     * LayerNorm / GroupNorm: weight 1, bias 0; pixel-decoder `level_embed` and Swin relative-position
@@ -49,13 +48,14 @@ def initialise(model: DocSAM) -> None:
     Draws from torch's global generator. Raises RuntimeError if a parameter is covered by no rule (the
     module tree changed without this function).
     """
+    std = model.config.init_std  # the config's, as `_init_weights` draws with
     done: set[int] = set()
     for name, module in model.named_modules():
         top = name.split(".")[0]
         if top == "text_encoder":
             continue
         if isinstance(module, nn.Linear | nn.Conv2d):
-            nn.init.normal_(module.weight, 0.0, INIT_STD)
+            nn.init.normal_(module.weight, 0.0, std)
             _zero(module.bias)
         elif isinstance(module, nn.Embedding):
             if top == "pixel_decoder":
@@ -63,7 +63,7 @@ def initialise(model: DocSAM) -> None:
             elif module.embedding_dim == 4:
                 nn.init.uniform_(module.weight, 0.0, 1.0)
             else:
-                nn.init.normal_(module.weight, 0.0, INIT_STD)
+                nn.init.normal_(module.weight, 0.0, std)
         elif isinstance(module, PackedAttention):
             nn.init.xavier_uniform_(module.in_proj_weight)
             _zero(module.in_proj_bias)

@@ -268,4 +268,4 @@ def test_docsams_overrides_win_over_the_mask2former_section(reference_fixtures):
     data = json.loads((reference_fixtures / "tiny-config.json").read_text())
     data["mask2former_config"].update(decoder_layers=10, class_weight=2.0, init_std=0.01)
     config = DocSAMConfig.from_dict(data)
-    assert (config.decoder_layers, config.class_weight) == (4, 1.0)
+    assert (config.decoder_layers, config.class_weight, config.init_std) == (4, 1.0, 0.02)

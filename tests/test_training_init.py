@@ -64,6 +64,30 @@ def test_fresh_initialisation_follows_init_weights(fresh) -> None:
     assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in text_before.items())
 
 
+def test_fresh_initialisation_draws_with_the_configs_init_std(reference_fixtures: Path) -> None:
+    """The reference's `_init_weights` draws with the config's `init_std` (§1.2): `train --model-config`
+    with another one initialised with 0.02 all the same."""
+    from model.config import DocSAMConfig
+
+    data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+    data["docsam_config_attributes"]["init_std"] = 0.05
+    config = DocSAMConfig.from_dict(data)
+    assert config.init_std == 0.05
+    torch.manual_seed(0)
+    model = DocSAM(config)
+    initialise(model)
+
+    weights = torch.cat(
+        [
+            module.weight.flatten()
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear | nn.Conv2d) and not name.startswith("text_encoder")
+        ]
+    )
+    assert weights.std().item() == pytest.approx(0.05, rel=0.02)
+    assert model.instance_queries.weight.std().item() == pytest.approx(0.05, rel=0.1)
+
+
 def test_mask2former_entries_are_the_562_of_the_reference(reference_fixtures: Path) -> None:
     keys = json.loads((reference_fixtures / "keys-base.json").read_text())
     state = {entry["key"]: None for entry in keys["state_dict"]}
