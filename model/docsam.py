@@ -125,13 +125,15 @@ class DocSAM(nn.Module):
             raise ValueError("every image needs at least one class name plus the background prompt")
 
     def _check_size(self, pixel_values: torch.Tensor) -> None:
-        """Refuse a single image whose coarsest backbone level would be 1 x 1 pixel where the pixel decoder
-        has one channel per GroupNorm group (`feature_size` 32): that group would hold one value, which
-        GroupNorm refuses deep inside the decoder. Wider decoders (base, large) take any size."""
+        """Refuse a single image whose coarsest backbone level would be 1 x 1 pixel where a GroupNorm at that
+        level has one channel per group (the pixel decoder's with `feature_size` 32, the mask-feature fusion
+        branch's with `mask_feature_size` 64): that group would hold one value, which GroupNorm refuses deep
+        inside the network. Wider ones (base, large) take any size."""
         backbone = self.config.backbone
         coarsest = backbone.patch_size * 2 ** (len(backbone.depths) - 1)  # the stride of the last level
         height, width = pixel_values.shape[-2:]
-        one_value = self.config.feature_size == GROUP_NORM_GROUPS and pixel_values.shape[0] == 1
+        narrowest = min(self.config.feature_size, self.config.mask_feature_size // 2)
+        one_value = narrowest == GROUP_NORM_GROUPS and pixel_values.shape[0] == 1
         if one_value and max(height, width) <= coarsest:
             raise ValueError(
                 f"a single image needs a side of more than {coarsest} px with this config (its stride-"

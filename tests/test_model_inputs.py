@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+
+from model import DocSAM
 
 NAMES = ["table", "PubLayNet _background_"]
 
@@ -52,3 +56,15 @@ def test_a_single_image_too_small_for_a_one_channel_per_group_decoder_is_refused
             forward(tiny_model, torch.rand(1, 3, height, width) * 255, [NAMES])
     forward(tiny_model, torch.rand(1, 3, 32, 33) * 255, [NAMES])
     forward(tiny_model, torch.rand(2, 3, 32, 32) * 255, [NAMES] * 2)
+
+
+def test_a_single_image_too_small_for_one_channel_per_group_mask_feature_branches_is_refused(tiny_config):
+    """`mask_feature_size` 64 makes the mask-feature fusion's branches 32 wide, one channel per GroupNorm
+    group at the stride-32 level even where `feature_size` is wider: a single image of at most 32 x 32 px
+    failed there with GroupNorm's "Expected more than 1 value per channel when training"."""
+    torch.manual_seed(0)
+    model = DocSAM(replace(tiny_config, feature_size=64)).eval()
+    assert model.config.mask_feature_size == 64
+    with pytest.raises(ValueError, match=r"side of more than 32 px .* got 32x32$"):
+        forward(model, torch.rand(1, 3, 32, 32) * 255, [NAMES])
+    forward(model, torch.rand(1, 3, 32, 33) * 255, [NAMES])
