@@ -65,6 +65,9 @@ def read_state_dict(
         damage = None if archive_checked else archive_damage(path)
         if damage is not None:
             raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
+        foreign = _foreign_archive(path)
+        if foreign is not None:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({foreign})")
         _silence_torchscript_warning()
         with path.open("rb") as handle:  # by path, torch reads a `.safetensors` name as safetensors
             loaded = torch.load(handle, map_location="cpu", weights_only=True)
@@ -159,6 +162,23 @@ def archive_damage(path: Path) -> str | None:
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         return str(error)
     return None
+
+
+def _foreign_archive(path: Path) -> str | None:
+    """What a zip archive that `torch.save` did not write holds (weights zipped for download, as Google Drive
+    zips what it serves together), for the message: torch says only 'Expected hasRecord("version") to be
+    true, but got false. (Could this error message be improved? ...)'. None for any other file."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(name == _TORCH_PICKLE or name.endswith("/" + _TORCH_PICKLE) for name in names):
+        return None
+    held = f"a zip archive of {_listed(names)}" if names else "an empty zip archive"
+    return f"{held}, not a PyTorch checkpoint; unzip it and give the weights file it holds"
+
+
+_TORCH_PICKLE = "data.pkl"  # the object pickle of every `torch.save` (and TorchScript) archive
 
 
 def _silence_torchscript_warning() -> None:

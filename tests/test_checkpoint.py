@@ -319,6 +319,27 @@ def test_a_pth_renamed_safetensors_is_read_as_the_pth_it_is(tmp_path) -> None:
     assert torch.equal(read_state_dict(path)["w"], state["w"])
 
 
+def test_weights_zipped_for_download_are_refused_saying_to_unzip_them(tmp_path) -> None:
+    """A `.pth` inside a zip archive (as Google Drive serves files downloaded together) was refused in
+    torch's words: 'Expected hasRecord("version") to be true, but got false. (Could this error message be
+    improved? If so, please report an enhancement request to PyTorch.)'."""
+    import zipfile
+
+    inner = tmp_path / "docsam.pth"
+    torch.save({"w": torch.zeros(2)}, inner)
+    path = tmp_path / "docsam-20250101T000000Z-001.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(inner, "docsam/docsam.pth")
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == (
+        f"{path}: not a readable checkpoint (a zip archive of docsam/docsam.pth, not a PyTorch checkpoint; "
+        "unzip it and give the weights file it holds)"
+    )
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
