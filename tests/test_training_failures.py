@@ -23,6 +23,7 @@ from docsam_cli.app import app
 from docsam_cli.distributed import Distributed
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.run_log import read_log
+from docsam_cli.training.trainer import MainStopped
 
 RUN = [
     "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
@@ -341,10 +342,10 @@ def test_sigterm_while_the_run_starts_is_an_interruption(
 @dataclass(frozen=True)
 class Rank1(Distributed):
     """Rank 1 of 2 without a process group: rank 0's side is its answers to `from_main`, one per call in
-    turn (the error line rank 0 stopped with, or None: its part went well; None once they run out); the
-    collectives that carry no message do nothing."""
+    turn (what rank 0 stopped with, or None: its part went well; None once they run out); the collectives
+    that carry no message do nothing. Rank 0's first part is taking the run folder's lock."""
 
-    answers: list[str | None] = field(default_factory=list)
+    answers: list[MainStopped | None] = field(default_factory=list)
     steps: list[None] = field(default_factory=list)  # one per step taken (its loss averaged)
 
     def wrap(self, model):
@@ -371,7 +372,7 @@ def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_
     before the model loads with the usage error."""
     import docsam_cli.training.launch as launch
 
-    monkeypatch.setattr(launch, "setup", lambda device: Distributed(rank=1, world_size=2))
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(tmp_path / "absent"))
     lines = error_lines(stderr)
     assert code == 2 and len(lines) == 1, stderr
@@ -389,8 +390,10 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_error_line(
 
     full = f"{tmp_path / 'run' / 'checkpoints' / 'step-00000001'}: cannot write the checkpoint: disk full"
 
-    # Rank 0 loads no validation pages (none asked for), then cannot write the checkpoint of step 1.
-    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=[None, full]))
+    # Rank 0 locks the folder, loads no validation pages (none asked for), writes run.json, then cannot
+    # write the checkpoint of step 1.
+    answers = [None, None, None, MainStopped(full, usage=False)]
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=answers))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--checkpoint-every", "1")
     assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
 
@@ -404,7 +407,8 @@ def test_a_validation_page_rank_0_cannot_read_stops_every_rank_with_its_error_li
     import docsam_cli.training.launch as launch
 
     unreadable = f"{data / 'image' / 'p0.png'}: truncated or corrupt image data"
-    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=[unreadable]))
+    answers = [None, MainStopped(unreadable, usage=False)]  # the lock, then the validation pages
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=answers))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--val", str(data))
     assert code == 1 and error_lines(stderr) == [f"error: {unreadable}"], stderr
     assert not list_checkpoints(tmp_path / "run")
@@ -419,7 +423,8 @@ def test_a_run_file_rank_0_cannot_write_as_the_run_starts_stops_every_rank_befor
     import docsam_cli.training.launch as launch
 
     full = "[Errno 28] No space left on device"
-    rank = Rank1(rank=1, world_size=2, answers=[None, full])  # the validation pages (none), run.json
+    # The lock, the validation pages (none), run.json.
+    rank = Rank1(rank=1, world_size=2, answers=[None, None, MainStopped(full, usage=False)])
     monkeypatch.setattr(launch, "setup", lambda device: rank)
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
     assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
@@ -445,3 +450,21 @@ def test_a_run_file_that_cannot_be_written_is_named_in_the_error_line(
     assert code == 1 and len(lines) == 1, stderr
     assert lines[0].startswith(f"error: {tmp_path / 'run' / name}: cannot write ")
     assert lines[0].endswith(": No space left on device")
+
+
+def test_a_run_folder_rank_0_finds_locked_stops_every_rank_with_its_usage_error(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 alone takes the run folder's lock. When another run held it, rank 0 stopped with the usage
+    error and, under a plain srun, the others went on and failed in their first collective with no peer
+    left (`internal error: ... Connection closed by peer`, exit 3). Rank 1's side, as above: it stops with
+    rank 0's line and exit code before the model loads."""
+    import docsam_cli.training.launch as launch
+
+    locked = f"--out {tmp_path / 'run'}: another docsam training run (process 7) is writing into this folder"
+    rank = Rank1(rank=1, world_size=2, answers=[MainStopped(locked, usage=True)])
+    monkeypatch.setattr(launch, "setup", lambda device: rank)
+    monkeypatch.setattr(launch, "load_starting_model", lambda starting_model: pytest.fail("model loaded"))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    assert (code, error_lines(stderr)) == (2, [f"error: {locked}"]), stderr
+    assert not rank.steps

@@ -156,16 +156,17 @@ def resume_point(plan: RunPlan) -> Path | None:
 
 def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     """Train (every process of a torchrun launch calls this); returns the final weights' path. The run
-    holds the run folder's lock (`folder_lock`; under torchrun rank 0 for all), so that a second run
-    started into it (a command typed twice, a job launched again) is refused before it writes there."""
+    holds the run folder's lock (`folder_lock`; under torchrun rank 0 for all, a refusal stopping every
+    rank with its line), so that a second run started into it (a command typed twice, a job launched
+    again) is refused before it writes there."""
     keep_freed_memory()
     created = not plan.output.exists()
     prepare_output_folder(plan.output)
     distributed = setup(plan.device)
     try:
         with contextlib.ExitStack() as locked:
-            if distributed.is_main:
-                locked.enter_context(folder_lock(plan.output, "docsam training run"))
+            lock = folder_lock(plan.output, "docsam training run")
+            on_main(distributed, lambda: locked.enter_context(lock))
             return _train(plan, starting_model, distributed)
     except UsageError:
         if created:  # a run that could not start leaves no empty --out behind

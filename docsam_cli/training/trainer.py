@@ -37,6 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -46,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from docsam_cli.distributed import Distributed
-from docsam_cli.errors import InputError
+from docsam_cli.errors import InputError, UsageError
 from docsam_cli.folder_lock import drop_inherited_locks
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
@@ -124,26 +125,40 @@ class MainFailed(ValueError):
     """The error line the main process stopped with (`on_main`), raised on the processes waiting for it."""
 
 
+@dataclass(frozen=True)
+class MainStopped:
+    """What the main process sends the others when its part of `on_main` failed: the error line, and
+    whether it was a usage error (a run folder locked by another run), which exits as one everywhere."""
+
+    message: str
+    usage: bool
+
+    def error(self) -> Exception:
+        return UsageError(self.message) if self.usage else MainFailed(self.message)
+
+
 Result = TypeVar("Result")
 
 
 def on_main(distributed: Distributed, action: Callable[[], Result]) -> Result | None:
-    """`action()` on the main process (loading the validation pages, validating, writing a checkpoint, the
-    best or the final weights), the others waiting for it; its result there, None on the others. A
-    failure that is one error line (a file that cannot be read or written, a full disk, a bad dataset:
-    what `execute` reports) stops every process with that line, rather than the others failing in their
-    next collective with no peer left (`internal error: ... Connection closed by peer`)."""
+    """`action()` on the main process (taking the run folder's lock, loading the validation pages,
+    validating, writing a checkpoint, a log line, the best or the final weights), the others waiting for
+    it; its result there, None on the others. A failure that is one error line (a file that cannot be read
+    or written, a full disk, a bad dataset, a folder in use: what `execute` and the app report) stops every
+    process with that line and exit code, rather than the others failing in their next collective with no
+    peer left (`internal error: ... Connection closed by peer`)."""
     result, failure = None, None
     if distributed.is_main:
         try:
             result = action()
-        except (ValueError, InputError, OSError) as error:
+        except (ValueError, InputError, OSError, UsageError) as error:
             failure = error
-    message = distributed.from_main(None if failure is None else str(failure))
+    stopped = None if failure is None else MainStopped(str(failure), isinstance(failure, UsageError))
+    stopped = distributed.from_main(stopped)
     if failure is not None:
         raise failure
-    if message is not None:
-        raise MainFailed(message)
+    if stopped is not None:
+        raise stopped.error()
     return result
 
 
