@@ -390,9 +390,9 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_error_line(
 
     full = f"{tmp_path / 'run' / 'checkpoints' / 'step-00000001'}: cannot write the checkpoint: disk full"
 
-    # Rank 0 locks the folder, loads no validation pages (none asked for), writes run.json, then cannot
-    # write the checkpoint of step 1.
-    answers = [None, None, None, MainStopped(full, usage=False)]
+    # Rank 0 locks the folder, loads no validation pages (none asked for), writes run.json and the log line
+    # of step 1, then cannot write the checkpoint of step 1.
+    answers = [None, None, None, None, MainStopped(full, usage=False)]
     monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, answers=answers))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--checkpoint-every", "1")
     assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
@@ -468,3 +468,24 @@ def test_a_run_folder_rank_0_finds_locked_stops_every_rank_with_its_usage_error(
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
     assert (code, error_lines(stderr)) == (2, [f"error: {locked}"]), stderr
     assert not rank.steps
+
+
+def test_a_log_line_rank_0_cannot_write_mid_run_stops_every_rank_with_its_error_line(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 alone writes log.jsonl; when a line could not be written mid-run (a full disk), rank 0
+    stopped with its error line and the others failed in their next collective with no peer left
+    (`internal error: ... Connection closed by peer`, exit 3). Rank 1's side, as above: rank 0 cannot
+    write the line of step 1; rank 1 stops there with that line, not after its next step."""
+    import docsam_cli.training.launch as launch
+    from docsam_cli.training.trainer import Trainer
+
+    full = f"{tmp_path / 'run' / 'log.jsonl'}: cannot write the training log: No space left on device"
+    # The lock, the validation pages (none), run.json, the line of step 1.
+    rank = Rank1(rank=1, world_size=2, answers=[None, None, None, MainStopped(full, usage=False)])
+    monkeypatch.setattr(launch, "setup", lambda device: rank)
+    steps, step = [], Trainer._step
+    monkeypatch.setattr(Trainer, "_step", lambda self, *args: steps.append(None) or step(self, *args))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--iters", "3")
+    assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
+    assert len(steps) == 1

@@ -329,18 +329,7 @@ class Trainer:
                     if main:
                         progress.update(step, loss.item(), lr, self._speed(timer, step))
                     if step % options.log_every == 0 or step == options.iterations:
-                        mean_loss = self.distributed.mean(loss).item()
-                        if log is not None:
-                            speed = self._speed(timer, step)
-                            log.write({"step": step, "loss": mean_loss, "lr": lr, "it_s": speed})
-                            logger.info(
-                                "step %d/%d: loss %.4g, lr %.3g, %.2f it/s",
-                                step,
-                                options.iterations,
-                                mean_loss,
-                                lr,
-                                speed,
-                            )
+                        self._log_step(step, loss, lr, timer, log)
                         timer = (time.perf_counter(), step)
                     self._after_step(step, log, progress)
                     if step < options.iterations and self._stop_agreed(stop.requested):
@@ -353,6 +342,21 @@ class Trainer:
         final = self.output / MODEL_FILE
         on_main(self.distributed, lambda: save_final(self.output, self.model, self.stored))
         return final
+
+    def _log_step(
+        self, step: int, loss: torch.Tensor, lr: float, timer: tuple[float, int], log: RunLog | None
+    ) -> None:
+        """Log `step`: its loss averaged over the processes, written by the main process (a line that
+        cannot be written, a full disk, stops every process with its error)."""
+        mean_loss = self.distributed.mean(loss).item()
+
+        def write() -> None:
+            speed = self._speed(timer, step)
+            log.write({"step": step, "loss": mean_loss, "lr": lr, "it_s": speed})
+            iterations = self.options.iterations
+            logger.info("step %d/%d: loss %.4g, lr %.3g, %.2f it/s", step, iterations, mean_loss, lr, speed)
+
+        on_main(self.distributed, write)
 
     def _batches(self, start: int) -> Iterator[TrainingBatch]:
         sampler = TrainingSampler(
