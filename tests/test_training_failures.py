@@ -346,14 +346,15 @@ class Rank1(Distributed):
     that carry no message do nothing. Rank 0's first part is taking the run folder's lock."""
 
     answers: list[MainStopped | None] = field(default_factory=list)
-    steps: list[None] = field(default_factory=list)  # one per step taken (its loss averaged)
+    steps: list[None] = field(default_factory=list)  # one per value averaged (a step's loss among them)
+    rank_0_values: list[float] = field(default_factory=list)  # rank 0's side of `mean`, one per call in turn
 
     def wrap(self, model):
         return model
 
     def mean(self, value):
         self.steps.append(None)
-        return value
+        return (value + self.rank_0_values.pop(0)) / 2 if self.rank_0_values else value
 
     def barrier(self) -> None:
         pass
@@ -489,3 +490,19 @@ def test_a_log_line_rank_0_cannot_write_mid_run_stops_every_rank_with_its_error_
     code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--iters", "3")
     assert code == 1 and error_lines(stderr) == [f"error: {full}"], stderr
     assert len(steps) == 1
+
+
+def test_decoder_inputs_diverged_on_rank_0_alone_stop_every_rank_before_the_backward(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-finite features (or boxes out of reach) on one rank stopped that rank alone, in its forward,
+    with `loss is nan`, while the others went on into the backward's gradient exchange and failed there
+    with no peer left (`internal error: ... Connection closed by peer`, exit 3). Rank 1's side, as above:
+    rank 0's first forward diverged (its flag, 1, is averaged with rank 1's); rank 1 stops with the same
+    line before any step."""
+    import docsam_cli.training.launch as launch
+
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, rank_0_values=[1.0]))
+    code, stderr = finetune(data, tiny_weights, tmp_path / "run")
+    diverged = "error: loss is nan at step 1 (try a lower --lr; last checkpoint: none)"
+    assert (code, error_lines(stderr)) == (1, [diverged]), stderr

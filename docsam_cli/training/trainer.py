@@ -332,7 +332,7 @@ class Trainer:
                         self._log_step(step, loss, lr, timer, log)
                         timer = (time.perf_counter(), step)
                     self._after_step(step, log, progress)
-                    if step < options.iterations and self._stop_agreed(stop.requested):
+                    if step < options.iterations and self._any_process(stop.requested):
                         if step % options.checkpoint_every:
                             self._checkpoint(step)
                         raise Interrupted(step)
@@ -397,14 +397,19 @@ class Trainer:
         return total
 
     def _forward(self, network: nn.Module, batch: TrainingBatch, step: int) -> torch.Tensor:
-        """The loss of one micro-batch; `Diverged` when the decoder would get non-finite features."""
+        """The loss of one micro-batch; `Diverged` on every process when the decoder of any would get
+        non-finite features (agreed before the backward, whose gradient exchange a process that stopped
+        alone would leave the others waiting in)."""
         hook = self.model.decoder.register_forward_pre_hook(_check_decoder_inputs, with_kwargs=True)
         try:
-            return forward_loss(network, batch, self.criterion, self.options.precision)[1].total
+            loss = forward_loss(network, batch, self.criterion, self.options.precision)[1].total
         except _DivergedFeatures:
-            raise self._diverged(math.nan, step) from None
+            loss = None
         finally:
             hook.remove()
+        if self._any_process(loss is None):
+            raise self._diverged(math.nan, step)
+        return loss
 
     def _check_finite(self, total: torch.Tensor, step: int) -> None:
         """Stop before the optimiser step when the loss (of any process) is not finite."""
@@ -446,12 +451,11 @@ class Trainer:
 
         on_main(self.distributed, save)
 
-    def _stop_agreed(self, requested: bool) -> bool:
-        """Whether any process was asked to stop: all then stop after the same step."""
+    def _any_process(self, flag: bool) -> bool:
+        """Whether `flag` is set on any process (asked to stop: all then stop after the same step)."""
         if not self.distributed.enabled:
-            return requested
-        flag = torch.tensor(float(requested), device=self.device)
-        return self.distributed.mean(flag).item() > 0
+            return flag
+        return self.distributed.mean(torch.tensor(float(flag), device=self.device)).item() > 0
 
     def _validate(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
         self._set_mode(train=False)
