@@ -506,3 +506,28 @@ def test_decoder_inputs_diverged_on_rank_0_alone_stop_every_rank_before_the_back
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
     diverged = "error: loss is nan at step 1 (try a lower --lr; last checkpoint: none)"
     assert (code, error_lines(stderr)) == (1, [diverged]), stderr
+
+
+def test_a_rank_that_cannot_start_leaves_rank_0s_lock_file_alone(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that cannot start removes the --out it created. Every rank found the folder missing as it
+    started, so a rank other than 0 that could not start (weights missing on its machine) unlinked the
+    lock file rank 0 held in it: a second run could then lock a new file and write into the folder too.
+    Only rank 0, which holds the lock, tidies. Here rank 1 fails as rank 0 holds the lock."""
+    import contextlib
+
+    import docsam_cli.training.launch as launch
+    from docsam_cli.folder_lock import folder_lock
+
+    out = tmp_path / "run"
+    with contextlib.ExitStack() as rank_0:
+
+        def setup(device: str) -> Distributed:
+            rank_0.enter_context(folder_lock(out, "docsam training run"))  # as rank 0 does meanwhile
+            return Rank1(rank=1, world_size=2)
+
+        monkeypatch.setattr(launch, "setup", setup)
+        code, stderr = finetune(data, tiny_weights, out, "--val", str(tmp_path / "absent"))
+        assert code == 2, stderr
+        assert (out / ".docsam" / "lock").read_text().startswith(f"{os.getpid()} ")

@@ -169,7 +169,9 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
             on_main(distributed, lambda: locked.enter_context(lock))
             return _train(plan, starting_model, distributed)
     except UsageError:
-        if created:  # a run that could not start leaves no empty --out behind
+        # A run that could not start leaves no empty --out behind. Every rank may have found it missing:
+        # the main one alone tidies, the others would unlink the lock file it holds.
+        if created and distributed.is_main:
             _remove_unused_folder(plan.output)
         raise
     finally:
