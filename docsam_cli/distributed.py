@@ -301,7 +301,7 @@ def setup(
         torch.cuda.set_device(chosen)
     if world_size == 1:
         return Distributed(device=chosen)
-    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    store, rank, world_size = _rendezvous(world_size, timeout)
     if not process_group:
         heartbeat = Heartbeat(store, beats_key(rank)).start()
         return Distributed(
@@ -318,6 +318,23 @@ def setup(
         timeout=timeout,
     )
     return Distributed(dist.get_rank(), dist.get_world_size(), chosen, store)
+
+
+def _rendezvous(world_size: int, timeout: timedelta) -> tuple[Store, int, int]:
+    """The launcher's store, this process's rank and the run's size. UsageError when `WORLD_SIZE` is set
+    without the rest of a launcher's environment (a job script that exports it, a command started without
+    torchrun): the run cannot start."""
+    import torch.distributed as dist
+
+    try:
+        return next(dist.rendezvous("env://", timeout=timeout))
+    except ValueError as error:  # torch's "Error initializing ... rendezvous: environment variable ..."
+        reason = str(error).rpartition("rendezvous: ")[2]
+        raise UsageError(
+            f"WORLD_SIZE is {world_size}, yet the launcher's environment is incomplete ({reason}): start the "
+            "command with torchrun (or a launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and "
+            "MASTER_PORT), or unset WORLD_SIZE"
+        ) from None
 
 
 def _launched_gpu(world_size: int, share_gpus: bool) -> int:

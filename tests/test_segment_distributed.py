@@ -606,3 +606,29 @@ def test_segment_ranks_share_the_gpus_round_robin_training_ranks_do_not(
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
     assert _launched_gpu(world_size=5, share_gpus=share) == expected
+
+
+@pytest.mark.parametrize("missing", ["RANK", "MASTER_ADDR"])
+def test_world_size_without_the_rest_of_a_launcher_is_a_usage_error(
+    tmp_path, tiny_weights, shared_data, monkeypatch, missing
+):
+    """`WORLD_SIZE` exported without a launcher (a job script, a command started without torchrun): torch's
+    rendezvous refuses, which `segment` reported as `internal error: ValueError: ...` (exit 3). A request
+    that cannot start, named as such (exit 2), before any page."""
+    from cli_helpers import run_docsam
+
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    if missing == "MASTER_ADDR":
+        monkeypatch.setenv("RANK", "0")
+    page = next((shared_data / "pages").rglob("*.png"))
+    result = run_docsam(
+        "segment", str(page), "--weights", str(tiny_weights), *TINY_GEOMETRY, "-o", str(tmp_path)
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: WORLD_SIZE is 2, yet the launcher's environment is incomplete (environment variable "
+        f"{missing} expected, but not set): start the command with torchrun (or a launcher that also sets "
+        "RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT), or unset WORLD_SIZE"
+    )
