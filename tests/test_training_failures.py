@@ -528,6 +528,27 @@ def test_a_rank_that_cannot_start_leaves_rank_0s_lock_file_alone(
             return Rank1(rank=1, world_size=2)
 
         monkeypatch.setattr(launch, "setup", setup)
+        monkeypatch.setenv("RANK", "1")
         code, stderr = finetune(data, tiny_weights, out, "--val", str(tmp_path / "absent"))
         assert code == 2, stderr
         assert (out / ".docsam" / "lock").read_text().startswith(f"{os.getpid()} ")
+
+
+@pytest.mark.parametrize("cause", ["device", "launcher"])
+def test_a_run_that_cannot_take_its_device_or_process_group_leaves_no_empty_run_folder(
+    cause: str, data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that cannot start removes the --out it created, but not when the device was not there
+    (`--device cuda` on a machine without) or `WORLD_SIZE` was set without a launcher: the error came
+    after the folder was made, and an empty one stayed behind."""
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    if cause == "launcher":
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    else:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = tmp_path / "run"
+    code, stderr = finetune(data, tiny_weights, out, *(["--device", "cuda"] if cause == "device" else []))
+    assert code == 2 and len(error_lines(stderr)) == 1, stderr
+    assert not out.exists()

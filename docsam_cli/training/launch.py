@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from docsam_cli.batch import prepare_output_folder
-from docsam_cli.distributed import Distributed, setup, teardown
+from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import LOCK_FILE, folder_lock
 from docsam_cli.names import display_path
@@ -162,8 +162,8 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     keep_freed_memory()
     created = not plan.output.exists()
     prepare_output_folder(plan.output)
-    distributed = setup(plan.device)
     try:
+        distributed = setup(plan.device)  # a device that is not there, a launcher's environment half set
         with contextlib.ExitStack() as locked:
             lock = folder_lock(plan.output, "docsam training run")
             on_main(distributed, lambda: locked.enter_context(lock))
@@ -171,7 +171,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     except UsageError:
         # A run that could not start leaves no empty --out behind. Every rank may have found it missing:
         # the main one alone tidies, the others would unlink the lock file it holds.
-        if created and distributed.is_main:
+        if created and launched_rank() == 0:
             _remove_unused_folder(plan.output)
         raise
     finally:
@@ -209,8 +209,10 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
 
 
 def _remove_unused_folder(output: Path) -> None:
-    """Remove the run folder that a run which could not start created: its lock file, then the folder."""
+    """Remove the run folder that a run which could not start created: its lock file, then the folder (the
+    run may have stopped before it took the lock)."""
     with contextlib.suppress(OSError):
-        (output / STATE_DIR / LOCK_FILE).unlink()
-        (output / STATE_DIR).rmdir()
+        (output / STATE_DIR / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (output / STATE_DIR).rmdir()
         output.rmdir()
