@@ -552,3 +552,22 @@ def test_a_run_that_cannot_take_its_device_or_process_group_leaves_no_empty_run_
     code, stderr = finetune(data, tiny_weights, out, *(["--device", "cuda"] if cause == "device" else []))
     assert code == 2 and len(error_lines(stderr)) == 1, stderr
     assert not out.exists()
+
+
+def test_a_resume_with_another_process_count_is_refused_before_the_model_loads(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of one process resumed by two (or the other way round) draws other batches, and is refused;
+    but only once the datasets were read and the model loaded (minutes on real data), and as a failed run
+    (exit 1), though nothing ran. It is a request that cannot start: a usage error, found from run.json."""
+    import docsam_cli.training.launch as launch
+
+    out = tmp_path / "run"
+    assert finetune(data, tiny_weights, out, "--iters", "1")[0] == 0
+    monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2))
+    monkeypatch.setattr(launch, "load_starting_model", lambda starting_model: pytest.fail("model loaded"))
+    result = CliRunner().invoke(app, ["finetune", "--resume", "-o", str(out)])
+    assert result.exit_code == 2 and error_lines(result.stderr) == [
+        f"error: {out / 'checkpoints' / 'step-00000001'}: the run had 1 processes, this one has 2; resume it "
+        "with as many (torchrun --nproc_per_node), so that its batches are drawn as before"
+    ], result.stderr

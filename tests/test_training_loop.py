@@ -132,8 +132,8 @@ def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> 
     ).run()
     plan = RunPlan(datasets=[DatasetSpec(dataset.root)], output=output, options=options())
     with pytest.raises(UsageError, match="--resume"):
-        resume_point(plan)
-    checkpoint = resume_point(RunPlan(**{**plan.__dict__, "resume": True}))
+        resume_point(plan, world_size=1)
+    checkpoint = resume_point(RunPlan(**{**plan.__dict__, "resume": True}), world_size=1)
     other_seed = Trainer(
         architecture_of(checkpoint / MODEL_FILE, Regularisation()),
         data_of(dataset, seed=1),

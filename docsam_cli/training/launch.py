@@ -29,9 +29,10 @@ from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
 from docsam_cli.training.datasets import DatasetError, LayoutDataset, Stage
+from docsam_cli.training.run_log import recorded_world_size
 from docsam_cli.training.sampler import BatchLayout
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, TrainingOptions
-from docsam_cli.training.trainer import Trainer, on_main
+from docsam_cli.training.trainer import Trainer, on_main, other_process_count
 from docsam_cli.training.validation import LayoutValidator
 from docsam_cli.weights import WeightsError
 from docsam_cli.writers.page_outputs import STATE_DIR
@@ -141,13 +142,18 @@ def validation_geometry(augmentation: AugmentSettings) -> Geometry:
     return Geometry(short_range=(short, short), patch=augmentation.patch)
 
 
-def resume_point(plan: RunPlan) -> Path | None:
-    """The newest checkpoint to resume from; refuses to start a new run over an existing one."""
+def resume_point(plan: RunPlan, world_size: int) -> Path | None:
+    """The newest checkpoint to resume from; refuses to start a new run over an existing one, and to resume
+    one with another process count than `run.json` records (the trainer would refuse it once the datasets
+    and the model are loaded)."""
     checkpoints = list_checkpoints(plan.output)
     out = display_path(plan.output)
     if plan.resume:
         if not checkpoints:
             raise UsageError(f"--out {out}: no checkpoint to resume from")
+        had = recorded_world_size(plan.output)
+        if had is not None and had != world_size:
+            raise UsageError(other_process_count(checkpoints[-1], had, world_size))
         return checkpoints[-1]
     if checkpoints:
         raise UsageError(f"--out {out}: already holds a run: pass --resume to continue it, or another --out")
@@ -181,7 +187,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
 def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Distributed) -> Path:
     """The run itself, once the run folder is this run's."""
     check_options(plan.options, distributed.device, distributed.world_size)
-    checkpoint = resume_point(plan)
+    checkpoint = resume_point(plan, distributed.world_size)
     data = training_data(plan)
     # Every process checks `--val` (its list only), though the main one alone validates: a bad one is then
     # the same usage error on each, not a rank left in the first collective with no peer.

@@ -36,6 +36,15 @@ def write_run_file(
         raise write_failure(output / RUN_FILE, "the run's record", error) from None
 
 
+def recorded_world_size(output: Path) -> int | None:
+    """The process count `run.json` records (None without one, or from a version that kept none)."""
+    try:
+        world_size = json.loads((output / RUN_FILE).read_text(encoding="utf-8")).get("world_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return world_size if isinstance(world_size, int) else None
+
+
 def write_failure(target: Path, what: str, error: OSError) -> InputError:
     """The one error line of `what` that could not be written as `target` (a full disk names no file): the
     run stops there (exit 1)."""

@@ -162,6 +162,14 @@ def on_main(distributed: Distributed, action: Callable[[], Result]) -> Result | 
     return result
 
 
+def other_process_count(checkpoint: Path, had: int, has: int) -> str:
+    """Why a run of `had` processes cannot be resumed from `checkpoint` by `has`."""
+    return (
+        f"{checkpoint}: the run had {had} processes, this one has {has}; resume it with as many "
+        "(torchrun --nproc_per_node), so that its batches are drawn as before"
+    )
+
+
 class StopRequests:
     """While entered (in the main thread), SIGINT and SIGTERM set `requested` instead of ending the process;
     the first one puts the previous handlers back, so that a second one acts as usual."""
@@ -279,11 +287,7 @@ class Trainer:
                 f"docsam version?); start a new run from its {MODEL_FILE} with `docsam finetune` instead"
             )
         if "processes" in changed:
-            raise ValueError(
-                f"{checkpoint}: the run had {recorded['processes']} processes, this one has "
-                f"{identity['processes']}; resume it with as many (torchrun --nproc_per_node), so that its "
-                "batches are drawn as before"
-            )
+            raise ValueError(other_process_count(checkpoint, recorded["processes"], identity["processes"]))
         if changed:
             raise ValueError(f"{checkpoint}: cannot resume with other {', '.join(changed)} than the run had")
         load_weights(self.model, read_state_dict(checkpoint / MODEL_FILE), str(checkpoint))
