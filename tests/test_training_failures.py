@@ -571,3 +571,35 @@ def test_a_resume_with_another_process_count_is_refused_before_the_model_loads(
         f"error: {out / 'checkpoints' / 'step-00000001'}: the run had 1 processes, this one has 2; resume it "
         "with as many (torchrun --nproc_per_node), so that its batches are drawn as before"
     ], result.stderr
+
+
+def test_a_torchrun_restart_resumes_the_run_its_first_attempt_started(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun --max-restarts starts the same command again when a rank dies. The restarted attempt found
+    the first attempt's checkpoints and refused the folder (`already holds a run: pass --resume`), on every
+    restart. It now resumes from the newest checkpoint when the launcher's store (kept through restarts)
+    says this launch started the run; another launch into the folder is still refused."""
+    from torch.distributed import HashStore
+
+    import docsam_cli.training.launch as launch
+    from docsam_cli.training.trainer import Trainer
+
+    store, out = HashStore(), tmp_path / "run"
+    monkeypatch.setattr(launch, "setup", lambda device: Distributed(store=store))
+    step = Trainer._step
+
+    def dies_at_step_2(self, network, batches, index):
+        if index == 1:
+            raise OSError("the node went away")
+        return step(self, network, batches, index)
+
+    with monkeypatch.context() as first_attempt:
+        first_attempt.setattr(Trainer, "_step", dies_at_step_2)
+        assert finetune(data, tiny_weights, out, "--checkpoint-every", "1")[0] == 1
+    assert finetune(data, tiny_weights, out, "--checkpoint-every", "1")[0] == 0  # the restart
+    assert [record["step"] for record in read_log(out)] == [1, 2]
+
+    monkeypatch.setattr(launch, "setup", lambda device: Distributed(store=HashStore()))  # another launch
+    code, stderr = finetune(data, tiny_weights, out, "--checkpoint-every", "1")
+    assert code == 2 and "already holds a run" in stderr

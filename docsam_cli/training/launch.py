@@ -142,13 +142,14 @@ def validation_geometry(augmentation: AugmentSettings) -> Geometry:
     return Geometry(short_range=(short, short), patch=augmentation.patch)
 
 
-def resume_point(plan: RunPlan, world_size: int) -> Path | None:
-    """The newest checkpoint to resume from; refuses to start a new run over an existing one, and to resume
-    one with another process count than `run.json` records (the trainer would refuse it once the datasets
-    and the model are loaded)."""
+def resume_point(plan: RunPlan, world_size: int, restarted: bool = False) -> Path | None:
+    """The newest checkpoint to resume from (with `--resume`, or in a torchrun restart of a run that had
+    started: `restarted`); refuses to start a new run over an existing one, and to resume one with another
+    process count than `run.json` records (the trainer would refuse it once the datasets and the model are
+    loaded)."""
     checkpoints = list_checkpoints(plan.output)
     out = display_path(plan.output)
-    if plan.resume:
+    if plan.resume or (restarted and checkpoints):
         if not checkpoints:
             raise UsageError(f"--out {out}: no checkpoint to resume from")
         had = recorded_world_size(plan.output)
@@ -187,7 +188,8 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
 def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Distributed) -> Path:
     """The run itself, once the run folder is this run's."""
     check_options(plan.options, distributed.device, distributed.world_size)
-    checkpoint = resume_point(plan, distributed.world_size)
+    checkpoint = resume_point(plan, distributed.world_size, restarted=_started_before(distributed))
+    _mark_started(distributed)
     data = training_data(plan)
     # Every process checks `--val` (its list only), though the main one alone validates: a bad one is then
     # the same usage error on each, not a rank left in the first collective with no peer.
@@ -212,6 +214,22 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
     )
     trainer = Trainer(model, data, plan.options, plan.output, distributed, validator)
     return trainer.run(checkpoint, plan.record)
+
+
+# In the launcher's store, which torchrun keeps through its restarts (`--max-restarts`): set once the run
+# has its folder, so that a restarted attempt (the same command) resumes the run from its newest checkpoint
+# instead of refusing a folder that holds a run. Not per attempt, unlike the store's other keys.
+_STARTED_KEY = "docsam/training-run-started"
+
+
+def _started_before(distributed: Distributed) -> bool:
+    """Whether an earlier attempt of this launch started the run (see `_STARTED_KEY`)."""
+    return distributed.store is not None and distributed.store.check([_STARTED_KEY])
+
+
+def _mark_started(distributed: Distributed) -> None:
+    if distributed.store is not None:
+        distributed.store.set(_STARTED_KEY, b"")
 
 
 def _remove_unused_folder(output: Path) -> None:
