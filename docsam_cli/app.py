@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import MarkupMode, TyperCommand, TyperGroup
+from typer.core import MarkupMode, TyperCommand, TyperGroup, TyperOption
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
@@ -45,7 +45,7 @@ from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
 
 if TYPE_CHECKING:  # Typer's own copy of click
-    from typer._click import Command, Context
+    from typer._click import Command, Context, Parameter
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,32 @@ class _Listed(TyperCommand):
         self.entry = entry
 
 
+class _Command(TyperCommand):
+    """A command whose options taking one value may each be given once: Click keeps the last value
+    silently, so `--classes table --classes figure` would look for figures alone, and `--out a ... --out b`
+    (an alias, a script adding its own) would write where the user did not look. Options that repeat
+    (`--format`, `--map`), count (`-v`) or are flags are untouched."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))  # parsing has no side effects
+            _refuse_repeated_options(ctx, order)
+        return super().parse_args(ctx, args)
+
+
+def _refuse_repeated_options(ctx: Context, order: Sequence[Parameter]) -> None:
+    """A usage error for the first option in `order` (the parameters as parsed, one per use) that takes
+    one value and was given more than once."""
+    seen: list[Parameter] = []
+    for param in order:
+        if not isinstance(param, TyperOption) or param.multiple or param.count or param.is_flag:
+            continue
+        if param in seen:
+            flag = next((name for name in param.opts if name.startswith("--")), param.opts[0])
+            ctx.fail(f"{flag} given twice; give it once, with a list as one comma-separated value")
+        seen.append(param)
+
+
 def _click_command(info: CommandInfo, markup_mode: MarkupMode) -> Command:
     return get_command_from_info(info, pretty_exceptions_short=False, rich_markup_mode=markup_mode)
 
@@ -173,7 +199,7 @@ def _load(entry: CommandEntry, markup_mode: MarkupMode) -> Command:
     module_name, _, function_name = entry.target.partition(":")
     function = getattr(importlib.import_module(module_name), function_name)
     command = _click_command(
-        CommandInfo(name=entry.name, callback=function, short_help=entry.summary), markup_mode
+        CommandInfo(name=entry.name, callback=function, short_help=entry.summary, cls=_Command), markup_mode
     )
     command.params.extend(_click_command(CommandInfo(callback=_message_options), markup_mode).params)
     return command

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,9 +31,29 @@ def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def overridden(options: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """A helper's `options` (flags, each followed by its value where it takes one) less the flags that
+    `overrides` gives again: docsam refuses an option given twice, so a test's own value replaces the
+    helper's."""
+    given = {item for item in overrides if item.startswith("-")}
+    kept: list[str] = []
+    dropping = False
+    for item in options:
+        if item.startswith("-"):
+            dropping = item in given
+            if not dropping:
+                kept.append(item)
+        elif dropping:
+            dropping = False  # the dropped flag's value
+        else:
+            kept.append(item)
+    return kept
+
+
 def segment(out: Path, *args: str) -> tuple[int, list[dict], str]:
-    """(exit code, JSON lines, stderr) of `docsam segment -o OUT` with CLASSES and ARGS, in this process."""
-    code, stdout, stderr = invoke("segment", "-o", str(out), *CLASSES, *args)
+    """(exit code, JSON lines, stderr) of `docsam segment -o OUT` with CLASSES (unless ARGS give them) and
+    ARGS, in this process."""
+    code, stdout, stderr = invoke("segment", "-o", str(out), *overridden(CLASSES, args), *args)
     return code, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
 
 

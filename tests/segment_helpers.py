@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cli_helpers import overridden
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
@@ -18,7 +19,7 @@ def run_segment(weights: Path, out: Path, *args: str) -> tuple[int, list[dict], 
     """(exit code, JSON-line records from stdout, stderr)."""
     result = CliRunner().invoke(
         app,
-        ["segment", "--weights", str(weights), "--out", str(out), *FAST_GEOMETRY, *args],
+        ["segment", "--weights", str(weights), "--out", str(out), *overridden(FAST_GEOMETRY, args), *args],
         catch_exceptions=False,
     )
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]

@@ -73,6 +73,42 @@ def test_unknown_command_and_option_are_usage_errors():
         assert len(error_lines(stderr)) == 1 and len(stderr.strip().splitlines()) == 1, stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["segment", "page.png", "--classes", "table", "--classes", "figure"],
+        ["segment", "page.png", "-o", "a", "--out", "b"],
+        ["segment", "page.png", "--pages", "1", "--pages", "2"],
+        ["segment", "page.png", "--window", "640", "--window", "800"],
+        ["evaluate", "gt.json", "--weights", "a", "--stride", "8", "--stride", "16"],
+        ["convert-dataset", "src", "--from", "page", "--from", "alto", "-o", "out"],
+        ["download-weights", "--from", "a.pth", "--from", "b.pth", "docsam-base"],
+        ["train", "data", "--lr", "1e-4", "--lr", "1e-5"],
+    ],
+    ids=lambda args: f"{args[0]} {[arg for arg in args if arg.startswith('--')][-1]}",
+)
+def test_an_option_of_one_value_given_twice_is_refused_not_the_last_kept(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = invoke(*args)
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = stderr.strip().splitlines()
+    flag = [arg for arg in args if arg.startswith("--")][-1]
+    assert line.startswith(f"error: {flag} given twice; give it once"), line
+
+
+def test_repeatable_options_and_flags_may_be_given_twice(tmp_path, monkeypatch):
+    """Options documented as repeatable add up, and `-v -v` counts, as before."""
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = invoke(
+        "segment", "--format", "page", "--format", "coco", "-r", "-r", "-v", "-v", "--weights", ""
+    )
+    assert "given twice" not in stderr and code == ExitCode.USAGE  # refused later: no inputs
+    code, _, stderr = invoke(
+        "evaluate", "missing.json", "--map", "a=b", "--map", "c=d", "--level", "regions", "--level", "lines"
+    )
+    assert "given twice" not in stderr and code == ExitCode.USAGE
+
+
 # A fault injected before the app runs: the segment command's prompt resolution raises, with a message
 # holding markup and a newline. Nothing heavy is loaded by then, so the process is quick.
 FAULT = """

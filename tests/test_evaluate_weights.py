@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import overridden
 from convert_helpers import coco_document, write_image
 from segment_helpers import FAST_GEOMETRY, run_segment
 from typer.testing import CliRunner
@@ -158,8 +159,9 @@ def test_model_run_takes_segments_geometry_options(tmp_path, tiny_weights, optio
     write_image(tmp_path / "b.png", 60, 40)
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps(coco_document()))
-    args = ["evaluate", str(truth), "--weights", str(tiny_weights), "--device", "cpu", "--short-side", "192"]
-    result = CliRunner().invoke(app, ["-v", *args, "--window", "64", *options, "--json", "-"])
+    args = ["evaluate", str(truth), "--weights", str(tiny_weights), "--device", "cpu"]
+    geometry = [*overridden(["--short-side", "192", "--window", "64"], options), *options]
+    result = CliRunner().invoke(app, ["-v", *args, *geometry, "--json", "-"])
     assert result.exit_code == 0, result.stderr
     assert f"geometry: {described}" in result.stderr
 

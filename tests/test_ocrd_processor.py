@@ -166,7 +166,7 @@ def test_end_to_end_on_a_workspace(tmp_path, tiny_weights, reference_fixtures, s
 
     out = tmp_path / "docsam-segment"
     images = [str(shared_data / image) for _, image in PAGES]
-    geometry = ["--short-side", "192", "--window", "192"]  # as FAST (given last, these win)
+    geometry = ["--short-side", "192", "--window", "192"]  # as FAST (these replace its own)
     code, _, stderr = run_segment(
         tiny_weights, out, *images, *geometry, "--classes", CLASSES, "--format", "page"
     )

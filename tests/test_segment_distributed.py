@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli_helpers import PROJECT_ROOT
+from cli_helpers import PROJECT_ROOT, overridden
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
@@ -363,9 +363,10 @@ def docsam_env() -> dict[str, str]:
 
 
 def segment_command(weights: Path, out: Path, inputs: list[Path], *args: str) -> list[str]:
+    """`docsam segment` of `inputs` in the tiny geometry, the options of `args` replacing its own."""
     return [
         "segment", *map(str, inputs), "--weights", str(weights), "--out", str(out), "--dpi", "72",
-        *TINY_GEOMETRY, *args,
+        *overridden(TINY_GEOMETRY, args), *args,
     ]  # fmt: skip
 
 

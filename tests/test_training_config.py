@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import overridden
 from training_helpers import write_layout
 from typer.testing import CliRunner
 
@@ -275,7 +276,8 @@ def test_resume_continues_with_the_recorded_settings(tmp_path: Path, tiny_weight
 
 def test_resume_refuses_recorded_options_given_other_values(started: list[RunPlan], tmp_path: Path) -> None:
     """Only the options of where and how a run goes may differ on resume; the rest are named."""
-    invoke(*FINETUNE, "-o", str(tmp_path), "--iters", "7", "--short-range", "96,112", "--no-progress")
+    started_in = ["-o", str(tmp_path), "--iters", "7", "--short-range", "96,112", "--no-progress"]
+    invoke(*overridden(FINETUNE, started_in), *started_in)
     write_run_file(tmp_path, started[-1].record, world_size=1, identity={})
     same = ["--iters", "7", "--short-range", "96, 112"]  # the same values, however typed
     harmless = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run_docsam
+from cli_helpers import overridden, run_docsam
 from training_helpers import write_layout
 from typer.testing import CliRunner
 
@@ -51,8 +51,18 @@ def data(tmp_path: Path) -> Path:
 
 
 def finetune(data: Path, weights: Path, out: Path, *extra: str) -> tuple[int, str]:
-    """(exit code, stderr) of `docsam finetune DATA --weights WEIGHTS -o OUT` with the small run's options."""
-    arguments = ["finetune", str(data), "--weights", str(weights), "-o", str(out), *RUN, *extra]
+    """(exit code, stderr) of `docsam finetune DATA --weights WEIGHTS -o OUT` with the small run's options,
+    those EXTRA gives replaced."""
+    arguments = [
+        "finetune",
+        str(data),
+        "--weights",
+        str(weights),
+        "-o",
+        str(out),
+        *overridden(RUN, extra),
+        *extra,
+    ]
     result = CliRunner().invoke(app, arguments)
     return result.exit_code, result.stderr
 
@@ -293,7 +303,8 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
     under way is finished and checkpointed; `--resume` goes on from it."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "docsam_cli", "finetune", str(data), "--weights", str(tiny_weights)]
-    command += ["-o", str(out), *RUN, "--iters", "1000", "--checkpoint-every", "1000", "--workers", "1"]
+    extra = ["--iters", "1000", "--checkpoint-every", "1000", "--workers", "1"]
+    command += ["-o", str(out), *overridden(RUN, extra), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 240
