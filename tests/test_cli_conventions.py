@@ -101,6 +101,21 @@ def test_an_empty_output_folder_name_is_refused_not_read_as_the_current_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["segment", "convert-dataset", "finetune", "train"])
+def test_an_output_folder_named_dash_is_refused_not_made(tmp_path, monkeypatch, command):
+    """`-o -`, stdout as elsewhere on the command line, made a folder named `-` and wrote into it."""
+    monkeypatch.chdir(tmp_path)
+    write_page(tmp_path / "page.png")
+    extra = {"convert-dataset": ["--from", "coco"], "finetune": ["--weights", "w.pt"]}.get(command, [])
+    if command == "train":
+        extra = ["--from-scratch", "--text-encoder", "minilm"]
+    code, stdout, stderr = invoke(command, "page.png", "-o", "-", *extra)
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = error_lines(stderr)
+    assert "--out" in line and "a folder is needed, not - (stdout); write ./- for a folder named -" in line
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize(("command", "name"), [("segment", "INPUT"), ("convert-dataset", "SOURCE")])
 def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, command, name):
     """`docsam segment "$SCANS"` with SCANS unset segmented every image of the current folder."""

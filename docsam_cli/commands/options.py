@@ -39,11 +39,14 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 def parse_output_folder(text: str | Path) -> Path:
     """`--out`: an empty value (an unset shell variable, most likely) is refused rather than read as `.`
-    (Typer passes the default through the parser as it is)."""
+    (Typer passes the default through the parser as it is), and `-`, stdout elsewhere on the command line,
+    rather than made a folder named `-`."""
     if isinstance(text, Path):
         return text
     if not text.strip():
         raise ValueError("an empty folder name; write . for the current folder")
+    if text == "-":
+        raise ValueError("a folder is needed, not - (stdout); write ./- for a folder named -")
     return Path(text)
 
 
