@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shutil
 from collections.abc import Iterator
@@ -105,23 +106,39 @@ def test_the_cache_follows_xdg_cache_home_when_it_is_absolute(
     assert docsam_home() == sandbox.home
 
 
-def test_a_user_without_a_home_is_told_to_set_docsam_home(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("home", [None, ""], ids=["unset", "empty"])
+def test_a_user_without_a_home_is_told_to_set_docsam_home(monkeypatch: pytest.MonkeyPatch, home: str | None):
     """A container run under an arbitrary uid (OpenShift), HOME unset: the cache's folder was looked up in
     the password database, which does not know the user, and `segment` with a zoo name or
     `download-weights --list` ended as an internal error (RuntimeError: Could not determine home
-    directory)."""
+    directory). An empty HOME put the cache at /.cache."""
 
     def unknown_user(uid: int) -> None:
         raise KeyError(f"getpwuid(): uid not found: {uid}")
 
     monkeypatch.delenv("DOCSAM_HOME")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.delenv("HOME", raising=False)
+    if home is None:
+        monkeypatch.delenv("HOME", raising=False)
+    else:
+        monkeypatch.setenv("HOME", home)
     monkeypatch.setattr(pwd, "getpwuid", unknown_user)
     with pytest.raises(WeightsError, match=r"HOME is not set .*; set DOCSAM_HOME \(or XDG_CACHE_HOME\)"):
         resolve_weights("docsam-base")
     code, stderr = run("--list")
     assert code == 2 and stderr.startswith("error: the weights cache has no folder: HOME is not set"), stderr
+
+
+def test_an_empty_home_is_unset_not_the_root_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`HOME= docsam ...` (a service that sets it empty) put the cache at /.cache, and `~` of a path at /;
+    like an unset HOME it now means the user's folder in the password database."""
+    monkeypatch.delenv("DOCSAM_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", "")
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert docsam_home() == home / ".cache" / "docsam"
+    monkeypatch.setenv("DOCSAM_HOME", "~/models")
+    assert docsam_home() == home / "models"
 
 
 def damaged(archive: bytes) -> bytes:

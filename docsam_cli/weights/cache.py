@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from docsam_cli.atomic import atomic_write_text
+from docsam_cli.user_paths import expand_user, home_folder
 from docsam_cli.weights.errors import CorruptCacheError, NotCachedError, WeightsError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -31,24 +32,24 @@ def docsam_home() -> Path:
     """The cache root: `$DOCSAM_HOME` if set, else `docsam` in the user's cache folder (read on every call,
     never memoised)."""
     configured = os.environ.get("DOCSAM_HOME")
-    return Path(configured).expanduser() if configured else _user_cache() / "docsam"
+    return Path(expand_user(configured)) if configured else _user_cache() / "docsam"
 
 
 def _user_cache() -> Path:
     """`$XDG_CACHE_HOME`, else `~/.cache`, as the XDG base-directory spec has it (which ignores a relative
     value) and as the Hugging Face cache and torch hub follow it. A WeightsError where there is no home:
-    `HOME` unset for a user the password database does not know (a container run under an arbitrary uid,
-    as OpenShift runs them)."""
+    `HOME` unset (or empty) for a user the password database does not know (a container run under an
+    arbitrary uid, as OpenShift runs them)."""
     configured = os.environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(configured):
         return Path(configured)
-    try:
-        return Path.home() / ".cache"
-    except RuntimeError:  # "Could not determine home directory."
+    home = home_folder()
+    if home is None:
         raise WeightsError(
             "the weights cache has no folder: HOME is not set and this user has no home directory; set "
             "DOCSAM_HOME (or XDG_CACHE_HOME) to a folder"
-        ) from None
+        )
+    return home / ".cache"
 
 
 def offline_setting() -> str | None:
