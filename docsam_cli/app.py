@@ -23,6 +23,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -43,6 +44,7 @@ from docsam_cli.console import (
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
+from docsam_cli.user_paths import expand_user
 
 if TYPE_CHECKING:  # Typer's own copy of click
     from typer._click import Command, Context, Parameter
@@ -166,16 +168,27 @@ class _Listed(TyperCommand):
 
 
 class _Command(TyperCommand):
-    """A command whose options taking one value may each be given once: Click keeps the last value
-    silently, so `--classes table --classes figure` would look for figures alone, and `--out a ... --out b`
-    (an alias, a script adding its own) would write where the user did not look. Options that repeat
-    (`--format`, `--map`), count (`-v`) or are flags are untouched."""
+    """A command whose command line is read as the user means it, before any value is converted:
 
-    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        if not ctx.resilient_parsing:
-            _, _, order = self.make_parser(ctx).parse_args(args=list(args))  # parsing has no side effects
-            _refuse_repeated_options(ctx, order)
-        return super().parse_args(ctx, args)
+    * an option taking one value may be given once: Click keeps the last value silently, so
+      `--classes table --classes figure` would look for figures alone, and `--out a ... --out b` (an alias,
+      a script adding its own) would write where the user did not look. Options that repeat (`--format`,
+      `--map`), count (`-v`) or are flags are untouched;
+    * a path starts with `~` as the shell expands it (`docsam_cli.user_paths`), also where the shell leaves
+      it (`--from=~/usb/w.pth`), before Typer checks that the file exists."""
+
+    def make_parser(self, ctx: Context) -> Any:
+        parser = super().make_parser(ctx)
+        parse = parser.parse_args
+
+        def parse_args(args: list[str]) -> tuple[dict[str, Any], list[str], list[Parameter]]:
+            values, rest, order = parse(args)
+            if not ctx.resilient_parsing:
+                _refuse_repeated_options(ctx, order)
+            return _user_paths_expanded(self.get_params(ctx), values), rest, order
+
+        parser.parse_args = parse_args  # Click builds its parser class itself: wrapped, not subclassed
+        return parser
 
 
 def _refuse_repeated_options(ctx: Context, order: Sequence[Parameter]) -> None:
@@ -189,6 +202,19 @@ def _refuse_repeated_options(ctx: Context, order: Sequence[Parameter]) -> None:
             flag = next((name for name in param.opts if name.startswith("--")), param.opts[0])
             ctx.fail(f"{flag} given twice; give it once, with a list as one comma-separated value")
         seen.append(param)
+
+
+def _user_paths_expanded(params: Sequence[Parameter], values: dict[str, Any]) -> dict[str, Any]:
+    """The parsed `values` with `expand_user` applied to those of the path-typed parameters."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        value = values.get(param.name or "")
+        if descriptor is None or descriptor.annotation is not Path or value is None:
+            continue
+        values[param.name] = (
+            [expand_user(v) for v in value] if isinstance(value, list | tuple) else expand_user(value)
+        )
+    return values
 
 
 def _click_command(info: CommandInfo, markup_mode: MarkupMode) -> Command:

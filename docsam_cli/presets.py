@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.user_paths import expand_user
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -128,7 +130,7 @@ def checkpoint_preset(weights: str | os.PathLike[str]) -> Preset | None:
     from docsam_cli.weights.registry import zoo_preset
     from model.checkpoint import CheckpointError, stored_classes, weights_in_folder
 
-    path = Path(weights).expanduser()
+    path = Path(expand_user(weights))
     if path.is_dir():  # a run's or checkpoint's folder: its weights file, as loading finds it
         try:
             path = weights_in_folder(path)

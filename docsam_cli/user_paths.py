@@ -28,9 +28,10 @@ def home_folder() -> Path | None:
     return Path(entry) if os.path.isabs(entry) else None
 
 
-def expand_user(text: str) -> str:
-    """`text` with a leading `~` (`~`, `~/scans`) replaced by the home folder and `~user/...` by that user's,
+def expand_user(path: str | os.PathLike[str]) -> str:
+    """`path` with a leading `~` (`~`, `~/scans`) replaced by the home folder and `~user/...` by that user's,
     as the shell expands a word; anything else, and a `~` with no home to stand for, unchanged."""
+    text = os.fspath(path)
     if not text.startswith("~"):
         return text
     head, separator, rest = text.partition("/")

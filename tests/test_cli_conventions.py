@@ -129,6 +129,27 @@ def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_path_option_written_with_equals_expands_the_tilde_the_shell_left(tmp_path, monkeypatch, requests):
+    """`--out=~/results` made a folder named `~` in the current folder, and `--from=~/usb/w.pth` or
+    `--model-config=~/c.json` were files not found: the shell expands `~` only at the start of a word."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    page = write_page(tmp_path / "page.png")
+    code, _, stderr = invoke("segment", str(page), "--out=~/results", *CLASSES)
+    assert code == ExitCode.OK, stderr
+    assert requests[0].out == home / "results" and list(work.iterdir()) == []
+    for command, expected in (
+        (["segment", str(page), "--model-config=~/architecture.json"], ExitCode.USAGE),
+        (["download-weights", "--from=~/usb/w.pth", "docsam-base"], ExitCode.FAILED),
+        (["evaluate", "~/truth.json", "--pred", str(page)], ExitCode.USAGE),
+        (["evaluate", str(page), "--pred", str(page), "--json=~"], ExitCode.USAGE),  # "is a folder"
+    ):
+        code, _, stderr = invoke(*command)
+        assert code == expected and str(home) in stderr and "~" not in stderr, stderr
+
+
 def test_choices_are_case_insensitive_where_names_are(tmp_path, requests):
     write_page(tmp_path / "page.png")
     code, _, stderr = invoke(

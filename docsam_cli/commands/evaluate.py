@@ -37,6 +37,7 @@ from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
 from docsam_cli.presets import refuse_repeated_classes
 from docsam_cli.runtime import GeometryOptions, ModelSpec
+from docsam_cli.user_paths import expand_user
 from docsam_cli.writers.page_outputs import STATE_DIR
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ def main(
         raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
     if json_out is not None and not json_out.strip():
         raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
+    if json_out is not None:  # text, not a path option: '-' is stdout
+        json_out = expand_user(json_out)
     if json_out and json_out != "-":
         weights_file = Path(weights) if weights else None
         _check_report_path(

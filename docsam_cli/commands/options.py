@@ -16,6 +16,7 @@ import typer
 
 from docsam_cli.precision import Precision
 from docsam_cli.runtime import DEVICE_HELP, check_device_name
+from docsam_cli.user_paths import expand_user
 from docsam_cli.weights.registry import Variant
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def parse_output_folder(text: str | Path) -> Path:
         raise ValueError("an empty folder name; write . for the current folder")
     if text == "-":
         raise ValueError("a folder is needed, not - (stdout); write ./- for a folder named -")
-    return Path(text)
+    return Path(expand_user(text))
 
 
 def refuse_empty_paths(texts: Iterable[str], what: str) -> None:

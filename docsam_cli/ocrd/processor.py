@@ -29,6 +29,7 @@ from ocrd_utils import polygon_from_points
 from docsam_cli.errors import ExitCode
 from docsam_cli.names import display_path
 from docsam_cli.ocrd.parameters import SegmentSettings
+from docsam_cli.user_paths import expand_user
 from docsam_cli.writers.xml_tree import OCRD_PROCESSOR
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class DocsamSegment(Processor):
         (`ocrd resmgr`, `$XDG_DATA_HOME/ocrd-resources/ocrd-docsam-segment/`, ...; `-L` lists them), model-zoo
         names included; a value found in neither stays as given, for the loader to take as a model-zoo name
         from docsam's cache or to report."""
-        if Path(value).expanduser().exists():
+        if Path(expand_user(value)).exists():
             return value
         try:
             return str(self.resolve_resource(value))

@@ -34,6 +34,7 @@ from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path, one_line
 from docsam_cli.training.run_log import FOLDER_KEY, RUN_FILE, run_settings
 from docsam_cli.training.settings import PANELS, Option, RunPlan
+from docsam_cli.user_paths import expand_user
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM
@@ -166,12 +167,12 @@ def _each_path(value: Any, kind: str, change: Callable[[str], str]) -> Any:
 
 
 def _real_path(text: str, folder: Path) -> str:
-    path = folder / Path(text).expanduser()  # an absolute path stays itself
+    path = folder / expand_user(text)  # an absolute path stays itself
     return os.path.realpath(path) if path.exists() else text
 
 
 def _rebased_path(text: str, folder: Path) -> str:
-    path = Path(text).expanduser()
+    path = Path(expand_user(text))
     return str(folder / path) if not path.is_absolute() and (folder / path).exists() else text
 
 

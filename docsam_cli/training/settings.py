@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from docsam_cli.precision import PRECISIONS, Precision
 from docsam_cli.runtime import is_device_name
+from docsam_cli.user_paths import expand_user
 
 if TYPE_CHECKING:
     from model.config import DocSAMConfig
@@ -151,7 +152,7 @@ class DatasetSpec:
             raise ValueError(f"{text!r}: weight must be a finite positive number and start non-negative")
         if values.get("name") == "":
             raise ValueError(f"{text!r}: name must not be empty")
-        return cls(Path(path).expanduser(), **values)
+        return cls(Path(expand_user(path)), **values)
 
 
 _DATASET_KEYS = ("name", "weight", "start")

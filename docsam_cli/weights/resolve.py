@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.user_paths import expand_user
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
 from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
@@ -83,7 +84,7 @@ def resolve_weights(name_or_path: str) -> ResolvedWeights:
     """
     if not str(name_or_path).strip():  # an unset shell variable: not the current folder
         raise UnknownWeightsError("--weights: an empty name; give a weights file, folder or model-zoo name")
-    path = Path(name_or_path).expanduser()
+    path = Path(expand_user(name_or_path))
     if path.is_file():
         return ResolvedWeights(path)
     if path.is_dir():
