@@ -41,6 +41,7 @@ from docsam_cli.console import (
     stderr_console,
     use_utf8_stdout,
     write_data,
+    writing_stdout,
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.names import display_path
@@ -167,7 +168,16 @@ class _Listed(TyperCommand):
         self.entry = entry
 
 
-class _Command(TyperCommand):
+class _HelpOnStdout:
+    """Help text written as data is (`writing_stdout`): `docsam --help > /dev/full` is one `error:` line
+    and exit 1, not Rich's traceback."""
+
+    def format_help(self, ctx: Context, formatter: Any) -> None:
+        with writing_stdout():  # Typer's Rich help prints to stdout itself, inside format_help
+            super().format_help(ctx, formatter)
+
+
+class _Command(_HelpOnStdout, TyperCommand):
     """A command whose command line is read as the user means it, before any value is converted:
 
     * an option taking one value may be given once: Click keeps the last value silently, so
@@ -231,7 +241,7 @@ def _load(entry: CommandEntry, markup_mode: MarkupMode) -> Command:
     return command
 
 
-class DocsamGroup(TyperGroup):
+class DocsamGroup(_HelpOnStdout, TyperGroup):
     """The `docsam` command: subcommands loaded on use, and the app-wide error policy."""
 
     def list_commands(self, ctx: Context) -> list[str]:

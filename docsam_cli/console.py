@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -70,14 +71,22 @@ def print_plain(console: Console, message: str) -> None:
 
 
 def write_data(text: str) -> None:
-    """`text` on stdout, flushed at once. A reader that went away (`| head -1`, BrokenPipeError) ends the
-    run quietly (see `docsam_cli.app`); stdout that cannot be written otherwise (`> results.jsonl` on a
-    full disk) is an InputError naming it, so that the run stops with one `error:` line and exit 1 rather
-    than as an internal error; so is a closed stdout (`>&-`: Python's `sys.stdout` is then None)."""
+    """`text` on stdout, flushed at once (see `writing_stdout`)."""
+    with writing_stdout():
+        sys.stdout.write(text)
+
+
+@contextmanager
+def writing_stdout() -> Iterator[None]:
+    """Write to stdout inside, flushed at the end. A reader that went away (`| head -1`, BrokenPipeError)
+    ends the run quietly (see `docsam_cli.app`); stdout that cannot be written otherwise (`> results.jsonl`
+    on a full disk) is an InputError naming it, so that the run stops with one `error:` line and exit 1
+    rather than as an internal error; so is a closed stdout (`>&-`: Python's `sys.stdout` is then None,
+    which Rich, printing the help, would pass over in silence)."""
     if sys.stdout is None:
         raise InputError(STDOUT_NAME, "cannot write: stdout is closed")
     try:
-        sys.stdout.write(text)
+        yield
         sys.stdout.flush()
     except BrokenPipeError:
         raise

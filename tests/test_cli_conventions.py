@@ -418,16 +418,33 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize(
-    "command", [["--version"], ["download-weights", "--list"], ["segment", "--list-presets"]], ids=" ".join
+    "command",
+    [
+        ["--version"],
+        ["download-weights", "--list"],
+        ["segment", "--list-presets"],
+        ["--help"],
+        ["train", "--help"],
+    ],
+    ids=" ".join,
 )
 def test_listings_on_a_full_disk_are_one_error_line_and_exit_1(command):
     """`docsam --version > version.txt` on a full disk printed Python's traceback (exit 1), and
-    `download-weights --list` and `segment --list-presets` ended as an internal error (exit 3); each is now
-    one line naming stdout, exit 1, as for segment's JSON lines."""
+    `download-weights --list` and `segment --list-presets` ended as an internal error (exit 3), as did
+    `docsam --help` (Rich's traceback) and a command's `--help`; each is now one line naming stdout, exit 1,
+    as for segment's JSON lines."""
     full_stdout = "import os; os.dup2(os.open('/dev/full', os.O_WRONLY), 1)"
     completed = run_docsam(*command, prelude=full_stdout)
     assert completed.returncode == ExitCode.FAILED, completed.stderr
     assert completed.stderr == "error: stdout: cannot write: No space left on device\n"
+
+
+@pytest.mark.parametrize("command", [["--help"], ["segment", "--help"]], ids=" ".join)
+def test_help_to_a_closed_stdout_is_one_error_line_and_exit_1(command):
+    """`docsam --help >&-` printed nothing and exited 0, where `--version >&-` says stdout is closed."""
+    completed = run_docsam(*command, prelude="import os, sys; os.close(1); sys.stdout = None")  # as `>&-`
+    assert completed.returncode == ExitCode.FAILED, completed.stderr
+    assert completed.stderr == "error: stdout: cannot write: stdout is closed\n"
 
 
 def test_json_lines_are_utf_8_under_a_locale_of_another_encoding(tmp_path, tiny_weights):
