@@ -301,6 +301,23 @@ def test_stdin_lists_in_unicode_with_a_byte_order_mark_are_read(tmp_path, good_p
     assert [item.get("page_id") for item in items] == ["première", "plain"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_stdin_lists_in_utf_16_without_a_byte_order_mark_are_read(tmp_path, good_png, encoding):
+    """`cmd /u /c dir /b > list.txt`, Python's and .NET's utf-16-le writers write no mark: its NULs made
+    every character a path of its own, one error line each."""
+    good_png(tmp_path / "première.png")
+    good_png(tmp_path / "扫描一.png")  # U+4E00: a NUL in the low byte
+    listing = "première.png\r\n扫描一.png\r\n".encode(encoding)
+    items = run_batch(["-"], stdin=listing, cwd=tmp_path)
+    assert [item.get("page_id") for item in items] == ["première", "扫描一"]
+
+
+def test_a_nul_separated_list_that_would_read_as_utf_16_stays_nul_separated():
+    """Entries of an odd length put every NUL at an odd offset, as UTF-16 LE's ASCII has them."""
+    wrapper = io.TextIOWrapper(io.BytesIO(b"./1.png\0./2.png\0./3.png\0"), encoding="utf-8")
+    assert read_path_list(wrapper) == ["./1.png", "./2.png", "./3.png"]
+
+
 def test_a_stdin_list_not_in_the_encoding_its_byte_order_mark_announces_is_one_error():
     listing = "\ufeffa.png\n".encode("utf-16-le") + b"\x00\xdc\n"  # a lone surrogate, then an odd byte
     (item,) = run_batch(["-"], stdin=listing)

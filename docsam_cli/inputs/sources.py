@@ -145,8 +145,9 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
     really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped, and so is a byte
     order mark opening the list (Windows editors write one). A list opening with UTF-16's or UTF-32's mark
     (PowerShell's `>` writes UTF-16) is read in that encoding, and one that is not valid there raises
-    ValueError; any other list is decoded as file names are (undecodable bytes kept, PEP 383), so
-    any name reaches the file system unchanged.
+    ValueError; a list of lines in UTF-16 without the mark is read as UTF-16 too (see `decode_list`); any
+    other list is decoded as file names are (undecodable bytes kept, PEP 383), so any name reaches the file
+    system unchanged.
     """
     raw = stream.buffer if hasattr(stream, "buffer") else stream
     data = raw.read()
@@ -159,12 +160,30 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
 
 def decode_list(data: bytes) -> str:
     """A path list's text, in the encoding its byte order mark announces (see `read_path_list`), without
-    the mark. Raises ValueError for a list that is not in the encoding its mark announces."""
+    the mark, or in UTF-16 where it reads as UTF-16 lines without one (`_unmarked_utf16`). Raises ValueError
+    for a list that is not in the encoding its mark announces."""
     for mark, encoding in _LIST_ENCODINGS:
         if data.startswith(mark):
             body = data[len(mark) :]
             return os.fsdecode(body) if encoding is None else _decode_marked(body, encoding, len(mark))
-    return os.fsdecode(data)
+    unmarked = _unmarked_utf16(data) if b"\0" in data else None
+    return os.fsdecode(data) if unmarked is None else unmarked
+
+
+def _unmarked_utf16(data: bytes) -> str | None:
+    """`data` as UTF-16 written without a byte order mark (`cmd /u`, Python's and .NET's utf-16-le
+    writers), or None where it is no such list: it must be valid UTF-16 in the byte order whose high bytes
+    hold more of its NULs (those of ASCII characters), hold lines and no NUL character. A NUL-separated
+    list (`find -print0`) read so holds no newline (one would need a name ending in one), and a list in
+    UTF-8 no NUL at all."""
+    if len(data) % 2:
+        return None
+    encoding = "utf-16-le" if data[1::2].count(0) > data[0::2].count(0) else "utf-16-be"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    return text if "\n" in text and "\0" not in text else None
 
 
 def _decode_marked(body: bytes, encoding: str, offset: int) -> str:
