@@ -320,6 +320,8 @@ class DocsamGroup(_HelpOnStdout, TyperGroup):
 def _usage_message(error: typer.TyperException) -> str:
     # Typer validates choices through pydantic, whose messages start "Value error, ".
     message = error.format_message().replace("Value error, ", "")
+    if type(error).__name__ == "MissingParameter":  # no value of the user's in it, its choices on lines
+        message = " ".join(message.split())  # of their own ("Choose from:\n\tpage,\n\t...")
     if message[:1].isupper() and message[1:2].islower():
         message = message[0].lower() + message[1:]
     context = getattr(error, "ctx", None)

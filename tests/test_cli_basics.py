@@ -109,6 +109,15 @@ def test_repeatable_options_and_flags_may_be_given_twice(tmp_path, monkeypatch):
     assert "given twice" not in stderr and code == ExitCode.USAGE
 
 
+def test_a_missing_choice_option_lists_its_choices_on_the_one_line(tmp_path):
+    """`convert-dataset` without --from said `Choose from:\\n\\tpage,\\n\\talto,...`, escapes and all."""
+    code, _, stderr = invoke("convert-dataset", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert code == ExitCode.USAGE
+    (line,) = stderr.splitlines()
+    assert line.startswith("error: missing option '--from'. Choose from: page, alto, coco, voc, yolo,"), line
+    assert "\\" not in line
+
+
 # A fault injected before the app runs: the segment command's prompt resolution raises, with a message
 # holding markup and a newline. Nothing heavy is loaded by then, so the process is quick.
 FAULT = """
