@@ -168,16 +168,20 @@ class _Listed(TyperCommand):
         self.entry = entry
 
 
-class _HelpOnStdout:
+class _Help:
     """Help text written as data is (`writing_stdout`): `docsam --help > /dev/full` is one `error:` line
-    and exit 1, not Rich's traceback."""
+    and exit 1, not Rich's traceback. Flags and counts show no value type: Typer's `--recursive <bool>`
+    and `-v <int>` read as options taking a value, and `segment scans -v 2` takes 2 as an input."""
 
     def format_help(self, ctx: Context, formatter: Any) -> None:
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
         with writing_stdout():  # Typer's Rich help prints to stdout itself, inside format_help
             super().format_help(ctx, formatter)
 
 
-class _Command(_HelpOnStdout, TyperCommand):
+class _Command(_Help, TyperCommand):
     """A command whose command line is read as the user means it, before any value is converted:
 
     * an option taking one value may be given once: Click keeps the last value silently, so
@@ -241,7 +245,7 @@ def _load(entry: CommandEntry, markup_mode: MarkupMode) -> Command:
     return command
 
 
-class DocsamGroup(_HelpOnStdout, TyperGroup):
+class DocsamGroup(_Help, TyperGroup):
     """The `docsam` command: subcommands loaded on use, and the app-wide error policy."""
 
     def list_commands(self, ctx: Context) -> list[str]:

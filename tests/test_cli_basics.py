@@ -42,6 +42,16 @@ def test_every_registered_command_loads_with_the_message_options(entry):
         assert option in text
 
 
+@pytest.mark.parametrize(
+    "command", [[], *([entry.name] for entry in COMMANDS)], ids=lambda c: " ".join(c) or "docsam"
+)
+def test_help_shows_no_value_for_flags_and_counts(command):
+    """`--recursive <bool>`, `--verbose -v <int>`: read as options taking a value (`segment scans -v 2`
+    took 2 as an input)."""
+    text = help_text(*command)
+    assert "<bool>" not in text and "-v <int>" not in text, text
+
+
 LIGHT_INVOCATIONS = [["--version"], ["--help"], ["download-weights", "--list"]]
 LIGHT_INVOCATIONS += [[entry.name, "--help"] for entry in COMMANDS]
 
