@@ -150,6 +150,21 @@ def test_a_path_option_written_with_equals_expands_the_tilde_the_shell_left(tmp_
         assert code == expected and str(home) in stderr and "~" not in stderr, stderr
 
 
+def test_an_input_glob_quoted_for_docsam_expands_its_tilde(tmp_path, monkeypatch, requests):
+    """`docsam segment '~/scans/**/*.png'`, quoted so that docsam expands the `**`, found nothing: the
+    `~` was a folder of that name."""
+    home = tmp_path / "home"
+    (home / "scans" / "vol1").mkdir(parents=True)
+    write_page(home / "scans" / "vol1" / "page.png")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = invoke("segment", "~/scans/**/*.png", "-o", "out", *CLASSES)
+    assert code == ExitCode.OK, stderr
+    assert requests[0].inputs == (f"{home}/scans/**/*.png",)
+    code, _, stderr = invoke("convert-dataset", "~/annotations", "--from", "page", "-o", "converted")
+    assert f"error: {home}/annotations: no such file or folder" in stderr
+
+
 def test_choices_are_case_insensitive_where_names_are(tmp_path, requests):
     write_page(tmp_path / "page.png")
     code, _, stderr = invoke(

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.commands.options import checked, parse_output_folder, refuse_empty_paths
+from docsam_cli.commands.options import checked, parse_output_folder, path_arguments
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
@@ -150,7 +150,7 @@ def main(
             parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
         )
         fractions = parse_split(split_spec) if split_spec else None
-        refuse_empty_paths(sources, "SOURCE")
+        sources = path_arguments(sources, "SOURCE")
         if dataset_name is not None and not dataset_name.strip():
             raise ValueError("--dataset-name: an empty name (it leads every background prompt)")
     except ValueError as error:

@@ -51,11 +51,15 @@ def parse_output_folder(text: str | Path) -> Path:
     return Path(expand_user(text))
 
 
-def refuse_empty_paths(texts: Iterable[str], what: str) -> None:
-    """Refuse an empty path among `texts` (an unset shell variable, most likely), which the file system
-    would read as the current folder. Raises ValueError naming `what`."""
+def path_arguments(texts: Iterable[str], what: str) -> list[str]:
+    """`texts`, paths and globs given as arguments, with a leading `~` expanded (`expand_user`: a glob
+    quoted for docsam to expand, `'~/scans/**/*.tif'`, keeps it from the shell). An empty one (an unset
+    shell variable, most likely), which the file system would read as the current folder, raises
+    ValueError naming `what`."""
+    texts = list(texts)
     if any(not text.strip() for text in texts):
         raise ValueError(f"{what}: an empty path; write . for the current folder")
+    return [expand_user(text) for text in texts]
 
 
 VariantChoice = Annotated[

@@ -24,7 +24,7 @@ from docsam_cli.commands.options import (
     Window,
     checked,
     parse_output_folder,
-    refuse_empty_paths,
+    path_arguments,
 )
 from docsam_cli.console import ConsoleReporter, message_options, write_data
 from docsam_cli.errors import UsageError
@@ -269,7 +269,7 @@ def segment(
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
     try:
-        refuse_empty_paths(inputs, "INPUT")
+        inputs = path_arguments(inputs, "INPUT")
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
