@@ -137,6 +137,21 @@ def test_a_config_file_may_give_one_dataset_without_a_list(started: list[RunPlan
     assert plan.record["settings"]["datasets"] == ["pages,weight=2"]
 
 
+def test_a_config_files_paths_expand_their_tilde_as_typed_ones_do(
+    started: list[RunPlan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_fixtures: Path
+) -> None:
+    """`model_config: ~/arch.json` in a YAML config was read as a folder named `~` (no such file), where
+    `--model-config ~/arch.json` on the command line is the user's file."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(reference_fixtures / "tiny-config.json", home / "arch.json")
+    monkeypatch.setenv("HOME", str(home))
+    config = tmp_path / "run.yaml"
+    config.write_text("datasets: pages\nout: runs/y\nweights: tiny.safetensors\nmodel_config: ~/arch.json\n")
+    invoke("finetune", "--config", str(config))
+    assert started[-1].record["settings"]["model_config"] == str(home / "arch.json")
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [

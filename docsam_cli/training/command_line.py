@@ -359,7 +359,9 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
         def run_command(ctx: typer.Context, **values: Any) -> None:
             values.pop("config")
             folder = ctx.meta.get(_FOLDER)
-            for item in declared:  # the record's paths, from the folder it was made in
+            for item in declared:  # a config file's `~/...` as typed ones are; the record's paths, from
+                if item.option.file:  # the folder it was made in
+                    values[item.name] = _each_path(values[item.name], item.option.file, expand_user)
                 if folder is not None and item.option.file and not _typed(ctx, item.name):
                     values[item.name] = _rebased(values[item.name], item.option.file, folder)
             record = {item.name: _recordable(values[item.name]) for item in declared if item.option.recorded}
