@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -189,7 +189,8 @@ class _Command(_Help, TyperCommand):
       a script adding its own) would write where the user did not look. Options that repeat (`--format`,
       `--map`), count (`-v`) or are flags are untouched;
     * a path starts with `~` as the shell expands it (`docsam_cli.user_paths`), also where the shell leaves
-      it (`--from=~/usb/w.pth`), before Typer checks that the file exists."""
+      it (`--from=~/usb/w.pth`), before Typer checks that the file exists; an empty one (an unset shell
+      variable, most likely: `--images "$IMAGES"`), which Typer reads as the current folder, is refused."""
 
     def make_parser(self, ctx: Context) -> Any:
         parser = super().make_parser(ctx)
@@ -199,6 +200,7 @@ class _Command(_Help, TyperCommand):
             values, rest, order = parse(args)
             if not ctx.resilient_parsing:
                 _refuse_repeated_options(ctx, order)
+                _refuse_empty_paths(ctx, self.get_params(ctx), values)
             return _user_paths_expanded(self.get_params(ctx), values), rest, order
 
         parser.parse_args = parse_args  # Click builds its parser class itself: wrapped, not subclassed
@@ -213,18 +215,43 @@ def _refuse_repeated_options(ctx: Context, order: Sequence[Parameter]) -> None:
         if not isinstance(param, TyperOption) or param.multiple or param.count or param.is_flag:
             continue
         if param in seen:
-            flag = next((name for name in param.opts if name.startswith("--")), param.opts[0])
-            ctx.fail(f"{flag} given twice; give it once, with a list as one comma-separated value")
+            ctx.fail(
+                f"{_typed_name(param)} given twice; give it once, with a list as one comma-separated value"
+            )
         seen.append(param)
+
+
+def _typed_name(param: Parameter) -> str:
+    """An option as the user types it (its long flag), an argument as --help names it (`GROUND_TRUTH`)."""
+    if param.param_type_name == "argument":
+        return param.display_name_raw.upper()
+    return next((name for name in param.opts if name.startswith("--")), param.opts[0])
+
+
+def _path_values(params: Sequence[Parameter], values: dict[str, Any]) -> Iterator[tuple[Parameter, Any]]:
+    """The path-typed parameters given a value in the parsed `values`, and that value."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if (
+            descriptor is not None
+            and descriptor.annotation is Path
+            and values.get(param.name or "") is not None
+        ):
+            yield param, values[param.name]
+
+
+def _refuse_empty_paths(ctx: Context, params: Sequence[Parameter], values: dict[str, Any]) -> None:
+    """A usage error for an empty path given to a path-typed parameter that has no parser of its own
+    (`--out` has, and says so in its words)."""
+    for param, value in _path_values(params, values):
+        texts = value if isinstance(value, list | tuple) else [value]
+        if param.type_descriptor.parameter_info.parser is None and any(not text.strip() for text in texts):
+            ctx.fail(f"{_typed_name(param)}: an empty path; write . for the current folder")
 
 
 def _user_paths_expanded(params: Sequence[Parameter], values: dict[str, Any]) -> dict[str, Any]:
     """The parsed `values` with `expand_user` applied to those of the path-typed parameters."""
-    for param in params:
-        descriptor = getattr(param, "type_descriptor", None)
-        value = values.get(param.name or "")
-        if descriptor is None or descriptor.annotation is not Path or value is None:
-            continue
+    for param, value in _path_values(params, values):
         values[param.name] = (
             [expand_user(v) for v in value] if isinstance(value, list | tuple) else expand_user(value)
         )

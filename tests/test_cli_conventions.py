@@ -101,6 +101,28 @@ def test_an_empty_output_folder_name_is_refused_not_read_as_the_current_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["evaluate", "", "--pred", "page.png"], "GROUND_TRUTH"),
+        (["evaluate", "truth", "--pred", ""], "--pred"),
+        (["convert-dataset", "truth", "--from", "page", "-o", "out", "--images", ""], "--images"),
+        (["segment", "page.png", "--model-config", ""], "--model-config"),
+        (["download-weights", "--from", "", "docsam-base"], "--from"),
+        (["train", "truth", "--from-scratch", "--text-encoder", ""], "--text-encoder"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else value[0],
+)
+def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, args, name):
+    """`--images "$IMAGES"` with IMAGES unset searched the current folder for the images, `--pred ""` read
+    it as the predictions."""
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = invoke(*args)
+    assert code == ExitCode.USAGE and stdout == ""
+    (line,) = error_lines(stderr)
+    assert line.startswith(f"error: {name}: an empty path; write . for the current folder"), line
+
+
 @pytest.mark.parametrize("command", ["segment", "convert-dataset", "finetune", "train"])
 def test_an_output_folder_named_dash_is_refused_not_made(tmp_path, monkeypatch, command):
     """`-o -`, stdout as elsewhere on the command line, made a folder named `-` and wrote into it."""
