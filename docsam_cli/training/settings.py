@@ -141,6 +141,8 @@ class DatasetSpec:
         named after a document's title), unless a part looks like a misspelt option (`colour=red`,
         `name`)."""
         path, options = _peel_dataset_options(text)
+        if not path.strip():  # an unset shell variable, most likely: not the current folder
+            raise ValueError(f"{text!r}: an empty path; write . for the current folder")
         values: dict[str, Any] = {}
         for option_text in options:
             key, _, value = option_text.partition("=")
