@@ -166,6 +166,23 @@ def test_model_run_takes_segments_geometry_options(tmp_path, tiny_weights, optio
     assert f"geometry: {described}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--domain", "Gazettes"], "--domain needs"),
+        (["--variant", "base", "--domain", ""], "--variant, --domain need"),
+    ],
+)
+def test_model_options_without_a_model_are_refused_not_ignored(tmp_path, options, named):
+    """`evaluate --pred coco.json --domain Gazettes` scored the predictions as they were, the domain (and
+    --variant, --model-config) ignored without a word, where the geometry options are refused."""
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--pred", str(truth), *options])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"{named} --weights" in result.stderr
+
+
 def test_geometry_options_without_a_model_are_refused(tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps(coco_document()))

@@ -158,6 +158,10 @@ def main(
         raise typer.BadParameter(str(error)) from None
     if weights is None and geometry != GeometryOptions():
         raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
+    model_options = {"--variant": variant, "--model-config": model_config, "--domain": domain}
+    given = [flag for flag, value in model_options.items() if value is not None]
+    if weights is None and given:  # predictions read from --pred are scored as they are
+        raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
     if json_out is not None and not json_out.strip():
         raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
     if json_out is not None:  # text, not a path option: '-' is stdout
