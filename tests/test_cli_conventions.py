@@ -162,6 +162,9 @@ def test_a_path_option_written_with_equals_expands_the_tilde_the_shell_left(tmp_
     code, _, stderr = invoke("segment", str(page), "--out=~/results", *CLASSES)
     assert code == ExitCode.OK, stderr
     assert requests[0].out == home / "results" and list(work.iterdir()) == []
+    (home / "map.json").write_text('{"figure": "GraphicRegion:stamp"}')
+    code, _, stderr = invoke("segment", str(page), "-o", "out", "--page-map=~/map.json", *CLASSES)
+    assert code == ExitCode.OK and requests[1].page_map == {"figure": ("GraphicRegion", "stamp")}, stderr
     for command, expected in (
         (["segment", str(page), "--model-config=~/architecture.json"], ExitCode.USAGE),
         (["download-weights", "--from=~/usb/w.pth", "docsam-base"], ExitCode.FAILED),

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.user_paths import expand_user
+
 ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail or None)
 
 
@@ -52,7 +54,7 @@ def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
     """Inline JSON, or the JSON file `text` names."""
     if not text.startswith("{"):
         try:
-            text = Path(text).read_text(encoding="utf-8")
+            text = Path(expand_user(text)).read_text(encoding="utf-8")
         except OSError as error:
             raise ValueError(f"cannot read {syntax.name} {text!r}: {error.strerror or error}") from None
     try:
