@@ -63,6 +63,12 @@ def test_model_prompts_and_mapping_are_read_as_their_options():
     assert settings(preset="doclaynet").class_names == PRESETS["doclaynet"].classes
 
 
+def test_a_model_config_path_expands_its_tilde(monkeypatch):
+    """`"model_config": "~/arch.json"` in a parameter file (no shell to expand it) was a folder named `~`."""
+    monkeypatch.setenv("HOME", "/home/archivist")
+    assert settings(model_config="~/arch.json").model.model_config == Path("/home/archivist/arch.json")
+
+
 def test_sizes_are_numbers_as_ocrd_reads_them():
     """`-P short_side 800` reaches the processor as the number 800."""
     assert settings(short_side=800).geometry == GeometryOptions(short_side=(800, 800))

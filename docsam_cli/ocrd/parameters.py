@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from docsam_cli.presets import checkpoint_preset, resolve_prompts
 from docsam_cli.runtime import GeometryOptions, ModelSpec, check_device_name
+from docsam_cli.user_paths import expand_user
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.page_map import parse_page_map
 
@@ -48,7 +49,7 @@ class SegmentSettings:
         model = ModelSpec(
             weights=parameters["weights"],
             variant=parameters.get("variant"),
-            model_config=Path(model_config) if model_config else None,
+            model_config=Path(expand_user(model_config)) if model_config else None,
             device=_device(parameters["device"]),
             precision=parameters["precision"],
         )
