@@ -341,6 +341,34 @@ def test_an_unusable_cache_folder_is_one_line_naming_it(
         resolve_weights("docsam-base")
 
 
+def test_from_a_file_that_cannot_be_read_names_it_and_keeps_the_cached_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--from` a hand copy the user may not read (another account's file, a failing USB stick) blamed the
+    cache ("cannot store the weights in DOCSAM_HOME ...; make it a writable folder") and deleted the weights
+    already stored under that name."""
+    good = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+    assert run("--from", str(good), "docsam-base")[0] == 0
+    stored = resolve_weights("docsam-base")
+    unreadable = write(tmp_path / "other.pth", pth_bytes(checkpoint(width=192)))
+    opened = Path.open
+
+    def refuse(path: Path, *args: object, **kwargs: object) -> object:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+
+    code, stderr = run("--from", str(unreadable), "docsam-base")
+
+    assert code == 1
+    assert stderr.splitlines() == [
+        f"error: docsam-base: cannot read {unreadable} (Permission denied); nothing was stored"
+    ]
+    assert resolve_weights("docsam-base") == stored
+
+
 def test_storing_weights_removes_what_a_killed_store_left_behind(tmp_path: Path) -> None:
     """Converting a 1.3 GB `.pth` holds it twice in memory: a run killed then (the OOM killer, kill -9) left
     its hidden temporary safetensors file, as large as the weights, in the cache for good."""

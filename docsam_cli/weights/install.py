@@ -193,7 +193,7 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
     converted to safetensors inside the docsam cache.
     """
     _remove_leftovers(entry.name)
-    source_sha256 = sha256_file(raw)
+    source_sha256 = _source_digest(entry, raw)
     _check_published_digest(entry, raw, source_sha256, hf_cached=hf_cached)
     if hf_cached and raw.suffix == ".safetensors":
         target, sha256 = raw, source_sha256
@@ -212,6 +212,17 @@ def _store(entry: WeightsEntry, raw: Path, say: Say, *, source: str, hf_cached: 
     )
     write_record(record)
     return record
+
+
+def _source_digest(entry: WeightsEntry, raw: Path) -> str:
+    """The sha256 of the file to store. One that cannot be read (a `--from` copy the user may not read, a
+    failing USB stick) is an error of that file: not of the cache, whose stored weights stay as they are."""
+    try:
+        return sha256_file(raw)
+    except OSError as error:
+        raise FetchError(
+            f"{entry.name}: cannot read {raw} ({error.strerror or error}); nothing was stored"
+        ) from error
 
 
 def _remove_leftovers(name: str) -> None:
