@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -366,6 +367,28 @@ def test_from_a_file_that_cannot_be_read_names_it_and_keeps_the_cached_weights(
     assert stderr.splitlines() == [
         f"error: docsam-base: cannot read {unreadable} (Permission denied); nothing was stored"
     ]
+    assert resolve_weights("docsam-base") == stored
+
+
+def test_a_full_disk_while_replacing_stored_weights_keeps_the_stored_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--from` another copy over weights already stored, on a disk too full for the new file: the atomic
+    write left the stored file as it was, then the error handling deleted it, so the name no longer
+    resolved."""
+    good = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+    assert run("--from", str(good), "docsam-base")[0] == 0
+    stored = resolve_weights("docsam-base")
+
+    def no_space(state: object, target: Path, metadata: object = None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", no_space)
+    other = write(tmp_path / "other.pth", pth_bytes(checkpoint(width=192)))
+
+    code, stderr = run("--from", str(other), "docsam-base")
+
+    assert code == 1 and "no space left" in stderr
     assert resolve_weights("docsam-base") == stored
 
 

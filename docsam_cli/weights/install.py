@@ -122,7 +122,8 @@ def _locked(name: str, say: Say) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
-    """Local I/O failures (a full disk above all) as one clear line; the half-written file goes.
+    """Local I/O failures (a full disk above all) as one clear line; a converted file left without its record
+    goes, while weights stored before, which the failed store did not replace, stay.
 
     Network failures never get here as OSError: the fetchers turn them into FetchError first.
     """
@@ -130,7 +131,8 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
         yield
     except OSError as error:
         with contextlib.suppress(OSError):  # the cache folder itself may be what is unusable
-            converted_path(entry.name).unlink(missing_ok=True)
+            if _intact_record(entry.name) is None:
+                converted_path(entry.name).unlink(missing_ok=True)
         if error.errno != errno.ENOSPC:
             raise FetchError(
                 f"{entry.name}: cannot store the weights in {docsam_home()} ({error}); make it a writable "
