@@ -190,7 +190,7 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         raise UsageError(VARIANT_AND_CONFIG)
     if spec.device.startswith("cuda") or spec.precision == "fp16":
         _device_and_dtype(spec)
-    weights = resolve_weights(spec.weights)
+    weights = resolve_weights(spec.weights, spec.variant)
     try:
         config = DocSAMConfig.from_json(spec.model_config) if spec.model_config is not None else None
     except ValueError as error:

@@ -179,6 +179,28 @@ def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() ->
         resolve_weights("docsam_large_all_dataset_keepsize")
 
 
+def test_variant_base_without_downloaded_weights_names_the_base_weights(tmp_path: Path) -> None:
+    """`docsam segment scans --variant base` with nothing downloaded said to fetch docsam-large, the default
+    weights: 1.3 GB of the large model, which `--variant base` then cannot load."""
+    page = write(tmp_path / "page.png", b"not read: the weights are looked up first")
+    args = [
+        "segment",
+        str(page),
+        "--out",
+        str(tmp_path / "out"),
+        "--variant",
+        "base",
+    ]  # docsam-large by default
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: docsam-large: not downloaded yet")
+    assert "--variant base asks for the base model, whose weights are docsam-base:" in message
+    assert "`docsam download-weights docsam-base`, then --weights docsam-base" in message
+
+
 def test_from_registers_a_hand_copied_pth_as_verified_safetensors(tmp_path: Path) -> None:
     copied = write(tmp_path / "docsam_large_all_dataset_keepsize.pth", pth_bytes(checkpoint(width=192)))
 

@@ -68,7 +68,8 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
         from docsam_cli.training.build import model_from_checkpoint
         from docsam_cli.weights import resolve_weights
 
-        resolved = resolve_weights(start.weights)  # a WeightsError is a usage error (see launch)
+        # A WeightsError is a usage error (see launch).
+        resolved = resolve_weights(start.weights, start.variant)
         logger.info("loading %s", display_path(resolved.path))
         return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 

@@ -240,6 +240,11 @@ def find_entry(name: str) -> WeightsEntry | None:
     return None
 
 
+def pretrained_entry(variant: str) -> WeightsEntry | None:
+    """The DocSAM model zoo's pre-trained weights of `variant` (`docsam-base`, `docsam-large`)."""
+    return next((e for e in REGISTRY if e.variant == variant and isinstance(e.source, DriveSource)), None)
+
+
 def zoo_preset(name: str) -> Preset | None:
     """The classes and dataset name the zoo entry called `name` (or an alias) was fine-tuned with, where the
     reference reveals its classes; None otherwise."""

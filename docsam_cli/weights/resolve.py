@@ -12,7 +12,7 @@ from pathlib import Path
 from docsam_cli.user_paths import expand_user
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
-from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry
+from docsam_cli.weights.registry import WeightsEntry, entry_names, find_entry, pretrained_entry
 from model.checkpoint import (
     CheckpointError,
     stored_keep_size,
@@ -75,9 +75,10 @@ class ResolvedWeights:
         return stored_short_range(self.path) if self.entry is None else None
 
 
-def resolve_weights(name_or_path: str) -> ResolvedWeights:
+def resolve_weights(name_or_path: str, variant: str | None = None) -> ResolvedWeights:
     """Resolve an existing file path as is, a model folder to its weights file (a docsam run or checkpoint
-    folder holds `model.safetensors`), or a registered name through the verified cache.
+    folder holds `model.safetensors`), or a registered name through the verified cache. `variant` (the
+    command's `--variant`) only adds to the message for a name not downloaded yet, see `_variant_hint`.
 
     Raises `UnknownWeightsError`, `NotCachedError` (naming `docsam download-weights NAME`) or
     `CorruptCacheError`.
@@ -104,7 +105,21 @@ def resolve_weights(name_or_path: str) -> ResolvedWeights:
     if record is None:
         raise NotCachedError(
             f"{entry.name}: not downloaded yet (looked in {entry_dir(entry.name)}); "
-            f"fetch it with `docsam download-weights {entry.name}`"
+            f"fetch it with `docsam download-weights {entry.name}`{_variant_hint(entry, variant)}"
         )
     verify_record(record)
     return ResolvedWeights(record.path, entry, record.sha256)
+
+
+def _variant_hint(entry: WeightsEntry, variant: str | None) -> str:
+    """`segment --variant base` runs the default weights, docsam-large: when those are missing, the user most
+    likely meant the zoo's weights of the variant asked for, which the message then names."""
+    wanted = (
+        pretrained_entry(variant) if variant is not None and entry.variant not in (None, variant) else None
+    )
+    if wanted is None:
+        return ""
+    return (
+        f"; --variant {variant} asks for the {variant} model, whose weights are {wanted.name}: "
+        f"`docsam download-weights {wanted.name}`, then --weights {wanted.name}"
+    )
