@@ -459,6 +459,21 @@ def test_weights_already_in_a_read_only_cache_are_reported_as_cached(
 
 
 @pytest.mark.parametrize(
+    "url", ["https://mirror.example.org/docsam_base_all_dataset.pth", "file:///srv/base.pth"]
+)
+def test_from_a_url_says_it_takes_a_file_on_this_machine(url: str) -> None:
+    """`--from https://mirror/...` (a site's own copy of the weights) said `https:/mirror/...: no such file`,
+    the URL cut as a path, as if a file had gone missing."""
+    code, stderr = run("--from", url, "docsam-base")
+
+    assert code == 2
+    assert stderr.splitlines() == [
+        f"error: --from {url}: a URL; --from takes a file on this machine: download it first (a browser, "
+        "curl), then give its path"
+    ]
+
+
+@pytest.mark.parametrize(
     "args",
     [[], ["--list", "docsam-base"], ["--all", "docsam-base"], ["--from", "x.pth"], ["docsam-huge"]],
     ids=["nothing", "list-with-name", "all-with-name", "from-without-name", "unknown-name"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ def download_weights(
         bool, typer.Option("--list", help="List names, sizes, licences and what is cached.")
     ] = False,
     from_file: Annotated[
-        Path | None,
+        str | None,  # not a Path: that would cut a URL's `//` before `_check_local` could name it
         typer.Option(
             "--from", metavar="FILE", help="Register FILE, copied in by hand, as NAME (no network)."
         ),
@@ -46,6 +47,8 @@ def download_weights(
         return
     if from_file is not None and (len(names) != 1 or all_entries):
         raise UsageError("--from FILE takes exactly one NAME")
+    if from_file is not None:
+        _check_local(from_file)
     if all_entries and names:
         raise UsageError("--all takes no names")
     if not all_entries and not names:
@@ -65,7 +68,7 @@ def download_weights(
     for entry in entries:
         try:
             if from_file is not None:
-                register_file(entry, from_file, say)
+                register_file(entry, Path(from_file), say)
             else:
                 ensure_cached(entry, say)
         except WeightsError as error:
@@ -73,6 +76,18 @@ def download_weights(
             failed = True
     if failed:
         raise typer.Exit(ExitCode.FAILED)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _check_local(from_file: str) -> None:
+    """Refuse a URL given to `--from` (a site's mirror of the weights): it takes files already here."""
+    if _URL.match(from_file) and not Path(from_file).exists():
+        raise UsageError(
+            f"--from {from_file}: a URL; --from takes a file on this machine: download it first (a browser, "
+            "curl), then give its path"
+        )
 
 
 def _lookup(name: str) -> WeightsEntry:
