@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from docsam_cli.training.build import model_from_mask2former, read_weights
+from docsam_cli.weights.cache import CacheRecord, sha256_file, write_record
+from docsam_cli.weights.errors import NotCachedError
 from model.checkpoint import CheckpointError, to_model_keys
 from model.decoder import PackedAttention
 from model.docsam import DocSAM
@@ -126,6 +128,37 @@ def mask2former_folder(tmp_path_factory, tiny_config) -> Path:
     folder = tmp_path_factory.mktemp("mask2former")
     Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
     return folder
+
+
+def test_train_finds_the_initialisations_download_weights_stored_by_name(
+    mask2former_folder, tiny_config, minilm_state, tmp_path, monkeypatch
+) -> None:
+    """`docsam download-weights mask2former-swin-base-coco-panoptic all-minilm-l6-v2` stores the registry's
+    initialisations for training; `docsam train --mask2former mask2former-swin-base-coco-panoptic
+    --text-encoder all-minilm-l6-v2` then took the names as paths: 'no such checkpoint file'."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
+    minilm = tmp_path / "minilm.safetensors"
+    save_file({k: v.contiguous() for k, v in minilm_state.items()}, minilm)
+    stored = {"mask2former-swin-base-coco-panoptic": mask2former_folder / "model.safetensors"}
+    for name, path in {**stored, "all-minilm-l6-v2": minilm}.items():  # as download-weights records them
+        digest = sha256_file(path)
+        write_record(CacheRecord(name, str(path), path.stat().st_size, digest, "hub", digest))
+
+    model = model_from_mask2former(
+        tiny_config,
+        Path("mask2former-swin-base-coco-panoptic"),
+        Path("all-minilm-l6-v2"),
+        regularisation=_no_dropout(),
+    )
+
+    state = model.state_dict()
+    for key, value in minilm_state.items():
+        if key != "embeddings.position_ids":
+            assert torch.equal(state[f"text_encoder.bert.{key}"], value), key
+    with pytest.raises(NotCachedError, match="fetch it with `docsam download-weights mask2former-swin-large"):
+        read_weights(Path("mask2former-swin-large-coco-panoptic"))
 
 
 def test_train_starts_from_mask2former_and_minilm(

@@ -35,7 +35,8 @@ class StartingPoint:
         default=None,
         metadata=cli(
             "--text-encoder",
-            help="all-MiniLM-L6-v2 weights (model.safetensors or its folder); needed to start a run.",
+            help="all-MiniLM-L6-v2 weights (model.safetensors, its folder, or its download-weights name); "
+            "needed to start a run.",
             panel=MODEL,
             file="path",
         ),
@@ -44,7 +45,8 @@ class StartingPoint:
         default=None,
         metadata=cli(
             "--mask2former",
-            help="transformers Mask2Former Swin COCO-panoptic checkpoint (file or folder) of the variant.",
+            help="transformers Mask2Former Swin COCO-panoptic checkpoint (file, folder, or its "
+            "download-weights name) of the variant.",
             panel=MODEL,
             file="path",
         ),

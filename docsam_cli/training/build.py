@@ -1,8 +1,8 @@
 """The network a run starts from: Mask2Former COCO + MiniLM (`train`), fresh (`train --from-scratch`),
 a DocSAM checkpoint (`finetune`), or the architecture of a checkpoint to resume.
 
-Weights only ever come from local files (`docsam download-weights` fetches the published DocSAM ones). The
-training dropout rates are applied to the configuration through `settings.Regularisation`.
+Weights only ever come from local files, or from names `docsam download-weights` stored (never fetched
+here). The training dropout rates are applied to the configuration through `settings.Regularisation`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from model.checkpoint import (
     load_weights,
     read_state_dict,
     stored_config,
-    weights_in_folder,
 )
 from model.config import DocSAMConfig
 from model.docsam import DocSAM
@@ -27,9 +26,12 @@ from model.init import initialise, load_mask2former, load_text_encoder
 
 
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """A state dict from a weights file, or from a downloaded model folder holding one."""
-    path = Path(path)
-    return read_state_dict(weights_in_folder(path) if path.is_dir() else path)
+    """A state dict from a weights file, a downloaded model folder holding one, or a name `docsam
+    download-weights` stored (`mask2former-swin-base-coco-panoptic`, `all-minilm-l6-v2`: the registry's
+    initialisations for `train`). Raises `WeightsError` or `CheckpointError`."""
+    from docsam_cli.weights import resolve_weights
+
+    return read_state_dict(resolve_weights(str(path)).path)
 
 
 def model_from_mask2former(
