@@ -182,6 +182,33 @@ def test_interrupted_drive_download_resumes_on_the_next_run(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def test_a_download_completed_before_its_storing_was_interrupted_is_stored_without_drive(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped while it converted the finished download (Ctrl-C, the OOM killer: the conversion holds
+    the weights twice in memory) left the whole file in the staging folder, yet the rerun asked Drive for it
+    again, and failed when Drive answered with its quota page by then."""
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    converting = docsam_cli.weights.install.write_safetensors
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
+    assert download("docsam-base")[0] == 130
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
+    remote.seen.clear()
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert remote.seen == []
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+
+
 def test_a_partial_download_the_server_will_not_resume_is_fetched_again_from_the_start(
     remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,11 +36,15 @@ def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     """Download `source` into the entry's staging folder and return the complete file.
 
     The size is checked against the length Drive announced; a partial file stays behind for the next run,
-    except one the server will not resume, which is replaced by a download from the start at once.
+    except one the server will not resume, which is replaced by a download from the start at once. A file an
+    earlier run finished (gdown gives it its name only then) but was stopped while storing is returned
+    without asking Drive again, which may answer with its quota page by then; storing checks it as any.
     """
     folder = staging_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / source.filename
+    if output.is_file():
+        return output
     announced: dict[str, int] = {}
     cancel = threading.Event()
     deadline = threading.Timer(FIRST_BYTE_WITHIN, cancel.set)
