@@ -219,6 +219,24 @@ def test_a_split_with_only_a_training_or_a_validation_list_is_read_by_its_stage(
         LayoutDataset(root, stage="train")
 
 
+def test_the_folder_of_a_split_dataset_names_its_splits(tmp_path: Path) -> None:
+    """`convert-dataset --split train=0.9,val=0.1 --out data/mybooks` writes data/mybooks/{train,val}; a
+    user giving data/mybooks to finetune (or as --val) was told it is 'not a dataset in the unified
+    layout', about the folder convert-dataset had just made. The error now names the splits to give, as
+    `evaluate` does."""
+    from docsam_cli.training.datasets import DatasetError
+
+    page = (np.full((60, 80, 3), 200, np.uint8), coco([], [(1, "table")], (60, 80)))
+    for split in ("train", "val"):
+        write_layout(tmp_path / "mybooks" / split, {"a": page})
+    for stage, usual in (("train", "train"), ("test", "val")):
+        expected = (
+            f"mybooks holds split folders: give one of them, train, val (such as {tmp_path}/mybooks/{usual})"
+        )
+        with pytest.raises(DatasetError, match=re.escape(expected)):
+            LayoutDataset(tmp_path / "mybooks", stage=stage)
+
+
 def test_a_category_name_listed_under_two_ids_is_one_class() -> None:
     """A json listing `text` under ids 1 and 2 (a COCO export with supercategories) prompted the page with
     ['table', 'text', 'text', background]: two identical columns, the instances labelled the second, so

@@ -86,8 +86,7 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
             continue
         if root in ("PcGts", "alto"):
             return "page" if root == "PcGts" else "alto"
-    children = sorted(path.iterdir()) if path.is_dir() else []
-    splits = [child.name for child in children if layout.is_layout(child)]
+    splits = layout.split_folders(path)
     if splits:
         raise ValueError(f"{path} holds split folders: evaluate one of {', '.join(splits)}")
     if not path.exists():

@@ -156,6 +156,13 @@ def is_layout(folder: Path) -> bool:
     return folder.is_dir() and (folder / "coco").is_dir() and any((folder / name).is_file() for name in lists)
 
 
+def split_folders(folder: Path) -> list[str]:
+    """The names of the splits directly in `folder` (`convert-dataset --split` writes `train/`, `val/`, ...
+    below the dataset folder), sorted; none for a folder that is not there."""
+    children = sorted(folder.iterdir()) if folder.is_dir() else []
+    return [child.name for child in children if is_layout(child)]
+
+
 def stage_lists(stage: str | None = None) -> list[str]:
     """The lists a stage reads, the first there being read (the reference's rule): training
     `list_train.txt`, validation and evaluation (`test`) `list_val.txt`, else `list.txt`."""

@@ -53,6 +53,14 @@ class LayoutDataset:
         if not self.root.exists():
             raise DatasetError(f"{self.root}: no such dataset folder")
         if not layout.is_layout(self.root):
+            splits = layout.split_folders(self.root)
+            if splits:  # the dataset folder of `convert-dataset --split`, not one of its splits
+                usual = "train" if stage == "train" else "val"
+                example = usual if usual in splits else splits[0]
+                raise DatasetError(
+                    f"{self.root} holds split folders: give one of them, {', '.join(splits)} "
+                    f"(such as {self.root / example})"
+                )
             needs = " or ".join(layout.stage_lists(stage))
             raise DatasetError(f"{self.root}: not a dataset in the unified layout (needs coco/ and {needs})")
         self._categories: tuple[str, ...] | None = None
