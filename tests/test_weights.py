@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pwd
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,26 @@ def test_a_run_folder_resolves_to_its_model_file(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(UnknownWeightsError, match=r"empty: a folder without model\.safetensors or pytorch_"):
         resolve_weights(str(empty))
+
+
+def test_an_unfinished_run_folder_names_the_weights_it_holds(tmp_path: Path) -> None:
+    """A finetune run still going, or interrupted (exit 130, 'continue with --resume'), has no final
+    model.safetensors yet; `segment --weights runs/news` and `evaluate --weights` said only 'a folder
+    without model.safetensors ... (a docsam run's or checkpoint's folder holds one)', of a docsam run's
+    folder. The error now says so and names its best/ and newest checkpoint, which hold weights."""
+    run = tmp_path / "news"
+    for folder in ("checkpoints/step-00000002", "checkpoints/step-00000010", "best"):
+        (run / folder).mkdir(parents=True)
+        write(run / folder / "model.safetensors", safetensors_bytes(checkpoint()))
+    (run / "checkpoints" / "step-00000012").mkdir()  # a checkpoint without weights is no choice
+    expected = (
+        f"news: a folder without model.safetensors or pytorch_model.bin: a training run's folder without its "
+        f"final weights (still running, or interrupted); give one of its weight folders instead, such as "
+        f"{run / 'best'}, {run / 'checkpoints' / 'step-00000010'}"
+    )
+    with pytest.raises(UnknownWeightsError, match=re.escape(expected)):
+        resolve_weights(str(run))
+    assert resolve_weights(str(run / "best")).path == run / "best" / "model.safetensors"
 
 
 def test_unknown_names_and_missing_files_are_told_apart() -> None:

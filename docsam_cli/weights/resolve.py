@@ -92,7 +92,7 @@ def resolve_weights(name_or_path: str, variant: str | None = None) -> ResolvedWe
         try:
             return ResolvedWeights(weights_in_folder(path))
         except CheckpointError as error:
-            raise UnknownWeightsError(f"{error} (a docsam run's or checkpoint's folder holds one)") from None
+            raise UnknownWeightsError(f"{error}{_unfinished_run_hint(path)}") from None
     entry = find_entry(name_or_path)
     if entry is None:
         if path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1:
@@ -122,4 +122,23 @@ def _variant_hint(entry: WeightsEntry, variant: str | None) -> str:
     return (
         f"; --variant {variant} asks for the {variant} model, whose weights are {wanted.name}: "
         f"`docsam download-weights {wanted.name}`, then --weights {wanted.name}"
+    )
+
+
+def _unfinished_run_hint(folder: Path) -> str:
+    """What to give instead of a folder without weights: a training run's folder gets its final
+    `model.safetensors` only when the run ends, so one still running or interrupted (exit 130, to be
+    resumed) holds only its `best/` and `checkpoints/step-N/`, which hold weights."""
+    from docsam_cli.training.checkpoints import BEST_FOLDER, MODEL_FILE, list_checkpoints
+
+    usable = [
+        path
+        for path in (folder / BEST_FOLDER, *reversed(list_checkpoints(folder)))
+        if (path / MODEL_FILE).is_file()
+    ]
+    if not usable:
+        return " (a docsam run's or checkpoint's folder holds one)"
+    return (
+        f": a training run's folder without its final weights (still running, or interrupted); "
+        f"give one of its weight folders instead, such as {', '.join(map(str, usable[:2]))}"
     )
