@@ -84,19 +84,29 @@ def refuse_repeated_classes(names: Sequence[str], source: str = "--classes") -> 
     region. So would names its vocabulary cannot spell (`图,表`: both `[UNK]`). Every class list the model
     is prompted or trained with goes through here: `--classes`, a checkpoint's stored classes, a dataset's
     categories (train, finetune), a ground truth's (evaluate --weights)."""
+    for earlier, name in repeated_classes(names)[:1]:
+        raise ValueError(f"{source} names a class twice: {name!r}{read_alike(earlier, name)}")
+
+
+def repeated_classes(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(earlier, later) for every name of `names` that the model reads as an earlier one (see
+    `refuse_repeated_classes`)."""
     first_of: dict[str, str] = {}
+    repeated = []
     for name in names:
         key = prompt_key(name)
-        earlier = first_of.get(key)
-        if earlier is not None:
-            raise ValueError(f"{source} names a class twice: {name!r}{_read_alike(earlier, name, key)}")
-        first_of[key] = name
+        if key in first_of:
+            repeated.append((first_of[key], name))
+        else:
+            first_of[key] = name
+    return repeated
 
 
-def _read_alike(earlier: str, name: str, key: str) -> str:
-    """Why `name` repeats `earlier` (nothing when it is the same string)."""
+def read_alike(earlier: str, name: str) -> str:
+    """Why `name` repeats `earlier` (nothing when it is the same string), in parentheses after a space."""
     from model.tokenization import basic_words
 
+    key = prompt_key(name)
     if earlier == name:
         return ""
     if basic_words(earlier) == basic_words(name):

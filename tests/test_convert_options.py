@@ -110,6 +110,29 @@ def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
     assert json.loads((out / "convert_report.json").read_text())["warnings"] == result.stderr[9:].splitlines()
 
 
+def test_classes_the_model_reads_alike_are_a_warning_naming_the_map(tmp_path: Path) -> None:
+    """ALTO from two tools (Kraken's `Default` and YALTAi's `default` line tags, as in the shared yaltai
+    pages) converted into one dataset without a word; train and finetune then refused it ('names a class
+    twice'). Conversion now says so, with the --map that merges them, and the merged dataset is silent."""
+    from convert_helpers import coco_document
+
+    document = coco_document()
+    document["categories"][1]["name"] = "Table"
+    source = coco_source(tmp_path / "src", document) / "annotations.json"
+    result = run_cli("-q", "convert-dataset", source, "--from", "coco", "-o", tmp_path / "o")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "warning: the classes name a class twice: 'table' (as 'Table'; the model reads class names in lower "
+        "case, without accents, punctuation as separate words); train, finetune and evaluate --weights "
+        "refuse such a dataset: merge them with --map table=Table"
+    ]
+    merged = run_cli(
+        "-q", "convert-dataset", source, "--from", "coco", "-o", tmp_path / "m", "--map", "table=Table"
+    )
+    assert merged.exit_code == 0 and merged.stderr == ""
+    assert json.loads((tmp_path / "m" / "dataset.json").read_text())["class_names"] == ["Table"]
+
+
 def test_a_split_asked_to_be_empty_is_no_warning(coco_file: Path) -> None:
     """`--split train=1,test=0` asks for an empty test folder: no number of images would fill it, so
     saying that there are too few images for it would be wrong."""

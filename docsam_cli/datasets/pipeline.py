@@ -19,7 +19,7 @@ from pathlib import Path
 
 from docsam_cli.atomic import replace_folder
 from docsam_cli.datasets import layout, rectify, split
-from docsam_cli.datasets.classes import ClassFilter
+from docsam_cli.datasets.classes import ClassFilter, mapping_text
 from docsam_cli.datasets.convert import read_sources
 from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
@@ -28,6 +28,7 @@ from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.inputs.sources import portable_stem, stem_key
 from docsam_cli.names import display_path, output_text
+from docsam_cli.presets import read_alike, repeated_classes
 
 REPORT_FILE = "convert_report.json"
 _POOL = ".images"  # staging folder of images before they are placed into their split
@@ -311,6 +312,11 @@ def _write(
         f"{options.split[group]:.3g})"
         for group, names in groups.items()
         if group and not names and options.split[group] > 0  # a fraction of 0 asks for an empty split
+    ]
+    report.warnings += [
+        f"the classes name a class twice: {name!r}{read_alike(earlier, name)}; train, finetune and evaluate "
+        f"--weights refuse such a dataset: merge them with --map {mapping_text(name, earlier)}"
+        for earlier, name in repeated_classes(class_names)
     ]
     if "table" in class_names and "text word" in class_names:
         report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
