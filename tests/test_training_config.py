@@ -91,6 +91,11 @@ def test_a_run_replays_and_resumes_from_another_folder(
         assert [d.path for d in plan.validation] == [work / "more"]
         assert plan.record["settings"]["weights"] == str(work / "tiny.safetensors")
     invoke("finetune", "--resume", "-o", str(run), "work/pages,weight=2", str(work / "more"))
+    # Without -o, the replay's --out is the recorded one, read from there as the other paths are: it was
+    # taken from the current folder (tmp/runs/a, a run nobody asked for), where a replay in the run's own
+    # folder is refused ('already holds a run: pass --resume to continue it, or another --out').
+    invoke("finetune", "--config", str(run / RUN_FILE))
+    assert started[-1].output == run
     output = invoke("finetune", "--resume", "-o", str(run), "pages,weight=2", "more", code=2)
     assert "DATASET differs from the run's run.json" in " ".join(output.split())
 

@@ -424,6 +424,7 @@ class RunPlan:
             metavar="FOLDER",
             text=str,
             parse=_parse_output,
+            file="path",
         )
     )
     options: TrainingOptions = field(default_factory=TrainingOptions, metadata=GROUP)
