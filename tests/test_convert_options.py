@@ -108,6 +108,13 @@ def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
         "warning: split 'val' has no image (2 images are too few for its fraction 0.1)"
     ]
     assert json.loads((out / "convert_report.json").read_text())["warnings"] == result.stderr[9:].splitlines()
+    # finetune --val out/val then said only 'lists no images'; it now says why, as evaluate does.
+    from docsam_cli.training.datasets import DatasetError, LayoutDataset
+
+    with pytest.raises(
+        DatasetError, match=r"list\.txt: lists no images \(a split that convert-dataset --split"
+    ):
+        LayoutDataset(out / "val", stage="test")
 
 
 def test_classes_the_model_reads_alike_are_a_warning_naming_the_map(tmp_path: Path) -> None:

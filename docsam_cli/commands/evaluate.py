@@ -333,13 +333,12 @@ def _run_model(
 def _nothing_to_score(ground_truth: Path, gt_fmt: str, errors: list[InputError]) -> str:
     """Why no ground-truth image is left: the errors above, or a unified split whose list names no image,
     as `convert-dataset --split` leaves a split that its fraction of too few images rounds to none."""
-    from docsam_cli.datasets.layout import list_file
+    from docsam_cli.datasets.layout import EMPTY_SPLIT, list_file
 
     if gt_fmt == "unified" and not errors:
         return (
-            f"{display_path(list_file(ground_truth, 'test'))}: lists no images, so nothing can be scored (a"
-            " split that convert-dataset --split left empty: too few images for its fraction; convert again"
-            " with a larger fraction or evaluate another split)"
+            f"{display_path(list_file(ground_truth, 'test'))}: lists no images, so nothing can be scored "
+            f"({EMPTY_SPLIT} or evaluate another split)"
         )
     return f"{display_path(ground_truth)}: no ground-truth image to score"
 

@@ -156,6 +156,13 @@ def is_layout(folder: Path) -> bool:
     return folder.is_dir() and (folder / "coco").is_dir() and any((folder / name).is_file() for name in lists)
 
 
+# Why a split lists no image: what `convert-dataset --split` writes for a fraction of too few images.
+EMPTY_SPLIT = (
+    "a split that convert-dataset --split left empty: too few images for its fraction; convert again with a "
+    "larger fraction"
+)
+
+
 def split_folders(folder: Path) -> list[str]:
     """The names of the splits directly in `folder` (`convert-dataset --split` writes `train/`, `val/`, ...
     below the dataset folder), sorted; none for a folder that is not there."""

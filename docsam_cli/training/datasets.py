@@ -72,7 +72,7 @@ class LayoutDataset:
         self._stated_classes = layout.dataset_class_names(self.root)
         self.image_names = layout.list_names(self.root, stage)
         if not self.image_names:
-            raise DatasetError(f"{self.list_path}: lists no images")
+            raise DatasetError(f"{self.list_path}: lists no images ({layout.EMPTY_SPLIT})")
 
     def __len__(self) -> int:
         return len(self.image_names)
