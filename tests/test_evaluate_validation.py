@@ -651,6 +651,32 @@ def test_levels_choose_what_is_read_from_page_predictions_of_a_unified_split(uni
     assert json.loads(result.stdout)["per_class"]["table"]["predictions"] == 2
 
 
+def test_page_predictions_of_a_split_with_lines_are_read_with_its_lines(tmp_path: Path) -> None:
+    """README's flow: `convert-dataset gt/ --from page --level regions,lines --split ...`, then `evaluate
+    data/x/val --pred results/page`: segment writes the `text line` class as TextLines, but PAGE predictions
+    were read at regions only unless --level was typed again, so every line of the ground truth counted
+    as missed (AP 0). They are now read at the levels the split records in its dataset.json; --level
+    still chooses."""
+    line = '<TextLine id="l1"><Coords points="12,12 38,12 38,18 12,18"/></TextLine>'
+    document = page_xml("a.png", 60, 40, [("TextRegion", "paragraph", "10,10 40,10 40,30 10,30")])
+    document = document.replace("</Coords></TextRegion>", "").replace(
+        '"/></TextRegion>', f'"/>{line}</TextRegion>'
+    )
+    pages = tmp_path / "gt"
+    (pages / "a.xml").parent.mkdir()
+    (pages / "a.xml").write_text(document)
+    write_image(pages / "a.png", 60, 40)
+    split = tmp_path / "data"
+    converted = run_cli("convert-dataset", pages, "--from", "page", "--level", "regions,lines", "-o", split)
+    assert converted.exit_code == 0, converted.stderr
+    result = run_cli("evaluate", split, "--pred", pages, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    scores = json.loads(result.stdout)["per_class"]
+    assert scores["text line"]["predictions"] == 1 and scores["text line"]["ap"] == pytest.approx(1.0)
+    regions_only = run_cli("evaluate", split, "--pred", pages, "--level", "regions", "--json", "-")
+    assert json.loads(regions_only.stdout)["per_class"]["text line"]["predictions"] == 0
+
+
 def test_long_class_names_are_whole_in_the_table(tmp_path: Path) -> None:
     """The table on stderr (80 columns where it is no terminal: a log file) cut a class name longer than
     its column to 'MarginTextZone:Foo…', so two classes of one prefix read alike; a long name now wraps."""

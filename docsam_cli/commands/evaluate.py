@@ -61,6 +61,7 @@ _NONE: list[str] = []
 
 
 def main(
+    ctx: typer.Context,
     ground_truth: Annotated[
         Path,
         typer.Argument(
@@ -76,7 +77,8 @@ def main(
         list[str],
         typer.Option(
             metavar="[" + "|".join(LEVELS) + "]",
-            help="PAGE/ALTO elements to score (repeat or comma-list).",
+            help="PAGE/ALTO elements to score (repeat or comma-list); PAGE predictions against a unified "
+            "split are read at the levels it was converted with unless given.",
             rich_help_panel=_TRUTH,
         ),
     ] = _DEFAULT_LEVELS,
@@ -184,6 +186,8 @@ def main(
             pred_fmt = detect_prediction_format(pred)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    if gt_fmt == "unified" and pred_fmt == "page" and not _typed(ctx, "level"):
+        levels = _split_levels(ground_truth, levels)
     _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
     if gt_fmt == "unified":
         _check_split_list(ground_truth)
@@ -365,6 +369,25 @@ def _check_split_list(split: Path) -> None:
         list_file(split, "test")
     except InputError as error:
         raise UsageError(str(error)) from None
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given (on the command line or from the environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _split_levels(split: Path, default: frozenset[str]) -> frozenset[str]:
+    """The levels PAGE predictions are read at against a unified split: those it was converted with
+    (`convert-dataset --level regions,lines` records them), so that the text lines segment writes into
+    PAGE meet the split's `text line` ground truth; `default` for a split that records none."""
+    from docsam_cli.datasets.layout import dataset_levels
+
+    try:
+        recorded = dataset_levels(split)
+    except InputError as error:
+        raise UsageError(str(error)) from None
+    return recorded if recorded is not None else default
 
 
 def _dataset_domain(ground_truth: Path) -> str:

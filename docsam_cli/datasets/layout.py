@@ -260,6 +260,20 @@ def dataset_class_names(folder: Path) -> list[str] | None:
     return list(names.value)
 
 
+def dataset_levels(folder: Path) -> frozenset[str] | None:
+    """The `--level`s the split was converted with, as `dataset.json` (in the split folder or its parent)
+    records them; None when it records none usable. Raises InputError for a `dataset.json` that cannot
+    be read (`_dataset_field`)."""
+    from docsam_cli.datasets.records import LEVELS
+
+    levels = _dataset_field(folder, "levels")
+    if levels is None or not isinstance(levels.value, list) or not levels.value:
+        return None
+    if not all(level in LEVELS for level in levels.value):
+        return None
+    return frozenset(levels.value)
+
+
 def _dataset_field(folder: Path, key: str) -> JsonField | None:
     """The field `key` of the first `dataset.json` in the split folder or its parent (null included: it
     is no name), None when there is no such file or it lacks the field. Read as bytes, so that a byte
