@@ -140,6 +140,25 @@ def test_classes_the_model_reads_alike_are_a_warning_naming_the_map(tmp_path: Pa
     assert json.loads((tmp_path / "m" / "dataset.json").read_text())["class_names"] == ["Table"]
 
 
+def test_a_class_the_train_split_has_no_instance_of_is_a_warning(coco_file: Path) -> None:
+    """A rare class the random split puts in val alone (the shared OCR-D pages' one handwritten annotation
+    at --split train=0.7,val=0.3) is still listed by the train split, as every class is: finetune then
+    trains it only as absent, without a word (its --val warning compares class lists). Conversion now
+    says so. Here `figure` is on a.png alone: seed 1 puts b.png in train, seed 0 a.png."""
+    out = coco_file.parent / "o"
+    split = ("--split", "train=0.5,val=0.5")
+    result = run_cli("-q", "convert-dataset", coco_file, "--from", "coco", "-o", out, *split, "--seed", "1")
+    assert result.exit_code == 0 and (out / "train" / "list.txt").read_text().split() == ["b.png"]
+    assert result.stderr.splitlines() == [
+        "warning: split 'train' holds no instance of class 'figure': training would teach the model that it "
+        "is never there (convert again with another --seed or a larger share for train)"
+    ]
+    other = run_cli(
+        "-q", "convert-dataset", coco_file, "--from", "coco", "-o", out, *split, "--seed", "0", "--overwrite"
+    )
+    assert other.exit_code == 0 and other.stderr == ""
+
+
 def test_a_split_asked_to_be_empty_is_no_warning(coco_file: Path) -> None:
     """`--split train=1,test=0` asks for an empty test folder: no number of images would fill it, so
     saying that there are too few images for it would be wrong."""

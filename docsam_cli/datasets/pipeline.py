@@ -313,6 +313,7 @@ def _write(
         for group, names in groups.items()
         if group and not names and options.split[group] > 0  # a fraction of 0 asks for an empty split
     ]
+    report.warnings += _untrained_classes(groups, by_name, class_names)
     report.warnings += [
         f"the classes name a class twice: {name!r}{read_alike(earlier, name)}; train, finetune and evaluate "
         f"--weights refuse such a dataset: merge them with --map {mapping_text(name, earlier)}"
@@ -323,6 +324,24 @@ def _write(
     extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
     layout.write_dataset_file(staging, options.dataset_name, class_names, extra)
     (staging / REPORT_FILE).write_text(_json(report.to_json()), encoding="utf-8")
+
+
+def _untrained_classes(
+    groups: dict[str, list[str]], pages: dict[str, SourcePage], class_names: list[str]
+) -> list[str]:
+    """A warning per class of which the `train` split got no instance (a rare class the random split put
+    in val alone): every split lists every class, so training prompts with it but only ever as absent,
+    and `finetune --val` cannot tell (the class is in the training split's list)."""
+    train = groups.get("train")
+    if not train:
+        return []
+    present = {instance.category for name in train for instance in pages[name].instances}
+    return [
+        f"split 'train' holds no instance of class {name!r}: training would teach the model that it is "
+        "never there (convert again with another --seed or a larger share for train)"
+        for name in class_names
+        if name not in present
+    ]
 
 
 def _json(document: dict) -> str:
