@@ -502,7 +502,8 @@ def test_decompression_bomb_is_a_clear_error_and_the_limit_can_be_raised(tmp_pat
 
 
 def test_each_page_of_a_multi_page_tiff_is_held_to_the_limit_on_its_own(tmp_path, pixel_limit):
-    """Pillow checks the first page's size when it opens the file: that page is refused, not the file."""
+    """Pillow checks the first page's size when it opens the file, and before Pillow 11 each page's as it
+    seeks to it: that page is refused, not the file."""
     big, small = Image.new("L", (100, 100)), Image.new("L", (20, 30))
     big.save(tmp_path / "big_first.tif", save_all=True, append_images=[small, big])
     set_max_image_pixels(1_000)  # 10,000 pixels: Pillow would refuse the file at open

@@ -250,7 +250,7 @@ def tiff_pages(path: Path, image: Image.Image) -> TiffPages:
     index = 0
     while True:
         try:
-            image.seek(index)
+            _seek_frame(image, index)
         except EOFError:
             break
         except (*_DECODE_ERRORS, TypeError, struct.error) as error:
@@ -264,8 +264,20 @@ def tiff_pages(path: Path, image: Image.Image) -> TiffPages:
         index += 1
     if not frames:
         raise broken or InputError(path, "no page in this TIFF (only reduced-resolution or mask frames)")
-    image.seek(frames[0])
+    _seek_frame(image, frames[0])
     return TiffPages(frames, broken)
+
+
+def _seek_frame(image: Image.Image, frame: int) -> None:
+    """`image.seek(frame)` without the size check that Pillow before 11 makes on each TIFF frame it seeks
+    to, which refused a whole multi-page TIFF for one page over the limit: that page alone is refused,
+    by `check_pixel_limit` before it is decoded. Pillow checks once the frame is selected (its size and
+    tags read), so the frame stays selected; Pillow 11 and later check while decoding."""
+    try:
+        image.seek(frame)
+    except Image.DecompressionBombError:
+        if image.tell() != frame:
+            raise
 
 
 def to_first_page(path: Path, image: Image.Image) -> None:
@@ -308,7 +320,7 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
         if frame is None:
             to_first_page(path, image)
         elif frame or image.tell():
-            image.seek(frame)
+            _seek_frame(image, frame)
         check_pixel_limit(path, *image.size, page)
         check_planar_layout(path, image, page)
         stored = exif_orientation(image)  # read before decoding: Pillow turns a TIFF as it decodes it
