@@ -29,15 +29,18 @@ def write_bomb_png(path: Path, side: int = BOMB_SIDE) -> Path:
     return path
 
 
-def sixteen_bit_rgb_png(pixels: np.ndarray, key: tuple[int, int, int], orientation: int = 1) -> bytes:
-    """A 16-bit RGB PNG of (H, W, 3) `pixels` whose tRNS makes the colour `key` transparent, with EXIF
-    `orientation` (eXIf): Pillow cannot write one."""
-    height, width, _ = pixels.shape
+def sixteen_bit_png(pixels: np.ndarray, key: tuple[int, ...], orientation: int = 1) -> bytes:
+    """A 16-bit PNG, grey of (H, W) `pixels` or RGB of (H, W, 3), whose tRNS makes the grey level or colour
+    `key` transparent, with EXIF `orientation` (eXIf): Pillow cannot write a 16-bit RGB one, nor before
+    Pillow 10.3 a 16-bit grey one with a tRNS."""
+    height, width = pixels.shape[:2]
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
     exif = Image.Exif()
     exif[274] = orientation
-    chunks = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-    chunks += _png_chunk(b"tRNS", struct.pack(">3H", *key)) + _png_chunk(b"eXIf", exif.tobytes()[6:])
+    colour_type = 2 if pixels.ndim == 3 else 0
+    chunks = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    chunks += _png_chunk(b"tRNS", struct.pack(f">{len(key)}H", *key))
+    chunks += _png_chunk(b"eXIf", exif.tobytes()[6:])
     chunks += _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + chunks
 

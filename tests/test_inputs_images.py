@@ -14,7 +14,7 @@ from inputs_corpus import (
     gif_with_partial_first_frame,
     planar_tiff,
     premultiplied_grey_alpha_tiff,
-    sixteen_bit_rgb_png,
+    sixteen_bit_png,
     subsampled_ycbcr_tiff,
     twelve_bit_tiff,
 )
@@ -159,7 +159,7 @@ def test_sixteen_bit_grayscale_transparency_is_composited_on_white(tmp_path):
     conversion to RGBA does not reach 16-bit modes, and a transparent background came out as stored
     (grey level 1000 of 65535: black)."""
     deep = np.array([[0, 1000, 0x80FF, 0xFFFF]], dtype=np.uint16)
-    Image.fromarray(deep).save(tmp_path / "deep.png", transparency=1000)
+    (tmp_path / "deep.png").write_bytes(sixteen_bit_png(deep, (1000,)))
     assert Image.open(tmp_path / "deep.png").info["transparency"] == 1000
     image = check_page(load(tmp_path / "deep.png"), 1, 4)
     assert image[0, :, 1].tolist() == [0x00, 0xFF, 0x80, 0xFF]
@@ -171,13 +171,13 @@ def test_sixteen_bit_rgb_transparency_is_composited_on_white(tmp_path):
     (a key of 0x00FF blue matched the 8-bit blue 0xFF, from 0xFF00 to 0xFFFF). The key is matched on the
     16-bit samples, with the EXIF orientation applied to it as to the pixels."""
     pixels = np.array([[[0xFFFF, 0xFFFF, 0xFFFF], [0, 0, 0xFFFF], [0x1234, 0x5678, 0x9ABC]]], np.uint16)
-    (tmp_path / "keyed.png").write_bytes(sixteen_bit_rgb_png(pixels, (0x1234, 0x5678, 0x9ABC)))
+    (tmp_path / "keyed.png").write_bytes(sixteen_bit_png(pixels, (0x1234, 0x5678, 0x9ABC)))
     image = check_page(load(tmp_path / "keyed.png"), 1, 3)
     assert image[0].tolist() == [[255, 255, 255], [255, 0, 0], [255, 255, 255]]
-    (tmp_path / "blue.png").write_bytes(sixteen_bit_rgb_png(pixels, (0, 0, 0xFF), orientation=3))
+    (tmp_path / "blue.png").write_bytes(sixteen_bit_png(pixels, (0, 0, 0xFF), orientation=3))
     image = check_page(load(tmp_path / "blue.png"), 1, 3)
     assert image[0].tolist() == [[0x9A, 0x56, 0x12], [255, 0, 0], [255, 255, 255]]
-    (tmp_path / "turned.png").write_bytes(sixteen_bit_rgb_png(pixels, (0, 0, 0xFFFF), orientation=3))
+    (tmp_path / "turned.png").write_bytes(sixteen_bit_png(pixels, (0, 0, 0xFFFF), orientation=3))
     image = check_page(load(tmp_path / "turned.png"), 1, 3)
     assert image[0].tolist() == [[0x9A, 0x56, 0x12], [255, 255, 255], [255, 255, 255]]
 
