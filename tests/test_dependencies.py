@@ -7,10 +7,15 @@ from cli_helpers import PROJECT_ROOT
 from packaging.requirements import Requirement
 
 
-def requirement(name: str) -> Requirement:
+def pyproject() -> dict:
     tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    (found,) = [Requirement(text) for text in project["dependencies"] if Requirement(text).name == name]
+    return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def requirement(name: str, requirements: list[str] | None = None) -> Requirement:
+    """`name`'s requirement among `requirements`, by default the project's dependencies."""
+    texts = pyproject()["project"]["dependencies"] if requirements is None else requirements
+    (found,) = [Requirement(text) for text in texts if Requirement(text).name == name]
     return found
 
 
@@ -21,3 +26,12 @@ def test_pillow_floor_has_sized_default_fonts():
     )
     specifier = requirement("pillow").specifier
     assert "10.1.0" in specifier and "10.0.1" not in specifier
+
+
+def test_setuptools_floor_reads_an_spdx_license():
+    """`project.license` is an SPDX expression (PEP 639), which setuptools reads from 77 on: 69 to 76 stop
+    the build with "`project.license` must be valid exactly by one definition"."""
+    config = pyproject()
+    assert isinstance(config["project"]["license"], str)
+    specifier = requirement("setuptools", config["build-system"]["requires"]).specifier
+    assert "77.0.1" in specifier and "76.1.0" not in specifier
