@@ -114,7 +114,9 @@ def test_help_and_version_name_the_processor():
 def test_entry_point_and_package_data_are_declared():
     tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert project["project"]["optional-dependencies"]["ocrd"] == ["ocrd>=3"]
+    # 3.7, the first OCR-D core beside typer's pydantic 2, lost the pages done before a Ctrl-C (see
+    # test_pages_done_before_ctrl_c_or_sigterm_stay_listed_in_the_mets); 3.8 and 3.9 took 100 s to stop.
+    assert project["project"]["optional-dependencies"]["ocrd"] == ["ocrd>=3.10"]
     module, _, name = project["project"]["scripts"][EXECUTABLE].partition(":")
     command = getattr(import_module(module), name)
     assert command.name == "cli" and callable(command)
