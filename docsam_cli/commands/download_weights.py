@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.filesize import decimal
 
+from docsam_cli.commands.options import path_arguments
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.errors import ExitCode, UsageError
 from docsam_cli.weights.cache import cache_status, docsam_home
@@ -25,7 +26,7 @@ def download_weights(
         bool, typer.Option("--list", help="List names, sizes, licences and what is cached.")
     ] = False,
     from_file: Annotated[
-        str | None,  # not a Path: that would cut a URL's `//` before `_check_local` could name it
+        str | None,  # not a Path: that would cut a URL's `//` before `_local_file` could name it
         typer.Option(
             "--from", metavar="FILE", help="Register FILE, copied in by hand, as NAME (no network)."
         ),
@@ -47,8 +48,7 @@ def download_weights(
         return
     if from_file is not None and (len(names) != 1 or all_entries):
         raise UsageError("--from FILE takes exactly one NAME")
-    if from_file is not None:
-        _check_local(from_file)
+    source = _local_file(from_file) if from_file is not None else None
     if all_entries and names:
         raise UsageError("--all takes no names")
     if not all_entries and not names:
@@ -67,8 +67,8 @@ def download_weights(
     failed = False
     for entry in entries:
         try:
-            if from_file is not None:
-                register_file(entry, Path(from_file), say)
+            if source is not None:
+                register_file(entry, source, say)
             else:
                 ensure_cached(entry, say)
         except WeightsError as error:
@@ -81,13 +81,20 @@ def download_weights(
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _check_local(from_file: str) -> None:
-    """Refuse a URL given to `--from` (a site's mirror of the weights): it takes files already here."""
-    if _URL.match(from_file) and not Path(from_file).exists():
+def _local_file(from_file: str) -> Path:
+    """`--from`'s file, its leading `~` expanded and an empty one refused as every path option's are (text,
+    not a path option, so the app does neither). A URL (a site's mirror of the weights) is refused: it
+    takes files already here. Raises UsageError."""
+    try:
+        (text,) = path_arguments([from_file], "--from")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if _URL.match(text) and not Path(text).exists():
         raise UsageError(
-            f"--from {from_file}: a URL; --from takes a file on this machine: download it first (a browser, "
+            f"--from {text}: a URL; --from takes a file on this machine: download it first (a browser, "
             "curl), then give its path"
         )
+    return Path(text)
 
 
 def _lookup(name: str) -> WeightsEntry:
