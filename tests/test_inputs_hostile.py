@@ -312,6 +312,18 @@ def test_stdin_lists_in_utf_16_without_a_byte_order_mark_are_read(tmp_path, good
     assert [item.get("page_id") for item in items] == ["première", "扫描一"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le"])
+def test_stdin_lists_joined_from_marked_lists_read_every_part(tmp_path, good_png, encoding):
+    """`type a.txt b.txt | docsam segment -` of Notepad's lists puts b.txt's byte order mark at the start
+    of a line: its first path was not found (the mark invisible in the error), its comment was a path,
+    where a dataset's list.txt so joined reads (`layout.list_names`)."""
+    good_png(tmp_path / "a.png")
+    good_png(tmp_path / "b.png")
+    listing = "\ufeffa.png\r\n".encode(encoding) + "\ufeff# part two\r\nb.png\r\n".encode(encoding)
+    items = run_batch(["-"], stdin=listing, cwd=tmp_path)
+    assert [item.get("page_id") for item in items] == ["a", "b"]
+
+
 def test_a_nul_separated_list_that_would_read_as_utf_16_stays_nul_separated():
     """Entries of an odd length put every NUL at an odd offset, as UTF-16 LE's ASCII has them."""
     wrapper = io.TextIOWrapper(io.BytesIO(b"./1.png\0./2.png\0./3.png\0"), encoding="utf-8")

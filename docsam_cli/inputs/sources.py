@@ -143,18 +143,19 @@ def read_path_list(stream: TextIO | BinaryIO) -> list[str]:
 
     A line whose first non-blank character is `#` is a comment and blank lines are skipped; a path that
     really starts with `#` is given as `./#name`. A trailing CR (CRLF lists) is dropped, and so is a byte
-    order mark opening the list (Windows editors write one). A list opening with UTF-16's or UTF-32's mark
-    (PowerShell's `>` writes UTF-16) is read in that encoding, and one that is not valid there raises
-    ValueError; a list of lines in UTF-16 without the mark is read as UTF-16 too (see `decode_list`); any
-    other list is decoded as file names are (undecodable bytes kept, PEP 383), so any name reaches the file
-    system unchanged.
+    order mark opening the list (Windows editors write one) or a line (such lists joined, `type a.txt
+    b.txt`, `cat`: no file name starts with the invisible mark; dataset lists read it alike). A list
+    opening with UTF-16's or UTF-32's mark (PowerShell's `>` writes UTF-16) is read in that encoding, and
+    one that is not valid there raises ValueError; a list of lines in UTF-16 without the mark is read as
+    UTF-16 too (see `decode_list`); any other list is decoded as file names are (undecodable bytes kept,
+    PEP 383), so any name reaches the file system unchanged.
     """
     raw = stream.buffer if hasattr(stream, "buffer") else stream
     data = raw.read()
     text = decode_list(data) if isinstance(data, bytes) else data.removeprefix(BYTE_ORDER_MARK)
     if "\0" in text:
         return [entry for entry in text.split("\0") if entry]
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    lines = (line.removeprefix(BYTE_ORDER_MARK).removesuffix("\r") for line in text.split("\n"))
     return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT_PREFIX)]
 
 
