@@ -562,6 +562,18 @@ def test_a_json_report_naming_an_input_is_refused_not_written_over_it(
     assert (tmp_path / target).read_bytes() == before
 
 
+def test_a_json_report_naming_the_weights_given_with_a_tilde_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """`--weights=~/w.safetensors` (after =, the shell leaves `~`) is the user's file, as `--json` is
+    expanded: the report would replace the weights."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    truth, _ = _files(tmp_path, coco_document(), coco_document())
+    (tmp_path / "w.safetensors").write_bytes(b"weights")
+    result = run_cli("evaluate", truth, "--weights=~/w.safetensors", "--json=~/w.safetensors")
+    line = f"error: --json {tmp_path / 'w.safetensors'}: is the --weights file (the report would replace it)"
+    assert result.exit_code == 2 and result.error_lines() == [line]
+    assert (tmp_path / "w.safetensors").read_bytes() == b"weights"
+
+
 def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
     """The folder's permissions are probed by creating a file in it (root may write anywhere: the probe's
     refusal is simulated)."""

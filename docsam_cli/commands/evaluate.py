@@ -169,7 +169,7 @@ def main(
     if json_out is not None:  # text, not a path option: '-' is stdout
         json_out = expand_user(json_out)
     if json_out and json_out != "-":
-        weights_file = Path(weights) if weights else None
+        weights_file = Path(expand_user(weights)) if weights else None
         _check_report_path(
             Path(json_out), {"ground truth": ground_truth, "--pred": pred, "--weights": weights_file}
         )
