@@ -196,6 +196,26 @@ def test_lists_saved_on_windows_and_joined_name_their_pages(tmp_path):
     assert [image.name for image in truth.images] == ["a", "b"] and not truth.errors
 
 
+def test_a_page_listed_twice_is_validated_once_as_evaluate_scores_it(tmp_path):
+    """Lists joined (`cat a.txt b.txt`) may name a page twice: `evaluate` scores it once, but `--val`
+    validated it twice, the page weighing double in the split's figures (and taking a place of the
+    `--val-images` pages)."""
+    from training_helpers import write_layout
+
+    from docsam_cli.training.datasets import LayoutDataset
+
+    document = {
+        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "table"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
+    }
+    image = np.full((60, 80, 3), 200, np.uint8)
+    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    (root / "list.txt").write_text("a.png\na.png\nb.png\n")
+    validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 2)
+    assert [truth.name for _, truth, _ in validator.sets[0][1]] == ["a", "b"]
+
+
 def test_a_validation_page_whose_json_evaluate_cannot_read_says_why(tmp_path):
     """A `--val` page whose json evaluate's reader refuses (here `"iscrowd": "0"`, which training reads)
     stopped the run with '…/val: no ground truth for a.png' although coco/a.json is there; the error now

@@ -37,7 +37,7 @@ class LayoutValidator:
             ground_truth = load_ground_truth(dataset.root, "unified", frozenset())
             truth = {image.name: image for image in ground_truth.images}
             pages: list[Page] = []
-            for index in range(min(max_images, len(dataset))):
+            for index in _distinct_pages(dataset, max_images):
                 gt = _ground_truth_of(dataset, index, truth, ground_truth.errors)
                 image, page = dataset.load(index)
                 pages.append((image, gt, list(dataset.page_classes(page))))
@@ -64,6 +64,17 @@ class LayoutValidator:
         scores = {"mAP": result.mask["AP"], "AP50": result.mask["AP50"], "AP75": result.mask["AP75"]}
         scores.update({"mAF": result.maf, "mIoU": result.miou})
         return {key: float(value or 0.0) for key, value in scores.items()}
+
+
+def _distinct_pages(dataset: LayoutDataset, count: int) -> list[int]:
+    """The indexes of the split's first `count` pages, each once: a list naming a page again (lists
+    joined) validates it once, as `evaluate` scores it once."""
+    first: dict[str, int] = {}
+    for index, name in enumerate(dataset.image_names):
+        if len(first) == count:
+            break
+        first.setdefault(name, index)
+    return list(first.values())
 
 
 def _ground_truth_of(
