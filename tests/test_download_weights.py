@@ -209,6 +209,32 @@ def test_a_download_completed_before_its_storing_was_interrupted_is_stored_witho
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def test_a_download_completed_before_its_storing_was_interrupted_is_stored_offline(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerun stores such a finished download without Drive, but with DOCSAM_OFFLINE=1 (set because the
+    network is gone) it said 'not in the cache ... was not downloaded', the whole file left in staging."""
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    converting = docsam_cli.weights.install.write_safetensors
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
+    assert download("docsam-base")[0] == 130
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+    monkeypatch.setenv("DOCSAM_OFFLINE", "1")
+    remote.seen.clear()
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert remote.seen == []
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+
+
 def test_a_partial_download_the_server_will_not_resume_is_fetched_again_from_the_start(
     remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

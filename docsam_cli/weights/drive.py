@@ -32,19 +32,27 @@ FIRST_BYTE_WITHIN = 900.0
 comes (three requests, each bounded by `TIMEOUT`): one that leads back to itself would loop for ever."""
 
 
+def finished_drive_file(name: str, source: DriveSource) -> Path | None:
+    """The whole file an earlier run downloaded into the entry's staging folder (gdown gives it its name only
+    once complete) and was stopped before storing it; None when there is none."""
+    output = staging_dir(name) / source.filename
+    return output if output.is_file() else None
+
+
 def fetch_drive_file(name: str, source: DriveSource, bar: TransferBar) -> Path:
     """Download `source` into the entry's staging folder and return the complete file.
 
     The size is checked against the length Drive announced; a partial file stays behind for the next run,
     except one the server will not resume, which is replaced by a download from the start at once. A file an
-    earlier run finished (gdown gives it its name only then) but was stopped while storing is returned
-    without asking Drive again, which may answer with its quota page by then; storing checks it as any.
+    earlier run finished but was stopped while storing (`finished_drive_file`) is returned without asking
+    Drive again, which may answer with its quota page by then; storing checks it as any.
     """
+    finished = finished_drive_file(name, source)
+    if finished is not None:
+        return finished
     folder = staging_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / source.filename
-    if output.is_file():
-        return output
     announced: dict[str, int] = {}
     cancel = threading.Event()
     deadline = threading.Timer(FIRST_BYTE_WITHIN, cancel.set)

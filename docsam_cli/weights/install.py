@@ -34,7 +34,7 @@ from docsam_cli.weights.cache import (
     verify_record,
     write_record,
 )
-from docsam_cli.weights.drive import fetch_drive_file
+from docsam_cli.weights.drive import fetch_drive_file, finished_drive_file
 from docsam_cli.weights.errors import CorruptCacheError, FetchError, NotCachedError, OfflineError
 from docsam_cli.weights.hub import fetch_hub_file, find_in_hf_cache
 from docsam_cli.weights.progress import transfer_progress
@@ -169,11 +169,21 @@ def _download(entry: WeightsEntry, say: Say, *, refetch: bool) -> CacheRecord:
 
 
 def _adopt_offline(entry: WeightsEntry, say: Say) -> CacheRecord:
-    """Offline: take a copy already in the Hugging Face cache, or fail naming the file and how to get it."""
+    """Offline: take a copy already in the Hugging Face cache, or a Drive download an earlier run finished
+    but was stopped before storing, or fail naming the file and how to get it."""
     source = entry.source
     if isinstance(source, HubSource) and (found := find_in_hf_cache(source)) is not None:
         record = _store(entry, found, say, source=_hub_url(source, found), hf_cached=True)
         say(f"{entry.name}: found in the Hugging Face cache, stored as {record.path}")
+        return record
+    if isinstance(source, DriveSource) and (finished := finished_drive_file(entry.name, source)) is not None:
+        try:
+            record = _store(entry, finished, say, source=source.url, hf_cached=False)
+        except FetchError:  # not the published file: no use to a later run either
+            shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
+            raise
+        shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
+        say(f"{entry.name}: stored the download an earlier run finished, as {record.path}")
         return record
     wanted = source.filename if isinstance(source, DriveSource) else " or ".join(source.filenames)
     raise OfflineError(
