@@ -53,7 +53,9 @@ class GtAnnotation:
 
 @dataclass
 class GtImage:
-    name: str  # predictions are matched on this key (the image file's stem)
+    # Predictions are matched on this key: the image file's stem; where pages read by a converter share one
+    # (vol1/0001.tif, vol2/0001.tif), the end of the image's path that tells it apart (vol1/0001)
+    name: str
     height: int
     width: int
     annotations: list[GtAnnotation]

@@ -248,3 +248,52 @@ def test_yolo_ground_truth_scores_as_its_conversion_does(tmp_path: Path) -> None
     assert result.exit_code == 0, result.stderr
     unified = _report(tmp_path / "u", "--pred", predictions)
     assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
+
+
+def _two_volumes(root: Path) -> Path:
+    """vol1/0001 and vol2/0001 (archives number pages per volume): PAGE ground truth beside its image,
+    another region and height in each volume."""
+    for volume, height, (x0, y0, x1, y1) in (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50))):
+        write_image(root / volume / "0001.png", 80, height, ((x0, y0, x1, y1),))
+        points = f"{x0},{y0} {x1 - 1},{y0} {x1 - 1},{y1 - 1} {x0},{y1 - 1}"
+        (root / volume / "0001.xml").write_text(
+            page_xml("0001.png", 80, height, [("TableRegion", None, points)])
+        )
+    return root
+
+
+def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_ground_truth(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """Ground truth of vol1/0001.xml and vol2/0001.xml: the second was an error ("image '0001' already has
+    ground truth"), and segment's predictions of both (page/vol1__0001.xml, vol2__0001.xml; coco.json's two
+    `0001.png` told apart by their `path`) were left out as two of one page, so nothing was scored. Pages
+    sharing a name are now matched by their path, each against its own ground truth."""
+    truth = _two_volumes(tmp_path / "gt")
+    run = tmp_path / "run"
+    segmented = run_cli(
+        "segment", "-r", truth, "--weights", tiny_weights, "--out", run, "--format", "page,coco",
+        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
+    )  # fmt: skip
+    assert segmented.exit_code == 0, segmented.stderr
+    for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
+        report = _report(truth, "--pred", pred)
+        assert report["images"] == 2, pred
+        assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+        assert report["rescaled_predictions"] == 0, pred  # each volume's page at its own size
+    itself = _report(truth, "--pred", truth)  # each page against its own regions, not the other volume's
+    assert itself["images"] == 2 and itself["mask"]["AP"] == pytest.approx(1.0)
+    results = [
+        {"file_name": f"{volume}/0001.png", "category_id": "table", "bbox": box, "score": 0.9}
+        for volume, box in (("vol1", [10, 10, 40, 30]), ("vol2", [30, 20, 40, 30]))
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert _report(truth, "--pred", tmp_path / "results.json")["box"]["AP50"] == pytest.approx(1.0)
+    bare = [{"file_name": "0001.png", "category_id": "table", "bbox": [10, 10, 40, 30], "score": 0.9}]
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    result = run_cli("evaluate", truth, "--pred", tmp_path / "bare.json")  # vol1's or vol2's? Not scored
+    assert result.exit_code == 1 and result.error_lines()[0] == (
+        f"error: {tmp_path / 'bare.json'}: [0].file_name: '0001.png': '0001' is the name of 2 pages of the "
+        "ground truth (vol1/0001, vol2/0001), and which one is meant cannot be told from the image's path: "
+        "they are left out"
+    )

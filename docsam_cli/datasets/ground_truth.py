@@ -10,9 +10,10 @@ the other images are scored.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -46,6 +47,9 @@ class GroundTruth:
     failed_ids: dict[int | str, str] = field(default_factory=dict)  # COCO image id → key, of those
     # Regions left out of pages that are scored (no usable coordinates, off the page): `FILE: where: why`
     warnings: list[str] = field(default_factory=list)
+    # Image stem → {key: image path} of the pages sharing that stem (vol1/0001.tif, vol2/0001.tif), each
+    # keyed by the end of its path that tells it apart (`vol1/0001`)
+    repeated: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     @property
     def unreadable(self) -> set[str]:
@@ -61,6 +65,30 @@ class GroundTruth:
             self.failed.add(key)
             if identifier is not None:
                 self.failed_ids[identifier] = key
+
+    def page_key(self, stem: str, image: Path | None = None, name: str | None = None) -> str:
+        """The key of the ground-truth page that a prediction of an image of stem `stem` is of: the stem,
+        unless several pages of the ground truth have it; then the page whose image is `image` (the file
+        the prediction names, where it exists), else the one whose key ends `name` (the image's path as
+        the prediction names it, `../scans/vol2/0001.tif`: `vol2/0001`). Raises ValueError when that
+        tells none or several of them: the prediction's readers then leave those pages out, as they do
+        two predictions of one page."""
+        pages = self.repeated.get(stem)
+        if not pages:
+            return stem
+        if image is not None:
+            same = [key for key, path in pages.items() if _same_file(path, image)]
+            if len(same) == 1:
+                return same[0]
+        if name is not None:
+            named = _key_parts(PurePosixPath(name.replace("\\", "/")))
+            ends = [key for key in pages if named[-len(key.split("/")) :] == tuple(key.split("/"))]
+            if len(ends) == 1:
+                return ends[0]
+        raise ValueError(
+            f"'{stem}' is the name of {len(pages)} pages of the ground truth ({', '.join(pages)}), and "
+            "which one is meant cannot be told from the image's path: they are left out"
+        )
 
     def class_names(self) -> set[str]:
         """The classes the ground truth declares (a COCO file's or a split's categories)."""
@@ -320,6 +348,7 @@ def _from_reader(
 ) -> GroundTruth:
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
+    read: list[tuple[GtImage, Path, Path]] = []
 
     def context_for(root: Path) -> ReadContext:
         return ReadContext(root, levels, images, skip=skip)
@@ -337,12 +366,53 @@ def _from_reader(
         truth.warnings += [
             str(InputError(item.source, f"{note.where}: {note.reason}, left out")) for note in dropped
         ]
-        if image.name in truth.keys:
-            truth.errors.append(InputError(item.source, f"image '{image.name}' already has ground truth"))
-            continue
-        truth.keys.add(image.name)
-        truth.images.append(image)
+        read.append((image, item.image.path or item.source.parent / item.image.name, item.source))
+    _key_pages(truth, read)
     return truth
+
+
+def _key_pages(truth: GroundTruth, read: list[tuple[GtImage, Path, Path]]) -> None:
+    """Add the pages `read` (each with its image's path, found or as named, and its annotation file) under
+    their keys: the image's stem, or where several images share one (archives number pages per volume:
+    vol1/0001.tif, vol2/0001.tif), the end of each one's path that tells it apart (`vol1/0001`), which
+    predictions are matched on by `GroundTruth.page_key`. A second page of the same image is an error."""
+    by_stem: dict[str, dict[tuple[str, ...], tuple[GtImage, Path]]] = defaultdict(dict)
+    for image, path, source in read:
+        parts = _key_parts(Path(os.path.normpath(path.absolute())))
+        if parts in by_stem[image.name]:
+            truth.errors.append(InputError(source, f"image '{image.name}' already has ground truth"))
+            continue
+        by_stem[image.name][parts] = (image, path)
+        truth.images.append(image)
+    for stem, pages in by_stem.items():
+        if len(pages) > 1:
+            truth.repeated[stem] = {}
+            for parts, (image, path) in pages.items():
+                image.name = _distinct_end(parts, [other for other in pages if other != parts])
+                truth.repeated[stem][image.name] = path
+    truth.keys.update(image.name for image in truth.images)
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """Whether both paths name one existing file (False where either cannot be looked at)."""
+    try:
+        return path.samefile(other)
+    except (OSError, ValueError):
+        return False
+
+
+def _key_parts(path: PurePath) -> tuple[str, ...]:
+    """The parts of an image's path with its extension dropped, as keys name pages."""
+    return (*path.parts[:-1], path.stem)
+
+
+def _distinct_end(parts: tuple[str, ...], others: list[tuple[str, ...]]) -> str:
+    """The shortest end of `parts` that no path of `others` ends with, `/`-joined."""
+    for length in range(1, len(parts) + 1):
+        end = parts[-length:]
+        if all(other[-length:] != end for other in others):
+            return "/".join(end)
+    return "/".join(parts)
 
 
 def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:

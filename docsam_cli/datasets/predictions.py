@@ -20,6 +20,7 @@ from docsam_cli.datasets import geometry, rectify
 from docsam_cli.datasets.coco_json import (
     Categories,
     CocoAnnotation,
+    CocoImage,
     dataset_of,
     is_dataset,
     read_annotation,
@@ -29,6 +30,7 @@ from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
 from docsam_cli.datasets.images import ImageFinder
+from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import COCO_FILE, STATE_DIR
@@ -114,7 +116,13 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         predictions.warnings += dataset.categories.repeated
         named: set[str] = set()
         for image in dataset.images:
-            key = Path(image.file_name.replace("\\", "/")).stem
+            stem = Path(image.file_name.replace("\\", "/")).stem
+            try:
+                key = _page_key(dataset.path, image, stem, truth)
+            except InputError as error:
+                predictions.errors.append(error)
+                predictions.unreadable.update(truth.repeated[stem])
+                continue
             size = image.size or sizes.get(key)
             try:
                 if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
@@ -142,6 +150,17 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     for key, entries in by_key.items():
         predictions.pages[key] = page_instances(*sizes[key], entries)
     return predictions
+
+
+def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth) -> str:
+    """The ground-truth key of an image of stem `stem` of the COCO dataset `path`, told apart by its `path`
+    (segment's, relative to the json) or `file_name` where the ground truth has several pages of that stem.
+    Raises InputError where it cannot be told."""
+    named = image.path if image.path is not None else image.file_name
+    try:
+        return truth.page_key(stem, path.parent / named.replace("\\", "/"), named)
+    except ValueError as error:
+        raise InputError(path, f"{image.where}.file_name {image.file_name!r}: {error}") from None
 
 
 def _segment_dataset(path: Path) -> JsonField | None:
@@ -172,6 +191,7 @@ def _results(
     shared: list[JsonField] = []  # image ids of several ground-truth images
     named: dict[str, PurePosixPath] = {}  # image key → the first file name naming it
     clashes: dict[str, JsonField] = {}  # image key → the first file name naming another image of it
+    ambiguous: dict[str, InputError] = {}  # stem of several ground-truth pages → the first entry's error
     for key in sizes:
         by_key[key] = []
     for entry in document.items():
@@ -181,7 +201,12 @@ def _results(
             reference = name if name is not None else entry["image_id"]
             if name is not None:
                 file_name = PurePosixPath(name.text().replace("\\", "/"))  # ./a.png is a.png
-                key = file_name.stem
+                try:
+                    key = truth.page_key(file_name.stem, document.file.parent / file_name, str(file_name))
+                except ValueError as error:
+                    ambiguous.setdefault(file_name.stem, name.problem(f"{name.value!r}: {error}"))
+                    predictions.unreadable.update(truth.repeated[file_name.stem])
+                    continue
                 if named.setdefault(key, file_name) != file_name:
                     clashes.setdefault(key, name)
             elif reference.identifier() in truth.shared_ids:
@@ -211,6 +236,7 @@ def _results(
                     "too (extensions and folders aside); both left out"
                 )
             )
+    predictions.errors += ambiguous.values()
     if shared:
         _leave_out_shared_ids(shared, truth, by_key, predictions)
     if unknown:
@@ -306,13 +332,22 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(error)
             predictions.unreadable.add(file.stem)
             continue
-        if page.key in read:
-            other = display_path(read[page.key])
-            reason = f"another PAGE file ({other}) is of the page '{page.key}' too; both left out"
-            predictions.errors.append(InputError(file, reason))
-            predictions.unreadable.add(page.key)
+        image = page.image.path
+        if image is None and page.key in truth.repeated:
+            image = _named_image(file)
+        try:
+            key = truth.page_key(page.key, image, image.as_posix() if image is not None else None)
+        except ValueError as error:
+            predictions.errors.append(InputError(file, str(error)))
+            predictions.unreadable.update(truth.repeated[page.key])
             continue
-        read[page.key] = file
+        if key in read:
+            other = display_path(read[key])
+            reason = f"another PAGE file ({other}) is of the page '{key}' too; both left out"
+            predictions.errors.append(InputError(file, reason))
+            predictions.unreadable.add(key)
+            continue
+        read[key] = file
         dropped = [note for note in page.notes if note.kind == "dropped"]
         shapeless = [note for note in dropped if note.reason == NO_COORDS]
         predictions.warnings += [
@@ -323,8 +358,8 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
         ]
         if unusable:
             predictions.errors += unusable
-            predictions.unreadable.add(page.key)
-        size = (page.height, page.width) if page.width is not None else sizes.get(page.key)
+            predictions.unreadable.add(key)
+        size = (page.height, page.width) if page.width is not None else sizes.get(key)
         if size is None:
             predictions.errors.append(InputError(file, "page size unknown"))
             continue
@@ -339,5 +374,13 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             rle = geometry.fill_polygons(polygons, height, width)
             score = instance.score if instance.score is not None else 1.0
             entries.append(PredictedInstance(instance.category, rle, (x, y, x + w, y + h), score))
-        predictions.pages[page.key] = page_instances(height, width, entries)
+        predictions.pages[key] = page_instances(height, width, entries)
     return predictions
+
+
+def _named_image(file: Path) -> Path:
+    """The image the PAGE file `file` names by its imageFilename, relative to the file, where the reader
+    did not find it: it refuses one outside the folder given, as segment's files name theirs
+    (`../../scans/vol1/0001.tif`), but that path still tells ground-truth pages of one name apart."""
+    page = next(element for element in parse_xml(file).iter() if local(element) == "Page")
+    return file.parent / (page.get("imageFilename") or "").strip().replace("\\", "/")
