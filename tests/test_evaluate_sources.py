@@ -250,10 +250,13 @@ def test_yolo_ground_truth_scores_as_its_conversion_does(tmp_path: Path) -> None
     assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
 
 
+# vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
+_VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
+
+
 def _two_volumes(root: Path) -> Path:
-    """vol1/0001 and vol2/0001 (archives number pages per volume): PAGE ground truth beside its image,
-    another region and height in each volume."""
-    for volume, height, (x0, y0, x1, y1) in (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50))):
+    """`_VOLUMES`' pages, PAGE ground truth beside each image."""
+    for volume, height, (x0, y0, x1, y1) in _VOLUMES:
         write_image(root / volume / "0001.png", 80, height, ((x0, y0, x1, y1),))
         points = f"{x0},{y0} {x1 - 1},{y0} {x1 - 1},{y1 - 1} {x0},{y1 - 1}"
         (root / volume / "0001.xml").write_text(
@@ -297,3 +300,43 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
         "ground truth (vol1/0001, vol2/0001), and which one is meant cannot be told from the image's path: "
         "they are left out"
     )
+
+
+def test_a_coco_file_of_pages_of_one_name_in_two_volumes_scores_each_against_its_own_ground_truth(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """A COCO file of vol1/0001.png and vol2/0001.png (file names with folders, as CVAT and Label Studio
+    export them): the second was an error ("another image is also named '0001'"), so segment's predictions
+    of vol2's page were scored against vol1's ground truth, or not at all. Its pages are now keyed by their
+    path, as the pages of PAGE ground truth are, each scored against its own."""
+    annotations = []
+    for index, (volume, height, (x0, y0, x1, y1)) in enumerate(_VOLUMES, start=1):
+        write_image(tmp_path / "images" / volume / "0001.png", 80, height, ((x0, y0, x1, y1),))
+        annotations.append(
+            {"id": index, "image_id": index, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+        )  # fmt: skip
+    document = {
+        "images": [
+            {"id": index, "file_name": f"{volume}/0001.png", "width": 80, "height": height}
+            for index, (volume, height, _) in enumerate(_VOLUMES, start=1)
+        ],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "table"}],
+    }
+    (truth := tmp_path / "annotations" / "instances_default.json").parent.mkdir()
+    truth.write_text(json.dumps(document))
+    run = tmp_path / "run"
+    segmented = run_cli(
+        "segment", "-r", tmp_path / "images", "--weights", tiny_weights, "--out", run, "--format",
+        "page,coco", "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
+    )  # fmt: skip
+    assert segmented.exit_code == 0, segmented.stderr
+    for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
+        for images in ((), ("--images", tmp_path / "images")):
+            report = _report(truth, "--pred", pred, *images)
+            assert report["images"] == 2, (pred, images)
+            assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+            assert report["rescaled_predictions"] == 0, (pred, images)  # each page at its own size
+    itself = _report(truth, "--pred", truth)  # each page against its own table, not the other volume's
+    assert itself["images"] == 2 and itself["mask"]["AP"] == pytest.approx(1.0)

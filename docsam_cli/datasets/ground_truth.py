@@ -144,9 +144,12 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     truth = GroundTruth(category_ids=dict(dataset.categories.names), errors=list(dataset.errors))
     truth.warnings += dataset.categories.repeated
     finder = ImageFinder(path.parent, images)
+    read: list[tuple[GtImage, Path, InputError]] = []
+    identifiers: dict[int, int | str] = {}  # id() of a page read → its COCO image id
     for image in dataset.images:
+        key = _image_key(image.file_name)
         if image.error is not None:
-            truth.left_out(image.error, _image_key(image.file_name), image.id)
+            truth.left_out(image.error, key, image.id)
             continue
         try:
             found, not_found = find_image(finder, path, image)[0], None
@@ -156,10 +159,19 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
             if image.size is None:
                 _size_from_image(path, image, found, not_found)
         except InputError as error:
-            truth.left_out(error, _image_key(image.file_name), image.id)
+            truth.left_out(error, key, image.id)
             continue
         missing = InputError(path, f"{image.where}: {not_found}") if not_found else None
-        _add(truth, path, image, _gt_annotations(image, reference_masks=False), found, missing)
+        annotations = _gt_annotations(image, reference_masks=False)
+        page = GtImage(key, image.height, image.width, annotations, found, missing)
+        identifiers[id(page)] = image.id
+        # Told apart by the path the entry names (vol1/0001.png): the image found may be a guess, the same
+        # file for both volumes' pages
+        named = path.parent / image.file_name.replace("\\", "/")
+        again = InputError(path, f"{image.where}.file_name: another image is also named '{key}'")
+        read.append((page, named, again))
+    _key_pages(truth, read)
+    truth.image_keys = {identifiers[id(page)]: page.name for page in truth.images}
     _sort_by_id(truth)
     return truth
 
@@ -348,7 +360,7 @@ def _from_reader(
 ) -> GroundTruth:
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
-    read: list[tuple[GtImage, Path, Path]] = []
+    read: list[tuple[GtImage, Path, InputError]] = []
 
     def context_for(root: Path) -> ReadContext:
         return ReadContext(root, levels, images, skip=skip)
@@ -366,21 +378,23 @@ def _from_reader(
         truth.warnings += [
             str(InputError(item.source, f"{note.where}: {note.reason}, left out")) for note in dropped
         ]
-        read.append((image, item.image.path or item.source.parent / item.image.name, item.source))
+        again = InputError(item.source, f"image '{image.name}' already has ground truth")
+        read.append((image, item.image.path or item.source.parent / item.image.name, again))
     _key_pages(truth, read)
     return truth
 
 
-def _key_pages(truth: GroundTruth, read: list[tuple[GtImage, Path, Path]]) -> None:
-    """Add the pages `read` (each with its image's path, found or as named, and its annotation file) under
-    their keys: the image's stem, or where several images share one (archives number pages per volume:
-    vol1/0001.tif, vol2/0001.tif), the end of each one's path that tells it apart (`vol1/0001`), which
-    predictions are matched on by `GroundTruth.page_key`. A second page of the same image is an error."""
+def _key_pages(truth: GroundTruth, read: list[tuple[GtImage, Path, InputError]]) -> None:
+    """Add the pages `read` (each with its image's path, found or as named, and the error it is if another
+    page has that image) under their keys: the image's stem, or where several images share one (archives
+    number pages per volume: vol1/0001.tif, vol2/0001.tif), the end of each one's path that tells it apart
+    (`vol1/0001`), which predictions are matched on by `GroundTruth.page_key`. A second page of the same
+    image is that error, and left out."""
     by_stem: dict[str, dict[tuple[str, ...], tuple[GtImage, Path]]] = defaultdict(dict)
-    for image, path, source in read:
+    for image, path, again in read:
         parts = _key_parts(Path(os.path.normpath(path.absolute())))
         if parts in by_stem[image.name]:
-            truth.errors.append(InputError(source, f"image '{image.name}' already has ground truth"))
+            truth.errors.append(again)
             continue
         by_stem[image.name][parts] = (image, path)
         truth.images.append(image)
