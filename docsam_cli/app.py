@@ -19,6 +19,7 @@ shown with `--debug`. Ctrl-C exits INTERRUPTED.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -181,6 +182,18 @@ class _Help:
             super().format_help(ctx, formatter)
 
 
+class _Context(typer.Context):
+    """A command's context whose option values from a `--config` file (Click's `default_map`) are held
+    to what a typed value is, before Typer converts them (`_refuse_non_finite`)."""
+
+    def lookup_default(self, name: str, call: bool = True) -> Any:
+        value = super().lookup_default(name, call)
+        param = next((param for param in self.command.params if param.name == name), None)
+        if param is not None:
+            _refuse_non_finite(self, param, value)
+        return value
+
+
 class _Command(_Help, TyperCommand):
     """A command whose command line is read as the user means it, before any value is converted:
 
@@ -190,7 +203,11 @@ class _Command(_Help, TyperCommand):
       `--map`), count (`-v`) or are flags are untouched;
     * a path starts with `~` as the shell expands it (`docsam_cli.user_paths`), also where the shell leaves
       it (`--from=~/usb/w.pth`), before Typer checks that the file exists; an empty one (an unset shell
-      variable, most likely: `--images "$IMAGES"`), which Typer reads as the current folder, is refused."""
+      variable, most likely: `--images "$IMAGES"`), which Typer reads as the current folder, is refused;
+    * a number is finite: `nan` and `inf`, which Python reads as floats, are refused as such before Typer
+      checks an option's range, which would say that NaN is not `≤ 9600`; also from a `--config` file."""
+
+    context_class = _Context
 
     def make_parser(self, ctx: Context) -> Any:
         parser = super().make_parser(ctx)
@@ -201,6 +218,7 @@ class _Command(_Help, TyperCommand):
             if not ctx.resilient_parsing:
                 _refuse_repeated_options(ctx, order)
                 _refuse_empty_paths(ctx, self.get_params(ctx), values)
+                _refuse_non_finite_numbers(ctx, self.get_params(ctx), values)
             return _user_paths_expanded(self.get_params(ctx), values), rest, order
 
         parser.parse_args = parse_args  # Click builds its parser class itself: wrapped, not subclassed
@@ -247,6 +265,28 @@ def _refuse_empty_paths(ctx: Context, params: Sequence[Parameter], values: dict[
         texts = value if isinstance(value, list | tuple) else [value]
         if param.type_descriptor.parameter_info.parser is None and any(not text.strip() for text in texts):
             ctx.fail(f"{_typed_name(param)}: an empty path; write . for the current folder")
+
+
+def _refuse_non_finite_numbers(ctx: Context, params: Sequence[Parameter], values: dict[str, Any]) -> None:
+    """`_refuse_non_finite` for each value in the parsed `values`."""
+    for param in params:
+        _refuse_non_finite(ctx, param, values.get(param.name or ""))
+
+
+def _refuse_non_finite(ctx: Context, param: Parameter, value: Any) -> None:
+    """A usage error if `param` is float-typed and `value` (typed text, or a config file's number) is NaN
+    or an infinity (`nan`, `inf`, `1e999`, YAML's `.nan`): every such option needs a finite number."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or descriptor.annotation is not float or not isinstance(value, str | float):
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        return  # Typer says what it is not
+    if math.isnan(number):
+        ctx.fail(f"{_typed_name(param)}: {value!r} is not a number")
+    if math.isinf(number):
+        ctx.fail(f"{_typed_name(param)}: {value!r} is not a finite number")
 
 
 def _user_paths_expanded(params: Sequence[Parameter], values: dict[str, Any]) -> dict[str, Any]:

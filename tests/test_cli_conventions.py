@@ -123,6 +123,28 @@ def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(tmp_path
     assert line.startswith(f"error: {name}: an empty path; write . for the current folder"), line
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["segment", "page.png", "--dpi", "nan"], "--dpi: 'nan' is not a number"),
+        (["segment", "page.png", "--dpi", "inf"], "--dpi: 'inf' is not a finite number"),
+        (["convert-dataset", "truth", "--from", "page", "-o", "out", "--dpi", "NaN"], "--dpi: 'NaN' is not"),
+        (["train", "truth", "-o", "out", "--lr", "nan"], "--lr: 'nan' is not a number"),
+        (["finetune", "truth", "-o", "out", "--weights", "w", "--lr", "-inf"], "--lr: '-inf' is not"),
+        (["train", "truth", "-o", "out", "--dropout", "1e999"], "--dropout: '1e999' is not a finite number"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else " ".join(value[-2:]),
+)
+def test_a_number_option_given_nan_or_infinity_says_so(tmp_path, monkeypatch, args, line):
+    """`--dpi nan` was refused as not `<= 9600` and `--lr nan` as not `>= 0`, `--lr inf` let through to
+    the run's settings: NaN fails every comparison of Typer's range check."""
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = invoke(*args)
+    assert code == ExitCode.USAGE and stdout == ""
+    (error,) = error_lines(stderr)
+    assert error.startswith(f"error: {line}"), error
+
+
 @pytest.mark.parametrize("command", ["segment", "convert-dataset", "finetune", "train"])
 def test_an_output_folder_named_dash_is_refused_not_made(tmp_path, monkeypatch, command):
     """`-o -`, stdout as elsewhere on the command line, made a folder named `-` and wrote into it."""

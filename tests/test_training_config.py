@@ -359,8 +359,8 @@ def test_resume_takes_the_same_dataset_typed_in_another_form(
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--lr", "inf", "--lr must be a finite number of at least 0, got inf"),
-        ("--weight-decay", "inf", "--weight-decay must be a finite number"),
+        ("--lr", "inf", "--lr: 'inf' is not a finite number"),
+        ("--weight-decay", "inf", "--weight-decay: 'inf' is not a finite number"),
         ("--seed", "-5", "--seed"),
         ("--seed", str(2**70), "--seed"),
     ],
@@ -371,4 +371,18 @@ def test_values_that_would_fail_the_run_later_are_usage_errors(
     """An infinite learning rate trained NaN weights (exit 0 with one step); a negative or 70-bit seed failed
     after the model loaded, naming no option."""
     output = invoke(*FINETUNE, option, value, code=2)
+    assert message in " ".join(output.split()) and started == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("lr: .inf", "--lr: inf is not a finite number"), ("dropout: .nan", "--dropout: nan is not a number")],
+)
+def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
+    started: list[RunPlan], tmp_path: Path, line: str, message: str
+) -> None:
+    """YAML's `.nan` for --dropout was refused as 'Input should be less than or equal to 1'."""
+    config = tmp_path / "run.yaml"
+    config.write_text(line + "\n")
+    output = invoke(*FINETUNE, "--config", str(config), code=2)
     assert message in " ".join(output.split()) and started == []

@@ -378,7 +378,7 @@ class TrainingOptions:
         if self.iterations < 1:
             raise ValueError("iterations must be at least 1")
         for flag, value in (("--lr", self.lr), ("--weight-decay", self.weight_decay)):
-            if not (math.isfinite(value) and value >= 0):  # the option's range lets infinity through
+            if not (math.isfinite(value) and value >= 0):  # settings built without the command line too
                 raise ValueError(f"{flag} must be a finite number of at least 0, got {value}")
         if min(self.log_every, self.checkpoint_every, self.keep_last) < 1 or self.validate_every < 0:
             raise ValueError("log/checkpoint intervals and keep-last must be positive")
