@@ -172,12 +172,17 @@ class _Listed(TyperCommand):
 class _Help:
     """Help text written as data is (`writing_stdout`): `docsam --help > /dev/full` is one `error:` line
     and exit 1, not Rich's traceback. Flags and counts show no value type: Typer's `--recursive <bool>`
-    and `-v <int>` read as options taking a value, and `segment scans -v 2` takes 2 as an input."""
+    and `-v <int>` read as options taking a value, and `segment scans -v 2` takes 2 as an input. Choices
+    read in any case show as spelt (`<mAP|AP50|...>`), where Typer shows them lower-cased."""
 
     def format_help(self, ctx: Context, formatter: Any) -> None:
         for param in self.get_params(ctx):
             if getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.metavar = ""
+            descriptor = getattr(param, "type_descriptor", None)
+            if descriptor is not None and descriptor.is_choice and param.metavar is None:
+                spelt = (str(getattr(choice, "value", choice)) for choice in descriptor.choices)
+                param.metavar = f"<{'|'.join(spelt)}>"
         with writing_stdout():  # Typer's Rich help prints to stdout itself, inside format_help
             super().format_help(ctx, formatter)
 

@@ -58,17 +58,18 @@ def is_device_name(name: str) -> bool:
 
 
 def check_device_name(name: str) -> str:
-    """`name` if `is_device_name`; raises ValueError otherwise."""
-    if not is_device_name(name):
+    """`name` as `is_device_name` writes it, read in any case as every option's choices are (`CPU` is
+    `cpu`); raises ValueError if it is no device name."""
+    if not is_device_name(name.lower()):
         raise ValueError(f"{name!r} is not a device: use {DEVICE_HELP}")
-    return name
+    return name.lower()
 
 
 def pick_device(name: str) -> torch.device:
     """The device `name` (see `check_device_name`) stands for. Raises UsageError if it is not present."""
     import torch
 
-    check_device_name(name)
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

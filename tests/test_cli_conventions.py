@@ -24,6 +24,7 @@ from cli_helpers import (
 from safetensors.torch import save_file
 
 import docsam_cli.batch as batch
+from docsam_cli.app import load_command
 from docsam_cli.errors import ExitCode
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.writers.formats import FORMATS
@@ -143,6 +144,43 @@ def test_a_number_option_given_nan_or_infinity_says_so(tmp_path, monkeypatch, ar
     assert code == ExitCode.USAGE and stdout == ""
     (error,) = error_lines(stderr)
     assert error.startswith(f"error: {line}"), error
+
+
+@pytest.mark.parametrize(
+    ("command", "typed", "read"),
+    [
+        (
+            "segment",
+            ["--device", "CPU", "--mask-format", "POLYGON", "--variant", "Base", "--precision", "FP32"],
+            {"device": "cpu", "mask_format": "polygon", "variant": "base", "precision": "fp32"},
+        ),
+        (
+            "evaluate",
+            ["--device", "Cuda:1", "--precision", "BF16"],
+            {"device": "cuda:1", "precision": "bf16"},
+        ),
+        (
+            "train",
+            ["--device", "AUTO", "--best-metric", "map", "--schedule", "Step", "--variant", "LARGE"],
+            {"device": "auto", "best_metric": "mAP", "schedule": "step", "variant": "large"},
+        ),
+        ("finetune", ["--device", "CUDA", "--precision", "Fp16"], {"device": "cuda", "precision": "fp16"}),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_choices_are_read_in_any_case_as_their_own_spelling(command, typed, read):
+    """`--device CPU` and `--mask-format POLYGON` were refused where `--preset PubLayNet` and `--format
+    PAGE` are read; the run (and run.json) sees each value as the option spells it."""
+    arguments = {"segment": ["page.png"], "evaluate": ["truth"]}.get(command, ["data", "-o", "out"])
+    with load_command(command).make_context(command, [*arguments, *typed]) as context:
+        assert {name: context.params[name] for name in read} == read
+
+
+def test_help_shows_choices_read_in_any_case_as_spelt(monkeypatch):
+    """Typer shows the choices of an option read in any case lower-cased (`<map|ap50|...>`)."""
+    monkeypatch.setenv("COLUMNS", "200")  # one line each
+    code, stdout, _ = invoke("train", "--help")
+    assert code == 0 and "<mAP|AP50|AP75|mAF|mIoU>" in stdout
 
 
 @pytest.mark.parametrize("command", ["segment", "convert-dataset", "finetune", "train"])

@@ -56,7 +56,8 @@ def test_a_one_pixel_window_side_needs_a_stride():
 def test_device_names():
     for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
         assert check_device_name(name) == name
-    for name in ("gpu", "CPU", "cuda:", "cuda:x", "mps", "cuda:0,1", ""):
+    assert check_device_name("CPU") == "cpu" and check_device_name("Cuda:1") == "cuda:1"  # as choices are
+    for name in ("gpu", "cuda:", "cuda:x", "mps", "cuda:0,1", ""):
         with pytest.raises(ValueError, match=r"auto .*cpu, cuda or cuda:N"):
             check_device_name(name)
     assert pick_device("cpu") == torch.device("cpu")

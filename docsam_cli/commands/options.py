@@ -66,6 +66,7 @@ VariantChoice = Annotated[
     Variant | None,
     typer.Option(
         "--variant",
+        case_sensitive=False,
         help="Architecture (default: detected from the weights file).",
         show_default=False,
         rich_help_panel=MODEL,
@@ -111,6 +112,7 @@ PrecisionChoice = Annotated[
     Precision,
     typer.Option(
         "--precision",
+        case_sensitive=False,
         help="fp32 (the reference's arithmetic), bf16 or fp16 (CUDA) autocast.",
         rich_help_panel=MODEL,
     ),

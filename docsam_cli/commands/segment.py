@@ -156,7 +156,9 @@ Formats = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]
-MaskFormatChoice = Annotated[MaskFormat, typer.Option(help="How COCO stores masks.", rich_help_panel=OUTPUT)]
+MaskFormatChoice = Annotated[
+    MaskFormat, typer.Option(case_sensitive=False, help="How COCO stores masks.", rich_help_panel=OUTPUT)
+]
 PageMapOption = Annotated[
     ClassMap | None,
     typer.Option(

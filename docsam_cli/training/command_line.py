@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hi
 
 import typer
 
+from docsam_cli.commands.options import checked
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError
@@ -87,7 +88,16 @@ class _Declared:
             info = typer.Argument(show_default=False, **details)
         else:
             callback = _RESUME_CALLBACKS.get(self.name)
-            info = typer.Option(*spec.flags, min=spec.min, max=spec.max, callback=callback, **details)
+            parser = checked(spec.canonical) if spec.canonical is not None else None
+            info = typer.Option(
+                *spec.flags,
+                min=spec.min,
+                max=spec.max,
+                parser=parser,
+                case_sensitive=False,  # choices, as every command's
+                callback=callback,
+                **details,
+            )
         return inspect.Parameter(
             self.name,
             inspect.Parameter.KEYWORD_ONLY,

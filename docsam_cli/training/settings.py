@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from docsam_cli.precision import PRECISIONS, Precision
-from docsam_cli.runtime import is_device_name
+from docsam_cli.runtime import check_device_name, is_device_name
 from docsam_cli.user_paths import expand_user
 
 if TYPE_CHECKING:
@@ -72,6 +72,9 @@ class Option:
     # A file or folder ("path"), or DATASETs whose PATHs are ("dataset"): run.json keeps it as typed, and
     # a replay or resume from another folder reads it from the folder the run was started in.
     file: Literal["path", "dataset"] | None = None
+    # The value as the command reads it, in its canonical case (text → text, ValueError if it is none): run
+    # and run.json see `cpu` for `--device CPU`, as they see a choice option's own spelling.
+    canonical: Callable[[str], str] | None = None
 
     @property
     def name(self) -> str:
@@ -464,6 +467,7 @@ class RunPlan:
             "own GPU.",
             panel=DEVICE,
             metavar="auto|cpu|cuda|cuda:N",
+            canonical=check_device_name,
         ),
     )
     # The command and option values the run was started with, as run.json records them.
