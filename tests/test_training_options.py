@@ -140,11 +140,12 @@ def test_missing_and_unparsable_values_are_usage_errors() -> None:
         (["finetune", "data,colour=red", "-o", "o", "--weights", "w"], "PATH[,name=NAME]"),
         (["finetune", "data", "-o", "o", "--weights", "w", "--iters", "0"], "--iters"),
         (["finetune", "data,start=5", "-o", "o", "--weights", "w"], "sampled from the first iteration"),
-        (["finetune", "a", "b,weight=nan", "-o", "o", "--weights", "w"], "finite positive"),
-        (["finetune", "data,weight=abc", "-o", "o", "--weights", "w"], "weight must be a number"),
-        # An unset variable: the current folder was read as the dataset.
-        (["finetune", "", "-o", "o", "--weights", "w"], "'': an empty path; write . for the current folder"),
-        (["finetune", "d", "--val", ",name=v", "-o", "o", "--weights", "w"], "an empty path; write ."),
+        (["finetune", "a", "b,weight=nan", "-o", "o", "--weights", "w"], "DATASET: 'b,weight=nan'"),
+        (["finetune", "d", "--val", "v,weight=abc", "-o", "o", "--weights", "w"], "--val: 'v,weight=abc'"),
+        # An unset variable: the current folder was read as the dataset. The error names which one.
+        (["finetune", "", "-o", "o", "--weights", "w"], "DATASET: '': an empty path; write ."),
+        (["train", "d", "--val", "", "-o", "o"], "--val: '': an empty path; write . for the current folder"),
+        (["finetune", "d", "--val", ",name=v", "-o", "o", "--weights", "w"], "--val: ',name=v': an empty"),
         # A 32-px side failed once the model had loaded (exit 1, run.json left); a huge one ran out of memory.
         (["finetune", "data", "-o", "o", "--weights", "w", "--patch-size", "32"], "at least 33"),
         (["finetune", "data", "-o", "o", "--weights", "w", "--short-range", "40000"], "at most 32768"),

@@ -174,13 +174,17 @@ def _peel_dataset_options(text: str) -> tuple[str, list[str]]:
     return ",".join(parts), options
 
 
-def _parse_datasets(texts: Sequence[str]) -> tuple[DatasetSpec, ...]:
-    return tuple(DatasetSpec.parse(text) for text in texts)
+def _parse_datasets(texts: Sequence[str], flag: str = "--val") -> tuple[DatasetSpec, ...]:
+    """The datasets given to `flag`; a ValueError names it (`--val: '': an empty path; ...`)."""
+    try:
+        return tuple(DatasetSpec.parse(text) for text in texts)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
 
 
 def _parse_training_datasets(texts: Sequence[str]) -> tuple[DatasetSpec, ...]:
     """DATASET...: as `--val`, and one of them is sampled from the first iteration."""
-    specs = _parse_datasets(texts)
+    specs = _parse_datasets(texts, "DATASET")
     if specs and min(spec.start for spec in specs) > 0:
         raise ValueError("at least one DATASET must be sampled from the first iteration (start=0)")
     return specs
