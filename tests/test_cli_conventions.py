@@ -284,6 +284,18 @@ def test_an_empty_format_among_repeated_ones_is_a_usage_error(tmp_path, requests
     assert "--format" in stderr and "no output format given" in stderr
 
 
+@pytest.mark.parametrize("limit", ["0", "3"])
+def test_fail_fast_and_max_failures_together_are_a_usage_error(tmp_path, requests, limit):
+    """`--max-failures 3 --fail-fast` stopped at the first failure, the limit given ignored without a word."""
+    write_page(tmp_path / "page.png")
+    page = str(tmp_path / "page.png")
+    code, _, stderr = segment(tmp_path / "out", page, "--max-failures", limit, "--fail-fast")
+    assert code == ExitCode.USAGE and requests == []
+    (line,) = error_lines(stderr)
+    assert line == "error: --fail-fast is --max-failures 0; give one of them"
+    assert not (tmp_path / "out").exists()
+
+
 def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]

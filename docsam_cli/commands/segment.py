@@ -270,6 +270,8 @@ def segment(
         raise typer.BadParameter(str(error), param_hint="--format") from None
     if not inputs:
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
+    if fail_fast and max_failures is not None:  # two limits: neither would say which one stops the run
+        raise UsageError("--fail-fast is --max-failures 0; give one of them")
     try:
         inputs = path_arguments(inputs, "INPUT")
     except ValueError as error:
