@@ -81,6 +81,15 @@ def test_case_of_a_format_name_does_not_matter(coco_file: Path) -> None:
     assert run_cli("evaluate", coco_file, "--pred", coco_file, "--gt-format", "Coco").exit_code == 0
 
 
+def test_case_of_a_level_name_does_not_matter(coco_file: Path) -> None:
+    """`--level REGIONS` was refused ('is not one of regions, lines, ...') where `--from COCO` is read."""
+    out = coco_file.parent / "o"
+    converted = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--level", "Regions")
+    assert converted.exit_code == 0, converted.stderr
+    assert json.loads((out / "dataset.json").read_text())["levels"] == ["regions"]
+    assert run_cli("evaluate", coco_file, "--pred", coco_file, "--level", "REGIONS").exit_code == 0
+
+
 def test_quiet_leaves_only_errors_and_warnings_on_stderr_and_data_on_stdout(coco_file: Path) -> None:
     out = coco_file.parent / "o"
     loud = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--drop", "nothing")

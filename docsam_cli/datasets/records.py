@@ -76,7 +76,7 @@ class SourcePage:
 
 def parse_levels(values: Iterable[str]) -> frozenset[str]:
     """`--level` values (repeatable, each a comma list). Raises ValueError naming the valid levels."""
-    levels = {part.strip() for value in values for part in value.split(",") if part.strip()}
+    levels = {part.strip().lower() for value in values for part in value.split(",") if part.strip()}
     for level in sorted(levels):
         if level not in LEVELS:
             raise ValueError(f"'{level}' is not one of {', '.join(LEVELS)}")
