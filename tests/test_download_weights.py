@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import shutil
 import threading
@@ -484,23 +485,51 @@ def test_corrupted_cache_file_is_detected_reported_and_fetched_again(
     assert resolve_weights("docsam-base").path == stored
 
 
-def test_disk_full_leaves_no_file_behind(
+def _no_space(state: object, target: Path, metadata: object = None) -> None:
+    """A conversion that fills the disk half-way through its file."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_bytes(b"half")
+    raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+
+def test_disk_full_leaves_no_converted_file_behind_but_keeps_the_download(
     remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_space(state: object, target: Path, metadata: object = None) -> None:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_bytes(b"half")
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
-
-    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", no_space)
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", _no_space)
     remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
 
     code, _, stderr = download("docsam-base")
 
     assert code == 1
     [line] = error_lines(stderr)
-    assert "no space left" in line and "DOCSAM_HOME" in line
-    assert cache_files(sandbox) == []
+    kept = sandbox.home / "downloads" / "docsam-base" / "docsam_base_all_dataset.pth"
+    assert "no space left" in line and f"the finished download is kept ({kept})" in line
+    assert f"needs about {math.ceil(len(base_pth) / 1e6)} MB free there" in line
+    assert "DOCSAM_HOME" in line and f"--from {kept} docsam-base" in line
+    assert cache_files(sandbox) == ["downloads/docsam-base/docsam_base_all_dataset.pth"]
+    assert kept.read_bytes() == base_pth
+
+
+def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that filled while the finished 1.3 GB download was converted took the download with it: the
+    rerun, once the user had freed the space, downloaded it all again (or failed on Drive's quota page)."""
+    converting = docsam_cli.weights.install.write_safetensors
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", _no_space)
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    assert download("docsam-base")[0] == 1
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
+    remote.seen.clear()
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert remote.seen == []
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
 def test_a_full_disk_under_the_hf_cache_names_that_cache_and_its_variable(

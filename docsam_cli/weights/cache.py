@@ -4,7 +4,8 @@ Layout under `$DOCSAM_HOME` (default `$XDG_CACHE_HOME/docsam`, `~/.cache/docsam`
 
     weights/<name>/record.json         what was stored: file, size, sha256, source (written last, atomically)
     weights/<name>/<name>.safetensors  the converted weights (hub safetensors stay in the Hugging Face cache)
-    downloads/<name>/                  partial downloads, kept between runs so an interrupted one resumes
+    downloads/<name>/                  partial downloads, kept between runs so an interrupted one resumes,
+                                       and a finished one a stopped or failed store left (stored by the rerun)
     locks/<name>.lock                  one process at a time stores a given name
 
 An entry exists only once its record is written, after the file was checked; a crash before that leaves at

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -123,7 +124,9 @@ def _locked(name: str, say: Say) -> Iterator[None]:
 @contextlib.contextmanager
 def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
     """Local I/O failures (a full disk above all) as one clear line; a converted file left without its record
-    goes, while weights stored before, which the failed store did not replace, stay.
+    goes, while weights stored before, which the failed store did not replace, stay. A full disk removes the
+    staging folder, except a finished Drive download in it (1.3 GB for the large models), which the rerun
+    stores without downloading it again (`fetch_drive_file`) once the user has freed the space.
 
     Network failures never get here as OSError: the fetchers turn them into FetchError first.
     """
@@ -138,11 +141,29 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
                 f"{entry.name}: cannot store the weights in {docsam_home()} ({error}); make it a writable "
                 "folder or set DOCSAM_HOME to one"
             ) from error
+        where = error.filename or docsam_home()
+        kept = _finished_download(entry)
+        if kept is not None:
+            raise FetchError(
+                f"{entry.name}: no space left on the device holding {where} to store the weights; the "
+                f"finished download is kept ({display_path(kept)}) and its conversion needs about "
+                f"{math.ceil(kept.stat().st_size / 1e6)} MB free there: make that room, then run "
+                f"`docsam download-weights {entry.name}` again, which stores it without downloading it again "
+                f"(or, on a larger disk, `DOCSAM_HOME=DIR docsam download-weights --from "
+                f"{display_path(kept)} {entry.name}`)"
+            ) from error
         shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
         raise FetchError(
-            f"{entry.name}: no space left on the device holding {error.filename or docsam_home()}; free "
-            f"some space or set DOCSAM_HOME to a larger disk, then run `docsam download-weights {entry.name}`"
+            f"{entry.name}: no space left on the device holding {where}; free some space or set DOCSAM_HOME "
+            f"to a larger disk, then run `docsam download-weights {entry.name}`"
         ) from error
+
+
+def _finished_download(entry: WeightsEntry) -> Path | None:
+    """The finished Drive download of `entry` waiting in its staging folder; None for hub entries (whose
+    files the Hugging Face cache keeps) and when there is none."""
+    source = entry.source
+    return finished_drive_file(entry.name, source) if isinstance(source, DriveSource) else None
 
 
 def _download(entry: WeightsEntry, say: Say, *, refetch: bool) -> CacheRecord:
