@@ -15,14 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import overridden, run_docsam
 from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
 from docsam_cli.distributed import Distributed
+from docsam_cli.names import display_path
 from docsam_cli.training.checkpoints import list_checkpoints
+from docsam_cli.training.data import MixedTrainingData, worker_death
 from docsam_cli.training.run_log import read_log
+from docsam_cli.training.sampler import SampleKey
 from docsam_cli.training.trainer import MainStopped
 
 RUN = [
@@ -290,6 +294,66 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(
     assert lines[0].startswith("error: loss is nan at step 2 (try a lower --lr; last checkpoint: ")
     assert "step-00000001" in lines[0]
     assert not (out / "model.safetensors").exists()
+
+
+def kill_the_worker_at(monkeypatch: pytest.MonkeyPatch, out: Path, step: int) -> None:
+    """A data-loader worker asked for a sample of 0-based `step` is killed with SIGKILL, as the kernel's
+    out-of-memory killer does, once the run folder holds `step` checkpoints (the training process may fetch
+    ahead of the step it runs)."""
+    get_item = MixedTrainingData.__getitem__
+
+    def killed(self: MixedTrainingData, key: SampleKey) -> object:
+        if torch.utils.data.get_worker_info() is not None and key.step == step:
+            while len(list_checkpoints(out)) < step:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return get_item(self, key)
+
+    monkeypatch.setattr(MixedTrainingData, "__getitem__", killed)
+
+
+@pytest.mark.parametrize(
+    ("step", "advice"),
+    [
+        (0, "the run has no checkpoint yet: start it again with fewer --workers or a smaller --batch-size"),
+        (1, "continue the run from its last checkpoint (RUN) with --resume and fewer --workers"),
+    ],
+)
+def test_a_data_loader_worker_killed_for_memory_is_a_failed_run_saying_what_to_do(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int, advice: str
+) -> None:
+    """torch reports a worker the OOM killer took as `RuntimeError: DataLoader worker (pid N) is killed by
+    signal: Killed.`, which was an internal error (exit 3). The advice is what works: `--resume` needs a
+    checkpoint and refuses another `--batch-size`; a folder without a checkpoint takes a new run."""
+    out = tmp_path / "run"
+    kill_the_worker_at(monkeypatch, out, step)
+    run = ["--iters", "3", "--checkpoint-every", "1"]
+    code, stderr = finetune(data, tiny_weights, out, *run, "--workers", "1")
+    lines = error_lines(stderr)
+    assert code == 1 and len(lines) == 1, stderr
+    killed = (
+        "a data-loader worker was killed (signal 9: Killed), most likely by the system for want of memory"
+    )
+    last = display_path(out / "checkpoints" / "step-00000001")
+    assert lines[0] == f"error: {killed}; {advice.replace('RUN', last)}", stderr
+    assert not (out / "model.safetensors").exists()
+    monkeypatch.undo()  # the advice works: resume from the checkpoint, or start again in the same folder
+    again = ["--resume"] if step else []
+    code, stderr = finetune(data, tiny_weights, out, *run, *again, "--workers", "0")
+    assert code == 0 and (out / "model.safetensors").exists(), stderr
+
+
+def test_torchs_other_reports_of_a_dead_worker_are_recognised_and_nothing_else() -> None:
+    killed = RuntimeError("DataLoader worker (pid 7) is killed by signal: Segmentation fault. ")
+    gone = RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")
+    gone.__cause__ = killed
+    assert worker_death(gone) == "a data-loader worker was killed (signal 11: Segmentation fault)"
+    exited = "DataLoader worker (pid 7) exited unexpectedly with exit code 1. Details are lost due to ..."
+    assert worker_death(RuntimeError(exited)) == "a data-loader worker exited unexpectedly (exit code 1)"
+    assert worker_death(RuntimeError("DataLoader worker (pid(s) 7, 8) exited unexpectedly")) == (
+        "a data-loader worker ended unexpectedly"
+    )
+    assert worker_death(RuntimeError("CUDA error: an illegal memory access was encountered")) is None
 
 
 # --- 4. interrupted -------------------------------------------------------------------------------

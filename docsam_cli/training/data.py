@@ -15,6 +15,8 @@ there again: the user sees the same one line with or without workers.
 from __future__ import annotations
 
 import math
+import re
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -111,6 +113,48 @@ def raise_failures(batches: Iterable[TrainingBatch | FailedSample]) -> Iterator[
         if isinstance(batch, FailedSample):
             batch.reraise()
         yield batch
+
+
+# torch has no exception type of its own for a data-loader worker that died (killed by the kernel's
+# out-of-memory killer, a signal, or exiting): it raises a bare RuntimeError, with one of these messages
+# (torch 2.x; the first from its SIGCHLD handler, torch/csrc/DataLoader.cpp, often the cause of the third,
+# raised by `_try_get_data` in torch/utils/data/dataloader.py):
+#   "DataLoader worker (pid 1234) is killed by signal: Killed. "  (the signal's strsignal(3) text)
+#   "DataLoader worker (pid 1234) exited unexpectedly with exit code 1. Details are lost ..."
+#   "DataLoader worker (pid(s) 1234, 1235) exited unexpectedly"
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: (?P<name>[^.]+)\.")
+_WORKER_EXITED = re.compile(
+    r"DataLoader worker \(pid \d+\) exited unexpectedly with exit code (?P<code>-?\d+)"
+)
+_WORKER_GONE = re.compile(r"DataLoader worker \(pid\(s\) [\d, ]+\) exited unexpectedly")
+
+
+def worker_death(error: BaseException) -> str | None:
+    """What ended a data-loader worker, as a clause (`a data-loader worker was killed (signal 9: Killed),
+    most likely by the system for want of memory`), when `error` (or an error it was raised from) is torch's
+    report of one; else None."""
+    chain: list[str] = []
+    cause: BaseException | None = error
+    while cause is not None and len(chain) < 8:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    for text in chain:
+        if killed := _WORKER_KILLED.search(text):
+            return _killed_worker(killed["name"])
+        if exited := _WORKER_EXITED.search(text):
+            return f"a data-loader worker exited unexpectedly (exit code {exited['code']})"
+    if any(_WORKER_GONE.search(text) for text in chain):
+        return "a data-loader worker ended unexpectedly"
+    return None
+
+
+def _killed_worker(name: str) -> str:
+    numbers = {signal.strsignal(number): number for number in signal.valid_signals()}
+    number = numbers.get(name)
+    if number is None:
+        return f"a data-loader worker was killed (signal: {name})"
+    death = f"a data-loader worker was killed (signal {int(number)}: {name})"
+    return f"{death}, most likely by the system for want of memory" if number == signal.SIGKILL else death
 
 
 def reference_weights(category_counts: Sequence[int]) -> list[float]:

@@ -65,7 +65,7 @@ from docsam_cli.training.checkpoints import (
     save_final,
     trained_with,
 )
-from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate, raise_failures
+from docsam_cli.training.data import MixedTrainingData, TrainingBatch, collate, raise_failures, worker_death
 from docsam_cli.training.progress import TrainingProgress
 from docsam_cli.training.run_log import RunLog, write_run_file
 from docsam_cli.training.sample_random import derive_seed
@@ -86,6 +86,10 @@ Validator = Callable[[DocSAM], dict[str, float]]
 
 class Diverged(ValueError):
     """The loss (or the network's features) became non-finite; the weights were not updated with it."""
+
+
+class WorkerDied(ValueError):
+    """A data-loader worker died (the out-of-memory killer, a signal); no checkpoint is written for it."""
 
 
 class _DivergedFeatures(Exception):
@@ -340,6 +344,11 @@ class Trainer:
                         if step % options.checkpoint_every:
                             self._checkpoint(step)
                         raise Interrupted(step)
+        except RuntimeError as error:  # torch's SIGCHLD handler raises it wherever the loop is
+            death = worker_death(error)
+            if death is None:
+                raise
+            raise self._worker_died(death) from error
         finally:
             if log is not None:
                 log.close()
@@ -426,6 +435,19 @@ class Trainer:
         checkpoints = list_checkpoints(self.output)
         last = display_path(checkpoints[-1]) if checkpoints else "none"
         return Diverged(f"loss is {loss} at step {step + 1} (try a lower --lr; last checkpoint: {last})")
+
+    def _worker_died(self, death: str) -> WorkerDied:
+        """The error for a data-loader worker that died: the advice that works, `--resume` needing a
+        checkpoint and refusing another `--batch-size`, a run folder without one taking a new run."""
+        checkpoints = list_checkpoints(self.output)
+        if not checkpoints:
+            advice = (
+                "the run has no checkpoint yet: start it again with fewer --workers or a smaller --batch-size"
+            )
+        else:
+            last = display_path(checkpoints[-1])
+            advice = f"continue the run from its last checkpoint ({last}) with --resume and fewer --workers"
+        return WorkerDied(f"{death}; {advice}")
 
     def _after_step(self, step: int, log: RunLog | None, progress: TrainingProgress) -> None:
         options, last = self.options, step == self.options.iterations
