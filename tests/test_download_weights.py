@@ -16,6 +16,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+from rich.filesize import decimal
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 from weights_fake_remote import (
@@ -508,6 +509,9 @@ def test_disk_full_leaves_no_converted_file_behind_but_keeps_the_download(
     assert "DOCSAM_HOME" in line and f"--from {kept} docsam-base" in line
     assert cache_files(sandbox) == ["downloads/docsam-base/docsam_base_all_dataset.pth"]
     assert kept.read_bytes() == base_pth
+    listing = download("--list")[1]  # it showed as absent ("no"), as if nothing had been downloaded
+    row = next(line for line in listing.splitlines() if line.startswith("docsam-base "))
+    assert row.endswith(f"partial ({decimal(len(base_pth))})")
 
 
 def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(

@@ -172,8 +172,9 @@ def verify_record(record: CacheRecord) -> None:
 class CacheStatus:
     """What the cache holds for a name, found without hashing (for `--list`).
 
-    `state` is "cached", "partial" (an interrupted download waits to be resumed), "broken" or "absent";
-    `size` is the stored file's size, or the bytes received so far for a partial download; `source` the
+    `state` is "cached", "partial" (an interrupted download waits to be resumed, or a finished one to be
+    stored), "broken" or "absent"; `size` is the stored file's size, or the bytes received so far for a
+    partial download; `source` the
     stored record's (a URL, or `FILE_SOURCE` and a path for a file registered with `--from`).
     """
 
@@ -184,6 +185,12 @@ class CacheStatus:
     @property
     def registered_from_file(self) -> bool:
         return self.source is not None and self.source.startswith(FILE_SOURCE)
+
+
+def _staged_bytes(name: str) -> int:
+    """The bytes in the entry's staging folder: gdown's `.part` files and a finished download that a run
+    stopped before storing it (which the rerun stores without downloading it again)."""
+    return sum(path.stat().st_size for path in staging_dir(name).glob("*") if path.is_file())
 
 
 def cache_status(name: str) -> CacheStatus:
@@ -197,5 +204,5 @@ def cache_status(name: str) -> CacheStatus:
             if stored_file_state(record) == "ok"
             else CacheStatus("broken")
         )
-    received = sum(part.stat().st_size for part in staging_dir(name).glob("*.part"))
+    received = _staged_bytes(name)
     return CacheStatus("partial", received) if received else CacheStatus("absent")
