@@ -536,6 +536,40 @@ def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def test_a_disk_that_fills_during_the_download_keeps_the_partial_file_for_the_rerun(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full-disk handling deleted the `.part` file, so the rerun started the download over."""
+    data = pth_bytes(checkpoint(width=128, filler=400_000))  # more than one of gdown's 512 KiB chunks
+    remote.drive[BASE_ID] = FakeFile(data, name="docsam_base_all_dataset.pth")
+    downloading = docsam_cli.weights.drive._gdown
+
+    def filling(source: object, output: Path, report: object, cancel: threading.Event) -> None:
+        def full_after_a_chunk(received: int, total: int | None) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(output))
+
+        downloading(source, output, full_after_a_chunk, cancel)
+
+    monkeypatch.setattr(docsam_cli.weights.drive, "_gdown", filling)
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    [partial] = (sandbox.home / "downloads" / "docsam-base").glob("*.part")
+    received = partial.stat().st_size
+    assert 0 < received < len(data)
+    assert "no space left" in line and f"stopped after {received} bytes, which are kept" in line
+    assert "again to resume it" in line
+
+    monkeypatch.setattr(docsam_cli.weights.drive, "_gdown", downloading)
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    ranges = [seen.headers.get("range") for seen in remote.requests_to("drive.usercontent.google.com")]
+    assert f"bytes={received}-" in ranges
+
+
 def test_a_full_disk_under_the_hf_cache_names_that_cache_and_its_variable(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -126,7 +126,8 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
     """Local I/O failures (a full disk above all) as one clear line; a converted file left without its record
     goes, while weights stored before, which the failed store did not replace, stay. A full disk removes the
     staging folder, except a finished Drive download in it (1.3 GB for the large models), which the rerun
-    stores without downloading it again (`fetch_drive_file`) once the user has freed the space.
+    stores without downloading it again (`fetch_drive_file`) once the user has freed the space, and a
+    partial one (the disk filled while it came), which the rerun resumes.
 
     Network failures never get here as OSError: the fetchers turn them into FetchError first.
     """
@@ -151,6 +152,13 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
                 f"`docsam download-weights {entry.name}` again, which stores it without downloading it again "
                 f"(or, on a larger disk, `DOCSAM_HOME=DIR docsam download-weights --from "
                 f"{display_path(kept)} {entry.name}`)"
+            ) from error
+        received = sum(part.stat().st_size for part in staging_dir(entry.name).glob("*.part"))
+        if received:
+            raise FetchError(
+                f"{entry.name}: no space left on the device holding {where}; the download stopped after "
+                f"{received} bytes, which are kept ({display_path(staging_dir(entry.name))}): free some "
+                f"space, then run `docsam download-weights {entry.name}` again to resume it"
             ) from error
         shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
         raise FetchError(
