@@ -46,9 +46,22 @@ SILENCE_LIMIT_SECONDS = 120.0  # an awaited process without a beat this long is 
 STOP_WAIT_SECONDS = 30.0  # how long a process that ends waits for its heartbeat thread's last beat
 
 
+_START_WITH_A_LAUNCHER = (
+    "start the command with torchrun (or a launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and "
+    "MASTER_PORT), or unset WORLD_SIZE"
+)
+
+
 def launched_world_size() -> int:
-    """How many processes the launcher started (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes the launcher started (1 without a launcher); UsageError when `WORLD_SIZE` is not
+    a whole number."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(
+            f"WORLD_SIZE is {value!r}, not a number of processes: {_START_WITH_A_LAUNCHER}"
+        ) from None
 
 
 def launched_rank() -> int:
@@ -331,9 +344,8 @@ def _rendezvous(world_size: int, timeout: timedelta) -> tuple[Store, int, int]:
     except ValueError as error:  # torch's "Error initializing ... rendezvous: environment variable ..."
         reason = str(error).rpartition("rendezvous: ")[2]
         raise UsageError(
-            f"WORLD_SIZE is {world_size}, yet the launcher's environment is incomplete ({reason}): start the "
-            "command with torchrun (or a launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and "
-            "MASTER_PORT), or unset WORLD_SIZE"
+            f"WORLD_SIZE is {world_size}, yet the launcher's environment is incomplete ({reason}): "
+            f"{_START_WITH_A_LAUNCHER}"
         ) from None
 
 

@@ -633,3 +633,19 @@ def test_world_size_without_the_rest_of_a_launcher_is_a_usage_error(
         f"{missing} expected, but not set): start the command with torchrun (or a launcher that also sets "
         "RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT), or unset WORLD_SIZE"
     )
+
+
+def test_a_world_size_that_is_no_number_is_a_usage_error(tmp_path, tiny_weights, shared_data, monkeypatch):
+    """`WORLD_SIZE=abc` came out as `internal error: ValueError: invalid literal for int()` (exit 3)."""
+    from cli_helpers import run_docsam
+
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    page = next((shared_data / "pages").rglob("*.png"))
+    result = run_docsam(
+        "segment", str(page), "--weights", str(tiny_weights), *TINY_GEOMETRY, "-o", str(tmp_path)
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: WORLD_SIZE is 'abc', not a number of processes: start the command with torchrun (or a "
+        "launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT), or unset WORLD_SIZE"
+    )

@@ -609,17 +609,18 @@ def test_a_rank_that_cannot_start_leaves_rank_0s_lock_file_alone(
         assert (out / ".docsam" / "lock").read_text().startswith(f"{os.getpid()} ")
 
 
-@pytest.mark.parametrize("cause", ["device", "launcher"])
+@pytest.mark.parametrize("cause", ["device", "launcher", "malformed"])
 def test_a_run_that_cannot_take_its_device_or_process_group_leaves_no_empty_run_folder(
     cause: str, data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run that cannot start removes the --out it created, but not when the device was not there
     (`--device cuda` on a machine without) or `WORLD_SIZE` was set without a launcher: the error came
-    after the folder was made, and an empty one stayed behind."""
+    after the folder was made, and an empty one stayed behind. A `WORLD_SIZE` that is no number is refused
+    so too (it was `invalid literal for int()`, a failed run)."""
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    if cause == "launcher":
-        monkeypatch.setenv("WORLD_SIZE", "2")
+    if cause != "device":
+        monkeypatch.setenv("WORLD_SIZE", "2" if cause == "launcher" else "abc")
     else:
         monkeypatch.delenv("WORLD_SIZE", raising=False)
         monkeypatch.setattr("torch.cuda.is_available", lambda: False)
@@ -627,6 +628,10 @@ def test_a_run_that_cannot_take_its_device_or_process_group_leaves_no_empty_run_
     code, stderr = finetune(data, tiny_weights, out, *(["--device", "cuda"] if cause == "device" else []))
     assert code == 2 and len(error_lines(stderr)) == 1, stderr
     assert not out.exists()
+    if cause == "malformed":
+        assert (
+            "error: WORLD_SIZE is 'abc', not a number of processes: start the command with torchrun" in stderr
+        )
 
 
 def test_a_resume_with_another_process_count_is_refused_before_the_model_loads(
