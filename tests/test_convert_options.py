@@ -518,3 +518,27 @@ def test_a_split_naming_one_set_alone_is_refused(coco_file: Path) -> None:
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--split", "val=0.3")
     assert result.exit_code == 2 and "only split 'val' is named" in result.stderr
     assert not out.exists()
+
+
+def test_a_converted_folder_converts_again_without_reading_its_report(
+    coco_file: Path, tmp_path: Path
+) -> None:
+    """The report's `"images": N` made it pass for a COCO file: an error and exit 1, though every page of
+    the folder was converted. A COCO file of that name is still read, and a malformed `images` still fails."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", first).exit_code == 0
+    pages = sorted((first / "list.txt").read_text().split())
+
+    result = run_cli("convert-dataset", first, "--from", "coco", "-o", again)
+
+    assert result.exit_code == 0 and result.error_lines() == [], result.stderr
+    assert sorted((again / "list.txt").read_text().split()) == pages
+    named = tmp_path / "named" / "convert_report.json"
+    named.parent.mkdir()
+    named.write_text(coco_file.read_text())
+    assert run_cli("convert-dataset", named, "--from", "coco", "-o", tmp_path / "named-out").exit_code == 0
+    malformed = json.loads(coco_file.read_text()) | {"images": 3}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "annotations.json").write_text(json.dumps(malformed))
+    result = run_cli("convert-dataset", tmp_path / "bad", "--from", "coco", "-o", tmp_path / "bad-out")
+    assert result.exit_code != 0 and "images: expected a list" in result.stderr

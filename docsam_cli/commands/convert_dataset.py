@@ -215,7 +215,7 @@ def _nothing_converted(console: Console, report: ConversionReport, message: str)
 
 
 def _summary(console: Console, report: ConversionReport, out: Path) -> None:
-    from docsam_cli.datasets.pipeline import REPORT_FILE
+    from docsam_cli.datasets.report import REPORT_FILE
 
     table = Table(title=Text(f"{report.images} images → {display_path(out)}"), title_justify="left")
     table.add_column("class")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from docsam_cli.datasets.fields import JsonField, is_number
+from docsam_cli.datasets.report import REPORT_FILE
 from docsam_cli.errors import InputError, WrongFormat
 
 
@@ -103,6 +104,8 @@ def read_dataset(path: Path, *, sizes_required: bool, loader_rules: bool = False
     is no field, keeps `segmentation`.
     """
     root = JsonField.load(path)
+    if _is_conversion_report(root):
+        raise WrongFormat(path, f"convert-dataset's report ({REPORT_FILE}), not a COCO dataset")
     if not is_dataset(root):
         raise WrongFormat(path, "not a COCO dataset (no 'images' list)")
     return dataset_of(root, sizes_required=sizes_required, loader_rules=loader_rules)
@@ -111,6 +114,13 @@ def read_dataset(path: Path, *, sizes_required: bool, loader_rules: bool = False
 def is_dataset(root: JsonField) -> bool:
     """Whether a parsed json looks like a COCO dataset (an object with 'images') rather than anything else."""
     return root.is_object() and root.get("images") is not None
+
+
+def _is_conversion_report(root: JsonField) -> bool:
+    """Whether a parsed json is convert-dataset's report, whose `images` is a count: a folder converted
+    before holds one, and a COCO file with a malformed `images` stays an error."""
+    images = root.get("images") if root.is_object() else None
+    return root.file.name == REPORT_FILE and images is not None and is_number(images.value)
 
 
 def dataset_of(

@@ -24,13 +24,12 @@ from docsam_cli.datasets.convert import read_sources
 from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
-from docsam_cli.datasets.report import ConversionReport
+from docsam_cli.datasets.report import REPORT_FILE, ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.inputs.sources import portable_stem, stem_key
 from docsam_cli.names import display_path, output_text
 from docsam_cli.presets import read_alike, repeated_classes
 
-REPORT_FILE = "convert_report.json"
 _POOL = ".images"  # staging folder of images before they are placed into their split
 
 

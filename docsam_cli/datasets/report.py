@@ -10,6 +10,9 @@ from docsam_cli.datasets.records import Note
 from docsam_cli.errors import InputError
 from docsam_cli.names import output_text
 
+REPORT_FILE = "convert_report.json"
+"""The report convert-dataset writes into its output folder; never read back as a source."""
+
 
 @dataclass
 class ConversionReport:
