@@ -184,6 +184,21 @@ def test_interrupted_drive_download_resumes_on_the_next_run(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def _rerun_stores_the_kept_download_without_drive(remote: FakeRemote, sandbox: Sandbox) -> None:
+    """Rerun `download-weights docsam-base` with Drive serving only its quota page: the download kept in
+    staging is stored without a request, and the staging folder goes."""
+    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
+    remote.seen.clear()
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 0, stderr
+    assert remote.seen == []
+    stored = load_file(resolve_weights("docsam-base").path)
+    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
+    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+
+
 def test_a_download_completed_before_its_storing_was_interrupted_is_stored_without_drive(
     remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,16 +214,7 @@ def test_a_download_completed_before_its_storing_was_interrupted_is_stored_witho
     monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
     assert download("docsam-base")[0] == 130
     monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
-    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
-    remote.seen.clear()
-
-    code, _, stderr = download("docsam-base")
-
-    assert code == 0, stderr
-    assert remote.seen == []
-    stored = load_file(resolve_weights("docsam-base").path)
-    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
-    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+    _rerun_stores_the_kept_download_without_drive(remote, sandbox)
 
 
 def test_a_download_completed_before_its_storing_was_interrupted_is_stored_offline(
@@ -524,16 +530,7 @@ def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(
     remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
     assert download("docsam-base")[0] == 1
     monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
-    remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
-    remote.seen.clear()
-
-    code, _, stderr = download("docsam-base")
-
-    assert code == 0, stderr
-    assert remote.seen == []
-    stored = load_file(resolve_weights("docsam-base").path)
-    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
-    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+    _rerun_stores_the_kept_download_without_drive(remote, sandbox)
 
 
 def test_a_disk_that_fills_during_the_download_keeps_the_partial_file_for_the_rerun(
