@@ -184,6 +184,19 @@ def test_interrupted_drive_download_resumes_on_the_next_run(
     assert not (sandbox.home / "downloads" / "docsam-base").exists()
 
 
+def _stop_while_storing(remote: FakeRemote, base_pth: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Download docsam-base and stop the run (Ctrl-C) while it converts the finished download."""
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+    converting = docsam_cli.weights.install.write_safetensors
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
+    assert download("docsam-base")[0] == 130
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+
+
 def _rerun_stores_the_kept_download_without_drive(remote: FakeRemote, sandbox: Sandbox) -> None:
     """Rerun `download-weights docsam-base` with Drive serving only its quota page: the download kept in
     staging is stored without a request, and the staging folder goes."""
@@ -205,15 +218,7 @@ def test_a_download_completed_before_its_storing_was_interrupted_is_stored_witho
     """A run stopped while it converted the finished download (Ctrl-C, the OOM killer: the conversion holds
     the weights twice in memory) left the whole file in the staging folder, yet the rerun asked Drive for it
     again, and failed when Drive answered with its quota page by then."""
-    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
-    converting = docsam_cli.weights.install.write_safetensors
-
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
-    assert download("docsam-base")[0] == 130
-    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+    _stop_while_storing(remote, base_pth, monkeypatch)
     _rerun_stores_the_kept_download_without_drive(remote, sandbox)
 
 
@@ -222,25 +227,9 @@ def test_a_download_completed_before_its_storing_was_interrupted_is_stored_offli
 ) -> None:
     """The rerun stores such a finished download without Drive, but with DOCSAM_OFFLINE=1 (set because the
     network is gone) it said 'not in the cache ... was not downloaded', the whole file left in staging."""
-    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
-    converting = docsam_cli.weights.install.write_safetensors
-
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", interrupted)
-    assert download("docsam-base")[0] == 130
-    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", converting)
+    _stop_while_storing(remote, base_pth, monkeypatch)
     monkeypatch.setenv("DOCSAM_OFFLINE", "1")
-    remote.seen.clear()
-
-    code, _, stderr = download("docsam-base")
-
-    assert code == 0, stderr
-    assert remote.seen == []
-    stored = load_file(resolve_weights("docsam-base").path)
-    assert all(torch.equal(stored[key], tensor) for key, tensor in checkpoint(width=128).items())
-    assert not (sandbox.home / "downloads" / "docsam-base").exists()
+    _rerun_stores_the_kept_download_without_drive(remote, sandbox)
 
 
 def test_a_partial_download_the_server_will_not_resume_is_fetched_again_from_the_start(

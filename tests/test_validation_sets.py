@@ -137,18 +137,9 @@ def test_a_prompted_class_no_validated_page_annotates_is_a_false_positive_as_in_
     assert metrics["mAF"] == pytest.approx(0.5) and metrics["mIoU"] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
-def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
-    """A list.txt saved by Notepad (UTF-8 with a byte order mark) or by PowerShell (`> list.txt`: UTF-16)
-    was read as plain UTF-8: the first page became '\\ufeffa.png', whose json training (`error: …/coco/
-    \\ufeffa.json: cannot read the annotations`) and evaluate did not find, and a UTF-16 list stopped
-    training with an error naming no file (exit 1) and evaluate with an internal error. The mark announces
-    the encoding, as in segment's path lists; a list that is not in it is one error naming the list."""
+def _two_page_split(tmp_path):
+    """A unified split of two pages, a.png and b.png, each with one table, listed by no list yet."""
     from training_helpers import write_layout
-
-    from docsam_cli.datasets.ground_truth import load_ground_truth
-    from docsam_cli.errors import InputError
-    from docsam_cli.training.datasets import LayoutDataset
 
     document = {
         "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
@@ -156,7 +147,21 @@ def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
     }
     image = np.full((60, 80, 3), 200, np.uint8)
-    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    return write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_list_written_on_windows_names_its_pages(tmp_path, encoding):
+    """A list.txt saved by Notepad (UTF-8 with a byte order mark) or by PowerShell (`> list.txt`: UTF-16)
+    was read as plain UTF-8: the first page became '\\ufeffa.png', whose json training (`error: …/coco/
+    \\ufeffa.json: cannot read the annotations`) and evaluate did not find, and a UTF-16 list stopped
+    training with an error naming no file (exit 1) and evaluate with an internal error. The mark announces
+    the encoding, as in segment's path lists; a list that is not in it is one error naming the list."""
+    from docsam_cli.datasets.ground_truth import load_ground_truth
+    from docsam_cli.errors import InputError
+    from docsam_cli.training.datasets import LayoutDataset
+
+    root = _two_page_split(tmp_path)
     (root / "list.txt").write_text("a.png\r\nb.png\r\n", encoding=encoding)
     dataset = LayoutDataset(root)
     assert dataset.image_names == ["a.png", "b.png"]
@@ -176,18 +181,10 @@ def test_lists_saved_on_windows_and_joined_name_their_pages(tmp_path):
     list.txt`, `cat`) hold the mark at the start of the second's first line: training stopped with
     'list.txt names 2 files that are not there: …/image/b.png, …/coco/b.json' (the mark invisible in the
     names), and evaluate left the page out. The mark is no part of a name, wherever a line opens with it."""
-    from training_helpers import write_layout
-
     from docsam_cli.datasets.ground_truth import load_ground_truth
     from docsam_cli.training.datasets import LayoutDataset
 
-    document = {
-        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
-        "categories": [{"id": 1, "name": "table"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
-    }
-    image = np.full((60, 80, 3), 200, np.uint8)
-    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    root = _two_page_split(tmp_path)
     (root / "list.txt").write_bytes("a.png\r\n".encode("utf-8-sig") + "b.png\r\n".encode("utf-8-sig"))
     dataset = LayoutDataset(root)
     assert dataset.image_names == ["a.png", "b.png"]
@@ -200,17 +197,9 @@ def test_a_page_listed_twice_is_validated_once_as_evaluate_scores_it(tmp_path):
     """Lists joined (`cat a.txt b.txt`) may name a page twice: `evaluate` scores it once, but `--val`
     validated it twice, the page weighing double in the split's figures (and taking a place of the
     `--val-images` pages)."""
-    from training_helpers import write_layout
-
     from docsam_cli.training.datasets import LayoutDataset
 
-    document = {
-        "images": [{"id": 1, "height": 60, "width": 80, "file_name": "a.png"}],
-        "categories": [{"id": 1, "name": "table"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}],
-    }
-    image = np.full((60, 80, 3), 200, np.uint8)
-    root = write_layout(tmp_path / "split", {"a": (image, document), "b": (image, document)})
+    root = _two_page_split(tmp_path)
     (root / "list.txt").write_text("a.png\na.png\nb.png\n")
     validator = LayoutValidator([LayoutDataset(root, stage="test")], Geometry((40, 40), (32, 32)), 2)
     assert [truth.name for _, truth, _ in validator.sets[0][1]] == ["a", "b"]
