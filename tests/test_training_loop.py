@@ -452,3 +452,36 @@ def test_a_checkpoint_removes_the_half_written_checkpoints_of_a_killed_run(
     state = TrainerState(step=4, optimizer={}, scaler={}, rng={}, best=None, run={})
     save_checkpoint(tmp_path / "run", small_model(tiny_config, tiny_reference_state), state, 2, {})
     assert [path.name for path in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000004"]
+
+
+def test_a_run_started_again_before_its_first_checkpoint_keeps_no_best_of_the_earlier_attempt(
+    dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    """A run that stopped before its first checkpoint (a data-loader worker killed for want of memory: 'start
+    it again with fewer --workers or a smaller --batch-size') is started again into its folder, which
+    restarts log.jsonl and run.json; the first attempt's best/ stayed, so best/ held weights of another
+    run, and a resume of the new run compared its validations with that attempt's score."""
+    output = tmp_path / "run"
+    first = options(iterations=1, validate_every=1, checkpoint_every=5)
+    model = small_model(tiny_config, tiny_reference_state)
+    Trainer(model, data_of(dataset), first, output, validator=lambda m: {"mAP": 0.9}).run()
+    shutil.rmtree(output / "checkpoints")  # stopped after its validation, before its checkpoint
+    (output / MODEL_FILE).unlink()
+    assert resume_point(RunPlan(datasets=(DatasetSpec(dataset.root),), output=output), 1) is None
+
+    again = options(iterations=1, validate_every=0)
+    Trainer(small_model(tiny_config, tiny_reference_state), data_of(dataset), again, output).run()
+
+    assert not (output / "best").exists()
+    assert load_trainer_state(list_checkpoints(output)[-1]).best is None
+
+
+def test_a_new_run_leaves_a_best_folder_that_no_run_wrote(
+    dataset, tiny_config, tiny_reference_state, tmp_path
+) -> None:
+    output = tmp_path / "project"
+    (output / "best").mkdir(parents=True)
+    (output / "best" / "notes.txt").write_text("mine", encoding="utf-8")
+    run_options = options(iterations=1, validate_every=0)
+    Trainer(small_model(tiny_config, tiny_reference_state), data_of(dataset), run_options, output).run()
+    assert (output / "best" / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -33,7 +33,7 @@ import torch
 
 from docsam_cli.atomic import atomic_open, is_temporary, replace_folder
 from docsam_cli.training.datasets import LayoutDataset
-from docsam_cli.training.run_log import write_failure
+from docsam_cli.training.run_log import RUN_FILE, write_failure
 from docsam_cli.training.settings import AugmentSettings
 from model.checkpoint import save_model
 from model.docsam import DocSAM
@@ -199,6 +199,17 @@ def resumed_best(output: Path, state: TrainerState, metric: str) -> dict[str, An
     if published is None or (state.best is not None and state.best["value"] >= published["value"]):
         return state.best
     return published
+
+
+def discard_earlier_best(output: Path) -> None:
+    """Remove the `best/` an earlier attempt of a run left in `output` (its `run.json` is there), as a new
+    run starts there. Only a run that stopped before its first checkpoint leaves one (a folder with a
+    checkpoint is resumed, not started again); the new run restarts the log and run.json, so its `best/`
+    must be its own too: else it holds the other attempt's weights, and a resume of the new run compares
+    its validations with that score (`resumed_best`). A `best/` of anything else is left alone."""
+    best = output / BEST_FOLDER
+    if (output / RUN_FILE).is_file() and (best / METRICS_FILE).is_file():
+        shutil.rmtree(best, ignore_errors=True)
 
 
 def save_final(output: Path, model: DocSAM, stored: Mapping[str, Any]) -> None:

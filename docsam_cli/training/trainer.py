@@ -55,6 +55,7 @@ from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     TrainerState,
     capture_rng,
+    discard_earlier_best,
     list_checkpoints,
     load_trainer_state,
     remove_leftovers,
@@ -312,6 +313,8 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         if main:
             remove_leftovers(self.output)  # before `resume` reads best/
+            if resume is None:
+                discard_earlier_best(self.output)
         start = self.resume(resume) if resume is not None else 0
         if start == 0 and options.warmup:
             self.schedule.step(0)
