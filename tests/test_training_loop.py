@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -485,3 +486,48 @@ def test_a_new_run_leaves_a_best_folder_that_no_run_wrote(
     run_options = options(iterations=1, validate_every=0)
     Trainer(small_model(tiny_config, tiny_reference_state), data_of(dataset), run_options, output).run()
     assert (output / "best" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+class _SummaryWriter:
+    """Stands in for torch's TensorBoard writer (the tensorboard package is optional): records how it was
+    opened and what it was given."""
+
+    opened: ClassVar[list[dict]] = []
+
+    def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
+        self.opened.append({"log_dir": log_dir, "purge_step": purge_step})
+
+    def add_scalar(self, name: str, value: float, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def tensorboard(monkeypatch) -> list[dict]:
+    """Make `tensorboard` importable, with `torch.utils.tensorboard.SummaryWriter` the stand-in."""
+    import importlib.machinery
+    import types
+
+    package = types.ModuleType("tensorboard")
+    package.__spec__ = importlib.machinery.ModuleSpec("tensorboard", None)
+    writer_module = types.ModuleType("torch.utils.tensorboard")
+    writer_module.SummaryWriter = _SummaryWriter
+    monkeypatch.setitem(sys.modules, "tensorboard", package)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", writer_module)
+    monkeypatch.setattr(_SummaryWriter, "opened", [])
+    return _SummaryWriter.opened
+
+
+def test_a_resumed_log_hides_the_tensorboard_points_the_stopped_run_wrote_after_its_checkpoint(
+    tensorboard, tmp_path: Path
+) -> None:
+    """log.jsonl drops the lines a stopped run wrote after the checkpoint a resume starts from; its
+    TensorBoard events stayed, so the resumed run's curves drew those steps twice (and a run started again
+    in the folder of one that stopped before its first checkpoint showed that attempt's curves too).
+    The writer now purges the events from the first step the run writes again."""
+    RunLog(tmp_path, start_step=0).close()
+    RunLog(tmp_path, start_step=200).close()
+    assert [opened["purge_step"] for opened in tensorboard] == [1, 201]
+    assert {opened["log_dir"] for opened in tensorboard} == {str(tmp_path / "tensorboard")}

@@ -4,8 +4,9 @@
   working folder its relative paths are from, the process count, and what a resumed run must share with it
   (seed, batch size, datasets, processes).
 * `log.jsonl`: one JSON line per logged step or validation, plus TensorBoard scalars when the
-  `tensorboard` package is installed. On resume the lines written after the resumed checkpoint (by the
-  interrupted process) are dropped first, so the file reads as if the run had never stopped.
+  `tensorboard` package is installed. On resume the lines (and TensorBoard events) written after the resumed
+  checkpoint (by the interrupted process) are dropped first, so the file reads as if the run had never
+  stopped.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class RunLog:
             self._handle = self.path.open("a", encoding="utf-8")
         except OSError as error:
             raise write_failure(self.path, "the training log", error) from None
-        self._tensorboard = _tensorboard_writer(output / "tensorboard")
+        self._tensorboard = _tensorboard_writer(output / "tensorboard", start_step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         try:
@@ -117,9 +118,12 @@ def _scalars(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]
     return scalars
 
 
-def _tensorboard_writer(folder: Path):
+def _tensorboard_writer(folder: Path, first_step: int):
+    """TensorBoard's writer for the run's scalars from `first_step` on: the events an earlier process wrote
+    for that step and later ones (a stopped run's, after the checkpoint the run resumes from) are purged,
+    as those lines of log.jsonl are dropped."""
     if importlib.util.find_spec("tensorboard") is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=first_step)
