@@ -234,6 +234,24 @@ def test_a_pdf_without_pages_says_so(tmp_path):
     assert only_error(tmp_path / "empty.pdf").reason == "PDF has no pages"
 
 
+@pytest.mark.parametrize(
+    ("count", "complaint"),
+    [
+        ("", "Page count in top-level pages object is wrong type (null)"),
+        ("/Count -2", "Invalid page count -2"),
+        ("/Count 1000000", "Page count (1000000) larger than number of objects (5)"),
+    ],
+)
+def test_a_damaged_page_tree_is_not_called_a_pdf_without_pages(tmp_path, count, complaint):
+    """Two pages that other readers show, under a /Count poppler refuses: poppler finds no page, and
+    "PDF has no pages" told the user the scan was empty."""
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 300] >>"
+    tree = b"<< /Type /Pages /Kids [3 0 R 4 0 R] %s >>" % count.encode()
+    (tmp_path / "book.pdf").write_bytes(pdf_file([b"<< /Type /Catalog /Pages 2 0 R >>", tree, page, page]))
+    reason = only_error(tmp_path / "book.pdf").reason
+    assert reason == f"damaged PDF: poppler finds no page in it (poppler: {complaint})"
+
+
 @pytest.mark.parametrize("name", ["pdf-qpdf-tricky/bad-xref.pdf", "pdf-qpdf-tricky/fuzz-16214.pdf"])
 def test_damaged_pdfs_that_poppler_repairs_are_rendered(pdfs, name):
     (task,) = items_for(pdfs / name)

@@ -129,11 +129,21 @@ def _read_pdf_info(path: Path, password: str | None, timeout: float | None) -> P
 
 
 def _pdfinfo_reason(message: str, password: str | None) -> str:
+    """Why pdfinfo failed, from its messages (in pdf2image's error).
+
+    pdfinfo refuses the page range of a document in which poppler finds no page. That is an empty PDF only
+    where poppler read its page count as 0; a page count missing, negative or past the file's objects is
+    a damaged page tree whose pages other readers may well show, and poppler's complaint says so.
+    """
     if "Incorrect password" in message:
         return _NEEDS_PASSWORD if password is None else _WRONG_PASSWORD
-    if "after the last page (0)" in message:  # pdfinfo refuses the page range of a document without pages
-        return "PDF has no pages"
     errors = [line.split(":", 1)[-1].strip() for line in message.splitlines() if "Error" in line]
+    if "after the last page (0)" in message:
+        refusal = ("Wrong page range", "Invalid page count 0")  # the range refused, an empty page tree
+        complaints = [error for error in errors if not error.startswith(refusal)]
+        if not complaints:
+            return "PDF has no pages"
+        return f"damaged PDF: poppler finds no page in it (poppler: {complaints[-1]})"
     return f"damaged or not a PDF (poppler: {errors[-1]})" if errors else "damaged or not a PDF"
 
 
