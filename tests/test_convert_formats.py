@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 from convert_helpers import dark_box, layout_counts, minimal_pdf, run_cli, write_image, write_rotated_jpeg
 
-from docsam_cli.inputs.images import load_frame
+from docsam_cli.inputs.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    load_frame,
+    max_image_pixels,
+    set_max_image_pixels,
+)
 
 
 def _only_annotations(out: Path) -> dict[str, list[dict]]:
@@ -155,6 +160,38 @@ def test_icdar2013_pdf_points_map_onto_the_rendered_page(tmp_path: Path) -> None
         )
         cells_found = [a for a in document["annotations"] if names[a["category_id"]] == "table cell"]
         assert sum(a["area"] for a in cells_found) == table["area"]
+
+
+def test_icdar2013_pages_over_the_pixel_limit_can_be_let_through_as_the_error_says(tmp_path: Path) -> None:
+    """A PDF page over the pixel limit at --dpi is refused with "raise the limit with --max-image-pixels":
+    convert-dataset had no such option, so the advice ended in a usage error and the page could not be
+    converted at all."""
+    source = tmp_path / "icdar"
+    source.mkdir()
+    # 300 x 400 pt: 120,000 pixels at 72 dpi
+    (source / "map.pdf").write_bytes(minimal_pdf((0, 0, 300, 400), 0, (60, 100, 100, 50)))
+    (source / "map-reg.xml").write_text(
+        '<document filename="map.pdf"><table id="1"><region id="1" page="1">'
+        '<bounding-box x1="60" y1="100" x2="160" y2="150"/></region></table></document>'
+    )
+    saved = max_image_pixels()
+    try:
+        arguments = ("convert-dataset", source, "--from", "icdar2013", "--dpi", "72")
+        refused = run_cli(*arguments, "--out", tmp_path / "refused", "--max-image-pixels", "100000")
+        assert refused.exit_code == 1
+        (line,) = refused.error_lines()
+        assert (
+            "map.pdf (page 1): 300x400 = 120000 pixels exceeds the decompression-bomb limit of 100000 "
+            in line
+        )
+        assert "--max-image-pixels" in line
+        result = run_cli(*arguments, "--out", tmp_path / "out", "--max-image-pixels", "0")
+        assert result.exit_code == 0, result.stderr
+        assert layout_counts(tmp_path / "out")[0] == Counter({"table": 1})
+        assert run_cli(*arguments, "--out", tmp_path / "default").exit_code == 0
+        assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a run without the option: the default
+    finally:
+        set_max_image_pixels(saved)
 
 
 def test_text_detection_labels_of_three_datasets(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
 from docsam_cli.errors import ExitCode
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path
 
@@ -32,6 +33,7 @@ SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=
 _INPUT = "Input"
 _CLASSES = "Classes"
 _OUTPUT = "Output"
+_PDF_PAGES = "PDF pages (ICDAR 2013)"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
@@ -89,9 +91,21 @@ def main(
     dpi: Annotated[
         float,
         typer.Option(
-            min=10, max=1200, help="Rendering resolution of PDF pages (ICDAR 2013).", rich_help_panel=_INPUT
+            min=10,
+            max=1200,
+            help="Rendering resolution of PDF pages (ICDAR 2013).",
+            rich_help_panel=_PDF_PAGES,
         ),
     ] = 150.0,
+    max_image_pixels: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Refuse PDF pages (ICDAR 2013) larger than this many pixels at --dpi (decompression-bomb "
+            "guard; 0: no limit).",
+            rich_help_panel=_PDF_PAGES,
+        ),
+    ] = DEFAULT_MAX_IMAGE_PIXELS,
     mapping: Annotated[
         list[str],
         typer.Option(
@@ -172,6 +186,7 @@ def main(
         images=images,
         class_list=classes,
         dpi=dpi,
+        max_image_pixels=max_image_pixels or None,
     )
     quiet = message_options().quiet
     try:

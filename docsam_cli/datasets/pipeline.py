@@ -26,6 +26,7 @@ from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import REPORT_FILE, ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.inputs.sources import portable_stem, stem_key
 from docsam_cli.names import display_path, output_text
 from docsam_cli.presets import read_alike, repeated_classes
@@ -48,6 +49,7 @@ class ConvertOptions:
     images: Path | None = None
     class_list: Path | None = None
     dpi: float = 150.0
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # of the PDF pages rendered; None: no limit
 
 
 class OutputExists(Exception):
@@ -88,6 +90,7 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     options = replace(options, out=Path(os.path.abspath(options.out)))  # `.`, `..`: a name to rename by
     out = options.out
     check_output(options)
+    set_max_image_pixels(options.max_image_pixels)
     with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = _staging_folder(out)
