@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from instances_factory import make_instances, rect_mask
 from pycocotools import mask as mask_utils
+from shapely.geometry import Polygon
 
 pytest.importorskip("ocrd_utils", reason="the OCR-D processor needs the `ocrd` extra")
 
 from ocrd_utils import coordinates_for_segment, rotate_coordinates, shift_coordinates
 
 from docsam_cli.ocrd.frame import ReadingFrame, to_page_frame
+from docsam_cli.writers.shapes import PageShapes
 
 PAGE_SIZE = (300, 400)  # width, height
 
@@ -77,6 +79,20 @@ def test_masks_are_cut_to_the_page_and_its_border():
     larger = make_instances([np.ones((500, 400), dtype=bool)], [0], ["text"])
     moved = to_page_frame(larger, shifted, PAGE_SIZE)
     assert moved.decode_mask(0).shape == (400, 300) and moved.decode_mask(0).all()
+
+
+def test_outlines_cut_to_a_skewed_border_stay_inside_it_as_ocrds_validator_checks():
+    """A frame-shaped mask cut by a Border skewed by 6 degrees leaves a one-pixel strip along its edge,
+    joined to the rest at a pixel corner; the outline widened there to stay one polygon reached 1.57 px
+    past the Border, more than the 1.5 px OCR-D's validator allows. Cut to the Border, it stays inside."""
+    width, height = 30, 108
+    border = np.array([[0, 21], [17, 19], [25, 92], [8, 94]])
+    frame = np.ones((height, width), dtype=bool)
+    frame[27:81, 7:22] = False
+    moved = to_page_frame(make_instances([frame], [0], ["text"]), np.eye(3), (width, height), border)
+    limit = Polygon(border).simplify(1.0).buffer(1.5)  # as OCR-D's validator (POLY_TOLERANCE, PARENT_SLACK)
+    outline = PageShapes(moved, within=border).outline(0)
+    assert Polygon(outline).is_valid and Polygon(outline).simplify(1.0).within(limit)
 
 
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from cli_helpers import PROJECT_ROOT, run_docsam
@@ -360,6 +361,41 @@ def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_pa
     (region,) = region_elements(page)
     points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
     assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+
+
+@pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
+def test_regions_traced_along_a_skewed_border_stay_inside_it(processor, tmp_path, monkeypatch, page_schema):
+    """A skewed Border (a page cropped and deskewed by a few degrees) cuts the masks along a staircase. A
+    one-pixel rule along its edge became its bounding rectangle, and a part joined to the rest by a
+    one-pixel neck was widened by a pixel: both reached past the Border by more than the 1.5 px OCR-D's
+    validator allows. Each region is now cut to the Border."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    width, height = 400, 500
+    border = "100,50 350,80 330,450 80,420"
+    image = np.full((height, width, 3), 235, np.uint8)
+    cv2.line(image, (98, 80), (84, 400), (0, 0, 0), 1)  # a rule a pixel or two inside the Border's left edge
+    Image.fromarray(image).save(directory / "page.png")
+    workspace.add_file(
+        "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
+    )
+    (directory / "page.xml").write_text(
+        page_document(
+            f'imageFilename="page.png" imageWidth="{width}" imageHeight="{height}"',
+            f'<Border><Coords points="{border}"/></Border>',
+        ),
+        encoding="utf-8",
+    )
+    workspace.add_file(
+        "OCR-D-BORDER", file_id="BORDER_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="page.xml"
+    )
+
+    process(processor, workspace, "OCR-D-BORDER", OUTPUT)
+
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    path = Path(workspace.directory) / output.local_filename
+    assert len(region_elements(check_page_file(path, page_schema, directory / "page.png"))) == 1
 
 
 def upright_layout(model, bgr: np.ndarray, classes: list[str], **options) -> PageInstances:

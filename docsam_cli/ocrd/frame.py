@@ -7,7 +7,8 @@ page image. Transforming the finished polygons (`ocrd_utils.coordinates_for_segm
 round them, so they could lose the validity `docsam_cli.polygons` gives them and text lines could leave
 their regions. The masks are moved instead (nearest-neighbour resampling through the same transform), and
 the polygons are then traced on the page by the code behind `docsam segment --format page`. Masks are cut
-to the page and, where the page has a `Border`, to its polygon, so every region lies inside both.
+to the page and, where the page has a `Border`, to its polygon, and the outlines traced from them to the
+Border's polygon too (`PageShapes.within`), so every region lies inside both.
 
 A page whose `@orientation` (or deskewing) turns it by about 90°, 180° or 270° is laid out in its
 `ReadingFrame`: the page turned by those quarter turns, in which its text runs as on the derived image.

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ocrd.processor.base import OcrdFileType
     from ocrd_models.ocrd_page import OcrdPage, PageType
 
+    from docsam_cli.ocrd.frame import ReadingFrame
     from docsam_cli.runtime import LoadedModel
     from model.inference import Geometry
 
@@ -172,7 +173,7 @@ class DocsamSegment(Processor):
         instances = to_page_frame(
             instances, to_image, frame.size, None if border is None else frame.from_page(border)
         )
-        shapes = PageShapes(instances)
+        shapes = PageShapes(instances, within=_outline_limit(border, frame))
         added = add_regions(
             pcgts,
             shapes,
@@ -221,6 +222,17 @@ def _border(page: PageType, page_size: tuple[int, int]) -> np.ndarray | None:
             "segment; correct or remove the Border"
         )
     return points
+
+
+def _outline_limit(border: np.ndarray | None, frame: ReadingFrame) -> np.ndarray | None:
+    """The Border in the frame's pixels, which the regions' outlines are cut to (`PageShapes.within`); None
+    without a Border, or for one that is no valid polygon (it crosses itself): shapely cannot cut to that,
+    and OCR-D's validator checks no region against it."""
+    import shapely
+
+    if border is None or not shapely.is_valid(shapely.polygons(border)):
+        return None
+    return frame.from_page(border)
 
 
 def _area_on_page(points: np.ndarray, page_size: tuple[int, int]) -> float:

@@ -74,15 +74,27 @@ class PageShapes:
 
     `polygons(i)` are the valid polygons of instance i, largest part first (`docsam_cli.polygons`);
     `outline(i)` is the first of them, the one polygon PAGE and ALTO write, and `written(i)` its pixels.
+    `within`, a valid integer polygon (the OCR-D page's Border), is what every outline is cut to
+    (`polygons.clip_polygon`; an instance it leaves without one is left out): the masks are cut to its
+    pixels already, but a one-pixel rule's outline is its bounding rectangle and a repaired pinch is a
+    pixel wider, which along a skewed Border reached past it by more than OCR-D's validator allows.
     `edge_polygons(i)` trace the pixel edges instead (COCO's convention). Class names are as they go into
     output files (`names.output_text`).
     """
 
-    def __init__(self, instances: PageInstances, polygon_epsilon: float = DEFAULT_EPSILON) -> None:
+    def __init__(
+        self,
+        instances: PageInstances,
+        polygon_epsilon: float = DEFAULT_EPSILON,
+        *,
+        within: np.ndarray | None = None,
+    ) -> None:
         self.instances = instances
         self.polygon_epsilon = polygon_epsilon
+        self.within = within
         self._windows: dict[int, MaskWindow] = {}
         self._polygons: dict[int, list[np.ndarray]] = {}
+        self._outlines: dict[int, np.ndarray | None] = {}
         self._written: dict[int, MaskWindow] = {}
         self._clipped: dict[tuple[int, int], np.ndarray | None] = {}
 
@@ -152,8 +164,13 @@ class PageShapes:
         return self._polygons[index]
 
     def outline(self, index: int) -> np.ndarray | None:
-        polygons = self.polygons(index)
-        return polygons[0] if polygons else None
+        if index not in self._outlines:
+            polygons = self.polygons(index)
+            outline = polygons[0] if polygons else None
+            if outline is not None and self.within is not None:
+                outline = clip_polygon(outline, self.within)
+            self._outlines[index] = outline
+        return self._outlines[index]
 
     def edge_polygons(self, index: int) -> list[np.ndarray]:
         """Polygons of instance `index` along its pixel edges, largest part first: what pycocotools
