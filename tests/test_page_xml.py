@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from instances_factory import empty_instances, make_instances, publaynet_instanc
 from lxml import etree
 
 from docsam_cli.datasets.convert.page import CHART_TYPES, GRAPHIC_TYPES, TEXT_TYPES, region_class
+from docsam_cli.writers.alto_map import AltoKind, alto_kind, parse_alto_map
 from docsam_cli.writers.page_map import (
     ALLOWED_TYPES,
     DEFAULT_REGION_KINDS,
@@ -200,6 +202,21 @@ def test_page_map_overrides_defaults_ignoring_case_and_separators(page_schema):
         ("ImageRegion", None),
         ("TextRegion", "footnote"),
     ]
+
+
+def test_a_map_entry_matches_its_class_whether_composed_or_decomposed(page_schema):
+    """`Überschrift` typed with one code point for Ü (NFC, as on Linux) or two (NFD, as macOS names files)
+    reads the same; a --page-map or --alto-map entry written one way used to be ignored for the class
+    spelled the other way (the region became an untyped TextRegion, the block a CustomZone)."""
+    composed, decomposed = (unicodedata.normalize(form, "Überschrift") for form in ("NFC", "NFD"))
+    instances = make_instances([rect_mask(100, 100, 0, 0, 50, 50)], [0], [decomposed])
+    page_map = parse_page_map(f"{composed}=TextRegion:heading")
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png", page_map), page_schema)
+    assert [(etree.QName(r).localname, r.get("type")) for r in regions(document)] == [
+        ("TextRegion", "heading")
+    ]
+    alto_map = parse_alto_map(f"{composed}=TextBlock:MainZone:Head")
+    assert alto_kind(decomposed, alto_map) == AltoKind("TextBlock", "MainZone:Head")
 
 
 def test_page_map_spec_forms_and_errors(tmp_path):

@@ -3,14 +3,15 @@
 A spec is a JSON file, inline JSON, or `class=Element[:detail],...`; JSON maps a class to
 `"Element"`, `"Element:detail"`, `["Element", "detail"]` or `{"element": "Element", "<detail>": "detail"}`.
 The detail is the PAGE `@type` or the ALTO tag label; each format validates its own entries. Class names
-are matched ignoring case, spaces, hyphens and underscores (`Section-header`, `section_header` and
-`sectionheader` are one key).
+are matched ignoring case, spaces, hyphens, underscores and Unicode composition (`Section-header`,
+`section_header` and `sectionheader` are one key, and so are `Ü` and `U` with a combining diaeresis).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,10 @@ ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail 
 
 
 def normalize_class(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name).lower()
+    """The key a class name is matched by (see the module doc): composed Unicode (NFC), so that a name typed
+    with `Ü` as one character matches the same name with `U` and a combining diaeresis (NFD, as macOS
+    spells file names)."""
+    return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFC", name)).lower()
 
 
 @dataclass(frozen=True)
