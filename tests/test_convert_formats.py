@@ -73,6 +73,20 @@ def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
     assert "no image read" in missing.stderr and not (tmp_path / "none").exists()
 
 
+def test_yolo_files_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A class list and labels saved as 'UTF-8 with BOM' (Windows editors) read as without it."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "a.png", 200, 100)
+    (root / "labels").mkdir()
+    rows = "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.3 0.5\n"
+    (root / "labels" / "a.txt").write_text(rows, encoding="utf-8-sig")
+    (root / "classes.txt").write_text("table\nfigure\n", encoding="utf-8-sig")
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "yolo", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert {name: len(found) for name, found in _only_annotations(out).items()} == {"table": 1, "figure": 1}
+
+
 def test_labelme_shapes_groups_and_embedded_image(tmp_path: Path) -> None:
     root = tmp_path / "labelme"
     image = write_image(tmp_path / "elsewhere" / "scan.png", 120, 90)

@@ -38,7 +38,7 @@ def find_class_list(folder: Path) -> Path | None:
 def class_names(path: Path) -> tuple[str, ...]:
     """Names from a text file (one per line) or a YAML file's `names` (list or index → name map)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read the class list: {error}") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
@@ -79,7 +79,7 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
     instances: list[Instance] = []
     if labels.is_file():
         try:
-            rows = labels.read_text(encoding="utf-8").splitlines()
+            rows = labels.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(labels, f"cannot read: {error}") from None
         for number, row in enumerate(rows, start=1):
