@@ -250,6 +250,25 @@ def test_yolo_ground_truth_scores_as_its_conversion_does(tmp_path: Path) -> None
     assert {key: direct[key] for key in _SCORES} == {key: unified[key] for key in _SCORES}
 
 
+def test_yolo_split_of_an_export_with_its_class_list_above(tmp_path: Path) -> None:
+    """Roboflow's, CVAT's and Label Studio's YOLO exports keep `data.yaml` (`obj.names`, `classes.txt`)
+    in the export's folder, above its split folders (`valid/images`, `valid/labels`): one split, given
+    alone, reads its classes from there, for conversion and for evaluate (which has no --classes)."""
+    export = tmp_path / "export"
+    write_image(export / "valid" / "images" / "p1.png", 200, 100)
+    (export / "valid" / "labels").mkdir(parents=True)
+    (export / "valid" / "labels" / "p1.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    data = "train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['figure', 'table']\n"
+    (export / "data.yaml").write_text(data)
+    result = run_cli("convert-dataset", export / "valid", "--from", "yolo", "--out", tmp_path / "u")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "u" / "dataset.json").read_text())["class_names"] == ["table"]
+    results = [{"file_name": "p1.png", "category_id": "table", "score": 0.9, "bbox": [80, 30, 40, 40]}]
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(results))
+    report = _report(export / "valid", "--gt-format", "yolo", "--pred", predictions)
+    assert report["classes"] == ["table"] and report["box"]["AP"] == pytest.approx(1.0)
+
+
 # vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
 _VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
 

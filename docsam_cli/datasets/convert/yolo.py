@@ -5,8 +5,9 @@ A folder walk yields the images; each image's labels are `labels/.../<stem>.txt`
 the SRC folder holds the labels, at the image's path relative to DIR or by stem. An image without a label
 file is a page without objects (a negative), as YOLO treats it. Rows are `class cx cy w h` or
 `class x1 y1 x2 y2 ...`, all normalised to [0, 1]. Class names come from `--classes` (one per line, or a
-YAML with `names`) or from `data.yaml`, `dataset.yaml`, `classes.txt`, `obj.names` in the source folder or
-above the labels (with `--images`: in the SRC folder, the images folder, or the folder above either).
+YAML with `names`) or from `data.yaml`, `dataset.yaml`, `classes.txt`, `obj.names` in the image's folder or
+above it, up to the folder above SRC (Roboflow's, CVAT's and Label Studio's exports keep it above their
+split folders; with `--images`: in the SRC folder, the images folder, or the folder above either).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
 
 
 def _class_list(image: Path, context: ReadContext) -> Path:
-    """--classes, else the first class list from the image's folder up to the SRC folder; with --images,
-    in the SRC folder, the images folder or the folder above either."""
+    """--classes, else the first class list from the image's folder up to the SRC folder and the folder
+    above it (an export's, where SRC is one of its splits); with --images, in the SRC folder, the images
+    folder or the folder above either."""
     if context.classes is not None:
         return context.classes
     if context.images is None:
@@ -100,6 +102,7 @@ def _class_list(image: Path, context: ReadContext) -> Path:
         while folder != context.root and within(folder.parent, context.root):
             folder = folder.parent
             folders.append(folder)
+        folders.append(context.root.parent)
     else:
         folders = [context.root, context.images, context.root.parent, context.images.parent]
     for folder in folders:
