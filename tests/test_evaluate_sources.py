@@ -269,6 +269,28 @@ def test_yolo_split_of_an_export_with_its_class_list_above(tmp_path: Path) -> No
     assert report["classes"] == ["table"] and report["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_yolo_ground_truth_with_its_class_list_elsewhere(tmp_path: Path) -> None:
+    """An Ultralytics dataset's `data.yaml` lies where its user keeps it, not beside the images: evaluate
+    takes it as conversion does, with --classes (which the 'no class list' error names), for YOLO ground
+    truth only."""
+    root = tmp_path / "coco8"
+    write_image(root / "images" / "val" / "p1.png", 200, 100)
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "val" / "p1.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    (classes := tmp_path / "cfg" / "coco8.yaml").parent.mkdir()
+    classes.write_text("path: ../coco8\nval: images/val\nnames:\n  0: figure\n  1: table\n")
+    results = [{"file_name": "p1.png", "category_id": "table", "score": 0.9, "bbox": [80, 30, 40, 40]}]
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(results))
+    missing = run_cli("evaluate", root, "--gt-format", "yolo", "--pred", predictions)
+    assert missing.exit_code == 1 and "no class list: pass --classes FILE" in missing.stderr
+    report = _report(root, "--gt-format", "yolo", "--classes", classes, "--pred", predictions)
+    assert report["classes"] == ["table"] and report["box"]["AP"] == pytest.approx(1.0)
+    other = run_cli(
+        "evaluate", root / "labels", "--gt-format", "page", "--classes", classes, "--pred", predictions
+    )
+    assert other.exit_code == 2 and "--classes" in other.stderr
+
+
 # vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
 _VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
 

@@ -91,6 +91,15 @@ def main(
             rich_help_panel=_TRUTH,
         ),
     ] = None,
+    classes: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Class list file of YOLO ground truth, where none lies beside it (as in convert-dataset).",
+            rich_help_panel=_TRUTH,
+        ),
+    ] = None,
     pred: Annotated[
         Path | None,
         typer.Option(
@@ -171,7 +180,8 @@ def main(
     if json_out and json_out != "-":
         weights_file = Path(expand_user(weights)) if weights else None
         _check_report_path(
-            Path(json_out), {"ground truth": ground_truth, "--pred": pred, "--weights": weights_file}
+            Path(json_out),
+            {"ground truth": ground_truth, "--classes": classes, "--pred": pred, "--weights": weights_file},
         )
     from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
     from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
@@ -196,9 +206,11 @@ def main(
             "a unified split's images are those in its image/ folder (or their copies in image_resize/)",
             param_hint="--images",
         )
+    if classes is not None and gt_fmt != "yolo":
+        raise typer.BadParameter(f"only for YOLO ground truth, not {gt_fmt}", param_hint="--classes")
     console = stderr_console()
     try:
-        truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner)
+        truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner, classes)
         prediction_warnings: list[str] = []
         if weights is not None and not truth.images:  # no page to run it on: no model to load
             predicted, prediction_errors = {}, []

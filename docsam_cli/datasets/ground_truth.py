@@ -123,17 +123,22 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
 
 
 def load_ground_truth(
-    path: Path, fmt: str, levels: frozenset[str], images: Path | None = None, skip: Path | None = None
+    path: Path,
+    fmt: str,
+    levels: frozenset[str],
+    images: Path | None = None,
+    skip: Path | None = None,
+    classes: Path | None = None,
 ) -> GroundTruth:
     """Ground truth from `path` in format `fmt` ("unified", "coco" or a name of `FORMATS`); `images`:
     where the images are, if not where the annotations say; `skip`: a folder inside `path` that the walk
-    of a converter's format leaves out (the predictions'). Raises InputError for a path none of whose
-    images can be used."""
+    of a converter's format leaves out (the predictions'); `classes`: a YOLO class list (--classes). Raises
+    InputError for a path none of whose images can be used."""
     if fmt == "unified":
         return _from_split(path)
     if fmt == "coco":
         return _from_coco(path, images)
-    return _from_reader(path, fmt, levels, images, skip)
+    return _from_reader(path, fmt, levels, images, skip, classes)
 
 
 def _from_coco(path: Path, images: Path | None) -> GroundTruth:
@@ -356,14 +361,14 @@ def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotatio
 
 
 def _from_reader(
-    path: Path, fmt: str, levels: frozenset[str], images: Path | None, skip: Path | None
+    path: Path, fmt: str, levels: frozenset[str], images: Path | None, skip: Path | None, classes: Path | None
 ) -> GroundTruth:
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
     read: list[tuple[GtImage, Path, InputError]] = []
 
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(root, levels, images, skip=skip)
+        return ReadContext(root, levels, images, classes, skip=skip)
 
     for item in read_sources([path], FORMATS[fmt], context_for, skip=skip):
         if isinstance(item, InputError):
