@@ -188,7 +188,13 @@ Overwrite = Annotated[
     ),
 ]
 BatchSize = Annotated[
-    int, typer.Option(min=1, help="Windows per forward pass (16 as the reference).", rich_help_panel=BATCH)
+    int,
+    typer.Option(
+        min=1,
+        help="Windows per forward pass (16 as the reference; without --isolate, another size changes the "
+        "results, as it would the reference's).",
+        rich_help_panel=BATCH,
+    ),
 ]
 Isolate = Annotated[
     bool,
