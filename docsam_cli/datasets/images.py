@@ -78,6 +78,7 @@ class ImageFinder:
         self.images = images
         self.skip = skip
         self._indexes: dict[Path, _NameIndex] = {}
+        self._listings: dict[Path, _Names] = {}
 
     def find(
         self,
@@ -174,11 +175,15 @@ class ImageFinder:
         if found is not None:
             return found, None
         folders = list(dict.fromkeys([*([self.images] if self.images is not None else []), *name_folders]))
-        for loose, note in ((_same_name, _NOTE_CASE), (_same_stem, _NOTE_SUFFIX)):
+        loose_matches: tuple[tuple[Callable[[_Names], list[Path]], str], ...] = (
+            (lambda names: names.named(name), _NOTE_CASE),
+            (lambda names: names.stemmed(name, suffixes), _NOTE_SUFFIX),
+        )
+        for loose, note in loose_matches:
             for candidate_folder in folders:
-                match = loose(candidate_folder, name, suffixes)
-                if match is not None:
-                    return match, note
+                matches = loose(self._listing(candidate_folder))
+                if len(matches) == 1:
+                    return matches[0], note
         for search_root in dict.fromkeys(p for p in (self.images, self.root) if p is not None and p.is_dir()):
             matches = self._index(search_root).matches(name, suffixes)
             if matches:
@@ -225,6 +230,13 @@ class ImageFinder:
             self._indexes[folder] = _NameIndex(folder, self.skip)
         return self._indexes[folder]
 
+    def _listing(self, folder: Path) -> _Names:
+        """The files directly in `folder` (step 5), listed on the first reference that needs them: listed
+        again for each reference, a folder of N images looked up under other names cost N² entries read."""
+        if folder not in self._listings:
+            self._listings[folder] = _folder_names(folder)
+        return self._listings[folder]
+
 
 def _percent_decoded(text: str) -> str:
     """`text` percent-decoded as a file name: UTF-8, other bytes as the file system's undecodable bytes."""
@@ -245,32 +257,46 @@ def _first_file(candidates: Iterable[Path]) -> Path | None:
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
-def _same_name(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
-    wanted = stem_key(name)
-    return _unique(folder, lambda entry: stem_key(entry.name) == wanted)
+class _Names:
+    """Files by name and by stem, ignoring case and Unicode normalization (`stem_key`)."""
 
-
-def _same_stem(folder: Path, name: str, suffixes: Sequence[str]) -> Path | None:
-    wanted = stem_key(PurePosixPath(name).stem)
-    return _unique(folder, lambda entry: stem_key(entry.stem) == wanted and entry.suffix.lower() in suffixes)
-
-
-def _unique(folder: Path, accept: Callable[[Path], bool]) -> Path | None:
-    if not folder.is_dir():
-        return None
-    matches = [entry for entry in folder.iterdir() if accept(entry) and entry.is_file()]
-    return matches[0] if len(matches) == 1 else None
-
-
-class _NameIndex:
-    """The files under a folder by name and by stem, ignoring case and Unicode normalization (`stem_key`;
-    hidden entries, the folder `skip` and the overlays and label maps of `docsam segment`'s output folders
-    left out)."""
-
-    def __init__(self, folder: Path, skip: Path | None = None) -> None:
-        self.folder = folder
+    def __init__(self) -> None:
         self.by_name: dict[str, list[Path]] = defaultdict(list)
         self.by_stem: dict[str, list[Path]] = defaultdict(list)
+
+    def add(self, path: Path) -> None:
+        self.by_name[stem_key(path.name)].append(path)
+        self.by_stem[stem_key(path.stem)].append(path)
+
+    def named(self, name: str) -> list[Path]:
+        """The files called `name`."""
+        return self.by_name.get(stem_key(name), [])
+
+    def stemmed(self, name: str, suffixes: Sequence[str]) -> list[Path]:
+        """The files of the stem of `name` with one of `suffixes`."""
+        stem = stem_key(PurePosixPath(name).stem)
+        return [path for path in self.by_stem.get(stem, []) if path.suffix.lower() in suffixes]
+
+
+def _folder_names(folder: Path) -> _Names:
+    """The files directly in `folder` (none where it is no folder). Raises PermissionError for a folder
+    that cannot be listed."""
+    names = _Names()
+    if folder.is_dir():
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file():
+                    names.add(Path(entry.path))
+    return names
+
+
+class _NameIndex(_Names):
+    """The files under a folder by name and by stem (hidden entries, the folder `skip` and the overlays and
+    label maps of `docsam segment`'s output folders left out)."""
+
+    def __init__(self, folder: Path, skip: Path | None = None) -> None:
+        super().__init__()
+        self.folder = folder
         for directory, subdirectories, files in os.walk(folder):
             renderings = RENDERING_FOLDERS if STATE_DIR in subdirectories else ()  # a `segment` output folder
             subdirectories[:] = sorted(
@@ -282,17 +308,11 @@ class _NameIndex:
             )
             for file in sorted(files):
                 if not file.startswith("."):
-                    path = Path(directory) / file
-                    self.by_name[stem_key(file)].append(path)
-                    self.by_stem[stem_key(path.stem)].append(path)
+                    self.add(Path(directory) / file)
 
     def matches(self, name: str, suffixes: Sequence[str]) -> list[Path]:
         """The files called `name`, else those of its stem with one of `suffixes`."""
-        found = self.by_name.get(stem_key(name), [])
-        if found:
-            return found
-        stem = stem_key(PurePosixPath(name).stem)
-        return [path for path in self.by_stem.get(stem, []) if path.suffix.lower() in suffixes]
+        return self.named(name) or self.stemmed(name, suffixes)
 
 
 def _mirroring(matches: list[Path], annotation_folder: Path) -> Path | None:
