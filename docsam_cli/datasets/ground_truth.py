@@ -50,6 +50,7 @@ class GroundTruth:
     # Image stem → {key: image path} of the pages sharing that stem (vol1/0001.tif, vol2/0001.tif), each
     # keyed by the end of its path that tells it apart (`vol1/0001`)
     repeated: dict[str, dict[str, Path]] = field(default_factory=dict)
+    _indexes: dict[str, _RepeatedPages] = field(default_factory=dict, repr=False)  # `page_key`'s, by stem
 
     @property
     def unreadable(self) -> set[str]:
@@ -76,13 +77,15 @@ class GroundTruth:
         pages = self.repeated.get(stem)
         if not pages:
             return stem
+        if stem not in self._indexes:
+            self._indexes[stem] = _RepeatedPages(pages)
+        index = self._indexes[stem]
         if image is not None:
-            same = [key for key, path in pages.items() if _same_file(path, image)]
+            same = index.of_file(image)
             if len(same) == 1:
                 return same[0]
         if name is not None:
-            named = _key_parts(PurePosixPath(name.replace("\\", "/")))
-            ends = [key for key in pages if named[-len(key.split("/")) :] == tuple(key.split("/"))]
+            ends = index.ending(_key_parts(PurePosixPath(name.replace("\\", "/"))))
             if len(ends) == 1:
                 return ends[0]
         raise ValueError(
@@ -412,12 +415,39 @@ def _key_pages(truth: GroundTruth, read: list[tuple[GtImage, Path, InputError]])
     truth.keys.update(image.name for image in truth.images)
 
 
-def _same_file(path: Path, other: Path) -> bool:
-    """Whether both paths name one existing file (False where either cannot be looked at)."""
+class _RepeatedPages:
+    """The pages of one stem that several images share (`GroundTruth.repeated`), by their image file and
+    by their key's parts, for `page_key`: a prediction compared with each page in turn made scoring take
+    time in volumes x predictions (an archive's 0001.tif in each of a thousand volumes)."""
+
+    def __init__(self, pages: dict[str, Path]) -> None:
+        self.by_file: dict[tuple[int, int], list[str]] = defaultdict(list)
+        self.by_end: dict[int, dict[tuple[str, ...], str]] = defaultdict(dict)  # parts' count → parts → key
+        for key, path in pages.items():
+            identity = _file_identity(path)
+            if identity is not None:
+                self.by_file[identity].append(key)
+            parts = tuple(key.split("/"))
+            self.by_end[len(parts)][parts] = key
+
+    def of_file(self, image: Path) -> list[str]:
+        """The keys of the pages whose image is the file `image` (none where it cannot be looked at)."""
+        identity = _file_identity(image)
+        return self.by_file.get(identity, []) if identity is not None else []
+
+    def ending(self, parts: tuple[str, ...]) -> list[str]:
+        """The keys that the path of `parts` ends with."""
+        return [keys[parts[-count:]] for count, keys in self.by_end.items() if parts[-count:] in keys]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of an existing file, which tell whether two paths name one file (as
+    `Path.samefile`); None where it cannot be looked at."""
     try:
-        return path.samefile(other)
+        status = os.stat(path)
     except (OSError, ValueError):
-        return False
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _key_parts(path: PurePath) -> tuple[str, ...]:
