@@ -487,6 +487,36 @@ def test_sigterm_ends_a_conversion_as_ctrl_c_does(coco_file: Path, monkeypatch: 
     assert sorted(path.name for path in coco_file.parent.iterdir()) == ["a.png", "annotations.json", "b.png"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_the_staging_folders_of_killed_conversions_are_removed_and_a_running_ones_kept(
+    coco_file: Path,
+) -> None:
+    """A conversion killed outright (SIGKILL, the out-of-memory killer, a scheduler's hard limit) left its
+    hidden staging folder beside --out, holding copies of every image converted so far, and every rerun
+    left it there and added its own when killed again. A run now removes those folders of its --out whose
+    run is gone (no process holds their lock), and leaves those of a conversion still at work."""
+    import fcntl
+
+    source = coco_file.parent
+    abandoned = source / ".out.0123abcd.partial"
+    (abandoned / ".images").mkdir(parents=True)
+    (abandoned / ".images" / "a.png").write_bytes(b"a copied image")
+    running = source / ".out.4567cdef.partial"
+    running.mkdir()
+    other = source / ".other.89abcdef.partial"  # another --out's
+    other.mkdir()
+    held = os.open(running, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "out")
+        assert sorted(path.name for path in source.iterdir()) == sorted(
+            [".other.89abcdef.partial", ".out.4567cdef.partial", "a.png", "annotations.json", "b.png", "out"]
+        )
+    finally:
+        os.close(held)
+    assert result.exit_code == 0, result.stderr
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -93,7 +93,8 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     set_max_image_pixels(options.max_image_pixels)
     with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = _staging_folder(out)
+        _remove_abandoned_staging(out)
+        staging, held = _staging_folder(out)
     try:
         report = _build(options, staging, progress)
         with _writing(out):
@@ -101,20 +102,73 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if held is not None:
+            os.close(held)
     return report
 
 
-def _staging_folder(out: Path) -> Path:
+def _staging_folder(out: Path) -> tuple[Path, int | None]:
     """A new, empty `.<name>.<random>.partial` beside `out`, made as any new folder is (0777 less the umask):
     it becomes the dataset, whose folders should all be alike, private under umask 077 and open to the group
-    under 002 (`tempfile.mkdtemp` makes a private one)."""
+    under 002 (`tempfile.mkdtemp` makes a private one). Returned with the descriptor holding its lock, which
+    tells a later run that it is at work (None where there are no locks)."""
     while True:
         staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
         try:
             staging.mkdir()
-            return staging
         except FileExistsError:
             continue
+        try:
+            return staging, _lock_folder(staging)
+        except BlockingIOError:  # another run's clean-up locked it in the instant since it was made
+            continue
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Remove the staging folders that conversions into `out` killed outright (SIGKILL, the system's
+    out-of-memory killer, a power cut) left beside it: hidden, they hold copies of the images converted so
+    far, and nothing else would ever remove them. One whose lock is held is a conversion still at work."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.partial")
+    try:
+        candidates = [path for path in out.parent.iterdir() if pattern.fullmatch(path.name)]
+    except OSError:  # a folder that may be written but not listed: nothing to tell
+        return
+    for candidate in candidates:
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            held = _lock_folder(candidate)
+        except BlockingIOError:
+            continue
+        if held is not None:
+            try:
+                shutil.rmtree(candidate, ignore_errors=True)
+            finally:
+                os.close(held)
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """The descriptor of `folder` holding its exclusive lock (`flock`, dropped by the kernel with the process
+    that holds it); None where locks cannot be taken (Windows, a file system without them): a run is then
+    never told from an abandoned one. Raises BlockingIOError when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise
+    except OSError:
+        os.close(handle)
+        return None
+    return handle
 
 
 @contextlib.contextmanager
