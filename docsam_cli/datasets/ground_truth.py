@@ -409,9 +409,9 @@ def _key_pages(truth: GroundTruth, read: list[tuple[GtImage, Path, InputError]])
     for stem, pages in by_stem.items():
         if len(pages) > 1:
             truth.repeated[stem] = {}
-            for parts, (image, path) in pages.items():
-                image.name = _distinct_end(parts, [other for other in pages if other != parts])
-                truth.repeated[stem][image.name] = path
+            for (image, path), key in zip(pages.values(), _distinct_ends(list(pages)), strict=True):
+                image.name = key
+                truth.repeated[stem][key] = path
     truth.keys.update(image.name for image in truth.images)
 
 
@@ -455,13 +455,17 @@ def _key_parts(path: PurePath) -> tuple[str, ...]:
     return (*path.parts[:-1], path.stem)
 
 
-def _distinct_end(parts: tuple[str, ...], others: list[tuple[str, ...]]) -> str:
-    """The shortest end of `parts` that no path of `others` ends with, `/`-joined."""
-    for length in range(1, len(parts) + 1):
-        end = parts[-length:]
-        if all(other[-length:] != end for other in others):
-            return "/".join(end)
-    return "/".join(parts)
+def _distinct_ends(paths: list[tuple[str, ...]]) -> list[str]:
+    """For each of the distinct `paths`, the shortest end that no other path ends with, `/`-joined (the
+    whole path where every end is another's too). The ends of each length are counted once, for all paths:
+    comparing each path with every other took time in the square of the volumes that share a page name."""
+    keys: dict[int, str] = {}
+    for length in range(1, max(map(len, paths)) + 1):
+        counts = Counter(path[-length:] for path in paths)
+        for index, path in enumerate(paths):
+            if index not in keys and (counts[path[-length:]] == 1 or length == len(path)):
+                keys[index] = "/".join(path[-length:])
+    return [keys[index] for index in range(len(paths))]
 
 
 def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
