@@ -517,6 +517,28 @@ def test_the_staging_folders_of_killed_conversions_are_removed_and_a_running_one
     assert result.exit_code == 0, result.stderr
 
 
+def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(coco_file: Path) -> None:
+    """`--overwrite` renames the previous dataset to `.<name>.<pid>.old` and removes it once the new one is
+    in place; a run killed while removing it (a large dataset takes a while) left it there, hidden, for
+    good. The next conversion into that --out removes it, unless --out is missing: killed between the two
+    renames, it holds the only copy of the dataset."""
+    source = coco_file.parent
+    out = source / "out"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    left = source / ".out.4242.old"
+    (left / "image").mkdir(parents=True)
+    (left / "image" / "a.png").write_bytes(b"the previous dataset's copy")
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
+    only = source / ".new.4242.old"  # beside no `new`: the only copy
+    only.mkdir()
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "new")
+    assert result.exit_code == 0, result.stderr
+    assert only.is_dir()
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -93,7 +93,7 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     set_max_image_pixels(options.max_image_pixels)
     with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(out)
+        _remove_abandoned(out)
         staging, held = _staging_folder(out)
     try:
         report = _build(options, staging, progress)
@@ -125,18 +125,28 @@ def _staging_folder(out: Path) -> tuple[Path, int | None]:
             continue
 
 
-def _remove_abandoned_staging(out: Path) -> None:
-    """Remove the staging folders that conversions into `out` killed outright (SIGKILL, the system's
-    out-of-memory killer, a power cut) left beside it: hidden, they hold copies of the images converted so
-    far, and nothing else would ever remove them. One whose lock is held is a conversion still at work."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.partial")
+def _remove_abandoned(out: Path) -> None:
+    """Remove what conversions into `out` killed outright (SIGKILL, the system's out-of-memory killer, a
+    power cut) left beside it, hidden, which nothing else would ever remove: their staging folders, with
+    copies of the images converted so far (one whose lock is held is a conversion still at work), and the
+    previous dataset that an `--overwrite` was removing (`replace_folder`'s `.<name>.<pid>.old`; kept where
+    `out` is missing: killed between its two renames, it is the only copy)."""
+    staged = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.partial")
+    replaced = re.compile(rf"\.{re.escape(out.name)}\.[0-9]+\.old")
     try:
-        candidates = [path for path in out.parent.iterdir() if pattern.fullmatch(path.name)]
+        named = [
+            path
+            for path in out.parent.iterdir()
+            if staged.fullmatch(path.name) or replaced.fullmatch(path.name)
+        ]
     except OSError:  # a folder that may be written but not listed: nothing to tell
         return
-    for candidate in candidates:
-        if candidate.is_symlink() or not candidate.is_dir():
-            continue
+    folders = [path for path in named if path.is_dir() and not path.is_symlink()]
+    if out.is_dir():
+        for folder in folders:
+            if replaced.fullmatch(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+    for candidate in (folder for folder in folders if staged.fullmatch(folder.name)):
         try:
             held = _lock_folder(candidate)
         except BlockingIOError:
