@@ -13,6 +13,7 @@ from segment_helpers import FAST_GEOMETRY, run_segment
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels
 
 
 @pytest.mark.slow
@@ -101,6 +102,59 @@ def test_an_image_the_model_cannot_run_on_is_left_out_not_scored_as_misses(tmp_p
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["images_without_predictions"] == []
     assert {name: scores["gt"] for name, scores in report["per_class"].items()} == {"figure": 1, "table": 1}
+
+
+def test_images_over_the_pixel_limit_can_be_let_through_as_the_error_says(tmp_path, tiny_weights):
+    """An image over the pixel limit is refused with "raise the limit with --max-image-pixels if the file is
+    trusted": evaluate --weights had no such option, so following the advice was a usage error and such
+    pages (large newspaper scans) could not be scored at any setting."""
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    write_image(tmp_path / "b.png", 60, 40)
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    arguments = ["evaluate", str(truth), "--weights", str(tiny_weights), *FAST_GEOMETRY, "--json", "-"]
+    saved = max_image_pixels()
+    try:
+        refused = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "2000"])
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.exit_code == 1, refused.stderr
+        for name in ("a.png", "b.png"):
+            assert any(
+                f"{name}: 60x40 = 2400 pixels exceeds the decompression-bomb limit of 2000 pixels (raise the "
+                "limit with --max-image-pixels if the file is trusted)" in line
+                for line in lines
+            ), lines
+        for limit in ("2400", "0"):  # as the error says; 0: no limit
+            result = CliRunner().invoke(app, [*arguments, "--max-image-pixels", limit])
+            assert result.exit_code == 0, result.stderr
+            assert json.loads(result.stdout)["images"] == 2
+        assert CliRunner().invoke(app, arguments).exit_code == 0
+        assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a run without the option: the default
+    finally:
+        set_max_image_pixels(saved)
+
+
+def test_images_read_for_their_size_are_held_to_the_pixel_limit_the_command_takes(tmp_path):
+    """Ground truth that states no page size has its images read for it, with --pred too: their limit is
+    evaluate's --max-image-pixels, not only with --weights."""
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    write_image(tmp_path / "b.png", 60, 40)
+    document = coco_document()
+    truth = tmp_path / "truth.json"
+    first_page = [annotation for annotation in document["annotations"] if annotation["image_id"] == 1]
+    unsized = {**document, "images": [{"id": 1, "file_name": "a.png"}], "annotations": first_page}
+    truth.write_text(json.dumps(unsized))
+    arguments = ["evaluate", str(truth), "--pred", str(tmp_path / "pred.json"), "--json", "-"]
+    (tmp_path / "pred.json").write_text(json.dumps(document))
+    saved = max_image_pixels()
+    try:
+        refused = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "2000"])
+        assert refused.exit_code == 1 and "a.png" in refused.stderr, refused.stderr
+        result = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "0"])
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["images"] == 1
+    finally:
+        set_max_image_pixels(saved)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.commands.options import checked, parse_output_folder, path_arguments
+from docsam_cli.commands.options import checked, max_image_pixels_option, parse_output_folder, path_arguments
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
@@ -34,6 +34,7 @@ _INPUT = "Input"
 _CLASSES = "Classes"
 _OUTPUT = "Output"
 _PDF_PAGES = "PDF pages (ICDAR 2013)"
+MaxImagePixels = max_image_pixels_option("PDF pages (ICDAR 2013)", _PDF_PAGES)
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
@@ -97,15 +98,7 @@ def main(
             rich_help_panel=_PDF_PAGES,
         ),
     ] = 150.0,
-    max_image_pixels: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Refuse PDF pages (ICDAR 2013) larger than this many pixels at --dpi (decompression-bomb "
-            "guard; 0: no limit).",
-            rich_help_panel=_PDF_PAGES,
-        ),
-    ] = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_pixels: MaxImagePixels = DEFAULT_MAX_IMAGE_PIXELS,
     mapping: Annotated[
         list[str],
         typer.Option(

@@ -27,6 +27,7 @@ from docsam_cli.commands.options import (
     Stride,
     VariantChoice,
     Window,
+    max_image_pixels_option,
 )
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.datasets.classes import parse_mapping
@@ -34,6 +35,7 @@ from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.images import within
 from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.presets import refuse_repeated_classes
 from docsam_cli.runtime import GeometryOptions, ModelSpec
@@ -58,6 +60,7 @@ _PREDICTIONS = "Predictions"
 _REPORT = "Scoring and report"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
+MaxImagePixels = max_image_pixels_option("the ground truth's images", _TRUTH)
 
 
 def main(
@@ -131,6 +134,7 @@ def main(
     ] = None,
     device: Device = ModelSpec.device,
     precision: PrecisionChoice = ModelSpec.precision,
+    max_image_pixels: MaxImagePixels = DEFAULT_MAX_IMAGE_PIXELS,
     short_side: ShortSide = None,
     window: Window = None,
     stride: Stride = None,
@@ -209,6 +213,7 @@ def main(
     if classes is not None and gt_fmt != "yolo":
         raise typer.BadParameter(f"only for YOLO ground truth, not {gt_fmt}", param_hint="--classes")
     console = stderr_console()
+    set_max_image_pixels(max_image_pixels)  # images read for their size, and those the model runs on
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner, classes)
         prediction_warnings: list[str] = []

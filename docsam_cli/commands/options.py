@@ -1,5 +1,6 @@
 """Options that several commands declare alike: the model to run and the page geometry (`segment`, and
-`evaluate --weights`), as `Annotated` aliases, and `checked`, to turn a parser into an option parser.
+`evaluate --weights`), as `Annotated` aliases, the pixel limit of every command that decodes pages
+(`max_image_pixels_option`), and `checked`, to turn a parser into an option parser.
 
     def evaluate(..., device: Device = ModelSpec.device, precision: PrecisionChoice = ModelSpec.precision)
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -60,6 +61,21 @@ def path_arguments(texts: Iterable[str], what: str) -> list[str]:
     if any(not text.strip() for text in texts):
         raise ValueError(f"{what}: an empty path; write . for the current folder")
     return [expand_user(text) for text in texts]
+
+
+def max_image_pixels_help(pages: str) -> str:
+    """The help of `--max-image-pixels` (`PIXEL_LIMIT_HINT` names it) for a command that decodes `pages`."""
+    return f"Refuse {pages} larger than this many pixels (decompression-bomb guard; 0: no limit)."
+
+
+def max_image_pixels_option(pages: str, panel: str) -> Any:
+    """The `Annotated` type of `--max-image-pixels` for a command that decodes `pages`, in its help `panel`;
+    its default is `DEFAULT_MAX_IMAGE_PIXELS`. Every error over the limit advises this option
+    (`PIXEL_LIMIT_HINT`), so every command that can report one takes it."""
+    return Annotated[
+        int,
+        typer.Option("--max-image-pixels", min=0, help=max_image_pixels_help(pages), rich_help_panel=panel),
+    ]
 
 
 VariantChoice = Annotated[

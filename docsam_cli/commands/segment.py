@@ -23,6 +23,7 @@ from docsam_cli.commands.options import (
     VariantChoice,
     Window,
     checked,
+    max_image_pixels_option,
     parse_output_folder,
     path_arguments,
 )
@@ -83,15 +84,7 @@ Pages = Annotated[
     ),
 ]
 Password = Annotated[str | None, typer.Option(help="Password of encrypted PDFs.", rich_help_panel=INPUT)]
-MaxImagePixels = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        help="Refuse images and PDF pages larger than this many pixels (decompression-bomb guard; "
-        "0: no limit).",
-        rich_help_panel=INPUT,
-    ),
-]
+MaxImagePixels = max_image_pixels_option("images and PDF pages", INPUT)
 Weights = Annotated[
     str,
     typer.Option(
