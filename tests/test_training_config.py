@@ -303,6 +303,8 @@ def test_resume_refuses_recorded_options_given_other_values(started: list[RunPla
     harmless = [
         "--workers",
         "1",
+        "--max-image-pixels",
+        "0",
         "--device",
         "cpu",
         "--progress",
@@ -315,6 +317,7 @@ def test_resume_refuses_recorded_options_given_other_values(started: list[RunPla
     resumed = started[-1]
     assert resumed.options.iterations == 7 and resumed.augmentation.short_range == (96, 112)
     assert resumed.datasets == started[0].datasets and resumed.options.workers == 1
+    assert resumed.options.max_image_pixels == 0  # the limit a page over it says to raise
 
     output = invoke("finetune", "--resume", "-o", str(tmp_path), "--iters", "8", "--seed", "3", code=2)
     assert "--iters, --seed differ" in output and len(started) == 2

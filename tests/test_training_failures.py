@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from docsam_cli.app import app
 from docsam_cli.distributed import Distributed
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.data import MixedTrainingData, worker_death
@@ -103,6 +104,29 @@ def test_a_bbox_value_that_is_not_a_number_names_the_json_and_the_annotation(
     lines = error_lines(stderr)
     assert code == 1 and len(lines) == 1, stderr
     assert "coco/p0.json" in lines[0] and "annotation 9: bad bbox" in lines[0] and "'20px'" in lines[0]
+
+
+def test_pages_over_the_pixel_limit_can_be_let_through_as_the_error_says(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """A page over the pixel limit stopped the run with "raise the limit with --max-image-pixels if the
+    file is trusted": train and finetune had no such option, so following the advice was a usage error and
+    a dataset of large scans could not be trained on at any setting. Started again as the error says, the
+    run trains, its data-loading workers under the same limit."""
+    saved = max_image_pixels()
+    try:
+        code, stderr = finetune(data, tiny_weights, tmp_path / "run", "--max-image-pixels", "4000")
+        lines = error_lines(stderr)
+        assert code == 1 and len(lines) == 1, stderr
+        assert "p0.png: 72x64 = 4608 pixels exceeds the decompression-bomb limit of 4000 pixels" in lines[0]
+        assert "(raise the limit with --max-image-pixels if the file is trusted)" in lines[0]
+        again = ("--max-image-pixels", "4608", "--workers", "2")
+        code, stderr = finetune(data, tiny_weights, tmp_path / "run", *again)
+        assert code == 0, stderr
+        assert finetune(data, tiny_weights, tmp_path / "default")[0] == 0
+        assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a run without the option: the default
+    finally:
+        set_max_image_pixels(saved)
 
 
 def test_listed_files_that_are_not_there_are_found_as_the_run_starts(
@@ -246,7 +270,7 @@ from docsam_cli.training.trainer import init_loader_worker
 with folder_lock(Path(sys.argv[1]), "docsam training run"):
     worker = os.fork()
     if worker == 0:
-        init_loader_worker(0)
+        init_loader_worker(0, None)
         time.sleep(60)
         os._exit(0)
     print(worker, flush=True)

@@ -44,9 +44,10 @@ Start = TypeVar("Start")
 Command = Callable[[RunPlan, Start], None]
 
 # The options a resumed run may give other values than its run.json records: they change where and how the
-# run goes (processes, device, what it reports, which checkpoints it keeps), not its results.
+# run goes (processes, device, what it reports, which checkpoints it keeps, the pixel limit that the error of
+# a page over it advises raising), not its results.
 RESUME_MAY_CHANGE = frozenset(
-    {"out", "workers", "device", "progress", "log_every", "checkpoint_every", "keep_last"}
+    {"out", "workers", "max_image_pixels", "device", "progress", "log_every", "checkpoint_every", "keep_last"}
 )
 _RESUMED = "docsam.resumed"  # ctx.meta key: the settings of the run.json that --resume read
 _FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed or resumed run started in

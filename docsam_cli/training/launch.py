@@ -21,6 +21,7 @@ from docsam_cli.batch import prepare_output_folder
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import LOCK_FILE, folder_lock
+from docsam_cli.inputs.images import set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
 from docsam_cli.presets import refuse_repeated_classes
@@ -190,6 +191,7 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
     check_options(plan.options, distributed.device, distributed.world_size)
     checkpoint = resume_point(plan, distributed.world_size, restarted=_started_before(distributed))
     _mark_started(distributed)
+    set_max_image_pixels(plan.options.max_image_pixels)  # of the pages trained and validated on
     data = training_data(plan)
     # Every process checks `--val` (its list only), though the main one alone validates: a bad one is then
     # the same usage error on each, not a rank left in the first collective with no peer.

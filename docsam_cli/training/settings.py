@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from docsam_cli.commands.options import max_image_pixels_help
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.precision import PRECISIONS, Precision
 from docsam_cli.runtime import check_device_name, is_device_name
 from docsam_cli.user_paths import expand_user
@@ -350,6 +352,15 @@ class TrainingOptions:
             min=0,
         ),
     )
+    max_image_pixels: int = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata=cli(
+            "--max-image-pixels",
+            help=max_image_pixels_help("training and validation images"),
+            panel=DATA,
+            min=0,
+        ),
+    )
     freeze_backbone: bool = field(
         default=False,
         metadata=cli(
@@ -457,8 +468,8 @@ class RunPlan:
         metadata=cli(
             "--resume",
             help="Continue the run in --out from its last checkpoint with the settings its run.json records "
-            "(options not given come from it; only --workers, --device, --progress, --log-every, "
-            "--checkpoint-every and --keep-last may differ).",
+            "(options not given come from it; only --workers, --max-image-pixels, --device, --progress, "
+            "--log-every, --checkpoint-every and --keep-last may differ).",
             panel=CHECKPOINTS,
             recorded=False,
         ),

@@ -29,6 +29,7 @@ base rate). Added here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -49,6 +50,7 @@ from torch.utils.data import DataLoader
 from docsam_cli.distributed import Distributed
 from docsam_cli.errors import InputError, UsageError
 from docsam_cli.folder_lock import drop_inherited_locks
+from docsam_cli.inputs.images import max_image_pixels, set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
@@ -201,12 +203,15 @@ class StopRequests:
         self._previous = {}
 
 
-def init_loader_worker(worker: int) -> None:
+def init_loader_worker(worker: int, pixel_limit: int | None) -> None:
     """`worker_init_fn` of the data loader: the training process alone decides when to stop, and alone
-    holds the run folder's lock."""
+    holds the run folder's lock. The worker decodes pages under the training process's `pixel_limit`
+    (`--max-image-pixels`), which a worker started otherwise than by fork (spawn, Python 3.14's
+    forkserver) would not inherit."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     drop_inherited_locks()
+    set_max_image_pixels(pixel_limit)
 
 
 def seed_chunk(seed: int, chunk: int) -> None:
@@ -387,7 +392,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
-            worker_init_fn=init_loader_worker,
+            worker_init_fn=functools.partial(init_loader_worker, pixel_limit=max_image_pixels()),
         )
         return raise_failures(loader)
 
