@@ -8,7 +8,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from convert_helpers import dark_box, layout_counts, minimal_pdf, run_cli, write_image, write_rotated_jpeg
+from convert_helpers import (
+    coco_source,
+    dark_box,
+    layout_counts,
+    minimal_pdf,
+    run_cli,
+    write_image,
+    write_rotated_jpeg,
+)
 
 from docsam_cli.inputs.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -204,6 +212,30 @@ def test_icdar2013_pages_over_the_pixel_limit_can_be_let_through_as_the_error_sa
         assert layout_counts(tmp_path / "out")[0] == Counter({"table": 1})
         assert run_cli(*arguments, "--out", tmp_path / "default").exit_code == 0
         assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a run without the option: the default
+    finally:
+        set_max_image_pixels(saved)
+
+
+def test_images_over_the_pixel_limit_are_refused_saying_how_to_let_them_through(tmp_path: Path) -> None:
+    """An image over the pixel limit was refused in Pillow's words ("image too large (Image size (2400
+    pixels) exceeds limit of 2000 pixels, could be decompression bomb DOS attack.)"), naming no way
+    through, while --help gave convert-dataset's --max-image-pixels to PDF pages alone: the refusal now
+    reads as segment's and training's, naming the option, which lets the image through."""
+    source = coco_source(tmp_path / "coco")
+    saved = max_image_pixels()
+    try:
+        arguments = ("convert-dataset", source / "annotations.json", "--from", "coco")
+        refused = run_cli(*arguments, "--out", tmp_path / "refused", "--max-image-pixels", "2000")
+        assert refused.exit_code == 1
+        lines = refused.error_lines()
+        assert len(lines) == 2, lines
+        for line, name in zip(lines, ("a.png", "b.png"), strict=True):
+            assert line == (
+                f"error: {source / name}: 2400 pixels exceeds the decompression-bomb limit of 2000 pixels "
+                "(raise the limit with --max-image-pixels if the file is trusted)"
+            )
+        result = run_cli(*arguments, "--out", tmp_path / "out", "--max-image-pixels", "2400")
+        assert result.exit_code == 0, result.stderr
     finally:
         set_max_image_pixels(saved)
 

@@ -136,7 +136,7 @@ def test_images_over_the_pixel_limit_can_be_let_through_as_the_error_says(tmp_pa
 
 def test_images_read_for_their_size_are_held_to_the_pixel_limit_the_command_takes(tmp_path):
     """Ground truth that states no page size has its images read for it, with --pred too: their limit is
-    evaluate's --max-image-pixels, not only with --weights."""
+    evaluate's --max-image-pixels, not only with --weights, and a refusal says so as the model's does."""
     write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
     write_image(tmp_path / "b.png", 60, 40)
     document = coco_document()
@@ -149,7 +149,11 @@ def test_images_read_for_their_size_are_held_to_the_pixel_limit_the_command_take
     saved = max_image_pixels()
     try:
         refused = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "2000"])
-        assert refused.exit_code == 1 and "a.png" in refused.stderr, refused.stderr
+        assert refused.exit_code == 1, refused.stderr
+        assert (
+            f"error: {tmp_path / 'a.png'}: 2400 pixels exceeds the decompression-bomb limit of 2000 pixels "
+            "(raise the limit with --max-image-pixels if the file is trusted)"
+        ) in refused.stderr.splitlines()
         result = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "0"])
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)["images"] == 1

@@ -33,8 +33,8 @@ SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=
 _INPUT = "Input"
 _CLASSES = "Classes"
 _OUTPUT = "Output"
-_PDF_PAGES = "PDF pages (ICDAR 2013)"
-MaxImagePixels = max_image_pixels_option("PDF pages (ICDAR 2013)", _PDF_PAGES)
+_PAGES = "Page images"
+MaxImagePixels = max_image_pixels_option("images and PDF pages (ICDAR 2013)", _PAGES)
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
@@ -95,7 +95,7 @@ def main(
             min=10,
             max=1200,
             help="Rendering resolution of PDF pages (ICDAR 2013).",
-            rich_help_panel=_PDF_PAGES,
+            rich_help_panel=_PAGES,
         ),
     ] = 150.0,
     max_image_pixels: MaxImagePixels = DEFAULT_MAX_IMAGE_PIXELS,

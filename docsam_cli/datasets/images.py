@@ -340,7 +340,8 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
 
     Decoding (not just the header) catches truncated files before they reach a training run, and so does
     refusing what docsam's image loader refuses: the formats it does not read (Pillow opens TGA, PCX, ...)
-    and 16-bit TIFFs it would misread. The size is that of the image with its EXIF orientation applied, as
+    and 16-bit TIFFs it would misread, and images over the pixel limit (`--max-image-pixels`, in the words of
+    that loader's refusal). The size is that of the image with its EXIF orientation applied, as
     that loader (training, `segment`, `evaluate --weights`) reads it and as annotation tools show it: a
     300x200 phone photo tagged "rotate 90°" is 200x300. The file itself is copied unchanged, tag included,
     so the loader turns it the same way. Raises ValueError with a one-line reason.
@@ -348,7 +349,13 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     from PIL import Image, UnidentifiedImageError
 
     from docsam_cli.errors import InputError
-    from docsam_cli.inputs.images import IMAGE_FORMATS, check_planar_layout, to_first_page, upright
+    from docsam_cli.inputs.images import (
+        IMAGE_FORMATS,
+        bomb_error,
+        check_planar_layout,
+        to_first_page,
+        upright,
+    )
 
     source = io.BytesIO(data) if data is not None else path
     try:
@@ -360,7 +367,7 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     except InputError as error:
         raise ValueError(error.reason) from None
     except Image.DecompressionBombError as error:
-        raise ValueError(f"image too large ({error})") from None
+        raise ValueError(bomb_error(Path(path or "image"), error).reason) from None
     except UnidentifiedImageError:
         raise ValueError("not an image (or an unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as error:

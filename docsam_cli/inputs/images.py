@@ -138,7 +138,7 @@ def _over_limit(path: Path, size: str, page: int | None) -> InputError:
     return InputError(path, reason, page)
 
 
-def _bomb_error(path: Path, error: Image.DecompressionBombError, page: int | None = None) -> InputError:
+def bomb_error(path: Path, error: Image.DecompressionBombError, page: int | None = None) -> InputError:
     """The InputError for Pillow's own check (a size found inside a decoder); its message gives the size
     in pixels only."""
     pixels = _PILLOW_BOMB_SIZE.search(str(error))
@@ -174,7 +174,7 @@ def _open_handle(path: Path, handle: BinaryIO) -> Image.Image:
     try:
         return _open(handle)
     except Image.DecompressionBombError as error:
-        raise _bomb_error(path, error) from None
+        raise bomb_error(path, error) from None
     except UnidentifiedImageError:
         raise _unidentified(path, handle) from None
     except OSError as error:  # with an errno the disk failed, without one the decoder
@@ -326,7 +326,7 @@ def _decode_open(path: Path, image: Image.Image, frame: int | None, page: int | 
         stored = exif_orientation(image)  # read before decoding: Pillow turns a TIFF as it decodes it
         image.load()
     except Image.DecompressionBombError as error:
-        raise _bomb_error(path, error, page) from None
+        raise bomb_error(path, error, page) from None
     except _DECODE_ERRORS as error:
         raise InputError(path, f"truncated or corrupt image data ({error})", page) from None
     pixels = to_bgr(
