@@ -310,14 +310,22 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_checkpoint(
     data: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:
     """With a huge learning rate the features become non-finite at the next step, where RoIAlign would fail
-    on the boxes; the run stops there with one line instead."""
+    on the boxes; the run stops there with one line instead. It said "(try a lower --lr; last checkpoint:
+    …/step-00000001)", pointing at a resume, which refuses another --lr (a resumed run keeps its settings),
+    and a new run into the same --out, which it holds: the line now says what works, and that runs."""
     out = tmp_path / "run"
     code, stderr = finetune(data, tiny_weights, out, "--lr", "1e8", "--iters", "3", "--checkpoint-every", "1")
     lines = error_lines(stderr)
     assert code == 1 and len(lines) == 1, stderr
-    assert lines[0].startswith("error: loss is nan at step 2 (try a lower --lr; last checkpoint: ")
-    assert "step-00000001" in lines[0]
+    last = display_path(list_checkpoints(out)[-1])
+    assert lines[0] == (
+        "error: loss is nan at step 2; try a lower --lr in a new run, with another --out "
+        f"(a resumed run keeps its --lr; last checkpoint: {last})"
+    )
+    assert last.endswith("step-00000001")
     assert not (out / "model.safetensors").exists()
+    assert finetune(data, tiny_weights, out, "--resume", "--lr", "1e-4")[0] == 2  # keeps its --lr
+    assert finetune(data, tiny_weights, tmp_path / "new", "--lr", "1e-4", "--iters", "3")[0] == 0
 
 
 def kill_the_worker_at(monkeypatch: pytest.MonkeyPatch, out: Path, step: int) -> None:
@@ -603,7 +611,7 @@ def test_decoder_inputs_diverged_on_rank_0_alone_stop_every_rank_before_the_back
 
     monkeypatch.setattr(launch, "setup", lambda device: Rank1(rank=1, world_size=2, rank_0_values=[1.0]))
     code, stderr = finetune(data, tiny_weights, tmp_path / "run")
-    diverged = "error: loss is nan at step 1 (try a lower --lr; last checkpoint: none)"
+    diverged = "error: loss is nan at step 1; the run has no checkpoint yet: start it again with a lower --lr"
     assert (code, error_lines(stderr)) == (1, [diverged]), stderr
 
 

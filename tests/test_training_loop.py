@@ -237,7 +237,7 @@ def test_a_nan_loss_stops_the_run_before_the_weights_change(
 
     monkeypatch.setattr("docsam_cli.training.trainer.forward_loss", nan_at_step_2)
     with pytest.raises(
-        Diverged, match=r"^loss is nan at step 2 \(try a lower --lr; last checkpoint: .*step-00000001\)$"
+        Diverged, match=r"^loss is nan at step 2; try a lower --lr in a new run, .*step-00000001\)$"
     ):
         trainer.run()
     after_step_1 = load_model(list_checkpoints(tmp_path / "run")[-1] / MODEL_FILE).state_dict()

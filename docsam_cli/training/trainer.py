@@ -439,10 +439,20 @@ class Trainer:
             raise self._diverged(value, step)
 
     def _diverged(self, loss: float, step: int) -> Diverged:
-        """The error for a non-finite loss at 0-based `step`: what to try, and where to resume from."""
+        """The error for a non-finite loss at 0-based `step`: what to try, and how. `--resume` refuses another
+        `--lr` (a run is its recorded settings), so the advice is a new run; a run folder without a
+        checkpoint takes one itself."""
         checkpoints = list_checkpoints(self.output)
-        last = display_path(checkpoints[-1]) if checkpoints else "none"
-        return Diverged(f"loss is {loss} at step {step + 1} (try a lower --lr; last checkpoint: {last})")
+        if not checkpoints:
+            return Diverged(
+                f"loss is {loss} at step {step + 1}; the run has no checkpoint yet: start it again with a "
+                "lower --lr"
+            )
+        last = display_path(checkpoints[-1])
+        return Diverged(
+            f"loss is {loss} at step {step + 1}; try a lower --lr in a new run, with another --out "
+            f"(a resumed run keeps its --lr; last checkpoint: {last})"
+        )
 
     def _worker_died(self, death: str) -> WorkerDied:
         """The error for a data-loader worker that died: the advice that works, `--resume` needing a
