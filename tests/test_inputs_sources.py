@@ -310,3 +310,27 @@ def test_a_directory_that_cannot_be_listed_is_one_error_naming_it(tmp_path, monk
     (error,) = collect_documents([str(locked)])
     assert isinstance(error, InputError)
     assert str(error) == f"{locked}: cannot list directory: Permission denied"
+
+
+@pytest.mark.parametrize("pattern", ["**/*.png", "**"])
+def test_a_folder_under_double_star_that_cannot_be_listed_is_an_error_not_left_out(
+    tmp_path, monkeypatch, pattern
+):
+    """`'scans/**/*.png'` left a folder it could not list out without a word (exit 0, its pages never
+    done), where `scans --recursive` names it; the glob now names it too."""
+    touch(tmp_path / "box1" / "a.png")
+    locked = tmp_path / "box2"
+    touch(locked / "b.png")
+    real_scandir = os.scandir
+
+    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    items = collect_documents([f"{tmp_path}/{pattern}"])
+    assert [str(error) for error in errors(items)] == [f"{locked}: cannot list directory: Permission denied"]
+    assert names(items) == ["a.png"]
+    only_locked = collect_documents([f"{locked}/**/*.png"])
+    assert [str(error) for error in only_locked] == [f"{locked}: cannot list directory: Permission denied"]

@@ -227,8 +227,11 @@ def regular_file(path: Path) -> Path | InputError:
 
 
 def _expand_glob(pattern: str, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
-    matches = sorted(_glob(pattern, skip), key=natural_key)
-    expanded: list[Path | InputError] = []
+    """The files `pattern` matches (see `collect_documents`); a folder its `**` cannot list is an
+    InputError, as under a folder given with --recursive, not left out."""
+    unreadable: list[InputError] = []
+    matches = sorted(_glob(pattern, skip, lambda error: unreadable.append(unlisted(error))), key=natural_key)
+    expanded: list[Path | InputError] = [*unreadable]
     for match in map(Path, matches):
         if _is_inside(match, skip):
             continue
@@ -239,13 +242,14 @@ def _expand_glob(pattern: str, recursive: bool, skip: frozenset[str]) -> list[Pa
     return expanded or [InputError(pattern, "no image or PDF matches this pattern")]
 
 
-def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
+def _glob(pattern: str, skip: frozenset[str], report: Callable[[OSError], None]) -> list[str]:
     """`glob.glob(pattern, recursive=True)`, except that `**` spans folders as `walk_folders` does.
 
     Python's glob follows symbolic links to folders under `**`, so a link loop (`sub/up -> ..`) gives
     ever longer aliases of the same files, and two loops make it run for ever. Here the part before the
     first `**` is globbed, every folder under each match is found by `walk_folders`, and the rest of the
-    pattern is matched in each (recursively, for a second `**`).
+    pattern is matched in each (recursively, for a second `**`). `report` gets the OSError of a folder
+    under `**` that cannot be listed.
     """
     star = _RECURSIVE_PART.search(pattern)
     if star is None:
@@ -253,11 +257,11 @@ def _glob(pattern: str, skip: frozenset[str]) -> list[str]:
     head, tail = pattern[: star.start()], pattern[star.end() :]
     matches: list[str] = []
     for base in glob.glob(head) if head else [""]:
-        for directory, names in walk_folders(Path(base or os.curdir), True, skip):
+        for directory, names in walk_folders(Path(base or os.curdir), True, skip, report):
             relative = os.path.relpath(directory, base or os.curdir)
             folder = base if relative == os.curdir else os.path.join(base, relative)
             if tail:
-                matches.extend(_glob(os.path.join(glob.escape(folder), tail), skip))
+                matches.extend(_glob(os.path.join(glob.escape(folder), tail), skip, report))
             elif star[0].endswith("*"):  # a trailing `**` matches every folder and file below
                 matches.extend([folder, *(os.path.join(folder, name) for name in names)] if folder else names)
             elif folder:  # and `**/` every folder
