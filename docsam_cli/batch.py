@@ -389,12 +389,21 @@ class SegmentRun:
 
     def run(self, list_work: Callable[[], Iterable[WorkItem]]) -> RunSummary:
         """Do this process's items of the work `list_work` gives (listed once per run). Once every process
-        is done, the main one writes the run-level files and shows the summary; all return it."""
+        is done, the main one writes the run-level files and shows the summary; all return it. Interrupted
+        at any point after the listing, also while the run-level files are written at the end, it writes
+        them over the pages done (`_finish_interrupted`) before it lets the interruption go on."""
         started = time.perf_counter()
         self.reporter.start("segment")
         work = self.processes.share_work(lambda: self._clean_then(list_work))
         workers = self.request.workers
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
+
+        def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
+            summary = RunSummary.combine(outcomes, time.perf_counter() - started)
+            self._finish(summary, [pair for outcome in outcomes for pair in outcome.finished])
+            self.reporter.summary(summary.lines())
+            return summary
+
         try:
             with (
                 ThreadPoolExecutor(
@@ -408,20 +417,13 @@ class SegmentRun:
                     self._take(items)
                 finally:  # also when interrupted: the pages being written are finished, and reported
                     self._collect_writes()
+            if self.outcome.stopped_early:  # pages found done ahead, past the stop: the run never got there
+                self._skipped.clear()
+            self._report_skipped()
+            return self.processes.conclude(self.outcome, conclude)
         except KeyboardInterrupt:
             self._finish_interrupted()
             raise
-        if self.outcome.stopped_early:  # pages found done ahead, past the stop: the run did not reach them
-            self._skipped.clear()
-        self._report_skipped()
-
-        def conclude(outcomes: list[ProcessOutcome]) -> RunSummary:
-            summary = RunSummary.combine(outcomes, time.perf_counter() - started)
-            self._finish(summary, [pair for outcome in outcomes for pair in outcome.finished])
-            self.reporter.summary(summary.lines())
-            return summary
-
-        return self.processes.conclude(self.outcome, conclude)
 
     def _clean_then(self, list_work: Callable[[], Iterable[WorkItem]]) -> Iterable[WorkItem]:
         self._remove_stale_temporaries()

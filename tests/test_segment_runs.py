@@ -729,6 +729,30 @@ def test_an_interrupted_run_writes_the_run_files_of_the_pages_it_finished(tmp_pa
     assert (out / "semantic" / "classes.json").is_file()
 
 
+def test_ctrl_c_while_the_run_files_are_written_at_the_end_still_writes_them(tmp_path, model, monkeypatch):
+    """Ctrl-C (or a scheduler's SIGTERM) once every page was done, while `coco.json` was being assembled
+    (a minute for a large folder): exit 130 with no `coco.json` at all, where an interrupted run writes it
+    over the pages done. It is written again, as for a run interrupted earlier."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    finish = PageWriter.finish
+    calls = []
+
+    def interrupted_once(self, page_ids):
+        calls.append(page_ids)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        finish(self, page_ids)
+
+    monkeypatch.setattr(PageWriter, "finish", interrupted_once)
+    out = tmp_path / "out"
+    code, records, stderr = segment(out, *map(str, pages), "--format", "coco,semantic,jsonl")
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert len(records) == 3 and len(calls) == 2
+    coco = json.loads((out / "coco.json").read_text())
+    assert [image["page_id"] for image in coco["images"]] == [record["page_id"] for record in records]
+    assert (out / "semantic" / "classes.json").is_file()
+
+
 def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch):
     """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM: the pages being written are finished and
     reported, exit 130, and the handler in place before the run is back afterwards."""
