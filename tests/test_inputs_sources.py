@@ -93,15 +93,35 @@ def test_glob_filters_by_suffix_and_double_star_spans_directories(tree):
     assert names(collect_documents([str(tree / "**" / "*.tif")])) == ["s1.tif"]
 
 
-def test_double_star_does_not_follow_folder_links(tmp_path, monkeypatch):
+def test_double_star_does_not_follow_a_link_loop(tmp_path, monkeypatch):
     """Python's glob follows links under `**`: a loop gave a 41-deep alias of the file (and two, below,
-    made it run for ever); like a folder with -r, links to folders are not followed."""
+    made it run for ever); a link back into the folder walked is not followed, with -r likewise."""
     touch(tmp_path / "rec" / "sub" / "z.png")
     (tmp_path / "rec" / "sub" / "up").symlink_to("..")
     monkeypatch.chdir(tmp_path)
     for pattern in ["rec/**/*.png", "rec/**", "**/z.png"]:
         (document,) = collect_documents([pattern], recursive=True)
         assert isinstance(document, Document) and document.path == Path("rec/sub/z.png"), pattern
+    (document,) = collect_documents(["rec"], recursive=True)
+    assert document.path == Path("rec/sub/z.png")
+
+
+def test_a_linked_folder_is_walked_once_under_its_first_name(tmp_path, monkeypatch):
+    """A box of scans linked in from a NAS (`scans/box3 -> /mnt/nas/box3`) was left out of `-r` and `**`
+    without a word, exit 0; it is walked, once however many links lead to it, and a loop through a link
+    out and back ends."""
+    touch(tmp_path / "nas" / "box3" / "b.png")
+    (tmp_path / "nas" / "box3" / "back").symlink_to(tmp_path / "scans")
+    touch(tmp_path / "scans" / "box1" / "a.png")
+    (tmp_path / "scans" / "box3").symlink_to(tmp_path / "nas" / "box3")
+    (tmp_path / "scans" / "box4").symlink_to(tmp_path / "nas" / "box3")
+    monkeypatch.chdir(tmp_path)
+    for given in ["scans", "scans/**/*.png", "scans/**"]:
+        documents = collect_documents([given], recursive=True)
+        assert [document.path for document in documents] == [
+            Path("scans/box1/a.png"),
+            Path("scans/box3/b.png"),
+        ]
 
 
 def test_double_star_ends_with_two_link_loops(tmp_path):

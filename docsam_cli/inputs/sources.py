@@ -273,16 +273,31 @@ def walk_folders(
     root: Path, recursive: bool, skip: frozenset[str], report: Callable[[OSError], None] | None = None
 ) -> Iterator[tuple[str, list[str]]]:
     """Each folder under `root` (only `root` unless `recursive`) with the names of its non-hidden files,
-    top-down; hidden folders and those whose real path is in `skip` are left out, and symbolic links to
-    folders are not followed, so a link loop ends. `report` gets the OSError of a folder that cannot be
-    listed."""
-    for directory, subdirs, names in os.walk(root, onerror=report):
+    top-down; hidden folders and those whose real path is in `skip` are left out. `report` gets the
+    OSError of a folder that cannot be listed.
+
+    Symbolic links to folders are followed (a box of scans linked in from a NAS is part of the tree), but
+    each real folder is walked once, under the first name met in natural order, and a link into `root` or
+    to a folder holding it is not followed: the folder it leads to is walked under its own name, or it is
+    a loop (`sub/up -> ..`).
+    """
+    top = os.path.realpath(root)
+    walked: set[str] = set()
+
+    def followed(directory: str, name: str) -> bool:
+        path = os.path.join(directory, name)
+        real = os.path.realpath(path)
+        if name.startswith(".") or real in skip or real in walked:
+            return False
+        if os.path.islink(path) and (Path(real).is_relative_to(top) or Path(top).is_relative_to(real)):
+            return False
+        walked.add(real)
+        return True
+
+    walked.add(top)
+    for directory, subdirs, names in os.walk(root, onerror=report, followlinks=True):
         subdirs[:] = [
-            name
-            for name in subdirs
-            if recursive
-            and not name.startswith(".")
-            and os.path.realpath(os.path.join(directory, name)) not in skip
+            name for name in sorted(subdirs, key=natural_key) if recursive and followed(directory, name)
         ]
         yield directory, [name for name in names if not name.startswith(".")]
 
