@@ -5,7 +5,8 @@ The work split under a launcher:
 
 * Rank 0 lists the work once (inputs expanded, PDF page counts and TIFF frames read, in the order a single
   process takes them) and sends the list to every rank, so every rank holds the very same list, even if
-  an input folder changes while the run starts.
+  an input folder changes while the run starts. A path in it is read by each rank as named: one given
+  relative to rank 0's working folder stops the run at the start if a rank works in another folder.
 * Ranks claim the items of that list one at a time from a counter in the launcher's store (`store.add`,
   atomic; PyTorch's own c10d store, which torchrun already runs). A rank busy with a costly page simply
   claims fewer others, so the load balances itself whatever the pages cost: a 100-page PDF beside single
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from docsam_cli.console import Reporter
 from docsam_cli.errors import InputError, UsageError
+from docsam_cli.inputs import PageTask
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import STATE_DIR
 
@@ -142,21 +145,30 @@ class Ranks:
         every rank if some rank does not see the output folder rank 0 writes in."""
         out = self.out
 
-        def listed() -> tuple[str, list[Any]]:
+        def listed() -> tuple[str, str | None, list[Any]]:
             _remove_stale_state(out, jsonl=self.jsonl is not None)
             work = [_Portable.of(item) for item in make()]
             run_id = uuid.uuid4().hex
             _marker_path(out, run_id).touch()
-            return run_id, work
+            return run_id, _working_folder(), work
 
-        run_id, work = self.on_main(listed)
+        run_id, folder, work = self.on_main(listed)
         self.counters = StoreCounters(self.distributed.store, f"docsam-segment/{run_id}/")
         self._marker = _marker_path(out, run_id)
-        blind = [rank for rank, seen in enumerate(self.distributed.gather(self._marker.exists())) if not seen]
+        seen = self.distributed.gather((self._marker.exists(), _working_folder()))
+        blind = [rank for rank, (sees, _) in enumerate(seen) if not sees]
         if blind:
             raise UsageError(
                 f"--out {display_path(out)}: rank {', '.join(map(str, blind))} cannot see the files rank 0 "
                 "writes there; with several machines, --out must be on a file system they share"
+            )
+        elsewhere = [rank for rank, (_, there) in enumerate(seen) if there != folder]
+        if folder is not None and elsewhere and any(_reads_relative_path(item) for item in work):
+            raise UsageError(
+                f"rank {', '.join(map(str, elsewhere))} runs in another working folder than rank 0 "
+                f"({display_path(folder)}): the inputs are named by relative paths, which each rank "
+                "reads from its own working folder; start every rank in the same folder, or give the inputs "
+                "as absolute paths"
             )
         return [_Portable.restore(item) for item in work]
 
@@ -326,6 +338,20 @@ class _Portable:
     @staticmethod
     def restore(item: Any) -> Any:
         return InputError(item.path, item.reason, item.page) if isinstance(item, _Portable) else item
+
+
+def _working_folder() -> str | None:
+    """This process's working folder; None if it has none (removed since the process started in it)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _reads_relative_path(item: Any) -> bool:
+    """Whether a work item is a page read from a file named by a relative path, which each rank reads from
+    its own working folder (an input that gave no page is only reported)."""
+    return isinstance(item, PageTask) and not item.source.is_absolute()
 
 
 def _marker_path(out: Path, run_id: str) -> Path:

@@ -165,10 +165,12 @@ class TwoRanks:
     """`docsam_cli.distributed.Distributed` as rank `rank` of two sees it, in one process: what rank 0
     sends goes through pickle as through the store; `peer_sees` is what the other rank reports."""
 
-    def __init__(self, rank: int, store, main: TwoRanks | None = None, peer_sees: bool = True) -> None:
+    def __init__(
+        self, rank: int, store, main: TwoRanks | None = None, peer_sees: bool = True, peer_folder: str = ""
+    ) -> None:
         self.rank, self.store, self.device = rank, store, "cpu"
         self.is_main = rank == 0
-        self.main, self.peer_sees = main, peer_sees
+        self.main, self.peer_sees, self.peer_folder = main, peer_sees, peer_folder or os.getcwd()
         self.sent = None
 
     def from_main(self, value):
@@ -177,7 +179,9 @@ class TwoRanks:
         return pickle.loads(self.sent if self.main is None else self.main.sent)
 
     def gather(self, value):
-        return [value, self.peer_sees] if self.is_main else [self.peer_sees, value]
+        """The other rank's part: whether it sees the output folder, and its working folder."""
+        peer = (self.peer_sees, self.peer_folder)
+        return [value, peer] if self.is_main else [peer, value]
 
 
 def test_rank_0_cleans_lists_and_shares_the_work_every_rank_gets_it_whole(tmp_path):
@@ -302,6 +306,28 @@ def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tm
         f"--out {tmp_path / 'out'}: rank 1 cannot see the files rank 0 writes there; with several "
         "machines, --out must be on a file system they share"
     )
+
+
+def test_a_rank_in_another_working_folder_stops_the_run_when_inputs_are_relative(tmp_path, monkeypatch):
+    """The same command on two machines, one started in another folder: rank 0's relative paths would name
+    no file there (every page that rank took failed: `in/p1.png: no such file or directory`), or another
+    file. Absolute inputs are read alike from any folder."""
+    from torch.distributed import HashStore
+
+    monkeypatch.chdir(tmp_path)
+    relative = PageTask(Path("scans/a.png"), None, "a", "image", LoadOptions())
+    absolute = PageTask(tmp_path / "scans" / "a.png", None, "a", "image", LoadOptions())
+    elsewhere = Ranks(TwoRanks(0, HashStore(), peer_folder="/home/someone"), tmp_path / "out", jsonl=False)
+    with pytest.raises(UsageError) as refused:
+        elsewhere.share_work(lambda: [relative])
+    assert str(refused.value) == (
+        f"rank 1 runs in another working folder than rank 0 ({tmp_path}): the inputs are named by relative "
+        "paths, which each rank reads from its own working folder; start every rank in the same folder, or "
+        "give the inputs as absolute paths"
+    )
+    assert elsewhere.share_work(lambda: [absolute]) == [absolute]
+    together = Ranks(TwoRanks(0, HashStore(), peer_folder=str(tmp_path)), tmp_path / "out", jsonl=False)
+    assert together.share_work(lambda: [relative]) == [relative]
 
 
 class Recorder:
