@@ -4,7 +4,8 @@ Two runs writing into one folder would each clean the other's temporary files (`
 behind by a killed run as far as either can tell) and redo the other's pages; one with `--overwrite` and
 other classes would renumber the folder's categories under the other. So a run holds an exclusive lock on
 `<out>/.docsam/lock` (`fcntl.flock`) from before it reads the folder's state until its run-level files are
-written, and a second run is refused at once, naming the process that holds it. The kernel drops the lock
+written, and a second run is refused at once, naming the process that holds it (and its machine, when
+that is another: on a shared file system the lock holds across machines). The kernel drops the lock
 with the process that holds it, so a killed run never leaves a stale one; the file stays. Under a launcher
 only the run's main process takes it. Where there is no `flock` (Windows) or the file system refuses locks,
 runs are not locked.
@@ -15,15 +16,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from docsam_cli.errors import UsageError
-from docsam_cli.names import display_path
+from docsam_cli.names import display_path, one_line
 from docsam_cli.writers.page_outputs import STATE_DIR
 
 logger = logging.getLogger(__name__)
-LOCK_FILE = "lock"  # in STATE_DIR: the process id and kind of the run holding the lock, empty after it
+LOCK_FILE = "lock"  # in STATE_DIR: the holding run's process id and kind, then its machine; empty after it
 _HELD: set[int] = set()  # the file descriptors of the locks this process holds
 
 
@@ -44,19 +46,14 @@ def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder, _, kind = handle.read().strip().partition(" ")
-            process = f" (process {holder})" if holder.isdigit() else ""
-            raise UsageError(
-                f"--out {display_path(out)}: another {kind or run}{process} is writing into this "
-                "folder; wait for it to end, or use another --out"
-            ) from None
+            raise _held(out, run, handle.read()) from None
         except OSError as error:  # a file system without locks (ENOLCK, EOPNOTSUPP)
             logger.warning("--out %s: runs are not locked: %s", display_path(out), error.strerror or error)
             yield
             return
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()} {run}\n")
+        handle.write(f"{os.getpid()} {run}\n{socket.gethostname()}\n")
         handle.flush()
         _HELD.add(handle.fileno())
         try:
@@ -65,6 +62,21 @@ def folder_lock(out: Path, run: str = "docsam segment run") -> Iterator[None]:
             _HELD.discard(handle.fileno())
             handle.truncate(0)  # a folder no run writes into names no process
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _held(out: Path, run: str, holder: str) -> UsageError:
+    """The refusal of a run of kind `run` by the lock whose file holds `holder`: the holding run's process
+    id and kind, and the machine it runs on (older files name none), named when it is another one: on a
+    shared file system that process is not to be found on this machine."""
+    lines = holder.splitlines() or [""]
+    process, _, kind = lines[0].strip().partition(" ")
+    host = lines[1].strip() if len(lines) > 1 else ""
+    elsewhere = f" on {one_line(host)}" if host and host != socket.gethostname() else ""
+    named = f" (process {process}{elsewhere})" if process.isdigit() else ""
+    return UsageError(
+        f"--out {display_path(out)}: another {kind or run}{named} is writing into this folder; wait for it "
+        "to end, or use another --out"
+    )
 
 
 def drop_inherited_locks() -> None:

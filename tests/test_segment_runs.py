@@ -831,6 +831,28 @@ def test_a_run_refused_by_a_folder_in_use_is_told_what_kind_of_run_holds_it(tmp_
     ]
 
 
+def test_a_folder_locked_by_a_run_on_another_machine_names_that_machine(tmp_path, monkeypatch, model):
+    """An --out on a shared file system, written into by a run on another machine: the message named its
+    process id alone, which is no process on this machine (or another one), so a user could not tell where
+    the run was, nor whether it was still alive."""
+    import docsam_cli.folder_lock
+
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+    with monkeypatch.context() as there:
+        there.setattr(docsam_cli.folder_lock.socket, "gethostname", lambda: "scanner-2")
+        held = folder_lock(out)
+        held.__enter__()
+    try:
+        code, _, stderr = segment(out, str(page))
+    finally:
+        held.__exit__(None, None, None)
+    assert code == ExitCode.USAGE and error_lines(stderr) == [
+        f"error: --out {out}: another docsam segment run (process {os.getpid()} on scanner-2) is writing "
+        "into this folder; wait for it to end, or use another --out"
+    ]
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, model):
     page = write_page(tmp_path / "page.png")
     out = tmp_path / "out"
