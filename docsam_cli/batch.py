@@ -151,6 +151,8 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
             return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
         except Exception as error:
             processes.report_failure(error)
+            if (lost := processes.store_lost(error)) is not None:
+                raise lost from error
             raise
         finally:
             processes.close()

@@ -96,6 +96,9 @@ class Alone:
     def report_failure(self, error: Exception) -> None:
         pass
 
+    def store_lost(self, error: Exception) -> UsageError | None:
+        return None
+
     def share_work(self, make: Callable[[], Iterable[Item]]) -> Iterable[Item]:
         if self.out is not None:
             _remove_stale_state(self.out, jsonl=self.jsonl)
@@ -181,6 +184,22 @@ class Ranks:
         """This rank stops the run: the other ranks stop at their next exchange, with `error`'s message,
         instead of waiting for this one (for hours under srun, where no torchrun stops them)."""
         self.distributed.report_failure(str(error) or type(error).__name__)
+
+    def store_lost(self, error: Exception) -> UsageError | None:
+        """What stops this rank if `error` is the run's store failing to answer: the process holding it
+        (rank 0 under srun or another launcher that sets MASTER_ADDR, torchrun's own under torchrun) is
+        gone, killed outright, so the run cannot go on (a rerun does the pages left); None for any other
+        error."""
+        from torch.distributed import DistNetworkError
+
+        if not isinstance(error, DistNetworkError):
+            return None
+        logger.debug("the store stopped answering: %s", error)
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        return UsageError(
+            f"the run's store at {where} stopped answering: the process holding it (rank 0, or torchrun) "
+            "was killed or ran out of memory?; a rerun does the pages left"
+        )
 
     def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:
         """The items this rank takes, each claimed when the caller asks for the next one."""

@@ -617,6 +617,51 @@ def test_torchrun_restarts_finish_a_run_whose_rank_was_killed(
     assert_complete_and_valid(out, many_pages, shared_data)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_under_srun_rank_0_killed_stops_the_others_with_a_usage_error_not_an_internal_one(
+    tmp_path, tiny_weights, many_pages
+):
+    """A plain srun (no torchrun): rank 0 holds the run's store, and when it was killed outright (out of
+    memory) the others stopped with `internal error: DistNetworkError: Broken pipe`, exit 3, the code of a
+    bug; they now say that the store is gone and that a rerun does the pages left, exit 2."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "docsam_cli", *segment_command(tiny_weights, out, many_pages)]
+    launcher = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    ranks = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**docsam_env(), **launcher, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while len(list((out / ".docsam" / "records").glob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ranks[0].kill()
+        _, stderr = ranks[1].communicate(timeout=RUN_TIMEOUT)
+    finally:
+        for rank in ranks:
+            rank.kill()
+            rank.communicate()
+    assert ranks[1].returncode == 2, stderr
+    assert stderr.splitlines()[-1] == (
+        f"error: the run's store at 127.0.0.1:{launcher['MASTER_PORT']} stopped answering: the process "
+        "holding it (rank 0, or torchrun) was killed or ran out of memory?; a rerun does the pages left"
+    )
+
+
 @pytest.mark.parametrize(
     ("local_rank", "share", "expected"),
     [(0, False, 0), (3, False, 3), (0, True, 0), (3, True, 1), (4, True, 0)],
