@@ -43,15 +43,45 @@ def rle_run_lengths(counts: bytes | str | list[int]) -> np.ndarray:
 
 def decode_rle_window(rle: dict, x: int, y: int, width: int, height: int) -> np.ndarray:
     """`mask_utils.decode(rle)[y : y + height, x : x + width]` as a C-contiguous bool array, decoding only
-    the window's columns (a region's window, not the page: a 300-dpi page holds 8.7 million pixels)."""
+    the window (a region's box, not the page: a 400-dpi newspaper page holds 108 million pixels, and a
+    paragraph's columns of such a page 40 times its box).
+
+    The runs of ones are cut at the window's column edges and rows, the window is filled column by column
+    (the RLE's order) and transposed by OpenCV (a tenth of NumPy's time for a page-sized bool array).
+    """
+    if not (width and height):
+        return np.zeros((height, width), dtype=bool)
+    import cv2
+
     page_height = int(rle["size"][0])
-    bounds = np.cumsum(rle_run_lengths(rle["counts"]))  # column-major: where each run ends
-    first, last = x * page_height, (x + width) * page_height
-    inside = np.clip(bounds, first, last)
-    lengths = np.diff(inside, prepend=first)  # every run cut to the window's columns
-    values = np.arange(len(lengths)) % 2 == 1  # zeros first, then ones, alternating
-    columns = np.repeat(values, lengths).reshape(width, page_height)
-    return np.ascontiguousarray(columns[:, y : y + height].T)
+    ends = np.cumsum(rle_run_lengths(rle["counts"]))  # column-major: where each run ends
+    first = x * page_height
+    span = width * page_height
+    starts = np.clip(ends[0:-1:2] - first, 0, span)  # runs of ones: [start, end) in the window's columns
+    stops = np.clip(ends[1::2] - first, 0, span)
+    starts, stops = starts[stops > starts], stops[stops > starts]
+    begins, finishes = _window_runs(starts, stops, page_height, y, height)
+    bounds = np.stack([begins, finishes], axis=1).reshape(-1)
+    lengths = np.diff(bounds, prepend=0, append=width * height)  # zeros first, then ones, alternating
+    values = np.arange(len(lengths)) % 2 == 1
+    columns = np.repeat(values, lengths).reshape(width, height)
+    return cv2.transpose(columns.view(np.uint8)).view(bool)
+
+
+def _window_runs(
+    starts: np.ndarray, stops: np.ndarray, page_height: int, y: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of ones `[starts, stops)` (column-major, in columns of `page_height`) as runs of the window's
+    rows `y .. y + height - 1`, column-major in columns of `height`; a run over several columns is split
+    into one per column, a run outside the rows is left empty."""
+    first_column, last_column = starts // page_height, (stops - 1) // page_height
+    pieces = last_column - first_column + 1
+    run = np.repeat(np.arange(len(starts)), pieces)
+    column = first_column[run] + np.arange(len(run)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    top = np.maximum(starts[run] - column * page_height, 0)
+    bottom = np.minimum(stops[run] - column * page_height, page_height)
+    top, bottom = (np.clip(rows - y, 0, height) + column * height for rows in (top, bottom))
+    return top, bottom
 
 
 @dataclass
