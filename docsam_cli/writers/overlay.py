@@ -13,11 +13,12 @@ has them (`label_fonts`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,15 +91,25 @@ def _lab(colours: np.ndarray) -> np.ndarray:
 
 def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
     """The overlay as a BGR uint8 array: `image` (the page, BGR as decoded) at the top left, with the same
-    height or (a page shorter than one legend row) taller, wider by the legend's margin if any."""
+    height or (a page shorter than one legend row) taller, wider by the legend's margin if any.
+
+    Everything is drawn in place on one array of the overlay's size: the labels and the legend through
+    Pillow on their own small areas only. (The page as a Pillow image, converted there and back with its
+    channels reversed and pasted onto the margin's canvas, held five page-sized copies of a 400-dpi
+    newspaper page, 1.8 GB, and took most of the overlay's time.)"""
     height, width = image.shape[:2]
     if (height, width) != (shapes.height, shapes.width):
         raise ValueError(f"page is {width}x{height} but the instances are for {shapes.width}x{shapes.height}")
-    canvas = image.copy()
     scale = max(min(height, width), 1)
     thickness = max(1, round(scale / 600))
     order = [int(index) for index in np.argsort(-shapes.areas, kind="stable")]
     painted = [index for index in order if shapes.window(index).mask.size]
+    fonts = label_fonts(max(10, round(scale / 70)), shapes.class_names)
+    legend = legend_layout(shapes, painted, fonts, height)
+    overlay = np.empty((max(height, legend.height), width + legend.width, 3), np.uint8)
+    overlay[:height, width:] = overlay[height:] = MARGIN[::-1]
+    canvas = overlay[:height, :width]  # the page's part, drawn in place
+    canvas[...] = image
     for index in painted:
         bgr = class_colour(shapes.label(index))[::-1]
         window = shapes.window(index)
@@ -111,15 +122,24 @@ def render_overlay(image: np.ndarray, shapes: PageShapes) -> np.ndarray:
             canvas, contours, -1, bgr, thickness, lineType=cv2.LINE_AA, offset=(window.x, window.y)
         )
 
-    picture = Image.fromarray(canvas[:, :, ::-1])
-    draw = ImageDraw.Draw(picture)
-    fonts = label_fonts(max(10, round(scale / 70)), shapes.class_names)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     drawn_labels = np.zeros((0, 4), np.int64)
     for index in painted:
-        box = _label(draw, fonts[shapes.label(index)], shapes, index, drawn_labels, (width, height))
+        box = _label(canvas, measure, fonts[shapes.label(index)], shapes, index, drawn_labels)
         drawn_labels = np.vstack([drawn_labels, box])
-    picture = _with_legend(picture, fonts, legend_layout(shapes, painted, fonts, height))
-    return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
+    _draw_legend(overlay, fonts, legend)
+    return overlay
+
+
+@contextlib.contextmanager
+def _pillow_part(canvas: np.ndarray, area: tuple[int, int, int, int]) -> Iterator[ImageDraw.ImageDraw]:
+    """A Pillow drawing of the part `area` (x0, y0, x1, y1) of the BGR `canvas`, in the part's coordinates,
+    copied back into `canvas` after the `with` block: Pillow draws each pixel of a part as it would on the
+    whole canvas, but for what it would draw outside the part."""
+    x0, y0, x1, y1 = area
+    part = Image.fromarray(np.ascontiguousarray(canvas[y0:y1, x0:x1, ::-1]))
+    yield ImageDraw.Draw(part)
+    canvas[y0:y1, x0:x1] = np.asarray(part)[:, :, ::-1]
 
 
 def label_fonts(size: int, class_names: Sequence[str]) -> list[Font]:
@@ -237,21 +257,23 @@ def _blend(region: np.ndarray, mask: np.ndarray, bgr: tuple[int, int, int]) -> N
 
 
 def _label(
-    draw: ImageDraw.ImageDraw,
+    canvas: np.ndarray,
+    measure: ImageDraw.ImageDraw,
     font: Font,
     shapes: PageShapes,
     index: int,
     drawn_labels: np.ndarray,
-    page_size: tuple[int, int],
 ) -> tuple[int, int, int, int]:
     """`class score` on a box of the class colour at the mask's top-left corner, moved inside the page and
     then down, as far as the instance reaches, below the labels already drawn (`drawn_labels`, rows of
     x0, y0, x1, y1) that it would cover: instances from one corner (a region and a smaller one nested in
     it, or the same region found as two classes) showed only the last label. An instance too low for that
     (a heading or text line at its region's corner) has its label moved right instead, beside those
-    labels, as far as the instance reaches. Returns the box drawn."""
+    labels, as far as the instance reaches. Drawn on the page `canvas` (BGR, in place), measured with
+    `measure` (a drawing of an RGB image); returns the box drawn."""
+    page_size = canvas.shape[1], canvas.shape[0]
     text = f"{one_line(shapes.class_name(index))} {shapes.score(index):.2f}"
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
     pad = max(1, (bottom - top) // 6)
     box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
     window = shapes.window(index)
@@ -264,8 +286,10 @@ def _label(
     beside = _past_labels(box, drawn_labels, 0, rightmost) if below is None else None
     x, y = (x, below) if below is not None else (beside, y) if beside is not None else (x, y)
     rgb = class_colour(shapes.label(index))
-    draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=rgb)
-    draw.text((x + pad - left, y + pad - top), text, font=font, fill=_ink(rgb))
+    area = (x, y, min(x + box_w, page_size[0]), min(y + box_h, page_size[1]))  # text is inked inside its bbox
+    with _pillow_part(canvas, area) as draw:
+        draw.rectangle((0, 0, box_w - 1, box_h - 1), fill=rgb)
+        draw.text((pad - left, pad - top), text, font=font, fill=_ink(rgb))
     return x, y, x + box_w, y + box_h
 
 
@@ -344,28 +368,22 @@ def legend_layout(
     return Legend(rows, shapes.width, 2 * pad + columns * column_w, pad + per_column * pitch, swatch, pad)
 
 
-def _with_legend(picture: Image.Image, fonts: Sequence[Font], legend: Legend) -> Image.Image:
-    """`picture` on a canvas with the legend's margin to its right (`picture` itself if no legend)."""
+def _draw_legend(overlay: np.ndarray, fonts: Sequence[Font], legend: Legend) -> None:
+    """The legend on its margin, the part of `overlay` (BGR, drawn in place) right of the page."""
     if not legend.rows:
-        return picture
-    size = (picture.width + legend.width, max(picture.height, legend.height))
-    canvas = Image.new("RGB", size, MARGIN)
-    canvas.paste(picture, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    draw.line((legend.left, 0, legend.left, size[1] - 1), fill=RULE)
-    for row in legend.rows:
-        font = fonts[row.label]
-        left, top, _, _ = font.getbbox(row.text)
-        draw.rectangle(
-            (row.x, row.y, row.x + legend.swatch - 1, row.y + legend.swatch - 1), fill=class_colour(row.label)
-        )
-        draw.text(
-            (row.x + legend.swatch + legend.pad - left, row.y - top),
-            row.text,
-            font=font,
-            fill=(0, 0, 0),
-        )
-    return canvas
+        return
+    with _pillow_part(overlay, (legend.left, 0, overlay.shape[1], overlay.shape[0])) as draw:
+        draw.line((0, 0, 0, overlay.shape[0] - 1), fill=RULE)
+        for row in legend.rows:
+            font = fonts[row.label]
+            left, top, _, _ = font.getbbox(row.text)
+            x = row.x - legend.left
+            draw.rectangle(
+                (x, row.y, x + legend.swatch - 1, row.y + legend.swatch - 1), fill=class_colour(row.label)
+            )
+            draw.text(
+                (x + legend.swatch + legend.pad - left, row.y - top), row.text, font=font, fill=(0, 0, 0)
+            )
 
 
 def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
