@@ -95,12 +95,12 @@ def mask_polygons(
     """
     import cv2
 
-    binary = np.ascontiguousarray(mask, dtype=np.uint8)
-    if not binary.any():
+    if not mask.any():
         return []
-    height, width = binary.shape
+    height, width = mask.shape
     page_width, page_height = page_size if page_size is not None else (width, height)
-    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # contours never clipped
+    padded = np.zeros((height + 2, width + 2), dtype=np.uint8)  # contours never clipped
+    padded[1:-1, 1:-1] = mask
     contours, _ = cv2.findContours(
         padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(origin[0] - 1, origin[1] - 1)
     )
@@ -130,8 +130,10 @@ def mask_edge_polygons(
     binary = np.ascontiguousarray(mask, dtype=np.uint8)
     if not binary.any():
         return []
-    doubled = np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1)
-    padded = cv2.copyMakeBorder(doubled, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # contours never clipped
+    height, width = binary.shape
+    padded = np.zeros((2 * height + 2, 2 * width + 2), dtype=np.uint8)  # contours never clipped
+    doubled = padded[1:-1, 1:-1]  # every pixel 2 x 2, written in place: no temporaries
+    cv2.resize(binary, (2 * width, 2 * height), dst=doubled, interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1))
     rings = [ring for contour in contours for ring in _edge_rings(contour.reshape(-1, 2), epsilon)]
     rings.sort(key=lambda ring: -cv2.contourArea(ring.reshape(-1, 1, 2)))

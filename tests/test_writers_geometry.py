@@ -243,6 +243,24 @@ def test_edge_polygons_run_along_the_pixel_edges_of_a_window_of_the_page():
     assert mask_edge_polygons(np.zeros((4, 4), bool)) == []
 
 
+def test_tracing_a_mask_holds_no_more_than_its_padded_copy():
+    """The mask, doubled for its pixel edges (4 times its size), was doubled and padded in temporaries: 9
+    times a region's window in memory at once, 1.3 GB more for the page-sized regions of a 400-dpi
+    newspaper page; tracing its outline copied it twice."""
+    import tracemalloc
+
+    mask = rect_mask(1000, 800, 50, 100, 700, 900)
+    for trace, copies in ((mask_edge_polygons, 4), (mask_polygons, 1)):
+        tracemalloc.start()
+        try:
+            (polygon,) = trace(mask)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(polygon) == 4
+        assert peak < (copies + 1.5) * mask.size
+
+
 def test_edge_polygons_split_parts_meeting_at_a_pixel_corner_into_valid_rings():
     mask = rect_mask(40, 40, 5, 5, 15, 15) | rect_mask(40, 40, 15, 15, 25, 25)
     rings = mask_edge_polygons(mask)
