@@ -49,7 +49,7 @@ class ConvertOptions:
     images: Path | None = None
     class_list: Path | None = None
     dpi: float = 150.0
-    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # of the PDF pages rendered; None: no limit
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # images and PDF pages read; None: no limit
 
 
 class OutputExists(Exception):

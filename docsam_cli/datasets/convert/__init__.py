@@ -76,7 +76,8 @@ def _walk(folder: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> 
     """The files of `suffixes` under `folder`, sorted, after an InputError for each folder that cannot be
     listed; a file that cannot be read as one (a broken or looping symbolic link, a named pipe) is an
     InputError in its place. Both are reported as `segment`'s walk reports them, not left out without a
-    word with the pages they hold. Symbolic links to folders are not followed, so a link loop ends."""
+    word with the pages they hold. Symbolic links to folders are followed as `walk_folders` follows them
+    (each real folder once, a link loop not)."""
     unreadable: list[Path | InputError] = []
     left_out = frozenset() if skip is None else frozenset({os.path.realpath(skip)})
     files = sorted(
