@@ -539,6 +539,34 @@ def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(c
     assert only.is_dir()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_staging_folder_removed_by_another_runs_clean_up_before_its_lock_is_replaced(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversion makes its staging folder, then locks it. Another conversion into the same --out, cleaning
+    up in that instant, finds it unlocked, takes it for a killed run's and removes it. The first run then
+    took the folder it could no longer open for one on a file system without locks and went on without a
+    staging folder; it now makes another."""
+    from docsam_cli.datasets import pipeline
+
+    real_lock = pipeline._lock_folder
+    removed: list[Path] = []
+
+    def cleaned_up_first(folder: Path) -> int | None:
+        if not removed and folder.name.endswith(".partial"):
+            removed.append(folder)
+            folder.rmdir()  # another run's `_remove_abandoned`, between this run's mkdir and its lock
+        return real_lock(folder)
+
+    monkeypatch.setattr(pipeline, "_lock_folder", cleaned_up_first)
+    source = coco_file.parent
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "out")
+    assert result.exit_code == 0, result.stderr
+    assert removed
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
+    assert (source / "out" / "dataset.json").is_file()
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -121,7 +121,7 @@ def _staging_folder(out: Path) -> tuple[Path, int | None]:
             continue
         try:
             return staging, _lock_folder(staging)
-        except BlockingIOError:  # another run's clean-up locked it in the instant since it was made
+        except (BlockingIOError, FileNotFoundError):  # another run's clean-up took it since it was made
             continue
 
 
@@ -149,7 +149,7 @@ def _remove_abandoned(out: Path) -> None:
     for candidate in (folder for folder in folders if staged.fullmatch(folder.name)):
         try:
             held = _lock_folder(candidate)
-        except BlockingIOError:
+        except (BlockingIOError, FileNotFoundError):  # at work, or gone (published, or another's clean-up)
             continue
         if held is not None:
             try:
@@ -161,13 +161,16 @@ def _remove_abandoned(out: Path) -> None:
 def _lock_folder(folder: Path) -> int | None:
     """The descriptor of `folder` holding its exclusive lock (`flock`, dropped by the kernel with the process
     that holds it); None where locks cannot be taken (Windows, a file system without them): a run is then
-    never told from an abandoned one. Raises BlockingIOError when another process holds it."""
+    never told from an abandoned one. Raises BlockingIOError when another process holds it, and
+    FileNotFoundError when it is gone (another run's clean-up removed it, or it was published)."""
     try:
         import fcntl
     except ImportError:  # Windows
         return None
     try:
         handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise
     except OSError:
         return None
     try:
