@@ -240,6 +240,24 @@ def test_images_over_the_pixel_limit_are_refused_saying_how_to_let_them_through(
         set_max_image_pixels(saved)
 
 
+def test_an_image_one_pixel_over_an_odd_pixel_limit_is_refused(tmp_path: Path) -> None:
+    """Reading an image for its size left the limit to Pillow, which checks twice its own limit, half of
+    ours rounded up: under an odd --max-image-pixels (2399) an image one pixel over it (60x40 = 2400) was
+    converted, then refused by training and segment under that same limit. It is refused here too."""
+    source = coco_source(tmp_path / "coco")
+    saved = max_image_pixels()
+    try:
+        arguments = ("convert-dataset", source / "annotations.json", "--from", "coco", "--out")
+        refused = run_cli(*arguments, tmp_path / "refused", "--max-image-pixels", "2399")
+        assert refused.exit_code == 1, refused.stderr
+        assert [line.split(": ", 2)[2] for line in refused.error_lines()] == [
+            "60x40 = 2400 pixels exceeds the decompression-bomb limit of 2399 pixels (raise the limit with "
+            "--max-image-pixels if the file is trusted)"
+        ] * 2
+    finally:
+        set_max_image_pixels(saved)
+
+
 def test_text_detection_labels_of_three_datasets(tmp_path: Path) -> None:
     root = tmp_path / "text"
     for name in ("img_1.jpg", "img2.jpg", "0003.jpg"):

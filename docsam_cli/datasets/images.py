@@ -341,10 +341,12 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     Decoding (not just the header) catches truncated files before they reach a training run, and so does
     refusing what docsam's image loader refuses: the formats it does not read (Pillow opens TGA, PCX, ...)
     and 16-bit TIFFs it would misread, and images over the pixel limit (`--max-image-pixels`, in the words of
-    that loader's refusal). The size is that of the image with its EXIF orientation applied, as
-    that loader (training, `segment`, `evaluate --weights`) reads it and as annotation tools show it: a
-    300x200 phone photo tagged "rotate 90°" is 200x300. The file itself is copied unchanged, tag included,
-    so the loader turns it the same way. Raises ValueError with a one-line reason.
+    that loader's refusal, checked on the size the file states as the loader checks it: Pillow's own check,
+    at twice its limit, half ours rounded up, let an image one pixel over an odd limit through). The size
+    is that of the image with its EXIF orientation applied, as that loader (training, `segment`, `evaluate
+    --weights`) reads it and as annotation tools show it: a 300x200 phone photo tagged "rotate 90°" is
+    200x300. The file itself is copied unchanged, tag included, so the loader turns it the same way. Raises
+    ValueError with a one-line reason.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -352,6 +354,7 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     from docsam_cli.inputs.images import (
         IMAGE_FORMATS,
         bomb_error,
+        check_pixel_limit,
         check_planar_layout,
         to_first_page,
         upright,
@@ -361,6 +364,7 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as image:
             to_first_page(Path(path or "image"), image)
+            check_pixel_limit(Path(path or "image"), *image.size)  # Pillow's check is twice half the limit
             check_planar_layout(Path(path or "image"), image)
             image.load()
             return upright(image).size
