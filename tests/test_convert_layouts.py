@@ -444,3 +444,26 @@ def test_each_folder_is_listed_once_however_many_images_are_looked_up_in_it(
         "image found under another file extension": 12
     }
     assert listed[os.path.realpath(images)] == 1 and max(listed.values()) <= 2, listed  # and a walk
+
+
+def test_images_in_a_folder_linked_into_the_source_are_found_by_name(tmp_path: Path) -> None:
+    """PAGE files naming their image alone (`0001.png`), whose images lie in a box of scans linked into the
+    source folder (`gt/img/box3 -> /mnt/nas/box3`): the walk that reads the PAGE files follows such links,
+    but the search for an image by its name did not, and every page failed with "image '0001.png' not
+    found", though `segment -r gt` reads those images. The search follows them as the walk does, each real
+    folder once (the box linked in twice is no second file of that name)."""
+    nas = tmp_path / "nas" / "box3"
+    write_image(nas / "0001.png", 40, 30)
+    root = tmp_path / "gt"
+    (root / "img").mkdir(parents=True)
+    (root / "img" / "box3").symlink_to(nas, target_is_directory=True)
+    (root / "img" / "again").symlink_to(nas, target_is_directory=True)
+    (root / "img" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "xml").mkdir()
+    (root / "xml" / "0001.xml").write_text(
+        page_xml("0001.png", 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+    )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "convert_report.json").read_text())["fixed"] == {SEARCHED: 1}

@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from docsam_cli.inputs.sources import IMAGE_SUFFIXES as READABLE_SUFFIXES
-from docsam_cli.inputs.sources import stem_key
+from docsam_cli.inputs.sources import stem_key, walk_folders
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import RENDERING_FOLDERS, STATE_DIR
 
@@ -292,27 +292,32 @@ def _folder_names(folder: Path) -> _Names:
 
 class _NameIndex(_Names):
     """The files under a folder by name and by stem (hidden entries, the folder `skip` and the overlays and
-    label maps of `docsam segment`'s output folders left out)."""
+    label maps of `docsam segment`'s output folders left out), found by the walk that finds the annotation
+    files (`walk_folders`: links to folders followed, each real folder once)."""
 
     def __init__(self, folder: Path, skip: Path | None = None) -> None:
         super().__init__()
         self.folder = folder
-        for directory, subdirectories, files in os.walk(folder):
-            renderings = RENDERING_FOLDERS if STATE_DIR in subdirectories else ()  # a `segment` output folder
-            subdirectories[:] = sorted(
-                entry
-                for entry in subdirectories
-                if not entry.startswith(".")
-                and entry not in renderings
-                and (skip is None or not within(Path(directory, entry), skip))
-            )
+        left_out = frozenset() if skip is None else frozenset({os.path.realpath(skip)})
+        for directory, files in walk_folders(folder, True, left_out):
+            if _is_rendering(Path(directory), folder):
+                continue
             for file in sorted(files):
-                if not file.startswith("."):
-                    self.add(Path(directory) / file)
+                self.add(Path(directory) / file)
 
     def matches(self, name: str, suffixes: Sequence[str]) -> list[Path]:
         """The files called `name`, else those of its stem with one of `suffixes`."""
         return self.named(name) or self.stemmed(name, suffixes)
+
+
+def _is_rendering(directory: Path, root: Path) -> bool:
+    """Whether `directory`, under `root`, is in the overlays or label maps of a `docsam segment` output."""
+    for folder in (directory, *directory.parents):
+        if folder == root or not within(folder, root):
+            return False
+        if folder.name in RENDERING_FOLDERS and (folder.parent / STATE_DIR).is_dir():
+            return True
+    return False
 
 
 def _mirroring(matches: list[Path], annotation_folder: Path) -> Path | None:
