@@ -160,12 +160,12 @@ class Ranks:
         self._marker = _marker_path(out, run_id)
         seen = self.distributed.gather((self._marker.exists(), _working_folder()))
         blind = [rank for rank, (sees, _) in enumerate(seen) if not sees]
+        elsewhere = [rank for rank, (_, there) in enumerate(seen) if there != folder]
         if blind:
             raise UsageError(
                 f"--out {display_path(out)}: rank {', '.join(map(str, blind))} cannot see the files rank 0 "
-                "writes there; with several machines, --out must be on a file system they share"
+                f"writes there{_blind_reason(out, folder, moved=set(blind) <= set(elsewhere))}"
             )
-        elsewhere = [rank for rank, (_, there) in enumerate(seen) if there != folder]
         if folder is not None and elsewhere and any(_reads_relative_path(item) for item in work):
             raise UsageError(
                 f"rank {', '.join(map(str, elsewhere))} runs in another working folder than rank 0 "
@@ -365,6 +365,19 @@ def _working_folder() -> str | None:
         return os.getcwd()
     except OSError:
         return None
+
+
+def _blind_reason(out: Path, folder: str | None, moved: bool) -> str:
+    """Why ranks miss the output folder rank 0 writes in: a relative `out`, read by ranks in another working
+    folder than rank 0's (`moved`), names another folder there; else the folder is on no shared file
+    system."""
+    if moved and folder is not None and not out.is_absolute():
+        return (
+            f": it runs in another working folder than rank 0 ({display_path(folder)}), from which a "
+            "relative --out names another folder; start every rank in the same folder, or give --out as an "
+            "absolute path"
+        )
+    return "; with several machines, --out must be on a file system they share"
 
 
 def _reads_relative_path(item: Any) -> bool:

@@ -308,6 +308,28 @@ def test_a_rank_that_cannot_see_the_output_folder_stops_the_run_on_every_rank(tm
     )
 
 
+def test_a_rank_in_another_working_folder_that_misses_a_relative_output_folder_is_told_why(
+    tmp_path, monkeypatch
+):
+    """Ranks started in different working folders with a relative --out (`--out run`) look for the output
+    folder in different places: the rank that misses it was told to put --out on a shared file system,
+    where it was, and the working folder went unnamed (the check of the working folders came after). Such a
+    rank is now told that its working folder differs."""
+    from torch.distributed import HashStore
+
+    monkeypatch.chdir(tmp_path)
+    ranks = Ranks(
+        TwoRanks(0, HashStore(), peer_sees=False, peer_folder="/home/someone"), Path("out"), jsonl=False
+    )
+    with pytest.raises(UsageError) as refused:
+        ranks.share_work(lambda: [])
+    assert str(refused.value) == (
+        "--out out: rank 1 cannot see the files rank 0 writes there: it runs in another working folder "
+        f"than rank 0 ({tmp_path}), from which a relative --out names another folder; start every rank in "
+        "the same folder, or give --out as an absolute path"
+    )
+
+
 def test_a_rank_in_another_working_folder_stops_the_run_when_inputs_are_relative(tmp_path, monkeypatch):
     """The same command on two machines, one started in another folder: rank 0's relative paths would name
     no file there (every page that rank took failed: `in/p1.png: no such file or directory`), or another
