@@ -277,9 +277,9 @@ def walk_folders(
     OSError of a folder that cannot be listed.
 
     Symbolic links to folders are followed (a box of scans linked in from a NAS is part of the tree), but
-    each real folder is walked once, under the first name met in natural order, and a link into `root` or
-    to a folder holding it is not followed: the folder it leads to is walked under its own name, or it is
-    a loop (`sub/up -> ..`).
+    each real folder is walked once, under the first of its names the walk meets (top-down, each folder's
+    sub-folders in natural order: the same in every run), and a link into `root` or to a folder holding it
+    is not followed: the folder it leads to is walked under its own name, or it is a loop (`sub/up -> ..`).
     """
     top = os.path.realpath(root)
     walked: set[str] = set()
