@@ -339,3 +339,42 @@ def test_two_categories_of_one_name_in_the_predictions_are_one_class_with_a_warn
     result = run_cli("evaluate", predictions, "--pred", predictions)
     assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines().count(warning) == 1, result.stderr
+
+
+def _split_layout(root: Path, json_path: str, folders: dict[str, str]) -> Path:
+    """A COCO dataset under `root`: `json_path` naming `000.png`, and a `000.png` of another height in each
+    split folder of `folders` (split → folder relative to `root`), 40 + the folder's rank high."""
+    for rank, folder in enumerate(folders.values()):
+        write_image(root / folder / "000.png", 60, 40 + rank)
+    document = {
+        "images": [{"id": 1, "file_name": "000.png", "width": 60, "height": 40 + list(folders).index("val")}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "text"}],
+    }
+    (root / json_path).parent.mkdir(parents=True, exist_ok=True)
+    (root / json_path).write_text(json.dumps(document))
+    return root / json_path
+
+
+@pytest.mark.parametrize(
+    ("json_path", "folders"),
+    [
+        ("annotations/instances_val2017.json", {"train": "train2017", "val": "val2017", "test": "test2017"}),
+        ("annotations/instances_val2017.json", {"train": "images/train2017", "val": "images/val2017"}),
+        ("val.json", {"train": "train", "val": "val"}),  # PubLayNet
+    ],
+)
+@pytest.mark.parametrize("given", ["json", "root"])
+def test_the_images_are_those_of_the_split_the_json_names(
+    json_path: str, folders: dict[str, str], given: str, tmp_path: Path
+) -> None:
+    """COCO 2017 keeps `annotations/instances_val2017.json` beside `val2017/`, PubLayNet `val.json` beside
+    `val/`; a name recurs in each split's folder. The json given alone found no image (`--images` was asked
+    for), the dataset's folder given the name was in several folders: the json's split names the folder."""
+    source = _split_layout(tmp_path / "set", json_path, folders)
+    out = tmp_path / "out"
+    given_path = source if given == "json" else tmp_path / "set"
+    result = run_cli("convert-dataset", given_path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out / "image" / "000.png").size == (60, 40 + list(folders).index("val"))
+    assert json.loads((out / "convert_report.json").read_text())["fixed"] == {}

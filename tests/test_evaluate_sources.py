@@ -112,6 +112,22 @@ def test_coco_ground_truth_without_sizes_takes_them_from_the_images(tmp_path: Pa
     assert expected["images"] == 2 and expected["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_coco_2017_ground_truth_takes_its_sizes_from_its_split_folder(tmp_path: Path) -> None:
+    """`annotations/instances_val2017.json` without sizes, its images in `val2017/` beside `annotations/`
+    (`train2017/` holding other images of the same names): the sizes are those of `val2017/`'s images."""
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "val2017" / name, 60, 40)
+        write_image(tmp_path / "train2017" / name, 61, 40)
+    (tmp_path / "annotations").mkdir()
+    (unsized := tmp_path / "annotations" / "instances_val2017.json").write_text(
+        json.dumps(_unsized(coco_document()))
+    )
+    images = load_ground_truth(unsized, "coco", frozenset()).images
+    assert [(image.name, image.height, image.width) for image in images] == [("a", 40, 60), ("b", 40, 60)]
+    (sized := tmp_path / "sized.json").write_text(json.dumps(coco_document()))
+    assert _report(unsized, "--pred", sized)["mask"]["AP"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     ("size_of_a", "line"),
     [

@@ -11,7 +11,8 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
    an OCR-D workspace, `data/OCR-D-GT-PAGE/*.xml`, name `OCR-D-IMG/...` relative to `data/`), but not
    climbing out of that parent;
 4. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
-   COCO's `images/`), and in the annotation folder's parent (Transkribus), even above the source root;
+   COCO's `images/`, `PNG/` and the folder of the json's split: `val2017/` for `instances_val2017.json`),
+   and in the annotation folder's parent (Transkribus), even above the source root;
 5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows)
    or Unicode normalization (`ü` composed or as `u` and a combining accent: names made on macOS),
    else a unique image of the same stem (converted to another format after annotation);

@@ -5,7 +5,9 @@ polygons (the reference loader reads polygons only); an annotation with only a b
 polygon, as the reference loader does, and so does one whose polygons all have fewer than 3 points (as
 `evaluate` reads it). Images are looked up by `path` where an entry states one (docsam's `coco.json` does,
 relative to the json) and it leads to a file, else by `file_name` (see `ImageFinder`), also in the
-`images/` and `PNG/` (DocLayNet) folders beside the json or beside its folder.
+folders beside the json or beside its folder that `image_folders` names: those of the split the json's name
+names (COCO 2017's `annotations/instances_val2017.json`: `val2017/`, PubLayNet's `val.json`: `val/`), also
+under `images/`, then `images/` and `PNG/` (DocLayNet).
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ from docsam_cli.polygons import mask_contours
 IMAGE_FOLDERS = ("images", "PNG")
 
 
+def image_folders(path: Path) -> tuple[str, ...]:
+    """The folders, relative to a COCO file's folder and to the folder above it, that hold its images by
+    file name: those named after the split the file's name names, its stem or what follows its last `_`
+    (PubLayNet's `val.json`: `val/`; COCO 2017's `instances_val2017.json`: `val2017/`), each also under
+    `images/`, then the `IMAGE_FOLDERS`. A file name may recur in each split's folder (`000001.jpg`): the
+    split's own folder decides, where a search by name would find several."""
+    stem = path.stem
+    splits = [split for split in (stem, stem.rsplit("_", 1)[-1]) if split not in ("", ".", "..")]
+    return tuple(dict.fromkeys((*splits, *(f"images/{split}" for split in splits), *IMAGE_FOLDERS)))
+
+
 def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
     """Every image of one COCO file. Raises WrongFormat (not a COCO dataset) or InputError."""
     dataset = read_dataset(path, sizes_required=False)
@@ -41,14 +54,15 @@ def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
 def find_image(finder: ImageFinder, path: Path, image: CocoImage) -> tuple[Path, str | None]:
     """The image a COCO file `path` names: by the entry's `path` where that leads to a file without a guess,
     else by `file_name`. Raises ImageNotFound."""
+    folders = image_folders(path)
     if image.path is not None:
         try:
-            found, note = finder.find(image.path, path, label="path", extra_dirs=IMAGE_FOLDERS)
+            found, note = finder.find(image.path, path, label="path", extra_dirs=folders)
             if note is None:
                 return found, None
         except ImageNotFound:
             pass
-    return finder.find(image.file_name, path, label="file_name", extra_dirs=IMAGE_FOLDERS)
+    return finder.find(image.file_name, path, label="file_name", extra_dirs=folders)
 
 
 def _page(path: Path, image: CocoImage, finder: ImageFinder) -> SourcePage:
