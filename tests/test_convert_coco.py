@@ -378,3 +378,30 @@ def test_the_images_are_those_of_the_split_the_json_names(
     assert result.exit_code == 0, result.stderr
     assert Image.open(out / "image" / "000.png").size == (60, 40 + list(folders).index("val"))
     assert json.loads((out / "convert_report.json").read_text())["fixed"] == {}
+
+
+def test_a_json_of_an_annotations_folder_given_alone_finds_its_images_by_name_in_its_dataset(
+    tmp_path: Path,
+) -> None:
+    """COCO's test-dev json (`annotations/image_info_test-dev2017.json`) has its images in `test2017/`, a
+    folder its name does not name: found by name in the dataset's folder above `annotations/`, as when
+    that folder is given, with a note. Where two of the dataset's folders hold the name, none is taken:
+    the error names both and `--images`."""
+    found = _split_layout(tmp_path / "coco", "annotations/image_info_test-dev2017.json", {"val": "test2017"})
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", found, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out / "image" / "000.png").size == (60, 40)
+    assert json.loads((out / "convert_report.json").read_text())["fixed"] == {
+        "image found by its name elsewhere under the source folder": 1
+    }
+    folders = {"train": "train", "val": "val"}
+    ambiguous = _split_layout(tmp_path / "cvat", "annotations/instances_default.json", folders)
+    result = run_cli("convert-dataset", ambiguous, "--from", "coco", "--out", tmp_path / "none")
+    assert result.exit_code == 1 and not (tmp_path / "none").exists()
+    (line,) = result.error_lines()
+    assert "2 files of that name" in line and "--images" in line
+    assert (
+        str(tmp_path / "cvat" / "train" / "000.png") in line
+        and str(tmp_path / "cvat" / "val" / "000.png") in line
+    )

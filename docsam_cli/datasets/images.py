@@ -16,10 +16,11 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
 5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows)
    or Unicode normalization (`ü` composed or as `u` and a combining accent: names made on macOS),
    else a unique image of the same stem (converted to another format after annotation);
-6. a file of that name (else of that stem, with an image extension) anywhere under `--images` or the
-   source root, but for the overlays and label maps of `docsam segment`'s output folders (pictures drawn
-   from the page, of its name); of several, the one whose folders mirror the annotation's (`xml/c1/p.xml`
-   ↔ `img/c1/p.jpg`), if one does.
+6. a file of that name (else of that stem, with an image extension) anywhere under `--images`, the
+   source root or a folder the format names (a COCO file's dataset folder, above `annotations/`), but for
+   the overlays and label maps of `docsam segment`'s output folders (pictures drawn from the page, of its
+   name); of several, the one whose folders mirror the annotation's (`xml/c1/p.xml` ↔ `img/c1/p.jpg`), if
+   one does.
 
 Steps 5 and 6 are guesses: the returned note says which one was made. A reference that climbs out of the
 source root with `..` is refused (path traversal), unless `--images` holds it: where it points, its
@@ -88,6 +89,7 @@ class ImageFinder:
         *,
         label: str = "image",
         extra_dirs: Sequence[str] = (),
+        search_under: Sequence[Path] = (),
         suffixes: Sequence[str] = IMAGE_SUFFIXES,
     ) -> tuple[Path, str | None]:
         """The file `reference` (as written in `annotation`) names, and a note when it was a guess.
@@ -97,20 +99,27 @@ class ImageFinder:
         and tools that write URL-style references name `scan\\xff.png` as `scan%FF.png`, `Seite ü.png` as
         `Seite%20%C3%BC.png`.
 
-        `suffixes`: the extensions a file of the same stem may have (images; `.pdf` for PDFs). Raises
-        ImageNotFound, whose message names what was looked for and where; also when a place to look lies
-        in a folder the user may not search (Python's `Path.is_file()` raises there), an error of this
-        annotation, not of the whole run.
+        `extra_dirs`: the format's usual sub-folders (step 4); `search_under`: folders searched by name after
+        `--images` and the source root (step 6). `suffixes`: the extensions a file of the same stem may have
+        (images; `.pdf` for PDFs). Raises ImageNotFound, whose message names what was looked for and where;
+        also when a place to look lies in a folder the user may not search (Python's `Path.is_file()` raises
+        there), an error of this annotation, not of the whole run.
         """
         try:
-            return self._resolve(reference, annotation, label, extra_dirs, suffixes)
+            return self._resolve(reference, annotation, label, extra_dirs, search_under, suffixes)
         except PermissionError as error:
             raise ImageNotFound(
                 f"{label} '{reference}': cannot look at {display_path(error.filename)}: {error.strerror}"
             ) from None
 
     def _resolve(
-        self, reference: str, annotation: Path, label: str, extra_dirs: Sequence[str], suffixes: Sequence[str]
+        self,
+        reference: str,
+        annotation: Path,
+        label: str,
+        extra_dirs: Sequence[str],
+        search_under: Sequence[Path],
+        suffixes: Sequence[str],
     ) -> tuple[Path, str | None]:
         """`find`, a place to look in a folder that may not be searched raising PermissionError."""
         text = reference.strip()
@@ -120,14 +129,20 @@ class ImageFinder:
             text = _percent_decoded(urlparse(text).path)
         elif _PERCENT.search(text):
             try:
-                return self._find(text, reference, annotation, label, extra_dirs, suffixes)
+                return self._find(text, reference, annotation, label, extra_dirs, search_under, suffixes)
             except ImageNotFound as problem:
                 with contextlib.suppress(ImageNotFound):
                     return self._find(
-                        _percent_decoded(text), reference, annotation, label, extra_dirs, suffixes
+                        _percent_decoded(text),
+                        reference,
+                        annotation,
+                        label,
+                        extra_dirs,
+                        search_under,
+                        suffixes,
                     )
                 raise problem from None
-        return self._find(text, reference, annotation, label, extra_dirs, suffixes)
+        return self._find(text, reference, annotation, label, extra_dirs, search_under, suffixes)
 
     def _find(
         self,
@@ -136,6 +151,7 @@ class ImageFinder:
         annotation: Path,
         label: str,
         extra_dirs: Sequence[str],
+        search_under: Sequence[Path],
         suffixes: Sequence[str],
     ) -> tuple[Path, str | None]:
         """`find` for the path `text` that `reference` gives."""
@@ -185,7 +201,10 @@ class ImageFinder:
                 matches = loose(self._listing(candidate_folder))
                 if len(matches) == 1:
                     return matches[0], note
-        for search_root in dict.fromkeys(p for p in (self.images, self.root) if p is not None and p.is_dir()):
+        search_roots = list(
+            dict.fromkeys(p for p in (self.images, self.root, *search_under) if p is not None)
+        )
+        for search_root in (p for p in search_roots if p.is_dir()):
             matches = self._index(search_root).matches(name, suffixes)
             if matches:
                 best = _mirroring(matches, folder)
@@ -198,7 +217,7 @@ class ImageFinder:
                         f"({shown}{more}); use --images DIR to say where they are"
                     )
                 return best, _NOTE_SEARCH
-        searched = " and ".join(display_path(p) for p in (self.images, self.root) if p is not None)
+        searched = " and ".join(map(display_path, search_roots))
         raise ImageNotFound(
             f"{label} '{reference}' not found (looked in {', '.join(map(display_path, folders))}, and by "
             f"name under {searched}; use --images DIR to say where they are)"

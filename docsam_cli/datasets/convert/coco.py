@@ -7,7 +7,8 @@ polygon, as the reference loader does, and so does one whose polygons all have f
 relative to the json) and it leads to a file, else by `file_name` (see `ImageFinder`), also in the
 folders beside the json or beside its folder that `image_folders` names: those of the split the json's name
 names (COCO 2017's `annotations/instances_val2017.json`: `val2017/`, PubLayNet's `val.json`: `val/`), also
-under `images/`, then `images/` and `PNG/` (DocLayNet).
+under `images/`, then `images/` and `PNG/` (DocLayNet); a json of an `annotations/` folder given alone
+also searches its dataset's folder, above, by file name (`dataset_folder`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, within
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError
 from docsam_cli.polygons import mask_contours
@@ -39,6 +40,16 @@ def image_folders(path: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*splits, *(f"images/{split}" for split in splits), *IMAGE_FOLDERS)))
 
 
+def dataset_folder(path: Path, finder: ImageFinder) -> tuple[Path, ...]:
+    """The folder above a COCO file's `annotations/` folder, where that lies outside `finder`'s source root
+    (the json given alone, or its folder): the dataset's, whose image folders (`val2017/`) hold its images,
+    searched by name as if it had been given. Of several files of the name there, none is taken."""
+    folder = path.parent
+    if folder.name.lower() != "annotations" or within(folder.parent, finder.root):
+        return ()
+    return (folder.parent,)
+
+
 def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
     """Every image of one COCO file. Raises WrongFormat (not a COCO dataset) or InputError."""
     dataset = read_dataset(path, sizes_required=False)
@@ -54,7 +65,7 @@ def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
 def find_image(finder: ImageFinder, path: Path, image: CocoImage) -> tuple[Path, str | None]:
     """The image a COCO file `path` names: by the entry's `path` where that leads to a file without a guess,
     else by `file_name`. Raises ImageNotFound."""
-    folders = image_folders(path)
+    folders, dataset = image_folders(path), dataset_folder(path, finder)
     if image.path is not None:
         try:
             found, note = finder.find(image.path, path, label="path", extra_dirs=folders)
@@ -62,7 +73,7 @@ def find_image(finder: ImageFinder, path: Path, image: CocoImage) -> tuple[Path,
                 return found, None
         except ImageNotFound:
             pass
-    return finder.find(image.file_name, path, label="file_name", extra_dirs=folders)
+    return finder.find(image.file_name, path, label="file_name", extra_dirs=folders, search_under=dataset)
 
 
 def _page(path: Path, image: CocoImage, finder: ImageFinder) -> SourcePage:
