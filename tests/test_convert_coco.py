@@ -405,3 +405,39 @@ def test_a_json_of_an_annotations_folder_given_alone_finds_its_images_by_name_in
         str(tmp_path / "cvat" / "train" / "000.png") in line
         and str(tmp_path / "cvat" / "val" / "000.png") in line
     )
+
+
+@pytest.mark.parametrize("prefix", ["/home/bob/set/", "C:\\Users\\bob\\set\\", "file:///home/bob/set/"])
+@pytest.mark.parametrize("images", [False, True])
+def test_absolute_file_names_of_another_machine_tell_pages_of_one_name_apart_by_their_folders(
+    prefix: str, images: bool, tmp_path: Path
+) -> None:
+    """`/home/bob/set/vol1/0001.png` and `.../vol2/0001.png`, written on another machine, copied here as
+    `vol1/` and `vol2/` beside the json (or under `--images`): each is its own volume's page. Taken by
+    file name alone, both were '2 files of that name' (with `--images` too)."""
+    dataset = tmp_path / "set"
+    write_image(dataset / "vol1" / "0001.png", 60, 40)
+    write_image(dataset / "vol2" / "0001.png", 60, 41)
+    separator = "\\" if "\\" in prefix else "/"
+    document = {
+        "images": [
+            {
+                "id": volume,
+                "file_name": f"{prefix}vol{volume}{separator}0001.png",
+                "width": 60,
+                "height": 39 + volume,
+            }
+            for volume in (1, 2)
+        ],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in (1, 2)],
+        "categories": [{"id": 1, "name": "text"}],
+    }
+    source = (tmp_path / "coco.json") if images else (dataset / "coco.json")
+    source.write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli(
+        "convert-dataset", source, "--from", "coco", "-o", out, *(["--images", dataset] if images else [])
+    )
+    assert result.exit_code == 0, result.stderr
+    sizes = sorted(Image.open(out / "image" / name).size for name in (out / "list.txt").read_text().split())
+    assert sizes == [(60, 40), (60, 41)]

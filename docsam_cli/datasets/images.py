@@ -26,7 +26,8 @@ Steps 5 and 6 are guesses: the returned note says which one was made. A referenc
 source root with `..` is refused (path traversal), unless `--images` holds it: where it points, its
 trailing folders, or a file of its name (`docsam segment`'s outputs name their images that way: read back
 with the output folder as the source, their images lie beside it); an absolute path or a URL (written on
-another machine) counts by its file name only. When nothing is found, the
+another machine) counts by its trailing folders (`/home/bob/set/vol1/p.png`: `vol1/p.png`, longest first,
+in steps 1 and 2 before the file name of step 4) and its file name. When nothing is found, the
 message names the file looked for and where.
 """
 
@@ -159,7 +160,9 @@ class ImageFinder:
         name = posix.name
         folder = annotation.parent
         relative = None if posix.is_absolute() or _DRIVE.match(str(posix)) else Path(*posix.parts)
-        given = [] if self.images is None else [self.images / name]
+        # An absolute path (another machine's) is taken by its trailing folders, longest first, and name
+        tails = [] if relative is not None else _trailing_paths(posix.parts[1:])[:-1]
+        given = [] if self.images is None else [*(self.images / tail for tail in tails), self.images / name]
         if relative is not None and self.images is not None and within(self.images / relative, self.images):
             given.insert(0, self.images / relative)
         if relative is not None and not within(folder / relative, self.root):
@@ -184,6 +187,7 @@ class ImageFinder:
             bases.append(folder.parent)
             if relative is not None and within(folder.parent / relative, folder.parent):
                 exact.append(folder.parent / relative)  # an OCR-D workspace's PAGE files given as files
+        exact += [base / tail for tail in tails for base in bases]
         name_folders = [*bases, *(base / extra for base in bases for extra in extra_dirs)]
         exact += [base / name for base in name_folders]
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
@@ -235,7 +239,7 @@ class ImageFinder:
             return None
         tail = [part for part in Path(os.path.normpath(relative)).parts if part not in ("..", ".")]
         candidates = [target] if within(target, self.images) else []
-        candidates += [self.images.joinpath(*tail[start:]) for start in range(len(tail))]
+        candidates += [self.images / trailing for trailing in _trailing_paths(tail)]
         found = _first_file(candidate for candidate in candidates if within(candidate, self.images))
         if found is not None:
             return found, None
@@ -261,6 +265,12 @@ class ImageFinder:
 def _percent_decoded(text: str) -> str:
     """`text` percent-decoded as a file name: UTF-8, other bytes as the file system's undecodable bytes."""
     return unquote(text, errors="surrogateescape")
+
+
+def _trailing_paths(parts: Sequence[str]) -> list[Path]:
+    """The paths that end `parts`, longest first (`a/b/c.png`, `b/c.png`, `c.png`), without `.` and `..`."""
+    parts = [part for part in parts if part not in (".", "..")]
+    return [Path(*parts[start:]) for start in range(len(parts))]
 
 
 def _ancestors(folder: Path, root: Path) -> list[Path]:
