@@ -441,3 +441,21 @@ def test_absolute_file_names_of_another_machine_tell_pages_of_one_name_apart_by_
     assert result.exit_code == 0, result.stderr
     sizes = sorted(Image.open(out / "image" / name).size for name in (out / "list.txt").read_text().split())
     assert sizes == [(60, 40), (60, 41)]
+
+
+@pytest.mark.parametrize("json_path", ["val.json", "annotations/val.json"])
+def test_a_file_name_with_its_split_folder_is_found_under_images(json_path: str, tmp_path: Path) -> None:
+    """`file_name` `val2017/000.png` relative to an `images/` folder beside the json (or beside its folder),
+    `images/train2017/` holding a `000.png` too: that is `images/val2017/000.png`, where the file name alone
+    was '2 files of that name'."""
+    source = _split_layout(
+        tmp_path / "set", json_path, {"train": "images/train2017", "val": "images/val2017"}
+    )
+    document = json.loads(source.read_text())
+    document["images"][0]["file_name"] = "val2017/000.png"
+    source.write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out / "image" / "000.png").size == (60, 41)
+    assert json.loads((out / "convert_report.json").read_text())["fixed"] == {}

@@ -10,9 +10,11 @@ DocLayNet has `COCO/` beside `PNG/`. `ImageFinder.find` tries, in order:
 3. the reference relative to the annotation folder's parent, even above the source root (the PAGE files of
    an OCR-D workspace, `data/OCR-D-GT-PAGE/*.xml`, name `OCR-D-IMG/...` relative to `data/`), but not
    climbing out of that parent;
-4. the file name alone in those folders, in the format's usual sub-folders of them (VOC's `JPEGImages/`,
-   COCO's `images/`, `PNG/` and the folder of the json's split: `val2017/` for `instances_val2017.json`),
-   and in the annotation folder's parent (Transkribus), even above the source root;
+4. a reference with folders in the format's usual sub-folders of those folders (`val2017/1.jpg` in
+   `images/val2017/`); the file name alone in those folders, in the format's usual sub-folders of them
+   (VOC's `JPEGImages/`, COCO's `images/`, `PNG/` and the folder of the json's split: `val2017/` for
+   `instances_val2017.json`), and in the annotation folder's parent (Transkribus), even above the source
+   root;
 5. in those same folders, a unique file whose name differs only in letter case (sets made on Windows)
    or Unicode normalization (`ü` composed or as `u` and a combining accent: names made on macOS),
    else a unique image of the same stem (converted to another format after annotation);
@@ -188,6 +190,9 @@ class ImageFinder:
             if relative is not None and within(folder.parent / relative, folder.parent):
                 exact.append(folder.parent / relative)  # an OCR-D workspace's PAGE files given as files
         exact += [base / tail for tail in tails for base in bases]
+        if relative is not None and len(relative.parts) > 1:  # `val2017/1.jpg` in `images/val2017/`
+            usual = (base / extra / relative for base in bases for extra in extra_dirs)
+            exact += [path for path in usual if within(path, self.root) or within(path, folder.parent)]
         name_folders = [*bases, *(base / extra for base in bases for extra in extra_dirs)]
         exact += [base / name for base in name_folders]
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
