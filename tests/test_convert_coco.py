@@ -459,3 +459,23 @@ def test_a_file_name_with_its_split_folder_is_found_under_images(json_path: str,
     assert result.exit_code == 0, result.stderr
     assert Image.open(out / "image" / "000.png").size == (60, 41)
     assert json.loads((out / "convert_report.json").read_text())["fixed"] == {}
+
+
+@pytest.mark.parametrize(
+    ("json_name", "image_folder"),
+    [("instances_val2017.json", "val2017"), ("image_info_test-dev2017.json", "test2017")],
+)
+def test_a_json_given_by_its_name_from_inside_annotations_finds_its_images(
+    json_name: str, image_folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cd annotations; docsam convert-dataset instances_val2017.json`: the json's folder is `.`, whose
+    `Path.parent` is `.` again, so the folder above `annotations/` was never looked in (nor searched): every
+    image was 'not found', where `annotations/instances_val2017.json` given from above found them."""
+    source = _split_layout(tmp_path / "coco", f"annotations/{json_name}", {"val": image_folder})
+    monkeypatch.chdir(source.parent)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", json_name, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert (out / "image" / "000.png").read_bytes() == (
+        tmp_path / "coco" / image_folder / "000.png"
+    ).read_bytes()

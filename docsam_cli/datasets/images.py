@@ -185,14 +185,15 @@ class ImageFinder:
             exact += [Path(posix)] if within(Path(posix), self.root) else []
         else:
             exact += [base / relative for base in bases if within(base / relative, self.root)]
-        if folder.parent not in bases:
-            bases.append(folder.parent)
-            if relative is not None and within(folder.parent / relative, folder.parent):
-                exact.append(folder.parent / relative)  # an OCR-D workspace's PAGE files given as files
+        parent = parent_folder(folder)
+        if parent not in bases:
+            bases.append(parent)
+            if relative is not None and within(parent / relative, parent):
+                exact.append(parent / relative)  # an OCR-D workspace's PAGE files given as files
         exact += [base / tail for tail in tails for base in bases]
         if relative is not None and len(relative.parts) > 1:  # `val2017/1.jpg` in `images/val2017/`
             usual = (base / extra / relative for base in bases for extra in extra_dirs)
-            exact += [path for path in usual if within(path, self.root) or within(path, folder.parent)]
+            exact += [path for path in usual if within(path, self.root) or within(path, parent)]
         name_folders = [*bases, *(base / extra for base in bases for extra in extra_dirs)]
         exact += [base / name for base in name_folders]
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
@@ -276,6 +277,14 @@ def _trailing_paths(parts: Sequence[str]) -> list[Path]:
     """The paths that end `parts`, longest first (`a/b/c.png`, `b/c.png`, `c.png`), without `.` and `..`."""
     parts = [part for part in parts if part not in (".", "..")]
     return [Path(*parts[start:]) for start in range(len(parts))]
+
+
+def parent_folder(folder: Path) -> Path:
+    """The folder above `folder`, also where that is `.` or `..` (`Path.parent` says `.` for both: a file
+    given by its name alone, from inside its folder)."""
+    if folder.name in ("", ".."):
+        return Path(os.path.normpath(folder / os.pardir))
+    return folder.parent
 
 
 def _ancestors(folder: Path, root: Path) -> list[Path]:

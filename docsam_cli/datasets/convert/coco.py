@@ -13,6 +13,7 @@ also searches its dataset's folder, above, by file name (`dataset_folder`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from docsam_cli.datasets.coco_json import CocoAnnotation, CocoImage, read_dataset
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.geometry import box_polygon
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound, within
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, parent_folder, within
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError
 from docsam_cli.polygons import mask_contours
@@ -44,10 +45,10 @@ def dataset_folder(path: Path, finder: ImageFinder) -> tuple[Path, ...]:
     """The folder above a COCO file's `annotations/` folder, where that lies outside `finder`'s source root
     (the json given alone, or its folder): the dataset's, whose image folders (`val2017/`) hold its images,
     searched by name as if it had been given. Of several files of the name there, none is taken."""
-    folder = path.parent
-    if folder.name.lower() != "annotations" or within(folder.parent, finder.root):
+    folder, dataset = path.parent, parent_folder(path.parent)
+    if Path(os.path.abspath(folder)).name.lower() != "annotations" or within(dataset, finder.root):
         return ()
-    return (folder.parent,)
+    return (dataset,)
 
 
 def read(path: Path, context: ReadContext) -> Iterator[SourcePage | InputError]:
