@@ -442,10 +442,11 @@ class SegmentRun:
 
     def _finish_interrupted(self) -> None:
         """The run-level files of an interrupted run, over the pages done so far (on the main process, which
-        also counts the other processes' pages done by their records), so that `coco.json` and
-        `semantic/classes.json` hold the pages reported. A second signal stops it; the files being written
-        are then left as they were (atomic writes)."""
+        also counts the other processes' pages done by their records, once they have finished writing the
+        pages they held), so that `coco.json` and `semantic/classes.json` hold the pages reported. A second
+        signal stops it; the files being written are then left as they were (atomic writes)."""
         if self.processes.is_main:
+            self.processes.await_stopped()
             self._finish(RunSummary(), self.outcome.finished)
 
     def _finish(self, summary: RunSummary, finished: list[tuple[int, str]]) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ Result = TypeVar("Result")
 TIMEOUT = timedelta(hours=6)
 PROGRESS_POLL_SECONDS = 0.5
 JSONL_DIR = "jsonl"
+# An interrupted run's rank 0 waits this long at most for the other ranks to finish writing their pages
+# before it writes the run-level files over the pages done: the launcher kills the ranks outright 30 s after
+# its SIGTERM (torchrun; Slurm's default KillWait), which must leave rank 0 time to write them.
+STOPPING_SECONDS = 15.0
+STOPPING_POLL_SECONDS = 0.1
 
 
 def join(device: str, out: Path, jsonl: bool) -> Alone | Ranks:
@@ -123,6 +129,9 @@ class Alone:
     def conclude(self, outcome: Outcome, conclude: Callable[[list[Outcome]], Summary]) -> Summary:
         """`conclude` over what this process did (the run's summary)."""
         return conclude([outcome])
+
+    def await_stopped(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -242,10 +251,33 @@ class Ranks:
                 self._marker.unlink(missing_ok=True)
         return self.distributed.from_main(summary)
 
+    def await_stopped(self) -> None:
+        """Wait until every other rank has stopped writing pages (`close`), `STOPPING_SECONDS` at most (a
+        rank killed outright never says so) and not at all once the store is gone: an interrupted run's
+        rank 0 then writes the run-level files over every page whose record is written, the other ranks'
+        last pages included, which they finish writing after the signal too."""
+        if self.counters is None:
+            return
+        others = [self._stopped_key(rank) for rank in range(self.distributed.world_size) if rank != self.rank]
+        deadline = time.monotonic() + STOPPING_SECONDS
+        try:
+            while not self.distributed.store.check(others) and time.monotonic() < deadline:
+                time.sleep(STOPPING_POLL_SECONDS)
+        except Exception:  # the store is gone with the launcher: no rank is left to wait for
+            logger.debug("the other ranks' stop cannot be read", exc_info=True)
+
     def close(self) -> None:
+        """Say in the store that this rank writes no more pages (best effort: the store may be gone), then
+        stop its reporter and beats."""
+        if self.counters is not None:
+            with contextlib.suppress(Exception):
+                self.distributed.store.set(self._stopped_key(self.rank), b"")
         if self._reporter is not None:
             self._reporter.close()
         self.distributed.close()  # a segment run joins no process group: nothing else to tear down
+
+    def _stopped_key(self, rank: int) -> str:
+        return f"{self._counters().prefix}stopped/{rank}"
 
     def _counters(self) -> StoreCounters:
         if self.counters is None:

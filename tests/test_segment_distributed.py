@@ -639,6 +639,45 @@ def test_torchrun_restarts_finish_a_run_whose_rank_was_killed(
     assert_complete_and_valid(out, many_pages, shared_data)
 
 
+@pytest.mark.slow
+def test_sigterm_to_torchrun_writes_coco_json_over_every_page_the_ranks_finished(
+    tmp_path, tiny_weights, many_pages
+):
+    """A scheduler's SIGTERM reaches torchrun, which passes it to every rank: each finishes writing the pages
+    it holds, and rank 0 writes coco.json over the pages done. Rank 0 wrote it as soon as its own pages were
+    written, leaving out the pages the other ranks were still writing (7 records, 6 pages in coco.json); it
+    now waits for them to stop."""
+    out = tmp_path / "out"
+    script = PROJECT_ROOT / "tests" / "slow_rank_writes.py"
+    command = segment_command(tiny_weights, out, many_pages, "--format", "coco,semantic,jsonl")
+    with (tmp_path / "torchrun.log").open("w") as log:
+        launcher = subprocess.Popen(
+            [str(TORCHRUN), "--standalone", "--nproc_per_node", "3", str(script), *command],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**docsam_env(), "DOCSAM_TEST_WRITE_SECONDS": "2"},
+            start_new_session=True,
+        )
+    records = out / ".docsam" / "records"
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while len(list(records.glob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=RUN_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    log = tmp_path / "torchrun.log"
+    assert log.read_text().count("error: interrupted") == 3, tail(log)
+    done = sorted(path.stem for path in records.glob("*.json"))
+    assert 3 <= len(done) < len(many_pages), "the run should have been stopped part-way"
+    coco = json.loads((out / "coco.json").read_text())
+    assert sorted(image["page_id"] for image in coco["images"]) == done
+    assert (out / "semantic" / "classes.json").is_file()
+
+
 def free_port() -> int:
     import socket
 
