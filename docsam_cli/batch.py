@@ -141,6 +141,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                     recursive=request.recursive,
                     skip_folders=page_folders(request.out),
                     earlier_stems=earlier,
+                    on_empty_stdin=processes.no_path_on_stdin,
                 )
                 with folder_state_writes(request.out):
                     record_stems(request.out, earlier, documents)

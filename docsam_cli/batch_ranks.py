@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -112,6 +113,9 @@ class Alone:
 
     def claim(self, work: Iterable[Item]) -> Iterator[tuple[int, Item]]:
         return enumerate(work)
+
+    def no_path_on_stdin(self) -> None:
+        """An empty list on stdin is nothing to do (`find -newer stamp | docsam segment -`)."""
 
     def look_ahead(self, workers: int, pages_per_batch: int) -> int:
         """Pages decoded ahead of the model: enough to keep it fed through pages of unequal cost."""
@@ -208,6 +212,17 @@ class Ranks:
         return UsageError(
             f"the run's store at {where} stopped answering: the process holding it (rank 0, or torchrun) "
             "was killed or ran out of memory?; a rerun does the pages left"
+        )
+
+    def no_path_on_stdin(self) -> None:
+        """Rank 0, listing the work, read no path on stdin: nothing to do from it, as for one process, but
+        said, since under a launcher stdin is read by rank 0 alone, which may run on a machine whose stdin
+        is empty (`srun --input`, a torchrun started there by hand) while the list went to another."""
+        logger.warning(
+            "-: no path on stdin: under a launcher only rank 0 reads the paths on stdin, and its stdin (on "
+            "%s) held none; give rank 0 the list there (`docsam segment - < list.txt` on its machine), or "
+            "name the inputs as arguments (files, folders, globs)",
+            socket.gethostname(),
         )
 
     def claim(self, work: Sequence[Item]) -> Iterator[tuple[int, Item]]:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -513,6 +514,36 @@ def test_two_ranks_write_what_one_process_writes_every_page_once(tmp_path, tiny_
     assert not list((tmp_path / "ranks" / ".docsam").glob("run-*"))
 
 
+@pytest.mark.slow
+def test_an_empty_stdin_on_rank_0_is_said_not_a_silent_run_that_does_nothing(tmp_path, tiny_weights):
+    """Only rank 0 reads the paths on stdin; under `srun torchrun` it may run on a machine whose stdin is
+    empty while the list went elsewhere. The run did nothing and exited 0 without a word; it still exits
+    0 (an empty list is nothing to do, as for one process, which says nothing of it) but says why."""
+    alone, ranks = (
+        subprocess.run(
+            [*launcher, *segment_command(tiny_weights, tmp_path / name, [Path("-")])],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=docsam_env(),
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        for name, launcher in (
+            ("alone", [sys.executable, "-m", "docsam_cli"]),
+            ("ranks", torchrun([])),
+        )
+    )
+    summary = "0 pages segmented, 0 skipped (already done), 0 failed"
+    assert alone.returncode == 0 and summary in alone.stderr and "warning" not in alone.stderr, alone.stderr
+    assert ranks.returncode == 0 and summary in ranks.stderr, ranks.stderr
+    assert (
+        f"warning: -: no path on stdin: under a launcher only rank 0 reads the paths on stdin, and its stdin "
+        f"(on {socket.gethostname()}) held none; give rank 0 the list there"
+    ) in ranks.stderr
+    assert ranks.stderr.count("warning: -: no path on stdin") == 1
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """rank → pid of the processes torchrun (pid `launcher`) started."""
     workers = {}
@@ -679,8 +710,6 @@ def test_sigterm_to_torchrun_writes_coco_json_over_every_page_the_ranks_finished
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

@@ -65,6 +65,7 @@ def collect_documents(
     stdin: TextIO | BinaryIO | None = None,
     skip_folders: Iterable[Path] = (),
     earlier_stems: Mapping[str, str] | None = None,
+    on_empty_stdin: Callable[[], None] | None = None,
 ) -> list[Document | InputError]:
     """Documents in command-line order, each file once (and each refusal once); an InputError in place of a
     source that names none.
@@ -74,7 +75,8 @@ def collect_documents(
       hidden files skipped; subdirectories too when `recursive`;
     - a path that does not exist but contains `*`, `?` or `[` is a glob (`**` spans directories);
       matching files are filtered by suffix like a directory's, matching directories are expanded;
-    - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally;
+    - `-` reads paths from `stdin` (see `read_path_list`); those paths are taken literally; a list that
+      names none is nothing to do, and calls `on_empty_stdin` if given;
     - a named pipe, device or socket, named or found, is an InputError (never opened);
     - nothing is found in `skip_folders` (those the run writes its pages' files in, compared after
       resolving links), so a run whose outputs land inside a folder it scans, or in the very folder it
@@ -90,6 +92,8 @@ def collect_documents(
             if isinstance(listed, InputError):
                 found.append(listed)
                 continue
+            if not listed and on_empty_stdin is not None:
+                on_empty_stdin()
             for line in listed:
                 found.extend(_expand_path(Path(line), recursive, skip))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
