@@ -53,7 +53,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
 
 
 def _create_temporary(target: Path) -> tuple[int, Path]:
-    """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing."""
+    """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing. An error names `target`."""
     head = os.fsdecode(os.fsencode(target.name)[:_TEMPORARY_NAME_BYTES])
     while True:
         temporary = target.with_name(f".{head}.{secrets.token_hex(_TEMPORARY_RANDOM_BYTES)}.tmp")
@@ -61,6 +61,8 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
             return os.open(temporary, _CREATE_FLAGS, _NEW_FILE_MODE), temporary
         except FileExistsError:
             continue
+        except OSError as error:  # a read-only folder: named as the output, no file the user knows
+            raise OSError(error.errno, error.strerror, os.fspath(target)) from None
 
 
 def is_temporary(path: Path) -> bool:

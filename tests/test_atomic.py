@@ -75,3 +75,21 @@ def test_a_device_or_pipe_target_is_written_in_place_not_replaced(tmp_path):
         assert stat.S_ISFIFO(os.stat(pipe).st_mode)
     finally:
         os.close(reader)
+
+
+def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path, monkeypatch):
+    """A read-only folder (refused to a non-root user; simulated here, as root writes anyway): the error
+    names the output, not the hidden `.<name>.<random>.tmp` the user never sees."""
+    target = tmp_path / "page" / "p1.xml"
+    target.parent.mkdir()
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == target.parent:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(PermissionError) as raised:
+        atomic_write_text(target, "<PcGts/>")
+    assert (raised.value.filename, raised.value.strerror) == (os.fspath(target), "Permission denied")

@@ -1089,3 +1089,22 @@ def test_the_page_images_written_keep_the_resolution_of_their_page(tmp_path, mod
             assert image.info["dpi"] == pytest.approx(dpi, abs=0.05), page_id  # in pixels per metre
     with Image.open(out / "image" / "plain_p0001.png") as image:
         assert "dpi" not in image.info
+
+
+def test_an_output_that_cannot_be_created_is_named_not_its_temporary(tmp_path, model, monkeypatch):
+    """`page/` read-only once the run has started (simulated: root writes anyway): the page's error names
+    its PAGE file, not the hidden temporary it was to be written as."""
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).name.startswith(".page.xml."):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    code, records, _ = segment(out, str(page))
+    assert code == ExitCode.FAILED
+    written = out / "page" / "page.xml"
+    assert records[0]["error"] == f"{page}: cannot write its outputs: Permission denied ({written})"
