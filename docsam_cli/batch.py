@@ -74,6 +74,7 @@ from docsam_cli.writers.page_outputs import (
     nameable,
     output_folders,
     page_folders,
+    written_folders,
 )
 from model.instances import PageInstances
 
@@ -106,6 +107,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
+    check_written_folders(request.out, request.formats)
     processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     with contextlib.ExitStack() as locked:
 
@@ -173,6 +175,17 @@ def prepare_output_folder(out: Path) -> None:
         ) from None
     if (error := can_write_in(out)) is not None:
         raise _cannot_write_in(out, error)
+
+
+def check_written_folders(out: Path, formats: frozenset[str]) -> None:
+    """Make sure a file can be written in each folder under `out` that the run writes and that exists (one
+    that does not is made in a folder found writable), before the model is loaded: a read-only `page/` (a
+    colleague's) would otherwise fail every page, each after the model. Raises UsageError naming it."""
+    for folder in written_folders(out, formats):
+        if folder.is_dir() and (error := can_write_in(folder)) is not None:
+            raise UsageError(
+                f"--out {display_path(out)}: cannot write in {display_path(folder)}: {_os_reason(error)}"
+            )
 
 
 @contextlib.contextmanager

@@ -464,6 +464,25 @@ def test_a_read_only_output_folder_is_refused_in_a_real_process(tmp_path, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("folder", ["page", ".docsam", ".docsam/records"])
+def test_a_read_only_folder_the_run_writes_in_is_refused_before_the_model(tmp_path, folder):
+    """`OUT/page/` owned by a colleague: one line naming it, before the weights are looked for, not every page
+    failing after the model. A read-only folder the run does not write in (`alto/`, unasked) is no matter."""
+    out = tmp_path / "out"
+    for name in (folder, "alto"):
+        (out / name).mkdir(parents=True)
+        (out / name).chmod(0o555)
+    completed = run_docsam(
+        "segment", "page.png", "-o", str(out), "-w", "/no/such/weights.pth", obey_permissions=True
+    )
+    for name in (folder, "alto"):
+        (out / name).chmod(0o755)
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    (line,) = completed.stderr.splitlines()
+    assert line == f"error: --out {out}: cannot write in {out / folder}: Permission denied"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["--out", "--weights", "SOURCE", "--json"])
 def test_a_path_in_a_folder_that_may_not_be_searched_is_one_line_not_an_internal_error(tmp_path, role):
     """Python's `Path.exists()` and `is_dir()` raise for a path in a folder without search permission, which

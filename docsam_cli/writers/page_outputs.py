@@ -144,6 +144,14 @@ def drop_label_maps(out_dir: Path) -> None:
         PageFiles.semantic_map(out_dir, record.name.removesuffix(".json")).unlink(missing_ok=True)
 
 
+def written_folders(out_dir: Path, formats: frozenset[str]) -> list[Path]:
+    """The folders under `out_dir` a run writing `formats` puts files in, each after the folder holding it."""
+    state = out_dir / STATE_DIR
+    folders = [state, state / RECORDS, *([state / COCO_PARTS] if "coco" in formats else [])]
+    folders += [folder for folder in page_folders(out_dir) if folder.name in formats]
+    return folders + ([out_dir / "image"] if formats & _IMAGE_REFERENCES else [])
+
+
 def output_folders(out_dir: Path) -> list[Path]:
     """Every folder the writers put files in (for cleaning temporaries a killed run left behind)."""
     state = out_dir / STATE_DIR
