@@ -84,11 +84,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def replace_folder(staging: Path, target: Path) -> None:
     """Rename the finished folder `staging` to `target`; an existing `target` is renamed away first (a folder
     cannot be renamed over one that is not empty) and removed last."""
+    remove_replaced(swap_folder(staging, target))
+
+
+def swap_folder(staging: Path, target: Path) -> Path | None:
+    """`replace_folder` but for the removal: returns the previous `target`, renamed away
+    (`.<name>.<pid>.old`), for `remove_replaced`; None when there was none."""
     previous = None
     if target.exists():
         previous = target.with_name(f".{target.name}.{os.getpid()}.old")
         os.replace(target, previous)
     os.replace(staging, target)
+    return previous
+
+
+def remove_replaced(previous: Path | None) -> None:
+    """Remove the folder `swap_folder` renamed away, if any."""
     if previous is not None:
         with contextlib.suppress(OSError):
             shutil.rmtree(previous)

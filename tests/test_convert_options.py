@@ -567,6 +567,36 @@ def test_a_staging_folder_removed_by_another_runs_clean_up_before_its_lock_is_re
     assert (source / "out" / "dataset.json").is_file()
 
 
+def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_place(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted while `--overwrite` removed the previous dataset (a large one takes a while), the new one
+    already published, a conversion said "interrupted; nothing written". It now says that the new dataset is
+    complete and what is left of the old one, which the next conversion removes; exit 130."""
+    import shutil
+
+    source = coco_file.parent
+    out = source / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    remove = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):
+        if Path(path).name.endswith(".old"):
+            raise KeyboardInterrupt
+        remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    assert result.exit_code == 130
+    (left,) = source.glob(".out.*.old")
+    assert result.error_lines() == [
+        "error: interrupted while removing the previous dataset: the new one is complete in "
+        f"{out} (2 images); what is left of the previous one, {left}, goes with the next conversion "
+        f"into {out}"
+    ]
+    assert (out / "list.txt").is_file()
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -162,7 +162,13 @@ def main(
             raise ValueError("--dataset-name: an empty name (it leads every background prompt)")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    from docsam_cli.datasets.pipeline import ConvertOptions, NothingConverted, OutputExists, convert
+    from docsam_cli.datasets.pipeline import (
+        ConvertOptions,
+        InterruptedAfterPublishing,
+        NothingConverted,
+        OutputExists,
+        convert,
+    )
 
     console = stderr_console()
     options = ConvertOptions(
@@ -190,6 +196,15 @@ def main(
             else:
                 with console.status("converting...") as status:
                     report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
+    except InterruptedAfterPublishing as interrupted:
+        print_error(
+            console,
+            "interrupted while removing the previous dataset: the new one is complete in "
+            f"{display_path(options.out)} ({interrupted.report.images} images); what is left of the previous "
+            f"one, {display_path(interrupted.previous)}, goes with the next conversion into "
+            f"{display_path(options.out)}",
+        )
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except KeyboardInterrupt:
         # The app's own line says that what was finished stays: a conversion publishes nothing unfinished.
         print_error(console, f"interrupted; nothing written to {display_path(options.out)}")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from docsam_cli.atomic import replace_folder
+from docsam_cli.atomic import remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
 from docsam_cli.datasets.classes import ClassFilter, mapping_text
 from docsam_cli.datasets.convert import read_sources
@@ -66,6 +66,17 @@ class NothingConverted(Exception):
         self.report = report
 
 
+class InterruptedAfterPublishing(Exception):
+    """Ctrl-C (or SIGTERM) while an `--overwrite` was removing the previous dataset, the new one in place:
+    `previous` is what is left of the old one, which the next conversion into `--out` removes
+    (`_remove_abandoned`)."""
+
+    def __init__(self, report: ConversionReport, previous: Path) -> None:
+        super().__init__(f"interrupted while removing the previous dataset ({previous})")
+        self.report = report
+        self.previous = previous
+
+
 def check_output(options: ConvertOptions) -> None:
     """Refuse to replace data unless asked, and never a folder holding what the run reads (a source, the
     `--images` folder, the `--classes` file) or the current folder: publishing renames the existing folder
@@ -98,13 +109,18 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     try:
         report = _build(options, staging, progress)
         with _writing(out):
-            replace_folder(staging, out)  # an existing `out` (allowed by --overwrite) goes last
+            previous = swap_folder(staging, out)  # an existing `out` (allowed by --overwrite) goes last
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         if held is not None:
             os.close(held)
+    if previous is not None:
+        try:
+            remove_replaced(previous)
+        except KeyboardInterrupt:
+            raise InterruptedAfterPublishing(report, previous) from None
     return report
 
 
