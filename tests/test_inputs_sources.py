@@ -354,3 +354,23 @@ def test_a_folder_under_double_star_that_cannot_be_listed_is_an_error_not_left_o
     assert names(items) == ["a.png"]
     only_locked = collect_documents([f"{locked}/**/*.png"])
     assert [str(error) for error in only_locked] == [f"{locked}: cannot list directory: Permission denied"]
+
+
+@pytest.mark.parametrize("pattern", ["box2/*.png", "*/*.png", "box[12]/*.png", "*/**/*.png"])
+def test_a_folder_a_plain_pattern_lists_and_cannot_is_an_error_not_left_out(tmp_path, monkeypatch, pattern):
+    """`'locked/*.png'` said "no image or PDF matches this pattern", and `'scans/*/*.png'` left the folder
+    out without a word, where the truth is Permission denied; as under `**`, the folder is now named."""
+    touch(tmp_path / "box1" / "a.png")
+    locked = tmp_path / "box2"
+    touch(locked / "b.png")
+    real_scandir = os.scandir
+
+    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    items = collect_documents([f"{tmp_path}/{pattern}"])
+    assert [str(error) for error in errors(items)] == [f"{locked}: cannot list directory: Permission denied"]
+    assert names(items) == ([] if pattern.startswith("box2") else ["a.png"])

@@ -231,8 +231,9 @@ def regular_file(path: Path) -> Path | InputError:
 
 
 def _expand_glob(pattern: str, recursive: bool, skip: frozenset[str]) -> list[Path | InputError]:
-    """The files `pattern` matches (see `collect_documents`); a folder its `**` cannot list is an
-    InputError, as under a folder given with --recursive, not left out."""
+    """The files `pattern` matches (see `collect_documents`); a folder it cannot list (under `**`, or one
+    its wildcards are matched in) is an InputError, as under a folder given with --recursive, not left
+    out."""
     unreadable: list[InputError] = []
     matches = sorted(_glob(pattern, skip, lambda error: unreadable.append(unlisted(error))), key=natural_key)
     expanded: list[Path | InputError] = [*unreadable]
@@ -253,12 +254,14 @@ def _glob(pattern: str, skip: frozenset[str], report: Callable[[OSError], None])
     ever longer aliases of the same files, and two loops make it run for ever. Here the part before the
     first `**` is globbed, every folder under each match is found by `walk_folders`, and the rest of the
     pattern is matched in each (recursively, for a second `**`). `report` gets the OSError of a folder
-    under `**` that cannot be listed.
+    that cannot be listed, under `**` or named by the pattern (`_report_unlisted`).
     """
     star = _RECURSIVE_PART.search(pattern)
     if star is None:
+        _report_unlisted(pattern, report)
         return glob.glob(pattern)
     head, tail = pattern[: star.start()], pattern[star.end() :]
+    _report_unlisted(head, report)
     matches: list[str] = []
     for base in glob.glob(head) if head else [""]:
         for directory, names in walk_folders(Path(base or os.curdir), True, skip, report):
@@ -271,6 +274,26 @@ def _glob(pattern: str, skip: frozenset[str], report: Callable[[OSError], None])
             elif folder:  # and `**/` every folder
                 matches.append(os.path.join(folder, ""))
     return matches
+
+
+def _report_unlisted(pattern: str, report: Callable[[OSError], None]) -> None:
+    """Give `report` the OSError of each folder that `glob.glob(pattern)` lists and cannot (no permission),
+    which glob passes over as if it held no match (`'locked/*.png'`, `'scans/*/*.png'`): the folders that
+    the pattern's folder part names or matches, where its last part has wildcards, and so on up. Opening a
+    folder is enough to tell; glob lists the others anyway."""
+    folder, name = os.path.split(pattern)
+    wild_folder = folder != pattern and glob.has_magic(folder)
+    if wild_folder:
+        _report_unlisted(folder, report)
+    if not glob.has_magic(name):
+        return
+    for candidate in glob.glob(folder) if wild_folder else [folder]:
+        try:
+            os.scandir(candidate or os.curdir).close()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as error:
+            report(error)
 
 
 def walk_folders(
