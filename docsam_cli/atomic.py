@@ -84,7 +84,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def replace_folder(staging: Path, target: Path) -> None:
     """Rename the finished folder `staging` to `target`; an existing `target` is renamed away first (a folder
     cannot be renamed over one that is not empty) and removed last."""
-    remove_replaced(swap_folder(staging, target))
+    with contextlib.suppress(OSError):
+        remove_replaced(swap_folder(staging, target))
 
 
 def swap_folder(staging: Path, target: Path) -> Path | None:
@@ -99,10 +100,10 @@ def swap_folder(staging: Path, target: Path) -> Path | None:
 
 
 def remove_replaced(previous: Path | None) -> None:
-    """Remove the folder `swap_folder` renamed away, if any."""
+    """Remove the folder `swap_folder` renamed away, if any. Raises the OSError of a file that stays (a
+    read-only folder in it)."""
     if previous is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(previous)
+        shutil.rmtree(previous)
 
 
 def can_write_in(folder: Path) -> OSError | None:

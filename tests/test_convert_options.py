@@ -597,6 +597,38 @@ def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_pla
     assert (out / "list.txt").is_file()
 
 
+@pytest.mark.slow
+def test_a_previous_dataset_that_cannot_be_removed_is_a_warning_not_left_hidden_silently(
+    coco_file: Path,
+) -> None:
+    """`--overwrite` of a dataset whose `image/` is read-only (a colleague's) published the new one and left
+    the previous one, renamed to `.out.<pid>.old`, hidden beside it without a word, a copy of every image
+    kept for good. The line now names it and says to remove it; the new dataset is in place, exit 0."""
+    source = coco_file.parent
+    out = source / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    (out / "image").chmod(0o555)
+    completed = run_docsam(
+        "convert-dataset",
+        str(coco_file),
+        "--from",
+        "coco",
+        "-o",
+        str(out),
+        "--overwrite",
+        "-q",
+        obey_permissions=True,
+    )
+    (left,) = source.glob(".out.*.old")
+    (left / "image").chmod(0o755)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.splitlines() == [
+        "warning: the previous dataset could not be removed (Permission denied): what is left of it is in "
+        f"{left}; remove it by hand"
+    ]
+    assert stat.S_IMODE((out / "image").stat().st_mode) & stat.S_IWUSR  # the new dataset's
+
+
 @pytest.mark.parametrize("given", [".", "..", "w/.."])
 def test_an_output_folder_holding_the_current_folder_is_refused(
     coco_file: Path, given: str, monkeypatch: pytest.MonkeyPatch

@@ -121,6 +121,11 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
             remove_replaced(previous)
         except KeyboardInterrupt:
             raise InterruptedAfterPublishing(report, previous) from None
+        except OSError as error:  # the previous dataset's files read-only, say: a copy left hidden, for good
+            report.warnings.append(
+                f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
+                f"is left of it is in {display_path(previous)}; remove it by hand"
+            )
     return report
 
 
