@@ -101,9 +101,16 @@ def swap_folder(staging: Path, target: Path) -> Path | None:
 
 def remove_replaced(previous: Path | None) -> None:
     """Remove the folder `swap_folder` renamed away, if any. Raises the OSError of a file that stays (a
-    read-only folder in it)."""
-    if previous is not None:
-        shutil.rmtree(previous)
+    read-only folder in it); a file gone meanwhile is no error: another conversion into the same folder,
+    starting now, removes such a folder too (what killed runs left), and whatever it took first would stop
+    `shutil.rmtree` with FileNotFoundError, the folder then said to be left when it is not."""
+    while previous is not None:
+        try:
+            shutil.rmtree(previous)
+            return
+        except FileNotFoundError:
+            if not os.path.lexists(previous):
+                return
 
 
 def can_write_in(folder: Path) -> OSError | None:

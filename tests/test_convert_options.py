@@ -597,6 +597,32 @@ def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_pla
     assert (out / "list.txt").is_file()
 
 
+def test_a_previous_dataset_removed_by_another_conversion_meanwhile_is_no_warning(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another conversion into the same --out, starting while `--overwrite` removed the previous dataset,
+    removes it too (`.out.<pid>.old` beside a published `out`): the files it took first made this run warn
+    'could not be removed (No such file or directory) ... remove it by hand' about a folder that is gone."""
+    import shutil
+
+    source = coco_file.parent
+    out = source / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    remove = shutil.rmtree
+
+    def raced(path, *args, **kwargs):
+        if Path(path).name.endswith(".old"):
+            remove(path)  # the other run's clean-up got there first
+        remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", raced)
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert "could not be removed" not in result.stderr
+    assert not list(source.glob(".out.*.old"))
+    assert (out / "list.txt").is_file()
+
+
 @pytest.mark.slow
 def test_a_previous_dataset_that_cannot_be_removed_is_a_warning_not_left_hidden_silently(
     coco_file: Path,
