@@ -360,6 +360,19 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
     )
 
 
+def write_volumes_json(path: Path, volumes: list[str]) -> None:
+    """A COCO ground truth at `path` of one page per volume, each `<volume>/0001.png`, without instances."""
+    document = {
+        "images": [
+            {"id": index, "file_name": f"{volume}/0001.png", "width": 20, "height": 10}
+            for index, volume in enumerate(volumes, start=1)
+        ],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "table"}],
+    }
+    path.write_text(json.dumps(document))
+
+
 def test_a_coco_file_of_pages_of_one_name_in_two_volumes_scores_each_against_its_own_ground_truth(
     tmp_path: Path, tiny_weights: Path
 ) -> None:
@@ -410,15 +423,7 @@ def test_a_prediction_of_a_page_whose_name_many_volumes_share_is_keyed_without_a
     volumes = [f"vol{index:03d}" for index in range(30)]
     for volume in volumes:
         write_image(tmp_path / volume / "0001.png", 20, 10)
-    document = {
-        "images": [
-            {"id": index, "file_name": f"{volume}/0001.png", "width": 20, "height": 10}
-            for index, volume in enumerate(volumes, start=1)
-        ],
-        "annotations": [],
-        "categories": [{"id": 1, "name": "table"}],
-    }
-    (tmp_path / "gt.json").write_text(json.dumps(document))
+    write_volumes_json(tmp_path / "gt.json", volumes)
     truth = load_ground_truth(tmp_path / "gt.json", "coco", frozenset({"regions"}))
     stats = 0
     stat = os.stat
@@ -461,15 +466,7 @@ def test_pages_of_a_name_that_many_volumes_share_are_keyed_in_time_linear_in_the
     from docsam_cli.datasets import ground_truth
 
     volumes = [f"vol{index:03d}" for index in range(60)]
-    document = {
-        "images": [
-            {"id": index, "file_name": f"{volume}/0001.png", "width": 20, "height": 10}
-            for index, volume in enumerate(volumes, start=1)
-        ],
-        "annotations": [],
-        "categories": [{"id": 1, "name": "table"}],
-    }
-    (tmp_path / "gt.json").write_text(json.dumps(document))
+    write_volumes_json(tmp_path / "gt.json", volumes)
     key_parts = ground_truth._key_parts
     _CountedPart.compared = 0
     monkeypatch.setattr(

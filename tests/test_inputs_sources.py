@@ -332,23 +332,30 @@ def test_a_directory_that_cannot_be_listed_is_one_error_naming_it(tmp_path, monk
     assert str(error) == f"{locked}: cannot list directory: Permission denied"
 
 
+def unlisted_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`box1/a.png` and `box2/b.png` under `tmp_path`, `box2` refusing to be listed (chmod 000 does not
+    stop root, who may run the tests); returns `box2`."""
+    touch(tmp_path / "box1" / "a.png")
+    locked = tmp_path / "box2"
+    touch(locked / "b.png")
+    real_scandir = os.scandir
+
+    def refuse(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    return locked
+
+
 @pytest.mark.parametrize("pattern", ["**/*.png", "**"])
 def test_a_folder_under_double_star_that_cannot_be_listed_is_an_error_not_left_out(
     tmp_path, monkeypatch, pattern
 ):
     """`'scans/**/*.png'` left a folder it could not list out without a word (exit 0, its pages never
     done), where `scans --recursive` names it; the glob now names it too."""
-    touch(tmp_path / "box1" / "a.png")
-    locked = tmp_path / "box2"
-    touch(locked / "b.png")
-    real_scandir = os.scandir
-
-    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    locked = unlisted_box(tmp_path, monkeypatch)
     items = collect_documents([f"{tmp_path}/{pattern}"])
     assert [str(error) for error in errors(items)] == [f"{locked}: cannot list directory: Permission denied"]
     assert names(items) == ["a.png"]
@@ -360,17 +367,7 @@ def test_a_folder_under_double_star_that_cannot_be_listed_is_an_error_not_left_o
 def test_a_folder_a_plain_pattern_lists_and_cannot_is_an_error_not_left_out(tmp_path, monkeypatch, pattern):
     """`'locked/*.png'` said "no image or PDF matches this pattern", and `'scans/*/*.png'` left the folder
     out without a word, where the truth is Permission denied; as under `**`, the folder is now named."""
-    touch(tmp_path / "box1" / "a.png")
-    locked = tmp_path / "box2"
-    touch(locked / "b.png")
-    real_scandir = os.scandir
-
-    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    locked = unlisted_box(tmp_path, monkeypatch)
     items = collect_documents([f"{tmp_path}/{pattern}"])
     assert [str(error) for error in errors(items)] == [f"{locked}: cannot list directory: Permission denied"]
     assert names(items) == ([] if pattern.startswith("box2") else ["a.png"])
