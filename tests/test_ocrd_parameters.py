@@ -12,6 +12,7 @@ pytest.importorskip("ocrd_validators", reason="the OCR-D processor needs the `oc
 
 from ocrd_validators import ParameterValidator
 
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.ocrd.parameters import SegmentSettings
 from docsam_cli.presets import PRESETS
 from docsam_cli.runtime import MAX_SIDE, GeometryOptions, ModelSpec
@@ -80,6 +81,13 @@ def test_sizes_are_numbers_as_ocrd_reads_them():
     assert settings(keep_size=False).geometry.keep_size is False
 
 
+def test_max_image_pixels_is_read_as_the_option_is():
+    """`docsam segment --max-image-pixels`'s default and meaning: 0 is no limit."""
+    assert settings().max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+    assert settings(max_image_pixels=300_000_000).max_image_pixels == 300_000_000
+    assert settings(max_image_pixels=0).max_image_pixels is None
+
+
 @pytest.mark.parametrize(
     ("given", "named"),
     [
@@ -105,6 +113,8 @@ def test_what_the_schema_cannot_check_is_refused_naming_the_parameter(given, nam
         {"window": 0},
         {"batch_size": 2.5},
         {"existing_regions": "merge"},
+        {"max_image_pixels": -1},
+        {"max_image_pixels": 1.5},
         {"bogus": 1},
         # Above `docsam segment`'s limit: they were taken, then every page failed to allocate 100s of GB.
         *({name: MAX_SIDE + 1} for name in SIZES),

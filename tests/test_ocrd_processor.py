@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from cli_helpers import PROJECT_ROOT, run_docsam
+from inputs_corpus import write_bomb_png
 from instances_factory import make_instances, rect_mask
 from lxml import etree
 from PIL import Image
@@ -37,6 +38,7 @@ from ocrd_utils import MIMETYPE_PAGE, polygon_from_points
 from ocrd_validators import PageValidator
 from shapely.geometry import Polygon
 
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.ocrd.processor import DocsamSegment, SetupError
 from docsam_cli.writers.page_map import REGION_ELEMENTS
 from model.instances import PageInstances
@@ -485,6 +487,66 @@ def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch)
     )
     with pytest.raises(ValueError, match="PAGE imageWidth x imageHeight is 0x0, not a page size"):
         process(processor, workspace, "OCR-D-GT", OUTPUT)
+
+
+@pytest.fixture
+def pixel_limit_restored():
+    """The processor's setup sets the pixel limit process-wide (as it would for its one run); the tests
+    after this one get the default back."""
+    yield
+    set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def image_workspace(directory: Path, write_image: Callable[[Path], object]) -> Workspace:
+    """A workspace of one page given as an image, `page.png`, in OCR-D-IMG."""
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    write_image(directory / "page.png")
+    workspace.add_file(
+        "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
+    )
+    return workspace
+
+
+@pytest.mark.slow  # the processor loads the model
+def test_a_page_image_over_the_pixel_limit_fails_naming_the_parameter_that_raises_it(
+    tiny_weights, tmp_path, monkeypatch, pixel_limit_restored
+):
+    """A 400-megapixel PNG of a few dozen KB (a 600-dpi newspaper scan is 243 Mpx) failed in Pillow's
+    words, "could be decompression bomb DOS attack", with no way to raise the limit; it fails naming the
+    parameter that does, before any pixel is decoded."""
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    workspace = image_workspace(tmp_path / "workspace", write_bomb_png)
+    processor = DocsamSegment(None, parameter={"weights": str(tiny_weights), **FAST})
+    expected = (
+        "the page image of 400000000 pixels exceeds the decompression-bomb limit of 178956970 pixels "
+        r"\(raise the limit with the parameter max_image_pixels, 0 for none, if the file is trusted\)$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        process(processor, workspace, "OCR-D-IMG", OUTPUT)
+
+
+@pytest.mark.slow  # a processor (a model load) per limit; the page itself skips the model
+@pytest.mark.parametrize(("limit", "processed"), [(1999, False), (2000, True), (0, True)])
+def test_max_image_pixels_sets_the_largest_page_image_processed(
+    limit, processed, tiny_weights, tmp_path, monkeypatch, pixel_limit_restored
+):
+    """A 50 x 40 page (2000 pixels) under max_image_pixels 1999, 2000 and 0 (no limit)."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    page = np.full((40, 50, 3), 235, np.uint8)
+    page[10:30, 10:40] = 0
+    workspace = image_workspace(tmp_path / "workspace", Image.fromarray(page).save)
+    parameters = {"weights": str(tiny_weights), **FAST, "max_image_pixels": limit}
+    processor = DocsamSegment(None, parameter=parameters)
+    if not processed:
+        with pytest.raises(
+            ValueError, match="2000 pixels exceeds the decompression-bomb limit of 1999 pixels"
+        ):
+            process(processor, workspace, "OCR-D-IMG", OUTPUT)
+        return
+    process(processor, workspace, "OCR-D-IMG", OUTPUT)
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    assert region_elements(etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot()[1])
 
 
 @pytest.mark.parametrize(

@@ -141,8 +141,13 @@ def _over_limit(path: Path, size: str, page: int | None) -> InputError:
 def bomb_error(path: Path, error: Image.DecompressionBombError, page: int | None = None) -> InputError:
     """The InputError for Pillow's own check (a size found inside a decoder); its message gives the size
     in pixels only."""
+    return _over_limit(path, pillow_bomb_size(error), page)
+
+
+def pillow_bomb_size(error: Exception) -> str:
+    """The size Pillow's DecompressionBombError states, as "N pixels" ("the image" if it states none)."""
     pixels = _PILLOW_BOMB_SIZE.search(str(error))
-    return _over_limit(path, f"{pixels[1]} pixels" if pixels else "the image", page)
+    return f"{pixels[1]} pixels" if pixels else "the image"
 
 
 def _silence_pillow_warnings() -> None:

@@ -38,6 +38,7 @@ class SegmentSettings:
     page_map: ClassMap | None
     batch_size: int
     existing_regions: ExistingRegions
+    max_image_pixels: int | None  # the decompression-bomb limit of page images; None: no limit
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> SegmentSettings:
@@ -61,6 +62,7 @@ class SegmentSettings:
             page_map=_page_map(parameters["page_map"]),
             batch_size=int(parameters["batch_size"]),
             existing_regions=parameters["existing_regions"],
+            max_image_pixels=int(parameters["max_image_pixels"]) or None,
         )
 
 

@@ -81,6 +81,7 @@ class DocsamSegment(Processor):
     def setup(self) -> None:
         """Read the parameters and load the model (once per processor, not per page). Raises SetupError."""
         from docsam_cli.errors import UsageError
+        from docsam_cli.inputs.images import set_max_image_pixels
         from docsam_cli.runtime import describe_geometry, load_for_inference
         from docsam_cli.weights import WeightsError
 
@@ -93,6 +94,9 @@ class DocsamSegment(Processor):
             raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
         except PermissionError as error:  # a path in a folder that may not be searched: Path.exists() raises
             raise SetupError(f"{display_path(error.filename)}: {error.strerror}") from None
+        # Process-wide, as `docsam segment` sets it once: core's own opens of the page images (for their
+        # size and resolution, then to decode them) are held to it from the first page on.
+        set_max_image_pixels(self.settings.max_image_pixels)
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
 
@@ -138,6 +142,21 @@ class DocsamSegment(Processor):
             return
         super()._copy_page_file(input_file)
 
+    def process_page_file(self, *input_files: OcrdFileType | None) -> None:
+        """Core's handling of one page, a page image over `max_image_pixels` reported as a ValueError that
+        says how to raise the limit: Pillow refuses it from its header, in its own words ("could be
+        decompression bomb DOS attack"), wherever core opens it."""
+        from PIL import Image
+
+        from docsam_cli.inputs.images import pillow_bomb_size
+
+        try:
+            super().process_page_file(*input_files)
+        except Image.DecompressionBombError as error:
+            raise ValueError(
+                _over_pixel_limit(pillow_bomb_size(error), self.settings.max_image_pixels)
+            ) from None
+
     def process_page_pcgts(self, *input_pcgts: OcrdPage | None, page_id: str | None = None) -> OcrdPageResult:
         """Segment one page: its image through the model, the regions into its PAGE document."""
         # The model's dependencies load with the first page: --help and --dump-json stay quick.
@@ -155,6 +174,7 @@ class DocsamSegment(Processor):
             raise ValueError(
                 f"PAGE imageWidth x imageHeight is {page_size[0]}x{page_size[1]}, not a page size"
             )
+        _check_pixel_limit(page_size, settings.max_image_pixels)
         border = _border(page, page_size)  # checked before core crops the image to it
         image, coords, _ = self.workspace.image_from_page(
             page, page_id, feature_filter=AVOIDED_IMAGE_FEATURES
@@ -197,6 +217,22 @@ def _in_parameter_names(message: str, parameters: Iterable[str]) -> str:
         return name if name in names else option[0]
 
     return re.sub(r"--([a-z]+(?:-[a-z]+)*)", renamed, message)
+
+
+def _check_pixel_limit(page_size: tuple[int, int], limit: int | None) -> None:
+    """Raise ValueError for a page of more than `limit` pixels, before core decodes its image. Pillow's
+    own check, which core's opens meet first, lets one pixel more through at an odd limit (it halves it)."""
+    width, height = page_size
+    if limit is not None and width * height > limit:
+        raise ValueError(_over_pixel_limit(f"{width}x{height} = {width * height} pixels", limit))
+
+
+def _over_pixel_limit(size: str, limit: int | None) -> str:
+    """The one-line page error for a page image of `size` ("N pixels") over the limit."""
+    return (
+        f"the page image of {size} exceeds the decompression-bomb limit of {limit} pixels "
+        "(raise the limit with the parameter max_image_pixels, 0 for none, if the file is trusted)"
+    )
 
 
 def _border(page: PageType, page_size: tuple[int, int]) -> np.ndarray | None:
