@@ -107,7 +107,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     page needs them (torch itself is imported only then).
     """
     prepare_output_folder(request.out)
-    check_written_folders(request.out, request.formats)
+    check_written_folders(request.out, written_folders(request.out, request.formats))
     processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)
     with contextlib.ExitStack() as locked:
 
@@ -177,11 +177,13 @@ def prepare_output_folder(out: Path) -> None:
         raise _cannot_write_in(out, error)
 
 
-def check_written_folders(out: Path, formats: frozenset[str]) -> None:
-    """Make sure a file can be written in each folder under `out` that the run writes and that exists (one
-    that does not is made in a folder found writable), before the model is loaded: a read-only `page/` (a
-    colleague's) would otherwise fail every page, each after the model. Raises UsageError naming it."""
-    for folder in written_folders(out, formats):
+def check_written_folders(out: Path, folders: Iterable[Path]) -> None:
+    """Make sure a file can be written in each of `folders` under `out` that the run writes and that exists
+    (one that does not is made in a folder found writable, each listed after the folder holding it), before
+    the model is loaded: a read-only `page/` (a colleague's) would otherwise fail every page, each after the
+    model, and a read-only `checkpoints/` a training run at its first checkpoint, after hours of steps.
+    Raises UsageError naming it."""
+    for folder in folders:
         if folder.is_dir() and (error := can_write_in(folder)) is not None:
             raise UsageError(
                 f"--out {display_path(out)}: cannot write in {display_path(folder)}: {_os_reason(error)}"

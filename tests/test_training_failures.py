@@ -241,6 +241,28 @@ def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: P
     assert code == 2 and "already holds a run" in stderr and "--resume" in stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["checkpoints", ".docsam"])
+def test_a_read_only_folder_the_run_writes_in_is_refused_before_the_first_step(
+    folder: str, data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """`OUT/checkpoints/` owned by a colleague (or left read-only): the run trained until its first checkpoint
+    and failed there, exit 1, the steps lost; a read-only `OUT/.docsam/` stopped it with `[Errno 13]
+    Permission denied: '.../lock'`, exit 1. Each is now refused as the run starts, as `segment` refuses a
+    read-only `page/`: one line naming it, exit 2, before any step."""
+    out = tmp_path / "run"
+    (out / folder).mkdir(parents=True)
+    (out / folder).chmod(0o555)
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(out), *RUN]
+    completed = run_docsam(*arguments, "--checkpoint-every", "1", obey_permissions=True)
+    (out / folder).chmod(0o755)
+    assert completed.returncode == 2, completed.stderr
+    assert error_lines(completed.stderr) == [
+        f"error: --out {out}: cannot write in {out / folder}: Permission denied"
+    ], completed.stderr
+    assert not (out / "log.jsonl").exists()
+
+
 def test_a_second_run_into_a_run_folder_in_use_is_refused(
     data: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:

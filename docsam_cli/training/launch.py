@@ -2,9 +2,10 @@
 
 `train` and `finetune` differ only in the model they start from and their defaults; both end here.
 A request that cannot start is a `UsageError` (exit 2), found before the datasets are read or the model is
-loaded where it can be: an output folder that cannot be written or already holds a run (without
-`--resume`), a device or precision that is not available, a batch that does not split, a DATASET or `--val`
-that is no dataset or has two classes the model reads alike, weights that cannot be found or do not load.
+loaded where it can be: an output folder (or its `.docsam/`, `checkpoints/`) that cannot be written, one
+that already holds a run (without `--resume`), a device or precision that is not available, a batch that
+does not split, a DATASET or `--val` that is no dataset or has two classes the model reads alike, weights
+that cannot be found or do not load.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from docsam_cli.batch import prepare_output_folder
+from docsam_cli.batch import check_written_folders, prepare_output_folder
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import LOCK_FILE, folder_lock
@@ -27,7 +28,7 @@ from docsam_cli.precision import precision_dtype
 from docsam_cli.presets import refuse_repeated_classes
 from docsam_cli.runtime import keep_freed_memory
 from docsam_cli.training.build import architecture_of
-from docsam_cli.training.checkpoints import MODEL_FILE, list_checkpoints
+from docsam_cli.training.checkpoints import MODEL_FILE, checkpoint_root, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
 from docsam_cli.training.datasets import DatasetError, LayoutDataset, Stage
 from docsam_cli.training.run_log import recorded_world_size
@@ -170,6 +171,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     keep_freed_memory()
     created = not plan.output.exists()
     prepare_output_folder(plan.output)
+    check_written_folders(plan.output, [plan.output / STATE_DIR, checkpoint_root(plan.output)])
     try:
         distributed = setup(plan.device)  # a device that is not there, a launcher's environment half set
         with contextlib.ExitStack() as locked:
