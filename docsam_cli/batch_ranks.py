@@ -166,12 +166,12 @@ class Ranks:
             work = [_Portable.of(item) for item in make()]
             run_id = uuid.uuid4().hex
             _marker_path(out, run_id).touch()
-            return run_id, _working_folder(), work
+            return run_id, working_folder(), work
 
         run_id, folder, work = self.on_main(listed)
         self.counters = StoreCounters(self.distributed.store, f"docsam-segment/{run_id}/")
         self._marker = _marker_path(out, run_id)
-        seen = self.distributed.gather((self._marker.exists(), _working_folder()))
+        seen = self.distributed.gather((self._marker.exists(), working_folder()))
         blind = [rank for rank, (sees, _) in enumerate(seen) if not sees]
         elsewhere = [rank for rank, (_, there) in enumerate(seen) if there != folder]
         if blind:
@@ -180,12 +180,7 @@ class Ranks:
                 f"writes there{_blind_reason(out, folder, moved=set(blind) <= set(elsewhere))}"
             )
         if folder is not None and elsewhere and any(_reads_relative_path(item) for item in work):
-            raise UsageError(
-                f"rank {', '.join(map(str, elsewhere))} runs in another working folder than rank 0 "
-                f"({display_path(folder)}): the inputs are named by relative paths, which each rank "
-                "reads from its own working folder; start every rank in the same folder, or give the inputs "
-                "as absolute paths"
-            )
+            raise other_working_folder(elsewhere, folder, "the inputs")
         return [_Portable.restore(item) for item in work]
 
     def on_main(self, action: Callable[[], Result]) -> Result:
@@ -406,12 +401,23 @@ class _Portable:
         return InputError(item.path, item.reason, item.page) if isinstance(item, _Portable) else item
 
 
-def _working_folder() -> str | None:
+def working_folder() -> str | None:
     """This process's working folder; None if it has none (removed since the process started in it)."""
     try:
         return os.getcwd()
     except OSError:
         return None
+
+
+def other_working_folder(ranks: Sequence[int], folder: str, paths: str) -> UsageError:
+    """The refusal of a run whose `ranks` work in another folder than rank 0's working `folder` while
+    `paths` (a plural: "the inputs") are relative: each rank would read them from its own working folder,
+    another file there or none."""
+    return UsageError(
+        f"rank {', '.join(map(str, ranks))} runs in another working folder than rank 0 "
+        f"({display_path(folder)}): {paths} are named by relative paths, which each rank reads from its own "
+        f"working folder; start every rank in the same folder, or give {paths} as absolute paths"
+    )
 
 
 def _blind_reason(out: Path, folder: str | None, moved: bool) -> str:

@@ -477,6 +477,7 @@ class Rank1(Distributed):
     answers: list[MainStopped | None] = field(default_factory=list)
     steps: list[None] = field(default_factory=list)  # one per value averaged (a step's loss among them)
     rank_0_values: list[float] = field(default_factory=list)  # rank 0's side of `mean`, one per call in turn
+    rank_0_gathered: list = field(default_factory=list)  # rank 0's side of `gather` (else this rank's value)
 
     def wrap(self, model):
         return model
@@ -491,6 +492,9 @@ class Rank1(Distributed):
     def from_main(self, value):
         assert value is None, "rank 1 has nothing to send"
         return self.answers.pop(0) if self.answers else None
+
+    def gather(self, value):
+        return [self.rank_0_gathered.pop(0) if self.rank_0_gathered else value, value]
 
 
 def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_one(
@@ -507,6 +511,35 @@ def test_a_missing_val_is_the_usage_error_on_every_rank_not_only_the_validating_
     lines = error_lines(stderr)
     assert code == 2 and len(lines) == 1, stderr
     assert lines[0].startswith("error: --val ") and "no such dataset folder" in lines[0]
+
+
+@pytest.mark.parametrize("given", ["relative", "absolute"])
+def test_a_rank_in_another_working_folder_stops_the_run_when_paths_are_relative(
+    given: str, data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same command on two machines (torchrun on each, srun falling back to /tmp where the folder is
+    missing), one started in another folder: each rank read the relative DATASET, --val and --out from its
+    own working folder, so that rank trained on another dataset of that name, or stopped alone with `no
+    such dataset folder`, and made its own run folder there. As `segment` does with relative inputs, every
+    rank now stops as the run starts, naming the ranks and rank 0's folder. Absolute paths are read alike
+    from any folder. Here as rank 1 of 2, rank 0 in /home/someone/project."""
+    import docsam_cli.training.launch as launch
+
+    monkeypatch.chdir(tmp_path)
+    rank = Rank1(rank=1, world_size=2, rank_0_gathered=["/home/someone/project"])
+    monkeypatch.setattr(launch, "setup", lambda device: rank)
+    dataset, out = (Path("data"), Path("run")) if given == "relative" else (data, tmp_path / "run")
+    code, stderr = finetune(dataset, tiny_weights, out, "--val", str(dataset))
+    if given == "absolute":
+        assert code == 0, stderr
+        return
+    assert code == 2 and error_lines(stderr) == [
+        "error: rank 1 runs in another working folder than rank 0 (/home/someone/project): the paths of "
+        "DATASET, --val and --out are named by relative paths, which each rank reads from its own working "
+        "folder; start every rank in the same folder, or give the paths of DATASET, --val and --out as "
+        "absolute paths"
+    ], stderr
+    assert not rank.steps
 
 
 def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_error_line(

@@ -3,9 +3,9 @@
 `train` and `finetune` differ only in the model they start from and their defaults; both end here.
 A request that cannot start is a `UsageError` (exit 2), found before the datasets are read or the model is
 loaded where it can be: an output folder (or its `.docsam/`, `checkpoints/`) that cannot be written, one
-that already holds a run (without `--resume`), a device or precision that is not available, a batch that
-does not split, a DATASET or `--val` that is no dataset or has two classes the model reads alike, weights
-that cannot be found or do not load.
+that already holds a run (without `--resume`), ranks in different working folders given relative paths, a
+device or precision that is not available, a batch that does not split, a DATASET or `--val` that is no
+dataset or has two classes the model reads alike, weights that cannot be found or do not load.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from docsam_cli.batch import check_written_folders, prepare_output_folder
+from docsam_cli.batch_ranks import other_working_folder, working_folder
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import LOCK_FILE, folder_lock
@@ -174,6 +175,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     check_written_folders(plan.output, [plan.output / STATE_DIR, checkpoint_root(plan.output)])
     try:
         distributed = setup(plan.device)  # a device that is not there, a launcher's environment half set
+        refuse_other_working_folders(plan, distributed)
         with contextlib.ExitStack() as locked:
             lock = folder_lock(plan.output, "docsam training run")
             on_main(distributed, lambda: locked.enter_context(lock))
@@ -186,6 +188,26 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
         raise
     finally:
         teardown()
+
+
+def refuse_other_working_folders(plan: RunPlan, distributed: Distributed) -> None:
+    """Under a launcher, stop every rank when some rank works in another folder than rank 0 and DATASET,
+    `--val` or `--out` is a relative path: each rank reads them from its own working folder, and would
+    train on another dataset of that name (or stop alone, finding none) and make its own run folder."""
+    folders = distributed.gather(working_folder())
+    elsewhere = [rank for rank, there in enumerate(folders) if there != folders[0]]
+    relative = [
+        name
+        for name, paths in (
+            ("DATASET", [spec.path for spec in plan.datasets]),
+            ("--val", [spec.path for spec in plan.validation]),
+            ("--out", [plan.output]),
+        )
+        if any(not path.is_absolute() for path in paths)
+    ]
+    if folders[0] is not None and elsewhere and relative:
+        named = f"{', '.join(relative[:-1])} and {relative[-1]}" if len(relative) > 1 else relative[0]
+        raise other_working_folder(elsewhere, folders[0], f"the paths of {named}")
 
 
 def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Distributed) -> Path:
