@@ -128,24 +128,20 @@ class ImageFinder:
         text = reference.strip()
         if not text:
             raise ImageNotFound(f"no {label} file named")
+
+        def find(path: str) -> tuple[Path, str | None]:
+            return self._find(path, reference, annotation, label, extra_dirs, search_under, suffixes)
+
         if _SCHEME.match(text):
             text = _percent_decoded(urlparse(text).path)
         elif _PERCENT.search(text):
             try:
-                return self._find(text, reference, annotation, label, extra_dirs, search_under, suffixes)
+                return find(text)
             except ImageNotFound as problem:
                 with contextlib.suppress(ImageNotFound):
-                    return self._find(
-                        _percent_decoded(text),
-                        reference,
-                        annotation,
-                        label,
-                        extra_dirs,
-                        search_under,
-                        suffixes,
-                    )
+                    return find(_percent_decoded(text))
                 raise problem from None
-        return self._find(text, reference, annotation, label, extra_dirs, search_under, suffixes)
+        return find(text)
 
     def _find(
         self,
