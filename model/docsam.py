@@ -57,7 +57,7 @@ class DocSAM(nn.Module):
             all_stages: False keeps only the last stage in the output (inference), so earlier stages'
                 mask logits are freed as soon as the next stage no longer needs them.
         """
-        self.check_inputs(pixel_values, class_names)
+        self.check_inputs(pixel_values, class_names, pixel_mask, image_bboxes)
         batch, _, height, width = pixel_values.shape
         if pixel_mask is None:
             pixel_mask = pixel_values.new_ones(batch, 1, height, width)
@@ -99,9 +99,16 @@ class DocSAM(nn.Module):
             stages=stages,
         )
 
-    def check_inputs(self, pixel_values: torch.Tensor, class_names: Sequence[Sequence[str]]) -> None:
+    def check_inputs(
+        self,
+        pixel_values: torch.Tensor,
+        class_names: Sequence[Sequence[str]],
+        pixel_mask: torch.Tensor | None = None,
+        image_bboxes: torch.Tensor | None = None,
+    ) -> None:
         """Refuse misuse in words, before it meets a shape or dtype error deep inside the backbone (or, for
-        a flat list of names, is read one letter per class)."""
+        a flat list of names, is read one letter per class; for a mask of another size or one rectangle for
+        a batch, silently scales the proposals to the mask or gives every image the first's rectangle)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (N, 3, H, W) BGR, got shape {tuple(pixel_values.shape)}")
         weights = self.semantic_query_projection.weight.dtype
@@ -123,6 +130,9 @@ class DocSAM(nn.Module):
             raise ValueError(f"got {len(class_names)} class-name lists for {pixel_values.shape[0]} images")
         if any(len(names) < 2 for names in class_names):
             raise ValueError("every image needs at least one class name plus the background prompt")
+        batch, _, height, width = pixel_values.shape
+        _check_shape("pixel_mask", pixel_mask, (batch, 1, height, width), "1 = valid pixel")
+        _check_shape("image_bboxes", image_bboxes, (batch, 4), "[l, t, r, b] per image")
 
     def _check_size(self, pixel_values: torch.Tensor) -> None:
         """Refuse a single image whose coarsest backbone level would be 1 x 1 pixel where a GroupNorm at that
@@ -161,3 +171,12 @@ class DocSAM(nn.Module):
             rect = image_bboxes.to(unit.dtype)
         origin, span = rect[:, :2], rect[:, 2:] - rect[:, :2]
         return unit[None] * span.repeat(1, 2)[:, None] + origin.repeat(1, 2)[:, None]
+
+
+def _check_shape(name: str, value: object, shape: tuple[int, ...], meaning: str) -> None:
+    """Refuse an optional input (None: not given) that is not a tensor of `shape`."""
+    if value is None:
+        return
+    got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+    if got != shape:
+        raise ValueError(f"{name} must be a tensor of shape {shape} ({meaning}), got {got}")

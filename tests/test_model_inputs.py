@@ -68,3 +68,21 @@ def test_a_single_image_too_small_for_one_channel_per_group_mask_feature_branche
     with pytest.raises(ValueError, match=r"side of more than 32 px .* got 32x32$"):
         forward(model, torch.rand(1, 3, 32, 32) * 255, [NAMES])
     forward(model, torch.rand(1, 3, 32, 33) * 255, [NAMES])
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        # transformers' Mask2Former convention, (N, H, W): failed in an interpolation deep in the decoder.
+        ({"pixel_mask": torch.ones(2, 48, 40)}, r"pixel_mask .* \(2, 1, 48, 40\) .* got \(2, 48, 40\)"),
+        # A mask at another size ran, its size taken as the image's: the proposals covered half the image.
+        ({"pixel_mask": torch.ones(2, 1, 24, 20)}, r"pixel_mask .* \(2, 1, 48, 40\) .* got \(2, 1, 24, 20\)"),
+        # One rectangle for two images ran, the second image positioned in the first's rectangle.
+        ({"image_bboxes": torch.tensor([[0, 0, 40, 24]])}, r"image_bboxes .* \(2, 4\) .* got \(1, 4\)"),
+        ({"image_bboxes": torch.tensor([0, 0, 40, 48])}, r"image_bboxes .* \(2, 4\) .* got \(4,\)"),
+        ({"image_bboxes": [[0, 0, 40, 48]] * 2}, r"image_bboxes must be a tensor .* got list"),
+    ],
+)
+def test_a_pixel_mask_or_rectangles_not_one_per_image_at_its_size_are_refused(tiny_model, inputs, message):
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        tiny_model(torch.rand(2, 3, 48, 40) * 255, class_names=[NAMES] * 2, **inputs)
