@@ -67,6 +67,7 @@ from docsam_cli.writers.jsonl import dumps_record, error_record
 from docsam_cli.writers.page_outputs import (
     RECORDS,
     STATE_DIR,
+    STORED_INPUT,
     OutputSettings,
     PageSource,
     PageWriter,
@@ -87,10 +88,9 @@ Segmenter = Callable[[Sequence[np.ndarray]], list[PageInstances]]
 WorkItem = PageTask | InputError  # a page to do, or an input that gave no page
 CLASSES_FILE = "classes.json"  # in STATE_DIR: the classes of the folder's results
 STEMS_FILE = "stems.json"  # in STATE_DIR: the stem of every file a run listed, by its real path
-# In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder,
-# the classes the page was segmented with (a page done with other classes is done again), and the input
-# file's size and modification time (a file replaced at the same path, a rescan, is done again).
-STORED_INPUT = "input_absolute"
+# In a stored record only (not in its JSON line), beside STORED_INPUT: the classes the page was segmented
+# with (a page done with other classes is done again), and the input file's size and modification time (a
+# file replaced at the same path, a rescan, is done again).
 STORED_CLASSES = "classes"
 STORED_FILE = "input_file"
 _STORED_ONLY = (STORED_INPUT, STORED_CLASSES, STORED_FILE)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from convert_helpers import coco_document, page_xml, run_cli, write_image
+from PIL import Image
 
 from docsam_cli.datasets.ground_truth import load_ground_truth
 
@@ -358,6 +359,38 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
         "ground truth (vol1/0001, vol2/0001), and which one is meant cannot be told from the image's path: "
         "they are left out"
     )
+
+
+def test_camera_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_ground_truth(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """vol1/0001.jpg and vol2/0001.jpg stored turned, with EXIF orientation 6 (as cameras write them):
+    segment names its upright copies image/vol1__0001.png and image/vol2__0001.png in every file, so
+    `evaluate GT --pred run/page` (or `run/coco.json`) found no image of the ground truth among the
+    predictions ("none of its 2 predicted pages is an image of the ground truth", exit 1). A copy is now
+    taken for its input, named by the page's record or by `coco.json`'s `source`."""
+    truth = tmp_path / "gt"
+    orientation = Image.Exif()
+    orientation[0x0112] = 6  # the stored pixels turned a quarter to the left: upright 80 wide, 60 high
+    for volume, _, (x0, y0, x1, y1) in _VOLUMES:
+        upright = Image.open(write_image(tmp_path / f"{volume}.png", 80, 60, ((x0, y0, x1, y1),)))
+        (truth / volume).mkdir(parents=True)
+        upright.transpose(Image.Transpose.ROTATE_90).save(truth / volume / "0001.jpg", exif=orientation)
+        points = f"{x0},{y0} {x1 - 1},{y0} {x1 - 1},{y1 - 1} {x0},{y1 - 1}"
+        (truth / volume / "0001.xml").write_text(
+            page_xml("0001.jpg", 80, 60, [("TableRegion", None, points)])
+        )
+    run = tmp_path / "run"
+    segmented = run_cli(
+        "segment", "-r", truth, "--weights", tiny_weights, "--out", run, "--format", "page,coco",
+        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
+    )  # fmt: skip
+    assert segmented.exit_code == 0, segmented.stderr
+    assert sorted(path.name for path in (run / "image").iterdir()) == ["vol1__0001.png", "vol2__0001.png"]
+    for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
+        report = _report(truth, "--pred", pred)
+        assert report["images"] == 2, pred
+        assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == [], pred
 
 
 def write_volumes_json(path: Path, volumes: list[str]) -> None:

@@ -48,6 +48,9 @@ class CocoImage:
     # The image's path relative to the json, where it says (docsam's own `coco.json` does: `file_name` alone
     # cannot tell two scan.png of different folders apart).
     path: str | None = None
+    # segment's `source` of an image it saved upright (`image/<id>.png`, no `page`): the input, relative to
+    # the json, which is the image a ground truth names (`vol1/0001.jpg` turned by its EXIF orientation).
+    source: str | None = None
     error: InputError | None = None  # the first problem of the entry or of one of its annotations
 
     @property
@@ -219,6 +222,9 @@ def _image(entry: JsonField, sizes_required: bool) -> CocoImage:
         stated = entry.get("path")
         if stated is not None and isinstance(stated.value, str) and stated.value.strip():
             image.path = stated.value.strip()  # other tools' path fields of other kinds are not docsam's
+        source = entry.get("source")
+        if source is not None and isinstance(source.value, str) and entry.get("page") is None:
+            image.source = source.value.strip() or None  # a PDF's or TIFF's page names its file and page
         for key in ("width", "height"):
             value = entry[key] if sizes_required else entry.get(key)
             setattr(image, key, value.size() if value is not None else None)

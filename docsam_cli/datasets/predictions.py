@@ -9,6 +9,7 @@ out of the scores rather than count its predictions as misses.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,7 +34,7 @@ from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
-from docsam_cli.writers.page_outputs import COCO_FILE, STATE_DIR
+from docsam_cli.writers.page_outputs import COCO_FILE, IMAGE_DIR, RECORDS, STATE_DIR, STORED_INPUT
 from model.instances import PageInstances
 
 SEMANTIC_SCORE = 0.5
@@ -116,7 +117,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         predictions.warnings += dataset.categories.repeated
         named: set[str] = set()
         for image in dataset.images:
-            stem = Path(image.file_name.replace("\\", "/")).stem
+            stem = Path((image.source or image.file_name).replace("\\", "/")).stem
             try:
                 key = _page_key(dataset.path, image, stem, truth)
             except InputError as error:
@@ -154,9 +155,9 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
 
 def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth) -> str:
     """The ground-truth key of an image of stem `stem` of the COCO dataset `path`, told apart by its `path`
-    (segment's, relative to the json) or `file_name` where the ground truth has several pages of that stem.
-    Raises InputError where it cannot be told."""
-    named = image.path if image.path is not None else image.file_name
+    (segment's, relative to the json; its `source` for an image it saved upright) or `file_name` where the
+    ground truth has several pages of that stem. Raises InputError where it cannot be told."""
+    named = image.source or image.path or image.file_name
     try:
         return truth.page_key(stem, path.parent / named.replace("\\", "/"), named)
     except ValueError as error:
@@ -332,14 +333,17 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(error)
             predictions.unreadable.add(file.stem)
             continue
-        image = page.image.path
-        if image is None and page.key in truth.repeated:
+        stem, image = page.key, page.image.path
+        source = _upright_input(file, image) if stem not in sizes and stem not in truth.repeated else None
+        if source is not None:
+            stem, image = source.stem, source
+        elif image is None and stem in truth.repeated:
             image = _named_image(file)
         try:
-            key = truth.page_key(page.key, image, image.as_posix() if image is not None else None)
+            key = truth.page_key(stem, image, image.as_posix() if image is not None else None)
         except ValueError as error:
             predictions.errors.append(InputError(file, str(error)))
-            predictions.unreadable.update(truth.repeated[page.key])
+            predictions.unreadable.update(truth.repeated[stem])
             continue
         if key in read:
             other = display_path(read[key])
@@ -376,6 +380,23 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             entries.append(PredictedInstance(instance.category, rle, (x, y, x + w, y + h), score))
         predictions.pages[key] = page_instances(height, width, entries)
     return predictions
+
+
+def _upright_input(file: Path, image: Path | None) -> Path | None:
+    """The input of which the PAGE file `file` names segment's upright copy (`OUT/image/<id>.png` of an
+    image its EXIF or TIFF orientation turns; `image` where the reader found it), as the page's record in
+    OUT says: a ground truth names the input (`vol1/0001.jpg`), whose page id (`vol1__0001`) is no name of
+    it. None for any other image."""
+    named = image if image is not None else _named_image(file)
+    if named.parent.name != IMAGE_DIR:
+        return None
+    path = named.parent.parent / STATE_DIR / RECORDS / f"{named.stem}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = record.get(STORED_INPUT) if isinstance(record, dict) and record.get("page") is None else None
+    return Path(source) if isinstance(source, str) and source else None
 
 
 def _named_image(file: Path) -> Path:

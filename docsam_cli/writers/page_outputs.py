@@ -36,6 +36,9 @@ COCO_FILE = "coco.json"  # the run's COCO dataset, and its detections as a resul
 RESULTS_FILE = "coco_results.json"
 COCO_PARTS = "coco-parts"  # in STATE_DIR: one COCO part per page (`writers.coco.part_file`)
 RECORDS = "records"  # in STATE_DIR: one record per page done, written last
+# In a stored record only (not in its JSON line): the input's absolute path, which names it from any folder.
+STORED_INPUT = "input_absolute"
+IMAGE_DIR = "image"  # a page's own image, where the input is no image the other files can name
 _IMAGE_REFERENCES = frozenset({"coco", "page", "alto"})  # formats naming the page image
 
 
@@ -94,7 +97,7 @@ class PageFiles:
         self.alto = out / "alto" / f"{page_id}.xml"
         self.overlay = out / "overlay" / f"{page_id}{settings.overlay_suffix}"
         self.semantic = self.semantic_map(out, page_id)
-        self.image = out / "image" / f"{page_id}.png"  # the page's own image (`PageSource.own_image`)
+        self.image = out / IMAGE_DIR / f"{page_id}.png"  # the page's own image (`PageSource.own_image`)
 
     @staticmethod
     def semantic_map(out_dir: Path, page_id: str) -> Path:
