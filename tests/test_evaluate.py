@@ -406,6 +406,21 @@ def test_a_split_with_only_list_val_is_evaluated_and_one_without_it_or_list_txt_
         ]
 
 
+def test_a_split_without_any_list_is_refused_naming_the_lists(tmp_path: Path) -> None:
+    """A split of coco/ and image/ whose list.txt was lost (or never written, a split made by hand) was
+    refused as no ground truth at all, 'cannot tell the format of split', without saying what it lacks;
+    it is refused as the split it is, naming the folder and the lists evaluate reads, exit 2."""
+    split = _one_page_split(tmp_path, [{"bbox": [20, 20, 40, 40]}])
+    (split / "list.txt").unlink()
+    results = [{"file_name": "a.png", "category_id": "figure", "bbox": [20, 20, 40, 40], "score": 0.9}]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", split, "--pred", predictions)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {split}: no list_val.txt or list.txt (the lists of its images this command reads)"
+    ]
+
+
 def test_a_page_a_split_lists_twice_is_scored_once_with_a_warning(tmp_path: Path) -> None:
     """A list naming a page twice (lists joined) gave an error about another image that does not exist,
     'coco/a.json: images[0].file_name: another image is also named 'a'' (the split's json file names

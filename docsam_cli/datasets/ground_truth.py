@@ -102,7 +102,7 @@ class GroundTruth:
 def detect_format(path: Path, skip: Path | None = None) -> str:
     """unified, coco, page or alto, from what `path` is (a folder's XML files but those in the folder
     `skip`). Raises ValueError when it cannot tell."""
-    if layout.is_layout(path):
+    if layout.is_layout(path) or layout.is_unlisted_split(path):
         return "unified"
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"

@@ -156,6 +156,13 @@ def is_layout(folder: Path) -> bool:
     return folder.is_dir() and (folder / "coco").is_dir() and any((folder / name).is_file() for name in lists)
 
 
+def is_unlisted_split(folder: Path) -> bool:
+    """A split's `coco/` and `image/` folders without any of its lists (lost, or never written for a split
+    made by hand): still a split, which the commands refuse naming the lists they read, not a folder of
+    unknown format."""
+    return (folder / "coco").is_dir() and (folder / "image").is_dir() and not is_layout(folder)
+
+
 # Why a split lists no image: what `convert-dataset --split` writes for a fraction of too few images.
 EMPTY_SPLIT = (
     "a split that convert-dataset --split left empty: too few images for its fraction; convert again with a "
