@@ -190,3 +190,21 @@ def test_file_groups_core_refuses_are_one_error_line(groups, message, tmp_path, 
     )
     assert completed.returncode == 1
     assert completed.stderr.splitlines() == [f"Error: Invalid input/output file grps: {message}"]
+
+
+@pytest.mark.slow  # processes that import OCR-D
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (["-P", "preset", "foo"], "[preset] 'foo' is not one of ['publaynet', 'doclaynet']"),
+        (["-P", "batch_size", "0"], "[batch_size] 0 is less than the minimum of 1"),
+    ],
+)
+def test_parameters_the_schema_refuses_are_one_error_line(parameters, message, tmp_path):
+    """A parameter ocrd-tool.json's schema refuses (a misspelt preset, a batch size of 0): core's refusal,
+    a ValueError holding its XML report, ended the processor in a 30-line traceback, where README promises
+    one `Error:` line for bad parameters."""
+    mets = workspace_of_groups(tmp_path, "A")
+    completed = run_processor_cli("-m", str(mets), "-I", "A", "-O", "OUT", *parameters)
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [f"Error: Invalid parameters: {message}"]

@@ -51,6 +51,9 @@ AVOIDED_IMAGE_FEATURES = "binarized,dewarped"
 # How core's command line refuses -I/-O that do not fit the METS (an input group it lacks, an output group
 # it holds already without --overwrite): an Exception whose lines after this one name each problem.
 FILE_GROUPS_REFUSED = "Invalid input/output file grps:"
+# How core refuses parameters that ocrd-tool.json's schema rejects: a ValueError of this line, then the
+# validation report's XML, one `<error>` element per problem (its text not escaped).
+PARAMETERS_REFUSED = "Invalid parameters:"
 
 
 class SetupError(Exception):
@@ -295,6 +298,18 @@ def _check_file_groups(input_groups: str | None, output_groups: str | None) -> N
             )
 
 
+def _core_refusal(error: Exception) -> str | None:
+    """The one line for core's refusal of the file groups (`FILE_GROUPS_REFUSED`) or of the parameters
+    (`PARAMETERS_REFUSED`: its report's errors, `; `-separated), None for any other failure."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    if lines[:1] == [FILE_GROUPS_REFUSED]:
+        return " ".join(lines)
+    if lines[:1] == [PARAMETERS_REFUSED]:
+        problems = re.findall(r"<error>(.*?)</error>", str(error), flags=re.DOTALL)
+        return f"{PARAMETERS_REFUSED} {'; '.join(problem.strip() for problem in problems)}"
+    return None
+
+
 @click.command()
 @ocrd_cli_options
 def cli(*args, **kwargs):
@@ -303,11 +318,11 @@ def cli(*args, **kwargs):
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
         raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1
-    except Exception as error:  # core's refusal of the file groups, else a failure left to core's report
-        lines = [line.strip() for line in str(error).splitlines()]
-        if lines[:1] != [FILE_GROUPS_REFUSED]:
+    except Exception as error:  # core's refusal of the file groups or parameters, else left to core's report
+        message = _core_refusal(error)
+        if message is None:
             raise
-        raise click.ClickException(" ".join(lines)) from None
+        raise click.ClickException(message) from None
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the METS was saved: exit 130 as `docsam` does,
         click.echo("Error: interrupted; the pages done are listed in the METS", err=True)  # not click's 1
         raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
