@@ -562,6 +562,28 @@ def test_a_json_report_naming_an_input_is_refused_not_written_over_it(
     assert (tmp_path / target).read_bytes() == before
 
 
+@pytest.mark.parametrize(("target", "what"), [("gt/a.xml", "ground truth"), ("pred/b.xml", "--pred")])
+def test_a_json_report_naming_a_file_of_an_input_folder_is_refused_not_written_over_it(
+    tmp_path: Path, target: str, what: str
+) -> None:
+    """`evaluate gt --pred pred --json gt/a.xml` (a slip of tab completion) replaced a ground-truth PAGE
+    file with the report, exit 0: only a ground truth or --pred given as one file was checked. An earlier
+    report kept in the folder is still replaced."""
+    _page_files(tmp_path / "gt")
+    _page_files(tmp_path / "pred")
+    before = (tmp_path / target).read_bytes()
+    result = run_cli("evaluate", tmp_path / "gt", "--pred", tmp_path / "pred", "--json", tmp_path / target)
+    folder = tmp_path / target.split("/")[0]
+    line = f"error: --json {tmp_path / target}: is a file of the {what} folder {folder} (the report would "
+    line += "replace it)"
+    assert result.exit_code == 2 and result.error_lines() == [line]
+    assert (tmp_path / target).read_bytes() == before
+    for _ in range(2):  # a report in the folder, then replaced by the next run's
+        report = folder / "report.json"
+        result = run_cli("evaluate", tmp_path / "gt", "--pred", tmp_path / "pred", "--json", report)
+        assert result.exit_code == 0, result.stderr
+
+
 def test_a_json_report_naming_the_weights_given_with_a_tilde_is_refused(tmp_path: Path, monkeypatch) -> None:
     """`--weights=~/w.safetensors` (after =, the shell leaves `~`) is the user's file, as `--json` is
     expanded: the report would replace the weights."""

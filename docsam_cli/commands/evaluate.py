@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -313,12 +314,30 @@ def _check_report_path(path: Path, inputs: dict[str, Path | None]) -> None:
     for what, source in inputs.items():
         if path.is_file() and source is not None and source.is_file() and path.samefile(source):
             raise UsageError(f"--json {display_path(path)}: is the {what} file (the report would replace it)")
+        if path.is_file() and source is not None and source.is_dir() and _file_of_folder(path, source):
+            raise UsageError(
+                f"--json {display_path(path)}: is a file of the {what} folder {display_path(source)} "
+                "(the report would replace it)"
+            )
     folder = next(parent for parent in path.absolute().parents if parent.exists())
     if not folder.is_dir():
         raise UsageError(f"--json {display_path(path)}: {display_path(folder)} is not a folder")
     if (error := can_write_in(folder)) is not None:
         reason = error.strerror or type(error).__name__
         raise UsageError(f"--json {display_path(path)}: cannot write in {display_path(folder)}: {reason}")
+
+
+_REPORT_OPENING = re.compile(rb'\{\s*"images": \d+,\s*"classes": \[')
+"""How a report `_write_report` wrote opens (`EvaluationResult.to_json`: image count, then classes)."""
+
+
+def _file_of_folder(path: Path, folder: Path) -> bool:
+    """Whether the existing file `path` lies in the input folder `folder` (ground truth or predictions
+    walked there) and is no earlier report, which a rerun replaces: any other file there may be read."""
+    if not within(path.resolve(), folder.resolve()):
+        return False
+    with path.open("rb") as file:
+        return _REPORT_OPENING.match(file.read(256)) is None
 
 
 def _write_report(console: Console, path: Path, result: EvaluationResult) -> None:
