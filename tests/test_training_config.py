@@ -142,6 +142,21 @@ def test_a_config_file_may_give_one_dataset_without_a_list(started: list[RunPlan
     assert plan.record["settings"]["datasets"] == ["pages,weight=2"]
 
 
+def test_a_config_file_may_give_a_pair_as_a_list(started: list[RunPlan], tmp_path: Path) -> None:
+    """`short_range: [300, 400]` and `"patch_size": [320, 480]`, a pair as YAML and JSON write one, were
+    refused ("--short-range takes N or A,B (positive integers), got '[300, 400]'"); a list given to an
+    option that takes one value is now its comma-separated value, as typed."""
+    for name, text in (
+        ("run.yaml", "short_range: [300, 400]\npatch_size: [320, 480]\n"),
+        ("run.json", '{"short_range": [300, 400], "patch_size": [320, 480]}'),
+    ):
+        (config := tmp_path / name).write_text(text)
+        invoke(*FINETUNE, "--config", str(config))
+        plan = started[-1]
+        assert (plan.augmentation.short_range, plan.augmentation.patch) == ((300, 400), (320, 480))
+        assert plan.record["settings"]["short_range"] == "300,400"
+
+
 def test_a_config_files_paths_expand_their_tilde_as_typed_ones_do(
     started: list[RunPlan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_fixtures: Path
 ) -> None:

@@ -251,8 +251,11 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, An
         listed = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint=option)
     for parameter in ctx.command.params:  # `datasets: data/train`: one DATASET, as typed once
-        if (parameter.multiple or parameter.nargs == -1) and isinstance(settings.get(parameter.name), str):
-            settings[parameter.name] = [settings[parameter.name]]
+        value = settings.get(parameter.name)
+        if (parameter.multiple or parameter.nargs == -1) and isinstance(value, str):
+            settings[parameter.name] = [value]
+        elif not (parameter.multiple or parameter.nargs == -1) and isinstance(value, list):
+            settings[parameter.name] = ",".join(map(str, value))  # `short_range: [704, 896]`: 704,896
     return settings
 
 
