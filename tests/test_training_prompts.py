@@ -99,3 +99,18 @@ def test_the_stored_classes_are_those_of_every_page_not_the_first_ones(tmp_path:
     assert LayoutDataset(root).categories() == ("heading", "para")
     (root / "dataset.json").write_text(json.dumps({"name": "Hand", "class_names": ["para", "heading", "x"]}))
     assert LayoutDataset(root).categories() == ("heading", "para", "x")
+
+
+def test_the_stored_classes_leave_out_text_word_where_table_is_listed_as_every_page_does(
+    tmp_path: Path,
+) -> None:
+    """Training prompts no page with `text word` where its json lists `table` too (the reference's loader
+    drops it), yet a dataset.json listing both (convert-dataset of such classes) stored ["table", "text
+    word"] in the weights: `segment --weights RUN` then prompted a class the run never trained."""
+    root = write_layout(
+        tmp_path / "tables", {f"p{index}": page(index, ("table", "text word")) for index in (0, 1)}
+    )
+    (root / "dataset.json").write_text(json.dumps({"name": "Tables", "class_names": ["table", "text word"]}))
+    dataset = LayoutDataset(root)
+    annotations = dataset.load(0)[1]
+    assert dataset.categories() == dataset.page_classes(annotations) == ("table",)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from docsam_cli.datasets import layout
+from docsam_cli.datasets.classes import dropped_by_loader
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.images import load_frame
 from docsam_cli.training.annotations import (
@@ -116,10 +117,12 @@ class LayoutDataset:
         """The sorted class names training prompts with (no background). A page is prompted with its own
         json's, so these are their union: as `dataset.json` lists them (convert-dataset lists every class
         of the dataset there and in each json), else read from every json (a dataset made by hand, whose
-        jsons may list only their own page's classes). Read once."""
+        jsons may list only their own page's classes). Read once. A stated list loses what the loader
+        drops from a json listing it (`text word` beside `table`), as the pages do."""
         if self._categories is None:
             if self._stated_classes is not None:
-                self._categories = tuple(sorted(set(self._stated_classes)))
+                stated = set(self._stated_classes)
+                self._categories = tuple(sorted(stated - dropped_by_loader(stated)))
             else:
                 self._categories = tuple(
                     sorted({name for index in range(len(self)) for name in self._names(index)})
