@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.datasets.classes import split_list
 from docsam_cli.user_paths import expand_user
 
 
@@ -62,7 +63,8 @@ def resolve_prompts(
     if classes is not None and preset is not None:
         raise ValueError("give either --classes or --preset, not both")
     if classes is not None:
-        names = [name.strip() for name in classes.split(",") if name.strip()]
+        # `\,` is a comma inside a name, as in convert-dataset --map
+        names = [name.strip() for name in split_list(classes) if name.strip()]
         if not names:
             raise ValueError("--classes needs at least one class name")
         refuse_repeated_classes(names)

@@ -213,6 +213,14 @@ def test_classes_the_vocabulary_reads_alike_are_one_class_named_twice(classes, r
     )
 
 
+def test_a_class_name_holding_a_comma_is_given_with_a_backslash_as_convert_dataset_writes_it() -> None:
+    """`convert-dataset --map 'Text=Name\\, Title'` (or a COCO category, a PAGE type of that name) trains a
+    class whose name holds a comma, and `segment --weights RUN` prompts it from the stored classes; but
+    `--classes 'Name\\, Title,Stamp'` prompted three classes, `Name\\`, `Title` and `Stamp`: the class
+    could not be named on the command line. It is written as convert-dataset and evaluate --map write it."""
+    assert resolve_prompts("Name\\, Title,Stamp", None, None) == (["Name, Title", "Stamp"], "")
+
+
 def test_stored_classes_the_vocabulary_reads_alike_are_refused():
     """Weights fine-tuned before `train` refused such datasets can carry 图,表 as their classes: segment
     without --classes prompted both as [UNK], silently. It is refused as `--classes 图,表` is."""

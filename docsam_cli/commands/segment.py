@@ -97,7 +97,10 @@ Weights = Annotated[
 ]
 Classes = Annotated[
     str | None,
-    typer.Option(help="Comma-separated class names to find, e.g. table,figure.", rich_help_panel=CLASSES),
+    typer.Option(
+        help="Comma-separated class names to find, e.g. table,figure (a comma inside a name: \\,).",
+        rich_help_panel=CLASSES,
+    ),
 ]
 Preset = Annotated[
     PresetName | None,

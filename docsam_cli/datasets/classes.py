@@ -24,8 +24,13 @@ def clean_name(name: str) -> str:
 def parse_names(values: Iterable[str]) -> list[str]:
     """Names from repeatable options, each of which may hold a comma-separated list (`\\,` is a comma
     inside a name)."""
-    names = (clean_name(_unescape(part)) for value in values for part in _split(value, ","))
+    names = (clean_name(part) for value in values for part in split_list(value))
     return [name for name in names if name]
+
+
+def split_list(text: str) -> list[str]:
+    """The parts of a comma-separated list, unescaped (`\\,` is a comma inside a part), as written."""
+    return [_unescape(part) for part in _split(text, ",")]
 
 
 def parse_mapping(values: Iterable[str]) -> dict[str, str]:
