@@ -361,14 +361,9 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
     )
 
 
-def test_camera_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_ground_truth(
-    tmp_path: Path, tiny_weights: Path
-) -> None:
-    """vol1/0001.jpg and vol2/0001.jpg stored turned, with EXIF orientation 6 (as cameras write them):
-    segment names its upright copies image/vol1__0001.png and image/vol2__0001.png in every file, so
-    `evaluate GT --pred run/page` (or `run/coco.json`) found no image of the ground truth among the
-    predictions ("none of its 2 predicted pages is an image of the ground truth", exit 1). A copy is now
-    taken for its input, named by the page's record or by `coco.json`'s `source`."""
+def _camera_volumes_run(tmp_path: Path, tiny_weights: Path) -> tuple[Path, Path]:
+    """vol1/0001.jpg and vol2/0001.jpg stored turned, with EXIF orientation 6 (as cameras write them), with
+    PAGE ground truth beside each, and segment's run of them (`page,coco`): (ground truth, run)."""
     truth = tmp_path / "gt"
     orientation = Image.Exif()
     orientation[0x0112] = 6  # the stored pixels turned a quarter to the left: upright 80 wide, 60 high
@@ -387,8 +382,33 @@ def test_camera_pages_of_one_name_in_two_volumes_are_each_scored_against_their_o
     )  # fmt: skip
     assert segmented.exit_code == 0, segmented.stderr
     assert sorted(path.name for path in (run / "image").iterdir()) == ["vol1__0001.png", "vol2__0001.png"]
+    return truth, run
+
+
+def test_camera_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_ground_truth(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """segment names the upright copies of `_camera_volumes_run`'s pages image/vol1__0001.png and
+    image/vol2__0001.png in every file, so `evaluate GT --pred run/page` (or `run/coco.json`) found no image
+    of the ground truth among the predictions ("none of its 2 predicted pages is an image of the ground
+    truth", exit 1). A copy is now taken for its input, named by the page's record or by `coco.json`'s
+    `source`."""
+    truth, run = _camera_volumes_run(tmp_path, tiny_weights)
     for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
         report = _report(truth, "--pred", pred)
+        assert report["images"] == 2, pred
+        assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == [], pred
+
+
+def test_upright_copies_are_scored_against_a_ground_truth_that_names_them(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """A ground truth made from segment's own PAGE files (corrected by hand) names the upright copies,
+    pages vol1__0001 and vol2__0001: another run's coco.json was matched to them by its `source`, the turned
+    input, so that both were left out ("another image has the name '0001' too"). They are its pages."""
+    _, run = _camera_volumes_run(tmp_path, tiny_weights)
+    for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
+        report = _report(run / "page", "--pred", pred)
         assert report["images"] == 2, pred
         assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == [], pred
 

@@ -116,10 +116,12 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         predictions.errors += dataset.errors
         predictions.warnings += dataset.categories.repeated
         named: set[str] = set()
+        keys = frozenset(sizes)
         for image in dataset.images:
-            stem = Path((image.source or image.file_name).replace("\\", "/")).stem
+            source = _upright_source(image, keys, truth)
+            stem = Path((source or image.file_name).replace("\\", "/")).stem
             try:
-                key = _page_key(dataset.path, image, stem, truth)
+                key = _page_key(dataset.path, image, stem, truth, source)
             except InputError as error:
                 predictions.errors.append(error)
                 predictions.unreadable.update(truth.repeated[stem])
@@ -153,11 +155,20 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     return predictions
 
 
-def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth) -> str:
+def _upright_source(image: CocoImage, keys: frozenset[str], truth: GroundTruth) -> str | None:
+    """segment's `source` of an image it saved upright, which names the page where the image's own name is
+    no page of the ground truth (`keys`): a ground truth made from segment's outputs names the copy
+    (`vol1__0001`), as `_upright_input` takes PAGE files. None where the image's name is the page's."""
+    stem = Path(image.file_name.replace("\\", "/")).stem
+    return image.source if stem not in keys and stem not in truth.repeated else None
+
+
+def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, source: str | None) -> str:
     """The ground-truth key of an image of stem `stem` of the COCO dataset `path`, told apart by its `path`
-    (segment's, relative to the json; its `source` for an image it saved upright) or `file_name` where the
-    ground truth has several pages of that stem. Raises InputError where it cannot be told."""
-    named = image.source or image.path or image.file_name
+    (segment's, relative to the json; `source`, `_upright_source`, for an image it saved upright) or
+    `file_name` where the ground truth has several pages of that stem. Raises InputError where it cannot be
+    told."""
+    named = source or image.path or image.file_name
     try:
         return truth.page_key(stem, path.parent / named.replace("\\", "/"), named)
     except ValueError as error:
