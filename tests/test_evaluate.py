@@ -421,6 +421,24 @@ def test_a_split_without_any_list_is_refused_naming_the_lists(tmp_path: Path) ->
     ]
 
 
+def test_a_page_folder_holding_image_and_coco_folders_is_read_as_page(tmp_path: Path) -> None:
+    """A team's PAGE ground truth beside its scans in image/ and a COCO export in coco/ was taken for a
+    unified split without lists and refused ('no list_val.txt or list.txt', exit 2), though its PAGE files
+    were read before. Its XML files tell its format."""
+    truth = tmp_path / "gt"
+    write_image(truth / "image" / "p.png", 100, 100)
+    (truth / "coco").mkdir()
+    (truth / "coco" / "instances.json").write_text(json.dumps({"images": [], "annotations": []}))
+    regions = [("TableRegion", None, "20,20 39,20 39,39 20,39")]
+    (truth / "p.xml").write_text(page_xml("image/p.png", 100, 100, regions))
+    results = [{"file_name": "p.png", "category_id": "table", "bbox": [20, 20, 20, 20], "score": 0.9}]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["images"], report["images_without_predictions"]) == (1, [])
+
+
 def test_a_page_a_split_lists_twice_is_scored_once_with_a_warning(tmp_path: Path) -> None:
     """A list naming a page twice (lists joined) gave an error about another image that does not exist,
     'coco/a.json: images[0].file_name: another image is also named 'a'' (the split's json file names

@@ -102,7 +102,7 @@ class GroundTruth:
 def detect_format(path: Path, skip: Path | None = None) -> str:
     """unified, coco, page or alto, from what `path` is (a folder's XML files but those in the folder
     `skip`). Raises ValueError when it cannot tell."""
-    if layout.is_layout(path) or layout.is_unlisted_split(path):
+    if layout.is_layout(path):
         return "unified"
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"
@@ -117,6 +117,8 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
             continue
         if root in ("PcGts", "alto"):
             return "page" if root == "PcGts" else "alto"
+    if layout.is_unlisted_split(path):  # after the XML files: a PAGE folder may hold image/ and coco/ too
+        return "unified"
     splits = layout.split_folders(path)
     if splits:
         raise ValueError(f"{path} holds split folders: evaluate one of {', '.join(splits)}")
