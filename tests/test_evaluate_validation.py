@@ -584,6 +584,29 @@ def test_a_json_report_naming_a_file_of_an_input_folder_is_refused_not_written_o
         assert result.exit_code == 0, result.stderr
 
 
+def test_a_json_report_naming_an_image_of_the_images_folder_is_refused_not_written_over_it(
+    tmp_path: Path,
+) -> None:
+    """`evaluate gt --images scans --pred pred --json scans/a.png` (tab completion in the wrong folder)
+    replaced a scan with the report, exit 0: the folder given by --images was not checked as the ground
+    truth's and --pred's are."""
+    _page_files(tmp_path / "scans")
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "scans" / f"{name}.xml").rename(truth / f"{name}.xml")
+    _page_files(tmp_path / "pred")
+    target = tmp_path / "scans" / "a.png"
+    before = target.read_bytes()
+    result = run_cli(
+        "evaluate", truth, "--images", tmp_path / "scans", "--pred", tmp_path / "pred", "--json", target
+    )
+    line = f"error: --json {target}: is a file of the --images folder {tmp_path / 'scans'} (the report would "
+    line += "replace it)"
+    assert result.exit_code == 2 and result.error_lines() == [line]
+    assert target.read_bytes() == before
+
+
 def test_a_json_report_naming_the_weights_given_with_a_tilde_is_refused(tmp_path: Path, monkeypatch) -> None:
     """`--weights=~/w.safetensors` (after =, the shell leaves `~`) is the user's file, as `--json` is
     expanded: the report would replace the weights."""

@@ -186,7 +186,13 @@ def main(
         weights_file = Path(expand_user(weights)) if weights else None
         _check_report_path(
             Path(json_out),
-            {"ground truth": ground_truth, "--classes": classes, "--pred": pred, "--weights": weights_file},
+            {
+                "ground truth": ground_truth,
+                "--images": images,
+                "--classes": classes,
+                "--pred": pred,
+                "--weights": weights_file,
+            },
         )
     from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
     from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
