@@ -400,6 +400,25 @@ def test_camera_pages_of_one_name_in_two_volumes_are_each_scored_against_their_o
         assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == [], pred
 
 
+def test_an_upright_copy_of_one_volume_segmented_alone_is_scored_against_its_own_ground_truth(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """`segment GT/vol1` alone names its upright copy image/0001.png, the name of two pages of the
+    ground truth (vol1/0001, vol2/0001): its PAGE file (and, before, its coco.json entry) was read by that
+    name, which cannot tell them apart ("they are left out", exit 1). The input it was made from does."""
+    truth, _ = _camera_volumes_run(tmp_path, tiny_weights)
+    run = tmp_path / "vol1-run"
+    segmented = run_cli(
+        "segment", truth / "vol1", "--weights", tiny_weights, "--out", run, "--format", "page,coco",
+        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
+    )  # fmt: skip
+    assert segmented.exit_code == 0, segmented.stderr
+    assert [path.name for path in (run / "image").iterdir()] == ["0001.png"]
+    for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
+        report = _report(truth, "--pred", pred)
+        assert report["images_without_predictions"] == ["vol2/0001"], pred
+
+
 def test_upright_copies_are_scored_against_a_ground_truth_that_names_them(
     tmp_path: Path, tiny_weights: Path
 ) -> None:

@@ -118,7 +118,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         named: set[str] = set()
         keys = frozenset(sizes)
         for image in dataset.images:
-            source = _upright_source(image, keys, truth)
+            source = _upright_source(image, keys)
             stem = Path((source or image.file_name).replace("\\", "/")).stem
             try:
                 key = _page_key(dataset.path, image, stem, truth, source)
@@ -155,12 +155,12 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     return predictions
 
 
-def _upright_source(image: CocoImage, keys: frozenset[str], truth: GroundTruth) -> str | None:
+def _upright_source(image: CocoImage, keys: frozenset[str]) -> str | None:
     """segment's `source` of an image it saved upright, which names the page where the image's own name is
-    no page of the ground truth (`keys`): a ground truth made from segment's outputs names the copy
-    (`vol1__0001`), as `_upright_input` takes PAGE files. None where the image's name is the page's."""
-    stem = Path(image.file_name.replace("\\", "/")).stem
-    return image.source if stem not in keys and stem not in truth.repeated else None
+    no key of the ground truth (`keys`; a name that several of its pages share is none either, the source
+    telling them apart): a ground truth made from segment's outputs names the copy (`vol1__0001`), as
+    `_upright_input` takes PAGE files. None where the image's name is the page's."""
+    return image.source if Path(image.file_name.replace("\\", "/")).stem not in keys else None
 
 
 def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, source: str | None) -> str:
@@ -345,7 +345,8 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.unreadable.add(file.stem)
             continue
         stem, image = page.key, page.image.path
-        source = _upright_input(file, image) if stem not in sizes and stem not in truth.repeated else None
+        # a name that several ground-truth pages share is no key: the input tells them apart
+        source = _upright_input(file, image) if stem not in sizes else None
         if source is not None:
             stem, image = source.stem, source
         elif image is None and stem in truth.repeated:
