@@ -45,7 +45,7 @@ from docsam_cli.atomic import atomic_write_text, can_write_in, is_temporary
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
-from docsam_cli.folder_lock import folder_lock
+from docsam_cli.folder_lock import folder_lock, folder_replaced
 from docsam_cli.inputs import (
     Document,
     LoadOptions,
@@ -467,7 +467,17 @@ class SegmentRun:
 
     def _finish(self, summary: RunSummary, finished: list[tuple[int, str]]) -> None:
         """The run-level files over the pages done or skipped, in the order of the work list. Failing to
-        write them fails the run; the pages stay done."""
+        write them fails the run; the pages stay done. A folder removed while the run wrote in it lost the
+        pages written before, which files over the pages left would leave out though the run reported them."""
+        if folder_replaced(self.request.out):
+            message = (
+                f"--out {display_path(self.request.out)}: the folder was removed while the run wrote in "
+                "it, with the pages written before; the run's files were not written (a re-run redoes those "
+                "pages)"
+            )
+            summary.unwritten.append(message)
+            self.reporter.error(message)
+            return
         try:
             self.writer.finish([page_id for _, page_id in sorted(finished)])
         except OSError as error:

@@ -79,6 +79,20 @@ def _held(out: Path, run: str, holder: str) -> UsageError:
     )
 
 
+def folder_replaced(out: Path) -> bool:
+    """Whether the folder this process locked as `out` was removed or replaced since (`rm -r OUT` while
+    the run writes in it, which the writes then quietly create again, empty): its lock file is gone, or is
+    another. False where this process holds no lock (Windows, a file system without locks, a rank other
+    than the main one)."""
+    if not _HELD:
+        return False
+    try:
+        current = os.stat(out / STATE_DIR / LOCK_FILE)
+    except OSError:
+        return True
+    return not any(os.path.samestat(os.fstat(descriptor), current) for descriptor in _HELD)
+
+
 def drop_inherited_locks() -> None:
     """In a process forked from a run (a training data-loader worker): let go of the run's locks, which
     the fork shares, so that they go with the run's own process. A worker outliving its killed run (for

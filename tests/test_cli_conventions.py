@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -643,6 +644,36 @@ def test_failing_to_write_the_run_files_is_one_line_and_a_rerun_writes_them(tmp_
     code, records, stderr = segment(out, str(page), "--format", "coco,jsonl")
     assert code == ExitCode.OK and records[0]["skipped"] is True
     assert len(json.loads((out / "coco.json").read_text())["images"]) == 1
+
+
+def test_an_output_folder_removed_during_the_run_is_one_line_and_a_rerun_redoes_its_pages(
+    tmp_path, requests, monkeypatch
+):
+    """`rm -r OUT` while the run wrote in it: the writes quietly made the folder again and the run ended
+    with exit 0, its coco.json without the pages written before, which it had reported done. Now one line
+    naming the folder, exit 1, no run files over what is left; the rerun redoes the pages lost."""
+    first, second = write_page(tmp_path / "a.png"), write_page(tmp_path / "b.png")
+    out = tmp_path / "out"
+    write = batch.SegmentRun._write
+
+    def remove_the_folder_then_write(run, page, *args):
+        if page.page_id == "b":  # "a" is written: a failure limit writes each page before the next
+            shutil.rmtree(out)
+        return write(run, page, *args)
+
+    monkeypatch.setattr(batch.SegmentRun, "_write", remove_the_folder_then_write)
+    code, _, stderr = segment(out, str(first), str(second), "--format", "coco,jsonl", "--max-failures", "5")
+    assert code == ExitCode.FAILED and "Traceback" not in stderr
+    assert error_lines(stderr) == [
+        f"error: --out {out}: the folder was removed while the run wrote in it, with the pages written "
+        "before; the run's files were not written (a re-run redoes those pages)"
+    ]
+    assert not (out / "coco.json").exists()
+    monkeypatch.setattr(batch.SegmentRun, "_write", write)
+    code, records, stderr = segment(out, str(first), str(second), "--format", "coco,jsonl")
+    assert code == ExitCode.OK, stderr
+    assert "skipped" not in records[0] and records[1]["skipped"] is True  # "a" went with the folder
+    assert len(json.loads((out / "coco.json").read_text())["images"]) == 2
 
 
 def test_the_pixel_guard_is_on_by_default_and_0_turns_it_off(tmp_path, requests):
