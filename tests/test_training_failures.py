@@ -234,6 +234,36 @@ def test_a_resume_that_cannot_write_keeps_the_log_whole(
     assert (out / "log.jsonl").read_text(encoding="utf-8") == logged
 
 
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_ends_a_run_with_data_loader_workers(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """With data-loader workers (`--workers`, 4 by default) a checkpoint that could not be written (a full
+    disk) printed its error line, then the process never ended: the error's traceback still held the data
+    loader, and Python's exit sent its workers SIGTERM, which they ignore (the run alone decides when to
+    stop), and waited for them forever. Here the disk is full for files over 1 MB."""
+    out = tmp_path / "run"
+    full_disk = (
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))"
+    )
+    extra = ["--workers", "1", "--checkpoint-every", "1"]
+    arguments = [
+        "finetune",
+        str(data),
+        "--weights",
+        str(tiny_weights),
+        "-o",
+        str(out),
+        *overridden(RUN, extra),
+    ]
+    completed = run_docsam(*arguments, *extra, prelude=full_disk, timeout=120)
+    assert completed.returncode == 1, completed.stderr
+    assert error_lines(completed.stderr) == [
+        f"error: {out / 'checkpoints' / 'step-00000001'}: cannot write the checkpoint: File too large"
+    ]
+
+
 def test_an_output_folder_holding_a_run_needs_resume(data: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert finetune(data, tiny_weights, out, "--iters", "1")[0] == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import signal
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -106,7 +106,9 @@ class FailedSample:
         raise self.kind(*self.arguments)
 
 
-def raise_failures(batches: Iterable[TrainingBatch | FailedSample]) -> Iterator[TrainingBatch]:
+def raise_failures(
+    batches: Iterable[TrainingBatch | FailedSample],
+) -> Generator[TrainingBatch, None, None]:
     """The batches of a DataLoader over `MixedTrainingData`; a failed sample is raised here, in the
     training process."""
     for batch in batches:

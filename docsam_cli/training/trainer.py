@@ -37,7 +37,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -358,6 +358,7 @@ class Trainer:
                 raise
             raise self._worker_died(death) from error
         finally:
+            batches.close()  # stops the loader's workers now: see `_batches`
             if log is not None:
                 log.close()
         final = self.output / MODEL_FILE
@@ -379,7 +380,10 @@ class Trainer:
 
         on_main(self.distributed, write)
 
-    def _batches(self, start: int) -> Iterator[TrainingBatch]:
+    def _batches(self, start: int) -> Generator[TrainingBatch, None, None]:
+        """The training batches from `start`; to be closed once the run ends, as it does on any error. Left
+        to Python's exit (an error's traceback holds them), the loader's workers, which ignore SIGTERM
+        (`init_loader_worker`), are sent it and waited for forever: the run printed its error and hung."""
         sampler = TrainingSampler(
             len(self.data), self.layout, self.distributed.rank, self.options.seed, start_step=start
         )
