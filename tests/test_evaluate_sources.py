@@ -324,6 +324,15 @@ def _two_volumes(root: Path) -> Path:
     return root
 
 
+def _segment(tiny_weights: Path, run: Path, *inputs: str | Path) -> None:
+    """segment `inputs` (paths, and options such as -r) into `run` with the tiny model: PAGE and COCO."""
+    segmented = run_cli(
+        "segment", *inputs, "--weights", tiny_weights, "--out", run, "--format", "page,coco",
+        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
+    )  # fmt: skip
+    assert segmented.exit_code == 0, segmented.stderr
+
+
 def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_ground_truth(
     tmp_path: Path, tiny_weights: Path
 ) -> None:
@@ -333,11 +342,7 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
     sharing a name are now matched by their path, each against its own ground truth."""
     truth = _two_volumes(tmp_path / "gt")
     run = tmp_path / "run"
-    segmented = run_cli(
-        "segment", "-r", truth, "--weights", tiny_weights, "--out", run, "--format", "page,coco",
-        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
-    )  # fmt: skip
-    assert segmented.exit_code == 0, segmented.stderr
+    _segment(tiny_weights, run, "-r", truth)
     for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
         report = _report(truth, "--pred", pred)
         assert report["images"] == 2, pred
@@ -376,11 +381,7 @@ def _camera_volumes_run(tmp_path: Path, tiny_weights: Path) -> tuple[Path, Path]
             page_xml("0001.jpg", 80, 60, [("TableRegion", None, points)])
         )
     run = tmp_path / "run"
-    segmented = run_cli(
-        "segment", "-r", truth, "--weights", tiny_weights, "--out", run, "--format", "page,coco",
-        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
-    )  # fmt: skip
-    assert segmented.exit_code == 0, segmented.stderr
+    _segment(tiny_weights, run, "-r", truth)
     assert sorted(path.name for path in (run / "image").iterdir()) == ["vol1__0001.png", "vol2__0001.png"]
     return truth, run
 
@@ -408,11 +409,7 @@ def test_an_upright_copy_of_one_volume_segmented_alone_is_scored_against_its_own
     name, which cannot tell them apart ("they are left out", exit 1). The input it was made from does."""
     truth, _ = _camera_volumes_run(tmp_path, tiny_weights)
     run = tmp_path / "vol1-run"
-    segmented = run_cli(
-        "segment", truth / "vol1", "--weights", tiny_weights, "--out", run, "--format", "page,coco",
-        "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
-    )  # fmt: skip
-    assert segmented.exit_code == 0, segmented.stderr
+    _segment(tiny_weights, run, truth / "vol1")
     assert [path.name for path in (run / "image").iterdir()] == ["0001.png"]
     for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
         report = _report(truth, "--pred", pred)
@@ -470,11 +467,7 @@ def test_a_coco_file_of_pages_of_one_name_in_two_volumes_scores_each_against_its
     (truth := tmp_path / "annotations" / "instances_default.json").parent.mkdir()
     truth.write_text(json.dumps(document))
     run = tmp_path / "run"
-    segmented = run_cli(
-        "segment", "-r", tmp_path / "images", "--weights", tiny_weights, "--out", run, "--format",
-        "page,coco", "--classes", "table", "--short-side", "192", "--window", "224,192", "--device", "cpu",
-    )  # fmt: skip
-    assert segmented.exit_code == 0, segmented.stderr
+    _segment(tiny_weights, run, "-r", tmp_path / "images")
     for pred in (run / "page", run / "coco.json", run / "coco_results.json"):
         for images in ((), ("--images", tmp_path / "images")):
             report = _report(truth, "--pred", pred, *images)
