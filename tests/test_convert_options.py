@@ -597,6 +597,42 @@ def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_pla
     assert (out / "list.txt").is_file()
 
 
+@pytest.mark.parametrize("renames", [1, 2], ids=["between the renames", "after them"])
+def test_sigterm_while_overwrite_swaps_the_datasets_leaves_the_new_one_in_place(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch, renames: int
+) -> None:
+    """SIGTERM (or Ctrl-C) between the two renames of `--overwrite`'s swap left no --out, the previous
+    dataset hidden as `.out.<pid>.old`, and said "interrupted; nothing written"; just after them, the new
+    dataset in place, it said the same. The swap now finishes first: the new dataset is complete in --out,
+    and the line says so, exit 130."""
+    source = coco_file.parent
+    out = source / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    rename, done = os.replace, []
+
+    def renamed_then_terminated(old, new) -> None:
+        rename(old, new)
+        if Path(new).name.endswith(".old") or done:
+            done.append(new)
+            if len(done) == renames:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", renamed_then_terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 130
+    (left,) = source.glob(".out.*.old")
+    assert result.error_lines() == [
+        "error: interrupted while removing the previous dataset: the new one is complete in "
+        f"{out} (2 images); what is left of the previous one, {left}, goes with the next conversion "
+        f"into {out}"
+    ]
+    assert (out / "list.txt").is_file()
+
+
 def test_a_previous_dataset_removed_by_another_conversion_meanwhile_is_no_warning(
     coco_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

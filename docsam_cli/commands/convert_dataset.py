@@ -197,14 +197,7 @@ def main(
                 with console.status("converting...") as status:
                     report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
     except InterruptedAfterPublishing as interrupted:
-        print_error(
-            console,
-            "interrupted while removing the previous dataset: the new one is complete in "
-            f"{display_path(options.out)} ({interrupted.report.images} images); what is left of the previous "
-            f"one, {display_path(interrupted.previous)}, goes with the next conversion into "
-            f"{display_path(options.out)}",
-        )
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        _interrupted_after_publishing(console, options.out, interrupted.report, interrupted.previous)
     except KeyboardInterrupt:
         # The app's own line says that what was finished stays: a conversion publishes nothing unfinished.
         print_error(console, f"interrupted; nothing written to {display_path(options.out)}")
@@ -222,6 +215,24 @@ def main(
         print_plain(console, f"warning: {warning}")
     if report.errors:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _interrupted_after_publishing(
+    console: Console, out: Path, report: ConversionReport, previous: Path | None
+) -> NoReturn:
+    """Interrupted with the new dataset in place: it is complete, and what is left of the previous one goes
+    with the next conversion into `out`."""
+    complete = f"{display_path(out)} ({report.images} images)"
+    if previous is None:
+        print_error(console, f"interrupted once the dataset was complete: it is in {complete}")
+    else:
+        print_error(
+            console,
+            f"interrupted while removing the previous dataset: the new one is complete in {complete}; what "
+            f"is left of the previous one, {display_path(previous)}, goes with the next conversion into "
+            f"{display_path(out)}",
+        )
+    raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def _nothing_converted(console: Console, report: ConversionReport, message: str) -> NoReturn:

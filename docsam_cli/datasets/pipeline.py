@@ -28,6 +28,7 @@ from docsam_cli.datasets.report import REPORT_FILE, ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.inputs.sources import portable_stem, stem_key
+from docsam_cli.interruption import interrupts_held
 from docsam_cli.names import display_path, output_text
 from docsam_cli.presets import read_alike, repeated_classes
 
@@ -67,12 +68,12 @@ class NothingConverted(Exception):
 
 
 class InterruptedAfterPublishing(Exception):
-    """Ctrl-C (or SIGTERM) while an `--overwrite` was removing the previous dataset, the new one in place:
-    `previous` is what is left of the old one, which the next conversion into `--out` removes
-    (`_remove_abandoned`)."""
+    """Ctrl-C (or SIGTERM) once the new dataset was in place, while it was renamed there or while an
+    `--overwrite` was removing the previous dataset: `previous` is what is left of the old one (None: there
+    was none), which the next conversion into `--out` removes (`_remove_abandoned`)."""
 
-    def __init__(self, report: ConversionReport, previous: Path) -> None:
-        super().__init__(f"interrupted while removing the previous dataset ({previous})")
+    def __init__(self, report: ConversionReport, previous: Path | None) -> None:
+        super().__init__(f"interrupted once the dataset was in place (previous one: {previous})")
         self.report = report
         self.previous = previous
 
@@ -108,25 +109,35 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
         staging, held = _staging_folder(out)
     try:
         report = _build(options, staging, progress)
-        with _writing(out):
-            previous = swap_folder(staging, out)  # an existing `out` (allowed by --overwrite) goes last
+        _publish(staging, out, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         if held is not None:
             os.close(held)
-    if previous is not None:
-        try:
-            remove_replaced(previous)
-        except KeyboardInterrupt:
-            raise InterruptedAfterPublishing(report, previous) from None
-        except OSError as error:  # the previous dataset's files read-only, say: a copy left hidden, for good
-            report.warnings.append(
-                f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
-                f"is left of it is in {display_path(previous)}; remove it by hand"
-            )
     return report
+
+
+def _publish(staging: Path, out: Path, report: ConversionReport) -> None:
+    """Rename the finished `staging` to `out`; an existing `out` (allowed by --overwrite) is renamed away
+    first and removed last. Ctrl-C and SIGTERM are held back during the renames: one between them left the
+    previous dataset hidden and no `out`, one just after them was said to have written nothing. Raises
+    InterruptedAfterPublishing for an interrupt once the new dataset is in place, KeyboardInterrupt before."""
+    previous = None
+    try:
+        with interrupts_held(), _writing(out):
+            previous = swap_folder(staging, out)
+        remove_replaced(previous)
+    except KeyboardInterrupt:
+        if staging.exists():  # not published
+            raise
+        raise InterruptedAfterPublishing(report, previous) from None
+    except OSError as error:  # the previous dataset's files read-only, say: a copy left hidden, for good
+        report.warnings.append(
+            f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
+            f"is left of it is in {display_path(previous)}; remove it by hand"
+        )
 
 
 def _staging_folder(out: Path) -> tuple[Path, int | None]:
