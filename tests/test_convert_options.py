@@ -444,9 +444,9 @@ def test_a_full_disk_is_an_error_of_the_output_not_a_bug(
     from docsam_cli.datasets import pipeline
 
     def full(source, target) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), source, None, target)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write of the copy raises it
 
-    monkeypatch.setattr(pipeline.shutil, "copyfile", full)
+    monkeypatch.setattr(pipeline, "_copy_image", full)
     out = coco_file.parent / "out"
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
     assert result.exit_code == 2
@@ -595,6 +595,34 @@ def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_pla
         f"into {out}"
     ]
     assert (out / "list.txt").is_file()
+
+
+def test_an_image_gone_before_it_is_copied_fails_that_page_alone(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image removed (a folder cleaned up, a network share dropping) after it was read for its size but
+    before it was copied stopped the whole conversion with 'error: --out: OUT: cannot write there (No such
+    file or directory)', exit 2, nothing written. That page now fails alone, naming the image, and the rest
+    is published, exit 1."""
+    from docsam_cli.datasets import pipeline
+
+    read = pipeline._image
+
+    def read_then_removed(page):
+        size = read(page)
+        if page.image.name == "a.png":
+            page.image.path.unlink()
+        return size
+
+    monkeypatch.setattr(pipeline, "_image", read_then_removed)
+    out = coco_file.parent / "out"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
+    assert result.exit_code == 1, result.stderr
+    assert result.error_lines() == [
+        f"error: {coco_file.parent / 'a.png'}: cannot read: No such file or directory"
+    ]
+    assert layout.list_names(out) == ["b.png"]
+    assert sorted(path.name for path in (out / "image").iterdir()) == ["b.png"]
 
 
 @pytest.mark.parametrize("renames", [1, 2], ids=["between the renames", "after them"])

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from docsam_cli.atomic import remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
@@ -33,6 +34,7 @@ from docsam_cli.names import display_path, output_text
 from docsam_cli.presets import read_alike, repeated_classes
 
 _POOL = ".images"  # staging folder of images before they are placed into their split
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -256,14 +258,14 @@ def _build(
             _check_not_converted(item, converted)
             width, height, data = _image(item)
             instances = _instances(item, width, height, options.classes, report)
+            name = names.allocate(item.image.name)
+            with _writing(options.out):
+                _place_image(item, data, pool / name, options.symlink)
         except InputError as error:
             report.add_error(error)
             continue
         if item.image.path is not None:
             converted[os.path.realpath(item.image.path)] = item.source
-        name = names.allocate(item.image.name)
-        with _writing(options.out):
-            _place_image(item, data, pool / name, options.symlink)
         pages.append(layout.LayoutPage(name, width, height, instances))
         if progress is not None:
             progress(name)
@@ -352,7 +354,32 @@ def _place_image(page: SourcePage, data: bytes | None, target: Path, symlink: bo
     elif symlink:
         os.symlink(page.image.path.absolute(), target)
     else:
-        shutil.copyfile(page.image.path, target)
+        _copy_image(page.image.path, target)
+
+
+def _copy_image(source: Path, target: Path) -> None:
+    """Copy `source` to `target`. A source that cannot be read, gone since it was read for its size (a
+    folder cleaned up meanwhile, a network share that dropped), raises InputError naming it, no copy left:
+    that page fails, as an image not found does; it was taken for `--out` being unwritable, which stopped
+    the whole conversion. A target that cannot be written raises OSError."""
+    try:
+        with open(source, "rb") as reader, open(target, "wb") as writer:
+            while chunk := _read(reader, source):
+                writer.write(chunk)
+    except InputError:
+        target.unlink(missing_ok=True)
+        raise
+    except OSError as error:
+        if error.filename is not None and Path(error.filename) == source:  # opening it
+            raise InputError(source, f"cannot read: {error.strerror or error}") from None
+        raise
+
+
+def _read(reader: BinaryIO, source: Path) -> bytes:
+    try:
+        return reader.read(_COPY_CHUNK)
+    except OSError as error:
+        raise InputError(source, f"cannot read: {error.strerror or error}") from None
 
 
 class _NameAllocator:
