@@ -129,3 +129,21 @@ def test_a_malformed_labelme_field_is_one_error(tmp_path: Path, field: str, valu
     result = run_cli("convert-dataset", tmp_path / "src", "--from", "labelme", "--out", out)
     assert_one_error(result, "scan.json", where)
     assert (out / "list.txt").read_text().split() == ["other.png"]  # the next file still converts
+
+
+def test_a_file_gone_since_the_folder_was_walked_is_named_once(tmp_path: Path) -> None:
+    """A PAGE, ALTO or JSON file or an image removed after its folder was walked (ground truth or sources
+    that change during the run) was 'p.xml: cannot read: [Errno 2] No such file or directory: '/…/p.xml'',
+    or 'unreadable image ([Errno 2] …)': the path twice and Python's errno. The line now gives the reason
+    once, as for any other file that cannot be read."""
+    from docsam_cli.datasets.fields import JsonField
+    from docsam_cli.datasets.images import image_size
+    from docsam_cli.datasets.xml import parse_xml
+    from docsam_cli.errors import InputError
+
+    for read, name in ((parse_xml, "p.xml"), (JsonField.load, "a.json")):
+        with pytest.raises(InputError) as caught:
+            read(tmp_path / name)
+        assert caught.value.reason == "cannot read: No such file or directory"
+    with pytest.raises(ValueError, match=r"^unreadable image \(No such file or directory\)$"):
+        image_size(path=tmp_path / "a.png")

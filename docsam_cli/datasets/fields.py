@@ -35,7 +35,9 @@ class JsonField:
                 return cls(path, json.load(handle))
         except json.JSONDecodeError as error:
             raise InputError(path, f"invalid JSON: {error}") from None
-        except (OSError, UnicodeDecodeError) as error:
+        except OSError as error:  # its strerror: the error's own text names the path again
+            raise InputError(path, f"cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
             raise InputError(path, f"cannot read: {error}") from None
 
     # --- errors ---------------------------------------------------------------------------------------

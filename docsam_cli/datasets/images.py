@@ -419,5 +419,7 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
         raise ValueError(bomb_error(Path(path or "image"), error).reason) from None
     except UnidentifiedImageError:
         raise ValueError("not an image (or an unsupported format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except OSError as error:  # its strerror where the system gave one: its own text names the path again
+        raise ValueError(f"unreadable image ({error.strerror or error})") from None
+    except (SyntaxError, ValueError) as error:
         raise ValueError(f"unreadable image ({error})") from None

@@ -20,7 +20,7 @@ def parse_xml(path: Path) -> etree._Element:
     except etree.XMLSyntaxError as error:
         raise InputError(path, f"invalid XML: {error}") from None
     except OSError as error:
-        raise InputError(path, f"cannot read: {error}") from None
+        raise InputError(path, f"cannot read: {error.strerror or error}") from None
 
 
 def local(element: etree._Element) -> str:
