@@ -9,6 +9,7 @@ ACL), so an output ends up readable by whoever could read a file the user create
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ from typing import IO
 
 _NEW_FILE_MODE = 0o666  # the kernel applies the umask, as for open(path, "w")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-_TEMPORARY_NAME_BYTES = 100  # of the target's name, so the temporary's fits where the target's does
+_HIDDEN_HEAD_BYTES = 100  # of the target's name, so that a hidden sibling's name fits where the target's does
 _TEMPORARY_RANDOM_BYTES = 4
 _TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMPORARY_RANDOM_BYTES}}}\.tmp", re.DOTALL)
 
@@ -54,7 +55,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
 
 def _create_temporary(target: Path) -> tuple[int, Path]:
     """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing. An error names `target`."""
-    head = os.fsdecode(os.fsencode(target.name)[:_TEMPORARY_NAME_BYTES])
+    head = hidden_head(target.name)
     while True:
         temporary = target.with_name(f".{head}.{secrets.token_hex(_TEMPORARY_RANDOM_BYTES)}.tmp")
         try:
@@ -63,6 +64,18 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
             continue
         except OSError as error:  # a read-only folder: named as the output, no file the user knows
             raise OSError(error.errno, error.strerror, os.fspath(target)) from None
+
+
+def hidden_head(name: str) -> str:
+    """`name` as the head of a hidden file or folder beside it (`.<head>.<random>.tmp`, `.<head>.<pid>.old`,
+    a conversion's `.<head>.<random>.partial`): whole up to 100 bytes, else cut there and ending in a hash
+    of the whole, so that the hidden name fits the file system's limit (255 bytes) wherever `name` does,
+    and two long names that share their first bytes keep apart."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= _HIDDEN_HEAD_BYTES:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return f"{os.fsdecode(encoded[: _HIDDEN_HEAD_BYTES - 9])}~{digest}"
 
 
 def is_temporary(path: Path) -> bool:
@@ -93,7 +106,7 @@ def swap_folder(staging: Path, target: Path) -> Path | None:
     (`.<name>.<pid>.old`), for `remove_replaced`; None when there was none."""
     previous = None
     if target.exists():
-        previous = target.with_name(f".{target.name}.{os.getpid()}.old")
+        previous = target.with_name(f".{hidden_head(target.name)}.{os.getpid()}.old")
         os.replace(target, previous)
     os.replace(staging, target)
     return previous

@@ -539,6 +539,20 @@ def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(c
     assert only.is_dir()
 
 
+def test_an_out_folder_with_a_long_name_is_written_and_overwritten(coco_file: Path) -> None:
+    """An --out whose name fits the file system's limit (255 bytes) but leaves no room for the hidden
+    staging folder's `.<name>.<random>.partial` or the replaced dataset's `.<name>.<pid>.old` beside it (a
+    name of 240 bytes, 80 letters of a script beyond Latin) was refused: 'cannot write there (File name too
+    long)'. The hidden names now cut a long name and end in a hash of it."""
+    source = coco_file.parent
+    out = source / ("\u6587" * 80)  # 240 UTF-8 bytes
+    for extra in ([], ["--overwrite"]):
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, *extra)
+        assert result.exit_code == 0, result.stderr
+        assert (out / "dataset.json").is_file()
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", out.name]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no flock")
 def test_a_staging_folder_removed_by_another_runs_clean_up_before_its_lock_is_replaced(
     coco_file: Path, monkeypatch: pytest.MonkeyPatch

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from docsam_cli.atomic import remove_replaced, swap_folder
+from docsam_cli.atomic import hidden_head, remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
 from docsam_cli.datasets.classes import ClassFilter, mapping_text
 from docsam_cli.datasets.convert import read_sources
@@ -148,7 +148,7 @@ def _staging_folder(out: Path) -> tuple[Path, int | None]:
     under 002 (`tempfile.mkdtemp` makes a private one). Returned with the descriptor holding its lock, which
     tells a later run that it is at work (None where there are no locks)."""
     while True:
-        staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+        staging = out.with_name(f".{hidden_head(out.name)}.{secrets.token_hex(4)}.partial")
         try:
             staging.mkdir()
         except FileExistsError:
@@ -165,8 +165,8 @@ def _remove_abandoned(out: Path) -> None:
     copies of the images converted so far (one whose lock is held is a conversion still at work), and the
     previous dataset that an `--overwrite` was removing (`replace_folder`'s `.<name>.<pid>.old`; kept where
     `out` is missing: killed between its two renames, it is the only copy)."""
-    staged = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.partial")
-    replaced = re.compile(rf"\.{re.escape(out.name)}\.[0-9]+\.old")
+    staged = re.compile(rf"\.{re.escape(hidden_head(out.name))}\.[0-9a-f]{{8}}\.partial")
+    replaced = re.compile(rf"\.{re.escape(hidden_head(out.name))}\.[0-9]+\.old")
     try:
         named = [
             path
