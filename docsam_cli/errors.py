@@ -37,7 +37,7 @@ class InputError(Exception):
 
     def __init__(self, path: str | os.PathLike[str], reason: str, page: int | None = None) -> None:
         self.path = Path(path)
-        self.reason = " ".join(str(reason).split()) or "unknown error"
+        self.reason = _one_line_reason(str(reason)) or "unknown error"
         self.page = page
         super().__init__(str(self))
 
@@ -46,6 +46,12 @@ class InputError(Exception):
         if self.page is not None:
             where = f"{where} (page {self.page})"
         return f"{where}: {self.reason}"
+
+
+def _one_line_reason(reason: str) -> str:
+    """`reason` with its line breaks, and the blanks around them, made one space: a multi-line message of
+    poppler or a parser becomes one line, while a file name inside keeps its spaces (`Brief  an.png`)."""
+    return " ".join(line.strip() for line in reason.splitlines() if line.strip())
 
 
 class WrongFormat(InputError):

@@ -222,3 +222,22 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tmp_path: Pa
     monkeypatch.undo()
     assert run_cli("convert-dataset", source, "--from", "page", "--out", out, "--overwrite").exit_code == 0
     assert not (out / "keep.txt").exists() and layout_counts(out)[0] == Counter({"heading": 1})
+
+
+def test_an_image_not_found_is_named_exactly_in_its_error(tmp_path: Path) -> None:
+    """A file name with two spaces in a row, a tab or a newline (`Brief  an.png`, as archives' typing has
+    them) was shown in the error with one space instead (`imageFilename 'Brief an.png' not found`), naming a
+    file that is not the one the PAGE file refers to. It is now shown exactly, a control character escaped
+    (`\\t`, `\\n`) to keep the line one line."""
+    source = tmp_path / "gt"
+    source.mkdir()
+    write_image(source / "a.png", 60, 40)
+    regions = [("TextRegion", "paragraph", "2,2 20,2 20,20 2,20")]
+    (source / "a.xml").write_text(page_xml("a.png", 60, 40, regions))
+    for stem, name in (("b", "Brief  an.png"), ("c", "tab&#9;x.png"), ("d", "nl&#10;x.png")):
+        (source / f"{stem}.xml").write_text(page_xml(name, 60, 40, regions))
+    result = run_cli("convert-dataset", source, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.stderr
+    errors = "\n".join(result.error_lines())
+    for shown in ("'Brief  an.png' not found", "'tab\\tx.png' not found", "'nl\\nx.png' not found"):
+        assert shown in errors, errors

@@ -112,7 +112,8 @@ class ImageFinder:
             return self._resolve(reference, annotation, label, extra_dirs, search_under, suffixes)
         except PermissionError as error:
             raise ImageNotFound(
-                f"{label} '{reference}': cannot look at {display_path(error.filename)}: {error.strerror}"
+                f"{label} '{display_path(reference)}': cannot look at "
+                f"{display_path(error.filename)}: {error.strerror}"
             ) from None
 
     def _resolve(
@@ -167,7 +168,8 @@ class ImageFinder:
             found = self._outside_root(folder / relative, relative, suffixes)
             if found is None:
                 raise ImageNotFound(
-                    f"{label} '{reference}' points outside the source folder {display_path(self.root)}"
+                    f"{label} '{display_path(reference)}' points outside the source folder "
+                    f"{display_path(self.root)}"
                     + (
                         " (use --images DIR to say where the images are)"
                         if self.images is None
@@ -218,14 +220,15 @@ class ImageFinder:
                     shown = ", ".join(display_path(match) for match in matches[:3])
                     more = ", ..." if len(matches) > 3 else ""
                     raise ImageNotFound(
-                        f"{label} '{reference}': {len(matches)} files of that name under "
+                        f"{label} '{display_path(reference)}': {len(matches)} files of that name under "
                         f"{display_path(search_root)} "
                         f"({shown}{more}); use --images DIR to say where they are"
                     )
                 return best, _NOTE_SEARCH
         searched = " and ".join(map(display_path, search_roots))
         raise ImageNotFound(
-            f"{label} '{reference}' not found (looked in {', '.join(map(display_path, folders))}, and by "
+            f"{label} '{display_path(reference)}' not found "
+            f"(looked in {', '.join(map(display_path, folders))}, and by "
             f"name under {searched}; use --images DIR to say where they are)"
         )
 
