@@ -540,3 +540,22 @@ def test_pages_of_a_name_that_many_volumes_share_are_keyed_in_time_linear_in_the
     truth = load_ground_truth(tmp_path / "gt.json", "coco", frozenset({"regions"}))
     assert [image.name for image in truth.images] == [f"{volume}/0001" for volume in volumes]
     assert _CountedPart.compared <= 10 * len(volumes), _CountedPart.compared
+
+
+def test_predictions_of_pages_named_in_another_unicode_normalization_are_scored(tmp_path: Path) -> None:
+    """Ground truth naming `été.png` in NFC (as Linux tools and most exports write it) and predictions
+    of the images copied through macOS, whose names came back decomposed (NFD), as segment names them: the
+    same name, yet every page was 'without predictions' and every prediction 'not an image of the ground
+    truth'. A prediction now goes to the page whose name differs from its own only in normalization."""
+    import unicodedata
+
+    document = coco_document()
+    for image, name in zip(document["images"], ("\u00e9t\u00e9.png", "M\u00fcller.png"), strict=True):
+        image["file_name"] = name
+    (truth := tmp_path / "truth.json").write_text(json.dumps(document))
+    for image in document["images"]:
+        image["file_name"] = unicodedata.normalize("NFD", image["file_name"])
+    (predicted := tmp_path / "predicted.json").write_text(json.dumps(document))
+    report = _report(truth, "--pred", predicted)
+    assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+    assert report["mask"]["AP"] == pytest.approx(_report(truth, "--pred", truth)["mask"]["AP"])

@@ -11,6 +11,7 @@ the other images are scored.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
@@ -51,6 +52,7 @@ class GroundTruth:
     # keyed by the end of its path that tells it apart (`vol1/0001`)
     repeated: dict[str, dict[str, Path]] = field(default_factory=dict)
     _indexes: dict[str, _RepeatedPages] = field(default_factory=dict, repr=False)  # `page_key`'s, by stem
+    _composed: dict[str, list[str]] | None = field(default=None, repr=False)  # `_own_stem`'s: NFC → stems
 
     @property
     def unreadable(self) -> set[str]:
@@ -74,6 +76,7 @@ class GroundTruth:
         the prediction names it, `../scans/vol2/0001.tif`: `vol2/0001`). Raises ValueError when that
         tells none or several of them: the prediction's readers then leave those pages out, as they do
         two predictions of one page."""
+        stem = self._own_stem(stem)
         pages = self.repeated.get(stem)
         if not pages:
             return stem
@@ -92,6 +95,19 @@ class GroundTruth:
             f"'{stem}' is the name of {len(pages)} pages of the ground truth ({', '.join(pages)}), and "
             "which one is meant cannot be told from the image's path: they are left out"
         )
+
+    def _own_stem(self, stem: str) -> str:
+        """`stem` as the ground truth spells it where the two differ only in Unicode normalization (NFC,
+        NFD): images copied through macOS come back with decomposed names (`e` and a combining accent),
+        while ground truth written elsewhere composes them (`é`), and the other way round."""
+        if stem in self.keys or stem in self.repeated:
+            return stem
+        if self._composed is None:
+            self._composed = defaultdict(list)
+            for own in (*self.keys, *self.repeated):
+                self._composed[unicodedata.normalize("NFC", own)].append(own)
+        same = self._composed.get(unicodedata.normalize("NFC", stem), [])
+        return same[0] if len(same) == 1 else stem
 
     def class_names(self) -> set[str]:
         """The classes the ground truth declares (a COCO file's or a split's categories)."""
