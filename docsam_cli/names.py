@@ -11,9 +11,10 @@ Four rules, each defined once here:
 * Text inside XML (`xml_text`, PAGE and ALTO): as `output_text`, and the characters XML 1.0 does not allow
   (C0 controls but tab, newline and carriage return; lone surrogates; U+FFFE, U+FFFF) percent-encoded as
   their UTF-8 bytes (`%1B`, `%EF%BF%BF`), as `file_name_text` encodes them.
-* Names of output files made from input names (`file_name_text`): control characters and undecodable bytes
-  percent-encoded as their UTF-8 / raw bytes (`%0A`, `%1B`, `%FF`), so an output name is valid UTF-8,
-  one line, and the same text inside the output files as on disk.
+* Names of output files made from input names (`file_name_text`): control characters, undecodable bytes
+  and the other characters XML forbids (U+FFFE, U+FFFF) percent-encoded as their UTF-8 / raw bytes (`%0A`,
+  `%1B`, `%FF`), so an output name is valid UTF-8, one line, and the same text inside the output files as
+  on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
 _XML_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_IN_FILE_NAMES = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff]")  # `_CONTROL` and XML's
 
 
 def one_line(text: str) -> str:
@@ -48,8 +50,9 @@ def xml_text(text: str) -> str:
 
 
 def file_name_text(text: str) -> str:
-    """`text` fit to name an output file: control characters and undecodable bytes percent-encoded."""
-    return _CONTROL.sub(_percent_encoded, output_text(text))
+    """`text` fit to name an output file: control characters, undecodable bytes and the noncharacters XML
+    forbids percent-encoded."""
+    return _NOT_IN_FILE_NAMES.sub(_percent_encoded, output_text(text))
 
 
 def _percent_encoded(match: re.Match[str]) -> str:

@@ -14,6 +14,7 @@ from instances_factory import make_instances, rect_mask
 from lxml import etree
 from pycocotools import mask as mask_utils
 
+from docsam_cli.inputs.sources import portable_stem
 from docsam_cli.names import xml_text
 from docsam_cli.writers.jsonl import dumps_record
 from docsam_cli.writers.page_outputs import OutputSettings, PageSource, PageWriter
@@ -79,6 +80,17 @@ def test_xml_text_percent_encodes_what_xml_forbids_as_utf8_bytes():
     assert xml_text("a\x1bb\x07\x00\x0b\x0c\x1f") == "a%1Bb%07%00%0B%0C%1F"
     assert xml_text("\udcff\ud800\ufffe\uffff") == "%FF%ED%A0%80%EF%BF%BE%EF%BF%BF"  # bytes, lone surrogates
     assert xml_text("tab\tnew\nline\r é & <x> \x7f") == "tab\tnew\nline\r é & <x> \x7f"  # XML allows these
+
+
+def test_a_page_id_is_written_in_xml_as_its_files_are_named():
+    """A file name holding U+FFFE or U+FFFF (noncharacters XML forbids, left by a byte-swapped byte order
+    mark) kept them in the page id, so its PAGE and ALTO files named its saved image `image/%EF%BF%BEx.png`
+    while the image was saved as `image/\ufffex.png`: a file of another name. The id now percent-encodes
+    them, as it does control characters, so the text in the files is the name on disk."""
+    for name in ("\ufffex", "x\uffff", "ctl\x01\udcff\ufffe"):
+        stem = portable_stem(name)
+        assert xml_text(stem) == stem, name
+    assert portable_stem("\ufffex") == "%EF%BF%BEx"
 
 
 def test_control_characters_in_file_and_class_names_give_valid_xml(tmp_path, page_schema, alto_schema):
