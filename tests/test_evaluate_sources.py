@@ -559,3 +559,22 @@ def test_predictions_of_pages_named_in_another_unicode_normalization_are_scored(
     report = _report(truth, "--pred", predicted)
     assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
     assert report["mask"]["AP"] == pytest.approx(_report(truth, "--pred", truth)["mask"]["AP"])
+
+
+def test_predictions_of_a_page_whose_name_is_not_utf8_are_scored(tmp_path: Path) -> None:
+    """An image named in Latin-1 (`Stra\\xdfe.png`, from an old Windows share), its PAGE ground truth naming
+    it percent-encoded (`Stra%DFe.png`, which conversion finds): segment's outputs name it percent-encoded
+    too, as every UTF-8 output must, and the page was 'without predictions' and its prediction 'not an image
+    of the ground truth'. A prediction now goes to the page whose name it writes so."""
+    document = coco_document()
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    latin = os.fsdecode(b"Stra\xdfe.png")
+    for image, name in zip(document["images"], ("Stra%DFe.png", "b.png"), strict=True):
+        write_image(truth / (latin if name.startswith("Stra") else name), 60, 40)
+        regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+        (truth / f"{Path(name).stem}.xml").write_text(page_xml(name, 60, 40, regions))
+        image["file_name"] = name  # as segment's coco.json writes it
+    (predicted := tmp_path / "predicted.json").write_text(json.dumps(document))
+    report = _report(truth, "--gt-format", "page", "--pred", predicted)
+    assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []

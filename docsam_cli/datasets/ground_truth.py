@@ -31,6 +31,7 @@ from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
 from docsam_cli.inputs.images import open_image, to_first_page, upright_header
+from docsam_cli.names import output_text
 
 
 @dataclass
@@ -52,7 +53,7 @@ class GroundTruth:
     # keyed by the end of its path that tells it apart (`vol1/0001`)
     repeated: dict[str, dict[str, Path]] = field(default_factory=dict)
     _indexes: dict[str, _RepeatedPages] = field(default_factory=dict, repr=False)  # `page_key`'s, by stem
-    _composed: dict[str, list[str]] | None = field(default=None, repr=False)  # `_own_stem`'s: NFC → stems
+    _comparable: dict[str, list[str]] | None = field(default=None, repr=False)  # `_own_stem`'s, of stems
 
     @property
     def unreadable(self) -> set[str]:
@@ -98,15 +99,16 @@ class GroundTruth:
 
     def _own_stem(self, stem: str) -> str:
         """`stem` as the ground truth spells it where the two differ only in Unicode normalization (NFC,
-        NFD): images copied through macOS come back with decomposed names (`e` and a combining accent),
-        while ground truth written elsewhere composes them (`é`), and the other way round."""
+        NFD: images copied through macOS come back with decomposed names, `e` and a combining accent, while
+        ground truth written elsewhere composes them, `é`) or in how a byte that is not UTF-8 is written
+        (predictions, as every UTF-8 output, percent-encode it: `Stra%DFe` for a Latin-1 `Stra\\xdfe`)."""
         if stem in self.keys or stem in self.repeated:
             return stem
-        if self._composed is None:
-            self._composed = defaultdict(list)
+        if self._comparable is None:
+            self._comparable = defaultdict(list)
             for own in (*self.keys, *self.repeated):
-                self._composed[unicodedata.normalize("NFC", own)].append(own)
-        same = self._composed.get(unicodedata.normalize("NFC", stem), [])
+                self._comparable[_comparable_name(own)].append(own)
+        same = self._comparable.get(_comparable_name(stem), [])
         return same[0] if len(same) == 1 else stem
 
     def class_names(self) -> set[str]:
@@ -354,6 +356,11 @@ def _add(
         truth.shared_ids.setdefault(image.id, [truth.image_keys[image.id]]).append(key)
     truth.image_keys[image.id] = key
     truth.images.append(GtImage(key, image.height, image.width, annotations, found, missing))
+
+
+def _comparable_name(name: str) -> str:
+    """`name` as `GroundTruth._own_stem` compares it: undecodable bytes percent-encoded, composed (NFC)."""
+    return unicodedata.normalize("NFC", output_text(name))
 
 
 def _image_key(file_name: str) -> str:
