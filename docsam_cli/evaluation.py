@@ -32,6 +32,7 @@ from pycocotools.cocoeval import COCOeval
 
 from docsam_cli.assignment import linear_sum_assignment
 from docsam_cli.datasets.geometry import resize_rle
+from docsam_cli.names import output_text
 
 if TYPE_CHECKING:  # metrics only read PageInstances' fields
     from docsam_cli.errors import InputError
@@ -100,8 +101,9 @@ class EvaluationResult:
             "mAF": self.maf,
             "mIoU": self.miou,
             "per_class": {name: vars(scores) for name, scores in self.per_class.items()},
-            "images_without_predictions": self.images_without_predictions,
-            "predictions_without_ground_truth": self.predictions_without_ground_truth,
+            # page keys are file names: a byte that is not UTF-8 percent-encoded, as segment writes it
+            "images_without_predictions": list(map(output_text, self.images_without_predictions)),
+            "predictions_without_ground_truth": list(map(output_text, self.predictions_without_ground_truth)),
             "rescaled_predictions": self.rescaled_predictions,
             "ignored_predictions": self.ignored_predictions,
         }

@@ -578,3 +578,22 @@ def test_predictions_of_a_page_whose_name_is_not_utf8_are_scored(tmp_path: Path)
     (predicted := tmp_path / "predicted.json").write_text(json.dumps(document))
     report = _report(truth, "--gt-format", "page", "--pred", predicted)
     assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+
+
+def test_the_report_names_a_page_whose_name_is_not_utf8_percent_encoded(tmp_path: Path) -> None:
+    """The JSON report listed a Latin-1 page without predictions as Python's lone surrogate escape
+    (`"Stra\\udcdfe"`), which JSON readers (jq, browsers) turn into U+FFFD, losing the name. It is now
+    written percent-encoded (`Stra%DFe`), as segment's outputs write such names."""
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    write_image(truth / os.fsdecode(b"Stra\xdfe.png"), 60, 40)
+    regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+    (truth / "a.xml").write_text(page_xml("Stra%DFe.png", 60, 40, regions))
+    write_image(truth / "b.png", 60, 40)
+    (truth / "b.xml").write_text(page_xml("b.png", 60, 40, regions))
+    predicted = tmp_path / "predicted.json"  # of b.png alone
+    image = {"id": 1, "file_name": "b.png", "width": 60, "height": 40}
+    predicted.write_text(json.dumps({"images": [image], "annotations": [], "categories": []}))
+    result = run_cli("evaluate", truth, "--gt-format", "page", "--pred", predicted, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert '"Stra%DFe"' in result.stdout, result.stdout
