@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -241,3 +242,18 @@ def test_an_image_not_found_is_named_exactly_in_its_error(tmp_path: Path) -> Non
     errors = "\n".join(result.error_lines())
     for shown in ("'Brief  an.png' not found", "'tab\\tx.png' not found", "'nl\\nx.png' not found"):
         assert shown in errors, errors
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a backslash separates folders there")
+def test_an_image_whose_name_holds_a_backslash_is_found_as_named(tmp_path: Path) -> None:
+    """A file named `vol1\\p1.png` (Windows zips unpacked on Linux keep the backslash in the name), which
+    segment's PAGE file names as it is: conversion read every backslash as Windows' folder separator and
+    looked for `vol1/p1.png` and `p1.png` only, so segment's own outputs were 'not found'. A reference is
+    now looked for as written first."""
+    source = tmp_path / "gt"
+    source.mkdir()
+    write_image(source / "vol1\\p1.png", 60, 40)
+    regions = [("TextRegion", "paragraph", "2,2 20,2 20,20 2,20")]
+    (source / "a.xml").write_text(page_xml("vol1\\p1.png", 60, 40, regions))
+    result = run_cli("convert-dataset", source, "--from", "page", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr

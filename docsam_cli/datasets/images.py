@@ -131,7 +131,11 @@ class ImageFinder:
             raise ImageNotFound(f"no {label} file named")
 
         def find(path: str) -> tuple[Path, str | None]:
-            return self._find(path, reference, annotation, label, extra_dirs, search_under, suffixes)
+            arguments = (path, reference, annotation, label, extra_dirs, search_under, suffixes)
+            if "\\" in path and os.sep == "/":  # a name holding one (`vol1\\p1.png`, from a Windows zip)
+                with contextlib.suppress(ImageNotFound):
+                    return self._find(*arguments, separator="")
+            return self._find(*arguments)
 
         if _SCHEME.match(text):
             text = _percent_decoded(urlparse(text).path)
@@ -153,9 +157,11 @@ class ImageFinder:
         extra_dirs: Sequence[str],
         search_under: Sequence[Path],
         suffixes: Sequence[str],
+        separator: str = "\\",
     ) -> tuple[Path, str | None]:
-        """`find` for the path `text` that `reference` gives."""
-        posix = PurePosixPath(text.replace("\\", "/"))
+        """`find` for the path `text` that `reference` gives, `separator` (Windows' `\\`, or "" for none)
+        read as `/`."""
+        posix = PurePosixPath(text.replace(separator, "/") if separator else text)
         name = posix.name
         folder = annotation.parent
         relative = None if posix.is_absolute() or _DRIVE.match(str(posix)) else Path(*posix.parts)
