@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import error_lines, run_docsam
-from convert_helpers import coco_source, page_xml, run_cli, write_image
+from convert_helpers import CliResult, coco_source, page_xml, run_cli, write_image
 
 from docsam_cli.datasets import layout
 from docsam_cli.datasets.ground_truth import load_ground_truth
@@ -601,8 +601,14 @@ def test_ctrl_c_while_the_previous_dataset_is_removed_says_the_new_one_is_in_pla
 
     monkeypatch.setattr(shutil, "rmtree", interrupted)
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    _assert_new_dataset_in_place(result, out)
+
+
+def _assert_new_dataset_in_place(result: CliResult, out: Path) -> None:
+    """An `--overwrite` into `out` interrupted once its new dataset (2 images) was in place: exit 130, the
+    line saying so and naming what is left of the previous dataset."""
     assert result.exit_code == 130
-    (left,) = source.glob(".out.*.old")
+    (left,) = out.parent.glob(f".{out.name}.*.old")
     assert result.error_lines() == [
         "error: interrupted while removing the previous dataset: the new one is complete in "
         f"{out} (2 images); what is left of the previous one, {left}, goes with the next conversion "
@@ -665,14 +671,7 @@ def test_sigterm_while_overwrite_swaps_the_datasets_leaves_the_new_one_in_place(
         result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert result.exit_code == 130
-    (left,) = source.glob(".out.*.old")
-    assert result.error_lines() == [
-        "error: interrupted while removing the previous dataset: the new one is complete in "
-        f"{out} (2 images); what is left of the previous one, {left}, goes with the next conversion "
-        f"into {out}"
-    ]
-    assert (out / "list.txt").is_file()
+    _assert_new_dataset_in_place(result, out)
 
 
 def test_a_previous_dataset_removed_by_another_conversion_meanwhile_is_no_warning(
