@@ -149,3 +149,35 @@ def _no_remote_network(monkeypatch: pytest.MonkeyPatch):
     allow_loopback_only(monkeypatch, attempted)
     yield
     assert not attempted, f"the test tried to reach remote hosts: {attempted}"
+
+
+@pytest.fixture
+def folders_listed_backwards(monkeypatch: pytest.MonkeyPatch):
+    """Every folder listed (`os.scandir`, under `os.walk`, `glob` and `Path.glob`) in the reverse of the
+    order this file system gives: another file system, or this one on another machine, lists in another."""
+    scandir = os.scandir
+
+    class Backwards:
+        def __init__(self, entries: list[os.DirEntry]) -> None:
+            self.entries = iter(entries[::-1])
+
+        def __iter__(self):
+            return self
+
+        def __next__(self) -> os.DirEntry:
+            return next(self.entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    def backwards(path="."):
+        with scandir(path) as entries:
+            return Backwards(list(entries))
+
+    monkeypatch.setattr(os, "scandir", backwards)

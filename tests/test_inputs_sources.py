@@ -51,6 +51,28 @@ def test_directory_gives_supported_files_in_natural_order_without_hidden_or_subd
     assert names(collect_documents([str(tree)])) == ["p1.PDF", "p2.png", "p10.png"]
 
 
+@pytest.mark.parametrize("given", ["scans", "scans/**/*.png"])
+def test_names_alike_but_for_case_or_leading_zeros_come_in_one_order_however_the_folder_lists_them(
+    tmp_path, monkeypatch, request, given
+):
+    """`p1.png`, `P1.png` and `p01.png` are one name in natural order, and came in the order the file
+    system listed them (ext4 by a hash of each file system's own, tmpfs newest first): the same folder gave
+    its pages, their COCO image ids and JSON lines in another order on another machine or after a copy.
+    Such names come in code-point order."""
+    for name in ["p01.png", "p1.png", "P1.png", "vol1/a.png", "Vol1/a.png", "vol01/a.png"]:
+        touch(tmp_path / "scans" / name)
+    monkeypatch.chdir(tmp_path)
+    expected = ["P1.png", "p01.png", "p1.png", "Vol1/a.png", "vol01/a.png", "vol1/a.png"]
+
+    def found() -> list[str]:
+        documents = collect_documents([given], recursive=True)
+        return [document.path.relative_to("scans").as_posix() for document in documents]
+
+    assert found() == expected
+    request.getfixturevalue("folders_listed_backwards")
+    assert found() == expected
+
+
 def test_folders_find_jpeg_2000_and_apng_under_every_suffix_pillow_reads_them_by(tmp_path):
     """JPX files are often named `.jpf` (Kakadu, Adobe), JPEG 2000 codestreams `.j2c` or `.jpc`: a folder
     of them was refused as holding no image, though each of them named on its own was read."""

@@ -200,6 +200,31 @@ def test_coco_images_say_which_page_and_file_they_are(tmp_path):
     ]
 
 
+def test_earlier_pages_alike_in_natural_order_keep_their_place_however_the_records_are_listed(
+    tmp_path, request
+):
+    """The COCO files put the pages of earlier runs first, in natural order, where `p1` and `p01` are one:
+    they came in the order the file system listed the records, so two copies of a folder could number
+    the same pages' images otherwise."""
+    writer = PageWriter(settings(tmp_path, formats=("coco",)))
+    for page_id in ("p1", "p01", "P2"):
+        writer.write(
+            PageSource(tmp_path / f"{page_id}.png", None, page_id, np.zeros((40, 30, 3), np.uint8)),
+            crowded_page(2, 40, 30),
+            {},
+        )
+        writer.files(page_id).record.parent.mkdir(parents=True, exist_ok=True)
+        writer.files(page_id).record.write_text("{}")
+
+    def page_ids() -> list[str]:
+        writer.finish([])
+        return [image["page_id"] for image in json.loads((tmp_path / "coco.json").read_text())["images"]]
+
+    assert page_ids() == ["p01", "p1", "P2"]
+    request.getfixturevalue("folders_listed_backwards")
+    assert page_ids() == ["p01", "p1", "P2"]
+
+
 def test_references_lead_to_the_image_from_an_output_folder_behind_a_link(tmp_path):
     """`--out results` where `results` links to `disk/deep/results`: every reference is read from the real
     folder of the file holding it, so it must lead to the image from there (a linked scan stays a link)."""

@@ -353,10 +353,12 @@ def _is_inside(path: Path, folders: frozenset[str]) -> bool:
     return any(real.is_relative_to(folder) for folder in folders)
 
 
-def natural_key(text: str) -> tuple[str | int, ...]:
-    """Sort key that orders digit runs by value: `page2` < `page10`. Case-insensitive."""
+def natural_key(text: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key that orders digit runs by value: `page2` < `page10`. Case-insensitive; names it makes
+    equal (`P1`, `p01`, `p1`) in code-point order, so that an order never depends on the order a file
+    system lists a folder in (ext4 by a hash of each file system's own, tmpfs newest first)."""
     parts = re.split(r"(\d+)", text.lower())
-    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), text
 
 
 def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) -> list[str]:
