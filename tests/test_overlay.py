@@ -4,6 +4,7 @@ beside the page, atomic PNG/JPEG."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from instances_factory import empty_instances, make_instances, rect_mask
-from PIL import ImageFont
+from PIL import ImageFont, features
 
 import docsam_cli.writers.overlay as overlay_module
 from docsam_cli.presets import PRESETS
@@ -472,3 +473,40 @@ def test_a_class_name_with_line_breaks_is_labelled_on_one_line(page, other):
     failing the page."""
     broken = rendered_names(page, ["Table\nHeader\t ", other])
     assert np.array_equal(broken, rendered_names(page, ["Table Header", other]))
+
+
+def overlay_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == overlay_module.__name__]
+
+
+def test_a_class_name_no_installed_font_draws_is_named_in_a_warning(page, caplog, fresh_font_lookup):
+    """A name with letters no installed font has (`表格` where no CJK font is installed) was drawn as boxes in
+    its labels and legend row, without a word why; it is now named in one warning line, not one per page."""
+    undrawable = "\U000f0001\U000f0002"  # private-use code points: no font draws them
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            rendered_names(page, [undrawable, "Überschrift", "text"])
+    [message] = overlay_warnings(caplog)
+    assert repr(undrawable) in message and "boxes" in message
+    assert "Überschrift" not in message and "text" not in message
+
+
+def test_right_to_left_names_are_named_in_a_warning_where_pillow_lacks_fribidi(
+    page, caplog, monkeypatch, fresh_font_lookup
+):
+    """Without the FriBiDi library (slim container images), Pillow lays text out left to right, letter by
+    letter: `جدول` was labelled `لودج`, reversed and unjoined, without a word why."""
+    names = ["جدول", "טבלה", "Überschrift"]
+
+    def reversed_warnings() -> list[str]:
+        overlay_module._font_sources.cache_clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rendered_names(page, names)
+        return [message for message in overlay_warnings(caplog) if "reversed" in message]
+
+    if features.check_feature("raqm"):
+        assert not reversed_warnings()  # laid out right to left, letters joined
+    monkeypatch.setattr(ImageFont.core, "HAVE_RAQM", False)
+    [message] = reversed_warnings()
+    assert repr("جدول") in message and repr("טבלה") in message and "Überschrift" not in message

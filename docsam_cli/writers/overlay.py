@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import subprocess
+import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
 from docsam_cli.atomic import atomic_write_bytes
 from docsam_cli.writers.shapes import PageShapes
@@ -53,6 +56,11 @@ FONTCONFIG_TRIES = 5  # of the fonts fontconfig ranks first for a label's letter
 LABEL_EXTRAS = "0123456789.()"  # drawn with each class name: its score on the page, its count in the legend
 LOOKUP_SIZE = 16  # px, of the fonts loaded to see which letters they draw
 UNDRAWN = "\U000f0000"  # a private-use code point: no font has a glyph for it
+
+RIGHT_TO_LEFT = frozenset({"R", "AL"})  # Unicode bidirectional classes: Hebrew, Arabic, Syriac, Thaana, ...
+
+logger = logging.getLogger(__name__)
+_font_lookup = threading.Lock()  # one lookup per class list, and one warning, however many writer threads
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 FontSource = tuple[str, int]  # a font file, and the face's index in it (a .ttc collection holds several)
@@ -148,7 +156,8 @@ def label_fonts(size: int, class_names: Sequence[str]) -> list[Font]:
     and for a name it lacks (`表格` among `Überschrift` and `جدول`), one that draws that name, so that no
     name is drawn as boxes while an installed font has its letters. New fonts per page: writer threads
     never share one."""
-    sources = _font_sources(tuple(class_names))
+    with _font_lookup:
+        sources = _font_sources(tuple(class_names))
     loaded = {source: _load(source, size) or _load(None, size) for source in set(sources)}
     return [loaded[source] for source in sources]
 
@@ -162,10 +171,40 @@ def _font_sources(class_names: tuple[str, ...]) -> tuple[FontSource | None, ...]
     if all(letter.isascii() for letter in everything):
         return (None,) * len(class_names)
     shared = _font_drawing(everything) or next(iter(_installed_fallbacks()), None)
-    return tuple(
+    sources = tuple(
         shared if shared is not None and _draws_all(shared, letters) else _font_drawing(letters) or shared
         for letters in map(_letters, class_names)
     )
+    _warn_of_illegible(class_names, sources)
+    return sources
+
+
+def _warn_of_illegible(class_names: Sequence[str], sources: Sequence[FontSource | None]) -> None:
+    """Warn of the class names the overlays cannot draw as written: with letters no installed font has
+    (drawn as boxes), or right to left where Pillow lays text out without FriBiDi (their letters drawn in
+    reverse order, Arabic's unjoined). Labels and legend showed them so without a word why."""
+    boxed = [
+        name
+        for name, source in zip(class_names, sources, strict=True)
+        if not _draws_all(source, _letters(name))
+    ]
+    if boxed:
+        logger.warning(
+            "overlays draw the class name(s) %s as boxes: no installed font has their letters (install one "
+            "that has, such as Noto Sans CJK for Chinese, Japanese or Korean)",
+            ", ".join(repr(one_line(name)) for name in boxed),
+        )
+    if features.check_feature("raqm"):
+        return
+    reversed_names = [
+        name for name in class_names if any(unicodedata.bidirectional(c) in RIGHT_TO_LEFT for c in name)
+    ]
+    if reversed_names:
+        logger.warning(
+            "overlays draw the class name(s) %s with their letters reversed and unjoined: Pillow lays out "
+            "right-to-left text only with the FriBiDi library (install libfribidi0 or fribidi)",
+            ", ".join(repr(one_line(name)) for name in reversed_names),
+        )
 
 
 def _letters(text: str) -> frozenset[str]:
@@ -217,9 +256,9 @@ def _load(source: FontSource | None, size: int) -> Font | None:
         return None
 
 
-def _draws_all(source: FontSource, letters: frozenset[str]) -> bool:
-    """Whether the font has a glyph of its own for each of `letters`, rather than the box it draws for a
-    letter it lacks (as for a private-use code point)."""
+def _draws_all(source: FontSource | None, letters: frozenset[str]) -> bool:
+    """Whether the font (None: the bundled one) has a glyph of its own for each of `letters`, rather than
+    the box it draws for a letter it lacks (as for a private-use code point)."""
     font = _load(source, LOOKUP_SIZE)
     if font is None:
         return False
