@@ -124,6 +124,18 @@ def test_a_nested_instance_too_low_to_stack_its_label_does_not_cover_the_label_b
         assert fill >= 100, f"{CLASSES[label]}'s label is covered"
 
 
+def test_a_label_with_no_room_in_its_instance_goes_above_the_label_it_would_cover(page):
+    """A separator rule lower and narrower than a label, just above a footnote (a text line in its page-number
+    region, too): its label found no room inside it, below or beside the footnote's, and was drawn over that
+    one (two labels read 'text-line 0.89r 0.90'); it now goes above, and both can be read."""
+    masks = [rect_mask(HEIGHT, WIDTH, 20, 200, 280, 380), rect_mask(HEIGHT, WIDTH, 20, 195, 60, 198)]
+    overlay = render_overlay(page, PageShapes(make_instances(masks, [0, 1], CLASSES, scores=[0.97, 0.5])))
+    around = overlay[150:240, 20:120].astype(int)
+    for label in range(2):
+        fill = (np.abs(around - class_colour(label)[::-1]).sum(-1) == 0).sum()
+        assert fill >= 200, f"{CLASSES[label]}'s label is covered"
+
+
 def test_a_page_with_nothing_drawn_gets_no_legend(page):
     blank = render_overlay(page, PageShapes(empty_instances(HEIGHT, WIDTH, CLASSES)))
     assert (blank == page).all()
