@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from docsam_cli.datasets.classes import split_list
+from docsam_cli.datasets.classes import clean_name, split_list
 from docsam_cli.user_paths import expand_user
 
 
@@ -68,7 +68,9 @@ def resolve_prompts(
         if not names:
             raise ValueError("--classes needs at least one class name")
         refuse_repeated_classes(names)
-        return names, domain if domain is not None else ""
+        # blanks inside a name as one space, as convert-dataset writes class names: the classes segment
+        # writes are then those a conversion of its files reads back (the model reads both alike)
+        return [clean_name(name) for name in names], domain if domain is not None else ""
     if preset is None and default is not None:
         refuse_repeated_classes(default.classes, f"the weights' class list ({default.description})")
         return list(default.classes), domain if domain is not None else default.domain

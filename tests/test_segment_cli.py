@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from segment_helpers import E2E_CLASSES, leftover_temporaries, run_segment
 from tokenizers import Tokenizer
 
+from docsam_cli.datasets.classes import ClassFilter
 from docsam_cli.presets import Preset, prompt_key, resolve_prompts
 from model.inference.mapping import resample_masks
 
@@ -219,6 +220,17 @@ def test_a_class_name_holding_a_comma_is_given_with_a_backslash_as_convert_datas
     `--classes 'Name\\, Title,Stamp'` prompted three classes, `Name\\`, `Title` and `Stamp`: the class
     could not be named on the command line. It is written as convert-dataset and evaluate --map write it."""
     assert resolve_prompts("Name\\, Title,Stamp", None, None) == (["Name, Title", "Stamp"], "")
+
+
+def test_blanks_inside_a_class_name_are_one_space_as_convert_dataset_reads_the_name_back() -> None:
+    """`--classes 'running\ttitle,foot  note'` (names pasted from a spreadsheet or a wrapped line) wrote
+    those names into COCO, PAGE and ALTO, while `convert-dataset` of those files names the classes with one
+    space (`running title`): `evaluate` of the converted dataset against the same predictions then ignored
+    every prediction of the class and scored it as all missed. `--classes` now writes the name as a
+    conversion reads it back (the model reads both alike)."""
+    names, _ = resolve_prompts("running\ttitle,foot  note,side\nnote", None, None)
+    assert names == ["running title", "foot note", "side note"]
+    assert [ClassFilter().apply(name) for name in names] == names
 
 
 def test_stored_classes_the_vocabulary_reads_alike_are_refused():
