@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docsam_cli.datasets.classes import clean_name, split_list
+from docsam_cli.names import one_line
 from docsam_cli.user_paths import expand_user
 
 
@@ -62,6 +63,8 @@ def resolve_prompts(
     default preset."""
     if classes is not None and preset is not None:
         raise ValueError("give either --classes or --preset, not both")
+    refuse_undecodable(classes, "--classes")
+    refuse_undecodable(domain, "--domain")
     if classes is not None:
         # `\,` is a comma inside a name, as in convert-dataset --map
         names = [name.strip() for name in split_list(classes) if name.strip()]
@@ -78,6 +81,19 @@ def resolve_prompts(
     if chosen is None:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     return list(chosen.classes), domain if domain is not None else chosen.domain
+
+
+def refuse_undecodable(text: str | None, option: str) -> None:
+    """Refuse (ValueError naming `option`) prompt text holding a byte that is not UTF-8, which Python
+    carries as a lone surrogate (PEP 383: a name typed in a Latin-1 terminal or script): the text encoder's
+    tokenizer takes Unicode text only, and would fail on it."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{option} '{one_line(text or '')}' holds a byte that is not UTF-8 (shown as \\xNN): give it in "
+            "UTF-8, the text the model reads"
+        ) from None
 
 
 def refuse_repeated_classes(names: Sequence[str], source: str = "--classes") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -239,6 +240,19 @@ def test_model_options_without_a_model_are_refused_not_ignored(tmp_path, options
     result = CliRunner().invoke(app, ["evaluate", str(truth), "--pred", str(truth), *options])
     assert result.exit_code == 2 and result.stdout == ""
     assert f"{named} --weights" in result.stderr
+
+
+def test_a_domain_that_is_not_utf8_is_refused_before_the_model_runs(tmp_path, monkeypatch):
+    """`evaluate --weights W --domain $'B\\xfccher'` (typed in a Latin-1 terminal) ended in 'error: internal
+    error: TypeError: TextEncodeInput must be ...' once the model was loaded: its tokenizer takes no such
+    byte. It is a usage error naming the option, before the weights are looked at (these do not exist)."""
+    monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    domain = os.fsdecode(b"B\xfccher")
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--weights", "nowhere.pth", "--domain", domain])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--domain 'B\\xfccher' holds a byte that is not UTF-8" in result.stderr
 
 
 def test_geometry_options_without_a_model_are_refused(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -231,6 +232,26 @@ def test_blanks_inside_a_class_name_are_one_space_as_convert_dataset_reads_the_n
     names, _ = resolve_prompts("running\ttitle,foot  note,side\nnote", None, None)
     assert names == ["running title", "foot note", "side note"]
     assert [ClassFilter().apply(name) for name in names] == names
+
+
+@pytest.mark.parametrize(
+    ("classes", "domain", "named"),
+    [
+        ("table,\xdcberschrift", None, "--classes 'table,\\xdcberschrift'"),
+        ("table", "B\xfccher", "--domain 'B\\xfccher'"),
+    ],
+)
+def test_prompts_holding_a_byte_that_is_not_utf8_are_refused(classes, domain, named) -> None:
+    """`--classes $'\\xdcberschrift'` (typed in a Latin-1 terminal or script; Python carries the byte as a
+    lone surrogate) ended in 'error: internal error: TypeError: TextInputSequence must be str' (exit 3),
+    and such a `--domain` failed every page once the model was loaded: the tokenizer takes Unicode text
+    only. Both are a usage error naming the option, before any work."""
+    surrogates = [os.fsdecode(text.encode("latin-1")) if text else text for text in (classes, domain)]
+    with pytest.raises(ValueError) as refused:
+        resolve_prompts(*surrogates, None)
+    assert str(refused.value) == (
+        f"{named} holds a byte that is not UTF-8 (shown as \\xNN): give it in UTF-8, the text the model reads"
+    )
 
 
 def test_stored_classes_the_vocabulary_reads_alike_are_refused():

@@ -38,7 +38,7 @@ from docsam_cli.datasets.records import LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.names import display_path
-from docsam_cli.presets import refuse_repeated_classes
+from docsam_cli.presets import refuse_repeated_classes, refuse_undecodable
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.user_paths import expand_user
 from docsam_cli.writers.page_outputs import STATE_DIR
@@ -178,6 +178,10 @@ def main(
     given = [flag for flag, value in model_options.items() if value is not None]
     if weights is None and given:  # predictions read from --pred are scored as they are
         raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
+    try:
+        refuse_undecodable(domain, "--domain")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     if json_out is not None and not json_out.strip():
         raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
     if json_out is not None:  # text, not a path option: '-' is stdout
