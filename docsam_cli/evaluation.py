@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -31,6 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from docsam_cli.assignment import linear_sum_assignment
+from docsam_cli.datasets.classes import clean_name
 from docsam_cli.datasets.geometry import resize_rle
 from docsam_cli.names import output_text
 
@@ -124,10 +125,12 @@ def evaluate(
     ground truth or predictions (instances, or pixels of a semantic map: a model's may paint a class that
     no instance predicts, which costs its mIoU term as in the reference) are reported and averaged.
     Predicted pages that are no ground-truth image are not scored, and listed in
-    `predictions_without_ground_truth`.
+    `predictions_without_ground_truth`. Class names on both sides are compared as `convert-dataset` writes
+    them (`classes.clean_name`: blanks inside a name as one space), as `class_map` gives them.
     """
     class_map = dict(class_map or {})
-    known = {a.category for image in ground_truth for a in image.annotations} | set(declared)
+    ground_truth = [_named_as_converted(image) for image in ground_truth]
+    known = {a.category for image in ground_truth for a in image.annotations} | set(map(clean_name, declared))
     result = EvaluationResult(len(ground_truth), [], {}, {}, None, None, {})
     result.predictions_without_ground_truth = sorted(
         predictions.keys() - {image.name for image in ground_truth}
@@ -164,6 +167,14 @@ def evaluate(
     return result
 
 
+def _named_as_converted(image: GtImage) -> GtImage:
+    """`image` with its annotations' class names as `convert-dataset` writes them (`classes.clean_name`)."""
+    annotations = [
+        replace(annotation, category=clean_name(annotation.category)) for annotation in image.annotations
+    ]
+    return replace(image, annotations=annotations)
+
+
 @dataclass
 class _Predicted:
     """A page's predictions restricted to ground-truth classes, with their semantic maps by class."""
@@ -178,7 +189,7 @@ class _Predicted:
     def of(
         cls, page: PageInstances, class_map: dict[str, str], classes: set[str], ignored: dict[str, int]
     ) -> _Predicted:
-        names = [class_map.get(name, name) for name in page.class_names]
+        names = [class_map.get(name, name) for name in map(clean_name, page.class_names)]
         keep, categories = [], []
         for index, label in enumerate(page.labels):
             name = names[int(label)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.ground_truth import load_ground_truth
 from docsam_cli.evaluation import GtAnnotation, GtImage, evaluate
 from model.instances import PageInstances
@@ -149,6 +151,31 @@ def test_relabelled_classes_and_class_mapping() -> None:
     assert result.per_class["A"].iou == 0.0
     assert result.per_class["B"].iou == pytest.approx(area_b / (area_a + area_b))
     assert result.ignored_predictions == {"C": 2}
+
+
+def test_class_names_differing_only_in_blanks_are_one_class_as_convert_dataset_names_them() -> None:
+    """segment's files of `--classes 'running\ttitle'` (a tab inside the name, as docsam wrote it before
+    collapsing such blanks) name the class so, while their conversion with convert-dataset names it
+    'running title': evaluate of the converted dataset against those files ignored every prediction of
+    the class and scored it as all missed, and the `--map` its `ignored:` line gave changed nothing, as
+    --map collapses the blanks of the names it is given. Names are compared as convert-dataset writes them."""
+    truth = [
+        GtImage(
+            image.name,
+            image.height,
+            image.width,
+            [replace(a, category=f"{a.category}  x") for a in image.annotations],
+        )
+        for image in _truth()
+    ]
+    predictions = {
+        name: _page([(f"{c}\tx", *box, 1.0) for c, *box in items]) for name, items in TRUTH.items()
+    }
+    result = evaluate(truth, predictions, declared=["A \n x"])
+    assert result.classes == ["A x", "B x"] and result.ignored_predictions == {}
+    assert result.mask == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    relabelled = {name: _page([("a", *box, 1.0) for _, *box in items]) for name, items in TRUTH.items()}
+    assert evaluate(truth, relabelled, parse_mapping(["a=A  x"])).per_class["A x"].predictions == 6
 
 
 def test_ap_uses_4000_detections_per_image_and_rescales_predictions() -> None:
