@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -147,6 +148,28 @@ def test_classes_the_model_reads_alike_are_a_warning_naming_the_map(tmp_path: Pa
     )
     assert merged.exit_code == 0 and merged.stderr == ""
     assert json.loads((tmp_path / "m" / "dataset.json").read_text())["class_names"] == ["Table"]
+
+
+def test_the_map_a_warning_names_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    """Classes `Editor's note` and `editor's note` (two annotators) were a warning ending in `merge them with
+    --map editor's note=Editor's note`: pasted into a shell, an unterminated quote, or without the apostrophe
+    three words of which --map took one. The option is now quoted, and pasted back it merges them."""
+    from convert_helpers import coco_document
+
+    document = coco_document()
+    document["categories"][0]["name"] = "Editor's note"
+    document["categories"][1]["name"] = "editor's note"
+    source = coco_source(tmp_path / "src", document) / "annotations.json"
+    result = run_cli("-q", "convert-dataset", source, "--from", "coco", "-o", tmp_path / "o")
+    assert result.exit_code == 0
+    (line,) = result.stderr.splitlines()
+    suggested = line.partition("merge them with ")[2]
+    assert shlex.split(suggested) == ["--map", "editor's note=Editor's note"]
+    merged = run_cli(
+        "-q", "convert-dataset", source, "--from", "coco", "-o", tmp_path / "m", *shlex.split(suggested)
+    )
+    assert merged.exit_code == 0 and merged.stderr == ""
+    assert json.loads((tmp_path / "m" / "dataset.json").read_text())["class_names"] == ["Editor's note"]
 
 
 def test_a_class_the_train_split_has_no_instance_of_is_a_warning(coco_file: Path) -> None:

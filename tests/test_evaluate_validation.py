@@ -4,6 +4,7 @@ one `error:` line naming the file and the field, exit 1, and the rest is scored.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -759,9 +760,25 @@ def test_predictions_of_a_class_the_ground_truth_spells_in_another_case_say_whic
     assert result.exit_code == 0, result.stderr
     assert (
         "ignored: 2 predictions of class 'table' (not in the ground truth; the model reads it as the ground "
-        "truth's 'Table': --map 'table=Table')"
+        "truth's 'Table': --map table=Table)"
     ) in result.stderr.splitlines()
     result = run_cli("evaluate", truth, "--pred", predictions, "--map", "table=Table", "--json", "-")
+    assert json.loads(result.stdout)["mask"]["AP"] == pytest.approx(1.0)
+
+
+def test_the_map_an_ignored_line_gives_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    """Ground truth labelled "Editor's note" against predictions of "editor's note": the line gave
+    `--map 'editor's note=Editor's note'`, an unterminated quote once pasted into a shell. It is quoted
+    for the shell now, and pasted back it scores the predictions."""
+    truth, predictions = coco_document(), coco_document()
+    truth["categories"][0]["name"] = "Editor's note"
+    predictions["categories"][0]["name"] = "editor's note"
+    truth, predictions = _files(tmp_path, truth, predictions)
+    result = run_cli("evaluate", truth, "--pred", predictions)
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ignored:")]
+    suggested = line.partition("the ground truth's 'Editor's note': ")[2].removesuffix(")")
+    assert shlex.split(suggested) == ["--map", "editor's note=Editor's note"]
+    result = run_cli("evaluate", truth, "--pred", predictions, *shlex.split(suggested), "--json", "-")
     assert json.loads(result.stdout)["mask"]["AP"] == pytest.approx(1.0)
 
 

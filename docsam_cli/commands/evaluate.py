@@ -486,10 +486,10 @@ def _tables(console: Console, result: EvaluationResult) -> None:
 def _map_hint(name: str, classes: list[str]) -> str:
     """How to score an ignored class: the `--map` to a ground-truth class that the model reads as the same
     name (`Table` in ALTO tags or a COCO file where segment's prompt was `table`), else a pointer to it."""
-    from docsam_cli.datasets.classes import mapping_text
+    from docsam_cli.datasets.classes import map_option
     from docsam_cli.presets import prompt_key
 
     alike = [gt for gt in classes if prompt_key(gt) == prompt_key(name)]
     if not alike:
         return "see --map"
-    return f"the model reads it as the ground truth's '{alike[0]}': --map '{mapping_text(name, alike[0])}'"
+    return f"the model reads it as the ground truth's '{alike[0]}': {map_option(name, alike[0])}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,12 @@ def _split(text: str, separator: str, maxsplit: int = -1) -> list[str]:
 def mapping_text(old: str, new: str) -> str:
     """The `old=new` pair `parse_mapping` reads back as it: commas, equals signs and backslashes escaped."""
     return "=".join(re.sub(r"([\\,=])", r"\\\1", name) for name in (old, new))
+
+
+def map_option(old: str, new: str) -> str:
+    """The `--map old=new` option that merges `old` into `new`, quoted for a POSIX shell, as a message gives
+    it to copy (`--map 'text line=Text Line'`)."""
+    return f"--map {shlex.quote(mapping_text(old, new))}"
 
 
 def _unescape(text: str) -> str:

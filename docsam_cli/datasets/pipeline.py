@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from docsam_cli.atomic import hidden_head, remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
-from docsam_cli.datasets.classes import ClassFilter, mapping_text
+from docsam_cli.datasets.classes import ClassFilter, map_option
 from docsam_cli.datasets.convert import read_sources
 from docsam_cli.datasets.convert.base import Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
@@ -444,7 +444,7 @@ def _write(
     report.warnings += _untrained_classes(groups, by_name, class_names)
     report.warnings += [
         f"the classes name a class twice: {name!r}{read_alike(earlier, name)}; train, finetune and evaluate "
-        f"--weights refuse such a dataset: merge them with --map {mapping_text(name, earlier)}"
+        f"--weights refuse such a dataset: merge them with {map_option(name, earlier)}"
         for earlier, name in repeated_classes(class_names)
     ]
     if "table" in class_names and "text word" in class_names:
