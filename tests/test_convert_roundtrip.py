@@ -115,6 +115,23 @@ def test_page_map_inverts_the_reader_naming() -> None:
     assert parse_points("1,2 3,4 5,6").tolist() == [[1, 2], [3, 4], [5, 6]]
 
 
+def test_a_class_named_other_is_read_back_from_segments_page_as_other(tmp_path: Path) -> None:
+    """`segment --classes table,other` writes the class `other` as a TextRegion whose @custom type is
+    `other`; convert-dataset and evaluate --pred read it back as 'text' (as PAGE's @type `other`, which
+    names no type in particular): the converted dataset had no class `other`, and evaluate ignored its
+    predictions and scored the class as all missed. docsam's own @custom names the class as written; the
+    same file of another producer is read as before."""
+    masks = [rect_mask(100, 200, 10, 10, 60, 50), rect_mask(100, 200, 100, 20, 180, 60)]
+    shapes = PageShapes(make_instances(masks, [0, 1], ["table", "other"]))
+    (tmp_path / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
+    page = read_page(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
+    assert sorted(instance.category for instance in page.instances) == ["other", "table"]
+    other = (tmp_path / "p.xml").read_text().replace("<Creator>docsam ", "<Creator>Transkribus ")
+    (tmp_path / "p.xml").write_text(other)
+    page = read_page(tmp_path / "p.xml", tmp_path, frozenset({"regions"}))
+    assert sorted(instance.category for instance in page.instances) == ["table", "text"]
+
+
 def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> None:
     """A text line that no region of a class holds gets a class-less TextRegion (ALTO: TextBlock) of its
     own in segment's PAGE and ALTO files; read back (evaluate --pred, convert-dataset), it was a 'text'

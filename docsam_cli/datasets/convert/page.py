@@ -169,7 +169,7 @@ def read_page(
         kind = _kind(element, name)
         if kind is None or kind not in levels or (docsam and _line_holder(element, name)):
             continue
-        instance = _instance(path, element, name, kind, notes)
+        instance = _instance(path, element, name, kind, notes, docsam)
         if instance is not None:
             instances.append(instance)
     return SourcePage(path, image, width, height, instances, image_problem=problem, notes=notes)
@@ -239,7 +239,7 @@ def _kind(element: etree._Element, name: str) -> str | None:
 
 
 def _instance(
-    path: Path, element: etree._Element, name: str, kind: str, notes: list[Note]
+    path: Path, element: etree._Element, name: str, kind: str, notes: list[Note], docsam: bool
 ) -> Instance | None:
     where = f"{name} {element.get('id', '?')}"
     coords = child(element, "Coords")
@@ -252,10 +252,20 @@ def _instance(
         notes.append(Note("dropped", "invalid Coords points", f"{where}: {error}"))
         return None
     if kind == "regions":
-        category = region_class(name, structure_type(element.get("custom")) or element.get("type"))
+        category = _region_category(element, name, docsam)
     else:
         category = {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
     return Instance(category, [polygon], score=_confidence(path, coords, where), where=where)
+
+
+def _region_category(element: etree._Element, name: str, docsam: bool) -> str:
+    """The class of a region: in docsam's own files, the class name its `@custom` type holds as written
+    (also `other`, which as a PAGE `@type` names no type, read as the element's class); else `region_class`
+    of that type or the `@type`."""
+    structure = structure_type(element.get("custom"))
+    if docsam and structure:
+        return structure
+    return region_class(name, structure or element.get("type"))
 
 
 def _points(coords: etree._Element) -> np.ndarray:
