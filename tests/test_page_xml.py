@@ -219,6 +219,23 @@ def test_a_map_entry_matches_its_class_whether_composed_or_decomposed(page_schem
     assert alto_kind(decomposed, alto_map) == AltoKind("TextBlock", "MainZone:Head")
 
 
+def test_a_map_entry_names_a_class_holding_a_comma_or_equals_sign_as_classes_does(page_schema):
+    """`--classes 'Name\\, Title,Stamp'` prompts a class `Name, Title`, but `--page-map 'Name\\,
+    Title=TextRegion:heading'` was refused ("invalid page map entry 'Name\\'"), and `a=b` could not be
+    named at all: the inline form split at every comma and the first `=`. It reads `\\,` and `\\=` as
+    `--classes` and convert-dataset --map do."""
+    masks = [rect_mask(100, 100, 0, 0, 50, 50), rect_mask(100, 100, 50, 50, 100, 100)]
+    instances = make_instances(masks, [0, 1], ["Name, Title", "a=b"])
+    page_map = parse_page_map("Name\\, Title=TextRegion:heading,a\\=b=TableRegion")
+    document = parse_valid(page_xml_string(PageShapes(instances), "p.png", page_map), page_schema)
+    assert [(etree.QName(r).localname, r.get("type")) for r in regions(document)] == [
+        ("TextRegion", "heading"),
+        ("TableRegion", None),
+    ]
+    alto_map = parse_alto_map("Name\\, Title=TextBlock:MainZone:Head")
+    assert alto_kind("Name, Title", alto_map) == AltoKind("TextBlock", "MainZone:Head")
+
+
 def test_page_map_spec_forms_and_errors(tmp_path):
     spec = {
         "table": "TableRegion",

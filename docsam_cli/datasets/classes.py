@@ -48,6 +48,12 @@ def parse_mapping(values: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
+def split_pairs(text: str) -> list[list[str]]:
+    """The items of a comma-separated list, each cut at its first `=` into its sides (one side for an item
+    without `=`), unescaped: `\\,` and `\\=` are a comma and an equals sign inside a side."""
+    return [[_unescape(side) for side in _split(item, "=", maxsplit=1)] for item in _split(text, ",")]
+
+
 def _split(text: str, separator: str, maxsplit: int = -1) -> list[str]:
     """`text` cut at each `separator` that no backslash escapes (at most `maxsplit` cuts); the escapes
     stay in the parts, for `_unescape`."""

@@ -1,6 +1,7 @@
 """Class → output element maps (`--page-map`, `--alto-map`): matching class names and parsing the specs.
 
-A spec is a JSON file, inline JSON, or `class=Element[:detail],...`; JSON maps a class to
+A spec is a JSON file, inline JSON, or `class=Element[:detail],...` (a comma or `=` inside a class
+name written `\\,`, `\\=`, as in `--classes`); JSON maps a class to
 `"Element"`, `"Element:detail"`, `["Element", "detail"]` or `{"element": "Element", "<detail>": "detail"}`.
 The detail is the PAGE `@type` or the ALTO tag label; each format validates its own entries. Class names
 are matched ignoring case, spaces, hyphens, underscores and Unicode composition (`Section-header`,
@@ -15,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.datasets.classes import split_pairs
 from docsam_cli.user_paths import expand_user
 
 ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail or None)
@@ -41,7 +43,7 @@ def parse_class_map(spec: str, syntax: MapSyntax) -> ClassMap:
     if text.startswith("{") or Path(text).suffix.lower() == ".json":
         entries = list(_json_map(text, syntax).items())
     else:
-        entries = [_split_entry(item, spec, syntax) for item in text.split(",") if item.strip()]
+        entries = [_split_entry(sides, spec, syntax) for sides in split_pairs(text) if "".join(sides).strip()]
     return {name.strip(): _element_and_detail(value, name, syntax) for name, value in entries}
 
 
@@ -72,12 +74,15 @@ def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
     return {str(name): value for name, value in raw.items()}
 
 
-def _split_entry(item: str, spec: str, syntax: MapSyntax) -> tuple[str, str]:
-    name, separator, value = item.partition("=")
-    if not separator or not name.strip() or not value.strip():
+def _split_entry(sides: list[str], spec: str, syntax: MapSyntax) -> tuple[str, str]:
+    """A `class=Element[:detail]` item cut into its sides (`classes.split_pairs`: `\\,` and `\\=` are a
+    comma and an equals sign inside a class name, as in `--classes`)."""
+    if len(sides) != 2 or not all(side.strip() for side in sides):
+        item = "=".join(sides).strip()
         raise ValueError(
-            f"invalid {syntax.name} entry {item.strip()!r} in {spec!r}: use class=Element[:{syntax.detail}]"
+            f"invalid {syntax.name} entry {item!r} in {spec!r}: use class=Element[:{syntax.detail}]"
         )
+    name, value = sides
     return name.strip(), value.strip()
 
 
