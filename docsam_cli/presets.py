@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docsam_cli.datasets.classes import clean_name, split_list
-from docsam_cli.names import one_line
+from docsam_cli.names import one_line, xml_text
 from docsam_cli.user_paths import expand_user
 
 
@@ -73,7 +73,9 @@ def resolve_prompts(
         refuse_repeated_classes(names)
         # blanks inside a name as one space, as convert-dataset writes class names: the classes segment
         # writes are then those a conversion of its files reads back (the model reads both alike)
-        return [clean_name(name) for name in names], domain if domain is not None else ""
+        names = [clean_name(name) for name in names]
+        _refuse_control_characters(names)
+        return names, domain if domain is not None else ""
     if preset is None and default is not None:
         refuse_repeated_classes(default.classes, f"the weights' class list ({default.description})")
         return list(default.classes), domain if domain is not None else default.domain
@@ -94,6 +96,18 @@ def refuse_undecodable(text: str | None, option: str) -> None:
             f"{option} '{one_line(text or '')}' holds a byte that is not UTF-8 (shown as \\xNN): give it in "
             "UTF-8, the text the model reads"
         ) from None
+
+
+def _refuse_control_characters(names: Sequence[str]) -> None:
+    """Refuse (ValueError) a class name holding a character XML forbids (a control character such as an
+    escape): PAGE and ALTO would write it percent-encoded (`%1B`), which convert-dataset and evaluate then
+    read as another class than COCO's."""
+    for name in names:
+        if xml_text(name) != name:
+            raise ValueError(
+                f"--classes names a class holding a control character: '{one_line(name)}' (PAGE and ALTO "
+                "cannot hold it)"
+            )
 
 
 def refuse_repeated_classes(names: Sequence[str], source: str = "--classes") -> None:

@@ -254,6 +254,20 @@ def test_prompts_holding_a_byte_that_is_not_utf8_are_refused(classes, domain, na
     )
 
 
+@pytest.mark.parametrize("name", ["a\x1bb", "page\x08number"])
+def test_class_names_holding_a_control_character_are_refused(name) -> None:
+    """`--classes $'table,a\\x1bb'` (an escape typed by a stray arrow key) wrote the class 'a\\x1bb' in
+    COCO but 'a%1Bb' in PAGE and ALTO, which cannot hold the character: convert-dataset of those files named
+    another class than COCO's, and evaluate ignored its predictions. It is refused, naming the class; a
+    form feed, as any blank, is a space."""
+    with pytest.raises(ValueError) as refused:
+        resolve_prompts(f"table,{name}", None, None)
+    assert str(refused.value) == (
+        f"--classes names a class holding a control character: {name!r} (PAGE and ALTO cannot hold it)"
+    )
+    assert resolve_prompts("page\x0cnumber", None, None)[0] == ["page number"]
+
+
 def test_stored_classes_the_vocabulary_reads_alike_are_refused():
     """Weights fine-tuned before `train` refused such datasets can carry 图,表 as their classes: segment
     without --classes prompted both as [UNK], silently. It is refused as `--classes 图,表` is."""
