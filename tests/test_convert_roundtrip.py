@@ -132,6 +132,29 @@ def test_a_class_named_other_is_read_back_from_segments_page_as_other(tmp_path: 
     assert sorted(instance.category for instance in page.instances) == ["table", "text"]
 
 
+def test_a_line_class_is_read_back_from_segments_page_as_its_alto_is(tmp_path: Path) -> None:
+    """`segment --classes text,DefaultLine,line` writes those lines as PAGE TextLines whose @custom type
+    names their class, as ALTO's tags do; convert-dataset --level lines and evaluate --pred read ALTO's back
+    as 'DefaultLine' and 'line' but PAGE's as 'text line', so those classes were lost (evaluate ignored
+    their predictions and scored them as all missed). docsam's own PAGE lines are read with their class;
+    another producer's lines are 'text line' as before."""
+    masks = [rect_mask(100, 200, 0, 0, 200, 100), rect_mask(100, 200, 10, 10, 190, 30)]
+    masks.append(rect_mask(100, 200, 10, 50, 190, 70))
+    shapes = PageShapes(make_instances(masks, [0, 1, 2], ["text", "DefaultLine", "line"]))
+    (tmp_path / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
+    (tmp_path / "a.xml").write_text(alto_string(shapes, "p.png"))
+    levels = frozenset({"regions", "lines"})
+    for page in (
+        read_page(tmp_path / "p.xml", tmp_path, levels),
+        read_alto(tmp_path / "a.xml", tmp_path, levels),
+    ):
+        assert sorted(instance.category for instance in page.instances) == ["DefaultLine", "line", "text"]
+    other = (tmp_path / "p.xml").read_text().replace("<Creator>docsam ", "<Creator>Transkribus ")
+    (tmp_path / "p.xml").write_text(other)
+    page = read_page(tmp_path / "p.xml", tmp_path, levels)
+    assert sorted(instance.category for instance in page.instances) == ["text", "text line", "text line"]
+
+
 def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> None:
     """A text line that no region of a class holds gets a class-less TextRegion (ALTO: TextBlock) of its
     own in segment's PAGE and ALTO files; read back (evaluate --pred, convert-dataset), it was a 'text'

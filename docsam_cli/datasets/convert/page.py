@@ -251,21 +251,21 @@ def _instance(
     except ValueError as error:
         notes.append(Note("dropped", "invalid Coords points", f"{where}: {error}"))
         return None
-    if kind == "regions":
-        category = _region_category(element, name, docsam)
-    else:
-        category = {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
+    category = _category(element, name, kind, docsam)
     return Instance(category, [polygon], score=_confidence(path, coords, where), where=where)
 
 
-def _region_category(element: etree._Element, name: str, docsam: bool) -> str:
-    """The class of a region: in docsam's own files, the class name its `@custom` type holds as written
-    (also `other`, which as a PAGE `@type` names no type, read as the element's class); else `region_class`
-    of that type or the `@type`."""
+def _category(element: etree._Element, name: str, kind: str, docsam: bool) -> str:
+    """The class of a region or text line: in docsam's own files, the class name its `@custom` type holds
+    as written (also `other`, which as a PAGE `@type` names no type, read as the element's class, and a
+    line's class, `line` or `DefaultLine`, as the ALTO reader reads it); else a region's `region_class` of
+    that type or the `@type`, and the level's class."""
     structure = structure_type(element.get("custom"))
-    if docsam and structure:
+    if docsam and structure and kind in ("regions", "lines"):
         return structure
-    return region_class(name, structure or element.get("type"))
+    if kind == "regions":
+        return region_class(name, structure or element.get("type"))
+    return {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
 
 
 def _points(coords: etree._Element) -> np.ndarray:
