@@ -270,6 +270,24 @@ def test_an_empty_polygon_gives_way_to_the_bbox(tmp_path: Path) -> None:
     assert report["fixed"] == {"polygon of fewer than 3 points left out": 1}
 
 
+def test_an_empty_bbox_beside_a_polygon_is_no_bbox(tmp_path: Path) -> None:
+    """`"bbox": []` beside a polygon, as VIA-to-COCO scripts write it: the annotation is its polygon, as
+    with no bbox (pycocotools scores its mask, the reference's loader boxes it); it made the whole image
+    fail in convert-dataset and evaluate ('bbox: expected [x, y, width, height], got an empty list')."""
+    polygon = {"category_id": 1, "segmentation": [[10, 5, 30, 5, 30, 15, 10, 15]], "bbox": [], "iscrowd": 0}
+    path = _coco_file(tmp_path / "src", [polygon])
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    assert annotation["segmentation"] == polygon["segmentation"] and annotation["bbox"] == [10, 5, 20, 10]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [10, 5, 20, 10], "score": 0.9}]))
+    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:
     """An image entry without width and height (its image file gives them) whose RLE masks are 30 x 20: the
     masks were of another image (or a scaled one) and were laid onto the 60 x 40 page as they are, where

@@ -250,7 +250,7 @@ def read_annotation(
     elif segmentation is not None:
         polygons = read_polygons(segmentation)
     bbox = field.get("bbox")
-    box = read_bbox(bbox) if bbox is not None else None
+    box = None if _empty(bbox) else read_bbox(bbox)  # `[]`, as VIA-to-COCO scripts write it: no bbox
     if not polygons and rle is None and box is None:
         raise field.problem("neither a segmentation nor a bbox")
     optional = {key: field.get(key) for key in ("iscrowd", "area", "score")}
@@ -266,8 +266,9 @@ def read_annotation(
     )
 
 
-def _empty(segmentation: JsonField | None) -> bool:
-    return segmentation is None or (segmentation.is_list() and not segmentation.value)
+def _empty(shape: JsonField | None) -> bool:
+    """Whether a `segmentation`, `poly` or `bbox` is absent or an empty list (no shape)."""
+    return shape is None or (shape.is_list() and not shape.value)
 
 
 def read_polygons(field: JsonField) -> list[np.ndarray]:
