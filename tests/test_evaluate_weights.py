@@ -281,3 +281,36 @@ def test_ground_truth_classes_the_model_reads_alike_are_refused_before_it_loads(
         " ".join(result.stderr.split())
     )
     assert "missing.safetensors" not in result.stderr
+
+
+def test_placeholder_categories_of_annotation_tools_are_not_prompted(tmp_path, tiny_weights, monkeypatch):
+    """Roboflow's COCO export declares its project as category 0, every other category's supercategory,
+    and labelme2coco declares `_background_`; no annotation names either. `evaluate --weights` prompted
+    the model with both as classes, whose pixels then cost every page's mIoU; they are now no classes (the
+    reference's loader, like conversion, drops `_background_`), while a category that is its own
+    supercategory, as Label Studio writes them, stays one."""
+    from docsam_cli.model_evaluation import ModelRun
+
+    prompted: list[list[str]] = []
+    predict = ModelRun.predict
+    monkeypatch.setattr(
+        ModelRun,
+        "predict",
+        lambda run, images, classes: prompted.append(classes) or predict(run, images, classes),
+    )
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    write_image(tmp_path / "b.png", 60, 40)
+    document = coco_document()
+    document["categories"] = [
+        {"id": 0, "name": "layout-xyz", "supercategory": "none"},
+        {"id": 1, "name": "table", "supercategory": "layout-xyz"},
+        {"id": 2, "name": "figure", "supercategory": "figure"},
+        {"id": 3, "name": "_background_", "supercategory": None},
+        {"id": 4, "name": "list", "supercategory": "layout-xyz"},
+    ]
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(document))
+    geometry = ["--short-side", "192", "--window", "64"]
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--weights", str(tiny_weights), *geometry])
+    assert result.exit_code == 0, result.stderr
+    assert prompted == [["figure", "list", "table"]]

@@ -75,11 +75,18 @@ class Categories:
     `evaluate --map` may rename)."""
 
     def __init__(
-        self, names: dict[int | str, str], *, any_name: bool = False, repeated: list[str] | None = None
+        self,
+        names: dict[int | str, str],
+        *,
+        any_name: bool = False,
+        repeated: list[str] | None = None,
+        groups: set[str] | None = None,
     ) -> None:
         self.names = names
         self.any_name = any_name
         self.repeated = repeated or []  # a warning for each category named as an earlier one
+        # The categories that another category names as its `supercategory` (Roboflow's project, category 0)
+        self.groups = groups or set()
         self._known = set(names.values())
 
     def resolve(self, category_id: JsonField) -> str:
@@ -197,11 +204,15 @@ def read_categories(field: JsonField) -> Categories:
     names: dict[int | str, str] = {}
     first_of: dict[str, int | str] = {}
     repeated: list[str] = []
+    parents: set[str] = set()
     for category in field.items():
         identifier = category["id"].identifier()
         if identifier in names:
             raise category["id"].problem(f"{identifier!r} is the id of another category too")
         name = names[identifier] = category["name"].text()
+        parent = category.get("supercategory")
+        if parent is not None and isinstance(parent.value, str) and parent.value.strip() != name:
+            parents.add(parent.value.strip())
         earlier = first_of.setdefault(name, identifier)
         if earlier != identifier:
             reason = (
@@ -209,7 +220,7 @@ def read_categories(field: JsonField) -> Categories:
             )
             reason += ", so both are one class"
             repeated.append(str(category["name"].problem(reason)))
-    return Categories(names, repeated=repeated)
+    return Categories(names, repeated=repeated, groups=parents & set(names.values()))
 
 
 def _image(entry: JsonField, sizes_required: bool) -> CocoImage:

@@ -20,8 +20,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets import geometry, layout, rectify
-from docsam_cli.datasets.classes import dropped_by_loader
-from docsam_cli.datasets.coco_json import CocoImage, read_dataset
+from docsam_cli.datasets.classes import BACKGROUND, dropped_by_loader
+from docsam_cli.datasets.coco_json import CocoDataset, CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources, source_files
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
@@ -43,6 +43,7 @@ class GroundTruth:
     category_ids: dict[int | str, str] = field(default_factory=dict)  # COCO category id → class name
     # COCO category id → the classes it names (a unified split's per-image jsons may number them apart)
     shared_category_ids: dict[int | str, list[str]] = field(default_factory=dict)
+    placeholders: set[str] = field(default_factory=set)  # categories that are no class (`_placeholders`)
     errors: list[InputError] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # image keys taken
     failed: set[str] = field(default_factory=set)  # keys of images left out on an error
@@ -114,7 +115,7 @@ class GroundTruth:
     def class_names(self) -> set[str]:
         """The classes the ground truth declares (a COCO file's or a split's categories)."""
         shared = {name for names in self.shared_category_ids.values() for name in names}
-        return set(self.category_ids.values()) | shared
+        return (set(self.category_ids.values()) | shared) - self.placeholders
 
 
 def detect_format(path: Path, skip: Path | None = None) -> str:
@@ -171,6 +172,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     dataset = read_dataset(path, sizes_required=False)
     truth = GroundTruth(category_ids=dict(dataset.categories.names), errors=list(dataset.errors))
     truth.warnings += dataset.categories.repeated
+    truth.placeholders = _placeholders(dataset)
     finder = ImageFinder(path.parent, images)
     read: list[tuple[GtImage, Path, InputError]] = []
     identifiers: dict[int, int | str] = {}  # id() of a page read → its COCO image id
@@ -226,6 +228,15 @@ def _size_from_image(path: Path, image: CocoImage, found: Path | None, not_found
             where = f"{annotation.where}.segmentation.size"
             raise InputError(path, f"{where}: {size} is not the image's [height, width] {[height, width]}")
     image.width, image.height = width, height
+
+
+def _placeholders(dataset: CocoDataset) -> set[str]:
+    """The categories of a COCO file that stand for no class, where no annotation read names them: its
+    `_background_` (labelme2coco declares one; the reference's loader, like conversion, drops it) and those
+    that other categories name as their `supercategory` (Roboflow declares its project so). Not prompted
+    by `--weights`, they are no classes of the scores either."""
+    used = {annotation.category for image in dataset.images for annotation in image.annotations}
+    return ({BACKGROUND} | dataset.categories.groups) - used
 
 
 def _sort_by_id(truth: GroundTruth) -> None:
