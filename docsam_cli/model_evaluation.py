@@ -60,7 +60,7 @@ class ModelRun:
         clipped to the page, as segment's COCO output writes them. An image that cannot be segmented (its
         file is missing or unreadable, or not of the size the ground truth states) has no key, and an error
         naming the file."""
-        from docsam_cli.inputs.images import load_frame
+        from docsam_cli.inputs.images import load_frame, turned_note
         from docsam_cli.writers.boxes import clip_box
         from model.inference import segment_page
 
@@ -77,7 +77,9 @@ class ModelRun:
                 continue
             height, width = page.shape[:2]
             if (height, width) != (image.height, image.width):
-                stated = f"{image.width}x{image.height}"
+                stated = f"{image.width}x{image.height}" + turned_note(
+                    image.image, (image.width, image.height)
+                )
                 errors.append(
                     InputError(image.image, f"image is {width}x{height} but the ground truth says {stated}")
                 )

@@ -17,6 +17,7 @@ from convert_helpers import (
     mutated,
     run_cli,
     write_image,
+    write_rotated_jpeg,
 )
 
 
@@ -79,6 +80,18 @@ def test_a_size_stated_in_part_is_checked_in_part(tmp_path: Path) -> None:
     (source / "annotations.json").write_text(json.dumps(mutated(document, "images[0].width", 61)))
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "b")
     assert_one_error(result, "annotations.json", "a.png is 60x40 but the annotation says 61x40")
+
+
+def test_a_size_of_the_stored_pixels_of_a_turned_photo_says_so(tmp_path: Path) -> None:
+    """Label Studio's COCO export states a phone photo's stored 60x40, which its EXIF orientation turns
+    upright to 40x60, as Label Studio showed it: 'image a.jpg is 40x60 but the annotation says 60x40' sent
+    the user to a file every tool that ignores the tag says is 60x40. The line now says why."""
+    document = mutated(coco_document(), "images[0].file_name", "a.jpg")
+    source = coco_source(tmp_path / "src", document)
+    write_rotated_jpeg(source / "a.jpg", 60, 40, (10, 10, 20, 20))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "o")
+    reason = "a.jpg is 40x60 but the annotation says 60x40 (60x40 is its stored pixels', before its"
+    assert_one_error(result, "annotations.json", f"{reason} orientation tag turns them upright)")
 
 
 LABELME = {

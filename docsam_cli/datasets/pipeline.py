@@ -27,7 +27,7 @@ from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import REPORT_FILE, ConversionReport
 from docsam_cli.errors import InputError, WrongFormat
-from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels, turned_note
 from docsam_cli.inputs.sources import portable_stem, stem_key
 from docsam_cli.interruption import interrupts_held
 from docsam_cli.names import display_path, output_text
@@ -333,7 +333,8 @@ def _instances(
             raise InputError(
                 page.source,
                 f"image {page.image.name} is {width}x{height} but the annotation says "
-                f"{stated[0]:g}x{stated[1]:g}",
+                f"{stated[0]:g}x{stated[1]:g}"
+                + (turned_note(page.image.path, stated) if page.image.path else ""),
             )
     instances, notes = rectify.rectify(instances, width, height)
     kept = []

@@ -512,6 +512,19 @@ def upright_header(image: Image.Image) -> tuple[tuple[int, int], tuple[float, fl
     return (size[::-1] if orientation in _QUARTER_TURNS else size), upright_dpi(image, orientation)
 
 
+def turned_note(path: Path, stated: tuple[int, int]) -> str:
+    """Why the upright image `path` is not of the (width, height) `stated`, where that is the size of the
+    pixels the file stores, which its orientation tag turns a quarter (Label Studio's COCO export states
+    it, though viewers and docsam show the page upright), else ""."""
+    try:
+        with open_image(path) as image:
+            turned = exif_orientation(image) in _QUARTER_TURNS and _stored_size(image) == stated
+    except InputError:
+        return ""
+    size = f"{stated[0]:g}x{stated[1]:g}"
+    return f" ({size} is its stored pixels', before its orientation tag turns them upright)" if turned else ""
+
+
 def _stored_size(image: Image.Image) -> tuple[int, int]:
     """The (width, height) of the pixels as the file stores them. A TIFF's are its tags' (ImageWidth,
     ImageLength): Pillow 11 and later report a TIFF's size turned by its Orientation already, earlier
