@@ -288,6 +288,32 @@ def test_an_empty_bbox_beside_a_polygon_is_no_bbox(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_cvat_rotated_rectangle_is_read_turned(tmp_path: Path) -> None:
+    """CVAT's COCO export writes a rotated rectangle as its unrotated bbox, no segmentation, and the turn
+    (degrees clockwise about its centre) in `attributes.rotation`: a text block drawn turned 90° was read,
+    converted and scored as the box lying across it. It is now the turned rectangle, its box that one's."""
+    turned = {
+        "category_id": 1,
+        "segmentation": [],
+        "bbox": [20, 10, 20, 10],
+        "iscrowd": 0,
+        "attributes": {"occluded": False, "rotation": 90.0},
+    }
+    path = _coco_file(tmp_path / "src", [turned])
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    (polygon,) = annotation["segmentation"]
+    corners = {tuple(point) for point in np.round(np.reshape(polygon, (-1, 2)), 6).tolist()}
+    assert corners == {(35, 5), (35, 25), (25, 25), (25, 5)} and annotation["bbox"] == [25, 5, 10, 20]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [25, 5, 10, 20], "score": 0.9}]))
+    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:
     """An image entry without width and height (its image file gives them) whose RLE masks are 30 x 20: the
     masks were of another image (or a scaled one) and were laid onto the 60 x 40 page as they are, where

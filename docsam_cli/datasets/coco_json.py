@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from docsam_cli.datasets import geometry
 from docsam_cli.datasets.fields import JsonField, is_number
 from docsam_cli.datasets.report import REPORT_FILE
 from docsam_cli.errors import InputError, WrongFormat
@@ -264,6 +265,10 @@ def read_annotation(
     box = None if _empty(bbox) else read_bbox(bbox)  # `[]`, as VIA-to-COCO scripts write it: no bbox
     if not polygons and rle is None and box is None:
         raise field.problem("neither a segmentation nor a bbox")
+    if box is not None and not polygons and rle is None and (degrees := _rotation(field)):
+        polygons = [geometry.turned_box(*box, degrees)]
+        (left, top), (right, bottom) = polygons[0].min(axis=0), polygons[0].max(axis=0)
+        box = (float(left), float(top), float(right - left), float(bottom - top))
     optional = {key: field.get(key) for key in ("iscrowd", "area", "score")}
     return CocoAnnotation(
         field.where,
@@ -275,6 +280,14 @@ def read_annotation(
         area=optional["area"].number(minimum=0) if optional["area"] is not None else None,
         score=optional["score"].number() if optional["score"] is not None else None,
     )
+
+
+def _rotation(field: JsonField) -> float:
+    """The turn of a rectangle, CVAT's `attributes.rotation` (degrees clockwise about its centre; its bbox
+    is the rectangle before the turn); 0 where none is stated. Raises InputError."""
+    attributes = field.get("attributes")
+    rotation = attributes.get("rotation") if attributes is not None and attributes.is_object() else None
+    return rotation.number() if rotation is not None else 0.0
 
 
 def _empty(shape: JsonField | None) -> bool:

@@ -41,6 +41,15 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     return np.array([[left, top], [right, top], [right, bottom], [left, bottom]], dtype=np.float64)
 
 
+def turned_box(x: float, y: float, width: float, height: float, degrees: float) -> np.ndarray:
+    """The 4-corner polygon of the box `x, y, width, height` turned `degrees` clockwise (on the page, y
+    pointing down) about its centre, as CVAT turns a rotated rectangle."""
+    centre = np.array([x + width / 2, y + height / 2])
+    angle = np.radians(degrees)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return (box_polygon(x, y, x + width, y + height) - centre) @ turn.T + centre
+
+
 def ellipse_polygon(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
     """The ellipse of centre (cx, cy) and radii (rx, ry) as a polygon of `ELLIPSE_VERTICES` points on it."""
     angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES, endpoint=False)
