@@ -487,6 +487,31 @@ def test_absolute_file_names_of_another_machine_tell_pages_of_one_name_apart_by_
     assert sizes == [(60, 40), (60, 41)]
 
 
+def test_label_studio_local_files_are_the_paths_they_name_under_its_document_root(tmp_path: Path) -> None:
+    """Label Studio's COCO export names an image of its local storage `/data/local-files/?d=PATH` (or as a
+    full URL), PATH under its document root: beside the json there, `scans/vol1/0001.png` and
+    `scans/vol2/0001.png` were '2 files of that name', and the URL, whose query was dropped, not found."""
+    write_image(tmp_path / "scans" / "vol1" / "0001.png", 60, 40)
+    write_image(tmp_path / "scans" / "vol2" / "0001.png", 60, 41)
+    names = [
+        "/data/local-files/?d=scans/vol1/0001.png",
+        "http://localhost:8080/data/local-files/?d=scans%2Fvol2%2F0001.png",
+    ]
+    document = {
+        "images": [
+            {"id": i, "file_name": name, "width": 60, "height": 40 + i} for i, name in enumerate(names)
+        ],
+        "annotations": [{"id": i, "image_id": i, "category_id": 0, "bbox": [1, 1, 5, 5]} for i in (0, 1)],
+        "categories": [{"id": 0, "name": "text"}],
+    }
+    (tmp_path / "result.json").write_text(json.dumps(document))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path / "result.json", "--from", "coco", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    sizes = sorted(Image.open(out / "image" / name).size for name in (out / "list.txt").read_text().split())
+    assert sizes == [(60, 40), (60, 41)]
+
+
 @pytest.mark.parametrize("json_path", ["val.json", "annotations/val.json"])
 def test_a_file_name_with_its_split_folder_is_found_under_images(json_path: str, tmp_path: Path) -> None:
     """`file_name` `val2017/000.png` relative to an `images/` folder beside the json (or beside its folder),

@@ -54,6 +54,8 @@ _COMMON_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".
 # one `docsam segment` reads.
 IMAGE_SUFFIXES = (*_COMMON_SUFFIXES, *sorted(READABLE_SUFFIXES - set(_COMMON_SUFFIXES)))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+# Label Studio's local storage, `/data/local-files/?d=PATH` or that URL: PATH under its document root
+_LOCAL_FILES = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]+://[^/]*)?/data/local-files/?\?d=([^&#]+)")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _NOTE_CASE = "image file name differs in letter case or Unicode normalization"
@@ -137,7 +139,10 @@ class ImageFinder:
                     return self._find(*arguments, separator="")
             return self._find(*arguments)
 
-        if _SCHEME.match(text):
+        local = _LOCAL_FILES.match(text)
+        if local is not None:  # a path on the Label Studio server, taken by its trailing folders
+            text = "/" + _percent_decoded(local.group(1)).lstrip("/")
+        elif _SCHEME.match(text):
             text = _percent_decoded(urlparse(text).path)
         elif _PERCENT.search(text):
             try:
