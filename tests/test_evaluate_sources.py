@@ -597,3 +597,30 @@ def test_the_report_names_a_page_whose_name_is_not_utf8_percent_encoded(tmp_path
     result = run_cli("evaluate", truth, "--gt-format", "page", "--pred", predicted, "--json", "-")
     assert result.exit_code == 0, result.stderr
     assert '"Stra%DFe"' in result.stdout, result.stdout
+
+
+def test_a_label_studio_export_of_its_local_storage_is_keyed_by_the_paths_it_names(tmp_path: Path) -> None:
+    """Label Studio names its local storage's images `/data/local-files/?d=PATH`, PATH percent-encoded, or
+    that as a full URL: the pages were keyed by what follows the last slash ('Seite%201',
+    '?d=scans%2Fp2'), so that predictions of 'Seite 1.png' and 'p2.png' were of no page of the ground truth
+    and its pages all missed. They are now keyed by the paths they name, as conversion finds them."""
+    names = [
+        "/data/local-files/?d=scans/Seite%201.png",
+        "http://localhost:8080/data/local-files/?d=scans%2Fp2.png",
+    ]
+    document = {
+        "images": [{"id": i, "file_name": name, "width": 60, "height": 40} for i, name in enumerate(names)],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 0, "bbox": [10, 10, 20, 20], "iscrowd": 0} for i in (0, 1)
+        ],
+        "categories": [{"id": 0, "name": "table"}],
+    }
+    (truth := tmp_path / "result.json").write_text(json.dumps(document))
+    results = [
+        {"file_name": name, "category_id": "table", "bbox": [10, 10, 20, 20], "score": 0.9}
+        for name in ("Seite 1.png", "scans/p2.png")
+    ]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    report = _report(truth, "--pred", predictions)
+    assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+    assert report["box"]["AP"] == pytest.approx(1.0)

@@ -25,7 +25,7 @@ from docsam_cli.datasets.coco_json import CocoDataset, CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources, source_files
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size, url_path
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
@@ -197,7 +197,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
         identifiers[id(page)] = image.id
         # Told apart by the path the entry names (vol1/0001.png): the image found may be a guess, the same
         # file for both volumes' pages
-        named = path.parent / image.file_name.replace("\\", "/")
+        named = path.parent / url_path(image.file_name).replace("\\", "/")
         again = InputError(path, f"{image.where}.file_name: another image is also named '{key}'")
         read.append((page, named, again))
     _key_pages(truth, read)
@@ -376,8 +376,8 @@ def _comparable_name(name: str) -> str:
 
 def _image_key(file_name: str) -> str:
     """The key of an image of a COCO file or split, which predictions are matched on: its file name's stem
-    ("" for no file name)."""
-    return Path(file_name.replace("\\", "/")).stem
+    ("" for no file name), a URL's that of the path it names."""
+    return Path(url_path(file_name).replace("\\", "/")).stem
 
 
 def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotation]:

@@ -139,11 +139,8 @@ class ImageFinder:
                     return self._find(*arguments, separator="")
             return self._find(*arguments)
 
-        local = _LOCAL_FILES.match(text)
-        if local is not None:  # a path on the Label Studio server, taken by its trailing folders
-            text = "/" + _percent_decoded(local.group(1)).lstrip("/")
-        elif _SCHEME.match(text):
-            text = _percent_decoded(urlparse(text).path)
+        if _LOCAL_FILES.match(text) or _SCHEME.match(text):
+            text = url_path(text)
         elif _PERCENT.search(text):
             try:
                 return find(text)
@@ -276,6 +273,17 @@ class ImageFinder:
         if folder not in self._listings:
             self._listings[folder] = _folder_names(folder)
         return self._listings[folder]
+
+
+def url_path(reference: str) -> str:
+    """The path a URL names, percent-decoded: Label Studio's `/data/local-files/?d=PATH` of its local
+    storage (also as a full URL) names `/PATH`, PATH under its document root, taken by its trailing
+    folders as a path of another machine is; another reference, not a URL, as written."""
+    text = reference.strip()
+    local = _LOCAL_FILES.match(text)
+    if local is not None:
+        return "/" + _percent_decoded(local.group(1)).lstrip("/")
+    return _percent_decoded(urlparse(text).path) if _SCHEME.match(text) else reference
 
 
 def _percent_decoded(text: str) -> str:
