@@ -779,6 +779,20 @@ def test_a_relative_output_folder_is_named_after_its_absolute_path(
     assert json.loads((coco_file.parent / "data" / "dataset.json").read_text())["name"] == "data"
 
 
+def test_splits_converted_apart_are_named_after_their_dataset_folder(coco_file: Path, tmp_path: Path) -> None:
+    """Roboflow exports its pages split (`train/`, `valid/`); converted apart into `data/rf/train` and
+    `data/rf/valid`, they were named 'train' and 'valid', so that `finetune data/rf/train --val
+    data/rf/valid` trained the background prompt 'train _background_' and validated with 'valid
+    _background_', and segment prompted the run's 'train'. A split's folder now takes its dataset's name."""
+    names = []
+    for split in ("train", "valid"):
+        out = tmp_path / "data" / "rf" / split
+        result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
+        assert result.exit_code == 0, result.stderr
+        names.append(json.loads((out / "dataset.json").read_text())["name"])
+    assert names == ["rf", "rf"]
+
+
 def test_a_split_naming_one_set_alone_is_refused(coco_file: Path) -> None:
     """`--split val=0.3` read as 30 % val and the rest train by a user, normalised to 100 % val: every
     image went to val and none to train, with exit 0."""

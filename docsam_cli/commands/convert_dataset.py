@@ -7,7 +7,6 @@ pycocotools) and the writer are imported when the command runs.
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -122,7 +121,8 @@ def main(
     dataset_name: Annotated[
         str | None,
         typer.Option(
-            help="Domain token of the background prompt '<name> _background_' (default: --out's name).",
+            help="Domain token of the background prompt '<name> _background_' (default: --out's name, "
+            "or its parent's where --out is a split: train, val, valid, validation, test).",
             rich_help_panel=_CLASSES,
         ),
     ] = None,
@@ -162,6 +162,7 @@ def main(
             raise ValueError("--dataset-name: an empty name (it leads every background prompt)")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    from docsam_cli.datasets.layout import default_dataset_name
     from docsam_cli.datasets.pipeline import (
         ConvertOptions,
         InterruptedAfterPublishing,
@@ -177,7 +178,7 @@ def main(
         out=out,
         levels=levels,
         classes=class_filter,
-        dataset_name=dataset_name if dataset_name is not None else Path(os.path.abspath(out)).name,
+        dataset_name=dataset_name if dataset_name is not None else default_dataset_name(out),
         split=fractions,
         seed=seed,
         symlink=symlink,

@@ -39,11 +39,21 @@ LIST_FILE = "list.txt"
 _STAGE_LISTS = {"train": "list_train.txt", "test": "list_val.txt"}  # read instead of list.txt if there
 _CATEGORY_FOLDERS = ("Ancient", "Handwritten", "Layout", "SceneText", "Table")
 _SPLIT_FOLDERS = ("train", "test", "val")
+# The folders annotation tools and datasets split their pages into (Roboflow: `train/`, `valid/`, `test/`)
+SPLIT_NAMES = frozenset({*_SPLIT_FOLDERS, "valid", "validation"})
 
 
 def background_prompt(dataset_name: str) -> str:
     """The last class name, which doubles as the domain token of the background prompt."""
     return f"{dataset_name} {BACKGROUND}"
+
+
+def default_dataset_name(out: Path) -> str:
+    """The dataset name of a conversion into `out` without `--dataset-name`: its folder's name, or where
+    that names a split (`data/rf/valid`), its dataset folder's above it, so that the splits of a set
+    converted apart are one domain, as training and its validation prompt them."""
+    folder = _absolute(out)
+    return folder.parent.name if folder.name.lower() in SPLIT_NAMES and folder.parent.name else folder.name
 
 
 def reference_dataset_name(folder: PurePath) -> str:
