@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from docsam_cli.app import load_command
 from docsam_cli.errors import UsageError
 from docsam_cli.runtime import GeometryOptions, check_device_name, parse_size, pick_device
 from docsam_cli.weights import ResolvedWeights, find_entry
 from docsam_cli.writers.formats import FORMATS, parse_formats
 from model.inference import Geometry
+from model.inference.geometry import resized_size
 
 
 def test_sizes_are_one_number_or_two():
@@ -34,6 +36,19 @@ def test_geometry_options_fill_in_the_reference_and_the_registry_defaults():
     assert GeometryOptions.parse(keep_size=False).resolve(keep_size) == Geometry()
     given = GeometryOptions.parse("700,900", "512,480", "256", None).resolve(keep_size)
     assert given == Geometry(short_range=(700, 900), patch=(512, 480), stride=(256, 256), keep_size=True)
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_the_short_side_help_says_what_a_range_is_under_the_keep_size_rule(command):
+    """`--short-side LOW,HIGH` was said to resize the short side to (LOW+HIGH)//2, which the keep-size rule
+    (the keep-size model's own, or --keep-size) does not do: a page whose short side is in the range keeps
+    its size, one outside it is brought to the nearer end."""
+    keep_size = GeometryOptions.parse("700,900", keep_size=True).resolve(None)
+    assert resized_size((750, 1000), keep_size) == (750, 1000)  # not (800, 1067)
+    assert resized_size((600, 1000), keep_size) == (700, 1167)
+    (short_side,) = [param for param in load_command(command).params if param.name == "short_side"]
+    said = "with the keep-size rule, a short side in LOW..HIGH is kept, else brought into it"
+    assert said in short_side.help
 
 
 def test_a_short_side_range_must_not_be_reversed():

@@ -138,8 +138,9 @@ ShortSide = Annotated[
     typer.Option(
         "--short-side",
         metavar="N|LOW,HIGH",
-        help="Resize the short side to N, or to (LOW+HIGH)//2 (default: the weights' training --short-range, "
-        "else 704,896, i.e. 800, or 640,1280 with the keep-size rule).",
+        help="Resize the short side to N, or to (LOW+HIGH)//2; with the keep-size rule, a short side in "
+        "LOW..HIGH is kept, else brought into it (default: the weights' training --short-range, else "
+        "704,896, i.e. 800, or 640,1280 with the keep-size rule).",
         rich_help_panel=GEOMETRY,
     ),
 ]
