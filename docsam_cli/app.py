@@ -19,6 +19,7 @@ shown with `--debug`. Ctrl-C exits INTERRUPTED.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import sys
 import traceback
@@ -173,9 +174,11 @@ class _Help:
     """Help text written as data is (`writing_stdout`): `docsam --help > /dev/full` is one `error:` line
     and exit 1, not Rich's traceback. Flags and counts show no value type: Typer's `--recursive <bool>`
     and `-v <int>` read as options taking a value, and `segment scans -v 2` takes 2 as an input. Choices
-    read in any case show as spelt (`<mAP|AP50|...>`), where Typer shows them lower-cased."""
+    read in any case show as spelt (`<mAP|AP50|...>`), where Typer shows them lower-cased. The command's
+    own text is wrapped to the terminal (`_reflowed`)."""
 
     def format_help(self, ctx: Context, formatter: Any) -> None:
+        self.help = _reflowed(self.help)
         for param in self.get_params(ctx):
             if getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.metavar = ""
@@ -185,6 +188,15 @@ class _Help:
                 param.metavar = f"<{'|'.join(spelt)}>"
         with writing_stdout():  # Typer's Rich help prints to stdout itself, inside format_help
             super().format_help(ctx, formatter)
+
+
+def _reflowed(text: str | None) -> str | None:
+    """`text` (a docstring) with each paragraph on one line: Typer's Rich help keeps a docstring's line
+    breaks, made at the source's width, so that on a terminal of another width a paragraph's lines were
+    ragged and a sentence broke in the middle (`2 usage error` / `(nothing processed)`)."""
+    if text is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
 
 
 class _Context(typer.Context):

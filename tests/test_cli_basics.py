@@ -52,6 +52,30 @@ def test_help_shows_no_value_for_flags_and_counts(command):
     assert "<bool>" not in text and "-v <int>" not in text, text
 
 
+@pytest.mark.parametrize(
+    ("command", "paragraph"),
+    [
+        (
+            [],
+            "Exit codes: 0 every page or file done, 1 some failed (each named by an error: line), "
+            "2 usage error (nothing processed), 3 internal error, 130 interrupted.",
+        ),
+        (
+            ["segment"],
+            "Pages already done in --out are skipped (rerun after an interruption); --overwrite redoes them. "
+            "Several GPUs or machines: run the same command under torchrun, the processes share the pages.",
+        ),
+    ],
+    ids=lambda value: " ".join(value) or "docsam" if isinstance(value, list) else "",
+)
+def test_help_wraps_a_paragraph_to_the_terminal_not_at_the_sources_breaks(monkeypatch, command, paragraph):
+    """Typer's Rich help kept the docstring's line breaks: `docsam --help` broke its exit codes after '2 usage
+    error', on 80 columns a line of three words between two full ones, on 200 two lines where one fits."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, stdout, _ = invoke(*command, "--help")
+    assert code == 0 and paragraph in [line.strip() for line in stdout.splitlines()], stdout
+
+
 LIGHT_INVOCATIONS = [["--version"], ["--help"], ["download-weights", "--list"]]
 LIGHT_INVOCATIONS += [[entry.name, "--help"] for entry in COMMANDS]
 
