@@ -21,6 +21,7 @@ from convert_helpers import (
     write_image,
 )
 
+from docsam_cli.app import load_command
 from docsam_cli.writers.page_outputs import STATE_DIR
 
 
@@ -686,6 +687,17 @@ def test_a_level_that_selects_nothing_is_refused_not_ignored(
     result = run_cli("evaluate", unified if truth == "unified" else source, "--pred", source, *options)
     assert result.exit_code == 2 and len(result.error_lines()) == 1
     assert "--level" in result.error_lines()[0] and reason in result.error_lines()[0]
+
+
+def test_the_level_help_names_every_ground_truth_format_it_chooses_from(unified: Path) -> None:
+    """`evaluate --help` said --level chooses PAGE/ALTO elements, yet ICDAR 2013 ground truth is read at it
+    too (`--level cells` scores its table cells), as README and the error of a level that selects nothing
+    say."""
+    source = unified.parent / "src" / "annotations.json"
+    result = run_cli("evaluate", source, "--pred", source, "--gt-format", "icdar2013", "--level", "cells")
+    assert not any("--level" in line for line in result.error_lines())  # taken (the file is no ICDAR XML)
+    (level,) = [param for param in load_command("evaluate").params if param.name == "level"]
+    assert level.help.startswith("PAGE, ALTO or ICDAR 2013 elements to score")
 
 
 def test_images_elsewhere_are_refused_for_a_unified_split_not_ignored(unified: Path) -> None:

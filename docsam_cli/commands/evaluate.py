@@ -81,8 +81,8 @@ def main(
         list[str],
         typer.Option(
             metavar="[" + "|".join(LEVELS) + "]",
-            help="PAGE/ALTO elements to score (repeat or comma-list); PAGE predictions against a unified "
-            "split are read at the levels it was converted with unless given.",
+            help="PAGE, ALTO or ICDAR 2013 elements to score (repeat or comma-list); PAGE predictions "
+            "against a unified split are read at the levels it was converted with unless given.",
             rich_help_panel=_TRUTH,
         ),
     ] = _DEFAULT_LEVELS,
