@@ -793,6 +793,44 @@ def test_splits_converted_apart_are_named_after_their_dataset_folder(coco_file: 
     assert names == ["rf", "rf"]
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--map", "text=\xdcberschrift"),
+        ("--drop", "\xdcberschrift"),
+        ("--keep", "text,\xdcberschrift"),
+        ("--dataset-name", "M\xfcnchen"),
+    ],
+)
+def test_class_and_dataset_names_holding_a_byte_that_is_not_utf8_are_refused(
+    coco_file: Path, option: str, value: str
+) -> None:
+    """`--map $'text=\\xdcberschrift'` (typed in a Latin-1 terminal or script; Python carries the byte as a
+    lone surrogate), such a `--drop`, `--keep` or `--dataset-name`, converted every page and then ended in
+    'error: internal error: UnicodeEncodeError: ... surrogates not allowed' (exit 3), writing nothing: the
+    names go into UTF-8 files, and are the text the model is trained and prompted with. They are a usage
+    error naming the option, before any work, as `segment --classes` refuses them."""
+    out = coco_file.parent / "out"
+    given = os.fsdecode(value.encode("latin-1"))
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, option, given)
+    assert result.exit_code == 2, result.stderr
+    shown = value.encode("latin-1").decode("ascii", "backslashreplace")
+    assert f"{option} '{shown}' holds a byte that is not UTF-8" in _said(result.stderr)
+    assert not out.exists()
+
+
+def test_an_output_folder_named_with_a_byte_that_is_not_utf8_names_the_dataset_percent_encoded(
+    coco_file: Path,
+) -> None:
+    """The dataset name defaults to `--out`'s name: a folder named in Latin-1 (`M\\xfcnchen`) ended the
+    conversion in 'error: internal error: UnicodeEncodeError' (exit 3). The name is written with the byte
+    percent-encoded, as segment's outputs write such file names."""
+    out = coco_file.parent / os.fsdecode(b"M\xfcnchen")
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "dataset.json").read_text())["name"] == "M%FCnchen"
+
+
 def test_a_split_naming_one_set_alone_is_refused(coco_file: Path) -> None:
     """`--split val=0.3` read as 30 % val and the rest train by a user, normalised to 100 % val: every
     image went to val and none to train, with exit 0."""

@@ -25,7 +25,8 @@ from docsam_cli.datasets.split import parse_split
 from docsam_cli.errors import ExitCode
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.interruption import terminate_as_interrupt
-from docsam_cli.names import display_path
+from docsam_cli.names import display_path, output_text
+from docsam_cli.presets import refuse_undecodable
 
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=str)
 
@@ -153,6 +154,11 @@ def main(
         supported = ", ".join(sorted(fmt.levels))
         raise typer.BadParameter(f"{fmt.name} supports {supported}", param_hint="--level")
     try:
+        # the names go into UTF-8 files, and the model is trained and prompted with them
+        for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
+            for value in values:
+                refuse_undecodable(value, option)
+        refuse_undecodable(dataset_name, "--dataset-name")
         class_filter = ClassFilter(
             parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
         )
@@ -178,7 +184,7 @@ def main(
         out=out,
         levels=levels,
         classes=class_filter,
-        dataset_name=dataset_name if dataset_name is not None else default_dataset_name(out),
+        dataset_name=dataset_name if dataset_name is not None else output_text(default_dataset_name(out)),
         split=fractions,
         seed=seed,
         symlink=symlink,
