@@ -794,6 +794,18 @@ def test_the_map_an_ignored_line_gives_is_quoted_for_the_shell(tmp_path: Path) -
     assert json.loads(result.stdout)["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_map_holding_a_byte_that_is_not_utf8_is_refused_before_scoring(tmp_path: Path) -> None:
+    """`--map $'table=\\xdcberschrift'` (typed in a Latin-1 terminal; Python carries the byte as a lone
+    surrogate) scored the pages, printed the tables and then ended in 'error: internal error: TypeError:
+    TextInputSequence must be str' (exit 3), the 'ignored:' line reading the name as the model would. It is
+    a usage error naming the option, before anything is read, as `--domain` and `segment --classes` are."""
+    truth, predictions = _files(tmp_path, coco_document(), coco_document())
+    result = run_cli("evaluate", truth, "--pred", predictions, "--map", "table=\udcdcberschrift")
+    assert result.exit_code == 2, result.stderr
+    assert "--map 'table=\\xdcberschrift' holds a byte that is not UTF-8" in result.stderr
+    assert "AP" not in result.stderr
+
+
 def test_results_of_a_split_page_whose_json_cannot_be_used_are_that_error_only(unified: Path) -> None:
     """As for a COCO file: a results list by image id naming the page whose per-image json cannot be used
     (a bad height) gave a second error, 'N is not an image of the ground truth'."""

@@ -180,6 +180,8 @@ def main(
         raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
     try:
         refuse_undecodable(domain, "--domain")
+        for value in mapping:  # class names: the 'ignored:' line reads them as the model would
+            refuse_undecodable(value, "--map")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     if json_out is not None and not json_out.strip():
