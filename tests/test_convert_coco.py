@@ -314,6 +314,24 @@ def test_a_cvat_rotated_rectangle_is_read_turned(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_cvat_rotated_rectangle_leaving_the_page_is_boxed_on_it(tmp_path: Path) -> None:
+    """A rectangle turned 90° near the page's top, whose turned corners lie 5 pixels above it: its box was
+    that of the corners, off the page, so that evaluate scored a prediction of the block as it lies on the
+    page (box AP 0.8), as segment clips its boxes, below its conversion, which clamps it (1.0)."""
+    turned = {"category_id": 1, "bbox": [0, 10, 40, 10], "iscrowd": 0, "attributes": {"rotation": 90}}
+    path = _coco_file(tmp_path / "src", [turned])
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    assert annotation["bbox"] == [15, 0, 10, 35]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [15, 0, 10, 35], "score": 0.9}]))
+    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:
     """An image entry without width and height (its image file gives them) whose RLE masks are 30 x 20: the
     masks were of another image (or a scaled one) and were laid onto the 60 x 40 page as they are, where

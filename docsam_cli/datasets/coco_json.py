@@ -266,9 +266,8 @@ def read_annotation(
     if not polygons and rle is None and box is None:
         raise field.problem("neither a segmentation nor a bbox")
     if box is not None and not polygons and rle is None and (degrees := _rotation(field)):
-        polygons = [geometry.turned_box(*box, degrees)]
-        (left, top), (right, bottom) = polygons[0].min(axis=0), polygons[0].max(axis=0)
-        box = (float(left), float(top), float(right - left), float(bottom - top))
+        # Its box is then its polygon's as it lies on the page (a turned corner may leave it), as for no bbox
+        polygons, box = [geometry.turned_box(*box, degrees)], None
     optional = {key: field.get(key) for key in ("iscrowd", "area", "score")}
     return CocoAnnotation(
         field.where,
