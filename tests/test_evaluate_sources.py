@@ -624,3 +624,29 @@ def test_a_label_studio_export_of_its_local_storage_is_keyed_by_the_paths_it_nam
     report = _report(truth, "--pred", predictions)
     assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
     assert report["box"]["AP"] == pytest.approx(1.0)
+
+
+def test_predictions_naming_pages_by_the_ground_truths_urls_are_of_its_pages(tmp_path: Path) -> None:
+    """Predictions that name their pages as a Label Studio export does (`/data/local-files/?d=PATH`, a
+    URL), the export itself or a results list copying its `file_name`s, were keyed by what follows the
+    last slash ('Seite%201', '?d=scans%2Fp2') while the ground truth's pages are keyed by the paths named:
+    'none of its 2 predicted pages is an image of the ground truth', even for the export against itself."""
+    names = [
+        "/data/local-files/?d=scans/Seite%201.png",
+        "http://localhost:8080/data/local-files/?d=scans%2Fp2.png",
+    ]
+    document = {
+        "images": [{"id": i, "file_name": name, "width": 60, "height": 40} for i, name in enumerate(names)],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 0, "bbox": [10, 10, 20, 20], "iscrowd": 0} for i in (0, 1)
+        ],
+        "categories": [{"id": 0, "name": "table"}],
+    }
+    (truth := tmp_path / "result.json").write_text(json.dumps(document))
+    box = [10, 10, 20, 20]
+    results = [{"file_name": name, "category_id": 0, "bbox": box, "score": 0.9} for name in names]
+    (listed := tmp_path / "results.json").write_text(json.dumps(results))
+    for predictions in (truth, listed):
+        report = _report(truth, "--pred", predictions)
+        assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+        assert report["box"]["AP"] == pytest.approx(1.0)

@@ -30,7 +30,7 @@ from docsam_cli.datasets.convert import FORMATS, source_files
 from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
-from docsam_cli.datasets.images import ImageFinder
+from docsam_cli.datasets.images import ImageFinder, url_path
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
@@ -119,7 +119,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         keys = frozenset(sizes)
         for image in dataset.images:
             source = _upright_source(image, keys)
-            stem = Path((source or image.file_name).replace("\\", "/")).stem
+            stem = Path((source or url_path(image.file_name)).replace("\\", "/")).stem
             try:
                 key = _page_key(dataset.path, image, stem, truth, source)
             except InputError as error:
@@ -160,7 +160,7 @@ def _upright_source(image: CocoImage, keys: frozenset[str]) -> str | None:
     no key of the ground truth (`keys`; a name that several of its pages share is none either, the source
     telling them apart): a ground truth made from segment's outputs names the copy (`vol1__0001`), as
     `_upright_input` takes PAGE files. None where the image's name is the page's."""
-    return image.source if Path(image.file_name.replace("\\", "/")).stem not in keys else None
+    return image.source if Path(url_path(image.file_name).replace("\\", "/")).stem not in keys else None
 
 
 def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, source: str | None) -> str:
@@ -168,7 +168,7 @@ def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, sourc
     (segment's, relative to the json; `source`, `_upright_source`, for an image it saved upright) or
     `file_name` where the ground truth has several pages of that stem. Raises InputError where it cannot be
     told."""
-    named = source or image.path or image.file_name
+    named = source or image.path or url_path(image.file_name)
     try:
         return truth.page_key(stem, path.parent / named.replace("\\", "/"), named)
     except ValueError as error:
@@ -212,7 +212,7 @@ def _results(
             name = entry.get("file_name")
             reference = name if name is not None else entry["image_id"]
             if name is not None:
-                file_name = PurePosixPath(name.text().replace("\\", "/"))  # ./a.png is a.png
+                file_name = PurePosixPath(url_path(name.text()).replace("\\", "/"))  # ./a.png is a.png
                 try:
                     key = truth.page_key(file_name.stem, document.file.parent / file_name, str(file_name))
                 except ValueError as error:
