@@ -90,8 +90,8 @@ def test_a_size_of_the_stored_pixels_of_a_turned_photo_says_so(tmp_path: Path) -
     source = coco_source(tmp_path / "src", document)
     write_rotated_jpeg(source / "a.jpg", 60, 40, (10, 10, 20, 20))
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "o")
-    reason = "a.jpg is 40x60 but the annotation says 60x40 (60x40 is its stored pixels', before its"
-    assert_one_error(result, "annotations.json", f"{reason} orientation tag turns them upright)")
+    reason = "a.jpg is 40x60 but the annotation says 60x40 (60x40 is the size of its stored pixels, before"
+    assert_one_error(result, "annotations.json", f"{reason} its orientation tag turns them upright)")
 
 
 LABELME = {

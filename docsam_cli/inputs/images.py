@@ -522,7 +522,9 @@ def turned_note(path: Path, stated: tuple[int, int]) -> str:
     except InputError:
         return ""
     size = f"{stated[0]:g}x{stated[1]:g}"
-    return f" ({size} is its stored pixels', before its orientation tag turns them upright)" if turned else ""
+    if not turned:
+        return ""
+    return f" ({size} is the size of its stored pixels, before its orientation tag turns them upright)"
 
 
 def _stored_size(image: Image.Image) -> tuple[int, int]:
