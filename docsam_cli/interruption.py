@@ -1,6 +1,7 @@
-"""SIGTERM as Ctrl-C for a batch command: Slurm's time limit, `timeout` and `kill` end the run the way Ctrl-C
-does (the pages being written are finished and reported, exit 130), not in the middle of a page's writes with
-their JSON lines lost. Training uses it while it starts; its loop has its own handling
+"""SIGTERM and SIGHUP as Ctrl-C for a batch command: Slurm's time limit, `timeout`, `kill` and the terminal
+closing under a run not started with `nohup` end the run the way Ctrl-C does (the pages being written are
+finished and reported, exit 130), not in the middle of a page's writes with their JSON lines lost and
+`coco.json` left without the pages done. Training uses it while it starts; its loop has its own handling
 (`docsam_cli.training.trainer.StopRequests`)."""
 
 from __future__ import annotations
@@ -11,26 +12,34 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While entered (in the main thread), the first SIGTERM raises KeyboardInterrupt; it puts the previous
-    handler back, so that a second SIGTERM acts as before (ends the process). A SIGTERM the caller ignores
-    (`trap '' TERM`, inherited as ignored) stays ignored."""
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+    """While entered (in the main thread), the first SIGTERM or SIGHUP raises KeyboardInterrupt; it puts the
+    previous handlers back, so that a second signal acts as before (ends the process). A signal the caller
+    ignores (`trap '' TERM`, `nohup`'s SIGHUP, inherited as ignored) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {number: signal.getsignal(number) for number in _TERMINATING}
+    taken = [number for number, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
+
+    def restore() -> None:
+        for number in taken:
+            signal.signal(number, previous[number])
 
     def interrupt(number: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for number in taken:
+        signal.signal(number, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""SIGTERM as Ctrl-C for `segment` (`docsam_cli.interruption`)."""
+"""SIGTERM and SIGHUP as Ctrl-C for `segment` (`docsam_cli.interruption`)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ import pytest
 from docsam_cli.interruption import terminate_as_interrupt
 
 
-def test_an_ignored_sigterm_stays_ignored() -> None:
-    """A caller that ignores SIGTERM (`trap '' TERM`) keeps the process running through one."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_an_ignored_signal_stays_ignored(number: signal.Signals) -> None:
+    """A caller that ignores SIGTERM (`trap '' TERM`) or SIGHUP (`nohup`) keeps the process running through
+    one."""
+    previous = signal.signal(number, signal.SIG_IGN)
     try:
         with terminate_as_interrupt():
-            signal.raise_signal(signal.SIGTERM)
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            signal.raise_signal(number)
+        assert signal.getsignal(number) == signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(number, previous)
 
 
-def test_sigterm_is_an_interrupt_while_entered() -> None:
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: None)
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_is_an_interrupt_while_entered(number: signal.Signals) -> None:
+    previous = signal.signal(number, lambda number, frame: None)
     try:
         with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(number)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(number, previous)

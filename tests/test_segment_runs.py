@@ -753,26 +753,31 @@ def test_ctrl_c_while_the_run_files_are_written_at_the_end_still_writes_them(tmp
     assert (out / "semantic" / "classes.json").is_file()
 
 
-def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch):
-    """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM: the pages being written are finished and
-    reported, exit 130, and the handler in place before the run is back afterwards."""
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_ends_a_run_as_ctrl_c_does(tmp_path, model, monkeypatch, number):
+    """A scheduler's time limit (`timeout`, Slurm) sends SIGTERM, the terminal closing under a run not
+    started with `nohup` SIGHUP: the pages being written are finished and reported, `coco.json` holds them,
+    exit 130, and the handlers in place before the run are back afterwards."""
     pages = [write_page(tmp_path / f"page{index}.png") for index in range(4)]
 
     def before(number, frame):  # stands in for the default action, which would end pytest
         pass
 
     monkeypatch.setattr(
-        batch, "model_segmenter", _stopped_at_the_third(model, lambda: signal.raise_signal(signal.SIGTERM))
+        batch, "model_segmenter", _stopped_at_the_third(model, lambda: signal.raise_signal(number))
     )
-    previous = signal.signal(signal.SIGTERM, before)
+    previous = {each: signal.signal(each, before) for each in (signal.SIGTERM, signal.SIGHUP)}
     try:
         code, records, stderr = segment(tmp_path / "out", *map(str, pages), "--writers", "2")
-        assert signal.getsignal(signal.SIGTERM) is before
+        assert all(signal.getsignal(each) is before for each in previous)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for each, handler in previous.items():
+            signal.signal(each, handler)
     assert code == ExitCode.INTERRUPTED, stderr
     assert [record["input"] for record in records] == list(map(str, pages[:2]))
     assert "interrupted" in stderr
+    coco = json.loads((tmp_path / "out" / "coco.json").read_text())
+    assert [image["page_id"] for image in coco["images"]] == ["page0", "page1"]
 
 
 def test_a_page_failing_to_be_written_passes_the_limit_before_the_next_is_segmented(

@@ -28,7 +28,7 @@ from docsam_cli.training.checkpoints import list_checkpoints
 from docsam_cli.training.data import MixedTrainingData, worker_death
 from docsam_cli.training.run_log import read_log
 from docsam_cli.training.sampler import SampleKey
-from docsam_cli.training.trainer import MainStopped
+from docsam_cli.training.trainer import MainStopped, StopRequests
 
 RUN = [
     "--iters", "2", "--batch-size", "2", "--short-range", "48,56", "--patch-size", "40,40",
@@ -444,11 +444,13 @@ def test_torchs_other_reports_of_a_dead_worker_are_recognised_and_nothing_else()
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
-    data: Path, tiny_weights: Path, tmp_path: Path
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_to_the_process_group_writes_a_checkpoint_and_exits_130(
+    data: Path, tiny_weights: Path, tmp_path: Path, number: signal.Signals
 ) -> None:
-    """What Slurm does at a time limit: SIGTERM to every process (data-loader workers included). The step
-    under way is finished and checkpointed; `--resume` goes on from it."""
+    """What Slurm does at a time limit: SIGTERM to every process (data-loader workers included); what the
+    terminal closing does to a run not started with `nohup`: SIGHUP to them. The step under way is finished
+    and checkpointed; `--resume` goes on from it."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "docsam_cli", "finetune", str(data), "--weights", str(tiny_weights)]
     extra = ["--iters", "1000", "--checkpoint-every", "1000", "--workers", "1"]
@@ -458,7 +460,7 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
     deadline = time.monotonic() + 240
     while not read_log(out) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, number)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     step = max(record["step"] for record in read_log(out))
@@ -466,6 +468,19 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_exits_130(
         f"error: interrupted at step {step}; checkpoint written, continue with --resume"
     ]
     assert [path.name for path in list_checkpoints(out)] == [f"step-{step:08d}"]
+
+
+def test_a_sighup_the_caller_ignores_stays_ignored_through_the_training_loop() -> None:
+    """`nohup` ignores SIGHUP: the terminal closing leaves its run going, and the trainer's handling of the
+    signals that stop a run leaves it so."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopRequests() as requests:
+            signal.raise_signal(signal.SIGHUP)
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert not requests.requested
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 class _Terminated(Exception):

@@ -118,14 +118,14 @@ def _check_decoder_inputs(module: nn.Module, args: tuple, kwargs: dict[str, Any]
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the run after `step`, whose checkpoint was written."""
+    """SIGINT, SIGTERM or SIGHUP stopped the run after `step`, whose checkpoint was written."""
 
     def __init__(self, step: int) -> None:
         self.step = step
         super().__init__(f"interrupted at step {step}; checkpoint written, continue with --resume")
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a time limit, the terminal closing
 
 
 class MainFailed(ValueError):
@@ -178,8 +178,9 @@ def other_process_count(checkpoint: Path, had: int, has: int) -> str:
 
 
 class StopRequests:
-    """While entered (in the main thread), SIGINT and SIGTERM set `requested` instead of ending the process;
-    the first one puts the previous handlers back, so that a second one acts as usual."""
+    """While entered (in the main thread), SIGINT, SIGTERM and SIGHUP set `requested` instead of ending the
+    process; the first one puts the previous handlers back, so that a second one acts as usual. A signal the
+    caller ignores (`nohup`'s SIGHUP) stays ignored."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -187,7 +188,8 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._request) for number in STOP_SIGNALS}
+            taken = [number for number in STOP_SIGNALS if signal.getsignal(number) != signal.SIG_IGN]
+            self._previous = {number: signal.signal(number, self._request) for number in taken}
         return self
 
     def __exit__(self, *exc: object) -> None:
