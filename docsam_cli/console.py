@@ -57,7 +57,21 @@ def use_utf8_stdout() -> None:
 def shows_progress(console: Console, quiet: bool) -> bool:
     """Whether a progress bar is drawn on `console`: not with `-q`, and only on a terminal (a bar redrawn
     in a log file is noise)."""
-    return not quiet and console.is_terminal
+    return not quiet and _on_a_terminal(console)
+
+
+def _on_a_terminal(console: Console) -> bool:
+    """Rich's `is_terminal` but for `FORCE_COLOR`, which asks for colours, not for a terminal: carried into
+    a batch job's environment (set for CI, or in a shell profile), it had Rich redraw the bar ten times a
+    second into the job's log file. Rich's `TTY_COMPATIBLE=1` still declares the stream a terminal."""
+    if not console.is_terminal:
+        return False
+    if os.environ.get("TTY_COMPATIBLE") == "1":
+        return True
+    try:
+        return console.file.isatty()
+    except ValueError:  # closed
+        return False
 
 
 def print_error(console: Console, message: str) -> None:

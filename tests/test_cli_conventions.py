@@ -339,6 +339,21 @@ def test_json_lines_reach_stdout_while_the_progress_bar_is_drawn(tmp_path, reque
     assert '"page_id":' not in stderr and "missing.png: no such file" in stderr
 
 
+def test_force_color_in_the_environment_draws_no_progress_bar_into_a_log_file(
+    tmp_path, requests, monkeypatch
+):
+    """A batch job's environment carrying FORCE_COLOR (set for CI, or in a shell profile), which Rich takes
+    for a terminal, had the bar redrawn ten times a second into the job's log file (200 KB of control
+    sequences for ten pages)."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    page = write_page(tmp_path / "page.png")
+    code, records, stderr = segment(tmp_path / "out", str(page))
+    assert code == ExitCode.OK and len(records) == 1
+    assert "\x1b[?25l" not in stderr and "\u2501" not in stderr, stderr  # the bar hides the cursor, draws ━
+    assert "1 pages segmented" in stderr
+
+
 def test_verbose_logs_geometry_and_page_timings_and_debug_more(tmp_path, requests):
     page = write_page(tmp_path / "page.png")
     code, _, stderr = segment(tmp_path / "quiet-by-default", str(page))
