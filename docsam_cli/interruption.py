@@ -12,7 +12,8 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a time limit, the terminal closing
+_TERMINATING = STOP_SIGNALS[1:]  # those Python does not turn into KeyboardInterrupt itself
 
 
 @contextlib.contextmanager
@@ -44,16 +45,17 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """While entered (in the main thread), Ctrl-C and SIGTERM are held back, and acted on as it ends, as
-    their handlers then in place would have (KeyboardInterrupt, or the end of the process): for a step that
-    must not be cut in two, such as the two renames that swap a new folder in for an old one. A signal the
-    caller ignores stays ignored. Python handlers are swapped rather than the signals blocked: a thread of
-    the process that does not block them (a progress display's) would take them in its stead."""
+    """While entered (in the main thread), Ctrl-C, SIGTERM and SIGHUP are held back, and acted on as it ends,
+    as their handlers then in place would have (KeyboardInterrupt, or the end of the process): for a step
+    that must not be cut in two, such as the two renames that swap a new folder in for an old one. A
+    signal the caller ignores stays ignored. Python handlers are swapped rather than the signals blocked:
+    a thread of the process that does not block them (a progress display's) would take them in its
+    stead."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     held = [number for number, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
     for number in held:
         signal.signal(number, lambda number, frame: received.append(number))

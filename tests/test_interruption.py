@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from docsam_cli.interruption import terminate_as_interrupt
+from docsam_cli.interruption import interrupts_held, terminate_as_interrupt
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
@@ -30,3 +30,15 @@ def test_sigterm_or_sighup_is_an_interrupt_while_entered(number: signal.Signals)
             signal.raise_signal(number)
     finally:
         signal.signal(number, previous)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_waits_for_a_step_that_must_not_be_cut_in_two(number: signal.Signals) -> None:
+    """`interrupts_held` (convert-dataset --overwrite's two renames) holds back every signal that stops a run:
+    a SIGHUP, which `terminate_as_interrupt` also turns into an interrupt, raised KeyboardInterrupt between
+    the renames, leaving no --out and the old dataset hidden."""
+    steps = []
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(), interrupts_held():
+        signal.raise_signal(number)
+        steps.append("second rename")
+    assert steps == ["second rename"]

@@ -123,9 +123,10 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
 
 def _publish(staging: Path, out: Path, report: ConversionReport) -> None:
     """Rename the finished `staging` to `out`; an existing `out` (allowed by --overwrite) is renamed away
-    first and removed last. Ctrl-C and SIGTERM are held back during the renames: one between them left the
-    previous dataset hidden and no `out`, one just after them was said to have written nothing. Raises
-    InterruptedAfterPublishing for an interrupt once the new dataset is in place, KeyboardInterrupt before."""
+    first and removed last. Ctrl-C, SIGTERM and SIGHUP are held back during the renames: one between them
+    left the previous dataset hidden and no `out`, one just after them was said to have written nothing.
+    Raises InterruptedAfterPublishing for an interrupt once the new dataset is in place, KeyboardInterrupt
+    before."""
     previous = None
     try:
         with interrupts_held(), _writing(out):

@@ -21,9 +21,10 @@ base rate). Added here:
   checked before the optimiser step, and the decoder's inputs before it runs, since non-finite features or
   boxes far outside the page (learned proposals after a diverged step) make RoIAlign fail before any loss
   exists.
-* SIGINT (Ctrl-C) and SIGTERM (Slurm's time limit) end the run after the current step, with a checkpoint
-  written as the periodic ones are (`Interrupted`); a second signal ends it at once. Data-loader workers
-  ignore both, so that a signal sent to the whole process group does not take the data away mid-step.
+* SIGINT (Ctrl-C), SIGTERM (Slurm's time limit) and SIGHUP (the terminal closing) end the run after the
+  current step, with a checkpoint written as the periodic ones are (`Interrupted`); a second signal ends it
+  at once. Data-loader workers ignore them, so that a signal sent to the whole process group does not take
+  the data away mid-step.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from docsam_cli.distributed import Distributed
 from docsam_cli.errors import InputError, UsageError
 from docsam_cli.folder_lock import drop_inherited_locks
 from docsam_cli.inputs.images import max_image_pixels, set_max_image_pixels
+from docsam_cli.interruption import STOP_SIGNALS
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
@@ -123,9 +125,6 @@ class Interrupted(Exception):
     def __init__(self, step: int) -> None:
         self.step = step
         super().__init__(f"interrupted at step {step}; checkpoint written, continue with --resume")
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a time limit, the terminal closing
 
 
 class MainFailed(ValueError):
