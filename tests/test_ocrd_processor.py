@@ -491,7 +491,7 @@ def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch)
 
 @pytest.fixture
 def pixel_limit_restored():
-    """The processor's setup sets the pixel limit process-wide (as it would for its one run); the tests
+    """A processor's run sets the pixel limit process-wide (as it would for its one run); the tests
     after this one get the default back."""
     yield
     set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)
@@ -547,6 +547,26 @@ def test_max_image_pixels_sets_the_largest_page_image_processed(
     process(processor, workspace, "OCR-D-IMG", OUTPUT)
     (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
     assert region_elements(etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot()[1])
+
+
+@pytest.mark.slow  # a second processor loads the model; the pages skip it
+def test_each_run_of_a_cached_processor_keeps_its_own_pixel_limit(
+    processor, tiny_weights, tmp_path, monkeypatch, pixel_limit_restored
+):
+    """An OCR-D processing worker keeps a processor per parameter set and runs each again for later jobs
+    without setting it up anew: a run of the default limit, after a processor of max_image_pixels 1999
+    was set up, failed its 100 x 80 page, "8000 pixels exceeds the decompression-bomb limit of 178956970
+    pixels", Pillow's process-wide limit being the one set up last. Each run applies its own limit."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    monkeypatch.setenv("OCRD_MISSING_OUTPUT", "ABORT")
+    page = np.full((80, 100, 3), 235, np.uint8)
+    page[10:70, 10:90] = 0
+    workspace = image_workspace(tmp_path / "workspace", Image.fromarray(page).save)
+    strict = DocsamSegment(None, parameter={"weights": str(tiny_weights), **FAST, "max_image_pixels": 1999})
+    process(processor, workspace, "OCR-D-IMG", OUTPUT)
+    assert [file.pageId for file in workspace.mets.find_files(fileGrp=OUTPUT)] == ["P1"]
+    with pytest.raises(ValueError, match="8000 pixels exceeds the decompression-bomb limit of 1999 pixels"):
+        process(strict, workspace, "OCR-D-IMG", "OCR-D-STRICT")
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,6 @@ class DocsamSegment(Processor):
     def setup(self) -> None:
         """Read the parameters and load the model (once per processor, not per page). Raises SetupError."""
         from docsam_cli.errors import UsageError
-        from docsam_cli.inputs.images import set_max_image_pixels
         from docsam_cli.runtime import describe_geometry, load_for_inference
         from docsam_cli.weights import WeightsError
 
@@ -97,9 +96,6 @@ class DocsamSegment(Processor):
             raise SetupError(_in_parameter_names(str(error), self.ocrd_tool["parameters"])) from None
         except PermissionError as error:  # a path in a folder that may not be searched: Path.exists() raises
             raise SetupError(f"{display_path(error.filename)}: {error.strerror}") from None
-        # Process-wide, as `docsam segment` sets it once: core's own opens of the page images (for their
-        # size and resolution, then to decode them) are held to it from the first page on.
-        set_max_image_pixels(self.settings.max_image_pixels)
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
 
@@ -122,8 +118,14 @@ class DocsamSegment(Processor):
         """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, Ctrl-C, or SIGTERM, taken
         as Ctrl-C), the METS is saved first, so that the pages done before stay listed in it (core saves it
         only after a whole run)."""
+        from docsam_cli.inputs.images import set_max_image_pixels
         from docsam_cli.interruption import terminate_as_interrupt
 
+        # Process-wide, as `docsam segment` sets it once: core's own opens of the page images (for their
+        # size and resolution, then to decode them) are held to it from the first page on. Set for each
+        # run, not at setup: an OCR-D processing worker keeps a set-up processor per parameter set and runs
+        # it again for later jobs, after others were set up.
+        set_max_image_pixels(self.settings.max_image_pixels)
         try:
             with terminate_as_interrupt():
                 super().process_workspace(workspace)
