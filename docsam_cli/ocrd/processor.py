@@ -54,6 +54,20 @@ FILE_GROUPS_REFUSED = "Invalid input/output file grps:"
 # How core refuses parameters that ocrd-tool.json's schema rejects: a ValueError of this line, then the
 # validation report's XML, one `<error>` element per problem (its text not escaped).
 PARAMETERS_REFUSED = "Invalid parameters:"
+# The command-line options (click's names) for which core answers, or starts a processing worker, without
+# processing the workspace given by -m, -I and -O.
+INFORMATION_OPTIONS = (
+    "help",
+    "version",
+    "dump_json",
+    "dump_module_dir",
+    "resolve_resource",
+    "show_resource",
+    "list_resources",
+    "subcommand",
+    "queue",
+    "database",
+)
 
 
 class SetupError(Exception):
@@ -288,12 +302,18 @@ def _area_on_page(points: np.ndarray, page_size: tuple[int, int]) -> float:
 
 def _check_file_groups(input_groups: str | None, output_groups: str | None) -> None:
     """Refuse `-I`/`-O` lists of another number of groups than ocrd-tool.json declares, before the model
-    loads: core asserts the counts only after setup, as an AssertionError with two tracebacks. Raises
-    SetupError."""
+    loads: core asserts the counts only after setup, as an AssertionError with two tracebacks. Refuse
+    either left out while the other is given: core took a missing `-O` for one group named '', segmented
+    every page, then failed to add each to the METS. Neither given is left to core (its help, or its
+    "-I/--input-file-grp is required"). Raises SetupError."""
+    if not input_groups and not output_groups:
+        return
     tool = DocsamSegment(None).ocrd_tool
     for option, groups, kind in (("-I", input_groups, "input"), ("-O", output_groups, "output")):
         declared = tool[f"{kind}_file_grp_cardinality"]  # an exact count here, as core reads a number
-        count = len(groups.split(",")) if groups else declared
+        if not groups:
+            raise SetupError(f"{option} is missing: {EXECUTABLE} takes exactly {declared} {kind} file group")
+        count = len(groups.split(","))
         if count != declared:
             raise SetupError(
                 f"{option} {groups} names {count} {kind} file groups; {EXECUTABLE} takes exactly {declared}"
@@ -316,7 +336,8 @@ def _core_refusal(error: Exception) -> str | None:
 @ocrd_cli_options
 def cli(*args, **kwargs):
     try:
-        _check_file_groups(kwargs.get("input_file_grp"), kwargs.get("output_file_grp"))
+        if not any(kwargs.get(option) for option in INFORMATION_OPTIONS):
+            _check_file_groups(kwargs.get("input_file_grp"), kwargs.get("output_file_grp"))
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
         raise click.ClickException(str(error)) from None  # "Error: <message>", exit status 1
