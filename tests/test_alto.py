@@ -23,6 +23,7 @@ from instances_factory import (
 from lxml import etree
 
 from docsam_cli.datasets.convert.alto import read_alto
+from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string, write_alto
 from docsam_cli.writers.alto_map import alto_kind, parse_alto_map
 from docsam_cli.writers.page_map import region_kind
@@ -54,7 +55,7 @@ def polygon(element: etree._Element, namespace: str = ALTO_NAMESPACE) -> np.ndar
         text = element.find("a:Shape/a:Polygon", NS).get("POINTS")
     else:
         text = element.find(f"{{{PAGE_NAMESPACE}}}Coords").get("points")
-    return np.array([[int(v) for v in pair.split(",")] for pair in text.split()], dtype=np.int32)
+    return parse_points(text).astype(np.int32)
 
 
 def page_regions(document: etree._Element) -> list[etree._Element]:
@@ -307,6 +308,29 @@ def kraken_class(document: etree._Element, element: etree._Element) -> str | Non
     if etree.QName(element).localname == "TextLine":
         return found.get("type")
     return element.get("TYPE") or found.get("region") or found.get("type")
+
+
+def escriptorium_points(text: str) -> list[tuple[float, float]]:
+    """ALTO points as eScriptorium's import reads them (app/apps/imports/parsers.py, `AltoParser`'s
+    `update_block` and `update_line`): split at spaces, each part a number, in pairs; it drops (ValueError)
+    any other form."""
+    coords = [float(value) for value in text.split(" ")]
+    return list(zip(coords[::2], coords[1::2], strict=True))
+
+
+def test_escriptorium_reads_the_polygons_and_baselines_of_blocks_and_lines(alto_schema):
+    masks = [rect_mask(200, 200, 0, 0, 200, 100), rect_mask(200, 200, 10, 10, 190, 30)]
+    shapes = PageShapes(make_instances(masks, [0, 1], ["paragraph", "text line"]))
+    document = parse_valid(alto_string(shapes, "p.png"), alto_schema)
+    (block,) = blocks(document)
+    (line,) = block.findall("a:TextLine", NS)
+    assert escriptorium_points(block.find("a:Shape/a:Polygon", NS).get("POINTS")) == [
+        (0, 0), (0, 99), (199, 99), (199, 0)
+    ]  # fmt: skip
+    assert escriptorium_points(line.find("a:Shape/a:Polygon", NS).get("POINTS")) == [
+        (10, 10), (10, 29), (189, 29), (189, 10)
+    ]  # fmt: skip
+    assert escriptorium_points(line.get("BASELINE")) == [(10, 29), (189, 29)]
 
 
 def test_kraken_reads_the_segmonto_zone_of_every_block_and_line(alto_schema):

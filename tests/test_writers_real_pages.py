@@ -21,6 +21,7 @@ from lxml import etree
 from pycocotools import mask as mask_utils
 from segment_helpers import run_segment
 
+from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.writers.alto import alto_string
 from docsam_cli.writers.page_xml import page_xml_string
 from docsam_cli.writers.shapes import PageShapes
@@ -43,7 +44,8 @@ def ocrd_polygon(points: np.ndarray) -> shapely.Polygon | str:
 
 
 def points_of(text: str) -> np.ndarray:
-    return np.array([[int(v) for v in pair.split(",")] for pair in text.split()], dtype=int)
+    """PAGE's `x,y x,y ...` or ALTO's `x y x y ...`."""
+    return parse_points(text).astype(int)
 
 
 def ocrd_complaints(regions: list[etree._Element], points_xpath: str) -> list[str]:

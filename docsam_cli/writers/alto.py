@@ -15,12 +15,12 @@ What a page's file holds:
 - `Layout/Page` (`WIDTH`, `HEIGHT` in pixels, `PHYSICAL_IMG_NR` the page's number in its document) with a
   `PrintSpace` covering the page and the blocks in it: each with its bounding box (`HPOS`, `VPOS`,
   `WIDTH`, `HEIGHT`: the pixels the polygon's points span, so a block over the whole page has the page's
-  size) and its exact polygon (`Shape/Polygon@POINTS`, the same valid polygon PAGE writes), `TAGREFS`
-  naming its class tag. Blocks carry no `TYPE` of their own: Kraken takes a block's `TYPE` over its tag,
-  which would hide the SegmOnto zone;
+  size) and its exact polygon (`Shape/Polygon@POINTS`, the same valid polygon PAGE writes, as
+  `x1 y1 x2 y2 ...`: see `_points`), `TAGREFS` naming its class tag. Blocks carry no `TYPE` of their own:
+  Kraken takes a block's `TYPE` over its tag, which would hide the SegmOnto zone;
 - text lines as `TextLine`s of their `TextBlock` (nesting as in PAGE, see `layout`), each with its
-  `BASELINE` (see `baselines`; `x1,y1 x2,y2`, the points form the schema recommends, as `POINTS`, and
-  Kraken reads) and one empty `String` (the schema requires one) whose `WC` is the line's score.
+  `BASELINE` (see `baselines`; `x1 y1 x2 y2`, as `POINTS`) and one empty `String` (the schema requires
+  one) whose `WC` is the line's score.
 Confidence: ALTO 4.4 has no confidence attribute on blocks (only `String@WC`/`CC` and the page's `PC`),
 so a block's score is not written; PAGE output has it (`Coords/@conf`).
 Names: every attribute and text goes through `names.xml_text` (see `xml_tree`), as in PAGE output.
@@ -42,14 +42,7 @@ from docsam_cli.writers.class_map import ClassMap, lookup
 from docsam_cli.writers.layout import Layout, Line, Region, Role, page_layout
 from docsam_cli.writers.page_map import TEXT_LINE, region_kind, region_role
 from docsam_cli.writers.shapes import PageShapes
-from docsam_cli.writers.xml_tree import (
-    SOFTWARE,
-    XSI_NAMESPACE,
-    document_text,
-    points_text,
-    sub_element,
-    utc_timestamp,
-)
+from docsam_cli.writers.xml_tree import SOFTWARE, XSI_NAMESPACE, document_text, sub_element, utc_timestamp
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -163,7 +156,7 @@ def _write_line(
     parent: etree._Element, shapes: PageShapes, kinds: list[AltoKind], line: Line, line_id: str
 ) -> None:
     label = shapes.label(line.instance)
-    baseline = points_text(line_baseline(line.polygon))
+    baseline = _points(line_baseline(line.polygon))
     tag = _tag_id(kinds[label], label)
     element = _positioned(parent, TEXT_LINE, line.polygon, ID=line_id, TAGREFS=tag, BASELINE=baseline)
     _child(element, "String", CONTENT="", WC=f"{shapes.confidence(line.instance):.4f}")
@@ -177,8 +170,17 @@ def _positioned(parent: etree._Element, tag: str, polygon: np.ndarray, **attribu
     (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
     box = {"HPOS": str(x0), "VPOS": str(y0), "WIDTH": str(x1 - x0 + 1), "HEIGHT": str(y1 - y0 + 1)}
     element = _child(parent, tag, **attributes, **box)
-    _child(_child(element, "Shape"), "Polygon", POINTS=points_text(polygon))
+    _child(_child(element, "Shape"), "Polygon", POINTS=_points(polygon))
     return element
+
+
+def _points(points: np.ndarray) -> str:
+    """`(N, 2)` integer x, y points as `x1 y1 x2 y2 ...`, one of the two forms ALTO 4.4's PointsType allows
+    and the one Kraken and eScriptorium write. eScriptorium's import (app/apps/imports/parsers.py,
+    `AltoParser.update_block`/`update_line`) splits `POINTS` and `BASELINE` at spaces and reads each part
+    as a number: the other form, `x1,y1 x2,y2`, loses every block's polygon and every line's baseline and
+    mask there. Kraken (`parse_alto_pointstype`) reads either."""
+    return " ".join(str(value) for value in points.ravel().tolist())
 
 
 def _tag_type(kind: AltoKind) -> str:

@@ -39,8 +39,8 @@ def sub_element(
 
 
 def points_text(points: np.ndarray) -> str:
-    """`(N, 2)` integer x, y points as `x1,y1 x2,y2 ...`: PAGE's `points` and the form ALTO 4.4 recommends
-    for `POINTS` and `BASELINE`."""
+    """`(N, 2)` integer x, y points as `x1,y1 x2,y2 ...`, PAGE's `points` (ALTO's are written by
+    `alto._points`)."""
     return " ".join(f"{x},{y}" for x, y in points.tolist())
 
 
