@@ -105,6 +105,21 @@ def test_quiet_leaves_only_errors_and_warnings_on_stderr_and_data_on_stdout(coco
     assert json.loads(scored.stdout)["mask"]["AP"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("environment", "spinner"), [("FORCE_COLOR", False), ("TTY_COMPATIBLE", True)])
+def test_the_spinner_is_drawn_on_a_terminal_only_as_the_progress_bar_is(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch, environment: str, spinner: bool
+) -> None:
+    """FORCE_COLOR in a batch job's environment, which Rich takes for a terminal, had the 'converting...'
+    spinner redrawn into the job's log file (cursor sequences 12 times a second), as it had segment's bar;
+    TTY_COMPATIBLE=1 still declares stderr a terminal."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(environment, "1")
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", coco_file.parent / "o")
+    assert result.exit_code == 0 and "images →" in result.stderr
+    assert ("\x1b[?25l" in result.stderr) is spinner, result.stderr  # the spinner hides the cursor
+
+
 def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
     """Two images cannot give a val split of 10 %: the folder is written empty (training refuses it as
     --val), and conversion says so instead of reporting success alone."""

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docsam_cli.commands.options import checked, max_image_pixels_option, parse_output_folder, path_arguments
-from docsam_cli.console import message_options, print_error, print_plain, stderr_console
+from docsam_cli.console import message_options, print_error, print_plain, shows_progress, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.records import LEVELS, parse_levels
@@ -198,7 +198,7 @@ def main(
     try:
         # SIGTERM (`timeout`, a scheduler's time limit) as Ctrl-C: the staged copy is removed, not left.
         with terminate_as_interrupt():
-            if quiet:
+            if not shows_progress(console, quiet):  # the spinner is redrawn as the bar is: on a terminal only
                 report = convert(options)
             else:
                 with console.status("converting...") as status:
