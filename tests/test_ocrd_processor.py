@@ -698,7 +698,8 @@ def test_a_model_zoo_name_installed_in_ocrds_resource_locations_is_found_there(
 
 
 class Terminated(Exception):
-    """What SIGTERM raises in the test below where the processor leaves it alone (it would end pytest)."""
+    """What SIGTERM or SIGHUP raises in the test below where the processor leaves it alone (it would end
+    pytest)."""
 
 
 def terminated(number: int, frame) -> None:
@@ -706,13 +707,14 @@ def terminated(number: int, frame) -> None:
 
 
 @pytest.mark.slow  # the module's processor loads the model (the pages themselves skip it)
-@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
-def test_pages_done_before_ctrl_c_or_sigterm_stay_listed_in_the_mets(
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM", "SIGHUP"])
+def test_pages_done_before_ctrl_c_sigterm_or_sighup_stay_listed_in_the_mets(
     stop, processor, tmp_path, shared_data, monkeypatch
 ):
-    """Ctrl-C, or SIGTERM (`timeout`, a scheduler's time limit), on the second page: the first page's PAGE
-    file was written, and the METS lists it (it listed no page at all, the files done left on disk unknown
-    to the workspace; SIGTERM ended the process at once)."""
+    """Ctrl-C, SIGTERM (`timeout`, a scheduler's time limit) or SIGHUP (the terminal closed under a run not
+    started with `nohup`) on the second page: the first page's PAGE file was written, and the METS lists it
+    (it listed no page at all, the files done left on disk unknown to the workspace; SIGTERM and SIGHUP
+    ended the process at once)."""
     pages = [("PHYS_0001", PAGES[0][1]), ("PHYS_0002", PAGES[0][1])]
     mets = make_workspace(tmp_path / "workspace", shared_data, pages)
     calls = []
@@ -722,17 +724,18 @@ def test_pages_done_before_ctrl_c_or_sigterm_stay_listed_in_the_mets(
         if len(calls) == 2 and stop == "Ctrl-C":
             raise KeyboardInterrupt
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, stop))
         return dark_pixels_as_text(model, bgr, classes)
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = {number: signal.signal(number, terminated) for number in (signal.SIGTERM, signal.SIGHUP)}
 
     monkeypatch.setattr("model.inference.segment_page", interrupted_on_the_second)
     try:
         with pytest.raises(KeyboardInterrupt):
             process(processor, Resolver().workspace_from_url(str(mets)), "OCR-D-IMG", OUTPUT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     saved = Resolver().workspace_from_url(str(mets)).mets
     assert [file.pageId for file in saved.find_files(fileGrp=OUTPUT)] == ["PHYS_0001"]
 

@@ -129,9 +129,9 @@ class DocsamSegment(Processor):
         self.loaded = None
 
     def process_workspace(self, workspace: Workspace) -> None:
-        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, Ctrl-C, or SIGTERM, taken
-        as Ctrl-C), the METS is saved first, so that the pages done before stay listed in it (core saves it
-        only after a whole run)."""
+        """OCR-D core's loop; when it stops on a page (OCRD_MISSING_OUTPUT=ABORT, Ctrl-C, or SIGTERM or
+        SIGHUP, taken as Ctrl-C), the METS is saved first, so that the pages done before stay listed in it
+        (core saves it only after a whole run)."""
         from docsam_cli.inputs.images import set_max_image_pixels
         from docsam_cli.interruption import terminate_as_interrupt
 
