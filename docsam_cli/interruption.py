@@ -14,25 +14,24 @@ from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a time limit, the terminal closing
 _TERMINATING = STOP_SIGNALS[1:]  # those Python does not turn into KeyboardInterrupt itself
+Handler = signal.Handlers | Callable[[int, FrameType | None], object]
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While entered (in the main thread), the first SIGTERM or SIGHUP raises KeyboardInterrupt; it puts the
-    previous handlers back, so that a second signal acts as before (ends the process). A signal the caller
-    ignores (`trap '' TERM`, `nohup`'s SIGHUP, inherited as ignored) stays ignored."""
+    previous handlers back, so that a second signal acts as before (ends the process), but for a second
+    SIGHUP (`first_stop_taken`). A signal the caller ignores (`trap '' TERM`, `nohup`'s SIGHUP, inherited as
+    ignored) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {number: signal.getsignal(number) for number in _TERMINATING}
-    taken = [number for number, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
-
-    def restore() -> None:
-        for number in taken:
-            signal.signal(number, previous[number])
+    taken = {number: handler for number, handler in previous.items() if handler not in (signal.SIG_IGN, None)}
 
     def interrupt(number: int, frame: FrameType | None) -> None:
-        restore()
+        nonlocal taken
+        taken = first_stop_taken(number, taken)
         raise KeyboardInterrupt
 
     for number in taken:
@@ -40,7 +39,22 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        restore()
+        for number, handler in taken.items():
+            signal.signal(number, handler)
+
+
+def first_stop_taken(number: int, previous: dict[int, Handler]) -> dict[int, Handler]:
+    """Put the `previous` handlers back once the stop signal `number` was taken, so that a second signal acts
+    as before (ends the process), but for SIGHUP after a SIGHUP, which is ignored from then on: the terminal
+    closing sends two to a run in its foreground (the shell's, then the kernel's as the shell exits), and
+    the second, which came within a moment of the first, killed the run while it finished the pages being
+    written. Returns the handlers still to put back when the caller is done (SIGHUP's, if so)."""
+    for each, handler in previous.items():
+        signal.signal(each, handler)
+    if number != signal.SIGHUP or signal.SIGHUP not in previous:
+        return {}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return {signal.SIGHUP: previous[signal.SIGHUP]}
 
 
 @contextlib.contextmanager
@@ -68,7 +82,7 @@ def interrupts_held() -> Iterator[None]:
             _deliver(received[0], previous[received[0]])
 
 
-def _deliver(number: int, handler: signal.Handlers | Callable[[int, FrameType | None], object]) -> None:
+def _deliver(number: int, handler: Handler) -> None:
     """Act on the signal `number` as `handler`, the one in place, does."""
     if callable(handler):
         handler(number, None)

@@ -42,3 +42,27 @@ def test_a_stop_signal_waits_for_a_step_that_must_not_be_cut_in_two(number: sign
         signal.raise_signal(number)
         steps.append("second rename")
     assert steps == ["second rename"]
+
+
+@pytest.mark.parametrize(("number", "ends"), [(signal.SIGTERM, True), (signal.SIGHUP, False)])
+def test_a_second_sighup_does_not_end_the_run_as_a_second_sigterm_does(
+    number: signal.Signals, ends: bool
+) -> None:
+    """The terminal closing sends a run in its foreground two SIGHUPs within a moment (the shell's, then the
+    kernel's as the shell exits): the second ended the run outright while it finished the pages being
+    written, without `coco.json` or a word in the log. A second SIGTERM still ends it at once."""
+    ended = []
+
+    def before(each: int, frame: object) -> None:  # stands in for the default action, which would end pytest
+        ended.append(each)
+
+    previous = signal.signal(number, before)
+    try:
+        with terminate_as_interrupt():
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(number)
+            signal.raise_signal(number)
+        assert signal.getsignal(number) is before
+    finally:
+        signal.signal(number, previous)
+    assert ended == ([number] if ends else [])

@@ -483,6 +483,25 @@ def test_a_sighup_the_caller_ignores_stays_ignored_through_the_training_loop() -
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_a_second_sighup_leaves_the_training_loop_to_write_its_checkpoint() -> None:
+    """The terminal closing sends a run in its foreground two SIGHUPs within a moment: the second, taken for
+    a second request to stop at once, cut the checkpoint of the step the first one asked for."""
+    ended = []
+
+    def before(number: int, frame: object) -> None:  # stands in for the default action (it would end pytest)
+        ended.append(number)
+
+    previous = signal.signal(signal.SIGHUP, before)
+    try:
+        with StopRequests() as requests:
+            signal.raise_signal(signal.SIGHUP)
+            signal.raise_signal(signal.SIGHUP)  # the kernel's, as the shell exits
+        assert signal.getsignal(signal.SIGHUP) is before
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert requests.requested and ended == []
+
+
 class _Terminated(Exception):
     """What this test's own SIGTERM handler raises: the process would have ended there."""
 

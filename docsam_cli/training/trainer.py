@@ -52,7 +52,7 @@ from docsam_cli.distributed import Distributed
 from docsam_cli.errors import InputError, UsageError
 from docsam_cli.folder_lock import drop_inherited_locks
 from docsam_cli.inputs.images import max_image_pixels, set_max_image_pixels
-from docsam_cli.interruption import STOP_SIGNALS
+from docsam_cli.interruption import STOP_SIGNALS, first_stop_taken
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
 from docsam_cli.training.checkpoints import (
@@ -178,8 +178,8 @@ def other_process_count(checkpoint: Path, had: int, has: int) -> str:
 
 class StopRequests:
     """While entered (in the main thread), SIGINT, SIGTERM and SIGHUP set `requested` instead of ending the
-    process; the first one puts the previous handlers back, so that a second one acts as usual. A signal the
-    caller ignores (`nohup`'s SIGHUP) stays ignored."""
+    process; the first one puts the previous handlers back, so that a second one acts as usual, but for a
+    second SIGHUP (`first_stop_taken`). A signal the caller ignores (`nohup`'s SIGHUP) stays ignored."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -196,7 +196,7 @@ class StopRequests:
 
     def _request(self, number: int, frame: FrameType | None) -> None:
         self.requested = True
-        self._restore()
+        self._previous = first_stop_taken(number, self._previous)
 
     def _restore(self) -> None:
         for number, handler in self._previous.items():
