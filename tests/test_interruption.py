@@ -38,9 +38,14 @@ def test_a_stop_signal_waits_for_a_step_that_must_not_be_cut_in_two(number: sign
     a SIGHUP, which `terminate_as_interrupt` also turns into an interrupt, raised KeyboardInterrupt between
     the renames, leaving no --out and the old dataset hidden."""
     steps = []
-    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(), interrupts_held():
-        signal.raise_signal(number)
-        steps.append("second rename")
+    # Python's own Ctrl-C handler, as in `docsam`: importing OCR-D core (its tests) installs cysignals' one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(), interrupts_held():
+            signal.raise_signal(number)
+            steps.append("second rename")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert steps == ["second rename"]
 
 
