@@ -162,13 +162,16 @@ def workspace_of_groups(directory: Path, *groups: str) -> Path:
         ),
         (["-I", "A"], "-O is missing: ocrd-docsam-segment takes exactly 1 output file group"),
         (["-O", "OUT"], "-I is missing: ocrd-docsam-segment takes exactly 1 input file group"),
+        ([], "-I is missing: ocrd-docsam-segment takes exactly 1 input file group"),
+        (["-I", "", "-O", ""], "-I is missing: ocrd-docsam-segment takes exactly 1 input file group"),
     ],
 )
 def test_more_file_groups_than_the_tool_declares_are_one_error_line(groups, message, tmp_path, tiny_weights):
     """Two input groups: core asserted the count only after loading the model, and the processor ended in
     two tracebacks of "AssertionError: Unexpected number of input file groups 2 vs 1". Without -O, core
     took one output group named '': the model segmented every page, each then failed "Must set fileGrp of
-    the mets:file" (exit 0 under OCRD_MAX_MISSING_OUTPUTS=-1); without -I, a traceback."""
+    the mets:file" (exit 0 under OCRD_MAX_MISSING_OUTPUTS=-1); without -I, or without both (a script's
+    two variables empty), a traceback."""
     mets = workspace_of_groups(tmp_path, "A", "B")
     completed = run_processor_cli(
         "-m", str(mets), *groups, "-P", "weights", str(tiny_weights), "-P", "device", "cpu"
@@ -185,6 +188,15 @@ def test_information_options_answer_whatever_file_groups_are_given(option):
     completed = run_processor_cli("-I", "A,B", option)
     assert completed.returncode == 0, completed.stderr
     assert EXECUTABLE in completed.stdout
+
+
+@pytest.mark.slow  # a process that imports OCR-D
+def test_no_argument_at_all_shows_the_help():
+    """As core answers a bare command, before any file group is asked for."""
+    completed = run_processor_cli()
+    assert completed.returncode == 1
+    assert EXECUTABLE in completed.stdout
+    assert "Error" not in completed.stderr
 
 
 @pytest.mark.slow  # processes that import OCR-D

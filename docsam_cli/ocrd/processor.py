@@ -15,6 +15,7 @@ handled as OCRD_MISSING_OUTPUT says: SKIP it, COPY its input PAGE unchanged, or 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -303,11 +304,9 @@ def _area_on_page(points: np.ndarray, page_size: tuple[int, int]) -> float:
 def _check_file_groups(input_groups: str | None, output_groups: str | None) -> None:
     """Refuse `-I`/`-O` lists of another number of groups than ocrd-tool.json declares, before the model
     loads: core asserts the counts only after setup, as an AssertionError with two tracebacks. Refuse
-    either left out while the other is given: core took a missing `-O` for one group named '', segmented
-    every page, then failed to add each to the METS. Neither given is left to core (its help, or its
-    "-I/--input-file-grp is required"). Raises SetupError."""
-    if not input_groups and not output_groups:
-        return
+    either left out: core took a missing `-O` for one group named '', segmented every page, then failed to
+    add each to the METS, and a missing `-I` was its traceback of "-I/--input-file-grp is required".
+    Raises SetupError."""
     tool = DocsamSegment(None).ocrd_tool
     for option, groups, kind in (("-I", input_groups, "input"), ("-O", output_groups, "output")):
         declared = tool[f"{kind}_file_grp_cardinality"]  # an exact count here, as core reads a number
@@ -336,7 +335,8 @@ def _core_refusal(error: Exception) -> str | None:
 @ocrd_cli_options
 def cli(*args, **kwargs):
     try:
-        if not any(kwargs.get(option) for option in INFORMATION_OPTIONS):
+        # No argument at all: core shows its help, as for --help.
+        if sys.argv[1:] and not any(kwargs.get(option) for option in INFORMATION_OPTIONS):
             _check_file_groups(kwargs.get("input_file_grp"), kwargs.get("output_file_grp"))
         return ocrd_cli_wrap_processor(DocsamSegment, *args, **kwargs)
     except SetupError as error:
