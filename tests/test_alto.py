@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import PROJECT_ROOT
 from convert_helpers import run_cli
 from instances_factory import (
     assert_same_masks,
@@ -331,6 +334,50 @@ def test_escriptorium_reads_the_polygons_and_baselines_of_blocks_and_lines(alto_
         (10, 10), (10, 29), (189, 29), (189, 10)
     ]  # fmt: skip
     assert escriptorium_points(line.get("BASELINE")) == [(10, 29), (189, 29)]
+
+
+def escriptorium_upload_name(path: str) -> str:
+    """The name eScriptorium files an uploaded image under, which its import matches `fileName` and
+    `imageFilename` against: Django's `MultiPartParser.sanitize_file_name` keeps what follows the last `/`
+    and the last `\\`."""
+    return path.rsplit("/")[-1].rsplit("\\")[-1]
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "../../scans dir/a & b é.png",
+        "../../scans/p%20x.png",
+        "../image/M%FCller.png",
+        "p.png",
+        "../../in/vol1\\p1.png",  # a file so named by a Windows zip unpacked on Linux
+    ],
+)
+def test_readmes_escriptorium_lines_leave_the_name_escriptorium_gives_the_upload(
+    reference, tmp_path, alto_schema, page_schema
+):
+    """README's sed lines strip the folders from segment's PAGE and ALTO before an eScriptorium import. A
+    page image whose name holds a backslash (README's `vol1\\p1.png`) kept `vol1\\p1.png`, while its upload
+    is `p1.png`: the import found no page to match."""
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(
+        r"\*\*Importing into eScriptorium\.\*\*.*?```bash\n(.*?)```", readme, flags=re.DOTALL
+    )
+    shapes = PageShapes(make_instances([rect_mask(200, 200, 0, 0, 200, 100)], [0], ["paragraph"]))
+    for folder, text in (
+        ("alto", alto_string(shapes, reference)),
+        ("page", page_xml_string(shapes, reference)),
+    ):
+        (tmp_path / "out" / folder).mkdir(parents=True)
+        (tmp_path / "out" / folder / "p.xml").write_text(text, encoding="utf-8")
+    subprocess.run(["bash", "-euc", block], cwd=tmp_path, check=True)
+    alto = etree.parse(str(tmp_path / "import" / "alto" / "p.xml")).getroot()
+    page = etree.parse(str(tmp_path / "import" / "page" / "p.xml")).getroot()
+    assert alto_schema.validate(alto), alto_schema.error_log
+    assert page_schema.validate(page), page_schema.error_log
+    expected = escriptorium_upload_name(reference)
+    assert alto.find("a:Description/a:sourceImageInformation/a:fileName", NS).text == expected
+    assert page.find(f"{{{PAGE_NAMESPACE}}}Page").get("imageFilename") == expected
 
 
 def test_kraken_reads_the_segmonto_zone_of_every_block_and_line(alto_schema):
