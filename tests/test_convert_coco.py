@@ -108,6 +108,22 @@ def test_overlapping_polygons_of_one_annotation_keep_their_overlap(tmp_path: Pat
     assert report["fixed"] == {"overlapping polygons merged": 1}
 
 
+def _converted_annotation(path: Path, out: Path) -> dict:
+    """The one annotation of `convert-dataset` of the COCO file `path` (its image `a.png`) into `out`."""
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    return annotation
+
+
+def _box_ap(path: Path, bbox: list[float], results: Path) -> float:
+    """`evaluate`'s box AP of the COCO file `path` against one prediction of class 1 at `bbox` (image 7)."""
+    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": bbox, "score": 0.9}]))
+    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["box"]["AP"]
+
+
 def _uncompressed_counts(mask: np.ndarray) -> list[int]:
     flat = mask.flatten(order="F")
     changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
@@ -276,16 +292,9 @@ def test_an_empty_bbox_beside_a_polygon_is_no_bbox(tmp_path: Path) -> None:
     fail in convert-dataset and evaluate ('bbox: expected [x, y, width, height], got an empty list')."""
     polygon = {"category_id": 1, "segmentation": [[10, 5, 30, 5, 30, 15, 10, 15]], "bbox": [], "iscrowd": 0}
     path = _coco_file(tmp_path / "src", [polygon])
-    out = tmp_path / "out"
-    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
-    assert result.exit_code == 0, result.stderr
-    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    annotation = _converted_annotation(path, tmp_path / "out")
     assert annotation["segmentation"] == polygon["segmentation"] and annotation["bbox"] == [10, 5, 20, 10]
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [10, 5, 20, 10], "score": 0.9}]))
-    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
-    assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+    assert _box_ap(path, [10, 5, 20, 10], tmp_path / "results.json") == pytest.approx(1.0)
 
 
 def test_a_cvat_rotated_rectangle_is_read_turned(tmp_path: Path) -> None:
@@ -300,18 +309,11 @@ def test_a_cvat_rotated_rectangle_is_read_turned(tmp_path: Path) -> None:
         "attributes": {"occluded": False, "rotation": 90.0},
     }
     path = _coco_file(tmp_path / "src", [turned])
-    out = tmp_path / "out"
-    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
-    assert result.exit_code == 0, result.stderr
-    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
+    annotation = _converted_annotation(path, tmp_path / "out")
     (polygon,) = annotation["segmentation"]
     corners = {tuple(point) for point in np.round(np.reshape(polygon, (-1, 2)), 6).tolist()}
     assert corners == {(35, 5), (35, 25), (25, 25), (25, 5)} and annotation["bbox"] == [25, 5, 10, 20]
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [25, 5, 10, 20], "score": 0.9}]))
-    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
-    assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+    assert _box_ap(path, [25, 5, 10, 20], tmp_path / "results.json") == pytest.approx(1.0)
 
 
 def test_a_cvat_rotated_rectangle_leaving_the_page_is_boxed_on_it(tmp_path: Path) -> None:
@@ -320,16 +322,8 @@ def test_a_cvat_rotated_rectangle_leaving_the_page_is_boxed_on_it(tmp_path: Path
     page (box AP 0.8), as segment clips its boxes, below its conversion, which clamps it (1.0)."""
     turned = {"category_id": 1, "bbox": [0, 10, 40, 10], "iscrowd": 0, "attributes": {"rotation": 90}}
     path = _coco_file(tmp_path / "src", [turned])
-    out = tmp_path / "out"
-    result = run_cli("convert-dataset", path, "--from", "coco", "--out", out)
-    assert result.exit_code == 0, result.stderr
-    (annotation,) = json.loads((out / "coco/a.json").read_text())["annotations"]
-    assert annotation["bbox"] == [15, 0, 10, 35]
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [15, 0, 10, 35], "score": 0.9}]))
-    result = run_cli("evaluate", path, "--pred", results, "--json", "-")
-    assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["box"]["AP"] == pytest.approx(1.0)
+    assert _converted_annotation(path, tmp_path / "out")["bbox"] == [15, 0, 10, 35]
+    assert _box_ap(path, [15, 0, 10, 35], tmp_path / "results.json") == pytest.approx(1.0)
 
 
 def test_rle_masks_of_another_size_are_a_size_mismatch(tmp_path: Path) -> None:

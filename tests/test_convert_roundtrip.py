@@ -132,6 +132,19 @@ def test_a_class_named_other_is_read_back_from_segments_page_as_other(tmp_path: 
     assert sorted(instance.category for instance in page.instances) == ["table", "text"]
 
 
+def _written_and_read_back(shapes: PageShapes, folder: Path, levels: frozenset[str]) -> list:
+    """`shapes` written as segment's PAGE (`p.xml`) and ALTO (`a.xml`) in `folder`, and read back."""
+    (folder / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
+    (folder / "a.xml").write_text(alto_string(shapes, "p.png"))
+    return [read_page(folder / "p.xml", folder, levels), read_alto(folder / "a.xml", folder, levels)]
+
+
+def _read_as_another_producers(path: Path, levels: frozenset[str]):
+    """segment's PAGE file `path` read back as the file of another producer (Transkribus) would be."""
+    path.write_text(path.read_text().replace("<Creator>docsam ", "<Creator>Transkribus "))
+    return read_page(path, path.parent, levels)
+
+
 def test_a_line_class_is_read_back_from_segments_page_as_its_alto_is(tmp_path: Path) -> None:
     """`segment --classes text,DefaultLine,line` writes those lines as PAGE TextLines whose @custom type
     names their class, as ALTO's tags do; convert-dataset --level lines and evaluate --pred read ALTO's back
@@ -141,17 +154,10 @@ def test_a_line_class_is_read_back_from_segments_page_as_its_alto_is(tmp_path: P
     masks = [rect_mask(100, 200, 0, 0, 200, 100), rect_mask(100, 200, 10, 10, 190, 30)]
     masks.append(rect_mask(100, 200, 10, 50, 190, 70))
     shapes = PageShapes(make_instances(masks, [0, 1, 2], ["text", "DefaultLine", "line"]))
-    (tmp_path / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
-    (tmp_path / "a.xml").write_text(alto_string(shapes, "p.png"))
     levels = frozenset({"regions", "lines"})
-    for page in (
-        read_page(tmp_path / "p.xml", tmp_path, levels),
-        read_alto(tmp_path / "a.xml", tmp_path, levels),
-    ):
+    for page in _written_and_read_back(shapes, tmp_path, levels):
         assert sorted(instance.category for instance in page.instances) == ["DefaultLine", "line", "text"]
-    other = (tmp_path / "p.xml").read_text().replace("<Creator>docsam ", "<Creator>Transkribus ")
-    (tmp_path / "p.xml").write_text(other)
-    page = read_page(tmp_path / "p.xml", tmp_path, levels)
+    page = _read_as_another_producers(tmp_path / "p.xml", levels)
     assert sorted(instance.category for instance in page.instances) == ["text", "text line", "text line"]
 
 
@@ -162,22 +168,16 @@ def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> No
     region now, its line kept; the same region in a file of another producer is still a region."""
     masks = [rect_mask(100, 200, 10, 10, 60, 50), rect_mask(100, 200, 100, 20, 180, 30)]
     shapes = PageShapes(make_instances(masks, [0, 1], ["text", "text line"]))
-    (tmp_path / "p.xml").write_text(page_xml.page_xml_string(shapes, "p.png"))
-    (tmp_path / "a.xml").write_text(alto_string(shapes, "p.png"))
     levels = frozenset({"regions", "lines"})
-    for page in (
-        read_page(tmp_path / "p.xml", tmp_path, levels),
-        read_alto(tmp_path / "a.xml", tmp_path, levels),
-    ):
+    for page in _written_and_read_back(shapes, tmp_path, levels):
         assert sorted(instance.category for instance in page.instances) == ["text", "text line"]
-    other = (tmp_path / "p.xml").read_text().replace("<Creator>docsam ", "<Creator>Transkribus ")
-    (tmp_path / "p.xml").write_text(other)
-    page = read_page(tmp_path / "p.xml", tmp_path, levels)
+    page = _read_as_another_producers(tmp_path / "p.xml", levels)
     assert sorted(instance.category for instance in page.instances) == ["text", "text", "text line"]
     # OCR-D's document, the processor's regions added to it, its step named in a MetadataItem
     step = (
         '<MetadataItem type="processingStep" name="layout/segmentation/region" value="ocrd-docsam-segment"/>'
     )
+    other = (tmp_path / "p.xml").read_text()  # as another producer's (Transkribus) file, above
     (tmp_path / "p.xml").write_text(other.replace("</Metadata>", step + "</Metadata>"))
     page = read_page(tmp_path / "p.xml", tmp_path, levels)
     assert sorted(instance.category for instance in page.instances) == ["text", "text line"]

@@ -599,23 +599,34 @@ def test_the_report_names_a_page_whose_name_is_not_utf8_percent_encoded(tmp_path
     assert '"Stra%DFe"' in result.stdout, result.stdout
 
 
-def test_a_label_studio_export_of_its_local_storage_is_keyed_by_the_paths_it_names(tmp_path: Path) -> None:
-    """Label Studio names its local storage's images `/data/local-files/?d=PATH`, PATH percent-encoded, or
-    that as a full URL: the pages were keyed by what follows the last slash ('Seite%201',
-    '?d=scans%2Fp2'), so that predictions of 'Seite 1.png' and 'p2.png' were of no page of the ground truth
-    and its pages all missed. They are now keyed by the paths they name, as conversion finds them."""
-    names = [
-        "/data/local-files/?d=scans/Seite%201.png",
-        "http://localhost:8080/data/local-files/?d=scans%2Fp2.png",
-    ]
+LABEL_STUDIO_NAMES = (
+    "/data/local-files/?d=scans/Seite%201.png",
+    "http://localhost:8080/data/local-files/?d=scans%2Fp2.png",
+)
+
+
+def _label_studio_export(path: Path) -> Path:
+    """A COCO file as Label Studio exports its local storage: one table on each of `LABEL_STUDIO_NAMES`."""
     document = {
-        "images": [{"id": i, "file_name": name, "width": 60, "height": 40} for i, name in enumerate(names)],
+        "images": [
+            {"id": i, "file_name": name, "width": 60, "height": 40}
+            for i, name in enumerate(LABEL_STUDIO_NAMES)
+        ],
         "annotations": [
             {"id": i, "image_id": i, "category_id": 0, "bbox": [10, 10, 20, 20], "iscrowd": 0} for i in (0, 1)
         ],
         "categories": [{"id": 0, "name": "table"}],
     }
-    (truth := tmp_path / "result.json").write_text(json.dumps(document))
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_a_label_studio_export_of_its_local_storage_is_keyed_by_the_paths_it_names(tmp_path: Path) -> None:
+    """Label Studio names its local storage's images `/data/local-files/?d=PATH`, PATH percent-encoded, or
+    that as a full URL: the pages were keyed by what follows the last slash ('Seite%201',
+    '?d=scans%2Fp2'), so that predictions of 'Seite 1.png' and 'p2.png' were of no page of the ground truth
+    and its pages all missed. They are now keyed by the paths they name, as conversion finds them."""
+    truth = _label_studio_export(tmp_path / "result.json")
     results = [
         {"file_name": name, "category_id": "table", "bbox": [10, 10, 20, 20], "score": 0.9}
         for name in ("Seite 1.png", "scans/p2.png")
@@ -631,20 +642,11 @@ def test_predictions_naming_pages_by_the_ground_truths_urls_are_of_its_pages(tmp
     URL), the export itself or a results list copying its `file_name`s, were keyed by what follows the
     last slash ('Seite%201', '?d=scans%2Fp2') while the ground truth's pages are keyed by the paths named:
     'none of its 2 predicted pages is an image of the ground truth', even for the export against itself."""
-    names = [
-        "/data/local-files/?d=scans/Seite%201.png",
-        "http://localhost:8080/data/local-files/?d=scans%2Fp2.png",
-    ]
-    document = {
-        "images": [{"id": i, "file_name": name, "width": 60, "height": 40} for i, name in enumerate(names)],
-        "annotations": [
-            {"id": i, "image_id": i, "category_id": 0, "bbox": [10, 10, 20, 20], "iscrowd": 0} for i in (0, 1)
-        ],
-        "categories": [{"id": 0, "name": "table"}],
-    }
-    (truth := tmp_path / "result.json").write_text(json.dumps(document))
+    truth = _label_studio_export(tmp_path / "result.json")
     box = [10, 10, 20, 20]
-    results = [{"file_name": name, "category_id": 0, "bbox": box, "score": 0.9} for name in names]
+    results = [
+        {"file_name": name, "category_id": 0, "bbox": box, "score": 0.9} for name in LABEL_STUDIO_NAMES
+    ]
     (listed := tmp_path / "results.json").write_text(json.dumps(results))
     for predictions in (truth, listed):
         report = _report(truth, "--pred", predictions)
