@@ -25,7 +25,7 @@ from docsam_cli.datasets.coco_json import CocoDataset, CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources, source_files
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
-from docsam_cli.datasets.images import ImageFinder, ImageNotFound, image_size, url_path
+from docsam_cli.datasets.images import ImageFinder, ImageNotFound, file_name_stem, image_size, url_path
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError
@@ -177,7 +177,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     read: list[tuple[GtImage, Path, InputError]] = []
     identifiers: dict[int, int | str] = {}  # id() of a page read → its COCO image id
     for image in dataset.images:
-        key = _image_key(image.file_name)
+        key = file_name_stem(image.file_name)
         if image.error is not None:
             truth.left_out(image.error, key, image.id)
             continue
@@ -271,13 +271,13 @@ def _from_split(folder: Path) -> GroundTruth:
             if len(dataset.images) != 1:
                 raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
         except InputError as error:
-            truth.left_out(error, _image_key(name))
+            truth.left_out(error, file_name_stem(name))
             continue
         truth.errors += dataset.errors
         truth.warnings += [f"{problem}, left out" for problem in dataset.dropped]
         (image,) = dataset.images
         if image.error is not None:
-            truth.left_out(image.error, _image_key(name), image.id)
+            truth.left_out(image.error, file_name_stem(name), image.id)
             continue
         dropped = dropped_by_loader(dataset.categories.names.values())
         for identifier, class_name in dataset.categories.names.items():
@@ -294,7 +294,7 @@ def _from_split(folder: Path) -> GroundTruth:
             try:
                 _rescale(image, found)
             except InputError as error:
-                truth.left_out(error, _image_key(image.file_name), image.id)
+                truth.left_out(error, file_name_stem(image.file_name), image.id)
                 continue
         annotations = _gt_annotations(image, reference_masks=True)
         if found.is_file():
@@ -358,7 +358,7 @@ def _add(
     missing: InputError | None = None,
 ) -> None:
     """Add an image under its key (`image_key`), which must be new; `missing`: why `found` is None."""
-    key = _image_key(image.file_name)
+    key = file_name_stem(image.file_name)
     if key in truth.keys:
         truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
         return
@@ -372,12 +372,6 @@ def _add(
 def _comparable_name(name: str) -> str:
     """`name` as `GroundTruth._own_stem` compares it: undecodable bytes percent-encoded, composed (NFC)."""
     return unicodedata.normalize("NFC", output_text(name))
-
-
-def _image_key(file_name: str) -> str:
-    """The key of an image of a COCO file or split, which predictions are matched on: its file name's stem
-    ("" for no file name), a URL's that of the path it names."""
-    return Path(url_path(file_name).replace("\\", "/")).stem
 
 
 def _gt_annotations(image: CocoImage, reference_masks: bool) -> list[GtAnnotation]:

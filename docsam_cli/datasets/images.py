@@ -286,6 +286,12 @@ def url_path(reference: str) -> str:
     return _percent_decoded(urlparse(text).path) if _SCHEME.match(text) else reference
 
 
+def file_name_stem(file_name: str) -> str:
+    """The stem of a COCO image's `file_name` ("" for none), a URL's that of the path it names, Windows
+    folders split as POSIX ones: the key predictions and ground truth are matched on."""
+    return PurePosixPath(url_path(file_name).replace("\\", "/")).stem
+
+
 def _percent_decoded(text: str) -> str:
     """`text` percent-decoded as a file name: UTF-8, other bytes as the file system's undecodable bytes."""
     return unquote(text, errors="surrogateescape")

@@ -30,7 +30,7 @@ from docsam_cli.datasets.convert import FORMATS, source_files
 from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth
-from docsam_cli.datasets.images import ImageFinder, url_path
+from docsam_cli.datasets.images import ImageFinder, file_name_stem, url_path
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
@@ -119,7 +119,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
         keys = frozenset(sizes)
         for image in dataset.images:
             source = _upright_source(image, keys)
-            stem = Path((source or url_path(image.file_name)).replace("\\", "/")).stem
+            stem = Path(source.replace("\\", "/")).stem if source else file_name_stem(image.file_name)
             try:
                 key = _page_key(dataset.path, image, stem, truth, source)
             except InputError as error:
@@ -160,7 +160,7 @@ def _upright_source(image: CocoImage, keys: frozenset[str]) -> str | None:
     no key of the ground truth (`keys`; a name that several of its pages share is none either, the source
     telling them apart): a ground truth made from segment's outputs names the copy (`vol1__0001`), as
     `_upright_input` takes PAGE files. None where the image's name is the page's."""
-    return image.source if Path(url_path(image.file_name).replace("\\", "/")).stem not in keys else None
+    return image.source if file_name_stem(image.file_name) not in keys else None
 
 
 def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, source: str | None) -> str:
