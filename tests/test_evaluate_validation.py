@@ -80,16 +80,32 @@ def _page_files(folder: Path, region: str = "10,10 50,10 50,30 10,30") -> Path:
     return folder
 
 
-@pytest.mark.parametrize("pred", ["docsam", "docsam/page/a.xml"])
+def _alto_file(path: Path, image: str) -> Path:
+    """An ALTO file of `image` (60x40) with one text block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"><Description>'
+        "<MeasurementUnit>pixel</MeasurementUnit><sourceImageInformation>"
+        f"<fileName>{image}</fileName></sourceImageInformation></Description>"
+        '<Layout><Page WIDTH="60" HEIGHT="40"><PrintSpace>'
+        '<TextBlock ID="b1" HPOS="10" VPOS="10" WIDTH="40" HEIGHT="20"/></PrintSpace></Page></Layout></alto>'
+    )
+    return path
+
+
+@pytest.mark.parametrize("pred", ["docsam", "docsam/page", "docsam/page/a.xml"])
 def test_predictions_inside_the_ground_truths_folder_are_not_read_as_ground_truth(
     tmp_path: Path, pred: str
 ) -> None:
     """segment's output kept under the ground truth's folder (books/docsam beside books/gt): the walk read
     the predicted PAGE files as ground truth too, and those it met first (docsam sorts before gt) were
-    scored against themselves, AP 1.0, the real ground truth an error."""
+    scored against themselves, AP 1.0, the real ground truth an error. Given its page/ folder, the walk
+    still read its alto/ beside it, taken for the ground truth's format."""
     books = tmp_path / "books"
     _page_files(books / "gt")
     _page_files(books / "docsam" / "page", region="0,0 5,0 5,5 0,5")  # misses every paragraph
+    for name in ("a", "b"):
+        _alto_file(books / "docsam" / "alto" / f"{name}.xml", f"../gt/{name}.png")
     (books / "docsam" / STATE_DIR).mkdir()  # segment's bookkeeping: its output folder
     result = run_cli("evaluate", books, "--pred", books / pred, "--json", "-")
     assert result.exit_code == 0, result.stderr
@@ -113,6 +129,38 @@ def test_a_results_list_beside_the_ground_truths_page_files_leaves_them_read(tmp
     report = json.loads(result.stdout)
     assert report["images"] == 2 and report["per_class"]["paragraph"]["gt"] == 2
     assert report["per_class"]["paragraph"]["predictions"] == 2 and report["mask"]["AP"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("page", "alto"),
+    [("doc/page/0001.xml", "doc/alto/0001.xml"), ("OCR-D-GT-PAGE/0001.xml", "OCR-D-GT-ALTO/0001.xml")],
+)
+def test_a_folder_of_page_files_and_their_alto_needs_the_format_said(
+    tmp_path: Path, page: str, alto: str
+) -> None:
+    """A Transkribus export with ALTO (alto/ beside page/) or an OCR-D workspace with both file groups of
+    ground truth: auto took the format of the first XML file found, ALTO (alto/ sorts before page/), and
+    scored against its untyped blocks without a word, the PAGE files and their classes left out. It is now
+    a usage error naming one file of each; --gt-format page scores the PAGE files."""
+    export = tmp_path / "export"
+    write_image(export / "doc" / "0001.png", 60, 40)
+    (export / page).parent.mkdir(parents=True)
+    (export / page).write_text(
+        page_xml("0001.png", 60, 40, [("TextRegion", "heading", "10,10 50,10 50,30 10,30")])
+    )
+    _alto_file(export / alto, "0001.png")
+    predictions = tmp_path / "run"
+    predictions.mkdir()
+    (predictions / "0001.xml").write_text((export / page).read_text())
+    result = run_cli("evaluate", export, "--pred", predictions)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    (line,) = result.error_lines()
+    assert f"({page}, ...)" in line and f"({alto}, ...)" in line and "--gt-format page" in line
+    result = run_cli("evaluate", export, "--pred", predictions, "--gt-format", "page", "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+    assert list(report["per_class"]) == ["heading"]
 
 
 def test_a_page_whose_page_file_cannot_be_read_is_left_out_not_scored_as_misses(tmp_path: Path) -> None:

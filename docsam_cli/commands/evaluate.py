@@ -279,17 +279,21 @@ def main(
 
 
 def _predictions_inside(ground_truth: Path, pred: Path | None) -> Path | None:
-    """The folder of the predictions (the --pred folder, or segment's output folder holding the --pred
-    file: its coco.json, a PAGE file of its page/) where it lies inside the ground truth's folder, for the
-    ground truth's walk to leave out: predictions read as ground truth would be scored against themselves.
-    A file's own folder is no predictions' folder as such: a results list kept beside the ground truth's
-    PAGE files leaves them read."""
+    """The folder of the predictions (segment's output folder holding the --pred file or folder: its
+    coco.json, its page/ or a PAGE file of it; else the --pred folder) where it lies inside the ground
+    truth's folder, for the ground truth's walk to leave out: predictions read as ground truth would be
+    scored against themselves, and segment's alto/ beside its page/ would make the walk's XML PAGE and ALTO
+    both. A file's own folder is no predictions' folder as such: a results list kept beside the ground
+    truth's PAGE files leaves them read."""
     if pred is None or not ground_truth.is_dir():
         return None
-    folders = (
-        [pred] if pred.is_dir() else [folder for folder in pred.parents if (folder / STATE_DIR).is_dir()]
-    )
-    folder = next(iter(folders), None)
+    start = pred if pred.is_dir() else pred.parent
+    outputs = [
+        folder
+        for folder in (start, *start.parents)
+        if (folder / STATE_DIR).is_dir() and within(folder, ground_truth) and not within(ground_truth, folder)
+    ]
+    folder = next(iter(outputs), pred if pred.is_dir() else None)
     if folder is None or not within(folder, ground_truth) or within(ground_truth, folder):
         return None
     return folder

@@ -27,11 +27,13 @@ from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound, file_name_stem, image_size, url_path
 from docsam_cli.datasets.records import Instance, Note, SourcePage
-from docsam_cli.datasets.xml import local, parse_xml
+from docsam_cli.datasets.xml import root_name
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
 from docsam_cli.inputs.images import open_image, to_first_page, upright_header
 from docsam_cli.names import output_text
+
+_XML_ROOTS = {"PcGts": "page", "alto": "alto"}  # root element → the format of XML ground truth
 
 
 @dataclass
@@ -125,17 +127,15 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
         return "unified"
     if path.is_file() and path.suffix.lower() == ".json":
         return "coco"
-    # The files conversion's walk would read (any letter case of `.xml`, no hidden ones), but `skip`'s.
-    candidates = source_files(path, FORMATS["page"], skip)[1] if path.exists() else []
-    for candidate in candidates:
-        if isinstance(candidate, InputError):
-            continue
-        try:
-            root = local(parse_xml(candidate))
-        except InputError:
-            continue
-        if root in ("PcGts", "alto"):
-            return "page" if root == "PcGts" else "alto"
+    found = _xml_formats(path, skip)
+    if len(found) > 1:  # PAGE with its ALTO (a Transkribus export's alto/, OCR-D's GT-PAGE and GT-ALTO)
+        page, alto = (found[fmt].relative_to(path) for fmt in ("page", "alto"))
+        raise ValueError(
+            f"{path} holds PAGE files ({page}, ...) and ALTO files ({alto}, ...): say which are the ground "
+            "truth with --gt-format page or --gt-format alto"
+        )
+    if found:
+        return next(iter(found))
     if layout.is_unlisted_split(path):  # after the XML files: a PAGE folder may hold image/ and coco/ too
         return "unified"
     splits = layout.split_folders(path)
@@ -144,6 +144,20 @@ def detect_format(path: Path, skip: Path | None = None) -> str:
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
     raise ValueError(f"cannot tell the format of {path}")
+
+
+def _xml_formats(path: Path, skip: Path | None) -> dict[str, Path]:
+    """The first file of each of PAGE and ALTO, by their root elements, among the files conversion's walk
+    would read under `path` (any letter case of `.xml`, no hidden ones), but those of the folder `skip`."""
+    found: dict[str, Path] = {}
+    candidates = source_files(path, FORMATS["page"], skip)[1] if path.exists() else []
+    for candidate in candidates:
+        fmt = None if isinstance(candidate, InputError) else _XML_ROOTS.get(root_name(candidate) or "")
+        if fmt is not None:
+            found.setdefault(fmt, candidate)
+            if len(found) == len(_XML_ROOTS):
+                break
+    return found
 
 
 def load_ground_truth(

@@ -23,6 +23,19 @@ def parse_xml(path: Path) -> etree._Element:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
 
 
+def root_name(path: Path) -> str | None:
+    """Local name of the root element of `path`, reading no further than its start tag (a folder's format
+    is told from every file in it); None for a file that cannot be read or holds no XML element."""
+    try:
+        with path.open("rb") as file:
+            events = etree.iterparse(
+                file, events=("start",), resolve_entities=False, no_network=True, huge_tree=True
+            )
+            return next((local(element) for _, element in events), None)
+    except (etree.XMLSyntaxError, OSError):
+        return None
+
+
 def local(element: etree._Element) -> str:
     """Tag name without namespace ('' for comments and processing instructions)."""
     tag = element.tag
