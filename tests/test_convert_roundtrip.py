@@ -161,6 +161,43 @@ def test_a_line_class_is_read_back_from_segments_page_as_its_alto_is(tmp_path: P
     assert sorted(instance.category for instance in page.instances) == ["text", "text line", "text line"]
 
 
+def test_a_table_cell_is_read_back_from_segments_files_at_the_cells_level(tmp_path: Path) -> None:
+    """A model fine-tuned on table cells (Transkribus' TableCells, converted with --level regions,cells)
+    finds them as regions of class `table cell`, which segment writes as TextRegions (ALTO: TextBlocks)
+    beside the table: evaluate --level cells read none of them against the ground truth's cells, which
+    scored as all missed (pred 0, AP 0), and convert-dataset --level cells found no cell. They are now read
+    at the cells level too, and at the regions level as before."""
+    masks = [rect_mask(100, 200, 10, 10, 190, 90), rect_mask(100, 200, 10, 10, 100, 50)]
+    masks.append(rect_mask(100, 200, 100, 10, 190, 50))
+    shapes = PageShapes(make_instances(masks, [0, 1, 1], ["table", "table cell"]))
+    for page in _written_and_read_back(shapes, tmp_path, frozenset({"cells"})):
+        assert [instance.category for instance in page.instances] == ["table cell", "table cell"]
+    for page in _written_and_read_back(shapes, tmp_path, frozenset({"regions"})):
+        assert sorted(instance.category for instance in page.instances) == [
+            "table",
+            "table cell",
+            "table cell",
+        ]
+    cells = "".join(
+        f'<TableCell id="c{index}" row="0" col="{index}"><Coords points="{points}"/></TableCell>'
+        for index, points in enumerate(("10,10 99,10 99,49 10,49", "100,10 189,10 189,49 100,49"))
+    )
+    truth = tmp_path / "truth" / "p.xml"  # Transkribus' table model
+    truth.parent.mkdir()
+    truth.write_text(
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15">'
+        '<Page imageFilename="p.png" imageWidth="200" imageHeight="100"><TableRegion id="t">'
+        f'<Coords points="10,10 189,10 189,89 10,89"/>{cells}</TableRegion></Page></PcGts>'
+    )
+    (tmp_path / "a.xml").unlink()
+    result = run_cli(
+        "evaluate", truth.parent, "--pred", tmp_path / "p.xml", "--level", "cells", "--json", "-"
+    )
+    assert result.exit_code == 0, result.stderr
+    cell = json.loads(result.stdout)["per_class"]["table cell"]
+    assert cell["gt"] == 2 and cell["predictions"] == 2 and cell["ap"] == 1.0
+
+
 def test_a_region_made_to_hold_a_line_is_read_as_no_region(tmp_path: Path) -> None:
     """A text line that no region of a class holds gets a class-less TextRegion (ALTO: TextBlock) of its
     own in segment's PAGE and ALTO files; read back (evaluate --pred, convert-dataset), it was a 'text'

@@ -15,6 +15,8 @@ LEVELS = ("regions", "lines", "words", "cells")  # what `--level` can select in 
 LINE_CLASS = "text line"
 WORD_CLASS = "word"
 CELL_CLASS = "table cell"
+LEVEL_CLASSES = {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}  # the class of each level
+CLASS_LEVELS = {name: level for level, name in LEVEL_CLASSES.items()}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from docsam_cli.datasets.geometry import box_polygon, ellipse_polygon, parse_poi
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import (
     CELL_CLASS,
+    CLASS_LEVELS,
     LINE_CLASS,
     WORD_CLASS,
     ImageRef,
@@ -89,7 +90,7 @@ def read_alto(
         instance
         for element in page.iter(etree.Element)
         if not (docsam and _line_holder(element, tags))
-        and (instance := _instance(element, tags, levels, notes)) is not None
+        and (instance := _instance(element, tags, levels, notes, docsam)) is not None
     ]
     return SourcePage(
         path, image, width or None, height or None, instances, relative, image_problem=problem, notes=notes
@@ -165,8 +166,15 @@ def _label(element: etree._Element, tags: dict[str, tuple[str, str]]) -> str | N
 
 
 def _instance(
-    element: etree._Element, tags: dict[str, tuple[str, str]], levels: frozenset[str], notes: list[Note]
+    element: etree._Element,
+    tags: dict[str, tuple[str, str]],
+    levels: frozenset[str],
+    notes: list[Note],
+    docsam: bool,
 ) -> Instance | None:
+    """The block, line or word `element` where `levels` select it; a block of docsam's own files whose
+    class is that of another level (`table cell`) is selected by that level too, as the PAGE reader selects
+    its regions."""
     name = local(element)
     label = _composed_class(element, tags) if name == "ComposedBlock" else _label(element, tags)
     if name == "TextBlock" and _in_table(element, tags):
@@ -179,7 +187,7 @@ def _instance(
         level, category = "words", label or WORD_CLASS
     else:
         return None
-    if level not in levels:
+    if level not in levels and not (docsam and CLASS_LEVELS.get(category) in levels):
         return None
     where = f"{name} {element.get('ID', '?')}"
     try:

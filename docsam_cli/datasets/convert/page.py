@@ -20,9 +20,9 @@ from docsam_cli.datasets.convert.base import ReadContext, referenced_image
 from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.datasets.images import ImageFinder
 from docsam_cli.datasets.records import (
-    CELL_CLASS,
+    CLASS_LEVELS,
+    LEVEL_CLASSES,
     LINE_CLASS,
-    WORD_CLASS,
     Instance,
     Note,
     SourcePage,
@@ -167,7 +167,11 @@ def read_page(
     for element in page.iter(etree.Element):
         name = local(element)
         kind = _kind(element, name)
-        if kind is None or kind not in levels or (docsam and _line_holder(element, name)):
+        if (
+            kind is None
+            or not _selected(element, kind, levels, docsam)
+            or (docsam and _line_holder(element, name))
+        ):
             continue
         instance = _instance(path, element, name, kind, notes, docsam)
         if instance is not None:
@@ -238,6 +242,16 @@ def _kind(element: etree._Element, name: str) -> str | None:
     return "regions"
 
 
+def _selected(element: etree._Element, kind: str, levels: frozenset[str], docsam: bool) -> bool:
+    """Whether `--level` selects the element, of level `kind`. A region of docsam's own files whose
+    `@custom` type is the class of another level (`table cell`: the model finds the cells of its ground
+    truth as regions of their own) is selected by that level too, as the ground truth's cells are."""
+    if kind in levels:
+        return True
+    structure = structure_type(element.get("custom")) if docsam and kind == "regions" else None
+    return CLASS_LEVELS.get(structure or "") in levels
+
+
 def _instance(
     path: Path, element: etree._Element, name: str, kind: str, notes: list[Note], docsam: bool
 ) -> Instance | None:
@@ -265,7 +279,7 @@ def _category(element: etree._Element, name: str, kind: str, docsam: bool) -> st
         return structure
     if kind == "regions":
         return region_class(name, structure or element.get("type"))
-    return {"lines": LINE_CLASS, "words": WORD_CLASS, "cells": CELL_CLASS}[kind]
+    return LEVEL_CLASSES[kind]
 
 
 def _points(coords: etree._Element) -> np.ndarray:
