@@ -5,3 +5,27 @@ into docsam's own settings; `frame` moves what the model found on OCR-D's derive
 page's pixels; `regions` puts the regions into the page's PAGE document. Only `processor` and `regions`
 import OCR-D, and nothing outside this package imports them: plain `docsam` commands never load OCR-D.
 """
+
+from __future__ import annotations
+
+import sys
+
+# The top-level modules of OCR-D core the processor imports.
+CORE_MODULES = ("ocrd", "ocrd_models", "ocrd_utils", "ocrd_modelfactory")
+MISSING_CORE = (
+    "Error: ocrd-docsam-segment needs OCR-D core, which is not installed: pip install 'docsam[ocrd]'"
+)
+
+
+def main() -> None:
+    """The `ocrd-docsam-segment` command. pip installs it with docsam, with the `ocrd` extra or without
+    (a script cannot depend on an extra): without OCR-D core it is one line saying what to install, exit 1
+    as the processor's other errors."""
+    try:
+        from docsam_cli.ocrd.processor import cli
+    except ModuleNotFoundError as error:
+        if error.name not in CORE_MODULES:  # a module an older core lacks, or another package
+            raise
+        print(MISSING_CORE, file=sys.stderr)
+        raise SystemExit(1) from None
+    cli()

@@ -1,5 +1,5 @@
 """`python -m docsam_cli.ocrd`: the same as the `ocrd-docsam-segment` command."""
 
-from docsam_cli.ocrd.processor import cli
+from docsam_cli.ocrd import main
 
-cli()
+main()
