@@ -186,6 +186,43 @@ def test_mm10_without_a_page_size_is_scaled_by_the_image_resolution(tmp_path: Pa
     assert np.allclose(annotation["bbox"], [300, 150, 150, 75], atol=0.01)
 
 
+def test_mm10_without_a_page_size_is_scaled_by_a_jpegs_exif_resolution_as_exif_states_it(
+    tmp_path: Path,
+) -> None:
+    """A camera's or scanner's JPEG states its resolution in EXIF alone (XResolution, YResolution and
+    ResolutionUnit, inches where it is not stated). Pillow reads such a file as 72 dpi where it states no
+    unit and takes XResolution for both axes, so the page's regions were scaled 300/72 too small or by
+    the wrong height; ResolutionUnit 1 (no absolute unit) states no resolution, as in a TIFF."""
+    for name, resolution, unit in (
+        ("a", (300.0, 300.0), None),
+        ("b", (300.0, 150.0), 2),
+        ("c", (300.0, 300.0), 1),
+    ):
+        exif = Image.Exif()
+        exif[282], exif[283] = resolution
+        if unit is not None:
+            exif[296] = unit
+        Image.new("RGB", (600, 450), "white").save(tmp_path / f"{name}.jpg", exif=exif)
+        x, y, w, h = (
+            round(value * 254 / dpi, 3)
+            for value, dpi in zip((300, 150, 150, 75), resolution * 2, strict=True)
+        )
+        (tmp_path / f"{name}.xml").write_text(
+            f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>mm10</MeasurementUnit>'
+            f"<sourceImageInformation><fileName>{name}.jpg</fileName></sourceImageInformation>"
+            f'</Description><Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="{x}" VPOS="{y}" '
+            f'WIDTH="{w}" HEIGHT="{h}"/></PrintSpace></Page></Layout></alto>'
+        )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", tmp_path, "--from", "alto", "--out", out)
+    assert result.exit_code == 1
+    (line,) = result.error_lines()
+    assert "c.xml" in line and "resolution" in line
+    for name in ("a", "b"):
+        (annotation,) = json.loads((out / "coco" / f"{name}.json").read_text())["annotations"]
+        assert np.allclose(annotation["bbox"], [300, 150, 150, 75], atol=0.01), (name, annotation["bbox"])
+
+
 def test_mm10_without_a_page_size_and_an_unreadable_image_names_the_image(tmp_path: Path) -> None:
     """Scaling mm10 by the image's resolution opens the image: one that cannot be read was reported as a
     missing resolution ('<Page> WIDTH/HEIGHT (or an image stating its resolution) are needed'), the damaged

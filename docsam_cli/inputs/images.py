@@ -61,7 +61,10 @@ _TURNS = {  # what turns or mirrors a frame stored in each orientation upright, 
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_X_RESOLUTION = 282  # EXIF and TIFF tag
+_X_RESOLUTION = 282  # EXIF and TIFF tags: XResolution, YResolution, ResolutionUnit
+_Y_RESOLUTION = 283
+_RESOLUTION_UNIT = 296
+_DPI_PER_RESOLUTION = {2: 1.0, 3: 2.54}  # ResolutionUnit 2 inch, 3 centimetre (1: no absolute unit)
 _JFIF_DENSITY_UNITS = (1, 2)  # a JFIF density in dots per inch or per centimetre (0: an aspect ratio)
 _MAX_STATED_DPI = 1e6  # beyond any scanner: a larger value is damage (and overflows a PNG's pHYs)
 _NEW_SUBFILE_TYPE = 254  # TIFF tag: bit 0 a reduced-resolution copy, bit 2 a transparency mask
@@ -487,15 +490,38 @@ def exif_orientation(image: Image.Image) -> int:
 
 def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
     """The resolution (x, y) in dots per inch that the file states for its stored pixels (JPEG's JFIF
-    density or EXIF, PNG's pHYs, TIFF's tags, BMP's header), as Pillow reads it; None where it states
-    none."""
-    if not _states_resolution(image):
+    density or EXIF, PNG's pHYs, TIFF's tags, BMP's header), as Pillow reads it but for a JPEG's EXIF
+    (`_exif_dpi`); None where it states none (Pillow gives a TIFF without resolution tags 1 dpi, the tags'
+    defaults)."""
+    if image.format == "TIFF" and _X_RESOLUTION not in image.tag_v2:
         return None
+    if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in _JFIF_DENSITY_UNITS:
+        values = _exif_dpi(image)
+    else:
+        values = image.info.get("dpi")
     try:
-        x, y = (float(value) for value in image.info.get("dpi") or ())
+        x, y = (float(value) for value in values or ())
     except (TypeError, ValueError):
         return None
     return (x, y) if 0 < x < _MAX_STATED_DPI and 0 < y < _MAX_STATED_DPI else None
+
+
+def _exif_dpi(image: Image.Image) -> tuple[float, float] | None:
+    """The resolution (x, y) in dots per inch that a JPEG's EXIF states, where a JPEG without a JFIF
+    density states one: XResolution, YResolution (XResolution's where absent) in ResolutionUnit (inches
+    where absent, as EXIF has it; 1, no absolute unit, states none). Pillow reads 72 dpi where the unit is
+    absent, XResolution for both axes and unit 1 as inches. None where it states none."""
+    try:
+        exif = image.getexif()
+        x, unit = exif[_X_RESOLUTION], exif.get(_RESOLUTION_UNIT, 2)
+        y = exif.get(_Y_RESOLUTION, x)
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return None
+    scale = _DPI_PER_RESOLUTION.get(unit[0] if isinstance(unit, tuple) and unit else unit)
+    try:
+        return None if scale is None else (float(x) * scale, float(y) * scale)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def upright_dpi(image: Image.Image, orientation: int) -> tuple[float, float] | None:
@@ -534,19 +560,6 @@ def _stored_size(image: Image.Image) -> tuple[int, int]:
     tags = getattr(image, "tag_v2", None)
     width, height = (tags.get(256), tags.get(257)) if tags is not None else (None, None)
     return (width, height) if isinstance(width, int) and isinstance(height, int) else image.size
-
-
-def _states_resolution(image: Image.Image) -> bool:
-    """Whether a resolution Pillow reports is the file's: for a TIFF without resolution tags it gives
-    1 dpi (the tags' defaults), for a JPEG without a JFIF density or EXIF resolution 72 dpi."""
-    if image.format == "TIFF":
-        return _X_RESOLUTION in image.tag_v2
-    if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in _JFIF_DENSITY_UNITS:
-        try:
-            return _X_RESOLUTION in image.getexif()
-        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-            return False
-    return True
 
 
 def check_planar_layout(path: Path, image: Image.Image, page: int | None = None) -> None:
