@@ -180,14 +180,16 @@ def subsampled_ycbcr_tiff(width: int, height: int) -> bytes:
 
 
 def premultiplied_grey_alpha_tiff(samples: np.ndarray) -> bytes:
-    """An uncompressed little-endian TIFF of (H, W, 2) 8-bit grey and alpha samples, the grey premultiplied
-    by the alpha (ExtraSamples 1, associated alpha): Pillow cannot write one."""
+    """An uncompressed little-endian TIFF of (H, W, 2) grey and alpha samples, 16-bit where `samples` are
+    uint16, else 8-bit, the grey premultiplied by the alpha (ExtraSamples 1, associated alpha): Pillow
+    cannot write one (nor read the 16-bit kind)."""
     height, width, _ = samples.shape
-    data = samples.astype(np.uint8).tobytes()
+    bits = 16 if samples.dtype == np.uint16 else 8
+    data = samples.astype(f"<u{bits // 8}").tobytes()
     entries = [
         (256, 3, 1, width),
         (257, 3, 1, height),
-        (258, 3, 2, 8 | 8 << 16),
+        (258, 3, 2, bits | bits << 16),
         (259, 3, 1, 1),
         (262, 3, 1, 1),
         (273, 4, 1, 8),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from convert_helpers import layout_counts, page_region_counts, page_xml, run_cli, write_image
-from inputs_corpus import planar_tiff
+from inputs_corpus import planar_tiff, premultiplied_grey_alpha_tiff
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
@@ -150,7 +150,7 @@ def test_size_mismatch_and_unreadable_image_are_errors(tmp_path: Path) -> None:
     lines = result.error_lines()
     assert len(lines) == 3
     assert any("a.xml" in line and "40x30" in line and "41x30" in line for line in lines)
-    assert any("b.png" in line and "image" in line for line in lines)
+    assert any("b.png" in line and "truncated or corrupt PNG" in line for line in lines)
     assert any("c.xml" in line and "invalid XML" in line for line in lines)
     assert not out.exists()  # no page read: nothing published
     assert "no image read" in result.stderr and "3 failed, listed above" in result.stderr
@@ -164,15 +164,18 @@ def test_images_the_loader_refuses_are_errors(tmp_path: Path) -> None:
     source.mkdir()
     Image.new("RGB", (40, 30), "white").save(source / "scan.tga")
     (source / "planar.tif").write_bytes(planar_tiff(np.zeros((3, 30, 40), dtype=np.uint16)))
+    (source / "deep.tif").write_bytes(premultiplied_grey_alpha_tiff(np.zeros((30, 40, 2), dtype=np.uint16)))
     write_image(source / "fine.png", 40, 30)
-    for name in ("scan.tga", "planar.tif", "fine.png"):
+    for name in ("scan.tga", "planar.tif", "deep.tif", "fine.png"):
         xml = page_xml(name, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
         (source / f"{Path(name).stem}.xml").write_text(xml)
     out = tmp_path / "out"
     result = run_cli("convert-dataset", source, "--from", "page", "--out", out)
     assert result.exit_code == 1
-    planar, tga = result.error_lines()
+    deep, planar, tga = result.error_lines()
     assert "scan.tga: not an image (or an unsupported format)" in tga
+    # a TIFF of a kind Pillow does not read (16-bit grey and alpha) is named as segment names it
+    assert "deep.tif: truncated or corrupt TIFF, or a kind of TIFF Pillow cannot read" in deep
     assert "planar.tif" in planar and "PlanarConfiguration 2" in planar
     assert (out / "list.txt").read_text() == "fine.png\n"
 

@@ -446,8 +446,25 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
     except Image.DecompressionBombError as error:
         raise ValueError(bomb_error(Path(path or "image"), error).reason) from None
     except UnidentifiedImageError:
-        raise ValueError("not an image (or an unsupported format)") from None
+        raise ValueError(_unopened_reason(path, data)) from None
     except OSError as error:  # its strerror where the system gave one: its own text names the path again
         raise ValueError(f"unreadable image ({error.strerror or error})") from None
     except (SyntaxError, ValueError) as error:
         raise ValueError(f"unreadable image ({error})") from None
+
+
+def _unopened_reason(path: Path | None, data: bytes | None) -> str:
+    """Why Pillow cannot open the image file at `path` or the encoded `data`, in the words of docsam's image
+    loader where it starts with an image signature (a TIFF of a kind Pillow does not read is no "not an
+    image"), else not an image."""
+    from docsam_cli.inputs.files import SNIFF_BYTES
+    from docsam_cli.inputs.images import unopened_image_reason
+
+    if data is None and path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(SNIFF_BYTES)
+        except OSError:
+            data = None
+    reason = unopened_image_reason(data[:SNIFF_BYTES]) if data is not None else None
+    return reason or "not an image (or an unsupported format)"

@@ -215,16 +215,20 @@ def _open(handle: BinaryIO) -> Image.Image:
 
 
 def _unidentified(path: Path, handle: BinaryIO) -> InputError:
-    """The error for a file Pillow cannot open: corrupt if it starts with an image signature (Pillow only
-    says it cannot identify it), else not an image."""
+    """The error for a file Pillow cannot open (`unopened_image_reason`), else not an image."""
     handle.seek(0)
-    name = signature_format(handle.read(SNIFF_BYTES))
+    reason = unopened_image_reason(handle.read(SNIFF_BYTES))
+    return InputError(path, reason or "not an image or PDF (or an unsupported image format)")
+
+
+def unopened_image_reason(head: bytes) -> str | None:
+    """Why Pillow cannot open a file that starts with `head`, where that is an image signature: it is
+    truncated or corrupt, or a kind Pillow does not read (Pillow only says it cannot identify it); None for
+    a file that is not an image."""
+    name = signature_format(head)
     if name is None or name in WEAK_SIGNATURE_FORMATS:
-        return InputError(path, "not an image or PDF (or an unsupported image format)")
-    return InputError(
-        path,
-        f"truncated or corrupt {name}, or a kind of {name} Pillow cannot read (its header cannot be read)",
-    )
+        return None
+    return f"truncated or corrupt {name}, or a kind of {name} Pillow cannot read (its header cannot be read)"
 
 
 @dataclass(frozen=True)
