@@ -302,6 +302,20 @@ def test_a_turned_tiff_pages_resolution_is_turned_with_it(tmp_path):
     assert [page.dpi for page in pages] == [(150, 300), (150, 300)]
 
 
+def test_each_tiff_page_has_the_resolution_its_own_tags_state(tmp_path):
+    """Pillow keeps a page's dpi for the later pages whose tags state none in inches or centimetres:
+    a page at 200 in no absolute unit (ResolutionUnit 1) after one at 300 dpi was said to be 300 dpi in
+    its `image/<id>.png`."""
+    unitless = TiffImagePlugin.ImageFileDirectory_v2()
+    unitless[282], unitless[283], unitless[296] = 200.0, 200.0, 1
+    with TiffImagePlugin.AppendingTiffWriter(tmp_path / "pages.tif", new=True) as tiff:
+        for options in ({"dpi": (300, 300)}, {"tiffinfo": unitless}, {}, {"dpi": (118, 59)}):
+            Image.new("L", (8, 8), 200).save(tiff, format="TIFF", **options)
+            tiff.newFrame()
+    dpis = [task.load().dpi for task in tasks_for(tmp_path / "pages.tif")]
+    assert dpis == [(300, 300), None, None, (118, 59)]
+
+
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_a_turned_tiff_is_read_as_a_turned_jpeg_is(tmp_path, orientation):
     """A TIFF's Orientation tag turns it as EXIF's turns a JPEG: its header's size and resolution

@@ -29,7 +29,7 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -494,13 +494,15 @@ def exif_orientation(image: Image.Image) -> int:
 
 def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
     """The resolution (x, y) in dots per inch that the file states for its stored pixels (JPEG's JFIF
-    density or EXIF, PNG's pHYs, TIFF's tags, BMP's header), as Pillow reads it but for a JPEG's EXIF
-    (`_exif_dpi`); None where it states none (Pillow gives a TIFF without resolution tags 1 dpi, the tags'
-    defaults)."""
-    if image.format == "TIFF" and _X_RESOLUTION not in image.tag_v2:
-        return None
-    if image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in _JFIF_DENSITY_UNITS:
-        values = _exif_dpi(image)
+    density or EXIF, PNG's pHYs, TIFF's tags, BMP's header); None where it states none. A TIFF's tags and
+    a JPEG's EXIF are read here (`_tags_dpi`), the rest as Pillow reads it."""
+    if image.format == "TIFF":
+        values = _tags_dpi(image.tag_v2)
+    elif image.format in ("JPEG", "MPO") and image.info.get("jfif_unit") not in _JFIF_DENSITY_UNITS:
+        try:
+            values = _tags_dpi(image.getexif())
+        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+            return None
     else:
         values = image.info.get("dpi")
     try:
@@ -510,21 +512,20 @@ def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
     return (x, y) if 0 < x < _MAX_STATED_DPI and 0 < y < _MAX_STATED_DPI else None
 
 
-def _exif_dpi(image: Image.Image) -> tuple[float, float] | None:
-    """The resolution (x, y) in dots per inch that a JPEG's EXIF states, where a JPEG without a JFIF
-    density states one: XResolution, YResolution (XResolution's where absent) in ResolutionUnit (inches
-    where absent, as EXIF has it; 1, no absolute unit, states none). Pillow reads 72 dpi where the unit is
-    absent, XResolution for both axes and unit 1 as inches. None where it states none."""
+def _tags_dpi(tags: Mapping[int, object]) -> tuple[float, float] | None:
+    """The resolution (x, y) in dots per inch that TIFF or EXIF tags state (a TIFF frame's own, a JPEG's EXIF
+    where it has no JFIF density): XResolution, YResolution (XResolution's where absent) in ResolutionUnit
+    (inches where absent, as both standards have it; 1, no absolute unit, states none). None where they
+    state none. Pillow reads a JPEG's EXIF as 72 dpi where the unit is absent, XResolution for both axes and
+    unit 1 as inches, and keeps a TIFF frame's dpi for later frames whose tags state none."""
     try:
-        exif = image.getexif()
-        x, unit = exif[_X_RESOLUTION], exif.get(_RESOLUTION_UNIT, 2)
-        y = exif.get(_Y_RESOLUTION, x)
-    except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-        return None
-    scale = _DPI_PER_RESOLUTION.get(unit[0] if isinstance(unit, tuple) and unit else unit)
-    try:
+        if _X_RESOLUTION not in tags:
+            return None
+        x, unit = tags[_X_RESOLUTION], tags.get(_RESOLUTION_UNIT, 2)
+        y = tags.get(_Y_RESOLUTION, x)
+        scale = _DPI_PER_RESOLUTION.get(unit[0] if isinstance(unit, tuple) and unit else unit)
         return None if scale is None else (float(x) * scale, float(y) * scale)
-    except (TypeError, ValueError, ZeroDivisionError):
+    except (TypeError, ValueError, ZeroDivisionError, KeyError, struct.error):
         return None
 
 
