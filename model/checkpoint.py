@@ -295,6 +295,16 @@ def write_safetensors(
         raise
 
 
+_SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[0-9A-Za-z]{6}")
+
+
+def is_safetensors_temporary(path: Path) -> bool:
+    """Whether `path` is named as the file safetensors (0.8) writes the tensors into, beside the target,
+    before renaming it there (`.tmp` and six letters or digits): what a `write_safetensors` killed meanwhile
+    (the OOM killer, kill -9) leaves behind, as large as the weights."""
+    return _SAFETENSORS_TEMPORARY.fullmatch(path.name) is not None
+
+
 _RUST_IO_ERROR = re.compile(r"I/O error: (.*) \(os error (\d+)\)")
 
 

@@ -8,11 +8,13 @@ import os
 import pwd
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_docsam
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 from weights_fake_remote import Sandbox, checkpoint, make_sandbox, pth_bytes, safetensors_bytes
@@ -447,6 +449,32 @@ def test_storing_weights_removes_what_a_killed_store_left_behind(tmp_path: Path)
 
     assert run("--from", str(copied), "docsam-base")[0] == 0
 
+    assert sorted(path.name for path in folder.iterdir()) == ["docsam-base.safetensors", "record.json"]
+
+
+KILLED_WRITING_PAST_1MB = (
+    "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_DFL); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))"
+)
+"""A `run_docsam` prelude: the process is killed (SIGXFSZ) as it writes a file past 1 MB, as the OOM killer
+or kill -9 stops it at that moment."""
+
+
+@pytest.mark.slow
+def test_storing_weights_removes_the_file_a_store_killed_while_writing_it_left_behind(tmp_path: Path) -> None:
+    """safetensors writes the converted weights into a hidden file of its own (`.tmp` and six letters) before
+    renaming it into place: a store killed meanwhile left that file, as large as the weights, in the cache
+    for good, as storing again removed only docsam's own temporaries."""
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint(filler=1 << 20)))  # 4 MB
+    folder = docsam_home() / "weights" / "docsam-base"
+
+    killed = run_docsam(
+        "download-weights", "--from", str(copied), "docsam-base", prelude=KILLED_WRITING_PAST_1MB
+    )
+
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr
+    assert any(re.fullmatch(r"\.tmp\w{6}", path.name) for path in folder.iterdir())
+    assert run("--from", str(copied), "docsam-base")[0] == 0
     assert sorted(path.name for path in folder.iterdir()) == ["docsam-base.safetensors", "record.json"]
 
 

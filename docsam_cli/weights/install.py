@@ -43,6 +43,7 @@ from docsam_cli.weights.registry import DriveSource, HubSource, WeightsEntry
 from model.checkpoint import (
     CheckpointError,
     archive_damage,
+    is_safetensors_temporary,
     read_state_dict,
     training_metadata,
     write_safetensors,
@@ -268,9 +269,11 @@ def _source_digest(entry: WeightsEntry, raw: Path) -> str:
 
 def _remove_leftovers(name: str) -> None:
     """Remove the temporaries a killed store of `name` left in its folder (under the lock, so no live one):
-    the converted file's is as large as the weights, and hidden."""
-    for path in filter(is_temporary, entry_dir(name).glob(".*.tmp")):
-        path.unlink(missing_ok=True)
+    docsam's, and the one safetensors writes the converted weights into, as large as the weights; all
+    hidden."""
+    for path in entry_dir(name).glob(".*"):
+        if is_temporary(path) or is_safetensors_temporary(path):
+            path.unlink(missing_ok=True)
 
 
 def _check_published_digest(entry: WeightsEntry, raw: Path, sha256: str, *, hf_cached: bool) -> None:
