@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import stat
+import tarfile
 import warnings
 import zipfile
 import zlib
@@ -165,20 +166,44 @@ def archive_damage(path: Path) -> str | None:
 
 
 def _foreign_archive(path: Path) -> str | None:
-    """What a zip archive that `torch.save` did not write holds (weights zipped for download, as Google Drive
-    zips what it serves together), for the message: torch says only 'Expected hasRecord("version") to be
-    true, but got false. (Could this error message be improved? ...)'. None for any other file."""
-    if not zipfile.is_zipfile(path):
+    """What a zip or tar archive that `torch.save` did not write holds (weights zipped for download, as Google
+    Drive zips what it serves together, or tarred to be copied), for the message: torch says of a zip only
+    'Expected hasRecord("version") to be true, but got false. (Could this error message be improved? ...)',
+    and takes any tar for its legacy tar format, advising a load that can run arbitrary code. None for any
+    other file. A tar is looked for first: one ending in a `.pth` passes for that zip archive."""
+    members = _tar_members(path)
+    if members is not None:
+        if set(members) >= _LEGACY_TAR_MEMBERS:
+            return (
+                "PyTorch's legacy tar format, which a safe weights-only load cannot read; save its "
+                "state_dict() again with a current PyTorch"
+            )
+        names, kind, unpack = members, "tar", "unpack"
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names, kind, unpack = archive.namelist(), "zip", "unzip"
+        if any(name == _TORCH_PICKLE or name.endswith("/" + _TORCH_PICKLE) for name in names):
+            return None
+    else:
         return None
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    if any(name == _TORCH_PICKLE or name.endswith("/" + _TORCH_PICKLE) for name in names):
-        return None
-    held = f"a zip archive of {_listed(names)}" if names else "an empty zip archive"
-    return f"{held}, not a PyTorch checkpoint; unzip it and give the weights file it holds"
+    held = f"a {kind} archive of {_listed(names)}" if names else f"an empty {kind} archive"
+    return f"{held}, not a PyTorch checkpoint; {unpack} it and give the weights file it holds"
 
 
 _TORCH_PICKLE = "data.pkl"  # the object pickle of every `torch.save` (and TorchScript) archive
+_LEGACY_TAR_MEMBERS = {"pickle", "storages", "tensors"}  # what `torch.load` reads of its legacy tar format
+
+
+def _tar_members(path: Path) -> list[str] | None:
+    """The member names of an uncompressed tar archive (which torch takes for its legacy tar format), as far
+    as one cut off goes; None for any other file."""
+    names: list[str] = []
+    try:
+        with tarfile.open(path, "r:") as archive:
+            names.extend(member.name for member in archive)
+    except tarfile.TarError:
+        return names or None
+    return names
 
 
 def _silence_torchscript_warning() -> None:

@@ -340,6 +340,33 @@ def test_weights_zipped_for_download_are_refused_saying_to_unzip_them(tmp_path) 
     )
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut-off"])
+def test_weights_tarred_to_be_copied_are_refused_saying_to_unpack_them_not_to_load_them_unsafely(
+    tmp_path, cut
+) -> None:
+    """A `.pth` inside a tar archive (`tar cf weights.tar docsam.pth`, to copy it) was refused in torch's
+    words for its legacy tar format, which advise the load that runs arbitrary code docsam never makes:
+    'Cannot use ``weights_only=True`` with files saved in the legacy .tar format. ... Re-running `torch.load`
+    with `weights_only` set to `False` will likely succeed, but it can result in arbitrary code execution.'"""
+    import tarfile
+
+    inner = tmp_path / "docsam.pth"
+    torch.save({"w": torch.zeros(4096)}, inner)
+    path = tmp_path / "weights.tar"
+    with tarfile.open(path, "w") as archive:
+        archive.add(inner, "docsam/docsam.pth")
+    if cut:
+        path.write_bytes(path.read_bytes()[:8192])
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == (
+        f"{path}: not a readable checkpoint (a tar archive of docsam/docsam.pth, not a PyTorch checkpoint; "
+        "unpack it and give the weights file it holds)"
+    )
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
