@@ -7,6 +7,7 @@ import fcntl
 import logging
 import math
 import os
+import pwd
 import shutil
 import threading
 import warnings
@@ -574,6 +575,30 @@ def test_a_full_disk_under_the_hf_cache_names_that_cache_and_its_variable(
     assert f"no space left on the device holding the Hugging Face cache ({sandbox.hf_cache})" in line
     assert "HF_HUB_CACHE" in line and "DOCSAM_HOME" not in line
     assert cache_files(sandbox) == []
+
+
+def test_a_user_without_a_home_is_told_to_give_the_hub_cache_a_folder(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox
+) -> None:
+    """A container run under an arbitrary uid, HOME unset, DOCSAM_HOME set as docsam asks there: the hub's
+    initialisations failed with 'downloading .../model.safetensors failed (Could not determine home
+    directory.)', naming no variable that gives the Hugging Face cache its folder."""
+
+    def unknown_user(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "~/.cache/huggingface/hub")  # its default
+
+    code, _, stderr = download("mask2former-swin-base-coco-panoptic")
+
+    assert code == 1
+    assert error_lines(stderr) == [
+        "error: mask2former-swin-base-coco-panoptic: the Hugging Face cache has no folder "
+        "(~/.cache/huggingface/hub): HOME is not set and this user has no home directory; set HF_HOME (or "
+        "XDG_CACHE_HOME) to a folder"
+    ]
 
 
 def test_the_hubs_low_disk_warning_is_not_raw_output_on_stderr(

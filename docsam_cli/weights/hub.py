@@ -17,6 +17,7 @@ import huggingface_hub.constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
+from docsam_cli.user_paths import home_folder
 from docsam_cli.weights.errors import FetchError, describe
 from docsam_cli.weights.progress import TransferBar
 from docsam_cli.weights.registry import HubSource
@@ -24,6 +25,12 @@ from docsam_cli.weights.registry import HubSource
 
 def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: bool) -> Path:
     """Download the first of `source.filenames` the repository has; `force` replaces a cached copy."""
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    if cache.startswith("~") and home_folder() is None:  # huggingface_hub's default, where there is no home
+        raise FetchError(
+            f"{name}: the Hugging Face cache has no folder ({cache}): HOME is not set and this user has no "
+            "home directory; set HF_HOME (or XDG_CACHE_HOME) to a folder"
+        )
     _quiet_hub_retries()
     endpoint = os.environ.get("HF_ENDPOINT") or None
     for filename in source.filenames:
