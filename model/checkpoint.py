@@ -9,6 +9,7 @@ the classes a checkpoint carries (`stored_classes`) before it knows whether any 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -196,14 +197,12 @@ _LEGACY_TAR_MEMBERS = {"pickle", "storages", "tensors"}  # what `torch.load` rea
 
 def _tar_members(path: Path) -> list[str] | None:
     """The member names of an uncompressed tar archive (which torch takes for its legacy tar format), as far
-    as one cut off goes; None for any other file."""
+    as one cut off goes; None for any other file, and for one without members (a file of zeros reads as
+    such)."""
     names: list[str] = []
-    try:
-        with tarfile.open(path, "r:") as archive:
-            names.extend(member.name for member in archive)
-    except tarfile.TarError:
-        return names or None
-    return names
+    with contextlib.suppress(tarfile.TarError), tarfile.open(path, "r:") as archive:
+        names.extend(member.name for member in archive)
+    return names or None
 
 
 def _silence_torchscript_warning() -> None:
@@ -283,6 +282,8 @@ def _load_failure(error: Exception) -> str:
     TorchScript archive, whose loading runs the model's code) advise a load that would run arbitrary code,
     which docsam never does; the useful part is what the file holds."""
     text = str(error)
+    if "legacy .tar format" in text:  # any tar, or a file of zeros: `_foreign_archive` names a tar's members
+        return "not a PyTorch or safetensors checkpoint"
     if "TorchScript archives" in text:
         return "a TorchScript model, which holds code; save its state_dict() instead"
     if text.startswith("Weights only load failed"):

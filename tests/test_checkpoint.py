@@ -367,6 +367,20 @@ def test_weights_tarred_to_be_copied_are_refused_saying_to_unpack_them_not_to_lo
     )
 
 
+def test_a_file_of_zeros_is_refused_as_no_checkpoint_not_with_advice_to_load_it_unsafely(tmp_path) -> None:
+    """A file of zeros (space a copy or download reserved and never wrote, a failing disk) reads as an empty
+    tar archive, which torch takes for its legacy tar format: it was refused in torch's words, advising a
+    load that can run arbitrary code ('Re-running `torch.load` with `weights_only` set to `False` will likely
+    succeed ...')."""
+    path = tmp_path / "docsam.pth"
+    path.write_bytes(bytes(1 << 20))
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == f"{path}: not a readable checkpoint (not a PyTorch or safetensors checkpoint)"
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
