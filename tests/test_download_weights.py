@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import logging
 import math
 import os
@@ -431,6 +432,26 @@ def test_unreachable_network_is_reported_per_name(monkeypatch: pytest.MonkeyPatc
     )
     assert hub_line.startswith("error: mask2former-swin-base-coco-panoptic: cannot get")
     assert cache_files(sandbox) == []
+
+
+def test_a_socks_proxy_the_hub_client_cannot_use_names_the_package_it_needs(
+    monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox
+) -> None:
+    """With ALL_PROXY naming a SOCKS proxy (an ssh -D tunnel), which the Drive downloads use, the hub's
+    initialisations failed with 'downloading .../model.safetensors failed (No module named 'socksio')':
+    huggingface_hub's HTTP client needs a package docsam does not install for it."""
+    if importlib.util.find_spec("socksio") is not None:
+        pytest.skip("socksio is installed here")
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
+
+    code, _, stderr = download("all-minilm-l6-v2")
+
+    assert code == 1
+    assert error_lines(stderr) == [
+        "error: all-minilm-l6-v2: the proxy set (ALL_PROXY or HTTPS_PROXY) is a SOCKS proxy, which the "
+        "Hugging Face client reaches only with the socksio package: install it (`pip install socksio`), or "
+        "set an HTTP proxy"
+    ]
 
 
 @pytest.mark.parametrize(("verbosity", "shown"), [([], False), (["-vv"], True)])

@@ -62,6 +62,12 @@ def fetch_hub_file(name: str, source: HubSource, bar: TransferBar, *, force: boo
                     f"({huggingface_hub.constants.HF_HUB_CACHE}); free some space or set HF_HUB_CACHE (or "
                     f"HF_HOME) to a larger disk, then run `docsam download-weights {name}`"
                 ) from error
+            if isinstance(error, ImportError) and "socksio" in str(error):  # its HTTP client's SOCKS extra
+                raise FetchError(
+                    f"{name}: the proxy set (ALL_PROXY or HTTPS_PROXY) is a SOCKS proxy, which the Hugging "
+                    "Face client reaches only with the socksio package: install it (`pip install socksio`), "
+                    "or set an HTTP proxy"
+                ) from error
             raise FetchError(
                 f"{name}: downloading {source.repo_id}/{filename} failed ({describe(error)})"
             ) from error
