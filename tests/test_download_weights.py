@@ -322,6 +322,30 @@ def test_drive_answering_its_confirmation_form_with_the_form_again_ends_in_an_er
     assert cache_files(sandbox) == []
 
 
+def test_a_drive_certificate_not_trusted_here_names_the_ca_bundle_setting(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a network that inspects HTTPS (it re-signs Drive's certificate with its own CA) the line said
+    'cannot download ... ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local
+    issuer certificate ...); check the network connection', which works, and named no way to trust it."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # the fake's throw-away CA, as an inspecting network's
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert line.startswith(
+        "error: docsam-base: cannot download docsam_base_all_dataset.pth from Google Drive: its TLS "
+        "certificate is not trusted here ("
+    )
+    assert line.endswith(
+        "); on a network that inspects HTTPS, set REQUESTS_CA_BUNDLE to a file of the network's CA "
+        "certificates, or copy the file in with `docsam download-weights --from FILE docsam-base`"
+    )
+    assert cache_files(sandbox) == []
+
+
 def test_drive_quota_page_is_one_clear_error_and_leaves_nothing(remote: FakeRemote, sandbox: Sandbox) -> None:
     remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
 

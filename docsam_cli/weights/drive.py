@@ -126,6 +126,10 @@ _RANGE_REFUSED = "did not honor the requested byte range"
 """gdown's words when a resume was answered with anything but the rest of the file: the whole file (a server
 or proxy that drops `Range`) or an error page; the partial file cannot be resumed then, only replaced."""
 
+_UNTRUSTED = "CERTIFICATE_VERIFY_FAILED"
+"""OpenSSL's words for a server certificate no trusted authority signed: Drive's own, re-signed by a network
+that inspects HTTPS (common in institutions), unless its CA certificate is given to `requests`."""
+
 _NO_LINK = "Cannot retrieve the public link"
 """How gdown's message starts when Drive answered with a page it cannot read: a sign-in or error page."""
 
@@ -147,6 +151,13 @@ def _drive_reason(error: FileURLRetrievalError) -> str:
 
 
 def _transfer_failure(name: str, source: DriveSource, folder: Path, error: Exception) -> str:
+    if isinstance(error, requests.exceptions.SSLError) and _UNTRUSTED in str(error):
+        return (
+            f"{name}: cannot download {source.filename} from Google Drive: its TLS certificate is not "
+            f"trusted here ({describe(error)}); on a network that inspects HTTPS, set REQUESTS_CA_BUNDLE to "
+            f"a file of the network's CA certificates, or copy the file in with `docsam download-weights "
+            f"--from FILE {name}`"
+        )
     received = sum(part.stat().st_size for part in _partial_files(folder, source))
     if received:
         return (
