@@ -67,7 +67,7 @@ def read_state_dict(
         damage = None if archive_checked else archive_damage(path)
         if damage is not None:
             raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
-        foreign = _foreign_archive(path)
+        foreign = _foreign_archive(path) or _web_page(path)
         if foreign is not None:
             raise CheckpointError(f"{path}: not a readable checkpoint ({foreign})")
         _silence_torchscript_warning()
@@ -189,6 +189,24 @@ def _foreign_archive(path: Path) -> str | None:
         return None
     held = f"a {kind} archive of {_listed(names)}" if names else f"an empty {kind} archive"
     return f"{held}, not a PyTorch checkpoint; {unpack} it and give the weights file it holds"
+
+
+def _web_page(path: Path) -> str | None:
+    """Why an HTML page is no checkpoint, for the message: one saved in the weights' place (`wget` or `curl`
+    of a Google Drive link fetches Drive's page warning that it cannot scan the file, not the file), which
+    torch calls 'not a PyTorch or safetensors checkpoint'; None for any other file."""
+    with path.open("rb") as handle:
+        head = handle.read(_PAGE_HEAD).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if not head.startswith((b"<!doctype html", b"<html")):
+        return None
+    return (
+        "an HTML page, not weights: a web page saved in their place, as wget or curl of a Google Drive link "
+        "saves Drive's warning page; download the file itself (the model zoo's with `docsam download-weights "
+        "NAME`)"
+    )
+
+
+_PAGE_HEAD = 1024
 
 
 _TORCH_PICKLE = "data.pkl"  # the object pickle of every `torch.save` (and TorchScript) archive

@@ -381,6 +381,27 @@ def test_a_file_of_zeros_is_refused_as_no_checkpoint_not_with_advice_to_load_it_
     assert str(error.value) == f"{path}: not a readable checkpoint (not a PyTorch or safetensors checkpoint)"
 
 
+@pytest.mark.parametrize("name", ["docsam_large_all_dataset.pth", "model.safetensors"])
+def test_a_web_page_saved_in_the_weights_place_is_named_as_such(tmp_path, name) -> None:
+    """`wget` of the model zoo's Google Drive link saves Drive's page warning that it cannot scan the file
+    for viruses, under the name given: it was refused as 'not a readable checkpoint (not a PyTorch or
+    safetensors checkpoint)', leaving the user to find out that the 2 KB file is a web page."""
+    path = tmp_path / name
+    path.write_text(
+        "\ufeff\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == (
+        f"{path}: not a readable checkpoint (an HTML page, not weights: a web page saved in their place, as "
+        "wget or curl of a Google Drive link saves Drive's warning page; download the file itself (the model "
+        "zoo's with `docsam download-weights NAME`))"
+    )
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
