@@ -346,6 +346,25 @@ def test_a_drive_certificate_not_trusted_here_names_the_ca_bundle_setting(
     assert cache_files(sandbox) == []
 
 
+def test_a_drive_redirect_loop_is_named_not_given_as_an_http_status(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download redirected to itself (a sign-in or consent loop) failed as 'cannot download ... (HTTP 302)',
+    a status that means the redirect, not why the download stopped."""
+    monkeypatch.setattr(docsam_cli.weights.drive, "RETRIES", 0)
+    remote.drive[BASE_ID] = FakeFile(b"unused", redirect_loops=True)
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    [line] = error_lines(stderr)
+    assert line.startswith(
+        "error: docsam-base: cannot download docsam_base_all_dataset.pth from Google Drive (Exceeded 30 "
+        "redirects.)"
+    ), line
+    assert cache_files(sandbox) == []
+
+
 def test_drive_quota_page_is_one_clear_error_and_leaves_nothing(remote: FakeRemote, sandbox: Sandbox) -> None:
     remote.drive[BASE_ID] = FakeFile(b"unused", quota_exceeded=True)
 

@@ -110,6 +110,7 @@ class FakeFile:
     status: int | None = None  # answer with this HTTP error status
     ranges: bool = True  # False: answer a byte-range request with the whole file (a proxy dropping Range)
     confirm_loops: bool = False  # Drive answers its confirmation form with the form again
+    redirect_loops: bool = False  # Drive redirects its download to itself
 
     @property
     def etag(self) -> str:
@@ -244,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._html(file.status, "<html><body>Error</body></html>")
         elif file.quota_exceeded:
             self._html(200, QUOTA_PAGE)
+        elif file.redirect_loops:
+            self._reply(302, b"", {"Location": self.path})
         elif file.confirm_loops or not self._confirmed(query):
             page = CONFIRM_PAGE.format(
                 id=query["id"], name=file.name, size=len(file.data), uuid=self.remote.confirm_uuid

@@ -31,7 +31,9 @@ def describe(error: BaseException) -> str:
     """A short one-line reason for a client library's exception.
 
     The HTTP status when an HTTP response is anywhere in the exception chain, otherwise the innermost message:
-    gdown, requests and huggingface_hub wrap the useful part ("Connection refused") in layers of context.
+    gdown, requests and huggingface_hub wrap the useful part ("Connection refused") in layers of context. A
+    redirect's status is no reason: `requests` gives the last redirect's response with "Exceeded 30
+    redirects."
     """
     chain: list[BaseException] = []
     current: BaseException | None = error
@@ -40,7 +42,7 @@ def describe(error: BaseException) -> str:
         current = current.__cause__ or current.__context__
     for link in chain:
         status = getattr(getattr(link, "response", None), "status_code", None)
-        if isinstance(status, int):
+        if isinstance(status, int) and not 300 <= status < 400:
             return f"HTTP {status}"
     for link in reversed(chain):
         text = " ".join(str(link).split())
