@@ -197,6 +197,17 @@ def test_unknown_names_and_missing_files_are_told_apart() -> None:
         resolve_weights(" ")  # an unset variable, not the current folder ("a folder without model...")
 
 
+def test_a_link_to_weights_that_are_gone_is_named_a_broken_link(tmp_path: Path) -> None:
+    """--weights LINK whose target is gone (a USB drive or share not mounted) said 'LINK: no such weights
+    file', of a file `ls` lists; page inputs already say 'broken symbolic link'."""
+    link = tmp_path / "docsam.safetensors"
+    link.symlink_to("/mnt/usb/docsam.safetensors")
+    with pytest.raises(
+        UnknownWeightsError, match=rf"^{link}: broken symbolic link \(to /mnt/usb/docsam.safetensors\)$"
+    ):
+        resolve_weights(str(link))
+
+
 def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() -> None:
     with pytest.raises(NotCachedError, match="fetch it with `docsam download-weights docsam-large-keepsize`"):
         resolve_weights("docsam_large_all_dataset_keepsize")

@@ -6,6 +6,7 @@ download-weights` puts it there), and its file is verified against the sha256 re
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def resolve_weights(name_or_path: str, variant: str | None = None) -> ResolvedWe
             return ResolvedWeights(weights_in_folder(path))
         except CheckpointError as error:
             raise UnknownWeightsError(f"{error}{_unfinished_run_hint(path)}") from None
+    if path.is_symlink():  # its target is gone (a drive not mounted), as page inputs say of theirs
+        raise UnknownWeightsError(f"{name_or_path}: broken symbolic link (to {os.readlink(path)})")
     entry = find_entry(name_or_path)
     if entry is None:
         if path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1:
