@@ -371,6 +371,21 @@ def test_from_refuses_files_that_are_not_the_named_weights(
     assert read_record(name) is None and not list((sandbox.home / "weights").rglob("*.safetensors"))
 
 
+def test_from_a_file_that_is_no_checkpoint_says_why_once(tmp_path: Path) -> None:
+    """The line guessed, then said it again in the reader's words: 'docsam-base: copied.bin is not a
+    readable checkpoint (truncated or not weights?): /…/copied.bin: not a readable checkpoint (…)'; a cut-off
+    file is named as such before."""
+    copied = write(tmp_path / "copied.bin", b"Not Found")
+
+    code, stderr = run("--from", str(copied), "docsam-base")
+
+    assert code == 1
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        f"error: docsam-base: {copied}: not a readable checkpoint (not a PyTorch or safetensors checkpoint); "
+        "nothing was stored"
+    ]
+
+
 def test_an_unreadable_cache_record_is_reported_as_corruption(tmp_path: Path) -> None:
     copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
     assert run("--from", str(copied), "docsam-base")[0] == 0

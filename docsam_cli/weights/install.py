@@ -302,9 +302,7 @@ def _convert(entry: WeightsEntry, raw: Path, target: Path, say: Say, *, download
     try:
         state = read_state_dict(raw, archive_checked=True)
     except CheckpointError as error:
-        raise FetchError(
-            f"{entry.name}: {raw.name} is not a readable checkpoint (truncated or not weights?): {error}"
-        ) from error
+        raise FetchError(f"{entry.name}: {error}; nothing was stored") from error
     _check_variant(entry, raw, state, say)
     write_safetensors(state, target, _trained_metadata(entry))
 
