@@ -67,7 +67,7 @@ def read_state_dict(
         damage = None if archive_checked else archive_damage(path)
         if damage is not None:
             raise CheckpointError(f"{path}: damaged ({damage}); copy the file again from its source")
-        foreign = _foreign_archive(path) or _web_page(path)
+        foreign = _foreign_archive(path) or _not_weights(path)
         if foreign is not None:
             raise CheckpointError(f"{path}: not a readable checkpoint ({foreign})")
         _silence_torchscript_warning()
@@ -191,22 +191,34 @@ def _foreign_archive(path: Path) -> str | None:
     return f"{held}, not a PyTorch checkpoint; {unpack} it and give the weights file it holds"
 
 
-def _web_page(path: Path) -> str | None:
-    """Why an HTML page is no checkpoint, for the message: one saved in the weights' place (`wget` or `curl`
-    of a Google Drive link fetches Drive's page warning that it cannot scan the file, not the file), which
-    torch calls 'not a PyTorch or safetensors checkpoint'; None for any other file."""
+def _not_weights(path: Path) -> str | None:
+    """What a file no torch checkpoint can be holds, recognised by its start, for the message (torch's
+    unpickler says of most such files only 'pop from empty list' or '101'): a web page saved in the weights'
+    place (`wget` or `curl` of a Google Drive link fetches Drive's page warning that it cannot scan the file,
+    not the file), a Git LFS pointer (a model repository cloned without git-lfs), anything else that is
+    neither a zip archive nor a pickle (a legacy `.pth`, protocol 2 and up, starts with 0x80). None for a
+    file torch may read."""
     with path.open("rb") as handle:
-        head = handle.read(_PAGE_HEAD).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if not head.startswith((b"<!doctype html", b"<html")):
+        head = handle.read(_HEAD)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return (
+            "an HTML page, not weights: a web page saved in their place, as wget or curl of a Google Drive "
+            "link saves Drive's warning page; download the file itself (the model zoo's with `docsam "
+            "download-weights NAME`)"
+        )
+    if text.startswith(_LFS_POINTER):
+        return (
+            "a Git LFS pointer, not the weights it stands for: a repository cloned without git-lfs; run "
+            "`git lfs pull` in it, or download the file itself"
+        )
+    if head.startswith(b"\x80") or zipfile.is_zipfile(path):
         return None
-    return (
-        "an HTML page, not weights: a web page saved in their place, as wget or curl of a Google Drive link "
-        "saves Drive's warning page; download the file itself (the model zoo's with `docsam download-weights "
-        "NAME`)"
-    )
+    return "not a PyTorch or safetensors checkpoint"
 
 
-_PAGE_HEAD = 1024
+_HEAD = 1024
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 _TORCH_PICKLE = "data.pkl"  # the object pickle of every `torch.save` (and TorchScript) archive
@@ -300,8 +312,6 @@ def _load_failure(error: Exception) -> str:
     TorchScript archive, whose loading runs the model's code) advise a load that would run arbitrary code,
     which docsam never does; the useful part is what the file holds."""
     text = str(error)
-    if "legacy .tar format" in text:  # any tar, or a file of zeros: `_foreign_archive` names a tar's members
-        return "not a PyTorch or safetensors checkpoint"
     if "TorchScript archives" in text:
         return "a TorchScript model, which holds code; save its state_dict() instead"
     if text.startswith("Weights only load failed"):

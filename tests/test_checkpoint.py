@@ -402,6 +402,39 @@ def test_a_web_page_saved_in_the_weights_place_is_named_as_such(tmp_path, name) 
     )
 
 
+@pytest.mark.parametrize("text", ["Quota exceeded", "hello world\n", "step,loss\n1,0.5\n"])
+def test_a_text_file_is_refused_as_no_checkpoint_not_in_the_unpicklers_words(tmp_path, text) -> None:
+    """A text file given as weights (a note, a log, a server's message saved under the name) was refused in
+    the words of torch's unpickler: 'not a readable checkpoint (pop from empty list)', or '(101)'."""
+    path = tmp_path / "docsam.pth"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == f"{path}: not a readable checkpoint (not a PyTorch or safetensors checkpoint)"
+
+
+def test_a_git_lfs_pointer_in_the_weights_place_is_named_as_such(tmp_path) -> None:
+    """A model repository cloned without git-lfs (the MiniLM or Mask2Former folder `train` takes) holds
+    pointers in its files' place: 'not a readable checkpoint (not a PyTorch or safetensors checkpoint)'."""
+    path = tmp_path / "all-MiniLM-L6-v2" / "model.safetensors"
+    path.parent.mkdir()
+    path.write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db\nsize 90868376\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value) == (
+        f"{path}: not a readable checkpoint (a Git LFS pointer, not the weights it stands for: a repository "
+        "cloned without git-lfs; run `git lfs pull` in it, or download the file itself)"
+    )
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
 def test_weights_saved_inside_a_training_dict_are_found(tmp_path, wrapper) -> None:
     state = {"w": torch.arange(6.0)}
