@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -34,7 +34,37 @@ STDOUT_NAME = "stdout"  # how messages name standard output
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(file=_Stderr(), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+
+
+class _Stderr:
+    """`sys.stderr` as it is at each write (a test runner's capture; under a progress bar, the stream Rich
+    redirected), its write failures passed over: a message that cannot be written (`2> run.log` on a full
+    disk, a log reader gone) ended the run at the first `error:` line, losing that page's JSON line and every
+    page after it, and made a run that did everything exit 1. The data and the exit code are the run's."""
+
+    @property
+    def stream(self) -> TextIO | None:
+        stream = sys.stderr
+        return getattr(stream, "rich_proxied_file", stream)
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def write(self, text: str) -> int:
+        with suppress(OSError):
+            if self.stream is not None:  # closed (`2>&-`)
+                self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with suppress(OSError):
+            if self.stream is not None:
+                self.stream.flush()
 
 
 def ignore_unusable_terminal_width() -> None:

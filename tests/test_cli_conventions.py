@@ -22,6 +22,7 @@ from cli_helpers import (
     stand_in_model,
     write_page,
 )
+from convert_helpers import coco_source
 from safetensors.torch import save_file
 
 import docsam_cli.batch as batch
@@ -561,6 +562,40 @@ def test_stdout_on_a_full_disk_is_one_error_line_and_exit_1(tmp_path, tiny_weigh
         f"error: {empty}: empty file (0 bytes)",
         "error: stdout: cannot write: No space left on device",
     ]
+
+
+FULL_STDERR = "import os; os.dup2(os.open('/dev/full', os.O_WRONLY), 2)"  # `2> run.log` on a full disk
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_messages_that_cannot_be_written_lose_no_page(tmp_path, tiny_weights):
+    """`docsam segment ... > results.jsonl 2> run.log`, the log on a full disk (a home over quota): the
+    first `error:` line that could not be written ended the run, that page's JSON line and every page after
+    it lost. Messages go where they can; the data and the exit code are the run's."""
+    empty = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in empty:
+        path.write_bytes(b"")  # each fails at once, with an error: line and an error JSON line
+    out, weights = str(tmp_path / "out"), str(tiny_weights)
+    completed = run_docsam("segment", *map(str, empty), "-o", out, "-w", weights, prelude=FULL_STDERR)
+    assert completed.returncode == ExitCode.FAILED
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    expected = [(str(path), f"{path}: empty file (0 bytes)") for path in empty]
+    assert [(line["input"], line["error"]) for line in lines] == expected
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_that_cannot_be_written_fails_no_command(tmp_path):
+    """convert-dataset and evaluate with stderr on a full disk did their work but exited 1 (their report
+    or tables could not be printed), and evaluate's `--json -` report was never written."""
+    source = coco_source(tmp_path / "source")
+    converted = run_docsam("convert-dataset", str(source), "--from", "coco", "-o", str(tmp_path / "data"),
+                           prelude=FULL_STDERR)  # fmt: skip
+    assert converted.returncode == ExitCode.OK
+    assert (tmp_path / "data" / "dataset.json").is_file()
+    annotations = str(source / "annotations.json")
+    evaluated = run_docsam("evaluate", annotations, "--pred", annotations, "--json", "-", prelude=FULL_STDERR)
+    assert evaluated.returncode == ExitCode.OK
+    assert json.loads(evaluated.stdout)["images"] == 2
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
