@@ -46,6 +46,7 @@ from docsam_cli.console import (
     writing_stdout,
 )
 from docsam_cli.errors import ExitCode, InputError, UsageError
+from docsam_cli.model_package import use_own_model
 from docsam_cli.names import display_path
 from docsam_cli.user_paths import expand_user
 
@@ -469,4 +470,8 @@ def load_command(name: str) -> Command:
 def main() -> None:
     ignore_unusable_terminal_width()
     use_utf8_stdout()
+    hidden = use_own_model()
+    if hidden is not None:
+        print_error(stderr_console(), hidden)
+        sys.exit(ExitCode.USAGE)
     app()

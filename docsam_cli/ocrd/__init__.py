@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from docsam_cli.model_package import use_own_model
+
 # The top-level modules of OCR-D core the processor imports.
 CORE_MODULES = ("ocrd", "ocrd_models", "ocrd_utils", "ocrd_modelfactory")
 MISSING_CORE = (
@@ -20,7 +22,11 @@ MISSING_CORE = (
 def main() -> None:
     """The `ocrd-docsam-segment` command. pip installs it with docsam, with the `ocrd` extra or without
     (a script cannot depend on an extra): without OCR-D core it is one line saying what to install, exit 1
-    as the processor's other errors."""
+    as the processor's other errors, as is a `model` of the user's that hides docsam's own."""
+    hidden = use_own_model()
+    if hidden is not None:
+        print(f"Error: {hidden}", file=sys.stderr)
+        raise SystemExit(1)
     try:
         from docsam_cli.ocrd.processor import cli
     except ModuleNotFoundError as error:
