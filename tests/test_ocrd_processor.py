@@ -470,6 +470,49 @@ def test_a_turned_page_is_read_and_baselined_as_its_text_runs(
     assert abs(baseline[:, 1].mean() - line_points[:, 1].max()) <= 1.5  # on the line's lower edge
 
 
+@pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
+@pytest.mark.parametrize("orientation", [0, 90, 180, 270, -90])
+@pytest.mark.parametrize("derived", [False, True], ids=["turned-by-core", "turned-image-file"])
+def test_a_turned_page_s_regions_cover_the_same_pixels_of_the_page(
+    processor, tmp_path, monkeypatch, orientation, derived
+):
+    """Page/@orientation a quarter or half turn, the page turned by core or read from a turned and
+    cropped AlternativeImage file: the regions found on the turned image are turned back onto exactly the
+    page's pixels. OCR-D's transform turns the page about its centre in coordinates where pixel x spans
+    x..x+1; taken as a map of pixel indices, it put every region a pixel off (x 101..250 for pixels
+    100..249 at 180°)."""
+    monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
+    directory = tmp_path / "workspace"
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    width, height = 400, 500
+    image = np.full((height, width, 3), 235, np.uint8)
+    image[200:300, 100:250] = 0  # x 100..249, y 200..299
+    Image.fromarray(image).save(directory / "page.png")
+    attributes = (
+        f'imageFilename="page.png" imageWidth="{width}" imageHeight="{height}" orientation="{orientation}"'
+    )
+    border = '<Border><Coords points="50,40 370,40 370,460 50,460"/></Border>'
+    (directory / "turned.xml").write_text(page_document(attributes, border), encoding="utf-8")
+    if derived:  # an earlier step saved the cropped, turned image, as OCR-D's processors do
+        turned = parse(str(directory / "turned.xml"), silence=True)
+        derived_image, coords, _ = workspace.image_from_page(turned.get_Page(), "P1")
+        derived_image.save(directory / "derived.png")
+        alternative = f'<AlternativeImage filename="derived.png" comments="{coords["features"]}"/>'
+        document = page_document(attributes, alternative + border)
+        (directory / "turned.xml").write_text(document, encoding="utf-8")
+    workspace.add_file(
+        "OCR-D-TURN", file_id="TURN_1", page_id="P1", mimetype=MIMETYPE_PAGE, local_filename="turned.xml"
+    )
+
+    process(processor, workspace, "OCR-D-TURN", OUTPUT)
+
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    page = etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot().find("{*}Page")
+    (region,) = region_elements(page)
+    points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
+    assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+
+
 def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch):
     """imageWidth/imageHeight 0 (kraken's zero_dims.xml): the page fails with its reason; OpenCV would
     read a 0x0 target as the image's own size and write regions outside the declared page."""

@@ -68,6 +68,16 @@ class ReadingFrame:
         return np.rint(affine_points(np.linalg.inv(self.matrix), points)).astype(np.int64)
 
 
+def on_pixel_indices(transform: np.ndarray) -> np.ndarray:
+    """OCR-D's transform (`coords["transform"]` of `image_from_page`) as a map between pixel indices, as
+    masks and `ReadingFrame` count them. OCR-D's maps coordinates in which pixel x spans x..x+1 and turns
+    about the image's centre (0.5 * width, 0.5 * height): applied to indices, it is a pixel off after a
+    quarter or half turn (pixel 0 of a 400-pixel row turned 180° is pixel 399, where it gives 400). The
+    same map, through each pixel's centre (index + 0.5)."""
+    to_centre = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]], dtype=np.float64)
+    return np.linalg.inv(to_centre) @ np.asarray(transform, dtype=np.float64) @ to_centre
+
+
 def affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Points (..., 2) through the 3 x 3 affine map `matrix`."""
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -83,8 +93,9 @@ def to_page_frame(
     """`instances` of the derived image, in the (width, height) pixels of the page (or of its
     `ReadingFrame`: then `transform` and `border` are the frame's).
 
-    `transform` is the 3 x 3 affine map from page to derived-image coordinates (`coords["transform"]` of
-    `image_from_page`); `border` the page's Border polygon ((N, 2) page pixels), if it has one.
+    `transform` is the 3 x 3 affine map from page to derived-image pixels (`on_pixel_indices` of
+    `image_from_page`'s `coords["transform"]`); `border` the page's Border polygon ((N, 2) page pixels), if
+    it has one.
     """
     width, height = page_size
     same_frame = (instances.width, instances.height) == (width, height) and np.allclose(transform, np.eye(3))

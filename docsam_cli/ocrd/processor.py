@@ -181,7 +181,7 @@ class DocsamSegment(Processor):
         """Segment one page: its image through the model, the regions into its PAGE document."""
         # The model's dependencies load with the first page: --help and --dump-json stay quick.
         from docsam_cli.inputs.images import to_bgr
-        from docsam_cli.ocrd.frame import ReadingFrame, affine_points, to_page_frame
+        from docsam_cli.ocrd.frame import ReadingFrame, affine_points, on_pixel_indices, to_page_frame
         from docsam_cli.ocrd.regions import add_regions
         from docsam_cli.writers.shapes import PageShapes
         from model.inference import segment_page
@@ -209,7 +209,8 @@ class DocsamSegment(Processor):
                 batch_size=settings.batch_size,
             )
         frame = ReadingFrame.of(coords["transform"], page_size)
-        to_image = coords["transform"] @ np.linalg.inv(frame.matrix)  # frame pixels → the derived image's
+        # frame pixels → the derived image's
+        to_image = on_pixel_indices(coords["transform"]) @ np.linalg.inv(frame.matrix)
         instances = to_page_frame(
             instances, to_image, frame.size, None if border is None else frame.from_page(border)
         )
