@@ -43,8 +43,8 @@ class TextEncoder(nn.Module):
             hidden_act="gelu",
         )
         self.bert = BertModel(bert_config, add_pooling_layer=True)
-        # Per autocast dtype (None: none), as the embeddings differ with it: name → embedding.
-        self._cache: dict[torch.dtype | None, dict[str, torch.Tensor]] = {}
+        # Per precision (`cache_key`), as the embeddings differ with it: name → embedding.
+        self._cache: dict[tuple[torch.dtype | None, torch.dtype], dict[str, torch.Tensor]] = {}
 
     def train(self, mode: bool = True) -> TextEncoder:
         self._cache.clear()
@@ -57,10 +57,11 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, names: list[str]) -> torch.Tensor:
         """Embeddings of `names` in order. Never receives gradients (the reference runs it under no_grad);
-        in eval mode results are cached per string and autocast dtype, since they depend on nothing else.
+        in eval mode results are cached per string and precision (`cache_key`), since they depend on nothing
+        else.
         """
         device = self.bert.embeddings.word_embeddings.weight.device
-        cache = self._cache.setdefault(_autocast_dtype(device), {})
+        cache = self._cache.setdefault(self.cache_key(), {})
         missing = list(dict.fromkeys(name for name in names if name not in cache))
         computed = self._encode(missing, device) if missing else None
         if self.training:
@@ -70,6 +71,12 @@ class TextEncoder(nn.Module):
                 cache.update(zip(missing, computed, strict=True))
             lookup = cache
         return torch.stack([lookup[name].to(device) for name in names])
+
+    def cache_key(self) -> tuple[torch.dtype | None, torch.dtype]:
+        """The precision the encoder computes in now: the autocast dtype on its device (None outside
+        autocast) and its weights' dtype (`model.to(torch.bfloat16)` after a float32 call)."""
+        weight = self.bert.embeddings.word_embeddings.weight
+        return _autocast_dtype(weight.device), weight.dtype
 
     def _encode(self, names: list[str], device: torch.device) -> torch.Tensor:
         ids, mask = tokenize(names, self.config.max_position_embeddings)

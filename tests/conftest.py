@@ -127,7 +127,8 @@ def _cache_fixture_text_embeddings(model, reference_fixtures: Path) -> None:
     for case in ("a", "b"):
         for image, names in enumerate(cases[case]["class_names"]):
             embeddings = io[f"{case}.text.mean_pooled.img{image}"]
-            model.text_encoder._cache.setdefault(None, {}).update(zip(names, embeddings, strict=True))
+            cache = model.text_encoder._cache.setdefault(model.text_encoder.cache_key(), {})
+            cache.update(zip(names, embeddings, strict=True))
 
 
 @pytest.fixture(scope="session")

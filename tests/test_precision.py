@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -50,3 +52,15 @@ def test_class_name_embeddings_are_cached_per_precision(tiny_model):
         assert torch.equal(encoder(names), float32)
         with network_autocast(device, torch.bfloat16):
             assert torch.equal(encoder(names), bfloat16)
+
+
+def test_class_name_embeddings_are_cached_per_weights_dtype(tiny_model):
+    """A library user's model called in float32, then converted (`model.to(torch.bfloat16)`, to halve its
+    memory): its bf16 calls got the float32 embeddings cached by the first, so its results depended on
+    whether it had been called before the conversion (class logits up to 2.6 apart with the tiny weights).
+    Each weights dtype now gets its own."""
+    encoder, names = copy.deepcopy(tiny_model.text_encoder), ["marginal note", "running title"]
+    with torch.no_grad():
+        encoder(names)
+        encoder.to(torch.bfloat16)
+        assert torch.equal(encoder(names), encoder._encode(names, torch.device("cpu")))
