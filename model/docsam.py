@@ -109,6 +109,9 @@ class DocSAM(nn.Module):
         """Refuse misuse in words, before it meets a shape or dtype error deep inside the backbone (or, for
         a flat list of names, is read one letter per class; for a mask of another size or one rectangle for
         a batch, silently scales the proposals to the mask or gives every image the first's rectangle)."""
+        if not isinstance(pixel_values, torch.Tensor):
+            got = type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a tensor (N, 3, H, W) BGR, got {got}")
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (N, 3, H, W) BGR, got shape {tuple(pixel_values.shape)}")
         weights = self.semantic_query_projection.weight.dtype

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ def forward(model, pixels: torch.Tensor, class_names) -> None:
             r"weights' dtype \(torch.float32\).*got torch.uint8",
         ),
         (torch.rand(1, 3, 64, 64).double() * 255, r"weights' dtype \(torch.float32\).*got torch.float64"),
+        (np.zeros((1, 3, 64, 64), np.float32), r"must be a tensor \(N, 3, H, W\) BGR, got ndarray"),
     ],
 )
 def test_pixels_of_another_shape_or_dtype_are_refused(tiny_model, pixels, message):
