@@ -8,6 +8,7 @@ is loaded or a geometry resolved.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -79,6 +80,83 @@ def pick_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+_CGROUPS, _OWN_CGROUPS = Path("/sys/fs/cgroup"), Path("/proc/self/cgroup")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: those it may run on (its affinity: `taskset`'s, `numactl`'s, a Slurm
+    allocation's), fewer where its cgroup's CPU quota allows less time than that (Docker's `--cpus`, a
+    Kubernetes CPU limit), rounded up. torch's threads count the first only, and a process running more
+    threads than its quota keeps them waiting on each other while the quota holds them back."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13: affinity, or PYTHON_CPU_COUNT
+        cpus = os.process_cpu_count() or 1
+    elif hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def cpu_quota() -> float | None:
+    """The CPUs' worth of time this process's cgroup and those above it allow (the lowest quota: cgroup v2's
+    `cpu.max`, v1's `cpu.cfs_quota_us` over `cpu.cfs_period_us`), None without a quota or cgroups."""
+    quotas = [quota for folder in _cpu_cgroups() if (quota := _folder_quota(folder)) is not None]
+    return min(quotas, default=None)
+
+
+def _cpu_cgroups() -> list[Path]:
+    """The folders of this process's CPU cgroup and of those above it, under the unified (v2) and `cpu` (v1)
+    hierarchies; in a container, whose cgroup is mounted as the root, the root."""
+    try:
+        lines = _OWN_CGROUPS.read_text().splitlines()
+    except OSError:  # not Linux
+        return []
+    folders: list[Path] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            root = _CGROUPS if (_CGROUPS / "cgroup.controllers").exists() else _CGROUPS / "unified"
+        elif "cpu" in controllers.split(","):
+            root = _CGROUPS / "cpu"
+        else:
+            continue
+        own = root / path.lstrip("/")
+        own = own if own.is_dir() else root
+        folders += [own, *(folder for folder in own.parents if folder.is_relative_to(root))]
+    return folders
+
+
+def _folder_quota(folder: Path) -> float | None:
+    try:
+        if (folder / "cpu.max").exists():
+            quota, period = (folder / "cpu.max").read_text().split()
+        else:
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+        return int(quota) / int(period) if quota not in ("max", "-1") and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def fit_threads_to_cpus() -> None:
+    """Compute with at most `usable_cpus()` threads: torch starts one per CPU the process may run on, however
+    little time its cgroup's quota gives it. A thread count the user chose (`OMP_NUM_THREADS`,
+    `MKL_NUM_THREADS`; torchrun's 1) is kept."""
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ or "MKL_NUM_THREADS" in os.environ:
+        return
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:
+        logger.info(
+            "computing with %d thread%s, the CPU quota of this process's cgroup",
+            usable,
+            "" if usable == 1 else "s",
+        )
+        torch.set_num_threads(usable)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
@@ -154,6 +232,7 @@ class ResolvedModel:
         from model import load_model
 
         keep_freed_memory()
+        fit_threads_to_cpus()
         device, dtype = _device_and_dtype(self.spec)
         started = time.perf_counter()
         logger.info(

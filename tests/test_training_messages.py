@@ -140,6 +140,7 @@ def test_more_workers_than_cores_are_capped_with_one_line_not_torchs_warning(
     """The default --workers 4 on a 2-core laptop or Slurm allocation printed torch's UserWarning twice
     ("This DataLoader will create 4 worker processes in total. Our suggested max number of worker ...")."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "process_cpu_count", lambda: 1, raising=False)
     run = [*RUN[: RUN.index("--workers")], "--workers", "2", *RUN[RUN.index("--workers") + 2 :]]
     arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *run]
     with warnings.catch_warnings(record=True) as caught:

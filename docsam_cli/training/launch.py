@@ -27,7 +27,7 @@ from docsam_cli.inputs.images import set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
 from docsam_cli.presets import refuse_repeated_classes
-from docsam_cli.runtime import keep_freed_memory
+from docsam_cli.runtime import fit_threads_to_cpus, keep_freed_memory
 from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, checkpoint_root, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
@@ -170,6 +170,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     rank with its line), so that a second run started into it (a command typed twice, a job launched
     again) is refused before it writes there."""
     keep_freed_memory()
+    fit_threads_to_cpus()
     created = not plan.output.exists()
     prepare_output_folder(plan.output)
     check_written_folders(plan.output, [plan.output / STATE_DIR, checkpoint_root(plan.output)])

@@ -34,7 +34,6 @@ import functools
 import inspect
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -55,6 +54,7 @@ from docsam_cli.inputs.images import max_image_pixels, set_max_image_pixels
 from docsam_cli.interruption import STOP_SIGNALS, first_stop_taken
 from docsam_cli.names import display_path
 from docsam_cli.precision import Precision, network_autocast, precision_dtype
+from docsam_cli.runtime import usable_cpus
 from docsam_cli.training.checkpoints import (
     MODEL_FILE,
     TrainerState,
@@ -535,11 +535,11 @@ class Trainer:
 
 def loader_workers(requested: int) -> int:
     """The data-loading processes to start for `--workers requested`: at most the CPU cores this process
-    may use (its affinity: a Slurm allocation's, taskset's), as torch's DataLoader advises (it warns, in
-    lines of its own, above that): more would only compete for those cores. The samples drawn do not
-    depend on the number of workers."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if usable is None or requested <= usable:
+    may use (`usable_cpus`: a Slurm allocation's, taskset's, a container's CPU quota), as torch's DataLoader
+    advises (it warns, in lines of its own, above that): more would only compete for those cores. The
+    samples drawn do not depend on the number of workers."""
+    usable = usable_cpus()
+    if requested <= usable:
         return requested
     noun = "process" if usable == 1 else "processes"
     logger.info(
