@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +51,15 @@ def render(path: Path, page: int, **options) -> Page:
 
 @pytest.fixture
 def render_calls(monkeypatch) -> list[dict]:
-    """Every call to pdf2image's convert_from_path, recorded."""
+    """Every pdftoppm run, recorded."""
     calls: list[dict] = []
-    real = pdf_module.convert_from_path
+    real = pdf_module._pdftoppm
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pdf_module, "convert_from_path", spy)
+    monkeypatch.setattr(pdf_module, "_pdftoppm", spy)
     return calls
 
 
@@ -77,7 +78,7 @@ def test_long_pdf_is_listed_without_rendering_and_rendered_one_page_per_call(pdf
     chosen = items_for(thesis, pages=parse_page_ranges("2,117"))
     assert [task.page for task in chosen] == [2, 117]
     pages = [task.load() for task in chosen]
-    assert [(call["first_page"], call["last_page"]) for call in render_calls] == [(2, 2), (117, 117)]
+    assert [call["page"] for call in render_calls] == [2, 117]
     a4 = (round(841.89 * LOW_DPI / 72), round(595.276 * LOW_DPI / 72))
     for page in pages:
         assert page.image.dtype == np.uint8 and page.image.ndim == 3 and page.image.shape[2] == 3
@@ -159,7 +160,7 @@ def test_a_password_is_used_only_where_a_file_needs_it(pdfs, render_calls):
         tasks[0].load()
     (task,) = items_for(pdfs / "pdf-tabula-tests/encrypted.pdf", password="userpassword")
     task.load()
-    assert [call["userpw"] for call in render_calls] == [None, None, "userpassword"]
+    assert [call["password"] for call in render_calls] == [None, None, "userpassword"]
 
 
 def test_the_owner_password_opens_an_encrypted_pdf_too(pdfs):
@@ -327,3 +328,35 @@ def test_without_poppler_each_pdf_is_an_error_and_the_images_go_on(pdfs, tmp_pat
         == f"{sources[0]}: cannot read PDFs: poppler-utils is not installed (apt-get install poppler-utils)"
     )
     assert task.load().page_id == "qr_bill_example"
+
+
+def _poppler_that(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A pdftoppm doing `script` first on PATH (pdfinfo stays poppler's own)."""
+    folder = tmp_path / "poppler"
+    folder.mkdir()
+    (folder / "pdftoppm").write_text(f"#!/bin/sh\n{script}\n")
+    (folder / "pdftoppm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_poppler_killed_for_want_of_memory_is_not_called_a_damaged_pdf(pdfs, tmp_path, monkeypatch):
+    """The out-of-memory killer (a container's or a Slurm job's memory limit) ending pdftoppm: the page
+    failed with 'poppler could not render this page (damaged PDF)', sending the user to check the file."""
+    _poppler_that(tmp_path, monkeypatch, "kill -9 $$")
+    path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
+    with pytest.raises(InputError) as caught:
+        render(path, 1, dpi=LOW_DPI)
+    killed = "poppler was killed (signal 9: Killed), most likely by the system for want of memory"
+    assert str(caught.value) == f"{path} (page 1): {killed}"
+
+
+def test_poppler_out_of_memory_is_not_called_a_page_too_large(pdfs, tmp_path, monkeypatch):
+    """Under a memory limit (`ulimit -v`) pdftoppm prints 'Out of memory' and writes a 1 x 1 image (as it
+    does under `ulimit -v 60000` at 600 dpi): an A4 page failed with 'poppler rendered 1x1 pixels instead of
+    4961x7017 (a page too large for poppler at 600 dpi?)'."""
+    white_pixel = "printf 'P6\\n1 1\\n255\\n\\377\\377\\377'"
+    _poppler_that(tmp_path, monkeypatch, f"echo 'Out of memory' >&2; {white_pixel}")
+    path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
+    with pytest.raises(InputError) as caught:
+        render(path, 1, dpi=LOW_DPI)
+    assert str(caught.value) == f"{path} (page 1): poppler ran out of memory rendering this page at 30 dpi"

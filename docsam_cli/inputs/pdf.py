@@ -26,17 +26,20 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pdf2image import convert_from_path, pdfinfo_from_path
+from pdf2image import pdfinfo_from_path
 from pdf2image.exceptions import (
     PDFInfoNotInstalledError,
     PDFPageCountError,
     PDFPopplerTimeoutError,
     PopplerNotInstalledError,
 )
+from pdf2image.parsers import parse_buffer_to_ppm
 
 from docsam_cli.errors import InputError
 from docsam_cli.inputs.files import require_regular_file
@@ -168,21 +171,7 @@ def render_pdf_page(
     width, height = (side * dpi / _POINTS_PER_INCH for side in size_points)
     check_pixel_limit(path, math.ceil(width), math.ceil(height), page)
     require_regular_file(path)
-    try:
-        images = convert_from_path(
-            str(path.absolute()),
-            dpi=dpi,
-            first_page=page,
-            last_page=page,
-            userpw=password,
-            ownerpw=password,
-            use_cropbox=True,
-            timeout=timeout,
-        )
-    except PDFPopplerTimeoutError:
-        raise InputError(path, f"poppler timed out after {timeout} s", page) from None
-    except (PDFInfoNotInstalledError, PopplerNotInstalledError):
-        raise InputError(path, _NO_POPPLER, page) from None
+    images = parse_buffer_to_ppm(_pdftoppm(path, dpi=dpi, page=page, password=password, timeout=timeout))
     if len(images) != 1:
         raise InputError(path, "poppler could not render this page (damaged PDF)", page)
     with images[0] as image:
@@ -194,6 +183,35 @@ def render_pdf_page(
                 page,
             )
         return to_bgr(image)
+
+
+def _pdftoppm(path: Path, *, dpi: float, page: int, password: str | None, timeout: float | None) -> bytes:
+    """What one `pdftoppm` run writes for `page` (its crop box, `password` given as owner and user password):
+    the page as a PPM image, or nothing where poppler could not render it. Raises InputError where poppler
+    is missing, timed out, ran out of memory (a memory limit: `ulimit -v`; it then prints 'Out of memory'
+    and writes a 1 x 1 image) or was killed (by the out-of-memory killer, under a cgroup's memory limit: a
+    container's, a Slurm job's)."""
+    passwords = ["-upw", password, "-opw", password] if password is not None else []
+    command = ["pdftoppm", "-r", str(dpi), "-cropbox", "-f", str(page), "-l", str(page), *passwords]
+    try:
+        rendered = subprocess.run([*command, str(path.absolute())], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise InputError(path, f"poppler timed out after {timeout} s", page) from None
+    except FileNotFoundError:
+        raise InputError(path, _NO_POPPLER, page) from None
+    if rendered.returncode < 0:
+        raise InputError(path, _poppler_signal(-rendered.returncode), page)
+    if b"Out of memory" in rendered.stderr:
+        raise InputError(path, f"poppler ran out of memory rendering this page at {dpi:g} dpi", page)
+    return rendered.stdout
+
+
+def _poppler_signal(number: int) -> str:
+    """Why poppler stopped on signal `number`: killed for want of memory (SIGKILL), or a crash."""
+    name = signal.strsignal(number) or "unknown signal"
+    if number == signal.SIGKILL:
+        return f"poppler was killed (signal {number}: {name}), most likely by the system for want of memory"
+    return f"poppler crashed (signal {number}: {name}) rendering this page (damaged PDF?)"
 
 
 def _about(rendered: int, expected: float) -> bool:
