@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,12 @@ def test_poppler_out_of_memory_is_not_called_a_page_too_large(pdfs, tmp_path, mo
     with pytest.raises(InputError) as caught:
         render(path, 1, dpi=LOW_DPI)
     assert str(caught.value) == f"{path} (page 1): poppler ran out of memory rendering this page at 30 dpi"
+
+
+def test_poppler_saying_out_of_memory_of_a_page_it_rendered_whole_keeps_the_page(pdfs, tmp_path, monkeypatch):
+    """Only a failed render is blamed on memory: a page rendered at its size is the page, whatever poppler
+    printed on the way (e.g. of one embedded image it could not allocate)."""
+    real = shutil.which("pdftoppm")
+    _poppler_that(tmp_path, monkeypatch, f"echo 'Out of memory' >&2; exec {real} \"$@\"")
+    path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
+    assert render(path, 1, dpi=LOW_DPI).image.size > 1

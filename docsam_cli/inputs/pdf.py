@@ -171,26 +171,30 @@ def render_pdf_page(
     width, height = (side * dpi / _POINTS_PER_INCH for side in size_points)
     check_pixel_limit(path, math.ceil(width), math.ceil(height), page)
     require_regular_file(path)
-    images = parse_buffer_to_ppm(_pdftoppm(path, dpi=dpi, page=page, password=password, timeout=timeout))
+    rendered = _pdftoppm(path, dpi=dpi, page=page, password=password, timeout=timeout)
+    # Under a memory limit (`ulimit -v`) pdftoppm says so and writes a 1 x 1 image, or none.
+    out_of_memory = f"poppler ran out of memory rendering this page at {dpi:g} dpi"
+    images = parse_buffer_to_ppm(rendered.stdout)
     if len(images) != 1:
-        raise InputError(path, "poppler could not render this page (damaged PDF)", page)
+        no_page = "poppler could not render this page (damaged PDF)"
+        raise InputError(path, out_of_memory if _said_out_of_memory(rendered) else no_page, page)
     with images[0] as image:
         if not (_about(image.width, width) and _about(image.height, height)):
-            raise InputError(
-                path,
+            too_large = (
                 f"poppler rendered {image.width}x{image.height} pixels instead of "
-                f"{math.ceil(width)}x{math.ceil(height)} (a page too large for poppler at {dpi:g} dpi?)",
-                page,
+                f"{math.ceil(width)}x{math.ceil(height)} (a page too large for poppler at {dpi:g} dpi?)"
             )
+            raise InputError(path, out_of_memory if _said_out_of_memory(rendered) else too_large, page)
         return to_bgr(image)
 
 
-def _pdftoppm(path: Path, *, dpi: float, page: int, password: str | None, timeout: float | None) -> bytes:
-    """What one `pdftoppm` run writes for `page` (its crop box, `password` given as owner and user password):
-    the page as a PPM image, or nothing where poppler could not render it. Raises InputError where poppler
-    is missing, timed out, ran out of memory (a memory limit: `ulimit -v`; it then prints 'Out of memory'
-    and writes a 1 x 1 image) or was killed (by the out-of-memory killer, under a cgroup's memory limit: a
-    container's, a Slurm job's)."""
+def _pdftoppm(
+    path: Path, *, dpi: float, page: int, password: str | None, timeout: float | None
+) -> subprocess.CompletedProcess[bytes]:
+    """One `pdftoppm` run for `page` (its crop box, `password` given as owner and user password): its
+    stdout the page as a PPM image, or nothing where poppler could not render it. Raises InputError where
+    poppler is missing, timed out or was killed (by the out-of-memory killer, under a cgroup's memory limit:
+    a container's, a Slurm job's)."""
     passwords = ["-upw", password, "-opw", password] if password is not None else []
     command = ["pdftoppm", "-r", str(dpi), "-cropbox", "-f", str(page), "-l", str(page), *passwords]
     try:
@@ -201,9 +205,13 @@ def _pdftoppm(path: Path, *, dpi: float, page: int, password: str | None, timeou
         raise InputError(path, _NO_POPPLER, page) from None
     if rendered.returncode < 0:
         raise InputError(path, _poppler_signal(-rendered.returncode), page)
-    if b"Out of memory" in rendered.stderr:
-        raise InputError(path, f"poppler ran out of memory rendering this page at {dpi:g} dpi", page)
-    return rendered.stdout
+    return rendered
+
+
+def _said_out_of_memory(rendered: subprocess.CompletedProcess[bytes]) -> bool:
+    """Whether pdftoppm said it ran out of memory: only a render that failed is blamed on it, a page
+    rendered whole is kept whatever poppler said on the way."""
+    return b"Out of memory" in rendered.stderr
 
 
 def _poppler_signal(number: int) -> str:
