@@ -72,6 +72,25 @@ def test_invalid_json_and_a_json_of_another_kind(tmp_path: Path) -> None:
     assert_one_error(result, "annotations.json", "not a COCO dataset")
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}", "cannot read: JSON nested too deeply"),
+        ('{"images": [{"id": ' + "9" * 5000 + "}]}", "cannot read: a number of more than 4300 digits"),
+    ],
+)
+def test_a_json_python_cannot_hold_is_one_error(tmp_path: Path, text: str, reason: str) -> None:
+    """A JSON nested deeper than Python's reader goes, or holding a whole number of more digits than it
+    converts (a file from a crawl, a stranger's dataset, or one made to break readers), ended convert-dataset
+    and evaluate as an internal error, 'a bug' with exit 3 ('RecursionError: maximum recursion depth
+    exceeded while decoding a JSON array', 'ValueError: Exceeds the limit (4300 digits) for integer string
+    conversion'); it is now one error naming the file, and the rest of the batch goes on."""
+    path = coco_source(tmp_path / "src") / "annotations.json"
+    path.write_text(text)
+    result = run_cli("convert-dataset", path, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", reason)
+
+
 def test_a_size_stated_in_part_is_checked_in_part(tmp_path: Path) -> None:
     """A source may leave the page size to the image; what it does state must match the image."""
     document = mutated(coco_document(), "images[0].height", DELETE)

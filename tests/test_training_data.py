@@ -145,6 +145,19 @@ def test_a_json_written_with_a_byte_order_mark_is_read(encoding: str, tmp_path: 
     assert dataset.background_prompt == "Mine _background_"  # not the name the folder's path gives
 
 
+def test_a_json_nested_too_deeply_is_an_error_naming_it(tmp_path: Path) -> None:
+    """A page's json nested deeper than Python's reader goes (a stranger's dataset, or a file made to break
+    readers) stopped training as an internal error, 'a bug' ('RecursionError: maximum recursion depth
+    exceeded'); it is now the error naming the file that any other json that cannot be read gives."""
+    from docsam_cli.training.datasets import DatasetError
+
+    document = coco([{"id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]}], [(1, "table")], (60, 80))
+    root = write_layout(tmp_path / "split", {"a": (np.full((60, 80, 3), 200, np.uint8), document)})
+    (root / "coco" / "a.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match=r"a\.json: cannot read the annotations \(maximum recursion"):
+        LayoutDataset(root).load(0)
+
+
 @pytest.mark.parametrize("explicit_name", [None, "Given"])
 def test_a_dataset_json_that_is_no_valid_json_is_an_error_naming_it(
     explicit_name: str | None, tmp_path: Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from docsam_cli.errors import InputError
@@ -39,6 +40,11 @@ class JsonField:
             raise InputError(path, f"cannot read: {error.strerror or error}") from None
         except UnicodeDecodeError as error:
             raise InputError(path, f"cannot read: {error}") from None
+        except RecursionError:  # valid JSON, but deeper than Python's reader goes
+            raise InputError(path, "cannot read: JSON nested too deeply") from None
+        except ValueError:  # json reads whole numbers of up to Python's conversion limit only
+            digits = sys.get_int_max_str_digits()
+            raise InputError(path, f"cannot read: a number of more than {digits} digits") from None
 
     # --- errors ---------------------------------------------------------------------------------------
 

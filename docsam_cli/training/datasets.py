@@ -106,7 +106,7 @@ class LayoutDataset:
         path = self.json_path(index)
         try:
             return json.loads(path.read_bytes())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
             raise DatasetError(f"{path}: cannot read the annotations ({error})") from None
 
     def category_count(self) -> int:
