@@ -604,14 +604,40 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     does.
     """
     mapped = to_model_keys(state)
-    expected = model.state_dict()
+    _refuse_misfit(model.state_dict(), mapped, source)
+    model.load_state_dict(mapped, strict=True)
+
+
+def _refuse_misfit(
+    expected: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise CheckpointError, as `load_weights` describes, when `mapped` (in this package's names) does not
+    load strictly where `expected` is."""
     problems = misfit(expected, mapped)
     if problems:
         sizes = _size_differences(expected, mapped)
         raise CheckpointError(
             f"{source}: does not fit the model ({'; '.join(filter(None, (sizes, problems)))})"
         )
-    model.load_state_dict(mapped, strict=True)
+
+
+def model_with_weights(
+    config: DocSAMConfig, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> DocSAMModel:
+    """DocSAM of `config` with `state` loaded strictly (`load_weights`). The weights are first checked
+    against the architecture built on the meta device, which allocates nothing: a config of other sizes than
+    the weights' (a file's stored config can say anything, a vocabulary of 10^8 words) is refused as
+    `load_weights` refuses it, before the memory it asks for (terabytes) is allocated."""
+    import torch
+
+    from model.docsam import DocSAM  # local import: docsam imports this module's siblings
+
+    with torch.device("meta"):
+        skeleton = DocSAM(config)
+    _refuse_misfit(skeleton.state_dict(), to_model_keys(state), source)
+    model = DocSAM(config)
+    load_weights(model, state, source)
+    return model
 
 
 CONFIG_METADATA_KEY = "docsam_config"
@@ -769,12 +795,9 @@ def load_model(
     The architecture comes from `config`, else `variant` ('base'/'large'), else the config stored in a
     safetensors file written by this package, else it is detected from the checkpoint (base/large).
     """
-    from model.docsam import DocSAM  # local import: docsam imports this module's siblings
-
     state = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
-    model = DocSAM(checkpoint_config(checkpoint, state, variant, config))
-    load_weights(model, state, _source_label(checkpoint))
-    return model.to(device).eval()
+    config = checkpoint_config(checkpoint, state, variant, config)
+    return model_with_weights(config, state, _source_label(checkpoint)).to(device).eval()
 
 
 def checkpoint_config(

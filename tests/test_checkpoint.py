@@ -646,3 +646,29 @@ def test_weights_of_another_architecture_are_refused_naming_the_sizes_that_diffe
         "other.pth: does not fit the model (the weights' depths [2, 2, 4, 2], window_size 7, "
         "num_queries 24, decoder_layers 2 against the architecture's [2, 2, 2, 2], 5, 40, 4; missing: "
     )
+
+
+@pytest.mark.parametrize("command", ["segment", "finetune"])
+def test_a_stored_config_larger_than_the_weights_is_refused_before_its_memory_is_allocated(
+    tmp_path, tiny_model, command
+):
+    """A safetensors file can store any config beside its tensors (a stranger's weights, or a file made to
+    exhaust the machine): a text vocabulary of 10^12 words made `segment`, `evaluate` and `finetune` build
+    the model it describes before comparing it with the weights, asking for 1.5 PB (a RuntimeError of torch's
+    allocator, reported as a bug; a few hundred GB can pass the kernel's check and bring the OOM killer).
+    The architecture is now checked against the weights on the meta device first, and the file refused as
+    weights of another architecture are."""
+    from docsam_cli.training.build import model_from_checkpoint
+    from docsam_cli.training.settings import Regularisation
+
+    config = tiny_model.config.to_dict()
+    config["text_encoder_config"]["vocab_size"] = 10**12
+    path = tmp_path / "hostile.safetensors"
+    save_file(dict(tiny_model.state_dict()), str(path), metadata={"docsam_config": json.dumps(config)})
+    with pytest.raises(
+        CheckpointError, match=r"hostile\.safetensors: does not fit the model \(.*1000000000000"
+    ):
+        if command == "segment":
+            load_model(path)
+        else:
+            model_from_checkpoint(path, Regularisation())

@@ -16,7 +16,7 @@ from docsam_cli.training.settings import Regularisation
 from model.checkpoint import (
     CheckpointError,
     checkpoint_config,
-    load_weights,
+    model_with_weights,
     read_state_dict,
     stored_config,
 )
@@ -55,9 +55,9 @@ def model_from_checkpoint(
 ) -> DocSAM:
     """Any DocSAM checkpoint (official or ours), loaded strictly, for fine-tuning."""
     state = read_state_dict(path)
-    model = DocSAM(regularisation.apply(checkpoint_config(path, state, variant, config)))
-    load_weights(model, state, str(path))
-    return model
+    return model_with_weights(
+        regularisation.apply(checkpoint_config(path, state, variant, config)), state, str(path)
+    )
 
 
 def architecture_of(path: Path, regularisation: Regularisation) -> DocSAM:
