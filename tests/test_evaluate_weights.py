@@ -119,10 +119,10 @@ def test_images_over_the_pixel_limit_can_be_let_through_as_the_error_says(tmp_pa
         refused = CliRunner().invoke(app, [*arguments, "--max-image-pixels", "2000"])
         lines = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
         assert refused.exit_code == 1, refused.stderr
-        for name in ("a.png", "b.png"):
+        for where in ("images[0]", "images[1]"):  # the size the ground truth states, checked first
             assert any(
-                f"{name}: 60x40 = 2400 pixels exceeds the decompression-bomb limit of 2000 pixels (raise the "
-                "limit with --max-image-pixels if the file is trusted)" in line
+                f"truth.json: {where}: 60x40 = 2400 pixels exceeds the decompression-bomb limit of 2000 "
+                "pixels (raise the limit with --max-image-pixels if the file is trusted)" in line
                 for line in lines
             ), lines
         for limit in ("2400", "0"):  # as the error says; 0: no limit
@@ -131,6 +131,39 @@ def test_images_over_the_pixel_limit_can_be_let_through_as_the_error_says(tmp_pa
             assert json.loads(result.stdout)["images"] == 2
         assert CliRunner().invoke(app, arguments).exit_code == 0
         assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # a run without the option: the default
+    finally:
+        set_max_image_pixels(saved)
+
+
+@pytest.mark.parametrize("stated_by", ["coco truth", "page truth", "page predictions"])
+def test_a_page_size_stated_without_an_image_is_held_to_the_pixel_limit(tmp_path, stated_by):
+    """Ground truth or predictions that state their page's size (COCO width and height, PAGE imageWidth and
+    imageHeight) have their masks made at that size without any image read: a stranger's file stating
+    100000 x 100000 asked for 10 GB (an empty class's mask alone), and one of 2^32 pixels or more crashed
+    pycocotools, 'Segmentation fault', exit 139. Such a page is now held to --max-image-pixels as an image
+    read is, and refused in the same words, naming the file."""
+    from convert_helpers import page_xml
+
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir(), pred.mkdir()
+    document = coco_document()
+    big = page_xml("a.png", 60, 40, [("TableRegion", None, "10,10 40,10 40,30 10,30")])
+    if stated_by == "coco truth":
+        truth, pred = truth / "truth.json", pred / "pred.json"
+        truth.write_text(json.dumps(document))
+        pred.write_text(json.dumps(document))
+        refused = f"{truth}: images[0]: 60x40 = 2400 pixels"
+    else:
+        (truth / "a.xml").write_text(big if stated_by == "page truth" else big.replace('"60"', '"30"'))
+        (pred / "a.xml").write_text(big)
+        refused = f"{(truth if stated_by == 'page truth' else pred) / 'a.xml'}: 60x40 = 2400 pixels"
+    arguments = ["evaluate", str(truth), "--pred", str(pred), "--json", "-", "--max-image-pixels"]
+    saved = max_image_pixels()
+    try:
+        result = CliRunner().invoke(app, [*arguments, "2000"])
+        assert result.exit_code == 1, result.stderr
+        assert f"error: {refused} exceeds the decompression-bomb limit of 2000 pixels" in result.stderr
+        assert CliRunner().invoke(app, [*arguments, "2400"]).exit_code == 0
     finally:
         set_max_image_pixels(saved)
 

@@ -30,7 +30,7 @@ from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.xml import root_name
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import GtAnnotation, GtImage
-from docsam_cli.inputs.images import open_image, to_first_page, upright_header
+from docsam_cli.inputs.images import check_pixel_limit, open_image, to_first_page, upright_header
 from docsam_cli.names import output_text
 
 _XML_ROOTS = {"PcGts": "page", "alto": "alto"}  # root element → the format of XML ground truth
@@ -202,6 +202,7 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
         try:
             if image.size is None:
                 _size_from_image(path, image, found, not_found)
+            check_stated_size(path, image)
         except InputError as error:
             truth.left_out(error, key, image.id)
             continue
@@ -218,6 +219,16 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
     truth.image_keys = {identifiers[id(page)]: page.name for page in truth.images}
     _sort_by_id(truth)
     return truth
+
+
+def check_stated_size(path: Path, image: CocoImage) -> None:
+    """Raise InputError for an image entry of more pixels than the pixel limit (`--max-image-pixels`): its
+    masks are made at the size it states, read by no image header (a stranger's 100000 x 100000 asks for
+    10 GB, and pycocotools crashes past 2^32 pixels)."""
+    try:
+        check_pixel_limit(path, image.width, image.height)
+    except InputError as error:
+        raise InputError(path, f"{image.where}: {error.reason}") from None
 
 
 def _size_from_image(path: Path, image: CocoImage, found: Path | None, not_found: str | None) -> None:
@@ -292,6 +303,11 @@ def _from_split(folder: Path) -> GroundTruth:
         (image,) = dataset.images
         if image.error is not None:
             truth.left_out(image.error, file_name_stem(name), image.id)
+            continue
+        try:
+            check_stated_size(path, image)
+        except InputError as error:
+            truth.left_out(error, file_name_stem(name), image.id)
             continue
         dropped = dropped_by_loader(dataset.categories.names.values())
         for identifier, class_name in dataset.categories.names.items():
@@ -533,6 +549,7 @@ def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
             instances = rectify.scale(instances, image_width / width, image_height / height)
         width, height = image_width, image_height
     width, height = round(width), round(height)
+    check_pixel_limit(page.source, width, height)  # its masks are made at the size it states
     cleaned, notes = rectify.rectify(instances, width, height)
     dropped = [note for note in [*page.notes, *notes] if note.kind == "dropped"]
     annotations = [_xml_annotation(layout.as_written(i), width, height) for i in cleaned]

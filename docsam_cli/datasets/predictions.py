@@ -33,6 +33,7 @@ from docsam_cli.datasets.ground_truth import GroundTruth
 from docsam_cli.datasets.images import ImageFinder, file_name_stem, url_path
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
+from docsam_cli.inputs.images import check_pixel_limit
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import COCO_FILE, IMAGE_DIR, RECORDS, STATE_DIR, STORED_INPUT
 from model.instances import PageInstances
@@ -380,6 +381,11 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(InputError(file, "page size unknown"))
             continue
         height, width = size
+        try:
+            check_pixel_limit(file, width, height)  # its masks are made at the size it states
+        except InputError as error:
+            predictions.errors.append(error)
+            continue
         entries = []
         # Clamped to the page, crossings repaired, no-area shapes dropped: a file scored against itself
         # scores 1.
