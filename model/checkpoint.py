@@ -150,11 +150,16 @@ def archive_damage(path: Path) -> str | None:
     """Why a zip-format `.pth` fails the CRC-32 check of one of its members, which `torch.load` does not make
     (it would load the damaged tensors); None when every member passes, or the file is no zip archive (for
     `torch.load` to judge). Members written without a CRC (`torch.serialization.set_crc32_options(False)`
-    stores 0) cannot be checked. A file `_cut_off` finds short is damaged too."""
+    stores 0) cannot be checked. A file `_cut_off` finds short is damaged too, and so is one whose members
+    overlap (their data add up to more than the file holds: a zip bomb, whose members, each read through here,
+    would take hours)."""
     if not zipfile.is_zipfile(path):
         return _cut_off(path)
     try:
         with zipfile.ZipFile(path) as archive:
+            claimed, size = sum(member.compress_size for member in archive.infolist()), path.stat().st_size
+            if claimed > size:
+                return f"its members overlap: their data add up to {claimed} bytes, the file holds {size}"
             for member in archive.infolist():
                 if member.CRC == 0:
                     continue

@@ -600,6 +600,38 @@ def test_a_pth_damaged_inside_its_tensor_data_is_refused_naming_the_file(tmp_pat
     assert message.startswith(f"{path}: damaged (Bad CRC-32") and "\n" not in message
 
 
+def test_a_pth_whose_members_overlap_is_refused_without_reading_them(tmp_path):
+    """A zip archive can list one member's data many times over (a zip bomb; the Python docsam runs on may
+    not refuse overlapping members): the CRC-32 check read each in full, 2 GB for a 1 MB file of 2000
+    entries, hours for a 100 MB one of a million, before torch refused the file. Such a file is now damaged,
+    in one line, before any member is read."""
+    import io
+    import struct
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/data/0", bytes(1 << 20))
+    data = buffer.getvalue()
+    directory, end = data.index(b"PK\x01\x02"), data.rindex(b"PK\x05\x06")
+    entry = data[data.index(b"PK\x01\x02", directory + 4) : end]  # the 1 MB member's, listed 2000 times more
+    entries = data[directory:end] + entry * 2000
+    record = bytearray(data[end:])
+    record[8:12] = struct.pack("<HH", 2002, 2002)
+    record[12:16] = struct.pack("<I", len(entries))
+    path = tmp_path / "bomb.pth"
+    path.write_bytes(data[:directory] + entries + bytes(record))
+
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+
+    assert str(error.value).startswith(
+        f"{path}: damaged (its members overlap: their data add up to {2001 * (1 << 20) + 6} bytes, the file "
+        f"holds {path.stat().st_size}); copy the file again from its source"
+    )
+
+
 @pytest.mark.parametrize("kept", [0.5, 0.999, 0.0001, 0.0])
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_a_file_cut_off_in_copying_is_refused_in_one_line_naming_the_file(tmp_path, suffix, kept) -> None:
