@@ -62,6 +62,20 @@ def test_an_rle_is_checked_before_pycocotools_decodes_it(tmp_path: Path) -> None
     assert "3000" in result.error_lines()[0] and "2400" in result.error_lines()[0]
 
 
+def test_an_rle_of_more_pixels_than_pycocotools_counts_is_one_error(tmp_path: Path) -> None:
+    """An RLE of 2^32 pixels or more (a page stated 100000 x 100000, by a stranger's file or one made to
+    break readers) ended convert-dataset and evaluate as an internal error, 'a bug' with exit 3: its run
+    lengths overflow pycocotools' 32-bit counts ('OverflowError: Python integer 10000000000 out of bounds for
+    uint32'). It is now one error naming the file and the field."""
+    document = mutated(coco_document(), "images[0].width", 100_000)
+    document = mutated(document, "images[0].height", 100_000)
+    runs = {"size": [100_000, 100_000], "counts": [10**10]}
+    source = coco_source(tmp_path / "src", mutated(document, "annotations[1].segmentation", runs))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", "annotations[1].segmentation.size")
+    assert "[100000, 100000]: more pixels than a COCO RLE holds (4294967295)" in result.error_lines()[0]
+
+
 def test_invalid_json_and_a_json_of_another_kind(tmp_path: Path) -> None:
     path = coco_source(tmp_path / "src") / "annotations.json"
     path.write_text('{"images": [')

@@ -329,12 +329,17 @@ def read_bbox(field: JsonField) -> tuple[float, float, float, float]:
     return x.number(), y.number(), width.number(minimum=0), height.number(minimum=0)
 
 
+_RLE_PIXELS = 2**32 - 1  # pycocotools counts a mask's pixels and runs in 32 bits
+
+
 def read_rle(field: JsonField, size: tuple[int, int] | None) -> dict:
     """A COCO RLE as a compressed RLE; its size must be the image's when that is known. Raises InputError."""
     size_field = field["size"]
     if not size_field.is_list() or len(size_field.value) != 2:
         raise size_field.expected("[height, width]")
     height, width = (side.size() for side in size_field.items())
+    if height * width > _RLE_PIXELS:
+        raise size_field.problem(f"{[height, width]}: more pixels than a COCO RLE holds ({_RLE_PIXELS})")
     if size is not None and (height, width) != size:
         raise size_field.problem(f"{[height, width]} is not the image's [height, width] {list(size)}")
     counts = field["counts"]
