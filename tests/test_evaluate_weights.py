@@ -168,6 +168,33 @@ def test_a_page_size_stated_without_an_image_is_held_to_the_pixel_limit(tmp_path
         set_max_image_pixels(saved)
 
 
+def test_a_page_of_more_pixels_than_a_coco_mask_holds_is_refused_whatever_the_limit(tmp_path):
+    """With no pixel limit (--max-image-pixels 0, as for trusted large scans), ground truth stating a page of
+    2^32 pixels or more crashed pycocotools, which counts a mask's pixels in 32 bits: 'Segmentation fault',
+    exit 139, no report. Such a page is now refused naming the file, and the run goes on (run in a process of
+    its own, which the crash ended)."""
+    import subprocess
+    import sys
+
+    side = 70_000  # 4.9e9 pixels
+    document = {
+        "images": [{"id": 1, "file_name": "a.png", "width": side, "height": side}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, side, 0, side, side, 0, side]]}
+        ],
+        "categories": [{"id": 1, "name": "table"}],
+    }
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(document))
+    command = [sys.executable, "-m", "docsam_cli", "evaluate", str(truth), "--pred", str(truth)]
+    result = subprocess.run(
+        [*command, "--max-image-pixels", "0"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    refusal = "70000x70000 = 4900000000 pixels: more than a COCO mask holds (4294967295)"
+    assert f"error: {truth}: images[0]: {refusal}" in result.stderr.splitlines()
+
+
 def test_images_read_for_their_size_are_held_to_the_pixel_limit_the_command_takes(tmp_path):
     """Ground truth that states no page size has its images read for it, with --pred too: their limit is
     evaluate's --max-image-pixels, not only with --weights, and a refusal says so as the model's does."""

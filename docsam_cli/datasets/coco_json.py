@@ -329,7 +329,7 @@ def read_bbox(field: JsonField) -> tuple[float, float, float, float]:
     return x.number(), y.number(), width.number(minimum=0), height.number(minimum=0)
 
 
-_RLE_PIXELS = 2**32 - 1  # pycocotools counts a mask's pixels and runs in 32 bits
+RLE_PIXELS = 2**32 - 1  # pycocotools counts a mask's pixels and runs in 32 bits
 
 
 def read_rle(field: JsonField, size: tuple[int, int] | None) -> dict:
@@ -338,8 +338,8 @@ def read_rle(field: JsonField, size: tuple[int, int] | None) -> dict:
     if not size_field.is_list() or len(size_field.value) != 2:
         raise size_field.expected("[height, width]")
     height, width = (side.size() for side in size_field.items())
-    if height * width > _RLE_PIXELS:
-        raise size_field.problem(f"{[height, width]}: more pixels than a COCO RLE holds ({_RLE_PIXELS})")
+    if height * width > RLE_PIXELS:
+        raise size_field.problem(f"{[height, width]}: more pixels than a COCO RLE holds ({RLE_PIXELS})")
     if size is not None and (height, width) != size:
         raise size_field.problem(f"{[height, width]} is not the image's [height, width] {list(size)}")
     counts = field["counts"]

@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 
 from docsam_cli.datasets import geometry, layout, rectify
 from docsam_cli.datasets.classes import BACKGROUND, dropped_by_loader
-from docsam_cli.datasets.coco_json import CocoDataset, CocoImage, read_dataset
+from docsam_cli.datasets.coco_json import RLE_PIXELS, CocoDataset, CocoImage, read_dataset
 from docsam_cli.datasets.convert import FORMATS, read_sources, source_files
 from docsam_cli.datasets.convert.base import ReadContext
 from docsam_cli.datasets.convert.coco import annotation_polygons, find_image
@@ -222,13 +222,21 @@ def _from_coco(path: Path, images: Path | None) -> GroundTruth:
 
 
 def check_stated_size(path: Path, image: CocoImage) -> None:
-    """Raise InputError for an image entry of more pixels than the pixel limit (`--max-image-pixels`): its
-    masks are made at the size it states, read by no image header (a stranger's 100000 x 100000 asks for
-    10 GB, and pycocotools crashes past 2^32 pixels)."""
+    """`check_page_size` of an image entry, the error naming the entry."""
     try:
-        check_pixel_limit(path, image.width, image.height)
+        check_page_size(path, image.width, image.height)
     except InputError as error:
         raise InputError(path, f"{image.where}: {error.reason}") from None
+
+
+def check_page_size(path: Path, width: int, height: int) -> None:
+    """Raise InputError for a page whose masks cannot be made at the size it states, read by no image
+    header: one of more pixels than the pixel limit (`--max-image-pixels`: a stranger's 100000 x 100000
+    asks for 10 GB) or, whatever the limit, than a COCO mask holds (pycocotools crashes past it)."""
+    check_pixel_limit(path, width, height)
+    if width * height > RLE_PIXELS:
+        reason = f"{width}x{height} = {width * height} pixels: more than a COCO mask holds ({RLE_PIXELS})"
+        raise InputError(path, reason)
 
 
 def _size_from_image(path: Path, image: CocoImage, found: Path | None, not_found: str | None) -> None:
@@ -549,7 +557,7 @@ def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
             instances = rectify.scale(instances, image_width / width, image_height / height)
         width, height = image_width, image_height
     width, height = round(width), round(height)
-    check_pixel_limit(page.source, width, height)  # its masks are made at the size it states
+    check_page_size(page.source, width, height)
     cleaned, notes = rectify.rectify(instances, width, height)
     dropped = [note for note in [*page.notes, *notes] if note.kind == "dropped"]
     annotations = [_xml_annotation(layout.as_written(i), width, height) for i in cleaned]

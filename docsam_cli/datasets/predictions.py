@@ -29,11 +29,10 @@ from docsam_cli.datasets.coco_json import (
 from docsam_cli.datasets.convert import FORMATS, source_files
 from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
-from docsam_cli.datasets.ground_truth import GroundTruth
+from docsam_cli.datasets.ground_truth import GroundTruth, check_page_size
 from docsam_cli.datasets.images import ImageFinder, file_name_stem, url_path
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
-from docsam_cli.inputs.images import check_pixel_limit
 from docsam_cli.names import display_path
 from docsam_cli.writers.page_outputs import COCO_FILE, IMAGE_DIR, RECORDS, STATE_DIR, STORED_INPUT
 from model.instances import PageInstances
@@ -382,7 +381,7 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             continue
         height, width = size
         try:
-            check_pixel_limit(file, width, height)  # its masks are made at the size it states
+            check_page_size(file, width, height)
         except InputError as error:
             predictions.errors.append(error)
             continue
