@@ -127,7 +127,7 @@ def _safetensors_cut_off(head: bytes, size: int, handle: BinaryIO) -> str | None
     handle.seek(8)
     try:
         header = json.loads(handle.read(length))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's reader goes
         return None  # for safetensors to describe
     ends = [
         entry["data_offsets"][1]
@@ -688,7 +688,7 @@ def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:
         return None
     try:
         return DocSAMConfig.from_dict(json.loads(text))
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise CheckpointError(f"{path}: its stored DocSAM config is not usable ({error})") from error
 
 
@@ -711,7 +711,7 @@ def stored_classes(path: str | os.PathLike[str]) -> StoredClasses | None:
         return None
     try:
         classes = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise CheckpointError(f"{path}: its stored class names are not usable ({error})") from error
     if not _is_class_list(classes):
         raise CheckpointError(f"{path}: its stored class names are not a list of distinct names")
@@ -764,7 +764,7 @@ def _stored_json(path: str | os.PathLike[str], key: str, what: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise CheckpointError(f"{path}: its stored {what} is not usable ({error})") from error
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -704,3 +705,23 @@ def test_a_stored_config_larger_than_the_weights_is_refused_before_its_memory_is
             load_model(path)
         else:
             model_from_checkpoint(path, Regularisation())
+
+
+@pytest.mark.parametrize("where", ["header", "docsam_config", "docsam_classes", "docsam_patch"])
+def test_json_nested_too_deeply_in_a_safetensors_file_is_refused_naming_it(tmp_path, where):
+    """A safetensors header, or a config, class list or window stored in one, nested deeper than Python's
+    JSON reader goes (a stranger's file, or one made to break readers) ended `segment`, `evaluate` and
+    `finetune` as an internal error, 'a bug' with exit 3 ('RecursionError: maximum recursion depth
+    exceeded while decoding a JSON array'); the file is now refused as any unreadable checkpoint is."""
+    from model.checkpoint import stored_classes, stored_patch
+
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "deep.safetensors"
+    if where == "header":
+        header = f'{{"a": {deep}}}'.encode()
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    else:
+        save_file({"w": torch.zeros(1)}, str(path), metadata={where: deep})
+    read = {"docsam_classes": stored_classes, "docsam_patch": stored_patch}.get(where, load_model)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: "):
+        read(path)
