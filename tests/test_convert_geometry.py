@@ -210,3 +210,33 @@ def test_written_split_reads_back_with_the_reference_category_rules(tmp_path) ->
     assert Counter(a.category for a in truth.images[0].annotations) == Counter({"table": 1})  # no "text word"
     assert layout.dataset_name(out) == "Mine set"
     assert layout.reference_dataset_name(out) == "Mine set"
+
+
+def test_polygons_far_off_the_page_are_rasterised_by_their_part_near_it() -> None:
+    """pycocotools rasterises a COCO polygon by walking each edge in fifths of a pixel: ground truth or
+    predictions with corners at 1e8 or 1e300 (a stranger's file, or one made to break readers) on a 60x40
+    page asked it for gigabytes or crashed it ('Segmentation fault', evaluate without a message). A polygon
+    is now cut to a few pages around the page first (run in a process of its own, held to 4 GB, which the
+    crash ended); one within that reach is rasterised as before, pixel for pixel."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, numpy as np\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from pycocotools import mask\n"
+        "from docsam_cli.datasets.geometry import polygons_rle\n"
+        "for far in (1e8, 1e300):\n"
+        "    square = np.array([[0, 0], [far, 0], [far, far], [0, far]])\n"
+        "    wedge = np.array([[-far, 20], [far, 20], [30, -far]])\n"
+        "    areas = (mask.area(polygons_rle([shape], 40, 60)) for shape in (square, wedge))\n"
+        "    print(*map(int, areas))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.split("\n") == ["2400 1200", "2400 1200", ""]
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        polygon = rng.uniform((-230, -150), (290, 190), (int(rng.integers(3, 8)), 2))  # within 4 pages
+        direct = mask_utils.merge(mask_utils.frPyObjects([polygon.reshape(-1).tolist()], 40, 60))
+        assert geometry.polygons_rle([polygon], 40, 60) == direct

@@ -173,8 +173,46 @@ def polygons_rle(polygons: list[np.ndarray], height: int, width: int) -> dict:
     """One COCO RLE for the union of polygons, rasterised the way pycocotools rasterises COCO GT."""
     if not polygons:
         return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-    flat = [polygon.reshape(-1).tolist() for polygon in polygons]
+    reachable = [_within_reach(polygon, height, width) for polygon in polygons]
+    flat = [polygon.reshape(-1).tolist() for polygon in reachable if len(polygon)]
+    if not flat:
+        return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
     return mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
+
+
+_REACH = 4  # pages beyond the page's edges within which polygons are rasterised as given
+
+
+def _within_reach(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`polygon` cut to the page grown by `_REACH` times its width and height on every side (Sutherland-
+    Hodgman; an empty array where nothing is left), for pycocotools, whose rasteriser walks every edge in
+    fifths of a pixel: an edge of 10^8 pixels (a stranger's file) asks it for gigabytes, and a longer one
+    crashes it. A polygon within that reach is returned as it is; the cut of another keeps its part on the
+    page (a pixel along a cut edge may differ, as the rasteriser rounds the new corners)."""
+    size = np.array([width, height], dtype=float)
+    low, high = -_REACH * size, (_REACH + 1) * size
+    if ((polygon >= low) & (polygon <= high)).all():
+        return polygon
+    points = polygon.astype(float)
+    for axis in (0, 1):
+        for bound, sign in ((low[axis], 1.0), (high[axis], -1.0)):
+            points = _cut(points, axis, bound, sign)
+    return points
+
+
+def _cut(points: np.ndarray, axis: int, bound: float, sign: float) -> np.ndarray:
+    """The part of a polygon on the side of `axis` = `bound` where sign * (coordinate - bound) >= 0."""
+    kept: list[np.ndarray] = []
+    for current, following in zip(points, np.roll(points, -1, axis=0), strict=True):
+        current_in = sign * (current[axis] - bound) >= 0
+        if current_in:
+            kept.append(current)
+        if current_in != (sign * (following[axis] - bound) >= 0):
+            step = (bound - current[axis]) / (following[axis] - current[axis])
+            crossing = current + step * (following - current)
+            crossing[axis] = bound  # exactly: with far points (1e300) the step rounds to 0 or 1
+            kept.append(crossing)
+    return np.array(kept, dtype=float).reshape(-1, 2)
 
 
 def resize_rle(rle: dict, height: int, width: int) -> dict:
