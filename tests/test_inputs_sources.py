@@ -341,14 +341,7 @@ def test_invalid_page_ranges_are_rejected(spec):
 def test_a_directory_that_cannot_be_listed_is_one_error_naming_it(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     touch(locked / "a.png")
-    real_scandir = os.scandir
-
-    def refuse(path="."):  # chmod 000 does not stop root, who may run the tests
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    refuse_listing(locked, monkeypatch)
     (error,) = collect_documents([str(locked)])
     assert isinstance(error, InputError)
     assert str(error) == f"{locked}: cannot list directory: Permission denied"
@@ -360,15 +353,21 @@ def unlisted_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     touch(tmp_path / "box1" / "a.png")
     locked = tmp_path / "box2"
     touch(locked / "b.png")
+    refuse_listing(locked, monkeypatch)
+    return locked
+
+
+def refuse_listing(locked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`os.scandir` refusing to list the folder `locked` (chmod 000 does not stop root, who may run the
+    tests). A file descriptor (`shutil.rmtree` removing the test's folder after it) is listed as ever."""
     real_scandir = os.scandir
 
     def refuse(path="."):
-        if Path(path) == locked:
+        if not isinstance(path, int) and Path(path) == locked:
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refuse)
-    return locked
 
 
 @pytest.mark.parametrize("pattern", ["**/*.png", "**"])
