@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 
@@ -173,7 +174,7 @@ def load_ground_truth(
     of a converter's format leaves out (the predictions'); `classes`: a YOLO class list (--classes). Raises
     InputError for a path none of whose images can be used."""
     if fmt == "unified":
-        return _from_split(path)
+        return split_ground_truth(path)
     if fmt == "coco":
         return _from_coco(path, images)
     return _from_reader(path, fmt, levels, images, skip, classes)
@@ -279,7 +280,7 @@ def _sort_by_id(truth: GroundTruth) -> None:
     truth.images.sort(key=lambda image: rank[image.name])
 
 
-def _from_split(folder: Path) -> GroundTruth:
+def split_ground_truth(folder: Path, names: Sequence[str] | None = None) -> GroundTruth:
     """A split of the unified layout: its per-image jsons, with the reference loader's category rules
     (`_background_` is dropped, and so is "text word" from a json that lists "table" too). As for the
     reference's loader (and training), the list names each image (`image/<name>`, `layout.json_path`):
@@ -287,11 +288,12 @@ def _from_split(folder: Path) -> GroundTruth:
     ground truth. Its image is `layout.image_path`'s, a pre-resized copy where there is one, the ground
     truth rescaled to it (`_rescale`).
     The list is the one the reference's test stage reads (and `--val` validates): `list_val.txt` where
-    there is one, else `list.txt`. A name it lists again (lists joined) is the same page, scored once."""
+    there is one, else `list.txt`. A name it lists again (lists joined) is the same page, scored once.
+    `names`: the listed pages to read, in place of the list (`--val` validates its first pages only)."""
     truth = GroundTruth()
     read: list[tuple[Path, CocoImage]] = []
     declared: dict[int | str, set[str]] = defaultdict(set)  # category id → the classes jsons give it
-    listed = Counter(layout.list_names(folder, "test"))
+    listed = Counter(layout.list_names(folder, "test") if names is None else names)
     for name, times in listed.items():
         if times > 1:
             truth.warnings.append(

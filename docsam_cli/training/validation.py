@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from docsam_cli.datasets.ground_truth import GtImage, load_ground_truth
+from docsam_cli.datasets.ground_truth import GtImage, split_ground_truth
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import evaluate
 from docsam_cli.training.datasets import DatasetError, LayoutDataset
@@ -34,10 +34,11 @@ class LayoutValidator:
         self.geometry = geometry
         self.sets: list[tuple[str, list[Page]]] = []
         for dataset in datasets:
-            ground_truth = load_ground_truth(dataset.root, "unified", frozenset())
+            indexes = _distinct_pages(dataset, max_images)  # only theirs is read: a split may hold 100k
+            ground_truth = split_ground_truth(dataset.root, [dataset.image_names[index] for index in indexes])
             truth = {image.name: image for image in ground_truth.images}
             pages: list[Page] = []
-            for index in _distinct_pages(dataset, max_images):
+            for index in indexes:
                 gt = _ground_truth_of(dataset, index, truth, ground_truth.errors)
                 image, page = dataset.load(index)
                 pages.append((image, gt, list(dataset.page_classes(page))))
