@@ -209,6 +209,37 @@ def test_names_told_apart_only_by_unicode_normalization_get_their_own_output_nam
     assert names == ["für.png", "für-2.png"]
 
 
+def test_a_page_name_in_every_volume_is_told_apart_in_a_few_looks_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive numbers the pages of each volume `0001.tif`, `0002.tif`...: the n-th volume's `0001.png`
+    was named by trying `0001.png`, `0001-2.png`, ... up to `0001-n.png`, so naming took time in the square
+    of the volumes (40,000 pages of 800 volumes: 73 s). Each name now starts after the last one given for
+    it; the names are the same (a source's own `0001-3.png` is passed over as before)."""
+    from docsam_cli.datasets import pipeline
+
+    root = tmp_path / "archive"
+    volumes = [f"v{index:02d}" for index in range(12)]
+    for volume in volumes:
+        name = "0001-3.png" if volume == "v00" else "0001.png"
+        write_image(root / volume / name, 40, 30)
+        xml = page_xml(name, 40, 30, [("TextRegion", None, "1,1 9,1 9,9")])
+        (root / volume / "p.xml").write_text(xml, encoding="utf-8")
+    stem_key, looked = pipeline.stem_key, []
+
+    def counting(stem: str) -> str:
+        looked.append(stem)
+        return stem_key(stem)
+
+    monkeypatch.setattr(pipeline, "stem_key", counting)
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "page", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    expected = ["0001-3.png", "0001.png", *(f"0001-{number}.png" for number in (2, *range(4, 13)))]
+    assert (out / "list.txt").read_text().split() == expected
+    assert len(looked) <= 3 * len(volumes)
+
+
 def test_not_found_names_the_file_and_where_it_looked(tmp_path: Path) -> None:
     source = tmp_path / "xml"
     (source / "c1").mkdir(parents=True)

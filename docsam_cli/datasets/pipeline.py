@@ -395,15 +395,20 @@ class _NameAllocator:
 
     def __init__(self) -> None:
         self._stems: set[str] = set()
+        # (stem, suffix) → the counter of the name last given for it, all before it taken: the thousandth
+        # `0001.tif` (a page number in each of a thousand volumes) starts there, not at `0001.tif` again
+        self._counters: dict[tuple[str, str], int] = {}
 
     def allocate(self, preferred: str) -> str:
         name = "".join("_" if char in '/\\\n\r\t"' else char for char in output_text(preferred))
         name = re.sub(r"^[.\s\ufeff]+", "", name).rstrip() or "image"
         stem, suffix = portable_stem(Path(name).stem), Path(name).suffix
-        candidate, counter = stem + suffix, 1
+        counter = self._counters.get((stem, suffix), 1)
+        candidate = stem + suffix if counter == 1 else f"{stem}-{counter}{suffix}"
         while stem_key(Path(candidate).stem) in self._stems:
             counter += 1
             candidate = f"{stem}-{counter}{suffix}"
+        self._counters[(stem, suffix)] = counter
         self._stems.add(stem_key(Path(candidate).stem))
         return candidate
 
