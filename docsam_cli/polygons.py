@@ -81,6 +81,22 @@ def mask_contours(mask: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) ->
     return [outline for outline in outlines if len(outline) >= 3]
 
 
+def rle_contours(rle: dict) -> list[np.ndarray]:
+    """`mask_contours` of a COCO RLE mask (compressed, `counts` bytes), decoding only its box and a pixel
+    around it, which OpenCV's tracing reads (`model.instances.decode_rle_window`): the whole page, decoded
+    and traced for each region, took 40 ms a region at 300 dpi, hours for a dataset."""
+    from pycocotools import mask as mask_utils
+
+    from model.instances import decode_rle_window
+
+    height, width = (int(side) for side in rle["size"])
+    x, y, w, h = (int(value) for value in mask_utils.toBbox(rle))
+    left, top = max(x - 1, 0), max(y - 1, 0)
+    right, bottom = min(x + w + 1, width), min(y + h + 1, height)
+    window = decode_rle_window(rle, left, top, right - left, bottom - top)
+    return mask_contours(window, offset=(float(left), float(top)))
+
+
 def mask_polygons(
     mask: np.ndarray,
     epsilon: float = DEFAULT_EPSILON,

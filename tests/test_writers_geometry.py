@@ -228,6 +228,41 @@ def test_contours_for_datasets_are_exact_and_shifted():
     assert mask_contours(rect_mask(20, 20, 2, 3, 3, 4)) == []  # a lone pixel has no outline
 
 
+def test_contours_of_an_rle_are_those_of_its_whole_page_mask():
+    """An RLE is traced in its box and a pixel around it: the contours of the page-sized mask, point for
+    point, for masks touching the page's edges, of parts far apart, with holes, one pixel, empty, full."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(5)
+    masks = [adversarial_mask(rng, *rng.integers(1, 80, 2)) for _ in range(60)]
+    masks += [np.zeros((9, 7), bool), np.ones((9, 7), bool), rect_mask(9, 7, 6, 8, 7, 9)]
+    masks += [rect_mask(50, 60, 0, 0, 3, 4) | rect_mask(50, 60, 55, 45, 60, 50)]
+    for mask in masks:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        whole = mask_contours(mask_utils.decode(rle))
+        windowed = polygons_module.rle_contours(rle)
+        assert len(windowed) == len(whole)
+        assert all(a.dtype == b.dtype and (a == b).all() for a, b in zip(windowed, whole, strict=True))
+
+
+def test_tracing_an_rle_decodes_its_box_not_the_page():
+    """convert-dataset of COCO RLE masks (segment's coco.json) and training on them decoded and traced the
+    whole page for each region: 40 ms a region at 300 dpi, 40 s for 20 pages of 50 regions (1.5 s now)."""
+    import tracemalloc
+
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(rect_mask(3508, 2480, 300, 1000, 900, 1060).astype(np.uint8)))
+    tracemalloc.start()
+    try:
+        (contour,) = polygons_module.rle_contours(rle)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sorted(map(tuple, contour.tolist())) == [(300, 1000), (300, 1059), (899, 1000), (899, 1059)]
+    assert peak < 3508 * 2480 / 10
+
+
 def test_edge_polygons_run_along_the_pixel_edges_of_a_window_of_the_page():
     """A lone pixel (x 2, y 3) of a window at page (10, 20) spans page [12, 13] x [23, 24]; a block's
     polygon has its outer corners; parts are largest first."""

@@ -25,7 +25,7 @@ from docsam_cli.datasets.classes import BACKGROUND, dropped_by_loader
 from docsam_cli.datasets.coco_json import read_rle
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.errors import InputError
-from docsam_cli.polygons import mask_contours
+from docsam_cli.polygons import rle_contours
 
 
 class AnnotationError(ValueError):
@@ -180,14 +180,12 @@ def _rle_polygons(
     """The outlines of an RLE mask, traced as `convert-dataset` traces them (the reference reads polygons
     only, and `evaluate` and `--val` read the mask itself): an RLE is not left to its bbox's rectangle.
     Raises AnnotationError for an RLE that cannot be read or is not of the image's size."""
-    from pycocotools import mask as mask_utils
-
     field = JsonField(Path("json"), segmentation, "segmentation")
     try:
         rle = read_rle(field, size)
     except InputError as error:
         raise AnnotationError(f"annotation {annotation.get('id')}: bad RLE ({error.reason})") from None
-    return mask_contours(mask_utils.decode(rle))
+    return rle_contours(rle)
 
 
 def _clamp_points(points: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import ImageFinder, ImageNotFound, parent_folder, within
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError
-from docsam_cli.polygons import mask_contours
+from docsam_cli.polygons import rle_contours
 
 IMAGE_FOLDERS = ("images", "PNG")
 
@@ -126,11 +126,9 @@ def annotation_polygons(annotation: CocoAnnotation) -> list[np.ndarray]:
 
 def _instance(annotation: CocoAnnotation, notes: list[Note]) -> Instance | None:
     if annotation.rle is not None:
-        from pycocotools import mask as mask_utils
-
         notes.append(Note("fixed", "RLE mask traced to polygons", annotation.where))
         # An empty mask takes the bbox, if one is stated.
-        polygons = mask_contours(mask_utils.decode(annotation.rle)) or annotation_polygons(annotation)
+        polygons = rle_contours(annotation.rle) or annotation_polygons(annotation)
     else:
         polygons = annotation_polygons(annotation)
         if polygons and any(len(polygon) < 3 for polygon in annotation.polygons):
