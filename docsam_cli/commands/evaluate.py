@@ -61,7 +61,9 @@ _PREDICTIONS = "Predictions"
 _REPORT = "Scoring and report"
 _DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
-MaxImagePixels = max_image_pixels_option("the ground truth's images", _TRUTH)
+MaxImagePixels = max_image_pixels_option(
+    "the ground truth's images, and pages it or the predictions state,", _TRUTH
+)
 
 
 def main(
