@@ -208,6 +208,16 @@ def test_a_link_to_weights_that_are_gone_is_named_a_broken_link(tmp_path: Path) 
         resolve_weights(str(link))
 
 
+def test_download_weights_from_a_link_to_weights_that_are_gone_is_named_a_broken_link(tmp_path: Path) -> None:
+    """`download-weights --from LINK` whose target is gone said 'LINK: no such file', of a file `ls` lists,
+    where --weights LINK names the link and its target."""
+    link = tmp_path / "docsam.pth"
+    link.symlink_to("/mnt/usb/docsam.pth")
+    code, stderr = run("--from", str(link), "docsam-base")
+    assert code == 1
+    assert stderr.splitlines() == [f"error: {link}: broken symbolic link (to /mnt/usb/docsam.pth)"]
+
+
 def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() -> None:
     with pytest.raises(NotCachedError, match="fetch it with `docsam download-weights docsam-large-keepsize`"):
         resolve_weights("docsam_large_all_dataset_keepsize")

@@ -54,12 +54,20 @@ def require_regular_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        reason = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-        raise InputError(path, reason) from None
+        raise InputError(path, missing_file_reason(path)) from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
     if not stat.S_ISREG(mode):
         raise InputError(path, f"not a regular file ({file_type(mode)})")
+
+
+def missing_file_reason(path: Path) -> str:
+    """Why `path`, which is not there to read, is not: a symbolic link whose target is gone (a drive not
+    mounted, a share moved), its target named, or no such file or directory."""
+    try:
+        return f"broken symbolic link (to {os.readlink(path)})"
+    except OSError:  # not a link
+        return "no such file or directory"
 
 
 def file_type(mode: int) -> str:

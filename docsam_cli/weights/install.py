@@ -19,6 +19,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from docsam_cli.atomic import is_temporary
+from docsam_cli.inputs.files import missing_file_reason
 from docsam_cli.names import display_path
 from docsam_cli.weights.cache import (
     FILE_SOURCE,
@@ -97,7 +98,8 @@ def _intact_record(name: str) -> CacheRecord | None:
 def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     """Store a file the user copied in by hand (air-gapped machines) as `entry`, after the same checks."""
     if not path.is_file():
-        raise FetchError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'no such file'}")
+        reason = "a folder, not a weights file" if path.is_dir() else missing_file_reason(path)
+        raise FetchError(f"{path}: {reason}")
     with _storage_errors(entry), _locked(entry.name, say):
         record = _store(entry, path, say, source=f"{FILE_SOURCE}{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")

@@ -6,10 +6,10 @@ download-weights` puts it there), and its file is verified against the sha256 re
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from docsam_cli.inputs.files import missing_file_reason
 from docsam_cli.user_paths import expand_user
 from docsam_cli.weights.cache import entry_dir, read_record, verify_record
 from docsam_cli.weights.errors import NotCachedError, UnknownWeightsError
@@ -94,8 +94,8 @@ def resolve_weights(name_or_path: str, variant: str | None = None) -> ResolvedWe
             return ResolvedWeights(weights_in_folder(path))
         except CheckpointError as error:
             raise UnknownWeightsError(f"{error}{_unfinished_run_hint(path)}") from None
-    if path.is_symlink():  # its target is gone (a drive not mounted), as page inputs say of theirs
-        raise UnknownWeightsError(f"{name_or_path}: broken symbolic link (to {os.readlink(path)})")
+    if path.is_symlink():  # its target is gone, as page inputs say of theirs
+        raise UnknownWeightsError(f"{name_or_path}: {missing_file_reason(path)}")
     entry = find_entry(name_or_path)
     if entry is None:
         if path.suffix in _WEIGHT_SUFFIXES or len(path.parts) > 1:
