@@ -42,9 +42,10 @@ class JsonField:
             raise InputError(path, f"cannot read: {error}") from None
         except RecursionError:  # valid JSON, but deeper than Python's reader goes
             raise InputError(path, "cannot read: JSON nested too deeply") from None
-        except ValueError:  # json reads whole numbers of up to Python's conversion limit only
+        except ValueError as error:  # json reads whole numbers of up to Python's conversion limit only
             digits = sys.get_int_max_str_digits()
-            raise InputError(path, f"cannot read: a number of more than {digits} digits") from None
+            reason = f"a number of more than {digits} digits" if "integer string" in str(error) else error
+            raise InputError(path, f"cannot read: {reason}") from None
 
     # --- errors ---------------------------------------------------------------------------------------
 
