@@ -13,7 +13,7 @@ import torch
 from docsam_cli.errors import InputError, UsageError
 from docsam_cli.inputs import LoadOptions, collect_documents, iter_page_tasks
 from docsam_cli.precision import PRECISIONS, network_autocast, precision_dtype
-from docsam_cli.runtime import keep_freed_memory, pick_device
+from docsam_cli.runtime import fit_threads_to_cpus, keep_freed_memory, pick_device
 from model import DocSAM, DocSAMConfig, load_model, variant_config
 from model.inference import Geometry, segment_pages
 from model.instances import PageInstances
@@ -56,6 +56,8 @@ def build_model(args: argparse.Namespace) -> tuple[DocSAM, torch.device]:
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
+    else:
+        fit_threads_to_cpus()
     try:
         device = pick_device(args.device)
     except UsageError as error:  # no such device (CUDA on a machine without one): one line, no traceback
