@@ -171,12 +171,7 @@ def test_mm10_without_a_page_size_is_scaled_by_the_image_resolution(tmp_path: Pa
         Image.new("RGB", (600, 450), "white").save(tmp_path / name, **({"dpi": dpi} if dpi else {}))
     for stem, unit, scale in (("a", "mm10", 254 / 300), ("b", "inch1200", 4)):
         x, y, w, h = (round(v * scale, 3) for v in (300, 150, 150, 75))
-        (tmp_path / f"{stem}.xml").write_text(
-            f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>{unit}</MeasurementUnit>'
-            f"<sourceImageInformation><fileName>{stem}.png</fileName></sourceImageInformation>"
-            f'</Description><Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="{x}" VPOS="{y}" '
-            f'WIDTH="{w}" HEIGHT="{h}"/></PrintSpace></Page></Layout></alto>'
-        )
+        _write_unsized_alto(tmp_path / f"{stem}.xml", unit, f"{stem}.png", (x, y, w, h))
     out = tmp_path / "out"
     result = run_cli("convert-dataset", tmp_path, "--from", "alto", "--out", out)
     assert result.exit_code == 1
@@ -207,12 +202,7 @@ def test_mm10_without_a_page_size_is_scaled_by_a_jpegs_exif_resolution_as_exif_s
             round(value * 254 / dpi, 3)
             for value, dpi in zip((300, 150, 150, 75), resolution * 2, strict=True)
         )
-        (tmp_path / f"{name}.xml").write_text(
-            f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>mm10</MeasurementUnit>'
-            f"<sourceImageInformation><fileName>{name}.jpg</fileName></sourceImageInformation>"
-            f'</Description><Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="{x}" VPOS="{y}" '
-            f'WIDTH="{w}" HEIGHT="{h}"/></PrintSpace></Page></Layout></alto>'
-        )
+        _write_unsized_alto(tmp_path / f"{name}.xml", "mm10", f"{name}.jpg", (x, y, w, h))
     out = tmp_path / "out"
     result = run_cli("convert-dataset", tmp_path, "--from", "alto", "--out", out)
     assert result.exit_code == 1
@@ -238,3 +228,15 @@ def test_mm10_without_a_page_size_and_an_unreadable_image_names_the_image(tmp_pa
     assert result.exit_code == 1
     (line,) = result.error_lines()
     assert f"{tmp_path / 'c.png'}: not an image" in line and "WIDTH/HEIGHT" not in line, line
+
+
+def _write_unsized_alto(path: Path, unit: str, image: str, box: tuple[float, float, float, float]) -> None:
+    """An ALTO file in `unit` whose Page states no size, with one TextBlock at `box` (HPOS, VPOS, WIDTH,
+    HEIGHT) on the image file named `image`."""
+    x, y, w, h = box
+    path.write_text(
+        f'<alto xmlns="{ALTO4}"><Description><MeasurementUnit>{unit}</MeasurementUnit>'
+        f"<sourceImageInformation><fileName>{image}</fileName></sourceImageInformation>"
+        f'</Description><Layout><Page ID="p"><PrintSpace><TextBlock ID="t" HPOS="{x}" VPOS="{y}" '
+        f'WIDTH="{w}" HEIGHT="{h}"/></PrintSpace></Page></Layout></alto>'
+    )

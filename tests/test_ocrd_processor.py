@@ -358,11 +358,7 @@ def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_pa
 
     process(processor, workspace, "OCR-D-DEWARP", OUTPUT)
 
-    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
-    page = etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot().find("{*}Page")
-    (region,) = region_elements(page)
-    points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
-    assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+    assert _only_region_extent(workspace) == ([100, 200], [249, 299])
 
 
 @pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
@@ -506,11 +502,7 @@ def test_a_turned_page_s_regions_cover_the_same_pixels_of_the_page(
 
     process(processor, workspace, "OCR-D-TURN", OUTPUT)
 
-    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
-    page = etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot().find("{*}Page")
-    (region,) = region_elements(page)
-    points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
-    assert points.min(axis=0).tolist() == [100, 200] and points.max(axis=0).tolist() == [249, 299]
+    assert _only_region_extent(workspace) == ([100, 200], [249, 299])
 
 
 def test_a_page_without_a_size_fails_naming_it(processor, tmp_path, monkeypatch):
@@ -796,3 +788,12 @@ def test_an_interrupted_run_exits_130_as_docsam_does(tmp_path, monkeypatch):
     result = CliRunner().invoke(module.cli, ["-I", "OCR-D-IMG", "-O", OUTPUT])
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.stderr
+
+
+def _only_region_extent(workspace) -> tuple[list[int], list[int]]:
+    """The least and greatest page pixel (x, y) of the one region the processor wrote into OUTPUT."""
+    (output,) = workspace.mets.find_files(fileGrp=OUTPUT)
+    page = etree.parse(str(Path(workspace.directory) / output.local_filename)).getroot().find("{*}Page")
+    (region,) = region_elements(page)
+    points = np.asarray(polygon_from_points(region.find("{*}Coords").get("points")))
+    return points.min(axis=0).tolist(), points.max(axis=0).tolist()
