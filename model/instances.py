@@ -1,11 +1,14 @@
-"""Instances found on one page, in the page's own pixel coordinates, as the pipeline hands them to writers."""
+"""Instances found on one page, in the page's own pixel coordinates, as the pipeline hands them to writers.
+
+pycocotools and cv2 are imported where used: the `segment` command's option parsers reach `PageInstances`
+through the writers, and `docsam segment --help` imports neither.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 
 def rle_areas(rles: list[dict]) -> np.ndarray:
@@ -14,6 +17,8 @@ def rle_areas(rles: list[dict]) -> np.ndarray:
     One mask at a time: pycocotools' `area` of a list (2.0.11 under numpy 2) sizes its result with a uint8
     and raises OverflowError from 256 masks on.
     """
+    from pycocotools import mask as mask_utils
+
     return np.fromiter((mask_utils.area(rle) for rle in rles), dtype=np.int64, count=len(rles))
 
 
@@ -108,6 +113,8 @@ class PageInstances:
         return len(self.masks)
 
     def decode_mask(self, index: int) -> np.ndarray:
+        from pycocotools import mask as mask_utils
+
         return mask_utils.decode(self.masks[index]).astype(bool)
 
     def decode_mask_window(self, index: int, x: int, y: int, width: int, height: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from docsam_cli import __version__
 from docsam_cli.app import COMMANDS
 from docsam_cli.errors import ExitCode
 
-HEAVY_MODULES = ("torch", "torchvision", "transformers", "scipy")
+HEAVY_MODULES = ("torch", "torchvision", "transformers", "scipy", "cv2", "lxml", "pycocotools")
 # Installed before the app runs: at exit, report which heavy modules the process imported.
 IMPORT_PROBE = f"""
 import atexit, json, sys
@@ -82,8 +82,8 @@ LIGHT_INVOCATIONS += [[entry.name, "--help"] for entry in COMMANDS]
 
 @pytest.mark.parametrize("args", LIGHT_INVOCATIONS, ids=" ".join)
 def test_help_version_and_listing_import_no_heavy_module(args, tmp_path, monkeypatch):
-    """The CLI starts at once: torch, torchvision, transformers and scipy load only when a command needs
-    them (this fails for a command module that imports them at module level)."""
+    """The CLI starts at once: torch, torchvision, transformers, scipy, cv2, lxml and pycocotools load only
+    when a command needs them (this fails for a command module that imports them at module level)."""
     monkeypatch.setenv("DOCSAM_HOME", str(tmp_path / "cache"))
     completed = run_docsam(*args, prelude=IMPORT_PROBE)
     assert completed.returncode == 0, completed.stderr
