@@ -18,7 +18,9 @@ def dropped_by_loader(listed: Iterable[str]) -> set[str]:
 
 
 def clean_name(name: str) -> str:
-    """Class names go one per line into `class_name/*.txt`: collapse whitespace, newlines included."""
+    """Class names go one per line into `class_name/*.txt`, and on one line into overlay labels and legend
+    rows: collapse whitespace, newlines included. (A label with a line break ran over the legend row below
+    it, and with a font beyond the bundled one Pillow's text layout refused it, failing the page.)"""
     return " ".join(name.split())
 
 

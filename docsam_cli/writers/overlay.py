@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
 from docsam_cli.atomic import atomic_write_bytes
+from docsam_cli.datasets.classes import clean_name
 from docsam_cli.writers.shapes import PageShapes
 
 # Far apart in CIELAB, for normal vision and as protanopes, deuteranopes and tritanopes see them (Machado et
@@ -192,7 +193,7 @@ def _warn_of_illegible(class_names: Sequence[str], sources: Sequence[FontSource 
         logger.warning(
             "overlays draw the class name(s) %s as boxes: no installed font has their letters (install one "
             "that has, such as Noto Sans CJK for Chinese, Japanese or Korean)",
-            ", ".join(repr(one_line(name)) for name in boxed),
+            ", ".join(repr(clean_name(name)) for name in boxed),
         )
     if features.check_feature("raqm"):
         return
@@ -203,7 +204,7 @@ def _warn_of_illegible(class_names: Sequence[str], sources: Sequence[FontSource 
         logger.warning(
             "overlays draw the class name(s) %s with their letters reversed and unjoined: Pillow lays out "
             "right-to-left text only with the FriBiDi library (install libfribidi0 or fribidi)",
-            ", ".join(repr(one_line(name)) for name in reversed_names),
+            ", ".join(repr(clean_name(name)) for name in reversed_names),
         )
 
 
@@ -313,7 +314,7 @@ def _label(
     label before: two labels read 'text-line 0.89r 0.90'. Drawn on the page `canvas` (BGR, in place),
     measured with `measure` (a drawing of an RGB image); returns the box drawn."""
     page_size = canvas.shape[1], canvas.shape[0]
-    text = f"{one_line(shapes.class_name(index))} {shapes.score(index):.2f}"
+    text = f"{clean_name(shapes.class_name(index))} {shapes.score(index):.2f}"
     left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
     pad = max(1, (bottom - top) // 6)
     box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
@@ -330,13 +331,6 @@ def _label(
         draw.rectangle((0, 0, box_w - 1, box_h - 1), fill=rgb)
         draw.text((pad - left, pad - top), text, font=font, fill=_ink(rgb))
     return x, y, x + box_w, y + box_h
-
-
-def one_line(name: str) -> str:
-    """A class name as a label shows it, on one line: its runs of white space (line breaks, tabs) as one
-    space. A name with a line break ran over the legend row below it, and with a font beyond the bundled
-    one (a class list beyond ASCII) Pillow's text layout refused it, failing the page."""
-    return " ".join(name.split())
 
 
 def _free_place(
@@ -401,7 +395,7 @@ def legend_layout(
     class names' (`label_fonts`)."""
     counts = Counter(shapes.label(index) for index in drawn)
     entries = [
-        (label, f"{one_line(shapes.class_names[label])} ({counts[label]})") for label in sorted(counts)
+        (label, f"{clean_name(shapes.class_names[label])} ({counts[label]})") for label in sorted(counts)
     ]
     if not entries:
         return Legend([], shapes.width, 0, 0, 0, 0)
