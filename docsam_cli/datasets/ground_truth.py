@@ -397,7 +397,7 @@ def _add(
     found: Path | None,
     missing: InputError | None = None,
 ) -> None:
-    """Add an image under its key (`image_key`), which must be new; `missing`: why `found` is None."""
+    """Add an image under its key (`file_name_stem`), which must be new; `missing`: why `found` is None."""
     key = file_name_stem(image.file_name)
     if key in truth.keys:
         truth.errors.append(InputError(path, f"{image.where}.file_name: another image is also named '{key}'"))
