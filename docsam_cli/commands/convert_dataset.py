@@ -19,7 +19,8 @@ from docsam_cli.commands.options import checked, max_image_pixels_option, parse_
 from docsam_cli.console import message_options, print_error, print_plain, shows_progress, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
-from docsam_cli.datasets.records import LEVELS, parse_levels
+from docsam_cli.datasets.convert.base import PDF_PAGE_DPI
+from docsam_cli.datasets.records import DEFAULT_LEVELS, LEVELS, parse_levels
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
 from docsam_cli.errors import ExitCode
@@ -35,7 +36,6 @@ _CLASSES = "Classes"
 _OUTPUT = "Output"
 _PAGES = "Page images"
 MaxImagePixels = max_image_pixels_option("images and PDF pages (ICDAR 2013)", _PAGES)
-_DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
 
@@ -73,7 +73,7 @@ def main(
             help="What becomes an instance (repeat or comma-list); the formats support different levels.",
             rich_help_panel=_INPUT,
         ),
-    ] = _DEFAULT_LEVELS,
+    ] = DEFAULT_LEVELS,
     images: Annotated[
         Path | None,
         typer.Option(
@@ -97,7 +97,7 @@ def main(
             help="Rendering resolution of PDF pages (ICDAR 2013).",
             rich_help_panel=_PAGES,
         ),
-    ] = 150.0,
+    ] = PDF_PAGE_DPI,
     max_image_pixels: MaxImagePixels = DEFAULT_MAX_IMAGE_PIXELS,
     mapping: Annotated[
         list[str],

@@ -34,7 +34,7 @@ from docsam_cli.console import message_options, print_error, print_plain, stderr
 from docsam_cli.datasets.classes import parse_mapping
 from docsam_cli.datasets.convert import FORMATS
 from docsam_cli.datasets.images import within
-from docsam_cli.datasets.records import LEVELS, parse_levels
+from docsam_cli.datasets.records import DEFAULT_LEVELS, LEVELS, parse_levels
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from docsam_cli.names import display_path
@@ -59,7 +59,6 @@ PredFormat = enum.Enum("PredFormat", {name: name for name in (_AUTO, "coco", "pa
 _TRUTH = "Ground truth"
 _PREDICTIONS = "Predictions"
 _REPORT = "Scoring and report"
-_DEFAULT_LEVELS = ["regions"]
 _NONE: list[str] = []
 MaxImagePixels = max_image_pixels_option(
     "the ground truth's images, and pages it or the predictions state,", _TRUTH
@@ -87,7 +86,7 @@ def main(
             "against a unified split are read at the levels it was converted with unless given.",
             rich_help_panel=_TRUTH,
         ),
-    ] = _DEFAULT_LEVELS,
+    ] = DEFAULT_LEVELS,
     images: Annotated[
         Path | None,
         typer.Option(
@@ -311,7 +310,7 @@ def _check_levels(levels: frozenset[str], gt_fmt: str, pred_fmt: str | None) -> 
         if not levels <= supported:
             reason = f"{gt_fmt} ground truth supports {', '.join(sorted(supported))}"
             raise typer.BadParameter(reason, param_hint="--level")
-    elif pred_fmt != "page" and levels != frozenset(_DEFAULT_LEVELS):
+    elif pred_fmt != "page" and levels != frozenset(DEFAULT_LEVELS):
         what = "a unified split" if gt_fmt == "unified" else "a COCO file"
         raise typer.BadParameter(
             f"{what} is scored with the elements it holds; --level chooses what is read from PAGE, ALTO or"

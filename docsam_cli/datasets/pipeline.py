@@ -22,7 +22,7 @@ from docsam_cli.atomic import hidden_head, remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
 from docsam_cli.datasets.classes import ClassFilter, map_option
 from docsam_cli.datasets.convert import read_sources
-from docsam_cli.datasets.convert.base import Format, ReadContext
+from docsam_cli.datasets.convert.base import PDF_PAGE_DPI, Format, ReadContext
 from docsam_cli.datasets.images import image_size, within
 from docsam_cli.datasets.records import Instance, Note, SourcePage
 from docsam_cli.datasets.report import REPORT_FILE, ConversionReport
@@ -51,7 +51,7 @@ class ConvertOptions:
     overwrite: bool = False
     images: Path | None = None
     class_list: Path | None = None
-    dpi: float = 150.0
+    dpi: float = PDF_PAGE_DPI
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # images and PDF pages read; None: no limit
 
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 LEVELS = ("regions", "lines", "words", "cells")  # what `--level` can select in structured formats
+DEFAULT_LEVELS = ("regions",)  # what `--level` selects when not given
 
 LINE_CLASS = "text line"
 WORD_CLASS = "word"

@@ -11,6 +11,8 @@ from docsam_cli.datasets.images import ImageFinder, ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Note, SourcePage
 from docsam_cli.errors import InputError
 
+PDF_PAGE_DPI = 150.0  # the resolution ICDAR 2013's PDF pages are rendered at, unless `--dpi` says otherwise
+
 
 @dataclass
 class ReadContext:
@@ -20,7 +22,7 @@ class ReadContext:
     levels: frozenset[str]
     images: Path | None = None  # --images: where the images (ICDAR 2013: the PDFs) are, when not beside
     classes: Path | None = None  # --classes: a YOLO class list
-    dpi: float = 150.0  # rendering of PDF pages (ICDAR 2013)
+    dpi: float = PDF_PAGE_DPI
     skip: Path | None = None  # a folder not to search for images (the output folder, inside a source)
     finder: ImageFinder = field(init=False)
     warnings: list[str] = field(init=False, default_factory=list)  # a file's, not one page's (the report's)
