@@ -58,6 +58,20 @@ def test_convert_refuses_bad_options_with_the_valid_values(coco_file: Path, argu
     assert not (coco_file.parent / "out").exists()
 
 
+def test_a_class_list_file_for_another_format_than_yolo_is_refused(coco_file: Path) -> None:
+    """`--classes FILE` is YOLO's class list: given with another `--from` it was passed over, and a user
+    who took it for the classes to convert (as `segment --classes` chooses them) got every class; it is
+    refused, as `evaluate --classes` is with other ground truth, pointing to `--keep`."""
+    classes = coco_file.parent / "classes.txt"
+    classes.write_text("text\n", encoding="utf-8")
+    out = coco_file.parent / "out"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "--classes", classes, "-o", out)
+    assert result.exit_code == 2
+    assert "--classes" in _said(result.stderr) and "not for coco" in _said(result.stderr)
+    assert "--keep" in _said(result.stderr)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [

@@ -153,6 +153,11 @@ def main(
     if not levels <= fmt.levels:
         supported = ", ".join(sorted(fmt.levels))
         raise typer.BadParameter(f"{fmt.name} supports {supported}", param_hint="--level")
+    if classes is not None and fmt.name != "yolo":  # YOLO's class list, not a choice of classes
+        raise typer.BadParameter(
+            f"the class list of YOLO labels, not for {fmt.name} (to convert some classes only: --keep)",
+            param_hint="--classes",
+        )
     try:
         # the names go into UTF-8 files, and the model is trained and prompted with them
         for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
