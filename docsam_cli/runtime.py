@@ -52,6 +52,11 @@ def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+def leaves_gaps(window: tuple[int, int], stride: tuple[int, int]) -> bool:
+    """Whether windows of `window` (H, W) at `stride` leave pixels between them that no window sees."""
+    return stride[0] > window[0] or stride[1] > window[1]
+
+
 def is_device_name(name: str) -> bool:
     """Whether `name` is written as a device docsam can use (auto, cpu, cuda, cuda:N); whether that device
     is present is only known once torch is loaded (`pick_device`)."""
@@ -317,6 +322,11 @@ class GeometryOptions:
         windows, strides = parse_size(window, "--window"), parse_size(stride, "--stride")
         if windows is not None and strides is None and min(windows) < 2:
             raise ValueError(f"--window sides must be at least 2 (the stride is half a side), got {window!r}")
+        if windows is not None and strides is not None and leaves_gaps(windows, strides):
+            raise ValueError(
+                f"--stride {stride} is longer than --window {window}: the page between the windows would be "
+                "seen by none (give a stride of at most the window; by default half of it)"
+            )
         return cls(short, windows, strides, keep_size)
 
     def resolve(self, weights: ResolvedWeights | None) -> Geometry:

@@ -99,6 +99,7 @@ def test_max_image_pixels_is_read_as_the_option_is():
         ({"page_map": {"stamp": "Stamp"}}, "page_map"),
         ({"page_map": {"stamp": "TextRegion:stamp"}}, "page_map"),
         ({"window": 1}, "window must be at least 2"),
+        ({"window": 256, "stride": 320}, "stride 320 is longer than window 256"),
     ],
 )
 def test_what_the_schema_cannot_check_is_refused_naming_the_parameter(given, named):

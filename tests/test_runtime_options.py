@@ -68,6 +68,16 @@ def test_a_one_pixel_window_side_needs_a_stride():
         Geometry(patch=(1, 1))
 
 
+def test_a_stride_longer_than_the_window_is_refused():
+    """`--window 256 --stride 320` (a smaller window tried, the stride of 640-px windows kept) left a band of
+    64 px between windows that no window saw: regions there were found on the page's thumbnail alone,
+    without a word. Both given, such a stride is refused naming them; a stride of the window runs."""
+    for window, stride in (("256", "320"), ("256,512", "200,600"), ("256", "300,100")):
+        with pytest.raises(ValueError, match=rf"^--stride {stride} is longer than --window {window}: "):
+            GeometryOptions.parse(window=window, stride=stride)
+    assert GeometryOptions.parse(window="256,512", stride="256,512").resolve(None).window_stride == (256, 512)
+
+
 def test_device_names():
     for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
         assert check_device_name(name) == name

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from docsam_cli.presets import checkpoint_preset, resolve_prompts
-from docsam_cli.runtime import GeometryOptions, ModelSpec, check_device_name
+from docsam_cli.runtime import GeometryOptions, ModelSpec, check_device_name, leaves_gaps
 from docsam_cli.user_paths import expand_user
 from docsam_cli.writers.class_map import ClassMap
 from docsam_cli.writers.page_map import parse_page_map
@@ -82,6 +82,11 @@ def _geometry(parameters: Mapping[str, Any]) -> GeometryOptions:
     window, stride = _size(parameters, "window"), _size(parameters, "stride")
     if window is not None and stride is None and window < 2:
         raise ValueError(f"window must be at least 2 (the stride is half of it), got {window}")
+    if window is not None and stride is not None and leaves_gaps((window, window), (stride, stride)):
+        raise ValueError(
+            f"stride {stride} is longer than window {window}: the page between the windows would be seen "
+            "by none (give a stride of at most the window; by default half of it)"
+        )
     return GeometryOptions(
         short_side=None if low is None else (low, high if high is not None else low),
         window=None if window is None else (window, window),
