@@ -298,6 +298,21 @@ def test_fail_fast_and_max_failures_together_are_a_usage_error(tmp_path, request
     assert not (tmp_path / "out").exists()
 
 
+def test_pages_per_batch_without_isolate_is_a_usage_error(tmp_path, requests):
+    """`--pages-per-batch 8` without `--isolate` still gave the model one page at a time (the reference's
+    grouping), the pages asked for passed over without a word; it is refused, and taken with `--isolate`."""
+    page = str(write_page(tmp_path / "page.png"))
+    code, _, stderr = segment(tmp_path / "out", page, "--pages-per-batch", "8")
+    assert code == ExitCode.USAGE and requests == []
+    (line,) = error_lines(stderr)
+    assert line == "error: --pages-per-batch needs --isolate (without it each page is a batch of its own)"
+    assert not (tmp_path / "out").exists()
+    code, _, stderr = segment(tmp_path / "out", page, "--pages-per-batch", "8", "--isolate")
+    assert code == 0, stderr
+    (request,) = requests
+    assert request.isolate and request.pages_per_batch == 8
+
+
 def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]

@@ -191,7 +191,9 @@ def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, m
     assert len(model.loads) == 1
 
 
-@pytest.mark.parametrize(("isolate", "sizes"), [([], [1, 1, 1, 1, 1]), (["--isolate"], [2, 2, 1])])
+@pytest.mark.parametrize(
+    ("isolate", "sizes"), [([], [1, 1, 1, 1, 1]), (["--isolate", "--pages-per-batch", "2"], [2, 2, 1])]
+)
 def test_pages_reach_the_model_one_by_one_or_by_pages_per_batch_in_input_order(
     tmp_path, model, isolate, sizes
 ):
@@ -199,7 +201,7 @@ def test_pages_reach_the_model_one_by_one_or_by_pages_per_batch_in_input_order(
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
     inputs = [*pages[:2], broken, *pages[2:]]
-    code, records, _ = segment(tmp_path / "out", *map(str, inputs), *isolate, "--pages-per-batch", "2")
+    code, records, _ = segment(tmp_path / "out", *map(str, inputs), *isolate)
     assert code == ExitCode.FAILED
     assert [len(sizes) for sizes in model.batches] == sizes
     assert [height for call in model.batches for height, _ in call] == [40, 41, 42, 43, 44]

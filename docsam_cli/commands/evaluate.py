@@ -29,6 +29,7 @@ from docsam_cli.commands.options import (
     VariantChoice,
     Window,
     max_image_pixels_option,
+    typed,
 )
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console, write_data
 from docsam_cli.datasets.classes import parse_mapping
@@ -214,7 +215,7 @@ def main(
             pred_fmt = detect_prediction_format(pred)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    if gt_fmt == "unified" and pred_fmt == "page" and not _typed(ctx, "level"):
+    if gt_fmt == "unified" and pred_fmt == "page" and not typed(ctx, "level"):
         levels = _split_levels(ground_truth, levels)
     _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
     if gt_fmt == "unified":
@@ -422,12 +423,6 @@ def _check_split_list(split: Path) -> None:
         list_file(split, "test")
     except InputError as error:
         raise UsageError(str(error)) from None
-
-
-def _typed(ctx: typer.Context, name: str) -> bool:
-    """Whether the option `name` was given (on the command line or from the environment), not defaulted."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name != "DEFAULT"
 
 
 def _split_levels(split: Path, default: frozenset[str]) -> frozenset[str]:

@@ -27,6 +27,12 @@ T = TypeVar("T")
 MODEL, GEOMETRY = "Model", "Geometry"  # help panels
 
 
+def typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given (on the command line or from the environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     """`parse` as a Typer option parser: its ValueError becomes a usage error naming the option."""
 

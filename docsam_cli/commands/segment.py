@@ -26,6 +26,7 @@ from docsam_cli.commands.options import (
     max_image_pixels_option,
     parse_output_folder,
     path_arguments,
+    typed,
 )
 from docsam_cli.console import ConsoleReporter, message_options, write_data
 from docsam_cli.errors import UsageError
@@ -227,6 +228,7 @@ FailFast = Annotated[
 
 
 def segment(
+    ctx: typer.Context,
     inputs: Inputs = None,
     recursive: Recursive = DEFAULT.recursive,
     dpi: Dpi = DEFAULT.dpi,
@@ -274,6 +276,8 @@ def segment(
         raise UsageError("no inputs given (files, folders, globs, or - to read paths from stdin)")
     if fail_fast and max_failures is not None:  # two limits: neither would say which one stops the run
         raise UsageError("--fail-fast is --max-failures 0; give one of them")
+    if typed(ctx, "pages_per_batch") and not isolate:  # one page per batch without it, whatever was asked
+        raise UsageError("--pages-per-batch needs --isolate (without it each page is a batch of its own)")
     try:
         inputs = path_arguments(inputs, "INPUT")
     except ValueError as error:
