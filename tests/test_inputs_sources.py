@@ -172,6 +172,40 @@ def test_folders_and_globs_skip_the_output_folder_but_named_files_are_taken(tmp_
     assert [item.path for item in items if isinstance(item, Document)] == [overlay]
 
 
+def test_paths_on_stdin_in_the_output_folders_page_folders_are_left_out_with_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    """`find scans -name '*.png' | docsam segment - -o scans/out`, run again (after an interruption, or on a
+    grown folder), listed the first run's overlays and page images, and segmented them as pages of their
+    own (`overlay/p0.png` as `p0_png`, whose overlay the next run took in turn). Such paths are left out as
+    a folder's walk leaves them out, whether named by a relative path, an absolute one or through a link,
+    and a warning counts them; the user's own pages, `overlay/` folders of their own included, are taken."""
+    monkeypatch.chdir(tmp_path)
+    pages = [touch(tmp_path / "scans" / "a.png"), touch(tmp_path / "scans" / "overlay" / "b.png")]
+    own = [touch(tmp_path / "scans" / "out" / folder / "a.png") for folder in ("overlay", "image")]
+    (tmp_path / "link").symlink_to("scans/out")
+    listing = [
+        *map(str, pages),
+        "scans/out/overlay/a.png",
+        str(own[1]),
+        "link/image/a.png",
+        "scans/out/image",
+    ]
+    with caplog.at_level("WARNING", logger="docsam_cli"):
+        items = collect_documents(
+            ["-"], stdin=io.StringIO("\n".join(listing)), skip_folders=page_folders(Path("scans/out"))
+        )
+    assert [item.path for item in items] == pages
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "-: 4 paths on stdin lie in the output folder's page folders, which are never read as inputs: "
+        "left out"
+    )
+    up = io.StringIO("scans/out/image/..")  # the output folder itself, not a page folder
+    (item,) = collect_documents(["-"], stdin=up, skip_folders=page_folders(Path("scans/out")))
+    assert str(item.path) == "scans/out/image/.."
+
+
 def test_an_output_folder_at_or_above_the_scans_skips_only_its_page_files(tmp_path, monkeypatch):
     """`--out .` above the scans, or `--out` the scanned folder itself: the user's pages are inputs, the
     run's images and overlays are not."""

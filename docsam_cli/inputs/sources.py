@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import glob
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -49,6 +50,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _SEPARATORS = re.escape(os.sep + (os.altsep or ""))
 _RECURSIVE_PART = re.compile(rf"(?:^|(?<=[{_SEPARATORS}]))\*\*(?:[{_SEPARATORS}]+|$)")  # a `**` component
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Document:
@@ -80,8 +83,8 @@ def collect_documents(
     - a named pipe, device or socket, named or found, is an InputError (never opened);
     - nothing is found in `skip_folders` (those the run writes its pages' files in, compared after
       resolving links), so a run whose outputs land inside a folder it scans, or in the very folder it
-      scans, never takes them for inputs; a file named explicitly (argument or stdin) is still taken, and
-      so is a folder;
+      scans, never takes them for inputs, nor from a list on stdin (made by a `find` over such a tree;
+      a warning counts them); a file named as an argument is still taken, and so is a folder;
     - stems as `assign_stems` gives them, keeping those of `earlier_stems` (see there).
     """
     skip = frozenset(os.path.realpath(folder) for folder in skip_folders)
@@ -94,7 +97,7 @@ def collect_documents(
                 continue
             if not listed and on_empty_stdin is not None:
                 on_empty_stdin()
-            for line in listed:
+            for line in _without_own_outputs(listed, skip):
                 found.extend(_expand_path(Path(line), recursive, skip))
         elif not os.path.lexists(source) and _GLOB_CHARS.search(source):
             found.extend(_expand_glob(source, recursive, skip))
@@ -112,6 +115,33 @@ def collect_documents(
     paths = [item for item in unique if isinstance(item, Path)]
     stems = dict(zip(paths, assign_stems(paths, earlier_stems or {}), strict=True))
     return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
+
+
+def _without_own_outputs(listed: list[str], skip: frozenset[str]) -> list[str]:
+    """The paths listed on stdin but those in `skip`, the run's own page folders (a `find` over a tree
+    holding the output folder lists the overlays and page images of the runs before), which a warning
+    counts. Each folder is resolved once: a list of 100k pages names a few folders."""
+    real_folders: dict[str, str] = {}
+
+    def own(line: str) -> bool:
+        folder, name = os.path.split(line)
+        if name in (os.curdir, os.pardir):  # `out/overlay/..` is no file in overlay/
+            folder, name = line, ""
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder or os.curdir)
+        real = os.path.join(real_folders[folder], name)
+        return any(real == skipped or real.startswith(skipped + os.sep) for skipped in skip)
+
+    kept = [line for line in listed if not own(line)]
+    if count := len(listed) - len(kept):
+        logger.warning(
+            "-: %d %s on stdin %s in the output folder's page folders, which are never read as inputs: "
+            "left out",
+            count,
+            "path" if count == 1 else "paths",
+            "lies" if count == 1 else "lie",
+        )
+    return kept
 
 
 def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | str:
