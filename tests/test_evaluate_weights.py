@@ -323,6 +323,24 @@ def test_geometry_options_without_a_model_are_refused(tmp_path):
     assert "need --weights" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--precision", "bf16"], "--precision needs --weights"),
+        (["--device", "cuda:1", "--precision", "fp32"], "--device, --precision need --weights"),
+    ],
+)
+def test_device_and_precision_without_a_model_are_refused(tmp_path, options, said):
+    """`evaluate GT --pred run/coco.json --precision bf16` (or `--device cuda`) scored the predictions read
+    as they were, the option passed over without a word, as the other model options no longer are; they
+    are refused likewise, also given at their defaults."""
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    result = CliRunner().invoke(app, ["evaluate", str(truth), "--pred", str(truth), *options])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert said in " ".join(result.stderr.replace("│", " ").split())
+
+
 def test_ground_truth_classes_the_model_reads_alike_are_refused_before_it_loads(tmp_path, monkeypatch):
     """The model is prompted with the ground truth's class names: 图 (figure) and 表 (table) both read as
     [UNK], so 表 could never win a region and was scored as all misses. It is refused, as `segment

@@ -178,6 +178,7 @@ def main(
         raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
     model_options = {"--variant": variant, "--model-config": model_config, "--domain": domain}
     given = [flag for flag, value in model_options.items() if value is not None]
+    given += [f"--{name}" for name in ("device", "precision") if typed(ctx, name)]  # these have defaults
     if weights is None and given:  # predictions read from --pred are scored as they are
         raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
     try:
