@@ -72,6 +72,17 @@ def test_a_class_list_file_for_another_format_than_yolo_is_refused(coco_file: Pa
     assert not out.exists()
 
 
+def test_a_dpi_for_another_format_than_icdar2013_is_refused(coco_file: Path) -> None:
+    """`--dpi` renders ICDAR 2013's PDF pages: given with another `--from` (ALTO in mm10 without a page
+    size, whose images state no resolution, converted with `--dpi 300` to scale it) it was passed over, and
+    the same error came again; it is refused, naming the format."""
+    out = coco_file.parent / "out"
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "--dpi", "300", "-o", out)
+    assert result.exit_code == 2
+    assert "--dpi" in _said(result.stderr) and "not for coco" in _said(result.stderr)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [

@@ -15,7 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.commands.options import checked, max_image_pixels_option, parse_output_folder, path_arguments
+from docsam_cli.commands.options import (
+    checked,
+    max_image_pixels_option,
+    parse_output_folder,
+    path_arguments,
+    typed,
+)
 from docsam_cli.console import message_options, print_error, print_plain, shows_progress, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
@@ -41,6 +47,7 @@ _FORMAT_HELP = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.i
 
 
 def main(
+    ctx: typer.Context,
     sources: Annotated[
         list[str],
         typer.Argument(
@@ -157,6 +164,11 @@ def main(
         raise typer.BadParameter(
             f"the class list of YOLO labels, not for {fmt.name} (to convert some classes only: --keep)",
             param_hint="--classes",
+        )
+    if typed(ctx, "dpi") and fmt.name != "icdar2013":  # the other formats' pages are images already
+        raise typer.BadParameter(
+            f"renders the PDF pages of icdar2013, not for {fmt.name}, whose pages are images",
+            param_hint="--dpi",
         )
     try:
         # the names go into UTF-8 files, and the model is trained and prompted with them
