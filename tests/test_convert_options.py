@@ -48,6 +48,7 @@ def test_help_shows_the_choices() -> None:
         (("--from", "coco", "--level", "regions,glyphs"), ("glyphs", "regions, lines, words, cells")),
         (("--from", "voc", "--level", "lines"), ("voc supports regions",)),
         (("--from", "coco", "--split", "train=x"), ("'x' is not a number",)),
+        (("--from", "coco", "--keep", "text", "--drop", "text"), ("--keep and --drop both name 'text'",)),
     ],
 )
 def test_convert_refuses_bad_options_with_the_valid_values(coco_file: Path, arguments, named) -> None:

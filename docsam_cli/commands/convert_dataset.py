@@ -179,6 +179,10 @@ def main(
         class_filter = ClassFilter(
             parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
         )
+        if both := sorted(class_filter.drop & (class_filter.keep or frozenset())):
+            raise ValueError(
+                f"--keep and --drop both name {', '.join(map(repr, both))}: give each class to one"
+            )
         fractions = parse_split(split_spec) if split_spec else None
         sources = path_arguments(sources, "SOURCE")
         if dataset_name is not None and not dataset_name.strip():
