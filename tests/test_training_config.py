@@ -116,6 +116,26 @@ def test_yaml_config_with_command_line_overrides(started: list[RunPlan], tmp_pat
     assert plan.options.lr == 4e-5  # not in the file, not typed: the declared default
 
 
+def test_a_replay_turns_off_the_switches_its_config_turns_on(started: list[RunPlan], tmp_path: Path) -> None:
+    """`--config run.json` of a run with `--keep-size` and `--freeze-backbone` (or a train run's
+    `--from-scratch`) gave them as defaults that no option typed could turn off: the switches had no `--no-`
+    form, so a replay to compare the run without them meant editing run.json. `--no-keep-size`,
+    `--no-freeze-backbone` and `--no-from-scratch` override the file as any typed option does."""
+    invoke(*FINETUNE, "--keep-size", "--freeze-backbone")
+    first = started[-1]
+    assert first.augmentation.keep_size and first.options.freeze_backbone
+    write_run_file(tmp_path, first.record, world_size=1, identity={"seed": 0})
+    invoke("finetune", "--config", str(tmp_path / RUN_FILE), "-o", "runs/b", "--no-keep-size")
+    assert not started[-1].augmentation.keep_size and started[-1].options.freeze_backbone
+    assert started[-1].augmentation.short_range == AugmentSettings().short_range  # the rule's own range
+    invoke("finetune", "--config", str(tmp_path / RUN_FILE), "-o", "runs/c", "--no-freeze-backbone")
+    assert started[-1].augmentation.keep_size and not started[-1].options.freeze_backbone
+    config = tmp_path / "train.yaml"
+    config.write_text("datasets: pages\nout: runs/t\ntext_encoder: minilm\nfrom_scratch: true\n")
+    invoke("train", "--config", str(config), "--no-from-scratch", "--mask2former", "m2f")
+    assert not started[-1].record["settings"]["from_scratch"]
+
+
 def test_a_config_file_names_options_as_typed(started: list[RunPlan], tmp_path: Path) -> None:
     """README: --config takes "any JSON/YAML mapping of option names to values". A file naming options as
     they are typed (`batch-size`, `--short-range`) was refused as unknown options; only run.json's

@@ -54,7 +54,9 @@ class StartingPoint:
     from_scratch: bool = field(
         default=False,
         metadata=cli(
-            "--from-scratch", help="No Mask2Former weights: fresh backbone and pixel decoder.", panel=MODEL
+            "--from-scratch/--no-from-scratch",
+            help="No Mask2Former weights: fresh backbone and pixel decoder.",
+            panel=MODEL,
         ),
     )
     variant: Variant = field(default="base", metadata=cli("--variant", help="Architecture.", panel=MODEL))

@@ -227,7 +227,7 @@ class AugmentSettings:
     keep_size: bool = field(
         default=False,
         metadata=cli(
-            "--keep-size",
+            "--keep-size/--no-keep-size",
             help="The keep-size rule of the reference's keepsize model: start from the page's own size, "
             "multiply height and width by independent random factors 2^U(-0.2,0.2), then bring the short "
             "side into --short-range and cap each side at twice it (stored with the weights: segment's "
@@ -364,7 +364,9 @@ class TrainingOptions:
     freeze_backbone: bool = field(
         default=False,
         metadata=cli(
-            "--freeze-backbone", help="Keep the Swin backbone fixed (no gradient, eval mode).", panel=MODEL
+            "--freeze-backbone/--no-freeze-backbone",
+            help="Keep the Swin backbone fixed (no gradient, eval mode).",
+            panel=MODEL,
         ),
     )
     checkpoint_every: int = field(
