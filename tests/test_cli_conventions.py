@@ -313,6 +313,24 @@ def test_pages_per_batch_without_isolate_is_a_usage_error(tmp_path, requests):
     assert request.isolate and request.pages_per_batch == 8
 
 
+def test_a_class_map_naming_a_class_the_run_does_not_segment_is_a_warning(tmp_path, requests):
+    """`--classes table,figure --page-map Tabel=GraphicRegion:stamp` (a typo, or a class of another run's
+    list) wrote the tables as TableRegions without a word, the entry left unused; a `warning:` line names
+    the classes of each map that match none of the run's (as its keys match: case and spacing aside), and
+    the run goes on."""
+    page = str(write_page(tmp_path / "page.png"))
+    page_map, alto_map = "Tabel=GraphicRegion:stamp,FIGURE=ImageRegion", "figur=Illustration:StampZone"
+    code, _, stderr = segment(tmp_path / "out", page, "--page-map", page_map, "--alto-map", alto_map)
+    assert code == 0 and len(requests) == 1
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --page-map names a class that the run does not segment, which it leaves unused: 'Tabel' "
+        "(the classes: text, figure)",
+        "warning: --alto-map names a class that the run does not segment, which it leaves unused: 'figur' "
+        "(the classes: text, figure)",
+    ]
+
+
 def test_each_option_string_is_parsed_once_into_the_request(tmp_path, requests):
     write_page(tmp_path / "page.png")
     args = ["--short-side", "700,900", "--window", "512", "--stride", "256,200", "--pages", "2-"]

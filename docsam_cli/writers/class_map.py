@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,13 @@ def lookup(class_map: ClassMap | None, class_name: str) -> tuple[str, str | None
         if normalize_class(name) == key:
             return entry
     return None
+
+
+def unmatched(class_map: ClassMap | None, class_names: Sequence[str]) -> list[str]:
+    """The classes `class_map` names that none of `class_names` matches (a typo, or a class of another run's
+    list): their entries map nothing."""
+    keys = {normalize_class(name) for name in class_names}
+    return [name for name in class_map or {} if normalize_class(name) not in keys]
 
 
 def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
