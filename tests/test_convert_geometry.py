@@ -145,6 +145,16 @@ def test_class_filter_maps_then_keeps_and_drops() -> None:
         parse_mapping(["heading"])
 
 
+def test_a_class_given_two_new_names_is_refused() -> None:
+    """`--map text=body --map text=para` (convert-dataset and evaluate) kept the last and dropped `body`
+    without a word; two new names for one class are refused, the same one given twice is taken."""
+    with pytest.raises(ValueError, match=r"^'text' is renamed twice, to 'body' and 'para': give it one new"):
+        parse_mapping(["text=body", "text=para"])
+    with pytest.raises(ValueError, match="'a b' is renamed twice"):
+        parse_mapping(["a  b=x,a b=y"])  # blanks inside a name read as one space, as classes are
+    assert parse_mapping(["text=body", "text=body,title=head"]) == {"text": "body", "title": "head"}
+
+
 def test_commas_and_equals_signs_inside_class_names_are_escaped_with_a_backslash() -> None:
     """Sources name classes `text, body` or `a=b` (COCO categories, PAGE custom types): they can still be
     mapped, dropped or kept."""

@@ -38,7 +38,7 @@ def split_list(text: str) -> list[str]:
 
 def parse_mapping(values: Iterable[str]) -> dict[str, str]:
     """`old=new` pairs (repeatable, comma-separated; `\\,` and `\\=` are a comma and an equals sign
-    inside a name). Raises ValueError for a malformed pair."""
+    inside a name). Raises ValueError for a malformed pair, and for a name given two new names."""
     mapping: dict[str, str] = {}
     for value in values:
         for pair in _split(value, ","):
@@ -46,7 +46,10 @@ def parse_mapping(values: Iterable[str]) -> dict[str, str]:
             if len(sides) < 2 or not all(sides):
                 raise ValueError(f"'{pair}' is not of the form old=new")
             old, new = sides
-            mapping[old] = new
+            if mapping.setdefault(old, new) != new:  # the last would win without a word
+                raise ValueError(
+                    f"'{old}' is renamed twice, to '{mapping[old]}' and '{new}': give it one new name"
+                )
     return mapping
 
 
