@@ -93,6 +93,38 @@ def folder_replaced(out: Path) -> bool:
     return not any(os.path.samestat(os.fstat(descriptor), current) for descriptor in _HELD)
 
 
+def remove_unused_folder(out: Path) -> None:
+    """Remove `out`, which a run that could not start created: its lock file, then the folder (the run may
+    have stopped before it took the lock). Not when another run holds that lock: two runs started into one
+    new folder at about the same time (a job array's tasks), the other one the first to lock it, whose
+    folder it is now; unlinking its lock file would let a third run lock a new one and write there too."""
+    with contextlib.suppress(OSError):
+        if not _unlink_unless_held(out / STATE_DIR / LOCK_FILE):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (out / STATE_DIR).rmdir()
+        out.rmdir()
+
+
+def _unlink_unless_held(path: Path) -> bool:
+    """Unlink the lock file `path` (if any) under its lock, unless another run holds it; whether it is gone.
+    Where there are no locks (Windows, a file system without them) it is unlinked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        path.unlink(missing_ok=True)
+        return True
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP)
+            pass
+        path.unlink()
+    return True
+
+
 def drop_inherited_locks() -> None:
     """In a process forked from a run (a training data-loader worker): let go of the run's locks, which
     the fork shares, so that they go with the run's own process. A worker outliving its killed run (for

@@ -834,3 +834,29 @@ def test_a_torchrun_restart_resumes_the_run_its_first_attempt_started(
     monkeypatch.setattr(launch, "setup", lambda device: Distributed(store=HashStore()))  # another launch
     code, stderr = finetune(data, tiny_weights, out, "--checkpoint-every", "1")
     assert code == 2 and "already holds a run" in stderr
+
+
+def test_a_run_refused_by_another_that_locked_the_new_folder_first_leaves_that_runs_lock(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs started into one new --out at about the same time (a job array's tasks, the command typed in
+    two terminals): the one that created the folder but took the lock second (its device slower to start)
+    was refused, and then tidied the folder it had created, unlinking the lock file of the run training
+    there (and `.docsam/`); a third run into the folder took a new lock and trained beside it, rewriting
+    run.json and log.jsonl. A refused run leaves a folder whose lock another run holds as it is."""
+    import contextlib
+
+    import docsam_cli.training.launch as launch
+    from docsam_cli.folder_lock import folder_lock, folder_replaced
+
+    out, start = tmp_path / "run", launch.setup
+    with contextlib.ExitStack() as other_run:
+
+        def slow_device(device: str) -> Distributed:
+            other_run.enter_context(folder_lock(out, "docsam training run"))  # meanwhile, in the new folder
+            return start(device)
+
+        monkeypatch.setattr(launch, "setup", slow_device)
+        code, stderr = finetune(data, tiny_weights, out)
+        assert code == 2 and "another docsam training run" in stderr, stderr
+        assert not folder_replaced(out)  # the other run's lock file is still the one it holds

@@ -22,7 +22,7 @@ from docsam_cli.batch import check_written_folders, prepare_output_folder
 from docsam_cli.batch_ranks import other_working_folder, working_folder
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
-from docsam_cli.folder_lock import LOCK_FILE, folder_lock
+from docsam_cli.folder_lock import folder_lock, remove_unused_folder
 from docsam_cli.inputs.images import set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
@@ -185,7 +185,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
         # A run that could not start leaves no empty --out behind. Every rank may have found it missing:
         # the main one alone tidies, the others would unlink the lock file it holds.
         if created and launched_rank() == 0:
-            _remove_unused_folder(plan.output)
+            remove_unused_folder(plan.output)
         raise
     finally:
         teardown()
@@ -257,13 +257,3 @@ def _started_before(distributed: Distributed) -> bool:
 def _mark_started(distributed: Distributed) -> None:
     if distributed.store is not None:
         distributed.store.set(_STARTED_KEY, b"")
-
-
-def _remove_unused_folder(output: Path) -> None:
-    """Remove the run folder that a run which could not start created: its lock file, then the folder (the
-    run may have stopped before it took the lock)."""
-    with contextlib.suppress(OSError):
-        (output / STATE_DIR / LOCK_FILE).unlink(missing_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (output / STATE_DIR).rmdir()
-        output.rmdir()
