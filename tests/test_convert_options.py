@@ -903,3 +903,40 @@ def test_a_converted_folder_converts_again_without_reading_its_report(
     (tmp_path / "bad" / "annotations.json").write_text(json.dumps(malformed))
     result = run_cli("convert-dataset", tmp_path / "bad", "--from", "coco", "-o", tmp_path / "bad-out")
     assert result.exit_code != 0 and "images: expected a list" in result.stderr
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_dataset_another_conversion_published_meanwhile_is_replaced_only_with_overwrite(
+    overwrite: bool, coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two conversions into one new --out (the same command in two terminals, two jobs): both found --out
+    absent as they started, both converted, and the second to finish renamed the first one's dataset away,
+    removed it and put its own in place, exit 0 for both; the first one's report ('splits: train 8, val 2')
+    then described a dataset that was gone, without --overwrite being given. Without --overwrite a
+    conversion now publishes only into a --out still absent or empty, else it stops, exit 2, and leaves the
+    other one's dataset as it is; with --overwrite it replaces it, as asked."""
+    from docsam_cli.datasets import pipeline
+
+    source, build = coco_file.parent, pipeline._build
+    out = source / "out"
+
+    def other_conversion_meanwhile(*args, **kwargs):
+        report = build(*args, **kwargs)
+        monkeypatch.setattr(pipeline, "_build", build)
+        other = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--split", "train=1,val=1")
+        assert other.exit_code == 0, other.stderr
+        return report
+
+    monkeypatch.setattr(pipeline, "_build", other_conversion_meanwhile)
+    extra = ["--overwrite"] if overwrite else []
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, *extra)
+    splits = json.loads((out / "dataset.json").read_text())["splits"]
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
+    if overwrite:
+        assert result.exit_code == 0 and splits == {}, result.stderr  # this one, unsplit
+    else:
+        assert result.exit_code == 2 and splits == {"train": 1, "val": 1}, result.stderr
+        assert error_lines(result.stderr) == [
+            f"error: --out: {out} was written by another run while this conversion ran; nothing was written "
+            "(use --overwrite to replace it)"
+        ]

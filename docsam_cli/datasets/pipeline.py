@@ -8,6 +8,7 @@ left out, the rest is published.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -111,7 +112,7 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
         staging, held = _staging_folder(out)
     try:
         report = _build(options, staging, progress)
-        _publish(staging, out, report)
+        _publish(staging, out, report, overwrite=options.overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -121,16 +122,19 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     return report
 
 
-def _publish(staging: Path, out: Path, report: ConversionReport) -> None:
-    """Rename the finished `staging` to `out`; an existing `out` (allowed by --overwrite) is renamed away
-    first and removed last. Ctrl-C, SIGTERM and SIGHUP are held back during the renames: one between them
-    left the previous dataset hidden and no `out`, one just after them was said to have written nothing.
-    Raises InterruptedAfterPublishing for an interrupt once the new dataset is in place, KeyboardInterrupt
-    before."""
+def _publish(staging: Path, out: Path, report: ConversionReport, *, overwrite: bool) -> None:
+    """Rename the finished `staging` to `out`; with --overwrite an existing `out` is renamed away first and
+    removed last, without it `out` must still be absent or empty (`_rename_into_empty`). Ctrl-C, SIGTERM and
+    SIGHUP are held back during the renames: one between them left the previous dataset hidden and no
+    `out`, one just after them was said to have written nothing. Raises InterruptedAfterPublishing for an
+    interrupt once the new dataset is in place, KeyboardInterrupt before."""
     previous = None
     try:
         with interrupts_held(), _writing(out):
-            previous = swap_folder(staging, out)
+            if overwrite:
+                previous = swap_folder(staging, out)
+            else:
+                _rename_into_empty(staging, out)
         remove_replaced(previous)
     except KeyboardInterrupt:
         if staging.exists():  # not published
@@ -141,6 +145,24 @@ def _publish(staging: Path, out: Path, report: ConversionReport) -> None:
             f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
             f"is left of it is in {display_path(previous)}; remove it by hand"
         )
+
+
+def _rename_into_empty(staging: Path, out: Path) -> None:
+    """Rename `staging` to `out` where `out` is absent or an empty folder, in one step: `check_output` found
+    it so as the conversion started, but another conversion into it (the same command in two terminals, two
+    jobs) may have published its dataset there since, which only --overwrite replaces. Raises OutputExists
+    when `out` is taken."""
+    with contextlib.suppress(OSError):
+        out.rmdir()  # an empty folder, which a rename does not replace on every system
+    try:
+        os.rename(staging, out)
+    except OSError as error:
+        if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            raise
+        raise OutputExists(
+            f"{out} was written by another run while this conversion ran; nothing was written (use "
+            "--overwrite to replace it)"
+        ) from None
 
 
 def _staging_folder(out: Path) -> tuple[Path, int | None]:
