@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, mm_flop, sdpa_flop_count
 
 from benchmarks.stages import NETWORK_PARTS, NETWORK_REST, STAGES, page_writer, part_hooks, run_page
 
@@ -73,13 +73,22 @@ def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> 
     return sdpa_flop_count(query, key, value)
 
 
+def _int_product_flops(first, second, *args, out_shape=None, **kwargs) -> int:
+    return mm_flop(first, second)
+
+
 # FlopCounterMode knows the CUDA kernels of scaled_dot_product_attention but not the CPU one, which would
-# leave the decoder's attention (a quarter of its FLOPs) out of the count on the CPU.
-_UNCOUNTED = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+# leave the decoder's attention (a quarter of its FLOPs) out of the count on the CPU; nor `torch._int_mm`, the
+# int8 product of the mask NMS on the CPU (a bfloat16 `mm` on CUDA, which it counts), which would leave
+# post-processing's products out of the CPU's count.
+_UNCOUNTED = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._int_mm: _int_product_flops,
+}
 
 
 def flop_counter() -> FlopCounterMode:
-    """A FlopCounterMode that also counts attention on the CPU."""
+    """A FlopCounterMode that also counts attention and the mask NMS's int8 products on the CPU."""
     return FlopCounterMode(display=False, custom_mapping=_UNCOUNTED)
 
 
