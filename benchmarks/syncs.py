@@ -35,10 +35,12 @@ SYNCING_OPERATORS = (
     "aten::_unique2",
     "aten::unique_dim",
     "aten::unique_consecutive",
-    "aten::repeat_interleave",  # with tensor repeats and no output_size
     "aten::bincount",
     "aten::equal",
 )
+# `repeat_interleave` is not listed: with tensor repeats and no `output_size` it reads its total and whether a
+# repeat is negative (two `_local_scalar_dense` calls inside it, on CUDA as on the CPU: one code for both),
+# with `output_size` or a number of repeats it reads nothing.
 HOST_READS = ("cpu", "tolist")  # tensor methods that copy to the host without an aten operator
 _STAGE_PREFIX = "docsam.stage."
 
@@ -47,7 +49,7 @@ _STAGE_PREFIX = "docsam.stage."
 class SyncCount:
     method: str
     by_stage: Counter = field(default_factory=Counter)
-    by_site: Counter = field(default_factory=Counter)  # "file:line" (CUDA) or operator name (CPU)
+    by_site: Counter = field(default_factory=Counter)  # "file:line" (CUDA), operator (CPU: profiled_syncs)
 
     def report(self, pages: int) -> str:
         lines = [f"synchronisations per page ({self.method}): {sum(self.by_stage.values()) / pages:.1f}"]
@@ -149,11 +151,20 @@ def count_syncs(
     with profile(activities=[ProfilerActivity.CPU]) as profiler, reads:
         for page in pages:
             run_page(model, page, device, dtype, _ProfilerRanges(reads))
-    for event in profiler.events():
-        if event.name in SYNCING_OPERATORS and not _inside_syncing_operator(event):
-            count.by_stage[_stage_of(event)] += 1
-            count.by_site[event.name] += 1
+    for stage, site in profiled_syncs(profiler.events()):
+        count.by_stage[stage] += 1
+        count.by_site[site] += 1
     return count
+
+
+def profiled_syncs(events) -> Iterator[tuple[str, str]]:
+    """(stage, site) of every profiled operator call that would synchronise on CUDA: its name, and the
+    operator it runs inside if any (`aten::nonzero in aten::index` for boolean-mask indexing)."""
+    for event in events:
+        if event.name in SYNCING_OPERATORS and not _inside_syncing_operator(event):
+            outermost = _outermost_operator(event)
+            site = event.name if outermost is event else f"{event.name} in {outermost.name}"
+            yield _stage_of(event), site
 
 
 def _inside_syncing_operator(event) -> bool:
@@ -163,6 +174,14 @@ def _inside_syncing_operator(event) -> bool:
             return True
         parent = parent.cpu_parent
     return False
+
+
+def _outermost_operator(event):
+    """The outermost operator call `event` runs inside (`event` itself if none); stage ranges are no
+    operators."""
+    while event.cpu_parent is not None and "::" in event.cpu_parent.name:
+        event = event.cpu_parent
+    return event
 
 
 def _stage_of(event) -> str:
