@@ -26,7 +26,7 @@ import torch
 from benchmarks.common import positive_int
 from docsam_cli.errors import UsageError
 from docsam_cli.precision import PRECISIONS, precision_dtype
-from docsam_cli.runtime import keep_freed_memory, pick_device
+from docsam_cli.runtime import fit_threads_to_cpus, keep_freed_memory, pick_device
 from docsam_cli.training.data import TrainingBatch
 from docsam_cli.training.settings import Regularisation
 from docsam_cli.training.trainer import forward_loss, trainable_parameters
@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     args = parser.parse_args()
 
-    keep_freed_memory()  # as `docsam train` does
+    keep_freed_memory()  # the process set up as `docsam train` sets up its own
+    fit_threads_to_cpus()
     torch.manual_seed(0)
     try:  # no such device, or fp16 off CUDA: one line before building the model, no traceback
         device = pick_device(args.device)

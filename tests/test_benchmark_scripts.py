@@ -92,3 +92,30 @@ def test_benchmarks_refuse_unusable_arguments_in_one_line(script, arguments, mes
         module.main()
     assert exited.value.code == 2
     assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_train_speed_computes_with_the_threads_docsam_train_takes(monkeypatch):
+    """`docsam train` caps torch's threads at the cgroup's CPU quota (`fit_threads_to_cpus`); the benchmark
+    left torch one thread per CPU of the machine, measuring another thread count than training runs with."""
+    import torch
+
+    from benchmarks import train_speed
+    from docsam_cli.errors import UsageError
+
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr("docsam_cli.runtime.usable_cpus", lambda: 1)
+
+    def set_up(device):  # the process is set up: stop before the model is built
+        raise UsageError("stopped")
+
+    monkeypatch.setattr(train_speed, "pick_device", set_up)
+    monkeypatch.setattr("sys.argv", ["train_speed.py", "--device", "cpu"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(SystemExit):
+            train_speed.main()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
