@@ -58,6 +58,7 @@ from benchmarks.common import (
     synthetic_pages,
     throughput,
 )
+from docsam_cli.batch_ranks import Alone
 from docsam_cli.inputs import iter_pages
 from docsam_cli.precision import PRECISIONS
 
@@ -238,7 +239,8 @@ def _sweep(args, model, device, pages) -> None:
 def _inputs(args, model, device, dtype) -> None:
     started = time.perf_counter()
     decoded, failed = [], 0
-    for item in iter_pages([str(args.inputs)], recursive=True, workers=args.workers):
+    ahead = Alone().look_ahead(args.workers, args.pages_per_batch)  # as `docsam segment --workers` decodes
+    for item in iter_pages([str(args.inputs)], recursive=True, workers=args.workers, ahead=ahead):
         if isinstance(item, Exception):
             failed += 1
             continue

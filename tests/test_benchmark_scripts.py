@@ -119,3 +119,34 @@ def test_train_speed_computes_with_the_threads_docsam_train_takes(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_segment_speed_inputs_decode_on_every_worker_as_segment_does(tmp_path, monkeypatch) -> None:
+    """`--inputs DIR --workers 8` decoded at most 4 pages at a time (`iter_pages`' default look-ahead), where
+    `docsam segment --workers 8` keeps its 8 threads busy: the rate it printed for 8 workers was that of 4."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from benchmarks import segment_speed
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def load() -> SimpleNamespace:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return SimpleNamespace(image=np.zeros((4, 4, 3), np.uint8))
+
+    tasks = [SimpleNamespace(load=load) for _ in range(16)]
+    monkeypatch.setattr("docsam_cli.inputs.collect_documents", lambda *args, **kwargs: [])
+    monkeypatch.setattr("docsam_cli.inputs.iter_page_tasks", lambda documents, options: tasks)
+    monkeypatch.setattr(segment_speed, "_measure", lambda *args: (1.0, 0, None))
+    args = segment_speed._parser().parse_args(["--inputs", str(tmp_path), "--workers", "8", "--pages", "16"])
+    segment_speed._inputs(args, None, "cpu", None)
+    assert most[0] == 8
