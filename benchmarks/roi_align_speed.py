@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--boxes", choices=["small", "large"], default="large")
     parser.add_argument("--stride", type=int, default=4, choices=[4, 8, 16, 32])
     parser.add_argument("--repeats", type=positive_int, default=3)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as `docsam` runs
     if args.threads:

@@ -77,6 +77,8 @@ def test_a_device_that_is_not_there_is_one_line_not_a_traceback(monkeypatch) -> 
     [
         ("write_speed", "--repeats 0", "argument --repeats: must be at least 1, got 0"),
         ("roi_align_speed", "--repeats 0", "argument --repeats: must be at least 1, got 0"),
+        ("roi_align_speed", "--threads 0", "argument --threads: must be at least 1, got 0"),
+        ("roi_align_speed", "--threads -1", "argument --threads: must be at least 1, got -1"),
         ("train_speed", "--iters 0", "argument --iters: must be at least 1, got 0"),
         ("train_speed", "--device cuda", "--device cuda: CUDA is not available on this machine"),
         ("train_speed", "--device cpu --precision fp16", "fp16 needs a CUDA device"),
