@@ -164,7 +164,8 @@ def _breakdown(args, model, device, dtype, pages) -> None:
             model, pages, device, dtype, out_dir=Path(out_dir), batch_size=args.batch_size
         )
     print(f"precision {args.precision}; FLOPs counted by FlopCounterMode (matrix products, convolutions,")
-    print("attention; no element-wise work); text encoder: cached embeddings, FLOPs of its first call")
+    print("attention; no element-wise work); text encoder: cached embeddings, the FLOPs of its first call")
+    print("divided by the pages measured, as every figure below is per page")
     print(result.table())
     _record(
         args,
