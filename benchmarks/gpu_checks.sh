@@ -8,7 +8,7 @@
 #
 # Steps, most important first (those no run has done yet come before those measured on 2026-12-04);
 # each has its own time limit, a failed or timed-out step does not stop the others, and none starts once
-# the whole run's budget (GPU_CHECKS_BUDGET, 540 s) is spent:
+# the whole run's budget (GPU_CHECKS_BUDGET, 540 s; with --cpu-smoke 5x that) is spent:
 #   parity      pytest -m gpu: the fixture parity tests on CUDA in float32, and post-processing on CUDA
 #   speed       DocSAM-Large, bf16, random weights, synthetic A4 pages: pages/s and peak GPU memory
 #   kernels     one page under torch.profiler: per stage host seconds beside kernel seconds, top operators
@@ -30,6 +30,7 @@
 #
 #   bash benchmarks/gpu_checks.sh --cpu-smoke   # every step but the sweep on the CPU: the tiny model,
 #                                               # float32 (bf16 only against it), tiny counts, 5x limits
+#                                               # and budget
 #
 #   GPU_CHECKS_STEPS=parity,segment bash benchmarks/gpu_checks.sh   # only the steps named (comma-separated),
 #                                               # in the order above: when device time allows no full run
@@ -50,7 +51,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/docsam-gpu.XXXXXX")
 : >"$FIGURES"
 : >"$SUMMARY"
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECKS_BUDGET:-540}
 START=$(date +%s)
 export PYTHONUNBUFFERED=1 OUT FIGURES WORK PY
 
@@ -83,7 +83,7 @@ pdfinfo -v >/dev/null 2>&1 && POPPLER=yes || POPPLER=no
 if ((SMOKE)); then
     TINY=$(first_dir fixtures-local/reference ../shared/fixtures/reference)/tiny-config.json
     export DEVICE=cpu PRECISION=fp32 LARGE="--model-config $TINY" BASE_CONFIG=$TINY
-    LIMIT_SCALE=5  # a loaded 2-core CPU is slow even for the tiny model
+    LIMIT_SCALE=5  # a loaded 2-core CPU is slow even for the tiny model: steps' limits and the budget
     SPEED_PAGES=1 SYNC_PAGES=1 AGREE_PAGES=1 SEGMENT_IMAGES=2 SEGMENT_PDFS=1 SWEEP_PAGES=1 INPUT_WORKERS=2
     WRITERS=1,2 WRITE_PAGES=4
     export RANK_PROCESSES=1,2 RANK_PAGES=4
@@ -101,6 +101,7 @@ else
     export SEGMENT_ARGS=""
 fi
 export SEGMENT_IMAGES SEGMENT_PDFS POPPLER PRECISION
+BUDGET=${GPU_CHECKS_BUDGET:-$((540 * LIMIT_SCALE))}
 
 {
     echo "docsam GPU checks, $(date -u +%Y-%m-%dT%H:%M:%SZ), smoke=$SMOKE, poppler=$POPPLER"
