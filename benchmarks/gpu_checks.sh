@@ -28,7 +28,7 @@
 # gpu_checks.log (everything printed), segment-records.txt (the page records, each cut to 300 characters: with
 # random weights a page has hundreds of instances), finetune-log.jsonl.
 #
-#   bash benchmarks/gpu_checks.sh --cpu-smoke   # every step but the sweep on the CPU: the tiny model,
+#   bash benchmarks/gpu_checks.sh --cpu-smoke   # on the CPU, all but divergence and sweep: the tiny model,
 #                                               # float32 (bf16 only against it), tiny counts, 5x limits
 #                                               # and budget
 #
