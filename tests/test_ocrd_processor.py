@@ -10,6 +10,7 @@ with a Border as input, its regions kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -676,6 +677,24 @@ def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, par
     with pytest.raises(SetupError, match=message) as caught:
         DocsamSegment(None, parameter=given).setup()
     assert "--" not in str(caught.value)
+
+
+def test_a_page_map_naming_a_class_not_segmented_is_a_warning_naming_the_parameter(tiny_weights, caplog):
+    """`-P classes table,figure -P page_map '{"Tabel": "GraphicRegion:stamp"}'` (a typo, or a class of
+    another run's list) wrote the tables as TableRegions without a word, the entry left unused; the
+    processor warns at setup as `docsam segment --page-map` does, naming its parameter."""
+    given = {
+        "weights": str(tiny_weights),
+        "device": "cpu",
+        "classes": "table,figure",
+        "page_map": {"Tabel": "GraphicRegion:stamp", "FIGURE": "ImageRegion"},
+    }
+    with caplog.at_level(logging.WARNING):
+        DocsamSegment(None, parameter=given)  # core sets the processor up as its parameters are set
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING] == [
+        "page_map names a class that the run does not segment, which it leaves unused: 'Tabel' "
+        "(the classes: table, figure)"
+    ]
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ from docsam_cli.presets import Preset as PresetEntry
 from docsam_cli.runtime import GeometryOptions, ModelSpec
 from docsam_cli.segment_request import SegmentRequest
 from docsam_cli.writers.alto_map import parse_alto_map
-from docsam_cli.writers.class_map import ClassMap, unmatched
+from docsam_cli.writers.class_map import ClassMap, unmatched_warning
 from docsam_cli.writers.formats import FORMATS, MaskFormat, parse_formats
 from docsam_cli.writers.page_map import parse_page_map
 
@@ -289,14 +289,8 @@ def segment(
     except ValueError as error:
         raise UsageError(str(error)) from None
     for option, class_map in (("--page-map", page_map), ("--alto-map", alto_map)):
-        if names := unmatched(class_map, class_names):
-            logger.warning(
-                "%s names %s that the run does not segment, which it leaves unused: %s (the classes: %s)",
-                option,
-                "a class" if len(names) == 1 else "classes",
-                ", ".join(map(repr, names)),
-                ", ".join(class_names),
-            )
+        if warning := unmatched_warning(option, class_map, class_names):
+            logger.warning(warning)
     request = SegmentRequest(
         inputs=tuple(inputs),
         class_names=tuple(class_names),

@@ -101,6 +101,7 @@ class DocsamSegment(Processor):
         from docsam_cli.errors import UsageError
         from docsam_cli.runtime import describe_geometry, load_for_inference
         from docsam_cli.weights import WeightsError
+        from docsam_cli.writers.class_map import unmatched_warning
 
         try:
             parameters = {**self.parameter, "weights": self._weights(self.parameter["weights"])}
@@ -113,6 +114,8 @@ class DocsamSegment(Processor):
             raise SetupError(f"{display_path(error.filename)}: {error.strerror}") from None
         self.logger.info("geometry: %s", describe_geometry(self.geometry))
         self.logger.info("classes: %s; domain %r", ", ".join(self.settings.class_names), self.settings.domain)
+        if warning := unmatched_warning("page_map", self.settings.page_map, self.settings.class_names):
+            self.logger.warning(warning)
 
     def _weights(self, value: str) -> str:
         """The `weights` parameter: a file or folder, else a resource installed where OCR-D keeps them

@@ -64,6 +64,18 @@ def unmatched(class_map: ClassMap | None, class_names: Sequence[str]) -> list[st
     return [name for name in class_map or {} if normalize_class(name) not in keys]
 
 
+def unmatched_warning(option: str, class_map: ClassMap | None, class_names: Sequence[str]) -> str | None:
+    """The warning for the classes `class_map` names that the run does not segment (`unmatched`), the map
+    named as the user gave it (`--page-map`; the OCR-D parameter `page_map`); None if it names none."""
+    names = unmatched(class_map, class_names)
+    if not names:
+        return None
+    return (
+        f"{option} names {'a class' if len(names) == 1 else 'classes'} that the run does not segment, which "
+        f"it leaves unused: {', '.join(map(repr, names))} (the classes: {', '.join(class_names)})"
+    )
+
+
 def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
     """Inline JSON, or the JSON file `text` names."""
     if not text.startswith("{"):
