@@ -544,6 +544,33 @@ def test_an_empty_stdin_on_rank_0_is_said_not_a_silent_run_that_does_nothing(tmp
     assert ranks.stderr.count("warning: -: no path on stdin") == 1
 
 
+@pytest.fixture
+def two_pages(tmp_path, shared_data) -> list[Path]:
+    scans = sorted((shared_data / "pages" / "publaynet" / "images").glob("*.jpg"))
+    pages = [tmp_path / f"page{index}.png" for index in range(2)]
+    for index, page in enumerate(pages):
+        small_page(scans[index], 96).save(page)
+    return pages
+
+
+@pytest.mark.slow
+def test_a_class_map_naming_a_class_the_run_does_not_segment_is_one_warning_not_one_per_rank(
+    tmp_path, tiny_weights, two_pages
+):
+    """The warning of `--page-map` or `--alto-map` naming a class the run does not segment was printed by
+    every rank, as each runs the command: twice under two ranks, eight times under eight."""
+    maps = ["--page-map", "Tabel=GraphicRegion", "--alto-map", "figur=Illustration"]
+    command = segment_command(tiny_weights, tmp_path / "out", two_pages, "--classes", "text,table", *maps)
+    ranks = run(torchrun([*command, "--format", "coco"]))
+    assert ranks.returncode == 0, ranks.stderr
+    for option, name in (("--page-map", "Tabel"), ("--alto-map", "figur")):
+        warning = (
+            f"warning: {option} names a class that the run does not segment, which it leaves unused: "
+            f"'{name}' (the classes: text, table)"
+        )
+        assert ranks.stderr.count(warning) == 1, ranks.stderr
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """rank → pid of the processes torchrun (pid `launcher`) started."""
     workers = {}

@@ -29,6 +29,7 @@ from docsam_cli.commands.options import (
     typed,
 )
 from docsam_cli.console import ConsoleReporter, message_options, write_data
+from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import UsageError
 from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
 from docsam_cli.interruption import terminate_as_interrupt
@@ -289,7 +290,8 @@ def segment(
     except ValueError as error:
         raise UsageError(str(error)) from None
     for option, class_map in (("--page-map", page_map), ("--alto-map", alto_map)):
-        if warning := unmatched_warning(option, class_map, class_names):
+        warning = unmatched_warning(option, class_map, class_names)
+        if warning and launched_rank() == 0:  # once per run, not once per process
             logger.warning(warning)
     request = SegmentRequest(
         inputs=tuple(inputs),
