@@ -151,7 +151,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                 options = LoadOptions(dpi=request.dpi, pages=request.pages, password=request.password)
                 return iter_page_tasks(documents, options)
 
-            return SegmentRun(request, load_segmenter, processes.reporter(reporter), processes).run(list_work)
+            run = SegmentRun(request, load_segmenter, processes.reporter(reporter), processes)
+            with processes.warnings_once():
+                return run.run(list_work)
         except Exception as error:
             processes.report_failure(error)
             if (lost := processes.store_lost(error)) is not None:

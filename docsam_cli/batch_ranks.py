@@ -25,6 +25,7 @@ once every rank is done.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -37,7 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from docsam_cli.console import Reporter
+from docsam_cli.console import Reporter, filtered_logs
 from docsam_cli.errors import InputError, UsageError
 from docsam_cli.inputs import PageTask
 from docsam_cli.names import display_path
@@ -129,6 +130,9 @@ class Alone:
 
     def reporter(self, inner: Reporter) -> Reporter:
         return inner
+
+    def warnings_once(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def conclude(self, outcome: Outcome, conclude: Callable[[list[Outcome]], Summary]) -> Summary:
         """`conclude` over what this process did (the run's summary)."""
@@ -240,6 +244,21 @@ class Ranks:
     def reporter(self, inner: Reporter) -> RankReporter:
         self._reporter = RankReporter(inner, self, self.jsonl)
         return self._reporter
+
+    def warnings_once(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, each `warning:` line is shown by the first rank to log it, the others' left out:
+        what a run warns of once the pages are shared (class names its overlays draw as boxes) holds for
+        every rank, and was said by each."""
+        return filtered_logs(self._first_to_warn)
+
+    def _first_to_warn(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or self.counters is None:
+            return True
+        text = record.getMessage().encode("utf-8", "surrogatepass")
+        try:
+            return self.counters.add(f"warned/{hashlib.sha256(text).hexdigest()}") == 1
+        except Exception:  # the store is gone with the launcher: said again rather than not at all
+            return True
 
     def count_progress(self) -> None:
         """One more item accounted for."""

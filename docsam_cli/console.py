@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
@@ -196,6 +196,24 @@ def configure_logging(verbose: int) -> None:
         logger.setLevel(level)
         if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
             logger.addHandler(_StderrHandler())
+
+
+@contextmanager
+def filtered_logs(keep: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    """Within the block, the records of docsam's loggers reach stderr only where `keep` passes them."""
+    handlers = [
+        handler
+        for name in LOGGERS
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, _StderrHandler)
+    ]
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 class Reporter(Protocol):

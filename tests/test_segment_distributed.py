@@ -571,6 +571,23 @@ def test_a_class_map_naming_a_class_the_run_does_not_segment_is_one_warning_not_
         assert ranks.stderr.count(warning) == 1, ranks.stderr
 
 
+@pytest.mark.slow
+def test_a_warning_of_the_overlays_is_one_line_not_one_per_rank(tmp_path, tiny_weights, shared_data):
+    """A class name no installed font draws: each rank drawing overlays warned of it, once per rank (twice
+    under two ranks, eight times under eight), though it is the same for the whole run."""
+    scans = sorted((shared_data / "pages" / "publaynet" / "images").glob("*.jpg"))
+    pages = [tmp_path / f"page{index}.png" for index in range(8)]
+    for index, page in enumerate(pages):  # enough pages for both ranks to draw overlays
+        small_page(scans[index % len(scans)], 96).save(page)
+    undrawable = "\U000f0001\U000f0002"  # private-use code points: no font draws them
+    command = segment_command(tiny_weights, tmp_path / "out", pages, "--classes", f"{undrawable},text")
+    ranks = run(torchrun([*command, "--format", "overlay,jsonl"]))
+    assert ranks.returncode == 0, ranks.stderr
+    # Both ranks drew overlays (each did pages).
+    assert all((tmp_path / "out" / "jsonl" / f"rank-{rank}.jsonl").stat().st_size > 0 for rank in (0, 1))
+    assert ranks.stderr.count(f"warning: overlays draw the class name(s) {undrawable!r} as boxes") == 1
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """rank → pid of the processes torchrun (pid `launcher`) started."""
     workers = {}
