@@ -679,6 +679,24 @@ def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, par
     assert "--" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"weights": "/runs/large--window-1024/model.pth"}, "/runs/large--window-1024/model.pth: no such"),
+        ({"weights": "--stride/model.pth"}, "--stride/model.pth: no such weights file"),
+        ({"model_config": "/configs/base--keep-size.json"}, "model_config /configs/base--keep-size.json: "),
+    ],
+)
+def test_setup_errors_name_paths_holding_a_parameters_option_as_given(tiny_weights, parameters, message):
+    """A path with `--window` in it (a run folder `large--window-1024`) was named in the error without its
+    `--`, as if it were the option: '/runs/largewindow-1024/model.safetensors: no such weights file', a
+    path the user never gave."""
+    given = {"weights": str(tiny_weights), "device": "cpu", **parameters}
+    with pytest.raises(SetupError) as caught:
+        DocsamSegment(None, parameter=given)
+    assert str(caught.value).startswith(message)
+
+
 def test_a_page_map_naming_a_class_not_segmented_is_a_warning_naming_the_parameter(tiny_weights, caplog):
     """`-P classes table,figure -P page_map '{"Tabel": "GraphicRegion:stamp"}'` (a typo, or a class of
     another run's list) wrote the tables as TableRegions without a word, the entry left unused; the

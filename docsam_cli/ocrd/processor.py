@@ -233,14 +233,15 @@ class DocsamSegment(Processor):
 
 def _in_parameter_names(message: str, parameters: Iterable[str]) -> str:
     """A message of the checks `docsam segment` shares, naming the processor's parameters instead of the
-    command-line options they stand for (`--model-config` → `model_config`)."""
+    command-line options they stand for (`--model-config` → `model_config`). Only an option standing as a
+    word is renamed, not `--` inside a path the message names (`runs/large--window-1024/`)."""
     names = set(parameters)
 
     def renamed(option: re.Match[str]) -> str:
         name = option[1].replace("-", "_")
         return name if name in names else option[0]
 
-    return re.sub(r"--([a-z]+(?:-[a-z]+)*)", renamed, message)
+    return re.sub(r"(?<![^\s(])--([a-z]+(?:-[a-z]+)*)(?![\w/.\\-])", renamed, message)
 
 
 def _check_pixel_limit(page_size: tuple[int, int], limit: int | None) -> None:
