@@ -333,18 +333,22 @@ class GeometryOptions:
         """The sliding-window geometry: the reference's defaults, adjusted to what is known of the weights
         (the registry's keep-size model and fine-tuned models' 800-px windows, the training crop, short-side
         range and keep-size rule stored by `docsam train`/`finetune`), then to these options. Raises
-        `model.CheckpointError` when what is stored cannot be read."""
+        `model.CheckpointError` when what is stored cannot be read, UsageError for a `--stride` alone longer
+        than the window the weights or the defaults bring (`parse` refuses one longer than `--window`)."""
         from model.inference import Geometry
 
         keep_size = self.keep_size if self.keep_size is not None else bool(weights and weights.keep_size)
         default = Geometry.keep_size_default() if keep_size else Geometry()
-        patch = (weights.patch if weights else None) or default.patch
+        patch = self.window or (weights.patch if weights else None) or default.patch
         short_range = (weights.short_range if weights else None) or default.short_range
+        if self.window is None and self.stride is not None and leaves_gaps(patch, self.stride):
+            raise UsageError(
+                f"--stride {self.stride[0]},{self.stride[1]} is longer than the window, {patch[0]}x{patch[1]}"
+                " without --window: the page between the windows would be seen by none (give a stride of at"
+                " most the window; by default half of it)"
+            )
         return Geometry(
-            short_range=self.short_side or short_range,
-            patch=self.window or patch,
-            stride=self.stride,
-            keep_size=keep_size,
+            short_range=self.short_side or short_range, patch=patch, stride=self.stride, keep_size=keep_size
         )
 
 

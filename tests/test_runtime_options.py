@@ -78,6 +78,21 @@ def test_a_stride_longer_than_the_window_is_refused():
     assert GeometryOptions.parse(window="256,512", stride="256,512").resolve(None).window_stride == (256, 512)
 
 
+def test_a_stride_alone_longer_than_the_window_it_runs_with_is_refused():
+    """`--stride 700` without `--window` ran with the reference's 640-px windows, 60 px between them seen by
+    no window, without a word; it is refused once the window is known, the weights' included (a fine-tuned
+    model's 800-px windows take a stride of 700)."""
+    with pytest.raises(
+        UsageError, match=r"^--stride 700,700 is longer than the window, 640x640 without --window"
+    ):
+        GeometryOptions.parse(stride="700").resolve(None)
+    assert GeometryOptions.parse(stride="640").resolve(None).window_stride == (640, 640)
+    entry = find_entry("docsam-large-m6doc")
+    assert entry is not None and entry.patch_size == 800
+    fine_tuned = ResolvedWeights(Path("docsam_large_m6doc.pth"), entry)
+    assert GeometryOptions.parse(stride="700").resolve(fine_tuned).window_stride == (700, 700)
+
+
 def test_device_names():
     for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
         assert check_device_name(name) == name
