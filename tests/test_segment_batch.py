@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -117,5 +116,5 @@ def test_every_pdf_of_the_corpus_is_accounted_for(tmp_path, tiny_weights, shared
         code, lines, stderr = run_segment(
             tiny_weights, tmp_path / f"nopw-{target.stem}", str(target), "--dpi", "12"
         )
-        assert code == 1 and len(lines) == 1 and "error" in lines[0]
-        assert json.dumps(lines[0]).count(target.name) >= 1
+        assert code == 1 and len(lines) == 1
+        assert lines[0]["error"] == f"{target}: encrypted PDF: a password is needed (--password)"
