@@ -325,19 +325,26 @@ def dark_pixels_as_text(model, bgr: np.ndarray, classes: list[str], **options) -
     return make_instances([mask], [0], classes, boxes=[[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
 
 
+def _workspace_with_a_dark_box(directory: Path) -> tuple[Workspace, np.ndarray]:
+    """A new workspace in `directory` and its `page.png` (not yet added): 400x500, light grey, with a black
+    box at x 100..249, y 200..299, which `dark_pixels_as_text` finds."""
+    workspace = Resolver().workspace_from_nothing(str(directory))
+    image = np.full((500, 400, 3), 235, np.uint8)
+    image[200:300, 100:250] = 0
+    Image.fromarray(image).save(directory / "page.png")
+    return workspace, image
+
+
 @pytest.mark.slow  # the module's processor loads the model (the page itself skips it)
 def test_a_dewarped_page_image_is_passed_over_for_the_original(processor, tmp_path, monkeypatch):
     """A dewarped AlternativeImage is no affine map of the page: regions found on it (here: the content
     moved down by 80 px) would land in the wrong place. The original image is segmented instead."""
     monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
     directory = tmp_path / "workspace"
-    workspace = Resolver().workspace_from_nothing(str(directory))
-    width, height = 400, 500
-    image = np.full((height, width, 3), 235, np.uint8)
-    image[200:300, 100:250] = 0  # x 100..249, y 200..299
+    workspace, image = _workspace_with_a_dark_box(directory)
+    height, width = image.shape[:2]
     dewarped = np.full_like(image, 235)
     dewarped[80:] = image[:-80]
-    Image.fromarray(image).save(directory / "page.png")
     Image.fromarray(dewarped).save(directory / "dewarped.png")
     workspace.add_file(
         "OCR-D-IMG", file_id="IMG_1", page_id="P1", mimetype="image/png", local_filename="page.png"
@@ -480,11 +487,8 @@ def test_a_turned_page_s_regions_cover_the_same_pixels_of_the_page(
     100..249 at 180°)."""
     monkeypatch.setattr("model.inference.segment_page", dark_pixels_as_text)
     directory = tmp_path / "workspace"
-    workspace = Resolver().workspace_from_nothing(str(directory))
-    width, height = 400, 500
-    image = np.full((height, width, 3), 235, np.uint8)
-    image[200:300, 100:250] = 0  # x 100..249, y 200..299
-    Image.fromarray(image).save(directory / "page.png")
+    workspace, image = _workspace_with_a_dark_box(directory)
+    height, width = image.shape[:2]
     attributes = (
         f'imageFilename="page.png" imageWidth="{width}" imageHeight="{height}" orientation="{orientation}"'
     )
