@@ -168,6 +168,45 @@ def test_a_page_size_stated_without_an_image_is_held_to_the_pixel_limit(tmp_path
         set_max_image_pixels(saved)
 
 
+@pytest.mark.parametrize("fmt", ["coco"])
+def test_a_predicted_page_over_the_pixel_limit_is_refused_and_left_out_of_the_scores(tmp_path, fmt):
+    """Predictions state their page's size (a COCO image's width and height, PAGE's imageWidth and
+    imageHeight) and their masks are made at it: a COCO file stating 100000 x 100000 went unchecked, and its
+    page took 12 GB before the system killed evaluate. Such a page is now refused as the ground truth's are,
+    naming the file, and left out of the scores, the other pages scored as before (1.0 here), rather than
+    counted as a page of misses."""
+    from convert_helpers import page_xml
+
+    truth_document = coco_document()
+    truth, pred = tmp_path / "truth.json", tmp_path / "pred"
+    truth.write_text(json.dumps(truth_document))
+    if fmt == "coco":
+        predicted = {
+            **truth_document,
+            "images": [{**truth_document["images"][0], "height": 50}, truth_document["images"][1]],
+            "annotations": [a for a in truth_document["annotations"] if "counts" not in str(a)],
+        }
+        pred = pred.with_suffix(".json")
+        pred.write_text(json.dumps(predicted))
+        refused = f"{pred}: images[0]: 60x50 = 3000 pixels"
+    else:
+        pred.mkdir()
+        box = [("TableRegion", None, "5,5 25,5 25,15 5,15")]
+        (pred / "a.xml").write_text(page_xml("a.png", 60, 50, box))
+        (pred / "b.xml").write_text(page_xml("b.png", 60, 40, box))
+        refused = f"{pred / 'a.xml'}: 60x50 = 3000 pixels"
+    arguments = ["evaluate", str(truth), "--pred", str(pred), "--json", "-", "--max-image-pixels", "2500"]
+    saved = max_image_pixels()
+    try:
+        result = CliRunner().invoke(app, arguments)
+    finally:
+        set_max_image_pixels(saved)
+    assert result.exit_code == 1, result.stderr
+    assert f"error: {refused} exceeds the decompression-bomb limit of 2500 pixels" in result.stderr
+    report = json.loads(result.stdout)
+    assert (report["images"], report["mask"]["AP"]) == (1, pytest.approx(1.0))
+
+
 def test_a_page_of_more_pixels_than_a_coco_mask_holds_is_refused_whatever_the_limit(tmp_path):
     """With no pixel limit (--max-image-pixels 0, as for trusted large scans), ground truth stating a page of
     2^32 pixels or more crashed pycocotools, which counts a mask's pixels in 32 bits: 'Segmentation fault',

@@ -29,7 +29,7 @@ from docsam_cli.datasets.coco_json import (
 from docsam_cli.datasets.convert import FORMATS, source_files
 from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
-from docsam_cli.datasets.ground_truth import GroundTruth, check_page_size
+from docsam_cli.datasets.ground_truth import GroundTruth, check_page_size, check_stated_size
 from docsam_cli.datasets.images import ImageFinder, file_name_stem, url_path
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
@@ -140,6 +140,8 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
                     raise image.error
                 if size is None:
                     continue  # not an image of the ground truth, and of unknown size: nothing to score
+                if image.size is not None:  # masks are made at the size stated, as for the ground truth
+                    check_stated_size(dataset.path, image)
                 by_key[key] = [_predicted(path, annotation, *size) for annotation in image.annotations]
             except InputError as error:
                 predictions.errors.append(error)
