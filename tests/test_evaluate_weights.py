@@ -168,13 +168,14 @@ def test_a_page_size_stated_without_an_image_is_held_to_the_pixel_limit(tmp_path
         set_max_image_pixels(saved)
 
 
-@pytest.mark.parametrize("fmt", ["coco"])
+@pytest.mark.parametrize("fmt", ["coco", "page"])
 def test_a_predicted_page_over_the_pixel_limit_is_refused_and_left_out_of_the_scores(tmp_path, fmt):
     """Predictions state their page's size (a COCO image's width and height, PAGE's imageWidth and
     imageHeight) and their masks are made at it: a COCO file stating 100000 x 100000 went unchecked, and its
-    page took 12 GB before the system killed evaluate. Such a page is now refused as the ground truth's are,
-    naming the file, and left out of the scores, the other pages scored as before (1.0 here), rather than
-    counted as a page of misses."""
+    page took 12 GB before the system killed evaluate; a PAGE file's, refused, had its page scored as all
+    missed (mask AP 0.252 here instead of 1.0). Such a page is now refused as the ground truth's are, naming
+    the file, and left out of the scores, as a prediction that cannot be read, the other pages scored as
+    before."""
     from convert_helpers import page_xml
 
     truth_document = coco_document()
@@ -191,7 +192,7 @@ def test_a_predicted_page_over_the_pixel_limit_is_refused_and_left_out_of_the_sc
         refused = f"{pred}: images[0]: 60x50 = 3000 pixels"
     else:
         pred.mkdir()
-        box = [("TableRegion", None, "5,5 25,5 25,15 5,15")]
+        box = [("TableRegion", None, "5,5 24,5 24,14 5,14")]  # the truth's box, boundary included
         (pred / "a.xml").write_text(page_xml("a.png", 60, 50, box))
         (pred / "b.xml").write_text(page_xml("b.png", 60, 40, box))
         refused = f"{pred / 'a.xml'}: 60x50 = 3000 pixels"

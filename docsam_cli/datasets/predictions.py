@@ -386,6 +386,7 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             check_page_size(file, width, height)
         except InputError as error:
             predictions.errors.append(error)
+            predictions.unreadable.add(key)  # left out of the scores, not scored as a page of misses
             continue
         entries = []
         # Clamped to the page, crossings repaired, no-area shapes dropped: a file scored against itself
