@@ -153,6 +153,28 @@ def test_coco_ground_truth_without_a_size_and_without_a_usable_image(
     assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
 
 
+def test_coco_predictions_without_a_size_whose_rle_is_of_another_size(tmp_path: Path) -> None:
+    """Predictions stating no page size (a COCO dataset whose images lack width and height) are made at the
+    ground truth's: an RLE mask of another size (predicted on a resized copy of the page) is an error naming
+    the annotation and its size, and its page is left out of the scores, not scored as all missed."""
+    document = coco_document()
+    truth_document = {
+        **document,
+        "images": [{**document["images"][0], "height": 50}, document["images"][1]],
+        "annotations": [a for a in document["annotations"] if "counts" not in str(a)],
+    }
+    (truth := tmp_path / "truth.json").write_text(json.dumps(truth_document))
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(_unsized(document)))
+    result = run_cli("evaluate", truth, "--pred", predictions, "--json", "-")
+    assert result.exit_code == 1
+    assert result.error_lines() == [
+        f"error: {predictions}: annotations[1].segmentation.size: [40, 60] is not the page's [height, width] "
+        "[50, 60]"
+    ]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
 def test_ground_truth_regions_left_out_are_warned_of_by_file(tmp_path: Path) -> None:
     """A PAGE ground-truth region without usable Coords (or wholly off the page) cannot be scored: each one
     is a warning naming the file and the region, as conversion reports it, not a silent gain in the scores."""
