@@ -596,6 +596,44 @@ def test_a_splits_pre_resized_copies_are_its_images_and_its_ground_truth_is_scal
         assert mask_utils.area(annotation.rle) == 21 * 21  # the reference's fill: boundary pixels included
 
 
+def test_a_splits_pre_resized_copy_over_the_pixel_limit_is_refused_and_its_page_left_out(
+    tmp_path: Path,
+) -> None:
+    """A split's page is scored at the size of its `image_resize/` copy, read from the copy's header, and
+    its masks are made at that size: the copy was held to no limit, unlike the sizes the jsons state (a
+    copy of 100 x 50 scored under --max-image-pixels 2000 with exit 0; a header stating 100000 x 100000
+    asks for gigabytes). It is now refused as those are, naming the copy, and its page left out of the
+    scores, the other page scored as before."""
+    from docsam_cli.inputs.images import max_image_pixels, set_max_image_pixels
+
+    split = tmp_path / "split"
+    (split / "coco").mkdir(parents=True)
+    (split / "list.txt").write_text("a.png\nb.png\n")
+    for image_id, (name, copy_size) in enumerate([("a", (100, 50)), ("b", (20, 10))], 1):
+        write_image(split / "image_resize" / f"{name}.png", *copy_size)
+        truth = {
+            "images": [{"id": image_id, "file_name": f"{name}.png", "width": 20, "height": 10}],
+            "annotations": [{"id": 1, "image_id": image_id, "category_id": 1, "bbox": [2, 2, 8, 4],
+                             "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "figure"}],
+        }  # fmt: skip
+        (split / "coco" / f"{name}.json").write_text(json.dumps(truth))
+    results = [{"file_name": "b.png", "category_id": "figure", "bbox": [2, 2, 8, 4], "score": 0.9}]
+    (predictions := tmp_path / "results.json").write_text(json.dumps(results))
+    saved = max_image_pixels()
+    try:
+        result = run_cli("evaluate", split, "--pred", predictions, "--json", "-", "--max-image-pixels", 2000)
+    finally:
+        set_max_image_pixels(saved)
+    assert result.exit_code == 1
+    assert result.error_lines() == [
+        f"error: {split / 'image_resize' / 'a.png'}: 100x50 = 5000 pixels exceeds the decompression-bomb "
+        "limit of 2000 pixels (raise the limit with --max-image-pixels if the file is trusted)"
+    ]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["box"]["AP"] == pytest.approx(1.0)
+
+
 def test_a_splits_annotation_without_geometry_is_left_out_as_the_reference_loader_drops_it(
     tmp_path: Path,
 ) -> None:

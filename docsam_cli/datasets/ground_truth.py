@@ -359,10 +359,12 @@ def _clamp(image: CocoImage) -> None:
 def _rescale(image: CocoImage, resized: Path) -> None:
     """Rescale an image of a split from its json's size to that of its pre-resized copy `resized` (read
     from its header), as the reference's loader and training do: the model runs on the copy, and is
-    scored at its size. Raises InputError for a copy that cannot be opened."""
+    scored at its size, its masks made at it: a copy over the pixel limit is refused as a size the json
+    states is (`check_page_size`). Raises InputError for a copy that cannot be opened or is refused."""
     with open_image(resized) as opened:
         to_first_page(resized, opened)
         (width, height), _ = upright_header(opened)
+    check_page_size(resized, width, height)
     if (width, height) == (image.width, image.height):
         return
     sx, sy = width / image.width, height / image.height
