@@ -388,6 +388,49 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
     )
 
 
+@pytest.mark.parametrize("pred_kind", ["page", "coco dataset", "results list"])
+def test_a_prediction_named_as_two_ground_truth_pages_leaves_both_out_in_any_format(
+    tmp_path: Path, pred_kind: str
+) -> None:
+    """Ground truth of vol1/0001.png and vol2/0001.png: a prediction of '0001.png' alone (a PAGE file, a
+    COCO dataset's image, a results entry) may be of either, so it is an error naming both, and both pages
+    are left out of the scores rather than scored as all missed; the other page is scored."""
+    images = [("vol1/0001.png", 1), ("vol2/0001.png", 2), ("c.png", 3)]
+    truth_document = {
+        "images": [{"id": i, "file_name": name, "width": 60, "height": 40} for name, i in images],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 10], "iscrowd": 0}
+                        for _, i in images],
+        "categories": [{"id": 1, "name": "table"}],
+    }  # fmt: skip
+    (truth := tmp_path / "truth.json").write_text(json.dumps(truth_document))
+    if pred_kind == "page":
+        (pred := tmp_path / "pred").mkdir()
+        box = [("TableRegion", None, "5,5 24,5 24,14 5,14")]  # the truth's box, boundary included
+        for name in ("0001", "c"):
+            (pred / f"{name}.xml").write_text(page_xml(f"{name}.png", 60, 40, box))
+        where = pred / "0001.xml"
+    elif pred_kind == "coco dataset":
+        named = [{"id": 1, "file_name": "0001.png", "width": 60, "height": 40}, truth_document["images"][2]]
+        annotations = [{**a, "score": 0.9} for a in truth_document["annotations"] if a["image_id"] != 2]
+        (pred := tmp_path / "pred.json").write_text(
+            json.dumps({**truth_document, "images": named, "annotations": annotations})
+        )
+        where = f"{pred}: images[0].file_name '0001.png'"
+    else:
+        results = [{"file_name": name, "category_id": 1, "bbox": [5, 5, 20, 10], "score": 0.9}
+                   for name in ("0001.png", "c.png")]  # fmt: skip
+        (pred := tmp_path / "results.json").write_text(json.dumps(results))
+        where = f"{pred}: [0].file_name: '0001.png'"
+    result = run_cli("evaluate", truth, "--pred", pred, "--json", "-")
+    assert result.exit_code == 1
+    assert result.error_lines() == [
+        f"error: {where}: '0001' is the name of 2 pages of the ground truth (vol1/0001, vol2/0001), and "
+        "which one is meant cannot be told from the image's path: they are left out"
+    ]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report["mask"]["AP"] == pytest.approx(1.0)
+
+
 def _camera_volumes_run(tmp_path: Path, tiny_weights: Path) -> tuple[Path, Path]:
     """vol1/0001.jpg and vol2/0001.jpg stored turned, with EXIF orientation 6 (as cameras write them), with
     PAGE ground truth beside each, and segment's run of them (`page,coco`): (ground truth, run)."""
