@@ -634,6 +634,29 @@ def test_a_splits_pre_resized_copy_over_the_pixel_limit_is_refused_and_its_page_
     assert report["images"] == 1 and report["box"]["AP"] == pytest.approx(1.0)
 
 
+def test_a_pred_folder_of_coco_predictions_only_is_refused_naming_its_coco_json(tmp_path: Path) -> None:
+    """`--pred OUT`, segment's output folder of a run with `--format coco` (no page/ in it), was refused
+    with 'cannot tell the format of OUT', which left the user to guess that a folder is read as PAGE files.
+    The refusal now names the file that would be scored, OUT/coco.json, which then scores."""
+    write_image(tmp_path / "a.png", 60, 40)
+    document = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 60, "height": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 10], "iscrowd": 0,
+                         "score": 0.9}],
+        "categories": [{"id": 1, "name": "table"}],
+    }  # fmt: skip
+    (truth := tmp_path / "truth.json").write_text(json.dumps(document))
+    (run := tmp_path / "run").mkdir()
+    (run / "coco.json").write_text(json.dumps(document))
+    refused = run_cli("evaluate", truth, "--pred", run)
+    assert refused.exit_code == 2
+    assert refused.error_lines() == [
+        f"error: invalid value: {run} holds no PAGE files: --pred {run / 'coco.json'} scores its COCO "
+        "predictions (see 'docsam evaluate --help')"
+    ]
+    assert run_cli("evaluate", truth, "--pred", run / "coco.json").exit_code == 0
+
+
 def test_a_splits_annotation_without_geometry_is_left_out_as_the_reference_loader_drops_it(
     tmp_path: Path,
 ) -> None:

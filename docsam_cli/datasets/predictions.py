@@ -65,6 +65,8 @@ def detect_format(path: Path) -> str:
         return "page"
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
+    if (path / COCO_FILE).is_file():  # segment's output folder of a run without PAGE (--format coco)
+        raise ValueError(f"{path} holds no PAGE files: --pred {path / COCO_FILE} scores its COCO predictions")
     raise ValueError(f"cannot tell the format of {path}")
 
 
