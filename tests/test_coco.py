@@ -81,11 +81,51 @@ def test_dataset_loads_in_pycocotools_with_exact_rle_masks(tmp_path, pages):
     assert annotations[0]["score"] == pytest.approx(0.95)
 
 
-def test_boxes_are_sorted_and_clipped_to_the_page(tmp_path, pages):
+def test_result_boxes_are_the_model_boxes_sorted_and_clipped_to_the_page(tmp_path, pages):
     write_run(tmp_path, pages)
-    annotations = json.loads((tmp_path / "coco.json").read_text())["annotations"]
-    assert annotations[0]["bbox"] == [4.0, 5.0, 51.0, 25.0]
-    assert annotations[1]["bbox"] == [0.0, 38.5, 60.0, 41.5]  # from x 70..-3, y 90..38.5 on a 60 x 80 page
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results[0]["bbox"] == [4.0, 5.0, 51.0, 25.0]
+    assert results[1]["bbox"] == [0.0, 38.5, 60.0, 41.5]  # from x 70..-3, y 90..38.5 on a 60 x 80 page
+
+
+@pytest.mark.parametrize("mask_format", ["rle", "polygon"])
+def test_dataset_boxes_are_the_mask_boxes_whatever_the_model_box(tmp_path, pages, mask_format):
+    """COCO ground truth's `bbox` is its object's box, and its readers take it for that: FiftyOne's
+    `_coco_segmentation_to_mask` (fiftyone/utils/coco.py) cuts the mask to the box,
+    `mask[round(y):round(y + h), round(x):round(x + w)]`. The model's box of page a's second instance
+    (x 0..60, y 38.5..80) left out rows 38.5..40 of nothing but also misplaced the instance; a box regressed
+    off the page collapses to nothing, and FiftyOne kept nothing of its mask."""
+    pages["off"] = make_instances(
+        [rect_mask(40, 30, 2, 3, 20, 30)], [0], CLASSES, boxes=[[35.0, 5.0, 50.0, 25.0]]
+    )
+    write_run(tmp_path, pages, mask_format=mask_format)
+    coco = quiet_coco(tmp_path / "coco.json")
+    boxes = [annotation["bbox"] for annotation in coco.loadAnns(coco.getAnnIds())]
+    assert boxes == [[5, 5, 50, 25], [10, 40, 40, 35], [2, 2, 46, 43], [2, 3, 18, 27]]
+    for annotation in coco.loadAnns(coco.getAnnIds()):
+        mask = coco.annToMask(annotation).astype(bool)
+        x, y, w, h = annotation["bbox"]
+        kept = mask[round(y) : round(y + h), round(x) : round(x + w)]
+        assert kept.sum() == mask.sum() == annotation["area"]
+
+
+def test_a_part_written_without_the_mask_box_gets_it_from_its_rle(tmp_path, pages):
+    run, _ = write_run(tmp_path, pages)
+    for page_id in pages:
+        part = json.loads(run.part_path(page_id).read_text())
+        for annotation in part["annotations"]:
+            del annotation["mask_bbox"]
+        run.part_path(page_id).write_text(json.dumps(part))
+    run.write(list(pages), tmp_path / "again.json")
+    annotations = json.loads((tmp_path / "again.json").read_text())["annotations"]
+    assert [a["bbox"] for a in annotations] == [[5, 5, 50, 25], [10, 40, 40, 35], [2, 2, 46, 43]]
+
+
+def test_an_empty_mask_keeps_the_model_box_in_the_dataset(tmp_path):
+    instances = make_instances([np.zeros((20, 30), bool)], [1], CLASSES, boxes=[[3.0, 4.0, 13.0, 9.0]])
+    write_run(tmp_path, {"p": instances})
+    (annotation,) = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    assert (annotation["bbox"], annotation["area"]) == ([3.0, 4.0, 10.0, 5.0], 0)
 
 
 def test_results_load_with_load_res_and_score_perfectly_against_the_dataset(tmp_path, pages):
@@ -342,3 +382,66 @@ def test_one_element_per_line(tmp_path, pages):
 def test_unknown_mask_format_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="rle, polygon"):
         CocoRun(tmp_path, CLASSES, mask_format="bitmap")
+
+
+def detectron2_kept_polygons(segmentation: list[list[float]]) -> list[list[float]]:
+    """What detectron2's `load_coco_json` (detectron2/data/datasets/coco.py) keeps of a polygon
+    segmentation: `[poly for poly in segm if len(poly) % 2 == 0 and len(poly) >= 6]`; an instance left
+    with none is dropped as "without valid segmentation"."""
+    return [polygon for polygon in segmentation if len(polygon) % 2 == 0 and len(polygon) >= 6]
+
+
+def datumaro_problems(dataset: dict) -> list[str]:
+    """The checks of Datumaro's COCO reader, which CVAT's COCO 1.0 import runs
+    (datumaro/plugins/data_formats/coco/base.py `_parse_item`, `_load_annotations`): field types via
+    `_parse_field`, polygons of an even count of at least 6 values, a bbox of 4 values."""
+    problems = []
+    for image in dataset["images"]:
+        if not (isinstance(image["id"], int) and isinstance(image["file_name"], str)):
+            problems.append(f"image {image}")
+        if not (isinstance(image["width"], int) and isinstance(image["height"], int)):
+            problems.append(f"image size {image}")
+    for annotation in dataset["annotations"]:
+        where = f"annotation {annotation['id']}"
+        for key in ("id", "image_id", "category_id", "iscrowd"):
+            if not isinstance(annotation[key], int) or isinstance(annotation[key], bool):
+                problems.append(f"{where}: {key}")
+        if not isinstance(annotation["score"], (int, float)):
+            problems.append(f"{where}: score")
+        if not isinstance(annotation["bbox"], list) or len(annotation["bbox"]) != 4:
+            problems.append(f"{where}: bbox")
+        segmentation = annotation["segmentation"]
+        if isinstance(segmentation, list):
+            problems += [f"{where}: polygon" for p in segmentation if len(p) % 2 != 0 or len(p) < 6]
+        elif not isinstance(segmentation.get("counts"), str) or len(segmentation["size"]) != 2:
+            problems.append(f"{where}: rle")
+    return problems
+
+
+def mmdet_kept(annotation: dict, image: dict) -> bool:
+    """Whether MMDetection's `CocoDataset.parse_data_info` (mmdet/datasets/coco.py) keeps an annotation:
+    its box must overlap the image, `area > 0` and `w, h >= 1`."""
+    x1, y1, w, h = annotation["bbox"]
+    inter_w = max(0, min(x1 + w, image["width"]) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, image["height"]) - max(y1, 0))
+    return inter_w * inter_h > 0 and annotation["area"] > 0 and w >= 1 and h >= 1
+
+
+@pytest.mark.parametrize("mask_format", ["rle", "polygon"])
+def test_every_annotation_passes_the_checks_of_detectron2_cvat_and_mmdetection(tmp_path, pages, mask_format):
+    """Page "off"'s model box, regressed past the right edge, collapsed to x 30..30: MMDetection dropped its
+    instance (`w < 1`), whose mask covers 18 x 27 pixels."""
+    pages["off"] = make_instances(
+        [rect_mask(40, 30, 2, 3, 20, 30)], [0], CLASSES, boxes=[[35.0, 5.0, 50.0, 25.0]]
+    )
+    write_run(tmp_path, pages, mask_format=mask_format)
+    dataset = json.loads((tmp_path / "coco.json").read_text())
+    images = {image["id"]: image for image in dataset["images"]}
+    assert datumaro_problems(dataset) == []
+    annotation_ids = [annotation["id"] for annotation in dataset["annotations"]]
+    assert len(set(annotation_ids)) == len(annotation_ids)  # detectron2 asserts unique ids
+    for annotation in dataset["annotations"]:
+        assert mmdet_kept(annotation, images[annotation["image_id"]])
+        segmentation = annotation["segmentation"]
+        if mask_format == "polygon":
+            assert detectron2_kept_polygons(segmentation) == segmentation

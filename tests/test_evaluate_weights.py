@@ -35,14 +35,15 @@ def test_model_run_scores_like_its_written_predictions(tmp_path, tiny_weights, s
     truth.write_text(json.dumps(subset))
     classes = ",".join(sorted(c["name"] for c in coco["categories"]))
 
-    # Segment, then evaluate the written COCO: the route through files.
+    # Segment, then evaluate the written results list (the model's boxes; coco.json's are the masks'):
+    # the route through files.
     code, _, stderr = run_segment(
         tiny_weights, tmp_path / "out", str(images), "--classes", classes, "--domain", "", "--format", "coco"
     )
     assert code == 0, stderr
     runner = CliRunner()
     written = runner.invoke(
-        app, ["evaluate", str(truth), "--pred", str(tmp_path / "out" / "coco.json"), "--json", "-"]
+        app, ["evaluate", str(truth), "--pred", str(tmp_path / "out" / "coco_results.json"), "--json", "-"]
     )
     assert written.exit_code == 0, written.stderr
     # The model run inside evaluate: the same prompts (the ground truth's sorted classes) and geometry.
@@ -265,9 +266,9 @@ def test_images_read_for_their_size_are_held_to_the_pixel_limit_the_command_take
 @pytest.mark.slow
 def test_model_run_predicts_exactly_what_segment_writes(tmp_path, tiny_weights, shared_data):
     """Ground truth made of segment's own detections, declaring a class none of them has: `evaluate --pred`
-    on segment's coco.json scores 1, and so must `evaluate --weights`. It prompted only the annotated
-    classes (other detections) and scored the model's raw boxes (inverted, off the page) instead of the
-    sorted, clipped boxes segment writes."""
+    on segment's coco_results.json scores mask AP 1, and `evaluate --weights` the same. It prompted only the
+    annotated classes (other detections) and scored the model's raw boxes (inverted, off the page) instead
+    of the sorted, clipped boxes segment writes."""
     images = tmp_path / "images"
     images.mkdir()
     for name in sorted(path.name for path in (shared_data / "pages" / "publaynet" / "images").iterdir())[:2]:
@@ -287,7 +288,7 @@ def test_model_run_predicts_exactly_what_segment_writes(tmp_path, tiny_weights, 
     )
     reports = []
     for source in (
-        ["--pred", str(out / "coco.json")],
+        ["--pred", str(out / "coco_results.json")],  # the model's boxes, as written
         ["--weights", str(tiny_weights), "--domain", "", *FAST_GEOMETRY],
     ):
         result = CliRunner().invoke(

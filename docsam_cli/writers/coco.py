@@ -10,8 +10,11 @@ names the classes and the mask format it was made with: one made with others is 
 
 Conventions: categories are the prompted class names in order, ids from 1; image ids follow the order
 of `page_ids` from 1, annotation ids from 1, both in the dataset and in the results. `bbox` is the
-model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h]; a non-finite `score`
-is 0; `area` is the mask area; `iscrowd` 0. `segmentation` is RLE with `counts` as str
+model's box, corners sorted and clipped to the page (see `boxes`), as [x, y, w, h], in the results list;
+the dataset's `bbox` is the mask's own box, as COCO ground truth's is, which its readers take it for
+(FiftyOne cuts the mask to it, MMDetection drops an instance whose box is under a pixel wide, CVAT shows
+both), and the model's box only for an empty mask. A non-finite `score` is 0; `area` is the mask area;
+`iscrowd` 0. `segmentation` is RLE with `counts` as str
 (`mask_format="rle"`, exact) or polygons (`"polygon"`: one flat [x1, y1, x2, y2, ...] list per part of
 the mask, traced along the pixel edges as COCO reads polygons, so that pycocotools rasterises them back
 into the mask, see `polygons.mask_edge_polygons`). In polygon mode the dataset leaves out an instance
@@ -50,8 +53,8 @@ class CocoCounts:
 
 
 def page_annotations(shapes: PageShapes, mask_format: MaskFormat = "rle") -> list[dict[str, Any]]:
-    """One page's annotations without ids: category (the class name), score, bbox, area, rle, and
-    `polygons` in polygon mode."""
+    """One page's annotations without ids: category (the class name), score, bbox (the model's), area,
+    mask_bbox (the mask's box), rle, and `polygons` in polygon mode."""
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
     annotations = []
@@ -61,6 +64,7 @@ def page_annotations(shapes: PageShapes, mask_format: MaskFormat = "rle") -> lis
             "score": round(shapes.score(index), 6),
             "bbox": [round(value, 2) for value in xyxy_to_xywh(shapes.boxes[index])],
             "area": int(shapes.areas[index]),
+            "mask_bbox": list(shapes.mask_boxes[index]),
             "rle": {"size": [int(side) for side in rle["size"]], "counts": _counts_text(rle["counts"])},
         }
         if mask_format == "polygon":
@@ -234,15 +238,20 @@ class CocoRun:
 def _edge_polygons(rle: Mapping[str, Any]) -> list[list[int]]:
     """The polygons polygon mode writes for a mask (`PageShapes.edge_polygons`), from its stored RLE,
     decoded only inside its bounding box (a whole 300-dpi page took five times as long)."""
-    from pycocotools import mask as mask_utils
-
     from docsam_cli.polygons import mask_edge_polygons
     from model.instances import decode_rle_window
 
-    encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    x, y, width, height = (int(value) for value in mask_utils.toBbox(encoded))
+    x, y, width, height = _rle_box(rle)
     window = decode_rle_window(rle, x, y, width, height)
     return [ring.reshape(-1).tolist() for ring in mask_edge_polygons(window, origin=(x, y))]
+
+
+def _rle_box(rle: Mapping[str, Any]) -> list[int]:
+    """The [x, y, w, h] box of a part's RLE (counts as str), without decoding its pixels."""
+    from pycocotools import mask as mask_utils
+
+    encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return [int(value) for value in mask_utils.toBbox(encoded)]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -277,11 +286,19 @@ def _dataset_annotation(
         "image_id": image_id,
         "category_id": category_id,
         "score": annotation["score"],
-        "bbox": annotation["bbox"],
+        "bbox": _dataset_box(annotation),
         "area": annotation["area"],
         "iscrowd": 0,
         "segmentation": segmentation,
     }
+
+
+def _dataset_box(annotation: dict[str, Any]) -> list[float]:
+    """The dataset's `bbox`: the mask's box (see the module doc), the model's for an empty mask. A part
+    written before parts kept the mask's box has it computed from the RLE."""
+    if annotation["area"] == 0:
+        return annotation["bbox"]
+    return annotation["mask_bbox"] if "mask_bbox" in annotation else _rle_box(annotation["rle"])
 
 
 def _result(annotation: dict[str, Any], image_id: int, category_id: int) -> dict[str, Any]:
