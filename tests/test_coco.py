@@ -445,3 +445,31 @@ def test_every_annotation_passes_the_checks_of_detectron2_cvat_and_mmdetection(t
         segmentation = annotation["segmentation"]
         if mask_format == "polygon":
             assert detectron2_kept_polygons(segmentation) == segmentation
+
+
+def label_studio_polygons(dataset: dict) -> list[list[list[float]]]:
+    """The polygon points Label Studio's COCO import makes of a dataset's segmentations, in percent of the
+    page (label_studio_sdk/converter/imports/coco.py, `convert_coco_to_ls`: `for single_segmentation in
+    annotation["segmentation"]`, then `create_segmentation` pairs its values and divides x by the width, y
+    by the height). It reads polygons only: an RLE's keys would be taken for polygons."""
+    images = {image["id"]: image for image in dataset["images"]}
+    polygons = []
+    for annotation in dataset["annotations"]:
+        image = images[annotation["image_id"]]
+        for single in annotation["segmentation"]:
+            points = [list(pair) for pair in zip(*[iter(single)] * 2, strict=True)]
+            polygons.append([[x / image["width"] * 100, y / image["height"] * 100] for x, y in points])
+    return polygons
+
+
+def test_a_polygon_dataset_is_read_by_label_studios_coco_import(tmp_path, pages):
+    write_run(tmp_path, pages, mask_format="polygon")
+    polygons = label_studio_polygons(json.loads((tmp_path / "coco.json").read_text()))
+    assert len(polygons) == 4  # one per part: the third page's mask has two
+    assert all(len(polygon) >= 4 for polygon in polygons)
+    assert all(0 <= value <= 100 for polygon in polygons for point in polygon for value in point)
+    rle_run = tmp_path / "rle"
+    rle_run.mkdir()
+    write_run(rle_run, pages)
+    with pytest.raises(TypeError):  # "size" / width: README sends Label Studio users to polygon mode
+        label_studio_polygons(json.loads((rle_run / "coco.json").read_text()))
