@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,20 +62,50 @@ def predict_pages(
 
     A surrounding autocast applies to the network only; post-processing always runs in float32.
     """
+    return list(
+        _iter_predictions(
+            model,
+            pages,
+            class_names,
+            domain=domain,
+            geometry=geometry,
+            batch_size=batch_size,
+            isolate_batch=isolate_batch,
+            device=device,
+        )
+    )
+
+
+def _iter_predictions(
+    model: SegmentationModel,
+    pages: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    *,
+    domain: str,
+    geometry: Geometry | None,
+    batch_size: int,
+    isolate_batch: bool,
+    device: torch.device | str | None,
+) -> Iterator[PagePrediction]:
+    """`predict_pages` one page at a time. A forward group's patches are dropped once the network has run,
+    and each page's network outputs (DocSAM-Base with random weights: 900 mask logits of 160² per patch,
+    0.65 GB for an A4 page) once the page is post-processed: memory holds one group's outputs at most, not
+    one per page given."""
     geometry = geometry or Geometry()
     device = torch.device(device) if device is not None else model_device(model)
     names = prompt_names(class_names, domain)
     groups = [list(pages)] if isolate_batch else [[page] for page in pages]
-    predictions = []
     for group in groups:
         layouts = [plan_page((page.shape[0], page.shape[1]), geometry) for page in group]
         batches = [make_patches(page, layout, device) for page, layout in zip(group, layouts, strict=True)]
         outputs = forward_pages(model, batches, names, batch_size=batch_size, isolate_batch=isolate_batch)
-        for layout, output in zip(layouts, outputs, strict=True):
+        del batches
+        outputs.reverse()  # popped in page order, each page's outputs released after its post-processing
+        for layout in layouts:
             with torch.inference_mode(), torch.autocast(device.type, enabled=False):
-                result = merge_patches(postprocess_patches(output, layout), layout)
-            predictions.append(PagePrediction(layout=layout, result=result))
-    return predictions
+                result = merge_patches(postprocess_patches(outputs.pop(), layout), layout)
+            yield PagePrediction(layout=layout, result=result)
+            del result  # the caller holds it as long as it needs it
 
 
 def segment_pages(
@@ -89,8 +119,9 @@ def segment_pages(
     isolate_batch: bool = False,
     device: torch.device | str | None = None,
 ) -> list[PageInstances]:
-    """`predict_pages`, then every result mapped to its original page's pixels (see `mapping`)."""
-    predictions = predict_pages(
+    """`predict_pages`, then every result mapped to its original page's pixels (see `mapping`), page by
+    page: memory holds the masks of one page in the resized frame at a time, whatever the number of pages."""
+    predictions = _iter_predictions(
         model,
         pages,
         class_names,
@@ -100,10 +131,14 @@ def segment_pages(
         isolate_batch=isolate_batch,
         device=device,
     )
-    return [
-        to_page_instances(p.result, p.layout.resized, p.layout.original, list(class_names))
-        for p in predictions
-    ]
+    names = list(class_names)
+
+    def in_original_pixels(prediction: PagePrediction) -> PageInstances:
+        return to_page_instances(
+            prediction.result, prediction.layout.resized, prediction.layout.original, names
+        )
+
+    return list(map(in_original_pixels, predictions))  # each page's masks released once mapped
 
 
 def segment_page(
