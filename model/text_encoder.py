@@ -6,11 +6,18 @@ The BERT weights travel inside every DocSAM checkpoint; the WordPiece tokenizer 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
 from model.config import TextEncoderConfig
 from model.tokenization import load_tokenizer
+
+# Class-name embeddings kept per precision, the least recently used dropped beyond it: a run uses a few
+# dozen names; a Python caller asking with ever new names (a name per page) grew the cache for ever, by
+# about 1.6 KB a name (MiniLM's 384 floats, measured with tracemalloc).
+MAX_CACHED_NAMES = 4096
 
 
 def tokenize(names: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +50,8 @@ class TextEncoder(nn.Module):
             hidden_act="gelu",
         )
         self.bert = BertModel(bert_config, add_pooling_layer=True)
-        # Per precision (`cache_key`), as the embeddings differ with it: name → embedding.
+        # Per precision (`cache_key`), as the embeddings differ with it: name → embedding, least recently
+        # used first (`MAX_CACHED_NAMES` at most).
         self._cache: dict[tuple[torch.dtype | None, torch.dtype], dict[str, torch.Tensor]] = {}
 
     def train(self, mode: bool = True) -> TextEncoder:
@@ -61,16 +69,25 @@ class TextEncoder(nn.Module):
         else.
         """
         device = self.bert.embeddings.word_embeddings.weight.device
-        cache = self._cache.setdefault(self.cache_key(), {})
-        missing = list(dict.fromkeys(name for name in names if name not in cache))
-        computed = self._encode(missing, device) if missing else None
+        distinct = list(dict.fromkeys(names))
         if self.training:
-            lookup = dict(zip(missing, computed, strict=True)) if computed is not None else {}
+            lookup = dict(zip(distinct, self._encode(distinct, device), strict=True))
         else:
-            if computed is not None:
-                cache.update(zip(missing, computed, strict=True))
-            lookup = cache
+            lookup = self._cached(distinct, device)
         return torch.stack([lookup[name].to(device) for name in names])
+
+    def _cached(self, names: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        """The embeddings of the distinct `names`, those not cached computed; all of them become the most
+        recently used, and the least recently used beyond `MAX_CACHED_NAMES` are dropped."""
+        cache = self._cache.setdefault(self.cache_key(), {})
+        found = {name: cache.pop(name) for name in names if name in cache}
+        missing = [name for name in names if name not in found]
+        if missing:
+            found.update(zip(missing, self._encode(missing, device), strict=True))
+        cache.update(found)
+        for name in list(itertools.islice(cache, max(0, len(cache) - MAX_CACHED_NAMES))):
+            del cache[name]
+        return found
 
     def cache_key(self) -> tuple[torch.dtype | None, torch.dtype]:
         """The precision the encoder computes in now: the autocast dtype on its device (None outside
