@@ -5,6 +5,23 @@ from __future__ import annotations
 import pytest
 from cli_helpers import PROJECT_ROOT
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+# What the lowest release each floor or pin allows requires of the project's other dependencies, as its
+# METADATA says (`pip download --no-deps NAME==VERSION`, then its `Requires-Dist` lines); torch 2.14.1 and
+# gdown 6.5 require none of them with a version, and ocrd 3.10 (the ocrd extra) shapely>=2 and Pillow>=7.2.
+REQUIRED_BY_THE_LOWEST = {
+    "transformers==5.18.0": [
+        "huggingface-hub<3.0,>=1.31.0", "numpy>=1.17", "pyyaml>=5.1", "tokenizers<0.24.0,>=0.23.1",
+        "safetensors>=0.8.0",
+    ],
+    "huggingface_hub==2.4.0": ["filelock>=3.10.0", "pyyaml>=5.1"],
+    "torchvision==0.29.1": ["numpy", "torch>=2.14.0", "pillow!=8.3.*,>=5.3.0"],
+    "typer==0.29.0": ["rich>=13.8.0"],
+    "shapely==2.0.0": ["numpy>=1.14"],
+    "pycocotools==2.0.8": ["numpy"],
+}  # fmt: skip
 
 
 def pyproject() -> dict:
@@ -15,8 +32,32 @@ def pyproject() -> dict:
 def requirement(name: str, requirements: list[str] | None = None) -> Requirement:
     """`name`'s requirement among `requirements`, by default the project's dependencies."""
     texts = pyproject()["project"]["dependencies"] if requirements is None else requirements
-    (found,) = [Requirement(text) for text in texts if Requirement(text).name == name]
+    wanted = canonicalize_name(name)
+    (found,) = [Requirement(text) for text in texts if canonicalize_name(Requirement(text).name) == wanted]
     return found
+
+
+def lowest_allowed(requirement: Requirement) -> Version:
+    """The lowest version `requirement` allows: its pin, or its floor."""
+    (lowest,) = [
+        Version(clause.version) for clause in requirement.specifier if clause.operator in ("==", ">=")
+    ]
+    return lowest
+
+
+@pytest.mark.parametrize("dependency", REQUIRED_BY_THE_LOWEST)
+def test_each_floor_allows_the_lowest_release_of_the_others(dependency: str):
+    """`tokenizers>=0.21` and `safetensors>=0.4` stood beside `transformers>=5.18`, which needs tokenizers
+    0.23.1 and safetensors 0.8: floors that no install could have, so they said nothing of what the code
+    runs with. Each floor is now at least what the lowest allowed release of every other dependency needs."""
+    release = Requirement(dependency)
+    assert lowest_allowed(requirement(release.name)) == lowest_allowed(release)
+    for text in REQUIRED_BY_THE_LOWEST[dependency]:
+        needed = Requirement(text)
+        floors = [clause.version for clause in needed.specifier if clause.operator == ">="]
+        if floors:
+            ours = lowest_allowed(requirement(needed.name))
+            assert ours >= Version(floors[0]) and ours in needed.specifier, (release.name, text)
 
 
 def test_pillow_floor_has_sized_default_fonts():
