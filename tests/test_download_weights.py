@@ -574,6 +574,31 @@ def test_disk_full_leaves_no_converted_file_behind_but_keeps_the_download(
     assert row.endswith(f"partial ({decimal(len(base_pth))})")
 
 
+def test_a_failed_store_cleans_up_before_another_process_waiting_for_the_lock_stores(
+    remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that fails (a full disk while converting) removes its half-written file; it did so only once
+    it had released the lock, by which time a process waiting for the lock was storing the same name: the
+    removal took that one's freshly converted file, its record not yet written (so no intact copy was seen),
+    and the other process then recorded a file that was gone. The clean-up is now done under the lock."""
+    converted = docsam_cli.weights.cache.converted_path("docsam-base")
+    another = b"another process's conversion, its record not yet written"
+
+    class ThenAnotherProcess(docsam_cli.weights.install.FileLock):
+        def release(self, force: bool = False) -> None:
+            super().release(force)
+            converted.write_bytes(another)  # the waiting process takes the lock and converts
+
+    monkeypatch.setattr(docsam_cli.weights.install, "FileLock", ThenAnotherProcess)
+    monkeypatch.setattr(docsam_cli.weights.install, "write_safetensors", _no_space)
+    remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1 and "no space left" in stderr
+    assert converted.read_bytes() == another
+
+
 def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(
     remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,7 +67,7 @@ def ensure_cached(entry: WeightsEntry, say: Say) -> CacheRecord:
     if record is not None:
         say(f"{entry.name}: already cached ({record.path})")
         return record
-    with _storage_errors(entry), _locked(entry.name, say):
+    with _storing(entry, say):
         refetch = False
         try:
             record = read_record(entry.name)
@@ -100,10 +100,22 @@ def register_file(entry: WeightsEntry, path: Path, say: Say) -> CacheRecord:
     if not path.is_file():
         reason = "a folder, not a weights file" if path.is_dir() else missing_file_reason(path)
         raise FetchError(f"{path}: {reason}")
-    with _storage_errors(entry), _locked(entry.name, say):
+    with _storing(entry, say):
         record = _store(entry, path, say, source=f"{FILE_SOURCE}{path.resolve()}", hf_cached=False)
     say(f"{entry.name}: registered {path} as {record.path}")
     return record
+
+
+@contextlib.contextmanager
+def _storing(entry: WeightsEntry, say: Say) -> Iterator[None]:
+    """Around a store of `entry`: under its lock, with local I/O failures as one clear line
+    (`_storage_errors`), what a failed store leaves removed before the lock is released. Removed after it, a
+    process that had waited for the lock was already storing the same name: the removal took the file it
+    had just converted (its record not yet written, so this one found no intact copy) or its download in
+    progress in the staging folder. A failure to take the lock (an unusable cache folder) has nothing of
+    the store to remove."""
+    with _unusable_cache(entry), _locked(entry.name, say), _storage_errors(entry):
+        yield
 
 
 @contextlib.contextmanager
@@ -141,10 +153,7 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
             if _intact_record(entry.name) is None:
                 converted_path(entry.name).unlink(missing_ok=True)
         if error.errno != errno.ENOSPC:
-            raise FetchError(
-                f"{entry.name}: cannot store the weights in {docsam_home()} ({error}); make it a writable "
-                "folder or set DOCSAM_HOME to one"
-            ) from error
+            raise _cannot_store(entry, error) from error
         where = error.filename or docsam_home()
         kept = _finished_download(entry)
         if kept is not None:
@@ -168,6 +177,22 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
             f"{entry.name}: no space left on the device holding {where}; free some space or set DOCSAM_HOME "
             f"to a larger disk, then run `docsam download-weights {entry.name}`"
         ) from error
+
+
+@contextlib.contextmanager
+def _unusable_cache(entry: WeightsEntry) -> Iterator[None]:
+    """An OSError (taking the lock in a read-only cache folder) as `_cannot_store`'s line."""
+    try:
+        yield
+    except OSError as error:
+        raise _cannot_store(entry, error) from error
+
+
+def _cannot_store(entry: WeightsEntry, error: OSError) -> FetchError:
+    return FetchError(
+        f"{entry.name}: cannot store the weights in {docsam_home()} ({error}); make it a writable folder or "
+        "set DOCSAM_HOME to one"
+    )
 
 
 def _finished_download(entry: WeightsEntry) -> Path | None:
