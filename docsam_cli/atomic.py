@@ -22,7 +22,8 @@ _NEW_FILE_MODE = 0o666  # the kernel applies the umask, as for open(path, "w")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _HIDDEN_HEAD_BYTES = 100  # of the target's name, so that a hidden sibling's name fits where the target's does
 _TEMPORARY_RANDOM_BYTES = 4
-_TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMPORARY_RANDOM_BYTES}}}\.tmp", re.DOTALL)
+RANDOM_HEX_DIGITS = 2 * _TEMPORARY_RANDOM_BYTES
+_TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{RANDOM_HEX_DIGITS}}}\.tmp", re.DOTALL)
 
 
 @contextlib.contextmanager
@@ -57,7 +58,7 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     """A new, empty `.<name>.<random>.tmp` beside `target`, open for writing. An error names `target`."""
     head = hidden_head(target.name)
     while True:
-        temporary = target.with_name(f".{head}.{secrets.token_hex(_TEMPORARY_RANDOM_BYTES)}.tmp")
+        temporary = target.with_name(f".{head}.{random_hex()}.tmp")
         try:
             return os.open(temporary, _CREATE_FLAGS, _NEW_FILE_MODE), temporary
         except FileExistsError:
@@ -66,11 +67,16 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
             raise OSError(error.errno, error.strerror, os.fspath(target)) from None
 
 
+def random_hex() -> str:
+    """The random part of a hidden name beside a target (`RANDOM_HEX_DIGITS` hexadecimal digits)."""
+    return secrets.token_hex(_TEMPORARY_RANDOM_BYTES)
+
+
 def hidden_head(name: str) -> str:
-    """`name` as the head of a hidden file or folder beside it (`.<head>.<random>.tmp`, `.<head>.<pid>.old`,
-    a conversion's `.<head>.<random>.partial`): whole up to 100 bytes, else cut there and ending in a hash
-    of the whole, so that the hidden name fits the file system's limit (255 bytes) wherever `name` does,
-    and two long names that share their first bytes keep apart."""
+    """`name` as the head of a hidden file or folder beside it (`.<head>.<random>.tmp`,
+    `.<head>.<pid>.<random>.old`, a conversion's `.<head>.<random>.partial`): whole up to 100 bytes, else
+    cut there and ending in a hash of the whole, so that the hidden name fits the file system's limit (255
+    bytes) wherever `name` does, and two long names that share their first bytes keep apart."""
     encoded = os.fsencode(name)
     if len(encoded) <= _HIDDEN_HEAD_BYTES:
         return name
@@ -103,10 +109,13 @@ def replace_folder(staging: Path, target: Path) -> None:
 
 def swap_folder(staging: Path, target: Path) -> Path | None:
     """`replace_folder` but for the removal: returns the previous `target`, renamed away
-    (`.<name>.<pid>.old`), for `remove_replaced`; None when there was none."""
+    (`.<name>.<pid>.<random>.old`), for `remove_replaced`; None when there was none. The random part keeps
+    apart two swaps of one `target` by one process (two threads, two calls through the Python API): named
+    by the process id alone, the second was renamed onto the first's folder not yet removed and failed
+    ('Directory not empty')."""
     previous = None
     if target.exists():
-        previous = target.with_name(f".{hidden_head(target.name)}.{os.getpid()}.old")
+        previous = target.with_name(f".{hidden_head(target.name)}.{os.getpid()}.{random_hex()}.old")
         os.replace(target, previous)
     os.replace(staging, target)
     return previous

@@ -590,9 +590,9 @@ def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(c
     out = source / "out"
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
     assert result.exit_code == 0, result.stderr
-    left = source / ".out.4242.old"
-    (left / "image").mkdir(parents=True)
-    (left / "image" / "a.png").write_bytes(b"the previous dataset's copy")
+    for left in (source / ".out.4242.0123abcd.old", source / ".out.4242.old"):  # this version's, an earlier
+        (left / "image").mkdir(parents=True)
+        (left / "image" / "a.png").write_bytes(b"the previous dataset's copy")
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
     assert result.exit_code == 0, result.stderr
     assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
@@ -601,6 +601,40 @@ def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(c
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "new")
     assert result.exit_code == 0, result.stderr
     assert only.is_dir()
+
+
+def test_two_overwrites_of_one_out_by_one_process_at_once_both_publish(
+    coco_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `--overwrite` conversions into one --out at once in one process (threads, or the Python API
+    called from two places): each renamed the previous dataset to `.<name>.<pid>.old`, the same name, so the
+    second one, coming while the first still removed its previous dataset, failed with 'error: --out: OUT:
+    cannot write there (Directory not empty)', exit 2, its conversion lost. The renamed-away folder's name
+    is now unique per call: both publish, the last one's dataset is in place, nothing is left beside it."""
+    from docsam_cli.datasets import pipeline
+
+    source = coco_file.parent
+    out = source / "out"
+    assert run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out).exit_code == 0
+    remove = pipeline.remove_replaced
+    second: list[CliResult] = []
+    started = False
+
+    def another_conversion_first(previous: Path | None) -> None:
+        nonlocal started
+        if not started:  # the first conversion has published, its previous dataset not yet removed
+            started = True
+            # The second one started before that, its clean-up of what killed runs left finding nothing.
+            monkeypatch.setattr(pipeline, "_remove_abandoned", lambda out: None)
+            second.append(run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite"))
+        remove(previous)
+
+    monkeypatch.setattr(pipeline, "remove_replaced", another_conversion_first)
+    first = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
+    assert first.exit_code == 0, first.stderr
+    assert second[0].exit_code == 0, second[0].stderr
+    assert (out / "dataset.json").is_file()
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
 
 
 def test_an_out_folder_with_a_long_name_is_written_and_overwritten(coco_file: Path) -> None:

@@ -12,14 +12,13 @@ import errno
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from docsam_cli.atomic import hidden_head, remove_replaced, swap_folder
+from docsam_cli.atomic import RANDOM_HEX_DIGITS, hidden_head, random_hex, remove_replaced, swap_folder
 from docsam_cli.datasets import layout, rectify, split
 from docsam_cli.datasets.classes import ClassFilter, map_option
 from docsam_cli.datasets.convert import read_sources
@@ -171,7 +170,7 @@ def _staging_folder(out: Path) -> tuple[Path, int | None]:
     under 002 (`tempfile.mkdtemp` makes a private one). Returned with the descriptor holding its lock, which
     tells a later run that it is at work (None where there are no locks)."""
     while True:
-        staging = out.with_name(f".{hidden_head(out.name)}.{secrets.token_hex(4)}.partial")
+        staging = out.with_name(f".{hidden_head(out.name)}.{random_hex()}.partial")
         try:
             staging.mkdir()
         except FileExistsError:
@@ -186,10 +185,12 @@ def _remove_abandoned(out: Path) -> None:
     """Remove what conversions into `out` killed outright (SIGKILL, the system's out-of-memory killer, a
     power cut) left beside it, hidden, which nothing else would ever remove: their staging folders, with
     copies of the images converted so far (one whose lock is held is a conversion still at work), and the
-    previous dataset that an `--overwrite` was removing (`replace_folder`'s `.<name>.<pid>.old`; kept where
-    `out` is missing: killed between its two renames, it is the only copy)."""
-    staged = re.compile(rf"\.{re.escape(hidden_head(out.name))}\.[0-9a-f]{{8}}\.partial")
-    replaced = re.compile(rf"\.{re.escape(hidden_head(out.name))}\.[0-9]+\.old")
+    previous dataset that an `--overwrite` was removing (`swap_folder`'s `.<name>.<pid>.<random>.old`, or
+    an earlier version's `.<name>.<pid>.old`; kept where `out` is missing: killed between its two
+    renames, it is the only copy)."""
+    head, random = re.escape(hidden_head(out.name)), rf"[0-9a-f]{{{RANDOM_HEX_DIGITS}}}"
+    staged = re.compile(rf"\.{head}\.{random}\.partial")
+    replaced = re.compile(rf"\.{head}\.[0-9]+(?:\.{random})?\.old")
     try:
         named = [
             path
