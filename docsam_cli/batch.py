@@ -43,7 +43,7 @@ import numpy as np
 
 from docsam_cli.atomic import atomic_write_text, can_write_in, is_temporary
 from docsam_cli.batch_ranks import Alone, Ranks, join
-from docsam_cli.console import Reporter
+from docsam_cli.console import RUN_WIDE, Reporter
 from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.folder_lock import folder_lock, folder_replaced
 from docsam_cli.inputs import (
@@ -122,7 +122,9 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                 model = resolve_model(replace(request.model, device=processes.device or request.model.device))
             except WeightsError as error:
                 raise UsageError(str(error)) from None
-            logger.info("classes: %s; domain %r", ", ".join(request.class_names), request.domain)
+            logger.info(
+                "classes: %s; domain %r", ", ".join(request.class_names), request.domain, extra=RUN_WIDE
+            )
             set_max_image_pixels(request.max_image_pixels)
 
             def load_segmenter() -> Segmenter:
@@ -130,7 +132,7 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
 
                 try:
                     geometry = request.geometry.resolve(model.weights)
-                    logger.info("geometry: %s", describe_geometry(geometry))
+                    logger.info("geometry: %s", describe_geometry(geometry), extra=RUN_WIDE)
                     loaded = model.load()
                 except CheckpointError as error:
                     raise UsageError(str(error)) from None

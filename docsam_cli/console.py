@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 LOGGERS = ("docsam_cli", "model")
+# The `extra` of an info record about the whole run (its classes, its geometry, the weights it starts from),
+# which every process of a run under a launcher (torchrun, srun) logs alike: shown by rank 0 alone. Lines
+# about a process (its device, its threads, its model's loading time) or a page are shown by each.
+RUN_WIDE = {"run_wide": True}
 STDOUT_NAME = "stdout"  # how messages name standard output
 
 
@@ -178,6 +182,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(_LevelPrefixFormatter())
+        self.addFilter(_shown_by_this_process)
 
     @property
     def stream(self) -> TextIO:
@@ -186,6 +191,15 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+
+def _shown_by_this_process(record: logging.LogRecord) -> bool:
+    """A record marked `RUN_WIDE` is shown by the launcher's rank 0 alone (by the one process without one)."""
+    if not getattr(record, "run_wide", False):
+        return True
+    from docsam_cli.distributed import launched_rank
+
+    return launched_rank() == 0
 
 
 def configure_logging(verbose: int) -> None:

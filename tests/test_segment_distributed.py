@@ -588,6 +588,27 @@ def test_a_warning_of_the_overlays_is_one_line_not_one_per_rank(tmp_path, tiny_w
     assert ranks.stderr.count(f"warning: overlays draw the class name(s) {undrawable!r} as boxes") == 1
 
 
+@pytest.mark.slow
+def test_info_lines_about_the_whole_run_are_said_once_those_about_a_rank_by_each(
+    tmp_path, tiny_weights, shared_data
+):
+    """With -v every rank said the run's classes and geometry, the same lines twice under two ranks (eight
+    times under eight). Rank 0 alone says them now; what each rank loads, on which device, is still said by
+    each."""
+    scans = sorted((shared_data / "pages" / "publaynet" / "images").glob("*.jpg"))
+    pages = [tmp_path / f"page{index}.png" for index in range(8)]
+    for index, page in enumerate(pages):  # enough pages for both ranks to load the model
+        small_page(scans[index % len(scans)], 96).save(page)
+    command = segment_command(tiny_weights, tmp_path / "out", pages, "--format", "jsonl", "-v")
+    ranks = run(torchrun(command))
+    assert ranks.returncode == 0, ranks.stderr
+    assert all((tmp_path / "out" / "jsonl" / f"rank-{rank}.jsonl").stat().st_size > 0 for rank in (0, 1))
+    lines = ranks.stderr.splitlines()
+    assert sum(line.startswith("info: classes: ") for line in lines) == 1, ranks.stderr
+    assert sum(line.startswith("info: geometry: ") for line in lines) == 1, ranks.stderr
+    assert sum(line.startswith(f"info: loading {tiny_weights} ") for line in lines) == 2, ranks.stderr
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """rank → pid of the processes torchrun (pid `launcher`) started."""
     workers = {}

@@ -134,6 +134,27 @@ def test_verbose_says_what_model_is_loaded_on_which_device_and_each_logged_step(
     assert "info: " not in finetune(tmp_path / "plain").stderr
 
 
+def test_verbose_lines_about_the_whole_run_come_from_rank_0_those_about_a_process_from_each(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun with -v every process said which weights the run starts from, and, resumed, the
+    checkpoint it resumes from: the same lines once per process (8 GPUs, 8 lines). A process whose launcher
+    made it rank 1 leaves them to rank 0; it still says its own device and its model's loading time."""
+    monkeypatch.setenv("RANK", "1")
+    arguments = ["finetune", str(data), "--weights", str(tiny_weights), "-o", str(tmp_path / "run"), *RUN]
+    result = CliRunner().invoke(app, [*arguments, "-v"])
+    assert result.exit_code == 0, result.output
+    info = [line for line in result.stderr.splitlines() if line.startswith("info: ")]
+    assert info[0] == "info: training on cpu, fp32", result.stderr
+    assert re.fullmatch(r"info: model ready in \d+\.\d s", info[1]), result.stderr
+    assert not [line for line in info if line.startswith("info: loading ")], result.stderr
+
+    resumed = CliRunner().invoke(app, ["finetune", "--resume", "-o", str(tmp_path / "run"), "-v"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "info: training on cpu, fp32" in resumed.stderr.splitlines(), resumed.stderr
+    assert "info: resuming from " not in resumed.stderr, resumed.stderr
+
+
 def test_more_workers_than_cores_are_capped_with_one_line_not_torchs_warning(
     data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.commands.options import MODEL_CONFIG_HELP, read_model_config
+from docsam_cli.console import RUN_WIDE
 from docsam_cli.errors import UsageError
 from docsam_cli.names import display_path
 from docsam_cli.runtime import VARIANT_AND_CONFIG
@@ -70,7 +71,7 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
 
         # A WeightsError is a usage error (see launch).
         resolved = resolve_weights(start.weights, start.variant)
-        logger.info("loading %s", display_path(resolved.path))
+        logger.info("loading %s", display_path(resolved.path), extra=RUN_WIDE)
         return model_from_checkpoint(resolved.path, plan.regularisation, start.variant, config)
 
     execute(plan, starting_model)

@@ -28,7 +28,7 @@ from docsam_cli.commands.options import (
     path_arguments,
     typed,
 )
-from docsam_cli.console import ConsoleReporter, message_options, write_data
+from docsam_cli.console import RUN_WIDE, ConsoleReporter, message_options, write_data
 from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import UsageError
 from docsam_cli.inputs import MAX_DPI, PageRanges, parse_page_ranges
@@ -334,5 +334,6 @@ def _stored_classes(weights: str) -> PresetEntry | None:
             stored.description,
             ", ".join(stored.classes),
             stored.domain,
+            extra=RUN_WIDE,
         )
     return stored

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from docsam_cli.commands.options import read_model_config
+from docsam_cli.console import RUN_WIDE
 from docsam_cli.names import display_path
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, cli
@@ -89,11 +90,13 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
         architecture = config if config is not None else variant_config(start.variant)
         if start.mask2former is None:
             logger.info(
-                "loading MiniLM %s (no Mask2Former: --from-scratch)", display_path(start.text_encoder)
+                "loading MiniLM %s (no Mask2Former: --from-scratch)",
+                display_path(start.text_encoder),
+                extra=RUN_WIDE,
             )
         else:
-            text_encoder = display_path(start.text_encoder)
-            logger.info("loading Mask2Former %s and MiniLM %s", display_path(start.mask2former), text_encoder)
+            mask2former, text_encoder = display_path(start.mask2former), display_path(start.text_encoder)
+            logger.info("loading Mask2Former %s and MiniLM %s", mask2former, text_encoder, extra=RUN_WIDE)
         return model_from_mask2former(
             architecture, start.mask2former, start.text_encoder, plan.regularisation
         )

@@ -20,6 +20,7 @@ import torch
 
 from docsam_cli.batch import check_written_folders, prepare_output_folder
 from docsam_cli.batch_ranks import other_working_folder, working_folder
+from docsam_cli.console import RUN_WIDE
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
 from docsam_cli.folder_lock import folder_lock, remove_unused_folder
@@ -228,7 +229,7 @@ def _train(plan: RunPlan, starting_model: Callable[[], DocSAM], distributed: Dis
     logger.info("training on %s, %s", distributed.device, plan.options.precision)
     torch.manual_seed(plan.options.seed)  # fresh initialisation (train) is part of the seeded run
     if checkpoint is not None:
-        logger.info("resuming from %s", display_path(checkpoint))
+        logger.info("resuming from %s", display_path(checkpoint), extra=RUN_WIDE)
     model = (
         load_starting_model(lambda: architecture_of(checkpoint / MODEL_FILE, plan.regularisation))
         if checkpoint is not None
