@@ -24,9 +24,7 @@ def encoder(tiny_model, monkeypatch: pytest.MonkeyPatch):
         return encode(names, device)
 
     monkeypatch.setattr(copied, "_encode", counted)
-    monkeypatch.setattr(
-        model.text_encoder, "MAX_CACHED_NAMES", 3, raising=False
-    )  # no bound: fails, not errors
+    monkeypatch.setattr(model.text_encoder, "MAX_CACHED_NAMES", 3)
     return copied
 
 
