@@ -18,7 +18,7 @@ from torch import nn
 from model.attention import MemoryLevel, PackedAttention
 from model.attention_masks import attention_allowed
 from model.config import DocSAMConfig
-from model.heads import ClassPredictor, MaskPredictor
+from model.heads import ClassPredictor, MaskPredictor, PixelEncoding
 from model.layers import LearnablePositionEmbedding2d, conv1x1, mlp3, resize_bilinear
 from model.outputs import StageOutput
 from model.query_selection import gather_rows, select_queries
@@ -187,8 +187,8 @@ class DecoderContext(NamedTuple):
     # What RoIAlign pools: the memory values of every level (strides 32, 16, 8, 4), then the position
     # features of the stride-4 map ("Pm").
     box_maps: list[TokenMap]
-    semantic_pixels: torch.Tensor  # (N, D, h, w): pixel side of the semantic mask head
-    instance_pixels: torch.Tensor  # (N, D, h, w): pixel side of the instance mask head
+    semantic_pixels: PixelEncoding  # pixel side of the semantic mask head
+    instance_pixels: PixelEncoding  # pixel side of the instance mask head
     semantic_position: torch.Tensor  # (N, 1, D): shared by every semantic query
 
 
@@ -230,7 +230,9 @@ class QueryDecoder(nn.Module):
         """Stage 0 predicts from the initial queries; stage s ≥ 1 selects queries, runs decoder layer s and
         predicts. `all_stages=False` returns the last stage only (earlier mask logits are freed as soon as the
         next stage has read them)."""
-        context = self.prepare(levels, mask_features, pixel_mask, image_boxes)
+        context = self.prepare(
+            levels, mask_features, pixel_mask, image_boxes, instances.shape[1], semantics.shape[1]
+        )
         semantic_position = context.semantic_position.expand_as(semantics)
         padding = torch.zeros(instances.shape[:2], dtype=torch.bool, device=instances.device)
         instances, instance_position = self.pool_box_features(context, instances, boxes)
@@ -267,8 +269,11 @@ class QueryDecoder(nn.Module):
         mask_features: torch.Tensor,
         pixel_mask: torch.Tensor,
         image_boxes: torch.Tensor | None,
+        instance_queries: int,
+        semantic_queries: int,
     ) -> DecoderContext:
-        """Memories, mask-head pixel encodings and position features, shared by every stage."""
+        """Memories, mask-head pixel encodings and position features, shared by every stage. The query
+        counts decide each mask head's order of work (`MaskPredictor.encode_pixels`)."""
         batch, _, height, width = mask_features.shape
         regions = None if image_boxes is None else (image_boxes * 0.25).long()
         mask_position = self.position_embed_2dim(batch, height, width, regions, self.mask_position_conv[0])
@@ -287,6 +292,7 @@ class QueryDecoder(nn.Module):
                 )
             )
         pixels = mask_features + mask_position
+        predictions = len(self.decoder_layers) + 1  # the mask heads predict at every stage
         finest = len(memories) - 1
         box_maps = [
             TokenMap(memory.values, memory.size, 1 / (4 * 2 ** (finest - level)))  # strides 32, 16, 8, 4
@@ -296,9 +302,11 @@ class QueryDecoder(nn.Module):
         return DecoderContext(
             memories=memories,
             box_maps=box_maps,
-            semantic_pixels=self.semantic_mask_predictor.encode_pixels(pixels),
+            semantic_pixels=self.semantic_mask_predictor.encode_pixels(pixels, semantic_queries, predictions),
             # The reference adds the mask position a second time on the instance side.
-            instance_pixels=self.instance_mask_predictor.encode_pixels(pixels + mask_position),
+            instance_pixels=self.instance_mask_predictor.encode_pixels(
+                pixels + mask_position, instance_queries, predictions
+            ),
             semantic_position=self.semantic_posi_feat_projection(mask_position.mean(dim=(2, 3)))[:, None],
         )
 

@@ -1,4 +1,4 @@
-"""The decoder's attention masks and attention, against their straightforward formulations."""
+"""The decoder's attention masks, attention and mask heads, against their straightforward formulations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from model.attention import MemoryLevel, PackedAttention
 from model.attention_masks import _allowed_at_once, attention_allowed
+from model.heads import MaskPredictor
 from model.layers import resize_bilinear
 
 
@@ -124,3 +125,43 @@ def test_training_with_dropout_attends_directly(monkeypatch):
         2,
         64,
     )
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mask_logits_with_the_last_convolution_folded_equal_direct(batch):
+    predictor = MaskPredictor(64).double().eval()
+    queries = torch.randn(batch, 5, 64, dtype=torch.double)
+    pixels = torch.randn(batch, 64, 12, 10, dtype=torch.double)
+    encoding = predictor.encode_pixels(pixels, queries=5, predictions=5)  # 8 · 5 · 5 < 9 · 64: folded
+    with torch.no_grad():
+        direct = torch.einsum(
+            "nkc,nchw->nkhw", predictor.query_feat_reducer(queries), predictor.visual_feat_reducer(pixels)
+        )
+        folded = predictor(queries, encoding)
+    assert encoding.last_conv_folded
+    torch.testing.assert_close(folded, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_many_queries_keep_the_direct_order():
+    predictor = MaskPredictor(64)
+    encoding = predictor.encode_pixels(torch.randn(1, 64, 8, 8), queries=900, predictions=4)
+    assert not encoding.last_conv_folded
+    assert encoding.features.shape == (1, 64, 8, 8)
+
+
+def test_the_semantic_mask_head_runs_its_last_convolution_per_class_not_per_channel(tiny_model):
+    """With a handful of class names the semantic mask head's last 3×3 convolution is folded into them:
+    per pixel 9·D·K multiply-adds for each of the 5 predictions instead of 9·D² once (D = 64, K = 3 here)."""
+    from benchmarks.breakdown import flop_counter
+
+    width, height = 96, 80
+    pixels = torch.rand(1, 3, height, width) * 255
+    with torch.no_grad(), flop_counter() as counter:
+        tiny_model(pixels, class_names=[["text", "table", "X _background_"]], all_stages=False)
+    counts = counter.get_flop_counts()
+    head = "DocSAM.decoder.semantic_mask_predictor"  # its forward, and the convolutions of its pixel side
+    names = [head] + [f"{head}.visual_feat_reducer.{index}.0" for index in range(3)]
+    convolutions = sum(counts.get(name, {}).get(torch.ops.aten.convolution, 0) for name in names)
+    dim, mask_pixels = 64, (height // 4) * (width // 4)
+    one_convolution = 2 * 9 * dim * dim * mask_pixels
+    assert 2 * one_convolution < convolutions < 2.5 * one_convolution
