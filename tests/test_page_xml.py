@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
@@ -273,6 +274,32 @@ def test_page_map_spec_forms_and_errors(tmp_path):
             {"a": ("Box", None)},
         )
     assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
+
+
+@pytest.mark.parametrize("parse", [parse_page_map, parse_alto_map])
+def test_class_map_file_is_read_in_the_encoding_json_finds_and_named_when_unreadable(tmp_path, parse):
+    """A map file saved by Windows tools (Notepad's "UTF-8 with BOM", PowerShell 5's `Out-File -Encoding
+    utf8`, its UTF-16 default) was refused as 'page map is not valid JSON: Unexpected UTF-8 BOM', and one in
+    Latin-1 with a Python codec message that named neither the file nor the option's map; now the first two
+    are read and the last refused naming the file."""
+    element = "TextRegion:heading" if parse is parse_page_map else "TextBlock"
+    text = json.dumps({"Überschrift": element}, ensure_ascii=False)
+    expected = parse(text)
+    for name, data in [
+        ("bom.json", text.encode("utf-8-sig")),
+        ("utf16.json", text.encode("utf-16")),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        assert parse(str(tmp_path / name)) == expected
+    latin = tmp_path / "latin1.json"
+    latin.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"map {re.escape(str(latin))} is not UTF-8 text \(") as refused:
+        parse(str(latin))
+    assert not isinstance(refused.value, UnicodeDecodeError)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"a": ', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"map {re.escape(str(broken))} is not valid JSON: Expecting value"):
+        parse(str(broken))
 
 
 def test_graphic_types_of_the_schema_are_default_kinds():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docsam_cli.datasets.classes import split_pairs
+from docsam_cli.names import display_path
 from docsam_cli.user_paths import expand_user
 
 ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail or None)
@@ -77,16 +78,22 @@ def unmatched_warning(option: str, class_map: ClassMap | None, class_names: Sequ
 
 
 def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
-    """Inline JSON, or the JSON file `text` names."""
+    """Inline JSON, or the JSON file `text` names, read as bytes so that json finds its encoding (UTF-8
+    with the byte order mark Windows tools write, UTF-16), as `evaluate` and `train` read their JSON."""
+    document: str | bytes = text
+    name = syntax.name
     if not text.startswith("{"):
+        name = f"{syntax.name} {display_path(text)}"
         try:
-            text = Path(expand_user(text)).read_text(encoding="utf-8")
+            document = Path(expand_user(text)).read_bytes()
         except OSError as error:
-            raise ValueError(f"cannot read {syntax.name} {text!r}: {error.strerror or error}") from None
+            raise ValueError(f"cannot read {name}: {error.strerror or error}") from None
     try:
-        raw = json.loads(text)
+        raw = json.loads(document)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{syntax.name} is not valid JSON: {error}") from None
+        raise ValueError(f"{name} is not valid JSON: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError(
             f'{syntax.name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}'
