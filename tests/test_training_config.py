@@ -216,6 +216,26 @@ def test_unusable_config_is_a_usage_error(
     assert not started
 
 
+def test_a_config_file_saved_by_windows_tools_is_read(started: list[RunPlan], tmp_path: Path) -> None:
+    """A run.json saved by Notepad ("UTF-8 with BOM") or PowerShell 5 (`Out-File -Encoding utf8` writes the
+    byte order mark, its default is UTF-16) was refused, 'run.json: Unexpected UTF-8 BOM (decode using
+    utf-8-sig)...'; the file is now read in the encoding JSON and YAML find in it. A file in no Unicode
+    encoding is still one usage error naming it."""
+    settings = {"batch_size": 2, "log_every": 3}
+    for name, data in (
+        ("bom.json", json.dumps(settings).encode("utf-8-sig")),
+        ("utf16.json", json.dumps(settings).encode("utf-16")),
+        ("utf16.yaml", "batch_size: 2\nlog_every: 3\n".encode("utf-16")),
+    ):
+        (config := tmp_path / name).write_bytes(data)
+        invoke(*FINETUNE, "--config", str(config))
+        assert (started[-1].options.batch_size, started[-1].options.log_every) == (2, 3), name
+    started.clear()
+    (latin := tmp_path / "latin.json").write_bytes('{"val": "Br\u00fccke"}'.encode("latin-1"))
+    output = invoke(*FINETUNE, "--config", str(latin), code=2)
+    assert "latin.json: cannot read it (not UTF-8 text" in " ".join(output.split()) and not started
+
+
 def test_missing_config_file_is_a_usage_error(started: list[RunPlan], tmp_path: Path) -> None:
     output = invoke(*FINETUNE, "--config", str(tmp_path / "absent.json"), code=2)
     assert "absent.json" in output and not started

@@ -196,11 +196,13 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
         return typer.BadParameter(f"{display_path(path)}: {one_line(reason)}", param_hint="--config")
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise unusable(f"cannot read it ({getattr(error, 'strerror', None) or error})") from None
+        content = path.read_bytes()
+    except OSError as error:
+        raise unusable(f"cannot read it ({error.strerror or error})") from None
     try:
-        data = _parse_config(text, yaml=path.suffix.lower() in (".yaml", ".yml"))
+        data = _parse_config(content, yaml=path.suffix.lower() in (".yaml", ".yml"))
+    except UnicodeDecodeError as error:
+        raise unusable(f"cannot read it (not UTF-8 text: {error.reason} at byte {error.start})") from None
     except ValueError as error:
         raise unusable(str(error)) from None
     if not isinstance(data, dict):
@@ -225,13 +227,15 @@ def _setting_name(name: Any) -> Any:
     return name.removeprefix("--").replace("-", "_") if isinstance(name, str) else name
 
 
-def _parse_config(text: str, yaml: bool) -> Any:
+def _parse_config(content: bytes, yaml: bool) -> Any:
+    """The file's mapping, its encoding found by the parser from its bytes: UTF-8 with or without the byte
+    order mark Windows tools write (Notepad, PowerShell's `Out-File`), UTF-16 with one."""
     if not yaml:
-        return json.loads(text)
+        return json.loads(content)
     import yaml as pyyaml
 
     try:
-        return pyyaml.safe_load(text)
+        return pyyaml.safe_load(content)
     except pyyaml.YAMLError as error:
         raise ValueError(str(error)) from None
 
