@@ -529,6 +529,30 @@ def test_unusable_stored_classes_are_refused_naming_the_file(tmp_path, stored):
         stored_classes(path)
 
 
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b'{"w": nonsense}', "invalid JSON in header"),
+        (b'{"__metadata__": {"docsam_classes": 5}}', "expected a string"),  # metadata holds strings only
+        (b'{"w": {"dtype": "Q9", "shape": [2], "data_offsets": [0, 8]}}', "unknown variant `Q9`"),
+    ],
+)
+def test_a_safetensors_header_its_reader_refuses_is_a_checkpoint_error_naming_the_file(
+    tmp_path, header, reason
+):
+    """`docsam segment` without --classes reads the classes the weights carry from the header alone: a
+    header safetensors refuses (a file written by another tool, or edited) must be the one-line error
+    naming the file that a usage error prints, not safetensors' own exception (a traceback)."""
+    from model.checkpoint import stored_classes
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    with pytest.raises(
+        CheckpointError, match=rf"^{re.escape(str(path))}: not a readable checkpoint \(.*{reason}"
+    ):
+        stored_classes(path)
+
+
 def test_the_keep_size_rule_travels_with_the_weights(tmp_path, tiny_model):
     from model.checkpoint import stored_keep_size
 
