@@ -261,6 +261,12 @@ def test_page_map_spec_forms_and_errors(tmp_path):
         # every page failing after the model ran)
         ('{"a": {"element": "TextRegion", "type": ["heading"]}}', "must be a string"),
         ('{"a": {"element": "CustomRegion", "type": 5}}', "must be a string"),
+        ('{"a": 5}', r"page map entry for 'a' must be 'Element\[:type\]', got 5"),
+        ('{"a": {"type": "heading"}}', "page map entry for 'a' must be"),  # no element
+        (
+            str(tmp_path / "absent.json"),
+            rf"^cannot read page map {re.escape(str(tmp_path))}/absent.json: No such",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_page_map(bad)
