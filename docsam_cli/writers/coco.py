@@ -54,9 +54,8 @@ class CocoCounts:
 
 def page_annotations(shapes: PageShapes, mask_format: MaskFormat = "rle") -> list[dict[str, Any]]:
     """One page's annotations without ids: category (the class name), score, bbox (the model's), area,
-    mask_bbox (the mask's box), rle, and `polygons` in polygon mode."""
-    if mask_format not in MASK_FORMATS:
-        raise ValueError(f"mask format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}")
+    mask_bbox (the mask's box), rle, and `polygons` in polygon mode (`mask_format` checked by `CocoRun`, its
+    caller)."""
     annotations = []
     for index, rle in enumerate(shapes.instances.masks):
         annotation: dict[str, Any] = {
