@@ -348,9 +348,11 @@ class DocSAMConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> DocSAMConfig:
+        """The config in a JSON file, read as bytes so that json finds its encoding (UTF-8 with the byte
+        order mark Windows editors write, UTF-16)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes())
             return cls.from_dict(data)
         except (OSError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: not a usable DocSAM config ({error})") from error

@@ -28,6 +28,16 @@ def test_json_round_trip(tmp_path):
         assert DocSAMConfig.from_json(path) == variant_config(name)
 
 
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path, reference_fixtures):
+    """`--model-config arch.json` saved by Notepad ("UTF-8 with BOM") or PowerShell (UTF-16) was refused,
+    'arch.json: not a usable DocSAM config (Unexpected UTF-8 BOM (decode using utf-8-sig) ...)'."""
+    text = (reference_fixtures / "tiny-config.json").read_text(encoding="utf-8")
+    expected = DocSAMConfig.from_json(reference_fixtures / "tiny-config.json")
+    for name, data in (("bom.json", text.encode("utf-8-sig")), ("utf16.json", text.encode("utf-16"))):
+        (tmp_path / name).write_bytes(data)
+        assert DocSAMConfig.from_json(tmp_path / name) == expected, name
+
+
 def test_selection_thresholds_follow_the_reference():
     config = variant_config("base")
     assert [config.selection_threshold(s) for s in (1, 2, 3, 4)] == [0.00125, 0.0025, 0.005, 0.01]
