@@ -75,6 +75,22 @@ def test_readme_train_example_passes_the_weights_rule() -> None:
 
 
 @pytest.mark.parametrize(
+    ("images", "expected"),
+    [
+        ([], r"no usable images\[0\]\.height/width"),
+        ([{"id": 1, "file_name": "p.png"}], r"no usable images\[0\]\.height/width \('height'\)"),
+        ([{"id": 1, "height": "tall", "width": 80}], r"no usable images\[0\]\.height/width"),
+        ([{"id": 1, "height": 0, "width": 80}], r"image size 80x0 is empty"),
+    ],
+)
+def test_a_json_without_a_usable_page_size_is_an_annotation_error(images: list, expected: str) -> None:
+    """A training json must state its page's size, which its annotations are drawn on: one that states
+    none, or an empty one, is refused naming the field (no test read these refusals)."""
+    with pytest.raises(AnnotationError, match=expected):
+        rectify(coco([], [(1, "text")]) | {"images": images})
+
+
+@pytest.mark.parametrize(
     ("annotation", "expected"),
     [
         ({"id": 7, "category_id": 1, "bbox": [10, 10, "20px", 5]}, "annotation 7: bad bbox"),
