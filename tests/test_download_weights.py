@@ -599,6 +599,30 @@ def test_a_failed_store_cleans_up_before_another_process_waiting_for_the_lock_st
     assert converted.read_bytes() == another
 
 
+def test_a_disk_too_full_for_the_lock_is_said_to_be_full(
+    remote: FakeRemote, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first download on a full disk, with no room for the locks' folder: since the lock was taken outside
+    the handling of a full disk, the line said 'cannot store the weights in DIR (...); make it a writable
+    folder', for a folder that was writable. It says that the disk is full, as a full disk during the store
+    does."""
+    lock = docsam_cli.weights.cache.lock_path("docsam-base")
+
+    class FullDisk(docsam_cli.weights.install.FileLock):
+        def acquire(self, *args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(lock.parent))
+
+    monkeypatch.setattr(docsam_cli.weights.install, "FileLock", FullDisk)
+
+    code, _, stderr = download("docsam-base")
+
+    assert code == 1
+    assert error_lines(stderr) == [
+        f"error: docsam-base: no space left on the device holding {lock.parent}; free some space or set "
+        "DOCSAM_HOME to a larger disk, then run `docsam download-weights docsam-base`"
+    ]
+
+
 def test_the_rerun_after_a_full_disk_stores_the_kept_download_without_drive(
     remote: FakeRemote, sandbox: Sandbox, base_pth: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

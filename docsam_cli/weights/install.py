@@ -173,19 +173,26 @@ def _storage_errors(entry: WeightsEntry) -> Iterator[None]:
                 f"space, then run `docsam download-weights {entry.name}` again to resume it"
             ) from error
         shutil.rmtree(staging_dir(entry.name), ignore_errors=True)
-        raise FetchError(
-            f"{entry.name}: no space left on the device holding {where}; free some space or set DOCSAM_HOME "
-            f"to a larger disk, then run `docsam download-weights {entry.name}`"
-        ) from error
+        raise _no_space(entry, error) from error
 
 
 @contextlib.contextmanager
 def _unusable_cache(entry: WeightsEntry) -> Iterator[None]:
-    """An OSError (taking the lock in a read-only cache folder) as `_cannot_store`'s line."""
+    """An OSError taking the lock as one line: a read-only cache folder as `_cannot_store`'s, a full disk
+    (no room for the lock's folder) as `_no_space`'s, as a full disk during the store says it."""
     try:
         yield
     except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise _no_space(entry, error) from error
         raise _cannot_store(entry, error) from error
+
+
+def _no_space(entry: WeightsEntry, error: OSError) -> FetchError:
+    return FetchError(
+        f"{entry.name}: no space left on the device holding {error.filename or docsam_home()}; free some "
+        f"space or set DOCSAM_HOME to a larger disk, then run `docsam download-weights {entry.name}`"
+    )
 
 
 def _cannot_store(entry: WeightsEntry, error: OSError) -> FetchError:
