@@ -78,15 +78,19 @@ class TextEncoder(nn.Module):
 
     def _cached(self, names: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         """The embeddings of the distinct `names`, those not cached computed; all of them become the most
-        recently used, and the least recently used beyond `MAX_CACHED_NAMES` are dropped."""
+        recently used, and the least recently used beyond `MAX_CACHED_NAMES` are dropped.
+
+        A model shared by threads (a server's) calls this at once from several: a name that another call
+        has just taken out of the cache (to put it back as the most recently used) or dropped is computed
+        again here, not a KeyError, each name looked up and taken in one step."""
         cache = self._cache.setdefault(self.cache_key(), {})
-        found = {name: cache.pop(name) for name in names if name in cache}
-        missing = [name for name in names if name not in found]
+        found = {name: cache.pop(name, None) for name in names}
+        missing = [name for name, embedding in found.items() if embedding is None]
         if missing:
             found.update(zip(missing, self._encode(missing, device), strict=True))
         cache.update(found)
         for name in list(itertools.islice(cache, max(0, len(cache) - MAX_CACHED_NAMES))):
-            del cache[name]
+            cache.pop(name, None)
         return found
 
     def cache_key(self) -> tuple[torch.dtype | None, torch.dtype]:

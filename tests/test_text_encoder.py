@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -53,3 +54,49 @@ def test_a_call_with_more_names_than_the_cache_keeps_gets_every_embedding_in_ord
         expected = encoder._encode(distinct, torch.device("cpu"))[[0, 1, 2, 3, 4, 1]]
     assert torch.equal(encoder([*distinct, "table"]), expected)
     assert cached_names(encoder) == ["figure", "title", "list"]
+
+
+def test_two_threads_sharing_the_model_may_take_the_same_name_at_once(encoder):
+    """A model shared by threads (a server's) looked a name up, then took it out of the cache to put it back
+    as the most recently used; another thread taking it between the two made this one fail with KeyError.
+    Here the other thread takes 'text' out just as this one comes to take it, and is still computing
+    'table' then: this one computes 'text' again instead, and both get its embedding."""
+    expected = encoder(["text"])
+    other_inside, this_done = threading.Event(), threading.Event()
+    other: dict[str, torch.Tensor] = {}
+    worker = threading.Thread(target=lambda: other.setdefault("embeddings", encoder(["text", "table"])))
+    encode = encoder._encode
+
+    def held_encode(names: list[str], device: torch.device) -> torch.Tensor:
+        if threading.current_thread() is worker:  # 'text' taken out, 'table' being computed
+            other_inside.set()
+            this_done.wait(timeout=30)
+        return encode(names, device)
+
+    class OtherThreadFirst(dict):
+        """The cache, letting the other thread take 'text' at this thread's first look at it."""
+
+        def __contains__(self, name: object) -> bool:
+            seen = super().__contains__(name)
+            self._other_thread_first()  # between the look and the take
+            return seen
+
+        def pop(self, name, *default):
+            self._other_thread_first()
+            return super().pop(name, *default)
+
+        def _other_thread_first(self) -> None:
+            if threading.current_thread() is threading.main_thread() and not other_inside.is_set():
+                worker.start()
+                other_inside.wait(timeout=30)
+
+    encoder._encode = held_encode
+    encoder._cache[encoder.cache_key()] = OtherThreadFirst(encoder._cache[encoder.cache_key()])
+    try:
+        this = encoder(["text"])
+    finally:
+        this_done.set()
+        if other_inside.is_set():
+            worker.join(timeout=30)
+    assert torch.equal(this, expected)
+    assert torch.equal(other["embeddings"][0], expected[0])
