@@ -36,6 +36,17 @@ def run_cli(*args: object) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
+def assert_one_page_refused(result: CliResult, error_line: str, metric: str) -> None:
+    """An `evaluate --json -` run that refused one page with `error_line` alone (exit 1) and scored the
+    other page, a perfect prediction, at `metric` ("mask" or "box") AP 1.0."""
+    import pytest
+
+    assert result.exit_code == 1
+    assert result.error_lines() == [error_line]
+    report = json.loads(result.stdout)
+    assert report["images"] == 1 and report[metric]["AP"] == pytest.approx(1.0)
+
+
 def write_image(path: Path, width: int, height: int, boxes: tuple = ()) -> Path:
     """A white RGB image with black filled boxes (x0, y0, x1, y1, exclusive ends)."""
     pixels = np.full((height, width, 3), 255, dtype=np.uint8)
