@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -19,7 +21,7 @@ from inputs_corpus import (
     twelve_bit_tiff,
 )
 from lxml import etree
-from PIL import Image, TiffImagePlugin
+from PIL import Image, ImageFile, TiffImagePlugin
 
 from docsam_cli.datasets.images import image_size
 from docsam_cli.inputs import (
@@ -286,6 +288,42 @@ def test_an_exif_block_pillow_cannot_rewrite_still_turns_the_page(tmp_path):
     with open_image(tmp_path / "camera.jpg") as image:
         assert upright_header(image)[0] == (40, 60)
     assert image_size(tmp_path / "camera.jpg") == (40, 60)
+
+
+def _png_with_a_chunk_after_its_pixels(path: Path, kind: bytes, data: bytes) -> Path:
+    """A 60x40 PNG with a chunk of `kind` holding `data` after its IDAT (where the PNG specification allows
+    metadata too; Pillow writes it before, ImageMagick its dates after)."""
+    Image.new("RGB", (60, 40), "white").save(path)
+    png = path.read_bytes()
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    end = png.rindex(b"IEND") - 4
+    path.write_bytes(png[:end] + chunk + png[end:])
+    return path
+
+
+def test_a_png_is_sized_from_its_header_unless_exif_follows_its_pixels(tmp_path, monkeypatch):
+    """Pillow decodes a whole PNG whose header holds no EXIF to look for one after the pixels, so reading an
+    orientation from the header (evaluate's ground-truth sizes, pre-resized copies, ALTO units) decoded every
+    such scan; only a PNG with EXIF or XMP after its pixels needs that, and its orientation still turns it."""
+    exif = Image.Exif()
+    exif[274] = 6
+    xmp = b'XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    for kind, data in ((b"eXIf", exif.tobytes()[6:]), (b"iTXt", xmp)):  # EXIF: no JPEG "Exif\0\0" here
+        turned = _png_with_a_chunk_after_its_pixels(tmp_path / f"{kind.decode()}.png", kind, data)
+        assert load(turned).image.shape[:2] == (60, 40), kind
+        assert image_size(turned, decode=False) == (40, 60), kind
+    dated = _png_with_a_chunk_after_its_pixels(tmp_path / "dated.png", b"tEXt", b"date:create\x002026-12-07")
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (60, 40), "white").save(plain)
+
+    def decode(image: ImageFile.ImageFile) -> None:
+        raise AssertionError(f"{image.filename} decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+    for path in (plain, dated):
+        assert image_size(path, decode=False) == (60, 40), path
+        with open_image(path) as image:
+            assert upright_header(image)[0] == (60, 40), path
 
 
 def test_a_turned_tiff_pages_resolution_is_turned_with_it(tmp_path):

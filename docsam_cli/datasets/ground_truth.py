@@ -247,7 +247,7 @@ def _size_from_image(path: Path, image: CocoImage, found: Path | None, not_found
         side = "width" if image.width is None else "height"
         raise InputError(path, f"{image.where}.{side}: missing, and {not_found}")
     try:
-        width, height = image_size(path=found)
+        width, height = image_size(path=found, decode=False)
     except ValueError as error:
         raise InputError(found, str(error)) from None
     stated = (image.width or width, image.height or height)
@@ -553,7 +553,7 @@ def gt_image(page: SourcePage) -> tuple[GtImage, list[Note]]:
             raise InputError(page.source, f"page size unknown: {page.image_problem or 'no image'}")
         try:
             image_width, image_height = image_size(
-                path=image.path, data=image.load() if image.load is not None else None
+                path=image.path, data=image.load() if image.load is not None else None, decode=False
             )
         except ValueError as error:
             raise InputError(image.path or page.source, str(error)) from None

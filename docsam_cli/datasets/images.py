@@ -407,11 +407,14 @@ def _mirrored(image_folder: Path, annotation_folder: Path) -> int:
     return shared
 
 
-def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int, int]:
+def image_size(
+    path: Path | None = None, data: bytes | None = None, *, decode: bool = True
+) -> tuple[int, int]:
     """(width, height) of an image file or encoded bytes after decoding it completely, upright (a TIFF's
-    first page: a leading thumbnail is no page).
+    first page: a leading thumbnail is no page); with `decode` False, from its header alone.
 
-    Decoding (not just the header) catches truncated files before they reach a training run, and so does
+    Decoding (not just the header) catches truncated files before they reach a training run (conversion
+    decodes; evaluate, which needs the size alone, reads the header: minutes for 10,000 scans), and so does
     refusing what docsam's image loader refuses: the formats it does not read (Pillow opens TGA, PCX, ...)
     and 16-bit TIFFs it would misread, and images over the pixel limit (`--max-image-pixels`, in the words of
     that loader's refusal, checked on the size the file states as the loader checks it: Pillow's own check,
@@ -431,6 +434,7 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
         check_planar_layout,
         to_first_page,
         upright,
+        upright_header,
     )
 
     source = io.BytesIO(data) if data is not None else path
@@ -439,6 +443,8 @@ def image_size(path: Path | None = None, data: bytes | None = None) -> tuple[int
             to_first_page(Path(path or "image"), image)
             check_pixel_limit(Path(path or "image"), *image.size)  # Pillow's check is twice half the limit
             check_planar_layout(Path(path or "image"), image)
+            if not decode:
+                return upright_header(image)[0]
             image.load()
             return upright(image).size
     except InputError as error:

@@ -51,6 +51,9 @@ IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "BMP", "DIB", "WEBP", "JPEG2000",
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _ORIENTATION = 274  # EXIF and TIFF tag: 1 = stored upright, 2-8 turned or mirrored
+_PNG_TEXT_CHUNKS = frozenset({b"iTXt", b"tEXt", b"zTXt"})
+_PNG_EXIF_KEYWORDS = frozenset({b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"})  # Pillow's getexif
+_PNG_KEYWORD_BYTES = 80  # a text chunk's keyword: 1-79 bytes, then a NUL
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})  # the orientations that swap width and height
 _TURNS = {  # what turns or mirrors a frame stored in each orientation upright, as viewers show it
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -486,10 +489,56 @@ def exif_orientation(image: Image.Image) -> int:
     Pillow a TIFF as it decodes it), else 1. Readers that ignore the tag take such a file's stored pixels
     as the page. (Pillow drops a TIFF's tag once it has turned its pixels: after decoding, this is 1.)"""
     try:
-        orientation = image.getexif().get(_ORIENTATION, 1)
+        orientation = _header_exif(image).get(_ORIENTATION, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return 1
     return orientation if orientation in range(2, 9) else 1
+
+
+def _header_exif(image: Image.Image) -> Image.Exif:
+    """`image.getexif()`, without decoding a PNG that states no EXIF after its pixels. Pillow decodes every
+    PNG whose header holds no EXIF, to look for one in the chunks after the pixel data: all of a 300-dpi
+    scan, to learn that it has none. Where no such chunk follows the pixels, decoding adds nothing to what
+    the header gave, so the header's is the answer."""
+    if image.format == "PNG" and not _png_exif_after_pixels(image):
+        return Image.Image.getexif(image)
+    return image.getexif()
+
+
+def _png_exif_after_pixels(image: Image.Image) -> bool:
+    """Whether the opened PNG has a chunk after its first IDAT where Pillow looks for an orientation (eXIf,
+    or a text chunk of EXIF or XMP), found by walking the chunk headers (nothing decoded). A file that ends
+    early has none past where it ends; one decoded already (its file closed) is left to Pillow."""
+    handle = image.fp
+    if handle is None:
+        return True
+    position = handle.tell()
+    try:
+        handle.seek(8)  # past the signature
+        seen_pixels = False
+        while len(header := handle.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            start = handle.tell()
+            seen_pixels = seen_pixels or kind == b"IDAT"
+            if kind == b"IEND":
+                return False
+            if seen_pixels and _states_exif(handle, kind, length):
+                return True
+            handle.seek(start + length + 4)  # past the data and its CRC
+        return False
+    finally:
+        handle.seek(position)
+
+
+def _states_exif(handle: BinaryIO, kind: bytes, length: int) -> bool:
+    """Whether the PNG chunk of `kind` whose data `handle` is at holds EXIF or XMP, as Pillow reads them: an
+    eXIf chunk, or a text chunk of one of `_PNG_EXIF_KEYWORDS` (its keyword ends at a NUL byte)."""
+    if kind == b"eXIf":
+        return True
+    if kind not in _PNG_TEXT_CHUNKS:
+        return False
+    keyword = handle.read(min(length, _PNG_KEYWORD_BYTES)).split(b"\0", 1)[0]
+    return keyword in _PNG_EXIF_KEYWORDS
 
 
 def stated_dpi(image: Image.Image) -> tuple[float, float] | None:
