@@ -245,6 +245,17 @@ def test_a_split_asked_to_be_empty_is_no_warning(coco_file: Path) -> None:
     assert json.loads((out / "convert_report.json").read_text())["warnings"] == []
 
 
+def test_quiet_evaluate_without_json_says_its_scores_are_shown_nowhere(coco_file: Path) -> None:
+    """`docsam evaluate -q` without `--json` scored every page, printed nothing and exited 0: the figures
+    were lost without a word, where -q keeps warnings; a warning says so now, before the scoring."""
+    for args in (["-q", "evaluate"], ["evaluate", "--quiet"]):
+        result = run_cli(*args, coco_file, "--pred", coco_file)
+        assert result.exit_code == 0 and result.stdout == ""
+        assert result.stderr.splitlines() == [
+            "warning: -q without --json: the scores are shown nowhere (--json - for stdout)"
+        ]
+
+
 def test_a_folder_to_keep_is_a_usage_error(coco_file: Path) -> None:
     out = coco_file.parent / "out"
     out.mkdir()

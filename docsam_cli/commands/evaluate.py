@@ -229,6 +229,8 @@ def main(
     if classes is not None and gt_fmt != "yolo":
         raise typer.BadParameter(f"only for YOLO ground truth, not {gt_fmt}", param_hint="--classes")
     console = stderr_console()
+    if message_options().quiet and json_out is None:  # said before the scoring, which may take minutes
+        print_plain(console, "warning: -q without --json: the scores are shown nowhere (--json - for stdout)")
     set_max_image_pixels(max_image_pixels)  # images read for their size, and those the model runs on
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner, classes)
