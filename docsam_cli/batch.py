@@ -214,28 +214,53 @@ def claim_classes(out: Path, class_names: Sequence[str], *, overwrite: bool) -> 
     COCO categories and the semantic labels, so a folder holds the results of one class list: a run with
     other classes (or the same in another order) is refused before any page, unless `overwrite` or the
     folder holds no page yet (every input of the runs before failed). Other classes drop the folder's label
-    maps (`drop_label_maps`)."""
+    maps (`drop_label_maps`). A folder whose classes.json is gone or unreadable is judged by its pages'
+    records (`_other_classes_of_records`)."""
     path = out / STATE_DIR / CLASSES_FILE
     classes = _stored_classes(class_names)
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        stored = None
-    except (OSError, ValueError):
-        logger.debug("%s: unreadable, written again", display_path(path), exc_info=True)
-        stored = None
+    stored = _read_folder_classes(path)
+    if stored is None:
+        stored = _other_classes_of_records(out, classes)
     if stored == classes:
         return
-    if isinstance(stored, list) and not overwrite and _holds_pages(out):
+    if stored is not None and not overwrite and _holds_pages(out):
         raise UsageError(
             f"--out {display_path(out)}: holds results for the classes {', '.join(map(str, stored))}, "
             f"not {', '.join(classes)} (use another --out, or --overwrite to redo its pages with these "
             "classes)"
         )
-    if isinstance(stored, list):
+    if stored is not None:
         drop_label_maps(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(classes, ensure_ascii=False))
+
+
+def _read_folder_classes(path: Path) -> list[str] | None:
+    """The class list in `path` (classes.json), or None where it is missing, unreadable or not a list."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        logger.debug(
+            "%s: unreadable, the classes are taken from the records", display_path(path), exc_info=True
+        )
+        return None
+    return stored if isinstance(stored, list) else None
+
+
+def _other_classes_of_records(out: Path, classes: list[str]) -> list[str] | None:
+    """Classes other than `classes` that a page of `out` was segmented with (its record's), or None: the
+    folder's classes where its classes.json is gone, so that the run is refused, or drops the label maps,
+    as if it had been there. Records of a docsam that stored no classes do not count, as when skipping."""
+    for path in sorted((out / STATE_DIR / RECORDS).glob("*.json")):
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8")).get(STORED_CLASSES, classes)
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: the page is redone
+        if isinstance(stored, list) and stored != classes:
+            return stored
+    return None
 
 
 def _holds_pages(out: Path) -> bool:

@@ -393,6 +393,34 @@ def test_an_overwrite_run_with_other_classes_leaves_no_label_map_of_the_old_clas
     assert (out / "semantic" / "page1.png").is_file()
 
 
+@pytest.mark.parametrize("damage", ["deleted", "unreadable"])
+def test_a_folder_whose_classes_file_is_gone_is_judged_by_its_records(tmp_path, model, damage):
+    """With `.docsam/classes.json` deleted (or not JSON), a run with other classes took the folder without
+    the check and kept the label maps of the old classes beside a `semantic/classes.json` of the new."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    out = tmp_path / "out"
+    assert segment(out, *map(str, pages), "--format", "semantic,jsonl")[0] == ExitCode.OK
+    classes_file = out / ".docsam" / "classes.json"
+    if damage == "deleted":
+        classes_file.unlink()
+    else:
+        classes_file.write_bytes(b'["text", "fig')
+    other = ["--classes", "figure,text", "--format", "semantic,jsonl"]
+
+    code, _, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other)
+
+    assert code == ExitCode.USAGE
+    assert error_lines(stderr) == [
+        f"error: --out {out}: holds results for the classes text, figure, not figure, text (use another "
+        "--out, or --overwrite to redo its pages with these classes)"
+    ]
+    code, _, stderr = invoke("segment", str(pages[0]), "-o", str(out), *other, "--overwrite")
+    assert code == ExitCode.OK, stderr
+    assert (out / "semantic" / "page0.png").is_file()
+    assert not (out / "semantic" / "page1.png").exists()
+    assert json.loads(classes_file.read_text()) == ["figure", "text"]
+
+
 def test_an_output_left_from_before_a_page_was_redone_is_not_taken_as_done(tmp_path, model):
     """`--overwrite --format page` redoes a page's PAGE file only: its ALTO file is an earlier record's,
     with the old classes, and a later run asking for ALTO does the page again."""
