@@ -34,6 +34,7 @@ from docsam_cli.training.checkpoints import (
     list_checkpoints,
     load_trainer_state,
     restore_rng,
+    resumed_best,
     save_best,
     save_checkpoint,
     save_final,
@@ -531,3 +532,29 @@ def test_a_resumed_log_hides_the_tensorboard_points_the_stopped_run_wrote_after_
     RunLog(tmp_path, start_step=200).close()
     assert [opened["purge_step"] for opened in tensorboard] == [1, 201]
     assert {opened["log_dir"] for opened in tensorboard} == {str(tmp_path / "tensorboard")}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"step": 3, "mAP": 0.', "not valid JSON (Expecting ',' delimiter: line 1 column 21 (char 20))"),
+        (b"[3, 0.9]", "not the step and mAP score docsam writes there"),
+        (b'{"mAP": 0.9}', "not the step and mAP score docsam writes there"),
+        (b'{"step": 3, "mAP": "high"}', "not the step and mAP score docsam writes there"),
+    ],
+)
+def test_a_resumed_run_with_a_damaged_best_metrics_file_is_told_which_file(tmp_path, content, reason) -> None:
+    """A best/metrics.json that is not valid JSON said only `error: Expecting value: ...` on resume, and
+    one that is JSON of another shape ended in a traceback (AttributeError, KeyError, TypeError)."""
+    metrics = tmp_path / "best" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_bytes(content)
+    state = TrainerState(step=4, optimizer={}, scaler={}, rng={}, best=None, run={})
+
+    with pytest.raises(ValueError) as raised:
+        resumed_best(tmp_path, state, "mAP")
+
+    assert str(raised.value) == (
+        f"{metrics}: {reason}, so the run cannot compare its validations with the weights beside it; put "
+        f"back the file, or remove {metrics.parent} to let the run's next validation write it again"
+    )

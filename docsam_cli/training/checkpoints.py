@@ -193,12 +193,40 @@ def resumed_best(output: Path, state: TrainerState, metric: str) -> dict[str, An
     with better weights than those it holds."""
     published = None
     with contextlib.suppress(FileNotFoundError):
-        recorded = json.loads((output / BEST_FOLDER / METRICS_FILE).read_text(encoding="utf-8"))
-        if recorded.get(metric) is not None:
-            published = {"metric": metric, "value": recorded[metric], "step": recorded["step"]}
+        value, step = _published_score(output / BEST_FOLDER / METRICS_FILE, metric)
+        if value is not None:
+            published = {"metric": metric, "value": value, "step": step}
     if published is None or (state.best is not None and state.best["value"] >= published["value"]):
         return state.best
     return published
+
+
+def _published_score(path: Path, metric: str) -> tuple[float | None, int]:
+    """The `metric` score and step `save_best` wrote in `path` (`best/metrics.json`). A file that is not
+    such a record (damaged, edited by hand) is a ValueError naming it: without its score the run cannot
+    tell whether its weights beat those in `best/`."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(_unusable_best(path, f"not valid JSON ({error})")) from None
+    not_a_record = _unusable_best(path, f"not the step and {metric} score docsam writes there")
+    if not isinstance(recorded, dict):
+        raise ValueError(not_a_record)
+    value, step = recorded.get(metric), recorded.get("step")
+    if value is not None and not (_is_number(value) and _is_number(step)):
+        raise ValueError(not_a_record)
+    return value, step
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _unusable_best(path: Path, reason: str) -> str:
+    return (
+        f"{path}: {reason}, so the run cannot compare its validations with the weights beside it; put back "
+        f"the file, or remove {path.parent} to let the run's next validation write it again"
+    )
 
 
 def discard_earlier_best(output: Path) -> None:
