@@ -76,7 +76,7 @@ def read_state_dict(
     except CheckpointError:
         raise
     except Exception as error:  # torch and safetensors raise many types for corrupt files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})") from error
+        raise _unreadable(path, error) from error
     state = _unwrapped(loaded)
     if state is None:
         raise CheckpointError(f"{path}: not a state dict of tensors ({_describe_content(loaded)})")
@@ -117,30 +117,70 @@ _MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors refuses longer headers
 def _safetensors_cut_off(head: bytes, size: int, handle: BinaryIO) -> str | None:
     """For a file that starts as safetensors do: whether it is shorter than its header, or than the tensors
     the header lists."""
-    if len(head) < _SAFETENSORS_HEAD or head[8:9] != b"{":
-        return None
-    length = int.from_bytes(head[:8], "little")
-    if length > _MAX_SAFETENSORS_HEADER:
+    length = _safetensors_header_length(head)
+    if length is None:
         return None
     if 8 + length > size:
         return f"cut off: {size} bytes, less than its safetensors header's {8 + length}"
+    expected = _safetensors_described_size(length, handle)
+    if expected is not None and size < expected:
+        return f"cut off: {size} bytes of the {expected} its safetensors header describes"
+    return None
+
+
+def _safetensors_header_length(head: bytes) -> int | None:
+    """The header length a file's first bytes give, where they start as safetensors do (None: they do not,
+    or give a length safetensors refuses)."""
+    if len(head) < _SAFETENSORS_HEAD or head[8:9] != b"{":
+        return None
+    length = int.from_bytes(head[:8], "little")
+    return length if length <= _MAX_SAFETENSORS_HEADER else None
+
+
+def _safetensors_described_size(length: int, handle: BinaryIO) -> int | None:
+    """The file size the safetensors header of `length` bytes in `handle` describes: the header, then the
+    data of the tensors it lists (None: a header that is no JSON object, for safetensors to describe)."""
     handle.seek(8)
     try:
         header = json.loads(handle.read(length))
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's reader goes
-        return None  # for safetensors to describe
+        return None
+    if not isinstance(header, dict):
+        return None
     ends = [
         entry["data_offsets"][1]
-        for entry in (header.values() if isinstance(header, dict) else ())
+        for entry in header.values()
         if isinstance(entry, dict)
         and isinstance(entry.get("data_offsets"), list)
         and len(entry["data_offsets"]) == 2
         and isinstance(entry["data_offsets"][1], int)
     ]
-    expected = 8 + length + max(ends, default=0)
-    if size < expected:
-        return f"cut off: {size} bytes of the {expected} its safetensors header describes"
-    return None
+    return 8 + length + max(ends, default=0)
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    """The error for a weights file torch or safetensors refused to read, one line naming it. safetensors'
+    "incomplete metadata, file not fully covered" is said of a file longer than its header describes too
+    (one shorter `_cut_off` finds first): bytes appended, as a download resumed from the start into the
+    same file leaves them, which is said plainly."""
+    appended = _appended_bytes(path) if "incomplete metadata" in str(error) else None
+    if appended is not None:
+        return CheckpointError(f"{path}: damaged ({appended}); copy the file again from its source")
+    return CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(error)})")
+
+
+def _appended_bytes(path: Path) -> str | None:
+    """How much longer the safetensors file `path` is than its header describes (None: it is not)."""
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            length = _safetensors_header_length(handle.read(_SAFETENSORS_HEAD))
+            expected = None if length is None else _safetensors_described_size(length, handle)
+    except OSError:
+        return None
+    if expected is None or size <= expected:
+        return None
+    return f"{size - expected} bytes more than the {expected} its safetensors header describes"
 
 
 _READ_BLOCK = 1 << 24
@@ -676,7 +716,7 @@ def stored_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         with safe_open(str(path), "numpy") as handle:  # "numpy": reading the header needs no torch
             return dict(handle.metadata() or {})
     except SafetensorError as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from error
+        raise _unreadable(Path(path), error) from error
 
 
 def stored_config(path: str | os.PathLike[str]) -> DocSAMConfig | None:

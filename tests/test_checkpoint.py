@@ -683,6 +683,23 @@ def test_a_file_cut_off_in_copying_is_refused_in_one_line_naming_the_file(tmp_pa
         assert "cut off" in message or "empty" in message
 
 
+def test_a_safetensors_file_longer_than_its_header_says_is_refused_in_one_line_naming_the_file(tmp_path):
+    """Bytes after the tensors (a download resumed from the start into the same file) gave safetensors'
+    'incomplete metadata, file not fully covered', as for a file cut off."""
+    path = tmp_path / "docsam.safetensors"
+    save_file({"w": torch.arange(16.0)}, str(path), metadata={"classes": "text"})
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes() + bytes(100))
+
+    for read in (read_state_dict, stored_metadata):
+        with pytest.raises(CheckpointError) as error:
+            read(path)
+        assert str(error.value) == (
+            f"{path}: damaged (100 bytes more than the {size} its safetensors header describes); copy the "
+            "file again from its source"
+        )
+
+
 def test_weights_of_another_architecture_are_refused_naming_the_sizes_that_differ(tiny_config):
     """Weights that do not fit the architecture given (`--model-config`, `--variant`) or detected were refused
     with hundreds of internal entry names only; the message now says which config sizes differ."""
