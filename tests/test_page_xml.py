@@ -282,6 +282,25 @@ def test_page_map_spec_forms_and_errors(tmp_path):
     assert region_kind("Chapter-Title").type == "heading" and region_kind("Table caption").type == "caption"
 
 
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [
+        ('{"a": "TextRegion:heading", " a ": "ImageRegion"}', "'a' and ' a '"),
+        ('{"a": "TextRegion:heading", "a": "ImageRegion"}', "'a' and 'a'"),
+        ("Text=TextRegion:heading,text=ImageRegion", "'Text' and 'text'"),
+    ],
+)
+def test_a_map_naming_one_class_twice_is_refused(spec, names):
+    """Inline JSON with the keys "a" and " a " (or "a" twice) kept the last entry, unsaid; so did the
+    class=Element form with `Text` and `text`, whose lookup then took the first."""
+    with pytest.raises(ValueError) as error:
+        parse_page_map(spec)
+    assert str(error.value) == (
+        f"page map names one class twice, as {names} (class names are matched ignoring case, spaces, hyphens "
+        "and underscores): keep one entry"
+    )
+
+
 @pytest.mark.parametrize("parse", [parse_page_map, parse_alto_map])
 def test_class_map_file_is_read_in_the_encoding_json_finds_and_named_when_unreadable(tmp_path, parse):
     """A map file saved by Windows tools (Notepad's "UTF-8 with BOM", PowerShell 5's `Out-File -Encoding

@@ -43,10 +43,25 @@ def parse_class_map(spec: str, syntax: MapSyntax) -> ClassMap:
     """The (element, detail) pairs of a spec, not yet validated. Raises ValueError with a usage message."""
     text = spec.strip()
     if text.startswith("{") or Path(text).suffix.lower() == ".json":
-        entries = list(_json_map(text, syntax).items())
+        entries = _json_map(text, syntax)
     else:
         entries = [_split_entry(sides, spec, syntax) for sides in split_pairs(text) if "".join(sides).strip()]
+    _refuse_a_class_named_twice([name for name, _ in entries], syntax)
     return {name.strip(): _element_and_detail(value, name, syntax) for name, value in entries}
+
+
+def _refuse_a_class_named_twice(names: Sequence[str], syntax: MapSyntax) -> None:
+    """Raise ValueError for two entries that one class matches (`" a "` and `"a"`, `Text` and `text`):
+    a map kept only one of them, unsaid."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = normalize_class(name)
+        if key in seen:
+            raise ValueError(
+                f"{syntax.name} names one class twice, as {seen[key]!r} and {name!r} (class names are "
+                "matched ignoring case, spaces, hyphens and underscores): keep one entry"
+            )
+        seen[key] = name
 
 
 def lookup(class_map: ClassMap | None, class_name: str) -> tuple[str, str | None] | None:
@@ -77,9 +92,19 @@ def unmatched_warning(option: str, class_map: ClassMap | None, class_names: Sequ
     )
 
 
-def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
-    """Inline JSON, or the JSON file `text` names, read as bytes so that json finds its encoding (UTF-8
-    with the byte order mark Windows tools write, UTF-16), as `evaluate` and `train` read their JSON."""
+class _KeyPairs(dict):
+    """A JSON object that also keeps its entries as written, a key given twice twice (which a dict keeps
+    once, the last)."""
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def _json_map(text: str, syntax: MapSyntax) -> list[tuple[str, object]]:
+    """The entries of inline JSON, or of the JSON file `text` names, read as bytes so that json finds its
+    encoding (UTF-8 with the byte order mark Windows tools write, UTF-16), as `evaluate` and `train` read
+    their JSON."""
     document: str | bytes = text
     name = syntax.name
     if not text.startswith("{"):
@@ -89,7 +114,7 @@ def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
         except OSError as error:
             raise ValueError(f"cannot read {name}: {error.strerror or error}") from None
     try:
-        raw = json.loads(document)
+        raw = json.loads(document, object_pairs_hook=_KeyPairs)
     except UnicodeDecodeError as error:
         raise ValueError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
@@ -98,7 +123,7 @@ def _json_map(text: str, syntax: MapSyntax) -> dict[str, object]:
         raise ValueError(
             f'{syntax.name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}'
         )
-    return {str(name): value for name, value in raw.items()}
+    return [(str(name), value) for name, value in raw.pairs]
 
 
 def _split_entry(sides: list[str], spec: str, syntax: MapSyntax) -> tuple[str, str]:
