@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from convert_helpers import (
     coco_source,
     dark_box,
@@ -93,6 +94,24 @@ def test_yolo_files_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
     result = run_cli("convert-dataset", root, "--from", "yolo", "--out", out)
     assert result.exit_code == 0, result.stderr
     assert {name: len(found) for name, found in _only_annotations(out).items()} == {"table": 1, "figure": 1}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_yolo_files_saved_in_utf16_with_its_byte_order_mark(tmp_path: Path, encoding: str) -> None:
+    """A class list typed in PowerShell 5 (`"table", "Überschrift" > classes.txt` writes UTF-16 with its
+    mark) was refused: 'cannot read the class list: 'utf-8' codec can't decode byte 0xff in position 0'."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "a.png", 200, 100)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_bytes("0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.3 0.5\n".encode(encoding))
+    (root / "classes.txt").write_bytes("table\r\nÜberschrift\r\n".encode(encoding))
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "yolo", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert {name: len(found) for name, found in _only_annotations(out).items()} == {
+        "table": 1,
+        "Überschrift": 1,
+    }
 
 
 def test_labelme_shapes_groups_and_embedded_image(tmp_path: Path) -> None:

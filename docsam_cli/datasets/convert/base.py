@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,3 +66,20 @@ class Format:
     def read(self, path: Path, context: ReadContext) -> Iterable[SourcePage | InputError]:
         reader = importlib.import_module(f"docsam_cli.datasets.convert.{self.module}")
         return reader.read(path, context)
+
+
+_MARKED_ENCODINGS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def read_text_file(path: Path) -> str:
+    """A text file of the source (a class list, labels) in UTF-8, with or without the byte order mark
+    Windows editors write, or in the UTF-16 or UTF-32 its mark announces (PowerShell 5's `>` and
+    `Out-File` write UTF-16). Raises OSError, or UnicodeDecodeError for text in none of them."""
+    data = path.read_bytes()
+    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
+    return data.decode(encoding)

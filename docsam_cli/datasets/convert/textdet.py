@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.convert.base import ReadContext, read_text_file
 from docsam_cli.datasets.images import ImageNotFound
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
 from docsam_cli.errors import InputError, WrongFormat
@@ -36,7 +36,7 @@ _MIN_COORDINATES = 6  # three points
 def read(path: Path, context: ReadContext) -> list[SourcePage]:
     """One label file. Raises InputError."""
     try:
-        rows = path.read_text(encoding="utf-8-sig").splitlines()
+        rows = read_text_file(path).splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read: {error}") from None
     notes: list[Note] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from docsam_cli.datasets.convert.base import ReadContext
+from docsam_cli.datasets.convert.base import ReadContext, read_text_file
 from docsam_cli.datasets.geometry import box_polygon
 from docsam_cli.datasets.images import within
 from docsam_cli.datasets.records import ImageRef, Instance, Note, SourcePage
@@ -39,7 +39,7 @@ def find_class_list(folder: Path) -> Path | None:
 def class_names(path: Path) -> tuple[str, ...]:
     """Names from a text file (one per line) or a YAML file's `names` (list or index → name map)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text_file(path)
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read the class list: {error}") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
@@ -80,7 +80,7 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
     instances: list[Instance] = []
     if labels.is_file():
         try:
-            rows = labels.read_text(encoding="utf-8-sig").splitlines()
+            rows = read_text_file(labels).splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(labels, f"cannot read: {error}") from None
         for number, row in enumerate(rows, start=1):
