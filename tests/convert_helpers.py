@@ -208,6 +208,7 @@ def assert_one_error(result: CliResult, file_name: str, where: str) -> None:
 
 
 NAN = float("nan")
+HUGE = 10**309  # a whole number JSON holds and Python reads, but no float does
 ALL = frozenset({"convert", "truth", "predictions"})
 # (field, new value, the field the error must name, the readings that must refuse it). A page's width and
 # height may be left out by a source (the image has them) and by predictions (the ground truth has them).
@@ -217,6 +218,7 @@ COCO_CASES = [
     ("images[0].width", -5, "images[0].width", ALL),
     ("images[0].height", NAN, "images[0].height", ALL),
     ("images[0].width", 12.5, "images[0].width", ALL),
+    ("images[0].width", HUGE, "images[0].width", ALL),
     ("images[0].file_name", DELETE, "images[0].file_name", ALL),
     ("images[0].file_name", 5, "images[0].file_name", ALL),
     ("images[0].id", [1], "images[0].id", ALL),
@@ -246,8 +248,10 @@ COCO_CASES = [
     ("annotations[0].segmentation", [{"x": 1}], "annotations[0].segmentation[0]", ALL),
     ("annotations[0].segmentation", [[10, 10, 40, 10, 40]], "annotations[0].segmentation[0]", ALL),
     ("annotations[0].segmentation", [[10, 10, 40, NAN, 40, 30]], "annotations[0].segmentation[0][3]", ALL),
+    ("annotations[0].segmentation", [[10, 10, 40, HUGE, 40, 30]], "annotations[0].segmentation[0][3]", ALL),
     ("annotations[0].bbox", [1, 2, 3], "annotations[0].bbox", ALL),
     ("annotations[0].bbox", [1, 2, -3, 4], "annotations[0].bbox[2]", ALL),
+    ("annotations[0].bbox", [1, 2, HUGE, 4], "annotations[0].bbox[2]", ALL),
     ("annotations[0].bbox", {"x": 1}, "annotations[0].bbox", ALL),
     ("annotations[2].bbox", DELETE, "annotations[2]", ALL),
     ("annotations[0].iscrowd", "no", "annotations[0].iscrowd", ALL),
@@ -260,8 +264,12 @@ def coco_cases(reading: str) -> list:
     """The cases a reading must refuse, as pytest parameters named after the field and the value."""
     import pytest
 
+    def shown(value: object) -> str:
+        text = "deleted" if value is DELETE else json.dumps(value)
+        return text if len(text) <= 40 else f"{text[:37]}..."
+
     return [
-        pytest.param(field, value, where, id=f"{field}={'deleted' if value is DELETE else json.dumps(value)}")
+        pytest.param(field, value, where, id=f"{field}={shown(value)}")
         for field, value, where, readings in COCO_CASES
         if reading in readings
     ]

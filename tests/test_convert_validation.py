@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from convert_helpers import (
     DELETE,
+    HUGE,
     assert_one_error,
     coco_cases,
     coco_document,
@@ -103,6 +104,17 @@ def test_a_json_python_cannot_hold_is_one_error(tmp_path: Path, text: str, reaso
     path.write_text(text)
     result = run_cli("convert-dataset", path, "--from", "coco", "--out", tmp_path / "out")
     assert_one_error(result, "annotations.json", reason)
+
+
+def test_a_whole_number_no_float_holds_is_one_error_of_few_words(tmp_path: Path) -> None:
+    """A whole number of 309 digits or more (JSON holds it, Python reads it, no float does) as a size, a
+    box or a point ended convert-dataset and evaluate as an internal error, 'a bug' with exit 3
+    ('OverflowError: int too large to convert to float'); it is one error naming the field, the number told
+    by its length."""
+    source = coco_source(tmp_path / "src", mutated(coco_document(), "images[0].width", HUGE))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", "images[0].width")
+    assert "expected a positive whole number, got a whole number of 310 digits" in result.error_lines()[0]
 
 
 def test_a_size_stated_in_part_is_checked_in_part(tmp_path: Path) -> None:

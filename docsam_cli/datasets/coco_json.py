@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from docsam_cli.datasets import geometry
-from docsam_cli.datasets.fields import JsonField, is_number
+from docsam_cli.datasets.fields import JsonField, is_finite, is_number
 from docsam_cli.datasets.report import REPORT_FILE
 from docsam_cli.errors import InputError, WrongFormat
 
@@ -310,15 +310,12 @@ def _polygon(field: JsonField) -> np.ndarray:
     values = field.value
     if not isinstance(values, list):
         raise field.expected("a polygon (a list of numbers x1, y1, x2, y2, ...)")
-    if not all(is_number(value) for value in values):
+    if not all(is_finite(value) for value in values):
         for value in field.items():
-            value.number()  # raises for the first value that is not a number
+            value.number()  # raises for the first value that is not a finite number
     if len(values) % 2:
         raise field.problem(f"odd number of coordinates ({len(values)})")
-    points = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(points).all():
-        raise field.items()[int(np.flatnonzero(~np.isfinite(points))[0])].expected("a number")
-    return points.reshape(-1, 2)
+    return np.asarray(values, dtype=np.float64).reshape(-1, 2)
 
 
 def read_bbox(field: JsonField) -> tuple[float, float, float, float]:

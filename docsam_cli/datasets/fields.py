@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TypeGuard
 
 from docsam_cli.errors import InputError
 
@@ -110,7 +111,7 @@ class JsonField:
     def number(self, *, minimum: float | None = None) -> float:
         """A finite number, at least `minimum` when given."""
         value = self.value
-        if not is_number(value) or not math.isfinite(value):
+        if not is_finite(value):
             raise self.expected("a number")
         if minimum is not None and value < minimum:
             raise self.expected(f"a number >= {minimum:g}")
@@ -119,7 +120,7 @@ class JsonField:
     def size(self) -> int:
         """A page dimension: a positive whole number (600 or 600.0)."""
         value = self.value
-        if not is_number(value) or not math.isfinite(value) or value != int(value) or value <= 0:
+        if not is_finite(value) or value != int(value) or value <= 0:
             raise self.expected("a positive whole number")
         return int(value)
 
@@ -137,9 +138,18 @@ class JsonField:
         raise self.expected("0 or 1")
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """An int or float that is not a bool (JSON true is not 1 here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_finite(value: object) -> TypeGuard[int | float]:
+    """A number (`is_number`) that a float holds: not NaN or an infinity, nor a whole number of more than
+    308 digits, which `math.isfinite` and `float` refuse with OverflowError."""
+    try:
+        return is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def describe(value: object) -> str:
@@ -151,7 +161,8 @@ def describe(value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if is_number(value):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= _EXCERPT else f"a whole number of {len(text.lstrip('-'))} digits"
     if isinstance(value, str):
         if not value.strip():
             return "an empty string" if not value else "a blank string"
