@@ -57,6 +57,24 @@ def test_voc_boxes_are_one_based_and_difficult_is_crowd(tmp_path: Path) -> None:
     assert found["stamp"][0]["bbox"] == [0, 0, 99, 79] and found["stamp"][0]["iscrowd"] == 1  # clamped to W-1
 
 
+@pytest.mark.parametrize("width", ["inf", "1e999", "nan", "wide"])
+def test_a_voc_size_that_is_no_pixel_count_is_taken_from_the_image(tmp_path: Path, width: str) -> None:
+    """A `<width>` of `inf` or `1e999` (a hand-edited file, one made to break readers) ended convert-dataset
+    as an internal error, 'a bug' with exit 3 ('OverflowError: cannot convert float infinity to integer');
+    it is left to the image, as a `nan` or a word there is."""
+    root = tmp_path / "VOC"
+    write_image(root / "p1.jpg", 100, 80)
+    (root / "p1.xml").write_text(
+        f"<annotation><filename>p1.jpg</filename><size><width>{width}</width><height>80</height></size>"
+        "<object><name>table</name><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>60</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "voc", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert _only_annotations(out)["table"][0]["bbox"] == [10, 20, 40, 40]
+
+
 def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
     root = tmp_path / "yolo"
     write_image(root / "images" / "train" / "a.png", 200, 100)

@@ -44,7 +44,7 @@ def _text(element, name: str) -> str | None:
 def _size(size, name: str) -> int | None:
     try:
         value = int(float(_text(size, name) or 0))
-    except ValueError:
+    except (ValueError, OverflowError):  # NaN, or an infinity ('inf', '1e999')
         return None
     return value if value > 0 else None  # 0 or absent: take the image's size
 
