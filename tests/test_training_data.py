@@ -81,6 +81,7 @@ def test_readme_train_example_passes_the_weights_rule() -> None:
         ([{"id": 1, "file_name": "p.png"}], r"no usable images\[0\]\.height/width \('height'\)"),
         ([{"id": 1, "height": "tall", "width": 80}], r"no usable images\[0\]\.height/width"),
         ([{"id": 1, "height": 0, "width": 80}], r"image size 80x0 is empty"),
+        ([{"id": 1, "height": float("inf"), "width": 80}], r"no usable images\[0\]\.height/width"),
     ],
 )
 def test_a_json_without_a_usable_page_size_is_an_annotation_error(images: list, expected: str) -> None:
@@ -98,6 +99,11 @@ def test_a_json_without_a_usable_page_size_is_an_annotation_error(images: list, 
         ({"id": 7, "category_id": [1], "bbox": [10, 10, 20, 5]}, "annotation 7: bad category_id"),
         ({"id": 7, "category_id": 1, "segmentation": [3]}, "annotation 7: bad polygon"),
         ({"id": 7, "category_id": 1, "bbox": [5, 5, float("nan"), 20]}, "annotation 7: bad bbox"),
+        ({"id": 7, "category_id": 1, "bbox": [5, 5, 10**309, 20]}, "annotation 7: bad bbox"),
+        (
+            {"id": 7, "category_id": 1, "segmentation": [[0, 0, 9, 0, 10**309, 9]]},
+            "annotation 7: bad polygon",
+        ),
         (
             {"id": 7, "category_id": 1, "segmentation": [[0, 0, 9, 0, float("inf"), 9]]},
             "annotation 7: bad polygon",

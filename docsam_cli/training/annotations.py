@@ -89,7 +89,7 @@ def rectify(coco: Mapping[str, Any]) -> PageAnnotations:
     try:
         image = coco["images"][0]
         height, width = int(image["height"]), int(image["width"])
-    except (KeyError, IndexError, TypeError, ValueError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as error:  # OverflowError: Infinity
         raise AnnotationError(f"no usable images[0].height/width ({error})") from None
     if height <= 0 or width <= 0:
         raise AnnotationError(f"image size {width}x{height} is empty")
@@ -150,7 +150,7 @@ def _box_numbers(annotation: Mapping[str, Any]) -> tuple[float, ...]:
     box = annotation["bbox"]
     try:
         numbers = tuple(float(value) for value in box)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: a whole number no float holds
         raise AnnotationError(f"annotation {annotation.get('id')}: bad bbox {box!r} ({error})") from None
     if not all(math.isfinite(number) for number in numbers):  # Python's json reads NaN and Infinity
         raise AnnotationError(f"annotation {annotation.get('id')}: bad bbox {box!r} (not a finite number)")
@@ -167,7 +167,7 @@ def _polygons(annotation: Mapping[str, Any], size: tuple[int, int]) -> list[np.n
         return []
     try:
         polygons = [np.asarray(flat, dtype=np.float64).reshape(-1, 2) for flat in segmentation if len(flat)]
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: a whole number no float holds
         raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon ({error})") from None
     if not all(np.isfinite(polygon).all() for polygon in polygons):
         raise AnnotationError(f"annotation {annotation.get('id')}: bad polygon (not a finite number)")
