@@ -327,6 +327,17 @@ def test_class_map_file_is_read_in_the_encoding_json_finds_and_named_when_unread
         parse(str(broken))
 
 
+@pytest.mark.parametrize("parse", [parse_page_map, parse_alto_map])
+def test_class_map_nested_deeper_than_json_reads_is_refused_naming_the_file(tmp_path, parse):
+    """A map file nested deeper than Python's JSON reader goes (a file made to break readers, a runaway
+    generator) ended segment as 'error: internal error: RecursionError: maximum recursion depth exceeded
+    while decoding a JSON array' (exit 3); it is a usage error naming the file, as invalid JSON is."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=rf"map {re.escape(str(deep))} is JSON nested too deeply to read$"):
+        parse(str(deep))
+
+
 def test_graphic_types_of_the_schema_are_default_kinds():
     """Class names that are PAGE's own GraphicRegion types become that region, not a TextRegion."""
     for name in (

@@ -119,6 +119,8 @@ def _json_map(text: str, syntax: MapSyntax) -> list[tuple[str, object]]:
         raise ValueError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{name} is not valid JSON: {error}") from None
+    except RecursionError:  # valid JSON, but deeper than Python's reader goes
+        raise ValueError(f"{name} is JSON nested too deeply to read") from None
     if not isinstance(raw, dict):
         raise ValueError(
             f'{syntax.name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}'
