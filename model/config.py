@@ -354,6 +354,8 @@ class DocSAMConfig:
         try:
             data = json.loads(path.read_bytes())
             return cls.from_dict(data)
+        except RecursionError:  # valid JSON, but deeper than Python's reader goes
+            raise ValueError(f"{path}: not a usable DocSAM config (JSON nested too deeply to read)") from None
         except (OSError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: not a usable DocSAM config ({error})") from error
 

@@ -211,6 +211,17 @@ def test_configs_of_wrong_types_or_widths_are_refused_naming_the_file(
     assert str(error.value) == f"{path}: not a usable DocSAM config ({reason})"
 
 
+def test_a_config_nested_deeper_than_json_reads_is_refused_naming_the_file(tmp_path):
+    """A --model-config nested deeper than Python's JSON reader goes ended segment, train and evaluate as
+    'error: internal error: RecursionError: maximum recursion depth exceeded while decoding a JSON array'
+    (exit 3); it is refused naming the file, as invalid JSON is."""
+    path = tmp_path / "deep.json"
+    path.write_text('{"docsam_config_attributes": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError) as error:
+        DocSAMConfig.from_json(path)
+    assert str(error.value) == f"{path}: not a usable DocSAM config (JSON nested too deeply to read)"
+
+
 def test_every_way_of_building_a_config_checks_it():
     from dataclasses import replace
 
