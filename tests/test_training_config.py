@@ -236,6 +236,24 @@ def test_a_config_file_saved_by_windows_tools_is_read(started: list[RunPlan], tm
     assert "latin.json: cannot read it (not UTF-8 text" in " ".join(output.split()) and not started
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.json", '{"datasets": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("deep.yaml", "datasets: " + "[" * 100_000 + "]" * 100_000),
+    ],
+)
+def test_a_config_file_nested_too_deeply_is_a_usage_error(
+    started: list[RunPlan], tmp_path: Path, name: str, text: str
+) -> None:
+    """A --config nested deeper than Python's JSON or YAML reader goes ended the command as 'error:
+    internal error: RecursionError: maximum recursion depth exceeded ...' (exit 3); it is one usage error
+    naming the file, as a file of invalid JSON is."""
+    (config := tmp_path / name).write_text(text)
+    output = invoke(*FINETUNE, "--config", str(config), code=2)
+    assert f"{name}: cannot read it (nested too deeply)" in " ".join(output.split()) and not started
+
+
 def test_missing_config_file_is_a_usage_error(started: list[RunPlan], tmp_path: Path) -> None:
     output = invoke(*FINETUNE, "--config", str(tmp_path / "absent.json"), code=2)
     assert "absent.json" in output and not started

@@ -205,6 +205,8 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
         raise unusable(f"cannot read it (not UTF-8 text: {error.reason} at byte {error.start})") from None
     except ValueError as error:
         raise unusable(str(error)) from None
+    except RecursionError:  # valid JSON or YAML, but deeper than Python's readers go
+        raise unusable("cannot read it (nested too deeply)") from None
     if not isinstance(data, dict):
         raise unusable("expected a mapping of option names to values")
     recorded_by, settings = run_settings(data)
