@@ -100,6 +100,21 @@ def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
     assert "no image read" in missing.stderr and not (tmp_path / "none").exists()
 
 
+def test_a_yolo_class_list_nested_too_deeply_is_one_error(tmp_path: Path) -> None:
+    """A data.yaml nested deeper than Python's YAML reader goes ended convert-dataset as 'error: internal
+    error: RecursionError: maximum recursion depth exceeded while calling a Python object' (exit 3); it is
+    one error per page naming the file, as a data.yaml that is not YAML is."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "a.png", 200, 100)
+    (root / "labels").mkdir(parents=True)
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (root / "data.yaml").write_text("names: " + "[" * 100_000 + "]" * 100_000)
+    result = run_cli("convert-dataset", root, "--from", "yolo", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    (line,) = result.error_lines()
+    assert "data.yaml: cannot read the class list: nested too deeply" in line
+
+
 def test_yolo_files_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
     """A class list and labels saved as 'UTF-8 with BOM' (Windows editors) read as without it."""
     root = tmp_path / "yolo"

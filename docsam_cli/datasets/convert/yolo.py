@@ -48,6 +48,8 @@ def class_names(path: Path) -> tuple[str, ...]:
         names = (yaml.safe_load(text) or {}).get("names")
     except (yaml.YAMLError, AttributeError) as error:
         raise InputError(path, f"not a YAML mapping with 'names': {error}") from None
+    except RecursionError:  # valid YAML, but deeper than Python's reader goes
+        raise InputError(path, "cannot read the class list: nested too deeply") from None
     if isinstance(names, dict):
         try:
             names = [names[index] for index in range(len(names))]
