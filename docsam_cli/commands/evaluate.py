@@ -174,87 +174,33 @@ def main(
         geometry = GeometryOptions.parse(short_side, window, stride, keep_size)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    if weights is None and geometry != GeometryOptions():
-        raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
     model_options = {"--variant": variant, "--model-config": model_config, "--domain": domain}
-    given = [flag for flag, value in model_options.items() if value is not None]
-    given += [f"--{name}" for name in ("device", "precision") if typed(ctx, name)]  # these have defaults
-    if weights is None and given:  # predictions read from --pred are scored as they are
-        raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
-    try:
-        refuse_undecodable(domain, "--domain")
-        for value in mapping:  # class names: the 'ignored:' line reads them as the model would
-            refuse_undecodable(value, "--map")
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    if json_out is not None and not json_out.strip():
-        raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
-    if json_out is not None:  # text, not a path option: '-' is stdout
-        json_out = expand_user(json_out)
-    if json_out and json_out != "-":
-        weights_file = Path(expand_user(weights)) if weights else None
-        _check_report_path(
-            Path(json_out),
-            {
-                "ground truth": ground_truth,
-                "--images": images,
-                "--classes": classes,
-                "--pred": pred,
-                "--weights": weights_file,
-            },
-        )
-    from docsam_cli.datasets.ground_truth import detect_format, load_ground_truth
-    from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
-    from docsam_cli.datasets.predictions import load_predictions
+    _check_model_options(ctx, weights, geometry, model_options)
+    _check_class_names(domain, mapping)
+    inputs = {"ground truth": ground_truth, "--images": images, "--classes": classes, "--pred": pred}
+    json_out = _report_target(json_out, weights, inputs)
+    from docsam_cli.datasets.ground_truth import load_ground_truth
     from docsam_cli.evaluation import evaluate
 
     inner = _predictions_inside(ground_truth, pred)
-    try:
-        gt_fmt = detect_format(ground_truth, inner) if gt_format.value == _AUTO else gt_format.value
-        pred_fmt = pred_format.value
-        if pred is not None and pred_fmt == _AUTO:
-            pred_fmt = detect_prediction_format(pred)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    gt_fmt, pred_fmt = _formats(ground_truth, inner, gt_format, pred, pred_format)
     if gt_fmt == "unified" and pred_fmt == "page" and not typed(ctx, "level"):
         levels = _split_levels(ground_truth, levels)
-    _check_levels(levels, gt_fmt, pred_fmt if pred is not None else None)
-    if gt_fmt == "unified":
-        _check_split_list(ground_truth)
-    if images is not None and gt_fmt == "unified":  # its list names image/<name>, as training reads it
-        raise typer.BadParameter(
-            "a unified split's images are those in its image/ folder (or their copies in image_resize/)",
-            param_hint="--images",
-        )
-    if classes is not None and gt_fmt != "yolo":
-        raise typer.BadParameter(f"only for YOLO ground truth, not {gt_fmt}", param_hint="--classes")
+    _check_inputs(ground_truth, levels, gt_fmt, pred_fmt if pred is not None else None, images, classes)
     console = stderr_console()
     if message_options().quiet and json_out is None:  # said before the scoring, which may take minutes
         print_plain(console, "warning: -q without --json: the scores are shown nowhere (--json - for stdout)")
     set_max_image_pixels(max_image_pixels)  # images read for their size, and those the model runs on
     try:
         truth = load_ground_truth(ground_truth, gt_fmt, levels, images, inner, classes)
-        prediction_warnings: list[str] = []
-        if weights is not None and not truth.images:  # no page to run it on: no model to load
-            predicted, prediction_errors = {}, []
-        elif weights is not None:
-            predicted, prediction_errors = _run_model(
-                truth,
-                weights,
-                variant,
-                model_config,
-                device,
-                precision,
-                geometry,
-                domain if domain is not None else _dataset_domain(ground_truth),
+        if weights is None:
+            predicted, prediction_errors, prediction_warnings = _read_predictions(
+                truth, pred, pred_fmt, levels
             )
-            # As pages with unreadable predictions are: an image the model did not run on is no miss.
-            truth.images = [image for image in truth.images if image.name in predicted]
         else:
-            predictions = load_predictions(pred, pred_fmt, truth, levels)
-            prediction_errors, prediction_warnings = predictions.errors, predictions.warnings
-            predicted = {k: v for k, v in predictions.pages.items() if k not in predictions.unreadable}
-            truth.images = [image for image in truth.images if image.name not in predictions.unreadable]
+            run = (weights, variant, model_config, device, precision, geometry)
+            predicted, prediction_errors = _run_model(truth, ground_truth, domain, *run)
+            prediction_warnings = []
     except InputError as error:
         print_error(console, str(error))
         raise typer.Exit(ExitCode.FAILED) from None
@@ -273,14 +219,110 @@ def main(
         print_error(console, _unmatched_predictions(pred, len(predicted)))
         raise typer.Exit(ExitCode.FAILED)
     result = evaluate(truth.images, predicted, class_map, truth.class_names())
-    if not message_options().quiet:  # the figures stay available as data: --json
+    _report(console, result, json_out)
+    if errors:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_model_options(
+    ctx: typer.Context, weights: str | None, geometry: GeometryOptions, model_options: dict[str, object]
+) -> None:
+    """Refuse the options that set how the model runs without `--weights`. Raises typer.BadParameter."""
+    if weights is None and geometry != GeometryOptions():
+        raise typer.BadParameter("the geometry options need --weights (they set how the model sees pages)")
+    given = [flag for flag, value in model_options.items() if value is not None]
+    given += [f"--{name}" for name in ("device", "precision") if typed(ctx, name)]  # these have defaults
+    if weights is None and given:  # predictions read from --pred are scored as they are
+        raise typer.BadParameter(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --weights")
+
+
+def _check_class_names(domain: str | None, mapping: list[str]) -> None:
+    """Refuse a `--domain` or `--map` that is no text. Raises typer.BadParameter."""
+    try:
+        refuse_undecodable(domain, "--domain")
+        for value in mapping:  # class names: the 'ignored:' line reads them as the model would
+            refuse_undecodable(value, "--map")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _report_target(json_out: str | None, weights: str | None, inputs: dict[str, Path | None]) -> str | None:
+    """`--json` as given (`-`: stdout), `~` expanded, a file checked before anything is read (see
+    `_check_report_path`; `inputs` are the files and folders read, by what they are). Raises
+    typer.BadParameter or UsageError."""
+    if json_out is None:
+        return None
+    if not json_out.strip():
+        raise typer.BadParameter("an empty file name ('-' for stdout)", param_hint="--json")
+    json_out = expand_user(json_out)  # text, not a path option: '-' is stdout
+    if json_out != "-":
+        weights_file = Path(expand_user(weights)) if weights else None
+        _check_report_path(Path(json_out), {**inputs, "--weights": weights_file})
+    return json_out
+
+
+def _formats(
+    ground_truth: Path, inner: Path | None, gt_format: GtFormat, pred: Path | None, pred_format: PredFormat
+) -> tuple[str, str]:
+    """The formats of the ground truth and of the predictions, `auto` detected (the predictions' only where
+    there is a --pred). Raises typer.BadParameter."""
+    from docsam_cli.datasets.ground_truth import detect_format
+    from docsam_cli.datasets.predictions import detect_format as detect_prediction_format
+
+    try:
+        gt_fmt = detect_format(ground_truth, inner) if gt_format.value == _AUTO else gt_format.value
+        pred_fmt = pred_format.value
+        if pred is not None and pred_fmt == _AUTO:
+            pred_fmt = detect_prediction_format(pred)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    return gt_fmt, pred_fmt
+
+
+def _check_inputs(
+    ground_truth: Path,
+    levels: frozenset[str],
+    gt_fmt: str,
+    pred_fmt: str | None,
+    images: Path | None,
+    classes: Path | None,
+) -> None:
+    """Refuse levels, `--images` and `--classes` that the ground truth's format does not take, and a unified
+    split without its list. Raises typer.BadParameter or UsageError."""
+    _check_levels(levels, gt_fmt, pred_fmt)
+    if gt_fmt == "unified":
+        _check_split_list(ground_truth)
+    if images is not None and gt_fmt == "unified":  # its list names image/<name>, as training reads it
+        raise typer.BadParameter(
+            "a unified split's images are those in its image/ folder (or their copies in image_resize/)",
+            param_hint="--images",
+        )
+    if classes is not None and gt_fmt != "yolo":
+        raise typer.BadParameter(f"only for YOLO ground truth, not {gt_fmt}", param_hint="--classes")
+
+
+def _read_predictions(
+    truth: GroundTruth, pred: Path, pred_fmt: str, levels: frozenset[str]
+) -> tuple[dict[str, PageInstances], list[InputError], list[str]]:
+    """The pages read from `--pred`, their errors and warnings. As the pages whose predictions could not be
+    read are left out, so are their ground-truth images (`truth.images`). Raises InputError."""
+    from docsam_cli.datasets.predictions import load_predictions
+
+    predictions = load_predictions(pred, pred_fmt, truth, levels)
+    predicted = {k: v for k, v in predictions.pages.items() if k not in predictions.unreadable}
+    truth.images = [image for image in truth.images if image.name not in predictions.unreadable]
+    return predicted, predictions.errors, predictions.warnings
+
+
+def _report(console: Console, result: EvaluationResult, json_out: str | None) -> None:
+    """Show the tables (unless -q: the figures stay available as data, --json) and write the JSON report
+    (`-`: stdout)."""
+    if not message_options().quiet:
         _tables(console, result)
     if json_out == "-":
         write_data(json.dumps(result.to_json(), indent=2) + "\n")
     elif json_out:
         _write_report(console, Path(json_out), result)
-    if errors:
-        raise typer.Exit(ExitCode.FAILED)
 
 
 def _predictions_inside(ground_truth: Path, pred: Path | None) -> Path | None:
@@ -373,22 +415,29 @@ def _write_report(console: Console, path: Path, result: EvaluationResult) -> Non
 
 
 def _run_model(
-    truth: GroundTruth, *model_options: object
+    truth: GroundTruth, ground_truth: Path, domain: str | None, *model_options: object
 ) -> tuple[dict[str, PageInstances], list[InputError]]:
-    """Predictions of a model run on the ground truth's images (imports torch). `model_options` are
-    `ModelRun`'s arguments."""
+    """Predictions of a model run on the ground truth's images (imports torch), and their errors; an image
+    the model did not run on is left out of `truth.images`, as pages with unreadable predictions are: it is
+    no miss. No image, no model loaded. `model_options` are `ModelRun`'s arguments before the domain (by
+    default the dataset's name, if known)."""
+    if not truth.images:
+        return {}, []
     from docsam_cli.model_evaluation import ModelRun, prompt_classes
     from docsam_cli.weights import WeightsError
     from model import CheckpointError
 
+    domain = domain if domain is not None else _dataset_domain(ground_truth)
     classes = prompt_classes(truth.images, sorted(truth.class_names()))
     try:
         refuse_repeated_classes(classes, "the ground truth")  # before the model loads
-        return ModelRun(*model_options).predict(truth.images, classes)
+        predicted, errors = ModelRun(*model_options, domain).predict(truth.images, classes)
     except (WeightsError, CheckpointError) as error:  # before ValueError: a CheckpointError is one
         raise UsageError(str(error)) from None  # as in segment: nothing was scored
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    truth.images = [image for image in truth.images if image.name in predicted]
+    return predicted, errors
 
 
 def _nothing_to_score(ground_truth: Path, gt_fmt: str, errors: list[InputError]) -> str:
