@@ -167,11 +167,6 @@ class ImageFinder:
         name = posix.name
         folder = annotation.parent
         relative = None if posix.is_absolute() or _DRIVE.match(str(posix)) else Path(*posix.parts)
-        # An absolute path (another machine's) is taken by its trailing folders, longest first, and name
-        tails = [] if relative is not None else _trailing_paths(posix.parts[1:])[:-1]
-        given = [] if self.images is None else [*(self.images / tail for tail in tails), self.images / name]
-        if relative is not None and self.images is not None and within(self.images / relative, self.images):
-            given.insert(0, self.images / relative)
         if relative is not None and not within(folder / relative, self.root):
             found = self._outside_root(folder / relative, relative, suffixes)
             if found is None:
@@ -185,8 +180,46 @@ class ImageFinder:
                     )
                 )
             return found
+        exact, name_folders = self._exact_candidates(posix, relative, folder, extra_dirs, suffixes)
+        found = _first_file(exact)
+        if found is not None:
+            return found, None
+        folders = list(dict.fromkeys([*([self.images] if self.images is not None else []), *name_folders]))
+        found_loosely = self._loose_match(name, folders, suffixes)
+        if found_loosely is not None:
+            return found_loosely
+        search_roots = list(
+            dict.fromkeys(p for p in (self.images, self.root, *search_under) if p is not None)
+        )
+        found_by_name = self._search_by_name(
+            name, folder, search_roots, suffixes, f"{label} '{display_path(reference)}'"
+        )
+        if found_by_name is not None:
+            return found_by_name
+        searched = " and ".join(map(display_path, search_roots))
+        raise ImageNotFound(
+            f"{label} '{display_path(reference)}' not found "
+            f"(looked in {', '.join(map(display_path, folders))}, and by "
+            f"name under {searched}; use --images DIR to say where they are)"
+        )
+
+    def _exact_candidates(
+        self,
+        posix: PurePosixPath,
+        relative: Path | None,
+        folder: Path,
+        extra_dirs: Sequence[str],
+        suffixes: Sequence[str],
+    ) -> tuple[list[Path], list[Path]]:
+        """The paths steps 1 to 4 try for `posix` (`relative`: it as a relative path, None for an absolute
+        one), in order, for an annotation in `folder`; and the folders step 4 looks for its file name in."""
+        name = posix.name
+        # An absolute path (another machine's) is taken by its trailing folders, longest first, and name
+        tails = [] if relative is not None else _trailing_paths(posix.parts[1:])[:-1]
+        exact = [] if self.images is None else [*(self.images / tail for tail in tails), self.images / name]
+        if relative is not None and self.images is not None and within(self.images / relative, self.images):
+            exact.insert(0, self.images / relative)
         bases = _ancestors(folder, self.root)
-        exact = list(given)
         if relative is None:
             exact += [Path(posix)] if within(Path(posix), self.root) else []
         else:
@@ -204,10 +237,13 @@ class ImageFinder:
         exact += [base / name for base in name_folders]
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
             exact += [path.with_name(path.name + suffix) for path in list(exact) for suffix in suffixes]
-        found = _first_file(exact)
-        if found is not None:
-            return found, None
-        folders = list(dict.fromkeys([*([self.images] if self.images is not None else []), *name_folders]))
+        return exact, name_folders
+
+    def _loose_match(
+        self, name: str, folders: Sequence[Path], suffixes: Sequence[str]
+    ) -> tuple[Path, str] | None:
+        """Step 5: the one file in one of `folders` named `name` but for letter case or Unicode
+        normalization, else the one of its stem with one of `suffixes`, and the note saying which guess."""
         loose_matches: tuple[tuple[Callable[[_Names], list[Path]], str], ...] = (
             (lambda names: names.named(name), _NOTE_CASE),
             (lambda names: names.stemmed(name, suffixes), _NOTE_SUFFIX),
@@ -217,9 +253,14 @@ class ImageFinder:
                 matches = loose(self._listing(candidate_folder))
                 if len(matches) == 1:
                     return matches[0], note
-        search_roots = list(
-            dict.fromkeys(p for p in (self.images, self.root, *search_under) if p is not None)
-        )
+        return None
+
+    def _search_by_name(
+        self, name: str, folder: Path, search_roots: Sequence[Path], suffixes: Sequence[str], looked_for: str
+    ) -> tuple[Path, str] | None:
+        """Step 6: the file called `name` (else of its stem with one of `suffixes`) under the first of
+        `search_roots` that holds one, the one mirroring the annotation's `folder` of several, and the note
+        of that guess. Raises ImageNotFound, opening with `looked_for`, where none of several stands out."""
         for search_root in (p for p in search_roots if p.is_dir()):
             matches = self._index(search_root).matches(name, suffixes)
             if matches:
@@ -228,17 +269,11 @@ class ImageFinder:
                     shown = ", ".join(display_path(match) for match in matches[:3])
                     more = ", ..." if len(matches) > 3 else ""
                     raise ImageNotFound(
-                        f"{label} '{display_path(reference)}': {len(matches)} files of that name under "
-                        f"{display_path(search_root)} "
+                        f"{looked_for}: {len(matches)} files of that name under {display_path(search_root)} "
                         f"({shown}{more}); use --images DIR to say where they are"
                     )
                 return best, _NOTE_SEARCH
-        searched = " and ".join(map(display_path, search_roots))
-        raise ImageNotFound(
-            f"{label} '{display_path(reference)}' not found "
-            f"(looked in {', '.join(map(display_path, folders))}, and by "
-            f"name under {searched}; use --images DIR to say where they are)"
-        )
+        return None
 
     def _outside_root(
         self, target: Path, relative: Path, suffixes: Sequence[str]
