@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ from docsam_cli.commands.options import (
 from docsam_cli.console import message_options, print_error, print_plain, shows_progress, stderr_console
 from docsam_cli.datasets.classes import ClassFilter, parse_mapping, parse_names
 from docsam_cli.datasets.convert import FORMATS
-from docsam_cli.datasets.convert.base import PDF_PAGE_DPI
+from docsam_cli.datasets.convert.base import PDF_PAGE_DPI, Format
 from docsam_cli.datasets.records import DEFAULT_LEVELS, LEVELS, parse_levels
 from docsam_cli.datasets.report import ConversionReport
 from docsam_cli.datasets.split import parse_split
@@ -34,6 +34,9 @@ from docsam_cli.inputs.images import DEFAULT_MAX_IMAGE_PIXELS
 from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path, output_text
 from docsam_cli.presets import refuse_undecodable
+
+if TYPE_CHECKING:
+    from docsam_cli.datasets.pipeline import ConvertOptions
 
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in FORMATS}, type=str)
 
@@ -157,32 +160,9 @@ def main(
         levels = parse_levels(level)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--level") from None
-    if not levels <= fmt.levels:
-        supported = ", ".join(sorted(fmt.levels))
-        raise typer.BadParameter(f"{fmt.name} supports {supported}", param_hint="--level")
-    if classes is not None and fmt.name != "yolo":  # YOLO's class list, not a choice of classes
-        raise typer.BadParameter(
-            f"the class list of YOLO labels, not for {fmt.name} (to convert some classes only: --keep)",
-            param_hint="--classes",
-        )
-    if typed(ctx, "dpi") and fmt.name != "icdar2013":  # the other formats' pages are images already
-        raise typer.BadParameter(
-            f"renders the PDF pages of icdar2013, not for {fmt.name}, whose pages are images",
-            param_hint="--dpi",
-        )
+    _check_format_options(fmt, levels, classes, typed(ctx, "dpi"))
     try:
-        # the names go into UTF-8 files, and the model is trained and prompted with them
-        for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
-            for value in values:
-                refuse_undecodable(value, option)
-        refuse_undecodable(dataset_name, "--dataset-name")
-        class_filter = ClassFilter(
-            parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
-        )
-        if both := sorted(class_filter.drop & (class_filter.keep or frozenset())):
-            raise ValueError(
-                f"--keep and --drop both name {', '.join(map(repr, both))}: give each class to one"
-            )
+        class_filter = _class_filter(mapping, drop, keep, dataset_name)
         fractions = parse_split(split_spec) if split_spec else None
         sources = path_arguments(sources, "SOURCE")
         if dataset_name is not None and not dataset_name.strip():
@@ -190,13 +170,7 @@ def main(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     from docsam_cli.datasets.layout import default_dataset_name
-    from docsam_cli.datasets.pipeline import (
-        ConvertOptions,
-        InterruptedAfterPublishing,
-        NothingConverted,
-        OutputExists,
-        convert,
-    )
+    from docsam_cli.datasets.pipeline import ConvertOptions
 
     console = stderr_console()
     options = ConvertOptions(
@@ -216,14 +190,70 @@ def main(
         max_image_pixels=max_image_pixels or None,
     )
     quiet = message_options().quiet
+    report = _convert(console, options, quiet)
+    for line in report.errors:
+        print_error(console, line)
+    if not quiet:
+        _summary(console, report, out)
+    for warning in report.warnings:
+        print_plain(console, f"warning: {warning}")
+    if report.errors:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _check_format_options(fmt: Format, levels: frozenset[str], classes: Path | None, dpi_given: bool) -> None:
+    """Refuse levels the format does not support, and `--classes` and `--dpi` (`dpi_given`) where the
+    format has no use for them. Raises typer.BadParameter."""
+    if not levels <= fmt.levels:
+        supported = ", ".join(sorted(fmt.levels))
+        raise typer.BadParameter(f"{fmt.name} supports {supported}", param_hint="--level")
+    if classes is not None and fmt.name != "yolo":  # YOLO's class list, not a choice of classes
+        raise typer.BadParameter(
+            f"the class list of YOLO labels, not for {fmt.name} (to convert some classes only: --keep)",
+            param_hint="--classes",
+        )
+    if dpi_given and fmt.name != "icdar2013":  # the other formats' pages are images already
+        raise typer.BadParameter(
+            f"renders the PDF pages of icdar2013, not for {fmt.name}, whose pages are images",
+            param_hint="--dpi",
+        )
+
+
+def _class_filter(
+    mapping: list[str], drop: list[str], keep: list[str], dataset_name: str | None
+) -> ClassFilter:
+    """The classes to rename, drop and keep, once every name given (and `--dataset-name`) is known to be
+    text: the names go into UTF-8 files, and the model is trained and prompted with them. Raises
+    ValueError, also for a class both kept and dropped."""
+    for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
+        for value in values:
+            refuse_undecodable(value, option)
+    refuse_undecodable(dataset_name, "--dataset-name")
+    class_filter = ClassFilter(
+        parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
+    )
+    if both := sorted(class_filter.drop & (class_filter.keep or frozenset())):
+        raise ValueError(f"--keep and --drop both name {', '.join(map(repr, both))}: give each class to one")
+    return class_filter
+
+
+def _convert(console: Console, options: ConvertOptions, quiet: bool) -> ConversionReport:
+    """Run the conversion (a spinner on a terminal unless `quiet`), ending the command where it is
+    interrupted, where --out may not be replaced and where nothing was converted."""
+    from docsam_cli.datasets.pipeline import (
+        InterruptedAfterPublishing,
+        NothingConverted,
+        OutputExists,
+        convert,
+    )
+
     try:
         # SIGTERM (`timeout`, a scheduler's time limit) as Ctrl-C: the staged copy is removed, not left.
         with terminate_as_interrupt():
             if not shows_progress(console, quiet):  # the spinner is redrawn as the bar is: on a terminal only
-                report = convert(options)
-            else:
-                with console.status("converting...") as status:
-                    report = convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
+                return convert(options)
+            with console.status("converting...") as status:
+                return convert(options, progress=lambda name: status.update(Text(f"converted {name}")))
     except InterruptedAfterPublishing as interrupted:
         _interrupted_after_publishing(console, options.out, interrupted.report, interrupted.previous)
     except KeyboardInterrupt:
@@ -235,14 +265,6 @@ def main(
         raise typer.Exit(ExitCode.USAGE) from None
     except NothingConverted as error:
         _nothing_converted(console, error.report, str(error))
-    for line in report.errors:
-        print_error(console, line)
-    if not quiet:
-        _summary(console, report, out)
-    for warning in report.warnings:
-        print_plain(console, f"warning: {warning}")
-    if report.errors:
-        raise typer.Exit(ExitCode.FAILED)
 
 
 def _interrupted_after_publishing(
