@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +32,7 @@ from docsam_cli.datasets.convert.page import NO_COORDS, read_page
 from docsam_cli.datasets.fields import JsonField
 from docsam_cli.datasets.ground_truth import GroundTruth, check_page_size, check_stated_size
 from docsam_cli.datasets.images import ImageFinder, file_name_stem, url_path
+from docsam_cli.datasets.records import SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
@@ -348,13 +350,7 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(error)
             predictions.unreadable.add(file.stem)
             continue
-        stem, image = page.key, page.image.path
-        # a name that several ground-truth pages share is no key: the input tells them apart
-        source = _upright_input(file, image) if stem not in sizes else None
-        if source is not None:
-            stem, image = source.stem, source
-        elif image is None and stem in truth.repeated:
-            image = _named_image(file)
+        stem, image = _page_name(file, page, truth, sizes)
         try:
             key = truth.page_key(stem, image, image.as_posix() if image is not None else None)
         except ValueError as error:
@@ -368,14 +364,8 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.unreadable.add(key)
             continue
         read[key] = file
-        dropped = [note for note in page.notes if note.kind == "dropped"]
-        shapeless = [note for note in dropped if note.reason == NO_COORDS]
-        predictions.warnings += [
-            str(InputError(file, f"{note.where}: {note.reason}, left out")) for note in shapeless
-        ]
-        unusable = [
-            InputError(file, f"{note.where}: {note.reason}") for note in dropped if note.reason != NO_COORDS
-        ]
+        shapeless, unusable = _dropped_regions(file, page)
+        predictions.warnings += shapeless
         if unusable:
             predictions.errors += unusable
             predictions.unreadable.add(key)
@@ -390,18 +380,51 @@ def _from_page(path: Path, truth: GroundTruth, levels: frozenset[str]) -> Predic
             predictions.errors.append(error)
             predictions.unreadable.add(key)  # left out of the scores, not scored as a page of misses
             continue
-        entries = []
-        # Clamped to the page, crossings repaired, no-area shapes dropped: a file scored against itself
-        # scores 1.
-        cleaned, _ = rectify.rectify(page.instances, width, height)
-        for instance in cleaned:
-            polygons = instance.polygons
-            x, y, w, h = geometry.polygons_bbox(polygons)
-            rle = geometry.fill_polygons(polygons, height, width)
-            score = instance.score if instance.score is not None else 1.0
-            entries.append(PredictedInstance(instance.category, rle, (x, y, x + w, y + h), score))
-        predictions.pages[key] = page_instances(height, width, entries)
+        predictions.pages[key] = page_instances(height, width, _page_entries(page, height, width))
     return predictions
+
+
+def _page_name(
+    file: Path, page: SourcePage, truth: GroundTruth, sizes: Mapping[str, tuple[int, int]]
+) -> tuple[str, Path | None]:
+    """The stem and image by which the PAGE file `file` read as `page` names its ground-truth page: a
+    name that several ground-truth pages share (none of `sizes`) is no key, the input tells them apart."""
+    stem, image = page.key, page.image.path
+    source = _upright_input(file, image) if stem not in sizes else None
+    if source is not None:
+        return source.stem, source
+    if image is None and stem in truth.repeated:
+        return stem, _named_image(file)
+    return stem, image
+
+
+def _dropped_regions(file: Path, page: SourcePage) -> tuple[list[str], list[InputError]]:
+    """The regions of `page` the reader dropped: warnings for those without Coords (they predict no shape),
+    errors for the others, whose page cannot be scored."""
+    dropped = [note for note in page.notes if note.kind == "dropped"]
+    shapeless = [
+        str(InputError(file, f"{note.where}: {note.reason}, left out"))
+        for note in dropped
+        if note.reason == NO_COORDS
+    ]
+    unusable = [
+        InputError(file, f"{note.where}: {note.reason}") for note in dropped if note.reason != NO_COORDS
+    ]
+    return shapeless, unusable
+
+
+def _page_entries(page: SourcePage, height: int, width: int) -> list[PredictedInstance]:
+    """The instances of a PAGE file's `page` of that size, rasterised. Clamped to the page, crossings
+    repaired, no-area shapes dropped: a file scored against itself scores 1."""
+    entries = []
+    cleaned, _ = rectify.rectify(page.instances, width, height)
+    for instance in cleaned:
+        polygons = instance.polygons
+        x, y, w, h = geometry.polygons_bbox(polygons)
+        rle = geometry.fill_polygons(polygons, height, width)
+        score = instance.score if instance.score is not None else 1.0
+        entries.append(PredictedInstance(instance.category, rle, (x, y, x + w, y + h), score))
+    return entries
 
 
 def _upright_input(file: Path, image: Path | None) -> Path | None:
