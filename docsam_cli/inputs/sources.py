@@ -411,7 +411,17 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     that are not UTF-8 are percent-encoded (`scan%0Anew`, `scan%FF`, see `names.file_name_text`), and a
     stem longer than `MAX_STEM_BYTES` is cut and ends in a hash of the whole (`long…name~1a2b3c4d`).
     """
-    earlier = earlier or {}
+    found, held = _earlier_stems(paths, earlier or {})
+    candidates = [
+        ([stem] if stem is not None else []) + _stem_candidates(path.absolute())
+        for path, stem in zip(paths, found, strict=True)
+    ]
+    return _first_distinct(candidates, [stem is not None for stem in found], held)
+
+
+def _earlier_stems(paths: list[Path], earlier: Mapping[str, str]) -> tuple[list[str | None], list[str]]:
+    """The stem each of `paths` was given by the earlier runs whose stems are `earlier` (None for a file
+    new to them), and the stems the other files of those runs, which still exist, hold."""
     keys = [input_key(path) for path in paths]
     found = [earlier.get(key) for key in keys]
     listed = set(keys)
@@ -425,12 +435,14 @@ def assign_stems(paths: list[Path], earlier: Mapping[str, str] | None = None) ->
     found = [stem or others.get(identity) for stem, identity in zip(found, identities, strict=True)]
     named_now = set(identities)
     held = [stem for identity, stem in others.items() if identity not in named_now]
-    kept = [stem is not None for stem in found]
-    candidates = [
-        ([stem] if stem is not None else []) + _stem_candidates(path.absolute())
-        for path, stem in zip(paths, found, strict=True)
-    ]
-    levels = [0] * len(paths)
+    return found, held
+
+
+def _first_distinct(candidates: list[list[str]], kept: list[bool], held: list[str]) -> list[str]:
+    """One name per file out of its `candidates`, tried in order: the files whose names clash (with each
+    other or with a `held` name) move on to their next candidate together, those that `kept` an earlier
+    run's stem (their first candidate) last, until no clash is left or no clashing file has another."""
+    levels = [0] * len(candidates)
     while True:
         names = [options[level] for options, level in zip(candidates, levels, strict=True)]
         clashing = [
