@@ -168,6 +168,22 @@ def test_a_split_left_empty_is_a_warning(coco_file: Path) -> None:
         LayoutDataset(out / "val", stage="test")
 
 
+def test_tables_beside_text_words_are_a_warning_that_the_reference_loader_drops_the_words(
+    tmp_path: Path,
+) -> None:
+    """The reference's loader drops 'text word' from a dataset that has 'table': conversion says so."""
+    from convert_helpers import coco_document
+
+    document = coco_document()
+    document["categories"][1]["name"] = "text word"
+    source = coco_source(tmp_path / "src", document) / "annotations.json"
+    result = run_cli("-q", "convert-dataset", source, "--from", "coco", "-o", tmp_path / "o")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "warning: the reference loader drops 'text word' when 'table' exists (rename one)"
+    ]
+
+
 def test_classes_the_model_reads_alike_are_a_warning_naming_the_map(tmp_path: Path) -> None:
     """ALTO from two tools (Kraken's `Default` and YALTAi's `default` line tags, as in the shared yaltai
     pages) converted into one dataset without a word; train and finetune then refused it ('names a class
