@@ -464,24 +464,37 @@ def _write(
     report.empty_images = sum(1 for page in pages if not page.instances)
     for page in pages:
         report.instances.update(instance.category for instance in page.instances)
-    report.warnings += [f"{option} matched no class" for option in options.classes.unused()]
-    report.warnings += [
+    report.warnings += _dataset_warnings(options, groups, by_name, class_names)
+    extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
+    layout.write_dataset_file(staging, options.dataset_name, class_names, extra)
+    (staging / REPORT_FILE).write_text(_json(report.to_json()), encoding="utf-8")
+
+
+def _dataset_warnings(
+    options: ConvertOptions,
+    groups: dict[str, list[str]],
+    pages: dict[str, SourcePage],
+    class_names: list[str],
+) -> list[str]:
+    """What to warn of in the dataset written: class options that matched nothing, splits left empty, classes
+    the train split lacks, class names the model would read as one, and a loss the reference's loader
+    would cause."""
+    warnings = [f"{option} matched no class" for option in options.classes.unused()]
+    warnings += [
         f"split '{group}' has no image ({len(pages)} images are too few for its fraction "
         f"{options.split[group]:.3g})"
         for group, names in groups.items()
         if group and not names and options.split[group] > 0  # a fraction of 0 asks for an empty split
     ]
-    report.warnings += _untrained_classes(groups, by_name, class_names)
-    report.warnings += [
+    warnings += _untrained_classes(groups, pages, class_names)
+    warnings += [
         f"the classes name a class twice: {name!r}{read_alike(earlier, name)}; train, finetune and evaluate "
         f"--weights refuse such a dataset: merge them with {map_option(name, earlier)}"
         for earlier, name in repeated_classes(class_names)
     ]
     if "table" in class_names and "text word" in class_names:
-        report.warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
-    extra = {"format": options.fmt.name, "levels": sorted(options.levels), "splits": report.splits}
-    layout.write_dataset_file(staging, options.dataset_name, class_names, extra)
-    (staging / REPORT_FILE).write_text(_json(report.to_json()), encoding="utf-8")
+        warnings.append("the reference loader drops 'text word' when 'table' exists (rename one)")
+    return warnings
 
 
 def _untrained_classes(
