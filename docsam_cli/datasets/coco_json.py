@@ -143,18 +143,9 @@ def dataset_of(
     path = root.file
     entries = root["images"].items()
     categories = read_categories(root["categories"])
-    images: list[CocoImage] = []
-    by_id: dict[int | str, CocoImage] = {}
-    ids_complete = True
-    for entry in entries:
-        image = _image(entry, sizes_required)
-        if image.id is None:
-            ids_complete = False  # annotations cannot be checked against an image without a usable id
-        elif image.id in by_id:
-            raise entry["id"].problem(f"{image.id!r} is the id of another image too")
-        else:
-            by_id[image.id] = image
-        images.append(image)
+    images = [_image(entry, sizes_required) for entry in entries]
+    by_id = _images_by_id(images, entries)
+    ids_complete = all(image.id is not None for image in images)
     by_text = {str(identifier): image for identifier, image in by_id.items()} if loader_rules else {}
     errors: list[InputError] = []
     dropped: list[InputError] = []
@@ -185,6 +176,18 @@ def dataset_of(
         more = f" (and {len(orphans) - 1} more annotations)" if len(orphans) > 1 else ""
         errors.append(orphans[0].problem(f"{orphans[0].value!r} is not the id of an image{more}"))
     return CocoDataset(path, categories, images, errors, dropped)
+
+
+def _images_by_id(images: list[CocoImage], entries: list[JsonField]) -> dict[int | str, CocoImage]:
+    """The `images` read from `entries` by their usable ids (an image without one is in none: annotations
+    cannot be checked against it). Raises InputError for an id two images share."""
+    by_id: dict[int | str, CocoImage] = {}
+    for image, entry in zip(images, entries, strict=True):
+        if image.id in by_id:
+            raise entry["id"].problem(f"{image.id!r} is the id of another image too")
+        if image.id is not None:
+            by_id[image.id] = image
+    return by_id
 
 
 def _without_geometry(annotation: JsonField) -> bool:
