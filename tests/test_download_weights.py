@@ -770,6 +770,34 @@ def test_offline_mode_adopts_a_copy_already_in_the_hf_cache(
     assert resolve_weights("mask2former-swin-base-coco-panoptic").path.read_bytes() == data
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--list", "docsam-base"], "error: --list takes no names or other options"),
+        (["--list", "--all"], "error: --list takes no names or other options"),
+        (["--from", "x.pth"], "error: --from FILE takes exactly one NAME"),
+        (["--from", "x.pth", "--all", "docsam-base"], "error: --from FILE takes exactly one NAME"),
+        (
+            ["--from", "https://example.org/w.pth", "docsam-base"],
+            "error: --from https://example.org/w.pth: a URL; --from takes a file on this machine: download "
+            "it first (a browser, curl), then give its path",
+        ),
+        (["--all", "docsam-base"], "error: --all takes no names"),
+        ([], "error: name the weights to download, or use --all or --list"),
+    ],
+    ids=["list-name", "list-all", "from-no-name", "from-all", "from-url", "all-name", "nothing"],
+)
+def test_options_that_do_not_go_together_are_one_usage_error(args: list[str], line: str) -> None:
+    code, stdout, stderr = download(*args)
+    assert code == 2 and stdout == "" and error_lines(stderr) == [line]
+
+
+def test_an_unknown_name_is_a_usage_error_listing_the_known_ones() -> None:
+    code, _, stderr = download("docsam-bogus")
+    (line,) = error_lines(stderr)
+    assert code == 2 and line.startswith("error: docsam-bogus: unknown weights name (known: docsam-base, ")
+
+
 def test_list_shows_names_sizes_licences_and_what_is_cached(remote: FakeRemote, base_pth: bytes) -> None:
     remote.drive[BASE_ID] = FakeFile(base_pth, name="docsam_base_all_dataset.pth")
     assert download("docsam-base")[0] == 0
