@@ -39,21 +39,9 @@ def download_weights(
     """
     names = names or []
     if list_entries:
-        if names or all_entries or from_file is not None:
-            raise UsageError("--list takes no names or other options")
-        try:
-            _print_listing()
-        except WeightsError as error:  # no cache folder to look in
-            raise UsageError(str(error)) from None
+        _list(names, all_entries, from_file)
         return
-    if from_file is not None and (len(names) != 1 or all_entries):
-        raise UsageError("--from FILE takes exactly one NAME")
-    source = _local_file(from_file) if from_file is not None else None
-    if all_entries and names:
-        raise UsageError("--all takes no names")
-    if not all_entries and not names:
-        raise UsageError("name the weights to download, or use --all or --list")
-    entries = list(REGISTRY) if all_entries else [_lookup(name) for name in names]
+    entries, source = _chosen_entries(names, all_entries, from_file)
 
     # Imported here so that `docsam --help` and `--list` do not load torch, gdown and huggingface_hub.
     from docsam_cli.weights.install import ensure_cached, register_file
@@ -76,6 +64,31 @@ def download_weights(
             failed = True
     if failed:
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _list(names: list[str], all_entries: bool, from_file: str | None) -> None:
+    """`--list`, alone. Raises UsageError."""
+    if names or all_entries or from_file is not None:
+        raise UsageError("--list takes no names or other options")
+    try:
+        _print_listing()
+    except WeightsError as error:  # no cache folder to look in
+        raise UsageError(str(error)) from None
+
+
+def _chosen_entries(
+    names: list[str], all_entries: bool, from_file: str | None
+) -> tuple[list[WeightsEntry], Path | None]:
+    """The registered weights to fetch (`names`, or every one with `--all`), and the file `--from` gives
+    for the one name it takes. Raises UsageError."""
+    if from_file is not None and (len(names) != 1 or all_entries):
+        raise UsageError("--from FILE takes exactly one NAME")
+    source = _local_file(from_file) if from_file is not None else None
+    if all_entries and names:
+        raise UsageError("--all takes no names")
+    if not all_entries and not names:
+        raise UsageError("name the weights to download, or use --all or --list")
+    return (list(REGISTRY) if all_entries else [_lookup(name) for name in names]), source
 
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
