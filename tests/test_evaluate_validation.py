@@ -456,6 +456,7 @@ def unified(tmp_path: Path) -> Path:
         ("categories[0].name", DELETE, "categories[0].name"),
         ("annotations[0].segmentation", [[1, "x", 3, 4, 5, 6]], "annotations[0].segmentation[0][1]"),
         ("annotations[0].category_id", 9, "annotations[0].category_id"),
+        ("images[0].width", 10_000_000, "images[0]"),  # 400 million pixels: over the pixel limit
     ],
 )
 def test_malformed_per_image_json_of_the_unified_layout(unified: Path, field, value, where: str) -> None:
