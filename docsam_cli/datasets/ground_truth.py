@@ -300,33 +300,9 @@ def split_ground_truth(folder: Path, names: Sequence[str] | None = None) -> Grou
                 f"{layout.list_file(folder, 'test')}: {name} is listed {times} times, scored once"
             )
     for name in listed:
-        path = layout.json_path(folder, name)
-        try:
-            dataset = read_dataset(path, sizes_required=True, loader_rules=True)
-            if len(dataset.images) != 1:
-                raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
-        except InputError as error:
-            truth.left_out(error, file_name_stem(name))
-            continue
-        truth.errors += dataset.errors
-        truth.warnings += [f"{problem}, left out" for problem in dataset.dropped]
-        (image,) = dataset.images
-        if image.error is not None:
-            truth.left_out(image.error, file_name_stem(name), image.id)
-            continue
-        try:
-            check_stated_size(path, image)
-        except InputError as error:
-            truth.left_out(error, file_name_stem(name), image.id)
-            continue
-        dropped = dropped_by_loader(dataset.categories.names.values())
-        for identifier, class_name in dataset.categories.names.items():
-            if class_name not in dropped:
-                declared[identifier].add(class_name)
-        image.annotations = [a for a in image.annotations if a.category not in dropped]
-        _clamp(image)
-        image.file_name = name
-        read.append((path, image))
+        page = _listed_page(folder, name, truth, declared)
+        if page is not None:
+            read.append(page)
     _split_categories(truth, declared)
     for path, image in read:
         found = layout.image_path(folder, image.file_name)
@@ -342,6 +318,42 @@ def split_ground_truth(folder: Path, names: Sequence[str] | None = None) -> Grou
         else:
             _add(truth, path, image, annotations, None, InputError(found, "image file not found"))
     return truth
+
+
+def _listed_page(
+    folder: Path, name: str, truth: GroundTruth, declared: dict[int | str, set[str]]
+) -> tuple[Path, CocoImage] | None:
+    """The per-image json of the split's listed page `name` and its image, read from it with the reference
+    loader's rules (its categories, but for those the loader drops, added to `declared` by id), its file
+    name the listed one; None for a page left out, its error and the json's other errors and warnings in
+    `truth`."""
+    path = layout.json_path(folder, name)
+    try:
+        dataset = read_dataset(path, sizes_required=True, loader_rules=True)
+        if len(dataset.images) != 1:
+            raise InputError(path, f"images: expected one image, got {len(dataset.images)}")
+    except InputError as error:
+        truth.left_out(error, file_name_stem(name))
+        return None
+    truth.errors += dataset.errors
+    truth.warnings += [f"{problem}, left out" for problem in dataset.dropped]
+    (image,) = dataset.images
+    if image.error is not None:
+        truth.left_out(image.error, file_name_stem(name), image.id)
+        return None
+    try:
+        check_stated_size(path, image)
+    except InputError as error:
+        truth.left_out(error, file_name_stem(name), image.id)
+        return None
+    dropped = dropped_by_loader(dataset.categories.names.values())
+    for identifier, class_name in dataset.categories.names.items():
+        if class_name not in dropped:
+            declared[identifier].add(class_name)
+    image.annotations = [a for a in image.annotations if a.category not in dropped]
+    _clamp(image)
+    image.file_name = name
+    return path, image
 
 
 def _clamp(image: CocoImage) -> None:
