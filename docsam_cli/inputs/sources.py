@@ -103,7 +103,15 @@ def collect_documents(
             found.extend(_expand_glob(source, recursive, skip))
         else:
             found.extend(_expand_path(Path(source), recursive, skip))
+    unique = _each_file_once(found)
+    paths = [item for item in unique if isinstance(item, Path)]
+    stems = dict(zip(paths, assign_stems(paths, earlier_stems or {}), strict=True))
+    return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
 
+
+def _each_file_once(found: list[Path | InputError]) -> list[Path | InputError]:
+    """`found` without the files (and refusals) named again, by identity (`_identity`: a link is the file it
+    names), each where it was first found."""
     seen: set[tuple[int, int] | str] = set()
     unique: list[Path | InputError] = []
     for item in found:
@@ -111,10 +119,7 @@ def collect_documents(
         if key not in seen:
             seen.add(key)
             unique.append(item)
-
-    paths = [item for item in unique if isinstance(item, Path)]
-    stems = dict(zip(paths, assign_stems(paths, earlier_stems or {}), strict=True))
-    return [Document(item, stems[item]) if isinstance(item, Path) else item for item in unique]
+    return unique
 
 
 def _without_own_outputs(listed: list[str], skip: frozenset[str]) -> list[str]:
