@@ -736,3 +736,20 @@ def test_predictions_naming_pages_by_the_ground_truths_urls_are_of_its_pages(tmp
         report = _report(truth, "--pred", predictions)
         assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
         assert report["box"]["AP"] == pytest.approx(1.0)
+
+
+def test_a_predicted_image_of_no_stated_size_that_is_no_ground_truth_page_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    """A COCO dataset of predictions with an extra image that states no size and is no page of the ground
+    truth: nothing to make its masks at, nothing to score it against; the pages of the ground truth score as
+    they are, and no error is said."""
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(coco_document()))
+    document = coco_document()
+    document["images"].append({"id": 3, "file_name": "z.png"})
+    document["annotations"].append({"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]})
+    (predictions := tmp_path / "pred.json").write_text(json.dumps(document))
+    report = _report(truth, "--pred", predictions)
+    assert report["images"] == 2 and report["predictions_without_ground_truth"] == []
+    assert report["mask"]["AP"] == pytest.approx(1.0)
