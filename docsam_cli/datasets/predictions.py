@@ -115,43 +115,7 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     by_key: dict[str, list[PredictedInstance]] = defaultdict(list)
     own = _segment_dataset(path) if document.is_list() else None
     if is_dataset(document) or own is not None:
-        results = document if own is not None else None
-        dataset = dataset_of(own or document, sizes_required=False, annotations=results)
-        predictions.errors += dataset.errors
-        predictions.warnings += dataset.categories.repeated
-        named: set[str] = set()
-        keys = frozenset(sizes)
-        for image in dataset.images:
-            source = _upright_source(image, keys)
-            stem = Path(source.replace("\\", "/")).stem if source else file_name_stem(image.file_name)
-            try:
-                key = _page_key(dataset.path, image, stem, truth, source)
-            except InputError as error:
-                predictions.errors.append(error)
-                predictions.unreadable.update(truth.repeated[stem])
-                continue
-            size = image.size or sizes.get(key)
-            try:
-                if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
-                    by_key.pop(key, None)
-                    raise InputError(
-                        dataset.path,
-                        f"{image.where}.file_name {image.file_name!r}: another image has the name '{key}' "
-                        "too (extensions and folders aside); both left out",
-                    )
-                named.add(key)
-                if image.error is not None:
-                    raise image.error
-                if size is None:
-                    continue  # not an image of the ground truth, and of unknown size: nothing to score
-                if image.size is not None:  # masks are made at the size stated, as for the ground truth
-                    check_stated_size(dataset.path, image)
-                by_key[key] = [_predicted(path, annotation, *size) for annotation in image.annotations]
-            except InputError as error:
-                predictions.errors.append(error)
-                predictions.unreadable.add(key)
-                continue
-            sizes[key] = size
+        _dataset_pages(path, document, own, truth, sizes, by_key, predictions)
     elif document.is_list():
         _results(document, truth, sizes, by_key, predictions)
     else:
@@ -159,6 +123,57 @@ def _from_coco(path: Path, truth: GroundTruth) -> Predictions:
     for key, entries in by_key.items():
         predictions.pages[key] = page_instances(*sizes[key], entries)
     return predictions
+
+
+def _dataset_pages(
+    path: Path,
+    document: JsonField,
+    own: JsonField | None,
+    truth: GroundTruth,
+    sizes: dict[str, tuple[int, int]],
+    by_key: dict[str, list[PredictedInstance]],
+    predictions: Predictions,
+) -> None:
+    """The images of a COCO dataset, by image key: `document` itself, or where it is segment's results
+    list, its annotations on the images of segment's `coco.json` beside it (`own`). Images naming one page
+    (vol1/0001.jpg, vol2/0001.jpg) leave it out: which one is the ground truth's cannot be told."""
+    results = document if own is not None else None
+    dataset = dataset_of(own or document, sizes_required=False, annotations=results)
+    predictions.errors += dataset.errors
+    predictions.warnings += dataset.categories.repeated
+    named: set[str] = set()
+    keys = frozenset(sizes)
+    for image in dataset.images:
+        source = _upright_source(image, keys)
+        stem = Path(source.replace("\\", "/")).stem if source else file_name_stem(image.file_name)
+        try:
+            key = _page_key(dataset.path, image, stem, truth, source)
+        except InputError as error:
+            predictions.errors.append(error)
+            predictions.unreadable.update(truth.repeated[stem])
+            continue
+        size = image.size or sizes.get(key)
+        try:
+            if key in named:  # e.g. vol1/0001.jpg and vol2/0001.jpg: which is the ground truth's?
+                by_key.pop(key, None)
+                raise InputError(
+                    dataset.path,
+                    f"{image.where}.file_name {image.file_name!r}: another image has the name '{key}' "
+                    "too (extensions and folders aside); both left out",
+                )
+            named.add(key)
+            if image.error is not None:
+                raise image.error
+            if size is None:
+                continue  # not an image of the ground truth, and of unknown size: nothing to score
+            if image.size is not None:  # masks are made at the size stated, as for the ground truth
+                check_stated_size(dataset.path, image)
+            by_key[key] = [_predicted(path, annotation, *size) for annotation in image.annotations]
+        except InputError as error:
+            predictions.errors.append(error)
+            predictions.unreadable.add(key)
+            continue
+        sizes[key] = size
 
 
 def _upright_source(image: CocoImage, keys: frozenset[str]) -> str | None:
