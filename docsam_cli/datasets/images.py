@@ -216,9 +216,7 @@ class ImageFinder:
         name = posix.name
         # An absolute path (another machine's) is taken by its trailing folders, longest first, and name
         tails = [] if relative is not None else _trailing_paths(posix.parts[1:])[:-1]
-        exact = [] if self.images is None else [*(self.images / tail for tail in tails), self.images / name]
-        if relative is not None and self.images is not None and within(self.images / relative, self.images):
-            exact.insert(0, self.images / relative)
+        exact = self._under_images(name, relative, tails)
         bases = _ancestors(folder, self.root)
         if relative is None:
             exact += [Path(posix)] if within(Path(posix), self.root) else []
@@ -238,6 +236,15 @@ class ImageFinder:
         if PurePosixPath(name).suffix.lower() not in suffixes:  # "scan" or "scan.v2" for "scan.v2.jpg"
             exact += [path.with_name(path.name + suffix) for path in list(exact) for suffix in suffixes]
         return exact, name_folders
+
+    def _under_images(self, name: str, relative: Path | None, tails: Sequence[Path]) -> list[Path]:
+        """Step 1: with `--images`, the reference relative to it (`relative`, where that stays inside it) or
+        an absolute one's trailing folders (`tails`), then the file `name` in it."""
+        if self.images is None:
+            return []
+        given = [] if relative is None else [self.images / relative]
+        inside = [path for path in given if within(path, self.images)]
+        return [*inside, *(self.images / tail for tail in tails), self.images / name]
 
     def _loose_match(
         self, name: str, folders: Sequence[Path], suffixes: Sequence[str]
