@@ -135,36 +135,54 @@ def evaluate(
     result.predictions_without_ground_truth = sorted(
         predictions.keys() - {image.name for image in ground_truth}
     )
-    matched: list[tuple[GtImage, _Predicted]] = []
-    for image in ground_truth:
-        page = predictions.get(image.name)
-        if page is None:
-            result.images_without_predictions.append(image.name)
-            predicted = _Predicted([], [], np.zeros((0, 4)), np.zeros(0), {})
-        else:
-            predicted = _Predicted.of(page, class_map, known, result.ignored_predictions)
-            if (page.height, page.width) != (image.height, image.width):
-                predicted = predicted.rescaled(page.height, page.width, image.height, image.width)
-                result.rescaled_predictions += 1
-        matched.append((image, predicted))
+    matched = [
+        (image, _predicted_page(image, predictions, class_map, known, result)) for image in ground_truth
+    ]
+    result.per_class = _reported_classes(matched, known)
+    result.classes = classes = list(result.per_class)
+    _coco_ap(matched, classes, result)
+    _mean_f1(matched, classes, result)
+    _mean_iou(matched, classes, result)
+    return result
+
+
+def _predicted_page(
+    image: GtImage,
+    predictions: Mapping[str, PageInstances],
+    class_map: Mapping[str, str],
+    known: set[str],
+    result: EvaluationResult,
+) -> _Predicted:
+    """The prediction of the ground-truth `image`, at its size: none where no page was predicted (listed in
+    `result.images_without_predictions`), classes renamed by `class_map` and those not `known` counted as
+    ignored, a page predicted at another size rescaled (and counted)."""
+    page = predictions.get(image.name)
+    if page is None:
+        result.images_without_predictions.append(image.name)
+        return _Predicted([], [], np.zeros((0, 4)), np.zeros(0), {})
+    predicted = _Predicted.of(page, class_map, known, result.ignored_predictions)
+    if (page.height, page.width) != (image.height, image.width):
+        predicted = predicted.rescaled(page.height, page.width, image.height, image.width)
+        result.rescaled_predictions += 1
+    return predicted
+
+
+def _reported_classes(matched: _Matched, known: set[str]) -> dict[str, ClassScores]:
+    """The `known` classes with ground truth or predictions in `matched`, instances or pixels of a semantic
+    map (a model's may paint a class no instance predicts), each with its counts, by name."""
     per_class = {name: ClassScores() for name in sorted(known)}
-    painted: set[str] = set()  # classes with pixels in a semantic map (a model's may paint no instance)
+    painted: set[str] = set()
     for image, predicted in matched:
         for annotation in image.annotations:
             per_class[annotation.category].gt += 1
         for category in predicted.categories:
             per_class[category].predictions += 1
         painted |= {name for name, rle in predicted.semantic.items() if mask_utils.area(rle)}
-    result.per_class = {
+    return {
         name: scores
         for name, scores in per_class.items()
         if scores.gt or scores.predictions or name in painted
     }
-    result.classes = classes = list(result.per_class)
-    _coco_ap(matched, classes, result)
-    _mean_f1(matched, classes, result)
-    _mean_iou(matched, classes, result)
-    return result
 
 
 def _named_as_converted(image: GtImage) -> GtImage:
