@@ -374,20 +374,27 @@ def _check_report_path(path: Path, inputs: dict[str, Path | None]) -> None:
         raise UsageError(f"--json {display_path(path)}: is a folder")
     if path.exists() and not path.is_file():
         return
-    for what, source in inputs.items():
-        if path.is_file() and source is not None and source.is_file() and path.samefile(source):
-            raise UsageError(f"--json {display_path(path)}: is the {what} file (the report would replace it)")
-        if path.is_file() and source is not None and source.is_dir() and _file_of_folder(path, source):
-            raise UsageError(
-                f"--json {display_path(path)}: is a file of the {what} folder {display_path(source)} "
-                "(the report would replace it)"
-            )
+    if path.is_file():
+        _refuse_replacing_an_input(path, inputs)
     folder = next(parent for parent in path.absolute().parents if parent.exists())
     if not folder.is_dir():
         raise UsageError(f"--json {display_path(path)}: {display_path(folder)} is not a folder")
     if (error := can_write_in(folder)) is not None:
         reason = error.strerror or type(error).__name__
         raise UsageError(f"--json {display_path(path)}: cannot write in {display_path(folder)}: {reason}")
+
+
+def _refuse_replacing_an_input(path: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse the existing file `path` as the --json report where it is one of the files read (`inputs`, by
+    what they are) or a file of a folder read, other than an earlier report. Raises UsageError."""
+    for what, source in inputs.items():
+        if source is not None and source.is_file() and path.samefile(source):
+            raise UsageError(f"--json {display_path(path)}: is the {what} file (the report would replace it)")
+        if source is not None and source.is_dir() and _file_of_folder(path, source):
+            raise UsageError(
+                f"--json {display_path(path)}: is a file of the {what} folder {display_path(source)} "
+                "(the report would replace it)"
+            )
 
 
 _REPORT_OPENING = re.compile(rb'\{\s*"images": \d+,\s*"classes": \[')
