@@ -61,7 +61,6 @@ class ModelRun:
         file is missing or unreadable, or not of the size the ground truth states) has no key, and an error
         naming the file."""
         from docsam_cli.inputs.images import load_frame, turned_note
-        from docsam_cli.writers.boxes import clip_box
         from model.inference import segment_page
 
         predictions: dict[str, PageInstances] = {}
@@ -88,8 +87,15 @@ class ModelRun:
                 instances = segment_page(
                     self.loaded.model, page, classes, domain=self.domain, geometry=self.geometry
                 )
-            boxes = [clip_box(box, width, height) for box in instances.boxes]
-            predictions[image.name] = replace(
-                instances, boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-            )
+            predictions[image.name] = as_written(instances)
         return predictions, errors
+
+
+def as_written(instances: PageInstances) -> PageInstances:
+    """`instances` with their boxes sorted and clipped to the page, as segment's COCO output writes them: the
+    box head moves each corner on its own, and pycocotools takes a detection's area from its box, so a false
+    positive with x2 < x1 (a negative area) fell outside every area range and was not counted."""
+    from docsam_cli.writers.boxes import clip_box
+
+    boxes = [clip_box(box, instances.width, instances.height) for box in instances.boxes]
+    return replace(instances, boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4))

@@ -134,6 +134,28 @@ def test_shifted_boxes() -> None:
     assert result.miou == pytest.approx(np.mean(expected))
 
 
+def test_trainings_validation_counts_a_false_positive_whose_regressed_box_is_inverted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The box head moves each corner on its own, so `segment_pages` can give a box with x2 < x1. pycocotools
+    takes a detection's area from its box (here negative) and ignores an unmatched detection outside the
+    area range: `docsam train`'s validation, which scored the raw boxes, did not count such a false
+    positive ranked first and gave mAP 1.0 (and so picked `best/` on it), where `evaluate --weights`
+    gives 0.67. The validation now scores the boxes as segment writes them, as `evaluate --weights` does."""
+    from docsam_cli.training import validation
+
+    page = _page([("A", 10, 160, 60, 190, 0.95)] + [(c, *box, 0.9) for c, *box in TRUTH["one"] if c == "A"])
+    page.boxes[0] = page.boxes[0][[2, 1, 0, 3]]  # x1 = 60, x2 = 10
+    monkeypatch.setattr(validation, "segment_pages", lambda *args, **kwargs: [page])
+    truth = [
+        replace(image, annotations=[a for a in image.annotations if a.category == "A"]) for image in _truth()
+    ]
+    validator = object.__new__(validation.LayoutValidator)
+    validator.geometry = None
+    scores = validator._score(None, "set", [(np.zeros((SIZE, SIZE, 3), np.uint8), truth[0], ["A"])])
+    assert scores["mAP"] == pytest.approx(2 / 3)  # the false positive first: precision 2/3 at full recall
+
+
 def test_relabelled_classes_and_class_mapping() -> None:
     """A's predictions come out as B (score 0.5), B's own as "b-pred" mapped to B, plus an unknown class."""
     predictions = {}

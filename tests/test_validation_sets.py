@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from instances_factory import empty_instances
 from pycocotools import mask as mask_utils
 
 from docsam_cli.evaluation import GtAnnotation, GtImage
@@ -31,7 +32,9 @@ def scored_validator(monkeypatch: pytest.MonkeyPatch, sets: list[tuple[str, floa
         mask = {"AP": score, "AP50": score, "AP75": None}  # None (no ground truth) counts as 0
         return SimpleNamespace(mask=mask, maf=score / 2, miou=score / 4)
 
-    monkeypatch.setattr(validation, "segment_pages", lambda *args, **kwargs: [None])
+    monkeypatch.setattr(
+        validation, "segment_pages", lambda *args, **kwargs: [empty_instances(4, 4, ["text"])]
+    )
     monkeypatch.setattr(validation, "evaluate", evaluate)
     return validator
 

@@ -19,6 +19,7 @@ import numpy as np
 from docsam_cli.datasets.ground_truth import GtImage, split_ground_truth
 from docsam_cli.errors import InputError
 from docsam_cli.evaluation import evaluate
+from docsam_cli.model_evaluation import as_written
 from docsam_cli.training.datasets import DatasetError, LayoutDataset
 from docsam_cli.training.settings import METRICS
 from model.docsam import DocSAM
@@ -55,7 +56,7 @@ class LayoutValidator:
     def _score(self, model: DocSAM, name: str, pages: list[Page]) -> dict[str, float]:
         """The metrics of one set, its name the domain of the background prompt."""
         predictions = {
-            gt.name: segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0]
+            gt.name: as_written(segment_pages(model, [image], names, domain=name, geometry=self.geometry)[0])
             for image, gt, names in pages
         }
         # The classes the pages are prompted with are declared, as `docsam evaluate` declares a split's
