@@ -9,6 +9,7 @@ ACL), so an output ends up readable by whoever could read a file the user create
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -90,6 +91,19 @@ def is_temporary(path: Path) -> bool:
     return _TEMPORARY_NAME.fullmatch(path.name) is not None
 
 
+def remove_left_temporaries(target: Path) -> None:
+    """Remove the temporaries of `target` (`.<name>.<random>.tmp` beside it) that runs killed while
+    writing it left behind, for a command whose output no folder lock guards and no run cleans otherwise
+    (`evaluate --json`, a file in any folder of the user's). Another process writing `target` at this very
+    moment would lose its temporary and fail its write: only as it writes the same file at the same time."""
+    head = re.escape(hidden_head(target.name))
+    own = re.compile(rf"\.{head}\.[0-9a-f]{{{RANDOM_HEX_DIGITS}}}\.tmp", re.DOTALL)
+    with contextlib.suppress(OSError):  # a folder not there yet, or not listable: nothing to clean
+        for path in target.parent.iterdir():
+            if own.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
@@ -136,14 +150,32 @@ def remove_replaced(previous: Path | None) -> None:
 
 
 def can_write_in(folder: Path) -> OSError | None:
-    """Whether a file can be created in `folder` (by creating and removing one): None, or the error.
+    """Whether a file can be created in `folder` (by creating one): None, or the error.
 
-    The probe is named as the outputs will be, under `folder` as given: `tempfile.mkstemp` would shorten
-    `link/../out` as text, to another folder than the one the system resolves."""
+    The probe is opened under `folder` as given: `tempfile.mkstemp` would shorten `link/../out` as text,
+    to another folder than the one the system resolves."""
     try:
-        handle, probe = _create_temporary(folder / "docsam-probe")
+        handle = _open_probe(folder)
     except OSError as error:
         return error
     os.close(handle)
-    os.unlink(probe)
     return None
+
+
+def _open_probe(folder: Path) -> int:
+    """A new file in `folder`, open for writing, that leaves nothing there once closed: a nameless one
+    (`O_TMPFILE`) where the system and the file system have them, else `.docsam-probe.<random>.tmp`, unlinked
+    at once. A named probe of a run killed before the unlink (SIGKILL, the out-of-memory killer) stayed
+    where nothing removes it: in `evaluate --json`'s folder (the user's), in a training run's
+    `checkpoints/`. Raises OSError."""
+    nameless = getattr(os, "O_TMPFILE", 0)
+    if nameless:
+        try:
+            return os.open(folder, nameless | os.O_WRONLY, 0o600)
+        except OSError as error:
+            # Older kernels open the folder itself (EISDIR); some file systems (NFS, FUSE) have none.
+            if error.errno not in (errno.EISDIR, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    handle, probe = _create_temporary(folder / "docsam-probe")
+    os.unlink(probe)
+    return handle

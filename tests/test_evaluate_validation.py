@@ -677,14 +677,56 @@ def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypa
 
     import docsam_cli.atomic
 
-    def refused(*args: object, **kwargs: object) -> tuple[int, Path]:
+    def refused(*args: object, **kwargs: object) -> int:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     truth, predictions = _files(tmp_path, coco_document(), coco_document())
-    monkeypatch.setattr(docsam_cli.atomic, "_create_temporary", refused)
+    monkeypatch.setattr(docsam_cli.atomic, "_open_probe", refused)
     result = run_cli("evaluate", truth, "--pred", predictions, "--json", tmp_path / "new" / "report.json")
     line = f"error: --json {tmp_path / 'new' / 'report.json'}: cannot write in {tmp_path}: Permission denied"
     assert result.exit_code == 2 and result.error_lines() == [line]
+
+
+# Run before the app: SIGKILL (what the out-of-memory killer or a scheduler sends) just before the process's
+# first file-system change of kind KILL_EVENT (an audit event) in the folder KILL_IN.
+_KILL_AT_EVENT = """
+import os, signal, sys
+def _kill(event, args):
+    if event == os.environ["KILL_EVENT"] and os.path.dirname(os.fspath(args[0])) == os.environ["KILL_IN"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(_kill)
+"""
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "os.remove",  # the writability probe, created and about to be removed
+        "os.rename",  # the report's temporary, written and about to be renamed over report.json
+    ],
+)
+def test_a_run_killed_writing_in_the_reports_folder_leaves_nothing_the_rerun_does_not_clean(
+    tmp_path: Path, monkeypatch, event: str
+) -> None:
+    """A killed run left `.docsam-probe.<random>.tmp` (a kill during the writability probe) or
+    `.report.json.<random>.tmp` (during the report's write) in the report's folder, the user's, and no
+    rerun removed it."""
+    from cli_helpers import run_docsam
+
+    truth, predictions = _files(tmp_path / "in", coco_document(), coco_document())
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    monkeypatch.setenv("KILL_EVENT", event)
+    monkeypatch.setenv("KILL_IN", str(folder))
+    command = ["evaluate", str(truth), "--pred", str(predictions), "--json", str(folder / "report.json")]
+    killed = run_docsam(*command, prelude=_KILL_AT_EVENT)
+    assert killed.returncode in (0, -9), killed.stderr
+
+    rerun = run_cli(*command)
+
+    assert rerun.exit_code == 0, rerun.stderr
+    assert [path.name for path in folder.iterdir()] == ["report.json"]
+    assert json.loads((folder / "report.json").read_text())["images"] == 2
 
 
 def test_a_json_report_that_cannot_be_written_is_an_error_line(tmp_path: Path, monkeypatch) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docsam_cli.atomic import atomic_write_text, can_write_in
+from docsam_cli.atomic import atomic_write_text, can_write_in, remove_left_temporaries
 from docsam_cli.commands.options import (
     MODEL,
     Device,
@@ -413,6 +413,7 @@ def _file_of_folder(path: Path, folder: Path) -> bool:
 def _write_report(console: Console, path: Path, result: EvaluationResult) -> None:
     """Write the JSON report; a failure (the disk filled up since the check) is one error line, exit 1."""
     try:
+        remove_left_temporaries(path)
         atomic_write_text(path, json.dumps(result.to_json(), indent=2) + "\n")
     except OSError as error:
         print_error(
