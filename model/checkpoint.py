@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import stat
+import struct
 import tarfile
 import warnings
 import zipfile
@@ -386,12 +387,37 @@ def write_safetensors(
             save_file(tensors, str(temporary), metadata=metadata)
         except SafetensorError as error:  # the Rust writer's I/O error (a full disk) as Python's would be
             raise _os_error(error, path) from None
+        _sort_metadata(temporary)
         os.chmod(temporary, mode)
         _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+_METADATA_OPENING = b'{"__metadata__":'  # how safetensors opens a header with metadata
+
+
+def _sort_metadata(path: Path) -> None:
+    """Put the metadata of the safetensors file at `path` in the order of its keys, in place.
+
+    safetensors (0.8) writes the metadata from a Rust hash map, in an order drawn at random for each write:
+    the same weights written twice (a run and its resumed rerun, one download stored on two machines) gave
+    files that differ in bytes and sha256. Sorted, the metadata takes the same bytes as before (compact JSON,
+    each string escaped alike); a header where it would not is left as written."""
+    with open(path, "r+b") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = file.read(length)
+        if not header.startswith(_METADATA_OPENING):
+            return
+        text = header.decode("utf-8")
+        metadata, end = json.JSONDecoder().raw_decode(text, len(_METADATA_OPENING))
+        written = text[len(_METADATA_OPENING) : end].encode("utf-8")
+        ordered = json.dumps(dict(sorted(metadata.items())), separators=(",", ":"), ensure_ascii=False)
+        if len(ordered.encode("utf-8")) == len(written):
+            file.seek(8 + len(_METADATA_OPENING))
+            file.write(ordered.encode("utf-8"))
 
 
 _SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[0-9A-Za-z]{6}")

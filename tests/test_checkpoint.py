@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model import CheckpointError, DocSAM, load_model, save_model, variant_config
@@ -21,6 +22,7 @@ from model.checkpoint import (
     stored_metadata,
     to_model_keys,
     to_reference_keys,
+    write_safetensors,
 )
 from model.config import VARIANTS
 
@@ -766,3 +768,19 @@ def test_json_nested_too_deeply_in_a_safetensors_file_is_refused_naming_it(tmp_p
     read = {"docsam_classes": stored_classes, "docsam_patch": stored_patch}.get(where, load_model)
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: "):
         read(path)
+
+
+def test_the_same_weights_and_metadata_write_the_same_bytes(tmp_path) -> None:
+    """safetensors writes the metadata in an order drawn at random for each write: a resumed run's
+    weights, or a download stored again, differed from the same weights written before in bytes and sha256
+    (the metadata's keys in another order)."""
+    state = {"w": torch.arange(6, dtype=torch.float32)}
+    metadata = {f"key_{index}": f"välue {index}\n" for index in range(8)}
+    written = []
+    for attempt in range(4):
+        path = tmp_path / f"{attempt}.safetensors"
+        write_safetensors(state, path, metadata)
+        written.append(path.read_bytes())
+        with safe_open(path, "pt") as stored:
+            assert stored.metadata() == metadata and torch.equal(stored.get_tensor("w"), state["w"])
+    assert written[1:] == written[:1] * 3
