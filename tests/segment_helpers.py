@@ -12,6 +12,9 @@ from docsam_cli.app import app
 
 # The tiny-e2e fixture's geometry: short side 192, 224x192 windows (fast, and what the reference ran).
 FAST_GEOMETRY = ["--short-side", "192", "--window", "224,192", "--device", "cpu"]
+# Pages resized to a 64-pixel short side, a ninth of FAST_GEOMETRY's pixels: for runs whose subject is not
+# the masks (which pages, which files, which messages).
+TINY_GEOMETRY = ["--short-side", "64", "--window", "64", "--device", "cpu"]
 E2E_CLASSES = ["--classes", "text,table,list,title,figure", "--domain", "Synthetic"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
-from segment_helpers import FAST_GEOMETRY, leftover_temporaries, run_segment
+from segment_helpers import TINY_GEOMETRY, leftover_temporaries, run_segment
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_sigkill_and_rerun_do_every_page_exactly_once(tmp_path, tiny_weights, sh
         shutil.copy(sources[index % len(sources)], pages / f"page{index:02d}.jpg")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "docsam_cli", "segment", str(pages), "--weights", str(tiny_weights)]
-    command += ["--out", str(out), *FAST_GEOMETRY]
+    command += ["--out", str(out), *TINY_GEOMETRY]
     records = out / ".docsam" / "records"
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -39,7 +39,7 @@ def test_sigkill_and_rerun_do_every_page_exactly_once(tmp_path, tiny_weights, sh
     done_before = {path.stem for path in records.glob("*.json")}
     assert 3 <= len(done_before) < 12, "the run should have been killed part-way"
 
-    code, lines, stderr = run_segment(tiny_weights, out, str(pages))
+    code, lines, stderr = run_segment(tiny_weights, out, str(pages), *TINY_GEOMETRY)
     assert code == 0, stderr
     skipped = {line["page_id"] for line in lines if line.get("skipped")}
     redone = {line["page_id"] for line in lines if not line.get("skipped")}
@@ -71,7 +71,7 @@ def test_every_pdf_of_the_corpus_is_accounted_for(tmp_path, tiny_weights, shared
     pdfs = sorted((shared_data / "pdfs").rglob("*.pdf"))
     out = tmp_path / "out"
     code, lines, stderr = run_segment(
-        tiny_weights, out, *map(str, pdfs), "--dpi", "12", "--format", "jsonl,coco"
+        tiny_weights, out, *map(str, pdfs), *TINY_GEOMETRY, "--dpi", "12", "--format", "jsonl,coco"
     )
     by_input: dict[str, list[dict]] = {}
     for line in lines:
@@ -109,12 +109,19 @@ def test_every_pdf_of_the_corpus_is_accounted_for(tmp_path, tiny_weights, shared
         expected = _pdfinfo_pages(target, password)
         assert expected, target
         code, lines, stderr = run_segment(
-            tiny_weights, tmp_path / f"pw-{target.stem}", str(target), "--password", password, "--dpi", "12"
+            tiny_weights,
+            tmp_path / f"pw-{target.stem}",
+            str(target),
+            *TINY_GEOMETRY,
+            "--password",
+            password,
+            "--dpi",
+            "12",
         )
         assert code == 0, stderr
         assert len(lines) == expected and all("error" not in line for line in lines)
         code, lines, stderr = run_segment(
-            tiny_weights, tmp_path / f"nopw-{target.stem}", str(target), "--dpi", "12"
+            tiny_weights, tmp_path / f"nopw-{target.stem}", str(target), *TINY_GEOMETRY, "--dpi", "12"
         )
         assert code == 1 and len(lines) == 1
         assert lines[0]["error"] == f"{target}: encrypted PDF: a password is needed (--password)"

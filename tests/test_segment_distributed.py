@@ -21,7 +21,7 @@ from cli_helpers import PROJECT_ROOT, overridden
 from lxml import etree
 from PIL import Image
 from pycocotools.coco import COCO
-from segment_helpers import leftover_temporaries
+from segment_helpers import TINY_GEOMETRY, leftover_temporaries
 
 from docsam_cli.batch_ranks import Ranks, StoreCounters, rank_jsonl_path
 from docsam_cli.errors import InputError, UsageError
@@ -30,7 +30,6 @@ from docsam_cli.inputs.tasks import PageTask
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 RUN_TIMEOUT = 300  # seconds for one launch; the runs below take well under a minute each
-TINY_GEOMETRY = ["--short-side", "64", "--window", "64", "--device", "cpu"]
 
 
 # --- the pieces ------------------------------------------------------------------------------------
