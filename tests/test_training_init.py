@@ -63,7 +63,8 @@ def test_fresh_initialisation_follows_init_weights(fresh) -> None:
     assert proposals.min() >= 0 and proposals.max() <= 1
     assert proposals.std().item() == pytest.approx(1 / math.sqrt(12), rel=0.1)  # U(0, 1)
     assert model.instance_queries.weight.std().item() == pytest.approx(std, rel=0.1)
-    assert all(torch.equal(v, model.text_encoder.state_dict()[k]) for k, v in text_before.items())
+    text_after = model.text_encoder.state_dict()
+    assert all(torch.equal(v, text_after[k]) for k, v in text_before.items())
 
 
 def test_fresh_initialisation_draws_with_the_configs_init_std(reference_fixtures: Path) -> None:

@@ -114,8 +114,9 @@ def test_run_writes_checkpoints_best_log_and_keeps_the_backbone_frozen(
     assert len(trainer.optimizer.param_groups) == 1
     final = trainer.run()
 
-    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone_before.items())
-    assert any(not torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder_before.items())
+    backbone_after, decoder_after = model.backbone.state_dict(), model.decoder.state_dict()
+    assert all(torch.equal(v, backbone_after[k]) for k, v in backbone_before.items())
+    assert any(not torch.equal(v, decoder_after[k]) for k, v in decoder_before.items())
     assert [path.name for path in list_checkpoints(output)] == ["step-00000003", "step-00000004"]
     state = load_trainer_state(list_checkpoints(output)[-1])
     assert state.step == 4 and state.best == {"metric": "mAP", "value": 0.5, "step": 2}
@@ -124,7 +125,8 @@ def test_run_writes_checkpoints_best_log_and_keeps_the_backbone_frozen(
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
     assert [r["validation"]["mAP"] for r in log if "validation" in r] == [0.5, 0.3]
     reloaded = load_model(final)  # what `segment --weights` does: the config travels in the file
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in reloaded.state_dict().items())
+    trained = model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in reloaded.state_dict().items())
 
 
 def test_resume_guards(dataset, tiny_config, tiny_reference_state, tmp_path) -> None:
@@ -242,7 +244,8 @@ def test_a_nan_loss_stops_the_run_before_the_weights_change(
     ):
         trainer.run()
     after_step_1 = load_model(list_checkpoints(tmp_path / "run")[-1] / MODEL_FILE).state_dict()
-    assert all(torch.equal(value, model.state_dict()[key]) for key, value in after_step_1.items())
+    kept = model.state_dict()
+    assert all(torch.equal(value, kept[key]) for key, value in after_step_1.items())
     assert not (tmp_path / "run" / MODEL_FILE).exists()
 
 
