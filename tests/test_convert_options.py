@@ -611,8 +611,7 @@ def test_the_staging_folders_of_killed_conversions_are_removed_and_a_running_one
 def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(coco_file: Path) -> None:
     """`--overwrite` renames the previous dataset to `.<name>.<pid>.old` and removes it once the new one is
     in place; a run killed while removing it (a large dataset takes a while) left it there, hidden, for
-    good. The next conversion into that --out removes it, unless --out is missing: killed between the two
-    renames, it holds the only copy of the dataset."""
+    good. The next conversion into that --out removes it (unless --out is missing: see the next test)."""
     source = coco_file.parent
     out = source / "out"
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out)
@@ -623,11 +622,31 @@ def test_the_previous_dataset_an_overwrite_was_removing_when_killed_is_removed(c
     result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite")
     assert result.exit_code == 0, result.stderr
     assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "out"]
-    only = source / ".new.4242.old"  # beside no `new`: the only copy
-    only.mkdir()
-    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "new")
+
+
+def test_the_previous_dataset_of_an_overwrite_killed_between_its_renames_goes_once_a_rerun_publishes(
+    coco_file: Path,
+) -> None:
+    """`--overwrite` killed between its two renames leaves the previous dataset renamed away and no --out.
+    That copy is kept while no new dataset is in place (the only copy of the data: a rerun whose every page
+    fails keeps it), but a rerun that published also kept it, hidden and full-size, until the next
+    conversion into that --out; the rerun now removes it once its own dataset is in place."""
+    source = coco_file.parent
+    only = source / ".new.4242.0123abcd.old"  # beside no `new`: the only copy
+    (only / "image").mkdir(parents=True)
+    (only / "image" / "a.png").write_bytes(b"the previous dataset's copy")
+    images = {name: (source / name).read_bytes() for name in ("a.png", "b.png")}
+    for name in images:
+        (source / name).unlink()
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "new", "--overwrite")
+    assert result.exit_code == 1
+    assert (only / "image" / "a.png").is_file()  # nothing published: still the only copy
+    for name, data in images.items():
+        (source / name).write_bytes(data)
+    result = run_cli("convert-dataset", coco_file, "--from", "coco", "-o", source / "new", "--overwrite")
     assert result.exit_code == 0, result.stderr
-    assert only.is_dir()
+    assert (source / "new" / "dataset.json").is_file()
+    assert sorted(path.name for path in source.iterdir()) == ["a.png", "annotations.json", "b.png", "new"]
 
 
 def test_two_overwrites_of_one_out_by_one_process_at_once_both_publish(
@@ -652,7 +671,7 @@ def test_two_overwrites_of_one_out_by_one_process_at_once_both_publish(
         if not started:  # the first conversion has published, its previous dataset not yet removed
             started = True
             # The second one started before that, its clean-up of what killed runs left finding nothing.
-            monkeypatch.setattr(pipeline, "_remove_abandoned", lambda out: None)
+            monkeypatch.setattr(pipeline, "_remove_abandoned", lambda out: [])
             second.append(run_cli("convert-dataset", coco_file, "--from", "coco", "-o", out, "--overwrite"))
         remove(previous)
 

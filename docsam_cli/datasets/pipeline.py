@@ -107,11 +107,11 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     set_max_image_pixels(options.max_image_pixels)
     with _writing(out):  # a read-only place, a file in the way: nothing can be written there
         out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(out)
+        kept = _remove_abandoned(out)
         staging, held = _staging_folder(out)
     try:
         report = _build(options, staging, progress)
-        _publish(staging, out, report, overwrite=options.overwrite)
+        _publish(staging, out, report, overwrite=options.overwrite, kept=kept)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -121,12 +121,17 @@ def convert(options: ConvertOptions, progress: Callable[[str], None] | None = No
     return report
 
 
-def _publish(staging: Path, out: Path, report: ConversionReport, *, overwrite: bool) -> None:
+def _publish(
+    staging: Path, out: Path, report: ConversionReport, *, overwrite: bool, kept: list[Path]
+) -> None:
     """Rename the finished `staging` to `out`; with --overwrite an existing `out` is renamed away first and
-    removed last, without it `out` must still be absent or empty (`_rename_into_empty`). Ctrl-C, SIGTERM and
-    SIGHUP are held back during the renames: one between them left the previous dataset hidden and no
-    `out`, one just after them was said to have written nothing. Raises InterruptedAfterPublishing for an
-    interrupt once the new dataset is in place, KeyboardInterrupt before."""
+    removed last, without it `out` must still be absent or empty (`_rename_into_empty`). Then the previous
+    datasets `_remove_abandoned` `kept` are removed: an `--overwrite` killed between its two renames had
+    been asked to replace them, and a rerun that published left each, a full-size hidden copy, until the
+    next conversion. Ctrl-C, SIGTERM and SIGHUP are held back during the renames: one between them left the
+    previous dataset hidden and no `out`, one just after them was said to have written nothing. Raises
+    InterruptedAfterPublishing for an interrupt once the new dataset is in place, KeyboardInterrupt
+    before."""
     previous = None
     try:
         with interrupts_held(), _writing(out):
@@ -134,16 +139,12 @@ def _publish(staging: Path, out: Path, report: ConversionReport, *, overwrite: b
                 previous = swap_folder(staging, out)
             else:
                 _rename_into_empty(staging, out)
-        remove_replaced(previous)
+        for folder in (previous, *kept):
+            _remove_previous(folder, report)
     except KeyboardInterrupt:
         if staging.exists():  # not published
             raise
         raise InterruptedAfterPublishing(report, previous) from None
-    except OSError as error:  # the previous dataset's files read-only, say: a copy left hidden, for good
-        report.warnings.append(
-            f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
-            f"is left of it is in {display_path(previous)}; remove it by hand"
-        )
 
 
 def _rename_into_empty(staging: Path, out: Path) -> None:
@@ -181,13 +182,14 @@ def _staging_folder(out: Path) -> tuple[Path, int | None]:
             continue
 
 
-def _remove_abandoned(out: Path) -> None:
+def _remove_abandoned(out: Path) -> list[Path]:
     """Remove what conversions into `out` killed outright (SIGKILL, the system's out-of-memory killer, a
     power cut) left beside it, hidden, which nothing else would ever remove: their staging folders, with
     copies of the images converted so far (one whose lock is held is a conversion still at work), and the
     previous dataset that an `--overwrite` was removing (`swap_folder`'s `.<name>.<pid>.<random>.old`, or
-    an earlier version's `.<name>.<pid>.old`; kept where `out` is missing: killed between its two
-    renames, it is the only copy)."""
+    an earlier version's `.<name>.<pid>.old`). Where `out` is missing those are kept and returned, for
+    `_publish` to remove once this run has published: killed between its two renames, such a folder is
+    the only copy of the data until a new dataset is in place."""
     head, random = re.escape(hidden_head(out.name)), rf"[0-9a-f]{{{RANDOM_HEX_DIGITS}}}"
     staged = re.compile(rf"\.{head}\.{random}\.partial")
     replaced = re.compile(rf"\.{head}\.[0-9]+(?:\.{random})?\.old")
@@ -198,12 +200,13 @@ def _remove_abandoned(out: Path) -> None:
             if staged.fullmatch(path.name) or replaced.fullmatch(path.name)
         ]
     except OSError:  # a folder that may be written but not listed: nothing to tell
-        return
+        return []
     folders = [path for path in named if path.is_dir() and not path.is_symlink()]
+    previous = [folder for folder in folders if replaced.fullmatch(folder.name)]
     if out.is_dir():
-        for folder in folders:
-            if replaced.fullmatch(folder.name):
-                shutil.rmtree(folder, ignore_errors=True)
+        for folder in previous:
+            shutil.rmtree(folder, ignore_errors=True)
+        previous = []
     for candidate in (folder for folder in folders if staged.fullmatch(folder.name)):
         try:
             held = _lock_folder(candidate)
@@ -214,6 +217,19 @@ def _remove_abandoned(out: Path) -> None:
                 shutil.rmtree(candidate, ignore_errors=True)
             finally:
                 os.close(held)
+    return previous
+
+
+def _remove_previous(previous: Path | None, report: ConversionReport) -> None:
+    """Remove a previous dataset once the new one is in `--out`; one that cannot be removed (its files
+    read-only, say) is a warning naming what is left of it, hidden, for good."""
+    try:
+        remove_replaced(previous)
+    except OSError as error:
+        report.warnings.append(
+            f"the previous dataset could not be removed ({error.strerror or type(error).__name__}): what "
+            f"is left of it is in {display_path(previous)}; remove it by hand"
+        )
 
 
 def _lock_folder(folder: Path) -> int | None:
