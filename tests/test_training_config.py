@@ -396,10 +396,22 @@ def test_resume_refuses_recorded_options_given_other_values(started: list[RunPla
     assert "--iters, --seed differ" in output and len(started) == 2
 
 
-def test_resume_into_a_folder_without_a_run_says_so(started: list[RunPlan], tmp_path: Path) -> None:
-    output = invoke("finetune", "--resume", "-o", str(tmp_path / "none"), code=2)
-    assert f"--out {tmp_path / 'none'} holds no run to resume (no run.json)" in " ".join(output.split())
-    assert started == []
+def test_resume_into_a_folder_without_a_run_starts_one_with_the_options_given(
+    started: list[RunPlan], tmp_path: Path
+) -> None:
+    """A job that a scheduler requeues runs the same command, `--resume` included; killed before its run
+    wrote run.json (or before the folder was made), the requeued one was refused for good: 'holds no run
+    to resume (no run.json)', exit 2. The options given now start the run (`resume_point` says so)."""
+    out = str(tmp_path / "none")
+    invoke(*overridden(FINETUNE, ["-o", out]), "-o", out, "--iters", "7", "--resume")
+    assert len(started) == 1 and started[0].resume
+    assert started[0].output == Path(out) and started[0].options.iterations == 7
+    assert started[0].record["settings"]["iters"] == 7
+    output = invoke("finetune", "--resume", "-o", out, code=2)  # nothing recorded, nothing given
+    assert f"missing DATASET (give it on the command line or in --config); --out {out} holds no run.json" in (
+        " ".join(output.split())
+    )
+    assert len(started) == 1
 
 
 def test_train_refuses_mask2former_weights_together_with_from_scratch(

@@ -804,6 +804,53 @@ def test_a_resume_with_another_process_count_is_refused_before_the_model_loads(
     ], result.stderr
 
 
+def test_a_requeued_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_from_step_0(
+    data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that a scheduler requeues (SLURM --requeue, a preemptible VM) runs the same command every
+    time, with --resume. Killed before its first checkpoint, the requeued job was refused for good:
+    'error: --out OUT: no checkpoint to resume from', exit 2. It now starts the run from step 0 with the
+    settings run.json records, saying so in one warning line; the run then resumes as usual."""
+    from docsam_cli.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    step = Trainer._step
+
+    def killed_at_step_2(self, network, batches, index):
+        if index == 1:
+            raise OSError("the node went away")  # as kill -9 before step 2's checkpoint
+        return step(self, network, batches, index)
+
+    with monkeypatch.context() as first_attempt:
+        first_attempt.setattr(Trainer, "_step", killed_at_step_2)
+        assert finetune(data, tiny_weights, out, "--checkpoint-every", "2")[0] == 1
+    assert (out / "run.json").is_file() and list_checkpoints(out) == []
+    code, stderr = finetune(data, tiny_weights, out, "--checkpoint-every", "2", "--resume")
+    assert code == 0, stderr
+    assert (
+        f"warning: --resume: --out {display_path(out)} holds no checkpoint yet; starting the run from step 0"
+        in (stderr.splitlines())
+    )
+    assert [record["step"] for record in read_log(out)] == [1, 2]
+    code, stderr = finetune(data, tiny_weights, out, "--checkpoint-every", "2", "--resume", "--iters", "2")
+    assert code == 0 and "holds no checkpoint yet" not in stderr  # resumed from its step-2 checkpoint
+
+
+def test_a_resume_of_checkpoints_without_their_run_file_is_refused(
+    data: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Checkpoints whose run.json is gone (removed by hand): the settings a resume keeps cannot be checked,
+    so it is refused as before, with a line that says why (no run to start from step 0 either)."""
+    out = tmp_path / "run"
+    assert finetune(data, tiny_weights, out, "--iters", "1")[0] == 0
+    (out / "run.json").unlink()
+    code, stderr = finetune(data, tiny_weights, out, "--iters", "1", "--resume")
+    assert code == 2 and error_lines(stderr) == [
+        f"error: --out {display_path(out)}: holds checkpoints but no run.json to check the resumed run's "
+        "settings against; start a new run in another --out"
+    ], stderr
+
+
 def test_a_torchrun_restart_resumes_the_run_its_first_attempt_started(
     data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -277,14 +277,10 @@ def _load_run_record(ctx: typer.Context, out: Any) -> None:
     """`--resume` with `--out OUT`: OUT/run.json gives the defaults, as `--config OUT/run.json` would (it
     wins over a `--config` file). Click processes the options typed on the command line first, so this
     runs before any option that takes its value from the record. A folder without run.json holds no run
-    to resume: none was started there (a run writes it before its first step)."""
+    that started (a run writes it before its first step): the options given start one (`resume_point`)."""
     path = Path(out) / RUN_FILE
     if not path.is_file():
-        raise typer.BadParameter(
-            f"--out {display_path(Path(out))} holds no run to resume (no {RUN_FILE}); start one without "
-            "--resume",
-            param_hint="--resume",
-        )
+        return
     settings = _known_settings(ctx, path, "--resume")
     ctx.meta[_RESUMED] = (settings, dict(ctx.default_map or {}))
     ctx.default_map = {**(ctx.default_map or {}), **settings}
@@ -300,6 +296,14 @@ def _on_out(ctx: typer.Context, out: Path | None) -> Path | None:
     if ctx.params.get("resume") and out is not None:
         _load_run_record(ctx, out)
     return out
+
+
+def _say_no_record(ctx: typer.Context, values: Mapping[str, Any], error: typer.BadParameter) -> None:
+    """Add to `error` (a required option missing) that `--resume` found no run.json to take it from: the
+    short `docsam finetune --resume -o runs/news` into a folder holding no run that started (a mistyped
+    one, a run killed before it wrote run.json) starts a run from the options given, and there are none."""
+    if values.get("resume") and _RESUMED not in ctx.meta and values.get("out") is not None:
+        error.message += f"; --out {display_path(Path(values['out']))} holds no {RUN_FILE} to take it from"
 
 
 # Whichever of --resume and --out Click processes second reads the run's record.
@@ -391,6 +395,9 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
                 starting_point = _build(start, values, by_class)
             except ValueError as error:
                 raise typer.BadParameter(str(error)) from None
+            except typer.BadParameter as error:
+                _say_no_record(ctx, values, error)
+                raise
             plan = replace(
                 plan, record={"command": ctx.info_name, "settings": record, FOLDER_KEY: os.getcwd()}
             )

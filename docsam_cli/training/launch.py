@@ -33,7 +33,7 @@ from docsam_cli.training.build import architecture_of
 from docsam_cli.training.checkpoints import MODEL_FILE, checkpoint_root, list_checkpoints
 from docsam_cli.training.data import MixedTrainingData
 from docsam_cli.training.datasets import DatasetError, LayoutDataset, Stage
-from docsam_cli.training.run_log import recorded_world_size
+from docsam_cli.training.run_log import RUN_FILE, recorded_world_size
 from docsam_cli.training.sampler import BatchLayout
 from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, TrainingOptions
 from docsam_cli.training.trainer import Trainer, on_main, other_process_count
@@ -150,18 +150,29 @@ def resume_point(plan: RunPlan, world_size: int, restarted: bool = False) -> Pat
     """The newest checkpoint to resume from (with `--resume`, or in a torchrun restart of a run that had
     started: `restarted`); refuses to start a new run over an existing one, and to resume one with another
     process count than `run.json` records (the trainer would refuse it once the datasets and the model are
-    loaded)."""
+    loaded), or without the run.json that its settings are checked against.
+
+    `--resume` where there is no checkpoint yet starts the run from step 0, saying so: a job that a
+    scheduler requeues (SLURM `--requeue`, a preemptible VM) runs the same command every time, and one
+    killed before its first checkpoint was refused for good ('no checkpoint to resume from', exit 2)."""
     checkpoints = list_checkpoints(plan.output)
     out = display_path(plan.output)
-    if plan.resume or (restarted and checkpoints):
-        if not checkpoints:
-            raise UsageError(f"--out {out}: no checkpoint to resume from")
+    if checkpoints and (plan.resume or restarted):
+        if plan.resume and not (plan.output / RUN_FILE).is_file():
+            raise UsageError(
+                f"--out {out}: holds checkpoints but no {RUN_FILE} to check the resumed run's settings "
+                "against; start a new run in another --out"
+            )
         had = recorded_world_size(plan.output)
         if had is not None and had != world_size:
             raise UsageError(other_process_count(checkpoints[-1], had, world_size))
         return checkpoints[-1]
     if checkpoints:
         raise UsageError(f"--out {out}: already holds a run: pass --resume to continue it, or another --out")
+    if plan.resume:  # a warning, shown without -v: a mistyped --out starts a run too
+        logger.warning(
+            "--resume: --out %s holds no checkpoint yet; starting the run from step 0", out, extra=RUN_WIDE
+        )
     return None
 
 
