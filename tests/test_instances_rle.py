@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from model.instances import decode_rle_window, rle_run_lengths
+from model.instances import PageInstances, decode_rle_window, rle_areas, rle_run_lengths
 
 
 def encode(mask: np.ndarray) -> dict:
@@ -63,6 +63,29 @@ def test_windows_are_the_decoded_masks_cut():
         assert (window == mask_utils.decode(rle).astype(bool)[y : y + h, x : x + w]).all()
 
 
+def test_a_run_ending_where_the_window_starts_stays_outside_it():
+    """The last run of ones before the window ends exactly on its first pixel: nothing of it is inside."""
+    mask = np.zeros((4, 4), bool)
+    mask[:, 0] = True
+    assert not decode_rle_window(encode(mask), 1, 0, 3, 4).any()
+    mask[:2, 1] = True
+    np.testing.assert_array_equal(decode_rle_window(encode(mask), 1, 2, 2, 2), np.zeros((2, 2), bool))
+
+
+def test_empty_counts_have_no_runs():
+    for counts in (b"", ""):
+        assert rle_run_lengths(counts).tolist() == []
+
+
+def test_areas_are_pixel_counts_beyond_256_masks():
+    rng = np.random.default_rng(3)
+    stack = rng.random((300, 6, 5)) < 0.5
+    rles = [encode(mask) for mask in stack]
+    areas = rle_areas(rles)
+    assert areas.dtype == np.int64
+    np.testing.assert_array_equal(areas, stack.sum(axis=(1, 2)))
+
+
 def test_a_window_of_a_tall_page_allocates_about_the_window():
     """A region's window is filled without its columns' full height: a paragraph of a 400-dpi newspaper
     page (12000 rows) took 40 times its box in memory and time before."""
@@ -79,3 +102,24 @@ def test_a_window_of_a_tall_page_allocates_about_the_window():
         tracemalloc.stop()
     assert window.all()
     assert peak < 20_000  # the window's columns over the page's height: 400,000 bytes
+
+
+def test_page_instances_give_their_masks_areas_and_class_names():
+    first, second = np.zeros((2, 6, 5), bool)
+    first[1:4, 2:5] = True
+    second[5, 0] = True
+    page = PageInstances(
+        height=6,
+        width=5,
+        class_names=["text", "table"],
+        masks=[encode(first), encode(second)],
+        boxes=np.zeros((2, 4)),
+        scores=np.array([0.9, 0.5]),
+        labels=np.array([1, 0]),
+        semantic_masks=[],
+    )
+    assert len(page) == 2
+    np.testing.assert_array_equal(page.decode_mask(0), first)
+    np.testing.assert_array_equal(page.decode_mask_window(0, 2, 1, 2, 3), first[1:4, 2:4])
+    assert page.areas().tolist() == [9, 1]
+    assert [page.class_name(0), page.class_name(1)] == ["table", "text"]
