@@ -14,7 +14,10 @@ from model.inference.mapping import (
     encode_resampled_stacks,
     nearest_sources,
     resample_masks,
+    to_page_instances,
 )
+from model.inference.merge import SlideWindowResult
+from model.instances import rle_areas
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -77,3 +80,38 @@ def test_single_row_masks_have_no_row_changes():
     for size in [(1, 4), (3, 9), (1, 2)]:
         (encoded,) = encode_resampled_stacks([torch.from_numpy(masks)], size)
         assert [rle["counts"] for rle in encoded] == _expected_rles(masks, size)
+
+
+def test_page_instances_are_reordered_by_their_area_in_the_original_page():
+    """Resized 3 x 3 to original 4 x 3 repeats the middle row: the second mask (2 pixels there, 4 in the
+    original) overtakes the first (3 pixels, 3 in the original), and its box, score and label follow."""
+    masks = torch.zeros((2, 3, 3), dtype=torch.bool)
+    masks[0, 0, :] = True
+    masks[1, 1, :2] = True
+    result = SlideWindowResult(
+        masks=masks,
+        boxes_xywh=torch.tensor([[0.0, 0.0, 3.0, 1.0], [0.0, 1.0, 2.0, 1.0]]),
+        scores=torch.tensor([0.9, 0.8]),
+        labels=torch.tensor([0, 1]),
+        semantic=masks.clone(),
+    )
+    page = to_page_instances(result, resized=(3, 3), original=(4, 3), class_names=["text", "table"])
+    assert (page.height, page.width, page.class_names) == (4, 3, ["text", "table"])
+    assert page.areas().tolist() == [4, 3]
+    np.testing.assert_allclose(page.scores, [0.8, 0.9])
+    assert page.labels.tolist() == [1, 0]
+    np.testing.assert_allclose(page.boxes, [[0, 4 / 3, 2, 8 / 3], [0, 0, 3, 4 / 3]])
+    assert [rle_areas([rle])[0] for rle in page.semantic_masks] == [3, 4]  # in class order, not re-sorted
+
+
+def test_batches_stay_within_the_budget_and_a_larger_part_goes_alone():
+    """The budget bounds the device memory of one pass (the output alone would not show a single batch)."""
+    parts = [torch.zeros(size) for size in (10, 10, 10, 30, 5)]
+    sizes = [[len(part) for part in batch] for batch in mapping._batches(parts, 25)]
+    assert sizes == [[10, 10], [10], [30], [5]]
+    exactly_full = [[len(part) for part in batch] for batch in mapping._batches(parts[:2], 20)]
+    assert exactly_full == [[10, 10]]
+    after_a_large_part = [[len(part) for part in batch] for batch in mapping._batches(parts[1:4][::-1], 20)]
+    assert after_a_large_part == [[30], [10, 10]]
+    assert [len(batch) for batch in mapping._batches(parts, 1 << 28)] == [5]
+    assert list(mapping._batches([], 25)) == []
