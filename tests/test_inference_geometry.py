@@ -61,6 +61,7 @@ def test_extremely_elongated_pages_are_capped_per_side():
     assert resized_size((10, 5000), Geometry()) == (800, 1600)
     assert resized_size((5000, 10), Geometry()) == (1600, 800)
     assert resized_size((10, 5000), Geometry.keep_size_default()) == (640, 1280)
+    assert resized_size((5000, 10), Geometry.keep_size_default()) == (1280, 640)
     layout = plan_page((10, 5000), Geometry())
     assert len(layout.windows) == 2 * 4
 
@@ -72,3 +73,32 @@ def test_invalid_geometry_is_rejected():
         Geometry(stride=(0, 320))
     with pytest.raises(ValueError):
         resized_size((0, 10), Geometry())
+
+
+def test_keep_size_with_the_default_range_scales_only_pages_outside_704_to_896():
+    geometry = Geometry(keep_size=True)
+    assert resized_size((700, 1000), geometry) == (704, 1006)
+    assert resized_size((704, 1000), geometry) == (704, 1000)
+    assert resized_size((896, 1000), geometry) == (896, 1000)
+    assert resized_size((900, 1000), geometry) == (896, 996)
+
+
+def test_geometry_rejects_empty_sizes_and_accepts_the_smallest_valid_ones():
+    """The bounds of each check: a short side of 0, a patch side of 0 even with an explicit stride, and a
+    patch side of 1 with the default stride (half of it is 0) are refused; their smallest neighbours pass."""
+    for invalid in [
+        {"short_range": (0, 0)},
+        {"short_range": (0, 10)},
+        {"patch": (0, 640), "stride": (1, 1)},
+        {"patch": (640, 0), "stride": (1, 1)},
+        {"patch": (1, 640)},
+        {"stride": (320, 0)},
+    ]:
+        with pytest.raises(ValueError):
+            Geometry(**invalid)
+    assert Geometry(short_range=(1, 1)).short_range == (1, 1)
+    assert Geometry(patch=(1, 1), stride=(1, 1)).window_stride == (1, 1)
+    assert Geometry(patch=(2, 2)).window_stride == (1, 1)
+    with pytest.raises(ValueError):
+        resized_size((10, 0), Geometry())
+    assert resized_size((1, 1), Geometry(short_range=(1, 1))) == (1, 1)
