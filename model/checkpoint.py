@@ -699,16 +699,30 @@ def model_with_weights(
     against the architecture built on the meta device, which allocates nothing: a config of other sizes than
     the weights' (a file's stored config can say anything, a vocabulary of 10^8 words) is refused as
     `load_weights` refuses it, before the memory it asks for (terabytes) is allocated."""
-    import torch
-
     from model.docsam import DocSAM  # local import: docsam imports this module's siblings
 
-    with torch.device("meta"):
-        skeleton = DocSAM(config)
+    skeleton = meta_model(config, source)
     _refuse_misfit(skeleton.state_dict(), to_model_keys(state), source)
     model = DocSAM(config)
     load_weights(model, state, source)
     return model
+
+
+def meta_model(config: DocSAMConfig, source: str) -> DocSAMModel:
+    """DocSAM of `config` on the meta device, which allocates nothing. A size torch cannot hold, which a
+    config validated field by field can still give (a width of 2^64; a weight of 2^63 bytes or more, as a
+    width of 2^62 makes), is refused as CheckpointError naming `source` (the weights or the config file):
+    torch raises TypeError or RuntimeError, with its C++ stack in the message."""
+    import torch
+
+    from model.docsam import DocSAM
+
+    try:
+        with torch.device("meta"):
+            return DocSAM(config)
+    except (TypeError, RuntimeError, OverflowError) as error:
+        reason = " ".join(str(error).split("\n")[0].split())
+        raise CheckpointError(f"{source}: an architecture of sizes torch cannot hold ({reason})") from None
 
 
 CONFIG_METADATA_KEY = "docsam_config"

@@ -750,6 +750,24 @@ def test_a_stored_config_larger_than_the_weights_is_refused_before_its_memory_is
             model_from_checkpoint(path, Regularisation())
 
 
+@pytest.mark.parametrize("width", [2**64, 2**62])
+def test_a_config_of_sizes_torch_cannot_hold_is_refused_naming_the_file(tmp_path, tiny_model, width):
+    """A config passes its field checks with any positive width, but torch holds no dimension of 2^64
+    ('TypeError: empty(): ... Overflow when unpacking long long', with a C++ stack of 16 frames in its
+    message) and no weight of 2^63 bytes or more ('RuntimeError: Storage size calculation overflowed'):
+    `segment --model-config`, or weights storing such a config, ended as an internal error, exit 3. The
+    file is now refused, on one line naming it."""
+    config = tiny_model.config.to_dict()
+    config["mask2former_config"]["encoder_feedforward_dim"] = width
+    path = tmp_path / "hostile.safetensors"
+    save_file(dict(tiny_model.state_dict()), str(path), metadata={"docsam_config": json.dumps(config)})
+    with pytest.raises(
+        CheckpointError, match=r"hostile\.safetensors: an architecture of sizes torch cannot hold"
+    ) as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("where", ["header", "docsam_config", "docsam_classes", "docsam_patch"])
 def test_json_nested_too_deeply_in_a_safetensors_file_is_refused_naming_it(tmp_path, where):
     """A safetensors header, or a config, class list or window stored in one, nested deeper than Python's
