@@ -210,3 +210,26 @@ def test_train_refuses_an_unusable_model_config_before_the_run_starts(
     result = CliRunner().invoke(app, [*arguments, "--model-config", str(unusable), "--device", "cpu"])
     assert result.exit_code == 2 and "--model-config" in result.output, result.output
     assert "not a usable DocSAM config" in result.output and not started and not out.exists()
+
+
+def test_train_refuses_a_model_config_of_sizes_torch_cannot_hold(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference_fixtures: Path
+) -> None:
+    """A config whose every field passes its checks may still be one torch cannot build: `train
+    --model-config` with encoder_feedforward_dim 2^64 ended as 'error: internal error: TypeError: empty():
+    ... Overflow when unpacking long long' and 16 frames of torch's C++ stack (exit 3) once the model was
+    built. It is now refused with the unusable configs, naming the file, before the run starts."""
+    import json
+
+    started = []
+    monkeypatch.setattr("docsam_cli.training.launch.run", lambda plan, model: started.append(model()))
+    data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+    data["mask2former_config"]["encoder_feedforward_dim"] = 2**64
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    arguments = ["train", "data", "-o", str(out), "--from-scratch", "--text-encoder", "minilm"]
+    result = CliRunner().invoke(app, [*arguments, "--model-config", str(huge), "--device", "cpu"])
+    assert result.exit_code == 2 and "--model-config" in result.output, result.output
+    assert f"{huge}: an architecture of sizes torch cannot hold" in " ".join(result.output.split())
+    assert not started and not out.exists()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from docsam_cli.names import display_path
 from docsam_cli.precision import Precision
 from docsam_cli.runtime import DEVICE_HELP, check_device_name
 from docsam_cli.user_paths import expand_user
@@ -99,13 +100,17 @@ MODEL_CONFIG_HELP = "Architecture JSON, for variants other than base and large."
 
 def read_model_config(path: Path | None) -> DocSAMConfig | None:
     """`--model-config` of `train` and `finetune`, read before the run starts (before its datasets and
-    its `--out`): a file that is no usable config is a usage error."""
+    its `--out`): a file that is no usable config, or whose architecture torch cannot build, is a usage
+    error."""
+    from model.checkpoint import meta_model
     from model.config import DocSAMConfig
 
     if path is None:
         return None
     try:
-        return DocSAMConfig.from_json(path)
+        config = DocSAMConfig.from_json(path)
+        meta_model(config, display_path(path))
+        return config
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--model-config") from None
 
