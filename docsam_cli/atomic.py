@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -35,24 +35,64 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     is not a regular file (`/dev/null`, `/dev/stdout`, a named pipe) is written in place: renaming over it
     would replace the device or pipe with a file.
     """
-    target = Path(path)
+    with atomic_open_together([path], mode) as (handle,):
+        yield handle
+
+
+@contextlib.contextmanager
+def atomic_open_together(paths: Sequence[str | os.PathLike[str]], mode: str = "w") -> Iterator[list[IO]]:
+    """`atomic_open` for files that go together: each file after the first names what the first holds
+    (`coco_results.json`'s image ids number `coco.json`'s images), and would be wrong beside another one.
+
+    On success every temporary is fsynced, then the files after the first are removed, the first is renamed
+    into place and the others after it: at no moment (a reader's; a run killed, by SIGKILL or the
+    out-of-memory killer too) does a file after the first lie beside a first it was not written with. A
+    kill among the renames leaves the first without the others, the new one or the old one. On any
+    exception before the renames every path is left as it was."""
+    targets = [Path(path) for path in paths]
+    handles: list[IO] = []
+    temporaries: list[Path | None] = []  # None: a target written in place (not a regular file)
+    try:
+        for target in targets:
+            handle, temporary = _open_staged(target, mode)
+            handles.append(handle)
+            temporaries.append(temporary)
+        yield handles
+        for handle, temporary in zip(handles, temporaries, strict=True):
+            if temporary is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+            handle.close()
+        _publish(targets, temporaries)
+    except BaseException:
+        for handle in handles:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for temporary in filter(None, temporaries):
+            temporary.unlink(missing_ok=True)
+        raise
+
+
+def _open_staged(target: Path, mode: str) -> tuple[IO, Path | None]:
+    """A file open for writing what goes to `target`: its new temporary (returned too), or `target` itself
+    where it exists but is not a regular file (see `atomic_open`)."""
     encoding = None if "b" in mode else "utf-8"
     if target.exists() and not target.is_file():
-        with open(target, mode, encoding=encoding) as handle:
-            yield handle
-        return
+        return open(target, mode, encoding=encoding), None
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = _create_temporary(target)
-    try:
-        with os.fdopen(descriptor, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    return os.fdopen(descriptor, mode, encoding=encoding), temporary
+
+
+def _publish(targets: list[Path], temporaries: list[Path | None]) -> None:
+    """Rename the temporaries over their targets in order, once the targets after the first are removed
+    (see `atomic_open_together`)."""
+    for target, temporary in zip(targets[1:], temporaries[1:], strict=True):
+        if temporary is not None:
+            target.unlink(missing_ok=True)
+    for target, temporary in zip(targets, temporaries, strict=True):
+        if temporary is not None:
+            os.replace(temporary, target)
 
 
 def _create_temporary(target: Path) -> tuple[int, Path]:

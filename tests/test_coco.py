@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -284,6 +288,64 @@ def test_own_only_leaves_out_other_runs_and_unreadable_parts_reading_each_part_t
     coco = quiet_coco(tmp_path / "coco.json")
     assert [image["file_name"] for image in coco.loadImgs(coco.getImgIds())] == ["a.png", "c.png"]
     assert sorted(reads) == sorted(["a", "a", "c", "c", "other", "broken", "missing"])  # tried once
+
+
+# Writes the COCO files of the pages argv[2:] from the parts in argv[1], SIGKILLed after its k-th rename.
+_KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from docsam_cli.writers.coco import CocoRun
+
+folder, kill_after, pages = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+renames, rename = [], os.replace
+
+def rename_then_die(source, target):
+    rename(source, target)
+    renames.append(target)
+    if len(renames) == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = rename_then_die
+run = CocoRun(folder / "parts", ["text", "table", "figure"])
+run.write(pages, folder / "coco.json", folder / "results.json")
+"""
+
+
+def coco_pair(folder) -> tuple[list[str], list[dict] | None]:
+    """The file names of the images of coco.json and the results list beside it (None where there is none)."""
+    images = [image["file_name"] for image in json.loads((folder / "coco.json").read_text())["images"]]
+    results = folder / "results.json"
+    return images, json.loads(results.read_text()) if results.exists() else None
+
+
+@pytest.mark.parametrize("kill_after", [1, 2])
+def test_a_run_killed_between_the_two_renames_leaves_no_results_list_beside_another_dataset(
+    tmp_path, pages, kill_after
+):
+    """The results list names images by the ids of coco.json. It was renamed into place first, and the
+    dataset fsynced and renamed after it: a run killed in between (SIGKILL, the out-of-memory killer, a
+    node lost) left the new list beside the old dataset, whose image 1 is another page, and `evaluate` or
+    `loadRes` scored every detection on the wrong page without a word until a rerun. Now the old list is
+    removed before the dataset is renamed: such a kill leaves the new dataset without a list."""
+    write_run(tmp_path, pages)
+    old = coco_pair(tmp_path)
+    new_order = ["c_p0001", "a"]  # the third page is now image 1, and "b" is gone
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "parts", elsewhere / "parts")
+    CocoRun(elsewhere / "parts", CLASSES).write(
+        new_order, elsewhere / "coco.json", elsewhere / "results.json"
+    )
+    new = coco_pair(elsewhere)
+    assert old[0] != new[0] and old[1][0]["image_id"] == new[1][0]["image_id"] == 1
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITE, str(tmp_path), str(kill_after), *new_order], check=False
+    )
+
+    assert killed.returncode == -signal.SIGKILL
+    after = coco_pair(tmp_path)
+    assert after == (new if kill_after == 2 else (new[0], None))
+    assert after[1] is None or after == new  # never a list beside another dataset's images
 
 
 def test_a_part_made_with_other_classes_is_not_a_page_of_the_run(tmp_path, pages):

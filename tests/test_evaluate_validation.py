@@ -345,11 +345,10 @@ def test_malformed_results_list(tmp_path: Path, field: str, value: object, where
         assert report["mask"]["AP"] == pytest.approx(1.0)
 
 
-def test_segments_results_list_is_read_with_the_ids_of_its_coco_json(tmp_path: Path) -> None:
-    """segment's coco_results.json names pages and classes by the ids of the coco.json beside it (as
-    pycocotools' loadRes reads it against that file), which number them in its own order: read with the
-    ground truth's ids, its predictions were scored on other pages and as other classes, without a word.
-    It now scores as that coco.json does, and a page segment did beyond the ground truth is only listed."""
+def _segment_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """The ground truth of `coco_document`, and a segment output folder holding its predictions as a
+    coco.json that numbers pages and classes otherwise (b.png is its image 1, table its category 2), a
+    third page the ground truth lacks, and the coco_results.json of that coco.json."""
     truth = coco_source(tmp_path / "gt") / "annotations.json"
     out = tmp_path / "out"
     (out / STATE_DIR).mkdir(parents=True)
@@ -373,6 +372,15 @@ def test_segments_results_list_is_read_with_the_ids_of_its_coco_json(tmp_path: P
         {k: v for k, v in a.items() if k not in ("id", "area", "iscrowd")} for a in segment["annotations"]
     ]
     (out / "coco_results.json").write_text(json.dumps(results))
+    return truth, out
+
+
+def test_segments_results_list_is_read_with_the_ids_of_its_coco_json(tmp_path: Path) -> None:
+    """segment's coco_results.json names pages and classes by the ids of the coco.json beside it (as
+    pycocotools' loadRes reads it against that file), which number them in its own order: read with the
+    ground truth's ids, its predictions were scored on other pages and as other classes, without a word.
+    It now scores as that coco.json does, and a page segment did beyond the ground truth is only listed."""
+    truth, out = _segment_folder(tmp_path)
     reports = []
     for predictions in ("coco.json", "coco_results.json"):
         result = run_cli("evaluate", truth, "--pred", out / predictions, "--json", "-")
@@ -381,6 +389,21 @@ def test_segments_results_list_is_read_with_the_ids_of_its_coco_json(tmp_path: P
     assert reports[0] == reports[1]
     assert reports[1]["mask"]["AP"] == pytest.approx(1.0) and reports[1]["mAF"] == 1.0
     assert reports[1]["predictions_without_ground_truth"] == ["c"]
+
+
+def test_segments_results_list_edited_in_place_is_still_read_with_its_coco_json(tmp_path: Path) -> None:
+    """A pipeline step that filters coco_results.json in place (`jq 'map(select(.score >= 0.75))'`, then
+    renamed over it) leaves a list that still names coco.json's images: it is scored, as what is left."""
+    truth, out = _segment_folder(tmp_path)
+    results = out / "coco_results.json"
+    results.write_text(
+        json.dumps([entry for entry in json.loads(results.read_text()) if entry["score"] >= 0.75])
+    )
+    result = run_cli("evaluate", truth, "--pred", results, "--json", "-")
+    assert result.exit_code == 0 and result.error_lines() == [], result.stderr
+    report = json.loads(result.stdout)
+    assert sum(row["predictions"] for row in report["per_class"].values()) == 2  # b.png's 0.7 is gone
+    assert report["images"] == 2 and report["mask"]["AP"] < 1.0
 
 
 def test_neither_a_dataset_nor_a_results_list(tmp_path: Path) -> None:

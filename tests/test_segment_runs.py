@@ -271,6 +271,53 @@ def test_a_run_that_segments_no_page_keeps_the_earlier_pages_in_the_coco_files(t
     assert coco_file_names(out) == ["page0.png", "page1.png", "page2.png"]
 
 
+class _Killed(BaseException):
+    """A run that dies where it is (SIGKILL, the out-of-memory killer): nothing of docsam's handles it."""
+
+
+def results_on_their_pages(out: Path) -> bool:
+    """Whether every detection of coco_results.json has the size of the coco.json image its id names."""
+    sizes = {
+        image["id"]: [image["height"], image["width"]]
+        for image in json.loads((out / "coco.json").read_text())["images"]
+    }
+    results = json.loads((out / "coco_results.json").read_text())
+    return all(result["segmentation"]["size"] == sizes[result["image_id"]] for result in results)
+
+
+def test_a_run_killed_between_the_coco_renames_leaves_no_results_list_naming_other_pages(
+    tmp_path, model, monkeypatch
+):
+    """coco_results.json names images by coco.json's ids. A run killed after renaming it into place and
+    before renaming coco.json left the new list beside the old dataset: here image 1 was the tall page in
+    one and the wide page in the other, and `evaluate --pred coco_results.json` (or `loadRes`) scored the
+    detections on the wrong pages until the next run. Now such a run leaves coco.json without the list:
+    `evaluate` says it does not exist, and the next run, skipping every page, writes it back."""
+    tall, wide = write_page(tmp_path / "tall.png", 60, 30), write_page(tmp_path / "wide.png", 30, 60)
+    out = tmp_path / "out"
+    code, _, stderr = segment(out, str(wide), str(tall))  # wide is image 1
+    assert code == ExitCode.OK, stderr
+    rename = os.replace
+
+    def killed_after_the_first_coco_file(source, target):
+        rename(source, target)
+        if Path(target).name in ("coco.json", "coco_results.json"):
+            raise _Killed
+
+    monkeypatch.setattr(os, "replace", killed_after_the_first_coco_file)
+    with pytest.raises(_Killed):
+        invoke("segment", "-o", str(out), *CLASSES, "--overwrite", str(tall), str(wide))  # tall is image 1
+    monkeypatch.setattr(os, "replace", rename)
+
+    assert coco_file_names(out) == ["tall.png", "wide.png"]
+    assert not (out / "coco_results.json").exists()
+    code, _, stderr = invoke("evaluate", str(out / "coco.json"), "--pred", str(out / "coco_results.json"))
+    assert code == ExitCode.USAGE and "coco_results.json' does not exist" in stderr
+    code, records, stderr = segment(out, str(tall), str(wide))
+    assert code == ExitCode.OK and [record["skipped"] for record in records] == [True, True], stderr
+    assert results_on_their_pages(out) and coco_file_names(out) == ["tall.png", "wide.png"]
+
+
 def test_a_page_given_from_another_working_folder_is_skipped(tmp_path, monkeypatch, model):
     (tmp_path / "a").mkdir()
     page = write_page(tmp_path / "a" / "scan.png")

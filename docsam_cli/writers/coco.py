@@ -29,7 +29,6 @@ stays valid UTF-8.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from docsam_cli import __version__
-from docsam_cli.atomic import atomic_open, atomic_write_text
+from docsam_cli.atomic import atomic_open_together, atomic_write_text
 from docsam_cli.names import output_text
 from docsam_cli.writers.boxes import xyxy_to_xywh
 from docsam_cli.writers.formats import MASK_FORMATS, MaskFormat
@@ -161,7 +160,9 @@ class CocoRun:
         *,
         own_only: bool = False,
     ) -> CocoCounts:
-        """Write the dataset JSON (and the results list) for `page_ids`, in that order, atomically.
+        """Write the dataset JSON (and the results list) for `page_ids`, in that order, atomically and
+        together (`atomic_open_together`: the list's ids are the dataset's, so a run killed between the two
+        renames leaves the new dataset without a list, never the list beside a dataset of other pages).
         The counts are the dataset's (in polygon mode without the empty masks the results list keeps).
 
         Pages without a part (failed pages) are left out, and with `own_only` those whose part is not
@@ -171,9 +172,9 @@ class CocoRun:
         """
         parts: list[Path] = []  # those written, in order: the image of `parts[k]` has id k + 1
         category_ids = {name: index + 1 for index, name in enumerate(self.class_names)}
-        with contextlib.ExitStack() as stack:
-            dataset = stack.enter_context(atomic_open(dataset_path))
-            results = stack.enter_context(atomic_open(results_path)) if results_path is not None else None
+        paths = [dataset_path] if results_path is None else [dataset_path, results_path]
+        with atomic_open_together(paths) as handles:
+            dataset, results = handles[0], (handles[1] if results_path is not None else None)
             dataset.write(_dataset_head(self.class_names))
             for path in map(self.part_path, dict.fromkeys(page_ids)):
                 image = self._image_entry(path, own_only)
