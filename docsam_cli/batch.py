@@ -441,7 +441,7 @@ class SegmentRun:
         them over the pages done (`_finish_interrupted`) before it lets the interruption go on."""
         started = time.perf_counter()
         self.reporter.start("segment")
-        work = self.processes.share_work(lambda: self._clean_then(list_work))
+        work = self.processes.share_work(lambda: self._prepare_then(list_work))
         workers = self.request.workers
         ahead = self.processes.look_ahead(workers, self.pages_per_batch)
 
@@ -472,8 +472,16 @@ class SegmentRun:
             self._finish_interrupted()
             raise
 
-    def _clean_then(self, list_work: Callable[[], Iterable[WorkItem]]) -> Iterable[WorkItem]:
+    def _prepare_then(self, list_work: Callable[[], Iterable[WorkItem]]) -> Iterable[WorkItem]:
+        """Before any page is written (on the main process): what killed runs left is removed and the class
+        table written (`PageWriter.start`); then the work is listed. A table that cannot be written stops
+        the run, a UsageError naming it: the maps would lie beside an earlier table, or none."""
         self._remove_stale_temporaries()
+        try:
+            self.writer.start()
+        except OSError as error:
+            where = display_path(_os_path(error) or self.request.out)
+            raise UsageError(f"{where}: cannot write the run's files: {_os_reason(error)}") from None
         return list_work()
 
     def _remove_stale_temporaries(self) -> None:
@@ -488,7 +496,7 @@ class SegmentRun:
     def _finish_interrupted(self) -> None:
         """The run-level files of an interrupted run, over the pages done so far (on the main process, which
         also counts the other processes' pages done by their records, once they have finished writing the
-        pages they held), so that `coco.json` and `semantic/classes.json` hold the pages reported. A second
+        pages they held), so that `coco.json` holds the pages reported. A second
         signal stops it; the files being written are then left as they were (atomic writes)."""
         if self.processes.is_main:
             self.processes.await_stopped()

@@ -65,6 +65,7 @@ def test_all_formats_decode_each_mask_once_and_only_its_window(tmp_path, monkeyp
 def test_every_format_is_written_and_the_semantic_classes_are_cocos(tmp_path):
     instances = crowded_page(10)
     writer = PageWriter(settings(tmp_path))
+    writer.start()
     image = np.full((400, 300, 3), 255, np.uint8)
     record = writer.write(
         PageSource(tmp_path / "doc.pdf", 2, "doc_p0002", image), instances, {"model_s": 1.0}

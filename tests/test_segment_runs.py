@@ -440,6 +440,54 @@ def test_an_overwrite_run_with_other_classes_leaves_no_label_map_of_the_old_clas
     assert (out / "semantic" / "page1.png").is_file()
 
 
+def test_a_run_killed_with_other_classes_leaves_no_label_map_beside_the_old_class_table(
+    tmp_path, model, monkeypatch
+):
+    """`semantic/classes.json` was written at the run's end only: an `--overwrite` run with other classes
+    killed on its way (SIGKILL, the out-of-memory killer, a lost node) left its maps, where 1 is now
+    "figure", beside the table of the old classes, which says 1 is "text", until a run with `semantic` ended.
+    The table is now written before the first page."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(2)]
+    out = tmp_path / "out"
+    assert segment(out, *map(str, pages), "--format", "semantic,jsonl")[0] == ExitCode.OK
+    stand_in = batch.model_segmenter
+
+    def killed_at_the_second_page(loaded, request, geometry):
+        segment_pages = stand_in(loaded, request, geometry)
+
+        def segment(images):
+            if len(model.batches) == 3:  # two in the first run, one in this one
+                raise _Killed
+            return segment_pages(images)
+
+        return segment
+
+    monkeypatch.setattr(batch, "model_segmenter", killed_at_the_second_page)
+    other = ["--classes", "figure,text", "--format", "semantic,jsonl", "--overwrite"]
+    with pytest.raises(_Killed):
+        invoke("segment", *map(str, pages), "-o", str(out), *other)
+
+    table = json.loads((out / "semantic" / "classes.json").read_text())
+    names = {category["id"]: category["name"] for category in table["categories"]}
+    labels = np.unique(np.asarray(Image.open(out / "semantic" / "page0.png")))
+    assert [names[label] for label in labels if label] == ["figure"]  # the stand-in's one class: the first
+
+
+def test_a_class_table_that_cannot_be_written_stops_the_run_before_any_page(tmp_path, model):
+    """Written before the first page, a table that cannot be written (here a folder in its place) is one
+    line naming it, exit 2, no page done: the maps would lie beside an earlier table, or none."""
+    page = write_page(tmp_path / "page.png")
+    out = tmp_path / "out"
+    table = out / "semantic" / "classes.json"
+    table.mkdir(parents=True)
+    code, records, stderr = segment(out, str(page), "--format", "semantic,jsonl")
+    assert code == ExitCode.USAGE and records == [] and model.batches == [], stderr
+    assert error_lines(stderr) == [f"error: {table}: cannot write the run's files: Is a directory"]
+    table.rmdir()
+    assert segment(out, str(page), "--format", "semantic,jsonl")[0] == ExitCode.OK
+    assert (out / "semantic" / "page.png").is_file() and table.is_file()
+
+
 @pytest.mark.parametrize("damage", ["deleted", "unreadable"])
 def test_a_folder_whose_classes_file_is_gone_is_judged_by_its_records(tmp_path, model, damage):
     """With `.docsam/classes.json` deleted (or not JSON), a run with other classes took the folder without

@@ -1,9 +1,11 @@
-"""Everything one segmented page writes, and the run-level files assembled from the pages.
+"""Everything one segmented page writes, and the run-level files.
 
 `PageWriter.write` writes a page's outputs (each file atomically) and returns its JSON-lines record; the
-batch runner stores that record last, which marks the page done. `PageWriter.finish` writes the run-level
-files. Which files a page needs is `PageFiles`, so that the runner can tell a finished page from one to do.
-All writers of a page share one `PageShapes`: each mask is decoded, and traced into polygons, once.
+batch runner stores that record last, which marks the page done. `PageWriter.start` writes the run-level
+file the settings decide (the label maps' class table) before any page, `PageWriter.finish` those made
+from the pages (the COCO files) after them. Which files a page needs is `PageFiles`, so that the runner
+can tell a finished page from one to do. All writers of a page share one `PageShapes`: each mask is
+decoded, and traced into polygons, once.
 
 This module is light to import (the batch runner imports it before any page is written): the writers, and
 the OpenCV, pycocotools and shapely they use, are imported only when a page is written.
@@ -162,7 +164,7 @@ def output_folders(out_dir: Path) -> list[Path]:
 
 
 class PageWriter:
-    """Writes the per-page outputs of a run and, at the end, its COCO files and class table."""
+    """Writes the per-page outputs of a run, its class table first and its COCO files at the end."""
 
     def __init__(self, settings: OutputSettings) -> None:
         self.settings = settings
@@ -238,8 +240,17 @@ class PageWriter:
             timing=timing,
         )
 
+    def start(self) -> None:
+        """The run-level file the settings alone decide, before any page: the label maps' class table. A
+        run killed before its end thus leaves no map of its own beside the table of the folder's earlier
+        classes (`--overwrite` with other classes), which would name its pixels wrongly."""
+        if "semantic" in self.settings.formats:
+            from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
+
+            write_class_table(self.settings.out_dir / "semantic" / CLASS_TABLE, self.settings.class_names)
+
     def finish(self, page_ids: list[str]) -> None:
-        """The run-level files over every page done in the output folder: those of earlier runs that
+        """The COCO files over every page done in the output folder: those of earlier runs that
         `page_ids` does not list (by page id, in natural order), then `page_ids` (in that order). A run
         that does no page, or other pages than the last one, thus never drops pages from the COCO files
         (an earlier page in the other `--mask-format` is converted); a page whose COCO part was made with
@@ -252,10 +263,6 @@ class PageWriter:
             )
             pages = [*earlier, *page_ids]
             self.coco.write(pages, out / COCO_FILE, out / RESULTS_FILE, own_only=True)
-        if "semantic" in self.settings.formats:
-            from docsam_cli.writers.semantic import CLASS_TABLE, write_class_table
-
-            write_class_table(out / "semantic" / CLASS_TABLE, self.settings.class_names)
 
 
 def _image_path(source: PageSource, files: PageFiles) -> Path:
