@@ -14,6 +14,7 @@ from instances_factory import make_instances, rect_mask
 from lxml import etree
 from pycocotools import mask as mask_utils
 
+import docsam_cli.writers.page_outputs as page_outputs
 import model.instances
 from docsam_cli.writers.formats import FORMATS
 from docsam_cli.writers.jsonl import dumps_record
@@ -60,6 +61,50 @@ def test_all_formats_decode_each_mask_once_and_only_its_window(tmp_path, monkeyp
     assert sorted(windows) == sorted(rle["counts"] for rle in instances.masks)  # one each, for every format
     assert len(instances) == 40
     assert len(whole) == len(CLASSES)  # the whole page only for the semantic map, one per class
+
+
+class _Killed(BaseException):
+    """The run dies where it is (SIGKILL, the out-of-memory killer): nothing handles it."""
+
+
+def sizes_named(files) -> dict[str, tuple[int, int]]:
+    """The (width, height) each of the page's files that is there gives its image: PAGE, ALTO, label map."""
+    sizes = {}
+    if files.page_xml.exists():
+        page = etree.parse(str(files.page_xml)).getroot().find("{*}Page")
+        sizes["page"] = (int(page.get("imageWidth")), int(page.get("imageHeight")))
+    if files.alto.exists():
+        page = etree.parse(str(files.alto)).getroot().find("{*}Layout/{*}Page")
+        sizes["alto"] = (int(page.get("WIDTH")), int(page.get("HEIGHT")))
+    if files.semantic.exists():
+        height, width = cv2.imread(str(files.semantic), cv2.IMREAD_UNCHANGED).shape
+        sizes["semantic"] = (width, height)
+    return sizes
+
+
+def test_a_page_killed_once_its_image_is_replaced_leaves_no_file_of_the_old_image(tmp_path, monkeypatch):
+    """A PDF page redone from a changed image (another --dpi with --overwrite, a re-exported PDF) replaced
+    `image/<id>.png` first and its PAGE, ALTO and label map after it: killed in between (SIGKILL, the
+    out-of-memory killer), it left those of the 300x400 image naming, or lying over, the new 600x800 one
+    until a rerun redid the page. They are now removed before the image is replaced."""
+    writer = PageWriter(settings(tmp_path))
+    source = PageSource(tmp_path / "doc.pdf", 1, "doc_p0001", np.full((400, 300, 3), 255, np.uint8))
+    writer.write(source, crowded_page(6), {})
+    files = writer.files("doc_p0001")
+    assert set(sizes_named(files).values()) == {(300, 400)}
+    write_png = page_outputs._write_png
+
+    def killed_once_written(path, image, dpi=None):
+        write_png(path, image, dpi)
+        raise _Killed
+
+    monkeypatch.setattr(page_outputs, "_write_png", killed_once_written)
+    larger = PageSource(tmp_path / "doc.pdf", 1, "doc_p0001", np.full((800, 600, 3), 255, np.uint8))
+    with pytest.raises(_Killed):
+        writer.write(larger, crowded_page(6, 800, 600), {})
+
+    assert cv2.imread(str(files.image)).shape[:2] == (800, 600)
+    assert sizes_named(files) == {}
 
 
 def test_every_format_is_written_and_the_semantic_classes_are_cocos(tmp_path):

@@ -119,6 +119,14 @@ class PageFiles:
         }
         return listed | {name: path for name, path in per_format.items() if name in formats}
 
+    def on_the_image(self) -> list[Path]:
+        """The files of the requested formats that state the size of the page's own image and place shapes
+        on it (`image/<id>.png`): PAGE, ALTO, the label map. They are removed before the image is replaced,
+        so that a page redone from a changed image (another --dpi, a re-exported PDF) and killed before
+        they are written again leaves none of the old image's beside the new one."""
+        on_the_image = {"page": self.page_xml, "alto": self.alto, "semantic": self.semantic}
+        return [path for name, path in on_the_image.items() if name in self.settings.formats]
+
     def required(self, in_document: bool = False) -> list[Path]:
         """The files that exist once the page is done (the record last); `in_document`: the page has its
         own image (`PageSource.own_image`: a PDF or TIFF page, an image saved upright or a TIFF's page after
@@ -206,6 +214,8 @@ class PageWriter:
         shapes = PageShapes(instances)
         outputs = files.listed(in_document=source.own_image)
         if "image" in outputs:
+            for path in files.on_the_image():
+                path.unlink(missing_ok=True)
             _write_png(files.image, source.image, source.dpi)
         if self.coco is not None:
             fields = _coco_image_fields(source, files, outputs["coco"])
