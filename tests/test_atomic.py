@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from docsam_cli.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from docsam_cli.atomic import atomic_open, atomic_open_together, atomic_write_bytes, atomic_write_text
 
 
 @pytest.fixture
@@ -53,6 +53,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("disk full, say")
     assert target.read_text() == "old"
     assert [path.name for path in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_files_written_together_are_all_kept_when_one_fails_and_published_first_first(tmp_path, monkeypatch):
+    """`atomic_open_together`: a failure while writing leaves every old file and no temporary; on success
+    the files after the first are removed before the first is renamed, which comes before theirs."""
+    first, second = tmp_path / "coco.json", tmp_path / "coco_results.json"
+    first.write_text("old dataset")
+    second.write_text("old list")
+    with pytest.raises(RuntimeError), atomic_open_together([first, second]) as (dataset, results):
+        dataset.write("new dataset")
+        results.write("half of the new list")
+        raise RuntimeError("disk full, say")
+    assert (first.read_text(), second.read_text()) == ("old dataset", "old list")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["coco.json", "coco_results.json"]
+
+    events: list[tuple[str, str, bool]] = []
+    replace, unlink = os.replace, Path.unlink
+
+    def recording_replace(source, target):
+        events.append(("replace", Path(target).name, second.exists()))
+        replace(source, target)
+
+    def recording_unlink(path, missing_ok=False):
+        events.append(("unlink", path.name, second.exists()))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(Path, "unlink", recording_unlink)
+    with atomic_open_together([first, second]) as (dataset, results):
+        dataset.write("new dataset")
+        results.write("new list")
+    assert events == [
+        ("unlink", "coco_results.json", True),
+        ("replace", "coco.json", False),
+        ("replace", "coco_results.json", False),
+    ]
+    assert (first.read_text(), second.read_text()) == ("new dataset", "new list")
 
 
 def test_the_longest_file_names_can_be_written(tmp_path):
