@@ -406,6 +406,22 @@ def test_segments_results_list_edited_in_place_is_still_read_with_its_coco_json(
     assert report["images"] == 2 and report["mask"]["AP"] < 1.0
 
 
+def test_segments_results_list_without_its_coco_json_is_an_error_not_read_with_other_ids(
+    tmp_path: Path,
+) -> None:
+    """segment's coco_results.json whose coco.json is gone (removed, or an earlier docsam killed between
+    the two renames, which wrote the list first) was read with the ground truth's image ids: its image 1,
+    b.png, scored as the ground truth's image 1, a.png, without a word. It is now an error that says so."""
+    truth, out = _segment_folder(tmp_path)
+    (out / "coco.json").unlink()
+    result = run_cli("evaluate", truth, "--pred", out / "coco_results.json", "--json", "-")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.error_lines() == [
+        f"error: {out / 'coco_results.json'}: segment's results list names the images of the coco.json "
+        f"beside it, which is not there (run segment into {out} again: it writes both)"
+    ]
+
+
 def test_neither_a_dataset_nor_a_results_list(tmp_path: Path) -> None:
     truth, predictions = _files(tmp_path, coco_document(), {"predictions": []})
     result = run_cli("evaluate", truth, "--pred", predictions)

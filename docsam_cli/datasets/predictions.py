@@ -36,7 +36,14 @@ from docsam_cli.datasets.records import SourcePage
 from docsam_cli.datasets.xml import local, parse_xml
 from docsam_cli.errors import InputError, WrongFormat
 from docsam_cli.names import display_path
-from docsam_cli.writers.page_outputs import COCO_FILE, IMAGE_DIR, RECORDS, STATE_DIR, STORED_INPUT
+from docsam_cli.writers.page_outputs import (
+    COCO_FILE,
+    IMAGE_DIR,
+    RECORDS,
+    RESULTS_FILE,
+    STATE_DIR,
+    STORED_INPUT,
+)
 from model.instances import PageInstances
 
 SEMANTIC_SCORE = 0.5
@@ -199,11 +206,21 @@ def _page_key(path: Path, image: CocoImage, stem: str, truth: GroundTruth, sourc
 def _segment_dataset(path: Path) -> JsonField | None:
     """segment's `coco.json` beside a results list `path` in segment's output folder (its
     `coco_results.json`): the list names images and categories by that file's ids, not by the ground
-    truth's. Raises InputError for a `coco.json` that cannot be read."""
+    truth's. Raises InputError for a `coco.json` that cannot be read, or that is not there beside segment's
+    `coco_results.json` (removed, or an earlier docsam killed between writing the two): read with the
+    ground truth's ids, its detections would be scored on other pages."""
     folder = path.parent
     dataset = folder / COCO_FILE
-    if not (folder / STATE_DIR).is_dir() or not dataset.is_file():
+    if not (folder / STATE_DIR).is_dir():
         return None
+    if not dataset.is_file():
+        if path.name != RESULTS_FILE:
+            return None
+        raise InputError(
+            path,
+            f"segment's results list names the images of the {COCO_FILE} beside it, which is not there "
+            f"(run segment into {display_path(folder)} again: it writes both)",
+        )
     root = JsonField.load(dataset)
     return root if is_dataset(root) else None
 
