@@ -20,7 +20,8 @@ A binary mask has two useful outlines, each with its own function:
      gets its 3 x 3 neighbourhood added to the component (within the page; up to three rounds), so that
      the component stays one polygon covering all of it, at most a pixel wider at its thinnest. Its
      outline is then simplified as in 1 if that is valid, else by shapely's topology-preserving simplifier
-     (same tolerance, a subset of its points), else kept exact (corners only: valid by construction).
+     (same tolerance, a subset of its points), else kept exact (corners only, or every outline pixel where
+     it has only three corners: a right triangle with a 45° side).
      Should the component still touch itself, its contour is split at every pixel it passes twice into
      simple rings, one part each (rings without area, a spur walked out and back, are dropped).
 
@@ -292,12 +293,15 @@ def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> li
 
 def _valid_outline(ring: np.ndarray, epsilon: float, width: int, height: int) -> np.ndarray | None:
     """The first valid of: the simplified ring, its topology-preserving simplification, the exact ring
-    (corners only), its widened bounding rectangle."""
+    (corners only), the exact ring through every outline pixel (a right triangle with a 45° side has three
+    corners, too few for OCR-D: its bounding rectangle would be twice its area), its widened bounding
+    rectangle."""
     exact = _drop_collinear(ring)
     candidates = (
         _simplified(exact, epsilon, width, height),
         _simplified_keeping_validity(exact, epsilon),
         exact,
+        _pixel_walk(exact),
         _thin_box(ring, width, height),
     )
     return next((c.astype(np.int32) for c in candidates if c is not None and is_valid_polygon(c)), None)

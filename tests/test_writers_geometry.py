@@ -87,6 +87,16 @@ def test_thin_components_become_small_rectangles_inside_the_page(box, where):
     assert polygon[:, 1].min() <= y0 and polygon[:, 1].max() >= y1 - 1, where
 
 
+@pytest.mark.parametrize("turns", range(4))
+def test_a_right_triangle_with_a_45_degree_side_is_traced_not_boxed(turns):
+    """A component whose exact outline has three corners (too few for OCR-D) keeps its shape: the outline
+    through its pixels, not its bounding rectangle (twice its area, as it was)."""
+    mask = np.ascontiguousarray(np.rot90(np.tril(np.ones((30, 30), bool)), turns))
+    (polygon,) = mask_polygons(mask)
+    assert_valid(polygon, 30, 30)
+    assert iou(fill(polygon, 30, 30), mask) > 0.95
+
+
 def test_empty_mask_and_one_pixel_wide_page_give_no_polygon():
     assert mask_polygons(np.zeros((10, 10), bool)) == []
     assert mask_polygons(np.ones((10, 1), bool)) == []
