@@ -218,6 +218,10 @@ def _assert_merge_matches(detections: list[PatchDetections], layout) -> None:
 
 SMALL_PAGE = ((60, 80), Geometry(short_range=(48, 48), patch=(32, 32)))  # resized 48x64, 6 windows
 PADDED_PAGE = ((40, 100), Geometry(short_range=(20, 20), patch=(32, 32)))  # resized 20x50, canvas 32x50
+# Narrow pages padded on the right; non-square windows whose other side fits inside the page.
+NARROW_PAGE = ((100, 40), Geometry(short_range=(20, 20), patch=(32, 32)))  # resized 40x20, canvas 40x32
+NARROW_PAGE_FLAT_WINDOWS = ((100, 40), Geometry(short_range=(20, 20), patch=(16, 32)))  # 4 windows 16x32
+WIDE_PAGE_TALL_WINDOWS = ((40, 100), Geometry(short_range=(20, 20), patch=(32, 16)))  # 4 windows 32x16
 
 
 def test_merge_matches_the_reference_incremental_nms():
@@ -237,8 +241,11 @@ def test_merge_matches_the_reference_incremental_nms():
         (SMALL_PAGE, {"classes": 3, "score_levels": 2}),  # ties, also between weighted scores
         (SMALL_PAGE, {"classes": 3, "thin": True}),  # one-pixel lines (NaN box IoU), empty masks
         (PADDED_PAGE, {"classes": 3}),  # a page smaller than a window: windows reach below it
+        (NARROW_PAGE, {"classes": 3}),  # windows reach right of the page: areas counted inside it
+        (NARROW_PAGE_FLAT_WINDOWS, {"classes": 3}),
+        (WIDE_PAGE_TALL_WINDOWS, {"classes": 3}),
     ],
-    ids=["one label", "tied scores", "thin masks", "padded canvas"],
+    ids=["one label", "tied scores", "thin masks", "padded canvas", "narrow", "narrow, flat", "wide, tall"],
 )
 def test_merge_on_adversarial_inputs(page, options):
     rng = np.random.default_rng(4)
