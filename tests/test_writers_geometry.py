@@ -87,6 +87,21 @@ def test_thin_components_become_small_rectangles_inside_the_page(box, where):
     assert polygon[:, 1].min() <= y0 and polygon[:, 1].max() >= y1 - 1, where
 
 
+@pytest.mark.parametrize(
+    ("box", "corners"),
+    [
+        ((5, 20, 30, 21), [(5, 20), (5, 21), (29, 20), (29, 21)]),  # a rule: one pixel below it
+        ((7, 3, 8, 33), [(7, 3), (7, 32), (8, 3), (8, 32)]),  # one pixel right of it
+        ((49, 39, 50, 40), [(48, 38), (48, 39), (49, 38), (49, 39)]),  # in the corner: up and left
+    ],
+)
+def test_a_component_without_area_becomes_its_bounding_rectangle_widened_to_two_pixels(box, corners):
+    """Module doc, step 1: a one-pixel rule or a lone pixel becomes its bounding rectangle widened to two
+    pixels inside the page (not a shape grown around it)."""
+    (polygon,) = mask_polygons(rect_mask(40, 50, *box))
+    assert sorted(map(tuple, polygon.tolist())) == corners
+
+
 @pytest.mark.parametrize("turns", range(4))
 def test_a_right_triangle_with_a_45_degree_side_is_traced_not_boxed(turns):
     """A component whose exact outline has three corners (too few for OCR-D) keeps its shape: the outline
@@ -95,6 +110,21 @@ def test_a_right_triangle_with_a_45_degree_side_is_traced_not_boxed(turns):
     (polygon,) = mask_polygons(mask)
     assert_valid(polygon, 30, 30)
     assert iou(fill(polygon, 30, 30), mask) > 0.95
+
+
+@pytest.mark.parametrize("row", [0, 11], ids=["top", "bottom"])
+def test_a_neck_along_the_top_or_bottom_edge_is_thickened_inside_the_page(row):
+    """Module doc, step 2: a one-pixel neck gets its 3 x 3 neighbourhood added within the page; along the
+    page's first or last row that neighbourhood reaches off the page, and is cut there."""
+    mask = rect_mask(12, 30, 0, 0, 8, 12) | rect_mask(12, 30, 20, 0, 30, 12)
+    mask[5:7] = False
+    mask[row, 8:20] = True  # the neck, on the edge row (the blocks' halves stay apart elsewhere)
+    polygons = mask_polygons(mask)
+    for polygon in polygons:
+        assert_valid(polygon, 12, 30)
+    half = mask.copy()
+    half[slice(5, None) if row == 0 else slice(None, 7)] = False
+    assert covers(polygons[0], half)  # the neck's half, one polygon
 
 
 def test_empty_mask_and_one_pixel_wide_page_give_no_polygon():
@@ -236,6 +266,9 @@ def test_contours_for_datasets_are_exact_and_shifted():
     assert contour.dtype == np.float64
     assert sorted(map(tuple, contour.tolist())) == [(12.5, 3), (12.5, 8), (15.5, 3), (15.5, 8)]
     assert mask_contours(rect_mask(20, 20, 2, 3, 3, 4)) == []  # a lone pixel has no outline
+    assert mask_contours(rect_mask(20, 20, 2, 3, 12, 4)) == []  # nor a rule (two points, out and back)
+    (triangle,) = mask_contours(np.tril(np.ones((20, 20), bool)))  # three corners: an outline
+    assert sorted(map(tuple, triangle.tolist())) == [(0, 0), (0, 19), (19, 19)]
 
 
 def test_contours_of_an_rle_are_those_of_its_whole_page_mask():

@@ -107,6 +107,23 @@ def test_clipping_keeps_a_polygon_within_and_cuts_one_that_leaves():
     assert shapely.Polygon(clipped).area == 30 * 10 + 15 * 15
 
 
+def test_clipping_keeps_the_largest_part_and_gives_none_for_a_touch_without_area():
+    """A cut into several parts keeps the largest; a polygon that only shares an edge with its container
+    leaves no polygon to keep."""
+    import shapely
+
+    from docsam_cli.polygons import clip_polygon
+
+    container = np.array([[0, 0], [10, 0], [10, 30], [20, 30], [20, 0], [40, 0], [40, 40], [0, 40]], np.int32)
+    across = np.array(
+        [[2, 5], [38, 5], [38, 20], [2, 20]], np.int32
+    )  # over both arms of the U, 8 and 18 wide
+    clipped = clip_polygon(across, container)
+    assert shapely.Polygon(clipped).equals(shapely.box(20, 5, 38, 20))
+    beside = np.array([[40, 5], [50, 5], [50, 20], [40, 20]], np.int32)
+    assert clip_polygon(beside, container) is None
+
+
 def test_clipping_snaps_a_cut_whose_rounded_points_would_cross():
     """Found by fuzzing the writers (ragged masks): rounding each point of the cut made its ring cross
     itself, and the line was written uncut, outside its region (OCR-D's --check-coords refused the page).
