@@ -98,6 +98,8 @@ def test_dropped_instances() -> None:
     assert result.mask["AP"] == pytest.approx((ap_a + 1) / 2) and result.box["AP"] == pytest.approx(
         (ap_a + 1) / 2
     )
+    counts = {name: (scores.gt, scores.predictions) for name, scores in result.per_class.items()}
+    assert counts == {"A": (3, 2), "B": (3, 3)}
     assert result.per_class["A"].f1 == pytest.approx(2 * 2 / (3 + 2))
     assert result.maf == pytest.approx((0.8 + 1) / 2)
     all_a = sum(_area(items)["A"] for items in TRUTH.values())
@@ -213,6 +215,30 @@ def test_ap_uses_4000_detections_per_image_and_rescales_predictions() -> None:
     rescaled = evaluate(truth, {"p": half})
     assert rescaled.rescaled_predictions == 1  # 100 x 100 masks, nearest-upsampled: the same rectangle
     assert rescaled.mask["AP"] == pytest.approx(1.0) and rescaled.miou == 1.0  # pycocotools: tp/(tp+eps)
+
+
+def test_ap_counts_the_4000th_detection_of_an_image_and_not_the_4001st() -> None:
+    """AP is read at maxDets 4000: of two true detections ranked 4000th and 4001st (below 3999 false ones),
+    only the first is found: recall 1/2 at precision 1/4000, AP = 51/101 recall thresholds x 1/4000."""
+    size = 64
+    truth = [
+        GtImage(
+            "p",
+            size,
+            size,
+            [
+                GtAnnotation("A", _rle(_mask(40, 40, 60, 60, size=size)), (40, 40, 20, 20)),
+                GtAnnotation("A", _rle(_mask(40, 5, 60, 25, size=size)), (40, 5, 20, 20)),
+            ],
+        )
+    ]
+    corners = [(i % 17 * 2, i // 17 % 30 * 2) for i in range(3999)]  # 2 x 2 boxes left of the truth
+    false = [("A", x, y, x + 2, y + 2, 0.45 - i * 1e-5) for i, (x, y) in enumerate(corners)]
+    hits = [("A", 40, 40, 60, 60, 0.3), ("A", 40, 5, 60, 25, 0.2)]
+    result = evaluate(truth, {"p": _page([*false, *hits], size=size)})
+    assert result.mask["AP"] == pytest.approx(51 / 101 / 4000) and result.box["AP"] == pytest.approx(
+        51 / 101 / 4000
+    )
 
 
 def test_cli_self_scores_and_agrees_with_pycocotools(shared_data: Path, tmp_path: Path) -> None:
@@ -721,3 +747,81 @@ def test_nothing_to_find_and_nothing_found_leaves_maf_and_miou_undefined_not_zer
     result = evaluate([GtImage("blank", SIZE, SIZE, [])], {"blank": _page(items)}, declared=["A"])
     assert result.mask["AP"] is None and result.box["AP"] is None
     assert result.maf is None and result.miou is None
+
+
+def test_classes_of_one_pixel_score_iou_zero_when_missed_and_one_when_found() -> None:
+    """mIoU averages over the classes with pixels in the ground truth or the prediction: a single pixel of
+    ground truth that nothing predicts is such a class, IoU 0, not a class left out; one predicted exactly
+    scores 1."""
+    truth = [
+        GtImage(
+            "p",
+            SIZE,
+            SIZE,
+            [
+                GtAnnotation("A", _rle(_mask(5, 5, 6, 6)), (5, 5, 1, 1)),
+                GtAnnotation("B", _rle(_mask(9, 9, 10, 10)), (9, 9, 1, 1)),
+            ],
+        )
+    ]
+    result = evaluate(truth, {"p": _page([("B", 9, 9, 10, 10, 1.0)])})
+    assert (result.per_class["A"].iou, result.per_class["B"].iou, result.miou) == (0.0, 1.0, 0.5)
+
+
+def test_a_prediction_on_a_crowd_region_is_no_false_positive_in_maf() -> None:
+    """README: a prediction on an ignore region (COCO `iscrowd`) is no false positive in mAF. "On" is COCO's
+    crowd IoU, the share of the prediction inside the region: a prediction 75 % inside is ignored up to the
+    threshold 0.75 (as pycocotools matches, at IoU >= the threshold) and a false positive from 0.80. A
+    prediction that matches the ground truth counts as a hit even where a crowd region covers it too; a crowd
+    region of another class excuses nothing."""
+    crowd_a = (100, 100, 150, 150)
+    crowd_b = (10, 100, 60, 150)
+    truth = [
+        GtImage(
+            "p",
+            SIZE,
+            SIZE,
+            [
+                GtAnnotation("A", _rle(_mask(10, 10, 60, 40)), _xywh((10, 10, 60, 40))),
+                GtAnnotation("A", _rle(_mask(0, 0, 70, 50)), _xywh((0, 0, 70, 50)), iscrowd=True),
+                GtAnnotation("A", _rle(_mask(*crowd_a)), _xywh(crowd_a), iscrowd=True),
+                GtAnnotation("B", _rle(_mask(*crowd_b)), _xywh(crowd_b), iscrowd=True),
+            ],
+        )
+    ]
+    predictions = [
+        ("A", 10, 10, 60, 40, 1.0),  # the hit, inside the first crowd region too
+        ("A", 135, 120, 155, 124, 0.9),  # 15 of its 20 columns inside the second: 75 %
+        ("A", 110, 110, 120, 120, 0.8),  # wholly inside the second
+        ("A", 20, 110, 30, 120, 0.7),  # wholly inside B's crowd region: a false positive of A
+        ("B", 45, 120, 65, 124, 0.9),  # 75 % inside B's crowd region, B has no other ground truth
+    ]
+    result = evaluate(truth, {"p": _page(predictions)})
+    # A: 1 hit of 1 ground truth; counted predictions 2 up to 0.75, 3 from 0.80: F1 2/3 and 1/2
+    assert result.per_class["A"].f1 == pytest.approx((6 * 2 / 3 + 4 * 1 / 2) / 10)
+    assert result.per_class["B"].f1 == 0.0  # nothing to find, a false positive from 0.80
+    assert result.maf == pytest.approx((0.6 + 0) / 2)
+
+
+def test_a_match_at_exactly_the_iou_threshold_is_a_hit_in_maf_as_in_ap() -> None:
+    """A prediction covering half of its ground truth (IoU exactly 0.5) is a hit at 0.5 in mAF, as in AP50
+    (pycocotools matches at IoU >= the threshold)."""
+    truth = [GtImage("p", SIZE, SIZE, [GtAnnotation("A", _rle(_mask(10, 10, 50, 30)), (10, 10, 40, 20))])]
+    result = evaluate(truth, {"p": _page([("A", 10, 10, 30, 30, 1.0)])})
+    assert result.mask["AP50"] == pytest.approx(1.0) and result.mask["AP75"] == 0.0
+    assert result.maf == pytest.approx(0.1)  # F1 1 at 0.50, 0 at the nine higher thresholds
+
+
+def test_per_class_mask_and_box_ap_are_scored_on_the_masks_and_the_boxes() -> None:
+    """Detections keep their own regressed boxes: exact masks with boxes shifted by a fifth of their width
+    (box IoU 2/3) score mask AP 1 and box AP 0.4, overall and per class."""
+    items = [(c, *box, 1.0) for c, *box in TRUTH["one"]]
+    page = _page(items)
+    shift = np.array(
+        [[(x1 - x0) // 5, 0, (x1 - x0) // 5, 0] for _, x0, _, x1, _, _ in items], dtype=np.float64
+    )
+    result = evaluate(_truth()[:1], {"one": replace(page, boxes=page.boxes + shift)})
+    assert result.mask["AP"] == pytest.approx(1.0) and result.box["AP"] == pytest.approx(0.4)
+    for scores in result.per_class.values():
+        assert (scores.ap, scores.ap50, scores.ap75) == pytest.approx((1.0, 1.0, 1.0))
+        assert (scores.box_ap, scores.box_ap50, scores.box_ap75) == pytest.approx((0.4, 1.0, 0.0))
