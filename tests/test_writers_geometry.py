@@ -92,6 +92,7 @@ def test_thin_components_become_small_rectangles_inside_the_page(box, where):
     [
         ((5, 20, 30, 21), [(5, 20), (5, 21), (29, 20), (29, 21)]),  # a rule: one pixel below it
         ((7, 3, 8, 33), [(7, 3), (7, 32), (8, 3), (8, 32)]),  # one pixel right of it
+        ((5, 38, 30, 39), [(5, 38), (5, 39), (29, 38), (29, 39)]),  # a pixel below: the last row
         ((49, 39, 50, 40), [(48, 38), (48, 39), (49, 38), (49, 39)]),  # in the corner: up and left
     ],
 )
@@ -344,6 +345,9 @@ def test_edge_polygons_split_parts_meeting_at_a_pixel_corner_into_valid_rings():
     rings = mask_edge_polygons(mask)
     assert len(rings) == 2 and all(shapely.Polygon(ring).is_valid for ring in rings)
     assert sum(shapely.Polygon(ring).area for ring in rings) == mask.sum()
+    corner = rect_mask(40, 40, 5, 5, 15, 15) | rect_mask(40, 40, 15, 15, 16, 16)
+    (_, pixel) = mask_edge_polygons(corner)  # the block, then a part of one pixel
+    assert sorted(map(tuple, pixel.tolist())) == [(15, 15), (15, 16), (16, 15), (16, 16)]
 
 
 def test_edge_polygons_keep_parts_one_or_two_pixels_wide():
