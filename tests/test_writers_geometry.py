@@ -212,6 +212,25 @@ def adversarial_mask(rng: np.random.Generator, height: int = 90, width: int = 12
     return canvas.astype(bool) ^ (rng.random((height, width)) < rng.choice([0.0, 0.02, 0.1]))
 
 
+def test_an_outline_whose_simplification_crosses_itself_is_simplified_keeping_validity():
+    """Module doc, step 2: a thickened outline whose 1 px simplification is not valid is simplified by
+    shapely's topology-preserving simplifier (found by a random search over adversarial masks): 4 of the
+    exact outline's 13 corners, not all 13."""
+    rows = [
+        ".................",
+        ".......###.......",
+        "##......######...",
+        "..##......#######",
+        "............####.",
+        "..............#..",
+    ]
+    mask = np.zeros((11, 17), bool)
+    mask[5:] = [[char == "#" for char in row] for row in rows]
+    polygon = mask_polygons(mask)[0]
+    assert_valid(polygon, 11, 17)
+    assert sorted(map(tuple, polygon.tolist())) == [(7, 6), (14, 8), (14, 10), (16, 8)]
+
+
 def test_adversarial_masks_give_only_valid_polygons_and_keep_valid_ones_unchanged():
     rng = np.random.default_rng(7)
     repaired = kept = 0
