@@ -693,16 +693,21 @@ def _refuse_misfit(
 
 
 def model_with_weights(
-    config: DocSAMConfig, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+    config: DocSAMConfig,
+    state: Mapping[str, torch.Tensor],
+    source: str = "checkpoint",
+    device: str | torch.device = "cpu",
 ) -> DocSAMModel:
-    """DocSAM of `config` with `state` loaded strictly (`load_weights`). The weights are first checked
-    against the architecture built on the meta device, which allocates nothing: a config of other sizes than
-    the weights' (a file's stored config can say anything, a vocabulary of 10^8 words) is refused as
-    `load_weights` refuses it, before the memory it asks for (terabytes) is allocated."""
+    """DocSAM of `config` with `state` loaded strictly (`load_weights`), on the CPU. The weights are first
+    checked against the architecture built on the meta device, which allocates nothing: a config of other
+    sizes than the weights' (a file's stored config can say anything, a vocabulary of 10^8 words) is refused
+    as `load_weights` refuses it, before the memory it asks for (terabytes) is allocated; so is a model whose
+    tensors the CPU, or the `device` it is to run on, has no room for (`refuse_unheld`)."""
     from model.docsam import DocSAM  # local import: docsam imports this module's siblings
 
     skeleton = meta_model(config, source)
     _refuse_misfit(skeleton.state_dict(), to_model_keys(state), source)
+    refuse_unheld(skeleton, source, ("cpu", device))
     model = DocSAM(config)
     load_weights(model, state, source)
     return model
@@ -723,6 +728,29 @@ def meta_model(config: DocSAMConfig, source: str) -> DocSAMModel:
     except (TypeError, RuntimeError, OverflowError) as error:
         reason = " ".join(str(error).split("\n")[0].split())
         raise CheckpointError(f"{source}: an architecture of sizes torch cannot hold ({reason})") from None
+
+
+def refuse_unheld(skeleton: nn.Module, source: str, devices: Sequence[str | torch.device] = ("cpu",)) -> None:
+    """Raise CheckpointError naming `source` when the parameters and buffers of `skeleton` (a model on the
+    meta device) need more bytes than one of `devices` has free (`model.memory.free_memory`; a device
+    that does not say is not checked). Building the model would fail there, in the kernel's out-of-memory
+    killer, or in torch's "DefaultCPUAllocator: can't allocate memory" for a single tensor larger than
+    the machine's memory, on the CPU. Every model
+    is built on the CPU before it is moved to its device: the CPU is among the devices to check. The
+    tensors alone are a bound below what any run needs, so a model that would have run is never refused."""
+    import torch
+
+    from model.memory import amount, free_memory, tensor_bytes
+
+    needed = tensor_bytes(skeleton)
+    for device in dict.fromkeys(torch.device(name) for name in devices):
+        free = free_memory(device)
+        if free is not None and needed > free:
+            count = sum(parameter.numel() for parameter in skeleton.parameters())
+            raise CheckpointError(
+                f"{source}: an architecture of {count:,} parameters, whose tensors alone take "
+                f"{amount(needed)}, more than the {amount(free)} of memory free on {device}"
+            )
 
 
 CONFIG_METADATA_KEY = "docsam_config"
@@ -878,11 +906,12 @@ def load_model(
     """Build DocSAM and load a checkpoint strictly; returns the model in eval mode on `device`.
 
     The architecture comes from `config`, else `variant` ('base'/'large'), else the config stored in a
-    safetensors file written by this package, else it is detected from the checkpoint (base/large).
+    safetensors file written by this package, else it is detected from the checkpoint (base/large). A model
+    whose tensors the CPU or `device` has no room for is refused before it is built (`refuse_unheld`).
     """
     state = checkpoint if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
     config = checkpoint_config(checkpoint, state, variant, config)
-    return model_with_weights(config, state, _source_label(checkpoint)).to(device).eval()
+    return model_with_weights(config, state, _source_label(checkpoint), device).to(device).eval()
 
 
 def checkpoint_config(

@@ -4,6 +4,7 @@ imports no torch."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -233,3 +234,48 @@ def test_train_refuses_a_model_config_of_sizes_torch_cannot_hold(
     assert result.exit_code == 2 and "--model-config" in result.output, result.output
     assert f"{huge}: an architecture of sizes torch cannot hold" in " ".join(result.output.split())
     assert not started and not out.exists()
+
+
+@pytest.mark.parametrize("architecture", ["--model-config", "--variant"])
+def test_train_refuses_an_architecture_the_cpu_has_no_room_for_before_the_run_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reference_fixtures: Path, architecture: str
+) -> None:
+    """A model is built on the CPU, whatever device it trains on: `train` of an architecture whose tensors
+    alone take more than the memory free there (DocSAM-Large on a small machine, a width of 10^10) started
+    building it and ended in the kernel's out-of-memory killer, or as an internal error, torch's
+    'DefaultCPUAllocator: can't allocate memory' for a width of 10^10. It is now refused
+    before the run starts, naming the option, the file or variant and both figures; no --out is made."""
+    started = []
+    monkeypatch.setattr(
+        "docsam_cli.training.launch.run", lambda plan, model: started.append(plan) or plan.output / "model"
+    )
+    monkeypatch.setattr("model.memory.available_cpu_memory", lambda: 10**6)
+    out = tmp_path / "out"
+    arguments = [
+        "train",
+        "data",
+        "-o",
+        str(out),
+        "--from-scratch",
+        "--text-encoder",
+        "minilm",
+        "--device",
+        "cpu",
+    ]
+    config = reference_fixtures / "tiny-config.json"
+    given, named = (
+        ([str(config)], str(config)) if architecture == "--model-config" else (["large"], "DocSAM-Large")
+    )
+    result = CliRunner().invoke(app, [*arguments, architecture, *given])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"invalid value for {architecture}" in message, result.output
+    assert re.search(
+        rf"{re.escape(named)}: an architecture of [\d,]+ parameters, whose tensors alone take \d+ MB, "
+        r"more than the 1 MB of memory free on cpu",
+        message,
+    ), message
+    assert not started and not out.exists()
+
+    monkeypatch.setattr("model.memory.available_cpu_memory", lambda: 10**10)
+    result = CliRunner().invoke(app, [*arguments, architecture, *given])
+    assert result.exit_code == 0 and len(started) == 1, result.output

@@ -100,19 +100,30 @@ MODEL_CONFIG_HELP = "Architecture JSON, for variants other than base and large."
 
 def read_model_config(path: Path | None) -> DocSAMConfig | None:
     """`--model-config` of `train` and `finetune`, read before the run starts (before its datasets and
-    its `--out`): a file that is no usable config, or whose architecture torch cannot build, is a usage
-    error."""
-    from model.checkpoint import meta_model
+    its `--out`): a file that is no usable config, or whose architecture torch cannot build, or the CPU
+    (where every model is built) has no room for (`refuse_unbuildable`), is a usage error."""
     from model.config import DocSAMConfig
 
     if path is None:
         return None
     try:
         config = DocSAMConfig.from_json(path)
-        meta_model(config, display_path(path))
-        return config
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--model-config") from None
+    refuse_unbuildable(config, display_path(path), "--model-config")
+    return config
+
+
+def refuse_unbuildable(config: DocSAMConfig, source: str, option: str) -> None:
+    """A usage error naming `option` and `source` when torch cannot build the architecture of `config`, or
+    the CPU, where every model is built, has not the memory its tensors alone take
+    (`model.checkpoint.refuse_unheld`); found on the meta device, before anything is allocated."""
+    from model.checkpoint import meta_model, refuse_unheld
+
+    try:
+        refuse_unheld(meta_model(config, source), source)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from None
 
 
 ModelConfig = Annotated[

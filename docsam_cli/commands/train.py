@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from docsam_cli.commands.options import read_model_config
+from docsam_cli.commands.options import read_model_config, refuse_unbuildable
 from docsam_cli.console import RUN_WIDE
 from docsam_cli.names import display_path
 from docsam_cli.training.command_line import execute, training_command
@@ -81,13 +81,16 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
     if not plan.resume and start.mask2former is None and not start.from_scratch:
         raise typer.BadParameter("give --mask2former, or --from-scratch", param_hint="--mask2former")
 
-    config = read_model_config(start.model_config)
+    architecture = read_model_config(start.model_config)
+    if architecture is None:
+        from model.config import variant_config
+
+        architecture = variant_config(start.variant)
+        refuse_unbuildable(architecture, f"DocSAM-{start.variant.capitalize()}", "--variant")
 
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_mask2former
-        from model.config import variant_config
 
-        architecture = config if config is not None else variant_config(start.variant)
         if start.mask2former is None:
             logger.info(
                 "loading MiniLM %s (no Mask2Former: --from-scratch)",

@@ -1,0 +1,119 @@
+"""The memory a model's tensors take against the memory its devices have free, known before anything is
+allocated (`model.memory`, `model.checkpoint.refuse_unheld`). Budgets are faked: nothing here allocates
+more than the tiny model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import CheckpointError, load_model
+from model.checkpoint import meta_model
+from model.memory import available_cpu_memory, tensor_bytes
+
+MEMINFO = """\
+MemTotal:       24684000 kB
+MemFree:         1393000 kB
+MemAvailable:   13871000 kB
+Buffers:          120000 kB
+SwapTotal:       2097148 kB
+SwapFree:        1048576 kB
+HugePages_Total:       0
+Hugepagesize:       2048 kB
+"""
+
+
+def _fake_meminfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> None:
+    path = tmp_path / "meminfo"
+    path.write_text(text)
+    monkeypatch.setattr("model.memory.MEMINFO", path)
+
+
+def test_the_cpu_has_what_the_kernel_can_give_without_other_processes_memory(monkeypatch, tmp_path):
+    """MemAvailable (free memory and reclaimable page cache) plus free swap; MemFree alone would leave out
+    the page cache the kernel drops for a new allocation, and refuse models that would have run."""
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO)
+    assert available_cpu_memory() == (13871000 + 1048576) * 1024
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.replace("SwapFree:        1048576 kB\n", ""))
+    assert available_cpu_memory() == 13871000 * 1024
+
+
+def test_no_figure_is_made_up_where_the_system_gives_none(monkeypatch, tmp_path):
+    """A Linux before 3.14 has no MemAvailable; macOS and Windows no /proc/meminfo: nothing is checked."""
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.replace("MemAvailable:   13871000 kB\n", ""))
+    assert available_cpu_memory() is None
+    monkeypatch.setattr("model.memory.MEMINFO", tmp_path / "missing")
+    assert available_cpu_memory() is None
+
+
+def test_the_tensors_of_a_meta_model_are_those_the_built_model_allocates(tiny_config, tiny_model):
+    assert tensor_bytes(meta_model(tiny_config, "tiny")) == tensor_bytes(tiny_model) > 0
+
+
+def _cpu_budget(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    monkeypatch.setattr("model.memory.available_cpu_memory", lambda: free)
+
+
+def _built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records every DocSAM built off the meta device (the meta model is built before any check)."""
+    from model.docsam import DocSAM
+
+    built: list[object] = []
+    original = DocSAM.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if next(self.parameters()).device.type != "meta":
+            built.append(self)
+
+    monkeypatch.setattr(DocSAM, "__init__", recording)
+    return built
+
+
+def test_a_model_the_cpu_has_no_room_for_is_refused_before_it_is_built(monkeypatch, tiny_weights, tiny_model):
+    """The weights read, the model's own tensors need the same again: with less free than that, building
+    it ended in the kernel's out-of-memory killer. It is now refused in one line
+    naming the file, the bytes needed and the bytes free, and nothing is built; exactly enough loads."""
+    needed = tensor_bytes(tiny_model)
+    built = _built(monkeypatch)
+    _cpu_budget(monkeypatch, needed - 1)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(tiny_weights)
+    message = str(caught.value)
+    assert "\n" not in message and not built
+    expected = (
+        rf"{re.escape(str(tiny_weights))}: an architecture of [\d,]+ parameters, whose tensors alone take "
+        rf"{needed / 1e6:.0f} MB, more than the {(needed - 1) / 1e6:.0f} MB of memory free on cpu"
+    )
+    assert re.fullmatch(expected, message), message
+    _cpu_budget(monkeypatch, needed)
+    assert load_model(tiny_weights) is built[0]
+
+
+def test_a_model_its_cuda_device_has_no_room_for_is_refused_before_it_is_built(monkeypatch, tiny_weights):
+    """What torch's caching allocator holds unused counts as free: this process reuses it."""
+    needed = tensor_bytes(load_model(tiny_weights))
+    built = _built(monkeypatch)
+    _cpu_budget(monkeypatch, 10**12)
+    free, reserved, allocated = needed // 2, needed // 2, 1
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated)
+    with pytest.raises(CheckpointError, match=r"more than the \d+ MB of memory free on cuda:1$"):
+        load_model(tiny_weights, device="cuda:1")
+    assert not built
+
+
+def test_the_message_of_a_model_of_terabytes_says_gigabytes(monkeypatch, tiny_config):
+    """A width of 10^10, which torch can hold on the meta device but no machine in memory."""
+    from dataclasses import replace
+
+    from model.checkpoint import refuse_unheld
+
+    huge = replace(tiny_config, encoder_feedforward_dim=10**10)
+    _cpu_budget(monkeypatch, 8 * 10**9)
+    with pytest.raises(CheckpointError, match=r"take [\d,]+\.\d GB, more than the 8000 MB of memory free"):
+        refuse_unheld(meta_model(huge, "huge.json"), "huge.json")
