@@ -87,9 +87,6 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-_CGROUPS, _OWN_CGROUPS = Path("/sys/fs/cgroup"), Path("/proc/self/cgroup")
-
-
 def usable_cpus() -> int:
     """The CPUs this process may use: those it may run on (its affinity: `taskset`'s, `numactl`'s, a Slurm
     allocation's), fewer where its cgroup's CPU quota allows less time than that (Docker's `--cpus`, a
@@ -108,30 +105,10 @@ def usable_cpus() -> int:
 def cpu_quota() -> float | None:
     """The CPUs' worth of time this process's cgroup and those above it allow (the lowest quota: cgroup v2's
     `cpu.max`, v1's `cpu.cfs_quota_us` over `cpu.cfs_period_us`), None without a quota or cgroups."""
-    quotas = [quota for folder in _cpu_cgroups() if (quota := _folder_quota(folder)) is not None]
+    from model.cgroups import cgroup_folders
+
+    quotas = [quota for folder in cgroup_folders("cpu") if (quota := _folder_quota(folder)) is not None]
     return min(quotas, default=None)
-
-
-def _cpu_cgroups() -> list[Path]:
-    """The folders of this process's CPU cgroup and of those above it, under the unified (v2) and `cpu` (v1)
-    hierarchies; in a container, whose cgroup is mounted as the root, the root."""
-    try:
-        lines = _OWN_CGROUPS.read_text().splitlines()
-    except OSError:  # not Linux
-        return []
-    folders: list[Path] = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            root = _CGROUPS if (_CGROUPS / "cgroup.controllers").exists() else _CGROUPS / "unified"
-        elif "cpu" in controllers.split(","):
-            root = _CGROUPS / "cpu"
-        else:
-            continue
-        own = root / path.lstrip("/")
-        own = own if own.is_dir() else root
-        folders += [own, *(folder for folder in own.parents if folder.is_relative_to(root))]
-    return folders
 
 
 def _folder_quota(folder: Path) -> float | None:

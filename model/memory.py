@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.cgroups import cgroup_folders
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -39,22 +41,61 @@ def free_memory(device: torch.device) -> int | None:
 
 def available_cpu_memory() -> int | None:
     """The memory the kernel can give this process without taking any from other processes' pages in RAM:
-    Linux's `MemAvailable` (free memory and the page cache it can reclaim) plus free swap. None where
-    `/proc/meminfo` does not say (not Linux; Linux before 3.14): macOS and Windows grow their swap as they
-    need, so no plain figure bounds what a process may have there."""
+    Linux's `MemAvailable` (free memory and the page cache it can reclaim), or less where a cgroup of this
+    process has a memory limit (`cgroup_memory_room`: a container's, a Slurm job's, which `/proc/meminfo`
+    does not show), plus free swap. None where `/proc/meminfo` does not say (not Linux; Linux before
+    3.14): macOS and Windows grow their swap as they need, so no plain figure bounds what a process may have
+    there."""
+    kilobytes = _meminfo_kilobytes()
+    if "MemAvailable" not in kilobytes:
+        return None
+    in_ram = min([kilobytes["MemAvailable"] * 1024, *cgroup_memory_room()])
+    return max(0, in_ram) + kilobytes.get("SwapFree", 0) * 1024
+
+
+def _meminfo_kilobytes() -> dict[str, int]:
+    """The figures of `/proc/meminfo` given in kB, by name (empty where it cannot be read)."""
     try:
         lines = MEMINFO.read_text().splitlines()
     except OSError:
-        return None
+        return {}
     kilobytes = {}
     for line in lines:
         name, _, value = line.partition(":")
         fields = value.split()
         if len(fields) == 2 and fields[1] == "kB" and fields[0].isdigit():
             kilobytes[name] = int(fields[0])
-    if "MemAvailable" not in kilobytes:
+    return kilobytes
+
+
+def cgroup_memory_room() -> list[int]:
+    """For each cgroup of this process, and each above it, that has a memory limit: the limit less the
+    anonymous memory its processes hold (cgroup v2's `memory.max` less `anon` in `memory.stat`, v1's
+    `memory.limit_in_bytes` less `total_rss`). Its page cache is left out, as the kernel reclaims it for
+    new allocations; so is its kernel memory, which makes the room larger than it is, never smaller."""
+    rooms = []
+    for folder in cgroup_folders("memory"):
+        limit_and_held = _memory_limit_and_held(folder)
+        if limit_and_held is not None:
+            rooms.append(limit_and_held[0] - limit_and_held[1])
+    return rooms
+
+
+_V1_NO_LIMIT = 2**62  # v1 writes "no limit" as the largest multiple of the page size below 2^63
+
+
+def _memory_limit_and_held(folder: Path) -> tuple[int, int] | None:
+    """The memory limit of the cgroup `folder` and the anonymous memory held in it (None: no limit)."""
+    try:
+        if (folder / "memory.max").exists():
+            limit_text, held_name = (folder / "memory.max").read_text().strip(), "anon"
+        else:
+            limit_text, held_name = (folder / "memory.limit_in_bytes").read_text().strip(), "total_rss"
+        stat = dict(line.split(maxsplit=1) for line in (folder / "memory.stat").read_text().splitlines())
+        limit, held = int(limit_text), int(stat.get(held_name, "0"))
+    except (OSError, ValueError):  # no such file, "max": no limit
         return None
-    return (kilobytes["MemAvailable"] + kilobytes.get("SwapFree", 0)) * 1024
+    return (limit, held) if limit < _V1_NO_LIMIT else None
 
 
 def amount(size: int) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cgroup_helpers import fake_cgroups
 
 from model import CheckpointError, load_model
 from model.checkpoint import meta_model
@@ -39,6 +40,51 @@ def test_the_cpu_has_what_the_kernel_can_give_without_other_processes_memory(mon
     assert available_cpu_memory() == (13871000 + 1048576) * 1024
     _fake_meminfo(monkeypatch, tmp_path, MEMINFO.replace("SwapFree:        1048576 kB\n", ""))
     assert available_cpu_memory() == 13871000 * 1024
+
+
+GIB = 2**30
+
+
+V2, V1 = (
+    {"cgroup.controllers": "memory", "memory.stat": f"anon {GIB}\n"},
+    {"memory/memory.stat": f"total_rss {GIB}\n"},
+)
+
+
+@pytest.mark.parametrize(
+    ("own", "files", "in_ram"),
+    [
+        # a container (cgroup v2, its own cgroup mounted as the root): docker run --memory 4g, 1 GiB held
+        ("0::/\n", {**V2, "memory.max": f"{4 * GIB}\n"}, 3 * GIB),
+        # a Slurm job's cgroup v2 tree: the least room on the way up counts, each cgroup's own anon held
+        (
+            "0::/job/step\n",
+            {**V2, "job/memory.max": f"{2 * GIB}\n", "job/memory.stat": f"anon {GIB // 2}\nfile {GIB}\n"}
+            | {"job/step/memory.max": "max\n", "job/step/memory.stat": "anon 1\n"},
+            GIB + GIB // 2,
+        ),
+        # cgroup v1, Docker's cgroup mounted as the root: its path in /proc/self/cgroup is not there
+        (
+            "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n",
+            {**V1, "memory/memory.limit_in_bytes": f"{3 * GIB}"},
+            2 * GIB,
+        ),
+        # no limit: v1 writes the largest multiple of the page size below 2^63, v2 "max"
+        ("12:memory:/\n", {**V1, "memory/memory.limit_in_bytes": "9223372036854771712\n"}, 13871000 * 1024),
+        ("0::/\n", {**V2, "memory.max": "max\n"}, 13871000 * 1024),
+        # a limit above what the machine has free: MemAvailable counts
+        ("0::/\n", {**V2, "memory.max": f"{64 * GIB}\n"}, 13871000 * 1024),
+    ],
+)
+def test_a_cgroup_memory_limit_leaves_less_than_the_machine_has_free(
+    monkeypatch, tmp_path, own: str, files: dict[str, str], in_ram: int
+):
+    """/proc/meminfo is the machine's, in a container or a Slurm job too: a model that its memory limit
+    cannot hold passed the check and ended in the out-of-memory killer. Its page cache is reclaimed for new
+    allocations, its anonymous memory is not; swap adds the same in either case."""
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO)
+    fake_cgroups(tmp_path / "cgroup", monkeypatch, own, files)
+    assert available_cpu_memory() == in_ram + 1048576 * 1024
 
 
 def test_no_figure_is_made_up_where_the_system_gives_none(monkeypatch, tmp_path):

@@ -8,18 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cgroup_helpers import fake_cgroups
 
 from docsam_cli import runtime
-
-
-def _cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own: str, files: dict[str, str]) -> None:
-    """A cgroup tree under tmp_path with `files` (paths under it: contents) and /proc/self/cgroup `own`."""
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    (tmp_path / "self").write_text(own)
-    monkeypatch.setattr(runtime, "_CGROUPS", tmp_path)
-    monkeypatch.setattr(runtime, "_OWN_CGROUPS", tmp_path / "self")
 
 
 def _cpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
@@ -53,7 +44,7 @@ def _cpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
 def test_the_cpu_quota_is_read_from_the_process_cgroup_and_those_above_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own: str, files: dict[str, str], quota: float | None
 ) -> None:
-    _cgroups(tmp_path, monkeypatch, own, files)
+    fake_cgroups(tmp_path, monkeypatch, own, files)
     assert runtime.cpu_quota() == quota
 
 
@@ -61,7 +52,7 @@ def test_the_cpu_quota_is_read_from_the_process_cgroup_and_those_above_it(
 def test_usable_cpus_are_those_of_the_affinity_the_quota_gives_time_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quota: str, cpus: int
 ) -> None:
-    _cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": quota})
+    fake_cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": quota})
     _cpus(monkeypatch, 8)
     assert runtime.usable_cpus() == cpus
     _cpus(monkeypatch, 1)
@@ -81,7 +72,7 @@ def test_torch_computes_with_the_cpus_of_a_container_quota_not_every_cpu_of_the_
 ) -> None:
     """`docker run --cpus 1` on a 4-core machine: torch started 4 threads, which the quota held back in turn
     (under a 0.5-CPU quota on 2 cores, 2 threads took 1.4-1.8 times one thread's time for a convolution)."""
-    _cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "100000 100000"})
+    fake_cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "100000 100000"})
     _cpus(monkeypatch, 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
@@ -97,7 +88,7 @@ def test_torch_computes_with_the_cpus_of_a_container_quota_not_every_cpu_of_the_
 def test_a_thread_count_the_user_chose_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
-    _cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "100000 100000"})
+    fake_cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "100000 100000"})
     _cpus(monkeypatch, 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
@@ -113,7 +104,7 @@ def test_training_starts_no_more_data_loading_processes_than_a_container_quota_g
     """`docker run --cpus 2` on a 16-core machine: `train --workers 4` started 4 data-loading processes."""
     from docsam_cli.training.trainer import loader_workers
 
-    _cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "200000 100000"})
+    fake_cgroups(tmp_path, monkeypatch, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "200000 100000"})
     _cpus(monkeypatch, 16)
     assert loader_workers(4) == 2
     assert loader_workers(1) == 1
