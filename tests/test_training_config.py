@@ -198,6 +198,11 @@ def test_a_config_files_paths_expand_their_tilde_as_typed_ones_do(
         ('{"itres": 5}', ".json", "unknown option(s) itres"),
         ('{"resume": true}', ".json", "unknown option(s) resume"),
         ('{"batch-size": 2, "batch_size": 4}', ".json", "names option(s) batch_size twice"),
+        # A run.json whose settings are no mapping, or a YAML key that is a number, ended as 'error: internal
+        # error: TypeError: ...' (exit 3).
+        ('{"command": "finetune", "settings": 5}', ".json", "its settings are no mapping"),
+        ('{"command": "finetune", "settings": "ab"}', ".json", "its settings are no mapping"),
+        ("5: 1", ".yaml", "unknown option(s) 5;"),
         ('{"command": "train", "settings": {}}', ".json", "recorded by `docsam train`"),
         ("[1, 2]", ".json", "expected a mapping"),
         ("{not json", ".json", "run.cfg"),

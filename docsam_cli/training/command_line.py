@@ -209,7 +209,10 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
         raise unusable("cannot read it (nested too deeply)") from None
     if not isinstance(data, dict):
         raise unusable("expected a mapping of option names to values")
-    recorded_by, settings = run_settings(data)
+    try:
+        recorded_by, settings = run_settings(data)
+    except ValueError as error:
+        raise unusable(str(error)) from None
     names = [_setting_name(name) for name in settings]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -252,7 +255,7 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, An
     if FOLDER_KEY in settings:
         ctx.meta[_FOLDER] = Path(settings.pop(FOLDER_KEY))
     known = {parameter.name for parameter in ctx.command.params} - {"config", "resume"}
-    unknown = sorted(set(settings) - known)
+    unknown = sorted(str(name) for name in set(settings) - known)  # YAML's keys may be numbers
     if unknown:
         listed = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint=option)

@@ -53,8 +53,11 @@ def write_failure(target: Path, what: str, error: OSError) -> InputError:
 
 
 def run_settings(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """(recording command, option values) of a `run.json`; any other mapping is option values only."""
+    """(recording command, option values) of a `run.json`; any other mapping is option values only. Raises
+    ValueError for a run.json whose settings are no mapping."""
     if "settings" in data and "command" in data:
+        if not isinstance(data["settings"], Mapping):
+            raise ValueError("its settings are no mapping of option names to values")
         return data["command"], dict(data["settings"])
     return None, dict(data)
 
