@@ -34,6 +34,7 @@ from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
 from docsam_cli import __version__
+from docsam_cli.config_origins import file_origin, given_by_file
 from docsam_cli.console import (
     configure_logging,
     ignore_unusable_terminal_width,
@@ -208,7 +209,7 @@ class _Context(typer.Context):
         value = super().lookup_default(name, call)
         param = next((param for param in self.command.params if param.name == name), None)
         if param is not None:
-            _refuse_non_finite(self, param, value)
+            _refuse_non_finite(self, param, value, file_origin(self, name))
         return value
 
 
@@ -223,9 +224,21 @@ class _Command(_Help, TyperCommand):
       it (`--from=~/usb/w.pth`), before Typer checks that the file exists; an empty one (an unset shell
       variable, most likely: `--images "$IMAGES"`), which Typer reads as the current folder, is refused;
     * a number is finite: `nan` and `inf`, which Python reads as floats, are refused as such before Typer
-      checks an option's range, which would say that NaN is not `≤ 9600`; also from a `--config` file."""
+      checks an option's range, which would say that NaN is not `≤ 9600`; also from a `--config` file.
+
+    A value a file gave (`--config`, the run.json of `--resume`) that fails a check is named by the file and
+    its key, not by the option the user did not type (`config_origins`)."""
 
     context_class = _Context
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as error:
+            origin = given_by_file(ctx, error.param.name) if error.param is not None else None
+            if origin is not None and error.param_hint is None:
+                error.param_hint = origin
+            raise
 
     def make_parser(self, ctx: Context) -> Any:
         parser = super().make_parser(ctx)
@@ -291,9 +304,10 @@ def _refuse_non_finite_numbers(ctx: Context, params: Sequence[Parameter], values
         _refuse_non_finite(ctx, param, values.get(param.name or ""))
 
 
-def _refuse_non_finite(ctx: Context, param: Parameter, value: Any) -> None:
-    """A usage error if `param` is float-typed and `value` (typed text, or a config file's number) is NaN
-    or an infinity (`nan`, `inf`, `1e999`, YAML's `.nan`): every such option needs a finite number."""
+def _refuse_non_finite(ctx: Context, param: Parameter, value: Any, origin: str | None = None) -> None:
+    """A usage error if `param` is float-typed and `value` (typed text, or a config file's number, which
+    `origin` names) is NaN or an infinity (`nan`, `inf`, `1e999`, YAML's `.nan`): every such option needs a
+    finite number."""
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is None or descriptor.annotation is not float or not isinstance(value, str | float):
         return
@@ -301,10 +315,11 @@ def _refuse_non_finite(ctx: Context, param: Parameter, value: Any) -> None:
         number = float(value)
     except ValueError:
         return  # Typer says what it is not
+    where = origin if origin is not None else _typed_name(param)
     if math.isnan(number):
-        ctx.fail(f"{_typed_name(param)}: {value!r} is not a number")
+        ctx.fail(f"{where}: {value!r} is not a number")
     if math.isinf(number):
-        ctx.fail(f"{_typed_name(param)}: {value!r} is not a finite number")
+        ctx.fail(f"{where}: {value!r} is not a finite number")
 
 
 def _user_paths_expanded(params: Sequence[Parameter], values: dict[str, Any]) -> dict[str, Any]:

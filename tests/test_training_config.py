@@ -207,7 +207,7 @@ def test_a_config_files_paths_expand_their_tilde_as_typed_ones_do(
         ("[1, 2]", ".json", "expected a mapping"),
         ("{not json", ".json", "run.cfg"),
         ("iters: [unclosed", ".yaml", "run.cfg"),
-        ('{"iters": "many"}', ".json", "--iters"),
+        ('{"iters": "many"}', ".json", "'iters' in "),
         ('{"schedule": "linear"}', ".json", "cosine"),
     ],
 )
@@ -469,13 +469,51 @@ def test_values_that_would_fail_the_run_later_are_usage_errors(
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("lr: .inf", "--lr: inf is not a finite number"), ("dropout: .nan", "--dropout: nan is not a number")],
+    [
+        ("lr: .inf", "'lr' in {config}: inf is not a finite number"),
+        ("dropout: .nan", "'dropout' in {config}: nan is not a number"),
+    ],
 )
 def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
     started: list[RunPlan], tmp_path: Path, line: str, message: str
 ) -> None:
-    """YAML's `.nan` for --dropout was refused as 'Input should be less than or equal to 1'."""
+    """YAML's `.nan` for --dropout was refused as 'Input should be less than or equal to 1'. The file and
+    its key are named, not the option the user did not type ('--lr: inf is not a finite number')."""
     config = tmp_path / "run.yaml"
     config.write_text(line + "\n")
     output = invoke(*FINETUNE, "--config", str(config), code=2)
-    assert message in " ".join(output.split()) and started == []
+    assert message.format(config=config) in " ".join(output.split()) and started == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ('"warmup": "abc"', "Input should be a valid integer"),  # Click's type check
+        ('"iters": 1.5', "fractional part"),
+        ('"schedule": "linear"', "'linear' is not one of 'cosine', 'step', 'fix'"),  # a choice
+        ('"keep_size": 3', "Input should be a valid boolean"),
+        ('"device": "tpu"', "'tpu' is not a device"),  # an option's own parser
+        ('"short_range": "5,x"', "--short-range takes N or A,B"),  # parsed once every value is read
+        ('"val": "v,colour=red"', "--val: 'v,colour=red': expected PATH"),
+    ],
+)
+@pytest.mark.parametrize("read_by", ["--config", "--resume"])
+def test_a_bad_value_from_a_file_names_the_file_and_its_key(
+    started: list[RunPlan], tmp_path: Path, setting: str, reason: str, read_by: str
+) -> None:
+    """A value of a --config file, or of the run.json --resume reads, that failed a check was reported as
+    the option's, 'invalid value for '--warmup': ...', although the user typed no --warmup; it names the
+    file and the key that hold it, on one line, exit 2."""
+    key = setting.split('"')[1]
+    if read_by == "--config":
+        holder = tmp_path / "replay.json"
+        holder.write_text("{" + setting + "}")
+        arguments = [*FINETUNE, "--config", str(holder)]
+    else:
+        holder = tmp_path / RUN_FILE
+        recorded = f'"datasets": ["pages"], "out": {json.dumps(str(tmp_path))}, "weights": "w", {setting}'
+        holder.write_text('{"command": "finetune", "settings": {' + recorded + "}}")
+        arguments = ["finetune", "--resume", "-o", str(tmp_path)]
+    output = invoke(*arguments, code=2)
+    assert output.startswith(f"error: invalid value for '{key}' in {holder}: "), output
+    assert reason in " ".join(output.split()) and f"--{key}'" not in output and not started

@@ -17,6 +17,7 @@ except those that change where and how the run goes, not what it computes (`RESU
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hi
 import typer
 
 from docsam_cli.commands.options import checked
+from docsam_cli.config_origins import add_file_defaults, file_origin, given_by_file, key_in_file
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError
@@ -49,8 +51,23 @@ Command = Callable[[RunPlan, Start], None]
 RESUME_MAY_CHANGE = frozenset(
     {"out", "workers", "max_image_pixels", "device", "progress", "log_every", "checkpoint_every", "keep_last"}
 )
-_RESUMED = "docsam.resumed"  # ctx.meta key: the settings of the run.json that --resume read
+_RESUMED = "docsam.resumed"  # ctx.meta key: the `_Resumed` of the run.json that --resume read
 _FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed or resumed run started in
+
+
+class _Missing(typer.BadParameter):
+    """A required option that neither the command line nor a file gave."""
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """What `--resume` read: the run.json's settings and where each is in it, and the defaults (and their
+    origins) a `--config` file had given before them."""
+
+    recorded: dict[str, Any]
+    record_origins: dict[str, str]
+    config: dict[str, Any]
+    config_origins: dict[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -112,14 +129,24 @@ class _Declared:
         return self.option.show(self.default) if self.option.show else self.default
 
     def value(self, given: Any) -> Any:
-        """The field value for what the command line (or --config) gave. Raises typer.BadParameter for a
-        missing required option, ValueError for text that does not parse."""
+        """The field value for what the command line (or --config) gave. Raises `_Missing` for a missing
+        required option, ValueError for text that does not parse."""
         if given is None or given == [] or given == ():
             if self.option.required:
                 flag = "DATASET" if self.option.argument else "/".join(self.option.flags)
-                raise typer.BadParameter(f"missing {flag} (give it on the command line or in --config)")
+                raise _Missing(f"missing {flag} (give it on the command line or in --config)")
             return self.default
         return self.option.parse(given) if self.option.parse else given
+
+    def value_from(self, given: Any, origin: str | None) -> Any:
+        """`value(given)`; a value that does not parse is a usage error naming `origin` where a file gave
+        it (`config_origins.key_in_file`), not the option the user did not type."""
+        try:
+            return self.value(given)
+        except ValueError as error:
+            if origin is None:
+                raise
+            raise typer.BadParameter(str(error), param_hint=origin) from None
 
 
 def _declared(cls: type, overrides: Mapping[type, Any]) -> Iterator[_Declared]:
@@ -132,16 +159,19 @@ def _declared(cls: type, overrides: Mapping[type, Any]) -> Iterator[_Declared]:
             yield _Declared.of(cls, item, overrides)
 
 
-def _build(cls: type, values: Mapping[str, Any], overrides: Mapping[type, Any]) -> Any:
-    """An instance of a settings dataclass from the command's values (its groups built likewise)."""
+def _build(
+    cls: type, values: Mapping[str, Any], overrides: Mapping[type, Any], origin: Callable[[str], str | None]
+) -> Any:
+    """An instance of a settings dataclass from the command's values (its groups built likewise); `origin`
+    names the file that gave an option's value, if one did (`config_origins.given_by_file`)."""
     hints = get_type_hints(cls)
     kwargs = {}
     for item in fields(cls):
         if item.metadata.get("group"):
-            kwargs[item.name] = _build(hints[item.name], values, overrides)
+            kwargs[item.name] = _build(hints[item.name], values, overrides, origin)
         elif "option" in item.metadata:
             declared = _Declared.of(cls, item, overrides)
-            kwargs[item.name] = declared.value(values[declared.name])
+            kwargs[item.name] = declared.value_from(values[declared.name], origin(declared.name))
     return cls(**kwargs)
 
 
@@ -187,8 +217,9 @@ def _rebased_path(text: str, folder: Path) -> str:
     return str(folder / path) if not path.is_absolute() and (folder / path).exists() else text
 
 
-def read_config(path: Path, command: str) -> dict[str, Any]:
-    """The option values of a config file: a run's `run.json`, or a JSON / YAML mapping of option names.
+def read_config(path: Path, command: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The option values of a config file (a run's `run.json`, or a JSON / YAML mapping of option names),
+    and where each is in it (option name → `key_in_file`, for the errors about them).
 
     Raises typer.BadParameter (one line naming the file) when it cannot be used."""
 
@@ -217,13 +248,14 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise unusable(f"names option(s) {', '.join(twice)} twice")
+    origins = {name: key_in_file(key, path) for name, key in zip(names, settings, strict=True)}
     settings = dict(zip(names, settings.values(), strict=True))
     if recorded_by is not None and recorded_by != command:
         raise unusable(f"recorded by `docsam {recorded_by}`, not `docsam {command}`")
     folder = data.get(FOLDER_KEY) if recorded_by is not None else None  # a run.json's
     if isinstance(folder, str) and Path(folder) != Path.cwd():
         settings[FOLDER_KEY] = folder  # taken out again by `_known_settings`
-    return settings
+    return settings, origins
 
 
 def _setting_name(name: Any) -> Any:
@@ -245,10 +277,11 @@ def _parse_config(content: bytes, yaml: bool) -> Any:
         raise ValueError(str(error)) from None
 
 
-def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, Any]:
-    """The option values of the config file at `path` (see `read_config`); unknown names are refused."""
+def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The option values of the config file at `path` and where each is in it (see `read_config`); unknown
+    names are refused."""
     try:
-        settings = read_config(path, ctx.info_name or "")
+        settings, origins = read_config(path, ctx.info_name or "")
     except typer.BadParameter as error:
         error.param_hint = option
         raise
@@ -265,14 +298,14 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> dict[str, An
             settings[parameter.name] = [value]
         elif not (parameter.multiple or parameter.nargs == -1) and isinstance(value, list):
             settings[parameter.name] = ",".join(map(str, value))  # `short_range: [704, 896]`: 704,896
-    return settings
+    return settings, origins
 
 
 def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
     """Eager `--config` callback: the file's values become the defaults of the other options."""
     if path is None:
         return None
-    ctx.default_map = {**(ctx.default_map or {}), **_known_settings(ctx, path, "--config")}
+    add_file_defaults(ctx, *_known_settings(ctx, path, "--config"))
     return path
 
 
@@ -284,9 +317,11 @@ def _load_run_record(ctx: typer.Context, out: Any) -> None:
     path = Path(out) / RUN_FILE
     if not path.is_file():
         return
-    settings = _known_settings(ctx, path, "--resume")
-    ctx.meta[_RESUMED] = (settings, dict(ctx.default_map or {}))
-    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    settings, origins = _known_settings(ctx, path, "--resume")
+    config = dict(ctx.default_map or {})
+    config_origins = {name: file_origin(ctx, name) for name in config}
+    ctx.meta[_RESUMED] = _Resumed(settings, origins, config, config_origins)
+    add_file_defaults(ctx, settings, origins)
 
 
 def _on_resume(ctx: typer.Context, resume: bool) -> bool:
@@ -325,23 +360,23 @@ def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list
     `RESUME_MAY_CHANGE` options may differ. Values are compared parsed (`96, 112` is `96,112`)."""
     if _RESUMED not in ctx.meta:
         return
-    recorded, config = ctx.meta[_RESUMED]
+    resumed: _Resumed = ctx.meta[_RESUMED]
     folder = ctx.meta.get(_FOLDER)
     changed = []
     for item in declared:
-        if item.name not in recorded or item.name in RESUME_MAY_CHANGE:
+        if item.name not in resumed.recorded or item.name in RESUME_MAY_CHANGE:
             continue
         if _typed(ctx, item.name):
-            given = _recordable(values[item.name])
-        elif item.name in config:
-            given = config[item.name]
+            given, given_origin = _recordable(values[item.name]), None
+        elif item.name in resumed.config:
+            given, given_origin = resumed.config[item.name], resumed.config_origins[item.name]
         else:
             continue
-        was = recorded[item.name]
+        was = resumed.recorded[item.name]
         if item.option.file:  # typed here, recorded there: compare the files they lead to
             given = _resolved(given, item.option.file, Path.cwd())
             was = _resolved(was, item.option.file, folder if folder is not None else Path.cwd())
-        if item.value(given) != item.value(was):
+        if item.value_from(given, given_origin) != item.value_from(was, resumed.record_origins[item.name]):
             changed.append(item.flag)
     if changed:
         raise typer.BadParameter(
@@ -394,11 +429,12 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
             record = {item.name: _recordable(values[item.name]) for item in declared if item.option.recorded}
             try:
                 _check_resumed(ctx, values, declared)
-                plan = _build(RunPlan, values, by_class)
-                starting_point = _build(start, values, by_class)
+                origin = functools.partial(given_by_file, ctx)
+                plan = _build(RunPlan, values, by_class, origin)
+                starting_point = _build(start, values, by_class, origin)
             except ValueError as error:
                 raise typer.BadParameter(str(error)) from None
-            except typer.BadParameter as error:
+            except _Missing as error:
                 _say_no_record(ctx, values, error)
                 raise
             plan = replace(
