@@ -47,8 +47,18 @@ def test_help_shows_the_choices() -> None:
         (("--from", "xml"), ("page", "coco", "icdar2013", "textdet")),
         (("--from", "coco", "--level", "regions,glyphs"), ("glyphs", "regions, lines, words, cells")),
         (("--from", "voc", "--level", "lines"), ("voc supports regions",)),
-        (("--from", "coco", "--split", "train=x"), ("'x' is not a number",)),
         (("--from", "coco", "--keep", "text", "--drop", "text"), ("--keep and --drop both name 'text'",)),
+        # These named no option ('error: invalid value: 'x' is not a number').
+        (("--from", "coco", "--split", "train=x"), ("invalid value for --split: 'x' is not a number",)),
+        (("--from", "coco", "--split", "val=1"), ("invalid value for --split: only split 'val' is named",)),
+        (
+            ("--from", "coco", "--map", "text"),
+            ("invalid value for --map: 'text' is not of the form old=new",),
+        ),
+        (
+            ("--from", "coco", "--map", "a=b", "--map", "a=c"),
+            ("invalid value for --map: 'a' is renamed twice",),
+        ),
     ],
 )
 def test_convert_refuses_bad_options_with_the_valid_values(coco_file: Path, arguments, named) -> None:

@@ -162,8 +162,11 @@ def main(
         raise typer.BadParameter(str(error), param_hint="--level") from None
     _check_format_options(fmt, levels, classes, typed(ctx, "dpi"))
     try:
-        class_filter = _class_filter(mapping, drop, keep, dataset_name)
         fractions = parse_split(split_spec) if split_spec else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--split") from None
+    try:
+        class_filter = _class_filter(mapping, drop, keep, dataset_name)
         sources = path_arguments(sources, "SOURCE")
         if dataset_name is not None and not dataset_name.strip():
             raise ValueError("--dataset-name: an empty name (it leads every background prompt)")
@@ -224,14 +227,17 @@ def _class_filter(
 ) -> ClassFilter:
     """The classes to rename, drop and keep, once every name given (and `--dataset-name`) is known to be
     text: the names go into UTF-8 files, and the model is trained and prompted with them. Raises
-    ValueError, also for a class both kept and dropped."""
+    ValueError naming the option, also for a class both kept and dropped (typer.BadParameter for a
+    malformed --map)."""
     for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
         for value in values:
             refuse_undecodable(value, option)
     refuse_undecodable(dataset_name, "--dataset-name")
-    class_filter = ClassFilter(
-        parse_mapping(mapping), frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None
-    )
+    try:
+        renames = parse_mapping(mapping)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--map") from None
+    class_filter = ClassFilter(renames, frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None)
     if both := sorted(class_filter.drop & (class_filter.keep or frozenset())):
         raise ValueError(f"--keep and --drop both name {', '.join(map(repr, both))}: give each class to one")
     return class_filter
