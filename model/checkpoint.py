@@ -726,7 +726,7 @@ def meta_model(config: DocSAMConfig, source: str) -> DocSAMModel:
         with torch.device("meta"):
             return DocSAM(config)
     except (TypeError, RuntimeError, OverflowError) as error:
-        reason = " ".join(str(error).split("\n")[0].split())
+        reason = _unholdable_sizes(config) or _first_line(error)
         raise CheckpointError(f"{source}: an architecture of sizes torch cannot hold ({reason})") from None
 
 
@@ -751,6 +751,33 @@ def refuse_unheld(skeleton: nn.Module, source: str, devices: Sequence[str | torc
                 f"{source}: an architecture of {count:,} parameters, whose tensors alone take "
                 f"{amount(needed)}, more than the {amount(free)} of memory free on {device}"
             )
+
+
+_TORCH_SIZE_LIMIT = 2**63 - 1  # torch's sizes are signed 64-bit integers
+
+
+def _unholdable_sizes(config: DocSAMConfig) -> str | None:
+    """The config's values no torch size holds, each named by its key in the config's JSON
+    (`mask2former_config.encoder_feedforward_dim 18446744073709551616 > 2^63 - 1`); None if there are none."""
+    found = [f"{key} {value}" for key, value in _integers(config.to_dict()) if abs(value) > _TORCH_SIZE_LIMIT]
+    return f"{', '.join(found)} > 2^63 - 1" if found else None
+
+
+def _integers(data: Any, prefix: str = "") -> list[tuple[str, int]]:
+    """The integers in a JSON-like tree, each with its dotted key (`depths.2` for a list's third)."""
+    if isinstance(data, dict):
+        return [found for key, value in data.items() for found in _integers(value, f"{prefix}{key}.")]
+    if isinstance(data, list | tuple):
+        return [found for index, value in enumerate(data) for found in _integers(value, f"{prefix}{index}.")]
+    return [(prefix.rstrip("."), data)] if isinstance(data, int) and not isinstance(data, bool) else []
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of torch's message, without a quote it opens there and closes only after the C++
+    stack it appends (`... with error "Overflow when unpacking long long` + newline + `Exception raised
+    from ...`)."""
+    line = " ".join(str(error).split("\n")[0].split())
+    return line.replace('"', "") if line.count('"') % 2 else line
 
 
 CONFIG_METADATA_KEY = "docsam_config"

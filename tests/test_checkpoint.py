@@ -768,6 +768,41 @@ def test_a_config_of_sizes_torch_cannot_hold_is_refused_naming_the_file(tmp_path
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "name", "value", "reason"),
+    [
+        (
+            "mask2former_config",
+            "encoder_feedforward_dim",
+            2**64,
+            "(mask2former_config.encoder_feedforward_dim 18446744073709551616 > 2^63 - 1)",
+        ),
+        # Each size holdable, the relative position table's (2 x 2^32 - 1)^2 not: torch's own words.
+        (
+            "swin_backbone_config",
+            "window_size",
+            2**32,
+            "(zeros(): argument 'size' failed to unpack the object at pos 1 with error Overflow when "
+            "unpacking long long)",
+        ),
+    ],
+)
+def test_the_reason_torch_cannot_hold_an_architecture_is_clean(
+    tmp_path, tiny_model, section, name, value, reason
+):
+    """The reason kept the first line of torch's message, which opens a quote that only its C++ stack, cut
+    off, closes: '(empty(): argument 'size' failed to unpack the object at pos 1 with error "Overflow when
+    unpacking long long)'. A value no torch size holds is named by its key in the config instead; torch's
+    own words, where they are the reason, come without the stray quote."""
+    config = tiny_model.config.to_dict()
+    config[section][name] = value
+    path = tmp_path / "hostile.safetensors"
+    save_file(dict(tiny_model.state_dict()), str(path), metadata={"docsam_config": json.dumps(config)})
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    assert str(caught.value) == f"{path}: an architecture of sizes torch cannot hold {reason}"
+
+
 @pytest.mark.parametrize("where", ["header", "docsam_config", "docsam_classes", "docsam_patch"])
 def test_json_nested_too_deeply_in_a_safetensors_file_is_refused_naming_it(tmp_path, where):
     """A safetensors header, or a config, class list or window stored in one, nested deeper than Python's
