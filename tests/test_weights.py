@@ -590,3 +590,29 @@ def test_verbose_loading_says_where_the_architecture_comes_from(
     with caplog.at_level("INFO", logger="docsam_cli.runtime"):
         ResolvedModel(ModelSpec(weights=str(weights.path), device="cpu", **option), weights, None).load()
     assert f"loading {weights.path} ({said}) on cpu, fp32" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_a_model_config_torch_cannot_hold_is_named_not_the_weights(
+    tmp_path: Path, tiny_weights: Path, reference_fixtures: Path, command: str
+) -> None:
+    """`segment --model-config huge.json` (encoder_feedforward_dim 2^64) said 'error: tiny.safetensors: an
+    architecture of sizes torch cannot hold (...)', blaming the weights for the architecture that the
+    config file gave; the config file is named."""
+    from convert_helpers import coco_document, write_image
+
+    data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+    data["mask2former_config"]["encoder_feedforward_dim"] = 2**64
+    (huge := tmp_path / "huge.json").write_text(json.dumps(data))
+    write_image(tmp_path / "a.png", 60, 40, boxes=((10, 10, 40, 30),))
+    model = ["--weights", str(tiny_weights), "--model-config", str(huge), "--device", "cpu"]
+    if command == "segment":
+        arguments = ["segment", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--classes", "text"]
+    else:
+        (truth := tmp_path / "truth.json").write_text(json.dumps(coco_document()))
+        arguments = ["evaluate", str(truth)]
+    result = CliRunner().invoke(app, [*arguments, *model])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert said.startswith(f"error: --model-config {huge}: an architecture of sizes torch cannot hold"), said
+    assert str(tiny_weights) not in said
