@@ -261,8 +261,8 @@ def test_page_map_spec_forms_and_errors(tmp_path):
         # every page failing after the model ran)
         ('{"a": {"element": "TextRegion", "type": ["heading"]}}', "must be a string"),
         ('{"a": {"element": "CustomRegion", "type": 5}}', "must be a string"),
-        ('{"a": 5}', r"page map entry for 'a' must be 'Element\[:type\]', got 5"),
-        ('{"a": {"type": "heading"}}', "page map entry for 'a' must be"),  # no element
+        ('{"a": 5}', r"page map entry 'a' must be 'Element\[:type\]', got 5"),
+        ('{"a": {"type": "heading"}}', "page map entry 'a' must be"),  # no element
         (
             str(tmp_path / "absent.json"),
             rf"^cannot read page map {re.escape(str(tmp_path))}/absent.json: No such",
@@ -401,3 +401,24 @@ def test_metadata_and_atomic_file(tmp_path, page_schema):
     assert document.findtext("pc:Metadata/pc:Creator", namespaces=NS).startswith("docsam ")
     assert document.findtext("pc:Metadata/pc:Created", namespaces=NS) == "2024-05-06T07:08:09Z"
     assert document.findtext("pc:Metadata/pc:LastChange", namespaces=NS) == "2024-05-06T07:08:09Z"
+
+
+@pytest.mark.parametrize("parse", ["page", "alto"])
+@pytest.mark.parametrize("in_file", [True, False], ids=["file", "inline"])
+def test_a_map_entry_that_cannot_be_used_is_named_with_its_file(tmp_path, parse, in_file):
+    """`--page-map map.json` whose entry "stamp" names no PAGE element said 'invalid value for '--page-map':
+    unknown PAGE element 'Stamp': ...': which of a map's entries held it, and in which file, went unsaid
+    (and 'page map JSON must be an object' named no file either). Each now names the entry and the file."""
+    name, read = {"page": ("page map", parse_page_map), "alto": ("ALTO map", parse_alto_map)}[parse]
+    entries = {"table": "TableRegion" if parse == "page" else "TextBlock", "stamp": "Stamp"}
+    spec = json.dumps(entries)
+    if in_file:
+        (path := tmp_path / "map.json").write_text(spec)
+        spec, name = str(path), f"{name} {path}"
+    with pytest.raises(ValueError) as error:
+        read(spec)
+    assert str(error.value).startswith(f"{name} entry 'stamp': unknown {parse.upper()} element 'Stamp': use")
+    if in_file:
+        path.write_text('["table"]')
+        with pytest.raises(ValueError, match=rf"^{re.escape(name)} JSON must be an object"):
+            read(spec)

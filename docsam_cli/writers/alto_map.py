@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, parse_class_map
+from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, parse_class_map, validated_entries
 from docsam_cli.writers.page_map import SEGMONTO_NAME, TEXT_LINE, RegionKind, region_kind
 
 TEXT_BLOCK = "TextBlock"
@@ -131,6 +131,10 @@ def parse_alto_map(spec: str) -> ClassMap:
     An entry without a label keeps None: the prompted class name becomes the label (`alto_kind`).
     """
     alto_map = parse_class_map(spec, ALTO_MAP_SYNTAX)
-    for name, (element, label) in alto_map.items():
-        validated_alto_kind(element, label, name)
+    validated_entries(
+        spec,
+        ALTO_MAP_SYNTAX,
+        alto_map,
+        lambda name, element, label: validated_alto_kind(element, label, name),
+    )
     return alto_map

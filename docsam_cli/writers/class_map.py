@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from docsam_cli.datasets.classes import split_pairs
 from docsam_cli.names import display_path
 from docsam_cli.user_paths import expand_user
 
 ClassMap = dict[str, tuple[str, str | None]]  # class name → (element, detail or None)
+Kind = TypeVar("Kind")
 
 
 def normalize_class(name: str) -> str:
@@ -42,15 +44,41 @@ class MapSyntax:
 def parse_class_map(spec: str, syntax: MapSyntax) -> ClassMap:
     """The (element, detail) pairs of a spec, not yet validated. Raises ValueError with a usage message."""
     text = spec.strip()
-    if text.startswith("{") or Path(text).suffix.lower() == ".json":
+    if text.startswith("{") or _names_a_file(text):
         entries = _json_map(text, syntax)
     else:
         entries = [_split_entry(sides, spec, syntax) for sides in split_pairs(text) if "".join(sides).strip()]
-    _refuse_a_class_named_twice([name for name, _ in entries], syntax)
-    return {name.strip(): _element_and_detail(value, name, syntax) for name, value in entries}
+    _refuse_a_class_named_twice([name for name, _ in entries], _map_name(spec, syntax))
+    return {name.strip(): _element_and_detail(value, name, spec, syntax) for name, value in entries}
 
 
-def _refuse_a_class_named_twice(names: Sequence[str], syntax: MapSyntax) -> None:
+def validated_entries(
+    spec: str, syntax: MapSyntax, class_map: ClassMap, validate: Callable[[str, str, str | None], Kind]
+) -> dict[str, Kind]:
+    """`validate(class name, element, detail)` of each entry of the map `spec` gave; its ValueError names
+    the entry's class and, in a map file, the file (`page map map.json entry 'stamp': unknown PAGE element
+    'Stamp': ...`): a map of twenty entries said which element it refused, not whose."""
+    kinds = {}
+    for name, (element, detail) in class_map.items():
+        try:
+            kinds[name] = validate(name, element, detail)
+        except ValueError as error:
+            raise ValueError(f"{_map_name(spec, syntax)} entry {name!r}: {error}") from None
+    return kinds
+
+
+def _map_name(spec: str, syntax: MapSyntax) -> str:
+    """How messages name the map `spec` gave: with its file (`page map map.json`), or as `page map`."""
+    text = spec.strip()
+    return f"{syntax.name} {display_path(text)}" if _names_a_file(text) else syntax.name
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether a (stripped) spec is the path of a JSON file, not inline JSON or `class=Element` items."""
+    return not text.startswith("{") and Path(text).suffix.lower() == ".json"
+
+
+def _refuse_a_class_named_twice(names: Sequence[str], map_name: str) -> None:
     """Raise ValueError for two entries that one class matches (`" a "` and `"a"`, `Text` and `text`):
     a map kept only one of them, unsaid."""
     seen: dict[str, str] = {}
@@ -58,7 +86,7 @@ def _refuse_a_class_named_twice(names: Sequence[str], syntax: MapSyntax) -> None
         key = normalize_class(name)
         if key in seen:
             raise ValueError(
-                f"{syntax.name} names one class twice, as {seen[key]!r} and {name!r} (class names are "
+                f"{map_name} names one class twice, as {seen[key]!r} and {name!r} (class names are "
                 "matched ignoring case, spaces, hyphens and underscores): keep one entry"
             )
         seen[key] = name
@@ -106,9 +134,8 @@ def _json_map(text: str, syntax: MapSyntax) -> list[tuple[str, object]]:
     encoding (UTF-8 with the byte order mark Windows tools write, UTF-16), as `evaluate` and `train` read
     their JSON."""
     document: str | bytes = text
-    name = syntax.name
+    name = _map_name(text, syntax)
     if not text.startswith("{"):
-        name = f"{syntax.name} {display_path(text)}"
         try:
             document = Path(expand_user(text)).read_bytes()
         except OSError as error:
@@ -122,9 +149,7 @@ def _json_map(text: str, syntax: MapSyntax) -> list[tuple[str, object]]:
     except RecursionError:  # valid JSON, but deeper than Python's reader goes
         raise ValueError(f"{name} is JSON nested too deeply to read") from None
     if not isinstance(raw, dict):
-        raise ValueError(
-            f'{syntax.name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}'
-        )
+        raise ValueError(f'{name} JSON must be an object: {{"class": "Element[:{syntax.detail}]", ...}}')
     return [(str(name), value) for name, value in raw.pairs]
 
 
@@ -140,7 +165,7 @@ def _split_entry(sides: list[str], spec: str, syntax: MapSyntax) -> tuple[str, s
     return name.strip(), value.strip()
 
 
-def _element_and_detail(value: object, name: str, syntax: MapSyntax) -> tuple[str, str | None]:
+def _element_and_detail(value: object, name: str, spec: str, syntax: MapSyntax) -> tuple[str, str | None]:
     if isinstance(value, str):
         element, _, detail = value.partition(":")
         return element.strip(), detail.strip() or None
@@ -148,4 +173,6 @@ def _element_and_detail(value: object, name: str, syntax: MapSyntax) -> tuple[st
         return value[0], value[1] if len(value) == 2 else None
     if isinstance(value, dict) and isinstance(value.get("element"), str):
         return value["element"], value.get(syntax.detail)
-    raise ValueError(f"{syntax.name} entry for {name!r} must be 'Element[:{syntax.detail}]', got {value!r}")
+    raise ValueError(
+        f"{_map_name(spec, syntax)} entry {name!r} must be 'Element[:{syntax.detail}]', got {value!r}"
+    )

@@ -15,7 +15,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from docsam_cli.writers.class_map import ClassMap, MapSyntax, lookup, normalize_class, parse_class_map
+from docsam_cli.writers.class_map import (
+    ClassMap,
+    MapSyntax,
+    lookup,
+    normalize_class,
+    parse_class_map,
+    validated_entries,
+)
 from docsam_cli.writers.layout import Role
 
 TEXT_LINE = "TextLine"
@@ -179,5 +186,8 @@ def validated_kind(element: str, type_: object) -> RegionKind:
 
 def parse_page_map(spec: str) -> ClassMap:
     """`--page-map` (spec forms in `class_map`), validated. Raises ValueError with a usage message."""
-    kinds = {name: validated_kind(*entry) for name, entry in parse_class_map(spec, PAGE_MAP_SYNTAX).items()}
+    entries = parse_class_map(spec, PAGE_MAP_SYNTAX)
+    kinds = validated_entries(
+        spec, PAGE_MAP_SYNTAX, entries, lambda _, element, type_: validated_kind(element, type_)
+    )
     return {name: (kind.element, kind.type) for name, kind in kinds.items()}
