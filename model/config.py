@@ -352,11 +352,14 @@ class DocSAMConfig:
         order mark Windows editors write, UTF-16)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_bytes())
-            return cls.from_dict(data)
+            content = path.read_bytes()
+        except OSError as error:  # its strerror alone: str() repeats the path, with Python's errno
+            raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
+        try:
+            return cls.from_dict(json.loads(content))
         except RecursionError:  # valid JSON, but deeper than Python's reader goes
             raise ValueError(f"{path}: not a usable DocSAM config (JSON nested too deeply to read)") from None
-        except (OSError, ValueError, TypeError) as error:
+        except (ValueError, TypeError) as error:
             raise ValueError(f"{path}: not a usable DocSAM config ({error})") from error
 
     def to_json(self, path: str | os.PathLike[str]) -> None:

@@ -222,6 +222,19 @@ def test_a_config_nested_deeper_than_json_reads_is_refused_naming_the_file(tmp_p
     assert str(error.value) == f"{path}: not a usable DocSAM config (JSON nested too deeply to read)"
 
 
+@pytest.mark.parametrize("made", ["nothing", "folder"])
+def test_a_config_that_cannot_be_read_says_why_once(tmp_path, made):
+    """`train --model-config arch.json` of a file not there said 'arch.json: not a usable DocSAM config
+    ([Errno 2] No such file or directory: 'arch.json')', the path twice and Python's errno between."""
+    path = tmp_path / "arch.json"
+    if made == "folder":
+        path.mkdir()
+    with pytest.raises(ValueError) as error:
+        DocSAMConfig.from_json(path)
+    reason = "No such file or directory" if made == "nothing" else "Is a directory"
+    assert str(error.value) == f"{path}: cannot read it ({reason})"
+
+
 def test_every_way_of_building_a_config_checks_it():
     from dataclasses import replace
 

@@ -673,7 +673,10 @@ def test_a_border_without_points_fails_the_page_saying_so(version, border, proce
     [
         ({"classes": "table,table"}, "classes names a class twice"),
         ({"classes": "table", "preset": "doclaynet"}, "give either classes or preset, not both"),
-        ({"model_config": "/nonexistent.json"}, "model_config /nonexistent.json: not a usable DocSAM config"),
+        (
+            {"model_config": "/nonexistent.json"},
+            "model_config /nonexistent.json: cannot read it \\(No such file",
+        ),
     ],
 )
 def test_setup_errors_name_the_parameters_not_segments_options(tiny_weights, parameters, message):
