@@ -65,8 +65,16 @@ def launched_world_size() -> int:
 
 
 def launched_rank() -> int:
-    """This process's rank among those the launcher started (0 without a launcher)."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's rank among those the launcher started (0 without a launcher); UsageError when `RANK`
+    is not a whole number."""
+    value = os.environ.get("RANK", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(
+            f"RANK is {value!r}, not a process's rank: start the command with torchrun (which sets it), or "
+            "unset RANK"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -874,3 +874,30 @@ def test_a_world_size_that_is_no_number_is_a_usage_error(tmp_path, tiny_weights,
         "error: WORLD_SIZE is 'abc', not a number of processes: start the command with torchrun (or a "
         "launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT), or unset WORLD_SIZE"
     )
+
+
+def test_a_rank_that_is_no_number_is_a_usage_error(tmp_path, tiny_weights, shared_data, monkeypatch):
+    """`RANK=x` left in the environment (no launcher) ended a run that had a warning to give as 'error:
+    internal error: ValueError: invalid literal for int() with base 10: 'x'' (exit 3), naming no variable."""
+    from cli_helpers import run_docsam
+
+    monkeypatch.setenv("RANK", "x")
+    page = next((shared_data / "pages").rglob("*.png"))
+    result = run_docsam(
+        "segment",
+        str(page),
+        "--weights",
+        str(tiny_weights),
+        *TINY_GEOMETRY,
+        "-o",
+        str(tmp_path),
+        "--classes",
+        "text",
+        "--page-map",
+        "Tabel=TextRegion",  # a class not segmented: a warning
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: RANK is 'x', not a process's rank: start the command with torchrun (which sets it), or "
+        "unset RANK"
+    )
