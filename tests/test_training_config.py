@@ -495,6 +495,9 @@ def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
         ('"device": "tpu"', "'tpu' is not a device"),  # an option's own parser
         ('"short_range": "5,x"', "--short-range takes N or A,B"),  # parsed once every value is read
         ('"val": "v,colour=red"', "--val: 'v,colour=red': expected PATH"),
+        # No command line gives these: `lr: true` trained at an LR of 1.0, a mapping became a path.
+        ('"lr": true', "true: only a switch takes true or false"),
+        ('"val": {"a": 1}', '{"a": 1}: a mapping, not a value'),
     ],
 )
 @pytest.mark.parametrize("read_by", ["--config", "--resume"])

@@ -294,11 +294,23 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[s
         raise typer.BadParameter(f"{display_path(path)}: {listed}", param_hint=option)
     for parameter in ctx.command.params:  # `datasets: data/train`: one DATASET, as typed once
         value = settings.get(parameter.name)
+        if parameter.name in settings:
+            _refuse_untypable(parameter, value, origins[parameter.name])
         if (parameter.multiple or parameter.nargs == -1) and isinstance(value, str):
             settings[parameter.name] = [value]
         elif not (parameter.multiple or parameter.nargs == -1) and isinstance(value, list):
             settings[parameter.name] = ",".join(map(str, value))  # `short_range: [704, 896]`: 704,896
     return settings, origins
+
+
+def _refuse_untypable(parameter: Any, value: Any, origin: str) -> None:
+    """Refuse (typer.BadParameter naming `origin`) a file's value that no command line could give the
+    option: true or false where no switch takes it, which Click read as a number (`lr: true` trained at an
+    LR of 1.0), and a mapping, which became its own text as a path."""
+    if isinstance(value, bool) and not getattr(parameter, "is_flag", False):
+        raise typer.BadParameter(f"{json.dumps(value)}: only a switch takes true or false", param_hint=origin)
+    if isinstance(value, dict):
+        raise typer.BadParameter(f"{json.dumps(value)}: a mapping, not a value", param_hint=origin)
 
 
 def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
