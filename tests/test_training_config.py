@@ -520,3 +520,24 @@ def test_a_bad_value_from_a_file_names_the_file_and_its_key(
     output = invoke(*arguments, code=2)
     assert output.startswith(f"error: invalid value for '{key}' in {holder}: "), output
     assert reason in " ".join(output.split()) and f"--{key}'" not in output and not started
+
+
+@pytest.mark.parametrize("content", ["absent", "huge"])
+def test_a_model_config_a_file_names_is_refused_naming_that_file(
+    started: list[RunPlan], tmp_path: Path, reference_fixtures: Path, content: str
+) -> None:
+    """`model_config: arch.json` in a --config file, arch.json not there or of sizes torch cannot hold, said
+    'invalid value for --model-config: arch.json: ...', an option the user did not type; the file and key
+    that gave the path are named, and the reason as before."""
+    arch = tmp_path / "arch.json"
+    if content == "huge":
+        data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+        data["mask2former_config"]["encoder_feedforward_dim"] = 2**64
+        arch.write_text(json.dumps(data))
+    (config := tmp_path / "replay.yaml").write_text(f"model_config: {arch}\n")
+    output = " ".join(invoke(*FINETUNE, "--config", str(config), code=2).split())
+    reason = (
+        "cannot read it (No such file" if content == "absent" else "an architecture of sizes torch cannot"
+    )
+    assert output.startswith(f"error: invalid value for 'model_config' in {config}: --model-config {arch}: ")
+    assert reason in output and not started

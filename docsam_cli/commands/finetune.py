@@ -23,6 +23,7 @@ from docsam_cli.runtime import VARIANT_AND_CONFIG
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, TrainingOptions, cli
 from docsam_cli.weights.registry import Variant
+from model.config import DocSAMConfig
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM
@@ -51,8 +52,16 @@ class StartingCheckpoint:
         default=None,
         metadata=cli("--variant", help="Architecture (default: detected from the checkpoint).", panel=MODEL),
     )
-    model_config: Path | None = field(
-        default=None, metadata=cli("--model-config", help=MODEL_CONFIG_HELP, panel=MODEL, file="path")
+    model_config: DocSAMConfig | None = field(
+        default=None,
+        metadata=cli(
+            "--model-config",
+            help=MODEL_CONFIG_HELP,
+            panel=MODEL,
+            file="path",
+            text=Path | None,
+            parse=read_model_config,
+        ),
     )
 
 
@@ -63,7 +72,7 @@ def finetune(plan: RunPlan, start: StartingCheckpoint) -> None:
         raise typer.BadParameter("name the checkpoint to start from", param_hint="--weights")
     if start.variant is not None and start.model_config is not None:
         raise UsageError(VARIANT_AND_CONFIG)
-    config = read_model_config(start.model_config)
+    config = start.model_config
 
     def starting_model() -> DocSAM:
         from docsam_cli.training.build import model_from_checkpoint

@@ -98,19 +98,20 @@ VariantChoice = Annotated[
 MODEL_CONFIG_HELP = "Architecture JSON, for variants other than base and large."
 
 
-def read_model_config(path: Path | None) -> DocSAMConfig | None:
-    """`--model-config` of `train` and `finetune`, read before the run starts (before its datasets and
-    its `--out`): a file that is no usable config, or whose architecture torch cannot build, or the CPU
-    (where every model is built) has no room for (`refuse_unbuildable`), is a usage error."""
+def read_model_config(path: Path) -> DocSAMConfig:
+    """`--model-config` of `train` and `finetune`, read as the option's value (before the run starts, before
+    its datasets and its `--out`). Raises ValueError naming the option and the file for a file that is no
+    usable config, or whose architecture torch cannot build, or the CPU (where every model is built) has no
+    room for (`model.checkpoint.refuse_unheld`): a usage error, naming the --config file or run.json where
+    one gave the path (`command_line.value_from`)."""
+    from model.checkpoint import meta_model, refuse_unheld
     from model.config import DocSAMConfig
 
-    if path is None:
-        return None
     try:
         config = DocSAMConfig.from_json(path)
+        refuse_unheld(meta_model(config, display_path(path)), display_path(path))
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--model-config") from None
-    refuse_unbuildable(config, display_path(path), "--model-config")
+        raise ValueError(f"--model-config {error}") from None
     return config
 
 

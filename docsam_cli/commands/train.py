@@ -21,6 +21,7 @@ from docsam_cli.names import display_path
 from docsam_cli.training.command_line import execute, training_command
 from docsam_cli.training.settings import MODEL, RunPlan, cli
 from docsam_cli.weights.registry import Variant
+from model.config import DocSAMConfig
 
 if TYPE_CHECKING:
     from model.docsam import DocSAM
@@ -61,10 +62,15 @@ class StartingPoint:
         ),
     )
     variant: Variant = field(default="base", metadata=cli("--variant", help="Architecture.", panel=MODEL))
-    model_config: Path | None = field(
+    model_config: DocSAMConfig | None = field(
         default=None,
         metadata=cli(
-            "--model-config", help="Architecture JSON instead of --variant.", panel=MODEL, file="path"
+            "--model-config",
+            help="Architecture JSON instead of --variant.",
+            panel=MODEL,
+            file="path",
+            text=Path | None,
+            parse=read_model_config,
         ),
     )
 
@@ -81,7 +87,7 @@ def train(plan: RunPlan, start: StartingPoint) -> None:
     if not plan.resume and start.mask2former is None and not start.from_scratch:
         raise typer.BadParameter("give --mask2former, or --from-scratch", param_hint="--mask2former")
 
-    architecture = read_model_config(start.model_config)
+    architecture = start.model_config
     if architecture is None:
         from model.config import variant_config
 
