@@ -347,6 +347,7 @@ def _rendezvous(world_size: int, timeout: timedelta) -> tuple[Store, int, int]:
     torchrun): the run cannot start."""
     import torch.distributed as dist
 
+    _refuse_launcher_numbers_that_are_not(world_size)
     try:
         return next(dist.rendezvous("env://", timeout=timeout))
     except ValueError as error:  # torch's "Error initializing ... rendezvous: environment variable ..."
@@ -355,6 +356,21 @@ def _rendezvous(world_size: int, timeout: timedelta) -> tuple[Store, int, int]:
             f"WORLD_SIZE is {world_size}, yet the launcher's environment is incomplete ({reason}): "
             f"{_START_WITH_A_LAUNCHER}"
         ) from None
+
+
+def _refuse_launcher_numbers_that_are_not(world_size: int) -> None:
+    """UsageError naming the launcher's variable that should hold a whole number and does not
+    (`MASTER_PORT=x`), which torch's rendezvous reported without its name ('invalid literal for int() with
+    base 10: 'x'')."""
+    for name in ("RANK", "LOCAL_RANK", "MASTER_PORT"):
+        value = os.environ.get(name)
+        try:
+            int(value or "0")
+        except ValueError:
+            raise UsageError(
+                f"WORLD_SIZE is {world_size}, yet {name} is {value!r}, not a whole number: "
+                f"{_START_WITH_A_LAUNCHER}"
+            ) from None
 
 
 def _launched_gpu(world_size: int, share_gpus: bool) -> int:

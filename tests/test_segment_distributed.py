@@ -860,6 +860,34 @@ def test_world_size_without_the_rest_of_a_launcher_is_a_usage_error(
     )
 
 
+@pytest.mark.parametrize("name", ["MASTER_PORT", "LOCAL_RANK"])
+def test_a_launcher_variable_that_is_no_number_is_named(
+    tmp_path, tiny_weights, shared_data, monkeypatch, name
+):
+    """`MASTER_PORT=x` beside WORLD_SIZE said 'the launcher's environment is incomplete (invalid literal for
+    int() with base 10: 'x')', naming no variable."""
+    from cli_helpers import run_docsam
+
+    launcher = {
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }
+    for variable, value in {**launcher, name: "x"}.items():
+        monkeypatch.setenv(variable, value)
+    page = next((shared_data / "pages").rglob("*.png"))
+    result = run_docsam(
+        "segment", str(page), "--weights", str(tiny_weights), *TINY_GEOMETRY, "-o", str(tmp_path)
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: WORLD_SIZE is 2, yet {name} is 'x', not a whole number: start the command with torchrun "
+        "(or a launcher that also sets RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT), or unset WORLD_SIZE"
+    )
+
+
 def test_a_world_size_that_is_no_number_is_a_usage_error(tmp_path, tiny_weights, shared_data, monkeypatch):
     """`WORLD_SIZE=abc` came out as `internal error: ValueError: invalid literal for int()` (exit 3)."""
     from cli_helpers import run_docsam
