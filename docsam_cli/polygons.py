@@ -13,8 +13,10 @@ A binary mask has two useful outlines, each with its own function:
 
   1. Its contour is simplified with `cv2.approxPolyDP` (tolerance `epsilon`, 1 px by default: removes the
      staircase of the pixel grid, keeps the shape) and repeated points are dropped; a component too thin to
-     span an area (a one-pixel rule, a lone pixel) becomes its bounding rectangle widened to two pixels
-     inside the page. If that is valid, it is the polygon (almost always).
+     span an area becomes, if a one-pixel rule or a lone pixel, its bounding rectangle widened to two pixels
+     inside the page, and if a slanted one-pixel line (whose bounding rectangle would be nearly all area),
+     the line widened by its right-hand neighbours, simplified likewise. If that is valid, it is the polygon
+     (almost always).
   2. Otherwise the outline touches itself — two parts meeting at a pixel corner (a pinch), a one-pixel
      neck or spur — or simplification made it cross itself. Every pixel the exact contour passes twice
      gets its 3 x 3 neighbourhood added to the component (within the page; up to three rounds), so that
@@ -263,13 +265,43 @@ def _size(points: np.ndarray) -> float:
 
 
 def _simplified(points: np.ndarray, epsilon: float, width: int, height: int) -> np.ndarray | None:
-    """The simplified outline, or the widened bounding rectangle when it spans no area."""
+    """The simplified outline; for one that spans no area, that of the widened line if it is slanted (its
+    bounding rectangle would be nearly all area), else the widened bounding rectangle."""
+    outline = _simplified_with_area(points, epsilon)
+    if outline is None and np.ptp(points, axis=0).min() > 0:
+        band = _widened_line(points, width)
+        if band is not None:
+            outline = _simplified_with_area(band, epsilon)
+            outline = band if outline is None else outline
+    return outline if outline is not None else _thin_box(points, width, height)
+
+
+def _simplified_with_area(points: np.ndarray, epsilon: float) -> np.ndarray | None:
+    """The outline simplified by `epsilon` (`cv2.approxPolyDP`), repeated points dropped; None if it spans no
+    area."""
     import cv2
 
     simplified = drop_repeats(cv2.approxPolyDP(points.reshape(-1, 1, 2), epsilon, True).reshape(-1, 2))
     if len(simplified) >= 3 and cv2.contourArea(simplified.reshape(-1, 1, 2).astype(np.float32)) > 0:
         return simplified.astype(np.int32)
-    return _thin_box(points, width, height)
+    return None
+
+
+def _widened_line(points: np.ndarray, width: int) -> np.ndarray | None:
+    """The outline of a one-pixel line (the contour `points`, which spans no area) once each of its pixels
+    has its right-hand neighbour added (inside the page): a band two pixels wide along the line, whose
+    pixels join side to side, so that its outline spans an area. None if the page leaves no room."""
+    import cv2
+
+    pixels = _pixel_walk(points)
+    low = pixels.min(axis=0) - 1  # the canvas keeps a zero border
+    canvas = np.zeros(tuple(np.ptp(pixels, axis=0)[::-1] + 4), np.uint8)
+    canvas[pixels[:, 1] - low[1], pixels[:, 0] - low[0]] = 1
+    right = pixels[pixels[:, 0] + 1 < width]
+    canvas[right[:, 1] - low[1], right[:, 0] + 1 - low[0]] = 1
+    contours, _ = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=tuple(low))
+    band = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    return band if cv2.contourArea(band.reshape(-1, 1, 2)) > 0 else None
 
 
 def _repaired(points: np.ndarray, epsilon: float, width: int, height: int) -> list[tuple[float, np.ndarray]]:

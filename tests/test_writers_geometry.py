@@ -128,6 +128,23 @@ def test_a_neck_along_the_top_or_bottom_edge_is_thickened_inside_the_page(row):
     assert covers(polygons[0], half)  # the neck's half, one polygon
 
 
+@pytest.mark.parametrize(
+    "line",
+    [np.eye(30, dtype=bool), np.fliplr(np.eye(30, dtype=bool)), np.eye(15, dtype=bool).repeat(2, axis=0)],
+    ids=["diagonal", "anti-diagonal", "steep"],
+)
+def test_a_slanted_one_pixel_line_is_a_band_along_it_not_its_bounding_square(line):
+    """A one-pixel line at a slant spans no area, like a rule, but its bounding rectangle (widened to two
+    pixels, as a rule's) is nearly all area: 900 pixels for a 30-pixel diagonal. It becomes the line
+    widened by a pixel, then simplified with the usual tolerance of a pixel each side: every pixel of it
+    covered, and a few pixels of area per pixel of the line."""
+    (polygon,) = mask_polygons(np.ascontiguousarray(line))
+    assert_valid(polygon, *line.shape)
+    filled = fill(polygon, *line.shape)
+    assert filled[line].all()
+    assert filled.sum() <= 5 * line.sum()  # its bounding rectangle: 15 times (30 x 30), 7.5 (15 x 30)
+
+
 def test_empty_mask_and_one_pixel_wide_page_give_no_polygon():
     assert mask_polygons(np.zeros((10, 10), bool)) == []
     assert mask_polygons(np.ones((10, 1), bool)) == []
