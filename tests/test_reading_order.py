@@ -102,3 +102,72 @@ def ordered_regions(document: etree._ElementTree) -> tuple[list[str], list[Box]]
 def ground_truth_order(document: etree._ElementTree) -> list[etree._Element]:
     refs = document.xpath("//*[local-name()='ReadingOrder']//*[local-name()='RegionRefIndexed']")
     return sorted(refs, key=lambda ref: int(ref.get("index")))
+
+
+def test_two_boxes_are_ordered_like_any_other_group():
+    """A pair is cut like a larger group: the one below (or to the right) comes second whatever its index."""
+    assert reading_order([(0, 20, 10, 30), (0, 0, 10, 10)]) == [1, 0]  # stacked
+    assert reading_order([(60, 0, 100, 10), (0, 0, 40, 10)]) == [1, 0]  # side by side
+
+
+def test_boxes_no_gap_separates_are_read_by_top_edge_then_left_edge():
+    """README: "then top edge and left edge". Overlapping in x and y, so neither cut applies."""
+    level = [(50, 0, 100, 20), (0, 0, 60, 30)]  # same top: the left one first, though it reaches lower
+    assert reading_order(level) == [1, 0]
+    assert reading_order([(0, 5, 60, 20), (50, 0, 100, 30)]) == [1, 0]  # the higher top first, though right
+
+
+def test_boxes_that_only_touch_are_cut_apart():
+    """Half-open boxes (layout.polygon_bounds): a region ending at x = 50 and one starting there share no
+    pixel column, so they are two columns: the left one is read first though it starts lower."""
+    assert reading_order([(0, 20, 50, 30), (50, 0, 100, 10)]) == [0, 1]
+
+
+def test_a_band_grows_while_its_rows_together_still_leave_a_column_gap():
+    """A band's covered x intervals carry over from row to row: after A, B and C, the gap between the left
+    column (A, D) and the right one (B, C) is still open when D comes, so only E ends the band."""
+    boxes = [
+        (0, 0, 10, 10),  # A, left
+        (20, 20, 30, 30),  # B, right
+        (25, 40, 40, 50),  # C, right
+        (5, 60, 15, 70),  # D, left
+        (0, 80, 40, 90),  # E, spanning both
+    ]
+    assert reading_order(boxes) == [0, 3, 1, 2, 4]
+
+
+def test_rows_whose_boxes_only_touch_in_x_keep_the_band_open():
+    """A and B touch at x = 50 (no pixel column shared): the band under A goes on with B and A2, read
+    column by column; only C, over both, starts a new one."""
+    boxes = [(0, 0, 50, 10), (50, 20, 100, 30), (0, 40, 50, 50), (40, 60, 60, 70)]
+    assert reading_order(boxes) == [0, 2, 1, 3]
+
+
+def test_a_band_keeps_the_whole_extent_of_its_covered_intervals():
+    """A box inside an interval the band covers already (R in P's, S in Q's) leaves the interval as it
+    was: the band under P and Q goes on until U closes the last gap, and is read column by column."""
+    boxes = [
+        (0, 0, 50, 10),  # P, left column
+        (60, 0, 70, 10),  # Q, right column
+        (65, 20, 68, 30),  # S, right column, inside Q's extent
+        (10, 20, 20, 30),  # R, left column, inside P's extent
+        (0, 40, 62, 50),  # U: closes the gap only with Q's extent up to 70 ...
+        (69, 40, 75, 50),  # V: ... which V overlaps
+    ]
+    assert reading_order(boxes) == [0, 3, 1, 2, 4, 5]
+    nested = [(0, 0, 50, 10), (60, 0, 100, 10), (10, 20, 20, 30), (30, 40, 70, 50)]
+    assert reading_order(nested) == [0, 2, 1, 3]
+
+
+def test_a_band_keeps_its_first_column_when_a_row_widens_the_last():
+    """D widens the right column's interval but leaves the gap to A's column open: A3, below D in the
+    left column, is still in the band, so it is read after A and before the right column."""
+    boxes = [
+        (0, 0, 10, 10),  # A, left
+        (20, 20, 30, 30),  # B, right
+        (25, 40, 40, 50),  # C, right
+        (15, 60, 45, 70),  # D, right, wider
+        (0, 80, 8, 90),  # A3, left
+        (0, 100, 45, 110),  # E, spanning both
+    ]
+    assert reading_order(boxes) == [0, 4, 1, 2, 3, 5]
