@@ -115,3 +115,20 @@ def test_batches_stay_within_the_budget_and_a_larger_part_goes_alone():
     assert after_a_large_part == [[30], [10, 10]]
     assert [len(batch) for batch in mapping._batches(parts, 1 << 28)] == [5]
     assert list(mapping._batches([], 25)) == []
+
+
+def test_batches_count_every_element_against_the_budget():
+    """26 elements over a budget of 25 take two passes, at the start and after a part that went alone."""
+    parts = [torch.zeros(size) for size in (10, 16, 30, 10, 16)]
+    sizes = [[len(part) for part in batch] for batch in mapping._batches(parts, 25)]
+    assert sizes == [[10], [16], [30], [10], [16]]
+
+
+def test_three_stacks_share_one_transfer():
+    """Every part of a batch finds its own changes and column ends among the flags of all of them."""
+    rng = np.random.default_rng(11)
+    stacks = [rng.random((count, 5, 7)) < 0.4 for count in (2, 1, 3)]
+    encoded = encode_resampled_stacks([torch.from_numpy(stack) for stack in stacks], (9, 12))
+    assert [[rle["counts"] for rle in rles] for rles in encoded] == [
+        _expected_rles(s, (9, 12)) for s in stacks
+    ]
