@@ -25,6 +25,7 @@ from instances_factory import (
 )
 from lxml import etree
 
+from docsam_cli import __version__
 from docsam_cli.datasets.convert.alto import read_alto
 from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string, write_alto
@@ -461,3 +462,38 @@ def test_alto_holds_the_regions_and_lines_of_page_under_the_same_ids(alto_schema
     assert alto_lines == page_lines and len(alto_lines) == 1
     described = {tag.get("DESCRIPTION") for tag in tags(alto).values()}
     assert described == {"docsam class stamp", "docsam class text line", "docsam class table"}
+
+
+def test_the_processing_step_names_docsam_and_its_version_and_a_page_defaults_to_number_one(alto_schema):
+    """Module doc: a `Processing` step (docsam and its version, the time); PHYSICAL_IMG_NR is the page's
+    number in its document, 1 for a page given alone."""
+    document = parse_valid(alto_string(PageShapes(empty_instances(50, 40, ["text"])), "x.png"), alto_schema)
+    processing = document.find("a:Description/a:Processing", NS)
+    assert processing.findtext("a:processingCategory", namespaces=NS) == "contentGeneration"
+    software = processing.find("a:processingSoftware", NS)
+    assert software.findtext("a:softwareName", namespaces=NS) == "docsam"
+    assert software.findtext("a:softwareVersion", namespaces=NS) == __version__
+    assert document.find("a:Layout/a:Page", NS).get("PHYSICAL_IMG_NR") == "1"
+
+
+def test_a_class_the_alto_map_names_plays_its_elements_part(alto_schema):
+    """Module doc: a class plays its PAGE region's part "unless --alto-map names its element: then the
+    element's part": a TextBlock holds lines, a TextLine class is a line, a GraphicalElement is left out
+    of the reading order."""
+    masks = [
+        rect_mask(100, 100, 0, 0, 60, 60),
+        rect_mask(100, 100, 5, 5, 55, 15),
+        rect_mask(100, 100, 0, 80, 99, 85),
+    ]
+    instances = make_instances(masks, [0, 1, 2], ["Stamp", "ocr line", "rule"])
+    alto_map = parse_alto_map("stamp=TextBlock,ocr-line=TextLine,rule=GraphicalElement")
+    document = parse_valid(alto_string(PageShapes(instances), "p.png", alto_map=alto_map), alto_schema)
+    found = blocks(document)
+    assert [(etree.QName(block).localname, block.get("ID")) for block in found] == [
+        ("TextBlock", "r1"),
+        ("GraphicalElement", "r2"),
+    ]
+    assert [line.get("ID") for line in found[0].findall("a:TextLine", NS)] == ["r1_l1"]
+    assert [ref.get("REF") for ref in document.findall("a:ReadingOrder/a:OrderedGroup/a:ElementRef", NS)] == [
+        "r1"
+    ]
