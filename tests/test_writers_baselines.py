@@ -93,6 +93,26 @@ def test_a_curved_line_follows_its_lower_boundary():
     assert baseline.tolist() == bottom[::-1].tolist()  # the boundary itself, left to right
 
 
+def test_a_curved_lines_baseline_does_not_depend_on_where_or_which_way_its_ring_runs():
+    """The lower boundary is the stretch between the bottom-left and bottom-right points that lies lower,
+    whichever way the ring runs (OCR-D and other producers' PAGE run either way) and wherever it starts."""
+    xs = np.arange(0, 101, 5)
+    top = np.stack([xs, 30 - (xs - 50) ** 2 // 100], axis=1)
+    bottom = np.stack([xs, 40 - (xs - 50) ** 2 // 100], axis=1)[::-1]
+    outline = np.concatenate([top, bottom])
+    for ring in (outline, outline[::-1], np.roll(outline, 7, axis=0), np.roll(outline[::-1], 30, axis=0)):
+        assert line_baseline(ring).tolist() == bottom[::-1].tolist()
+
+
+def test_a_straight_baseline_keeps_to_the_longest_run_of_columns_it_stays_in():
+    """A notch cut up from the bottom ends the first, longer run: the baseline spans that run, not the
+    shorter one after the notch (nor falls back to the lower boundary, which runs up into the notch)."""
+    notched = np.array([[0, 0], [59, 0], [59, 9], [46, 9], [46, 2], [38, 2], [38, 9], [0, 9]]) + np.array(
+        [20, 30]
+    )
+    assert line_baseline(notched).tolist() == [[20, 39], [58, 39]]
+
+
 def test_a_ragged_line_gets_a_baseline_that_ocrd_accepts_after_simplifying():
     """Found by fuzzing the writers: shapely's topology-preserving simplifier, which OCR-D's validator runs
     on a line's polygon before checking its baseline, moved this ragged ring by 1.51 px, and the lower
