@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from instances_factory import make_instances, rect_mask
+from instances_factory import empty_instances, make_instances, rect_mask
 from lxml import etree
 
 from docsam_cli.datasets.geometry import parse_points
 from docsam_cli.writers.alto import ALTO_NAMESPACE, alto_string
 from docsam_cli.writers.layout import page_layout
 from docsam_cli.writers.page_xml import PAGE_NAMESPACE, page_xml_string
-from docsam_cli.writers.shapes import PageShapes
+from docsam_cli.writers.shapes import MaskWindow, PageShapes
 from model.instances import PageInstances
 
 HEIGHT, WIDTH = 320, 300
@@ -188,3 +188,28 @@ def test_lines_of_a_skewed_region_are_ordered_where_upright_puts_them():
     assert [line.instance for line in page_layout(shapes, ["text", "line"]).regions[0].lines] == [2, 1]
     (region_layout,) = page_layout(shapes, ["text", "line"], upright).regions
     assert [line.instance for line in region_layout.lines] == [1, 2]
+
+
+def test_a_written_outline_is_kept_inside_its_bounding_box_and_an_instance_without_one_has_no_pixels():
+    """`MaskWindow.of_polygon`: the outline's pixels inside its bounding box (points are pixel positions,
+    boundary included); `PageShapes.written`: empty for an instance without an outline (an empty mask);
+    `mask_boxes` of a page without instances: none."""
+    window = MaskWindow.of_polygon(np.array([[10, 20], [14, 20], [14, 22], [10, 22]], dtype=np.int32))
+    assert (window.x, window.y, window.mask.shape, window.count()) == (10, 20, (3, 5), 15)
+    masks = [rect_mask(40, 40, 10, 20, 15, 23), np.zeros((40, 40), dtype=bool)]
+    shapes = PageShapes(make_instances(masks, [0, 0], ["text"]))
+    assert shapes.written(0).count() == 15
+    assert shapes.outline(1) is None and shapes.written(1).count() == 0
+    assert PageShapes(empty_instances(40, 40, ["text"])).mask_boxes == []
+    assert shapes.polygons(1) == [] and shapes.share_within(1, 0) == 0.0  # an empty line in no region
+
+
+def test_a_line_cut_into_parts_by_its_region_keeps_the_largest_part():
+    """`outline_within`: the line's part inside the region's written outline, largest part first as for
+    every outline: a U-shaped region cuts a line across its arms into a 30 and a 20 pixel wide piece."""
+    region = rect_mask(60, 80, 0, 0, 60, 40)
+    region[0:30, 30:40] = False  # the notch between the arms: x 0..29 and 40..59
+    line = rect_mask(60, 80, 0, 5, 60, 11)
+    shapes = PageShapes(make_instances([region, line], [0, 1], ["paragraph", "text line"]))
+    part = shapes.outline_within(1, 0)
+    assert (part[:, 0].min(), part[:, 0].max(), part[:, 1].min(), part[:, 1].max()) == (0, 29, 5, 10)
