@@ -12,7 +12,8 @@ from reference_loops import LAYOUT, random_outputs
 
 from model.inference import merge_patches, postprocess_patches, to_page_instances
 from model.inference.forward import PatchOutputs
-from model.inference.nms import pairwise_intersections
+from model.inference.nms import packed_intersections, pairwise_intersections
+from model.inference.packed import PackedMasks
 
 pytestmark = [
     pytest.mark.gpu,
@@ -43,6 +44,19 @@ def test_intersections_on_cuda_are_exact_for_large_counts():
     assert torch.equal(found.cpu(), expected)
     assert torch.equal(
         pairwise_intersections(first.cuda(), first.cuda()).diagonal().cpu(), first.sum(1).double()
+    )
+
+
+def test_masks_packed_on_cuda_are_the_cpu_s_bytes():
+    """The packing's wrapping int64 products give the same bytes on CUDA, and unpack back to the masks."""
+    masks = torch.rand(30, 37, 29, generator=torch.Generator().manual_seed(1)) < 0.5
+    on_cpu, on_cuda = PackedMasks.of(masks), PackedMasks.of(masks.cuda())
+    assert torch.equal(on_cuda.bits.cpu(), on_cpu.bits)
+    assert torch.equal(on_cuda.unpack(slice(0, 30)).cpu(), masks)
+    everything = slice(0, 30)
+    assert torch.equal(
+        packed_intersections(on_cuda, everything, everything).cpu(),
+        pairwise_intersections(masks.flatten(1), masks.flatten(1)),
     )
 
 

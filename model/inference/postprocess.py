@@ -11,13 +11,14 @@ Device work without host round trips: the query filters run for all patches at o
 many candidates of each label every patch has (one transfer), then upsamples, builds each patch's
 suppression relation and runs all patches' NMS walks as one batch; a second transfer tells how many
 survive and whether the walks settled (a third, when the NMS needs its second part: `_patch_nms`).
-Upsampling goes in chunks of queries so that memory stays bounded however many survive the filters.
+Upsampling goes in chunks of queries, and the candidates' masks are held packed eight pixels to a byte until
+their NMS has run (`PatchCandidates`), so that memory stays small however many survive the filters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from model.inference.geometry import PageLayout, Size
 from model.inference.greedy import Walk, earlier_suppressors, ranks, visiting_order
 from model.inference.memory import chunk_elements
 from model.inference.nms import Candidates, mask_areas, suppression, tight_boxes
+from model.inference.packed import PackedMasks
 from model.inference.transfer import fetch, to_device
 
 SCORE_THRESHOLD = 0.01  # the reference's threshold_prob: the class score a query needs to be kept
@@ -54,13 +56,32 @@ class PatchDetections:
     def __len__(self) -> int:
         return self.masks.shape[0]
 
+
+@dataclass
+class PatchCandidates:
+    """One patch's selected queries before its NMS: the fields of `PatchDetections`, the masks packed eight
+    pixels to a byte until the NMS has decided which are kept (all 900 queries of every patch survive
+    selection with random DocSAM-Base weights: about 3 GB of masks per A4 page unpacked, 0.4 GB packed)."""
+
+    masks: PackedMasks
+    boxes_xywh: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    semantic: torch.Tensor
+    areas: torch.Tensor
+    tight_boxes: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
     def take(self, index: torch.Tensor) -> PatchDetections:
-        return replace(
-            self,
-            masks=self.masks[index],
+        """The candidates at `index`, their masks unpacked."""
+        return PatchDetections(
+            masks=self.masks.unpack(index),
             boxes_xywh=self.boxes_xywh[index],
             scores=self.scores[index],
             labels=self.labels[index],
+            semantic=self.semantic,
             areas=self.areas[index],
             tight_boxes=self.tight_boxes[index],
         )
@@ -114,7 +135,7 @@ def postprocess_patches(outputs: PatchOutputs, layout: PageLayout) -> list[Patch
 
 
 def _patch_nms(
-    candidates: Sequence[PatchDetections],
+    candidates: Sequence[PatchCandidates],
     orders: Sequence[torch.Tensor],
     blocks: Sequence[list[slice]],
 ) -> tuple[torch.Tensor, np.ndarray]:
@@ -192,7 +213,7 @@ def _settle(
 
 
 def _patch_suppression(
-    found: PatchDetections, pairs: Sequence[tuple[Candidates, Candidates]]
+    found: PatchCandidates, pairs: Sequence[tuple[Candidates, Candidates]]
 ) -> torch.Tensor:
     return suppression(found.masks, found.labels, found.tight_boxes, found.areas, PATCH_NMS_IOU, pairs)
 
@@ -228,14 +249,14 @@ def patch_candidates(
     classes: tuple[torch.Tensor, torch.Tensor],
     target: Size,
     patch_size: Size,
-) -> PatchDetections:
+) -> PatchCandidates:
     """Masks, scores, boxes and semantic maps of the selected `rows` of one patch, before the NMS. `classes`
     are the `class_scores` of all patches' queries (computed once, so that labels agree with the label
     grouping)."""
     masks, areas, mask_scores, boxes = upsample_masks(outputs.mask_logits[patch, rows], target)
     scores, labels = (values[patch, rows] for values in classes)
     semantic = _upsample(outputs.semantic_logits[patch], target).sigmoid() > 0.5
-    return PatchDetections(
+    return PatchCandidates(
         masks=masks,
         boxes_xywh=scale_boxes(outputs.boxes[patch, rows], patch_size, target),
         scores=scores * mask_scores,
@@ -248,12 +269,13 @@ def patch_candidates(
 
 def upsample_masks(
     logits: torch.Tensor, target: Size
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Binary masks `σ(bilinear(logits)) > 0.5` at `target`, their areas, their mean probability inside the
-    mask (0 for an empty mask) and their tight boxes, computed in chunks of queries (`chunk_elements` of
-    upsampled logits) straight into the outputs. `threshold(p, 0.5, 0)` is `p · (p > 0.5)` in one pass."""
+) -> tuple[PackedMasks, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Binary masks `σ(bilinear(logits)) > 0.5` at `target` (packed), their areas, their mean probability
+    inside the mask (0 for an empty mask) and their tight boxes, computed in chunks of queries
+    (`chunk_elements` of upsampled logits) straight into the outputs. `threshold(p, 0.5, 0)` is
+    `p · (p > 0.5)` in one pass."""
     count = logits.shape[0]
-    masks = torch.empty((count, *target), dtype=torch.bool, device=logits.device)
+    masks = PackedMasks.empty(count, target, logits.device)
     areas = torch.empty(count, dtype=torch.int64, device=logits.device)
     scores = torch.empty(count, dtype=torch.float32, device=logits.device)
     boxes = torch.empty(count, 4, dtype=torch.float32, device=logits.device)
@@ -261,10 +283,11 @@ def upsample_masks(
     for start in range(0, count, chunk):
         part = slice(start, start + chunk)
         probs = _upsample(logits[part], target).sigmoid_()
-        torch.gt(probs, 0.5, out=masks[part])
-        areas[part] = mask_areas(masks[part])
+        binary = probs > 0.5
+        areas[part] = mask_areas(binary)
         scores[part] = F.threshold_(probs, 0.5, 0.0).sum(dim=(1, 2)) / areas[part].clamp(min=1)
-        boxes[part] = tight_boxes(masks[part])
+        boxes[part] = tight_boxes(binary)
+        masks.put(part, binary)
     return masks, areas, scores, boxes
 
 
