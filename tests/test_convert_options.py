@@ -48,6 +48,9 @@ def test_help_shows_the_choices() -> None:
         (("--from", "coco", "--level", "regions,glyphs"), ("glyphs", "regions, lines, words, cells")),
         (("--from", "voc", "--level", "lines"), ("voc supports regions",)),
         (("--from", "coco", "--keep", "text", "--drop", "text"), ("--keep and --drop both name 'text'",)),
+        # An empty --keep (an unset shell variable) kept every class.
+        (("--from", "coco", "--keep", ""), ("--keep needs at least one class name",)),
+        (("--from", "coco", "--keep", " , "), ("--keep needs at least one class name",)),
         # These named no option ('error: invalid value: 'x' is not a number').
         (("--from", "coco", "--split", "train=x"), ("invalid value for --split: 'x' is not a number",)),
         (("--from", "coco", "--split", "val=1"), ("invalid value for --split: only split 'val' is named",)),

@@ -227,8 +227,8 @@ def _class_filter(
 ) -> ClassFilter:
     """The classes to rename, drop and keep, once every name given (and `--dataset-name`) is known to be
     text: the names go into UTF-8 files, and the model is trained and prompted with them. Raises
-    ValueError naming the option, also for a class both kept and dropped (typer.BadParameter for a
-    malformed --map)."""
+    ValueError naming the option, also for a class both kept and dropped and for a --keep that names none
+    (an empty value, which would keep every class); typer.BadParameter for a malformed --map."""
     for option, values in (("--map", mapping), ("--drop", drop), ("--keep", keep)):
         for value in values:
             refuse_undecodable(value, option)
@@ -237,7 +237,10 @@ def _class_filter(
         renames = parse_mapping(mapping)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--map") from None
-    class_filter = ClassFilter(renames, frozenset(parse_names(drop)), frozenset(parse_names(keep)) or None)
+    kept = parse_names(keep)
+    if keep and not kept:  # `--keep "$CLASSES"` with the variable unset: not every class
+        raise ValueError("--keep needs at least one class name (leave it out to keep every class)")
+    class_filter = ClassFilter(renames, frozenset(parse_names(drop)), frozenset(kept) or None)
     if both := sorted(class_filter.drop & (class_filter.keep or frozenset())):
         raise ValueError(f"--keep and --drop both name {', '.join(map(repr, both))}: give each class to one")
     return class_filter
