@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from instances_factory import empty_instances, make_instances, rect_mask
 from pycocotools import mask as mask_utils
 
@@ -53,3 +54,19 @@ def test_many_classes_give_a_16_bit_png_and_no_maps_give_zeros(tmp_path):
     write_label_map(tmp_path / "wide.png", instances)
     assert (cv2.imread(str(tmp_path / "wide.png"), cv2.IMREAD_UNCHANGED) == labels).all()
     assert not label_map(empty_instances(20, 30, ["a"])).any()
+
+
+def test_255_classes_still_fit_an_8_bit_png_and_256_need_16_bits():
+    """README: 8-bit, 16-bit beyond 255 classes. Class 255 is pixel value 255, the largest 8 bits hold."""
+    for count, dtype in ((255, np.uint8), (256, np.uint16)):
+        classes = [f"c{i}" for i in range(count)]
+        labels = label_map(make_instances([rect_mask(20, 30, 5, 5, 10, 10)], [count - 1], classes))
+        assert (labels.dtype, int(labels[7, 7])) == (np.dtype(dtype), count)
+
+
+def test_a_map_that_cannot_be_encoded_is_an_error_naming_the_file_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "imencode", lambda extension, image: (False, None))
+    target = tmp_path / "p.png"
+    with pytest.raises(OSError, match=r"p\.png"):
+        write_label_map(target, semantic_instances())
+    assert list(tmp_path.iterdir()) == []
