@@ -22,7 +22,7 @@ def test_page_record_describes_each_instance():
         [1, 0],
         ["Überschrift", "table"],
         scores=[0.912345, 0.5],
-        boxes=[[5, 5, 45, 20], [60, 70, -2, 29.96]],
+        boxes=[[5.26, 5, 44.94, 20], [60, 70, -2, 29.96]],
     )
     record = page_record(
         input_path="scans/a.pdf",
@@ -43,6 +43,7 @@ def test_page_record_describes_each_instance():
     first, second = record["instances"]
     assert (first["class"], first["label"], first["score"], first["area"]) == ("table", 1, 0.9123, 600)
     assert sorted(map(tuple, first["polygons"][0])) == [(5, 5), (5, 19), (44, 5), (44, 19)]
+    assert first["box"] == [5.3, 5.0, 44.9, 20.0]  # the model's box to a tenth of a pixel, not whole pixels
     assert second["class"] == "Überschrift" and second["box"] == [0.0, 30.0, 50.0, 60.0]  # sorted, clipped
     assert len(second["polygons"]) == 2 and second["polygons"][0][0][0] >= 30  # larger component first
     assert all(len(polygon) >= 3 for polygon in second["polygons"])
