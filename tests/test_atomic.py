@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from docsam_cli.atomic import atomic_open, atomic_open_together, atomic_write_bytes, atomic_write_text
+from docsam_cli.atomic import (
+    atomic_open,
+    atomic_open_together,
+    atomic_write_bytes,
+    atomic_write_text,
+    can_write_in,
+    hidden_head,
+    is_temporary,
+    remove_left_temporaries,
+)
 
 
 @pytest.fixture
@@ -130,3 +141,88 @@ def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path, monk
     with pytest.raises(PermissionError) as raised:
         atomic_write_text(target, "<PcGts/>")
     assert (raised.value.filename, raised.value.strerror) == (os.fspath(target), "Permission denied")
+
+
+def test_the_data_is_flushed_before_the_fsync_that_makes_it_durable(tmp_path, monkeypatch):
+    """The rename must not publish a file whose content is still in Python's buffer when fsync runs: after a
+    power cut the output would be there, but empty or cut."""
+    synced_sizes = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        synced_sizes.append(os.fstat(descriptor).st_size)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    atomic_write_text(tmp_path / "page.xml", "<PcGts/>")
+    atomic_write_bytes(tmp_path / "overlay.png", b"\x89PNG")
+    assert synced_sizes == [len("<PcGts/>"), len(b"\x89PNG")]
+
+
+def test_a_hidden_name_keeps_a_name_of_100_bytes_whole_and_cuts_a_longer_one_to_100_with_a_hash():
+    assert hidden_head("a" * 100) == "a" * 100
+    longer = "é" * 60  # 120 bytes
+    head = hidden_head(longer)
+    digest = hashlib.sha1(os.fsencode(longer)).hexdigest()[:8]
+    assert len(os.fsencode(head)) == 100 and head.endswith(f"~{digest}")
+    assert os.fsencode(head).startswith(os.fsencode(longer)[:91])
+    assert hidden_head(longer + "x") != head  # two long names sharing their first bytes keep apart
+
+
+@pytest.mark.parametrize("unsupported", [errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL])
+def test_the_write_probe_falls_back_to_a_named_file_where_nameless_ones_are_not_supported(
+    tmp_path, monkeypatch, unsupported
+):
+    """NFS and FUSE have no O_TMPFILE (older kernels open the folder itself): the probe then creates a named
+    file, and removes it at once."""
+    real_open = os.open
+    nameless_tries = []
+
+    def without_tmpfile(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            nameless_tries.append(path)
+            raise OSError(unsupported, os.strerror(unsupported), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", without_tmpfile)
+    assert can_write_in(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
+    assert nameless_tries == ([tmp_path] if hasattr(os, "O_TMPFILE") else [])
+
+
+def test_a_refused_nameless_probe_is_the_answer_not_retried_as_a_named_file(tmp_path, monkeypatch):
+    """A folder the user may not write in refuses O_TMPFILE with EACCES: that is the answer."""
+    if not hasattr(os, "O_TMPFILE"):
+        pytest.skip("no O_TMPFILE on this system: the probe is always a named file")
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    error = can_write_in(tmp_path)
+    assert isinstance(error, PermissionError) and error.errno == errno.EACCES
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_a_killed_write_leaves_is_recognised_and_removed_by_the_next_write_of_its_target(
+    tmp_path,
+):
+    """A run killed while writing leaves `.<name>.<random>.tmp`: `is_temporary` knows it as no file of the
+    user's, and `remove_left_temporaries` removes the target's own, not another file's."""
+    target = tmp_path / "report.json"
+    with atomic_open(target) as handle:
+        handle.write("{}")
+        (temporary,) = [path for path in tmp_path.iterdir() if path.name != "report.json"]
+    assert is_temporary(temporary) and temporary.name.startswith(".report.json.")
+    assert not is_temporary(tmp_path / ".notes.tmp")
+    temporary.write_text("half of a killed write")
+    others = [tmp_path / ".notes.json.0123abcd.tmp", tmp_path / ".report.json.tmp"]
+    for path in others:
+        path.write_text("not the report's temporary")
+    remove_left_temporaries(target)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        ["report.json", *(p.name for p in others)]
+    )
