@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -535,3 +536,25 @@ def test_a_polygon_dataset_is_read_by_label_studios_coco_import(tmp_path, pages)
     write_run(rle_run, pages)
     with pytest.raises(TypeError):  # "size" / width: README sends Label Studio users to polygon mode
         label_studio_polygons(json.loads((rle_run / "coco.json").read_text()))
+
+
+def test_image_fields_keep_numbers_and_write_undecodable_file_name_bytes_as_utf_8_text(tmp_path, pages):
+    """`extra` fields of an image entry: a PDF's page number stays a number, and a file name with bytes that
+    are not UTF-8 (`os.fsdecode` gives them as lone surrogates) is percent-encoded, so that coco.json stays
+    valid UTF-8 (module doc)."""
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    source = os.fsdecode(b"scan\xff.pdf")
+    run.add_page("a", PageShapes(pages["a"]), "a.png", extra={"source": source, "page": 3})
+    run.write(["a"], tmp_path / "coco.json")
+    (image,) = json.loads((tmp_path / "coco.json").read_bytes().decode("utf-8"))["images"]
+    assert (image["source"], image["page"]) == ("scan%FF.pdf", 3)
+
+
+def test_a_part_that_cannot_be_read_fails_the_whole_write_with_a_value_error_leaving_no_file(tmp_path, pages):
+    """Without `own_only` an unreadable part is an error (a JSON one, a ValueError), not a page left out."""
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    run.add_page("a", PageShapes(pages["a"]), "a.png")
+    run.part_path("broken").write_text("{")
+    with pytest.raises(ValueError):
+        run.write(["a", "broken"], tmp_path / "coco.json", tmp_path / "results.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["parts"]
