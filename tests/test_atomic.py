@@ -19,6 +19,7 @@ from docsam_cli.atomic import (
     hidden_head,
     is_temporary,
     remove_left_temporaries,
+    replace_folder,
 )
 
 
@@ -226,3 +227,25 @@ def test_a_temporary_a_killed_write_leaves_is_recognised_and_removed_by_the_next
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         ["report.json", *(p.name for p in others)]
     )
+
+
+def test_a_finished_folder_replaces_the_previous_one_which_leaves_nothing_behind(tmp_path):
+    """`replace_folder` (a training run's `best/`): the new folder is in place, the old one renamed away and
+    removed, also when it holds files; a first publication has no previous folder."""
+    target = tmp_path / "best"
+    for content in ("first", "second"):
+        staging = tmp_path / ".best.staging"
+        (staging / "nested").mkdir(parents=True)
+        (staging / "nested" / "weights.txt").write_text(content)
+        replace_folder(staging, target)
+        assert (target / "nested" / "weights.txt").read_text() == content
+        assert [path.name for path in tmp_path.iterdir()] == ["best"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")
+def test_the_write_probe_leaves_no_descriptor_open(tmp_path):
+    """`can_write_in` runs for every output folder of every run (and a training run's checkpoints)."""
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert can_write_in(tmp_path) is None
+    assert len(os.listdir("/proc/self/fd")) == before
