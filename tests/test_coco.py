@@ -558,3 +558,24 @@ def test_a_part_that_cannot_be_read_fails_the_whole_write_with_a_value_error_lea
     with pytest.raises(ValueError):
         run.write(["a", "broken"], tmp_path / "coco.json", tmp_path / "results.json")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["parts"]
+
+
+def test_scores_keep_six_decimals_in_both_files_and_result_boxes_two(tmp_path):
+    """Scores rank the detections of an evaluation: six decimals keep 0.1234567 and 0.1234612 apart. The
+    results list's boxes (the model's, [x, y, w, h]) keep a hundredth of a pixel."""
+    instances = make_instances(
+        [rect_mask(20, 20, 0, 0, 5, 5), rect_mask(20, 20, 10, 10, 15, 15)],
+        [0, 1],
+        CLASSES,
+        scores=[0.1234567, 0.1234612],
+        boxes=[[0.123, 0.456, 4.987, 5.0], [10.0, 10.0, 15.0, 15.0]],
+    )
+    run = CocoRun(tmp_path / "parts", CLASSES)
+    run.add_page("a", PageShapes(instances), "a.png")
+    run.write(["a"], tmp_path / "coco.json", tmp_path / "results.json")
+    dataset = json.loads((tmp_path / "coco.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())
+    expected = [0.123457, 0.123461]
+    assert [annotation["score"] for annotation in dataset["annotations"]] == expected
+    assert [result["score"] for result in results] == expected
+    assert results[0]["bbox"] == [0.12, 0.46, 4.86, 4.54]
