@@ -249,3 +249,20 @@ def test_the_write_probe_leaves_no_descriptor_open(tmp_path):
     for _ in range(20):
         assert can_write_in(tmp_path) is None
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE on this system")
+def test_where_nameless_files_work_the_write_probe_creates_no_named_file(tmp_path, monkeypatch):
+    """A named probe that a kill (SIGKILL, the out-of-memory killer) leaves stays in the user's folder:
+    where O_TMPFILE works, as here, the probe never has a name."""
+    real_open = os.open
+    named = []
+
+    def recording(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            named.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording)
+    assert can_write_in(tmp_path) is None
+    assert named == []
