@@ -55,26 +55,24 @@ _START_WITH_A_LAUNCHER = (
 def launched_world_size() -> int:
     """How many processes the launcher started (1 without a launcher); UsageError when `WORLD_SIZE` is not
     a whole number."""
-    value = os.environ.get("WORLD_SIZE", "1")
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(
-            f"WORLD_SIZE is {value!r}, not a number of processes: {_START_WITH_A_LAUNCHER}"
-        ) from None
+    return _whole_number_in("WORLD_SIZE", "1", "a number of processes", _START_WITH_A_LAUNCHER)
 
 
 def launched_rank() -> int:
     """This process's rank among those the launcher started (0 without a launcher); UsageError when `RANK`
     is not a whole number."""
-    value = os.environ.get("RANK", "0")
+    remedy = "start the command with torchrun (which sets it), or unset RANK"
+    return _whole_number_in("RANK", "0", "a process's rank", remedy)
+
+
+def _whole_number_in(name: str, default: str, meaning: str, remedy: str) -> int:
+    """The whole number the environment variable `name` holds (`default` where it is unset); UsageError
+    `NAME is 'x', not MEANING: REMEDY` where it holds something else."""
+    value = os.environ.get(name, default)
     try:
         return int(value)
     except ValueError:
-        raise UsageError(
-            f"RANK is {value!r}, not a process's rank: start the command with torchrun (which sets it), or "
-            "unset RANK"
-        ) from None
+        raise UsageError(f"{name} is {value!r}, not {meaning}: {remedy}") from None
 
 
 @dataclass(frozen=True)
