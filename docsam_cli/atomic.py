@@ -24,6 +24,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0
 _HIDDEN_HEAD_BYTES = 100  # of the target's name, so that a hidden sibling's name fits where the target's does
 _TEMPORARY_RANDOM_BYTES = 4
 RANDOM_HEX_DIGITS = 2 * _TEMPORARY_RANDOM_BYTES
+_PROBE_NAME = "docsam-probe"  # `_open_probe`'s named files: `.docsam-probe.<random>.tmp`
 _TEMPORARY_NAME = re.compile(rf"\..+\.[0-9a-f]{{{RANDOM_HEX_DIGITS}}}\.tmp", re.DOTALL)
 
 
@@ -207,7 +208,7 @@ def _open_probe(folder: Path) -> int:
     (`O_TMPFILE`) where the system and the file system have them, else `.docsam-probe.<random>.tmp`, unlinked
     at once. A named probe of a run killed before the unlink (SIGKILL, the out-of-memory killer) stayed
     where nothing removes it: in `evaluate --json`'s folder (the user's), in a training run's
-    `checkpoints/`. Raises OSError."""
+    `checkpoints/`; the next named probe in that folder removes it. Raises OSError."""
     nameless = getattr(os, "O_TMPFILE", 0)
     if nameless:
         try:
@@ -216,6 +217,7 @@ def _open_probe(folder: Path) -> int:
             # Older kernels open the folder itself (EISDIR); some file systems (NFS, FUSE) have none.
             if error.errno not in (errno.EISDIR, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-    handle, probe = _create_temporary(folder / "docsam-probe")
-    os.unlink(probe)
+    handle, probe = _create_temporary(folder / _PROBE_NAME)
+    probe.unlink(missing_ok=True)  # missing: another run's probe, at this moment, took it as left
+    remove_left_temporaries(folder / _PROBE_NAME)
     return handle

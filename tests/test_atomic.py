@@ -181,12 +181,8 @@ def test_a_hidden_name_keeps_a_name_of_100_bytes_whole_and_cuts_a_longer_one_to_
     assert hidden_head(longer + "x") != head  # two long names sharing their first bytes keep apart
 
 
-@pytest.mark.parametrize("unsupported", [errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL])
-def test_the_write_probe_falls_back_to_a_named_file_where_nameless_ones_are_not_supported(
-    tmp_path, monkeypatch, unsupported
-):
-    """NFS and FUSE have no O_TMPFILE (older kernels open the folder itself): the probe then creates a named
-    file, and removes it at once."""
+def without_nameless_files(monkeypatch, unsupported: int = errno.EOPNOTSUPP) -> list:
+    """O_TMPFILE refused with `unsupported` (NFS, FUSE, older kernels); returns the folders tried."""
     real_open = os.open
     nameless_tries = []
 
@@ -197,9 +193,49 @@ def test_the_write_probe_falls_back_to_a_named_file_where_nameless_ones_are_not_
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", without_tmpfile)
+    return nameless_tries
+
+
+@pytest.mark.parametrize("unsupported", [errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL])
+def test_the_write_probe_falls_back_to_a_named_file_where_nameless_ones_are_not_supported(
+    tmp_path, monkeypatch, unsupported
+):
+    """NFS and FUSE have no O_TMPFILE (older kernels open the folder itself): the probe then creates a named
+    file, and removes it at once."""
+    nameless_tries = without_nameless_files(monkeypatch, unsupported)
     assert can_write_in(tmp_path) is None
     assert list(tmp_path.iterdir()) == []
     assert nameless_tries == ([tmp_path] if hasattr(os, "O_TMPFILE") else [])
+
+
+def test_a_named_probe_removes_the_named_probes_killed_runs_left_and_nothing_else(tmp_path, monkeypatch):
+    """A run killed between a named probe's creation and its unlink (SIGKILL, the out-of-memory killer) left
+    `.docsam-probe.<random>.tmp`, which no later run removed: in `evaluate --json`'s folder, the user's."""
+    left = tmp_path / ".docsam-probe.0123abcd.tmp"
+    others = [tmp_path / ".notes.tmp", tmp_path / ".report.json.0123abcd.tmp", tmp_path / "docsam-probe"]
+    for path in (left, *others):
+        path.write_text("")
+    without_nameless_files(monkeypatch)
+    assert can_write_in(tmp_path) is None
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
+def test_a_named_probe_another_run_removed_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Two runs probing one folder at once: the other one's probe may take this one's as left by a killed
+    run, between its creation and its unlink."""
+    import docsam_cli.atomic
+
+    create = docsam_cli.atomic._create_temporary
+
+    def taken_at_once(target):
+        handle, probe = create(target)
+        probe.unlink()
+        return handle, probe
+
+    without_nameless_files(monkeypatch)
+    monkeypatch.setattr(docsam_cli.atomic, "_create_temporary", taken_at_once)
+    assert can_write_in(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_refused_nameless_probe_is_the_answer_not_retried_as_a_named_file(tmp_path, monkeypatch):

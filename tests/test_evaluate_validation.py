@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -726,6 +727,18 @@ def test_a_json_report_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypa
     assert result.exit_code == 2 and result.error_lines() == [line]
 
 
+# Run before the app: the folders taken as ones with no nameless files (NFS, FUSE): O_TMPFILE fails, so that
+# the writability probe has a name.
+_WITHOUT_NAMELESS_FILES = """
+import errno, os
+_open = os.open
+def _without_nameless_files(path, flags, *args, **kwargs):
+    if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), os.fspath(path))
+    return _open(path, flags, *args, **kwargs)
+os.open = _without_nameless_files
+"""
+
 # Run before the app: SIGKILL (what the out-of-memory killer or a scheduler sends) just before the process's
 # first file-system change of kind KILL_EVENT (an audit event) in the folder KILL_IN.
 _KILL_AT_EVENT = """
@@ -738,18 +751,18 @@ sys.addaudithook(_kill)
 
 
 @pytest.mark.parametrize(
-    "event",
+    ("event", "left"),
     [
-        "os.remove",  # the writability probe, created and about to be removed
-        "os.rename",  # the report's temporary, written and about to be renamed over report.json
+        ("os.remove", ".docsam-probe."),  # the writability probe, created and about to be removed
+        ("os.rename", ".report.json."),  # the report's temporary, written and about to be renamed
     ],
 )
 def test_a_run_killed_writing_in_the_reports_folder_leaves_nothing_the_rerun_does_not_clean(
-    tmp_path: Path, monkeypatch, event: str
+    tmp_path: Path, monkeypatch, event: str, left: str
 ) -> None:
-    """A killed run left `.docsam-probe.<random>.tmp` (a kill during the writability probe) or
-    `.report.json.<random>.tmp` (during the report's write) in the report's folder, the user's, and no
-    rerun removed it."""
+    """A killed run left `.docsam-probe.<random>.tmp` (a kill during the writability probe, in a folder with
+    no nameless files: NFS, FUSE) or `.report.json.<random>.tmp` (during the report's write) in the report's
+    folder, the user's, and no rerun removed it."""
     from cli_helpers import run_docsam
 
     truth, predictions = _files(tmp_path / "in", coco_document(), coco_document())
@@ -758,12 +771,14 @@ def test_a_run_killed_writing_in_the_reports_folder_leaves_nothing_the_rerun_doe
     monkeypatch.setenv("KILL_EVENT", event)
     monkeypatch.setenv("KILL_IN", str(folder))
     command = ["evaluate", str(truth), "--pred", str(predictions), "--json", str(folder / "report.json")]
-    killed = run_docsam(*command, prelude=_KILL_AT_EVENT)
-    assert killed.returncode in (0, -9), killed.stderr
+    killed = run_docsam(*command, prelude=_WITHOUT_NAMELESS_FILES + _KILL_AT_EVENT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (temporary,) = folder.iterdir()
+    assert temporary.name.startswith(left) and temporary.name.endswith(".tmp")
 
-    rerun = run_cli(*command)
+    rerun = run_docsam(*command, prelude=_WITHOUT_NAMELESS_FILES)
 
-    assert rerun.exit_code == 0, rerun.stderr
+    assert rerun.returncode == 0, rerun.stderr
     assert [path.name for path in folder.iterdir()] == ["report.json"]
     assert json.loads((folder / "report.json").read_text())["images"] == 2
 
