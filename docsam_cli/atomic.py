@@ -157,9 +157,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def replace_folder(staging: Path, target: Path) -> None:
     """Rename the finished folder `staging` to `target`; an existing `target` is renamed away first (a folder
-    cannot be renamed over one that is not empty) and removed last."""
+    cannot be renamed over one that is not empty) and removed last. Raises the OSError of a rename (see
+    `swap_folder`); a previous folder that cannot be removed only stays, hidden, beside the new one."""
+    previous = swap_folder(staging, target)
     with contextlib.suppress(OSError):
-        remove_replaced(swap_folder(staging, target))
+        remove_replaced(previous)
 
 
 def swap_folder(staging: Path, target: Path) -> Path | None:
@@ -167,12 +169,18 @@ def swap_folder(staging: Path, target: Path) -> Path | None:
     (`.<name>.<pid>.<random>.old`), for `remove_replaced`; None when there was none. The random part keeps
     apart two swaps of one `target` by one process (two threads, two calls through the Python API): named
     by the process id alone, the second was renamed onto the first's folder not yet removed and failed
-    ('Directory not empty')."""
+    ('Directory not empty'). Raises OSError where `staging` cannot be renamed to `target`, the previous
+    `target` then put back: renamed away for good, it left no `target` at all."""
     previous = None
     if target.exists():
         previous = target.with_name(f".{hidden_head(target.name)}.{os.getpid()}.{random_hex()}.old")
         os.replace(target, previous)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if previous is not None:
+            os.replace(previous, target)
+        raise
     return previous
 
 

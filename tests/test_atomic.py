@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -287,6 +288,44 @@ def test_a_finished_folder_replaces_the_previous_one_which_leaves_nothing_behind
         replace_folder(staging, target)
         assert (target / "nested" / "weights.txt").read_text() == content
         assert [path.name for path in tmp_path.iterdir()] == ["best"]
+
+
+def test_a_finished_folder_that_cannot_be_renamed_in_raises_and_leaves_the_previous_one_in_place(
+    tmp_path, monkeypatch
+):
+    """`replace_folder` swallowed the error of the staging folder's rename: the previous `best/` was renamed
+    away to `.best.<pid>.<random>.old` and nothing took its place, without a word."""
+    target, staging = tmp_path / "best", tmp_path / ".best.tmp"
+    for folder, content in ((target, "previous"), (staging, "new")):
+        folder.mkdir()
+        (folder / "weights.txt").write_text(content)
+    real_replace = os.replace
+
+    def staging_refused(source, destination):
+        if Path(source) == staging:
+            raise OSError(errno.EIO, "Input/output error", os.fspath(source))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", staging_refused)
+    with pytest.raises(OSError, match="Input/output error"):
+        replace_folder(staging, target)
+    assert (target / "weights.txt").read_text() == "previous"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".best.tmp", "best"]
+
+
+def test_a_previous_folder_that_cannot_be_removed_is_no_error_of_the_replacement(tmp_path, monkeypatch):
+    """The new folder is in place: a previous one that stays (a read-only folder in it) only takes room."""
+    target, staging = tmp_path / "best", tmp_path / ".best.tmp"
+    for folder in (target, staging):
+        folder.mkdir()
+    (staging / "weights.txt").write_text("new")
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+
+    monkeypatch.setattr(shutil, "rmtree", read_only)
+    replace_folder(staging, target)
+    assert (target / "weights.txt").read_text() == "new"
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")

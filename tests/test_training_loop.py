@@ -4,8 +4,10 @@ backbone, the log, resume guards and the command-line checks."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
 import re
 import resource
 import shutil
@@ -334,6 +336,28 @@ def test_weights_that_cannot_be_published_are_one_error_naming_what_the_user_kno
             save_final(output, model, {})
     assert str(raised.value) == f"{target}: cannot write {what}: File too large"
     assert list(output.iterdir()) == []
+
+
+def test_best_that_cannot_be_renamed_into_place_is_one_error_and_the_earlier_best_stays(
+    tiny_config, tiny_reference_state, tmp_path, monkeypatch
+) -> None:
+    """The rename of `.best.tmp/` to `best/` failing (an I/O error, a network file system) was silent: the
+    earlier `best/` had been renamed away to `.best.<pid>.<random>.old`, and the run went on without one."""
+    model, output = small_model(tiny_config, tiny_reference_state), tmp_path / "run"
+    save_best(output, model, {"mAP": 0.5}, 2, {})
+    real_replace = os.replace
+
+    def staging_refused(source, destination):
+        if Path(source).name == ".best.tmp":
+            raise OSError(errno.EIO, "Input/output error", os.fspath(source))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", staging_refused)
+    with pytest.raises(InputError) as raised:
+        save_best(output, model, {"mAP": 0.7}, 4, {})
+    assert str(raised.value) == f"{output / 'best'}: cannot write the best weights: Input/output error"
+    assert json.loads((output / "best" / "metrics.json").read_text()) == {"step": 2, "mAP": 0.5}
+    assert sorted(path.name for path in output.iterdir()) == ["best"]
 
 
 def test_best_keeps_its_weights_with_their_metrics_when_replacing_it_fails(

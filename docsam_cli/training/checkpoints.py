@@ -184,7 +184,11 @@ def save_best(
         save_model(model, staging / MODEL_FILE, **stored)
         with atomic_open(staging / METRICS_FILE) as handle:
             json.dump({"step": step, **metrics}, handle, indent=1)
-    replace_folder(staging, output / BEST_FOLDER)
+    try:
+        replace_folder(staging, output / BEST_FOLDER)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_failure(output / BEST_FOLDER, "the best weights", error) from None
 
 
 def resumed_best(output: Path, state: TrainerState, metric: str) -> dict[str, Any] | None:
