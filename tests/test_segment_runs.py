@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -177,6 +178,59 @@ def test_a_resumed_run_keeps_the_inputs_order_in_coco(tmp_path, model):
     coco = json.loads((out / "coco.json").read_text())
     assert [image["file_name"] for image in coco["images"]] == [page.name for page in pages]
     assert [image["id"] for image in coco["images"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("done", "seconds", "rate"),
+    [(3, 0.5, "6.00"), (3, 1.5, "2.00"), (2, 4.0, "0.50"), (0, 0.0, "0.00")],  # 0 s: a run that did nothing
+)
+def test_the_summary_line_gives_the_pages_done_per_second_of_the_run(done, seconds, rate) -> None:
+    """README: the summary gives pages done, skipped, failed and pages/s (pages done over the run's time)."""
+    summary = batch.RunSummary(done=done, skipped=1, failures=["page.png: damaged"], seconds=seconds)
+    assert summary.lines() == [
+        f"{done} pages segmented, 1 skipped (already done), 1 failed in {seconds:.1f} s ({rate} pages/s)",
+        "  failed: page.png: damaged",
+    ]
+
+
+SUMMARY_LINE = re.compile(
+    r"(\d+) pages segmented, (\d+) skipped \(already done\), (\d+) failed"
+    r" in ([\d.]+) s \(([\d.]+) pages/s\)(.*)"
+)
+
+
+def summary_line(stderr: str) -> re.Match[str]:
+    """The counts line of a run's summary, parsed by `SUMMARY_LINE`."""
+    (match,) = filter(None, map(SUMMARY_LINE.fullmatch, stderr.splitlines()))
+    return match
+
+
+@pytest.mark.parametrize(
+    ("failed_at", "note"),
+    [(0, "; stopped early by the failure limit"), (2, "")],  # the last page: none left
+)
+def test_the_summary_says_a_run_stopped_early_only_where_pages_were_left(tmp_path, model, failed_at, note):
+    """README: `--fail-fast` stops at the first failure, and the summary says "stopped early" when pages were
+    left undone."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    pages[failed_at].write_text("not an image")
+    code, _, stderr = segment(tmp_path / "out", *map(str, pages), "--fail-fast")
+    done = 0 if failed_at == 0 else 2
+    assert code == ExitCode.FAILED
+    assert summary_line(stderr).group(1, 2, 3, 6) == (str(done), "0", "1", note), stderr
+
+
+def test_a_real_runs_summary_gives_its_pages_done_over_its_seconds(tmp_path, model):
+    """The pages/s figure of a run that took less than a second (the stand-in model) is its pages over its
+    time, not 0.00: within the rounding of the seconds shown."""
+    pages = [write_page(tmp_path / f"page{index}.png") for index in range(3)]
+    code, _, stderr = segment(tmp_path / "out", *map(str, pages))
+    assert code == ExitCode.OK, stderr
+    match = summary_line(stderr)
+    done, seconds, rate = int(match.group(1)), float(match.group(4)), float(match.group(5))
+    assert done == 3 and match.group(6) == ""
+    assert done / (seconds + 0.05) <= rate + 0.005
+    assert seconds < 0.05 or rate - 0.005 <= done / (seconds - 0.05)
 
 
 def test_the_model_loads_only_when_a_readable_page_needs_it_and_once(tmp_path, model):
