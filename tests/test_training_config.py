@@ -165,7 +165,7 @@ def test_a_config_file_may_give_one_dataset_without_a_list(started: list[RunPlan
 def test_a_config_file_may_give_a_pair_as_a_list(started: list[RunPlan], tmp_path: Path) -> None:
     """`short_range: [300, 400]` and `"patch_size": [320, 480]`, a pair as YAML and JSON write one, were
     refused ("--short-range takes N or A,B (positive integers), got '[300, 400]'"); a list given to an
-    option that takes one value is now its comma-separated value, as typed."""
+    option whose value is a pair is now its comma-separated value, as typed."""
     for name, text in (
         ("run.yaml", "short_range: [300, 400]\npatch_size: [320, 480]\n"),
         ("run.json", '{"short_range": [300, 400], "patch_size": [320, 480]}'),
@@ -498,6 +498,9 @@ def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
         # No command line gives these: `lr: true` trained at an LR of 1.0, a mapping became a path.
         ('"lr": true', "true: only a switch takes true or false"),
         ('"val": {"a": 1}', '{"a": 1}: a mapping, not a value'),
+        # A list for an option of one value: `out: [a, b]` was a run folder named `a,b`.
+        ('"out": ["a", "b"]', '["a", "b"]: a list, where the option takes one value'),
+        ('"lr": [1, 2]', "[1, 2]: a list, where the option takes one value"),
     ],
 )
 @pytest.mark.parametrize("read_by", ["--config", "--resume"])

@@ -21,10 +21,10 @@ import functools
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_origin, get_type_hints
 
 import typer
 
@@ -53,6 +53,10 @@ RESUME_MAY_CHANGE = frozenset(
 )
 _RESUMED = "docsam.resumed"  # ctx.meta key: the `_Resumed` of the run.json that --resume read
 _FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed or resumed run started in
+# The options of one value whose text is a comma-separated sequence (`--short-range 704,896`), by the
+# declarations of the training commands (`training_command` adds each command's): a file may give their
+# value as a list, which is that text; a list for any other option of one value is refused.
+_SEQUENCE_OPTIONS: set[str] = set()
 
 
 class _Missing(typer.BadParameter):
@@ -92,6 +96,12 @@ class _Declared:
     @property
     def name(self) -> str:
         return self.option.name
+
+    @property
+    def takes_sequence(self) -> bool:
+        """Whether the field holds a sequence (a pair such as `Size`, the DATASETs), by its declared type."""
+        hint = get_type_hints(self.owner)[self.field.name]
+        return get_origin(hint) in (tuple, list, Sequence)
 
     @property
     def flag(self) -> str:
@@ -296,6 +306,7 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[s
         value = settings.get(parameter.name)
         if parameter.name in settings:
             _refuse_untypable(parameter, value, origins[parameter.name])
+            _refuse_list_for_one_value(parameter, value, origins[parameter.name])
         if (parameter.multiple or parameter.nargs == -1) and isinstance(value, str):
             settings[parameter.name] = [value]
         elif not (parameter.multiple or parameter.nargs == -1) and isinstance(value, list):
@@ -311,6 +322,16 @@ def _refuse_untypable(parameter: Any, value: Any, origin: str) -> None:
         raise typer.BadParameter(f"{json.dumps(value)}: only a switch takes true or false", param_hint=origin)
     if isinstance(value, dict):
         raise typer.BadParameter(f"{json.dumps(value)}: a mapping, not a value", param_hint=origin)
+
+
+def _refuse_list_for_one_value(parameter: Any, value: Any, origin: str) -> None:
+    """Refuse (typer.BadParameter naming `origin`) a list given to an option that takes one value and
+    whose text is no sequence: `out: [a, b]` became a run folder named `a,b`, `lr: [1, 2]` the text
+    '1,2'."""
+    takes_many = parameter.multiple or parameter.nargs == -1 or parameter.name in _SEQUENCE_OPTIONS
+    if isinstance(value, list) and not takes_many:
+        message = f"{json.dumps(value, default=str)}: a list, where the option takes one value"
+        raise typer.BadParameter(message, param_hint=origin)
 
 
 def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
@@ -428,6 +449,7 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
         key=lambda item: -1 if item.option.panel is None else PANELS.index(item.option.panel),
     )
     hints = {item.owner: get_type_hints(item.owner) for item in declared}
+    _SEQUENCE_OPTIONS.update(item.name for item in declared if item.takes_sequence)
 
     def decorate(command: Command[Start]) -> Callable[..., None]:
         def run_command(ctx: typer.Context, **values: Any) -> None:
