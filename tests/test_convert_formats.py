@@ -100,6 +100,25 @@ def test_yolo_boxes_polygons_negatives_and_class_list(tmp_path: Path) -> None:
     assert "no image read" in missing.stderr and not (tmp_path / "none").exists()
 
 
+def test_a_yolo_class_list_naming_a_class_twice_is_one_class_with_a_warning(tmp_path: Path) -> None:
+    """A class list naming `table` twice merged its two ids into one class without a word; as two COCO
+    categories of one name, they are one class (classes are names), with one warning naming the file and
+    both ids, however many pages use the list."""
+    root = tmp_path / "yolo"
+    (root / "labels").mkdir(parents=True)
+    for page in ("a", "b"):
+        write_image(root / "images" / f"{page}.png", 200, 100)
+        (root / "labels" / f"{page}.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n")
+    (classes := tmp_path / "classes.txt").write_text("table\ntable\nfigure\n")
+    out = tmp_path / "out"
+    result = run_cli("convert-dataset", root, "--from", "yolo", "--classes", classes, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert {name: len(found) for name, found in _only_annotations(out).items()} == {"table": 4}
+    warning = f"{classes}: class 1 is named 'table', as class 0 is: classes are names, so both are one class"
+    assert [line for line in result.stderr.splitlines() if "named" in line] == [f"warning: {warning}"]
+    assert json.loads((out / "convert_report.json").read_text())["warnings"] == [warning]
+
+
 def test_a_yolo_class_list_nested_too_deeply_is_one_error(tmp_path: Path) -> None:
     """A data.yaml nested deeper than Python's YAML reader goes ended convert-dataset as 'error: internal
     error: RecursionError: maximum recursion depth exceeded while calling a Python object' (exit 3); it is

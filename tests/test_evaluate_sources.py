@@ -351,6 +351,19 @@ def test_yolo_ground_truth_with_its_class_list_elsewhere(tmp_path: Path) -> None
     assert other.exit_code == 2 and "--classes" in other.stderr
 
 
+def test_yolo_ground_truth_naming_a_class_twice_warns_as_its_conversion_does(tmp_path: Path) -> None:
+    """A class list naming `table` twice: its two ids are one class, as in conversion, and evaluate says
+    so with conversion's warning (it said nothing)."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "p1.png", 200, 100)
+    (root / "labels").mkdir()
+    (root / "labels" / "p1.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n")
+    (classes := tmp_path / "classes.txt").write_text("table\ntable\n")
+    truth = load_ground_truth(root, "yolo", frozenset(), classes=classes)
+    warning = f"{classes}: class 1 is named 'table', as class 0 is: classes are names, so both are one class"
+    assert truth.warnings == [warning]
+
+
 # vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
 _VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
 

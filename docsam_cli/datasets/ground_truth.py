@@ -453,9 +453,11 @@ def _from_reader(
     """Ground truth through a converter's reader (PAGE, ALTO, VOC, YOLO, LabelMe, ICDAR 2013)."""
     truth = GroundTruth()
     read: list[tuple[GtImage, Path, InputError]] = []
+    contexts: list[ReadContext] = []
 
     def context_for(root: Path) -> ReadContext:
-        return ReadContext(root, levels, images, classes, skip=skip)
+        contexts.append(context := ReadContext(root, levels, images, classes, skip=skip))
+        return context
 
     for item in read_sources([path], FORMATS[fmt], context_for, skip=skip):
         if isinstance(item, InputError):
@@ -472,6 +474,7 @@ def _from_reader(
         ]
         again = InputError(item.source, f"image '{image.name}' already has ground truth")
         read.append((image, item.image.path or item.source.parent / item.image.name, again))
+    truth.warnings += [warning for context in contexts for warning in context.warnings]  # a class list's
     _key_pages(truth, read)
     return truth
 

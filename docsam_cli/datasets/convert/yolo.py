@@ -60,6 +60,21 @@ def class_names(path: Path) -> tuple[str, ...]:
     return tuple(str(name).strip() for name in names)
 
 
+@functools.lru_cache(maxsize=16)
+def repeated_names(path: Path) -> tuple[str, ...]:
+    """A warning for each class of the class list at `path` named as an earlier one: classes are names
+    (the model's prompts), so the two ids are one class, as two COCO categories of one name are."""
+    first_of: dict[str, int] = {}
+    warnings = []
+    for index, name in enumerate(class_names(path)):
+        earlier = first_of.setdefault(name, index)
+        if earlier != index:
+            reason = f"class {index} is named {name!r}, as class {earlier} is: classes are names"
+            reason += ", so both are one class"
+            warnings.append(str(InputError(path, reason)))
+    return tuple(warnings)
+
+
 def label_file(image: Path, context: ReadContext) -> Path:
     """The label file of `image` (see the module docstring); the likeliest name when there is none."""
     parts = image.parts
@@ -76,7 +91,9 @@ def label_file(image: Path, context: ReadContext) -> Path:
 
 def read(image: Path, context: ReadContext) -> list[SourcePage]:
     """The page of one image and its labels. Raises InputError."""
-    names = class_names(_class_list(image, context))
+    class_list = _class_list(image, context)
+    names = class_names(class_list)
+    context.warnings += [warning for warning in repeated_names(class_list) if warning not in context.warnings]
     labels = label_file(image, context)
     notes: list[Note] = []
     instances: list[Instance] = []
