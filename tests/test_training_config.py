@@ -501,6 +501,10 @@ def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
         # A list for an option of one value: `out: [a, b]` was a run folder named `a,b`.
         ('"out": ["a", "b"]', '["a", "b"]: a list, where the option takes one value'),
         ('"lr": [1, 2]', "[1, 2]: a list, where the option takes one value"),
+        # Nor a list in a list: `val: [[a, b]]` was the path "['a', 'b']".
+        ('"val": [["v", "w"]]', '[["v", "w"]]: a list of values, not of lists'),
+        ('"val": [{"a": 1}]', '[{"a": 1}]: a list of values, not of mappings'),
+        ('"short_range": [true, 5]', "[true, 5]: a list of values, not of true or false"),
     ],
 )
 @pytest.mark.parametrize("read_by", ["--config", "--resume"])

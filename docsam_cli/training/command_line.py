@@ -307,6 +307,7 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[s
         if parameter.name in settings:
             _refuse_untypable(parameter, value, origins[parameter.name])
             _refuse_list_for_one_value(parameter, value, origins[parameter.name])
+            _refuse_untypable_items(value, origins[parameter.name])
         if (parameter.multiple or parameter.nargs == -1) and isinstance(value, str):
             settings[parameter.name] = [value]
         elif not (parameter.multiple or parameter.nargs == -1) and isinstance(value, list):
@@ -332,6 +333,22 @@ def _refuse_list_for_one_value(parameter: Any, value: Any, origin: str) -> None:
     if isinstance(value, list) and not takes_many:
         message = f"{json.dumps(value, default=str)}: a list, where the option takes one value"
         raise typer.BadParameter(message, param_hint=origin)
+
+
+def _refuse_untypable_items(value: Any, origin: str) -> None:
+    """Refuse (typer.BadParameter naming `origin`) a list holding what no command line types as one of an
+    option's values, a list, a mapping or true or false: `val: [[a, b]]` became the path "['a', 'b']"."""
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, bool | list | dict):
+            message = f"{json.dumps(value, default=str)}: a list of values, not of {_kind(item)}"
+            raise typer.BadParameter(message, param_hint=origin)
+
+
+def _kind(item: bool | list | dict) -> str:
+    """What a list holds instead of a value, as its error names it."""
+    if isinstance(item, bool):
+        return "true or false"
+    return "lists" if isinstance(item, list) else "mappings"
 
 
 def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
