@@ -104,12 +104,11 @@ def read_model_config(path: Path) -> DocSAMConfig:
     usable config, or whose architecture torch cannot build, or the CPU (where every model is built) has no
     room for (`model.checkpoint.refuse_unheld`): a usage error, naming the --config file or run.json where
     one gave the path (`command_line.value_from`)."""
-    from model.checkpoint import meta_model, refuse_unheld
     from model.config import DocSAMConfig
 
     try:
         config = DocSAMConfig.from_json(path)
-        refuse_unheld(meta_model(config, display_path(path)), display_path(path))
+        _refuse_unbuilt(config, display_path(path))
     except ValueError as error:
         raise ValueError(f"--model-config {error}") from None
     return config
@@ -119,12 +118,18 @@ def refuse_unbuildable(config: DocSAMConfig, source: str, option: str) -> None:
     """A usage error naming `option` and `source` when torch cannot build the architecture of `config`, or
     the CPU, where every model is built, has not the memory its tensors alone take
     (`model.checkpoint.refuse_unheld`); found on the meta device, before anything is allocated."""
-    from model.checkpoint import meta_model, refuse_unheld
-
     try:
-        refuse_unheld(meta_model(config, source), source)
+        _refuse_unbuilt(config, source)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint=option) from None
+
+
+def _refuse_unbuilt(config: DocSAMConfig, source: str) -> None:
+    """`model.checkpoint.CheckpointError` (a ValueError) naming `source` for an architecture torch cannot
+    build or whose tensors the CPU has no room for, found on the meta device."""
+    from model.checkpoint import meta_model, refuse_unheld
+
+    refuse_unheld(meta_model(config, source), source)
 
 
 ModelConfig = Annotated[
