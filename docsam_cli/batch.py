@@ -44,8 +44,9 @@ import numpy as np
 from docsam_cli.atomic import atomic_write_text, can_write_in, is_temporary
 from docsam_cli.batch_ranks import Alone, Ranks, join
 from docsam_cli.console import RUN_WIDE, Reporter
+from docsam_cli.distributed import launched_rank
 from docsam_cli.errors import ExitCode, InputError, UsageError
-from docsam_cli.folder_lock import folder_lock, folder_replaced
+from docsam_cli.folder_lock import created_by_locking, folder_lock, folder_replaced, remove_unused_folder
 from docsam_cli.inputs import (
     Document,
     LoadOptions,
@@ -104,8 +105,19 @@ def run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     any page when the output folder cannot be written or another run is writing into it
     (`docsam_cli.folder_lock`), the weights cannot be found or the device or
     precision is not available; and when the weights do not load, which is found when the first readable
-    page needs them (torch itself is imported only then).
+    page needs them (torch itself is imported only then). A refused run leaves no trace of the output
+    folder it created (`remove_unused_folder`).
     """
+    created = created_by_locking(request.out)
+    try:
+        return _run_segment(request, reporter)
+    except UsageError:
+        if created is not None and launched_rank() == 0:  # the others would unlink rank 0's lock file
+            remove_unused_folder(request.out, created, (CLASSES_FILE, STEMS_FILE))
+        raise
+
+
+def _run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
     prepare_output_folder(request.out)
     check_written_folders(request.out, written_folders(request.out, request.formats))
     processes = join(request.model.device, request.out, jsonl="jsonl" in request.formats)

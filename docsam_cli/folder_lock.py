@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from docsam_cli.errors import UsageError
@@ -93,26 +93,48 @@ def folder_replaced(out: Path) -> bool:
     return not any(os.path.samestat(os.fstat(descriptor), current) for descriptor in _HELD)
 
 
-def remove_unused_folder(out: Path) -> None:
-    """Remove `out`, which a run that could not start created: its lock file, then the folder (the run may
-    have stopped before it took the lock). Not when another run holds that lock: two runs started into one
-    new folder at about the same time (a job array's tasks), the other one the first to lock it, whose
-    folder it is now; unlinking its lock file would let a third run lock a new one and write there too."""
+def created_by_locking(out: Path) -> Path | None:
+    """The outermost folder that locking `out` (`folder_lock`) would create: its `.docsam`, `out` itself or
+    a parent of it, with the folders between; None when `<out>/.docsam` exists. Looked for from the top, so
+    that a folder that may not be searched is named as the commands name it (`PermissionError`)."""
+    state = out / STATE_DIR
+    return next((folder for folder in reversed((state, *state.parents)) if not folder.exists()), None)
+
+
+def remove_unused_folder(out: Path, created: Path, state_files: Iterable[str] = ()) -> None:
+    """Remove what a run into `out` that could not start created, `created` (`created_by_locking`, before
+    the run) and the folders in it: the files of `state_files` (names in `<out>/.docsam`) it wrote there
+    while `.docsam` holds nothing else (no page's record), its lock file, then each folder up to `created`
+    that is empty (the run may have stopped before it took the lock). Not when another run holds that lock:
+    two runs started into one new folder at about the same time (a job array's tasks), the other one the
+    first to lock it, whose folder it is now; unlinking its lock file would let a third run lock a new one
+    and write there too."""
+    state = out / STATE_DIR
+
+    def unused_state() -> list[Path]:
+        """`state_files`, where `.docsam` holds nothing besides them and the lock."""
+        if all(path.name in {LOCK_FILE, *state_files} for path in state.iterdir()):
+            return [state / name for name in state_files]
+        return []
+
     with contextlib.suppress(OSError):
-        if not _unlink_unless_held(out / STATE_DIR / LOCK_FILE):
+        if not _unlink_unless_held(state / LOCK_FILE, unused_state):
             return
-        with contextlib.suppress(FileNotFoundError):
-            (out / STATE_DIR).rmdir()
-        out.rmdir()
+        for folder in (state.absolute(), *state.absolute().parents):
+            with contextlib.suppress(FileNotFoundError):
+                folder.rmdir()
+            if folder == created.absolute():
+                break
 
 
-def _unlink_unless_held(path: Path) -> bool:
-    """Unlink the lock file `path` (if any) under its lock, unless another run holds it; whether it is gone.
-    Where there are no locks (Windows, a file system without them) it is unlinked."""
+def _unlink_unless_held(path: Path, also: Callable[[], Iterable[Path]] = tuple) -> bool:
+    """Unlink the files `also()` lists (asked under the lock) and then the lock file `path` (if any) under
+    its lock, unless another run holds it; whether it is gone. Where there are no locks (Windows, a file
+    system without them) they are unlinked."""
     try:
         import fcntl
     except ImportError:  # Windows
-        path.unlink(missing_ok=True)
+        _unlink_all([*also(), path])
         return True
     with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
         try:
@@ -121,8 +143,13 @@ def _unlink_unless_held(path: Path) -> bool:
             return False
         except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP)
             pass
-        path.unlink()
+        _unlink_all([*also(), path])
     return True
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def drop_inherited_locks() -> None:

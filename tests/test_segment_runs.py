@@ -283,6 +283,40 @@ def test_refusing_only_bad_files_never_imports_torch(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("refusal", ["weights missing", "weights broken", "no room for the model"])
+@pytest.mark.parametrize("where", ["new folder in a new folder", "existing folder"])
+def test_a_run_refused_before_any_page_leaves_no_trace_of_its_output_folder(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, refusal: str, where: str
+) -> None:
+    """A run refused before any page (weights not found, weights that do not load, a model that the CPU has
+    no room for: 'an architecture of N parameters ... more than the 1 MB of memory free on cpu') left
+    OUT/.docsam (its lock, classes.json and stems.json) behind, in an OUT it had created, with the folders
+    above it: a refused run now leaves no trace, also in an existing folder, whose own files stay."""
+    page = write_page(tmp_path / "page.png")
+    weights = {"weights missing": tmp_path / "nope.pth", "no room for the model": tiny_weights}.get(
+        refusal, tmp_path / "broken.safetensors"
+    )
+    if refusal == "weights broken":
+        weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    if refusal == "no room for the model":
+        monkeypatch.setattr("model.memory.available_cpu_memory", lambda: 10**6)
+    out = tmp_path / "results" / "run" if where.startswith("new") else tmp_path / "existing"
+    if where == "existing folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = sorted(path.name for path in tmp_path.iterdir())
+    code, stdout, stderr = invoke(
+        "segment", str(page), "-o", str(out), "-w", str(weights), "--device", "cpu", *CLASSES
+    )
+    assert code == ExitCode.USAGE and stdout == "" and len(error_lines(stderr)) == 1, stderr
+    assert str(weights) in stderr and (
+        refusal != "no room for the model" or "of memory free on cpu" in stderr
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+    if where == "existing folder":
+        assert [path.name for path in out.iterdir()] == ["notes.txt"]
+
+
 def test_weights_that_do_not_load_stop_the_run_only_when_a_page_needs_them(tmp_path):
     """The weights file is found before any page (a missing one is a usage error at once), and read when
     the first readable page needs it: a batch of bad files is refused without reading it."""

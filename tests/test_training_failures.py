@@ -785,6 +785,27 @@ def test_a_run_that_cannot_take_its_device_or_process_group_leaves_no_empty_run_
         )
 
 
+@pytest.mark.parametrize("where", ["new folder in a new folder", "existing folder"])
+def test_a_run_that_cannot_start_leaves_no_trace_above_or_inside_its_run_folder(
+    where: str, data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that cannot start removed the --out it had created, but not the folders it had made above it
+    (`-o runs/2026/news`: runs/2026 stayed), nor, in an existing folder, the OUT/.docsam it had made there
+    (its lock file). Neither stays now; the folder's own files do."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = tmp_path / "runs" / "run" if where.startswith("new") else tmp_path / "existing"
+    if where == "existing folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = sorted(path.name for path in tmp_path.iterdir())
+    code, stderr = finetune(data, tiny_weights, out, "--device", "cuda")
+    assert code == 2 and len(error_lines(stderr)) == 1, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+    if where == "existing folder":
+        assert [path.name for path in out.iterdir()] == ["notes.txt"]
+
+
 def test_a_resume_with_another_process_count_is_refused_before_the_model_loads(
     data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from docsam_cli.batch_ranks import other_working_folder, working_folder
 from docsam_cli.console import RUN_WIDE
 from docsam_cli.distributed import Distributed, launched_rank, setup, teardown
 from docsam_cli.errors import UsageError
-from docsam_cli.folder_lock import folder_lock, remove_unused_folder
+from docsam_cli.folder_lock import created_by_locking, folder_lock, remove_unused_folder
 from docsam_cli.inputs.images import set_max_image_pixels
 from docsam_cli.names import display_path
 from docsam_cli.precision import precision_dtype
@@ -183,7 +183,7 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
     again) is refused before it writes there."""
     keep_freed_memory()
     fit_threads_to_cpus()
-    created = not plan.output.exists()
+    created = created_by_locking(plan.output)
     prepare_output_folder(plan.output)
     check_written_folders(plan.output, [plan.output / STATE_DIR, checkpoint_root(plan.output)])
     try:
@@ -194,10 +194,10 @@ def run(plan: RunPlan, starting_model: Callable[[], DocSAM]) -> Path:
             on_main(distributed, lambda: locked.enter_context(lock))
             return _train(plan, starting_model, distributed)
     except UsageError:
-        # A run that could not start leaves no empty --out behind. Every rank may have found it missing:
-        # the main one alone tidies, the others would unlink the lock file it holds.
-        if created and launched_rank() == 0:
-            remove_unused_folder(plan.output)
+        # A run that could not start leaves none of the folders it made behind. Every rank may have found
+        # them missing: the main one alone tidies, the others would unlink the lock file it holds.
+        if created is not None and launched_rank() == 0:
+            remove_unused_folder(plan.output, created)
         raise
     finally:
         teardown()
