@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from cli_helpers import overridden
 from training_helpers import write_layout
 from typer.testing import CliRunner
 
 from docsam_cli.app import app
 from docsam_cli.training.checkpoints import list_checkpoints
+from docsam_cli.training.command_line import training_command
 from docsam_cli.training.run_log import RUN_FILE, read_log, write_run_file
-from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan
+from docsam_cli.training.settings import AugmentSettings, DatasetSpec, RunPlan, cli
 
 FINETUNE = ["finetune", "pages,weight=2", "more", "-o", "runs/a", "--weights", "tiny.safetensors"]
 
@@ -548,3 +551,45 @@ def test_a_model_config_a_file_names_is_refused_naming_that_file(
     )
     assert output.startswith(f"error: invalid value for 'model_config' in {config}: --model-config {arch}: ")
     assert reason in output and not started
+
+
+@dataclass(frozen=True)
+class _PairStart:
+    """A starting point declaring `--pair` as a pair of numbers: a file may give it as a list."""
+
+    pair: tuple[int, int] = field(
+        default=(1, 1),
+        metadata=cli(
+            "--pair",
+            help="A pair.",
+            panel=None,
+            text=str,
+            parse=lambda text: tuple(map(int, text.split(","))),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _TextStart:
+    """A starting point declaring `--pair` as one text: a list for it is refused."""
+
+    pair: str = field(default="a", metadata=cli("--pair", help="A text.", panel=None))
+
+
+def test_which_options_take_a_list_in_a_file_is_each_commands_own(tmp_path: Path) -> None:
+    """Which options of one value a --config file may give as a list was a module-wide set that each
+    command built by `training_command` added its own to: a command declaring `--pair` as one text took
+    `pair: [1, 2]` as the text '1,2' once another command declared a `--pair` of two numbers. Each
+    command's own declaration decides now."""
+    commands = typer.Typer()
+    ran: list[object] = []
+    for name, start in (("pairs", _PairStart), ("texts", _TextStart)):
+        command = training_command(start)(lambda plan, starting_point: ran.append(starting_point))
+        commands.command(name)(command)
+    (config := tmp_path / "replay.yaml").write_text("pair: [2, 3]\n")
+    common = ["pages", "-o", str(tmp_path / "run"), "--config", str(config)]
+    result = CliRunner().invoke(commands, ["pairs", *common])
+    assert result.exit_code == 0 and ran == [_PairStart(pair=(2, 3))], result.output
+    result = CliRunner().invoke(commands, ["texts", *common])
+    assert result.exit_code == 2 and "[2, 3]: a list, where the option takes one value" in result.output
+    assert len(ran) == 1

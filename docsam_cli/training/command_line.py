@@ -53,10 +53,6 @@ RESUME_MAY_CHANGE = frozenset(
 )
 _RESUMED = "docsam.resumed"  # ctx.meta key: the `_Resumed` of the run.json that --resume read
 _FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed or resumed run started in
-# The options of one value whose text is a comma-separated sequence (`--short-range 704,896`), by the
-# declarations of the training commands (`training_command` adds each command's): a file may give their
-# value as a list, which is that text; a list for any other option of one value is refused.
-_SEQUENCE_OPTIONS: set[str] = set()
 
 
 class _Missing(typer.BadParameter):
@@ -108,14 +104,15 @@ class _Declared:
         """The option as the user types it (`--lr`), `DATASET` for the argument."""
         return "DATASET" if self.option.argument else "--" + self.name.replace("_", "-")
 
-    def parameter(self, annotation: Any) -> inspect.Parameter:
-        """The Typer parameter: `Annotated[type, typer.Option(...)]` with the command-line default."""
+    def parameter(self, annotation: Any, callbacks: Mapping[str, Callable[..., Any]]) -> inspect.Parameter:
+        """The Typer parameter: `Annotated[type, typer.Option(...)]` with the command-line default, and its
+        callback in `callbacks` (by option name), if it has one."""
         spec = self.option
         details: dict[str, Any] = {"help": spec.help, "rich_help_panel": spec.panel, "metavar": spec.metavar}
         if spec.argument:
             info = typer.Argument(show_default=False, **details)
         else:
-            callback = _RESUME_CALLBACKS.get(self.name)
+            callback = callbacks.get(self.name)
             parser = checked(spec.canonical) if spec.canonical is not None else None
             info = typer.Option(
                 *spec.flags,
@@ -287,9 +284,11 @@ def _parse_config(content: bytes, yaml: bool) -> Any:
         raise ValueError(str(error)) from None
 
 
-def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _known_settings(
+    ctx: typer.Context, path: Path, option: str, sequences: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The option values of the config file at `path` and where each is in it (see `read_config`); unknown
-    names are refused."""
+    names are refused, and so are values no command line gives (`sequences`: see `_FileCallbacks`)."""
     try:
         settings, origins = read_config(path, ctx.info_name or "")
     except typer.BadParameter as error:
@@ -306,7 +305,7 @@ def _known_settings(ctx: typer.Context, path: Path, option: str) -> tuple[dict[s
         value = settings.get(parameter.name)
         if parameter.name in settings:
             _refuse_untypable(parameter, value, origins[parameter.name])
-            _refuse_list_for_one_value(parameter, value, origins[parameter.name])
+            _refuse_list_for_one_value(parameter, value, origins[parameter.name], sequences)
             _refuse_untypable_items(value, origins[parameter.name])
         if (parameter.multiple or parameter.nargs == -1) and isinstance(value, str):
             settings[parameter.name] = [value]
@@ -325,11 +324,11 @@ def _refuse_untypable(parameter: Any, value: Any, origin: str) -> None:
         raise typer.BadParameter(f"{json.dumps(value)}: a mapping, not a value", param_hint=origin)
 
 
-def _refuse_list_for_one_value(parameter: Any, value: Any, origin: str) -> None:
+def _refuse_list_for_one_value(parameter: Any, value: Any, origin: str, sequences: frozenset[str]) -> None:
     """Refuse (typer.BadParameter naming `origin`) a list given to an option that takes one value and
-    whose text is no sequence: `out: [a, b]` became a run folder named `a,b`, `lr: [1, 2]` the text
-    '1,2'."""
-    takes_many = parameter.multiple or parameter.nargs == -1 or parameter.name in _SEQUENCE_OPTIONS
+    whose text is no sequence (not in `sequences`): `out: [a, b]` became a run folder named `a,b`,
+    `lr: [1, 2]` the text '1,2'."""
+    takes_many = parameter.multiple or parameter.nargs == -1 or parameter.name in sequences
     if isinstance(value, list) and not takes_many:
         message = f"{json.dumps(value, default=str)}: a list, where the option takes one value"
         raise typer.BadParameter(message, param_hint=origin)
@@ -351,39 +350,52 @@ def _kind(item: bool | list | dict) -> str:
     return "lists" if isinstance(item, list) else "mappings"
 
 
-def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
-    """Eager `--config` callback: the file's values become the defaults of the other options."""
-    if path is None:
-        return None
-    add_file_defaults(ctx, *_known_settings(ctx, path, "--config"))
-    return path
+@dataclass(frozen=True)
+class _FileCallbacks:
+    """The callbacks of one command that read its files of option values: `--config`'s, and those of
+    `--resume` and `--out`, whichever Click processes second reading the run's record.
 
+    `sequences` names the command's options of one value whose text is a comma-separated sequence
+    (`--short-range 704,896`, by their declared types): a file may give their value as a list, which is
+    that text; a list for any other option of one value is refused."""
 
-def _load_run_record(ctx: typer.Context, out: Any) -> None:
-    """`--resume` with `--out OUT`: OUT/run.json gives the defaults, as `--config OUT/run.json` would (it
-    wins over a `--config` file). Click processes the options typed on the command line first, so this
-    runs before any option that takes its value from the record. A folder without run.json holds no run
-    that started (a run writes it before its first step): the options given start one (`resume_point`)."""
-    path = Path(out) / RUN_FILE
-    if not path.is_file():
-        return
-    settings, origins = _known_settings(ctx, path, "--resume")
-    config = dict(ctx.default_map or {})
-    config_origins = {name: file_origin(ctx, name) for name in config}
-    ctx.meta[_RESUMED] = _Resumed(settings, origins, config, config_origins)
-    add_file_defaults(ctx, settings, origins)
+    sequences: frozenset[str]
 
+    def load_config(self, ctx: typer.Context, path: Path | None) -> Path | None:
+        """Eager `--config` callback: the file's values become the defaults of the other options."""
+        if path is None:
+            return None
+        add_file_defaults(ctx, *_known_settings(ctx, path, "--config", self.sequences))
+        return path
 
-def _on_resume(ctx: typer.Context, resume: bool) -> bool:
-    if resume and ctx.params.get("out") is not None:
-        _load_run_record(ctx, ctx.params["out"])
-    return resume
+    def on_resume(self, ctx: typer.Context, resume: bool) -> bool:
+        if resume and ctx.params.get("out") is not None:
+            self.load_run_record(ctx, ctx.params["out"])
+        return resume
 
+    def on_out(self, ctx: typer.Context, out: Path | None) -> Path | None:
+        if ctx.params.get("resume") and out is not None:
+            self.load_run_record(ctx, out)
+        return out
 
-def _on_out(ctx: typer.Context, out: Path | None) -> Path | None:
-    if ctx.params.get("resume") and out is not None:
-        _load_run_record(ctx, out)
-    return out
+    def of_options(self) -> dict[str, Callable[..., Any]]:
+        """The callbacks of the declared options, by option name."""
+        return {"resume": self.on_resume, "out": self.on_out}
+
+    def load_run_record(self, ctx: typer.Context, out: Any) -> None:
+        """`--resume` with `--out OUT`: OUT/run.json gives the defaults, as `--config OUT/run.json` would (it
+        wins over a `--config` file). Click processes the options typed on the command line first, so this
+        runs before any option that takes its value from the record. A folder without run.json holds no run
+        that started (a run writes it before its first step): the options given start one
+        (`resume_point`)."""
+        path = Path(out) / RUN_FILE
+        if not path.is_file():
+            return
+        settings, origins = _known_settings(ctx, path, "--resume", self.sequences)
+        config = dict(ctx.default_map or {})
+        config_origins = {name: file_origin(ctx, name) for name in config}
+        ctx.meta[_RESUMED] = _Resumed(settings, origins, config, config_origins)
+        add_file_defaults(ctx, settings, origins)
 
 
 def _say_no_record(ctx: typer.Context, values: Mapping[str, Any], error: typer.BadParameter) -> None:
@@ -392,10 +404,6 @@ def _say_no_record(ctx: typer.Context, values: Mapping[str, Any], error: typer.B
     one, a run killed before it wrote run.json) starts a run from the options given, and there are none."""
     if values.get("resume") and _RESUMED not in ctx.meta and values.get("out") is not None:
         error.message += f"; --out {display_path(Path(values['out']))} holds no {RUN_FILE} to take it from"
-
-
-# Whichever of --resume and --out Click processes second reads the run's record.
-_RESUME_CALLBACKS: dict[str, Callable[..., Any]] = {"resume": _on_resume, "out": _on_out}
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:
@@ -437,22 +445,24 @@ def _check_resumed(ctx: typer.Context, values: Mapping[str, Any], declared: list
         )
 
 
-_CONFIG = inspect.Parameter(
-    "config",
-    inspect.Parameter.KEYWORD_ONLY,
-    default=None,
-    annotation=Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="Replay a run: its run.json (or a JSON / YAML file of option names and values) gives the "
-            "defaults; options on the command line override it.",
-            is_eager=True,
-            callback=_load_config,
-            metavar="FILE",
-        ),
-    ],
-)
+def _config_parameter(load_config: Callable[..., Any]) -> inspect.Parameter:
+    """`--config FILE`, read by `load_config` (`_FileCallbacks.load_config`)."""
+    return inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                help="Replay a run: its run.json (or a JSON / YAML file of option names and values) gives "
+                "the defaults; options on the command line override it.",
+                is_eager=True,
+                callback=load_config,
+                metavar="FILE",
+            ),
+        ],
+    )
 
 
 def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[Start]], Callable[..., None]]:
@@ -466,7 +476,7 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
         key=lambda item: -1 if item.option.panel is None else PANELS.index(item.option.panel),
     )
     hints = {item.owner: get_type_hints(item.owner) for item in declared}
-    _SEQUENCE_OPTIONS.update(item.name for item in declared if item.takes_sequence)
+    files = _FileCallbacks(frozenset(item.name for item in declared if item.takes_sequence))
 
     def decorate(command: Command[Start]) -> Callable[..., None]:
         def run_command(ctx: typer.Context, **values: Any) -> None:
@@ -494,8 +504,10 @@ def training_command(start: type[Start], *overrides: Any) -> Callable[[Command[S
             command(plan, starting_point)
 
         context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-        parameters = [item.parameter(hints[item.owner][item.field.name]) for item in declared]
-        signature = inspect.Signature([context, *parameters, _CONFIG])
+        parameters = [
+            item.parameter(hints[item.owner][item.field.name], files.of_options()) for item in declared
+        ]
+        signature = inspect.Signature([context, *parameters, _config_parameter(files.load_config)])
         run_command.__signature__ = signature
         run_command.__annotations__ = {name: p.annotation for name, p in signature.parameters.items()}
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
