@@ -532,6 +532,35 @@ def test_a_bad_value_from_a_file_names_the_file_and_its_key(
     assert reason in " ".join(output.split()) and f"--{key}'" not in output and not started
 
 
+@pytest.mark.parametrize("command", ["train", "finetune"])
+@pytest.mark.parametrize("content", ["absent", "huge"])
+def test_a_typed_model_config_that_cannot_be_used_is_one_error_line_naming_the_file(
+    started: list[RunPlan], tmp_path: Path, reference_fixtures: Path, command: str, content: str
+) -> None:
+    """`train` / `finetune --model-config arch.json` that cannot be read or built said 'error: invalid value:
+    --model-config arch.json: ...', Click's prefix before the parser's own line, which names the option and
+    the file already; it is now that line alone, as `segment --model-config` says it (the same for --out:
+    'error: --out: an empty folder name ...', and for a DATASET not given: 'error: missing DATASET ...'),
+    exit 2, no run started."""
+    arch = tmp_path / "arch.json"
+    if content == "huge":
+        data = json.loads((reference_fixtures / "tiny-config.json").read_text())
+        data["mask2former_config"]["encoder_feedforward_dim"] = 2**64
+        arch.write_text(json.dumps(data))
+    start = ["--from-scratch", "--text-encoder", "minilm"] if command == "train" else FINETUNE[-2:]
+    arguments = [command, "pages", "-o", str(tmp_path / "run"), *start]
+    output = " ".join(invoke(*arguments, "--model-config", str(arch), code=2).split())
+    reason = (
+        "cannot read it (No such file" if content == "absent" else "an architecture of sizes torch cannot"
+    )
+    assert output.startswith(f"error: --model-config {arch}: {reason}"), output
+    assert not started and not (tmp_path / "run").exists()
+    output = invoke(command, "pages", "-o", "", *start, code=2)
+    assert output.startswith("error: --out: an empty folder name; write . for the current folder"), output
+    output = invoke(command, "-o", str(tmp_path / "run"), *start, code=2)  # no DATASET: none is invalid
+    assert output.startswith("error: missing DATASET (give it on the command line or in --config)"), output
+
+
 @pytest.mark.parametrize("content", ["absent", "huge"])
 def test_a_model_config_a_file_names_is_refused_naming_that_file(
     started: list[RunPlan], tmp_path: Path, reference_fixtures: Path, content: str

@@ -268,7 +268,12 @@ def test_train_refuses_an_architecture_the_cpu_has_no_room_for_before_the_run_st
     )
     result = CliRunner().invoke(app, [*arguments, architecture, *given])
     message = " ".join(result.output.split())
-    assert result.exit_code == 2 and "invalid value" in message, result.output
+    said = (
+        f"error: {architecture} {named}: "
+        if architecture == "--model-config"
+        else f"error: invalid value for {architecture}: {named}: "
+    )
+    assert result.exit_code == 2 and message.startswith(said), result.output
     assert re.search(
         rf"{architecture}:? {re.escape(named)}: an architecture of [\d,]+ parameters, "
         r"whose tensors alone take \d+ MB, more than the 1 MB of memory free on cpu",

@@ -32,7 +32,7 @@ from docsam_cli.commands.options import checked
 from docsam_cli.config_origins import add_file_defaults, file_origin, given_by_file, key_in_file
 from docsam_cli.console import message_options, print_error, print_plain, stderr_console
 from docsam_cli.distributed import launched_rank
-from docsam_cli.errors import ExitCode, InputError
+from docsam_cli.errors import ExitCode, InputError, UsageError
 from docsam_cli.interruption import terminate_as_interrupt
 from docsam_cli.names import display_path, one_line
 from docsam_cli.training.run_log import FOLDER_KEY, RUN_FILE, run_settings
@@ -57,6 +57,10 @@ _FOLDER = "docsam.folder"  # ctx.meta key: the other working folder a replayed o
 
 class _Missing(typer.BadParameter):
     """A required option that neither the command line nor a file gave."""
+
+    def format_message(self) -> str:
+        """The message alone: Click's 'invalid value:' before it would call invalid a value not given."""
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,14 @@ class _Declared:
 
     def value_from(self, given: Any, origin: str | None) -> Any:
         """`value(given)`; a value that does not parse is a usage error naming `origin` where a file gave
-        it (`config_origins.key_in_file`), not the option the user did not type."""
+        it (`config_origins.key_in_file`), not the option the user did not type. One typed is the parser's
+        own line, which names the option (`--model-config arch.json: ...`, `--out: ...`), as segment's
+        errors of the same options read; Click's 'invalid value:' before it named nothing more."""
         try:
             return self.value(given)
         except ValueError as error:
             if origin is None:
-                raise
+                raise UsageError(str(error)) from None
             raise typer.BadParameter(str(error), param_hint=origin) from None
 
 
