@@ -165,6 +165,24 @@ def test_a_config_file_may_give_one_dataset_without_a_list(started: list[RunPlan
     assert plan.record["settings"]["datasets"] == ["pages,weight=2"]
 
 
+def test_a_null_in_a_config_file_is_the_option_not_given(started: list[RunPlan], tmp_path: Path) -> None:
+    """A key whose value is null (`lr: null`, or `lr:` with nothing after it) is the option not given, as
+    run.json writes it for each option a run was not given (`val`, `model_config`): the command's own
+    default (finetune's LR, not train's), or the command line's value; a required one is missing."""
+    (config := tmp_path / "replay.yaml").write_text("lr: null\nkeep_size:\nval: null\niters: null\n")
+    invoke(*FINETUNE, "--config", str(config))
+    invoke(*FINETUNE, "--config", str(config), "--lr", "0.5", "--keep-size")
+    first, typed = started
+    assert (first.options.lr, first.options.iterations, first.validation) == (2e-5, 4000, ())
+    assert first.augmentation.keep_size is False and (typed.options.lr, typed.augmentation.keep_size) == (
+        0.5,
+        True,
+    )
+    config.write_text("datasets: null\n")
+    output = invoke("finetune", "-o", "runs/a", "--weights", "w", "--config", str(config), code=2)
+    assert output.startswith("error: missing DATASET (give it on the command line or in --config)"), output
+
+
 def test_a_config_file_may_give_a_pair_as_a_list(started: list[RunPlan], tmp_path: Path) -> None:
     """`short_range: [300, 400]` and `"patch_size": [320, 480]`, a pair as YAML and JSON write one, were
     refused ("--short-range takes N or A,B (positive integers), got '[300, 400]'"); a list given to an
@@ -508,6 +526,9 @@ def test_a_config_files_nan_or_infinity_is_refused_as_a_typed_one(
         ('"val": [["v", "w"]]', '[["v", "w"]]: a list of values, not of lists'),
         ('"val": [{"a": 1}]', '[{"a": 1}]: a list of values, not of mappings'),
         ('"short_range": [true, 5]', "[true, 5]: a list of values, not of true or false"),
+        # Nor a null in a list: `short_range: [704, null]` was the text '704,None'.
+        ('"short_range": [704, null]', "[704, null]: a list of values, not of null"),
+        ('"val": ["v", null]', '["v", null]: a list of values, not of null'),
     ],
 )
 @pytest.mark.parametrize("read_by", ["--config", "--resume"])

@@ -342,15 +342,19 @@ def _refuse_list_for_one_value(parameter: Any, value: Any, origin: str, sequence
 
 def _refuse_untypable_items(value: Any, origin: str) -> None:
     """Refuse (typer.BadParameter naming `origin`) a list holding what no command line types as one of an
-    option's values, a list, a mapping or true or false: `val: [[a, b]]` became the path "['a', 'b']"."""
+    option's values, a list, a mapping, true or false, or null: `val: [[a, b]]` became the path
+    "['a', 'b']", `short_range: [704, null]` the text '704,None'. (A null value, not in a list, is the
+    option not given: run.json records one for each option a run was not given.)"""
     for item in value if isinstance(value, list) else ():
-        if isinstance(item, bool | list | dict):
+        if item is None or isinstance(item, bool | list | dict):
             message = f"{json.dumps(value, default=str)}: a list of values, not of {_kind(item)}"
             raise typer.BadParameter(message, param_hint=origin)
 
 
-def _kind(item: bool | list | dict) -> str:
+def _kind(item: bool | list | dict | None) -> str:
     """What a list holds instead of a value, as its error names it."""
+    if item is None:
+        return "null"
     if isinstance(item, bool):
         return "true or false"
     return "lists" if isinstance(item, list) else "mappings"
