@@ -13,7 +13,8 @@ is computed at the ground truth's resolution; predictions made at another size a
   F1_t = 2 TP_t / (GT + predictions), counts summed over images; a class scores the mean F1_t; mAF is
   the mean over classes with ground truth or predictions (None without any, as AP without ground truth).
 * mIoU: per class, pixel counts summed over images of the ground-truth union and the predicted semantic
-  map; IoU = intersection / union; mean over classes with pixels in either (None without any).
+  map; IoU = intersection / union; mean over classes with pixels in either (None without any). Pixels of
+  the class's crowd (ignore) regions outside its other ground truth are void: in neither count.
 """
 
 from __future__ import annotations
@@ -358,17 +359,14 @@ def _on_crowd_regions(dt: list[dict], crowd: list[dict]) -> np.ndarray:
 
 
 def _mean_iou(matched: _Matched, classes: list[str], result: EvaluationResult) -> None:
+    """Pixel IoU per class, counts summed over images; a crowd (ignore) region's pixels outside the class's
+    other ground truth are void, counted neither as ground truth nor as predicted, as AP and mAF ignore it."""
     pixels = {name: np.zeros(3) for name in classes}  # ground truth, predicted, intersection
     for image, predicted in matched:
         for name in classes:
-            gt_rles = [a.rle for a in image.annotations if a.category == name]
-            gt = mask_utils.merge(gt_rles) if gt_rles else None
-            dt = predicted.semantic.get(name)
-            pixels[name] += [
-                mask_utils.area(gt) if gt is not None else 0,
-                mask_utils.area(dt) if dt is not None else 0,
-                mask_utils.area(mask_utils.merge([gt, dt], intersect=True)) if gt and dt else 0,
-            ]
+            gt = _union([a.rle for a in image.annotations if a.category == name and not a.iscrowd])
+            crowd = _union([a.rle for a in image.annotations if a.category == name and a.iscrowd])
+            pixels[name] += _semantic_counts(gt, predicted.semantic.get(name), crowd)
     terms = []
     for name in classes:
         a, b, c = pixels[name]
@@ -377,3 +375,21 @@ def _mean_iou(matched: _Matched, classes: list[str], result: EvaluationResult) -
             result.per_class[name].iou = iou
             terms.append(iou)
     result.miou = float(np.mean(terms)) if terms else None
+
+
+def _union(rles: list[dict]) -> dict | None:
+    return mask_utils.merge(rles) if rles else None
+
+
+def _semantic_counts(gt: dict | None, dt: dict | None, crowd: dict | None) -> list[int]:
+    """Pixels of the ground truth, of the prediction outside the void (crowd minus ground truth), and of
+    their intersection, from areas of RLE intersections: no page is decoded."""
+    void_predicted = _overlap(dt, crowd) - _overlap(dt, crowd, gt)
+    return [_overlap(gt), _overlap(dt) - void_predicted, _overlap(gt, dt)]
+
+
+def _overlap(*rles: dict | None) -> int:
+    """Pixels common to all `rles` (0 if one is None)."""
+    if any(rle is None for rle in rles):
+        return 0
+    return int(mask_utils.area(mask_utils.merge(list(rles), intersect=True)))

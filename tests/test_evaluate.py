@@ -803,6 +803,41 @@ def test_a_prediction_on_a_crowd_region_is_no_false_positive_in_maf() -> None:
     assert result.maf == pytest.approx((0.6 + 0) / 2)
 
 
+def test_a_crowd_regions_pixels_are_void_in_miou() -> None:
+    """README: an ignore region (COCO `iscrowd`) costs nothing when missed and is no false positive, in mIoU
+    too (as in VOC's and Cityscapes' semantic scores, whose void pixels count nowhere). mIoU counted its
+    pixels as ground truth: here, with A's one region found exactly, A scored 0.42 (2100 / 5000) for the
+    crowd regions it did not cover. Now the crowd's pixels outside the class's other ground truth are void:
+    in neither the ground truth nor the prediction (A: 2000 / 2100, its one false positive off the crowd).
+    A crowd region of another class voids nothing, and a class with only a crowd region and no prediction
+    has no mIoU term."""
+    truth = [
+        GtImage(
+            "p",
+            SIZE,
+            SIZE,
+            [
+                GtAnnotation("A", _rle(_mask(10, 10, 60, 50)), _xywh((10, 10, 60, 50))),
+                GtAnnotation("A", _rle(_mask(100, 100, 150, 150)), _xywh((100, 100, 150, 150)), iscrowd=True),
+                # overlaps A's region: its pixels there stay ground truth
+                GtAnnotation("A", _rle(_mask(50, 10, 70, 50)), _xywh((50, 10, 70, 50)), iscrowd=True),
+                GtAnnotation("B", _rle(_mask(150, 10, 190, 50)), _xywh((150, 10, 190, 50)), iscrowd=True),
+                GtAnnotation("C", _rle(_mask(10, 150, 50, 190)), _xywh((10, 150, 50, 190)), iscrowd=True),
+            ],
+        )
+    ]
+    predictions = [
+        ("A", 10, 10, 60, 50, 1.0),  # A's region exactly: 2000 pixels
+        ("A", 110, 110, 120, 120, 0.9),  # inside A's first crowd region: void
+        ("A", 160, 20, 170, 30, 0.8),  # on B's crowd region: 100 pixels of A where A has no ground truth
+        ("B", 150, 10, 190, 50, 0.9),  # B's crowd region exactly: void
+    ]
+    result = evaluate(truth, {"p": _page(predictions)})
+    assert result.per_class["A"].iou == pytest.approx(2000 / 2100)
+    assert result.per_class["B"].iou is None and result.per_class["C"].iou is None
+    assert result.miou == pytest.approx(2000 / 2100)
+
+
 def test_a_match_at_exactly_the_iou_threshold_is_a_hit_in_maf_as_in_ap() -> None:
     """A prediction covering half of its ground truth (IoU exactly 0.5) is a hit at 0.5 in mAF, as in AP50
     (pycocotools matches at IoU >= the threshold)."""
