@@ -119,6 +119,36 @@ def test_a_yolo_class_list_naming_a_class_twice_is_one_class_with_a_warning(tmp_
     assert json.loads((out / "convert_report.json").read_text())["warnings"] == [warning]
 
 
+def test_a_blank_line_in_a_yolo_class_list_keeps_the_ids_of_the_classes_after_it(tmp_path: Path) -> None:
+    """YOLO numbers a class list's lines, blank ones too (darknet reads obj.names line by line), and a
+    data.yaml's `names` entries, empty or null ones too. A blank line was skipped, shifting every class
+    after it: label 2 (`figure`) became class 1's and label 1 was read as `figure`. Now a blank line (an empty
+    or null entry) is a class without a name: the ids after it are kept, its labels are dropped and counted,
+    and one warning names the file and the id. Blank lines at the end of the file are no classes."""
+    root = tmp_path / "yolo"
+    (root / "labels").mkdir(parents=True)
+    write_image(root / "images" / "a.png", 200, 100)
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n2 0.8 0.2 0.1 0.1\n")
+    warning = "class 1 has no name (a blank line or entry): its labels are dropped, and the classes after it"
+    warning += " keep their ids, as in YOLO"
+    for name, text in (
+        ("classes.txt", "table\n\nfigure\n\n\n"),
+        ("data.yaml", "names: [table, null, figure]"),
+    ):
+        (classes := tmp_path / name).write_text(text)
+        out = tmp_path / f"out-{name}"
+        result = run_cli("convert-dataset", root, "--from", "yolo", "--classes", classes, "--out", out)
+        assert result.exit_code == 0, result.stderr
+        found = _only_annotations(out)
+        assert {name: len(found) for name, found in found.items()} == {"table": 1, "figure": 1}
+        assert found["figure"][0]["bbox"] == [150, 15, 20, 10]
+        assert [line for line in result.stderr.splitlines() if "no name" in line] == [
+            f"warning: {classes}: {warning}"
+        ]
+        report = json.loads((out / "convert_report.json").read_text())
+        assert report["dropped"] == {"class without a name in the class list": 1}
+
+
 def test_a_yolo_class_list_nested_too_deeply_is_one_error(tmp_path: Path) -> None:
     """A data.yaml nested deeper than Python's YAML reader goes ended convert-dataset as 'error: internal
     error: RecursionError: maximum recursion depth exceeded while calling a Python object' (exit 3); it is

@@ -364,6 +364,27 @@ def test_yolo_ground_truth_naming_a_class_twice_warns_as_its_conversion_does(tmp
     assert truth.warnings == [warning]
 
 
+def test_yolo_ground_truth_with_a_blank_line_in_its_class_list_keeps_the_ids_after_it(tmp_path: Path) -> None:
+    """A blank line in classes.txt shifted every class after it, so that evaluate scored label 2 as class 1's
+    name; as in conversion (and YOLO), the ids are the lines', the blank line's labels are left out, with
+    conversion's warning."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "p1.png", 200, 100)
+    (root / "labels").mkdir()
+    (root / "labels" / "p1.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n2 0.8 0.2 0.1 0.1\n")
+    (classes := tmp_path / "classes.txt").write_text("table\n\nfigure\n")
+    truth = load_ground_truth(root, "yolo", frozenset(), classes=classes)
+    (image,) = truth.images
+    assert [(a.category, a.bbox) for a in image.annotations] == [
+        ("table", (80.0, 30.0, 40.0, 40.0)),
+        ("figure", (150.0, 15.0, 20.0, 10.0)),
+    ]
+    assert [warning for warning in truth.warnings if "no name" in warning] == [
+        f"{classes}: class 1 has no name (a blank line or entry): its labels are dropped, and the classes"
+        " after it keep their ids, as in YOLO"
+    ]
+
+
 # vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
 _VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
 

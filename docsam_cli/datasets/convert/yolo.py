@@ -37,13 +37,16 @@ def find_class_list(folder: Path) -> Path | None:
 
 @functools.lru_cache(maxsize=16)
 def class_names(path: Path) -> tuple[str, ...]:
-    """Names from a text file (one per line) or a YAML file's `names` (list or index → name map)."""
+    """Names from a text file (one per line) or a YAML file's `names` (list or index → name map). A class
+    is its line's (entry's) index, as YOLO numbers them: a blank line (an empty or null entry) is a class
+    without a name (""), so the classes after it keep their ids; blank lines after the last name are no
+    classes."""
     try:
         text = read_text_file(path)
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read the class list: {error}") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
-        return tuple(line.strip() for line in text.splitlines() if line.strip())
+        return _up_to_the_last_name([line.strip() for line in text.splitlines()])
     try:
         names = (yaml.safe_load(text) or {}).get("names")
     except (yaml.YAMLError, AttributeError) as error:
@@ -57,16 +60,28 @@ def class_names(path: Path) -> tuple[str, ...]:
             raise InputError(path, "'names' indices are not 0..N-1") from None
     if not isinstance(names, list) or not names:
         raise InputError(path, "no 'names' list")
-    return tuple(str(name).strip() for name in names)
+    return tuple("" if name is None else str(name).strip() for name in names)
+
+
+def _up_to_the_last_name(lines: list[str]) -> tuple[str, ...]:
+    """`lines` without the blank ones after the last name (a file's trailing empty lines)."""
+    while lines and not lines[-1]:
+        lines.pop()
+    return tuple(lines)
 
 
 @functools.lru_cache(maxsize=16)
-def repeated_names(path: Path) -> tuple[str, ...]:
-    """A warning for each class of the class list at `path` named as an earlier one: classes are names
-    (the model's prompts), so the two ids are one class, as two COCO categories of one name are."""
+def class_list_warnings(path: Path) -> tuple[str, ...]:
+    """A warning for each class of the class list at `path` without a name (its labels are dropped) and
+    for each named as an earlier one: classes are names (the model's prompts), so the two ids are one
+    class, as two COCO categories of one name are."""
     first_of: dict[str, int] = {}
     warnings = []
     for index, name in enumerate(class_names(path)):
+        if not name:
+            reason = f"class {index} has no name (a blank line or entry): its labels are dropped, and the"
+            warnings.append(str(InputError(path, f"{reason} classes after it keep their ids, as in YOLO")))
+            continue
         earlier = first_of.setdefault(name, index)
         if earlier != index:
             reason = f"class {index} is named {name!r}, as class {earlier} is: classes are names"
@@ -93,7 +108,9 @@ def read(image: Path, context: ReadContext) -> list[SourcePage]:
     """The page of one image and its labels. Raises InputError."""
     class_list = _class_list(image, context)
     names = class_names(class_list)
-    context.warnings += [warning for warning in repeated_names(class_list) if warning not in context.warnings]
+    context.warnings += [
+        warning for warning in class_list_warnings(class_list) if warning not in context.warnings
+    ]
     labels = label_file(image, context)
     notes: list[Note] = []
     instances: list[Instance] = []
@@ -142,6 +159,9 @@ def _row(row: str, names: tuple[str, ...], where: str, notes: list[Note]) -> Ins
         return None
     if not 0 <= index < len(names):
         notes.append(Note("dropped", "class index not in the class list", where))
+        return None
+    if not names[index]:
+        notes.append(Note("dropped", "class without a name in the class list", where))
         return None
     if len(values) == 4:
         cx, cy, w, h = values
