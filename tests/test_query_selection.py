@@ -112,3 +112,14 @@ def test_gather_rows_with_zero_padding():
     gathered = gather_rows(values, kept_index)
     assert torch.equal(gathered[0, :2], values[0, [3, 0]]) and torch.equal(gathered[1, 0], values[1, 1])
     assert not gathered[0, 2].any() and not gathered[1, 1:].any()
+
+
+def test_a_score_equal_to_the_threshold_does_not_pass():
+    """The threshold is strict (`score > thr`, ARCHITECTURE.md §3.7): rows scoring exactly the threshold are
+    not kept when enough rows score above it."""
+    logits = torch.zeros(1, 6, 2)  # softmax of equal logits: exactly 0.5 for the one foreground class
+    logits[0, :3, 0] = torch.tensor([1.0, 2.0, 3.0])
+    corners = torch.arange(6.0)[:, None] * 20  # disjoint boxes: the NMS removes none
+    boxes = torch.cat([corners, corners, corners + 10, corners + 10], -1)[None]
+    kept_index = check(logits, boxes, torch.tensor([2]), 0.5, 3, 6)
+    assert kept_index[0].tolist() == [2, 1, 0]
