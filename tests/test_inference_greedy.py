@@ -84,3 +84,25 @@ def test_ranks_invert_the_order():
     order = torch.tensor([3, 0, 2, 1])
     assert ranks(order).tolist() == [1, 3, 2, 0]
     assert ranks(torch.stack([order, order.flip(0)]))[1].tolist() == [2, 0, 1, 3]
+
+
+def test_a_complete_walk_goes_on_past_its_first_burst(monkeypatch):
+    """A chain 0-1-...-39 settles one link per round, more rounds than one burst has: `walk_to_the_end`
+    advances until every candidate is decided (the reference's loop keeps every other candidate)."""
+    size = 40
+    suppresses = np.zeros((size, size), dtype=bool)
+    suppresses[np.arange(size - 1), np.arange(1, size)] = True
+    suppresses |= suppresses.T
+    checks = []
+    real_settled = Walk.settled
+
+    def counted_settled(walk: Walk) -> torch.Tensor:
+        checks.append(walk)
+        assert len(checks) <= size, "the walk stopped advancing"
+        return real_settled(walk)
+
+    monkeypatch.setattr(Walk, "settled", counted_settled)
+    earlier = earlier_suppressors(torch.from_numpy(suppresses), torch.arange(size))
+    kept = walk_to_the_end(earlier, torch.ones(size, dtype=torch.bool))
+    assert kept.tolist() == [index % 2 == 0 for index in range(size)]
+    assert len(checks) > 1  # more than one burst
