@@ -41,10 +41,17 @@ def test_packing_keeps_every_pixel(size, density):
 
 
 def test_packing_takes_masks_that_do_not_start_on_a_word():
+    """Masks whose bytes cannot be viewed as int64 words (their storage starts off a multiple of 8 bytes)
+    are packed from a copy, to the same bytes; masks that start later on a word are viewed in place."""
     masks = torch.rand(9, 4, 6, generator=torch.Generator().manual_seed(1)) < 0.5
-    part = masks[1:4]  # starts 24 bytes into its storage: no int64 view of it
+    part = masks[1:4]  # starts 24 bytes into its storage
     assert torch.equal(PackedMasks.of(part).unpack(slice(0, 3)), part)
     assert PackedMasks.of(masks[:0]).unpack(slice(0, 0)).shape == (0, 4, 6)
+    storage = torch.rand(1 + 3 * 64, generator=torch.Generator().manual_seed(3)) < 0.5
+    off_word = storage[1:].view(3, 8, 8)  # 64 bytes a mask, whole words, but starting at byte 1
+    packed = PackedMasks.of(off_word)
+    np.testing.assert_array_equal(packed.bits.numpy(), np.packbits(off_word.flatten(1).numpy(), axis=1))
+    assert torch.equal(packed.unpack(slice(0, 3)), off_word)
 
 
 @pytest.mark.parametrize("budget", [1, 100, 1 << 21])
