@@ -582,6 +582,18 @@ def test_a_typed_model_config_that_cannot_be_used_is_one_error_line_naming_the_f
     assert output.startswith("error: missing DATASET (give it on the command line or in --config)"), output
 
 
+@pytest.mark.parametrize(("typed", "reason"), [("abc", "valid integer"), ("-1", "greater than or equal")])
+def test_a_bad_typed_value_over_a_files_value_is_named_by_its_option(
+    started: list[RunPlan], tmp_path: Path, typed: str, reason: str
+) -> None:
+    """A value typed on the command line wins over the --config file's, and an error about it names the
+    option the user typed (`--warmup`), not the file whose value it replaced."""
+    (config := tmp_path / "replay.json").write_text('{"warmup": 5}')
+    output = " ".join(invoke(*FINETUNE, "--config", str(config), "--warmup", typed, code=2).split())
+    assert "'--warmup'" in output and reason in output and str(config) not in output, output
+    assert not started
+
+
 @pytest.mark.parametrize("content", ["absent", "huge"])
 def test_a_model_config_a_file_names_is_refused_naming_that_file(
     started: list[RunPlan], tmp_path: Path, reference_fixtures: Path, content: str
