@@ -54,6 +54,10 @@ def test_help_shows_the_choices() -> None:
         # These named no option ('error: invalid value: 'x' is not a number').
         (("--from", "coco", "--split", "train=x"), ("invalid value for --split: 'x' is not a number",)),
         (("--from", "coco", "--split", "val=1"), ("invalid value for --split: only split 'val' is named",)),
+        # A split named twice took the last fraction; a negative or infinite one gave sizes below zero.
+        (("--from", "coco", "--split", "train=1,val=1,train=2"), ("split 'train' given twice",)),
+        (("--from", "coco", "--split", "train=1,val=-0.5"), ("fraction of 'val' must be a non-negative",)),
+        (("--from", "coco", "--split", "train=1,val=inf"), ("fraction of 'val' must be a non-negative",)),
         (
             ("--from", "coco", "--map", "text"),
             ("invalid value for --map: 'text' is not of the form old=new",),
