@@ -129,11 +129,13 @@ def _run_segment(request: SegmentRequest, reporter: Reporter) -> RunSummary:
                 claim_classes(request.out, request.class_names, overwrite=request.overwrite)
 
         try:
-            processes.on_main(claim_folder)  # under a launcher the other ranks share rank 0's lock
+            # The weights, device and precision first: a run refused for them leaves the folder as it was
+            # (with --overwrite and other classes, claiming it drops its label maps).
             try:
                 model = resolve_model(replace(request.model, device=processes.device or request.model.device))
             except WeightsError as error:
                 raise UsageError(str(error)) from None
+            processes.on_main(claim_folder)  # under a launcher the other ranks share rank 0's lock
             logger.info(
                 "classes: %s; domain %r", ", ".join(request.class_names), request.domain, extra=RUN_WIDE
             )

@@ -509,6 +509,31 @@ def test_a_page_left_with_the_old_classes_by_an_overwrite_run_is_redone_without_
     assert stored["classes"] == ["figure", "text"] and "classes" not in lines[1]
 
 
+def test_an_overwrite_run_refused_for_its_weights_leaves_the_folder_its_classes_and_label_maps(
+    tmp_path: Path, model: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--overwrite --classes figure,text -w typo.pth` into a folder of other classes claimed the folder
+    before it looked for the weights: it deleted every page's label map and made figure,text the folder's
+    classes, then said 'no such weights file'; the next run with the folder's own classes was refused, as
+    holding results for figure,text, of which it held no page. The weights are looked for first now."""
+    from docsam_cli.weights import WeightsError
+
+    page = write_page(tmp_path / "page0.png")
+    out = tmp_path / "out"
+    assert segment(out, str(page), "--format", "semantic,jsonl")[0] == ExitCode.OK
+    classes = (out / ".docsam" / "classes.json").read_text()
+
+    def missing(spec: object) -> None:
+        raise WeightsError("typo.pth: no such weights file")
+
+    monkeypatch.setattr(batch, "resolve_model", missing)
+    other = ["--classes", "figure,text", "--format", "semantic,jsonl", "--overwrite"]
+    code, _, stderr = invoke("segment", str(page), "-o", str(out), *other)
+    assert code == ExitCode.USAGE and error_lines(stderr) == ["error: typo.pth: no such weights file"]
+    assert (out / ".docsam" / "classes.json").read_text() == classes
+    assert (out / "semantic" / "page0.png").is_file()
+
+
 def test_an_overwrite_run_with_other_classes_leaves_no_label_map_of_the_old_classes(tmp_path, model):
     """A page's label map numbers the classes it was segmented with; after `--overwrite` with other
     classes, `semantic/classes.json` lists the new ones, and the maps of pages left with the old classes
