@@ -38,6 +38,14 @@ def test_a_slanted_line_gets_a_straight_baseline_along_its_lower_edge():
     assert line_baseline(band).tolist() == [[0, 20], [100, 10]]
 
 
+def test_a_slanted_line_rising_to_its_top_corner_keeps_its_baseline_to_the_end():
+    """The baseline runs over every column where it stays in the line, the window's top row included: a
+    line whose lower edge rises to its top right corner gets it from end to end (a mutant leaving the top
+    row out stopped it 5 px short, at [95, 1], and passed the tests)."""
+    wedge = np.array([[0, 10], [90, 0], [100, 0], [0, 20]])
+    assert line_baseline(wedge).tolist() == [[0, 20], [100, 0]]
+
+
 @pytest.mark.parametrize("degrees", [0.5, 1, 3, 5, 8])
 def test_a_skewed_line_rests_on_its_lower_edge_not_halfway_up(degrees):
     """A line turned by a few degrees (every line of a deskewed OCR-D page): the columns its short sides
@@ -111,6 +119,20 @@ def test_a_straight_baseline_keeps_to_the_longest_run_of_columns_it_stays_in():
         [20, 30]
     )
     assert line_baseline(notched).tolist() == [[20, 39], [58, 39]]
+
+
+def test_a_straight_baseline_is_used_over_at_least_half_the_lines_width():
+    """The module's rule: the straight line is the baseline where the run of columns it stays in is at
+    least half the line's width (30 of 60 columns here), else the lower boundary, which runs up into the
+    notch, is (29 of 60). A mutant reading "more than half" passed the tests."""
+    half = np.array([[0, 0], [59, 0], [59, 9], [40, 9], [40, 2], [29, 2], [29, 9], [0, 9]]) + np.array(
+        [20, 30]
+    )
+    assert line_baseline(half).tolist() == [[20, 39], [49, 39]]
+    under_half = np.array([[0, 0], [59, 0], [59, 9], [40, 9], [40, 2], [28, 2], [28, 9], [0, 9]]) + np.array(
+        [20, 30]
+    )
+    assert line_baseline(under_half).tolist() == [[20, 39], [48, 39], [48, 32], [60, 32], [60, 39], [79, 39]]
 
 
 def test_a_ragged_line_gets_a_baseline_that_ocrd_accepts_after_simplifying():
