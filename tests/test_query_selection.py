@@ -123,3 +123,13 @@ def test_a_score_equal_to_the_threshold_does_not_pass():
     boxes = torch.cat([corners, corners, corners + 10, corners + 10], -1)[None]
     kept_index = check(logits, boxes, torch.tensor([2]), 0.5, 3, 6)
     assert kept_index[0].tolist() == [2, 1, 0]
+
+
+def test_more_classes_than_queries():
+    """Survivors come grouped by ascending label and the rows NMS removed come after all of them, however
+    many class columns there are against queries (three queries, seven classes)."""
+    logits = torch.zeros(1, 3, 8)
+    logits[0, 0, 6], logits[0, 1, 6], logits[0, 2, 1] = 5.0, 4.0, 5.0
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]])
+    kept_index = check(logits, boxes, torch.tensor([8]), 0.3, 1, 3)
+    assert kept_index[0].tolist() == [2, 0]  # label 1, then label 6; row 1 duplicates row 0
