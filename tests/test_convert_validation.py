@@ -10,6 +10,7 @@ import pytest
 from convert_helpers import (
     DELETE,
     HUGE,
+    NAN,
     assert_one_error,
     coco_cases,
     coco_document,
@@ -35,6 +36,40 @@ def test_a_malformed_coco_field_is_one_error(tmp_path: Path, field: str, value: 
     source = coco_source(tmp_path / "src", mutated(coco_document(), field, value))
     result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
     assert_one_error(result, "annotations.json", where)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("images[0].width", "600", "images[0].width: expected a positive whole number, got '600'"),  # README
+        ("images[0].width", -5, "images[0].width: expected a positive whole number, got -5"),
+        ("images[0].width", True, "images[0].width: expected a positive whole number, got true"),
+        ("images[0].height", NAN, "images[0].height: expected a positive whole number, got NaN"),
+        ("images[0].height", float("-inf"), "expected a positive whole number, got -Infinity"),
+        ("images[0].width", "w" * 41, f"expected a positive whole number, got '{'w' * 37}...'"),
+        ("images[0].file_name", "", "images[0].file_name: expected a non-empty string, got an empty string"),
+        (
+            "images[0].file_name",
+            " \t",
+            "images[0].file_name: expected a non-empty string, got a blank string",
+        ),
+        ("images[0].width", "w" * 40, f"expected a positive whole number, got '{'w' * 40}'"),
+        ("categories[0]", ["table", "x"], "categories[0]: expected an object, got a list of 2"),
+        (
+            "annotations[0].bbox",
+            {"x": 1},
+            "annotations[0].bbox: expected [x, y, width, height], got an object",
+        ),
+        ("annotations[0].iscrowd", 2, "annotations[0].iscrowd: expected 0 or 1, got 2"),
+    ],
+)
+def test_an_error_says_what_the_field_holds(tmp_path: Path, field: str, value: object, said: str) -> None:
+    """The error names the field and what it holds, as README's example: `images[3].height: expected a
+    positive whole number, got '600'` (a string is quoted, and cut after 37 characters past 40)."""
+    source = coco_source(tmp_path / "src", mutated(coco_document(), field, value))
+    result = run_cli("convert-dataset", source, "--from", "coco", "--out", tmp_path / "out")
+    assert_one_error(result, "annotations.json", field)
+    assert said in result.error_lines()[0], result.error_lines()
 
 
 @pytest.mark.parametrize(
