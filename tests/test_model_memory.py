@@ -11,7 +11,8 @@ import pytest
 import torch
 from cgroup_helpers import fake_cgroups
 
-from model import CheckpointError, load_model
+from model import CheckpointError, cgroups, load_model
+from model.cgroups import cgroup_folders
 from model.checkpoint import meta_model
 from model.memory import available_cpu_memory, tensor_bytes
 
@@ -85,6 +86,32 @@ def test_a_cgroup_memory_limit_leaves_less_than_the_machine_has_free(
     _fake_meminfo(monkeypatch, tmp_path, MEMINFO)
     fake_cgroups(tmp_path / "cgroup", monkeypatch, own, files)
     assert available_cpu_memory() == in_ram + 1048576 * 1024
+
+
+@pytest.mark.parametrize(
+    ("own", "files", "folders"),
+    [
+        # cgroup v1, Docker's cgroup mounted as the root: its path in /proc/self/cgroup is not there
+        ("12:memory:/docker/abc\n", V1, ["memory"]),
+        # a Slurm job's cgroup v2 tree: its own, then each above it up to the root
+        ("0::/job/step\n", {**V2, "job/step/memory.stat": "anon 1\n"}, ["job/step", "job", "."]),
+        # a cgroup name may hold a colon, the separator of /proc/self/cgroup's fields
+        ("0::/job:7\n", {**V2, "job:7/memory.stat": "anon 1\n"}, ["job:7", "."]),
+    ],
+)
+def test_the_cgroups_read_are_the_process_own_and_those_above_it_that_exist(
+    monkeypatch, tmp_path, own: str, files: dict[str, str], folders: list[str]
+):
+    fake_cgroups(tmp_path, monkeypatch, own, files)
+    assert cgroup_folders("memory") == [tmp_path / folder for folder in folders]
+
+
+def test_without_proc_self_cgroup_only_the_machine_figures_count(monkeypatch, tmp_path):
+    """macOS and Windows have no /proc/self/cgroup: no cgroup limits apply, the machine's figures stand."""
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO)
+    monkeypatch.setattr(cgroups, "OWN_CGROUPS", tmp_path / "missing")
+    assert cgroup_folders("memory") == []
+    assert available_cpu_memory() == (13871000 + 1048576) * 1024
 
 
 def test_no_figure_is_made_up_where_the_system_gives_none(monkeypatch, tmp_path):
