@@ -435,3 +435,17 @@ def test_reading_order_falls_back_to_top_then_left_without_gaps():
     boxes = [(50, 10, 100, 30), (0, 0, 60, 20), (10, 25, 70, 50)]  # all overlap in x and y
     assert reading_order(boxes) == [1, 0, 2]
     assert reading_order([]) == []
+
+
+def test_a_walk_split_into_loops_keeps_a_point_of_a_cut_loop_it_passes_again():
+    """The last resort for a component that still touches itself (`_simple_rings`): the walk is cut into
+    loops at every point it passes twice. A point of a loop already cut out, passed again later, belongs to
+    the loop still open; a mutant that kept the cut loop's points as visited dropped it from that ring
+    ((4, 0) here) and passed the tests, none of whose masks reach this step."""
+    from docsam_cli.polygons import _simple_rings
+
+    walk = np.array([[0, 0], [2, 0], [4, 0], [3, 2], [2, 0], [4, 0], [4, 4], [0, 4], [0, 0]])
+    assert [ring.tolist() for ring in _simple_rings(walk)] == [
+        [[2, 0], [4, 0], [3, 2]],
+        [[0, 0], [2, 0], [4, 0], [4, 4], [0, 4]],
+    ]
