@@ -13,6 +13,7 @@ from lxml import etree
 from ocrd_validators.page_validator import PageValidator
 from test_writers_real_pages import OCRD_PAGES, ragged_ground_truth
 
+from docsam_cli.polygons import mask_polygons
 from docsam_cli.writers.alto import alto_string
 from docsam_cli.writers.baselines import line_baseline
 from docsam_cli.writers.page_xml import page_xml_string
@@ -133,6 +134,28 @@ def test_a_straight_baseline_is_used_over_at_least_half_the_lines_width():
         [20, 30]
     )
     assert line_baseline(under_half).tolist() == [[20, 39], [48, 39], [48, 32], [60, 32], [60, 39], [79, 39]]
+
+
+@pytest.mark.parametrize(
+    ("steps", "step_width", "height", "drop"),
+    [(5, 40, 20, 10), (4, 100, 30, 25), (8, 50, 16, 12), (3, 200, 40, 39)],
+)
+@pytest.mark.parametrize("rising", [False, True])
+def test_a_stepped_line_gets_a_baseline_ocrd_and_kraken_accept(steps, step_width, height, drop, rising):
+    """A staircase line (words set at different heights, or a skewed line's mask): what OCR-D's
+    --check-baseline and Kraken read from it: at least 2 points, left to right, within the line as OCR-D
+    simplifies it, over at least half its width (README: the straight line over the columns it stays in,
+    else the stepped lower boundary)."""
+    mask = np.zeros((400, 1000), np.uint8)
+    for step in range(steps):
+        top = 50 + (steps - 1 - step if rising else step) * drop
+        mask[top : top + height, 20 + step * step_width : 20 + (step + 1) * step_width] = 1
+    (polygon,) = mask_polygons(mask)
+    baseline = line_baseline(polygon)
+    assert len(baseline) >= 2 and (np.diff(baseline[:, 0]) >= 0).all() and baseline[-1, 0] > baseline[0, 0]
+    checked = shapely.Polygon(polygon).simplify(1.0).buffer(1.5)  # OCR-D: POLY_TOLERANCE, PARENT_SLACK
+    assert shapely.LineString(baseline).within(checked)
+    assert baseline[-1, 0] - baseline[0, 0] + 1 >= 0.5 * np.ptp(polygon[:, 0])
 
 
 def test_a_ragged_line_gets_a_baseline_that_ocrd_accepts_after_simplifying():
