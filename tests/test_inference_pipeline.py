@@ -115,6 +115,31 @@ def test_pages_smaller_than_a_window_are_padded_not_crashed():
     assert _iou(instances.decode_mask(int(np.argmax(instances.scores))), truth) > 0.9
 
 
+@pytest.mark.parametrize(
+    "page",
+    [
+        np.zeros((50, 40), dtype=np.uint8),
+        np.zeros((50, 40, 4), dtype=np.uint8),
+        np.zeros((50, 40, 3), dtype=np.uint16),
+        np.zeros((50, 40, 3), dtype=np.float32),
+    ],
+    ids=["gray", "BGRA", "16-bit", "float"],
+)
+def test_pages_that_are_not_bgr_bytes_are_refused(page):
+    """The model sees raw BGR bytes (docs/design.md, "raw BGR pixels"): a gray, four-channel, 16-bit or float
+    page is refused by name, not fed to the network scaled or shaped otherwise."""
+    layout = plan_page(page.shape[:2], Geometry(short_range=(60, 60), patch=(64, 64)))
+    with pytest.raises(ValueError, match=r"expected a BGR uint8 \(H, W, 3\) page"):
+        make_patches(page, layout)
+
+
+def test_a_page_of_another_size_than_its_layout_is_refused():
+    page = np.zeros((50, 40, 3), dtype=np.uint8)
+    layout = plan_page((40, 50), Geometry(short_range=(60, 60), patch=(64, 64)))
+    with pytest.raises(ValueError, match=r"page is \(50, 40\), layout expects \(40, 50\)"):
+        make_patches(page, layout)
+
+
 def test_the_model_inputs_are_the_float_page_area_resized_bit_for_bit():
     """The page is converted to float with its channels one after the other (`page_to_tensor`); its area
     resize and windows are those of the page converted with its channels interleaved, bit for bit."""
