@@ -15,7 +15,7 @@ from model.inference.forward import forward_pages
 from model.inference.geometry import Geometry, plan_page
 from model.inference.merge import merge_patches
 from model.inference.nms import packed_intersections, pairwise_intersections
-from model.inference.packed import PackedMasks
+from model.inference.packed import PackedMasks, _in_eights
 from model.inference.pipeline import prompt_names
 from model.inference.postprocess import (
     PATCH_NMS_IOU,
@@ -52,6 +52,15 @@ def test_packing_takes_masks_that_do_not_start_on_a_word():
     packed = PackedMasks.of(off_word)
     np.testing.assert_array_equal(packed.bits.numpy(), np.packbits(off_word.flatten(1).numpy(), axis=1))
     assert torch.equal(packed.unpack(slice(0, 3)), off_word)
+
+
+def test_whole_word_masks_are_packed_from_their_own_bytes():
+    """Masks of a multiple of 8 pixels starting on a word are read in place as int64 words, with no padded
+    copy of the chunk of upsampled masks (a second chunk-sized buffer per upsampling chunk)."""
+    masks = torch.rand(3, 4, 6, generator=torch.Generator().manual_seed(4)) < 0.5
+    flat = masks.reshape(3, 24).view(torch.uint8)
+    words = _in_eights(flat, 3)
+    assert words.shape == (3, 3) and words.data_ptr() == flat.data_ptr()
 
 
 @pytest.mark.parametrize("budget", [1, 100, 1 << 21])
