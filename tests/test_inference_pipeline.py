@@ -23,6 +23,7 @@ from model.inference import (
 )
 from model.inference.forward import MASK_PAD_VALUE
 from model.inference.nms import tight_boxes
+from model.inference.preprocess import area_resize
 from model.outputs import DocSAMOutput, StageOutput
 
 
@@ -151,6 +152,16 @@ def test_the_model_inputs_are_the_float_page_area_resized_bit_for_bit():
     assert torch.equal(batch.pixel_values[0], F.interpolate(resized[None], size=layout.patch, mode="area")[0])
     for values, (x1, y1, x2, y2) in zip(batch.pixel_values[1:], layout.windows, strict=True):
         assert torch.equal(values, resized[:, y1:y2, x1:x2])
+
+
+def test_an_image_already_at_its_size_is_not_resized_again():
+    """A page whose resized size is its own (short side already 800) and a thumbnail the size of a patch
+    are used as they are, not copied by an identity area resize."""
+    image = torch.rand(3, 40, 30)
+    assert area_resize(image, (40, 30)) is image
+    assert torch.equal(
+        area_resize(image, (20, 15)), F.interpolate(image[None], size=(20, 15), mode="area")[0]
+    )
 
 
 def test_the_page_is_held_as_float_once():
