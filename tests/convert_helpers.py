@@ -243,6 +243,8 @@ COCO_CASES = [
     ("annotations[1].segmentation.counts", 5, "annotations[1].segmentation.counts", ALL),
     ("annotations[1].segmentation.counts", [100, 50], "annotations[1].segmentation.counts", ALL),
     ("annotations[1].segmentation.counts", "!!", "annotations[1].segmentation.counts", ALL),
+    # Runs [-1, 2401]: they add up to 40 x 60, but pycocotools refuses a negative run when it decodes them.
+    ("annotations[1].segmentation.counts", "OQ[2", "annotations[1].segmentation.counts", ALL),
     ("annotations[0].segmentation", "abc", "annotations[0].segmentation", ALL),
     ("annotations[0].segmentation", [[10, 10, "40", 10, 40, 30]], "annotations[0].segmentation[0][2]", ALL),
     ("annotations[0].segmentation", [{"x": 1}], "annotations[0].segmentation[0]", ALL),
