@@ -43,10 +43,17 @@ def test_a_malformed_coco_field_is_one_error(tmp_path: Path, field: str, value: 
     [
         ("images[0].width", "600", "images[0].width: expected a positive whole number, got '600'"),  # README
         ("images[0].width", -5, "images[0].width: expected a positive whole number, got -5"),
+        (
+            "images[0].width",
+            -(10**38),
+            f"expected a positive whole number, got -1{'0' * 38}",
+        ),  # 40 characters
+        ("images[0].width", -(10**39), "expected a positive whole number, got a whole number of 40 digits"),
         ("images[0].width", True, "images[0].width: expected a positive whole number, got true"),
         ("images[0].height", NAN, "images[0].height: expected a positive whole number, got NaN"),
         ("images[0].height", float("-inf"), "expected a positive whole number, got -Infinity"),
         ("images[0].width", "w" * 41, f"expected a positive whole number, got '{'w' * 37}...'"),
+        ("images[0].file_name", None, "images[0].file_name: expected a non-empty string, got null"),
         ("images[0].file_name", "", "images[0].file_name: expected a non-empty string, got an empty string"),
         (
             "images[0].file_name",
