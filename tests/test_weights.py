@@ -223,6 +223,18 @@ def test_a_registered_name_not_yet_downloaded_names_the_command_to_fetch_it() ->
         resolve_weights("docsam_large_all_dataset_keepsize")
 
 
+@pytest.mark.parametrize("variant", [None, "large"])
+def test_a_name_not_downloaded_gets_no_variant_advice_unless_another_variant_is_asked_for(
+    variant: str | None,
+) -> None:
+    """The advice to fetch the weights of the variant asked for is for `--variant base` with the default
+    docsam-large only: without --variant, or with the variant of the weights named, it would send the user
+    to other weights than those asked for."""
+    with pytest.raises(NotCachedError) as caught:
+        resolve_weights("docsam-large", variant)
+    assert str(caught.value).endswith("fetch it with `docsam download-weights docsam-large`")
+
+
 def test_variant_base_without_downloaded_weights_names_the_base_weights(tmp_path: Path) -> None:
     """`docsam segment scans --variant base` with nothing downloaded said to fetch docsam-large, the default
     weights: 1.3 GB of the large model, which `--variant base` then cannot load."""
