@@ -23,7 +23,7 @@ from model.inference import (
 )
 from model.inference.forward import MASK_PAD_VALUE
 from model.inference.nms import tight_boxes
-from model.inference.preprocess import area_resize
+from model.inference.preprocess import _pad_to_canvas, area_resize
 from model.outputs import DocSAMOutput, StageOutput
 
 
@@ -156,9 +156,14 @@ def test_the_model_inputs_are_the_float_page_area_resized_bit_for_bit():
 
 def test_an_image_already_at_its_size_is_not_resized_again():
     """A page whose resized size is its own (short side already 800) and a thumbnail the size of a patch
-    are used as they are, not copied by an identity area resize."""
+    are used as they are, not copied by an identity area resize; a resized page that fills its canvas is
+    cut into windows as it is, not copied by an empty padding."""
     image = torch.rand(3, 40, 30)
     assert area_resize(image, (40, 30)) is image
+    resized = torch.rand(3, 73, 64)
+    layout = plan_page((80, 70), Geometry(short_range=(64, 64), patch=(32, 32)))
+    assert layout.canvas == layout.resized == (73, 64)
+    assert _pad_to_canvas(resized, layout)[0] is resized
     assert torch.equal(
         area_resize(image, (20, 15)), F.interpolate(image[None], size=(20, 15), mode="area")[0]
     )
