@@ -385,6 +385,20 @@ def test_yolo_ground_truth_with_a_blank_line_in_its_class_list_keeps_the_ids_aft
     ]
 
 
+def test_page_ground_truth_of_size_0_whose_image_is_missing_is_an_error_of_that_page(tmp_path: Path) -> None:
+    """A PAGE file stating imageWidth/imageHeight 0 takes its size from its image: where that image is not
+    there, the page cannot be scored, and it is an error naming the PAGE file and saying why (`page size
+    unknown: ...`); the other pages are read."""
+    regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+    write_image(tmp_path / "p1.png", 60, 40)
+    (tmp_path / "p1.xml").write_text(page_xml("p1.png", 60, 40, regions))
+    (tmp_path / "p2.xml").write_text(page_xml("p2.png", 0, 0, regions))
+    truth = load_ground_truth(tmp_path, "page", frozenset({"regions"}))
+    assert [image.name for image in truth.images] == ["p1"] and truth.unreadable == {"p2"}
+    (error,) = truth.errors
+    assert error.path == tmp_path / "p2.xml" and error.reason.startswith("page size unknown: "), error
+
+
 # vol1/0001 and vol2/0001 (archives number pages per volume): another height and table in each volume
 _VOLUMES = (("vol1", 60, (10, 10, 50, 40)), ("vol2", 61, (30, 20, 70, 50)))
 
