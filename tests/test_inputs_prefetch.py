@@ -72,9 +72,43 @@ def test_leaving_early_cancels_pages_not_started():
     assert len(started) <= 2
 
 
-def test_invalid_pool_settings_are_rejected():
+class HeldTask(FakeTask):
+    """A FakeTask whose load holds its worker until `release` is set."""
+
+    def __init__(self, number: int, log: list[int], lock: threading.Lock, release: threading.Event) -> None:
+        super().__init__(number, log, lock)
+        self.release = release
+
+    def load(self) -> Page:
+        page = super().load()
+        self.release.wait(timeout=10)
+        return page
+
+
+def test_leaving_early_cancels_the_pages_queued_behind_a_busy_worker():
+    """Four pages are handed to one worker; the consumer leaves after the first while the worker is held
+    on the second: the two queued behind it are never decoded (the pool would otherwise run them all
+    before the loop could end)."""
+    tasks, started = make_tasks(4)
+    release = threading.Event()
+    tasks[1] = HeldTask(1, started, tasks[0].lock, release)
+    stream = prefetch(tasks, workers=1, ahead=4)
+    assert label(next(stream)) == "task0"
+    threading.Timer(0.2, release.set).start()
+    stream.close()
+    assert started == [0, 1]
+
+
+def test_one_page_ahead_is_allowed():
+    tasks, started = make_tasks(3)
+    assert [label(item) for item in prefetch(tasks, workers=1, ahead=1)] == ["task0", "task1", "task2"]
+    assert started == [0, 1, 2]
+
+
+@pytest.mark.parametrize("settings", [{"workers": 0}, {"ahead": 0}])
+def test_invalid_pool_settings_are_rejected(settings):
     with pytest.raises(ValueError, match="at least 1"):
-        next(prefetch([], workers=0))
+        next(prefetch(make_tasks(2)[0], **settings))
 
 
 def test_iter_pages_chains_listing_tasks_and_decoding(tmp_path):
