@@ -403,6 +403,22 @@ def test_an_animated_image_gives_its_first_frame_and_says_how_many_it_leaves_out
         assert load(tmp_path / "cut.gif").image[0, 0].tolist() == [0, 0, 255]
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"), [("two.gif", "GIF"), ("two.webp", "WEBP"), ("two.png", "PNG (APNG)")]
+)
+def test_the_warning_names_the_kind_of_animation_and_one_frame_left_out_in_the_singular(
+    tmp_path, caplog, name, kind
+):
+    frames = [Image.new("RGB", (40, 20), colour) for colour in ("red", "green")]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    with caplog.at_level("WARNING", logger="docsam_cli"):
+        load(tmp_path / name)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"{tmp_path / name}: an animated {kind} of 2 frames: only its first is read (1 frame left out)"
+    )
+
+
 def test_multi_page_tiff_gives_one_page_per_frame(tmp_path):
     frames = [
         Image.new("RGB", (6, 4), (255, 0, 0)),
@@ -476,6 +492,18 @@ def test_a_cut_multi_page_tiff_is_one_line_naming_it_and_no_pillow_warning(share
         assert "or a kind of TIFF Pillow cannot read" in errors[0].reason
     assert [str(warning.message) for warning in shown] == []
     assert all(page.image.size for page in pages)
+
+
+def test_pages_selected_past_the_cut_of_a_multi_page_tiff_are_the_cut_s_error_alone(shared_data, tmp_path):
+    """`--pages` naming only pages after the damaged directory: the error is the damage, once, not "none of
+    the selected pages exists" (the listing cannot tell how many pages there were)."""
+    data = (shared_data / "pdfs/pdf-docling-tests/tests/data/tiff/sources/2206.01062.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: int(len(data) * 0.7)])
+    readable = len(tasks_for(tmp_path / "cut.tif")) - 1
+    options = LoadOptions(pages=parse_page_ranges(f"{readable + 2}-{readable + 4}"))
+    (error,) = tasks_for(tmp_path / "cut.tif", options=options)
+    assert isinstance(error, InputError) and error.page == readable + 1
+    assert error.reason.startswith("truncated or corrupt TIFF (page directory")
 
 
 def test_tiff_thumbnails_and_masks_are_no_pages(tmp_path):
