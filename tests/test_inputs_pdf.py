@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -351,6 +352,22 @@ def test_poppler_killed_for_want_of_memory_is_not_called_a_damaged_pdf(pdfs, tmp
     assert str(caught.value) == f"{path} (page 1): {killed}"
 
 
+@pytest.mark.parametrize(
+    ("sent", "number", "name"), [("SEGV", 11, "Segmentation fault"), ("HUP", 1, "Hangup")]
+)
+def test_poppler_ended_by_any_other_signal_is_a_crash_naming_it(
+    pdfs, tmp_path, monkeypatch, sent, number, name
+):
+    """Every signal that ends pdftoppm is named (signal 1 too), never taken for a page that would not
+    render."""
+    _poppler_that(tmp_path, monkeypatch, f"kill -{sent} $$")
+    path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
+    with pytest.raises(InputError) as caught:
+        render(path, 1, dpi=LOW_DPI)
+    crashed = f"poppler crashed (signal {number}: {name}) rendering this page (damaged PDF?)"
+    assert str(caught.value) == f"{path} (page 1): {crashed}"
+
+
 def test_poppler_out_of_memory_is_not_called_a_page_too_large(pdfs, tmp_path, monkeypatch):
     """Under a memory limit (`ulimit -v`) pdftoppm prints 'Out of memory' and writes a 1 x 1 image (as it
     does under `ulimit -v 60000` at 600 dpi): an A4 page failed with 'poppler rendered 1x1 pixels instead of
@@ -370,3 +387,23 @@ def test_poppler_saying_out_of_memory_of_a_page_it_rendered_whole_keeps_the_page
     _poppler_that(tmp_path, monkeypatch, f"echo 'Out of memory' >&2; exec {real} \"$@\"")
     path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
     assert render(path, 1, dpi=LOW_DPI).image.size > 1
+
+
+def test_pdftoppm_missing_where_pdfinfo_was_found_fails_the_page_saying_so(pdfs, tmp_path, monkeypatch):
+    """pdfinfo listed the pages, then pdftoppm is not on PATH (a partial install, PATH changed under a
+    long run): the page's error says poppler is missing, as for pdfinfo."""
+    path = pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf"
+    (task,) = items_for(path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no pdftoppm
+    with pytest.raises(InputError) as caught:
+        task.load()
+    missing = "cannot read PDFs: poppler-utils is not installed (apt-get install poppler-utils)"
+    assert str(caught.value) == f"{path} (page 1): {missing}"
+
+
+def test_a_page_pdfinfo_gave_no_size_for_is_an_error_and_never_rendered(pdfs, render_calls):
+    (task,) = items_for(pdfs / "pdf-qpdf-tricky" / "minimal-rotated.pdf")
+    with pytest.raises(InputError) as caught:
+        dataclasses.replace(task, size_points=None).load()
+    assert (caught.value.page, caught.value.reason) == (1, "pdfinfo reported no size for this page")
+    assert render_calls == []
