@@ -40,7 +40,7 @@ from docsam_cli.inputs import (
     collect_documents,
     iter_page_tasks,
 )
-from docsam_cli.inputs.images import check_pixel_limit
+from docsam_cli.inputs.images import check_pixel_limit, max_image_pixels, set_max_image_pixels
 from docsam_cli.inputs.sources import MAX_STEM_BYTES, read_path_list
 from docsam_cli.names import display_path
 
@@ -376,6 +376,17 @@ def test_images_without_pixels_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"the image has no pixels \(0x5\)"):
         check_pixel_limit(tmp_path / "flat.png", 0, 5)
     check_pixel_limit(tmp_path / "dot.png", 1, 1)
+
+
+def test_the_default_pixel_limit_is_pillow_s_hard_limit_and_a_page_of_exactly_the_limit_is_read(tmp_path):
+    """README: `--max-image-pixels` (default 178,956,970, Pillow's own hard limit; 0 = none)."""
+    assert DEFAULT_MAX_IMAGE_PIXELS == 178_956_970 == 2 * (1024 * 1024 * 1024 // 4 // 3)
+    check_pixel_limit(tmp_path / "strip.png", DEFAULT_MAX_IMAGE_PIXELS, 1)
+    with pytest.raises(InputError, match=r"^\S+: 178956971x1 = 178956971 pixels exceeds"):
+        check_pixel_limit(tmp_path / "strip.png", DEFAULT_MAX_IMAGE_PIXELS + 1, 1)
+    with pytest.raises(ValueError, match="0 \\(no limit\\) or positive, got -1"):
+        set_max_image_pixels(-1)
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS
 
 
 @pytest.mark.slow
