@@ -245,6 +245,13 @@ def test_float_images_read_as_unit_range(tmp_path):
     assert image[0, :, 1].tolist() == [0, 128, 255]
 
 
+def test_float_images_past_the_unit_range_are_read_as_0_to_255_and_clipped(tmp_path):
+    values = np.array([[-3.0, 0.0, 100.0, 255.0, 300.0]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    image = check_page(load(tmp_path / "float.tif"), 1, 5)
+    assert image[0, :, 1].tolist() == [0, 0, 100, 255, 255]
+
+
 def test_a_gif_frame_that_covers_part_of_its_screen_leaves_the_rest_white(tmp_path):
     """A GIF whose first frame covers part of its logical screen came out with the rest in palette colour
     0 (Pillow's fill; black here) where viewers show nothing, the screen before any frame: it is white now,
