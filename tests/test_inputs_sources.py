@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from docsam_cli.inputs import Document, InputError, collect_documents, parse_page_ranges
-from docsam_cli.inputs.sources import IMAGE_SUFFIXES, assign_stems, input_key
+from docsam_cli.inputs.sources import IMAGE_SUFFIXES, assign_stems, input_key, walk_folders
 from docsam_cli.writers.page_outputs import page_folders
 
 
@@ -426,3 +427,29 @@ def test_a_folder_a_plain_pattern_lists_and_cannot_is_an_error_not_left_out(tmp_
     items = collect_documents([f"{tmp_path}/{pattern}"])
     assert [str(error) for error in errors(items)] == [f"{locked}: cannot list directory: Permission denied"]
     assert names(items) == ([] if pattern.startswith("box2") else ["a.png"])
+
+
+def test_stdin_that_cannot_be_read_is_one_error_giving_the_system_s_reason(tmp_path):
+    """`docsam segment - < folder`: the shell opens a folder as stdin, and reading it fails."""
+
+    class FolderAsStdin(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+
+    (error,) = collect_documents(["-"], stdin=FolderAsStdin())
+    assert isinstance(error, InputError)
+    assert str(error) == "-: cannot read the list of paths on stdin: Is a directory"
+
+
+def test_a_folder_linked_in_twice_or_linking_to_itself_is_walked_once(tmp_path):
+    """A box of scans linked in from a NAS, under two names, and holding a link to itself: each real folder
+    is walked once, under the first of its names the walk meets."""
+    outside = tmp_path / "nas"
+    touch(outside / "a.png")
+    (outside / "again").symlink_to(outside)
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "box1").symlink_to(outside)
+    (root / "box2").symlink_to(outside)
+    walked = [os.path.relpath(folder, root) for folder, _ in walk_folders(root, True, frozenset())]
+    assert walked == [".", "box1"]
