@@ -69,6 +69,17 @@ def test_official_key_layout_maps_one_to_one(reference_fixtures, variant):
     assert detect_variant(reference_named) == variant
 
 
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_the_reference_names_given_are_the_official_ones(reference_fixtures, variant):
+    """`to_reference_keys` names the weights as the official checkpoints do (ARCHITECTURE §2.3: Swin in the
+    transformers 4.x names, `attention.self.query`), but for the relative-position indices it leaves out."""
+    listing = json.loads((reference_fixtures / f"keys-{variant}.json").read_text())["state_dict"]
+    with torch.device("meta"):
+        model = DocSAM(variant_config(variant))
+    official = {entry["key"] for entry in listing if not entry["key"].endswith(".relative_position_index")}
+    assert set(to_reference_keys(model.state_dict())) == official
+
+
 def test_dropped_swin_indices_equal_the_computed_ones(tiny_reference_state, tiny_model):
     stored = [value for key, value in tiny_reference_state.items() if key.endswith("relative_position_index")]
     computed = [value for key, value in tiny_model.named_buffers() if key.endswith("relative_position_index")]
