@@ -193,6 +193,8 @@ def test_unknown_names_and_missing_files_are_told_apart() -> None:
         resolve_weights("docsam-huge")
     with pytest.raises(UnknownWeightsError, match="no such weights file"):
         resolve_weights("runs/best.pth")
+    with pytest.raises(UnknownWeightsError, match="runs/best: no such weights file"):
+        resolve_weights("runs/best")  # a path without a suffix: a folder or file not there, no name
     with pytest.raises(UnknownWeightsError, match="--weights: an empty name"):
         resolve_weights(" ")  # an unset variable, not the current folder ("a folder without model...")
 
