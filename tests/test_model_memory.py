@@ -73,6 +73,8 @@ V2, V1 = (
         # no limit: v1 writes the largest multiple of the page size below 2^63, v2 "max"
         ("12:memory:/\n", {**V1, "memory/memory.limit_in_bytes": "9223372036854771712\n"}, 13871000 * 1024),
         ("0::/\n", {**V2, "memory.max": "max\n"}, 13871000 * 1024),
+        # a limit lowered below what the cgroup holds: no room in RAM, none less than none
+        ("0::/\n", {**V2, "memory.max": f"{GIB // 2}\n"}, 0),
         # a limit above what the machine has free: MemAvailable counts
         ("0::/\n", {**V2, "memory.max": f"{64 * GIB}\n"}, 13871000 * 1024),
     ],
