@@ -410,6 +410,17 @@ def test_from_a_file_that_is_no_checkpoint_says_why_once(tmp_path: Path) -> None
     ]
 
 
+def test_a_stored_file_deleted_by_hand_is_named_gone_not_corrupted(tmp_path: Path) -> None:
+    copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
+    assert run("--from", str(copied), "docsam-base")[0] == 0
+    (docsam_home() / "weights" / "docsam-base" / "docsam-base.safetensors").unlink()
+
+    with pytest.raises(
+        NotCachedError, match=r"docsam-base: the cached file .* is gone; run `docsam download"
+    ):
+        resolve_weights("docsam-base")
+
+
 def test_an_unreadable_cache_record_is_reported_as_corruption(tmp_path: Path) -> None:
     copied = write(tmp_path / "base.pth", pth_bytes(checkpoint()))
     assert run("--from", str(copied), "docsam-base")[0] == 0
