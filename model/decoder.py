@@ -256,6 +256,7 @@ class QueryDecoder(nn.Module):
                 instance_allowed,
                 semantic_allowed,
             )
+            del instance_allowed, semantic_allowed  # not held beside the next stage's logits and masks
             latest = self.predict(
                 context, instances, instance_position, semantics, boxes, padding, kept_index
             )

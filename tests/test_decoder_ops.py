@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +167,28 @@ def test_the_semantic_mask_head_runs_its_last_convolution_per_class_not_per_chan
     dim, mask_pixels = 64, (height // 4) * (width // 4)
     one_convolution = 2 * 9 * dim * dim * mask_pixels
     assert 2 * one_convolution < convolutions < 2.5 * one_convolution
+
+
+def test_a_stage_s_attention_masks_are_freed_before_its_mask_logits_are_made(tiny_model, monkeypatch):
+    """The masks of a decoder layer (DocSAM-Base: 900 × 25600 bools per 640-px window at the finest level,
+    31 MB over the four) were held beside the next stage's mask logits and the next layer's masks."""
+    decoder = tiny_model.decoder
+    made, alive_at_predict = [], []
+    make_masks, predict = decoder.attention_masks, decoder.predict
+
+    def recording_masks(*args, **kwargs):
+        masks = make_masks(*args, **kwargs)
+        made.extend(weakref.ref(mask) for mask in masks)
+        return masks
+
+    def counting_predict(*args, **kwargs):
+        alive_at_predict.append(sum(ref() is not None for ref in made))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "attention_masks", recording_masks)
+    monkeypatch.setattr(decoder, "predict", counting_predict)
+    pixels = torch.rand(1, 3, 80, 96) * 255
+    with torch.inference_mode():
+        tiny_model(pixels, class_names=[["text", "table", "X _background_"]], all_stages=False)
+    assert made and len(alive_at_predict) == len(decoder.decoder_layers) + 1
+    assert alive_at_predict == [0] * len(alive_at_predict)
