@@ -646,6 +646,13 @@ def test_an_uncompressed_tiff_with_subsampled_chroma_is_refused_as_a_kind_pillow
         image_size(tmp_path / "ycc.tif")
 
 
+def test_an_uncompressed_ycbcr_tiff_without_subsampled_chroma_is_read(tmp_path):
+    """YCbCrSubsampling 1x1 (as Pillow writes YCbCr) is a chroma sample per pixel, which Pillow reads."""
+    Image.new("RGB", (4, 2), (200, 30, 30)).convert("YCbCr").save(tmp_path / "ycc.tif")
+    blue, green, red = check_page(load(tmp_path / "ycc.tif"), 2, 4)[0, 0].tolist()
+    assert abs(red - 200) <= 2 and abs(green - 30) <= 2 and abs(blue - 30) <= 2
+
+
 @pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate"])
 def test_a_damaged_compressed_tiff_strip_is_one_error_and_nothing_from_libtiff(tmp_path, capfd, compression):
     """libtiff printed its own message ("LZWDecode: Not enough data at scanline 0 (short 1 bytes).")
