@@ -57,8 +57,8 @@ def test_packing_takes_masks_that_do_not_start_on_a_word():
 def test_whole_word_masks_are_packed_from_their_own_bytes():
     """Masks of a multiple of 8 pixels starting on a word are read in place as int64 words, with no padded
     copy of the chunk of upsampled masks (a second chunk-sized buffer per upsampling chunk)."""
-    masks = torch.rand(3, 4, 6, generator=torch.Generator().manual_seed(4)) < 0.5
-    flat = masks.reshape(3, 24).view(torch.uint8)
+    masks = torch.rand(4, 4, 6, generator=torch.Generator().manual_seed(4)) < 0.5
+    flat = masks[1:].reshape(3, 24).view(torch.uint8)  # 24 bytes into its storage: on a word
     words = _in_eights(flat, 3)
     assert words.shape == (3, 3) and words.data_ptr() == flat.data_ptr()
 
