@@ -120,3 +120,14 @@ def test_the_nms_in_two_parts_on_adversarial_outputs(monkeypatch, case):
     monkeypatch.setattr(postprocess, "NMS_LEADERS", 2)
     outputs = _adversarial(case)
     _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))
+
+
+def test_a_class_score_equal_to_the_threshold_is_kept(monkeypatch):
+    """The class-score filter keeps `score ≥ threshold` (ARCHITECTURE.md §7.5, not strict): with the
+    threshold at 0.5, a query scoring exactly 0.5 is kept, not replaced by the fallback query 0."""
+    monkeypatch.setattr(postprocess, "SCORE_THRESHOLD", 0.5)
+    logits = torch.tensor([[[-1.0, 0.0], [0.0, 0.0], [-2.0, 0.0]]])  # softmax: 0.27, exactly 0.5, 0.12
+    outputs = PatchOutputs(
+        torch.full((1, 3, 4, 4), 5.0), torch.zeros(1, 3, 4), logits, torch.zeros(1, 2, 4, 4)
+    )
+    assert select_queries(outputs)[0].nonzero().flatten().tolist() == [1]
