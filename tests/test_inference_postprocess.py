@@ -131,3 +131,11 @@ def test_a_class_score_equal_to_the_threshold_is_kept(monkeypatch):
         torch.full((1, 3, 4, 4), 5.0), torch.zeros(1, 3, 4), logits, torch.zeros(1, 2, 4, 4)
     )
     assert select_queries(outputs)[0].nonzero().flatten().tolist() == [1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_post_processing_with_more_classes_than_queries(seed):
+    """Three queries, seven prompted classes: the candidates are still grouped by label and the unselected
+    queries left out, as the reference does."""
+    outputs = random_outputs(seed, queries=3, classes=8)
+    _assert_as_reference(postprocess_patches(outputs, LAYOUT), reference_postprocess(outputs, LAYOUT))
