@@ -51,6 +51,9 @@ def test_help_shows_the_choices() -> None:
         # An empty --keep (an unset shell variable) kept every class.
         (("--from", "coco", "--keep", ""), ("--keep needs at least one class name",)),
         (("--from", "coco", "--keep", " , "), ("--keep needs at least one class name",)),
+        # An empty --level (an unset shell variable) read no level at all.
+        (("--from", "coco", "--level", ""), ("give one or more of regions, lines, words, cells",)),
+        (("--from", "coco", "--level", " , "), ("give one or more of regions, lines, words, cells",)),
         # These named no option ('error: invalid value: 'x' is not a number').
         (("--from", "coco", "--split", "train=x"), ("invalid value for --split: 'x' is not a number",)),
         (("--from", "coco", "--split", "val=1"), ("invalid value for --split: only split 'val' is named",)),
