@@ -250,3 +250,19 @@ def test_polygons_far_off_the_page_are_rasterised_by_their_part_near_it() -> Non
         polygon = rng.uniform((-230, -150), (290, 190), (int(rng.integers(3, 8)), 2))  # within 4 pages
         direct = mask_utils.merge(mask_utils.frPyObjects([polygon.reshape(-1).tolist()], 40, 60))
         assert geometry.polygons_rle([polygon], 40, 60) == direct
+
+
+@pytest.mark.parametrize(
+    ("points", "crosses"),
+    [
+        ([(0, 0), (10, 0), (10, 10), (0, 10)], False),  # a square: its edges meet at its corners only
+        ([(0, 0), (10, 10), (10, 0), (0, 10)], True),  # a figure-eight
+        ([(0, 0), (10, 0), (10, 10), (5, 0), (0, 10)], False),  # a vertex on another edge: touching
+        ([(0, 0), (10, 0), (10, 5), (20, 5), (10, 5), (10, 10), (0, 10)], False),  # a spike, out and back
+    ],
+)
+def test_only_edges_that_properly_cross_make_a_polygon_self_intersecting(points, crosses: bool) -> None:
+    """`self_intersects`: two edges crossing each other make an outline to repair; edges that only touch
+    (adjacent edges at their corner, a vertex on another edge, a spike along one line) rasterise to the
+    intended region and are left alone."""
+    assert geometry.self_intersects(np.array(points, dtype=float)) is crosses
