@@ -456,6 +456,26 @@ def test_pages_of_one_name_in_two_volumes_are_each_scored_against_their_own_grou
     )
 
 
+def test_a_prediction_naming_its_image_by_another_path_to_the_same_file_is_scored_against_its_page(
+    tmp_path: Path,
+) -> None:
+    """Pages of one name in two volumes (vol1/0001, vol2/0001), predictions naming their images through
+    links (`links/a/0001.png` is vol1's file): the path's end tells no page, the file does, and each
+    prediction is scored against its own page."""
+    truth = _two_volumes(tmp_path / "gt")
+    (tmp_path / "links").mkdir()
+    for link, volume in (("a", "vol1"), ("b", "vol2")):
+        (tmp_path / "links" / link).symlink_to(truth / volume, target_is_directory=True)
+    results = [
+        {"file_name": f"links/{link}/0001.png", "category_id": "table", "bbox": box, "score": 0.9}
+        for link, box in (("a", [10, 10, 40, 30]), ("b", [30, 20, 40, 30]))
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report = _report(truth, "--pred", tmp_path / "results.json")
+    assert report["images_without_predictions"] == report["predictions_without_ground_truth"] == []
+    assert report["box"]["AP50"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("pred_kind", ["page", "coco dataset", "results list"])
 def test_a_prediction_named_as_two_ground_truth_pages_leaves_both_out_in_any_format(
     tmp_path: Path, pred_kind: str
