@@ -414,6 +414,25 @@ def _two_volumes(root: Path) -> Path:
     return root
 
 
+def test_pages_of_one_name_at_different_depths_are_each_named_by_their_shortest_distinct_end(
+    tmp_path: Path,
+) -> None:
+    """Three pages named 0001 at different depths (x/DEEP/v, y/DEEP/v and v, DEEP being 12 folders): each is
+    named by the shortest end of its path that no other page's path ends with (v/0001 is an end of the other
+    two as well, so the third is named with its folder's parent). Ends are looked for up to the longest
+    path's length: a search stopping at the shortest one's would leave the two deeper pages, told apart
+    only 15 parts from the end, without a name (a KeyError)."""
+    regions = [("TableRegion", None, "10,10 40,10 40,30 10,30")]
+    deep = "/".join("abcdefghijkl")
+    for folder in (f"x/{deep}/v", f"y/{deep}/v", "v"):
+        write_image(tmp_path / folder / "0001.png", 60, 40)
+        (tmp_path / folder / "0001.xml").write_text(page_xml("0001.png", 60, 40, regions))
+    truth = load_ground_truth(tmp_path, "page", frozenset({"regions"}))
+    names = sorted(image.name for image in truth.images)
+    assert names == sorted([f"{tmp_path.name}/v/0001", f"x/{deep}/v/0001", f"y/{deep}/v/0001"])
+    assert not truth.errors
+
+
 def _segment(tiny_weights: Path, run: Path, *inputs: str | Path) -> None:
     """segment `inputs` (paths, and options such as -r) into `run` with the tiny model: PAGE and COCO."""
     segmented = run_cli(
